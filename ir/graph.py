@@ -1,0 +1,155 @@
+"""The IR graph: Nodes held in a networkx.DiGraph, one output per node.
+
+Sources (inputs, parameters, optimizer state, runtime scalars, constants) are
+nodes too; their op is one of SOURCE_OPS. Edges run from operand to user.
+Ops with several results write the extra ones into `side_output` nodes.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from .types import TensorType, scalar
+
+# op names of source nodes, and what each holds
+SOURCE_OPS = {
+    "input": "a batch of a model input",
+    "label": "a batch of training targets",
+    "param": "a trainable parameter",
+    "state": "persistent non-trainable state (optimizer slots, step counter)",
+    "scalar": "a runtime scalar (learning rate, ...)",
+    "rng": "a random mask filled by the runtime before each step",
+    "const": "a constant",
+}
+
+
+@dataclass
+class Node:
+    id: str
+    op: str
+    inputs: tuple
+    type: TensorType
+    attrs: dict = field(default_factory=dict)
+    order: int = 0  # insertion index: makes topological order deterministic
+
+    @property
+    def is_source(self) -> bool:
+        return self.op in SOURCE_OPS
+
+
+class Graph:
+    def __init__(self, name: str = "graph"):
+        self.name = name
+        self.nx = nx.DiGraph()
+        self.outputs: dict[str, str] = {}  # role name -> node id ("loss", "output:dense_2", ...)
+        self._counter = itertools.count()
+        self._ids: set[str] = set()
+
+    # -- construction ---------------------------------------------------------
+    def _fresh_id(self, hint: str) -> str:
+        hint = "".join(c if c.isalnum() or c == "_" else "_" for c in hint) or "t"
+        if hint not in self._ids:
+            return hint
+        for i in itertools.count(1):
+            cand = f"{hint}_{i}"
+            if cand not in self._ids:
+                return cand
+
+    def add_node(self, op: str, inputs=(), attrs=None, type: TensorType | None = None, name: str | None = None) -> str:
+        """Add a node; its type comes from the op registry's shape rule unless given."""
+        from .ops import get_op
+
+        inputs = tuple(inputs)
+        attrs = dict(attrs or {})
+        for i in inputs:
+            if i not in self._ids:
+                raise KeyError(f"{op}: operand %{i} is not in graph {self.name!r}")
+        if type is None:
+            type = get_op(op).infer([self.node(i).type for i in inputs], attrs)
+        nid = self._fresh_id(name or op)
+        self._ids.add(nid)
+        node = Node(nid, op, inputs, type, attrs, next(self._counter))
+        self.nx.add_node(nid, node=node)
+        for i in inputs:
+            self.nx.add_edge(i, nid)
+        return nid
+
+    def source(self, op: str, name: str, type: TensorType, **attrs) -> str:
+        if op not in SOURCE_OPS:
+            raise ValueError(f"{op!r} is not a source op ({', '.join(SOURCE_OPS)})")
+        return self.add_node(op, (), attrs, type, name)
+
+    def const(self, value: float, dtype: str = "float32") -> str:
+        return self.add_node("const", (), {"value": float(value)}, scalar(dtype), "c")
+
+    def __getattr__(self, op: str):
+        """`g.mul(a, b)` adds a `mul` node: VJP rules read like JAX's."""
+        if op.startswith("_"):
+            raise AttributeError(op)
+        from .ops import REGISTRY
+
+        if op not in REGISTRY:
+            raise AttributeError(f"Graph has no attribute or op {op!r}")
+        return lambda *inputs, name=None, **attrs: self.add_node(op, inputs, attrs, name=name)
+
+    # -- queries ----------------------------------------------------------------
+    def node(self, nid: str) -> Node:
+        try:
+            return self.nx.nodes[nid]["node"]
+        except KeyError:
+            raise KeyError(f"no node %{nid} in graph {self.name!r}") from None
+
+    def __contains__(self, nid: str) -> bool:
+        return nid in self._ids
+
+    def __len__(self) -> int:
+        return self.nx.number_of_nodes()
+
+    def nodes(self) -> list[Node]:
+        """All nodes in a deterministic topological order."""
+        key = lambda n: self.nx.nodes[n]["node"].order  # noqa: E731
+        return [self.node(n) for n in nx.lexicographical_topological_sort(self.nx, key=key)]
+
+    def sources(self, op: str | None = None) -> list[Node]:
+        return [n for n in self.nodes() if n.is_source and (op is None or n.op == op)]
+
+    def users(self, nid: str) -> list[Node]:
+        return sorted((self.node(u) for u in self.nx.successors(nid)), key=lambda n: n.order)
+
+    def type(self, nid: str) -> TensorType:
+        return self.node(nid).type
+
+    # -- rewriting --------------------------------------------------------------
+    def set_inputs(self, nid: str, inputs) -> None:
+        node = self.node(nid)
+        for i in set(node.inputs):
+            self.nx.remove_edge(i, nid)
+        node.inputs = tuple(inputs)
+        for i in node.inputs:
+            self.nx.add_edge(i, nid)
+
+    def replace_uses(self, old: str, new: str) -> None:
+        """Make every user of `old` (and every graph output) read `new` instead."""
+        for user in self.users(old):
+            if user.id != new:
+                self.set_inputs(user.id, [new if i == old else i for i in user.inputs])
+        for k, v in self.outputs.items():
+            if v == old:
+                self.outputs[k] = new
+
+    def remove(self, nid: str) -> None:
+        if list(self.nx.successors(nid)):
+            raise ValueError(f"cannot remove %{nid}: it still has users")
+        self.nx.remove_node(nid)
+        self._ids.discard(nid)
+
+    def copy(self) -> "Graph":
+        return copy.deepcopy(self)
+
+    def __str__(self) -> str:
+        from .printer import format_graph
+
+        return format_graph(self)

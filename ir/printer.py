@@ -1,0 +1,44 @@
+"""One line per node, SSA style: `%h: f32[B,128] = matmul(%x, %w) {transpose_b=True}  # note`."""
+from __future__ import annotations
+
+
+def _fmt_attr(v):
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "(" + ",".join(_fmt_attr(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+    return str(v)
+
+
+# attrs that are bookkeeping, not semantics: shown as comments, not in braces
+NOTE_ATTRS = ("fused", "note")
+
+
+def format_node(node) -> str:
+    attrs = {k: v for k, v in node.attrs.items() if k not in NOTE_ATTRS and not k.startswith("_")}
+    text = f"%{node.id}: {node.type} = {node.op}({', '.join('%' + i for i in node.inputs)})"
+    if attrs:
+        text += " {" + ", ".join(f"{k}={_fmt_attr(v)}" for k, v in sorted(attrs.items())) + "}"
+    notes = []
+    if node.attrs.get("fused"):
+        notes.append("fused: " + "+".join(node.attrs["fused"]))
+    if node.attrs.get("note"):
+        notes.append(node.attrs["note"])
+    if notes:
+        text += "  # " + "; ".join(notes)
+    return text
+
+
+def format_graph(graph) -> str:
+    nodes = graph.nodes()
+    params = [n for n in nodes if n.is_source and n.op != "const"]
+    head = ", ".join(f"%{n.id}: {n.type}" for n in params)
+    lines = [f"graph {graph.name}({head}) {{"]
+    for n in nodes:
+        if n.is_source and n.op != "const":
+            continue
+        lines.append("  " + format_node(n))
+    outs = ", ".join(f"{k}=%{v}" for k, v in graph.outputs.items())
+    lines.append(f"  return {outs}")
+    lines.append("}")
+    return "\n".join(lines)
