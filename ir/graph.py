@@ -26,6 +26,10 @@ SOURCE_OPS = {
 }
 
 
+# attrs that record what passes decided, not what the op computes
+BOOKKEEPING_ATTRS = ("fused", "note", "bias_grad", "computed_by")
+
+
 @dataclass
 class Node:
     id: str
@@ -34,6 +38,10 @@ class Node:
     type: TensorType
     attrs: dict = field(default_factory=dict)
     order: int = 0  # insertion index: makes topological order deterministic
+
+    def semantic_attrs(self) -> dict:
+        """The attrs the op's rules read (no pass bookkeeping)."""
+        return {k: v for k, v in self.attrs.items() if k not in BOOKKEEPING_ATTRS}
 
     @property
     def is_source(self) -> bool:
@@ -146,7 +154,7 @@ class Graph:
         self.nx.remove_node(nid)
         self._ids.discard(nid)
 
-    def copy(self) -> "Graph":
+    def clone(self) -> "Graph":
         return copy.deepcopy(self)
 
     def __str__(self) -> str:

@@ -20,8 +20,7 @@ def interpret(graph, feeds: dict) -> dict:
         else:
             op = get_op(node.op)
             args = [env[i] for i in node.inputs]
-            attrs = {k: v for k, v in node.attrs.items() if k not in ("fused", "note")}
-            out = op.forward(*args, **attrs)
+            out = op.forward(*args, **node.semantic_attrs())
             if op.pattern is not Pattern.UPDATE:
                 out = np.asarray(out, dtype=node.type.dtype)
             env[node.id] = out

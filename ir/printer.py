@@ -10,18 +10,16 @@ def _fmt_attr(v):
     return str(v)
 
 
-# attrs that are bookkeeping, not semantics: shown as comments, not in braces
-NOTE_ATTRS = ("fused", "note")
-
-
 def format_node(node) -> str:
-    attrs = {k: v for k, v in node.attrs.items() if k not in NOTE_ATTRS and not k.startswith("_")}
+    attrs = {k: v for k, v in node.semantic_attrs().items() if k != "expr"}
     text = f"%{node.id}: {node.type} = {node.op}({', '.join('%' + i for i in node.inputs)})"
     if attrs:
         text += " {" + ", ".join(f"{k}={_fmt_attr(v)}" for k, v in sorted(attrs.items())) + "}"
     notes = []
     if node.attrs.get("fused"):
         notes.append("fused: " + "+".join(node.attrs["fused"]))
+    if node.attrs.get("bias_grad"):
+        notes.append(f"also writes %{node.attrs['bias_grad']}")
     if node.attrs.get("note"):
         notes.append(node.attrs["note"])
     if notes:

@@ -21,7 +21,7 @@ def verify(graph) -> None:
         if node.is_source:
             continue
         try:
-            expected = op.infer([graph.type(i) for i in node.inputs], node.attrs)
+            expected = op.infer([graph.type(i) for i in node.inputs], node.semantic_attrs())
         except Exception as e:  # noqa: BLE001 - report any shape-rule failure as a verify error
             raise VerifyError(f"%{node.id} = {node.op}: {e}") from e
         if expected != node.type:

@@ -1,0 +1,869 @@
+"""Keras 3 compatible training callbacks.
+
+Behaviour, defaults and printed messages follow `keras/src/callbacks/*`, so
+code written against `keras.callbacks` runs unchanged on a kgraph trainer.
+The model a callback sees needs only: `stop_training` (bool attribute),
+`get_weights()`, `set_weights(weights)`, `save_weights(path)`, `save(path)`
+and `optimizer.learning_rate` (a plain float attribute).
+"""
+
+import collections
+import csv
+import operator
+import os
+import warnings
+
+import numpy as np
+
+from kgraph.runtime.progbar import Progbar, print_msg
+
+
+class Callback:
+    """Base class: override the hooks you need; all of them default to no-ops.
+
+    Attributes:
+        params: dict of run parameters (`verbose`, `epochs`, `steps`).
+        model: the model being trained, evaluated or run.
+    """
+
+    def __init__(self):
+        self.params = None
+        self.model = None
+
+    def set_params(self, params):
+        self.params = params
+
+    def set_model(self, model):
+        self.model = model
+
+    def on_batch_begin(self, batch, logs=None):
+        """Backwards compatible alias of `on_train_batch_begin`."""
+
+    def on_batch_end(self, batch, logs=None):
+        """Backwards compatible alias of `on_train_batch_end`."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Called at the start of a training epoch (0-based `epoch`)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Called with the epoch's metrics, validation ones prefixed `val_`."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.on_batch_begin(batch, logs=logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        """`logs` hold the running epoch means up to this batch."""
+        self.on_batch_end(batch, logs=logs)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_test_batch_end(self, batch, logs=None):
+        pass
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_predict_batch_end(self, batch, logs=None):
+        pass
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+    def on_test_begin(self, logs=None):
+        pass
+
+    def on_test_end(self, logs=None):
+        pass
+
+    def on_predict_begin(self, logs=None):
+        pass
+
+    def on_predict_end(self, logs=None):
+        pass
+
+
+def _pythonify_logs(logs):
+    """Flattens nested dicts, turns scalars into floats and sorts the keys.
+
+    Sorting is why Keras prints `accuracy` before `loss`.
+    """
+    result = {}
+    for key, value in sorted((logs or {}).items()):
+        if isinstance(value, dict):
+            result.update(_pythonify_logs(value))
+            continue
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            pass  # non-scalars (e.g. per-class arrays) pass through
+        result[key] = value
+    return result
+
+
+class CallbackList(Callback):
+    """Calls every hook on each callback in turn, sharing one `logs` dict.
+
+    Callbacks run in list order and may add to `logs` (LearningRateScheduler
+    adds `learning_rate`), which is why History and ProgbarLogger go last.
+    `fit` builds one as
+    `CallbackList(cbs, add_history=True, add_progbar=verbose != 0,
+    model=model, verbose=verbose, epochs=epochs, steps=steps)`.
+    """
+
+    def __init__(
+        self,
+        callbacks=None,
+        add_history=False,
+        add_progbar=False,
+        model=None,
+        **params,
+    ):
+        super().__init__()
+        self.callbacks = list(callbacks) if callbacks else []
+        self._history = next(
+            (cb for cb in self.callbacks if isinstance(cb, History)), None
+        )
+        self._progbar = next(
+            (cb for cb in self.callbacks if isinstance(cb, ProgbarLogger)), None
+        )
+        if self._history is None and add_history:
+            self._history = History()
+            self.callbacks.append(self._history)
+        if self._progbar is None and add_progbar:
+            self._progbar = ProgbarLogger()
+            self.callbacks.append(self._progbar)
+        self.set_model(model)
+        self.set_params(params)
+
+    def append(self, callback):
+        self.callbacks.append(callback)
+
+    def set_params(self, params):
+        self.params = params
+        if params:
+            for callback in self.callbacks:
+                callback.set_params(params)
+
+    def set_model(self, model):
+        if model is None:
+            return
+        super().set_model(model)
+        if self._history is not None:
+            model.history = self._history
+        for callback in self.callbacks:
+            callback.set_model(model)
+
+    def _dispatch(self, hook, *args, logs=None):
+        logs = _pythonify_logs(logs)
+        for callback in self.callbacks:
+            getattr(callback, hook)(*args, logs=logs)
+
+    def on_batch_begin(self, batch, logs=None):
+        self._dispatch("on_batch_begin", batch, logs=logs)
+
+    def on_batch_end(self, batch, logs=None):
+        self._dispatch("on_batch_end", batch, logs=logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._dispatch("on_epoch_begin", epoch, logs=logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._dispatch("on_epoch_end", epoch, logs=logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._dispatch("on_train_batch_begin", batch, logs=logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._dispatch("on_train_batch_end", batch, logs=logs)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._dispatch("on_test_batch_begin", batch, logs=logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._dispatch("on_test_batch_end", batch, logs=logs)
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        self._dispatch("on_predict_batch_begin", batch, logs=logs)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self._dispatch("on_predict_batch_end", batch, logs=logs)
+
+    def on_train_begin(self, logs=None):
+        self._dispatch("on_train_begin", logs=logs)
+
+    def on_train_end(self, logs=None):
+        self._dispatch("on_train_end", logs=logs)
+
+    def on_test_begin(self, logs=None):
+        self._dispatch("on_test_begin", logs=logs)
+
+    def on_test_end(self, logs=None):
+        self._dispatch("on_test_end", logs=logs)
+
+    def on_predict_begin(self, logs=None):
+        self._dispatch("on_predict_begin", logs=logs)
+
+    def on_predict_end(self, logs=None):
+        self._dispatch("on_predict_end", logs=logs)
+
+
+class History(Callback):
+    """Records each epoch's logs; `fit` returns this object.
+
+    Attributes:
+        history: dict mapping each log key to its list of per-epoch values.
+        epoch: list of the 0-based epoch indices recorded.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.history = {}
+        self.epoch = []
+
+    def on_train_begin(self, logs=None):
+        self.epoch = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(value)
+        self.model.history = self
+
+
+class ProgbarLogger(Callback):
+    """Prints `Epoch i/n` headers and a progress bar for fit/evaluate/predict.
+
+    Reads `verbose` ("auto" means 1), `epochs` and `steps` from `params`.
+    Validation inside `fit` stays silent; its `val_*` results show on the
+    epoch's final line.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.seen = 0
+        self.progbar = None
+        self.target = None
+        self.verbose = 1
+        self.epochs = 1
+        self._called_in_fit = False
+
+    def set_params(self, params):
+        super().set_params(params)
+        verbose = params.get("verbose", 1)
+        self.verbose = 1 if verbose == "auto" else verbose
+        self.epochs = params.get("epochs", 1)
+        self.target = params.get("steps")
+
+    def on_train_begin(self, logs=None):
+        self._called_in_fit = True
+
+    def on_test_begin(self, logs=None):
+        if not self._called_in_fit:
+            self._reset_progbar()
+
+    def on_predict_begin(self, logs=None):
+        self._reset_progbar()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._reset_progbar()
+        if self.verbose and self.epochs > 1:
+            print_msg(f"Epoch {epoch + 1}/{self.epochs}")
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._update_progbar(batch, logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        if not self._called_in_fit:
+            self._update_progbar(batch, logs)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self._update_progbar(batch, None)  # predictions are not metrics
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._finalize_progbar(logs)
+
+    def on_test_end(self, logs=None):
+        if not self._called_in_fit:
+            self._finalize_progbar(logs)
+
+    def on_predict_end(self, logs=None):
+        self._finalize_progbar(logs)
+
+    def _reset_progbar(self):
+        self.seen = 0
+        # Logs are already running means, so the bar shows them as given.
+        self.progbar = Progbar(
+            target=self.target, verbose=self.verbose, stateless_metrics=()
+        )
+
+    def _update_progbar(self, batch, logs):
+        if self.progbar is None:
+            self._reset_progbar()
+        self.seen = batch + 1
+        if self.verbose == 1:
+            self.progbar.update(self.seen, list((logs or {}).items()), finalize=False)
+
+    def _finalize_progbar(self, logs):
+        if self.progbar is None:
+            self._reset_progbar()
+        if self.target is None:
+            # Unknown step count (a generator): learnt from the first pass.
+            self.target = self.seen
+            self.progbar.target = self.target
+        self.progbar.update(self.target, list((logs or {}).items()), finalize=True)
+
+
+# Which way Keras's built-in metrics improve, standing in for the
+# `metric._direction` that Keras reads from the compiled model in mode="auto".
+_MAXIMIZED = frozenset(
+    """accuracy acc binary_accuracy categorical_accuracy
+    sparse_categorical_accuracy top_k_categorical_accuracy
+    sparse_top_k_categorical_accuracy auc precision recall f1_score
+    fbeta_score r2_score iou binary_iou mean_iou one_hot_iou one_hot_mean_iou
+    cosine_similarity pearson_correlation concordance_correlation
+    precision_at_recall recall_at_precision sensitivity_at_specificity
+    specificity_at_sensitivity""".split()
+)
+_MINIMIZED = frozenset(
+    """loss mean_squared_error mse mean_absolute_error mae
+    mean_absolute_percentage_error mape mean_squared_logarithmic_error msle
+    root_mean_squared_error logcosh hinge squared_hinge categorical_hinge
+    binary_crossentropy categorical_crossentropy
+    sparse_categorical_crossentropy binary_focal_crossentropy
+    categorical_focal_crossentropy kl_divergence poisson""".split()
+)
+
+
+class MonitorCallback(Callback):
+    """Shared logic of callbacks that track the best value of one log key."""
+
+    def __init__(self, monitor="val_loss", mode="auto", baseline=None, min_delta=0):
+        super().__init__()
+        if mode not in ("auto", "min", "max"):
+            warnings.warn(
+                f"{type(self).__name__} mode '{mode}' is unknown, "
+                "fallback to auto mode.",
+                stacklevel=2,
+            )
+            mode = "auto"
+        self.monitor = monitor
+        self.mode = mode
+        self.best = baseline
+        self.min_delta = abs(min_delta)
+        self.monitor_op = None
+
+    def _set_monitor_op(self):
+        metric = self.monitor.removeprefix("val_")
+        if self.mode == "min" or (self.mode == "auto" and metric in _MINIMIZED):
+            self.monitor_op = operator.lt
+            # Improving means dropping by more than min_delta.
+            self.min_delta *= -1
+        elif self.mode == "max" or metric in _MAXIMIZED:
+            self.monitor_op = operator.gt
+        else:
+            raise ValueError(
+                f"{type(self).__name__} callback received "
+                f"monitor={self.monitor}, but Keras isn't able to "
+                "automatically determine whether that metric should be "
+                "maximized or minimized. Pass `mode='max'` in order to "
+                "monitor based on the highest metric value, or pass "
+                "`mode='min'` in order to use the lowest value."
+            )
+
+    def _is_improvement(self, monitor_value, reference_value):
+        if reference_value is None:
+            return True
+        return self.monitor_op(monitor_value - self.min_delta, reference_value)
+
+
+class EarlyStopping(MonitorCallback):
+    """Stops training once `monitor` has stopped improving.
+
+    Args:
+        monitor: log key to watch.
+        min_delta: smallest change that counts as an improvement.
+        patience: epochs without improvement before stopping.
+        verbose: 1 prints when stopping and restoring.
+        mode: "min", "max" or "auto" (inferred from the metric name).
+        baseline: value to beat; until it is beaten, improvements don't
+            reset the patience counter.
+        restore_best_weights: at the end of training, put back the weights
+            of the best epoch (or of the first watched epoch if none beat
+            `baseline`).
+        start_from_epoch: epochs of warm-up before watching starts.
+    """
+
+    def __init__(
+        self,
+        monitor="val_loss",
+        min_delta=0,
+        patience=0,
+        verbose=0,
+        mode="auto",
+        baseline=None,
+        restore_best_weights=False,
+        start_from_epoch=0,
+    ):
+        super().__init__(monitor, mode, min_delta=min_delta)
+        self.patience = patience
+        self.verbose = verbose
+        self.baseline = baseline
+        self.restore_best_weights = restore_best_weights
+        self.start_from_epoch = start_from_epoch
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best_weights = None
+        self.best_epoch = 0
+
+    def on_train_begin(self, logs=None):
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best = None
+        self.best_weights = None
+        self.best_epoch = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        current = self.get_monitor_value(logs)
+        if current is None or epoch < self.start_from_epoch:
+            return
+        if self.restore_best_weights and self.best_weights is None:
+            # Something to restore even if nothing ever beats the baseline.
+            self.best_weights = self.model.get_weights()
+            self.best_epoch = epoch
+
+        self.wait += 1
+        if self._is_improvement(current, self.best):
+            self.best = current
+            self.best_epoch = epoch
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            if self.baseline is None or self._is_improvement(current, self.baseline):
+                self.wait = 0
+            return
+
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.stopped_epoch > 0 and self.verbose > 0:
+            print_msg(f"Epoch {self.stopped_epoch + 1}: early stopping")
+        if self.restore_best_weights and self.best_weights is not None:
+            if self.verbose > 0:
+                print_msg(
+                    "Restoring model weights from "
+                    f"the end of the best epoch: {self.best_epoch + 1}."
+                )
+            self.model.set_weights(self.best_weights)
+
+    def get_monitor_value(self, logs):
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        if value is None:
+            warnings.warn(
+                f"Early stopping conditioned on metric `{self.monitor}` which "
+                f"is not available. Available metrics are: {','.join(logs)}",
+                stacklevel=2,
+            )
+        return value
+
+
+class ModelCheckpoint(MonitorCallback):
+    """Saves the model or its weights every epoch or every `save_freq` batches.
+
+    Args:
+        filepath: path, may hold `str.format` fields filled from the 1-based
+            `epoch`, the 1-based `batch` (batch-level saving) and the logs,
+            e.g. `"ckpt-{epoch:02d}-{val_loss:.2f}.weights.h5"`.
+        monitor: log key judged when `save_best_only`.
+        verbose: 1 prints a line per save decision.
+        save_best_only: save only when `monitor` improves on the best so far.
+        save_weights_only: call `model.save_weights(path)` instead of
+            `model.save(path)`.
+        mode: "min", "max" or "auto".
+        save_freq: "epoch", or an int number of batches between saves.
+        initial_value_threshold: value that a first save must beat.
+    """
+
+    def __init__(
+        self,
+        filepath,
+        monitor="val_loss",
+        verbose=0,
+        save_best_only=False,
+        save_weights_only=False,
+        mode="auto",
+        save_freq="epoch",
+        initial_value_threshold=None,
+    ):
+        super().__init__(monitor, mode, initial_value_threshold)
+        if save_freq != "epoch" and not isinstance(save_freq, int):
+            raise ValueError(
+                f"Unrecognized save_freq: {save_freq}. "
+                "Expected save_freq are 'epoch' or integer values"
+            )
+        self.filepath = os.fspath(filepath)
+        self.verbose = verbose
+        self.save_best_only = save_best_only
+        self.save_weights_only = save_weights_only
+        self.save_freq = save_freq
+        self._batches_seen_since_last_saving = 0
+        self._last_batch_seen = None
+        self._current_epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._should_save_on_batch(batch):
+            self._save_model(self._current_epoch, batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        if self.save_freq == "epoch":
+            self._save_model(epoch, None, logs)
+
+    def _should_save_on_batch(self, batch):
+        if self.save_freq == "epoch":
+            return False
+        if self._last_batch_seen is None or batch <= self._last_batch_seen:
+            added = batch + 1  # a new epoch restarted the batch count
+        else:
+            added = batch - self._last_batch_seen
+        self._batches_seen_since_last_saving += added
+        self._last_batch_seen = batch
+        if self._batches_seen_since_last_saving >= self.save_freq:
+            self._batches_seen_since_last_saving = 0
+            return True
+        return False
+
+    def _should_save_model(self, epoch, logs, filepath):
+        if not self.save_best_only:
+            if self.verbose > 0:
+                print_msg(f"\nEpoch {epoch + 1}: saving model to {filepath}")
+            return True
+        current = logs.get(self.monitor)
+        if current is None:
+            warnings.warn(
+                f"Can save best model only with {self.monitor} available.",
+                stacklevel=2,
+            )
+            return True
+        if np.ndim(current) > 0:
+            warnings.warn(
+                "Can save best model only when `monitor` is a scalar value. "
+                f"Received: {current}. Falling back to `save_best_only=False`."
+            )
+            return True
+        best_str = "None" if self.best is None else f"{self.best:.5f}"
+        if self._is_improvement(current, self.best):
+            if self.verbose > 0:
+                print_msg(
+                    f"\nEpoch {epoch + 1}: {self.monitor} improved from "
+                    f"{best_str} to {current:.5f}, saving model to {filepath}"
+                )
+            self.best = current
+            return True
+        if self.verbose > 0:
+            print_msg(
+                f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {best_str}"
+            )
+        return False
+
+    def _save_model(self, epoch, batch, logs):
+        logs = logs or {}
+        filepath = self._get_file_path(epoch, batch, logs)
+        if not self._should_save_model(epoch, logs, filepath):
+            return
+        if os.path.isdir(filepath):
+            raise IOError(
+                "Please specify a non-directory filepath for ModelCheckpoint. "
+                f"Filepath used is an existing directory: {filepath}"
+            )
+        dirname = os.path.dirname(filepath)
+        if dirname:
+            os.makedirs(dirname, exist_ok=True)
+        if self.save_weights_only:
+            self.model.save_weights(filepath)
+        else:
+            self.model.save(filepath)
+        if self.verbose > 0:
+            print_msg(f"\nEpoch {epoch + 1}: finished saving model to {filepath}")
+
+    def _get_file_path(self, epoch, batch, logs):
+        fields = {"epoch": epoch + 1}
+        if batch is not None and "batch" not in logs:
+            fields["batch"] = batch + 1
+        try:
+            return self.filepath.format(**fields, **logs)
+        except KeyError as e:
+            raise KeyError(
+                f'Failed to format this callback filepath: "{self.filepath}". '
+                f"Reason: {e}"
+            ) from e
+
+
+class LearningRateScheduler(Callback):
+    """Sets `model.optimizer.learning_rate = schedule(epoch, lr)` each epoch.
+
+    Args:
+        schedule: `f(epoch, lr) -> float` (0-based epoch); a one-argument
+            `f(epoch)` works too.
+        verbose: 1 prints the new rate.
+    """
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        self.schedule = schedule
+        self.verbose = verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        if not hasattr(optimizer, "learning_rate"):
+            raise ValueError('Optimizer must have a "learning_rate" attribute.')
+        try:
+            learning_rate = self.schedule(epoch, float(optimizer.learning_rate))
+        except TypeError:  # one-argument schedule
+            learning_rate = self.schedule(epoch)
+        if not isinstance(learning_rate, (float, np.float32, np.float64)):
+            raise ValueError(
+                "The output of the `schedule` function should be a float. "
+                f"Got: {learning_rate}"
+            )
+        optimizer.learning_rate = learning_rate
+        if self.verbose > 0:
+            print_msg(
+                f"\nEpoch {epoch + 1}: LearningRateScheduler setting "
+                f"learning rate to {learning_rate}."
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate)
+
+
+class ReduceLROnPlateau(MonitorCallback):
+    """Multiplies the learning rate by `factor` when `monitor` plateaus.
+
+    Args:
+        monitor: log key to watch.
+        factor: multiplier applied to the rate, < 1.
+        patience: epochs without improvement before reducing.
+        verbose: 1 prints each reduction.
+        mode: "min", "max" or "auto".
+        min_delta: smallest change that counts as an improvement.
+        cooldown: epochs to wait after a reduction before counting again.
+        min_lr: floor for the rate.
+    """
+
+    def __init__(
+        self,
+        monitor="val_loss",
+        factor=0.1,
+        patience=10,
+        verbose=0,
+        mode="auto",
+        min_delta=1e-4,
+        cooldown=0,
+        min_lr=0.0,
+    ):
+        super().__init__(monitor, mode, min_delta=min_delta)
+        if factor >= 1.0:
+            raise ValueError(
+                "ReduceLROnPlateau does not support a factor >= 1.0. "
+                f"Received factor={factor}"
+            )
+        self.factor = factor
+        self.patience = patience
+        self.verbose = verbose
+        self.cooldown = cooldown
+        self.min_lr = min_lr
+        self.cooldown_counter = 0
+        self.wait = 0
+
+    def on_train_begin(self, logs=None):
+        self.best = None
+        self.cooldown_counter = 0
+        self.wait = 0
+
+    def in_cooldown(self):
+        return self.cooldown_counter > 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        logs = logs if logs is not None else {}
+        logs["learning_rate"] = float(self.model.optimizer.learning_rate)
+        current = logs.get(self.monitor)
+        if current is None:
+            warnings.warn(
+                "Learning rate reduction is conditioned on metric "
+                f"`{self.monitor}` which is not available. Available metrics "
+                f"are: {','.join(logs)}.",
+                stacklevel=2,
+            )
+            return
+
+        if self.in_cooldown():
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._is_improvement(current, self.best):
+            self.best = current
+            self.wait = 0
+        elif not self.in_cooldown():
+            self.wait += 1
+            if self.wait >= self.patience and self._reduce_lr(epoch):
+                self.cooldown_counter = self.cooldown
+                self.wait = 0
+
+    def _reduce_lr(self, epoch):
+        optimizer = self.model.optimizer
+        old_lr = float(optimizer.learning_rate)
+        # float32 compare: a rate stored at min_lr in float32 counts as there.
+        if old_lr <= np.float32(self.min_lr):
+            return False
+        new_lr = max(old_lr * self.factor, self.min_lr)
+        optimizer.learning_rate = new_lr
+        if self.verbose > 0:
+            print_msg(
+                f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing "
+                f"learning rate to {new_lr}."
+            )
+        return True
+
+
+class CSVLogger(Callback):
+    """Streams each epoch's logs to a CSV file, one row per epoch.
+
+    Columns are `epoch` then the sorted log keys of the first epoch; if that
+    epoch had no `val_*` keys, `val_` copies of every key are added so a
+    later validation run still fits (missing cells read `NA`).
+
+    Args:
+        filename: path of the CSV file.
+        separator: field delimiter.
+        append: append to an existing file (writing the header only if the
+            file is empty) instead of overwriting it.
+    """
+
+    def __init__(self, filename, separator=",", append=False):
+        super().__init__()
+        self.sep = separator
+        self.filename = os.fspath(filename)
+        self.append = append
+        self.writer = None
+        self.keys = None
+        self.append_header = True
+        self.csv_file = None
+
+    def on_train_begin(self, logs=None):
+        if self.append:
+            if os.path.exists(self.filename):
+                with open(self.filename) as f:
+                    self.append_header = not f.readline()
+            mode = "a"
+        else:
+            mode = "w"
+        if self.csv_file and not self.csv_file.closed:
+            self.csv_file.close()
+        self.csv_file = open(self.filename, mode, newline="")
+        self.writer = None
+        self.keys = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = sorted(logs)
+            if self.keys and not any(k.startswith("val_") for k in self.keys):
+                self.keys += [f"val_{k}" for k in self.keys]
+        if self.writer is None:
+            self.writer = csv.DictWriter(
+                self.csv_file,
+                fieldnames=["epoch"] + self.keys,
+                delimiter=self.sep,
+                lineterminator="\r\n",  # csv.excel's, as Keras writes
+            )
+            if self.append_header:
+                self.writer.writeheader()
+        row = {"epoch": epoch}
+        row.update((k, _csv_value(logs.get(k, "NA"))) for k in self.keys)
+        self.writer.writerow(row)
+        self.csv_file.flush()
+
+    def on_train_end(self, logs=None):
+        if self.csv_file and not self.csv_file.closed:
+            self.csv_file.close()
+        self.writer = None
+
+
+def _csv_value(value):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, collections.abc.Iterable) and np.ndim(value) > 0:
+        return f'"[{", ".join(map(str, value))}]"'
+    return value
+
+
+class TerminateOnNaN(Callback):
+    """Stops training when a batch's loss is NaN or infinite.
+
+    Args:
+        raise_error: raise RuntimeError instead of setting
+            `model.stop_training`.
+    """
+
+    def __init__(self, raise_error=False):
+        super().__init__()
+        self.raise_error = raise_error
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or np.isfinite(loss):
+            return
+        if self.raise_error:
+            raise RuntimeError(
+                f"NaN or Inf loss encountered at batch {batch}. "
+                f"Loss value: {loss}. Terminating training immediately."
+            )
+        print_msg(f"Batch {batch}: Invalid loss, terminating training")
+        self.model.stop_training = True
+
+
+class LambdaCallback(Callback):
+    """Builds a callback from plain functions.
+
+    Epoch hooks get `(epoch, logs)`, batch hooks `(batch, logs)`, begin/end
+    hooks `(logs)`; `logs` is passed by keyword from CallbackList. Any other
+    hook (e.g. `on_test_end=...`) can be given as a keyword argument.
+    """
+
+    def __init__(
+        self,
+        on_epoch_begin=None,
+        on_epoch_end=None,
+        on_train_begin=None,
+        on_train_end=None,
+        on_train_batch_begin=None,
+        on_train_batch_end=None,
+        **kwargs,
+    ):
+        super().__init__()
+        self.__dict__.update(kwargs)
+        hooks = {
+            "on_epoch_begin": on_epoch_begin,
+            "on_epoch_end": on_epoch_end,
+            "on_train_begin": on_train_begin,
+            "on_train_end": on_train_end,
+            "on_train_batch_begin": on_train_batch_begin,
+            "on_train_batch_end": on_train_batch_end,
+        }
+        for name, fn in hooks.items():
+            if fn is not None:
+                setattr(self, name, fn)

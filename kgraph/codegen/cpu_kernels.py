@@ -1,0 +1,178 @@
+"""Hand-written Numba kernels: the per-op maths that generated steps call.
+Rows are the leading dimensions flattened; the last axis is the class/feature axis.
+All are error_model="numpy" (no zero-division checks, so loops vectorise) and cached."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+jit = njit(cache=True, error_model="numpy", nogil=True)
+
+
+@jit
+def softmax_rows(x, out):
+    for i in range(x.shape[0]):
+        m = x[i, 0]
+        for j in range(1, x.shape[1]):
+            m = max(m, x[i, j])
+        s = 0.0  # accumulate in float64
+        for j in range(x.shape[1]):
+            e = math.exp(x[i, j] - m)
+            out[i, j] = e
+            s += e
+        inv = 1 / s
+        for j in range(x.shape[1]):
+            out[i, j] *= inv
+
+
+@jit
+def softmax_grad_rows(g, y, out):
+    for i in range(g.shape[0]):
+        d = 0.0
+        for j in range(g.shape[1]):
+            d += g[i, j] * y[i, j]
+        for j in range(g.shape[1]):
+            out[i, j] = y[i, j] * (g[i, j] - d)
+
+
+@jit
+def _log_sum_exp(z, i):
+    m = z[i, 0]
+    for j in range(1, z.shape[1]):
+        m = max(m, z[i, j])
+    s = 0.0
+    for j in range(z.shape[1]):
+        s += math.exp(z[i, j] - m)
+    return m + math.log(s)
+
+
+@jit
+def softmax_ce_rows(z, t, out):
+    for i in range(z.shape[0]):
+        lse = _log_sum_exp(z, i)
+        acc = 0.0
+        for j in range(z.shape[1]):
+            acc += t[i, j] * (lse - z[i, j])
+        out[i] = acc
+
+
+@jit
+def softmax_ce_grad_rows(z, t, g, out):
+    for i in range(z.shape[0]):
+        lse = _log_sum_exp(z, i)
+        for j in range(z.shape[1]):
+            out[i, j] = (math.exp(z[i, j] - lse) - t[i, j]) * g[i]
+
+
+@jit
+def sparse_softmax_ce_rows(z, labels, out):
+    for i in range(z.shape[0]):
+        out[i] = _log_sum_exp(z, i) - z[i, labels[i]]
+
+
+@jit
+def sparse_softmax_ce_grad_rows(z, labels, g, out):
+    for i in range(z.shape[0]):
+        lse = _log_sum_exp(z, i)
+        for j in range(z.shape[1]):
+            out[i, j] = math.exp(z[i, j] - lse) * g[i]
+        out[i, labels[i]] -= g[i]
+
+
+@jit
+def pick_rows(p, labels, out):
+    for i in range(p.shape[0]):
+        out[i] = p[i, labels[i]]
+
+
+@jit
+def unpick_rows(g, labels, out):
+    out[:] = 0
+    for i in range(out.shape[0]):
+        out[i, labels[i]] = g[i]
+
+
+@jit
+def reduce_3d(x, out, mean):
+    """out[a, c] = sum (or mean) over b of x[a, b, c]."""
+    out[:] = 0
+    for a in range(x.shape[0]):
+        for b in range(x.shape[1]):
+            for c in range(x.shape[2]):
+                out[a, c] += x[a, b, c]
+    if mean and x.shape[1] > 0:
+        scale = 1 / x.shape[1]
+        for a in range(out.shape[0]):
+            for c in range(out.shape[1]):
+                out[a, c] *= scale
+
+
+@jit
+def broadcast_3d(g, out):
+    """out[a, b, c] = g[a, c]."""
+    for a in range(out.shape[0]):
+        for b in range(out.shape[1]):
+            for c in range(out.shape[2]):
+                out[a, b, c] = g[a, c]
+
+
+# ---------------------------------------------------------------- optimizers (Keras 3 formulas)
+
+@jit
+def sgd(w, g, lr):
+    lr = w.dtype.type(lr)
+    for i in range(w.shape[0]):
+        w[i] -= lr * g[i]
+
+
+@jit
+def sgd_momentum(w, g, m, lr, momentum, nesterov):
+    lr = w.dtype.type(lr)
+    mu = w.dtype.type(momentum)
+    for i in range(w.shape[0]):
+        mi = mu * m[i] - lr * g[i]
+        m[i] = mi
+        w[i] += (mu * mi - lr * g[i]) if nesterov else mi
+
+
+@jit
+def adam(w, g, m, v, lr, step, beta_1, beta_2, epsilon):
+    alpha = w.dtype.type(lr * math.sqrt(1 - beta_2 ** step) / (1 - beta_1 ** step))
+    b1 = w.dtype.type(1 - beta_1)
+    b2 = w.dtype.type(1 - beta_2)
+    eps = w.dtype.type(epsilon)
+    for i in range(w.shape[0]):
+        gi = g[i]
+        mi = m[i] + (gi - m[i]) * b1
+        vi = v[i] + (gi * gi - v[i]) * b2
+        m[i] = mi
+        v[i] = vi
+        w[i] -= alpha * mi / (math.sqrt(vi) + eps)
+
+
+@jit
+def rmsprop(w, g, v, ag, mom, lr, rho, momentum, epsilon, centered):
+    """ag and mom are used only when centered / momentum > 0 (pass any array otherwise)."""
+    lr = w.dtype.type(lr)
+    r = w.dtype.type(rho)
+    r1 = w.dtype.type(1 - rho)
+    mu = w.dtype.type(momentum)
+    eps = w.dtype.type(epsilon)
+    for i in range(w.shape[0]):
+        gi = g[i]
+        vi = r * v[i] + r1 * gi * gi
+        v[i] = vi
+        denominator = vi + eps
+        if centered:
+            a = r * ag[i] + r1 * gi
+            ag[i] = a
+            denominator = vi - a * a + eps
+        increment = lr * gi / math.sqrt(denominator)
+        if momentum > 0:
+            mi = mu * mom[i] + increment
+            mom[i] = mi
+            w[i] -= mi
+        else:
+            w[i] -= increment

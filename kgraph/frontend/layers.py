@@ -1,0 +1,225 @@
+"""One rule per supported Keras layer class: config checks, output shape, weights, and its IR.
+Shapes here are Keras's: tuples whose first entry (the batch) is None."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ir import BATCH, Graph, TensorType
+
+from .activations import emit_activation, parse_activation
+from .errors import ConfigError
+from .initializers import parse_initializer
+from .regularizers import parse_regularizer
+
+
+def shape_str(shape) -> str:
+    """A shape as Keras prints it: (None, 3)."""
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def ir_shape(shape) -> tuple:
+    return (BATCH, *shape[1:])
+
+
+@dataclass
+class Ctx:
+    """What a layer's IR needs besides its inputs."""
+    g: Graph
+    training: bool
+    keras: int          # 2 or 3: the Keras that wrote the config
+    params: dict        # weight name -> param node id, for the layer being emitted
+
+
+@dataclass
+class WeightDecl:
+    name: str
+    shape: tuple
+    initializer: tuple  # (class name, config) from parse_initializer
+    regularizer: dict | None
+
+
+class Rule:
+    """The default: one input, shape unchanged, no weights."""
+    inputs = 1  # None: any number (merges)
+
+    def check(self, layer, keras: int) -> None:
+        pass
+
+    def output_shape(self, layer, shapes: list) -> tuple:
+        return shapes[0]
+
+    def weights(self, layer, shapes: list) -> list:
+        return []
+
+    def emit(self, ctx: Ctx, layer, xs: list, shapes: list) -> str:
+        return xs[0]
+
+
+def _where(layer) -> str:
+    return f"{layer.class_name} layer {layer.name!r}"
+
+
+class Dense(Rule):
+    def check(self, layer, keras):
+        cfg, where = layer.config, _where(layer)
+        if not isinstance(cfg.get("units"), int) or cfg["units"] <= 0:
+            raise ConfigError(f"{where}: units must be a positive integer, got {cfg.get('units')!r}")
+        parse_activation(cfg.get("activation"), where)
+        for key in ("activity_regularizer", "kernel_constraint", "bias_constraint", "quantization_config"):
+            if cfg.get(key) is not None:
+                raise ConfigError(f"{where}: {key} is not supported")
+
+    def output_shape(self, layer, shapes):
+        (shape,) = shapes
+        if len(shape) != 2:
+            raise ConfigError(f"{_where(layer)}: input shape {shape_str(shape)} has rank {len(shape)}; "
+                              "kgraph's Dense takes rank-2 inputs (add a Flatten)")
+        return (shape[0], layer.config["units"])
+
+    def weights(self, layer, shapes):
+        cfg, where = layer.config, _where(layer)
+        out = [WeightDecl("kernel", (shapes[0][-1], cfg["units"]),
+                          parse_initializer(cfg.get("kernel_initializer", "glorot_uniform"), where),
+                          parse_regularizer(cfg.get("kernel_regularizer"), where))]
+        if cfg.get("use_bias", True):
+            out.append(WeightDecl("bias", (cfg["units"],), parse_initializer(cfg.get("bias_initializer", "zeros"), where),
+                                  parse_regularizer(cfg.get("bias_regularizer"), where)))
+        return out
+
+    def emit(self, ctx, layer, xs, shapes):
+        g, name = ctx.g, layer.name
+        y = g.matmul(xs[0], ctx.params["kernel"], name=f"{name}_matmul")
+        if "bias" in ctx.params:
+            y = g.add(y, ctx.params["bias"], name=f"{name}_bias")
+        return emit_activation(g, y, parse_activation(layer.config.get("activation"), ""), ctx.keras, name)
+
+
+class Activation(Rule):
+    def check(self, layer, keras):
+        parse_activation(layer.config.get("activation"), _where(layer))
+
+    def emit(self, ctx, layer, xs, shapes):
+        return emit_activation(ctx.g, xs[0], parse_activation(layer.config.get("activation"), ""), ctx.keras, layer.name)
+
+
+class Dropout(Rule):
+    def check(self, layer, keras):
+        rate = layer.config.get("rate", 0.0)
+        if not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ConfigError(f"{_where(layer)}: rate must be in [0, 1), got {rate!r}")
+
+    def _mask_shape(self, layer, shape):
+        noise = layer.config.get("noise_shape")
+        if noise is None:
+            return ir_shape(shape)
+        if len(noise) != len(shape) or any(n not in (None, 1, d) for n, d in zip(noise[1:], shape[1:])):
+            raise ConfigError(f"{_where(layer)}: noise_shape {noise} does not fit input {shape_str(shape)}")
+        return (BATCH if noise[0] is None else noise[0], *(d if n is None else n for n, d in zip(noise[1:], shape[1:])))
+
+    def output_shape(self, layer, shapes):
+        self._mask_shape(layer, shapes[0])
+        return shapes[0]
+
+    def emit(self, ctx, layer, xs, shapes):
+        rate = float(layer.config.get("rate", 0.0))
+        if not ctx.training or rate == 0:
+            return xs[0]
+        g = ctx.g
+        mask = g.source("rng", f"{layer.name}_mask", TensorType(self._mask_shape(layer, shapes[0]), g.type(xs[0]).dtype),
+                        rate=rate, layer=layer.name)
+        return g.mul(xs[0], mask, name=layer.name)
+
+
+class Flatten(Rule):
+    def output_shape(self, layer, shapes):
+        (shape,) = shapes
+        if layer.config.get("data_format") == "channels_first" and len(shape) > 3:
+            raise ConfigError(f"{_where(layer)}: data_format channels_first is not supported")
+        return (shape[0], math.prod(shape[1:]))
+
+    def emit(self, ctx, layer, xs, shapes):
+        out = self.output_shape(layer, shapes)
+        return xs[0] if out == shapes[0] else ctx.g.reshape(xs[0], shape=ir_shape(out), name=layer.name)
+
+
+class Reshape(Rule):
+    def output_shape(self, layer, shapes):
+        (shape,) = shapes
+        target = list(layer.config.get("target_shape") or [])
+        size, known = math.prod(shape[1:]), math.prod(d for d in target if d != -1)
+        if target.count(-1) == 1 and known and size % known == 0:
+            target[target.index(-1)] = size // known
+        if target.count(-1) or math.prod(target) != size:
+            raise ConfigError(f"{_where(layer)}: cannot reshape {shape_str(shape)} to target_shape "
+                              f"{tuple(layer.config.get('target_shape') or ())}")
+        return (shape[0], *target)
+
+    def emit(self, ctx, layer, xs, shapes):
+        return ctx.g.reshape(xs[0], shape=ir_shape(self.output_shape(layer, shapes)), name=layer.name)
+
+
+class Merge(Rule):
+    """Add, Subtract, Multiply, Average, Maximum, Minimum: elementwise with Keras's broadcasting of 1s."""
+    inputs = None
+
+    def __init__(self, op: str, count: int | None = None):
+        self.op, self.count = op, count
+
+    def output_shape(self, layer, shapes):
+        if (self.count and len(shapes) != self.count) or not shapes:
+            raise ConfigError(f"{_where(layer)}: takes {self.count or 'at least 1'} inputs, got {len(shapes)}")
+        out = list(shapes[0])
+        for shape in shapes[1:]:
+            if len(shape) != len(out):
+                raise ConfigError(f"{_where(layer)}: input shapes {shape_str(out)} and {shape_str(shape)} do not match")
+            for i, (a, b) in enumerate(zip(out, shape)):
+                if a is None or a == 1:
+                    out[i] = b
+                elif not (b is None or b == 1 or a == b):
+                    raise ConfigError(f"{_where(layer)}: input shapes {shape_str(shapes[0])} and "
+                                      f"{shape_str(shape)} do not match")
+        return tuple(out)
+
+    def emit(self, ctx, layer, xs, shapes):
+        g, op = ctx.g, "add" if self.op == "average" else self.op
+        y = xs[0]
+        for x in xs[1:]:
+            y = g.add_node(op, (y, x), name=layer.name)
+        if self.op == "average":
+            y = g.mul(y, g.const(1.0 / len(xs), g.type(y).dtype), name=layer.name)
+        return y
+
+
+class Concatenate(Rule):
+    inputs = None
+
+    def _axis(self, layer, shapes):
+        axis = layer.config.get("axis", -1)
+        rank = len(shapes[0])
+        if not -rank <= axis < rank or axis % rank == 0:
+            raise ConfigError(f"{_where(layer)}: cannot concatenate along axis {axis} of {shape_str(shapes[0])}")
+        return axis % rank
+
+    def output_shape(self, layer, shapes):
+        if not shapes:
+            raise ConfigError(f"{_where(layer)}: takes at least 1 input")
+        axis = self._axis(layer, shapes)
+        for shape in shapes[1:]:
+            if len(shape) != len(shapes[0]) or any(
+                    a != b for i, (a, b) in enumerate(zip(shape, shapes[0])) if i != axis):
+                raise ConfigError(f"{_where(layer)}: input shapes {shape_str(shapes[0])} and {shape_str(shape)} "
+                                  f"do not match outside axis {axis}")
+        return (*shapes[0][:axis], sum(s[axis] for s in shapes), *shapes[0][axis + 1:])
+
+    def emit(self, ctx, layer, xs, shapes):
+        if len(xs) == 1:
+            return xs[0]
+        return ctx.g.concat(*xs, axis=self._axis(layer, shapes), name=layer.name)
+
+
+RULES = {
+    "Dense": Dense(), "Activation": Activation(), "Dropout": Dropout(), "Flatten": Flatten(), "Reshape": Reshape(),
+    "Add": Merge("add"), "Subtract": Merge("sub", 2), "Multiply": Merge("mul"), "Average": Merge("average"),
+    "Maximum": Merge("maximum"), "Minimum": Merge("minimum"), "Concatenate": Concatenate(),
+}

@@ -1,0 +1,222 @@
+"""build_model: a Keras config -> FrontendModel (initial weights, Keras's weight order, shapes),
+which lowers to a forward ir.Graph."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ir import Graph, TensorType
+
+from .errors import ConfigError
+from .initializers import initial_value
+from .layers import RULES, Ctx, ir_shape, shape_str
+from .normalize import MODEL_CLASSES, describe, input_batch_shape, keras_major
+from .walk import run_graph
+
+SUPPORTED = sorted([*RULES, "InputLayer", *MODEL_CLASSES])
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class WeightSpec:
+    layer: str                # Keras layer name
+    name: str                 # "kernel" / "bias"
+    node: str                 # id of its 'param' source in every lowered graph
+    shape: tuple
+    value: np.ndarray         # initial value, in the model's dtype
+    trainable: bool = True
+    regularizer: dict | None = None  # {"l1": float, "l2": float}
+    path: tuple = ()          # names of the enclosing nested models, outermost first
+
+
+@dataclass
+class InputSpec:
+    name: str
+    node: str
+    shape: tuple  # (None, ...)
+    dtype: str
+
+
+@dataclass
+class LayerInfo:
+    """One row of summary(): a layer of the top-level model."""
+    name: str
+    class_name: str
+    output_shapes: list = field(default_factory=list)  # per call: a shape, or a list of shapes
+    params: int = 0
+    trainable_params: int = 0
+    inbound: list = field(default_factory=list)        # names of the layers it reads, in order
+    connected_to: list = field(default_factory=list)   # "layer[node][tensor]" per input, as Keras prints
+
+
+def _unsupported(desc, out: list) -> list:
+    for layer in desc.layers:
+        if layer.model is not None:
+            _unsupported(layer.model, out)
+        elif layer.class_name not in RULES and layer.class_name != "InputLayer":
+            out.append((layer.class_name, layer.name))
+    return out
+
+
+def _refuse_unsupported(desc) -> None:
+    bad = _unsupported(desc, [])
+    if not bad:
+        return
+    listed = ", ".join(f"{cls} {name!r}" for cls, name in bad)
+    lam = (" (a Lambda layer holds Python bytecode; kgraph never decodes or runs it)"
+           if any(cls == "Lambda" for cls, _ in bad) else "")
+    raise ConfigError(f"unsupported layers: {listed}{lam}; supported: {', '.join(SUPPORTED)}")
+
+
+def _check_layers(desc, keras: int) -> None:
+    for layer in desc.layers:
+        if layer.model is not None:
+            _check_layers(layer.model, keras)
+        elif layer.class_name != "InputLayer":
+            RULES[layer.class_name].check(layer, keras)
+
+
+def _declared_shape(layer) -> tuple | None:
+    shape = input_batch_shape(layer.config)
+    if shape is not None and any(d is None for d in shape[1:]):
+        raise ConfigError(f"InputLayer {layer.name!r}: shape {shape_str(shape)} has an unknown dimension; "
+                          "kgraph needs every dimension but the batch")
+    return shape if shape is None else (None, *shape[1:])
+
+
+class _ShapePass:
+    """The build-time walk: output shapes, weight declarations per layer, summary rows."""
+
+    def __init__(self):
+        self.decls = {}   # layer path -> [WeightDecl]
+        self.shapes = {}  # top-level layer name -> [output shapes per call]
+
+    def apply(self, layer, args, path):
+        if layer.class_name == "InputLayer":
+            declared = _declared_shape(layer)
+            if declared is not None and tuple(args[0][1:]) != declared[1:]:
+                raise ConfigError(f"InputLayer {layer.name!r} expects {shape_str(declared)}, "
+                                  f"got {shape_str(args[0])}")
+            outs = [args[0]]
+        elif layer.model is not None:
+            outs = run_graph(layer.model, args, self.apply, path + (layer.name,))
+        else:
+            rule = RULES[layer.class_name]
+            if rule.inputs is not None and len(args) != rule.inputs:
+                raise ConfigError(f"{layer.class_name} layer {layer.name!r} takes {rule.inputs} input, got {len(args)}")
+            outs = [rule.output_shape(layer, args)]
+            decls = rule.weights(layer, args)
+            key = path + (layer.name,)
+            old = self.decls.setdefault(key, decls)
+            if [d.shape for d in old] != [d.shape for d in decls]:
+                raise ConfigError(f"shared layer {layer.name!r} is called on inputs of different shapes "
+                                  f"({shape_str(args[0])} needs other weights than its first call)")
+        if not path:
+            self.shapes.setdefault(layer.name, []).append(outs[0] if len(outs) == 1 else outs)
+        return outs
+
+
+class FrontendModel:
+    def __init__(self, config, desc, keras, dtype, inputs, weights, layers):
+        self.config = config
+        self.desc = desc
+        self.keras = keras
+        self.dtype = dtype
+        self.name = desc.name
+        self.class_name = desc.class_name
+        self.inputs = inputs
+        self.output_names = [ref[0] for ref in desc.outputs]
+        self.weights = weights
+        self.layers = layers
+
+    def count_params(self) -> int:
+        return sum(int(np.prod(w.shape)) for w in self.weights)
+
+    def _add_sources(self, g: Graph) -> list:
+        """Inputs, then parameters, first and always in this order: their ids are stable."""
+        ids = [g.source("input", i.name, TensorType(ir_shape(i.shape), self.dtype)) for i in self.inputs]
+        ids += [g.source("param", "_".join((*w.path, w.layer, w.name)), TensorType(w.shape, self.dtype))
+                for w in self.weights]
+        return ids
+
+    def lower(self, training: bool) -> Graph:
+        """The forward graph; when training, Dropout multiplies by an 'rng' mask source."""
+        g = Graph(self.name)
+        self._add_sources(g)
+        params = {}
+        for w in self.weights:
+            params.setdefault((*w.path, w.layer), {})[w.name] = w.node
+
+        def apply(layer, args, path):
+            if layer.class_name == "InputLayer":
+                return args
+            if layer.model is not None:
+                return run_graph(layer.model, args, apply, path + (layer.name,))
+            rule, shapes = RULES[layer.class_name], [s for _, s in args]
+            ctx = Ctx(g, training, self.keras, params.get((*path, layer.name), {}))
+            return [(rule.emit(ctx, layer, [x for x, _ in args], shapes), rule.output_shape(layer, shapes))]
+
+        outs = run_graph(self.desc, [(i.node, i.shape) for i in self.inputs], apply)
+        g.outputs = {f"output:{k}": node for k, (node, _) in enumerate(outs)}
+        return g
+
+    def summary(self, print_fn=print, line_length=None) -> None:
+        from .summary import format_summary
+        print_fn(format_summary(self, line_length))
+
+
+def _weight_specs(desc, decls, rng, dtype, path=(), trainable=True) -> list:
+    """Keras's get_weights() order: layers in config order, nested models in place, shared layers once."""
+    out = []
+    for layer in desc.layers:
+        layer_trainable = trainable and layer.config.get("trainable", True)
+        if layer.model is not None:
+            out += _weight_specs(layer.model, decls, rng, dtype, path + (layer.name,), layer_trainable)
+            continue
+        for d in decls.get(path + (layer.name,), []):
+            out.append(WeightSpec(layer.name, d.name, "", d.shape, initial_value(d.initializer, d.shape, rng, dtype),
+                                  bool(layer_trainable), d.regularizer, path))
+    return out
+
+
+def _layer_infos(desc, shapes, weights) -> list:
+    infos = []
+    for layer in desc.layers:
+        if desc.class_name == "Sequential" and layer.class_name == "InputLayer":
+            continue  # Keras's Sequential.layers leaves out its InputLayer
+        mine = [w for w in weights if (w.path[:1] or (w.layer,)) == (layer.name,)]
+        refs = [r for call in layer.calls for r in call]
+        infos.append(LayerInfo(
+            layer.name, layer.class_name, shapes.get(layer.name, []),
+            sum(math.prod(w.shape) for w in mine), sum(math.prod(w.shape) for w in mine if w.trainable),
+            list(dict.fromkeys(r[0] for r in refs)), [f"{r[0]}[{r[1]}][{r[2]}]" for r in refs]))
+    return infos
+
+
+def build_model(config: dict, seed: int | None = None, dtype: str = "float32") -> FrontendModel:
+    """Validate a Keras model config and build its FrontendModel with fresh initial weights."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"unsupported dtype {dtype!r}; supported: {', '.join(DTYPES)}")
+    desc = describe(config)
+    keras = keras_major(config)
+    _refuse_unsupported(desc)
+    _check_layers(desc, keras)
+    by_name = {layer.name: layer for layer in desc.layers}
+    in_shapes = []
+    for ref in desc.inputs:
+        shape = _declared_shape(by_name[ref[0]]) if ref[0] in by_name else None
+        if shape is None:
+            raise ConfigError(f"model {desc.name!r}: input {ref[0]!r} has no declared shape")
+        in_shapes.append(shape)
+    shape_pass = _ShapePass()
+    run_graph(desc, in_shapes, shape_pass.apply)
+    weights = _weight_specs(desc, shape_pass.decls, np.random.default_rng(seed), dtype)
+    inputs = [InputSpec(ref[0], "", shape, dtype) for ref, shape in zip(desc.inputs, in_shapes)]
+    model = FrontendModel(config, desc, keras, dtype, inputs, weights, _layer_infos(desc, shape_pass.shapes, weights))
+    ids = model._add_sources(Graph(desc.name))
+    for spec, node in zip(inputs + weights, ids):
+        spec.node = node
+    model.lower(training=True)  # builds every IR node once, so IR-level problems surface here
+    return model

@@ -1,0 +1,155 @@
+"""The three config dialects Keras writes (2.1.x, tf.keras 2.2-2.15+, Keras 3), read into one
+shape: a ModelDesc whose layers list their calls as tensor references (layer, node, tensor).
+Sequential models become the same graph form, chained."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+MODEL_CLASSES = ("Sequential", "Functional", "Model")
+
+
+@dataclass
+class LayerDesc:
+    name: str
+    class_name: str
+    config: dict
+    calls: list = field(default_factory=list)  # per inbound node: the input refs, in order
+    model: "ModelDesc | None" = None           # set when the layer is itself a model
+
+
+@dataclass
+class ModelDesc:
+    name: str
+    class_name: str   # "Sequential" or "Functional"
+    layers: list      # LayerDesc, in config order (which is Keras's layer order)
+    inputs: list      # refs of the model inputs, Keras order
+    outputs: list     # refs of the model outputs, Keras order
+
+
+def keras_major(config: dict) -> int:
+    """2 or 3: which Keras wrote the config (only some activation formulas depend on it)."""
+    version = str(config.get("keras_version", ""))
+    if version[:1].isdigit():
+        return 3 if int(version.split(".")[0]) >= 3 else 2
+    text = json.dumps(config)
+    return 3 if any(m in text for m in ('"__keras_tensor__"', '"batch_shape"', '"DTypePolicy"')) else 2
+
+
+def input_batch_shape(config: dict):
+    """The (None, ...) shape an InputLayer or a Sequential's first layer declares, or None."""
+    for key in ("batch_shape", "batch_input_shape"):
+        if config.get(key) is not None:
+            return tuple(config[key])
+    for key in ("shape", "input_shape"):
+        if config.get(key) is not None:
+            return (None, *config[key])
+    return None
+
+
+def _ref(item, where: str) -> tuple:
+    if (isinstance(item, (list, tuple)) and len(item) >= 3 and isinstance(item[0], str)
+            and isinstance(item[1], int) and isinstance(item[2], int)):
+        return (item[0], item[1], item[2])
+    raise ConfigError(f"{where}: expected a tensor reference [layer, node, tensor], got {item!r}")
+
+
+def _refs(value, where: str) -> list:
+    """input_layers / output_layers: one flat [name, 0, 0], a list of them, or a dict of them."""
+    if isinstance(value, dict):
+        return [_ref(value[k], where) for k in sorted(value)]
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], str):
+        return [_ref(value, where)]
+    if isinstance(value, (list, tuple)):
+        return [_ref(v, where) for v in value]
+    raise ConfigError(f"{where}: expected tensor references, got {value!r}")
+
+
+def _keras3_tensors(obj, out: list, where: str) -> list:
+    """Every __keras_tensor__ in a Keras 3 call's args, in order."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            out.append(_ref(obj.get("config", {}).get("keras_history"), where))
+        else:
+            for v in obj.values():
+                _keras3_tensors(v, out, where)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _keras3_tensors(v, out, where)
+    return out
+
+
+def _call_refs(node, where: str) -> list:
+    if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
+        if _keras3_tensors(node.get("kwargs", {}), [], where):
+            raise ConfigError(f"{where}: tensors passed as keyword arguments are not supported")
+        return _keras3_tensors(node.get("args", []), [], where)
+    if isinstance(node, (list, tuple)):  # Keras 2: [[name, node, tensor, kwargs], ...]
+        return [_ref(entry, where) for entry in node]
+    raise ConfigError(f"{where}: unreadable inbound node {node!r}")
+
+
+def _layer(entry, name: str | None, where: str) -> LayerDesc:
+    if not isinstance(entry, dict) or "class_name" not in entry or not isinstance(entry.get("config"), (dict, list)):
+        raise ConfigError(f"{where}: a layer entry needs 'class_name' and 'config', got {str(entry)[:80]}")
+    cls, cfg = entry["class_name"], entry["config"]
+    name = name or entry.get("name") or (cfg.get("name") if isinstance(cfg, dict) else None)
+    if not name:
+        raise ConfigError(f"{where}: {cls} layer has no name")
+    model = _model(cls, cfg, name, f"{where} > {name}") if cls in MODEL_CLASSES else None
+    return LayerDesc(name, cls, cfg if isinstance(cfg, dict) else {}, [], model)
+
+
+def _sequential(cfg, name: str, where: str) -> ModelDesc:
+    entries = cfg if isinstance(cfg, list) else cfg.get("layers")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{where}: Sequential model {name!r} has no layers")
+    layers = [_layer(e, None, where) for e in entries]
+    if layers[0].class_name != "InputLayer":
+        # Keras 2 puts the input shape on the first layer; Keras 3 in build_input_shape
+        shape = input_batch_shape(layers[0].config)
+        if shape is None and isinstance(cfg, dict) and cfg.get("build_input_shape") is not None:
+            shape = tuple(cfg["build_input_shape"])
+        layers.insert(0, LayerDesc(f"{layers[0].name}_input", "InputLayer", {"batch_shape": shape}))
+    for prev, layer in zip(layers, layers[1:]):
+        layer.calls = [[(prev.name, 0, 0)]]
+    return ModelDesc(name, "Sequential", layers, [(layers[0].name, 0, 0)], [(layers[-1].name, 0, 0)])
+
+
+def _functional(cfg: dict, name: str, where: str) -> ModelDesc:
+    for key in ("layers", "input_layers", "output_layers"):
+        if key not in cfg:
+            raise ConfigError(f"{where}: functional model {name!r} has no {key!r}")
+    layers = []
+    for entry in cfg["layers"]:
+        layer = _layer(entry, entry.get("name") if isinstance(entry, dict) else None, where)
+        layer.calls = [_call_refs(n, f"{where} > {layer.name}") for n in entry.get("inbound_nodes", [])]
+        layers.append(layer)
+    return ModelDesc(name, "Functional", layers, _refs(cfg["input_layers"], f"{where} input_layers"),
+                     _refs(cfg["output_layers"], f"{where} output_layers"))
+
+
+def _model(cls: str, cfg, name: str, where: str) -> ModelDesc:
+    desc = _sequential(cfg, name, where) if cls == "Sequential" else _functional(cfg, name, where)
+    seen = set()
+    for layer in desc.layers:
+        if layer.name in seen:
+            raise ConfigError(f"{where}: two layers are named {layer.name!r}")
+        seen.add(layer.name)
+    return desc
+
+
+def describe(config: dict) -> ModelDesc:
+    """Read a top-level model config (any dialect) into a ModelDesc."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"a model config is a mapping, got {type(config).__name__}")
+    cls = config.get("class_name")
+    if cls not in MODEL_CLASSES:
+        raise ConfigError(f"top-level class {cls!r} is not a model; expected one of {', '.join(MODEL_CLASSES)}")
+    cfg = config.get("config")
+    if not isinstance(cfg, (dict, list)):
+        raise ConfigError(f"{cls} config has no 'config' section")
+    name = (cfg.get("name") if isinstance(cfg, dict) else None) or cls.lower()
+    return _model(cls, cfg, name, f"model {name!r}")

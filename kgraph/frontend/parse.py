@@ -1,0 +1,73 @@
+"""Config text -> dict. JSON, or YAML through a safe loader: a YAML tag that would build a
+Python object is refused, never constructed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+
+
+class _KerasYamlLoader(yaml.SafeLoader):
+    """SafeLoader plus `!!python/tuple`, which Keras 2's to_yaml() writes for every shape."""
+
+
+_KerasYamlLoader.add_constructor(
+    "tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
+
+
+def _where(mark) -> str:
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _load_yaml(text: str, source: str):
+    try:
+        return yaml.load(text, Loader=_KerasYamlLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.constructor.ConstructorError as e:
+        raise ConfigError(f"{source}: refused YAML{_where(e.problem_mark)}: {e.problem} "
+                          "(only plain data is read)") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ConfigError(f"{source}: malformed YAML{_where(mark)}: {getattr(e, 'problem', None) or e}") from None
+
+
+def _load_json(text: str, source: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{source}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+
+
+def parse_config_text(text: str, fmt: str | None = None, source: str = "config") -> dict:
+    """Parse a model config; fmt is "json", "yaml" or None to guess from the first character."""
+    if fmt is None:
+        fmt = "json" if text.lstrip()[:1] in ("{", "[") else "yaml"
+    if fmt == "json":
+        data = _load_json(text, source)
+    elif fmt in ("yaml", "yml"):
+        data = _load_yaml(text, source)
+    else:
+        raise ConfigError(f"{source}: unknown config format {fmt!r}; use 'json' or 'yaml'")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a model config is a mapping, got {type(data).__name__}")
+    return data
+
+
+_FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
+
+
+def read_config_file(path) -> dict:
+    """Read a .json, .yaml or .yml model config."""
+    path = Path(path)
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"{path}: unknown config file type {path.suffix!r}; expected .json, .yaml or .yml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    return parse_config_text(text, fmt, source=str(path))

@@ -1,0 +1,69 @@
+"""Passes over the IR, run in one listed pipeline. Each is a plain function over a graph;
+`run_pipeline` keeps a printable snapshot after each (`kgraph inspect --after NAME`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import ir
+
+from .autodiff import autodiff
+from .dce import dce
+from .fusion import Decision, fuse_bias_grad, fuse_dense, fuse_elementwise, fuse_updates
+from .loss import LOSSES, add_loss
+from .memory import MemoryPlan, materialize_gradients, plan_memory
+from .optimizer import OPTIMIZERS, add_optimizer
+
+PASS_NAMES = ["frontend", "loss", "autodiff", "optimizer", "fuse", "dce", "plan"]
+
+
+@dataclass
+class Compiled:
+    """A graph ready for codegen, with what the passes decided along the way."""
+    kind: str                           # "train" | "test" | "predict"
+    graph: ir.Graph
+    plan: MemoryPlan
+    param_order: list
+    decisions: list = field(default_factory=list)
+    snapshots: dict = field(default_factory=dict)   # pass name -> printed graph
+
+
+def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, regularizers=(),
+                 optimizer=None, debug=False) -> Compiled:
+    """kind "predict": forward only; "test": forward + loss; "train": + backward and updates.
+    losses: one {"name", "from_logits", "weight"} per output; optimizer: (kind, hyper-parameters)."""
+    g = forward.clone()
+    g.name = f"{forward.name}_{kind}"
+    out = Compiled(kind, g, None, list(param_order))
+
+    def done(name):
+        if debug:
+            ir.verify(g)
+        out.snapshots[name] = str(g)
+
+    done("frontend")
+    if kind != "predict":
+        add_loss(g, losses, regularizers)
+        done("loss")
+    if kind == "train":
+        grads = autodiff(g, g.outputs["loss"], list(param_order))
+        done("autodiff")
+        add_optimizer(g, grads, optimizer[0], optimizer[1])
+        done("optimizer")
+    out.decisions += fuse_dense(g, training=kind == "train")
+    dce(g)
+    out.decisions += fuse_bias_grad(g)
+    out.decisions += fuse_elementwise(g)
+    out.decisions += fuse_updates(g)
+    done("fuse")
+    dce(g)
+    materialize_gradients(g)
+    done("dce")
+    out.plan = plan_memory(g, param_order)
+    done("plan")
+    ir.verify(g)
+    return out
+
+
+__all__ = ["run_pipeline", "Compiled", "PASS_NAMES", "autodiff", "dce", "add_loss", "add_optimizer", "LOSSES",
+           "OPTIMIZERS", "fuse_dense", "fuse_bias_grad", "fuse_elementwise", "fuse_updates", "plan_memory",
+           "materialize_gradients", "MemoryPlan", "Decision"]

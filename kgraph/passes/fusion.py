@@ -1,0 +1,177 @@
+"""Fusion passes. Each rewrites the graph and returns a list of Decisions: what fused, and
+for every candidate it refused, why (printed by `kgraph inspect --fusion`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ir import Pattern, get_op
+from ir.ops import ACTIVATIONS
+
+
+@dataclass
+class Decision:
+    kind: str        # "dense+bias+activation", "elementwise", ...
+    node: str        # the node the decision is about
+    fused: bool
+    reason: str = ""
+
+    def __str__(self):
+        return f"{'fused  ' if self.fused else 'refused'} {self.kind:<24} %{self.node}" + \
+            (f": {self.reason}" if self.reason else "")
+
+
+def _single_user(graph, nid):
+    users = graph.users(nid)
+    if nid in graph.outputs.values():
+        return None
+    return users[0] if len(users) == 1 else None
+
+
+def fuse_dense(graph, training: bool) -> list[Decision]:
+    """matmul(x, w) + b [-> activation]  =>  fused_dense(x, w, b) {activation}."""
+    out = []
+    for mm in graph.nodes():
+        if mm.id not in graph or mm.op != "matmul" or mm.attrs.get("transpose_a") or mm.attrs.get("transpose_b"):
+            continue
+        if graph.node(mm.inputs[1]).op != "param":
+            continue  # a backward GEMM, not a layer
+        add = _single_user(graph, mm.id)
+        if add is None or add.op != "add" or add.inputs[0] != mm.id or \
+                graph.type(add.inputs[1]).shape != (mm.type.shape[-1],):
+            out.append(Decision("dense+bias+activation", mm.id, False, "the GEMM's output is not only a bias add"))
+            continue
+        act = _single_user(graph, add.id)
+        if act is not None and act.op not in ACTIVATIONS:
+            act = None
+        if act is None:
+            reader = next((u for u in graph.users(add.id) if u.op in ACTIVATIONS), None)
+            if reader is not None:
+                out.append(Decision("dense+bias+activation", reader.id, False,
+                                    f"{reader.op}'s gradient reads its input, so the bias add must stay apart"))
+        act_name, act_attrs = (act.op, dict(act.attrs)) if act else ("linear", {})
+        last = act or add
+        fused_ops = ["matmul", "bias_add"] + ([act_name] if act else [])
+        fd = graph.add_node("fused_dense", [mm.inputs[0], mm.inputs[1], add.inputs[1]],
+                            {"activation": act_name, **act_attrs, "fused": fused_ops}, name=last.id + "_fused")
+        graph.replace_uses(last.id, fd)
+        for n in ([act] if act else []) + [add, mm]:
+            if not graph.users(n.id):
+                graph.remove(n.id)
+        out.append(Decision("dense+bias+activation", fd, True, "+".join(fused_ops)))
+    return out
+
+
+def fuse_bias_grad(graph) -> list[Decision]:
+    """act_grad(g, y) whose result is column-summed for the bias gradient: one pass computes both.
+    The reduce_sum stays in the graph (the interpreter needs it) marked as written by act_grad."""
+    out = []
+    for node in graph.nodes():
+        if node.op != "reduce_sum" or tuple(node.attrs.get("axes") or ()) != (0,) or node.type.rank != 1:
+            continue
+        src = graph.node(node.inputs[0])
+        if src.op != "act_grad" or src.type.rank != 2:
+            out.append(Decision("activation-grad+bias-grad", node.id, False,
+                                f"the column sum reads a {src.op}, not an activation gradient"))
+            continue
+        if src.attrs.get("bias_grad"):
+            continue
+        src.attrs["bias_grad"] = node.id
+        src.attrs["fused"] = ["act_grad", "bias_grad"]
+        node.attrs["computed_by"] = src.id
+        node.attrs["note"] = f"written by %{src.id}"
+        out.append(Decision("activation-grad+bias-grad", src.id, True, f"also writes %{node.id}"))
+    return out
+
+
+def _fusable_elementwise(node):
+    return get_op(node.op).pattern is Pattern.ELEMWISE and node.op not in ("broadcast_like", "fused_elementwise") \
+        and not node.attrs.get("bias_grad")
+
+
+def fuse_elementwise(graph) -> list[Decision]:
+    """Merge a chain of elementwise ops into one fused_elementwise loop. A producer joins its
+    consumer when the consumer is its only user and both have the same shape."""
+    out = []
+    changed = True
+    while changed:
+        changed = False
+        for node in reversed(graph.nodes()):
+            if node.id not in graph or not _fusable_elementwise(node):
+                continue
+            producers = [graph.node(i) for i in node.inputs]
+            mergeable = [p for p in producers if _fusable_elementwise(p) and p.type.shape == node.type.shape
+                         and _single_user(graph, p.id) is node and len(set(node.inputs)) == len(node.inputs)]
+            if not mergeable:
+                continue
+            for p in producers:
+                if _fusable_elementwise(p) and p not in mergeable and p.type.shape != node.type.shape:
+                    out.append(Decision("elementwise", p.id, False, f"shape {p.type} differs from %{node.id}'s"))
+            _merge(graph, node, mergeable)
+            changed = True
+            break
+    for node in graph.nodes():
+        if node.op == "fused_elementwise":
+            out.append(Decision("elementwise", node.id, True, "+".join(node.attrs["fused"])))
+    return out
+
+
+def _as_expr(node):
+    if node.op == "fused_elementwise":
+        return node.attrs["expr"], list(node.inputs), list(node.attrs["fused"])
+    attrs = tuple(sorted(node.semantic_attrs().items()))
+    return ("op", node.op, attrs, *[("in", k) for k in range(len(node.inputs))]), list(node.inputs), [node.op]
+
+
+def _rebase(expr, mapping):
+    if expr[0] == "in":
+        return ("in", mapping[expr[1]])
+    return expr[:3] + tuple(_rebase(e, mapping) for e in expr[3:])
+
+
+def _merge(graph, consumer, producers):
+    expr, inputs, fused = _as_expr(consumer)
+    new_inputs: list[str] = []
+
+    def slot(i):
+        if i not in new_inputs:
+            new_inputs.append(i)
+        return new_inputs.index(i)
+
+    def substitute(e):
+        if e[0] == "in":
+            src = inputs[e[1]]
+            prod = next((p for p in producers if p.id == src), None)
+            if prod is None:
+                return ("in", slot(src))
+            pexpr, pinputs, pfused = _as_expr(prod)
+            fused[:0] = pfused
+            return _rebase(pexpr, {k: slot(i) for k, i in enumerate(pinputs)})
+        return e[:3] + tuple(substitute(x) for x in e[3:])
+
+    new_expr = substitute(expr)
+    fe = graph.add_node("fused_elementwise", new_inputs, {"expr": new_expr, "fused": fused},
+                        type=consumer.type, name=consumer.id)
+    graph.replace_uses(consumer.id, fe)
+    graph.remove(consumer.id)
+    for p in producers:
+        graph.remove(p.id)
+
+
+def fuse_updates(graph) -> list[Decision]:
+    """All parameters' updates of one optimizer become one fused_update: a single loop over the
+    contiguous parameter, gradient and slot buckets (the memory plan lays them out in order)."""
+    updates = [n for n in graph.nodes() if n.op.endswith("_update") and n.op != "fused_update"]
+    if len(updates) < 2:
+        return []
+    op, hyper = updates[0].op, {k: v for k, v in updates[0].attrs.items()}
+    n_shared = 2 if op == "adam_update" else 1
+    if any(u.op != op or u.attrs != hyper or u.inputs[-n_shared:] != updates[0].inputs[-n_shared:] for u in updates):
+        return [Decision("multi-tensor update", updates[0].id, False, "parameters use different update rules")]
+    per_param = len(updates[0].inputs) - n_shared
+    operands = [i for u in updates for i in u.inputs[:per_param]] + list(updates[0].inputs[-n_shared:])
+    fu = graph.add_node("fused_update", operands,
+                        {"update": op, "per_param": per_param, "shared": n_shared, "hyper": tuple(sorted(hyper.items())),
+                         "fused": [op] * len(updates)}, type=updates[0].type, name="update_all")
+    for u in updates:
+        graph.remove(u.id)
+    return [Decision("multi-tensor update", fu, True, f"{len(updates)} parameters in one loop")]

@@ -1,0 +1,196 @@
+"""Memory planning: liveness intervals over the schedule, best-fit offsets in one arena,
+and the persistent buckets (parameters, gradients, optimizer state, random masks).
+
+Sizes are linear in the batch size B, so the arena has two parts: buffers with a batch
+dimension are planned in elements per sample (offset a means a*B), the others after them
+(offset c means A*B + c). One plan then serves every batch size."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ir import Pattern, get_op
+from ir.ops.fused import update_groups
+
+ALIGN = 16  # elements: 64-byte alignment for float32 buffers of fixed size
+
+
+def _align(n: int, align: int = ALIGN) -> int:
+    return (n + align - 1) // align * align
+
+
+@dataclass
+class Slot:
+    region: str              # arena | params | grads | state | rng | input | label | scalar | const | view | none
+    offset: int = 0          # per sample (batch buffers) or absolute (others), in elements
+    batch: bool = False      # whether offset and size scale with B
+    size: int = 0            # elements per sample (batch) or in all
+    view_of: str | None = None
+
+
+@dataclass
+class MemoryPlan:
+    schedule: list[str]
+    slots: dict[str, Slot]
+    arena_per_sample: int = 0   # A: arena elements per sample
+    arena_fixed: int = 0        # C: arena elements independent of B
+    bound_per_sample: int = 0   # the no-fragmentation lower bound (max live), batch part
+    bound_fixed: int = 0
+    buckets: dict[str, int] = field(default_factory=dict)   # params/grads/state: total elements
+    rng_per_sample: int = 0
+    rng_fixed: int = 0
+    intervals: dict[str, tuple] = field(default_factory=dict)
+
+    def arena_size(self, batch: int) -> int:
+        return self.arena_per_sample * batch + self.arena_fixed
+
+    def report(self, batch: int, itemsize: int = 4) -> str:
+        peak = self.arena_size(batch) * itemsize
+        bound = (self.bound_per_sample * batch + self.bound_fixed) * itemsize
+        lines = [f"memory plan at batch {batch}:",
+                 f"  arena        {peak / 1024:10.1f} KiB  ({self.arena_per_sample}*B + {self.arena_fixed} elements)",
+                 f"  lower bound  {bound / 1024:10.1f} KiB  (max live bytes at any step; arena/bound = "
+                 f"{peak / bound if bound else 1:.3f})"]
+        for name, n in self.buckets.items():
+            lines.append(f"  {name:<12} {n * itemsize / 1024:10.1f} KiB")
+        lines.append(f"  {'rng masks':<12} {(self.rng_per_sample * batch + self.rng_fixed) * itemsize / 1024:10.1f} KiB")
+        lines.append("  buffers (offset in elements, [first, last] use in the schedule):")
+        for nid in self.schedule:
+            s = self.slots[nid]
+            if s.region == "arena":
+                off = f"{s.offset}*B" if s.batch else f"A*B+{s.offset}"
+                size = f"{s.size}*B" if s.batch else str(s.size)
+                lines.append(f"    %{nid:<28} {off:>12}  size {size:>10}  live {list(self.intervals[nid])}")
+        return "\n".join(lines)
+
+
+def gradient_nodes(graph) -> dict[str, str]:
+    """{gradient node: parameter} read by the update ops."""
+    return {group[1]: group[0] for node in graph.nodes() if get_op(node.op).pattern is Pattern.UPDATE
+            for group in update_groups(node)}
+
+
+def materialize_gradients(graph):
+    """A gradient must own its slot in the bucket: copy views, sources and shared gradients."""
+    seen = set()
+    for node in graph.nodes():
+        if get_op(node.op).pattern is not Pattern.UPDATE:
+            continue
+        inputs, pos = list(node.inputs), 0
+        for group in update_groups(node):
+            j = pos + 1
+            g = graph.node(inputs[j])
+            if g.is_source or get_op(g.op).pattern is Pattern.VIEW or g.id in seen or g.id in graph.outputs.values():
+                inputs[j] = graph.copy(g.id, name=g.id + "_grad")
+            seen.add(inputs[j])
+            pos += len(group)
+        graph.set_inputs(node.id, inputs)
+    return graph
+
+
+def plan_memory(graph, param_order: list[str]) -> MemoryPlan:
+    schedule = [n.id for n in graph.nodes()]
+    index = {nid: i for i, nid in enumerate(schedule)}
+    slots: dict[str, Slot] = {}
+    grads = gradient_nodes(graph)
+
+    # persistent buckets: parameters in Keras order, gradients at the same offsets, state in creation order
+    offsets, total = {}, 0
+    for p in param_order:
+        offsets[p] = total
+        total += graph.type(p).numel(1)
+    buckets = {"params": total, "grads": total}
+    state_total, rng = 0, [0, 0]
+    for node in graph.nodes():
+        a, c = node.type.per_batch_size()
+        if node.op == "param":
+            slots[node.id] = Slot("params", offsets[node.id], False, c)
+        elif node.op == "state":
+            slots[node.id] = Slot("state", state_total, False, c)
+            state_total += c
+        elif node.op == "rng":
+            slots[node.id] = Slot("rng", rng[0] if a else rng[1], bool(a), a or c)
+            rng[0 if a else 1] += _align(a or c)
+        elif node.is_source:
+            slots[node.id] = Slot(node.op)
+        elif get_op(node.op).pattern is Pattern.UPDATE:
+            slots[node.id] = Slot("none")
+        elif get_op(node.op).pattern is Pattern.VIEW:
+            root = node.inputs[0]
+            slots[node.id] = Slot("view", view_of=slots[root].view_of or root)
+        elif node.id in grads:
+            slots[node.id] = Slot("grads", offsets[grads[node.id]], False, c)
+    buckets["state"] = state_total
+
+    # liveness of arena buffers; a view keeps its root alive
+    end = len(schedule)
+    intervals = {}
+    for nid in schedule:
+        if nid in slots:
+            continue
+        node = graph.node(nid)
+        start = index[node.attrs["computed_by"]] if "computed_by" in node.attrs else index[nid]
+        intervals[nid] = [start, start]
+    for nid in schedule:
+        node = graph.node(nid)
+        for i in node.inputs:
+            root = slots[i].view_of if i in slots and slots[i].view_of else i
+            if root in intervals:
+                intervals[root][1] = max(intervals[root][1], index[nid])
+    for out in graph.outputs.values():
+        root = slots[out].view_of if out in slots and slots[out].view_of else out
+        if root in intervals:
+            intervals[root][1] = end
+
+    per_sample, fixed = {}, {}
+    for nid in intervals:
+        a, c = graph.type(nid).per_batch_size()
+        (per_sample if a else fixed)[nid] = a or max(c, 1)
+    # per-sample offsets need no padding: they are multiplied by B
+    off_a, top_a = _best_fit(per_sample, intervals, align=1)
+    off_c, top_c = _best_fit(fixed, intervals, align=ALIGN)
+    for nid, off in off_a.items():
+        slots[nid] = Slot("arena", off, True, per_sample[nid])
+    for nid, off in off_c.items():
+        slots[nid] = Slot("arena", off, False, fixed[nid])
+    return MemoryPlan(schedule, slots, top_a, top_c, _max_live(per_sample, intervals, end),
+                      _max_live(fixed, intervals, end), buckets, rng[0], rng[1],
+                      {k: tuple(v) for k, v in intervals.items()})
+
+
+def _overlap(u, v):
+    return u[0] <= v[1] and v[0] <= u[1]
+
+
+def _best_fit(sizes: dict, intervals: dict, align: int):
+    """Largest buffers first; each goes into the smallest gap between the buffers live at the
+    same time where it fits, else on top."""
+    placed: list[tuple[int, int, str]] = []   # (offset, size, id)
+    offsets, top = {}, 0
+    for nid in sorted(sizes, key=lambda n: (-sizes[n], intervals[n][0], n)):
+        need = _align(sizes[nid], align)
+        busy = sorted((o, s) for o, s, other in placed if _overlap(intervals[nid], intervals[other]))
+        best, best_gap, cursor = None, None, 0
+        for o, s in busy:
+            gap = o - cursor
+            if gap >= need and (best_gap is None or gap < best_gap):
+                best, best_gap = cursor, gap
+            cursor = max(cursor, o + s)
+        if best is None:
+            best = cursor
+        offsets[nid] = best
+        placed.append((best, need, nid))
+        top = max(top, best + need)
+    return offsets, top
+
+
+def _max_live(sizes: dict, intervals: dict, end: int) -> int:
+    events = [0] * (end + 2)
+    for nid, n in sizes.items():
+        s, e = intervals[nid]
+        events[s] += n
+        events[e + 1] -= n
+    live = peak = 0
+    for d in events:
+        live += d
+        peak = max(peak, live)
+    return peak

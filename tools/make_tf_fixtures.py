@@ -1,0 +1,685 @@
+#!/usr/bin/env python
+"""Generate TensorFlow / Keras reference fixtures for kgraph's tests.
+
+kgraph itself never imports TensorFlow.  This script is the one place where
+TensorFlow is used: it records what real Keras does so the test-suite can
+compare kgraph against it offline.  Run it with an interpreter that has
+``tensorflow-cpu``, ``keras`` (3.x) and ``tf-keras`` installed, e.g.::
+
+    python -m venv /tmp/tfenv
+    /tmp/tfenv/bin/pip install tensorflow-cpu==2.21.0 h5py pyyaml
+    /tmp/tfenv/bin/pip install --no-deps tf-keras==2.21.0
+    /tmp/tfenv/bin/python tools/make_tf_fixtures.py [--out tests/fixtures]
+
+It writes two groups of files under ``--out``:
+
+``tf/<case>.npz`` + ``tf/<case>.json``  -- training fidelity fixtures
+    A small Keras 3 model is compiled, run through ``predict`` and then
+    through five ``train_on_batch`` calls on one fixed batch of 16 rows.
+
+    npz keys:
+      ``x0, x1, ...``         model inputs, in Keras input order (float32)
+      ``y0, y1, ...``         targets, one per output (sparse labels: int32)
+      ``w_init_<i>``          ``model.get_weights()`` before training
+      ``pred0, pred1, ...``   ``model.predict(x, batch_size=16)`` of the
+                              initial model
+      ``loss``                float64[5], the values returned by the five
+                              ``train_on_batch`` calls (each is the loss of
+                              the batch *before* that step's update,
+                              regularization penalties included)
+      ``w_step<k>_<i>``       ``model.get_weights()`` after step k (1..5)
+
+    json: ``{"model_config", "compile": {"optimizer", "loss", "metrics"},
+    "batch_size", "steps", "versions"}``.
+
+``configs/``  -- a zoo of model configs for the parser
+    ``k3_<arch>.json``  ``model.to_json()`` of Keras 3 (indented)
+    ``k2_<arch>.json``  ``model.to_json()`` of tf-keras 2.x (Keras 2 format)
+    ``k21_*.json``      hand-written configs in the Keras 2.1.6 format
+    ``<arch>.npz``      ``x0, x1, ...`` (4 input rows), ``w_0, w_1, ...``
+                        (Keras 3 ``get_weights()``, also loaded into the
+                        tf-keras model), ``pred0, pred1, ...`` (Keras 3
+                        predictions) and ``k2_pred0, ...`` (tf-keras
+                        predictions with the same weights; they differ from
+                        ``pred*`` only where the two libraries define an op
+                        differently, e.g. ``hard_sigmoid``).
+
+Everything is seeded; running the script twice gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # bitwise-stable CPU math
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import keras  # noqa: E402  (Keras 3)
+import tf_keras  # noqa: E402  (Keras 2 API, tf-keras package)
+
+tf.get_logger().setLevel("ERROR")  # silence tf.function retracing notices
+
+BATCH = 16  # batch size of the training fixtures
+STEPS = 5  # number of train_on_batch calls recorded
+ZOO_ROWS = 4  # rows in the input batch of the config zoo
+SEED = 1234
+
+VERSIONS = {
+    "tensorflow": tf.__version__,
+    "keras": keras.__version__,
+    "tf_keras": tf_keras.__version__,
+    "numpy": np.__version__,
+}
+
+
+def reset(seed: int) -> None:
+    """Clear both Keras sessions (so auto-generated layer names restart at
+    ``dense``, ``dense_1`` ...) and seed every random number generator."""
+    keras.backend.clear_session()
+    tf_keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    tf_keras.utils.set_random_seed(seed)
+
+
+def dump_json(obj, path: Path, indent=1) -> None:
+    path.write_text(json.dumps(obj, indent=indent) + "\n")
+
+
+def as_list(x):
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+# --------------------------------------------------------------------------
+# (a) Training fidelity fixtures
+# --------------------------------------------------------------------------
+
+IN_DIM = 12
+CLASSES = 5
+
+
+def sgd_momentum():
+    return keras.optimizers.SGD(learning_rate=0.05, momentum=0.9)
+
+
+def adam():
+    return keras.optimizers.Adam(learning_rate=0.01)
+
+
+def build_mlp():
+    return keras.Sequential(
+        [
+            keras.Input(shape=(IN_DIM,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(CLASSES, activation="softmax"),
+        ]
+    )
+
+
+def build_residual():
+    x = keras.Input(shape=(IN_DIM,))
+    h = keras.layers.Dense(IN_DIM, activation="tanh")(x)
+    h2 = keras.layers.Add()([x, h])
+    out = keras.layers.Dense(CLASSES, activation="softmax")(h2)
+    return keras.Model(x, out)
+
+
+def build_two_input():
+    a = keras.Input(shape=(IN_DIM,))
+    b = keras.Input(shape=(6,))
+    ha = keras.layers.Dense(8, activation="relu")(a)
+    hb = keras.layers.Dense(8, activation="relu")(b)
+    h = keras.layers.Concatenate()([ha, hb])
+    out = keras.layers.Dense(CLASSES, activation="softmax")(h)
+    return keras.Model([a, b], out)
+
+
+def build_logits():
+    return keras.Sequential(
+        [
+            keras.Input(shape=(IN_DIM,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(CLASSES),
+        ]
+    )
+
+
+def build_regression():
+    return keras.Sequential(
+        [
+            keras.Input(shape=(IN_DIM,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
+
+
+def build_binary():
+    return keras.Sequential(
+        [
+            keras.Input(shape=(IN_DIM,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+
+
+def build_l2():
+    reg = keras.regularizers
+    return keras.Sequential(
+        [
+            keras.Input(shape=(IN_DIM,)),
+            keras.layers.Dense(
+                16,
+                activation="relu",
+                kernel_regularizer=reg.l2(1e-3),
+                bias_regularizer=reg.l1(1e-3),
+            ),
+            keras.layers.Dense(
+                CLASSES,
+                activation="softmax",
+                kernel_regularizer=reg.l1_l2(l1=1e-3, l2=1e-3),
+            ),
+        ]
+    )
+
+
+def sparse_targets(rng):
+    return [rng.randint(0, CLASSES, size=BATCH).astype(np.int32)]
+
+
+def onehot_targets(rng):
+    labels = rng.randint(0, CLASSES, size=BATCH)
+    return [np.eye(CLASSES, dtype=np.float32)[labels]]
+
+
+def regression_targets(rng):
+    return [rng.normal(size=(BATCH, 3)).astype(np.float32)]
+
+
+def binary_targets(rng):
+    return [rng.randint(0, 2, size=(BATCH, 1)).astype(np.float32)]
+
+
+# case name -> (model builder, input dims, target maker, loss, optimizer maker)
+FIDELITY_CASES = {
+    "mlp_sgd": (build_mlp, [IN_DIM], sparse_targets,
+                "sparse_categorical_crossentropy", sgd_momentum),
+    "mlp_adam": (build_mlp, [IN_DIM], sparse_targets,
+                 "sparse_categorical_crossentropy", adam),
+    "residual_sgd": (build_residual, [IN_DIM], onehot_targets,
+                     "categorical_crossentropy", sgd_momentum),
+    "residual_adam": (build_residual, [IN_DIM], onehot_targets,
+                      "categorical_crossentropy", adam),
+    "two_input_sgd": (build_two_input, [IN_DIM, 6], sparse_targets,
+                      "sparse_categorical_crossentropy", sgd_momentum),
+    "two_input_adam": (build_two_input, [IN_DIM, 6], sparse_targets,
+                       "sparse_categorical_crossentropy", adam),
+    "logits_sgd": (build_logits, [IN_DIM], sparse_targets,
+                   lambda: keras.losses.SparseCategoricalCrossentropy(
+                       from_logits=True), sgd_momentum),
+    "logits_adam": (build_logits, [IN_DIM], sparse_targets,
+                    lambda: keras.losses.SparseCategoricalCrossentropy(
+                        from_logits=True), adam),
+    "regression_rmsprop": (build_regression, [IN_DIM], regression_targets,
+                           "mse",
+                           lambda: keras.optimizers.RMSprop(learning_rate=0.01)),
+    "regression_mae_nesterov": (build_regression, [IN_DIM], regression_targets,
+                                "mae",
+                                lambda: keras.optimizers.SGD(
+                                    learning_rate=0.05, momentum=0.9,
+                                    nesterov=True)),
+    "binary_adam": (build_binary, [IN_DIM], binary_targets,
+                    "binary_crossentropy", adam),
+    "l2_sgd": (build_l2, [IN_DIM], sparse_targets,
+               "sparse_categorical_crossentropy", sgd_momentum),
+}
+
+
+def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
+    builder, in_dims, make_targets, loss, make_opt = spec
+    reset(seed)
+    rng = np.random.RandomState(seed)
+    xs = [rng.normal(size=(BATCH, d)).astype(np.float32) for d in in_dims]
+    ys = make_targets(rng)
+
+    model = builder()
+    opt = make_opt()
+    loss_obj = loss() if callable(loss) else loss
+    model.compile(optimizer=opt, loss=loss_obj, metrics=[])
+
+    arrays = {}
+    for i, x in enumerate(xs):
+        arrays[f"x{i}"] = x
+    for i, y in enumerate(ys):
+        arrays[f"y{i}"] = y
+    for i, w in enumerate(model.get_weights()):
+        arrays[f"w_init_{i}"] = w
+    x_in = xs if len(xs) > 1 else xs[0]
+    y_in = ys if len(ys) > 1 else ys[0]
+    for i, p in enumerate(as_list(model.predict(x_in, batch_size=BATCH,
+                                                verbose=0))):
+        arrays[f"pred{i}"] = p
+
+    # Sanity check: the first train_on_batch value must equal the loss of the
+    # untouched model on the same batch (i.e. it is reported pre-update).
+    loss_before = float(model.test_on_batch(x_in, y_in))
+
+    losses = []
+    for step in range(1, STEPS + 1):
+        losses.append(float(model.train_on_batch(x_in, y_in)))
+        for i, w in enumerate(model.get_weights()):
+            arrays[f"w_step{step}_{i}"] = w
+    arrays["loss"] = np.asarray(losses, dtype=np.float64)
+    assert np.isclose(losses[0], loss_before, rtol=1e-5, atol=1e-6), (
+        name, losses[0], loss_before)
+    assert np.all(np.isfinite(arrays["loss"])), name
+
+    np.savez_compressed(out_dir / f"{name}.npz", **arrays)
+    meta = {
+        "model_config": json.loads(model.to_json()),
+        "compile": {
+            "optimizer": keras.optimizers.serialize(opt),
+            "loss": loss_obj if isinstance(loss_obj, str)
+            else keras.losses.serialize(loss_obj),
+            "metrics": [],
+        },
+        "batch_size": BATCH,
+        "steps": STEPS,
+        "versions": VERSIONS,
+    }
+    dump_json(meta, out_dir / f"{name}.json")
+    print(f"  tf/{name}: loss {np.round(arrays['loss'], 5).tolist()}")
+
+
+# --------------------------------------------------------------------------
+# (b) Config zoo: the same architecture built with Keras 3 and with tf-keras
+# --------------------------------------------------------------------------
+#
+# Every builder takes the Keras module ``K`` (``keras`` or ``tf_keras``) and
+# uses only API common to both, so the two configs describe the same graph.
+# Layer names are left to Keras (both sessions are cleared first) unless a
+# name makes the graph easier to read.
+
+def zoo_seq_mlp(K):
+    if K is keras:
+        inp = K.layers.InputLayer(shape=(8,))
+    else:
+        inp = K.layers.InputLayer(input_shape=(8,))
+    return K.Sequential(
+        [
+            inp,
+            K.layers.Dense(16, activation="relu"),
+            K.layers.Dropout(0.5),
+            K.layers.Dense(3, activation="softmax"),
+        ]
+    )
+
+
+def zoo_seq_shapes(K):
+    return K.Sequential(
+        [
+            K.Input(shape=(4, 3)),
+            K.layers.Flatten(),
+            K.layers.Dense(6),
+            K.layers.Reshape((2, 3)),
+            K.layers.Flatten(),
+            K.layers.Activation("tanh"),
+            K.layers.Dense(2),
+        ]
+    )
+
+
+def zoo_two_input_concat(K):
+    a = K.Input(shape=(12,), name="input_a")
+    b = K.Input(shape=(6,), name="input_b")
+    ha = K.layers.Dense(8, activation="relu", name="dense_a")(a)
+    hb = K.layers.Dense(8, activation="relu", name="dense_b")(b)
+    h = K.layers.Concatenate(name="concat")([ha, hb])
+    out = K.layers.Dense(5, activation="softmax", name="head")(h)
+    return K.Model([a, b], out, name="two_input_concat")
+
+
+def zoo_residual_add(K):
+    x = K.Input(shape=(12,), name="x")
+    h = K.layers.Dense(12, activation="tanh", name="hidden")(x)
+    s = K.layers.Add(name="skip")([x, h])
+    out = K.layers.Dense(5, activation="softmax", name="head")(s)
+    return K.Model(x, out, name="residual_add")
+
+
+def zoo_shared_layer(K):
+    a = K.Input(shape=(6,), name="left")
+    b = K.Input(shape=(6,), name="right")
+    shared = K.layers.Dense(4, activation="tanh", name="shared")
+    out = K.layers.Add(name="sum")([shared(a), shared(b)])
+    return K.Model([a, b], out, name="shared_layer")
+
+
+def zoo_nested(K):
+    sub = K.Sequential(
+        [
+            K.Input(shape=(6,)),
+            K.layers.Dense(8, activation="relu", name="sub_dense_1"),
+            K.layers.Dense(8, activation="tanh", name="sub_dense_2"),
+        ],
+        name="sub",
+    )
+    x = K.Input(shape=(10,), name="x")
+    h = K.layers.Dense(6, activation="relu", name="pre")(x)
+    h = sub(h)
+    out = K.layers.Dense(3, name="post")(h)
+    return K.Model(x, out, name="nested")
+
+
+def zoo_merges(K):
+    a = K.Input(shape=(5,), name="a")
+    b = K.Input(shape=(5,), name="b")
+    L = K.layers
+    parts = [
+        L.Subtract(name="sub")([a, b]),
+        L.Multiply(name="mul")([a, b]),
+        L.Average(name="avg")([a, b]),
+        L.Maximum(name="max")([a, b]),
+        L.Minimum(name="min")([a, b]),
+    ]
+    out = L.Concatenate(name="concat")(parts)
+    return K.Model([a, b], out, name="merges")
+
+
+def zoo_multi_output(K):
+    x = K.Input(shape=(7,), name="x")
+    h = K.layers.Dense(10, activation="relu", name="trunk")(x)
+    cls = K.layers.Dense(4, activation="softmax", name="cls")(h)
+    reg = K.layers.Dense(2, name="reg")(h)
+    return K.Model(x, [cls, reg], name="multi_output")
+
+
+ACTIVATIONS = [
+    "linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu",
+    "softplus", "softsign", "gelu", "swish", "silu", "leaky_relu", "relu6",
+    "hard_sigmoid", "exponential",
+]
+
+
+def zoo_activations(K):
+    """A chain of Dense(4, activation=a); every layer's output is also a model
+    output, so a mismatch can be pinned on a single activation."""
+    x = K.Input(shape=(4,), name="x")
+    h, outs = x, []
+    for a in ACTIVATIONS:
+        h = K.layers.Dense(4, activation=a, name=f"dense_{a}")(h)
+        outs.append(h)
+    return K.Model(x, outs, name="activations")
+
+
+def set_activation_weights(model, seed):
+    """Weights close to the identity, so values stay O(1) along the chain
+    (nothing overflows in ``exponential``) but every activation still sees
+    both signs and a range of magnitudes."""
+    rng = np.random.RandomState(seed)
+    weights = []
+    for w in model.get_weights():
+        if w.ndim == 2:
+            weights.append((np.eye(w.shape[0]) * 1.5
+                            + rng.normal(scale=0.4, size=w.shape))
+                           .astype(np.float32))
+        else:
+            weights.append(rng.normal(scale=0.2, size=w.shape)
+                           .astype(np.float32))
+    model.set_weights(weights)
+
+
+def zoo_initializers(K):
+    """Parallel Dense(6) branches on one input, each with another
+    initializer / regularizer, concatenated (a chain would let a Zeros
+    kernel blank out everything after it)."""
+    I, R = K.initializers, K.regularizers
+    kernels = [
+        ("glorot_uniform", I.GlorotUniform(seed=1)),
+        ("glorot_normal", I.GlorotNormal(seed=2)),
+        ("he_uniform", I.HeUniform(seed=3)),
+        ("he_normal", I.HeNormal(seed=4)),
+        ("lecun_uniform", I.LecunUniform(seed=5)),
+        ("lecun_normal", I.LecunNormal(seed=6)),
+        ("variance_scaling", I.VarianceScaling(
+            scale=2.0, mode="fan_out", distribution="uniform", seed=7)),
+        ("zeros", I.Zeros()),
+        ("ones", I.Ones()),
+        ("constant", I.Constant(0.3)),
+        ("random_normal", I.RandomNormal(mean=0.0, stddev=0.1, seed=8)),
+        ("random_uniform", I.RandomUniform(minval=-0.1, maxval=0.1, seed=9)),
+        ("truncated_normal", I.TruncatedNormal(mean=0.0, stddev=0.1, seed=10)),
+        ("orthogonal", I.Orthogonal(gain=1.0, seed=11)),
+        ("identity", I.Identity(gain=1.0)),
+    ]
+    biases = {
+        "glorot_uniform": I.Constant(0.1),
+        "he_normal": I.RandomNormal(stddev=0.05, seed=12),
+        "lecun_uniform": I.RandomUniform(-0.05, 0.05, seed=13),
+        "zeros": I.Ones(),
+        "orthogonal": I.TruncatedNormal(stddev=0.05, seed=14),
+    }
+    regs = {
+        "glorot_normal": dict(kernel_regularizer=R.l1(1e-3)),
+        "he_uniform": dict(kernel_regularizer=R.l2(1e-3),
+                           bias_regularizer=R.l2(1e-4)),
+        "lecun_normal": dict(kernel_regularizer=R.l1_l2(l1=1e-4, l2=1e-3)),
+        "ones": dict(activity_regularizer=R.l2(1e-4)),
+    }
+    x = K.Input(shape=(6,), name="x")
+    branches = []
+    for name, init in kernels:
+        layer = K.layers.Dense(
+            6, name=f"k_{name}", kernel_initializer=init,
+            bias_initializer=biases.get(name, "zeros"), **regs.get(name, {}))
+        branches.append(layer(x))
+    out = K.layers.Concatenate(name="concat")(branches)
+    return K.Model(x, out, name="initializers")
+
+
+# arch name -> (builder, input shapes without batch dim)
+ZOO = {
+    "seq_mlp": (zoo_seq_mlp, [(8,)]),
+    "seq_shapes": (zoo_seq_shapes, [(4, 3)]),
+    "two_input_concat": (zoo_two_input_concat, [(12,), (6,)]),
+    "residual_add": (zoo_residual_add, [(12,)]),
+    "shared_layer": (zoo_shared_layer, [(6,), (6,)]),
+    "nested": (zoo_nested, [(10,)]),
+    "merges": (zoo_merges, [(5,), (5,)]),
+    "multi_output": (zoo_multi_output, [(7,)]),
+    "activations": (zoo_activations, [(4,)]),
+    "initializers": (zoo_initializers, [(6,)]),
+}
+
+
+def make_zoo_arch(arch, spec, out_dir: Path, seed: int) -> dict:
+    """Build ``arch`` with Keras 3 and tf-keras, share the Keras 3 weights,
+    write both configs and the npz.  Returns the npz arrays."""
+    builder, shapes = spec
+    reset(seed)
+    rng = np.random.RandomState(seed)
+    xs = [rng.normal(size=(ZOO_ROWS,) + s).astype(np.float32) for s in shapes]
+    x_in = xs if len(xs) > 1 else xs[0]
+
+    m3 = builder(keras)
+    if arch == "activations":
+        set_activation_weights(m3, seed)
+    weights = m3.get_weights()
+    preds3 = as_list(m3.predict(x_in, verbose=0))
+
+    m2 = builder(tf_keras)
+    m2.set_weights(weights)
+    preds2 = as_list(m2.predict(x_in, verbose=0))
+
+    arrays = {f"x{i}": x for i, x in enumerate(xs)}
+    arrays.update({f"w_{i}": w for i, w in enumerate(weights)})
+    arrays.update({f"pred{i}": p for i, p in enumerate(preds3)})
+    arrays.update({f"k2_pred{i}": p for i, p in enumerate(preds2)})
+    np.savez_compressed(out_dir / f"{arch}.npz", **arrays)
+
+    dump_json(json.loads(m3.to_json()), out_dir / f"k3_{arch}.json")
+    dump_json(json.loads(m2.to_json()), out_dir / f"k2_{arch}.json")
+
+    diffs = [float(np.max(np.abs(p3 - p2))) for p3, p2 in zip(preds3, preds2)]
+    print(f"  configs/{arch}: {len(weights)} weights, "
+          f"max |k3-k2| per output {['%.1e' % d for d in diffs]}")
+    if arch != "activations":  # the only arch with a known semantic gap
+        assert max(diffs) < 1e-5, (arch, diffs)
+    return arrays
+
+
+# --------------------------------------------------------------------------
+# Keras 2.1.6 configs, written by hand
+# --------------------------------------------------------------------------
+#
+# Keras 2.1.x predates the ``{"name", "layers"}`` Sequential config (2.2.0):
+# a Sequential config is a bare list of layers, the first carrying
+# ``batch_input_shape`` and ``dtype``.  Functional models are class "Model";
+# every inbound node is a list of ``[layer_name, node_index, tensor_index,
+# kwargs]``.  ``glorot_uniform`` was serialized as the VarianceScaling it
+# builds.  Default names were counted from 1 (``dense_1``, ``input_1``).
+# ``model.to_json()`` wrote one line with json's default separators.
+
+K21_GLOROT_UNIFORM = {"class_name": "VarianceScaling",
+                      "config": {"scale": 1.0, "mode": "fan_avg",
+                                 "distribution": "uniform", "seed": None}}
+K21_ZEROS = {"class_name": "Zeros", "config": {}}
+
+
+def k21_dense(name, units, activation, **extra):
+    config = {"name": name, "trainable": True}
+    config.update(extra)  # batch_input_shape / dtype on a first layer
+    config.update({
+        "units": units, "activation": activation, "use_bias": True,
+        "kernel_initializer": K21_GLOROT_UNIFORM,
+        "bias_initializer": K21_ZEROS,
+        "kernel_regularizer": None, "bias_regularizer": None,
+        "activity_regularizer": None, "kernel_constraint": None,
+        "bias_constraint": None,
+    })
+    return {"class_name": "Dense", "config": config}
+
+
+def k21_input(name, dim):
+    return {"name": name, "class_name": "InputLayer",
+            "config": {"batch_input_shape": [None, dim], "dtype": "float32",
+                       "sparse": False, "name": name},
+            "inbound_nodes": []}
+
+
+def k21_node(layer, config, *inbound):
+    """A functional-model layer entry; ``inbound`` are layer names, each
+    taken at node 0, tensor 0."""
+    return {"name": config["config"]["name"], "class_name": layer,
+            "config": config["config"],
+            "inbound_nodes": [[[src, 0, 0, {}] for src in inbound]]}
+
+
+def k21_model(layers, inputs, outputs, name="model_1"):
+    return {"class_name": "Model",
+            "config": {"name": name, "layers": layers,
+                       "input_layers": [[n, 0, 0] for n in inputs],
+                       "output_layers": [[n, 0, 0] for n in outputs]},
+            "keras_version": "2.1.6", "backend": "tensorflow"}
+
+
+def k21_configs() -> dict:
+    """file name -> config; weights line up with the matching zoo npz."""
+    seq_mlp = {
+        "class_name": "Sequential",
+        "config": [
+            k21_dense("dense_1", 16, "relu", batch_input_shape=[None, 8],
+                      dtype="float32"),
+            {"class_name": "Dropout",
+             "config": {"name": "dropout_1", "trainable": True, "rate": 0.5,
+                        "noise_shape": None, "seed": None}},
+            k21_dense("dense_2", 3, "softmax"),
+        ],
+        "keras_version": "2.1.6",
+        "backend": "tensorflow",
+    }
+    # Same graph and weight order as zoo arch "two_input_concat".
+    two_input = k21_model(
+        [
+            k21_input("input_1", 12),
+            k21_input("input_2", 6),
+            k21_node("Dense", k21_dense("dense_1", 8, "relu"), "input_1"),
+            k21_node("Dense", k21_dense("dense_2", 8, "relu"), "input_2"),
+            k21_node("Concatenate",
+                     {"config": {"name": "concatenate_1", "trainable": True,
+                                 "axis": -1}},
+                     "dense_1", "dense_2"),
+            k21_node("Dense", k21_dense("dense_3", 5, "softmax"),
+                     "concatenate_1"),
+        ],
+        inputs=["input_1", "input_2"], outputs=["dense_3"])
+    # Same graph and weight order as zoo arch "residual_add".
+    residual = k21_model(
+        [
+            k21_input("input_1", 12),
+            k21_node("Dense", k21_dense("dense_1", 12, "tanh"), "input_1"),
+            k21_node("Add", {"config": {"name": "add_1", "trainable": True}},
+                     "input_1", "dense_1"),
+            k21_node("Dense", k21_dense("dense_2", 5, "softmax"), "add_1"),
+        ],
+        inputs=["input_1"], outputs=["dense_2"])
+    return {
+        "k21_seq_mlp.json": ("seq_mlp", seq_mlp),
+        "k21_two_input.json": ("two_input_concat", two_input),
+        "k21_residual_add.json": ("residual_add", residual),
+    }
+
+
+def check_k21_against_npz(config, arrays) -> None:
+    """Rebuild a Keras 2.1 config with tf-keras (which still reads the old
+    list-style Sequential and "Model" formats) and check it reproduces the
+    npz predictions with the npz weights."""
+    model = tf_keras.models.model_from_json(json.dumps(config))
+    n_w = sum(1 for k in arrays if k.startswith("w_"))
+    model.set_weights([arrays[f"w_{i}"] for i in range(n_w)])
+    n_x = sum(1 for k in arrays if k.startswith("x"))
+    xs = [arrays[f"x{i}"] for i in range(n_x)]
+    pred = model.predict(xs if n_x > 1 else xs[0], verbose=0)
+    assert np.allclose(pred, arrays["pred0"], atol=1e-5), "k21 mismatch"
+
+
+# --------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="tests/fixtures", type=Path,
+                        help="fixture root (default: tests/fixtures)")
+    args = parser.parse_args(argv)
+
+    tf.config.experimental.enable_op_determinism()
+    tf_dir = args.out / "tf"
+    cfg_dir = args.out / "configs"
+    tf_dir.mkdir(parents=True, exist_ok=True)
+    cfg_dir.mkdir(parents=True, exist_ok=True)
+    print("versions:", VERSIONS)
+
+    print("training fidelity fixtures:")
+    for i, (name, spec) in enumerate(FIDELITY_CASES.items()):
+        make_fidelity_case(name, spec, tf_dir, SEED + i)
+
+    print("config zoo:")
+    zoo_arrays = {}
+    for i, (arch, spec) in enumerate(ZOO.items()):
+        zoo_arrays[arch] = make_zoo_arch(arch, spec, cfg_dir, SEED + 100 + i)
+
+    print("Keras 2.1.6 configs:")
+    for fname, (arch, config) in k21_configs().items():
+        (cfg_dir / fname).write_text(json.dumps(config) + "\n")
+        check_k21_against_npz(config, zoo_arrays[arch])
+        print(f"  configs/{fname} (weights: {arch}.npz) ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
