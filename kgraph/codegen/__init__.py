@@ -2,3 +2,42 @@
 from .cpu import generate as generate_cpu
 
 __all__ = ["generate_cpu"]
+
+
+def step_manifest(compiled, path) -> dict:
+    """How to call the generated step of `compiled` (module at `path`): everything the runtime
+    needs, as plain JSON-able data, so a compiled trainer runs without the passes."""
+    g, plan = compiled.graph, compiled.plan
+
+    def place(nid):
+        slot = plan.slots[nid]
+        if slot.region == "view":
+            slot = plan.slots[slot.view_of]
+        if slot.region not in ("arena", "params", "grads", "state"):
+            return None
+        return {"region": slot.region, "offset": slot.offset, "batch": slot.batch,
+                "shape": list(g.type(nid).shape), "dtype": g.type(nid).dtype}
+
+    rng = []
+    for n in g.sources("rng"):
+        s = plan.slots[n.id]
+        rng.append({"offset": s.offset, "batch": s.batch, "size": s.size, "rate": n.attrs["rate"],
+                    "layer": n.attrs.get("layer", "")})
+    return {
+        "kind": compiled.kind,
+        "module": str(path),
+        "function": f"{compiled.kind}_step",
+        "arena": [plan.arena_per_sample, plan.arena_fixed],
+        "rng": [plan.rng_per_sample, plan.rng_fixed],
+        "rng_masks": rng,
+        "inputs": [n.id for n in g.sources("input")],
+        "labels": [{"id": n.id, "dtype": n.type.dtype, "shape": list(n.type.shape)} for n in g.sources("label")],
+        "outputs": {k: place(v) for k, v in g.outputs.items() if place(v) is not None},
+        "state": [{"node": n.id, "slot": n.attrs.get("slot"), "param": n.attrs.get("param"),
+                   "offset": plan.slots[n.id].offset, "shape": list(n.type.shape)} for n in g.sources("state")],
+        "state_size": plan.buckets.get("state", 0),
+        "param_size": plan.buckets.get("params", 0),
+    }
+
+
+__all__ += ["step_manifest"]

@@ -66,7 +66,7 @@ class Dense(Rule):
         if not isinstance(cfg.get("units"), int) or cfg["units"] <= 0:
             raise ConfigError(f"{where}: units must be a positive integer, got {cfg.get('units')!r}")
         parse_activation(cfg.get("activation"), where)
-        for key in ("activity_regularizer", "kernel_constraint", "bias_constraint", "quantization_config"):
+        for key in ("kernel_constraint", "bias_constraint", "quantization_config"):
             if cfg.get(key) is not None:
                 raise ConfigError(f"{where}: {key} is not supported")
 

@@ -12,6 +12,7 @@ from ir import Graph, TensorType
 from .errors import ConfigError
 from .initializers import initial_value
 from .layers import RULES, Ctx, ir_shape, shape_str
+from .regularizers import parse_regularizer
 from .normalize import MODEL_CLASSES, describe, input_batch_shape, keras_major
 from .walk import run_graph
 
@@ -130,6 +131,9 @@ class FrontendModel:
         self.output_names = [ref[0] for ref in desc.outputs]
         self.weights = weights
         self.layers = layers
+        # {"layer", "output", "l1", "l2"}: the loss adds (l1*sum|y| + l2*sum y^2) / batch size for
+        # y = graph.outputs[output], as Keras does for a layer's activity_regularizer
+        self.activity_regularizers = []
 
     def count_params(self) -> int:
         return sum(int(np.prod(w.shape)) for w in self.weights)
@@ -144,6 +148,7 @@ class FrontendModel:
     def lower(self, training: bool) -> Graph:
         """The forward graph; when training, Dropout multiplies by an 'rng' mask source."""
         g = Graph(self.name)
+        activity = []
         self._add_sources(g)
         params = {}
         for w in self.weights:
@@ -156,10 +161,17 @@ class FrontendModel:
                 return run_graph(layer.model, args, apply, path + (layer.name,))
             rule, shapes = RULES[layer.class_name], [s for _, s in args]
             ctx = Ctx(g, training, self.keras, params.get((*path, layer.name), {}))
-            return [(rule.emit(ctx, layer, [x for x, _ in args], shapes), rule.output_shape(layer, shapes))]
+            y = rule.emit(ctx, layer, [x for x, _ in args], shapes)
+            reg = parse_regularizer(layer.config.get("activity_regularizer"), f"layer {layer.name!r}")
+            if reg:
+                activity.append({"layer": layer.name, "output": f"activity:{len(activity)}", **reg, "_node": y})
+            return [(y, rule.output_shape(layer, shapes))]
 
         outs = run_graph(self.desc, [(i.node, i.shape) for i in self.inputs], apply)
         g.outputs = {f"output:{k}": node for k, (node, _) in enumerate(outs)}
+        for a in activity:
+            g.outputs[a["output"]] = a.pop("_node")
+        self.activity_regularizers = activity
         return g
 
     def summary(self, print_fn=print, line_length=None) -> None:

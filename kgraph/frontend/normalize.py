@@ -18,6 +18,7 @@ class LayerDesc:
     config: dict
     calls: list = field(default_factory=list)  # per inbound node: the input refs, in order
     model: "ModelDesc | None" = None           # set when the layer is itself a model
+    node_offset: int = 0  # config node index of calls[0]: 1 where tf.keras counts a nested model's own first node
 
 
 @dataclass
@@ -141,6 +142,24 @@ def _model(cls: str, cfg, name: str, where: str) -> ModelDesc:
     return desc
 
 
+def _number_nodes(desc: ModelDesc, keras: int) -> None:
+    """A nested model built on its own Input owns a first node that the outer config skips.
+    tf.keras numbers the outer calls from 1 then (Functional, and Sequential with an input shape);
+    Keras 3 numbers inbound_nodes from 0 but output_layers from 1 (Functional only)."""
+    by_name = {layer.name: layer for layer in desc.layers}
+    for layer in desc.layers:
+        if layer.model is None:
+            continue
+        inner = layer.model
+        if keras < 3:
+            own_input = inner.layers[0].class_name == "InputLayer" and input_batch_shape(inner.layers[0].config)
+            layer.node_offset = int(inner.class_name == "Functional" or bool(own_input))
+        _number_nodes(inner, keras)
+    if keras >= 3:
+        desc.outputs = [(n, i - 1, t) if n in by_name and by_name[n].model is not None
+                        and by_name[n].model.class_name == "Functional" else (n, i, t) for n, i, t in desc.outputs]
+
+
 def describe(config: dict) -> ModelDesc:
     """Read a top-level model config (any dialect) into a ModelDesc."""
     if not isinstance(config, dict):
@@ -152,4 +171,6 @@ def describe(config: dict) -> ModelDesc:
     if not isinstance(cfg, (dict, list)):
         raise ConfigError(f"{cls} config has no 'config' section")
     name = (cfg.get("name") if isinstance(cfg, dict) else None) or cls.lower()
-    return _model(cls, cfg, name, f"model {name!r}")
+    desc = _model(cls, cfg, name, f"model {name!r}")
+    _number_nodes(desc, keras_major(config))
+    return desc

@@ -28,7 +28,7 @@ def run_graph(desc, inputs: list, apply, path: tuple = ()) -> list:
         pending.remove(ready)
         layer, k, refs = ready
         for i, value in enumerate(apply(layer, [env[r] for r in refs], path)):
-            env[(layer.name, k, i)] = value
+            env[(layer.name, k + layer.node_offset, i)] = value
     for ref in desc.outputs:
         if ref not in env:
             raise ConfigError(f"model {desc.name!r}: output {list(ref)} is not produced by any layer")

@@ -1,0 +1,180 @@
+"""Keras's Model API over kgraph: a config goes through the frontend, the passes and codegen
+into compiled steps that the runtime runs. The only module that knows all of them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import losses as losses_mod
+from . import optimizers as optimizers_mod
+from .codegen import generate_cpu, step_manifest
+from .frontend import ConfigError, build_model, parse_config_text, read_config_file
+from .passes import run_pipeline
+from .runtime.executable import Executable
+from .runtime.loader import write_source
+from .runtime.model import CompiledModel
+
+METRIC_NAMES = {
+    "mae": "mean_absolute_error", "mean_absolute_error": "mean_absolute_error",
+    "mse": "mean_squared_error", "mean_squared_error": "mean_squared_error",
+    "sparse_categorical_accuracy": "sparse_categorical_accuracy",
+    "categorical_accuracy": "categorical_accuracy", "binary_accuracy": "binary_accuracy",
+}
+
+
+class Model(CompiledModel):
+    """A Keras model compiled by kgraph. Build one with model_from_json / model_from_yaml /
+    load_model; then compile, fit, evaluate and predict as in Keras."""
+
+    def __init__(self, frontend_model, seed: int | None = None):
+        self.frontend = frontend_model
+        self.name = frontend_model.name
+        self.seed = seed
+        layout, offset = [], 0
+        for w in frontend_model.weights:
+            layout.append({"node": w.node, "layer": w.layer, "name": w.name, "offset": offset, "shape": list(w.shape)})
+            offset += int(np.prod(w.shape))
+        exe = Executable({}, layout, frontend_model.dtype, seed)
+        exe.set_weights([w.value for w in frontend_model.weights])
+        info = {"input_names": [i.name for i in frontend_model.inputs],
+                "input_shapes": [list(i.shape) for i in frontend_model.inputs],
+                "output_names": list(frontend_model.output_names), "metrics": [], "dtype": frontend_model.dtype}
+        super().__init__(exe, info)
+        self.compiled = {}        # kind -> kgraph.passes.Compiled, for `kgraph inspect`
+        self.compile_args = None
+
+    # ------------------------------------------------------------------ description
+    def summary(self, line_length=None, print_fn=None):
+        self.frontend.summary(print_fn=print_fn or print, line_length=line_length)
+
+    def count_params(self) -> int:
+        return self.frontend.count_params()
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.frontend.config, **kwargs)
+
+    def to_yaml(self, **kwargs) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.frontend.config, **kwargs)
+
+    @property
+    def input_names(self):
+        return self.info["input_names"]
+
+    @property
+    def output_names(self):
+        return self.info["output_names"]
+
+    # ------------------------------------------------------------------ compilation
+    def _build(self, kind, losses=None, optimizer=None):
+        fm = self.frontend
+        regs = [(w.node, w.regularizer.get("l1", 0.0), w.regularizer.get("l2", 0.0))
+                for w in fm.weights if w.regularizer]
+        compiled = run_pipeline(kind, fm.lower(training=kind == "train"), [w.node for w in fm.weights],
+                                losses=losses, regularizers=regs, optimizer=optimizer)
+        path = write_source(generate_cpu(compiled), f"{_stem(self.name)}_{kind}")
+        self.compiled[kind] = compiled
+        self.executable.add_step(kind, step_manifest(compiled, path))
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, **kwargs):
+        """As keras.Model.compile. Compiles the training and test steps (cached on disk)."""
+        unsupported = {k: v for k, v in kwargs.items() if v not in (None, False, "auto")}
+        if unsupported:
+            raise ValueError(f"compile() arguments {sorted(unsupported)} are not supported yet")
+        if loss is None:
+            raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
+        outputs = self.output_names
+        opt = optimizers_mod.get(optimizer)
+        specs = [losses_mod.get(l) if l is not None else None for l in _per_output(loss, outputs, "loss")]
+        weights = _per_output(loss_weights, outputs, "loss_weights") if loss_weights is not None else [1.0] * len(outputs)
+        for s, w in zip(specs, weights):
+            if s is not None:
+                s["weight"] = float(w)
+        out_units = [self.frontend_output_units(k) for k in range(len(outputs))]
+        self.info["metrics"] = _resolve_metrics(metrics, outputs, specs, out_units)
+        self.info["losses"] = specs
+        self._build("train", specs, opt.spec())
+        self._build("test", specs)
+        self.optimizer = opt
+        self.compile_args = {"optimizer": opt.get_config() | {"class_name": type(opt).__name__},
+                             "loss": specs, "metrics": metrics}
+
+    def frontend_output_units(self, k) -> int:
+        graph = self.frontend.lower(training=False)
+        shape = graph.type(graph.outputs[f"output:{k}"]).shape
+        return shape[-1] if shape else 1
+
+    def predict(self, x, batch_size=None, verbose="auto", callbacks=None):
+        if "predict" not in self.executable.steps:
+            self._build("predict")
+        return super().predict(x, batch_size=batch_size, verbose=verbose, callbacks=callbacks)
+
+
+def _stem(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name) or "model"
+
+
+def _per_output(value, outputs, what):
+    if isinstance(value, dict):
+        unknown = set(value) - set(outputs)
+        if unknown:
+            raise ValueError(f"{what} names unknown outputs {sorted(unknown)}; the outputs are {outputs}")
+        return [value.get(o) for o in outputs]
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(outputs):
+            raise ValueError(f"{what} has {len(value)} entries for {len(outputs)} outputs")
+        return list(value)
+    return [value] * len(outputs)
+
+
+def _resolve_metrics(metrics, outputs, specs, out_units):
+    if metrics is None:
+        return [[] for _ in outputs]
+    if isinstance(metrics, dict):
+        per = [metrics.get(o, []) for o in outputs]
+    elif isinstance(metrics, (list, tuple)) and metrics and all(isinstance(m, (list, tuple)) for m in metrics):
+        per = list(metrics)
+    else:
+        per = [list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]] * len(outputs)
+    resolved = []
+    for k, names in enumerate(per):
+        names = [names] if isinstance(names, str) else list(names or [])
+        row = []
+        for m in names:
+            if not isinstance(m, str):
+                raise ValueError(f"metric {m!r}: give metrics as names, e.g. 'accuracy', 'mae'")
+            if m in ("accuracy", "acc"):
+                fn = losses_mod.resolve_accuracy(specs[k]["name"] if specs[k] else "", out_units[k])
+            elif m in METRIC_NAMES:
+                fn = METRIC_NAMES[m]
+            else:
+                raise ValueError(f"unknown metric {m!r}; known: accuracy, acc, {', '.join(METRIC_NAMES)}")
+            row.append([m if len(outputs) == 1 else f"{outputs[k]}_{m}", fn])
+        resolved.append(row)
+    return resolved
+
+
+# ---------------------------------------------------------------------- constructors
+
+def model_from_config(config: dict, seed: int | None = None) -> Model:
+    return Model(build_model(config, seed=seed), seed=seed)
+
+
+def model_from_json(json_string: str, custom_objects=None, seed: int | None = None) -> Model:
+    return model_from_config(parse_config_text(json_string, "json"), seed=seed)
+
+
+def model_from_yaml(yaml_string: str, custom_objects=None, seed: int | None = None) -> Model:
+    return model_from_config(parse_config_text(yaml_string, "yaml"), seed=seed)
+
+
+def load_model(filepath, custom_objects=None, compile=True, seed: int | None = None) -> Model:
+    """A model from a saved config: .json, .yaml or .yml."""
+    suffix = Path(filepath).suffix.lower()
+    if suffix in (".keras", ".h5", ".hdf5"):
+        raise ConfigError(f"{filepath}: {suffix} model files are not supported yet; save the config with "
+                          f"model.to_json() and load that")
+    return model_from_config(read_config_file(filepath), seed=seed)

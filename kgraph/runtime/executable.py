@@ -1,0 +1,89 @@
+"""The compiled steps of one model and the buffers they share: the parameter bucket, the
+gradient bucket, the optimizer state and one arena per step kind."""
+from __future__ import annotations
+
+import numpy as np
+
+from .loader import import_file
+
+
+class Executable:
+    def __init__(self, steps: dict, params: list, dtype: str = "float32", seed: int | None = None):
+        """steps: kind -> manifest (kgraph.codegen.step_manifest); params: [{"node", "offset", "shape"}]."""
+        self.dtype = np.dtype(dtype)
+        self.steps = steps
+        self.param_layout = params
+        size = sum(int(np.prod(p["shape"])) for p in params)
+        self.params = np.zeros(size, self.dtype)
+        self.grads = np.zeros(size, self.dtype)
+        self.state = np.zeros(max((m["state_size"] for m in steps.values()), default=0), self.dtype)
+        self._functions = {}
+        self._arenas = {}
+        self._rng_buffers = {}
+        self.random = np.random.default_rng(seed)
+
+    def add_step(self, kind: str, manifest: dict) -> None:
+        """Install (or replace) a compiled step; the state bucket grows to what it needs."""
+        self.steps[kind] = manifest
+        self._functions.pop(kind, None)
+        if manifest["state_size"] != self.state.size and kind == "train":
+            self.state = np.zeros(manifest["state_size"], self.dtype)
+
+    # ------------------------------------------------------------------ weights
+    def param_view(self, p) -> np.ndarray:
+        n = int(np.prod(p["shape"]))
+        return self.params[p["offset"]:p["offset"] + n].reshape(p["shape"])
+
+    def get_weights(self) -> list:
+        return [self.param_view(p).copy() for p in self.param_layout]
+
+    def set_weights(self, weights) -> None:
+        if len(weights) != len(self.param_layout):
+            raise ValueError(f"expected {len(self.param_layout)} weight arrays, got {len(weights)}")
+        for p, w in zip(self.param_layout, weights):
+            w = np.asarray(w)
+            if tuple(w.shape) != tuple(p["shape"]):
+                raise ValueError(f"weight {p.get('name', p['node'])}: shape {tuple(w.shape)} does not match "
+                                 f"the model's {tuple(p['shape'])}")
+            self.param_view(p)[...] = w
+
+    # ------------------------------------------------------------------ running
+    def function(self, kind):
+        if kind not in self._functions:
+            m = self.steps[kind]
+            self._functions[kind] = getattr(import_file(m["module"]), m["function"])
+        return self._functions[kind]
+
+    def _buffer(self, store, kind, per_sample, fixed, batch):
+        need = per_sample * batch + fixed
+        buf = store.get(kind)
+        if buf is None or buf.size < need:
+            buf = store[kind] = np.zeros(max(need, 1), self.dtype)
+        return buf
+
+    def run(self, kind: str, inputs: list, labels: list = (), lr: float = 0.0, step: float = 1.0) -> dict:
+        """One call of the compiled step on a batch. Returns its outputs as views into the
+        arena, valid until the next call."""
+        m = self.steps[kind]
+        batch = len(inputs[0])
+        arena = self._buffer(self._arenas, kind, *m["arena"], batch)
+        rng = self._buffer(self._rng_buffers, kind, *m["rng"], batch)
+        for mask in m["rng_masks"]:
+            start = mask["offset"] * batch if mask["batch"] else m["rng"][0] * batch + mask["offset"]
+            view = rng[start:start + (mask["size"] * batch if mask["batch"] else mask["size"])]
+            self.random.random(out=view, dtype=self.dtype)
+            np.greater_equal(view, mask["rate"], out=view)   # keep with probability 1 - rate
+            view *= self.dtype.type(1.0 / (1.0 - mask["rate"]))
+        self.function(kind)(batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step),
+                            *inputs, *labels)
+        return {name: self._output(arena, m, place, batch) for name, place in m["outputs"].items()}
+
+    def _output(self, arena, m, place, batch):
+        shape = tuple(batch if d == "B" else d for d in place["shape"]) or (1,)
+        n = int(np.prod(shape))
+        if place["region"] == "arena":
+            start = place["offset"] * batch if place["batch"] else m["arena"][0] * batch + place["offset"]
+            buf = arena
+        else:
+            start, buf = place["offset"], getattr(self, place["region"])
+        return buf[start:start + n].reshape(shape)
