@@ -99,8 +99,31 @@ class Model(CompiledModel):
         self._build("train", specs, opt.spec())
         self._build("test", specs)
         self.optimizer = opt
-        self.compile_args = {"optimizer": opt.get_config() | {"class_name": type(opt).__name__},
+        self.compile_args = {"optimizer": {"class_name": type(opt).__name__, "config": opt.get_config()},
                              "loss": specs, "metrics": metrics}
+
+    def export(self, directory) -> Path:
+        """Write a runnable trainer: the generated steps, manifest.json, weights.npz and train.py,
+        which needs only kgraph's runtime (`python DIR/train.py --data ...`)."""
+        if self.compile_args is None:
+            raise RuntimeError("compile the model before exporting a trainer")
+        if "predict" not in self.executable.steps:
+            self._build("predict")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        steps = {}
+        for kind, m in self.executable.steps.items():
+            src = Path(m["module"])
+            (directory / src.name).write_text(src.read_text())
+            steps[kind] = {**m, "module": src.name}
+        manifest = {"model": self.name, "steps": steps, "params": self.executable.param_layout,
+                    "info": self.info, "optimizer": self.compile_args["optimizer"]}
+        (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        (directory / "model.json").write_text(self.to_json())
+        self.save_weights(directory / "weights.npz")
+        (directory / "train.py").write_text(TRAINER_SCRIPT.format(name=self.name))
+        return directory
+
 
     def frontend_output_units(self, k) -> int:
         graph = self.frontend.lower(training=False)
@@ -178,3 +201,17 @@ def load_model(filepath, custom_objects=None, compile=True, seed: int | None = N
         raise ConfigError(f"{filepath}: {suffix} model files are not supported yet; save the config with "
                           f"model.to_json() and load that")
     return model_from_config(read_config_file(filepath), seed=seed)
+
+
+TRAINER_SCRIPT = '''"""Trainer for model {name!r}, compiled by kgraph. Needs only kgraph's runtime:
+
+    python train.py --data data.npz --epochs 5
+"""
+import sys
+from pathlib import Path
+
+from kgraph.runtime.standalone import main
+
+if __name__ == "__main__":
+    sys.exit(main(Path(__file__).resolve().parent))
+'''

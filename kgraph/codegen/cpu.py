@@ -110,7 +110,7 @@ class CpuCodegen:
     def generate(self) -> str:
         body: list[str] = []
         for n in self.g.sources():
-            if n.op in ("param", "state") and self.g.users(n.id):
+            if n.op in ("param", "state", "rng") and self.g.users(n.id):
                 body.append(f"{_var(n.id)} = {self._view(n.id)}")
         for n in self.g.nodes():
             if n.is_source:

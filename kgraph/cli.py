@@ -1,0 +1,187 @@
+"""The kgraph command: inspect | compile | train | evaluate | predict."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+EXIT_USAGE = 2
+
+
+def _model(args):
+    from .models import load_model
+
+    model = load_model(args.model, seed=args.seed)
+    if getattr(args, "weights", None):
+        model.load_weights(args.weights)
+    return model
+
+
+def _compile(model, args):
+    from . import optimizers
+
+    opt = optimizers.get(args.optimizer)
+    if args.learning_rate is not None:
+        opt.learning_rate = args.learning_rate
+    model.compile(optimizer=opt, loss=args.loss, metrics=args.metrics.split(",") if args.metrics else None)
+
+
+def cmd_inspect(args):
+    from .passes import PASS_NAMES
+
+    model = _model(args)
+    model.summary()
+    if args.kind == "train" or args.fusion or args.plan or args.after:
+        _compile(model, args)
+    compiled = model.compiled.get(args.kind) if args.kind != "predict" else None
+    if compiled is None:
+        model._build("predict")
+        compiled = model.compiled["predict"]
+    if args.after:
+        if args.after not in compiled.snapshots:
+            raise ValueError(f"no pass {args.after!r} in the {args.kind} pipeline; passes: {', '.join(PASS_NAMES)}")
+        print(f"\n# IR after {args.after}")
+        print(compiled.snapshots[args.after])
+    elif not (args.fusion or args.plan or args.dot):
+        for name, text in compiled.snapshots.items():
+            print(f"\n# IR after {name}")
+            print(text)
+    if args.fusion:
+        print(f"\n# fusion decisions ({args.kind} step)")
+        for d in compiled.decisions:
+            print(d)
+    if args.plan:
+        print()
+        print(compiled.plan.report(args.batch_size))
+    if args.dot:
+        from ir import to_dot
+
+        with open(args.dot, "w") as f:
+            f.write(to_dot(compiled.graph))
+        print(f"wrote {args.dot} (render with: dot -Tpng {args.dot} -o graph.png)")
+
+
+def cmd_train(args):
+    from .runtime import data
+
+    model = _model(args)
+    _compile(model, args)
+    xs, ys, val = data.load(args.data)
+    history = model.fit(xs, ys, batch_size=args.batch_size, epochs=args.epochs, verbose=args.verbose,
+                        validation_data=val, validation_split=args.validation_split if val is None else 0.0)
+    if args.save_weights:
+        model.save_weights(args.save_weights)
+        print(f"saved weights to {args.save_weights}")
+    final = {k: v[-1] for k, v in history.history.items()}
+    shown = " - ".join(f"{k}: {v:.4f}" for k, v in final.items())
+    print(f"final: {shown}")
+    if "val_accuracy" in final:
+        print(f"validation accuracy: {final['val_accuracy']:.4f}")
+
+
+def cmd_evaluate(args):
+    from .runtime import data
+
+    model = _model(args)
+    _compile(model, args)
+    xs, ys, val = data.load(args.data)
+    x, y = (val if val is not None else (xs, ys))
+    logs = model.evaluate(x, y, batch_size=args.batch_size, verbose=args.verbose, return_dict=True)
+    print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+
+
+def cmd_predict(args):
+    from .runtime import data
+
+    model = _model(args)
+    xs, _, _ = data.load(args.data)
+    preds = model.predict(xs, batch_size=args.batch_size, verbose=args.verbose)
+    if args.output:
+        np.save(args.output, preds if not isinstance(preds, list) else np.stack(preds))
+        print(f"wrote predictions of shape {np.shape(preds)} to {args.output}")
+    else:
+        np.set_printoptions(precision=4, suppress=True)
+        print(preds)
+
+
+def cmd_compile(args):
+    model = _model(args)
+    _compile(model, args)
+    out = model.export(args.output)
+    print(f"wrote a trainer to {out}: python {out}/train.py --data DATA")
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="kgraph", description="Compile and train saved Keras model configs "
+                                "(JSON or YAML from model.to_json()) with fused Numba kernels, no TensorFlow.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, training=True):
+        sp.add_argument("model", help="the model config: .json, .yaml or .yml")
+        sp.add_argument("--seed", type=int, default=None, help="seed of the initializers, dropout and shuffling")
+        sp.add_argument("--batch-size", type=int, default=32)
+        if training:
+            sp.add_argument("--optimizer", default="adam", help="sgd, adam or rmsprop (default adam)")
+            sp.add_argument("--learning-rate", type=float, default=None, help="default: the optimizer's (Keras's)")
+            sp.add_argument("--loss", default="sparse_categorical_crossentropy",
+                            help="mse, mae, binary_crossentropy, categorical_crossentropy or "
+                                 "sparse_categorical_crossentropy (default)")
+            sp.add_argument("--metrics", default="accuracy", help="comma-separated: accuracy, mae, mse, ...")
+
+    sp = sub.add_parser("inspect", help="print the summary, the IR after each pass, fusion decisions, the memory plan")
+    common(sp)
+    sp.add_argument("--kind", choices=["train", "test", "predict"], default="train", help="which step (default train)")
+    sp.add_argument("--after", metavar="PASS", help="print the IR only after this pass")
+    sp.add_argument("--fusion", action="store_true", help="print what fused and why candidates were refused")
+    sp.add_argument("--plan", action="store_true", help="print the memory plan at --batch-size")
+    sp.add_argument("--dot", metavar="FILE", help="write the final graph as Graphviz DOT")
+    sp.set_defaults(func=cmd_inspect)
+
+    sp = sub.add_parser("train", help="train a model on an .npz file or the bundled dataset")
+    common(sp)
+    sp.add_argument("--data", default="digits", help="an .npz (x, y[, x_val, y_val]) or 'digits' (bundled, default)")
+    sp.add_argument("--epochs", type=int, default=5)
+    sp.add_argument("--validation-split", type=float, default=0.0)
+    sp.add_argument("--save-weights", metavar="FILE", help="write the trained weights (.npz)")
+    sp.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("evaluate", help="loss and metrics of a model (with --weights) on data")
+    common(sp)
+    sp.add_argument("--weights", help="weights saved by train --save-weights (.npz)")
+    sp.add_argument("--data", default="digits")
+    sp.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("predict", help="predictions of a model (with --weights) on data")
+    common(sp, training=False)
+    sp.add_argument("--weights", help="weights saved by train --save-weights (.npz)")
+    sp.add_argument("--data", default="digits")
+    sp.add_argument("-o", "--output", help="write the predictions here (.npy) instead of printing them")
+    sp.add_argument("--verbose", type=int, default=0, choices=[0, 1, 2])
+    sp.set_defaults(func=cmd_predict)
+
+    sp = sub.add_parser("compile", help="write a runnable trainer (generated kernels + train.py) to a folder")
+    common(sp)
+    sp.add_argument("-o", "--output", required=True, metavar="DIR")
+    sp.set_defaults(func=cmd_compile)
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, OSError, KeyError, RuntimeError, NotImplementedError) as e:
+        # bad input gets one clear line, never a traceback (ConfigError and DataError are ValueErrors)
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"kgraph: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Training data from a file or a bundled dataset, for the CLI and compiled trainers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+BUILTIN = {"digits": "the UCI 8x8 handwritten digits (1,797 samples, bundled)"}
+
+
+class DataFileError(ValueError):
+    pass
+
+
+def load(spec: str):
+    """(x, y, validation) from "digits" or an .npz holding x (or x0, x1, ...), y (or y0, ...) and
+    optionally x_val/y_val. x and y are lists of arrays; validation is None or (xs, ys)."""
+    if spec in BUILTIN:
+        from ..datasets import digits
+
+        (x, y), (xv, yv) = digits.load_data()
+        return [x], [y], ([xv], [yv])
+    path = Path(spec)
+    if not path.exists():
+        raise DataFileError(f"{spec}: no such data file (give an .npz file or one of: {', '.join(BUILTIN)})")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except Exception as e:  # noqa: BLE001 - numpy raises several types for a bad file
+        raise DataFileError(f"{spec}: not a readable .npz file ({e})") from None
+
+    def arrays(prefix):
+        if prefix in data:
+            return [data[prefix]]
+        return [data[k] for k in sorted(k for k in data if k[len(prefix):].isdigit() and k.startswith(prefix))]
+
+    xs, ys = arrays("x"), arrays("y")
+    if not xs:
+        raise DataFileError(f"{spec}: has no array named x (or x0, x1, ...); it holds {sorted(data)}")
+    xv, yv = arrays("x_val"), arrays("y_val")
+    return xs, ys, ((xv, yv) if xv and yv else None)

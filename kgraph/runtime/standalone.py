@@ -1,0 +1,31 @@
+"""The entry point of a trainer written by `kgraph compile`: runs with the runtime alone."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import data
+from .model import CompiledModel
+
+
+def main(directory, argv=None) -> int:
+    p = argparse.ArgumentParser(description=f"Train the model compiled in {directory} (needs only kgraph's runtime).")
+    p.add_argument("--data", required=True, help=f"an .npz file (x, y[, x_val, y_val]) or one of: {', '.join(data.BUILTIN)}")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--validation-split", type=float, default=0.0)
+    p.add_argument("--save-weights", help="write the trained weights here (.npz)")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    args = p.parse_args(argv)
+    try:
+        model = CompiledModel.from_directory(directory)
+        xs, ys, val = data.load(args.data)
+        hist = model.fit(xs, ys, batch_size=args.batch_size, epochs=args.epochs, verbose=args.verbose,
+                         validation_data=val, validation_split=args.validation_split if val is None else 0.0)
+        if args.save_weights:
+            model.save_weights(args.save_weights)
+        print({k: round(v[-1], 4) for k, v in hist.history.items()})
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,430 @@
+"""The Keras frontend: every config dialect, predictions against Keras's, weights order, summary,
+and the errors a bad config gets. Needs no TensorFlow and no Numba compilation."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import ir
+from kgraph.frontend import ConfigError, build_model, parse_config_text, read_config_file
+
+FIXTURES = Path(__file__).parent / "fixtures" / "configs"
+CONFIGS = sorted(FIXTURES.glob("k*.json"))
+NPZ_OF = {"two_input": "two_input_concat"}  # handwritten k21 files named differently
+
+
+def _arch(path):
+    arch = path.stem.split("_", 1)[1]
+    return NPZ_OF.get(arch, arch)
+
+
+def _predict(model, inputs, weights):
+    feeds = {spec.node: x for spec, x in zip(model.inputs, inputs)}
+    feeds.update({spec.node: w for spec, w in zip(model.weights, weights)})
+    graph = model.lower(training=False)
+    env = ir.interpret(graph, feeds)
+    return [env[graph.outputs[f"output:{k}"]] for k in range(len(model.output_names))]
+
+
+# ---------------------------------------------------------------- Keras's own configs
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_fixture_parses_in_every_format(path):
+    config = read_config_file(path)
+    text = path.read_text()
+    assert parse_config_text(text) == config
+    assert parse_config_text(text, "json") == config
+    assert parse_config_text(yaml.safe_dump(config), "yaml") == config
+    assert parse_config_text(yaml.safe_dump(config)) == config  # sniffed
+    model = build_model(config, seed=0)
+    assert model.class_name in ("Sequential", "Functional")
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if (FIXTURES / f"{_arch(p)}.npz").exists()], ids=lambda p: p.stem)
+def test_fixture_predictions_match_keras(path):
+    data = np.load(FIXTURES / f"{_arch(path)}.npz")
+    model = build_model(read_config_file(path), seed=0)
+    if "w_0" in data.files:
+        weights = [data[f"w_{k}"] for k in range(len(model.weights))]
+        assert f"w_{len(model.weights)}" not in data.files
+        assert [w.shape for w in weights] == [w.shape for w in model.weights]
+        assert [w.value.shape for w in model.weights] == [w.shape for w in model.weights]
+    else:
+        weights = [w.value for w in model.weights]
+        assert not weights
+    inputs = [data[f"x{k}"] for k in range(len(model.inputs))]
+    assert [x.shape[1:] for x in inputs] == [i.shape[1:] for i in model.inputs]
+    prefix = "k2_" if path.stem.startswith("k2_") and "k2_pred0" in data.files else ""
+    outs = _predict(model, inputs, weights)
+    for k, out in enumerate(outs):
+        np.testing.assert_allclose(out, data[f"{prefix}pred{k}"], rtol=1e-5, atol=1e-6)
+    assert f"{prefix}pred{len(outs)}" not in data.files
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_summary_shapes_and_totals(path):
+    model = build_model(read_config_file(path), seed=0)
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert text.startswith(f'Model: "{model.name}"')
+    assert f" Total params: {model.count_params():,} (" in text
+    for info in model.layers:
+        assert f"{info.name} ({info.class_name})"[:20] in text
+        assert f"{info.params:,}" in text
+
+
+# the exact text Keras 3.15 prints for the fixtures (rich table, 88 or 108 columns)
+SEQ_MLP_SUMMARY = """\
+Model: "sequential"
+┏━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━┓
+┃ Layer (type)                         ┃ Output Shape                ┃         Param # ┃
+┡━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━┩
+│ dense (Dense)                        │ (None, 16)                  │             144 │
+├──────────────────────────────────────┼─────────────────────────────┼─────────────────┤
+│ dropout (Dropout)                    │ (None, 16)                  │               0 │
+├──────────────────────────────────────┼─────────────────────────────┼─────────────────┤
+│ dense_1 (Dense)                      │ (None, 3)                   │              51 │
+└──────────────────────────────────────┴─────────────────────────────┴─────────────────┘
+ Total params: 195 (780.00 B)
+ Trainable params: 195 (780.00 B)
+ Non-trainable params: 0 (0.00 B)"""
+
+SHARED_SUMMARY = """\
+Model: "shared_layer"
+┏━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓
+┃ Layer (type)                  ┃ Output Shape              ┃         Param # ┃ Connected to               ┃
+┡━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩
+│ left (InputLayer)             │ (None, 6)                 │               0 │ -                          │
+├───────────────────────────────┼───────────────────────────┼─────────────────┼────────────────────────────┤
+│ right (InputLayer)            │ (None, 6)                 │               0 │ -                          │
+├───────────────────────────────┼───────────────────────────┼─────────────────┼────────────────────────────┤
+│ shared (Dense)                │ (None, 4)                 │              28 │ left[0][0], right[0][0]    │
+├───────────────────────────────┼───────────────────────────┼─────────────────┼────────────────────────────┤
+│ sum (Add)                     │ (None, 4)                 │               0 │ shared[0][0], shared[1][0] │
+└───────────────────────────────┴───────────────────────────┴─────────────────┴────────────────────────────┘
+ Total params: 28 (112.00 B)
+ Trainable params: 28 (112.00 B)
+ Non-trainable params: 0 (0.00 B)"""
+
+
+@pytest.mark.parametrize("name, expected", [("k3_seq_mlp", SEQ_MLP_SUMMARY), ("k3_shared_layer", SHARED_SUMMARY)])
+def test_summary_is_keras3_text(name, expected):
+    path = FIXTURES / f"{name}.json"
+    if not path.exists():
+        pytest.skip(f"{path.name} not generated")
+    lines = []
+    build_model(read_config_file(path)).summary(print_fn=lines.append)
+    assert "\n".join(lines) == expected
+
+
+# ---------------------------------------------------------------- handwritten configs, one per dialect
+
+
+def k2_dense(name, units, activation="linear", **extra):
+    cfg = {"name": name, "units": units, "activation": activation, "use_bias": True,
+           "kernel_initializer": {"class_name": "VarianceScaling",
+                                  "config": {"scale": 1.0, "mode": "fan_avg", "distribution": "uniform", "seed": None}},
+           "bias_initializer": {"class_name": "Zeros", "config": {}}, **extra}
+    return {"class_name": "Dense", "config": cfg}
+
+
+def k2_node(layer, *refs):
+    return {**layer, "name": layer["config"]["name"], "inbound_nodes": [[[r[0], r[1], 0, {}] for r in refs]]}
+
+
+def k2_input(name, dim):
+    return {"class_name": "InputLayer", "name": name, "inbound_nodes": [],
+            "config": {"batch_input_shape": [None, dim], "dtype": "float32", "name": name}}
+
+
+def k3_tensor(name, index=0):
+    return {"class_name": "__keras_tensor__", "config": {"shape": [None, 1], "dtype": "float32",
+                                                         "keras_history": [name, index, 0]}}
+
+
+def k3_layer(cls, name, inbound=(), **cfg):
+    """A Keras 3 layer entry; `inbound`: one args list per call."""
+    dtype = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None}
+    return {"module": "keras.layers", "class_name": cls, "registered_name": None, "name": name,
+            "config": {"name": name, "trainable": True, "dtype": dtype, **cfg},
+            "inbound_nodes": [{"args": list(args), "kwargs": {}} for args in inbound]}
+
+
+def k3_input(name, dim):
+    return {"module": "keras.layers", "class_name": "InputLayer", "registered_name": None, "name": name,
+            "config": {"batch_shape": [None, dim], "dtype": "float32", "name": name}, "inbound_nodes": []}
+
+
+def k3_functional(name, layers, inputs, outputs, **entry):
+    return {"module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
+            "config": {"name": name, "trainable": True, "layers": layers, "input_layers": inputs,
+                       "output_layers": outputs}, **entry}
+
+
+def _dense(x, w, b):
+    return x @ w + b
+
+
+def test_keras21_sequential_bare_list_of_layers():
+    config = {"class_name": "Sequential", "keras_version": "2.1.6", "config": [
+        {**k2_dense("dense_1", 5, "relu"), "config": {**k2_dense("dense_1", 5, "relu")["config"],
+                                                     "batch_input_shape": [None, 3]}},
+        {"class_name": "Dropout", "config": {"name": "dropout_1", "rate": 0.5}},
+        k2_dense("dense_2", 2, "softmax")]}
+    model = build_model(config, seed=1)
+    assert model.class_name == "Sequential"
+    assert [(i.name, i.shape) for i in model.inputs] == [("dense_1_input", (None, 3))]
+    assert [(w.layer, w.name, w.shape) for w in model.weights] == [
+        ("dense_1", "kernel", (3, 5)), ("dense_1", "bias", (5,)), ("dense_2", "kernel", (5, 2)), ("dense_2", "bias", (2,))]
+    x = np.random.default_rng(0).random((4, 3)).astype("float32")
+    (y,) = _predict(model, [x], [w.value for w in model.weights])
+    h = np.maximum(_dense(x, *[w.value for w in model.weights[:2]]), 0)
+    z = _dense(h, *[w.value for w in model.weights[2:]])
+    np.testing.assert_allclose(y, np.exp(z) / np.exp(z).sum(-1, keepdims=True), rtol=1e-5)
+    assert [info.name for info in model.layers] == ["dense_1", "dropout_1", "dense_2"]
+
+
+def test_keras2_nested_functional_counts_its_own_first_node():
+    inner = {"class_name": "Functional", "name": "inner", "config": {
+        "name": "inner", "layers": [k2_input("ii", 3), k2_node(k2_dense("d", 2, "tanh"), ("ii", 0))],
+        "input_layers": [["ii", 0, 0]], "output_layers": [["d", 0, 0]]},
+        "inbound_nodes": [[["a", 0, 0, {}]], [["b", 0, 0, {}]]]}
+    config = {"class_name": "Functional", "keras_version": "2.15.0", "config": {
+        "name": "outer", "layers": [k2_input("a", 3), k2_input("b", 3), inner,
+                                    k2_node({"class_name": "Subtract", "config": {"name": "sub"}}, ("inner", 1), ("inner", 2))],
+        "input_layers": [["a", 0, 0], ["b", 0, 0]], "output_layers": [["sub", 0, 0], ["inner", 2, 0]]}}
+    model = build_model(config, seed=2)
+    assert [(w.layer, w.path, w.node) for w in model.weights] == [("d", ("inner",), "inner_d_kernel"),
+                                                                   ("d", ("inner",), "inner_d_bias")]
+    rng = np.random.default_rng(1)
+    a, b = rng.random((2, 3)).astype("float32"), rng.random((2, 3)).astype("float32")
+    w = [s.value for s in model.weights]
+    diff, second = _predict(model, [a, b], w)
+    np.testing.assert_allclose(diff, np.tanh(_dense(a, *w)) - np.tanh(_dense(b, *w)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(second, np.tanh(_dense(b, *w)), rtol=1e-5)
+    assert model.layers[2].params == 8 and model.layers[2].inbound == ["a", "b"]
+
+
+def test_keras3_nested_functional_shared_and_serialized_activation():
+    inner = k3_functional("inner", [k3_input("ii", 3),
+                                    k3_layer("Dense", "d", [[k3_tensor("ii")]], units=2, activation="relu")],
+                          [["ii", 0, 0]], [["d", 0, 0]], name="inner",
+                          inbound_nodes=[{"args": [k3_tensor("a")], "kwargs": {}},
+                                         {"args": [k3_tensor("b")], "kwargs": {}}])
+    act = {"module": "keras.activations", "class_name": "function", "config": "sigmoid", "registered_name": "function"}
+    config = k3_functional("outer", [
+        k3_input("a", 3), k3_input("b", 3), inner,
+        k3_layer("Maximum", "mx", [[[k3_tensor("inner", 0), k3_tensor("inner", 1)]]]),
+        k3_layer("Activation", "act", [[k3_tensor("mx")]], activation=act)],
+        [["a", 0, 0], ["b", 0, 0]], [["act", 0, 0], ["inner", 2, 0]])  # Keras 3 offsets output_layers only
+    model = build_model(config, seed=3)
+    assert model.output_names == ["act", "inner"]
+    rng = np.random.default_rng(2)
+    a, b = rng.random((2, 3)).astype("float32"), rng.random((2, 3)).astype("float32")
+    w = [s.value for s in model.weights]
+    out, second = _predict(model, [a, b], w)
+    ra, rb = np.maximum(_dense(a, *w), 0), np.maximum(_dense(b, *w), 0)
+    np.testing.assert_allclose(out, 1 / (1 + np.exp(-np.maximum(ra, rb))), rtol=1e-5)
+    np.testing.assert_allclose(second, rb, rtol=1e-5)
+
+
+def _one_activation(name, keras3):
+    if keras3:
+        return k3_functional("m", [k3_input("x", 4), k3_layer("Activation", "act", [[k3_tensor("x")]],
+                                                                activation=name)], [["x", 0, 0]], [["act", 0, 0]])
+    return {"class_name": "Functional", "keras_version": "2.15.0", "config": {
+        "name": "m", "layers": [k2_input("x", 4), k2_node({"class_name": "Activation",
+                                                           "config": {"name": "act", "activation": name}}, ("x", 0))],
+        "input_layers": [["x", 0, 0]], "output_layers": [["act", 0, 0]]}}
+
+
+def test_hard_sigmoid_follows_the_keras_that_wrote_the_config():
+    x = np.array([[-4.0, -1.0, 1.0, 2.6]], "float32")
+    (k3,) = _predict(build_model(_one_activation("hard_sigmoid", True)), [x], [])
+    (k2,) = _predict(build_model(_one_activation("hard_sigmoid", False)), [x], [])
+    np.testing.assert_allclose(k3, np.clip(x / 6 + 0.5, 0, 1), rtol=1e-6)
+    np.testing.assert_allclose(k2, np.clip(0.2 * x + 0.5, 0, 1), rtol=1e-6)
+
+
+def test_yaml_with_python_tuples_as_keras2_writes_it():
+    text = """\
+class_name: Sequential
+keras_version: 2.2.4
+config:
+  name: s
+  layers:
+  - class_name: Dense
+    config: {name: d, units: 2, activation: linear, batch_input_shape: !!python/tuple [null, 3],
+             kernel_regularizer: {class_name: L1L2, config: {l1: 0.0, l2: 9.999999747378752e-05}}}
+"""
+    model = build_model(parse_config_text(text))
+    assert model.inputs[0].shape == (None, 3)
+    assert model.weights[0].regularizer == {"l1": 0.0, "l2": 9.999999747378752e-05}
+    assert model.weights[1].regularizer is None
+
+
+# ---------------------------------------------------------------- lowering
+
+
+def _dropout_model(rate=0.5):
+    return {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"name": "x", "batch_input_shape": [None, 3]}},
+        k2_dense("d", 4, "relu"), {"class_name": "Dropout", "config": {"name": "drop", "rate": rate}},
+        k2_dense("out", 2)]}}
+
+
+def test_lower_ids_are_stable_and_dropout_masks_only_when_training():
+    model = build_model(_dropout_model(), seed=0)
+    train, infer = model.lower(training=True), model.lower(training=False)
+    for g in (train, infer, model.lower(training=True)):
+        ir.verify(g)
+        assert [n.id for n in g.sources("input")] == [i.node for i in model.inputs]
+        assert [n.id for n in g.sources("param")] == [w.node for w in model.weights]
+        assert g.type(model.inputs[0].node) == ir.TensorType(("B", 3), "float32")
+    (mask,) = train.sources("rng")
+    assert mask.attrs == {"rate": 0.5, "layer": "drop"} and mask.type.shape == ("B", 4)
+    assert [u.op for u in train.users(mask.id)] == ["mul"]
+    assert not infer.sources("rng")
+    assert list(infer.outputs) == ["output:0"]
+    assert "d_matmul" in str(infer) and "relu(" in str(infer)
+
+
+def test_dense_is_matmul_add_activation():
+    g = build_model(_dropout_model()).lower(training=False)
+    ops = [n.op for n in g.nodes() if not n.is_source]
+    assert ops == ["matmul", "add", "relu", "matmul", "add"]
+
+
+def test_seed_makes_weights_reproducible_and_dtype_applies():
+    a, b = build_model(_dropout_model(), seed=5), build_model(_dropout_model(), seed=5)
+    assert all(np.array_equal(x.value, y.value) for x, y in zip(a.weights, b.weights))
+    c = build_model(_dropout_model(), seed=5, dtype="float64")
+    assert c.weights[0].value.dtype == np.float64 and c.inputs[0].dtype == "float64"
+    assert c.lower(False).type(c.weights[0].node).dtype == "float64"
+
+
+# ---------------------------------------------------------------- initializers
+
+
+def _init_model(initializer, units=64, dim=32):
+    return {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "Dense", "config": {"name": "d", "units": units, "batch_input_shape": [None, dim],
+                                           "kernel_initializer": initializer, "bias_initializer": "ones"}}]}}
+
+
+@pytest.mark.parametrize("init, limit", [
+    ("glorot_uniform", np.sqrt(6 / 96)), ("he_uniform", np.sqrt(6 / 32)), ("lecun_uniform", np.sqrt(3 / 32)),
+    ({"class_name": "RandomUniform", "config": {"minval": -0.2, "maxval": 0.2}}, 0.2)])
+def test_uniform_initializers_stay_in_their_limits(init, limit):
+    w = build_model(_init_model(init), seed=0).weights[0].value
+    assert np.abs(w).max() <= limit and np.abs(w).max() > 0.9 * limit
+
+
+@pytest.mark.parametrize("init, std", [
+    ("glorot_normal", np.sqrt(2 / 96)), ("he_normal", np.sqrt(2 / 32)), ("lecun_normal", np.sqrt(1 / 32)),
+    ({"class_name": "TruncatedNormal", "config": {"stddev": 0.1}}, 0.1 * 0.8796),
+    ({"class_name": "RandomNormal", "config": {"stddev": 0.1}}, 0.1),
+    ({"class_name": "VarianceScaling", "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}},
+     np.sqrt(2 / 64))])
+def test_normal_initializers_have_keras_variance(init, std):
+    w = build_model(_init_model(init, 256, 128) if isinstance(init, str) and False else _init_model(init), seed=0)
+    value = w.weights[0].value
+    assert abs(value.std() / std - 1) < 0.06
+
+
+def test_truncated_normal_is_cut_at_two_stddev():
+    w = build_model(_init_model({"class_name": "TruncatedNormal", "config": {"stddev": 0.1}}), seed=0).weights[0].value
+    assert np.abs(w).max() <= 0.2
+
+
+def test_deterministic_initializers():
+    assert np.all(build_model(_init_model("zeros"), seed=0).weights[0].value == 0)
+    model = build_model(_init_model({"class_name": "Constant", "config": {"value": 0.3}}), seed=0)
+    assert np.all(model.weights[0].value == np.float32(0.3)) and np.all(model.weights[1].value == 1)
+    eye = build_model(_init_model({"class_name": "Identity", "config": {"gain": 2.0}}, 5, 3)).weights[0].value
+    np.testing.assert_array_equal(eye, 2 * np.eye(3, 5))
+    q = build_model(_init_model("orthogonal", 8, 20), seed=0).weights[0].value
+    np.testing.assert_allclose(q.T @ q, np.eye(8), atol=1e-5)
+
+
+def test_initializer_seed_in_config_fixes_the_value():
+    init = {"class_name": "GlorotUniform", "config": {"seed": 7}}
+    a, b = build_model(_init_model(init), seed=1), build_model(_init_model(init), seed=2)
+    np.testing.assert_array_equal(a.weights[0].value, b.weights[0].value)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_unsupported_layers_are_listed_at_once():
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "Conv2D", "config": {"name": "conv", "batch_input_shape": [None, 8, 8, 1]}},
+        {"class_name": "Lambda", "config": {"name": "lam", "function": ["4wEAAAAAAAAA", None, None]}},
+        {"class_name": "LSTM", "config": {"name": "rnn"}}]}}
+    with pytest.raises(ConfigError) as e:
+        build_model(config)
+    msg = str(e.value)
+    assert "\n" not in msg
+    for part in ("Conv2D 'conv'", "Lambda 'lam'", "LSTM 'rnn'", "never decodes or runs", "Dense", "Concatenate"):
+        assert part in msg
+
+
+def test_yaml_python_object_is_refused_without_running(tmp_path):
+    marker = tmp_path / "ran"
+    text = f"class_name: !!python/object/apply:os.system ['touch {marker}']\nconfig: {{}}\n"
+    with pytest.raises(ConfigError, match="refused YAML at line 1"):
+        parse_config_text(text, "yaml")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("text, fmt, match", [
+    ('{"class_name": "Sequential",\n "config": [}', "json", "malformed JSON at line 2"),
+    ("class_name: Sequential\nconfig: [a, b\n", "yaml", "malformed YAML at line 3"),
+    ("[1, 2]", None, "is a mapping"),
+    ("{}", "toml", "unknown config format")])
+def test_malformed_text(text, fmt, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config_text(text, fmt)
+
+
+def test_missing_and_unknown_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*nope.json"):
+        read_config_file(tmp_path / "nope.json")
+    (tmp_path / "m.txt").write_text("{}")
+    with pytest.raises(ConfigError, match="unknown config file type"):
+        read_config_file(tmp_path / "m.txt")
+    (tmp_path / "m.yml").write_text(yaml.safe_dump(_dropout_model()))
+    assert read_config_file(tmp_path / "m.yml") == _dropout_model()
+
+
+def test_add_shape_mismatch_names_layer_and_shapes():
+    config = {"class_name": "Functional", "config": {
+        "name": "m", "layers": [k2_input("a", 3), k2_input("b", 4),
+                                k2_node({"class_name": "Add", "config": {"name": "plus"}}, ("a", 0), ("b", 0))],
+        "input_layers": [["a", 0, 0], ["b", 0, 0]], "output_layers": [["plus", 0, 0]]}}
+    with pytest.raises(ConfigError, match=r"Add layer 'plus': input shapes \(None, 3\) and \(None, 4\) do not match"):
+        build_model(config)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"activation": "mish"}, "unsupported activation 'mish'"),
+    ({"kernel_initializer": "lecun_magic"}, "unsupported initializer 'lecun_magic'"),
+    ({"kernel_regularizer": "l3"}, "unsupported regularizer 'l3'"),
+    ({"kernel_constraint": {"class_name": "MaxNorm", "config": {}}}, "kernel_constraint is not supported"),
+    ({"units": 0}, "units must be a positive integer")])
+def test_bad_dense_options(change, match):
+    config = _dropout_model()
+    config["config"]["layers"][1]["config"].update(change)
+    with pytest.raises(ConfigError, match=match):
+        build_model(config)
+
+
+def test_not_a_model_and_unknown_input_shape():
+    with pytest.raises(ConfigError, match="top-level class 'Dense' is not a model"):
+        build_model({"class_name": "Dense", "config": {}})
+    with pytest.raises(ConfigError, match="has no declared shape"):
+        build_model({"class_name": "Sequential", "config": {"name": "s", "layers": [k2_dense("d", 2)]}})
