@@ -141,7 +141,7 @@ def _stem(name: str) -> str:
 
 
 def _per_output(value, outputs, what):
-    if isinstance(value, dict):
+    if isinstance(value, dict) and "class_name" not in value:  # {output name: value}, not a Keras config
         unknown = set(value) - set(outputs)
         if unknown:
             raise ValueError(f"{what} names unknown outputs {sorted(unknown)}; the outputs are {outputs}")

@@ -47,7 +47,7 @@ def _elem(name, forward, vjp=None, infer=same_type, doc=""):
 
 _elem("add", lambda a, c: a + c, lambda b, g, out, x, y: (unbroadcast(b, g, x), unbroadcast(b, g, y)),
       broadcast_type)
-_elem("sub", lambda a, c: a - c, lambda b, g, out, x, y: (unbroadcast(b, g, x), unbroadcast(b, g, b.neg(g))),
+_elem("sub", lambda a, c: a - c, lambda b, g, out, x, y: (unbroadcast(b, g, x), unbroadcast(b, b.neg(g), y)),
       broadcast_type)
 _elem("mul", lambda a, c: a * c,
       lambda b, g, out, x, y: (unbroadcast(b, b.mul(g, y), x), unbroadcast(b, b.mul(g, x), y)), broadcast_type)

@@ -80,7 +80,7 @@ def _matmul_vjp(b, g, out, x, w, transpose_a=False, transpose_b=False):
     # out = op(x) @ op(w); d op(x) = g @ op(w)^T ; d op(w) = op(x)^T @ g
     gx = b.matmul(w, g, transpose_a=transpose_b, transpose_b=True) if transpose_a else \
         b.matmul(g, w, transpose_b=not transpose_b)
-    gw = b.matmul(g, x, transpose_a=True, transpose_b=not transpose_a) if transpose_b else \
+    gw = b.matmul(g, x, transpose_a=True, transpose_b=transpose_a) if transpose_b else \
         b.matmul(x, g, transpose_a=not transpose_a)
     return gx, gw
 

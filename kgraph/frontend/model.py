@@ -12,8 +12,8 @@ from ir import Graph, TensorType
 from .errors import ConfigError
 from .initializers import initial_value
 from .layers import RULES, Ctx, ir_shape, shape_str
-from .regularizers import parse_regularizer
 from .normalize import MODEL_CLASSES, describe, input_batch_shape, keras_major
+from .regularizers import parse_regularizer
 from .walk import run_graph
 
 SUPPORTED = sorted([*RULES, "InputLayer", *MODEL_CLASSES])

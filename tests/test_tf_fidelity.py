@@ -1,0 +1,47 @@
+"""kgraph against TensorFlow: predictions and the first 5 train_on_batch steps, from fixtures that
+tools/make_tf_fixtures.py wrote with TensorFlow 2.21 / Keras 3 (TensorFlow is not needed here)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kgraph.models as models
+from kgraph import optimizers
+
+FIXTURES = Path(__file__).parent / "fixtures" / "tf"
+CASES = sorted(p.stem for p in FIXTURES.glob("*.json"))
+
+
+def _load(case):
+    meta = json.loads((FIXTURES / f"{case}.json").read_text())
+    data = np.load(FIXTURES / f"{case}.npz")
+    return meta, data
+
+
+def _arrays(data, prefix):
+    return [data[k] for k in sorted(k for k in data.files if k.startswith(prefix) and k[len(prefix):].isdigit())]
+
+
+def test_every_fixture_is_tested():
+    assert len(CASES) >= 12
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_matches_tensorflow(case):
+    meta, data = _load(case)
+    model = models.model_from_config(meta["model_config"])
+    n = len(model.get_weights())
+    model.set_weights([data[f"w_init_{i}"] for i in range(n)])
+    xs, ys = _arrays(data, "x"), _arrays(data, "y")
+
+    pred = model.predict(xs, batch_size=16, verbose=0)
+    np.testing.assert_allclose(pred, data["pred0"], rtol=1e-5, atol=1e-6)
+
+    model.compile(optimizer=optimizers.get(meta["compile"]["optimizer"]), loss=meta["compile"]["loss"])
+    for step in range(meta["steps"]):
+        loss = model.train_on_batch(xs, ys)
+        np.testing.assert_allclose(loss, data["loss"][step], rtol=1e-5, err_msg=f"loss of step {step + 1}")
+        for i, w in enumerate(model.get_weights()):
+            np.testing.assert_allclose(w, data[f"w_step{step + 1}_{i}"], rtol=1e-5, atol=1e-6,
+                                       err_msg=f"weight {i} after step {step + 1}")
