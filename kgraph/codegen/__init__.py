@@ -21,8 +21,8 @@ def step_manifest(compiled, path) -> dict:
     rng = []
     for n in g.sources("rng"):
         s = plan.slots[n.id]
-        rng.append({"offset": s.offset, "batch": s.batch, "size": s.size, "rate": n.attrs["rate"],
-                    "layer": n.attrs.get("layer", "")})
+        rng.append({"node": n.id, "offset": s.offset, "batch": s.batch, "size": s.size, "rate": n.attrs["rate"],
+                    "shape": list(n.type.shape), "layer": n.attrs.get("layer", "")})
     return {
         "kind": compiled.kind,
         "module": str(path),

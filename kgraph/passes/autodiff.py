@@ -27,7 +27,7 @@ def autodiff(graph, loss: str, wrt: list[str]) -> dict[str, str]:
         op = get_op(node.op)
         if op.vjp is None:
             raise NotImplementedError(f"op {node.op} (%{node.id}) has no gradient rule")
-        grads = op.vjp(graph, g, node.id, *node.inputs, **node.attrs)
+        grads = op.vjp(graph, g, node.id, *node.inputs, **node.semantic_attrs())
         for operand, grad in zip(node.inputs, grads):
             if grad is not None and operand in needs:
                 cotangents.setdefault(operand, []).append(grad)

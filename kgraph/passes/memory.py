@@ -116,7 +116,9 @@ def plan_memory(graph, param_order: list[str]) -> MemoryPlan:
             slots[node.id] = Slot("none")
         elif get_op(node.op).pattern is Pattern.VIEW:
             root = node.inputs[0]
-            slots[node.id] = Slot("view", view_of=slots[root].view_of or root)
+            if root in slots and slots[root].region == "view":
+                root = slots[root].view_of
+            slots[node.id] = Slot("view", view_of=root)
         elif node.id in grads:
             slots[node.id] = Slot("grads", offsets[grads[node.id]], False, c)
     buckets["state"] = state_total

@@ -69,14 +69,25 @@ class Executable:
         arena = self._buffer(self._arenas, kind, *m["arena"], batch)
         rng = self._buffer(self._rng_buffers, kind, *m["rng"], batch)
         for mask in m["rng_masks"]:
-            start = mask["offset"] * batch if mask["batch"] else m["rng"][0] * batch + mask["offset"]
-            view = rng[start:start + (mask["size"] * batch if mask["batch"] else mask["size"])]
+            view = self._mask_view(rng, m, mask, batch)
             self.random.random(out=view, dtype=self.dtype)
             np.greater_equal(view, mask["rate"], out=view)   # keep with probability 1 - rate
             view *= self.dtype.type(1.0 / (1.0 - mask["rate"]))
         self.function(kind)(batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step),
                             *inputs, *labels)
         return {name: self._output(arena, m, place, batch) for name, place in m["outputs"].items()}
+
+    @staticmethod
+    def _mask_view(rng, m, mask, batch):
+        start = mask["offset"] * batch if mask["batch"] else m["rng"][0] * batch + mask["offset"]
+        return rng[start:start + (mask["size"] * batch if mask["batch"] else mask["size"])]
+
+    def rng_mask(self, kind, node, batch) -> np.ndarray:
+        """The dropout mask of rng node `node` drawn by the last step of `kind` (for tests)."""
+        m = self.steps[kind]
+        mask = next(k for k in m["rng_masks"] if k["node"] == node)
+        shape = tuple(batch if d == "B" else d for d in mask["shape"])
+        return self._mask_view(self._rng_buffers[kind], m, mask, batch).reshape(shape).copy()
 
     def _output(self, arena, m, place, batch):
         shape = tuple(batch if d == "B" else d for d in place["shape"]) or (1,)

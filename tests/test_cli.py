@@ -1,0 +1,91 @@
+"""The kgraph command: the README's main job, inspect, compile to a standalone trainer, bad input."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kgraph.cli import main
+
+ROOT = Path(__file__).parent.parent
+EXAMPLE = str(ROOT / "examples" / "digits_mlp.json")
+
+
+def test_train_prints_progress_and_validation_accuracy(capsys, tmp_path):
+    weights = tmp_path / "w.npz"
+    assert main(["train", EXAMPLE, "--epochs", "3", "--seed", "0", "--save-weights", str(weights)]) == 0
+    out = capsys.readouterr().out
+    assert "Epoch 3/3" in out and "━" in out
+    acc = float(out.strip().splitlines()[-1].split(":")[-1])
+    assert acc > 0.8
+    assert main(["evaluate", EXAMPLE, "--weights", str(weights), "--verbose", "0"]) == 0
+    assert f"accuracy: {acc:.4f}" in capsys.readouterr().out
+
+
+def test_inspect_shows_passes_fusion_and_plan(capsys, tmp_path):
+    dot = tmp_path / "g.dot"
+    assert main(["inspect", EXAMPLE, "--fusion", "--plan", "--dot", str(dot)]) == 0
+    out = capsys.readouterr().out
+    assert "Total params: 4,810" in out
+    assert "fused   dense+bias+activation" in out and "matmul+bias_add+relu" in out
+    assert "refused" in out and "memory plan at batch 32" in out and "lower bound" in out
+    assert dot.read_text().startswith("digraph")
+    assert main(["inspect", EXAMPLE, "--after", "autodiff"]) == 0
+    assert "act_grad" in capsys.readouterr().out
+
+
+def test_compiled_trainer_runs_without_frontend_or_passes(tmp_path, capsys):
+    out = tmp_path / "trainer"
+    assert main(["compile", EXAMPLE, "-o", str(out), "--seed", "0"]) == 0
+    assert (out / "train.py").exists() and (out / "manifest.json").exists()
+    # a fresh interpreter that refuses to import the frontend or the passes
+    guard = ("import sys, runpy\n"
+             "class Block:\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             "        if name.startswith(('kgraph.frontend', 'kgraph.passes', 'kgraph.models')):\n"
+             "            raise ImportError('blocked: ' + name)\n"
+             "sys.meta_path.insert(0, Block())\n"
+             f"sys.argv = ['train.py', '--data', 'digits', '--epochs', '2', '--verbose', '0']\n"
+             f"runpy.run_path({str(out / 'train.py')!r}, run_name='__main__')\n")
+    r = subprocess.run([sys.executable, "-c", guard], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "val_accuracy" in r.stdout
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"class_name": "Sequential", "config": {"name": "s", "layers": [{"class_name": "Conv3D", "config": '
+     '{"name": "c"}}, {"class_name": "Lambda", "config": {"name": "lam", "function": "4wEAAAA="}}]}}',
+     ["Conv3D", "'c'", "Lambda"]),
+    ("{not json", ["JSON"]),
+    ("!!python/object/apply:os.system ['echo pwned']", ["python/object"]),
+])
+def test_bad_configs_exit_2_without_traceback(tmp_path, capsys, text, expected):
+    path = tmp_path / ("m.yaml" if text.startswith("!!") else "m.json")
+    path.write_text(text)
+    assert main(["train", str(path), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    for word in expected:
+        assert word in err
+
+
+def test_missing_file_and_mismatched_data(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.json")]) == 2
+    assert "nope.json" in capsys.readouterr().err
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((8, 63), np.float32), y=np.zeros(8, np.int32))
+    assert main(["train", EXAMPLE, "--data", str(data), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "(8, 63)" in err and "(None, 64)" in err
+
+
+def test_console_script_help_is_complete():
+    r = subprocess.run([sys.executable, "-m", "kgraph.cli", "--help"], capture_output=True, text=True)
+    for cmd in ("inspect", "compile", "train", "evaluate", "predict"):
+        assert cmd in r.stdout
+    r = subprocess.run([sys.executable, "-m", "kgraph.cli", "train", "--help"], capture_output=True, text=True)
+    for flag in ("--data", "--optimizer", "--loss", "--metrics", "--epochs", "--batch-size",
+                 "--validation-split", "--seed", "--save-weights"):
+        assert flag in r.stdout

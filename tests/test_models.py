@@ -1,0 +1,113 @@
+"""The Keras Model API end to end: fit on the bundled digits, evaluate, predict, weights, history."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kgraph
+import kgraph.models
+from kgraph import callbacks, optimizers
+from kgraph.datasets import digits
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "digits_mlp.json"
+
+
+@pytest.fixture(scope="module")
+def data():
+    return digits.load_data()
+
+
+def test_fit_on_digits_reaches_accuracy(data, capsys):
+    (x, y), (xv, yv) = data
+    model = kgraph.models.load_model(EXAMPLE, seed=0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, epochs=10, batch_size=32, validation_data=(xv, yv), verbose=2)
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert len(history.history["loss"]) == 10
+    assert history.history["loss"][-1] < history.history["loss"][0] / 3
+    assert history.history["val_accuracy"][-1] >= 0.93
+    out = capsys.readouterr().out
+    assert "Epoch 10/10" in out and "val_accuracy" in out
+
+    loss, acc = model.evaluate(xv, yv, verbose=0)
+    assert acc == pytest.approx(history.history["val_accuracy"][-1], abs=1e-6)
+    assert loss == pytest.approx(history.history["val_loss"][-1], rel=1e-5)
+    probs = model.predict(xv, verbose=0)
+    assert probs.shape == (len(xv), 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert np.mean(np.argmax(probs, 1) == yv) == pytest.approx(acc)
+
+
+def test_weights_round_trip_and_keras_order(tmp_path):
+    model = kgraph.models.load_model(EXAMPLE, seed=0)
+    shapes = [w.shape for w in model.get_weights()]
+    assert shapes == [(64, 64), (64,), (64, 10), (10,)]
+    assert model.count_params() == sum(int(np.prod(s)) for s in shapes)
+    ws = [np.full(s, i, np.float32) for i, s in enumerate(shapes)]
+    model.set_weights(ws)
+    model.save_weights(tmp_path / "w.npz")
+    other = kgraph.models.load_model(EXAMPLE, seed=1)
+    other.load_weights(tmp_path / "w.npz")
+    for a, b in zip(other.get_weights(), ws):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"\(64, 64\)"):
+        model.set_weights([np.zeros((3, 3))] + ws[1:])
+
+
+def test_seeded_models_are_reproducible(data):
+    (x, y), _ = data
+    runs = []
+    for _ in range(2):
+        model = kgraph.models.load_model(EXAMPLE, seed=3)
+        model.compile(optimizer=optimizers.SGD(learning_rate=0.05, momentum=0.9), loss="sparse_categorical_crossentropy")
+        runs.append(model.fit(x[:256], y[:256], epochs=2, batch_size=64, verbose=0).history["loss"])
+    assert runs[0] == runs[1]
+
+
+def test_train_on_batch_and_callbacks(data):
+    (x, y), (xv, yv) = data
+    model = kgraph.models.model_from_json(EXAMPLE.read_text(), seed=0)
+    model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    loss, acc = model.train_on_batch(x[:32], y[:32])
+    assert np.isfinite(loss) and 0 <= acc <= 1
+    seen = []
+    cb = callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append((epoch, sorted(logs))))
+    stopper = callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)  # stops after 2 epochs
+    model.fit(x, y, epochs=5, validation_split=0.25, verbose=0, callbacks=[cb, stopper])
+    assert [e for e, _ in seen] == [0, 1]
+    assert seen[0][1] == ["accuracy", "loss", "val_accuracy", "val_loss"]
+
+
+def test_partial_last_batch_and_batch_size_change(data):
+    (x, y), _ = data
+    model = kgraph.models.load_model(EXAMPLE, seed=0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x[:100], y[:100], batch_size=32, epochs=1, verbose=0)   # 3 full batches and one of 4
+    a = model.predict(x[:50], batch_size=7, verbose=0)
+    b = model.predict(x[:50], batch_size=50, verbose=0)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_yaml_and_json_give_the_same_model():
+    import yaml
+
+    config = json.loads(EXAMPLE.read_text())
+    a = kgraph.models.model_from_json(json.dumps(config), seed=5)
+    b = kgraph.models.model_from_yaml(yaml.safe_dump(config), seed=5)
+    for u, v in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_bad_calls_get_clear_errors(data):
+    (x, y), _ = data
+    model = kgraph.models.load_model(EXAMPLE, seed=0)
+    with pytest.raises(RuntimeError, match="compile"):
+        model.fit(x, y, verbose=0)
+    with pytest.raises(ValueError, match="unknown optimizer 'adamw2'"):
+        model.compile(optimizer="adamw2", loss="mse")
+    with pytest.raises(ValueError, match="unknown loss 'hinge2'"):
+        model.compile(optimizer="sgd", loss="hinge2")
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match=r"\(10, 63\).*\(None, 64\)"):
+        model.fit(x[:10, :63], y[:10], verbose=0)
