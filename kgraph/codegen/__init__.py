@@ -25,6 +25,7 @@ def step_manifest(compiled, path) -> dict:
                     "shape": list(n.type.shape), "layer": n.attrs.get("layer", "")})
     return {
         "kind": compiled.kind,
+        "gemm_flops_per_sample": _largest_gemm_per_sample(g),
         "module": str(path),
         "function": f"{compiled.kind}_step",
         "arena": [plan.arena_per_sample, plan.arena_fixed],
@@ -38,6 +39,19 @@ def step_manifest(compiled, path) -> dict:
         "state_size": plan.buckets.get("state", 0),
         "param_size": plan.buckets.get("params", 0),
     }
+
+
+def _largest_gemm_per_sample(graph) -> int:
+    """FLOPs per sample of the step's largest GEMM: the runtime picks BLAS threads from it."""
+    largest = 0
+    for n in graph.nodes():
+        if n.op in ("matmul", "fused_dense"):
+            a, b = (graph.type(i) for i in n.inputs[:2])
+            k = a.shape[0] if n.attrs.get("transpose_a") else a.shape[-1]
+            m, cols = n.type.shape
+            dims = [d for d in (m, k, cols) if d != "B"]
+            largest = max(largest, 2 * dims[0] * dims[1] if len(dims) == 2 else 0)
+    return largest
 
 
 __all__ += ["step_manifest"]
