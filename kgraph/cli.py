@@ -1,4 +1,4 @@
-"""The kgraph command: inspect | compile | train | evaluate | predict."""
+"""The kgraph command: inspect | compile | train | evaluate | predict | bench."""
 from __future__ import annotations
 
 import argparse
@@ -112,6 +112,21 @@ def cmd_compile(args):
     print(f"wrote a trainer to {out}: python {out}/train.py --data DATA")
 
 
+def cmd_bench(args):
+    from .bench import compare
+    from .frontend import read_config_file
+
+    spec = {"config": read_config_file(args.model), "batch": args.batch_size, "steps": args.steps,
+            "optimizer": (args.optimizer, args.learning_rate or 1e-3), "loss": args.loss, "n_out": args.outputs}
+    frameworks = ["kgraph"] + [f for f in args.vs.split(",") if f]
+    results = compare(spec, frameworks, repeats=args.repeats, epochs=args.epochs)
+    print(f"{'framework':<12}{'samples/s':>12}{'kgraph is':>12}{'first step':>12}{'peak RSS':>10}{'loss':>9}")
+    for f, r in results.items():
+        ratio = results["kgraph"]["samples_per_s"] / r["samples_per_s"]
+        print(f"{f:<12}{r['samples_per_s']:>12.0f}{ratio:>11.2f}x{r['first_step_s']:>11.2f}s"
+              f"{r['peak_rss_mb']:>8.0f}MB{r['final_loss']:>9.4f}")
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="kgraph", description="Compile and train saved Keras model configs "
                                 "(JSON or YAML from model.to_json()) with fused Numba kernels, no TensorFlow.")
@@ -161,6 +176,15 @@ def _parser():
     sp.add_argument("-o", "--output", help="write the predictions here (.npy) instead of printing them")
     sp.add_argument("--verbose", type=int, default=0, choices=[0, 1, 2])
     sp.set_defaults(func=cmd_predict)
+
+    sp = sub.add_parser("bench", help="train the same model in kgraph and its peers, side by side (medians)")
+    common(sp)
+    sp.add_argument("--vs", default="tensorflow,torch", help="peers to compare with (comma-separated)")
+    sp.add_argument("--steps", type=int, default=200, help="batches per timed epoch (random data)")
+    sp.add_argument("--epochs", type=int, default=3)
+    sp.add_argument("--repeats", type=int, default=3)
+    sp.add_argument("--outputs", type=int, default=10, help="classes (or regression targets) of the output")
+    sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("compile", help="write a runnable trainer (generated kernels + train.py) to a folder")
     common(sp)

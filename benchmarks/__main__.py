@@ -1,0 +1,122 @@
+"""Run the suite against TensorFlow and PyTorch in one run and write RESULTS.md and results.png.
+
+    python -m benchmarks [--only NAME] [--repeats 3] [--epochs 3] [--vs tensorflow,torch]
+
+Needs the `bench` extra (tensorflow-cpu, torch, matplotlib); a missing peer is skipped."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from kgraph.bench import compare, gemm_peak_gflops
+
+from .models import SUITE, gemm_flops_per_step
+
+HERE = Path(__file__).parent
+
+
+def _versions():
+    import numba
+
+    out = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__}
+    for mod in ("tensorflow", "torch"):
+        if importlib.util.find_spec(mod):
+            out[mod] = __import__(mod).__version__
+    return out
+
+
+def _machine():
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", action="append", help="run only these suite entries")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--vs", default="tensorflow,torch")
+    p.add_argument("--out", default=str(HERE))
+    args = p.parse_args()
+    peers = [f for f in args.vs.split(",") if f and importlib.util.find_spec(f)]
+    frameworks = ["kgraph"] + peers
+    peak = gemm_peak_gflops()
+    rows = {}
+    for name, spec in SUITE.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"{name}: {', '.join(frameworks)} x {args.repeats}", flush=True)
+        rows[name] = compare(spec, frameworks, repeats=args.repeats, epochs=args.epochs)
+        for f, r in rows[name].items():
+            print(f"  {f:<11} {r['samples_per_s']:>10.0f} samples/s  first step {r['first_step_s']:.2f} s  "
+                  f"loss {r['final_loss']:.4f}  rss {r['peak_rss_mb']:.0f} MB", flush=True)
+    write_results(Path(args.out), rows, frameworks, peak)
+
+
+def write_results(out: Path, rows, frameworks, peak):
+    lines = ["# Benchmark results", "",
+             f"Machine: {_machine()}. Measured {datetime.date.today().isoformat()} by `python -m benchmarks` "
+             f"(medians of alternating runs, each in its own process).",
+             f"Versions: {', '.join(f'{k} {v}' for k, v in _versions().items())}.",
+             f"float32 GEMM peak (NumPy sgemm 1024³): {peak:.0f} GFLOP/s."]
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        lines.append(f"OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} was set (slows NumPy/Numba GEMMs).")
+    lines += ["", "| benchmark | framework | samples/s | vs kgraph | % of GEMM-bound limit | first step (s) | "
+              "peak RSS (MB) | final loss |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, res in rows.items():
+        spec = SUITE[name]
+        limit = peak * 1e9 / gemm_flops_per_step(spec["config"], spec["batch"]) * spec["batch"]
+        if spec.get("predict"):
+            limit *= 3  # inference does a third of the GEMM work
+        for f in frameworks:
+            r = res[f]
+            ratio = res["kgraph"]["samples_per_s"] / r["samples_per_s"]
+            lines.append(f"| {name} | {f} | {r['samples_per_s']:.0f} | {ratio:.2f}× | "
+                         f"{100 * r['samples_per_s'] / limit:.0f}% | {r['first_step_s']:.2f} | "
+                         f"{r['peak_rss_mb']:.0f} | {r['final_loss']:.4f} |")
+    lines += ["", "\"vs kgraph\" is kgraph's samples/s divided by that framework's (above 1: kgraph is faster).",
+              "The GEMM-bound limit is the GEMM peak divided by 6·batch·Σ in·out FLOPs per step.", ""]
+    (out / "RESULTS.md").write_text("\n".join(lines))
+    _chart(out / "results.png", rows, frameworks)
+    print(f"wrote {out / 'RESULTS.md'} and {out / 'results.png'}")
+
+
+def _chart(path, rows, frameworks):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no chart")
+        return
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(names) * len(frameworks) + 1.5))
+    height = 0.8 / len(frameworks)
+    for k, f in enumerate(frameworks):
+        speedups = [rows[n]["kgraph"]["samples_per_s"] / rows[n][f]["samples_per_s"] for n in names]
+        ax.barh([i + k * height for i in range(len(names))], [1 / s for s in speedups], height, label=f)
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(names))], names)
+    ax.set_xlabel("samples/s relative to kgraph (kgraph = 1)")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.legend()
+    ax.set_title("Training throughput, same model, data and machine")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

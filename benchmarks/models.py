@@ -1,0 +1,93 @@
+"""The benchmark suite: Keras 3 configs (as model.to_json() writes them) and how each is trained."""
+from __future__ import annotations
+
+
+def _dense(name, units, activation, inbound=None):
+    layer = {"module": "keras.layers", "class_name": "Dense", "registered_name": None,
+             "config": {"name": name, "trainable": True, "dtype": "float32", "units": units,
+                        "activation": activation, "use_bias": True,
+                        "kernel_initializer": {"module": "keras.initializers", "class_name": "GlorotUniform",
+                                               "config": {"seed": None}, "registered_name": None},
+                        "bias_initializer": {"module": "keras.initializers", "class_name": "Zeros",
+                                             "config": {}, "registered_name": None}}}
+    if inbound is not None:
+        layer["name"] = name
+        layer["inbound_nodes"] = [{"args": [_tensor(i) for i in inbound] if len(inbound) > 1 else [_tensor(inbound[0])],
+                                   "kwargs": {}}]
+    return layer
+
+
+def _tensor(name):
+    return {"class_name": "__keras_tensor__", "config": {"shape": None, "dtype": "float32",
+                                                          "keras_history": [name, 0, 0]}}
+
+
+def sequential(name, n_in, layers):
+    """layers: [(units, activation)]."""
+    config = [{"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
+               "config": {"batch_shape": [None, n_in], "dtype": "float32", "sparse": False, "name": "input"}}]
+    config += [_dense(f"dense_{i}", u, a) for i, (u, a) in enumerate(layers)]
+    return {"module": "keras", "class_name": "Sequential", "registered_name": None,
+            "config": {"name": name, "trainable": True, "dtype": "float32", "layers": config}}
+
+
+def residual(name, n_in, width, blocks, n_out):
+    """x -> Dense(width) -> [h + Dense(relu)(h)] * blocks -> Dense(n_out, softmax)."""
+    layers = [{"module": "keras.layers", "class_name": "InputLayer", "registered_name": None, "name": "input",
+               "config": {"batch_shape": [None, n_in], "dtype": "float32", "sparse": False, "name": "input"},
+               "inbound_nodes": []},
+              _dense("stem", width, "relu", ["input"])]
+    prev = "stem"
+    for b in range(blocks):
+        layers.append(_dense(f"block{b}", width, "relu", [prev]))
+        layers.append({"module": "keras.layers", "class_name": "Add", "registered_name": None, "name": f"add{b}",
+                       "config": {"name": f"add{b}", "trainable": True, "dtype": "float32"},
+                       "inbound_nodes": [{"args": [[_tensor(prev), _tensor(f"block{b}")]], "kwargs": {}}]})
+        prev = f"add{b}"
+    layers.append(_dense("head", n_out, "softmax", [prev]))
+    return {"module": "keras", "class_name": "Functional", "registered_name": None,
+            "config": {"name": name, "trainable": True, "layers": layers,
+                       "input_layers": [["input", 0, 0]], "output_layers": [["head", 0, 0]]}}
+
+
+# name -> what to run: config, batch, optimizer (Keras name, learning rate), loss, steps per timed epoch
+SUITE = {
+    "mlp_784_128_10_b32_adam": dict(config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
+                                    batch=32, optimizer=("adam", 1e-3), loss="sparse_categorical_crossentropy",
+                                    steps=400, n_out=10),
+    "mlp_784_128_10_b256_adam": dict(config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
+                                     batch=256, optimizer=("adam", 1e-3), loss="sparse_categorical_crossentropy",
+                                     steps=100, n_out=10),
+    "mlp_784_512_512_10_b128_adam": dict(config=sequential("mlp512", 784, [(512, "relu"), (512, "relu"),
+                                                                           (10, "softmax")]),
+                                         batch=128, optimizer=("adam", 1e-3),
+                                         loss="sparse_categorical_crossentropy", steps=60, n_out=10),
+    "wide_1024_4096_4096_1024_b256_sgd": dict(config=sequential("wide", 1024, [(4096, "relu"), (4096, "relu"),
+                                                                               (1024, "linear")]),
+                                              batch=256, optimizer=("sgd", 1e-3), loss="mean_squared_error",
+                                              steps=4, n_out=1024),
+    "residual_mlp_256x4_b64_adam": dict(config=residual("resmlp", 784, 256, 4, 10), batch=64,
+                                        optimizer=("adam", 1e-3), loss="sparse_categorical_crossentropy",
+                                        steps=150, n_out=10),
+    "predict_784_128_10_b1024": dict(config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
+                                     batch=1024, optimizer=("adam", 1e-3), loss="sparse_categorical_crossentropy",
+                                     steps=40, n_out=10, predict=True),
+}
+
+
+def gemm_flops_per_step(config, batch) -> float:
+    """6 x batch x sum(in*out): forward, and the two backward GEMMs of every Dense layer."""
+    layers = config["config"]["layers"]
+    widths = {}
+    total = 0
+    n_in = layers[0]["config"]["batch_shape"][-1]
+    prev = n_in
+    for layer in layers[1:]:
+        if layer["class_name"] == "Dense":
+            src = layer.get("inbound_nodes", [{}])[0].get("args", [None])[0] if "inbound_nodes" in layer else None
+            fan_in = widths.get(src["config"]["keras_history"][0], n_in) if isinstance(src, dict) else prev
+            total += fan_in * layer["config"]["units"]
+            prev = widths[layer["config"]["name"]] = layer["config"]["units"]
+        elif layer["class_name"] == "Add":
+            widths[layer["config"]["name"]] = prev
+    return 6.0 * batch * total

@@ -1,0 +1,208 @@
+"""Side-by-side training benchmarks: the same Keras config, data, batch size and optimizer in
+kgraph, TensorFlow (`model_from_json` + `fit`) and an equivalent PyTorch eager loop.
+
+Each measurement runs in its own process (so peak memory is that framework's alone), and
+`compare` alternates the frameworks (A B A B) and reports medians."""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+FRAMEWORKS = ("kgraph", "tensorflow", "torch")
+
+
+def make_data(config, n, n_out, loss, seed=0):
+    from .frontend import build_model
+
+    fm = build_model(config, seed=seed)
+    rs = np.random.RandomState(seed)
+    xs = [rs.standard_normal((n, *i.shape[1:])).astype(np.float32) for i in fm.inputs]
+    if loss == "sparse_categorical_crossentropy":
+        y = rs.randint(0, n_out, n).astype(np.int32)
+    else:
+        y = rs.standard_normal((n, n_out)).astype(np.float32)
+    return xs, y
+
+
+class _EpochTimer:
+    """Wall time of each epoch, from the framework's own callback hooks."""
+
+    def __init__(self):
+        self.times, self._t = [], None
+
+    def begin(self, *args, **kwargs):
+        self._t = time.perf_counter()
+
+    def end(self, *args, **kwargs):
+        self.times.append(time.perf_counter() - self._t)
+
+
+def run_kgraph(spec, xs, y, epochs):
+    from . import callbacks, models, optimizers
+
+    t0 = time.perf_counter()
+    model = models.model_from_config(spec["config"], seed=0)
+    opt = optimizers.get(spec["optimizer"][0])
+    opt.learning_rate = spec["optimizer"][1]
+    timer = _EpochTimer()
+    if spec.get("predict"):
+        model.predict([x[:spec["batch"]] for x in xs], batch_size=spec["batch"], verbose=0)
+        first = time.perf_counter() - t0
+        for _ in range(epochs):
+            timer.begin()
+            model.predict(xs, batch_size=spec["batch"], verbose=0)
+            timer.end()
+        return first, timer.times, float("nan")
+    model.compile(optimizer=opt, loss=spec["loss"])
+    model.train_on_batch([x[:spec["batch"]] for x in xs], y[:spec["batch"]])
+    first = time.perf_counter() - t0
+    cb = callbacks.LambdaCallback(on_epoch_begin=timer.begin, on_epoch_end=timer.end)
+    hist = model.fit(xs, y, batch_size=spec["batch"], epochs=epochs, verbose=0, callbacks=[cb], shuffle=False)
+    return first, timer.times, hist.history["loss"][-1]
+
+
+def run_tensorflow(spec, xs, y, epochs):
+    import keras
+
+    t0 = time.perf_counter()
+    model = keras.models.model_from_json(json.dumps(spec["config"]))
+    timer = _EpochTimer()
+    if spec.get("predict"):
+        model.predict([x[:spec["batch"]] for x in xs], batch_size=spec["batch"], verbose=0)
+        first = time.perf_counter() - t0
+        for _ in range(epochs):
+            timer.begin()
+            model.predict(xs, batch_size=spec["batch"], verbose=0)
+            timer.end()
+        return first, timer.times, float("nan")
+    opt = keras.optimizers.get({"class_name": spec["optimizer"][0], "config": {"learning_rate": spec["optimizer"][1]}})
+    model.compile(optimizer=opt, loss=spec["loss"])
+    model.train_on_batch([x[:spec["batch"]] for x in xs], y[:spec["batch"]])
+    first = time.perf_counter() - t0
+    cb = keras.callbacks.LambdaCallback(on_epoch_begin=timer.begin, on_epoch_end=timer.end)
+    hist = model.fit(xs, y, batch_size=spec["batch"], epochs=epochs, verbose=0, callbacks=[cb], shuffle=False)
+    return first, timer.times, hist.history["loss"][-1]
+
+
+def run_torch(spec, xs, y, epochs):
+    """An eager PyTorch loop over the same forward graph (kgraph's IR evaluated with torch ops)."""
+    import torch
+
+    from .frontend import build_model
+
+    torch.set_num_threads(2)
+    t0 = time.perf_counter()
+    fm = build_model(spec["config"], seed=0)
+    graph = fm.lower(training=False)
+    params = {w.node: torch.tensor(w.value, requires_grad=True) for w in fm.weights}
+    ops = {"matmul": torch.matmul, "add": torch.add, "relu": torch.relu, "tanh": torch.tanh,
+           "sigmoid": torch.sigmoid, "softmax": lambda v, axis=-1: torch.softmax(v, axis)}
+    out_id = graph.outputs["output:0"]
+    logits_of_softmax = graph.node(out_id).op == "softmax" and spec["loss"] == "sparse_categorical_crossentropy"
+
+    def forward(inputs):
+        env = dict(params)
+        env.update(zip([i.node for i in fm.inputs], inputs))
+        for node in graph.nodes():
+            if node.is_source:
+                continue
+            if node.id == out_id and logits_of_softmax:
+                return env[node.inputs[0]]           # cross_entropy takes the logits
+            env[node.id] = ops[node.op](*[env[i] for i in node.inputs], **node.semantic_attrs())
+        return env[out_id]
+
+    tx = [torch.from_numpy(x) for x in xs]
+    timer = _EpochTimer()
+    b = spec["batch"]
+    if spec.get("predict"):
+        with torch.no_grad():
+            forward([x[:b] for x in tx])
+            first = time.perf_counter() - t0
+            for _ in range(epochs):
+                timer.begin()
+                for s in range(0, len(tx[0]), b):
+                    forward([x[s:s + b] for x in tx])
+                timer.end()
+        return first, timer.times, float("nan")
+    ty = torch.from_numpy(y).long() if logits_of_softmax else torch.from_numpy(y)
+    name, lr = spec["optimizer"]
+    opt = torch.optim.Adam(params.values(), lr=lr, eps=1e-7) if name == "adam" else \
+        torch.optim.SGD(params.values(), lr=lr)
+    loss_fn = torch.nn.functional.cross_entropy if logits_of_softmax else torch.nn.functional.mse_loss
+
+    def step(s):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(forward([x[s:s + b] for x in tx]), ty[s:s + b])
+        loss.backward()
+        opt.step()
+        return loss
+
+    step(0)
+    first = time.perf_counter() - t0
+    for _ in range(epochs):
+        timer.begin()
+        total = 0.0
+        for s in range(0, len(tx[0]), b):
+            total += float(step(s).detach())
+        timer.end()
+    return first, timer.times, total / (len(tx[0]) // b)
+
+
+RUNNERS = {"kgraph": run_kgraph, "tensorflow": run_tensorflow, "torch": run_torch}
+
+
+def measure(framework, spec, epochs):
+    """One run in this process: first-step time, samples/s per epoch (the first excluded when
+    there are several), the final loss and the peak RSS."""
+    n = spec["batch"] * spec["steps"]
+    xs, y = make_data(spec["config"], n, spec["n_out"], spec["loss"])
+    first, times, loss = RUNNERS[framework](spec, xs, y, epochs)
+    rates = [n / t for t in (times[1:] if len(times) > 1 else times)]
+    return {"framework": framework, "first_step_s": first, "samples_per_s": statistics.median(rates),
+            "epoch_rates": rates, "final_loss": loss,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def measure_in_subprocess(framework, spec, epochs, python=sys.executable, env=None):
+    code = ("import json, sys; from kgraph.bench import measure; "
+            "spec = json.loads(sys.stdin.read()); "
+            f"print('KGRAPH-BENCH ' + json.dumps(measure({framework!r}, spec, {epochs})))")
+    r = subprocess.run([python, "-c", code], input=json.dumps(spec), capture_output=True, text=True, env=env)
+    for line in r.stdout.splitlines():
+        if line.startswith("KGRAPH-BENCH "):
+            return json.loads(line[len("KGRAPH-BENCH "):])
+    raise RuntimeError(f"{framework} benchmark failed:\n{r.stderr[-2000:]}")
+
+
+def compare(spec, frameworks=FRAMEWORKS, repeats=3, epochs=3, env=None):
+    """Alternate the frameworks `repeats` times; medians of each metric per framework."""
+    runs = {f: [] for f in frameworks}
+    for _ in range(repeats):
+        for f in frameworks:
+            runs[f].append(measure_in_subprocess(f, spec, epochs, env=env))
+    summary = {}
+    for f, rs in runs.items():
+        summary[f] = {k: statistics.median(r[k] for r in rs)
+                      for k in ("first_step_s", "samples_per_s", "final_loss", "peak_rss_mb")}
+    return summary
+
+
+def gemm_peak_gflops(n=1024, repeats=5) -> float:
+    """The machine's float32 GEMM rate (NumPy sgemm), the ceiling for GEMM-bound training."""
+    a = np.random.rand(n, n).astype(np.float32)
+    b = np.random.rand(n, n).astype(np.float32)
+    np.dot(a, b)
+    best = min(_timed(lambda: np.dot(a, b)) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
