@@ -19,12 +19,18 @@ def _model(args):
 
 
 def _compile(model, args):
+    """Compile with the flags; a .keras/.h5 file's saved compile arguments stand when none is given."""
     from . import optimizers
 
-    opt = optimizers.get(args.optimizer)
+    flags = (args.optimizer, args.loss, args.metrics, args.learning_rate)
+    if model.compile_args is not None and all(f is None for f in flags):
+        return
+    opt = optimizers.get(args.optimizer or "adam")
     if args.learning_rate is not None:
         opt.learning_rate = args.learning_rate
-    model.compile(optimizer=opt, loss=args.loss, metrics=args.metrics.split(",") if args.metrics else None)
+    metrics = args.metrics if args.metrics is not None else "accuracy"
+    model.compile(optimizer=opt, loss=args.loss or "sparse_categorical_crossentropy",
+                  metrics=metrics.split(",") if metrics else None)
 
 
 def cmd_inspect(args):
@@ -117,7 +123,8 @@ def cmd_bench(args):
     from .frontend import read_config_file
 
     spec = {"config": read_config_file(args.model), "batch": args.batch_size, "steps": args.steps,
-            "optimizer": (args.optimizer, args.learning_rate or 1e-3), "loss": args.loss, "n_out": args.outputs}
+            "optimizer": (args.optimizer or "adam", args.learning_rate or 1e-3),
+            "loss": args.loss or "sparse_categorical_crossentropy", "n_out": args.outputs}
     frameworks = ["kgraph"] + [f for f in args.vs.split(",") if f]
     results = compare(spec, frameworks, repeats=args.repeats, epochs=args.epochs)
     print(f"{'framework':<12}{'samples/s':>12}{'kgraph is':>12}{'first step':>12}{'peak RSS':>10}{'loss':>9}")
@@ -133,16 +140,16 @@ def _parser():
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, training=True):
-        sp.add_argument("model", help="the model config: .json, .yaml or .yml")
+        sp.add_argument("model", help="the model: a config (.json, .yaml, .yml) or a Keras file (.keras, .h5)")
         sp.add_argument("--seed", type=int, default=None, help="seed of the initializers, dropout and shuffling")
         sp.add_argument("--batch-size", type=int, default=32)
         if training:
-            sp.add_argument("--optimizer", default="adam", help="sgd, adam or rmsprop (default adam)")
+            sp.add_argument("--optimizer", help="sgd, adam or rmsprop (default adam, or what a .keras/.h5 file saved)")
             sp.add_argument("--learning-rate", type=float, default=None, help="default: the optimizer's (Keras's)")
-            sp.add_argument("--loss", default="sparse_categorical_crossentropy",
+            sp.add_argument("--loss",
                             help="mse, mae, binary_crossentropy, categorical_crossentropy or "
                                  "sparse_categorical_crossentropy (default)")
-            sp.add_argument("--metrics", default="accuracy", help="comma-separated: accuracy, mae, mse, ...")
+            sp.add_argument("--metrics", help="comma-separated: accuracy (default), mae, mse, ...")
 
     sp = sub.add_parser("inspect", help="print the summary, the IR after each pass, fusion decisions, the memory plan")
     common(sp)
@@ -164,14 +171,14 @@ def _parser():
 
     sp = sub.add_parser("evaluate", help="loss and metrics of a model (with --weights) on data")
     common(sp)
-    sp.add_argument("--weights", help="weights saved by train --save-weights (.npz)")
+    sp.add_argument("--weights", help="weights saved by train --save-weights (.npz, .weights.h5 or .h5)")
     sp.add_argument("--data", default="digits")
     sp.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
     sp.set_defaults(func=cmd_evaluate)
 
     sp = sub.add_parser("predict", help="predictions of a model (with --weights) on data")
     common(sp, training=False)
-    sp.add_argument("--weights", help="weights saved by train --save-weights (.npz)")
+    sp.add_argument("--weights", help="weights saved by train --save-weights (.npz, .weights.h5 or .h5)")
     sp.add_argument("--data", default="digits")
     sp.add_argument("-o", "--output", help="write the predictions here (.npy) instead of printing them")
     sp.add_argument("--verbose", type=int, default=0, choices=[0, 1, 2])

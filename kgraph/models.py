@@ -9,8 +9,9 @@ import numpy as np
 
 from . import losses as losses_mod
 from . import optimizers as optimizers_mod
+from . import saving
 from .codegen import generate_cpu, step_manifest
-from .frontend import ConfigError, build_model, parse_config_text, read_config_file
+from .frontend import build_model, parse_config_text, read_config_file
 from .passes import run_pipeline
 from .runtime.executable import Executable
 from .runtime.loader import write_source
@@ -100,7 +101,27 @@ class Model(CompiledModel):
         self._build("test", specs)
         self.optimizer = opt
         self.compile_args = {"optimizer": {"class_name": type(opt).__name__, "config": opt.get_config()},
-                             "loss": specs, "metrics": metrics}
+                             "loss": specs, "loss_config": _loss_config(loss), "metrics": metrics,
+                             "loss_weights": loss_weights}
+
+    # ------------------------------------------------------------------ files
+    def save(self, filepath, overwrite=True, include_optimizer=True):
+        """A .keras archive (or legacy .h5) that Keras's load_model opens; with the optimizer's
+        state, so training resumes exactly. Written atomically."""
+        if not overwrite and Path(filepath).exists():
+            raise FileExistsError(filepath)
+        if not str(filepath).endswith((".keras", ".h5", ".hdf5")):
+            raise ValueError(f"{filepath}: model files end in .keras (or .h5 for the legacy format)")
+        saving.save_model(self, filepath, include_optimizer)
+
+    def save_weights(self, filepath, overwrite=True):
+        """.weights.h5 (Keras 3), .h5 (Keras 2 layout) or .npz, by extension; written atomically."""
+        if not overwrite and Path(filepath).exists():
+            raise FileExistsError(filepath)
+        saving.save_weights(self, filepath)
+
+    def load_weights(self, filepath):
+        saving.load_weights(self, filepath)
 
     def export(self, directory) -> Path:
         """Write a runnable trainer: the generated steps, manifest.json, weights.npz and train.py,
@@ -195,12 +216,30 @@ def model_from_yaml(yaml_string: str, custom_objects=None, seed: int | None = No
 
 
 def load_model(filepath, custom_objects=None, compile=True, seed: int | None = None) -> Model:
-    """A model from a saved config: .json, .yaml or .yml."""
-    suffix = Path(filepath).suffix.lower()
-    if suffix in (".keras", ".h5", ".hdf5"):
-        raise ConfigError(f"{filepath}: {suffix} model files are not supported yet; save the config with "
-                          f"model.to_json() and load that")
+    """A model from a .keras archive or legacy .h5 file (weights, and with compile=True the saved
+    compile arguments and optimizer state), or from a config alone: .json, .yaml or .yml."""
+    if str(filepath).lower().endswith((".keras", ".h5", ".hdf5")):
+        config, compile_config, restore = saving.read_model_file(filepath)
+        model = model_from_config(config, seed=seed)
+        if compile and compile_config:
+            model.compile(optimizer=compile_config["optimizer"], loss=compile_config["loss"],
+                          metrics=compile_config.get("metrics"), loss_weights=compile_config.get("loss_weights"))
+        restore(model)
+        return model
     return model_from_config(read_config_file(filepath), seed=seed)
+
+
+def _loss_config(loss):
+    """The loss argument as Keras serializes it in compile_config."""
+    if isinstance(loss, losses_mod.Loss):
+        return {"module": "keras.losses", "class_name": type(loss).__name__,
+                "config": {"name": loss.name, "reduction": "sum_over_batch_size", "from_logits": loss.from_logits},
+                "registered_name": None}
+    if isinstance(loss, (list, tuple)):
+        return [_loss_config(l) for l in loss]
+    if isinstance(loss, dict) and "class_name" not in loss:
+        return {k: _loss_config(v) for k, v in loss.items()}
+    return loss
 
 
 TRAINER_SCRIPT = '''"""Trainer for model {name!r}, compiled by kgraph. Needs only kgraph's runtime:

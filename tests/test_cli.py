@@ -89,3 +89,14 @@ def test_console_script_help_is_complete():
     for flag in ("--data", "--optimizer", "--loss", "--metrics", "--epochs", "--batch-size",
                  "--validation-split", "--seed", "--save-weights"):
         assert flag in r.stdout
+
+
+def test_train_a_keras_archive_uses_its_saved_compile_arguments(tmp_path, capsys):
+    files = ROOT / "tests" / "fixtures" / "files"
+    io = np.load(files / "tf_model_io.npz")
+    data = tmp_path / "d.npz"
+    np.savez(data, x=io["x"], y=io["y"])
+    assert main(["train", str(files / "tf_model.keras"), "--data", str(data), "--epochs", "2", "--batch-size", "4",
+                 "--save-weights", str(tmp_path / "w.weights.h5")]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and (tmp_path / "w.weights.h5").exists()
