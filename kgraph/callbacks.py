@@ -491,6 +491,8 @@ class ModelCheckpoint(MonitorCallback):
         initial_value_threshold: value that a first save must beat.
     """
 
+    writes_files = True  # with several replicas, only the chief runs it
+
     def __init__(
         self,
         filepath,
@@ -752,6 +754,8 @@ class CSVLogger(Callback):
         append: append to an existing file (writing the header only if the
             file is empty) instead of overwriting it.
     """
+
+    writes_files = True  # with several replicas, only the chief runs it
 
     def __init__(self, filename, separator=",", append=False):
         super().__init__()

@@ -68,14 +68,27 @@ def cmd_inspect(args):
         print(f"wrote {args.dot} (render with: dot -Tpng {args.dot} -o graph.png)")
 
 
+def _strategy(args):
+    from . import distribute
+
+    if args.strategy == "mpi":
+        return distribute.MPIStrategy()
+    if args.strategy == "mirrored":
+        return distribute.MirroredStrategy([f"cpu:{i}" for i in range(args.replicas)])
+    return distribute.Strategy()
+
+
 def cmd_train(args):
     from .runtime import data
 
-    model = _model(args)
-    _compile(model, args)
+    with _strategy(args).scope():
+        model = _model(args)
+        _compile(model, args)
     xs, ys, val = data.load(args.data)
     history = model.fit(xs, ys, batch_size=args.batch_size, epochs=args.epochs, verbose=args.verbose,
                         validation_data=val, validation_split=args.validation_split if val is None else 0.0)
+    if not model.is_chief:
+        return
     if args.save_weights:
         model.save_weights(args.save_weights)
         print(f"saved weights to {args.save_weights}")
@@ -165,8 +178,11 @@ def _parser():
     sp.add_argument("--data", default="digits", help="an .npz (x, y[, x_val, y_val]) or 'digits' (bundled, default)")
     sp.add_argument("--epochs", type=int, default=5)
     sp.add_argument("--validation-split", type=float, default=0.0)
-    sp.add_argument("--save-weights", metavar="FILE", help="write the trained weights (.npz)")
+    sp.add_argument("--save-weights", metavar="FILE", help="write the trained weights (.npz, .weights.h5, .h5)")
     sp.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    sp.add_argument("--strategy", choices=["none", "mirrored", "mpi"], default="none",
+                    help="data parallelism: in-process replicas (--replicas) or one per MPI process (mpirun)")
+    sp.add_argument("--replicas", type=int, default=2, help="replicas of the mirrored strategy (default 2)")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="loss and metrics of a model (with --weights) on data")

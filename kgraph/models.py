@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import distribute
 from . import losses as losses_mod
 from . import optimizers as optimizers_mod
 from . import saving
@@ -45,6 +46,7 @@ class Model(CompiledModel):
         super().__init__(exe, info)
         self.compiled = {}        # kind -> kgraph.passes.Compiled, for `kgraph inspect`
         self.compile_args = None
+        self.strategy = distribute.get_strategy()
 
     # ------------------------------------------------------------------ description
     def summary(self, line_length=None, print_fn=None):
@@ -100,6 +102,9 @@ class Model(CompiledModel):
         self._build("train", specs, opt.spec())
         self._build("test", specs)
         self.optimizer = opt
+        self.strategy = distribute.get_strategy() or self.strategy
+        if self.strategy is not None:
+            self.strategy.attach(self)
         self.compile_args = {"optimizer": {"class_name": type(opt).__name__, "config": opt.get_config()},
                              "loss": specs, "loss_config": _loss_config(loss), "metrics": metrics,
                              "loss_weights": loss_weights}

@@ -108,22 +108,30 @@ class CpuCodegen:
 
     # ------------------------------------------------------------------ emission
     def generate(self) -> str:
-        body: list[str] = []
-        for n in self.g.sources():
-            if n.op in ("param", "state", "rng") and self.g.users(n.id):
-                body.append(f"{_var(n.id)} = {self._view(n.id)}")
+        """The module: its kernels and the step function. A training step also comes split in
+        two, `train_grads` (forward and backward into the gradient bucket) and `train_apply` (the
+        optimizer update), so data-parallel replicas can average gradients in between."""
+        prologue = [f"{_var(n.id)} = {self._view(n.id)}" for n in self.g.sources()
+                    if n.op in ("param", "state", "rng") and self.g.users(n.id)]
+        code = {}
         for n in self.g.nodes():
-            if n.is_source:
-                continue
-            body.append("")
-            body.append("# " + format_node(n))
-            body += self._emit(n)
-        args = STEP_ARGS + [_var(i) for i in self.inputs] + [_var(i) for i in self.labels]
-        fn = [JIT, f"def {self.func_name}({', '.join(args)}):"]
-        fn += ["    " + line if line else "" for line in body]
-        fn.append("    return 0")
+            if not n.is_source:
+                code[n.id] = ["", "# " + format_node(n)] + self._emit(n)
+        updates = [n.id for n in self.g.nodes() if get_op(n.op).pattern is Pattern.UPDATE]
+        functions = [self._function(self.func_name, prologue, code, list(code))]
+        if updates:
+            functions.append(self._function("train_grads", prologue, code, [i for i in code if i not in updates]))
+            functions.append(self._function("train_apply", prologue, code, updates))
         header = HEADER.format(kind=self.c.kind, name=self.g.name)
-        return header + self.mod.source() + "\n\n" + "\n".join(fn) + "\n"
+        return header + self.mod.source() + "\n\n" + "\n\n\n".join(functions) + "\n"
+
+    def _function(self, name, prologue, code, node_ids) -> str:
+        args = STEP_ARGS + [_var(i) for i in self.inputs] + [_var(i) for i in self.labels]
+        body = prologue + [line for nid in node_ids for line in code[nid]]
+        lines = [JIT, f"def {name}({', '.join(args)}):"]
+        lines += ["    " + line if line else "" for line in body]
+        lines.append("    return 0")
+        return "\n".join(lines)
 
     def _operand(self, nid: str) -> str:
         n = self.g.node(nid)

@@ -31,11 +31,12 @@ class Executable:
         self._rng_buffers = {}
         self.random = np.random.default_rng(seed)
         self._blas_threads = None
+        self.max_blas_threads = None  # replicas sharing the cores set 1
 
     def add_step(self, kind: str, manifest: dict) -> None:
         """Install (or replace) a compiled step; the state bucket grows to what it needs."""
         self.steps[kind] = manifest
-        self._functions.pop(kind, None)
+        self._functions = {k: f for k, f in self._functions.items() if k[0] != kind}
         if manifest["state_size"] != self.state.size and kind == "train":
             self.state = np.zeros(manifest["state_size"], self.dtype)
 
@@ -58,11 +59,13 @@ class Executable:
             self.param_view(p)[...] = w
 
     # ------------------------------------------------------------------ running
-    def function(self, kind):
-        if kind not in self._functions:
+    def function(self, kind, part="step"):
+        """The compiled function: the whole step, or for "train" its "grads" or "apply" half."""
+        if (kind, part) not in self._functions:
             m = self.steps[kind]
-            self._functions[kind] = getattr(import_file(m["module"]), m["function"])
-        return self._functions[kind]
+            name = m["function"] if part == "step" else f"{kind}_{part}"
+            self._functions[(kind, part)] = getattr(import_file(m["module"]), name)
+        return self._functions[(kind, part)]
 
     def _buffer(self, store, kind, per_sample, fixed, batch):
         need = per_sample * batch + fixed
@@ -71,9 +74,10 @@ class Executable:
             buf = store[kind] = np.zeros(max(need, 1), self.dtype)
         return buf
 
-    def run(self, kind: str, inputs: list, labels: list = (), lr: float = 0.0, step: float = 1.0) -> dict:
-        """One call of the compiled step on a batch. Returns its outputs as views into the
-        arena, valid until the next call."""
+    def run(self, kind: str, inputs: list, labels: list = (), lr: float = 0.0, step: float = 1.0,
+            part: str = "step") -> dict:
+        """One call of the compiled step on a batch (or of its "grads" half). Returns its outputs
+        as views into the arena, valid until the next call."""
         m = self.steps[kind]
         batch = len(inputs[0])
         arena = self._buffer(self._arenas, kind, *m["arena"], batch)
@@ -84,12 +88,21 @@ class Executable:
             np.greater_equal(view, mask["rate"], out=view)   # keep with probability 1 - rate
             view *= self.dtype.type(1.0 / (1.0 - mask["rate"]))
         self._choose_blas_threads(m.get("gemm_flops_per_sample", 0) * batch)
-        self.function(kind)(batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step),
-                            *inputs, *labels)
+        if kind == "train":
+            self._last_batch = (inputs, labels)
+        self.function(kind, part)(batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step),
+                                  *inputs, *labels)
         return {name: self._output(arena, m, place, batch) for name, place in m["outputs"].items()}
+
+    def apply(self, lr: float, step: float) -> None:
+        """The optimizer update from the gradient bucket (after replicas averaged it)."""
+        inputs, labels = self._last_batch  # the update half never reads the batch arguments
+        self.function("train", "apply")(len(inputs[0]), self._arenas["train"], self.params, self.grads, self.state,
+                                        self._rng_buffers["train"], float(lr), float(step), *inputs, *labels)
 
     def _choose_blas_threads(self, gemm_flops):
         threads = 1 if gemm_flops < SMALL_GEMM_FLOPS else (os.cpu_count() or 1)
+        threads = min(threads, self.max_blas_threads or threads)
         if threads != self._blas_threads:  # a limit costs a library call: set it only when it changes
             _blas.limit(limits=threads, user_api="blas")
             self._blas_threads = threads

@@ -5,7 +5,10 @@ import hashlib
 import importlib.util
 import os
 import sys
+import threading
 from pathlib import Path
+
+_IMPORT_LOCK = threading.Lock()  # replicas in threads may import the same step at once
 
 
 def cache_dir() -> Path:
@@ -28,7 +31,11 @@ def write_source(source: str, stem: str, directory: Path | None = None) -> Path:
 
 
 def import_file(path) -> object:
-    path = Path(path)
+    with _IMPORT_LOCK:
+        return _import(Path(path))
+
+
+def _import(path: Path) -> object:
     name = f"kgraph_generated.{path.stem}"
     if name in sys.modules:
         return sys.modules[name]

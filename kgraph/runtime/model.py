@@ -27,6 +27,9 @@ class CompiledModel:
         self.optimizer = optimizer
         self.stop_training = False
         self.history = None
+        self.replicas = None          # set by a kgraph.distribute strategy
+        self.is_chief = True          # only the chief replica prints and writes files
+        self.shuffle_random = executable.random
 
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> list:
@@ -124,7 +127,11 @@ class CompiledModel:
 
     def _train_step(self, xs, ys, trackers):
         opt = self.optimizer
-        outs = self.executable.run("train", xs, ys, lr=opt.current_learning_rate(), step=opt.iterations + 1)
+        lr, step = opt.current_learning_rate(), opt.iterations + 1
+        if self.replicas is not None:
+            outs = self.replicas.train_step(xs, ys, lr, step)
+        else:
+            outs = self.executable.run("train", xs, ys, lr=lr, step=step)
         opt.iterations += 1
         return self._batch_logs(outs, ys, trackers)
 
@@ -153,6 +160,11 @@ class CompiledModel:
             vxs, vys = self._inputs(vx), self._targets(vy)
         n = len(xs[0])
         steps = max(1, math.ceil(n / batch_size))
+        if self.replicas is not None and n % batch_size and n % batch_size < self.replicas.num_replicas:
+            steps -= 1  # a last batch smaller than the number of replicas is skipped
+        if not self.is_chief:  # other replicas train silently and write nothing
+            verbose = 0
+            callbacks = [c for c in (callbacks or []) if not getattr(c, "writes_files", False)]
         cbs = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=self,
                            verbose=verbose, epochs=epochs, steps=steps)
         self.stop_training = False
@@ -161,7 +173,7 @@ class CompiledModel:
         for epoch in range(initial_epoch, epochs):
             cbs.on_epoch_begin(epoch)
             if shuffle:
-                order = self.executable.random.permutation(n)
+                order = self.shuffle_random.permutation(n)
                 ex, ey = [a[order] for a in xs], [a[order] for a in ys]
             else:
                 ex, ey = xs, ys
