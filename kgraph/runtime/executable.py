@@ -8,6 +8,7 @@ import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: load it so its threads can be limited)
 from threadpoolctl import ThreadpoolController
 
+from .denormals import flush_denormals
 from .loader import import_file
 
 # Below this many FLOPs a GEMM runs faster on one BLAS thread: waking the others costs more than
@@ -19,6 +20,7 @@ _blas = ThreadpoolController()
 class Executable:
     def __init__(self, steps: dict, params: list, dtype: str = "float32", seed: int | None = None):
         """steps: kind -> manifest (kgraph.codegen.step_manifest); params: [{"node", "offset", "shape"}]."""
+        flush_denormals()  # as TensorFlow does: denormal arithmetic made long runs 8x slower
         self.dtype = np.dtype(dtype)
         self.steps = steps
         self.param_layout = params
@@ -29,6 +31,7 @@ class Executable:
         self._functions = {}
         self._arenas = {}
         self._rng_buffers = {}
+        self._output_views = {}
         self.random = np.random.default_rng(seed)
         self._blas_threads = None
         self.max_blas_threads = None  # replicas sharing the cores set 1
@@ -92,7 +95,11 @@ class Executable:
             self._last_batch = (inputs, labels)
         self.function(kind, part)(batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step),
                                   *inputs, *labels)
-        return {name: self._output(arena, m, place, batch) for name, place in m["outputs"].items()}
+        cached = self._output_views.get((kind, batch))
+        if cached is None or cached[0] is not arena:  # views stay valid until the arena is reallocated
+            cached = self._output_views[(kind, batch)] = (
+                arena, {name: self._output(arena, m, place, batch) for name, place in m["outputs"].items()})
+        return cached[1]
 
     def apply(self, lr: float, step: float) -> None:
         """The optimizer update from the gradient bucket (after replicas averaged it)."""
