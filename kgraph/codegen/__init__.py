@@ -34,7 +34,8 @@ def step_manifest(compiled, path) -> dict:
         "labels": [{"id": n.id, "dtype": n.type.dtype, "shape": list(n.type.shape)} for n in g.sources("label")],
         "outputs": {k: place(v) for k, v in g.outputs.items() if place(v) is not None},
         "state": [{"node": n.id, "slot": n.attrs.get("slot"), "param": n.attrs.get("param"),
-                   "offset": plan.slots[n.id].offset, "shape": list(n.type.shape)} for n in g.sources("state")],
+                   "offset": plan.slots[n.id].offset, "shape": list(n.type.shape), "init": n.attrs.get("init", 0.0)}
+                  for n in g.sources("state")],
         "state_size": plan.buckets.get("state", 0),
         "param_size": plan.buckets.get("params", 0),
     }
