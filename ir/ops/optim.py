@@ -146,7 +146,7 @@ def adamax(w, g, m, u, *, lr, t, beta_1, beta_2, epsilon):
 def nadam_momentum_product(beta_1, t):
     """Keras Nadam's u_product after step t: the product over s = 1..t of
     beta_1 * (1 - 0.5 * 0.96**s). Past s = 1000 the bracket is 1 in float64, so the loop stops there
-    (the CPU kernels compile this same function)."""
+    (cpu_kernels has a copy)."""
     p = 1.0
     for s in range(1, min(int(t), 1000) + 1):
         p *= 1 - 0.5 * 0.96 ** s

@@ -404,6 +404,7 @@ class CpuCodegen:
             return [self._update_call(node, op, None, hyper, list(zip(regions, ranges)))]
         return [self._update_call(node, op, group, hyper) for group in groups]
 
+
 def generate(compiled) -> str:
     """The Python source of the compiled graph's step function, named `<kind>_step`."""
     return CpuCodegen(compiled, f"{compiled.kind}_step").generate()

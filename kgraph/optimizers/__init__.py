@@ -6,8 +6,6 @@ from __future__ import annotations
 from . import schedules
 from .schedules import LearningRateSchedule
 
-OPTIONS = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm")   # every Keras 3 optimizer takes these
-
 
 class Optimizer:
     kind = ""   # the optimizer pass's name for the update rule

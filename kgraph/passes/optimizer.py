@@ -6,10 +6,9 @@ from __future__ import annotations
 from ir import scalar
 from ir.ops.optim import UPDATES
 
-# Keras optimizer -> the update op that runs it (AdamW is Adam with its weight decay)
-OPTIMIZERS = {"sgd": "sgd_update", "adam": "adam_update", "adamw": "adam_update", "rmsprop": "rmsprop_update",
-              "adagrad": "adagrad_update", "adadelta": "adadelta_update", "adamax": "adamax_update",
-              "nadam": "nadam_update"}
+# optimizer kind -> the update op that runs it (Keras's AdamW is "adam" with a weight_decay)
+OPTIMIZERS = {"sgd": "sgd_update", "adam": "adam_update", "rmsprop": "rmsprop_update", "adagrad": "adagrad_update",
+              "adadelta": "adadelta_update", "adamax": "adamax_update", "nadam": "nadam_update"}
 CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
 
 
