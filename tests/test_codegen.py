@@ -44,10 +44,38 @@ def _feeds(compiled, exe, inputs, labels, manifest, lr, step):
     return {k: v for k, v in feeds.items() if k in compiled.graph}
 
 
+# every update kernel, with each clipping and the weight decay somewhere
+OPTIMIZERS = [("sgd", {"momentum": 0.9, "nesterov": True, "clipnorm": 0.05}),
+              ("adam", {"amsgrad": True, "weight_decay": 0.1, "global_clipnorm": 0.05}),
+              ("rmsprop", {"centered": True, "momentum": 0.5, "clipvalue": 0.01}),
+              ("adagrad", {}), ("adadelta", {}), ("adamax", {}), ("nadam", {"global_clipnorm": 0.05})]
+
+
+def _single_weight_config():
+    """shared_layer without its bias: one parameter, so its update stays unfused."""
+    config = json.loads((CONFIGS / "k3_shared_layer.json").read_text())
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] == "Dense":
+            layer["config"]["use_bias"] = False
+    return config
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("optimizer", [("adam", {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7})])
 def test_train_step_matches_interpreter(arch, optimizer):
-    fm = build_model(json.loads((CONFIGS / f"k3_{arch}.json").read_text()), seed=1)
+    _check_train_step(json.loads((CONFIGS / f"k3_{arch}.json").read_text()), optimizer)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=lambda o: o[0])
+def test_every_update_kernel_matches_its_reference(optimizer, fused):
+    config = json.loads((CONFIGS / "k3_residual_add.json").read_text()) if fused else _single_weight_config()
+    compiled = _check_train_step(config, optimizer)
+    assert {n.op == "fused_update" for n in compiled.graph.nodes() if n.op.endswith("_update")} == {fused}
+
+
+def _check_train_step(config, optimizer):
+    fm = build_model(config, seed=1)
     kind = "train" if fm.weights else "test"   # a model of merge layers only has nothing to train
     compiled, manifest = _compile(fm, kind, optimizer if fm.weights else None)
     layout, offset = [], 0
@@ -72,6 +100,7 @@ def test_train_step_matches_interpreter(arch, optimizer):
                                        rtol=1e-4, atol=1e-6)
         for p, w in zip(layout, exe.get_weights()):
             np.testing.assert_allclose(w, feeds[p["node"]], rtol=1e-4, atol=1e-6, err_msg=p["node"])
+    return compiled
 
 
 def test_generated_source_is_readable():

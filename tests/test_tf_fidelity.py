@@ -24,7 +24,7 @@ def _arrays(data, prefix):
 
 
 def test_every_fixture_is_tested():
-    assert len(CASES) >= 12
+    assert len(CASES) >= 28   # 12 models, then every optimizer, clipping and schedule (opt_*, sched_*)
 
 
 @pytest.mark.parametrize("case", CASES)

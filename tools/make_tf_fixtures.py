@@ -241,6 +241,50 @@ FIDELITY_CASES = {
 }
 
 
+def on_mlp(make_opt):
+    """A case of the MLP with sparse labels: what differs is the optimizer."""
+    return (build_mlp, [IN_DIM], sparse_targets,
+            "sparse_categorical_crossentropy", make_opt)
+
+
+O, S = keras.optimizers, keras.optimizers.schedules
+# Every optimizer, each gradient clipping and one schedule per class. Steps
+# and thresholds are chosen so that each feature acts within the five steps
+# (clipping is active, every schedule changes the rate, Adadelta's tiny
+# first steps are scaled up by its learning rate).  Appended after the cases
+# above so that their seeds, and files, stay the same.
+FIDELITY_CASES.update({
+    "opt_adam_amsgrad": on_mlp(lambda: O.Adam(0.01, amsgrad=True)),
+    "opt_adamw": on_mlp(lambda: O.AdamW(0.01, weight_decay=0.05)),
+    "opt_adagrad": on_mlp(lambda: O.Adagrad(0.05)),
+    "opt_adadelta": on_mlp(lambda: O.Adadelta(1.0, rho=0.9)),
+    "opt_adamax": on_mlp(lambda: O.Adamax(0.01)),
+    "opt_nadam": on_mlp(lambda: O.Nadam(0.01)),
+    "opt_rmsprop_centered": on_mlp(lambda: O.RMSprop(0.01, momentum=0.5,
+                                                     centered=True)),
+    "opt_sgd_weight_decay": on_mlp(lambda: O.SGD(0.05, momentum=0.9,
+                                                 weight_decay=0.1)),
+    "opt_sgd_clipnorm": on_mlp(lambda: O.SGD(0.05, momentum=0.9,
+                                             clipnorm=0.1)),
+    "opt_sgd_clipvalue": on_mlp(lambda: O.SGD(0.05, momentum=0.9,
+                                              clipvalue=0.02)),
+    "opt_adam_global_clipnorm": on_mlp(lambda: O.Adam(
+        0.01, epsilon=0.01, global_clipnorm=0.2)),
+    "sched_exponential": on_mlp(lambda: O.SGD(S.ExponentialDecay(
+        0.1, decay_steps=2, decay_rate=0.5, staircase=True))),
+    "sched_inverse_time": on_mlp(lambda: O.SGD(S.InverseTimeDecay(
+        0.1, decay_steps=1, decay_rate=0.5))),
+    "sched_piecewise": on_mlp(lambda: O.SGD(S.PiecewiseConstantDecay(
+        [1, 3], [0.1, 0.05, 0.01]))),
+    "sched_polynomial": on_mlp(lambda: O.SGD(S.PolynomialDecay(
+        0.1, decay_steps=2, end_learning_rate=0.01, power=2.0,
+        cycle=True))),
+    "sched_cosine": on_mlp(lambda: O.Adam(S.CosineDecay(
+        0.001, decay_steps=3, alpha=0.1, warmup_target=0.02,
+        warmup_steps=2))),
+})
+
+
 def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
     builder, in_dims, make_targets, loss, make_opt = spec
     reset(seed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .elementwise import ACTIVATIONS, broadcast_type, same_type
+from .optim import SHARED
 from .registry import REGISTRY, OpDef, Pattern, register
 
 
@@ -50,7 +51,7 @@ def _fused_update(*args, update, per_param, shared, hyper=()):
 def update_groups(node) -> list[tuple]:
     """The (w, g, *slots) operand groups of an update node, one per parameter."""
     if node.op != "fused_update":
-        return [tuple(node.inputs[:len(node.inputs) - (2 if node.op == "adam_update" else 1)])]
+        return [tuple(node.inputs[:len(node.inputs) - len(SHARED)])]
     k, n_shared = node.attrs["per_param"], node.attrs["shared"]
     ops = node.inputs[:len(node.inputs) - n_shared]
     return [tuple(ops[j:j + k]) for j in range(0, len(ops), k)]

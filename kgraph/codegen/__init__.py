@@ -1,7 +1,15 @@
-"""Code generation: Python source of Numba kernels from a compiled graph and its memory plan."""
-from .cpu import generate as generate_cpu
+"""Code generation: Python source of Numba kernels from a compiled graph and its memory plan.
+
+Generated steps import this package's hand-written kernels (cpu_kernels) at run time, so this
+module imports the generators only when called: a compiled trainer loads no IR or networkx."""
 
 __all__ = ["generate_cpu"]
+
+
+def generate_cpu(compiled) -> str:
+    from .cpu import generate
+
+    return generate(compiled)
 
 
 def step_manifest(compiled, path) -> dict:
@@ -35,7 +43,8 @@ def step_manifest(compiled, path) -> dict:
         "labels": [{"id": n.id, "dtype": n.type.dtype, "shape": list(n.type.shape)} for n in g.sources("label")],
         "outputs": {k: place(v) for k, v in g.outputs.items() if place(v) is not None},
         "state": [{"node": n.id, "slot": n.attrs.get("slot"), "param": n.attrs.get("param"),
-                   "offset": plan.slots[n.id].offset, "shape": list(n.type.shape)} for n in g.sources("state")],
+                   "offset": plan.slots[n.id].offset, "shape": list(n.type.shape), "init": n.attrs.get("init", 0.0)}
+                  for n in g.sources("state")],
         "state_size": plan.buckets.get("state", 0),
         "param_size": plan.buckets.get("params", 0),
     }

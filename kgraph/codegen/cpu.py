@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ir import BATCH, Pattern, format_node, get_op
 from ir.ops.fused import update_groups
+from ir.ops.optim import UPDATES
 
 from .templates import ACT_FORWARD, ACT_GRAD, ELEMWISE
 
@@ -25,6 +26,17 @@ from kgraph.codegen import cpu_kernels as K
 
 '''
 JIT = '@njit(cache=True, error_model="numpy", nogil=True)'
+# update op -> (kernel in cpu_kernels, every slot it can take and its hyper-parameters, in argument order)
+UPDATE_KERNELS = {
+    "sgd_update": ("sgd", ["momentum"], ["momentum", "nesterov"]),
+    "adam_update": ("adam", ["m", "v", "v_hat"], ["beta_1", "beta_2", "epsilon", "amsgrad"]),
+    "rmsprop_update": ("rmsprop", ["velocity", "average_gradient", "momentum"],
+                       ["rho", "momentum", "epsilon", "centered"]),
+    "adagrad_update": ("adagrad", ["accumulator"], ["epsilon"]),
+    "adadelta_update": ("adadelta", ["accumulated_grad", "accumulated_delta_var"], ["rho", "epsilon"]),
+    "adamax_update": ("adamax", ["m", "u"], ["beta_1", "beta_2", "epsilon"]),
+    "nadam_update": ("nadam", ["m", "v"], ["beta_1", "beta_2", "epsilon"]),
+}
 STEP_ARGS = ["B", "arena", "params", "grads", "state", "rng", "lr", "step"]
 
 
@@ -152,7 +164,9 @@ class CpuCodegen:
         op = get_op(node.op)
         if op.pattern is Pattern.VIEW:
             return [f"{_var(node.id)} = {self._operand(node.inputs[0])}.reshape({shape_expr(node.type.shape)})"]
-        lines = [] if op.pattern is Pattern.UPDATE else self._define(node)
+        if op.pattern is Pattern.UPDATE:
+            return self._emit_update(node)
+        lines = self._define(node)
         if node.attrs.get("computed_by"):
             return lines + [f"# (computed by %{node.attrs['computed_by']})"]
         emit = getattr(self, "_emit_" + node.op, None)
@@ -367,46 +381,36 @@ class CpuCodegen:
                 return None
         return slots[0].offset, slots[-1].offset + slots[-1].size
 
-    def _update_call(self, op, group, hyper, ranges=None) -> str:
+    def _update_call(self, node, op, group, hyper, ranges=None) -> str:
+        """A call of the update kernel: (w, g, *all its slots, lr, step, gscale, *hyper, weight_decay)."""
         if ranges is not None:
             args = [f"{region}[{a}:{b}]" for region, (a, b) in ranges]
         else:
             args = [f"{_var(n)}.reshape(({_prod(self.g.type(n).shape)},))" for n in group]
-        h = dict(hyper)
-        if op == "sgd_update":
-            if h.get("momentum"):
-                return f"K.sgd_momentum({', '.join(args[:3])}, lr, {float(h['momentum'])!r}, {bool(h.get('nesterov'))})"
-            return f"K.sgd({', '.join(args[:2])}, lr)"
-        if op == "adam_update":
-            return (f"K.adam({', '.join(args[:4])}, lr, step, {h.get('beta_1', 0.9)!r}, "
-                    f"{h.get('beta_2', 0.999)!r}, {h.get('epsilon', 1e-7)!r})")
-        if op == "rmsprop_update":
-            w, g, v, *rest = args
-            centered, momentum = bool(h.get("centered")), float(h.get("momentum", 0.0))
-            ag = rest.pop(0) if centered else v
-            mom = rest.pop(0) if momentum > 0 else v
-            return (f"K.rmsprop({w}, {g}, {v}, {ag}, {mom}, lr, {h.get('rho', 0.9)!r}, {momentum!r}, "
-                    f"{h.get('epsilon', 1e-7)!r}, {centered})")
-        raise NotImplementedError(f"no CPU kernel for optimizer update {op!r}")
+        kernel, kernel_slots, kernel_hyper = UPDATE_KERNELS[op]
+        h = {**UPDATES[op].defaults, **dict(hyper)}
+        present = dict(zip(UPDATES[op].slots(h), args[2:]))
+        slots = [present.get(name, args[1]) for name in kernel_slots]   # an absent slot: any array
+        gscale = f"{self._operand(node.inputs[-1])}[0]"
+        values = [repr(h[k] if isinstance(h[k], bool) else float(h[k])) for k in kernel_hyper]
+        values.append(repr(float(h.get("weight_decay", 0.0))))
+        return f"K.{kernel}({', '.join(args[:2] + slots + ['lr', 'step', gscale] + values)})"
 
-    def _emit_update(self, node, op, hyper):
+    def _emit_update(self, node):
+        if node.op == "fused_update":
+            op, hyper = node.attrs["update"], node.attrs.get("hyper", ())
+        else:
+            op, hyper = node.op, node.semantic_attrs().items()
+        if op not in UPDATE_KERNELS:
+            raise NotImplementedError(f"no CPU kernel for optimizer update {op!r}")
         groups = update_groups(node)
         # one loop over whole buckets when every operand kind is laid out back to back
         columns = list(zip(*groups))
         regions = ["params", "grads"] + ["state"] * (len(columns) - 2)
         ranges = [self._bucket_range(col, region) for col, region in zip(columns, regions)]
         if all(r is not None for r in ranges):
-            return [self._update_call(op, None, hyper, list(zip(regions, ranges)))]
-        return [self._update_call(op, group, hyper) for group in groups]
-
-    def _emit_fused_update(self, node):
-        return self._emit_update(node, node.attrs["update"], node.attrs.get("hyper", ()))
-
-    def _emit_sgd_update(self, node):
-        return self._emit_update(node, node.op, node.semantic_attrs().items())
-
-    _emit_adam_update = _emit_sgd_update
-    _emit_rmsprop_update = _emit_sgd_update
+            return [self._update_call(node, op, None, hyper, list(zip(regions, ranges)))]
+        return [self._update_call(node, op, group, hyper) for group in groups]
 
 
 def generate(compiled) -> str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ir import Pattern, get_op
 from ir.ops import ACTIVATIONS
+from ir.ops.optim import SHARED
 
 
 @dataclass
@@ -164,7 +165,7 @@ def fuse_updates(graph) -> list[Decision]:
     if len(updates) < 2:
         return []
     op, hyper = updates[0].op, {k: v for k, v in updates[0].attrs.items()}
-    n_shared = 2 if op == "adam_update" else 1
+    n_shared = len(SHARED)
     if any(u.op != op or u.attrs != hyper or u.inputs[-n_shared:] != updates[0].inputs[-n_shared:] for u in updates):
         return [Decision("multi-tensor update", updates[0].id, False, "parameters use different update rules")]
     per_param = len(updates[0].inputs) - n_shared

@@ -27,7 +27,7 @@ class Executable:
         size = sum(int(np.prod(p["shape"])) for p in params)
         self.params = np.zeros(size, self.dtype)
         self.grads = np.zeros(size, self.dtype)
-        self.state = np.zeros(max((m["state_size"] for m in steps.values()), default=0), self.dtype)
+        self.state = self._initial_state(steps.get("train"))
         self._functions = {}
         self._arenas = {}
         self._rng_buffers = {}
@@ -37,11 +37,18 @@ class Executable:
         self.max_blas_threads = None  # replicas sharing the cores set 1
 
     def add_step(self, kind: str, manifest: dict) -> None:
-        """Install (or replace) a compiled step; the state bucket grows to what it needs."""
+        """Install (or replace) a compiled step; a new training step starts with fresh optimizer state."""
         self.steps[kind] = manifest
         self._functions = {k: f for k, f in self._functions.items() if k[0] != kind}
-        if manifest["state_size"] != self.state.size and kind == "train":
-            self.state = np.zeros(manifest["state_size"], self.dtype)
+        if kind == "train":
+            self.state = self._initial_state(manifest)
+
+    def _initial_state(self, manifest) -> np.ndarray:
+        """The optimizer's slots as Keras starts them: zeros, or e.g. Adagrad's initial_accumulator_value."""
+        state = np.zeros(manifest["state_size"] if manifest else 0, self.dtype)
+        for s in manifest["state"] if manifest else ():
+            state[s["offset"]:s["offset"] + int(np.prod(s["shape"]))] = s.get("init", 0.0)
+        return state
 
     # ------------------------------------------------------------------ weights
     def param_view(self, p) -> np.ndarray:
