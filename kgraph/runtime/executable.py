@@ -20,6 +20,7 @@ class Executable:
         self._functions = {}
         self._arenas = {}
         self._rng_buffers = {}
+        self._ones_cache = {}
         self.random = np.random.default_rng(seed)
 
     def add_step(self, kind: str, manifest: dict) -> None:
@@ -61,11 +62,14 @@ class Executable:
             buf = store[kind] = np.zeros(max(need, 1), self.dtype)
         return buf
 
-    def run(self, kind: str, inputs: list, labels: list = (), lr: float = 0.0, step: float = 1.0) -> dict:
-        """One call of the compiled step on a batch. Returns its outputs as views into the
-        arena, valid until the next call."""
+    def run(self, kind: str, inputs: list, labels: list = (), sample_weights: list = (), lr: float = 0.0,
+            step: float = 1.0) -> dict:
+        """One call of the compiled step on a batch; no sample weights weigh every sample 1.
+        Returns the step's outputs as views into the arena, valid until the next call."""
         m = self.steps[kind]
         batch = len(inputs[0])
+        if labels and not sample_weights:
+            sample_weights = self._ones(m, batch)
         arena = self._buffer(self._arenas, kind, *m["arena"], batch)
         rng = self._buffer(self._rng_buffers, kind, *m["rng"], batch)
         for mask in m["rng_masks"]:
@@ -74,8 +78,15 @@ class Executable:
             np.greater_equal(view, mask["rate"], out=view)   # keep with probability 1 - rate
             view *= self.dtype.type(1.0 / (1.0 - mask["rate"]))
         self.function(kind)(batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step),
-                            *inputs, *labels)
+                            *inputs, *labels, *sample_weights)
         return {name: self._output(arena, m, place, batch) for name, place in m["outputs"].items()}
+
+    def _ones(self, m, batch) -> list:
+        shapes = [tuple(batch if d == "B" else d for d in s["shape"]) for s in m.get("sample_weights", ())]
+        key = tuple(shapes)
+        if key not in self._ones_cache:
+            self._ones_cache[key] = [np.ones(s, self.dtype) for s in shapes]
+        return self._ones_cache[key]
 
     @staticmethod
     def _mask_view(rng, m, mask, batch):
