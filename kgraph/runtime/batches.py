@@ -50,9 +50,10 @@ def is_batch_source(x) -> bool:
 
 class EpochIterator:
     """With steps_per_epoch, epochs draw that many batches from one iterator that carries on
-    across epochs (a new pass starts when a pass of known length ends); without it, every epoch
-    is one pass. A source that runs out before steps_per_epoch warns as Keras does and sets
-    `exhausted`, which ends training."""
+    across epochs (a new pass starts when a pass of known length ends, and an epoch stops short,
+    with Keras's warning, at the end of a pass); without it, every epoch is one pass. A source
+    that runs out (before steps_per_epoch, or a generator on its second pass) warns as Keras does
+    and sets `exhausted`, which ends training."""
 
     def __init__(self, batches, steps_per_epoch=None):
         self.batches = batches
@@ -77,8 +78,8 @@ class EpochIterator:
                 break
             try:
                 batch = next(self._iterator)
-            except StopIteration:
-                if self.steps_per_epoch is not None:
+            except StopIteration:   # a generator without steps_per_epoch ends its only pass here
+                if self.steps_per_epoch is not None or step == 0:
                     warnings.warn(OUT_OF_DATA, stacklevel=3)
                     self.exhausted = True
                 break
