@@ -162,6 +162,9 @@ def _binary_inputs(y_true, y_pred, top_k=None, class_id=None):
         y_pred = kept
     if class_id is not None:
         y_true, y_pred = y_true[..., class_id], y_pred[..., class_id]
+    if np.shape(y_true) != y_pred.shape:
+        raise ValueError(f"confusion metrics need targets shaped as the predictions: got {np.shape(y_true)} "
+                         f"for {y_pred.shape} (one-hot targets, or class_id)")
     return np.asarray(y_true).reshape(-1) != 0, y_pred.reshape(-1)
 
 

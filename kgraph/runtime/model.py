@@ -2,6 +2,7 @@
 over an Executable. It knows the compiled steps' inputs and outputs, never an op's maths."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -211,9 +212,13 @@ class CompiledModel:
         cbs.on_train_begin()
         logs = {}
         for epoch in range(initial_epoch, epochs):
+            steps = batches.epoch()
+            first = next(steps, None)
+            if first is None:     # the source ran out (EpochIterator warned)
+                break
             cbs.on_epoch_begin(epoch)
             epoch_logs = EpochLogs(self.info)
-            for step, batch in batches.epoch():
+            for step, batch in itertools.chain([first], steps):
                 cbs.on_train_batch_begin(step)
                 self._train_step(batch, epoch_logs)
                 cbs.on_train_batch_end(step, epoch_logs.result())
