@@ -40,6 +40,8 @@ def _feeds(compiled, exe, inputs, labels, manifest, lr, step):
         feeds[nid] = x
     for spec, y in zip(manifest["labels"], labels):
         feeds[spec["id"]] = y
+    for spec, y in zip(manifest["sample_weights"], labels):  # the step weighs every sample 1 when given none
+        feeds[spec["id"]] = np.ones(len(y), np.float32)
     feeds["lr"], feeds["step"] = np.float32(lr), float(step)
     return {k: v for k, v in feeds.items() if k in compiled.graph}
 

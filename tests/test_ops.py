@@ -134,9 +134,10 @@ GRAD_CASES = [
     # -- reductions over several axes, with and without keepdims
     *[Case(op, [I(normal((B, 2, 4), 24))], {"axes": axes, "keepdims": keep},
            name=f"{op}_axes{axes}_keep{keep}")
-      for op in ("reduce_sum", "reduce_mean")
+      for op in ("reduce_sum", "reduce_mean", "reduce_max")
       for axes in (None, 0, 1, -1, (1, 2), (0, 2))
       for keep in (False, True)],
+    Case("where", [L((normal((B, 4), 64) > 0).astype(np.float64)), I(normal((B, 4), 65)), P(normal((4,), 66))]),
     # -- matrix products: every transpose combination, with fixed shapes and with a batch dim
     *[Case("matmul", [P(normal((4, 3) if ta else (3, 4), 25)), P(normal((5, 4) if tb else (4, 5), 26))],
            {"transpose_a": ta, "transpose_b": tb}, name=f"matmul_ta{ta}_tb{tb}")
@@ -165,7 +166,7 @@ GRAD_CASES = [
 SHARED_VALUES = [P(np.array(0.1)), P(np.array(2.0)), P(np.array(0.5))]   # lr, step, gscale
 FORWARD_CASES = [
     *[Case(op, [I(normal((B, 3), 40)), P(normal((3,), 41))]) for op in ("greater", "greater_equal", "less",
-                                                                      "less_equal")],
+                                                                      "less_equal", "equal")],
     Case("in_range", [I(normal((B, 3), 42))], {"lo": -0.5, "hi": 0.5}),
     *[Case("act_grad", [I(normal((B, 3), 43)), I(away((B, 3), 44))], {"activation": a}, name=f"act_grad_{a}")
       for a in ACTIVATIONS],

@@ -29,8 +29,15 @@ It writes two groups of files under ``--out``:
                               regularization penalties included)
       ``w_step<k>_<i>``       ``model.get_weights()`` after step k (1..5)
 
-    json: ``{"model_config", "compile": {"optimizer", "loss", "metrics"},
-    "batch_size", "steps", "versions"}``.
+      ``sw``                  per-sample weights given to every call (cases
+                              with a sample_weight, or with a class_weight:
+                              then the weights Keras derived from it)
+
+    json: ``{"model_config", "compile": {"optimizer", "loss", "loss_weights",
+    "metrics"}, "fit": {"sample_weight": bool, "class_weight": {class:
+    weight} or null}, "logs": [the dict train_on_batch returned, per step],
+    "batch_size", "steps", "versions"}``.  Keras 3.15's ``Huber.get_config``
+    drops ``delta``; the script adds it back to the loss config.
 
 ``configs/``  -- a zoo of model configs for the parser
     ``k3_<arch>.json``  ``model.to_json()`` of Keras 3 (indented)
@@ -189,6 +196,34 @@ def build_l2():
     )
 
 
+def build_positive():
+    return keras.Sequential(
+        [
+            keras.Input(shape=(IN_DIM,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(3, activation="softplus"),
+        ]
+    )
+
+
+def build_binary_logits():
+    return keras.Sequential(
+        [
+            keras.Input(shape=(IN_DIM,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1),
+        ]
+    )
+
+
+def build_two_heads():
+    x = keras.Input(shape=(IN_DIM,))
+    h = keras.layers.Dense(16, activation="relu", name="trunk")(x)
+    cls = keras.layers.Dense(CLASSES, activation="softmax", name="cls")(h)
+    reg = keras.layers.Dense(3, name="reg")(h)
+    return keras.Model(x, [cls, reg])
+
+
 def sparse_targets(rng):
     return [rng.randint(0, CLASSES, size=BATCH).astype(np.int32)]
 
@@ -206,7 +241,46 @@ def binary_targets(rng):
     return [rng.randint(0, 2, size=(BATCH, 1)).astype(np.float32)]
 
 
-# case name -> (model builder, input dims, target maker, loss, optimizer maker)
+def binary_targets3(rng):
+    return [rng.randint(0, 2, size=(BATCH, 3)).astype(np.float32)]
+
+
+def sign_targets3(rng):
+    return [rng.choice([-1.0, 1.0], size=(BATCH, 3)).astype(np.float32)]
+
+
+def soft_targets(rng):
+    return [rng.dirichlet(np.ones(CLASSES), size=BATCH).astype(np.float32)]
+
+
+def count_targets(rng):
+    return [rng.poisson(2.0, size=(BATCH, 3)).astype(np.float32)]
+
+
+def away_targets(rng):
+    """Regression targets with |t| in [0.5, 2]: MAPE divides by them."""
+    return [(rng.choice([-1.0, 1.0], size=(BATCH, 3))
+             * rng.uniform(0.5, 2.0, size=(BATCH, 3))).astype(np.float32)]
+
+
+def positive_targets(rng):
+    return [rng.exponential(1.0, size=(BATCH, 3)).astype(np.float32)]
+
+
+def two_head_targets(rng):
+    return sparse_targets(rng) + regression_targets(rng)
+
+
+def sgd():
+    return keras.optimizers.SGD(learning_rate=0.05)
+
+
+L = keras.losses
+M = keras.metrics
+
+# case name -> (model builder, input dims, target maker, loss, optimizer maker[, extras]);
+# extras: metrics, loss_weights, sample_weight (True: random weights), class_weight. New cases go
+# last: a case's seed is its position.
 FIDELITY_CASES = {
     "mlp_sgd": (build_mlp, [IN_DIM], sparse_targets,
                 "sparse_categorical_crossentropy", sgd_momentum),
@@ -238,6 +312,52 @@ FIDELITY_CASES = {
                     "binary_crossentropy", adam),
     "l2_sgd": (build_l2, [IN_DIM], sparse_targets,
                "sparse_categorical_crossentropy", sgd_momentum),
+    "mape_adam": (build_regression, [IN_DIM], away_targets, "mape", adam),
+    "msle_adam": (build_positive, [IN_DIM], positive_targets,
+                  "mean_squared_logarithmic_error", adam,
+                  {"metrics": ["mae", "mse", M.RootMeanSquaredError()]}),
+    "huber_sgd": (build_regression, [IN_DIM], regression_targets,
+                  lambda: L.Huber(delta=0.5), sgd_momentum),
+    "log_cosh_adam": (build_regression, [IN_DIM], regression_targets,
+                      "log_cosh", adam),
+    "kld_adam": (build_mlp, [IN_DIM], soft_targets, "kl_divergence", adam),
+    "poisson_adam": (build_positive, [IN_DIM], count_targets, "poisson", adam),
+    "hinge_sgd": (build_regression, [IN_DIM], binary_targets3, "hinge", sgd),
+    "squared_hinge_adam": (build_regression, [IN_DIM], sign_targets3,
+                           "squared_hinge", adam),
+    "categorical_hinge_adam": (build_logits, [IN_DIM], onehot_targets,
+                               "categorical_hinge", adam,
+                               {"metrics": ["categorical_accuracy",
+                                            M.TopKCategoricalAccuracy(k=2)]}),
+    "cosine_sgd": (build_regression, [IN_DIM], regression_targets,
+                   "cosine_similarity", sgd_momentum),
+    "cce_smoothing_adam": (build_mlp, [IN_DIM], onehot_targets,
+                           lambda: L.CategoricalCrossentropy(
+                               label_smoothing=0.1), adam),
+    "cce_logits_sgd": (build_logits, [IN_DIM], onehot_targets,
+                       lambda: L.CategoricalCrossentropy(from_logits=True),
+                       sgd_momentum),
+    "bce_smoothing_adam": (build_binary, [IN_DIM], binary_targets,
+                           lambda: L.BinaryCrossentropy(label_smoothing=0.2),
+                           adam,
+                           {"metrics": ["accuracy", M.AUC(), M.Precision(),
+                                        M.Recall(thresholds=[0.3, 0.7])]}),
+    "bce_logits_adam": (build_binary_logits, [IN_DIM], binary_targets,
+                        lambda: L.BinaryCrossentropy(from_logits=True), adam,
+                        {"metrics": [M.AUC(from_logits=True)]}),
+    "sample_weight_adam": (build_mlp, [IN_DIM], sparse_targets,
+                           "sparse_categorical_crossentropy", adam,
+                           {"sample_weight": True,
+                            "metrics": ["accuracy",
+                                        M.SparseTopKCategoricalAccuracy(k=2)]}),
+    "class_weight_sgd": (build_mlp, [IN_DIM], sparse_targets,
+                         "sparse_categorical_crossentropy", sgd_momentum,
+                         {"class_weight": {0: 0.5, 1: 2.0, 3: 1.5}}),
+    "two_heads_adam": (build_two_heads, [IN_DIM], two_head_targets,
+                       {"cls": "sparse_categorical_crossentropy",
+                        "reg": "mse"}, adam,
+                       {"loss_weights": {"cls": 1.0, "reg": 0.5},
+                        "metrics": {"cls": ["accuracy"], "reg": ["mae"]}}),
 }
 
 
@@ -285,8 +405,26 @@ FIDELITY_CASES.update({
 })
 
 
+def serialize_loss(loss):
+    if isinstance(loss, (str, dict)):
+        return loss
+    config = keras.losses.serialize(loss)
+    if isinstance(loss, keras.losses.Huber):  # Keras 3.15's get_config drops it
+        config["config"]["delta"] = float(loss._fn_kwargs["delta"])
+    return config
+
+
+def serialize_metrics(metrics):
+    if isinstance(metrics, dict):
+        return {k: serialize_metrics(v) for k, v in metrics.items()}
+    if isinstance(metrics, (list, tuple)):
+        return [serialize_metrics(m) for m in metrics]
+    return metrics if isinstance(metrics, str) else keras.metrics.serialize(metrics)
+
+
 def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
-    builder, in_dims, make_targets, loss, make_opt = spec
+    builder, in_dims, make_targets, loss, make_opt, *extras = spec
+    extras = extras[0] if extras else {}
     reset(seed)
     rng = np.random.RandomState(seed)
     xs = [rng.normal(size=(BATCH, d)).astype(np.float32) for d in in_dims]
@@ -295,7 +433,16 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
     model = builder()
     opt = make_opt()
     loss_obj = loss() if callable(loss) else loss
-    model.compile(optimizer=opt, loss=loss_obj, metrics=[])
+    metrics = extras.get("metrics", [])
+    model.compile(optimizer=opt, loss=loss_obj, metrics=metrics,
+                  loss_weights=extras.get("loss_weights"))
+    class_weight = extras.get("class_weight")
+    sw = None
+    if extras.get("sample_weight"):
+        sw = rng.uniform(0.0, 2.0, size=BATCH).astype(np.float32)
+    elif class_weight:
+        sw = np.array([class_weight.get(int(c), 1.0) for c in ys[0]],
+                      np.float32)
 
     arrays = {}
     for i, x in enumerate(xs):
@@ -310,13 +457,24 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
                                                 verbose=0))):
         arrays[f"pred{i}"] = p
 
+    if sw is not None:
+        arrays["sw"] = sw
+
     # Sanity check: the first train_on_batch value must equal the loss of the
     # untouched model on the same batch (i.e. it is reported pre-update).
-    loss_before = float(model.test_on_batch(x_in, y_in))
+    loss_before = model.test_on_batch(x_in, y_in, sample_weight=sw,
+                                      return_dict=True)["loss"]
 
-    losses = []
+    losses, logs = [], []
     for step in range(1, STEPS + 1):
-        losses.append(float(model.train_on_batch(x_in, y_in)))
+        if class_weight:
+            out = model.train_on_batch(x_in, y_in, class_weight=class_weight,
+                                       return_dict=True)
+        else:
+            out = model.train_on_batch(x_in, y_in, sample_weight=sw,
+                                       return_dict=True)
+        logs.append({k: np.asarray(v).tolist() for k, v in out.items()})
+        losses.append(float(out["loss"]))
         for i, w in enumerate(model.get_weights()):
             arrays[f"w_step{step}_{i}"] = w
     arrays["loss"] = np.asarray(losses, dtype=np.float64)
@@ -329,10 +487,14 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
         "model_config": json.loads(model.to_json()),
         "compile": {
             "optimizer": keras.optimizers.serialize(opt),
-            "loss": loss_obj if isinstance(loss_obj, str)
-            else keras.losses.serialize(loss_obj),
-            "metrics": [],
+            "loss": serialize_loss(loss_obj),
+            "loss_weights": extras.get("loss_weights"),
+            "metrics": serialize_metrics(metrics),
         },
+        "fit": {"sample_weight": sw is not None and not class_weight,
+                "class_weight": {str(k): v for k, v in class_weight.items()}
+                if class_weight else None},
+        "logs": logs,
         "batch_size": BATCH,
         "steps": STEPS,
         "versions": VERSIONS,

@@ -8,7 +8,7 @@ def _source_type(types, attrs):
     raise TypeError("a source node's type is given when it is created")
 
 
-for _op in ("input", "label", "param", "state", "scalar", "rng", "const"):
+for _op in ("input", "label", "sample_weight", "param", "state", "scalar", "rng", "const"):
     register(OpDef(_op, Pattern.SOURCE, _source_type, None, None))
 
 __all__ = ["REGISTRY", "OpDef", "Pattern", "get_op", "register", "ACTIVATIONS", "activation_name", "unbroadcast"]

@@ -42,6 +42,18 @@ register(OpDef("reduce_mean", Pattern.REDUCE, _reduce_type,
                .astype(x.dtype), _reduce_vjp(True)))
 
 
+def _reduce_max_vjp(b, g, out, x, axes=None, keepdims=False):
+    """TensorFlow's rule: ties share the gradient equally."""
+    hit = b.equal(x, b.broadcast_like(out, x, axes=axes, keepdims=keepdims))
+    ties = b.broadcast_like(b.reduce_sum(hit, axes=axes, keepdims=keepdims), x, axes=axes, keepdims=keepdims)
+    return (b.div(b.mul(b.broadcast_like(g, x, axes=axes, keepdims=keepdims), hit), ties),)
+
+
+register(OpDef("reduce_max", Pattern.REDUCE, _reduce_type,
+               lambda x, axes=None, keepdims=False: np.max(x, axis=_norm_axes(axes, x.ndim), keepdims=keepdims),
+               _reduce_max_vjp))
+
+
 def _broadcast_like(g, x, axes=None, keepdims=False):
     axes = _norm_axes(axes, x.ndim)
     if not keepdims:

@@ -41,6 +41,8 @@ def step_manifest(compiled, path) -> dict:
         "rng_masks": rng,
         "inputs": [n.id for n in g.sources("input")],
         "labels": [{"id": n.id, "dtype": n.type.dtype, "shape": list(n.type.shape)} for n in g.sources("label")],
+        "sample_weights": [{"id": n.id, "dtype": n.type.dtype, "shape": list(n.type.shape)}
+                           for n in g.sources("sample_weight")],
         "outputs": {k: place(v) for k, v in g.outputs.items() if place(v) is not None},
         "state": [{"node": n.id, "slot": n.attrs.get("slot"), "param": n.attrs.get("param"),
                    "offset": plan.slots[n.id].offset, "shape": list(n.type.shape), "init": n.attrs.get("init", 0.0)}

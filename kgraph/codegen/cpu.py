@@ -1,9 +1,9 @@
 """CPU codegen: Python source of one @numba.njit step function per compiled graph.
 
-The step takes (B, arena, params, grads, state, rng, lr, step, inputs..., labels...), makes a
-view per buffer from the memory plan, and calls per-op kernels in schedule order. Elementwise
-loops (fused chains, GEMM epilogues, activation gradients) are generated here from the scalar
-templates below; everything else calls the hand-written kernels in cpu_kernels.py."""
+The step takes (B, arena, params, grads, state, rng, lr, step, inputs..., labels..., sample
+weights...), makes a view per buffer from the memory plan, and calls per-op kernels in schedule
+order. Elementwise loops (fused chains, GEMM epilogues, activation gradients) are generated here
+from the scalar templates below; everything else calls the hand-written kernels in cpu_kernels.py."""
 from __future__ import annotations
 
 from ir import BATCH, Pattern, format_node, get_op
@@ -93,7 +93,7 @@ class CpuCodegen:
         self.mod = _Module(self.dtype)
         self.func_name = func_name
         self.inputs = [n.id for n in self.g.sources("input")]
-        self.labels = [n.id for n in self.g.sources("label")]
+        self.labels = [n.id for n in self.g.sources("label")] + [n.id for n in self.g.sources("sample_weight")]
 
     def _dtype(self):
         floats = {n.type.dtype for n in self.g.nodes() if n.type.dtype.startswith("float") and n.op != "scalar"}
@@ -290,6 +290,12 @@ class CpuCodegen:
 
     def _emit_reduce_mean(self, node):
         return self._reduce(node, True)
+
+    def _emit_reduce_max(self, node):
+        x = node.inputs[0]
+        pre, mid, post = self._split(self.g.type(x), node.attrs.get("axes"))
+        return [f"K.reduce_max_3d({self._operand(x)}.reshape(({pre}, {mid}, {post})), "
+                f"{_var(node.id)}.reshape(({pre}, {post})))"]
 
     def _emit_broadcast_like(self, node):
         g, x = node.inputs

@@ -110,6 +110,16 @@ def reduce_3d(x, out, mean):
 
 
 @jit
+def reduce_max_3d(x, out):
+    """out[a, c] = max over b of x[a, b, c]."""
+    out[:] = -np.inf
+    for a in range(x.shape[0]):
+        for b in range(x.shape[1]):
+            for c in range(x.shape[2]):
+                out[a, c] = max(out[a, c], x[a, b, c])
+
+
+@jit
 def broadcast_3d(g, out):
     """out[a, b, c] = g[a, c]."""
     for a in range(out.shape[0]):

@@ -32,6 +32,7 @@ class Executable:
         self._arenas = {}
         self._rng_buffers = {}
         self._output_views = {}
+        self._ones_cache = {}
         self.random = np.random.default_rng(seed)
         self._blas_threads = None
         self.max_blas_threads = None  # replicas sharing the cores set 1
@@ -84,12 +85,14 @@ class Executable:
             buf = store[kind] = np.zeros(max(need, 1), self.dtype)
         return buf
 
-    def run(self, kind: str, inputs: list, labels: list = (), lr: float = 0.0, step: float = 1.0,
-            part: str = "step") -> dict:
-        """One call of the compiled step on a batch (or of its "grads" half). Returns its outputs
-        as views into the arena, valid until the next call."""
+    def run(self, kind: str, inputs: list, labels: list = (), sample_weights: list = (), lr: float = 0.0,
+            step: float = 1.0, part: str = "step") -> dict:
+        """One call of the compiled step on a batch (or of its "grads" half); no sample weights
+        weigh every sample 1. Returns the outputs as views into the arena, valid until the next call."""
         m = self.steps[kind]
         batch = len(inputs[0])
+        if labels and not sample_weights:
+            sample_weights = self._ones(m, batch)
         arena = self._buffer(self._arenas, kind, *m["arena"], batch)
         rng = self._buffer(self._rng_buffers, kind, *m["rng"], batch)
         for mask in m["rng_masks"]:
@@ -99,9 +102,9 @@ class Executable:
             view *= self.dtype.type(1.0 / (1.0 - mask["rate"]))
         self._choose_blas_threads(m.get("gemm_flops_per_sample", 0) * batch)
         if kind == "train":
-            self._last_batch = (inputs, labels)
+            self._last_batch = (*inputs, *labels, *sample_weights)
         self.function(kind, part)(batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step),
-                                  *inputs, *labels)
+                                  *inputs, *labels, *sample_weights)
         cached = self._output_views.get((kind, batch))
         if cached is None or cached[0] is not arena:  # views stay valid until the arena is reallocated
             cached = self._output_views[(kind, batch)] = (
@@ -110,9 +113,9 @@ class Executable:
 
     def apply(self, lr: float, step: float) -> None:
         """The optimizer update from the gradient bucket (after replicas averaged it)."""
-        inputs, labels = self._last_batch  # the update half never reads the batch arguments
-        self.function("train", "apply")(len(inputs[0]), self._arenas["train"], self.params, self.grads, self.state,
-                                        self._rng_buffers["train"], float(lr), float(step), *inputs, *labels)
+        batch = self._last_batch  # the update half never reads the batch arguments
+        self.function("train", "apply")(len(batch[0]), self._arenas["train"], self.params, self.grads, self.state,
+                                        self._rng_buffers["train"], float(lr), float(step), *batch)
 
     def _choose_blas_threads(self, gemm_flops):
         threads = 1 if gemm_flops < SMALL_GEMM_FLOPS else (os.cpu_count() or 1)
@@ -120,6 +123,13 @@ class Executable:
         if threads != self._blas_threads:  # a limit costs a library call: set it only when it changes
             _blas.limit(limits=threads, user_api="blas")
             self._blas_threads = threads
+
+    def _ones(self, m, batch) -> list:
+        shapes = [tuple(batch if d == "B" else d for d in s["shape"]) for s in m.get("sample_weights", ())]
+        key = tuple(shapes)
+        if key not in self._ones_cache:
+            self._ones_cache[key] = [np.ones(s, self.dtype) for s in shapes]
+        return self._ones_cache[key]
 
     @staticmethod
     def _mask_view(rng, m, mask, batch):
