@@ -15,7 +15,8 @@ from kgraph.runtime.loader import write_source
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 ARCHS = ["seq_mlp", "seq_shapes", "two_input_concat", "residual_add", "shared_layer", "nested", "merges",
-         "multi_output", "activations"]
+         "multi_output", "activations", "conv2d", "conv_layers", "norm_embed"]
+VOCABULARY = {"norm_embed": 11}  # models whose input is token ids
 
 
 def _compile(fm, kind, optimizer):
@@ -24,7 +25,7 @@ def _compile(fm, kind, optimizer):
     losses = [{"name": "mean_squared_error"}] * n_out
     regs = [(w.node, w.regularizer.get("l1", 0.0), w.regularizer.get("l2", 0.0)) for w in fm.weights if w.regularizer]
     compiled = run_pipeline(kind, graph, [w.node for w in fm.weights], losses=losses, regularizers=regs,
-                            optimizer=optimizer, debug=True)
+                            optimizer=optimizer, debug=True, trainable=[w.node for w in fm.weights if w.trainable])
     path = write_source(generate_cpu(compiled), f"test_{fm.name}_{kind}")
     return compiled, step_manifest(compiled, path)
 
@@ -58,6 +59,8 @@ def test_train_step_matches_interpreter(arch, optimizer):
     exe.set_weights([w.value for w in fm.weights])
     rs = np.random.RandomState(0)
     inputs = [rs.randn(5, *i.shape[1:]).astype(np.float32) * 0.5 for i in fm.inputs]
+    if arch in VOCABULARY:
+        inputs = [rs.randint(0, VOCABULARY[arch], size=x.shape).astype(np.float32) for x in inputs]
     labels = [rs.randn(5, *s["shape"][1:]).astype(np.float32) for s in manifest["labels"]]
     for step in (1, 2):
         feeds = _feeds(compiled, exe, inputs, labels, manifest, 0.01, step)

@@ -158,6 +158,32 @@ GRAD_CASES = [
     Case("softmax_cross_entropy", [I(normal((B, 5), 34)), L(soft_targets((B, 5), 35))]),
     Case("sparse_softmax_cross_entropy", [I(normal((B, 5), 36)), L(labels(B, 5, 37))]),
     Case("pick", [I(pos((B, 5), 38, 0.05, 1.0)), L(labels(B, 5, 39))]),
+    # -- matmul over the last axis of a rank-3 operand (Dense on sequences) and its transposes
+    Case("matmul", [I(normal((B, 2, 4), 27)), P(normal((4, 5), 28))], name="matmul_rank3"),
+    Case("matmul", [I(normal((B, 2, 4), 27)), I(normal((B, 2, 5), 28))], {"transpose_a": True},
+         name="matmul_rank3_xT_g"),
+    # -- patches: padding, strides, dilation, non-square kernels
+    *[Case("im2col", [I(normal((B, 5, 6, 2), 90))], {"kernel": k, "strides": s, "dilation": d, "pads": p},
+           name=f"im2col_k{k}_s{s}_d{d}_p{p}")
+      for k, s, d, p in [((3, 3), (1, 1), (1, 1), (0, 0, 0, 0)), ((3, 2), (2, 2), (1, 1), (1, 1, 0, 1)),
+                         ((2, 2), (1, 2), (2, 1), (1, 0, 2, 1)), ((1, 1), (2, 1), (1, 1), (0, 0, 0, 0))]],
+    *[Case("col2im", [I(normal((B, oh, ow, 2 * k[0] * k[1]), 91))],
+           {"kernel": k, "strides": s, "dilation": (1, 1), "pads": p, "size": size}, name=f"col2im_s{s}_p{p}")
+      for k, s, p, size, (oh, ow) in [((3, 3), (2, 2), (1, 1, 1, 1), (5, 5), (3, 3)),
+                                      ((2, 3), (1, 2), (0, 0, 0, 0), (4, 7), (3, 3))]],
+    *[Case("pool2d", [I(normal((B, 5, 6, 2), 92))], {"mode": m, "pool": k, "strides": s, "pads": p},
+           name=f"pool2d_{m}_k{k}_s{s}_p{p}")
+      for m in ("max", "avg") for k, s, p in [((2, 2), (2, 2), (0, 0, 0, 0)), ((3, 3), (2, 2), (1, 1, 1, 1)),
+                                              ((3, 2), (1, 1), (1, 1, 0, 1))]],
+    *[Case("reduce_max", [I(normal((B, 2, 4), 93))], {"axes": axes, "keepdims": keep},
+           name=f"reduce_max_axes{axes}_keep{keep}") for axes in ((1,), (1, 2)) for keep in (False, True)],
+    Case("transpose", [I(normal((B, 2, 3, 4), 94))], {"perm": (0, 3, 1, 2)}),
+    Case("transpose", [P(normal((2, 3, 4), 94))], {"perm": (1, 2, 0)}, name="transpose_fixed"),
+    Case("pad", [I(normal((B, 3, 4), 95))], {"pads": ((0, 0), (1, 2), (0, 1))}),
+    Case("crop", [I(normal((B, 5, 4), 96))], {"pads": ((0, 0), (1, 2), (0, 1))}),
+    Case("repeat", [I(normal((B, 2, 3), 97))], {"axis": 1, "n": 3}),
+    Case("repeat", [I(normal((B, 2, 3), 97))], {"axis": 2, "n": 2}, name="repeat_last"),
+    Case("gather", [P(normal((5, 3), 98)), L(np.array([[0, 4], [2, 2], [1, 0]], dtype=np.float32))]),
 ]
 
 # ops without a VJP that a graph may still hold: forward-vs-shape-rule cases only
@@ -181,6 +207,11 @@ FORWARD_CASES = [
     Case("fused_elementwise", [I(normal((B, 3), 57)), P(normal((3,), 58))],
          {"expr": ("op", "relu", (), ("op", "add", (), ("in", 0), ("in", 1)))}),
     Case("copy", [I(normal((B, 3), 59))]),
+    Case("pool2d_grad", [I(normal((B, 2, 2, 2), 64)), I(normal((B, 4, 4, 2), 65)), I(normal((B, 2, 2, 2), 66))],
+         {"mode": "avg", "pool": (2, 2), "strides": (2, 2), "pads": (0, 0, 0, 0)}),
+    Case("scatter_add", [I(normal((B, 2, 3), 67)), L(np.array([[0, 4], [2, 2], [1, 0]], dtype=np.int32))],
+         {"rows": 5}),
+    Case("moving_average", [P(normal((4,), 68)), P(normal((4,), 69))], {"momentum": 0.9}),
     Case("sgd_update", [P(normal((3, 2), 60)), P(normal((3, 2), 61)), P(_sgd_m), P(np.array(0.1))],
          {"momentum": 0.9}),
     Case("adam_update", [P(normal((3, 2), 60)), P(normal((3, 2), 61)), P(np.zeros((3, 2))), P(np.zeros((3, 2))),
