@@ -495,3 +495,22 @@ def test_fused_update_equals_separate_updates():
     _fwd("fused_update", a1, g1, a2, g2, np.array(0.1), update="sgd_update", per_param=2, shared=1)
     np.testing.assert_allclose(a1, w1 - 0.1 * g1)
     np.testing.assert_allclose(a2, w2 - 0.1 * g2)
+
+
+def test_im2col_then_matmul_is_a_convolution():
+    x, w = normal((2, 5, 6, 3), 84), normal((3, 2, 3, 4), 85)
+    (sh, sw), (dh, dw), (pt, pb, pl, pr) = (2, 1), (1, 2), (1, 1, 2, 1)
+    cols = _fwd("im2col", x, kernel=(3, 2), strides=(sh, sw), dilation=(dh, dw), pads=(pt, pb, pl, pr))
+    y = _fwd("matmul", cols, w.reshape(-1, 4))
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    direct = np.zeros(y.shape)
+    for i, j in np.ndindex(y.shape[1:3]):
+        for a, b in np.ndindex(3, 2):
+            direct[:, i, j] += xp[:, i * sh + a * dh, j * sw + b * dw] @ w[a, b]
+    np.testing.assert_allclose(y, direct, rtol=1e-12)
+
+
+def test_pooling_never_counts_padding():
+    attrs = {"pool": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1)}
+    np.testing.assert_allclose(_fwd("pool2d", np.ones((1, 5, 5, 2)), mode="avg", **attrs), 1.0)
+    assert np.all(_fwd("pool2d", -pos((1, 5, 5, 2), 86), mode="max", **attrs) < 0)
