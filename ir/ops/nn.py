@@ -72,10 +72,6 @@ def _col2im(g, kernel, strides, dilation, pads, size):
     return out[:, pt:pt + size[0], pl:pl + size[1]]
 
 
-def _patch_attrs(attrs):
-    return {k: attrs[k] for k in ("kernel", "strides", "dilation", "pads")}
-
-
 register(OpDef("im2col", Pattern.OPAQUE, _im2col_type, _im2col,
                lambda b, g, out, x, **a: (b.col2im(g, **a, size=b.type(x).shape[1:3]),),
                doc="[B,H,W,C] -> [B,OH,OW,KH*KW*C]: every output position's (zero-padded) input window"))
