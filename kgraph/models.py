@@ -70,7 +70,8 @@ class Model(CompiledModel):
         regs = [(w.node, w.regularizer.get("l1", 0.0), w.regularizer.get("l2", 0.0))
                 for w in fm.weights if w.regularizer]
         compiled = run_pipeline(kind, fm.lower(training=kind == "train"), [w.node for w in fm.weights],
-                                losses=losses, regularizers=regs, optimizer=optimizer)
+                                losses=losses, regularizers=regs, optimizer=optimizer,
+                                trainable=[w.node for w in fm.weights if w.trainable])
         path = write_source(generate_cpu(compiled), f"{_stem(self.name)}_{kind}")
         self.compiled[kind] = compiled
         self.executable.add_step(kind, step_manifest(compiled, path))

@@ -160,6 +160,30 @@ GRAD_CASES = [
     Case("softmax_cross_entropy", [I(normal((B, 5), 34)), L(soft_targets((B, 5), 35))]),
     Case("sparse_softmax_cross_entropy", [I(normal((B, 5), 36)), L(labels(B, 5, 37))]),
     Case("pick", [I(pos((B, 5), 38, 0.05, 1.0)), L(labels(B, 5, 39))]),
+    # -- matmul over the last axis of a rank-3 operand (Dense on sequences) and its transposes
+    Case("matmul", [I(normal((B, 2, 4), 27)), P(normal((4, 5), 28))], name="matmul_rank3"),
+    Case("matmul", [I(normal((B, 2, 4), 27)), I(normal((B, 2, 5), 28))], {"transpose_a": True},
+         name="matmul_rank3_xT_g"),
+    # -- patches: padding, strides, dilation, non-square kernels
+    *[Case("im2col", [I(normal((B, 5, 6, 2), 90))], {"kernel": k, "strides": s, "dilation": d, "pads": p},
+           name=f"im2col_k{k}_s{s}_d{d}_p{p}")
+      for k, s, d, p in [((3, 3), (1, 1), (1, 1), (0, 0, 0, 0)), ((3, 2), (2, 2), (1, 1), (1, 1, 0, 1)),
+                         ((2, 2), (1, 2), (2, 1), (1, 0, 2, 1)), ((1, 1), (2, 1), (1, 1), (0, 0, 0, 0))]],
+    *[Case("col2im", [I(normal((B, oh, ow, 2 * k[0] * k[1]), 91))],
+           {"kernel": k, "strides": s, "dilation": (1, 1), "pads": p, "size": size}, name=f"col2im_s{s}_p{p}")
+      for k, s, p, size, (oh, ow) in [((3, 3), (2, 2), (1, 1, 1, 1), (5, 5), (3, 3)),
+                                      ((2, 3), (1, 2), (0, 0, 0, 0), (4, 7), (3, 3))]],
+    *[Case("pool2d", [I(normal((B, 5, 6, 2), 92))], {"mode": m, "pool": k, "strides": s, "pads": p},
+           name=f"pool2d_{m}_k{k}_s{s}_p{p}")
+      for m in ("max", "avg") for k, s, p in [((2, 2), (2, 2), (0, 0, 0, 0)), ((3, 3), (2, 2), (1, 1, 1, 1)),
+                                              ((3, 2), (1, 1), (1, 1, 0, 1))]],
+    Case("transpose", [I(normal((B, 2, 3, 4), 94))], {"perm": (0, 3, 1, 2)}),
+    Case("transpose", [P(normal((2, 3, 4), 94))], {"perm": (1, 2, 0)}, name="transpose_fixed"),
+    Case("pad", [I(normal((B, 3, 4), 95))], {"pads": ((0, 0), (1, 2), (0, 1))}),
+    Case("crop", [I(normal((B, 5, 4), 96))], {"pads": ((0, 0), (1, 2), (0, 1))}),
+    Case("repeat", [I(normal((B, 2, 3), 97))], {"axis": 1, "n": 3}),
+    Case("repeat", [I(normal((B, 2, 3), 97))], {"axis": 2, "n": 2}, name="repeat_last"),
+    Case("gather", [P(normal((5, 3), 98)), L(np.array([[0, 4], [2, 2], [1, 0]], dtype=np.float32))]),
 ]
 
 # ops without a VJP that a graph may still hold: forward-vs-shape-rule cases only
@@ -192,6 +216,11 @@ FORWARD_CASES = [
                          ("adagrad_update", [{}]), ("adadelta_update", [{}]), ("adamax_update", [{}]),
                          ("nadam_update", [{}])]
       for k, hyper in enumerate(hypers)],
+    Case("pool2d_grad", [I(normal((B, 2, 2, 2), 64)), I(normal((B, 4, 4, 2), 65)), I(normal((B, 2, 2, 2), 66))],
+         {"mode": "avg", "pool": (2, 2), "strides": (2, 2), "pads": (0, 0, 0, 0)}),
+    Case("scatter_add", [I(normal((B, 2, 3), 67)), L(np.array([[0, 4], [2, 2], [1, 0]], dtype=np.int32))],
+         {"rows": 5}),
+    Case("moving_average", [P(normal((4,), 68)), P(normal((4,), 69))], {"momentum": 0.9}),
     Case("fused_update", [P(normal((3, 2), 60)), P(normal((3, 2), 61)), P(normal((4,), 62)), P(normal((4,), 63)),
                           *SHARED_VALUES], {"update": "sgd_update", "per_param": 2, "shared": 3}),
 ]
@@ -554,3 +583,22 @@ def test_weight_decay_and_gradient_scale_come_before_every_update(op):
     got, _ = _run_update(op, W0, G[:1], slots, lr, {**hyper, "weight_decay": wd}, gscale=gscale)
     expected, _ = _run_update(op, W0 * (1 - wd * lr), [G[0] * gscale], slots, lr, hyper)
     np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_im2col_then_matmul_is_a_convolution():
+    x, w = normal((2, 5, 6, 3), 84), normal((3, 2, 3, 4), 85)
+    (sh, sw), (dh, dw), (pt, pb, pl, pr) = (2, 1), (1, 2), (1, 1, 2, 1)
+    cols = _fwd("im2col", x, kernel=(3, 2), strides=(sh, sw), dilation=(dh, dw), pads=(pt, pb, pl, pr))
+    y = _fwd("matmul", cols, w.reshape(-1, 4))
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    direct = np.zeros(y.shape)
+    for i, j in np.ndindex(y.shape[1:3]):
+        for a, b in np.ndindex(3, 2):
+            direct[:, i, j] += xp[:, i * sh + a * dh, j * sw + b * dw] @ w[a, b]
+    np.testing.assert_allclose(y, direct, rtol=1e-12)
+
+
+def test_pooling_never_counts_padding():
+    attrs = {"pool": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1)}
+    np.testing.assert_allclose(_fwd("pool2d", np.ones((1, 5, 5, 2)), mode="avg", **attrs), 1.0)
+    assert np.all(_fwd("pool2d", -pos((1, 5, 5, 2), 86), mode="max", **attrs) < 0)

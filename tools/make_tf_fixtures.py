@@ -206,6 +206,18 @@ def build_positive():
     )
 
 
+def build_cnn():
+    return keras.Sequential(
+        [
+            keras.Input(shape=(8, 8, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(CLASSES, activation="softmax"),
+        ]
+    )
+
+
 def build_binary_logits():
     return keras.Sequential(
         [
@@ -216,12 +228,43 @@ def build_binary_logits():
     )
 
 
+def build_norm_mlp():
+    l2 = keras.regularizers.l2(1e-3)
+    return keras.Sequential(
+        [
+            keras.Input(shape=(IN_DIM,)),
+            # no bias before a BatchNormalization: its gradient is rounding
+            # noise, which Adam would turn into full-size steps
+            keras.layers.Dense(16, use_bias=False, kernel_regularizer=l2),
+            keras.layers.BatchNormalization(),
+            keras.layers.Activation("relu"),
+            keras.layers.Dense(16, activation="relu", kernel_regularizer=l2),
+            keras.layers.LayerNormalization(),
+            keras.layers.Dense(CLASSES, activation="softmax",
+                               kernel_regularizer=l2),
+        ]
+    )
+
+
 def build_two_heads():
     x = keras.Input(shape=(IN_DIM,))
     h = keras.layers.Dense(16, activation="relu", name="trunk")(x)
     cls = keras.layers.Dense(CLASSES, activation="softmax", name="cls")(h)
     reg = keras.layers.Dense(3, name="reg")(h)
     return keras.Model(x, [cls, reg])
+
+
+def build_cnn_bn():
+    return keras.Sequential(
+        [
+            keras.Input(shape=(6, 6, 2)),
+            keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
+            keras.layers.BatchNormalization(momentum=0.9),
+            keras.layers.Activation("relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(CLASSES, activation="softmax"),
+        ]
+    )
 
 
 def sparse_targets(rng):
@@ -358,6 +401,16 @@ FIDELITY_CASES = {
                         "reg": "mse"}, adam,
                        {"loss_weights": {"cls": 1.0, "reg": 0.5},
                         "metrics": {"cls": ["accuracy"], "reg": ["mae"]}}),
+    "cnn_sgd": (build_cnn, [(8, 8, 1)], sparse_targets,
+                "sparse_categorical_crossentropy", sgd_momentum),
+    "cnn_adam": (build_cnn, [(8, 8, 1)], sparse_targets,
+                 "sparse_categorical_crossentropy", adam),
+    "norm_mlp_sgd": (build_norm_mlp, [IN_DIM], sparse_targets,
+                     "sparse_categorical_crossentropy", sgd_momentum),
+    "norm_mlp_adam": (build_norm_mlp, [IN_DIM], sparse_targets,
+                      "sparse_categorical_crossentropy", adam),
+    "cnn_bn_adam": (build_cnn_bn, [(6, 6, 2)], sparse_targets,
+                    "sparse_categorical_crossentropy", adam),
 }
 
 
@@ -427,7 +480,8 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
     extras = extras[0] if extras else {}
     reset(seed)
     rng = np.random.RandomState(seed)
-    xs = [rng.normal(size=(BATCH, d)).astype(np.float32) for d in in_dims]
+    xs = [rng.normal(size=(BATCH, *np.atleast_1d(d))).astype(np.float32)
+          for d in in_dims]
     ys = make_targets(rng)
 
     model = builder()
@@ -461,7 +515,8 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
         arrays["sw"] = sw
 
     # Sanity check: the first train_on_batch value must equal the loss of the
-    # untouched model on the same batch (i.e. it is reported pre-update).
+    # untouched model on the same batch (i.e. it is reported pre-update), unless
+    # a BatchNormalization makes training and inference differ.
     loss_before = model.test_on_batch(x_in, y_in, sample_weight=sw,
                                       return_dict=True)["loss"]
 
@@ -478,8 +533,10 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
         for i, w in enumerate(model.get_weights()):
             arrays[f"w_step{step}_{i}"] = w
     arrays["loss"] = np.asarray(losses, dtype=np.float64)
-    assert np.isclose(losses[0], loss_before, rtol=1e-5, atol=1e-6), (
-        name, losses[0], loss_before)
+    training_mode = any(isinstance(layer, keras.layers.BatchNormalization)
+                        for layer in model.layers)  # batch statistics
+    assert training_mode or np.isclose(losses[0], loss_before, rtol=1e-5,
+                                       atol=1e-6), (name, losses[0], loss_before)
     assert np.all(np.isfinite(arrays["loss"])), name
 
     np.savez_compressed(out_dir / f"{name}.npz", **arrays)
@@ -689,6 +746,83 @@ def zoo_initializers(K):
     return K.Model(x, out, name="initializers")
 
 
+def zoo_conv2d(K):
+    """Conv2D's options, one branch each; every branch is a model output."""
+    x = K.Input(shape=(9, 9, 3), name="image")
+    C = K.layers.Conv2D
+    outs = [
+        C(4, 3, padding="same", strides=2, activation="relu", name="same_s2")(x),
+        C(4, (3, 2), dilation_rate=2, name="valid_dilated")(x),
+        C(5, (2, 3), strides=(2, 1), padding="same", use_bias=False,
+          activation="tanh", name="same_s21")(x),
+        C(3, 1, name="pointwise")(x),
+        C(6, 3, groups=3, padding="same", name="grouped")(x),
+    ]
+    return K.Model(x, outs, name="conv2d")
+
+
+def zoo_conv_layers(K):
+    x = K.Input(shape=(8, 8, 3), name="image")
+    s = K.Input(shape=(10, 4), name="sequence")
+    L = K.layers
+    outs = [
+        L.DepthwiseConv2D(3, depth_multiplier=2, padding="same",
+                          name="depthwise")(x),
+        L.SeparableConv2D(5, 3, strides=2, activation="relu",
+                          name="separable")(x),
+        L.Conv2DTranspose(4, 3, strides=2, padding="same",
+                          name="transpose_same")(x),
+        L.Conv2DTranspose(2, (3, 2), strides=(2, 3), name="transpose_valid")(x),
+        L.MaxPooling2D(3, strides=2, padding="same", name="max_same")(x),
+        L.AveragePooling2D(3, strides=2, padding="same", name="avg_same")(x),
+        L.AveragePooling2D((2, 3), name="avg_valid")(x),
+        L.GlobalMaxPooling2D(name="global_max")(x),
+        L.UpSampling2D((2, 3), name="upsample")(
+            L.Cropping2D(((1, 2), (0, 3)), name="crop")(
+                L.ZeroPadding2D(((1, 0), (2, 1)), name="zeropad")(x))),
+        L.Conv1D(3, 3, padding="causal", dilation_rate=2, name="causal")(s),
+        L.Conv1D(2, 2, strides=2, activation="relu", name="conv1d")(s),
+        L.GlobalAveragePooling1D(name="gap1d")(L.MaxPooling1D(2, name="max1d")(s)),
+        L.GlobalMaxPooling1D(name="gmp1d")(L.AveragePooling1D(3, strides=1, name="avg1d")(s)),
+    ]
+    return K.Model([x, s], outs, name="conv_layers")
+
+
+def zoo_norm_embed(K):
+    ids = K.Input(shape=(6,), name="ids", dtype="int32")
+    L = K.layers
+    e = L.Embedding(11, 8, name="embed")(ids)
+    h = L.LayerNormalization(name="ln")(e)
+    h = L.Dense(6, activation="relu", name="dense_seq")(h)
+    h = L.GroupNormalization(groups=3, name="gn")(h)
+    h = L.Permute((2, 1), name="permute")(h)
+    v = L.GlobalAveragePooling1D(name="pool")(h)
+    v = L.BatchNormalization(name="bn")(v)
+    r = L.RepeatVector(3, name="repeat")(v)
+    img = L.Reshape((2, 3, 6), name="as_image")(L.Flatten(name="flat")(h))
+    bn2 = L.BatchNormalization(axis=-1, name="bn_image")(img)
+    return K.Model(ids, [r, bn2], name="norm_embed")
+
+
+def randomize_weights(model, seed):
+    """Random weights everywhere (positive ones for the variances), so biases, scales and
+    the moving statistics all matter in the predictions."""
+    rng = np.random.RandomState(seed)
+    weights = []
+    for v in model.weights:
+        w = rng.normal(scale=0.4, size=tuple(v.shape))
+        if "variance" in v.name:
+            w = np.abs(w) + 0.5
+        weights.append(w.astype(np.float32))
+    model.set_weights(weights)
+
+
+def zoo_inputs(arch, shapes, rng):
+    if arch == "norm_embed":
+        return [rng.randint(0, 11, size=(ZOO_ROWS,) + shapes[0]).astype(np.int32)]
+    return [rng.normal(size=(ZOO_ROWS,) + s).astype(np.float32) for s in shapes]
+
+
 # arch name -> (builder, input shapes without batch dim)
 ZOO = {
     "seq_mlp": (zoo_seq_mlp, [(8,)]),
@@ -701,7 +835,11 @@ ZOO = {
     "multi_output": (zoo_multi_output, [(7,)]),
     "activations": (zoo_activations, [(4,)]),
     "initializers": (zoo_initializers, [(6,)]),
+    "conv2d": (zoo_conv2d, [(9, 9, 3)]),
+    "conv_layers": (zoo_conv_layers, [(8, 8, 3), (10, 4)]),
+    "norm_embed": (zoo_norm_embed, [(6,)]),
 }
+RANDOM_WEIGHTS = ("conv2d", "conv_layers", "norm_embed")
 
 
 def make_zoo_arch(arch, spec, out_dir: Path, seed: int) -> dict:
@@ -710,12 +848,14 @@ def make_zoo_arch(arch, spec, out_dir: Path, seed: int) -> dict:
     builder, shapes = spec
     reset(seed)
     rng = np.random.RandomState(seed)
-    xs = [rng.normal(size=(ZOO_ROWS,) + s).astype(np.float32) for s in shapes]
+    xs = zoo_inputs(arch, shapes, rng)
     x_in = xs if len(xs) > 1 else xs[0]
 
     m3 = builder(keras)
     if arch == "activations":
         set_activation_weights(m3, seed)
+    if arch in RANDOM_WEIGHTS:
+        randomize_weights(m3, seed)
     weights = m3.get_weights()
     preds3 = as_list(m3.predict(x_in, verbose=0))
 
@@ -727,6 +867,11 @@ def make_zoo_arch(arch, spec, out_dir: Path, seed: int) -> dict:
     arrays.update({f"w_{i}": w for i, w in enumerate(weights)})
     arrays.update({f"pred{i}": p for i, p in enumerate(preds3)})
     arrays.update({f"k2_pred{i}": p for i, p in enumerate(preds2)})
+    if arch in RANDOM_WEIGHTS:  # what summary() shows per layer: output shape, parameters
+        arrays["summary"] = np.array(json.dumps([
+            [layer.name, list(layer.output.shape), layer.count_params(),
+             sum(int(np.prod(w.shape)) for w in layer.trainable_weights)]
+            for layer in m3.layers]))
     np.savez_compressed(out_dir / f"{arch}.npz", **arrays)
 
     dump_json(json.loads(m3.to_json()), out_dir / f"k3_{arch}.json")
@@ -861,7 +1006,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="tests/fixtures", type=Path,
                         help="fixture root (default: tests/fixtures)")
+    parser.add_argument("--only", nargs="*",
+                        help="regenerate only these fidelity cases / zoo archs")
     args = parser.parse_args(argv)
+    wanted = (lambda name: args.only is None or name in args.only)
 
     tf.config.experimental.enable_op_determinism()
     tf_dir = args.out / "tf"
@@ -872,12 +1020,16 @@ def main(argv=None) -> int:
 
     print("training fidelity fixtures:")
     for i, (name, spec) in enumerate(FIDELITY_CASES.items()):
-        make_fidelity_case(name, spec, tf_dir, SEED + i)
+        if wanted(name):
+            make_fidelity_case(name, spec, tf_dir, SEED + i)
 
     print("config zoo:")
     zoo_arrays = {}
     for i, (arch, spec) in enumerate(ZOO.items()):
-        zoo_arrays[arch] = make_zoo_arch(arch, spec, cfg_dir, SEED + 100 + i)
+        if wanted(arch):
+            zoo_arrays[arch] = make_zoo_arch(arch, spec, cfg_dir, SEED + 100 + i)
+    if args.only is not None:
+        return 0
 
     print("Keras 2.1.6 configs:")
     for fname, (arch, config) in k21_configs().items():

@@ -53,15 +53,19 @@ def step_manifest(compiled, path) -> dict:
 
 
 def _largest_gemm_per_sample(graph) -> int:
-    """FLOPs per sample of the step's largest GEMM: the runtime picks BLAS threads from it."""
+    """FLOPs per sample of the step's largest GEMM: the runtime picks BLAS threads from it.
+    2 x outputs x contraction length, one of which grows with the batch."""
     largest = 0
     for n in graph.nodes():
         if n.op in ("matmul", "fused_dense"):
-            a, b = (graph.type(i) for i in n.inputs[:2])
-            k = a.shape[0] if n.attrs.get("transpose_a") else a.shape[-1]
-            m, cols = n.type.shape
-            dims = [d for d in (m, k, cols) if d != "B"]
-            largest = max(largest, 2 * dims[0] * dims[1] if len(dims) == 2 else 0)
+            a = graph.type(n.inputs[0])
+            out_per_sample, out_fixed = n.type.per_batch_size()
+            if n.attrs.get("transpose_a"):  # a weight gradient: the contraction runs over the batch
+                k_per_sample = a.with_shape(a.shape[:-1]).per_batch_size()[0]
+                flops = 2 * out_fixed * k_per_sample
+            else:
+                flops = 2 * out_per_sample * a.shape[-1]
+            largest = max(largest, flops)
     return largest
 
 

@@ -110,16 +110,6 @@ def reduce_3d(x, out, mean):
 
 
 @jit
-def reduce_max_3d(x, out):
-    """out[a, c] = max over b of x[a, b, c]."""
-    out[:] = -np.inf
-    for a in range(x.shape[0]):
-        for b in range(x.shape[1]):
-            for c in range(x.shape[2]):
-                out[a, c] = max(out[a, c], x[a, b, c])
-
-
-@jit
 def broadcast_3d(g, out):
     """out[a, b, c] = g[a, c]."""
     for a in range(out.shape[0]):
@@ -257,3 +247,120 @@ def nadam(w, g, m, v, lr, step, gscale, beta_1, beta_2, epsilon, weight_decay):
         m[i] = mi
         v[i] = vi
         w[i] = wi - (c_m * mi + c_g * gi) * lr_ / (math.sqrt(vi / v_correction) + eps)
+
+
+# ---------------------------------------------------------------- images (NHWC) and lookups
+
+@jit
+def im2col(x, cols, kh, kw, sh, sw, dh, dw, pt, pl):
+    """cols[b, oh, ow, (i*kw + j)*C + c] = x[b, oh*sh - pt + i*dh, ow*sw - pl + j*dw, c], 0 outside."""
+    n_c = x.shape[3]
+    for b in range(cols.shape[0]):
+        for oh in range(cols.shape[1]):
+            for ow in range(cols.shape[2]):
+                k = 0
+                for i in range(kh):
+                    r = oh * sh - pt + i * dh
+                    for j in range(kw):
+                        s = ow * sw - pl + j * dw
+                        inside = 0 <= r < x.shape[1] and 0 <= s < x.shape[2]
+                        for c in range(n_c):
+                            cols[b, oh, ow, k + c] = x[b, r, s, c] if inside else 0
+                        k += n_c
+
+
+@jit
+def col2im(cols, x, kh, kw, sh, sw, dh, dw, pt, pl):
+    """The adjoint of im2col: x[b, r, s, c] = sum of the patch entries that read it."""
+    x[:] = 0
+    n_c = x.shape[3]
+    for b in range(cols.shape[0]):
+        for oh in range(cols.shape[1]):
+            for ow in range(cols.shape[2]):
+                k = 0
+                for i in range(kh):
+                    r = oh * sh - pt + i * dh
+                    for j in range(kw):
+                        s = ow * sw - pl + j * dw
+                        if 0 <= r < x.shape[1] and 0 <= s < x.shape[2]:
+                            for c in range(n_c):
+                                x[b, r, s, c] += cols[b, oh, ow, k + c]
+                        k += n_c
+
+
+@jit
+def _window(o, stride, pad, size, length):
+    """[lo, hi) of the unpadded input rows that window o covers."""
+    lo = o * stride - pad
+    return max(lo, 0), min(lo + size, length)
+
+
+@jit
+def pool2d(x, y, is_max, ph, pw, sh, sw, pt, pl):
+    for b in range(y.shape[0]):
+        for oh in range(y.shape[1]):
+            r0, r1 = _window(oh, sh, pt, ph, x.shape[1])
+            for ow in range(y.shape[2]):
+                s0, s1 = _window(ow, sw, pl, pw, x.shape[2])
+                for c in range(y.shape[3]):
+                    acc = x[b, r0, s0, c] if is_max else x.dtype.type(0)
+                    for r in range(r0, r1):
+                        for s in range(s0, s1):
+                            acc = max(acc, x[b, r, s, c]) if is_max else acc + x[b, r, s, c]
+                    y[b, oh, ow, c] = acc if is_max else acc / ((r1 - r0) * (s1 - s0))
+
+
+@jit
+def pool2d_grad(g, x, y, gx, is_max, ph, pw, sh, sw, pt, pl):
+    """Max: each window's g to its first maximum (as TensorFlow). Avg: spread over the window."""
+    gx[:] = 0
+    for b in range(y.shape[0]):
+        for oh in range(y.shape[1]):
+            r0, r1 = _window(oh, sh, pt, ph, x.shape[1])
+            for ow in range(y.shape[2]):
+                s0, s1 = _window(ow, sw, pl, pw, x.shape[2])
+                for c in range(y.shape[3]):
+                    if is_max:
+                        found = False
+                        for r in range(r0, r1):
+                            for s in range(s0, s1):
+                                if not found and x[b, r, s, c] == y[b, oh, ow, c]:
+                                    gx[b, r, s, c] += g[b, oh, ow, c]
+                                    found = True
+                    else:
+                        share = g[b, oh, ow, c] / ((r1 - r0) * (s1 - s0))
+                        for r in range(r0, r1):
+                            for s in range(s0, s1):
+                                gx[b, r, s, c] += share
+
+
+@jit
+def reduce_max_3d(x, out):
+    """out[a, c] = max over b of x[a, b, c]."""
+    for a in range(x.shape[0]):
+        for c in range(x.shape[2]):
+            m = x[a, 0, c]
+            for b in range(1, x.shape[1]):
+                m = max(m, x[a, b, c])
+            out[a, c] = m
+
+
+@jit
+def gather_rows(table, ids, out):
+    for n in range(ids.shape[0]):
+        out[n, :] = table[int(ids[n]), :]
+
+
+@jit
+def scatter_add_rows(g, ids, out):
+    out[:] = 0
+    for n in range(ids.shape[0]):
+        out[int(ids[n]), :] += g[n, :]
+
+
+@jit
+def moving_average(m, x, momentum):
+    mu = m.dtype.type(momentum)
+    rest = m.dtype.type(1.0 - momentum)
+    for i in range(m.shape[0]):
+        m[i] = m[i] * mu + x[i] * rest
