@@ -23,6 +23,8 @@ def _compile(fm, kind, optimizer):
     graph = fm.lower(training=kind == "train")
     n_out = len(fm.output_names)
     losses = [{"name": "mean_squared_error"}] * n_out
+    if fm.name == "activations":  # its layers form one chain: a loss on the last covers every gradient
+        losses = [None] * (n_out - 1) + losses[-1:]
     regs = [(w.node, w.regularizer.get("l1", 0.0), w.regularizer.get("l2", 0.0)) for w in fm.weights if w.regularizer]
     compiled = run_pipeline(kind, graph, [w.node for w in fm.weights], losses=losses, regularizers=regs,
                             optimizer=optimizer, debug=True, trainable=[w.node for w in fm.weights if w.trainable])

@@ -47,6 +47,7 @@ class _Module:
         self.dtype = dtype
         self.consts: dict[str, str] = {}
         self.arrays: dict[str, str] = {}
+        self.by_body: dict[str, str] = {}
         self.kernels: list[str] = []
 
     def lit(self, value: float) -> str:
@@ -56,6 +57,15 @@ class _Module:
         if key not in self.consts:
             self.consts[key] = f"C{len(self.consts)}"
         return self.consts[key]
+
+    def kernel(self, name: str, lines: list) -> str:
+        """Add a generated kernel, or reuse an identical one (Numba compiles each function once:
+        the same epilogue or loss loop on every layer costs a single compilation)."""
+        key = "\n".join(lines).replace(f"def {name}(", "def _(", 1)
+        if key not in self.by_body:
+            self.by_body[key] = name
+            self.kernels.append("\n".join(lines))
+        return self.by_body[key]
 
     def array(self, value: float) -> str:
         """A module-level 1-element array (Numba freezes global arrays as constants)."""
@@ -204,7 +214,7 @@ class CpuCodegen:
         lines.append(f"{ind}out[{', '.join(idx)}] = r")
         if extra_out:
             lines.append(f"{ind}gb[{idx[-1]}] += r")
-        self.mod.kernels.append("\n".join(lines))
+        return self.mod.kernel(name, lines)
 
     def _broadcast_arg(self, nid, out_rank) -> str:
         """An operand reshaped to out's rank (leading 1s), as NumPy broadcasting aligns it."""
@@ -244,10 +254,9 @@ class CpuCodegen:
                     *[("in", k) for k in range(len(node.inputs))])
         temps: list[str] = []
         result = self._expr(expr, [f"a{k}" for k in range(len(node.inputs))], temps)
-        name = f"ew_{node.id}"
         operands = [(f"x{k}", self.g.type(i)) for k, i in enumerate(node.inputs)]
         bias_grad = node.attrs.get("bias_grad")
-        self._loop_kernel(name, node.type, operands, temps, result, extra_out=bool(bias_grad))
+        name = self._loop_kernel(f"ew_{node.id}", node.type, operands, temps, result, extra_out=bool(bias_grad))
         args = [_var(node.id)] + [self._broadcast_arg(i, node.type.rank) for i in node.inputs]
         return [f"{name}({', '.join(args + ([_var(bias_grad)] if bias_grad else []))})"]
 
@@ -268,8 +277,9 @@ class CpuCodegen:
         act = node.attrs["activation"]
         attrs = {k: v for k, v in node.semantic_attrs().items() if k != "activation"}
         result = "z" if act == "linear" else ACT_FORWARD[act]("z", attrs, self.mod.lit)
-        name = f"epilogue_{node.id}"  # out = activation(out + b), in place after the GEMM
-        self._loop_kernel(name, node.type, [("b", self.g.type(b))], ["z = o + a0"], result, read_out=True)
+        # out = activation(out + b), in place after the GEMM
+        name = self._loop_kernel(f"epilogue_{node.id}", node.type, [("b", self.g.type(b))], ["z = o + a0"], result,
+                                 read_out=True)
         return [f"np.dot({self._matrix(x)}, {self._operand(w)}, {self._matrix(node.id)})",
                 f"{name}({_var(node.id)}, {self._broadcast_arg(b, node.type.rank)})"]
 
@@ -316,8 +326,8 @@ class CpuCodegen:
             lines.append(f"{ind}for i{k} in range(out.shape[{k}]):")
             ind += "    "
         lines.append(f"{ind}out[{', '.join(idx)}] = x[{src}]")
-        self.mod.kernels.append("\n".join(lines))
-        return [f"transpose_{node.id}({self._operand(node.inputs[0])}, {_var(node.id)})"]
+        name = self.mod.kernel(f"transpose_{node.id}", lines)
+        return [f"{name}({self._operand(node.inputs[0])}, {_var(node.id)})"]
 
     def _window(self, pads, shape) -> str:
         return ", ".join(":" if d == BATCH else f"{lo}:{d - hi}" for d, (lo, hi) in zip(shape, pads))
@@ -370,8 +380,7 @@ class CpuCodegen:
         lines.append(f"{ind}out[{full}] = x[{small}]" if kind == "broadcast" else f"{ind}out[{small}] += x[{full}]")
         if kind == "mean":
             lines.append("    out[:] *= out.size / x.size")
-        self.mod.kernels.append("\n".join(lines))
-        return name
+        return self.mod.kernel(name, lines)
 
     def _reduce(self, node, mean) -> list[str]:
         x = node.inputs[0]
@@ -518,8 +527,8 @@ class CpuCodegen:
             op, hyper = node.op, node.semantic_attrs().items()
         if op not in UPDATE_KERNELS:
             raise NotImplementedError(f"no CPU kernel for optimizer update {op!r}")
-        groups = update_groups(node)
-        # one loop over whole buckets when every operand kind is laid out back to back
+        # one loop over whole buckets when every operand kind is laid out back to back, in bucket order
+        groups = sorted(update_groups(node), key=lambda group: self.plan.slots[group[0]].offset)
         columns = list(zip(*groups))
         regions = ["params", "grads"] + ["state"] * (len(columns) - 2)
         ranges = [self._bucket_range(col, region) for col, region in zip(columns, regions)]
