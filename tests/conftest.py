@@ -1,6 +1,12 @@
 import os
 import tempfile
 
-# generated steps go to a per-session cache, so tests never read a stale one from elsewhere
-os.environ.setdefault("KGRAPH_CACHE_DIR", os.path.join(tempfile.gettempdir(), "kgraph-test-cache"))
+_tmp = tempfile.gettempdir()
+# generated steps go to a per-suite cache, so tests never read a stale one from elsewhere
+os.environ.setdefault("KGRAPH_CACHE_DIR", os.path.join(_tmp, "kgraph-test-cache"))
+# The suite checks what kernels compute, not how fast: LLVM's -O0 halves Numba's compile time,
+# which is most of the suite's. Its compiled code goes to a cache of its own so that a user's
+# optimised caches (kgraph/codegen/__pycache__) never receive -O0 code.
+os.environ.setdefault("NUMBA_OPT", "0")
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(_tmp, "kgraph-test-numba-cache"))
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
