@@ -50,6 +50,26 @@ def residual(name, n_in, width, blocks, n_out):
                        "input_layers": [["input", 0, 0]], "output_layers": [["head", 0, 0]]}}
 
 
+def cnn(name):
+    """The tutorials' CNN on 28x28x1: Conv2D(32, 3, relu) -> MaxPooling2D(2) -> Flatten -> Dense(10, softmax)."""
+    def obj(cls, config):
+        return {"module": "keras.layers", "class_name": cls, "registered_name": None, "config": config}
+    layers = [obj("InputLayer", {"batch_shape": [None, 28, 28, 1], "dtype": "float32", "name": "image"}),
+              obj("Conv2D", {"name": "conv", "filters": 32, "kernel_size": [3, 3], "strides": [1, 1],
+                             "padding": "valid", "data_format": "channels_last", "dilation_rate": [1, 1],
+                             "groups": 1, "activation": "relu", "use_bias": True,
+                             "kernel_initializer": {"module": "keras.initializers", "class_name": "GlorotUniform",
+                                                    "config": {"seed": None}, "registered_name": None},
+                             "bias_initializer": {"module": "keras.initializers", "class_name": "Zeros",
+                                                  "config": {}, "registered_name": None}}),
+              obj("MaxPooling2D", {"name": "pool", "pool_size": [2, 2], "strides": [2, 2], "padding": "valid",
+                                   "data_format": "channels_last"}),
+              obj("Flatten", {"name": "flatten", "data_format": "channels_last"}),
+              _dense("dense", 10, "softmax")]
+    return {"module": "keras", "class_name": "Sequential", "registered_name": None,
+            "config": {"name": name, "trainable": True, "dtype": "float32", "layers": layers}}
+
+
 # name -> what to run: config, batch, optimizer (Keras name, learning rate), loss, steps per timed epoch
 SUITE = {
     "mlp_784_128_10_b32_adam": dict(config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
@@ -69,6 +89,8 @@ SUITE = {
     "residual_mlp_256x4_b64_adam": dict(config=residual("resmlp", 784, 256, 4, 10), batch=64,
                                         optimizer=("adam", 1e-3), loss="sparse_categorical_crossentropy",
                                         steps=150, n_out=10),
+    "cnn_28x28_conv32_b64_adam": dict(config=cnn("cnn"), batch=64, optimizer=("adam", 1e-3),
+                                      loss="sparse_categorical_crossentropy", steps=40, n_out=10),
     "predict_784_128_10_b1024": dict(config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
                                      batch=1024, optimizer=("adam", 1e-3), loss="sparse_categorical_crossentropy",
                                      steps=40, n_out=10, predict=True),
@@ -76,8 +98,11 @@ SUITE = {
 
 
 def gemm_flops_per_step(config, batch) -> float:
-    """6 x batch x sum(in*out): forward, and the two backward GEMMs of every Dense layer."""
+    """6 x batch x sum(in*out): forward, and the two backward GEMMs of every Dense layer
+    (a Conv2D counts as its im2col GEMM)."""
     layers = config["config"]["layers"]
+    if any(l["class_name"] == "Conv2D" for l in layers):  # the one CNN of the suite
+        return 6.0 * batch * (26 * 26 * 9 * 32 + 13 * 13 * 32 * 10)
     widths = {}
     total = 0
     n_in = layers[0]["config"]["batch_shape"][-1]

@@ -102,7 +102,9 @@ def run_torch(spec, xs, y, epochs):
     graph = fm.lower(training=False)
     params = {w.node: torch.tensor(w.value, requires_grad=True) for w in fm.weights}
     ops = {"matmul": torch.matmul, "add": torch.add, "relu": torch.relu, "tanh": torch.tanh,
-           "sigmoid": torch.sigmoid, "softmax": lambda v, axis=-1: torch.softmax(v, axis)}
+           "sigmoid": torch.sigmoid, "softmax": lambda v, axis=-1: torch.softmax(v, axis),
+           "reshape": lambda v, shape: v.reshape([-1 if d == "B" else d for d in shape]),
+           "im2col": _torch_im2col, "pool2d": _torch_pool2d}
     out_id = graph.outputs["output:0"]
     logits_of_softmax = graph.node(out_id).op == "softmax" and spec["loss"] == "sparse_categorical_crossentropy"
 
@@ -152,6 +154,29 @@ def run_torch(spec, xs, y, epochs):
             total += float(step(s).detach())
         timer.end()
     return first, timer.times, total / (len(tx[0]) // b)
+
+
+def _torch_im2col(x, kernel, strides, dilation, pads):
+    """kgraph's NHWC im2col (patch features ordered (i, j, c)) with torch's unfold."""
+    import torch.nn.functional as F
+
+    b, h, w, c = x.shape
+    pt, pb, pl, pr = pads
+    xp = F.pad(x.permute(0, 3, 1, 2), (pl, pr, pt, pb))
+    cols = F.unfold(xp, kernel, dilation=dilation, stride=strides)       # (B, C*kh*kw, L)
+    oh = (h + pt + pb - dilation[0] * (kernel[0] - 1) - 1) // strides[0] + 1
+    ow = (w + pl + pr - dilation[1] * (kernel[1] - 1) - 1) // strides[1] + 1
+    cols = cols.reshape(b, c, kernel[0], kernel[1], oh, ow).permute(0, 4, 5, 2, 3, 1)
+    return cols.reshape(b, oh, ow, -1)
+
+
+def _torch_pool2d(x, mode, pool, strides, pads):
+    import torch.nn.functional as F
+
+    if any(pads):
+        raise NotImplementedError("the PyTorch peer pools without padding only")
+    y = (F.max_pool2d if mode == "max" else F.avg_pool2d)(x.permute(0, 3, 1, 2), pool, strides)
+    return y.permute(0, 2, 3, 1)
 
 
 RUNNERS = {"kgraph": run_kgraph, "tensorflow": run_tensorflow, "torch": run_torch}
