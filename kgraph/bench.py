@@ -43,6 +43,26 @@ class _EpochTimer:
         self.times.append(time.perf_counter() - self._t)
 
 
+def _keras_like_run(spec, xs, y, epochs, model, compile_model, lambda_callback, t0):
+    """The same measurement for kgraph and TensorFlow, which share Keras's API: the first step
+    (compilation included), then timed epochs of predict or fit."""
+    b, timer = spec["batch"], _EpochTimer()
+    if spec.get("predict"):
+        model.predict([x[:b] for x in xs], batch_size=b, verbose=0)
+        first = time.perf_counter() - t0
+        for _ in range(epochs):
+            timer.begin()
+            model.predict(xs, batch_size=b, verbose=0)
+            timer.end()
+        return first, timer.times, float("nan")
+    compile_model()
+    model.train_on_batch([x[:b] for x in xs], y[:b])
+    first = time.perf_counter() - t0
+    cb = lambda_callback(on_epoch_begin=timer.begin, on_epoch_end=timer.end)
+    hist = model.fit(xs, y, batch_size=b, epochs=epochs, verbose=0, callbacks=[cb], shuffle=False)
+    return first, timer.times, hist.history["loss"][-1]
+
+
 def run_kgraph(spec, xs, y, epochs):
     from . import callbacks, models, optimizers
 
@@ -50,21 +70,8 @@ def run_kgraph(spec, xs, y, epochs):
     model = models.model_from_config(spec["config"], seed=0)
     opt = optimizers.get(spec["optimizer"][0])
     opt.learning_rate = spec["optimizer"][1]
-    timer = _EpochTimer()
-    if spec.get("predict"):
-        model.predict([x[:spec["batch"]] for x in xs], batch_size=spec["batch"], verbose=0)
-        first = time.perf_counter() - t0
-        for _ in range(epochs):
-            timer.begin()
-            model.predict(xs, batch_size=spec["batch"], verbose=0)
-            timer.end()
-        return first, timer.times, float("nan")
-    model.compile(optimizer=opt, loss=spec["loss"])
-    model.train_on_batch([x[:spec["batch"]] for x in xs], y[:spec["batch"]])
-    first = time.perf_counter() - t0
-    cb = callbacks.LambdaCallback(on_epoch_begin=timer.begin, on_epoch_end=timer.end)
-    hist = model.fit(xs, y, batch_size=spec["batch"], epochs=epochs, verbose=0, callbacks=[cb], shuffle=False)
-    return first, timer.times, hist.history["loss"][-1]
+    return _keras_like_run(spec, xs, y, epochs, model, lambda: model.compile(optimizer=opt, loss=spec["loss"]),
+                           callbacks.LambdaCallback, t0)
 
 
 def run_tensorflow(spec, xs, y, epochs):
@@ -72,22 +79,9 @@ def run_tensorflow(spec, xs, y, epochs):
 
     t0 = time.perf_counter()
     model = keras.models.model_from_json(json.dumps(spec["config"]))
-    timer = _EpochTimer()
-    if spec.get("predict"):
-        model.predict([x[:spec["batch"]] for x in xs], batch_size=spec["batch"], verbose=0)
-        first = time.perf_counter() - t0
-        for _ in range(epochs):
-            timer.begin()
-            model.predict(xs, batch_size=spec["batch"], verbose=0)
-            timer.end()
-        return first, timer.times, float("nan")
     opt = keras.optimizers.get({"class_name": spec["optimizer"][0], "config": {"learning_rate": spec["optimizer"][1]}})
-    model.compile(optimizer=opt, loss=spec["loss"])
-    model.train_on_batch([x[:spec["batch"]] for x in xs], y[:spec["batch"]])
-    first = time.perf_counter() - t0
-    cb = keras.callbacks.LambdaCallback(on_epoch_begin=timer.begin, on_epoch_end=timer.end)
-    hist = model.fit(xs, y, batch_size=spec["batch"], epochs=epochs, verbose=0, callbacks=[cb], shuffle=False)
-    return first, timer.times, hist.history["loss"][-1]
+    return _keras_like_run(spec, xs, y, epochs, model, lambda: model.compile(optimizer=opt, loss=spec["loss"]),
+                           keras.callbacks.LambdaCallback, t0)
 
 
 def run_torch(spec, xs, y, epochs):
