@@ -1,7 +1,8 @@
 """Code generation: Python source of Numba kernels from a compiled graph and its memory plan."""
 from .cpu import generate as generate_cpu
+from .cuda import generate as generate_cuda
 
-__all__ = ["generate_cpu"]
+__all__ = ["generate_cpu", "generate_cuda"]
 
 
 def step_manifest(compiled, path) -> dict:
