@@ -82,17 +82,21 @@ class Executable:
         batch = len(inputs[0])
         arena = self._buffer(self._arenas, kind, *m["arena"], batch)
         rng = self._buffer(self._rng_buffers, kind, *m["rng"], batch)
-        for mask in m["rng_masks"]:
-            view = self._mask_view(rng, m, mask, batch)
-            self.random.random(out=view, dtype=self.dtype)
-            np.greater_equal(view, mask["rate"], out=view)   # keep with probability 1 - rate
-            view *= self.dtype.type(1.0 / (1.0 - mask["rate"]))
+        self.draw_masks(rng, m, batch)
         self._choose_blas_threads(m.get("gemm_flops_per_sample", 0) * batch)
         if kind == "train":
             self._last_batch = (inputs, labels)
         self.function(kind, part)(batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step),
                                   *inputs, *labels)
         return {name: self._output(arena, m, place, batch) for name, place in m["outputs"].items()}
+
+    def draw_masks(self, rng, m, batch):
+        """Fill the dropout masks of step manifest m in the rng buffer."""
+        for mask in m["rng_masks"]:
+            view = self._mask_view(rng, m, mask, batch)
+            self.random.random(out=view, dtype=self.dtype)
+            np.greater_equal(view, mask["rate"], out=view)   # keep with probability 1 - rate
+            view *= self.dtype.type(1.0 / (1.0 - mask["rate"]))
 
     def apply(self, lr: float, step: float) -> None:
         """The optimizer update from the gradient bucket (after replicas averaged it)."""
