@@ -2,7 +2,6 @@
 under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1 must be set before numba is imported),
 `ptx` without it (compiles every kernel for sm_90). Each prints "ok" when all passed."""
 import json
-import math
 import sys
 from pathlib import Path
 
