@@ -18,6 +18,7 @@ from .types import TensorType, scalar
 SOURCE_OPS = {
     "input": "a batch of a model input",
     "label": "a batch of training targets",
+    "sample_weight": "a batch of per-sample loss weights (ones when none are given)",
     "param": "a trainable parameter",
     "state": "persistent non-trainable state (optimizer slots, step counter)",
     "scalar": "a runtime scalar (learning rate, ...)",

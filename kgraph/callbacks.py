@@ -11,6 +11,7 @@ import collections
 import csv
 import operator
 import os
+import time
 import warnings
 
 import numpy as np
@@ -871,3 +872,58 @@ class LambdaCallback(Callback):
         for name, fn in hooks.items():
             if fn is not None:
                 setattr(self, name, fn)
+
+
+class TensorBoard(Callback):
+    """Writes the logs as TensorBoard scalars, as Keras's TensorBoard callback lays them out:
+    `log_dir/train` and `log_dir/validation`, tags `epoch_<metric>` at step = epoch (and
+    `batch_<metric>` every `update_freq` batches when it is an int or "batch").
+
+    Needs the optional `tensorboard` package (its event-file writer and protos): view with
+    `tensorboard --logdir log_dir`. Histograms, images and the graph are not written."""
+
+    writes_files = True  # with several replicas, only the chief runs it
+
+    def __init__(self, log_dir="logs", update_freq="epoch", **unsupported):
+        super().__init__()
+        try:
+            from tensorboard.compat.proto import event_pb2, summary_pb2
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        except ImportError:
+            raise ImportError("the TensorBoard callback needs the tensorboard package: "
+                              "pip install 'kgraph[tensorboard]'") from None
+        ignored = {k: v for k, v in unsupported.items() if v not in (None, 0, False)}
+        if ignored:
+            warnings.warn(f"TensorBoard: {sorted(ignored)} are not written by kgraph", stacklevel=2)
+        self._event, self._summary, self._writer_cls = event_pb2, summary_pb2, EventFileWriter
+        self.log_dir = str(log_dir)
+        self.update_freq = 1 if update_freq == "batch" else update_freq
+        self._writers = {}
+        self._batches = 0
+
+    def _write(self, run, tag, value, step):
+        if run not in self._writers:
+            self._writers[run] = self._writer_cls(os.path.join(self.log_dir, run))
+        summary = self._summary.Summary(value=[self._summary.Summary.Value(tag=tag, simple_value=float(value))])
+        self._writers[run].add_event(self._event.Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches += 1
+        if isinstance(self.update_freq, int) and self._batches % self.update_freq == 0:
+            for k, v in (logs or {}).items():
+                self._write("train", f"batch_{k}", v, self._batches)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for k, v in (logs or {}).items():
+            run, name = ("validation", k[4:]) if k.startswith("val_") else ("train", k)
+            self._write(run, f"epoch_{name}", v, epoch)
+        lr = getattr(getattr(self.model, "optimizer", None), "learning_rate", None)
+        if lr is not None:
+            self._write("train", "epoch_learning_rate", lr, epoch)
+        for w in self._writers.values():
+            w.flush()
+
+    def on_train_end(self, logs=None):
+        for w in self._writers.values():
+            w.close()
+        self._writers = {}

@@ -167,7 +167,8 @@ def _parser():
         sp.add_argument("--seed", type=int, default=None, help="seed of the initializers, dropout and shuffling")
         sp.add_argument("--batch-size", type=int, default=32)
         if training:
-            sp.add_argument("--optimizer", help="sgd, adam or rmsprop (default adam, or what a .keras/.h5 file saved)")
+            sp.add_argument("--optimizer", help="sgd, adam, adamw, rmsprop, adagrad, adadelta, adamax or nadam "
+                                                "(default adam, or what a .keras/.h5 file saved)")
             sp.add_argument("--learning-rate", type=float, default=None, help="default: the optimizer's (Keras's)")
             sp.add_argument("--loss",
                             help="mse, mae, binary_crossentropy, categorical_crossentropy or "

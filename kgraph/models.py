@@ -9,6 +9,7 @@ import numpy as np
 
 from . import distribute
 from . import losses as losses_mod
+from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from . import saving
 from .codegen import generate_cpu, generate_cuda, step_manifest
@@ -17,14 +18,6 @@ from .passes import run_pipeline
 from .runtime.executable import Executable
 from .runtime.loader import write_source
 from .runtime.model import CompiledModel
-
-METRIC_NAMES = {
-    "mae": "mean_absolute_error", "mean_absolute_error": "mean_absolute_error",
-    "mse": "mean_squared_error", "mean_squared_error": "mean_squared_error",
-    "sparse_categorical_accuracy": "sparse_categorical_accuracy",
-    "categorical_accuracy": "categorical_accuracy", "binary_accuracy": "binary_accuracy",
-}
-
 
 class Model(CompiledModel):
     """A Keras model compiled by kgraph. Build one with model_from_json / model_from_yaml /
@@ -78,7 +71,8 @@ class Model(CompiledModel):
         regs = [(w.node, w.regularizer.get("l1", 0.0), w.regularizer.get("l2", 0.0))
                 for w in fm.weights if w.regularizer]
         compiled = run_pipeline(kind, fm.lower(training=kind == "train"), [w.node for w in fm.weights],
-                                losses=losses, regularizers=regs, optimizer=optimizer)
+                                losses=losses, regularizers=regs, optimizer=optimizer,
+                                trainable=[w.node for w in fm.weights if w.trainable])
         if self.device == "cuda":
             source, launches = generate_cuda(compiled)
             path = write_source(source, f"{_stem(self.name)}_{kind}_cuda")
@@ -215,28 +209,32 @@ def _per_output(value, outputs, what):
 
 
 def _resolve_metrics(metrics, outputs, specs, out_units):
-    if metrics is None:
+    """Per output, [{"name": log name, "key": the metric's own name, "class", "config"}], as Keras 3:
+    one output takes a list of metrics; several take a list with one entry per output, or a dict
+    by output name, and log each metric as "<output>_<name>" (a repeated name gets "_1", "_2")."""
+    if not metrics:
         return [[] for _ in outputs]
     if isinstance(metrics, dict):
-        per = [metrics.get(o, []) for o in outputs]
-    elif isinstance(metrics, (list, tuple)) and metrics and all(isinstance(m, (list, tuple)) for m in metrics):
+        unknown = set(metrics) - set(outputs)
+        if unknown:
+            raise ValueError(f"metrics names unknown outputs {sorted(unknown)}; the outputs are {outputs}")
+        per = [metrics.get(o) for o in outputs]
+    elif len(outputs) == 1:
+        per = [metrics]
+    elif isinstance(metrics, (list, tuple)) and len(metrics) == len(outputs):
         per = list(metrics)
     else:
-        per = [list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]] * len(outputs)
-    resolved = []
-    for k, names in enumerate(per):
-        names = [names] if isinstance(names, str) else list(names or [])
+        raise ValueError(f"the model has {len(outputs)} outputs {outputs}: give metrics as a list with one entry "
+                         f"per output or a dict by output name")
+    resolved, seen = [], {}
+    for k, entry in enumerate(per):
         row = []
-        for m in names:
-            if not isinstance(m, str):
-                raise ValueError(f"metric {m!r}: give metrics as names, e.g. 'accuracy', 'mae'")
-            if m in ("accuracy", "acc"):
-                fn = losses_mod.resolve_accuracy(specs[k]["name"] if specs[k] else "", out_units[k])
-            elif m in METRIC_NAMES:
-                fn = METRIC_NAMES[m]
-            else:
-                raise ValueError(f"unknown metric {m!r}; known: accuracy, acc, {', '.join(METRIC_NAMES)}")
-            row.append([m if len(outputs) == 1 else f"{outputs[k]}_{m}", fn])
+        for m in (entry if isinstance(entry, (list, tuple)) else [entry] if entry is not None else []):
+            key, cls, config = metrics_mod.get(m, specs[k]["name"] if specs[k] else "", out_units[k])
+            name = key if len(outputs) == 1 else f"{outputs[k]}_{key}"
+            seen[name] = seen.get(name, -1) + 1
+            row.append({"name": f"{name}_{seen[name]}" if seen[name] else name, "key": key, "class": cls,
+                        "config": config})
         resolved.append(row)
     return resolved
 
@@ -272,8 +270,7 @@ def load_model(filepath, custom_objects=None, compile=True, seed: int | None = N
 def _loss_config(loss):
     """The loss argument as Keras serializes it in compile_config."""
     if isinstance(loss, losses_mod.Loss):
-        return {"module": "keras.losses", "class_name": type(loss).__name__,
-                "config": {"name": loss.name, "reduction": "sum_over_batch_size", "from_logits": loss.from_logits},
+        return {"module": "keras.losses", "class_name": type(loss).__name__, "config": loss.get_config(),
                 "registered_name": None}
     if isinstance(loss, (list, tuple)):
         return [_loss_config(l) for l in loss]

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .optimizers.schedules import LearningRateSchedule
+
 KERAS_VERSION = "3.15.1"  # the format version written; Keras 3 reads archives of any 3.x
 
 
@@ -187,9 +189,13 @@ def _assign_by_layer(model, found: dict, legacy: bool, source: str):
 # the order Keras 3 creates slots in: calls of add_optimizer_variables, each interleaving its names per variable
 KERAS_SLOT_ORDER = {
     "sgd": [["momentum"]],
-    "adam": [["m", "v"]],
+    "adam": [["m", "v"], ["v_hat"]],
     "rmsprop": [["velocity"], ["momentum"], ["average_gradient"]],
+    "adagrad": [["accumulator"]],
+    "adadelta": [["accumulated_grad", "accumulated_delta_var"]],
+    "adamax": [["m", "u"]],
 }
+KERAS_SLOT_NAMES = {"m": "momentum", "v": "velocity", "u": "norm", "v_hat": "velocity_hat"}
 
 
 def _slot_sequence(model):
@@ -197,7 +203,10 @@ def _slot_sequence(model):
     state = model.executable.steps["train"]["state"]
     present = {s["slot"] for s in state}
     params = [w.node for w in model.frontend.weights if w.trainable]
-    calls = KERAS_SLOT_ORDER.get(model.optimizer.kind, [[s] for s in dict.fromkeys(s["slot"] for s in state)])
+    if model.optimizer.kind not in KERAS_SLOT_ORDER:  # Nadam keeps one more variable (u_product)
+        raise FileFormatError(f"saving or loading {type(model.optimizer).__name__}'s state in Keras's layout "
+                              f"is not supported yet; save with include_optimizer=False")
+    calls = KERAS_SLOT_ORDER[model.optimizer.kind]
     return [(name, p) for call in calls if set(call) <= present for p in params for name in call]
 
 
@@ -236,7 +245,8 @@ def set_optimizer_variables(model, values, source):
         n = int(np.prod(s["shape"]))
         model.executable.state[s["offset"]:s["offset"] + n] = np.ravel(value)
     model.optimizer.iterations = int(values[0])
-    model.optimizer.learning_rate = float(values[1])
+    if not isinstance(model.optimizer._learning_rate, LearningRateSchedule):  # a schedule recomputes it
+        model.optimizer.learning_rate = float(values[1])
 
 
 # ---------------------------------------------------------------------- public entry points
@@ -357,9 +367,8 @@ def _legacy_training_config(compile_config):
 def _legacy_optimizer_names(model):
     prefix = model.optimizer.name
     names = [f"{prefix}/iteration", f"{prefix}/learning_rate"]
-    keras_slot = {"m": "momentum", "v": "velocity"}
     for slot, param in _slot_sequence(model):
-        names.append(f"{prefix}/{param}_{keras_slot.get(slot, slot)}")
+        names.append(f"{prefix}/{param}_{KERAS_SLOT_NAMES.get(slot, slot)}")
     return names
 
 

@@ -11,6 +11,7 @@ ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ir import REGISTRY  # noqa: E402
+from ir.ops.optim import UPDATES as REGISTRY_UPDATES  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 RS = np.random.RandomState(0)
@@ -103,35 +104,41 @@ def kernels():
     out = run(K.copy_3d, K.blocks(36), K.THREADS_1D, dst, 2, np.zeros((3, 3, 4), np.float32), 0, 3)[2]
     close(out, ref("slice", dst, axis=1, start=2, stop=5), "copy_3d as slice")
 
-    # the optimizer updates over a 300-element bucket (two blocks), against the IR's updates
-    n, lr = 300, 0.01
-    cases = [("sgd_update", {}, 0), ("sgd_update", {"momentum": 0.9}, 1),
-             ("sgd_update", {"momentum": 0.9, "nesterov": True}, 1), ("adam_update", {}, 2),
-             ("rmsprop_update", {}, 1), ("rmsprop_update", {"centered": True, "momentum": 0.5}, 3)]
-    for op, hyper, n_slots in cases:
-        w, grad = rand(n), rand(n)
-        slots = [np.abs(rand(n)) for _ in range(n_slots)]
-        if op == "rmsprop_update":
-            slots[0] += 10   # the velocity outweighs the squared average gradient (centered)
-        want = [a.copy() for a in [w] + slots]
-        if op == "adam_update":
-            ref(op, want[0], grad, *want[1:], np.float32(lr), 3.0)
-        else:
-            ref(op, want[0], grad, *want[1:], np.float32(lr), **hyper)
-        if op == "adam_update":
-            args = (K.adam, w, grad, *slots, K.adam_alpha(float(np.float32(lr)), 3.0, 0.9, 0.999), 0.9, 0.999, 1e-7)
-        elif op == "sgd_update" and hyper:
-            args = (K.sgd_momentum, w, grad, *slots, float(np.float32(lr)), 0.9, bool(hyper.get("nesterov")))
-        elif op == "sgd_update":
-            args = (K.sgd, w, grad, float(np.float32(lr)))
-        else:
-            v, *rest = slots
-            args = (K.rmsprop, w, grad, v, rest[0] if rest else v, rest[1] if rest else v, float(np.float32(lr)),
-                    0.9, hyper.get("momentum", 0.0), 1e-7, bool(hyper.get("centered")))
-        got = run(args[0], K.update_blocks(n), K.THREADS_1D, *args[1:])
-        arrays = [got[0]] + [a for a in got[2:] if isinstance(a, np.ndarray)][:n_slots]
-        for k, (a, b) in enumerate(zip(arrays, want)):
-            close(a, b, f"{op} {hyper} operand {k}")
+    # the optimizer updates over a 300-element bucket (two blocks), against the IR's updates, with
+    # the trailing (lr, step, gscale) operands of ir/ops/optim.py and Keras's weight decay
+    n, lr, step = 300, np.float32(0.01), 3.0
+    cases = [("sgd_update", {}), ("sgd_update", {"momentum": 0.9}),
+             ("sgd_update", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.004}), ("adam_update", {}),
+             ("adam_update", {"amsgrad": True, "weight_decay": 0.004}), ("rmsprop_update", {}),
+             ("rmsprop_update", {"centered": True, "momentum": 0.5})]
+    for op, hyper in cases:
+        h = {**REGISTRY_UPDATES[op].defaults, **hyper}
+        names = list(REGISTRY_UPDATES[op].slots(h))
+        for gs in (1.0, 0.75):   # the global-clipnorm scale multiplies every gradient
+            w, grad = rand(n), rand(n)
+            slots = {name: np.abs(rand(n)) for name in names}
+            if "velocity" in slots:
+                slots["velocity"] += 20   # the velocity outweighs the squared average gradient (centered)
+            want = [a.copy() for a in [w, *slots.values()]]
+            ref(op, want[0], grad, *want[1:], lr, step, np.float32(gs), **hyper)
+            gscale = np.array([gs], np.float32)
+            decay = float(lr) * h.get("weight_decay", 0.0)
+            slot = lambda name: slots.get(name, grad)   # noqa: E731
+            if op == "adam_update":
+                args = (K.adam, w, grad, slot("m"), slot("v"), slot("v_hat"), gscale,
+                        K.adam_alpha(float(lr), step, 0.9, 0.999), 0.9, 0.999, 1e-7, h["amsgrad"], decay)
+            elif op == "sgd_update" and h["momentum"]:
+                args = (K.sgd_momentum, w, grad, slot("momentum"), gscale, float(lr), 0.9, h["nesterov"], decay)
+            elif op == "sgd_update":
+                args = (K.sgd, w, grad, gscale, float(lr), decay)
+            else:
+                args = (K.rmsprop, w, grad, slot("velocity"), slot("average_gradient"), slot("momentum"), gscale,
+                        float(lr), 0.9, h["momentum"], 1e-7, h["centered"], decay)
+            got = run(args[0], K.update_blocks(n), K.THREADS_1D, *args[1:])
+            by_id = {id(a): k for k, a in enumerate(args[1:])}
+            arrays = [got[0]] + [got[by_id[id(slots[name])]] for name in names]
+            for name, a, b in zip(["w"] + names, arrays, want):
+                close(a, b, f"{op} {hyper} gscale={gs}: {name}")
 
 
 def _model(device, optimizer, loss):
@@ -143,24 +150,41 @@ def _model(device, optimizer, loss):
 
 
 def training():
-    """Three Adam steps of an MLP with dropout and a sparse cross-entropy, then a test and a
-    predict step, in the simulator and on the CPU backend: the same losses, outputs and weights
-    to 1e-5. (The other optimizers and losses are checked kernel by kernel.)"""
+    """Three Adam steps of an MLP with dropout and a sparse cross-entropy (with sample weights on
+    the last), then a test and a predict step, in the simulator and on the CPU backend: the same
+    losses, outputs and weights to 1e-5. Then two steps each of SGD (nesterov, weight decay,
+    global-norm clipping) and RMSprop (centered, momentum) on other losses. (The update kernels'
+    other options are checked kernel by kernel.)"""
     from kgraph import optimizers
 
     x = rand(7, 8)   # a batch of 7: no tile or block size divides it
     y = np.array([0, 2, 1, 1, 0, 2, 2], np.int32)
+    sw = np.abs(rand(7)) + 0.5
     loss = "sparse_categorical_crossentropy"
     cpu, gpu = (_model(device, optimizers.Adam(learning_rate=0.01), loss) for device in ("cpu", "cuda"))
     assert type(gpu.executable).__name__ == "CudaExecutable"
-    for _ in range(3):
-        np.testing.assert_allclose(gpu.train_on_batch(x, y), cpu.train_on_batch(x, y), rtol=1e-5)
+    for weights in (None, None, sw):
+        np.testing.assert_allclose(gpu.train_on_batch(x, y, sample_weight=weights),
+                                   cpu.train_on_batch(x, y, sample_weight=weights), rtol=1e-5)
     for u, v in zip(cpu.get_weights(), gpu.get_weights()):
         np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(gpu.evaluate(x, y, verbose=0), cpu.evaluate(x, y, verbose=0), rtol=1e-5)
+    np.testing.assert_allclose(gpu.evaluate(x, y, sample_weight=sw, verbose=0),
+                               cpu.evaluate(x, y, sample_weight=sw, verbose=0), rtol=1e-5)
     # weights set on the host reach the device
     gpu.set_weights([np.zeros_like(w) for w in gpu.get_weights()])
     assert np.all(gpu.predict(x[:2], verbose=0) == np.float32(1 / 3))
+
+    onehot = np.eye(3, dtype=np.float32)[y]
+    for make, loss in [(lambda: optimizers.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.01,
+                                               global_clipnorm=0.5), "categorical_crossentropy"),
+                       (lambda: optimizers.RMSprop(0.01, centered=True, momentum=0.5), "mean_squared_error")]:
+        cpu, gpu = (_model(device, make(), loss) for device in ("cpu", "cuda"))
+        for _ in range(2):
+            np.testing.assert_allclose(gpu.train_on_batch(x, onehot, sample_weight=sw),
+                                       cpu.train_on_batch(x, onehot, sample_weight=sw), rtol=1e-5, err_msg=loss)
+        for u, v in zip(cpu.get_weights(), gpu.get_weights()):
+            np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6, err_msg=loss)
 
 
 def ptx():

@@ -381,3 +381,29 @@ def test_progbar_logger_learns_unknown_step_count(capsys):
         cbs.on_predict_batch_end(batch, {"outputs": np.zeros(3)})
     cbs.on_predict_end()
     assert capsys.readouterr().out.startswith("5/5 - ")
+
+
+def test_tensorboard_writes_event_files_tensorboard_reads(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from kgraph.callbacks import TensorBoard
+
+    class Model:
+        class optimizer:
+            learning_rate = 0.01
+
+    cb = TensorBoard(log_dir=tmp_path)
+    cb.set_model(Model())
+    cb.on_train_begin()
+    for epoch in range(3):
+        cb.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1), "accuracy": 0.5, "val_loss": 2.0 / (epoch + 1)})
+    cb.on_train_end()
+    train = EventAccumulator(str(tmp_path / "train"))
+    train.Reload()
+    assert [round(e.value, 6) for e in train.Scalars("epoch_loss")] == [1.0, 0.5, 0.333333]
+    assert [e.step for e in train.Scalars("epoch_accuracy")] == [0, 1, 2]
+    assert train.Scalars("epoch_learning_rate")[0].value == pytest.approx(0.01)
+    val = EventAccumulator(str(tmp_path / "validation"))
+    val.Reload()
+    assert [e.value for e in val.Scalars("epoch_loss")] == [2.0, 1.0, pytest.approx(2 / 3)]

@@ -15,7 +15,8 @@ from kgraph.runtime.loader import write_source
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 ARCHS = ["seq_mlp", "seq_shapes", "two_input_concat", "residual_add", "shared_layer", "nested", "merges",
-         "multi_output", "activations"]
+         "multi_output", "activations", "conv2d", "conv_layers", "norm_embed"]
+VOCABULARY = {"norm_embed": 11}  # models whose input is token ids
 
 
 def _compile(fm, kind, optimizer):
@@ -24,7 +25,7 @@ def _compile(fm, kind, optimizer):
     losses = [{"name": "mean_squared_error"}] * n_out
     regs = [(w.node, w.regularizer.get("l1", 0.0), w.regularizer.get("l2", 0.0)) for w in fm.weights if w.regularizer]
     compiled = run_pipeline(kind, graph, [w.node for w in fm.weights], losses=losses, regularizers=regs,
-                            optimizer=optimizer, debug=True)
+                            optimizer=optimizer, debug=True, trainable=[w.node for w in fm.weights if w.trainable])
     path = write_source(generate_cpu(compiled), f"test_{fm.name}_{kind}")
     return compiled, step_manifest(compiled, path)
 
@@ -40,14 +41,45 @@ def _feeds(compiled, exe, inputs, labels, manifest, lr, step):
         feeds[nid] = x
     for spec, y in zip(manifest["labels"], labels):
         feeds[spec["id"]] = y
+    for spec, y in zip(manifest["sample_weights"], labels):  # the step weighs every sample 1 when given none
+        feeds[spec["id"]] = np.ones([len(y) if d == "B" else d for d in spec["shape"]], np.float32)
     feeds["lr"], feeds["step"] = np.float32(lr), float(step)
     return {k: v for k, v in feeds.items() if k in compiled.graph}
+
+
+# every update kernel, with each clipping and the weight decay somewhere
+OPTIMIZERS = [("sgd", {"momentum": 0.9, "nesterov": True, "clipnorm": 0.05}),
+              ("adam", {"amsgrad": True, "weight_decay": 0.1, "global_clipnorm": 0.05}),
+              ("rmsprop", {"centered": True, "momentum": 0.5, "clipvalue": 0.01}),
+              ("adagrad", {}), ("adadelta", {}), ("adamax", {}), ("nadam", {"global_clipnorm": 0.05})]
+
+
+def _single_weight_config():
+    """shared_layer without its bias: one parameter, so its update stays unfused."""
+    config = json.loads((CONFIGS / "k3_shared_layer.json").read_text())
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] == "Dense":
+            layer["config"]["use_bias"] = False
+    return config
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("optimizer", [("adam", {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7})])
 def test_train_step_matches_interpreter(arch, optimizer):
-    fm = build_model(json.loads((CONFIGS / f"k3_{arch}.json").read_text()), seed=1)
+    _check_train_step(json.loads((CONFIGS / f"k3_{arch}.json").read_text()), optimizer, VOCABULARY.get(arch))
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=lambda o: o[0])
+def test_every_update_kernel_matches_its_reference(optimizer, fused):
+    config = json.loads((CONFIGS / "k3_residual_add.json").read_text()) if fused else _single_weight_config()
+    compiled = _check_train_step(config, optimizer)
+    assert {n.op == "fused_update" for n in compiled.graph.nodes() if n.op.endswith("_update")} == {fused}
+
+
+def _check_train_step(config, optimizer, vocabulary=None):
+    """One compiled training step against the interpreter; `vocabulary`: the input is token ids."""
+    fm = build_model(config, seed=1)
     kind = "train" if fm.weights else "test"   # a model of merge layers only has nothing to train
     compiled, manifest = _compile(fm, kind, optimizer if fm.weights else None)
     layout, offset = [], 0
@@ -58,6 +90,8 @@ def test_train_step_matches_interpreter(arch, optimizer):
     exe.set_weights([w.value for w in fm.weights])
     rs = np.random.RandomState(0)
     inputs = [rs.randn(5, *i.shape[1:]).astype(np.float32) * 0.5 for i in fm.inputs]
+    if vocabulary:
+        inputs = [rs.randint(0, vocabulary, size=x.shape).astype(np.float32) for x in inputs]
     labels = [rs.randn(5, *s["shape"][1:]).astype(np.float32) for s in manifest["labels"]]
     for step in (1, 2):
         feeds = _feeds(compiled, exe, inputs, labels, manifest, 0.01, step)
@@ -72,6 +106,7 @@ def test_train_step_matches_interpreter(arch, optimizer):
                                        rtol=1e-4, atol=1e-6)
         for p, w in zip(layout, exe.get_weights()):
             np.testing.assert_allclose(w, feeds[p["node"]], rtol=1e-4, atol=1e-6, err_msg=p["node"])
+    return compiled
 
 
 def test_generated_source_is_readable():

@@ -1,5 +1,6 @@
 """The Keras frontend: every config dialect, predictions against Keras's, weights order, summary,
 and the errors a bad config gets. Needs no TensorFlow and no Numba compilation."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -71,9 +72,22 @@ def test_summary_shapes_and_totals(path):
     text = "\n".join(lines)
     assert text.startswith(f'Model: "{model.name}"')
     assert f" Total params: {model.count_params():,} (" in text
-    for info in model.layers:
-        assert f"{info.name} ({info.class_name})"[:20] in text
+    for info in model.layers:  # a long "name (Class)" wraps at the space, as rich does
+        assert info.name[:20] in text and f"({info.class_name})"[:20] in text
         assert f"{info.params:,}" in text
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if (FIXTURES / f"{_arch(p)}.npz").exists()
+                                  and "summary" in np.load(FIXTURES / f"{_arch(p)}.npz").files], ids=lambda p: p.stem)
+def test_summary_rows_match_keras(path):
+    """Each layer's output shape, parameter count and trainable count as Keras 3 reports them."""
+    model = build_model(read_config_file(path), seed=0)
+    keras_rows = json.loads(str(np.load(FIXTURES / f"{_arch(path)}.npz")["summary"]))
+    ours = {info.name: info for info in model.layers}
+    for name, shape, params, trainable in keras_rows:
+        info = ours[name]
+        assert list(info.output_shapes[-1]) == shape, name
+        assert (info.params, info.trainable_params) == (params, trainable), name
 
 
 # the exact text Keras 3.15 prints for the fixtures (rich table, 88 or 108 columns)
@@ -360,14 +374,14 @@ def test_initializer_seed_in_config_fixes_the_value():
 
 def test_unsupported_layers_are_listed_at_once():
     config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
-        {"class_name": "Conv2D", "config": {"name": "conv", "batch_input_shape": [None, 8, 8, 1]}},
+        {"class_name": "Conv3D", "config": {"name": "conv", "batch_input_shape": [None, 8, 8, 8, 1]}},
         {"class_name": "Lambda", "config": {"name": "lam", "function": ["4wEAAAAAAAAA", None, None]}},
         {"class_name": "LSTM", "config": {"name": "rnn"}}]}}
     with pytest.raises(ConfigError) as e:
         build_model(config)
     msg = str(e.value)
     assert "\n" not in msg
-    for part in ("Conv2D 'conv'", "Lambda 'lam'", "LSTM 'rnn'", "never decodes or runs", "Dense", "Concatenate"):
+    for part in ("Conv3D 'conv'", "Lambda 'lam'", "LSTM 'rnn'", "never decodes or runs", "Dense", "Concatenate"):
         assert part in msg
 
 

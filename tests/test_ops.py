@@ -16,6 +16,7 @@ import pytest
 
 import ir
 from ir.ops.elementwise import ACTIVATIONS
+from ir.ops.optim import UPDATES
 from kgraph.passes.autodiff import autodiff
 
 B = 3  # the concrete batch size the symbolic "B" takes in these tests
@@ -133,9 +134,10 @@ GRAD_CASES = [
     # -- reductions over several axes, with and without keepdims
     *[Case(op, [I(normal((B, 2, 4), 24))], {"axes": axes, "keepdims": keep},
            name=f"{op}_axes{axes}_keep{keep}")
-      for op in ("reduce_sum", "reduce_mean")
+      for op in ("reduce_sum", "reduce_mean", "reduce_max")
       for axes in (None, 0, 1, -1, (1, 2), (0, 2))
       for keep in (False, True)],
+    Case("where", [L((normal((B, 4), 64) > 0).astype(np.float64)), I(normal((B, 4), 65)), P(normal((4,), 66))]),
     # -- matrix products: every transpose combination, with fixed shapes and with a batch dim
     *[Case("matmul", [P(normal((4, 3) if ta else (3, 4), 25)), P(normal((5, 4) if tb else (4, 5), 26))],
            {"transpose_a": ta, "transpose_b": tb}, name=f"matmul_ta{ta}_tb{tb}")
@@ -158,13 +160,37 @@ GRAD_CASES = [
     Case("softmax_cross_entropy", [I(normal((B, 5), 34)), L(soft_targets((B, 5), 35))]),
     Case("sparse_softmax_cross_entropy", [I(normal((B, 5), 36)), L(labels(B, 5, 37))]),
     Case("pick", [I(pos((B, 5), 38, 0.05, 1.0)), L(labels(B, 5, 39))]),
+    # -- matmul over the last axis of a rank-3 operand (Dense on sequences) and its transposes
+    Case("matmul", [I(normal((B, 2, 4), 27)), P(normal((4, 5), 28))], name="matmul_rank3"),
+    Case("matmul", [I(normal((B, 2, 4), 27)), I(normal((B, 2, 5), 28))], {"transpose_a": True},
+         name="matmul_rank3_xT_g"),
+    # -- patches: padding, strides, dilation, non-square kernels
+    *[Case("im2col", [I(normal((B, 5, 6, 2), 90))], {"kernel": k, "strides": s, "dilation": d, "pads": p},
+           name=f"im2col_k{k}_s{s}_d{d}_p{p}")
+      for k, s, d, p in [((3, 3), (1, 1), (1, 1), (0, 0, 0, 0)), ((3, 2), (2, 2), (1, 1), (1, 1, 0, 1)),
+                         ((2, 2), (1, 2), (2, 1), (1, 0, 2, 1)), ((1, 1), (2, 1), (1, 1), (0, 0, 0, 0))]],
+    *[Case("col2im", [I(normal((B, oh, ow, 2 * k[0] * k[1]), 91))],
+           {"kernel": k, "strides": s, "dilation": (1, 1), "pads": p, "size": size}, name=f"col2im_s{s}_p{p}")
+      for k, s, p, size, (oh, ow) in [((3, 3), (2, 2), (1, 1, 1, 1), (5, 5), (3, 3)),
+                                      ((2, 3), (1, 2), (0, 0, 0, 0), (4, 7), (3, 3))]],
+    *[Case("pool2d", [I(normal((B, 5, 6, 2), 92))], {"mode": m, "pool": k, "strides": s, "pads": p},
+           name=f"pool2d_{m}_k{k}_s{s}_p{p}")
+      for m in ("max", "avg") for k, s, p in [((2, 2), (2, 2), (0, 0, 0, 0)), ((3, 3), (2, 2), (1, 1, 1, 1)),
+                                              ((3, 2), (1, 1), (1, 1, 0, 1))]],
+    Case("transpose", [I(normal((B, 2, 3, 4), 94))], {"perm": (0, 3, 1, 2)}),
+    Case("transpose", [P(normal((2, 3, 4), 94))], {"perm": (1, 2, 0)}, name="transpose_fixed"),
+    Case("pad", [I(normal((B, 3, 4), 95))], {"pads": ((0, 0), (1, 2), (0, 1))}),
+    Case("crop", [I(normal((B, 5, 4), 96))], {"pads": ((0, 0), (1, 2), (0, 1))}),
+    Case("repeat", [I(normal((B, 2, 3), 97))], {"axis": 1, "n": 3}),
+    Case("repeat", [I(normal((B, 2, 3), 97))], {"axis": 2, "n": 2}, name="repeat_last"),
+    Case("gather", [P(normal((5, 3), 98)), L(np.array([[0, 4], [2, 2], [1, 0]], dtype=np.float32))]),
 ]
 
 # ops without a VJP that a graph may still hold: forward-vs-shape-rule cases only
-_sgd_m = normal((3, 2), 51)
+SHARED_VALUES = [P(np.array(0.1)), P(np.array(2.0)), P(np.array(0.5))]   # lr, step, gscale
 FORWARD_CASES = [
     *[Case(op, [I(normal((B, 3), 40)), P(normal((3,), 41))]) for op in ("greater", "greater_equal", "less",
-                                                                      "less_equal")],
+                                                                      "less_equal", "equal")],
     Case("in_range", [I(normal((B, 3), 42))], {"lo": -0.5, "hi": 0.5}),
     *[Case("act_grad", [I(normal((B, 3), 43)), I(away((B, 3), 44))], {"activation": a}, name=f"act_grad_{a}")
       for a in ACTIVATIONS],
@@ -181,13 +207,22 @@ FORWARD_CASES = [
     Case("fused_elementwise", [I(normal((B, 3), 57)), P(normal((3,), 58))],
          {"expr": ("op", "relu", (), ("op", "add", (), ("in", 0), ("in", 1)))}),
     Case("copy", [I(normal((B, 3), 59))]),
-    Case("sgd_update", [P(normal((3, 2), 60)), P(normal((3, 2), 61)), P(_sgd_m), P(np.array(0.1))],
-         {"momentum": 0.9}),
-    Case("adam_update", [P(normal((3, 2), 60)), P(normal((3, 2), 61)), P(np.zeros((3, 2))), P(np.zeros((3, 2))),
-                         P(np.array(0.01)), P(np.array(1.0))]),
-    Case("rmsprop_update", [P(normal((3, 2), 60)), P(normal((3, 2), 61)), P(np.zeros((3, 2))), P(np.array(0.01))]),
+    *[Case(op, [P(normal((3, 2), 60)), P(normal((3, 2), 61)),
+                *[P(np.full((3, 2), 0.5)) for _ in UPDATES[op].slots({**UPDATES[op].defaults, **hyper})],
+                *SHARED_VALUES], hyper, name=f"{op}_{k}")
+      for op, hypers in [("sgd_update", [{}, {"momentum": 0.9, "nesterov": True}]),
+                         ("adam_update", [{}, {"amsgrad": True, "weight_decay": 0.1}]),
+                         ("rmsprop_update", [{}, {"centered": True, "momentum": 0.5}]),
+                         ("adagrad_update", [{}]), ("adadelta_update", [{}]), ("adamax_update", [{}]),
+                         ("nadam_update", [{}])]
+      for k, hyper in enumerate(hypers)],
+    Case("pool2d_grad", [I(normal((B, 2, 2, 2), 64)), I(normal((B, 4, 4, 2), 65)), I(normal((B, 2, 2, 2), 66))],
+         {"mode": "avg", "pool": (2, 2), "strides": (2, 2), "pads": (0, 0, 0, 0)}),
+    Case("scatter_add", [I(normal((B, 2, 3), 67)), L(np.array([[0, 4], [2, 2], [1, 0]], dtype=np.int32))],
+         {"rows": 5}),
+    Case("moving_average", [P(normal((4,), 68)), P(normal((4,), 69))], {"momentum": 0.9}),
     Case("fused_update", [P(normal((3, 2), 60)), P(normal((3, 2), 61)), P(normal((4,), 62)), P(normal((4,), 63)),
-                          P(np.array(0.1))], {"update": "sgd_update", "per_param": 2, "shared": 1}),
+                          *SHARED_VALUES], {"update": "sgd_update", "per_param": 2, "shared": 3}),
 ]
 
 
@@ -380,12 +415,11 @@ def test_gelu_against_scipy_formulas():
 
 # Keras 3 optimizer formulas, written out independently (two steps from zero slots)
 
-def _run_update(op, w, g_list, slots, lr, hyper, with_step=False):
+def _run_update(op, w, g_list, slots, lr, hyper, gscale=1.0):
     w = w.copy()
     slots = [s.copy() for s in slots]
     for t, g in enumerate(g_list, start=1):
-        shared = [np.array(lr)] + ([np.array(float(t))] if with_step else [])
-        out = _fwd(op, w, g, *slots, *shared, **hyper)
+        out = _fwd(op, w, g, *slots, np.array(lr), np.array(float(t)), np.array(gscale), **hyper)
         assert out is w  # updates write their first operand in place
     return w, slots
 
@@ -416,8 +450,7 @@ def test_sgd_update_matches_keras(momentum, nesterov):
 def test_adam_update_matches_keras(hyper):
     lr = 0.01
     b1, b2, eps = hyper.get("beta_1", 0.9), hyper.get("beta_2", 0.999), hyper.get("epsilon", 1e-7)
-    w, (m_got, v_got) = _run_update("adam_update", W0, G, [np.zeros_like(W0), np.zeros_like(W0)], lr, hyper,
-                                    with_step=True)
+    w, (m_got, v_got) = _run_update("adam_update", W0, G, [np.zeros_like(W0), np.zeros_like(W0)], lr, hyper)
     ew, m, v = W0.copy(), np.zeros_like(W0), np.zeros_like(W0)
     for t, g in enumerate(G, start=1):
         m = b1 * m + (1 - b1) * g
@@ -461,6 +494,111 @@ def test_fused_update_equals_separate_updates():
     w1, w2 = normal((3, 2), 80), normal((4,), 81)
     g1, g2 = normal((3, 2), 82), normal((4,), 83)
     a1, a2 = w1.copy(), w2.copy()
-    _fwd("fused_update", a1, g1, a2, g2, np.array(0.1), update="sgd_update", per_param=2, shared=1)
+    _fwd("fused_update", a1, g1, a2, g2, np.array(0.1), np.array(1.0), np.array(1.0), update="sgd_update",
+         per_param=2, shared=3)
     np.testing.assert_allclose(a1, w1 - 0.1 * g1)
     np.testing.assert_allclose(a2, w2 - 0.1 * g2)
+
+
+def test_adam_amsgrad_divides_by_the_running_max():
+    lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-7
+    g_list = G + [np.zeros_like(W0)]   # a zero gradient: v falls, v_hat keeps the maximum
+    w, (m_got, v_got, vh_got) = _run_update("adam_update", W0, g_list, [np.zeros_like(W0)] * 3, lr,
+                                            {"amsgrad": True})
+    ew, m, v, v_hat = W0.copy(), np.zeros_like(W0), np.zeros_like(W0), np.zeros_like(W0)
+    for t, g in enumerate(g_list, start=1):
+        m = m + (g - m) * (1 - b1)
+        v = v + (g * g - v) * (1 - b2)
+        v_hat = np.maximum(v_hat, v)
+        ew = ew - m * (lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)) / (np.sqrt(v_hat) + eps)
+    np.testing.assert_allclose(w, ew, rtol=1e-10)
+    np.testing.assert_allclose(vh_got, v_hat, rtol=1e-12)
+    assert np.any(v_hat > v)
+
+
+def test_adagrad_update_matches_keras():
+    lr, eps = 0.05, 1e-7
+    w, (acc_got,) = _run_update("adagrad_update", W0, G, [np.full_like(W0, 0.1)], lr, {})
+    ew, acc = W0.copy(), np.full_like(W0, 0.1)
+    for g in G:
+        acc = acc + g ** 2
+        ew = ew - lr * g / np.sqrt(acc + eps)
+    np.testing.assert_allclose(w, ew, rtol=1e-12)
+    np.testing.assert_allclose(acc_got, acc, rtol=1e-12)
+
+
+def test_adadelta_update_matches_keras():
+    lr, rho, eps = 1.0, 0.9, 1e-7
+    w, slots = _run_update("adadelta_update", W0, G, [np.zeros_like(W0)] * 2, lr, {"rho": rho})
+    ew, acc_g, acc_dx = W0.copy(), np.zeros_like(W0), np.zeros_like(W0)
+    for g in G:
+        acc_g = rho * acc_g + (1 - rho) * g ** 2
+        delta = -np.sqrt(acc_dx + eps) / np.sqrt(acc_g + eps) * g
+        acc_dx = rho * acc_dx + (1 - rho) * delta ** 2
+        ew = ew + lr * delta
+    np.testing.assert_allclose(w, ew, rtol=1e-12)
+    np.testing.assert_allclose(slots[1], acc_dx, rtol=1e-10)
+
+
+def test_adamax_update_matches_keras():
+    lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-7
+    w, (m_got, u_got) = _run_update("adamax_update", W0, G, [np.zeros_like(W0)] * 2, lr, {})
+    ew, m, u = W0.copy(), np.zeros_like(W0), np.zeros_like(W0)
+    for t, g in enumerate(G, start=1):
+        m = b1 * m + (1 - b1) * g
+        u = np.maximum(b2 * u, np.abs(g))
+        ew = ew - lr / (1 - b1 ** t) * m / (u + eps)
+    np.testing.assert_allclose(w, ew, rtol=1e-12)
+    np.testing.assert_allclose(u_got, u, rtol=1e-12)
+
+
+def test_nadam_update_matches_keras():
+    lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-7
+    g_list = G + [normal((3, 4), 73)]
+    w, _ = _run_update("nadam_update", W0, g_list, [np.zeros_like(W0)] * 2, lr, {})
+    ew, m, v, u_product = W0.copy(), np.zeros_like(W0), np.zeros_like(W0), 1.0
+    for t, g in enumerate(g_list, start=1):
+        u_t, u_next = b1 * (1 - 0.5 * 0.96 ** t), b1 * (1 - 0.5 * 0.96 ** (t + 1))
+        u_product *= u_t    # Keras keeps the product in a variable, updated once per step
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat = u_next * m / (1 - u_product * u_next) + (1 - u_t) * g / (1 - u_product)
+        ew = ew - lr * m_hat / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    np.testing.assert_allclose(w, ew, rtol=1e-12)
+
+
+def test_nadam_momentum_product_stops_where_its_factors_reach_one():
+    from ir.ops.optim import nadam_momentum_product
+    full = math.prod(0.9 * (1 - 0.5 * 0.96 ** s) for s in range(1, 1201))
+    assert nadam_momentum_product(0.9, 1200) == pytest.approx(full, rel=1e-12)
+
+
+@pytest.mark.parametrize("op", sorted(UPDATES))
+def test_weight_decay_and_gradient_scale_come_before_every_update(op):
+    """Keras: w -= w*weight_decay*lr, then the update with the (globally clipped) gradient."""
+    lr, wd, gscale = 0.01, 0.2, 0.5
+    hyper = {**UPDATES[op].defaults, "momentum": 0.9} if op == "sgd_update" else dict(UPDATES[op].defaults)
+    init = UPDATES[op].slots(hyper)
+    slots = [np.full_like(W0, v) for v in init.values()]
+    got, _ = _run_update(op, W0, G[:1], slots, lr, {**hyper, "weight_decay": wd}, gscale=gscale)
+    expected, _ = _run_update(op, W0 * (1 - wd * lr), [G[0] * gscale], slots, lr, hyper)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_im2col_then_matmul_is_a_convolution():
+    x, w = normal((2, 5, 6, 3), 84), normal((3, 2, 3, 4), 85)
+    (sh, sw), (dh, dw), (pt, pb, pl, pr) = (2, 1), (1, 2), (1, 1, 2, 1)
+    cols = _fwd("im2col", x, kernel=(3, 2), strides=(sh, sw), dilation=(dh, dw), pads=(pt, pb, pl, pr))
+    y = _fwd("matmul", cols, w.reshape(-1, 4))
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    direct = np.zeros(y.shape)
+    for i, j in np.ndindex(y.shape[1:3]):
+        for a, b in np.ndindex(3, 2):
+            direct[:, i, j] += xp[:, i * sh + a * dh, j * sw + b * dw] @ w[a, b]
+    np.testing.assert_allclose(y, direct, rtol=1e-12)
+
+
+def test_pooling_never_counts_padding():
+    attrs = {"pool": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1)}
+    np.testing.assert_allclose(_fwd("pool2d", np.ones((1, 5, 5, 2)), mode="avg", **attrs), 1.0)
+    assert np.all(_fwd("pool2d", -pos((1, 5, 5, 2), 86), mode="max", **attrs) < 0)

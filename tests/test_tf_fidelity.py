@@ -24,7 +24,21 @@ def _arrays(data, prefix):
 
 
 def test_every_fixture_is_tested():
-    assert len(CASES) >= 12
+    assert len(CASES) >= 45   # models and losses, then every optimizer, clipping and schedule (opt_*, sched_*)
+
+
+def _compile(model, meta):
+    c = meta["compile"]
+    model.compile(optimizer=optimizers.get(c["optimizer"]), loss=c["loss"], loss_weights=c.get("loss_weights"),
+                  metrics=c.get("metrics") or None)
+
+
+def _fit_weights(meta, data):
+    """train_on_batch's sample_weight / class_weight arguments, as the fixture gave them to Keras."""
+    fit = meta.get("fit", {})
+    if fit.get("class_weight"):
+        return {"class_weight": {int(k): v for k, v in fit["class_weight"].items()}}
+    return {"sample_weight": data["sw"]} if fit.get("sample_weight") else {}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -36,12 +50,21 @@ def test_matches_tensorflow(case):
     xs, ys = _arrays(data, "x"), _arrays(data, "y")
 
     pred = model.predict(xs, batch_size=16, verbose=0)
-    np.testing.assert_allclose(pred, data["pred0"], rtol=1e-5, atol=1e-6)
+    preds = pred if isinstance(pred, list) else [pred]
+    for k, p in enumerate(preds):
+        np.testing.assert_allclose(p, data[f"pred{k}"], rtol=1e-5, atol=1e-6)
 
-    model.compile(optimizer=optimizers.get(meta["compile"]["optimizer"]), loss=meta["compile"]["loss"])
+    _compile(model, meta)
+    weights = _fit_weights(meta, data)
     for step in range(meta["steps"]):
-        loss = model.train_on_batch(xs, ys)
-        np.testing.assert_allclose(loss, data["loss"][step], rtol=1e-5, err_msg=f"loss of step {step + 1}")
+        logs = model.train_on_batch(xs, ys, return_dict=True, **weights)
+        np.testing.assert_allclose(logs["loss"], data["loss"][step], rtol=1e-5, atol=1e-6,  # cosine crosses 0
+                                   err_msg=f"loss of step {step + 1}")
+        if "logs" in meta:   # every log Keras reported, under Keras's names
+            keras_logs = meta["logs"][step]
+            assert sorted(logs) == sorted(keras_logs)
+            for name, value in keras_logs.items():
+                np.testing.assert_allclose(logs[name], value, rtol=1e-5, atol=1e-6, err_msg=f"{name}, step {step + 1}")
         for i, w in enumerate(model.get_weights()):
             np.testing.assert_allclose(w, data[f"w_step{step + 1}_{i}"], rtol=1e-5, atol=1e-6,
                                        err_msg=f"weight {i} after step {step + 1}")

@@ -29,8 +29,15 @@ It writes two groups of files under ``--out``:
                               regularization penalties included)
       ``w_step<k>_<i>``       ``model.get_weights()`` after step k (1..5)
 
-    json: ``{"model_config", "compile": {"optimizer", "loss", "metrics"},
-    "batch_size", "steps", "versions"}``.
+      ``sw``                  per-sample weights given to every call (cases
+                              with a sample_weight, or with a class_weight:
+                              then the weights Keras derived from it)
+
+    json: ``{"model_config", "compile": {"optimizer", "loss", "loss_weights",
+    "metrics"}, "fit": {"sample_weight": bool, "class_weight": {class:
+    weight} or null}, "logs": [the dict train_on_batch returned, per step],
+    "batch_size", "steps", "versions"}``.  Keras 3.15's ``Huber.get_config``
+    drops ``delta``; the script adds it back to the loss config.
 
 ``configs/``  -- a zoo of model configs for the parser
     ``k3_<arch>.json``  ``model.to_json()`` of Keras 3 (indented)
@@ -189,6 +196,77 @@ def build_l2():
     )
 
 
+def build_positive():
+    return keras.Sequential(
+        [
+            keras.Input(shape=(IN_DIM,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(3, activation="softplus"),
+        ]
+    )
+
+
+def build_cnn():
+    return keras.Sequential(
+        [
+            keras.Input(shape=(8, 8, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(CLASSES, activation="softmax"),
+        ]
+    )
+
+
+def build_binary_logits():
+    return keras.Sequential(
+        [
+            keras.Input(shape=(IN_DIM,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1),
+        ]
+    )
+
+
+def build_norm_mlp():
+    l2 = keras.regularizers.l2(1e-3)
+    return keras.Sequential(
+        [
+            keras.Input(shape=(IN_DIM,)),
+            # no bias before a BatchNormalization: its gradient is rounding
+            # noise, which Adam would turn into full-size steps
+            keras.layers.Dense(16, use_bias=False, kernel_regularizer=l2),
+            keras.layers.BatchNormalization(),
+            keras.layers.Activation("relu"),
+            keras.layers.Dense(16, activation="relu", kernel_regularizer=l2),
+            keras.layers.LayerNormalization(),
+            keras.layers.Dense(CLASSES, activation="softmax",
+                               kernel_regularizer=l2),
+        ]
+    )
+
+
+def build_two_heads():
+    x = keras.Input(shape=(IN_DIM,))
+    h = keras.layers.Dense(16, activation="relu", name="trunk")(x)
+    cls = keras.layers.Dense(CLASSES, activation="softmax", name="cls")(h)
+    reg = keras.layers.Dense(3, name="reg")(h)
+    return keras.Model(x, [cls, reg])
+
+
+def build_cnn_bn():
+    return keras.Sequential(
+        [
+            keras.Input(shape=(6, 6, 2)),
+            keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
+            keras.layers.BatchNormalization(momentum=0.9),
+            keras.layers.Activation("relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(CLASSES, activation="softmax"),
+        ]
+    )
+
+
 def sparse_targets(rng):
     return [rng.randint(0, CLASSES, size=BATCH).astype(np.int32)]
 
@@ -206,7 +284,46 @@ def binary_targets(rng):
     return [rng.randint(0, 2, size=(BATCH, 1)).astype(np.float32)]
 
 
-# case name -> (model builder, input dims, target maker, loss, optimizer maker)
+def binary_targets3(rng):
+    return [rng.randint(0, 2, size=(BATCH, 3)).astype(np.float32)]
+
+
+def sign_targets3(rng):
+    return [rng.choice([-1.0, 1.0], size=(BATCH, 3)).astype(np.float32)]
+
+
+def soft_targets(rng):
+    return [rng.dirichlet(np.ones(CLASSES), size=BATCH).astype(np.float32)]
+
+
+def count_targets(rng):
+    return [rng.poisson(2.0, size=(BATCH, 3)).astype(np.float32)]
+
+
+def away_targets(rng):
+    """Regression targets with |t| in [0.5, 2]: MAPE divides by them."""
+    return [(rng.choice([-1.0, 1.0], size=(BATCH, 3))
+             * rng.uniform(0.5, 2.0, size=(BATCH, 3))).astype(np.float32)]
+
+
+def positive_targets(rng):
+    return [rng.exponential(1.0, size=(BATCH, 3)).astype(np.float32)]
+
+
+def two_head_targets(rng):
+    return sparse_targets(rng) + regression_targets(rng)
+
+
+def sgd():
+    return keras.optimizers.SGD(learning_rate=0.05)
+
+
+L = keras.losses
+M = keras.metrics
+
+# case name -> (model builder, input dims, target maker, loss, optimizer maker[, extras]);
+# extras: metrics, loss_weights, sample_weight (True: random weights), class_weight. New cases go
+# last: a case's seed is its position.
 FIDELITY_CASES = {
     "mlp_sgd": (build_mlp, [IN_DIM], sparse_targets,
                 "sparse_categorical_crossentropy", sgd_momentum),
@@ -238,20 +355,148 @@ FIDELITY_CASES = {
                     "binary_crossentropy", adam),
     "l2_sgd": (build_l2, [IN_DIM], sparse_targets,
                "sparse_categorical_crossentropy", sgd_momentum),
+    "mape_adam": (build_regression, [IN_DIM], away_targets, "mape", adam),
+    "msle_adam": (build_positive, [IN_DIM], positive_targets,
+                  "mean_squared_logarithmic_error", adam,
+                  {"metrics": ["mae", "mse", M.RootMeanSquaredError()]}),
+    "huber_sgd": (build_regression, [IN_DIM], regression_targets,
+                  lambda: L.Huber(delta=0.5), sgd_momentum),
+    "log_cosh_adam": (build_regression, [IN_DIM], regression_targets,
+                      "log_cosh", adam),
+    "kld_adam": (build_mlp, [IN_DIM], soft_targets, "kl_divergence", adam),
+    "poisson_adam": (build_positive, [IN_DIM], count_targets, "poisson", adam),
+    "hinge_sgd": (build_regression, [IN_DIM], binary_targets3, "hinge", sgd),
+    "squared_hinge_adam": (build_regression, [IN_DIM], sign_targets3,
+                           "squared_hinge", adam),
+    "categorical_hinge_adam": (build_logits, [IN_DIM], onehot_targets,
+                               "categorical_hinge", adam,
+                               {"metrics": ["categorical_accuracy",
+                                            M.TopKCategoricalAccuracy(k=2)]}),
+    "cosine_sgd": (build_regression, [IN_DIM], regression_targets,
+                   "cosine_similarity", sgd_momentum),
+    "cce_smoothing_adam": (build_mlp, [IN_DIM], onehot_targets,
+                           lambda: L.CategoricalCrossentropy(
+                               label_smoothing=0.1), adam),
+    "cce_logits_sgd": (build_logits, [IN_DIM], onehot_targets,
+                       lambda: L.CategoricalCrossentropy(from_logits=True),
+                       sgd_momentum),
+    "bce_smoothing_adam": (build_binary, [IN_DIM], binary_targets,
+                           lambda: L.BinaryCrossentropy(label_smoothing=0.2),
+                           adam,
+                           {"metrics": ["accuracy", M.AUC(), M.Precision(),
+                                        M.Recall(thresholds=[0.3, 0.7])]}),
+    "bce_logits_adam": (build_binary_logits, [IN_DIM], binary_targets,
+                        lambda: L.BinaryCrossentropy(from_logits=True), adam,
+                        {"metrics": [M.AUC(from_logits=True)]}),
+    "sample_weight_adam": (build_mlp, [IN_DIM], sparse_targets,
+                           "sparse_categorical_crossentropy", adam,
+                           {"sample_weight": True,
+                            "metrics": ["accuracy",
+                                        M.SparseTopKCategoricalAccuracy(k=2)]}),
+    "class_weight_sgd": (build_mlp, [IN_DIM], sparse_targets,
+                         "sparse_categorical_crossentropy", sgd_momentum,
+                         {"class_weight": {0: 0.5, 1: 2.0, 3: 1.5}}),
+    "two_heads_adam": (build_two_heads, [IN_DIM], two_head_targets,
+                       {"cls": "sparse_categorical_crossentropy",
+                        "reg": "mse"}, adam,
+                       {"loss_weights": {"cls": 1.0, "reg": 0.5},
+                        "metrics": {"cls": ["accuracy"], "reg": ["mae"]}}),
+    "cnn_sgd": (build_cnn, [(8, 8, 1)], sparse_targets,
+                "sparse_categorical_crossentropy", sgd_momentum),
+    "cnn_adam": (build_cnn, [(8, 8, 1)], sparse_targets,
+                 "sparse_categorical_crossentropy", adam),
+    "norm_mlp_sgd": (build_norm_mlp, [IN_DIM], sparse_targets,
+                     "sparse_categorical_crossentropy", sgd_momentum),
+    "norm_mlp_adam": (build_norm_mlp, [IN_DIM], sparse_targets,
+                      "sparse_categorical_crossentropy", adam),
+    "cnn_bn_adam": (build_cnn_bn, [(6, 6, 2)], sparse_targets,
+                    "sparse_categorical_crossentropy", adam),
 }
 
 
+def on_mlp(make_opt):
+    """A case of the MLP with sparse labels: what differs is the optimizer."""
+    return (build_mlp, [IN_DIM], sparse_targets,
+            "sparse_categorical_crossentropy", make_opt)
+
+
+O, S = keras.optimizers, keras.optimizers.schedules
+# Every optimizer, each gradient clipping and one schedule per class. Steps
+# and thresholds are chosen so that each feature acts within the five steps
+# (clipping is active, every schedule changes the rate, Adadelta's tiny
+# first steps are scaled up by its learning rate).  Appended after the cases
+# above so that their seeds, and files, stay the same.
+FIDELITY_CASES.update({
+    "opt_adam_amsgrad": on_mlp(lambda: O.Adam(0.01, amsgrad=True)),
+    "opt_adamw": on_mlp(lambda: O.AdamW(0.01, weight_decay=0.05)),
+    "opt_adagrad": on_mlp(lambda: O.Adagrad(0.05)),
+    "opt_adadelta": on_mlp(lambda: O.Adadelta(1.0, rho=0.9)),
+    "opt_adamax": on_mlp(lambda: O.Adamax(0.01)),
+    "opt_nadam": on_mlp(lambda: O.Nadam(0.01)),
+    "opt_rmsprop_centered": on_mlp(lambda: O.RMSprop(0.01, momentum=0.5,
+                                                     centered=True)),
+    "opt_sgd_weight_decay": on_mlp(lambda: O.SGD(0.05, momentum=0.9,
+                                                 weight_decay=0.1)),
+    "opt_sgd_clipnorm": on_mlp(lambda: O.SGD(0.05, momentum=0.9,
+                                             clipnorm=0.1)),
+    "opt_sgd_clipvalue": on_mlp(lambda: O.SGD(0.05, momentum=0.9,
+                                              clipvalue=0.02)),
+    "opt_adam_global_clipnorm": on_mlp(lambda: O.Adam(
+        0.01, epsilon=0.01, global_clipnorm=0.2)),
+    "sched_exponential": on_mlp(lambda: O.SGD(S.ExponentialDecay(
+        0.1, decay_steps=2, decay_rate=0.5, staircase=True))),
+    "sched_inverse_time": on_mlp(lambda: O.SGD(S.InverseTimeDecay(
+        0.1, decay_steps=1, decay_rate=0.5))),
+    "sched_piecewise": on_mlp(lambda: O.SGD(S.PiecewiseConstantDecay(
+        [1, 3], [0.1, 0.05, 0.01]))),
+    "sched_polynomial": on_mlp(lambda: O.SGD(S.PolynomialDecay(
+        0.1, decay_steps=2, end_learning_rate=0.01, power=2.0,
+        cycle=True))),
+    "sched_cosine": on_mlp(lambda: O.Adam(S.CosineDecay(
+        0.001, decay_steps=3, alpha=0.1, warmup_target=0.02,
+        warmup_steps=2))),
+})
+
+
+def serialize_loss(loss):
+    if isinstance(loss, (str, dict)):
+        return loss
+    config = keras.losses.serialize(loss)
+    if isinstance(loss, keras.losses.Huber):  # Keras 3.15's get_config drops it
+        config["config"]["delta"] = float(loss._fn_kwargs["delta"])
+    return config
+
+
+def serialize_metrics(metrics):
+    if isinstance(metrics, dict):
+        return {k: serialize_metrics(v) for k, v in metrics.items()}
+    if isinstance(metrics, (list, tuple)):
+        return [serialize_metrics(m) for m in metrics]
+    return metrics if isinstance(metrics, str) else keras.metrics.serialize(metrics)
+
+
 def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
-    builder, in_dims, make_targets, loss, make_opt = spec
+    builder, in_dims, make_targets, loss, make_opt, *extras = spec
+    extras = extras[0] if extras else {}
     reset(seed)
     rng = np.random.RandomState(seed)
-    xs = [rng.normal(size=(BATCH, d)).astype(np.float32) for d in in_dims]
+    xs = [rng.normal(size=(BATCH, *np.atleast_1d(d))).astype(np.float32)
+          for d in in_dims]
     ys = make_targets(rng)
 
     model = builder()
     opt = make_opt()
     loss_obj = loss() if callable(loss) else loss
-    model.compile(optimizer=opt, loss=loss_obj, metrics=[])
+    metrics = extras.get("metrics", [])
+    model.compile(optimizer=opt, loss=loss_obj, metrics=metrics,
+                  loss_weights=extras.get("loss_weights"))
+    class_weight = extras.get("class_weight")
+    sw = None
+    if extras.get("sample_weight"):
+        sw = rng.uniform(0.0, 2.0, size=BATCH).astype(np.float32)
+    elif class_weight:
+        sw = np.array([class_weight.get(int(c), 1.0) for c in ys[0]],
+                      np.float32)
 
     arrays = {}
     for i, x in enumerate(xs):
@@ -266,18 +511,32 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
                                                 verbose=0))):
         arrays[f"pred{i}"] = p
 
-    # Sanity check: the first train_on_batch value must equal the loss of the
-    # untouched model on the same batch (i.e. it is reported pre-update).
-    loss_before = float(model.test_on_batch(x_in, y_in))
+    if sw is not None:
+        arrays["sw"] = sw
 
-    losses = []
+    # Sanity check: the first train_on_batch value must equal the loss of the
+    # untouched model on the same batch (i.e. it is reported pre-update), unless
+    # a BatchNormalization makes training and inference differ.
+    loss_before = model.test_on_batch(x_in, y_in, sample_weight=sw,
+                                      return_dict=True)["loss"]
+
+    losses, logs = [], []
     for step in range(1, STEPS + 1):
-        losses.append(float(model.train_on_batch(x_in, y_in)))
+        if class_weight:
+            out = model.train_on_batch(x_in, y_in, class_weight=class_weight,
+                                       return_dict=True)
+        else:
+            out = model.train_on_batch(x_in, y_in, sample_weight=sw,
+                                       return_dict=True)
+        logs.append({k: np.asarray(v).tolist() for k, v in out.items()})
+        losses.append(float(out["loss"]))
         for i, w in enumerate(model.get_weights()):
             arrays[f"w_step{step}_{i}"] = w
     arrays["loss"] = np.asarray(losses, dtype=np.float64)
-    assert np.isclose(losses[0], loss_before, rtol=1e-5, atol=1e-6), (
-        name, losses[0], loss_before)
+    training_mode = any(isinstance(layer, keras.layers.BatchNormalization)
+                        for layer in model.layers)  # batch statistics
+    assert training_mode or np.isclose(losses[0], loss_before, rtol=1e-5,
+                                       atol=1e-6), (name, losses[0], loss_before)
     assert np.all(np.isfinite(arrays["loss"])), name
 
     np.savez_compressed(out_dir / f"{name}.npz", **arrays)
@@ -285,10 +544,14 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
         "model_config": json.loads(model.to_json()),
         "compile": {
             "optimizer": keras.optimizers.serialize(opt),
-            "loss": loss_obj if isinstance(loss_obj, str)
-            else keras.losses.serialize(loss_obj),
-            "metrics": [],
+            "loss": serialize_loss(loss_obj),
+            "loss_weights": extras.get("loss_weights"),
+            "metrics": serialize_metrics(metrics),
         },
+        "fit": {"sample_weight": sw is not None and not class_weight,
+                "class_weight": {str(k): v for k, v in class_weight.items()}
+                if class_weight else None},
+        "logs": logs,
         "batch_size": BATCH,
         "steps": STEPS,
         "versions": VERSIONS,
@@ -483,6 +746,83 @@ def zoo_initializers(K):
     return K.Model(x, out, name="initializers")
 
 
+def zoo_conv2d(K):
+    """Conv2D's options, one branch each; every branch is a model output."""
+    x = K.Input(shape=(9, 9, 3), name="image")
+    C = K.layers.Conv2D
+    outs = [
+        C(4, 3, padding="same", strides=2, activation="relu", name="same_s2")(x),
+        C(4, (3, 2), dilation_rate=2, name="valid_dilated")(x),
+        C(5, (2, 3), strides=(2, 1), padding="same", use_bias=False,
+          activation="tanh", name="same_s21")(x),
+        C(3, 1, name="pointwise")(x),
+        C(6, 3, groups=3, padding="same", name="grouped")(x),
+    ]
+    return K.Model(x, outs, name="conv2d")
+
+
+def zoo_conv_layers(K):
+    x = K.Input(shape=(8, 8, 3), name="image")
+    s = K.Input(shape=(10, 4), name="sequence")
+    L = K.layers
+    outs = [
+        L.DepthwiseConv2D(3, depth_multiplier=2, padding="same",
+                          name="depthwise")(x),
+        L.SeparableConv2D(5, 3, strides=2, activation="relu",
+                          name="separable")(x),
+        L.Conv2DTranspose(4, 3, strides=2, padding="same",
+                          name="transpose_same")(x),
+        L.Conv2DTranspose(2, (3, 2), strides=(2, 3), name="transpose_valid")(x),
+        L.MaxPooling2D(3, strides=2, padding="same", name="max_same")(x),
+        L.AveragePooling2D(3, strides=2, padding="same", name="avg_same")(x),
+        L.AveragePooling2D((2, 3), name="avg_valid")(x),
+        L.GlobalMaxPooling2D(name="global_max")(x),
+        L.UpSampling2D((2, 3), name="upsample")(
+            L.Cropping2D(((1, 2), (0, 3)), name="crop")(
+                L.ZeroPadding2D(((1, 0), (2, 1)), name="zeropad")(x))),
+        L.Conv1D(3, 3, padding="causal", dilation_rate=2, name="causal")(s),
+        L.Conv1D(2, 2, strides=2, activation="relu", name="conv1d")(s),
+        L.GlobalAveragePooling1D(name="gap1d")(L.MaxPooling1D(2, name="max1d")(s)),
+        L.GlobalMaxPooling1D(name="gmp1d")(L.AveragePooling1D(3, strides=1, name="avg1d")(s)),
+    ]
+    return K.Model([x, s], outs, name="conv_layers")
+
+
+def zoo_norm_embed(K):
+    ids = K.Input(shape=(6,), name="ids", dtype="int32")
+    L = K.layers
+    e = L.Embedding(11, 8, name="embed")(ids)
+    h = L.LayerNormalization(name="ln")(e)
+    h = L.Dense(6, activation="relu", name="dense_seq")(h)
+    h = L.GroupNormalization(groups=3, name="gn")(h)
+    h = L.Permute((2, 1), name="permute")(h)
+    v = L.GlobalAveragePooling1D(name="pool")(h)
+    v = L.BatchNormalization(name="bn")(v)
+    r = L.RepeatVector(3, name="repeat")(v)
+    img = L.Reshape((2, 3, 6), name="as_image")(L.Flatten(name="flat")(h))
+    bn2 = L.BatchNormalization(axis=-1, name="bn_image")(img)
+    return K.Model(ids, [r, bn2], name="norm_embed")
+
+
+def randomize_weights(model, seed):
+    """Random weights everywhere (positive ones for the variances), so biases, scales and
+    the moving statistics all matter in the predictions."""
+    rng = np.random.RandomState(seed)
+    weights = []
+    for v in model.weights:
+        w = rng.normal(scale=0.4, size=tuple(v.shape))
+        if "variance" in v.name:
+            w = np.abs(w) + 0.5
+        weights.append(w.astype(np.float32))
+    model.set_weights(weights)
+
+
+def zoo_inputs(arch, shapes, rng):
+    if arch == "norm_embed":
+        return [rng.randint(0, 11, size=(ZOO_ROWS,) + shapes[0]).astype(np.int32)]
+    return [rng.normal(size=(ZOO_ROWS,) + s).astype(np.float32) for s in shapes]
+
+
 # arch name -> (builder, input shapes without batch dim)
 ZOO = {
     "seq_mlp": (zoo_seq_mlp, [(8,)]),
@@ -495,7 +835,11 @@ ZOO = {
     "multi_output": (zoo_multi_output, [(7,)]),
     "activations": (zoo_activations, [(4,)]),
     "initializers": (zoo_initializers, [(6,)]),
+    "conv2d": (zoo_conv2d, [(9, 9, 3)]),
+    "conv_layers": (zoo_conv_layers, [(8, 8, 3), (10, 4)]),
+    "norm_embed": (zoo_norm_embed, [(6,)]),
 }
+RANDOM_WEIGHTS = ("conv2d", "conv_layers", "norm_embed")
 
 
 def make_zoo_arch(arch, spec, out_dir: Path, seed: int) -> dict:
@@ -504,12 +848,14 @@ def make_zoo_arch(arch, spec, out_dir: Path, seed: int) -> dict:
     builder, shapes = spec
     reset(seed)
     rng = np.random.RandomState(seed)
-    xs = [rng.normal(size=(ZOO_ROWS,) + s).astype(np.float32) for s in shapes]
+    xs = zoo_inputs(arch, shapes, rng)
     x_in = xs if len(xs) > 1 else xs[0]
 
     m3 = builder(keras)
     if arch == "activations":
         set_activation_weights(m3, seed)
+    if arch in RANDOM_WEIGHTS:
+        randomize_weights(m3, seed)
     weights = m3.get_weights()
     preds3 = as_list(m3.predict(x_in, verbose=0))
 
@@ -521,6 +867,11 @@ def make_zoo_arch(arch, spec, out_dir: Path, seed: int) -> dict:
     arrays.update({f"w_{i}": w for i, w in enumerate(weights)})
     arrays.update({f"pred{i}": p for i, p in enumerate(preds3)})
     arrays.update({f"k2_pred{i}": p for i, p in enumerate(preds2)})
+    if arch in RANDOM_WEIGHTS:  # what summary() shows per layer: output shape, parameters
+        arrays["summary"] = np.array(json.dumps([
+            [layer.name, list(layer.output.shape), layer.count_params(),
+             sum(int(np.prod(w.shape)) for w in layer.trainable_weights)]
+            for layer in m3.layers]))
     np.savez_compressed(out_dir / f"{arch}.npz", **arrays)
 
     dump_json(json.loads(m3.to_json()), out_dir / f"k3_{arch}.json")
@@ -655,7 +1006,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="tests/fixtures", type=Path,
                         help="fixture root (default: tests/fixtures)")
+    parser.add_argument("--only", nargs="*",
+                        help="regenerate only these fidelity cases / zoo archs")
     args = parser.parse_args(argv)
+    wanted = (lambda name: args.only is None or name in args.only)
 
     tf.config.experimental.enable_op_determinism()
     tf_dir = args.out / "tf"
@@ -666,12 +1020,16 @@ def main(argv=None) -> int:
 
     print("training fidelity fixtures:")
     for i, (name, spec) in enumerate(FIDELITY_CASES.items()):
-        make_fidelity_case(name, spec, tf_dir, SEED + i)
+        if wanted(name):
+            make_fidelity_case(name, spec, tf_dir, SEED + i)
 
     print("config zoo:")
     zoo_arrays = {}
     for i, (arch, spec) in enumerate(ZOO.items()):
-        zoo_arrays[arch] = make_zoo_arch(arch, spec, cfg_dir, SEED + 100 + i)
+        if wanted(arch):
+            zoo_arrays[arch] = make_zoo_arch(arch, spec, cfg_dir, SEED + 100 + i)
+    if args.only is not None:
+        return 0
 
     print("Keras 2.1.6 configs:")
     for fname, (arch, config) in k21_configs().items():

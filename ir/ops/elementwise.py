@@ -62,8 +62,17 @@ _elem("minimum", np.minimum,
                                unbroadcast(b, b.mul(g, b.greater(x, y)), y)), broadcast_type)
 # comparisons give 0.0/1.0 in the operands' dtype; they have no gradient
 for _name, _fn in [("greater", np.greater), ("greater_equal", np.greater_equal),
-                   ("less", np.less), ("less_equal", np.less_equal)]:
+                   ("less", np.less), ("less_equal", np.less_equal), ("equal", np.equal)]:
     _elem(_name, lambda a, c, _fn=_fn: _fn(a, c).astype(np.result_type(a, c)), None, broadcast_type)
+
+
+def _where_vjp(b, g, out, c, x, y):
+    zero = b.const(0.0, b.type(g).dtype)
+    return None, unbroadcast(b, b.where(c, g, zero), x), unbroadcast(b, b.where(c, zero, g), y)
+
+
+_elem("where", lambda c, a, d: np.where(c != 0, a, d), _where_vjp, broadcast_type,
+      doc="a where cond != 0, else b (cond is a 0.0/1.0 mask, e.g. from a comparison)")
 
 _elem("neg", lambda a: -a, lambda b, g, out, x: (b.neg(g),))
 _elem("exp", np.exp, lambda b, g, out, x: (b.mul(g, out),))

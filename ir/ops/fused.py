@@ -5,18 +5,19 @@ from __future__ import annotations
 import numpy as np
 
 from .elementwise import ACTIVATIONS, broadcast_type, same_type
+from .optim import SHARED
 from .registry import REGISTRY, OpDef, Pattern, register
 
 
 def _fused_dense_type(types, attrs):
     x, w, b = types
-    if x.rank != 2 or w.rank != 2 or x.shape[1] != w.shape[0] or b.shape != (w.shape[1],):
+    if x.rank < 2 or w.rank != 2 or x.shape[-1] != w.shape[0] or b.shape != (w.shape[1],):
         raise ValueError(f"fused_dense: shapes {x}, {w}, {b} do not fit")
-    return x.with_shape((x.shape[0], w.shape[1]))
+    return x.with_shape((*x.shape[:-1], w.shape[1]))
 
 
 def _fused_dense(x, w, b, activation="linear", **act_attrs):
-    return ACTIVATIONS[activation][0](np.dot(x, w) + b, **act_attrs).astype(x.dtype)
+    return ACTIVATIONS[activation][0](np.dot(x, w) + b, **act_attrs).astype(x.dtype)  # over x's last axis
 
 
 register(OpDef("fused_dense", Pattern.GEMM, _fused_dense_type, _fused_dense, None,
@@ -48,9 +49,12 @@ def _fused_update(*args, update, per_param, shared, hyper=()):
 
 
 def update_groups(node) -> list[tuple]:
-    """The (w, g, *slots) operand groups of an update node, one per parameter."""
+    """The (w, g, *slots) operand groups of an optimizer update node, one per parameter
+    (none for other in-place updates, such as moving statistics)."""
+    if node.op == "moving_average":
+        return []
     if node.op != "fused_update":
-        return [tuple(node.inputs[:len(node.inputs) - (2 if node.op == "adam_update" else 1)])]
+        return [tuple(node.inputs[:len(node.inputs) - len(SHARED)])]
     k, n_shared = node.attrs["per_param"], node.attrs["shared"]
     ops = node.inputs[:len(node.inputs) - n_shared]
     return [tuple(ops[j:j + k]) for j in range(0, len(ops), k)]

@@ -1,10 +1,31 @@
-"""Optimizer updates: each writes its parameter (and its slots) in place, with
-Keras 3's formulas. Operands: (w, g, *slots, lr[, step]); hyper-parameters are attrs."""
+"""Optimizer updates: each writes its parameter (and its slots) in place, with Keras 3's formulas.
+
+Operands: (w, g, *slots, lr, step, gscale); hyper-parameters are attrs. The three trailing
+scalars are the same for every parameter, so one fused loop can update them all: `lr` is this
+step's learning rate, `step` the 1-based iteration and `gscale` a factor on every gradient
+(global-norm clipping needs one scalar over all gradients; it is 1 otherwise). Every update also
+takes Keras's generic `weight_decay`, applied first as Keras does: w -= w * weight_decay * lr."""
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from .registry import OpDef, Pattern, register
+
+SHARED = ("lr", "step", "gscale")
+
+
+@dataclass(frozen=True)
+class UpdateRule:
+    """What the optimizer pass needs to know of an update op."""
+    defaults: dict                   # hyper-parameters with Keras's defaults
+    slots: Callable[[dict], dict]    # full hyper-parameters -> {slot name: initial value}, in operand order
+
+
+UPDATES: dict[str, UpdateRule] = {}
 
 
 def _update_type(types, attrs):
@@ -14,37 +35,63 @@ def _update_type(types, attrs):
     return w
 
 
-def sgd_update(w, g, *rest, momentum=0.0, nesterov=False):
+def _update(name, defaults, slots):
+    """Register `rule(w, g, *slots, lr, t, **hyper)` as update op `name`; the shared part
+    (weight decay, gradient scale, defaults) is done here once for all rules."""
+    def wrap(rule):
+        def forward(w, g, *operands, weight_decay=0.0, **hyper):
+            *slot_arrays, lr, step, gscale = operands
+            f = w.dtype.type
+            if weight_decay:
+                w -= w * f(weight_decay) * f(lr)
+            rule(w, g * f(gscale), *slot_arrays, lr=float(lr), t=float(step), **{**defaults, **hyper})
+            return w
+
+        register(OpDef(name, Pattern.UPDATE, _update_type, forward, None, doc=rule.__doc__))
+        UPDATES[name] = UpdateRule(dict(defaults), slots)
+        return rule
+    return wrap
+
+
+def _zeros(*names):
+    return dict.fromkeys(names, 0.0)
+
+
+@_update("sgd_update", {"momentum": 0.0, "nesterov": False}, lambda h: {"momentum": 0.0} if h["momentum"] else {})
+def sgd(w, g, *m, lr, t, momentum, nesterov):
     """Keras SGD: m = momentum*m - lr*g; w += m (nesterov: w += momentum*m - lr*g)."""
-    lr = w.dtype.type(rest[-1])
-    if momentum:
-        m = rest[0]
-        m *= w.dtype.type(momentum)
-        m -= lr * g
-        if nesterov:
-            w += w.dtype.type(momentum) * m - lr * g
-        else:
-            w += m
-    else:
-        w -= lr * g
-    return w
-
-
-def adam_update(w, g, m, v, lr, step, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
-    """Keras Adam: bias correction folded into the step size alpha."""
-    t = float(step)
-    alpha = w.dtype.type(float(lr) * np.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t))
-    m += (g - m) * w.dtype.type(1 - beta_1)
-    v += (g * g - v) * w.dtype.type(1 - beta_2)
-    w -= alpha * m / (np.sqrt(v) + w.dtype.type(epsilon))
-    return w
-
-
-def rmsprop_update(w, g, v, *rest, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False):
-    """Keras RMSprop; slots: velocity[, average gradient if centered][, momentum if momentum > 0]."""
-    lr = w.dtype.type(rest[-1])
-    slots = list(rest[:-1])
     f = w.dtype.type
+    if not momentum:
+        w -= f(lr) * g
+        return
+    m, = m
+    m *= f(momentum)
+    m -= f(lr) * g
+    w += (f(momentum) * m - f(lr) * g) if nesterov else m
+
+
+@_update("adam_update", {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False},
+         lambda h: _zeros("m", "v", *(["v_hat"] if h["amsgrad"] else [])))
+def adam(w, g, m, v, *v_hat, lr, t, beta_1, beta_2, epsilon, amsgrad):
+    """Keras Adam (and AdamW, with weight_decay): bias correction folded into the step size alpha;
+    amsgrad divides by the running maximum of v."""
+    f = w.dtype.type
+    alpha = f(lr * math.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t))
+    m += (g - m) * f(1 - beta_1)
+    v += (g * g - v) * f(1 - beta_2)
+    if amsgrad:
+        np.maximum(v_hat[0], v, out=v_hat[0])
+        v = v_hat[0]
+    w -= alpha * m / (np.sqrt(v) + f(epsilon))
+
+
+@_update("rmsprop_update", {"rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False},
+         lambda h: _zeros("velocity", *(["average_gradient"] if h["centered"] else []),
+                          *(["momentum"] if h["momentum"] else [])))
+def rmsprop(w, g, v, *slots, lr, t, rho, momentum, epsilon, centered):
+    """Keras RMSprop; slots: velocity[, average gradient if centered][, momentum if momentum > 0]."""
+    f = w.dtype.type
+    slots = list(slots)
     v *= f(rho)
     v += f(1 - rho) * g * g
     if centered:
@@ -54,7 +101,7 @@ def rmsprop_update(w, g, v, *rest, rho=0.9, momentum=0.0, epsilon=1e-7, centered
         denominator = v - ag * ag + f(epsilon)
     else:
         denominator = v + f(epsilon)
-    increment = lr * g / np.sqrt(denominator)
+    increment = f(lr) * g / np.sqrt(denominator)
     if momentum > 0:
         mom = slots.pop(0)
         mom *= f(momentum)
@@ -62,8 +109,58 @@ def rmsprop_update(w, g, v, *rest, rho=0.9, momentum=0.0, epsilon=1e-7, centered
         w -= mom
     else:
         w -= increment
-    return w
 
 
-for _name, _fn in [("sgd_update", sgd_update), ("adam_update", adam_update), ("rmsprop_update", rmsprop_update)]:
-    register(OpDef(_name, Pattern.UPDATE, _update_type, _fn, None, doc=_fn.__doc__))
+@_update("adagrad_update", {"initial_accumulator_value": 0.1, "epsilon": 1e-7},
+         lambda h: {"accumulator": h["initial_accumulator_value"]})
+def adagrad(w, g, acc, *, lr, t, initial_accumulator_value, epsilon):
+    """Keras Adagrad: acc += g^2; w -= lr*g / sqrt(acc + epsilon)."""
+    f = w.dtype.type
+    acc += g * g
+    w -= f(lr) * g / np.sqrt(acc + f(epsilon))
+
+
+@_update("adadelta_update", {"rho": 0.95, "epsilon": 1e-7},
+         lambda h: _zeros("accumulated_grad", "accumulated_delta_var"))
+def adadelta(w, g, acc_g, acc_dx, *, lr, t, rho, epsilon):
+    """Keras Adadelta: delta = -sqrt(acc_dx + eps) * g / sqrt(acc_g + eps), with acc_g updated first
+    and acc_dx after; w += lr*delta."""
+    f = w.dtype.type
+    acc_g *= f(rho)
+    acc_g += f(1 - rho) * g * g
+    delta = -(np.sqrt(acc_dx + f(epsilon)) * g) / np.sqrt(acc_g + f(epsilon))
+    acc_dx *= f(rho)
+    acc_dx += f(1 - rho) * delta * delta
+    w += f(lr) * delta
+
+
+@_update("adamax_update", {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}, lambda h: _zeros("m", "u"))
+def adamax(w, g, m, u, *, lr, t, beta_1, beta_2, epsilon):
+    """Keras Adamax: u = max(beta_2*u, |g|); w -= lr*m / ((1 - beta_1^t) * (u + epsilon))."""
+    f = w.dtype.type
+    m += (g - m) * f(1 - beta_1)
+    np.maximum(f(beta_2) * u, np.abs(g), out=u)
+    w -= f(lr) * m / (f(1 - beta_1 ** t) * (u + f(epsilon)))
+
+
+def nadam_momentum_product(beta_1, t):
+    """Keras Nadam's u_product after step t: the product over s = 1..t of
+    beta_1 * (1 - 0.5 * 0.96**s). Past s = 1000 the bracket is 1 in float64, so the loop stops there
+    (cpu_kernels has a copy)."""
+    p = 1.0
+    for s in range(1, min(int(t), 1000) + 1):
+        p *= 1 - 0.5 * 0.96 ** s
+    return p * beta_1 ** t
+
+
+@_update("nadam_update", {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}, lambda h: _zeros("m", "v"))
+def nadam(w, g, m, v, *, lr, t, beta_1, beta_2, epsilon):
+    """Keras Nadam, with its momentum schedule u_t = beta_1 * (1 - 0.5 * 0.96**t)."""
+    f = w.dtype.type
+    u_t, u_next = beta_1 * (1 - 0.5 * 0.96 ** t), beta_1 * (1 - 0.5 * 0.96 ** (t + 1))
+    u_product = nadam_momentum_product(beta_1, t)
+    m += (g - m) * f(1 - beta_1)
+    v += (g * g - v) * f(1 - beta_2)
+    m_hat = f(u_next / (1 - u_product * u_next)) * m + f((1 - u_t) / (1 - u_product)) * g
+    v_hat = v / f(1 - beta_2 ** t)
+    w -= m_hat * f(lr) / (np.sqrt(v_hat) + f(epsilon))

@@ -42,6 +42,18 @@ register(OpDef("reduce_mean", Pattern.REDUCE, _reduce_type,
                .astype(x.dtype), _reduce_vjp(True)))
 
 
+def _reduce_max_vjp(b, g, out, x, axes=None, keepdims=False):
+    """TensorFlow's rule: ties share the gradient equally."""
+    hit = b.equal(x, b.broadcast_like(out, x, axes=axes, keepdims=keepdims))
+    ties = b.broadcast_like(b.reduce_sum(hit, axes=axes, keepdims=keepdims), x, axes=axes, keepdims=keepdims)
+    return (b.div(b.mul(b.broadcast_like(g, x, axes=axes, keepdims=keepdims), hit), ties),)
+
+
+register(OpDef("reduce_max", Pattern.REDUCE, _reduce_type,
+               lambda x, axes=None, keepdims=False: np.max(x, axis=_norm_axes(axes, x.ndim), keepdims=keepdims),
+               _reduce_max_vjp))
+
+
 def _broadcast_like(g, x, axes=None, keepdims=False):
     axes = _norm_axes(axes, x.ndim)
     if not keepdims:
@@ -60,20 +72,27 @@ register(OpDef("count", Pattern.OPAQUE, lambda types, attrs: TensorType((), type
 
 
 def _matmul_type(types, attrs):
+    """Operands of rank > 2 are matrices whose rows are all but the last axis: a Dense on
+    [B,T,K] is [B*T,K] @ [K,N]. A transposed operand's rows are contracted, so they must match."""
     a, b = types
-    if a.rank != 2 or b.rank != 2:
-        raise ValueError(f"matmul takes rank-2 operands, got {a} and {b}")
-    m, ka = (a.shape[1], a.shape[0]) if attrs.get("transpose_a") else a.shape
-    kb, n = (b.shape[1], b.shape[0]) if attrs.get("transpose_b") else b.shape
+    ta, tb = attrs.get("transpose_a"), attrs.get("transpose_b")
+    if a.rank < 2 or b.rank < 2 or (tb and b.rank != 2):
+        raise ValueError(f"matmul: cannot multiply {a} and {b} (transpose_a={ta}, transpose_b={tb})")
+    rows = (a.shape[-1],) if ta else a.shape[:-1]
+    ka = a.shape[:-1] if ta else (a.shape[-1],)
+    kb = (b.shape[1],) if tb else b.shape[:-1]
+    n = b.shape[0] if tb else b.shape[-1]
     if ka != kb:
         raise ValueError(f"matmul: inner dimensions differ: {a} and {b}")
     if a.dtype != b.dtype:
         raise TypeError(f"matmul: dtypes differ: {a} and {b}")
-    return TensorType((m, n), a.dtype)
+    return TensorType((*rows, n), a.dtype)
 
 
 def _matmul(a, b, transpose_a=False, transpose_b=False):
-    return np.dot(a.T if transpose_a else a, b.T if transpose_b else b)
+    a2, b2 = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    out = np.dot(a2.T if transpose_a else a2, b2.T if transpose_b else b2)
+    return out if transpose_a else out.reshape(*a.shape[:-1], out.shape[-1])
 
 
 def _matmul_vjp(b, g, out, x, w, transpose_a=False, transpose_b=False):

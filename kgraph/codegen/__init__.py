@@ -1,8 +1,23 @@
-"""Code generation: Python source of Numba kernels from a compiled graph and its memory plan."""
-from .cpu import generate as generate_cpu
-from .cuda import generate as generate_cuda
+"""Code generation: Python source of Numba kernels from a compiled graph and its memory plan.
+
+Generated steps import this package's hand-written kernels (cpu_kernels, cuda_kernels) at run
+time, so this module imports the generators only when called: a compiled trainer loads no IR or
+networkx."""
 
 __all__ = ["generate_cpu", "generate_cuda"]
+
+
+def generate_cpu(compiled) -> str:
+    from .cpu import generate
+
+    return generate(compiled)
+
+
+def generate_cuda(compiled) -> tuple[str, int]:
+    """The CUDA launcher's source and its kernel launches per step (kgraph.codegen.cuda)."""
+    from .cuda import generate
+
+    return generate(compiled)
 
 
 def step_manifest(compiled, path) -> dict:
@@ -34,24 +49,31 @@ def step_manifest(compiled, path) -> dict:
         "rng_masks": rng,
         "inputs": [n.id for n in g.sources("input")],
         "labels": [{"id": n.id, "dtype": n.type.dtype, "shape": list(n.type.shape)} for n in g.sources("label")],
+        "sample_weights": [{"id": n.id, "dtype": n.type.dtype, "shape": list(n.type.shape)}
+                           for n in g.sources("sample_weight")],
         "outputs": {k: place(v) for k, v in g.outputs.items() if place(v) is not None},
         "state": [{"node": n.id, "slot": n.attrs.get("slot"), "param": n.attrs.get("param"),
-                   "offset": plan.slots[n.id].offset, "shape": list(n.type.shape)} for n in g.sources("state")],
+                   "offset": plan.slots[n.id].offset, "shape": list(n.type.shape), "init": n.attrs.get("init", 0.0)}
+                  for n in g.sources("state")],
         "state_size": plan.buckets.get("state", 0),
         "param_size": plan.buckets.get("params", 0),
     }
 
 
 def _largest_gemm_per_sample(graph) -> int:
-    """FLOPs per sample of the step's largest GEMM: the runtime picks BLAS threads from it."""
+    """FLOPs per sample of the step's largest GEMM: the runtime picks BLAS threads from it.
+    2 x outputs x contraction length, one of which grows with the batch."""
     largest = 0
     for n in graph.nodes():
         if n.op in ("matmul", "fused_dense"):
-            a, b = (graph.type(i) for i in n.inputs[:2])
-            k = a.shape[0] if n.attrs.get("transpose_a") else a.shape[-1]
-            m, cols = n.type.shape
-            dims = [d for d in (m, k, cols) if d != "B"]
-            largest = max(largest, 2 * dims[0] * dims[1] if len(dims) == 2 else 0)
+            a = graph.type(n.inputs[0])
+            out_per_sample, out_fixed = n.type.per_batch_size()
+            if n.attrs.get("transpose_a"):  # a weight gradient: the contraction runs over the batch
+                k_per_sample = a.with_shape(a.shape[:-1]).per_batch_size()[0]
+                flops = 2 * out_fixed * k_per_sample
+            else:
+                flops = 2 * out_per_sample * a.shape[-1]
+            largest = max(largest, flops)
     return largest
 
 

@@ -63,7 +63,8 @@ class StepCodegen:
         self.mod = Module(self.dtype)
         self.func_name = func_name
         self.inputs = [n.id for n in self.g.sources("input")]
-        self.labels = [n.id for n in self.g.sources("label")]
+        # the step's batch arguments after the inputs: labels, then each output's sample weights
+        self.labels = [n.id for n in self.g.sources("label")] + [n.id for n in self.g.sources("sample_weight")]
 
     def _dtype(self):
         floats = {n.type.dtype for n in self.g.nodes() if n.type.dtype.startswith("float") and n.op != "scalar"}
@@ -135,12 +136,17 @@ class StepCodegen:
             return ACT_GRAD[attrs["activation"]](args[0], args[1], attrs, lit)
         raise NotImplementedError(f"no scalar template for elementwise op {op!r}")
 
+    @staticmethod
+    def _axes(t, axes) -> list:
+        return sorted(a % max(t.rank, 1) for a in (range(t.rank) if axes is None else
+                                                   ((axes,) if isinstance(axes, int) else axes)))
+
     def _split(self, t, axes):
-        """(pre, mid, post) sizes for a reduction over a contiguous axis range."""
-        axes = sorted(a % max(t.rank, 1) for a in (range(t.rank) if axes is None else
-                                                    ((axes,) if isinstance(axes, int) else axes)))
+        """(pre, mid, post) sizes for a reduction over a contiguous axis range, or None (the
+        target generates a loop over non-contiguous axes, or refuses them)."""
+        axes = self._axes(t, axes)
         if axes and axes != list(range(axes[0], axes[-1] + 1)):
-            raise NotImplementedError(f"reduction over non-contiguous axes {axes} of {t}")
+            return None
         if not axes:
             return prod(t.shape), "1", "1"
         return prod(t.shape[:axes[0]]), prod(t.shape[axes[0]:axes[-1] + 1]), prod(t.shape[axes[-1] + 1:])

@@ -1,13 +1,14 @@
 """CPU codegen: Python source of one @numba.njit step function per compiled graph.
 
-The step takes (B, arena, params, grads, state, rng, lr, step, inputs..., labels...), makes a
-view per buffer from the memory plan, and calls per-op kernels in schedule order. Elementwise
-loops (fused chains, GEMM epilogues, activation gradients) are generated here from the scalar
-templates below; everything else calls the hand-written kernels in cpu_kernels.py."""
+The step takes (B, arena, params, grads, state, rng, lr, step, inputs..., labels..., sample
+weights...), makes a view per buffer from the memory plan, and calls per-op kernels in schedule
+order. Elementwise loops (fused chains, GEMM epilogues, activation gradients) are generated here
+from the scalar templates below; everything else calls the hand-written kernels in cpu_kernels.py."""
 from __future__ import annotations
 
-from ir import Pattern, format_node, get_op
+from ir import BATCH, Pattern, format_node, get_op
 from ir.ops.fused import update_groups
+from ir.ops.optim import UPDATES
 
 from .base import StepCodegen, prod as _prod, var as _var, shape_expr
 from .templates import ACT_FORWARD
@@ -26,6 +27,17 @@ from kgraph.codegen import cpu_kernels as K
 
 '''
 JIT = '@njit(cache=True, error_model="numpy", nogil=True)'
+# update op -> (kernel in cpu_kernels, every slot it can take and its hyper-parameters, in argument order)
+UPDATE_KERNELS = {
+    "sgd_update": ("sgd", ["momentum"], ["momentum", "nesterov"]),
+    "adam_update": ("adam", ["m", "v", "v_hat"], ["beta_1", "beta_2", "epsilon", "amsgrad"]),
+    "rmsprop_update": ("rmsprop", ["velocity", "average_gradient", "momentum"],
+                       ["rho", "momentum", "epsilon", "centered"]),
+    "adagrad_update": ("adagrad", ["accumulator"], ["epsilon"]),
+    "adadelta_update": ("adadelta", ["accumulated_grad", "accumulated_delta_var"], ["rho", "epsilon"]),
+    "adamax_update": ("adamax", ["m", "u"], ["beta_1", "beta_2", "epsilon"]),
+    "nadam_update": ("nadam", ["m", "v"], ["beta_1", "beta_2", "epsilon"]),
+}
 STEP_ARGS = ["B", "arena", "params", "grads", "state", "rng", "lr", "step"]
 
 
@@ -67,7 +79,9 @@ class CpuCodegen(StepCodegen):
         op = get_op(node.op)
         if op.pattern is Pattern.VIEW:
             return [f"{_var(node.id)} = {self._operand(node.inputs[0])}.reshape({shape_expr(node.type.shape)})"]
-        lines = [] if op.pattern is Pattern.UPDATE else self._define(node)
+        if op.pattern is Pattern.UPDATE:  # optimizer updates, and moving statistics
+            return getattr(self, "_emit_" + node.op, self._emit_update)(node)
+        lines = self._define(node)
         if node.attrs.get("computed_by"):
             return lines + [f"# (computed by %{node.attrs['computed_by']})"]
         emit = getattr(self, "_emit_" + node.op, None)
@@ -119,11 +133,16 @@ class CpuCodegen(StepCodegen):
         return [f"{name}({', '.join(args + ([_var(bias_grad)] if bias_grad else []))})"]
 
     # ------------------------------------------------------------------ GEMMs
+    def _matrix(self, nid) -> str:
+        """A node as a matrix: its rows are all axes but the last."""
+        t = self.g.type(nid)
+        return f"{self._operand(nid)}.reshape(({_prod(t.shape[:-1])}, {t.shape[-1]}))"
+
     def _emit_matmul(self, node) -> list[str]:
-        a, b = (self._operand(i) for i in node.inputs)
+        a, b = (self._matrix(i) for i in node.inputs)
         a = a + ".T" if node.attrs.get("transpose_a") else a
         b = b + ".T" if node.attrs.get("transpose_b") else b
-        return [f"np.dot({a}, {b}, {_var(node.id)})"]
+        return [f"np.dot({a}, {b}, {self._matrix(node.id)})"]
 
     def _emit_fused_dense(self, node) -> list[str]:
         x, w, b = node.inputs
@@ -132,13 +151,104 @@ class CpuCodegen(StepCodegen):
         result = "z" if act == "linear" else ACT_FORWARD[act]("z", attrs, self.mod.lit)
         name = f"epilogue_{node.id}"  # out = activation(out + b), in place after the GEMM
         self._loop_kernel(name, node.type, [("b", self.g.type(b))], ["z = o + a0"], result, read_out=True)
-        return [f"np.dot({self._operand(x)}, {self._operand(w)}, {_var(node.id)})",
+        return [f"np.dot({self._matrix(x)}, {self._operand(w)}, {self._matrix(node.id)})",
                 f"{name}({_var(node.id)}, {self._broadcast_arg(b, node.type.rank)})"]
 
+    # ------------------------------------------------------------------ images, lookups, axis shuffles
+    def _patch_args(self, node):
+        a = node.attrs
+        return ", ".join(str(v) for v in (*a["kernel"], *a["strides"], *a["dilation"], a["pads"][0], a["pads"][2]))
+
+    def _emit_im2col(self, node):
+        return [f"K.im2col({self._operand(node.inputs[0])}, {_var(node.id)}, {self._patch_args(node)})"]
+
+    def _emit_col2im(self, node):
+        return [f"K.col2im({self._operand(node.inputs[0])}, {_var(node.id)}, {self._patch_args(node)})"]
+
+    def _pool_args(self, node):
+        a = node.attrs
+        return ", ".join(str(v) for v in (a["mode"] == "max", *a["pool"], *a["strides"], a["pads"][0], a["pads"][2]))
+
+    def _emit_pool2d(self, node):
+        return [f"K.pool2d({self._operand(node.inputs[0])}, {_var(node.id)}, {self._pool_args(node)})"]
+
+    def _emit_pool2d_grad(self, node):
+        g, x, y = (self._operand(i) for i in node.inputs)
+        return [f"K.pool2d_grad({g}, {x}, {y}, {_var(node.id)}, {self._pool_args(node)})"]
+
+    def _emit_gather(self, node):
+        table, ids = node.inputs
+        return [f"K.gather_rows({self._operand(table)}, {self._flat(ids)}, {self._matrix(node.id)})"]
+
+    def _emit_scatter_add(self, node):
+        g, ids = node.inputs
+        return [f"K.scatter_add_rows({self._matrix(g)}, {self._flat(ids)}, {_var(node.id)})"]
+
+    def _emit_moving_average(self, node):
+        m, x = node.inputs
+        return [f"K.moving_average({self._flat(m)}, {self._flat(x)}, {float(node.attrs['momentum'])!r})"]
+
+    def _emit_transpose(self, node):
+        perm = node.attrs["perm"]
+        idx = [f"i{k}" for k in range(node.type.rank)]
+        src = ", ".join(idx[perm.index(a)] for a in range(node.type.rank))
+        lines, ind = [JIT, f"def transpose_{node.id}(x, out):"], "    "
+        for k in range(node.type.rank):
+            lines.append(f"{ind}for i{k} in range(out.shape[{k}]):")
+            ind += "    "
+        lines.append(f"{ind}out[{', '.join(idx)}] = x[{src}]")
+        self.mod.kernels.append("\n".join(lines))
+        return [f"transpose_{node.id}({self._operand(node.inputs[0])}, {_var(node.id)})"]
+
+    def _window(self, pads, shape) -> str:
+        return ", ".join(":" if d == BATCH else f"{lo}:{d - hi}" for d, (lo, hi) in zip(shape, pads))
+
+    def _emit_pad(self, node):
+        return [f"{_var(node.id)}[:] = 0",
+                f"{_var(node.id)}[{self._window(node.attrs['pads'], node.type.shape)}] = {self._operand(node.inputs[0])}"]
+
+    def _emit_crop(self, node):
+        x = node.inputs[0]
+        return [f"{_var(node.id)}[:] = {self._operand(x)}[{self._window(node.attrs['pads'], self.g.type(x).shape)}]"]
+
+    def _emit_repeat(self, node):
+        x, (axis, n) = node.inputs[0], (node.attrs["axis"], node.attrs["n"])
+        t = self.g.type(x)
+        pre, d, post = _prod(t.shape[:axis]), t.shape[axis], _prod(t.shape[axis + 1:])
+        return [f"for r in range({n}):",
+                f"    {_var(node.id)}.reshape(({pre}, {d}, {n}, {post}))[:, :, r, :] = "
+                f"{self._operand(x)}.reshape(({pre}, {d}, {post}))"]
+
     # ------------------------------------------------------------------ reductions
+    def _scattered(self, node, t, axes, kind) -> str:
+        """A generated loop nest over t's shape for axes that are not contiguous (a gradient's
+        unbroadcast, say): kind "sum"/"mean" reduces x into out, "broadcast" spreads g over out.
+        The reduced side is passed shaped with 1s at the axes."""
+        axes = self._axes(t, axes)
+        idx = [f"i{d}" for d in range(t.rank)]
+        full, small = ", ".join(idx), ", ".join("0" if d in axes else idx[d] for d in range(t.rank))
+        name = f"{kind}_{node.id}"
+        big = "out" if kind == "broadcast" else "x"
+        lines = [JIT, f"def {name}(x, out):"] + ([] if kind == "broadcast" else ["    out[:] = 0"])
+        ind = "    "
+        for d in range(t.rank):
+            lines.append(f"{ind}for i{d} in range({big}.shape[{d}]):")
+            ind += "    "
+        lines.append(f"{ind}out[{full}] = x[{small}]" if kind == "broadcast" else f"{ind}out[{small}] += x[{full}]")
+        if kind == "mean":
+            lines.append("    out[:] *= out.size / x.size")
+        self.mod.kernels.append("\n".join(lines))
+        return name
+
     def _reduce(self, node, mean) -> list[str]:
         x = node.inputs[0]
-        pre, mid, post = self._split(self.g.type(x), node.attrs.get("axes"))
+        t, axes = self.g.type(x), node.attrs.get("axes")
+        split = self._split(t, axes)
+        if split is None:
+            keep = shape_expr(tuple(1 if i in self._axes(t, axes) else d for i, d in enumerate(t.shape)))
+            fn = self._scattered(node, t, axes, "mean" if mean else "sum")
+            return [f"{fn}({self._operand(x)}, {_var(node.id)}.reshape({keep}))"]
+        pre, mid, post = split
         return [f"K.reduce_3d({self._operand(x)}.reshape(({pre}, {mid}, {post})), "
                 f"{_var(node.id)}.reshape(({pre}, {post})), {mean})"]
 
@@ -148,15 +258,30 @@ class CpuCodegen(StepCodegen):
     def _emit_reduce_mean(self, node):
         return self._reduce(node, True)
 
+    def _emit_reduce_max(self, node):
+        x = node.inputs[0]
+        split = self._split(self.g.type(x), node.attrs.get("axes"))
+        if split is None:
+            raise NotImplementedError(f"reduce_max over non-contiguous axes (%{node.id})")
+        pre, mid, post = split
+        return [f"K.reduce_max_3d({self._operand(x)}.reshape(({pre}, {mid}, {post})), "
+                f"{_var(node.id)}.reshape(({pre}, {post})))"]
+
     def _emit_broadcast_like(self, node):
         g, x = node.inputs
-        pre, mid, post = self._split(self.g.type(x), node.attrs.get("axes"))
+        t, axes = self.g.type(x), node.attrs.get("axes")
+        split = self._split(t, axes)
+        if split is None:
+            keep = shape_expr(tuple(1 if i in self._axes(t, axes) else d for i, d in enumerate(t.shape)))
+            fn = self._scattered(node, t, axes, "broadcast")
+            return [f"{fn}({self._operand(g)}.reshape({keep}), {_var(node.id)})"]
+        pre, mid, post = split
         return [f"K.broadcast_3d({self._operand(g)}.reshape(({pre}, {post})), "
                 f"{_var(node.id)}.reshape(({pre}, {mid}, {post})))"]
 
     def _emit_count(self, node):
-        _, mid, _ = self._split(self.g.type(node.inputs[0]), node.attrs.get("axes"))
-        return [f"{_var(node.id)}[0] = {mid}"]
+        t = self.g.type(node.inputs[0])
+        return [f"{_var(node.id)}[0] = {_prod([t.shape[a] for a in self._axes(t, node.attrs.get('axes'))])}"]
 
     # ------------------------------------------------------------------ rows: softmax and losses
     def _emit_softmax(self, node):
@@ -213,46 +338,36 @@ class CpuCodegen(StepCodegen):
                 f"{self._operand(x)}.reshape(({pre}, {n_in}, {post}))[:, {s}:{e}, :]"]
 
     # ------------------------------------------------------------------ optimizer updates
-    def _update_call(self, op, group, hyper, ranges=None) -> str:
+    def _update_call(self, node, op, group, hyper, ranges=None) -> str:
+        """A call of the update kernel: (w, g, *all its slots, lr, step, gscale, *hyper, weight_decay)."""
         if ranges is not None:
             args = [f"{region}[{a}:{b}]" for region, (a, b) in ranges]
         else:
             args = [f"{_var(n)}.reshape(({_prod(self.g.type(n).shape)},))" for n in group]
-        h = dict(hyper)
-        if op == "sgd_update":
-            if h.get("momentum"):
-                return f"K.sgd_momentum({', '.join(args[:3])}, lr, {float(h['momentum'])!r}, {bool(h.get('nesterov'))})"
-            return f"K.sgd({', '.join(args[:2])}, lr)"
-        if op == "adam_update":
-            return (f"K.adam({', '.join(args[:4])}, lr, step, {h.get('beta_1', 0.9)!r}, "
-                    f"{h.get('beta_2', 0.999)!r}, {h.get('epsilon', 1e-7)!r})")
-        if op == "rmsprop_update":
-            w, g, v, *rest = args
-            centered, momentum = bool(h.get("centered")), float(h.get("momentum", 0.0))
-            ag = rest.pop(0) if centered else v
-            mom = rest.pop(0) if momentum > 0 else v
-            return (f"K.rmsprop({w}, {g}, {v}, {ag}, {mom}, lr, {h.get('rho', 0.9)!r}, {momentum!r}, "
-                    f"{h.get('epsilon', 1e-7)!r}, {centered})")
-        raise NotImplementedError(f"no CPU kernel for optimizer update {op!r}")
+        kernel, kernel_slots, kernel_hyper = UPDATE_KERNELS[op]
+        h = {**UPDATES[op].defaults, **dict(hyper)}
+        present = dict(zip(UPDATES[op].slots(h), args[2:]))
+        slots = [present.get(name, args[1]) for name in kernel_slots]   # an absent slot: any array
+        gscale = f"{self._operand(node.inputs[-1])}[0]"
+        values = [repr(h[k] if isinstance(h[k], bool) else float(h[k])) for k in kernel_hyper]
+        values.append(repr(float(h.get("weight_decay", 0.0))))
+        return f"K.{kernel}({', '.join(args[:2] + slots + ['lr', 'step', gscale] + values)})"
 
-    def _emit_update(self, node, op, hyper):
+    def _emit_update(self, node):
+        if node.op == "fused_update":
+            op, hyper = node.attrs["update"], node.attrs.get("hyper", ())
+        else:
+            op, hyper = node.op, node.semantic_attrs().items()
+        if op not in UPDATE_KERNELS:
+            raise NotImplementedError(f"no CPU kernel for optimizer update {op!r}")
         groups = update_groups(node)
         # one loop over whole buckets when every operand kind is laid out back to back
         columns = list(zip(*groups))
         regions = ["params", "grads"] + ["state"] * (len(columns) - 2)
         ranges = [self._bucket_range(col, region) for col, region in zip(columns, regions)]
         if all(r is not None for r in ranges):
-            return [self._update_call(op, None, hyper, list(zip(regions, ranges)))]
-        return [self._update_call(op, group, hyper) for group in groups]
-
-    def _emit_fused_update(self, node):
-        return self._emit_update(node, node.attrs["update"], node.attrs.get("hyper", ()))
-
-    def _emit_sgd_update(self, node):
-        return self._emit_update(node, node.op, node.semantic_attrs().items())
-
-    _emit_adam_update = _emit_sgd_update
-    _emit_rmsprop_update = _emit_sgd_update
+            return [self._update_call(node, op, None, hyper, list(zip(regions, ranges)))]
+        return [self._update_call(node, op, group, hyper) for group in groups]
 
 
 def generate(compiled) -> str:

@@ -119,49 +119,51 @@ def broadcast_3d(g, out):
 
 
 # ---------------------------------------------------------------- optimizers (Keras 3 formulas)
+# One loop per update over flat (bucket) arrays. Each takes the shared scalars of ir/ops/optim.py:
+# lr, step, gscale (a factor on the gradient) and weight_decay (w -= w*weight_decay*lr first).
+# A slot the hyper-parameters switch off is passed as any array and never touched.
 
 @jit
-def sgd(w, g, lr):
-    lr = w.dtype.type(lr)
+def sgd(w, g, m, lr, step, gscale, momentum, nesterov, weight_decay):
+    f = w.dtype.type
+    lr_, mu, gs, decay = f(lr), f(momentum), f(gscale), f(weight_decay * lr)
     for i in range(w.shape[0]):
-        w[i] -= lr * g[i]
+        wi = w[i] - w[i] * decay
+        gi = g[i] * gs
+        if momentum:
+            mi = mu * m[i] - lr_ * gi
+            m[i] = mi
+            w[i] = wi + ((mu * mi - lr_ * gi) if nesterov else mi)
+        else:
+            w[i] = wi - lr_ * gi
 
 
 @jit
-def sgd_momentum(w, g, m, lr, momentum, nesterov):
-    lr = w.dtype.type(lr)
-    mu = w.dtype.type(momentum)
+def adam(w, g, m, v, v_hat, lr, step, gscale, beta_1, beta_2, epsilon, amsgrad, weight_decay):
+    f = w.dtype.type
+    alpha = f(lr * math.sqrt(1 - beta_2 ** step) / (1 - beta_1 ** step))
+    b1, b2, eps, gs, decay = f(1 - beta_1), f(1 - beta_2), f(epsilon), f(gscale), f(weight_decay * lr)
     for i in range(w.shape[0]):
-        mi = mu * m[i] - lr * g[i]
-        m[i] = mi
-        w[i] += (mu * mi - lr * g[i]) if nesterov else mi
-
-
-@jit
-def adam(w, g, m, v, lr, step, beta_1, beta_2, epsilon):
-    alpha = w.dtype.type(lr * math.sqrt(1 - beta_2 ** step) / (1 - beta_1 ** step))
-    b1 = w.dtype.type(1 - beta_1)
-    b2 = w.dtype.type(1 - beta_2)
-    eps = w.dtype.type(epsilon)
-    for i in range(w.shape[0]):
-        gi = g[i]
+        wi = w[i] - w[i] * decay
+        gi = g[i] * gs
         mi = m[i] + (gi - m[i]) * b1
         vi = v[i] + (gi * gi - v[i]) * b2
         m[i] = mi
         v[i] = vi
-        w[i] -= alpha * mi / (math.sqrt(vi) + eps)
+        if amsgrad:
+            vi = max(v_hat[i], vi)
+            v_hat[i] = vi
+        w[i] = wi - alpha * mi / (math.sqrt(vi) + eps)
 
 
 @jit
-def rmsprop(w, g, v, ag, mom, lr, rho, momentum, epsilon, centered):
-    """ag and mom are used only when centered / momentum > 0 (pass any array otherwise)."""
-    lr = w.dtype.type(lr)
-    r = w.dtype.type(rho)
-    r1 = w.dtype.type(1 - rho)
-    mu = w.dtype.type(momentum)
-    eps = w.dtype.type(epsilon)
+def rmsprop(w, g, v, ag, mom, lr, step, gscale, rho, momentum, epsilon, centered, weight_decay):
+    f = w.dtype.type
+    lr_, r, r1, mu, eps = f(lr), f(rho), f(1 - rho), f(momentum), f(epsilon)
+    gs, decay = f(gscale), f(weight_decay * lr)
     for i in range(w.shape[0]):
-        gi = g[i]
+        wi = w[i] - w[i] * decay
+        gi = g[i] * gs
         vi = r * v[i] + r1 * gi * gi
         v[i] = vi
         denominator = vi + eps
@@ -169,10 +171,196 @@ def rmsprop(w, g, v, ag, mom, lr, rho, momentum, epsilon, centered):
             a = r * ag[i] + r1 * gi
             ag[i] = a
             denominator = vi - a * a + eps
-        increment = lr * gi / math.sqrt(denominator)
+        increment = lr_ * gi / math.sqrt(denominator)
         if momentum > 0:
             mi = mu * mom[i] + increment
             mom[i] = mi
-            w[i] -= mi
+            w[i] = wi - mi
         else:
-            w[i] -= increment
+            w[i] = wi - increment
+
+
+@jit
+def adagrad(w, g, acc, lr, step, gscale, epsilon, weight_decay):
+    f = w.dtype.type
+    lr_, eps, gs, decay = f(lr), f(epsilon), f(gscale), f(weight_decay * lr)
+    for i in range(w.shape[0]):
+        wi = w[i] - w[i] * decay
+        gi = g[i] * gs
+        a = acc[i] + gi * gi
+        acc[i] = a
+        w[i] = wi - lr_ * gi / math.sqrt(a + eps)
+
+
+@jit
+def adadelta(w, g, acc_g, acc_dx, lr, step, gscale, rho, epsilon, weight_decay):
+    f = w.dtype.type
+    lr_, r, r1, eps, gs, decay = f(lr), f(rho), f(1 - rho), f(epsilon), f(gscale), f(weight_decay * lr)
+    for i in range(w.shape[0]):
+        wi = w[i] - w[i] * decay
+        gi = g[i] * gs
+        ag = r * acc_g[i] + r1 * gi * gi
+        acc_g[i] = ag
+        delta = -(math.sqrt(acc_dx[i] + eps) * gi) / math.sqrt(ag + eps)
+        acc_dx[i] = r * acc_dx[i] + r1 * delta * delta
+        w[i] = wi + lr_ * delta
+
+
+@jit
+def adamax(w, g, m, u, lr, step, gscale, beta_1, beta_2, epsilon, weight_decay):
+    f = w.dtype.type
+    lr_, b1, b2, eps = f(lr), f(1 - beta_1), f(beta_2), f(epsilon)
+    correction, gs, decay = f(1 - beta_1 ** step), f(gscale), f(weight_decay * lr)
+    for i in range(w.shape[0]):
+        wi = w[i] - w[i] * decay
+        gi = g[i] * gs
+        mi = m[i] + (gi - m[i]) * b1
+        m[i] = mi
+        ui = max(b2 * u[i], abs(gi))
+        u[i] = ui
+        w[i] = wi - lr_ * mi / (correction * (ui + eps))
+
+
+@jit
+def _nadam_momentum_product(beta_1, t):
+    """ir.ops.optim.nadam_momentum_product, written again: the kernels import nothing of the IR, so a
+    compiled trainer runs with the runtime alone."""
+    p = 1.0
+    for s in range(1, min(int(t), 1000) + 1):
+        p *= 1 - 0.5 * 0.96 ** s
+    return p * beta_1 ** t
+
+
+@jit
+def nadam(w, g, m, v, lr, step, gscale, beta_1, beta_2, epsilon, weight_decay):
+    f = w.dtype.type
+    u_t, u_next = beta_1 * (1 - 0.5 * 0.96 ** step), beta_1 * (1 - 0.5 * 0.96 ** (step + 1))
+    u_product = _nadam_momentum_product(beta_1, step)
+    c_m, c_g = f(u_next / (1 - u_product * u_next)), f((1 - u_t) / (1 - u_product))
+    b1, b2, v_correction = f(1 - beta_1), f(1 - beta_2), f(1 - beta_2 ** step)
+    lr_, eps, gs, decay = f(lr), f(epsilon), f(gscale), f(weight_decay * lr)
+    for i in range(w.shape[0]):
+        wi = w[i] - w[i] * decay
+        gi = g[i] * gs
+        mi = m[i] + (gi - m[i]) * b1
+        vi = v[i] + (gi * gi - v[i]) * b2
+        m[i] = mi
+        v[i] = vi
+        w[i] = wi - (c_m * mi + c_g * gi) * lr_ / (math.sqrt(vi / v_correction) + eps)
+
+
+# ---------------------------------------------------------------- images (NHWC) and lookups
+
+@jit
+def im2col(x, cols, kh, kw, sh, sw, dh, dw, pt, pl):
+    """cols[b, oh, ow, (i*kw + j)*C + c] = x[b, oh*sh - pt + i*dh, ow*sw - pl + j*dw, c], 0 outside."""
+    n_c = x.shape[3]
+    for b in range(cols.shape[0]):
+        for oh in range(cols.shape[1]):
+            for ow in range(cols.shape[2]):
+                k = 0
+                for i in range(kh):
+                    r = oh * sh - pt + i * dh
+                    for j in range(kw):
+                        s = ow * sw - pl + j * dw
+                        inside = 0 <= r < x.shape[1] and 0 <= s < x.shape[2]
+                        for c in range(n_c):
+                            cols[b, oh, ow, k + c] = x[b, r, s, c] if inside else 0
+                        k += n_c
+
+
+@jit
+def col2im(cols, x, kh, kw, sh, sw, dh, dw, pt, pl):
+    """The adjoint of im2col: x[b, r, s, c] = sum of the patch entries that read it."""
+    x[:] = 0
+    n_c = x.shape[3]
+    for b in range(cols.shape[0]):
+        for oh in range(cols.shape[1]):
+            for ow in range(cols.shape[2]):
+                k = 0
+                for i in range(kh):
+                    r = oh * sh - pt + i * dh
+                    for j in range(kw):
+                        s = ow * sw - pl + j * dw
+                        if 0 <= r < x.shape[1] and 0 <= s < x.shape[2]:
+                            for c in range(n_c):
+                                x[b, r, s, c] += cols[b, oh, ow, k + c]
+                        k += n_c
+
+
+@jit
+def _window(o, stride, pad, size, length):
+    """[lo, hi) of the unpadded input rows that window o covers."""
+    lo = o * stride - pad
+    return max(lo, 0), min(lo + size, length)
+
+
+@jit
+def pool2d(x, y, is_max, ph, pw, sh, sw, pt, pl):
+    for b in range(y.shape[0]):
+        for oh in range(y.shape[1]):
+            r0, r1 = _window(oh, sh, pt, ph, x.shape[1])
+            for ow in range(y.shape[2]):
+                s0, s1 = _window(ow, sw, pl, pw, x.shape[2])
+                for c in range(y.shape[3]):
+                    acc = x[b, r0, s0, c] if is_max else x.dtype.type(0)
+                    for r in range(r0, r1):
+                        for s in range(s0, s1):
+                            acc = max(acc, x[b, r, s, c]) if is_max else acc + x[b, r, s, c]
+                    y[b, oh, ow, c] = acc if is_max else acc / ((r1 - r0) * (s1 - s0))
+
+
+@jit
+def pool2d_grad(g, x, y, gx, is_max, ph, pw, sh, sw, pt, pl):
+    """Max: each window's g to its first maximum (as TensorFlow). Avg: spread over the window."""
+    gx[:] = 0
+    for b in range(y.shape[0]):
+        for oh in range(y.shape[1]):
+            r0, r1 = _window(oh, sh, pt, ph, x.shape[1])
+            for ow in range(y.shape[2]):
+                s0, s1 = _window(ow, sw, pl, pw, x.shape[2])
+                for c in range(y.shape[3]):
+                    if is_max:
+                        found = False
+                        for r in range(r0, r1):
+                            for s in range(s0, s1):
+                                if not found and x[b, r, s, c] == y[b, oh, ow, c]:
+                                    gx[b, r, s, c] += g[b, oh, ow, c]
+                                    found = True
+                    else:
+                        share = g[b, oh, ow, c] / ((r1 - r0) * (s1 - s0))
+                        for r in range(r0, r1):
+                            for s in range(s0, s1):
+                                gx[b, r, s, c] += share
+
+
+@jit
+def reduce_max_3d(x, out):
+    """out[a, c] = max over b of x[a, b, c]."""
+    for a in range(x.shape[0]):
+        for c in range(x.shape[2]):
+            m = x[a, 0, c]
+            for b in range(1, x.shape[1]):
+                m = max(m, x[a, b, c])
+            out[a, c] = m
+
+
+@jit
+def gather_rows(table, ids, out):
+    for n in range(ids.shape[0]):
+        out[n, :] = table[int(ids[n]), :]
+
+
+@jit
+def scatter_add_rows(g, ids, out):
+    out[:] = 0
+    for n in range(ids.shape[0]):
+        out[int(ids[n]), :] += g[n, :]
+
+
+@jit
+def moving_average(m, x, momentum):
+    mu = m.dtype.type(momentum)
+    rest = m.dtype.type(1.0 - momentum)
+    for i in range(m.shape[0]):
+        m[i] = m[i] * mu + x[i] * rest

@@ -1,16 +1,22 @@
 """CUDA codegen: Python source of a host launcher for one compiled step, plus @cuda.jit kernels
 for its elementwise chains.
 
-`bind(B, arena, params, grads, state, rng, consts, inputs..., labels..., stream)` makes a device
+`bind(B, arena, params, grads, state, rng, consts, inputs..., labels..., sample weights..., stream)`
+makes a device
 view per buffer from the memory plan at batch size B (and every derived view and grid size),
 once; it returns `<kind>_step(lr, step)`, which only launches kernels on `stream` in schedule
 order. Elementwise kernels are generated here from the same scalar templates as the CPU's
 (templates.py); GEMMs, the fused backward, softmax and losses, reductions and the optimizer
-update are the hand-written kernels of cuda_kernels.py."""
+update are the hand-written kernels of cuda_kernels.py.
+
+Not every op of the CPU backend has a CUDA kernel yet: the convolution, pooling, normalization and
+embedding ops, reduce_max, reductions over non-contiguous axes, and the Adagrad, Adadelta, Adamax
+and Nadam updates raise NotImplementedError here, naming the op (compile with device="cpu")."""
 from __future__ import annotations
 
 from ir import Pattern, format_node, get_op
 from ir.ops.fused import update_groups
+from ir.ops.optim import UPDATES
 
 from .base import StepCodegen, prod, shape_expr, var
 from .templates import ACT_FORWARD
@@ -32,6 +38,10 @@ max, min = K.maximum, K.minimum   # the templates' max and min (the builtins fai
 
 '''
 T1 = "K.THREADS_1D"
+# the optimizer updates with a CUDA kernel (ir/ops/optim.py UPDATES has them all)
+CUDA_UPDATES = {"sgd_update": "SGD", "adam_update": "Adam", "rmsprop_update": "RMSprop"}
+UNSUPPORTED_UPDATES = {"adagrad_update": "Adagrad", "adadelta_update": "Adadelta", "adamax_update": "Adamax",
+                       "nadam_update": "Nadam"}
 
 
 def array_type(dtype: str, rank: int) -> str:
@@ -116,8 +126,9 @@ class CudaCodegen(StepCodegen):
             self.setup.append(f"{var(node.id)} = {self._operand(node.inputs[0])}"
                               f".reshape({shape_expr(node.type.shape)})")
             return []
-        if op.pattern is not Pattern.UPDATE:
-            self.setup += self._define(node)
+        if op.pattern is Pattern.UPDATE:  # optimizer updates, and moving statistics
+            return getattr(self, "_emit_" + node.op, self._emit_update)(node)
+        self.setup += self._define(node)
         if node.attrs.get("computed_by"):
             return [f"# (computed by %{node.attrs['computed_by']})"]
         emit = getattr(self, "_emit_" + node.op, None)
@@ -185,9 +196,15 @@ class CudaCodegen(StepCodegen):
         return [self._launch(kernel, f"K.bias_grad_grid({node.type.shape[1]})", "(K.BIAS_COLS, K.BIAS_ROWS)", args)]
 
     # ------------------------------------------------------------------ GEMMs
+    def _matrix(self, nid) -> tuple:
+        """A node as a matrix (its rows are all axes but the last), for a rank-3+ matmul."""
+        if self.g.type(nid).rank == 2:
+            return self._arr(self._operand(nid), nid)
+        return self._arr(self._rows(nid), nid, 2)
+
     def _gemm(self, node, kernel, a, b, bias) -> list[str]:
-        m, n = (prod([d]) for d in node.type.shape)
-        args = [self._arr(self._operand(a), a), self._arr(self._operand(b), b), bias, self._arr(var(node.id), node.id)]
+        m, n = prod(node.type.shape[:-1]), prod(node.type.shape[-1:])
+        args = [self._matrix(a), self._matrix(b), bias, self._matrix(node.id)]
         return [self._launch(kernel, f"K.gemm_grid({m}, {n})", "(K.THREADS_2D, K.THREADS_2D)", args)]
 
     def _emit_matmul(self, node) -> list[str]:
@@ -197,7 +214,7 @@ class CudaCodegen(StepCodegen):
             self.gemms.add(kernel)
             self.mod.kernels.append(f"{kernel} = K.gemm({ta}, {tb}, K.product)")
         # a plain product reads no bias: its output stands in for it
-        return self._gemm(node, kernel, *node.inputs, self._arr(var(node.id), node.id))
+        return self._gemm(node, kernel, *node.inputs, self._matrix(node.id))
 
     def _emit_fused_dense(self, node) -> list[str]:
         x, w, b = node.inputs
@@ -209,9 +226,17 @@ class CudaCodegen(StepCodegen):
         return self._gemm(node, f"k_{node.id}", x, w, self._arr(self._operand(b), b))
 
     # ------------------------------------------------------------------ reductions
+    def _contiguous(self, node, t):
+        """(pre, mid, post) of a reduction's axes; the CUDA kernels need them contiguous."""
+        split = self._split(t, node.attrs.get("axes"))
+        if split is None:
+            raise NotImplementedError(f"the CUDA backend has no kernel for {node.op} over non-contiguous axes "
+                                      f"{self._axes(t, node.attrs.get('axes'))} of {t} (%{node.id})")
+        return split
+
     def _reduce(self, node, mean) -> list[str]:
         x = node.inputs[0]
-        pre, mid, post = self._split(self.g.type(x), node.attrs.get("axes"))
+        pre, mid, post = self._contiguous(node, self.g.type(x))
         scale = (self._bound(f"1.0 / ({mid})", "scale"), "float64") if mean else ("1.0", "float64")
         if pre == "1" and post == "1":
             args = [self._arr(self._flat(x), x, 1), self._arr(f"{var(node.id)}.reshape((1,))", node.id, 1), scale]
@@ -228,13 +253,14 @@ class CudaCodegen(StepCodegen):
 
     def _emit_broadcast_like(self, node):
         g, x = node.inputs
-        pre, mid, post = self._split(self.g.type(x), node.attrs.get("axes"))
+        pre, mid, post = self._contiguous(node, self.g.type(x))
         args = [self._arr(f"{self._operand(g)}.reshape(({pre}, {post}))", g, 2),
                 self._arr(f"{var(node.id)}.reshape(({pre}, {mid}, {post}))", node.id, 3)]
         return [self._launch("K.broadcast_3d", f"K.blocks({pre} * {mid} * {post})", T1, args)]
 
     def _emit_count(self, node):
-        _, mid, _ = self._split(self.g.type(node.inputs[0]), node.attrs.get("axes"))
+        t = self.g.type(node.inputs[0])
+        mid = prod([t.shape[a] for a in self._axes(t, node.attrs.get("axes"))])
         args = [self._arr(f"{var(node.id)}.reshape((1,))", node.id, 1), (self._bound(f"float({mid})", "n"), "float64")]
         return [self._launch("K.fill", "1", "1", args)]
 
@@ -304,49 +330,58 @@ class CudaCodegen(StepCodegen):
         return [self._copy(node.inputs[0], s, node.id, 0, e - s, axis)]
 
     # ------------------------------------------------------------------ the optimizer update
-    def _update_launch(self, op, args, hyper) -> list[str]:
-        h = dict(hyper)
+    def _update_launch(self, op, args, gscale, hyper) -> list[str]:
+        """The launch of op's kernel on (w, g, *slots) `args` (bucket ranges or one parameter's
+        views), with the trailing scalars of ir/ops/optim.py: lr and step (the step function's
+        arguments) and gscale (a 1-element array)."""
+        h = {**UPDATES[op].defaults, **dict(hyper)}
         arrays = [(self._bound(a), array_type("float32", 1)) for a in args]
+        present = dict(zip(UPDATES[op].slots(h), arrays[2:]))
+        w, g = arrays[:2]
+        slot = lambda name: present.get(name, g)   # noqa: E731  (an absent slot: any array)
         n = f"{args[0]}.size"
-        if op == "sgd_update" and h.get("momentum"):
-            return [self._launch("K.sgd_momentum", f"K.update_blocks({n})", T1, arrays[:3] + [
-                ("lr", "float64"), (repr(float(h["momentum"])), "float64"), (str(bool(h.get("nesterov"))), "boolean")])]
+        wd = float(h.get("weight_decay", 0.0))
+        decay = (f"lr * {wd!r}" if wd else "0.0", "float64")
+        f64 = lambda v: (repr(float(v)), "float64")   # noqa: E731
+        if op == "sgd_update" and h["momentum"]:
+            return [self._launch("K.sgd_momentum", f"K.update_blocks({n})", T1, [
+                w, g, slot("momentum"), gscale, ("lr", "float64"), f64(h["momentum"]),
+                (str(bool(h["nesterov"])), "boolean"), decay])]
         if op == "sgd_update":
-            return [self._launch("K.sgd", f"K.update_blocks({n})", T1, arrays[:2] + [("lr", "float64")])]
+            return [self._launch("K.sgd", f"K.update_blocks({n})", T1, [w, g, gscale, ("lr", "float64"), decay])]
         if op == "adam_update":
-            b1, b2 = h.get("beta_1", 0.9), h.get("beta_2", 0.999)
+            b1, b2 = float(h["beta_1"]), float(h["beta_2"])
             return [f"alpha = K.adam_alpha(lr, step, {b1!r}, {b2!r})",
-                    self._launch("K.adam", f"K.update_blocks({n})", T1, arrays[:4] + [
-                        ("alpha", "float64"), (repr(b1), "float64"), (repr(b2), "float64"),
-                        (repr(h.get("epsilon", 1e-7)), "float64")])]
+                    self._launch("K.adam", f"K.update_blocks({n})", T1, [
+                        w, g, slot("m"), slot("v"), slot("v_hat"), gscale, ("alpha", "float64"), f64(b1), f64(b2),
+                        f64(h["epsilon"]), (str(bool(h["amsgrad"])), "boolean"), decay])]
         if op == "rmsprop_update":
-            w, g, v, *rest = arrays
-            centered, momentum = bool(h.get("centered")), float(h.get("momentum", 0.0))
-            ag = rest.pop(0) if centered else v
-            mom = rest.pop(0) if momentum > 0 else v
-            return [self._launch("K.rmsprop", f"K.update_blocks({n})", T1, [w, g, v, ag, mom] + [
-                ("lr", "float64"), (repr(h.get("rho", 0.9)), "float64"), (repr(momentum), "float64"),
-                (repr(h.get("epsilon", 1e-7)), "float64"), (str(centered), "boolean")])]
-        raise NotImplementedError(f"no CUDA kernel for optimizer update {op!r}")
+            return [self._launch("K.rmsprop", f"K.update_blocks({n})", T1, [
+                w, g, slot("velocity"), slot("average_gradient"), slot("momentum"), gscale, ("lr", "float64"),
+                f64(h["rho"]), f64(h["momentum"]), f64(h["epsilon"]), (str(bool(h["centered"])), "boolean"), decay])]
+        raise AssertionError(op)
 
-    def _emit_update(self, node, op, hyper):
+    def _emit_update(self, node):
+        if node.op == "fused_update":
+            op, hyper = node.attrs["update"], node.attrs.get("hyper", ())
+        else:
+            op, hyper = node.op, node.semantic_attrs().items()
+        if op not in CUDA_UPDATES:
+            what = (f"optimizer update {op!r} ({UNSUPPORTED_UPDATES[op]})" if op in UNSUPPORTED_UPDATES
+                    else f"in-place update {op!r}")
+            raise NotImplementedError(
+                f"the CUDA backend has no kernel for {what} (%{node.id}) yet; it supports the "
+                f"{', '.join(CUDA_UPDATES.values())} optimizers: compile with device='cpu'")
+        gscale = self._arr(f"{self._operand(node.inputs[-1])}.reshape((1,))", node.inputs[-1], 1)
         groups = update_groups(node)
         columns = list(zip(*groups))
         regions = ["params", "grads"] + ["state"] * (len(columns) - 2)
         ranges = [self._bucket_range(col, region) for col, region in zip(columns, regions)]
         if all(r is not None for r in ranges):   # one launch over the whole buckets
-            return self._update_launch(op, [f"{region}[{a}:{b}]" for region, (a, b) in zip(regions, ranges)], hyper)
+            return self._update_launch(op, [f"{region}[{a}:{b}]" for region, (a, b) in zip(regions, ranges)],
+                                       gscale, hyper)
         return [line for group in groups for line in self._update_launch(
-            op, [f"{var(n)}.reshape(({prod(self.g.type(n).shape)},))" for n in group], hyper)]
-
-    def _emit_fused_update(self, node):
-        return self._emit_update(node, node.attrs["update"], node.attrs.get("hyper", ()))
-
-    def _emit_sgd_update(self, node):
-        return self._emit_update(node, node.op, node.semantic_attrs().items())
-
-    _emit_adam_update = _emit_sgd_update
-    _emit_rmsprop_update = _emit_sgd_update
+            op, [f"{var(n)}.reshape(({prod(self.g.type(n).shape)},))" for n in group], gscale, hyper)]
 
 
 def generate(compiled) -> tuple[str, int]:

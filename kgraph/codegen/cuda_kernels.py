@@ -315,20 +315,28 @@ def update_blocks(n: int) -> int:
     return min(blocks(n), UPDATE_BLOCKS)
 
 
-@cuda.jit
-def sgd(w, g, lr):
-    lr32 = float32(lr)
-    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
-        w[i] -= lr32 * g[i]
+# Operands as the CPU kernels take them (ir/ops/optim.py): gscale is a 1-element device array (the
+# global-clipnorm scale, or the constant 1) that multiplies every gradient as it is read; decay is
+# weight_decay * lr, applied first as Keras does (w -= w * decay).
 
 
 @cuda.jit
-def sgd_momentum(w, g, m, lr, momentum, nesterov):
-    lr32, mu = float32(lr), float32(momentum)
+def sgd(w, g, gscale, lr, decay):
+    lr32, gs, d = float32(lr), gscale[0], float32(decay)
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
-        mi = mu * m[i] - lr32 * g[i]
+        wi = w[i] - w[i] * d
+        w[i] = wi - lr32 * (g[i] * gs)
+
+
+@cuda.jit
+def sgd_momentum(w, g, m, gscale, lr, momentum, nesterov, decay):
+    lr32, mu, gs, d = float32(lr), float32(momentum), gscale[0], float32(decay)
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i] - w[i] * d
+        gi = g[i] * gs
+        mi = mu * m[i] - lr32 * gi
         m[i] = mi
-        w[i] += (mu * mi - lr32 * g[i]) if nesterov else mi
+        w[i] = wi + ((mu * mi - lr32 * gi) if nesterov else mi)
 
 
 def adam_alpha(lr: float, step: float, beta_1: float, beta_2: float) -> float:
@@ -337,24 +345,31 @@ def adam_alpha(lr: float, step: float, beta_1: float, beta_2: float) -> float:
 
 
 @cuda.jit
-def adam(w, g, m, v, alpha, beta_1, beta_2, epsilon):
+def adam(w, g, m, v, v_hat, gscale, alpha, beta_1, beta_2, epsilon, amsgrad, decay):
+    """v_hat (the running maximum of v) is read only with amsgrad (pass any array otherwise)."""
     a, b1, b2, eps = float32(alpha), float32(1 - beta_1), float32(1 - beta_2), float32(epsilon)
+    gs, d = gscale[0], float32(decay)
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
-        gi = g[i]
+        wi = w[i] - w[i] * d
+        gi = g[i] * gs
         mi = m[i] + (gi - m[i]) * b1
         vi = v[i] + (gi * gi - v[i]) * b2
         m[i] = mi
         v[i] = vi
-        w[i] -= a * mi / (math.sqrt(vi) + eps)
+        if amsgrad:
+            vi = maximum(v_hat[i], vi)
+            v_hat[i] = vi
+        w[i] = wi - a * mi / (math.sqrt(vi) + eps)
 
 
 @cuda.jit
-def rmsprop(w, g, v, ag, mom, lr, rho, momentum, epsilon, centered):
+def rmsprop(w, g, v, ag, mom, gscale, lr, rho, momentum, epsilon, centered, decay):
     """ag and mom are read only when centered / momentum > 0 (pass any array otherwise)."""
     lr32, r, r1 = float32(lr), float32(rho), float32(1 - rho)
-    mu, eps = float32(momentum), float32(epsilon)
+    mu, eps, gs, d = float32(momentum), float32(epsilon), gscale[0], float32(decay)
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
-        gi = g[i]
+        wi = w[i] - w[i] * d
+        gi = g[i] * gs
         vi = r * v[i] + r1 * gi * gi
         v[i] = vi
         denominator = vi + eps
@@ -366,6 +381,6 @@ def rmsprop(w, g, v, ag, mom, lr, rho, momentum, epsilon, centered):
         if momentum > 0:
             mi = mu * mom[i] + increment
             mom[i] = mi
-            w[i] -= mi
+            w[i] = wi - mi
         else:
-            w[i] -= increment
+            w[i] = wi - increment

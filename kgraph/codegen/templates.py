@@ -20,6 +20,8 @@ ELEMWISE = {
     "maximum": lambda a, at, lit: f"max({a[0]}, {a[1]})",
     "minimum": lambda a, at, lit: f"min({a[0]}, {a[1]})",
     "greater": _cmp(">"), "greater_equal": _cmp(">="), "less": _cmp("<"), "less_equal": _cmp("<="),
+    "equal": _cmp("=="),
+    "where": lambda a, at, lit: f"({a[1]} if {a[0]} != {lit(0)} else {a[2]})",
     "neg": lambda a, at, lit: f"-{a[0]}",
     "exp": lambda a, at, lit: f"math.exp({a[0]})",
     "log": lambda a, at, lit: f"math.log({a[0]})",

@@ -37,6 +37,7 @@ class WeightDecl:
     shape: tuple
     initializer: tuple  # (class name, config) from parse_initializer
     regularizer: dict | None
+    trainable: bool = True  # False: state the train step updates in place (batch-norm statistics)
 
 
 class Rule:
@@ -71,11 +72,7 @@ class Dense(Rule):
                 raise ConfigError(f"{where}: {key} is not supported")
 
     def output_shape(self, layer, shapes):
-        (shape,) = shapes
-        if len(shape) != 2:
-            raise ConfigError(f"{_where(layer)}: input shape {shape_str(shape)} has rank {len(shape)}; "
-                              "kgraph's Dense takes rank-2 inputs (add a Flatten)")
-        return (shape[0], layer.config["units"])
+        return (*shapes[0][:-1], layer.config["units"])  # over the last axis, as Keras
 
     def weights(self, layer, shapes):
         cfg, where = layer.config, _where(layer)
@@ -133,14 +130,13 @@ class Dropout(Rule):
 
 class Flatten(Rule):
     def output_shape(self, layer, shapes):
-        (shape,) = shapes
-        if layer.config.get("data_format") == "channels_first" and len(shape) > 3:
-            raise ConfigError(f"{_where(layer)}: data_format channels_first is not supported")
-        return (shape[0], math.prod(shape[1:]))
+        return (shapes[0][0], math.prod(shapes[0][1:]))
 
     def emit(self, ctx, layer, xs, shapes):
-        out = self.output_shape(layer, shapes)
-        return xs[0] if out == shapes[0] else ctx.g.reshape(xs[0], shape=ir_shape(out), name=layer.name)
+        out, rank, x = self.output_shape(layer, shapes), len(shapes[0]), xs[0]
+        if layer.config.get("data_format") == "channels_first" and rank > 2:  # Keras goes channels_last first
+            x = ctx.g.transpose(x, perm=(0, *range(2, rank), 1))
+        return x if out == shapes[0] else ctx.g.reshape(x, shape=ir_shape(out), name=layer.name)
 
 
 class Reshape(Rule):
@@ -218,8 +214,154 @@ class Concatenate(Rule):
         return ctx.g.concat(*xs, axis=self._axis(layer, shapes), name=layer.name)
 
 
+class Permute(Rule):
+    def _perm(self, layer, shape):
+        dims = tuple(layer.config.get("dims") or ())
+        if sorted(dims) != list(range(1, len(shape))):
+            raise ConfigError(f"{_where(layer)}: dims {dims} is not a permutation of 1..{len(shape) - 1}")
+        return (0, *dims)
+
+    def output_shape(self, layer, shapes):
+        return tuple(shapes[0][i] for i in self._perm(layer, shapes[0]))
+
+    def emit(self, ctx, layer, xs, shapes):
+        return ctx.g.transpose(xs[0], perm=self._perm(layer, shapes[0]), name=layer.name)
+
+
+class RepeatVector(Rule):
+    def output_shape(self, layer, shapes):
+        if len(shapes[0]) != 2:
+            raise ConfigError(f"{_where(layer)}: takes rank-2 inputs, got {shape_str(shapes[0])}")
+        return (shapes[0][0], layer.config["n"], shapes[0][1])
+
+    def emit(self, ctx, layer, xs, shapes):
+        x = ctx.g.reshape(xs[0], shape=(BATCH, 1, shapes[0][1]))
+        return ctx.g.repeat(x, axis=1, n=layer.config["n"], name=layer.name)
+
+
+class Embedding(Rule):
+    def check(self, layer, keras):
+        cfg = layer.config
+        if cfg.get("mask_zero"):
+            raise ConfigError(f"{_where(layer)}: mask_zero=True is not supported (kgraph has no masks; "
+                              "id 0 would have to be skipped by every later layer)")
+        for key in ("input_dim", "output_dim"):
+            if not isinstance(cfg.get(key), int) or cfg[key] <= 0:
+                raise ConfigError(f"{_where(layer)}: {key} must be a positive integer, got {cfg.get(key)!r}")
+        if cfg.get("embeddings_constraint") is not None or cfg.get("lora_rank"):
+            raise ConfigError(f"{_where(layer)}: embeddings_constraint and lora_rank are not supported")
+
+    def output_shape(self, layer, shapes):
+        return (*shapes[0], layer.config["output_dim"])
+
+    def weights(self, layer, shapes):
+        cfg, where = layer.config, _where(layer)
+        return [WeightDecl("embeddings", (cfg["input_dim"], cfg["output_dim"]),
+                           parse_initializer(cfg.get("embeddings_initializer", "uniform"), where),
+                           parse_regularizer(cfg.get("embeddings_regularizer"), where))]
+
+    def emit(self, ctx, layer, xs, shapes):
+        return ctx.g.gather(ctx.params["embeddings"], xs[0], name=layer.name)
+
+
+def _normalize(g, x, mean, var, gamma, beta, epsilon, name):
+    """x * inv + (beta - mean * inv), inv = gamma / sqrt(var + epsilon): TensorFlow's formula."""
+    dtype = g.type(x).dtype
+    inv = g.div(g.const(1.0, dtype), g.sqrt(g.add(var, g.const(epsilon, dtype))))
+    if gamma is not None:
+        inv = g.mul(inv, gamma)
+    shift = g.neg(g.mul(mean, inv)) if beta is None else g.sub(beta, g.mul(mean, inv))
+    return g.add(g.mul(x, inv), shift, name=name)
+
+
+class Normalization(Rule):
+    """BatchNormalization, LayerNormalization and GroupNormalization: scale (gamma) and center (beta)
+    weights over the normalized axis, then the statistics each computes its own way."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def check(self, layer, keras):
+        cfg, where = layer.config, _where(layer)
+        for key in ("renorm", "rms_scaling", "gamma_constraint", "beta_constraint"):
+            if cfg.get(key):
+                raise ConfigError(f"{where}: {key} is not supported")
+
+    def _axes(self, layer, shape) -> tuple:
+        axis = layer.config.get("axis", -1)
+        axes = tuple(sorted(a % len(shape) for a in ([axis] if isinstance(axis, int) else axis)))
+        if 0 in axes or (self.kind != "layer" and len(axes) != 1) or (self.kind == "group" and axes[0] != len(shape) - 1):
+            raise ConfigError(f"{_where(layer)}: axis {axis} is not supported for input {shape_str(shape)}")
+        return axes
+
+    def output_shape(self, layer, shapes):
+        self._axes(layer, shapes[0])
+        groups = layer.config.get("groups", 32)
+        if self.kind == "group" and shapes[0][-1] % groups:
+            raise ConfigError(f"{_where(layer)}: groups={groups} does not divide {shapes[0][-1]} channels")
+        return shapes[0]
+
+    def weights(self, layer, shapes):
+        cfg, where = layer.config, _where(layer)
+        shape = tuple(shapes[0][a] for a in self._axes(layer, shapes[0]))
+
+        def decl(name, default, trainable=True, key=None):
+            key = key or name
+            return WeightDecl(name, shape, parse_initializer(cfg.get(f"{key}_initializer", default), where),
+                              parse_regularizer(cfg.get(f"{key}_regularizer"), where), trainable)
+        out = ([decl("gamma", "ones")] if cfg.get("scale", True) else []) + \
+              ([decl("beta", "zeros")] if cfg.get("center", True) else [])
+        if self.kind == "batch":
+            out += [decl("moving_mean", "zeros", False), decl("moving_variance", "ones", False)]
+        return out
+
+    def emit(self, ctx, layer, xs, shapes):
+        g, p, cfg, x = ctx.g, ctx.params, layer.config, xs[0]
+        rank, axes = len(shapes[0]), self._axes(layer, shapes[0])
+        eps = cfg.get("epsilon", 1e-3)
+        bshape = tuple(shapes[0][i] if i in axes else 1 for i in range(rank))
+
+        def b(v):  # broadcast a per-channel tensor against x
+            return v if v is None or axes == (rank - 1,) else g.reshape(v, shape=bshape)
+        gamma, beta = p.get("gamma"), p.get("beta")
+        if self.kind == "batch":
+            others = tuple(i for i in range(rank) if i not in axes)
+            if ctx.training and cfg.get("trainable", True):  # a frozen BatchNormalization runs as in inference
+                mean = g.reduce_mean(x, axes=others, name=f"{layer.name}_mean")
+                var = g.reduce_mean(g.square(g.sub(x, b(mean))), axes=others, name=f"{layer.name}_variance")
+                for stat, batch in (("moving_mean", mean), ("moving_variance", var)):
+                    g.moving_average(p[stat], batch, momentum=float(cfg.get("momentum", 0.99)),
+                                     name=f"{layer.name}_update_{stat}")
+            else:
+                mean, var = p["moving_mean"], p["moving_variance"]
+            return _normalize(g, x, b(mean), b(var), b(gamma), b(beta), eps, layer.name)
+        if self.kind == "layer":
+            mean = g.reduce_mean(x, axes=axes, keepdims=True)
+            var = g.reduce_mean(g.square(g.sub(x, mean)), axes=axes, keepdims=True)
+            return _normalize(g, x, mean, var, b(gamma), b(beta), eps, layer.name)
+        groups, channels = cfg.get("groups", 32), shapes[0][-1]
+        grouped = (BATCH, math.prod(shapes[0][1:-1]), groups, channels // groups)
+        xg = g.reshape(x, shape=grouped)
+
+        def mean_of(v):  # over the group's channels, then the positions (equal counts: the mean of all)
+            return g.reduce_mean(g.reduce_mean(v, axes=(3,), keepdims=True), axes=(1,), keepdims=True)
+        mean = mean_of(xg)
+        var = mean_of(g.square(g.sub(xg, mean)))
+        per_group = (1, 1, groups, channels // groups)
+        y = _normalize(g, xg, mean, var, *(v if v is None else g.reshape(v, shape=per_group) for v in (gamma, beta)),
+                       eps, f"{layer.name}_grouped")
+        return g.reshape(y, shape=ir_shape(shapes[0]), name=layer.name)
+
+
 RULES = {
     "Dense": Dense(), "Activation": Activation(), "Dropout": Dropout(), "Flatten": Flatten(), "Reshape": Reshape(),
     "Add": Merge("add"), "Subtract": Merge("sub", 2), "Multiply": Merge("mul"), "Average": Merge("average"),
     "Maximum": Merge("maximum"), "Minimum": Merge("minimum"), "Concatenate": Concatenate(),
+    "Permute": Permute(), "RepeatVector": RepeatVector(), "Embedding": Embedding(),
+    "BatchNormalization": Normalization("batch"), "LayerNormalization": Normalization("layer"),
+    "GroupNormalization": Normalization("group"),
 }
+
+from .spatial import SPATIAL  # noqa: E402  (its rules build on Rule above)
+
+RULES.update(SPATIAL)

@@ -189,7 +189,7 @@ def _weight_specs(desc, decls, rng, dtype, path=(), trainable=True) -> list:
             continue
         for d in decls.get(path + (layer.name,), []):
             out.append(WeightSpec(layer.name, d.name, "", d.shape, initial_value(d.initializer, d.shape, rng, dtype),
-                                  bool(layer_trainable), d.regularizer, path))
+                                  bool(layer_trainable and d.trainable), d.regularizer, path))
     return out
 
 

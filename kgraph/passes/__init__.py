@@ -28,9 +28,11 @@ class Compiled:
 
 
 def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, regularizers=(),
-                 optimizer=None, debug=False) -> Compiled:
+                 optimizer=None, debug=False, trainable=None) -> Compiled:
     """kind "predict": forward only; "test": forward + loss; "train": + backward and updates.
-    losses: one {"name", "from_logits", "weight"} per output; optimizer: (kind, hyper-parameters)."""
+    losses: one {"name", "from_logits", "weight"} per output; optimizer: (kind, hyper-parameters);
+    trainable: the parameters the optimizer updates (default all; the others are state such as
+    batch-norm statistics, which the forward graph updates itself)."""
     g = forward.clone()
     g.name = f"{forward.name}_{kind}"
     out = Compiled(kind, g, None, list(param_order))
@@ -45,7 +47,7 @@ def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, r
         add_loss(g, losses, regularizers)
         done("loss")
     if kind == "train":
-        grads = autodiff(g, g.outputs["loss"], list(param_order))
+        grads = autodiff(g, g.outputs["loss"], list(param_order if trainable is None else trainable))
         done("autodiff")
         add_optimizer(g, grads, optimizer[0], optimizer[1])
         done("optimizer")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ir import Pattern, get_op
 from ir.ops import ACTIVATIONS
+from ir.ops.optim import SHARED
 
 
 @dataclass
@@ -33,8 +34,9 @@ def fuse_dense(graph, training: bool) -> list[Decision]:
     for mm in graph.nodes():
         if mm.id not in graph or mm.op != "matmul" or mm.attrs.get("transpose_a") or mm.attrs.get("transpose_b"):
             continue
-        if graph.node(mm.inputs[1]).op != "param":
-            continue  # a backward GEMM, not a layer
+        w = graph.node(mm.inputs[1])
+        if w.op != "param" and not (w.op == "reshape" and graph.node(w.inputs[0]).op == "param"):
+            continue  # a backward GEMM, not a layer (a convolution's kernel is a reshaped param)
         add = _single_user(graph, mm.id)
         if add is None or add.op != "add" or add.inputs[0] != mm.id or \
                 graph.type(add.inputs[1]).shape != (mm.type.shape[-1],):
@@ -66,10 +68,12 @@ def fuse_bias_grad(graph) -> list[Decision]:
     The reduce_sum stays in the graph (the interpreter needs it) marked as written by act_grad."""
     out = []
     for node in graph.nodes():
-        if node.op != "reduce_sum" or tuple(node.attrs.get("axes") or ()) != (0,) or node.type.rank != 1:
+        if node.op != "reduce_sum" or node.type.rank != 1:
             continue
         src = graph.node(node.inputs[0])
-        if src.op != "act_grad" or src.type.rank != 2:
+        if tuple(node.attrs.get("axes") or ()) != tuple(range(src.type.rank - 1)):
+            continue
+        if src.op != "act_grad":
             out.append(Decision("activation-grad+bias-grad", node.id, False,
                                 f"the column sum reads a {src.op}, not an activation gradient"))
             continue
@@ -164,7 +168,7 @@ def fuse_updates(graph) -> list[Decision]:
     if len(updates) < 2:
         return []
     op, hyper = updates[0].op, {k: v for k, v in updates[0].attrs.items()}
-    n_shared = 2 if op == "adam_update" else 1
+    n_shared = len(SHARED)
     if any(u.op != op or u.attrs != hyper or u.inputs[-n_shared:] != updates[0].inputs[-n_shared:] for u in updates):
         return [Decision("multi-tensor update", updates[0].id, False, "parameters use different update rules")]
     per_param = len(updates[0].inputs) - n_shared

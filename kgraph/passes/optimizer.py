@@ -1,30 +1,64 @@
-"""Append the optimizer's in-place update of every parameter, with its slots as 'state' sources.
-The slots of one kind are created for all parameters in order, so each kind is contiguous."""
+"""Append the optimizer: Keras's gradient clipping as IR ops, then one in-place update node per
+parameter, with its slots as 'state' sources. The slots of one kind are created for all parameters
+in order, so each kind is contiguous."""
 from __future__ import annotations
 
 from ir import scalar
+from ir.ops.optim import UPDATES
 
-# optimizer -> (update op, slot names given the hyper-parameters, whether it reads the step count)
-OPTIMIZERS = {
-    "sgd": ("sgd_update", lambda h: ["momentum"] if h.get("momentum") else [], False),
-    "adam": ("adam_update", lambda h: ["m", "v"], True),
-    "rmsprop": ("rmsprop_update",
-                lambda h: ["velocity"] + (["average_gradient"] if h.get("centered") else [])
-                + (["momentum"] if h.get("momentum") else []), False),
-}
+# optimizer kind -> the update op that runs it (Keras's AdamW is "adam" with a weight_decay)
+OPTIMIZERS = {"sgd": "sgd_update", "adam": "adam_update", "rmsprop": "rmsprop_update", "adagrad": "adagrad_update",
+              "adadelta": "adadelta_update", "adamax": "adamax_update", "nadam": "nadam_update"}
+CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
 
 
 def add_optimizer(graph, grads: dict[str, str], kind: str, hyper: dict):
-    """grads: {param id: gradient id} in parameter order. Adds scalar sources 'lr' (and 'step',
-    the 1-based iteration, for Adam) and one update node per parameter."""
-    op, slot_names, uses_step = OPTIMIZERS[kind]
-    names = slot_names(hyper)
+    """grads: {param id: gradient id} in parameter order. hyper: the optimizer's hyper-parameters,
+    with weight_decay and the clipping options when set. Adds the scalar sources 'lr' and 'step'
+    (the 1-based iteration) and one update node per parameter."""
+    op = OPTIMIZERS[kind]
+    attrs = dict(hyper)
+    clipping = {k: attrs.pop(k) for k in CLIPPING if attrs.get(k)}
+    attrs = {**UPDATES[op].defaults, **attrs}
+    grads, gscale = _clip(graph, grads, **clipping)
     lr = graph.source("scalar", "lr", scalar("float32"))
-    shared = [lr] + ([graph.source("scalar", "step", scalar("float64"))] if uses_step else [])
+    step = graph.source("scalar", "step", scalar("float64"))
+    slot_init = UPDATES[op].slots(attrs)
     slots = {p: [] for p in grads}
-    for name in names:
+    for name, init in slot_init.items():
         for p in grads:
-            slots[p].append(graph.source("state", f"{p}_{name}", graph.type(p), slot=name, param=p))
+            slots[p].append(graph.source("state", f"{p}_{name}", graph.type(p), slot=name, param=p, init=init))
     for p, gr in grads.items():
-        graph.add_node(op, [p, gr, *slots[p], *shared], dict(hyper), name=f"update_{p}")
+        graph.add_node(op, [p, gr, *slots[p], lr, step, gscale], dict(attrs), name=f"update_{p}")
     return graph
+
+
+def _clip(graph, grads, clipnorm=None, clipvalue=None, global_clipnorm=None):
+    """Keras's clipping (at most one option is set). Per-gradient clipping rewrites each gradient;
+    global clipping gives the one scale the update ops apply to every gradient as they read it, so
+    the gradients stay in their bucket. Returns (grads, gscale node)."""
+    dtype = graph.type(next(iter(grads.values()))).dtype
+    if clipnorm:
+        grads = {p: graph.mul(g, _scale(graph, _norm(graph, [g]), clipnorm, dtype)) for p, g in grads.items()}
+    elif clipvalue:
+        grads = {p: graph.clip(g, lo=-float(clipvalue), hi=float(clipvalue)) for p, g in grads.items()}
+    if not global_clipnorm:
+        return grads, graph.const(1.0, dtype)
+    norm = _norm(graph, grads.values())
+    # Keras adds (norm - norm): an infinite or NaN norm makes the scale NaN, not 0
+    return grads, graph.add(_scale(graph, norm, global_clipnorm, dtype), graph.sub(norm, norm), name="gscale")
+
+
+def _norm(graph, grads):
+    """The L2 norm over all elements of the gradients."""
+    total = None
+    for g in grads:
+        s = graph.reduce_sum(graph.square(g))
+        total = s if total is None else graph.add(total, s)
+    return graph.sqrt(total)
+
+
+def _scale(graph, norm, clip, dtype):
+    """clip / max(norm, clip): 1 while the norm is within the limit."""
+    c = graph.const(float(clip), dtype)
+    return graph.div(c, graph.maximum(norm, c))

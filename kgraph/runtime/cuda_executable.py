@@ -20,7 +20,7 @@ class _Binding:
     """One step kind at one batch size: the step bound to its device views, and the device and
     pinned host buffers of its batch, dropout masks and outputs."""
     step: object
-    batch: list        # (device, pinned host) per input and label
+    batch: list        # (device, pinned host) per input, label and sample weight
     rng: tuple         # (device, pinned host)
     outputs: dict      # name -> (device view, pinned host)
 
@@ -31,6 +31,8 @@ class CudaExecutable:
     set_weights = Executable.set_weights
     param_view = Executable.param_view
     draw_masks = Executable.draw_masks
+    _ones = Executable._ones
+    _initial_state = Executable._initial_state
     _mask_view = staticmethod(Executable._mask_view)
 
     def __init__(self, steps: dict, params: list, dtype: str = "float32", seed: int | None = None):
@@ -42,24 +44,29 @@ class CudaExecutable:
         self.random = np.random.default_rng(seed)
         self.stream = cuda.stream()
         size = sum(int(np.prod(p["shape"])) for p in params)
-        state = max((m["state_size"] for m in steps.values()), default=0)
         self._device, self._host = {}, {}
-        for name, n in (("params", size), ("grads", size), ("state", state)):
+        for name, n in (("params", size), ("grads", size)):
             self._allocate(name, n)
+        self._allocate("state", self._initial_state(steps.get("train")))
+        self._ones_cache = {}
         self._dirty = set()         # host copies handed out: uploaded before the next step
         self._arenas = {}
         self._bindings = {}
 
     def _allocate(self, bucket, n):
-        self._host[bucket] = cuda.pinned_array(max(n, 1), self.dtype)
+        """A device bucket of n zeros, or holding array n, and its pinned host copy."""
+        values = n if isinstance(n, np.ndarray) else np.zeros(n, self.dtype)
+        self._host[bucket] = cuda.pinned_array(max(values.size, 1), self.dtype)
         self._host[bucket][:] = 0
+        self._host[bucket][:values.size] = values
         self._device[bucket] = cuda.to_device(self._host[bucket], stream=self.stream)
 
     def add_step(self, kind: str, manifest: dict) -> None:
-        """Install (or replace) a compiled step; the state bucket grows to what it needs."""
+        """Install (or replace) a compiled step; a new training step starts with fresh optimizer
+        state (as Executable.add_step)."""
         self.steps[kind] = manifest
-        if kind == "train" and manifest["state_size"] != self._device["state"].size:
-            self._allocate("state", manifest["state_size"])
+        if kind == "train":
+            self._allocate("state", self._initial_state(manifest))
             self._dirty.discard("state")
             self._bindings.clear()   # they hold views of the old state
         self._bindings = {k: b for k, b in self._bindings.items() if k[0] != kind}
@@ -109,13 +116,16 @@ class CudaExecutable:
         self._bindings[(kind, batch)] = _Binding(step, io, rng, outputs)
         return self._bindings[(kind, batch)]
 
-    def run(self, kind: str, inputs: list, labels: list = (), lr: float = 0.0, step: float = 1.0,
-            part: str = "step") -> dict:
-        """One step on a batch. Returns its outputs as host arrays, valid until the next call."""
+    def run(self, kind: str, inputs: list, labels: list = (), sample_weights: list = (), lr: float = 0.0,
+            step: float = 1.0, part: str = "step") -> dict:
+        """One step on a batch (as Executable.run: no sample weights weigh every sample 1).
+        Returns its outputs as host arrays, valid until the next call."""
         if part != "step":
             raise NotImplementedError("data-parallel replicas run on the CPU backend only")
         m = self.steps[kind]
-        arrays = list(inputs) + list(labels)
+        if labels and not sample_weights:
+            sample_weights = self._ones(m, len(inputs[0]))
+        arrays = list(inputs) + list(labels) + list(sample_weights)
         b = self._binding(kind, arrays)
         for bucket in self._dirty:
             self._device[bucket].copy_to_device(self._host[bucket], stream=self.stream)

@@ -8,6 +8,7 @@ import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: load it so its threads can be limited)
 from threadpoolctl import ThreadpoolController
 
+from .denormals import flush_denormals
 from .loader import import_file
 
 # Below this many FLOPs a GEMM runs faster on one BLAS thread: waking the others costs more than
@@ -19,26 +20,36 @@ _blas = ThreadpoolController()
 class Executable:
     def __init__(self, steps: dict, params: list, dtype: str = "float32", seed: int | None = None):
         """steps: kind -> manifest (kgraph.codegen.step_manifest); params: [{"node", "offset", "shape"}]."""
+        flush_denormals()  # as TensorFlow does: denormal arithmetic made long runs 8x slower
         self.dtype = np.dtype(dtype)
         self.steps = steps
         self.param_layout = params
         size = sum(int(np.prod(p["shape"])) for p in params)
         self.params = np.zeros(size, self.dtype)
         self.grads = np.zeros(size, self.dtype)
-        self.state = np.zeros(max((m["state_size"] for m in steps.values()), default=0), self.dtype)
+        self.state = self._initial_state(steps.get("train"))
         self._functions = {}
         self._arenas = {}
         self._rng_buffers = {}
+        self._output_views = {}
+        self._ones_cache = {}
         self.random = np.random.default_rng(seed)
         self._blas_threads = None
         self.max_blas_threads = None  # replicas sharing the cores set 1
 
     def add_step(self, kind: str, manifest: dict) -> None:
-        """Install (or replace) a compiled step; the state bucket grows to what it needs."""
+        """Install (or replace) a compiled step; a new training step starts with fresh optimizer state."""
         self.steps[kind] = manifest
         self._functions = {k: f for k, f in self._functions.items() if k[0] != kind}
-        if manifest["state_size"] != self.state.size and kind == "train":
-            self.state = np.zeros(manifest["state_size"], self.dtype)
+        if kind == "train":
+            self.state = self._initial_state(manifest)
+
+    def _initial_state(self, manifest) -> np.ndarray:
+        """The optimizer's slots as Keras starts them: zeros, or e.g. Adagrad's initial_accumulator_value."""
+        state = np.zeros(manifest["state_size"] if manifest else 0, self.dtype)
+        for s in manifest["state"] if manifest else ():
+            state[s["offset"]:s["offset"] + int(np.prod(s["shape"]))] = s.get("init", 0.0)
+        return state
 
     # ------------------------------------------------------------------ weights
     def param_view(self, p) -> np.ndarray:
@@ -74,21 +85,27 @@ class Executable:
             buf = store[kind] = np.zeros(max(need, 1), self.dtype)
         return buf
 
-    def run(self, kind: str, inputs: list, labels: list = (), lr: float = 0.0, step: float = 1.0,
-            part: str = "step") -> dict:
-        """One call of the compiled step on a batch (or of its "grads" half). Returns its outputs
-        as views into the arena, valid until the next call."""
+    def run(self, kind: str, inputs: list, labels: list = (), sample_weights: list = (), lr: float = 0.0,
+            step: float = 1.0, part: str = "step") -> dict:
+        """One call of the compiled step on a batch (or of its "grads" half); no sample weights
+        weigh every sample 1. Returns the outputs as views into the arena, valid until the next call."""
         m = self.steps[kind]
         batch = len(inputs[0])
+        if labels and not sample_weights:
+            sample_weights = self._ones(m, batch)
         arena = self._buffer(self._arenas, kind, *m["arena"], batch)
         rng = self._buffer(self._rng_buffers, kind, *m["rng"], batch)
         self.draw_masks(rng, m, batch)
         self._choose_blas_threads(m.get("gemm_flops_per_sample", 0) * batch)
         if kind == "train":
-            self._last_batch = (inputs, labels)
+            self._last_batch = (*inputs, *labels, *sample_weights)
         self.function(kind, part)(batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step),
-                                  *inputs, *labels)
-        return {name: self._output(arena, m, place, batch) for name, place in m["outputs"].items()}
+                                  *inputs, *labels, *sample_weights)
+        cached = self._output_views.get((kind, batch))
+        if cached is None or cached[0] is not arena:  # views stay valid until the arena is reallocated
+            cached = self._output_views[(kind, batch)] = (
+                arena, {name: self._output(arena, m, place, batch) for name, place in m["outputs"].items()})
+        return cached[1]
 
     def draw_masks(self, rng, m, batch):
         """Fill the dropout masks of step manifest m in the rng buffer."""
@@ -100,9 +117,9 @@ class Executable:
 
     def apply(self, lr: float, step: float) -> None:
         """The optimizer update from the gradient bucket (after replicas averaged it)."""
-        inputs, labels = self._last_batch  # the update half never reads the batch arguments
-        self.function("train", "apply")(len(inputs[0]), self._arenas["train"], self.params, self.grads, self.state,
-                                        self._rng_buffers["train"], float(lr), float(step), *inputs, *labels)
+        batch = self._last_batch  # the update half never reads the batch arguments
+        self.function("train", "apply")(len(batch[0]), self._arenas["train"], self.params, self.grads, self.state,
+                                        self._rng_buffers["train"], float(lr), float(step), *batch)
 
     def _choose_blas_threads(self, gemm_flops):
         threads = 1 if gemm_flops < SMALL_GEMM_FLOPS else (os.cpu_count() or 1)
@@ -110,6 +127,13 @@ class Executable:
         if threads != self._blas_threads:  # a limit costs a library call: set it only when it changes
             _blas.limit(limits=threads, user_api="blas")
             self._blas_threads = threads
+
+    def _ones(self, m, batch) -> list:
+        shapes = [tuple(batch if d == "B" else d for d in s["shape"]) for s in m.get("sample_weights", ())]
+        key = tuple(shapes)
+        if key not in self._ones_cache:
+            self._ones_cache[key] = [np.ones(s, self.dtype) for s in shapes]
+        return self._ones_cache[key]
 
     @staticmethod
     def _mask_view(rng, m, mask, batch):

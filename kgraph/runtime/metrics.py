@@ -1,49 +1,279 @@
-"""Metrics computed from a step's outputs with NumPy, accumulated as Keras does: a mean over
-the samples seen since the last reset."""
+"""Metrics computed from a step's outputs with NumPy and accumulated over an epoch as Keras 3
+does: mean metrics average per-sample values over the samples seen since the last reset;
+Precision, Recall and AUC accumulate confusion counts. Each class takes Keras's arguments; a
+metric travels to a compiled trainer as (class name, config) and is rebuilt with `build`."""
 from __future__ import annotations
 
 import numpy as np
 
-
-def sparse_categorical_accuracy(y_true, y_pred):
-    return (np.argmax(y_pred, axis=-1) == y_true.reshape(y_pred.shape[:-1])).astype(np.float64)
+EPSILON = 1e-7  # keras.config.epsilon()
 
 
-def categorical_accuracy(y_true, y_pred):
-    return (np.argmax(y_pred, axis=-1) == np.argmax(y_true, axis=-1)).astype(np.float64)
+def _same_rank(y_true, y_pred):
+    """Keras's squeeze_or_expand_to_same_rank for targets: (N,) against (N, 1) and back."""
+    y_true = np.asarray(y_true)
+    if y_true.ndim == y_pred.ndim + 1 and y_true.shape[-1] == 1:
+        return y_true[..., 0]
+    if y_pred.ndim == y_true.ndim + 1 and y_pred.shape[-1] == 1:
+        return y_true[..., None]
+    return y_true
 
 
-def binary_accuracy(y_true, y_pred, threshold=0.5):
-    return np.mean((y_pred > threshold) == (y_true.reshape(y_pred.shape) > 0.5), axis=-1, dtype=np.float64)
+class Metric:
+    """update(y_true, y_pred) per batch, result() so far, reset() at each epoch."""
+    default_name = ""
+
+    def __init__(self, name=None):
+        self.name = name or self.default_name
+        self.reset()
+
+    def get_config(self) -> dict:
+        return {"name": self.name}
 
 
-def mean_absolute_error(y_true, y_pred):
-    return np.mean(np.abs(y_pred - y_true.reshape(y_pred.shape)), axis=-1, dtype=np.float64)
+class Mean(Metric):
+    """A running mean of values weighted by a count, like keras.metrics.Mean (the loss trackers)."""
+    default_name = "mean"
 
-
-def mean_squared_error(y_true, y_pred):
-    return np.mean(np.square(y_pred - y_true.reshape(y_pred.shape)), axis=-1, dtype=np.float64)
-
-
-METRICS = {
-    "sparse_categorical_accuracy": sparse_categorical_accuracy,
-    "categorical_accuracy": categorical_accuracy,
-    "binary_accuracy": binary_accuracy,
-    "mean_absolute_error": mean_absolute_error,
-    "mean_squared_error": mean_squared_error,
-}
-
-
-class Mean:
-    """A running mean weighted by the number of samples, like keras.metrics.Mean."""
-
-    def __init__(self):
+    def reset(self):
         self.total = 0.0
         self.count = 0.0
 
-    def update(self, value, weight=1.0):
+    def update_value(self, value, weight=1.0):
         self.total += float(value) * weight
         self.count += weight
 
     def result(self) -> float:
         return self.total / self.count if self.count else 0.0
+
+
+class MeanMetricWrapper(Mean):
+    """The mean over samples of a per-sample function (Keras's MeanMetricWrapper)."""
+
+    def values(self, y_true, y_pred) -> np.ndarray:
+        raise NotImplementedError
+
+    def update(self, y_true, y_pred):
+        y_pred = np.asarray(y_pred)
+        v = np.asarray(self.values(_same_rank(y_true, y_pred), y_pred), np.float64)
+        v = v.reshape(len(v), -1).mean(axis=1) if v.ndim > 1 else v
+        self.total += float(v.sum())
+        self.count += len(v)
+
+
+class Accuracy(MeanMetricWrapper):
+    default_name = "accuracy"
+
+    def values(self, y_true, y_pred):
+        return y_true == y_pred
+
+
+class BinaryAccuracy(MeanMetricWrapper):
+    default_name = "binary_accuracy"
+
+    def __init__(self, name=None, threshold=0.5):
+        self.threshold = float(threshold)
+        super().__init__(name)
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold}
+
+    def values(self, y_true, y_pred):
+        return np.mean(y_true == (y_pred > self.threshold), axis=-1)
+
+
+class CategoricalAccuracy(MeanMetricWrapper):
+    default_name = "categorical_accuracy"
+
+    def values(self, y_true, y_pred):
+        return np.argmax(y_true, axis=-1) == np.argmax(y_pred, axis=-1)
+
+
+class SparseCategoricalAccuracy(MeanMetricWrapper):
+    default_name = "sparse_categorical_accuracy"
+
+    def values(self, y_true, y_pred):
+        return y_true.reshape(y_pred.shape[:-1]) == np.argmax(y_pred, axis=-1)
+
+
+def _in_top_k(targets, y_pred, k):
+    """tf.math.in_top_k: the target is in the top k unless k classes score strictly higher."""
+    y_pred = np.asarray(y_pred, np.float32)
+    score = np.take_along_axis(y_pred, targets.astype(np.int64)[..., None], axis=-1)
+    return (np.sum(y_pred > score, axis=-1) < k) & np.isfinite(score[..., 0])
+
+
+class TopKCategoricalAccuracy(MeanMetricWrapper):
+    default_name = "top_k_categorical_accuracy"
+
+    def __init__(self, k=5, name=None):
+        self.k = int(k)
+        super().__init__(name)
+
+    def get_config(self):
+        return {**super().get_config(), "k": self.k}
+
+    def values(self, y_true, y_pred):
+        return _in_top_k(np.argmax(y_true, axis=-1), y_pred, self.k)
+
+
+class SparseTopKCategoricalAccuracy(TopKCategoricalAccuracy):
+    default_name = "sparse_top_k_categorical_accuracy"
+
+    def values(self, y_true, y_pred):
+        return _in_top_k(y_true.reshape(y_pred.shape[:-1]), y_pred, self.k)
+
+
+class MeanAbsoluteError(MeanMetricWrapper):
+    default_name = "mean_absolute_error"
+
+    def values(self, y_true, y_pred):
+        return np.mean(np.abs(y_true - y_pred), axis=-1, dtype=np.float64)
+
+
+class MeanSquaredError(MeanMetricWrapper):
+    default_name = "mean_squared_error"
+
+    def values(self, y_true, y_pred):
+        return np.mean(np.square(y_true - y_pred), axis=-1, dtype=np.float64)
+
+
+class RootMeanSquaredError(MeanSquaredError):
+    default_name = "root_mean_squared_error"
+
+    def result(self):
+        return float(np.sqrt(super().result()))
+
+
+# ---------------------------------------------------------------- confusion counts
+
+def _thresholds(thresholds, default=0.5) -> np.ndarray:
+    return np.atleast_1d(np.asarray(default if thresholds is None else thresholds, np.float32))
+
+
+def _binary_inputs(y_true, y_pred, top_k=None, class_id=None):
+    """Flattened (positive labels, predictions) as Keras's update_confusion_matrix_variables sees them."""
+    y_pred = np.asarray(y_pred, np.float32)
+    y_true = _same_rank(y_true, y_pred)
+    if top_k is not None:  # each row's top k predictions (ties: the first), the others never positive
+        top = np.argsort(-y_pred, axis=-1, kind="stable")[..., :top_k]
+        kept = np.full_like(y_pred, -np.inf)
+        np.put_along_axis(kept, top, np.take_along_axis(y_pred, top, axis=-1), axis=-1)
+        y_pred = kept
+    if class_id is not None:
+        y_true, y_pred = y_true[..., class_id], y_pred[..., class_id]
+    if np.shape(y_true) != y_pred.shape:
+        raise ValueError(f"confusion metrics need targets shaped as the predictions: got {np.shape(y_true)} "
+                         f"for {y_pred.shape} (one-hot targets, or class_id)")
+    return np.asarray(y_true).reshape(-1) != 0, y_pred.reshape(-1)
+
+
+class _Confusion(Metric):
+    """True/false positives (and negatives) at each threshold: pred > threshold is positive."""
+
+    def __init__(self, thresholds=None, top_k=None, class_id=None, name=None):
+        self.init_thresholds, self.top_k, self.class_id = thresholds, top_k, class_id
+        self.thresholds = _thresholds(thresholds)
+        super().__init__(name)
+
+    def get_config(self):
+        return {**super().get_config(), "thresholds": self.init_thresholds, "top_k": self.top_k,
+                "class_id": self.class_id}
+
+    def reset(self):
+        self.tp, self.fp, self.fn = (np.zeros(len(self.thresholds)) for _ in range(3))
+
+    def update(self, y_true, y_pred):
+        positive, pred = _binary_inputs(y_true, y_pred, self.top_k, self.class_id)
+        above = pred[None, :] > self.thresholds[:, None]
+        self.tp += (above & positive).sum(axis=1)
+        self.fp += (above & ~positive).sum(axis=1)
+        self.fn += (~above & positive).sum(axis=1)
+
+    def _result(self, denominator):
+        r = np.divide(self.tp, denominator, out=np.zeros_like(self.tp), where=denominator != 0)
+        return float(r[0]) if len(r) == 1 else [float(v) for v in r]
+
+
+class Precision(_Confusion):
+    default_name = "precision"
+
+    def result(self):
+        return self._result(self.tp + self.fp)
+
+
+class Recall(_Confusion):
+    default_name = "recall"
+
+    def result(self):
+        return self._result(self.tp + self.fn)
+
+
+def _no_nan_div(a, b):
+    return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b != 0)
+
+
+class AUC(Metric):
+    """Keras's AUC over num_thresholds evenly spaced thresholds (ROC or PR curve; the PR curve's
+    'interpolation' is Davis & Goadrich's, as Keras's)."""
+    default_name = "auc"
+
+    def __init__(self, num_thresholds=200, curve="ROC", summation_method="interpolation", name=None,
+                 from_logits=False):
+        if num_thresholds <= 1:
+            raise ValueError(f"AUC: num_thresholds must be > 1, got {num_thresholds}")
+        curve, summation_method = curve.upper(), summation_method.lower()
+        if curve not in ("ROC", "PR") or summation_method not in ("interpolation", "minoring", "majoring"):
+            raise ValueError(f"AUC: curve {curve!r} / summation_method {summation_method!r} not supported "
+                             f"(curve ROC or PR; interpolation, minoring or majoring)")
+        self.num_thresholds, self.curve, self.summation_method = int(num_thresholds), curve, summation_method
+        self.from_logits = bool(from_logits)
+        super().__init__(name)
+
+    def get_config(self):
+        return {**super().get_config(), "num_thresholds": self.num_thresholds, "curve": self.curve,
+                "summation_method": self.summation_method, "from_logits": self.from_logits}
+
+    def reset(self):
+        self.tp, self.fp, self.tn, self.fn = (np.zeros(self.num_thresholds) for _ in range(4))
+
+    def update(self, y_true, y_pred):
+        positive, pred = _binary_inputs(y_true, y_pred)
+        if self.from_logits:
+            pred = (1 / (1 + np.exp(-pred))).astype(np.float32)
+        # Keras's bucketing: a prediction is above threshold i (i/(n-1)) iff ceil(p*(n-1)) - 1 >= i
+        pred = np.clip(pred, 0, 1)
+        bucket = np.maximum(np.ceil(pred * np.float32(self.num_thresholds - 1)) - 1, 0).astype(np.int64)
+        tp = np.bincount(bucket[positive], minlength=self.num_thresholds)[::-1].cumsum()[::-1]
+        fp = np.bincount(bucket[~positive], minlength=self.num_thresholds)[::-1].cumsum()[::-1]
+        self.tp += tp
+        self.fp += fp
+        self.fn += positive.sum() - tp
+        self.tn += (~positive).sum() - fp
+
+    def result(self) -> float:
+        tp, fp, tn, fn = self.tp, self.fp, self.tn, self.fn
+        if self.curve == "PR" and self.summation_method == "interpolation":
+            dtp = tp[:-1] - tp[1:]
+            p = tp + fp
+            dp = p[:-1] - p[1:]
+            slope = _no_nan_div(dtp, np.maximum(dp, 0))
+            intercept = tp[1:] - slope * p[1:]
+            both = (p[:-1] > 0) & (p[1:] > 0)
+            ratio = np.where(both, _no_nan_div(p[:-1], np.maximum(p[1:], 0)), 1.0)
+            return float(np.sum(_no_nan_div(slope * (dtp + intercept * np.log(ratio)), np.maximum(tp[1:] + fn[1:], 0))))
+        recall = _no_nan_div(tp, tp + fn)
+        x, y = (_no_nan_div(fp, fp + tn), recall) if self.curve == "ROC" else (recall, _no_nan_div(tp, tp + fp))
+        heights = {"interpolation": (y[:-1] + y[1:]) / 2, "minoring": np.minimum(y[:-1], y[1:]),
+                   "majoring": np.maximum(y[:-1], y[1:])}[self.summation_method]
+        return float(np.sum((x[:-1] - x[1:]) * heights))
+
+
+METRICS = {cls.__name__: cls for cls in (
+    Accuracy, BinaryAccuracy, CategoricalAccuracy, SparseCategoricalAccuracy, TopKCategoricalAccuracy,
+    SparseTopKCategoricalAccuracy, MeanAbsoluteError, MeanSquaredError, RootMeanSquaredError, Precision, Recall, AUC)}
+
+
+def build(class_name: str, config: dict) -> Metric:
+    """A fresh metric from its (class name, get_config()) pair."""
+    return METRICS[class_name](**config)

@@ -2,6 +2,7 @@
 over an Executable. It knows the compiled steps' inputs and outputs, never an op's maths."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -10,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from ..callbacks import CallbackList
+from .batches import ArrayBatches, EpochIterator, IterableBatches, is_batch_source
 from .executable import Executable
-from .metrics import METRICS, Mean
+from .metrics import Mean, build
 
 
 class DataError(ValueError):
@@ -21,7 +23,7 @@ class DataError(ValueError):
 class CompiledModel:
     def __init__(self, executable: Executable, info: dict, optimizer=None):
         """info: {"input_names", "input_shapes", "output_names", "losses" (per output or None),
-        "metrics": per output [[log name, metric fn name], ...], "dtype"}."""
+        "metrics": per output [{"name": log name, "key", "class", "config"}, ...], "dtype"}."""
         self.executable = executable
         self.info = info
         self.optimizer = optimizer
@@ -83,7 +85,7 @@ class CompiledModel:
     def _targets(self, y) -> list:
         labels = self.executable.steps["test"]["labels"]
         if isinstance(y, dict):
-            y = [y[n] for n in self.info["output_names"]]
+            y = [y[n] for n in self._loss_outputs()]
         ys = list(y) if isinstance(y, (list, tuple)) else [y]
         if len(ys) != len(labels):
             raise DataError(f"the model has {len(labels)} outputs with a loss, got {len(ys)} target arrays")
@@ -101,124 +103,171 @@ class CompiledModel:
             out.append(np.ascontiguousarray(a, dtype=spec["dtype"]))
         return out
 
+    def _loss_outputs(self) -> list:
+        return [name for name, spec in zip(self.info["output_names"], self.info["losses"]) if spec is not None]
+
+    def _sample_weights(self, sample_weight, class_weight, ys) -> list:
+        """Per-sample loss weights for each output with a loss, or [] (the step then weighs every
+        sample 1). One array serves every output, as in Keras; a list or dict gives one per output.
+        class_weight {class: weight} turns targets into weights as Keras does (argmax of one-hot
+        rows, else the rounded label); it needs a single output and no sample_weight."""
+        if class_weight is not None:
+            if sample_weight is not None:
+                raise ValueError("you cannot give both class_weight and sample_weight")
+            if len(ys) != 1:
+                raise ValueError("class_weight is only supported for models with a single output")
+            y = ys[0]
+            classes = np.argmax(y, axis=-1) if y.ndim > 1 and y.shape[-1] != 1 else y.reshape(len(y))
+            classes = np.round(classes).astype(np.int64)
+            sample_weight = np.array([class_weight.get(int(c), 1.0) for c in classes])
+        if sample_weight is None:
+            return []
+        specs = self.executable.steps["test"]["sample_weights"]
+        if isinstance(sample_weight, dict):
+            sample_weight = [sample_weight[n] for n in self._loss_outputs()]
+        sws = list(sample_weight) if isinstance(sample_weight, (list, tuple)) else [sample_weight] * len(specs)
+        if len(sws) != len(specs):
+            raise DataError(f"the model has {len(specs)} outputs with a loss, got {len(sws)} sample weight arrays")
+        out = []
+        for a, spec, y in zip(sws, specs, ys):
+            a = np.asarray(a, dtype=spec["dtype"])
+            want = (len(y),) + tuple(spec["shape"][1:])
+            if a.shape != want and a.size == int(np.prod(want)):
+                a = a.reshape(want)                  # (N, 1) weights for per-sample losses of shape (N,)
+            if a.shape != want:
+                raise DataError(f"sample_weight of shape {a.shape} does not match the targets (expected {want})")
+            out.append(np.ascontiguousarray(a))
+        return out
+
+    def _data(self, x, y, sample_weight=None, class_weight=None) -> tuple:
+        xs, ys = self._inputs(x), self._targets(y)
+        return xs, ys, self._sample_weights(sample_weight, class_weight, ys)
+
+    def _batch_source(self, data, batch_size, shuffle=False, class_weight=None):
+        """Batches from arrays (x, y[, sample_weight]) or from an iterable of such batches."""
+        if is_batch_source(data):
+            def convert(item):
+                if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                    raise DataError(f"a batch must be (x, y) or (x, y, sample_weight), got {type(item).__name__}")
+                return self._data(item[0], item[1], item[2] if len(item) == 3 else None, class_weight)
+            return IterableBatches(data, convert)
+        return ArrayBatches(*data, batch_size, shuffle, self.shuffle_random)
+
     # ------------------------------------------------------------------ steps
     def _require_compiled(self):
         if self.optimizer is None or "train" not in self.executable.steps:
             raise RuntimeError("you must compile your model before training/testing: call model.compile(...)")
 
-    def _batch_logs(self, outs, ys, trackers):
-        n = len(ys[0]) if ys else 1
-        trackers["loss"].update(outs["loss"][0], n)
-        if len(self.info["output_names"]) > 1:
-            for k, name in enumerate(self.info["output_names"]):
-                if f"loss:{k}" in outs:
-                    trackers.setdefault(f"{name}_loss", Mean()).update(outs[f"loss:{k}"][0], n)
-        for k, specs in enumerate(self.info["metrics"]):
-            for log_name, fn in specs:
-                values = METRICS[fn](ys[k], outs[f"output:{k}"])
-                trackers.setdefault(log_name, Mean()).update(values.mean(), len(values))
-        return {k: t.result() for k, t in trackers.items()}
-
-    def train_on_batch(self, x, y, return_dict=False):
+    def train_on_batch(self, x, y, sample_weight=None, class_weight=None, return_dict=False):
         self._require_compiled()
-        xs, ys = self._inputs(x), self._targets(y)
-        logs = self._train_step(xs, ys, {"loss": Mean()})
-        return logs if return_dict else _as_list(logs)
+        logs = EpochLogs(self.info)
+        self._train_step(self._data(x, y, sample_weight, class_weight), logs)
+        return logs.result() if return_dict else logs.as_list()
 
-    def _train_step(self, xs, ys, trackers):
+    def _train_step(self, batch, logs):
+        xs, ys, sws = batch
         opt = self.optimizer
         lr, step = opt.current_learning_rate(), opt.iterations + 1
         if self.replicas is not None:
-            outs = self.replicas.train_step(xs, ys, lr, step)
+            outs = self.replicas.train_step(xs, ys, sws, lr, step)
         else:
-            outs = self.executable.run("train", xs, ys, lr=lr, step=step)
+            outs = self.executable.run("train", xs, ys, sws, lr=lr, step=step)
         opt.iterations += 1
-        return self._batch_logs(outs, ys, trackers)
+        logs.update(outs, ys, len(xs[0]))
 
-    def test_on_batch(self, x, y, return_dict=False):
+    def _test_step(self, batch, logs):
+        xs, ys, sws = batch
+        logs.update(self.executable.run("test", xs, ys, sws), ys, len(xs[0]))
+
+    def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
         self._require_compiled()
-        logs = self._batch_logs(self.executable.run("test", self._inputs(x), self._targets(y)),
-                                self._targets(y), {"loss": Mean()})
-        return logs if return_dict else _as_list(logs)
+        logs = EpochLogs(self.info)
+        self._test_step(self._data(x, y, sample_weight), logs)
+        return logs.result() if return_dict else logs.as_list()
 
     def predict_on_batch(self, x):
         return self.predict(x, batch_size=len(self._inputs(x)[0]), verbose=0)
 
     # ------------------------------------------------------------------ loops
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
+            initial_epoch=0, steps_per_epoch=None, validation_steps=None):
+        """As keras.Model.fit. x may also be an iterable or generator of (x, y) or (x, y, sample_weight)
+        batches; with steps_per_epoch, epochs draw that many batches from it in turn."""
         self._require_compiled()
         batch_size = batch_size or 32
         verbose = 1 if verbose == "auto" else verbose
-        xs, ys = self._inputs(x), self._targets(y)
-        if validation_split and validation_data is None:
-            split = int(math.floor(len(xs[0]) * (1.0 - validation_split)))  # Keras takes the last samples
-            validation_data = ([a[split:] for a in xs], [a[split:] for a in ys])
-            xs, ys = [a[:split] for a in xs], [a[:split] for a in ys]
+        val = None
         if validation_data is not None:
-            vx, vy = validation_data[0], validation_data[1]
-            vxs, vys = self._inputs(vx), self._targets(vy)
-        n = len(xs[0])
-        steps = max(1, math.ceil(n / batch_size))
-        if self.replicas is not None and n % batch_size and n % batch_size < self.replicas.num_replicas:
-            steps -= 1  # a last batch smaller than the number of replicas is skipped
+            val = validation_data if is_batch_source(validation_data) else self._data(*validation_data)
+        if is_batch_source(x):
+            if validation_split:
+                raise ValueError("validation_split needs arrays; give validation_data with a generator")
+            train = x
+        else:
+            train = self._data(x, y, sample_weight, class_weight)
+            if validation_split and val is None:
+                split = int(math.floor(len(train[0][0]) * (1.0 - validation_split)))  # Keras keeps the last ones
+                val = tuple([a[split:] for a in group] for group in train)
+                train = tuple([a[:split] for a in group] for group in train)
+        batches = EpochIterator(self._batch_source(train, batch_size, shuffle, class_weight), steps_per_epoch)
+        if val is not None:
+            val = EpochIterator(self._batch_source(val, batch_size), validation_steps)
         if not self.is_chief:  # other replicas train silently and write nothing
             verbose = 0
             callbacks = [c for c in (callbacks or []) if not getattr(c, "writes_files", False)]
         cbs = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=self,
-                           verbose=verbose, epochs=epochs, steps=steps)
+                           verbose=verbose, epochs=epochs, steps=batches.num_batches)
         self.stop_training = False
         cbs.on_train_begin()
         logs = {}
         for epoch in range(initial_epoch, epochs):
+            steps = batches.epoch()
+            first = next(steps, None)
+            if first is None:     # the source ran out (EpochIterator warned)
+                break
             cbs.on_epoch_begin(epoch)
-            if shuffle:
-                order = self.shuffle_random.permutation(n)
-                ex, ey = [a[order] for a in xs], [a[order] for a in ys]
-            else:
-                ex, ey = xs, ys
-            trackers = {"loss": Mean()}
-            for step in range(steps):
+            epoch_logs = EpochLogs(self.info)
+            for step, batch in itertools.chain([first], steps):
+                if self.replicas is not None and len(batch[0][0]) < self.replicas.num_replicas:
+                    continue  # a last batch smaller than the number of replicas is skipped
                 cbs.on_train_batch_begin(step)
-                s = slice(step * batch_size, (step + 1) * batch_size)
-                logs = self._train_step([a[s] for a in ex], [a[s] for a in ey], trackers)
-                cbs.on_train_batch_end(step, logs)
+                self._train_step(batch, epoch_logs)
+                cbs.on_train_batch_end(step, epoch_logs.result())
                 if self.stop_training:
                     break
-            logs = dict(logs)
-            if validation_data is not None:
-                val = self._evaluate(vxs, vys, batch_size, None)
-                logs.update({"val_" + k: v for k, v in val.items()})
+            logs = epoch_logs.result()
+            if val is not None:
+                logs.update({"val_" + k: v for k, v in self._evaluate(val, None).result().items()})
             cbs.on_epoch_end(epoch, logs)
-            if self.stop_training:
+            if self.stop_training or batches.exhausted:
                 break
         cbs.on_train_end(logs)
         return self.history
 
-    def _evaluate(self, xs, ys, batch_size, cbs):
-        trackers, logs = {"loss": Mean()}, {}
-        n = len(xs[0])
-        for step in range(max(1, math.ceil(n / batch_size))):
-            s = slice(step * batch_size, (step + 1) * batch_size)
+    def _evaluate(self, batches, cbs):
+        logs = EpochLogs(self.info)
+        for step, batch in batches.epoch():
             if cbs:
                 cbs.on_test_batch_begin(step)
-            bys = [a[s] for a in ys]
-            logs = self._batch_logs(self.executable.run("test", [a[s] for a in xs], bys), bys, trackers)
+            self._test_step(batch, logs)
             if cbs:
-                cbs.on_test_batch_end(step, logs)
+                cbs.on_test_batch_end(step, logs.result())
         return logs
 
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", callbacks=None, return_dict=False):
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+                 callbacks=None, return_dict=False):
         self._require_compiled()
         batch_size = batch_size or 32
         verbose = 1 if verbose == "auto" else verbose
-        xs, ys = self._inputs(x), self._targets(y)
-        steps = max(1, math.ceil(len(xs[0]) / batch_size))
-        cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1, steps=steps)
+        data = x if is_batch_source(x) else self._data(x, y, sample_weight)
+        batches = EpochIterator(self._batch_source(data, batch_size), steps)
+        cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1,
+                           steps=batches.num_batches)
         cbs.on_test_begin()
-        logs = self._evaluate(xs, ys, batch_size, cbs)
-        cbs.on_test_end(logs)
-        return logs if return_dict else _as_list(logs)
+        logs = self._evaluate(batches, cbs)
+        cbs.on_test_end(logs.result())
+        return logs.result() if return_dict else logs.as_list()
 
     def predict(self, x, batch_size=None, verbose="auto", callbacks=None):
         batch_size = batch_size or 32
@@ -258,6 +307,36 @@ class CompiledModel:
         return model
 
 
-def _as_list(logs):
-    values = list(logs.values())
-    return values[0] if len(values) == 1 else values
+class EpochLogs:
+    """What an epoch (or an evaluate, or one *_on_batch call) reports, in Keras 3's log order: the
+    loss (mean over samples of the batches' losses), the compiled metrics of each output and,
+    with several losses, each output's "<name>_loss"."""
+
+    def __init__(self, info):
+        self.loss = Mean()
+        with_loss = [k for k, spec in enumerate(info["losses"]) if spec is not None]
+        target = {k: i for i, k in enumerate(with_loss)}   # output -> its position among the targets
+        self.metrics = [(m["name"], target[k], k, build(m["class"], m["config"]))
+                        for k, row in enumerate(info["metrics"]) for m in row]
+        self.output_losses = [(f"{info['output_names'][k]}_loss", k, Mean()) for k in with_loss] \
+            if len(with_loss) > 1 else []
+
+    def update(self, outs, ys, n):
+        self.loss.update_value(outs["loss"][0], n)
+        for _, i, k, metric in self.metrics:
+            metric.update(ys[i], outs[f"output:{k}"])
+        for _, k, mean in self.output_losses:
+            mean.update_value(outs[f"loss:{k}"][0], n)
+
+    def result(self) -> dict:
+        return {"loss": self.loss.result(), **{name: m.result() for name, _, _, m in self.metrics},
+                **{name: m.result() for name, _, m in self.output_losses}}
+
+    def as_list(self):
+        """Keras's order for evaluate's list: the loss, the metrics whose log name is their own name
+        (one output), each output's loss, then the other logs sorted by name."""
+        logs = self.result()
+        first = ["loss"] + [name for name, _, _, m in self.metrics if name == m.name] + \
+            [name for name, _, _ in self.output_losses]
+        values = [logs[n] for n in first] + [logs[n] for n in sorted(logs) if n not in first]
+        return values[0] if len(values) == 1 else values

@@ -72,13 +72,14 @@ class ThreadReplicas:
             e.params[...] = first.params
             e.state[...] = first.state
 
-    def train_step(self, xs, ys, lr, step) -> dict:
+    def train_step(self, xs, ys, sws, lr, step) -> dict:
         bounds = shard_bounds(len(xs[0]), self.num_replicas)
         sizes = [b - a for a, b in bounds]
 
         def grads(r):
             a, b = bounds[r]
-            outs = self.replicas[r].run("train", [x[a:b] for x in xs], [y[a:b] for y in ys], lr, step, part="grads")
+            outs = self.replicas[r].run("train", [x[a:b] for x in xs], [y[a:b] for y in ys], [w[a:b] for w in sws],
+                                        lr, step, part="grads")
             return {k: v.copy() for k, v in outs.items()}
 
         outs = list(self.pool.map(grads, range(self.num_replicas)))
@@ -138,13 +139,13 @@ class MPIReplicas:
         if e.state.size:
             self._wait(self.comm.Ibcast(e.state, root=0), "broadcasting the optimizer state")
 
-    def train_step(self, xs, ys, lr, step) -> dict:
-        """xs, ys: the global batch (every rank reads the same data); each takes its shard."""
+    def train_step(self, xs, ys, sws, lr, step) -> dict:
+        """xs, ys, sws: the global batch (every rank reads the same data); each takes its shard."""
         n = len(xs[0])
         a, b = shard_bounds(n, self.size)[self.rank]
         e = self.executable
-        outs = {k: v.copy() for k, v in e.run("train", [x[a:b] for x in xs], [y[a:b] for y in ys], lr, step,
-                                             part="grads").items()}
+        outs = {k: v.copy() for k, v in e.run("train", [x[a:b] for x in xs], [y[a:b] for y in ys],
+                                             [w[a:b] for w in sws], lr, step, part="grads").items()}
         e.grads *= e.dtype.type((b - a) / n)
         self._allreduce(e.grads, "averaging gradients")
         e.apply(lr, step)

@@ -1,0 +1,216 @@
+"""Ops of convolutional and embedding layers: patches (im2col and its adjoint col2im), pooling,
+axis shuffles (transpose, pad/crop, repeat), the embedding lookup, and the in-place moving average
+of batch-norm statistics. Images are NHWC; a convolution is im2col + matmul in the IR, so the
+patch buffer is a node the memory planner sees."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..types import BATCH, TensorType
+from .registry import OpDef, Pattern, register
+from .tensor import _reduce_type, _norm_axes
+
+
+def conv_out(size, k, stride, dilation, lo, hi) -> int:
+    """Output length of a window sweep over `size` padded by (lo, hi)."""
+    return (size + lo + hi - dilation * (k - 1) - 1) // stride + 1
+
+
+def _nhwc(t, what):
+    if t.rank != 4 or t.shape[0] != BATCH:
+        raise ValueError(f"{what} takes a [B,H,W,C] tensor, got {t}")
+    return t.shape[1:]
+
+
+# ---------------------------------------------------------------- im2col / col2im
+
+
+def _im2col_type(types, attrs):
+    (kh, kw), (sh, sw), (dh, dw), (pt, pb, pl, pr) = attrs["kernel"], attrs["strides"], attrs["dilation"], attrs["pads"]
+    h, w, c = _nhwc(types[0], "im2col")
+    oh, ow = conv_out(h, kh, sh, dh, pt, pb), conv_out(w, kw, sw, dw, pl, pr)
+    if oh <= 0 or ow <= 0:
+        raise ValueError(f"im2col: a {kh}x{kw} window does not fit in {types[0]}")
+    return TensorType((BATCH, oh, ow, kh * kw * c), types[0].dtype)
+
+
+def _window_slices(oh, ow, kernel, strides, dilation):
+    """(i, j, rows, cols): for each kernel tap, the padded-input slices its outputs read."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilation
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, slice(i * dh, i * dh + sh * (oh - 1) + 1, sh), slice(j * dw, j * dw + sw * (ow - 1) + 1, sw)
+
+
+def _im2col(x, kernel, strides, dilation, pads):
+    pt, pb, pl, pr = pads
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    b, h, w, c = x.shape
+    oh, ow = conv_out(h, kernel[0], strides[0], dilation[0], pt, pb), conv_out(w, kernel[1], strides[1], dilation[1], pl, pr)
+    cols = np.empty((b, oh, ow, kernel[0], kernel[1], c), x.dtype)
+    for i, j, rs, cs in _window_slices(oh, ow, kernel, strides, dilation):
+        cols[:, :, :, i, j] = xp[:, rs, cs]
+    return cols.reshape(b, oh, ow, -1)
+
+
+def _col2im_type(types, attrs):
+    t = types[0]
+    (kh, kw), (h, w) = attrs["kernel"], attrs["size"]
+    if t.rank != 4 or t.shape[0] != BATCH or t.shape[3] % (kh * kw):
+        raise ValueError(f"col2im: {t} is not a [B,OH,OW,{kh}*{kw}*C] patch tensor")
+    return TensorType((BATCH, h, w, t.shape[3] // (kh * kw)), t.dtype)
+
+
+def _col2im(g, kernel, strides, dilation, pads, size):
+    """Sum each patch back where im2col read it: the adjoint of im2col."""
+    pt, pb, pl, pr = pads
+    b, oh, ow, _ = g.shape
+    g6 = g.reshape(b, oh, ow, kernel[0], kernel[1], -1)
+    out = np.zeros((b, size[0] + pt + pb, size[1] + pl + pr, g6.shape[-1]), g.dtype)
+    for i, j, rs, cs in _window_slices(oh, ow, kernel, strides, dilation):
+        out[:, rs, cs] += g6[:, :, :, i, j]
+    return out[:, pt:pt + size[0], pl:pl + size[1]]
+
+
+register(OpDef("im2col", Pattern.OPAQUE, _im2col_type, _im2col,
+               lambda b, g, out, x, **a: (b.col2im(g, **a, size=b.type(x).shape[1:3]),),
+               doc="[B,H,W,C] -> [B,OH,OW,KH*KW*C]: every output position's (zero-padded) input window"))
+register(OpDef("col2im", Pattern.OPAQUE, _col2im_type, _col2im,
+               lambda b, g, out, x, size, **a: (b.im2col(g, **a),),
+               doc="[B,OH,OW,KH*KW*C] -> [B,H,W,C]: windows summed back into the image (im2col's adjoint)"))
+
+# ---------------------------------------------------------------- pooling
+
+
+def _pool_type(types, attrs):
+    (kh, kw), (sh, sw), (pt, pb, pl, pr) = attrs["pool"], attrs["strides"], attrs["pads"]
+    h, w, c = _nhwc(types[0], "pool2d")
+    return TensorType((BATCH, conv_out(h, kh, sh, 1, pt, pb), conv_out(w, kw, sw, 1, pl, pr), c), types[0].dtype)
+
+
+def _pool_windows(x, pool, strides, pads, fill):
+    pt, pb, pl, pr = pads
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=fill)
+    oh = conv_out(x.shape[1], pool[0], strides[0], 1, pt, pb)
+    ow = conv_out(x.shape[2], pool[1], strides[1], 1, pl, pr)
+    return xp, [(rs, cs) for _, _, rs, cs in _window_slices(oh, ow, pool, strides, (1, 1))]
+
+
+def _pool_count(x, pool, strides, pads):
+    """How many real (unpadded) inputs each average-pool window holds."""
+    ones, wins = _pool_windows(np.ones((1, *x.shape[1:3], 1), x.dtype), pool, strides, pads, 0)
+    return sum(ones[:, rs, cs] for rs, cs in wins)
+
+
+def _pool2d(x, mode, pool, strides, pads):
+    if mode == "max":
+        xp, wins = _pool_windows(x, pool, strides, pads, -np.inf)
+        return np.max([xp[:, rs, cs] for rs, cs in wins], axis=0)
+    xp, wins = _pool_windows(x, pool, strides, pads, 0)
+    return (sum(xp[:, rs, cs] for rs, cs in wins) / _pool_count(x, pool, strides, pads)).astype(x.dtype)
+
+
+def _pool2d_grad(g, x, y, mode, pool, strides, pads):
+    """Max: g goes to the first maximum of each window (as TensorFlow routes it). Avg: spread evenly."""
+    xp, wins = _pool_windows(x, pool, strides, pads, -np.inf)
+    gp = np.zeros(xp.shape, g.dtype)
+    if mode == "max":
+        done = np.zeros(y.shape, bool)
+        for rs, cs in wins:
+            hit = (xp[:, rs, cs] == y) & ~done
+            gp[:, rs, cs] += g * hit
+            done |= hit
+    else:
+        share = g / _pool_count(x, pool, strides, pads)
+        for rs, cs in wins:
+            gp[:, rs, cs] += share
+    pt, pl = pads[0], pads[2]
+    return gp[:, pt:pt + x.shape[1], pl:pl + x.shape[2]]
+
+
+register(OpDef("pool2d", Pattern.OPAQUE, _pool_type, _pool2d,
+               lambda b, g, out, x, **a: (b.pool2d_grad(g, x, out, **a),),
+               doc="max or average over each window; padding never counts (Keras's 'same')"))
+register(OpDef("pool2d_grad", Pattern.OPAQUE, lambda types, attrs: types[1], _pool2d_grad, None,
+               doc="the VJP of pool2d, from its input x and output y"))
+
+# ---------------------------------------------------------------- axis shuffles
+
+
+def _transpose_type(types, attrs):
+    t, perm = types[0], attrs["perm"]
+    if sorted(perm) != list(range(t.rank)):
+        raise ValueError(f"transpose: {perm} is not a permutation of the axes of {t}")
+    return t.with_shape(t.shape[p] for p in perm)
+
+
+register(OpDef("transpose", Pattern.OPAQUE, _transpose_type, lambda x, perm: np.transpose(x, perm).copy(),
+               lambda b, g, out, x, perm: (b.transpose(g, perm=tuple(int(p) for p in np.argsort(perm))),)))
+
+
+def _pad_type(sign):
+    def infer(types, attrs):
+        t = types[0]
+        if len(attrs["pads"]) != t.rank or any(p != (0, 0) for d, p in zip(t.shape, attrs["pads"]) if d == BATCH):
+            raise ValueError(f"pads {attrs['pads']} do not fit {t}")
+        return t.with_shape(d if d == BATCH else d + sign * (lo + hi) for d, (lo, hi) in zip(t.shape, attrs["pads"]))
+    return infer
+
+
+register(OpDef("pad", Pattern.OPAQUE, _pad_type(1), lambda x, pads: np.pad(x, pads),
+               lambda b, g, out, x, pads: (b.crop(g, pads=pads),), doc="zeros around each axis: pads=((lo, hi), ...)"))
+register(OpDef("crop", Pattern.OPAQUE, _pad_type(-1),
+               lambda x, pads: x[tuple(slice(lo, d - hi) for d, (lo, hi) in zip(x.shape, pads))].copy(),
+               lambda b, g, out, x, pads: (b.pad(g, pads=pads),), doc="cuts (lo, hi) off each axis: pad's inverse"))
+
+
+def _repeat_type(types, attrs):
+    t, axis = types[0], attrs["axis"]
+    if t.shape[axis] == BATCH:
+        raise ValueError("cannot repeat along the batch axis")
+    return t.with_shape(d * attrs["n"] if i == axis else d for i, d in enumerate(t.shape))
+
+
+def _repeat_vjp(b, g, out, x, axis, n):
+    shape = b.type(x).shape
+    split = b.reshape(g, shape=(*shape[:axis + 1], n, *shape[axis + 1:]))
+    return (b.reduce_sum(split, axes=(axis + 1,)),)
+
+
+register(OpDef("repeat", Pattern.OPAQUE, _repeat_type, lambda x, axis, n: np.repeat(x, n, axis=axis), _repeat_vjp,
+               doc="each entry along `axis` n times in a row (np.repeat)"))
+
+# ---------------------------------------------------------------- embedding lookup
+
+
+def _ids(ids):
+    return ids.astype(np.int64)  # float ids are truncated, as Keras casts them
+
+
+register(OpDef("gather", Pattern.OPAQUE, lambda types, attrs: types[1].with_shape((*types[1].shape, types[0].shape[1])),
+               lambda table, ids: table[_ids(ids)],
+               lambda b, g, out, table, ids: (b.scatter_add(g, ids, rows=b.type(table).shape[0]), None),
+               doc="table[ids]: one row of the table per id"))
+
+
+def _scatter_add(g, ids, rows):
+    out = np.zeros((rows, g.shape[-1]), g.dtype)
+    np.add.at(out, _ids(ids).ravel(), g.reshape(-1, g.shape[-1]))
+    return out
+
+
+register(OpDef("scatter_add", Pattern.OPAQUE,
+               lambda types, attrs: TensorType((attrs["rows"], types[0].shape[-1]), types[0].dtype), _scatter_add, None,
+               doc="rows of g summed into a zero table at their ids: the VJP of gather"))
+
+# ---------------------------------------------------------------- moving statistics
+
+
+def _moving_average(m, x, momentum):
+    m *= m.dtype.type(momentum)
+    m += x * m.dtype.type(1.0 - momentum)
+    return m
+
+
+register(OpDef("moving_average", Pattern.UPDATE, lambda types, attrs: types[0], _moving_average, None,
+               doc="m = m*momentum + x*(1 - momentum), in place: batch-norm's moving statistics"))

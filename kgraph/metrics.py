@@ -1,0 +1,64 @@
+"""Keras's metrics by name, object or serialized config: `metrics=["accuracy", "mae",
+kgraph.metrics.AUC()]`. The classes (and their maths) are the runtime's; this module resolves
+what compile() is given into (log name, class name, config) for each output."""
+from __future__ import annotations
+
+import inspect
+import re
+
+from .runtime.metrics import (AUC, METRICS, Accuracy, BinaryAccuracy, CategoricalAccuracy,  # noqa: F401
+                              MeanAbsoluteError, MeanSquaredError, Metric, Precision, Recall,
+                              RootMeanSquaredError, SparseCategoricalAccuracy, SparseTopKCategoricalAccuracy,
+                              TopKCategoricalAccuracy)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower().replace("a_u_c", "auc")
+
+
+# Keras 3's metric strings: class names, their snake_case, and the short aliases
+NAMES = {**{c: c for c in METRICS}, **{_snake(c): c for c in METRICS},
+         "mse": "MeanSquaredError", "MSE": "MeanSquaredError", "mae": "MeanAbsoluteError",
+         "MAE": "MeanAbsoluteError", "rmse": "RootMeanSquaredError"}
+
+
+def _known() -> str:
+    return ", ".join(["accuracy", "acc"] + sorted(set(NAMES) - {"accuracy"}))
+
+
+def accuracy_class(loss_name: str, output_units: int) -> str:
+    """The metric Keras means by "accuracy" for this output: binary for one unit, sparse for
+    integer labels, else categorical."""
+    if loss_name == "binary_crossentropy" or output_units == 1:
+        return "BinaryAccuracy"
+    if loss_name == "sparse_categorical_crossentropy":
+        return "SparseCategoricalAccuracy"
+    return "CategoricalAccuracy"
+
+
+def _from_config(class_name: str, config: dict) -> Metric:
+    cls = METRICS[class_name]
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    ignored = {k for k, v in config.items() if k not in accepted and (k == "dtype" or v in (None, False))}
+    unsupported = set(config) - accepted - ignored
+    if unsupported:
+        raise ValueError(f"metric {class_name}: arguments {sorted(unsupported)} are not supported")
+    return cls(**{k: v for k, v in config.items() if k in accepted})
+
+
+def get(identifier, loss_name: str = "", output_units: int = 0) -> tuple[str, str, dict]:
+    """(log name, class name, config) of a metric given as a Keras name, a kgraph.metrics object
+    or a Keras config {"class_name", "config"}. A string keeps its spelling as the log name, as
+    in Keras ("mae" logs as "mae"); an object logs under its name."""
+    if isinstance(identifier, Metric):
+        return identifier.name, type(identifier).__name__, identifier.get_config()
+    if isinstance(identifier, dict) and identifier.get("class_name") in METRICS:
+        m = _from_config(identifier["class_name"], dict(identifier.get("config") or {}))
+        return m.name, type(m).__name__, m.get_config()
+    if isinstance(identifier, str) and identifier.lower() in ("accuracy", "acc"):
+        class_name = accuracy_class(loss_name, output_units)
+    elif isinstance(identifier, str) and identifier in NAMES:
+        class_name = NAMES[identifier]
+    else:
+        raise ValueError(f"unknown metric {identifier!r}; known: {_known()}")
+    return identifier, class_name, {**METRICS[class_name]().get_config(), "name": identifier}

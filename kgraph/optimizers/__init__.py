@@ -1,0 +1,156 @@
+"""Keras's optimizers, as the compiled step runs them: names, arguments and defaults of Keras 3.
+The update formulas themselves are IR ops (ir/ops/optim.py) compiled into the step, with the
+gradient clipping before them; a learning-rate schedule is evaluated here, once per step."""
+from __future__ import annotations
+
+from . import schedules
+from .schedules import LearningRateSchedule
+
+
+class Optimizer:
+    kind = ""   # the optimizer pass's name for the update rule
+
+    def __init__(self, learning_rate, name=None, weight_decay=None, clipnorm=None, clipvalue=None,
+                 global_clipnorm=None, **hyper):
+        clipping = {"clipnorm": clipnorm, "clipvalue": clipvalue, "global_clipnorm": global_clipnorm}
+        if sum(v is not None for v in clipping.values()) > 1:
+            raise ValueError("Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
+                             + ", ".join(f"{k}={v}" for k, v in clipping.items()))
+        if isinstance(learning_rate, dict):
+            learning_rate = schedules.deserialize(learning_rate)
+        self._learning_rate = learning_rate if isinstance(learning_rate, LearningRateSchedule) else float(learning_rate)
+        self.options = {"weight_decay": weight_decay, **clipping}
+        self.hyper = hyper
+        self.name = name or type(self).__name__.lower()
+        self.iterations = 0
+
+    @property
+    def learning_rate(self) -> float:
+        """This step's rate, as Keras's property: a schedule's value at `iterations`."""
+        lr = self._learning_rate
+        return float(lr(self.iterations)) if isinstance(lr, LearningRateSchedule) else lr
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        if isinstance(self._learning_rate, LearningRateSchedule):
+            raise TypeError("This optimizer was created with a `LearningRateSchedule` object as its "
+                            "`learning_rate` constructor argument, hence its learning rate is not settable.")
+        self._learning_rate = float(value)
+
+    def current_learning_rate(self) -> float:
+        return self.learning_rate
+
+    def spec(self) -> tuple:
+        """(kind, hyper-parameters with the options that are set) for the optimizer pass."""
+        return self.kind, {**self.hyper, **{k: float(v) for k, v in self.options.items() if v}}
+
+    def get_config(self) -> dict:
+        lr = self._learning_rate
+        return {"name": self.name,
+                "learning_rate": schedules.serialize(lr) if isinstance(lr, LearningRateSchedule) else lr,
+                **self.options, **self.hyper}
+
+    def __repr__(self):
+        config = {**self.get_config(), "learning_rate": self._learning_rate}
+        args = ", ".join(f"{k}={v!r}" for k, v in config.items() if k != "name" and v is not None)
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    kind = "sgd"
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **options):
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        super().__init__(learning_rate, momentum=float(momentum), nesterov=bool(nesterov), **options)
+
+
+class Adam(Optimizer):
+    kind = "adam"
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **options):
+        super().__init__(learning_rate, beta_1=float(beta_1), beta_2=float(beta_2), epsilon=float(epsilon),
+                         amsgrad=bool(amsgrad), **options)
+
+
+class AdamW(Adam):
+    """Keras's AdamW is Adam with a weight decay (0.004 unless given), which it requires."""
+
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 amsgrad=False, **options):
+        if weight_decay is None:
+            raise ValueError("Argument `weight_decay` must be a float. Received: weight_decay=None")
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay=weight_decay, **options)
+
+
+class RMSprop(Optimizer):
+    kind = "rmsprop"
+
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, **options):
+        super().__init__(learning_rate, rho=float(rho), momentum=float(momentum), epsilon=float(epsilon),
+                         centered=bool(centered), **options)
+
+
+class Adagrad(Optimizer):
+    kind = "adagrad"
+
+    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, **options):
+        super().__init__(learning_rate, initial_accumulator_value=float(initial_accumulator_value),
+                         epsilon=float(epsilon), **options)
+
+
+class Adadelta(Optimizer):
+    kind = "adadelta"
+
+    def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-7, **options):
+        super().__init__(learning_rate, rho=float(rho), epsilon=float(epsilon), **options)
+
+
+class Adamax(Optimizer):
+    kind = "adamax"
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **options):
+        super().__init__(learning_rate, beta_1=float(beta_1), beta_2=float(beta_2), epsilon=float(epsilon), **options)
+
+
+class Nadam(Optimizer):
+    kind = "nadam"
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **options):
+        super().__init__(learning_rate, beta_1=float(beta_1), beta_2=float(beta_2), epsilon=float(epsilon), **options)
+
+
+ALL = {c.__name__.lower(): c for c in (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, Nadam)}
+# Keras config keys with no effect on the update here
+_IGNORED_KEYS = {"ema_momentum", "ema_overwrite_frequency", "is_legacy_optimizer", "jit_compile"}
+# Keras config keys this runtime runs only at their default value
+_DEFAULT_ONLY = {"use_ema": False, "loss_scale_factor": None, "gradient_accumulation_steps": None, "decay": 0.0}
+
+
+def _class(name) -> type:
+    cls = ALL.get(str(name).lower())
+    if cls is None:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(ALL)}")
+    return cls
+
+
+def get(identifier) -> Optimizer:
+    """An optimizer from a name ("adam"), a Keras config dict (learning-rate schedules included),
+    or an Optimizer (returned as is)."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, str):
+        return _class(identifier)()
+    if isinstance(identifier, dict):
+        cls = _class(identifier.get("class_name", identifier.get("name", "")))
+        config = dict(identifier.get("config", identifier))
+        for key, default in _DEFAULT_ONLY.items():
+            if config.get(key, default) not in (default, None):
+                raise ValueError(f"optimizer option {key}={config[key]!r} is not supported yet")
+        kwargs = {k: v for k, v in config.items() if k not in _IGNORED_KEYS and k not in _DEFAULT_ONLY
+                  and k != "class_name"}
+        return cls(**kwargs)
+    raise ValueError(f"cannot interpret {identifier!r} as an optimizer")
+
+
+__all__ = ["Optimizer", "get", "schedules", *(c.__name__ for c in ALL.values())]

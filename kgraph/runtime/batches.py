@@ -1,0 +1,90 @@
+"""The batches of each epoch, walked as Keras 3's EpochIterator walks them: from arrays (sliced
+in order or shuffled each pass, the last batch partial) or from any Python iterable or generator
+of (x, y) or (x, y, sample_weight) batches."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+OUT_OF_DATA = ("Your input ran out of data; interrupting training. Make sure that your dataset or generator can "
+               "generate at least `steps_per_epoch * epochs` batches.")
+
+
+class ArrayBatches:
+    """One pass over arrays per iteration: lists (xs, ys, sws) of batch_size rows."""
+
+    def __init__(self, xs, ys, sws, batch_size, shuffle=False, rng=None):
+        self.arrays = (xs, ys, sws)
+        self.n = len(xs[0])
+        self.batch_size = batch_size
+        self.shuffle, self.rng = shuffle, rng
+        self.num_batches = max(1, math.ceil(self.n / batch_size))
+
+    def __iter__(self):
+        order = self.rng.permutation(self.n) if self.shuffle else None
+        for step in range(self.num_batches):
+            rows = slice(step * self.batch_size, (step + 1) * self.batch_size)
+            if order is not None:
+                rows = order[rows]
+            yield tuple([a[rows] for a in group] for group in self.arrays)
+
+
+class IterableBatches:
+    """Batches from a user's iterable; `convert` turns each item into (xs, ys, sws) lists."""
+    num_batches = None
+
+    def __init__(self, data, convert):
+        self.data, self.convert = data, convert
+
+    def __iter__(self):
+        return (self.convert(item) for item in self.data)
+
+
+def is_batch_source(x) -> bool:
+    """Whether fit's x is an iterable of batches rather than arrays (a list, tuple or dict of
+    arrays, or one array)."""
+    return not isinstance(x, (np.ndarray, list, tuple, dict)) and hasattr(x, "__iter__")
+
+
+class EpochIterator:
+    """With steps_per_epoch, epochs draw that many batches from one iterator that carries on
+    across epochs (a new pass starts when a pass of known length ends, and an epoch stops short,
+    with Keras's warning, at the end of a pass); without it, every epoch is one pass. A source
+    that runs out (before steps_per_epoch, or a generator on its second pass) warns as Keras does
+    and sets `exhausted`, which ends training."""
+
+    def __init__(self, batches, steps_per_epoch=None):
+        self.batches = batches
+        self.steps_per_epoch = steps_per_epoch
+        self.exhausted = False
+        self._iterator, self._seen = None, 0
+
+    @property
+    def num_batches(self):
+        return self.steps_per_epoch or self.batches.num_batches
+
+    def epoch(self):
+        """Yields (step, (xs, ys, sws)) for one epoch."""
+        known = self.batches.num_batches
+        if self._iterator is None or self.steps_per_epoch is None:
+            self._iterator, self._seen = iter(self.batches), 0
+        steps = self.steps_per_epoch or known
+        step = 0
+        while steps is None or step < steps:
+            if known is not None and self._seen >= known:   # a pass of arrays ended before steps_per_epoch
+                warnings.warn(OUT_OF_DATA, stacklevel=3)
+                break
+            try:
+                batch = next(self._iterator)
+            except StopIteration:   # a generator without steps_per_epoch ends its only pass here
+                if self.steps_per_epoch is not None or step == 0:
+                    warnings.warn(OUT_OF_DATA, stacklevel=3)
+                    self.exhausted = True
+                break
+            self._seen += 1
+            yield step, batch
+            step += 1
+        if known is not None and self._seen >= known:
+            self._iterator = None

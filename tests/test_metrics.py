@@ -1,0 +1,108 @@
+"""Metrics against hand-computed values, accumulated over batches as Keras does (Keras's own values
+on real batches are checked by test_tf_fidelity through the fixtures' logs), and the resolution
+of metric names and objects."""
+import math
+
+import numpy as np
+import pytest
+
+from kgraph import metrics
+from kgraph.runtime.metrics import build
+
+
+def _result(metric, *batches):
+    for y_true, y_pred in batches:
+        metric.update(np.asarray(y_true), np.asarray(y_pred, np.float32))
+    return metric.result()
+
+
+def test_accuracies_average_over_all_samples_seen():
+    m = metrics.BinaryAccuracy()
+    assert _result(m, ([[1], [0], [1], [0]], [[0.7], [0.2], [0.4], [0.6]])) == 0.5
+    assert _result(m, ([[1]], [[0.9]])) == pytest.approx(3 / 5)
+    m.reset()
+    assert m.result() == 0.0
+    assert _result(metrics.BinaryAccuracy(threshold=0.3), ([1, 0], [[0.4], [0.2]])) == 1.0
+    probs = [[0.1, 0.7, 0.2], [0.5, 0.4, 0.1], [0.2, 0.3, 0.5]]
+    assert _result(metrics.CategoricalAccuracy(), (np.eye(3)[[1, 1, 2]], probs)) == pytest.approx(2 / 3)
+    assert _result(metrics.SparseCategoricalAccuracy(), ([[1], [1], [2]], probs)) == pytest.approx(2 / 3)
+    assert _result(metrics.SparseCategoricalAccuracy(), ([1, 0, 0], probs)) == pytest.approx(2 / 3)
+
+
+def test_top_k_counts_ties_as_in_top_k():
+    probs = [[0.1, 0.5, 0.4], [0.3, 0.3, 0.4]]
+    # row 0: label 2 is second; row 1: label 0 ties with class 1 behind class 2
+    assert _result(metrics.SparseTopKCategoricalAccuracy(k=2), ([2, 0], probs)) == 1.0
+    assert _result(metrics.SparseTopKCategoricalAccuracy(k=1), ([2, 0], probs)) == 0.0
+    assert _result(metrics.TopKCategoricalAccuracy(k=1), (np.eye(3)[[1, 2]], probs)) == 1.0
+
+
+def test_regression_metrics():
+    batch = ([[0, 1], [2, 3]], [[1, 1], [2, 5]])      # per-sample |err| means 0.5, 1; err**2 means 0.5, 2
+    assert _result(metrics.MeanAbsoluteError(), batch) == pytest.approx(0.75)
+    assert _result(metrics.MeanSquaredError(), batch) == pytest.approx(1.25)
+    assert _result(metrics.RootMeanSquaredError(), batch) == pytest.approx(math.sqrt(1.25))
+    rmse = metrics.RootMeanSquaredError()
+    assert _result(rmse, batch, ([[0, 0]], [[3, 3]])) == pytest.approx(math.sqrt((0.5 + 2 + 9) / 3))
+
+
+Y_TRUE = [1, 0, 1, 1, 0]
+Y_PRED = [0.9, 0.8, 0.3, 0.6, 0.1]
+
+
+def test_precision_and_recall_count_over_the_epoch():
+    # at 0.5: tp = {0.9, 0.6}, fp = {0.8}, fn = {0.3}
+    assert _result(metrics.Precision(), (Y_TRUE, Y_PRED)) == pytest.approx(2 / 3)
+    assert _result(metrics.Recall(), (Y_TRUE, Y_PRED)) == pytest.approx(2 / 3)
+    # counts, not means: one more batch of a single true positive
+    assert _result(metrics.Precision(), (Y_TRUE, Y_PRED), ([1], [0.7])) == pytest.approx(3 / 4)
+    # a list of thresholds gives a list; at 0.85 only 0.9 is positive
+    assert _result(metrics.Precision(thresholds=[0.5, 0.85]), (Y_TRUE, Y_PRED)) == pytest.approx([2 / 3, 1.0])
+    assert _result(metrics.Recall(thresholds=[0.5, 0.85]), (Y_TRUE, Y_PRED)) == pytest.approx([2 / 3, 1 / 3])
+    # nothing predicted positive: 0, as Keras's divide_no_nan
+    assert _result(metrics.Precision(thresholds=0.95), (Y_TRUE, Y_PRED)) == 0.0
+    # top_k / class_id on class scores
+    scores = [[0.6, 0.7, 0.1], [0.9, 0.2, 0.8]]
+    labels = [[1, 0, 0], [1, 0, 1]]
+    assert _result(metrics.Precision(top_k=1), (labels, scores)) == pytest.approx(1 / 2)   # 0.7 wrong, 0.9 right
+    assert _result(metrics.Recall(class_id=2), (labels, scores)) == pytest.approx(1.0)
+
+
+def test_auc_of_a_ranking():
+    # 4 of the 6 (positive, negative) pairs are ordered: ROC AUC 2/3 when no two scores share a bucket
+    assert _result(metrics.AUC(), (Y_TRUE, Y_PRED)) == pytest.approx(2 / 3, abs=1e-6)
+    assert _result(metrics.AUC(), ([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])) == pytest.approx(1.0)
+    assert _result(metrics.AUC(), ([1, 1, 0, 0], [0.1, 0.2, 0.8, 0.9])) == pytest.approx(0.0, abs=1e-6)
+    # from_logits applies a sigmoid first
+    logits = np.log(np.array(Y_PRED) / (1 - np.array(Y_PRED)))
+    assert _result(metrics.AUC(from_logits=True), (Y_TRUE, logits)) == pytest.approx(2 / 3, abs=1e-6)
+    # PR curve, Davis & Goadrich interpolation: perfect ranking gives 1
+    assert _result(metrics.AUC(curve="PR"), ([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])) == pytest.approx(1.0)
+    # three thresholds {-eps, 0.5, 1+eps}: ROC points (1, 1), (1/2, 2/3), (0, 0); trapezoids
+    expected = (1 - 0.5) * (1 + 2 / 3) / 2 + 0.5 * (2 / 3) / 2
+    assert _result(metrics.AUC(num_thresholds=3), (Y_TRUE, Y_PRED)) == pytest.approx(expected)
+
+
+def test_names_and_objects_resolve_with_keras_log_names():
+    assert metrics.get("mae") == ("mae", "MeanAbsoluteError", {"name": "mae"})
+    assert metrics.get("mean_squared_error")[:2] == ("mean_squared_error", "MeanSquaredError")
+    assert metrics.get("accuracy", "sparse_categorical_crossentropy", 10)[:2] == ("accuracy",
+                                                                                 "SparseCategoricalAccuracy")
+    assert metrics.get("acc", "mse", 1)[1] == "BinaryAccuracy"
+    name, cls, config = metrics.get(metrics.AUC(num_thresholds=50))
+    assert (name, cls) == ("auc", "AUC") and build(cls, config).num_thresholds == 50
+    keras_config = {"module": "keras.metrics", "class_name": "Recall",
+                    "config": {"name": "recall", "dtype": "float32", "thresholds": [0.3, 0.7], "top_k": None,
+                               "class_id": None}}
+    name, cls, config = metrics.get(keras_config)
+    assert name == "recall" and build(cls, config).thresholds.tolist() == pytest.approx([0.3, 0.7])
+    assert metrics.get(metrics.RootMeanSquaredError())[0] == "root_mean_squared_error"
+    assert metrics.get(metrics.SparseTopKCategoricalAccuracy(k=3, name="top3"))[0] == "top3"
+
+
+def test_unknown_metric_is_one_line_listing_the_known_ones():
+    with pytest.raises(ValueError) as e:
+        metrics.get("accuracyy")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("unknown metric 'accuracyy'; known:")
+    assert "AUC" in msg and "mae" in msg and "sparse_top_k_categorical_accuracy" in msg

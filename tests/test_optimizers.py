@@ -1,0 +1,100 @@
+"""The Keras-facing optimizers and learning-rate schedules (no compilation): names, defaults,
+configs and errors as Keras 3's. The update formulas are tested in test_ops.py, and the whole
+training step against TensorFlow in test_tf_fidelity.py."""
+import json
+from pathlib import Path
+
+import pytest
+
+from kgraph import optimizers
+from kgraph.optimizers import schedules
+
+S = schedules
+# values Keras 3.15 gives at steps 0..8 (float32, printed to 8 decimals)
+KERAS_SCHEDULE_VALUES = [
+    (S.ExponentialDecay(0.1, 3, 0.5),
+     [0.1, 0.07937005, 0.06299605, 0.05, 0.03968503, 0.03149803, 0.025, 0.01984251, 0.01574901]),
+    (S.ExponentialDecay(0.1, 3, 0.5, staircase=True), [0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025, 0.025, 0.025]),
+    (S.InverseTimeDecay(0.1, 2, 0.5, staircase=True),
+     [0.1, 0.1, 0.06666667, 0.06666667, 0.05, 0.05, 0.04, 0.04, 0.03333334]),
+    (S.PiecewiseConstantDecay([2, 4], [0.1, 0.05, 0.01]), [0.1, 0.1, 0.1, 0.05, 0.05, 0.01, 0.01, 0.01, 0.01]),
+    (S.PolynomialDecay(0.1, 4, 0.01, power=0.5), [0.1, 0.08794229, 0.07363961, 0.055, 0.01, 0.01, 0.01, 0.01, 0.01]),
+    (S.PolynomialDecay(0.1, 3, 0.01, power=2.0, cycle=True),
+     [0.1, 0.05, 0.02, 0.01, 0.02, 0.0125, 0.01, 0.01444444, 0.01111111]),
+    (S.CosineDecay(0.1, 4, alpha=0.2), [0.1, 0.08828428, 0.06, 0.03171573, 0.02, 0.02, 0.02, 0.02, 0.02]),
+    (S.CosineDecay(0.0, 4, alpha=0.2, warmup_target=0.1, warmup_steps=3),
+     [0.0, 0.03333334, 0.06666667, 0.1, 0.08828428, 0.06, 0.03171573, 0.02, 0.02]),
+]
+
+
+@pytest.mark.parametrize("schedule,values", KERAS_SCHEDULE_VALUES, ids=lambda v: repr(v)[:40])
+def test_schedules_give_keras_values(schedule, values):
+    assert [schedule(step) for step in range(9)] == pytest.approx(values, rel=1e-6)
+
+
+def test_schedule_round_trips_through_its_keras_config():
+    s = S.PolynomialDecay(0.1, 4, 0.01, power=0.5)
+    again = S.deserialize(json.loads(json.dumps(S.serialize(s))))
+    assert again.get_config() == s.get_config()
+    assert S.serialize(s)["config"] == {"initial_learning_rate": 0.1, "decay_steps": 4, "end_learning_rate": 0.01,
+                                        "power": 0.5, "cycle": False, "name": "PolynomialDecay"}
+
+
+def test_unknown_schedule_names_the_known_ones():
+    with pytest.raises(ValueError) as e:
+        optimizers.SGD(learning_rate={"class_name": "CosineDecayRestarts", "config": {}})
+    assert str(e.value) == ("unknown learning-rate schedule 'CosineDecayRestarts'; known: ExponentialDecay, "
+                            "InverseTimeDecay, PiecewiseConstantDecay, PolynomialDecay, CosineDecay")
+
+
+def test_unknown_optimizer_names_the_known_ones():
+    for identifier in ("adamx", {"class_name": "Lion", "config": {}}):
+        with pytest.raises(ValueError) as e:
+            optimizers.get(identifier)
+        assert "\n" not in str(e.value)
+        assert str(e.value).endswith("known: sgd, adam, adamw, rmsprop, adagrad, adadelta, adamax, nadam")
+
+
+@pytest.mark.parametrize("name", list(optimizers.ALL))
+def test_every_optimizer_round_trips_through_its_keras_config(name):
+    opt = optimizers.get(name)
+    again = optimizers.get({"class_name": type(opt).__name__, "config": opt.get_config()})
+    assert type(again) is type(opt) and again.get_config() == opt.get_config()
+
+
+def test_keras_defaults():
+    assert optimizers.get("adadelta").learning_rate == 0.001
+    assert optimizers.get("sgd").learning_rate == 0.01
+    assert optimizers.AdamW().spec() == ("adam", {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False,
+                                                   "weight_decay": 0.004})
+    assert optimizers.Adagrad().get_config()["initial_accumulator_value"] == 0.1
+
+
+def test_every_fixture_optimizer_is_read():
+    for path in (Path(__file__).parent / "fixtures" / "tf").glob("*.json"):
+        config = json.loads(path.read_text())["compile"]["optimizer"]
+        opt = optimizers.get(config)
+        assert type(opt).__name__ == config["class_name"]
+
+
+def test_a_schedule_sets_the_rate_of_each_step():
+    opt = optimizers.get({"class_name": "SGD", "config": {
+        "learning_rate": {"module": "keras.optimizers.schedules", "class_name": "ExponentialDecay",
+                          "config": {"initial_learning_rate": 0.1, "decay_steps": 1, "decay_rate": 0.5}}}})
+    assert opt.current_learning_rate() == pytest.approx(0.1)
+    opt.iterations = 2
+    assert opt.learning_rate == pytest.approx(0.025)
+    with pytest.raises(TypeError, match="not settable"):
+        opt.learning_rate = 0.5
+    assert opt.get_config()["learning_rate"]["class_name"] == "ExponentialDecay"
+
+
+def test_options_and_their_errors():
+    assert optimizers.SGD(clipnorm=1.0, weight_decay=0.1).spec()[1] == {
+        "momentum": 0.0, "nesterov": False, "weight_decay": 0.1, "clipnorm": 1.0}
+    with pytest.raises(ValueError, match="Only one of `clipnorm`, `clipvalue` and `global_clipnorm`"):
+        optimizers.Adam(clipnorm=1.0, global_clipnorm=1.0)
+    with pytest.raises(ValueError, match="weight_decay=None"):
+        optimizers.AdamW(weight_decay=None)
+    with pytest.raises(ValueError, match="use_ema=True is not supported"):
+        optimizers.get({"class_name": "Adam", "config": {"use_ema": True}})
