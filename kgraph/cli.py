@@ -18,19 +18,25 @@ def _model(args):
     return model
 
 
-def _compile(model, args):
-    """Compile with the flags; a .keras/.h5 file's saved compile arguments stand when none is given."""
+def _compile(model, args, device=None):
+    """Compile with the flags for --device (or `device`); a .keras/.h5 file's saved compile
+    arguments stand when no other flag is given."""
     from . import optimizers
 
+    device = device or getattr(args, "device", "auto")
     flags = (args.optimizer, args.loss, args.metrics, args.learning_rate)
     if model.compile_args is not None and all(f is None for f in flags):
+        if device != "auto":
+            saved = model.compile_args
+            model.compile(optimizer=saved["optimizer"], loss=saved["loss_config"], metrics=saved["metrics"],
+                          loss_weights=saved["loss_weights"], device=device)
         return
     opt = optimizers.get(args.optimizer or "adam")
     if args.learning_rate is not None:
         opt.learning_rate = args.learning_rate
     metrics = args.metrics if args.metrics is not None else "accuracy"
     model.compile(optimizer=opt, loss=args.loss or "sparse_categorical_crossentropy",
-                  metrics=metrics.split(",") if metrics else None)
+                  metrics=metrics.split(",") if metrics else None, device=device)
 
 
 def cmd_inspect(args):
@@ -38,8 +44,8 @@ def cmd_inspect(args):
 
     model = _model(args)
     model.summary()
-    if args.kind == "train" or args.fusion or args.plan or args.after:
-        _compile(model, args)
+    if args.kind == "train" or args.fusion or args.plan or args.after or args.device == "cuda":
+        _compile(model, args, device="cpu")   # the CUDA launcher is only generated here, never run
     compiled = model.compiled.get(args.kind) if args.kind != "predict" else None
     if compiled is None:
         model._build("predict")
@@ -66,6 +72,10 @@ def cmd_inspect(args):
         with open(args.dot, "w") as f:
             f.write(to_dot(compiled.graph))
         print(f"wrote {args.dot} (render with: dot -Tpng {args.dot} -o graph.png)")
+    if args.device == "cuda":
+        from .codegen import generate_cuda
+
+        print(f"\n# CUDA: {generate_cuda(compiled)[1]} kernel launches per {args.kind} step")
 
 
 def _strategy(args):
@@ -172,6 +182,8 @@ def _parser():
     sp.add_argument("--fusion", action="store_true", help="print what fused and why candidates were refused")
     sp.add_argument("--plan", action="store_true", help="print the memory plan at --batch-size")
     sp.add_argument("--dot", metavar="FILE", help="write the final graph as Graphviz DOT")
+    sp.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cuda: also print the kernel launches per step of the CUDA launcher")
     sp.set_defaults(func=cmd_inspect)
 
     sp = sub.add_parser("train", help="train a model on an .npz file or the bundled dataset")
@@ -184,6 +196,8 @@ def _parser():
     sp.add_argument("--strategy", choices=["none", "mirrored", "mpi"], default="none",
                     help="data parallelism: in-process replicas (--replicas) or one per MPI process (mpirun)")
     sp.add_argument("--replicas", type=int, default=2, help="replicas of the mirrored strategy (default 2)")
+    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="where the steps run (default auto: CUDA when a GPU is available)")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="loss and metrics of a model (with --weights) on data")
@@ -191,6 +205,7 @@ def _parser():
     sp.add_argument("--weights", help="weights saved by train --save-weights (.npz, .weights.h5 or .h5)")
     sp.add_argument("--data", default="digits")
     sp.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     sp.set_defaults(func=cmd_evaluate)
 
     sp = sub.add_parser("predict", help="predictions of a model (with --weights) on data")

@@ -12,7 +12,7 @@ from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from . import saving
-from .codegen import generate_cpu, step_manifest
+from .codegen import generate_cpu, generate_cuda, step_manifest
 from .frontend import build_model, parse_config_text, read_config_file
 from .passes import run_pipeline
 from .runtime.executable import Executable
@@ -38,6 +38,7 @@ class Model(CompiledModel):
                 "output_names": list(frontend_model.output_names), "metrics": [], "dtype": frontend_model.dtype}
         super().__init__(exe, info)
         self.compiled = {}        # kind -> kgraph.passes.Compiled, for `kgraph inspect`
+        self.device = "cpu"
         self.compile_args = None
         self.strategy = distribute.get_strategy()
 
@@ -72,12 +73,41 @@ class Model(CompiledModel):
         compiled = run_pipeline(kind, fm.lower(training=kind == "train"), [w.node for w in fm.weights],
                                 losses=losses, regularizers=regs, optimizer=optimizer,
                                 trainable=[w.node for w in fm.weights if w.trainable])
-        path = write_source(generate_cpu(compiled), f"{_stem(self.name)}_{kind}")
+        if self.device == "cuda":
+            source, launches = generate_cuda(compiled)
+            path = write_source(source, f"{_stem(self.name)}_{kind}_cuda")
+            manifest = {**step_manifest(compiled, path), "launches": launches}
+        else:
+            manifest = step_manifest(compiled, write_source(generate_cpu(compiled), f"{_stem(self.name)}_{kind}"))
         self.compiled[kind] = compiled
-        self.executable.add_step(kind, step_manifest(compiled, path))
+        self.executable.add_step(kind, manifest)
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, **kwargs):
-        """As keras.Model.compile. Compiles the training and test steps (cached on disk)."""
+    def _use_device(self, device):
+        """Run the steps on "cpu" or "cuda"; "auto" is CUDA where numba.cuda.is_available().
+        The weights move over; the random stream (dropout, shuffling) carries on."""
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'")
+        if device != "cpu":
+            from numba import cuda
+
+            if device == "cuda" and not cuda.is_available():
+                raise RuntimeError("device='cuda': no CUDA GPU is available (numba.cuda.is_available() is False)")
+            device = "cuda" if cuda.is_available() else "cpu"
+        if device == self.device:
+            return
+        if device == "cuda":
+            from .runtime.cuda_executable import CudaExecutable as make
+        else:
+            make = Executable
+        old = self.executable
+        self.executable = make({}, old.param_layout, old.dtype.name)
+        self.executable.random = old.random
+        self.executable.set_weights(old.get_weights())
+        self.device = device
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, device="auto", **kwargs):
+        """As keras.Model.compile. Compiles the training and test steps (cached on disk) for
+        device "cpu" or "cuda" ("auto": CUDA when numba.cuda.is_available(), else the CPU)."""
         unsupported = {k: v for k, v in kwargs.items() if v not in (None, False, "auto")}
         if unsupported:
             raise ValueError(f"compile() arguments {sorted(unsupported)} are not supported yet")
@@ -93,10 +123,13 @@ class Model(CompiledModel):
         out_units = [self.frontend_output_units(k) for k in range(len(outputs))]
         self.info["metrics"] = _resolve_metrics(metrics, outputs, specs, out_units)
         self.info["losses"] = specs
+        self.strategy = distribute.get_strategy() or self.strategy
+        self._use_device("cpu" if device == "auto" and self.strategy is not None else device)
+        if self.strategy is not None and self.device == "cuda":
+            raise NotImplementedError("data-parallel strategies run on the CPU backend; compile with device='cpu'")
         self._build("train", specs, opt.spec())
         self._build("test", specs)
         self.optimizer = opt
-        self.strategy = distribute.get_strategy() or self.strategy
         if self.strategy is not None:
             self.strategy.attach(self)
         self.compile_args = {"optimizer": {"class_name": type(opt).__name__, "config": opt.get_config()},
@@ -127,6 +160,8 @@ class Model(CompiledModel):
         which needs only kgraph's runtime (`python DIR/train.py --data ...`)."""
         if self.compile_args is None:
             raise RuntimeError("compile the model before exporting a trainer")
+        if self.device != "cpu":
+            raise NotImplementedError("an exported trainer runs on the CPU: compile with device='cpu' to export")
         if "predict" not in self.executable.steps:
             self._build("predict")
         directory = Path(directory)

@@ -1,13 +1,21 @@
 """Code generation: Python source of Numba kernels from a compiled graph and its memory plan.
 
-Generated steps import this package's hand-written kernels (cpu_kernels) at run time, so this
-module imports the generators only when called: a compiled trainer loads no IR or networkx."""
+Generated steps import this package's hand-written kernels (cpu_kernels, cuda_kernels) at run
+time, so this module imports the generators only when called: a compiled trainer loads no IR or
+networkx."""
 
-__all__ = ["generate_cpu"]
+__all__ = ["generate_cpu", "generate_cuda"]
 
 
 def generate_cpu(compiled) -> str:
     from .cpu import generate
+
+    return generate(compiled)
+
+
+def generate_cuda(compiled) -> tuple[str, int]:
+    """The CUDA launcher's source and its kernel launches per step (kgraph.codegen.cuda)."""
+    from .cuda import generate
 
     return generate(compiled)
 

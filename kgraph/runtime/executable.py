@@ -95,11 +95,7 @@ class Executable:
             sample_weights = self._ones(m, batch)
         arena = self._buffer(self._arenas, kind, *m["arena"], batch)
         rng = self._buffer(self._rng_buffers, kind, *m["rng"], batch)
-        for mask in m["rng_masks"]:
-            view = self._mask_view(rng, m, mask, batch)
-            self.random.random(out=view, dtype=self.dtype)
-            np.greater_equal(view, mask["rate"], out=view)   # keep with probability 1 - rate
-            view *= self.dtype.type(1.0 / (1.0 - mask["rate"]))
+        self.draw_masks(rng, m, batch)
         self._choose_blas_threads(m.get("gemm_flops_per_sample", 0) * batch)
         if kind == "train":
             self._last_batch = (*inputs, *labels, *sample_weights)
@@ -110,6 +106,14 @@ class Executable:
             cached = self._output_views[(kind, batch)] = (
                 arena, {name: self._output(arena, m, place, batch) for name, place in m["outputs"].items()})
         return cached[1]
+
+    def draw_masks(self, rng, m, batch):
+        """Fill the dropout masks of step manifest m in the rng buffer."""
+        for mask in m["rng_masks"]:
+            view = self._mask_view(rng, m, mask, batch)
+            self.random.random(out=view, dtype=self.dtype)
+            np.greater_equal(view, mask["rate"], out=view)   # keep with probability 1 - rate
+            view *= self.dtype.type(1.0 / (1.0 - mask["rate"]))
 
     def apply(self, lr: float, step: float) -> None:
         """The optimizer update from the gradient bucket (after replicas averaged it)."""

@@ -1,0 +1,187 @@
+"""What the CPU and CUDA code generators share: module constants, buffer views from the memory
+plan, scalar expressions of elementwise ops from templates.py, and the shape arithmetic of
+reductions, rows and buckets. A target subclasses StepCodegen with its `_operand` and `_emit_*`."""
+from __future__ import annotations
+
+from ir import BATCH
+
+from .templates import ACT_FORWARD, ACT_GRAD, ELEMWISE
+
+
+class Module:
+    """Collects module-level constants and generated kernels."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.consts: dict[str, str] = {}
+        self.arrays: dict[str, str] = {}
+        self.by_body: dict[str, str] = {}
+        self.kernels: list[str] = []
+
+    def lit(self, value: float) -> str:
+        """A module-level constant of the step's dtype (a bare Python float would pull
+        the loop into float64)."""
+        key = repr(float(value))
+        if key not in self.consts:
+            self.consts[key] = f"C{len(self.consts)}"
+        return self.consts[key]
+
+    def kernel(self, name: str, lines: list) -> str:
+        """Add a generated kernel, or reuse an identical one (Numba compiles each function once:
+        the same epilogue or loss loop on every layer costs a single compilation)."""
+        key = "\n".join(lines).replace(f"def {name}(", "def _(", 1)
+        if key not in self.by_body:
+            self.by_body[key] = name
+            self.kernels.append("\n".join(lines))
+        return self.by_body[key]
+
+    def array(self, value: float) -> str:
+        """A module-level 1-element array (Numba freezes global arrays as constants)."""
+        name = "A" + self.lit(value)
+        self.arrays[name] = self.lit(value)
+        return name
+
+    def source(self) -> str:
+        t = "np." + self.dtype
+        consts = "".join(f"{name} = {t}({value})\n" for value, name in self.consts.items())
+        consts += "".join(f"{name} = np.full(1, {c})\n" for name, c in self.arrays.items())
+        return consts + "\n\n" + "\n\n".join(self.kernels)
+
+
+def var(nid: str) -> str:
+    return "v_" + nid
+
+
+def shape_expr(shape) -> str:
+    dims = [("B" if d == BATCH else str(d)) for d in shape] or ["1"]  # a scalar is a 1-element array
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def prod(dims) -> str:
+    parts = [("B" if d == BATCH else str(d)) for d in dims]
+    return " * ".join(parts) if parts else "1"
+
+
+class StepCodegen:
+    """One compiled graph and its memory plan; subclasses emit a target's code from them."""
+
+    def __init__(self, compiled, func_name):
+        self.c = compiled
+        self.g = compiled.graph
+        self.plan = compiled.plan
+        self.dtype = self._dtype()
+        self.mod = Module(self.dtype)
+        self.func_name = func_name
+        self.inputs = [n.id for n in self.g.sources("input")]
+        # the step's batch arguments after the inputs: labels, then each output's sample weights
+        self.labels = [n.id for n in self.g.sources("label")] + [n.id for n in self.g.sources("sample_weight")]
+
+    def _dtype(self):
+        floats = {n.type.dtype for n in self.g.nodes() if n.type.dtype.startswith("float") and n.op != "scalar"}
+        return "float64" if floats == {"float64"} else "float32"
+
+    # ------------------------------------------------------------------ buffers
+    def _view(self, nid: str) -> str:
+        """The expression of node nid's buffer, shaped as its type."""
+        slot = self.plan.slots[nid]
+        t = self.g.type(nid)
+        shape = shape_expr(t.shape)
+        a, c = t.per_batch_size()
+        if slot.region == "arena":
+            start = f"{slot.offset} * B" if slot.batch else f"{self.plan.arena_per_sample} * B + {slot.offset}"
+            n = f"{a} * B" if slot.batch else str(max(c, 1))
+            return f"arena[{start}:{start} + {n}].reshape({shape})"
+        if slot.region in ("params", "grads", "state"):
+            return f"{slot.region}[{slot.offset}:{slot.offset + max(c, 1)}].reshape({shape})"
+        if slot.region == "rng":
+            start = f"{slot.offset} * B" if slot.batch else f"{self.plan.rng_per_sample} * B + {slot.offset}"
+            n = f"{a} * B" if slot.batch else str(max(c, 1))
+            return f"rng[{start}:{start} + {n}].reshape({shape})"
+        raise AssertionError(f"no buffer for %{nid} in region {slot.region}")
+
+    def _define(self, node) -> list[str]:
+        """The view of the node's buffer (and of the bias gradient it also writes)."""
+        if node.attrs.get("computed_by") or self.plan.slots[node.id].region == "view":
+            return []
+        lines = [f"{var(node.id)} = {self._view(node.id)}"]
+        if node.attrs.get("bias_grad"):
+            lines.append(f"{var(node.attrs['bias_grad'])} = {self._view(node.attrs['bias_grad'])}")
+        return lines
+
+    def _broadcast_arg(self, nid, out_rank) -> str:
+        """An operand reshaped to out's rank (leading 1s), as NumPy broadcasting aligns it."""
+        t = self.g.type(nid)
+        rank = max(out_rank, 1)
+        if t.rank == rank:
+            return self._operand(nid)
+        shape = (1,) * (rank - t.rank) + tuple(t.shape) if t.rank else (1,) * rank
+        return f"{self._operand(nid)}.reshape({shape_expr(shape)})"
+
+    @staticmethod
+    def _node_expr(node):
+        """The expression tree an elementwise node computes (a fused chain's, or its own op's)."""
+        if node.op == "fused_elementwise":
+            return node.attrs["expr"]
+        return ("op", node.op, tuple(sorted(node.semantic_attrs().items())),
+                *[("in", k) for k in range(len(node.inputs))])
+
+    def _expr(self, expr, names, temps) -> str:
+        """Render an expression tree into temporaries; returns the name holding its value."""
+        if expr[0] == "in":
+            return names[expr[1]]
+        _, op, attrs, *operands = expr
+        args = [self._expr(e, names, temps) for e in operands]
+        value = self._scalar(op, args, dict(attrs))
+        name = f"t{len(temps)}"
+        temps.append(f"{name} = {value}")
+        return name
+
+    def _scalar(self, op, args, attrs) -> str:
+        lit = self.mod.lit
+        if op in ELEMWISE:
+            return ELEMWISE[op](args, attrs, lit)
+        if op in ACT_FORWARD:
+            return ACT_FORWARD[op](args[0], attrs, lit)
+        if op == "act_grad":
+            return ACT_GRAD[attrs["activation"]](args[0], args[1], attrs, lit)
+        raise NotImplementedError(f"no scalar template for elementwise op {op!r}")
+
+    @staticmethod
+    def _axes(t, axes) -> list:
+        return sorted(a % max(t.rank, 1) for a in (range(t.rank) if axes is None else
+                                                   ((axes,) if isinstance(axes, int) else axes)))
+
+    def _split(self, t, axes):
+        """(pre, mid, post) sizes for a reduction over a contiguous axis range, or None (the
+        target generates a loop over non-contiguous axes, or refuses them)."""
+        axes = self._axes(t, axes)
+        if axes and axes != list(range(axes[0], axes[-1] + 1)):
+            return None
+        if not axes:
+            return prod(t.shape), "1", "1"
+        return prod(t.shape[:axes[0]]), prod(t.shape[axes[0]:axes[-1] + 1]), prod(t.shape[axes[-1] + 1:])
+
+    def _rows(self, nid) -> str:
+        t = self.g.type(nid)
+        return f"{self._operand(nid)}.reshape(({prod(t.shape[:-1])}, {t.shape[-1]}))"
+
+    def _flat(self, nid) -> str:
+        return f"{self._operand(nid)}.reshape(({prod(self.g.type(nid).shape)},))"
+
+    def _check_last_axis(self, node):
+        if node.attrs.get("axis", -1) % node.type.rank != node.type.rank - 1:
+            raise NotImplementedError(f"{node.op} over an axis other than the last (%{node.id})")
+
+    def _axis_split(self, t, axis):
+        axis %= t.rank
+        return prod(t.shape[:axis]), prod(t.shape[axis + 1:]), axis
+
+    def _bucket_range(self, nids, region):
+        """The [start, stop) range of nodes laid out back to back in one bucket, or None."""
+        slots = [self.plan.slots[n] for n in nids]
+        if any(s.region != region for s in slots):
+            return None
+        for s, t in zip(slots, slots[1:]):
+            if s.offset + s.size != t.offset:
+                return None
+        return slots[0].offset, slots[-1].offset + slots[-1].size

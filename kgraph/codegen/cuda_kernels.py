@@ -1,0 +1,386 @@
+"""Hand-written CUDA kernels (numba.cuda) that generated launchers call: the tiled GEMM with a
+fused epilogue, the fused activation-gradient + bias-gradient backward, softmax and the
+cross-entropy losses, reductions, copies and the multi-tensor optimizer updates.
+
+float32 only. A kernel that calls a generated device function (the GEMM's epilogue, the
+backward's activation gradient) comes from a cached factory, one specialisation per function.
+Rows are the leading dimensions flattened; the last axis is the class/feature axis. Kernels
+with a barrier never return before it: threads outside the data only skip the work."""
+from __future__ import annotations
+
+import functools
+import math
+
+from numba import cuda, float32
+
+THREADS_1D = 256   # threads per block of the one-dimensional kernels
+
+
+# Numba 0.66 and later cannot compile the two-argument builtins max and min for CUDA (numba
+# issue 10753): these stand in for them, here and in generated kernels, with Python's semantics.
+@cuda.jit(device=True)
+def maximum(a, b):
+    return b if b > a else a
+
+
+@cuda.jit(device=True)
+def minimum(a, b):
+    return b if b < a else a
+
+
+def blocks(n: int, threads: int = THREADS_1D) -> int:
+    """Blocks of `threads` covering n elements (at least one)."""
+    return max(1, -(-n // threads))
+
+
+# ---------------------------------------------------------------- GEMM
+# A block of 16x16 threads computes a 64x64 tile of the output; each thread a 4x4 register tile
+# at rows ty + 16*i and columns tx + 16*j (so a warp's stores are coalesced), walking K in steps
+# of 16 through shared memory.
+THREADS_2D = 16
+TM = TN = 4
+BM, BN, BK = THREADS_2D * TM, THREADS_2D * TN, 16
+LOADS = BM * BK // THREADS_2D ** 2   # elements of each staged tile one thread loads
+PAD_M, PAD_N = BM + 1, BN + 1        # shared tiles' row lengths: the +1 spreads stores over the banks
+
+
+def gemm_grid(m: int, n: int) -> tuple:
+    return blocks(n, BN), blocks(m, BM)
+
+
+@cuda.jit(device=True)
+def product(acc, bias, j):
+    """The epilogue of a plain matrix product: none."""
+    return acc
+
+
+@functools.lru_cache(maxsize=None)
+def gemm(transpose_a: bool, transpose_b: bool, epilogue):
+    """out[i, j] = epilogue(sum_k op(a)[i, k] * op(b)[k, j], bias, j), accumulated in float32;
+    op transposes when its flag is set. Launch on gemm_grid(M, N) blocks of (16, 16) threads."""
+    @cuda.jit
+    def kernel(a, b, bias, out):
+        m_size, n_size = out.shape
+        k_size = a.shape[0] if transpose_a else a.shape[1]
+        sa = cuda.shared.array((BK, PAD_M), float32)   # sa[k, m]
+        sb = cuda.shared.array((BK, PAD_N), float32)   # sb[k, n]
+        acc = cuda.local.array((TM, TN), float32)
+        ra = cuda.local.array(TM, float32)
+        rb = cuda.local.array(TN, float32)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        tid = ty * THREADS_2D + tx
+        row0, col0 = cuda.blockIdx.y * BM, cuda.blockIdx.x * BN
+        for i in range(TM):
+            for j in range(TN):
+                acc[i, j] = 0
+        for k0 in range(0, k_size, BK):
+            # stage both tiles, zero outside the operands; adjacent threads read adjacent
+            # addresses of each operand as it is stored (along k, or along m / n if transposed)
+            for step in range(LOADS):
+                e = tid + step * THREADS_2D * THREADS_2D
+                if transpose_a:                 # a is (K, M)
+                    kk, mm = e // BM, e % BM
+                else:                           # a is (M, K)
+                    mm, kk = e // BK, e % BK
+                v = float32(0)
+                if row0 + mm < m_size and k0 + kk < k_size:
+                    v = a[k0 + kk, row0 + mm] if transpose_a else a[row0 + mm, k0 + kk]
+                sa[kk, mm] = v
+                if transpose_b:                 # b is (N, K)
+                    nn, kk = e // BK, e % BK
+                else:                           # b is (K, N)
+                    kk, nn = e // BN, e % BN
+                v = float32(0)
+                if col0 + nn < n_size and k0 + kk < k_size:
+                    v = b[col0 + nn, k0 + kk] if transpose_b else b[k0 + kk, col0 + nn]
+                sb[kk, nn] = v
+            cuda.syncthreads()
+            for kk in range(BK):
+                for i in range(TM):
+                    ra[i] = sa[kk, ty + i * THREADS_2D]
+                for j in range(TN):
+                    rb[j] = sb[kk, tx + j * THREADS_2D]
+                for i in range(TM):
+                    for j in range(TN):
+                        acc[i, j] += ra[i] * rb[j]
+            cuda.syncthreads()
+        for i in range(TM):
+            r = row0 + ty + i * THREADS_2D
+            for j in range(TN):
+                c = col0 + tx + j * THREADS_2D
+                if r < m_size and c < n_size:
+                    out[r, c] = epilogue(acc[i, j], bias, c)
+    return kernel
+
+
+# ---------------------------------------------------------------- fused backward
+BIAS_COLS, BIAS_ROWS = 32, 8
+
+
+def bias_grad_grid(cols: int) -> int:
+    return blocks(cols, BIAS_COLS)
+
+
+@functools.lru_cache(maxsize=None)
+def act_grad_bias(grad):
+    """out = grad(g, v) elementwise over (rows, cols) and gb = out summed over the rows, in one
+    pass. A block of (32, 8) threads owns 32 columns (coalesced rows); its 8 rows of threads
+    stride down the rows and add their partial sums in shared memory: no atomics, so the sum
+    is the same from run to run. Launch on bias_grad_grid(cols) blocks."""
+    @cuda.jit
+    def kernel(g, v, out, gb):
+        partial = cuda.shared.array((BIAS_ROWS, BIAS_COLS), float32)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        j = cuda.blockIdx.x * BIAS_COLS + tx
+        s = float32(0)
+        if j < out.shape[1]:
+            for i in range(ty, out.shape[0], BIAS_ROWS):
+                r = grad(g[i, j], v[i, j])
+                out[i, j] = r
+                s += r
+        partial[ty, tx] = s
+        cuda.syncthreads()
+        if ty == 0 and j < out.shape[1]:
+            for k in range(1, BIAS_ROWS):
+                s += partial[k, tx]
+            gb[j] = s
+    return kernel
+
+
+# ---------------------------------------------------------------- rows: softmax and losses
+# one thread per row: the class axis is short in the models this serves
+
+@cuda.jit(device=True)
+def _log_sum_exp(z, i):
+    m = z[i, 0]
+    for j in range(1, z.shape[1]):
+        m = maximum(m, z[i, j])
+    s = float32(0)
+    for j in range(z.shape[1]):
+        s += math.exp(z[i, j] - m)
+    return m + math.log(s)
+
+
+@cuda.jit
+def softmax_rows(x, out):
+    i = cuda.grid(1)
+    if i < x.shape[0]:
+        m = x[i, 0]
+        for j in range(1, x.shape[1]):
+            m = maximum(m, x[i, j])
+        s = float32(0)
+        for j in range(x.shape[1]):
+            e = math.exp(x[i, j] - m)
+            out[i, j] = e
+            s += e
+        inv = float32(1) / s
+        for j in range(x.shape[1]):
+            out[i, j] *= inv
+
+
+@cuda.jit
+def softmax_grad_rows(g, y, out):
+    i = cuda.grid(1)
+    if i < g.shape[0]:
+        d = float32(0)
+        for j in range(g.shape[1]):
+            d += g[i, j] * y[i, j]
+        for j in range(g.shape[1]):
+            out[i, j] = y[i, j] * (g[i, j] - d)
+
+
+@cuda.jit
+def softmax_ce_rows(z, t, out):
+    i = cuda.grid(1)
+    if i < z.shape[0]:
+        lse = _log_sum_exp(z, i)
+        acc = float32(0)
+        for j in range(z.shape[1]):
+            acc += t[i, j] * (lse - z[i, j])
+        out[i] = acc
+
+
+@cuda.jit
+def softmax_ce_grad_rows(z, t, g, out):
+    i = cuda.grid(1)
+    if i < z.shape[0]:
+        lse = _log_sum_exp(z, i)
+        for j in range(z.shape[1]):
+            out[i, j] = (math.exp(z[i, j] - lse) - t[i, j]) * g[i]
+
+
+@cuda.jit
+def sparse_softmax_ce_rows(z, labels, out):
+    i = cuda.grid(1)
+    if i < z.shape[0]:
+        out[i] = _log_sum_exp(z, i) - z[i, labels[i]]
+
+
+@cuda.jit
+def sparse_softmax_ce_grad_rows(z, labels, g, out):
+    i = cuda.grid(1)
+    if i < z.shape[0]:
+        lse = _log_sum_exp(z, i)
+        for j in range(z.shape[1]):
+            out[i, j] = math.exp(z[i, j] - lse) * g[i]
+        out[i, labels[i]] -= g[i]
+
+
+@cuda.jit
+def pick_rows(p, labels, out):
+    i = cuda.grid(1)
+    if i < p.shape[0]:
+        out[i] = p[i, labels[i]]
+
+
+@cuda.jit
+def unpick_rows(g, labels, out):
+    i = cuda.grid(1)
+    if i < out.shape[0]:
+        for j in range(out.shape[1]):
+            out[i, j] = 0
+        out[i, labels[i]] = g[i]
+
+
+# ---------------------------------------------------------------- reductions, broadcasts, copies
+
+@cuda.jit
+def reduce_3d(x, out, scale):
+    """out[a, c] = scale * sum over b of x[a, b, c]: a thread per output, adjacent threads at
+    adjacent c (coalesced reads of each x[a, b, :])."""
+    t = cuda.grid(1)
+    if t < out.size:
+        a, c = t // out.shape[1], t % out.shape[1]
+        s = float32(0)
+        for b in range(x.shape[1]):
+            s += x[a, b, c]
+        out[a, c] = s * float32(scale)
+
+
+@cuda.jit
+def reduce_all(x, out, scale):
+    """out[0] = scale * sum(x), one block of THREADS_1D: each thread sums a strided share, then a
+    tree in shared memory."""
+    partial = cuda.shared.array(THREADS_1D, float32)
+    t = cuda.threadIdx.x
+    s = float32(0)
+    for i in range(t, x.size, THREADS_1D):
+        s += x[i]
+    partial[t] = s
+    cuda.syncthreads()
+    width = THREADS_1D // 2
+    while width > 0:
+        if t < width:
+            partial[t] += partial[t + width]
+        cuda.syncthreads()
+        width //= 2
+    if t == 0:
+        out[0] = partial[0] * float32(scale)
+
+
+@cuda.jit
+def broadcast_3d(g, out):
+    """out[a, b, c] = g[a, c]."""
+    t = cuda.grid(1)
+    if t < out.size:
+        c = t % out.shape[2]
+        a = t // (out.shape[1] * out.shape[2])
+        out[a, (t // out.shape[2]) % out.shape[1], c] = g[a, c]
+
+
+@cuda.jit
+def fill(out, value):
+    t = cuda.grid(1)
+    if t < out.size:
+        out[t] = value
+
+
+@cuda.jit
+def copy_3d(src, src_start, dst, dst_start, n):
+    """dst[a, dst_start + b, c] = src[a, src_start + b, c] for b < n (concat and slice)."""
+    t = cuda.grid(1)
+    post = src.shape[2]
+    if t < src.shape[0] * n * post:
+        a, b, c = t // (n * post), (t // post) % n, t % post
+        dst[a, dst_start + b, c] = src[a, src_start + b, c]
+
+
+# ---------------------------------------------------------------- optimizers (Keras 3 formulas)
+# One launch updates every parameter: w, g and each slot are whole contiguous buckets. Grid-stride
+# loops; hyper-parameters arrive as Python floats and are rounded to float32 as the CPU kernels do.
+UPDATE_BLOCKS = 1024   # at most; each thread strides over the rest
+
+
+def update_blocks(n: int) -> int:
+    return min(blocks(n), UPDATE_BLOCKS)
+
+
+# Operands as the CPU kernels take them (ir/ops/optim.py): gscale is a 1-element device array (the
+# global-clipnorm scale, or the constant 1) that multiplies every gradient as it is read; decay is
+# weight_decay * lr, applied first as Keras does (w -= w * decay).
+
+
+@cuda.jit
+def sgd(w, g, gscale, lr, decay):
+    lr32, gs, d = float32(lr), gscale[0], float32(decay)
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i] - w[i] * d
+        w[i] = wi - lr32 * (g[i] * gs)
+
+
+@cuda.jit
+def sgd_momentum(w, g, m, gscale, lr, momentum, nesterov, decay):
+    lr32, mu, gs, d = float32(lr), float32(momentum), gscale[0], float32(decay)
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i] - w[i] * d
+        gi = g[i] * gs
+        mi = mu * m[i] - lr32 * gi
+        m[i] = mi
+        w[i] = wi + ((mu * mi - lr32 * gi) if nesterov else mi)
+
+
+def adam_alpha(lr: float, step: float, beta_1: float, beta_2: float) -> float:
+    """Adam's step size with the bias correction folded in, on the host in float64."""
+    return lr * math.sqrt(1 - beta_2 ** step) / (1 - beta_1 ** step)
+
+
+@cuda.jit
+def adam(w, g, m, v, v_hat, gscale, alpha, beta_1, beta_2, epsilon, amsgrad, decay):
+    """v_hat (the running maximum of v) is read only with amsgrad (pass any array otherwise)."""
+    a, b1, b2, eps = float32(alpha), float32(1 - beta_1), float32(1 - beta_2), float32(epsilon)
+    gs, d = gscale[0], float32(decay)
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i] - w[i] * d
+        gi = g[i] * gs
+        mi = m[i] + (gi - m[i]) * b1
+        vi = v[i] + (gi * gi - v[i]) * b2
+        m[i] = mi
+        v[i] = vi
+        if amsgrad:
+            vi = maximum(v_hat[i], vi)
+            v_hat[i] = vi
+        w[i] = wi - a * mi / (math.sqrt(vi) + eps)
+
+
+@cuda.jit
+def rmsprop(w, g, v, ag, mom, gscale, lr, rho, momentum, epsilon, centered, decay):
+    """ag and mom are read only when centered / momentum > 0 (pass any array otherwise)."""
+    lr32, r, r1 = float32(lr), float32(rho), float32(1 - rho)
+    mu, eps, gs, d = float32(momentum), float32(epsilon), gscale[0], float32(decay)
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i] - w[i] * d
+        gi = g[i] * gs
+        vi = r * v[i] + r1 * gi * gi
+        v[i] = vi
+        denominator = vi + eps
+        if centered:
+            avg = r * ag[i] + r1 * gi
+            ag[i] = avg
+            denominator = vi - avg * avg + eps
+        increment = lr32 * gi / math.sqrt(denominator)
+        if momentum > 0:
+            mi = mu * mom[i] + increment
+            mom[i] = mi
+            w[i] = wi - mi
+        else:
+            w[i] = wi - increment

@@ -1,0 +1,143 @@
+"""The compiled steps of one model on a CUDA device. Parameters, gradients, optimizer state and
+the arenas stay on the device between steps; a step copies its batch (and dropout masks) over
+from pinned host buffers on one stream, launches the generated kernels, and brings back only
+its outputs (losses, predictions)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import cuda
+
+from .executable import Executable
+from .loader import import_file
+
+BUCKETS = ("params", "grads", "state")
+
+
+@dataclass
+class _Binding:
+    """One step kind at one batch size: the step bound to its device views, and the device and
+    pinned host buffers of its batch, dropout masks and outputs."""
+    step: object
+    batch: list        # (device, pinned host) per input, label and sample weight
+    rng: tuple         # (device, pinned host)
+    outputs: dict      # name -> (device view, pinned host)
+
+
+class CudaExecutable:
+    """Executable's interface (run, get_weights/set_weights, params, grads, state) on a GPU."""
+    get_weights = Executable.get_weights
+    set_weights = Executable.set_weights
+    param_view = Executable.param_view
+    draw_masks = Executable.draw_masks
+    _ones = Executable._ones
+    _initial_state = Executable._initial_state
+    _mask_view = staticmethod(Executable._mask_view)
+
+    def __init__(self, steps: dict, params: list, dtype: str = "float32", seed: int | None = None):
+        if np.dtype(dtype) != np.float32:
+            raise NotImplementedError(f"the CUDA backend runs float32 models only, not {dtype}")
+        self.dtype = np.dtype(dtype)
+        self.steps = steps
+        self.param_layout = params
+        self.random = np.random.default_rng(seed)
+        self.stream = cuda.stream()
+        size = sum(int(np.prod(p["shape"])) for p in params)
+        self._device, self._host = {}, {}
+        for name, n in (("params", size), ("grads", size)):
+            self._allocate(name, n)
+        self._allocate("state", self._initial_state(steps.get("train")))
+        self._ones_cache = {}
+        self._dirty = set()         # host copies handed out: uploaded before the next step
+        self._arenas = {}
+        self._bindings = {}
+
+    def _allocate(self, bucket, n):
+        """A device bucket of n zeros, or holding array n, and its pinned host copy."""
+        values = n if isinstance(n, np.ndarray) else np.zeros(n, self.dtype)
+        self._host[bucket] = cuda.pinned_array(max(values.size, 1), self.dtype)
+        self._host[bucket][:] = 0
+        self._host[bucket][:values.size] = values
+        self._device[bucket] = cuda.to_device(self._host[bucket], stream=self.stream)
+
+    def add_step(self, kind: str, manifest: dict) -> None:
+        """Install (or replace) a compiled step; a new training step starts with fresh optimizer
+        state (as Executable.add_step)."""
+        self.steps[kind] = manifest
+        if kind == "train":
+            self._allocate("state", self._initial_state(manifest))
+            self._dirty.discard("state")
+            self._bindings.clear()   # they hold views of the old state
+        self._bindings = {k: b for k, b in self._bindings.items() if k[0] != kind}
+
+    # ------------------------------------------------------------------ host copies of the buckets
+    def _mirror(self, bucket) -> np.ndarray:
+        """The host copy of a device bucket; changes to it reach the device before the next step."""
+        if bucket not in self._dirty:
+            self._device[bucket].copy_to_host(self._host[bucket], stream=self.stream)
+            self.stream.synchronize()
+            self._dirty.add(bucket)
+        return self._host[bucket]
+
+    params = property(lambda self: self._mirror("params"))
+    grads = property(lambda self: self._mirror("grads"))
+    state = property(lambda self: self._mirror("state"))
+
+    # ------------------------------------------------------------------ running
+    def _binding(self, kind, inputs) -> _Binding:
+        batch = len(inputs[0])
+        if (kind, batch) in self._bindings:
+            return self._bindings[(kind, batch)]
+        m = self.steps[kind]
+        need = m["arena"][0] * batch + m["arena"][1]
+        if kind not in self._arenas or self._arenas[kind].size < need:
+            self._arenas[kind] = cuda.to_device(np.zeros(max(need, 1), self.dtype), stream=self.stream)
+            self._bindings = {k: b for k, b in self._bindings.items() if k[0] != kind}
+        arena = self._arenas[kind]
+        io = [(cuda.device_array(x.shape, x.dtype, stream=self.stream), cuda.pinned_array(x.shape, x.dtype))
+              for x in inputs]
+        n_rng = max(m["rng"][0] * batch + m["rng"][1], 1)
+        rng = (cuda.device_array(n_rng, self.dtype, stream=self.stream), cuda.pinned_array(n_rng, self.dtype))
+        module = import_file(m["module"])
+        consts = cuda.to_device(module.CONSTS, stream=self.stream)
+        step = module.bind(batch, arena, *(self._device[b] for b in BUCKETS), rng[0], consts,
+                           *(d for d, _ in io), self.stream)
+        outputs = {}
+        for name, place in m["outputs"].items():
+            shape = tuple(batch if d == "B" else d for d in place["shape"]) or (1,)
+            n = int(np.prod(shape))
+            if place["region"] == "arena":
+                start = place["offset"] * batch if place["batch"] else m["arena"][0] * batch + place["offset"]
+                buf = arena
+            else:
+                start, buf = place["offset"], self._device[place["region"]]
+            outputs[name] = (buf[start:start + n].reshape(shape), cuda.pinned_array(shape, self.dtype))
+        self._bindings[(kind, batch)] = _Binding(step, io, rng, outputs)
+        return self._bindings[(kind, batch)]
+
+    def run(self, kind: str, inputs: list, labels: list = (), sample_weights: list = (), lr: float = 0.0,
+            step: float = 1.0, part: str = "step") -> dict:
+        """One step on a batch (as Executable.run: no sample weights weigh every sample 1).
+        Returns its outputs as host arrays, valid until the next call."""
+        if part != "step":
+            raise NotImplementedError("data-parallel replicas run on the CPU backend only")
+        m = self.steps[kind]
+        if labels and not sample_weights:
+            sample_weights = self._ones(m, len(inputs[0]))
+        arrays = list(inputs) + list(labels) + list(sample_weights)
+        b = self._binding(kind, arrays)
+        for bucket in self._dirty:
+            self._device[bucket].copy_to_device(self._host[bucket], stream=self.stream)
+        self._dirty.clear()
+        for (device, host), x in zip(b.batch, arrays):
+            np.copyto(host, x)
+            device.copy_to_device(host, stream=self.stream)
+        if m["rng_masks"]:   # drawn on the host as the CPU backend does, so both give the same masks
+            self.draw_masks(b.rng[1], m, len(arrays[0]))
+            b.rng[0].copy_to_device(b.rng[1], stream=self.stream)
+        b.step(float(lr), float(step))
+        for device, host in b.outputs.values():
+            device.copy_to_host(host, stream=self.stream)
+        self.stream.synchronize()
+        return {name: host for name, (_, host) in b.outputs.items()}

@@ -1,0 +1,241 @@
+"""Checks of the CUDA backend that test_cuda.py runs in fresh processes: `kernels` and `training`
+under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1 must be set before numba is imported),
+`ptx` without it (compiles every kernel for sm_90). Each prints "ok" when all passed."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ir import REGISTRY  # noqa: E402
+from ir.ops.optim import UPDATES as REGISTRY_UPDATES  # noqa: E402
+
+CONFIGS = Path(__file__).parent / "fixtures" / "configs"
+RS = np.random.RandomState(0)
+
+
+def ref(op, *args, **attrs):
+    """The NumPy reference of an IR op."""
+    return REGISTRY[op].forward(*args, **attrs)
+
+
+def rand(*shape):
+    return RS.randn(*shape).astype(np.float32)
+
+
+def close(got, want, what):
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6, err_msg=what)
+
+
+def kernels():
+    """Every hand-written kernel on small shapes that are not multiples of its tile."""
+    from numba import cuda, float32
+
+    from kgraph.codegen import cuda_kernels as K
+
+    def run(kernel, grid, block, *args):
+        dev = [cuda.to_device(a) if isinstance(a, np.ndarray) else a for a in args]
+        kernel[grid, block](*dev)
+        return [d.copy_to_host() if hasattr(d, "copy_to_host") else d for d in dev]
+
+    # GEMM in every transpose combination; one shape spans two blocks and two K tiles
+    for ta, tb, (m, n, k) in [(False, False, (70, 20, 21)), (False, True, (33, 45, 19)),
+                              (True, False, (33, 45, 19)), (True, True, (9, 70, 5))]:
+        a = rand(k, m) if ta else rand(m, k)
+        b = rand(n, k) if tb else rand(k, n)
+        out = run(K.gemm(ta, tb, K.product), K.gemm_grid(m, n), (K.THREADS_2D, K.THREADS_2D),
+                  a, b, np.zeros((m, n), np.float32), np.zeros((m, n), np.float32))[3]
+        close(out, ref("matmul", a, b, transpose_a=ta, transpose_b=tb), f"gemm ta={ta} tb={tb}")
+
+    @cuda.jit(device=True)
+    def bias_relu(acc, bias, j):
+        return max(acc + bias[j], float32(0))
+
+    x, w, bias = rand(21, 30), rand(30, 67), rand(67)
+    out = run(K.gemm(False, False, bias_relu), K.gemm_grid(21, 67), (K.THREADS_2D, K.THREADS_2D),
+              x, w, bias, np.zeros((21, 67), np.float32))[3]
+    close(out, ref("fused_dense", x, w, bias, activation="relu"), "gemm with a bias+relu epilogue")
+
+    @cuda.jit(device=True)
+    def relu_grad(g, y):
+        return g if y > 0 else float32(0)
+
+    g, y = rand(19, 40), np.maximum(rand(19, 40), 0)
+    out, gb = run(K.act_grad_bias(relu_grad), K.bias_grad_grid(40), (K.BIAS_COLS, K.BIAS_ROWS),
+                  g, y, np.zeros_like(g), np.zeros(40, np.float32))[2:]
+    want = ref("act_grad", g, y, activation="relu")
+    close(out, want, "act_grad")
+    close(gb, ref("reduce_sum", want, axes=(0,)), "fused bias gradient")
+
+    rows = lambda kernel, *args: run(kernel, K.blocks(5), K.THREADS_1D, *args)  # noqa: E731
+    z, t = rand(5, 7), np.abs(rand(5, 7))
+    t /= t.sum(1, keepdims=True)
+    labels, gr = np.array([0, 6, 3, 3, 1], np.int32), rand(5)
+    p = ref("softmax", z)
+    close(rows(K.softmax_rows, z, np.zeros_like(z))[1], p, "softmax")
+    close(rows(K.softmax_grad_rows, t, p, np.zeros_like(z))[2], ref("softmax_grad", t, p), "softmax_grad")
+    close(rows(K.softmax_ce_rows, z, t, np.zeros(5, np.float32))[2], ref("softmax_cross_entropy", z, t), "ce")
+    close(rows(K.softmax_ce_grad_rows, z, t, gr, np.zeros_like(z))[3],
+          ref("softmax_cross_entropy_grad", z, t, gr), "ce grad")
+    close(rows(K.sparse_softmax_ce_rows, z, labels, np.zeros(5, np.float32))[2],
+          ref("sparse_softmax_cross_entropy", z, labels), "sparse ce")
+    close(rows(K.sparse_softmax_ce_grad_rows, z, labels, gr, np.zeros_like(z))[3],
+          ref("sparse_softmax_cross_entropy_grad", z, labels, gr), "sparse ce grad")
+    close(rows(K.pick_rows, z, labels, np.zeros(5, np.float32))[2], ref("pick", z, labels), "pick")
+    close(rows(K.unpick_rows, gr, labels, np.full_like(z, 9))[2], ref("unpick", gr, labels, z), "unpick")
+
+    x3 = rand(3, 5, 4)
+    out = run(K.reduce_3d, K.blocks(12), K.THREADS_1D, x3, np.zeros((3, 4), np.float32), 1 / 5)[1]
+    close(out, ref("reduce_mean", x3, axes=(1,)), "reduce_3d")
+    flat = rand(300)
+    close(run(K.reduce_all, 1, K.THREADS_1D, flat, np.zeros(1, np.float32), 1.0)[1][0],
+          ref("reduce_sum", flat), "reduce_all")
+    g2 = rand(3, 4)
+    close(run(K.broadcast_3d, K.blocks(60), K.THREADS_1D, g2, np.zeros((3, 5, 4), np.float32))[1],
+          ref("broadcast_like", g2, x3, axes=(1,)), "broadcast_3d")
+    assert run(K.fill, 1, 1, np.zeros(1, np.float32), 7.0)[0][0] == 7
+    parts, dst = [rand(3, 2, 4), rand(3, 5, 4)], np.zeros((3, 7, 4), np.float32)
+    for src, start in zip(parts, (0, 2)):
+        dst = run(K.copy_3d, K.blocks(60), K.THREADS_1D, src, 0, dst, start, src.shape[1])[2]
+    close(dst, ref("concat", *parts, axis=1), "copy_3d as concat")
+    out = run(K.copy_3d, K.blocks(36), K.THREADS_1D, dst, 2, np.zeros((3, 3, 4), np.float32), 0, 3)[2]
+    close(out, ref("slice", dst, axis=1, start=2, stop=5), "copy_3d as slice")
+
+    # the optimizer updates over a 300-element bucket (two blocks), against the IR's updates, with
+    # the trailing (lr, step, gscale) operands of ir/ops/optim.py and Keras's weight decay
+    n, lr, step = 300, np.float32(0.01), 3.0
+    cases = [("sgd_update", {}), ("sgd_update", {"momentum": 0.9}),
+             ("sgd_update", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.004}), ("adam_update", {}),
+             ("adam_update", {"amsgrad": True, "weight_decay": 0.004}), ("rmsprop_update", {}),
+             ("rmsprop_update", {"centered": True, "momentum": 0.5})]
+    for op, hyper in cases:
+        h = {**REGISTRY_UPDATES[op].defaults, **hyper}
+        names = list(REGISTRY_UPDATES[op].slots(h))
+        for gs in (1.0, 0.75):   # the global-clipnorm scale multiplies every gradient
+            w, grad = rand(n), rand(n)
+            slots = {name: np.abs(rand(n)) for name in names}
+            if "velocity" in slots:
+                slots["velocity"] += 20   # the velocity outweighs the squared average gradient (centered)
+            want = [a.copy() for a in [w, *slots.values()]]
+            ref(op, want[0], grad, *want[1:], lr, step, np.float32(gs), **hyper)
+            gscale = np.array([gs], np.float32)
+            decay = float(lr) * h.get("weight_decay", 0.0)
+            slot = lambda name: slots.get(name, grad)   # noqa: E731
+            if op == "adam_update":
+                args = (K.adam, w, grad, slot("m"), slot("v"), slot("v_hat"), gscale,
+                        K.adam_alpha(float(lr), step, 0.9, 0.999), 0.9, 0.999, 1e-7, h["amsgrad"], decay)
+            elif op == "sgd_update" and h["momentum"]:
+                args = (K.sgd_momentum, w, grad, slot("momentum"), gscale, float(lr), 0.9, h["nesterov"], decay)
+            elif op == "sgd_update":
+                args = (K.sgd, w, grad, gscale, float(lr), decay)
+            else:
+                args = (K.rmsprop, w, grad, slot("velocity"), slot("average_gradient"), slot("momentum"), gscale,
+                        float(lr), 0.9, h["momentum"], 1e-7, h["centered"], decay)
+            got = run(args[0], K.update_blocks(n), K.THREADS_1D, *args[1:])
+            by_id = {id(a): k for k, a in enumerate(args[1:])}
+            arrays = [got[0]] + [got[by_id[id(slots[name])]] for name in names]
+            for name, a, b in zip(["w"] + names, arrays, want):
+                close(a, b, f"{op} {hyper} gscale={gs}: {name}")
+
+
+def _model(device, optimizer, loss):
+    import kgraph.models
+
+    model = kgraph.models.model_from_json((CONFIGS / "k3_seq_mlp.json").read_text(), seed=2)
+    model.compile(optimizer=optimizer, loss=loss, device=device)
+    return model
+
+
+def training():
+    """Three Adam steps of an MLP with dropout and a sparse cross-entropy (with sample weights on
+    the last), then a test and a predict step, in the simulator and on the CPU backend: the same
+    losses, outputs and weights to 1e-5. Then two steps each of SGD (nesterov, weight decay,
+    global-norm clipping) and RMSprop (centered, momentum) on other losses. (The update kernels'
+    other options are checked kernel by kernel.)"""
+    from kgraph import optimizers
+
+    x = rand(7, 8)   # a batch of 7: no tile or block size divides it
+    y = np.array([0, 2, 1, 1, 0, 2, 2], np.int32)
+    sw = np.abs(rand(7)) + 0.5
+    loss = "sparse_categorical_crossentropy"
+    cpu, gpu = (_model(device, optimizers.Adam(learning_rate=0.01), loss) for device in ("cpu", "cuda"))
+    assert type(gpu.executable).__name__ == "CudaExecutable"
+    for weights in (None, None, sw):
+        np.testing.assert_allclose(gpu.train_on_batch(x, y, sample_weight=weights),
+                                   cpu.train_on_batch(x, y, sample_weight=weights), rtol=1e-5)
+    for u, v in zip(cpu.get_weights(), gpu.get_weights()):
+        np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gpu.evaluate(x, y, verbose=0), cpu.evaluate(x, y, verbose=0), rtol=1e-5)
+    np.testing.assert_allclose(gpu.evaluate(x, y, sample_weight=sw, verbose=0),
+                               cpu.evaluate(x, y, sample_weight=sw, verbose=0), rtol=1e-5)
+    # weights set on the host reach the device
+    gpu.set_weights([np.zeros_like(w) for w in gpu.get_weights()])
+    assert np.all(gpu.predict(x[:2], verbose=0) == np.float32(1 / 3))
+
+    onehot = np.eye(3, dtype=np.float32)[y]
+    for make, loss in [(lambda: optimizers.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.01,
+                                               global_clipnorm=0.5), "categorical_crossentropy"),
+                       (lambda: optimizers.RMSprop(0.01, centered=True, momentum=0.5), "mean_squared_error")]:
+        cpu, gpu = (_model(device, make(), loss) for device in ("cpu", "cuda"))
+        for _ in range(2):
+            np.testing.assert_allclose(gpu.train_on_batch(x, onehot, sample_weight=sw),
+                                       cpu.train_on_batch(x, onehot, sample_weight=sw), rtol=1e-5, err_msg=loss)
+        for u, v in zip(cpu.get_weights(), gpu.get_weights()):
+            np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6, err_msg=loss)
+
+
+def ptx():
+    """Every kernel of the launchers of a few models, and every hand-written kernel, compiled to
+    PTX for sm_90 with their argument types."""
+    from types import SimpleNamespace
+
+    import numba.cuda.dispatcher
+    from numba import cuda
+
+    from kgraph import optimizers
+    from kgraph.codegen import cuda_kernels as K
+
+    # with no GPU here, a device function called from a kernel asks for the current device's
+    # compute capability when it compiles: answer sm_90's
+    numba.cuda.dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=(9, 0))
+    from kgraph.codegen.cuda import generate
+    from kgraph.frontend import build_model
+    from kgraph.passes import run_pipeline
+    from kgraph.runtime.loader import import_file, write_source
+
+    seen, kernels = set(), []
+    for arch, opt, loss in [("seq_mlp", optimizers.Adam(), "sparse_categorical_crossentropy"),
+                            ("activations", optimizers.RMSprop(centered=True, momentum=0.5), "mean_squared_error"),
+                            ("two_input_concat", optimizers.SGD(momentum=0.9), "categorical_crossentropy"),
+                            ("seq_shapes", optimizers.SGD(), "mean_squared_error")]:
+        fm = build_model(json.loads((CONFIGS / f"k3_{arch}.json").read_text()), seed=0)
+        compiled = run_pipeline("train", fm.lower(training=True), [w.node for w in fm.weights],
+                                losses=[{"name": loss}] * len(fm.output_names), optimizer=opt.spec())
+        module = import_file(write_source(generate(compiled)[0], f"ptx_{arch}"))
+        for name, sig in module.SIGNATURES:
+            kernel = getattr(K, name[2:]) if name.startswith("K.") else getattr(module, name)
+            if (kernel, sig) not in seen:
+                seen.add((kernel, sig))
+                kernels.append((f"{arch}:{name}", kernel, sig))
+    # the hand-written kernels no launcher above used, with types of their own
+    others = {"pick_rows": "void(float32[:, ::1], int32[::1], float32[::1])",
+              "unpick_rows": "void(float32[::1], int32[::1], float32[:, ::1])",
+              "softmax_ce_rows": "void(float32[:, ::1], float32[:, ::1], float32[::1])",
+              "softmax_grad_rows": "void(float32[:, ::1], float32[:, ::1], float32[:, ::1])"}
+    used = {k for k, _ in seen}
+    for name in dir(K):
+        kernel = getattr(K, name)
+        if isinstance(kernel, type(K.fill)) and not kernel.targetoptions["device"] and kernel not in used:
+            kernels.append((name, kernel, others[name]))
+    for name, kernel, sig in kernels:
+        ptx_text, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
+        assert ".target sm_90" in ptx_text and ".entry" in ptx_text, name
+    print(f"compiled {len(kernels)} kernels", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    {"kernels": kernels, "training": training, "ptx": ptx}[sys.argv[1]]()
+    print("ok")

@@ -1,0 +1,126 @@
+"""The CUDA backend without a GPU. Every hand-written kernel and a training run go through Numba's
+CUDA simulator in a fresh process (the simulator must be on before numba is imported, and this
+process has imported it); every kernel is compiled to PTX for sm_90 where libNVVM and NVRTC
+are installed; the generated launcher is read as source."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ir
+from kgraph.cli import main
+from kgraph.codegen import generate_cuda
+from kgraph.frontend import build_model
+from kgraph.passes import run_pipeline
+
+HERE = Path(__file__).parent
+EXAMPLE = str(HERE.parent / "examples" / "digits_mlp.json")
+
+
+def _check(name, simulator):
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1" if simulator else "0")
+    return subprocess.run([sys.executable, str(HERE / "cuda_checks.py"), name], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _passed(result):
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stdout + result.stderr[-4000:]
+
+
+def test_kernels_in_simulator_match_the_ir_references():
+    _passed(_check("kernels", simulator=True))
+
+
+def test_three_training_steps_in_simulator_match_the_cpu_backend():
+    _passed(_check("training", simulator=True))
+
+
+def test_every_kernel_compiles_to_ptx_for_sm90():
+    result = _check("ptx", simulator=False)
+    missing = [line for line in result.stderr.splitlines()
+               if "NvvmSupportError" in line or "libnvvm" in line.lower() or "nvrtc" in line.lower()]
+    if result.returncode != 0 and missing:
+        pytest.skip(f"no CUDA compiler libraries here: {missing[-1].strip()}")
+    _passed(result)
+
+
+def test_launcher_source_names_every_node_and_counts_launches(capsys):
+    fm = build_model(json.loads(Path(EXAMPLE).read_text()), seed=0)
+    compiled = run_pipeline("train", fm.lower(training=True), [w.node for w in fm.weights],
+                            losses=[{"name": "sparse_categorical_crossentropy"}],
+                            optimizer=("adam", {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}))
+    source, launches = generate_cuda(compiled)
+    compile(source, "launcher.py", "exec")
+    for node in compiled.graph.nodes():
+        if not node.is_source:
+            assert "# " + ir.format_node(node) in source
+    # 2 dense GEMMs, softmax, loss, its sample weights, mean, 3 for the loss gradient's weights/B,
+    # its backward, bias gradient, 3 backward GEMMs, 2 dropout multiplies, the fused backward, one
+    # optimizer update
+    assert launches == 18 and f"LAUNCHES = {launches}" in source
+    assert source.count("K.adam[") == 1 and "K.gemm(False, False, epilogue_hidden_relu_fused)" in source
+    assert main(["inspect", EXAMPLE, "--device", "cuda", "--after", "plan"]) == 0
+    assert "# CUDA: 18 kernel launches per train step" in capsys.readouterr().out
+
+
+def test_cuda_without_a_gpu_is_a_clear_error():
+    from numba import cuda
+
+    import kgraph.models
+
+    if cuda.is_available():
+        pytest.skip("a GPU is present")
+    model = kgraph.models.load_model(EXAMPLE, seed=0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")   # device "auto": the CPU
+    assert model.device == "cpu"
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", device="cuda")
+
+
+def _train_graph(config, optimizer, loss="sparse_categorical_crossentropy"):
+    fm = build_model(json.loads(Path(config).read_text()), seed=0)
+    return run_pipeline("train", fm.lower(training=True), [w.node for w in fm.weights],
+                        losses=[{"name": loss}] * len(fm.output_names), optimizer=optimizer.spec(),
+                        trainable=[w.node for w in fm.weights if w.trainable])
+
+
+@pytest.mark.parametrize("name", ["Adagrad", "Adadelta", "Adamax", "Nadam"])
+def test_optimizers_without_a_cuda_kernel_are_named(name):
+    from kgraph import optimizers
+
+    compiled = _train_graph(EXAMPLE, getattr(optimizers, name)())
+    with pytest.raises(NotImplementedError, match=rf"optimizer update '{name.lower()}_update' \({name}\)"):
+        generate_cuda(compiled)
+
+
+def test_supported_optimizer_options_generate_their_update_launches():
+    from kgraph import optimizers
+
+    # clipnorm rewrites each gradient out of the gradient bucket: one launch per parameter (4)
+    for opt, kernel, n in [(optimizers.Adam(amsgrad=True, global_clipnorm=1.0), "adam", 1), (optimizers.AdamW(), "adam", 1),
+                           (optimizers.SGD(momentum=0.9, nesterov=True, weight_decay=0.01), "sgd_momentum", 1),
+                           (optimizers.RMSprop(centered=True, momentum=0.5, clipnorm=1.0), "rmsprop", 4)]:
+        source, _ = generate_cuda(_train_graph(EXAMPLE, opt))
+        compile(source, "launcher.py", "exec")
+        assert source.count(f"K.{kernel}[") == n, opt
+
+
+def test_ops_without_a_cuda_kernel_are_named(tmp_path):
+    from kgraph import optimizers
+
+    with pytest.raises(NotImplementedError, match="the CUDA backend has no kernel for"):
+        generate_cuda(_train_graph(HERE / "fixtures" / "configs" / "k3_conv2d.json", optimizers.Adam()))
+    with pytest.raises(NotImplementedError, match="no kernel for op 'gather'"):
+        generate_cuda(_train_graph(HERE / "fixtures" / "configs" / "k3_norm_embed.json", optimizers.SGD()))
+    # batch normalization's moving statistics: an in-place update op of their own
+    config = json.loads((HERE / "fixtures" / "configs" / "k3_seq_mlp.json").read_text())
+    layers = config["config"]["layers"]
+    layers.insert(2, {"module": "keras.layers", "class_name": "BatchNormalization",
+                      "config": {"name": "bn", "axis": -1, "momentum": 0.99, "epsilon": 0.001}})
+    path = tmp_path / "bn_mlp.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(NotImplementedError, match="in-place update 'moving_average'"):
+        generate_cuda(_train_graph(path, optimizers.SGD()))
