@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 
-def _dense(name, units, activation, inbound=None):
+def _dense(name, units, activation, inbound=None, width=None):
     layer = {"module": "keras.layers", "class_name": "Dense", "registered_name": None,
              "config": {"name": name, "trainable": True, "dtype": "float32", "units": units,
                         "activation": activation, "use_bias": True,
@@ -12,13 +12,12 @@ def _dense(name, units, activation, inbound=None):
                                              "config": {}, "registered_name": None}}}
     if inbound is not None:
         layer["name"] = name
-        layer["inbound_nodes"] = [{"args": [_tensor(i) for i in inbound] if len(inbound) > 1 else [_tensor(inbound[0])],
-                                   "kwargs": {}}]
+        layer["inbound_nodes"] = [{"args": [_tensor(inbound[0], width)], "kwargs": {}}]
     return layer
 
 
-def _tensor(name):
-    return {"class_name": "__keras_tensor__", "config": {"shape": None, "dtype": "float32",
+def _tensor(name, width):
+    return {"class_name": "__keras_tensor__", "config": {"shape": [None, width], "dtype": "float32",
                                                           "keras_history": [name, 0, 0]}}
 
 
@@ -36,16 +35,17 @@ def residual(name, n_in, width, blocks, n_out):
     layers = [{"module": "keras.layers", "class_name": "InputLayer", "registered_name": None, "name": "input",
                "config": {"batch_shape": [None, n_in], "dtype": "float32", "sparse": False, "name": "input"},
                "inbound_nodes": []},
-              _dense("stem", width, "relu", ["input"])]
+              _dense("stem", width, "relu", ["input"], n_in)]
     prev = "stem"
     for b in range(blocks):
-        layers.append(_dense(f"block{b}", width, "relu", [prev]))
+        layers.append(_dense(f"block{b}", width, "relu", [prev], width))
         layers.append({"module": "keras.layers", "class_name": "Add", "registered_name": None, "name": f"add{b}",
                        "config": {"name": f"add{b}", "trainable": True, "dtype": "float32"},
-                       "inbound_nodes": [{"args": [[_tensor(prev), _tensor(f"block{b}")]], "kwargs": {}}]})
+                       "inbound_nodes": [{"args": [[_tensor(prev, width), _tensor(f"block{b}", width)]],
+                                          "kwargs": {}}]})
         prev = f"add{b}"
-    layers.append(_dense("head", n_out, "softmax", [prev]))
-    return {"module": "keras", "class_name": "Functional", "registered_name": None,
+    layers.append(_dense("head", n_out, "softmax", [prev], width))
+    return {"module": "keras.src.models.functional", "class_name": "Functional", "registered_name": None,
             "config": {"name": name, "trainable": True, "layers": layers,
                        "input_layers": [["input", 0, 0]], "output_layers": [["head", 0, 0]]}}
 
