@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import cuda
 
-from .executable import Executable
+from .executable import Executable, output_slice
 from .loader import import_file
 
 BUCKETS = ("params", "grads", "state")
@@ -105,14 +105,9 @@ class CudaExecutable:
                            *(d for d, _ in io), self.stream)
         outputs = {}
         for name, place in m["outputs"].items():
-            shape = tuple(batch if d == "B" else d for d in place["shape"]) or (1,)
-            n = int(np.prod(shape))
-            if place["region"] == "arena":
-                start = place["offset"] * batch if place["batch"] else m["arena"][0] * batch + place["offset"]
-                buf = arena
-            else:
-                start, buf = place["offset"], self._device[place["region"]]
-            outputs[name] = (buf[start:start + n].reshape(shape), cuda.pinned_array(shape, self.dtype))
+            start, shape = output_slice(m, place, batch)
+            buf = arena if place["region"] == "arena" else self._device[place["region"]]
+            outputs[name] = (buf[start:start + int(np.prod(shape))].reshape(shape), cuda.pinned_array(shape, self.dtype))
         self._bindings[(kind, batch)] = _Binding(step, io, rng, outputs)
         return self._bindings[(kind, batch)]
 

@@ -148,11 +148,14 @@ class Executable:
         return self._mask_view(self._rng_buffers[kind], m, mask, batch).reshape(shape).copy()
 
     def _output(self, arena, m, place, batch):
-        shape = tuple(batch if d == "B" else d for d in place["shape"]) or (1,)
-        n = int(np.prod(shape))
-        if place["region"] == "arena":
-            start = place["offset"] * batch if place["batch"] else m["arena"][0] * batch + place["offset"]
-            buf = arena
-        else:
-            start, buf = place["offset"], getattr(self, place["region"])
-        return buf[start:start + n].reshape(shape)
+        start, shape = output_slice(m, place, batch)
+        buf = arena if place["region"] == "arena" else getattr(self, place["region"])
+        return buf[start:start + int(np.prod(shape))].reshape(shape)
+
+
+def output_slice(m, place, batch) -> tuple:
+    """(start, shape) of a step's output in its buffer (place["region"]) at batch size `batch`."""
+    shape = tuple(batch if d == "B" else d for d in place["shape"]) or (1,)
+    if place["region"] == "arena":
+        return (place["offset"] * batch if place["batch"] else m["arena"][0] * batch + place["offset"]), shape
+    return place["offset"], shape
