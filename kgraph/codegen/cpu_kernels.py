@@ -297,41 +297,53 @@ def _window(o, stride, pad, size, length):
 
 @jit
 def pool2d(x, y, is_max, ph, pw, sh, sw, pt, pl):
+    """Channels innermost (NHWC), so each window's inner loop runs over contiguous memory."""
+    n_c = y.shape[3]
     for b in range(y.shape[0]):
         for oh in range(y.shape[1]):
             r0, r1 = _window(oh, sh, pt, ph, x.shape[1])
             for ow in range(y.shape[2]):
                 s0, s1 = _window(ow, sw, pl, pw, x.shape[2])
-                for c in range(y.shape[3]):
-                    acc = x[b, r0, s0, c] if is_max else x.dtype.type(0)
-                    for r in range(r0, r1):
-                        for s in range(s0, s1):
-                            acc = max(acc, x[b, r, s, c]) if is_max else acc + x[b, r, s, c]
-                    y[b, oh, ow, c] = acc if is_max else acc / ((r1 - r0) * (s1 - s0))
+                out = y[b, oh, ow]
+                if is_max:
+                    out[:] = x[b, r0, s0]
+                else:
+                    out[:] = 0
+                for r in range(r0, r1):
+                    for s in range(s0, s1):
+                        row = x[b, r, s]
+                        for c in range(n_c):
+                            out[c] = max(out[c], row[c]) if is_max else out[c] + row[c]
+                if not is_max:
+                    inv = 1 / ((r1 - r0) * (s1 - s0))
+                    for c in range(n_c):
+                        out[c] *= inv
 
 
 @jit
 def pool2d_grad(g, x, y, gx, is_max, ph, pw, sh, sw, pt, pl):
-    """Max: each window's g to its first maximum (as TensorFlow). Avg: spread over the window."""
+    """Max: each window's g to its first maximum (as TensorFlow). Avg: spread over the window.
+    Channels innermost; `done` marks the channels whose maximum was already found."""
     gx[:] = 0
+    n_c = y.shape[3]
+    done = np.zeros(n_c, np.bool_)
     for b in range(y.shape[0]):
         for oh in range(y.shape[1]):
             r0, r1 = _window(oh, sh, pt, ph, x.shape[1])
             for ow in range(y.shape[2]):
                 s0, s1 = _window(ow, sw, pl, pw, x.shape[2])
-                for c in range(y.shape[3]):
-                    if is_max:
-                        found = False
-                        for r in range(r0, r1):
-                            for s in range(s0, s1):
-                                if not found and x[b, r, s, c] == y[b, oh, ow, c]:
-                                    gx[b, r, s, c] += g[b, oh, ow, c]
-                                    found = True
-                    else:
-                        share = g[b, oh, ow, c] / ((r1 - r0) * (s1 - s0))
-                        for r in range(r0, r1):
-                            for s in range(s0, s1):
-                                gx[b, r, s, c] += share
+                gy, top = g[b, oh, ow], y[b, oh, ow]
+                done[:] = False
+                share = 1 / ((r1 - r0) * (s1 - s0))
+                for r in range(r0, r1):
+                    for s in range(s0, s1):
+                        row, grow = x[b, r, s], gx[b, r, s]
+                        for c in range(n_c):
+                            if not is_max:
+                                grow[c] += gy[c] * share
+                            elif not done[c] and row[c] == top[c]:
+                                grow[c] += gy[c]
+                                done[c] = True
 
 
 @jit
