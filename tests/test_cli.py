@@ -1,5 +1,4 @@
 """The kgraph command: the README's main job, inspect, compile to a standalone trainer, bad input."""
-import json
 import subprocess
 import sys
 from pathlib import Path

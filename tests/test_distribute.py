@@ -1,5 +1,4 @@
 """Data parallelism: N replicas on a batch make the same updates as one replica on it."""
-import json
 import os
 import shutil
 import subprocess

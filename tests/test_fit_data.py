@@ -2,7 +2,6 @@
 the batch size), Python iterables and generators of batches with steps_per_epoch and
 validation_steps, initial_epoch, and the errors for unknown losses."""
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np

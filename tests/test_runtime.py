@@ -1,8 +1,7 @@
 """Runtime details that keep long runs fast: denormals flushed, BLAS threads chosen per GEMM size."""
+import json
 import subprocess
 import sys
-
-import numpy as np
 from pathlib import Path
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "digits_mlp.json"
@@ -17,7 +16,7 @@ def test_denormals_are_flushed_once_a_model_exists():
             "after = float(tiny * np.float32(1.0))\n"
             "print(json.dumps([before, after]))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    before, after = eval(r.stdout.strip().splitlines()[-1])
+    before, after = json.loads(r.stdout.strip().splitlines()[-1])
     assert before > 0 and after == 0.0
 
 

@@ -8,7 +8,6 @@ import numpy as np
 
 from ..types import BATCH, TensorType
 from .registry import OpDef, Pattern, register
-from .tensor import _reduce_type, _norm_axes
 
 
 def conv_out(size, k, stride, dilation, lo, hi) -> int:
