@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import io
 import json
-import os
 import re
 import zipfile
 from contextlib import contextmanager
@@ -18,12 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from .optimizers.schedules import LearningRateSchedule
+from .runtime.files import FileFormatError, atomic_write, read_npz_weights, write_npz_weights
 
 KERAS_VERSION = "3.15.1"  # the format version written; Keras 3 reads archives of any 3.x
-
-
-class FileFormatError(ValueError):
-    """A model or weights file kgraph cannot read: names the file and the first problem."""
 
 
 def _h5py():
@@ -32,21 +28,6 @@ def _h5py():
     except ImportError:  # h5py is an optional extra
         raise FileFormatError("reading and writing .h5 files needs h5py: pip install 'kgraph[h5]'") from None
     return h5py
-
-
-@contextmanager
-def atomic_write(path):
-    """Yields a temporary path next to `path`; on success it is fsynced and renamed over `path`."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # ---------------------------------------------------------------------- how Keras names things
@@ -262,8 +243,7 @@ def save_weights(model, filepath):
             with _h5py().File(tmp, "w") as f:
                 _write_legacy_layers(f, model)
         else:
-            with open(tmp, "wb") as f:
-                np.savez(f, **{f"w{i:04d}": w for i, w in enumerate(model.get_weights())})
+            write_npz_weights(tmp, model.get_weights())
 
 
 def load_weights(model, filepath):
@@ -279,12 +259,7 @@ def load_weights(model, filepath):
                 group = f["model_weights"] if "model_weights" in f else f
                 _assign_by_layer(model, _read_legacy_layers(group), True, name)
         return
-    try:
-        with np.load(name, allow_pickle=False) as data:
-            weights = [data[k] for k in sorted(data.files)]
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise FileFormatError(f"{name}: not a readable weights file ({e})") from None
-    model.set_weights(weights)
+    model.set_weights(read_npz_weights(name))
 
 
 @contextmanager

@@ -13,6 +13,7 @@ import numpy as np
 from ..callbacks import CallbackList
 from .batches import ArrayBatches, EpochIterator, IterableBatches, is_batch_source
 from .executable import Executable
+from .files import atomic_write, read_npz_weights, write_npz_weights
 from .metrics import Mean, build
 
 
@@ -41,24 +42,14 @@ class CompiledModel:
         self.executable.set_weights(weights)
 
     def save_weights(self, filepath, overwrite=True) -> None:
-        """Weights in Keras's get_weights() order, written atomically (temporary file, fsync, rename)."""
-        filepath = str(filepath)
+        """Weights in Keras's get_weights() order (.npz), written atomically."""
         if not overwrite and os.path.exists(filepath):
             raise FileExistsError(filepath)
-        tmp = f"{filepath}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            np.savez(f, **{f"w{i:04d}": w for i, w in enumerate(self.get_weights())})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filepath)
+        with atomic_write(filepath) as tmp:
+            write_npz_weights(tmp, self.get_weights())
 
     def load_weights(self, filepath) -> None:
-        try:
-            with np.load(filepath) as data:
-                weights = [data[k] for k in sorted(data.files)]
-        except (OSError, ValueError) as e:
-            raise ValueError(f"cannot read weights from {filepath}: {e}") from None
-        self.set_weights(weights)
+        self.set_weights(read_npz_weights(filepath))
 
     # ------------------------------------------------------------------ data
     def _inputs(self, x) -> list:
