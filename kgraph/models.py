@@ -14,7 +14,7 @@ from . import optimizers as optimizers_mod
 from . import saving
 from .codegen import generate_cpu, generate_cuda, step_manifest
 from .frontend import build_model, parse_config_text, read_config_file
-from .passes import run_pipeline
+from .passes import default_parts, run_pipeline
 from .runtime.executable import Executable
 from .runtime.loader import write_source
 from .runtime.model import CompiledModel
@@ -72,7 +72,8 @@ class Model(CompiledModel):
                 for w in fm.weights if w.regularizer]
         compiled = run_pipeline(kind, fm.lower(training=kind == "train"), [w.node for w in fm.weights],
                                 losses=losses, regularizers=regs, optimizer=optimizer,
-                                trainable=[w.node for w in fm.weights if w.trainable])
+                                trainable=[w.node for w in fm.weights if w.trainable],
+                                parts=1 if self.device == "cuda" else default_parts())
         if self.device == "cuda":
             source, launches = generate_cuda(compiled)
             path = write_source(source, f"{_stem(self.name)}_{kind}_cuda")

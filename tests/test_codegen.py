@@ -9,7 +9,7 @@ import pytest
 import ir
 from kgraph.codegen import generate_cpu, step_manifest
 from kgraph.frontend import build_model
-from kgraph.passes import run_pipeline
+from kgraph.passes import run_pipeline, split
 from kgraph.runtime.executable import Executable
 from kgraph.runtime.loader import write_source
 
@@ -19,15 +19,18 @@ ARCHS = ["seq_mlp", "seq_shapes", "two_input_concat", "residual_add", "shared_la
 VOCABULARY = {"norm_embed": 11}  # models whose input is token ids
 
 
-def _compile(fm, kind, optimizer):
+def _compile(fm, kind, optimizer, parts=1):
     graph = fm.lower(training=kind == "train")
     n_out = len(fm.output_names)
     losses = [{"name": "mean_squared_error"}] * n_out
     if fm.name == "activations":  # its layers form one chain: a loss on the last covers every gradient
         losses = [None] * (n_out - 1) + losses[-1:]
     regs = [(w.node, w.regularizer.get("l1", 0.0), w.regularizer.get("l2", 0.0)) for w in fm.weights if w.regularizer]
-    compiled = run_pipeline(kind, graph, [w.node for w in fm.weights], losses=losses, regularizers=regs,
-                            optimizer=optimizer, debug=True, trainable=[w.node for w in fm.weights if w.trainable])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(split, "MIN_WEIGHT", 0)  # the zoo's weights are tiny: split them all the same
+        compiled = run_pipeline(kind, graph, [w.node for w in fm.weights], losses=losses, regularizers=regs,
+                                optimizer=optimizer, debug=True, trainable=[w.node for w in fm.weights if w.trainable],
+                                parts=parts)
     path = write_source(generate_cpu(compiled), f"test_{fm.name}_{kind}")
     return compiled, step_manifest(compiled, path)
 
@@ -68,27 +71,38 @@ def _single_weight_config():
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("optimizer", [("adam", {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7})])
 def test_train_step_matches_interpreter(arch, optimizer):
-    _check_train_step(json.loads((CONFIGS / f"k3_{arch}.json").read_text()), optimizer, VOCABULARY.get(arch))
+    """With the GEMMs and the update split by weight rows in 2 parts (passes/split.py)."""
+    compiled = _check_train_step(json.loads((CONFIGS / f"k3_{arch}.json").read_text()), optimizer,
+                                 VOCABULARY.get(arch), parts=2)
+    if arch == "seq_mlp":
+        assert {n.attrs.get("split") for n in compiled.graph.nodes()} >= {"k", "rows", "cols"}
+
+
+def test_split_step_runs_whole_on_one_thread():
+    """The split step with parts=1 at run time (BLAS's own threads do the GEMMs) is the same step."""
+    _check_train_step(json.loads((CONFIGS / "k3_seq_mlp.json").read_text()), OPTIMIZERS[1], parts=2, max_threads=1)
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=lambda o: o[0])
 def test_every_update_kernel_matches_its_reference(optimizer, fused):
     config = json.loads((CONFIGS / "k3_residual_add.json").read_text()) if fused else _single_weight_config()
-    compiled = _check_train_step(config, optimizer)
+    compiled = _check_train_step(config, optimizer, parts=2 if fused else 1)
     assert {n.op == "fused_update" for n in compiled.graph.nodes() if n.op.endswith("_update")} == {fused}
 
 
-def _check_train_step(config, optimizer, vocabulary=None):
-    """One compiled training step against the interpreter; `vocabulary`: the input is token ids."""
+def _check_train_step(config, optimizer, vocabulary=None, parts=1, max_threads=None):
+    """One compiled training step against the interpreter; `vocabulary`: the input is token ids;
+    parts: compile the GEMMs split in that many parts; max_threads: cores the executable may use."""
     fm = build_model(config, seed=1)
     kind = "train" if fm.weights else "test"   # a model of merge layers only has nothing to train
-    compiled, manifest = _compile(fm, kind, optimizer if fm.weights else None)
+    compiled, manifest = _compile(fm, kind, optimizer if fm.weights else None, parts)
     layout, offset = [], 0
     for w in fm.weights:
         layout.append({"node": w.node, "offset": offset, "shape": list(w.shape)})
         offset += int(np.prod(w.shape))
     exe = Executable({kind: manifest}, layout)
+    exe.threads.max_threads = max_threads
     exe.set_weights([w.value for w in fm.weights])
     rs = np.random.RandomState(0)
     inputs = [rs.randn(5, *i.shape[1:]).astype(np.float32) * 0.5 for i in fm.inputs]

@@ -1,5 +1,6 @@
-"""Runtime details that keep long runs fast: denormals flushed, BLAS threads chosen per GEMM size."""
+"""Runtime details that keep long runs fast: denormals flushed, threads chosen per GEMM size and by timing."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,14 +21,58 @@ def test_denormals_are_flushed_once_a_model_exists():
     assert before > 0 and after == 0.0
 
 
-def test_small_gemms_run_on_one_blas_thread():
+def test_threads_follow_the_gemm_size():
+    """Tiny GEMMs run on one thread, large ones on BLAS's threads; a step compiled in parts may try
+    them split over Numba's threads; replicas sharing the cores get one each."""
+    import numba
     from threadpoolctl import threadpool_info
 
-    from kgraph.runtime.executable import SMALL_GEMM_FLOPS, Executable
+    from kgraph.runtime.threads import SMALL_GEMM_FLOPS, SPLIT_GEMM_FLOPS, ThreadPlan
 
-    exe = Executable({}, [])
-    exe._choose_blas_threads(SMALL_GEMM_FLOPS / 2)
-    assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}
-    exe.max_blas_threads = 1
-    exe._choose_blas_threads(SMALL_GEMM_FLOPS * 100)
-    assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    cores = os.cpu_count()
+    plan = ThreadPlan()
+    tiny, big = {"gemm_flops_per_sample": SMALL_GEMM_FLOPS / 2, "parts": 2}, \
+        {"gemm_flops_per_sample": SPLIT_GEMM_FLOPS * 2, "parts": 2}
+    assert plan.options(big, 1) == [1]
+    plan.use(1, tiny, 1)
+    assert blas_threads() == {1} and numba.get_num_threads() == 1
+    plan.use(1, big, 1)
+    assert blas_threads() == {cores}
+    if cores >= 2:
+        assert plan.options(tiny, 1) == [2, 1]
+        plan.use(2, tiny, 1)
+        assert blas_threads() == {1} and numba.get_num_threads() == 2
+    plan.max_threads = 1
+    assert plan.options(tiny, 1) == [1]
+    plan.use(1, big, 1)
+    assert blas_threads() == {1} and numba.get_num_threads() == 1
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+def test_parts_tuner_keeps_the_faster_option_and_probes_again():
+    from kgraph.runtime.threads import PartsTuner
+
+    def run(tuner, cost, calls):
+        picks = []
+        for _ in range(calls):
+            picks.append(tuner.pick())
+            tuner.record(picks[-1], cost[picks[-1]])
+        return picks
+
+    tuner = PartsTuner([2, 1])
+    picks = run(tuner, {2: 1.0, 1: 1.5}, 2 * (PartsTuner.PROBES + 1))
+    assert picks[:4] == [2, 1, 2, 1]                    # alternating while probing
+    assert run(tuner, {2: 1.0, 1: 1.5}, 10) == [2] * 10
+    run(tuner, {2: 5.0, 1: 1.5}, tuner.next_probe + 2 * (PartsTuner.PROBES + 1))  # busy machine: parts wait
+    assert tuner.pick() == 1
+    # far slower: dropped once a faster call is known, and looked at again less and less often
+    tuner = PartsTuner([2, 1])
+    picks = run(tuner, {2: 100.0, 1: 1.0}, 12)
+    assert picks.count(2) == 3 and picks[-5:] == [1] * 5
+    first = tuner.next_probe
+    run(tuner, {2: 100.0, 1: 1.0}, first + 12)
+    assert tuner.next_probe > first
+    assert PartsTuner([1]).pick() == 1

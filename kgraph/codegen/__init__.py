@@ -42,6 +42,7 @@ def step_manifest(compiled, path) -> dict:
     return {
         "kind": compiled.kind,
         "gemm_flops_per_sample": _largest_gemm_per_sample(g),
+        "parts": max((n.attrs.get("parts", 1) for n in g.nodes()), default=1),
         "module": str(path),
         "function": f"{compiled.kind}_step",
         "arena": [plan.arena_per_sample, plan.arena_fixed],

@@ -17,6 +17,7 @@ class Module:
         self.arrays: dict[str, str] = {}
         self.by_body: dict[str, str] = {}
         self.kernels: list[str] = []
+        self.tables: dict[str, str] = {}
 
     def lit(self, value: float) -> str:
         """A module-level constant of the step's dtype (a bare Python float would pull
@@ -41,10 +42,18 @@ class Module:
         self.arrays[name] = self.lit(value)
         return name
 
+    def table(self, values) -> str:
+        """A module-level constant int64 array (nested lists), e.g. the row parts of the weights."""
+        key = repr(values)
+        if key not in self.tables:
+            self.tables[key] = f"T{len(self.tables)}"
+        return self.tables[key]
+
     def source(self) -> str:
         t = "np." + self.dtype
         consts = "".join(f"{name} = {t}({value})\n" for value, name in self.consts.items())
         consts += "".join(f"{name} = np.full(1, {c})\n" for name, c in self.arrays.items())
+        consts += "".join(f"{name} = np.array({value}, np.int64)\n" for value, name in self.tables.items())
         return consts + "\n\n" + "\n\n".join(self.kernels)
 
 

@@ -10,6 +10,7 @@ from ir import BATCH, Pattern, format_node, get_op
 from ir.ops.fused import update_groups
 from ir.ops.optim import UPDATES
 
+from ..passes.memory import workspace_id
 from .base import StepCodegen, prod as _prod, var as _var, shape_expr
 from .templates import ACT_FORWARD
 
@@ -21,12 +22,13 @@ above the code that computes it. Kernels from kgraph.codegen.cpu_kernels do the 
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from kgraph.codegen import cpu_kernels as K
 
 '''
 JIT = '@njit(cache=True, error_model="numpy", nogil=True)'
+PARALLEL_JIT = '@njit(cache=True, error_model="numpy", nogil=True, parallel=True)'
 # update op -> (kernel in cpu_kernels, every slot it can take and its hyper-parameters, in argument order)
 UPDATE_KERNELS = {
     "sgd_update": ("sgd", ["momentum"], ["momentum", "nesterov"]),
@@ -38,7 +40,8 @@ UPDATE_KERNELS = {
     "adamax_update": ("adamax", ["m", "u"], ["beta_1", "beta_2", "epsilon"]),
     "nadam_update": ("nadam", ["m", "v"], ["beta_1", "beta_2", "epsilon"]),
 }
-STEP_ARGS = ["B", "arena", "params", "grads", "state", "rng", "lr", "step"]
+# parts: how many cores run the GEMMs and updates split by weight rows (1: whole; passes/split.py)
+STEP_ARGS = ["B", "arena", "params", "grads", "state", "rng", "lr", "step", "parts"]
 
 
 class CpuCodegen(StepCodegen):
@@ -138,10 +141,24 @@ class CpuCodegen(StepCodegen):
         return f"{self._operand(nid)}.reshape(({_prod(t.shape[:-1])}, {t.shape[-1]}))"
 
     def _emit_matmul(self, node) -> list[str]:
-        a, b = (self._matrix(i) for i in node.inputs)
+        a, b, out = self._matrix(node.inputs[0]), self._matrix(node.inputs[1]), self._matrix(node.id)
+        split = node.attrs.get("split")
+        if split == "k":
+            return [self._split_k(node, a, b)]
+        if split == "rows":
+            return [f"K.gemm_split_rows({a}, {b}, {out}, parts)"]
+        if split == "cols":
+            return [f"K.gemm_split_cols({a}, {b}, {out}, parts)"]
         a = a + ".T" if node.attrs.get("transpose_a") else a
         b = b + ".T" if node.attrs.get("transpose_b") else b
-        return [f"np.dot({a}, {b}, {self._matrix(node.id)})"]
+        return [f"np.dot({a}, {b}, {out})"]
+
+    def _split_k(self, node, x, w) -> str:
+        """out = x @ w split by w's rows, the partial sums in the node's planned workspace."""
+        slot, t = self.plan.slots[workspace_id(node.id)], node.type
+        partials = (f"arena[{slot.offset} * B:{slot.offset + slot.size} * B]"
+                    f".reshape(({node.attrs['parts'] - 1}, {_prod(t.shape[:-1])}, {t.shape[-1]}))")
+        return f"K.gemm_split_k({x}, {w}, {self._matrix(node.id)}, {partials}, parts)"
 
     def _emit_fused_dense(self, node) -> list[str]:
         x, w, b = node.inputs
@@ -151,8 +168,9 @@ class CpuCodegen(StepCodegen):
         # out = activation(out + b), in place after the GEMM
         name = self._loop_kernel(f"epilogue_{node.id}", node.type, [("b", self.g.type(b))], ["z = o + a0"], result,
                                  read_out=True)
-        return [f"np.dot({self._matrix(x)}, {self._operand(w)}, {self._matrix(node.id)})",
-                f"{name}({_var(node.id)}, {self._broadcast_arg(b, node.type.rank)})"]
+        gemm = (self._split_k(node, self._matrix(x), self._matrix(w)) if node.attrs.get("split") == "k" else
+                f"np.dot({self._matrix(x)}, {self._operand(w)}, {self._matrix(node.id)})")
+        return [gemm, f"{name}({_var(node.id)}, {self._broadcast_arg(b, node.type.rank)})"]
 
     # ------------------------------------------------------------------ images, lookups, axis shuffles
     def _patch_args(self, node):
@@ -337,8 +355,8 @@ class CpuCodegen(StepCodegen):
                 f"{self._operand(x)}.reshape(({pre}, {n_in}, {post}))[:, {s}:{e}, :]"]
 
     # ------------------------------------------------------------------ optimizer updates
-    def _update_call(self, node, op, group, hyper, ranges=None) -> str:
-        """A call of the update kernel: (w, g, *all its slots, lr, step, gscale, *hyper, weight_decay)."""
+    def _update_args(self, node, op, group, hyper, ranges=None):
+        """The update kernel and its arguments: (w, g, *all its slots), (lr, step, gscale, *hyper, weight_decay)."""
         if ranges is not None:
             args = [f"{region}[{a}:{b}]" for region, (a, b) in ranges]
         else:
@@ -350,7 +368,11 @@ class CpuCodegen(StepCodegen):
         gscale = f"{self._operand(node.inputs[-1])}[0]"
         values = [repr(h[k] if isinstance(h[k], bool) else float(h[k])) for k in kernel_hyper]
         values.append(repr(float(h.get("weight_decay", 0.0))))
-        return f"K.{kernel}({', '.join(args[:2] + slots + ['lr', 'step', gscale] + values)})"
+        return kernel, args[:2] + slots, ["lr", "step", gscale] + values
+
+    def _update_call(self, node, op, group, hyper, ranges=None) -> str:
+        kernel, arrays, scalars = self._update_args(node, op, group, hyper, ranges)
+        return f"K.{kernel}({', '.join(arrays + scalars)})"
 
     def _emit_update(self, node):
         if node.op == "fused_update":
@@ -365,8 +387,40 @@ class CpuCodegen(StepCodegen):
         regions = ["params", "grads"] + ["state"] * (len(columns) - 2)
         ranges = [self._bucket_range(col, region) for col, region in zip(columns, regions)]
         if all(r is not None for r in ranges):
+            parts = max((n.attrs.get("parts", 1) for n in self.g.nodes()), default=1)
+            if parts > 1:
+                return [self._split_update(node, op, hyper, list(zip(regions, ranges)), groups, parts)]
             return [self._update_call(node, op, None, hyper, list(zip(regions, ranges)))]
         return [self._update_call(node, op, group, hyper) for group in groups]
+
+    def _split_update(self, node, op, hyper, ranges, groups, parts) -> str:
+        """The bucket update in row parts: part t updates rows part(K, t) of every weight, on the
+        core whose split GEMMs wrote those rows of its gradient (passes/split.py)."""
+        kernel, arrays, scalars = self._update_args(node, op, None, hyper, ranges)
+        start = ranges[0][1][0]
+        chunks = [[] for _ in range(parts)]
+        for group in groups:
+            t = self.g.type(group[0])
+            offset = self.plan.slots[group[0]].offset - start
+            width = t.shape[-1] if t.rank > 1 else 1
+            rows = t.numel(1) // width
+            for p in range(parts):
+                r0, r1 = rows * p // parts, rows * (p + 1) // parts
+                chunks[p].append([offset + r0 * width, offset + r1 * width])
+        names = [f"a{k}" for k in range(len(arrays))]
+        fixed = scalars[3:]
+        whole = f"K.{kernel}({', '.join(names + ['lr', 'step', 'gscale'] + fixed)})"
+        sliced = f"K.{kernel}({', '.join([f'{a}[s:e]' for a in names] + ['lr', 'step', 'gscale'] + fixed)})"
+        lines = [PARALLEL_JIT, f"def update_{node.id}(chunks, parts, {', '.join(names)}, lr, step, gscale):",
+                 "    if parts == 1:",
+                 f"        {whole}",
+                 "        return",
+                 "    for t in prange(chunks.shape[0]):",
+                 "        for c in range(chunks.shape[1]):",
+                 "            s, e = chunks[t, c, 0], chunks[t, c, 1]",
+                 f"            {sliced}"]
+        name = self.mod.kernel(f"update_{node.id}", lines)
+        return f"{name}({self.mod.table(chunks)}, parts, {', '.join(arrays + scalars[:3])})"
 
 
 def generate(compiled) -> str:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
+
+from .blas import gemm
 
 jit = njit(cache=True, error_model="numpy", nogil=True)
 
@@ -376,3 +378,60 @@ def moving_average(m, x, momentum):
     rest = m.dtype.type(1.0 - momentum)
     for i in range(m.shape[0]):
         m[i] = m[i] * mu + x[i] * rest
+
+
+# ---------------------------------------------------------------- GEMMs split by a weight's rows
+# See kgraph/passes/split.py. Each core runs one-thread BLAS on its rows of the weight W (K x N);
+# `parts` comes from the runtime: 1 runs the GEMM whole (a step large enough for BLAS's own threads).
+
+pjit = njit(cache=True, error_model="numpy", nogil=True, parallel=True)
+
+
+@jit
+def part(n, t, parts):
+    """Rows [start, stop) of n that part t of `parts` owns (the same cut everywhere)."""
+    return n * t // parts, n * (t + 1) // parts
+
+
+@pjit
+def gemm_split_k(x, w, out, partials, parts):
+    """out = x @ w; part t multiplies x[:, rows t] by w[rows t] into out (t = 0) or partials[t-1],
+    then each part sums its rows of the partial products."""
+    if parts == 1:
+        gemm(x, w, out, False, False, 0.0)
+        return
+    parts = partials.shape[0] + 1
+    for t in prange(parts):
+        k0, k1 = part(w.shape[0], t, parts)
+        if t == 0:
+            gemm(x[:, k0:k1], w[k0:k1], out, False, False, 0.0)
+        else:
+            gemm(x[:, k0:k1], w[k0:k1], partials[t - 1], False, False, 0.0)
+    for t in prange(parts):
+        r0, r1 = part(out.shape[0], t, parts)
+        for p in range(parts - 1):
+            for i in range(r0, r1):
+                for j in range(out.shape[1]):
+                    out[i, j] += partials[p, i, j]
+
+
+@pjit
+def gemm_split_rows(x, g, out, parts):
+    """out = x^T @ g (a weight's gradient); part t computes its rows out[rows t]."""
+    if parts == 1:
+        gemm(x, g, out, True, False, 0.0)
+        return
+    for t in prange(parts):
+        k0, k1 = part(out.shape[0], t, parts)
+        gemm(x[:, k0:k1], g, out[k0:k1], True, False, 0.0)
+
+
+@pjit
+def gemm_split_cols(g, w, out, parts):
+    """out = g @ w^T (an input's gradient); part t computes its columns out[:, rows t of w]."""
+    if parts == 1:
+        gemm(g, w, out, False, True, 0.0)
+        return
+    for t in prange(parts):
+        k0, k1 = part(w.shape[0], t, parts)
+        gemm(g, w[k0:k1], out[:, k0:k1], False, True, 0.0)

@@ -11,6 +11,7 @@ from .dce import dce
 from .fusion import Decision, fuse_bias_grad, fuse_dense, fuse_elementwise, fuse_updates
 from .loss import LOSSES, add_loss
 from .memory import MemoryPlan, materialize_gradients, plan_memory
+from .split import default_parts, split_gemms
 from .optimizer import OPTIMIZERS, add_optimizer
 
 PASS_NAMES = ["frontend", "loss", "autodiff", "optimizer", "fuse", "dce", "plan"]
@@ -28,11 +29,12 @@ class Compiled:
 
 
 def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, regularizers=(),
-                 optimizer=None, debug=False, trainable=None) -> Compiled:
+                 optimizer=None, debug=False, trainable=None, parts=1) -> Compiled:
     """kind "predict": forward only; "test": forward + loss; "train": + backward and updates.
     losses: one {"name", "from_logits", "weight"} per output; optimizer: (kind, hyper-parameters);
     trainable: the parameters the optimizer updates (default all; the others are state such as
-    batch-norm statistics, which the forward graph updates itself)."""
+    batch-norm statistics, which the forward graph updates itself); parts: CPU cores to split the
+    GEMMs that touch a weight over (passes/split.py; 1 for CUDA)."""
     g = forward.clone()
     g.name = f"{forward.name}_{kind}"
     out = Compiled(kind, g, None, list(param_order))
@@ -60,6 +62,7 @@ def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, r
     dce(g)
     materialize_gradients(g)
     done("dce")
+    out.decisions += split_gemms(g, parts)
     out.plan = plan_memory(g, param_order)
     done("plan")
     ir.verify(g)
@@ -68,4 +71,4 @@ def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, r
 
 __all__ = ["run_pipeline", "Compiled", "PASS_NAMES", "autodiff", "dce", "add_loss", "add_optimizer", "LOSSES",
            "OPTIMIZERS", "fuse_dense", "fuse_bias_grad", "fuse_elementwise", "fuse_updates", "plan_memory",
-           "materialize_gradients", "MemoryPlan", "Decision"]
+           "materialize_gradients", "MemoryPlan", "Decision", "split_gemms", "default_parts"]

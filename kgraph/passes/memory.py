@@ -54,13 +54,18 @@ class MemoryPlan:
             lines.append(f"  {name:<12} {n * itemsize / 1024:10.1f} KiB")
         lines.append(f"  {'rng masks':<12} {(self.rng_per_sample * batch + self.rng_fixed) * itemsize / 1024:10.1f} KiB")
         lines.append("  buffers (offset in elements, [first, last] use in the schedule):")
-        for nid in self.schedule:
-            s = self.slots[nid]
+        for key in [k for nid in self.schedule for k in (nid, workspace_id(nid)) if k in self.slots]:
+            s = self.slots[key]
             if s.region == "arena":
                 off = f"{s.offset}*B" if s.batch else f"A*B+{s.offset}"
                 size = f"{s.size}*B" if s.batch else str(s.size)
-                lines.append(f"    %{nid:<28} {off:>12}  size {size:>10}  live {list(self.intervals[nid])}")
+                lines.append(f"    %{key:<28} {off:>12}  size {size:>10}  live {list(self.intervals[key])}")
         return "\n".join(lines)
+
+
+def workspace_id(nid: str) -> str:
+    """The plan's slot name of node nid's workspace."""
+    return nid + ":workspace"
 
 
 def gradient_nodes(graph) -> dict[str, str]:
@@ -147,6 +152,12 @@ def plan_memory(graph, param_order: list[str]) -> MemoryPlan:
     for nid in intervals:
         a, c = graph.type(nid).per_batch_size()
         (per_sample if a else fixed)[nid] = a or max(c, 1)
+    # a GEMM split by rows (passes/split.py) sums partial products in a workspace live only at that node
+    for nid in schedule:
+        if graph.node(nid).attrs.get("workspace") and nid in intervals:
+            ws = workspace_id(nid)
+            intervals[ws] = [index[nid], index[nid]]
+            per_sample[ws] = graph.node(nid).attrs["workspace"]
     # per-sample offsets need no padding: they are multiplied by B
     off_a, top_a = _best_fit(per_sample, intervals, align=1)
     off_c, top_c = _best_fit(fixed, intervals, align=ALIGN)

@@ -2,19 +2,13 @@
 gradient bucket, the optimizer state and one arena per step kind."""
 from __future__ import annotations
 
-import os
+import time
 
 import numpy as np
-import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: load it so its threads can be limited)
-from threadpoolctl import ThreadpoolController
 
 from .denormals import flush_denormals
 from .loader import import_file
-
-# Below this many FLOPs a GEMM runs faster on one BLAS thread: waking the others costs more than
-# they save (measured here: 784x128 at batch 32 took 200 us on 2 threads, 97 us on 1).
-SMALL_GEMM_FLOPS = 2e7
-_blas = ThreadpoolController()
+from .threads import ThreadPlan
 
 
 class Executable:
@@ -34,8 +28,7 @@ class Executable:
         self._output_views = {}
         self._ones_cache = {}
         self.random = np.random.default_rng(seed)
-        self._blas_threads = None
-        self.max_blas_threads = None  # replicas sharing the cores set 1
+        self.threads = ThreadPlan()   # replicas sharing the cores set threads.max_threads = 1
 
     def add_step(self, kind: str, manifest: dict) -> None:
         """Install (or replace) a compiled step; a new training step starts with fresh optimizer state."""
@@ -96,11 +89,16 @@ class Executable:
         arena = self._buffer(self._arenas, kind, *m["arena"], batch)
         rng = self._buffer(self._rng_buffers, kind, *m["rng"], batch)
         self.draw_masks(rng, m, batch)
-        self._choose_blas_threads(m.get("gemm_flops_per_sample", 0) * batch)
+        tuner = self.threads.tuner(kind, m, batch)
+        parts = tuner.pick()
+        self.threads.use(parts, m, batch)
         if kind == "train":
             self._last_batch = (*inputs, *labels, *sample_weights)
+            self._last_parts = parts
+        start = time.perf_counter()
         self.function(kind, part)(batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step),
-                                  *inputs, *labels, *sample_weights)
+                                  parts, *inputs, *labels, *sample_weights)
+        tuner.record(parts, time.perf_counter() - start)
         cached = self._output_views.get((kind, batch))
         if cached is None or cached[0] is not arena:  # views stay valid until the arena is reallocated
             cached = self._output_views[(kind, batch)] = (
@@ -119,14 +117,8 @@ class Executable:
         """The optimizer update from the gradient bucket (after replicas averaged it)."""
         batch = self._last_batch  # the update half never reads the batch arguments
         self.function("train", "apply")(len(batch[0]), self._arenas["train"], self.params, self.grads, self.state,
-                                        self._rng_buffers["train"], float(lr), float(step), *batch)
-
-    def _choose_blas_threads(self, gemm_flops):
-        threads = 1 if gemm_flops < SMALL_GEMM_FLOPS else (os.cpu_count() or 1)
-        threads = min(threads, self.max_blas_threads or threads)
-        if threads != self._blas_threads:  # a limit costs a library call: set it only when it changes
-            _blas.limit(limits=threads, user_api="blas")
-            self._blas_threads = threads
+                                        self._rng_buffers["train"], float(lr), float(step), self._last_parts,
+                                        *batch)
 
     def _ones(self, m, batch) -> list:
         shapes = [tuple(batch if d == "B" else d for d in s["shape"]) for s in m.get("sample_weights", ())]

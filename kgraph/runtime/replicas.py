@@ -55,7 +55,7 @@ class ThreadReplicas:
                               None if seed is None else seed + r)
             self.replicas.append(twin)
         for e in self.replicas:
-            e.max_blas_threads = 1  # one core per replica: BLAS threads would oversubscribe
+            e.threads.max_threads = 1  # one core per replica: more threads would oversubscribe
         self.pool = ThreadPoolExecutor(replicas, thread_name_prefix="kgraph-replica")
         self.broadcast()
 

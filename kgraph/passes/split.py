@@ -1,0 +1,77 @@
+"""Splitting a layer's GEMMs across the CPU cores by its weight's rows.
+
+At small batches one BLAS call is too small to share well: OpenBLAS's own threads cut each GEMM
+its own way, so the weight rows one core wrote in the optimizer update are read by the other
+core in the next forward GEMM, and the gradient rows one core wrote are updated by the other.
+Instead every GEMM that touches a weight W (K x N) is cut by W's rows, the same way for all:
+core t owns rows part(K, t) of W, of its gradient and of its optimizer slots.
+
+- forward   out = x @ W      split "k":    core t computes x[:, part] @ W[part], the parts are summed
+                                           (the partial sums need a workspace: parts-1 outputs);
+- backward  dW = x^T @ g     split "rows": core t computes dW[part] = x[:, part]^T @ g;
+- backward  dx = g @ W^T     split "cols": core t computes dx[:, part] = g @ W[part]^T;
+- the fused optimizer update runs each weight's row parts on their cores.
+
+The generated code calls one-thread BLAS on each part; at run time a step whose GEMMs are large
+enough for BLAS's threads runs the parts on one thread, whole (kgraph.runtime.executable)."""
+from __future__ import annotations
+
+import numba
+
+from ir import BATCH
+
+from .fusion import Decision
+from .memory import gradient_nodes
+
+# bookkeeping attributes: "split" (k | rows | cols), "parts", "workspace" (elements per sample)
+MAX_PARTS = 8   # more parts make each GEMM too thin; large steps use BLAS's own threads anyway
+# a smaller weight's GEMMs cost less than waking the other cores (784x128 is 100k elements)
+MIN_WEIGHT = 32768
+
+
+def default_parts() -> int:
+    """The CPU cores Numba runs on (NUMBA_NUM_THREADS), at most MAX_PARTS."""
+    return max(1, min(numba.config.NUMBA_NUM_THREADS, MAX_PARTS))
+
+
+def split_gemms(graph, parts: int) -> list[Decision]:
+    """Mark the GEMMs that touch a weight to run in `parts` row parts; returns the decisions."""
+    if parts < 2:
+        return []
+    params = {n.id for n in graph.sources("param")}
+    grads = gradient_nodes(graph)
+    decisions = []
+    for node in graph.nodes():
+        if node.op not in ("fused_dense", "matmul"):
+            continue
+        kind, reason = _split_kind(graph, node, params, grads)
+        if kind is None:
+            if reason:
+                decisions.append(Decision("split gemm", node.id, False, reason))
+            continue
+        node.attrs["split"], node.attrs["parts"] = kind, parts
+        if kind == "k":
+            per_sample, fixed = node.type.per_batch_size()
+            node.attrs["workspace"] = (parts - 1) * per_sample
+        decisions.append(Decision("split gemm", node.id, True, f"by the weight's rows ({kind}), {parts} parts"))
+    return decisions
+
+
+def _split_kind(graph, node, params, grads):
+    """(kind, None) or (None, why not); (None, "") for a GEMM that touches no weight."""
+    a, b = node.inputs[0], node.inputs[1]
+    ta, tb = node.attrs.get("transpose_a", False), node.attrs.get("transpose_b", False)
+    weight = node.type if ta else graph.type(b)
+    if node.type.dtype != "float32":
+        return None, "float32 only"
+    if (b in params or node.id in grads) and weight.numel(1) < MIN_WEIGHT:
+        return None, f"weight of {weight.numel(1)} elements: too small to share (< {MIN_WEIGHT})"
+    if not ta and not tb and b in params:
+        if node.type.per_batch_size()[0] == 0 or node.type.shape[0] != BATCH:
+            return None, "no batch dimension to plan partial sums for"
+        return "k", None
+    if ta and not tb and node.id in grads:
+        return "rows", None
+    if tb and not ta and b in params:
+        return "cols", None
+    return None, ""

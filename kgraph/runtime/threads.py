@@ -1,0 +1,103 @@
+"""How a compiled CPU step uses the cores: BLAS's own threads, or the step's GEMMs split by weight
+rows over Numba's threads (kgraph/passes/split.py), or one thread; never both pools at once.
+
+Which of split and whole is faster depends on the model, the batch and how busy the machine is
+(split parts wait for each other: on a loaded machine a part that lost its core stalls the step),
+so each step kind and batch size times both for a few calls and keeps the faster, and looks again
+now and then."""
+from __future__ import annotations
+
+import os
+import statistics
+
+import numba
+import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: load it so its threads can be limited)
+from threadpoolctl import ThreadpoolController
+
+# Below this many FLOPs a GEMM runs faster on one BLAS thread: waking the others costs more than
+# they save (measured here: 784x128 at batch 32 took 200 us on 2 threads, 97 us on 1).
+SMALL_GEMM_FLOPS = 2e7
+# From this many FLOPs in its largest GEMM a step leaves the GEMMs whole to BLAS's threads, untimed.
+SPLIT_GEMM_FLOPS = 2e8
+_blas = ThreadpoolController()
+
+
+class PartsTuner:
+    """Times the candidate part counts of one step, alternating calls, then keeps the one with the
+    lowest median. It looks again after `reprobe` calls, twice as long after each look that did
+    not change its mind. An option more than twice as slow as another's best call stops being
+    probed at once (a split step on a busy machine can take 100x longer)."""
+    PROBES = 5
+    REPROBE = 2000
+    MAX_REPROBE = 64000
+
+    def __init__(self, options):
+        self.options = list(options)
+        self.samples = {o: [] for o in self.options}
+        self.best = self.options[0]
+        self.reprobe = self.REPROBE
+        self.next_probe = 0
+
+    def pick(self) -> int:
+        if len(self.options) == 1:
+            return self.best
+        if self.next_probe == 0:
+            self.samples = {o: [] for o in self.options}
+            self.next_probe = -1
+        probing = [o for o in self.options if len(self.samples[o]) <= self.PROBES]  # the first is a warm-up
+        if probing:
+            return min(probing, key=lambda o: len(self.samples[o]))
+        self.next_probe -= 1
+        return self.best
+
+    def record(self, option, seconds) -> None:
+        samples = self.samples[option]
+        if len(samples) > self.PROBES:
+            return
+        samples.append(seconds)
+        fastest = min((min(s[1:]) for s in self.samples.values() if len(s) > 1), default=seconds)
+        if len(samples) > 1 and seconds > 2 * fastest:
+            samples.extend([seconds] * (self.PROBES + 1 - len(samples)))
+        if all(len(s) > self.PROBES for s in self.samples.values()):
+            best = min(self.options, key=lambda o: statistics.median(self.samples[o][1:]))
+            self.reprobe = min(2 * self.reprobe, self.MAX_REPROBE) if best == self.best else self.REPROBE
+            self.best, self.next_probe = best, self.reprobe
+
+
+class ThreadPlan:
+    """The thread settings of one executable; max_threads caps the cores (replicas sharing the
+    cores set 1)."""
+
+    def __init__(self):
+        self.max_threads = None
+        self._tuners = {}
+        self._blas_threads = None
+
+    def cores(self) -> int:
+        cores = os.cpu_count() or 1
+        return min(cores, self.max_threads or cores)
+
+    def options(self, m, batch) -> list:
+        """The part counts worth trying for step manifest m at this batch size (1: whole)."""
+        parts = m.get("parts", 1)
+        if 1 < parts <= self.cores() and m.get("gemm_flops_per_sample", 0) * batch < SPLIT_GEMM_FLOPS:
+            return [parts, 1]
+        return [1]
+
+    def tuner(self, kind, m, batch) -> PartsTuner:
+        key = (kind, batch, self.max_threads)
+        if key not in self._tuners:
+            self._tuners[key] = PartsTuner(self.options(m, batch))
+        return self._tuners[key]
+
+    def use(self, parts, m, batch) -> None:
+        """Set Numba's threads (for `parts` > 1) or BLAS's (GEMMs large enough to share) for a call."""
+        if parts > 1:
+            blas = 1
+        else:
+            blas = 1 if m.get("gemm_flops_per_sample", 0) * batch < SMALL_GEMM_FLOPS else self.cores()
+        if m.get("parts", 1) > 1 and numba.get_num_threads() != parts:   # per calling thread
+            numba.set_num_threads(parts)
+        if blas != self._blas_threads:  # a limit costs a library call: set it only when it changes
+            _blas.limit(limits=blas, user_api="blas")
+            self._blas_threads = blas
