@@ -75,4 +75,8 @@ def test_parts_tuner_keeps_the_faster_option_and_probes_again():
     first = tuner.next_probe
     run(tuner, {2: 100.0, 1: 1.0}, first + 12)
     assert tuner.next_probe > first
+    # the kept option slows down for good (another process took a core): it looks again at once
+    tuner = PartsTuner([2, 1])
+    run(tuner, {2: 1.0, 1: 1.5}, 12)
+    assert run(tuner, {2: 3.0, 1: 1.5}, 30)[-5:] == [1] * 5
     assert PartsTuner([1]).pick() == 1

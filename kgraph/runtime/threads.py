@@ -24,12 +24,14 @@ _blas = ThreadpoolController()
 
 class PartsTuner:
     """Times the candidate part counts of one step, alternating calls, then keeps the one with the
-    lowest median. It looks again after `reprobe` calls, twice as long after each look that did
-    not change its mind. An option more than twice as slow as another's best call stops being
-    probed at once (a split step on a busy machine can take 100x longer)."""
+    lowest mean time (a split step's stalls count). It keeps timing the kept one: when its recent
+    mean grows past the other's, or after `reprobe` calls (twice as long after each look that did
+    not change its mind), it looks again. An option more than twice as slow as another's best call
+    stops being probed at once (a split step on a busy machine can take 100x longer)."""
     PROBES = 5
     REPROBE = 2000
     MAX_REPROBE = 64000
+    DRIFT = 1.5   # the kept option's recent mean over the other's probed mean that triggers a look
 
     def __init__(self, options):
         self.options = list(options)
@@ -37,29 +39,39 @@ class PartsTuner:
         self.best = self.options[0]
         self.reprobe = self.REPROBE
         self.next_probe = 0
+        self.recent = None   # moving mean of the kept option's calls
 
     def pick(self) -> int:
         if len(self.options) == 1:
             return self.best
         if self.next_probe == 0:
             self.samples = {o: [] for o in self.options}
-            self.next_probe = -1
+            self.next_probe, self.recent = -1, None
         probing = [o for o in self.options if len(self.samples[o]) <= self.PROBES]  # the first is a warm-up
         if probing:
             return min(probing, key=lambda o: len(self.samples[o]))
         self.next_probe -= 1
         return self.best
 
+    def _mean(self, option) -> float:
+        return statistics.fmean(self.samples[option][1:])
+
     def record(self, option, seconds) -> None:
+        if len(self.options) == 1:
+            return
         samples = self.samples[option]
-        if len(samples) > self.PROBES:
+        if len(samples) > self.PROBES:   # a call of the kept option
+            self.recent = seconds if self.recent is None else 0.9 * self.recent + 0.1 * seconds
+            others = [self._mean(o) for o in self.options if o != option]
+            if self.recent > self.DRIFT * min(others):
+                self.next_probe, self.reprobe = 0, self.REPROBE
             return
         samples.append(seconds)
         fastest = min((min(s[1:]) for s in self.samples.values() if len(s) > 1), default=seconds)
         if len(samples) > 1 and seconds > 2 * fastest:
             samples.extend([seconds] * (self.PROBES + 1 - len(samples)))
         if all(len(s) > self.PROBES for s in self.samples.values()):
-            best = min(self.options, key=lambda o: statistics.median(self.samples[o][1:]))
+            best = min(self.options, key=self._mean)
             self.reprobe = min(2 * self.reprobe, self.MAX_REPROBE) if best == self.best else self.REPROBE
             self.best, self.next_probe = best, self.reprobe
 
