@@ -255,20 +255,34 @@ def nadam(w, g, m, v, lr, step, gscale, beta_1, beta_2, epsilon, weight_decay):
 
 @jit
 def im2col(x, cols, kh, kw, sh, sw, dh, dw, pt, pl):
-    """cols[b, oh, ow, (i*kw + j)*C + c] = x[b, oh*sh - pt + i*dh, ow*sw - pl + j*dw, c], 0 outside."""
+    """cols[b, oh, ow, (i*kw + j)*C + c] = x[b, oh*sh - pt + i*dh, ow*sw - pl + j*dw, c], 0 outside.
+    One output row (b, oh) and one input row r at a time, as 2-D views: 4-D indexing per element
+    made this 5x slower for one channel."""
     n_c = x.shape[3]
     for b in range(cols.shape[0]):
         for oh in range(cols.shape[1]):
-            for ow in range(cols.shape[2]):
-                k = 0
-                for i in range(kh):
-                    r = oh * sh - pt + i * dh
-                    for j in range(kw):
+            dst = cols[b, oh]                       # OW x (kh*kw*C)
+            for i in range(kh):
+                r = oh * sh - pt + i * dh
+                for j in range(kw):
+                    k = (i * kw + j) * n_c
+                    if r < 0 or r >= x.shape[1]:
+                        dst[:, k:k + n_c] = 0
+                        continue
+                    src = x[b, r]                   # W x C
+                    if n_c == 1:                    # one channel (a grayscale input): no channel loop
+                        for ow in range(dst.shape[0]):
+                            s = ow * sw - pl + j * dw
+                            dst[ow, k] = src[s, 0] if 0 <= s < src.shape[0] else 0
+                        continue
+                    for ow in range(dst.shape[0]):
                         s = ow * sw - pl + j * dw
-                        inside = 0 <= r < x.shape[1] and 0 <= s < x.shape[2]
-                        for c in range(n_c):
-                            cols[b, oh, ow, k + c] = x[b, r, s, c] if inside else 0
-                        k += n_c
+                        if 0 <= s < src.shape[0]:
+                            for c in range(n_c):
+                                dst[ow, k + c] = src[s, c]
+                        else:
+                            for c in range(n_c):
+                                dst[ow, k + c] = 0
 
 
 @jit
@@ -278,16 +292,22 @@ def col2im(cols, x, kh, kw, sh, sw, dh, dw, pt, pl):
     n_c = x.shape[3]
     for b in range(cols.shape[0]):
         for oh in range(cols.shape[1]):
-            for ow in range(cols.shape[2]):
-                k = 0
-                for i in range(kh):
-                    r = oh * sh - pt + i * dh
-                    for j in range(kw):
+            src = cols[b, oh]
+            for i in range(kh):
+                r = oh * sh - pt + i * dh
+                if r < 0 or r >= x.shape[1]:
+                    continue
+                dst = x[b, r]
+                for j in range(kw):
+                    k = (i * kw + j) * n_c
+                    for ow in range(src.shape[0]):
                         s = ow * sw - pl + j * dw
-                        if 0 <= r < x.shape[1] and 0 <= s < x.shape[2]:
+                        if 0 <= s < dst.shape[0]:
+                            if n_c == 1:
+                                dst[s, 0] += src[ow, k]
+                                continue
                             for c in range(n_c):
-                                x[b, r, s, c] += cols[b, oh, ow, k + c]
-                        k += n_c
+                                dst[s, c] += src[ow, k + c]
 
 
 @jit
