@@ -21,34 +21,31 @@ def test_denormals_are_flushed_once_a_model_exists():
     assert before > 0 and after == 0.0
 
 
-def test_threads_follow_the_gemm_size():
-    """Tiny GEMMs run on one thread, large ones on BLAS's threads; a step compiled in parts may try
-    them split over Numba's threads; replicas sharing the cores get one each."""
+def test_thread_settings_worth_timing():
+    """Large GEMMs always run on BLAS's threads; smaller steps time split parts (when compiled in
+    parts), BLAS's threads and one thread; replicas sharing the cores get one thread each."""
     import numba
     from threadpoolctl import threadpool_info
 
-    from kgraph.runtime.threads import SMALL_GEMM_FLOPS, SPLIT_GEMM_FLOPS, ThreadPlan
+    from kgraph.runtime.threads import LARGE_GEMM_FLOPS, ThreadPlan
 
     def blas_threads():
         return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
 
     cores = os.cpu_count()
     plan = ThreadPlan()
-    tiny, big = {"gemm_flops_per_sample": SMALL_GEMM_FLOPS / 2, "parts": 2}, \
-        {"gemm_flops_per_sample": SPLIT_GEMM_FLOPS * 2, "parts": 2}
-    assert plan.options(big, 1) == [1]
-    plan.use(1, tiny, 1)
-    assert blas_threads() == {1} and numba.get_num_threads() == 1
-    plan.use(1, big, 1)
-    assert blas_threads() == {cores}
+    small, large = {"gemm_flops_per_sample": 1e5, "parts": 2}, {"gemm_flops_per_sample": LARGE_GEMM_FLOPS, "parts": 2}
+    assert plan.options(large, 1) == [(1, cores)]
     if cores >= 2:
-        assert plan.options(tiny, 1) == [2, 1]
-        plan.use(2, tiny, 1)
+        assert plan.options(small, 1) == [(2, 1), (1, cores), (1, 1)]
+        assert plan.use((2, 1), small) == 2
         assert blas_threads() == {1} and numba.get_num_threads() == 2
+    assert plan.use((1, cores), small) == 1
+    assert blas_threads() == {cores} and numba.get_num_threads() == 1
     plan.max_threads = 1
-    assert plan.options(tiny, 1) == [1]
-    plan.use(1, big, 1)
-    assert blas_threads() == {1} and numba.get_num_threads() == 1
+    assert plan.options(small, 1) == [(1, 1)] and plan.options(large, 1) == [(1, 1)]
+    plan.use((1, 1), small)
+    assert blas_threads() == {1}
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 

@@ -90,15 +90,15 @@ class Executable:
         rng = self._buffer(self._rng_buffers, kind, *m["rng"], batch)
         self.draw_masks(rng, m, batch)
         tuner = self.threads.tuner(kind, m, batch)
-        parts = tuner.pick()
-        self.threads.use(parts, m, batch)
+        option = tuner.pick()
+        parts = self.threads.use(option, m)
         if kind == "train":
             self._last_batch = (*inputs, *labels, *sample_weights)
             self._last_parts = parts
         start = time.perf_counter()
         self.function(kind, part)(batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step),
                                   parts, *inputs, *labels, *sample_weights)
-        tuner.record(parts, time.perf_counter() - start)
+        tuner.record(option, time.perf_counter() - start)
         cached = self._output_views.get((kind, batch))
         if cached is None or cached[0] is not arena:  # views stay valid until the arena is reallocated
             cached = self._output_views[(kind, batch)] = (

@@ -1,10 +1,11 @@
-"""How a compiled CPU step uses the cores: BLAS's own threads, or the step's GEMMs split by weight
-rows over Numba's threads (kgraph/passes/split.py), or one thread; never both pools at once.
+"""How a compiled CPU step uses the cores: the step's GEMMs split by weight rows over Numba's
+threads (kgraph/passes/split.py), or whole on BLAS's own threads, or everything on one thread;
+never both thread pools at once.
 
-Which of split and whole is faster depends on the model, the batch and how busy the machine is
-(split parts wait for each other: on a loaded machine a part that lost its core stalls the step),
-so each step kind and batch size times both for a few calls and keeps the faster, and looks again
-now and then."""
+Which is fastest depends on the model, the batch and how busy the machine is (threads wait for
+each other: on a loaded machine one that lost its core stalls the step; OpenBLAS's threads cut a
+GEMM with 9 rows badly), so each step kind and batch size times the candidates for a few calls,
+keeps the fastest, and looks again now and then."""
 from __future__ import annotations
 
 import os
@@ -14,16 +15,13 @@ import numba
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: load it so its threads can be limited)
 from threadpoolctl import ThreadpoolController
 
-# Below this many FLOPs a GEMM runs faster on one BLAS thread: waking the others costs more than
-# they save (measured here: 784x128 at batch 32 took 200 us on 2 threads, 97 us on 1).
-SMALL_GEMM_FLOPS = 2e7
-# From this many FLOPs in its largest GEMM a step leaves the GEMMs whole to BLAS's threads, untimed.
-SPLIT_GEMM_FLOPS = 2e8
+# From this many FLOPs in its largest GEMM a step runs its GEMMs whole on BLAS's threads, untimed.
+LARGE_GEMM_FLOPS = 2e8
 _blas = ThreadpoolController()
 
 
 class PartsTuner:
-    """Times the candidate part counts of one step, alternating calls, then keeps the one with the
+    """Times the candidate thread settings of one step, taking turns, then keeps the one with the
     lowest mean time (a split step's stalls count). It keeps timing the kept one: when its recent
     mean grows past the other's, or after `reprobe` calls (twice as long after each look that did
     not change its mind), it looks again. An option more than twice as slow as another's best call
@@ -49,7 +47,7 @@ class PartsTuner:
             self.next_probe, self.recent = -1, None
         probing = [o for o in self.options if len(self.samples[o]) <= self.PROBES]  # the first is a warm-up
         if probing:
-            return min(probing, key=lambda o: len(self.samples[o]))
+            return min(probing, key=lambda o: len(self.samples[o]))  # taking turns
         self.next_probe -= 1
         return self.best
 
@@ -90,11 +88,13 @@ class ThreadPlan:
         return min(cores, self.max_threads or cores)
 
     def options(self, m, batch) -> list:
-        """The part counts worth trying for step manifest m at this batch size (1: whole)."""
-        parts = m.get("parts", 1)
-        if 1 < parts <= self.cores() and m.get("gemm_flops_per_sample", 0) * batch < SPLIT_GEMM_FLOPS:
-            return [parts, 1]
-        return [1]
+        """The (parts, BLAS threads) settings worth timing for step manifest m at this batch size:
+        split over the cores, whole on BLAS's threads, whole on one thread."""
+        cores, parts = self.cores(), m.get("parts", 1)
+        if m.get("gemm_flops_per_sample", 0) * batch >= LARGE_GEMM_FLOPS:
+            return [(1, cores)]
+        options = [(parts, 1)] if 1 < parts <= cores else []
+        return options + ([(1, cores)] if cores > 1 else []) + [(1, 1)]
 
     def tuner(self, kind, m, batch) -> PartsTuner:
         key = (kind, batch, self.max_threads)
@@ -102,14 +102,12 @@ class ThreadPlan:
             self._tuners[key] = PartsTuner(self.options(m, batch))
         return self._tuners[key]
 
-    def use(self, parts, m, batch) -> None:
-        """Set Numba's threads (for `parts` > 1) or BLAS's (GEMMs large enough to share) for a call."""
-        if parts > 1:
-            blas = 1
-        else:
-            blas = 1 if m.get("gemm_flops_per_sample", 0) * batch < SMALL_GEMM_FLOPS else self.cores()
+    def use(self, option, m) -> int:
+        """Set Numba's and BLAS's threads for a call; returns the parts the step runs in."""
+        parts, blas = option
         if m.get("parts", 1) > 1 and numba.get_num_threads() != parts:   # per calling thread
             numba.set_num_threads(parts)
         if blas != self._blas_threads:  # a limit costs a library call: set it only when it changes
             _blas.limit(limits=blas, user_api="blas")
             self._blas_threads = blas
+        return parts
