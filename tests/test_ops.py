@@ -184,6 +184,13 @@ GRAD_CASES = [
     Case("repeat", [I(normal((B, 2, 3), 97))], {"axis": 1, "n": 3}),
     Case("repeat", [I(normal((B, 2, 3), 97))], {"axis": 2, "n": 2}, name="repeat_last"),
     Case("gather", [P(normal((5, 3), 98)), L(np.array([[0, 4], [2, 2], [1, 0]], dtype=np.float32))]),
+    # -- batch norm from given statistics: channels last, channels first, without gamma or beta
+    Case("batch_norm", [I(normal((B, 2, 3), 100)), P(normal((3,), 101)), P(pos((3,), 102)), P(normal((3,), 103)),
+                        P(normal((3,), 104))], {"axis": 2, "epsilon": 1e-3}, name="batch_norm_last"),
+    Case("batch_norm", [I(normal((B, 3, 2), 100)), P(normal((3,), 101)), P(pos((3,), 102)), P(normal((3,), 103))],
+         {"axis": 1, "epsilon": 0.1, "center": False}, name="batch_norm_axis1_no_beta"),
+    Case("batch_norm", [I(normal((B, 3), 100)), P(normal((3,), 101)), P(pos((3,), 102)), P(normal((3,), 104))],
+         {"axis": 1, "epsilon": 1e-3, "scale": False}, name="batch_norm_no_gamma"),
 ]
 
 # ops without a VJP that a graph may still hold: forward-vs-shape-rule cases only
