@@ -170,9 +170,13 @@ GRAD_CASES = [
       for k, s, d, p in [((3, 3), (1, 1), (1, 1), (0, 0, 0, 0)), ((3, 2), (2, 2), (1, 1), (1, 1, 0, 1)),
                          ((2, 2), (1, 2), (2, 1), (1, 0, 2, 1)), ((1, 1), (2, 1), (1, 1), (0, 0, 0, 0))]],
     *[Case("col2im", [I(normal((B, oh, ow, 2 * k[0] * k[1]), 91))],
-           {"kernel": k, "strides": s, "dilation": (1, 1), "pads": p, "size": size}, name=f"col2im_s{s}_p{p}")
+           {"kernel": k, "strides": s, "dilation": (1, 1), "pads": p, "size": size},
+           name=f"col2im_s{s}_p{p}_size{size}")
       for k, s, p, size, (oh, ow) in [((3, 3), (2, 2), (1, 1, 1, 1), (5, 5), (3, 3)),
-                                      ((2, 3), (1, 2), (0, 0, 0, 0), (4, 7), (3, 3))]],
+                                      ((2, 3), (1, 2), (0, 0, 0, 0), (4, 7), (3, 3)),
+                                      # a transposed convolution's output_padding: 'valid' (1, 2), 'same' (1, 1)
+                                      ((3, 2), (2, 3), (0, 0, 0, 0), (8, 10), (3, 3)),
+                                      ((3, 3), (2, 2), (0, 1, 0, 1), (6, 6), (3, 3))]],
     *[Case("pool2d", [I(normal((B, 5, 6, 2), 92))], {"mode": m, "pool": k, "strides": s, "pads": p},
            name=f"pool2d_{m}_k{k}_s{s}_p{p}")
       for m in ("max", "avg") for k, s, p in [((2, 2), (2, 2), (0, 0, 0, 0)), ((3, 3), (2, 2), (1, 1, 1, 1)),
@@ -603,6 +607,13 @@ def test_im2col_then_matmul_is_a_convolution():
         for a, b in np.ndindex(3, 2):
             direct[:, i, j] += xp[:, i * sh + a * dh, j * sw + b * dw] @ w[a, b]
     np.testing.assert_allclose(y, direct, rtol=1e-12)
+
+
+def test_col2im_refuses_an_image_size_its_windows_do_not_fit():
+    g = ir.Graph()
+    cols = g.source("input", "cols", ir.TensorType(("B", 3, 3, 9), "float32"))
+    with pytest.raises(ValueError, match="a 9x6 image padded by .* does not have the 3x3 windows"):
+        g.col2im(cols, kernel=(3, 3), strides=(2, 2), dilation=(1, 1), pads=(0, 0, 0, 0), size=(9, 6))
 
 
 def test_pooling_never_counts_padding():

@@ -53,10 +53,16 @@ def _im2col(x, kernel, strides, dilation, pads):
 
 
 def _col2im_type(types, attrs):
+    """The image size is an attribute: a transposed convolution's output_padding makes several
+    sizes whose windows are the same patches. It must be one that im2col maps back to them."""
     t = types[0]
-    (kh, kw), (h, w) = attrs["kernel"], attrs["size"]
+    (kh, kw), (sh, sw), (dh, dw), (pt, pb, pl, pr) = attrs["kernel"], attrs["strides"], attrs["dilation"], attrs["pads"]
+    h, w = attrs["size"]
     if t.rank != 4 or t.shape[0] != BATCH or t.shape[3] % (kh * kw):
         raise ValueError(f"col2im: {t} is not a [B,OH,OW,{kh}*{kw}*C] patch tensor")
+    if (conv_out(h, kh, sh, dh, pt, pb), conv_out(w, kw, sw, dw, pl, pr)) != t.shape[1:3]:
+        raise ValueError(f"col2im: a {h}x{w} image padded by {attrs['pads']} does not have the "
+                         f"{t.shape[1]}x{t.shape[2]} windows of {t}")
     return TensorType((BATCH, h, w, t.shape[3] // (kh * kw)), t.dtype)
 
 
