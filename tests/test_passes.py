@@ -126,5 +126,6 @@ def test_fold_is_exact_or_refused(extra_reader):
     ir.verify(g)
     assert decision.fused is not extra_reader
     if extra_reader:
-        assert str(decision) == "refused batch-norm fold          %bn: %mm has other readers, which need it unnormalized"
+        assert str(decision) == ("refused batch-norm fold          %bn: "
+                                 "%mm has other readers, which need it unnormalized")
     np.testing.assert_allclose(ir.interpret(g, feeds)[g.outputs["output:0"]], before, rtol=1e-5, atol=1e-6)

@@ -1,7 +1,7 @@
 """Ops of convolutional and embedding layers: patches (im2col and its adjoint col2im), pooling,
 axis shuffles (transpose, pad/crop, repeat), the embedding lookup, batch normalization with moving
-statistics, and the in-place moving average of those statistics. Images are NHWC; a convolution is im2col + matmul in the IR, so the
-patch buffer is a node the memory planner sees."""
+statistics, and the in-place moving average of those statistics. Images are NHWC; a convolution
+is im2col + matmul in the IR, so the patch buffer is a node the memory planner sees."""
 from __future__ import annotations
 
 import numpy as np
@@ -56,8 +56,8 @@ def _col2im_type(types, attrs):
     """The image size is an attribute: a transposed convolution's output_padding makes several
     sizes whose windows are the same patches. It must be one that im2col maps back to them."""
     t = types[0]
-    (kh, kw), (sh, sw), (dh, dw), (pt, pb, pl, pr) = attrs["kernel"], attrs["strides"], attrs["dilation"], attrs["pads"]
-    h, w = attrs["size"]
+    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["strides"], attrs["dilation"]
+    (pt, pb, pl, pr), (h, w) = attrs["pads"], attrs["size"]
     if t.rank != 4 or t.shape[0] != BATCH or t.shape[3] % (kh * kw):
         raise ValueError(f"col2im: {t} is not a [B,OH,OW,{kh}*{kw}*C] patch tensor")
     if (conv_out(h, kh, sh, dh, pt, pb), conv_out(w, kw, sw, dw, pl, pr)) != t.shape[1:3]:
