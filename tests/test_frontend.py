@@ -440,3 +440,73 @@ def test_not_a_model_and_unknown_input_shape():
         build_model({"class_name": "Dense", "config": {}})
     with pytest.raises(ConfigError, match="has no declared shape"):
         build_model({"class_name": "Sequential", "config": {"name": "s", "layers": [k2_dense("d", 2)]}})
+
+
+# ---------------------------------------------------------------- transposed convolutions' output_padding
+
+
+def _transpose_model(rank, **config):
+    shape = [None, 4, 3, 2] if rank == 2 else [None, 4, 2]
+    return {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"name": "x", "batch_shape": shape}},
+        {"class_name": f"Conv{rank}DTranspose", "config": {"name": "up", "filters": 3, **config}}]}}
+
+
+def _keras_length(n, k, s, d, padding, extra):
+    """keras.src.backend.common.backend_utils._get_output_shape_given_tf_padding."""
+    eff = (k - 1) * d + 1
+    if padding == "valid":
+        return (n - 1) * s + eff + (max(eff, s) - eff if extra is None else extra)
+    return n * s if extra is None else (n - 1) * s + eff % 2 + extra
+
+
+def _direct_transpose(x, kernel, bias, strides, dilation, padding, size):
+    """TensorFlow's conv_transpose by its definition: every input scatters x[i] @ kernel[a].T to
+    i*stride + a*dilation - pad, pad being what a convolution over `size` pads at the start."""
+    b, *spatial, _ = x.shape
+    out = np.zeros((b, *size, kernel.shape[-2]))
+    pads = []
+    for n, k, s, d, o in zip(spatial, kernel.shape, strides, dilation, size):
+        total = max((n - 1) * s + (k - 1) * d + 1 - o, 0) if padding == "same" else 0
+        pads.append(total // 2)
+    for i in np.ndindex(*spatial):
+        for a in np.ndindex(*kernel.shape[:-2]):
+            r = tuple(ii * s + aa * d - p for ii, aa, s, d, p in zip(i, a, strides, dilation, pads))
+            if all(0 <= rr < o for rr, o in zip(r, size)):
+                out[(slice(None), *r)] += x[(slice(None), *i)] @ kernel[a].T
+    return out + bias
+
+
+@pytest.mark.parametrize("rank, config", [
+    (2, {"kernel_size": 3, "strides": 2, "padding": "valid", "output_padding": 1}),
+    (2, {"kernel_size": [3, 2], "strides": [2, 3], "padding": "same", "output_padding": [1, 2]}),
+    (2, {"kernel_size": 2, "strides": 3, "padding": "valid", "output_padding": [0, 2]}),
+    (2, {"kernel_size": 3, "strides": 2, "padding": "same", "output_padding": 0}),
+    (2, {"kernel_size": 2, "strides": 1, "padding": "valid", "dilation_rate": 2, "output_padding": None}),
+    (1, {"kernel_size": 3, "strides": 2, "padding": "same", "output_padding": 1}),
+], ids=["valid", "same_asymmetric", "valid_wide_stride", "same_zero", "dilated_none", "conv1d"])
+def test_conv_transpose_output_padding_matches_its_definition(rank, config):
+    model = build_model(_transpose_model(rank, **config), seed=0, dtype="float64")
+    x = np.random.default_rng(0).normal(size=(2, *model.inputs[0].shape[1:]))
+    kernel, bias = (w.value for w in model.weights)
+    bias = np.random.default_rng(1).normal(size=bias.shape)
+    per_axis = [(v if isinstance(v, list) else [v] * rank) for v in
+                (config["kernel_size"], config["strides"], config.get("dilation_rate", 1), config["output_padding"])]
+    size = tuple(_keras_length(n, k, s, d, config["padding"], e)
+                 for n, k, s, d, e in zip(x.shape[1:-1], *per_axis))
+    graph = model.lower(training=False)
+    env = ir.interpret(graph, {model.inputs[0].node: x, model.weights[0].node: kernel, model.weights[1].node: bias})
+    got = env[graph.outputs["output:0"]]
+    assert got.shape[1:-1] == size
+    np.testing.assert_allclose(got, _direct_transpose(x, kernel, bias, *per_axis[1:3], config["padding"], size),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"kernel_size": 3, "strides": 2, "output_padding": 2}, r"output_padding \(2, 2\) must be less than strides"),
+    ({"kernel_size": 2, "strides": 2, "padding": "same", "output_padding": 0},
+     "makes an output of length 6, which the matching convolution does not map back"),
+    ({"kernel_size": 3, "strides": 2, "output_padding": [1]}, "output_padding must be 2 non-negative integers")])
+def test_bad_output_padding(config, match):
+    with pytest.raises(ConfigError, match=match):
+        build_model(_transpose_model(2, **config))

@@ -170,9 +170,13 @@ GRAD_CASES = [
       for k, s, d, p in [((3, 3), (1, 1), (1, 1), (0, 0, 0, 0)), ((3, 2), (2, 2), (1, 1), (1, 1, 0, 1)),
                          ((2, 2), (1, 2), (2, 1), (1, 0, 2, 1)), ((1, 1), (2, 1), (1, 1), (0, 0, 0, 0))]],
     *[Case("col2im", [I(normal((B, oh, ow, 2 * k[0] * k[1]), 91))],
-           {"kernel": k, "strides": s, "dilation": (1, 1), "pads": p, "size": size}, name=f"col2im_s{s}_p{p}")
+           {"kernel": k, "strides": s, "dilation": (1, 1), "pads": p, "size": size},
+           name=f"col2im_s{s}_p{p}_size{size}")
       for k, s, p, size, (oh, ow) in [((3, 3), (2, 2), (1, 1, 1, 1), (5, 5), (3, 3)),
-                                      ((2, 3), (1, 2), (0, 0, 0, 0), (4, 7), (3, 3))]],
+                                      ((2, 3), (1, 2), (0, 0, 0, 0), (4, 7), (3, 3)),
+                                      # a transposed convolution's output_padding: 'valid' (1, 2), 'same' (1, 1)
+                                      ((3, 2), (2, 3), (0, 0, 0, 0), (8, 10), (3, 3)),
+                                      ((3, 3), (2, 2), (0, 1, 0, 1), (6, 6), (3, 3))]],
     *[Case("pool2d", [I(normal((B, 5, 6, 2), 92))], {"mode": m, "pool": k, "strides": s, "pads": p},
            name=f"pool2d_{m}_k{k}_s{s}_p{p}")
       for m in ("max", "avg") for k, s, p in [((2, 2), (2, 2), (0, 0, 0, 0)), ((3, 3), (2, 2), (1, 1, 1, 1)),
@@ -184,6 +188,13 @@ GRAD_CASES = [
     Case("repeat", [I(normal((B, 2, 3), 97))], {"axis": 1, "n": 3}),
     Case("repeat", [I(normal((B, 2, 3), 97))], {"axis": 2, "n": 2}, name="repeat_last"),
     Case("gather", [P(normal((5, 3), 98)), L(np.array([[0, 4], [2, 2], [1, 0]], dtype=np.float32))]),
+    # -- batch norm from given statistics: channels last, channels first, without gamma or beta
+    Case("batch_norm", [I(normal((B, 2, 3), 100)), P(normal((3,), 101)), P(pos((3,), 102)), P(normal((3,), 103)),
+                        P(normal((3,), 104))], {"axis": 2, "epsilon": 1e-3}, name="batch_norm_last"),
+    Case("batch_norm", [I(normal((B, 3, 2), 100)), P(normal((3,), 101)), P(pos((3,), 102)), P(normal((3,), 103))],
+         {"axis": 1, "epsilon": 0.1, "center": False}, name="batch_norm_axis1_no_beta"),
+    Case("batch_norm", [I(normal((B, 3), 100)), P(normal((3,), 101)), P(pos((3,), 102)), P(normal((3,), 104))],
+         {"axis": 1, "epsilon": 1e-3, "scale": False}, name="batch_norm_no_gamma"),
 ]
 
 # ops without a VJP that a graph may still hold: forward-vs-shape-rule cases only
@@ -596,6 +607,13 @@ def test_im2col_then_matmul_is_a_convolution():
         for a, b in np.ndindex(3, 2):
             direct[:, i, j] += xp[:, i * sh + a * dh, j * sw + b * dw] @ w[a, b]
     np.testing.assert_allclose(y, direct, rtol=1e-12)
+
+
+def test_col2im_refuses_an_image_size_its_windows_do_not_fit():
+    g = ir.Graph()
+    cols = g.source("input", "cols", ir.TensorType(("B", 3, 3, 9), "float32"))
+    with pytest.raises(ValueError, match="a 9x6 image padded by .* does not have the 3x3 windows"):
+        g.col2im(cols, kernel=(3, 3), strides=(2, 2), dilation=(1, 1), pads=(0, 0, 0, 0), size=(9, 6))
 
 
 def test_pooling_never_counts_padding():

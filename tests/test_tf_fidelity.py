@@ -11,6 +11,12 @@ from kgraph import optimizers
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf"
 CASES = sorted(p.stem for p in FIXTURES.glob("*.json"))
+# where kgraph knowingly differs from TensorFlow
+DIFFERENCES = {
+    "embed_repeated_adam": "TensorFlow gives Adam an Embedding's gradient as IndexedSlices, one row per id "
+                           "occurrence, and Keras squares those rows before summing them into v; kgraph squares "
+                           "the summed (dense) gradient, as Keras's JAX and PyTorch backends do",
+}
 
 
 def _load(case):
@@ -24,7 +30,7 @@ def _arrays(data, prefix):
 
 
 def test_every_fixture_is_tested():
-    assert len(CASES) >= 45   # models and losses, then every optimizer, clipping and schedule (opt_*, sched_*)
+    assert len(CASES) >= 58   # models and losses, every optimizer, clipping and schedule (opt_*, sched_*), layers
 
 
 def _compile(model, meta):
@@ -41,7 +47,14 @@ def _fit_weights(meta, data):
     return {"sample_weight": data["sw"]} if fit.get("sample_weight") else {}
 
 
-@pytest.mark.parametrize("case", CASES)
+def _check_predictions(model, xs, expected, when):
+    pred = model.predict(xs, batch_size=16, verbose=0)
+    for k, (p, e) in enumerate(zip(pred if isinstance(pred, list) else [pred], expected)):
+        np.testing.assert_allclose(p, e, rtol=1e-5, atol=1e-6, err_msg=f"output {k} {when}")
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(reason=DIFFERENCES[c], strict=True))
+                                  if c in DIFFERENCES else c for c in CASES])
 def test_matches_tensorflow(case):
     meta, data = _load(case)
     model = models.model_from_config(meta["model_config"])
@@ -49,10 +62,7 @@ def test_matches_tensorflow(case):
     model.set_weights([data[f"w_init_{i}"] for i in range(n)])
     xs, ys = _arrays(data, "x"), _arrays(data, "y")
 
-    pred = model.predict(xs, batch_size=16, verbose=0)
-    preds = pred if isinstance(pred, list) else [pred]
-    for k, p in enumerate(preds):
-        np.testing.assert_allclose(p, data[f"pred{k}"], rtol=1e-5, atol=1e-6)
+    _check_predictions(model, xs, [data[f"pred{k}"] for k in range(len(model.output_names))], "before training")
 
     _compile(model, meta)
     weights = _fit_weights(meta, data)
@@ -68,3 +78,5 @@ def test_matches_tensorflow(case):
         for i, w in enumerate(model.get_weights()):
             np.testing.assert_allclose(w, data[f"w_step{step + 1}_{i}"], rtol=1e-5, atol=1e-6,
                                        err_msg=f"weight {i} after step {step + 1}")
+    if "pred_after0" in data:   # moving statistics have moved: a folded batch norm reads them
+        _check_predictions(model, xs, _arrays(data, "pred_after"), "after training")

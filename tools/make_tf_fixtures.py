@@ -28,6 +28,8 @@ It writes two groups of files under ``--out``:
                               the batch *before* that step's update,
                               regularization penalties included)
       ``w_step<k>_<i>``       ``model.get_weights()`` after step k (1..5)
+      ``pred_after0, ...``    ``model.predict`` after the five steps (in
+                              fixtures written since this key was added)
 
       ``sw``                  per-sample weights given to every call (cases
                               with a sample_weight, or with a class_weight:
@@ -458,6 +460,116 @@ FIDELITY_CASES.update({
 })
 
 
+# Convolution, normalization and embedding layers that the cases above leave out. "ids": the
+# inputs are token ids below that vocabulary size ("unique_ids": no id twice in the batch);
+# "randomize": random weights (moving statistics too) before predicting and training, so that a
+# folded batch norm reads non-trivial values.
+VOCAB = 11
+
+
+def build_embed_gap(vocab=VOCAB, length=6):
+    return keras.Sequential([
+        keras.Input(shape=(length,), dtype="int32"),
+        keras.layers.Embedding(vocab, 8),
+        keras.layers.GlobalAveragePooling1D(),
+        keras.layers.Dense(CLASSES, activation="softmax"),
+    ])
+
+
+def build_embed_flatten():
+    return keras.Sequential([
+        keras.Input(shape=(5,), dtype="int32"),
+        keras.layers.Embedding(VOCAB, 4),
+        keras.layers.Flatten(),
+        keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(CLASSES, activation="softmax"),
+    ])
+
+
+def build_group_norm():
+    return keras.Sequential([
+        keras.Input(shape=(4, 4, 3)),
+        keras.layers.Conv2D(6, 3, padding="same"),
+        keras.layers.GroupNormalization(groups=3),
+        keras.layers.Activation("relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(8),
+        keras.layers.GroupNormalization(groups=4, epsilon=0.01),
+        keras.layers.Dense(CLASSES, activation="softmax"),
+    ])
+
+
+def build_deconv():
+    """Conv2DTranspose without output_padding ('same'), then with it ('valid')."""
+    return keras.Sequential([
+        keras.Input(shape=(2, 2, 2)),
+        keras.layers.Conv2DTranspose(3, 3, strides=2, padding="same", activation="relu"),
+        keras.layers.Conv2DTranspose(2, 3, strides=2, output_padding=1),
+        keras.layers.Flatten(),
+        keras.layers.Dense(CLASSES, activation="softmax"),
+    ])
+
+
+def build_deconv_same_padded():
+    """output_padding with 'same' padding, in 1-D and (per axis) in 2-D."""
+    return keras.Sequential([
+        keras.Input(shape=(4, 3)),
+        keras.layers.Conv1DTranspose(4, 3, strides=2, padding="same", output_padding=1),
+        keras.layers.Reshape((2, 4, 4)),
+        keras.layers.Conv2DTranspose(3, (3, 2), strides=(2, 3), padding="same", output_padding=(1, 2),
+                                     activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(CLASSES, activation="softmax"),
+    ])
+
+
+def build_separable():
+    return keras.Sequential([
+        keras.Input(shape=(6, 6, 2)),
+        keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu"),
+        keras.layers.SeparableConv2D(4, 3, strides=2, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(CLASSES, activation="softmax"),
+    ])
+
+
+def build_bn_fold():
+    """Batch norms that kgraph folds at inference (after a linear Conv2D with a bias, a
+    SeparableConv2D, a Dense without bias) and one it cannot (after a relu)."""
+    return keras.Sequential([
+        keras.Input(shape=(5, 5, 2)),
+        keras.layers.Conv2D(4, 3, padding="same"),
+        keras.layers.BatchNormalization(momentum=0.8),
+        keras.layers.Activation("relu"),
+        keras.layers.SeparableConv2D(4, 3),
+        keras.layers.BatchNormalization(momentum=0.8),
+        keras.layers.Conv2D(3, 2, activation="relu"),
+        keras.layers.BatchNormalization(momentum=0.8, center=False),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(6, use_bias=False),
+        keras.layers.BatchNormalization(momentum=0.8, scale=False),
+        keras.layers.Activation("relu"),
+        keras.layers.Dense(CLASSES, activation="softmax"),
+    ])
+
+
+SPARSE = "sparse_categorical_crossentropy"
+FIDELITY_CASES.update({
+    # TensorFlow hands Adam an Embedding's gradient as IndexedSlices, one row per id occurrence,
+    # and Keras squares those rows before summing them into v: a repeated id's v differs from the
+    # dense gradient's. Unique ids here; embed_repeated_adam records the difference.
+    "embed_gap_adam": (lambda: build_embed_gap(vocab=40, length=2), [2], sparse_targets, SPARSE, adam,
+                       {"ids": 40, "unique_ids": True}),
+    "embed_repeated_adam": (build_embed_gap, [6], sparse_targets, SPARSE, adam, {"ids": VOCAB}),
+    "embed_flatten_sgd": (build_embed_flatten, [5], sparse_targets, SPARSE, sgd_momentum, {"ids": VOCAB}),
+    "group_norm_adam": (build_group_norm, [(4, 4, 3)], sparse_targets, SPARSE, adam),
+    "deconv_adam": (build_deconv, [(2, 2, 2)], sparse_targets, SPARSE, adam),
+    "deconv_same_padded_sgd": (build_deconv_same_padded, [(4, 3)], sparse_targets, SPARSE, sgd_momentum),
+    "separable_adam": (build_separable, [(6, 6, 2)], sparse_targets, SPARSE, adam),
+    # SGD: before a batch norm a bias gets a gradient of rounding noise, which Adam would scale up
+    "bn_fold_sgd": (build_bn_fold, [(5, 5, 2)], sparse_targets, SPARSE, sgd_momentum, {"randomize": True}),
+})
+
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):
         return loss
@@ -480,11 +592,20 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
     extras = extras[0] if extras else {}
     reset(seed)
     rng = np.random.RandomState(seed)
-    xs = [rng.normal(size=(BATCH, *np.atleast_1d(d))).astype(np.float32)
-          for d in in_dims]
+    if extras.get("unique_ids"):
+        xs = [rng.permutation(extras["ids"])[:BATCH * d].reshape(BATCH, d).astype(np.int32)
+              for d in in_dims]
+    elif extras.get("ids"):
+        xs = [rng.randint(0, extras["ids"], size=(BATCH, *np.atleast_1d(d))).astype(np.int32)
+              for d in in_dims]
+    else:
+        xs = [rng.normal(size=(BATCH, *np.atleast_1d(d))).astype(np.float32)
+              for d in in_dims]
     ys = make_targets(rng)
 
     model = builder()
+    if extras.get("randomize"):
+        randomize_weights(model, seed)
     opt = make_opt()
     loss_obj = loss() if callable(loss) else loss
     metrics = extras.get("metrics", [])
@@ -533,6 +654,10 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
         for i, w in enumerate(model.get_weights()):
             arrays[f"w_step{step}_{i}"] = w
     arrays["loss"] = np.asarray(losses, dtype=np.float64)
+    # after training: the moving statistics moved, so inference differs from the start
+    for i, p in enumerate(as_list(model.predict(x_in, batch_size=BATCH,
+                                                verbose=0))):
+        arrays[f"pred_after{i}"] = p
     training_mode = any(isinstance(layer, keras.layers.BatchNormalization)
                         for layer in model.layers)  # batch statistics
     assert training_mode or np.isclose(losses[0], loss_before, rtol=1e-5,

@@ -1,7 +1,7 @@
 """Ops of convolutional and embedding layers: patches (im2col and its adjoint col2im), pooling,
-axis shuffles (transpose, pad/crop, repeat), the embedding lookup, and the in-place moving average
-of batch-norm statistics. Images are NHWC; a convolution is im2col + matmul in the IR, so the
-patch buffer is a node the memory planner sees."""
+axis shuffles (transpose, pad/crop, repeat), the embedding lookup, batch normalization with moving
+statistics, and the in-place moving average of those statistics. Images are NHWC; a convolution
+is im2col + matmul in the IR, so the patch buffer is a node the memory planner sees."""
 from __future__ import annotations
 
 import numpy as np
@@ -53,10 +53,16 @@ def _im2col(x, kernel, strides, dilation, pads):
 
 
 def _col2im_type(types, attrs):
+    """The image size is an attribute: a transposed convolution's output_padding makes several
+    sizes whose windows are the same patches. It must be one that im2col maps back to them."""
     t = types[0]
-    (kh, kw), (h, w) = attrs["kernel"], attrs["size"]
+    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["strides"], attrs["dilation"]
+    (pt, pb, pl, pr), (h, w) = attrs["pads"], attrs["size"]
     if t.rank != 4 or t.shape[0] != BATCH or t.shape[3] % (kh * kw):
         raise ValueError(f"col2im: {t} is not a [B,OH,OW,{kh}*{kw}*C] patch tensor")
+    if (conv_out(h, kh, sh, dh, pt, pb), conv_out(w, kw, sw, dw, pl, pr)) != t.shape[1:3]:
+        raise ValueError(f"col2im: a {h}x{w} image padded by {attrs['pads']} does not have the "
+                         f"{t.shape[1]}x{t.shape[2]} windows of {t}")
     return TensorType((BATCH, h, w, t.shape[3] // (kh * kw)), t.dtype)
 
 
@@ -213,3 +219,82 @@ def _moving_average(m, x, momentum):
 
 register(OpDef("moving_average", Pattern.UPDATE, lambda types, attrs: types[0], _moving_average, None,
                doc="m = m*momentum + x*(1 - momentum), in place: batch-norm's moving statistics"))
+
+# ---------------------------------------------------------------- batch normalization at inference
+
+
+def scale_and_shift(b, mean, var, gamma, beta, epsilon):
+    """TensorFlow's normalization factors in IR ops: inv = gamma / sqrt(var + epsilon) and
+    shift = beta - mean * inv (gamma and beta may be None: no scale, no center)."""
+    dtype = b.type(var).dtype
+    inv = b.div(b.const(1.0, dtype), b.sqrt(b.add(var, b.const(epsilon, dtype))))
+    if gamma is not None:
+        inv = b.mul(inv, gamma)
+    shift = b.neg(b.mul(mean, inv)) if beta is None else b.sub(beta, b.mul(mean, inv))
+    return inv, shift
+
+
+def normalize(b, x, mean, var, gamma, beta, epsilon, name=None):
+    """x * inv + shift, TensorFlow's formula; the statistics already broadcast against x."""
+    inv, shift = scale_and_shift(b, mean, var, gamma, beta, epsilon)
+    return b.add(b.mul(x, inv), shift, name=name)
+
+
+def per_channel(b, v, x, axis):
+    """A [C] vector shaped to broadcast against x along `axis`."""
+    t = b.type(x)
+    if v is None or axis == t.rank - 1:
+        return v
+    return b.reshape(v, shape=tuple(d if i == axis else 1 for i, d in enumerate(t.shape)))
+
+
+def batch_norm_operands(operands, scale=True, center=True):
+    """(x, mean, variance[, gamma][, beta]) -> (x, mean, variance, gamma or None, beta or None)."""
+    x, mean, var, *rest = operands
+    gamma = rest.pop(0) if scale else None
+    beta = rest.pop(0) if center else None
+    return x, mean, var, gamma, beta
+
+
+def _batch_norm_type(types, attrs):
+    scale, center, axis = attrs.get("scale", True), attrs.get("center", True), attrs["axis"]
+    if len(types) != 3 + scale + center:
+        raise ValueError(f"batch_norm takes x, mean, variance{', gamma' * scale}{', beta' * center}: "
+                         f"got {len(types)} operands")
+    x = types[0]
+    if not 0 < axis < x.rank:
+        raise ValueError(f"batch_norm: axis {axis} is not a non-batch axis of {x}")
+    for t in types[1:]:
+        if t.shape != (x.shape[axis],) or t.dtype != x.dtype:
+            raise ValueError(f"batch_norm: statistic {t} does not match axis {axis} of {x}")
+    return x
+
+
+def _batch_norm(*operands, axis, epsilon, scale=True, center=True):
+    x, mean, var, gamma, beta = batch_norm_operands(operands, scale, center)
+    inv = x.dtype.type(1) / np.sqrt(var + x.dtype.type(epsilon))
+    if gamma is not None:
+        inv = inv * gamma
+    shift = -(mean * inv) if beta is None else beta - mean * inv
+    shape = [-1 if i == axis else 1 for i in range(x.ndim)]
+    return (x * inv.reshape(shape) + shift.reshape(shape)).astype(x.dtype)
+
+
+def _batch_norm_vjp(b, g, out, *operands, axis, epsilon, scale=True, center=True):
+    """y = (x - mean) * inv + beta, inv = gamma * r, r = (var + eps)^-1/2; dr/dvar = -r^3 / 2."""
+    x, mean, var, gamma, beta = batch_norm_operands(operands, scale, center)
+    dtype = b.type(x).dtype
+    others = tuple(i for i in range(b.type(x).rank) if i != axis)
+    r = b.div(b.const(1.0, dtype), b.sqrt(b.add(var, b.const(epsilon, dtype))))
+    inv = r if gamma is None else b.mul(r, gamma)
+    g_sum = b.reduce_sum(g, axes=others)
+    g_centered = b.reduce_sum(b.mul(g, b.sub(x, per_channel(b, mean, x, axis))), axes=others)
+    g_var = b.mul(b.mul(g_centered, inv), b.mul(b.square(r), b.const(-0.5, dtype)))
+    grads = [b.mul(g, per_channel(b, inv, x, axis)), b.neg(b.mul(g_sum, inv)), g_var]
+    return tuple(grads + ([b.mul(g_centered, r)] if scale else []) + ([g_sum] if center else []))
+
+
+register(OpDef("batch_norm", Pattern.OPAQUE, _batch_norm_type, _batch_norm, _batch_norm_vjp,
+               doc="(x - mean) * gamma / sqrt(variance + epsilon) + beta along `axis`, from given (moving) "
+                   "statistics; operands x, mean, variance[, gamma if scale][, beta if center]. The "
+                   "pipelines fold it into the GEMM before it or lower it to elementwise ops"))

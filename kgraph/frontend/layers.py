@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from ir import BATCH, Graph, TensorType
+from ir.ops.nn import normalize
 
 from .activations import emit_activation, parse_activation
 from .errors import ConfigError
@@ -264,16 +265,6 @@ class Embedding(Rule):
         return ctx.g.gather(ctx.params["embeddings"], xs[0], name=layer.name)
 
 
-def _normalize(g, x, mean, var, gamma, beta, epsilon, name):
-    """x * inv + (beta - mean * inv), inv = gamma / sqrt(var + epsilon): TensorFlow's formula."""
-    dtype = g.type(x).dtype
-    inv = g.div(g.const(1.0, dtype), g.sqrt(g.add(var, g.const(epsilon, dtype))))
-    if gamma is not None:
-        inv = g.mul(inv, gamma)
-    shift = g.neg(g.mul(mean, inv)) if beta is None else g.sub(beta, g.mul(mean, inv))
-    return g.add(g.mul(x, inv), shift, name=name)
-
-
 class Normalization(Rule):
     """BatchNormalization, LayerNormalization and GroupNormalization: scale (gamma) and center (beta)
     weights over the normalized axis, then the statistics each computes its own way."""
@@ -326,19 +317,20 @@ class Normalization(Rule):
         gamma, beta = p.get("gamma"), p.get("beta")
         if self.kind == "batch":
             others = tuple(i for i in range(rank) if i not in axes)
-            if ctx.training and cfg.get("trainable", True):  # a frozen BatchNormalization runs as in inference
-                mean = g.reduce_mean(x, axes=others, name=f"{layer.name}_mean")
-                var = g.reduce_mean(g.square(g.sub(x, b(mean))), axes=others, name=f"{layer.name}_variance")
-                for stat, batch in (("moving_mean", mean), ("moving_variance", var)):
-                    g.moving_average(p[stat], batch, momentum=float(cfg.get("momentum", 0.99)),
-                                     name=f"{layer.name}_update_{stat}")
-            else:
-                mean, var = p["moving_mean"], p["moving_variance"]
-            return _normalize(g, x, b(mean), b(var), b(gamma), b(beta), eps, layer.name)
+            if not (ctx.training and cfg.get("trainable", True)):  # a frozen one runs as in inference
+                stats = [p["moving_mean"], p["moving_variance"]] + [v for v in (gamma, beta) if v is not None]
+                return g.batch_norm(x, *stats, axis=axes[0], epsilon=float(eps), scale=gamma is not None,
+                                    center=beta is not None, name=layer.name)
+            mean = g.reduce_mean(x, axes=others, name=f"{layer.name}_mean")
+            var = g.reduce_mean(g.square(g.sub(x, b(mean))), axes=others, name=f"{layer.name}_variance")
+            for stat, batch in (("moving_mean", mean), ("moving_variance", var)):
+                g.moving_average(p[stat], batch, momentum=float(cfg.get("momentum", 0.99)),
+                                 name=f"{layer.name}_update_{stat}")
+            return normalize(g, x, b(mean), b(var), b(gamma), b(beta), eps, layer.name)
         if self.kind == "layer":
             mean = g.reduce_mean(x, axes=axes, keepdims=True)
             var = g.reduce_mean(g.square(g.sub(x, mean)), axes=axes, keepdims=True)
-            return _normalize(g, x, mean, var, b(gamma), b(beta), eps, layer.name)
+            return normalize(g, x, mean, var, b(gamma), b(beta), eps, layer.name)
         groups, channels = cfg.get("groups", 32), shapes[0][-1]
         grouped = (BATCH, math.prod(shapes[0][1:-1]), groups, channels // groups)
         xg = g.reshape(x, shape=grouped)
@@ -348,8 +340,8 @@ class Normalization(Rule):
         mean = mean_of(xg)
         var = mean_of(g.square(g.sub(xg, mean)))
         per_group = (1, 1, groups, channels // groups)
-        y = _normalize(g, xg, mean, var, *(v if v is None else g.reshape(v, shape=per_group) for v in (gamma, beta)),
-                       eps, f"{layer.name}_grouped")
+        y = normalize(g, xg, mean, var, *(v if v is None else g.reshape(v, shape=per_group) for v in (gamma, beta)),
+                      eps, f"{layer.name}_grouped")
         return g.reshape(y, shape=ir_shape(shapes[0]), name=layer.name)
 
 

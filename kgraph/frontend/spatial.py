@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from ir import BATCH
+from ir.ops.nn import conv_out
 
 from .activations import emit_activation, parse_activation
 from .errors import ConfigError
@@ -72,6 +73,15 @@ def _pad(size, k, stride, dilation, padding) -> tuple:
     return (eff - 1, 0) if padding == "causal" else (0, 0)
 
 
+def _transpose_length(n, k, stride, dilation, padding, extra) -> int:
+    """Output length of a transposed convolution over n inputs, as Keras computes it (its TensorFlow
+    backend; conv_utils.deconv_output_length gives the same): `extra` is output_padding or None."""
+    eff = dilation * (k - 1) + 1
+    if extra is None:
+        return n * stride if padding == "same" else (n - 1) * stride + max(eff, stride)
+    return (n - 1) * stride + (eff % 2 if padding == "same" else eff) + extra
+
+
 def _as_2d(v, rank):
     return (1, *v) if rank == 1 else tuple(v)
 
@@ -97,9 +107,13 @@ class Conv(Rule):
         d = _ints(cfg.get("dilation_rate", 1), rank, where, "dilation_rate")
         padding = cfg.get("padding", "valid").lower()
         if self.kind == "transpose":
-            eff = [di * (ki - 1) + 1 for ki, di in zip(k, d)]
-            out = [n * si if padding == "same" else (n - 1) * si + max(e, si) for n, si, e in zip(spatial, s, eff)]
+            extra = self._output_padding(layer) or (None,) * rank
+            out = [_transpose_length(n, ki, si, di, padding, e) for n, ki, si, di, e in zip(spatial, k, s, d, extra)]
             pads = [_pad(o, ki, si, di, padding) for o, ki, si, di in zip(out, k, s, d)]
+            for n, o, ki, si, di, (lo, hi) in zip(spatial, out, k, s, d, pads):
+                if o > 0 and conv_out(o, ki, si, di, lo, hi) != n:
+                    raise ConfigError(f"{where}: output_padding {extra} makes an output of length {o}, which the "
+                                      f"matching convolution does not map back to the input's {n}")
         else:
             pads = [_pad(n, ki, si, di, padding) for n, ki, si, di in zip(spatial, k, s, d)]
             out = [(n + lo + hi - di * (ki - 1) - 1) // si + 1 for n, ki, si, di, (lo, hi) in zip(spatial, k, s, d, pads)]
@@ -122,8 +136,19 @@ class Conv(Rule):
         for key in ("kernel_constraint", "bias_constraint", "depthwise_constraint", "pointwise_constraint"):
             if cfg.get(key) is not None:
                 raise ConfigError(f"{where}: {key} is not supported")
-        if cfg.get("output_padding") is not None:
-            raise ConfigError(f"{where}: output_padding is not supported")
+        extra = self._output_padding(layer)
+        strides = _ints(cfg.get("strides", 1), self.rank, where, "strides")
+        if extra is not None and any(e >= si for e, si in zip(extra, strides)):
+            raise ConfigError(f"{where}: output_padding {extra} must be less than strides {strides} on every axis")
+
+    def _output_padding(self, layer):
+        """A transposed convolution's output_padding (one int per axis), or None."""
+        value = layer.config.get("output_padding")
+        if value is None:
+            return None
+        if self.kind != "transpose":
+            raise ConfigError(f"{_where(layer)}: output_padding is only a transposed convolution's option")
+        return _ints(value, self.rank, _where(layer), "output_padding")
 
     def output_shape(self, layer, shapes):
         spatial, channels, *_, out = self._geometry(layer, shapes[0])

@@ -8,13 +8,14 @@ import ir
 
 from .autodiff import autodiff
 from .dce import dce
+from .fold import fold_batch_norm, lower_batch_norm
 from .fusion import Decision, fuse_bias_grad, fuse_dense, fuse_elementwise, fuse_updates
 from .loss import LOSSES, add_loss
 from .memory import MemoryPlan, materialize_gradients, plan_memory
 from .split import default_parts, split_gemms
 from .optimizer import OPTIMIZERS, add_optimizer
 
-PASS_NAMES = ["frontend", "loss", "autodiff", "optimizer", "fuse", "dce", "plan"]
+PASS_NAMES = ["frontend", "fold", "loss", "autodiff", "optimizer", "fuse", "dce", "plan"]
 
 
 @dataclass
@@ -45,6 +46,10 @@ def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, r
         out.snapshots[name] = str(g)
 
     done("frontend")
+    if kind != "train":  # inference: batch norms use their moving statistics
+        out.decisions += fold_batch_norm(g)
+    lower_batch_norm(g)
+    done("fold")
     if kind != "predict":
         add_loss(g, losses, regularizers)
         done("loss")
@@ -70,5 +75,6 @@ def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, r
 
 
 __all__ = ["run_pipeline", "Compiled", "PASS_NAMES", "autodiff", "dce", "add_loss", "add_optimizer", "LOSSES",
-           "OPTIMIZERS", "fuse_dense", "fuse_bias_grad", "fuse_elementwise", "fuse_updates", "plan_memory",
-           "materialize_gradients", "MemoryPlan", "Decision", "split_gemms", "default_parts"]
+           "OPTIMIZERS", "fold_batch_norm", "lower_batch_norm", "fuse_dense", "fuse_bias_grad", "fuse_elementwise",
+           "fuse_updates", "plan_memory", "materialize_gradients", "MemoryPlan", "Decision", "split_gemms",
+           "default_parts"]

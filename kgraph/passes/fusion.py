@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import networkx as nx
+
 from ir import Pattern, get_op
 from ir.ops import ACTIVATIONS
 from ir.ops.optim import SHARED
@@ -28,15 +30,21 @@ def _single_user(graph, nid):
     return users[0] if len(users) == 1 else None
 
 
+def is_weight(graph, nid) -> bool:
+    """Whether node nid is a layer's weight: a parameter, or computed from parameters and constants
+    alone (a convolution kernel reshaped to a matrix, a kernel with a batch norm folded in)."""
+    sources = [graph.node(a) for a in nx.ancestors(graph.nx, nid) | {nid}]
+    return all(n.op in ("param", "const") for n in sources if n.is_source)
+
+
 def fuse_dense(graph, training: bool) -> list[Decision]:
     """matmul(x, w) + b [-> activation]  =>  fused_dense(x, w, b) {activation}."""
     out = []
     for mm in graph.nodes():
         if mm.id not in graph or mm.op != "matmul" or mm.attrs.get("transpose_a") or mm.attrs.get("transpose_b"):
             continue
-        w = graph.node(mm.inputs[1])
-        if w.op != "param" and not (w.op == "reshape" and graph.node(w.inputs[0]).op == "param"):
-            continue  # a backward GEMM, not a layer (a convolution's kernel is a reshaped param)
+        if not is_weight(graph, mm.inputs[1]):
+            continue  # a backward GEMM, not a layer
         add = _single_user(graph, mm.id)
         if add is None or add.op != "add" or add.inputs[0] != mm.id or \
                 graph.type(add.inputs[1]).shape != (mm.type.shape[-1],):
