@@ -1,0 +1,50 @@
+"""No slowdown over long runs: kgraph's samples/s in each of 20 epochs of the suite's first model
+(784-128-10, batch 32, Adam), epoch 20 against epoch 2. Denormals and allocation growth would
+show here, and so would the thread tuner looking again (kgraph/runtime/threads.py).
+Writes benchmarks/LONG_RUN.md.
+
+    python -m benchmarks.long_run [--epochs 20] [--model mlp_784_128_10_b32_adam]"""
+from __future__ import annotations
+
+import argparse
+import datetime
+from pathlib import Path
+
+from kgraph import callbacks, models, optimizers
+from kgraph.bench import _EpochTimer, make_data
+
+from .__main__ import _machine
+from .models import SUITE
+
+HERE = Path(__file__).parent
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--model", default="mlp_784_128_10_b32_adam")
+    args = p.parse_args()
+    spec = SUITE[args.model]
+    n = spec["batch"] * spec["steps"]
+    xs, y = make_data(spec["config"], n, spec["n_out"], spec["loss"])
+    model = models.model_from_config(spec["config"], seed=0)
+    opt = optimizers.get(spec["optimizer"][0])
+    opt.learning_rate = spec["optimizer"][1]
+    model.compile(optimizer=opt, loss=spec["loss"])
+    timer = _EpochTimer()
+    cb = callbacks.LambdaCallback(on_epoch_begin=timer.begin, on_epoch_end=timer.end)
+    model.fit(xs, y, batch_size=spec["batch"], epochs=args.epochs, verbose=0, callbacks=[cb], shuffle=True)
+    rates = [n / t for t in timer.times]
+    ratio = rates[-1] / rates[1]
+    lines = ["# Long runs", "",
+             f"Machine: {_machine()}. Measured {datetime.date.today().isoformat()} by `python -m benchmarks.long_run`:",
+             f"{args.model}, {args.epochs} epochs of {spec['steps']} steps, shuffled.", "",
+             "| epoch | samples/s |", "|---:|---:|"]
+    lines += [f"| {i + 1} | {r:.0f} |" for i, r in enumerate(rates)]
+    lines += ["", f"Epoch {args.epochs} against epoch 2: {ratio:.3f} (the target is within 5%: 0.95 or more).", ""]
+    (HERE / "LONG_RUN.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
