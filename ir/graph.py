@@ -28,7 +28,7 @@ SOURCE_OPS = {
 
 
 # attrs that record what passes decided, not what the op computes
-BOOKKEEPING_ATTRS = ("fused", "note", "bias_grad", "computed_by", "split", "parts", "workspace")
+BOOKKEEPING_ATTRS = ("fused", "note", "bias_grad", "computed_by", "split", "parts", "workspace", "workspace_fixed")
 
 
 @dataclass

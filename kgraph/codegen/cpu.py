@@ -178,21 +178,33 @@ class CpuCodegen(StepCodegen):
         return ", ".join(str(v) for v in (*a["kernel"], *a["strides"], *a["dilation"], a["pads"][0], a["pads"][2]))
 
     def _emit_im2col(self, node):
-        return [f"K.im2col({self._operand(node.inputs[0])}, {_var(node.id)}, {self._patch_args(node)})"]
+        return [f"K.im2col({self._operand(node.inputs[0])}, {_var(node.id)}, {self._patch_args(node)}, "
+                f"{self._parts(node)})"]
 
     def _emit_col2im(self, node):
-        return [f"K.col2im({self._operand(node.inputs[0])}, {_var(node.id)}, {self._patch_args(node)})"]
+        return [f"K.col2im({self._operand(node.inputs[0])}, {_var(node.id)}, {self._patch_args(node)}, "
+                f"{self._parts(node)})"]
+
+    @staticmethod
+    def _parts(node) -> str:
+        """The parts a kernel split by passes/split.py runs in: the runtime's choice."""
+        return "parts" if node.attrs.get("parts", 1) > 1 else "1"
 
     def _pool_args(self, node):
         a = node.attrs
         return ", ".join(str(v) for v in (a["mode"] == "max", *a["pool"], *a["strides"], a["pads"][0], a["pads"][2]))
 
     def _emit_pool2d(self, node):
-        return [f"K.pool2d({self._operand(node.inputs[0])}, {_var(node.id)}, {self._pool_args(node)})"]
+        return [f"K.pool2d({self._operand(node.inputs[0])}, {_var(node.id)}, {self._pool_args(node)}, "
+                f"{self._parts(node)})"]
 
     def _emit_pool2d_grad(self, node):
         g, x, y = (self._operand(i) for i in node.inputs)
-        return [f"K.pool2d_grad({g}, {x}, {y}, {_var(node.id)}, {self._pool_args(node)})"]
+        slot, channels = self.plan.slots[workspace_id(node.id)], node.type.shape[-1]
+        start = f"{self.plan.arena_per_sample} * B + {slot.offset}"
+        flags = f"arena[{start}:{start} + {slot.size}].reshape(({slot.size // channels}, {channels}))"
+        return [f"K.pool2d_grad({g}, {x}, {y}, {_var(node.id)}, {flags}, {self._pool_args(node)}, "
+                f"{self._parts(node)})"]
 
     def _emit_gather(self, node):
         table, ids = node.inputs

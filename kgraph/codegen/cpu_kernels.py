@@ -11,6 +11,14 @@ from numba import njit, prange
 from .blas import gemm
 
 jit = njit(cache=True, error_model="numpy", nogil=True)
+# kernels that run in `parts` (from the runtime; 1: on the calling thread) over Numba's threads
+pjit = njit(cache=True, error_model="numpy", nogil=True, parallel=True)
+
+
+@jit
+def part(n, t, parts):
+    """Rows [start, stop) of n that part t of `parts` owns (the same cut everywhere)."""
+    return n * t // parts, n * (t + 1) // parts
 
 
 @jit
@@ -253,13 +261,22 @@ def nadam(w, g, m, v, lr, step, gscale, beta_1, beta_2, epsilon, weight_decay):
 
 # ---------------------------------------------------------------- images (NHWC) and lookups
 
+# The image kernels below run their samples in `parts` (passes/split.py); each part its own batch rows.
+
+@pjit
+def im2col(x, cols, kh, kw, sh, sw, dh, dw, pt, pl, parts):
+    for t in prange(parts):
+        b0, b1 = part(cols.shape[0], t, parts)
+        _im2col(x, cols, b0, b1, kh, kw, sh, sw, dh, dw, pt, pl)
+
+
 @jit
-def im2col(x, cols, kh, kw, sh, sw, dh, dw, pt, pl):
+def _im2col(x, cols, b0, b1, kh, kw, sh, sw, dh, dw, pt, pl):
     """cols[b, oh, ow, (i*kw + j)*C + c] = x[b, oh*sh - pt + i*dh, ow*sw - pl + j*dw, c], 0 outside.
     One output row (b, oh) and one input row r at a time, as 2-D views: 4-D indexing per element
     made this 5x slower for one channel."""
     n_c = x.shape[3]
-    for b in range(cols.shape[0]):
+    for b in range(b0, b1):
         for oh in range(cols.shape[1]):
             dst = cols[b, oh]                       # OW x (kh*kw*C)
             for i in range(kh):
@@ -285,12 +302,19 @@ def im2col(x, cols, kh, kw, sh, sw, dh, dw, pt, pl):
                                 dst[ow, k + c] = 0
 
 
+@pjit
+def col2im(cols, x, kh, kw, sh, sw, dh, dw, pt, pl, parts):
+    for t in prange(parts):
+        b0, b1 = part(cols.shape[0], t, parts)
+        _col2im(cols, x, b0, b1, kh, kw, sh, sw, dh, dw, pt, pl)
+
+
 @jit
-def col2im(cols, x, kh, kw, sh, sw, dh, dw, pt, pl):
+def _col2im(cols, x, b0, b1, kh, kw, sh, sw, dh, dw, pt, pl):
     """The adjoint of im2col: x[b, r, s, c] = sum of the patch entries that read it."""
-    x[:] = 0
+    x[b0:b1] = 0
     n_c = x.shape[3]
-    for b in range(cols.shape[0]):
+    for b in range(b0, b1):
         for oh in range(cols.shape[1]):
             src = cols[b, oh]
             for i in range(kh):
@@ -317,11 +341,18 @@ def _window(o, stride, pad, size, length):
     return max(lo, 0), min(lo + size, length)
 
 
+@pjit
+def pool2d(x, y, is_max, ph, pw, sh, sw, pt, pl, parts):
+    for t in prange(parts):
+        b0, b1 = part(y.shape[0], t, parts)
+        _pool2d(x, y, b0, b1, is_max, ph, pw, sh, sw, pt, pl)
+
+
 @jit
-def pool2d(x, y, is_max, ph, pw, sh, sw, pt, pl):
+def _pool2d(x, y, b0, b1, is_max, ph, pw, sh, sw, pt, pl):
     """Channels innermost (NHWC), so each window's inner loop runs over contiguous memory."""
     n_c = y.shape[3]
-    for b in range(y.shape[0]):
+    for b in range(b0, b1):
         for oh in range(y.shape[1]):
             r0, r1 = _window(oh, sh, pt, ph, x.shape[1])
             for ow in range(y.shape[2]):
@@ -342,20 +373,27 @@ def pool2d(x, y, is_max, ph, pw, sh, sw, pt, pl):
                         out[c] *= inv
 
 
+@pjit
+def pool2d_grad(g, x, y, gx, flags, is_max, ph, pw, sh, sw, pt, pl, parts):
+    """flags: (parts, C) scratch, planned in the arena (no allocation in the step)."""
+    for t in prange(parts):
+        b0, b1 = part(y.shape[0], t, parts)
+        _pool2d_grad(g, x, y, gx, flags[t], b0, b1, is_max, ph, pw, sh, sw, pt, pl)
+
+
 @jit
-def pool2d_grad(g, x, y, gx, is_max, ph, pw, sh, sw, pt, pl):
+def _pool2d_grad(g, x, y, gx, done, b0, b1, is_max, ph, pw, sh, sw, pt, pl):
     """Max: each window's g to its first maximum (as TensorFlow). Avg: spread over the window.
-    Channels innermost; `done` marks the channels whose maximum was already found."""
-    gx[:] = 0
+    Channels innermost; `done` (nonzero) marks the channels whose maximum was already found."""
+    gx[b0:b1] = 0
     n_c = y.shape[3]
-    done = np.zeros(n_c, np.bool_)
-    for b in range(y.shape[0]):
+    for b in range(b0, b1):
         for oh in range(y.shape[1]):
             r0, r1 = _window(oh, sh, pt, ph, x.shape[1])
             for ow in range(y.shape[2]):
                 s0, s1 = _window(ow, sw, pl, pw, x.shape[2])
                 gy, top = g[b, oh, ow], y[b, oh, ow]
-                done[:] = False
+                done[:] = 0
                 share = 1 / ((r1 - r0) * (s1 - s0))
                 for r in range(r0, r1):
                     for s in range(s0, s1):
@@ -363,9 +401,9 @@ def pool2d_grad(g, x, y, gx, is_max, ph, pw, sh, sw, pt, pl):
                         for c in range(n_c):
                             if not is_max:
                                 grow[c] += gy[c] * share
-                            elif not done[c] and row[c] == top[c]:
+                            elif done[c] == 0 and row[c] == top[c]:
                                 grow[c] += gy[c]
-                                done[c] = True
+                                done[c] = 1
 
 
 @jit
@@ -403,15 +441,6 @@ def moving_average(m, x, momentum):
 # ---------------------------------------------------------------- GEMMs split by a weight's rows
 # See kgraph/passes/split.py. Each core runs one-thread BLAS on its rows of the weight W (K x N);
 # `parts` comes from the runtime: 1 runs the GEMM whole (a step large enough for BLAS's own threads).
-
-pjit = njit(cache=True, error_model="numpy", nogil=True, parallel=True)
-
-
-@jit
-def part(n, t, parts):
-    """Rows [start, stop) of n that part t of `parts` owns (the same cut everywhere)."""
-    return n * t // parts, n * (t + 1) // parts
-
 
 @pjit
 def gemm_split_k(x, w, out, partials, parts):

@@ -12,7 +12,7 @@ from .fold import fold_batch_norm, lower_batch_norm
 from .fusion import Decision, fuse_bias_grad, fuse_dense, fuse_elementwise, fuse_updates
 from .loss import LOSSES, add_loss
 from .memory import MemoryPlan, materialize_gradients, plan_memory
-from .split import default_parts, split_gemms
+from .split import default_parts, split_gemms, split_samples
 from .optimizer import OPTIMIZERS, add_optimizer
 
 PASS_NAMES = ["frontend", "fold", "loss", "autodiff", "optimizer", "fuse", "dce", "plan"]
@@ -68,6 +68,7 @@ def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, r
     materialize_gradients(g)
     done("dce")
     out.decisions += split_gemms(g, parts)
+    out.decisions += split_samples(g, parts)
     out.plan = plan_memory(g, param_order)
     done("plan")
     ir.verify(g)
@@ -77,4 +78,4 @@ def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, r
 __all__ = ["run_pipeline", "Compiled", "PASS_NAMES", "autodiff", "dce", "add_loss", "add_optimizer", "LOSSES",
            "OPTIMIZERS", "fold_batch_norm", "lower_batch_norm", "fuse_dense", "fuse_bias_grad", "fuse_elementwise",
            "fuse_updates", "plan_memory", "materialize_gradients", "MemoryPlan", "Decision", "split_gemms",
-           "default_parts"]
+           "split_samples", "default_parts"]

@@ -152,12 +152,17 @@ def plan_memory(graph, param_order: list[str]) -> MemoryPlan:
     for nid in intervals:
         a, c = graph.type(nid).per_batch_size()
         (per_sample if a else fixed)[nid] = a or max(c, 1)
-    # a GEMM split by rows (passes/split.py) sums partial products in a workspace live only at that node
+    # a GEMM split by rows (passes/split.py) sums partial products in a workspace live only at that node,
+    # and max pooling's gradient keeps flags per channel in a fixed-size one
     for nid in schedule:
-        if graph.node(nid).attrs.get("workspace") and nid in intervals:
+        attrs = graph.node(nid).attrs
+        if (attrs.get("workspace") or attrs.get("workspace_fixed")) and nid in intervals:
             ws = workspace_id(nid)
             intervals[ws] = [index[nid], index[nid]]
-            per_sample[ws] = graph.node(nid).attrs["workspace"]
+            if attrs.get("workspace"):
+                per_sample[ws] = attrs["workspace"]
+            else:
+                fixed[ws] = attrs["workspace_fixed"]
     # per-sample offsets need no padding: they are multiplied by B
     off_a, top_a = _best_fit(per_sample, intervals, align=1)
     off_c, top_c = _best_fit(fixed, intervals, align=ALIGN)

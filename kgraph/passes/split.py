@@ -12,6 +12,9 @@ core t owns rows part(K, t) of W, of its gradient and of its optimizer slots.
 - backward  dx = g @ W^T     split "cols": core t computes dx[:, part] = g @ W[part]^T;
 - the fused optimizer update runs each weight's row parts on their cores.
 
+The image kernels (im2col, col2im, pooling and its gradient) run their samples in parts instead:
+each part its own batch rows (`split_samples`).
+
 The generated code calls one-thread BLAS on each part; at run time a step whose GEMMs are large
 enough for BLAS's threads runs the parts on one thread, whole (kgraph.runtime.executable)."""
 from __future__ import annotations
@@ -23,7 +26,8 @@ from ir import BATCH
 from .fusion import Decision
 from .memory import gradient_nodes
 
-# bookkeeping attributes: "split" (k | rows | cols), "parts", "workspace" (elements per sample)
+# bookkeeping attributes: "split" (k | rows | cols), "parts", "workspace" (elements per sample),
+# "workspace_fixed" (elements)
 MAX_PARTS = 8   # more parts make each GEMM too thin; large steps use BLAS's own threads anyway
 # a smaller weight's GEMMs cost less than waking the other cores (784x128 is 100k elements)
 MIN_WEIGHT = 32768
@@ -75,3 +79,21 @@ def _split_kind(graph, node, params, grads):
     if tb and not ta and b in params:
         return "cols", None
     return None, ""
+
+
+SAMPLE_SPLIT_OPS = ("im2col", "col2im", "pool2d", "pool2d_grad")
+
+
+def split_samples(graph, parts: int) -> list[Decision]:
+    """Mark the image kernels to run their samples in `parts`. Max pooling's gradient needs a
+    flag per channel and part in any case: planned in the arena, so the step allocates nothing."""
+    decisions = []
+    for node in graph.nodes():
+        if node.op not in SAMPLE_SPLIT_OPS:
+            continue
+        if node.op == "pool2d_grad":
+            node.attrs["workspace_fixed"] = max(parts, 1) * node.type.shape[-1]
+        if parts > 1:
+            node.attrs["parts"] = parts
+            decisions.append(Decision("split samples", node.id, True, f"{parts} parts of the batch"))
+    return decisions
