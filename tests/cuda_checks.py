@@ -105,37 +105,37 @@ def kernels():
     close(out, ref("slice", dst, axis=1, start=2, stop=5), "copy_3d as slice")
 
     # the optimizer updates over a 300-element bucket (two blocks), against the IR's updates, with
-    # the trailing (lr, step, gscale) operands of ir/ops/optim.py and Keras's weight decay
+    # the trailing (lr, step, gscale) operands of ir/ops/optim.py and Keras's weight decay; each
+    # kernel's arguments as the launcher passes them (kgraph.codegen.cuda.UPDATE_KERNELS)
+    from kgraph.codegen.cuda import UPDATE_KERNELS, update_kernel
+
     n, lr, step = 300, np.float32(0.01), 3.0
     cases = [("sgd_update", {}), ("sgd_update", {"momentum": 0.9}),
              ("sgd_update", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.004}), ("adam_update", {}),
              ("adam_update", {"amsgrad": True, "weight_decay": 0.004}), ("rmsprop_update", {}),
-             ("rmsprop_update", {"centered": True, "momentum": 0.5})]
+             ("rmsprop_update", {"centered": True, "momentum": 0.5}), ("adagrad_update", {}),
+             ("adagrad_update", {"weight_decay": 0.004}), ("adadelta_update", {}), ("adamax_update", {}),
+             ("adamax_update", {"beta_1": 0.8, "weight_decay": 0.004}), ("nadam_update", {}),
+             ("nadam_update", {"beta_2": 0.99, "weight_decay": 0.004})]
     for op, hyper in cases:
         h = {**REGISTRY_UPDATES[op].defaults, **hyper}
         names = list(REGISTRY_UPDATES[op].slots(h))
+        kernel = update_kernel(op, h)
+        slot_names, prelude, scalars = UPDATE_KERNELS[kernel]
+        values = {"lr": float(lr), "step": step, "K": K}
+        if prelude:
+            exec(prelude.format(**h), values)
         for gs in (1.0, 0.75):   # the global-clipnorm scale multiplies every gradient
             w, grad = rand(n), rand(n)
-            slots = {name: np.abs(rand(n)) for name in names}
+            slots = {name: np.abs(rand(n)) + np.float32(REGISTRY_UPDATES[op].slots(h)[name]) for name in names}
             if "velocity" in slots:
                 slots["velocity"] += 20   # the velocity outweighs the squared average gradient (centered)
             want = [a.copy() for a in [w, *slots.values()]]
             ref(op, want[0], grad, *want[1:], lr, step, np.float32(gs), **hyper)
-            gscale = np.array([gs], np.float32)
-            decay = float(lr) * h.get("weight_decay", 0.0)
-            slot = lambda name: slots.get(name, grad)   # noqa: E731
-            if op == "adam_update":
-                args = (K.adam, w, grad, slot("m"), slot("v"), slot("v_hat"), gscale,
-                        K.adam_alpha(float(lr), step, 0.9, 0.999), 0.9, 0.999, 1e-7, h["amsgrad"], decay)
-            elif op == "sgd_update" and h["momentum"]:
-                args = (K.sgd_momentum, w, grad, slot("momentum"), gscale, float(lr), 0.9, h["nesterov"], decay)
-            elif op == "sgd_update":
-                args = (K.sgd, w, grad, gscale, float(lr), decay)
-            else:
-                args = (K.rmsprop, w, grad, slot("velocity"), slot("average_gradient"), slot("momentum"), gscale,
-                        float(lr), 0.9, h["momentum"], 1e-7, h["centered"], decay)
-            got = run(args[0], K.update_blocks(n), K.THREADS_1D, *args[1:])
-            by_id = {id(a): k for k, a in enumerate(args[1:])}
+            args = [w, grad] + [slots.get(name, grad) for name in slot_names] + [np.array([gs], np.float32)]
+            args += [h[k] if k in h else values[k] for k in scalars] + [float(lr) * h.get("weight_decay", 0.0)]
+            got = run(getattr(K, kernel), K.update_blocks(n), K.THREADS_1D, *args)
+            by_id = {id(a): k for k, a in enumerate(args)}
             arrays = [got[0]] + [got[by_id[id(slots[name])]] for name in names]
             for name, a, b in zip(["w"] + names, arrays, want):
                 close(a, b, f"{op} {hyper} gscale={gs}: {name}")
@@ -207,19 +207,33 @@ def ptx():
     from kgraph.runtime.loader import import_file, write_source
 
     seen, kernels = set(), []
-    for arch, opt, loss in [("seq_mlp", optimizers.Adam(), "sparse_categorical_crossentropy"),
-                            ("activations", optimizers.RMSprop(centered=True, momentum=0.5), "mean_squared_error"),
-                            ("two_input_concat", optimizers.SGD(momentum=0.9), "categorical_crossentropy"),
-                            ("seq_shapes", optimizers.SGD(), "mean_squared_error")]:
-        fm = build_model(json.loads((CONFIGS / f"k3_{arch}.json").read_text()), seed=0)
-        compiled = run_pipeline("train", fm.lower(training=True), [w.node for w in fm.weights],
-                                losses=[{"name": loss}] * len(fm.output_names), optimizer=opt.spec())
-        module = import_file(write_source(generate(compiled)[0], f"ptx_{arch}"))
+
+    def add(module, arch, generated=True):
         for name, sig in module.SIGNATURES:
+            if not name.startswith("K.") and not generated:
+                continue
             kernel = getattr(K, name[2:]) if name.startswith("K.") else getattr(module, name)
             if (kernel, sig) not in seen:
                 seen.add((kernel, sig))
                 kernels.append((f"{arch}:{name}", kernel, sig))
+
+    # every kernel of these launchers; of the next ones, only the hand-written kernels (their
+    # generated elementwise kernels are of kinds already covered, and each costs a compilation)
+    for arch, opt, loss, generated in [
+            ("seq_mlp", optimizers.Adam(), "sparse_categorical_crossentropy", True),
+            ("activations", optimizers.RMSprop(centered=True, momentum=0.5), "mean_squared_error", True),
+            ("two_input_concat", optimizers.SGD(momentum=0.9), "categorical_crossentropy", True),
+            ("seq_shapes", optimizers.SGD(), "mean_squared_error", True),
+            ("seq_mlp", optimizers.Nadam(), "mean_squared_error", False),
+            ("seq_mlp", optimizers.Adagrad(), "mean_squared_error", False),
+            ("seq_mlp", optimizers.Adadelta(), "mean_squared_error", False),
+            ("seq_mlp", optimizers.Adamax(), "mean_squared_error", False)]:
+        config = json.loads((CONFIGS / f"k3_{arch}.json").read_text())
+        fm = build_model(config, seed=0)
+        compiled = run_pipeline("train", fm.lower(training=True), [w.node for w in fm.weights],
+                                losses=[{"name": loss}] * len(fm.output_names), optimizer=opt.spec(),
+                                trainable=[w.node for w in fm.weights if w.trainable])
+        add(import_file(write_source(generate(compiled)[0], f"ptx_{arch}")), arch, generated)
     # the hand-written kernels no launcher above used, with types of their own
     others = {"pick_rows": "void(float32[:, ::1], int32[::1], float32[::1])",
               "unpick_rows": "void(float32[::1], int32[::1], float32[:, ::1])",

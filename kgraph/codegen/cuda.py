@@ -10,8 +10,7 @@ order. Elementwise kernels are generated here from the same scalar templates as 
 update are the hand-written kernels of cuda_kernels.py.
 
 Not every op of the CPU backend has a CUDA kernel yet: the convolution, pooling, normalization and
-embedding ops, reduce_max, reductions over non-contiguous axes, and the Adagrad, Adadelta, Adamax
-and Nadam updates raise NotImplementedError here, naming the op (compile with device="cpu")."""
+embedding ops, reduce_max and reductions over non-contiguous axes raise NotImplementedError here, naming the op (compile with device="cpu")."""
 from __future__ import annotations
 
 from ir import Pattern, format_node, get_op
@@ -38,10 +37,29 @@ max, min = K.maximum, K.minimum   # the templates' max and min (the builtins fai
 
 '''
 T1 = "K.THREADS_1D"
-# the optimizer updates with a CUDA kernel (ir/ops/optim.py UPDATES has them all)
-CUDA_UPDATES = {"sgd_update": "SGD", "adam_update": "Adam", "rmsprop_update": "RMSprop"}
-UNSUPPORTED_UPDATES = {"adagrad_update": "Adagrad", "adadelta_update": "Adadelta", "adamax_update": "Adamax",
-                       "nadam_update": "Nadam"}
+# update kernel of cuda_kernels -> (its slots in argument order, a line of the step computing the
+# per-step scalars it takes (formatted with the hyper-parameters), its scalar arguments after
+# gscale). A scalar is a hyper-parameter if it has that name, else a value of the step: lr or one
+# the line computes. Every kernel takes (w, g, *slots, gscale, *scalars, decay).
+UPDATE_KERNELS = {
+    "sgd": ([], None, ["lr"]),
+    "sgd_momentum": (["momentum"], None, ["lr", "momentum", "nesterov"]),
+    "adam": (["m", "v", "v_hat"], "alpha = K.adam_alpha(lr, step, {beta_1!r}, {beta_2!r})",
+             ["alpha", "beta_1", "beta_2", "epsilon", "amsgrad"]),
+    "rmsprop": (["velocity", "average_gradient", "momentum"], None, ["lr", "rho", "momentum", "epsilon", "centered"]),
+    "adagrad": (["accumulator"], None, ["lr", "epsilon"]),
+    "adadelta": (["accumulated_grad", "accumulated_delta_var"], None, ["lr", "rho", "epsilon"]),
+    "adamax": (["m", "u"], "correction = 1 - {beta_1!r} ** step", ["lr", "correction", "beta_1", "beta_2", "epsilon"]),
+    "nadam": (["m", "v"], "c_m, c_g, v_correction = K.nadam_coefficients(step, {beta_1!r}, {beta_2!r})",
+              ["lr", "c_m", "c_g", "v_correction", "beta_1", "beta_2", "epsilon"]),
+}
+
+
+def update_kernel(op: str, hyper: dict) -> str:
+    """The kernel of an update op (ir/ops/optim.py) with its full hyper-parameters."""
+    if op == "sgd_update" and hyper["momentum"]:
+        return "sgd_momentum"
+    return op.removesuffix("_update")
 
 
 def array_type(dtype: str, rank: int) -> str:
@@ -329,49 +347,35 @@ class CudaCodegen(StepCodegen):
         s, e = node.attrs["start"], node.attrs["stop"]
         return [self._copy(node.inputs[0], s, node.id, 0, e - s, axis)]
 
-    # ------------------------------------------------------------------ the optimizer update
+    # ------------------------------------------------------------------ in-place updates
     def _update_launch(self, op, args, gscale, hyper) -> list[str]:
         """The launch of op's kernel on (w, g, *slots) `args` (bucket ranges or one parameter's
         views), with the trailing scalars of ir/ops/optim.py: lr and step (the step function's
-        arguments) and gscale (a 1-element array)."""
+        arguments) and gscale (a 1-element array); per-step scalars are computed on the host first."""
         h = {**UPDATES[op].defaults, **dict(hyper)}
+        kernel = update_kernel(op, h)
+        slots, prelude, scalars = UPDATE_KERNELS[kernel]
         arrays = [(self._bound(a), array_type("float32", 1)) for a in args]
         present = dict(zip(UPDATES[op].slots(h), arrays[2:]))
-        w, g = arrays[:2]
-        slot = lambda name: present.get(name, g)   # noqa: E731  (an absent slot: any array)
-        n = f"{args[0]}.size"
+        slot_args = [present.get(name, arrays[1]) for name in slots]   # an absent slot: any array
+
+        def scalar(name):   # a hyper-parameter's value, or a value the step computes
+            if name not in h:
+                return name, "float64"
+            return (str(h[name]), "boolean") if isinstance(h[name], bool) else (repr(float(h[name])), "float64")
         wd = float(h.get("weight_decay", 0.0))
         decay = (f"lr * {wd!r}" if wd else "0.0", "float64")
-        f64 = lambda v: (repr(float(v)), "float64")   # noqa: E731
-        if op == "sgd_update" and h["momentum"]:
-            return [self._launch("K.sgd_momentum", f"K.update_blocks({n})", T1, [
-                w, g, slot("momentum"), gscale, ("lr", "float64"), f64(h["momentum"]),
-                (str(bool(h["nesterov"])), "boolean"), decay])]
-        if op == "sgd_update":
-            return [self._launch("K.sgd", f"K.update_blocks({n})", T1, [w, g, gscale, ("lr", "float64"), decay])]
-        if op == "adam_update":
-            b1, b2 = float(h["beta_1"]), float(h["beta_2"])
-            return [f"alpha = K.adam_alpha(lr, step, {b1!r}, {b2!r})",
-                    self._launch("K.adam", f"K.update_blocks({n})", T1, [
-                        w, g, slot("m"), slot("v"), slot("v_hat"), gscale, ("alpha", "float64"), f64(b1), f64(b2),
-                        f64(h["epsilon"]), (str(bool(h["amsgrad"])), "boolean"), decay])]
-        if op == "rmsprop_update":
-            return [self._launch("K.rmsprop", f"K.update_blocks({n})", T1, [
-                w, g, slot("velocity"), slot("average_gradient"), slot("momentum"), gscale, ("lr", "float64"),
-                f64(h["rho"]), f64(h["momentum"]), f64(h["epsilon"]), (str(bool(h["centered"])), "boolean"), decay])]
-        raise AssertionError(op)
+        launch = self._launch(f"K.{kernel}", f"K.update_blocks({args[0]}.size)", T1,
+                              arrays[:2] + slot_args + [gscale] + [scalar(k) for k in scalars] + [decay])
+        return ([prelude.format(**h)] if prelude else []) + [launch]
 
     def _emit_update(self, node):
         if node.op == "fused_update":
             op, hyper = node.attrs["update"], node.attrs.get("hyper", ())
         else:
             op, hyper = node.op, node.semantic_attrs().items()
-        if op not in CUDA_UPDATES:
-            what = (f"optimizer update {op!r} ({UNSUPPORTED_UPDATES[op]})" if op in UNSUPPORTED_UPDATES
-                    else f"in-place update {op!r}")
-            raise NotImplementedError(
-                f"the CUDA backend has no kernel for {what} (%{node.id}) yet; it supports the "
-                f"{', '.join(CUDA_UPDATES.values())} optimizers: compile with device='cpu'")
+        if op not in UPDATES:
+            raise NotImplementedError(f"the CUDA backend has no kernel for in-place update {op!r} (%{node.id})")
         gscale = self._arr(f"{self._operand(node.inputs[-1])}.reshape((1,))", node.inputs[-1], 1)
         groups = update_groups(node)
         columns = list(zip(*groups))
@@ -382,7 +386,6 @@ class CudaCodegen(StepCodegen):
                                        gscale, hyper)
         return [line for group in groups for line in self._update_launch(
             op, [f"{var(n)}.reshape(({prod(self.g.type(n).shape)},))" for n in group], gscale, hyper)]
-
 
 def generate(compiled) -> tuple[str, int]:
     """The Python source of the compiled graph's CUDA launcher, and its kernel launches per step."""

@@ -13,6 +13,9 @@ import math
 
 from numba import cuda, float32
 
+# the Nadam schedule's product, shared with the CPU kernels (its plain Python function runs on the host)
+from .cpu_kernels import _nadam_momentum_product
+
 THREADS_1D = 256   # threads per block of the one-dimensional kernels
 
 
@@ -384,3 +387,66 @@ def rmsprop(w, g, v, ag, mom, gscale, lr, rho, momentum, epsilon, centered, deca
             w[i] = wi - mi
         else:
             w[i] = wi - increment
+
+
+@cuda.jit
+def adagrad(w, g, acc, gscale, lr, epsilon, decay):
+    lr32, eps, gs, d = float32(lr), float32(epsilon), gscale[0], float32(decay)
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i] - w[i] * d
+        gi = g[i] * gs
+        a = acc[i] + gi * gi
+        acc[i] = a
+        w[i] = wi - lr32 * gi / math.sqrt(a + eps)
+
+
+@cuda.jit
+def adadelta(w, g, acc_g, acc_dx, gscale, lr, rho, epsilon, decay):
+    lr32, r, r1, eps = float32(lr), float32(rho), float32(1 - rho), float32(epsilon)
+    gs, d = gscale[0], float32(decay)
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i] - w[i] * d
+        gi = g[i] * gs
+        ag = r * acc_g[i] + r1 * gi * gi
+        acc_g[i] = ag
+        delta = -(math.sqrt(acc_dx[i] + eps) * gi) / math.sqrt(ag + eps)
+        acc_dx[i] = r * acc_dx[i] + r1 * delta * delta
+        w[i] = wi + lr32 * delta
+
+
+@cuda.jit
+def adamax(w, g, m, u, gscale, lr, correction, beta_1, beta_2, epsilon, decay):
+    """correction: 1 - beta_1**step, from the host."""
+    lr32, b1, b2, eps = float32(lr), float32(1 - beta_1), float32(beta_2), float32(epsilon)
+    corr, gs, d = float32(correction), gscale[0], float32(decay)
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i] - w[i] * d
+        gi = g[i] * gs
+        mi = m[i] + (gi - m[i]) * b1
+        m[i] = mi
+        ui = maximum(b2 * u[i], abs(gi))
+        u[i] = ui
+        w[i] = wi - lr32 * mi / (corr * (ui + eps))
+
+
+def nadam_coefficients(step: float, beta_1: float, beta_2: float) -> tuple:
+    """Nadam's per-step factors on m and g (its momentum schedule) and v's bias correction, on
+    the host in float64 as the CPU kernel computes them."""
+    u_t, u_next = beta_1 * (1 - 0.5 * 0.96 ** step), beta_1 * (1 - 0.5 * 0.96 ** (step + 1))
+    u_product = _nadam_momentum_product.py_func(beta_1, step)
+    return u_next / (1 - u_product * u_next), (1 - u_t) / (1 - u_product), 1 - beta_2 ** step
+
+
+@cuda.jit
+def nadam(w, g, m, v, gscale, lr, c_m, c_g, v_correction, beta_1, beta_2, epsilon, decay):
+    """c_m, c_g, v_correction: nadam_coefficients(step, beta_1, beta_2)."""
+    lr32, cm, cg, vc = float32(lr), float32(c_m), float32(c_g), float32(v_correction)
+    b1, b2, eps, gs, d = float32(1 - beta_1), float32(1 - beta_2), float32(epsilon), gscale[0], float32(decay)
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i] - w[i] * d
+        gi = g[i] * gs
+        mi = m[i] + (gi - m[i]) * b1
+        vi = v[i] + (gi * gi - v[i]) * b2
+        m[i] = mi
+        v[i] = vi
+        w[i] = wi - (cm * mi + cg * gi) * lr32 / (math.sqrt(vi / vc) + eps)
