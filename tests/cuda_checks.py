@@ -90,6 +90,8 @@ def kernels():
     x3 = rand(3, 5, 4)
     out = run(K.reduce_3d, K.blocks(12), K.THREADS_1D, x3, np.zeros((3, 4), np.float32), 1 / 5)[1]
     close(out, ref("reduce_mean", x3, axes=(1,)), "reduce_3d")
+    out = run(K.reduce_max_3d, K.blocks(12), K.THREADS_1D, x3, np.zeros((3, 4), np.float32))[1]
+    close(out, ref("reduce_max", x3, axes=(1,)), "reduce_max_3d")
     flat = rand(300)
     close(run(K.reduce_all, 1, K.THREADS_1D, flat, np.zeros(1, np.float32), 1.0)[1][0],
           ref("reduce_sum", flat), "reduce_all")
@@ -140,6 +142,10 @@ def kernels():
             for name, a, b in zip(["w"] + names, arrays, want):
                 close(a, b, f"{op} {hyper} gscale={gs}: {name}")
 
+    m, batch_mean = rand(37), rand(37)
+    want = ref("moving_average", m.copy(), batch_mean, momentum=0.99)
+    close(run(K.moving_average, K.update_blocks(37), K.THREADS_1D, m, batch_mean, 0.99)[0], want, "moving_average")
+
 
 def _model(device, optimizer, loss):
     import kgraph.models
@@ -187,6 +193,14 @@ def training():
             np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6, err_msg=loss)
 
 
+def _bn_mlp_config():
+    """seq_mlp with a BatchNormalization after its first Dense."""
+    config = json.loads((CONFIGS / "k3_seq_mlp.json").read_text())
+    config["config"]["layers"].insert(2, {"module": "keras.layers", "class_name": "BatchNormalization",
+                                          "config": {"name": "bn", "momentum": 0.9}})
+    return config
+
+
 def ptx():
     """Every kernel of the launchers of a few models, and every hand-written kernel, compiled to
     PTX for sm_90 with their argument types."""
@@ -227,8 +241,10 @@ def ptx():
             ("seq_mlp", optimizers.Nadam(), "mean_squared_error", False),
             ("seq_mlp", optimizers.Adagrad(), "mean_squared_error", False),
             ("seq_mlp", optimizers.Adadelta(), "mean_squared_error", False),
-            ("seq_mlp", optimizers.Adamax(), "mean_squared_error", False)]:
-        config = json.loads((CONFIGS / f"k3_{arch}.json").read_text())
+            ("seq_mlp", optimizers.Adamax(), "mean_squared_error", False),
+            ("seq_mlp", optimizers.SGD(), "categorical_hinge", False),   # reduce_max
+            ("bn_mlp", optimizers.SGD(), "mean_squared_error", False)]:   # moving_average
+        config = json.loads((CONFIGS / f"k3_{arch}.json").read_text()) if arch != "bn_mlp" else _bn_mlp_config()
         fm = build_model(config, seed=0)
         compiled = run_pipeline("train", fm.lower(training=True), [w.node for w in fm.weights],
                                 losses=[{"name": loss}] * len(fm.output_names), optimizer=opt.spec(),

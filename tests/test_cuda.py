@@ -110,12 +110,23 @@ def test_ops_without_a_cuda_kernel_are_named(tmp_path):
         generate_cuda(_train_graph(HERE / "fixtures" / "configs" / "k3_conv2d.json", optimizers.Adam()))
     with pytest.raises(NotImplementedError, match="no kernel for op 'gather'"):
         generate_cuda(_train_graph(HERE / "fixtures" / "configs" / "k3_norm_embed.json", optimizers.SGD()))
-    # batch normalization's moving statistics: an in-place update op of their own
+
+
+def _bn_mlp(tmp_path):
+    """seq_mlp with a BatchNormalization: its moving statistics are an in-place update op."""
     config = json.loads((HERE / "fixtures" / "configs" / "k3_seq_mlp.json").read_text())
-    layers = config["config"]["layers"]
-    layers.insert(2, {"module": "keras.layers", "class_name": "BatchNormalization",
-                      "config": {"name": "bn", "axis": -1, "momentum": 0.99, "epsilon": 0.001}})
+    config["config"]["layers"].insert(2, {"module": "keras.layers", "class_name": "BatchNormalization",
+                                          "config": {"name": "bn", "axis": -1, "momentum": 0.99, "epsilon": 0.001}})
     path = tmp_path / "bn_mlp.json"
     path.write_text(json.dumps(config))
-    with pytest.raises(NotImplementedError, match="in-place update 'moving_average'"):
-        generate_cuda(_train_graph(path, optimizers.SGD()))
+    return path
+
+
+def test_batch_norm_moving_statistics_and_reduce_max_generate_their_launches(tmp_path):
+    from kgraph import optimizers
+
+    source, _ = generate_cuda(_train_graph(_bn_mlp(tmp_path), optimizers.SGD()))
+    compile(source, "launcher.py", "exec")
+    assert source.count("K.moving_average[") == 2
+    source, _ = generate_cuda(_train_graph(EXAMPLE, optimizers.SGD(), loss="categorical_hinge"))
+    assert source.count("K.reduce_max_3d[") == 1

@@ -9,8 +9,9 @@ order. Elementwise kernels are generated here from the same scalar templates as 
 (templates.py); GEMMs, the fused backward, softmax and losses, reductions and the optimizer
 update are the hand-written kernels of cuda_kernels.py.
 
-Not every op of the CPU backend has a CUDA kernel yet: the convolution, pooling, normalization and
-embedding ops, reduce_max and reductions over non-contiguous axes raise NotImplementedError here, naming the op (compile with device="cpu")."""
+Not every op of the CPU backend has a CUDA kernel yet: the convolution, pooling and embedding ops
+and reductions over non-contiguous axes raise NotImplementedError here, naming the op (compile
+with device="cpu")."""
 from __future__ import annotations
 
 from ir import Pattern, format_node, get_op
@@ -252,22 +253,27 @@ class CudaCodegen(StepCodegen):
                                       f"{self._axes(t, node.attrs.get('axes'))} of {t} (%{node.id})")
         return split
 
-    def _reduce(self, node, mean) -> list[str]:
+    def _reduce(self, node, kind) -> list[str]:
         x = node.inputs[0]
         pre, mid, post = self._contiguous(node, self.g.type(x))
-        scale = (self._bound(f"1.0 / ({mid})", "scale"), "float64") if mean else ("1.0", "float64")
+        out3 = self._arr(f"{var(node.id)}.reshape(({pre}, {post}))", node.id, 2)
+        x3 = self._arr(f"{self._operand(x)}.reshape(({pre}, {mid}, {post}))", x, 3)
+        if kind == "max":
+            return [self._launch("K.reduce_max_3d", f"K.blocks({pre} * {post})", T1, [x3, out3])]
+        scale = (self._bound(f"1.0 / ({mid})", "scale"), "float64") if kind == "mean" else ("1.0", "float64")
         if pre == "1" and post == "1":
             args = [self._arr(self._flat(x), x, 1), self._arr(f"{var(node.id)}.reshape((1,))", node.id, 1), scale]
             return [self._launch("K.reduce_all", "1", T1, args)]
-        args = [self._arr(f"{self._operand(x)}.reshape(({pre}, {mid}, {post}))", x, 3),
-                self._arr(f"{var(node.id)}.reshape(({pre}, {post}))", node.id, 2), scale]
-        return [self._launch("K.reduce_3d", f"K.blocks({pre} * {post})", T1, args)]
+        return [self._launch("K.reduce_3d", f"K.blocks({pre} * {post})", T1, [x3, out3, scale])]
 
     def _emit_reduce_sum(self, node):
-        return self._reduce(node, False)
+        return self._reduce(node, "sum")
 
     def _emit_reduce_mean(self, node):
-        return self._reduce(node, True)
+        return self._reduce(node, "mean")
+
+    def _emit_reduce_max(self, node):
+        return self._reduce(node, "max")
 
     def _emit_broadcast_like(self, node):
         g, x = node.inputs
@@ -386,6 +392,13 @@ class CudaCodegen(StepCodegen):
                                        gscale, hyper)
         return [line for group in groups for line in self._update_launch(
             op, [f"{var(n)}.reshape(({prod(self.g.type(n).shape)},))" for n in group], gscale, hyper)]
+
+    def _emit_moving_average(self, node):
+        m, x = node.inputs
+        args = [self._arr(self._flat(m), m, 1), self._arr(self._flat(x), x, 1),
+                (repr(float(node.attrs["momentum"])), "float64")]
+        return [self._launch("K.moving_average", f"K.update_blocks({prod(self.g.type(m).shape)})", T1, args)]
+
 
 def generate(compiled) -> tuple[str, int]:
     """The Python source of the compiled graph's CUDA launcher, and its kernel launches per step."""

@@ -1,6 +1,7 @@
 """Hand-written CUDA kernels (numba.cuda) that generated launchers call: the tiled GEMM with a
 fused epilogue, the fused activation-gradient + bias-gradient backward, softmax and the
-cross-entropy losses, reductions, copies and the multi-tensor optimizer updates.
+cross-entropy losses, reductions, copies, batch-norm's moving statistics and the multi-tensor
+optimizer updates.
 
 float32 only. A kernel that calls a generated device function (the GEMM's epilogue, the
 backward's activation gradient) comes from a cached factory, one specialisation per function.
@@ -282,6 +283,18 @@ def reduce_all(x, out, scale):
 
 
 @cuda.jit
+def reduce_max_3d(x, out):
+    """out[a, c] = max over b of x[a, b, c]: a thread per output, as reduce_3d."""
+    t = cuda.grid(1)
+    if t < out.size:
+        a, c = t // out.shape[1], t % out.shape[1]
+        m = x[a, 0, c]
+        for b in range(1, x.shape[1]):
+            m = maximum(m, x[a, b, c])
+        out[a, c] = m
+
+
+@cuda.jit
 def broadcast_3d(g, out):
     """out[a, b, c] = g[a, c]."""
     t = cuda.grid(1)
@@ -306,6 +319,14 @@ def copy_3d(src, src_start, dst, dst_start, n):
     if t < src.shape[0] * n * post:
         a, b, c = t // (n * post), (t // post) % n, t % post
         dst[a, dst_start + b, c] = src[a, src_start + b, c]
+
+
+@cuda.jit
+def moving_average(m, x, momentum):
+    """m = m*momentum + x*(1 - momentum) in place: batch-norm's moving statistics (grid-stride)."""
+    mu, rest = float32(momentum), float32(1 - momentum)
+    for i in range(cuda.grid(1), m.size, cuda.gridsize(1)):
+        m[i] = m[i] * mu + x[i] * rest
 
 
 # ---------------------------------------------------------------- optimizers (Keras 3 formulas)
