@@ -92,6 +92,8 @@ def kernels():
     close(out, ref("reduce_mean", x3, axes=(1,)), "reduce_3d")
     out = run(K.reduce_max_3d, K.blocks(12), K.THREADS_1D, x3, np.zeros((3, 4), np.float32))[1]
     close(out, ref("reduce_max", x3, axes=(1,)), "reduce_max_3d")
+    out = run(K.repeat_3d, K.blocks(180), K.THREADS_1D, x3, np.zeros((3, 15, 4), np.float32))[1]
+    close(out, ref("repeat", x3, axis=1, n=3), "repeat_3d")
     flat = rand(300)
     close(run(K.reduce_all, 1, K.THREADS_1D, flat, np.zeros(1, np.float32), 1.0)[1][0],
           ref("reduce_sum", flat), "reduce_all")
@@ -146,6 +148,64 @@ def kernels():
     want = ref("moving_average", m.copy(), batch_mean, momentum=0.99)
     close(run(K.moving_average, K.update_blocks(37), K.THREADS_1D, m, batch_mean, 0.99)[0], want, "moving_average")
 
+    graph_ops()
+
+
+def _one_op_launcher(op, inputs, attrs):
+    """Node `op` over `inputs` (arrays; those 3 long are batches of 3) compiled alone as a predict
+    step: (its manifest, with the CUDA launcher's path, and the order the step takes the inputs in:
+    batches first, as the step's batch size is its first input's)."""
+    import ir
+    from ir import BATCH, TensorType
+
+    from kgraph.codegen import generate_cuda, step_manifest
+    from kgraph.passes import run_pipeline
+    from kgraph.runtime.loader import write_source
+
+    g = ir.Graph(f"one_{op}")
+    batched = [a.shape[:1] == (3,) for a in inputs]
+    fed = sorted(range(len(inputs)), key=lambda k: not batched[k])
+    ids = {k: g.source("input", f"x{k}", TensorType((BATCH, *inputs[k].shape[1:]) if batched[k] else inputs[k].shape,
+                                                    str(inputs[k].dtype))) for k in fed}
+    g.outputs["output:y"] = g.add_node(op, [ids[k] for k in range(len(inputs))], attrs, name="y")
+    compiled = run_pipeline("predict", g, [])
+    return step_manifest(compiled, write_source(generate_cuda(compiled)[0], f"cuda_check_{op}")), fed
+
+
+def _graph_cases():
+    """(op, inputs, attrs) of the ops whose kernel the launcher generates or picks by shape
+    (transpose, pad, crop, reductions over any axes), and of the image and lookup ops with their
+    launch arguments. Batch 3; the images are not multiples of any block."""
+    x4 = rand(3, 5, 6, 4)
+    ties = RS.randint(0, 3, (3, 5, 6, 4)).astype(np.float32)   # windows with several maxima
+    patch = {"kernel": (3, 2), "strides": (2, 1), "dilation": (1, 2), "pads": (1, 1, 2, 0)}
+    max_pool = {"mode": "max", "pool": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1)}   # overlapping windows
+    avg_pool = {"mode": "avg", "pool": (2, 3), "strides": (1, 2), "pads": (0, 1, 1, 0)}
+    return [("transpose", [x4], {"perm": (0, 2, 3, 1)}), ("transpose", [x4], {"perm": (0, 3, 1, 2)}),
+            ("pad", [x4], {"pads": ((0, 0), (1, 2), (0, 1), (0, 0))}),
+            ("crop", [x4], {"pads": ((0, 0), (1, 0), (2, 1), (0, 0))}),
+            ("repeat", [x4], {"axis": 2, "n": 2}),
+            ("reduce_sum", [x4], {"axes": (0, 2)}), ("reduce_mean", [x4], {"axes": (1, 3), "keepdims": True}),
+            ("reduce_max", [x4], {"axes": (0, 2)}), ("reduce_max", [x4], {"axes": (1, 2)}),
+            ("broadcast_like", [rand(5, 4), x4], {"axes": (0, 2)}),
+            ("im2col", [x4], patch), ("col2im", [rand(3, 3, 4, 24)], {**patch, "size": (5, 6)}),
+            ("pool2d", [ties], max_pool), ("pool2d", [x4], avg_pool),
+            ("pool2d_grad", [rand(3, 3, 3, 4), ties, ref("pool2d", ties, **max_pool)], max_pool),
+            ("pool2d_grad", [rand(3, 5, 3, 4), x4, ref("pool2d", x4, **avg_pool)], avg_pool),
+            ("gather", [rand(5, 3), np.float32([[1.7, 0], [4, 1], [4, 4]])], {}),   # float ids are truncated
+            ("scatter_add", [rand(3, 2, 4), np.int32([[1, 0], [4, 1], [4, 4]])], {"rows": 5})]
+
+
+def graph_ops():
+    """Each of _graph_cases compiled alone from the IR and run by the CUDA runtime against its
+    reference."""
+    from kgraph.runtime.cuda_executable import CudaExecutable
+
+    for op, inputs, attrs in _graph_cases():
+        manifest, fed = _one_op_launcher(op, inputs, attrs)
+        got = CudaExecutable({"predict": manifest}, []).run("predict", [inputs[k] for k in fed])["output:y"]
+        close(got, ref(op, *inputs, **attrs), f"{op} {attrs}")
+
 
 def _model(device, optimizer, loss):
     import kgraph.models
@@ -193,14 +253,6 @@ def training():
             np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6, err_msg=loss)
 
 
-def _bn_mlp_config():
-    """seq_mlp with a BatchNormalization after its first Dense."""
-    config = json.loads((CONFIGS / "k3_seq_mlp.json").read_text())
-    config["config"]["layers"].insert(2, {"module": "keras.layers", "class_name": "BatchNormalization",
-                                          "config": {"name": "bn", "momentum": 0.9}})
-    return config
-
-
 def ptx():
     """Every kernel of the launchers of a few models, and every hand-written kernel, compiled to
     PTX for sm_90 with their argument types."""
@@ -239,17 +291,19 @@ def ptx():
             ("two_input_concat", optimizers.SGD(momentum=0.9), "categorical_crossentropy", True),
             ("seq_shapes", optimizers.SGD(), "mean_squared_error", True),
             ("seq_mlp", optimizers.Nadam(), "mean_squared_error", False),
-            ("seq_mlp", optimizers.Adagrad(), "mean_squared_error", False),
-            ("seq_mlp", optimizers.Adadelta(), "mean_squared_error", False),
-            ("seq_mlp", optimizers.Adamax(), "mean_squared_error", False),
-            ("seq_mlp", optimizers.SGD(), "categorical_hinge", False),   # reduce_max
-            ("bn_mlp", optimizers.SGD(), "mean_squared_error", False)]:   # moving_average
-        config = json.loads((CONFIGS / f"k3_{arch}.json").read_text()) if arch != "bn_mlp" else _bn_mlp_config()
+            ("conv2d", optimizers.Adagrad(), "mean_squared_error", False),
+            ("conv_layers", optimizers.Adadelta(), "mean_squared_error", False),
+            ("norm_embed", optimizers.Adamax(), "mean_squared_error", False),   # and moving_average
+            ("seq_mlp", optimizers.SGD(), "categorical_hinge", False)]:   # reduce_max
+        config = json.loads((CONFIGS / f"k3_{arch}.json").read_text())
         fm = build_model(config, seed=0)
         compiled = run_pipeline("train", fm.lower(training=True), [w.node for w in fm.weights],
                                 losses=[{"name": loss}] * len(fm.output_names), optimizer=opt.spec(),
                                 trainable=[w.node for w in fm.weights if w.trainable])
         add(import_file(write_source(generate(compiled)[0], f"ptx_{arch}")), arch, generated)
+    # the generated shuffles and reductions, and the image and lookup ops, as the simulator runs them
+    for op, inputs, attrs in _graph_cases():
+        add(import_file(_one_op_launcher(op, inputs, attrs)[0]["module"]), op)
     # the hand-written kernels no launcher above used, with types of their own
     others = {"pick_rows": "void(float32[:, ::1], int32[::1], float32[::1])",
               "unpick_rows": "void(float32[::1], int32[::1], float32[:, ::1])",

@@ -9,9 +9,11 @@ order. Elementwise kernels are generated here from the same scalar templates as 
 (templates.py); GEMMs, the fused backward, softmax and losses, reductions and the optimizer
 update are the hand-written kernels of cuda_kernels.py.
 
-Not every op of the CPU backend has a CUDA kernel yet: the convolution, pooling and embedding ops
-and reductions over non-contiguous axes raise NotImplementedError here, naming the op (compile
-with device="cpu")."""
+Layout shuffles whose index arithmetic depends on the node (transpose, pad, crop, reductions and
+broadcasts over non-contiguous axes) are generated here too, a thread per output element; the
+image ops (im2col, col2im, pooling), lookups, repeats and moving statistics are hand-written.
+Every op of ir/ops has a kernel; what is still refused (softmax over an axis other than the last,
+as on the CPU) raises NotImplementedError naming the node."""
 from __future__ import annotations
 
 from ir import Pattern, format_node, get_op
@@ -66,6 +68,21 @@ def update_kernel(op: str, hyper: dict) -> str:
 def array_type(dtype: str, rank: int) -> str:
     """Numba's type of a C-contiguous array: float32[:, ::1]."""
     return f"{dtype}[{', '.join([':'] * (max(rank, 1) - 1) + ['::1'])}]"
+
+
+def unravel(flat: str, rank: int, array: str = "out") -> list[str]:
+    """Lines setting i0, ..., i{rank-1} to the index of flat element `flat` of a C-contiguous
+    `array` (the last index varies fastest)."""
+    lines = [f"r = {flat}"]
+    for d in reversed(range(rank)):
+        lines.append(f"i{d} = r % {array}.shape[{d}]")
+        if d:
+            lines.append(f"r //= {array}.shape[{d}]")
+    return lines
+
+
+def index(parts) -> str:
+    return ", ".join(parts)
 
 
 class CudaCodegen(StepCodegen):
@@ -186,11 +203,7 @@ class CudaCodegen(StepCodegen):
                      for i in node.inputs]
         else:      # NumPy broadcasting: out's index, 0 along an operand's broadcast axes
             out_dims = (1,) * (rank - out_t.rank) + tuple(out_t.shape)
-            lines.append("        r = i")
-            for d in reversed(range(rank)):
-                lines.append(f"        i{d} = r % out.shape[{d}]")
-                if d:
-                    lines.append(f"        r //= out.shape[{d}]")
+            lines += ["        " + line for line in unravel("i", rank)]
             idx = ", ".join(f"i{d}" for d in range(rank))
             reads = []
             for k, i in enumerate(node.inputs):
@@ -205,14 +218,28 @@ class CudaCodegen(StepCodegen):
 
     def _emit_bias_grad(self, node, fn) -> list[str]:
         """act_grad that also writes its column sum (the bias gradient): the fused backward."""
-        if any(self.g.type(i).shape != node.type.shape for i in node.inputs) or node.type.rank != 2:
+        if any(self.g.type(i).shape != node.type.shape for i in node.inputs):
             raise NotImplementedError(f"fused bias gradient of operands not shaped as %{node.id}")
         kernel = f"k_{node.id}"
         self.mod.kernels.append(f"{kernel} = K.act_grad_bias({fn})")
-        g, v = node.inputs
-        args = [self._arr(self._operand(g), g), self._arr(self._operand(v), v), self._arr(var(node.id), node.id),
+        g, v = node.inputs   # as rows: the bias gradient sums every axis but the last (a convolution's too)
+        args = [self._matrix(g), self._matrix(v), self._matrix(node.id),
                 self._arr(var(node.attrs["bias_grad"]), node.attrs["bias_grad"])]
-        return [self._launch(kernel, f"K.bias_grad_grid({node.type.shape[1]})", "(K.BIAS_COLS, K.BIAS_ROWS)", args)]
+        return [self._launch(kernel, f"K.bias_grad_grid({node.type.shape[-1]})", "(K.BIAS_COLS, K.BIAS_ROWS)", args)]
+
+    def _per_element(self, name, rank, body, params=("x", "out")) -> str:
+        """A generated kernel with a thread per element of `out` (rank dims), whose index is
+        i0, ..., i{rank-1} in `body`; identical kernels are shared. Returns its name."""
+        lines = ["@cuda.jit", f"def {name}({', '.join(params)}):", "    t = cuda.grid(1)", "    if t < out.size:"]
+        lines += ["        " + line for line in unravel("t", rank) + body]
+        return self.mod.kernel(name, lines)
+
+    def _per_element_launch(self, name, rank, body, operands) -> list[str]:
+        """Launch of _per_element's kernel; operands: (expression, node id) of x and out, each
+        viewed with `rank` dims."""
+        kernel = self._per_element(name, rank, body)
+        args = [self._arr(expr, nid, rank) for expr, nid in operands]
+        return [self._launch(kernel, f"K.blocks({prod(self.g.type(operands[-1][1]).shape)})", T1, args)]
 
     # ------------------------------------------------------------------ GEMMs
     def _matrix(self, nid) -> tuple:
@@ -245,17 +272,38 @@ class CudaCodegen(StepCodegen):
         return self._gemm(node, f"k_{node.id}", x, w, self._arr(self._operand(b), b))
 
     # ------------------------------------------------------------------ reductions
-    def _contiguous(self, node, t):
-        """(pre, mid, post) of a reduction's axes; the CUDA kernels need them contiguous."""
-        split = self._split(t, node.attrs.get("axes"))
-        if split is None:
-            raise NotImplementedError(f"the CUDA backend has no kernel for {node.op} over non-contiguous axes "
-                                      f"{self._axes(t, node.attrs.get('axes'))} of {t} (%{node.id})")
-        return split
+    # Contiguous axes (pre, mid, post) go to the hand-written kernels; other axes get a generated
+    # kernel with a thread per kept element looping over the reduced axes, the reduced side viewed
+    # with 1s at the axes.
+    def _kept_shape(self, t, axes) -> str:
+        return shape_expr(tuple(1 if i in axes else d for i, d in enumerate(t.shape)))
+
+    def _scattered_reduce(self, node, kind) -> list[str]:
+        x, t = node.inputs[0], self.g.type(node.inputs[0])
+        axes = self._axes(t, node.attrs.get("axes"))
+        full = [f"i{d}" for d in range(t.rank)]
+        small = ["0" if d in axes else f"i{d}" for d in range(t.rank)]
+        body = [f"s = x[{index(small)}]" if kind == "max" else "s = np.float32(0)"]
+        ind = ""
+        for d in axes:
+            body.append(f"{ind}for i{d} in range(x.shape[{d}]):")
+            ind += "    "
+        body.append(f"{ind}s = max(s, x[{index(full)}])" if kind == "max" else f"{ind}s += x[{index(full)}]")
+        body.append(f"out[{index(small)}] = s" + (" * np.float32(scale)" if kind == "mean" else ""))
+        params = ("x", "out", "scale") if kind == "mean" else ("x", "out")
+        kernel = self._per_element(f"{kind}_{node.id}", t.rank, body, params)
+        args = [self._arr(self._operand(x), x), self._arr(f"{var(node.id)}.reshape({self._kept_shape(t, axes)})",
+                                                          node.id, t.rank)]
+        if kind == "mean":
+            args.append((self._bound(f"1.0 / ({prod([t.shape[a] for a in axes])})", "scale"), "float64"))
+        return [self._launch(kernel, f"K.blocks({prod(node.type.shape)})", T1, args)]
 
     def _reduce(self, node, kind) -> list[str]:
         x = node.inputs[0]
-        pre, mid, post = self._contiguous(node, self.g.type(x))
+        split = self._split(self.g.type(x), node.attrs.get("axes"))
+        if split is None:
+            return self._scattered_reduce(node, kind)
+        pre, mid, post = split
         out3 = self._arr(f"{var(node.id)}.reshape(({pre}, {post}))", node.id, 2)
         x3 = self._arr(f"{self._operand(x)}.reshape(({pre}, {mid}, {post}))", x, 3)
         if kind == "max":
@@ -277,7 +325,15 @@ class CudaCodegen(StepCodegen):
 
     def _emit_broadcast_like(self, node):
         g, x = node.inputs
-        pre, mid, post = self._contiguous(node, self.g.type(x))
+        t, axes = self.g.type(x), node.attrs.get("axes")
+        split = self._split(t, axes)
+        if split is None:
+            axes = self._axes(t, axes)
+            small = ["0" if d in axes else f"i{d}" for d in range(t.rank)]
+            body = [f"out[{index(f'i{d}' for d in range(t.rank))}] = x[{index(small)}]"]
+            return self._per_element_launch(f"broadcast_{node.id}", t.rank, body, [
+                (f"{self._operand(g)}.reshape({self._kept_shape(t, axes)})", g), (var(node.id), node.id)])
+        pre, mid, post = split
         args = [self._arr(f"{self._operand(g)}.reshape(({pre}, {post}))", g, 2),
                 self._arr(f"{var(node.id)}.reshape(({pre}, {mid}, {post}))", node.id, 3)]
         return [self._launch("K.broadcast_3d", f"K.blocks({pre} * {mid} * {post})", T1, args)]
@@ -329,6 +385,82 @@ class CudaCodegen(StepCodegen):
     def _emit_unpick(self, node):
         g, labels, _ = node.inputs
         return self._row_launch("K.unpick_rows", node, node.id, [(g, "flat"), (labels, "flat"), (node.id, "rows")])
+
+    # ------------------------------------------------------------------ images, lookups, axis shuffles
+    def _patch_args(self, node) -> list:
+        a = node.attrs
+        return [(str(v), "int64") for v in (*a["kernel"], *a["strides"], *a["dilation"], a["pads"][0], a["pads"][2])]
+
+    def _emit_im2col(self, node):
+        x = node.inputs[0]
+        args = [self._arr(self._operand(x), x), self._arr(var(node.id), node.id)] + self._patch_args(node)
+        return [self._launch("K.im2col", f"K.blocks({prod(node.type.shape)})", T1, args)]
+
+    def _emit_col2im(self, node):
+        cols = node.inputs[0]
+        args = [self._arr(self._operand(cols), cols), self._arr(var(node.id), node.id)] + self._patch_args(node)
+        return [self._launch("K.col2im", f"K.blocks({prod(node.type.shape)})", T1, args)]
+
+    def _pool_args(self, node) -> list:
+        a = node.attrs
+        return [(str(a["mode"] == "max"), "boolean")] + \
+            [(str(v), "int64") for v in (*a["pool"], *a["strides"], a["pads"][0], a["pads"][2])]
+
+    def _emit_pool2d(self, node):
+        x = node.inputs[0]
+        args = [self._arr(self._operand(x), x), self._arr(var(node.id), node.id)] + self._pool_args(node)
+        return [self._launch("K.pool2d", f"K.blocks({prod(node.type.shape)})", T1, args)]
+
+    def _emit_pool2d_grad(self, node):
+        args = [self._arr(self._operand(i), i) for i in node.inputs] + [self._arr(var(node.id), node.id)]
+        return [self._launch("K.pool2d_grad", f"K.blocks({prod(node.type.shape)})", T1, args + self._pool_args(node))]
+
+    def _emit_gather(self, node):
+        table, ids = node.inputs
+        args = [self._arr(self._operand(table), table), self._arr(self._flat(ids), ids, 1), self._matrix(node.id)]
+        return [self._launch("K.gather_rows", f"K.blocks({prod(node.type.shape)})", T1, args)]
+
+    def _emit_scatter_add(self, node):
+        g, ids = node.inputs
+        n = prod(node.type.shape)
+        zero = [self._arr(f"{var(node.id)}.reshape(({n},))", node.id, 1), ("0.0", "float64")]
+        args = [self._matrix(g), self._arr(self._flat(ids), ids, 1), self._arr(var(node.id), node.id)]
+        return [self._launch("K.fill", f"K.blocks({n})", T1, zero),
+                self._launch("K.scatter_add_rows", f"K.blocks({prod(self.g.type(g).shape)})", T1, args)]
+
+    def _emit_repeat(self, node):
+        x, axis, n = node.inputs[0], node.attrs["axis"], node.attrs["n"]
+        t = self.g.type(x)
+        pre, d, post = prod(t.shape[:axis]), t.shape[axis], prod(t.shape[axis + 1:])
+        args = [self._arr(f"{self._operand(x)}.reshape(({pre}, {d}, {post}))", x, 3),
+                self._arr(f"{var(node.id)}.reshape(({pre}, {d * n}, {post}))", node.id, 3)]
+        return [self._launch("K.repeat_3d", f"K.blocks({prod(node.type.shape)})", T1, args)]
+
+    def _emit_transpose(self, node):
+        perm, rank = node.attrs["perm"], node.type.rank
+        src = [f"i{perm.index(a)}" for a in range(rank)]
+        body = [f"out[{index(f'i{d}' for d in range(rank))}] = x[{index(src)}]"]
+        x = node.inputs[0]
+        return self._per_element_launch(f"transpose_{node.id}", rank, body,
+                                        [(self._operand(x), x), (var(node.id), node.id)])
+
+    def _emit_pad(self, node):
+        """out[i] = x[i - lo] inside x, 0 in the padding."""
+        pads, rank = node.attrs["pads"], node.type.rank
+        src = [f"i{d} - {lo}" if lo else f"i{d}" for d, (lo, _) in enumerate(pads)]
+        inside = [f"0 <= {src[d]} < x.shape[{d}]" for d, (lo, hi) in enumerate(pads) if lo or hi] or ["True"]
+        body = [f"out[{index(f'i{d}' for d in range(rank))}] = x[{index(src)}] if {' and '.join(inside)} "
+                f"else np.float32(0)"]
+        x = node.inputs[0]
+        return self._per_element_launch(f"pad_{node.id}", rank, body, [(self._operand(x), x), (var(node.id), node.id)])
+
+    def _emit_crop(self, node):
+        """out[i] = x[i + lo]."""
+        pads, rank = node.attrs["pads"], node.type.rank
+        src = [f"i{d} + {lo}" if lo else f"i{d}" for d, (lo, _) in enumerate(pads)]
+        body = [f"out[{index(f'i{d}' for d in range(rank))}] = x[{index(src)}]"]
+        x = node.inputs[0]
+        return self._per_element_launch(f"crop_{node.id}", rank, body, [(self._operand(x), x), (var(node.id), node.id)])
 
     # ------------------------------------------------------------------ concat and slice
     def _copy(self, src, src_start, dst, dst_start, n, axis) -> str:
