@@ -1,6 +1,6 @@
-"""Checks of the CUDA backend that test_cuda.py runs in fresh processes: `kernels` and `training`
-under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1 must be set before numba is imported),
-`ptx` without it (compiles every kernel for sm_90). Each prints "ok" when all passed."""
+"""Checks of the CUDA backend that test_cuda.py runs in fresh processes: `kernels`, `training` and
+`training_cnn` under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1 must be set before numba is
+imported), `ptx` without it (compiles every kernel for sm_90). Each prints "ok" when all passed."""
 import json
 import sys
 from pathlib import Path
@@ -253,6 +253,43 @@ def training():
             np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6, err_msg=loss)
 
 
+def _cnn_config():
+    """A small CNN: Conv2D + MaxPooling2D + BatchNormalization + Flatten + Dense (softmax) on 6x6x2
+    images. The convolution's activation is tanh: batch norm cancels the bias gradient of a relu
+    that is active across a channel's pooled positions to rounding noise, which Adam then scales
+    up to a full step, different on each backend."""
+    def layer(cls, **config):
+        return {"module": "keras.layers", "class_name": cls, "config": config}
+    return {"module": "keras", "class_name": "Sequential", "config": {"name": "cnn", "layers": [
+        layer("InputLayer", batch_shape=[None, 6, 6, 2], dtype="float32", name="image"),
+        layer("Conv2D", name="conv", filters=3, kernel_size=[3, 3], activation="tanh"),
+        layer("MaxPooling2D", name="pool", pool_size=[2, 2]),
+        layer("BatchNormalization", name="bn", momentum=0.9),
+        layer("Flatten", name="flat"),
+        layer("Dense", name="out", units=3, activation="softmax")]}}
+
+
+def training_cnn():
+    """The CNN on a batch of 3 (its convolution's GEMM is 48x3x18: no tile size divides it), two
+    steps each of Adam and Nadam in the simulator and on the CPU backend: the same losses, and
+    weights (batch norm's moving statistics included) to 1e-5; then a test step (batch norm in
+    inference mode). The simulator is slow: these shapes keep it to seconds."""
+    import kgraph.models
+    from kgraph import optimizers
+
+    x, y = rand(3, 6, 6, 2), np.array([0, 2, 1], np.int32)
+    for optimizer in (optimizers.Adam, optimizers.Nadam):
+        cpu, gpu = (kgraph.models.model_from_json(json.dumps(_cnn_config()), seed=3) for _ in range(2))
+        for model, device in ((cpu, "cpu"), (gpu, "cuda")):
+            model.compile(optimizer=optimizer(learning_rate=0.01), loss="sparse_categorical_crossentropy",
+                          device=device)
+        for _ in range(2):
+            np.testing.assert_allclose(gpu.train_on_batch(x, y), cpu.train_on_batch(x, y), rtol=1e-5)
+        for u, v in zip(cpu.get_weights(), gpu.get_weights()):
+            np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gpu.evaluate(x, y, verbose=0), cpu.evaluate(x, y, verbose=0), rtol=1e-5)
+
+
 def ptx():
     """Every kernel of the launchers of a few models, and every hand-written kernel, compiled to
     PTX for sm_90 with their argument types."""
@@ -321,5 +358,5 @@ def ptx():
 
 
 if __name__ == "__main__":
-    {"kernels": kernels, "training": training, "ptx": ptx}[sys.argv[1]]()
+    {"kernels": kernels, "training": training, "training_cnn": training_cnn, "ptx": ptx}[sys.argv[1]]()
     print("ok")
