@@ -1,6 +1,6 @@
-"""Checks of the CUDA backend that test_cuda.py runs in fresh processes: `kernels` and `training`
-under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1 must be set before numba is imported),
-`ptx` without it (compiles every kernel for sm_90). Each prints "ok" when all passed."""
+"""Checks of the CUDA backend that test_cuda.py runs in fresh processes: `kernels`, `training` and
+`training_cnn` under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1 must be set before numba is
+imported), `ptx` without it (compiles every kernel for sm_90). Each prints "ok" when all passed."""
 import json
 import sys
 from pathlib import Path
@@ -90,6 +90,10 @@ def kernels():
     x3 = rand(3, 5, 4)
     out = run(K.reduce_3d, K.blocks(12), K.THREADS_1D, x3, np.zeros((3, 4), np.float32), 1 / 5)[1]
     close(out, ref("reduce_mean", x3, axes=(1,)), "reduce_3d")
+    out = run(K.reduce_max_3d, K.blocks(12), K.THREADS_1D, x3, np.zeros((3, 4), np.float32))[1]
+    close(out, ref("reduce_max", x3, axes=(1,)), "reduce_max_3d")
+    out = run(K.repeat_3d, K.blocks(180), K.THREADS_1D, x3, np.zeros((3, 15, 4), np.float32))[1]
+    close(out, ref("repeat", x3, axis=1, n=3), "repeat_3d")
     flat = rand(300)
     close(run(K.reduce_all, 1, K.THREADS_1D, flat, np.zeros(1, np.float32), 1.0)[1][0],
           ref("reduce_sum", flat), "reduce_all")
@@ -105,40 +109,102 @@ def kernels():
     close(out, ref("slice", dst, axis=1, start=2, stop=5), "copy_3d as slice")
 
     # the optimizer updates over a 300-element bucket (two blocks), against the IR's updates, with
-    # the trailing (lr, step, gscale) operands of ir/ops/optim.py and Keras's weight decay
+    # the trailing (lr, step, gscale) operands of ir/ops/optim.py and Keras's weight decay; each
+    # kernel's arguments as the launcher passes them (kgraph.codegen.cuda.UPDATE_KERNELS)
+    from kgraph.codegen.cuda import UPDATE_KERNELS, update_kernel
+
     n, lr, step = 300, np.float32(0.01), 3.0
     cases = [("sgd_update", {}), ("sgd_update", {"momentum": 0.9}),
              ("sgd_update", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.004}), ("adam_update", {}),
              ("adam_update", {"amsgrad": True, "weight_decay": 0.004}), ("rmsprop_update", {}),
-             ("rmsprop_update", {"centered": True, "momentum": 0.5})]
+             ("rmsprop_update", {"centered": True, "momentum": 0.5}), ("adagrad_update", {}),
+             ("adagrad_update", {"weight_decay": 0.004}), ("adadelta_update", {}), ("adamax_update", {}),
+             ("adamax_update", {"beta_1": 0.8, "weight_decay": 0.004}), ("nadam_update", {}),
+             ("nadam_update", {"beta_2": 0.99, "weight_decay": 0.004})]
     for op, hyper in cases:
         h = {**REGISTRY_UPDATES[op].defaults, **hyper}
         names = list(REGISTRY_UPDATES[op].slots(h))
+        kernel = update_kernel(op, h)
+        slot_names, prelude, scalars = UPDATE_KERNELS[kernel]
+        values = {"lr": float(lr), "step": step, "K": K}
+        if prelude:
+            exec(prelude.format(**h), values)
         for gs in (1.0, 0.75):   # the global-clipnorm scale multiplies every gradient
             w, grad = rand(n), rand(n)
-            slots = {name: np.abs(rand(n)) for name in names}
+            slots = {name: np.abs(rand(n)) + np.float32(REGISTRY_UPDATES[op].slots(h)[name]) for name in names}
             if "velocity" in slots:
                 slots["velocity"] += 20   # the velocity outweighs the squared average gradient (centered)
             want = [a.copy() for a in [w, *slots.values()]]
             ref(op, want[0], grad, *want[1:], lr, step, np.float32(gs), **hyper)
-            gscale = np.array([gs], np.float32)
-            decay = float(lr) * h.get("weight_decay", 0.0)
-            slot = lambda name: slots.get(name, grad)   # noqa: E731
-            if op == "adam_update":
-                args = (K.adam, w, grad, slot("m"), slot("v"), slot("v_hat"), gscale,
-                        K.adam_alpha(float(lr), step, 0.9, 0.999), 0.9, 0.999, 1e-7, h["amsgrad"], decay)
-            elif op == "sgd_update" and h["momentum"]:
-                args = (K.sgd_momentum, w, grad, slot("momentum"), gscale, float(lr), 0.9, h["nesterov"], decay)
-            elif op == "sgd_update":
-                args = (K.sgd, w, grad, gscale, float(lr), decay)
-            else:
-                args = (K.rmsprop, w, grad, slot("velocity"), slot("average_gradient"), slot("momentum"), gscale,
-                        float(lr), 0.9, h["momentum"], 1e-7, h["centered"], decay)
-            got = run(args[0], K.update_blocks(n), K.THREADS_1D, *args[1:])
-            by_id = {id(a): k for k, a in enumerate(args[1:])}
+            args = [w, grad] + [slots.get(name, grad) for name in slot_names] + [np.array([gs], np.float32)]
+            args += [h[k] if k in h else values[k] for k in scalars] + [float(lr) * h.get("weight_decay", 0.0)]
+            got = run(getattr(K, kernel), K.update_blocks(n), K.THREADS_1D, *args)
+            by_id = {id(a): k for k, a in enumerate(args)}
             arrays = [got[0]] + [got[by_id[id(slots[name])]] for name in names]
             for name, a, b in zip(["w"] + names, arrays, want):
                 close(a, b, f"{op} {hyper} gscale={gs}: {name}")
+
+    m, batch_mean = rand(37), rand(37)
+    want = ref("moving_average", m.copy(), batch_mean, momentum=0.99)
+    close(run(K.moving_average, K.update_blocks(37), K.THREADS_1D, m, batch_mean, 0.99)[0], want, "moving_average")
+
+    graph_ops()
+
+
+def _one_op_launcher(op, inputs, attrs):
+    """Node `op` over `inputs` (arrays; those 3 long are batches of 3) compiled alone as a predict
+    step: (its manifest, with the CUDA launcher's path, and the order the step takes the inputs in:
+    batches first, as the step's batch size is its first input's)."""
+    import ir
+    from ir import BATCH, TensorType
+
+    from kgraph.codegen import generate_cuda, step_manifest
+    from kgraph.passes import run_pipeline
+    from kgraph.runtime.loader import write_source
+
+    g = ir.Graph(f"one_{op}")
+    batched = [a.shape[:1] == (3,) for a in inputs]
+    fed = sorted(range(len(inputs)), key=lambda k: not batched[k])
+    ids = {k: g.source("input", f"x{k}", TensorType((BATCH, *inputs[k].shape[1:]) if batched[k] else inputs[k].shape,
+                                                    str(inputs[k].dtype))) for k in fed}
+    g.outputs["output:y"] = g.add_node(op, [ids[k] for k in range(len(inputs))], attrs, name="y")
+    compiled = run_pipeline("predict", g, [])
+    return step_manifest(compiled, write_source(generate_cuda(compiled)[0], f"cuda_check_{op}")), fed
+
+
+def _graph_cases():
+    """(op, inputs, attrs) of the ops whose kernel the launcher generates or picks by shape
+    (transpose, pad, crop, reductions over any axes), and of the image and lookup ops with their
+    launch arguments. Batch 3; the images are not multiples of any block."""
+    x4 = rand(3, 5, 6, 4)
+    ties = RS.randint(0, 3, (3, 5, 6, 4)).astype(np.float32)   # windows with several maxima
+    patch = {"kernel": (3, 2), "strides": (2, 1), "dilation": (1, 2), "pads": (1, 1, 2, 0)}
+    max_pool = {"mode": "max", "pool": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1)}   # overlapping windows
+    avg_pool = {"mode": "avg", "pool": (2, 3), "strides": (1, 2), "pads": (0, 1, 1, 0)}
+    return [("transpose", [x4], {"perm": (0, 2, 3, 1)}), ("transpose", [x4], {"perm": (0, 3, 1, 2)}),
+            ("pad", [x4], {"pads": ((0, 0), (1, 2), (0, 1), (0, 0))}),
+            ("crop", [x4], {"pads": ((0, 0), (1, 0), (2, 1), (0, 0))}),
+            ("repeat", [x4], {"axis": 2, "n": 2}),
+            ("reduce_sum", [x4], {"axes": (0, 2)}), ("reduce_mean", [x4], {"axes": (1, 3), "keepdims": True}),
+            ("reduce_max", [x4], {"axes": (0, 2)}), ("reduce_max", [x4], {"axes": (1, 2)}),
+            ("broadcast_like", [rand(5, 4), x4], {"axes": (0, 2)}),
+            ("im2col", [x4], patch), ("col2im", [rand(3, 3, 4, 24)], {**patch, "size": (5, 6)}),
+            ("pool2d", [ties], max_pool), ("pool2d", [x4], avg_pool),
+            ("pool2d_grad", [rand(3, 3, 3, 4), ties, ref("pool2d", ties, **max_pool)], max_pool),
+            ("pool2d_grad", [rand(3, 5, 3, 4), x4, ref("pool2d", x4, **avg_pool)], avg_pool),
+            ("gather", [rand(5, 3), np.float32([[1.7, 0], [4, 1], [4, 4]])], {}),   # float ids are truncated
+            ("scatter_add", [rand(3, 2, 4), np.int32([[1, 0], [4, 1], [4, 4]])], {"rows": 5})]
+
+
+def graph_ops():
+    """Each of _graph_cases compiled alone from the IR and run by the CUDA runtime against its
+    reference."""
+    from kgraph.runtime.cuda_executable import CudaExecutable
+
+    for op, inputs, attrs in _graph_cases():
+        manifest, fed = _one_op_launcher(op, inputs, attrs)
+        got = CudaExecutable({"predict": manifest}, []).run("predict", [inputs[k] for k in fed])["output:y"]
+        close(got, ref(op, *inputs, **attrs), f"{op} {attrs}")
 
 
 def _model(device, optimizer, loss):
@@ -187,6 +253,43 @@ def training():
             np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6, err_msg=loss)
 
 
+def _cnn_config():
+    """A small CNN: Conv2D + MaxPooling2D + BatchNormalization + Flatten + Dense (softmax) on 6x6x2
+    images. The convolution's activation is tanh: batch norm cancels the bias gradient of a relu
+    that is active across a channel's pooled positions to rounding noise, which Adam then scales
+    up to a full step, different on each backend."""
+    def layer(cls, **config):
+        return {"module": "keras.layers", "class_name": cls, "config": config}
+    return {"module": "keras", "class_name": "Sequential", "config": {"name": "cnn", "layers": [
+        layer("InputLayer", batch_shape=[None, 6, 6, 2], dtype="float32", name="image"),
+        layer("Conv2D", name="conv", filters=3, kernel_size=[3, 3], activation="tanh"),
+        layer("MaxPooling2D", name="pool", pool_size=[2, 2]),
+        layer("BatchNormalization", name="bn", momentum=0.9),
+        layer("Flatten", name="flat"),
+        layer("Dense", name="out", units=3, activation="softmax")]}}
+
+
+def training_cnn():
+    """The CNN on a batch of 3 (its convolution's GEMM is 48x3x18: no tile size divides it), two
+    steps each of Adam and Nadam in the simulator and on the CPU backend: the same losses, and
+    weights (batch norm's moving statistics included) to 1e-5; then a test step (batch norm in
+    inference mode). The simulator is slow: these shapes keep it to seconds."""
+    import kgraph.models
+    from kgraph import optimizers
+
+    x, y = rand(3, 6, 6, 2), np.array([0, 2, 1], np.int32)
+    for optimizer in (optimizers.Adam, optimizers.Nadam):
+        cpu, gpu = (kgraph.models.model_from_json(json.dumps(_cnn_config()), seed=3) for _ in range(2))
+        for model, device in ((cpu, "cpu"), (gpu, "cuda")):
+            model.compile(optimizer=optimizer(learning_rate=0.01), loss="sparse_categorical_crossentropy",
+                          device=device)
+        for _ in range(2):
+            np.testing.assert_allclose(gpu.train_on_batch(x, y), cpu.train_on_batch(x, y), rtol=1e-5)
+        for u, v in zip(cpu.get_weights(), gpu.get_weights()):
+            np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gpu.evaluate(x, y, verbose=0), cpu.evaluate(x, y, verbose=0), rtol=1e-5)
+
+
 def ptx():
     """Every kernel of the launchers of a few models, and every hand-written kernel, compiled to
     PTX for sm_90 with their argument types."""
@@ -207,19 +310,37 @@ def ptx():
     from kgraph.runtime.loader import import_file, write_source
 
     seen, kernels = set(), []
-    for arch, opt, loss in [("seq_mlp", optimizers.Adam(), "sparse_categorical_crossentropy"),
-                            ("activations", optimizers.RMSprop(centered=True, momentum=0.5), "mean_squared_error"),
-                            ("two_input_concat", optimizers.SGD(momentum=0.9), "categorical_crossentropy"),
-                            ("seq_shapes", optimizers.SGD(), "mean_squared_error")]:
-        fm = build_model(json.loads((CONFIGS / f"k3_{arch}.json").read_text()), seed=0)
-        compiled = run_pipeline("train", fm.lower(training=True), [w.node for w in fm.weights],
-                                losses=[{"name": loss}] * len(fm.output_names), optimizer=opt.spec())
-        module = import_file(write_source(generate(compiled)[0], f"ptx_{arch}"))
+
+    def add(module, arch, generated=True):
         for name, sig in module.SIGNATURES:
+            if not name.startswith("K.") and not generated:
+                continue
             kernel = getattr(K, name[2:]) if name.startswith("K.") else getattr(module, name)
             if (kernel, sig) not in seen:
                 seen.add((kernel, sig))
                 kernels.append((f"{arch}:{name}", kernel, sig))
+
+    # every kernel of these launchers; of the next ones, only the hand-written kernels (their
+    # generated elementwise kernels are of kinds already covered, and each costs a compilation)
+    for arch, opt, loss, generated in [
+            ("seq_mlp", optimizers.Adam(), "sparse_categorical_crossentropy", True),
+            ("activations", optimizers.RMSprop(centered=True, momentum=0.5), "mean_squared_error", True),
+            ("two_input_concat", optimizers.SGD(momentum=0.9), "categorical_crossentropy", True),
+            ("seq_shapes", optimizers.SGD(), "mean_squared_error", True),
+            ("seq_mlp", optimizers.Nadam(), "mean_squared_error", False),
+            ("conv2d", optimizers.Adagrad(), "mean_squared_error", False),
+            ("conv_layers", optimizers.Adadelta(), "mean_squared_error", False),
+            ("norm_embed", optimizers.Adamax(), "mean_squared_error", False),   # and moving_average
+            ("seq_mlp", optimizers.SGD(), "categorical_hinge", False)]:   # reduce_max
+        config = json.loads((CONFIGS / f"k3_{arch}.json").read_text())
+        fm = build_model(config, seed=0)
+        compiled = run_pipeline("train", fm.lower(training=True), [w.node for w in fm.weights],
+                                losses=[{"name": loss}] * len(fm.output_names), optimizer=opt.spec(),
+                                trainable=[w.node for w in fm.weights if w.trainable])
+        add(import_file(write_source(generate(compiled)[0], f"ptx_{arch}")), arch, generated)
+    # the generated shuffles and reductions, and the image and lookup ops, as the simulator runs them
+    for op, inputs, attrs in _graph_cases():
+        add(import_file(_one_op_launcher(op, inputs, attrs)[0]["module"]), op)
     # the hand-written kernels no launcher above used, with types of their own
     others = {"pick_rows": "void(float32[:, ::1], int32[::1], float32[::1])",
               "unpick_rows": "void(float32[::1], int32[::1], float32[:, ::1])",
@@ -237,5 +358,5 @@ def ptx():
 
 
 if __name__ == "__main__":
-    {"kernels": kernels, "training": training, "ptx": ptx}[sys.argv[1]]()
+    {"kernels": kernels, "training": training, "training_cnn": training_cnn, "ptx": ptx}[sys.argv[1]]()
     print("ok")

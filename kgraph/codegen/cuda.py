@@ -9,9 +9,11 @@ order. Elementwise kernels are generated here from the same scalar templates as 
 (templates.py); GEMMs, the fused backward, softmax and losses, reductions and the optimizer
 update are the hand-written kernels of cuda_kernels.py.
 
-Not every op of the CPU backend has a CUDA kernel yet: the convolution, pooling, normalization and
-embedding ops, reduce_max, reductions over non-contiguous axes, and the Adagrad, Adadelta, Adamax
-and Nadam updates raise NotImplementedError here, naming the op (compile with device="cpu")."""
+Layout shuffles whose index arithmetic depends on the node (transpose, pad, crop, reductions and
+broadcasts over non-contiguous axes) are generated here too, a thread per output element; the
+image ops (im2col, col2im, pooling), lookups, repeats and moving statistics are hand-written.
+Every op of ir/ops has a kernel; what is still refused (softmax over an axis other than the last,
+as on the CPU) raises NotImplementedError naming the node."""
 from __future__ import annotations
 
 from ir import Pattern, format_node, get_op
@@ -38,15 +40,49 @@ max, min = K.maximum, K.minimum   # the templates' max and min (the builtins fai
 
 '''
 T1 = "K.THREADS_1D"
-# the optimizer updates with a CUDA kernel (ir/ops/optim.py UPDATES has them all)
-CUDA_UPDATES = {"sgd_update": "SGD", "adam_update": "Adam", "rmsprop_update": "RMSprop"}
-UNSUPPORTED_UPDATES = {"adagrad_update": "Adagrad", "adadelta_update": "Adadelta", "adamax_update": "Adamax",
-                       "nadam_update": "Nadam"}
+# update kernel of cuda_kernels -> (its slots in argument order, a line of the step computing the
+# per-step scalars it takes (formatted with the hyper-parameters), its scalar arguments after
+# gscale). A scalar is a hyper-parameter if it has that name, else a value of the step: lr or one
+# the line computes. Every kernel takes (w, g, *slots, gscale, *scalars, decay).
+UPDATE_KERNELS = {
+    "sgd": ([], None, ["lr"]),
+    "sgd_momentum": (["momentum"], None, ["lr", "momentum", "nesterov"]),
+    "adam": (["m", "v", "v_hat"], "alpha = K.adam_alpha(lr, step, {beta_1!r}, {beta_2!r})",
+             ["alpha", "beta_1", "beta_2", "epsilon", "amsgrad"]),
+    "rmsprop": (["velocity", "average_gradient", "momentum"], None, ["lr", "rho", "momentum", "epsilon", "centered"]),
+    "adagrad": (["accumulator"], None, ["lr", "epsilon"]),
+    "adadelta": (["accumulated_grad", "accumulated_delta_var"], None, ["lr", "rho", "epsilon"]),
+    "adamax": (["m", "u"], "correction = 1 - {beta_1!r} ** step", ["lr", "correction", "beta_1", "beta_2", "epsilon"]),
+    "nadam": (["m", "v"], "c_m, c_g, v_correction = K.nadam_coefficients(step, {beta_1!r}, {beta_2!r})",
+              ["lr", "c_m", "c_g", "v_correction", "beta_1", "beta_2", "epsilon"]),
+}
+
+
+def update_kernel(op: str, hyper: dict) -> str:
+    """The kernel of an update op (ir/ops/optim.py) with its full hyper-parameters."""
+    if op == "sgd_update" and hyper["momentum"]:
+        return "sgd_momentum"
+    return op.removesuffix("_update")
 
 
 def array_type(dtype: str, rank: int) -> str:
     """Numba's type of a C-contiguous array: float32[:, ::1]."""
     return f"{dtype}[{', '.join([':'] * (max(rank, 1) - 1) + ['::1'])}]"
+
+
+def unravel(flat: str, rank: int, array: str = "out") -> list[str]:
+    """Lines setting i0, ..., i{rank-1} to the index of flat element `flat` of a C-contiguous
+    `array` (the last index varies fastest)."""
+    lines = [f"r = {flat}"]
+    for d in reversed(range(rank)):
+        lines.append(f"i{d} = r % {array}.shape[{d}]")
+        if d:
+            lines.append(f"r //= {array}.shape[{d}]")
+    return lines
+
+
+def index(parts) -> str:
+    return ", ".join(parts)
 
 
 class CudaCodegen(StepCodegen):
@@ -167,11 +203,7 @@ class CudaCodegen(StepCodegen):
                      for i in node.inputs]
         else:      # NumPy broadcasting: out's index, 0 along an operand's broadcast axes
             out_dims = (1,) * (rank - out_t.rank) + tuple(out_t.shape)
-            lines.append("        r = i")
-            for d in reversed(range(rank)):
-                lines.append(f"        i{d} = r % out.shape[{d}]")
-                if d:
-                    lines.append(f"        r //= out.shape[{d}]")
+            lines += ["        " + line for line in unravel("i", rank)]
             idx = ", ".join(f"i{d}" for d in range(rank))
             reads = []
             for k, i in enumerate(node.inputs):
@@ -186,14 +218,28 @@ class CudaCodegen(StepCodegen):
 
     def _emit_bias_grad(self, node, fn) -> list[str]:
         """act_grad that also writes its column sum (the bias gradient): the fused backward."""
-        if any(self.g.type(i).shape != node.type.shape for i in node.inputs) or node.type.rank != 2:
+        if any(self.g.type(i).shape != node.type.shape for i in node.inputs):
             raise NotImplementedError(f"fused bias gradient of operands not shaped as %{node.id}")
         kernel = f"k_{node.id}"
         self.mod.kernels.append(f"{kernel} = K.act_grad_bias({fn})")
-        g, v = node.inputs
-        args = [self._arr(self._operand(g), g), self._arr(self._operand(v), v), self._arr(var(node.id), node.id),
+        g, v = node.inputs   # as rows: the bias gradient sums every axis but the last (a convolution's too)
+        args = [self._matrix(g), self._matrix(v), self._matrix(node.id),
                 self._arr(var(node.attrs["bias_grad"]), node.attrs["bias_grad"])]
-        return [self._launch(kernel, f"K.bias_grad_grid({node.type.shape[1]})", "(K.BIAS_COLS, K.BIAS_ROWS)", args)]
+        return [self._launch(kernel, f"K.bias_grad_grid({node.type.shape[-1]})", "(K.BIAS_COLS, K.BIAS_ROWS)", args)]
+
+    def _per_element(self, name, rank, body, params=("x", "out")) -> str:
+        """A generated kernel with a thread per element of `out` (rank dims), whose index is
+        i0, ..., i{rank-1} in `body`; identical kernels are shared. Returns its name."""
+        lines = ["@cuda.jit", f"def {name}({', '.join(params)}):", "    t = cuda.grid(1)", "    if t < out.size:"]
+        lines += ["        " + line for line in unravel("t", rank) + body]
+        return self.mod.kernel(name, lines)
+
+    def _per_element_launch(self, name, rank, body, operands) -> list[str]:
+        """Launch of _per_element's kernel; operands: (expression, node id) of x and out, each
+        viewed with `rank` dims."""
+        kernel = self._per_element(name, rank, body)
+        args = [self._arr(expr, nid, rank) for expr, nid in operands]
+        return [self._launch(kernel, f"K.blocks({prod(self.g.type(operands[-1][1]).shape)})", T1, args)]
 
     # ------------------------------------------------------------------ GEMMs
     def _matrix(self, nid) -> tuple:
@@ -226,34 +272,68 @@ class CudaCodegen(StepCodegen):
         return self._gemm(node, f"k_{node.id}", x, w, self._arr(self._operand(b), b))
 
     # ------------------------------------------------------------------ reductions
-    def _contiguous(self, node, t):
-        """(pre, mid, post) of a reduction's axes; the CUDA kernels need them contiguous."""
-        split = self._split(t, node.attrs.get("axes"))
-        if split is None:
-            raise NotImplementedError(f"the CUDA backend has no kernel for {node.op} over non-contiguous axes "
-                                      f"{self._axes(t, node.attrs.get('axes'))} of {t} (%{node.id})")
-        return split
+    # Contiguous axes (pre, mid, post) go to the hand-written kernels; other axes get a generated
+    # kernel with a thread per kept element looping over the reduced axes, the reduced side viewed
+    # with 1s at the axes.
+    def _kept_shape(self, t, axes) -> str:
+        return shape_expr(tuple(1 if i in axes else d for i, d in enumerate(t.shape)))
 
-    def _reduce(self, node, mean) -> list[str]:
+    def _scattered_reduce(self, node, kind) -> list[str]:
+        x, t = node.inputs[0], self.g.type(node.inputs[0])
+        axes = self._axes(t, node.attrs.get("axes"))
+        full = [f"i{d}" for d in range(t.rank)]
+        small = ["0" if d in axes else f"i{d}" for d in range(t.rank)]
+        body = [f"s = x[{index(small)}]" if kind == "max" else "s = np.float32(0)"]
+        ind = ""
+        for d in axes:
+            body.append(f"{ind}for i{d} in range(x.shape[{d}]):")
+            ind += "    "
+        body.append(f"{ind}s = max(s, x[{index(full)}])" if kind == "max" else f"{ind}s += x[{index(full)}]")
+        body.append(f"out[{index(small)}] = s" + (" * np.float32(scale)" if kind == "mean" else ""))
+        params = ("x", "out", "scale") if kind == "mean" else ("x", "out")
+        kernel = self._per_element(f"{kind}_{node.id}", t.rank, body, params)
+        args = [self._arr(self._operand(x), x), self._arr(f"{var(node.id)}.reshape({self._kept_shape(t, axes)})",
+                                                          node.id, t.rank)]
+        if kind == "mean":
+            args.append((self._bound(f"1.0 / ({prod([t.shape[a] for a in axes])})", "scale"), "float64"))
+        return [self._launch(kernel, f"K.blocks({prod(node.type.shape)})", T1, args)]
+
+    def _reduce(self, node, kind) -> list[str]:
         x = node.inputs[0]
-        pre, mid, post = self._contiguous(node, self.g.type(x))
-        scale = (self._bound(f"1.0 / ({mid})", "scale"), "float64") if mean else ("1.0", "float64")
+        split = self._split(self.g.type(x), node.attrs.get("axes"))
+        if split is None:
+            return self._scattered_reduce(node, kind)
+        pre, mid, post = split
+        out3 = self._arr(f"{var(node.id)}.reshape(({pre}, {post}))", node.id, 2)
+        x3 = self._arr(f"{self._operand(x)}.reshape(({pre}, {mid}, {post}))", x, 3)
+        if kind == "max":
+            return [self._launch("K.reduce_max_3d", f"K.blocks({pre} * {post})", T1, [x3, out3])]
+        scale = (self._bound(f"1.0 / ({mid})", "scale"), "float64") if kind == "mean" else ("1.0", "float64")
         if pre == "1" and post == "1":
             args = [self._arr(self._flat(x), x, 1), self._arr(f"{var(node.id)}.reshape((1,))", node.id, 1), scale]
             return [self._launch("K.reduce_all", "1", T1, args)]
-        args = [self._arr(f"{self._operand(x)}.reshape(({pre}, {mid}, {post}))", x, 3),
-                self._arr(f"{var(node.id)}.reshape(({pre}, {post}))", node.id, 2), scale]
-        return [self._launch("K.reduce_3d", f"K.blocks({pre} * {post})", T1, args)]
+        return [self._launch("K.reduce_3d", f"K.blocks({pre} * {post})", T1, [x3, out3, scale])]
 
     def _emit_reduce_sum(self, node):
-        return self._reduce(node, False)
+        return self._reduce(node, "sum")
 
     def _emit_reduce_mean(self, node):
-        return self._reduce(node, True)
+        return self._reduce(node, "mean")
+
+    def _emit_reduce_max(self, node):
+        return self._reduce(node, "max")
 
     def _emit_broadcast_like(self, node):
         g, x = node.inputs
-        pre, mid, post = self._contiguous(node, self.g.type(x))
+        t, axes = self.g.type(x), node.attrs.get("axes")
+        split = self._split(t, axes)
+        if split is None:
+            axes = self._axes(t, axes)
+            small = ["0" if d in axes else f"i{d}" for d in range(t.rank)]
+            body = [f"out[{index(f'i{d}' for d in range(t.rank))}] = x[{index(small)}]"]
+            return self._per_element_launch(f"broadcast_{node.id}", t.rank, body, [
+                (f"{self._operand(g)}.reshape({self._kept_shape(t, axes)})", g), (var(node.id), node.id)])
+        pre, mid, post = split
         args = [self._arr(f"{self._operand(g)}.reshape(({pre}, {post}))", g, 2),
                 self._arr(f"{var(node.id)}.reshape(({pre}, {mid}, {post}))", node.id, 3)]
         return [self._launch("K.broadcast_3d", f"K.blocks({pre} * {mid} * {post})", T1, args)]
@@ -306,6 +386,82 @@ class CudaCodegen(StepCodegen):
         g, labels, _ = node.inputs
         return self._row_launch("K.unpick_rows", node, node.id, [(g, "flat"), (labels, "flat"), (node.id, "rows")])
 
+    # ------------------------------------------------------------------ images, lookups, axis shuffles
+    def _patch_args(self, node) -> list:
+        a = node.attrs
+        return [(str(v), "int64") for v in (*a["kernel"], *a["strides"], *a["dilation"], a["pads"][0], a["pads"][2])]
+
+    def _emit_im2col(self, node):
+        x = node.inputs[0]
+        args = [self._arr(self._operand(x), x), self._arr(var(node.id), node.id)] + self._patch_args(node)
+        return [self._launch("K.im2col", f"K.blocks({prod(node.type.shape)})", T1, args)]
+
+    def _emit_col2im(self, node):
+        cols = node.inputs[0]
+        args = [self._arr(self._operand(cols), cols), self._arr(var(node.id), node.id)] + self._patch_args(node)
+        return [self._launch("K.col2im", f"K.blocks({prod(node.type.shape)})", T1, args)]
+
+    def _pool_args(self, node) -> list:
+        a = node.attrs
+        return [(str(a["mode"] == "max"), "boolean")] + \
+            [(str(v), "int64") for v in (*a["pool"], *a["strides"], a["pads"][0], a["pads"][2])]
+
+    def _emit_pool2d(self, node):
+        x = node.inputs[0]
+        args = [self._arr(self._operand(x), x), self._arr(var(node.id), node.id)] + self._pool_args(node)
+        return [self._launch("K.pool2d", f"K.blocks({prod(node.type.shape)})", T1, args)]
+
+    def _emit_pool2d_grad(self, node):
+        args = [self._arr(self._operand(i), i) for i in node.inputs] + [self._arr(var(node.id), node.id)]
+        return [self._launch("K.pool2d_grad", f"K.blocks({prod(node.type.shape)})", T1, args + self._pool_args(node))]
+
+    def _emit_gather(self, node):
+        table, ids = node.inputs
+        args = [self._arr(self._operand(table), table), self._arr(self._flat(ids), ids, 1), self._matrix(node.id)]
+        return [self._launch("K.gather_rows", f"K.blocks({prod(node.type.shape)})", T1, args)]
+
+    def _emit_scatter_add(self, node):
+        g, ids = node.inputs
+        n = prod(node.type.shape)
+        zero = [self._arr(f"{var(node.id)}.reshape(({n},))", node.id, 1), ("0.0", "float64")]
+        args = [self._matrix(g), self._arr(self._flat(ids), ids, 1), self._arr(var(node.id), node.id)]
+        return [self._launch("K.fill", f"K.blocks({n})", T1, zero),
+                self._launch("K.scatter_add_rows", f"K.blocks({prod(self.g.type(g).shape)})", T1, args)]
+
+    def _emit_repeat(self, node):
+        x, axis, n = node.inputs[0], node.attrs["axis"], node.attrs["n"]
+        t = self.g.type(x)
+        pre, d, post = prod(t.shape[:axis]), t.shape[axis], prod(t.shape[axis + 1:])
+        args = [self._arr(f"{self._operand(x)}.reshape(({pre}, {d}, {post}))", x, 3),
+                self._arr(f"{var(node.id)}.reshape(({pre}, {d * n}, {post}))", node.id, 3)]
+        return [self._launch("K.repeat_3d", f"K.blocks({prod(node.type.shape)})", T1, args)]
+
+    def _emit_transpose(self, node):
+        perm, rank = node.attrs["perm"], node.type.rank
+        src = [f"i{perm.index(a)}" for a in range(rank)]
+        body = [f"out[{index(f'i{d}' for d in range(rank))}] = x[{index(src)}]"]
+        x = node.inputs[0]
+        return self._per_element_launch(f"transpose_{node.id}", rank, body,
+                                        [(self._operand(x), x), (var(node.id), node.id)])
+
+    def _emit_pad(self, node):
+        """out[i] = x[i - lo] inside x, 0 in the padding."""
+        pads, rank = node.attrs["pads"], node.type.rank
+        src = [f"i{d} - {lo}" if lo else f"i{d}" for d, (lo, _) in enumerate(pads)]
+        inside = [f"0 <= {src[d]} < x.shape[{d}]" for d, (lo, hi) in enumerate(pads) if lo or hi] or ["True"]
+        body = [f"out[{index(f'i{d}' for d in range(rank))}] = x[{index(src)}] if {' and '.join(inside)} "
+                f"else np.float32(0)"]
+        x = node.inputs[0]
+        return self._per_element_launch(f"pad_{node.id}", rank, body, [(self._operand(x), x), (var(node.id), node.id)])
+
+    def _emit_crop(self, node):
+        """out[i] = x[i + lo]."""
+        pads, rank = node.attrs["pads"], node.type.rank
+        src = [f"i{d} + {lo}" if lo else f"i{d}" for d, (lo, _) in enumerate(pads)]
+        body = [f"out[{index(f'i{d}' for d in range(rank))}] = x[{index(src)}]"]
+        x = node.inputs[0]
+        return self._per_element_launch(f"crop_{node.id}", rank, body, [(self._operand(x), x), (var(node.id), node.id)])
+
     # ------------------------------------------------------------------ concat and slice
     def _copy(self, src, src_start, dst, dst_start, n, axis) -> str:
         pre, post, _ = self._axis_split(self.g.type(src), axis)
@@ -329,49 +485,35 @@ class CudaCodegen(StepCodegen):
         s, e = node.attrs["start"], node.attrs["stop"]
         return [self._copy(node.inputs[0], s, node.id, 0, e - s, axis)]
 
-    # ------------------------------------------------------------------ the optimizer update
+    # ------------------------------------------------------------------ in-place updates
     def _update_launch(self, op, args, gscale, hyper) -> list[str]:
         """The launch of op's kernel on (w, g, *slots) `args` (bucket ranges or one parameter's
         views), with the trailing scalars of ir/ops/optim.py: lr and step (the step function's
-        arguments) and gscale (a 1-element array)."""
+        arguments) and gscale (a 1-element array); per-step scalars are computed on the host first."""
         h = {**UPDATES[op].defaults, **dict(hyper)}
+        kernel = update_kernel(op, h)
+        slots, prelude, scalars = UPDATE_KERNELS[kernel]
         arrays = [(self._bound(a), array_type("float32", 1)) for a in args]
         present = dict(zip(UPDATES[op].slots(h), arrays[2:]))
-        w, g = arrays[:2]
-        slot = lambda name: present.get(name, g)   # noqa: E731  (an absent slot: any array)
-        n = f"{args[0]}.size"
+        slot_args = [present.get(name, arrays[1]) for name in slots]   # an absent slot: any array
+
+        def scalar(name):   # a hyper-parameter's value, or a value the step computes
+            if name not in h:
+                return name, "float64"
+            return (str(h[name]), "boolean") if isinstance(h[name], bool) else (repr(float(h[name])), "float64")
         wd = float(h.get("weight_decay", 0.0))
         decay = (f"lr * {wd!r}" if wd else "0.0", "float64")
-        f64 = lambda v: (repr(float(v)), "float64")   # noqa: E731
-        if op == "sgd_update" and h["momentum"]:
-            return [self._launch("K.sgd_momentum", f"K.update_blocks({n})", T1, [
-                w, g, slot("momentum"), gscale, ("lr", "float64"), f64(h["momentum"]),
-                (str(bool(h["nesterov"])), "boolean"), decay])]
-        if op == "sgd_update":
-            return [self._launch("K.sgd", f"K.update_blocks({n})", T1, [w, g, gscale, ("lr", "float64"), decay])]
-        if op == "adam_update":
-            b1, b2 = float(h["beta_1"]), float(h["beta_2"])
-            return [f"alpha = K.adam_alpha(lr, step, {b1!r}, {b2!r})",
-                    self._launch("K.adam", f"K.update_blocks({n})", T1, [
-                        w, g, slot("m"), slot("v"), slot("v_hat"), gscale, ("alpha", "float64"), f64(b1), f64(b2),
-                        f64(h["epsilon"]), (str(bool(h["amsgrad"])), "boolean"), decay])]
-        if op == "rmsprop_update":
-            return [self._launch("K.rmsprop", f"K.update_blocks({n})", T1, [
-                w, g, slot("velocity"), slot("average_gradient"), slot("momentum"), gscale, ("lr", "float64"),
-                f64(h["rho"]), f64(h["momentum"]), f64(h["epsilon"]), (str(bool(h["centered"])), "boolean"), decay])]
-        raise AssertionError(op)
+        launch = self._launch(f"K.{kernel}", f"K.update_blocks({args[0]}.size)", T1,
+                              arrays[:2] + slot_args + [gscale] + [scalar(k) for k in scalars] + [decay])
+        return ([prelude.format(**h)] if prelude else []) + [launch]
 
     def _emit_update(self, node):
         if node.op == "fused_update":
             op, hyper = node.attrs["update"], node.attrs.get("hyper", ())
         else:
             op, hyper = node.op, node.semantic_attrs().items()
-        if op not in CUDA_UPDATES:
-            what = (f"optimizer update {op!r} ({UNSUPPORTED_UPDATES[op]})" if op in UNSUPPORTED_UPDATES
-                    else f"in-place update {op!r}")
-            raise NotImplementedError(
-                f"the CUDA backend has no kernel for {what} (%{node.id}) yet; it supports the "
-                f"{', '.join(CUDA_UPDATES.values())} optimizers: compile with device='cpu'")
+        if op not in UPDATES:
+            raise NotImplementedError(f"the CUDA backend has no kernel for in-place update {op!r} (%{node.id})")
         gscale = self._arr(f"{self._operand(node.inputs[-1])}.reshape((1,))", node.inputs[-1], 1)
         groups = update_groups(node)
         columns = list(zip(*groups))
@@ -382,6 +524,12 @@ class CudaCodegen(StepCodegen):
                                        gscale, hyper)
         return [line for group in groups for line in self._update_launch(
             op, [f"{var(n)}.reshape(({prod(self.g.type(n).shape)},))" for n in group], gscale, hyper)]
+
+    def _emit_moving_average(self, node):
+        m, x = node.inputs
+        args = [self._arr(self._flat(m), m, 1), self._arr(self._flat(x), x, 1),
+                (repr(float(node.attrs["momentum"])), "float64")]
+        return [self._launch("K.moving_average", f"K.update_blocks({prod(self.g.type(m).shape)})", T1, args)]
 
 
 def generate(compiled) -> tuple[str, int]:

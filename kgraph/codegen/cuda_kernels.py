@@ -1,6 +1,8 @@
 """Hand-written CUDA kernels (numba.cuda) that generated launchers call: the tiled GEMM with a
 fused epilogue, the fused activation-gradient + bias-gradient backward, softmax and the
-cross-entropy losses, reductions, copies and the multi-tensor optimizer updates.
+cross-entropy losses, reductions, copies, the image ops of convolutions and pooling (NHWC), the
+embedding lookup and its gradient, batch-norm's moving statistics and the multi-tensor optimizer
+updates.
 
 float32 only. A kernel that calls a generated device function (the GEMM's epilogue, the
 backward's activation gradient) comes from a cached factory, one specialisation per function.
@@ -12,6 +14,9 @@ import functools
 import math
 
 from numba import cuda, float32
+
+# the Nadam schedule's product, shared with the CPU kernels (its plain Python function runs on the host)
+from .cpu_kernels import _nadam_momentum_product
 
 THREADS_1D = 256   # threads per block of the one-dimensional kernels
 
@@ -278,14 +283,31 @@ def reduce_all(x, out, scale):
         out[0] = partial[0] * float32(scale)
 
 
+@cuda.jit(device=True)
+def _index_3d(t, shape):
+    """(a, b, c) of flat index t into a C-contiguous array of 3-dim `shape`."""
+    return t // (shape[1] * shape[2]), (t // shape[2]) % shape[1], t % shape[2]
+
+
+@cuda.jit
+def reduce_max_3d(x, out):
+    """out[a, c] = max over b of x[a, b, c]: a thread per output, as reduce_3d."""
+    t = cuda.grid(1)
+    if t < out.size:
+        a, c = t // out.shape[1], t % out.shape[1]
+        m = x[a, 0, c]
+        for b in range(1, x.shape[1]):
+            m = maximum(m, x[a, b, c])
+        out[a, c] = m
+
+
 @cuda.jit
 def broadcast_3d(g, out):
     """out[a, b, c] = g[a, c]."""
     t = cuda.grid(1)
     if t < out.size:
-        c = t % out.shape[2]
-        a = t // (out.shape[1] * out.shape[2])
-        out[a, (t // out.shape[2]) % out.shape[1], c] = g[a, c]
+        a, b, c = _index_3d(t, out.shape)
+        out[a, b, c] = g[a, c]
 
 
 @cuda.jit
@@ -299,10 +321,168 @@ def fill(out, value):
 def copy_3d(src, src_start, dst, dst_start, n):
     """dst[a, dst_start + b, c] = src[a, src_start + b, c] for b < n (concat and slice)."""
     t = cuda.grid(1)
-    post = src.shape[2]
-    if t < src.shape[0] * n * post:
-        a, b, c = t // (n * post), (t // post) % n, t % post
+    if t < src.shape[0] * n * src.shape[2]:
+        a, b, c = _index_3d(t, (src.shape[0], n, src.shape[2]))
         dst[a, dst_start + b, c] = src[a, src_start + b, c]
+
+
+@cuda.jit
+def repeat_3d(x, out):
+    """out[a, j, c] = x[a, j // n, c] with n = out.shape[1] // x.shape[1]: each entry of the middle
+    axis n times in a row (np.repeat)."""
+    t = cuda.grid(1)
+    if t < out.size:
+        a, j, c = _index_3d(t, out.shape)
+        out[a, j, c] = x[a, j // (out.shape[1] // x.shape[1]), c]
+
+
+# ---------------------------------------------------------------- images (NHWC) and lookups
+# A thread per output element, channels innermost: adjacent threads touch adjacent addresses.
+# Gradients gather what reaches each input element instead of scattering into it, so they need
+# no atomics and sum in the same order on every run (the embedding's gradient is the exception).
+
+@cuda.jit(device=True)
+def _index_nhwc(t, shape):
+    """(b, h, w, c) of flat index t into an NHWC array of `shape`."""
+    c = t % shape[3]
+    t //= shape[3]
+    w = t % shape[2]
+    t //= shape[2]
+    return t // shape[1], t % shape[1], w, c
+
+
+@cuda.jit
+def im2col(x, cols, kh, kw, sh, sw, dh, dw, pt, pl):
+    """cols[b, oh, ow, (i*kw + j)*C + c] = x[b, oh*sh - pt + i*dh, ow*sw - pl + j*dw, c], 0 outside.
+    (kh is unused: it keeps the arguments those of col2im and the CPU kernels.)"""
+    t = cuda.grid(1)
+    if t < cols.size:
+        b, oh, ow, k = _index_nhwc(t, cols.shape)
+        tap, c = k // x.shape[3], k % x.shape[3]
+        r = oh * sh - pt + (tap // kw) * dh
+        s = ow * sw - pl + (tap % kw) * dw
+        v = float32(0)
+        if 0 <= r < x.shape[1] and 0 <= s < x.shape[2]:
+            v = x[b, r, s, c]
+        cols[b, oh, ow, k] = v
+
+
+@cuda.jit(device=True)
+def _window_at(p, stride, n):
+    """The window o < n that starts at padded position p (p = o*stride), or -1."""
+    if p < 0 or p % stride != 0 or p // stride >= n:
+        return -1
+    return p // stride
+
+
+@cuda.jit
+def col2im(cols, x, kh, kw, sh, sw, dh, dw, pt, pl):
+    """The adjoint of im2col: x[b, r, s, c] = sum of the patch entries that read it, gathered over
+    the kernel taps (i, j) whose window position lands on (r, s)."""
+    t = cuda.grid(1)
+    if t < x.size:
+        b, r, s, c = _index_nhwc(t, x.shape)
+        acc = float32(0)
+        for i in range(kh):
+            oh = _window_at(r + pt - i * dh, sh, cols.shape[1])
+            if oh >= 0:
+                for j in range(kw):
+                    ow = _window_at(s + pl - j * dw, sw, cols.shape[2])
+                    if ow >= 0:
+                        acc += cols[b, oh, ow, (i * kw + j) * x.shape[3] + c]
+        x[b, r, s, c] = acc
+
+
+@cuda.jit(device=True)
+def _window(o, stride, pad, size, length):
+    """[lo, hi) of the unpadded input rows that pooling window o covers."""
+    lo = o * stride - pad
+    return maximum(lo, 0), minimum(lo + size, length)
+
+
+@cuda.jit(device=True)
+def _windows_over(p, stride, size, n):
+    """[lo, hi) of the pooling windows o < n (starting at o*stride, `size` long) that cover padded
+    position p >= 0."""
+    lo = 0 if p < size else (p - size) // stride + 1
+    return lo, minimum(p // stride + 1, n)
+
+
+@cuda.jit
+def pool2d(x, y, is_max, ph, pw, sh, sw, pt, pl):
+    """Max or average over each window; padding never counts."""
+    t = cuda.grid(1)
+    if t < y.size:
+        b, oh, ow, c = _index_nhwc(t, y.shape)
+        r0, r1 = _window(oh, sh, pt, ph, x.shape[1])
+        s0, s1 = _window(ow, sw, pl, pw, x.shape[2])
+        acc = x[b, r0, s0, c] if is_max else float32(0)
+        for r in range(r0, r1):
+            for s in range(s0, s1):
+                acc = maximum(acc, x[b, r, s, c]) if is_max else acc + x[b, r, s, c]
+        y[b, oh, ow, c] = acc if is_max else acc / float32((r1 - r0) * (s1 - s0))
+
+
+@cuda.jit(device=True)
+def _first_maximum(x, b, c, r0, s0, s1, top, r, s):
+    """Whether (r, s) is the first position of the window from (r0, s0), row by row, where x
+    equals top (the window's maximum): the one that receives the gradient, as TensorFlow routes it."""
+    for rr in range(r0, r + 1):
+        for ss in range(s0, s1):
+            if rr == r and ss == s:
+                return True
+            if x[b, rr, ss, c] == top:
+                return False
+    return True
+
+
+@cuda.jit
+def pool2d_grad(g, x, y, gx, is_max, ph, pw, sh, sw, pt, pl):
+    """The VJP of pool2d, a thread per input element summing over the windows that cover it. Max:
+    each window's g goes to its first maximum. Avg: g spread evenly over the window."""
+    t = cuda.grid(1)
+    if t < gx.size:
+        b, r, s, c = _index_nhwc(t, gx.shape)
+        v = x[b, r, s, c]
+        acc = float32(0)
+        oh0, oh1 = _windows_over(r + pt, sh, ph, y.shape[1])
+        ow0, ow1 = _windows_over(s + pl, sw, pw, y.shape[2])
+        for oh in range(oh0, oh1):
+            r0, r1 = _window(oh, sh, pt, ph, x.shape[1])
+            for ow in range(ow0, ow1):
+                s0, s1 = _window(ow, sw, pl, pw, x.shape[2])
+                if not is_max:
+                    acc += g[b, oh, ow, c] / float32((r1 - r0) * (s1 - s0))
+                elif v == y[b, oh, ow, c] and _first_maximum(x, b, c, r0, s0, s1, v, r, s):
+                    acc += g[b, oh, ow, c]
+        gx[b, r, s, c] = acc
+
+
+@cuda.jit
+def gather_rows(table, ids, out):
+    """out[n, :] = table[int(ids[n]), :] (float ids are truncated, as Keras casts them)."""
+    t = cuda.grid(1)
+    if t < out.size:
+        n, j = t // out.shape[1], t % out.shape[1]
+        out[n, j] = table[int(ids[n]), j]
+
+
+@cuda.jit
+def scatter_add_rows(g, ids, out):
+    """out[int(ids[n]), :] += g[n, :], atomically (ids repeat): the VJP of gather_rows. Zero out
+    first. The atomics make the order of each sum, and so its last bits, vary from run to run."""
+    t = cuda.grid(1)
+    if t < g.size:
+        n, j = t // g.shape[1], t % g.shape[1]
+        cuda.atomic.add(out, (int(ids[n]), j), g[n, j])
+
+
+@cuda.jit
+def moving_average(m, x, momentum):
+    """m = m*momentum + x*(1 - momentum) in place: batch-norm's moving statistics (grid-stride)."""
+    mu, rest = float32(momentum), float32(1 - momentum)
+    for i in range(cuda.grid(1), m.size, cuda.gridsize(1)):
+        m[i] = m[i] * mu + x[i] * rest
 
 
 # ---------------------------------------------------------------- optimizers (Keras 3 formulas)
@@ -384,3 +564,66 @@ def rmsprop(w, g, v, ag, mom, gscale, lr, rho, momentum, epsilon, centered, deca
             w[i] = wi - mi
         else:
             w[i] = wi - increment
+
+
+@cuda.jit
+def adagrad(w, g, acc, gscale, lr, epsilon, decay):
+    lr32, eps, gs, d = float32(lr), float32(epsilon), gscale[0], float32(decay)
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i] - w[i] * d
+        gi = g[i] * gs
+        a = acc[i] + gi * gi
+        acc[i] = a
+        w[i] = wi - lr32 * gi / math.sqrt(a + eps)
+
+
+@cuda.jit
+def adadelta(w, g, acc_g, acc_dx, gscale, lr, rho, epsilon, decay):
+    lr32, r, r1, eps = float32(lr), float32(rho), float32(1 - rho), float32(epsilon)
+    gs, d = gscale[0], float32(decay)
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i] - w[i] * d
+        gi = g[i] * gs
+        ag = r * acc_g[i] + r1 * gi * gi
+        acc_g[i] = ag
+        delta = -(math.sqrt(acc_dx[i] + eps) * gi) / math.sqrt(ag + eps)
+        acc_dx[i] = r * acc_dx[i] + r1 * delta * delta
+        w[i] = wi + lr32 * delta
+
+
+@cuda.jit
+def adamax(w, g, m, u, gscale, lr, correction, beta_1, beta_2, epsilon, decay):
+    """correction: 1 - beta_1**step, from the host."""
+    lr32, b1, b2, eps = float32(lr), float32(1 - beta_1), float32(beta_2), float32(epsilon)
+    corr, gs, d = float32(correction), gscale[0], float32(decay)
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i] - w[i] * d
+        gi = g[i] * gs
+        mi = m[i] + (gi - m[i]) * b1
+        m[i] = mi
+        ui = maximum(b2 * u[i], abs(gi))
+        u[i] = ui
+        w[i] = wi - lr32 * mi / (corr * (ui + eps))
+
+
+def nadam_coefficients(step: float, beta_1: float, beta_2: float) -> tuple:
+    """Nadam's per-step factors on m and g (its momentum schedule) and v's bias correction, on
+    the host in float64 as the CPU kernel computes them."""
+    u_t, u_next = beta_1 * (1 - 0.5 * 0.96 ** step), beta_1 * (1 - 0.5 * 0.96 ** (step + 1))
+    u_product = _nadam_momentum_product.py_func(beta_1, step)
+    return u_next / (1 - u_product * u_next), (1 - u_t) / (1 - u_product), 1 - beta_2 ** step
+
+
+@cuda.jit
+def nadam(w, g, m, v, gscale, lr, c_m, c_g, v_correction, beta_1, beta_2, epsilon, decay):
+    """c_m, c_g, v_correction: nadam_coefficients(step, beta_1, beta_2)."""
+    lr32, cm, cg, vc = float32(lr), float32(c_m), float32(c_g), float32(v_correction)
+    b1, b2, eps, gs, d = float32(1 - beta_1), float32(1 - beta_2), float32(epsilon), gscale[0], float32(decay)
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        wi = w[i] - w[i] * d
+        gi = g[i] * gs
+        mi = m[i] + (gi - m[i]) * b1
+        vi = v[i] + (gi * gi - v[i]) * b2
+        m[i] = mi
+        v[i] = vi
+        w[i] = wi - (cm * mi + cg * gi) * lr32 / (math.sqrt(vi / vc) + eps)
