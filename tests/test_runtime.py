@@ -37,7 +37,7 @@ def test_thread_settings_worth_timing():
     small, large = {"gemm_flops_per_sample": 1e5, "parts": 2}, {"gemm_flops_per_sample": LARGE_GEMM_FLOPS, "parts": 2}
     assert plan.options(large, 1) == [(1, cores)]
     if cores >= 2:
-        assert plan.options(small, 1) == [(2, 1), (1, cores), (1, 1)]
+        assert plan.options(small, 1) == [(2, 1), (1, 1), (1, cores)]
         assert plan.use((2, 1), small) == 2
         assert blas_threads() == {1} and numba.get_num_threads() == 2
     assert plan.use((1, cores), small) == 1
@@ -61,19 +61,19 @@ def test_parts_tuner_keeps_the_faster_option_and_probes_again():
 
     tuner = PartsTuner([2, 1])
     picks = run(tuner, {2: 1.0, 1: 1.5}, 2 * (PartsTuner.PROBES + 1))
-    assert picks[:4] == [2, 1, 2, 1]                    # alternating while probing
+    assert picks == [2] * (PartsTuner.PROBES + 1) + [1] * (PartsTuner.PROBES + 1)   # one option at a time
     assert run(tuner, {2: 1.0, 1: 1.5}, 10) == [2] * 10
     run(tuner, {2: 5.0, 1: 1.5}, tuner.next_probe + 2 * (PartsTuner.PROBES + 1))  # busy machine: parts wait
     assert tuner.pick() == 1
     # far slower: dropped once a faster call is known, and looked at again less and less often
-    tuner = PartsTuner([2, 1])
-    picks = run(tuner, {2: 100.0, 1: 1.0}, 12)
-    assert picks.count(2) == 3 and picks[-5:] == [1] * 5
+    tuner = PartsTuner([1, 2])
+    picks = run(tuner, {2: 100.0, 1: 1.0}, 14)
+    assert picks.count(2) == 2 and picks[-6:] == [1] * 6    # its warm-up and one timed call
     first = tuner.next_probe
     run(tuner, {2: 100.0, 1: 1.0}, first + 12)
     assert tuner.next_probe > first
-    # the kept option slows down for good (another process took a core): it looks again at once
+    # the kept option slows down for good (another process took a core): it looks again soon
     tuner = PartsTuner([2, 1])
     run(tuner, {2: 1.0, 1: 1.5}, 12)
-    assert run(tuner, {2: 3.0, 1: 1.5}, 30)[-5:] == [1] * 5
+    assert run(tuner, {2: 3.0, 1: 1.5}, 40)[-5:] == [1] * 5
     assert PartsTuner([1]).pick() == 1

@@ -21,15 +21,18 @@ _blas = ThreadpoolController()
 
 
 class PartsTuner:
-    """Times the candidate thread settings of one step, taking turns, then keeps the one with the
-    lowest mean time (a split step's stalls count). It keeps timing the kept one: when its recent
-    mean grows past the other's, or after `reprobe` calls (twice as long after each look that did
-    not change its mind), it looks again. An option more than twice as slow as another's best call
-    stops being probed at once (a split step on a busy machine can take 100x longer)."""
+    """Times the candidate thread settings of one step, a few calls each, then keeps the one with
+    the lowest median. It keeps timing the kept one: when its recent mean grows past the others'
+    (another process took a core: split parts stall), or after `reprobe` calls (twice as long after
+    each look that did not change its mind), it looks again. An option more than twice as slow as
+    another's best call stops being probed at once (a split step on a busy machine can take 100x
+    longer). Idle threads of the pool used last keep spinning for a while (OpenBLAS's for about
+    0.1 s), so the drift check waits GRACE seconds of calls after each look."""
     PROBES = 5
     REPROBE = 2000
     MAX_REPROBE = 64000
-    DRIFT = 1.5   # the kept option's recent mean over the other's probed mean that triggers a look
+    DRIFT = 1.5   # the kept option's recent mean over the others' probed medians that triggers a look
+    GRACE = 0.3
 
     def __init__(self, options):
         self.options = list(options)
@@ -38,30 +41,33 @@ class PartsTuner:
         self.reprobe = self.REPROBE
         self.next_probe = 0
         self.recent = None   # moving mean of the kept option's calls
+        self.settled = 0.0   # seconds of calls since the last look
 
     def pick(self) -> int:
         if len(self.options) == 1:
             return self.best
         if self.next_probe == 0:
             self.samples = {o: [] for o in self.options}
-            self.next_probe, self.recent = -1, None
+            self.next_probe, self.recent, self.settled = -1, None, 0.0
         probing = [o for o in self.options if len(self.samples[o]) <= self.PROBES]  # the first is a warm-up
-        if probing:
-            return min(probing, key=lambda o: len(self.samples[o]))  # taking turns
+        if probing:   # one option at a time: switching thread pools costs while the other one spins
+            return probing[0]
         self.next_probe -= 1
         return self.best
 
-    def _mean(self, option) -> float:
-        return statistics.fmean(self.samples[option][1:])
+    def _median(self, option) -> float:
+        return statistics.median(self.samples[option][1:])
 
     def record(self, option, seconds) -> None:
         if len(self.options) == 1:
             return
         samples = self.samples[option]
         if len(samples) > self.PROBES:   # a call of the kept option
+            self.settled += seconds
+            if self.settled < self.GRACE:
+                return
             self.recent = seconds if self.recent is None else 0.9 * self.recent + 0.1 * seconds
-            others = [self._mean(o) for o in self.options if o != option]
-            if self.recent > self.DRIFT * min(others):
+            if self.recent > self.DRIFT * min(self._median(o) for o in self.options if o != option):
                 self.next_probe, self.reprobe = 0, self.REPROBE
             return
         samples.append(seconds)
@@ -69,7 +75,7 @@ class PartsTuner:
         if len(samples) > 1 and seconds > 2 * fastest:
             samples.extend([seconds] * (self.PROBES + 1 - len(samples)))
         if all(len(s) > self.PROBES for s in self.samples.values()):
-            best = min(self.options, key=self._mean)
+            best = min(self.options, key=self._median)
             self.reprobe = min(2 * self.reprobe, self.MAX_REPROBE) if best == self.best else self.REPROBE
             self.best, self.next_probe = best, self.reprobe
 
@@ -89,12 +95,13 @@ class ThreadPlan:
 
     def options(self, m, batch) -> list:
         """The (parts, BLAS threads) settings worth timing for step manifest m at this batch size:
-        split over the cores, whole on BLAS's threads, whole on one thread."""
+        split over the cores, whole on one thread, whole on BLAS's threads."""
         cores, parts = self.cores(), m.get("parts", 1)
         if m.get("gemm_flops_per_sample", 0) * batch >= LARGE_GEMM_FLOPS:
             return [(1, cores)]
         options = [(parts, 1)] if 1 < parts <= cores else []
-        return options + ([(1, cores)] if cores > 1 else []) + [(1, 1)]
+        # BLAS's threads last: they spin for a while after their last call and would slow the next probes
+        return options + [(1, 1)] + ([(1, cores)] if cores > 1 else [])
 
     def tuner(self, kind, m, batch) -> PartsTuner:
         key = (kind, batch, self.max_threads)
