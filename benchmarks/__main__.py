@@ -88,7 +88,8 @@ def write_results(out: Path, rows, frameworks, peak):
                          f"{100 * r['samples_per_s'] / limit:.0f}% | {r['first_step_s']:.2f} | "
                          f"{r['peak_rss_mb']:.0f} | {r['final_loss']:.4f} |")
     lines += ["", "\"vs kgraph\" is kgraph's samples/s divided by that framework's (above 1: kgraph is faster).",
-              "The GEMM-bound limit is the GEMM peak divided by 6·batch·Σ in·out FLOPs per step.",
+              "The GEMM-bound limit is the GEMM peak divided by 6·batch·Σ in·out FLOPs per step (issue #4's",
+              "definition); the first layer needs no input gradient, so a step can run above 100% of it.",
               "First step: from building the model to the end of its first training step (first prediction for",
               "predict), compilation included; kgraph's compiled steps come from its on-disk cache after the first",
               "run (compiling them cold took 2–5 s here).", ""]
