@@ -30,12 +30,13 @@ class Compiled:
 
 
 def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, regularizers=(),
-                 optimizer=None, debug=False, trainable=None, parts=1) -> Compiled:
+                 optimizer=None, debug=False, trainable=None, parts=1, fuse=True) -> Compiled:
     """kind "predict": forward only; "test": forward + loss; "train": + backward and updates.
     losses: one {"name", "from_logits", "weight"} per output; optimizer: (kind, hyper-parameters);
     trainable: the parameters the optimizer updates (default all; the others are state such as
     batch-norm statistics, which the forward graph updates itself); parts: CPU cores to split the
-    GEMMs that touch a weight over (passes/split.py; 1 for CUDA)."""
+    GEMMs that touch a weight over (passes/split.py; 1 for CUDA); fuse=False skips the fusion
+    passes (the tests check that fusion changes no number)."""
     g = forward.clone()
     g.name = f"{forward.name}_{kind}"
     out = Compiled(kind, g, None, list(param_order))
@@ -58,11 +59,12 @@ def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, r
         done("autodiff")
         add_optimizer(g, grads, optimizer[0], optimizer[1])
         done("optimizer")
-    out.decisions += fuse_dense(g, training=kind == "train")
-    dce(g)
-    out.decisions += fuse_bias_grad(g)
-    out.decisions += fuse_elementwise(g)
-    out.decisions += fuse_updates(g)
+    if fuse:
+        out.decisions += fuse_dense(g, training=kind == "train")
+        dce(g)
+        out.decisions += fuse_bias_grad(g)
+        out.decisions += fuse_elementwise(g)
+        out.decisions += fuse_updates(g)
     done("fuse")
     dce(g)
     materialize_gradients(g)
