@@ -188,7 +188,7 @@ def _graph_cases():
             ("reduce_sum", [x4], {"axes": (0, 2)}), ("reduce_mean", [x4], {"axes": (1, 3), "keepdims": True}),
             ("reduce_max", [x4], {"axes": (0, 2)}), ("reduce_max", [x4], {"axes": (1, 2)}),
             ("broadcast_like", [rand(5, 4), x4], {"axes": (0, 2)}),
-            ("im2col", [x4], patch), ("col2im", [rand(3, 3, 4, 24)], {**patch, "size": (5, 6)}),
+            ("im2col", [x4], patch), ("col2im", [rand(3, 3, 6, 24)], {**patch, "size": (5, 6)}),
             ("pool2d", [ties], max_pool), ("pool2d", [x4], avg_pool),
             ("pool2d_grad", [rand(3, 3, 3, 4), ties, ref("pool2d", ties, **max_pool)], max_pool),
             ("pool2d_grad", [rand(3, 5, 3, 4), x4, ref("pool2d", x4, **avg_pool)], avg_pool),
