@@ -22,13 +22,12 @@ above the code that computes it. Kernels from kgraph.codegen.cpu_kernels do the 
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from kgraph.codegen import cpu_kernels as K
 
 '''
 JIT = '@njit(cache=True, error_model="numpy", nogil=True)'
-PARALLEL_JIT = '@njit(cache=True, error_model="numpy", nogil=True, parallel=True)'
 # update op -> (kernel in cpu_kernels, every slot it can take and its hyper-parameters, in argument order)
 UPDATE_KERNELS = {
     "sgd_update": ("sgd", ["momentum"], ["momentum", "nesterov"]),
@@ -419,20 +418,13 @@ class CpuCodegen(StepCodegen):
             for p in range(parts):
                 r0, r1 = rows * p // parts, rows * (p + 1) // parts
                 chunks[p].append([offset + r0 * width, offset + r1 * width])
-        names = [f"a{k}" for k in range(len(arrays))]
-        fixed = scalars[3:]
-        whole = f"K.{kernel}({', '.join(names + ['lr', 'step', 'gscale'] + fixed)})"
-        sliced = f"K.{kernel}({', '.join([f'{a}[s:e]' for a in names] + ['lr', 'step', 'gscale'] + fixed)})"
-        lines = [PARALLEL_JIT, f"def update_{node.id}(chunks, parts, {', '.join(names)}, lr, step, gscale):",
-                 "    if parts == 1:",
-                 f"        {whole}",
-                 "        return",
-                 "    for t in prange(chunks.shape[0]):",
-                 "        for c in range(chunks.shape[1]):",
-                 "            s, e = chunks[t, c, 0], chunks[t, c, 1]",
-                 f"            {sliced}"]
-        name = self.mod.kernel(f"update_{node.id}", lines)
-        return f"{name}({self.mod.table(chunks)}, parts, {', '.join(arrays + scalars[:3])})"
+        # K.update_parts takes every kernel's arguments padded to the longest: 3 slots, 4 hyper-parameters
+        slots = arrays[2:] + [arrays[1]] * (5 - len(arrays))
+        hyper = [repr(float(v == "True") if v in ("True", "False") else float(v)) for v in scalars[3:-1]]
+        hyper += ["0.0"] * (4 - len(hyper))
+        kind = list(UPDATE_KERNELS).index(op)
+        return (f"K.update_parts({kind}, {self.mod.table(chunks)}, parts, {', '.join(arrays[:2] + slots)}, "
+                f"{', '.join(scalars[:3] + hyper + scalars[-1:])})  # {kernel}")
 
 
 def generate(compiled) -> str:

@@ -438,6 +438,42 @@ def moving_average(m, x, momentum):
         m[i] = m[i] * mu + x[i] * rest
 
 
+# ---------------------------------------------------------------- the update in row parts
+
+@pjit
+def update_parts(kind, chunks, parts, w, g, s0, s1, s2, lr, step, gscale, h0, h1, h2, h3, weight_decay):
+    """Update `kind` (its index in kgraph/codegen/cpu.py's UPDATE_KERNELS) over the buckets, part t
+    on rows chunks[t] of every weight: the rows its split GEMMs wrote (passes/split.py). Every
+    kernel's arguments padded to the longest (unused slots: any array; hyper-parameters: 0), so
+    this compiles once per installation, not once per model."""
+    if parts == 1:
+        _update(kind, w, g, s0, s1, s2, lr, step, gscale, h0, h1, h2, h3, weight_decay)
+        return
+    for t in prange(chunks.shape[0]):
+        for c in range(chunks.shape[1]):
+            a, b = chunks[t, c, 0], chunks[t, c, 1]
+            _update(kind, w[a:b], g[a:b], s0[a:b], s1[a:b], s2[a:b], lr, step, gscale, h0, h1, h2, h3,
+                    weight_decay)
+
+
+@jit
+def _update(kind, w, g, s0, s1, s2, lr, step, gscale, h0, h1, h2, h3, weight_decay):
+    if kind == 0:
+        sgd(w, g, s0, lr, step, gscale, h0, h1 != 0, weight_decay)
+    elif kind == 1:
+        adam(w, g, s0, s1, s2, lr, step, gscale, h0, h1, h2, h3 != 0, weight_decay)
+    elif kind == 2:
+        rmsprop(w, g, s0, s1, s2, lr, step, gscale, h0, h1, h2, h3 != 0, weight_decay)
+    elif kind == 3:
+        adagrad(w, g, s0, lr, step, gscale, h0, weight_decay)
+    elif kind == 4:
+        adadelta(w, g, s0, s1, lr, step, gscale, h0, h1, weight_decay)
+    elif kind == 5:
+        adamax(w, g, s0, s1, lr, step, gscale, h0, h1, h2, weight_decay)
+    else:
+        nadam(w, g, s0, s1, lr, step, gscale, h0, h1, h2, weight_decay)
+
+
 # ---------------------------------------------------------------- GEMMs split by a weight's rows
 # See kgraph/passes/split.py. Each core runs one-thread BLAS on its rows of the weight W (K x N);
 # `parts` comes from the runtime: 1 runs the GEMM whole (a step large enough for BLAS's own threads).
