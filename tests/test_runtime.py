@@ -72,6 +72,10 @@ def test_parts_tuner_keeps_the_faster_option_and_probes_again():
     first = tuner.next_probe
     run(tuner, {2: 100.0, 1: 1.0}, first + 12)
     assert tuner.next_probe > first
+    # a scheduled look times only the close contenders again: a far slower one keeps its old samples
+    tuner = PartsTuner([2, 1])
+    run(tuner, {2: 1.0, 1: 3.0}, 12)
+    assert 1 not in run(tuner, {2: 1.0, 1: 3.0}, tuner.next_probe + 20)
     # the kept option slows down for good (another process took a core): it looks again soon
     tuner = PartsTuner([2, 1])
     run(tuner, {2: 1.0, 1: 1.5}, 12)

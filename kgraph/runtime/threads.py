@@ -24,7 +24,8 @@ class PartsTuner:
     """Times the candidate thread settings of one step, a few calls each, then keeps the one with
     the lowest median. It keeps timing the kept one: when its recent mean grows past the others'
     (another process took a core: split parts stall), or after `reprobe` calls (twice as long after
-    each look that did not change its mind), it looks again. An option more than twice as slow as
+    each look that did not change its mind), it looks again: at every option after a drift, at the
+    close contenders (within CLOSE of the kept one) on schedule. An option more than twice as slow as
     another's best call stops being probed at once (a split step on a busy machine can take 100x
     longer). Idle threads of the pool used last keep spinning for a while (OpenBLAS's for about
     0.1 s), so the drift check waits GRACE seconds of calls after each look."""
@@ -32,6 +33,7 @@ class PartsTuner:
     REPROBE = 2000
     MAX_REPROBE = 64000
     DRIFT = 1.5   # the kept option's recent mean over the others' probed medians that triggers a look
+    CLOSE = 1.3   # a scheduled look times again the options whose median was within this of the kept one's
     GRACE = 0.3
 
     def __init__(self, options):
@@ -46,9 +48,9 @@ class PartsTuner:
     def pick(self) -> int:
         if len(self.options) == 1:
             return self.best
-        if self.next_probe == 0:
-            self.samples = {o: [] for o in self.options}
-            self.next_probe, self.recent, self.settled = -1, None, 0.0
+        if self.next_probe == 0:   # a scheduled look
+            self._look([o for o in self.options if not self.samples[o]
+                        or self._median(o) <= self.CLOSE * self._median(self.best)])
         probing = [o for o in self.options if len(self.samples[o]) <= self.PROBES]  # the first is a warm-up
         if probing:   # one option at a time: switching thread pools costs while the other one spins
             return probing[0]
@@ -57,6 +59,12 @@ class PartsTuner:
 
     def _median(self, option) -> float:
         return statistics.median(self.samples[option][1:])
+
+    def _look(self, options) -> None:
+        """Time `options` again (the others keep their samples)."""
+        for o in options:
+            self.samples[o] = []
+        self.next_probe, self.recent, self.settled = -1, None, 0.0
 
     def record(self, option, seconds) -> None:
         if len(self.options) == 1:
@@ -68,12 +76,16 @@ class PartsTuner:
                 return
             self.recent = seconds if self.recent is None else 0.9 * self.recent + 0.1 * seconds
             if self.recent > self.DRIFT * min(self._median(o) for o in self.options if o != option):
-                self.next_probe, self.reprobe = 0, self.REPROBE
+                self.reprobe = self.REPROBE
+                self._look(self.options)
             return
         samples.append(seconds)
         fastest = min((min(s[1:]) for s in self.samples.values() if len(s) > 1), default=seconds)
         if len(samples) > 1 and seconds > 2 * fastest:
             samples.extend([seconds] * (self.PROBES + 1 - len(samples)))
+        self._decide()
+
+    def _decide(self) -> None:
         if all(len(s) > self.PROBES for s in self.samples.values()):
             best = min(self.options, key=self._median)
             self.reprobe = min(2 * self.reprobe, self.MAX_REPROBE) if best == self.best else self.REPROBE
