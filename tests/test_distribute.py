@@ -73,6 +73,36 @@ def test_fit_with_uneven_batches_keeps_replicas_identical():
     assert model.optimizer.iterations == 6
 
 
+def test_batch_norm_moving_statistics_are_averaged_over_replicas():
+    """Each replica's moving statistics come from its own shard; they are averaged after each step,
+    so replicas stay identical, and (means being linear) the moving mean after one step is the one
+    a single replica computes from the whole batch."""
+    import json
+
+    config = json.loads((ROOT / "tests" / "fixtures" / "configs" / "k3_seq_mlp.json").read_text())
+    config["config"]["layers"].insert(2, {"module": "keras.layers", "class_name": "BatchNormalization",
+                                          "config": {"name": "bn", "axis": -1, "momentum": 0.9, "epsilon": 0.001}})
+    x = y = None
+    results = []
+    for strategy in (None, kgraph.distribute.MirroredStrategy(["cpu:0", "cpu:1"])):
+        with (strategy or kgraph.distribute.Strategy()).scope():
+            model = models.model_from_config(config, seed=0)
+            model.compile(optimizer="sgd", loss="mse")
+        if x is None:
+            shape = (16,) + tuple(model.info["input_shapes"][0][1:])
+            x = np.random.RandomState(1).standard_normal(shape).astype(np.float32) * 3 + 1
+            y = np.zeros_like(model.predict(x, verbose=0))
+        model.train_on_batch(x, y)
+        names = [w.node for w in model.frontend.weights]
+        results.append(model.get_weights()[next(i for i, n in enumerate(names) if "moving_mean" in n)])
+        if strategy:
+            model.replicas.check_identical()
+            model.train_on_batch(x, y)
+            model.replicas.check_identical()
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-7)
+    assert np.abs(results[0]).max() > 0
+
+
 MPI_SCRIPT = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})

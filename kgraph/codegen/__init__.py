@@ -57,6 +57,10 @@ def step_manifest(compiled, path) -> dict:
                    "offset": plan.slots[n.id].offset, "shape": list(n.type.shape), "init": n.attrs.get("init", 0.0)}
                   for n in g.sources("state")],
         "state_size": plan.buckets.get("state", 0),
+        # weights the step itself updates from its batch (batch norm's moving statistics): replicas
+        # average them after each step, as Keras's MirroredStrategy reads them (kgraph/runtime/replicas.py)
+        "synced": [{"offset": plan.slots[n.inputs[0]].offset, "size": plan.slots[n.inputs[0]].size}
+                   for n in g.nodes() if n.op == "moving_average" and plan.slots[n.inputs[0]].region == "params"],
         "param_size": plan.buckets.get("params", 0),
     }
 

@@ -1,7 +1,9 @@
 """Data parallelism: replicas of a compiled model each run the gradient half of the training step
 on their shard of the global batch; the gradients (one contiguous bucket) are averaged, weighted by
 shard size, so N replicas make the update one replica makes on the whole batch; then every
-replica applies it to its own copy of the weights, which stay bit-identical."""
+replica applies it to its own copy of the weights, which stay bit-identical. Weights the step
+updates from its own shard (batch norm's moving statistics) are averaged after each step, the
+value Keras's MirroredStrategy reads for them."""
 from __future__ import annotations
 
 import os
@@ -43,6 +45,11 @@ def _merge(outs: list, sizes: list) -> dict:
         else:
             merged[name] = np.concatenate(parts)
     return merged
+
+
+def _synced(executable) -> list:
+    """[start, stop) ranges of the parameter bucket that the train step updates in place."""
+    return [(s["offset"], s["offset"] + s["size"]) for s in executable.steps["train"].get("synced", ())]
 
 
 class ThreadReplicas:
@@ -92,6 +99,10 @@ class ThreadReplicas:
             e.grads[...] = total
         for e in self.replicas:
             e.apply(lr, step)
+        for start, stop in _synced(self.replicas[0]):
+            mean = sum(e.params[start:stop] for e in self.replicas) / self.num_replicas
+            for e in self.replicas:
+                e.params[start:stop] = mean
         return _merge(outs, sizes)
 
     def check_identical(self):
@@ -149,6 +160,15 @@ class MPIReplicas:
         e.grads *= e.dtype.type((b - a) / n)
         self._allreduce(e.grads, "averaging gradients")
         e.apply(lr, step)
+        ranges = _synced(e)
+        if ranges:   # one small collective for all the moving statistics
+            packed = np.concatenate([e.params[lo:hi] for lo, hi in ranges])
+            self._allreduce(packed, "averaging the moving statistics")
+            packed /= self.size
+            at = 0
+            for lo, hi in ranges:
+                e.params[lo:hi] = packed[at:at + hi - lo]
+                at += hi - lo
         return self._gather(outs, b - a, n)
 
     def _gather(self, outs, count, n):
