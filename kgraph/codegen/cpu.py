@@ -59,9 +59,30 @@ class CpuCodegen(StepCodegen):
         functions = [self._function(self.func_name, prologue, code, list(code))]
         if updates:
             functions.append(self._function("train_grads", prologue, code, [i for i in code if i not in updates]))
-            functions.append(self._function("train_apply", prologue, code, updates))
+            functions.append(self._function("train_apply", prologue + self._carried(updates), code, updates))
         header = HEADER.format(kind=self.c.kind, name=self.g.name)
         return header + self.mod.source() + "\n\n" + "\n\n\n".join(functions) + "\n"
+
+    def _carried(self, updates) -> list[str]:
+        """The views `train_apply` needs of buffers `train_grads` left in the arena: what the update
+        ops read besides sources (batch norm's batch statistics for its moving averages)."""
+        lines, seen = [], set()
+
+        def define(nid):
+            node = self.g.node(nid)
+            if nid in seen or node.is_source:
+                return
+            seen.add(nid)
+            if get_op(node.op).pattern is Pattern.VIEW:
+                define(node.inputs[0])
+                lines.extend(self._emit(node))
+            elif self.plan.slots[nid].region != "none":
+                lines.append(f"{_var(nid)} = {self._view(nid)}")
+
+        for nid in updates:
+            for i in self.g.node(nid).inputs:
+                define(i)
+        return lines
 
     def _function(self, name, prologue, code, node_ids) -> str:
         args = STEP_ARGS + [_var(i) for i in self.inputs] + [_var(i) for i in self.labels]

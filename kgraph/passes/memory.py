@@ -147,6 +147,14 @@ def plan_memory(graph, param_order: list[str]) -> MemoryPlan:
         root = slots[out].view_of if out in slots and slots[out].view_of else out
         if root in intervals:
             intervals[root][1] = end
+    # what an update op reads stays until the end: replicas run the updates after the whole
+    # gradient half (train_apply), not where they sit in the schedule
+    for node in graph.nodes():
+        if get_op(node.op).pattern is Pattern.UPDATE:
+            for i in node.inputs:
+                root = slots[i].view_of if i in slots and slots[i].view_of else i
+                if root in intervals:
+                    intervals[root][1] = end
 
     per_sample, fixed = {}, {}
     for nid in intervals:
