@@ -163,3 +163,49 @@ def test_a_dead_rank_stops_the_others_within_the_timeout(tmp_path):
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode != 0
     assert not (tmp_path / "o.npz").exists()
+
+
+MPI_BN_SCRIPT = """
+import sys, numpy as np
+sys.path.insert(0, {root!r})
+import kgraph.distribute, kgraph.models as models
+strategy = kgraph.distribute.MPIStrategy(timeout=30)
+with strategy.scope():
+    model = models.model_from_json(open({config!r}).read(), seed=0)
+    model.compile(optimizer="sgd", loss="mse")
+x = np.load({data!r})["x"]
+y = np.zeros_like(model.predict(x, verbose=0))
+model.train_on_batch(x, y)
+names = [w.node for w in model.frontend.weights]
+mean = model.get_weights()[next(i for i, n in enumerate(names) if "moving_mean" in n)]
+model.train_on_batch(x, y)
+model.replicas.check_identical()
+if strategy.rank == 0:
+    np.save({out!r}, mean)
+"""
+
+
+def test_two_mpi_ranks_average_batch_norm_moving_statistics(tmp_path):
+    """As with threads: the ranks' moving statistics are averaged after each step (one small
+    allreduce), so the moving mean after one step is the whole batch's, and the ranks agree."""
+    import json
+
+    cmd, env = _mpirun()
+    config = json.loads((ROOT / "tests" / "fixtures" / "configs" / "k3_seq_mlp.json").read_text())
+    config["config"]["layers"].insert(2, {"module": "keras.layers", "class_name": "BatchNormalization",
+                                          "config": {"name": "bn", "axis": -1, "momentum": 0.9, "epsilon": 0.001}})
+    (tmp_path / "bn.json").write_text(json.dumps(config))
+    model = models.model_from_config(config, seed=0)
+    model.compile(optimizer="sgd", loss="mse")
+    shape = (16,) + tuple(model.info["input_shapes"][0][1:])
+    x = np.random.RandomState(1).standard_normal(shape).astype(np.float32) * 3 + 1
+    np.savez(tmp_path / "data.npz", x=x)
+    script = tmp_path / "run.py"
+    script.write_text(MPI_BN_SCRIPT.format(root=str(ROOT), config=str(tmp_path / "bn.json"),
+                                           data=str(tmp_path / "data.npz"), out=str(tmp_path / "mean.npy")))
+    r = subprocess.run(cmd + [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    model.train_on_batch(x, np.zeros_like(model.predict(x, verbose=0)))
+    names = [w.node for w in model.frontend.weights]
+    expected = model.get_weights()[next(i for i, n in enumerate(names) if "moving_mean" in n)]
+    np.testing.assert_allclose(np.load(tmp_path / "mean.npy"), expected, rtol=1e-5, atol=1e-7)
