@@ -17,9 +17,10 @@ class Decision:
     node: str        # the node the decision is about
     fused: bool
     reason: str = ""
+    verbs: tuple = ("fused", "refused")   # how `inspect --fusion` says yes and no
 
     def __str__(self):
-        return f"{'fused  ' if self.fused else 'refused'} {self.kind:<24} %{self.node}" + \
+        return f"{self.verbs[0] if self.fused else self.verbs[1]:<7} {self.kind:<24} %{self.node}" + \
             (f": {self.reason}" if self.reason else "")
 
 

@@ -28,6 +28,7 @@ from .memory import gradient_nodes
 
 # bookkeeping attributes: "split" (k | rows | cols), "parts", "workspace" (elements per sample),
 # "workspace_fixed" (elements)
+SPLIT_VERBS = ("split", "whole")
 MAX_PARTS = 8   # more parts make each GEMM too thin; large steps use BLAS's own threads anyway
 # a smaller weight's GEMMs cost less than waking the other cores (784x128 is 100k elements)
 MIN_WEIGHT = 32768
@@ -51,13 +52,14 @@ def split_gemms(graph, parts: int) -> list[Decision]:
         kind, reason = _split_kind(graph, node, params, grads)
         if kind is None:
             if reason:
-                decisions.append(Decision("split gemm", node.id, False, reason))
+                decisions.append(Decision("split gemm", node.id, False, reason, SPLIT_VERBS))
             continue
         node.attrs["split"], node.attrs["parts"] = kind, parts
         if kind == "k":
             per_sample, fixed = node.type.per_batch_size()
             node.attrs["workspace"] = (parts - 1) * per_sample
-        decisions.append(Decision("split gemm", node.id, True, f"by the weight's rows ({kind}), {parts} parts"))
+        decisions.append(Decision("split gemm", node.id, True, f"by the weight's rows ({kind}), {parts} parts",
+                                  SPLIT_VERBS))
     return decisions
 
 
@@ -95,5 +97,5 @@ def split_samples(graph, parts: int) -> list[Decision]:
             node.attrs["workspace_fixed"] = max(parts, 1) * node.type.shape[-1]
         if parts > 1:
             node.attrs["parts"] = parts
-            decisions.append(Decision("split samples", node.id, True, f"{parts} parts of the batch"))
+            decisions.append(Decision("split samples", node.id, True, f"{parts} parts of the batch", SPLIT_VERBS))
     return decisions
