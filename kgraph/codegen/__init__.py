@@ -23,6 +23,8 @@ def generate_cuda(compiled) -> tuple[str, int]:
 def step_manifest(compiled, path) -> dict:
     """How to call the generated step of `compiled` (module at `path`): everything the runtime
     needs, as plain JSON-able data, so a compiled trainer runs without the passes."""
+    from ..passes.split import step_parts
+
     g, plan = compiled.graph, compiled.plan
 
     def place(nid):
@@ -42,7 +44,7 @@ def step_manifest(compiled, path) -> dict:
     return {
         "kind": compiled.kind,
         "gemm_flops_per_sample": _largest_gemm_per_sample(g),
-        "parts": max((n.attrs.get("parts", 1) for n in g.nodes()), default=1),
+        "parts": step_parts(g),
         "module": str(path),
         "function": f"{compiled.kind}_step",
         "arena": [plan.arena_per_sample, plan.arena_fixed],

@@ -194,3 +194,18 @@ class StepCodegen:
             if s.offset + s.size != t.offset:
                 return None
         return slots[0].offset, slots[-1].offset + slots[-1].size
+
+    def _bucket_ranges(self, groups):
+        """[(region, (start, stop))] per operand kind of an update's groups (w, g, *slots) when
+        each kind is laid out back to back in its bucket, in group order; else None."""
+        columns = list(zip(*groups))
+        regions = ["params", "grads"] + ["state"] * (len(columns) - 2)
+        ranges = [self._bucket_range(col, region) for col, region in zip(columns, regions)]
+        return list(zip(regions, ranges)) if all(r is not None for r in ranges) else None
+
+    @staticmethod
+    def _update_rule(node):
+        """(update op, hyper-parameters) of an update node, fused or not."""
+        if node.op == "fused_update":
+            return node.attrs["update"], node.attrs.get("hyper", ())
+        return node.op, node.semantic_attrs().items()

@@ -11,6 +11,7 @@ from ir.ops.fused import update_groups
 from ir.ops.optim import UPDATES
 
 from ..passes.memory import workspace_id
+from ..passes.split import step_parts
 from .base import StepCodegen, prod as _prod, var as _var, shape_expr
 from .templates import ACT_FORWARD
 
@@ -388,7 +389,8 @@ class CpuCodegen(StepCodegen):
 
     # ------------------------------------------------------------------ optimizer updates
     def _update_args(self, node, op, group, hyper, ranges=None):
-        """The update kernel and its arguments: (w, g, *all its slots), (lr, step, gscale, *hyper, weight_decay)."""
+        """The update kernel, its arrays (w, g, *all its slots) and its scalars: ["lr", "step",
+        gscale] as source, then the hyper-parameters and the weight decay as values."""
         if ranges is not None:
             args = [f"{region}[{a}:{b}]" for region, (a, b) in ranges]
         else:
@@ -398,37 +400,31 @@ class CpuCodegen(StepCodegen):
         present = dict(zip(UPDATES[op].slots(h), args[2:]))
         slots = [present.get(name, args[1]) for name in kernel_slots]   # an absent slot: any array
         gscale = f"{self._operand(node.inputs[-1])}[0]"
-        values = [repr(h[k] if isinstance(h[k], bool) else float(h[k])) for k in kernel_hyper]
-        values.append(repr(float(h.get("weight_decay", 0.0))))
-        return kernel, args[:2] + slots, ["lr", "step", gscale] + values
+        values = [h[k] if isinstance(h[k], bool) else float(h[k]) for k in kernel_hyper]
+        return kernel, args[:2] + slots, ["lr", "step", gscale], values, float(h.get("weight_decay", 0.0))
 
     def _update_call(self, node, op, group, hyper, ranges=None) -> str:
-        kernel, arrays, scalars = self._update_args(node, op, group, hyper, ranges)
-        return f"K.{kernel}({', '.join(arrays + scalars)})"
+        kernel, arrays, scalars, values, decay = self._update_args(node, op, group, hyper, ranges)
+        return f"K.{kernel}({', '.join(arrays + scalars + [repr(v) for v in values + [decay]])})"
 
     def _emit_update(self, node):
-        if node.op == "fused_update":
-            op, hyper = node.attrs["update"], node.attrs.get("hyper", ())
-        else:
-            op, hyper = node.op, node.semantic_attrs().items()
+        op, hyper = self._update_rule(node)
         if op not in UPDATE_KERNELS:
             raise NotImplementedError(f"no CPU kernel for optimizer update {op!r}")
         # one loop over whole buckets when every operand kind is laid out back to back, in bucket order
         groups = sorted(update_groups(node), key=lambda group: self.plan.slots[group[0]].offset)
-        columns = list(zip(*groups))
-        regions = ["params", "grads"] + ["state"] * (len(columns) - 2)
-        ranges = [self._bucket_range(col, region) for col, region in zip(columns, regions)]
-        if all(r is not None for r in ranges):
-            parts = max((n.attrs.get("parts", 1) for n in self.g.nodes()), default=1)
-            if parts > 1:
-                return [self._split_update(node, op, hyper, list(zip(regions, ranges)), groups, parts)]
-            return [self._update_call(node, op, None, hyper, list(zip(regions, ranges)))]
-        return [self._update_call(node, op, group, hyper) for group in groups]
+        ranges = self._bucket_ranges(groups)
+        if ranges is None:
+            return [self._update_call(node, op, group, hyper) for group in groups]
+        parts = step_parts(self.g)
+        if parts > 1:
+            return [self._split_update(node, op, hyper, ranges, groups, parts)]
+        return [self._update_call(node, op, None, hyper, ranges)]
 
     def _split_update(self, node, op, hyper, ranges, groups, parts) -> str:
         """The bucket update in row parts: part t updates rows part(K, t) of every weight, on the
         core whose split GEMMs wrote those rows of its gradient (passes/split.py)."""
-        kernel, arrays, scalars = self._update_args(node, op, None, hyper, ranges)
+        kernel, arrays, scalars, values, decay = self._update_args(node, op, None, hyper, ranges)
         start = ranges[0][1][0]
         chunks = [[] for _ in range(parts)]
         for group in groups:
@@ -437,15 +433,14 @@ class CpuCodegen(StepCodegen):
             width = t.shape[-1] if t.rank > 1 else 1
             rows = t.numel(1) // width
             for p in range(parts):
-                r0, r1 = rows * p // parts, rows * (p + 1) // parts
+                r0, r1 = rows * p // parts, rows * (p + 1) // parts   # cpu_kernels.part's cut
                 chunks[p].append([offset + r0 * width, offset + r1 * width])
         # K.update_parts takes every kernel's arguments padded to the longest: 3 slots, 4 hyper-parameters
         slots = arrays[2:] + [arrays[1]] * (5 - len(arrays))
-        hyper = [repr(float(v == "True") if v in ("True", "False") else float(v)) for v in scalars[3:-1]]
-        hyper += ["0.0"] * (4 - len(hyper))
+        hyper = [float(v) for v in values] + [0.0] * (4 - len(values))
         kind = list(UPDATE_KERNELS).index(op)
         return (f"K.update_parts({kind}, {self.mod.table(chunks)}, parts, {', '.join(arrays[:2] + slots)}, "
-                f"{', '.join(scalars[:3] + hyper + scalars[-1:])})  # {kernel}")
+                f"{', '.join(scalars + [repr(v) for v in hyper + [decay]])})  # {kernel}")
 
 
 def generate(compiled) -> str:

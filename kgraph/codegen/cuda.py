@@ -508,20 +508,14 @@ class CudaCodegen(StepCodegen):
         return ([prelude.format(**h)] if prelude else []) + [launch]
 
     def _emit_update(self, node):
-        if node.op == "fused_update":
-            op, hyper = node.attrs["update"], node.attrs.get("hyper", ())
-        else:
-            op, hyper = node.op, node.semantic_attrs().items()
+        op, hyper = self._update_rule(node)
         if op not in UPDATES:
             raise NotImplementedError(f"the CUDA backend has no kernel for in-place update {op!r} (%{node.id})")
         gscale = self._arr(f"{self._operand(node.inputs[-1])}.reshape((1,))", node.inputs[-1], 1)
         groups = update_groups(node)
-        columns = list(zip(*groups))
-        regions = ["params", "grads"] + ["state"] * (len(columns) - 2)
-        ranges = [self._bucket_range(col, region) for col, region in zip(columns, regions)]
-        if all(r is not None for r in ranges):   # one launch over the whole buckets
-            return self._update_launch(op, [f"{region}[{a}:{b}]" for region, (a, b) in zip(regions, ranges)],
-                                       gscale, hyper)
+        ranges = self._bucket_ranges(groups)
+        if ranges is not None:   # one launch over the whole buckets
+            return self._update_launch(op, [f"{region}[{a}:{b}]" for region, (a, b) in ranges], gscale, hyper)
         return [line for group in groups for line in self._update_launch(
             op, [f"{var(n)}.reshape(({prod(self.g.type(n).shape)},))" for n in group], gscale, hyper)]
 

@@ -137,24 +137,21 @@ def plan_memory(graph, param_order: list[str]) -> MemoryPlan:
         node = graph.node(nid)
         start = index[node.attrs["computed_by"]] if "computed_by" in node.attrs else index[nid]
         intervals[nid] = [start, start]
+
+    def keep(nid, until):
+        root = slots[nid].view_of if nid in slots and slots[nid].view_of else nid
+        if root in intervals:
+            intervals[root][1] = max(intervals[root][1], until)
+
     for nid in schedule:
         node = graph.node(nid)
+        # what an update op reads stays until the end: replicas run the updates after the whole
+        # gradient half (train_apply), not where they sit in the schedule
+        until = end if get_op(node.op).pattern is Pattern.UPDATE else index[nid]
         for i in node.inputs:
-            root = slots[i].view_of if i in slots and slots[i].view_of else i
-            if root in intervals:
-                intervals[root][1] = max(intervals[root][1], index[nid])
+            keep(i, until)
     for out in graph.outputs.values():
-        root = slots[out].view_of if out in slots and slots[out].view_of else out
-        if root in intervals:
-            intervals[root][1] = end
-    # what an update op reads stays until the end: replicas run the updates after the whole
-    # gradient half (train_apply), not where they sit in the schedule
-    for node in graph.nodes():
-        if get_op(node.op).pattern is Pattern.UPDATE:
-            for i in node.inputs:
-                root = slots[i].view_of if i in slots and slots[i].view_of else i
-                if root in intervals:
-                    intervals[root][1] = end
+        keep(out, end)
 
     per_sample, fixed = {}, {}
     for nid in intervals:

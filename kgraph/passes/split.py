@@ -39,6 +39,11 @@ def default_parts() -> int:
     return max(1, min(numba.config.NUMBA_NUM_THREADS, MAX_PARTS))
 
 
+def step_parts(graph) -> int:
+    """The parts a step's split kernels run in (1: nothing is split)."""
+    return max((n.attrs.get("parts", 1) for n in graph.nodes()), default=1)
+
+
 def split_gemms(graph, parts: int) -> list[Decision]:
     """Mark the GEMMs that touch a weight to run in `parts` row parts; returns the decisions."""
     if parts < 2:

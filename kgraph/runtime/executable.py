@@ -34,6 +34,7 @@ class Executable:
         """Install (or replace) a compiled step; a new training step starts with fresh optimizer state."""
         self.steps[kind] = manifest
         self._functions = {k: f for k, f in self._functions.items() if k[0] != kind}
+        self.threads.forget(kind)
         if kind == "train":
             self.state = self._initial_state(manifest)
 

@@ -121,6 +121,10 @@ class ThreadPlan:
             self._tuners[key] = PartsTuner(self.options(m, batch))
         return self._tuners[key]
 
+    def forget(self, kind) -> None:
+        """Drop the timings of a step kind that was compiled again (its options may differ)."""
+        self._tuners = {k: t for k, t in self._tuners.items() if k[0] != kind}
+
     def use(self, option, m) -> int:
         """Set Numba's and BLAS's threads for a call; returns the parts the step runs in."""
         parts, blas = option
