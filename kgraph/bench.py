@@ -11,6 +11,8 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
+from pathlib import Path
 
 import numpy as np
 
@@ -43,13 +45,15 @@ class _EpochTimer:
         self.times.append(time.perf_counter() - self._t)
 
 
-def _keras_like_run(spec, xs, y, epochs, model, compile_model, lambda_callback, t0):
+def _keras_like_run(spec, xs, y, epochs, model, compile_model, lambda_callback, t0, settle=lambda: None):
     """The same measurement for kgraph and TensorFlow, which share Keras's API: the first step
-    (compilation included), then timed epochs of predict or fit."""
+    (compilation included), then timed epochs of predict or fit. settle: what to wait for between
+    the two (kgraph's background compilation of a new step: the epochs time the compiled step)."""
     b, timer = spec["batch"], _EpochTimer()
     if spec.get("predict"):
         model.predict([x[:b] for x in xs], batch_size=b, verbose=0)
         first = time.perf_counter() - t0
+        settle()
         for _ in range(epochs):
             timer.begin()
             model.predict(xs, batch_size=b, verbose=0)
@@ -58,6 +62,9 @@ def _keras_like_run(spec, xs, y, epochs, model, compile_model, lambda_callback, 
     compile_model()
     model.train_on_batch([x[:b] for x in xs], y[:b])
     first = time.perf_counter() - t0
+    if not epochs:
+        return first, [], float("nan")
+    settle()
     cb = lambda_callback(on_epoch_begin=timer.begin, on_epoch_end=timer.end)
     hist = model.fit(xs, y, batch_size=b, epochs=epochs, verbose=0, callbacks=[cb], shuffle=False)
     return first, timer.times, hist.history["loss"][-1]
@@ -66,12 +73,20 @@ def _keras_like_run(spec, xs, y, epochs, model, compile_model, lambda_callback, 
 def run_kgraph(spec, xs, y, epochs):
     from . import callbacks, models, optimizers
 
+    config = spec["config"]
+    if spec.get("new_model"):   # a name no earlier run used: its generated step is not in the cache
+        config = {**config, "config": {**config["config"], "name": f"{config['config']['name']}_{uuid.uuid4().hex}"}}
     t0 = time.perf_counter()
-    model = models.model_from_config(spec["config"], seed=0)
+    model = models.model_from_config(config, seed=0)
     opt = optimizers.get(spec["optimizer"][0])
     opt.learning_rate = spec["optimizer"][1]
-    return _keras_like_run(spec, xs, y, epochs, model, lambda: model.compile(optimizer=opt, loss=spec["loss"]),
-                           callbacks.LambdaCallback, t0)
+    try:
+        return _keras_like_run(spec, xs, y, epochs, model, lambda: model.compile(optimizer=opt, loss=spec["loss"]),
+                               callbacks.LambdaCallback, t0, settle=lambda: model.executable.compiler.wait())
+    finally:
+        if spec.get("new_model"):   # leave no file of a one-off name behind
+            for m in model.executable.steps.values():
+                Path(m["module"]).unlink(missing_ok=True)
 
 
 def run_tensorflow(spec, xs, y, epochs):
@@ -182,7 +197,7 @@ def measure(framework, spec, epochs):
     n = spec["batch"] * spec["steps"]
     xs, y = make_data(spec["config"], n, spec["n_out"], spec["loss"])
     first, times, loss = RUNNERS[framework](spec, xs, y, epochs)
-    rates = [n / t for t in (times[1:] if len(times) > 1 else times)]
+    rates = [n / t for t in (times[1:] if len(times) > 1 else times)] or [float("nan")]
     return {"framework": framework, "first_step_s": first, "samples_per_s": statistics.median(rates),
             "epoch_rates": rates, "final_loss": loss,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -200,15 +215,21 @@ def measure_in_subprocess(framework, spec, epochs, python=sys.executable, env=No
 
 
 def compare(spec, frameworks=FRAMEWORKS, repeats=3, epochs=3, env=None):
-    """Alternate the frameworks `repeats` times; medians of each metric per framework."""
+    """Alternate the frameworks `repeats` times; medians of each metric per framework. kgraph's
+    first step is also measured for a model whose step was never compiled ("first_step_new_s":
+    its kernels come from the cache, as after any earlier model); the peers compile every run."""
     runs = {f: [] for f in frameworks}
+    new = []
     for _ in range(repeats):
         for f in frameworks:
             runs[f].append(measure_in_subprocess(f, spec, epochs, env=env))
+            if f == "kgraph":
+                new.append(measure_in_subprocess(f, {**spec, "new_model": True}, 0, env=env)["first_step_s"])
     summary = {}
     for f, rs in runs.items():
         summary[f] = {k: statistics.median(r[k] for r in rs)
                       for k in ("first_step_s", "samples_per_s", "final_loss", "peak_rss_mb")}
+        summary[f]["first_step_new_s"] = statistics.median(new) if f == "kgraph" else summary[f]["first_step_s"]
     return summary
 
 

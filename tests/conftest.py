@@ -10,3 +10,6 @@ os.environ.setdefault("KGRAPH_CACHE_DIR", os.path.join(_tmp, "kgraph-test-cache"
 os.environ.setdefault("NUMBA_OPT", "0")
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(_tmp, "kgraph-test-numba-cache"))
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+# Each test model's step compiles before its first call, as Numba alone would: a child compiler per
+# model would run beside the tests. tests/test_background.py checks the background compilation.
+os.environ.setdefault("KGRAPH_BACKGROUND_COMPILE", "0")

@@ -3,16 +3,20 @@ plan, scalar expressions of elementwise ops from templates.py, and the shape ari
 reductions, rows and buckets. A target subclasses StepCodegen with its `_operand` and `_emit_*`."""
 from __future__ import annotations
 
+import re
+
 from ir import BATCH
 
 from .templates import ACT_FORWARD, ACT_GRAD, ELEMWISE
 
 
 class Module:
-    """Collects module-level constants and generated kernels."""
+    """Collects module-level constants and generated kernels. Shared kernels (the CPU's) are each
+    a self-contained source text that the step loads with kgraph.runtime.loader.shared_kernel."""
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, shared=False):
         self.dtype = dtype
+        self.shared = shared
         self.consts: dict[str, str] = {}
         self.arrays: dict[str, str] = {}
         self.by_body: dict[str, str] = {}
@@ -30,11 +34,29 @@ class Module:
     def kernel(self, name: str, lines: list) -> str:
         """Add a generated kernel, or reuse an identical one (Numba compiles each function once:
         the same epilogue or loss loop on every layer costs a single compilation)."""
+        if self.shared:
+            return self._shared_kernel(name, lines)
         key = "\n".join(lines).replace(f"def {name}(", "def _(", 1)
         if key not in self.by_body:
             self.by_body[key] = name
             self.kernels.append("\n".join(lines))
         return self.by_body[key]
+
+    def _shared_kernel(self, name: str, lines: list) -> str:
+        """The kernel as text with its own constants (numbered in order of use, so the same loop
+        in another model is the same text) and the function named `kernel`."""
+        text = "\n".join(lines).replace(f"def {name}(", "def kernel(", 1)
+        values = {v: k for k, v in self.consts.items()}
+        used = list(dict.fromkeys(re.findall(r"\bC\d+\b", text)))
+        local = {c: f"C{i}" for i, c in enumerate(used)}
+        text = re.sub(r"\bC\d+\b", lambda m: local[m.group(0)], text)
+        consts = "".join(f"{local[c]} = np.{self.dtype}({values[c]})\n" for c in used)
+        text = (consts + "\n\n" if consts else "") + text + "\n"
+        assert "'''" not in text and "\\" not in text
+        if text not in self.by_body:
+            self.by_body[text] = name
+            self.kernels.append(f"{name} = shared_kernel('''\n{text}''')")
+        return self.by_body[text]
 
     def array(self, value: float) -> str:
         """A module-level 1-element array (Numba freezes global arrays as constants)."""
@@ -74,12 +96,14 @@ def prod(dims) -> str:
 class StepCodegen:
     """One compiled graph and its memory plan; subclasses emit a target's code from them."""
 
+    SHARED_KERNELS = False   # generated kernels in files of their own (Module.shared)
+
     def __init__(self, compiled, func_name):
         self.c = compiled
         self.g = compiled.graph
         self.plan = compiled.plan
         self.dtype = self._dtype()
-        self.mod = Module(self.dtype)
+        self.mod = Module(self.dtype, self.SHARED_KERNELS)
         self.func_name = func_name
         self.inputs = [n.id for n in self.g.sources("input")]
         # the step's batch arguments after the inputs: labels, then each output's sample weights

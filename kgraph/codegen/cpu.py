@@ -26,6 +26,7 @@ import numpy as np
 from numba import njit
 
 from kgraph.codegen import cpu_kernels as K
+from kgraph.runtime.loader import shared_kernel
 
 '''
 JIT = '@njit(cache=True, error_model="numpy", nogil=True)'
@@ -45,6 +46,7 @@ STEP_ARGS = ["B", "arena", "params", "grads", "state", "rng", "lr", "step", "par
 
 
 class CpuCodegen(StepCodegen):
+    SHARED_KERNELS = True   # Numba caches them per file: one file per loop, reused by every model
     # ------------------------------------------------------------------ emission
     def generate(self) -> str:
         """The module: its kernels and the step function. A training step also comes split in
@@ -172,7 +174,7 @@ class CpuCodegen(StepCodegen):
             return [f"K.gemm_split_cols({a}, {b}, {out}, parts)"]
         a = a + ".T" if node.attrs.get("transpose_a") else a
         b = b + ".T" if node.attrs.get("transpose_b") else b
-        return [f"np.dot({a}, {b}, {out})"]
+        return [f"K.matmul({a}, {b}, {out})"]
 
     def _split_k(self, node, x, w) -> str:
         """out = x @ w split by w's rows, the partial sums in the node's planned workspace."""
@@ -190,7 +192,7 @@ class CpuCodegen(StepCodegen):
         name = self._loop_kernel(f"epilogue_{node.id}", node.type, [("b", self.g.type(b))], ["z = o + a0"], result,
                                  read_out=True)
         gemm = (self._split_k(node, self._matrix(x), self._matrix(w)) if node.attrs.get("split") == "k" else
-                f"np.dot({self._matrix(x)}, {self._operand(w)}, {self._matrix(node.id)})")
+                f"K.matmul({self._matrix(x)}, {self._operand(w)}, {self._matrix(node.id)})")
         return [gemm, f"{name}({_var(node.id)}, {self._broadcast_arg(b, node.type.rank)})"]
 
     # ------------------------------------------------------------------ images, lookups, axis shuffles

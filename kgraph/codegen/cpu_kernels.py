@@ -22,6 +22,13 @@ def part(n, t, parts):
 
 
 @jit
+def matmul(a, b, out):
+    """out = a @ b through Numba's BLAS call, whether a compiled step calls it or its Python twin
+    (runtime/executable.py: NumPy's own BLAS may round differently)."""
+    np.dot(a, b, out)
+
+
+@jit
 def softmax_rows(x, out):
     for i in range(x.shape[0]):
         m = x[i, 0]

@@ -6,9 +6,12 @@ import time
 
 import numpy as np
 
+from .background import StepCompiler
 from .denormals import flush_denormals
 from .loader import import_file
 from .threads import ThreadPlan
+
+STEP_ARGS = ["B", "arena", "params", "grads", "state", "rng", "lr", "step", "parts"]  # codegen/cpu.py's
 
 
 class Executable:
@@ -29,11 +32,14 @@ class Executable:
         self._ones_cache = {}
         self.random = np.random.default_rng(seed)
         self.threads = ThreadPlan()   # replicas sharing the cores set threads.max_threads = 1
+        self.compiler = StepCompiler()
+        self._compiled = set()        # (kind, part) whose compiled function runs the calls
 
     def add_step(self, kind: str, manifest: dict) -> None:
         """Install (or replace) a compiled step; a new training step starts with fresh optimizer state."""
         self.steps[kind] = manifest
         self._functions = {k: f for k, f in self._functions.items() if k[0] != kind}
+        self._compiled = {k for k in self._compiled if k[0] != kind}
         self.threads.forget(kind)
         if kind == "train":
             self.state = self._initial_state(manifest)
@@ -72,6 +78,17 @@ class Executable:
             self._functions[(kind, part)] = getattr(import_file(m["module"]), name)
         return self._functions[(kind, part)]
 
+    def _callable(self, kind, part, args):
+        """The compiled step, or while a new one compiles in the background its Python function
+        (kgraph/runtime/background.py). Replicas' halves ("grads", "apply") always run compiled."""
+        dispatcher = self.function(kind, part)
+        if part != "step" or (kind, part) in self._compiled:
+            return dispatcher
+        fn = self.compiler.callable(dispatcher, args)
+        if fn is dispatcher:
+            self._compiled.add((kind, part))
+        return fn
+
     def _buffer(self, store, kind, per_sample, fixed, batch):
         need = per_sample * batch + fixed
         buf = store.get(kind)
@@ -90,16 +107,23 @@ class Executable:
         arena = self._buffer(self._arenas, kind, *m["arena"], batch)
         rng = self._buffer(self._rng_buffers, kind, *m["rng"], batch)
         self.draw_masks(rng, m, batch)
-        tuner = self.threads.tuner(kind, m, batch)
-        option = tuner.pick()
-        parts = self.threads.use(option, m)
+        args = [batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step), 1,
+                *inputs, *labels, *sample_weights]
+        fn = self._callable(kind, part, args)
+        compiled = fn is self._functions[(kind, part)]
+        if compiled:
+            tuner = self.threads.tuner(kind, m, batch)
+            option = tuner.pick()
+        else:   # the Python step runs on this thread alone: another core compiles the step
+            option = (1, 1)
+        args[STEP_ARGS.index("parts")] = self.threads.use(option, m)
         if kind == "train":
             self._last_batch = (*inputs, *labels, *sample_weights)
-            self._last_parts = parts
+            self._last_parts = args[STEP_ARGS.index("parts")]
         start = time.perf_counter()
-        self.function(kind, part)(batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step),
-                                  parts, *inputs, *labels, *sample_weights)
-        tuner.record(option, time.perf_counter() - start)
+        fn(*args)
+        if compiled:
+            tuner.record(option, time.perf_counter() - start)
         cached = self._output_views.get((kind, batch))
         if cached is None or cached[0] is not arena:  # views stay valid until the arena is reallocated
             cached = self._output_views[(kind, batch)] = (

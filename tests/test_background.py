@@ -1,0 +1,82 @@
+"""A new step runs as its Python function while a child process compiles it (kgraph/runtime/background.py):
+the same numbers as the compiled step, and the calls switch over once the child is done."""
+import numpy as np
+import pytest
+
+from kgraph import models
+from kgraph.runtime import background
+
+EXAMPLE = "examples/digits_mlp.json"
+
+
+def _model(optimizer="adam"):
+    model = models.load_model(EXAMPLE, seed=3)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _data(n=96):
+    rs = np.random.RandomState(0)
+    return rs.standard_normal((n, 64)).astype(np.float32), rs.randint(0, 10, n)
+
+
+class _NeverDone:
+    def poll(self):
+        return None
+
+
+def test_python_step_computes_what_the_compiled_step_does(monkeypatch, tmp_path):
+    """Adam with dropout for three batches: weights, losses and metrics bit for bit."""
+    x, y = _data()
+    with monkeypatch.context() as patch:
+        patch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
+        patch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))   # a step not compiled in this process yet
+        patch.setattr(background, "_start", lambda dispatcher, sig: _NeverDone())
+        python = _model()
+        python_logs = python.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0).history
+        python_predictions = python.predict(x, verbose=0)
+        assert not python.executable._compiled   # every call ran the Python function
+    compiled = _model()
+    compiled_logs = compiled.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0).history
+    assert ("train", "step") in compiled.executable._compiled
+    assert python_logs == compiled_logs
+    for a, b in zip(python.get_weights(), compiled.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(python_predictions, compiled.predict(x, verbose=0))
+
+
+def test_calls_switch_to_the_compiled_step_when_the_child_is_done(monkeypatch, tmp_path):
+    monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))   # a step no earlier test compiled
+    # the child optimises (-O0 code that calls other functions cannot be cached: "dynamic globals")
+    monkeypatch.setenv("NUMBA_OPT", "3")
+    x, y = _data(32)
+    model = _model("rmsprop")   # a step no earlier test compiled in this process
+    exe = model.executable
+    model.train_on_batch(x, y)                 # in Python; the kernels compile here
+    model.train_on_batch(x, y)                 # in Python; the child starts
+    assert ("train", "step") not in exe._compiled
+    (sig, child), = exe.compiler._jobs.values()
+    exe.compiler.wait()
+    assert child.returncode == 0
+    model.train_on_batch(x, y)
+    assert ("train", "step") in exe._compiled
+    assert sig in exe.function("train").overloads
+    # another process's model of the same config would load it at its first call
+    assert background.in_disk_cache(exe.function("train"), sig)
+
+
+def test_without_background_compilation_the_first_call_compiles(monkeypatch):
+    monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "0")
+    x, y = _data(32)
+    model = _model()
+    model.train_on_batch(x, y)
+    assert ("train", "step") in model.executable._compiled
+    assert not model.executable.compiler._jobs
+
+
+@pytest.fixture(autouse=True)
+def _in_repo_root(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(__file__).parent.parent)
