@@ -106,14 +106,22 @@ class Model(CompiledModel):
         self.executable.set_weights(old.get_weights())
         self.device = device
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, device="auto", **kwargs):
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, device="auto",
+                steps_per_execution=None, **kwargs):
         """As keras.Model.compile. Compiles the training and test steps (cached on disk) for
-        device "cpu" or "cuda" ("auto": CUDA when numba.cuda.is_available(), else the CPU)."""
+        device "cpu" or "cuda" ("auto": CUDA when numba.cuda.is_available(), else the CPU).
+        steps_per_execution: steps each call of the compiled step runs in fit, batch callbacks
+        then running once a call, as in Keras; by default fit runs several a call (about 10 ms
+        of them) when no callback needs every batch, one a call otherwise."""
         unsupported = {k: v for k, v in kwargs.items() if v not in (None, False, "auto")}
         if unsupported:
             raise ValueError(f"compile() arguments {sorted(unsupported)} are not supported yet")
         if loss is None:
             raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
+        if steps_per_execution not in (None, "auto") and (int(steps_per_execution) != steps_per_execution
+                                                           or steps_per_execution < 1):
+            raise ValueError(f"steps_per_execution must be a positive integer, got {steps_per_execution!r}")
+        self.steps_per_execution = None if steps_per_execution in (None, "auto") else int(steps_per_execution)
         outputs = self.output_names
         opt = optimizers_mod.get(optimizer)
         specs = [losses_mod.get(l) if l is not None else None for l in _per_output(loss, outputs, "loss")]

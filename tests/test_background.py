@@ -1,5 +1,8 @@
 """A new step runs as its Python function while a child process compiles it (kgraph/runtime/background.py):
 the same numbers as the compiled step, and the calls switch over once the child is done."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,8 +12,12 @@ from kgraph.runtime import background
 EXAMPLE = "examples/digits_mlp.json"
 
 
-def _model(optimizer="adam"):
-    model = models.load_model(EXAMPLE, seed=3)
+def _model(optimizer="adam", name=None):
+    """The example MLP (with dropout); a name of its own gives it a step no other test compiled."""
+    config = json.loads(Path(EXAMPLE).read_text())
+    if name is not None:
+        config["config"]["name"] = name
+    model = models.model_from_json(json.dumps(config), seed=3)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -32,11 +39,11 @@ def test_python_step_computes_what_the_compiled_step_does(monkeypatch, tmp_path)
         patch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
         patch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))   # a step not compiled in this process yet
         patch.setattr(background, "_start", lambda dispatcher, sig: _NeverDone())
-        python = _model()
+        python = _model(name="background_python")
         python_logs = python.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0).history
         python_predictions = python.predict(x, verbose=0)
         assert not python.executable._compiled   # every call ran the Python function
-    compiled = _model()
+    compiled = _model(name="background_python")
     compiled_logs = compiled.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0).history
     assert ("train", "step") in compiled.executable._compiled
     assert python_logs == compiled_logs
@@ -51,7 +58,7 @@ def test_calls_switch_to_the_compiled_step_when_the_child_is_done(monkeypatch, t
     # the child optimises (-O0 code that calls other functions cannot be cached: "dynamic globals")
     monkeypatch.setenv("NUMBA_OPT", "3")
     x, y = _data(32)
-    model = _model("rmsprop")   # a step no earlier test compiled in this process
+    model = _model(name="background_switch")
     exe = model.executable
     model.train_on_batch(x, y)                 # in Python; the kernels compile here
     model.train_on_batch(x, y)                 # in Python; the child starts

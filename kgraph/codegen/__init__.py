@@ -24,6 +24,7 @@ def step_manifest(compiled, path) -> dict:
     """How to call the generated step of `compiled` (module at `path`): everything the runtime
     needs, as plain JSON-able data, so a compiled trainer runs without the passes."""
     from ..passes.split import step_parts
+    from .base import stash_outputs
 
     g, plan = compiled.graph, compiled.plan
 
@@ -54,7 +55,8 @@ def step_manifest(compiled, path) -> dict:
         "labels": [{"id": n.id, "dtype": n.type.dtype, "shape": list(n.type.shape)} for n in g.sources("label")],
         "sample_weights": [{"id": n.id, "dtype": n.type.dtype, "shape": list(n.type.shape)}
                            for n in g.sources("sample_weight")],
-        "outputs": {k: place(v) for k, v in g.outputs.items() if place(v) is not None},
+        # the whole step also copies them, step by step, into one stash array each (codegen/cpu.py)
+        "outputs": {k: place(v) for k, v in stash_outputs(compiled)},
         "state": [{"node": n.id, "slot": n.attrs.get("slot"), "param": n.attrs.get("param"),
                    "offset": plan.slots[n.id].offset, "shape": list(n.type.shape), "init": n.attrs.get("init", 0.0)}
                   for n in g.sources("state")],

@@ -79,6 +79,19 @@ class Module:
         return consts + "\n\n" + "\n\n".join(self.kernels)
 
 
+def stash_outputs(compiled) -> list:
+    """[(name, node id)] of the step's outputs that live in a buffer, in the order of the step's
+    stash arguments and of its manifest's "outputs"."""
+    slots = compiled.plan.slots
+
+    def home(nid):
+        slot = slots[nid]
+        return slots[slot.view_of] if slot.region == "view" else slot
+
+    return [(k, v) for k, v in compiled.graph.outputs.items()
+            if home(v).region in ("arena", "params", "grads", "state")]
+
+
 def var(nid: str) -> str:
     return "v_" + nid
 

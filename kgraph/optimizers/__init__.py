@@ -40,6 +40,14 @@ class Optimizer:
     def current_learning_rate(self) -> float:
         return self.learning_rate
 
+    def learning_rates(self, steps: int):
+        """The rates of the next `steps` steps (a schedule's values), or None when they are all
+        current_learning_rate()."""
+        lr = self._learning_rate
+        if isinstance(lr, LearningRateSchedule):
+            return [float(lr(self.iterations + i)) for i in range(steps)]
+        return None
+
     def spec(self) -> tuple:
         """(kind, hyper-parameters with the options that are set) for the optimizer pass."""
         return self.kind, {**self.hyper, **{k: float(v) for k, v in self.options.items() if v}}

@@ -31,16 +31,36 @@ class ArrayBatches:
         self._shuffled = None
 
     def __iter__(self):
+        arrays, order = self.epoch_arrays()
+        for step in range(self.num_batches):
+            yield self.rows(arrays, order, step, 1)
+
+    def epoch_arrays(self):
+        """(arrays, order) of one pass: the arrays gathered in a new shuffled order when they fit
+        in SHUFFLE_COPY_BYTES (order None), else the arrays themselves and the order to read them in."""
         arrays, order = self.arrays, None
         if self.shuffle:
             order = self.rng.permutation(self.n)
             if sum(a.nbytes for group in self.arrays for a in group) <= self.SHUFFLE_COPY_BYTES:
                 arrays, order = self._gather(order), None
-        for step in range(self.num_batches):
-            rows = slice(step * self.batch_size, (step + 1) * self.batch_size)
-            if order is not None:
-                rows = order[rows]
-            yield tuple([a[rows] for a in group] for group in arrays)
+        return arrays, order
+
+    def rows(self, arrays, order, step, count):
+        """Batches step .. step + count - 1 of a pass, back to back in one (xs, ys, sws)."""
+        rows = slice(step * self.batch_size, (step + count) * self.batch_size)
+        if order is not None:
+            rows = order[rows]
+        return tuple([a[rows] for a in group] for group in arrays)
+
+    def calls(self, steps_per_call):
+        """One pass as (first step, steps, batches): runs of whole batches, as many as
+        steps_per_call() says before each, then the partial last batch alone."""
+        arrays, order = self.epoch_arrays()
+        step, whole = 0, self.n // self.batch_size
+        while step < self.num_batches:
+            count = min(steps_per_call(), whole - step) if step < whole else 1
+            yield step, count, self.rows(arrays, order, step, count)
+            step += count
 
     def _gather(self, order):
         if self._shuffled is None:

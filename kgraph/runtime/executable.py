@@ -11,10 +11,13 @@ from .denormals import flush_denormals
 from .loader import import_file
 from .threads import ThreadPlan
 
-STEP_ARGS = ["B", "arena", "params", "grads", "state", "rng", "lr", "step", "parts"]  # codegen/cpu.py's
+# where the generated functions take `parts` (codegen/cpu.py's STEPS_ARGS and STEP_ARGS)
+STEPS_PARTS, HALVES_PARTS = 9, 8
 
 
 class Executable:
+    multi_step = True   # run() takes steps > 1 (fit then runs several steps a call)
+
     def __init__(self, steps: dict, params: list, dtype: str = "float32", seed: int | None = None):
         """steps: kind -> manifest (kgraph.codegen.step_manifest); params: [{"node", "offset", "shape"}]."""
         flush_denormals()  # as TensorFlow does: denormal arithmetic made long runs 8x slower
@@ -29,6 +32,8 @@ class Executable:
         self._arenas = {}
         self._rng_buffers = {}
         self._output_views = {}
+        self._stashes = {}
+        self._lr_buffer = np.zeros(1)
         self._ones_cache = {}
         self.random = np.random.default_rng(seed)
         self.threads = ThreadPlan()   # replicas sharing the cores set threads.max_threads = 1
@@ -40,6 +45,7 @@ class Executable:
         self.steps[kind] = manifest
         self._functions = {k: f for k, f in self._functions.items() if k[0] != kind}
         self._compiled = {k for k in self._compiled if k[0] != kind}
+        self._stashes.pop(kind, None)
         self.threads.forget(kind)
         if kind == "train":
             self.state = self._initial_state(manifest)
@@ -97,18 +103,31 @@ class Executable:
         return buf
 
     def run(self, kind: str, inputs: list, labels: list = (), sample_weights: list = (), lr: float = 0.0,
-            step: float = 1.0, part: str = "step") -> dict:
-        """One call of the compiled step on a batch (or of its "grads" half); no sample weights
-        weigh every sample 1. Returns the outputs as views into the arena, valid until the next call."""
+            step: float = 1.0, part: str = "step", steps: int = 1, lrs=None) -> dict:
+        """One call of the compiled step (or of the "grads" half of "train"); no sample weights
+        weigh every sample 1. The whole step runs `steps` consecutive steps in the call: the batch
+        arguments hold steps x B rows, step s learns at lrs[s] (default: lr for all) and is step
+        number step + s. Returns the outputs as views valid until the next call: each shaped as the
+        step's output, with a leading axis of `steps` when several ran."""
         m = self.steps[kind]
-        batch = len(inputs[0])
+        rows = len(inputs[0])
+        batch = rows // steps
         if labels and not sample_weights:
-            sample_weights = self._ones(m, batch)
+            sample_weights = self._ones(m, rows)
         arena = self._buffer(self._arenas, kind, *m["arena"], batch)
-        rng = self._buffer(self._rng_buffers, kind, *m["rng"], batch)
-        self.draw_masks(rng, m, batch)
-        args = [batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step), 1,
-                *inputs, *labels, *sample_weights]
+        rng_size = m["rng"][0] * batch + m["rng"][1]
+        rng = self._buffer(self._rng_buffers, kind, 0, rng_size * steps, batch)
+        if m["rng_masks"]:
+            for s in range(steps):
+                self.draw_masks(rng[s * rng_size:(s + 1) * rng_size], m, batch)
+        batch_args = (*inputs, *labels, *sample_weights)
+        if part == "step":
+            stash = self._stash(kind, m, batch, steps)
+            args = [steps, batch, arena, self.params, self.grads, self.state, rng, self._rates(lr, lrs, steps),
+                    float(step), 1, *batch_args, *stash]
+        else:
+            args = [batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step), 1, *batch_args]
+        parts_arg = STEPS_PARTS if part == "step" else HALVES_PARTS
         fn = self._callable(kind, part, args)
         compiled = fn is self._functions[(kind, part)]
         if compiled:
@@ -116,19 +135,44 @@ class Executable:
             option = tuner.pick()
         else:   # the Python step runs on this thread alone: another core compiles the step
             option = (1, 1)
-        args[STEP_ARGS.index("parts")] = self.threads.use(option, m)
+        args[parts_arg] = self.threads.use(option, m)
         if kind == "train":
-            self._last_batch = (*inputs, *labels, *sample_weights)
-            self._last_parts = args[STEP_ARGS.index("parts")]
+            self._last_batch, self._last_parts = batch_args, args[parts_arg]
         start = time.perf_counter()
         fn(*args)
         if compiled:
-            tuner.record(option, time.perf_counter() - start)
-        cached = self._output_views.get((kind, batch))
-        if cached is None or cached[0] is not arena:  # views stay valid until the arena is reallocated
-            cached = self._output_views[(kind, batch)] = (
-                arena, {name: self._output(arena, m, place, batch) for name, place in m["outputs"].items()})
+            tuner.record(option, (time.perf_counter() - start) / steps)
+        if part != "step":
+            return {name: self._output(arena, m, place, batch) for name, place in m["outputs"].items()}
+        key = (kind, batch, steps)
+        cached = self._output_views.get(key)
+        if cached is None or cached[0] is not stash:  # views stay valid until the stash is reallocated
+            cached = self._output_views[key] = (stash, {
+                name: a[:steps * size].reshape(shape if steps == 1 else (steps, *shape))
+                for (name, (size, shape)), a in zip(self._output_sizes(m, batch), stash)})
         return cached[1]
+
+    @staticmethod
+    def _output_sizes(m, batch) -> list:
+        """[(name, (elements, shape))] of the step's outputs for one step at this batch size."""
+        shapes = [(name, tuple(batch if d == "B" else d for d in p["shape"]) or (1,)) for name, p in m["outputs"].items()]
+        return [(name, (int(np.prod(shape)), shape)) for name, shape in shapes]
+
+    def _stash(self, kind, m, batch, steps) -> list:
+        """One array per output that the whole step copies each step's output into."""
+        stash = self._stashes.get(kind)
+        sizes = self._output_sizes(m, batch)
+        if stash is None or any(a.size < steps * size for a, (_, (size, _)) in zip(stash, sizes)):
+            stash = self._stashes[kind] = [np.zeros(max(steps * size, 1), np.dtype(p["dtype"]))
+                                           for (_, (size, _)), p in zip(sizes, m["outputs"].values())]
+        return stash
+
+    def _rates(self, lr, lrs, steps) -> np.ndarray:
+        if self._lr_buffer.size < steps:
+            self._lr_buffer = np.zeros(steps)
+        rates = self._lr_buffer[:steps]
+        rates[:] = lr if lrs is None else lrs
+        return rates
 
     def draw_masks(self, rng, m, batch):
         """Fill the dropout masks of step manifest m in the rng buffer."""

@@ -7,11 +7,12 @@ import itertools
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 
-from ..callbacks import CallbackList
+from ..callbacks import Callback, CallbackList, History, ProgbarLogger
 from .batches import ArrayBatches, EpochIterator, IterableBatches, is_batch_source
 from .executable import Executable
 from .files import atomic_write, read_npz_weights, write_npz_weights
@@ -32,6 +33,7 @@ class CompiledModel:
         self.stop_training = False
         self.history = None
         self.replicas = None          # set by a kgraph.distribute strategy
+        self.steps_per_execution = None   # compile()'s: steps a call of the compiled step runs in fit
         self.is_chief = True          # only the chief replica prints and writes files
         self.shuffle_random = executable.random
 
@@ -156,20 +158,26 @@ class CompiledModel:
         self._train_step(self._data(x, y, sample_weight, class_weight), logs)
         return logs.result() if return_dict else logs.as_list()
 
-    def _train_step(self, batch, logs):
+    def _train_step(self, batch, logs, steps=1):
+        """`steps` training steps on batches laid back to back in `batch`, in one call."""
         xs, ys, sws = batch
         opt = self.optimizer
         lr, step = opt.current_learning_rate(), opt.iterations + 1
         if self.replicas is not None:
             outs = self.replicas.train_step(xs, ys, sws, lr, step)
-        else:
+        elif steps == 1:
             outs = self.executable.run("train", xs, ys, sws, lr=lr, step=step)
-        opt.iterations += 1
-        logs.update(outs, ys, len(xs[0]))
+        else:
+            outs = self.executable.run("train", xs, ys, sws, lr=lr, step=step, steps=steps,
+                                       lrs=opt.learning_rates(steps))
+        opt.iterations += steps
+        logs.update(outs, ys, len(xs[0]), steps)
 
-    def _test_step(self, batch, logs):
+    def _test_step(self, batch, logs, steps=1):
         xs, ys, sws = batch
-        logs.update(self.executable.run("test", xs, ys, sws), ys, len(xs[0]))
+        outs = self.executable.run("test", xs, ys, sws, steps=steps) if steps > 1 else \
+            self.executable.run("test", xs, ys, sws)
+        logs.update(outs, ys, len(xs[0]), steps)
 
     def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
         self._require_compiled()
@@ -213,21 +221,28 @@ class CompiledModel:
         self.stop_training = False
         cbs.on_train_begin()
         logs = {}
+        per_call = self._steps_per_call(batches, cbs)
         for epoch in range(initial_epoch, epochs):
-            steps = batches.epoch()
-            first = next(steps, None)
+            if per_call is not None:
+                calls = batches.batches.calls(per_call)
+            else:
+                calls = ((step, 1, batch) for step, batch in batches.epoch())
+            first = next(calls, None)
             if first is None:     # the source ran out (EpochIterator warned)
                 break
             cbs.on_epoch_begin(epoch)
             epoch_logs = EpochLogs(self.info)
-            for step, batch in itertools.chain([first], steps):
+            for step, count, batch in itertools.chain([first], calls):
                 if self.replicas is not None and len(batch[0][0]) < self.replicas.num_replicas:
                     continue  # a last batch smaller than the number of replicas is skipped
                 cbs.on_train_batch_begin(step)
-                self._train_step(batch, epoch_logs)
+                start = time.perf_counter()
+                self._train_step(batch, epoch_logs, count)
+                if per_call is not None:
+                    per_call.record(time.perf_counter() - start, count)
                 if step == 0:
                     _freeze_compiled_objects(self.executable)
-                cbs.on_train_batch_end(step, epoch_logs.result())
+                cbs.on_train_batch_end(step + count - 1, epoch_logs.result())
                 if self.stop_training:
                     break
             logs = epoch_logs.result()
@@ -239,14 +254,32 @@ class CompiledModel:
         cbs.on_train_end(logs)
         return self.history
 
+    def _steps_per_call(self, batches, cbs, hooks=None):
+        """How many steps each call of the compiled step runs in this fit (a StepsPerCall), or None
+        for one step a call: several need arrays walked in whole passes, one process without
+        replicas, a CPU step, and callbacks that need no batch-by-batch hooks, unless compile()'s
+        steps_per_execution asked for several, as in Keras (batch hooks then run once a call)."""
+        fixed = getattr(self, "steps_per_execution", None) or None
+        if (self.replicas is not None or batches.steps_per_epoch is not None
+                or not isinstance(batches.batches, ArrayBatches) or not getattr(self.executable, "multi_step", False)):
+            return None
+        if fixed is None and cbs and any(wants_every_batch(cb, hooks or TRAIN_BATCH_HOOKS) for cb in cbs.callbacks):
+            return None
+        return StepsPerCall(fixed)
+
     def _evaluate(self, batches, cbs):
         logs = EpochLogs(self.info)
-        for step, batch in batches.epoch():
+        per_call = self._steps_per_call(batches, cbs, TEST_BATCH_HOOKS)
+        calls = batches.batches.calls(per_call) if per_call else ((s, 1, b) for s, b in batches.epoch())
+        for step, count, batch in calls:
             if cbs:
                 cbs.on_test_batch_begin(step)
-            self._test_step(batch, logs)
+            start = time.perf_counter()
+            self._test_step(batch, logs, count)
+            if per_call is not None:
+                per_call.record(time.perf_counter() - start, count)
             if cbs:
-                cbs.on_test_batch_end(step, logs.result())
+                cbs.on_test_batch_end(step + count - 1, logs.result())
         return logs
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
@@ -316,6 +349,39 @@ def _freeze_compiled_objects(executable):
         _frozen_for = key
 
 
+TRAIN_BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end")
+TEST_BATCH_HOOKS = ("on_test_batch_begin", "on_test_batch_end")
+
+
+def wants_every_batch(callback, hooks) -> bool:
+    """Whether a callback has batch hooks of its own (History and the progress bar are fine with
+    one call a run of steps: the bar moves between calls)."""
+    if isinstance(callback, (History, ProgbarLogger)):
+        return False
+    return any(getattr(getattr(callback, hook), "__func__", None) is not getattr(Callback, hook)
+               for hook in hooks)
+
+
+class StepsPerCall:
+    """Steps a call of the compiled step runs in fit: compile()'s steps_per_execution, else as
+    many as take about TARGET seconds (at most MOST), from the last call's time; one call's cost
+    (Python, the call, the metrics' update) is then paid once for them all, and the progress bar
+    still moves several times a second."""
+    TARGET = 0.01
+    MOST = 64
+
+    def __init__(self, fixed=None):
+        self.fixed = fixed
+        self.size = fixed or 1
+
+    def __call__(self) -> int:
+        return self.size
+
+    def record(self, seconds, steps) -> None:
+        if self.fixed is None and seconds > 0:
+            self.size = max(1, min(self.MOST, int(self.TARGET * steps / seconds)))
+
+
 class EpochLogs:
     """What an epoch (or an evaluate, or one *_on_batch call) reports, in Keras 3's log order: the
     loss (mean over samples of the batches' losses), the compiled metrics of each output and,
@@ -330,12 +396,25 @@ class EpochLogs:
         self.output_losses = [(f"{info['output_names'][k]}_loss", k, Mean()) for k in with_loss] \
             if len(with_loss) > 1 else []
 
-    def update(self, outs, ys, n):
-        self.loss.update_value(outs["loss"][0], n)
+    def update(self, outs, ys, n, steps=1):
+        """One call's outputs: of one step on n samples, or of `steps` steps on n // steps samples
+        each (every output with a leading axis of steps: the metrics take their samples at once)."""
+        if steps == 1:
+            self.loss.update_value(outs["loss"][0], n)
+            for _, i, k, metric in self.metrics:
+                metric.update(ys[i], outs[f"output:{k}"])
+            for _, k, mean in self.output_losses:
+                mean.update_value(outs[f"loss:{k}"][0], n)
+            return
+        batch = n // steps
+        for value in outs["loss"].reshape(steps):
+            self.loss.update_value(value, batch)
         for _, i, k, metric in self.metrics:
-            metric.update(ys[i], outs[f"output:{k}"])
+            out = outs[f"output:{k}"]
+            metric.update(ys[i], out.reshape((n, *out.shape[2:])))
         for _, k, mean in self.output_losses:
-            mean.update_value(outs[f"loss:{k}"][0], n)
+            for value in outs[f"loss:{k}"].reshape(steps):
+                mean.update_value(value, batch)
 
     def result(self) -> dict:
         return {"loss": self.loss.result(), **{name: m.result() for name, _, _, m in self.metrics},

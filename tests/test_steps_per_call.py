@@ -1,0 +1,79 @@
+"""fit runs several training steps per call of the compiled step (kgraph/runtime/model.py's
+StepsPerCall): the same numbers as one step a call, with callbacks that need every batch served."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kgraph import callbacks, models, optimizers
+from kgraph.datasets import digits
+from kgraph.runtime.executable import Executable
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "digits_mlp.json"
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """The `steps` of every call of a train step."""
+    seen = []
+    run = Executable.run
+
+    def counting(self, kind, *args, **kwargs):
+        if kind == "train":
+            seen.append(kwargs.get("steps", 1))
+        return run(self, kind, *args, **kwargs)
+
+    monkeypatch.setattr(Executable, "run", counting)
+    return seen
+
+
+def _fit(steps_per_execution=None, optimizer="adam", callback_list=None, epochs=2):
+    (x, y), (xv, yv) = digits.load_data()
+    model = models.load_model(EXAMPLE, seed=1)    # dropout: masks drawn step by step all the same
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution)
+    history = model.fit(x[:1000], y[:1000], batch_size=32, epochs=epochs, validation_data=(xv, yv), verbose=0,
+                        callbacks=callback_list)   # 1000 = 31 batches of 32 and one of 8, shuffled
+    return history.history, model.get_weights()
+
+
+def _same(a, b):
+    assert a[0] == b[0]
+    for wa, wb in zip(a[1], b[1]):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_several_steps_a_call_compute_what_one_a_call_does(calls):
+    one = _fit(steps_per_execution=1)
+    assert set(calls) == {1}
+    calls.clear()
+    _same(_fit(), one)
+    assert max(calls) > 1 and sum(calls) == 2 * 32   # every batch once, the last (partial) one alone
+    calls.clear()
+    _same(_fit(steps_per_execution=5), one)
+    assert calls[:7] == [5, 5, 5, 5, 5, 5, 1] and sum(calls) == 2 * 32
+
+
+def test_a_learning_rate_schedule_steps_inside_a_call():
+    def schedule():
+        return optimizers.get({"class_name": "SGD", "config": {"learning_rate": {
+            "class_name": "ExponentialDecay",
+            "config": {"initial_learning_rate": 0.5, "decay_steps": 3, "decay_rate": 0.5}}}})
+    _same(_fit(steps_per_execution=8, optimizer=schedule()), _fit(steps_per_execution=1, optimizer=schedule()))
+
+
+def test_callbacks_with_batch_hooks_see_every_batch_unless_asked(calls):
+    ends = []
+    hook = callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: ends.append(batch))
+    _fit(callback_list=[hook], epochs=1)
+    assert set(calls) == {1} and ends == list(range(32))
+    ends.clear()
+    calls.clear()
+    _fit(steps_per_execution=10, callback_list=[hook], epochs=1)   # as Keras: the hooks run once a call
+    assert calls == [10, 10, 10, 1, 1] and ends == [9, 19, 29, 30, 31]
+
+
+def test_steps_per_execution_must_be_a_positive_integer():
+    model = models.load_model(EXAMPLE)
+    with pytest.raises(ValueError, match="steps_per_execution"):
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", steps_per_execution=0)
