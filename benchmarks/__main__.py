@@ -138,9 +138,9 @@ def targets(rows, peak) -> list:
                      f"{100 * needs / limit:.0f}% |")
     lines += ["", "The limit counts the first layer's input gradient, which no framework computes, so a step",
               "can pass 100% of it; a target above about 100% is out of reach at this machine's sgemm peak.",
-              "At batch 32 a 784x128 GEMM with 32 rows runs at 70-90 GFLOP/s on one core, half that core's",
-              "sgemm peak: the step splits its GEMMs and update over both cores (kgraph/passes/split.py),",
-              "which pays only when the second core is free (see the note on this machine below)."]
+              "At batch 32 a 784x128 GEMM with 32 rows runs at a fraction of a core's sgemm peak: the step",
+              "splits its GEMMs and update over both cores (kgraph/passes/split.py), which pays only when",
+              "the second core is free (see the note on this machine below)."]
     return lines
 
 
