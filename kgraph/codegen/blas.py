@@ -2,10 +2,18 @@
 
 `np.dot` in Numba copies any operand that is not contiguous, so it cannot multiply a block of
 rows or columns in place, and it always overwrites its output. `gemm` takes 2-D float32 views
-whose rows are contiguous but may be strided (x[:, k0:k1], out[:, n0:n1]) and a `beta`, and
-calls the same OpenBLAS sgemm NumPy-in-Numba calls (SciPy's cython_blas)."""
+whose rows are contiguous but may be strided (x[:, k0:k1], out[:, n0:n1]) and a `beta`.
+
+It calls NumPy's own OpenBLAS where NumPy's wheels bundle one (scipy-openblas64): a newer build
+than SciPy's, whose sgemm runs the 32-row GEMMs of a small batch 1.5x faster here (784-128-10 at
+batch 32: 87 us against 135 for the forward GEMM). Elsewhere it calls the sgemm Numba's np.dot
+calls (SciPy's cython_blas)."""
 from __future__ import annotations
 
+import ctypes
+import os
+
+import llvmlite.binding as llvm
 import numpy as np
 from numba import njit, types
 from numba.core import cgutils
@@ -43,8 +51,54 @@ def _row_stride(a) -> int:
     return max(a.strides[0] // a.itemsize, a.shape[1], 1)
 
 
+def _numpy_cblas_sgemm() -> str | None:
+    """The name of cblas_sgemm in the OpenBLAS NumPy loaded (found by threadpoolctl), its library
+    made visible to Numba's linker; None when NumPy has no such library."""
+    from threadpoolctl import threadpool_info
+
+    for lib in threadpool_info():
+        path = lib.get("filepath", "")
+        if lib.get("internal_api") == "openblas" and "scipy_openblas64_" in os.path.basename(path):
+            if hasattr(ctypes.CDLL(path), "scipy_cblas_sgemm64_"):
+                llvm.load_library_permanently(path)
+                return "scipy_cblas_sgemm64_"
+    return None
+
+
+_CBLAS_NAME = _numpy_cblas_sgemm()
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112   # CBLAS's enums
+# void cblas_sgemm(order, transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), 64-bit sizes
+_cblas_sgemm = types.ExternalFunction(_CBLAS_NAME or "scipy_cblas_sgemm64_", types.void(
+    types.intc, types.intc, types.intc, types.int64, types.int64, types.int64,
+    types.float32, types.CPointer(types.float32), types.int64, types.CPointer(types.float32), types.int64,
+    types.float32, types.CPointer(types.float32), types.int64))
+
+
 @njit(cache=True, nogil=True)
-def gemm(a, b, out, trans_a, trans_b, beta):
+def _empty_product(out, beta):
+    """out = beta * out: BLAS would not touch out when the product is empty (k = 0)."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = out[i, j] * beta if beta else 0
+
+
+@njit(cache=True, nogil=True)
+def _gemm_cblas(a, b, out, trans_a, trans_b, beta):
+    """out = op(a) @ op(b) + beta * out, row-major float32, op = transpose when trans_*."""
+    m, n = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        _empty_product(out, beta)
+        return
+    _cblas_sgemm(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, m, n, k,
+                 np.float32(1.0), a.ctypes, _row_stride(a), b.ctypes, _row_stride(b), np.float32(beta),
+                 out.ctypes, _row_stride(out))
+
+
+@njit(cache=True, nogil=True)
+def _gemm_scipy(a, b, out, trans_a, trans_b, beta):
     """out = op(a) @ op(b) + beta * out, row-major float32, op = transpose when trans_*.
     Column-major BLAS sees each row-major matrix transposed, so it computes
     out^T = op(b)^T @ op(a)^T: the operands swap places and keep their flags."""
@@ -52,11 +106,12 @@ def gemm(a, b, out, trans_a, trans_b, beta):
     k = a.shape[0] if trans_a else a.shape[1]
     if m == 0 or n == 0:
         return
-    if k == 0:  # BLAS would not touch out; the product of empty matrices is 0
-        for i in range(m):
-            for j in range(n):
-                out[i, j] = out[i, j] * beta if beta else 0
+    if k == 0:
+        _empty_product(out, beta)
         return
     _xxgemm(ord("s"), _T if trans_b else _N, _T if trans_a else _N, n, m, k, _by_ref(np.float32(1.0)),
             b.ctypes, _row_stride(b), a.ctypes, _row_stride(a), _by_ref(np.float32(beta)),
             out.ctypes, _row_stride(out))
+
+
+gemm = _gemm_cblas if _CBLAS_NAME else _gemm_scipy

@@ -196,9 +196,8 @@ class CpuCodegen(StepCodegen):
             return [f"K.gemm_split_rows({a}, {b}, {out}, parts)"]
         if split == "cols":
             return [f"K.gemm_split_cols({a}, {b}, {out}, parts)"]
-        a = a + ".T" if node.attrs.get("transpose_a") else a
-        b = b + ".T" if node.attrs.get("transpose_b") else b
-        return [f"K.matmul({a}, {b}, {out})"]
+        flags = f"{bool(node.attrs.get('transpose_a'))}, {bool(node.attrs.get('transpose_b'))}"
+        return [f"K.matmul({a}, {b}, {out}, {flags})"]
 
     def _split_k(self, node, x, w) -> str:
         """out = x @ w split by w's rows, the partial sums in the node's planned workspace."""
@@ -216,7 +215,7 @@ class CpuCodegen(StepCodegen):
         name = self._loop_kernel(f"epilogue_{node.id}", node.type, [("b", self.g.type(b))], ["z = o + a0"], result,
                                  read_out=True)
         gemm = (self._split_k(node, self._matrix(x), self._matrix(w)) if node.attrs.get("split") == "k" else
-                f"K.matmul({self._matrix(x)}, {self._operand(w)}, {self._matrix(node.id)})")
+                f"K.matmul({self._matrix(x)}, {self._operand(w)}, {self._matrix(node.id)}, False, False)")
         return [gemm, f"{name}({_var(node.id)}, {self._broadcast_arg(b, node.type.rank)})"]
 
     # ------------------------------------------------------------------ images, lookups, axis shuffles

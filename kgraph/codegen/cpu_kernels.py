@@ -22,10 +22,10 @@ def part(n, t, parts):
 
 
 @jit
-def matmul(a, b, out):
-    """out = a @ b through Numba's BLAS call, whether a compiled step calls it or its Python twin
-    (runtime/executable.py: NumPy's own BLAS may round differently)."""
-    np.dot(a, b, out)
+def matmul(a, b, out, trans_a, trans_b):
+    """out = op(a) @ op(b) (op: transposed when trans_*) through blas.gemm, whether a compiled
+    step calls it or its Python twin (runtime/background.py): the same sgemm, the same numbers."""
+    gemm(a, b, out, trans_a, trans_b, 0.0)
 
 
 @jit
