@@ -68,8 +68,9 @@ class StepCompiler:
 def _start(dispatcher, sig) -> subprocess.Popen:
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    # Silent: it may outlive the program. A failure shows when the caller compiles the step itself.
     child = subprocess.Popen([sys.executable, "-c", "from kgraph.runtime.background import main; main()"],
-                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=None, env=env)
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     child.stdin.write(pickle.dumps((inspect.getfile(dispatcher.py_func), dispatcher.py_func.__name__, sig)))
     child.stdin.close()
     return child
