@@ -75,22 +75,23 @@ _cblas_sgemm = types.ExternalFunction(_CBLAS_NAME or "scipy_cblas_sgemm64_", typ
 
 
 @njit(cache=True, nogil=True)
-def _empty_product(out, beta):
-    """out = beta * out: BLAS would not touch out when the product is empty (k = 0)."""
-    for i in range(out.shape[0]):
-        for j in range(out.shape[1]):
-            out[i, j] = out[i, j] * beta if beta else 0
+def _product_shape(a, out, trans_a, beta):
+    """(m, n, k) of out = op(a) @ op(b) + beta * out; k is 0 when BLAS has nothing to do: out is
+    empty, or the product is (out is then beta * out, which BLAS would not write)."""
+    m, n = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    if k == 0:
+        for i in range(m):
+            for j in range(n):
+                out[i, j] = out[i, j] * beta if beta else 0
+    return m, n, (k if m and n else 0)
 
 
 @njit(cache=True, nogil=True)
 def _gemm_cblas(a, b, out, trans_a, trans_b, beta):
     """out = op(a) @ op(b) + beta * out, row-major float32, op = transpose when trans_*."""
-    m, n = out.shape
-    k = a.shape[0] if trans_a else a.shape[1]
-    if m == 0 or n == 0:
-        return
+    m, n, k = _product_shape(a, out, trans_a, beta)
     if k == 0:
-        _empty_product(out, beta)
         return
     _cblas_sgemm(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, m, n, k,
                  np.float32(1.0), a.ctypes, _row_stride(a), b.ctypes, _row_stride(b), np.float32(beta),
@@ -102,12 +103,8 @@ def _gemm_scipy(a, b, out, trans_a, trans_b, beta):
     """out = op(a) @ op(b) + beta * out, row-major float32, op = transpose when trans_*.
     Column-major BLAS sees each row-major matrix transposed, so it computes
     out^T = op(b)^T @ op(a)^T: the operands swap places and keep their flags."""
-    m, n = out.shape
-    k = a.shape[0] if trans_a else a.shape[1]
-    if m == 0 or n == 0:
-        return
+    m, n, k = _product_shape(a, out, trans_a, beta)
     if k == 0:
-        _empty_product(out, beta)
         return
     _xxgemm(ord("s"), _T if trans_b else _N, _T if trans_a else _N, n, m, k, _by_ref(np.float32(1.0)),
             b.ctypes, _row_stride(b), a.ctypes, _row_stride(a), _by_ref(np.float32(beta)),
