@@ -12,6 +12,7 @@ from ir.ops.optim import UPDATES
 
 from ..passes.memory import workspace_id
 from ..passes.split import step_parts
+from ..runtime.executable import STEP_ARGS, STEPS_ARGS
 from .base import StepCodegen, prod as _prod, stash_outputs, var as _var, shape_expr
 from .templates import ACT_FORWARD
 
@@ -41,9 +42,6 @@ UPDATE_KERNELS = {
     "adamax_update": ("adamax", ["m", "u"], ["beta_1", "beta_2", "epsilon"]),
     "nadam_update": ("nadam", ["m", "v"], ["beta_1", "beta_2", "epsilon"]),
 }
-# parts: how many cores run the GEMMs and updates split by weight rows (1: whole; passes/split.py)
-STEP_ARGS = ["B", "arena", "params", "grads", "state", "rng", "lr", "step", "parts"]   # the halves'
-STEPS_ARGS = ["n", "B", "arena", "params", "grads", "state", "rngs", "lrs", "step0", "parts"]   # the whole step's
 
 
 class CpuCodegen(StepCodegen):

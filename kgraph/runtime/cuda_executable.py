@@ -27,6 +27,8 @@ class _Binding:
 
 class CudaExecutable:
     """Executable's interface (run, get_weights/set_weights, params, grads, state) on a GPU."""
+    multi_step = False   # run() takes one step a call
+
     get_weights = Executable.get_weights
     set_weights = Executable.set_weights
     param_view = Executable.param_view
@@ -112,11 +114,14 @@ class CudaExecutable:
         return self._bindings[(kind, batch)]
 
     def run(self, kind: str, inputs: list, labels: list = (), sample_weights: list = (), lr: float = 0.0,
-            step: float = 1.0, part: str = "step") -> dict:
-        """One step on a batch (as Executable.run: no sample weights weigh every sample 1).
-        Returns its outputs as host arrays, valid until the next call."""
+            step: float = 1.0, part: str = "step", steps: int = 1, lrs=None) -> dict:
+        """One step on a batch (as Executable.run: no sample weights weigh every sample 1; lrs, if
+        given, holds this step's rate). Returns its outputs as host arrays, valid until the next call."""
         if part != "step":
             raise NotImplementedError("data-parallel replicas run on the CPU backend only")
+        if steps != 1:   # multi_step is False: fit runs one step a call here
+            raise NotImplementedError("the CUDA backend runs one step a call")
+        lr = lr if lrs is None else lrs[0]
         m = self.steps[kind]
         if labels and not sample_weights:
             sample_weights = self._ones(m, len(inputs[0]))

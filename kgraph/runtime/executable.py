@@ -11,8 +11,12 @@ from .denormals import flush_denormals
 from .loader import import_file
 from .threads import ThreadPlan
 
-# where the generated functions take `parts` (codegen/cpu.py's STEPS_ARGS and STEP_ARGS)
-STEPS_PARTS, HALVES_PARTS = 9, 8
+# The generated CPU functions' leading arguments (kgraph/codegen/cpu.py), before the batch arrays:
+# the whole step's, which runs n steps a call, and those of the replicas' halves (one step).
+# parts: how many cores run the GEMMs and updates split by weight rows (1: whole; passes/split.py)
+STEPS_ARGS = ["n", "B", "arena", "params", "grads", "state", "rngs", "lrs", "step0", "parts"]
+STEP_ARGS = ["B", "arena", "params", "grads", "state", "rng", "lr", "step", "parts"]
+STEPS_PARTS, HALVES_PARTS = STEPS_ARGS.index("parts"), STEP_ARGS.index("parts")
 
 
 class Executable:
@@ -33,6 +37,7 @@ class Executable:
         self._rng_buffers = {}
         self._output_views = {}
         self._stashes = {}
+        self._sizes = {}
         self._lr_buffer = np.zeros(1)
         self._ones_cache = {}
         self.random = np.random.default_rng(seed)
@@ -46,6 +51,8 @@ class Executable:
         self._functions = {k: f for k, f in self._functions.items() if k[0] != kind}
         self._compiled = {k for k in self._compiled if k[0] != kind}
         self._stashes.pop(kind, None)
+        self._sizes = {k: v for k, v in self._sizes.items() if k[0] != kind}
+        self._output_views = {k: v for k, v in self._output_views.items() if k[0] != kind}
         self.threads.forget(kind)
         if kind == "train":
             self.state = self._initial_state(manifest)
@@ -142,26 +149,31 @@ class Executable:
         fn(*args)
         if compiled:
             tuner.record(option, (time.perf_counter() - start) / steps)
-        if part != "step":
-            return {name: self._output(arena, m, place, batch) for name, place in m["outputs"].items()}
-        key = (kind, batch, steps)
+        home = stash if part == "step" else arena
+        key = (kind, part, batch, steps)
         cached = self._output_views.get(key)
-        if cached is None or cached[0] is not stash:  # views stay valid until the stash is reallocated
-            cached = self._output_views[key] = (stash, {
-                name: a[:steps * size].reshape(shape if steps == 1 else (steps, *shape))
-                for (name, (size, shape)), a in zip(self._output_sizes(m, batch), stash)})
+        if cached is None or cached[0] is not home:  # views stay valid until their buffers are reallocated
+            if part == "step":
+                views = {name: a[:steps * size].reshape(shape if steps == 1 else (steps, *shape))
+                         for (name, (size, shape)), a in zip(self._output_sizes(kind, batch), stash)}
+            else:
+                views = {name: self._output(arena, m, place, batch) for name, place in m["outputs"].items()}
+            cached = self._output_views[key] = (home, views)
         return cached[1]
 
-    @staticmethod
-    def _output_sizes(m, batch) -> list:
+    def _output_sizes(self, kind, batch) -> list:
         """[(name, (elements, shape))] of the step's outputs for one step at this batch size."""
-        shapes = [(name, tuple(batch if d == "B" else d for d in p["shape"]) or (1,)) for name, p in m["outputs"].items()]
-        return [(name, (int(np.prod(shape)), shape)) for name, shape in shapes]
+        key = (kind, batch)
+        if key not in self._sizes:
+            outputs = self.steps[kind]["outputs"].items()
+            shapes = [(name, tuple(batch if d == "B" else d for d in p["shape"]) or (1,)) for name, p in outputs]
+            self._sizes[key] = [(name, (int(np.prod(shape)), shape)) for name, shape in shapes]
+        return self._sizes[key]
 
     def _stash(self, kind, m, batch, steps) -> list:
         """One array per output that the whole step copies each step's output into."""
         stash = self._stashes.get(kind)
-        sizes = self._output_sizes(m, batch)
+        sizes = self._output_sizes(kind, batch)
         if stash is None or any(a.size < steps * size for a, (_, (size, _)) in zip(stash, sizes)):
             stash = self._stashes[kind] = [np.zeros(max(steps * size, 1), np.dtype(p["dtype"]))
                                            for (_, (size, _)), p in zip(sizes, m["outputs"].values())]

@@ -165,8 +165,6 @@ class CompiledModel:
         lr, step = opt.current_learning_rate(), opt.iterations + 1
         if self.replicas is not None:
             outs = self.replicas.train_step(xs, ys, sws, lr, step)
-        elif steps == 1:
-            outs = self.executable.run("train", xs, ys, sws, lr=lr, step=step)
         else:
             outs = self.executable.run("train", xs, ys, sws, lr=lr, step=step, steps=steps,
                                        lrs=opt.learning_rates(steps))
@@ -175,9 +173,7 @@ class CompiledModel:
 
     def _test_step(self, batch, logs, steps=1):
         xs, ys, sws = batch
-        outs = self.executable.run("test", xs, ys, sws, steps=steps) if steps > 1 else \
-            self.executable.run("test", xs, ys, sws)
-        logs.update(outs, ys, len(xs[0]), steps)
+        logs.update(self.executable.run("test", xs, ys, sws, steps=steps), ys, len(xs[0]), steps)
 
     def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
         self._require_compiled()
@@ -223,10 +219,7 @@ class CompiledModel:
         logs = {}
         per_call = self._steps_per_call(batches, cbs)
         for epoch in range(initial_epoch, epochs):
-            if per_call is not None:
-                calls = batches.batches.calls(per_call)
-            else:
-                calls = ((step, 1, batch) for step, batch in batches.epoch())
+            calls = _calls(batches, per_call)
             first = next(calls, None)
             if first is None:     # the source ran out (EpochIterator warned)
                 break
@@ -259,9 +252,9 @@ class CompiledModel:
         for one step a call: several need arrays walked in whole passes, one process without
         replicas, a CPU step, and callbacks that need no batch-by-batch hooks, unless compile()'s
         steps_per_execution asked for several, as in Keras (batch hooks then run once a call)."""
-        fixed = getattr(self, "steps_per_execution", None) or None
+        fixed = self.steps_per_execution
         if (self.replicas is not None or batches.steps_per_epoch is not None
-                or not isinstance(batches.batches, ArrayBatches) or not getattr(self.executable, "multi_step", False)):
+                or not isinstance(batches.batches, ArrayBatches) or not self.executable.multi_step):
             return None
         if fixed is None and cbs and any(wants_every_batch(cb, hooks or TRAIN_BATCH_HOOKS) for cb in cbs.callbacks):
             return None
@@ -270,8 +263,7 @@ class CompiledModel:
     def _evaluate(self, batches, cbs):
         logs = EpochLogs(self.info)
         per_call = self._steps_per_call(batches, cbs, TEST_BATCH_HOOKS)
-        calls = batches.batches.calls(per_call) if per_call else ((s, 1, b) for s, b in batches.epoch())
-        for step, count, batch in calls:
+        for step, count, batch in _calls(batches, per_call):
             if cbs:
                 cbs.on_test_batch_begin(step)
             start = time.perf_counter()
@@ -362,6 +354,14 @@ def wants_every_batch(callback, hooks) -> bool:
                for hook in hooks)
 
 
+def _calls(batches, per_call):
+    """One epoch of an EpochIterator as (first step, steps, batches) a call: runs of batches as
+    per_call says, or one batch a call when it is None."""
+    if per_call is not None:
+        return batches.batches.calls(per_call)
+    return ((step, 1, batch) for step, batch in batches.epoch())
+
+
 class StepsPerCall:
     """Steps a call of the compiled step runs in fit: compile()'s steps_per_execution, else as
     many as take about TARGET seconds (at most MOST), from the last call's time; one call's cost
@@ -399,19 +399,12 @@ class EpochLogs:
     def update(self, outs, ys, n, steps=1):
         """One call's outputs: of one step on n samples, or of `steps` steps on n // steps samples
         each (every output with a leading axis of steps: the metrics take their samples at once)."""
-        if steps == 1:
-            self.loss.update_value(outs["loss"][0], n)
-            for _, i, k, metric in self.metrics:
-                metric.update(ys[i], outs[f"output:{k}"])
-            for _, k, mean in self.output_losses:
-                mean.update_value(outs[f"loss:{k}"][0], n)
-            return
         batch = n // steps
         for value in outs["loss"].reshape(steps):
             self.loss.update_value(value, batch)
         for _, i, k, metric in self.metrics:
             out = outs[f"output:{k}"]
-            metric.update(ys[i], out.reshape((n, *out.shape[2:])))
+            metric.update(ys[i], out if steps == 1 else out.reshape((n, *out.shape[2:])))
         for _, k, mean in self.output_losses:
             for value in outs[f"loss:{k}"].reshape(steps):
                 mean.update_value(value, batch)
