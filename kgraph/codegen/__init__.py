@@ -24,16 +24,12 @@ def step_manifest(compiled, path) -> dict:
     """How to call the generated step of `compiled` (module at `path`): everything the runtime
     needs, as plain JSON-able data, so a compiled trainer runs without the passes."""
     from ..passes.split import step_parts
-    from .base import stash_outputs
+    from .base import home_slot, stash_outputs
 
     g, plan = compiled.graph, compiled.plan
 
     def place(nid):
-        slot = plan.slots[nid]
-        if slot.region == "view":
-            slot = plan.slots[slot.view_of]
-        if slot.region not in ("arena", "params", "grads", "state"):
-            return None
+        slot = home_slot(plan, nid)
         return {"region": slot.region, "offset": slot.offset, "batch": slot.batch,
                 "shape": list(g.type(nid).shape), "dtype": g.type(nid).dtype}
 

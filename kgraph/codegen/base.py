@@ -79,17 +79,17 @@ class Module:
         return consts + "\n\n" + "\n\n".join(self.kernels)
 
 
+def home_slot(plan, nid):
+    """The memory-plan slot holding node nid's values (a view's is its base's)."""
+    slot = plan.slots[nid]
+    return plan.slots[slot.view_of] if slot.region == "view" else slot
+
+
 def stash_outputs(compiled) -> list:
     """[(name, node id)] of the step's outputs that live in a buffer, in the order of the step's
     stash arguments and of its manifest's "outputs"."""
-    slots = compiled.plan.slots
-
-    def home(nid):
-        slot = slots[nid]
-        return slots[slot.view_of] if slot.region == "view" else slot
-
     return [(k, v) for k, v in compiled.graph.outputs.items()
-            if home(v).region in ("arena", "params", "grads", "state")]
+            if home_slot(compiled.plan, v).region in ("arena", "params", "grads", "state")]
 
 
 def var(nid: str) -> str:
