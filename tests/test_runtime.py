@@ -60,8 +60,10 @@ def test_parts_tuner_keeps_the_faster_option_and_probes_again():
         return picks
 
     tuner = PartsTuner([2, 1])
+    assert tuner.probing
     picks = run(tuner, {2: 1.0, 1: 1.5}, 2 * (PartsTuner.PROBES + 1))
     assert picks == [2] * (PartsTuner.PROBES + 1) + [1] * (PartsTuner.PROBES + 1)   # one option at a time
+    assert not tuner.probing   # fit's calls may grow long now
     assert run(tuner, {2: 1.0, 1: 1.5}, 10) == [2] * 10
     run(tuner, {2: 5.0, 1: 1.5}, tuner.next_probe + 2 * (PartsTuner.PROBES + 1))  # busy machine: parts wait
     assert tuner.pick() == 1
@@ -75,9 +77,11 @@ def test_parts_tuner_keeps_the_faster_option_and_probes_again():
     # a scheduled look times only the close contenders again: a far slower one keeps its old samples
     tuner = PartsTuner([2, 1])
     run(tuner, {2: 1.0, 1: 3.0}, 12)
-    assert 1 not in run(tuner, {2: 1.0, 1: 3.0}, tuner.next_probe + 20)
+    run(tuner, {2: 1.0, 1: 3.0}, tuner.next_probe)
+    assert tuner.probing   # the scheduled look is next
+    assert 1 not in run(tuner, {2: 1.0, 1: 3.0}, 20)
     # the kept option slows down for good (another process took a core): it looks again soon
     tuner = PartsTuner([2, 1])
     run(tuner, {2: 1.0, 1: 1.5}, 12)
     assert run(tuner, {2: 3.0, 1: 1.5}, 40)[-5:] == [1] * 5
-    assert PartsTuner([1]).pick() == 1
+    assert PartsTuner([1]).pick() == 1 and not PartsTuner([1]).probing

@@ -247,7 +247,7 @@ class CompiledModel:
         cbs.on_train_end(logs)
         return self.history
 
-    def _steps_per_call(self, batches, cbs, hooks=None):
+    def _steps_per_call(self, batches, cbs, kind="train"):
         """How many steps each call of the compiled step runs in this fit (a StepsPerCall), or None
         for one step a call: several need arrays walked in whole passes, one process without
         replicas, a CPU step, and callbacks that need no batch-by-batch hooks, unless compile()'s
@@ -256,13 +256,13 @@ class CompiledModel:
         if (self.replicas is not None or batches.steps_per_epoch is not None
                 or not isinstance(batches.batches, ArrayBatches) or not self.executable.multi_step):
             return None
-        if fixed is None and cbs and any(wants_every_batch(cb, hooks or TRAIN_BATCH_HOOKS) for cb in cbs.callbacks):
+        if fixed is None and cbs and any(wants_every_batch(cb, BATCH_HOOKS[kind]) for cb in cbs.callbacks):
             return None
-        return StepsPerCall(fixed)
+        return StepsPerCall(fixed, lambda: self.executable.threads.probing(kind, batches.batches.batch_size))
 
     def _evaluate(self, batches, cbs):
         logs = EpochLogs(self.info)
-        per_call = self._steps_per_call(batches, cbs, TEST_BATCH_HOOKS)
+        per_call = self._steps_per_call(batches, cbs, "test")
         for step, count, batch in _calls(batches, per_call):
             if cbs:
                 cbs.on_test_batch_begin(step)
@@ -341,8 +341,8 @@ def _freeze_compiled_objects(executable):
         _frozen_for = key
 
 
-TRAIN_BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end")
-TEST_BATCH_HOOKS = ("on_test_batch_begin", "on_test_batch_end")
+BATCH_HOOKS = {"train": ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end"),
+               "test": ("on_test_batch_begin", "on_test_batch_end")}
 
 
 def wants_every_batch(callback, hooks) -> bool:
@@ -366,20 +366,27 @@ class StepsPerCall:
     """Steps a call of the compiled step runs in fit: compile()'s steps_per_execution, else as
     many as take about TARGET seconds (at most MOST), from the last call's time; one call's cost
     (Python, the call, the metrics' update) is then paid once for them all, and the progress bar
-    still moves several times a second."""
+    still moves several times a second. While the executable times its thread settings
+    (`probing`), calls take about PROBE_TARGET seconds: a slow setting is then left soon."""
     TARGET = 0.01
+    PROBE_TARGET = 0.002
     MOST = 64
 
-    def __init__(self, fixed=None):
-        self.fixed = fixed
-        self.size = fixed or 1
+    def __init__(self, fixed=None, probing=lambda: False):
+        self.fixed, self.probing = fixed, probing
+        self.step_seconds = None   # of the last call
 
     def __call__(self) -> int:
-        return self.size
+        if self.fixed:
+            return self.fixed
+        if self.step_seconds is None:
+            return 1
+        target = self.PROBE_TARGET if self.probing() else self.TARGET
+        return max(1, min(self.MOST, int(target / self.step_seconds)))
 
     def record(self, seconds, steps) -> None:
-        if self.fixed is None and seconds > 0:
-            self.size = max(1, min(self.MOST, int(self.TARGET * steps / seconds)))
+        if seconds > 0:
+            self.step_seconds = seconds / steps
 
 
 class EpochLogs:

@@ -28,7 +28,9 @@ class PartsTuner:
     close contenders (within CLOSE of the kept one) on schedule. An option more than twice as slow as
     another's best call stops being probed at once (a split step on a busy machine can take 100x
     longer). Idle threads of the pool used last keep spinning for a while (OpenBLAS's for about
-    0.1 s), so the drift check waits GRACE seconds of calls after each look."""
+    0.1 s), so the drift check waits GRACE seconds of calls after each look. While it looks, fit
+    and evaluate make their calls short (`probing`), so that a look costs a few milliseconds of
+    steps and ends within the first epoch."""
     PROBES = 5
     REPROBE = 2000
     MAX_REPROBE = 64000
@@ -56,6 +58,13 @@ class PartsTuner:
             return probing[0]
         self.next_probe -= 1
         return self.best
+
+    @property
+    def probing(self) -> bool:
+        """Whether the next call times an option rather than runs the kept one."""
+        if len(self.options) == 1:
+            return False
+        return self.next_probe == 0 or any(len(s) <= self.PROBES for s in self.samples.values())
 
     def _median(self, option) -> float:
         return statistics.median(self.samples[option][1:])
@@ -120,6 +129,12 @@ class ThreadPlan:
         if key not in self._tuners:
             self._tuners[key] = PartsTuner(self.options(m, batch))
         return self._tuners[key]
+
+    def probing(self, kind, batch) -> bool:
+        """Whether the next call of this step kind at this batch size times a thread setting
+        (also before its first call, which starts the first look)."""
+        tuner = self._tuners.get((kind, batch, self.max_threads))
+        return tuner is None or tuner.probing
 
     def forget(self, kind) -> None:
         """Drop the timings of a step kind that was compiled again (its options may differ)."""
