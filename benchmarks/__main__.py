@@ -106,6 +106,7 @@ def write_results(out: Path, rows, frameworks, peak):
               "compiled kernels while a child process compiles it (kgraph/runtime/background.py). The peers",
               "compile every run, so both columns show the same figure for them. The epochs are timed once",
               "kgraph's step is compiled.", ""]
+    out.mkdir(parents=True, exist_ok=True)
     (out / "RESULTS.md").write_text("\n".join(lines))
     (out / "results.json").write_text(json.dumps({"frameworks": frameworks, "peak": peak, "rows": rows}, indent=1))
     _chart(out / "results.png", rows, frameworks)

@@ -85,3 +85,29 @@ def test_parts_tuner_keeps_the_faster_option_and_probes_again():
     run(tuner, {2: 1.0, 1: 1.5}, 12)
     assert run(tuner, {2: 3.0, 1: 1.5}, 40)[-5:] == [1] * 5
     assert PartsTuner([1]).pick() == 1 and not PartsTuner([1]).probing
+
+
+def test_blas_threads_ended_after_their_option_start_again(monkeypatch):
+    """Leaving BLAS's threads for one thread ends OpenBLAS's pools (their idle threads would spin
+    on the cores a split step needs); its next threaded GEMM starts them again, right."""
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    from kgraph.runtime import threads
+
+    ended = []
+    stop = threads.stop_idle_blas_threads
+    monkeypatch.setattr(threads, "stop_idle_blas_threads", lambda: (ended.append(1), stop()))
+    plan, m = threads.ThreadPlan(), {"parts": 2}
+    a = np.random.default_rng(0).standard_normal((300, 400)).astype(np.float32)
+    expected = a.astype(np.float64) @ a.T.astype(np.float64)
+    plan.use((1, 2), m)
+    np.testing.assert_allclose(a @ a.T, expected, rtol=1e-4, atol=1e-3)
+    plan.use((2, 1), m)
+    assert ended == [1]
+    plan.use((1, 1), m)   # already one thread: nothing to end
+    assert ended == [1]
+    plan.use((1, 2), m)
+    assert {i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"} == {2}
+    np.testing.assert_allclose(a @ a.T, expected, rtol=1e-4, atol=1e-3)
+    plan.use((1, 1), m)
