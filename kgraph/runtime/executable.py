@@ -11,6 +11,19 @@ from .denormals import flush_denormals
 from .loader import import_file
 from .threads import ThreadPlan
 
+
+def _prepare_numba() -> None:
+    """Numba loads its typing and lowering registries (about 0.4 s of imports) on the first call of
+    any compiled function, from its cache or not. Loading them here, on import, as TensorFlow and
+    PyTorch set themselves up on import, leaves the first step of a model only that model's work."""
+    from numba.core.registry import cpu_target
+
+    cpu_target.typing_context.refresh()
+    cpu_target.target_context.refresh()
+
+
+_prepare_numba()
+
 # The generated CPU functions' leading arguments (kgraph/codegen/cpu.py), before the batch arrays:
 # the whole step's, which runs n steps a call, and those of the replicas' halves (one step).
 # parts: how many cores run the GEMMs and updates split by weight rows (1: whole; passes/split.py)
