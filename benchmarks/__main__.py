@@ -67,10 +67,15 @@ def main():
         print(f"{name}: {', '.join(frameworks)} x {args.repeats}", flush=True)
         rows[name] = compare(spec, frameworks, repeats=args.repeats, epochs=args.epochs)
         for f, r in rows[name].items():
-            print(f"  {f:<11} {r['samples_per_s']:>10.0f} samples/s  first step {r['first_step_s']:.2f} s "
+            print(f"  {f:<11} {r['samples_per_s']:>10.0f} samples/s  import {r['import_s']:.2f} s  "
+                  f"first step {r['first_step_s']:.2f} s "
                   f"(new model {r['first_step_new_s']:.2f} s)  "
                   f"loss {r['final_loss']:.4f}  rss {r['peak_rss_mb']:.0f} MB", flush=True)
     write_results(Path(args.out), rows, frameworks, peak)
+
+
+def _seconds(value) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 def write_results(out: Path, rows, frameworks, peak):
@@ -81,8 +86,9 @@ def write_results(out: Path, rows, frameworks, peak):
              f"float32 GEMM peak (NumPy sgemm 1024³): {peak:.0f} GFLOP/s."]
     if os.environ.get("OPENBLAS_CORETYPE"):
         lines.append(f"OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} was set (slows NumPy/Numba GEMMs).")
-    lines += ["", "| benchmark | framework | samples/s | vs kgraph | % of GEMM-bound limit | first step (s) | "
-              "first step, new model (s) | peak RSS (MB) | final loss |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| benchmark | framework | samples/s | vs kgraph | % of GEMM-bound limit | import (s) | "
+              "first step (s) | first step, new model (s) | peak RSS (MB) | final loss |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, res in rows.items():
         spec = SUITE[name]
         limit = peak * 1e9 / gemm_flops_per_step(spec["config"], spec["batch"]) * spec["batch"]
@@ -92,13 +98,17 @@ def write_results(out: Path, rows, frameworks, peak):
             r = res[f]
             ratio = res["kgraph"]["samples_per_s"] / r["samples_per_s"]
             lines.append(f"| {name} | {f} | {r['samples_per_s']:.0f} | {ratio:.2f}× | "
-                         f"{100 * r['samples_per_s'] / limit:.0f}% | {r['first_step_s']:.2f} | "
+                         f"{100 * r['samples_per_s'] / limit:.0f}% | {_seconds(r.get('import_s'))} | "
+                         f"{r['first_step_s']:.2f} | "
                          f"{r.get('first_step_new_s', r['first_step_s']):.2f} | "
                          f"{r['peak_rss_mb']:.0f} | {r['final_loss']:.4f} |")
     lines += targets(rows, peak)
     lines += ["", "\"vs kgraph\" is kgraph's samples/s divided by that framework's (above 1: kgraph is faster).",
               "The GEMM-bound limit is the GEMM peak divided by 6·batch·Σ in·out FLOPs per step (issue #4's",
               "definition); the first layer needs no input gradient, so a step can run above 100% of it.",
+              "Import: `import kgraph.models`, `import keras` (TensorFlow) or `import torch` in a fresh process",
+              "that has already imported NumPy; each framework sets itself up there (kgraph loads Numba's",
+              "registries, which Numba would otherwise load on the first step).",
               "First step: from building the model to the end of its first training step (first prediction for",
               "predict), compilation included. kgraph's compiled steps come from its on-disk cache after the first",
               "run; \"new model\" is the first step of a model whose step was never compiled (a fresh name), with",

@@ -5,6 +5,7 @@ Each measurement runs in its own process (so peak memory is that framework's alo
 `compare` alternates the frameworks (A B A B) and reports medians."""
 from __future__ import annotations
 
+import importlib
 import json
 import resource
 import statistics
@@ -191,14 +192,22 @@ def _torch_pool2d(x, mode, pool, strides, pads):
 RUNNERS = {"kgraph": run_kgraph, "tensorflow": run_tensorflow, "torch": run_torch}
 
 
+# what each framework imports before its first model: its own setup, timed apart from the first step
+IMPORTS = {"kgraph": "kgraph.models", "tensorflow": "keras", "torch": "torch"}
+
+
 def measure(framework, spec, epochs):
-    """One run in this process: first-step time, samples/s per epoch (the first excluded when
-    there are several), the final loss and the peak RSS."""
+    """One run in this process: the framework's import time, first-step time, samples/s per epoch
+    (the first excluded when there are several), the final loss and the peak RSS."""
+    start = time.perf_counter()
+    importlib.import_module(IMPORTS[framework])
+    imported = time.perf_counter() - start
     n = spec["batch"] * spec["steps"]
     xs, y = make_data(spec["config"], n, spec["n_out"], spec["loss"])
     first, times, loss = RUNNERS[framework](spec, xs, y, epochs)
     rates = [n / t for t in (times[1:] if len(times) > 1 else times)] or [float("nan")]
-    return {"framework": framework, "first_step_s": first, "samples_per_s": statistics.median(rates),
+    return {"framework": framework, "import_s": imported, "first_step_s": first,
+            "samples_per_s": statistics.median(rates),
             "epoch_rates": rates, "final_loss": loss,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -228,7 +237,7 @@ def compare(spec, frameworks=FRAMEWORKS, repeats=3, epochs=3, env=None):
     summary = {}
     for f, rs in runs.items():
         summary[f] = {k: statistics.median(r[k] for r in rs)
-                      for k in ("first_step_s", "samples_per_s", "final_loss", "peak_rss_mb")}
+                      for k in ("import_s", "first_step_s", "samples_per_s", "final_loss", "peak_rss_mb")}
         summary[f]["first_step_new_s"] = statistics.median(new) if f == "kgraph" else summary[f]["first_step_s"]
     return summary
 
