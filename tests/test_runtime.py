@@ -111,3 +111,39 @@ def test_blas_threads_ended_after_their_option_start_again(monkeypatch):
     assert {i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"} == {2}
     np.testing.assert_allclose(a @ a.T, expected, rtol=1e-4, atol=1e-3)
     plan.use((1, 1), m)
+
+
+def test_fit_evaluate_and_predict_give_blas_and_numba_their_threads_back(monkeypatch):
+    """The step limits BLAS's threads for the whole process while it runs; the user's NumPy gets
+    them back after the loop."""
+    import numba
+    import numpy as np
+    import pytest
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from kgraph import models
+    from kgraph.datasets import digits
+    from kgraph.runtime.threads import ThreadPlan
+
+    if os.cpu_count() < 2:
+        pytest.skip("one core: nothing to limit")
+    monkeypatch.setattr(ThreadPlan, "options", lambda self, m, batch: [(1, 1)])   # a one-thread step
+
+    def threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}, numba.get_num_threads()
+
+    (x, y), _ = digits.load_data()
+    model = models.load_model(EXAMPLE, seed=1)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    with threadpool_limits(2, user_api="blas"):
+        before = threads()
+        assert before[0] == {2}
+        model.fit(x[:200], y[:200], batch_size=32, epochs=1, verbose=0)
+        assert threads() == before
+        model.train_on_batch(x[:32], y[:32])
+        assert threads()[0] == {1}   # a loop of single steps keeps the step's setting
+        model.evaluate(x[:200], y[:200], verbose=0)
+        assert threads() == before
+        model.train_on_batch(x[:32], y[:32])
+        model.predict(x[:64], verbose=0)
+        assert threads() == before

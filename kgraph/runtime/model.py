@@ -2,6 +2,7 @@
 over an Executable. It knows the compiled steps' inputs and outputs, never an op's maths."""
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import json
@@ -17,6 +18,20 @@ from .batches import ArrayBatches, EpochIterator, IterableBatches, is_batch_sour
 from .executable import Executable
 from .files import atomic_write, read_npz_weights, write_npz_weights
 from .metrics import Mean, build
+
+
+def _gives_threads_back(loop):
+    """fit, evaluate and predict: BLAS and Numba get their threads back when the loop ends, however
+    it ends (the step's thread setting limits BLAS for the whole process while it runs)."""
+    @functools.wraps(loop)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return loop(self, *args, **kwargs)
+        finally:
+            threads = getattr(self.executable, "threads", None)
+            if threads is not None:
+                threads.release()
+    return wrapper
 
 
 class DataError(ValueError):
@@ -185,6 +200,7 @@ class CompiledModel:
         return self.predict(x, batch_size=len(self._inputs(x)[0]), verbose=0)
 
     # ------------------------------------------------------------------ loops
+    @_gives_threads_back
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
             initial_epoch=0, steps_per_epoch=None, validation_steps=None):
@@ -274,6 +290,7 @@ class CompiledModel:
                 cbs.on_test_batch_end(step + count - 1, logs.result())
         return logs
 
+    @_gives_threads_back
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False):
         self._require_compiled()
@@ -288,6 +305,7 @@ class CompiledModel:
         cbs.on_test_end(logs.result())
         return logs.result() if return_dict else logs.as_list()
 
+    @_gives_threads_back
     def predict(self, x, batch_size=None, verbose="auto", callbacks=None):
         batch_size = batch_size or 32
         verbose = 1 if verbose == "auto" else verbose

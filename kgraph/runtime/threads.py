@@ -109,6 +109,7 @@ class ThreadPlan:
         self.max_threads = None
         self._tuners = {}
         self._blas_threads = None
+        self._restore = None   # (threadpoolctl limiter holding BLAS's limits, Numba's threads) before the first call
 
     def cores(self) -> int:
         cores = os.cpu_count() or 1
@@ -143,14 +144,29 @@ class ThreadPlan:
     def use(self, option, m) -> int:
         """Set Numba's and BLAS's threads for a call; returns the parts the step runs in."""
         parts, blas = option
-        if m.get("parts", 1) > 1 and numba.get_num_threads() != parts:   # per calling thread
+        numba_threads = numba.get_num_threads()
+        if m.get("parts", 1) > 1 and numba_threads != parts:   # per calling thread
             numba.set_num_threads(parts)
         if blas != self._blas_threads:  # a limit costs a library call: set it only when it changes
-            _blas.limit(limits=blas, user_api="blas")
+            limiter = _blas.limit(limits=blas, user_api="blas")
+            if self._restore is None:
+                self._restore = (limiter, numba_threads)
             if blas == 1 and (self._blas_threads or 1) > 1:
                 stop_idle_blas_threads()
             self._blas_threads = blas
         return parts
+
+
+    def release(self) -> None:
+        """Give BLAS and Numba back the threads they had before the first call: fit, evaluate and
+        predict end with it, so that the user's own NumPy has all its threads again. (A loop of
+        train_on_batch keeps the step's setting: setting it costs tens of microseconds a call.)"""
+        if self._restore is None:
+            return
+        limiter, numba_threads = self._restore
+        limiter.restore_original_limits()
+        numba.set_num_threads(numba_threads)
+        self._restore = self._blas_threads = None
 
 
 def stop_idle_blas_threads() -> None:
