@@ -25,12 +25,21 @@ def make_data(config, n, n_out, loss, seed=0):
 
     fm = build_model(config, seed=seed)
     rs = np.random.RandomState(seed)
-    xs = [rs.standard_normal((n, *i.shape[1:])).astype(np.float32) for i in fm.inputs]
+    xs = [_normal_float32(rs, (n, *i.shape[1:])) for i in fm.inputs]
     if loss == "sparse_categorical_crossentropy":
         y = rs.randint(0, n_out, n).astype(np.int32)
     else:
-        y = rs.standard_normal((n, n_out)).astype(np.float32)
+        y = _normal_float32(rs, (n, n_out))
     return xs, y
+
+
+def _normal_float32(rs, shape, rows=4096):
+    """rs.standard_normal(shape).astype(np.float32), the same numbers, drawn a few rows at a time:
+    the whole float64 draw would double the data for a moment and count in the peak RSS."""
+    out = np.empty(shape, np.float32)
+    for r in range(0, shape[0], rows):
+        out[r:r + rows] = rs.standard_normal((min(rows, shape[0] - r), *shape[1:]))
+    return out
 
 
 class _EpochTimer:
