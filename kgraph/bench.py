@@ -94,7 +94,8 @@ def run_kgraph(spec, xs, y, epochs):
         return _keras_like_run(spec, xs, y, epochs, model, lambda: model.compile(optimizer=opt, loss=spec["loss"]),
                                callbacks.LambdaCallback, t0, settle=lambda: model.executable.compiler.wait())
     finally:
-        if spec.get("new_model"):   # leave no file of a one-off name behind
+        if spec.get("new_model"):   # leave no file or compiling child of a one-off name behind
+            model.executable.compiler.stop()
             for m in model.executable.steps.values():
                 Path(m["module"]).unlink(missing_ok=True)
 

@@ -87,3 +87,16 @@ def _in_repo_root(monkeypatch):
     from pathlib import Path
 
     monkeypatch.chdir(Path(__file__).parent.parent)
+
+
+def test_stop_ends_the_children_still_compiling(monkeypatch, tmp_path):
+    monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
+    x, y = _data(32)
+    model = _model(name="background_stop")
+    model.train_on_batch(x, y)
+    model.train_on_batch(x, y)                 # the child starts
+    (sig, child), = model.executable.compiler._jobs.values()
+    model.executable.compiler.stop()
+    assert child.poll() is not None            # ended, not left to finish
+    assert not background.in_disk_cache(model.executable.function("train"), sig)

@@ -65,6 +65,16 @@ class StepCompiler:
             job[1].wait()
 
 
+    def stop(self) -> None:
+        """End the children still compiling (their steps stay uncompiled): for a program that
+        will not call those steps again, such as the benchmarks' one-off models, whose child would
+        otherwise take a core from whatever runs next."""
+        for job in self._jobs.values():
+            if job[1] is not None and job[1].poll() is None:
+                job[1].kill()
+                job[1].wait()
+
+
 def _start(dispatcher, sig) -> subprocess.Popen:
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
