@@ -207,19 +207,26 @@ IMPORTS = {"kgraph": "kgraph.models", "tensorflow": "keras", "torch": "torch"}
 
 
 def measure(framework, spec, epochs):
-    """One run in this process: the framework's import time, first-step time, samples/s per epoch
-    (the first excluded when there are several), the final loss and the peak RSS."""
-    start = time.perf_counter()
-    importlib.import_module(IMPORTS[framework])
-    imported = time.perf_counter() - start
+    """One run in this process: first-step time, samples/s per epoch (the first excluded when
+    there are several), the final loss and the peak RSS."""
     n = spec["batch"] * spec["steps"]
     xs, y = make_data(spec["config"], n, spec["n_out"], spec["loss"])
     first, times, loss = RUNNERS[framework](spec, xs, y, epochs)
     rates = [n / t for t in (times[1:] if len(times) > 1 else times)] or [float("nan")]
-    return {"framework": framework, "import_s": imported, "first_step_s": first,
-            "samples_per_s": statistics.median(rates),
+    return {"framework": framework, "first_step_s": first, "samples_per_s": statistics.median(rates),
             "epoch_rates": rates, "final_loss": loss,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def measure_import(framework, python=sys.executable, env=None) -> float:
+    """Seconds the framework's import takes in a fresh process that has imported NumPy (in a
+    process of its own: a measurement that imported it first ran TensorFlow's fit slower)."""
+    code = ("import importlib, time, numpy; t = time.perf_counter(); "
+            f"importlib.import_module({IMPORTS[framework]!r}); print(time.perf_counter() - t)")
+    r = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env)
+    if r.returncode:
+        raise RuntimeError(f"importing {framework} failed:\n{r.stderr[-2000:]}")
+    return float(r.stdout.split()[-1])
 
 
 def measure_in_subprocess(framework, spec, epochs, python=sys.executable, env=None):
@@ -241,7 +248,7 @@ def compare(spec, frameworks=FRAMEWORKS, repeats=3, epochs=3, env=None):
     new = []
     for _ in range(repeats):
         for f in frameworks:
-            runs[f].append(measure_in_subprocess(f, spec, epochs, env=env))
+            runs[f].append({**measure_in_subprocess(f, spec, epochs, env=env), "import_s": measure_import(f, env=env)})
             if f == "kgraph":
                 new.append(measure_in_subprocess(f, {**spec, "new_model": True}, 0, env=env)["first_step_s"])
     summary = {}
