@@ -37,7 +37,7 @@ def test_thread_settings_worth_timing():
     small, large = {"gemm_flops_per_sample": 1e5, "parts": 2}, {"gemm_flops_per_sample": LARGE_GEMM_FLOPS, "parts": 2}
     assert plan.options(large, 1) == [(1, cores)]
     if cores >= 2:
-        assert plan.options(small, 1) == [(2, 1), (1, 1), (1, cores)]
+        assert plan.options(small, 1) == [(1, 1), (2, 1), (1, cores)]
         assert plan.use((2, 1), small) == 2
         assert blas_threads() == {1} and numba.get_num_threads() == 2
     assert plan.use((1, cores), small) == 1

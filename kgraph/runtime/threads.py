@@ -116,14 +116,17 @@ class ThreadPlan:
         return min(cores, self.max_threads or cores)
 
     def options(self, m, batch) -> list:
-        """The (parts, BLAS threads) settings worth timing for step manifest m at this batch size:
-        split over the cores, whole on one thread, whole on BLAS's threads."""
+        """The (parts, BLAS threads) settings worth timing for step manifest m at this batch size,
+        in the order they are timed: whole on one thread, split over the cores, whole on BLAS's
+        threads. One thread first: a program's first calls run cold (caches, threads asleep, fit's
+        first call of one step), and a split step timed then looked slower than it is (784-128-10
+        at batch 32: 300 to 500 us a step in the first calls, 210 later), so it lost in half the
+        runs. BLAS's threads last: they spin for a while after their last call."""
         cores, parts = self.cores(), m.get("parts", 1)
         if m.get("gemm_flops_per_sample", 0) * batch >= LARGE_GEMM_FLOPS:
             return [(1, cores)]
-        options = [(parts, 1)] if 1 < parts <= cores else []
-        # BLAS's threads last: they spin for a while after their last call and would slow the next probes
-        return options + [(1, 1)] + ([(1, cores)] if cores > 1 else [])
+        split = [(parts, 1)] if 1 < parts <= cores else []
+        return [(1, 1)] + split + ([(1, cores)] if cores > 1 else [])
 
     def tuner(self, kind, m, batch) -> PartsTuner:
         key = (kind, batch, self.max_threads)
