@@ -151,9 +151,11 @@ class ThreadPlan:
         if m.get("parts", 1) > 1 and numba_threads != parts:   # per calling thread
             numba.set_num_threads(parts)
         if blas != self._blas_threads:  # a limit costs a library call: set it only when it changes
-            limiter = _blas.limit(limits=blas, user_api="blas")
             if self._restore is None:
-                self._restore = (limiter, numba_threads)
+                before = max((lib["num_threads"] for lib in _blas.select(user_api="blas").info()), default=1)
+                self._restore = (_blas.limit(limits=blas, user_api="blas"), numba_threads, before)
+            else:
+                _blas.limit(limits=blas, user_api="blas")
             if blas == 1 and (self._blas_threads or 1) > 1:
                 stop_idle_blas_threads()
             self._blas_threads = blas
@@ -166,10 +168,11 @@ class ThreadPlan:
         train_on_batch keeps the step's setting: setting it costs tens of microseconds a call.)"""
         if self._restore is None:
             return
-        limiter, numba_threads = self._restore
+        limiter, numba_threads, before = self._restore
         limiter.restore_original_limits()
         numba.set_num_threads(numba_threads)
-        self._restore = self._blas_threads = None
+        # Setting BLAS's threads may start its pool, spinning: the next call that limits them ends it
+        self._restore, self._blas_threads = None, before
 
 
 def stop_idle_blas_threads() -> None:
