@@ -46,6 +46,7 @@ def test_thread_settings_worth_timing():
     assert plan.options(small, 1) == [(1, 1)] and plan.options(large, 1) == [(1, 1)]
     plan.use((1, 1), small)
     assert blas_threads() == {1}
+    plan.release()
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
@@ -91,26 +92,33 @@ def test_blas_threads_ended_after_their_option_start_again(monkeypatch):
     """Leaving BLAS's threads for one thread ends OpenBLAS's pools (their idle threads would spin
     on the cores a split step needs); its next threaded GEMM starts them again, right."""
     import numpy as np
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     from kgraph.runtime import threads
 
     ended = []
     stop = threads.stop_idle_blas_threads
     monkeypatch.setattr(threads, "stop_idle_blas_threads", lambda: (ended.append(1), stop()))
-    plan, m = threads.ThreadPlan(), {"parts": 2}
     a = np.random.default_rng(0).standard_normal((300, 400)).astype(np.float32)
     expected = a.astype(np.float64) @ a.T.astype(np.float64)
-    plan.use((1, 2), m)
-    np.testing.assert_allclose(a @ a.T, expected, rtol=1e-4, atol=1e-3)
-    plan.use((2, 1), m)
-    assert ended == [1]
-    plan.use((1, 1), m)   # already one thread: nothing to end
-    assert ended == [1]
-    plan.use((1, 2), m)
-    assert {i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"} == {2}
-    np.testing.assert_allclose(a @ a.T, expected, rtol=1e-4, atol=1e-3)
-    plan.use((1, 1), m)
+    with threadpool_limits(2, user_api="blas"):   # the user's setting
+        plan, m = threads.ThreadPlan(), {"parts": 2}
+        plan.use((1, 2), m)
+        np.testing.assert_allclose(a @ a.T, expected, rtol=1e-4, atol=1e-3)
+        plan.use((2, 1), m)
+        assert ended == [1]
+        plan.use((1, 1), m)   # already one thread: nothing to end
+        assert ended == [1]
+        plan.use((1, 2), m)
+        assert {i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"} == {2}
+        np.testing.assert_allclose(a @ a.T, expected, rtol=1e-4, atol=1e-3)
+        plan.use((1, 1), m)
+        assert ended == [1, 1]
+        # giving the user's two threads back may start the pool again: the next limit of one ends it
+        plan.release()
+        plan.use((1, 1), m)
+        assert ended == [1, 1, 1]
+        plan.release()
 
 
 def test_fit_evaluate_and_predict_give_blas_and_numba_their_threads_back(monkeypatch):

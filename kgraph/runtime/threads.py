@@ -103,13 +103,15 @@ class PartsTuner:
 
 class ThreadPlan:
     """The thread settings of one executable; max_threads caps the cores (replicas sharing the
-    cores set 1)."""
+    cores set 1). The settings hold for the whole process until `release` gives the user's back."""
 
     def __init__(self):
         self.max_threads = None
         self._tuners = {}
         self._blas_threads = None
-        self._restore = None   # (threadpoolctl limiter holding BLAS's limits, Numba's threads) before the first call
+        # before the first call that set them: (a threadpoolctl limiter that can restore BLAS's limits,
+        # Numba's threads, BLAS's largest thread count)
+        self._restore = None
 
     def cores(self) -> int:
         cores = os.cpu_count() or 1
@@ -160,7 +162,6 @@ class ThreadPlan:
                 stop_idle_blas_threads()
             self._blas_threads = blas
         return parts
-
 
     def release(self) -> None:
         """Give BLAS and Numba back the threads they had before the first call: fit, evaluate and
