@@ -56,6 +56,10 @@ class StepCompiler:
             return dispatcher.py_func
         return dispatcher   # in the cache now; or the child failed, and this call compiles and raises here
 
+    def busy(self) -> bool:
+        """Whether a child is compiling now (it takes a core)."""
+        return any(job[1] is not None and job[1].poll() is None for job in self._jobs.values())
+
     def wait(self) -> None:
         """Compile every step that ran in Python so far, and block until all are in the cache
         (benchmarks time the compiled steps; tests)."""

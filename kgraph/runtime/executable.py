@@ -153,8 +153,10 @@ class Executable:
         if compiled:
             tuner = self.threads.tuner(kind, m, batch)
             option = tuner.pick()
-        else:   # the Python step runs on this thread alone: another core compiles the step
+        elif self.compiler.busy():   # the Python step runs on this thread alone: another core compiles
             option = (1, 1)
+        else:   # its first call, before any child: one thread, or BLAS's threads for a large step
+            option = self.threads.options(m, batch)[0]
         args[parts_arg] = self.threads.use(option, m)
         if kind == "train":
             self._last_batch, self._last_parts = batch_args, args[parts_arg]
