@@ -56,9 +56,13 @@ class StepCompiler:
             return dispatcher.py_func
         return dispatcher   # in the cache now; or the child failed, and this call compiles and raises here
 
+    def _running(self) -> list:
+        """The children compiling now."""
+        return [job[1] for job in self._jobs.values() if job[1] is not None and job[1].poll() is None]
+
     def busy(self) -> bool:
         """Whether a child is compiling now (it takes a core)."""
-        return any(job[1] is not None and job[1].poll() is None for job in self._jobs.values())
+        return bool(self._running())
 
     def wait(self) -> None:
         """Compile every step that ran in Python so far, and block until all are in the cache
@@ -68,15 +72,13 @@ class StepCompiler:
                 job[1] = _start(dispatcher, job[0])
             job[1].wait()
 
-
     def stop(self) -> None:
         """End the children still compiling (their steps stay uncompiled): for a program that
         will not call those steps again, such as the benchmarks' one-off models, whose child would
         otherwise take a core from whatever runs next."""
-        for job in self._jobs.values():
-            if job[1] is not None and job[1].poll() is None:
-                job[1].kill()
-                job[1].wait()
+        for child in self._running():
+            child.kill()
+            child.wait()
 
 
 def _start(dispatcher, sig) -> subprocess.Popen:
