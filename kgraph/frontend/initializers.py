@@ -37,26 +37,42 @@ def _fans(shape) -> tuple:
     return shape[-2] * receptive, shape[-1] * receptive
 
 
-def _truncated(rng, shape, mean, stddev):
+def _uniform(rng, shape, low, high, dtype):
+    x = rng.random(shape, dtype=dtype)
+    x *= high - low
+    x += low
+    return x
+
+
+def _normal(rng, shape, mean, stddev, dtype):
+    x = rng.standard_normal(shape, dtype=dtype)
+    x *= stddev
+    x += mean
+    return x
+
+
+def _truncated(rng, shape, mean, stddev, dtype):
     """Normal(mean, stddev) redrawn outside two standard deviations, as Keras's truncated normal."""
-    x = rng.standard_normal(shape)
+    x = rng.standard_normal(shape, dtype=dtype)
     bad = np.abs(x) > 2
     while bad.any():
-        x[bad] = rng.standard_normal(int(bad.sum()))
+        x[bad] = rng.standard_normal(int(bad.sum()), dtype=dtype)
         bad = np.abs(x) > 2
-    return mean + stddev * x
+    x *= stddev
+    x += mean
+    return x
 
 
-def _variance_scaling(rng, shape, scale, mode, distribution):
+def _variance_scaling(rng, shape, scale, mode, distribution, dtype):
     fan_in, fan_out = _fans(shape)
     fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
     scale = scale / max(1.0, fan)
     if distribution in ("truncated_normal", "normal"):  # Keras 2's "normal" meant truncated
-        return _truncated(rng, shape, 0.0, math.sqrt(scale) / TRUNCATED_STDDEV)
+        return _truncated(rng, shape, 0.0, math.sqrt(scale) / TRUNCATED_STDDEV, dtype)
     if distribution == "untruncated_normal":
-        return rng.normal(0.0, math.sqrt(scale), shape)
+        return _normal(rng, shape, 0.0, math.sqrt(scale), dtype)
     limit = math.sqrt(3.0 * scale)
-    return rng.uniform(-limit, limit, shape)
+    return _uniform(rng, shape, -limit, limit, dtype)
 
 
 def _orthogonal(rng, shape, gain):
@@ -92,26 +108,29 @@ def parse_initializer(value, where: str) -> tuple:
 
 
 _MAKERS = {
-    "VarianceScaling": lambda rng, shape, c: _variance_scaling(
-        rng, shape, float(c.get("scale", 1.0)), c.get("mode", "fan_in"), c.get("distribution", "truncated_normal")),
-    "Zeros": lambda rng, shape, c: np.zeros(shape),
-    "Ones": lambda rng, shape, c: np.ones(shape),
-    "Constant": lambda rng, shape, c: np.full(shape, float(c.get("value", 0.0))),
-    "RandomNormal": lambda rng, shape, c: rng.normal(c.get("mean", 0.0), c.get("stddev", 0.05), shape),
-    "RandomUniform": lambda rng, shape, c: rng.uniform(c.get("minval", -0.05), c.get("maxval", 0.05), shape),
-    "TruncatedNormal": lambda rng, shape, c: _truncated(rng, shape, c.get("mean", 0.0), c.get("stddev", 0.05)),
-    "Orthogonal": lambda rng, shape, c: _orthogonal(rng, shape, float(c.get("gain", 1.0))),
-    "Identity": lambda rng, shape, c: _identity(rng, shape, float(c.get("gain", 1.0))),
+    "VarianceScaling": lambda rng, shape, c, dt: _variance_scaling(
+        rng, shape, float(c.get("scale", 1.0)), c.get("mode", "fan_in"), c.get("distribution", "truncated_normal"), dt),
+    "Zeros": lambda rng, shape, c, dt: np.zeros(shape, dt),
+    "Ones": lambda rng, shape, c, dt: np.ones(shape, dt),
+    "Constant": lambda rng, shape, c, dt: np.full(shape, float(c.get("value", 0.0)), dt),
+    "RandomNormal": lambda rng, shape, c, dt: _normal(rng, shape, c.get("mean", 0.0), c.get("stddev", 0.05), dt),
+    "RandomUniform": lambda rng, shape, c, dt: _uniform(rng, shape, c.get("minval", -0.05), c.get("maxval", 0.05), dt),
+    "TruncatedNormal": lambda rng, shape, c, dt: _truncated(rng, shape, c.get("mean", 0.0), c.get("stddev", 0.05), dt),
+    "Orthogonal": lambda rng, shape, c, dt: _orthogonal(rng, shape, float(c.get("gain", 1.0))),  # QR in float64
+    "Identity": lambda rng, shape, c, dt: _identity(rng, shape, float(c.get("gain", 1.0))),
 }
 
 
 def initial_value(init: tuple, shape: tuple, rng: np.random.Generator, dtype: str) -> np.ndarray:
-    """Draw a weight. An initializer with its own seed gets its own stream, so its value is fixed."""
+    """Draw a weight. An initializer with its own seed gets its own stream, so its value is fixed.
+    float32 weights are drawn as float32: a float64 draw and a cast took 0.3 s of a 25M-weight
+    model's first step."""
     cls, cfg = init
     if cfg.get("seed") is not None:
         rng = np.random.default_rng(int(cfg["seed"]))
+    draw = np.dtype(dtype) if np.dtype(dtype) in (np.float32, np.float64) else np.dtype(np.float64)
     if cls in _PRESETS:
-        value = _variance_scaling(rng, shape, *_PRESETS[cls])
+        value = _variance_scaling(rng, shape, *_PRESETS[cls], draw)
     else:
-        value = _MAKERS[cls](rng, shape, cfg)
+        value = _MAKERS[cls](rng, shape, cfg, draw)
     return np.asarray(value, dtype=dtype).reshape(shape)
