@@ -3,8 +3,11 @@ into compiled steps that the runtime runs. The only module that knows all of the
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from . import distribute
@@ -18,6 +21,18 @@ from .passes import default_parts, run_pipeline
 from .runtime.executable import Executable
 from .runtime.loader import write_source
 from .runtime.model import CompiledModel
+
+def _cuda_available() -> bool:
+    """numba.cuda.is_available(). Importing numba.cuda to ask takes 70 ms of a first step, so a
+    Linux machine with no NVIDIA driver (nor WSL's GPU device) answers no without it."""
+    gpu_files = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg")
+    if sys.platform.startswith("linux") and not numba.config.ENABLE_CUDASIM \
+            and not any(os.path.exists(f) for f in gpu_files):
+        return False
+    from numba import cuda
+
+    return cuda.is_available()
+
 
 class Model(CompiledModel):
     """A Keras model compiled by kgraph. Build one with model_from_json / model_from_yaml /
@@ -33,6 +48,8 @@ class Model(CompiledModel):
             offset += int(np.prod(w.shape))
         exe = Executable({}, layout, frontend_model.dtype, seed)
         exe.set_weights([w.value for w in frontend_model.weights])
+        for w in frontend_model.weights:   # the executable holds them now: a second copy for the
+            w.value = None                 # model's life added a third to a large model's RSS
         info = {"input_names": [i.name for i in frontend_model.inputs],
                 "input_shapes": [list(i.shape) for i in frontend_model.inputs],
                 "output_names": list(frontend_model.output_names), "metrics": [], "dtype": frontend_model.dtype}
@@ -89,11 +106,9 @@ class Model(CompiledModel):
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'")
         if device != "cpu":
-            from numba import cuda
-
-            if device == "cuda" and not cuda.is_available():
+            if device == "cuda" and not _cuda_available():
                 raise RuntimeError("device='cuda': no CUDA GPU is available (numba.cuda.is_available() is False)")
-            device = "cuda" if cuda.is_available() else "cpu"
+            device = "cuda" if _cuda_available() else "cpu"
         if device == self.device:
             return
         if device == "cuda":

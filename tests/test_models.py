@@ -65,6 +65,36 @@ def test_seeded_models_are_reproducible(data):
     assert runs[0] == runs[1]
 
 
+def test_a_model_holds_one_copy_of_its_seeded_initial_weights():
+    from kgraph.frontend import build_model
+
+    config = json.loads(EXAMPLE.read_text())
+    model = kgraph.models.model_from_config(config, seed=3)
+    drawn = [w.value for w in build_model(config, seed=3).weights]
+    assert all(w.value is None for w in model.frontend.weights)   # the executable's copy is the only one
+    for a, b in zip(model.get_weights(), drawn):
+        assert a.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
+
+
+def test_auto_device_asks_numba_only_where_a_gpu_can_be(monkeypatch):
+    import numba
+    from numba import cuda
+
+    from kgraph.models import _cuda_available
+
+    monkeypatch.setattr(cuda, "is_available", lambda: True)     # numba would say yes...
+    monkeypatch.setattr("sys.platform", "linux")
+    monkeypatch.setattr(numba.config, "ENABLE_CUDASIM", 0)
+    monkeypatch.setattr("os.path.exists", lambda path: False)   # ...but there is no NVIDIA driver
+    assert _cuda_available() is False
+    monkeypatch.setattr("os.path.exists", lambda path: path == "/dev/nvidiactl")
+    assert _cuda_available() is True
+    monkeypatch.setattr("os.path.exists", lambda path: False)
+    monkeypatch.setattr(numba.config, "ENABLE_CUDASIM", 1)      # the simulator counts, as in numba.cuda
+    assert _cuda_available() is True
+
+
 def test_train_on_batch_and_callbacks(data):
     (x, y), (xv, yv) = data
     model = kgraph.models.model_from_json(EXAMPLE.read_text(), seed=0)

@@ -26,7 +26,7 @@ class WeightSpec:
     name: str                 # "kernel" / "bias"
     node: str                 # id of its 'param' source in every lowered graph
     shape: tuple
-    value: np.ndarray         # initial value, in the model's dtype
+    value: np.ndarray | None  # initial value, in the model's dtype (None once a Model holds it)
     trainable: bool = True
     regularizer: dict | None = None  # {"l1": float, "l2": float}
     path: tuple = ()          # names of the enclosing nested models, outermost first
