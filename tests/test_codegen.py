@@ -142,3 +142,27 @@ def test_same_graph_same_file():
     _, m1 = _compile(fm, "test", None)
     _, m2 = _compile(fm, "test", None)
     assert m1["module"] == m2["module"]
+
+
+@pytest.mark.parametrize("parts", [1, 2])
+@pytest.mark.parametrize("mode, pool, strides, pads", [
+    ("max", (3, 3), (2, 2), (1, 1, 1, 1)),    # overlapping windows
+    ("max", (2, 2), (2, 2), (0, 0, 0, 0)),    # the tutorials' CNN
+    ("avg", (2, 3), (1, 2), (0, 1, 1, 0))])
+def test_pool_kernels_match_the_reference_where_windows_tie(mode, pool, strides, pads, parts):
+    """Max pooling's gradient goes to each window's first maximum; the inputs are small integers,
+    so most windows hold several."""
+    from ir.ops import REGISTRY
+    from kgraph.codegen import cpu_kernels as K
+
+    rs = np.random.RandomState(0)
+    x = rs.randint(0, 3, (4, 7, 6, 5)).astype(np.float32)
+    attrs = {"mode": mode, "pool": pool, "strides": strides, "pads": pads}
+    want_y = REGISTRY["pool2d"].forward(x, **attrs)
+    g = rs.randn(*want_y.shape).astype(np.float32)
+    args = (mode == "max", *pool, *strides, pads[0], pads[2], parts)
+    y, gx = np.full_like(want_y, np.nan), np.full_like(x, np.nan)
+    K.pool2d(x, y, *args)
+    K.pool2d_grad(g, x, y, gx, np.zeros((parts, x.shape[-1]), np.float32), *args)
+    np.testing.assert_allclose(y, want_y, rtol=1e-6)
+    np.testing.assert_allclose(gx, REGISTRY["pool2d_grad"].forward(g, x, want_y, **attrs), rtol=1e-6, atol=1e-7)

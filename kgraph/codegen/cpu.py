@@ -246,8 +246,8 @@ class CpuCodegen(StepCodegen):
         g, x, y = (self._operand(i) for i in node.inputs)
         slot, channels = self.plan.slots[workspace_id(node.id)], node.type.shape[-1]
         start = f"{self.plan.arena_per_sample} * B + {slot.offset}"
-        flags = f"arena[{start}:{start} + {slot.size}].reshape(({slot.size // channels}, {channels}))"
-        return [f"K.pool2d_grad({g}, {x}, {y}, {_var(node.id)}, {flags}, {self._pool_args(node)}, "
+        left = f"arena[{start}:{start} + {slot.size}].reshape(({slot.size // channels}, {channels}))"
+        return [f"K.pool2d_grad({g}, {x}, {y}, {_var(node.id)}, {left}, {self._pool_args(node)}, "
                 f"{self._parts(node)})"]
 
     def _emit_gather(self, node):

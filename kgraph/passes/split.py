@@ -93,7 +93,7 @@ SAMPLE_SPLIT_OPS = ("im2col", "col2im", "pool2d", "pool2d_grad")
 
 def split_samples(graph, parts: int) -> list[Decision]:
     """Mark the image kernels to run their samples in `parts`. Max pooling's gradient needs a
-    flag per channel and part in any case: planned in the arena, so the step allocates nothing."""
+    scratch value per channel and part in any case: planned in the arena, so the step allocates nothing."""
     decisions = []
     for node in graph.nodes():
         if node.op not in SAMPLE_SPLIT_OPS:
