@@ -22,6 +22,7 @@ from .runtime.executable import Executable
 from .runtime.loader import write_source
 from .runtime.model import CompiledModel
 
+
 def _cuda_available() -> bool:
     """numba.cuda.is_available(). Importing numba.cuda to ask takes 70 ms of a first step, so a
     Linux machine with no NVIDIA driver (nor WSL's GPU device) answers no without it."""
