@@ -5,17 +5,22 @@ Writes benchmarks/LONG_RUN.md.
 
     python -m benchmarks.long_run [--epochs 20] [--steps 4000] [--model mlp_784_128_10_b32_adam]
 
-Epochs of the suite's 400 steps last under 0.1 s, and on a shared 2-core VM single ones moved
-by 25% either way with no trend; epochs of 4000 steps (0.4 GB of data shuffled each epoch, about
-a second) average that out, and the run is 80,000 steps long."""
+Each epoch's user and system CPU seconds are shown beside its speed: a trainer that slowed down
+(denormals, allocation growth) would spend more user time on each later epoch. On a shared VM
+both move with the host: the split step's threads wait longer for each other when the host is
+busy (user time), and a machine that pages out memory left untouched for about a second (this
+VM runs DAMON's pageout) faults the training data back in (system time)."""
 from __future__ import annotations
 
 import argparse
 import datetime
+import resource
+import statistics
+import time
 from pathlib import Path
 
 from kgraph import callbacks, models, optimizers
-from kgraph.bench import _EpochTimer, make_data
+from kgraph.bench import make_data
 
 from .__main__ import _machine
 from .models import SUITE
@@ -38,19 +43,45 @@ def main():
     model.compile(optimizer=opt, loss=spec["loss"])
     model.train_on_batch([x[:spec["batch"]] for x in xs], y[:spec["batch"]])
     model.executable.compiler.wait()   # a step new to the cache: the epochs time the compiled one
-    timer = _EpochTimer()
+    timer = _EpochClock()
     cb = callbacks.LambdaCallback(on_epoch_begin=timer.begin, on_epoch_end=timer.end)
     model.fit(xs, y, batch_size=spec["batch"], epochs=args.epochs, verbose=0, callbacks=[cb], shuffle=True)
-    rates = [n / t for t in timer.times]
+    rates = [n / wall for wall, _, _ in timer.epochs]
     ratio = rates[-1] / rates[1]
     lines = ["# Long runs", "",
              f"Machine: {_machine()}. Measured {datetime.date.today().isoformat()} by `python -m benchmarks.long_run`:",
              f"{args.model}, {args.epochs} epochs of {spec['steps']} steps, shuffled.", "",
-             "| epoch | samples/s |", "|---:|---:|"]
-    lines += [f"| {i + 1} | {r:.0f} |" for i, r in enumerate(rates)]
-    lines += ["", f"Epoch {args.epochs} against epoch 2: {ratio:.3f} (the target is within 5%: 0.95 or more).", ""]
+             "| epoch | samples/s | user CPU (s) | system CPU (s) |", "|---:|---:|---:|---:|"]
+    lines += [f"| {i + 1} | {r:.0f} | {user:.2f} | {system:.2f} |"
+              for i, (r, (_, user, system)) in enumerate(zip(rates, timer.epochs))]
+    early, late = statistics.median(rates[1:6]), statistics.median(rates[-5:])
+    users = [user for _, user, _ in timer.epochs]
+    spread = (max(rates[1:]) - min(rates[1:])) / statistics.median(rates[1:])
+    lines += ["", f"Epoch {args.epochs} against epoch 2: {ratio:.3f} (the target is within 5%: 0.95 or more).",
+              f"The median of the last 5 epochs against that of epochs 2 to 6: {late / early:.3f}. Epochs 2 to "
+              f"{args.epochs} spread over {100 * spread:.0f}% of their median.",
+              f"User CPU of the last 5 epochs against that of epochs 2 to 6 (medians): "
+              f"{statistics.median(users[-5:]) / statistics.median(users[1:6]):.3f}.", ""]
     (HERE / "LONG_RUN.md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+class _EpochClock:
+    """(wall, user CPU, system CPU) seconds of each epoch, from fit's callback hooks."""
+
+    def __init__(self):
+        self.epochs, self._start = [], None
+
+    @staticmethod
+    def _now():
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return time.perf_counter(), usage.ru_utime, usage.ru_stime
+
+    def begin(self, *args, **kwargs):
+        self._start = self._now()
+
+    def end(self, *args, **kwargs):
+        self.epochs.append(tuple(b - a for a, b in zip(self._start, self._now())))
 
 
 if __name__ == "__main__":
