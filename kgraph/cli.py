@@ -1,10 +1,12 @@
-"""The kgraph command: inspect | compile | train | evaluate | predict | bench."""
+"""The kgraph command: inspect | compile | train | evaluate | predict | bench | cache."""
 from __future__ import annotations
 
 import argparse
 import sys
 
 import numpy as np
+
+from .runtime import cache
 
 EXIT_USAGE = 2
 
@@ -141,6 +143,13 @@ def cmd_compile(args):
     print(f"wrote a trainer to {out}: python {out}/train.py --data DATA")
 
 
+def cmd_cache(args):
+    if args.clear or args.prune is not None:
+        removed, size = cache.clear() if args.clear else cache.prune(args.prune)
+        print(f"removed {removed} steps and kernels ({size / 1e6:.1f} MB)")
+    print(cache.summary())
+
+
 def cmd_bench(args):
     from .bench import compare
     from .frontend import read_config_file
@@ -224,6 +233,13 @@ def _parser():
     sp.add_argument("--repeats", type=int, default=3)
     sp.add_argument("--outputs", type=int, default=10, help="classes (or regression targets) of the output")
     sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("cache", help="show, prune or clear the cache of generated steps and kernels")
+    what = sp.add_mutually_exclusive_group()
+    what.add_argument("--prune", type=float, metavar="DAYS",
+                      help=f"remove what no compile used for DAYS days (done at {cache.UNUSED_DAYS} on its own)")
+    what.add_argument("--clear", action="store_true", help="remove every generated step and kernel")
+    sp.set_defaults(func=cmd_cache)
 
     sp = sub.add_parser("compile", help="write a runnable trainer (generated kernels + train.py) to a folder")
     common(sp)

@@ -82,7 +82,7 @@ def test_missing_file_and_mismatched_data(tmp_path, capsys):
 
 def test_console_script_help_is_complete():
     r = subprocess.run([sys.executable, "-m", "kgraph.cli", "--help"], capture_output=True, text=True)
-    for cmd in ("inspect", "compile", "train", "evaluate", "predict"):
+    for cmd in ("inspect", "compile", "train", "evaluate", "predict", "bench", "cache"):
         assert cmd in r.stdout
     r = subprocess.run([sys.executable, "-m", "kgraph.cli", "train", "--help"], capture_output=True, text=True)
     for flag in ("--data", "--optimizer", "--loss", "--metrics", "--epochs", "--batch-size",

@@ -8,27 +8,28 @@ import sys
 import threading
 from pathlib import Path
 
+from .cache import cache_dir, mark_used, prune_once_per_process
+
 _IMPORT_LOCK = threading.RLock()  # replicas in threads may import the same step at once; a step imports its kernels
 
 
-def cache_dir() -> Path:
-    """$KGRAPH_CACHE_DIR, else ~/.cache/kgraph."""
-    root = os.environ.get("KGRAPH_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "kgraph")
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def write_source(source: str, stem: str, directory: Path | None = None) -> Path:
-    """Write generated source under a name keyed by its hash (same graph, same file: no recompile)."""
+    """Write generated source under a name keyed by its hash (same graph, same file: no recompile).
+    In the cache, a file found is marked used, and writing a new one prunes the unused (cache.py)."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     directory = Path(directory or cache_dir())
+    in_cache = directory in (cache_dir(), cache_dir() / "kernels")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{stem}_{digest}.py"
-    if not path.exists() or path.read_text() != source:
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(source)
-        os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    if path.exists() and path.read_text() == source:
+        if in_cache:
+            mark_used(path)
+        return path
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(source)
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    if in_cache:
+        prune_once_per_process()
     return path
 
 

@@ -1,0 +1,139 @@
+"""The cache of generated code (cache_dir()): step files, the loop kernels that steps share
+(kernels/), and Numba's compiled code for each beside it (__pycache__/, unless NUMBA_CACHE_DIR
+puts it elsewhere). Every model and every change of one adds files, so entries that no compile
+has used for UNUSED_DAYS go when a new one is written, and `kgraph cache` prunes or clears it.
+
+A file's last use is its access time: write_source sets it each time a compile finds the file.
+Its modification time must stay as it is, since Numba's cache index checks it."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+UNUSED_DAYS = 30
+_pruned_this_process = False
+
+
+def cache_dir() -> Path:
+    """$KGRAPH_CACHE_DIR, else ~/.cache/kgraph."""
+    root = os.environ.get("KGRAPH_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "kgraph")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class Entry:
+    source: Path     # the generated .py
+    compiled: list   # Numba's index and code files for its functions
+
+    @property
+    def files(self) -> list:
+        return [self.source, *self.compiled]
+
+    @property
+    def bytes(self) -> int:
+        return _size(self.files)
+
+    @property
+    def last_used(self) -> float:
+        st = _stat(self.source)
+        return max(st.st_atime, st.st_mtime) if st else 0.0
+
+    @property
+    def is_kernel(self) -> bool:
+        return self.source.parent.name == "kernels"
+
+
+def _stat(path: Path):
+    try:
+        return path.stat()
+    except FileNotFoundError:   # another process pruned it meanwhile
+        return None
+
+
+def _size(paths) -> int:
+    return sum(st.st_size for st in map(_stat, paths) if st)
+
+
+def entries(root: Path | None = None) -> list:
+    """The cache's entries: steps in root, shared kernels in root/kernels."""
+    root = Path(root or cache_dir())
+    found = []
+    for directory in (root, root / "kernels"):
+        compiled = sorted((directory / "__pycache__").glob("*")) if (directory / "__pycache__").is_dir() else []
+        for source in sorted(directory.glob("*.py")):
+            prefix = f"{source.stem}."   # Numba names its files <module>.<function>-<line>.<python>.nbi/.nbc
+            found.append(Entry(source, [f for f in compiled if f.name.startswith(prefix)]))
+    return found
+
+
+def orphans(root: Path | None = None) -> list:
+    """Numba's files for sources that are gone (e.g. a one-off model's step deleted by hand)."""
+    root = Path(root or cache_dir())
+    found = []
+    for directory in (root, root / "kernels"):
+        if (directory / "__pycache__").is_dir():
+            stems = {source.stem for source in directory.glob("*.py")}
+            found += [f for f in sorted((directory / "__pycache__").glob("*")) if f.name.split(".")[0] not in stems]
+    return found
+
+
+def _remove(chosen: list, root) -> tuple:
+    """Delete the entries' files and the orphans; (entries, bytes) removed."""
+    leftovers = orphans(root)
+    size = sum(e.bytes for e in chosen) + _size(leftovers)
+    for f in [f for e in chosen for f in e.files] + leftovers:
+        f.unlink(missing_ok=True)
+    return len(chosen), size
+
+
+def prune(days: float = UNUSED_DAYS, root: Path | None = None) -> tuple:
+    """Remove the entries no compile has used for `days` days, Numba's files whose source is gone,
+    and leftovers of interrupted writes as old as the entries; (entries, bytes) removed."""
+    root = Path(root or cache_dir())
+    before = time.time() - days * 86400
+    for directory in (root, root / "kernels"):
+        for tmp in directory.glob("*.tmp*"):
+            st = _stat(tmp)
+            if st and st.st_mtime < before:
+                tmp.unlink(missing_ok=True)
+    return _remove([e for e in entries(root) if e.last_used < before], root)
+
+
+def clear(root: Path | None = None) -> tuple:
+    """Remove every entry and orphan (the next compile of each model writes and compiles its step
+    again); files of other names in the directory stay."""
+    return _remove(entries(root), root)
+
+
+def prune_once_per_process() -> None:
+    """What write_source calls when it writes a new file: the old entries go, once a process."""
+    global _pruned_this_process
+    if not _pruned_this_process:
+        _pruned_this_process = True
+        prune()
+
+
+def mark_used(path: Path) -> None:
+    """Set the file's access time to now, leaving its modification time for Numba."""
+    st = _stat(path)
+    if st:
+        os.utime(path, (time.time(), st.st_mtime))
+
+
+def summary(root: Path | None = None) -> str:
+    root = Path(root or cache_dir())
+    found = entries(root)
+    kernels = sum(e.is_kernel for e in found)
+    size = sum(e.bytes for e in found)
+    oldest = min((e.last_used for e in found), default=None)
+    line = f"{root}: {len(found) - kernels} steps and {kernels} shared kernels, {size / 1e6:.1f} MB"
+    if oldest is not None:
+        line += f"; the least recently used was last used {(time.time() - oldest) / 86400:.1f} days ago"
+    leftovers = orphans(root)
+    if leftovers:
+        line += f"; {len(leftovers)} compiled files of removed sources"
+    return line
