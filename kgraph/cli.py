@@ -144,6 +144,8 @@ def cmd_compile(args):
 
 
 def cmd_cache(args):
+    if args.prune is not None and args.prune < 0:
+        raise ValueError(f"--prune takes a number of days, 0 or more; got {args.prune:g}")
     if args.clear or args.prune is not None:
         removed, size = cache.clear() if args.clear else cache.prune(args.prune)
         print(f"removed {removed} steps and kernels ({size / 1e6:.1f} MB)")

@@ -85,6 +85,8 @@ def test_cli_shows_prunes_and_clears(root, capsys):
     out = capsys.readouterr().out
     assert "removed 1 steps and kernels" in out and "0 steps and 0 shared kernels" in out
     assert [p.name for p in root.rglob("*") if p.is_file()] == ["notes.txt"]
+    assert main(["cache", "--prune", "-1"]) == 2
+    assert "--prune takes a number of days" in capsys.readouterr().err
 
 
 def test_a_model_compiles_and_trains_again_after_a_clear(root):
