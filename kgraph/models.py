@@ -107,9 +107,10 @@ class Model(CompiledModel):
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'")
         if device != "cpu":
-            if device == "cuda" and not _cuda_available():
+            available = _cuda_available()
+            if device == "cuda" and not available:
                 raise RuntimeError("device='cuda': no CUDA GPU is available (numba.cuda.is_available() is False)")
-            device = "cuda" if _cuda_available() else "cpu"
+            device = "cuda" if available else "cpu"
         if device == self.device:
             return
         if device == "cuda":

@@ -58,34 +58,30 @@ def _size(paths) -> int:
     return sum(st.st_size for st in map(_stat, paths) if st)
 
 
-def entries(root: Path | None = None) -> list:
-    """The cache's entries: steps in root, shared kernels in root/kernels."""
-    root = Path(root or cache_dir())
-    found = []
+def _scan(root) -> tuple:
+    """(entries, orphans): the steps in root and shared kernels in root/kernels, each with Numba's
+    files for it, and Numba's files whose source is gone (e.g. a one-off model's step deleted)."""
+    found, orphaned = [], []
     for directory in (root, root / "kernels"):
-        compiled = sorted((directory / "__pycache__").glob("*")) if (directory / "__pycache__").is_dir() else []
-        for source in sorted(directory.glob("*.py")):
-            prefix = f"{source.stem}."   # Numba names its files <module>.<function>-<line>.<python>.nbi/.nbc
-            found.append(Entry(source, [f for f in compiled if f.name.startswith(prefix)]))
-    return found
-
-
-def orphans(root: Path | None = None) -> list:
-    """Numba's files for sources that are gone (e.g. a one-off model's step deleted by hand)."""
-    root = Path(root or cache_dir())
-    found = []
-    for directory in (root, root / "kernels"):
+        compiled = {}   # Numba names its files <module>.<function>-<line>.<python>.nbi/.nbc
         if (directory / "__pycache__").is_dir():
-            stems = {source.stem for source in directory.glob("*.py")}
-            found += [f for f in sorted((directory / "__pycache__").glob("*")) if f.name.split(".")[0] not in stems]
-    return found
+            for f in sorted((directory / "__pycache__").glob("*")):
+                compiled.setdefault(f.name.split(".")[0], []).append(f)
+        for source in sorted(directory.glob("*.py")):
+            found.append(Entry(source, compiled.pop(source.stem, [])))
+        orphaned += [f for files in compiled.values() for f in files]
+    return found, orphaned
 
 
-def _remove(chosen: list, root) -> tuple:
+def entries(root: Path | None = None) -> list:
+    """The cache's steps and shared kernels, each with Numba's files for it."""
+    return _scan(Path(root or cache_dir()))[0]
+
+
+def _remove(chosen: list, orphaned: list) -> tuple:
     """Delete the entries' files and the orphans; (entries, bytes) removed."""
-    leftovers = orphans(root)
-    size = sum(e.bytes for e in chosen) + _size(leftovers)
-    for f in [f for e in chosen for f in e.files] + leftovers:
+    size = sum(e.bytes for e in chosen) + _size(orphaned)
+    for f in [f for e in chosen for f in e.files] + orphaned:
         f.unlink(missing_ok=True)
     return len(chosen), size
 
@@ -100,13 +96,14 @@ def prune(days: float = UNUSED_DAYS, root: Path | None = None) -> tuple:
             st = _stat(tmp)
             if st and st.st_mtime < before:
                 tmp.unlink(missing_ok=True)
-    return _remove([e for e in entries(root) if e.last_used < before], root)
+    found, orphaned = _scan(root)
+    return _remove([e for e in found if e.last_used < before], orphaned)
 
 
 def clear(root: Path | None = None) -> tuple:
     """Remove every entry and orphan (the next compile of each model writes and compiles its step
     again); files of other names in the directory stay."""
-    return _remove(entries(root), root)
+    return _remove(*_scan(Path(root or cache_dir())))
 
 
 def prune_once_per_process() -> None:
@@ -126,14 +123,13 @@ def mark_used(path: Path) -> None:
 
 def summary(root: Path | None = None) -> str:
     root = Path(root or cache_dir())
-    found = entries(root)
+    found, orphaned = _scan(root)
     kernels = sum(e.is_kernel for e in found)
     size = sum(e.bytes for e in found)
     oldest = min((e.last_used for e in found), default=None)
     line = f"{root}: {len(found) - kernels} steps and {kernels} shared kernels, {size / 1e6:.1f} MB"
     if oldest is not None:
         line += f"; the least recently used was last used {(time.time() - oldest) / 86400:.1f} days ago"
-    leftovers = orphans(root)
-    if leftovers:
-        line += f"; {len(leftovers)} compiled files of removed sources"
+    if orphaned:
+        line += f"; {len(orphaned)} compiled files of removed sources"
     return line

@@ -17,8 +17,9 @@ def write_source(source: str, stem: str, directory: Path | None = None) -> Path:
     """Write generated source under a name keyed by its hash (same graph, same file: no recompile).
     In the cache, a file found is marked used, and writing a new one prunes the unused (cache.py)."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    directory = Path(directory or cache_dir())
-    in_cache = directory in (cache_dir(), cache_dir() / "kernels")
+    root = cache_dir()
+    directory = Path(directory or root)
+    in_cache = directory in (root, root / "kernels")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{stem}_{digest}.py"
     if path.exists() and path.read_text() == source:
