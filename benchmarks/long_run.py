@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import resource
 import statistics
-import time
 from pathlib import Path
 
 from kgraph import callbacks, models, optimizers
-from kgraph.bench import make_data
+from kgraph.bench import _EpochTimer, make_data
 
 from .__main__ import _machine
 from .models import SUITE
@@ -43,19 +41,19 @@ def main():
     model.compile(optimizer=opt, loss=spec["loss"])
     model.train_on_batch([x[:spec["batch"]] for x in xs], y[:spec["batch"]])
     model.executable.compiler.wait()   # a step new to the cache: the epochs time the compiled one
-    timer = _EpochClock()
+    timer = _EpochTimer()
     cb = callbacks.LambdaCallback(on_epoch_begin=timer.begin, on_epoch_end=timer.end)
     model.fit(xs, y, batch_size=spec["batch"], epochs=args.epochs, verbose=0, callbacks=[cb], shuffle=True)
-    rates = [n / wall for wall, _, _ in timer.epochs]
+    rates = [n / wall for wall in timer.times]
     ratio = rates[-1] / rates[1]
     lines = ["# Long runs", "",
              f"Machine: {_machine()}. Measured {datetime.date.today().isoformat()} by `python -m benchmarks.long_run`:",
              f"{args.model}, {args.epochs} epochs of {spec['steps']} steps, shuffled.", "",
              "| epoch | samples/s | user CPU (s) | system CPU (s) |", "|---:|---:|---:|---:|"]
     lines += [f"| {i + 1} | {r:.0f} | {user:.2f} | {system:.2f} |"
-              for i, (r, (_, user, system)) in enumerate(zip(rates, timer.epochs))]
+              for i, (r, (user, system)) in enumerate(zip(rates, timer.cpu))]
     early, late = statistics.median(rates[1:6]), statistics.median(rates[-5:])
-    users = [user for _, user, _ in timer.epochs]
+    users = [user for user, _ in timer.cpu]
     spread = (max(rates[1:]) - min(rates[1:])) / statistics.median(rates[1:])
     lines += ["", f"Epoch {args.epochs} against epoch 2: {ratio:.3f} (the target is within 5%: 0.95 or more).",
               f"The median of the last 5 epochs against that of epochs 2 to 6: {late / early:.3f}. Epochs 2 to "
@@ -64,24 +62,6 @@ def main():
               f"{statistics.median(users[-5:]) / statistics.median(users[1:6]):.3f}.", ""]
     (HERE / "LONG_RUN.md").write_text("\n".join(lines))
     print("\n".join(lines))
-
-
-class _EpochClock:
-    """(wall, user CPU, system CPU) seconds of each epoch, from fit's callback hooks."""
-
-    def __init__(self):
-        self.epochs, self._start = [], None
-
-    @staticmethod
-    def _now():
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return time.perf_counter(), usage.ru_utime, usage.ru_stime
-
-    def begin(self, *args, **kwargs):
-        self._start = self._now()
-
-    def end(self, *args, **kwargs):
-        self.epochs.append(tuple(b - a for a, b in zip(self._start, self._now())))
 
 
 if __name__ == "__main__":

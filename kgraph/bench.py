@@ -5,7 +5,6 @@ Each measurement runs in its own process (so peak memory is that framework's alo
 `compare` alternates the frameworks (A B A B) and reports medians."""
 from __future__ import annotations
 
-import importlib
 import json
 import resource
 import statistics
@@ -43,16 +42,24 @@ def _normal_float32(rs, shape, rows=4096):
 
 
 class _EpochTimer:
-    """Wall time of each epoch, from the framework's own callback hooks."""
+    """Wall time of each epoch (`times`) and its (user, system) CPU seconds (`cpu`), from the
+    framework's own callback hooks."""
 
     def __init__(self):
-        self.times, self._t = [], None
+        self.times, self.cpu, self._start = [], [], None
+
+    @staticmethod
+    def _now():
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return time.perf_counter(), usage.ru_utime, usage.ru_stime
 
     def begin(self, *args, **kwargs):
-        self._t = time.perf_counter()
+        self._start = self._now()
 
     def end(self, *args, **kwargs):
-        self.times.append(time.perf_counter() - self._t)
+        wall, user, system = (b - a for a, b in zip(self._start, self._now()))
+        self.times.append(wall)
+        self.cpu.append((user, system))
 
 
 def _keras_like_run(spec, xs, y, epochs, model, compile_model, lambda_callback, t0, settle=lambda: None):

@@ -403,8 +403,9 @@ def _pool2d_grad(g, x, y, gx, left, b0, b1, is_max, ph, pw, sh, sw, pt, pl):
                 s0, s1 = _window(ow, sw, pl, pw, x.shape[2])
                 gy, top = g[b, oh, ow], y[b, oh, ow]
                 share = gx.dtype.type(1 / ((r1 - r0) * (s1 - s0)))
-                for c in range(n_c):
-                    left[c] = gy[c]
+                if is_max:
+                    for c in range(n_c):
+                        left[c] = gy[c]
                 for r in range(r0, r1):
                     for s in range(s0, s1):
                         row, grow = x[b, r, s], gx[b, r, s]
