@@ -99,7 +99,9 @@ class Model(CompiledModel):
         names = [name for name, _ in config_inputs(self.config)]
         if isinstance(x, dict):
             x = [x[n] for n in names if n in x] if all(n in x for n in names) else list(x.values())
-        xs = list(x) if isinstance(x, (list, tuple)) and len(names) > 1 else [x]
+        one_per_input = isinstance(x, (list, tuple)) and len(x) == len(names) and \
+            all(isinstance(a, np.ndarray) for a in x)
+        xs = list(x) if one_per_input or (isinstance(x, (list, tuple)) and len(names) > 1) else [x]
         try:
             shapes = [(None, *np.shape(a)[1:]) for a in xs]
         except ValueError:
@@ -316,6 +318,8 @@ class Model(CompiledModel):
 
     def save_weights(self, filepath, overwrite=True):
         """.weights.h5 (Keras 3), .h5 (Keras 2 layout) or .npz, by extension; written atomically."""
+        if not str(filepath).lower().endswith((".npz", ".h5", ".hdf5")):
+            raise ValueError(f"{filepath}: weight files end in .weights.h5 (Keras 3), .h5 (Keras 2) or .npz")
         if not overwrite and Path(filepath).exists():
             raise FileExistsError(filepath)
         saving.save_weights(self, filepath)
@@ -520,8 +524,9 @@ def _is_shape(value) -> bool:
 
 
 def _config_name(config) -> str:
-    cfg = config.get("config") if isinstance(config, dict) else None
-    return (cfg.get("name") if isinstance(cfg, dict) else None) or "model"
+    """The name the frontend gives the model (Keras 2.1's Sequential config is a bare layer list)."""
+    cfg = config.get("config")
+    return (cfg.get("name") if isinstance(cfg, dict) else None) or str(config.get("class_name", "model")).lower()
 
 
 def _token_inputs(frontend_model) -> list:
