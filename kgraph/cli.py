@@ -258,7 +258,8 @@ class _DefaultsFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        if "default" in text or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS or not action.option_strings:
             return text
         return f"{text} (default: {action.default})"
 
@@ -314,7 +315,7 @@ def _parser():
 
     sp = sub.add_parser("train", help="train a model on an .npz file or the bundled dataset")
     common(sp)
-    sp.add_argument("--data", default="digits", help="an .npz (x, y[, x_val, y_val]) or 'digits' (bundled, default)")
+    sp.add_argument("--data", default="digits", help="an .npz (x, y[, x_val, y_val]) or 'digits' (the bundled dataset)")
     sp.add_argument("--epochs", type=int, default=5, help="passes over the training rows")
     sp.add_argument("--validation-split", type=float, default=0.0,
                     help="fraction of the rows (the last ones, as Keras) kept for validation when --data has no x_val")
