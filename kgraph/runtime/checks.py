@@ -77,7 +77,7 @@ def _number(value) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
 
 
-def as_array(value, what: str, dtype=None) -> np.ndarray:
+def as_array(value, what: str) -> np.ndarray:
     """`value` (an array, or nested lists of numbers) as a NumPy array of numbers."""
     if value is None:
         raise DataError(f"{what} is None")
@@ -90,8 +90,8 @@ def as_array(value, what: str, dtype=None) -> np.ndarray:
                         f"(first item {str(a.flat[0])!r})" if a.size else f"{what} must hold numbers, got dtype {a.dtype}")
     if a.ndim == 0:
         raise DataError(f"{what} is a single number; give an array with one row per sample")
-    if dtype is not None and np.issubdtype(a.dtype, np.complexfloating):
-        raise DataError(f"{what} holds complex numbers")
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise DataError(f"{what} holds complex numbers; give real ones")
     return a
 
 
