@@ -2,6 +2,7 @@
 into compiled steps that the runtime runs. The only module that knows all of them."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -17,6 +18,7 @@ from . import optimizers as optimizers_mod
 from . import saving
 from .codegen import generate_cpu, generate_cuda, step_manifest
 from .frontend import NotBuiltError, build_model, parse_config_text, read_config_file, config_inputs
+from .frontend.summary import cost_line, step_cost
 from .passes.loss import LOSSES
 from .passes import default_parts, run_pipeline
 from .runtime.executable import Executable
@@ -121,6 +123,7 @@ class Model(CompiledModel):
                      f"first fit, evaluate or predict, or on model.build(input_shape))")
             return
         self.frontend.summary(print_fn=print_fn, line_length=line_length)
+        print_fn(cost_line(self.frontend))
 
     def count_params(self) -> int:
         self._require_built("count_params()")
@@ -369,7 +372,23 @@ class Model(CompiledModel):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         x = self._build_from_source(x)
+        self._announce_step_cost(CompiledModel.fit, x, y, *args, **kwargs)
         return super().fit(x, y, *args, **kwargs)
+
+    LARGE_STEP_FLOP = 2e11   # about a second of float32 GEMMs on a 2-core machine
+
+    def _announce_step_cost(self, loop, *args, **kwargs):
+        """Say what a step costs before a fit whose steps take seconds (a VGG16 on a CPU), so a user
+        knows what to expect instead of watching "Epoch 1/..." for minutes."""
+        try:
+            bound = inspect.signature(loop).bind(self, *args, **kwargs).arguments
+        except TypeError:
+            return   # the loop itself names the wrong arguments
+        batch, verbose = bound.get("batch_size") or 32, bound.get("verbose", "auto")
+        flop = 3 * step_cost(self.frontend)["forward_flops"] * (batch if isinstance(batch, int) else 32)
+        if verbose != 0 and self.is_chief and flop > self.LARGE_STEP_FLOP:
+            print(f"kgraph: one training step at batch {batch} is about {flop / 1e12:.2g} TFLOP of matrix products: "
+                  f"about {flop / 3e11:.0f} s at 300 GFLOP/s (summary() shows the cost per sample)", flush=True)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         x = self._build_from_source(x)

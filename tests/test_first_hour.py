@@ -289,3 +289,24 @@ def test_mpi_without_mpi4py_is_one_line(monkeypatch, capsys):
 def test_json_round_trip_keeps_the_config():
     m = kgraph.models.load_model(EXAMPLE)
     assert json.loads(m.to_json()) == json.loads(Path(EXAMPLE).read_text())
+
+
+def test_summary_and_fit_say_what_a_step_costs(capsys):
+    from kgraph.runtime.model import CompiledModel
+
+    m = kgraph.models.load_model(EXAMPLE)
+    m.summary()
+    assert "Per sample: 9.47 KFLOP forward (a training step about 3x)" in capsys.readouterr().out  # 2*(64*64+64*10)
+    # a VGG-like block on 224x224 images: tiny weights, hundreds of GFLOP a step
+    conv = {"class_name": "Sequential", "config": {"name": "vgg_block", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 224, 224, 3], "name": "image"}},
+        {"class_name": "Conv2D", "config": {"name": "c1", "filters": 64, "kernel_size": [3, 3], "padding": "same"}},
+        {"class_name": "Conv2D", "config": {"name": "c2", "filters": 64, "kernel_size": [3, 3], "padding": "same"}},
+        {"class_name": "GlobalAveragePooling2D", "config": {"name": "gap"}},
+        {"class_name": "Dense", "config": {"name": "out", "units": 10}}]}}
+    big = kgraph.models.model_from_config(conv)
+    big._announce_step_cost(CompiledModel.fit, None, None, batch_size=64)
+    flop = 3 * 64 * 2 * 224 * 224 * 64 * (27 + 576 + 0) + 3 * 64 * 2 * 640
+    assert f"about {flop / 1e12:.2g} TFLOP" in capsys.readouterr().out
+    big._announce_step_cost(CompiledModel.fit, None, None, batch_size=64, verbose=0)
+    assert capsys.readouterr().out == ""
