@@ -14,7 +14,7 @@ from kgraph.runtime.checks import DataError
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = str(ROOT / "examples" / "digits_mlp.json")
-GUIDE = ROOT / "tests" / "fixtures" / "configs" / "k21_guide_unbuilt"
+GUIDE = ROOT / "tests" / "fixtures" / "unbuilt" / "keras216_guide"   # the tf.keras guide's model, saved unbuilt
 
 
 @pytest.fixture(scope="module")
@@ -310,3 +310,16 @@ def test_summary_and_fit_say_what_a_step_costs(capsys):
     assert f"about {flop / 1e12:.2g} TFLOP" in capsys.readouterr().out
     big._announce_step_cost(CompiledModel.fit, None, None, batch_size=64, verbose=0)
     assert capsys.readouterr().out == ""
+
+
+def test_a_nonfinite_loss_is_reported_and_terminate_on_nan_keeps_finite_weights(digits):
+    (x, y), _ = digits
+    m = kgraph.models.load_model(EXAMPLE, seed=0)
+    m.compile(optimizer=kgraph.optimizers.SGD(learning_rate=1e20), loss="sparse_categorical_crossentropy")
+    with pytest.warns(RuntimeWarning, match=r"the loss is (nan|inf) at training step \d+"):
+        m.fit(x[:256], y[:256], epochs=3, batch_size=32, verbose=0)
+    m = kgraph.models.load_model(EXAMPLE, seed=0)
+    m.compile(optimizer=kgraph.optimizers.SGD(learning_rate=1e20), loss="sparse_categorical_crossentropy")
+    with pytest.warns(RuntimeWarning):
+        m.fit(x[:256], y[:256], epochs=3, batch_size=32, verbose=0, callbacks=[kgraph.callbacks.TerminateOnNaN()])
+    assert all(np.isfinite(w).all() for w in m.get_weights())

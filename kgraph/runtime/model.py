@@ -9,6 +9,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,7 @@ class CompiledModel:
         self.steps_per_execution = None   # compile()'s: steps a call of the compiled step runs in fit
         self.is_chief = True          # only the chief replica prints and writes files
         self.shuffle_random = executable.random
+        self._nonfinite_told = False   # a non-finite loss was reported
 
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> list:
@@ -242,6 +244,12 @@ class CompiledModel:
                                        lrs=opt.learning_rates(steps))
         opt.iterations += steps
         logs.update(outs, ys, len(xs[0]), steps)
+        if not self._nonfinite_told and not np.isfinite(outs["loss"]).all():
+            self._nonfinite_told = True   # once a model: every later step would say it again
+            warnings.warn(f"the loss is {np.ravel(outs['loss'])[~np.isfinite(np.ravel(outs['loss']))][0]} at training "
+                          f"step {opt.iterations - steps + 1}: the weights are no longer finite; lower the learning "
+                          "rate, check the data, or stop such runs with kgraph.callbacks.TerminateOnNaN()",
+                          RuntimeWarning, stacklevel=3)
 
     def _test_step(self, batch, logs, steps=1):
         xs, ys, sws = batch
