@@ -313,6 +313,7 @@ class Model(CompiledModel):
     def save(self, filepath, overwrite=True, include_optimizer=True):
         """A .keras archive (or legacy .h5) that Keras's load_model opens; with the optimizer's
         state, so training resumes exactly. Written atomically."""
+        self._require_built("save()")
         if not overwrite and Path(filepath).exists():
             raise FileExistsError(filepath)
         if not str(filepath).endswith((".keras", ".h5", ".hdf5")):
@@ -323,16 +324,24 @@ class Model(CompiledModel):
         """.weights.h5 (Keras 3), .h5 (Keras 2 layout) or .npz, by extension; written atomically."""
         if not str(filepath).lower().endswith((".npz", ".h5", ".hdf5")):
             raise ValueError(f"{filepath}: weight files end in .weights.h5 (Keras 3), .h5 (Keras 2) or .npz")
+        self._require_built("save_weights()")
         if not overwrite and Path(filepath).exists():
             raise FileExistsError(filepath)
         saving.save_weights(self, filepath)
 
     def load_weights(self, filepath):
+        self._require_built("load_weights()")
         saving.load_weights(self, filepath)
+
+    def set_weights(self, weights) -> None:
+        if weights and not self.built:
+            self._require_built("set_weights()")
+        super().set_weights(weights)
 
     def export(self, directory) -> Path:
         """Write a runnable trainer: the generated steps, manifest.json, weights.npz and train.py,
         which needs only kgraph's runtime (`python DIR/train.py --data ...`)."""
+        self._require_built("export()")
         if self.compile_args is None:
             raise RuntimeError("compile the model before exporting a trainer")
         if self.device != "cpu":
