@@ -100,3 +100,46 @@ def test_stop_ends_the_children_still_compiling(monkeypatch, tmp_path):
     model.executable.compiler.stop()
     assert child.poll() is not None            # ended, not left to finish
     assert not background.in_disk_cache(model.executable.function("train"), sig)
+
+
+PARENT = """
+import os, signal, sys, time
+from kgraph.runtime.background import spawn
+child = spawn("import time; from kgraph.runtime.background import read_payload, watch_parent; "
+              "read_payload(); watch_parent(); time.sleep(120)", b"payload")
+print(child.pid, flush=True)
+time.sleep(1)   # the child is watching now
+how = sys.argv[1]
+if how == "exception":
+    raise RuntimeError("the program fails")
+if how == "sigkill":
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("how", ["return", "exception", "sigkill"])
+def test_a_compile_child_never_outlives_its_program(how, tmp_path):
+    """However the program ends, its compiling child ends within seconds (a ~700-layer model's
+    child once ran on for 23 minutes after its program had exited)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    done = subprocess.run([sys.executable, str(script), how], capture_output=True, text=True, timeout=60)
+    child = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        try:   # a zombie of ours would still answer: reap it if it is ours (it is not: init reaps)
+            os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    os.kill(child, 9)
+    pytest.fail(f"the child {child} outlived its parent ({how}) by 10 s")

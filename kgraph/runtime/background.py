@@ -7,8 +7,13 @@ numbers, only each kernel call goes through Numba's dispatcher.
 The step compiles meanwhile in a child process into Numba's on-disk cache (a thread would share
 the GIL, and every kernel call of the Python step would then wait for it), and the calls switch
 over to the compiled step, loaded from that cache, once the child is done. A step already in the
-cache loads at once. The child is left to finish if the program ends first: the next run finds
-the step in the cache.
+cache loads at once.
+
+A child never outlives its program: it holds the read end of a pipe whose write end only the
+parent has, and exits when that pipe closes, which the operating system does however the parent
+ends (a return, an exception, SIGKILL). Its CPU time and address space are bounded
+(KGRAPH_COMPILE_SECONDS, default 900; KGRAPH_COMPILE_MEMORY_MB, default 8192): a compile past
+them ends the child, and the step compiles in the program on its next call instead.
 
 KGRAPH_BACKGROUND_COMPILE=0 compiles every step before its first call, as Numba alone would."""
 from __future__ import annotations
@@ -54,6 +59,7 @@ class StepCompiler:
             child = job[1] = _start(dispatcher, sig)
         if child.poll() is None:
             return dispatcher.py_func
+        _close(child)
         return dispatcher   # in the cache now; or the child failed, and this call compiles and raises here
 
     def _running(self) -> list:
@@ -71,6 +77,7 @@ class StepCompiler:
             if job[1] is None:
                 job[1] = _start(dispatcher, job[0])
             job[1].wait()
+            _close(job[1])
 
     def stop(self) -> None:
         """End the children still compiling (their steps stay uncompiled): for a program that
@@ -79,24 +86,68 @@ class StepCompiler:
         for child in self._running():
             child.kill()
             child.wait()
+            _close(child)
 
 
 def _start(dispatcher, sig) -> subprocess.Popen:
+    payload = pickle.dumps((inspect.getfile(dispatcher.py_func), dispatcher.py_func.__name__, sig))
+    return spawn("from kgraph.runtime.background import main; main()", payload)
+
+
+def spawn(code: str, payload: bytes) -> subprocess.Popen:
+    """A child Python running `code`, given `payload` (read by read_payload()), whose stdin stays
+    open for as long as this process lives: the child's watch_parent() ends it when it closes.
+    Silent: a failure shows when the caller compiles the step itself."""
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-    # Silent: it may outlive the program. A failure shows when the caller compiles the step itself.
-    child = subprocess.Popen([sys.executable, "-c", "from kgraph.runtime.background import main; main()"],
-                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    child.stdin.write(pickle.dumps((inspect.getfile(dispatcher.py_func), dispatcher.py_func.__name__, sig)))
-    child.stdin.close()
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env)
+    child.stdin.write(len(payload).to_bytes(8, "little") + payload)
+    child.stdin.flush()
     return child
+
+
+def _close(child) -> None:
+    stdin = getattr(child, "stdin", None)
+    if stdin is not None and not stdin.closed:
+        stdin.close()
+
+
+def read_payload() -> bytes:
+    """In the child: the bytes spawn() sent."""
+    size = int.from_bytes(sys.stdin.buffer.read(8), "little")
+    return sys.stdin.buffer.read(size)
+
+
+def watch_parent() -> None:
+    """In the child: exit at once when the parent's end of stdin closes (the parent ended, however
+    it ended), and bound this process's CPU time and memory."""
+    import threading
+
+    def wait_for_eof():
+        # the raw descriptor, not sys.stdin's buffer: a daemon thread holding the buffer's lock
+        # aborts the interpreter's shutdown when the compile is done
+        while os.read(sys.stdin.fileno(), 4096):
+            pass
+        os._exit(3)
+
+    threading.Thread(target=wait_for_eof, daemon=True).start()
+    try:
+        import resource
+    except ImportError:   # not POSIX: no limits, the pipe still ends the child
+        return
+    seconds = int(os.environ.get("KGRAPH_COMPILE_SECONDS", "900"))
+    memory = int(os.environ.get("KGRAPH_COMPILE_MEMORY_MB", "8192")) << 20
+    resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds))
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
 
 def main() -> None:
     """The child: compile one signature of one generated function into Numba's cache."""
     from .loader import import_file
 
-    path, name, sig = pickle.loads(sys.stdin.buffer.read())
+    path, name, sig = pickle.loads(read_payload())
+    watch_parent()
     getattr(import_file(path), name).compile(sig)
 
 
