@@ -357,3 +357,7 @@ RULES = {
 from .spatial import SPATIAL  # noqa: E402  (its rules build on Rule above)
 
 RULES.update(SPATIAL)
+
+from .extra_layers import EXTRA  # noqa: E402  (activation, noise and preprocessing layers)
+
+RULES.update(EXTRA)

@@ -162,7 +162,8 @@ class FrontendModel:
             rule, shapes = RULES[layer.class_name], [s for _, s in args]
             ctx = Ctx(g, training, self.keras, params.get((*path, layer.name), {}))
             y = rule.emit(ctx, layer, [x for x, _ in args], shapes)
-            reg = parse_regularizer(layer.config.get("activity_regularizer"), f"layer {layer.name!r}")
+            reg = rule.activity(layer) if hasattr(rule, "activity") else \
+                parse_regularizer(layer.config.get("activity_regularizer"), f"layer {layer.name!r}")
             if reg:
                 activity.append({"layer": layer.name, "output": f"activity:{len(activity)}", **reg, "_node": y})
             return [(y, rule.output_shape(layer, shapes))]
