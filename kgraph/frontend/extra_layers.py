@@ -71,7 +71,7 @@ class ReLU(Rule):
 
     def check(self, layer, keras):
         _number(layer, "negative_slope", 0.0, low=0)
-        _number(layer, "threshold", 0.0)
+        _number(layer, "threshold", 0.0, low=0)
         if layer.config.get("max_value") is not None:
             _number(layer, "max_value", None, low=0)
 
