@@ -1120,7 +1120,7 @@ def make_zoo_arch(arch, spec, out_dir: Path, seed: int) -> dict:
     arrays.update({f"w_{i}": w for i, w in enumerate(weights)})
     arrays.update({f"pred{i}": p for i, p in enumerate(preds3)})
     arrays.update({f"k2_pred{i}": p for i, p in enumerate(preds2)})
-    if arch in RANDOM_WEIGHTS:  # what summary() shows per layer: output shape, parameters
+    if arch in RANDOM_WEIGHTS + ("preprocess",):  # what summary() shows per layer: output shape, parameters
         arrays["summary"] = np.array(json.dumps([
             [layer.name, list(layer.output.shape), layer.count_params(),
              sum(int(np.prod(w.shape)) for w in layer.trainable_weights)]
