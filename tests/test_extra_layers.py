@@ -7,7 +7,7 @@ import pytest
 import ir
 import kgraph.models as models
 from kgraph.frontend import ConfigError, build_model
-from kgraph.frontend.extra_layers import interpolation_matrix
+from kgraph.frontend.preprocessing import interpolation_matrix
 from kgraph.passes.autodiff import autodiff
 
 B = 3
