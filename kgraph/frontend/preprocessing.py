@@ -165,15 +165,6 @@ def interpolation_matrix(n_in: int, n_out: int, method: str, dtype="float32") ->
     return m.astype(dtype)
 
 
-def _along(g, x, axis, rank, matrix, name):
-    """x with axis `axis` mapped through matrix [n_in, n_out] (moved last for the product, then back)."""
-    perm = tuple(a for a in range(rank) if a != axis) + (axis,)
-    t = x if axis == rank - 1 else g.transpose(x, perm=perm)
-    y = g.matmul(t, g.constant(values=tuple(matrix.ravel().tolist()), shape=matrix.shape,
-                               dtype=g.type(x).dtype, name=f"{name}_weights"), name=name)
-    return y if axis == rank - 1 else g.transpose(y, perm=tuple(int(i) for i in np.argsort(perm)), name=name)
-
-
 class Resizing(Rule):
     """Bilinear or nearest resizing as one fixed linear map per spatial axis (no weights: its
     gradient is the transposed map, for layers before it that train)."""
@@ -194,12 +185,24 @@ class Resizing(Rule):
         return tuple(shape)
 
     def emit(self, ctx, layer, xs, shapes):
-        x, shape = xs[0], shapes[0]
-        method = layer.config.get("interpolation", "bilinear")
+        """Each resized axis moves last and goes through its matrix [n_in, n_out]; one transpose
+        at the end puts the axes back in order."""
+        g, x, shape = ctx.g, xs[0], shapes[0]
+        method, rank = layer.config.get("interpolation", "bilinear"), len(shape)
+        order = list(range(rank))  # the input axis at each position of x
         for axis, n in zip(_spatial_axes(layer, shape), _target(layer)):
-            if n != shape[axis]:
-                m = interpolation_matrix(shape[axis], n, method, ctx.g.type(x).dtype)
-                x = _along(ctx.g, x, axis, len(shape), m, f"{layer.name}_axis{axis}")
+            if n == shape[axis]:
+                continue
+            pos = order.index(axis)
+            if pos != rank - 1:
+                perm = [p for p in range(rank) if p != pos] + [pos]
+                x, order = g.transpose(x, perm=tuple(perm)), [order[p] for p in perm]
+            m = interpolation_matrix(shape[axis], n, method, g.type(x).dtype)
+            weights = g.constant(values=tuple(m.ravel().tolist()), shape=m.shape, dtype=g.type(x).dtype,
+                                 name=f"{layer.name}_axis{axis}_weights")
+            x = g.matmul(x, weights, name=f"{layer.name}_axis{axis}")
+        if order != list(range(rank)):
+            x = g.transpose(x, perm=tuple(order.index(a) for a in range(rank)), name=layer.name)
         return x
 
 
