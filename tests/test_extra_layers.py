@@ -192,3 +192,12 @@ def test_bad_image_options_get_one_line(config, match):
     with pytest.raises(ConfigError, match=match) as info:
         build_model(seq((5, 6, 3), config))
     assert "\n" not in str(info.value)
+
+
+def test_rescaling_reads_keras3_serialized_numpy_arrays():
+    numpy_array = {"class_name": "__numpy__", "config": {"value": [0.5, 2.0], "dtype": "float32"}}
+    model = build_model(seq((3, 2), layer("Rescaling", scale=numpy_array, offset=1.0)))
+    g = model.lower(training=False)
+    x = np.random.default_rng(5).normal(size=(B, 3, 2)).astype("float32")
+    out = ir.interpret(g, {model.inputs[0].node: x})[g.outputs["output:0"]]
+    np.testing.assert_allclose(out, x * np.float32([0.5, 2.0]) + 1.0, rtol=1e-6)
