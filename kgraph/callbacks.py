@@ -817,7 +817,9 @@ def _csv_value(value):
 
 
 class TerminateOnNaN(Callback):
-    """Stops training when a batch's loss is NaN or infinite.
+    """Stops training when a batch's loss is NaN or infinite, and gives the model back the weights
+    it had before that batch (the last finite ones: Keras leaves the broken ones). Keeping them
+    costs a copy of the weights each batch.
 
     Args:
         raise_error: raise RuntimeError instead of setting
@@ -827,11 +829,17 @@ class TerminateOnNaN(Callback):
     def __init__(self, raise_error=False):
         super().__init__()
         self.raise_error = raise_error
+        self._before = None
+
+    def on_batch_begin(self, batch, logs=None):
+        self._before = self.model.get_weights()
 
     def on_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is None or np.isfinite(loss):
             return
+        if self._before is not None:
+            self.model.set_weights(self._before)
         if self.raise_error:
             raise RuntimeError(
                 f"NaN or Inf loss encountered at batch {batch}. "

@@ -11,13 +11,67 @@ from .runtime import cache
 EXIT_USAGE = 2
 
 
+MODEL_FILES = (".keras", ".h5", ".hdf5")   # files that hold weights; .json/.yaml configs do not
+WEIGHT_FILES = (".npz", ".weights.h5", ".h5", ".hdf5")
+
+
 def _model(args):
     from .models import load_model
 
     model = load_model(args.model, seed=args.seed)
     if getattr(args, "weights", None):
+        if not model.built:
+            model.build(_data_shapes(args))
         model.load_weights(args.weights)
+    shapes = getattr(args, "input_shape", None)
+    if shapes:
+        model.build(shapes if len(shapes) > 1 else shapes[0])
     return model
+
+
+def _data_shapes(args):
+    """The input shapes of --data, to build a model whose config declares none before its weights load."""
+    from .runtime import data
+
+    xs, _, _ = data.load(args.data)
+    shapes = [(None, *x.shape[1:]) for x in xs]
+    return shapes if len(shapes) > 1 else shapes[0]
+
+
+def _require_weights(args):
+    """evaluate and predict on random initial weights say nothing useful: ask for them."""
+    if not args.weights and not args.random_weights and not str(args.model).lower().endswith(MODEL_FILES):
+        raise ValueError(f"{args.command} needs trained weights: --weights FILE (from train --save-weights), "
+                         "a .keras/.h5 model file, or --random-weights to use fresh initial weights")
+
+
+def _check_output(path, suffixes, what):
+    """Fail before any work when an output path cannot be written (its folder, its type)."""
+    from pathlib import Path
+
+    if not str(path).lower().endswith(suffixes):
+        raise ValueError(f"{what} {path}: the file name must end in {' or '.join(suffixes)}")
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise ValueError(f"{what} {path}: the folder {folder} does not exist")
+    if Path(path).is_dir():
+        raise ValueError(f"{what} {path} is a folder")
+    import os
+
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{what} {path}: the folder {folder} is not writable")
+
+
+def _check_counts(args):
+    for name in ("batch_size", "replicas"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if getattr(args, "epochs", 0) < 0:
+        raise ValueError(f"--epochs must be 0 or more, got {args.epochs}")
+    split = getattr(args, "validation_split", 0.0)
+    if not 0 <= split < 1:
+        raise ValueError(f"--validation-split must be in [0, 1), got {split}")
 
 
 def _compile(model, args, device=None):
@@ -44,7 +98,11 @@ def _compile(model, args, device=None):
 def cmd_inspect(args):
     from .passes import PASS_NAMES
 
+    _check_counts(args)
     model = _model(args)
+    if not model.built:
+        raise ValueError(f"{args.model}: the config declares no input shape; give it with --input-shape, "
+                         "e.g. --input-shape 64 or --input-shape 28,28,1 (once per input)")
     model.summary()
     if args.kind == "train" or args.fusion or args.plan or args.after or args.device == "cuda":
         _compile(model, args, device="cpu")   # the CUDA launcher is only generated here, never run
@@ -84,7 +142,10 @@ def _strategy(args):
     from . import distribute
 
     if args.strategy == "mpi":
-        return distribute.MPIStrategy()
+        try:
+            return distribute.MPIStrategy()
+        except (ImportError, RuntimeError) as e:
+            raise ValueError(f"--strategy mpi: {e}") from None
     if args.strategy == "mirrored":
         return distribute.MirroredStrategy([f"cpu:{i}" for i in range(args.replicas)])
     return distribute.Strategy()
@@ -93,6 +154,9 @@ def _strategy(args):
 def cmd_train(args):
     from .runtime import data
 
+    _check_counts(args)
+    if args.save_weights:
+        _check_output(args.save_weights, WEIGHT_FILES, "--save-weights")
     with _strategy(args).scope():
         model = _model(args)
         _compile(model, args)
@@ -105,38 +169,59 @@ def cmd_train(args):
         model.save_weights(args.save_weights)
         print(f"saved weights to {args.save_weights}")
     final = {k: v[-1] for k, v in history.history.items()}
+    if not final:
+        print("final: no epochs ran (--epochs 0)")
+        return
     shown = " - ".join(f"{k}: {v:.4f}" for k, v in final.items())
     print(f"final: {shown}")
     if "val_accuracy" in final:
         print(f"validation accuracy: {final['val_accuracy']:.4f}")
 
 
-def cmd_evaluate(args):
+def _rows(args):
+    """(x, y, which) of --data: its validation rows when it has them (the bundled digits' held-out
+    part, an .npz's x_val/y_val), else all its rows; evaluate and predict read the same ones."""
     from .runtime import data
 
+    xs, ys, val = data.load(args.data)
+    if val is not None:
+        return val[0], val[1], f"the {len(val[0][0])} validation rows of {args.data}"
+    return xs, ys, f"the {len(xs[0])} rows of {args.data}"
+
+
+def cmd_evaluate(args):
+    _check_counts(args)
+    _require_weights(args)
     model = _model(args)
     _compile(model, args)
-    xs, ys, val = data.load(args.data)
-    x, y = (val if val is not None else (xs, ys))
+    x, y, which = _rows(args)
+    print(f"evaluating on {which}")
     logs = model.evaluate(x, y, batch_size=args.batch_size, verbose=args.verbose, return_dict=True)
     print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
 
 
 def cmd_predict(args):
-    from .runtime import data
+    from .runtime.files import atomic_write
 
+    _check_counts(args)
+    _require_weights(args)
+    if args.output:
+        _check_output(args.output, (".npy",), "-o")
     model = _model(args)
-    xs, _, _ = data.load(args.data)
+    xs, _, which = _rows(args)
     preds = model.predict(xs, batch_size=args.batch_size, verbose=args.verbose)
     if args.output:
-        np.save(args.output, preds if not isinstance(preds, list) else np.stack(preds))
-        print(f"wrote predictions of shape {np.shape(preds)} to {args.output}")
+        with atomic_write(args.output) as tmp, open(tmp, "wb") as f:
+            np.save(f, preds if not isinstance(preds, list) else np.stack(preds))
+        print(f"wrote predictions of {which}, shape {np.shape(preds)}, to {args.output}")
     else:
         np.set_printoptions(precision=4, suppress=True)
+        print(f"predictions of {which}:")
         print(preds)
 
 
 def cmd_compile(args):
+    _check_counts(args)
     model = _model(args)
     _compile(model, args)
     out = model.export(args.output)
@@ -168,15 +253,44 @@ def cmd_bench(args):
               f"{r['peak_rss_mb']:>8.0f}MB{r['final_loss']:>9.4f}")
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Each option's help ends with its default, unless the help already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS or not action.option_strings:
+            return text
+        return f"{text} (default: {action.default})"
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _input_shape(text: str) -> tuple:
+    """--input-shape 28,28,1 -> (None, 28, 28, 1)."""
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 64 or 28,28,1") from None
+    if not dims or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every size must be a positive integer")
+    return (None, *dims)
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="kgraph", description="Compile and train saved Keras model configs "
                                 "(JSON or YAML from model.to_json()) with fused Numba kernels, no TensorFlow.")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(sp, training=True):
         sp.add_argument("model", help="the model: a config (.json, .yaml, .yml) or a Keras file (.keras, .h5)")
-        sp.add_argument("--seed", type=int, default=None, help="seed of the initializers, dropout and shuffling")
-        sp.add_argument("--batch-size", type=int, default=32)
+        sp.add_argument("--seed", type=int, default=None,
+                        help="seed of the initializers, dropout and shuffling (default: a fresh one each run)")
+        sp.add_argument("--batch-size", type=int, default=32, help="samples per step")
         if training:
             sp.add_argument("--optimizer", help="sgd, adam, adamw, rmsprop, adagrad, adadelta, adamax or nadam "
                                                 "(default adam, or what a .keras/.h5 file saved)")
@@ -195,18 +309,22 @@ def _parser():
     sp.add_argument("--dot", metavar="FILE", help="write the final graph as Graphviz DOT")
     sp.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                     help="cuda: also print the kernel launches per step of the CUDA launcher")
+    sp.add_argument("--input-shape", type=_input_shape, action="append", metavar="D1,D2,...",
+                    help="the input shape without the batch axis, for a config that declares none (once per input)")
     sp.set_defaults(func=cmd_inspect)
 
     sp = sub.add_parser("train", help="train a model on an .npz file or the bundled dataset")
     common(sp)
-    sp.add_argument("--data", default="digits", help="an .npz (x, y[, x_val, y_val]) or 'digits' (bundled, default)")
-    sp.add_argument("--epochs", type=int, default=5)
-    sp.add_argument("--validation-split", type=float, default=0.0)
+    sp.add_argument("--data", default="digits", help="an .npz (x, y[, x_val, y_val]) or 'digits' (the bundled dataset)")
+    sp.add_argument("--epochs", type=int, default=5, help="passes over the training rows")
+    sp.add_argument("--validation-split", type=float, default=0.0,
+                    help="fraction of the rows (the last ones, as Keras) kept for validation when --data has no x_val")
     sp.add_argument("--save-weights", metavar="FILE", help="write the trained weights (.npz, .weights.h5, .h5)")
-    sp.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    sp.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                    help="0 silent, 1 progress bar, 2 one line per epoch")
     sp.add_argument("--strategy", choices=["none", "mirrored", "mpi"], default="none",
                     help="data parallelism: in-process replicas (--replicas) or one per MPI process (mpirun)")
-    sp.add_argument("--replicas", type=int, default=2, help="replicas of the mirrored strategy (default 2)")
+    sp.add_argument("--replicas", type=int, default=2, help="replicas of the mirrored strategy")
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                     help="where the steps run (default auto: CUDA when a GPU is available)")
     sp.set_defaults(func=cmd_train)
@@ -214,17 +332,21 @@ def _parser():
     sp = sub.add_parser("evaluate", help="loss and metrics of a model (with --weights) on data")
     common(sp)
     sp.add_argument("--weights", help="weights saved by train --save-weights (.npz, .weights.h5 or .h5)")
-    sp.add_argument("--data", default="digits")
-    sp.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
-    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    sp.add_argument("--random-weights", action="store_true", help="run on fresh initial weights, without --weights")
+    sp.add_argument("--data", default="digits", help="an .npz or 'digits'; its validation rows when it has them")
+    sp.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                    help="0 silent, 1 progress bar, 2 one line per epoch")
+    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where the steps run")
     sp.set_defaults(func=cmd_evaluate)
 
     sp = sub.add_parser("predict", help="predictions of a model (with --weights) on data")
     common(sp, training=False)
     sp.add_argument("--weights", help="weights saved by train --save-weights (.npz, .weights.h5 or .h5)")
-    sp.add_argument("--data", default="digits")
+    sp.add_argument("--random-weights", action="store_true", help="run on fresh initial weights, without --weights")
+    sp.add_argument("--data", default="digits", help="an .npz or 'digits'; its validation rows when it has them")
     sp.add_argument("-o", "--output", help="write the predictions here (.npy) instead of printing them")
-    sp.add_argument("--verbose", type=int, default=0, choices=[0, 1, 2])
+    sp.add_argument("--verbose", type=int, default=0, choices=[0, 1, 2],
+                    help="0 silent, 1 progress bar, 2 one line per epoch")
     sp.set_defaults(func=cmd_predict)
 
     sp = sub.add_parser("bench", help="train the same model in kgraph and its peers, side by side (medians)")
@@ -246,6 +368,8 @@ def _parser():
     sp = sub.add_parser("compile", help="write a runnable trainer (generated kernels + train.py) to a folder")
     common(sp)
     sp.add_argument("-o", "--output", required=True, metavar="DIR")
+    sp.add_argument("--input-shape", type=_input_shape, action="append", metavar="D1,D2,...",
+                    help="the input shape without the batch axis, for a config that declares none (once per input)")
     sp.set_defaults(func=cmd_compile)
     return p
 
@@ -254,7 +378,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, OSError, KeyError, RuntimeError, NotImplementedError) as e:
+    except (ValueError, OSError, KeyError, RuntimeError, NotImplementedError, ImportError) as e:
         # bad input gets one clear line, never a traceback (ConfigError and DataError are ValueErrors)
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"kgraph: error: {msg}", file=sys.stderr)

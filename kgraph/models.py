@@ -2,6 +2,7 @@
 into compiled steps that the runtime runs. The only module that knows all of them."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -16,10 +17,13 @@ from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from . import saving
 from .codegen import generate_cpu, generate_cuda, step_manifest
-from .frontend import build_model, parse_config_text, read_config_file
+from .frontend import NotBuiltError, build_model, parse_config_text, read_config_file, config_inputs
+from .frontend.summary import cost_line, step_cost
+from .passes.loss import LOSSES
 from .passes import default_parts, run_pipeline
 from .runtime.executable import Executable
 from .runtime.loader import write_source
+from .runtime.batches import is_batch_source
 from .runtime.model import CompiledModel
 
 
@@ -37,43 +41,104 @@ def _cuda_available() -> bool:
 
 class Model(CompiledModel):
     """A Keras model compiled by kgraph. Build one with model_from_json / model_from_yaml /
-    load_model; then compile, fit, evaluate and predict as in Keras."""
+    load_model; then compile, fit, evaluate and predict as in Keras. A config that declares no
+    input shape makes a model that builds, as Keras's, on its first data or on build(input_shape)."""
 
-    def __init__(self, frontend_model, seed: int | None = None):
+    def __init__(self, frontend_model=None, seed: int | None = None, config: dict | None = None):
+        self.seed = seed
+        self.frontend = None
+        self.config = config if frontend_model is None else frontend_model.config
+        self.compiled = {}        # kind -> kgraph.passes.Compiled, for `kgraph inspect`
+        self.device = "cpu"
+        self.compile_args = None
+        self.pending_compile = None   # compile()'s arguments, kept until an unbuilt model builds
+        self.strategy = distribute.get_strategy()
+        if frontend_model is None:
+            self.name = _config_name(config)
+            super().__init__(Executable({}, [], "float32", seed), {"input_names": [], "input_shapes": [],
+                                                                   "output_names": [], "metrics": []})
+            return
+        self._adopt(frontend_model, Executable({}, [], frontend_model.dtype, seed))
+
+    def _adopt(self, frontend_model, executable):
+        """Hold a built frontend model: its weights move into the executable."""
         self.frontend = frontend_model
         self.name = frontend_model.name
-        self.seed = seed
         layout, offset = [], 0
         for w in frontend_model.weights:
             layout.append({"node": w.node, "layer": w.layer, "name": w.name, "offset": offset, "shape": list(w.shape)})
             offset += int(np.prod(w.shape))
-        exe = Executable({}, layout, frontend_model.dtype, seed)
+        exe = Executable({}, layout, frontend_model.dtype)
+        exe.random = executable.random   # the random stream (initializers aside) carries on
         exe.set_weights([w.value for w in frontend_model.weights])
         for w in frontend_model.weights:   # the executable holds them now: a second copy for the
             w.value = None                 # model's life added a third to a large model's RSS
         info = {"input_names": [i.name for i in frontend_model.inputs],
                 "input_shapes": [list(i.shape) for i in frontend_model.inputs],
-                "output_names": list(frontend_model.output_names), "metrics": [], "dtype": frontend_model.dtype}
-        super().__init__(exe, info)
-        self.compiled = {}        # kind -> kgraph.passes.Compiled, for `kgraph inspect`
-        self.device = "cpu"
-        self.compile_args = None
-        self.strategy = distribute.get_strategy()
+                "output_names": list(frontend_model.output_names), "metrics": [], "dtype": frontend_model.dtype,
+                "token_inputs": _token_inputs(frontend_model)}
+        CompiledModel.__init__(self, exe, info)
+
+    # ------------------------------------------------------------------ building
+    @property
+    def built(self) -> bool:
+        return self.frontend is not None
+
+    def build(self, input_shape) -> None:
+        """As keras.Model.build: input_shape is (None, ...) for one input, a list of them for several."""
+        if self.built:
+            return
+        shapes = [input_shape] if _is_shape(input_shape) else list(input_shape)
+        self._adopt(build_model(self.config, seed=self.seed, input_shapes=shapes), self.executable)
+        if self.pending_compile is not None:
+            args, self.pending_compile = self.pending_compile, None
+            self.compile(**args)
+
+    def _build_from(self, x) -> None:
+        """Build an unbuilt model from the shapes of its first data (arrays, a list or a dict of them)."""
+        if self.built or x is None:
+            return
+        names = [name for name, _ in config_inputs(self.config)]
+        if isinstance(x, dict):
+            x = [x[n] for n in names if n in x] if all(n in x for n in names) else list(x.values())
+        one_per_input = isinstance(x, (list, tuple)) and len(x) == len(names) and \
+            all(isinstance(a, np.ndarray) for a in x)
+        xs = list(x) if one_per_input or (isinstance(x, (list, tuple)) and len(names) > 1) else [x]
+        try:
+            shapes = [(None, *np.shape(a)[1:]) for a in xs]
+        except ValueError:
+            return   # ragged data: the checks in fit/predict name the problem
+        self.build(shapes if len(shapes) > 1 else shapes[0])
+
+    def _require_built(self, what: str):
+        if not self.built:
+            raise ValueError(f"model {self.name!r} is not built yet: its config declares no input shape. "
+                             f"It builds on its first fit/evaluate/predict or model.build(input_shape), before {what}")
 
     # ------------------------------------------------------------------ description
     def summary(self, line_length=None, print_fn=None):
-        self.frontend.summary(print_fn=print_fn or print, line_length=line_length)
+        print_fn = print_fn or print
+        if not self.built:
+            print_fn(f'Model: "{self.name}" (not built yet: its config declares no input shape; it builds on its '
+                     f"first fit, evaluate or predict, or on model.build(input_shape))")
+            return
+        self.frontend.summary(print_fn=print_fn, line_length=line_length)
+        print_fn(cost_line(self.frontend))
 
     def count_params(self) -> int:
+        self._require_built("count_params()")
         return self.frontend.count_params()
 
     def to_json(self, **kwargs) -> str:
-        return json.dumps(self.frontend.config, **kwargs)
+        return json.dumps(self.config, **kwargs)
 
     def to_yaml(self, **kwargs) -> str:
         import yaml
 
-        return yaml.safe_dump(self.frontend.config, **kwargs)
+        return yaml.safe_dump(self.config, **kwargs)
+
+    def get_config(self) -> dict:
+        return self.config.get("config", self.config)
 
     @property
     def input_names(self):
@@ -82,6 +147,74 @@ class Model(CompiledModel):
     @property
     def output_names(self):
         return self.info["output_names"]
+
+    @property
+    def layers(self) -> list:
+        """The layers, as keras.Model.layers lists them (a Sequential leaves out its InputLayer)."""
+        self._require_built("its layers exist")
+        return [Layer(self, info) for info in self.frontend.layers]
+
+    def get_layer(self, name=None, index=None):
+        """As keras.Model.get_layer: by name or by index in model.layers."""
+        layers = self.layers
+        if index is not None:
+            if name is not None:
+                raise ValueError("give either name or index, not both")
+            if not -len(layers) <= index < len(layers):
+                raise ValueError(f"was asked to retrieve layer at index {index} but the model only has "
+                                 f"{len(layers)} layers")
+            return layers[index]
+        for layer in layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"no such layer: {name}. Existing layers are: {[l.name for l in layers]}")
+
+    @property
+    def weights(self) -> list:
+        """Every weight (kgraph.models.Weight: name, path, shape, numpy(), assign()), get_weights' order."""
+        if not self.built:
+            return []
+        return [Weight(self, k, spec) for k, spec in enumerate(self.frontend.weights)]
+
+    @property
+    def trainable_weights(self) -> list:
+        return [w for w in self.weights if w.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list:
+        return [w for w in self.weights if not w.trainable]
+
+    @property
+    def inputs(self) -> list:
+        self._require_built("it has inputs")
+        return [TensorSpec(i.name, tuple(i.shape), i.dtype) for i in self.frontend.inputs]
+
+    @property
+    def outputs(self) -> list:
+        self._require_built("it has outputs")
+        graph = self.frontend.lower(training=False)
+        shapes = [(None, *graph.type(graph.outputs[f"output:{k}"]).shape[1:]) for k in range(len(self.output_names))]
+        return [TensorSpec(n, s, self.frontend.dtype) for n, s in zip(self.output_names, shapes)]
+
+    @property
+    def input_shape(self):
+        """(None, ...) for one input, a list of them for several (as Keras 2's model.input_shape)."""
+        shapes = [t.shape for t in self.inputs]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def output_shape(self):
+        shapes = [t.shape for t in self.outputs]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    def __call__(self, x, training=False):
+        """model(x): the outputs for x as NumPy arrays (the inference step, as model(x, training=False))."""
+        if training:
+            raise NotImplementedError("model(x, training=True) is not supported: kgraph runs the training "
+                                      "forward pass only inside fit/train_on_batch")
+        self._build_from(x)
+        n = len(self._inputs(x)[0])
+        return self.predict(x, batch_size=max(1, n), verbose=0)
 
     # ------------------------------------------------------------------ compilation
     def _build(self, kind, losses=None, optimizer=None):
@@ -139,6 +272,17 @@ class Model(CompiledModel):
                                                            or steps_per_execution < 1):
             raise ValueError(f"steps_per_execution must be a positive integer, got {steps_per_execution!r}")
         self.steps_per_execution = None if steps_per_execution in (None, "auto") else int(steps_per_execution)
+        if not self.built:   # checked now, compiled when the model builds from its first data
+            optimizers_mod.get(optimizer)
+            for entry in (loss.values() if isinstance(loss, dict) and "class_name" not in loss
+                          else loss if isinstance(loss, (list, tuple)) else [loss]):
+                if entry is not None:
+                    losses_mod.get(entry)
+            self.pending_compile = {"optimizer": optimizer, "loss": loss, "metrics": metrics,
+                                    "loss_weights": loss_weights, "device": device,
+                                    "steps_per_execution": steps_per_execution}
+            self.optimizer = optimizers_mod.get(optimizer)
+            return
         outputs = self.output_names
         opt = optimizers_mod.get(optimizer)
         specs = [losses_mod.get(l) if l is not None else None for l in _per_output(loss, outputs, "loss")]
@@ -149,6 +293,9 @@ class Model(CompiledModel):
         out_units = [self.frontend_output_units(k) for k in range(len(outputs))]
         self.info["metrics"] = _resolve_metrics(metrics, outputs, specs, out_units)
         self.info["losses"] = specs
+        # per output with a loss: what its targets are checked against (class ids below `classes`)
+        self.info["targets"] = [{"loss": spec["name"], "classes": units if LOSSES[spec["name"]][2] else None}
+                                for spec, units in zip(specs, out_units) if spec is not None]
         self.strategy = distribute.get_strategy() or self.strategy
         self._use_device("cpu" if device == "auto" and self.strategy is not None else device)
         if self.strategy is not None and self.device == "cuda":
@@ -166,6 +313,7 @@ class Model(CompiledModel):
     def save(self, filepath, overwrite=True, include_optimizer=True):
         """A .keras archive (or legacy .h5) that Keras's load_model opens; with the optimizer's
         state, so training resumes exactly. Written atomically."""
+        self._require_built("save()")
         if not overwrite and Path(filepath).exists():
             raise FileExistsError(filepath)
         if not str(filepath).endswith((".keras", ".h5", ".hdf5")):
@@ -174,16 +322,26 @@ class Model(CompiledModel):
 
     def save_weights(self, filepath, overwrite=True):
         """.weights.h5 (Keras 3), .h5 (Keras 2 layout) or .npz, by extension; written atomically."""
+        if not str(filepath).lower().endswith((".npz", ".h5", ".hdf5")):
+            raise ValueError(f"{filepath}: weight files end in .weights.h5 (Keras 3), .h5 (Keras 2) or .npz")
+        self._require_built("save_weights()")
         if not overwrite and Path(filepath).exists():
             raise FileExistsError(filepath)
         saving.save_weights(self, filepath)
 
     def load_weights(self, filepath):
+        self._require_built("load_weights()")
         saving.load_weights(self, filepath)
+
+    def set_weights(self, weights) -> None:
+        if weights and not self.built:
+            self._require_built("set_weights()")
+        super().set_weights(weights)
 
     def export(self, directory) -> Path:
         """Write a runnable trainer: the generated steps, manifest.json, weights.npz and train.py,
         which needs only kgraph's runtime (`python DIR/train.py --data ...`)."""
+        self._require_built("export()")
         if self.compile_args is None:
             raise RuntimeError("compile the model before exporting a trainer")
         if self.device != "cpu":
@@ -211,10 +369,210 @@ class Model(CompiledModel):
         shape = graph.type(graph.outputs[f"output:{k}"]).shape
         return shape[-1] if shape else 1
 
-    def predict(self, x, batch_size=None, verbose="auto", callbacks=None):
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        if is_batch_source(x) and not self.built:
+            x = _PeekedBatches(x)
+            self._build_from(x.first_x())
+        self._build_from(x if not is_batch_source(x) else None)
+        self._require_built("predict()")
         if "predict" not in self.executable.steps:
             self._build("predict")
-        return super().predict(x, batch_size=batch_size, verbose=verbose, callbacks=callbacks)
+        return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        x = self._build_from_source(x)
+        self._announce_step_cost(CompiledModel.fit, x, y, *args, **kwargs)
+        return super().fit(x, y, *args, **kwargs)
+
+    LARGE_STEP_FLOP = 2e11   # about a second of float32 GEMMs on a 2-core machine
+
+    def _announce_step_cost(self, loop, *args, **kwargs):
+        """Say what a step costs before a fit whose steps take seconds (a VGG16 on a CPU), so a user
+        knows what to expect instead of watching "Epoch 1/..." for minutes."""
+        try:
+            bound = inspect.signature(loop).bind(self, *args, **kwargs).arguments
+        except TypeError:
+            return   # the loop itself names the wrong arguments
+        batch, verbose = bound.get("batch_size") or 32, bound.get("verbose", "auto")
+        flop = 3 * step_cost(self.frontend)["forward_flops"] * (batch if isinstance(batch, int) else 32)
+        if verbose != 0 and self.is_chief and flop > self.LARGE_STEP_FLOP:
+            print(f"kgraph: one training step at batch {batch} is about {flop / 1e12:.2g} TFLOP of matrix products: "
+                  f"about {flop / 3e11:.0f} s at 300 GFLOP/s (summary() shows the cost per sample)", flush=True)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        x = self._build_from_source(x)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def train_on_batch(self, x, y, *args, **kwargs):
+        self._build_from(x)
+        return super().train_on_batch(x, y, *args, **kwargs)
+
+    def test_on_batch(self, x, y, *args, **kwargs):
+        self._build_from(x)
+        return super().test_on_batch(x, y, *args, **kwargs)
+
+    def _build_from_source(self, x):
+        """Build an unbuilt model from arrays, or from the first batch of a generator (which is then
+        given back whole)."""
+        if not self.built and is_batch_source(x):
+            x = _PeekedBatches(x)
+            self._build_from(x.first_x())
+        self._build_from(x if not is_batch_source(x) else None)
+        if not self.built:
+            raise ValueError(f"model {self.name!r} is not built: give data (x) to build it from")
+        return x
+
+    def _require_compiled(self):
+        if not self.built and self.pending_compile is not None:
+            raise RuntimeError(f"model {self.name!r} is not built yet: give it data or call model.build(input_shape)")
+        super()._require_compiled()
+
+
+class TensorSpec:
+    """What model.inputs and model.outputs hold: a name, a (None, ...) shape and a dtype."""
+
+    def __init__(self, name, shape, dtype):
+        self.name, self.shape, self.dtype = name, tuple(shape), dtype
+
+    def __repr__(self):
+        return f"<TensorSpec name={self.name}, shape={self.shape}, dtype={self.dtype}>"
+
+
+class Weight:
+    """One of the model's weights, as a Keras Variable shows it: name, path, shape, dtype,
+    trainable, numpy() and assign(value), read and written through the model."""
+
+    def __init__(self, model, index, spec):
+        self._model, self._index = model, index
+        self.name = spec.name
+        self.path = "/".join((*spec.path, spec.layer, spec.name))
+        self.shape = tuple(spec.shape)
+        self.dtype = model.frontend.dtype
+        self.trainable = spec.trainable
+
+    def numpy(self) -> np.ndarray:
+        return self._model.executable.get_weights()[self._index]
+
+    def assign(self, value) -> None:
+        weights = self._model.get_weights()
+        weights[self._index] = np.asarray(value, self.dtype).reshape(self.shape) \
+            if np.size(value) == np.prod(self.shape) else np.asarray(value)
+        self._model.set_weights(weights)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.numpy() if dtype is None else self.numpy().astype(dtype)
+
+    def __repr__(self):
+        return f"<Weight path={self.path}, shape={self.shape}, dtype={self.dtype}>"
+
+
+class Layer:
+    """A layer as keras.Model.layers shows it: name, class_name, trainable, its weights (read and
+    written through the model: get_weights, set_weights, weights), output_shape, get_config."""
+
+    def __init__(self, model, info):
+        self._model, self._info = model, info
+        self.name = info.name
+        self.class_name = info.class_name
+        desc = next(l for l in model.frontend.desc.layers if l.name == info.name)
+        self._config = desc.config
+        self.trainable = bool(desc.config.get("trainable", True))
+        self._indices = [k for k, w in enumerate(model.frontend.weights) if (w.path[:1] or (w.layer,)) == (info.name,)]
+
+    @property
+    def weights(self) -> list:
+        return [w for k, w in enumerate(self._model.weights) if k in self._indices]
+
+    @property
+    def trainable_weights(self) -> list:
+        return [w for w in self.weights if w.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list:
+        return [w for w in self.weights if not w.trainable]
+
+    def get_weights(self) -> list:
+        everything = self._model.get_weights()
+        return [everything[k] for k in self._indices]
+
+    def set_weights(self, weights) -> None:
+        weights = list(weights)
+        if len(weights) != len(self._indices):
+            raise ValueError(f"layer {self.name!r} expects {len(self._indices)} weights, got {len(weights)}")
+        everything = self._model.get_weights()
+        for k, w in zip(self._indices, weights):
+            w = np.asarray(w)
+            if w.shape != everything[k].shape:
+                raise ValueError(f"layer {self.name!r}: weight {k - self._indices[0]} has shape "
+                                 f"{everything[k].shape}, got {w.shape}")
+            everything[k] = w
+        self._model.set_weights(everything)
+
+    def count_params(self) -> int:
+        return self._info.params
+
+    @property
+    def output_shape(self):
+        shapes = self._info.output_shapes
+        return shapes[-1] if shapes else None
+
+    def get_config(self) -> dict:
+        return dict(self._config)
+
+    def __repr__(self):
+        return f"<{self.class_name} name={self.name}>"
+
+
+class _PeekedBatches:
+    """A generator or iterable of batches whose first batch was read to build the model: it gives
+    that batch back first, then the rest."""
+
+    def __init__(self, source):
+        self._iterator = iter(source)
+        self._first = [next(self._iterator)]
+        self._length = getattr(source, "__len__", None)
+
+    def first_x(self):
+        item = self._first[0]
+        return item[0] if isinstance(item, tuple) else item
+
+    def __iter__(self):
+        first, self._first = self._first, []
+        yield from first
+        yield from self._iterator
+
+    def __len__(self):
+        if self._length is None:
+            raise TypeError("a generator has no length")
+        return self._length()
+
+
+def _is_shape(value) -> bool:
+    return isinstance(value, (tuple, list)) and all(d is None or isinstance(d, int) for d in value)
+
+
+def _config_name(config) -> str:
+    """The name the frontend gives the model (Keras 2.1's Sequential config is a bare layer list)."""
+    cfg = config.get("config")
+    return (cfg.get("name") if isinstance(cfg, dict) else None) or str(config.get("class_name", "model")).lower()
+
+
+def _token_inputs(frontend_model) -> list:
+    """[{"input": index, "limit": input_dim, "layer"}] for each Embedding that reads a model input
+    (through reshapes and the like): the ids checked before each step."""
+    graph = frontend_model.lower(training=False)
+    inputs = {i.node: k for k, i in enumerate(frontend_model.inputs)}
+    out = []
+    for node in graph.nodes():
+        if node.op != "gather":
+            continue
+        source = node.inputs[1]
+        while graph.node(source).op in ("reshape", "transpose", "copy") and graph.node(source).inputs:
+            source = graph.node(source).inputs[0]
+        if source in inputs:
+            out.append({"input": inputs[source], "limit": int(graph.type(node.inputs[0]).shape[0]),
+                        "layer": node.id})
+    return out
 
 
 def _stem(name: str) -> str:
@@ -268,7 +626,10 @@ def _resolve_metrics(metrics, outputs, specs, out_units):
 # ---------------------------------------------------------------------- constructors
 
 def model_from_config(config: dict, seed: int | None = None) -> Model:
-    return Model(build_model(config, seed=seed), seed=seed)
+    try:
+        return Model(build_model(config, seed=seed), seed=seed)
+    except NotBuiltError:   # no input shape: it builds from its first data, as in Keras
+        return Model(seed=seed, config=config)
 
 
 def model_from_json(json_string: str, custom_objects=None, seed: int | None = None) -> Model:

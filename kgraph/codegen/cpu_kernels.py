@@ -86,7 +86,10 @@ def softmax_ce_grad_rows(z, t, g, out):
 @jit
 def sparse_softmax_ce_rows(z, labels, out):
     for i in range(z.shape[0]):
-        out[i] = _log_sum_exp(z, i) - z[i, labels[i]]
+        if 0 <= labels[i] < z.shape[1]:   # ids outside the row are refused before the step; never read
+            out[i] = _log_sum_exp(z, i) - z[i, labels[i]]
+        else:
+            out[i] = _log_sum_exp(z, i)
 
 
 @jit
@@ -95,20 +98,24 @@ def sparse_softmax_ce_grad_rows(z, labels, g, out):
         lse = _log_sum_exp(z, i)
         for j in range(z.shape[1]):
             out[i, j] = math.exp(z[i, j] - lse) * g[i]
-        out[i, labels[i]] -= g[i]
+        if 0 <= labels[i] < z.shape[1]:
+            out[i, labels[i]] -= g[i]
 
 
 @jit
 def pick_rows(p, labels, out):
     for i in range(p.shape[0]):
-        out[i] = p[i, labels[i]]
+        out[i] = 0
+        if 0 <= labels[i] < p.shape[1]:
+            out[i] = p[i, labels[i]]
 
 
 @jit
 def unpick_rows(g, labels, out):
     out[:] = 0
     for i in range(out.shape[0]):
-        out[i, labels[i]] = g[i]
+        if 0 <= labels[i] < out.shape[1]:
+            out[i, labels[i]] = g[i]
 
 
 @jit
@@ -433,15 +440,21 @@ def reduce_max_3d(x, out):
 
 @jit
 def gather_rows(table, ids, out):
+    """out[n] = table[int(ids[n])]. An id outside the table (or NaN) reads zeros, as TensorFlow's
+    GPU gather does: the data checks refuse such ids first, and no id can read out of bounds."""
     for n in range(ids.shape[0]):
-        out[n, :] = table[int(ids[n]), :]
+        if 0 <= ids[n] < table.shape[0]:
+            out[n, :] = table[int(ids[n]), :]
+        else:
+            out[n, :] = 0
 
 
 @jit
 def scatter_add_rows(g, ids, out):
     out[:] = 0
     for n in range(ids.shape[0]):
-        out[int(ids[n]), :] += g[n, :]
+        if 0 <= ids[n] < out.shape[0]:   # as gather_rows: an id outside the table adds nowhere
+            out[int(ids[n]), :] += g[n, :]
 
 
 @jit

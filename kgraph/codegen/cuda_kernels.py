@@ -218,7 +218,10 @@ def softmax_ce_grad_rows(z, t, g, out):
 def sparse_softmax_ce_rows(z, labels, out):
     i = cuda.grid(1)
     if i < z.shape[0]:
-        out[i] = _log_sum_exp(z, i) - z[i, labels[i]]
+        if 0 <= labels[i] < z.shape[1]:   # ids outside the row are refused before the step; never read
+            out[i] = _log_sum_exp(z, i) - z[i, labels[i]]
+        else:
+            out[i] = _log_sum_exp(z, i)
 
 
 @cuda.jit
@@ -228,14 +231,17 @@ def sparse_softmax_ce_grad_rows(z, labels, g, out):
         lse = _log_sum_exp(z, i)
         for j in range(z.shape[1]):
             out[i, j] = math.exp(z[i, j] - lse) * g[i]
-        out[i, labels[i]] -= g[i]
+        if 0 <= labels[i] < z.shape[1]:
+            out[i, labels[i]] -= g[i]
 
 
 @cuda.jit
 def pick_rows(p, labels, out):
     i = cuda.grid(1)
     if i < p.shape[0]:
-        out[i] = p[i, labels[i]]
+        out[i] = 0
+        if 0 <= labels[i] < p.shape[1]:
+            out[i] = p[i, labels[i]]
 
 
 @cuda.jit
@@ -244,7 +250,8 @@ def unpick_rows(g, labels, out):
     if i < out.shape[0]:
         for j in range(out.shape[1]):
             out[i, j] = 0
-        out[i, labels[i]] = g[i]
+        if 0 <= labels[i] < out.shape[1]:
+            out[i, labels[i]] = g[i]
 
 
 # ---------------------------------------------------------------- reductions, broadcasts, copies
@@ -464,7 +471,9 @@ def gather_rows(table, ids, out):
     t = cuda.grid(1)
     if t < out.size:
         n, j = t // out.shape[1], t % out.shape[1]
-        out[n, j] = table[int(ids[n]), j]
+        out[n, j] = 0
+        if 0 <= ids[n] < table.shape[0]:   # as the CPU's: an id outside the table reads zeros
+            out[n, j] = table[int(ids[n]), j]
 
 
 @cuda.jit
@@ -474,7 +483,8 @@ def scatter_add_rows(g, ids, out):
     t = cuda.grid(1)
     if t < g.size:
         n, j = t // g.shape[1], t % g.shape[1]
-        cuda.atomic.add(out, (int(ids[n]), j), g[n, j])
+        if 0 <= ids[n] < out.shape[0]:
+            cuda.atomic.add(out, (int(ids[n]), j), g[n, j])
 
 
 @cuda.jit

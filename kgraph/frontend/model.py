@@ -87,6 +87,22 @@ def _declared_shape(layer) -> tuple | None:
     return shape if shape is None else (None, *shape[1:])
 
 
+def _given_shape(shape, declared, name) -> tuple:
+    """A build() input shape, batch axis first as in Keras's build((None, 64)), as (None, ...)."""
+    try:
+        shape = tuple(None if d is None else int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise ConfigError(f"input {name!r}: input shape {shape!r} is not a tuple of integers") from None
+    if declared is not None:
+        if shape[1:] != declared[1:]:
+            raise ConfigError(f"input {name!r} is declared {shape_str(declared)}, got input shape {shape_str(shape)}")
+        return declared
+    if not shape or any(d is None or d < 1 for d in shape[1:]):
+        raise ConfigError(f"input {name!r}: input shape {shape_str(shape)} needs positive sizes for every axis "
+                          "but the batch")
+    return (None, *shape[1:])
+
+
 class _ShapePass:
     """The build-time walk: output shapes, weight declarations per layer, summary rows."""
 
@@ -221,8 +237,22 @@ def _layer_infos(desc, shapes, weights) -> list:
     return infos
 
 
-def build_model(config: dict, seed: int | None = None, dtype: str = "float32") -> FrontendModel:
-    """Validate a Keras model config and build its FrontendModel with fresh initial weights."""
+class NotBuiltError(ConfigError):
+    """A model whose config declares no input shape: Keras builds it from its first data."""
+
+
+def config_inputs(config: dict) -> list:
+    """[(name, declared (None, ...) shape or None)] of the model's inputs, in Keras order."""
+    desc = describe(config)
+    by_name = {layer.name: layer for layer in desc.layers}
+    return [(ref[0], _declared_shape(by_name[ref[0]]) if ref[0] in by_name else None) for ref in desc.inputs]
+
+
+def build_model(config: dict, seed: int | None = None, dtype: str = "float32",
+                input_shapes: list | None = None) -> FrontendModel:
+    """Validate a Keras model config and build its FrontendModel with fresh initial weights.
+    input_shapes: one shape per model input ((None, ...) or without the batch axis), for inputs
+    the config leaves undeclared, as Keras's build(input_shape); a declared shape must agree."""
     if dtype not in DTYPES:
         raise ConfigError(f"unsupported dtype {dtype!r}; supported: {', '.join(DTYPES)}")
     desc = describe(config)
@@ -230,12 +260,16 @@ def build_model(config: dict, seed: int | None = None, dtype: str = "float32") -
     _refuse_unsupported(desc)
     _check_layers(desc, keras)
     by_name = {layer.name: layer for layer in desc.layers}
+    if input_shapes is not None and len(input_shapes) != len(desc.inputs):
+        raise ConfigError(f"model {desc.name!r} has {len(desc.inputs)} inputs, got {len(input_shapes)} input shapes")
     in_shapes = []
-    for ref in desc.inputs:
+    for k, ref in enumerate(desc.inputs):
         shape = _declared_shape(by_name[ref[0]]) if ref[0] in by_name else None
-        if shape is None:
-            raise ConfigError(f"model {desc.name!r}: input {ref[0]!r} has no declared shape")
-        in_shapes.append(shape)
+        given = None if input_shapes is None else _given_shape(input_shapes[k], shape, ref[0])
+        if shape is None and given is None:
+            raise NotBuiltError(f"model {desc.name!r}: input {ref[0]!r} has no declared shape; the model builds "
+                                "from its first data (fit, evaluate, predict) or build(input_shape)")
+        in_shapes.append(shape or given)
     shape_pass = _ShapePass()
     run_graph(desc, in_shapes, shape_pass.apply)
     weights = _weight_specs(desc, shape_pass.decls, np.random.default_rng(seed), dtype)

@@ -18,6 +18,35 @@ def _memory(nbytes: float) -> str:
     return f"{nbytes:.2f} PB"
 
 
+def _per_sample(shape) -> int:
+    return int(np.prod([1 if d == "B" else d for d in shape]))
+
+
+def step_cost(model) -> dict:
+    """What one sample costs in the forward pass: GEMM FLOPs (Dense, convolutions as im2col + GEMM)
+    and the bytes of every value it computes (what training may keep for the backward pass). A
+    training step does about 3x the forward FLOPs (the input and weight gradients are GEMMs too)."""
+    graph = model.lower(training=False)
+    flops, values = 0, 0
+    for node in graph.nodes():
+        if node.is_source:
+            continue
+        values += _per_sample(node.type.shape) * np.dtype(node.type.dtype).itemsize
+        if node.op in ("matmul", "fused_dense"):
+            a = graph.type(node.inputs[0]).shape
+            inner = a[-2] if node.attrs.get("transpose_a") else a[-1]
+            flops += 2 * _per_sample(node.type.shape) * int(inner)
+    return {"forward_flops": flops, "value_bytes": values}
+
+
+def _flops(n: float) -> str:
+    for unit in ("", "K", "M", "G", "T", "P"):
+        if n < 1000:
+            return f"{n:.3g} {unit}FLOP"
+        n /= 1000
+    return f"{n:.3g} EFLOP"
+
+
 def _sequential_like(desc) -> bool:
     """Keras's test: a chain with one input tensor per call, no shared layers, no branches."""
     if desc.class_name == "Sequential":
@@ -108,3 +137,11 @@ def format_summary(model, line_length=None) -> str:
     for label, n in (("Total", total), ("Trainable", trainable), ("Non-trainable", total - trainable)):
         lines.append(f" {label} params: {n:,} ({_memory(n * size)})")
     return "\n".join(lines)
+
+
+def cost_line(model) -> str:
+    """The line kgraph adds under Keras's table: what a sample costs, so a large model's step time
+    is no surprise."""
+    cost = step_cost(model)
+    return (f" Per sample: {_flops(cost['forward_flops'])} forward (a training step about 3x), "
+            f"{_memory(cost['value_bytes'])} of activations")

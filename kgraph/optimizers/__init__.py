@@ -18,7 +18,8 @@ class Optimizer:
                              + ", ".join(f"{k}={v}" for k, v in clipping.items()))
         if isinstance(learning_rate, dict):
             learning_rate = schedules.deserialize(learning_rate)
-        self._learning_rate = learning_rate if isinstance(learning_rate, LearningRateSchedule) else float(learning_rate)
+        self._learning_rate = learning_rate if isinstance(learning_rate, LearningRateSchedule) \
+            else _finite(learning_rate, "learning_rate")
         self.options = {"weight_decay": weight_decay, **clipping}
         self.hyper = hyper
         self.name = name or type(self).__name__.lower()
@@ -35,7 +36,7 @@ class Optimizer:
         if isinstance(self._learning_rate, LearningRateSchedule):
             raise TypeError("This optimizer was created with a `LearningRateSchedule` object as its "
                             "`learning_rate` constructor argument, hence its learning rate is not settable.")
-        self._learning_rate = float(value)
+        self._learning_rate = _finite(value, "learning_rate")
 
     def current_learning_rate(self) -> float:
         return self.learning_rate
@@ -162,3 +163,14 @@ def get(identifier) -> Optimizer:
 
 
 __all__ = ["Optimizer", "get", "schedules", *(c.__name__ for c in ALL.values())]
+
+
+def _finite(value, name) -> float:
+    """A hyper-parameter as a float: a number, and finite (a NaN rate would train to NaN silently)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return number

@@ -9,12 +9,15 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..callbacks import Callback, CallbackList, History, ProgbarLogger
+from . import checks
 from .batches import ArrayBatches, EpochIterator, IterableBatches, is_batch_source
+from .checks import DataError  # noqa: F401  (kgraph.runtime.model.DataError, as before)
 from .executable import Executable
 from .files import atomic_write, read_npz_weights, write_npz_weights
 from .metrics import Mean, build
@@ -34,8 +37,29 @@ def _gives_threads_back(loop):
     return wrapper
 
 
-class DataError(ValueError):
-    """Data that does not fit the model: names both shapes."""
+def _shape_str(shape) -> str:
+    """(None, 10) or (None,), as Python prints a tuple."""
+    return str(tuple(shape))
+
+
+def _reshape_hint(got, want) -> str:
+    """A likely fix for an input of the wrong shape."""
+    if len(got) > 1 and np.prod(got[1:]) == np.prod([d for d in want[1:]]):
+        return f": the same number of values per sample; reshape with x.reshape(-1, {', '.join(map(str, want[1:]))})"
+    if len(got) == 1:
+        return ": one value per sample; if each row is a sample, x.reshape(-1, 1) or check the model's input"
+    return ""
+
+
+def _loss_hint(loss, got, want) -> str:
+    """The likely mix-up of one-hot and integer labels, named."""
+    if loss == "categorical_crossentropy" and len(got) <= 2 and (len(got) == 1 or got[1] == 1) and want[-1:] != (1,):
+        return (": integer labels with categorical_crossentropy: use sparse_categorical_crossentropy, "
+                "or one-hot labels")
+    if loss == "sparse_categorical_crossentropy" and len(got) == len(want) + 2:
+        return (": one-hot labels with sparse_categorical_crossentropy: use categorical_crossentropy, "
+                "or integer labels (y.argmax(-1))")
+    return ""
 
 
 class CompiledModel:
@@ -51,6 +75,7 @@ class CompiledModel:
         self.steps_per_execution = None   # compile()'s: steps a call of the compiled step runs in fit
         self.is_chief = True          # only the chief replica prints and writes files
         self.shuffle_random = executable.random
+        self._nonfinite_told = False   # a non-finite loss was reported
 
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> list:
@@ -71,47 +96,77 @@ class CompiledModel:
 
     # ------------------------------------------------------------------ data
     def _inputs(self, x) -> list:
+        """The model's inputs from one array, a list or tuple of them (Keras input order) or a dict
+        by input name: checked (numbers, shapes, finite, token ids in range) and as contiguous
+        arrays of the model's dtype."""
         names, shapes = self.info["input_names"], self.info["input_shapes"]
+        if x is None:
+            raise DataError("x is None: give the model's inputs (an array, or a list or dict of arrays)")
         if isinstance(x, dict):
             missing = [n for n in names if n not in x]
             if missing:
-                raise DataError(f"inputs {missing} are missing; the model's inputs are {names}")
+                raise DataError(f"inputs {missing} are missing; the model's inputs are {names}, got {sorted(x)}")
             x = [x[n] for n in names]
+        if isinstance(x, (list, tuple)) and len(names) == 1 and len(x) != 1:
+            x = [x]   # one input given as nested lists of numbers (as np.asarray reads them)
         xs = list(x) if isinstance(x, (list, tuple)) else [x]
         if len(xs) != len(names):
-            raise DataError(f"the model has {len(names)} inputs ({', '.join(names)}), got {len(xs)} arrays")
+            raise DataError(f"the model has {len(names)} inputs ({', '.join(names)}), got a "
+                            f"{type(x).__name__} of {len(xs)} items")
+        tokens = {check["input"]: check for check in self.info.get("token_inputs", [])}
         out = []
-        for a, name, shape in zip(xs, names, shapes):
-            a = np.ascontiguousarray(a, dtype=self.info["dtype"])
+        for k, (a, name, shape) in enumerate(zip(xs, names, shapes)):
+            what = f"input {name!r}"
+            a = checks.as_array(a, what)
             if tuple(a.shape[1:]) != tuple(shape[1:]):
-                raise DataError(f"input {name!r}: data of shape {a.shape} does not match the model's "
-                                f"input shape {tuple(shape)}")
+                raise DataError(f"{what}: data of shape {a.shape} does not match the model's input shape "
+                                f"{_shape_str(shape)}" + _reshape_hint(a.shape, shape))
+            if k in tokens:   # ids an Embedding reads: in its table, whatever KGRAPH_ALLOW_NONFINITE says
+                checks.check_token_ids(a, tokens[k]["limit"], what, tokens[k]["layer"])
+            else:
+                checks.check_finite(a, what)
             out.append(a)
-        if len({len(a) for a in out}) > 1:
-            raise DataError(f"inputs have different numbers of samples: {[len(a) for a in out]}")
-        return out
+        checks.check_same_length([(f"input {n!r}", a) for n, a in zip(names, out)])
+        return [np.ascontiguousarray(a, dtype=self.info["dtype"]) for a in out]
 
     def _targets(self, y) -> list:
+        """The targets of the outputs with a loss, checked against each loss (class ids in range for
+        the sparse ones; a hint when one-hot and sparse labels are swapped)."""
         labels = self.executable.steps["test"]["labels"]
+        outputs = self._loss_outputs()
+        if y is None:
+            raise DataError("y is None: the model was compiled with a loss and needs targets (fit(x, y), or a "
+                            "generator of (x, y) batches)")
         if isinstance(y, dict):
-            y = [y[n] for n in self._loss_outputs()]
+            missing = [n for n in outputs if n not in y]
+            if missing:
+                raise DataError(f"targets for outputs {missing} are missing; the outputs with a loss are {outputs}")
+            y = [y[n] for n in outputs]
+        if isinstance(y, (list, tuple)) and len(labels) == 1 and len(y) != 1:
+            y = [y]
         ys = list(y) if isinstance(y, (list, tuple)) else [y]
         if len(ys) != len(labels):
-            raise DataError(f"the model has {len(labels)} outputs with a loss, got {len(ys)} target arrays")
+            raise DataError(f"the model has {len(labels)} outputs with a loss ({', '.join(outputs)}), got "
+                            f"{len(ys)} target arrays")
+        targets = self.info.get("targets") or [{}] * len(labels)
         out = []
-        for a, spec in zip(ys, labels):
-            a = np.asarray(a)
+        for a, spec, target, name in zip(ys, labels, targets, outputs):
+            what = f"targets of output {name!r}" if len(outputs) > 1 else "the targets (y)"
+            a = checks.as_array(a, what)
             want = tuple(spec["shape"][1:])
             if a.shape[1:] != want and a.shape[1:] == want + (1,):
                 a = a.reshape(a.shape[:-1])          # sparse labels given as (N, 1)
             elif a.shape[1:] != want and want == (1,) and a.ndim == 1:
                 a = a.reshape(-1, 1)                 # binary targets given as (N,)
             if a.shape[1:] != want:
-                raise DataError(f"targets of shape {a.shape} do not match the model's output "
-                                f"(expected (None, {', '.join(map(str, want))}))")
+                raise DataError(f"{what} have shape {a.shape}, the model's output needs "
+                                f"{_shape_str((None, *want))}" + _loss_hint(target.get("loss"), a.shape, want))
+            if target.get("classes"):
+                checks.check_class_ids(a, target["classes"], "class labels" if len(outputs) == 1 else what)
+            else:
+                checks.check_finite(a, what)
             out.append(np.ascontiguousarray(a, dtype=spec["dtype"]))
         return out
-
     def _loss_outputs(self) -> list:
         return [name for name, spec in zip(self.info["output_names"], self.info["losses"]) if spec is not None]
 
@@ -139,7 +194,8 @@ class CompiledModel:
             raise DataError(f"the model has {len(specs)} outputs with a loss, got {len(sws)} sample weight arrays")
         out = []
         for a, spec, y in zip(sws, specs, ys):
-            a = np.asarray(a, dtype=spec["dtype"])
+            a = checks.as_array(a, "sample_weight").astype(spec["dtype"])
+            checks.check_finite(a, "sample_weight")
             want = (len(y),) + tuple(spec["shape"][1:])
             if a.shape != want and a.size == int(np.prod(want)):
                 a = a.reshape(want)                  # (N, 1) weights for per-sample losses of shape (N,)
@@ -150,7 +206,10 @@ class CompiledModel:
 
     def _data(self, x, y, sample_weight=None, class_weight=None) -> tuple:
         xs, ys = self._inputs(x), self._targets(y)
-        return xs, ys, self._sample_weights(sample_weight, class_weight, ys)
+        sws = self._sample_weights(sample_weight, class_weight, ys)
+        checks.check_same_length([("x", xs[0])] + [(f"y[{i}]" if len(ys) > 1 else "y", a) for i, a in enumerate(ys)]
+                                 + [("sample_weight", a) for a in sws[:1]])
+        return xs, ys, sws
 
     def _batch_source(self, data, batch_size, shuffle=False, class_weight=None):
         """Batches from arrays (x, y[, sample_weight]) or from an iterable of such batches."""
@@ -185,6 +244,12 @@ class CompiledModel:
                                        lrs=opt.learning_rates(steps))
         opt.iterations += steps
         logs.update(outs, ys, len(xs[0]), steps)
+        if not self._nonfinite_told and not np.isfinite(outs["loss"]).all():
+            self._nonfinite_told = True   # once a model: every later step would say it again
+            warnings.warn(f"the loss is {np.ravel(outs['loss'])[~np.isfinite(np.ravel(outs['loss']))][0]} at training "
+                          f"step {opt.iterations - steps + 1}: the weights are no longer finite; lower the learning "
+                          "rate, check the data, or stop such runs with kgraph.callbacks.TerminateOnNaN()",
+                          RuntimeWarning, stacklevel=3)
 
     def _test_step(self, batch, logs, steps=1):
         xs, ys, sws = batch
@@ -207,17 +272,26 @@ class CompiledModel:
         """As keras.Model.fit. x may also be an iterable or generator of (x, y) or (x, y, sample_weight)
         batches; with steps_per_epoch, epochs draw that many batches from it in turn."""
         self._require_compiled()
-        batch_size = batch_size or 32
-        verbose = 1 if verbose == "auto" else verbose
+        batch_size = checks.positive_int(batch_size, "batch_size", allow_none=True) or 32
+        verbose = checks.check_verbose(verbose)
+        checks.check_fit_args(epochs, initial_epoch, validation_split, validation_data)
+        steps_per_epoch = checks.positive_int(steps_per_epoch, "steps_per_epoch", allow_none=True)
+        validation_steps = checks.positive_int(validation_steps, "validation_steps", allow_none=True)
         val = None
         if validation_data is not None:
             val = validation_data if is_batch_source(validation_data) else self._data(*validation_data)
         if is_batch_source(x):
             if validation_split:
                 raise ValueError("validation_split needs arrays; give validation_data with a generator")
+            if y is not None:
+                raise DataError("x is a generator or iterable of batches, so y must not be given: "
+                                "the batches carry their targets")
             train = x
         else:
             train = self._data(x, y, sample_weight, class_weight)
+            if validation_split and val is None and len(train[0][0]) < 2:
+                raise DataError(f"validation_split={validation_split} of {len(train[0][0])} sample leaves none "
+                                "to train on or none to validate")
             if validation_split and val is None:
                 split = int(math.floor(len(train[0][0]) * (1.0 - validation_split)))  # Keras keeps the last ones
                 val = tuple([a[split:] for a in group] for group in train)
@@ -294,8 +368,9 @@ class CompiledModel:
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False):
         self._require_compiled()
-        batch_size = batch_size or 32
-        verbose = 1 if verbose == "auto" else verbose
+        batch_size = checks.positive_int(batch_size, "batch_size", allow_none=True) or 32
+        verbose = checks.check_verbose(verbose)
+        steps = checks.positive_int(steps, "steps", allow_none=True)
         data = x if is_batch_source(x) else self._data(x, y, sample_weight)
         batches = EpochIterator(self._batch_source(data, batch_size), steps)
         cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1,
@@ -306,26 +381,56 @@ class CompiledModel:
         return logs.result() if return_dict else logs.as_list()
 
     @_gives_threads_back
-    def predict(self, x, batch_size=None, verbose="auto", callbacks=None):
-        batch_size = batch_size or 32
-        verbose = 1 if verbose == "auto" else verbose
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """As keras.Model.predict: x is arrays, or a generator / iterable of batches (x, or tuples
+        whose first item is x, as Keras takes them), of which `steps` batches are read if given."""
+        batch_size = checks.positive_int(batch_size, "batch_size", allow_none=True) or 32
+        verbose = checks.check_verbose(verbose)
+        steps = checks.positive_int(steps, "steps", allow_none=True)
+        if is_batch_source(x):
+            return self._predict_batches(x, steps, verbose, callbacks)
         xs = self._inputs(x)
         n = len(xs[0])
-        steps = max(1, math.ceil(n / batch_size))
-        cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1, steps=steps)
+        count = max(1, math.ceil(n / batch_size))
+        if steps is not None:
+            count = min(count, steps)
+        cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1, steps=count)
         cbs.on_predict_begin()
         outputs = None
-        for step in range(steps):
+        for step in range(count):
             cbs.on_predict_batch_begin(step)
             s = slice(step * batch_size, (step + 1) * batch_size)
-            outs = self.executable.run("predict", [a[s] for a in xs])
-            preds = [outs[f"output:{k}"] for k in range(len(self.info["output_names"]))]
+            preds = self._predict_step([a[s] for a in xs])
             if outputs is None:
-                outputs = [np.empty((n,) + p.shape[1:], p.dtype) for p in preds]
+                outputs = [np.empty((min(n, count * batch_size),) + p.shape[1:], p.dtype) for p in preds]
             for o, p in zip(outputs, preds):
                 o[s] = p
             cbs.on_predict_batch_end(step, {"outputs": preds})
         cbs.on_predict_end()
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def _predict_step(self, xs) -> list:
+        outs = self.executable.run("predict", xs)
+        return [outs[f"output:{k}"] for k in range(len(self.info["output_names"]))]
+
+    def _predict_batches(self, source, steps, verbose, callbacks):
+        cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1,
+                           steps=steps or _length(source))
+        cbs.on_predict_begin()
+        parts = []
+        for step, item in enumerate(source):
+            if steps is not None and step >= steps:
+                break
+            if isinstance(item, tuple) and len(item) in (1, 2, 3):   # (x,), (x, y), (x, y, sample_weight)
+                item = item[0]
+            cbs.on_predict_batch_begin(step)
+            preds = self._predict_step(self._inputs(item))
+            parts.append([p.copy() for p in preds])   # the step's outputs are views the next call reuses
+            cbs.on_predict_batch_end(step, {"outputs": preds})
+        cbs.on_predict_end()
+        if not parts:
+            raise DataError("predict() got a generator or iterable that yielded no batches")
+        outputs = [np.concatenate(column) for column in zip(*parts)]
         return outputs[0] if len(outputs) == 1 else outputs
 
     # ------------------------------------------------------------------ a compiled trainer on disk
@@ -370,6 +475,13 @@ def wants_every_batch(callback, hooks) -> bool:
         return False
     return any(getattr(getattr(callback, hook), "__func__", None) is not getattr(Callback, hook)
                for hook in hooks)
+
+
+def _length(source):
+    try:
+        return len(source)
+    except TypeError:
+        return None
 
 
 def _calls(batches, per_call):
