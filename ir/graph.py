@@ -22,7 +22,7 @@ SOURCE_OPS = {
     "param": "a trainable parameter",
     "state": "persistent non-trainable state (optimizer slots, step counter)",
     "scalar": "a runtime scalar (learning rate, ...)",
-    "rng": "a random mask filled by the runtime before each step",
+    "rng": "random values the runtime draws before each step (dropout keep masks, or normal draws)",
     "const": "a constant",
 }
 

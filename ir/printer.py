@@ -5,6 +5,8 @@ from __future__ import annotations
 def _fmt_attr(v):
     if isinstance(v, float):
         return f"{v:g}"
+    if isinstance(v, (list, tuple)) and len(v) > 8:  # a constant's values: a line, not a page
+        return "(" + ",".join(_fmt_attr(x) for x in v[:4]) + f",... {len(v)} values)"
     if isinstance(v, (list, tuple)):
         return "(" + ",".join(_fmt_attr(x) for x in v) + ("," if len(v) == 1 else "") + ")"
     return str(v)

@@ -290,6 +290,52 @@ def training_cnn():
     np.testing.assert_allclose(gpu.evaluate(x, y, verbose=0), cpu.evaluate(x, y, verbose=0), rtol=1e-5)
 
 
+def _extra_config():
+    """The preprocessing, activation and noise layers of kgraph/frontend/extra_layers.py on 3x4x2
+    images: constant nodes (per-channel values, resize matrices), normal draws, a penalty."""
+    def layer(cls, **config):
+        return {"module": "keras.layers", "class_name": cls, "config": config}
+    return {"module": "keras", "class_name": "Sequential", "config": {"name": "extra", "layers": [
+        layer("InputLayer", batch_shape=[None, 3, 4, 2], dtype="float32", name="image"),
+        layer("Rescaling", name="rescale", scale=[0.5, 2.0], offset=0.1),
+        layer("Resizing", name="resize", height=4, width=5),
+        layer("Normalization", name="norm", axis=-1, mean=[0.1, -0.2], variance=[1.5, 0.5]),
+        layer("Normalization", name="adapted", axis=-1),
+        layer("ReLU", name="relu", max_value=1.0, negative_slope=0.1, threshold=0.2),
+        layer("CenterCrop", name="crop", height=3, width=3),
+        layer("GaussianNoise", name="noise", stddev=0.3),
+        layer("PReLU", name="prelu", shared_axes=[1, 2],
+              alpha_initializer={"class_name": "Constant", "config": {"value": 0.2}}),
+        layer("ActivityRegularization", name="activity", l2=0.01),
+        layer("Reshape", name="rows", target_shape=[9, 2]),
+        layer("Softmax", name="softmax", axis=1),
+        layer("AlphaDropout", name="alpha_dropout", rate=0.2),
+        layer("Flatten", name="flat"),
+        layer("Dense", name="out", units=3, activation="softmax")]}}
+
+
+def training_extra():
+    """Two Adam steps of _extra_config in the simulator and on the CPU backend (the same noise:
+    both draw it on the host), then a test and a predict step: the same numbers to 1e-5."""
+    import kgraph.models
+    from kgraph import optimizers
+
+    x, y = rand(3, 3, 4, 2), np.array([0, 2, 1], np.int32)
+    cpu, gpu = (kgraph.models.model_from_json(json.dumps(_extra_config()), seed=3) for _ in range(2))
+    weights = cpu.get_weights()
+    weights[:2] = [np.float32([0.3, -0.1]), np.float32([2.0, 0.7])]   # the adapted mean and variance
+    for model, device in ((cpu, "cpu"), (gpu, "cuda")):
+        model.set_weights(weights)
+        model.compile(optimizer=optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy",
+                      device=device)
+    for _ in range(2):
+        np.testing.assert_allclose(gpu.train_on_batch(x, y), cpu.train_on_batch(x, y), rtol=1e-5)
+    for u, v in zip(cpu.get_weights(), gpu.get_weights()):
+        np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gpu.evaluate(x, y, verbose=0), cpu.evaluate(x, y, verbose=0), rtol=1e-5)
+    np.testing.assert_allclose(gpu.predict(x, verbose=0), cpu.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
 def ptx():
     """Every kernel of the launchers of a few models, and every hand-written kernel, compiled to
     PTX for sm_90 with their argument types."""
@@ -358,5 +404,6 @@ def ptx():
 
 
 if __name__ == "__main__":
-    {"kernels": kernels, "training": training, "training_cnn": training_cnn, "ptx": ptx}[sys.argv[1]]()
+    {"kernels": kernels, "training": training, "training_cnn": training_cnn, "training_extra": training_extra,
+     "ptx": ptx}[sys.argv[1]]()
     print("ok")

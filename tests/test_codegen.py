@@ -15,7 +15,7 @@ from kgraph.runtime.loader import write_source
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 ARCHS = ["seq_mlp", "seq_shapes", "two_input_concat", "residual_add", "shared_layer", "nested", "merges",
-         "multi_output", "activations", "conv2d", "conv_layers", "norm_embed"]
+         "multi_output", "activations", "conv2d", "conv_layers", "norm_embed", "noise_layers", "preprocess"]
 VOCABULARY = {"norm_embed": 11}  # models whose input is token ids
 
 
@@ -95,8 +95,9 @@ def _check_train_step(config, optimizer, vocabulary=None, parts=1, max_threads=N
     """One compiled training step against the interpreter; `vocabulary`: the input is token ids;
     parts: compile the GEMMs split in that many parts; max_threads: cores the executable may use."""
     fm = build_model(config, seed=1)
-    kind = "train" if fm.weights else "test"   # a model of merge layers only has nothing to train
-    compiled, manifest = _compile(fm, kind, optimizer if fm.weights else None, parts)
+    trains = any(w.trainable for w in fm.weights)   # merge or preprocessing layers only: nothing to train
+    kind = "train" if trains else "test"
+    compiled, manifest = _compile(fm, kind, optimizer if trains else None, parts)
     layout, offset = [], 0
     for w in fm.weights:
         layout.append({"node": w.node, "offset": offset, "shape": list(w.shape)})
@@ -112,9 +113,10 @@ def _check_train_step(config, optimizer, vocabulary=None, parts=1, max_threads=N
     for step in (1, 2):
         feeds = _feeds(compiled, exe, inputs, labels, manifest, 0.01, step)
         outs = exe.run(kind, inputs, labels, lr=0.01, step=step)
-        for node in compiled.graph.sources("rng"):  # the dropout masks the step just drew
+        for node in compiled.graph.sources("rng"):  # the dropout masks (or normal draws) the step just drew
             feeds[node.id] = exe.rng_mask(kind, node.id, len(inputs[0]))
-            assert set(np.unique(feeds[node.id])) <= {0.0, np.float32(1 / (1 - node.attrs["rate"]))}
+            if node.attrs.get("dist") != "normal":
+                assert set(np.unique(feeds[node.id])) <= {0.0, np.float32(1 / (1 - node.attrs["rate"]))}
         env = ir.interpret(compiled.graph, feeds)
         np.testing.assert_allclose(outs["loss"][0], env[compiled.graph.outputs["loss"]], rtol=1e-5)
         for k in range(len(fm.output_names)):

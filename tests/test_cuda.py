@@ -42,6 +42,10 @@ def test_cnn_training_steps_in_simulator_match_the_cpu_backend():
     _passed(_check("training_cnn", simulator=True))
 
 
+def test_preprocessing_activation_and_noise_layers_in_simulator_match_the_cpu_backend():
+    _passed(_check("training_extra", simulator=True))
+
+
 def test_every_kernel_compiles_to_ptx_for_sm90():
     result = _check("ptx", simulator=False)
     missing = [line for line in result.stderr.splitlines()

@@ -218,6 +218,7 @@ FORWARD_CASES = [
     Case("fused_elementwise", [I(normal((B, 3), 57)), P(normal((3,), 58))],
          {"expr": ("op", "relu", (), ("op", "add", (), ("in", 0), ("in", 1)))}),
     Case("copy", [I(normal((B, 3), 59))]),
+    Case("constant", [], {"values": (1.5, -2.0, 0.25, 3.0, 0.0, -0.5), "shape": (2, 3)}),
     *[Case(op, [P(normal((3, 2), 60)), P(normal((3, 2), 61)),
                 *[P(np.full((3, 2), 0.5)) for _ in UPDATES[op].slots({**UPDATES[op].defaults, **hyper})],
                 *SHARED_VALUES], hyper, name=f"{op}_{k}")
@@ -414,6 +415,17 @@ def test_act_grad_is_the_activation_derivative(name, attrs):
     # the activation op itself is the same function as the table's
     if name != "linear":
         np.testing.assert_allclose(_fwd(name, x, **attrs), fwd(x, **attrs))
+
+
+def test_constant_holds_its_values_in_c_order_and_checks_their_count():
+    y = _fwd("constant", values=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0), shape=(3, 2), dtype="float64")
+    np.testing.assert_array_equal(y, [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    assert y.dtype == np.float64
+    g = ir.Graph()
+    with pytest.raises(ValueError, match="do not fill"):
+        g.constant(values=(1.0, 2.0), shape=(3,))
+    with pytest.raises(ValueError, match="fixed shape"):
+        g.constant(values=(1.0, 2.0), shape=("B",))
 
 
 def test_gelu_against_scipy_formulas():

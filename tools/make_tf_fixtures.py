@@ -570,6 +570,60 @@ FIDELITY_CASES.update({
     "bn_fold_sgd": (build_bn_fold, [(5, 5, 2)], sparse_targets, SPARSE, sgd_momentum, {"randomize": True}),
 })
 
+def leaky(K, slope):
+    """LeakyReLU's slope is negative_slope in Keras 3, alpha in tf-keras."""
+    return K.layers.LeakyReLU(**({"negative_slope": slope} if K is keras else {"alpha": slope}))
+
+
+def build_act_layers():
+    """The activation layers between Dense layers, and the noise layers at rate 0 (Keras draws
+    other random numbers than kgraph: only their identity can be compared in training)."""
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input(shape=(IN_DIM,)),
+        L.GaussianNoise(0.0), L.Dense(16), leaky(keras, 0.2),
+        L.GaussianDropout(0.0), L.Dense(16), L.PReLU(alpha_initializer=keras.initializers.Constant(0.25)),
+        L.AlphaDropout(0.0), L.Dense(16), L.ELU(alpha=0.7),
+        L.ActivityRegularization(l1=1e-3, l2=1e-2),
+        L.Dense(16), L.ReLU(max_value=1.5, negative_slope=0.1, threshold=0.05),
+        L.Dense(16), L.ReLU(max_value=6.0),
+        L.Dense(CLASSES), L.Softmax(),
+    ])
+
+
+def build_act_seq():
+    """PReLU with shared axes, a Softmax over the time axis, SpatialDropout1D at rate 0."""
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input(shape=(6, 4)),
+        L.Conv1D(5, 2, padding="same"), L.PReLU(shared_axes=[1]),
+        L.SpatialDropout1D(0.0), L.Softmax(axis=1), L.Flatten(),
+        L.Dense(CLASSES, activation="softmax"),
+    ])
+
+
+def build_preprocess_cnn():
+    """Rescaling (per channel), an adapted Normalization, Resizing and CenterCrop before a CNN."""
+    L = keras.layers
+    norm = L.Normalization()
+    norm.adapt(np.random.RandomState(7).normal(1.0, 2.0, size=(64, 9, 9, 3)).astype(np.float32))
+    return keras.Sequential([
+        keras.Input(shape=(7, 7, 3)),
+        L.Rescaling([0.5, 1.0, 2.0], offset=0.25),
+        L.Resizing(9, 9), norm, L.CenterCrop(6, 6),
+        L.Conv2D(4, 3, activation="relu"), L.SpatialDropout2D(0.0),
+        L.MaxPooling2D(2), L.Flatten(),
+        L.Dense(CLASSES, activation="softmax"),
+    ])
+
+
+FIDELITY_CASES.update({
+    "act_layers_adam": (build_act_layers, [IN_DIM], sparse_targets, SPARSE, adam),
+    "act_seq_sgd": (build_act_seq, [(6, 4)], sparse_targets, SPARSE, sgd_momentum),
+    "preprocess_cnn_adam": (build_preprocess_cnn, [(7, 7, 3)], sparse_targets, SPARSE, adam),
+})
+
+
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):
         return loss
@@ -929,6 +983,69 @@ def zoo_norm_embed(K):
     return K.Model(ids, [r, bn2], name="norm_embed")
 
 
+def zoo_act_layers(K):
+    """The activation layers, each option on a branch of its own (all model outputs)."""
+    x = K.Input(shape=(5, 4), name="x")
+    L = K.layers
+    outs = [
+        leaky(K, 0.3)(x), leaky(K, 0.05)(x),
+        L.ReLU(name="relu")(x), L.ReLU(max_value=6.0, name="relu6")(x),
+        L.ReLU(max_value=1.0, negative_slope=0.1, threshold=0.5, name="relu_all")(x),
+        L.ReLU(negative_slope=0.2, name="relu_leaky")(x),
+        L.ReLU(threshold=0.3, name="relu_threshold")(x),
+        L.ReLU(max_value=0.8, negative_slope=0.3, name="relu_capped")(x),
+        L.PReLU(name="prelu")(x), L.PReLU(shared_axes=[1], name="prelu_shared")(x),
+        L.ELU(name="elu")(x), L.ELU(alpha=0.4, name="elu_04")(x),
+        L.Softmax(name="softmax")(x), L.Softmax(axis=1, name="softmax_time")(x),
+    ]
+    return K.Model(x, outs, name="act_layers")
+
+
+def zoo_noise_layers(K):
+    """Noise and regularization layers are the identity at inference; Masking zeroes the steps
+    whose features all equal mask_value (zoo_inputs plants some)."""
+    x = K.Input(shape=(5, 4), name="x")
+    img = K.Input(shape=(4, 4, 3), name="img")
+    L = K.layers
+    h = L.Masking(mask_value=0.5, name="masking")(x)
+    h = L.SpatialDropout1D(0.3, name="spatial1d")(h)
+    h = L.GaussianNoise(0.5, name="noise")(h)
+    h = L.GaussianDropout(0.3, name="gdrop")(h)
+    h = L.AlphaDropout(0.2, name="adrop")(h)
+    h = L.ActivityRegularization(l1=0.1, l2=0.2, name="activity")(h)
+    out = L.Dense(3, name="dense")(h)
+    i = L.SpatialDropout2D(0.4, name="spatial2d")(img)
+    return K.Model([x, img], [h, out, i], name="noise_layers")
+
+
+def zoo_preprocess(K):
+    """Rescaling, Normalization (given, inverted, over several axes, adapted), Resizing and CenterCrop."""
+    x = K.Input(shape=(6, 8, 3), name="image")
+    L = K.layers
+    adapted = L.Normalization(axis=(1, 3), name="norm_adapted")
+    adapted.adapt(np.random.RandomState(3).normal(0.5, 3.0, size=(32, 6, 8, 3)).astype(np.float32))
+    outs = [
+        L.Rescaling(1.0 / 255, name="rescale")(x),
+        L.Rescaling([0.5, -1.0, 2.0], offset=[0.1, 0.2, -0.3], name="rescale_channels")(x),
+        L.Normalization(mean=[0.1, -0.2, 0.3], variance=[1.5, 0.5, 4.0], name="norm_given")(x),
+        L.Normalization(axis=None, mean=0.5, variance=2.0, name="norm_scalar")(x),
+        L.Normalization(mean=[0.1, -0.2, 0.3], variance=[1.5, 0.5, 4.0], invert=True, name="norm_invert")(x),
+        adapted(x),
+        L.Resizing(9, 5, name="resize_bilinear")(x),
+        L.Resizing(4, 11, interpolation="nearest", name="resize_nearest")(x),
+        L.Resizing(3, 3, name="resize_down")(x),
+        L.CenterCrop(4, 5, name="center_crop")(x),
+    ]
+    return K.Model(x, outs, name="preprocess")
+
+
+def zoo_thresholded(K):
+    """ThresholdedReLU exists in Keras 2 only (tf-keras writes this zoo entry alone)."""
+    x = K.Input(shape=(6,), name="x")
+    h = K.layers.ThresholdedReLU(theta=0.4, name="thresholded")(x)
+    return K.Model(x, [h, K.layers.ThresholdedReLU(name="theta_default")(x)], name="thresholded")
+
+
 def randomize_weights(model, seed):
     """Random weights everywhere (positive ones for the variances), so biases, scales and
     the moving statistics all matter in the predictions."""
@@ -945,7 +1062,11 @@ def randomize_weights(model, seed):
 def zoo_inputs(arch, shapes, rng):
     if arch == "norm_embed":
         return [rng.randint(0, 11, size=(ZOO_ROWS,) + shapes[0]).astype(np.int32)]
-    return [rng.normal(size=(ZOO_ROWS,) + s).astype(np.float32) for s in shapes]
+    xs = [rng.normal(size=(ZOO_ROWS,) + s).astype(np.float32) for s in shapes]
+    if arch == "noise_layers":  # steps Masking masks (all features 0.5), one that it keeps
+        xs[0][0, 1] = xs[0][2, 4] = xs[0][3, 0] = 0.5
+        xs[0][1, 2, :3] = 0.5
+    return xs
 
 
 # arch name -> (builder, input shapes without batch dim)
@@ -963,8 +1084,13 @@ ZOO = {
     "conv2d": (zoo_conv2d, [(9, 9, 3)]),
     "conv_layers": (zoo_conv_layers, [(8, 8, 3), (10, 4)]),
     "norm_embed": (zoo_norm_embed, [(6,)]),
+    "act_layers": (zoo_act_layers, [(5, 4)]),
+    "noise_layers": (zoo_noise_layers, [(5, 4), (4, 4, 3)]),
+    "preprocess": (zoo_preprocess, [(6, 8, 3)]),
+    "thresholded": (zoo_thresholded, [(6,)]),
 }
-RANDOM_WEIGHTS = ("conv2d", "conv_layers", "norm_embed")
+RANDOM_WEIGHTS = ("conv2d", "conv_layers", "norm_embed", "act_layers", "noise_layers")
+K2_ONLY = ("thresholded",)  # layers Keras 3 no longer has
 
 
 def make_zoo_arch(arch, spec, out_dir: Path, seed: int) -> dict:
@@ -976,6 +1102,8 @@ def make_zoo_arch(arch, spec, out_dir: Path, seed: int) -> dict:
     xs = zoo_inputs(arch, shapes, rng)
     x_in = xs if len(xs) > 1 else xs[0]
 
+    if arch in K2_ONLY:
+        return make_k2_only_arch(arch, builder, x_in, xs, out_dir)
     m3 = builder(keras)
     if arch == "activations":
         set_activation_weights(m3, seed)
@@ -992,7 +1120,7 @@ def make_zoo_arch(arch, spec, out_dir: Path, seed: int) -> dict:
     arrays.update({f"w_{i}": w for i, w in enumerate(weights)})
     arrays.update({f"pred{i}": p for i, p in enumerate(preds3)})
     arrays.update({f"k2_pred{i}": p for i, p in enumerate(preds2)})
-    if arch in RANDOM_WEIGHTS:  # what summary() shows per layer: output shape, parameters
+    if arch in RANDOM_WEIGHTS + ("preprocess",):  # what summary() shows per layer: output shape, parameters
         arrays["summary"] = np.array(json.dumps([
             [layer.name, list(layer.output.shape), layer.count_params(),
              sum(int(np.prod(w.shape)) for w in layer.trainable_weights)]
@@ -1007,6 +1135,18 @@ def make_zoo_arch(arch, spec, out_dir: Path, seed: int) -> dict:
           f"max |k3-k2| per output {['%.1e' % d for d in diffs]}")
     if arch != "activations":  # the only arch with a known semantic gap
         assert max(diffs) < 1e-5, (arch, diffs)
+    return arrays
+
+
+def make_k2_only_arch(arch, builder, x_in, xs, out_dir: Path) -> dict:
+    """A zoo entry of tf-keras alone: k2_<arch>.json, and its predictions as pred*."""
+    m2 = builder(tf_keras)
+    arrays = {f"x{i}": x for i, x in enumerate(xs)}
+    arrays.update({f"w_{i}": w for i, w in enumerate(m2.get_weights())})
+    arrays.update({f"pred{i}": p for i, p in enumerate(as_list(m2.predict(x_in, verbose=0)))})
+    np.savez_compressed(out_dir / f"{arch}.npz", **arrays)
+    dump_json(json.loads(m2.to_json()), out_dir / f"k2_{arch}.json")
+    print(f"  configs/{arch}: tf-keras only")
     return arrays
 
 

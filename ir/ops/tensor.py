@@ -1,6 +1,8 @@
 """Reductions, matrix products, shape ops, softmax and the cross-entropy primitives."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..types import BATCH, TensorType
@@ -170,6 +172,20 @@ def _slice(x, axis, start, stop):
 
 
 register(OpDef("slice", Pattern.OPAQUE, _slice_type, _slice, None))
+
+
+def _constant_type(types, attrs):
+    shape, values = tuple(attrs["shape"]), attrs["values"]
+    if BATCH in shape or len(values) != math.prod(shape):
+        raise ValueError(f"constant: {len(values)} values do not fill a fixed shape {shape}")
+    return TensorType(shape, attrs.get("dtype", "float32"))
+
+
+# A fixed tensor written by the step itself (no inputs): per-channel scales and means of the
+# preprocessing layers, a resize's interpolation matrix. Scalars stay 'const' sources.
+register(OpDef("constant", Pattern.OPAQUE, _constant_type,
+               lambda values, shape, dtype="float32": np.array(values, dtype).reshape(shape), None,
+               doc="a fixed tensor of the given shape (values in C order)"))
 
 # ---------------------------------------------------------------- softmax and cross-entropy
 

@@ -37,6 +37,7 @@ def step_manifest(compiled, path) -> dict:
     for n in g.sources("rng"):
         s = plan.slots[n.id]
         rng.append({"node": n.id, "offset": s.offset, "batch": s.batch, "size": s.size, "rate": n.attrs["rate"],
+                    "dist": n.attrs.get("dist", "bernoulli"),
                     "shape": list(n.type.shape), "layer": n.attrs.get("layer", "")})
     return {
         "kind": compiled.kind,

@@ -22,6 +22,7 @@ class Module:
         self.by_body: dict[str, str] = {}
         self.kernels: list[str] = []
         self.tables: dict[str, str] = {}
+        self.values: dict[str, str] = {}   # constant float arrays of the step's dtype
 
     def lit(self, value: float) -> str:
         """A module-level constant of the step's dtype (a bare Python float would pull
@@ -71,11 +72,19 @@ class Module:
             self.tables[key] = f"T{len(self.tables)}"
         return self.tables[key]
 
+    def floats(self, values) -> str:
+        """A module-level constant 1-D array of the step's dtype (a 'constant' node's values)."""
+        key = repr([float(v) for v in values])
+        if key not in self.values:
+            self.values[key] = f"V{len(self.values)}"
+        return self.values[key]
+
     def source(self) -> str:
         t = "np." + self.dtype
         consts = "".join(f"{name} = {t}({value})\n" for value, name in self.consts.items())
         consts += "".join(f"{name} = np.full(1, {c})\n" for name, c in self.arrays.items())
         consts += "".join(f"{name} = np.array({value}, np.int64)\n" for value, name in self.tables.items())
+        consts += "".join(f"{name} = np.array({value}, {t})\n" for value, name in self.values.items())
         return consts + "\n\n" + "\n\n".join(self.kernels)
 
 

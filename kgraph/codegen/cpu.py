@@ -402,6 +402,9 @@ class CpuCodegen(StepCodegen):
             start += n
         return lines
 
+    def _emit_constant(self, node):
+        return [f"{_var(node.id)}.reshape(({_prod(node.type.shape)},))[:] = {self.mod.floats(node.attrs['values'])}"]
+
     def _emit_slice(self, node):
         x = node.inputs[0]
         pre, post, axis = self._axis_split(self.g.type(x), node.attrs["axis"])

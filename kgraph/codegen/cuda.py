@@ -480,6 +480,13 @@ class CudaCodegen(StepCodegen):
             start += n
         return lines
 
+    def _emit_constant(self, node):
+        """Copied each step from a device array made once in bind(): its arena slot is shared."""
+        values = self._bound(f"cuda.to_device(np.array({[float(v) for v in node.attrs['values']]!r}, "
+                             f"np.{self.g.type(node.id).dtype}))", "c")
+        out = self._bound(f"{var(node.id)}.reshape(({prod(node.type.shape)},))")
+        return [f"{out}.copy_to_device({values}, stream=stream)"]
+
     def _emit_slice(self, node):
         axis = node.attrs["axis"] % node.type.rank
         s, e = node.attrs["start"], node.attrs["stop"]

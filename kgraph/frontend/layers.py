@@ -357,3 +357,9 @@ RULES = {
 from .spatial import SPATIAL  # noqa: E402  (its rules build on Rule above)
 
 RULES.update(SPATIAL)
+
+from .extra_layers import EXTRA  # noqa: E402  (activation and noise layers)
+from .preprocessing import PREPROCESSING  # noqa: E402
+
+RULES.update(EXTRA)
+RULES.update(PREPROCESSING)

@@ -147,8 +147,9 @@ class FrontendModel:
         self.output_names = [ref[0] for ref in desc.outputs]
         self.weights = weights
         self.layers = layers
-        # {"layer", "output", "l1", "l2"}: the loss adds (l1*sum|y| + l2*sum y^2) / batch size for
-        # y = graph.outputs[output], as Keras does for a layer's activity_regularizer
+        # {"layer", "output", "l1", "l2"}: graph.outputs[output] is (l1*sum|y| + l2*sum y^2) / batch
+        # size for the layer's output y, as Keras computes a layer's activity_regularizer (or an
+        # ActivityRegularization layer's); the loss pass adds every "penalty:k" output to the loss
         self.activity_regularizers = []
 
     def count_params(self) -> int:
@@ -178,21 +179,34 @@ class FrontendModel:
             rule, shapes = RULES[layer.class_name], [s for _, s in args]
             ctx = Ctx(g, training, self.keras, params.get((*path, layer.name), {}))
             y = rule.emit(ctx, layer, [x for x, _ in args], shapes)
-            reg = parse_regularizer(layer.config.get("activity_regularizer"), f"layer {layer.name!r}")
-            if reg:
-                activity.append({"layer": layer.name, "output": f"activity:{len(activity)}", **reg, "_node": y})
+            reg = rule.activity(layer) if hasattr(rule, "activity") else \
+                parse_regularizer(layer.config.get("activity_regularizer"), f"layer {layer.name!r}")
+            if reg and (reg["l1"] or reg["l2"]):
+                activity.append({"layer": layer.name, "output": f"penalty:{len(activity)}", **reg, "_node": y})
             return [(y, rule.output_shape(layer, shapes))]
 
         outs = run_graph(self.desc, [(i.node, i.shape) for i in self.inputs], apply)
         g.outputs = {f"output:{k}": node for k, (node, _) in enumerate(outs)}
         for a in activity:
-            g.outputs[a["output"]] = a.pop("_node")
+            g.outputs[a["output"]] = _activity_penalty(g, a.pop("_node"), a["l1"], a["l2"], a["layer"])
         self.activity_regularizers = activity
         return g
 
     def summary(self, print_fn=print, line_length=None) -> None:
         from .summary import format_summary
         print_fn(format_summary(self, line_length))
+
+
+def _activity_penalty(g, y, l1, l2, layer):
+    """(l1 * sum|y| + l2 * sum y^2) / batch size: Keras's activity regularization of output y."""
+    dtype, terms = g.type(y).dtype, []
+    if l1:
+        terms.append(g.mul(g.const(l1, dtype), g.reduce_sum(g.abs(y), axes=None)))
+    if l2:
+        terms.append(g.mul(g.const(l2, dtype), g.reduce_sum(g.square(y), axes=None)))
+    total = terms[0] if len(terms) == 1 else g.add(*terms)
+    batch = g.count(g.sources("input")[0].id, axes=(0,))  # of an input: y's would get a gradient
+    return g.div(total, batch, name=f"{layer}_activity_penalty")
 
 
 def _weight_specs(desc, decls, rng, dtype, path=(), trainable=True) -> list:

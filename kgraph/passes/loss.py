@@ -227,6 +227,8 @@ def add_loss(graph, losses: list[dict], regularizers: list[tuple] = ()):
             total.append(graph.mul(graph.const(l1, dtype), graph.reduce_sum(graph.abs(param), axes=None), name="l1"))
         if l2:
             total.append(graph.mul(graph.const(l2, dtype), graph.reduce_sum(graph.square(param), axes=None), name="l2"))
+    # activity regularization, computed in the forward graph (kgraph/frontend/model.py)
+    total += [node for key, node in graph.outputs.items() if key.startswith("penalty:")]
     loss = total[0]
     for t in total[1:]:
         loss = graph.add(loss, t)

@@ -202,9 +202,13 @@ class Executable:
         return rates
 
     def draw_masks(self, rng, m, batch):
-        """Fill the dropout masks of step manifest m in the rng buffer."""
+        """Fill the random sources of step manifest m in the rng buffer: dropout's keep masks
+        (0 or 1 / (1 - rate)), or standard normal draws for the noise layers (dist "normal")."""
         for mask in m["rng_masks"]:
             view = self._mask_view(rng, m, mask, batch)
+            if mask.get("dist") == "normal":
+                self.random.standard_normal(out=view, dtype=self.dtype)
+                continue
             self.random.random(out=view, dtype=self.dtype)
             np.greater_equal(view, mask["rate"], out=view)   # keep with probability 1 - rate
             view *= self.dtype.type(1.0 / (1.0 - mask["rate"]))
@@ -229,7 +233,7 @@ class Executable:
         return rng[start:start + (mask["size"] * batch if mask["batch"] else mask["size"])]
 
     def rng_mask(self, kind, node, batch) -> np.ndarray:
-        """The dropout mask of rng node `node` drawn by the last step of `kind` (for tests)."""
+        """The mask (or normal draws) of rng node `node` drawn by the last step of `kind` (for tests)."""
         m = self.steps[kind]
         mask = next(k for k in m["rng_masks"] if k["node"] == node)
         shape = tuple(batch if d == "B" else d for d in mask["shape"])

@@ -1,0 +1,237 @@
+"""Rules of the preprocessing layers saved inside models: Rescaling, Normalization (given or
+adapted statistics), Resizing (bilinear, nearest) and CenterCrop. They run in the step like any
+layer; fixed per-channel values and interpolation matrices are 'constant' nodes."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ConfigError
+from .extra_layers import _c, _refuse
+from .layers import Rule, WeightDecl, _where, shape_str
+
+EPSILON = 1e-7  # keras.backend.epsilon(): Normalization's floor on the standard deviation
+
+
+def _array(g, x, values, name):
+    """A fixed tensor of x's dtype: a scalar 'const', or a 'constant' node."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 0:
+        return _c(g, x, float(values))
+    return g.constant(values=tuple(values.ravel().tolist()), shape=values.shape, dtype=g.type(x).dtype, name=name)
+
+
+def _values(layer, key, default):
+    """A number, a list, or Keras 3's serialized NumPy array ({"class_name": "__numpy__", ...})."""
+    value = layer.config.get(key, default)
+    if isinstance(value, dict) and value.get("class_name") == "__numpy__":
+        value = (value.get("config") or {}).get("value")
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        array = None
+    if value is None or array is None or not np.all(np.isfinite(array)):
+        raise ConfigError(f"{_where(layer)}: {key} must be a number or a list of numbers, got {value!r}")
+    return array
+
+
+class Rescaling(Rule):
+    """x * scale + offset; list values broadcast against the input as NumPy does (channels last)."""
+
+    def output_shape(self, layer, shapes):
+        shape = shapes[0]
+        for key, default in (("scale", 1.0), ("offset", 0.0)):
+            v = _values(layer, key, default)
+            try:
+                if np.broadcast_shapes(v.shape, shape[1:]) != tuple(shape[1:]) or v.ndim >= len(shape):
+                    raise ValueError
+            except ValueError:
+                raise ConfigError(f"{_where(layer)}: {key} of shape {v.shape} does not broadcast against "
+                                  f"input {shape_str(shape)}") from None
+        return shape
+
+    def emit(self, ctx, layer, xs, shapes):
+        g, x = ctx.g, xs[0]
+        scale, offset = _values(layer, "scale", 1.0), _values(layer, "offset", 0.0)
+        y = g.mul(x, _array(g, x, scale, f"{layer.name}_scale"), name=f"{layer.name}_scaled")
+        if offset.ndim == 0 and offset == 0:
+            return y
+        return g.add(y, _array(g, x, offset, f"{layer.name}_offset"), name=layer.name)
+
+
+class PreprocessingNormalization(Rule):
+    """(x - mean) / max(sqrt(variance), 1e-7), or its inverse; mean and variance from the config, or
+    adapted ones kept as non-trainable weights mean, variance and count (Keras's get_weights order)."""
+
+    def _keep(self, layer, shape):
+        axis = layer.config.get("axis", -1)
+        axes = [] if axis is None else [axis] if isinstance(axis, int) else list(axis)
+        rank = len(shape)
+        if any(not isinstance(a, int) or not -rank <= a < rank or a % rank == 0 for a in axes):
+            raise ConfigError(f"{_where(layer)}: axis {axis!r} is not a list of non-batch axes of "
+                              f"input {shape_str(shape)}")
+        return sorted({a % rank for a in axes})
+
+    def _broadcast(self, layer, shape):
+        """The non-batch shape mean and variance broadcast to: 1 on every reduced axis."""
+        keep = self._keep(layer, shape)
+        return tuple(shape[d] if d in keep else 1 for d in range(1, len(shape)))
+
+    def _given(self, layer, shape):
+        """(mean, variance) from the config, broadcast as Keras does (mapped onto the kept axes from
+        the right), or None when the layer holds adapted weights."""
+        cfg = layer.config
+        if cfg.get("mean") is None and cfg.get("variance") is None:
+            return None
+        if cfg.get("mean") is None or cfg.get("variance") is None:
+            raise ConfigError(f"{_where(layer)}: mean and variance must be given together")
+        keep, target = self._keep(layer, shape), (1, *self._broadcast(layer, shape))
+        out = []
+        for key in ("mean", "variance"):
+            v = _values(layer, key, None)
+            if v.ndim:
+                if v.ndim > len(keep):
+                    raise ConfigError(f"{_where(layer)}: {key} of shape {v.shape} does not fit the axes {keep}")
+                expanded = [1] * len(shape)
+                for i in range(1, v.ndim + 1):
+                    expanded[keep[-i]] = v.shape[-i]
+                v = v.reshape(expanded)
+            try:
+                out.append(np.broadcast_to(v, target)[0])
+            except ValueError:
+                raise ConfigError(f"{_where(layer)}: {key} of shape {v.shape} does not broadcast against "
+                                  f"input {shape_str(shape)} over axis {cfg.get('axis', -1)!r}") from None
+        return out
+
+    def output_shape(self, layer, shapes):
+        self._given(layer, shapes[0])
+        return shapes[0]
+
+    def weights(self, layer, shapes):
+        if self._given(layer, shapes[0]) is not None:
+            return []
+        keep = self._keep(layer, shapes[0])
+        stat = tuple(shapes[0][d] for d in keep)
+        return [WeightDecl("mean", stat, ("Zeros", {}), None, False),
+                WeightDecl("variance", stat, ("Ones", {}), None, False),
+                WeightDecl("count", (), ("Zeros", {}), None, False)]  # Keras keeps it; nothing reads it
+
+    def emit(self, ctx, layer, xs, shapes):
+        g, x, shape = ctx.g, xs[0], shapes[0]
+        given = self._given(layer, shape)
+        if given is not None:
+            mean = given[0].astype(g.type(x).dtype)
+            std = np.maximum(np.sqrt(given[1].astype(g.type(x).dtype)), EPSILON)
+            mean, std = _array(g, x, mean, f"{layer.name}_mean"), _array(g, x, std, f"{layer.name}_std")
+        else:
+            broadcast = self._broadcast(layer, shape)
+            mean, var = ctx.params["mean"], ctx.params["variance"]
+            if g.type(mean).shape != broadcast:
+                mean, var = g.reshape(mean, shape=broadcast), g.reshape(var, shape=broadcast)
+            std = g.maximum(g.sqrt(var), _c(g, x, EPSILON), name=f"{layer.name}_std")
+        if layer.config.get("invert"):
+            return g.add(mean, g.mul(x, std), name=layer.name)
+        return g.div(g.sub(x, mean), std, name=layer.name)
+
+
+def _spatial_axes(layer, shape):
+    if len(shape) != 4:
+        raise ConfigError(f"{_where(layer)}: takes rank-4 image batches, got {shape_str(shape)}")
+    return (2, 3) if layer.config.get("data_format") == "channels_first" else (1, 2)
+
+
+def _target(layer):
+    for key in ("height", "width"):
+        v = layer.config.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ConfigError(f"{_where(layer)}: {key} must be a positive integer, got {v!r}")
+    return layer.config["height"], layer.config["width"]
+
+
+def interpolation_matrix(n_in: int, n_out: int, method: str, dtype="float32") -> np.ndarray:
+    """[n_in, n_out]: column i holds the weights of output i, as tf.image.resize computes them
+    (half-pixel centers, no antialiasing; the scale and coordinates in float32, as TensorFlow)."""
+    f = np.float32
+    scale = f(n_in) / f(n_out)
+    m = np.zeros((n_in, n_out), np.float64)
+    for i in range(n_out):
+        if method == "nearest":
+            m[min(max(int(np.floor((f(i) + f(0.5)) * scale)), 0), n_in - 1), i] = 1.0
+            continue
+        src = (f(i) + f(0.5)) * scale - f(0.5)
+        lo = np.floor(src)
+        lerp = float(src - lo)
+        m[max(int(lo), 0), i] += 1.0 - lerp
+        m[min(int(np.ceil(src)), n_in - 1), i] += lerp
+    return m.astype(dtype)
+
+
+class Resizing(Rule):
+    """Bilinear or nearest resizing as one fixed linear map per spatial axis (no weights: its
+    gradient is the transposed map, for layers before it that train)."""
+
+    def check(self, layer, keras):
+        _target(layer)
+        method = layer.config.get("interpolation", "bilinear")
+        if method not in ("bilinear", "nearest"):
+            raise ConfigError(f"{_where(layer)}: interpolation {method!r} is not supported; supported: "
+                              "bilinear, nearest")
+        for key in ("crop_to_aspect_ratio", "pad_to_aspect_ratio", "antialias"):
+            _refuse(layer, key, False, "kgraph resizes the whole image, without antialiasing")
+
+    def output_shape(self, layer, shapes):
+        shape = list(shapes[0])
+        for axis, n in zip(_spatial_axes(layer, shapes[0]), _target(layer)):
+            shape[axis] = n
+        return tuple(shape)
+
+    def emit(self, ctx, layer, xs, shapes):
+        """Each resized axis moves last and goes through its matrix [n_in, n_out]; one transpose
+        at the end puts the axes back in order."""
+        g, x, shape = ctx.g, xs[0], shapes[0]
+        method, rank = layer.config.get("interpolation", "bilinear"), len(shape)
+        order = list(range(rank))  # the input axis at each position of x
+        for axis, n in zip(_spatial_axes(layer, shape), _target(layer)):
+            if n == shape[axis]:
+                continue
+            pos = order.index(axis)
+            if pos != rank - 1:
+                perm = [p for p in range(rank) if p != pos] + [pos]
+                x, order = g.transpose(x, perm=tuple(perm)), [order[p] for p in perm]
+            m = interpolation_matrix(shape[axis], n, method, g.type(x).dtype)
+            weights = g.constant(values=tuple(m.ravel().tolist()), shape=m.shape, dtype=g.type(x).dtype,
+                                 name=f"{layer.name}_axis{axis}_weights")
+            x = g.matmul(x, weights, name=f"{layer.name}_axis{axis}")
+        if order != list(range(rank)):
+            x = g.transpose(x, perm=tuple(order.index(a) for a in range(rank)), name=layer.name)
+        return x
+
+
+class CenterCrop(Rule):
+    """The centered height x width window (Keras resizes an image smaller than it: refused here)."""
+
+    def _pads(self, layer, shape):
+        pads = [(0, 0)] * len(shape)
+        for axis, n in zip(_spatial_axes(layer, shape), _target(layer)):
+            if n > shape[axis]:
+                raise ConfigError(f"{_where(layer)}: a {layer.config['height']}x{layer.config['width']} crop "
+                                  f"of input {shape_str(shape)} needs Keras's resize of smaller images, "
+                                  "which is not supported")
+            lo = (shape[axis] - n) // 2
+            pads[axis] = (lo, shape[axis] - n - lo)
+        return tuple(pads)
+
+    def output_shape(self, layer, shapes):
+        pads = self._pads(layer, shapes[0])
+        return tuple(d if d is None else d - lo - hi for d, (lo, hi) in zip(shapes[0], pads))
+
+    def emit(self, ctx, layer, xs, shapes):
+        pads = self._pads(layer, shapes[0])
+        if not any(lo or hi for lo, hi in pads):
+            return xs[0]
+        return ctx.g.crop(xs[0], pads=pads, name=layer.name)
+
+
+PREPROCESSING = {
+    "Rescaling": Rescaling(), "Normalization": PreprocessingNormalization(), "Resizing": Resizing(),
+    "CenterCrop": CenterCrop(),
+}
