@@ -624,6 +624,20 @@ FIDELITY_CASES.update({
 })
 
 
+def build_dot():
+    """Dot and cosine Dot of two learned embeddings (a siamese / recommender head)."""
+    L = keras.layers
+    a, b = keras.Input(shape=(IN_DIM,)), keras.Input(shape=(6,))
+    ha, hb = L.Dense(8, activation="tanh")(a), L.Dense(8, activation="tanh")(b)
+    dot = L.Dot(axes=1)([ha, hb])
+    cos = L.Dot(axes=-1, normalize=True)([ha, hb])
+    out = L.Dense(CLASSES, activation="softmax")(L.Concatenate()([dot, cos, ha]))
+    return keras.Model([a, b], out)
+
+
+FIDELITY_CASES["dot_adam"] = (build_dot, [IN_DIM, 6], sparse_targets, SPARSE, adam)
+
+
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):
         return loss
