@@ -39,7 +39,19 @@ def _cuda_available() -> bool:
     return cuda.is_available()
 
 
-class Model(CompiledModel):
+class _WeightLists:
+    """Keras's trainable_weights and non_trainable_weights, from a `weights` list."""
+
+    @property
+    def trainable_weights(self) -> list:
+        return [w for w in self.weights if w.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list:
+        return [w for w in self.weights if not w.trainable]
+
+
+class Model(_WeightLists, CompiledModel):
     """A Keras model compiled by kgraph. Build one with model_from_json / model_from_yaml /
     load_model; then compile, fit, evaluate and predict as in Keras. A config that declares no
     input shape makes a model that builds, as Keras's, on its first data or on build(input_shape)."""
@@ -175,14 +187,6 @@ class Model(CompiledModel):
         if not self.built:
             return []
         return [Weight(self, k, spec) for k, spec in enumerate(self.frontend.weights)]
-
-    @property
-    def trainable_weights(self) -> list:
-        return [w for w in self.weights if w.trainable]
-
-    @property
-    def non_trainable_weights(self) -> list:
-        return [w for w in self.weights if not w.trainable]
 
     @property
     def inputs(self) -> list:
@@ -466,7 +470,7 @@ class Weight:
         return f"<Weight path={self.path}, shape={self.shape}, dtype={self.dtype}>"
 
 
-class Layer:
+class Layer(_WeightLists):
     """A layer as keras.Model.layers shows it: name, class_name, trainable, its weights (read and
     written through the model: get_weights, set_weights, weights), output_shape, get_config."""
 
@@ -482,14 +486,6 @@ class Layer:
     @property
     def weights(self) -> list:
         return [w for k, w in enumerate(self._model.weights) if k in self._indices]
-
-    @property
-    def trainable_weights(self) -> list:
-        return [w for w in self.weights if w.trainable]
-
-    @property
-    def non_trainable_weights(self) -> list:
-        return [w for w in self.weights if not w.trainable]
 
     def get_weights(self) -> list:
         everything = self._model.get_weights()
