@@ -84,8 +84,8 @@ def _write_keras3_layers(group, desc, path, weights):
 def _read_keras3_layers(group, desc, path=()) -> dict:
     """{layer path: arrays} of a Keras 3 weights tree. Its groups are named as Keras names the
     model's layers (snake_case class name, made unique): Keras 3 and kgraph also record each
-    layer's name, tf-keras 2 does not, so a group is matched by the name where one is recorded
-    and by its position in the model otherwise, as Keras itself reads it."""
+    layer's name, tf-keras 2 does not: a group is matched by the name where one is recorded, and
+    by its place in the model otherwise, as Keras itself reads it."""
     out, used, by_key = {}, {}, {}
     for layer in _keras_layers(desc):
         by_key[_unique(snake_case(_class_of(layer)), used)] = layer
@@ -93,8 +93,7 @@ def _read_keras3_layers(group, desc, path=()) -> dict:
     for key in group.get("layers", {}):
         sub = group["layers"][key]
         name = sub["vars"].attrs.get("name") if "vars" in sub else None
-        layer = by_name.get(_text(name)) if name is not None else None
-        layer = layer or by_key.get(key)
+        layer = by_name.get(_text(name)) if name is not None else by_key.get(key)
         if layer is None:
             continue  # a layer the model lacks: _assign_by_layer names what is missing
         if layer.model is not None and "layers" in sub:

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
+from .keras1 import upgrade as upgrade_keras1
 
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
@@ -164,6 +165,7 @@ def describe(config: dict) -> ModelDesc:
     """Read a top-level model config (any dialect) into a ModelDesc."""
     if not isinstance(config, dict):
         raise ConfigError(f"a model config is a mapping, got {type(config).__name__}")
+    config = upgrade_keras1(config)  # Keras 1 names -> Keras 2's, as Keras 2 read them
     cls = config.get("class_name")
     if cls not in MODEL_CLASSES:
         raise ConfigError(f"top-level class {cls!r} is not a model; expected one of {', '.join(MODEL_CLASSES)}")
