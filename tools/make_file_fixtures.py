@@ -11,7 +11,10 @@ Extra optimizers (and tf-keras 2's legacy ones) are saved for "seq" after traini
 Then one more train_on_batch on the same batch gives the prediction a resumed model must make.
 
 io.npz holds x, y and per file stem `<stem>/pred` (predictions of the saved model) and
-`<stem>/next` (predictions after one more step); index.json lists the stems with what they are."""
+`<stem>/next` (predictions after one more step); index.json lists the stems with what they are.
+
+nested_configs.json (`--only nested` writes just it): to_json() configs of functional models
+nested in Sequential and Functional models, by both Kerases, with their weights and predictions."""
 from __future__ import annotations
 
 import argparse
@@ -74,10 +77,38 @@ def save_all(k, prefix, kind, opt, stage, x, y, out, io, index):
     index[stem] = {"keras": prefix, "model": kind, "optimizer": opt, "stage": stage}
 
 
+def nested_configs(k, x):
+    """Functional models inside a Sequential (first, middle, last) and inside a Functional, called
+    twice: tf-keras 2 numbers their calls from 1, after the node of their own Input."""
+    L, out = k.layers, {}
+
+    def inner(name):
+        xi = k.Input((4,))
+        return k.Model(xi, L.Dense(4, activation="tanh")(xi), name=name)
+
+    def record(key, model):
+        out[key] = {"config": json.loads(model.to_json()), "weights": [w.tolist() for w in model.get_weights()],
+                    "pred": model.predict(x, verbose=0).tolist()}
+
+    k.utils.set_random_seed(0)
+    record("seq_middle", k.Sequential([k.Input((4,)), inner("model_93"), L.Dense(2)], name="seq_a"))
+    model = k.Sequential([inner("model_93"), L.Dense(2)], name="seq_b")
+    model(x)  # built on its first call, without an Input
+    record("seq_first", model)
+    record("seq_last", k.Sequential([k.Input((4,)), L.Dense(4), inner("model_93")], name="seq_c"))
+    seq = k.Sequential([k.Input((4,)), inner("model_93"), L.Dense(4)], name="seq_d")
+    shared = inner("model_94")
+    xin = k.Input((4,), name="xin")
+    record("functional", k.Model(xin, L.Add()([shared(seq(xin)), shared(xin)]), name="outer"))
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="tests/fixtures/files/tf")
-    out = Path(p.parse_args().out)
+    p.add_argument("--only", choices=["files", "nested"], help="write only the model files or the nested configs")
+    args = p.parse_args()
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     import keras
     import tensorflow as tf
@@ -86,6 +117,11 @@ def main():
     rs = np.random.RandomState(0)
     x = rs.standard_normal((6, 4)).astype(np.float32)
     y = rs.randint(0, 3, 6).astype(np.int32)
+    if args.only != "files":
+        nested = {"x": x.tolist(), "k3": nested_configs(keras, x), "tfk2": nested_configs(tf_keras, x)}
+        (out / "nested_configs.json").write_text(json.dumps(nested) + "\n")
+    if args.only == "nested":
+        return
     io, index = {"x": x, "y": y}, {}
     for prefix, k in (("k3", keras), ("tfk2", tf_keras)):
         for kind in ("seq", "nest"):
