@@ -249,6 +249,10 @@ def load_optimizer_state(model, values, names, source):
         sequence = _slot_sequence(model, V2_SLOT_ORDER if layout == "v2" else KERAS_SLOT_ORDER)
     except FileFormatError as e:
         return _fresh(model, source, str(e).split(";")[0])
+    extra = slots[len(sequence):]
+    if layout == "v2" and sequence and len(extra) == len({p for _, p in sequence}) and \
+            all(np.shape(v) == (1,) for v in extra):
+        slots = slots[:len(sequence)]  # Keras 2.2-2.3's Adam keeps a (1,) stand-in vhat per weight without amsgrad
     if sequence and not slots and iterations:
         return _fresh(model, source, f"the file has no slot variables after {iterations} iterations")
     if sequence and slots:

@@ -72,6 +72,7 @@ def test_keras1_cnn_with_theano_ordering():
     keras2 = _seq(
         _layer("Conv2D", name="convolution2d_1", filters=4, kernel_size=[3, 3], strides=[1, 1], padding="same",
                data_format="channels_first", activation="relu", batch_input_shape=[None, 1, 8, 8]),
+        _layer("BatchNormalization", name="batchnormalization_1", axis=1, momentum=0.99, epsilon=0.001),
         _layer("Conv2D", name="convolution2d_2", filters=3, kernel_size=[3, 2], strides=[2, 1], padding="valid",
                data_format="channels_first", activation="linear"),
         _layer("MaxPooling2D", name="maxpooling2d_1", pool_size=[2, 2], strides=[1, 1], padding="valid",
@@ -80,9 +81,10 @@ def test_keras1_cnn_with_theano_ordering():
         _layer("Dense", name="dense_1", units=10, activation="softmax"))
     x = np.random.default_rng(1).standard_normal((3, 1, 8, 8)).astype(np.float32)
     model = _same_predictions(config, keras2, x)
-    assert [l.output_shapes for l in model.frontend.layers][1:3] == [[(None, 3, 3, 7)], [(None, 3, 2, 6)]]
+    assert [l.output_shapes for l in model.frontend.layers][2:4] == [[(None, 3, 3, 7)], [(None, 3, 2, 6)]]
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     assert np.isfinite(model.train_on_batch(x, np.array([1, 2, 3])))
+    assert np.abs(model.get_weights()[4]).max() > 0  # the moving mean (one per channel, axis 1) moved
 
 
 def test_keras1_conv1d_takes_its_input_from_input_dim_and_input_length():

@@ -251,3 +251,28 @@ def test_an_optimizer_kgraph_lacks_loads_the_model_uncompiled(tmp_path):
         model = models.load_model(path)
     assert model.optimizer is None
     np.testing.assert_allclose(model.predict(TF_IO["x"], verbose=0), TF_IO["k3_seq_adam_trained/pred"], atol=1e-5)
+
+
+def test_keras_2_2_adam_state_with_its_stand_in_vhats(tmp_path):
+    """Keras 2.2-2.3 wrote `lr`, "Adam/iterations:0", all m, all v, then one (1,) vhat per weight."""
+    import h5py
+    stem = "tfk2_seq_legacy_adam_decay_trained"
+    path = tmp_path / "keras22.h5"
+    path.write_bytes((TF / f"{stem}.h5").read_bytes())
+    with h5py.File(path, "a") as f:
+        training = json.loads(f.attrs["training_config"])
+        opt = training["optimizer_config"]["config"]
+        opt["lr"] = opt.pop("learning_rate")
+        f.attrs["training_config"] = json.dumps(training)
+        g = f["optimizer_weights"]
+        names = [n.decode() if isinstance(n, bytes) else n for n in g.attrs["weight_names"]]
+        g.move(names[0], "Adam/iterations:0")
+        names[0] = "Adam/iterations:0"
+        for i in range(4):
+            g.create_dataset(f"training/Adam/Variable_{8 + i}:0", data=np.zeros(1, np.float32))
+            names.append(f"training/Adam/Variable_{8 + i}:0")
+        g.attrs["weight_names"] = np.array([n.encode() for n in names])
+    model = models.load_model(path)
+    assert model.optimizer.iterations == 3
+    model.train_on_batch(TF_IO["x"], TF_IO["y"])
+    np.testing.assert_allclose(model.predict(TF_IO["x"], verbose=0), TF_IO[f"{stem}/next"], atol=1e-5)
