@@ -458,14 +458,13 @@ def _optimizer_arguments(opt):
     if not isinstance(opt, dict):
         return _class_name(opt) if isinstance(opt, str) else opt
     config = dict(opt.get("config") or {})
-    if "lr" in config:
-        config.setdefault("learning_rate", config.pop("lr"))
-    config.pop("lr", None)
+    lr = config.pop("lr", None)
+    if lr is not None:
+        config.setdefault("learning_rate", lr)
     decay = config.pop("decay", 0.0) or 0.0
     if decay and not isinstance(config.get("learning_rate"), dict):
         config["learning_rate"] = {"class_name": "InverseTimeDecay", "config": {
             "initial_learning_rate": config.get("learning_rate", 0.001), "decay_steps": 1, "decay_rate": decay}}
-    config.pop("name", None)  # tf-keras 2 names every Adam "Adam"; kgraph gives each its own
     return {"class_name": _class_name(opt.get("class_name", "")), "config": config}
 
 
@@ -516,7 +515,31 @@ def _compile_arguments(compile_config, source):
         warnings.warn(f"{source}: the model is loaded uncompiled: its saved compile arguments are not "
                       f"supported ({e}); call compile() with ones kgraph supports", stacklevel=3)
         return None
+    out["metrics"] = _known_metrics(out["metrics"], source)
     return out
+
+
+def _known_metrics(metrics, source):
+    """The saved metrics less those kgraph cannot compute (a metric object with options it lacks),
+    each dropped with a warning: a metric never stops a model from loading."""
+    from . import metrics as metrics_mod
+    if isinstance(metrics, dict):
+        return {k: _known_metrics(v, source) for k, v in metrics.items()}
+    if not isinstance(metrics, list):
+        return metrics
+    kept = []
+    for m in metrics:
+        if isinstance(m, list):
+            kept.append(_known_metrics(m, source))
+            continue
+        if isinstance(m, dict):
+            try:
+                metrics_mod.get(m)
+            except (ValueError, TypeError, KeyError) as e:
+                warnings.warn(f"{source}: the saved metric {m.get('class_name')!r} is left out ({e})", stacklevel=4)
+                continue
+        kept.append(m)
+    return kept
 
 
 def _flat_metrics(metrics):

@@ -276,3 +276,11 @@ def test_keras_2_2_adam_state_with_its_stand_in_vhats(tmp_path):
     assert model.optimizer.iterations == 3
     model.train_on_batch(TF_IO["x"], TF_IO["y"])
     np.testing.assert_allclose(model.predict(TF_IO["x"], verbose=0), TF_IO[f"{stem}/next"], atol=1e-5)
+
+
+def test_a_saved_metric_kgraph_cannot_compute_is_left_out_with_a_warning():
+    from kgraph.saving import _compile_arguments
+    saved = {"optimizer": "adam", "loss": "mse",
+             "metrics": ["mae", {"module": "keras.metrics", "class_name": "FancyMetric", "config": {}}]}
+    with pytest.warns(UserWarning, match="f.keras: the saved metric 'FancyMetric' is left out"):
+        assert _compile_arguments(saved, "f.keras")["metrics"] == ["mae"]
