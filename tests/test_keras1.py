@@ -149,3 +149,41 @@ def test_configs_of_later_kerases_are_left_alone():
                   _layer("Flatten", name="f"), _layer("Dense", name="d", units=2))
     assert not is_keras1(keras2) and upgrade(keras2) is keras2
     assert is_keras1({"class_name": "Sequential", "config": [_layer("Dense", name="d", output_dim=3)]})
+
+
+def test_keras1_separable_atrous_and_embedding_layers():
+    sep = {"name": "sep", "nb_filter": 4, "nb_row": 3, "nb_col": 3, "init": "he_normal", "border_mode": "same",
+           "subsample": [1, 1], "depth_multiplier": 1, "dim_ordering": "tf", "depthwise_regularizer": None,
+           "pointwise_regularizer": None, "b_regularizer": None, "activity_regularizer": None,
+           "depthwise_constraint": None, "pointwise_constraint": None, "b_constraint": None, "bias": True,
+           "activation": "relu", "batch_input_shape": [None, 6, 6, 2]}
+    atrous = {"name": "at", "nb_filter": 2, "nb_row": 3, "nb_col": 3, "init": "glorot_uniform", "border_mode": "valid",
+              "subsample": [1, 1], "atrous_rate": [2, 2], "dim_ordering": "tf", "W_regularizer": None,
+              "b_regularizer": None, "activity_regularizer": None, "W_constraint": None, "b_constraint": None,
+              "bias": True, "activation": "linear"}
+    keras1 = {"class_name": "Sequential", "keras_version": "1.2.2", "config": [
+        {"class_name": "SeparableConvolution2D", "config": sep},
+        {"class_name": "AtrousConvolution2D", "config": atrous},
+        {"class_name": "GlobalAveragePooling2D", "config": {"name": "g", "dim_ordering": "tf"}}]}
+    keras2 = _seq(
+        _layer("SeparableConv2D", name="sep", filters=4, kernel_size=[3, 3], padding="same", strides=[1, 1],
+               activation="relu", batch_input_shape=[None, 6, 6, 2]),
+        _layer("Conv2D", name="at", filters=2, kernel_size=[3, 3], dilation_rate=[2, 2]),
+        _layer("GlobalAveragePooling2D", name="g"))
+    x = np.random.default_rng(4).standard_normal((2, 6, 6, 2)).astype(np.float32)
+    _same_predictions(keras1, keras2, x)
+    up = upgrade(keras1)["config"][0]["config"]
+    assert up["depthwise_initializer"] == up["pointwise_initializer"] == "he_normal"
+
+    emb1 = {"class_name": "Sequential", "keras_version": "1.2.2", "config": [
+        {"class_name": "Embedding", "config": {"name": "e", "input_dim": 20, "output_dim": 3, "init": "uniform",
+                                               "W_regularizer": None, "W_constraint": None, "activity_regularizer": None,
+                                               "mask_zero": False, "input_length": 5, "dropout": 0.0,
+                                               "batch_input_shape": [None, 5], "input_dtype": "int32"}},
+        {"class_name": "Flatten", "config": {"name": "f"}}]}
+    emb2 = _seq(_layer("Embedding", name="e", input_dim=20, output_dim=3, embeddings_initializer="random_uniform",
+                       input_length=5, batch_input_shape=[None, 5], dtype="int32"), _layer("Flatten", name="f"))
+    _same_predictions(emb1, emb2, np.array([[1, 2, 3, 4, 19], [0, 0, 5, 6, 7]], np.float32))
+    emb1["config"][0]["config"]["dropout"] = 0.5
+    with pytest.raises(ConfigError, match="Keras 1 Embedding layer 'e': argument dropout=0.5 has no Keras 2 equivalent"):
+        models.model_from_json(json.dumps(emb1))

@@ -29,9 +29,8 @@ RENAMES = {
     "Conv2D": {"nb_filter": "filters", "subsample": "strides", "border_mode": "padding",
                "dim_ordering": "data_format", "atrous_rate": "dilation_rate", **_WEIGHTED},
     "SeparableConv2D": {"nb_filter": "filters", "subsample": "strides", "border_mode": "padding",
-                        "dim_ordering": "data_format", "depthwise_initializer": "depthwise_initializer",
-                        "depthwise_regularizer": "depthwise_regularizer", "pointwise_regularizer": "pointwise_regularizer",
-                        "b_regularizer": "bias_regularizer", "bias": "use_bias", "init": "kernel_initializer"},
+                        "dim_ordering": "data_format", "b_regularizer": "bias_regularizer",
+                        "b_constraint": "bias_constraint", "bias": "use_bias", "init": "depthwise_initializer"},
     "MaxPooling1D": {"pool_length": "pool_size", "stride": "strides", "border_mode": "padding"},
     "AveragePooling1D": {"pool_length": "pool_size", "stride": "strides", "border_mode": "padding"},
     "MaxPooling2D": {"border_mode": "padding", "dim_ordering": "data_format"},
@@ -42,7 +41,6 @@ RENAMES = {
     "UpSampling2D": {"dim_ordering": "data_format"},
     "Cropping2D": {"dim_ordering": "data_format"},
     "UpSampling1D": {"length": "size"},
-    "ZeroPadding1D": {},
     "Dropout": {"p": "rate"},
     "Embedding": {"init": "embeddings_initializer", "W_regularizer": "embeddings_regularizer",
                   "W_constraint": "embeddings_constraint"},
@@ -138,16 +136,17 @@ def _layer(entry, first=False):
         out[new] = value
     if renames:
         _values(new_cls, cfg, out, where, first)
-    if new_cls != cls and cls.startswith("Atrous") and "dilation_rate" not in out:
-        out["dilation_rate"] = 1
     return {**entry, "class_name": new_cls, "config": out}
 
 
 def _values(cls, cfg, out, where, first):
     """The value changes and the arguments that merge into one, as Keras 2's preprocessors."""
-    for key in ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "embeddings_regularizer"):
+    for key in ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "embeddings_regularizer",
+                "gamma_regularizer", "beta_regularizer", "depthwise_regularizer", "pointwise_regularizer"):
         if key in out:
             out[key] = _regularizer(out[key])
+    if cls == "SeparableConv2D" and "init" in cfg:  # Keras 2 gave Keras 1's init to both kernels
+        out["pointwise_initializer"] = out["depthwise_initializer"]
     for key in ("kernel_initializer", "bias_initializer", "embeddings_initializer", "beta_initializer",
                 "gamma_initializer", "depthwise_initializer"):
         if key in out:
