@@ -177,7 +177,8 @@ def test_keras1_separable_atrous_and_embedding_layers():
 
     emb1 = {"class_name": "Sequential", "keras_version": "1.2.2", "config": [
         {"class_name": "Embedding", "config": {"name": "e", "input_dim": 20, "output_dim": 3, "init": "uniform",
-                                               "W_regularizer": None, "W_constraint": None, "activity_regularizer": None,
+                                               "W_regularizer": None, "W_constraint": None,
+                                               "activity_regularizer": None,
                                                "mask_zero": False, "input_length": 5, "dropout": 0.0,
                                                "batch_input_shape": [None, 5], "input_dtype": "int32"}},
         {"class_name": "Flatten", "config": {"name": "f"}}]}
@@ -185,5 +186,5 @@ def test_keras1_separable_atrous_and_embedding_layers():
                        input_length=5, batch_input_shape=[None, 5], dtype="int32"), _layer("Flatten", name="f"))
     _same_predictions(emb1, emb2, np.array([[1, 2, 3, 4, 19], [0, 0, 5, 6, 7]], np.float32))
     emb1["config"][0]["config"]["dropout"] = 0.5
-    with pytest.raises(ConfigError, match="Keras 1 Embedding layer 'e': argument dropout=0.5 has no Keras 2 equivalent"):
+    with pytest.raises(ConfigError, match="Keras 1 Embedding layer 'e': argument dropout=0.5 has no Keras 2"):
         models.model_from_json(json.dumps(emb1))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kgraph.models as models
-from kgraph import callbacks
+from kgraph import callbacks, optimizers
 from kgraph.saving import FileFormatError
 
 FILES = Path(__file__).parent / "fixtures" / "files"
@@ -163,16 +163,11 @@ def test_tf_written_state_is_what_resumes():
     model = models.load_model(TF / f"{stem}.h5")
     assert model.optimizer.iterations == 3
     fresh = models.load_model(TF / f"{stem}.h5", compile=False)
-    fresh.compile(optimizer=kgraph_adam(0.01), loss="sparse_categorical_crossentropy")
+    fresh.compile(optimizer=optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
     model.train_on_batch(x, y)
     fresh.train_on_batch(x, y)
     assert np.abs(fresh.predict(x, verbose=0) - TF_IO[f"{stem}/next"]).max() > 1e-3
     np.testing.assert_allclose(model.predict(x, verbose=0), TF_IO[f"{stem}/next"], atol=1e-5)
-
-
-def kgraph_adam(lr):
-    from kgraph import optimizers
-    return optimizers.Adam(lr)
 
 
 @pytest.mark.parametrize("name", ["k3_nest_adam_trained.weights.h5", "tfk2_nest_adam_trained_weights.h5"])
@@ -200,7 +195,6 @@ def test_saved_compile_arguments_in_every_keras_spelling():
                                "loss": {"class_name": "SparseCategoricalCrossentropy",
                                         "config": {"reduction": "auto", "fn": "sparse_categorical_crossentropy"}}},
                               "f")
-    from kgraph import optimizers
     opt = optimizers.get(args["optimizer"])
     opt.iterations = 4
     assert opt.learning_rate == pytest.approx(0.1 / (1 + 0.5 * 4))
