@@ -10,6 +10,7 @@ import datetime
 import io
 import json
 import re
+import warnings
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,16 +81,25 @@ def _write_keras3_layers(group, desc, path, weights):
                 var_group.create_dataset(str(i), data=value)
 
 
-def _read_keras3_layers(group, path=()) -> dict:
-    out = {}
+def _read_keras3_layers(group, desc, path=()) -> dict:
+    """{layer path: arrays} of a Keras 3 weights tree. Its groups are named as Keras names the
+    model's layers (snake_case class name, made unique): Keras 3 and kgraph also record each
+    layer's name, tf-keras 2 does not: a group is matched by the name where one is recorded, and
+    by its place in the model otherwise, as Keras itself reads it."""
+    out, used, by_key = {}, {}, {}
+    for layer in _keras_layers(desc):
+        by_key[_unique(snake_case(_class_of(layer)), used)] = layer
+    by_name = {layer.name: layer for layer in desc.layers}
     for key in group.get("layers", {}):
         sub = group["layers"][key]
-        name = sub["vars"].attrs.get("name", key) if "vars" in sub else key
-        name = name.decode() if isinstance(name, bytes) else str(name)
-        if "layers" in sub:
-            out.update(_read_keras3_layers(sub, path + (name,)))
+        name = sub["vars"].attrs.get("name") if "vars" in sub else None
+        layer = by_name.get(_text(name)) if name is not None else by_key.get(key)
+        if layer is None:
+            continue  # a layer the model lacks: _assign_by_layer names what is missing
+        if layer.model is not None and "layers" in sub:
+            out.update(_read_keras3_layers(sub, layer.model, path + (layer.name,)))
         elif "vars" in sub and len(sub["vars"]):
-            out[(*path, name)] = [np.asarray(sub["vars"][str(i)]) for i in range(len(sub["vars"]))]
+            out[(*path, layer.name)] = [np.asarray(sub["vars"][str(i)]) for i in range(len(sub["vars"]))]
     return out
 
 
@@ -179,15 +189,20 @@ KERAS_SLOT_ORDER = {
 KERAS_SLOT_NAMES = {"m": "momentum", "v": "velocity", "u": "norm", "v_hat": "velocity_hat"}
 
 
-def _slot_sequence(model):
+# tf.keras's OptimizerV2 (the legacy optimizers of tf.keras 2.11+, every optimizer before) creates
+# one slot name at a time over all variables: all m, then all v
+V2_SLOT_ORDER = {kind: [[name] for call in calls for name in call] for kind, calls in KERAS_SLOT_ORDER.items()}
+
+
+def _slot_sequence(model, order=KERAS_SLOT_ORDER):
     """[(slot name, param node)] in Keras's optimizer.variables order (after iteration, lr)."""
     state = model.executable.steps["train"]["state"]
     present = {s["slot"] for s in state}
     params = [w.node for w in model.frontend.weights if w.trainable]
-    if model.optimizer.kind not in KERAS_SLOT_ORDER:  # Nadam keeps one more variable (u_product)
+    if model.optimizer.kind not in order:  # Nadam keeps one more variable (u_product)
         raise FileFormatError(f"saving or loading {type(model.optimizer).__name__}'s state in Keras's layout "
                               f"is not supported yet; save with include_optimizer=False")
-    calls = KERAS_SLOT_ORDER[model.optimizer.kind]
+    calls = order[model.optimizer.kind]
     return [(name, p) for call in calls if set(call) <= present for p in params for name in call]
 
 
@@ -207,27 +222,59 @@ def _restore_optimizer(model, h5file, source):
     if model.compile_args is not None and "optimizer" in h5file and "vars" in h5file["optimizer"]:
         opt = h5file["optimizer"]["vars"]
         if len(opt):
-            set_optimizer_variables(model, [np.asarray(opt[str(i)]) for i in range(len(opt))], source)
+            load_optimizer_state(model, [np.asarray(opt[str(i)]) for i in range(len(opt))], None, source)
 
 
-def set_optimizer_variables(model, values, source):
-    state = {(s["slot"], s["param"]): s for s in model.executable.steps["train"]["state"]}
-    sequence = _slot_sequence(model)
-    if len(values) != 2 + len(sequence):
-        raise FileFormatError(f"{source}: the optimizer state has {len(values)} variables, "
-                              f"{model.optimizer.name} here needs {2 + len(sequence)}")
-    for key, value in zip(sequence, values[2:]):
-        s = state[key]
-        if tuple(value.shape) != tuple(s["shape"]):
-            raise FileFormatError(f"{source}: optimizer slot {key[0]} of {key[1]} has shape {value.shape}, "
-                                  f"expected {tuple(s['shape'])}")
-    for key, value in zip(sequence, values[2:]):
-        s = state[key]
-        n = int(np.prod(s["shape"]))
-        model.executable.state[s["offset"]:s["offset"] + n] = np.ravel(value)
-    model.optimizer.iterations = int(values[0])
-    if not isinstance(model.optimizer._learning_rate, LearningRateSchedule):  # a schedule recomputes it
-        model.optimizer.learning_rate = float(values[1])
+def _layout(values, names):
+    """How the file lists the optimizer's variables: "keras3" (iteration, learning_rate, slots),
+    "tf2" (tf-keras 2's optimizers: iteration, slots) or "v2" (OptimizerV2: iter, slots by name)."""
+    if names and re.search(r"(^|/)iter(ations)?(:0)?$", names[0]):
+        return "v2"
+    if len(values) > 1 and np.ndim(values[1]) == 0:
+        return "keras3"
+    return "tf2"
+
+
+def load_optimizer_state(model, values, names, source):
+    """Set the compiled model's optimizer state from a file's variables in any Keras's layout.
+    State that does not map onto this optimizer is left fresh, with one warning: the weights
+    load whatever the optimizer state."""
+    if model.compile_args is None or not values:
+        return
+    layout = _layout(values, names)
+    header = 2 if layout == "keras3" else 1
+    slots = values[header:]
+    iterations = int(np.asarray(values[0]))
+    try:
+        sequence = _slot_sequence(model, V2_SLOT_ORDER if layout == "v2" else KERAS_SLOT_ORDER)
+    except FileFormatError as e:
+        return _fresh(model, source, str(e).split(";")[0])
+    extra = slots[len(sequence):]
+    if layout == "v2" and sequence and len(extra) == len({p for _, p in sequence}) and \
+            all(np.shape(v) == (1,) for v in extra):
+        slots = slots[:len(sequence)]  # Keras 2.2-2.3's Adam keeps a (1,) stand-in vhat per weight without amsgrad
+    if sequence and not slots and iterations:
+        return _fresh(model, source, f"the file has no slot variables after {iterations} iterations")
+    if sequence and slots:
+        if len(slots) != len(sequence):
+            return _fresh(model, source, f"the file has {len(slots)} slot variables, "
+                                         f"{model.optimizer.name} here has {len(sequence)}")
+        state = {(s["slot"], s["param"]): s for s in model.executable.steps["train"]["state"]}
+        for key, value in zip(sequence, slots):
+            if tuple(np.shape(value)) != tuple(state[key]["shape"]):
+                return _fresh(model, source, f"slot {key[0]} of {key[1]} has shape {np.shape(value)} in the "
+                                             f"file, {tuple(state[key]['shape'])} here")
+        for key, value in zip(sequence, slots):
+            s = state[key]
+            model.executable.state[s["offset"]:s["offset"] + int(np.prod(s["shape"]))] = np.ravel(value)
+    model.optimizer.iterations = iterations  # no slots here (SGD without momentum) or none saved yet
+    if header == 2 and not isinstance(model.optimizer._learning_rate, LearningRateSchedule):
+        model.optimizer.learning_rate = float(values[1])  # a schedule recomputes it
+
+
+def _fresh(model, source, why):
+    warnings.warn(f"{source}: the optimizer state was not loaded ({why}); the optimizer starts fresh",
+                  stacklevel=4)
 
 
 # ---------------------------------------------------------------------- public entry points
@@ -253,7 +300,7 @@ def load_weights(model, filepath):
     if name.endswith((".h5", ".hdf5")):
         with _open_h5(name) as f:
             if "layers" in f:
-                _assign_by_layer(model, _read_keras3_layers(f), False, name)
+                _assign_by_layer(model, _read_keras3_layers(f, model.frontend.desc), False, name)
                 _restore_optimizer(model, f, name)
             else:
                 group = f["model_weights"] if "model_weights" in f else f
@@ -360,7 +407,7 @@ def read_model_file(filepath):
                 weights_bytes = z.read("model.weights.h5")
         except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError) as e:
             raise FileFormatError(f"{name}: not a readable .keras archive ({e})") from None
-        compile_config = config.pop("compile_config", None)
+        compile_config = _compile_arguments(config.pop("compile_config", None), name)
 
         def restore(model):
             try:
@@ -368,7 +415,7 @@ def read_model_file(filepath):
             except OSError as e:
                 raise FileFormatError(f"{name}: model.weights.h5 is not readable ({e})") from None
             with f:
-                _assign_by_layer(model, _read_keras3_layers(f), False, name)
+                _assign_by_layer(model, _read_keras3_layers(f, model.frontend.desc), False, name)
                 _restore_optimizer(model, f, name)
         return config, compile_config, restore
     with _open_h5(name) as f:
@@ -381,6 +428,7 @@ def read_model_file(filepath):
     if training:
         compile_config = {"optimizer": training.get("optimizer_config"), "loss": training.get("loss"),
                           "metrics": _flat_metrics(training.get("metrics")), "loss_weights": training.get("loss_weights")}
+        compile_config = _compile_arguments(compile_config, name)
 
     def restore(model):
         with _open_h5(name) as f:
@@ -388,13 +436,110 @@ def read_model_file(filepath):
             if model.compile_args is not None and "optimizer_weights" in f:
                 g = f["optimizer_weights"]
                 names = [_text(n) for n in g.attrs.get("weight_names", [])]
-                if names and names[0].endswith("/iteration"):  # Keras 3's layout (Keras 2's is not read)
-                    set_optimizer_variables(model, [np.asarray(g[n]) for n in names], name)
+                load_optimizer_state(model, [np.asarray(g[n]) for n in names], names, name)
     return config, compile_config, restore
 
 
 def _text(v):
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+# ---------------------------------------------------------------------- the saved compile arguments
+
+def _class_name(entry) -> str:
+    """The class of a registered name in any of Keras's spellings: "Custom>Adam" (tf-keras 2's .h5),
+    "keras.optimizers.Adam", "keras.optimizers.legacy.Adam" (or a module key beside it)."""
+    return re.split(r"[>.]", str(entry))[-1]
+
+
+def _optimizer_arguments(opt):
+    """A saved optimizer as kgraph.optimizers.get takes it. tf.keras's legacy optimizers write `lr`
+    for learning_rate, and `decay`, a rate lr / (1 + decay * iterations): InverseTimeDecay."""
+    if not isinstance(opt, dict):
+        return _class_name(opt) if isinstance(opt, str) else opt
+    config = dict(opt.get("config") or {})
+    lr = config.pop("lr", None)
+    if lr is not None:
+        config.setdefault("learning_rate", lr)
+    decay = config.pop("decay", 0.0) or 0.0
+    if decay and not isinstance(config.get("learning_rate"), dict):
+        config["learning_rate"] = {"class_name": "InverseTimeDecay", "config": {
+            "initial_learning_rate": config.get("learning_rate", 0.001), "decay_steps": 1, "decay_rate": decay}}
+    return {"class_name": _class_name(opt.get("class_name", "")), "config": config}
+
+
+def _loss_arguments(loss):
+    if isinstance(loss, str):
+        return _class_name(loss)
+    if isinstance(loss, list):
+        return [_loss_arguments(l) for l in loss]
+    if isinstance(loss, dict) and "class_name" not in loss:
+        return {k: _loss_arguments(v) for k, v in loss.items()}
+    if isinstance(loss, dict):
+        config = loss.get("config")
+        if isinstance(config, dict):  # tf-keras 2 adds the function's name (fn) and "auto"
+            config = {k: v for k, v in config.items() if k != "fn"}
+        return {"class_name": _class_name(loss["class_name"]), "config": config}
+    return loss
+
+
+def _metric_arguments(metric):
+    """tf-keras 2 writes "accuracy" as a MeanMetricWrapper of the accuracy it resolved (sometimes
+    before it knew the labels): its name is what the user asked for."""
+    if isinstance(metric, dict) and metric.get("class_name") == "MeanMetricWrapper":
+        return (metric.get("config") or {}).get("name") or (metric.get("config") or {}).get("fn")
+    if isinstance(metric, list):
+        return [_metric_arguments(m) for m in metric]
+    if isinstance(metric, dict) and "class_name" not in metric:
+        return {k: _metric_arguments(v) for k, v in metric.items()}
+    return metric
+
+
+def _compile_arguments(compile_config, source):
+    """The saved compile arguments in forms kgraph reads; None, with a warning, when kgraph
+    cannot run the optimizer or loss (the model then loads uncompiled, as Keras does)."""
+    if not compile_config or not compile_config.get("optimizer") or compile_config.get("loss") is None:
+        return None
+    from . import losses, optimizers
+    out = dict(compile_config, optimizer=_optimizer_arguments(compile_config["optimizer"]),
+               loss=_loss_arguments(compile_config["loss"]),
+               metrics=_metric_arguments(_flat_metrics(compile_config.get("metrics"))))
+    try:
+        optimizers.get(out["optimizer"])
+        loss = out["loss"]
+        for one in (loss.values() if isinstance(loss, dict) and "class_name" not in loss
+                    else loss if isinstance(loss, list) else [loss]):
+            if one is not None:
+                losses.get(one)
+    except (ValueError, TypeError) as e:
+        warnings.warn(f"{source}: the model is loaded uncompiled: its saved compile arguments are not "
+                      f"supported ({e}); call compile() with ones kgraph supports", stacklevel=3)
+        return None
+    out["metrics"] = _known_metrics(out["metrics"], source)
+    return out
+
+
+def _known_metrics(metrics, source):
+    """The saved metrics less those kgraph cannot compute (a metric object with options it lacks),
+    each dropped with a warning: a metric never stops a model from loading."""
+    from . import metrics as metrics_mod
+    if isinstance(metrics, dict):
+        return {k: _known_metrics(v, source) for k, v in metrics.items()}
+    if not isinstance(metrics, list):
+        return metrics
+    kept = []
+    for m in metrics:
+        if isinstance(m, list):
+            kept.append(_known_metrics(m, source))
+            continue
+        if isinstance(m, dict):
+            try:
+                metrics_mod.get(m)
+            except (ValueError, TypeError, KeyError) as e:
+                warnings.warn(f"{source}: the saved metric {m.get('class_name')!r} is left out ({e})", stacklevel=4)
+                continue
+        kept.append(m)
+    return kept
 
 
 def _flat_metrics(metrics):

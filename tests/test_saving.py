@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kgraph.models as models
-from kgraph import callbacks
+from kgraph import callbacks, optimizers
 from kgraph.saving import FileFormatError
 
 FILES = Path(__file__).parent / "fixtures" / "files"
@@ -120,3 +120,161 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
         model.save_weights(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["w.npz"]   # no temporary file left behind
+
+
+# ---------------------------------------------------------------------- files TensorFlow wrote (issue 14)
+# tools/make_file_fixtures.py: Keras 3 (k3) and tf-keras 2 (tfk2), .keras and .h5, right after compile
+# ("new") and after 3 steps ("trained"), for each optimizer; `next` is TF's prediction after one more step.
+TF = FILES / "tf"
+TF_IO = np.load(TF / "io.npz")
+TF_INDEX = json.loads((TF / "index.json").read_text())["files"]
+
+
+def _resumable(stem, ext):
+    """Whether kgraph can carry on with the saved optimizer state: Nadam's is not mapped, and
+    tf-keras 2 writes no state at all for its legacy optimizers in a .keras archive."""
+    info = TF_INDEX[stem]
+    return info["optimizer"] != "nadam" and not (info["optimizer"].startswith("legacy_") and ext == ".keras")
+
+
+@pytest.mark.parametrize("ext", [".keras", ".h5"])
+@pytest.mark.parametrize("stem", sorted(TF_INDEX))
+def test_files_tensorflow_writes_load_and_train_on(stem, ext, recwarn):
+    x, y = TF_IO["x"], TF_IO["y"]
+    model = models.load_model(TF / f"{stem}{ext}")
+    np.testing.assert_allclose(model.predict(x, verbose=0), TF_IO[f"{stem}/pred"], rtol=1e-5, atol=1e-5)
+    history = model.fit(x, y, batch_size=len(x), epochs=1, verbose=0, shuffle=False)  # one step, as TF took
+    assert np.isfinite(history.history["loss"][0])
+    fresh_warned = any("optimizer starts fresh" in str(w.message) for w in recwarn)
+    if _resumable(stem, ext):
+        assert not fresh_warned
+        # tf.keras's legacy RMSprop adds epsilon inside the square root: a 1e-5 difference
+        tol = 1e-4 if TF_INDEX[stem]["optimizer"] == "legacy_rmsprop" else 1e-5
+        np.testing.assert_allclose(model.predict(x, verbose=0), TF_IO[f"{stem}/next"], atol=tol)
+    elif TF_INDEX[stem]["optimizer"] == "nadam":
+        assert fresh_warned  # the weights loaded; the optimizer starts fresh with one warning
+        assert model.optimizer.iterations == 1
+
+
+def test_tf_written_state_is_what_resumes():
+    """The resumed step differs from a fresh optimizer's: the state above was really used."""
+    x, y = TF_IO["x"], TF_IO["y"]
+    stem = "tfk2_nest_adam_trained"
+    model = models.load_model(TF / f"{stem}.h5")
+    assert model.optimizer.iterations == 3
+    fresh = models.load_model(TF / f"{stem}.h5", compile=False)
+    fresh.compile(optimizer=optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.train_on_batch(x, y)
+    fresh.train_on_batch(x, y)
+    assert np.abs(fresh.predict(x, verbose=0) - TF_IO[f"{stem}/next"]).max() > 1e-3
+    np.testing.assert_allclose(model.predict(x, verbose=0), TF_IO[f"{stem}/next"], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["k3_nest_adam_trained.weights.h5", "tfk2_nest_adam_trained_weights.h5"])
+def test_tf_written_weight_files_load(name):
+    model = models.load_model(TF / "k3_nest_adam_new.keras", compile=False)
+    model.load_weights(TF / name)
+    np.testing.assert_allclose(model.predict(TF_IO["x"], verbose=0), TF_IO["k3_nest_adam_trained/pred"],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_saved_compile_arguments_in_every_keras_spelling():
+    from kgraph.saving import _compile_arguments
+    lr = {"learning_rate": 0.01}
+    for opt in ("Custom>Adam", "keras.optimizers.Adam",
+                {"class_name": "Custom>Adam", "config": lr},
+                {"module": "keras.optimizers", "class_name": "Adam", "config": lr, "registered_name": None},
+                {"module": "keras.optimizers.legacy", "class_name": "Adam", "config": {**lr, "decay": 0.0}},
+                {"class_name": "keras.optimizers.legacy.Adam", "config": {"lr": 0.01}}):
+        args = _compile_arguments({"optimizer": opt, "loss": "keras.losses.mse", "metrics": [["acc"]]}, "f")
+        assert args["loss"] == "mse" and args["metrics"] == ["acc"]
+        got = args["optimizer"] if isinstance(args["optimizer"], str) else args["optimizer"]["class_name"]
+        assert got == "Adam", opt
+    # a legacy optimizer's decay is lr / (1 + decay * iterations): an InverseTimeDecay schedule
+    args = _compile_arguments({"optimizer": {"class_name": "Adam", "config": {"lr": 0.1, "decay": 0.5}},
+                               "loss": {"class_name": "SparseCategoricalCrossentropy",
+                                        "config": {"reduction": "auto", "fn": "sparse_categorical_crossentropy"}}},
+                              "f")
+    opt = optimizers.get(args["optimizer"])
+    opt.iterations = 4
+    assert opt.learning_rate == pytest.approx(0.1 / (1 + 0.5 * 4))
+
+
+def _rewrite_keras(src, dst, config_edit=None, weights_edit=None):
+    import h5py
+    with zipfile.ZipFile(src) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    if config_edit:
+        config = json.loads(files["config.json"])
+        config_edit(config)
+        files["config.json"] = json.dumps(config).encode()
+    if weights_edit:
+        tmp = dst.with_suffix(".w.h5")
+        tmp.write_bytes(files["model.weights.h5"])
+        with h5py.File(tmp, "a") as f:
+            weights_edit(f)
+        files["model.weights.h5"] = tmp.read_bytes()
+    with zipfile.ZipFile(dst, "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+
+
+def test_partial_optimizer_state_loads_the_weights_and_starts_fresh(tmp_path):
+    def drop_slots(f):
+        for i in (4, 5):
+            del f["optimizer/vars"][str(i)]
+        for i in range(6, 10):  # keep the numbering dense, as Keras writes it
+            f["optimizer/vars"].move(str(i), str(i - 2))
+    path = tmp_path / "partial.keras"
+    _rewrite_keras(TF / "k3_seq_adam_trained.keras", path, weights_edit=drop_slots)
+    with pytest.warns(UserWarning, match=r"partial.keras: the optimizer state was not loaded \(the file has 6 "
+                                         r"slot variables, adam\S* here has 8\); the optimizer starts fresh"):
+        model = models.load_model(path)
+    np.testing.assert_allclose(model.predict(TF_IO["x"], verbose=0), TF_IO["k3_seq_adam_trained/pred"], atol=1e-5)
+    assert model.optimizer.iterations == 0
+    assert np.isfinite(model.train_on_batch(TF_IO["x"], TF_IO["y"])).all()
+
+
+def test_an_optimizer_kgraph_lacks_loads_the_model_uncompiled(tmp_path):
+    def lamb(config):
+        config["compile_config"]["optimizer"] = {"module": None, "class_name": "Addons>LAMB", "config": {},
+                                                 "registered_name": "Addons>LAMB"}
+    path = tmp_path / "lamb.keras"
+    _rewrite_keras(TF / "k3_seq_adam_trained.keras", path, config_edit=lamb)
+    with pytest.warns(UserWarning, match="loaded uncompiled.*unknown optimizer 'LAMB'"):
+        model = models.load_model(path)
+    assert model.optimizer is None
+    np.testing.assert_allclose(model.predict(TF_IO["x"], verbose=0), TF_IO["k3_seq_adam_trained/pred"], atol=1e-5)
+
+
+def test_keras_2_2_adam_state_with_its_stand_in_vhats(tmp_path):
+    """Keras 2.2-2.3 wrote `lr`, "Adam/iterations:0", all m, all v, then one (1,) vhat per weight."""
+    import h5py
+    stem = "tfk2_seq_legacy_adam_decay_trained"
+    path = tmp_path / "keras22.h5"
+    path.write_bytes((TF / f"{stem}.h5").read_bytes())
+    with h5py.File(path, "a") as f:
+        training = json.loads(f.attrs["training_config"])
+        opt = training["optimizer_config"]["config"]
+        opt["lr"] = opt.pop("learning_rate")
+        f.attrs["training_config"] = json.dumps(training)
+        g = f["optimizer_weights"]
+        names = [n.decode() if isinstance(n, bytes) else n for n in g.attrs["weight_names"]]
+        g.move(names[0], "Adam/iterations:0")
+        names[0] = "Adam/iterations:0"
+        for i in range(4):
+            g.create_dataset(f"training/Adam/Variable_{8 + i}:0", data=np.zeros(1, np.float32))
+            names.append(f"training/Adam/Variable_{8 + i}:0")
+        g.attrs["weight_names"] = np.array([n.encode() for n in names])
+    model = models.load_model(path)
+    assert model.optimizer.iterations == 3
+    model.train_on_batch(TF_IO["x"], TF_IO["y"])
+    np.testing.assert_allclose(model.predict(TF_IO["x"], verbose=0), TF_IO[f"{stem}/next"], atol=1e-5)
+
+
+def test_a_saved_metric_kgraph_cannot_compute_is_left_out_with_a_warning():
+    from kgraph.saving import _compile_arguments
+    saved = {"optimizer": "adam", "loss": "mse",
+             "metrics": ["mae", {"module": "keras.metrics", "class_name": "FancyMetric", "config": {}}]}
+    with pytest.warns(UserWarning, match="f.keras: the saved metric 'FancyMetric' is left out"):
+        assert _compile_arguments(saved, "f.keras")["metrics"] == ["mae"]

@@ -4,9 +4,11 @@ Sequential models become the same graph form, chained."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
+from .keras1 import upgrade as upgrade_keras1
 
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
@@ -103,11 +105,43 @@ def _layer(entry, name: str | None, where: str) -> LayerDesc:
     return LayerDesc(name, cls, cfg if isinstance(cfg, dict) else {}, [], model)
 
 
+def _snake_case(name: str) -> str:
+    """keras.src.utils.naming.to_snake_case."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _entry_name(entry):
+    if not isinstance(entry, dict):
+        return None
+    cfg = entry.get("config")
+    return entry.get("name") or (cfg.get("name") if isinstance(cfg, dict) else None)
+
+
+def _auto_names(entries) -> list:
+    """Each entry's name; a layer written without one gets the name Keras would have given it:
+    its class in snake_case, with _1, _2, ... where that is taken ("dense", "dense_1")."""
+    taken = {_entry_name(e) for e in entries} - {None}
+    names = []
+    for entry in entries:
+        given = _entry_name(entry)
+        if not given and isinstance(entry, dict) and isinstance(entry.get("class_name"), str):
+            base, i = _snake_case(entry["class_name"]), 0
+            given = base
+            while given in taken:
+                i += 1
+                given = f"{base}_{i}"
+            taken.add(given)
+        names.append(given)
+    return names
+
+
 def _sequential(cfg, name: str, where: str) -> ModelDesc:
     entries = cfg if isinstance(cfg, list) else cfg.get("layers")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{where}: Sequential model {name!r} has no layers")
-    layers = [_layer(e, None, where) for e in entries]
+    layers = [_layer(e, n, where) for e, n in zip(entries, _auto_names(entries))]
     if layers[0].class_name != "InputLayer":
         # Keras 2 puts the input shape on the first layer; Keras 3 in build_input_shape
         shape = input_batch_shape(layers[0].config)
@@ -145,7 +179,8 @@ def _model(cls: str, cfg, name: str, where: str) -> ModelDesc:
 def _number_nodes(desc: ModelDesc, keras: int) -> None:
     """A nested model built on its own Input owns a first node that the outer config skips.
     tf.keras numbers the outer calls from 1 then (Functional, and Sequential with an input shape);
-    Keras 3 numbers inbound_nodes from 0 but output_layers from 1 (Functional only)."""
+    Keras 3 numbers inbound_nodes from 0 but output_layers from 1 (Functional only). A Sequential's
+    chain is kgraph's own: it reads each layer's call as numbered here."""
     by_name = {layer.name: layer for layer in desc.layers}
     for layer in desc.layers:
         if layer.model is None:
@@ -155,7 +190,11 @@ def _number_nodes(desc: ModelDesc, keras: int) -> None:
             own_input = inner.layers[0].class_name == "InputLayer" and input_batch_shape(inner.layers[0].config)
             layer.node_offset = int(inner.class_name == "Functional" or bool(own_input))
         _number_nodes(inner, keras)
-    if keras >= 3:
+    if desc.class_name == "Sequential":  # its chain reads each layer's own call, wherever it is numbered
+        for prev, layer in zip(desc.layers, desc.layers[1:]):
+            layer.calls = [[(prev.name, prev.node_offset, 0)]]
+        desc.outputs = [(desc.layers[-1].name, desc.layers[-1].node_offset, 0)]
+    elif keras >= 3:
         desc.outputs = [(n, i - 1, t) if n in by_name and by_name[n].model is not None
                         and by_name[n].model.class_name == "Functional" else (n, i, t) for n, i, t in desc.outputs]
 
@@ -164,6 +203,7 @@ def describe(config: dict) -> ModelDesc:
     """Read a top-level model config (any dialect) into a ModelDesc."""
     if not isinstance(config, dict):
         raise ConfigError(f"a model config is a mapping, got {type(config).__name__}")
+    config = upgrade_keras1(config)  # Keras 1 names -> Keras 2's, as Keras 2 read them
     cls = config.get("class_name")
     if cls not in MODEL_CLASSES:
         raise ConfigError(f"top-level class {cls!r} is not a model; expected one of {', '.join(MODEL_CLASSES)}")

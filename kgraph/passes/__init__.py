@@ -2,6 +2,8 @@
 `run_pipeline` keeps a printable snapshot after each (`kgraph inspect --after NAME`)."""
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass, field
 
 import ir
@@ -55,7 +57,11 @@ def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, r
         add_loss(g, losses, regularizers)
         done("loss")
     if kind == "train":
-        grads = autodiff(g, g.outputs["loss"], list(param_order if trainable is None else trainable))
+        wrt = list(param_order if trainable is None else trainable)
+        if not wrt:  # every layer frozen: Keras trains such a model, updating nothing, with a warning
+            warnings.warn(f"model {forward.name!r} has no trainable weights: training updates nothing",
+                          stacklevel=2)
+        grads = autodiff(g, g.outputs["loss"], wrt) if wrt else {}
         done("autodiff")
         add_optimizer(g, grads, optimizer[0], optimizer[1])
         done("optimizer")

@@ -20,9 +20,11 @@ def add_optimizer(graph, grads: dict[str, str], kind: str, hyper: dict):
     attrs = dict(hyper)
     clipping = {k: attrs.pop(k) for k in CLIPPING if attrs.get(k)}
     attrs = {**UPDATES[op].defaults, **attrs}
-    grads, gscale = _clip(graph, grads, **clipping)
     lr = graph.source("scalar", "lr", scalar("float32"))
     step = graph.source("scalar", "step", scalar("float64"))
+    if not grads:  # nothing trainable: the step keeps its scalar inputs and updates nothing
+        return graph
+    grads, gscale = _clip(graph, grads, **clipping)
     slot_init = UPDATES[op].slots(attrs)
     slots = {p: [] for p in grads}
     for name, init in slot_init.items():

@@ -1,0 +1,140 @@
+#!/usr/bin/env python
+"""Model files as TensorFlow writes them, for kgraph's loading tests. Run with TensorFlow, Keras 3
+and tf-keras 2 installed (kgraph is not needed):
+
+    /tmp/tfenv/bin/python tools/make_file_fixtures.py [--out tests/fixtures/files/tf]
+
+For Keras 3 (prefix k3) and tf-keras 2 (prefix tfk2), for a Sequential MLP ("seq") and a
+Functional model with a nested Functional model inside ("nest"), for each optimizer, it saves
+the model as .keras and .h5 right after compile ("new") and after 3 train steps ("trained").
+Extra optimizers (and tf-keras 2's legacy ones) are saved for "seq" after training only.
+Then one more train_on_batch on the same batch gives the prediction a resumed model must make.
+
+io.npz holds x, y and per file stem `<stem>/pred` (predictions of the saved model) and
+`<stem>/next` (predictions after one more step); index.json lists the stems with what they are.
+
+nested_configs.json (`--only nested` writes just it): to_json() configs of functional models
+nested in Sequential and Functional models, by both Kerases, with their weights and predictions."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+CORE = ["sgd", "adam", "rmsprop", "adagrad"]
+EXTRA = ["adamax", "nadam", "adadelta"]
+LEGACY = ["legacy_adam_decay", "legacy_sgd", "legacy_rmsprop"]  # tf-keras 2 only
+
+
+def optimizer(k, name):
+    o = k.optimizers
+    if name.startswith("legacy_"):
+        o, name = k.optimizers.legacy, name[len("legacy_"):]
+    return {"sgd": lambda: o.SGD(0.05, momentum=0.9),
+            "adam": lambda: o.Adam(0.01),
+            "adam_decay": lambda: o.Adam(0.01, decay=0.01),
+            "rmsprop": lambda: o.RMSprop(0.01),
+            "adagrad": lambda: o.Adagrad(0.05),
+            "adamax": lambda: o.Adamax(0.01),
+            "nadam": lambda: o.Nadam(0.01),
+            "adadelta": lambda: o.Adadelta(1.0)}[name]()
+
+
+def build(k, kind):
+    L = k.layers
+    if kind == "seq":
+        return k.Sequential([k.Input((4,)), L.Dense(5, activation="relu", name="d1"),
+                             L.Dense(3, activation="softmax", name="out")], name="seq")
+    xi = k.Input((5,), name="inner_in")
+    inner = k.Model(xi, L.Dense(4, activation="tanh", name="inner_dense")(xi), name="inner")
+    x = k.Input((4,), name="x")
+    h = L.Dense(5, activation="relu", name="d1")(x)
+    return k.Model(x, L.Dense(3, activation="softmax", name="out")(inner(h)), name="nest")
+
+
+def save_all(k, prefix, kind, opt, stage, x, y, out, io, index):
+    k.utils.set_random_seed(3)
+    model = build(k, kind)
+    # the Sequential's loss is a string, the nested model's a loss object: both forms get saved
+    loss = "sparse_categorical_crossentropy" if kind == "seq" else k.losses.SparseCategoricalCrossentropy()
+    model.compile(optimizer=optimizer(k, opt), loss=loss, metrics=["accuracy"])
+    if stage == "trained":
+        for _ in range(3):
+            model.train_on_batch(x, y)
+    stem = f"{prefix}_{kind}_{opt}_{stage}"
+    for ext in (".keras", ".h5"):
+        model.save(out / f"{stem}{ext}")
+    if kind == "nest" and opt == "adam" and stage == "trained":
+        model.save_weights(out / (f"{stem}.weights.h5" if prefix == "k3" else f"{stem}_weights.h5"))
+    io[f"{stem}/pred"] = model.predict(x, verbose=0)
+    model.train_on_batch(x, y)
+    io[f"{stem}/next"] = model.predict(x, verbose=0)
+    index[stem] = {"keras": prefix, "model": kind, "optimizer": opt, "stage": stage}
+
+
+def nested_configs(k, x):
+    """Functional models inside a Sequential (first, middle, last) and inside a Functional, called
+    twice: tf-keras 2 numbers their calls from 1, after the node of their own Input."""
+    L, out = k.layers, {}
+
+    def inner(name):
+        xi = k.Input((4,))
+        return k.Model(xi, L.Dense(4, activation="tanh")(xi), name=name)
+
+    def record(key, model):
+        out[key] = {"config": json.loads(model.to_json()), "weights": [w.tolist() for w in model.get_weights()],
+                    "pred": model.predict(x, verbose=0).tolist()}
+
+    k.utils.set_random_seed(0)
+    record("seq_middle", k.Sequential([k.Input((4,)), inner("model_93"), L.Dense(2)], name="seq_a"))
+    model = k.Sequential([inner("model_93"), L.Dense(2)], name="seq_b")
+    model(x)  # built on its first call, without an Input
+    record("seq_first", model)
+    record("seq_last", k.Sequential([k.Input((4,)), L.Dense(4), inner("model_93")], name="seq_c"))
+    seq = k.Sequential([k.Input((4,)), inner("model_93"), L.Dense(4)], name="seq_d")
+    shared = inner("model_94")
+    xin = k.Input((4,), name="xin")
+    record("functional", k.Model(xin, L.Add()([shared(seq(xin)), shared(xin)]), name="outer"))
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="tests/fixtures/files/tf")
+    p.add_argument("--only", choices=["files", "nested"], help="write only the model files or the nested configs")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    import keras
+    import tensorflow as tf
+    import tf_keras
+
+    rs = np.random.RandomState(0)
+    x = rs.standard_normal((6, 4)).astype(np.float32)
+    y = rs.randint(0, 3, 6).astype(np.int32)
+    if args.only != "files":
+        nested = {"x": x.tolist(), "k3": nested_configs(keras, x), "tfk2": nested_configs(tf_keras, x)}
+        (out / "nested_configs.json").write_text(json.dumps(nested) + "\n")
+    if args.only == "nested":
+        return
+    io, index = {"x": x, "y": y}, {}
+    for prefix, k in (("k3", keras), ("tfk2", tf_keras)):
+        for kind in ("seq", "nest"):
+            for opt in CORE:
+                for stage in ("new", "trained"):
+                    save_all(k, prefix, kind, opt, stage, x, y, out, io, index)
+        for opt in EXTRA + (LEGACY if prefix == "tfk2" else []):
+            save_all(k, prefix, "seq", opt, "trained", x, y, out, io, index)
+    np.savez(out / "io.npz", **io)
+    meta = {"tensorflow": tf.__version__, "keras": keras.__version__, "tf_keras": tf_keras.__version__,
+            "files": index}
+    (out / "index.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
