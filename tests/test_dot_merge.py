@@ -1,5 +1,5 @@
-"""Dot (Keras 2/3) and Keras 1's Merge against NumPy; their training is checked against TensorFlow
-by the dot_adam fixture of tests/test_tf_fidelity.py."""
+"""Dot (Keras 2/3) and Keras 1's Merge (converted by kgraph/frontend/keras1.py) against NumPy; Dot's
+training is checked against TensorFlow by the dot_adam fixture of tests/test_tf_fidelity.py."""
 import numpy as np
 import pytest
 
@@ -19,7 +19,8 @@ def _model(layer, shape=(5,)):
         {"class_name": "InputLayer", "config": {"batch_input_shape": [None, *shape], "name": "b"}, "inbound_nodes": [],
          "name": "b"},
         {**layer, "inbound_nodes": [[["a", 0, 0, {}], ["b", 0, 0, {}]]]}],
-        "input_layers": [["a", 0, 0], ["b", 0, 0]], "output_layers": [[layer["name"], 0, 0]]}})
+        "input_layers": [["a", 0, 0], ["b", 0, 0]], "output_layers": [[layer["name"], 0, 0]]},
+        "keras_version": "1.2.2" if layer["class_name"] == "Merge" else "2.15.0"})
 
 
 @pytest.mark.parametrize("layer, expected", [
@@ -45,7 +46,7 @@ def test_forward_against_numpy(layer, expected):
     ({"class_name": "Dot", "config": {"name": "d", "axes": "x"}}, (5,), "axes must be an integer"),
     ({"class_name": "Merge", "config": {"name": "d", "mode": "gAAAAAB...", "mode_type": "lambda"}}, (5,),
      "never runs a saved function's bytecode"),
-    ({"class_name": "Merge", "config": {"name": "d", "mode": "xor"}}, (5,), "Keras 1's modes are"),
+    ({"class_name": "Merge", "config": {"name": "d", "mode": "xor"}}, (5,), "Merge mode 'xor' is not supported"),
 ])
 def test_refusals_are_one_line(layer, shape, message):
     with pytest.raises(ConfigError, match=message) as info:

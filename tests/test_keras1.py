@@ -131,8 +131,8 @@ def test_keras1_functional_with_merge_layers():
      "Keras 1 BatchNormalization layer 'bn': argument mode=2 has no Keras 2 equivalent; kgraph supports only mode=0"),
     (lambda c: c.insert(1, {"class_name": "Merge", "config": {"name": "m", "mode": "concat", "layers": [{}]}}),
      "Keras 1 Merge layer 'm': a Merge of models inside a Sequential is not supported"),
-    (lambda c: c.insert(1, {"class_name": "Merge", "config": {"name": "m", "mode": "cos"}}),
-     "Keras 1 Merge layer 'm': Merge mode 'cos' is not supported"),
+    (lambda c: c.insert(1, {"class_name": "Merge", "config": {"name": "m", "mode": "xor"}}),
+     "Keras 1 Merge layer 'm': Merge mode 'xor' is not supported"),
     (lambda c: c[0]["config"].update(border_mode="full"),
      "border_mode='full' (Keras 2 has no such padding) is not supported"),
 ])

@@ -17,7 +17,8 @@ RENAMED_CLASSES = {
 }
 DATA_FORMATS = {"th": "channels_first", "tf": "channels_last", "default": "channels_last"}
 INITIALIZERS = {"zero": "zeros", "one": "ones", "uniform": "random_uniform", "normal": "random_normal"}
-MERGE_MODES = {"sum": "Add", "mul": "Multiply", "ave": "Average", "max": "Maximum", "concat": "Concatenate"}
+MERGE_MODES = {"sum": "Add", "mul": "Multiply", "ave": "Average", "max": "Maximum", "concat": "Concatenate",
+               "dot": "Dot", "cos": "Dot"}   # cos: a Dot with normalize (Keras 1 floored the norms' product instead)
 
 # Keras 1 argument -> Keras 2 argument, per layer family (Keras 2's legacy interfaces)
 _WEIGHTED = {"init": "kernel_initializer", "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
@@ -182,10 +183,16 @@ def _merge(cfg, where):
     if cfg.get("layers"):
         raise ConfigError(f"{where}: a Merge of models inside a Sequential is not supported; rebuild it as a "
                           f"functional model with Add/Concatenate/... (Keras 2 dropped Merge)")
+    if cfg.get("mode_type", "raw") != "raw" or not isinstance(mode, str):
+        raise ConfigError(f"{where}: a Merge mode saved as a Python function is not supported (kgraph never runs "
+                          "a saved function's bytecode); rebuild it with Add, Concatenate, Dot, ...")
     if mode not in MERGE_MODES:
         raise ConfigError(f"{where}: Merge mode {mode!r} is not supported; supported modes: "
-                          f"{', '.join(MERGE_MODES)} (they became Add, Multiply, Average, Maximum, Concatenate)")
+                          f"{', '.join(MERGE_MODES)} (they became Add, Multiply, Average, Maximum, Concatenate, Dot)")
     out = {"name": cfg.get("name"), "trainable": cfg.get("trainable", True)}
     if mode == "concat":
         out["axis"] = cfg.get("concat_axis", -1)
+    if mode in ("dot", "cos"):
+        out["axes"] = cfg.get("dot_axes", -1)
+        out["normalize"] = mode == "cos"
     return MERGE_MODES[mode], out

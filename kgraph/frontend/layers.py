@@ -364,6 +364,6 @@ from .preprocessing import PREPROCESSING  # noqa: E402
 RULES.update(EXTRA)
 RULES.update(PREPROCESSING)
 
-from .dot import DOT_RULES  # noqa: E402  (Dot, and Keras 1's Merge)
+from .dot import DOT_RULES  # noqa: E402
 
 RULES.update(DOT_RULES)
