@@ -269,7 +269,9 @@ def load_optimizer_state(model, values, names, source):
             model.executable.state[s["offset"]:s["offset"] + int(np.prod(s["shape"]))] = np.ravel(value)
     model.optimizer.iterations = iterations  # no slots here (SGD without momentum) or none saved yet
     if header == 2 and not isinstance(model.optimizer._learning_rate, LearningRateSchedule):
-        model.optimizer.learning_rate = float(values[1])  # a schedule recomputes it
+        saved = np.float32(values[1])   # a schedule recomputes it; Keras keeps the rate as float32:
+        if np.float32(model.optimizer.learning_rate) != saved:   # the config's exact rate stands if it rounds to it
+            model.optimizer.learning_rate = float(saved)
 
 
 def _fresh(model, source, why):
