@@ -384,8 +384,7 @@ class Dataset:
         """A background thread keeps the next buffer_size elements (batches, after batch()) ready,
         so the training step does not wait on the pipeline's Python (a generator, map). Batches of
         arrays, a slice or one gather each, are handed over directly: a thread would not make them
-        sooner, and competes with the training step for the cores (2.5x slower fits measured on a
-        2-core machine)."""
+        sooner, and would compete with the training step for the cores."""
         size = PREFETCH_AUTOTUNE if buffer_size in (None, AUTOTUNE) else _count(buffer_size, "buffer_size", low=1)
         if self._ready:
             return self
