@@ -219,7 +219,9 @@ class Dataset:
             ds = Dataset(None, cardinality, self._arrays, indices)
             ds._elements = ds._elements_from_indices
             return ds
-        return Dataset(elements, cardinality)
+        ds = Dataset(elements, cardinality)
+        ds._ready = self._ready   # repeat, take, skip or shuffle of ready batches: still ready
+        return ds
 
     # ---------------------------------------------------------------- transformations
     def batch(self, batch_size, drop_remainder=False, num_parallel_calls=None, deterministic=None,

@@ -239,6 +239,8 @@ def test_an_infinite_dataset_needs_steps_as_in_keras(data):
         model.fit(x, y, validation_data=forever, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="`steps`"):
         model.evaluate(forever, verbose=0)
+    with pytest.raises(ValueError, match="sample_weight` should not be passed"):
+        model.fit(forever, steps_per_epoch=2, sample_weight=np.ones(20), verbose=0)
     hist = model.fit(forever, steps_per_epoch=3, epochs=3, validation_data=forever, validation_steps=2, verbose=0)
     assert len(hist.history["val_loss"]) == 3 and model.optimizer.iterations == 9
     assert model.predict(Dataset.from_tensor_slices(x).batch(5).repeat(), steps=3, verbose=0).shape == (15, 5)

@@ -289,6 +289,10 @@ class CompiledModel:
             if y is not None:
                 raise DataError("x is a generator or iterable of batches, so y must not be given: "
                                 "the batches carry their targets")
+            if sample_weight is not None:   # Keras's words for a Dataset
+                raise ValueError("When providing `x` as a dataset or generator, `sample_weight` should not be "
+                                 "passed. Instead, the sample weights should be included as part of the batches: "
+                                 "(x, y, sample_weight)")
             train = x
         else:
             train = self._data(x, y, sample_weight, class_weight)
