@@ -178,6 +178,17 @@ def test_prefetch_runs_ahead_in_a_thread_and_passes_errors_on():
     assert threading.active_count() == before
 
 
+def test_pipelines_yield_what_tf_data_yields():
+    """tests/fixtures/tf/data_pipelines.json: tf.data's elements and cardinalities for the same
+    expressions (tools/make_tf_data_fixture.py)."""
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "tf" / "data_pipelines.json").read_text())
+    D = Dataset  # noqa: F841 (the expressions use it)
+    for expression, want in fixture["pipelines"].items():
+        assert [np.asarray(e).tolist() for e in eval(expression)] == want, expression
+    for expression, want in fixture["cardinality"].items():
+        assert eval(expression).cardinality() == want, expression
+
+
 # ------------------------------------------------------------------ fit, evaluate, predict
 @pytest.fixture(scope="module")
 def data():
