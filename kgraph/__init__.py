@@ -12,7 +12,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_PUBLIC = ("models", "optimizers", "losses", "metrics", "callbacks", "distribute", "datasets", "saving")
+_PUBLIC = ("models", "optimizers", "losses", "metrics", "callbacks", "distribute", "datasets", "saving", "data")
 __all__ = [*_PUBLIC, "__version__"]
 
 

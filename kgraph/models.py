@@ -24,6 +24,7 @@ from .passes import default_parts, run_pipeline
 from .runtime.executable import Executable
 from .runtime.loader import write_source
 from .runtime.batches import is_batch_source
+from .runtime import sources
 from .runtime.model import CompiledModel
 
 
@@ -374,9 +375,7 @@ class Model(_WeightLists, CompiledModel):
         return shape[-1] if shape else 1
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        if is_batch_source(x) and not self.built:
-            x = _PeekedBatches(x)
-            self._build_from(x.first_x())
+        x = self._peek_to_build(sources.adapt(x))
         self._build_from(x if not is_batch_source(x) else None)
         self._require_built("predict()")
         if "predict" not in self.executable.steps:
@@ -418,13 +417,20 @@ class Model(_WeightLists, CompiledModel):
     def _build_from_source(self, x):
         """Build an unbuilt model from arrays, or from the first batch of a generator (which is then
         given back whole)."""
-        if not self.built and is_batch_source(x):
-            x = _PeekedBatches(x)
-            self._build_from(x.first_x())
+        x = self._peek_to_build(sources.adapt(x))
         self._build_from(x if not is_batch_source(x) else None)
         if not self.built:
             raise ValueError(f"model {self.name!r} is not built: give data (x) to build it from")
         return x
+
+    def _peek_to_build(self, x):
+        """Build an unbuilt model from the first batch of a batch source: a Dataset, Sequence or list
+        of batches is read again from its start; a one-pass iterable is given back whole."""
+        if self.built or not is_batch_source(x):
+            return x
+        peeked = _PeekedBatches(x)
+        self._build_from(peeked.first_x())
+        return x if sources.reiterable(x) else peeked
 
     def _require_compiled(self):
         if not self.built and self.pending_compile is not None:

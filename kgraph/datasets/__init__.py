@@ -1,5 +1,6 @@
-"""Small real datasets bundled with kgraph, loaded like `keras.datasets.*`."""
+"""Datasets loaded like `keras.datasets.*`: digits is bundled; mnist, fashion_mnist, imdb and iris
+download once (checked against their checksums) into ~/.kgraph/datasets or $KGRAPH_DATA_DIR."""
 
-from kgraph.datasets import digits
+from kgraph.datasets import digits, fashion_mnist, imdb, iris, mnist
 
-__all__ = ["digits"]
+__all__ = ["digits", "mnist", "fashion_mnist", "iris", "imdb"]

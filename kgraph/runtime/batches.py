@@ -8,6 +8,8 @@ import warnings
 
 import numpy as np
 
+from .sources import known_batches
+
 OUT_OF_DATA = ("Your input ran out of data; interrupting training. Make sure that your dataset or generator can "
                "generate at least `steps_per_epoch * epochs` batches.")
 
@@ -72,11 +74,13 @@ class ArrayBatches:
 
 
 class IterableBatches:
-    """Batches from a user's iterable; `convert` turns each item into (xs, ys, sws) lists."""
-    num_batches = None
+    """Batches from a user's iterable; `convert` turns each item into (xs, ys, sws) lists. A
+    source that knows its length (a Dataset of known cardinality, a Sequence, a list of batches)
+    gives the epoch its number of batches."""
 
     def __init__(self, data, convert):
         self.data, self.convert = data, convert
+        self.num_batches = known_batches(data)
 
     def __iter__(self):
         return (self.convert(item) for item in self.data)

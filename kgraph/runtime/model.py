@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..callbacks import Callback, CallbackList, History, ProgbarLogger
-from . import checks
+from . import checks, sources
 from .batches import ArrayBatches, EpochIterator, IterableBatches, is_batch_source
 from .checks import DataError  # noqa: F401  (kgraph.runtime.model.DataError, as before)
 from .executable import Executable
@@ -272,11 +272,14 @@ class CompiledModel:
         """As keras.Model.fit. x may also be an iterable or generator of (x, y) or (x, y, sample_weight)
         batches; with steps_per_epoch, epochs draw that many batches from it in turn."""
         self._require_compiled()
+        x, validation_data = sources.adapt(x), sources.adapt(validation_data)
         batch_size = checks.positive_int(batch_size, "batch_size", allow_none=True) or 32
         verbose = checks.check_verbose(verbose)
         checks.check_fit_args(epochs, initial_epoch, validation_split, validation_data)
         steps_per_epoch = checks.positive_int(steps_per_epoch, "steps_per_epoch", allow_none=True)
         validation_steps = checks.positive_int(validation_steps, "validation_steps", allow_none=True)
+        sources.check_steps(x, steps_per_epoch, "steps_per_epoch")
+        sources.check_steps(validation_data, validation_steps, "validation_steps")
         val = None
         if validation_data is not None:
             val = validation_data if is_batch_source(validation_data) else self._data(*validation_data)
@@ -286,6 +289,10 @@ class CompiledModel:
             if y is not None:
                 raise DataError("x is a generator or iterable of batches, so y must not be given: "
                                 "the batches carry their targets")
+            if sample_weight is not None:   # Keras's words for a Dataset
+                raise ValueError("When providing `x` as a dataset or generator, `sample_weight` should not be "
+                                 "passed. Instead, the sample weights should be included as part of the batches: "
+                                 "(x, y, sample_weight)")
             train = x
         else:
             train = self._data(x, y, sample_weight, class_weight)
@@ -371,6 +378,8 @@ class CompiledModel:
         batch_size = checks.positive_int(batch_size, "batch_size", allow_none=True) or 32
         verbose = checks.check_verbose(verbose)
         steps = checks.positive_int(steps, "steps", allow_none=True)
+        x = sources.adapt(x)
+        sources.check_steps(x, steps, "steps")
         data = x if is_batch_source(x) else self._data(x, y, sample_weight)
         batches = EpochIterator(self._batch_source(data, batch_size), steps)
         cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1,
@@ -387,6 +396,8 @@ class CompiledModel:
         batch_size = checks.positive_int(batch_size, "batch_size", allow_none=True) or 32
         verbose = checks.check_verbose(verbose)
         steps = checks.positive_int(steps, "steps", allow_none=True)
+        x = sources.adapt(x)
+        sources.check_steps(x, steps, "steps")
         if is_batch_source(x):
             return self._predict_batches(x, steps, verbose, callbacks)
         xs = self._inputs(x)

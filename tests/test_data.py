@@ -1,0 +1,326 @@
+"""kgraph.data.Dataset against tf.data's documented semantics, and fit / evaluate / predict fed
+from a Dataset, a Sequence-like object and a list of batches (the same weights as arrays)."""
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kgraph.distribute
+import kgraph.models
+from kgraph import callbacks, optimizers
+from kgraph.data import INFINITE, UNKNOWN, Dataset, TensorSpec
+
+CONFIG = json.loads((Path(__file__).parent / "fixtures" / "tf" / "mlp_adam.json").read_text())["model_config"]
+
+
+def rows(ds):
+    return [np.asarray(e).tolist() for e in ds]
+
+
+# ------------------------------------------------------------------ the Dataset itself
+def test_from_tensor_slices_slices_rows_of_arrays_tuples_and_dicts():
+    x, y = np.arange(12).reshape(6, 2), np.arange(6) * 10
+    assert rows(Dataset.from_tensor_slices(x)) == x.tolist()
+    pairs = list(Dataset.from_tensor_slices((x, y)))
+    assert [(a.tolist(), int(b)) for a, b in pairs] == [(a.tolist(), int(b)) for a, b in zip(x, y)]
+    named = list(Dataset.from_tensor_slices(({"a": x, "b": y}, y)).batch(4))
+    assert named[0][0]["a"].tolist() == x[:4].tolist() and named[0][0]["b"].tolist() == y[:4].tolist()
+    assert named[1][1].tolist() == y[4:].tolist()
+    assert rows(Dataset.from_tensor_slices([1, 2, 3])) == [1, 2, 3]   # a list is one tensor, as in tf
+    with pytest.raises(ValueError, match="same number of rows"):
+        Dataset.from_tensor_slices((x, y[:5]))
+
+
+def test_batch_keeps_order_and_the_remainder_unless_dropped():
+    ds = Dataset.range(10)
+    assert rows(ds.batch(4)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert ds.batch(4).cardinality() == 3
+    assert rows(ds.batch(4, drop_remainder=True)) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert ds.batch(4, drop_remainder=True).cardinality() == 2
+    with pytest.raises(ValueError, match="batch_size"):
+        ds.batch(0)
+
+
+def test_array_batches_are_views_or_one_gather():
+    x = np.arange(40.0).reshape(20, 2)
+    first = next(iter(Dataset.from_tensor_slices(x).batch(8)))
+    assert np.shares_memory(first, x)     # consecutive rows: a slice of the source
+    shuffled = next(iter(Dataset.from_tensor_slices(x).shuffle(20, seed=0).batch(8)))
+    assert not np.shares_memory(shuffled, x) and shuffled.shape == (8, 2)
+    assert set(shuffled[:, 0] // 2) <= set(range(20))
+
+
+def test_shuffle_is_a_permutation_per_pass_reproducible_with_a_seed():
+    ds = Dataset.range(50).shuffle(50, seed=7)
+    first, second = rows(ds), rows(ds)
+    assert sorted(first) == list(range(50)) and sorted(second) == list(range(50))
+    assert first != list(range(50)) and first != second    # reshuffled each iteration
+    again = Dataset.range(50).shuffle(50, seed=7)
+    assert rows(again) == first and rows(again) == second   # the same seed: the same orders
+    fixed = Dataset.range(50).shuffle(50, seed=7, reshuffle_each_iteration=False)
+    assert rows(fixed) == rows(fixed)
+    assert rows(Dataset.range(50).shuffle(50, seed=8)) != first
+    # shuffle then repeat: each repetition is a new order
+    twice = rows(Dataset.range(20).shuffle(20, seed=1).repeat(2))
+    assert sorted(twice[:20]) == sorted(twice[20:]) == list(range(20)) and twice[:20] != twice[20:]
+
+
+def test_a_small_shuffle_buffer_only_shuffles_locally():
+    assert rows(Dataset.range(30).shuffle(1, seed=0)) == list(range(30))
+    out = rows(Dataset.range(200).shuffle(5, seed=0))
+    assert sorted(out) == list(range(200)) and out != list(range(200))
+    # output i is drawn from a buffer holding inputs up to i + buffer_size - 1
+    assert all(v <= i + 4 for i, v in enumerate(out))
+    # the same on a generator (element by element) and on batches of the index stream
+    gen = Dataset.from_generator(lambda: iter(range(200))).shuffle(5, seed=0)
+    assert sorted(rows(gen)) == list(range(200)) and all(v <= i + 4 for i, v in enumerate(rows(gen)))
+    batched = np.concatenate(list(Dataset.range(200).shuffle(5, seed=0).batch(16))).tolist()
+    assert sorted(batched) == list(range(200)) and all(v <= i + 4 for i, v in enumerate(batched))
+
+
+def test_repeat_take_skip_and_cardinality():
+    ds = Dataset.range(5)
+    assert rows(ds.repeat(3)) == list(range(5)) * 3 and ds.repeat(3).cardinality() == 15
+    assert ds.repeat().cardinality() == INFINITE and ds.repeat(-1).cardinality() == INFINITE
+    assert rows(ds.repeat().take(12)) == (list(range(5)) * 3)[:12] and ds.repeat().take(12).cardinality() == 12
+    assert rows(ds.take(3)) == [0, 1, 2] and rows(ds.take(10)) == list(range(5)) and ds.take(10).cardinality() == 5
+    assert rows(ds.take(-1)) == list(range(5))
+    assert rows(ds.skip(2)) == [2, 3, 4] and ds.skip(7).cardinality() == 0 and rows(ds.skip(-1)) == []
+    assert ds.repeat().skip(3).cardinality() == INFINITE
+    assert rows(ds.repeat(2).skip(3).take(4).batch(3)) == [[3, 4, 0], [1]]
+    assert ds.repeat().batch(2).cardinality() == INFINITE
+    assert ds.repeat(0).cardinality() == 0 and rows(ds.repeat(0)) == []
+    with pytest.raises(TypeError, match="infinite"):
+        len(ds.repeat())
+    assert len(ds.batch(2)) == 3
+
+
+def test_map_runs_on_elements_or_whole_batches():
+    x, y = np.arange(6.0), np.arange(6)
+    ds = Dataset.from_tensor_slices((x, y))
+    assert [(float(a), int(b)) for a, b in ds.map(lambda a, b: (a * 2, b + 1))] == \
+        [(2 * a, b + 1) for a, b in zip(x, y)]   # a tuple element's items are the arguments
+    calls = []
+    batched = ds.batch(4).map(lambda a, b: (calls.append(len(a)), a / 2)[1])
+    assert [v.tolist() for v in batched] == [[0, 0.5, 1, 1.5], [2, 2.5]] and calls == [4, 2]
+    assert ds.map(lambda a, b: a).cardinality() == 6
+
+
+def test_from_generator_calls_the_generator_each_pass():
+    calls = []
+
+    def gen(n):
+        calls.append(n)
+        for i in range(n):
+            yield np.full(3, i), i
+
+    sig = (TensorSpec((None,), "float32"), TensorSpec((), "int32"))
+    ds = Dataset.from_generator(gen, args=(5,), output_signature=sig)
+    assert ds.cardinality() == UNKNOWN
+    xb, yb = next(iter(ds.batch(2)))
+    assert xb.dtype == np.float32 and yb.dtype == np.int32 and xb.tolist() == [[0] * 3, [1] * 3]
+    assert len(list(ds.batch(2))) == 3 and calls == [5, 5]
+    plain = Dataset.from_generator(lambda: ((i, i * i) for i in range(3)))
+    assert [(int(a), int(b)) for a, b in plain] == [(0, 0), (1, 1), (2, 4)]
+    with pytest.raises(TypeError, match="callable"):
+        Dataset.from_generator(gen(3))
+    bad = Dataset.from_generator(lambda: iter([np.zeros(4)]), output_signature=TensorSpec((3,), "float32"))
+    with pytest.raises(ValueError, match="does not match"):
+        list(bad)
+
+
+def test_cache_replays_the_first_pass():
+    calls = []
+
+    def gen():
+        calls.append(1)
+        yield from range(4)
+
+    ds = Dataset.from_generator(gen).batch(2).cache()
+    assert rows(ds) == rows(ds) == [[0, 1], [2, 3]] and len(calls) == 1
+
+
+def test_prefetch_runs_ahead_in_a_thread_and_passes_errors_on():
+    produced = []
+
+    def gen():
+        for i in range(10):
+            produced.append(i)
+            yield i
+
+    it = iter(Dataset.from_generator(gen).prefetch(3))
+    assert next(it) == 0
+    deadline = time.time() + 5
+    while len(produced) < 4 and time.time() < deadline:
+        time.sleep(0.01)
+    assert len(produced) >= 4          # the next elements were made while the consumer waited
+    assert [int(v) for v in it] == list(range(1, 10))
+    assert rows(Dataset.range(7).map(lambda v: v).batch(3).prefetch(1)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert rows(Dataset.range(7).batch(3).prefetch(1)) == [[0, 1, 2], [3, 4, 5], [6]]   # no thread needed
+
+    def broken():
+        yield 1
+        raise RuntimeError("the pipeline broke")
+
+    with pytest.raises(RuntimeError, match="pipeline broke"):
+        list(Dataset.from_generator(broken).prefetch(2))
+    # a consumer that stops early stops the thread
+    before = threading.active_count()
+    it = iter(Dataset.range(1000).repeat().prefetch(2))
+    next(it)
+    it.close()
+    deadline = time.time() + 5
+    while threading.active_count() > before and time.time() < deadline:
+        time.sleep(0.02)
+    assert threading.active_count() == before
+
+
+def test_pipelines_yield_what_tf_data_yields():
+    """tests/fixtures/tf/data_pipelines.json: tf.data's elements and cardinalities for the same
+    expressions (tools/make_tf_data_fixture.py)."""
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "tf" / "data_pipelines.json").read_text())
+    D = Dataset  # noqa: F841 (the expressions use it)
+    for expression, want in fixture["pipelines"].items():
+        assert [np.asarray(e).tolist() for e in eval(expression)] == want, expression
+    for expression, want in fixture["cardinality"].items():
+        assert eval(expression).cardinality() == want, expression
+
+
+# ------------------------------------------------------------------ fit, evaluate, predict
+@pytest.fixture(scope="module")
+def data():
+    rs = np.random.RandomState(0)
+    return rs.normal(size=(20, 12)).astype(np.float32), rs.randint(0, 5, size=20).astype(np.int32)
+
+
+def _model(strategy=None):
+    scope = strategy.scope() if strategy else kgraph.distribute.Strategy().scope()
+    with scope:
+        model = kgraph.models.model_from_config(CONFIG, seed=0)
+        model.compile(optimizer=optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    return model
+
+
+def _same_weights(a, b):
+    for u, v in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_fit_on_a_dataset_matches_fit_on_the_arrays_bit_for_bit(data):
+    x, y = data
+    a, b = _model(), _model()
+    ha = a.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    hb = b.fit(Dataset.from_tensor_slices((x, y)).batch(8).prefetch(2), epochs=3, verbose=0)
+    assert ha.history == hb.history
+    _same_weights(a, b)
+    assert a.evaluate(x, y, batch_size=8, verbose=0) == b.evaluate(Dataset.from_tensor_slices((x, y)).batch(8),
+                                                                 verbose=0)
+    np.testing.assert_array_equal(a.predict(x, verbose=0), b.predict(Dataset.from_tensor_slices(x).batch(8), verbose=0))
+    np.testing.assert_array_equal(a.predict(x, verbose=0),
+                                  b.predict(Dataset.from_tensor_slices((x, y)).batch(8), verbose=0))
+
+
+def test_a_dataset_of_known_cardinality_sets_the_epoch_length(data):
+    x, y = data
+    seen = []
+
+    class Steps(callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append(self.params["steps"])
+
+    _model().fit(Dataset.from_tensor_slices((x, y)).batch(6), epochs=1, verbose=0, callbacks=[Steps()])
+    _model().fit(Dataset.from_tensor_slices((x, y)).batch(6).repeat(), steps_per_epoch=2, epochs=1, verbose=0,
+                 callbacks=[Steps()])
+    gen = Dataset.from_generator(lambda: iter([(x[:10], y[:10]), (x[10:], y[10:])]))
+    hist = _model().fit(gen, epochs=2, verbose=0, callbacks=[Steps()])
+    assert seen == [4, 2, None] and len(hist.history["loss"]) == 2   # a generator dataset: each epoch a pass
+
+
+def test_an_infinite_dataset_needs_steps_as_in_keras(data):
+    x, y = data
+    forever = Dataset.from_tensor_slices((x, y)).shuffle(20, seed=0).batch(5).repeat()
+    model = _model()
+    with pytest.raises(ValueError, match="infinitely repeating dataset, please specify a `steps_per_epoch`"):
+        model.fit(forever, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="`validation_steps`"):
+        model.fit(x, y, validation_data=forever, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="`steps`"):
+        model.evaluate(forever, verbose=0)
+    with pytest.raises(ValueError, match="sample_weight` should not be passed"):
+        model.fit(forever, steps_per_epoch=2, sample_weight=np.ones(20), verbose=0)
+    hist = model.fit(forever, steps_per_epoch=3, epochs=3, validation_data=forever, validation_steps=2, verbose=0)
+    assert len(hist.history["val_loss"]) == 3 and model.optimizer.iterations == 9
+    assert model.predict(Dataset.from_tensor_slices(x).batch(5).repeat(), steps=3, verbose=0).shape == (15, 5)
+
+
+def test_a_dataset_shorter_than_steps_per_epoch_warns_and_starts_again(data):
+    x, y = data
+    model = _model()
+    with pytest.warns(UserWarning, match="ran out of data"):
+        hist = model.fit(Dataset.from_tensor_slices((x, y)).batch(5), steps_per_epoch=3, epochs=2, verbose=0)
+    # Keras: 3 of 4 batches in epoch one, the last batch in epoch two (the pass ends), then a new pass
+    assert len(hist.history["loss"]) == 2 and model.optimizer.iterations == 4
+
+
+class Batches:
+    """A keras.utils.Sequence-like object: __len__, __getitem__ and on_epoch_end."""
+
+    def __init__(self, x, y, size):
+        self.x, self.y, self.size, self.ends = x, y, size, 0
+
+    def __len__(self):
+        return -(-len(self.x) // self.size)
+
+    def __getitem__(self, i):
+        return self.x[i * self.size:(i + 1) * self.size], self.y[i * self.size:(i + 1) * self.size]
+
+    def on_epoch_end(self):
+        self.ends += 1
+
+
+def test_a_sequence_and_a_list_of_batches_train_as_the_arrays(data):
+    x, y = data
+    a, b, c = _model(), _model(), _model()
+    ha = a.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    seq = Batches(x, y, 8)
+    hb = b.fit(seq, epochs=2, verbose=0)
+    assert seq.ends == 2 and ha.history == hb.history
+    _same_weights(a, b)
+    batches = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 20, 8)]
+    hc = c.fit(batches, epochs=2, verbose=0)
+    assert ha.history == hc.history
+    _same_weights(a, c)
+    np.testing.assert_array_equal(c.predict(batches, verbose=0), a.predict(x, verbose=0))
+    np.testing.assert_array_equal(c.predict(Batches(x, y, 8), verbose=0), a.predict(x, verbose=0))
+    assert c.evaluate(Batches(x, y, 8), verbose=0) == c.evaluate(x, y, batch_size=8, verbose=0)
+    # a list of arrays is still a model's inputs (one input here: nested lists of numbers)
+    np.testing.assert_allclose(c.predict([list(r) for r in x], verbose=0), a.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_mirrored_strategy_splits_batches_from_every_source(data):
+    x, y = data
+    strategy = kgraph.distribute.MirroredStrategy(["cpu:0", "cpu:1"])
+    ref = _model(strategy)
+    ref.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    for source in (Dataset.from_tensor_slices((x, y)).batch(8), Batches(x, y, 8),
+                   [(x[i:i + 8], y[i:i + 8]) for i in range(0, 20, 8)]):
+        model = _model(strategy)
+        model.fit(source, epochs=2, verbose=0)
+        _same_weights(model, ref)
+        model.replicas.check_identical()
+
+
+def test_an_unbuilt_model_builds_from_a_dataset_and_trains_every_epoch():
+    guide = Path(__file__).parent / "fixtures" / "unbuilt" / "keras216_guide.json"
+    rs = np.random.RandomState(0)
+    x, y = rs.random_sample((40, 32)).astype(np.float32), rs.random_sample((40, 10)).astype(np.float32)
+    model = kgraph.models.load_model(guide, seed=0)
+    assert not model.built
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    hist = model.fit(Dataset.from_tensor_slices((x, y)).batch(16), epochs=3, verbose=0)
+    # the batch read to build the model is read again: 3 batches in each of the 3 epochs
+    assert model.built and len(hist.history["loss"]) == 3 and model.optimizer.iterations == 9
