@@ -9,6 +9,7 @@ import numpy as np
 
 from ir import Graph, TensorType
 
+from .. import limits
 from .errors import ConfigError
 from .initializers import initial_value
 from .layers import RULES, Ctx, ir_shape, shape_str
@@ -224,11 +225,13 @@ def _weight_specs(desc, decls, rng, dtype, path=(), trainable=True) -> list:
 
 
 def _layer_infos(desc, shapes, weights) -> list:
-    infos = []
+    infos, owned = [], {}
+    for w in weights:  # grouped once: a scan of every weight per layer was quadratic
+        owned.setdefault((w.path[:1] or (w.layer,))[0], []).append(w)
     for layer in desc.layers:
         if desc.class_name == "Sequential" and layer.class_name == "InputLayer":
             continue  # Keras's Sequential.layers leaves out its InputLayer
-        mine = [w for w in weights if (w.path[:1] or (w.layer,)) == (layer.name,)]
+        mine = owned.get(layer.name, [])
         refs = [r for call in layer.calls for r in call]
         infos.append(LayerInfo(
             layer.name, layer.class_name, shapes.get(layer.name, []),
@@ -272,6 +275,7 @@ def build_model(config: dict, seed: int | None = None, dtype: str = "float32",
         in_shapes.append(shape or given)
     shape_pass = _ShapePass()
     run_graph(desc, in_shapes, shape_pass.apply)
+    limits.check_weights([d.shape for decls in shape_pass.decls.values() for d in decls], np.dtype(dtype).itemsize)
     weights = _weight_specs(desc, shape_pass.decls, np.random.default_rng(seed), dtype)
     inputs = [InputSpec(ref[0], "", shape, dtype) for ref, shape in zip(desc.inputs, in_shapes)]
     model = FrontendModel(config, desc, keras, dtype, inputs, weights, _layer_infos(desc, shape_pass.shapes, weights))

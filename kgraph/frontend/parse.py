@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from .. import limits
 from .errors import ConfigError
 
 
@@ -25,6 +26,8 @@ def _where(mark) -> str:
 def _load_yaml(text: str, source: str):
     try:
         return yaml.load(text, Loader=_KerasYamlLoader)  # noqa: S506 (a SafeLoader subclass)
+    except RecursionError:
+        raise ConfigError(f"{source}: the YAML is nested too deeply to read") from None
     except yaml.constructor.ConstructorError as e:
         raise ConfigError(f"{source}: refused YAML{_where(e.problem_mark)}: {e.problem} "
                           "(only plain data is read)") from None
@@ -36,12 +39,23 @@ def _load_yaml(text: str, source: str):
 def _load_json(text: str, source: str):
     try:
         return json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{source}: the JSON is nested too deeply to read") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{source}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
 
 
 def parse_config_text(text: str, fmt: str | None = None, source: str = "config") -> dict:
-    """Parse a model config; fmt is "json", "yaml" or None to guess from the first character."""
+    """Parse a model config; fmt is "json", "yaml" or None to guess from the first character.
+    Its size, nesting and (YAML aliases expanded) number of values are bounded: see kgraph.limits."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not isinstance(text, str):
+        raise ConfigError(f"{source}: a config is text, got {type(text).__name__}")
+    limits.check_config_size(len(text), source)
     if fmt is None:
         fmt = "json" if text.lstrip()[:1] in ("{", "[") else "yaml"
     if fmt == "json":
@@ -52,6 +66,7 @@ def parse_config_text(text: str, fmt: str | None = None, source: str = "config")
         raise ConfigError(f"{source}: unknown config format {fmt!r}; use 'json' or 'yaml'")
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a model config is a mapping, got {type(data).__name__}")
+    limits.check_config_tree(data, source)
     return data
 
 
@@ -65,6 +80,7 @@ def read_config_file(path) -> dict:
     if fmt is None:
         raise ConfigError(f"{path}: unknown config file type {path.suffix!r}; expected .json, .yaml or .yml")
     try:
+        limits.check_config_size(path.stat().st_size, str(path))  # before reading it
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
