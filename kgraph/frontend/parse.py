@@ -3,6 +3,7 @@ Python object is refused, never constructed."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -12,7 +13,20 @@ from .errors import ConfigError
 
 
 class _KerasYamlLoader(yaml.SafeLoader):
-    """SafeLoader plus `!!python/tuple`, which Keras 2's to_yaml() writes for every shape."""
+    """SafeLoader plus `!!python/tuple`, which Keras 2's to_yaml() writes for every shape, and a
+    bound on nesting (the composer recurses per level: deep input would end in a RecursionError)."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > limits.limit("KGRAPH_MAX_CONFIG_DEPTH"):
+                raise ConfigError(f"the YAML is nested more than {limits.limit('KGRAPH_MAX_CONFIG_DEPTH')} levels "
+                                  f"deep{_where(self.peek_event().start_mark)} (raise KGRAPH_MAX_CONFIG_DEPTH to allow it)")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 _KerasYamlLoader.add_constructor(
@@ -23,11 +37,26 @@ def _where(mark) -> str:
     return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
 
 
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of YAML flow brackets (PyYAML's scanner is quadratic in it), counted
+    before parsing; brackets inside quoted strings count too, which can only overstate it."""
+    depth = deepest = 0
+    for c in re.findall(r"[\[\]{}]", text):
+        depth = depth + 1 if c in "[{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def _load_yaml(text: str, source: str):
+    if _flow_depth(text) > limits.limit("KGRAPH_MAX_CONFIG_DEPTH"):
+        raise ConfigError(f"{source}: the YAML is nested more than {limits.limit('KGRAPH_MAX_CONFIG_DEPTH')} "
+                          "levels deep (raise KGRAPH_MAX_CONFIG_DEPTH to allow it)")
     try:
         return yaml.load(text, Loader=_KerasYamlLoader)  # noqa: S506 (a SafeLoader subclass)
     except RecursionError:
         raise ConfigError(f"{source}: the YAML is nested too deeply to read") from None
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
     except yaml.constructor.ConstructorError as e:
         raise ConfigError(f"{source}: refused YAML{_where(e.problem_mark)}: {e.problem} "
                           "(only plain data is read)") from None
