@@ -315,18 +315,19 @@ def load_weights(model, filepath):
 
 
 @contextmanager
-def _open_h5(path):
+def _open_h5(path, source=None):
     h5py = _h5py()
+    source = source or path
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise FileFormatError(f"{path}: not a readable HDF5 file ({e})") from None
+        raise FileFormatError(f"{source}: not a readable HDF5 file ({e})") from None
     try:
         yield f
-    except (KeyError, OSError, ValueError) as e:
+    except (KeyError, OSError, ValueError, TypeError, RuntimeError, AttributeError) as e:
         if isinstance(e, FileFormatError):
             raise
-        raise FileFormatError(f"{path}: unexpected layout ({e})") from None
+        raise FileFormatError(f"{source}: unexpected layout ({type(e).__name__}: {e})") from None
     finally:
         f.close()
 
@@ -418,11 +419,7 @@ def read_model_file(filepath):
         compile_config = _saved_compile_arguments(config.pop("compile_config", None), name)
 
         def restore(model):
-            try:
-                f = _h5py().File(io.BytesIO(weights_bytes), "r")
-            except OSError as e:
-                raise FileFormatError(f"{name}: model.weights.h5 is not readable ({e})") from None
-            with f:
+            with _open_h5(io.BytesIO(weights_bytes), f"{name}: model.weights.h5") as f:
                 limits.check_h5(f, name)
                 _assign_by_layer(model, _read_keras3_layers(f, model.frontend.desc), False, name)
                 _restore_optimizer(model, f, name)

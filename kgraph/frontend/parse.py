@@ -63,6 +63,8 @@ def _load_yaml(text: str, source: str):
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise ConfigError(f"{source}: malformed YAML{_where(mark)}: {getattr(e, 'problem', None) or e}") from None
+    except (ValueError, TypeError, OverflowError) as e:  # a tagged scalar that is not what its tag says
+        raise ConfigError(f"{source}: unreadable YAML value ({e})") from None
 
 
 def _load_json(text: str, source: str):

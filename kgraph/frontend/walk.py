@@ -14,9 +14,10 @@ READY_CHECKS = [0]
 _RULE_ERRORS = (KeyError, IndexError, TypeError, AttributeError, ArithmeticError, ValueError, MemoryError)
 
 
-def _apply(apply, layer, args, path):
+def guarded(layer, path, fn, *args):
+    """fn(*args) for `layer`, an unexpected error in it turned into one line naming the layer."""
     try:
-        return apply(layer, args, path)
+        return fn(*args)
     except ConfigError:
         raise
     except _RULE_ERRORS as e:
@@ -40,7 +41,7 @@ def run_graph(desc, inputs: list, apply, path: tuple = ()) -> list:
         layer = by_name.get(ref[0])
         if layer is None or layer.class_name != "InputLayer":
             raise ConfigError(f"model {desc.name!r}: input {ref[0]!r} is not an InputLayer of the model")
-        env[ref] = _apply(apply, layer, [value], path)[0]
+        env[ref] = guarded(layer, path, apply, layer, [value], path)[0]
     pending = [(layer, k, refs) for layer in desc.layers for k, refs in enumerate(layer.calls)]
     missing = []    # per pending call: how many of its inputs are not produced yet
     waiting = {}    # ref -> indices of the pending calls that read it
@@ -58,7 +59,7 @@ def run_graph(desc, inputs: list, apply, path: tuple = ()) -> list:
     while ready:
         layer, k, refs = pending[heapq.heappop(ready)]
         done += 1
-        for t, value in enumerate(_apply(apply, layer, [env[r] for r in refs], path)):
+        for t, value in enumerate(guarded(layer, path, apply, layer, [env[r] for r in refs], path)):
             ref = (layer.name, k + layer.node_offset, t)
             env[ref] = value
             for i in waiting.pop(ref, ()):

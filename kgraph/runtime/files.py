@@ -14,7 +14,10 @@ import numpy as np
 
 
 class FileFormatError(ValueError):
-    """A model or weights file kgraph cannot read: names the file and the first problem."""
+    """A model or weights file kgraph cannot read: names the file and the first problem, on one line."""
+
+    def __str__(self):
+        return super().__str__().replace("\r", "\\r").replace("\n", "\\n")
 
 
 _TEMP = re.compile(r"\.(.+)\.tmp(\d+)")  # .NAME.tmpPID: a write in progress, or of a process that died
