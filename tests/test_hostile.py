@@ -265,3 +265,50 @@ def test_config_json_that_is_not_an_object(tmp_path):
         z.writestr("config.json", "[1, 2]")
         z.writestr("model.weights.h5", b"")
     assert "a model config is a mapping, got list" in _bounded(lambda: models.load_model(path))
+
+
+# ---------------------------------------------------------------------- one-line config errors (item 8)
+
+def _seq(*layers, shape=(None, 8, 8, 3)):
+    return {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"name": "x", "batch_shape": list(shape)}},
+        *({"class_name": cls, "config": {"name": f"l{i}", **cfg}} for i, (cls, cfg) in enumerate(layers))]}}
+
+
+@pytest.mark.parametrize("config, words", [
+    (_seq(("Flatten", {}), shape=(None, "8", 8, 3)), "is not made of positive integers"),
+    (_seq(("Flatten", {}), shape=(None, 8.5, 8, 3)), "is not made of positive integers"),
+    (_seq(("Flatten", {}), shape=(None, True, 8, 3)), "is not made of positive integers"),
+    (_seq(("Flatten", {}), ("Dense", {"units": True})), "units must be a positive integer, got True"),
+    (_seq(("Conv2D", {"filters": 2, "kernel_size": 3, "strides": 0})), "strides must be 2 positive integers"),
+    (_seq(("Conv2D", {"filters": 2, "kernel_size": 3, "groups": 0})), "groups must be a positive integer"),
+    (_seq(("MaxPooling2D", {"pool_size": 0})), "pool_size must be 2 positive integers"),
+    (_seq(("MaxPooling2D", {"pool_size": [2, 0]})), "pool_size must be 2 positive integers"),
+    (_seq(("DepthwiseConv2D", {"kernel_size": 3, "depth_multiplier": 0})), "depth_multiplier must be a positive"),
+    (_seq(("GroupNormalization", {"groups": 0})), "groups must be a positive integer"),
+    (_seq(("Flatten", {}), ("RepeatVector", {"n": 0})), "n must be a positive integer"),
+    (_seq(("Reshape", {"target_shape": ["a", 3]})), "target_shape must be positive integers"),
+    (_seq(("Dense\nEvil", {})), r"Dense\nEvil"),
+    (_seq(("Dense", {"units": 2, "kernel_initializer": {"class_name": "VarianceScaling",
+                                                         "config": {"mode": "sideways"}}})), "Dense layer 'l0'"),
+], ids=["str dim", "float dim", "bool dim", "units true", "stride 0", "groups 0", "pool 0", "pool [2, 0]",
+        "depth_multiplier 0", "group norm 0", "repeat 0", "reshape str", "class name newline", "initializer"])
+def test_bad_configs_are_one_line_errors(config, words):
+    assert words in _bounded(lambda: build_model(config))
+
+
+def test_malformed_compile_config_loads_uncompiled_with_one_warning(tmp_path):
+    with zipfile.ZipFile(FILES / "tf_model.keras") as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    config = json.loads(members["config.json"])
+    saved = config["compile_config"]
+    for bad in [[1], {**saved, "optimizer": {"class_name": "Adam", "config": {"learning_rate": "x"}}},
+                {**saved, "loss": 5}, {**saved, "optimizer": {"class_name": ["Adam"]}}]:
+        path = tmp_path / "m.keras"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("config.json", json.dumps({**config, "compile_config": bad}))
+            z.writestr("model.weights.h5", members["model.weights.h5"])
+        with pytest.warns(UserWarning, match="loaded uncompiled") as caught:
+            model = models.load_model(path)
+        assert model.compile_args is None
+        assert all("\n" not in str(w.message) for w in caught)

@@ -70,7 +70,8 @@ def is_count(value, low: int = 1) -> bool:
 def check_count(layer, key, default, low: int = 1) -> None:
     value = layer.config.get(key, default)
     if not is_count(value, low):
-        raise ConfigError(f"{_where(layer)}: {key} must be an integer of at least {low}, got {value!r}")
+        raise ConfigError(f"{_where(layer)}: {key} must be a {'positive' if low == 1 else 'non-negative'} integer, "
+                          f"got {value!r}")
 
 
 class Dense(Rule):

@@ -20,7 +20,8 @@ def _ints(value, n, where, what, low=1) -> tuple:
     """`n` integers of at least `low` (sizes and strides 1, paddings 0), given as one or as a list."""
     value = (value,) * n if isinstance(value, int) else tuple(value) if isinstance(value, (list, tuple)) else (value,)
     if len(value) != n or not all(is_count(v, low) for v in value):
-        raise ConfigError(f"{where}: {what} must be {n} integers of at least {low}, got {value!r}")
+        kind = "non-negative" if low == 0 else "positive"
+        raise ConfigError(f"{where}: {what} must be {n} {kind} integers, got {value!r}")
     return value
 
 
