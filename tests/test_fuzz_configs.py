@@ -20,7 +20,7 @@ from kgraph.frontend import ConfigError, build_model, parse_config_text
 from kgraph.saving import FileFormatError, _saved_compile_arguments
 
 FIXTURES = Path(__file__).parent / "fixtures"
-CONFIGS = sorted((FIXTURES / "configs").glob("*.json"))
+CONFIGS = sorted((FIXTURES / "configs").glob("*.json")) + sorted((FIXTURES / "corpus").glob("*.json"))
 ARCHIVE = FIXTURES / "files" / "tf_model.keras"
 
 # values that broke something once: wrong types, zeros, huge and negative sizes, newlines
@@ -97,7 +97,7 @@ def test_mutated_configs(memory_bound):
 def test_mutated_yaml(memory_bound):
     rng = random.Random(22)
     # the smaller fixtures: PyYAML is slow, the more so under tracemalloc
-    texts = [yaml.safe_dump(json.loads(p.read_text())) for p in CONFIGS if p.stat().st_size < 8000]
+    texts = [yaml.safe_dump(json.loads(p.read_text())) for p in CONFIGS if p.stat().st_size < 6000]
     for case in range(120):
         text = rng.choice(texts)
         for _ in range(rng.randint(1, 3)):
