@@ -16,14 +16,16 @@ class _KerasYamlLoader(yaml.SafeLoader):
     """SafeLoader plus `!!python/tuple`, which Keras 2's to_yaml() writes for every shape, and a
     bound on nesting (the composer recurses per level: deep input would end in a RecursionError)."""
 
-    depth = 0
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.depth, self.max_depth = 0, limits.limit("KGRAPH_MAX_CONFIG_DEPTH")
 
     def compose_node(self, parent, index):
         self.depth += 1
         try:
-            if self.depth > limits.limit("KGRAPH_MAX_CONFIG_DEPTH"):
-                raise ConfigError(f"the YAML is nested more than {limits.limit('KGRAPH_MAX_CONFIG_DEPTH')} levels "
-                                  f"deep{_where(self.peek_event().start_mark)} (raise KGRAPH_MAX_CONFIG_DEPTH to allow it)")
+            if self.depth > self.max_depth:
+                raise ConfigError(f"the YAML is nested more than {self.max_depth} levels deep"
+                                  f"{_where(self.peek_event().start_mark)} (raise KGRAPH_MAX_CONFIG_DEPTH to allow it)")
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
