@@ -11,8 +11,13 @@ import math
 import numbers
 import os
 
-from .frontend.errors import ConfigError
 from .runtime.files import FileFormatError
+
+
+def _config_error(message):
+    # imported here: the runtime reads weights through this module without the frontend
+    from .frontend.errors import ConfigError
+    return ConfigError(message)
 
 GiB = 1 << 30
 DEFAULTS = {
@@ -62,9 +67,9 @@ def check_weights(shapes, itemsize: int, what: str = "the model's weights", max_
     for shape in shapes:
         for d in shape:
             if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d <= 0:
-                raise ConfigError(f"a weight of shape {tuple(shape)} has a dimension that is not a positive integer")
+                raise _config_error(f"a weight of shape {tuple(shape)} has a dimension that is not a positive integer")
         total += math.prod(shape) * itemsize
-    check_bytes(f"{what} ({sum(math.prod(s) for s in shapes)} parameters)", total, ConfigError, max_bytes)
+    check_bytes(f"{what} ({sum(math.prod(s) for s in shapes)} parameters)", total, _config_error, max_bytes)
 
 
 # ---------------------------------------------------------------------- config text and trees
@@ -73,7 +78,7 @@ def check_config_size(n: int, source: str) -> None:
     """Refuse a config text of `n` characters (or bytes) over KGRAPH_MAX_CONFIG_BYTES."""
     cap = limit("KGRAPH_MAX_CONFIG_BYTES")
     if n > cap:
-        raise ConfigError(f"{source}: " + _too_big("the config", n, "KGRAPH_MAX_CONFIG_BYTES", cap))
+        raise _config_error(f"{source}: " + _too_big("the config", n, "KGRAPH_MAX_CONFIG_BYTES", cap))
 
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -96,27 +101,27 @@ def check_config_tree(data, source: str) -> None:
             sizes[id(obj)] = 1 + sum(sizes.get(id(k), 1) for k in kids)
             active.discard(id(obj))
             if sizes[id(obj)] > max_nodes:
-                raise ConfigError(f"{source}: the config has more than {max_nodes} values with its YAML aliases "
+                raise _config_error(f"{source}: the config has more than {max_nodes} values with its YAML aliases "
                                   "expanded (an alias bomb?); raise KGRAPH_MAX_CONFIG_NODES to allow it")
             continue
         if isinstance(obj, _SCALARS):
             continue
         if not isinstance(obj, (dict, list, tuple)):
-            raise ConfigError(f"{source}: {where} is a {type(obj).__name__} ({str(obj)[:40]!r}); a model config "
+            raise _config_error(f"{source}: {where} is a {type(obj).__name__} ({str(obj)[:40]!r}); a model config "
                               "holds only mappings, lists, strings, numbers, booleans and nulls")
         if id(obj) in sizes:
             continue
         if id(obj) in active:
-            raise ConfigError(f"{source}: {where} contains itself (a recursive YAML alias)")
+            raise _config_error(f"{source}: {where} contains itself (a recursive YAML alias)")
         if len(active) >= max_depth:
-            raise ConfigError(f"{source}: the config is nested more than {max_depth} levels deep "
+            raise _config_error(f"{source}: the config is nested more than {max_depth} levels deep "
                               "(raise KGRAPH_MAX_CONFIG_DEPTH to allow it)")
         active.add(id(obj))
         stack.append((obj, key, True))
         if isinstance(obj, dict):
             for k, v in obj.items():
                 if not isinstance(k, str):
-                    raise ConfigError(f"{source}: a mapping in {where} has a key {str(k)[:40]!r} "
+                    raise _config_error(f"{source}: a mapping in {where} has a key {str(k)[:40]!r} "
                                       f"of type {type(k).__name__}, not a string")
                 stack.append((v, k, False))
         else:

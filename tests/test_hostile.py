@@ -312,3 +312,14 @@ def test_malformed_compile_config_loads_uncompiled_with_one_warning(tmp_path):
             model = models.load_model(path)
         assert model.compile_args is None
         assert all("\n" not in str(w.message) for w in caught)
+
+
+def test_npz_weights_bomb_is_refused_before_inflating(tmp_path, monkeypatch):
+    path = tmp_path / "w.npz"
+    np.savez_compressed(path, w0000=np.zeros(16 << 20, np.uint8))  # 16 MiB of zeros in a few KB
+    assert path.stat().st_size < 100_000
+    monkeypatch.setenv("KGRAPH_MAX_BYTES", str(1 << 20))
+    from kgraph.runtime.files import read_npz_weights
+    assert "the weights: 16.0 MiB" in _bounded(lambda: read_npz_weights(path), megabytes=4)
+    monkeypatch.delenv("KGRAPH_MAX_BYTES")
+    assert read_npz_weights(path)[0].shape == (16 << 20,)

@@ -137,7 +137,11 @@ def write_npz_weights(path, weights) -> None:
 
 
 def read_npz_weights(path) -> list:
+    from .. import limits  # here: kgraph.limits imports this module
+
     try:
+        with zipfile.ZipFile(path) as z:  # an .npz is a zip: its members' sizes before inflating them
+            limits.check_bytes(f"{path}: the weights", sum(i.file_size for i in z.infolist()))
         with np.load(path, allow_pickle=False) as data:
             return [data[k] for k in sorted(data.files)]
     except (OSError, ValueError, zipfile.BadZipFile) as e:
