@@ -7,7 +7,9 @@ Ops with several results write the extra ones into `side_output` nodes.
 from __future__ import annotations
 
 import copy
+import heapq
 import itertools
+import re
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -56,16 +58,27 @@ class Graph:
         self.outputs: dict[str, str] = {}  # role name -> node id ("loss", "output:dense_2", ...)
         self._counter = itertools.count()
         self._ids: set[str] = set()
+        self._next: dict[str, int] = {}   # hint -> the suffix _fresh_id tries next (all below are taken...
+        self._freed: dict[str, list] = {}  # ...but these, freed by remove(): a heap per hint)
+        self._order = None                 # nodes() until the graph changes
 
     # -- construction ---------------------------------------------------------
     def _fresh_id(self, hint: str) -> str:
+        """`hint`, else `hint_i` for the smallest free i >= 1. A counter per hint and the freed
+        suffixes keep this constant time: a scan from 1 was quadratic in a deep model."""
         hint = "".join(c if c.isalnum() or c == "_" else "_" for c in hint) or "t"
         if hint not in self._ids:
             return hint
-        for i in itertools.count(1):
-            cand = f"{hint}_{i}"
-            if cand not in self._ids:
-                return cand
+        freed = self._freed.get(hint, [])
+        while freed and f"{hint}_{freed[0]}" in self._ids:
+            heapq.heappop(freed)  # taken again since it was freed
+        if freed:
+            return f"{hint}_{heapq.heappop(freed)}"
+        i = self._next.get(hint, 1)
+        while f"{hint}_{i}" in self._ids:
+            i += 1
+        self._next[hint] = i + 1
+        return f"{hint}_{i}"
 
     def add_node(self, op: str, inputs=(), attrs=None, type: TensorType | None = None, name: str | None = None) -> str:
         """Add a node; its type comes from the op registry's shape rule unless given."""
@@ -80,6 +93,7 @@ class Graph:
             type = get_op(op).infer([self.node(i).type for i in inputs], attrs)
         nid = self._fresh_id(name or op)
         self._ids.add(nid)
+        self._order = None
         node = Node(nid, op, inputs, type, attrs, next(self._counter))
         self.nx.add_node(nid, node=node)
         for i in inputs:
@@ -119,8 +133,10 @@ class Graph:
 
     def nodes(self) -> list[Node]:
         """All nodes in a deterministic topological order."""
-        key = lambda n: self.nx.nodes[n]["node"].order  # noqa: E731
-        return [self.node(n) for n in nx.lexicographical_topological_sort(self.nx, key=key)]
+        if self._order is None:  # passes ask often between changes: sort once per change
+            key = lambda n: self.nx.nodes[n]["node"].order  # noqa: E731
+            self._order = [self.node(n) for n in nx.lexicographical_topological_sort(self.nx, key=key)]
+        return list(self._order)
 
     def sources(self, op: str | None = None) -> list[Node]:
         return [n for n in self.nodes() if n.is_source and (op is None or n.op == op)]
@@ -134,6 +150,7 @@ class Graph:
     # -- rewriting --------------------------------------------------------------
     def set_inputs(self, nid: str, inputs) -> None:
         node = self.node(nid)
+        self._order = None
         for i in set(node.inputs):
             self.nx.remove_edge(i, nid)
         node.inputs = tuple(inputs)
@@ -154,6 +171,10 @@ class Graph:
             raise ValueError(f"cannot remove %{nid}: it still has users")
         self.nx.remove_node(nid)
         self._ids.discard(nid)
+        self._order = None
+        m = re.fullmatch(r"(.+)_([1-9][0-9]*)", nid)
+        if m and int(m.group(2)) < self._next.get(m.group(1), 1):
+            heapq.heappush(self._freed.setdefault(m.group(1), []), int(m.group(2)))
 
     def clone(self) -> "Graph":
         return copy.deepcopy(self)

@@ -9,6 +9,7 @@ and `optimizer.learning_rate` (a plain float attribute).
 
 import collections
 import csv
+import io
 import operator
 import os
 import time
@@ -16,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from kgraph.runtime.files import write_text
 from kgraph.runtime.progbar import Progbar, print_msg
 
 
@@ -743,7 +745,8 @@ class ReduceLROnPlateau(MonitorCallback):
 
 
 class CSVLogger(Callback):
-    """Streams each epoch's logs to a CSV file, one row per epoch.
+    """Writes each epoch's logs to a CSV file, one row per epoch, the file replaced atomically
+    each epoch (a kill never leaves it truncated).
 
     Columns are `epoch` then the sorted log keys of the first epoch; if that
     epoch had no `val_*` keys, `val_` copies of every key are added so a
@@ -766,19 +769,17 @@ class CSVLogger(Callback):
         self.writer = None
         self.keys = None
         self.append_header = True
-        self.csv_file = None
+        self.csv_file = None  # the rows so far: the whole file is rewritten atomically each epoch
 
     def on_train_begin(self, logs=None):
-        if self.append:
-            if os.path.exists(self.filename):
-                with open(self.filename) as f:
-                    self.append_header = not f.readline()
-            mode = "a"
-        else:
-            mode = "w"
-        if self.csv_file and not self.csv_file.closed:
-            self.csv_file.close()
-        self.csv_file = open(self.filename, mode, newline="")
+        # the old file stays whole until the first epoch's rows replace it; a kill at any point
+        # leaves either it or a complete newer file, never a truncated one
+        self.previous = ""
+        if self.append and os.path.exists(self.filename):
+            with open(self.filename, newline="") as f:
+                self.previous = f.read()
+            self.append_header = not self.previous
+        self.csv_file = io.StringIO()
         self.writer = None
         self.keys = None
 
@@ -800,11 +801,9 @@ class CSVLogger(Callback):
         row = {"epoch": epoch}
         row.update((k, _csv_value(logs.get(k, "NA"))) for k in self.keys)
         self.writer.writerow(row)
-        self.csv_file.flush()
+        write_text(self.filename, self.previous + self.csv_file.getvalue())
 
     def on_train_end(self, logs=None):
-        if self.csv_file and not self.csv_file.closed:
-            self.csv_file.close()
         self.writer = None
 
 

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from .runtime import cache
+from .runtime import cache, files
 
 EXIT_USAGE = 2
 
@@ -129,8 +129,7 @@ def cmd_inspect(args):
     if args.dot:
         from ir import to_dot
 
-        with open(args.dot, "w") as f:
-            f.write(to_dot(compiled.graph))
+        files.write_text(args.dot, to_dot(compiled.graph))  # atomically: a kill keeps the old file
         print(f"wrote {args.dot} (render with: dot -Tpng {args.dot} -o graph.png)")
     if args.device == "cuda":
         from .codegen import generate_cuda
@@ -224,7 +223,9 @@ def cmd_compile(args):
     _check_counts(args)
     model = _model(args)
     _compile(model, args)
-    out = model.export(args.output)
+    with files.atomic_folder(args.output) as tmp:  # each file replaced whole, never truncated
+        model.export(tmp)
+    out = args.output
     print(f"wrote a trainer to {out}: python {out}/train.py --data DATA")
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import limits
+from .frontend.parse import parse_config_text
 from .optimizers.schedules import LearningRateSchedule
 from .runtime.files import FileFormatError, atomic_write, read_npz_weights, write_npz_weights
 
@@ -301,6 +303,7 @@ def load_weights(model, filepath):
         raise FileFormatError(f"{name}: no such weights file")
     if name.endswith((".h5", ".hdf5")):
         with _open_h5(name) as f:
+            limits.check_h5(f, name)
             if "layers" in f:
                 _assign_by_layer(model, _read_keras3_layers(f, model.frontend.desc), False, name)
                 _restore_optimizer(model, f, name)
@@ -312,18 +315,19 @@ def load_weights(model, filepath):
 
 
 @contextmanager
-def _open_h5(path):
+def _open_h5(path, source=None):
     h5py = _h5py()
+    source = source or path
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise FileFormatError(f"{path}: not a readable HDF5 file ({e})") from None
+        raise FileFormatError(f"{source}: not a readable HDF5 file ({e})") from None
     try:
         yield f
-    except (KeyError, OSError, ValueError) as e:
+    except (KeyError, OSError, ValueError, TypeError, RuntimeError, AttributeError) as e:
         if isinstance(e, FileFormatError):
             raise
-        raise FileFormatError(f"{path}: unexpected layout ({e})") from None
+        raise FileFormatError(f"{source}: unexpected layout ({type(e).__name__}: {e})") from None
     finally:
         f.close()
 
@@ -404,42 +408,58 @@ def read_model_file(filepath):
         raise FileFormatError(f"{name}: no such model file")
     if name.endswith(".keras"):
         try:
-            with zipfile.ZipFile(name) as z:
-                config = json.loads(z.read("config.json"))
-                weights_bytes = z.read("model.weights.h5")
-        except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError) as e:
+            with zipfile.ZipFile(name) as z:  # each member's size is checked before it is inflated
+                text = limits.read_member(z, "config.json", name, limits.limit("KGRAPH_MAX_CONFIG_BYTES"))
+                weights_bytes = limits.read_member(z, "model.weights.h5", name)
+        except FileFormatError:
+            raise
+        except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError, NotImplementedError) as e:
             raise FileFormatError(f"{name}: not a readable .keras archive ({e})") from None
-        compile_config = _compile_arguments(config.pop("compile_config", None), name)
+        config = parse_config_text(text, "json", f"{name}: config.json")
+        compile_config = _saved_compile_arguments(config.pop("compile_config", None), name)
 
         def restore(model):
-            try:
-                f = _h5py().File(io.BytesIO(weights_bytes), "r")
-            except OSError as e:
-                raise FileFormatError(f"{name}: model.weights.h5 is not readable ({e})") from None
-            with f:
+            with _open_h5(io.BytesIO(weights_bytes), f"{name}: model.weights.h5") as f:
+                limits.check_h5(f, name)
                 _assign_by_layer(model, _read_keras3_layers(f, model.frontend.desc), False, name)
                 _restore_optimizer(model, f, name)
         return config, compile_config, restore
     with _open_h5(name) as f:
+        limits.check_h5(f, name)
         if "model_config" not in f.attrs:
             raise FileFormatError(f"{name}: has no model_config: a weights file, not a whole model "
                                   f"(load the config and use load_weights)")
-        config = json.loads(_text(f.attrs["model_config"]))
-        training = json.loads(_text(f.attrs["training_config"])) if "training_config" in f.attrs else None
+        config = parse_config_text(_text(f.attrs["model_config"]), "json", f"{name}: model_config")
+        training = (parse_config_text(_text(f.attrs["training_config"]), "json", f"{name}: training_config")
+                    if "training_config" in f.attrs else None)
     compile_config = None
     if training:
         compile_config = {"optimizer": training.get("optimizer_config"), "loss": training.get("loss"),
                           "metrics": _flat_metrics(training.get("metrics")), "loss_weights": training.get("loss_weights")}
-        compile_config = _compile_arguments(compile_config, name)
+        compile_config = _saved_compile_arguments(compile_config, name)
 
     def restore(model):
         with _open_h5(name) as f:
+            limits.check_h5(f, name)
             _assign_by_layer(model, _read_legacy_layers(f["model_weights"]), True, name)
             if model.compile_args is not None and "optimizer_weights" in f:
                 g = f["optimizer_weights"]
                 names = [_text(n) for n in g.attrs.get("weight_names", [])]
                 load_optimizer_state(model, [np.asarray(g[n]) for n in names], names, name)
     return config, compile_config, restore
+
+
+def _saved_compile_arguments(section, source):
+    """_compile_arguments of a file's compile_config, which may be anything: one that is not
+    understood loads the model uncompiled with a one-line warning, as an unsupported one does."""
+    try:
+        if section is not None and not isinstance(section, dict):
+            raise TypeError(f"a {type(section).__name__}, not a mapping")
+        return _compile_arguments(section, source)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+        warnings.warn(f"{source}: the model is loaded uncompiled: its compile_config is not understood "
+                      f"({type(e).__name__}: {str(e)[:200]})", stacklevel=3)
+        return None
 
 
 def _text(v):

@@ -62,10 +62,22 @@ def _where(layer) -> str:
     return f"{layer.class_name} layer {layer.name!r}"
 
 
+def is_count(value, low: int = 1) -> bool:
+    """An int (not a bool, which Python counts as one) of at least `low`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def check_count(layer, key, default, low: int = 1) -> None:
+    value = layer.config.get(key, default)
+    if not is_count(value, low):
+        raise ConfigError(f"{_where(layer)}: {key} must be a {'positive' if low == 1 else 'non-negative'} integer, "
+                          f"got {value!r}")
+
+
 class Dense(Rule):
     def check(self, layer, keras):
         cfg, where = layer.config, _where(layer)
-        if not isinstance(cfg.get("units"), int) or cfg["units"] <= 0:
+        if not is_count(cfg.get("units")):
             raise ConfigError(f"{where}: units must be a positive integer, got {cfg.get('units')!r}")
         parse_activation(cfg.get("activation"), where)
         for key in ("kernel_constraint", "bias_constraint", "quantization_config"):
@@ -144,6 +156,8 @@ class Reshape(Rule):
     def output_shape(self, layer, shapes):
         (shape,) = shapes
         target = list(layer.config.get("target_shape") or [])
+        if not all(is_count(d) or (d == -1 and not isinstance(d, bool)) for d in target):
+            raise ConfigError(f"{_where(layer)}: target_shape must be positive integers (one may be -1), got {target}")
         size, known = math.prod(shape[1:]), math.prod(d for d in target if d != -1)
         if target.count(-1) == 1 and known and size % known == 0:
             target[target.index(-1)] = size // known
@@ -230,6 +244,9 @@ class Permute(Rule):
 
 
 class RepeatVector(Rule):
+    def check(self, layer, keras):
+        check_count(layer, "n", None)
+
     def output_shape(self, layer, shapes):
         if len(shapes[0]) != 2:
             raise ConfigError(f"{_where(layer)}: takes rank-2 inputs, got {shape_str(shapes[0])}")
@@ -247,7 +264,7 @@ class Embedding(Rule):
             raise ConfigError(f"{_where(layer)}: mask_zero=True is not supported (kgraph has no masks; "
                               "id 0 would have to be skipped by every later layer)")
         for key in ("input_dim", "output_dim"):
-            if not isinstance(cfg.get(key), int) or cfg[key] <= 0:
+            if not is_count(cfg.get(key)):
                 raise ConfigError(f"{_where(layer)}: {key} must be a positive integer, got {cfg.get(key)!r}")
         if cfg.get("embeddings_constraint") is not None or cfg.get("lora_rank"):
             raise ConfigError(f"{_where(layer)}: embeddings_constraint and lora_rank are not supported")
@@ -277,9 +294,13 @@ class Normalization(Rule):
         for key in ("renorm", "rms_scaling", "gamma_constraint", "beta_constraint"):
             if cfg.get(key):
                 raise ConfigError(f"{where}: {key} is not supported")
+        if self.kind == "group":
+            check_count(layer, "groups", 32)
 
     def _axes(self, layer, shape) -> tuple:
         axis = layer.config.get("axis", -1)
+        if not (is_count(axis, -len(shape)) or isinstance(axis, list) and all(is_count(a, -len(shape)) for a in axis)):
+            raise ConfigError(f"{_where(layer)}: axis must be an integer or a list of them, got {axis!r}")
         axes = tuple(sorted(a % len(shape) for a in ([axis] if isinstance(axis, int) else axis)))
         if 0 in axes or (self.kind != "layer" and len(axes) != 1) or (self.kind == "group" and axes[0] != len(shape) - 1):
             raise ConfigError(f"{_where(layer)}: axis {axis} is not supported for input {shape_str(shape)}")

@@ -9,12 +9,13 @@ import numpy as np
 
 from ir import Graph, TensorType
 
+from .. import limits
 from .errors import ConfigError
 from .initializers import initial_value
-from .layers import RULES, Ctx, ir_shape, shape_str
+from .layers import RULES, Ctx, ir_shape, is_count, shape_str
 from .normalize import MODEL_CLASSES, describe, input_batch_shape, keras_major
 from .regularizers import parse_regularizer
-from .walk import run_graph
+from .walk import guarded, run_graph
 
 SUPPORTED = sorted([*RULES, "InputLayer", *MODEL_CLASSES])
 DTYPES = ("float32", "float64")
@@ -56,6 +57,8 @@ def _unsupported(desc, out: list) -> list:
     for layer in desc.layers:
         if layer.model is not None:
             _unsupported(layer.model, out)
+        elif not isinstance(layer.class_name, str):
+            raise ConfigError(f"layer {layer.name!r}: class_name must be a string, got {layer.class_name!r}")
         elif layer.class_name not in RULES and layer.class_name != "InputLayer":
             out.append((layer.class_name, layer.name))
     return out
@@ -76,14 +79,16 @@ def _check_layers(desc, keras: int) -> None:
         if layer.model is not None:
             _check_layers(layer.model, keras)
         elif layer.class_name != "InputLayer":
-            RULES[layer.class_name].check(layer, keras)
+            guarded(layer, (), RULES[layer.class_name].check, layer, keras)
 
 
 def _declared_shape(layer) -> tuple | None:
-    shape = input_batch_shape(layer.config)
+    shape = guarded(layer, (), input_batch_shape, layer.config)
     if shape is not None and any(d is None for d in shape[1:]):
         raise ConfigError(f"InputLayer {layer.name!r}: shape {shape_str(shape)} has an unknown dimension; "
                           "kgraph needs every dimension but the batch")
+    if shape is not None and not all(is_count(d) for d in shape[1:]):
+        raise ConfigError(f"InputLayer {layer.name!r}: shape {shape_str(shape)} is not made of positive integers")
     return shape if shape is None else (None, *shape[1:])
 
 
@@ -218,17 +223,20 @@ def _weight_specs(desc, decls, rng, dtype, path=(), trainable=True) -> list:
             out += _weight_specs(layer.model, decls, rng, dtype, path + (layer.name,), layer_trainable)
             continue
         for d in decls.get(path + (layer.name,), []):
-            out.append(WeightSpec(layer.name, d.name, "", d.shape, initial_value(d.initializer, d.shape, rng, dtype),
+            value = guarded(layer, path, initial_value, d.initializer, d.shape, rng, dtype)
+            out.append(WeightSpec(layer.name, d.name, "", d.shape, value,
                                   bool(layer_trainable and d.trainable), d.regularizer, path))
     return out
 
 
 def _layer_infos(desc, shapes, weights) -> list:
-    infos = []
+    infos, owned = [], {}
+    for w in weights:  # grouped once: a scan of every weight per layer was quadratic
+        owned.setdefault((w.path[:1] or (w.layer,))[0], []).append(w)
     for layer in desc.layers:
         if desc.class_name == "Sequential" and layer.class_name == "InputLayer":
             continue  # Keras's Sequential.layers leaves out its InputLayer
-        mine = [w for w in weights if (w.path[:1] or (w.layer,)) == (layer.name,)]
+        mine = owned.get(layer.name, [])
         refs = [r for call in layer.calls for r in call]
         infos.append(LayerInfo(
             layer.name, layer.class_name, shapes.get(layer.name, []),
@@ -253,6 +261,16 @@ def build_model(config: dict, seed: int | None = None, dtype: str = "float32",
     """Validate a Keras model config and build its FrontendModel with fresh initial weights.
     input_shapes: one shape per model input ((None, ...) or without the batch axis), for inputs
     the config leaves undeclared, as Keras's build(input_shape); a declared shape must agree."""
+    try:
+        return _build_model(config, seed, dtype, input_shapes)
+    except ConfigError:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, ArithmeticError, ValueError) as e:
+        # the last resort: a config shaped in a way no check foresaw is still one line
+        raise ConfigError(f"model config not understood ({type(e).__name__}: {str(e)[:200]})") from e
+
+
+def _build_model(config, seed, dtype, input_shapes) -> FrontendModel:
     if dtype not in DTYPES:
         raise ConfigError(f"unsupported dtype {dtype!r}; supported: {', '.join(DTYPES)}")
     desc = describe(config)
@@ -272,6 +290,7 @@ def build_model(config: dict, seed: int | None = None, dtype: str = "float32",
         in_shapes.append(shape or given)
     shape_pass = _ShapePass()
     run_graph(desc, in_shapes, shape_pass.apply)
+    limits.check_weights([d.shape for decls in shape_pass.decls.values() for d in decls], np.dtype(dtype).itemsize)
     weights = _weight_specs(desc, shape_pass.decls, np.random.default_rng(seed), dtype)
     inputs = [InputSpec(ref[0], "", shape, dtype) for ref, shape in zip(desc.inputs, in_shapes)]
     model = FrontendModel(config, desc, keras, dtype, inputs, weights, _layer_infos(desc, shape_pass.shapes, weights))

@@ -37,8 +37,22 @@ def keras_major(config: dict) -> int:
     version = str(config.get("keras_version", ""))
     if version[:1].isdigit():
         return 3 if int(version.split(".")[0]) >= 3 else 2
-    text = json.dumps(config)
-    return 3 if any(m in text for m in ('"__keras_tensor__"', '"batch_shape"', '"DTypePolicy"')) else 2
+    # a walk over each distinct value once, not json.dumps: a YAML alias bomb shares its values
+    seen, stack, markers = set(), [config], ("__keras_tensor__", "batch_shape", "DTypePolicy")
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, dict):
+            if any(k in markers for k in obj):
+                return 3
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple)):
+            stack.extend(obj)
+        elif isinstance(obj, str) and obj in markers:
+            return 3
+    return 2
 
 
 def input_batch_shape(config: dict):

@@ -12,14 +12,16 @@ from ir.ops.nn import conv_out
 from .activations import emit_activation, parse_activation
 from .errors import ConfigError
 from .initializers import parse_initializer
-from .layers import Rule, WeightDecl, _where, shape_str
+from .layers import Rule, WeightDecl, _where, check_count, is_count, shape_str
 from .regularizers import parse_regularizer
 
 
-def _ints(value, n, where, what) -> tuple:
-    value = (value,) * n if isinstance(value, int) else tuple(value)
-    if len(value) != n or not all(isinstance(v, int) and v >= 0 for v in value):
-        raise ConfigError(f"{where}: {what} must be {n} non-negative integers, got {value!r}")
+def _ints(value, n, where, what, low=1) -> tuple:
+    """`n` integers of at least `low` (sizes and strides 1, paddings 0), given as one or as a list."""
+    value = (value,) * n if isinstance(value, int) else tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    if len(value) != n or not all(is_count(v, low) for v in value):
+        kind = "non-negative" if low == 0 else "positive"
+        raise ConfigError(f"{where}: {what} must be {n} {kind} integers, got {value!r}")
     return value
 
 
@@ -29,7 +31,9 @@ def _pairs(value, n, where, what) -> tuple:
         value = [value] * n
     elif n == 1 and len(value) == 2 and all(isinstance(v, int) for v in value):
         value = [value]
-    out = tuple((v, v) if isinstance(v, int) else _ints(v, 2, where, what) for v in value)
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where}: {what} must be integers, got {value!r}")
+    out = tuple((v, v) if is_count(v, 0) else _ints(v, 2, where, what, low=0) for v in value)
     if len(out) != n:
         raise ConfigError(f"{where}: {what} must give {n} axes, got {value!r}")
     return out
@@ -130,7 +134,11 @@ class Conv(Rule):
         paddings = ("valid", "same", "causal") if self.rank == 1 and self.kind == "conv" else ("valid", "same")
         if str(cfg.get("padding", "valid")).lower() not in paddings:
             raise ConfigError(f"{where}: padding {cfg.get('padding')!r} is not supported; supported: {', '.join(paddings)}")
-        if self.kind != "depthwise" and (not isinstance(cfg.get("filters"), int) or cfg["filters"] <= 0):
+        if self.kind in ("depthwise", "separable"):
+            check_count(layer, "depth_multiplier", 1)
+        if cfg.get("groups") is not None:
+            check_count(layer, "groups", 1)
+        if self.kind != "depthwise" and not is_count(cfg.get("filters")):
             raise ConfigError(f"{where}: filters must be a positive integer, got {cfg.get('filters')!r}")
         parse_activation(cfg.get("activation"), where)
         for key in ("kernel_constraint", "bias_constraint", "depthwise_constraint", "pointwise_constraint"):
@@ -148,7 +156,7 @@ class Conv(Rule):
             return None
         if self.kind != "transpose":
             raise ConfigError(f"{_where(layer)}: output_padding is only a transposed convolution's option")
-        return _ints(value, self.rank, _where(layer), "output_padding")
+        return _ints(value, self.rank, _where(layer), "output_padding", low=0)
 
     def output_shape(self, layer, shapes):
         spatial, channels, *_, out = self._geometry(layer, shapes[0])

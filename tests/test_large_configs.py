@@ -1,0 +1,102 @@
+"""Very large configs load in time linear in their size, in whatever order they list their layers:
+the work is counted, not timed. The faster forms of graph ids and memory planning give exactly
+what the simple ones gave."""
+import itertools
+import random
+
+import pytest
+
+from ir import Graph, TensorType
+from kgraph.frontend import build_model, walk
+from kgraph.passes.memory import _align, _best_fit, _overlap
+
+
+def sequential(n):
+    layers = [{"class_name": "InputLayer", "config": {"name": "in", "batch_shape": [None, 4]}}]
+    layers += [{"class_name": "Dense", "config": {"name": f"d{i}", "units": 4}} for i in range(n)]
+    return {"class_name": "Sequential", "config": {"name": "s", "layers": layers}}
+
+
+def chain(n, order="reversed", seed=0):
+    """A functional chain in -> d0 -> ... -> d{n-1}, its layers listed in `order`."""
+    layers = [{"class_name": "InputLayer", "name": "in", "config": {"name": "in", "batch_shape": [None, 4]},
+               "inbound_nodes": []}]
+    for i in range(n):
+        layers.append({"class_name": "Dense", "name": f"d{i}", "config": {"name": f"d{i}", "units": 4},
+                       "inbound_nodes": [[[f"d{i - 1}" if i else "in", 0, 0, {}]]]})
+    if order == "reversed":
+        layers.reverse()
+    elif order == "shuffled":
+        random.Random(seed).shuffle(layers)
+    return {"class_name": "Functional", "config": {"name": "f", "layers": layers,
+                                                  "input_layers": [["in", 0, 0]],
+                                                  "output_layers": [[f"d{n - 1}", 0, 0]]}}
+
+
+def _checks(config):
+    walk.READY_CHECKS[0] = 0
+    model = build_model(config)
+    return walk.READY_CHECKS[0], model
+
+
+@pytest.mark.parametrize("make", [sequential, lambda n: chain(n, "in order"), chain,
+                                  lambda n: chain(n, "shuffled")], ids=["sequential", "chain", "reversed", "shuffled"])
+def test_walk_work_grows_linearly(make):
+    small, _ = _checks(make(250))
+    large, model = _checks(make(1000))
+    assert 3.5 * small <= large <= 4.5 * small  # 4x the layers, 4x the work (quadratic would be 16x)
+    assert len(model.weights) == 2000
+
+
+def test_5000_layers_in_reverse_order_build():
+    _, model = _checks(chain(5000))
+    assert model.count_params() == 5000 * 20
+    assert len(model.layers) == 5001 and model.output_names == ["d4999"]
+
+
+def test_fresh_ids_are_what_a_scan_from_one_gives():
+    def scanned(ids, hint):
+        if hint not in ids:
+            return hint
+        return next(f"{hint}_{i}" for i in itertools.count(1) if f"{hint}_{i}" not in ids)
+
+    rng, g = random.Random(0), Graph()
+    for _ in range(3000):
+        if rng.random() < 0.3 and len(g):
+            nid = rng.choice(sorted(g._ids))
+            g.remove(nid)
+        else:
+            hint = rng.choice(["x", "x_1", "x_2", "y", "x_1_1"])
+            expected = scanned(g._ids, hint)
+            assert g.source("input", hint, TensorType((2,), "float32")) == expected
+
+
+def _best_fit_reference(sizes, intervals, align):
+    """The planner's best fit as first written, a Python scan of every placed buffer."""
+    placed, offsets, top = [], {}, 0
+    for nid in sorted(sizes, key=lambda n: (-sizes[n], intervals[n][0], n)):
+        need = _align(sizes[nid], align)
+        busy = sorted((o, s) for o, s, other in placed if _overlap(intervals[nid], intervals[other]))
+        best, best_gap, cursor = None, None, 0
+        for o, s in busy:
+            gap = o - cursor
+            if gap >= need and (best_gap is None or gap < best_gap):
+                best, best_gap = cursor, gap
+            cursor = max(cursor, o + s)
+        best = cursor if best is None else best
+        offsets[nid] = best
+        placed.append((best, need, nid))
+        top = max(top, best + need)
+    return offsets, top
+
+
+def test_vectorised_best_fit_places_as_the_scan_did():
+    rng = random.Random(1)
+    for _ in range(200):
+        sizes = {f"b{i}": rng.choice([1, 3, 8, 64, 100, rng.randint(1, 500)]) for i in range(rng.randint(0, 60))}
+        intervals = {}
+        for k in sizes:
+            a = rng.randint(0, 50)
+            intervals[k] = [a, a + rng.randint(0, 30)]
+        align = rng.choice([1, 16])
+        assert _best_fit(sizes, intervals, align) == _best_fit_reference(sizes, intervals, align)
