@@ -179,9 +179,9 @@ def test_prefetch_runs_ahead_in_a_thread_and_passes_errors_on():
 
 
 def test_pipelines_yield_what_tf_data_yields():
-    """tests/fixtures/tf/data_pipelines.json: tf.data's elements and cardinalities for the same
+    """tests/fixtures/data/tf_data_pipelines.json: tf.data's elements and cardinalities for the same
     expressions (tools/make_tf_data_fixture.py)."""
-    fixture = json.loads((Path(__file__).parent / "fixtures" / "tf" / "data_pipelines.json").read_text())
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "data" / "tf_data_pipelines.json").read_text())
     D = Dataset  # noqa: F841 (the expressions use it)
     for expression, want in fixture["pipelines"].items():
         assert [np.asarray(e).tolist() for e in eval(expression)] == want, expression

@@ -1,4 +1,4 @@
-"""Writes tests/fixtures/tf/data_pipelines.json: what tf.data yields for small pipelines (elements
+"""Writes tests/fixtures/data/tf_data_pipelines.json: what tf.data yields for small pipelines (elements
 and cardinality), which tests/test_data.py runs through kgraph.data.Dataset. Needs TensorFlow:
 
     /tmp/tfenv/bin/python tools/make_tf_data_fixture.py
@@ -29,6 +29,6 @@ CARDINALITIES = [
 out = {"tensorflow": tf.__version__,
        "pipelines": {p: [x.tolist() for x in eval(p).as_numpy_iterator()] for p in PIPELINES},
        "cardinality": {c: int(eval(c).cardinality()) for c in CARDINALITIES}}
-path = Path(__file__).parent.parent / "tests" / "fixtures" / "tf" / "data_pipelines.json"
+path = Path(__file__).parent.parent / "tests" / "fixtures" / "data" / "tf_data_pipelines.json"
 path.write_text(json.dumps(out, indent=1) + "\n")
 print("wrote", path)
