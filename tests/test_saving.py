@@ -309,3 +309,42 @@ def test_fit_resumed_from_a_checkpoint_equals_the_straight_run(tmp_path, suffix,
     resumed.fit(x, y, epochs=4, initial_epoch=2, batch_size=32, verbose=0)
     for a, b in zip(straight.get_weights(), resumed.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5", ".weights.h5", ".npz"])
+def test_nonfinite_weights_or_state_are_refused_unless_asked(tmp_path, suffix):
+    import kgraph
+    from kgraph.datasets import digits
+
+    (x, y), _ = digits.load_data()
+    model = kgraph.models.load_model("examples/digits_mlp.json", seed=1)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x[:64], y[:64], epochs=1, verbose=0)
+    good = model.get_weights()
+    broken = [w.copy() for w in good]
+    broken[2][0, 0] = np.nan
+    model.set_weights(broken)
+    path = tmp_path / f"m{suffix}"
+    (model.save_weights if suffix in (".weights.h5", ".npz") else model.save)(path)
+    fresh = kgraph.models.load_model("examples/digits_mlp.json", seed=2)
+    fresh.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    before = fresh.get_weights()
+    with pytest.raises(FileFormatError, match="digit/kernel holds 1 NaN or infinite values.*allow_nonfinite=True"):
+        fresh.load_weights(path) if suffix in (".weights.h5", ".npz") else kgraph.models.load_model(path)
+    assert all(np.array_equal(a, b) for a, b in zip(before, fresh.get_weights()))   # kept what it had
+    if suffix in (".weights.h5", ".npz"):
+        fresh.load_weights(path, allow_nonfinite=True)
+        assert np.isnan(fresh.get_weights()[2][0, 0])
+    else:
+        assert np.isnan(kgraph.models.load_model(path, allow_nonfinite=True).get_weights()[2][0, 0])
+
+
+def test_nan_optimizer_state_is_refused(tmp_path):
+    import kgraph
+
+    model = kgraph.models.load_model("examples/digits_mlp.json", seed=1)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.executable.state[:] = np.nan
+    model.save(tmp_path / "m.keras")
+    with pytest.raises(FileFormatError, match="optimizer state holds NaN"):
+        kgraph.models.load_model(tmp_path / "m.keras")
