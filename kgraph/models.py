@@ -334,9 +334,21 @@ class Model(_WeightLists, CompiledModel):
             raise FileExistsError(filepath)
         saving.save_weights(self, filepath)
 
-    def load_weights(self, filepath):
+    def load_weights(self, filepath, allow_nonfinite=False):
+        """As Keras's; weights or optimizer state that are not finite (NaN, inf) are refused, and
+        the model keeps what it had, unless allow_nonfinite=True."""
         self._require_built("load_weights()")
+        weights, state = self.get_weights(), self.executable.state.copy()
+        iterations = getattr(self.optimizer, "iterations", None)
         saving.load_weights(self, filepath)
+        try:
+            _check_loaded(self, filepath, allow_nonfinite)
+        except ValueError:
+            self.set_weights(weights)
+            self.executable.state[...] = state
+            if iterations is not None:
+                self.optimizer.iterations = iterations
+            raise
 
     def set_weights(self, weights) -> None:
         if weights and not self.built:
@@ -642,9 +654,11 @@ def model_from_yaml(yaml_string: str, custom_objects=None, seed: int | None = No
     return model_from_config(parse_config_text(yaml_string, "yaml"), seed=seed)
 
 
-def load_model(filepath, custom_objects=None, compile=True, seed: int | None = None) -> Model:
+def load_model(filepath, custom_objects=None, compile=True, seed: int | None = None,
+               allow_nonfinite: bool = False) -> Model:
     """A model from a .keras archive or legacy .h5 file (weights, and with compile=True the saved
-    compile arguments and optimizer state), or from a config alone: .json, .yaml or .yml."""
+    compile arguments and optimizer state), or from a config alone: .json, .yaml or .yml.
+    Weights or optimizer state that are not finite are refused unless allow_nonfinite=True."""
     if str(filepath).lower().endswith((".keras", ".h5", ".hdf5")):
         config, compile_config, restore = saving.read_model_file(filepath)
         model = model_from_config(config, seed=seed)
@@ -652,8 +666,25 @@ def load_model(filepath, custom_objects=None, compile=True, seed: int | None = N
             model.compile(optimizer=compile_config["optimizer"], loss=compile_config["loss"],
                           metrics=compile_config.get("metrics"), loss_weights=compile_config.get("loss_weights"))
         restore(model)
+        _check_loaded(model, filepath, allow_nonfinite)
         return model
     return model_from_config(read_config_file(filepath), seed=seed)
+
+
+def _check_loaded(model, source, allow_nonfinite) -> None:
+    """A file's weights and optimizer state must be finite, its iteration count not negative: a
+    NaN read from a file would train to NaN silently."""
+    if model.optimizer is not None and model.optimizer.iterations < 0:
+        raise saving.FileFormatError(f"{source}: the optimizer's iteration count is {model.optimizer.iterations}")
+    if allow_nonfinite:
+        return
+    for weight, value in zip(model.weights, model.get_weights()):
+        if not np.isfinite(value).all():
+            raise saving.FileFormatError(f"{source}: weight {weight.path} holds {int((~np.isfinite(value)).sum())} "
+                                         "NaN or infinite values; load with allow_nonfinite=True to take them anyway")
+    if not np.isfinite(model.executable.state).all():
+        raise saving.FileFormatError(f"{source}: the optimizer state holds NaN or infinite values; load with "
+                                     "allow_nonfinite=True to take it anyway")
 
 
 def _loss_config(loss):

@@ -114,6 +114,34 @@ def _write_keras3_weights(h5file, model, include_optimizer):
         opt.attrs["name"] = model.optimizer.name
         for i, value in enumerate(optimizer_variables(model)):
             opt.create_dataset(str(i), data=value)
+        h5file.attrs[RANDOM_STATE] = random_state(model)
+
+
+# ---------------------------------------------------------------------- the random streams
+
+RANDOM_STATE = "kgraph_random_state"   # a root attribute, beside the optimizer state; Keras ignores it
+
+
+def random_state(model) -> str:
+    """The random streams' state (dropout and noise draws; shuffling, which under MPI is a stream of
+    its own) as JSON: with it a run resumed from a checkpoint draws what the straight run draws."""
+    rng = model.executable.random
+    shuffle = model.shuffle_random if model.shuffle_random is not rng else None
+    return json.dumps({"random": rng.bit_generator.state, "shuffle": shuffle and shuffle.bit_generator.state})
+
+
+def _restore_random(model, h5file, source) -> None:
+    text = h5file.attrs.get(RANDOM_STATE)
+    if text is None or model.compile_args is None:
+        return
+    try:
+        saved = json.loads(_text(text))
+        model.executable.random.bit_generator.state = saved["random"]
+        if saved.get("shuffle") is not None and model.shuffle_random is not model.executable.random:
+            model.shuffle_random.bit_generator.state = saved["shuffle"]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        warnings.warn(f"{source}: the saved random state is unreadable; dropout and shuffling start a new stream",
+                      stacklevel=4)
 
 
 # ---------------------------------------------------------------------- Keras 2 / legacy h5
@@ -307,6 +335,7 @@ def load_weights(model, filepath):
             if "layers" in f:
                 _assign_by_layer(model, _read_keras3_layers(f, model.frontend.desc), False, name)
                 _restore_optimizer(model, f, name)
+                _restore_random(model, f, name)
             else:
                 group = f["model_weights"] if "model_weights" in f else f
                 _assign_by_layer(model, _read_legacy_layers(group), True, name)
@@ -352,6 +381,7 @@ def save_model(model, filepath, include_optimizer=True):
                     g.attrs["weight_names"] = np.array([n.encode() for n in names])
                     for n, v in zip(names, optimizer_variables(model)):
                         g.create_dataset(n, data=v)
+                    f.attrs[RANDOM_STATE] = random_state(model)
             return
         config = _archive_config(config)
         if compile_config:
@@ -423,6 +453,7 @@ def read_model_file(filepath):
                 limits.check_h5(f, name)
                 _assign_by_layer(model, _read_keras3_layers(f, model.frontend.desc), False, name)
                 _restore_optimizer(model, f, name)
+                _restore_random(model, f, name)
         return config, compile_config, restore
     with _open_h5(name) as f:
         limits.check_h5(f, name)
@@ -446,6 +477,7 @@ def read_model_file(filepath):
                 g = f["optimizer_weights"]
                 names = [_text(n) for n in g.attrs.get("weight_names", [])]
                 load_optimizer_state(model, [np.asarray(g[n]) for n in names], names, name)
+            _restore_random(model, f, name)
     return config, compile_config, restore
 
 

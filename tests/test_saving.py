@@ -278,3 +278,73 @@ def test_a_saved_metric_kgraph_cannot_compute_is_left_out_with_a_warning():
              "metrics": ["mae", {"module": "keras.metrics", "class_name": "FancyMetric", "config": {}}]}
     with pytest.warns(UserWarning, match="f.keras: the saved metric 'FancyMetric' is left out"):
         assert _compile_arguments(saved, "f.keras")["metrics"] == ["mae"]
+
+
+@pytest.mark.parametrize("suffix, weights_only", [(".keras", False), (".h5", False), (".weights.h5", True)])
+def test_fit_resumed_from_a_checkpoint_equals_the_straight_run(tmp_path, suffix, weights_only):
+    """Shuffling and dropout on: the checkpoint holds the random streams' state, and the learning
+    rate comes back exactly (not rounded to the file's float32), so the resumed run is bit for bit
+    the straight one."""
+    import kgraph
+    from kgraph.datasets import digits
+
+    (x, y), _ = digits.load_data()
+    x, y = x[:256], y[:256]
+
+    def make():
+        m = kgraph.models.load_model("examples/digits_mlp.json", seed=5)   # its Dropout(0.1) draws masks
+        m.compile(optimizer=kgraph.optimizers.Adam(learning_rate=0.001), loss="sparse_categorical_crossentropy")
+        return m
+
+    straight = make()
+    path = str(tmp_path / f"ck_{{epoch}}{suffix}")
+    checkpoint = kgraph.callbacks.ModelCheckpoint(path, save_weights_only=weights_only)
+    straight.fit(x, y, epochs=4, batch_size=32, verbose=0, callbacks=[checkpoint])
+    if weights_only:
+        resumed = make()
+        resumed.load_weights(path.format(epoch=2))
+    else:
+        resumed = kgraph.models.load_model(path.format(epoch=2))
+    assert resumed.optimizer.learning_rate == 0.001
+    resumed.fit(x, y, epochs=4, initial_epoch=2, batch_size=32, verbose=0)
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5", ".weights.h5", ".npz"])
+def test_nonfinite_weights_or_state_are_refused_unless_asked(tmp_path, suffix):
+    import kgraph
+    from kgraph.datasets import digits
+
+    (x, y), _ = digits.load_data()
+    model = kgraph.models.load_model("examples/digits_mlp.json", seed=1)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x[:64], y[:64], epochs=1, verbose=0)
+    good = model.get_weights()
+    broken = [w.copy() for w in good]
+    broken[2][0, 0] = np.nan
+    model.set_weights(broken)
+    path = tmp_path / f"m{suffix}"
+    (model.save_weights if suffix in (".weights.h5", ".npz") else model.save)(path)
+    fresh = kgraph.models.load_model("examples/digits_mlp.json", seed=2)
+    fresh.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    before = fresh.get_weights()
+    with pytest.raises(FileFormatError, match="digit/kernel holds 1 NaN or infinite values.*allow_nonfinite=True"):
+        fresh.load_weights(path) if suffix in (".weights.h5", ".npz") else kgraph.models.load_model(path)
+    assert all(np.array_equal(a, b) for a, b in zip(before, fresh.get_weights()))   # kept what it had
+    if suffix in (".weights.h5", ".npz"):
+        fresh.load_weights(path, allow_nonfinite=True)
+        assert np.isnan(fresh.get_weights()[2][0, 0])
+    else:
+        assert np.isnan(kgraph.models.load_model(path, allow_nonfinite=True).get_weights()[2][0, 0])
+
+
+def test_nan_optimizer_state_is_refused(tmp_path):
+    import kgraph
+
+    model = kgraph.models.load_model("examples/digits_mlp.json", seed=1)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.executable.state[:] = np.nan
+    model.save(tmp_path / "m.keras")
+    with pytest.raises(FileFormatError, match="optimizer state holds NaN"):
+        kgraph.models.load_model(tmp_path / "m.keras")
