@@ -269,6 +269,14 @@ def _cnn_config():
         layer("Dense", name="out", units=3, activation="softmax")]}}
 
 
+def _same_training(cpu, gpu, x, y, steps=2):
+    """The CUDA model's steps give the CPU model's losses and weights."""
+    for _ in range(steps):
+        np.testing.assert_allclose(gpu.train_on_batch(x, y), cpu.train_on_batch(x, y), rtol=1e-5)
+    for u, v in zip(cpu.get_weights(), gpu.get_weights()):
+        np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6)
+
+
 def training_cnn():
     """The CNN on a batch of 3 (its convolution's GEMM is 48x3x18: no tile size divides it), two
     steps each of Adam and Nadam in the simulator and on the CPU backend: the same losses, and
@@ -283,10 +291,7 @@ def training_cnn():
         for model, device in ((cpu, "cpu"), (gpu, "cuda")):
             model.compile(optimizer=optimizer(learning_rate=0.01), loss="sparse_categorical_crossentropy",
                           device=device)
-        for _ in range(2):
-            np.testing.assert_allclose(gpu.train_on_batch(x, y), cpu.train_on_batch(x, y), rtol=1e-5)
-        for u, v in zip(cpu.get_weights(), gpu.get_weights()):
-            np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6)
+        _same_training(cpu, gpu, x, y)
     np.testing.assert_allclose(gpu.evaluate(x, y, verbose=0), cpu.evaluate(x, y, verbose=0), rtol=1e-5)
 
 
@@ -328,10 +333,7 @@ def training_extra():
         model.set_weights(weights)
         model.compile(optimizer=optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy",
                       device=device)
-    for _ in range(2):
-        np.testing.assert_allclose(gpu.train_on_batch(x, y), cpu.train_on_batch(x, y), rtol=1e-5)
-    for u, v in zip(cpu.get_weights(), gpu.get_weights()):
-        np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6)
+    _same_training(cpu, gpu, x, y)
     np.testing.assert_allclose(gpu.evaluate(x, y, verbose=0), cpu.evaluate(x, y, verbose=0), rtol=1e-5)
     np.testing.assert_allclose(gpu.predict(x, verbose=0), cpu.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
 
