@@ -99,6 +99,8 @@ def cmd_inspect(args):
     from .passes import PASS_NAMES
 
     _check_counts(args)
+    if args.after and args.after not in PASS_NAMES:
+        raise ValueError(f"no pass {args.after!r}; passes: {', '.join(PASS_NAMES)}")
     model = _model(args)
     if not model.built:
         raise ValueError(f"{args.model}: the config declares no input shape; give it with --input-shape, "
@@ -222,6 +224,9 @@ def cmd_predict(args):
 def cmd_compile(args):
     _check_counts(args)
     model = _model(args)
+    if not model.built:
+        raise ValueError(f"{args.model}: the config declares no input shape; give it with --input-shape, "
+                         "e.g. --input-shape 64 or --input-shape 28,28,1 (once per input)")
     _compile(model, args)
     with files.atomic_folder(args.output) as tmp:  # each file replaced whole, never truncated
         model.export(tmp)

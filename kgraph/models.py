@@ -6,6 +6,7 @@ import inspect
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numba
@@ -17,7 +18,8 @@ from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from . import saving
 from .codegen import generate_cpu, generate_cuda, step_manifest
-from .frontend import NotBuiltError, build_model, parse_config_text, read_config_file, config_inputs
+from .frontend import (NotBuiltError, build_model, config_inputs, declare_input_shapes, parse_config_text,
+                       read_config_file)
 from .frontend.summary import cost_line, step_cost
 from .passes.loss import LOSSES
 from .passes import default_parts, run_pipeline
@@ -25,6 +27,7 @@ from .runtime.executable import Executable
 from .runtime.loader import write_source
 from .runtime.batches import is_batch_source
 from .runtime import sources
+from .runtime.checks import DataError
 from .runtime.model import CompiledModel
 
 
@@ -65,6 +68,7 @@ class Model(_WeightLists, CompiledModel):
         self.device = "cpu"
         self.compile_args = None
         self.pending_compile = None   # compile()'s arguments, kept until an unbuilt model builds
+        self._layer_objects = None    # model.layers, made once
         self.strategy = distribute.get_strategy()
         if frontend_model is None:
             self.name = _config_name(config)
@@ -76,6 +80,7 @@ class Model(_WeightLists, CompiledModel):
     def _adopt(self, frontend_model, executable):
         """Hold a built frontend model: its weights move into the executable."""
         self.frontend = frontend_model
+        self._layer_objects = None
         self.name = frontend_model.name
         layout, offset = [], 0
         for w in frontend_model.weights:
@@ -102,7 +107,10 @@ class Model(_WeightLists, CompiledModel):
         if self.built:
             return
         shapes = [input_shape] if _is_shape(input_shape) else list(input_shape)
-        self._adopt(build_model(self.config, seed=self.seed, input_shapes=shapes), self.executable)
+        frontend = build_model(self.config, seed=self.seed, input_shapes=shapes)
+        # the config now declares what the data said, so that save() writes a model that loads built
+        frontend.config = self.config = declare_input_shapes(self.config, [i.shape for i in frontend.inputs])
+        self._adopt(frontend, self.executable)
         if self.pending_compile is not None:
             args, self.pending_compile = self.pending_compile, None
             self.compile(**args)
@@ -121,6 +129,9 @@ class Model(_WeightLists, CompiledModel):
             shapes = [(None, *np.shape(a)[1:]) for a in xs]
         except ValueError:
             return   # ragged data: the checks in fit/predict name the problem
+        if any(len(shape) < 2 for shape in shapes):
+            raise DataError(f"data of shape {np.shape(xs[0])}: the model builds its input shape from the data's "
+                            "rows (samples, features...); for one feature per sample use x.reshape(-1, 1)")
         self.build(shapes if len(shapes) > 1 else shapes[0])
 
     def _require_built(self, what: str):
@@ -163,9 +174,23 @@ class Model(_WeightLists, CompiledModel):
 
     @property
     def layers(self) -> list:
-        """The layers, as keras.Model.layers lists them (a Sequential leaves out its InputLayer)."""
+        """The layers, as keras.Model.layers lists them (a Sequential leaves out its InputLayer): the
+        same objects on every call, so that layer.trainable = False stays set."""
         self._require_built("its layers exist")
-        return [Layer(self, info) for info in self.frontend.layers]
+        if self._layer_objects is None:
+            self._layer_objects = [Layer(self, info) for info in self.frontend.layers]
+        return self._layer_objects
+
+    @property
+    def trainable(self) -> bool:
+        return all(layer.trainable for layer in self.layers) if self.built else True
+
+    @trainable.setter
+    def trainable(self, value) -> None:
+        """model.trainable = False freezes every layer (nested models' too), as in Keras."""
+        self._require_built("trainable can be set")
+        for layer in self.layers:
+            layer.trainable = value
 
     def get_layer(self, name=None, index=None):
         """As keras.Model.get_layer: by name or by index in model.layers."""
@@ -498,8 +523,23 @@ class Layer(_WeightLists):
         self.class_name = info.class_name
         desc = next(l for l in model.frontend.desc.layers if l.name == info.name)
         self._config = desc.config
-        self.trainable = bool(desc.config.get("trainable", True))
         self._indices = [k for k, w in enumerate(model.frontend.weights) if (w.path[:1] or (w.layer,)) == (info.name,)]
+
+    @property
+    def trainable(self) -> bool:
+        return bool(self._config.get("trainable", True))
+
+    @trainable.setter
+    def trainable(self, value) -> None:
+        """As Keras's layer.trainable = False: its weights leave trainable_weights, and from the next
+        compile() the optimizer no longer updates them (the config saves the flag, as Keras's)."""
+        self._config["trainable"] = bool(value)
+        for k in self._indices:
+            spec = self._model.frontend.weights[k]
+            spec.trainable = bool(value) and spec.updatable
+        if self._model.compile_args is not None:
+            warnings.warn(f"layer {self.name!r}: trainable changed after compile(); call compile() again for the "
+                          "training step to follow it", stacklevel=2)
 
     @property
     def weights(self) -> list:

@@ -340,7 +340,10 @@ def load_weights(model, filepath):
                 group = f["model_weights"] if "model_weights" in f else f
                 _assign_by_layer(model, _read_legacy_layers(group), True, name)
         return
-    model.set_weights(read_npz_weights(name))
+    try:
+        model.set_weights(read_npz_weights(name))
+    except ValueError as e:   # a data file, or another model's weights
+        raise FileFormatError(f"{name}: {e}") from None
 
 
 @contextmanager

@@ -323,3 +323,48 @@ def test_a_nonfinite_loss_is_reported_and_terminate_on_nan_keeps_finite_weights(
     with pytest.warns(RuntimeWarning):
         m.fit(x[:256], y[:256], epochs=3, batch_size=32, verbose=0, callbacks=[kgraph.callbacks.TerminateOnNaN()])
     assert all(np.isfinite(w).all() for w in m.get_weights())
+
+
+def test_freezing_a_layer_keeps_its_weights(digits):
+    (x, y), _ = digits
+    m = kgraph.models.load_model(EXAMPLE, seed=0)
+    m.get_layer("hidden").trainable = False
+    assert m.layers[0].trainable is False and len(m.trainable_weights) == 2
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    before = m.get_weights()
+    m.fit(x[:128], y[:128], epochs=1, verbose=0)
+    after = m.get_weights()
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+    assert not np.array_equal(before[2], after[2])
+    assert json.loads(m.to_json())["config"]["layers"][1]["config"]["trainable"] is False   # saved, as Keras
+    with pytest.warns(UserWarning, match="call compile\\(\\) again"):
+        m.trainable = True
+    assert len(m.trainable_weights) == 4
+
+
+def test_a_model_built_from_its_data_saves_and_loads_built(tmp_path):
+    m = kgraph.models.load_model(GUIDE.with_suffix(".yaml"), seed=0)
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).random((40, 20)).astype(np.float32)
+    m.fit(x, np.arange(40) % 10, epochs=1, verbose=0)
+    for name in ("m.keras", "m.h5"):
+        m.save(tmp_path / name)
+        again = kgraph.models.load_model(tmp_path / name)
+        np.testing.assert_array_equal(again.predict(x, verbose=0), m.predict(x, verbose=0))
+    assert kgraph.models.model_from_json(m.to_json()).input_shape == (None, 20)
+
+
+def test_more_mistakes_named(model, digits):
+    (x, y), _ = digits
+    with pytest.raises(DataError, match="leaves 0 to train on and 10 to validate"):
+        model.fit(x[:10], y[:10], validation_split=0.95, verbose=0)
+    with pytest.raises(DataError, match=r"the model has 1 input \(pixels\), got a list of 2 arrays"):
+        model.fit([x, x], y, verbose=0)
+    with pytest.raises(DataError, match="^validation_data: input 'pixels'"):
+        model.fit(x, y, validation_data=(x[:, :3], y), verbose=0)
+    guide = kgraph.models.load_model(GUIDE.with_suffix(".json"))
+    with pytest.raises(ValueError, match=r"has no batch axis; give it as \(None, 20\)"):
+        guide.build((20,))
+    with pytest.raises(DataError, match=r"x.reshape\(-1, 1\)"):
+        guide.predict(x[:, 0], verbose=0)
+    assert model.metrics_names == ["loss", "accuracy"]

@@ -2,6 +2,7 @@
 which lowers to a forward ir.Graph."""
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ class WeightSpec:
     trainable: bool = True
     regularizer: dict | None = None  # {"l1": float, "l2": float}
     path: tuple = ()          # names of the enclosing nested models, outermost first
+    updatable: bool = True    # False for state the step updates itself (batch-norm statistics): never trainable
 
 
 @dataclass
@@ -98,6 +100,9 @@ def _given_shape(shape, declared, name) -> tuple:
         shape = tuple(None if d is None else int(d) for d in shape)
     except (TypeError, ValueError):
         raise ConfigError(f"input {name!r}: input shape {shape!r} is not a tuple of integers") from None
+    if len(shape) < 2:
+        raise ConfigError(f"input {name!r}: input shape {shape_str(shape)} has no batch axis; give it as "
+                          f"(None, {', '.join(map(str, shape))})" if shape else f"input {name!r}: empty input shape")
     if declared is not None:
         if shape[1:] != declared[1:]:
             raise ConfigError(f"input {name!r} is declared {shape_str(declared)}, got input shape {shape_str(shape)}")
@@ -225,7 +230,7 @@ def _weight_specs(desc, decls, rng, dtype, path=(), trainable=True) -> list:
         for d in decls.get(path + (layer.name,), []):
             value = guarded(layer, path, initial_value, d.initializer, d.shape, rng, dtype)
             out.append(WeightSpec(layer.name, d.name, "", d.shape, value,
-                                  bool(layer_trainable and d.trainable), d.regularizer, path))
+                                  bool(layer_trainable and d.trainable), d.regularizer, path, d.trainable))
     return out
 
 
@@ -247,6 +252,30 @@ def _layer_infos(desc, shapes, weights) -> list:
 
 class NotBuiltError(ConfigError):
     """A model whose config declares no input shape: Keras builds it from its first data."""
+
+
+def declare_input_shapes(config: dict, shapes: list) -> dict:
+    """A copy of `config` whose undeclared inputs declare `shapes` ((None, ...) per model input),
+    where each Keras version writes one, so a model built from its data saves a config that loads
+    built: an InputLayer's batch_shape (Keras 3) or batch_input_shape (Keras 1-2), a Keras 3
+    Sequential's build_input_shape, or a Keras 1-2 Sequential's first layer's batch_input_shape."""
+    config = copy.deepcopy(config)
+    keras, cfg = keras_major(config), config.get("config")
+    key = "batch_shape" if keras >= 3 else "batch_input_shape"
+    entries = cfg if isinstance(cfg, list) else cfg.get("layers", [])
+    if config.get("class_name") == "Sequential":
+        first = entries[0].get("config", {}) if entries else {}
+        if input_batch_shape(first) is None:
+            if isinstance(cfg, dict) and keras >= 3 and entries[0].get("class_name") != "InputLayer":
+                cfg["build_input_shape"] = list(shapes[0])
+            else:
+                first[key if entries[0].get("class_name") == "InputLayer" else "batch_input_shape"] = list(shapes[0])
+        return config
+    by_name = {(e.get("config") or {}).get("name", e.get("name")): e for e in entries if isinstance(e, dict)}
+    for (name, declared), shape in zip(config_inputs(config), shapes):
+        if declared is None and name in by_name:
+            by_name[name]["config"][key] = list(shape)
+    return config
 
 
 def config_inputs(config: dict) -> list:

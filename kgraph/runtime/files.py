@@ -83,6 +83,8 @@ def atomic_write(path):
     and the folder is fsynced. The old file stays whole until the rename; a kill before it
     leaves a temporary file that the next write to the folder removes."""
     path = Path(path)
+    if not path.parent.is_dir():   # else the error would name the temporary file
+        raise FileNotFoundError(f"{path}: the folder {path.parent} does not exist")
     remove_stale_temps(path.parent)
     tmp = _temp_path(path)
     try:

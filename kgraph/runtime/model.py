@@ -77,6 +77,11 @@ class CompiledModel:
         self.shuffle_random = executable.random
         self._nonfinite_told = False   # a non-finite loss was reported
 
+    @property
+    def metrics_names(self) -> list:
+        """The names of evaluate()'s list, in its order (Keras 2's model.metrics_names)."""
+        return EpochLogs(self.info).names() if self.info.get("losses") else []
+
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> list:
         return self.executable.get_weights()
@@ -108,6 +113,8 @@ class CompiledModel:
                 raise DataError(f"inputs {missing} are missing; the model's inputs are {names}, got {sorted(x)}")
             x = [x[n] for n in names]
         if isinstance(x, (list, tuple)) and len(names) == 1 and len(x) != 1:
+            if all(isinstance(a, np.ndarray) and a.ndim >= 2 for a in x):
+                raise DataError(f"the model has 1 input ({names[0]}), got a {type(x).__name__} of {len(x)} arrays")
             x = [x]   # one input given as nested lists of numbers (as np.asarray reads them)
         xs = list(x) if isinstance(x, (list, tuple)) else [x]
         if len(xs) != len(names):
@@ -282,7 +289,10 @@ class CompiledModel:
         sources.check_steps(validation_data, validation_steps, "validation_steps")
         val = None
         if validation_data is not None:
-            val = validation_data if is_batch_source(validation_data) else self._data(*validation_data)
+            try:
+                val = validation_data if is_batch_source(validation_data) else self._data(*validation_data)
+            except DataError as e:   # say which data is wrong: the training data is checked the same way
+                raise DataError(f"validation_data: {e}") from None
         if is_batch_source(x):
             if validation_split:
                 raise ValueError("validation_split needs arrays; give validation_data with a generator")
@@ -296,11 +306,12 @@ class CompiledModel:
             train = x
         else:
             train = self._data(x, y, sample_weight, class_weight)
-            if validation_split and val is None and len(train[0][0]) < 2:
-                raise DataError(f"validation_split={validation_split} of {len(train[0][0])} sample leaves none "
-                                "to train on or none to validate")
             if validation_split and val is None:
-                split = int(math.floor(len(train[0][0]) * (1.0 - validation_split)))  # Keras keeps the last ones
+                n = len(train[0][0])
+                split = int(math.floor(n * (1.0 - validation_split)))  # Keras keeps the last ones
+                if split == 0 or split == n:
+                    raise DataError(f"validation_split={validation_split} of {n} samples leaves {split} to train on "
+                                    f"and {n - split} to validate: both need at least one")
                 val = tuple([a[split:] for a in group] for group in train)
                 train = tuple([a[:split] for a in group] for group in train)
         batches = EpochIterator(self._batch_source(train, batch_size, shuffle, class_weight), steps_per_epoch)
@@ -550,9 +561,15 @@ class EpochLogs:
         batch = n // steps
         for value in outs["loss"].reshape(steps):
             self.loss.update_value(value, batch)
-        for _, i, k, metric in self.metrics:
+        for name, i, k, metric in self.metrics:
             out = outs[f"output:{k}"]
-            metric.update(ys[i], out if steps == 1 else out.reshape((n, *out.shape[2:])))
+            out = out if steps == 1 else out.reshape((n, *out.shape[2:]))
+            try:
+                metric.update(ys[i], out)
+            except ValueError:   # NumPy's broadcasting error, said in the user's terms
+                raise DataError(f"metric {name!r} cannot compare targets of shape {np.shape(ys[i])} with outputs "
+                                f"of shape {out.shape}: it needs targets shaped like the outputs (sparse labels "
+                                "go with sparse_categorical_accuracy, 'accuracy' or the sparse top-k)") from None
         for _, k, mean in self.output_losses:
             for value in outs[f"loss:{k}"].reshape(steps):
                 mean.update_value(value, batch)
@@ -561,11 +578,15 @@ class EpochLogs:
         return {"loss": self.loss.result(), **{name: m.result() for name, _, _, m in self.metrics},
                 **{name: m.result() for name, _, m in self.output_losses}}
 
-    def as_list(self):
+    def names(self) -> list:
         """Keras's order for evaluate's list: the loss, the metrics whose log name is their own name
         (one output), each output's loss, then the other logs sorted by name."""
-        logs = self.result()
         first = ["loss"] + [name for name, _, _, m in self.metrics if name == m.name] + \
             [name for name, _, _ in self.output_losses]
-        values = [logs[n] for n in first] + [logs[n] for n in sorted(logs) if n not in first]
+        everything = ["loss"] + [name for name, *_ in self.metrics] + [name for name, *_ in self.output_losses]
+        return first + sorted(n for n in everything if n not in first)
+
+    def as_list(self):
+        logs = self.result()
+        values = [logs[n] for n in self.names()]
         return values[0] if len(values) == 1 else values
