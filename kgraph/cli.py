@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -29,6 +31,13 @@ def _model(args):
     return model
 
 
+def _require_built(model, args):
+    """inspect and compile have no data to build a model from: its shape comes from --input-shape."""
+    if not model.built:
+        raise ValueError(f"{args.model}: the config declares no input shape; give it with --input-shape, "
+                         "e.g. --input-shape 64 or --input-shape 28,28,1 (once per input)")
+
+
 def _data_shapes(args):
     """The input shapes of --data, to build a model whose config declares none before its weights load."""
     from .runtime import data
@@ -47,8 +56,6 @@ def _require_weights(args):
 
 def _check_output(path, suffixes, what):
     """Fail before any work when an output path cannot be written (its folder, its type)."""
-    from pathlib import Path
-
     if not str(path).lower().endswith(suffixes):
         raise ValueError(f"{what} {path}: the file name must end in {' or '.join(suffixes)}")
     folder = Path(path).resolve().parent
@@ -56,8 +63,6 @@ def _check_output(path, suffixes, what):
         raise ValueError(f"{what} {path}: the folder {folder} does not exist")
     if Path(path).is_dir():
         raise ValueError(f"{what} {path} is a folder")
-    import os
-
     if not os.access(folder, os.W_OK):
         raise ValueError(f"{what} {path}: the folder {folder} is not writable")
 
@@ -102,9 +107,7 @@ def cmd_inspect(args):
     if args.after and args.after not in PASS_NAMES:
         raise ValueError(f"no pass {args.after!r}; passes: {', '.join(PASS_NAMES)}")
     model = _model(args)
-    if not model.built:
-        raise ValueError(f"{args.model}: the config declares no input shape; give it with --input-shape, "
-                         "e.g. --input-shape 64 or --input-shape 28,28,1 (once per input)")
+    _require_built(model, args)
     model.summary()
     if args.kind == "train" or args.fusion or args.plan or args.after or args.device == "cuda":
         _compile(model, args, device="cpu")   # the CUDA launcher is only generated here, never run
@@ -202,8 +205,6 @@ def cmd_evaluate(args):
 
 
 def cmd_predict(args):
-    from .runtime.files import atomic_write
-
     _check_counts(args)
     _require_weights(args)
     if args.output:
@@ -212,7 +213,7 @@ def cmd_predict(args):
     xs, _, which = _rows(args)
     preds = model.predict(xs, batch_size=args.batch_size, verbose=args.verbose)
     if args.output:
-        with atomic_write(args.output) as tmp, open(tmp, "wb") as f:
+        with files.atomic_write(args.output) as tmp, open(tmp, "wb") as f:
             np.save(f, preds if not isinstance(preds, list) else np.stack(preds))
         print(f"wrote predictions of {which}, shape {np.shape(preds)}, to {args.output}")
     else:
@@ -224,9 +225,7 @@ def cmd_predict(args):
 def cmd_compile(args):
     _check_counts(args)
     model = _model(args)
-    if not model.built:
-        raise ValueError(f"{args.model}: the config declares no input shape; give it with --input-shape, "
-                         "e.g. --input-shape 64 or --input-shape 28,28,1 (once per input)")
+    _require_built(model, args)
     _compile(model, args)
     with files.atomic_folder(args.output) as tmp:  # each file replaced whole, never truncated
         model.export(tmp)
@@ -287,6 +286,11 @@ def _input_shape(text: str) -> tuple:
     return (None, *dims)
 
 
+def _input_shape_option(sp):
+    sp.add_argument("--input-shape", type=_input_shape, action="append", metavar="D1,D2,...",
+                    help="the input shape without the batch axis, for a config that declares none (once per input)")
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="kgraph", description="Compile and train saved Keras model configs "
                                 "(JSON or YAML from model.to_json()) with fused Numba kernels, no TensorFlow.")
@@ -315,8 +319,7 @@ def _parser():
     sp.add_argument("--dot", metavar="FILE", help="write the final graph as Graphviz DOT")
     sp.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                     help="cuda: also print the kernel launches per step of the CUDA launcher")
-    sp.add_argument("--input-shape", type=_input_shape, action="append", metavar="D1,D2,...",
-                    help="the input shape without the batch axis, for a config that declares none (once per input)")
+    _input_shape_option(sp)
     sp.set_defaults(func=cmd_inspect)
 
     sp = sub.add_parser("train", help="train a model on an .npz file or the bundled dataset")
@@ -374,8 +377,7 @@ def _parser():
     sp = sub.add_parser("compile", help="write a runnable trainer (generated kernels + train.py) to a folder")
     common(sp)
     sp.add_argument("-o", "--output", required=True, metavar="DIR")
-    sp.add_argument("--input-shape", type=_input_shape, action="append", metavar="D1,D2,...",
-                    help="the input shape without the batch axis, for a config that declares none (once per input)")
+    _input_shape_option(sp)
     sp.set_defaults(func=cmd_compile)
     return p
 

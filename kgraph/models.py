@@ -81,6 +81,7 @@ class Model(_WeightLists, CompiledModel):
         """Hold a built frontend model: its weights move into the executable."""
         self.frontend = frontend_model
         self._layer_objects = None
+        self._forward_flops = None    # a sample's forward GEMM FLOPs, once fit asks
         self.name = frontend_model.name
         layout, offset = [], 0
         for w in frontend_model.weights:
@@ -303,7 +304,7 @@ class Model(_WeightLists, CompiledModel):
             raise ValueError(f"steps_per_execution must be a positive integer, got {steps_per_execution!r}")
         self.steps_per_execution = None if steps_per_execution in (None, "auto") else int(steps_per_execution)
         if not self.built:   # checked now, compiled when the model builds from its first data
-            optimizers_mod.get(optimizer)
+            self.optimizer = optimizers_mod.get(optimizer)
             for entry in (loss.values() if isinstance(loss, dict) and "class_name" not in loss
                           else loss if isinstance(loss, (list, tuple)) else [loss]):
                 if entry is not None:
@@ -311,7 +312,6 @@ class Model(_WeightLists, CompiledModel):
             self.pending_compile = {"optimizer": optimizer, "loss": loss, "metrics": metrics,
                                     "loss_weights": loss_weights, "device": device,
                                     "steps_per_execution": steps_per_execution}
-            self.optimizer = optimizers_mod.get(optimizer)
             return
         outputs = self.output_names
         opt = optimizers_mod.get(optimizer)
@@ -412,9 +412,7 @@ class Model(_WeightLists, CompiledModel):
         return shape[-1] if shape else 1
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        x = self._peek_to_build(sources.adapt(x))
-        self._build_from(x if not is_batch_source(x) else None)
-        self._require_built("predict()")
+        x = self._build_from_source(x)
         if "predict" not in self.executable.steps:
             self._build("predict")
         return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
@@ -434,8 +432,12 @@ class Model(_WeightLists, CompiledModel):
         except TypeError:
             return   # the loop itself names the wrong arguments
         batch, verbose = bound.get("batch_size") or 32, bound.get("verbose", "auto")
-        flop = 3 * step_cost(self.frontend)["forward_flops"] * (batch if isinstance(batch, int) else 32)
-        if verbose != 0 and self.is_chief and flop > self.LARGE_STEP_FLOP:
+        if verbose == 0 or not self.is_chief:
+            return
+        if self._forward_flops is None:   # once a model: it lowers the whole graph
+            self._forward_flops = step_cost(self.frontend)["forward_flops"]
+        flop = 3 * self._forward_flops * (batch if isinstance(batch, int) else 32)
+        if flop > self.LARGE_STEP_FLOP:
             print(f"kgraph: one training step at batch {batch} is about {flop / 1e12:.2g} TFLOP of matrix products: "
                   f"about {flop / 3e11:.0f} s at 300 GFLOP/s (summary() shows the cost per sample)", flush=True)
 

@@ -102,12 +102,12 @@ def _given_shape(shape, declared, name) -> tuple:
         raise ConfigError(f"input {name!r}: input shape {shape!r} is not a tuple of integers") from None
     if len(shape) < 2:
         raise ConfigError(f"input {name!r}: input shape {shape_str(shape)} has no batch axis; give it as "
-                          f"(None, {', '.join(map(str, shape))})" if shape else f"input {name!r}: empty input shape")
+                          f"(None, {', '.join(map(str, shape)) or '...'})")
     if declared is not None:
         if shape[1:] != declared[1:]:
             raise ConfigError(f"input {name!r} is declared {shape_str(declared)}, got input shape {shape_str(shape)}")
         return declared
-    if not shape or any(d is None or d < 1 for d in shape[1:]):
+    if any(d is None or d < 1 for d in shape[1:]):
         raise ConfigError(f"input {name!r}: input shape {shape_str(shape)} needs positive sizes for every axis "
                           "but the batch")
     return (None, *shape[1:])
@@ -288,8 +288,8 @@ def config_inputs(config: dict) -> list:
 def build_model(config: dict, seed: int | None = None, dtype: str = "float32",
                 input_shapes: list | None = None) -> FrontendModel:
     """Validate a Keras model config and build its FrontendModel with fresh initial weights.
-    input_shapes: one shape per model input ((None, ...) or without the batch axis), for inputs
-    the config leaves undeclared, as Keras's build(input_shape); a declared shape must agree."""
+    input_shapes: one (None, ...) shape per model input, batch axis first, for inputs the config
+    leaves undeclared, as Keras's build(input_shape); a declared shape must agree."""
     try:
         return _build_model(config, seed, dtype, input_shapes)
     except ConfigError:

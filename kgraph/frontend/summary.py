@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ir import BATCH
+
 
 def _shape_text(shape) -> str:
     if isinstance(shape, list):  # a layer with several outputs
@@ -19,7 +21,7 @@ def _memory(nbytes: float) -> str:
 
 
 def _per_sample(shape) -> int:
-    return int(np.prod([1 if d == "B" else d for d in shape]))
+    return int(np.prod([1 if d == BATCH else d for d in shape]))
 
 
 def step_cost(model) -> dict:

@@ -174,6 +174,7 @@ class CompiledModel:
                 checks.check_finite(a, what)
             out.append(np.ascontiguousarray(a, dtype=spec["dtype"]))
         return out
+
     def _loss_outputs(self) -> list:
         return [name for name, spec in zip(self.info["output_names"], self.info["losses"]) if spec is not None]
 
@@ -437,7 +438,7 @@ class CompiledModel:
 
     def _predict_batches(self, source, steps, verbose, callbacks):
         cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1,
-                           steps=steps or _length(source))
+                           steps=steps or sources.known_batches(source))
         cbs.on_predict_begin()
         parts = []
         for step, item in enumerate(source):
@@ -497,13 +498,6 @@ def wants_every_batch(callback, hooks) -> bool:
         return False
     return any(getattr(getattr(callback, hook), "__func__", None) is not getattr(Callback, hook)
                for hook in hooks)
-
-
-def _length(source):
-    try:
-        return len(source)
-    except TypeError:
-        return None
 
 
 def _calls(batches, per_call):
