@@ -46,7 +46,7 @@ def dense_forward_backward(n=4096, repeats=10):
     import torch
     from numba import cuda
 
-    from kgraph.codegen import cuda_kernels as K
+    from kgraph.kernels import cuda as K
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -215,6 +215,7 @@ KERAS_SLOT_ORDER = {
     "adagrad": [["accumulator"]],
     "adadelta": [["accumulated_grad", "accumulated_delta_var"]],
     "adamax": [["m", "u"]],
+    "lion": [["momentum"]],
 }
 KERAS_SLOT_NAMES = {"m": "momentum", "v": "velocity", "u": "norm", "v_hat": "velocity_hat"}
 

@@ -56,7 +56,8 @@ def _feeds(compiled, exe, inputs, labels, manifest, lr, step):
 OPTIMIZERS = [("sgd", {"momentum": 0.9, "nesterov": True, "clipnorm": 0.05}),
               ("adam", {"amsgrad": True, "weight_decay": 0.1, "global_clipnorm": 0.05}),
               ("rmsprop", {"centered": True, "momentum": 0.5, "clipvalue": 0.01}),
-              ("adagrad", {}), ("adadelta", {}), ("adamax", {}), ("nadam", {"global_clipnorm": 0.05})]
+              ("adagrad", {}), ("adadelta", {}), ("adamax", {}), ("nadam", {"global_clipnorm": 0.05}),
+              ("lion", {"weight_decay": 0.1})]
 
 
 def _single_weight_config():
@@ -155,7 +156,7 @@ def test_pool_kernels_match_the_reference_where_windows_tie(mode, pool, strides,
     """Max pooling's gradient goes to each window's first maximum; the inputs are small integers,
     so most windows hold several."""
     from ir.ops import REGISTRY
-    from kgraph.codegen import cpu_kernels as K
+    from kgraph.kernels import cpu as K
 
     rs = np.random.RandomState(0)
     x = rs.randint(0, 3, (4, 7, 6, 5)).astype(np.float32)

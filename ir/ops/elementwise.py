@@ -117,6 +117,15 @@ def _gelu_grad(x, approximate=False):
     return cdf + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
 
 
+def _softplus(x):
+    return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype)
+
+
+def _mish_grad(x, **a):
+    t = np.tanh(_softplus(x))
+    return t + x * _sigmoid(x) * (1 - t * t)
+
+
 ACTIVATIONS = {
     "linear": (lambda x, **a: x, lambda y, **a: np.ones_like(y), True),
     "relu": (lambda x, **a: np.maximum(x, 0), lambda y, **a: (y > 0).astype(y.dtype), True),
@@ -132,11 +141,11 @@ ACTIVATIONS = {
                      lambda y, **a: (((y > 0) & (y < 1)) / 6).astype(y.dtype), True),
     "tanh": (lambda x, **a: np.tanh(x), lambda y, **a: 1 - y * y, True),
     "exponential": (lambda x, **a: np.exp(x), lambda y, **a: y, True),
-    "softplus": (lambda x, **a: (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype),
-                 lambda y, **a: -np.expm1(-y), True),
+    "softplus": (lambda x, **a: _softplus(x), lambda y, **a: -np.expm1(-y), True),
     "softsign": (lambda x, **a: x / (1 + np.abs(x)), lambda y, **a: (1 - np.abs(y)) ** 2, True),
     "silu": (lambda x, **a: x * _sigmoid(x), lambda x, **a: _sigmoid(x) * (1 + x * (1 - _sigmoid(x))), False),
     "gelu": (_gelu, _gelu_grad, False),
+    "mish": (lambda x, **a: x * np.tanh(_softplus(x)), _mish_grad, False),
 }
 ACTIVATION_ALIASES = {"swish": "silu", "None": "linear", None: "linear"}
 

@@ -164,3 +164,12 @@ def nadam(w, g, m, v, *, lr, t, beta_1, beta_2, epsilon):
     m_hat = f(u_next / (1 - u_product * u_next)) * m + f((1 - u_t) / (1 - u_product)) * g
     v_hat = v / f(1 - beta_2 ** t)
     w -= m_hat * f(lr) / (np.sqrt(v_hat) + f(epsilon))
+
+
+@_update("lion_update", {"beta_1": 0.9, "beta_2": 0.99}, lambda h: _zeros("momentum"))
+def lion(w, g, m, *, lr, t, beta_1, beta_2):
+    """Keras Lion: w -= lr * sign(beta_1*m + (1 - beta_1)*g); then m = beta_2*m + (1 - beta_2)*g."""
+    f = w.dtype.type
+    w -= f(lr) * np.sign(m * f(beta_1) + g * f(1 - beta_1))
+    m *= f(beta_2)
+    m += g * f(1 - beta_2)
