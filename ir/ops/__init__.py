@@ -11,4 +11,5 @@ def _source_type(types, attrs):
 for _op in ("input", "label", "sample_weight", "param", "state", "scalar", "rng", "const"):
     register(OpDef(_op, Pattern.SOURCE, _source_type, None, None))
 
-__all__ = ["REGISTRY", "OpDef", "Pattern", "Role", "get_op", "has_role", "register", "ACTIVATIONS", "activation_name", "unbroadcast"]
+__all__ = ["REGISTRY", "OpDef", "Pattern", "Role", "get_op", "has_role", "register", "ACTIVATIONS", "activation_name",
+           "unbroadcast"]
