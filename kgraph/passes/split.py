@@ -72,7 +72,7 @@ def split_gemms(graph, parts: int) -> list[Decision]:
 
 def _split_kind(graph, node, params, grads):
     """(kind, None) or (None, why not); (None, "") for a GEMM that touches no weight."""
-    a, b = node.inputs[0], node.inputs[1]
+    b = node.inputs[1]
     ta, tb = node.attrs.get("transpose_a", False), node.attrs.get("transpose_b", False)
     weight = node.type if ta else graph.type(b)
     if node.type.dtype != "float32":
