@@ -22,7 +22,7 @@ from .frontend import (NotBuiltError, build_model, config_inputs, declare_input_
                        read_config_file)
 from .frontend.summary import cost_line, step_cost
 from .passes.loss import LOSSES
-from .passes import default_parts, run_pipeline
+from .passes import run_pipeline, updates_last
 from .runtime.executable import Executable
 from .runtime.loader import write_source
 from .runtime.batches import is_batch_source
@@ -255,7 +255,8 @@ class Model(_WeightLists, CompiledModel):
         compiled = run_pipeline(kind, fm.lower(training=kind == "train"), [w.node for w in fm.weights],
                                 losses=losses, regularizers=regs, optimizer=optimizer,
                                 trainable=[w.node for w in fm.weights if w.trainable],
-                                parts=1 if self.device == "cuda" else default_parts())
+                                parts=1 if self.device == "cuda" else numba.config.NUMBA_NUM_THREADS,
+                                schedule=updates_last)  # CPU replicas run the updates last (train_apply)
         if self.device == "cuda":
             source, launches = generate_cuda(compiled)
             path = write_source(source, f"{_stem(self.name)}_{kind}_cuda")

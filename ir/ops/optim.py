@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from .registry import OpDef, Pattern, register
+from .registry import OpDef, Pattern, Role, register
 
 SHARED = ("lr", "step", "gscale")
 
@@ -47,7 +47,8 @@ def _update(name, defaults, slots):
             rule(w, g * f(gscale), *slot_arrays, lr=float(lr), t=float(step), **{**defaults, **hyper})
             return w
 
-        register(OpDef(name, Pattern.UPDATE, _update_type, forward, None, doc=rule.__doc__))
+        register(OpDef(name, Pattern.UPDATE, _update_type, forward, None, doc=rule.__doc__,
+                       roles=frozenset({Role.OPTIMIZER_UPDATE})))
         UPDATES[name] = UpdateRule(dict(defaults), slots)
         return rule
     return wrap
