@@ -383,7 +383,7 @@ class Model(_WeightLists, CompiledModel):
 
     def export(self, directory) -> Path:
         """Write a runnable trainer: the generated steps, manifest.json, weights.npz and train.py,
-        which needs only kgraph's runtime (`python DIR/train.py --data ...`)."""
+        which needs only kgraph's runtime and optimizers (`python DIR/train.py --data ...`)."""
         self._require_built("export()")
         if self.compile_args is None:
             raise RuntimeError("compile the model before exporting a trainer")
@@ -742,15 +742,16 @@ def _loss_config(loss):
     return loss
 
 
-TRAINER_SCRIPT = '''"""Trainer for model {name!r}, compiled by kgraph. Needs only kgraph's runtime:
+TRAINER_SCRIPT = '''"""Trainer for model {name!r}, compiled by kgraph. Needs only kgraph's runtime and optimizers:
 
     python train.py --data data.npz --epochs 5
 """
 import sys
 from pathlib import Path
 
+from kgraph.optimizers import get as get_optimizer
 from kgraph.runtime.standalone import main
 
 if __name__ == "__main__":
-    sys.exit(main(Path(__file__).resolve().parent))
+    sys.exit(main(Path(__file__).resolve().parent, get_optimizer=get_optimizer))
 '''

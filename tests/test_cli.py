@@ -39,11 +39,12 @@ def test_compiled_trainer_runs_without_frontend_or_passes(tmp_path, capsys):
     out = tmp_path / "trainer"
     assert main(["compile", EXAMPLE, "-o", str(out), "--seed", "0"]) == 0
     assert (out / "train.py").exists() and (out / "manifest.json").exists()
-    # a fresh interpreter that refuses to import the frontend, the passes, the IR or networkx
+    # a fresh interpreter that refuses to import the frontend, the passes, the IR, networkx or Keras's callbacks
     guard = ("import sys, runpy\n"
              "class Block:\n"
              "    def find_spec(self, name, path=None, target=None):\n"
-             "        if name.startswith(('kgraph.frontend', 'kgraph.passes', 'kgraph.models', 'ir', 'networkx')):\n"
+             "        if name.startswith(('kgraph.frontend', 'kgraph.passes', 'kgraph.models', 'kgraph.callbacks',\n"
+             "                            'ir', 'networkx')):\n"
              "            raise ImportError('blocked: ' + name)\n"
              "sys.meta_path.insert(0, Block())\n"
              f"sys.argv = ['train.py', '--data', 'digits', '--epochs', '2', '--verbose', '0']\n"

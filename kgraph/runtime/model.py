@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..callbacks import Callback, CallbackList, History, ProgbarLogger
 from . import checks, sources
 from .batches import ArrayBatches, EpochIterator, IterableBatches, is_batch_source
+from .callbacks import Callback, CallbackList, History, ProgbarLogger
 from .checks import DataError  # noqa: F401  (kgraph.runtime.model.DataError, as before)
 from .executable import Executable
 from .files import atomic_write, read_npz_weights, write_npz_weights
@@ -458,10 +458,10 @@ class CompiledModel:
 
     # ------------------------------------------------------------------ a compiled trainer on disk
     @classmethod
-    def from_directory(cls, directory):
-        """Load what `kgraph compile` wrote: manifest.json, the generated steps and weights.npz."""
-        from ..optimizers import get as get_optimizer
-
+    def from_directory(cls, directory, get_optimizer):
+        """Load what `kgraph compile` wrote: manifest.json, the generated steps and weights.npz.
+        get_optimizer makes the optimizer from its saved config (kgraph.optimizers.get, which the
+        trainer script passes in: the runtime imports nothing above it)."""
         directory = Path(directory)
         manifest = json.loads((directory / "manifest.json").read_text())
         for m in manifest["steps"].values():
