@@ -24,7 +24,6 @@ from kgraph.runtime.callbacks import Callback, CallbackList, History, ProgbarLog
 from kgraph.runtime.files import write_text
 from kgraph.runtime.progbar import print_msg
 
-
 # Which way Keras's built-in metrics improve, standing in for the
 # `metric._direction` that Keras reads from the compiled model in mode="auto".
 _MAXIMIZED = frozenset(
