@@ -12,7 +12,7 @@ from ir.ops.optim import UPDATES
 
 from ..passes.memory import workspace_id
 from ..passes.split import step_parts
-from ..runtime.executable import STEP_ARGS, STEPS_ARGS
+from ..runtime.abi import STEP_ARGS, STEPS_ARGS
 from .base import StepCodegen, prod as _prod, stash_outputs, var as _var, shape_expr
 from .templates import ACT_FORWARD
 
