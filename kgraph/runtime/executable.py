@@ -104,17 +104,18 @@ class Executable:
         batch_args = (*inputs, *labels, *sample_weights)
         arena = self._buffer(self._arenas, kind, m.arena.at(batch))
         rng = self._random_sources(kind, m, batch, steps)
-        if part == "step":
-            stash = self._stash(kind, m, batch, steps)
-            args = StepsArgs(steps, batch, arena, self.params, self.grads, self.state, rng,
-                             self._rates(lr, lrs, steps), float(step), parts=1)
-        else:
-            stash = ()
-            args = StepArgs(batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step), parts=1)
-        fn = self._callable(kind, part, (*args, *batch_args, *stash))
+        stash = self._stash(kind, m, batch, steps) if part == "step" else ()
+        rates = self._rates(lr, lrs, steps) if part == "step" else None
+
+        def step_args(parts):   # the contract's leading arguments (kgraph/runtime/abi.py)
+            if part == "step":
+                return StepsArgs(steps, batch, arena, self.params, self.grads, self.state, rng, rates, float(step), parts)
+            return StepArgs(batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step), parts)
+
+        fn = self._callable(kind, part, lambda: (*step_args(1), *batch_args, *stash))
         compiled = fn is self._functions[(kind, part)]
         option = self.threads.pick(kind, m, batch, compiled, not compiled and self.compiler.busy())
-        args = args._replace(parts=self.threads.use(option, m))
+        args = step_args(self.threads.use(option, m))
         if kind == "train":
             self._last_batch, self._last_parts = batch_args, args.parts
         start = time.perf_counter()
@@ -131,13 +132,14 @@ class Executable:
             self._functions[(kind, part)] = getattr(import_file(m.module), name)
         return self._functions[(kind, part)]
 
-    def _callable(self, kind, part, args):
+    def _callable(self, kind, part, arguments):
         """The compiled step, or while a new one compiles in the background its Python function
-        (kgraph/runtime/background.py). Replicas' halves ("grads", "apply") always run compiled."""
+        (kgraph/runtime/background.py), which reads the types of arguments(). Replicas' halves
+        ("grads", "apply") always run compiled."""
         dispatcher = self.function(kind, part)
         if part != "step" or (kind, part) in self._compiled:
             return dispatcher
-        fn = self.compiler.callable(dispatcher, args)
+        fn = self.compiler.callable(dispatcher, arguments())
         if fn is dispatcher:
             self._compiled.add((kind, part))
         return fn
