@@ -72,9 +72,10 @@ def test_gc_freeze_once_per_new_step_and_never_on_the_plain_path(monkeypatch):
     assert not policy.freeze_compiled_objects(exe) and frozen == [1]   # nothing new since
     exe._functions[("test", "step")] = None
     assert policy.freeze_compiled_objects(exe) and frozen == [1, 1]
+    assert policy.freeze_compiled_objects(SimpleNamespace()) and frozen == [1, 1, 1]   # CudaExecutable: no CPU functions
     monkeypatch.setenv("KGRAPH_PLAIN", "1")
     exe._functions[("predict", "step")] = None
-    assert not policy.freeze_compiled_objects(exe) and frozen == [1, 1]
+    assert not policy.freeze_compiled_objects(exe) and frozen == [1, 1, 1]
 
 
 DENORMALS = ("import numpy as np, json\n"
