@@ -131,7 +131,7 @@ def kgraph_training(batch, steps):
         end.record(exe.stream)
         end.synchronize()
         gpu.append(cuda.event_elapsed_time(begin, end) / 1e3)
-    launches = exe.steps["train"]["launches"]
+    launches = exe.steps["train"].launches
     return batch / wall, launches, (wall - statistics.median(gpu)) * 1e3
 
 

@@ -2,6 +2,7 @@
 into compiled steps that the runtime runs. The only module that knows all of them."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -260,7 +261,7 @@ class Model(_WeightLists, CompiledModel):
         if self.device == "cuda":
             source, launches = generate_cuda(compiled)
             path = write_source(source, f"{_stem(self.name)}_{kind}_cuda")
-            manifest = {**step_manifest(compiled, path), "launches": launches}
+            manifest = dataclasses.replace(step_manifest(compiled, path), launches=launches)
         else:
             manifest = step_manifest(compiled, write_source(generate_cpu(compiled), f"{_stem(self.name)}_{kind}"))
         self.compiled[kind] = compiled
@@ -395,9 +396,9 @@ class Model(_WeightLists, CompiledModel):
         directory.mkdir(parents=True, exist_ok=True)
         steps = {}
         for kind, m in self.executable.steps.items():
-            src = Path(m["module"])
+            src = Path(m.module)
             (directory / src.name).write_text(src.read_text())
-            steps[kind] = {**m, "module": src.name}
+            steps[kind] = m.with_module(src.name).to_json()
         manifest = {"model": self.name, "steps": steps, "params": self.executable.param_layout,
                     "info": self.info, "optimizer": self.compile_args["optimizer"]}
         (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))

@@ -390,7 +390,7 @@ def ptx():
         add(import_file(write_source(generate(compiled)[0], f"ptx_{arch}")), arch, generated)
     # the generated shuffles and reductions, and the image and lookup ops, as the simulator runs them
     for op, inputs, attrs in _graph_cases():
-        add(import_file(_one_op_launcher(op, inputs, attrs)[0]["module"]), op)
+        add(import_file(_one_op_launcher(op, inputs, attrs)[0].module), op)
     # the hand-written kernels no launcher above used, with types of their own
     others = {"pick_rows": "void(float32[:, ::1], int32[::1], float32[::1])",
               "unpick_rows": "void(float32[::1], int32[::1], float32[:, ::1])",

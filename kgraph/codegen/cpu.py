@@ -13,7 +13,7 @@ from ir.ops.fused import update_groups
 from ..kernels import fingerprint
 from ..passes.memory import workspace_id
 from ..passes.split import step_parts
-from ..runtime.executable import STEP_ARGS, STEPS_ARGS
+from ..runtime.abi import STEP_ARGS, STEPS_ARGS
 from .base import StepCodegen, drop_unused_views, prod as _prod, stash_outputs, var as _var, shape_expr
 from .lowering import (activation_call, decay_expression, hyper_parameters, scalars_call,
                        update_parameters, update_record, update_statement)
