@@ -140,7 +140,7 @@ def torch_training(batch, steps):
 
     torch.backends.cuda.matmul.allow_tf32 = False
     layers, n_in = [], 784
-    for units, act in MLP[:-1]:
+    for units, _ in MLP[:-1]:
         layers += [torch.nn.Linear(n_in, units), torch.nn.ReLU()]
         n_in = units
     net = torch.nn.Sequential(*layers, torch.nn.Linear(n_in, MLP[-1][0])).cuda()

@@ -268,7 +268,7 @@ class ModelCheckpoint(MonitorCallback):
         if np.ndim(current) > 0:
             warnings.warn(
                 "Can save best model only when `monitor` is a scalar value. "
-                f"Received: {current}. Falling back to `save_best_only=False`."
+                f"Received: {current}. Falling back to `save_best_only=False`.", stacklevel=2
             )
             return True
         best_str = "None" if self.best is None else f"{self.best:.5f}"

@@ -132,7 +132,6 @@ def test_fit_evaluate_and_predict_give_blas_and_numba_their_threads_back(monkeyp
     """The step limits BLAS's threads for the whole process while it runs; the user's NumPy gets
     them back after the loop."""
     import numba
-    import numpy as np
     import pytest
     from threadpoolctl import threadpool_info, threadpool_limits
 

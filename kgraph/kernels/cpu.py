@@ -6,9 +6,7 @@ Rows are the leading dimensions flattened; the last axis is the class/feature ax
 All are error_model="numpy" (no zero-division checks, so loops vectorise) and cached."""
 from __future__ import annotations
 
-import math
 
-import numpy as np
 from numba import njit, prange
 
 from . import maths as M

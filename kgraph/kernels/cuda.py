@@ -11,7 +11,6 @@ with a barrier never return before it: threads outside the data only skip the wo
 from __future__ import annotations
 
 import functools
-import math
 
 from numba import cuda, float32
 
