@@ -54,6 +54,22 @@ def test_compiled_trainer_runs_without_frontend_or_passes(tmp_path, capsys):
     assert "val_accuracy" in r.stdout
 
 
+def test_a_trainer_from_an_older_kgraph_says_to_export_it_again(tmp_path, capsys):
+    """Its train.py called main(dir) alone, and its steps import kernels that have moved."""
+    from kgraph.runtime.standalone import main as trainer_main
+
+    assert trainer_main(str(tmp_path), ["--data", "digits"]) == 2
+    assert "kgraph compile" in capsys.readouterr().err
+    out = tmp_path / "trainer"
+    assert main(["compile", EXAMPLE, "-o", str(out), "--seed", "0"]) == 0
+    step = next(out.glob("*train*.py"))
+    step.write_text(step.read_text().replace("from kgraph.kernels import cpu as K", "from kgraph.codegen import cpu_kernels as K"))
+    from kgraph.optimizers import get
+    assert trainer_main(str(out), ["--data", "digits", "--epochs", "1", "--verbose", "0"], get_optimizer=get) == 2
+    err = capsys.readouterr().err
+    assert "older kgraph" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("text, expected", [
     ('{"class_name": "Sequential", "config": {"name": "s", "layers": [{"class_name": "Conv3D", "config": '
      '{"name": "c"}}, {"class_name": "Lambda", "config": {"name": "lam", "function": "4wEAAAA="}}]}}',

@@ -8,8 +8,15 @@ from . import data
 from .model import CompiledModel
 
 
-def main(directory, argv=None, *, get_optimizer) -> int:
+REEXPORT = ("this trainer was written by an older kgraph, whose generated steps call kernels that have "
+            "moved: write it again with `kgraph compile CONFIG -o DIR`")
+
+
+def main(directory, argv=None, *, get_optimizer=None) -> int:
     """get_optimizer: kgraph.optimizers.get, passed in by train.py (the runtime imports nothing above it)."""
+    if get_optimizer is None:   # a train.py from before the runtime took it
+        print(f"error: {REEXPORT}", file=sys.stderr)
+        return 2
     p = argparse.ArgumentParser(description=f"Train the model compiled in {directory} "
                                             "(needs only kgraph's runtime and optimizers).")
     p.add_argument("--data", required=True, help=f"an .npz file (x, y[, x_val, y_val]) or one of: {', '.join(data.BUILTIN)}")
@@ -27,6 +34,11 @@ def main(directory, argv=None, *, get_optimizer) -> int:
         if args.save_weights:
             model.save_weights(args.save_weights)
         print({k: round(v[-1], 4) for k, v in hist.history.items()})
+    except ImportError as e:   # ModuleNotFoundError too: a step importing a kgraph module that moved
+        if not (e.name or "").startswith("kgraph"):
+            raise
+        print(f"error: {REEXPORT} ({e})", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
