@@ -54,6 +54,34 @@ def test_several_steps_a_call_compute_what_one_a_call_does(calls):
     assert calls[:7] == [5, 5, 5, 5, 5, 5, 1] and sum(calls) == 2 * 32
 
 
+@pytest.mark.parametrize("source", ["dataset", "generator"])
+def test_an_iterable_runs_several_steps_a_call_with_the_numbers_of_one(calls, source):
+    """A Dataset's (or a generator's) batches of one shape are joined into runs, as arrays' are:
+    the same history and weights as one step a call; the partial last batch runs alone."""
+    from kgraph.data import Dataset
+
+    (x, y), _ = digits.load_data()
+    x, y = x[:1000], y[:1000]
+
+    def fit(steps_per_execution):
+        model = models.load_model(EXAMPLE, seed=1)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                      steps_per_execution=steps_per_execution)
+        data = (Dataset.from_tensor_slices((x, y)).batch(32) if source == "dataset" else
+                [(x[i:i + 32], y[i:i + 32]) for i in range(0, 1000, 32)])
+        history = model.fit(data, epochs=2, verbose=0)
+        return history.history, model.get_weights()
+
+    one = fit(1)
+    assert set(calls) == {1} and len(calls) == 2 * 32
+    calls.clear()
+    _same(fit(None), one)
+    assert max(calls) > 1 and sum(calls) == 2 * 32
+    calls.clear()
+    _same(fit(5), one)
+    assert calls[:7] == [5, 5, 5, 5, 5, 5, 1] and sum(calls) == 2 * 32
+
+
 def test_a_learning_rate_schedule_steps_inside_a_call():
     def schedule():
         return optimizers.get({"class_name": "SGD", "config": {"learning_rate": {

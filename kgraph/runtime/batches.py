@@ -81,9 +81,13 @@ class IterableBatches:
     def __init__(self, data, convert):
         self.data, self.convert = data, convert
         self.num_batches = known_batches(data)
+        self.batch_size = None   # the rows of the last batch (the thread tuner's key)
 
     def __iter__(self):
-        return (self.convert(item) for item in self.data)
+        for item in self.data:
+            batch = self.convert(item)
+            self.batch_size = len(batch[0][0]) if batch[0] else None
+            yield batch
 
 
 def is_batch_source(x) -> bool:

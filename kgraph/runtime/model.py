@@ -359,13 +359,13 @@ class CompiledModel:
 
     def _steps_per_call(self, batches, cbs, kind="train"):
         """How many steps each call of the compiled step runs in this fit (a StepsPerCall), or None
-        for one step a call: several need arrays walked in whole passes, one process without
-        replicas, a CPU step, and callbacks that need no batch-by-batch hooks, unless compile()'s
+        for one step a call: several need whole passes (arrays, or an iterable such as a Dataset:
+        its batches of one shape are joined, _runs), one process without replicas, a CPU step, and
+        callbacks that need no batch-by-batch hooks, unless compile()'s
         steps_per_execution asked for several, as in Keras (batch hooks then run once a call).
         One step a call on the plain path (KGRAPH_PLAIN=1, kgraph/runtime/policy.py)."""
         fixed = self.steps_per_execution
-        if (plain() or self.replicas is not None or batches.steps_per_epoch is not None
-                or not isinstance(batches.batches, ArrayBatches) or not self.executable.multi_step):
+        if plain() or self.replicas is not None or batches.steps_per_epoch is not None or not self.executable.multi_step:
             return None
         if fixed is None and cbs and any(wants_every_batch(cb, BATCH_HOOKS[kind]) for cb in cbs.callbacks):
             return None
@@ -490,9 +490,38 @@ def wants_every_batch(callback, hooks) -> bool:
 def _calls(batches, per_call):
     """One epoch of an EpochIterator as (first step, steps, batches) a call: runs of batches as
     per_call says, or one batch a call when it is None."""
-    if per_call is not None:
+    if per_call is None:
+        return ((step, 1, batch) for step, batch in batches.epoch())
+    if isinstance(batches.batches, ArrayBatches):
         return batches.batches.calls(per_call)
-    return ((step, 1, batch) for step, batch in batches.epoch())
+    return _runs(batches.epoch(), per_call)
+
+
+def _runs(epoch, per_call):
+    """An iterable's batches as ArrayBatches.calls gives arrays' ones: runs of consecutive batches
+    of one shape, as many as per_call() says, joined into one (xs, ys, sws) (a copy of each batch,
+    small against its step); a batch of another shape (a last partial one) starts the next run."""
+    def shapes(batch):
+        return tuple(tuple(None if a is None else np.shape(a) for a in group) for group in batch)
+
+    pending = next(epoch, None)
+    while pending is not None:
+        step, first = pending
+        run, pending = [first], None
+        want = per_call()
+        while len(run) < want:
+            pending = next(epoch, None)
+            if pending is None or shapes(pending[1]) != shapes(first):
+                break
+            run.append(pending[1])
+            pending = None
+        if len(run) == 1:
+            yield step, 1, first
+        else:
+            yield step, len(run), tuple([None if first[g][i] is None else np.concatenate([b[g][i] for b in run])
+                                         for i in range(len(first[g]))] for g in range(len(first)))
+        if pending is None:
+            pending = next(epoch, None)
 
 
 class StepsPerCall:
