@@ -82,6 +82,16 @@ def test_an_iterable_runs_several_steps_a_call_with_the_numbers_of_one(calls, so
     assert calls[:7] == [5, 5, 5, 5, 5, 5, 1] and sum(calls) == 2 * 32
 
 
+def test_a_run_of_adjacent_batches_is_a_view_and_others_a_copy():
+    from kgraph.runtime.model import _join
+
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    joined = _join([x[0:2], x[2:5], x[5:6]])   # a Dataset's batches of consecutive rows
+    assert np.shares_memory(joined, x) and np.array_equal(joined, x[:6])
+    gap = _join([x[0:2], x[3:5]])
+    assert not np.shares_memory(gap, x) and np.array_equal(gap, np.concatenate([x[0:2], x[3:5]]))
+
+
 def test_a_learning_rate_schedule_steps_inside_a_call():
     def schedule():
         return optimizers.get({"class_name": "SGD", "config": {"learning_rate": {

@@ -518,10 +518,23 @@ def _runs(epoch, per_call):
         if len(run) == 1:
             yield step, 1, first
         else:
-            yield step, len(run), tuple([None if first[g][i] is None else np.concatenate([b[g][i] for b in run])
+            yield step, len(run), tuple([None if first[g][i] is None else _join([b[g][i] for b in run])
                                          for i in range(len(first[g]))] for g in range(len(first)))
         if pending is None:
             pending = next(epoch, None)
+
+
+def _join(parts):
+    """Arrays back to back: a view when each starts where the one before ends in memory
+    (a Dataset's batches of consecutive rows are slices of its arrays), else a copy."""
+    first = parts[0]
+    end = first.ctypes.data + first.nbytes
+    for part in parts[1:]:
+        if not (part.flags.c_contiguous and first.flags.c_contiguous and part.dtype == first.dtype
+                and part.shape[1:] == first.shape[1:] and part.ctypes.data == end):
+            return np.concatenate(parts)
+        end += part.nbytes
+    return np.lib.stride_tricks.as_strided(first, (sum(len(p) for p in parts), *first.shape[1:]))
 
 
 class StepsPerCall:
