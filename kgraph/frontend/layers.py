@@ -3,7 +3,7 @@ Shapes here are Keras's: tuples whose first entry (the batch) is None."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ir import BATCH, Graph, TensorType
 from ir.ops.nn import normalize
@@ -30,6 +30,7 @@ class Ctx:
     training: bool
     keras: int          # 2 or 3: the Keras that wrote the config
     params: dict        # weight name -> param node id, for the layer being emitted
+    masks: dict = field(default_factory=dict)  # node id -> its [B,T] 0/1 mask node (Keras's masks)
 
 
 @dataclass
@@ -50,6 +51,10 @@ class Rule:
 
     def output_shape(self, layer, shapes: list) -> tuple:
         return shapes[0]
+
+    def output_shapes(self, layer, shapes: list) -> list:
+        """One shape per output; emit returns a list of node ids when a layer has several."""
+        return [self.output_shape(layer, shapes)]
 
     def weights(self, layer, shapes: list) -> list:
         return []
@@ -260,9 +265,6 @@ class RepeatVector(Rule):
 class Embedding(Rule):
     def check(self, layer, keras):
         cfg = layer.config
-        if cfg.get("mask_zero"):
-            raise ConfigError(f"{_where(layer)}: mask_zero=True is not supported (kgraph has no masks; "
-                              "id 0 would have to be skipped by every later layer)")
         for key in ("input_dim", "output_dim"):
             if not is_count(cfg.get(key)):
                 raise ConfigError(f"{_where(layer)}: {key} must be a positive integer, got {cfg.get(key)!r}")
@@ -279,7 +281,13 @@ class Embedding(Rule):
                            parse_regularizer(cfg.get("embeddings_regularizer"), where))]
 
     def emit(self, ctx, layer, xs, shapes):
-        return ctx.g.gather(ctx.params["embeddings"], xs[0], name=layer.name)
+        g = ctx.g
+        y = g.gather(ctx.params["embeddings"], xs[0], name=layer.name)
+        if layer.config.get("mask_zero") and len(shapes[0]) == 2:  # id 0 is padding: later RNNs skip it
+            x = xs[0]
+            ctx.masks[y] = g.sub(g.const(1.0, g.type(x).dtype), g.equal(x, g.const(0.0, g.type(x).dtype)),
+                                 name=f"{layer.name}_mask")
+        return y
 
 
 class Normalization(Rule):
@@ -388,3 +396,7 @@ RULES.update(PREPROCESSING)
 from .dot import DOT_RULES  # noqa: E402
 
 RULES.update(DOT_RULES)
+
+from .recurrent import RECURRENT_RULES  # noqa: E402
+
+RULES.update(RECURRENT_RULES)

@@ -15,6 +15,7 @@ from .errors import ConfigError
 from .initializers import initial_value
 from .layers import RULES, Ctx, ir_shape, is_count, shape_str
 from .normalize import MODEL_CLASSES, describe, input_batch_shape, keras_major
+from .recurrent import carry_mask
 from .regularizers import parse_regularizer
 from .walk import guarded, run_graph
 
@@ -133,7 +134,7 @@ class _ShapePass:
             rule = RULES[layer.class_name]
             if rule.inputs is not None and len(args) != rule.inputs:
                 raise ConfigError(f"{layer.class_name} layer {layer.name!r} takes {rule.inputs} input, got {len(args)}")
-            outs = [rule.output_shape(layer, args)]
+            outs = rule.output_shapes(layer, args)
             decls = rule.weights(layer, args)
             key = path + (layer.name,)
             old = self.decls.setdefault(key, decls)
@@ -177,7 +178,7 @@ class FrontendModel:
         g = Graph(self.name)
         activity = []
         self._add_sources(g)
-        params = {}
+        params, masks = {}, {}
         for w in self.weights:
             params.setdefault((*w.path, w.layer), {})[w.name] = w.node
 
@@ -187,13 +188,16 @@ class FrontendModel:
             if layer.model is not None:
                 return run_graph(layer.model, args, apply, path + (layer.name,))
             rule, shapes = RULES[layer.class_name], [s for _, s in args]
-            ctx = Ctx(g, training, self.keras, params.get((*path, layer.name), {}))
-            y = rule.emit(ctx, layer, [x for x, _ in args], shapes)
+            ctx = Ctx(g, training, self.keras, params.get((*path, layer.name), {}), masks)
+            ys = rule.emit(ctx, layer, [x for x, _ in args], shapes)
+            ys = ys if isinstance(ys, list) else [ys]
+            carry_mask(ctx, layer, [x for x, _ in args], ys)
+            y = ys[0]
             reg = rule.activity(layer) if hasattr(rule, "activity") else \
                 parse_regularizer(layer.config.get("activity_regularizer"), f"layer {layer.name!r}")
             if reg and (reg["l1"] or reg["l2"]):
                 activity.append({"layer": layer.name, "output": f"penalty:{len(activity)}", **reg, "_node": y})
-            return [(y, rule.output_shape(layer, shapes))]
+            return list(zip(ys, rule.output_shapes(layer, shapes)))
 
         outs = run_graph(self.desc, [(i.node, i.shape) for i in self.inputs], apply)
         g.outputs = {f"output:{k}": node for k, (node, _) in enumerate(outs)}
