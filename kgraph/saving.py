@@ -69,6 +69,33 @@ def weights_by_layer(model) -> dict:
 
 # ---------------------------------------------------------------------- Keras 3 weights (.weights.h5)
 
+# where Keras 3 keeps the variables of a recurrent layer: in its cell's group (a Bidirectional's:
+# the forward layer's cell, then the backward layer's, half of get_weights() each)
+_CELL_GROUPS = {"SimpleRNN": ["cell"], "LSTM": ["cell"], "GRU": ["cell"],
+                "Bidirectional": ["forward_layer/cell", "backward_layer/cell"]}
+
+
+def _write_vars(sub, class_name, values):
+    parts = _CELL_GROUPS.get(class_name, [""])
+    size = len(values) // len(parts)
+    for k, where in enumerate(parts):
+        group = sub
+        for key in filter(None, where.split("/")):
+            group = group.require_group(key)
+            group.require_group("vars")  # Keras 3 gives every layer a vars group, empty or not
+        for i, value in enumerate(values[k * size:(k + 1) * size]):
+            group["vars"].create_dataset(str(i), data=value)
+
+
+def _read_vars(sub, class_name) -> list:
+    out = []
+    for where in ["", *_CELL_GROUPS.get(class_name, [])]:
+        group = sub.get(where) if where else sub
+        if group is not None and "vars" in group:
+            out += [np.asarray(group["vars"][str(i)]) for i in range(len(group["vars"]))]
+    return out
+
+
 def _write_keras3_layers(group, desc, path, weights):
     used = {}
     layers = group.create_group("layers")
@@ -79,8 +106,7 @@ def _write_keras3_layers(group, desc, path, weights):
         if layer.model is not None:
             _write_keras3_layers(sub, layer.model, path + (layer.name,), weights)
         else:
-            for i, (_, value) in enumerate(weights.get((*path, layer.name), [])):
-                var_group.create_dataset(str(i), data=value)
+            _write_vars(sub, layer.class_name, [value for _, value in weights.get((*path, layer.name), [])])
 
 
 def _read_keras3_layers(group, desc, path=()) -> dict:
@@ -100,8 +126,8 @@ def _read_keras3_layers(group, desc, path=()) -> dict:
             continue  # a layer the model lacks: _assign_by_layer names what is missing
         if layer.model is not None and "layers" in sub:
             out.update(_read_keras3_layers(sub, layer.model, path + (layer.name,)))
-        elif "vars" in sub and len(sub["vars"]):
-            out[(*path, layer.name)] = [np.asarray(sub["vars"][str(i)]) for i in range(len(sub["vars"]))]
+        elif _read_vars(sub, layer.class_name):
+            out[(*path, layer.name)] = _read_vars(sub, layer.class_name)
     return out
 
 

@@ -25,7 +25,7 @@ def _load(case, version):
 
 
 def _feeds(fm, data, dtype="float32"):
-    feeds = {fm.inputs[0].node: data["x0"].astype(dtype)}
+    feeds = {spec.node: data[f"x{k}"].astype(dtype) for k, spec in enumerate(fm.inputs)}
     feeds.update({w.node: data[f"w_{i}"].astype(dtype) for i, w in enumerate(fm.weights)})
     return feeds
 
@@ -110,6 +110,32 @@ def test_gradients_match_finite_differences(case):
             expected = (diffs[0] - diffs[1]) / 2e-6
             np.testing.assert_allclose(env[grads[w.node]][idx], expected, rtol=1e-5, atol=1e-8,
                                        err_msg=f"{w.layer}/{w.name}{idx}")
+
+
+@pytest.mark.parametrize("filename", ["bilstm.keras", "bilstm_k2.h5"])
+def test_weights_files_written_by_keras_load(filename):
+    """Keras 3 keeps a recurrent layer's variables in its cell's group (a Bidirectional's in its
+    forward and backward layers' cells); tf-keras's .h5 lists them by name. Both load, and kgraph
+    writes Keras 3's layout back."""
+    data = np.load(FIXTURES / "bilstm.npz")
+    model = models.load_model(FIXTURES / filename, compile=False)
+    expected = [data[f"w_{i}"] for i in range(len(model.get_weights()))]
+    for got, want in zip(model.get_weights(), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_saved_weights_keep_keras_3s_cell_groups(tmp_path):
+    config, data = _load("bilstm", "k3")
+    model = models.model_from_config(config)
+    model.set_weights([data[f"w_{i}"] for i in range(len(model.get_weights()))])
+    model.save_weights(tmp_path / "w.weights.h5")
+    import h5py
+    with h5py.File(tmp_path / "w.weights.h5") as f:
+        np.testing.assert_array_equal(f["layers/bidirectional/backward_layer/cell/vars/1"], data["w_5"])
+    again = models.model_from_config(config)
+    again.load_weights(tmp_path / "w.weights.h5")
+    for got, want in zip(again.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(got, want)
 
 
 # ---------------------------------------------------------------- masks

@@ -1352,12 +1352,23 @@ def rnn_masking(K):
                          K.layers.GRU(4, go_backwards=True, reset_after=False), K.layers.Dense(3, activation="softmax")])
 
 
+def rnn_initial_state(K):
+    x, h, c = K.Input(shape=(RNN_STEPS, 3)), K.Input(shape=(5,)), K.Input(shape=(5,))
+    seq = K.layers.LSTM(5, return_sequences=True)(x, initial_state=[h, c])
+    out = K.layers.GRU(5)(seq, initial_state=[h])
+    return K.Model([x, h, c], K.layers.Dense(3, activation="softmax")(out))
+
+
 RNN_CASES = {"embed_lstm": rnn_embed_lstm, "stacked_gru": rnn_stacked_gru, "bilstm": rnn_bilstm,
              "simple_rnn": rnn_simple, "gru_v1": rnn_gru_v1, "mask_zero": rnn_mask_zero,
-             "conv_lstm": rnn_conv_lstm, "states": rnn_states, "masking": rnn_masking}
+             "conv_lstm": rnn_conv_lstm, "states": rnn_states, "masking": rnn_masking,
+             "initial_state": rnn_initial_state}
 
 
 def rnn_inputs(model, rng):
+    if len(model.inputs) > 1:  # initial states after the sequence
+        return [rnn_inputs(keras.Model(model.inputs[0], model.inputs[0]), rng)] + \
+            [rng.normal(size=(RNN_ROWS, *i.shape[1:])).astype(np.float32) for i in model.inputs[1:]]
     if len(model.inputs[0].shape) == 2:  # token ids; a few rows padded with 0 at either end
         ids = rng.randint(1, RNN_VOCAB, size=(RNN_ROWS, RNN_STEPS))
         ids[1, 4:] = 0
@@ -1384,8 +1395,12 @@ def make_rnn_case(name, builder, out_dir: Path, seed: int) -> None:
     grads = tape.gradient(loss, m3.trainable_weights)
     m2 = builder(tf_keras)
     m2.set_weights(weights)
-    arrays = {"x0": x, "y0": y, "pred0": m3.predict(x, verbose=0), "k2_pred0": m2.predict(x, verbose=0),
+    arrays = {"y0": y, "pred0": m3.predict(x, verbose=0), "k2_pred0": m2.predict(x, verbose=0),
               "loss": np.float64(loss.numpy())}
+    arrays.update({f"x{i}": xi for i, xi in enumerate(as_list(x))})
+    if name == "bilstm":  # the weights files each Keras writes, for kgraph's loaders
+        m3.save(out_dir / f"{name}.keras")
+        m2.save(out_dir / f"{name}_k2.h5")
     arrays.update({f"w_{i}": w for i, w in enumerate(weights)})
     arrays.update({f"grad_{i}": tf.convert_to_tensor(g).numpy() for i, g in enumerate(grads)})  # IndexedSlices too
     arrays["summary"] = np.array(json.dumps([

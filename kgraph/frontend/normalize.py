@@ -100,9 +100,12 @@ def _keras3_tensors(obj, out: list, where: str) -> list:
 
 def _call_refs(node, where: str) -> list:
     if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
-        if _keras3_tensors(node.get("kwargs", {}), [], where):
+        kwargs = node.get("kwargs") if isinstance(node.get("kwargs"), dict) else {}
+        if _keras3_tensors({k: v for k, v in kwargs.items() if k != "initial_state"}, [], where):
             raise ConfigError(f"{where}: tensors passed as keyword arguments are not supported")
-        return _keras3_tensors(node.get("args", []), [], where)
+        # a recurrent layer's initial states follow its input, as Keras 2 lists them
+        return _keras3_tensors(node.get("args", []), [], where) + \
+            _keras3_tensors(kwargs.get("initial_state", []), [], where)
     if isinstance(node, (list, tuple)):  # Keras 2: [[name, node, tensor, kwargs], ...]
         return [_ref(entry, where) for entry in node]
     raise ConfigError(f"{where}: unreadable inbound node {node!r}")
