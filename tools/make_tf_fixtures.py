@@ -1359,10 +1359,20 @@ def rnn_initial_state(K):
     return K.Model([x, h, c], K.layers.Dense(3, activation="softmax")(out))
 
 
+def rnn_mask_merge(K):
+    """Merges pass on the AND of their inputs' masks; Dense passes its input's on."""
+    ids = K.Input(shape=(RNN_STEPS,))
+    e = K.layers.Embedding(RNN_VOCAB, 4, mask_zero=True)(ids)
+    a = K.layers.LSTM(4, return_sequences=True)(e)
+    b = K.layers.Dense(4)(e)
+    h = K.layers.Concatenate()([K.layers.Add()([a, b]), b])
+    return K.Model(ids, K.layers.Dense(3, activation="softmax")(K.layers.GRU(5)(h)))
+
+
 RNN_CASES = {"embed_lstm": rnn_embed_lstm, "stacked_gru": rnn_stacked_gru, "bilstm": rnn_bilstm,
              "simple_rnn": rnn_simple, "gru_v1": rnn_gru_v1, "mask_zero": rnn_mask_zero,
              "conv_lstm": rnn_conv_lstm, "states": rnn_states, "masking": rnn_masking,
-             "initial_state": rnn_initial_state}
+             "initial_state": rnn_initial_state, "mask_merge": rnn_mask_merge}
 
 
 def rnn_inputs(model, rng):

@@ -264,25 +264,37 @@ class Bidirectional(Rule):
 
 RECURRENT_RULES = {**RECURRENT, "Bidirectional": Bidirectional()}
 
-# layers that pass a mask on unchanged, as Keras's supports_masking layers do; any other layer
-# drops it, and the layers that would read it refuse it (MASK_READERS)
+# layers that pass a mask on unchanged, as Keras's supports_masking layers do; merges pass on the
+# AND of their inputs' masks; a layer that would read a mask is refused (MASK_READERS); any other
+# layer drops it
 MASK_PASSING = {"Dense", "Activation", "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
                 "AlphaDropout", "ActivityRegularization", "LeakyReLU", "ReLU", "ELU", "PReLU", "Softmax",
                 "ThresholdedReLU", "LayerNormalization", "BatchNormalization"}
-MASK_READERS = {"GlobalAveragePooling1D", "GlobalMaxPooling1D", "Add", "Subtract", "Multiply", "Average",
-                "Maximum", "Minimum", "Concatenate", "Attention", "AdditiveAttention", "MultiHeadAttention",
-                "Dot", "TimeDistributed"}
+MERGES = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
+MASK_READERS = {"GlobalAveragePooling1D", "GlobalMaxPooling1D", "Attention", "AdditiveAttention",
+                "MultiHeadAttention", "Dot", "TimeDistributed"}
 
 
 def carry_mask(ctx, layer, xs, ys) -> None:
-    """After a layer's IR: pass its input's mask on where Keras would; refuse a layer that would read it."""
+    """After a layer's IR: pass its inputs' mask on where Keras would; refuse a layer that would read it."""
     masks = ctx.masks
-    if not any(x in masks for x in xs) or layer.class_name in RECURRENT_RULES or layer.class_name in ("Embedding",
-                                                                                                   "Masking"):
+    present = [masks[x] for x in xs if x in masks]
+    if not present or layer.class_name in RECURRENT_RULES or layer.class_name in ("Embedding", "Masking"):
         return
-    if layer.class_name in MASK_READERS:
-        raise ConfigError(f"{_where(layer)}: reads the mask of Embedding(mask_zero=True) or Masking in Keras; "
-                          "kgraph applies masks in recurrent layers only so far (issue 16)")
-    if layer.class_name in MASK_PASSING and xs[0] in masks:
+    where = f"{_where(layer)}: "
+    if layer.class_name in MASK_READERS or (layer.class_name == "Concatenate" and ctx.g.type(ys[0]).rank == 3 and
+                                            layer.config.get("axis", -1) not in (-1, 2)):
+        raise ConfigError(f"{where}reads the mask of Embedding(mask_zero=True) or Masking in Keras; kgraph "
+                          "applies masks in recurrent layers only so far (issue 16)")
+    if layer.class_name in MERGES and ctx.g.type(ys[0]).rank == 3:
+        # a step is kept where all the inputs' masks keep it (tf-keras), where any does (Keras 3:
+        # an input without a mask keeps every step, in Keras 3's Concatenate only)
+        g, mask = ctx.g, present[0]
+        if ctx.keras >= 3 and layer.class_name == "Concatenate" and len(present) < len(xs):
+            return  # every step kept: no mask
+        for m in present[1:]:
+            mask = g.maximum(mask, m) if ctx.keras >= 3 else g.mul(mask, m)
+        masks[ys[0]] = mask
+    elif layer.class_name in MASK_PASSING and xs[0] in masks:
         for y in ys:
             masks.setdefault(y, masks[xs[0]])
