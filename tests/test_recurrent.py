@@ -12,6 +12,7 @@ import ir
 import kgraph.models as models
 from kgraph.frontend.errors import ConfigError
 from kgraph.frontend.model import build_model
+from kgraph.passes import run_pipeline
 from kgraph.passes.autodiff import autodiff
 from kgraph.passes.loss import add_loss
 
@@ -86,6 +87,26 @@ def test_loss_and_gradients_match_tensorflow(case):
     for i, w in enumerate(fm.weights):
         np.testing.assert_allclose(env[grads[w.node]], data[f"grad_{i}"], rtol=1e-4, atol=1e-6,
                                    err_msg=f"gradient of {w.layer}/{w.name}")
+
+
+@pytest.mark.parametrize("case", ["bilstm", "mask_merge", "initial_state"])
+def test_the_train_pipeline_takes_tensorflows_first_sgd_step(case):
+    """The whole train step (loss, autodiff, SGD, fusion, planning) in the interpreter: the
+    weights after one step are TensorFlow's gradient step."""
+    config, data = _load(case, "k3")
+    fm = build_model(config)
+    lr = 0.1
+    compiled = run_pipeline("train", fm.lower(training=True), [w.node for w in fm.weights],
+                            losses=[{"name": "sparse_categorical_crossentropy"}], optimizer=("sgd", {}))
+    g = compiled.graph
+    ir.verify(g)
+    feeds = {**_feeds(fm, data), **_label_feeds(g, data, "float32")}
+    feeds.update({n.id: np.float32(lr) if n.id == "lr" else np.float64(1) for n in g.sources("scalar")})
+    env = ir.interpret(g, feeds)
+    np.testing.assert_allclose(env[g.outputs["loss"]], data["loss"], rtol=1e-5)
+    for i, w in enumerate(fm.weights):  # update ops wrote the fed arrays in place
+        np.testing.assert_allclose(feeds[w.node], data[f"w_{i}"] - lr * data[f"grad_{i}"], rtol=1e-5, atol=1e-6,
+                                   err_msg=f"{w.layer}/{w.name}")
 
 
 @pytest.mark.parametrize("case", ["mask_zero", "bilstm", "states", "gru_v1", "masking"])
