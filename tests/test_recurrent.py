@@ -133,26 +133,28 @@ def test_gradients_match_finite_differences(case):
                                        err_msg=f"{w.layer}/{w.name}{idx}")
 
 
-@pytest.mark.parametrize("filename", ["bilstm.keras", "bilstm_k2.h5"])
+@pytest.mark.parametrize("filename", ["bilstm.keras", "bilstm_k2.h5", "cells.keras", "cells_k2.h5"])
 def test_weights_files_written_by_keras_load(filename):
     """Keras 3 keeps a recurrent layer's variables in its cell's group (a Bidirectional's in its
     forward and backward layers' cells); tf-keras's .h5 lists them by name. Both load, and kgraph
     writes Keras 3's layout back."""
-    data = np.load(FIXTURES / "bilstm.npz")
+    data = np.load(FIXTURES / f"{filename.split('.')[0].removesuffix('_k2')}.npz")
     model = models.load_model(FIXTURES / filename, compile=False)
     expected = [data[f"w_{i}"] for i in range(len(model.get_weights()))]
     for got, want in zip(model.get_weights(), expected):
         np.testing.assert_array_equal(got, want)
 
 
-def test_saved_weights_keep_keras_3s_cell_groups(tmp_path):
-    config, data = _load("bilstm", "k3")
+@pytest.mark.parametrize("case, group, index", [("bilstm", "bidirectional/backward_layer/cell", 4),
+                                                 ("cells", "rnn_1/cell/cells/simple_rnn_cell", 6)])
+def test_saved_weights_keep_keras_3s_cell_groups(tmp_path, case, group, index):
+    config, data = _load(case, "k3")
     model = models.model_from_config(config)
     model.set_weights([data[f"w_{i}"] for i in range(len(model.get_weights()))])
     model.save_weights(tmp_path / "w.weights.h5")
     import h5py
     with h5py.File(tmp_path / "w.weights.h5") as f:
-        np.testing.assert_array_equal(f["layers/bidirectional/backward_layer/cell/vars/1"], data["w_5"])
+        np.testing.assert_array_equal(f[f"layers/{group}/vars/0"], data[f"w_{index}"])
     again = models.model_from_config(config)
     again.load_weights(tmp_path / "w.weights.h5")
     for got, want in zip(again.get_weights(), model.get_weights()):

@@ -1369,10 +1369,22 @@ def rnn_mask_merge(K):
     return K.Model(ids, K.layers.Dense(3, activation="softmax")(K.layers.GRU(5)(h)))
 
 
+def rnn_cells(K):
+    """Cells inside RNN layers (one, and stacked), and a Bidirectional returning its states."""
+    L = K.layers
+    x = K.Input(shape=(RNN_STEPS, 3))
+    seq = L.RNN(L.LSTMCell(5), return_sequences=True)(x)
+    last = L.RNN(L.StackedRNNCells([L.GRUCell(4), L.SimpleRNNCell(3)]), go_backwards=True)(seq)
+    o, fh, fc, bh, bc = L.Bidirectional(L.LSTM(3, return_state=True))(x)
+    out = L.Dense(3, activation="softmax")(L.Concatenate()([last, o, fh, fc, bh, bc]))
+    return K.Model(x, out)
+
+
 RNN_CASES = {"embed_lstm": rnn_embed_lstm, "stacked_gru": rnn_stacked_gru, "bilstm": rnn_bilstm,
              "simple_rnn": rnn_simple, "gru_v1": rnn_gru_v1, "mask_zero": rnn_mask_zero,
              "conv_lstm": rnn_conv_lstm, "states": rnn_states, "masking": rnn_masking,
-             "initial_state": rnn_initial_state, "mask_merge": rnn_mask_merge}
+             "initial_state": rnn_initial_state, "mask_merge": rnn_mask_merge,
+             "cells": rnn_cells}
 
 
 def rnn_inputs(model, rng):
@@ -1408,7 +1420,7 @@ def make_rnn_case(name, builder, out_dir: Path, seed: int) -> None:
     arrays = {"y0": y, "pred0": m3.predict(x, verbose=0), "k2_pred0": m2.predict(x, verbose=0),
               "loss": np.float64(loss.numpy())}
     arrays.update({f"x{i}": xi for i, xi in enumerate(as_list(x))})
-    if name == "bilstm":  # the weights files each Keras writes, for kgraph's loaders
+    if name in ("bilstm", "cells"):  # the weights files each Keras writes, for kgraph's loaders
         m3.save(out_dir / f"{name}.keras")
         m2.save(out_dir / f"{name}_k2.h5")
     arrays.update({f"w_{i}": w for i, w in enumerate(weights)})

@@ -262,7 +262,90 @@ class Bidirectional(Rule):
         return ys + fs + rs
 
 
-RECURRENT_RULES = {**RECURRENT, "Bidirectional": Bidirectional()}
+CELLS = {"SimpleRNNCell": "SimpleRNN", "LSTMCell": "LSTM", "GRUCell": "GRU"}
+
+
+def rnn_cells(layer) -> list:
+    """An RNN layer's cells as layer views: one, or a StackedRNNCells' in order. The first reads
+    the input (backwards if go_backwards), the others the sequence before them, in its order."""
+    cell = layer.config.get("cell")
+    cls = cell.get("class_name") if isinstance(cell, dict) else None
+    entries = (cell.get("config") or {}).get("cells") if cls == "StackedRNNCells" else [cell]
+    if not isinstance(entries, list) or not entries or any(
+            not isinstance(e, dict) or e.get("class_name") not in CELLS for e in entries):
+        raise ConfigError(f"{_where(layer)}: its cell {cls or cell!r} is not supported; supported: "
+                          f"{', '.join(CELLS)} and StackedRNNCells of them")
+    out, cfg = [], layer.config
+    for k, entry in enumerate(entries):
+        last = k == len(entries) - 1
+        inner = {**(entry.get("config") or {}),
+                 "return_sequences": bool(cfg.get("return_sequences")) if last else True,
+                 "return_state": bool(cfg.get("return_state")), "go_backwards": bool(cfg.get("go_backwards")) and k == 0,
+                 "zero_output_for_mask": bool(cfg.get("zero_output_for_mask")) and last}
+        for key in ("stateful", "unroll", "time_major"):
+            inner[key] = cfg.get(key)
+        out.append(_Inner({"class_name": CELLS[entry["class_name"]], "config": inner}, layer))
+    return out
+
+
+class RNN(Rule):
+    """keras.layers.RNN over SimpleRNNCell, LSTMCell, GRUCell or StackedRNNCells of them: the same
+    loops as the layers, one per cell; states are every cell's, in order."""
+    inputs = None
+
+    def check(self, layer, keras):
+        for inner in rnn_cells(layer):
+            RECURRENT[inner.class_name].check(inner, keras)
+
+    def _split(self, layer, xs):
+        """The inputs of each cell's loop: the sequence, then its share of the initial states."""
+        cells, k, out = rnn_cells(layer), 1, []
+        for inner in cells:
+            n = RECURRENT[inner.class_name]._states()
+            out.append((inner, list(xs[k:k + n]) if len(xs) > 1 else []))
+            k += n
+        if len(xs) > 1 and k != len(xs):
+            raise ConfigError(f"{_where(layer)}: takes a sequence and {k - 1} initial states, got {len(xs)} inputs")
+        return out
+
+    def output_shapes(self, layer, shapes):
+        seq, states = shapes[0], []
+        for inner, init in self._split(layer, shapes):
+            outs = RECURRENT[inner.class_name].output_shapes(inner, [seq, *init])
+            seq, states = outs[0], states + outs[1:]
+        return [seq] + states
+
+    def output_shape(self, layer, shapes):
+        return self.output_shapes(layer, shapes)[0]
+
+    def weights(self, layer, shapes):
+        out, seq = [], shapes[0]
+        for inner, init in self._split(layer, shapes):
+            rule = RECURRENT[inner.class_name]
+            out += rule.weights(inner, [seq, *init], prefix=f"{inner.name}/")
+            seq = rule.output_shapes(inner, [seq, *init])[0]
+        return out
+
+    def emit(self, ctx, layer, xs, shapes):
+        g, mask = ctx.g, ctx.masks.get(xs[0])
+        given = mask
+        seq, seq_shape, states = xs[0], shapes[0], []
+        for k, (inner, init) in enumerate(self._split(layer, xs)):
+            rule = RECURRENT[inner.class_name]
+            init_shapes = [(None, inner.config["units"])] * len(init)
+            ys = rule.run(ctx, inner, [seq, *init], [seq_shape, *init_shapes], prefix=f"{inner.name}/")
+            if mask is not None and k == 0 and inner.config.get("go_backwards"):
+                mask = g.reverse_time(mask)  # the later cells read the sequence in processing order
+            seq, seq_shape, states = ys[0], rule.output_shapes(inner, [seq_shape, *init_shapes])[0], states + ys[1:]
+            if mask is not None:
+                ctx.masks[seq] = mask
+        ctx.masks.pop(seq, None)
+        if given is not None and layer.config.get("return_sequences"):
+            ctx.masks[seq] = given  # Keras passes the input's mask on, even to a reversed sequence
+        return [seq] + states
+
+
+RECURRENT_RULES = {**RECURRENT, "Bidirectional": Bidirectional(), "RNN": RNN()}
 
 # layers that pass a mask on unchanged, as Keras's supports_masking layers do; merges pass on the
 # AND of their inputs' masks; a layer that would read a mask is refused (MASK_READERS); any other
