@@ -82,6 +82,7 @@ def _kink_free_unary(op):
 
 
 RNN_MASK = np.array([[1, 1, 1, 1], [0, 1, 0, 1], [1, 1, 0, 0]], dtype=np.float64)[:B]
+RNN_KEEP = np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])[:B]  # recurrent dropout at rate 0.5
 
 GRAD_CASES = [
     # -- arithmetic, with broadcasting and scalar operands
@@ -202,6 +203,7 @@ GRAD_CASES = [
     *[Case("rnn_sequence", [I(0.5 * normal((B, 4, gates * 2), 110)), P(0.5 * normal((2, gates * 2), 111)),
                             *([P(0.5 * normal((gates * 2,), 112))] if attrs.get("recurrent_bias") else []),
                             *([L(RNN_MASK)] if attrs.get("masked") else []),
+                            *([L(RNN_KEEP)] if attrs.get("recurrent_dropout") else []),
                             *([I(normal((B, 2), 113))] if attrs.get("initial") else []),
                             *([I(normal((B, 2), 114))] if attrs.get("initial") and gates == 4 else [])],
            attrs, name=f"rnn_{k}")
@@ -216,6 +218,10 @@ GRAD_CASES = [
           (3, {"cell": "gru", "recurrent_bias": True, "masked": True, "initial": True, "go_backwards": True}),
           (3, {"cell": "gru", "reset_after": False, "masked": True, "initial": True}),
           (3, {"cell": "gru", "reset_after": False, "go_backwards": True, "recurrent_activation": "hard_sigmoid_k2"}),
+          (1, {"cell": "simple", "recurrent_dropout": True}),
+          (4, {"cell": "lstm", "masked": True, "recurrent_dropout": True, "initial": True}),
+          (3, {"cell": "gru", "recurrent_bias": True, "recurrent_dropout": True, "masked": True}),
+          (3, {"cell": "gru", "reset_after": False, "recurrent_dropout": True, "initial": True}),
       ])],
     Case("reverse_time", [I(normal((B, 4, 3), 115))]),
 ]

@@ -161,6 +161,19 @@ def test_saved_weights_keep_keras_3s_cell_groups(tmp_path, case, group, index):
         np.testing.assert_array_equal(got, want)
 
 
+def test_dropout_draws_one_mask_per_sequence_and_none_at_inference():
+    """Keras's masks: dropout one keep mask over the input features, recurrent_dropout one over the
+    state the recurrent kernel multiplies, each drawn once per sequence; predictions ignore both."""
+    config = _lstm_config(dropout=0.25, recurrent_dropout=0.5)
+    fm = build_model(config)
+    assert not fm.lower(training=False).sources("rng")
+    g = fm.lower(training=True)
+    shapes = sorted((n.attrs["rate"], n.type.shape) for n in g.sources("rng"))
+    assert shapes == [(0.25, ("B", 1, 2)), (0.5, ("B", 3))]
+    (rnn,) = [n for n in g.nodes() if n.op == "rnn_sequence"]
+    assert rnn.attrs["recurrent_dropout"]
+
+
 # ---------------------------------------------------------------- masks
 
 def test_masked_steps_carry_the_state():
@@ -189,8 +202,8 @@ def _lstm_config(**extra):
     ({"stateful": True}, "stateful=True is not supported"),
     ({"unroll": True}, "unroll=True is not supported"),
     ({"time_major": True}, "time_major=True is not supported"),
-    ({"dropout": 0.2}, "dropout=0.2 is not supported yet"),
-    ({"recurrent_dropout": 0.1}, "recurrent_dropout=0.1 is not supported yet"),
+    ({"dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),
+    ({"recurrent_dropout": "x"}, "recurrent_dropout must be in [0, 1)"),
     ({"recurrent_constraint": {"class_name": "NonNeg", "config": {}}}, "recurrent_constraint is not supported"),
     ({"activation": "softmax"}, "activation 'softmax' is not supported in a recurrent layer"),
     ({"units": 0}, "units must be a positive integer"),

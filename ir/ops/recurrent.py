@@ -7,6 +7,8 @@ or 3H (gru, gates z r h, Keras's order). Operands, in order:
     xp [B,T,G], recurrent kernel U [H,G],
     recurrent bias [G]      if attr recurrent_bias (GRU with reset_after and a bias),
     mask [B,T] (1 or 0)     if attr masked,
+    keep [B,H]              if attr recurrent_dropout: h of the step before, times keep, is what
+                            the recurrent kernel multiplies (Keras's recurrent_dropout mask),
     h0 [B,H] (, c0 [B,H])   if attr initial (else zeros).
 
 The output holds every step's state in processing order (step t reads input T-1-t when
@@ -51,16 +53,24 @@ def act_grad(name, x):
 ACTIVATION_NAMES = (*ACTIVATIONS, "hard_sigmoid_k2")
 
 
-def operands(args, cell, recurrent_bias=False, masked=False, initial=False):
-    """(xp, U, rbias, mask, h0, c0) from the op's operand list, None where absent."""
+FLAGS = ("recurrent_bias", "masked", "recurrent_dropout", "initial")
+
+
+def operands(args, cell, recurrent_bias=False, masked=False, recurrent_dropout=False, initial=False):
+    """(xp, U, rbias, mask, keep, h0, c0) from the op's operand list, None where absent."""
     args = list(args)
     xp, u = args[0], args[1]
     rest = args[2:]
     rb = rest.pop(0) if recurrent_bias else None
     mask = rest.pop(0) if masked else None
+    keep = rest.pop(0) if recurrent_dropout else None
     h0 = rest.pop(0) if initial else None
     c0 = rest.pop(0) if initial and cell == "lstm" else None
-    return xp, u, rb, mask, h0, c0
+    return xp, u, rb, mask, keep, h0, c0
+
+
+def _flags(attrs):
+    return {k: attrs.get(k, False) for k in FLAGS}
 
 
 def _check(types, attrs):
@@ -70,8 +80,7 @@ def _check(types, attrs):
     for key in ("activation", "recurrent_activation"):
         if attrs.get(key, "tanh") not in ACTIVATION_NAMES:
             raise ValueError(f"rnn_sequence: unknown {key} {attrs[key]!r}")
-    xp, u, rb, mask, h0, c0 = operands(types, cell, attrs.get("recurrent_bias", False), attrs.get("masked", False),
-                                       attrs.get("initial", False))
+    xp, u, rb, mask, keep, h0, c0 = operands(types, cell, **_flags(attrs))
     h = u.shape[0] if u.rank == 2 else -1
     if xp.rank != 3 or u.rank != 2 or u.shape[1] != CELLS[cell] * h or xp.shape[2] != u.shape[1]:
         raise ValueError(f"rnn_sequence ({cell}): projection {xp} and recurrent kernel {u} do not fit "
@@ -80,9 +89,9 @@ def _check(types, attrs):
         raise ValueError(f"rnn_sequence: recurrent bias {rb} is not [{u.shape[1]}]")
     if mask is not None and mask.shape != xp.shape[:2]:
         raise ValueError(f"rnn_sequence: mask {mask} is not [B,T] of {xp}")
-    for s in (h0, c0):
+    for s in (keep, h0, c0):
         if s is not None and s.shape != (xp.shape[0], h):
-            raise ValueError(f"rnn_sequence: initial state {s} is not [B,{h}]")
+            raise ValueError(f"rnn_sequence: state-shaped operand {s} is not [B,{h}]")
     return h, xp
 
 
@@ -99,7 +108,7 @@ def _step_inputs(xp, mask, go_backwards):
         yield k, None if mask is None else mask[:, k:k + 1].astype(xp.dtype)
 
 
-def _forward_steps(xp, u, rb, mask, h0, c0, cell, activation="tanh", recurrent_activation="sigmoid",
+def _forward_steps(xp, u, rb, mask, keep, h0, c0, cell, activation="tanh", recurrent_activation="sigmoid",
                    go_backwards=False, reset_after=True):
     """Runs the loop; yields per step the values its backward needs."""
     b, _, g = xp.shape
@@ -109,14 +118,15 @@ def _forward_steps(xp, u, rb, mask, h0, c0, cell, activation="tanh", recurrent_a
     c = np.zeros((b, hn), dt) if c0 is None else c0.astype(dt)
     for k, m in _step_inputs(xp, mask, go_backwards):
         x = xp[:, k]
-        cache = {"hp": h, "cp": c, "m": m}
+        he = h if keep is None else h * keep  # what the recurrent kernel multiplies
+        cache = {"hp": h, "he": he, "cp": c, "m": m}
         if cell == "simple":
-            a = x + h @ u
+            a = x + he @ u
             hn_ = act(activation, a)
             cn_ = c
             cache.update(a=a)
         elif cell == "lstm":
-            z = x + h @ u
+            z = x + he @ u
             zi, zf, zc, zo = np.split(z, 4, axis=1)
             i, f = act(recurrent_activation, zi), act(recurrent_activation, zf)
             gg, o = act(activation, zc), act(recurrent_activation, zo)
@@ -127,16 +137,16 @@ def _forward_steps(xp, u, rb, mask, h0, c0, cell, activation="tanh", recurrent_a
             xz, xr, xh = np.split(x, 3, axis=1)
             uz, ur, uh = np.split(u, 3, axis=1)
             if reset_after:
-                rp = h @ u + (0 if rb is None else rb)
+                rp = he @ u + (0 if rb is None else rb)
                 rz, rr, rh = np.split(rp, 3, axis=1)
                 zp, rpre = xz + rz, xr + rr
                 r = act(recurrent_activation, rpre)
                 ah = xh + r * rh
                 cache.update(rh=rh)
             else:
-                zp, rpre = xz + h @ uz, xr + h @ ur
+                zp, rpre = xz + he @ uz, xr + he @ ur
                 r = act(recurrent_activation, rpre)
-                ah = xh + (r * h) @ uh
+                ah = xh + (r * he) @ uh
             zg = act(recurrent_activation, zp)
             hh = act(activation, ah)
             hn_ = zg * h + (1 - zg) * hh
@@ -151,9 +161,9 @@ def _forward_steps(xp, u, rb, mask, h0, c0, cell, activation="tanh", recurrent_a
 
 
 def _rnn(*args, cell, activation="tanh", recurrent_activation="sigmoid", go_backwards=False, reset_after=True,
-         recurrent_bias=False, masked=False, initial=False):
-    xp, u, rb, mask, h0, c0 = operands(args, cell, recurrent_bias, masked, initial)
-    steps = list(_forward_steps(xp, u, rb, mask, h0, c0, cell, activation, recurrent_activation, go_backwards,
+         **flags):
+    xp, u, rb, mask, keep, h0, c0 = operands(args, cell, **flags)
+    steps = list(_forward_steps(xp, u, rb, mask, keep, h0, c0, cell, activation, recurrent_activation, go_backwards,
                                 reset_after))
     hs = np.stack([s["h"] for s in steps], axis=1)
     if cell == "lstm":
@@ -162,10 +172,11 @@ def _rnn(*args, cell, activation="tanh", recurrent_activation="sigmoid", go_back
 
 
 def _bptt(gout, args, cell, activation="tanh", recurrent_activation="sigmoid", go_backwards=False,
-          reset_after=True, recurrent_bias=False, masked=False, initial=False):
-    """Every gradient: [d xp, d U, d rbias or None, None (mask), d h0, d c0] for the operands present."""
-    xp, u, rb, mask, h0, c0 = operands(args, cell, recurrent_bias, masked, initial)
-    steps = list(_forward_steps(xp, u, rb, mask, h0, c0, cell, activation, recurrent_activation, go_backwards,
+          reset_after=True, **flags):
+    """Every gradient: [d xp, d U, d rbias, None (mask), None (keep), d h0, d c0] for the operands present."""
+    xp, u, rb, mask, keep, h0, c0 = operands(args, cell, **flags)
+    kp = 1 if keep is None else keep
+    steps = list(_forward_steps(xp, u, rb, mask, keep, h0, c0, cell, activation, recurrent_activation, go_backwards,
                                 reset_after))
     b, t_len, g = xp.shape
     hn = u.shape[0]
@@ -181,12 +192,12 @@ def _bptt(gout, args, cell, activation="tanh", recurrent_activation="sigmoid", g
         if cell == "lstm":
             dc = dc + gout[:, t, hn:]
         m = np.ones((b, 1), dt) if s["m"] is None else s["m"]
-        hp = s["hp"]
+        hp, he = s["hp"], s["he"]
         if cell == "simple":
             da = dh * act_grad(fa, s["a"]) * m
             dxp[:, k] = da
-            du += hp.T @ da
-            dhp = da @ u.T
+            du += he.T @ da
+            dhp = (da @ u.T) * kp
             dcp = dc
         elif cell == "lstm":
             zi, zf, zc, zo = np.split(s["z"], 4, axis=1)
@@ -197,8 +208,8 @@ def _bptt(gout, args, cell, activation="tanh", recurrent_activation="sigmoid", g
             dz = np.concatenate([dct * s["g"] * act_grad(ra, zi), dct * s["cp"] * act_grad(ra, zf),
                                  dct * s["i"] * act_grad(fa, zc), do * act_grad(ra, zo)], axis=1)
             dxp[:, k] = dz
-            du += hp.T @ dz
-            dhp = dz @ u.T
+            du += he.T @ dz
+            dhp = (dz @ u.T) * kp
             dcp = dct * s["f"] + (1 - m) * dc
         else:
             dh_m = dh * m
@@ -210,35 +221,34 @@ def _bptt(gout, args, cell, activation="tanh", recurrent_activation="sigmoid", g
                 dr = dah * s["rh"]
                 drp = dr * act_grad(ra, s["rpre"])
                 drec = np.concatenate([dzp, drp, dah * s["r"]], axis=1)
-                du += hp.T @ drec
+                du += he.T @ drec
                 drb += drec.sum(axis=0)
-                dhp = drec @ u.T
+                dhp = (drec @ u.T) * kp
             else:
                 drh = dah @ uh.T
-                drp = drh * hp * act_grad(ra, s["rpre"])
-                du += np.concatenate([hp.T @ dzp, hp.T @ drp, (s["r"] * hp).T @ dah], axis=1)
-                dhp = drh * s["r"] + dzp @ uz.T + drp @ ur.T
+                drp = drh * he * act_grad(ra, s["rpre"])
+                du += np.concatenate([he.T @ dzp, he.T @ drp, (s["r"] * he).T @ dah], axis=1)
+                dhp = (drh * s["r"] + dzp @ uz.T + drp @ ur.T) * kp
             dxp[:, k] = np.concatenate([dzp, drp, dah], axis=1)
             dhp = dhp + dh_m * s["z"]
             dcp = dc
         dh = dhp + (1 - m) * dh
         dc = dcp
     grads = [dxp, du]
-    if recurrent_bias:
+    if flags.get("recurrent_bias"):
         grads.append(drb)
-    if masked:
-        grads.append(None)
-    if initial:
+    grads += [None] * (bool(flags.get("masked")) + bool(flags.get("recurrent_dropout")))
+    if flags.get("initial"):
         grads += [dh, dc] if cell == "lstm" else [dh]
     return grads
 
 
 def _rnn_vjp(b, g, out, *operands_, **attrs):
-    grads = []
-    for k, x in enumerate(operands_):
-        is_mask = attrs.get("masked", False) and k == 2 + attrs.get("recurrent_bias", False)
-        grads.append(None if is_mask else b.rnn_sequence_grad(g, out, *operands_, wrt=k, **attrs))
-    return tuple(grads)
+    """No gradient for the step mask and the dropout keep mask (0/1 data)."""
+    first = 2 + bool(attrs.get("recurrent_bias"))
+    data = range(first, first + bool(attrs.get("masked")) + bool(attrs.get("recurrent_dropout")))
+    return tuple(None if k in data else b.rnn_sequence_grad(g, out, *operands_, wrt=k, **attrs)
+                 for k in range(len(operands_)))
 
 
 def _grad_type(types, attrs):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 
-from ir import BATCH
+from ir import BATCH, TensorType
 from ir.ops.recurrent import ACTIVATION_NAMES
 
 from .activations import parse_activation
@@ -69,8 +69,9 @@ class Recurrent(Rule):
             if cfg.get(key):
                 raise ConfigError(f"{where}: {key}=True is not supported ({why})")
         for key in ("dropout", "recurrent_dropout"):
-            if cfg.get(key):
-                raise ConfigError(f"{where}: {key}={cfg[key]!r} is not supported yet (issue 16); use 0")
+            rate = cfg.get(key, 0.0)
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+                raise ConfigError(f"{where}: {key} must be in [0, 1), got {rate!r}")
         for key in ("kernel_constraint", "recurrent_constraint", "bias_constraint"):
             if cfg.get(key) is not None:
                 raise ConfigError(f"{where}: {key} is not supported (kgraph has no weight constraints)")
@@ -129,7 +130,14 @@ class Recurrent(Rule):
         g, cfg, name, p = ctx.g, layer.config, layer.name, ctx.params
         b, t, d = self._input(layer, shapes)
         units, backwards = cfg["units"], bool(cfg.get("go_backwards"))
-        x = xs[0]
+        x, dtype = xs[0], g.type(xs[0]).dtype
+        rate, keep = float(cfg.get("dropout") or 0), None
+        if ctx.training and rate:  # one keep mask per sequence and feature, shared by every step and gate
+            x = g.mul(x, g.source("rng", f"{name}_dropout", TensorType((BATCH, 1, d), dtype), rate=rate, layer=name))
+        rate = float(cfg.get("recurrent_dropout") or 0)
+        if ctx.training and rate:  # on the state the recurrent kernel multiplies, likewise
+            keep = g.source("rng", f"{name}_recurrent_dropout", TensorType((BATCH, units), dtype), rate=rate,
+                            layer=name)
         xp = g.matmul(x, p[f"{prefix}kernel"], name=f"{name}_projection")
         bias, rbias = p.get(f"{prefix}bias"), None
         if bias is not None and len(g.type(bias).shape) == 2:  # reset_after GRU: input and recurrent bias
@@ -138,12 +146,12 @@ class Recurrent(Rule):
             bias = g.reshape(g.slice(bias, axis=0, start=0, stop=1), shape=(gates,), name=f"{name}_input_bias")
         if bias is not None:
             xp = g.add(xp, bias, name=f"{name}_projection_bias")
-        mask = ctx.masks.get(x)
-        operands = [xp, p[f"{prefix}recurrent_kernel"]] + ([rbias] if rbias is not None else []) + \
-                   ([mask] if mask is not None else []) + list(xs[1:])
+        mask = ctx.masks.get(xs[0])
+        operands = [xp, p[f"{prefix}recurrent_kernel"]] + [v for v in (rbias, mask, keep) if v is not None] + \
+            list(xs[1:])
         attrs = {"cell": CELL[self.cls], "activation": _activation(layer, "activation", "tanh", ctx.keras),
                  "go_backwards": backwards, "recurrent_bias": rbias is not None, "masked": mask is not None,
-                 "initial": len(xs) > 1}
+                 "recurrent_dropout": keep is not None, "initial": len(xs) > 1}
         if self.cls != "SimpleRNN":
             attrs["recurrent_activation"] = _activation(layer, "recurrent_activation", "sigmoid", ctx.keras)
         if self.cls == "GRU":
