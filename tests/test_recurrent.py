@@ -174,6 +174,24 @@ def test_dropout_draws_one_mask_per_sequence_and_none_at_inference():
     assert rnn.attrs["recurrent_dropout"]
 
 
+def test_lstm_bias_starts_with_ones_for_the_forget_gate():
+    for flag, forget in ((True, 1.0), (False, 0.0)):
+        fm = build_model(_lstm_config(unit_forget_bias=flag), seed=0)
+        bias = next(w.value for w in fm.weights if w.name == "bias")
+        np.testing.assert_array_equal(bias, [0, 0, 0, forget, forget, forget, 0, 0, 0, 0, 0, 0])
+
+
+def test_gru_reset_after_defaults_to_the_writers_keras():
+    """Keras 2.0-2.2 wrote no reset_after and computed h before the reset gate; Keras 3's default is True."""
+    def bias_shape(cfg):
+        config = _lstm_config(**cfg)
+        config["config"]["layers"][1]["class_name"] = "GRU"
+        return next(w.shape for w in build_model(config).weights if w.name == "bias")
+    assert bias_shape({"implementation": 1}) == (9,)
+    assert bias_shape({}) == (2, 9)
+    assert bias_shape({"implementation": 1, "reset_after": True}) == (2, 9)
+
+
 # ---------------------------------------------------------------- masks
 
 def test_masked_steps_carry_the_state():
@@ -207,6 +225,7 @@ def _lstm_config(**extra):
     ({"recurrent_constraint": {"class_name": "NonNeg", "config": {}}}, "recurrent_constraint is not supported"),
     ({"activation": "softmax"}, "activation 'softmax' is not supported in a recurrent layer"),
     ({"units": 0}, "units must be a positive integer"),
+    ({"units": None, "output_dim": 3}, "Keras 1 recurrent layers are not supported"),
 ])
 def test_unsupported_arguments_are_refused_in_one_line(extra, words):
     with pytest.raises(ConfigError) as e:

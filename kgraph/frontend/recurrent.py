@@ -62,6 +62,9 @@ class Recurrent(Rule):
 
     def check(self, layer, keras):
         cfg, where = layer.config, _where(layer)
+        if cfg.get("units") is None and "output_dim" in cfg:
+            raise ConfigError(f"{where}: Keras 1 recurrent layers are not supported (their weights are separate "
+                              "arrays per gate)")
         if not is_count(cfg.get("units")):
             raise ConfigError(f"{where}: units must be a positive integer, got {cfg.get('units')!r}")
         for key, why in (("stateful", "state kept across batches"), ("unroll", "the loop is not unrolled"),
