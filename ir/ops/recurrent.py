@@ -111,7 +111,7 @@ def _step_inputs(xp, mask, go_backwards):
 def _forward_steps(xp, u, rb, mask, keep, h0, c0, cell, activation="tanh", recurrent_activation="sigmoid",
                    go_backwards=False, reset_after=True):
     """Runs the loop; yields per step the values its backward needs."""
-    b, _, g = xp.shape
+    b = xp.shape[0]
     hn = u.shape[0]
     dt = xp.dtype
     h = np.zeros((b, hn), dt) if h0 is None else h0.astype(dt)

@@ -131,7 +131,7 @@ class Recurrent(Rule):
         """The IR of the layer: [output, states...] as Keras returns them; the sequence output in
         processing order (reversed when go_backwards, as Keras leaves it)."""
         g, cfg, name, p = ctx.g, layer.config, layer.name, ctx.params
-        b, t, d = self._input(layer, shapes)
+        _, t, d = self._input(layer, shapes)
         units, backwards = cfg["units"], bool(cfg.get("go_backwards"))
         x, dtype = xs[0], g.type(xs[0]).dtype
         rate, keep = float(cfg.get("dropout") or 0), None
