@@ -72,12 +72,15 @@ def weights_by_layer(model) -> dict:
 def _cell_groups(layer) -> list:
     """[(group path, variable count)] where Keras 3 keeps a recurrent layer's variables: its cell's
     group (a Bidirectional: the forward layer's cell, then the backward layer's; an RNN over
-    StackedRNNCells: cell/cells/<each cell's snake_case class name, made unique>); [("", None)]
+    StackedRNNCells: cell/cells/<each cell's snake_case class name, made unique>; a
+    TimeDistributed: its layer's group); [("", None)]
     (the layer's own vars, all of them) for any other layer."""
     cfg = layer.config if isinstance(layer.config, dict) else {}
 
     def count(c):
         return 3 if (c or {}).get("use_bias", True) else 2
+    if layer.class_name == "TimeDistributed":
+        return [("layer", None)]
     if layer.class_name in ("SimpleRNN", "LSTM", "GRU"):
         return [("cell", count(cfg))]
     if layer.class_name == "Bidirectional":

@@ -41,8 +41,12 @@ def _loss_graph(fm):
 
 
 def _label_feeds(g, data, dtype):
+    """Labels, unit sample weights, and dropout masks that keep everything (the fixtures' gradients
+    are TensorFlow's with dropout off)."""
     (y,), (sw,) = g.sources("label"), g.sources("sample_weight")
-    return {y.id: data["y0"], sw.id: np.ones(len(data["y0"]), dtype)}
+    feeds = {y.id: data["y0"], sw.id: np.ones(len(data["y0"]), dtype)}
+    feeds.update({n.id: np.ones(n.type.concrete(len(data["y0"])), dtype) for n in g.sources("rng")})
+    return feeds
 
 
 def test_every_case_has_both_configs():
@@ -133,7 +137,8 @@ def test_gradients_match_finite_differences(case):
                                        err_msg=f"{w.layer}/{w.name}{idx}")
 
 
-@pytest.mark.parametrize("filename", ["bilstm.keras", "bilstm_k2.h5", "cells.keras", "cells_k2.h5"])
+@pytest.mark.parametrize("filename", ["bilstm.keras", "bilstm_k2.h5", "cells.keras", "cells_k2.h5",
+                                      "time_distributed.keras", "time_distributed_k2.h5"])
 def test_weights_files_written_by_keras_load(filename):
     """Keras 3 keeps a recurrent layer's variables in its cell's group (a Bidirectional's in its
     forward and backward layers' cells); tf-keras's .h5 lists them by name. Both load, and kgraph

@@ -1380,11 +1380,18 @@ def rnn_cells(K):
     return K.Model(x, out)
 
 
+def rnn_time_distributed(K):
+    L = K.layers
+    return K.Sequential([K.Input(shape=(RNN_STEPS, 3)), L.GRU(5, return_sequences=True),
+                         L.TimeDistributed(L.Dense(4, activation="relu")), L.TimeDistributed(L.Dropout(0.2)),
+                         L.Flatten(), L.Dense(3, activation="softmax")])
+
+
 RNN_CASES = {"embed_lstm": rnn_embed_lstm, "stacked_gru": rnn_stacked_gru, "bilstm": rnn_bilstm,
              "simple_rnn": rnn_simple, "gru_v1": rnn_gru_v1, "mask_zero": rnn_mask_zero,
              "conv_lstm": rnn_conv_lstm, "states": rnn_states, "masking": rnn_masking,
              "initial_state": rnn_initial_state, "mask_merge": rnn_mask_merge,
-             "cells": rnn_cells}
+             "cells": rnn_cells, "time_distributed": rnn_time_distributed}
 
 
 def rnn_inputs(model, rng):
@@ -1413,14 +1420,15 @@ def make_rnn_case(name, builder, out_dir: Path, seed: int) -> None:
     weights = m3.get_weights()
     assert [id(v) for v in m3.trainable_weights] == [id(v) for v in m3.weights], name
     with tf.GradientTape() as tape:
-        loss = keras.losses.SparseCategoricalCrossentropy()(y, m3(x, training=True))
+        # training=False: dropout off, so the gradient is a fixed number (no layer here differs otherwise)
+        loss = keras.losses.SparseCategoricalCrossentropy()(y, m3(x, training=False))
     grads = tape.gradient(loss, m3.trainable_weights)
     m2 = builder(tf_keras)
     m2.set_weights(weights)
     arrays = {"y0": y, "pred0": m3.predict(x, verbose=0), "k2_pred0": m2.predict(x, verbose=0),
               "loss": np.float64(loss.numpy())}
     arrays.update({f"x{i}": xi for i, xi in enumerate(as_list(x))})
-    if name in ("bilstm", "cells"):  # the weights files each Keras writes, for kgraph's loaders
+    if name in ("bilstm", "cells", "time_distributed"):  # the weights files each Keras writes, for kgraph's loaders
         m3.save(out_dir / f"{name}.keras")
         m2.save(out_dir / f"{name}_k2.h5")
     arrays.update({f"w_{i}": w for i, w in enumerate(weights)})

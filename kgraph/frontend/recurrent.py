@@ -15,6 +15,7 @@ from ir.ops.recurrent import ACTIVATION_NAMES
 from .activations import parse_activation
 from .errors import ConfigError
 from .initializers import _MAKERS, initial_value, parse_initializer
+from . import layers
 from .layers import Rule, WeightDecl, _where, is_count, shape_str
 from .regularizers import parse_regularizer
 
@@ -356,24 +357,65 @@ class RNN(Rule):
         return [seq] + states
 
 
-RECURRENT_RULES = {**RECURRENT, "Bidirectional": Bidirectional(), "RNN": RNN()}
+class TimeDistributed(Rule):
+    """The wrapped layer on every step. Only layers that already act on the last axis alone (so on
+    [B,T,...] as on [B,...]) are supported; the others would need the batch and time axes merged."""
+    PER_STEP = ("Dense", "Activation", "Dropout", "LeakyReLU", "ReLU", "ELU", "ThresholdedReLU", "GaussianNoise",
+                "GaussianDropout")
+
+    def _inner(self, layer):
+        entry = layer.config.get("layer")
+        cls = entry.get("class_name") if isinstance(entry, dict) else entry
+        if cls not in self.PER_STEP or (cls == "Dropout" and (entry.get("config") or {}).get("noise_shape")):
+            raise ConfigError(f"{_where(layer)}: wraps {cls!r}; supported: {', '.join(self.PER_STEP)} "
+                              "(Dropout without noise_shape)")
+        inner = _Inner.__new__(_Inner)
+        inner.class_name, inner.config = cls, entry.get("config") or {}
+        inner.name = inner.config.get("name", cls.lower())
+        return inner, layers.RULES[cls]
+
+    def check(self, layer, keras):
+        inner, rule = self._inner(layer)
+        rule.check(inner, keras)
+
+    def _step_shape(self, layer, shape):
+        if len(shape) < 3:
+            raise ConfigError(f"{_where(layer)}: takes a (batch, steps, ...) input, got {shape_str(shape)}")
+        return (shape[0], *shape[2:])
+
+    def output_shape(self, layer, shapes):
+        inner, rule = self._inner(layer)
+        out = rule.output_shape(inner, [self._step_shape(layer, shapes[0])])
+        return (shapes[0][0], shapes[0][1], *out[1:])
+
+    def weights(self, layer, shapes):
+        inner, rule = self._inner(layer)
+        return rule.weights(inner, [self._step_shape(layer, shapes[0])])
+
+    def emit(self, ctx, layer, xs, shapes):
+        inner, rule = self._inner(layer)
+        return rule.emit(ctx, inner, xs, shapes)
+
+
+RECURRENT_RULES = {**RECURRENT, "Bidirectional": Bidirectional(), "RNN": RNN(), "TimeDistributed": TimeDistributed()}
 
 # layers that pass a mask on unchanged, as Keras's supports_masking layers do; merges pass on the
 # AND of their inputs' masks; a layer that would read a mask is refused (MASK_READERS); any other
 # layer drops it
 MASK_PASSING = {"Dense", "Activation", "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
                 "AlphaDropout", "ActivityRegularization", "LeakyReLU", "ReLU", "ELU", "PReLU", "Softmax",
-                "ThresholdedReLU", "LayerNormalization", "BatchNormalization"}
+                "ThresholdedReLU", "LayerNormalization", "BatchNormalization", "TimeDistributed"}
 MERGES = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
 MASK_READERS = {"GlobalAveragePooling1D", "GlobalMaxPooling1D", "Attention", "AdditiveAttention",
-                "MultiHeadAttention", "Dot", "TimeDistributed"}
+                "MultiHeadAttention", "Dot"}
 
 
 def carry_mask(ctx, layer, xs, ys) -> None:
     """After a layer's IR: pass its inputs' mask on where Keras would; refuse a layer that would read it."""
     masks = ctx.masks
     present = [masks[x] for x in xs if x in masks]
-    if not present or layer.class_name in RECURRENT_RULES or layer.class_name in ("Embedding", "Masking"):
+    if not present or layer.class_name in ("Embedding", "Masking") or \
+            (layer.class_name in RECURRENT_RULES and layer.class_name != "TimeDistributed"):
         return
     where = f"{_where(layer)}: "
     if layer.class_name in MASK_READERS or (layer.class_name == "Concatenate" and ctx.g.type(ys[0]).rank == 3 and
