@@ -260,3 +260,12 @@ def test_compile_says_the_kernels_are_not_written_yet():
     model = models.model_from_config(config)
     with pytest.raises(NotImplementedError, match="recurrent layers run in the IR interpreter only so far"):
         model.predict(data["x0"], verbose=0)
+
+
+def test_inspect_shows_the_train_step_and_its_plan(capsys):
+    from kgraph.cli import main
+
+    assert main(["inspect", str(FIXTURES / "k3_bilstm.json"), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "run in the IR interpreter only so far" in out
+    assert "%rnn_sequence_grad" in out and "memory plan at batch" in out
