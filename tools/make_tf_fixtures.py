@@ -11,7 +11,7 @@ compare kgraph against it offline.  Run it with an interpreter that has
     /tmp/tfenv/bin/pip install --no-deps tf-keras==2.21.0
     /tmp/tfenv/bin/python tools/make_tf_fixtures.py [--out tests/fixtures]
 
-It writes two groups of files under ``--out``:
+It writes three groups of files under ``--out``:
 
 ``tf/<case>.npz`` + ``tf/<case>.json``  -- training fidelity fixtures
     A small Keras 3 model is compiled, run through ``predict`` and then
@@ -52,6 +52,11 @@ It writes two groups of files under ``--out``:
                         predictions with the same weights; they differ from
                         ``pred*`` only where the two libraries define an op
                         differently, e.g. ``hard_sigmoid``).
+
+``rnn/``  -- recurrent layers (issue 16), read by tests/test_recurrent.py
+    ``<case>.npz`` + ``k3_<case>.json`` + ``k2_<case>.json``: both configs,
+    Keras 3 weights (loaded into tf-keras too), both predictions, the loss
+    of one batch and its gradient per weight; see section (c) below.
 
 Everything is seeded; running the script twice gives the same numbers.
 """
