@@ -251,6 +251,10 @@ class Model(_WeightLists, CompiledModel):
     def _build(self, kind, losses=None, optimizer=None):
         fm = self.frontend
         forward = fm.lower(training=kind == "train")
+        if kind != "predict" and fm.masked_outputs:
+            raise NotImplementedError(f"model {self.name!r}: output {fm.output_names[fm.masked_outputs[0]]!r} "
+                                      "carries a mask (Embedding mask_zero or Masking), by which Keras weights its "
+                                      "loss; kgraph does not yet (issue 16)")
         regs = [(w.node, w.regularizer.get("l1", 0.0), w.regularizer.get("l2", 0.0))
                 for w in fm.weights if w.regularizer]
         compiled = run_pipeline(kind, forward, [w.node for w in fm.weights],

@@ -269,3 +269,17 @@ def test_inspect_shows_the_train_step_and_its_plan(capsys):
     out = capsys.readouterr().out
     assert "run in the IR interpreter only so far" in out
     assert "%rnn_sequence_grad" in out and "memory plan at batch" in out
+
+
+def test_a_loss_on_a_masked_output_is_refused():
+    """Keras weights the loss of an output that carries a mask; until kgraph does, compile says so."""
+    config = {"class_name": "Sequential", "config": {"name": "tagger", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 5], "name": "x"}},
+        {"class_name": "Embedding", "config": {"name": "e", "input_dim": 9, "output_dim": 2, "mask_zero": True}},
+        {"class_name": "Dense", "config": {"name": "d", "units": 3}}]}}
+    model = models.model_from_config(config)
+    assert model.frontend.masked_outputs == [0]
+    with pytest.raises(NotImplementedError, match="output 'd' carries a mask"):
+        model.compile(optimizer="sgd", loss="mse")
+    config["config"]["layers"][1]["config"]["mask_zero"] = False
+    assert models.model_from_config(config).frontend.masked_outputs == []

@@ -162,6 +162,7 @@ class FrontendModel:
         # size for the layer's output y, as Keras computes a layer's activity_regularizer (or an
         # ActivityRegularization layer's); the loss pass adds every "penalty:k" output to the loss
         self.activity_regularizers = []
+        self.masked_outputs = []  # set by lower()
 
     def count_params(self) -> int:
         return sum(int(np.prod(w.shape)) for w in self.weights)
@@ -204,6 +205,9 @@ class FrontendModel:
         for a in activity:
             g.outputs[a["output"]] = _activity_penalty(g, a.pop("_node"), a["l1"], a["l2"], a["layer"])
         self.activity_regularizers = activity
+        # outputs that carry a Keras mask (Embedding(mask_zero) or Masking, through recurrent layers
+        # returning sequences): Keras weights their losses by it; kgraph's loss does not yet
+        self.masked_outputs = [k for k, (node, _) in enumerate(outs) if node in masks]
         return g
 
     def summary(self, print_fn=print, line_length=None) -> None:
