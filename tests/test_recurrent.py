@@ -50,7 +50,7 @@ def _label_feeds(g, data, dtype):
 
 
 def test_every_case_has_both_configs():
-    assert len(CASES) >= 9
+    assert len(CASES) >= 13
     for case in CASES:
         assert (FIXTURES / f"k3_{case}.json").exists() and (FIXTURES / f"k2_{case}.json").exists()
 
