@@ -46,7 +46,7 @@ def dense_forward_backward(n=4096, repeats=10):
     import torch
     from numba import cuda
 
-    from kgraph.codegen import cuda_kernels as K
+    from kgraph.kernels import cuda as K
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -131,7 +131,7 @@ def kgraph_training(batch, steps):
         end.record(exe.stream)
         end.synchronize()
         gpu.append(cuda.event_elapsed_time(begin, end) / 1e3)
-    launches = exe.steps["train"]["launches"]
+    launches = exe.steps["train"].launches
     return batch / wall, launches, (wall - statistics.median(gpu)) * 1e3
 
 
@@ -140,7 +140,7 @@ def torch_training(batch, steps):
 
     torch.backends.cuda.matmul.allow_tf32 = False
     layers, n_in = [], 784
-    for units, act in MLP[:-1]:
+    for units, _ in MLP[:-1]:
         layers += [torch.nn.Linear(n_in, units), torch.nn.ReLU()]
         n_in = units
     net = torch.nn.Sequential(*layers, torch.nn.Linear(n_in, MLP[-1][0])).cuda()

@@ -104,7 +104,7 @@ def run_kgraph(spec, xs, y, epochs):
         if spec.get("new_model"):   # leave no file or compiling child of a one-off name behind
             model.executable.compiler.stop()
             for m in model.executable.steps.values():
-                Path(m["module"]).unlink(missing_ok=True)
+                Path(m.module).unlink(missing_ok=True)
 
 
 def run_tensorflow(spec, xs, y, epochs):

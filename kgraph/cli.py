@@ -309,7 +309,7 @@ def _parser():
                         help="seed of the initializers, dropout and shuffling (default: a fresh one each run)")
         sp.add_argument("--batch-size", type=int, default=32, help="samples per step")
         if training:
-            sp.add_argument("--optimizer", help="sgd, adam, adamw, rmsprop, adagrad, adadelta, adamax or nadam "
+            sp.add_argument("--optimizer", help="sgd, adam, adamw, rmsprop, adagrad, adadelta, adamax, nadam or lion "
                                                 "(default adam, or what a .keras/.h5 file saved)")
             sp.add_argument("--learning-rate", type=float, default=None, help="default: the optimizer's (Keras's)")
             sp.add_argument("--loss",

@@ -2,6 +2,7 @@
 into compiled steps that the runtime runs. The only module that knows all of them."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -22,7 +23,7 @@ from .frontend import (NotBuiltError, build_model, config_inputs, declare_input_
                        read_config_file)
 from .frontend.summary import cost_line, step_cost
 from .passes.loss import LOSSES
-from .passes import default_parts, run_pipeline
+from .passes import run_pipeline, updates_last
 from .runtime.executable import Executable
 from .runtime.loader import write_source
 from .runtime.batches import is_batch_source
@@ -260,7 +261,8 @@ class Model(_WeightLists, CompiledModel):
         compiled = run_pipeline(kind, forward, [w.node for w in fm.weights],
                                 losses=losses, regularizers=regs, optimizer=optimizer,
                                 trainable=[w.node for w in fm.weights if w.trainable],
-                                parts=1 if self.device == "cuda" else default_parts())
+                                parts=1 if self.device == "cuda" else numba.config.NUMBA_NUM_THREADS,
+                                schedule=updates_last)  # CPU replicas run the updates last (train_apply)
         waiting = sorted({NO_KERNELS_YET[n.op] for n in forward.nodes() if n.op in NO_KERNELS_YET})
         if waiting:  # a clear line now, not an error from deep inside codegen; inspect still shows the graph
             self.compiled[kind] = compiled
@@ -270,7 +272,7 @@ class Model(_WeightLists, CompiledModel):
         if self.device == "cuda":
             source, launches = generate_cuda(compiled)
             path = write_source(source, f"{_stem(self.name)}_{kind}_cuda")
-            manifest = {**step_manifest(compiled, path), "launches": launches}
+            manifest = dataclasses.replace(step_manifest(compiled, path), launches=launches)
         else:
             manifest = step_manifest(compiled, write_source(generate_cpu(compiled), f"{_stem(self.name)}_{kind}"))
         self.compiled[kind] = compiled
@@ -393,7 +395,7 @@ class Model(_WeightLists, CompiledModel):
 
     def export(self, directory) -> Path:
         """Write a runnable trainer: the generated steps, manifest.json, weights.npz and train.py,
-        which needs only kgraph's runtime (`python DIR/train.py --data ...`)."""
+        which needs only kgraph's runtime and optimizers (`python DIR/train.py --data ...`)."""
         self._require_built("export()")
         if self.compile_args is None:
             raise RuntimeError("compile the model before exporting a trainer")
@@ -405,9 +407,9 @@ class Model(_WeightLists, CompiledModel):
         directory.mkdir(parents=True, exist_ok=True)
         steps = {}
         for kind, m in self.executable.steps.items():
-            src = Path(m["module"])
+            src = Path(m.module)
             (directory / src.name).write_text(src.read_text())
-            steps[kind] = {**m, "module": src.name}
+            steps[kind] = m.with_module(src.name).to_json()
         manifest = {"model": self.name, "steps": steps, "params": self.executable.param_layout,
                     "info": self.info, "optimizer": self.compile_args["optimizer"]}
         (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -693,7 +695,7 @@ def _resolve_metrics(metrics, outputs, specs, out_units):
 # ---------------------------------------------------------------------- constructors
 
 # IR ops the code generators have no kernels for yet (issue 16)
-NO_KERNELS_YET = {"rnn_sequence": "recurrent layers", "reverse_time": "recurrent layers"}
+NO_KERNELS_YET = {op: "recurrent layers" for op in ("rnn_sequence", "rnn_sequence_grad", "reverse_time")}
 
 
 def model_from_config(config: dict, seed: int | None = None) -> Model:
@@ -756,15 +758,16 @@ def _loss_config(loss):
     return loss
 
 
-TRAINER_SCRIPT = '''"""Trainer for model {name!r}, compiled by kgraph. Needs only kgraph's runtime:
+TRAINER_SCRIPT = '''"""Trainer for model {name!r}, compiled by kgraph. Needs only kgraph's runtime and optimizers:
 
     python train.py --data data.npz --epochs 5
 """
 import sys
 from pathlib import Path
 
+from kgraph.optimizers import get as get_optimizer
 from kgraph.runtime.standalone import main
 
 if __name__ == "__main__":
-    sys.exit(main(Path(__file__).resolve().parent))
+    sys.exit(main(Path(__file__).resolve().parent, get_optimizer=get_optimizer))
 '''

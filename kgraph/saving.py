@@ -264,6 +264,7 @@ KERAS_SLOT_ORDER = {
     "adagrad": [["accumulator"]],
     "adadelta": [["accumulated_grad", "accumulated_delta_var"]],
     "adamax": [["m", "u"]],
+    "lion": [["momentum"]],
 }
 KERAS_SLOT_NAMES = {"m": "momentum", "v": "velocity", "u": "norm", "v_hat": "velocity_hat"}
 
@@ -275,8 +276,8 @@ V2_SLOT_ORDER = {kind: [[name] for call in calls for name in call] for kind, cal
 
 def _slot_sequence(model, order=KERAS_SLOT_ORDER):
     """[(slot name, param node)] in Keras's optimizer.variables order (after iteration, lr)."""
-    state = model.executable.steps["train"]["state"]
-    present = {s["slot"] for s in state}
+    state = model.executable.steps["train"].state
+    present = {s.slot for s in state}
     params = [w.node for w in model.frontend.weights if w.trainable]
     if model.optimizer.kind not in order:  # Nadam keeps one more variable (u_product)
         raise FileFormatError(f"saving or loading {type(model.optimizer).__name__}'s state in Keras's layout "
@@ -287,12 +288,11 @@ def _slot_sequence(model, order=KERAS_SLOT_ORDER):
 
 def optimizer_variables(model) -> list:
     """Keras's optimizer.variables: iteration, learning_rate, then the slots."""
-    state = {(s["slot"], s["param"]): s for s in model.executable.steps["train"]["state"]}
+    m = model.executable.steps["train"]
+    state = {(s.slot, s.param): s for s in m.state}
     out = [np.array(model.optimizer.iterations, np.int64), np.array(model.optimizer.learning_rate, np.float32)]
     for key in _slot_sequence(model):
-        s = state[key]
-        n = int(np.prod(s["shape"]))
-        out.append(model.executable.state[s["offset"]:s["offset"] + n].reshape(s["shape"]).copy())
+        out.append(m.state_view(model.executable.state, state[key]).copy())
     return out
 
 
@@ -338,14 +338,14 @@ def load_optimizer_state(model, values, names, source):
         if len(slots) != len(sequence):
             return _fresh(model, source, f"the file has {len(slots)} slot variables, "
                                          f"{model.optimizer.name} here has {len(sequence)}")
-        state = {(s["slot"], s["param"]): s for s in model.executable.steps["train"]["state"]}
+        m = model.executable.steps["train"]
+        state = {(s.slot, s.param): s for s in m.state}
         for key, value in zip(sequence, slots):
-            if tuple(np.shape(value)) != tuple(state[key]["shape"]):
+            if tuple(np.shape(value)) != state[key].shape:
                 return _fresh(model, source, f"slot {key[0]} of {key[1]} has shape {np.shape(value)} in the "
-                                             f"file, {tuple(state[key]['shape'])} here")
+                                             f"file, {state[key].shape} here")
         for key, value in zip(sequence, slots):
-            s = state[key]
-            model.executable.state[s["offset"]:s["offset"] + int(np.prod(s["shape"]))] = np.ravel(value)
+            m.state_view(model.executable.state, state[key])[...] = np.reshape(value, state[key].shape)
     model.optimizer.iterations = iterations  # no slots here (SGD without momentum) or none saved yet
     if header == 2 and not isinstance(model.optimizer._learning_rate, LearningRateSchedule):
         saved = np.float32(values[1])   # a schedule recomputes it; Keras keeps the rate as float32:

@@ -34,7 +34,7 @@ def kernels():
     """Every hand-written kernel on small shapes that are not multiples of its tile."""
     from numba import cuda, float32
 
-    from kgraph.codegen import cuda_kernels as K
+    from kgraph.kernels import cuda as K
 
     def run(kernel, grid, block, *args):
         dev = [cuda.to_device(a) if isinstance(a, np.ndarray) else a for a in args]
@@ -108,10 +108,14 @@ def kernels():
     out = run(K.copy_3d, K.blocks(36), K.THREADS_1D, dst, 2, np.zeros((3, 3, 4), np.float32), 0, 3)[2]
     close(out, ref("slice", dst, axis=1, start=2, stop=5), "copy_3d as slice")
 
-    # the optimizer updates over a 300-element bucket (two blocks), against the IR's updates, with
-    # the trailing (lr, step, gscale) operands of ir/ops/optim.py and Keras's weight decay; each
-    # kernel's arguments as the launcher passes them (kgraph.codegen.cuda.UPDATE_KERNELS)
-    from kgraph.codegen.cuda import UPDATE_KERNELS, update_kernel
+    # the generated optimizer updates over a 300-element bucket (two blocks), against the IR's
+    # updates, with the trailing (lr, step, gscale) operands of ir/ops/optim.py and Keras's weight
+    # decay; each kernel's arguments as the launcher passes them
+    import math
+
+    from kgraph.codegen.cuda import update_kernel_lines
+    from kgraph.codegen.lowering import scalars_call
+    from kgraph.kernels import updates as U
 
     n, lr, step = 300, np.float32(0.01), 3.0
     cases = [("sgd_update", {}), ("sgd_update", {"momentum": 0.9}),
@@ -120,15 +124,16 @@ def kernels():
              ("rmsprop_update", {"centered": True, "momentum": 0.5}), ("adagrad_update", {}),
              ("adagrad_update", {"weight_decay": 0.004}), ("adadelta_update", {}), ("adamax_update", {}),
              ("adamax_update", {"beta_1": 0.8, "weight_decay": 0.004}), ("nadam_update", {}),
-             ("nadam_update", {"beta_2": 0.99, "weight_decay": 0.004})]
+             ("nadam_update", {"beta_2": 0.99, "weight_decay": 0.004}), ("lion_update", {}),
+             ("lion_update", {"beta_1": 0.8, "weight_decay": 0.004})]
     for op, hyper in cases:
         h = {**REGISTRY_UPDATES[op].defaults, **hyper}
         names = list(REGISTRY_UPDATES[op].slots(h))
-        kernel = update_kernel(op, h)
-        slot_names, prelude, scalars = UPDATE_KERNELS[kernel]
-        values = {"lr": float(lr), "step": step, "K": K}
-        if prelude:
-            exec(prelude.format(**h), values)
+        lines = update_kernel_lines(op, h)
+        namespace = {"cuda": cuda, "float32": float32, "U": U, "math": math}
+        exec("\n".join(lines), namespace)
+        kernel = namespace[lines[1].split()[1].split("(")[0]]
+        scalars = [float(v) for v in eval(scalars_call(op, h), {"U": U, "lr": float(lr), "step": step})]
         for gs in (1.0, 0.75):   # the global-clipnorm scale multiplies every gradient
             w, grad = rand(n), rand(n)
             slots = {name: np.abs(rand(n)) + np.float32(REGISTRY_UPDATES[op].slots(h)[name]) for name in names}
@@ -136,12 +141,9 @@ def kernels():
                 slots["velocity"] += 20   # the velocity outweighs the squared average gradient (centered)
             want = [a.copy() for a in [w, *slots.values()]]
             ref(op, want[0], grad, *want[1:], lr, step, np.float32(gs), **hyper)
-            args = [w, grad] + [slots.get(name, grad) for name in slot_names] + [np.array([gs], np.float32)]
-            args += [h[k] if k in h else values[k] for k in scalars] + [float(lr) * h.get("weight_decay", 0.0)]
-            got = run(getattr(K, kernel), K.update_blocks(n), K.THREADS_1D, *args)
-            by_id = {id(a): k for k, a in enumerate(args)}
-            arrays = [got[0]] + [got[by_id[id(slots[name])]] for name in names]
-            for name, a, b in zip(["w"] + names, arrays, want):
+            args = [w, grad, *slots.values(), np.array([gs], np.float32), float(lr) * h.get("weight_decay", 0.0)]
+            got = run(kernel, K.update_blocks(n), K.THREADS_1D, *(args + scalars))
+            for name, a, b in zip(["w"] + names, [got[0]] + got[2:2 + len(names)], want):
                 close(a, b, f"{op} {hyper} gscale={gs}: {name}")
 
     m, batch_mean = rand(37), rand(37)
@@ -347,7 +349,7 @@ def ptx():
     from numba import cuda
 
     from kgraph import optimizers
-    from kgraph.codegen import cuda_kernels as K
+    from kgraph.kernels import cuda as K
 
     # with no GPU here, a device function called from a kernel asks for the current device's
     # compute capability when it compiles: answer sm_90's
@@ -388,7 +390,7 @@ def ptx():
         add(import_file(write_source(generate(compiled)[0], f"ptx_{arch}")), arch, generated)
     # the generated shuffles and reductions, and the image and lookup ops, as the simulator runs them
     for op, inputs, attrs in _graph_cases():
-        add(import_file(_one_op_launcher(op, inputs, attrs)[0]["module"]), op)
+        add(import_file(_one_op_launcher(op, inputs, attrs)[0].module), op)
     # the hand-written kernels no launcher above used, with types of their own
     others = {"pick_rows": "void(float32[:, ::1], int32[::1], float32[::1])",
               "unpick_rows": "void(float32[::1], int32[::1], float32[:, ::1])",
@@ -400,7 +402,10 @@ def ptx():
         if isinstance(kernel, type(K.fill)) and not kernel.targetoptions["device"] and kernel not in used:
             kernels.append((name, kernel, others[name]))
     for name, kernel, sig in kernels:
-        ptx_text, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
+        try:
+            ptx_text, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
+        except Exception as e:
+            raise AssertionError(f"{name} {sig}: {e}") from e
         assert ".target sm_90" in ptx_text and ".entry" in ptx_text, name
     print(f"compiled {len(kernels)} kernels", file=sys.stderr)
 

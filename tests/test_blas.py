@@ -1,9 +1,9 @@
-"""kgraph/codegen/blas.py: sgemm on row-major blocks of larger arrays, through NumPy's OpenBLAS
+"""kgraph/kernels/blas.py: sgemm on row-major blocks of larger arrays, through NumPy's OpenBLAS
 (where NumPy bundles one) or SciPy's, against NumPy's matmul."""
 import numpy as np
 import pytest
 
-from kgraph.codegen import blas
+from kgraph.kernels import blas
 
 IMPLEMENTATIONS = [blas._gemm_scipy] + ([blas._gemm_cblas] if blas._CBLAS_NAME else [])
 

@@ -1,6 +1,5 @@
 """The cache of generated code: a file found again is marked used without touching what Numba
 checks, entries unused for 30 days go, and `kgraph cache` shows, prunes and clears it."""
-import json
 import os
 import time
 from pathlib import Path

@@ -39,11 +39,12 @@ def test_compiled_trainer_runs_without_frontend_or_passes(tmp_path, capsys):
     out = tmp_path / "trainer"
     assert main(["compile", EXAMPLE, "-o", str(out), "--seed", "0"]) == 0
     assert (out / "train.py").exists() and (out / "manifest.json").exists()
-    # a fresh interpreter that refuses to import the frontend, the passes, the IR or networkx
+    # a fresh interpreter that refuses to import the frontend, the passes, the IR, networkx or Keras's callbacks
     guard = ("import sys, runpy\n"
              "class Block:\n"
              "    def find_spec(self, name, path=None, target=None):\n"
-             "        if name.startswith(('kgraph.frontend', 'kgraph.passes', 'kgraph.models', 'ir', 'networkx')):\n"
+             "        if name.startswith(('kgraph.frontend', 'kgraph.passes', 'kgraph.models', 'kgraph.callbacks',\n"
+             "                            'ir', 'networkx')):\n"
              "            raise ImportError('blocked: ' + name)\n"
              "sys.meta_path.insert(0, Block())\n"
              f"sys.argv = ['train.py', '--data', 'digits', '--epochs', '2', '--verbose', '0']\n"
@@ -51,6 +52,22 @@ def test_compiled_trainer_runs_without_frontend_or_passes(tmp_path, capsys):
     r = subprocess.run([sys.executable, "-c", guard], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert "val_accuracy" in r.stdout
+
+
+def test_a_trainer_from_an_older_kgraph_says_to_export_it_again(tmp_path, capsys):
+    """Its train.py called main(dir) alone, and its steps import kernels that have moved."""
+    from kgraph.runtime.standalone import main as trainer_main
+
+    assert trainer_main(str(tmp_path), ["--data", "digits"]) == 2
+    assert "kgraph compile" in capsys.readouterr().err
+    out = tmp_path / "trainer"
+    assert main(["compile", EXAMPLE, "-o", str(out), "--seed", "0"]) == 0
+    step = next(out.glob("*train*.py"))
+    step.write_text(step.read_text().replace("from kgraph.kernels import cpu as K", "from kgraph.codegen import cpu_kernels as K"))
+    from kgraph.optimizers import get
+    assert trainer_main(str(out), ["--data", "digits", "--epochs", "1", "--verbose", "0"], get_optimizer=get) == 2
+    err = capsys.readouterr().err
+    assert "older kgraph" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -69,7 +69,7 @@ def test_launcher_source_names_every_node_and_counts_launches(capsys):
     # its backward, bias gradient, 3 backward GEMMs, 2 dropout multiplies, the fused backward, one
     # optimizer update
     assert launches == 18 and f"LAUNCHES = {launches}" in source
-    assert source.count("K.adam[") == 1 and "K.gemm(False, False, epilogue_hidden_relu_fused)" in source
+    assert source.count("adam_update[") == 1 and "K.gemm(False, False, epilogue_hidden_relu_fused)" in source
     assert main(["inspect", EXAMPLE, "--device", "cuda", "--after", "plan"]) == 0
     assert "# CUDA: 18 kernel launches per train step" in capsys.readouterr().out
 
@@ -101,35 +101,40 @@ def test_every_optimizer_and_option_generates_its_update_launches():
     # clipnorm rewrites each gradient out of the gradient bucket: one launch per parameter (4)
     for opt, kernel, n in [(optimizers.Adam(amsgrad=True, global_clipnorm=1.0), "adam", 1),
                            (optimizers.AdamW(), "adam", 1),
-                           (optimizers.SGD(momentum=0.9, nesterov=True, weight_decay=0.01), "sgd_momentum", 1),
+                           (optimizers.SGD(momentum=0.9, nesterov=True, weight_decay=0.01), "sgd", 1),
                            (optimizers.RMSprop(centered=True, momentum=0.5, clipnorm=1.0), "rmsprop", 4),
                            (optimizers.Adagrad(weight_decay=0.01), "adagrad", 1), (optimizers.Adadelta(), "adadelta", 1),
                            (optimizers.Adamax(clipnorm=1.0), "adamax", 4),
-                           (optimizers.Nadam(global_clipnorm=1.0), "nadam", 1)]:
+                           (optimizers.Nadam(global_clipnorm=1.0), "nadam", 1), (optimizers.Lion(), "lion", 1)]:
         source, _ = generate_cuda(_train_graph(EXAMPLE, opt))
         compile(source, "launcher.py", "exec")
-        assert source.count(f"K.{kernel}[") == n, opt
+        assert source.count(f"{kernel}_update[") == n, opt
+        assert f"U.{kernel}(" in source and f"U.{kernel}_scalars(lr, step, " in source, opt
 
 
 def test_every_ir_op_has_a_cuda_kernel():
-    """Each op of the registry has an emitter in the CUDA codegen, an elementwise template, or
-    (an optimizer update) a kernel: no op a model can hold is refused for want of one."""
+    """Each op of the registry has an emitter in the CUDA codegen, an element function, or (an
+    optimizer update) a record in kgraph.kernels.updates: no op a model can hold is refused for
+    want of one."""
     from ir import REGISTRY, Pattern
     from ir.ops.optim import UPDATES
-    from kgraph.codegen.cuda import UPDATE_KERNELS, CudaCodegen, update_kernel
-    from kgraph.codegen.templates import ACT_FORWARD, ELEMWISE
+    from kgraph.codegen.cuda import CudaCodegen
+    from kgraph.codegen.lowering import OPERATORS, PYTHON_MATH, element_function
+    from kgraph.kernels.updates import UPDATES as KERNEL_UPDATES
+
+    from kgraph.models import NO_KERNELS_YET
 
     lowered = {"batch_norm"}   # rewritten into other ops before codegen (kgraph/passes/fold.py)
     for name, op in REGISTRY.items():
-        if op.pattern in (Pattern.SOURCE, Pattern.VIEW) or hasattr(CudaCodegen, "_emit_" + name) or name in lowered:
+        if op.pattern in (Pattern.SOURCE, Pattern.VIEW) or hasattr(CudaCodegen, "_emit_" + name) or name in lowered \
+                or name in NO_KERNELS_YET:  # refused before codegen, in one line (issue 16)
             continue
         if op.pattern is Pattern.ELEMWISE:
-            assert name in ELEMWISE or name in ACT_FORWARD or name in ("act_grad", "fused_elementwise"), name
+            assert name in OPERATORS or name in PYTHON_MATH or name in ("act_grad", "fused_elementwise") or \
+                element_function(name, {}), name
         else:
             assert name in UPDATES or name == "fused_update", name
-    for name, rule in UPDATES.items():
-        assert update_kernel(name, dict(rule.defaults)) in UPDATE_KERNELS
-        assert update_kernel(name, {**rule.defaults, "momentum": 0.5}) in UPDATE_KERNELS
+    assert set(KERNEL_UPDATES) == set(UPDATES)
 
 
 def _bn_mlp(tmp_path):

@@ -150,9 +150,12 @@ def test_noise_draws_have_keras_distributions():
 
 
 def test_runtime_draws_standard_normals_for_normal_sources():
+    from kgraph.runtime.abi import Manifest
     from kgraph.runtime.executable import Executable
-    m = {"rng": [10, 0], "rng_masks": [{"node": "n", "offset": 0, "batch": True, "size": 10, "rate": 0.0,
-                                         "dist": "normal", "shape": ["B", 10], "layer": "noise"}]}
+    m = Manifest.from_json({"kind": "train", "module": "", "function": "", "arena": [0, 0], "rng": [10, 0],
+                            "rng_masks": [{"node": "n", "offset": 0, "batch": True, "size": 10, "rate": 0.0,
+                                           "dist": "normal", "shape": ["B", 10], "layer": "noise"}],
+                            "inputs": [], "labels": [], "outputs": {}, "state": [], "state_size": 0})
     exe = Executable.__new__(Executable)
     exe.random, exe.dtype = np.random.default_rng(0), np.dtype("float32")
     buf = np.zeros(10 * 1000, "float32")

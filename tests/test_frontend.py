@@ -423,7 +423,7 @@ def test_add_shape_mismatch_names_layer_and_shapes():
 
 
 @pytest.mark.parametrize("change, match", [
-    ({"activation": "mish"}, "unsupported activation 'mish'"),
+    ({"activation": "squareplus"}, "unsupported activation 'squareplus'"),
     ({"kernel_initializer": "lecun_magic"}, "unsupported initializer 'lecun_magic'"),
     ({"kernel_regularizer": "l3"}, "unsupported regularizer 'l3'"),
     ({"kernel_constraint": {"class_name": "MaxNorm", "config": {}}}, "kernel_constraint is not supported"),

@@ -91,7 +91,7 @@ def test_mutated_configs(memory_bound):
     bases = [json.loads(p.read_text()) for p in CONFIGS]
     for case in range(300):
         config = mutate(rng.choice(bases), rng)
-        _expect_clean(lambda: build_model(config), f"config case {case}")
+        _expect_clean(lambda config=config: build_model(config), f"config case {case}")
 
 
 def test_mutated_yaml(memory_bound):
@@ -106,7 +106,7 @@ def test_mutated_yaml(memory_bound):
                 text = text[:at] + text[at + rng.randint(1, 40):]
             else:
                 text = text[:at] + rng.choice(YAML_BITS) + " " + text[at:]
-        _expect_clean(lambda: build_model(parse_config_text(text, "yaml")), f"yaml case {case}")
+        _expect_clean(lambda text=text: build_model(parse_config_text(text, "yaml")), f"yaml case {case}")
 
 
 def _archive(members):

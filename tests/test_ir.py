@@ -140,9 +140,9 @@ def test_unknown_operand_is_an_error():
 def test_unknown_op_attribute_is_an_attribute_error():
     g = ir.Graph()
     with pytest.raises(AttributeError, match="no attribute or op 'frobnicate'"):
-        g.frobnicate
+        g.frobnicate  # noqa: B018 (the attribute access is what raises)
     with pytest.raises(AttributeError):
-        g._private_thing
+        g._private_thing  # noqa: B018
     assert not hasattr(g, "frobnicate")
     with pytest.raises(KeyError, match="unknown IR op 'frobnicate'"):
         g.add_node("frobnicate", ())

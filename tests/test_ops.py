@@ -124,7 +124,7 @@ GRAD_CASES = [
          {"lo": -0.5, "hi": 1.0}),
     # -- activations (values clear of every kink: 0, 6 for relu6, +-3 for hard_sigmoid)
     *[_kink_free_unary(op) for op in ("relu", "selu", "sigmoid", "tanh", "exponential",
-                                      "softplus", "softsign", "silu")],
+                                      "softplus", "softsign", "silu", "mish")],
     Case("relu6", [I(np.array([[-1.0, 0.5, 5.5, 7.0], [2.0, -0.3, 6.5, 0.2], [3.3, 4.1, -2.2, 1.0]]))]),
     Case("hard_sigmoid", [I(np.array([[-4.0, -2.5, 0.3, 2.9], [3.5, -1.0, 1.7, -0.2], [0.0, 5.0, -3.4, 2.0]]))]),
     Case("leaky_relu", [I(away((B, 4), 21))], name="leaky_relu_default"),
@@ -257,7 +257,7 @@ FORWARD_CASES = [
                          ("adam_update", [{}, {"amsgrad": True, "weight_decay": 0.1}]),
                          ("rmsprop_update", [{}, {"centered": True, "momentum": 0.5}]),
                          ("adagrad_update", [{}]), ("adadelta_update", [{}]), ("adamax_update", [{}]),
-                         ("nadam_update", [{}])]
+                         ("nadam_update", [{}]), ("lion_update", [{}])]
       for k, hyper in enumerate(hypers)],
     Case("pool2d_grad", [I(normal((B, 2, 2, 2), 64)), I(normal((B, 4, 4, 2), 65)), I(normal((B, 2, 2, 2), 66))],
          {"mode": "avg", "pool": (2, 2), "strides": (2, 2), "pads": (0, 0, 0, 0)}),
@@ -542,6 +542,20 @@ def test_rmsprop_update_matches_keras(centered, momentum):
     expected_slots = [v] + ([ag] if centered else []) + ([mom] if momentum > 0 else [])
     for got, exp in zip(slots, expected_slots):
         np.testing.assert_allclose(got, exp, rtol=1e-10)
+
+
+@pytest.mark.parametrize("hyper", [{}, {"beta_1": 0.8, "beta_2": 0.9}])
+def test_lion_update_matches_keras(hyper):
+    """Keras 3's Lion: w -= lr * sign(b1*m + (1-b1)*g), then m = b2*m + (1-b2)*g."""
+    lr = 0.01
+    b1, b2 = hyper.get("beta_1", 0.9), hyper.get("beta_2", 0.99)
+    w, (m_got,) = _run_update("lion_update", W0, G, [np.zeros_like(W0)], lr, hyper)
+    ew, m = W0.copy(), np.zeros_like(W0)
+    for g in G:
+        ew = ew - lr * np.sign(b1 * m + (1 - b1) * g)
+        m = b2 * m + (1 - b2) * g
+    np.testing.assert_allclose(w, ew, rtol=1e-12)
+    np.testing.assert_allclose(m_got, m, rtol=1e-12)
 
 
 def test_fused_update_equals_separate_updates():

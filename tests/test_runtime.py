@@ -8,6 +8,13 @@ from pathlib import Path
 EXAMPLE = Path(__file__).parent.parent / "examples" / "digits_mlp.json"
 
 
+def _manifest(**fields):
+    """What the thread plan reads of a step's manifest (kgraph.runtime.abi.Manifest)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**{"parts": 1, "gemm_flops_per_sample": 0, **fields})
+
+
 def test_denormals_are_flushed_once_a_model_exists():
     code = ("import numpy as np, json, sys\n"
             "import kgraph.models as m\n"
@@ -34,7 +41,7 @@ def test_thread_settings_worth_timing():
 
     cores = os.cpu_count()
     plan = ThreadPlan()
-    small, large = {"gemm_flops_per_sample": 1e5, "parts": 2}, {"gemm_flops_per_sample": LARGE_GEMM_FLOPS, "parts": 2}
+    small, large = _manifest(gemm_flops_per_sample=1e5, parts=2), _manifest(gemm_flops_per_sample=LARGE_GEMM_FLOPS, parts=2)
     assert plan.options(large, 1) == [(1, cores)]
     if cores >= 2:
         assert plan.options(small, 1) == [(1, 1), (2, 1), (1, cores)]
@@ -102,7 +109,7 @@ def test_blas_threads_ended_after_their_option_start_again(monkeypatch):
     a = np.random.default_rng(0).standard_normal((300, 400)).astype(np.float32)
     expected = a.astype(np.float64) @ a.T.astype(np.float64)
     with threadpool_limits(2, user_api="blas"):   # the user's setting
-        plan, m = threads.ThreadPlan(), {"parts": 2}
+        plan, m = threads.ThreadPlan(), _manifest(parts=2)
         plan.use((1, 2), m)
         np.testing.assert_allclose(a @ a.T, expected, rtol=1e-4, atol=1e-3)
         plan.use((2, 1), m)
@@ -125,7 +132,6 @@ def test_fit_evaluate_and_predict_give_blas_and_numba_their_threads_back(monkeyp
     """The step limits BLAS's threads for the whole process while it runs; the user's NumPy gets
     them back after the loop."""
     import numba
-    import numpy as np
     import pytest
     from threadpoolctl import threadpool_info, threadpool_limits
 

@@ -88,7 +88,7 @@ for parts in (1, 2):
         exe.run("train", [np.concatenate([x] * 3)], [np.concatenate([y] * 3)], lr=1e-3, step=2, steps=3)
     counts[f"{parts} x3"] = (rtsys.get_allocation_stats().alloc - before) / 5 - counts[parts]
 m = exe.steps["train"]
-arguments = 6 + len(m["inputs"]) + len(m["labels"]) + len(m["sample_weights"]) + len(m["outputs"])
+arguments = 6 + len(m.inputs) + len(m.labels) + len(m.sample_weights) + len(m.outputs)
 print(json.dumps([counts, arguments]))
 """
 

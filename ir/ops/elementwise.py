@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from ..types import TensorType, broadcast_shapes
-from .registry import OpDef, Pattern, register
+from .registry import OpDef, Pattern, Role, register
 
 # ---------------------------------------------------------------- shape rules
 
@@ -39,14 +39,15 @@ def unbroadcast(b, g, target: str):
     return s
 
 
-def _elem(name, forward, vjp=None, infer=same_type, doc=""):
-    return register(OpDef(name, Pattern.ELEMWISE, infer, forward, vjp, doc))
+def _elem(name, forward, vjp=None, infer=same_type, doc="", roles=()):
+    """An elementwise op: it may join a fused chain, and take the other `roles`."""
+    return register(OpDef(name, Pattern.ELEMWISE, infer, forward, vjp, doc, frozenset({Role.CHAIN, *roles})))
 
 
 # ---------------------------------------------------------------- arithmetic
 
 _elem("add", lambda a, c: a + c, lambda b, g, out, x, y: (unbroadcast(b, g, x), unbroadcast(b, g, y)),
-      broadcast_type)
+      broadcast_type, roles=[Role.BIAS_ADD])
 _elem("sub", lambda a, c: a - c, lambda b, g, out, x, y: (unbroadcast(b, g, x), unbroadcast(b, b.neg(g), y)),
       broadcast_type)
 _elem("mul", lambda a, c: a * c,
@@ -88,7 +89,9 @@ _elem("in_range", lambda a, lo, hi: ((a >= lo) & (a <= hi)).astype(a.dtype), Non
       doc="1.0 where lo <= x <= hi, else 0.0 (the gradient mask of clip)")
 
 # ---------------------------------------------------------------- activations
-# name -> (forward, derivative, whether the derivative reads the output y instead of the input x)
+# name -> (forward, derivative, whether the derivative reads the output y instead of the input x).
+# Each is registered as an op that a GEMM's epilogue may compute (sigmoid also as the probabilities
+# a binary cross-entropy reads the logits of): an entry here is all a new activation needs to fuse.
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
 
@@ -117,6 +120,15 @@ def _gelu_grad(x, approximate=False):
     return cdf + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
 
 
+def _softplus(x):
+    return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype)
+
+
+def _mish_grad(x, **a):
+    t = np.tanh(_softplus(x))
+    return t + x * _sigmoid(x) * (1 - t * t)
+
+
 ACTIVATIONS = {
     "linear": (lambda x, **a: x, lambda y, **a: np.ones_like(y), True),
     "relu": (lambda x, **a: np.maximum(x, 0), lambda y, **a: (y > 0).astype(y.dtype), True),
@@ -132,11 +144,11 @@ ACTIVATIONS = {
                      lambda y, **a: (((y > 0) & (y < 1)) / 6).astype(y.dtype), True),
     "tanh": (lambda x, **a: np.tanh(x), lambda y, **a: 1 - y * y, True),
     "exponential": (lambda x, **a: np.exp(x), lambda y, **a: y, True),
-    "softplus": (lambda x, **a: (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype),
-                 lambda y, **a: -np.expm1(-y), True),
+    "softplus": (lambda x, **a: _softplus(x), lambda y, **a: -np.expm1(-y), True),
     "softsign": (lambda x, **a: x / (1 + np.abs(x)), lambda y, **a: (1 - np.abs(y)) ** 2, True),
     "silu": (lambda x, **a: x * _sigmoid(x), lambda x, **a: _sigmoid(x) * (1 + x * (1 - _sigmoid(x))), False),
     "gelu": (_gelu, _gelu_grad, False),
+    "mish": (lambda x, **a: x * np.tanh(_softplus(x)), _mish_grad, False),
 }
 ACTIVATION_ALIASES = {"swish": "silu", "None": "linear", None: "linear"}
 
@@ -156,16 +168,17 @@ def _act_vjp(name):
     return vjp
 
 
+LOGITS_ROLES = {"sigmoid": [Role.SIGMOID]}
 for _name, (_fwd, _deriv, _from_out) in ACTIVATIONS.items():
     if _name != "linear":
         _elem(_name, lambda x, _f=_fwd, **a: _f(x, **a).astype(x.dtype), _act_vjp(_name),
-              doc=f"the {_name} activation")
+              doc=f"the {_name} activation", roles=[Role.ACTIVATION, *LOGITS_ROLES.get(_name, ())])
 
 
 def _act_grad_forward(g, v, activation, **attrs):
     return (g * ACTIVATIONS[activation][1](v, **attrs)).astype(g.dtype)
 
 
-_elem("act_grad", _act_grad_forward, None, infer=same_type,
+_elem("act_grad", _act_grad_forward, None, infer=same_type, roles=[Role.ACTIVATION_GRAD],
       doc="g * activation'(v); v is the activation's output where its derivative reads the output "
           "(relu, sigmoid, tanh, ...), else its input (gelu, silu)")

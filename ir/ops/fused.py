@@ -6,7 +6,7 @@ import numpy as np
 
 from .elementwise import ACTIVATIONS, broadcast_type, same_type
 from .optim import SHARED
-from .registry import REGISTRY, OpDef, Pattern, register
+from .registry import REGISTRY, OpDef, Pattern, Role, register
 
 
 def _fused_dense_type(types, attrs):
@@ -37,7 +37,8 @@ register(OpDef("fused_elementwise", Pattern.ELEMWISE, broadcast_type,
                None, doc="a chain of elementwise ops computed in one loop; attr expr is the tree"))
 
 register(OpDef("copy", Pattern.ELEMWISE, same_type, lambda x: np.array(x, copy=True), None,
-               doc="materialises a view (a gradient must own its slot in the gradient bucket)"))
+               doc="materialises a view (a gradient must own its slot in the gradient bucket)",
+               roles=frozenset({Role.CHAIN})))
 
 
 def _fused_update(*args, update, per_param, shared, hyper=()):

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from .registry import OpDef, Pattern, register
+from .registry import OpDef, Pattern, Role, register
 
 SHARED = ("lr", "step", "gscale")
 
@@ -47,7 +47,8 @@ def _update(name, defaults, slots):
             rule(w, g * f(gscale), *slot_arrays, lr=float(lr), t=float(step), **{**defaults, **hyper})
             return w
 
-        register(OpDef(name, Pattern.UPDATE, _update_type, forward, None, doc=rule.__doc__))
+        register(OpDef(name, Pattern.UPDATE, _update_type, forward, None, doc=rule.__doc__,
+                       roles=frozenset({Role.OPTIMIZER_UPDATE})))
         UPDATES[name] = UpdateRule(dict(defaults), slots)
         return rule
     return wrap
@@ -164,3 +165,12 @@ def nadam(w, g, m, v, *, lr, t, beta_1, beta_2, epsilon):
     m_hat = f(u_next / (1 - u_product * u_next)) * m + f((1 - u_t) / (1 - u_product)) * g
     v_hat = v / f(1 - beta_2 ** t)
     w -= m_hat * f(lr) / (np.sqrt(v_hat) + f(epsilon))
+
+
+@_update("lion_update", {"beta_1": 0.9, "beta_2": 0.99}, lambda h: _zeros("momentum"))
+def lion(w, g, m, *, lr, t, beta_1, beta_2):
+    """Keras Lion: w -= lr * sign(beta_1*m + (1 - beta_1)*g); then m = beta_2*m + (1 - beta_2)*g."""
+    f = w.dtype.type
+    w -= f(lr) * np.sign(m * f(beta_1) + g * f(1 - beta_1))
+    m *= f(beta_2)
+    m += g * f(1 - beta_2)

@@ -17,6 +17,20 @@ class Pattern(Enum):
     UPDATE = "update"          # writes its first operand in place (optimizer steps)
 
 
+class Role(Enum):
+    """What an op may be in a fusion rule. The passes match these, never op names, so a new op
+    joins a rule by declaring the role where it is registered."""
+    GEMM = "gemm"                        # x @ w: may take a bias add and an activation as its epilogue
+    BIAS_ADD = "bias_add"                # may be a GEMM's bias add (the GEMM first, a [N] vector second)
+    ACTIVATION = "activation"            # f(x) a GEMM epilogue computes: its name is a key of ACTIVATIONS
+    ACTIVATION_GRAD = "activation_grad"  # g * f'(v): may also write the bias gradient (its column sum)
+    COLUMN_SUM = "column_sum"            # a sum over the leading axes: may be a bias gradient
+    CHAIN = "chain"                      # elementwise: may join a chain computed in one loop
+    SOFTMAX = "softmax"                  # a cross-entropy of its output reads its input as logits
+    SIGMOID = "sigmoid"                  # a binary cross-entropy of its output reads its input as logits
+    OPTIMIZER_UPDATE = "optimizer_update"  # one parameter's update: all of them run in one loop
+
+
 @dataclass
 class OpDef:
     name: str
@@ -25,6 +39,7 @@ class OpDef:
     forward: Callable          # NumPy reference: (*arrays, **attrs) -> array
     vjp: Optional[Callable] = None  # (graph, g, out, *inputs, **attrs) -> tuple of grad ids or None
     doc: str = ""
+    roles: frozenset = frozenset()   # the Roles it may take in a fusion rule
 
 
 REGISTRY: dict[str, OpDef] = {}
@@ -42,3 +57,8 @@ def get_op(name: str) -> OpDef:
         return REGISTRY[name]
     except KeyError:
         raise KeyError(f"unknown IR op {name!r}; known ops: {', '.join(sorted(REGISTRY))}") from None
+
+
+def has_role(op: str, role: Role) -> bool:
+    """Whether op (a name) declares `role`."""
+    return role in get_op(op).roles

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..types import BATCH, TensorType
 from .elementwise import same_type
-from .registry import OpDef, Pattern, register
+from .registry import OpDef, Pattern, Role, register
 
 
 def _norm_axes(axes, rank):
@@ -38,7 +38,7 @@ def _reduce_vjp(mean):
 
 register(OpDef("reduce_sum", Pattern.REDUCE, _reduce_type,
                lambda x, axes=None, keepdims=False: np.sum(x, axis=_norm_axes(axes, x.ndim), keepdims=keepdims),
-               _reduce_vjp(False)))
+               _reduce_vjp(False), roles=frozenset({Role.COLUMN_SUM})))
 register(OpDef("reduce_mean", Pattern.REDUCE, _reduce_type,
                lambda x, axes=None, keepdims=False: np.mean(x, axis=_norm_axes(axes, x.ndim), keepdims=keepdims)
                .astype(x.dtype), _reduce_vjp(True)))
@@ -63,6 +63,7 @@ def _broadcast_like(g, x, axes=None, keepdims=False):
     return np.broadcast_to(g, x.shape).copy()
 
 
+# not a chain member (Role.CHAIN): its operand is reduced, not broadcastable to its output
 register(OpDef("broadcast_like", Pattern.ELEMWISE, lambda types, attrs: TensorType(types[1].shape, types[0].dtype),
                _broadcast_like, None,
                doc="g (reduced over `axes` of x) broadcast back to the shape of x: the VJP of a reduction"))
@@ -106,7 +107,7 @@ def _matmul_vjp(b, g, out, x, w, transpose_a=False, transpose_b=False):
     return gx, gw
 
 
-register(OpDef("matmul", Pattern.GEMM, _matmul_type, _matmul, _matmul_vjp))
+register(OpDef("matmul", Pattern.GEMM, _matmul_type, _matmul, _matmul_vjp, roles=frozenset({Role.GEMM})))
 
 # ---------------------------------------------------------------- shapes
 
@@ -206,7 +207,7 @@ def _softmax_grad(g, y, axis=-1):
 
 
 register(OpDef("softmax", Pattern.OPAQUE, same_type, _softmax,
-               lambda b, g, out, x, axis=-1: (b.softmax_grad(g, out, axis=axis),)))
+               lambda b, g, out, x, axis=-1: (b.softmax_grad(g, out, axis=axis),), roles=frozenset({Role.SOFTMAX})))
 register(OpDef("softmax_grad", Pattern.OPAQUE, same_type, _softmax_grad, None,
                doc="y * (g - sum(g*y)): the VJP of softmax, from its output y"))
 

@@ -20,50 +20,47 @@ def generate_cuda(compiled) -> tuple[str, int]:
     return generate(compiled)
 
 
-def step_manifest(compiled, path) -> dict:
-    """How to call the generated step of `compiled` (module at `path`): everything the runtime
-    needs, as plain JSON-able data, so a compiled trainer runs without the passes."""
+def step_manifest(compiled, path):
+    """How to call the generated step of `compiled` (module at `path`): a kgraph.runtime.abi.Manifest,
+    everything the runtime needs, so a compiled trainer runs without the passes."""
     from ..passes.split import step_parts
+    from ..runtime.abi import BatchArray, Manifest, Place, RandomSource, Size, StateSlot, Synced
     from .base import home_slot, stash_outputs
 
     g, plan = compiled.graph, compiled.plan
 
     def place(nid):
         slot = home_slot(plan, nid)
-        return {"region": slot.region, "offset": slot.offset, "batch": slot.batch,
-                "shape": list(g.type(nid).shape), "dtype": g.type(nid).dtype}
+        return Place(slot.region, slot.offset, slot.batch, tuple(g.type(nid).shape), g.type(nid).dtype)
 
-    rng = []
-    for n in g.sources("rng"):
-        s = plan.slots[n.id]
-        rng.append({"node": n.id, "offset": s.offset, "batch": s.batch, "size": s.size, "rate": n.attrs["rate"],
-                    "dist": n.attrs.get("dist", "bernoulli"),
-                    "shape": list(n.type.shape), "layer": n.attrs.get("layer", "")})
-    return {
-        "kind": compiled.kind,
-        "gemm_flops_per_sample": _largest_gemm_per_sample(g),
-        "parts": step_parts(g),
-        "module": str(path),
-        "function": f"{compiled.kind}_step",
-        "arena": [plan.arena_per_sample, plan.arena_fixed],
-        "rng": [plan.rng_per_sample, plan.rng_fixed],
-        "rng_masks": rng,
-        "inputs": [n.id for n in g.sources("input")],
-        "labels": [{"id": n.id, "dtype": n.type.dtype, "shape": list(n.type.shape)} for n in g.sources("label")],
-        "sample_weights": [{"id": n.id, "dtype": n.type.dtype, "shape": list(n.type.shape)}
-                           for n in g.sources("sample_weight")],
+    rng = tuple(RandomSource(n.id, plan.slots[n.id].offset, plan.slots[n.id].batch, plan.slots[n.id].size,
+                             n.attrs["rate"], n.attrs.get("dist", "bernoulli"), tuple(n.type.shape),
+                             n.attrs.get("layer", ""))
+                for n in g.sources("rng"))
+    return Manifest(
+        kind=compiled.kind,
+        gemm_flops_per_sample=_largest_gemm_per_sample(g),
+        parts=step_parts(g),
+        module=str(path),
+        function=f"{compiled.kind}_step",
+        arena=Size(plan.arena_per_sample, plan.arena_fixed),
+        rng=Size(plan.rng_per_sample, plan.rng_fixed),
+        rng_masks=rng,
+        inputs=tuple(n.id for n in g.sources("input")),
+        labels=tuple(BatchArray(n.id, n.type.dtype, tuple(n.type.shape)) for n in g.sources("label")),
+        sample_weights=tuple(BatchArray(n.id, n.type.dtype, tuple(n.type.shape)) for n in g.sources("sample_weight")),
         # the whole step also copies them, step by step, into one stash array each (codegen/cpu.py)
-        "outputs": {k: place(v) for k, v in stash_outputs(compiled)},
-        "state": [{"node": n.id, "slot": n.attrs.get("slot"), "param": n.attrs.get("param"),
-                   "offset": plan.slots[n.id].offset, "shape": list(n.type.shape), "init": n.attrs.get("init", 0.0)}
-                  for n in g.sources("state")],
-        "state_size": plan.buckets.get("state", 0),
+        outputs={k: place(v) for k, v in stash_outputs(compiled)},
+        state=tuple(StateSlot(n.id, n.attrs.get("slot"), n.attrs.get("param"), plan.slots[n.id].offset,
+                              tuple(n.type.shape), n.attrs.get("init", 0.0))
+                    for n in g.sources("state")),
+        state_size=plan.buckets.get("state", 0),
         # weights the step itself updates from its batch (batch norm's moving statistics): replicas
         # average them after each step, as Keras's MirroredStrategy reads them (kgraph/runtime/replicas.py)
-        "synced": [{"offset": plan.slots[n.inputs[0]].offset, "size": plan.slots[n.inputs[0]].size}
-                   for n in g.nodes() if n.op == "moving_average" and plan.slots[n.inputs[0]].region == "params"],
-        "param_size": plan.buckets.get("params", 0),
-    }
+        synced=tuple(Synced(plan.slots[n.inputs[0]].offset, plan.slots[n.inputs[0]].size)
+                     for n in g.nodes() if n.op == "moving_average" and plan.slots[n.inputs[0]].region == "params"),
+        param_size=plan.buckets.get("params", 0),
+    )
 
 
 def _largest_gemm_per_sample(graph) -> int:

@@ -1,13 +1,14 @@
 """What the CPU and CUDA code generators share: module constants, buffer views from the memory
-plan, scalar expressions of elementwise ops from templates.py, and the shape arithmetic of
-reductions, rows and buckets. A target subclasses StepCodegen with its `_operand` and `_emit_*`."""
+plan, scalar expressions of elementwise ops (lowering.py's calls of kgraph.kernels.maths), and the
+shape arithmetic of reductions, rows and buckets. A target subclasses StepCodegen with its
+`_operand` and `_emit_*`."""
 from __future__ import annotations
 
 import re
 
 from ir import BATCH
 
-from .templates import ACT_FORWARD, ACT_GRAD, ELEMWISE
+from .lowering import element_call
 
 
 class Module:
@@ -23,6 +24,16 @@ class Module:
         self.kernels: list[str] = []
         self.tables: dict[str, str] = {}
         self.values: dict[str, str] = {}   # constant float arrays of the step's dtype
+        self.names: set[str] = set()
+
+    def _unique(self, name: str) -> str:
+        """name, or name_2, name_3, ... when another kernel already has it."""
+        candidate, k = name, 1
+        while candidate in self.names:
+            k += 1
+            candidate = f"{name}_{k}"
+        self.names.add(candidate)
+        return candidate
 
     def lit(self, value: float) -> str:
         """A module-level constant of the step's dtype (a bare Python float would pull
@@ -39,8 +50,9 @@ class Module:
             return self._shared_kernel(name, lines)
         key = "\n".join(lines).replace(f"def {name}(", "def _(", 1)
         if key not in self.by_body:
-            self.by_body[key] = name
-            self.kernels.append("\n".join(lines))
+            unique = self._unique(name)
+            self.by_body[key] = unique
+            self.kernels.append("\n".join(lines).replace(f"def {name}(", f"def {unique}(", 1))
         return self.by_body[key]
 
     def _shared_kernel(self, name: str, lines: list) -> str:
@@ -55,8 +67,9 @@ class Module:
         text = (consts + "\n\n" if consts else "") + text + "\n"
         assert "'''" not in text and "\\" not in text
         if text not in self.by_body:
-            self.by_body[text] = name
-            self.kernels.append(f"{name} = shared_kernel('''\n{text}''')")
+            unique = self._unique(name)
+            self.by_body[text] = unique
+            self.kernels.append(f"{unique} = shared_kernel('''\n{text}''')")
         return self.by_body[text]
 
     def array(self, value: float) -> str:
@@ -86,6 +99,25 @@ class Module:
         consts += "".join(f"{name} = np.array({value}, np.int64)\n" for value, name in self.tables.items())
         consts += "".join(f"{name} = np.array({value}, {t})\n" for value, name in self.values.items())
         return consts + "\n\n" + "\n\n".join(self.kernels)
+
+
+def drop_unused_views(lines: list, keep_from=None):
+    """The lines without the view definitions (`v_x = ...`) no other line reads. keep_from: the
+    lines are a prologue and a body joined at that index (with a separator line before it):
+    returns the two parts."""
+    lines = list(lines)
+    while True:
+        text = "\n".join(lines)
+        unused = {i for i, line in enumerate(lines) if (m := re.match(r"(v_\w+) = ", line)) and
+                  len(re.findall(rf"\b{m.group(1)}\b", text)) == 1}
+        if not unused:
+            break
+        if keep_from is not None:
+            keep_from -= len([i for i in unused if i < keep_from])
+        lines = [line for i, line in enumerate(lines) if i not in unused]
+    if keep_from is None:
+        return lines
+    return lines[:keep_from - 1], lines[keep_from:]
 
 
 def home_slot(plan, nid):
@@ -180,6 +212,21 @@ class StepCodegen:
         return ("op", node.op, tuple(sorted(node.semantic_attrs().items())),
                 *[("in", k) for k in range(len(node.inputs))])
 
+    @staticmethod
+    def _expr_name(expr) -> str:
+        """A kernel name from the ops an expression tree computes (shared kernels serve every node
+        computing the same, so they are named by what they compute, not by the first node)."""
+        ops = []
+
+        def walk(e):
+            if e[0] == "op":
+                attrs = dict(e[2])
+                ops.append(attrs["activation"] + "_grad" if e[1] == "act_grad" else e[1])
+                for operand in e[3:]:
+                    walk(operand)
+        walk(expr)
+        return "_".join(reversed(ops))
+
     def _expr(self, expr, names, temps) -> str:
         """Render an expression tree into temporaries; returns the name holding its value."""
         if expr[0] == "in":
@@ -192,14 +239,7 @@ class StepCodegen:
         return name
 
     def _scalar(self, op, args, attrs) -> str:
-        lit = self.mod.lit
-        if op in ELEMWISE:
-            return ELEMWISE[op](args, attrs, lit)
-        if op in ACT_FORWARD:
-            return ACT_FORWARD[op](args[0], attrs, lit)
-        if op == "act_grad":
-            return ACT_GRAD[attrs["activation"]](args[0], args[1], attrs, lit)
-        raise NotImplementedError(f"no scalar template for elementwise op {op!r}")
+        return element_call(op, args, attrs, self.mod.lit)
 
     @staticmethod
     def _axes(t, axes) -> list:

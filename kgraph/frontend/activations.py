@@ -1,9 +1,12 @@
 """Keras activations -> IR ops. Parsed when the model is built, so an unknown name fails early."""
 from __future__ import annotations
 
+from ir.ops.elementwise import ACTIVATIONS
+
 from .errors import ConfigError
 
-# Keras name -> (IR op, default attrs); None means the identity
+# Keras name -> (IR op, default attrs); None means the identity. An IR activation of the Keras
+# name itself (ir/ops/elementwise.py ACTIVATIONS) needs no entry.
 _OPS = {
     "linear": (None, {}),
     "relu": ("relu", {}), "relu6": ("relu6", {}), "selu": ("selu", {}),
@@ -15,6 +18,7 @@ _OPS = {
     "gelu": ("gelu", {"approximate": False}),
     "softmax": ("softmax", {"axis": -1}),
 }
+_OPS = {**{name: (name, {}) for name in ACTIVATIONS if name != "linear"}, **_OPS}
 
 
 def parse_activation(value, where: str) -> str:

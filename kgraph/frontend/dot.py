@@ -7,7 +7,7 @@ is refused: the IR has no batched GEMM yet."""
 from __future__ import annotations
 
 from .errors import ConfigError
-from .layers import Rule, _where, shape_str
+from .rule import Rule, shape_str, where_of
 
 L2_EPSILON = 1e-12   # keras.ops.normalize's floor under the squared norm
 
@@ -20,7 +20,7 @@ def _axes(value, where) -> tuple:
 
 
 def _dot_shape(layer, shapes, axes) -> tuple:
-    where = _where(layer)
+    where = where_of(layer)
     if len(shapes) != 2:
         raise ConfigError(f"{where}: takes 2 inputs, got {len(shapes)}")
     a, b = shapes
@@ -48,12 +48,12 @@ class Dot(Rule):
     inputs = 2
 
     def check(self, layer, keras):
-        _axes(layer.config.get("axes", -1), _where(layer))
+        _axes(layer.config.get("axes", -1), where_of(layer))
         if not isinstance(layer.config.get("normalize", False), bool):
-            raise ConfigError(f"{_where(layer)}: normalize must be true or false")
+            raise ConfigError(f"{where_of(layer)}: normalize must be true or false")
 
     def output_shape(self, layer, shapes):
-        return _dot_shape(layer, shapes, _axes(layer.config.get("axes", -1), _where(layer)))
+        return _dot_shape(layer, shapes, _axes(layer.config.get("axes", -1), where_of(layer)))
 
     def emit(self, ctx, layer, xs, shapes):
         g, (x, y) = ctx.g, xs

@@ -13,8 +13,9 @@ from ir import BATCH
 
 from .errors import ConfigError
 from .initializers import parse_initializer
-from .layers import Dropout, Rule, WeightDecl, _where, ir_shape, shape_str
+from .layers import Dropout
 from .regularizers import parse_regularizer
+from .rule import Rule, WeightDecl, ir_shape, shape_str, where_of
 
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
 
@@ -25,13 +26,13 @@ def _number(layer, key, default, low=None, below=None):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or \
             (low is not None and value < low) or (below is not None and value >= below):
         bounds = f" in [{low}, {below})" if below is not None else (f" >= {low}" if low is not None else "")
-        raise ConfigError(f"{_where(layer)}: {key} must be a number{bounds}, got {value!r}")
+        raise ConfigError(f"{where_of(layer)}: {key} must be a number{bounds}, got {value!r}")
     return float(value)
 
 
 def _refuse(layer, key, value, why):
     if layer.config.get(key, value) != value:
-        raise ConfigError(f"{_where(layer)}: {key}={layer.config[key]!r} is not supported ({why})")
+        raise ConfigError(f"{where_of(layer)}: {key}={layer.config[key]!r} is not supported ({why})")
 
 
 def _c(g, x, value):
@@ -95,18 +96,18 @@ class PReLU(Rule):
         out = list(shape[1:])
         for axis in shared:
             if not isinstance(axis, int) or not 1 <= axis < len(shape):
-                raise ConfigError(f"{_where(layer)}: shared_axes {shared} must be axes 1..{len(shape) - 1} "
+                raise ConfigError(f"{where_of(layer)}: shared_axes {shared} must be axes 1..{len(shape) - 1} "
                                   f"of input {shape_str(shape)}")
             out[axis - 1] = 1
         return tuple(out)
 
     def check(self, layer, keras):
         _refuse(layer, "alpha_constraint", None, "kgraph has no weight constraints")
-        parse_initializer(layer.config.get("alpha_initializer", "zeros"), _where(layer))
-        parse_regularizer(layer.config.get("alpha_regularizer"), _where(layer))
+        parse_initializer(layer.config.get("alpha_initializer", "zeros"), where_of(layer))
+        parse_regularizer(layer.config.get("alpha_regularizer"), where_of(layer))
 
     def weights(self, layer, shapes):
-        cfg, where = layer.config, _where(layer)
+        cfg, where = layer.config, where_of(layer)
         return [WeightDecl("alpha", self._shape(layer, shapes[0]),
                            parse_initializer(cfg.get("alpha_initializer", "zeros"), where),
                            parse_regularizer(cfg.get("alpha_regularizer"), where))]
@@ -144,7 +145,7 @@ class Softmax(Rule):
         axes = [axis] if isinstance(axis, int) else list(axis) if isinstance(axis, (list, tuple)) else None
         rank = len(shape)
         if not axes or any(not isinstance(a, int) or not -rank <= a < rank or a % rank == 0 for a in axes):
-            raise ConfigError(f"{_where(layer)}: axis {axis!r} is not a non-batch axis of input {shape_str(shape)}")
+            raise ConfigError(f"{where_of(layer)}: axis {axis!r} is not a non-batch axis of input {shape_str(shape)}")
         return sorted({a % rank for a in axes})
 
     def output_shape(self, layer, shapes):
@@ -176,7 +177,7 @@ class SpatialDropout(Dropout):
 
     def _mask_shape(self, layer, shape):
         if len(shape) != self.rank + 2:
-            raise ConfigError(f"{_where(layer)}: takes rank-{self.rank + 2} inputs, got {shape_str(shape)}")
+            raise ConfigError(f"{where_of(layer)}: takes rank-{self.rank + 2} inputs, got {shape_str(shape)}")
         if layer.config.get("data_format") == "channels_first":
             return (BATCH, shape[1], *(1,) * self.rank)
         return (BATCH, *(1,) * self.rank, shape[-1])

@@ -3,85 +3,20 @@ Shapes here are Keras's: tuples whose first entry (the batch) is None."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
-from ir import BATCH, Graph, TensorType
+from ir import BATCH, TensorType
 from ir.ops.nn import normalize
 
 from .activations import emit_activation, parse_activation
 from .errors import ConfigError
 from .initializers import parse_initializer
 from .regularizers import parse_regularizer
-
-
-def shape_str(shape) -> str:
-    """A shape as Keras prints it: (None, 3)."""
-    return "(" + ", ".join(str(d) for d in shape) + ")"
-
-
-def ir_shape(shape) -> tuple:
-    return (BATCH, *shape[1:])
-
-
-@dataclass
-class Ctx:
-    """What a layer's IR needs besides its inputs."""
-    g: Graph
-    training: bool
-    keras: int          # 2 or 3: the Keras that wrote the config
-    params: dict        # weight name -> param node id, for the layer being emitted
-    masks: dict = field(default_factory=dict)  # node id -> its [B,T] 0/1 mask node (Keras's masks)
-
-
-@dataclass
-class WeightDecl:
-    name: str
-    shape: tuple
-    initializer: tuple  # (class name, config) from parse_initializer
-    regularizer: dict | None
-    trainable: bool = True  # False: state the train step updates in place (batch-norm statistics)
-
-
-class Rule:
-    """The default: one input, shape unchanged, no weights."""
-    inputs = 1  # None: any number (merges)
-
-    def check(self, layer, keras: int) -> None:
-        pass
-
-    def output_shape(self, layer, shapes: list) -> tuple:
-        return shapes[0]
-
-    def output_shapes(self, layer, shapes: list) -> list:
-        """One shape per output; emit returns a list of node ids when a layer has several."""
-        return [self.output_shape(layer, shapes)]
-
-    def weights(self, layer, shapes: list) -> list:
-        return []
-
-    def emit(self, ctx: Ctx, layer, xs: list, shapes: list) -> str:
-        return xs[0]
-
-
-def _where(layer) -> str:
-    return f"{layer.class_name} layer {layer.name!r}"
-
-
-def is_count(value, low: int = 1) -> bool:
-    """An int (not a bool, which Python counts as one) of at least `low`."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def check_count(layer, key, default, low: int = 1) -> None:
-    value = layer.config.get(key, default)
-    if not is_count(value, low):
-        raise ConfigError(f"{_where(layer)}: {key} must be a {'positive' if low == 1 else 'non-negative'} integer, "
-                          f"got {value!r}")
+from .rule import Rule, WeightDecl, check_count, ir_shape, is_count, shape_str, where_of
 
 
 class Dense(Rule):
     def check(self, layer, keras):
-        cfg, where = layer.config, _where(layer)
+        cfg, where = layer.config, where_of(layer)
         if not is_count(cfg.get("units")):
             raise ConfigError(f"{where}: units must be a positive integer, got {cfg.get('units')!r}")
         parse_activation(cfg.get("activation"), where)
@@ -93,7 +28,7 @@ class Dense(Rule):
         return (*shapes[0][:-1], layer.config["units"])  # over the last axis, as Keras
 
     def weights(self, layer, shapes):
-        cfg, where = layer.config, _where(layer)
+        cfg, where = layer.config, where_of(layer)
         out = [WeightDecl("kernel", (shapes[0][-1], cfg["units"]),
                           parse_initializer(cfg.get("kernel_initializer", "glorot_uniform"), where),
                           parse_regularizer(cfg.get("kernel_regularizer"), where))]
@@ -112,7 +47,7 @@ class Dense(Rule):
 
 class Activation(Rule):
     def check(self, layer, keras):
-        parse_activation(layer.config.get("activation"), _where(layer))
+        parse_activation(layer.config.get("activation"), where_of(layer))
 
     def emit(self, ctx, layer, xs, shapes):
         return emit_activation(ctx.g, xs[0], parse_activation(layer.config.get("activation"), ""), ctx.keras, layer.name)
@@ -122,14 +57,14 @@ class Dropout(Rule):
     def check(self, layer, keras):
         rate = layer.config.get("rate", 0.0)
         if not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-            raise ConfigError(f"{_where(layer)}: rate must be in [0, 1), got {rate!r}")
+            raise ConfigError(f"{where_of(layer)}: rate must be in [0, 1), got {rate!r}")
 
     def _mask_shape(self, layer, shape):
         noise = layer.config.get("noise_shape")
         if noise is None:
             return ir_shape(shape)
         if len(noise) != len(shape) or any(n not in (None, 1, d) for n, d in zip(noise[1:], shape[1:])):
-            raise ConfigError(f"{_where(layer)}: noise_shape {noise} does not fit input {shape_str(shape)}")
+            raise ConfigError(f"{where_of(layer)}: noise_shape {noise} does not fit input {shape_str(shape)}")
         return (BATCH if noise[0] is None else noise[0], *(d if n is None else n for n, d in zip(noise[1:], shape[1:])))
 
     def output_shape(self, layer, shapes):
@@ -162,12 +97,12 @@ class Reshape(Rule):
         (shape,) = shapes
         target = list(layer.config.get("target_shape") or [])
         if not all(is_count(d) or (d == -1 and not isinstance(d, bool)) for d in target):
-            raise ConfigError(f"{_where(layer)}: target_shape must be positive integers (one may be -1), got {target}")
+            raise ConfigError(f"{where_of(layer)}: target_shape must be positive integers (one may be -1), got {target}")
         size, known = math.prod(shape[1:]), math.prod(d for d in target if d != -1)
         if target.count(-1) == 1 and known and size % known == 0:
             target[target.index(-1)] = size // known
         if target.count(-1) or math.prod(target) != size:
-            raise ConfigError(f"{_where(layer)}: cannot reshape {shape_str(shape)} to target_shape "
+            raise ConfigError(f"{where_of(layer)}: cannot reshape {shape_str(shape)} to target_shape "
                               f"{tuple(layer.config.get('target_shape') or ())}")
         return (shape[0], *target)
 
@@ -184,16 +119,16 @@ class Merge(Rule):
 
     def output_shape(self, layer, shapes):
         if (self.count and len(shapes) != self.count) or not shapes:
-            raise ConfigError(f"{_where(layer)}: takes {self.count or 'at least 1'} inputs, got {len(shapes)}")
+            raise ConfigError(f"{where_of(layer)}: takes {self.count or 'at least 1'} inputs, got {len(shapes)}")
         out = list(shapes[0])
         for shape in shapes[1:]:
             if len(shape) != len(out):
-                raise ConfigError(f"{_where(layer)}: input shapes {shape_str(out)} and {shape_str(shape)} do not match")
+                raise ConfigError(f"{where_of(layer)}: input shapes {shape_str(out)} and {shape_str(shape)} do not match")
             for i, (a, b) in enumerate(zip(out, shape)):
                 if a is None or a == 1:
                     out[i] = b
                 elif not (b is None or b == 1 or a == b):
-                    raise ConfigError(f"{_where(layer)}: input shapes {shape_str(shapes[0])} and "
+                    raise ConfigError(f"{where_of(layer)}: input shapes {shape_str(shapes[0])} and "
                                       f"{shape_str(shape)} do not match")
         return tuple(out)
 
@@ -214,17 +149,17 @@ class Concatenate(Rule):
         axis = layer.config.get("axis", -1)
         rank = len(shapes[0])
         if not -rank <= axis < rank or axis % rank == 0:
-            raise ConfigError(f"{_where(layer)}: cannot concatenate along axis {axis} of {shape_str(shapes[0])}")
+            raise ConfigError(f"{where_of(layer)}: cannot concatenate along axis {axis} of {shape_str(shapes[0])}")
         return axis % rank
 
     def output_shape(self, layer, shapes):
         if not shapes:
-            raise ConfigError(f"{_where(layer)}: takes at least 1 input")
+            raise ConfigError(f"{where_of(layer)}: takes at least 1 input")
         axis = self._axis(layer, shapes)
         for shape in shapes[1:]:
             if len(shape) != len(shapes[0]) or any(
                     a != b for i, (a, b) in enumerate(zip(shape, shapes[0])) if i != axis):
-                raise ConfigError(f"{_where(layer)}: input shapes {shape_str(shapes[0])} and {shape_str(shape)} "
+                raise ConfigError(f"{where_of(layer)}: input shapes {shape_str(shapes[0])} and {shape_str(shape)} "
                                   f"do not match outside axis {axis}")
         return (*shapes[0][:axis], sum(s[axis] for s in shapes), *shapes[0][axis + 1:])
 
@@ -238,7 +173,7 @@ class Permute(Rule):
     def _perm(self, layer, shape):
         dims = tuple(layer.config.get("dims") or ())
         if sorted(dims) != list(range(1, len(shape))):
-            raise ConfigError(f"{_where(layer)}: dims {dims} is not a permutation of 1..{len(shape) - 1}")
+            raise ConfigError(f"{where_of(layer)}: dims {dims} is not a permutation of 1..{len(shape) - 1}")
         return (0, *dims)
 
     def output_shape(self, layer, shapes):
@@ -254,7 +189,7 @@ class RepeatVector(Rule):
 
     def output_shape(self, layer, shapes):
         if len(shapes[0]) != 2:
-            raise ConfigError(f"{_where(layer)}: takes rank-2 inputs, got {shape_str(shapes[0])}")
+            raise ConfigError(f"{where_of(layer)}: takes rank-2 inputs, got {shape_str(shapes[0])}")
         return (shapes[0][0], layer.config["n"], shapes[0][1])
 
     def emit(self, ctx, layer, xs, shapes):
@@ -267,15 +202,15 @@ class Embedding(Rule):
         cfg = layer.config
         for key in ("input_dim", "output_dim"):
             if not is_count(cfg.get(key)):
-                raise ConfigError(f"{_where(layer)}: {key} must be a positive integer, got {cfg.get(key)!r}")
+                raise ConfigError(f"{where_of(layer)}: {key} must be a positive integer, got {cfg.get(key)!r}")
         if cfg.get("embeddings_constraint") is not None or cfg.get("lora_rank"):
-            raise ConfigError(f"{_where(layer)}: embeddings_constraint and lora_rank are not supported")
+            raise ConfigError(f"{where_of(layer)}: embeddings_constraint and lora_rank are not supported")
 
     def output_shape(self, layer, shapes):
         return (*shapes[0], layer.config["output_dim"])
 
     def weights(self, layer, shapes):
-        cfg, where = layer.config, _where(layer)
+        cfg, where = layer.config, where_of(layer)
         return [WeightDecl("embeddings", (cfg["input_dim"], cfg["output_dim"]),
                            parse_initializer(cfg.get("embeddings_initializer", "uniform"), where),
                            parse_regularizer(cfg.get("embeddings_regularizer"), where))]
@@ -298,7 +233,7 @@ class Normalization(Rule):
         self.kind = kind
 
     def check(self, layer, keras):
-        cfg, where = layer.config, _where(layer)
+        cfg, where = layer.config, where_of(layer)
         for key in ("renorm", "rms_scaling", "gamma_constraint", "beta_constraint"):
             if cfg.get(key):
                 raise ConfigError(f"{where}: {key} is not supported")
@@ -308,21 +243,21 @@ class Normalization(Rule):
     def _axes(self, layer, shape) -> tuple:
         axis = layer.config.get("axis", -1)
         if not (is_count(axis, -len(shape)) or isinstance(axis, list) and all(is_count(a, -len(shape)) for a in axis)):
-            raise ConfigError(f"{_where(layer)}: axis must be an integer or a list of them, got {axis!r}")
+            raise ConfigError(f"{where_of(layer)}: axis must be an integer or a list of them, got {axis!r}")
         axes = tuple(sorted(a % len(shape) for a in ([axis] if isinstance(axis, int) else axis)))
         if 0 in axes or (self.kind != "layer" and len(axes) != 1) or (self.kind == "group" and axes[0] != len(shape) - 1):
-            raise ConfigError(f"{_where(layer)}: axis {axis} is not supported for input {shape_str(shape)}")
+            raise ConfigError(f"{where_of(layer)}: axis {axis} is not supported for input {shape_str(shape)}")
         return axes
 
     def output_shape(self, layer, shapes):
         self._axes(layer, shapes[0])
         groups = layer.config.get("groups", 32)
         if self.kind == "group" and shapes[0][-1] % groups:
-            raise ConfigError(f"{_where(layer)}: groups={groups} does not divide {shapes[0][-1]} channels")
+            raise ConfigError(f"{where_of(layer)}: groups={groups} does not divide {shapes[0][-1]} channels")
         return shapes[0]
 
     def weights(self, layer, shapes):
-        cfg, where = layer.config, _where(layer)
+        cfg, where = layer.config, where_of(layer)
         shape = tuple(shapes[0][a] for a in self._axes(layer, shapes[0]))
 
         def decl(name, default, trainable=True, key=None):
@@ -374,7 +309,7 @@ class Normalization(Rule):
         return g.reshape(y, shape=ir_shape(shapes[0]), name=layer.name)
 
 
-RULES = {
+CORE = {  # model.py joins these with the other rule modules' into RULES
     "Dense": Dense(), "Activation": Activation(), "Dropout": Dropout(), "Flatten": Flatten(), "Reshape": Reshape(),
     "Add": Merge("add"), "Subtract": Merge("sub", 2), "Multiply": Merge("mul"), "Average": Merge("average"),
     "Maximum": Merge("maximum"), "Minimum": Merge("minimum"), "Concatenate": Concatenate(),
@@ -382,21 +317,3 @@ RULES = {
     "BatchNormalization": Normalization("batch"), "LayerNormalization": Normalization("layer"),
     "GroupNormalization": Normalization("group"),
 }
-
-from .spatial import SPATIAL  # noqa: E402  (its rules build on Rule above)
-
-RULES.update(SPATIAL)
-
-from .extra_layers import EXTRA  # noqa: E402  (activation and noise layers)
-from .preprocessing import PREPROCESSING  # noqa: E402
-
-RULES.update(EXTRA)
-RULES.update(PREPROCESSING)
-
-from .dot import DOT_RULES  # noqa: E402
-
-RULES.update(DOT_RULES)
-
-from .recurrent import RECURRENT_RULES  # noqa: E402
-
-RULES.update(RECURRENT_RULES)

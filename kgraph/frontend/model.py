@@ -11,14 +11,20 @@ import numpy as np
 from ir import Graph, TensorType
 
 from .. import limits
+from .dot import DOT_RULES
 from .errors import ConfigError
+from .extra_layers import EXTRA
 from .initializers import initial_value
-from .layers import RULES, Ctx, ir_shape, is_count, shape_str
+from .layers import CORE
 from .normalize import MODEL_CLASSES, describe, input_batch_shape, keras_major
-from .recurrent import carry_mask
+from .preprocessing import PREPROCESSING
+from .recurrent import RECURRENT_RULES, carry_mask
 from .regularizers import parse_regularizer
+from .rule import Ctx, ir_shape, is_count, shape_str
+from .spatial import SPATIAL
 from .walk import guarded, run_graph
 
+RULES = {**CORE, **SPATIAL, **EXTRA, **PREPROCESSING, **DOT_RULES, **RECURRENT_RULES}   # Keras class name -> its Rule
 SUPPORTED = sorted([*RULES, "InputLayer", *MODEL_CLASSES])
 DTYPES = ("float32", "float64")
 

@@ -3,7 +3,6 @@ shape: a ModelDesc whose layers list their calls as tensor references (layer, no
 Sequential models become the same graph form, chained."""
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .extra_layers import _c, _refuse
-from .layers import Rule, WeightDecl, _where, shape_str
+from .rule import Rule, WeightDecl, shape_str, where_of
 
 EPSILON = 1e-7  # keras.backend.epsilon(): Normalization's floor on the standard deviation
 
@@ -30,7 +30,7 @@ def _values(layer, key, default):
     except (TypeError, ValueError):
         array = None
     if value is None or array is None or not np.all(np.isfinite(array)):
-        raise ConfigError(f"{_where(layer)}: {key} must be a number or a list of numbers, got {value!r}")
+        raise ConfigError(f"{where_of(layer)}: {key} must be a number or a list of numbers, got {value!r}")
     return array
 
 
@@ -45,7 +45,7 @@ class Rescaling(Rule):
                 if np.broadcast_shapes(v.shape, shape[1:]) != tuple(shape[1:]) or v.ndim >= len(shape):
                     raise ValueError
             except ValueError:
-                raise ConfigError(f"{_where(layer)}: {key} of shape {v.shape} does not broadcast against "
+                raise ConfigError(f"{where_of(layer)}: {key} of shape {v.shape} does not broadcast against "
                                   f"input {shape_str(shape)}") from None
         return shape
 
@@ -67,7 +67,7 @@ class PreprocessingNormalization(Rule):
         axes = [] if axis is None else [axis] if isinstance(axis, int) else list(axis)
         rank = len(shape)
         if any(not isinstance(a, int) or not -rank <= a < rank or a % rank == 0 for a in axes):
-            raise ConfigError(f"{_where(layer)}: axis {axis!r} is not a list of non-batch axes of "
+            raise ConfigError(f"{where_of(layer)}: axis {axis!r} is not a list of non-batch axes of "
                               f"input {shape_str(shape)}")
         return sorted({a % rank for a in axes})
 
@@ -83,14 +83,14 @@ class PreprocessingNormalization(Rule):
         if cfg.get("mean") is None and cfg.get("variance") is None:
             return None
         if cfg.get("mean") is None or cfg.get("variance") is None:
-            raise ConfigError(f"{_where(layer)}: mean and variance must be given together")
+            raise ConfigError(f"{where_of(layer)}: mean and variance must be given together")
         keep, target = self._keep(layer, shape), (1, *self._broadcast(layer, shape))
         out = []
         for key in ("mean", "variance"):
             v = _values(layer, key, None)
             if v.ndim:
                 if v.ndim > len(keep):
-                    raise ConfigError(f"{_where(layer)}: {key} of shape {v.shape} does not fit the axes {keep}")
+                    raise ConfigError(f"{where_of(layer)}: {key} of shape {v.shape} does not fit the axes {keep}")
                 expanded = [1] * len(shape)
                 for i in range(1, v.ndim + 1):
                     expanded[keep[-i]] = v.shape[-i]
@@ -98,7 +98,7 @@ class PreprocessingNormalization(Rule):
             try:
                 out.append(np.broadcast_to(v, target)[0])
             except ValueError:
-                raise ConfigError(f"{_where(layer)}: {key} of shape {v.shape} does not broadcast against "
+                raise ConfigError(f"{where_of(layer)}: {key} of shape {v.shape} does not broadcast against "
                                   f"input {shape_str(shape)} over axis {cfg.get('axis', -1)!r}") from None
         return out
 
@@ -135,7 +135,7 @@ class PreprocessingNormalization(Rule):
 
 def _spatial_axes(layer, shape):
     if len(shape) != 4:
-        raise ConfigError(f"{_where(layer)}: takes rank-4 image batches, got {shape_str(shape)}")
+        raise ConfigError(f"{where_of(layer)}: takes rank-4 image batches, got {shape_str(shape)}")
     return (2, 3) if layer.config.get("data_format") == "channels_first" else (1, 2)
 
 
@@ -143,7 +143,7 @@ def _target(layer):
     for key in ("height", "width"):
         v = layer.config.get(key)
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ConfigError(f"{_where(layer)}: {key} must be a positive integer, got {v!r}")
+            raise ConfigError(f"{where_of(layer)}: {key} must be a positive integer, got {v!r}")
     return layer.config["height"], layer.config["width"]
 
 
@@ -173,7 +173,7 @@ class Resizing(Rule):
         _target(layer)
         method = layer.config.get("interpolation", "bilinear")
         if method not in ("bilinear", "nearest"):
-            raise ConfigError(f"{_where(layer)}: interpolation {method!r} is not supported; supported: "
+            raise ConfigError(f"{where_of(layer)}: interpolation {method!r} is not supported; supported: "
                               "bilinear, nearest")
         for key in ("crop_to_aspect_ratio", "pad_to_aspect_ratio", "antialias"):
             _refuse(layer, key, False, "kgraph resizes the whole image, without antialiasing")
@@ -213,7 +213,7 @@ class CenterCrop(Rule):
         pads = [(0, 0)] * len(shape)
         for axis, n in zip(_spatial_axes(layer, shape), _target(layer)):
             if n > shape[axis]:
-                raise ConfigError(f"{_where(layer)}: a {layer.config['height']}x{layer.config['width']} crop "
+                raise ConfigError(f"{where_of(layer)}: a {layer.config['height']}x{layer.config['width']} crop "
                                   f"of input {shape_str(shape)} needs Keras's resize of smaller images, "
                                   "which is not supported")
             lo = (shape[axis] - n) // 2

@@ -15,8 +15,9 @@ from ir.ops.recurrent import ACTIVATION_NAMES
 from .activations import parse_activation
 from .errors import ConfigError
 from .initializers import _MAKERS, initial_value, parse_initializer
-from . import layers
-from .layers import Rule, WeightDecl, _where, is_count, shape_str
+from .extra_layers import EXTRA
+from .layers import CORE
+from .rule import Rule, WeightDecl, is_count, shape_str, where_of
 from .regularizers import parse_regularizer
 
 GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
@@ -37,11 +38,11 @@ _MAKERS["_UnitForgetBias"] = _unit_forget_bias  # built here only, never parsed 
 
 def _activation(layer, key, default, keras):
     """The IR's name of an activation: Keras 2's hard_sigmoid is clip(0.2x + 0.5), Keras 3's x/6 + 0.5."""
-    name = parse_activation(layer.config.get(key, default), _where(layer))
+    name = parse_activation(layer.config.get(key, default), where_of(layer))
     if name == "hard_sigmoid" and keras < 3:
         return "hard_sigmoid_k2"
     if name not in ACTIVATION_NAMES:
-        raise ConfigError(f"{_where(layer)}: {key} {name!r} is not supported in a recurrent layer")
+        raise ConfigError(f"{where_of(layer)}: {key} {name!r} is not supported in a recurrent layer")
     return name
 
 
@@ -62,7 +63,7 @@ class Recurrent(Rule):
         return self.cls == "GRU" and bool(layer.config.get("reset_after", "implementation" not in layer.config))
 
     def check(self, layer, keras):
-        cfg, where = layer.config, _where(layer)
+        cfg, where = layer.config, where_of(layer)
         if cfg.get("units") is None and "output_dim" in cfg:
             raise ConfigError(f"{where}: Keras 1 recurrent layers are not supported (their weights are separate "
                               "arrays per gate)")
@@ -92,10 +93,10 @@ class Recurrent(Rule):
 
     def _input(self, layer, shapes):
         if len(shapes[0]) != 3:
-            raise ConfigError(f"{_where(layer)}: takes a (batch, steps, features) input, got {shape_str(shapes[0])}")
+            raise ConfigError(f"{where_of(layer)}: takes a (batch, steps, features) input, got {shape_str(shapes[0])}")
         units = layer.config["units"]
         if len(shapes) not in (1, 1 + self._states()) or any(tuple(s) != (None, units) for s in shapes[1:]):
-            raise ConfigError(f"{_where(layer)}: takes a sequence and optionally {self._states()} initial "
+            raise ConfigError(f"{where_of(layer)}: takes a sequence and optionally {self._states()} initial "
                               f"state(s) of shape (None, {units}), got {', '.join(map(shape_str, shapes))}")
         return shapes[0]
 
@@ -109,7 +110,7 @@ class Recurrent(Rule):
         return self.output_shapes(layer, shapes)[0]
 
     def weights(self, layer, shapes, prefix=""):
-        cfg, where = layer.config, _where(layer)
+        cfg, where = layer.config, where_of(layer)
         units, g = cfg["units"], GATES[self.cls] * cfg["units"]
         d = self._input(layer, shapes)[2]
         out = [WeightDecl(f"{prefix}kernel", (d, g),
@@ -197,7 +198,7 @@ class _Inner:
     def __init__(self, entry, outer):
         if not isinstance(entry, dict) or entry.get("class_name") not in RECURRENT:
             cls = entry.get("class_name") if isinstance(entry, dict) else entry
-            raise ConfigError(f"{_where(outer)}: wraps {cls!r}; supported: {', '.join(RECURRENT)}")
+            raise ConfigError(f"{where_of(outer)}: wraps {cls!r}; supported: {', '.join(RECURRENT)}")
         self.class_name = entry["class_name"]
         self.config = entry.get("config") or {}
         self.name = self.config.get("name", self.class_name.lower())
@@ -218,17 +219,17 @@ class Bidirectional(Rule):
             bwd.config["go_backwards"] = not fwd.config.get("go_backwards", False)
             bwd.name = "backward_" + fwd.name
         if bool(fwd.config.get("go_backwards")) == bool(bwd.config.get("go_backwards")):
-            raise ConfigError(f"{_where(layer)}: its forward and backward layers must differ in go_backwards")
+            raise ConfigError(f"{where_of(layer)}: its forward and backward layers must differ in go_backwards")
         for key in ("return_sequences", "return_state"):
             if bool(fwd.config.get(key)) != bool(bwd.config.get(key)):
-                raise ConfigError(f"{_where(layer)}: its forward and backward layers differ in {key}")
+                raise ConfigError(f"{where_of(layer)}: its forward and backward layers differ in {key}")
         if fwd.name == bwd.name:
             bwd.name = "backward_" + bwd.name
         return fwd, bwd
 
     def check(self, layer, keras):
         if layer.config.get("merge_mode", "concat") not in self.MODES:
-            raise ConfigError(f"{_where(layer)}: merge_mode {layer.config.get('merge_mode')!r} is not one of "
+            raise ConfigError(f"{where_of(layer)}: merge_mode {layer.config.get('merge_mode')!r} is not one of "
                               "concat, sum, mul, ave, None")
         for inner in self._layers(layer):
             RECURRENT[inner.class_name].check(inner, keras)
@@ -285,7 +286,7 @@ def rnn_cells(layer) -> list:
     entries = (cell.get("config") or {}).get("cells") if cls == "StackedRNNCells" else [cell]
     if not isinstance(entries, list) or not entries or any(
             not isinstance(e, dict) or e.get("class_name") not in CELLS for e in entries):
-        raise ConfigError(f"{_where(layer)}: its cell {cls or cell!r} is not supported; supported: "
+        raise ConfigError(f"{where_of(layer)}: its cell {cls or cell!r} is not supported; supported: "
                           f"{', '.join(CELLS)} and StackedRNNCells of them")
     out, cfg = [], layer.config
     for k, entry in enumerate(entries):
@@ -317,7 +318,7 @@ class RNN(Rule):
             out.append((inner, list(xs[k:k + n]) if len(xs) > 1 else []))
             k += n
         if len(xs) > 1 and k != len(xs):
-            raise ConfigError(f"{_where(layer)}: takes a sequence and {k - 1} initial states, got {len(xs)} inputs")
+            raise ConfigError(f"{where_of(layer)}: takes a sequence and {k - 1} initial states, got {len(xs)} inputs")
         return out
 
     def output_shapes(self, layer, shapes):
@@ -367,12 +368,12 @@ class TimeDistributed(Rule):
         entry = layer.config.get("layer")
         cls = entry.get("class_name") if isinstance(entry, dict) else entry
         if cls not in self.PER_STEP or (cls == "Dropout" and (entry.get("config") or {}).get("noise_shape")):
-            raise ConfigError(f"{_where(layer)}: wraps {cls!r}; supported: {', '.join(self.PER_STEP)} "
+            raise ConfigError(f"{where_of(layer)}: wraps {cls!r}; supported: {', '.join(self.PER_STEP)} "
                               "(Dropout without noise_shape)")
         inner = _Inner.__new__(_Inner)
         inner.class_name, inner.config = cls, entry.get("config") or {}
         inner.name = inner.config.get("name", cls.lower())
-        return inner, layers.RULES[cls]
+        return inner, {**CORE, **EXTRA}[cls]
 
     def check(self, layer, keras):
         inner, rule = self._inner(layer)
@@ -380,7 +381,7 @@ class TimeDistributed(Rule):
 
     def _step_shape(self, layer, shape):
         if len(shape) < 3:
-            raise ConfigError(f"{_where(layer)}: takes a (batch, steps, ...) input, got {shape_str(shape)}")
+            raise ConfigError(f"{where_of(layer)}: takes a (batch, steps, ...) input, got {shape_str(shape)}")
         return (shape[0], *shape[2:])
 
     def output_shape(self, layer, shapes):
@@ -417,7 +418,7 @@ def carry_mask(ctx, layer, xs, ys) -> None:
     if not present or layer.class_name in ("Embedding", "Masking") or \
             (layer.class_name in RECURRENT_RULES and layer.class_name != "TimeDistributed"):
         return
-    where = f"{_where(layer)}: "
+    where = f"{where_of(layer)}: "
     if layer.class_name in MASK_READERS or (layer.class_name == "Concatenate" and ctx.g.type(ys[0]).rank == 3 and
                                             layer.config.get("axis", -1) not in (-1, 2)):
         raise ConfigError(f"{where}reads the mask of Embedding(mask_zero=True) or Masking in Keras; kgraph "

@@ -12,8 +12,8 @@ from ir.ops.nn import conv_out
 from .activations import emit_activation, parse_activation
 from .errors import ConfigError
 from .initializers import parse_initializer
-from .layers import Rule, WeightDecl, _where, check_count, is_count, shape_str
 from .regularizers import parse_regularizer
+from .rule import Rule, WeightDecl, check_count, is_count, shape_str, where_of
 
 
 def _ints(value, n, where, what, low=1) -> tuple:
@@ -102,7 +102,7 @@ class Conv(Rule):
         self.rank, self.kind = rank, kind
 
     def _geometry(self, layer, shape):
-        cfg, where, rank = layer.config, _where(layer), self.rank
+        cfg, where, rank = layer.config, where_of(layer), self.rank
         if len(shape) != rank + 2:
             raise ConfigError(f"{where}: takes rank-{rank + 2} inputs, got {shape_str(shape)}")
         spatial, channels = _spatial(shape, rank, _first(layer))
@@ -130,7 +130,7 @@ class Conv(Rule):
         return cfg["filters"]
 
     def check(self, layer, keras):
-        cfg, where = layer.config, _where(layer)
+        cfg, where = layer.config, where_of(layer)
         paddings = ("valid", "same", "causal") if self.rank == 1 and self.kind == "conv" else ("valid", "same")
         if str(cfg.get("padding", "valid")).lower() not in paddings:
             raise ConfigError(f"{where}: padding {cfg.get('padding')!r} is not supported; supported: {', '.join(paddings)}")
@@ -155,21 +155,21 @@ class Conv(Rule):
         if value is None:
             return None
         if self.kind != "transpose":
-            raise ConfigError(f"{_where(layer)}: output_padding is only a transposed convolution's option")
-        return _ints(value, self.rank, _where(layer), "output_padding", low=0)
+            raise ConfigError(f"{where_of(layer)}: output_padding is only a transposed convolution's option")
+        return _ints(value, self.rank, where_of(layer), "output_padding", low=0)
 
     def output_shape(self, layer, shapes):
         spatial, channels, *_, out = self._geometry(layer, shapes[0])
         groups = layer.config.get("groups", 1) or 1
         if channels % groups or self._filters(layer, channels) % groups:
-            raise ConfigError(f"{_where(layer)}: groups={groups} does not divide the {channels} input channels "
+            raise ConfigError(f"{where_of(layer)}: groups={groups} does not divide the {channels} input channels "
                               f"and {self._filters(layer, channels)} filters")
         if min(out) <= 0:
-            raise ConfigError(f"{_where(layer)}: the kernel does not fit in input {shape_str(shapes[0])}")
+            raise ConfigError(f"{where_of(layer)}: the kernel does not fit in input {shape_str(shapes[0])}")
         return _keras_shape(out, self._filters(layer, channels), _first(layer))
 
     def weights(self, layer, shapes):
-        cfg, where = layer.config, _where(layer)
+        cfg, where = layer.config, where_of(layer)
         _, channels, k, *_ = self._geometry(layer, shapes[0])
         filters = self._filters(layer, channels)
 
@@ -241,10 +241,10 @@ class Pool(Rule):
 
     def check(self, layer, keras):
         if str(layer.config.get("padding", "valid")).lower() not in ("valid", "same"):
-            raise ConfigError(f"{_where(layer)}: padding {layer.config.get('padding')!r} is not supported")
+            raise ConfigError(f"{where_of(layer)}: padding {layer.config.get('padding')!r} is not supported")
 
     def _geometry(self, layer, shape):
-        cfg, where = layer.config, _where(layer)
+        cfg, where = layer.config, where_of(layer)
         if len(shape) != self.rank + 2:
             raise ConfigError(f"{where}: takes rank-{self.rank + 2} inputs, got {shape_str(shape)}")
         spatial, channels = _spatial(shape, self.rank, _first(layer))
@@ -295,16 +295,16 @@ class Pad(Rule):
 
     def _pads(self, layer, shape):
         key = "padding" if self.op == "pad" else "cropping"
-        amounts = _pairs(layer.config.get(key, 1 if self.op == "pad" else 0), self.rank, _where(layer), key)
+        amounts = _pairs(layer.config.get(key, 1 if self.op == "pad" else 0), self.rank, where_of(layer), key)
         if len(shape) != self.rank + 2:
-            raise ConfigError(f"{_where(layer)}: takes rank-{self.rank + 2} inputs, got {shape_str(shape)}")
+            raise ConfigError(f"{where_of(layer)}: takes rank-{self.rank + 2} inputs, got {shape_str(shape)}")
         return ((0, 0), (0, 0), *amounts) if _first(layer) else ((0, 0), *amounts, (0, 0))
 
     def output_shape(self, layer, shapes):
         sign = 1 if self.op == "pad" else -1
         out = tuple(d if d is None else d + sign * (lo + hi) for d, (lo, hi) in zip(shapes[0], self._pads(layer, shapes[0])))
         if any(d is not None and d <= 0 for d in out):
-            raise ConfigError(f"{_where(layer)}: cropping leaves nothing of {shape_str(shapes[0])}")
+            raise ConfigError(f"{where_of(layer)}: cropping leaves nothing of {shape_str(shapes[0])}")
         return out
 
     def emit(self, ctx, layer, xs, shapes):
@@ -317,11 +317,11 @@ class UpSampling(Rule):
 
     def check(self, layer, keras):
         if layer.config.get("interpolation", "nearest") != "nearest":
-            raise ConfigError(f"{_where(layer)}: interpolation {layer.config['interpolation']!r} is not supported; "
+            raise ConfigError(f"{where_of(layer)}: interpolation {layer.config['interpolation']!r} is not supported; "
                               "supported: nearest")
 
     def _repeats(self, layer, shape):
-        size = _ints(layer.config.get("size", 2), self.rank, _where(layer), "size")
+        size = _ints(layer.config.get("size", 2), self.rank, where_of(layer), "size")
         first = 2 if _first(layer) else 1
         return [(first + i, n) for i, n in enumerate(size)]
 

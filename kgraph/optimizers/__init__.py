@@ -129,7 +129,18 @@ class Nadam(Optimizer):
         super().__init__(learning_rate, beta_1=float(beta_1), beta_2=float(beta_2), epsilon=float(epsilon), **options)
 
 
-ALL = {c.__name__.lower(): c for c in (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, Nadam)}
+class Lion(Optimizer):
+    """Keras 3's Lion: the sign of an interpolated momentum, one slot."""
+    kind = "lion"
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.99, **options):
+        if not 0 < beta_1 <= 1:
+            raise ValueError(f"Argument `beta_1` must be in the [0, 1] range. Otherwise, the optimizer degenerates "
+                             f"to SignSGD. Received: beta_1={beta_1}.")
+        super().__init__(learning_rate, beta_1=float(beta_1), beta_2=float(beta_2), **options)
+
+
+ALL = {c.__name__.lower(): c for c in (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, Nadam, Lion)}
 # Keras config keys with no effect on the update here
 _IGNORED_KEYS = {"ema_momentum", "ema_overwrite_frequency", "is_legacy_optimizer", "jit_compile"}
 # Keras config keys this runtime runs only at their default value

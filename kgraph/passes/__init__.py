@@ -13,8 +13,8 @@ from .dce import dce
 from .fold import fold_batch_norm, lower_batch_norm
 from .fusion import Decision, fuse_bias_grad, fuse_dense, fuse_elementwise, fuse_updates
 from .loss import LOSSES, add_loss
-from .memory import MemoryPlan, materialize_gradients, plan_memory
-from .split import default_parts, split_gemms, split_samples
+from .memory import MemoryPlan, materialize_gradients, plan_memory, updates_last
+from .split import split_gemms, split_samples
 from .optimizer import OPTIMIZERS, add_optimizer
 
 PASS_NAMES = ["frontend", "fold", "loss", "autodiff", "optimizer", "fuse", "dce", "plan"]
@@ -32,13 +32,15 @@ class Compiled:
 
 
 def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, regularizers=(),
-                 optimizer=None, debug=False, trainable=None, parts=1, fuse=True) -> Compiled:
+                 optimizer=None, debug=False, trainable=None, parts=1, fuse=True, schedule=None) -> Compiled:
     """kind "predict": forward only; "test": forward + loss; "train": + backward and updates.
     losses: one {"name", "from_logits", "weight"} per output; optimizer: (kind, hyper-parameters);
     trainable: the parameters the optimizer updates (default all; the others are state such as
     batch-norm statistics, which the forward graph updates itself); parts: CPU cores to split the
     GEMMs that touch a weight over (passes/split.py; 1 for CUDA); fuse=False skips the fusion
-    passes (the tests check that fusion changes no number)."""
+    passes (the tests check that fusion changes no number); schedule: graph -> the node order the
+    target's step runs (memory planning's liveness; default the graph's order, `updates_last` for a
+    step run in two halves)."""
     g = forward.clone()
     g.name = f"{forward.name}_{kind}"
     out = Compiled(kind, g, None, list(param_order))
@@ -77,7 +79,7 @@ def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, r
     done("dce")
     out.decisions += split_gemms(g, parts)
     out.decisions += split_samples(g, parts)
-    out.plan = plan_memory(g, param_order)
+    out.plan = plan_memory(g, param_order, schedule(g) if schedule else None)
     done("plan")
     ir.verify(g)
     return out
@@ -86,4 +88,4 @@ def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, r
 __all__ = ["run_pipeline", "Compiled", "PASS_NAMES", "autodiff", "dce", "add_loss", "add_optimizer", "LOSSES",
            "OPTIMIZERS", "fold_batch_norm", "lower_batch_norm", "fuse_dense", "fuse_bias_grad", "fuse_elementwise",
            "fuse_updates", "plan_memory", "materialize_gradients", "MemoryPlan", "Decision", "split_gemms",
-           "split_samples", "default_parts"]
+           "split_samples", "updates_last"]

@@ -8,7 +8,7 @@ computed inside every step, so the fold stays right whenever the weights change 
 set_weights); they cost a pass over the kernel, not over the batch."""
 from __future__ import annotations
 
-from ir.ops import ACTIVATIONS
+from ir import Pattern, Role, get_op, has_role
 from ir.ops.nn import batch_norm_operands, normalize, per_channel, scale_and_shift
 
 from .fusion import Decision, is_weight
@@ -28,22 +28,22 @@ def _only_reader(graph, nid, reader) -> bool:
 
 def _fold_target(graph, bn):
     """(matmul, bias add or None) that bn folds into, or why it cannot fold (a str).
-    Reshapes that keep the channels last (a Conv1D's [B,1,W,C] -> [B,W,C]) are looked through."""
+    Views that keep the channels last (a Conv1D's reshape [B,1,W,C] -> [B,W,C]) are looked through."""
     axis, channels = bn.attrs["axis"], bn.type.shape[bn.attrs["axis"]]
     if axis != bn.type.rank - 1:
         return f"it normalizes axis {axis}, not the channels of a GEMM (the last axis)"
     reader, node = bn, graph.node(bn.inputs[0])
-    while node.op == "reshape" and graph.type(node.inputs[0]).shape[-1] == channels:
+    while get_op(node.op).pattern is Pattern.VIEW and graph.type(node.inputs[0]).shape[-1] == channels:
         if not _only_reader(graph, node.id, reader):
             return f"%{node.id} has other readers"
         reader, node = node, graph.node(node.inputs[0])
-    if node.op in ACTIVATIONS:
+    if has_role(node.op, Role.ACTIVATION):
         return f"the layer's {node.op} activation comes before the normalization"
     add = None
-    if node.op == "add" and graph.node(node.inputs[0]).op == "matmul" and is_weight(graph, node.inputs[1]) \
-            and graph.type(node.inputs[1]).shape == (channels,):
+    if has_role(node.op, Role.BIAS_ADD) and has_role(graph.node(node.inputs[0]).op, Role.GEMM) \
+            and is_weight(graph, node.inputs[1]) and graph.type(node.inputs[1]).shape == (channels,):
         add, node = node, graph.node(node.inputs[0])
-    if node.op != "matmul":
+    if not has_role(node.op, Role.GEMM):
         source = add or node
         return f"its input %{source.id} ({source.op}) is not the output of a dense or convolution GEMM"
     if node.attrs.get("transpose_a") or node.attrs.get("transpose_b") or not is_weight(graph, node.inputs[1]):

@@ -1,13 +1,13 @@
 """Fusion passes. Each rewrites the graph and returns a list of Decisions: what fused, and
-for every candidate it refused, why (printed by `kgraph inspect --fusion`)."""
+for every candidate it refused, why (printed by `kgraph inspect --fusion`). Which op may play
+which part in a rule is the op's declared Role (ir/ops/registry.py), never its name."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import networkx as nx
 
-from ir import Pattern, get_op
-from ir.ops import ACTIVATIONS
+from ir import Role, has_role
 from ir.ops.optim import SHARED
 
 
@@ -42,26 +42,27 @@ def fuse_dense(graph, training: bool) -> list[Decision]:
     """matmul(x, w) + b [-> activation]  =>  fused_dense(x, w, b) {activation}."""
     out = []
     for mm in graph.nodes():
-        if mm.id not in graph or mm.op != "matmul" or mm.attrs.get("transpose_a") or mm.attrs.get("transpose_b"):
+        if mm.id not in graph or not has_role(mm.op, Role.GEMM) or mm.attrs.get("transpose_a") \
+                or mm.attrs.get("transpose_b"):
             continue
         if not is_weight(graph, mm.inputs[1]):
             continue  # a backward GEMM, not a layer
         add = _single_user(graph, mm.id)
-        if add is None or add.op != "add" or add.inputs[0] != mm.id or \
+        if add is None or not has_role(add.op, Role.BIAS_ADD) or add.inputs[0] != mm.id or \
                 graph.type(add.inputs[1]).shape != (mm.type.shape[-1],):
             out.append(Decision("dense+bias+activation", mm.id, False, "the GEMM's output is not only a bias add"))
             continue
         act = _single_user(graph, add.id)
-        if act is not None and act.op not in ACTIVATIONS:
+        if act is not None and not has_role(act.op, Role.ACTIVATION):
             act = None
         if act is None:
-            reader = next((u for u in graph.users(add.id) if u.op in ACTIVATIONS), None)
+            reader = next((u for u in graph.users(add.id) if has_role(u.op, Role.ACTIVATION)), None)
             if reader is not None:
                 out.append(Decision("dense+bias+activation", reader.id, False,
                                     f"{reader.op}'s gradient reads its input, so the bias add must stay apart"))
         act_name, act_attrs = (act.op, dict(act.attrs)) if act else ("linear", {})
         last = act or add
-        fused_ops = ["matmul", "bias_add"] + ([act_name] if act else [])
+        fused_ops = [mm.op, "bias_add"] + ([act_name] if act else [])
         fd = graph.add_node("fused_dense", [mm.inputs[0], mm.inputs[1], add.inputs[1]],
                             {"activation": act_name, **act_attrs, "fused": fused_ops}, name=last.id + "_fused")
         graph.replace_uses(last.id, fd)
@@ -77,12 +78,12 @@ def fuse_bias_grad(graph) -> list[Decision]:
     The reduce_sum stays in the graph (the interpreter needs it) marked as written by act_grad."""
     out = []
     for node in graph.nodes():
-        if node.op != "reduce_sum" or node.type.rank != 1:
+        if not has_role(node.op, Role.COLUMN_SUM) or node.type.rank != 1:
             continue
         src = graph.node(node.inputs[0])
         if tuple(node.attrs.get("axes") or ()) != tuple(range(src.type.rank - 1)):
             continue
-        if src.op != "act_grad":
+        if not has_role(src.op, Role.ACTIVATION_GRAD):
             out.append(Decision("activation-grad+bias-grad", node.id, False,
                                 f"the column sum reads a {src.op}, not an activation gradient"))
             continue
@@ -97,8 +98,7 @@ def fuse_bias_grad(graph) -> list[Decision]:
 
 
 def _fusable_elementwise(node):
-    return get_op(node.op).pattern is Pattern.ELEMWISE and node.op not in ("broadcast_like", "fused_elementwise") \
-        and not node.attrs.get("bias_grad")
+    return has_role(node.op, Role.CHAIN) and not node.attrs.get("bias_grad")
 
 
 def fuse_elementwise(graph) -> list[Decision]:
@@ -173,7 +173,7 @@ def _merge(graph, consumer, producers):
 def fuse_updates(graph) -> list[Decision]:
     """All parameters' updates of one optimizer become one fused_update: a single loop over the
     contiguous parameter, gradient and slot buckets (the memory plan lays them out in order)."""
-    updates = [n for n in graph.nodes() if n.op.endswith("_update") and n.op != "fused_update"]
+    updates = [n for n in graph.nodes() if has_role(n.op, Role.OPTIMIZER_UPDATE)]
     if len(updates) < 2:
         return []
     op, hyper = updates[0].op, {k: v for k, v in updates[0].attrs.items()}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from ir import TensorType
+from ir import Role, TensorType, has_role
 
 EPSILON = 1e-7  # keras.config.epsilon()
 
@@ -40,11 +40,11 @@ def _last_mean(g, x, name):
     return g.reduce_mean(x, axes=(-1,), name=name)
 
 
-def _logits_of(g, pred, act):
+def _logits_of(g, pred, role):
     """Keras (TF backend) computes a cross-entropy from the logits when the prediction is
-    the output of a softmax/sigmoid: the fusion 'softmax+cross_entropy'."""
+    the output of a softmax/sigmoid (an op declaring `role`): the fusion 'softmax+cross_entropy'."""
     node = g.node(pred)
-    return node.inputs[0] if node.op == act else None
+    return node.inputs[0] if has_role(node.op, role) else None
 
 
 def _clip(g, p, lo=EPSILON, hi=1.0 - EPSILON):
@@ -55,7 +55,7 @@ def _clip(g, p, lo=EPSILON, hi=1.0 - EPSILON):
 
 @_loss("sparse_categorical_crossentropy", label_dtype="int32", sparse=True)
 def sparse_categorical_crossentropy(g, pred, labels, spec):
-    z = pred if spec.get("from_logits") else _logits_of(g, pred, "softmax")
+    z = pred if spec.get("from_logits") else _logits_of(g, pred, Role.SOFTMAX)
     if z is None:  # probabilities that are not a softmax output: log of the clipped values
         z = g.log(_clip(g, pred))
     return g.sparse_softmax_cross_entropy(z, labels, name="sparse_ce")
@@ -72,7 +72,7 @@ def _smooth(g, t, smoothing, toward):
 @_loss("categorical_crossentropy")
 def categorical_crossentropy(g, pred, target, spec):
     target = _smooth(g, target, spec.get("label_smoothing", 0.0), 1.0 / g.type(pred).shape[-1])
-    z = pred if spec.get("from_logits") else _logits_of(g, pred, "softmax")
+    z = pred if spec.get("from_logits") else _logits_of(g, pred, Role.SOFTMAX)
     if z is not None:
         return g.softmax_cross_entropy(z, target, name="ce")
     p = g.div(pred, g.reduce_sum(pred, axes=(-1,), keepdims=True))
@@ -83,7 +83,7 @@ def categorical_crossentropy(g, pred, target, spec):
 def binary_crossentropy(g, pred, target, spec):
     c = _Consts(g, pred)
     target = _smooth(g, target, spec.get("label_smoothing", 0.0), 0.5)
-    z = pred if spec.get("from_logits") else _logits_of(g, pred, "sigmoid")
+    z = pred if spec.get("from_logits") else _logits_of(g, pred, Role.SIGMOID)
     if z is not None:  # max(z, 0) - z*t + log1p(exp(-|z|))
         per_elem = g.add(g.sub(g.relu(z), g.mul(z, target)), g.log1p(g.exp(g.neg(g.abs(z)))))
     else:

@@ -1,6 +1,9 @@
 """Memory planning: liveness intervals over the schedule, best-fit offsets in one arena,
 and the persistent buckets (parameters, gradients, optimizer state, random masks).
 
+The schedule is the order the target's step runs the nodes in, given by the caller: the graph's
+order, or `updates_last` for a step run in two halves.
+
 Sizes are linear in the batch size B, so the arena has two parts: buffers with a batch
 dimension are planned in elements per sample (offset a means a*B), the others after them
 (offset c means A*B + c). One plan then serves every batch size."""
@@ -94,8 +97,20 @@ def materialize_gradients(graph):
     return graph
 
 
-def plan_memory(graph, param_order: list[str]) -> MemoryPlan:
-    schedule = [n.id for n in graph.nodes()]
+def updates_last(graph) -> list[str]:
+    """The graph's order with the in-place updates moved after every other node: the schedule of a
+    training step run in two halves, gradients then updates (so data-parallel replicas can
+    average the gradients in between). What an update reads then stays live to the end."""
+    nodes = graph.nodes()
+    update = {n.id for n in nodes if get_op(n.op).pattern is Pattern.UPDATE}
+    return [n.id for n in nodes if n.id not in update] + [n.id for n in nodes if n.id in update]
+
+
+def plan_memory(graph, param_order: list[str], schedule: list[str] | None = None) -> MemoryPlan:
+    """schedule: every node id, in the order the step runs them (default: the graph's order)."""
+    schedule = [n.id for n in graph.nodes()] if schedule is None else list(schedule)
+    if sorted(schedule) != sorted(n.id for n in graph.nodes()):
+        raise ValueError("the schedule must list every node of the graph once")
     index = {nid: i for i, nid in enumerate(schedule)}
     slots: dict[str, Slot] = {}
     grads = gradient_nodes(graph)
@@ -146,12 +161,8 @@ def plan_memory(graph, param_order: list[str]) -> MemoryPlan:
             intervals[root][1] = max(intervals[root][1], until)
 
     for nid in schedule:
-        node = graph.node(nid)
-        # what an update op reads stays until the end: replicas run the updates after the whole
-        # gradient half (train_apply), not where they sit in the schedule
-        until = end if get_op(node.op).pattern is Pattern.UPDATE else index[nid]
-        for i in node.inputs:
-            keep(i, until)
+        for i in graph.node(nid).inputs:
+            keep(i, index[nid])
     for out in graph.outputs.values():
         keep(out, end)
 

@@ -8,7 +8,8 @@ from ir.ops.optim import UPDATES
 
 # optimizer kind -> the update op that runs it (Keras's AdamW is "adam" with a weight_decay)
 OPTIMIZERS = {"sgd": "sgd_update", "adam": "adam_update", "rmsprop": "rmsprop_update", "adagrad": "adagrad_update",
-              "adadelta": "adadelta_update", "adamax": "adamax_update", "nadam": "nadam_update"}
+              "adadelta": "adadelta_update", "adamax": "adamax_update", "nadam": "nadam_update",
+              "lion": "lion_update"}
 CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
 
 

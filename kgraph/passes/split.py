@@ -16,12 +16,12 @@ The image kernels (im2col, col2im, pooling and its gradient) run their samples i
 each part its own batch rows (`split_samples`).
 
 The generated code calls one-thread BLAS on each part; at run time a step whose GEMMs are large
-enough for BLAS's threads runs the parts on one thread, whole (kgraph.runtime.executable)."""
+enough for BLAS's threads runs the parts on one thread, whole (kgraph.runtime.executable).
+
+The pass knows no target: the caller says how many cores there are (`parts`, kgraph/models.py)."""
 from __future__ import annotations
 
-import numba
-
-from ir import BATCH
+from ir import BATCH, Pattern, get_op
 
 from .fusion import Decision
 from .memory import gradient_nodes
@@ -34,9 +34,9 @@ MAX_PARTS = 8   # more parts make each GEMM too thin; large steps use BLAS's own
 MIN_WEIGHT = 32768
 
 
-def default_parts() -> int:
-    """The CPU cores Numba runs on (NUMBA_NUM_THREADS), at most MAX_PARTS."""
-    return max(1, min(numba.config.NUMBA_NUM_THREADS, MAX_PARTS))
+def usable_parts(cores: int) -> int:
+    """The parts to split in on `cores` cores: at most MAX_PARTS."""
+    return max(1, min(cores, MAX_PARTS))
 
 
 def step_parts(graph) -> int:
@@ -45,14 +45,16 @@ def step_parts(graph) -> int:
 
 
 def split_gemms(graph, parts: int) -> list[Decision]:
-    """Mark the GEMMs that touch a weight to run in `parts` row parts; returns the decisions."""
+    """Mark the GEMMs that touch a weight to run in `parts` row parts (at most MAX_PARTS);
+    returns the decisions."""
+    parts = usable_parts(parts)
     if parts < 2:
         return []
     params = {n.id for n in graph.sources("param")}
     grads = gradient_nodes(graph)
     decisions = []
     for node in graph.nodes():
-        if node.op not in ("fused_dense", "matmul"):
+        if get_op(node.op).pattern is not Pattern.GEMM:
             continue
         kind, reason = _split_kind(graph, node, params, grads)
         if kind is None:
@@ -70,7 +72,7 @@ def split_gemms(graph, parts: int) -> list[Decision]:
 
 def _split_kind(graph, node, params, grads):
     """(kind, None) or (None, why not); (None, "") for a GEMM that touches no weight."""
-    a, b = node.inputs[0], node.inputs[1]
+    b = node.inputs[1]
     ta, tb = node.attrs.get("transpose_a", False), node.attrs.get("transpose_b", False)
     weight = node.type if ta else graph.type(b)
     if node.type.dtype != "float32":
@@ -92,14 +94,16 @@ SAMPLE_SPLIT_OPS = ("im2col", "col2im", "pool2d", "pool2d_grad")
 
 
 def split_samples(graph, parts: int) -> list[Decision]:
-    """Mark the image kernels to run their samples in `parts`. Max pooling's gradient needs a
-    scratch value per channel and part in any case: planned in the arena, so the step allocates nothing."""
+    """Mark the image kernels to run their samples in `parts` (at most MAX_PARTS). Max pooling's
+    gradient needs a scratch value per channel and part in any case: planned in the arena, so the
+    step allocates nothing."""
+    parts = usable_parts(parts)
     decisions = []
     for node in graph.nodes():
         if node.op not in SAMPLE_SPLIT_OPS:
             continue
         if node.op == "pool2d_grad":
-            node.attrs["workspace_fixed"] = max(parts, 1) * node.type.shape[-1]
+            node.attrs["workspace_fixed"] = parts * node.type.shape[-1]
         if parts > 1:
             node.attrs["parts"] = parts
             decisions.append(Decision("split samples", node.id, True, f"{parts} parts of the batch", SPLIT_VERBS))

@@ -15,7 +15,8 @@ ends (a return, an exception, SIGKILL). Its CPU time and address space are bound
 (KGRAPH_COMPILE_SECONDS, default 900; KGRAPH_COMPILE_MEMORY_MB, default 8192): a compile past
 them ends the child, and the step compiles in the program on its next call instead.
 
-KGRAPH_BACKGROUND_COMPILE=0 compiles every step before its first call, as Numba alone would."""
+KGRAPH_BACKGROUND_COMPILE=0 (or KGRAPH_PLAIN=1, kgraph/runtime/policy.py) compiles every step
+before its first call, as Numba alone would."""
 from __future__ import annotations
 
 import inspect
@@ -27,9 +28,11 @@ from pathlib import Path
 
 import numba
 
+from .policy import plain
+
 
 def enabled() -> bool:
-    return os.environ.get("KGRAPH_BACKGROUND_COMPILE", "1") != "0"
+    return os.environ.get("KGRAPH_BACKGROUND_COMPILE", "1") != "0" and not plain()
 
 
 class StepCompiler:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import cuda
 
-from .executable import Executable, output_slice
+from .abi import Manifest
+from .executable import Executable
 from .loader import import_file
 
 BUCKETS = ("params", "grads", "state")
@@ -35,7 +36,6 @@ class CudaExecutable:
     draw_masks = Executable.draw_masks
     _ones = Executable._ones
     _initial_state = Executable._initial_state
-    _mask_view = staticmethod(Executable._mask_view)
 
     def __init__(self, steps: dict, params: list, dtype: str = "float32", seed: int | None = None):
         if np.dtype(dtype) != np.float32:
@@ -63,7 +63,7 @@ class CudaExecutable:
         self._host[bucket][:values.size] = values
         self._device[bucket] = cuda.to_device(self._host[bucket], stream=self.stream)
 
-    def add_step(self, kind: str, manifest: dict) -> None:
+    def add_step(self, kind: str, manifest: Manifest) -> None:
         """Install (or replace) a compiled step; a new training step starts with fresh optimizer
         state (as Executable.add_step)."""
         self.steps[kind] = manifest
@@ -92,23 +92,23 @@ class CudaExecutable:
         if (kind, batch) in self._bindings:
             return self._bindings[(kind, batch)]
         m = self.steps[kind]
-        need = m["arena"][0] * batch + m["arena"][1]
+        need = m.arena.at(batch)
         if kind not in self._arenas or self._arenas[kind].size < need:
             self._arenas[kind] = cuda.to_device(np.zeros(max(need, 1), self.dtype), stream=self.stream)
             self._bindings = {k: b for k, b in self._bindings.items() if k[0] != kind}
         arena = self._arenas[kind]
         io = [(cuda.device_array(x.shape, x.dtype, stream=self.stream), cuda.pinned_array(x.shape, x.dtype))
               for x in inputs]
-        n_rng = max(m["rng"][0] * batch + m["rng"][1], 1)
+        n_rng = max(m.rng.at(batch), 1)
         rng = (cuda.device_array(n_rng, self.dtype, stream=self.stream), cuda.pinned_array(n_rng, self.dtype))
-        module = import_file(m["module"])
+        module = import_file(m.module)
         consts = cuda.to_device(module.CONSTS, stream=self.stream)
         step = module.bind(batch, arena, *(self._device[b] for b in BUCKETS), rng[0], consts,
                            *(d for d, _ in io), self.stream)
         outputs = {}
-        for name, place in m["outputs"].items():
-            start, shape = output_slice(m, place, batch)
-            buf = arena if place["region"] == "arena" else self._device[place["region"]]
+        for name, place in m.outputs.items():
+            start, shape = m.output_slice(place, batch)
+            buf = arena if place.region == "arena" else self._device[place.region]
             outputs[name] = (buf[start:start + int(np.prod(shape))].reshape(shape), cuda.pinned_array(shape, self.dtype))
         self._bindings[(kind, batch)] = _Binding(step, io, rng, outputs)
         return self._bindings[(kind, batch)]
@@ -133,7 +133,7 @@ class CudaExecutable:
         for (device, host), x in zip(b.batch, arrays):
             np.copyto(host, x)
             device.copy_to_device(host, stream=self.stream)
-        if m["rng_masks"]:   # drawn on the host as the CPU backend does, so both give the same masks
+        if m.rng_masks:   # drawn on the host as the CPU backend does, so both give the same masks
             self.draw_masks(b.rng[1], m, len(arrays[0]))
             b.rng[0].copy_to_device(b.rng[1], stream=self.stream)
         b.step(float(lr), float(step))

@@ -6,9 +6,10 @@ import time
 
 import numpy as np
 
+from .abi import STEP_ARGS, STEPS_ARGS, Manifest, StepArgs, StepsArgs, at_batch  # noqa: F401 (STEP*_ARGS: as before)
 from .background import StepCompiler
-from .denormals import flush_denormals
 from .loader import import_file
+from .policy import flush_denormals
 from .threads import ThreadPlan
 
 
@@ -24,20 +25,13 @@ def _prepare_numba() -> None:
 
 _prepare_numba()
 
-# The generated CPU functions' leading arguments (kgraph/codegen/cpu.py), before the batch arrays:
-# the whole step's, which runs n steps a call, and those of the replicas' halves (one step).
-# parts: how many cores run the GEMMs and updates split by weight rows (1: whole; passes/split.py)
-STEPS_ARGS = ["n", "B", "arena", "params", "grads", "state", "rngs", "lrs", "step0", "parts"]
-STEP_ARGS = ["B", "arena", "params", "grads", "state", "rng", "lr", "step", "parts"]
-STEPS_PARTS, HALVES_PARTS = STEPS_ARGS.index("parts"), STEP_ARGS.index("parts")
-
 
 class Executable:
     multi_step = True   # run() takes steps > 1 (fit then runs several steps a call)
 
     def __init__(self, steps: dict, params: list, dtype: str = "float32", seed: int | None = None):
-        """steps: kind -> manifest (kgraph.codegen.step_manifest); params: [{"node", "offset", "shape"}]."""
-        flush_denormals()  # as TensorFlow does: denormal arithmetic made long runs 8x slower
+        """steps: kind -> Manifest (kgraph/runtime/abi.py); params: [{"node", "offset", "shape"}]."""
+        flush_denormals()  # as TensorFlow does (kgraph/runtime/policy.py)
         self.dtype = np.dtype(dtype)
         self.steps = steps
         self.param_layout = params
@@ -58,7 +52,7 @@ class Executable:
         self.compiler = StepCompiler()
         self._compiled = set()        # (kind, part) whose compiled function runs the calls
 
-    def add_step(self, kind: str, manifest: dict) -> None:
+    def add_step(self, kind: str, manifest: Manifest) -> None:
         """Install (or replace) a compiled step; a new training step starts with fresh optimizer state."""
         self.steps[kind] = manifest
         self._functions = {k: f for k, f in self._functions.items() if k[0] != kind}
@@ -72,9 +66,9 @@ class Executable:
 
     def _initial_state(self, manifest) -> np.ndarray:
         """The optimizer's slots as Keras starts them: zeros, or e.g. Adagrad's initial_accumulator_value."""
-        state = np.zeros(manifest["state_size"] if manifest else 0, self.dtype)
-        for s in manifest["state"] if manifest else ():
-            state[s["offset"]:s["offset"] + int(np.prod(s["shape"]))] = s.get("init", 0.0)
+        state = np.zeros(manifest.state_size if manifest else 0, self.dtype)
+        for s in manifest.state if manifest else ():
+            manifest.state_view(state, s)[...] = s.init
         return state
 
     # ------------------------------------------------------------------ weights
@@ -96,32 +90,6 @@ class Executable:
             self.param_view(p)[...] = w
 
     # ------------------------------------------------------------------ running
-    def function(self, kind, part="step"):
-        """The compiled function: the whole step, or for "train" its "grads" or "apply" half."""
-        if (kind, part) not in self._functions:
-            m = self.steps[kind]
-            name = m["function"] if part == "step" else f"{kind}_{part}"
-            self._functions[(kind, part)] = getattr(import_file(m["module"]), name)
-        return self._functions[(kind, part)]
-
-    def _callable(self, kind, part, args):
-        """The compiled step, or while a new one compiles in the background its Python function
-        (kgraph/runtime/background.py). Replicas' halves ("grads", "apply") always run compiled."""
-        dispatcher = self.function(kind, part)
-        if part != "step" or (kind, part) in self._compiled:
-            return dispatcher
-        fn = self.compiler.callable(dispatcher, args)
-        if fn is dispatcher:
-            self._compiled.add((kind, part))
-        return fn
-
-    def _buffer(self, store, kind, per_sample, fixed, batch):
-        need = per_sample * batch + fixed
-        buf = store.get(kind)
-        if buf is None or buf.size < need:
-            buf = store[kind] = np.zeros(max(need, 1), self.dtype)
-        return buf
-
     def run(self, kind: str, inputs: list, labels: list = (), sample_weights: list = (), lr: float = 0.0,
             step: float = 1.0, part: str = "step", steps: int = 1, lrs=None) -> dict:
         """One call of the compiled step (or of the "grads" half of "train"); no sample weights
@@ -130,49 +98,77 @@ class Executable:
         number step + s. Returns the outputs as views valid until the next call: each shaped as the
         step's output, with a leading axis of `steps` when several ran."""
         m = self.steps[kind]
-        rows = len(inputs[0])
-        batch = rows // steps
+        batch = len(inputs[0]) // steps
         if labels and not sample_weights:
-            sample_weights = self._ones(m, rows)
-        arena = self._buffer(self._arenas, kind, *m["arena"], batch)
-        rng_size = m["rng"][0] * batch + m["rng"][1]
-        rng = self._buffer(self._rng_buffers, kind, 0, rng_size * steps, batch)
-        if m["rng_masks"]:
-            for s in range(steps):
-                self.draw_masks(rng[s * rng_size:(s + 1) * rng_size], m, batch)
+            sample_weights = self._ones(m, len(inputs[0]))
         batch_args = (*inputs, *labels, *sample_weights)
-        if part == "step":
-            stash = self._stash(kind, m, batch, steps)
-            args = [steps, batch, arena, self.params, self.grads, self.state, rng, self._rates(lr, lrs, steps),
-                    float(step), 1, *batch_args, *stash]
-        else:
-            args = [batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step), 1, *batch_args]
-        parts_arg = STEPS_PARTS if part == "step" else HALVES_PARTS
-        fn = self._callable(kind, part, args)
+        arena = self._buffer(self._arenas, kind, m.arena.at(batch))
+        rng = self._random_sources(kind, m, batch, steps)
+        stash = self._stash(kind, m, batch, steps) if part == "step" else ()
+        rates = self._rates(lr, lrs, steps) if part == "step" else None
+
+        def step_args(parts):   # the contract's leading arguments (kgraph/runtime/abi.py)
+            if part == "step":
+                return StepsArgs(steps, batch, arena, self.params, self.grads, self.state, rng, rates, float(step), parts)
+            return StepArgs(batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step), parts)
+
+        fn = self._callable(kind, part, lambda: (*step_args(1), *batch_args, *stash))
         compiled = fn is self._functions[(kind, part)]
-        if compiled:
-            tuner = self.threads.tuner(kind, m, batch)
-            option = tuner.pick()
-        elif self.compiler.busy():   # the Python step runs on this thread alone: another core compiles
-            option = (1, 1)
-        else:   # its first call, before any child: one thread, or BLAS's threads for a large step
-            option = self.threads.options(m, batch)[0]
-        args[parts_arg] = self.threads.use(option, m)
+        option = self.threads.pick(kind, m, batch, compiled, not compiled and self.compiler.busy())
+        args = step_args(self.threads.use(option, m))
         if kind == "train":
-            self._last_batch, self._last_parts = batch_args, args[parts_arg]
+            self._last_batch, self._last_parts = batch_args, args.parts
         start = time.perf_counter()
-        fn(*args)
+        fn(*args, *batch_args, *stash)
         if compiled:
-            tuner.record(option, (time.perf_counter() - start) / steps)
-        home = stash if part == "step" else arena
+            self.threads.record(kind, m, batch, option, (time.perf_counter() - start) / steps)
+        return self._outputs(kind, part, m, batch, steps, stash if part == "step" else arena)
+
+    def function(self, kind, part="step"):
+        """The compiled function: the whole step, or for "train" its "grads" or "apply" half."""
+        if (kind, part) not in self._functions:
+            m = self.steps[kind]
+            name = m.function if part == "step" else f"{kind}_{part}"
+            self._functions[(kind, part)] = getattr(import_file(m.module), name)
+        return self._functions[(kind, part)]
+
+    def _callable(self, kind, part, arguments):
+        """The compiled step, or while a new one compiles in the background its Python function
+        (kgraph/runtime/background.py), which reads the types of arguments(). Replicas' halves
+        ("grads", "apply") always run compiled."""
+        dispatcher = self.function(kind, part)
+        if part != "step" or (kind, part) in self._compiled:
+            return dispatcher
+        fn = self.compiler.callable(dispatcher, arguments())
+        if fn is dispatcher:
+            self._compiled.add((kind, part))
+        return fn
+
+    def _buffer(self, store, kind, need):
+        buf = store.get(kind)
+        if buf is None or buf.size < need:
+            buf = store[kind] = np.zeros(max(need, 1), self.dtype)
+        return buf
+
+    def _random_sources(self, kind, m, batch, steps) -> np.ndarray:
+        """The rng buffer of `steps` steps, one after the other, each drawn afresh."""
+        size = m.rng.at(batch)
+        rng = self._buffer(self._rng_buffers, kind, size * steps)
+        if m.rng_masks:
+            for s in range(steps):
+                self.draw_masks(rng[s * size:(s + 1) * size], m, batch)
+        return rng
+
+    def _outputs(self, kind, part, m, batch, steps, home) -> dict:
+        """Views of the call's outputs: in the stashes (the whole step) or the arena (a half)."""
         key = (kind, part, batch, steps)
         cached = self._output_views.get(key)
         if cached is None or cached[0] is not home:  # views stay valid until their buffers are reallocated
             if part == "step":
                 views = {name: a[:steps * size].reshape(shape if steps == 1 else (steps, *shape))
-                         for (name, (size, shape)), a in zip(self._output_sizes(kind, batch), stash)}
+                         for (name, (size, shape)), a in zip(self._output_sizes(kind, batch), home)}
             else:
-                views = {name: self._output(arena, m, place, batch) for name, place in m["outputs"].items()}
+                views = {name: self._output(home, m, place, batch) for name, place in m.outputs.items()}
             cached = self._output_views[key] = (home, views)
         return cached[1]
 
@@ -180,8 +176,8 @@ class Executable:
         """[(name, (elements, shape))] of the step's outputs for one step at this batch size."""
         key = (kind, batch)
         if key not in self._sizes:
-            outputs = self.steps[kind]["outputs"].items()
-            shapes = [(name, tuple(batch if d == "B" else d for d in p["shape"]) or (1,)) for name, p in outputs]
+            outputs = self.steps[kind].outputs.items()
+            shapes = [(name, at_batch(p.shape, batch) or (1,)) for name, p in outputs]
             self._sizes[key] = [(name, (int(np.prod(shape)), shape)) for name, shape in shapes]
         return self._sizes[key]
 
@@ -190,8 +186,8 @@ class Executable:
         stash = self._stashes.get(kind)
         sizes = self._output_sizes(kind, batch)
         if stash is None or any(a.size < steps * size for a, (_, (size, _)) in zip(stash, sizes)):
-            stash = self._stashes[kind] = [np.zeros(max(steps * size, 1), np.dtype(p["dtype"]))
-                                           for (_, (size, _)), p in zip(sizes, m["outputs"].values())]
+            stash = self._stashes[kind] = [np.zeros(max(steps * size, 1), np.dtype(p.dtype))
+                                           for (_, (size, _)), p in zip(sizes, m.outputs.values())]
         return stash
 
     def _rates(self, lr, lrs, steps) -> np.ndarray:
@@ -204,50 +200,36 @@ class Executable:
     def draw_masks(self, rng, m, batch):
         """Fill the random sources of step manifest m in the rng buffer: dropout's keep masks
         (0 or 1 / (1 - rate)), or standard normal draws for the noise layers (dist "normal")."""
-        for mask in m["rng_masks"]:
-            view = self._mask_view(rng, m, mask, batch)
-            if mask.get("dist") == "normal":
+        for mask in m.rng_masks:
+            view = rng[m.rng_slice(mask, batch)]
+            if mask.dist == "normal":
                 self.random.standard_normal(out=view, dtype=self.dtype)
                 continue
             self.random.random(out=view, dtype=self.dtype)
-            np.greater_equal(view, mask["rate"], out=view)   # keep with probability 1 - rate
-            view *= self.dtype.type(1.0 / (1.0 - mask["rate"]))
+            np.greater_equal(view, mask.rate, out=view)   # keep with probability 1 - rate
+            view *= self.dtype.type(1.0 / (1.0 - mask.rate))
 
     def apply(self, lr: float, step: float) -> None:
         """The optimizer update from the gradient bucket (after replicas averaged it)."""
         batch = self._last_batch  # the update half never reads the batch arguments
-        self.function("train", "apply")(len(batch[0]), self._arenas["train"], self.params, self.grads, self.state,
-                                        self._rng_buffers["train"], float(lr), float(step), self._last_parts,
-                                        *batch)
+        args = StepArgs(len(batch[0]), self._arenas["train"], self.params, self.grads, self.state,
+                        self._rng_buffers["train"], float(lr), float(step), self._last_parts)
+        self.function("train", "apply")(*args, *batch)
 
     def _ones(self, m, batch) -> list:
-        shapes = [tuple(batch if d == "B" else d for d in s["shape"]) for s in m.get("sample_weights", ())]
+        shapes = [at_batch(s.shape, batch) for s in m.sample_weights]
         key = tuple(shapes)
         if key not in self._ones_cache:
             self._ones_cache[key] = [np.ones(s, self.dtype) for s in shapes]
         return self._ones_cache[key]
 
-    @staticmethod
-    def _mask_view(rng, m, mask, batch):
-        start = mask["offset"] * batch if mask["batch"] else m["rng"][0] * batch + mask["offset"]
-        return rng[start:start + (mask["size"] * batch if mask["batch"] else mask["size"])]
-
     def rng_mask(self, kind, node, batch) -> np.ndarray:
         """The mask (or normal draws) of rng node `node` drawn by the last step of `kind` (for tests)."""
         m = self.steps[kind]
-        mask = next(k for k in m["rng_masks"] if k["node"] == node)
-        shape = tuple(batch if d == "B" else d for d in mask["shape"])
-        return self._mask_view(self._rng_buffers[kind], m, mask, batch).reshape(shape).copy()
+        mask = next(k for k in m.rng_masks if k.node == node)
+        return self._rng_buffers[kind][m.rng_slice(mask, batch)].reshape(at_batch(mask.shape, batch)).copy()
 
     def _output(self, arena, m, place, batch):
-        start, shape = output_slice(m, place, batch)
-        buf = arena if place["region"] == "arena" else getattr(self, place["region"])
+        start, shape = m.output_slice(place, batch)
+        buf = arena if place.region == "arena" else getattr(self, place.region)
         return buf[start:start + int(np.prod(shape))].reshape(shape)
-
-
-def output_slice(m, place, batch) -> tuple:
-    """(start, shape) of a step's output in its buffer (place["region"]) at batch size `batch`."""
-    shape = tuple(batch if d == "B" else d for d in place["shape"]) or (1,)
-    if place["region"] == "arena":
-        return (place["offset"] * batch if place["batch"] else m["arena"][0] * batch + place["offset"]), shape
-    return place["offset"], shape

@@ -3,7 +3,6 @@ over an Executable. It knows the compiled steps' inputs and outputs, never an op
 from __future__ import annotations
 
 import functools
-import gc
 import itertools
 import json
 import math
@@ -14,13 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..callbacks import Callback, CallbackList, History, ProgbarLogger
 from . import checks, sources
+from .abi import Manifest
 from .batches import ArrayBatches, EpochIterator, IterableBatches, is_batch_source
+from .callbacks import Callback, CallbackList, History, ProgbarLogger
 from .checks import DataError  # noqa: F401  (kgraph.runtime.model.DataError, as before)
 from .executable import Executable
 from .files import atomic_write, read_npz_weights, write_npz_weights
 from .metrics import Mean, build
+from .policy import freeze_compiled_objects, plain
 
 
 def _gives_threads_back(loop):
@@ -139,7 +140,7 @@ class CompiledModel:
     def _targets(self, y) -> list:
         """The targets of the outputs with a loss, checked against each loss (class ids in range for
         the sparse ones; a hint when one-hot and sparse labels are swapped)."""
-        labels = self.executable.steps["test"]["labels"]
+        labels = self.executable.steps["test"].labels
         outputs = self._loss_outputs()
         if y is None:
             raise DataError("y is None: the model was compiled with a loss and needs targets (fit(x, y), or a "
@@ -160,7 +161,7 @@ class CompiledModel:
         for a, spec, target, name in zip(ys, labels, targets, outputs):
             what = f"targets of output {name!r}" if len(outputs) > 1 else "the targets (y)"
             a = checks.as_array(a, what)
-            want = tuple(spec["shape"][1:])
+            want = tuple(spec.shape[1:])
             if a.shape[1:] != want and a.shape[1:] == want + (1,):
                 a = a.reshape(a.shape[:-1])          # sparse labels given as (N, 1)
             elif a.shape[1:] != want and want == (1,) and a.ndim == 1:
@@ -172,7 +173,7 @@ class CompiledModel:
                 checks.check_class_ids(a, target["classes"], "class labels" if len(outputs) == 1 else what)
             else:
                 checks.check_finite(a, what)
-            out.append(np.ascontiguousarray(a, dtype=spec["dtype"]))
+            out.append(np.ascontiguousarray(a, dtype=spec.dtype))
         return out
 
     def _loss_outputs(self) -> list:
@@ -194,7 +195,7 @@ class CompiledModel:
             sample_weight = np.array([class_weight.get(int(c), 1.0) for c in classes])
         if sample_weight is None:
             return []
-        specs = self.executable.steps["test"]["sample_weights"]
+        specs = self.executable.steps["test"].sample_weights
         if isinstance(sample_weight, dict):
             sample_weight = [sample_weight[n] for n in self._loss_outputs()]
         sws = list(sample_weight) if isinstance(sample_weight, (list, tuple)) else [sample_weight] * len(specs)
@@ -202,9 +203,9 @@ class CompiledModel:
             raise DataError(f"the model has {len(specs)} outputs with a loss, got {len(sws)} sample weight arrays")
         out = []
         for a, spec, y in zip(sws, specs, ys):
-            a = checks.as_array(a, "sample_weight").astype(spec["dtype"])
+            a = checks.as_array(a, "sample_weight").astype(spec.dtype)
             checks.check_finite(a, "sample_weight")
-            want = (len(y),) + tuple(spec["shape"][1:])
+            want = (len(y),) + tuple(spec.shape[1:])
             if a.shape != want and a.size == int(np.prod(want)):
                 a = a.reshape(want)                  # (N, 1) weights for per-sample losses of shape (N,)
             if a.shape != want:
@@ -343,7 +344,7 @@ class CompiledModel:
                 if per_call is not None:
                     per_call.record(time.perf_counter() - start, count)
                 if step == 0:
-                    _freeze_compiled_objects(self.executable)
+                    freeze_compiled_objects(self.executable)
                 cbs.on_train_batch_end(step + count - 1, epoch_logs.result())
                 if self.stop_training:
                     break
@@ -360,9 +361,10 @@ class CompiledModel:
         """How many steps each call of the compiled step runs in this fit (a StepsPerCall), or None
         for one step a call: several need arrays walked in whole passes, one process without
         replicas, a CPU step, and callbacks that need no batch-by-batch hooks, unless compile()'s
-        steps_per_execution asked for several, as in Keras (batch hooks then run once a call)."""
+        steps_per_execution asked for several, as in Keras (batch hooks then run once a call).
+        One step a call on the plain path (KGRAPH_PLAIN=1, kgraph/runtime/policy.py)."""
         fixed = self.steps_per_execution
-        if (self.replicas is not None or batches.steps_per_epoch is not None
+        if (plain() or self.replicas is not None or batches.steps_per_epoch is not None
                 or not isinstance(batches.batches, ArrayBatches) or not self.executable.multi_step):
             return None
         if fixed is None and cbs and any(wants_every_batch(cb, BATCH_HOOKS[kind]) for cb in cbs.callbacks):
@@ -458,33 +460,18 @@ class CompiledModel:
 
     # ------------------------------------------------------------------ a compiled trainer on disk
     @classmethod
-    def from_directory(cls, directory):
-        """Load what `kgraph compile` wrote: manifest.json, the generated steps and weights.npz."""
-        from ..optimizers import get as get_optimizer
-
+    def from_directory(cls, directory, get_optimizer):
+        """Load what `kgraph compile` wrote: manifest.json, the generated steps and weights.npz.
+        get_optimizer makes the optimizer from its saved config (kgraph.optimizers.get, which the
+        trainer script passes in: the runtime imports nothing above it)."""
         directory = Path(directory)
         manifest = json.loads((directory / "manifest.json").read_text())
-        for m in manifest["steps"].values():
-            m["module"] = str(directory / m["module"])
-        exe = Executable(manifest["steps"], manifest["params"], manifest["info"]["dtype"])
+        steps = {kind: Manifest.from_json(m).with_module(directory / m["module"])
+                 for kind, m in manifest["steps"].items()}
+        exe = Executable(steps, manifest["params"], manifest["info"]["dtype"])
         model = cls(exe, manifest["info"], get_optimizer(manifest["optimizer"]))
         model.load_weights(directory / "weights.npz")
         return model
-
-
-_frozen_for = None
-
-
-def _freeze_compiled_objects(executable):
-    """Move what exists now (Numba's compiled steps, the IR) out of the garbage collector's reach,
-    once after each new step is loaded: its full collections scanned them every few thousand
-    steps, 30 ms each (7% of a run of 784-128-10 at batch 32)."""
-    global _frozen_for
-    key = (id(executable), tuple(executable._functions))
-    if key != _frozen_for:
-        gc.collect()
-        gc.freeze()
-        _frozen_for = key
 
 
 BATCH_HOOKS = {"train": ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end"),

@@ -49,7 +49,7 @@ def _merge(outs: list, sizes: list) -> dict:
 
 def _synced(executable) -> list:
     """[start, stop) ranges of the parameter bucket that the train step updates in place."""
-    return [(s["offset"], s["offset"] + s["size"]) for s in executable.steps["train"].get("synced", ())]
+    return [(s.offset, s.offset + s.size) for s in executable.steps["train"].synced]
 
 
 class ThreadReplicas:

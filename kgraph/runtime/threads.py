@@ -15,6 +15,8 @@ import numba
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: load it so its threads can be limited)
 from threadpoolctl import ThreadpoolController
 
+from .policy import plain
+
 # From this many FLOPs in its largest GEMM a step runs its GEMMs whole on BLAS's threads, untimed.
 LARGE_GEMM_FLOPS = 2e8
 _blas = ThreadpoolController()
@@ -124,8 +126,10 @@ class ThreadPlan:
         first call of one step), and a split step timed then looked slower than it is (784-128-10
         at batch 32: 300 to 500 us a step in the first calls, 210 later), so it lost in half the
         runs. BLAS's threads last: they spin for a while after their last call."""
-        cores, parts = self.cores(), m.get("parts", 1)
-        if m.get("gemm_flops_per_sample", 0) * batch >= LARGE_GEMM_FLOPS:
+        if plain():   # one setting, untimed (kgraph/runtime/policy.py)
+            return [(1, 1)]
+        cores, parts = self.cores(), m.parts
+        if m.gemm_flops_per_sample * batch >= LARGE_GEMM_FLOPS:
             return [(1, cores)]
         split = [(parts, 1)] if 1 < parts <= cores else []
         return [(1, 1)] + split + ([(1, cores)] if cores > 1 else [])
@@ -135,6 +139,18 @@ class ThreadPlan:
         if key not in self._tuners:
             self._tuners[key] = PartsTuner(self.options(m, batch))
         return self._tuners[key]
+
+    def pick(self, kind, m, batch, compiled=True, compiling=False) -> tuple:
+        """The setting of the next call: the tuner's for a compiled step. Its Python function
+        (while the step compiles, background.py) runs on one thread while a child compiles on
+        another core, and its first call takes the first option."""
+        if compiled:
+            return self.tuner(kind, m, batch).pick()
+        return (1, 1) if compiling else self.options(m, batch)[0]
+
+    def record(self, kind, m, batch, option, seconds) -> None:
+        """A compiled call's seconds a step with `option`, for the tuner."""
+        self.tuner(kind, m, batch).record(option, seconds)
 
     def probing(self, kind, batch) -> bool:
         """Whether the next call of this step kind at this batch size times a thread setting
@@ -150,7 +166,7 @@ class ThreadPlan:
         """Set Numba's and BLAS's threads for a call; returns the parts the step runs in."""
         parts, blas = option
         numba_threads = numba.get_num_threads()
-        if m.get("parts", 1) > 1 and numba_threads != parts:   # per calling thread
+        if m.parts > 1 and numba_threads != parts:   # per calling thread
             numba.set_num_threads(parts)
         if blas != self._blas_threads:  # a limit costs a library call: set it only when it changes
             if self._restore is None:

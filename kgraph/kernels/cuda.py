@@ -1,8 +1,8 @@
 """Hand-written CUDA kernels (numba.cuda) that generated launchers call: the tiled GEMM with a
 fused epilogue, the fused activation-gradient + bias-gradient backward, softmax and the
 cross-entropy losses, reductions, copies, the image ops of convolutions and pooling (NHWC), the
-embedding lookup and its gradient, batch-norm's moving statistics and the multi-tensor optimizer
-updates.
+embedding lookup and its gradient, batch-norm's moving statistics. The element and row maths
+(maths.py) and the optimizers' updates (updates.py) are the CPU's too.
 
 float32 only. A kernel that calls a generated device function (the GEMM's epilogue, the
 backward's activation gradient) comes from a cached factory, one specialisation per function.
@@ -11,31 +11,25 @@ with a barrier never return before it: threads outside the data only skip the wo
 from __future__ import annotations
 
 import functools
-import math
 
 from numba import cuda, float32
 
-# the Nadam schedule's product, shared with the CPU kernels (its plain Python function runs on the host)
-from .cpu_kernels import _nadam_momentum_product
+from . import maths as M
+from .maths import maximum, minimum
 
 THREADS_1D = 256   # threads per block of the one-dimensional kernels
 
 
-# Numba 0.66 and later cannot compile the two-argument builtins max and min for CUDA (numba
-# issue 10753): these stand in for them, here and in generated kernels, with Python's semantics.
-@cuda.jit(device=True)
-def maximum(a, b):
-    return b if b > a else a
-
-
-@cuda.jit(device=True)
-def minimum(a, b):
-    return b if b < a else a
+UPDATE_BLOCKS = 1024   # an optimizer update's blocks at most; each thread strides over the rest
 
 
 def blocks(n: int, threads: int = THREADS_1D) -> int:
     """Blocks of `threads` covering n elements (at least one)."""
     return max(1, -(-n // threads))
+
+
+def update_blocks(n: int) -> int:
+    return min(blocks(n), UPDATE_BLOCKS)
 
 
 # ---------------------------------------------------------------- GEMM
@@ -153,105 +147,63 @@ def act_grad_bias(grad):
 
 
 # ---------------------------------------------------------------- rows: softmax and losses
-# one thread per row: the class axis is short in the models this serves
-
-@cuda.jit(device=True)
-def _log_sum_exp(z, i):
-    m = z[i, 0]
-    for j in range(1, z.shape[1]):
-        m = maximum(m, z[i, j])
-    s = float32(0)
-    for j in range(z.shape[1]):
-        s += math.exp(z[i, j] - m)
-    return m + math.log(s)
-
+# one thread per row (the class axis is short in the models this serves), each running the row
+# maths of maths.py, the same as the CPU's
 
 @cuda.jit
 def softmax_rows(x, out):
     i = cuda.grid(1)
     if i < x.shape[0]:
-        m = x[i, 0]
-        for j in range(1, x.shape[1]):
-            m = maximum(m, x[i, j])
-        s = float32(0)
-        for j in range(x.shape[1]):
-            e = math.exp(x[i, j] - m)
-            out[i, j] = e
-            s += e
-        inv = float32(1) / s
-        for j in range(x.shape[1]):
-            out[i, j] *= inv
+        M.softmax_row(x[i], out[i])
 
 
 @cuda.jit
 def softmax_grad_rows(g, y, out):
     i = cuda.grid(1)
     if i < g.shape[0]:
-        d = float32(0)
-        for j in range(g.shape[1]):
-            d += g[i, j] * y[i, j]
-        for j in range(g.shape[1]):
-            out[i, j] = y[i, j] * (g[i, j] - d)
+        M.softmax_grad_row(g[i], y[i], out[i])
 
 
 @cuda.jit
 def softmax_ce_rows(z, t, out):
     i = cuda.grid(1)
     if i < z.shape[0]:
-        lse = _log_sum_exp(z, i)
-        acc = float32(0)
-        for j in range(z.shape[1]):
-            acc += t[i, j] * (lse - z[i, j])
-        out[i] = acc
+        out[i] = M.softmax_ce_row(z[i], t[i])
 
 
 @cuda.jit
 def softmax_ce_grad_rows(z, t, g, out):
     i = cuda.grid(1)
     if i < z.shape[0]:
-        lse = _log_sum_exp(z, i)
-        for j in range(z.shape[1]):
-            out[i, j] = (math.exp(z[i, j] - lse) - t[i, j]) * g[i]
+        M.softmax_ce_grad_row(z[i], t[i], g[i], out[i])
 
 
 @cuda.jit
 def sparse_softmax_ce_rows(z, labels, out):
     i = cuda.grid(1)
     if i < z.shape[0]:
-        if 0 <= labels[i] < z.shape[1]:   # ids outside the row are refused before the step; never read
-            out[i] = _log_sum_exp(z, i) - z[i, labels[i]]
-        else:
-            out[i] = _log_sum_exp(z, i)
+        out[i] = M.sparse_softmax_ce_row(z[i], labels[i])
 
 
 @cuda.jit
 def sparse_softmax_ce_grad_rows(z, labels, g, out):
     i = cuda.grid(1)
     if i < z.shape[0]:
-        lse = _log_sum_exp(z, i)
-        for j in range(z.shape[1]):
-            out[i, j] = math.exp(z[i, j] - lse) * g[i]
-        if 0 <= labels[i] < z.shape[1]:
-            out[i, labels[i]] -= g[i]
+        M.sparse_softmax_ce_grad_row(z[i], labels[i], g[i], out[i])
 
 
 @cuda.jit
 def pick_rows(p, labels, out):
     i = cuda.grid(1)
     if i < p.shape[0]:
-        out[i] = 0
-        if 0 <= labels[i] < p.shape[1]:
-            out[i] = p[i, labels[i]]
+        out[i] = M.pick(p[i], labels[i])
 
 
 @cuda.jit
 def unpick_rows(g, labels, out):
     i = cuda.grid(1)
     if i < out.shape[0]:
-        for j in range(out.shape[1]):
-            out[i, j] = 0
-        if 0 <= labels[i] < out.shape[1]:
-            out[i, labels[i]] = g[i]
+        M.unpick_row(g[i], labels[i], out[i])
 
 
 # ---------------------------------------------------------------- reductions, broadcasts, copies
@@ -493,147 +445,3 @@ def moving_average(m, x, momentum):
     mu, rest = float32(momentum), float32(1 - momentum)
     for i in range(cuda.grid(1), m.size, cuda.gridsize(1)):
         m[i] = m[i] * mu + x[i] * rest
-
-
-# ---------------------------------------------------------------- optimizers (Keras 3 formulas)
-# One launch updates every parameter: w, g and each slot are whole contiguous buckets. Grid-stride
-# loops; hyper-parameters arrive as Python floats and are rounded to float32 as the CPU kernels do.
-UPDATE_BLOCKS = 1024   # at most; each thread strides over the rest
-
-
-def update_blocks(n: int) -> int:
-    return min(blocks(n), UPDATE_BLOCKS)
-
-
-# Operands as the CPU kernels take them (ir/ops/optim.py): gscale is a 1-element device array (the
-# global-clipnorm scale, or the constant 1) that multiplies every gradient as it is read; decay is
-# weight_decay * lr, applied first as Keras does (w -= w * decay).
-
-
-@cuda.jit
-def sgd(w, g, gscale, lr, decay):
-    lr32, gs, d = float32(lr), gscale[0], float32(decay)
-    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
-        wi = w[i] - w[i] * d
-        w[i] = wi - lr32 * (g[i] * gs)
-
-
-@cuda.jit
-def sgd_momentum(w, g, m, gscale, lr, momentum, nesterov, decay):
-    lr32, mu, gs, d = float32(lr), float32(momentum), gscale[0], float32(decay)
-    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
-        wi = w[i] - w[i] * d
-        gi = g[i] * gs
-        mi = mu * m[i] - lr32 * gi
-        m[i] = mi
-        w[i] = wi + ((mu * mi - lr32 * gi) if nesterov else mi)
-
-
-def adam_alpha(lr: float, step: float, beta_1: float, beta_2: float) -> float:
-    """Adam's step size with the bias correction folded in, on the host in float64."""
-    return lr * math.sqrt(1 - beta_2 ** step) / (1 - beta_1 ** step)
-
-
-@cuda.jit
-def adam(w, g, m, v, v_hat, gscale, alpha, beta_1, beta_2, epsilon, amsgrad, decay):
-    """v_hat (the running maximum of v) is read only with amsgrad (pass any array otherwise)."""
-    a, b1, b2, eps = float32(alpha), float32(1 - beta_1), float32(1 - beta_2), float32(epsilon)
-    gs, d = gscale[0], float32(decay)
-    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
-        wi = w[i] - w[i] * d
-        gi = g[i] * gs
-        mi = m[i] + (gi - m[i]) * b1
-        vi = v[i] + (gi * gi - v[i]) * b2
-        m[i] = mi
-        v[i] = vi
-        if amsgrad:
-            vi = maximum(v_hat[i], vi)
-            v_hat[i] = vi
-        w[i] = wi - a * mi / (math.sqrt(vi) + eps)
-
-
-@cuda.jit
-def rmsprop(w, g, v, ag, mom, gscale, lr, rho, momentum, epsilon, centered, decay):
-    """ag and mom are read only when centered / momentum > 0 (pass any array otherwise)."""
-    lr32, r, r1 = float32(lr), float32(rho), float32(1 - rho)
-    mu, eps, gs, d = float32(momentum), float32(epsilon), gscale[0], float32(decay)
-    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
-        wi = w[i] - w[i] * d
-        gi = g[i] * gs
-        vi = r * v[i] + r1 * gi * gi
-        v[i] = vi
-        denominator = vi + eps
-        if centered:
-            avg = r * ag[i] + r1 * gi
-            ag[i] = avg
-            denominator = vi - avg * avg + eps
-        increment = lr32 * gi / math.sqrt(denominator)
-        if momentum > 0:
-            mi = mu * mom[i] + increment
-            mom[i] = mi
-            w[i] = wi - mi
-        else:
-            w[i] = wi - increment
-
-
-@cuda.jit
-def adagrad(w, g, acc, gscale, lr, epsilon, decay):
-    lr32, eps, gs, d = float32(lr), float32(epsilon), gscale[0], float32(decay)
-    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
-        wi = w[i] - w[i] * d
-        gi = g[i] * gs
-        a = acc[i] + gi * gi
-        acc[i] = a
-        w[i] = wi - lr32 * gi / math.sqrt(a + eps)
-
-
-@cuda.jit
-def adadelta(w, g, acc_g, acc_dx, gscale, lr, rho, epsilon, decay):
-    lr32, r, r1, eps = float32(lr), float32(rho), float32(1 - rho), float32(epsilon)
-    gs, d = gscale[0], float32(decay)
-    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
-        wi = w[i] - w[i] * d
-        gi = g[i] * gs
-        ag = r * acc_g[i] + r1 * gi * gi
-        acc_g[i] = ag
-        delta = -(math.sqrt(acc_dx[i] + eps) * gi) / math.sqrt(ag + eps)
-        acc_dx[i] = r * acc_dx[i] + r1 * delta * delta
-        w[i] = wi + lr32 * delta
-
-
-@cuda.jit
-def adamax(w, g, m, u, gscale, lr, correction, beta_1, beta_2, epsilon, decay):
-    """correction: 1 - beta_1**step, from the host."""
-    lr32, b1, b2, eps = float32(lr), float32(1 - beta_1), float32(beta_2), float32(epsilon)
-    corr, gs, d = float32(correction), gscale[0], float32(decay)
-    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
-        wi = w[i] - w[i] * d
-        gi = g[i] * gs
-        mi = m[i] + (gi - m[i]) * b1
-        m[i] = mi
-        ui = maximum(b2 * u[i], abs(gi))
-        u[i] = ui
-        w[i] = wi - lr32 * mi / (corr * (ui + eps))
-
-
-def nadam_coefficients(step: float, beta_1: float, beta_2: float) -> tuple:
-    """Nadam's per-step factors on m and g (its momentum schedule) and v's bias correction, on
-    the host in float64 as the CPU kernel computes them."""
-    u_t, u_next = beta_1 * (1 - 0.5 * 0.96 ** step), beta_1 * (1 - 0.5 * 0.96 ** (step + 1))
-    u_product = _nadam_momentum_product.py_func(beta_1, step)
-    return u_next / (1 - u_product * u_next), (1 - u_t) / (1 - u_product), 1 - beta_2 ** step
-
-
-@cuda.jit
-def nadam(w, g, m, v, gscale, lr, c_m, c_g, v_correction, beta_1, beta_2, epsilon, decay):
-    """c_m, c_g, v_correction: nadam_coefficients(step, beta_1, beta_2)."""
-    lr32, cm, cg, vc = float32(lr), float32(c_m), float32(c_g), float32(v_correction)
-    b1, b2, eps, gs, d = float32(1 - beta_1), float32(1 - beta_2), float32(epsilon), gscale[0], float32(decay)
-    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
-        wi = w[i] - w[i] * d
-        gi = g[i] * gs
-        mi = m[i] + (gi - m[i]) * b1
-        vi = v[i] + (gi * gi - v[i]) * b2
-        m[i] = mi
-        v[i] = vi
-        w[i] = wi - (cm * mi + cg * gi) * lr32 / (math.sqrt(vi / vc) + eps)

@@ -1,0 +1,103 @@
+"""How an elementwise op and an optimizer update become code: the one table both code generators
+read. The maths itself lives in kgraph/kernels (maths.py for element and row functions,
+updates.py for the optimizers); this module only spells the calls, looked up by the op's name:
+
+- an elementwise op is an operator (+, -, *, /) or a call of the maths function of the same
+  name, its attrs passed as the function's parameters of the same names (positionally: Numba's
+  CUDA target drops keyword arguments of such calls; the IR line above the call shows them by
+  name); activation gradients (`act_grad` with activation=NAME) call NAME_grad;
+- an update op calls its record in kgraph.kernels.updates: the per-step scalars once per step,
+  then the element function per weight, inside a loop each target writes its own way."""
+from __future__ import annotations
+
+import inspect
+
+from ir.ops.optim import UPDATES as IR_UPDATES
+
+from ..kernels import maths
+from ..kernels.updates import UPDATES
+
+OPERATORS = {"add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "neg": "-{0}",
+             "copy": "{0}"}
+PYTHON_MATH = {"exp": "math.exp", "log": "math.log", "log1p": "math.log1p", "sqrt": "math.sqrt", "abs": "abs"}
+
+
+def element_function(op: str, attrs: dict):
+    """The maths.py function computing elementwise op `op` (None for operators)."""
+    name = attrs["activation"] + "_grad" if op == "act_grad" else op
+    fn = getattr(maths, name, None)
+    if fn is None or not callable(fn):
+        raise NotImplementedError(f"no element function kgraph.kernels.maths.{name} for elementwise op {op!r}")
+    return fn
+
+
+def element_call(op: str, args: list, attrs: dict, lit) -> str:
+    """The scalar expression of elementwise op `op` on operand expressions `args`; `lit(value)`
+    names a constant of the step's dtype."""
+    if op in OPERATORS:
+        return OPERATORS[op].format(*args)
+    if op in PYTHON_MATH:
+        return f"{PYTHON_MATH[op]}({args[0]})"
+    if op == "act_grad" and attrs["activation"] == "linear":
+        return args[0]
+    fn = element_function(op, attrs)
+    hyper = []
+    for name, param in list(inspect.signature(fn).parameters.items())[len(args):]:
+        value = attrs.get(name, param.default)
+        if value is inspect.Parameter.empty:
+            raise NotImplementedError(f"elementwise op {op!r} needs attr {name!r}")
+        hyper.append(repr(value) if isinstance(value, bool) else lit(value))
+    return f"E.{fn.__name__}({', '.join(list(args) + hyper)})"
+
+
+def activation_call(activation: str, x: str, attrs: dict, lit) -> str:
+    """A GEMM epilogue's activation of x."""
+    return x if activation == "linear" else element_call(activation, [x], attrs, lit)
+
+
+# ---------------------------------------------------------------- optimizer updates
+
+def update_record(op: str):
+    if op not in UPDATES:
+        raise NotImplementedError(f"no update kernel in kgraph.kernels.updates for {op!r}")
+    return UPDATES[op]
+
+
+def hyper_parameters(op: str, hyper) -> dict:
+    """The op's hyper-parameters with Keras's defaults (ir/ops/optim.py) filled in."""
+    return {**IR_UPDATES[op].defaults, **dict(hyper)}
+
+
+def update_parameters(op: str, hyper: dict) -> list:
+    """The generated kernel's array parameters: w, g and the slots this configuration has, named as
+    the element function names them, in the update node's operand order."""
+    record = update_record(op)
+    present = set(IR_UPDATES[op].slots(hyper))
+    return ["w", "g"] + [p for slot, p in zip(record.slots, record.slot_params) if slot in present]
+
+
+def update_statement(op: str, hyper: dict) -> str:
+    """The line updating element i: Keras's weight decay and the gradient scale around the
+    element function; a slot this configuration lacks is passed as 0 and its result dropped."""
+    record = update_record(op)
+    present = set(IR_UPDATES[op].slots(hyper))
+    results, args = ["w[i]"], ["w[i] - w[i] * decay", "g[i] * gscale"]
+    for slot, param in zip(record.slots, record.slot_params):
+        results.append(f"{param}[i]" if slot in present else "_")
+        args.append(f"{param}[i]" if slot in present else "zero")
+    return f"{', '.join(results)} = U.{record.name}({', '.join(args + record.scalar_params)})"
+
+
+def scalars_call(op: str, hyper: dict) -> str:
+    """The call computing the element function's per-step scalars from lr, step and the
+    hyper-parameters (keyword arguments)."""
+    record = update_record(op)
+    names = list(inspect.signature(record.scalars).parameters)[2:]
+    keywords = ", ".join(f"{k}={hyper[k]!r}" for k in names)
+    return f"U.{record.scalars.__name__}(lr, step, {keywords})"
+
+
+def decay_expression(hyper: dict) -> str:
+    """Keras's weight decay of this step: weight_decay * lr (w -= w * decay before the update)."""
+    wd = float(hyper.get("weight_decay", 0.0) or 0.0)
+    return f"{wd!r} * lr" if wd else "0.0"

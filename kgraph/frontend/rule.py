@@ -1,0 +1,77 @@
+"""What every layer rule shares: the Rule base class, the context its IR is emitted in, weight
+declarations and the small checks and names of error messages. The rule modules (layers.py,
+spatial.py, extra_layers.py, preprocessing.py, dot.py, recurrent.py) import it; it imports none of them.
+Shapes here are Keras's: tuples whose first entry (the batch) is None."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ir import BATCH, Graph
+
+from .errors import ConfigError
+
+
+def shape_str(shape) -> str:
+    """A shape as Keras prints it: (None, 3)."""
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def ir_shape(shape) -> tuple:
+    return (BATCH, *shape[1:])
+
+
+@dataclass
+class Ctx:
+    """What a layer's IR needs besides its inputs."""
+    g: Graph
+    training: bool
+    keras: int          # 2 or 3: the Keras that wrote the config
+    params: dict        # weight name -> param node id, for the layer being emitted
+    masks: dict = field(default_factory=dict)  # node id -> its [B,T] 0/1 mask node (Keras's masks)
+
+
+@dataclass
+class WeightDecl:
+    name: str
+    shape: tuple
+    initializer: tuple  # (class name, config) from parse_initializer
+    regularizer: dict | None
+    trainable: bool = True  # False: state the train step updates in place (batch-norm statistics)
+
+
+class Rule:
+    """The default: one input, shape unchanged, no weights."""
+    inputs = 1  # None: any number (merges)
+
+    def check(self, layer, keras: int) -> None:
+        pass
+
+    def output_shape(self, layer, shapes: list) -> tuple:
+        return shapes[0]
+
+    def output_shapes(self, layer, shapes: list) -> list:
+        """One shape per output; emit returns a list of node ids when a layer has several."""
+        return [self.output_shape(layer, shapes)]
+
+    def weights(self, layer, shapes: list) -> list:
+        return []
+
+    def emit(self, ctx: Ctx, layer, xs: list, shapes: list) -> str:
+        return xs[0]
+
+
+def where_of(layer) -> str:
+    """How an error message names a layer: Dense layer 'dense_1'."""
+    return f"{layer.class_name} layer {layer.name!r}"
+
+
+def is_count(value, low: int = 1) -> bool:
+    """An int (not a bool, which Python counts as one) of at least `low`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def check_count(layer, key, default, low: int = 1) -> None:
+    value = layer.config.get(key, default)
+    if not is_count(value, low):
+        raise ConfigError(f"{where_of(layer)}: {key} must be a {'positive' if low == 1 else 'non-negative'} integer, "
+                          f"got {value!r}")

@@ -1,0 +1,26 @@
+"""The kernel library the compiled steps call, owned by the runtime (a trainer written by
+`kgraph compile -o DIR` runs with kgraph.runtime and this package alone).
+
+- maths.py: the element and row maths, written once as plain Python functions that Numba
+  compiles for the CPU (`njit`) and for CUDA (`cuda.jit`) alike;
+- updates.py: one record per optimizer (its element update and its per-step scalars);
+- cpu.py, cuda.py: what truly differs per target (GEMMs, images, pooling, reductions, lookups)
+  and the thin loops that apply the row maths; blas.py: sgemm for the CPU.
+
+The code generators (kgraph/codegen) spell calls of these; nothing here imports them."""
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+
+@functools.cache
+def fingerprint() -> str:
+    """A hash of this package's sources. Generated files carry it, so a change of the kernels
+    gives new file names and Numba's on-disk cache (which tracks a file, not what it calls)
+    never serves code compiled against the old ones."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]

@@ -1,0 +1,368 @@
+"""The element and row maths of every kernel, written once.
+
+Each function is plain Python over scalars (or 1-D rows) and is registered with Numba's
+`register_jitable`, so the same source runs in three places: in Python (the step's Python
+twin, the CUDA simulator), inside `numba.njit` CPU kernels and inside `numba.cuda.jit` kernels.
+The CPU and CUDA drivers (cpu.py, cuda.py and the generated loops) only decide which thread
+computes which element.
+
+Constants go through `like(x, value)`: a bare Python float would turn a float32 computation into
+float64 (slower, and different numbers from TensorFlow's). Row sums accumulate in float64 on
+every target (the rows are short: a softmax over classes).
+
+Adding an activation: its forward `name(x, ...)` and gradient `name_grad(g, v, ...)` here (v is
+the activation's output or input, as ir/ops/elementwise.py's ACTIVATIONS says), with the IR op
+(shape rule, NumPy reference, VJP) in ir/ops/elementwise.py; hyper-parameters are keyword
+arguments named as the op's attrs. Adding an optimizer: its element function and its per-step
+scalars in updates.py."""
+from __future__ import annotations
+
+import math
+
+from numba.extending import overload, register_jitable
+
+jitable = register_jitable(inline="never")
+
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+SQRT_HALF = 1 / math.sqrt(2.0)
+INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
+
+
+def like(x, value):
+    """`value` as a number of x's type."""
+    return type(x)(value)
+
+
+@overload(like)
+def _like(x, value):
+    kind = x   # the Numba type of x: compiled code casts to it
+
+    def cast(x, value):
+        return kind(value)
+    return cast
+
+
+# ---------------------------------------------------------------- helpers
+# Numba >= 0.66 cannot compile the builtins max and min for CUDA (numba#10753); these have
+# Python's semantics (the first argument wins ties and NaN comparisons).
+
+@jitable
+def maximum(a, b):
+    return b if b > a else a
+
+
+@jitable
+def minimum(a, b):
+    return b if b < a else a
+
+
+@jitable
+def flag(condition, x):
+    """1 or 0 in x's type."""
+    return like(x, 1) if condition else like(x, 0)
+
+
+# ---------------------------------------------------------------- elementwise ops of the IR
+
+@jitable
+def greater(a, b):
+    return flag(a > b, a)
+
+
+@jitable
+def greater_equal(a, b):
+    return flag(a >= b, a)
+
+
+@jitable
+def less(a, b):
+    return flag(a < b, a)
+
+
+@jitable
+def less_equal(a, b):
+    return flag(a <= b, a)
+
+
+@jitable
+def equal(a, b):
+    return flag(a == b, a)
+
+
+@jitable
+def where(c, a, b):
+    return a if c != like(c, 0) else b
+
+
+@jitable
+def sign(x):
+    return like(x, 1) if x > like(x, 0) else (like(x, -1) if x < like(x, 0) else like(x, 0))
+
+
+@jitable
+def clip(x, lo, hi):
+    return minimum(maximum(x, like(x, lo)), like(x, hi))
+
+
+@jitable
+def in_range(x, lo, hi):
+    return flag(x >= like(x, lo) and x <= like(x, hi), x)
+
+
+@jitable
+def square(x):
+    return x * x
+
+
+# ---------------------------------------------------------------- activations and their gradients
+# name(x, ...) and name_grad(g, v, ...) = g * name'(.), v being the output or the input.
+
+@jitable
+def linear_grad(g, v):
+    return g
+
+
+@jitable
+def relu(x):
+    return maximum(x, like(x, 0))
+
+
+@jitable
+def relu_grad(g, y):
+    return g if y > like(y, 0) else like(g, 0)
+
+
+@jitable
+def relu6(x):
+    return minimum(maximum(x, like(x, 0)), like(x, 6))
+
+
+@jitable
+def relu6_grad(g, y):
+    return g if (y > like(y, 0) and y < like(y, 6)) else like(g, 0)
+
+
+@jitable
+def leaky_relu(x, alpha=0.2):
+    return x if x > like(x, 0) else x * like(x, alpha)
+
+
+@jitable
+def leaky_relu_grad(g, y, alpha=0.2):
+    return g if y > like(y, 0) else g * like(g, alpha)
+
+
+@jitable
+def elu(x, alpha=1.0):
+    return x if x > like(x, 0) else like(x, alpha) * math.expm1(x)
+
+
+@jitable
+def elu_grad(g, y, alpha=1.0):
+    return g if y > like(y, 0) else g * (y + like(y, alpha))
+
+
+@jitable
+def selu(x):
+    return like(x, SELU_SCALE) * (x if x > like(x, 0) else like(x, SELU_ALPHA) * math.expm1(x))
+
+
+@jitable
+def selu_grad(g, y):
+    return g * like(g, SELU_SCALE) if y > like(y, 0) else g * (y + like(y, SELU_SCALE * SELU_ALPHA))
+
+
+@jitable
+def sigmoid(x):
+    one = like(x, 1)
+    return one / (one + math.exp(-x))
+
+
+@jitable
+def sigmoid_grad(g, y):
+    return g * y * (like(y, 1) - y)
+
+
+@jitable
+def hard_sigmoid(x):
+    return minimum(maximum(x / like(x, 6) + like(x, 0.5), like(x, 0)), like(x, 1))
+
+
+@jitable
+def hard_sigmoid_grad(g, y):
+    return g / like(g, 6) if (y > like(y, 0) and y < like(y, 1)) else like(g, 0)
+
+
+@jitable
+def tanh(x):
+    return math.tanh(x)
+
+
+@jitable
+def tanh_grad(g, y):
+    return g * (like(y, 1) - y * y)
+
+
+@jitable
+def exponential(x):
+    return math.exp(x)
+
+
+@jitable
+def exponential_grad(g, y):
+    return g * y
+
+
+@jitable
+def softplus(x):
+    return maximum(x, like(x, 0)) + math.log1p(math.exp(-abs(x)))
+
+
+@jitable
+def softplus_grad(g, y):
+    return g * -math.expm1(-y)
+
+
+@jitable
+def softsign(x):
+    return x / (like(x, 1) + abs(x))
+
+
+@jitable
+def softsign_grad(g, y):
+    return g * (like(y, 1) - abs(y)) * (like(y, 1) - abs(y))
+
+
+@jitable
+def silu(x):
+    return x * sigmoid(x)
+
+
+@jitable
+def silu_grad(g, x):
+    s = sigmoid(x)
+    return g * s * (like(x, 1) + x * (like(x, 1) - s))
+
+
+@jitable
+def gelu(x, approximate=False):
+    half, one = like(x, 0.5), like(x, 1)
+    if approximate:
+        return half * x * (one + math.tanh(like(x, SQRT_2_OVER_PI) * (x + like(x, 0.044715) * x * x * x)))
+    return half * x * (one + math.erf(x * like(x, SQRT_HALF)))
+
+
+@jitable
+def gelu_grad(g, x, approximate=False):
+    half, one = like(x, 0.5), like(x, 1)
+    if approximate:
+        t = math.tanh(like(x, SQRT_2_OVER_PI) * (x + like(x, 0.044715) * x * x * x))
+        d = half * (one + t) + half * x * (one - t * t) * like(x, SQRT_2_OVER_PI) * \
+            (one + like(x, 3 * 0.044715) * x * x)
+    else:
+        d = half * (one + math.erf(x * like(x, SQRT_HALF))) + x * math.exp(like(x, -0.5) * x * x) * like(x, INV_SQRT_2PI)
+    return g * d
+
+
+@jitable
+def mish(x):
+    return x * math.tanh(softplus(x))
+
+
+@jitable
+def mish_grad(g, x):
+    t = math.tanh(softplus(x))
+    return g * (t + x * sigmoid(x) * (like(x, 1) - t * t))
+
+
+# ---------------------------------------------------------------- rows: softmax and the losses
+# x, out: 1-D rows (the class axis); sums in float64.
+
+@jitable
+def row_max(x):
+    m = x[0]
+    for j in range(1, x.shape[0]):
+        m = maximum(m, x[j])
+    return m
+
+
+@jitable
+def log_sum_exp(z):
+    m = row_max(z)
+    s = 0.0
+    for j in range(z.shape[0]):
+        s += math.exp(z[j] - m)
+    return m + math.log(s)
+
+
+@jitable
+def softmax_row(x, out):
+    m = row_max(x)
+    s = 0.0
+    for j in range(x.shape[0]):
+        e = math.exp(x[j] - m)
+        out[j] = e
+        s += e
+    inv = 1 / s
+    for j in range(x.shape[0]):
+        out[j] *= inv
+
+
+@jitable
+def softmax_grad_row(g, y, out):
+    d = 0.0
+    for j in range(g.shape[0]):
+        d += g[j] * y[j]
+    for j in range(g.shape[0]):
+        out[j] = y[j] * (g[j] - d)
+
+
+@jitable
+def softmax_ce_row(z, t):
+    """Cross-entropy of softmax(z) against the distribution t."""
+    lse = log_sum_exp(z)
+    acc = 0.0
+    for j in range(z.shape[0]):
+        acc += t[j] * (lse - z[j])
+    return acc
+
+
+@jitable
+def softmax_ce_grad_row(z, t, g, out):
+    lse = log_sum_exp(z)
+    for j in range(z.shape[0]):
+        out[j] = (math.exp(z[j] - lse) - t[j]) * g
+
+
+@jitable
+def sparse_softmax_ce_row(z, label):
+    """An id outside the row is refused before the step (runtime/checks.py) and never read here."""
+    if 0 <= label < z.shape[0]:
+        return log_sum_exp(z) - z[int(label)]
+    return log_sum_exp(z)
+
+
+@jitable
+def sparse_softmax_ce_grad_row(z, label, g, out):
+    lse = log_sum_exp(z)
+    for j in range(z.shape[0]):
+        out[j] = math.exp(z[j] - lse) * g
+    if 0 <= label < z.shape[0]:
+        out[int(label)] -= g
+
+
+@jitable
+def pick(p, label):
+    """p[label], or 0 for an id outside the row."""
+    if 0 <= label < p.shape[0]:
+        return p[int(label)]
+    return like(p[0], 0)
+
+
+@jitable
+def unpick_row(g, label, out):
+    for j in range(out.shape[0]):
+        out[j] = 0
+    if 0 <= label < out.shape[0]:
+        out[int(label)] = g

@@ -1,0 +1,48 @@
+"""What the runtime does around a call of the compiled step besides calling it. Each policy pays
+off in long runs and lives in one named place; KGRAPH_PLAIN=1 turns every one off, for debugging
+(a breakpoint in a step then lands in the compiled step's own call, with nothing in between):
+
+- background compilation (background.StepCompiler): a new step runs as its Python function while
+  a child process compiles it. Plain: the step compiles in this process before its first call.
+- the thread tuner (threads.ThreadPlan): each step times its thread settings and keeps the
+  fastest. Plain: one setting, the step whole on one thread (BLAS too).
+- several steps a call (model.StepsPerCall): fit runs a run of batches in one call. Plain: one
+  step a call, even with compile(steps_per_execution=...).
+- gc.freeze after a new step's first call (freeze_compiled_objects, here).
+- denormals flushed to zero, as TensorFlow does (flush_denormals, here). Plain: IEEE arithmetic."""
+from __future__ import annotations
+
+import gc
+import os
+
+
+def plain() -> bool:
+    """KGRAPH_PLAIN=1 (any value but empty or 0): the plain path, every policy off."""
+    return os.environ.get("KGRAPH_PLAIN", "") not in ("", "0")
+
+
+def flush_denormals() -> bool:
+    """Flush denormals to zero in this thread (denormals.py; denormal arithmetic made long runs
+    8x slower); False on the plain path or where the CPU is not x86."""
+    if plain():
+        return False
+    from .denormals import flush_denormals as flush
+
+    return flush()
+
+
+_frozen_for = None
+
+
+def freeze_compiled_objects(executable) -> bool:
+    """Move what exists now (Numba's compiled steps, the IR) out of the garbage collector's reach,
+    once after each new step is loaded: its full collections scanned them every few thousand
+    steps, 30 ms each (7% of a run of 784-128-10 at batch 32). True when it froze."""
+    global _frozen_for
+    key = (id(executable), tuple(getattr(executable, "_functions", ())))
+    if plain() or key == _frozen_for:
+        return False
+    gc.collect()
+    gc.freeze()
+    _frozen_for = key
+    return True

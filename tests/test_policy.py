@@ -1,0 +1,144 @@
+"""The runtime's policies around a call of the compiled step (kgraph/runtime/policy.py), each on
+its own, and KGRAPH_PLAIN=1, which turns every one off."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from kgraph import models
+from kgraph.runtime import background, policy
+from kgraph.runtime.executable import Executable
+from kgraph.runtime.threads import LARGE_GEMM_FLOPS, ThreadPlan
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "digits_mlp.json"
+SMALL = SimpleNamespace(parts=2, gemm_flops_per_sample=1e3)       # what the thread plan reads of a manifest
+LARGE = SimpleNamespace(parts=2, gemm_flops_per_sample=LARGE_GEMM_FLOPS)
+
+
+@pytest.fixture(autouse=True)
+def _in_repo_root(monkeypatch):
+    monkeypatch.chdir(Path(__file__).parent.parent)
+
+
+@pytest.mark.parametrize("value, plain", [(None, False), ("", False), ("0", False), ("1", True), ("yes", True)])
+def test_the_switch(monkeypatch, value, plain):
+    if value is None:
+        monkeypatch.delenv("KGRAPH_PLAIN", raising=False)
+    else:
+        monkeypatch.setenv("KGRAPH_PLAIN", value)
+    assert policy.plain() is plain
+
+
+def test_background_compilation_is_off_on_the_plain_path(monkeypatch):
+    monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
+    assert background.enabled()
+    monkeypatch.setenv("KGRAPH_PLAIN", "1")
+    assert not background.enabled()
+    dispatcher = object()   # never typed: the plain path does not look at the arguments
+    assert background.StepCompiler().callable(dispatcher, [np.zeros(3)]) is dispatcher
+
+
+def test_the_thread_plan_picks_the_tuners_setting_or_one_thread_while_compiling(monkeypatch):
+    monkeypatch.delenv("KGRAPH_PLAIN", raising=False)
+    plan = ThreadPlan()
+    options = plan.options(SMALL, 8)
+    assert plan.pick("train", SMALL, 8, compiled=False, compiling=False) == options[0]
+    assert plan.pick("train", SMALL, 8, compiled=False, compiling=True) == (1, 1)
+    tuner = plan.tuner("train", SMALL, 8)
+    picked = plan.pick("train", SMALL, 8)
+    plan.record("train", SMALL, 8, picked, 1e-3)
+    assert picked == options[0] and tuner.samples[picked] == [1e-3]
+
+
+def test_the_plain_thread_plan_is_one_thread_untimed(monkeypatch):
+    monkeypatch.setenv("KGRAPH_PLAIN", "1")
+    plan = ThreadPlan()
+    assert plan.options(SMALL, 8) == [(1, 1)] and plan.options(LARGE, 1024) == [(1, 1)]
+    assert plan.pick("train", SMALL, 8) == (1, 1) and not plan.probing("train", 8)
+    plan.record("train", SMALL, 8, (1, 1), 1.0)
+    assert plan.tuner("train", SMALL, 8).samples == {(1, 1): []}
+
+
+def test_gc_freeze_once_per_new_step_and_never_on_the_plain_path(monkeypatch):
+    frozen = []
+    monkeypatch.setattr(policy.gc, "freeze", lambda: frozen.append(1))
+    monkeypatch.delenv("KGRAPH_PLAIN", raising=False)
+    exe = SimpleNamespace(_functions={("train", "step"): None})
+    assert policy.freeze_compiled_objects(exe) and frozen == [1]
+    assert not policy.freeze_compiled_objects(exe) and frozen == [1]   # nothing new since
+    exe._functions[("test", "step")] = None
+    assert policy.freeze_compiled_objects(exe) and frozen == [1, 1]
+    assert policy.freeze_compiled_objects(SimpleNamespace()) and frozen == [1, 1, 1]   # CudaExecutable: no CPU functions
+    monkeypatch.setenv("KGRAPH_PLAIN", "1")
+    exe._functions[("predict", "step")] = None
+    assert not policy.freeze_compiled_objects(exe) and frozen == [1, 1, 1]
+
+
+DENORMALS = ("import numpy as np, json\n"
+             "import kgraph.models as m\n"
+             "tiny = np.float32(1e-39)\n"
+             f"m.load_model({str(EXAMPLE)!r})\n"
+             "print(json.dumps(float(tiny * np.float32(1.0))))\n")
+
+
+def test_denormals_stay_on_the_plain_path():
+    """(tests/test_runtime.py checks that they are flushed otherwise.)"""
+    import os
+
+    r = subprocess.run([sys.executable, "-c", DENORMALS], capture_output=True, text=True,
+                       env=dict(os.environ, KGRAPH_PLAIN="1"), check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) > 0
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """The `steps` of every call of a train step."""
+    seen = []
+    run = Executable.run
+
+    def counting(self, kind, *args, **kwargs):
+        if kind == "train":
+            seen.append(kwargs.get("steps", 1))
+        return run(self, kind, *args, **kwargs)
+
+    monkeypatch.setattr(Executable, "run", counting)
+    return seen
+
+
+def _fit(**compile_args):
+    config = json.loads(EXAMPLE.read_text())
+    config["config"]["name"] = "plain_path"      # a step of its own: not compiled by another test here
+    model = models.model_from_json(json.dumps(config), seed=3)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"], **compile_args)
+    rs = np.random.RandomState(0)
+    x, y = rs.standard_normal((200, 64)).astype(np.float32), rs.randint(0, 10, 200)
+    history = model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    return model, history.history
+
+
+def test_the_plain_path_runs_the_compiled_step_one_step_a_call(monkeypatch, tmp_path, calls):
+    """KGRAPH_PLAIN=1 with background compilation asked for: the first call already runs the
+    compiled step (no child, no Python twin), one step a call even with steps_per_execution, and
+    fit learns what the default path learns."""
+    monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))   # a step not in any cache yet
+    monkeypatch.setenv("KGRAPH_PLAIN", "1")
+    plain, plain_logs = _fit(steps_per_execution=4)
+    exe = plain.executable
+    assert ("train", "step") in exe._compiled and not exe.compiler._jobs
+    assert calls == [1] * 14   # 2 epochs of 7 batches
+    assert next(iter(exe.threads._tuners.values())).options == [(1, 1)]
+    monkeypatch.setenv("KGRAPH_PLAIN", "0")
+    monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "0")
+    calls.clear()
+    default, default_logs = _fit(steps_per_execution=4)
+    assert max(calls) == 4
+    for k in plain_logs:
+        np.testing.assert_allclose(plain_logs[k], default_logs[k], rtol=1e-5)
+    for a, b in zip(plain.get_weights(), default.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
