@@ -69,6 +69,56 @@ def weights_by_layer(model) -> dict:
 
 # ---------------------------------------------------------------------- Keras 3 weights (.weights.h5)
 
+def _cell_groups(layer) -> list:
+    """[(group path, variable count)] where Keras 3 keeps a recurrent layer's variables: its cell's
+    group (a Bidirectional: the forward layer's cell, then the backward layer's; an RNN over
+    StackedRNNCells: cell/cells/<each cell's snake_case class name, made unique>; a
+    TimeDistributed: its layer's group); [("", None)]
+    (the layer's own vars, all of them) for any other layer."""
+    cfg = layer.config if isinstance(layer.config, dict) else {}
+
+    def count(c):
+        return 3 if (c or {}).get("use_bias", True) else 2
+    if layer.class_name == "TimeDistributed":
+        return [("layer", None)]
+    if layer.class_name in ("SimpleRNN", "LSTM", "GRU"):
+        return [("cell", count(cfg))]
+    if layer.class_name == "Bidirectional":
+        fwd = (cfg.get("layer") or {}).get("config")
+        bwd = (cfg.get("backward_layer") or {}).get("config", fwd)
+        return [("forward_layer/cell", count(fwd)), ("backward_layer/cell", count(bwd))]
+    if layer.class_name == "RNN":
+        cell = cfg.get("cell") or {}
+        if cell.get("class_name") != "StackedRNNCells":
+            return [("cell", count(cell.get("config")))]
+        used = {}
+        return [(f"cell/cells/{_unique(snake_case(c.get('class_name', '')), used)}", count(c.get("config")))
+                for c in (cell.get("config") or {}).get("cells", [])]
+    return [("", None)]
+
+
+def _write_vars(sub, layer, values):
+    start = 0
+    for where, n in _cell_groups(layer):
+        group = sub
+        for key in filter(None, where.split("/")):
+            group = group.require_group(key)
+            group.require_group("vars")  # Keras 3 gives every layer a vars group, empty or not
+        chunk = values[start:] if n is None else values[start:start + n]
+        start += len(chunk)
+        for i, value in enumerate(chunk):
+            group["vars"].create_dataset(str(i), data=value)
+
+
+def _read_vars(sub, layer) -> list:
+    out = []
+    for where in dict.fromkeys(["", *(w for w, _ in _cell_groups(layer))]):
+        group = sub.get(where) if where else sub
+        if group is not None and "vars" in group:
+            out += [np.asarray(group["vars"][str(i)]) for i in range(len(group["vars"]))]
+    return out
+
+
 def _write_keras3_layers(group, desc, path, weights):
     used = {}
     layers = group.create_group("layers")
@@ -79,8 +129,7 @@ def _write_keras3_layers(group, desc, path, weights):
         if layer.model is not None:
             _write_keras3_layers(sub, layer.model, path + (layer.name,), weights)
         else:
-            for i, (_, value) in enumerate(weights.get((*path, layer.name), [])):
-                var_group.create_dataset(str(i), data=value)
+            _write_vars(sub, layer, [value for _, value in weights.get((*path, layer.name), [])])
 
 
 def _read_keras3_layers(group, desc, path=()) -> dict:
@@ -100,8 +149,8 @@ def _read_keras3_layers(group, desc, path=()) -> dict:
             continue  # a layer the model lacks: _assign_by_layer names what is missing
         if layer.model is not None and "layers" in sub:
             out.update(_read_keras3_layers(sub, layer.model, path + (layer.name,)))
-        elif "vars" in sub and len(sub["vars"]):
-            out[(*path, layer.name)] = [np.asarray(sub["vars"][str(i)]) for i in range(len(sub["vars"]))]
+        elif _read_vars(sub, layer):
+            out[(*path, layer.name)] = _read_vars(sub, layer)
     return out
 
 

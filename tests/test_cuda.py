@@ -122,9 +122,12 @@ def test_every_ir_op_has_a_cuda_kernel():
     from kgraph.codegen.lowering import OPERATORS, PYTHON_MATH, element_function
     from kgraph.kernels.updates import UPDATES as KERNEL_UPDATES
 
+    from kgraph.models import NO_KERNELS_YET
+
     lowered = {"batch_norm"}   # rewritten into other ops before codegen (kgraph/passes/fold.py)
     for name, op in REGISTRY.items():
-        if op.pattern in (Pattern.SOURCE, Pattern.VIEW) or hasattr(CudaCodegen, "_emit_" + name) or name in lowered:
+        if op.pattern in (Pattern.SOURCE, Pattern.VIEW) or hasattr(CudaCodegen, "_emit_" + name) or name in lowered \
+                or name in NO_KERNELS_YET:  # refused before codegen, in one line (issue 16)
             continue
         if op.pattern is Pattern.ELEMWISE:
             assert name in OPERATORS or name in PYTHON_MATH or name in ("act_grad", "fused_elementwise") or \

@@ -376,12 +376,12 @@ def test_unsupported_layers_are_listed_at_once():
     config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
         {"class_name": "Conv3D", "config": {"name": "conv", "batch_input_shape": [None, 8, 8, 8, 1]}},
         {"class_name": "Lambda", "config": {"name": "lam", "function": ["4wEAAAAAAAAA", None, None]}},
-        {"class_name": "LSTM", "config": {"name": "rnn"}}]}}
+        {"class_name": "ConvLSTM2D", "config": {"name": "rnn"}}]}}
     with pytest.raises(ConfigError) as e:
         build_model(config)
     msg = str(e.value)
     assert "\n" not in msg
-    for part in ("Conv3D 'conv'", "Lambda 'lam'", "LSTM 'rnn'", "never decodes or runs", "Dense", "Concatenate"):
+    for part in ("Conv3D 'conv'", "Lambda 'lam'", "ConvLSTM2D 'rnn'", "never decodes or runs", "Dense", "Concatenate"):
         assert part in msg
 
 

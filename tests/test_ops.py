@@ -81,6 +81,9 @@ def _kink_free_unary(op):
     return Case(op, [I(away((B, 4), hash(op) % 1000))])
 
 
+RNN_MASK = np.array([[1, 1, 1, 1], [0, 1, 0, 1], [1, 1, 0, 0]], dtype=np.float64)[:B]
+RNN_KEEP = np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])[:B]  # recurrent dropout at rate 0.5
+
 GRAD_CASES = [
     # -- arithmetic, with broadcasting and scalar operands
     Case("add", [I(normal((B, 3), 1)), I(normal((B, 3), 2))], name="add_same"),
@@ -195,6 +198,32 @@ GRAD_CASES = [
          {"axis": 1, "epsilon": 0.1, "center": False}, name="batch_norm_axis1_no_beta"),
     Case("batch_norm", [I(normal((B, 3), 100)), P(normal((3,), 101)), P(pos((3,), 102)), P(normal((3,), 104))],
          {"axis": 1, "epsilon": 1e-3, "scale": False}, name="batch_norm_no_gamma"),
+    Case("slice", [I(normal((B, 2, 5), 48))], {"axis": 2, "start": 1, "stop": 4}, name="slice_grad"),
+    # -- recurrent time loops (T=4, H=2): masks with leading, middle and trailing gaps, go_backwards
+    *[Case("rnn_sequence", [I(0.5 * normal((B, 4, gates * 2), 110)), P(0.5 * normal((2, gates * 2), 111)),
+                            *([P(0.5 * normal((gates * 2,), 112))] if attrs.get("recurrent_bias") else []),
+                            *([L(RNN_MASK)] if attrs.get("masked") else []),
+                            *([L(RNN_KEEP)] if attrs.get("recurrent_dropout") else []),
+                            *([I(normal((B, 2), 113))] if attrs.get("initial") else []),
+                            *([I(normal((B, 2), 114))] if attrs.get("initial") and gates == 4 else [])],
+           attrs, name=f"rnn_{k}")
+      for k, (gates, attrs) in enumerate([
+          (1, {"cell": "simple"}),
+          (1, {"cell": "simple", "masked": True, "initial": True, "go_backwards": True, "activation": "softsign"}),
+          (4, {"cell": "lstm"}),
+          (4, {"cell": "lstm", "masked": True, "initial": True, "go_backwards": True,
+               "recurrent_activation": "hard_sigmoid_k2"}),
+          (4, {"cell": "lstm", "masked": True, "recurrent_activation": "hard_sigmoid"}),
+          (3, {"cell": "gru", "recurrent_bias": True}),
+          (3, {"cell": "gru", "recurrent_bias": True, "masked": True, "initial": True, "go_backwards": True}),
+          (3, {"cell": "gru", "reset_after": False, "masked": True, "initial": True}),
+          (3, {"cell": "gru", "reset_after": False, "go_backwards": True, "recurrent_activation": "hard_sigmoid_k2"}),
+          (1, {"cell": "simple", "recurrent_dropout": True}),
+          (4, {"cell": "lstm", "masked": True, "recurrent_dropout": True, "initial": True}),
+          (3, {"cell": "gru", "recurrent_bias": True, "recurrent_dropout": True, "masked": True}),
+          (3, {"cell": "gru", "reset_after": False, "recurrent_dropout": True, "initial": True}),
+      ])],
+    Case("reverse_time", [I(normal((B, 4, 3), 115))]),
 ]
 
 # ops without a VJP that a graph may still hold: forward-vs-shape-rule cases only
@@ -210,6 +239,8 @@ FORWARD_CASES = [
     Case("count", [I(normal((B, 4), 47))], {"axes": (0,)}),
     Case("count", [I(normal((B, 4), 47))], {}, name="count_all"),
     Case("slice", [I(normal((B, 5), 48))], {"axis": 1, "start": 1, "stop": 4}),
+    Case("rnn_sequence_grad", [I(normal((B, 4, 4), 116)), I(normal((B, 4, 4), 117)), I(normal((B, 4, 8), 118)),
+                               P(normal((2, 8), 119))], {"cell": "lstm", "wrt": 1}),
     Case("softmax_grad", [I(normal((B, 4), 49)), I(soft_targets((B, 4), 50))]),
     Case("softmax_cross_entropy_grad", [I(normal((B, 4), 49)), L(soft_targets((B, 4), 50)), I(normal((B,), 52))]),
     Case("sparse_softmax_cross_entropy_grad", [I(normal((B, 4), 49)), L(labels(B, 4, 53)), I(normal((B,), 52))]),

@@ -11,7 +11,7 @@ compare kgraph against it offline.  Run it with an interpreter that has
     /tmp/tfenv/bin/pip install --no-deps tf-keras==2.21.0
     /tmp/tfenv/bin/python tools/make_tf_fixtures.py [--out tests/fixtures]
 
-It writes two groups of files under ``--out``:
+It writes three groups of files under ``--out``:
 
 ``tf/<case>.npz`` + ``tf/<case>.json``  -- training fidelity fixtures
     A small Keras 3 model is compiled, run through ``predict`` and then
@@ -52,6 +52,11 @@ It writes two groups of files under ``--out``:
                         predictions with the same weights; they differ from
                         ``pred*`` only where the two libraries define an op
                         differently, e.g. ``hard_sigmoid``).
+
+``rnn/``  -- recurrent layers (issue 16), read by tests/test_recurrent.py
+    ``<case>.npz`` + ``k3_<case>.json`` + ``k2_<case>.json``: both configs,
+    Keras 3 weights (loaded into tf-keras too), both predictions, the loss
+    of one batch and its gradient per weight; see section (c) below.
 
 Everything is seeded; running the script twice gives the same numbers.
 """
@@ -1279,6 +1284,171 @@ def check_k21_against_npz(config, arrays) -> None:
     assert np.allclose(pred, arrays["pred0"], atol=1e-5), "k21 mismatch"
 
 
+
+# --------------------------------------------------------------------------
+# (c) Recurrent layers (issue 16): configs of both Keras, weights, predictions, gradients
+# --------------------------------------------------------------------------
+#
+# rnn/<case>.npz + rnn/k3_<case>.json + rnn/k2_<case>.json. npz keys: x0..., y0 (sparse labels),
+# w_<i> (Keras 3 get_weights(), loaded into the tf-keras model too), pred0 (Keras 3 predict),
+# k2_pred0 (tf-keras predict with the same weights; differs only where the two define an
+# activation differently: hard_sigmoid), loss (Keras 3 sparse cross-entropy of the batch, float64)
+# and grad_<i> (its gradient per weight, get_weights() order), summary (json: [name, output
+# shape(s), params] per layer). Small on purpose: vocabulary 20, 7 steps, 5 units.
+
+RNN_VOCAB, RNN_STEPS, RNN_ROWS = 20, 7, 6
+
+
+def rnn_embed_lstm(K):
+    return K.Sequential([K.Input(shape=(RNN_STEPS,)), K.layers.Embedding(RNN_VOCAB, 4),
+                         K.layers.LSTM(5), K.layers.Dense(3, activation="softmax")])
+
+
+def rnn_stacked_gru(K):
+    return K.Sequential([K.Input(shape=(RNN_STEPS, 3)), K.layers.GRU(5, return_sequences=True),
+                         K.layers.GRU(4, return_sequences=True, go_backwards=True), K.layers.Flatten(),
+                         K.layers.Dense(3, activation="softmax")])
+
+
+def rnn_bilstm(K):
+    return K.Sequential([K.Input(shape=(RNN_STEPS,)), K.layers.Embedding(RNN_VOCAB, 4),
+                         K.layers.Bidirectional(K.layers.LSTM(5, return_sequences=True)),
+                         K.layers.Bidirectional(K.layers.LSTM(3), merge_mode="sum"),
+                         K.layers.Dense(3, activation="softmax")])
+
+
+def rnn_simple(K):
+    return K.Sequential([K.Input(shape=(RNN_STEPS, 3)), K.layers.SimpleRNN(5, return_sequences=True),
+                         K.layers.SimpleRNN(4, go_backwards=True, activation="softsign"),
+                         K.layers.Dense(3, activation="softmax")])
+
+
+def rnn_gru_v1(K):
+    return K.Sequential([K.Input(shape=(RNN_STEPS, 3)),
+                         K.layers.GRU(5, reset_after=False, recurrent_activation="hard_sigmoid"),
+                         K.layers.Dense(3, activation="softmax")])
+
+
+def rnn_mask_zero(K):
+    return K.Sequential([K.Input(shape=(RNN_STEPS,)), K.layers.Embedding(RNN_VOCAB, 4, mask_zero=True),
+                         K.layers.Bidirectional(K.layers.GRU(5, return_sequences=True), merge_mode="ave"),
+                         K.layers.LSTM(5, return_sequences=True), K.layers.SimpleRNN(4),
+                         K.layers.Dense(3, activation="softmax")])
+
+
+def rnn_conv_lstm(K):
+    return K.Sequential([K.Input(shape=(RNN_STEPS, 3)),
+                         K.layers.Conv1D(6, 3, padding="same", activation="relu"), K.layers.MaxPooling1D(2),
+                         K.layers.LSTM(5), K.layers.Dense(3, activation="softmax")])
+
+
+def rnn_states(K):
+    x = K.Input(shape=(RNN_STEPS, 3))
+    seq, h, c = K.layers.LSTM(5, return_sequences=True, return_state=True)(x)
+    g = K.layers.GRU(4, return_state=True)(seq)
+    b = K.layers.Bidirectional(K.layers.SimpleRNN(3), merge_mode=None)(x)  # Masking: Keras 3 passes kwargs
+    out = K.layers.Dense(3, activation="softmax")(K.layers.Concatenate()([g[0], g[1], h, c, *b]))
+    return K.Model(x, out)
+
+
+def rnn_masking(K):
+    return K.Sequential([K.Input(shape=(RNN_STEPS, 3)), K.layers.Masking(mask_value=0.0),
+                         K.layers.Bidirectional(K.layers.SimpleRNN(3, return_sequences=True), merge_mode="mul"),
+                         K.layers.GRU(4, go_backwards=True, reset_after=False), K.layers.Dense(3, activation="softmax")])
+
+
+def rnn_initial_state(K):
+    x, h, c = K.Input(shape=(RNN_STEPS, 3)), K.Input(shape=(5,)), K.Input(shape=(5,))
+    seq = K.layers.LSTM(5, return_sequences=True)(x, initial_state=[h, c])
+    out = K.layers.GRU(5)(seq, initial_state=[h])
+    return K.Model([x, h, c], K.layers.Dense(3, activation="softmax")(out))
+
+
+def rnn_mask_merge(K):
+    """Merges pass on the AND of their inputs' masks; Dense passes its input's on."""
+    ids = K.Input(shape=(RNN_STEPS,))
+    e = K.layers.Embedding(RNN_VOCAB, 4, mask_zero=True)(ids)
+    a = K.layers.LSTM(4, return_sequences=True)(e)
+    b = K.layers.Dense(4)(e)
+    h = K.layers.Concatenate()([K.layers.Add()([a, b]), b])
+    return K.Model(ids, K.layers.Dense(3, activation="softmax")(K.layers.GRU(5)(h)))
+
+
+def rnn_cells(K):
+    """Cells inside RNN layers (one, and stacked), and a Bidirectional returning its states."""
+    L = K.layers
+    x = K.Input(shape=(RNN_STEPS, 3))
+    seq = L.RNN(L.LSTMCell(5), return_sequences=True)(x)
+    last = L.RNN(L.StackedRNNCells([L.GRUCell(4), L.SimpleRNNCell(3)]), go_backwards=True)(seq)
+    o, fh, fc, bh, bc = L.Bidirectional(L.LSTM(3, return_state=True))(x)
+    out = L.Dense(3, activation="softmax")(L.Concatenate()([last, o, fh, fc, bh, bc]))
+    return K.Model(x, out)
+
+
+def rnn_time_distributed(K):
+    L = K.layers
+    return K.Sequential([K.Input(shape=(RNN_STEPS, 3)), L.GRU(5, return_sequences=True),
+                         L.TimeDistributed(L.Dense(4, activation="relu")), L.TimeDistributed(L.Dropout(0.2)),
+                         L.Flatten(), L.Dense(3, activation="softmax")])
+
+
+RNN_CASES = {"embed_lstm": rnn_embed_lstm, "stacked_gru": rnn_stacked_gru, "bilstm": rnn_bilstm,
+             "simple_rnn": rnn_simple, "gru_v1": rnn_gru_v1, "mask_zero": rnn_mask_zero,
+             "conv_lstm": rnn_conv_lstm, "states": rnn_states, "masking": rnn_masking,
+             "initial_state": rnn_initial_state, "mask_merge": rnn_mask_merge,
+             "cells": rnn_cells, "time_distributed": rnn_time_distributed}
+
+
+def rnn_inputs(model, rng):
+    if len(model.inputs) > 1:  # initial states after the sequence
+        return [rnn_inputs(keras.Model(model.inputs[0], model.inputs[0]), rng)] + \
+            [rng.normal(size=(RNN_ROWS, *i.shape[1:])).astype(np.float32) for i in model.inputs[1:]]
+    if len(model.inputs[0].shape) == 2:  # token ids; a few rows padded with 0 at either end
+        ids = rng.randint(1, RNN_VOCAB, size=(RNN_ROWS, RNN_STEPS))
+        ids[1, 4:] = 0
+        ids[2, :3] = 0
+        ids[3, 2] = 0
+        return ids.astype(np.float32)
+    x = rng.normal(size=(RNN_ROWS, RNN_STEPS, 3)).astype(np.float32)
+    x[1, 5:] = 0  # steps a Masking layer skips
+    x[4, 0] = 0
+    return x
+
+
+def make_rnn_case(name, builder, out_dir: Path, seed: int) -> None:
+    reset(seed)
+    rng = np.random.RandomState(seed)
+    m3 = builder(keras)
+    randomize_weights(m3, seed)
+    x = rnn_inputs(m3, rng)
+    y = rng.randint(0, 3, size=RNN_ROWS).astype(np.int32)
+    weights = m3.get_weights()
+    assert [id(v) for v in m3.trainable_weights] == [id(v) for v in m3.weights], name
+    with tf.GradientTape() as tape:
+        # training=False: dropout off, so the gradient is a fixed number (no layer here differs otherwise)
+        loss = keras.losses.SparseCategoricalCrossentropy()(y, m3(x, training=False))
+    grads = tape.gradient(loss, m3.trainable_weights)
+    m2 = builder(tf_keras)
+    m2.set_weights(weights)
+    arrays = {"y0": y, "pred0": m3.predict(x, verbose=0), "k2_pred0": m2.predict(x, verbose=0),
+              "loss": np.float64(loss.numpy())}
+    arrays.update({f"x{i}": xi for i, xi in enumerate(as_list(x))})
+    if name in ("bilstm", "cells", "time_distributed"):  # the weights files each Keras writes, for kgraph's loaders
+        m3.save(out_dir / f"{name}.keras")
+        m2.save(out_dir / f"{name}_k2.h5")
+    arrays.update({f"w_{i}": w for i, w in enumerate(weights)})
+    arrays.update({f"grad_{i}": tf.convert_to_tensor(g).numpy() for i, g in enumerate(grads)})  # IndexedSlices too
+    arrays["summary"] = np.array(json.dumps([
+        [layer.name, [list(o.shape) for o in layer.output] if isinstance(layer.output, (list, tuple))
+         else list(layer.output.shape), layer.count_params()] for layer in m3.layers]))
+    np.savez_compressed(out_dir / f"{name}.npz", **arrays)
+    dump_json(json.loads(m3.to_json()), out_dir / f"k3_{name}.json")
+    dump_json(json.loads(m2.to_json()), out_dir / f"k2_{name}.json")
+    diff = float(np.max(np.abs(arrays["pred0"] - arrays["k2_pred0"])))
+    print(f"  rnn/{name}: loss {float(loss):.5f}, max |k3-k2| {diff:.1e}")
+    if name != "gru_v1":  # hard_sigmoid: clip(0.2x + 0.5) in tf-keras, relu6(x + 3) / 6 in Keras 3
+        assert diff < 1e-5, (name, diff)
+
 # --------------------------------------------------------------------------
 
 def main(argv=None) -> int:
@@ -1307,6 +1477,12 @@ def main(argv=None) -> int:
     for i, (arch, spec) in enumerate(ZOO.items()):
         if wanted(arch):
             zoo_arrays[arch] = make_zoo_arch(arch, spec, cfg_dir, SEED + 100 + i)
+    print("recurrent layers:")
+    rnn_dir = args.out / "rnn"
+    rnn_dir.mkdir(parents=True, exist_ok=True)
+    for i, (name, builder) in enumerate(RNN_CASES.items()):
+        if wanted(name):
+            make_rnn_case(name, builder, rnn_dir, SEED + 200 + i)
     if args.only is not None:
         return 0
 

@@ -1,5 +1,5 @@
 """All IR ops. Importing this package registers them."""
-from . import elementwise, fused, nn, optim, tensor  # noqa: F401  (registration side effects)
+from . import elementwise, fused, nn, optim, recurrent, tensor  # noqa: F401  (registration side effects)
 from .elementwise import ACTIVATIONS, activation_name, unbroadcast
 from .registry import REGISTRY, OpDef, Pattern, Role, get_op, has_role, register
 

@@ -172,7 +172,13 @@ def _slice(x, axis, start, stop):
     return x[tuple(idx)].copy()
 
 
-register(OpDef("slice", Pattern.OPAQUE, _slice_type, _slice, None))
+def _slice_vjp(b, g, out, x, axis, start, stop):
+    shape = b.type(x).shape
+    axis = axis % len(shape)
+    return (b.pad(g, pads=tuple((start, shape[axis] - stop) if i == axis else (0, 0) for i in range(len(shape)))),)
+
+
+register(OpDef("slice", Pattern.OPAQUE, _slice_type, _slice, _slice_vjp))
 
 
 def _constant_type(types, attrs):

@@ -244,8 +244,8 @@ class ActivityRegularization(Rule):
 
 
 class Masking(Rule):
-    """Keras's output: x where any entry of its last axis differs from mask_value, else 0. kgraph
-    has no masks: later layers (RNNs, attention, losses) do not receive one."""
+    """Keras's output: x where any entry of its last axis differs from mask_value, else 0. On a
+    sequence, the mask goes on to the recurrent layers (frontend/recurrent.py)."""
 
     def check(self, layer, keras):
         _number(layer, "mask_value", 0.0)
@@ -254,7 +254,10 @@ class Masking(Rule):
         g, x = ctx.g, xs[0]
         differs = g.sub(_c(g, x, 1.0), g.equal(x, _c(g, x, _number(layer, "mask_value", 0.0))))
         keep = g.reduce_max(differs, axes=(len(shapes[0]) - 1,), keepdims=True, name=f"{layer.name}_mask")
-        return g.where(keep, x, _c(g, x, 0.0), name=layer.name)  # where: no gradient into the mask
+        y = g.where(keep, x, _c(g, x, 0.0), name=layer.name)  # where: no gradient into the mask
+        if len(shapes[0]) == 3:
+            ctx.masks[y] = g.reshape(keep, shape=(BATCH, shapes[0][1]), name=f"{layer.name}_steps")
+        return y
 
 
 EXTRA = {

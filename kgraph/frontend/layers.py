@@ -200,9 +200,6 @@ class RepeatVector(Rule):
 class Embedding(Rule):
     def check(self, layer, keras):
         cfg = layer.config
-        if cfg.get("mask_zero"):
-            raise ConfigError(f"{where_of(layer)}: mask_zero=True is not supported (kgraph has no masks; "
-                              "id 0 would have to be skipped by every later layer)")
         for key in ("input_dim", "output_dim"):
             if not is_count(cfg.get(key)):
                 raise ConfigError(f"{where_of(layer)}: {key} must be a positive integer, got {cfg.get(key)!r}")
@@ -219,7 +216,13 @@ class Embedding(Rule):
                            parse_regularizer(cfg.get("embeddings_regularizer"), where))]
 
     def emit(self, ctx, layer, xs, shapes):
-        return ctx.g.gather(ctx.params["embeddings"], xs[0], name=layer.name)
+        g = ctx.g
+        y = g.gather(ctx.params["embeddings"], xs[0], name=layer.name)
+        if layer.config.get("mask_zero") and len(shapes[0]) == 2:  # id 0 is padding: later RNNs skip it
+            x = xs[0]
+            ctx.masks[y] = g.sub(g.const(1.0, g.type(x).dtype), g.equal(x, g.const(0.0, g.type(x).dtype)),
+                                 name=f"{layer.name}_mask")
+        return y
 
 
 class Normalization(Rule):

@@ -18,12 +18,13 @@ from .initializers import initial_value
 from .layers import CORE
 from .normalize import MODEL_CLASSES, describe, input_batch_shape, keras_major
 from .preprocessing import PREPROCESSING
+from .recurrent import RECURRENT_RULES, carry_mask
 from .regularizers import parse_regularizer
 from .rule import Ctx, ir_shape, is_count, shape_str
 from .spatial import SPATIAL
 from .walk import guarded, run_graph
 
-RULES = {**CORE, **SPATIAL, **EXTRA, **PREPROCESSING, **DOT_RULES}   # Keras class name -> its Rule
+RULES = {**CORE, **SPATIAL, **EXTRA, **PREPROCESSING, **DOT_RULES, **RECURRENT_RULES}   # Keras class name -> its Rule
 SUPPORTED = sorted([*RULES, "InputLayer", *MODEL_CLASSES])
 DTYPES = ("float32", "float64")
 
@@ -139,7 +140,7 @@ class _ShapePass:
             rule = RULES[layer.class_name]
             if rule.inputs is not None and len(args) != rule.inputs:
                 raise ConfigError(f"{layer.class_name} layer {layer.name!r} takes {rule.inputs} input, got {len(args)}")
-            outs = [rule.output_shape(layer, args)]
+            outs = rule.output_shapes(layer, args)
             decls = rule.weights(layer, args)
             key = path + (layer.name,)
             old = self.decls.setdefault(key, decls)
@@ -167,6 +168,7 @@ class FrontendModel:
         # size for the layer's output y, as Keras computes a layer's activity_regularizer (or an
         # ActivityRegularization layer's); the loss pass adds every "penalty:k" output to the loss
         self.activity_regularizers = []
+        self.masked_outputs = []  # set by lower()
 
     def count_params(self) -> int:
         return sum(int(np.prod(w.shape)) for w in self.weights)
@@ -183,7 +185,7 @@ class FrontendModel:
         g = Graph(self.name)
         activity = []
         self._add_sources(g)
-        params = {}
+        params, masks = {}, {}
         for w in self.weights:
             params.setdefault((*w.path, w.layer), {})[w.name] = w.node
 
@@ -193,19 +195,25 @@ class FrontendModel:
             if layer.model is not None:
                 return run_graph(layer.model, args, apply, path + (layer.name,))
             rule, shapes = RULES[layer.class_name], [s for _, s in args]
-            ctx = Ctx(g, training, self.keras, params.get((*path, layer.name), {}))
-            y = rule.emit(ctx, layer, [x for x, _ in args], shapes)
+            ctx = Ctx(g, training, self.keras, params.get((*path, layer.name), {}), masks)
+            ys = rule.emit(ctx, layer, [x for x, _ in args], shapes)
+            ys = ys if isinstance(ys, list) else [ys]
+            carry_mask(ctx, layer, [x for x, _ in args], ys)
+            y = ys[0]
             reg = rule.activity(layer) if hasattr(rule, "activity") else \
                 parse_regularizer(layer.config.get("activity_regularizer"), f"layer {layer.name!r}")
             if reg and (reg["l1"] or reg["l2"]):
                 activity.append({"layer": layer.name, "output": f"penalty:{len(activity)}", **reg, "_node": y})
-            return [(y, rule.output_shape(layer, shapes))]
+            return list(zip(ys, rule.output_shapes(layer, shapes)))
 
         outs = run_graph(self.desc, [(i.node, i.shape) for i in self.inputs], apply)
         g.outputs = {f"output:{k}": node for k, (node, _) in enumerate(outs)}
         for a in activity:
             g.outputs[a["output"]] = _activity_penalty(g, a.pop("_node"), a["l1"], a["l2"], a["layer"])
         self.activity_regularizers = activity
+        # outputs that carry a Keras mask (Embedding(mask_zero) or Masking, through recurrent layers
+        # returning sequences): Keras weights their losses by it; kgraph's loss does not yet
+        self.masked_outputs = [k for k, (node, _) in enumerate(outs) if node in masks]
         return g
 
     def summary(self, print_fn=print, line_length=None) -> None:

@@ -99,9 +99,13 @@ def _keras3_tensors(obj, out: list, where: str) -> list:
 
 def _call_refs(node, where: str) -> list:
     if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
-        if _keras3_tensors(node.get("kwargs", {}), [], where):
+        kwargs = node.get("kwargs") if isinstance(node.get("kwargs"), dict) else {}
+        # a mask kwarg is dropped: kgraph derives masks from the layers that make them (recurrent.py)
+        if _keras3_tensors({k: v for k, v in kwargs.items() if k not in ("initial_state", "mask")}, [], where):
             raise ConfigError(f"{where}: tensors passed as keyword arguments are not supported")
-        return _keras3_tensors(node.get("args", []), [], where)
+        # a recurrent layer's initial states follow its input, as Keras 2 lists them
+        return _keras3_tensors(node.get("args", []), [], where) + \
+            _keras3_tensors(kwargs.get("initial_state", []), [], where)
     if isinstance(node, (list, tuple)):  # Keras 2: [[name, node, tensor, kwargs], ...]
         return [_ref(entry, where) for entry in node]
     raise ConfigError(f"{where}: unreadable inbound node {node!r}")
@@ -175,8 +179,29 @@ def _functional(cfg: dict, name: str, where: str) -> ModelDesc:
         layer = _layer(entry, entry.get("name") if isinstance(entry, dict) else None, where)
         layer.calls = [_call_refs(n, f"{where} > {layer.name}") for n in entry.get("inbound_nodes", [])]
         layers.append(layer)
-    return ModelDesc(name, "Functional", layers, _refs(cfg["input_layers"], f"{where} input_layers"),
+    desc = ModelDesc(name, "Functional", layers, _refs(cfg["input_layers"], f"{where} input_layers"),
                      _refs(cfg["output_layers"], f"{where} output_layers"))
+    _drop_mask_ops(desc)
+    return desc
+
+
+# the ops Keras 3 writes into a functional config to compute the masks it passes as `mask`
+# keyword arguments; kgraph computes masks itself, so these go once nothing else reads them
+KERAS3_MASK_OPS = {"NotEqual", "Any", "All", "LogicalOr", "LogicalAnd", "LogicalNot", "ExpandDims", "ZerosLike",
+                   "OnesLike", "BroadcastTo", "Squeeze", "Cast"}
+
+
+def _drop_mask_ops(desc: ModelDesc) -> None:
+    """Drops the unread mask ops, and unread Concatenates of masks (Keras 3's Concatenate mask)."""
+    ops = {layer.name for layer in desc.layers if layer.class_name in KERAS3_MASK_OPS}
+    ops |= {layer.name for layer in desc.layers if layer.class_name == "Concatenate" and layer.calls
+            and all(r[0] in ops for call in layer.calls for r in call)}
+    while True:
+        read = {r[0] for layer in desc.layers for call in layer.calls for r in call} | {r[0] for r in desc.outputs}
+        unread = [layer for layer in desc.layers if layer.name in ops and layer.name not in read]
+        if not unread:
+            return
+        desc.layers = [layer for layer in desc.layers if layer not in unread]
 
 
 def _model(cls: str, cfg, name: str, where: str) -> ModelDesc:

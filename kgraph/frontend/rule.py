@@ -1,10 +1,10 @@
 """What every layer rule shares: the Rule base class, the context its IR is emitted in, weight
 declarations and the small checks and names of error messages. The rule modules (layers.py,
-spatial.py, extra_layers.py, preprocessing.py, dot.py) import it; it imports none of them.
+spatial.py, extra_layers.py, preprocessing.py, dot.py, recurrent.py) import it; it imports none of them.
 Shapes here are Keras's: tuples whose first entry (the batch) is None."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ir import BATCH, Graph
 
@@ -27,6 +27,7 @@ class Ctx:
     training: bool
     keras: int          # 2 or 3: the Keras that wrote the config
     params: dict        # weight name -> param node id, for the layer being emitted
+    masks: dict = field(default_factory=dict)  # node id -> its [B,T] 0/1 mask node (Keras's masks)
 
 
 @dataclass
@@ -47,6 +48,10 @@ class Rule:
 
     def output_shape(self, layer, shapes: list) -> tuple:
         return shapes[0]
+
+    def output_shapes(self, layer, shapes: list) -> list:
+        """One shape per output; emit returns a list of node ids when a layer has several."""
+        return [self.output_shape(layer, shapes)]
 
     def weights(self, layer, shapes: list) -> list:
         return []

@@ -38,6 +38,9 @@ def step_cost(model) -> dict:
             a = graph.type(node.inputs[0]).shape
             inner = a[-2] if node.attrs.get("transpose_a") else a[-1]
             flops += 2 * _per_sample(node.type.shape) * int(inner)
+        elif node.op == "rnn_sequence":  # the recurrent GEMM of every step: [H] x [H, G] per sample
+            steps, gates = graph.type(node.inputs[0]).shape[1:]
+            flops += 2 * steps * graph.type(node.inputs[1]).shape[0] * gates
     return {"forward_flops": flops, "value_bytes": values}
 
 

@@ -1,0 +1,285 @@
+"""Recurrent layers (issue 16) against TensorFlow, through the IR's NumPy interpreter: fixtures that
+tools/make_tf_fixtures.py wrote (tests/fixtures/rnn: Keras 3 and tf-keras 2 configs, weights,
+predictions, the loss and its gradient). The CPU and CUDA kernels come later; until then a compile
+refuses these models in one line."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ir
+import kgraph.models as models
+from kgraph.frontend.errors import ConfigError
+from kgraph.frontend.model import build_model
+from kgraph.passes import run_pipeline
+from kgraph.passes.autodiff import autodiff
+from kgraph.passes.loss import add_loss
+
+FIXTURES = Path(__file__).parent / "fixtures" / "rnn"
+CASES = sorted(p.stem for p in FIXTURES.glob("*.npz"))
+
+
+def _load(case, version):
+    config = json.loads((FIXTURES / f"{version}_{case}.json").read_text())
+    return config, np.load(FIXTURES / f"{case}.npz")
+
+
+def _feeds(fm, data, dtype="float32"):
+    feeds = {spec.node: data[f"x{k}"].astype(dtype) for k, spec in enumerate(fm.inputs)}
+    feeds.update({w.node: data[f"w_{i}"].astype(dtype) for i, w in enumerate(fm.weights)})
+    return feeds
+
+
+def _loss_graph(fm):
+    """The training forward graph, Keras's sparse cross-entropy, and the gradient of every weight."""
+    g = fm.lower(training=True)
+    add_loss(g, [{"name": "sparse_categorical_crossentropy"}])
+    grads = autodiff(g, g.outputs["loss"], [w.node for w in fm.weights])
+    ir.verify(g)
+    return g, grads
+
+
+def _label_feeds(g, data, dtype):
+    """Labels, unit sample weights, and dropout masks that keep everything (the fixtures' gradients
+    are TensorFlow's with dropout off)."""
+    (y,), (sw,) = g.sources("label"), g.sources("sample_weight")
+    feeds = {y.id: data["y0"], sw.id: np.ones(len(data["y0"]), dtype)}
+    feeds.update({n.id: np.ones(n.type.concrete(len(data["y0"])), dtype) for n in g.sources("rng")})
+    return feeds
+
+
+def test_every_case_has_both_configs():
+    assert len(CASES) >= 13
+    for case in CASES:
+        assert (FIXTURES / f"k3_{case}.json").exists() and (FIXTURES / f"k2_{case}.json").exists()
+
+
+@pytest.mark.parametrize("version", ["k3", "k2"])
+@pytest.mark.parametrize("case", CASES)
+def test_predictions_match_tensorflow(case, version):
+    config, data = _load(case, version)
+    fm = build_model(config)
+    g = fm.lower(training=False)
+    out = ir.interpret(g, _feeds(fm, data))[g.outputs["output:0"]]
+    expected = data["pred0" if version == "k3" else "k2_pred0"]  # gru_v1: hard_sigmoid differs
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("version", ["k3", "k2"])
+@pytest.mark.parametrize("case", CASES)
+def test_summary_shapes_and_parameter_counts_match_keras(case, version):
+    config, data = _load(case, version)
+    fm = build_model(config)
+    ours = [info for info in fm.layers if info.class_name != "InputLayer"]  # tf-keras names them otherwise
+    keras = [row for row in json.loads(str(data["summary"])) if not row[0].startswith("input_layer")]
+    assert len(ours) == len(keras)
+    for info, (name, shape, params) in zip(ours, keras):
+        assert info.params == params, name
+        got = info.output_shapes[0]
+        as_lists = [list(s) for s in got] if isinstance(got, list) else list(got)
+        assert as_lists == shape, name
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_loss_and_gradients_match_tensorflow(case):
+    config, data = _load(case, "k3")
+    fm = build_model(config)
+    g, grads = _loss_graph(fm)
+    env = ir.interpret(g, {**_feeds(fm, data), **_label_feeds(g, data, "float32")})
+    np.testing.assert_allclose(env[g.outputs["loss"]], data["loss"], rtol=1e-5)
+    for i, w in enumerate(fm.weights):
+        np.testing.assert_allclose(env[grads[w.node]], data[f"grad_{i}"], rtol=1e-4, atol=1e-6,
+                                   err_msg=f"gradient of {w.layer}/{w.name}")
+
+
+@pytest.mark.parametrize("case", ["bilstm", "mask_merge", "initial_state"])
+def test_the_train_pipeline_takes_tensorflows_first_sgd_step(case):
+    """The whole train step (loss, autodiff, SGD, fusion, planning) in the interpreter: the
+    weights after one step are TensorFlow's gradient step."""
+    config, data = _load(case, "k3")
+    fm = build_model(config)
+    lr = 0.1
+    compiled = run_pipeline("train", fm.lower(training=True), [w.node for w in fm.weights],
+                            losses=[{"name": "sparse_categorical_crossentropy"}], optimizer=("sgd", {}))
+    g = compiled.graph
+    ir.verify(g)
+    feeds = {**_feeds(fm, data), **_label_feeds(g, data, "float32")}
+    feeds.update({n.id: np.float32(lr) if n.id == "lr" else np.float64(1) for n in g.sources("scalar")})
+    env = ir.interpret(g, feeds)
+    np.testing.assert_allclose(env[g.outputs["loss"]], data["loss"], rtol=1e-5)
+    for i, w in enumerate(fm.weights):  # update ops wrote the fed arrays in place
+        np.testing.assert_allclose(feeds[w.node], data[f"w_{i}"] - lr * data[f"grad_{i}"], rtol=1e-5, atol=1e-6,
+                                   err_msg=f"{w.layer}/{w.name}")
+
+
+@pytest.mark.parametrize("case", ["mask_zero", "bilstm", "states", "gru_v1", "masking"])
+def test_gradients_match_finite_differences(case):
+    """float64, central differences of the interpreted loss at a few entries of every weight."""
+    config, data = _load(case, "k2")
+    fm = build_model(config, dtype="float64")
+    g, grads = _loss_graph(fm)
+    feeds = {**_feeds(fm, data, "float64"), **_label_feeds(g, data, "float64")}
+    env = ir.interpret(g, feeds)
+    loss = g.outputs["loss"]
+    rng = np.random.default_rng(0)
+    for w in fm.weights:
+        value = feeds[w.node]
+        for flat in rng.choice(value.size, size=min(3, value.size), replace=False):
+            idx = np.unravel_index(flat, value.shape)
+            diffs = []
+            for eps in (1e-6, -1e-6):
+                moved = value.copy()
+                moved[idx] += eps
+                diffs.append(ir.interpret(g, {**feeds, w.node: moved})[loss])
+            expected = (diffs[0] - diffs[1]) / 2e-6
+            np.testing.assert_allclose(env[grads[w.node]][idx], expected, rtol=1e-5, atol=1e-8,
+                                       err_msg=f"{w.layer}/{w.name}{idx}")
+
+
+@pytest.mark.parametrize("filename", ["bilstm.keras", "bilstm_k2.h5", "cells.keras", "cells_k2.h5",
+                                      "time_distributed.keras", "time_distributed_k2.h5"])
+def test_weights_files_written_by_keras_load(filename):
+    """Keras 3 keeps a recurrent layer's variables in its cell's group (a Bidirectional's in its
+    forward and backward layers' cells); tf-keras's .h5 lists them by name. Both load, and kgraph
+    writes Keras 3's layout back."""
+    data = np.load(FIXTURES / f"{filename.split('.')[0].removesuffix('_k2')}.npz")
+    model = models.load_model(FIXTURES / filename, compile=False)
+    expected = [data[f"w_{i}"] for i in range(len(model.get_weights()))]
+    for got, want in zip(model.get_weights(), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("case, group, index", [("bilstm", "bidirectional/backward_layer/cell", 4),
+                                                 ("cells", "rnn_1/cell/cells/simple_rnn_cell", 6)])
+def test_saved_weights_keep_keras_3s_cell_groups(tmp_path, case, group, index):
+    config, data = _load(case, "k3")
+    model = models.model_from_config(config)
+    model.set_weights([data[f"w_{i}"] for i in range(len(model.get_weights()))])
+    model.save_weights(tmp_path / "w.weights.h5")
+    import h5py
+    with h5py.File(tmp_path / "w.weights.h5") as f:
+        np.testing.assert_array_equal(f[f"layers/{group}/vars/0"], data[f"w_{index}"])
+    again = models.model_from_config(config)
+    again.load_weights(tmp_path / "w.weights.h5")
+    for got, want in zip(again.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_dropout_draws_one_mask_per_sequence_and_none_at_inference():
+    """Keras's masks: dropout one keep mask over the input features, recurrent_dropout one over the
+    state the recurrent kernel multiplies, each drawn once per sequence; predictions ignore both."""
+    config = _lstm_config(dropout=0.25, recurrent_dropout=0.5)
+    fm = build_model(config)
+    assert not fm.lower(training=False).sources("rng")
+    g = fm.lower(training=True)
+    shapes = sorted((n.attrs["rate"], n.type.shape) for n in g.sources("rng"))
+    assert shapes == [(0.25, ("B", 1, 2)), (0.5, ("B", 3))]
+    (rnn,) = [n for n in g.nodes() if n.op == "rnn_sequence"]
+    assert rnn.attrs["recurrent_dropout"]
+
+
+def test_lstm_bias_starts_with_ones_for_the_forget_gate():
+    for flag, forget in ((True, 1.0), (False, 0.0)):
+        fm = build_model(_lstm_config(unit_forget_bias=flag), seed=0)
+        bias = next(w.value for w in fm.weights if w.name == "bias")
+        np.testing.assert_array_equal(bias, [0, 0, 0, forget, forget, forget, 0, 0, 0, 0, 0, 0])
+
+
+def test_gru_reset_after_defaults_to_the_writers_keras():
+    """Keras 2.0-2.2 wrote no reset_after and computed h before the reset gate; Keras 3's default is True."""
+    def bias_shape(cfg):
+        config = _lstm_config(**cfg)
+        config["config"]["layers"][1]["class_name"] = "GRU"
+        return next(w.shape for w in build_model(config).weights if w.name == "bias")
+    assert bias_shape({"implementation": 1}) == (9,)
+    assert bias_shape({}) == (2, 9)
+    assert bias_shape({"implementation": 1, "reset_after": True}) == (2, 9)
+
+
+# ---------------------------------------------------------------- masks
+
+def test_masked_steps_carry_the_state():
+    """A row padded with zeros gives the LSTM's output of its last real step, as Keras's mask does."""
+    config, data = _load("embed_lstm", "k3")
+    config = json.loads(json.dumps(config).replace('"mask_zero": false', '"mask_zero": true'))
+    fm = build_model(config)
+    g = fm.lower(training=False)
+    lstm = next(n.id for n in g.nodes() if n.op == "rnn_sequence")
+    x = np.array([[3, 5, 7, 0, 0, 0, 0], [3, 5, 7, 9, 0, 0, 0]], np.float32)
+    feeds = _feeds(fm, {**data, "x0": x})
+    states = ir.interpret(g, feeds)[lstm]
+    np.testing.assert_array_equal(states[0, 3:], np.repeat(states[0, 2:3], 4, axis=0))
+    assert not np.allclose(states[1, 3], states[1, 2])
+
+
+# ---------------------------------------------------------------- refusals, one line each
+
+def _lstm_config(**extra):
+    layer = {"class_name": "LSTM", "config": {"name": "lstm", "units": 3, **extra}}
+    return {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 4, 2], "name": "x"}}, layer]}}
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"stateful": True}, "stateful=True is not supported"),
+    ({"unroll": True}, "unroll=True is not supported"),
+    ({"time_major": True}, "time_major=True is not supported"),
+    ({"dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),
+    ({"recurrent_dropout": "x"}, "recurrent_dropout must be in [0, 1)"),
+    ({"recurrent_constraint": {"class_name": "NonNeg", "config": {}}}, "recurrent_constraint is not supported"),
+    ({"activation": "softmax"}, "activation 'softmax' is not supported in a recurrent layer"),
+    ({"units": 0}, "units must be a positive integer"),
+    ({"units": None, "output_dim": 3}, "Keras 1 recurrent layers are not supported"),
+])
+def test_unsupported_arguments_are_refused_in_one_line(extra, words):
+    with pytest.raises(ConfigError) as e:
+        build_model(_lstm_config(**extra))
+    assert words in str(e.value) and "LSTM layer 'lstm'" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_layer_that_would_read_the_mask_is_refused():
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 5], "name": "x"}},
+        {"class_name": "Embedding", "config": {"name": "e", "input_dim": 9, "output_dim": 2, "mask_zero": True}},
+        {"class_name": "GlobalAveragePooling1D", "config": {"name": "gap"}}]}}
+    with pytest.raises(ConfigError, match="GlobalAveragePooling1D layer 'gap': reads the mask"):
+        build_model(config)
+
+
+def test_bidirectional_of_a_dense_layer_is_refused():
+    config = _lstm_config()
+    config["config"]["layers"][1] = {"class_name": "Bidirectional", "config": {
+        "name": "bi", "layer": {"class_name": "Dense", "config": {"name": "d", "units": 2}}}}
+    with pytest.raises(ConfigError, match="Bidirectional layer 'bi': wraps 'Dense'"):
+        build_model(config)
+
+
+def test_compile_says_the_kernels_are_not_written_yet():
+    config, data = _load("embed_lstm", "k3")
+    model = models.model_from_config(config)
+    with pytest.raises(NotImplementedError, match="recurrent layers run in the IR interpreter only so far"):
+        model.predict(data["x0"], verbose=0)
+
+
+def test_inspect_shows_the_train_step_and_its_plan(capsys):
+    from kgraph.cli import main
+
+    assert main(["inspect", str(FIXTURES / "k3_bilstm.json"), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "run in the IR interpreter only so far" in out
+    assert "%rnn_sequence_grad" in out and "memory plan at batch" in out
+
+
+def test_a_loss_on_a_masked_output_is_refused():
+    """Keras weights the loss of an output that carries a mask; until kgraph does, compile says so."""
+    config = {"class_name": "Sequential", "config": {"name": "tagger", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 5], "name": "x"}},
+        {"class_name": "Embedding", "config": {"name": "e", "input_dim": 9, "output_dim": 2, "mask_zero": True}},
+        {"class_name": "Dense", "config": {"name": "d", "units": 3}}]}}
+    model = models.model_from_config(config)
+    assert model.frontend.masked_outputs == [0]
+    with pytest.raises(NotImplementedError, match="output 'd' carries a mask"):
+        model.compile(optimizer="sgd", loss="mse")
+    config["config"]["layers"][1]["config"]["mask_zero"] = False
+    assert models.model_from_config(config).frontend.masked_outputs == []
