@@ -42,9 +42,10 @@ class CpuCodegen(StepCodegen):
     SHARED_KERNELS = True   # Numba caches them per file: one file per loop, reused by every model
     # ------------------------------------------------------------------ emission
     def generate(self) -> str:
-        """The module: its kernels and the step function. A training step also comes split in
-        two, `train_grads` (forward and backward into the gradient bucket) and `train_apply` (the
-        optimizer update), so data-parallel replicas can average gradients in between."""
+        """The module: its kernels and the step function. A training step's body is written once,
+        in two halves, `train_grads` (forward and backward into the gradient bucket) and
+        `train_apply` (the optimizer update), which the step calls in turn and data-parallel
+        replicas call apart, averaging the gradients in between."""
         prologue = [f"{_var(n.id)} = {self._view(n.id)}" for n in self.g.sources()
                     if n.op in ("param", "state", "rng") and self.g.users(n.id)]
         code = {}
@@ -52,7 +53,7 @@ class CpuCodegen(StepCodegen):
             if not n.is_source:
                 code[n.id] = ["", "# " + format_node(n)] + self._emit(n)
         updates = [n.id for n in self.g.nodes() if get_op(n.op).pattern is Pattern.UPDATE]
-        functions = [self._steps_function(self.func_name, code)]
+        functions = [self._steps_function(self.func_name, code, halves=bool(updates))]
         if updates:
             functions.append(self._function("train_grads", prologue, code, [i for i in code if i not in updates]))
             functions.append(self._function("train_apply", prologue + self._carried(updates), code, updates))
@@ -62,6 +63,11 @@ class CpuCodegen(StepCodegen):
     def _carried(self, updates) -> list[str]:
         """The views `train_apply` needs of buffers `train_grads` left in the arena: what the update
         ops read besides sources (batch norm's batch statistics for its moving averages)."""
+        return self._defined([i for nid in updates for i in self.g.node(nid).inputs])
+
+    def _defined(self, nids) -> list[str]:
+        """The views of nodes nids (and of the nodes their views view), outside the function that
+        computed them."""
         lines, seen = [], set()
 
         def define(nid):
@@ -75,9 +81,8 @@ class CpuCodegen(StepCodegen):
             elif self.plan.slots[nid].region != "none":
                 lines.append(f"{_var(nid)} = {self._view(nid)}")
 
-        for nid in updates:
-            for i in self.g.node(nid).inputs:
-                define(i)
+        for nid in nids:
+            define(nid)
         return lines
 
     def _function(self, name, prologue, code, node_ids) -> str:
@@ -88,7 +93,7 @@ class CpuCodegen(StepCodegen):
         lines.append("    return 0")
         return "\n".join(lines)
 
-    def _steps_function(self, name, code) -> str:
+    def _steps_function(self, name, code, halves=False) -> str:
         """The whole step, run `n` times in one call (fit calls it for several batches at once:
         the call's cost is paid once). Step s takes rows [s*B, (s+1)*B) of each batch argument, its
         dropout masks from row s of `rngs`, the rate lrs[s] and the step number step0 + s, and
@@ -101,7 +106,12 @@ class CpuCodegen(StepCodegen):
         per_step = [f"rng = rngs[s * {rng_size}:(s + 1) * {rng_size}]", "lr = lrs[s]", "step = step0 + s"]
         per_step += [f"{_var(i)} = all_{i}[s * B:(s + 1) * B]" for i in self.inputs + self.labels]
         per_step += [f"{_var(n.id)} = {self._view(n.id)}" for n in self.g.sources("rng") if self.g.users(n.id)]
-        body = per_step + [line for nid in code for line in code[nid]] + [""]
+        if halves:   # the training body is written once, in train_grads and train_apply
+            args_of_step = ", ".join(STEP_ARGS + [_var(i) for i in self.inputs + self.labels])
+            body = per_step + [f"train_grads({args_of_step})", f"train_apply({args_of_step})"]
+            body += self._defined([nid for _, nid in stash_outputs(self.c)]) + [""]
+        else:
+            body = per_step + [line for nid in code for line in code[nid]] + [""]
         for k, (output, nid) in enumerate(stash_outputs(self.c)):
             size = _prod(self.g.type(nid).shape)
             body.append(f"stash_{k}[s * {size}:(s + 1) * {size}] = {self._operand(nid)}.reshape(({size},))  # {output}")

@@ -39,8 +39,8 @@ def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, r
     batch-norm statistics, which the forward graph updates itself); parts: CPU cores to split the
     GEMMs that touch a weight over (passes/split.py; 1 for CUDA); fuse=False skips the fusion
     passes (the tests check that fusion changes no number); schedule: graph -> the node order the
-    target's step runs (memory planning's liveness; default the graph's order, `updates_last` for a
-    step run in two halves)."""
+    target's step runs (memory planning's liveness; default the graph's order, and for a training
+    step `updates_last`: the generated steps run it in two halves, gradients then updates)."""
     g = forward.clone()
     g.name = f"{forward.name}_{kind}"
     out = Compiled(kind, g, None, list(param_order))
@@ -79,6 +79,8 @@ def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, r
     done("dce")
     out.decisions += split_gemms(g, parts)
     out.decisions += split_samples(g, parts)
+    if schedule is None and kind == "train":
+        schedule = updates_last   # every target runs a training step as gradients, then updates
     out.plan = plan_memory(g, param_order, schedule(g) if schedule else None)
     done("plan")
     ir.verify(g)

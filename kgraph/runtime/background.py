@@ -24,6 +24,7 @@ import os
 import pickle
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numba
@@ -56,12 +57,12 @@ class StepCompiler:
             # The first call runs in Python alone: the kernels it needs compile (or load) now, so
             # the child finds them in the cache rather than compiling them a second time.
             self._jobs[dispatcher] = [sig, None]
-            return dispatcher.py_func
+            return python_twin(dispatcher)
         sig, child = job
         if child is None:
             child = job[1] = _start(dispatcher, sig)
         if child.poll() is None:
-            return dispatcher.py_func
+            return python_twin(dispatcher)
         _close(child)
         return dispatcher   # in the cache now; or the child failed, and this call compiles and raises here
 
@@ -90,6 +91,24 @@ class StepCompiler:
             child.kill()
             child.wait()
             _close(child)
+
+
+_TWINS: dict = {}
+
+
+def python_twin(dispatcher):
+    """The step's Python function, calling the Python functions of its own module's compiled
+    functions too (a training step calls its halves, train_grads and train_apply): only the
+    kernels it calls from elsewhere, compiled or cached apart, run compiled meanwhile."""
+    twin = _TWINS.get(dispatcher)
+    if twin is None:
+        func = dispatcher.py_func
+        namespace = dict(func.__globals__)
+        for name, value in func.__globals__.items():
+            if isinstance(value, numba.core.registry.CPUDispatcher) and value.py_func.__module__ == func.__module__:
+                namespace[name] = value.py_func
+        twin = _TWINS[dispatcher] = types.FunctionType(func.__code__, namespace, func.__name__, func.__defaults__)
+    return twin
 
 
 def _start(dispatcher, sig) -> subprocess.Popen:
