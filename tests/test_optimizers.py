@@ -48,7 +48,7 @@ def test_unknown_schedule_names_the_known_ones():
 
 
 def test_unknown_optimizer_names_the_known_ones():
-    for identifier in ("adamx", {"class_name": "Lion", "config": {}}):
+    for identifier in ("adamx", {"class_name": "Lamb", "config": {}}):
         with pytest.raises(ValueError) as e:
             optimizers.get(identifier)
         assert "\n" not in str(e.value)
