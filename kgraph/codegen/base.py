@@ -4,6 +4,7 @@ shape arithmetic of reductions, rows and buckets. A target subclasses StepCodege
 `_operand` and `_emit_*`."""
 from __future__ import annotations
 
+import collections
 import re
 
 from ir import BATCH
@@ -104,20 +105,30 @@ class Module:
 def drop_unused_views(lines: list, keep_from=None):
     """The lines without the view definitions (`v_x = ...`) no other line reads. keep_from: the
     lines are a prologue and a body joined at that index (with a separator line before it):
-    returns the two parts."""
+    returns the two parts. Linear in the text: the view names are counted once, and a dropped
+    line's names counted down, which may leave the views it read unused in turn."""
     lines = list(lines)
-    while True:
-        text = "\n".join(lines)
-        unused = {i for i, line in enumerate(lines) if (m := re.match(r"(v_\w+) = ", line)) and
-                  len(re.findall(rf"\b{m.group(1)}\b", text)) == 1}
-        if not unused:
-            break
-        if keep_from is not None:
-            keep_from -= len([i for i in unused if i < keep_from])
-        lines = [line for i, line in enumerate(lines) if i not in unused]
+    uses = collections.Counter(re.findall(r"\bv_\w+", "\n".join(lines)))   # whole words, as \bv_x\b
+    defined = {}
+    for i, line in enumerate(lines):
+        if m := re.match(r"(v_\w+) = ", line):
+            defined.setdefault(m.group(1), []).append(i)
+    dropped = set()
+    todo = [name for name, at in defined.items() if uses[name] == 1]
+    while todo:
+        name = todo.pop()
+        (i,) = defined[name]   # read once: in its only definition
+        dropped.add(i)
+        for used in re.findall(r"\bv_\w+", lines[i]):
+            uses[used] -= 1
+            if used != name and uses[used] == 1 and used in defined and \
+                    not any(j in dropped for j in defined[used]):
+                todo.append(used)
+    kept = [line for i, line in enumerate(lines) if i not in dropped]
     if keep_from is None:
-        return lines
-    return lines[:keep_from - 1], lines[keep_from:]
+        return kept
+    keep_from -= len([i for i in dropped if i < keep_from])
+    return kept[:keep_from - 1], kept[keep_from:]
 
 
 def home_slot(plan, nid):
