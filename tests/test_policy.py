@@ -11,7 +11,6 @@ import pytest
 
 from kgraph import models
 from kgraph.runtime import background, policy
-from kgraph.runtime.executable import Executable
 from kgraph.runtime.threads import LARGE_GEMM_FLOPS, ThreadPlan
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "digits_mlp.json"
@@ -93,21 +92,6 @@ def test_denormals_stay_on_the_plain_path():
                        env=dict(os.environ, KGRAPH_PLAIN="1"), check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1]) > 0
-
-
-@pytest.fixture
-def calls(monkeypatch):
-    """The `steps` of every call of a train step."""
-    seen = []
-    run = Executable.run
-
-    def counting(self, kind, *args, **kwargs):
-        if kind == "train":
-            seen.append(kwargs.get("steps", 1))
-        return run(self, kind, *args, **kwargs)
-
-    monkeypatch.setattr(Executable, "run", counting)
-    return seen
 
 
 def _fit(**compile_args):

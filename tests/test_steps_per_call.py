@@ -7,24 +7,8 @@ import pytest
 
 from kgraph import callbacks, models, optimizers
 from kgraph.datasets import digits
-from kgraph.runtime.executable import Executable
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "digits_mlp.json"
-
-
-@pytest.fixture
-def calls(monkeypatch):
-    """The `steps` of every call of a train step."""
-    seen = []
-    run = Executable.run
-
-    def counting(self, kind, *args, **kwargs):
-        if kind == "train":
-            seen.append(kwargs.get("steps", 1))
-        return run(self, kind, *args, **kwargs)
-
-    monkeypatch.setattr(Executable, "run", counting)
-    return seen
 
 
 def _fit(steps_per_execution=None, optimizer="adam", callback_list=None, epochs=2):

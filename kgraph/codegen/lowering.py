@@ -88,6 +88,15 @@ def update_statement(op: str, hyper: dict) -> str:
     return f"{', '.join(results)} = U.{record.name}({', '.join(args + record.scalar_params)})"
 
 
+def update_casts(scalars: list, statement: str, cast: str) -> list:
+    """A generated update kernel's first lines: its scalars cast to the weights' type by `cast`
+    (`f`, `float32`), and the 0 a slot this configuration lacks reads."""
+    lines = [f"    {', '.join(scalars)} = {', '.join(f'{cast}({s})' for s in scalars)}"]
+    if "zero" in statement:
+        lines.append(f"    zero = {cast}(0)   # a slot this configuration has not")
+    return lines
+
+
 def scalars_call(op: str, hyper: dict) -> str:
     """The call computing the element function's per-step scalars from lr, step and the
     hyper-parameters (keyword arguments)."""
