@@ -3,6 +3,7 @@
     python -m benchmarks [--only NAME] [--repeats 3] [--epochs 3] [--vs tensorflow,torch]
 
 Needs the `bench` extra (tensorflow-cpu, torch, matplotlib); a missing peer is skipped."""
+
 from __future__ import annotations
 
 import argparse
@@ -67,10 +68,13 @@ def main():
         print(f"{name}: {', '.join(frameworks)} x {args.repeats}", flush=True)
         rows[name] = compare(spec, frameworks, repeats=args.repeats, epochs=args.epochs)
         for f, r in rows[name].items():
-            print(f"  {f:<11} {r['samples_per_s']:>10.0f} samples/s  import {r['import_s']:.2f} s  "
-                  f"first step {r['first_step_s']:.2f} s "
-                  f"(new model {r['first_step_new_s']:.2f} s)  "
-                  f"loss {r['final_loss']:.4f}  rss {r['peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"  {f:<11} {r['samples_per_s']:>10.0f} samples/s  import {r['import_s']:.2f} s  "
+                f"first step {r['first_step_s']:.2f} s "
+                f"(new model {r['first_step_new_s']:.2f} s)  "
+                f"loss {r['final_loss']:.4f}  rss {r['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
     write_results(Path(args.out), rows, frameworks, peak)
 
 
@@ -79,16 +83,22 @@ def _seconds(value) -> str:
 
 
 def write_results(out: Path, rows, frameworks, peak):
-    lines = ["# Benchmark results", "",
-             f"Machine: {_machine()}. Measured {datetime.date.today().isoformat()} by `python -m benchmarks` "
-             f"(medians of alternating runs, each in its own process).",
-             f"Versions: {', '.join(f'{k} {v}' for k, v in _versions().items())}.",
-             f"float32 GEMM peak (NumPy sgemm 1024³): {peak:.0f} GFLOP/s."]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Machine: {_machine()}. Measured {datetime.date.today().isoformat()} by `python -m benchmarks` "
+        f"(medians of alternating runs, each in its own process).",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in _versions().items())}.",
+        f"float32 GEMM peak (NumPy sgemm 1024³): {peak:.0f} GFLOP/s.",
+    ]
     if os.environ.get("OPENBLAS_CORETYPE"):
         lines.append(f"OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} was set (slows NumPy/Numba GEMMs).")
-    lines += ["", "| benchmark | framework | samples/s | vs kgraph | % of GEMM-bound limit | import (s) | "
-              "first step (s) | first step, new model (s) | peak RSS (MB) | final loss |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| benchmark | framework | samples/s | vs kgraph | % of GEMM-bound limit | import (s) | "
+        "first step (s) | first step, new model (s) | peak RSS (MB) | final loss |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, res in rows.items():
         spec = SUITE[name]
         limit = peak * 1e9 / gemm_flops_per_step(spec["config"], spec["batch"]) * spec["batch"]
@@ -97,25 +107,31 @@ def write_results(out: Path, rows, frameworks, peak):
         for f in frameworks:
             r = res[f]
             ratio = res["kgraph"]["samples_per_s"] / r["samples_per_s"]
-            lines.append(f"| {name} | {f} | {r['samples_per_s']:.0f} | {ratio:.2f}× | "
-                         f"{100 * r['samples_per_s'] / limit:.0f}% | {_seconds(r.get('import_s'))} | "
-                         f"{r['first_step_s']:.2f} | "
-                         f"{r.get('first_step_new_s', r['first_step_s']):.2f} | "
-                         f"{r['peak_rss_mb']:.0f} | {r['final_loss']:.4f} |")
+            lines.append(
+                f"| {name} | {f} | {r['samples_per_s']:.0f} | {ratio:.2f}× | "
+                f"{100 * r['samples_per_s'] / limit:.0f}% | {_seconds(r.get('import_s'))} | "
+                f"{r['first_step_s']:.2f} | "
+                f"{r.get('first_step_new_s', r['first_step_s']):.2f} | "
+                f"{r['peak_rss_mb']:.0f} | {r['final_loss']:.4f} |"
+            )
     lines += targets(rows, peak)
-    lines += ["", "\"vs kgraph\" is kgraph's samples/s divided by that framework's (above 1: kgraph is faster).",
-              "The GEMM-bound limit is the GEMM peak divided by 6·batch·Σ in·out FLOPs per step (issue #4's",
-              "definition); the first layer needs no input gradient, so a step can run above 100% of it.",
-              "Import: `import kgraph.models`, `import keras` (TensorFlow) or `import torch` in a fresh process",
-              "that has already imported NumPy; each framework sets itself up there (kgraph loads Numba's",
-              "registries, which Numba would otherwise load on the first step).",
-              "First step: from building the model to the end of its first training step (first prediction for",
-              "predict), compilation included. kgraph's compiled steps come from its on-disk cache after the first",
-              "run; \"new model\" is the first step of a model whose step was never compiled (a fresh name), with",
-              "kgraph's kernels in the cache as after any earlier model: that step runs as Python calling the",
-              "compiled kernels while a child process compiles it (kgraph/runtime/background.py). The peers",
-              "compile every run, so both columns show the same figure for them. The epochs are timed once",
-              "kgraph's step is compiled.", ""]
+    lines += [
+        "",
+        "\"vs kgraph\" is kgraph's samples/s divided by that framework's (above 1: kgraph is faster).",
+        "The GEMM-bound limit is the GEMM peak divided by 6·batch·Σ in·out FLOPs per step (issue #4's",
+        "definition); the first layer needs no input gradient, so a step can run above 100% of it.",
+        "Import: `import kgraph.models`, `import keras` (TensorFlow) or `import torch` in a fresh process",
+        "that has already imported NumPy; each framework sets itself up there (kgraph loads Numba's",
+        "registries, which Numba would otherwise load on the first step).",
+        "First step: from building the model to the end of its first training step (first prediction for",
+        "predict), compilation included. kgraph's compiled steps come from its on-disk cache after the first",
+        "run; \"new model\" is the first step of a model whose step was never compiled (a fresh name), with",
+        "kgraph's kernels in the cache as after any earlier model: that step runs as Python calling the",
+        "compiled kernels while a child process compiles it (kgraph/runtime/background.py). The peers",
+        "compile every run, so both columns show the same figure for them. The epochs are timed once",
+        "kgraph's step is compiled.",
+        "",
+    ]
     out.mkdir(parents=True, exist_ok=True)
     (out / "RESULTS.md").write_text("\n".join(lines))
     (out / "results.json").write_text(json.dumps({"frameworks": frameworks, "peak": peak, "rows": rows}, indent=1))
@@ -124,19 +140,25 @@ def write_results(out: Path, rows, frameworks, peak):
 
 
 # issue #4's targets: (what, suite entry, peer or None for samples/s, at least)
-TARGETS = [("784-128-10 b32: 12x TensorFlow's fit", "mlp_784_128_10_b32_adam", "tensorflow", 12.0),
-           ("784-128-10 b32: 5x PyTorch eager", "mlp_784_128_10_b32_adam", "torch", 5.0),
-           ("784-128-10 b256: 2.2x PyTorch eager", "mlp_784_128_10_b256_adam", "torch", 2.2),
-           ("784-512-512-10 b128: 62k samples/s (1.5x torch.compile)", "mlp_784_512_512_10_b128_adam", None, 62000),
-           ("wide MLP b256: 1.1x TensorFlow", "wide_1024_4096_4096_1024_b256_sgd", "tensorflow", 1.1)]
+TARGETS = [
+    ("784-128-10 b32: 12x TensorFlow's fit", "mlp_784_128_10_b32_adam", "tensorflow", 12.0),
+    ("784-128-10 b32: 5x PyTorch eager", "mlp_784_128_10_b32_adam", "torch", 5.0),
+    ("784-128-10 b256: 2.2x PyTorch eager", "mlp_784_128_10_b256_adam", "torch", 2.2),
+    ("784-512-512-10 b128: 62k samples/s (1.5x torch.compile)", "mlp_784_512_512_10_b128_adam", None, 62000),
+    ("wide MLP b256: 1.1x TensorFlow", "wide_1024_4096_4096_1024_b256_sgd", "tensorflow", 1.1),
+]
 
 
 def targets(rows, peak) -> list:
     """The targets table: each measured, met or not, the samples/s it needs and the GEMM-bound
     limit that caps it on this machine."""
-    lines = ["", "## Targets", "",
-             "| target | measured | met | kgraph samples/s it needs | GEMM-bound limit | needs / limit |",
-             "|---|---:|:---:|---:|---:|---:|"]
+    lines = [
+        "",
+        "## Targets",
+        "",
+        "| target | measured | met | kgraph samples/s it needs | GEMM-bound limit | needs / limit |",
+        "|---|---:|:---:|---:|---:|---:|",
+    ]
     for what, name, peer, goal in TARGETS:
         if name not in rows or (peer and peer not in rows[name]):
             continue
@@ -145,13 +167,18 @@ def targets(rows, peak) -> list:
         needs = goal * rows[name][peer]["samples_per_s"] if peer else goal
         limit = peak * 1e9 / gemm_flops_per_step(spec["config"], spec["batch"]) * spec["batch"]
         shown = f"{value:.2f}x" if peer else f"{value:.0f}"
-        lines.append(f"| {what} | {shown} | {'yes' if value >= goal else 'no'} | {needs:.0f} | {limit:.0f} | "
-                     f"{100 * needs / limit:.0f}% |")
-    lines += ["", "The limit counts the first layer's input gradient, which no framework computes, so a step",
-              "can pass 100% of it; a target above about 100% is out of reach at this machine's sgemm peak.",
-              "At batch 32 a 784x128 GEMM with 32 rows runs at a fraction of a core's sgemm peak: the step",
-              "splits its GEMMs and update over both cores (kgraph/passes/split.py), which pays only when",
-              "the second core is free (see the note on this machine below)."]
+        lines.append(
+            f"| {what} | {shown} | {'yes' if value >= goal else 'no'} | {needs:.0f} | {limit:.0f} | "
+            f"{100 * needs / limit:.0f}% |"
+        )
+    lines += [
+        "",
+        "The limit counts the first layer's input gradient, which no framework computes, so a step",
+        "can pass 100% of it; a target above about 100% is out of reach at this machine's sgemm peak.",
+        "At batch 32 a 784x128 GEMM with 32 rows runs at a fraction of a core's sgemm peak: the step",
+        "splits its GEMMs and update over both cores (kgraph/passes/split.py), which pays only when",
+        "the second core is free (see the note on this machine below).",
+    ]
     return lines + first_step_and_memory_targets(rows, peak)
 
 
@@ -162,10 +189,13 @@ def first_step_and_memory_targets(rows, peak) -> list:
     """Issue #4's per-model targets: a first step no slower than TensorFlow's, under 0.5 s with
     the cache warm, and a peak RSS below TensorFlow's. The GEMM-bound time of one step is what
     bounds a first step from below (a first prediction for predict)."""
-    lines = ["", "| model | first step: kgraph warm / new model / TensorFlow (s) | ≤ TensorFlow | "
-                 f"warm < {WARM_FIRST_STEP_S} s | one step at the GEMM-bound limit (s) | "
-                 "peak RSS: kgraph / TensorFlow (MB) | below TensorFlow |",
-             "|---|---:|:---:|:---:|---:|---:|:---:|"]
+    lines = [
+        "",
+        "| model | first step: kgraph warm / new model / TensorFlow (s) | ≤ TensorFlow | "
+        f"warm < {WARM_FIRST_STEP_S} s | one step at the GEMM-bound limit (s) | "
+        "peak RSS: kgraph / TensorFlow (MB) | below TensorFlow |",
+        "|---|---:|:---:|:---:|---:|---:|:---:|",
+    ]
     yes = lambda ok: "yes" if ok else "no"
     for name, res in rows.items():
         if "tensorflow" not in res:
@@ -173,10 +203,12 @@ def first_step_and_memory_targets(rows, peak) -> list:
         spec, ours, tf = SUITE[name], res["kgraph"], res["tensorflow"]
         flops = gemm_flops_per_step(spec["config"], spec["batch"]) / (3 if spec.get("predict") else 1)
         warm, new = ours["first_step_s"], ours.get("first_step_new_s", ours["first_step_s"])
-        lines.append(f"| {name} | {warm:.2f} / {new:.2f} / {tf['first_step_s']:.2f} | "
-                     f"{yes(max(warm, new) <= tf['first_step_s'])} | {yes(warm < WARM_FIRST_STEP_S)} | "
-                     f"{flops / (peak * 1e9):.3f} | {ours['peak_rss_mb']:.0f} / {tf['peak_rss_mb']:.0f} | "
-                     f"{yes(ours['peak_rss_mb'] < tf['peak_rss_mb'])} |")
+        lines.append(
+            f"| {name} | {warm:.2f} / {new:.2f} / {tf['first_step_s']:.2f} | "
+            f"{yes(max(warm, new) <= tf['first_step_s'])} | {yes(warm < WARM_FIRST_STEP_S)} | "
+            f"{flops / (peak * 1e9):.3f} | {ours['peak_rss_mb']:.0f} / {tf['peak_rss_mb']:.0f} | "
+            f"{yes(ours['peak_rss_mb'] < tf['peak_rss_mb'])} |"
+        )
     return lines
 
 

@@ -15,6 +15,7 @@ It measures, with medians of repeated CUDA-event timings after warm-up:
 3. kernel launches per training step, and the host overhead per step: wall time of a step
    minus the GPU time its stream took (CUDA events), i.e. what Python and Numba's launches cost.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,7 @@ def dense_forward_backward(n=4096, repeats=10):
     rs = np.random.RandomState(0)
     x, w, g = (rs.randn(n, n).astype(np.float32) for _ in range(3))
     b = rs.randn(n).astype(np.float32)
-    stream = cuda.default_stream()   # where the timing events are recorded
+    stream = cuda.default_stream()  # where the timing events are recorded
 
     @cuda.jit(device=True)
     def bias_relu(acc, bias, j):
@@ -66,8 +67,11 @@ def dense_forward_backward(n=4096, repeats=10):
     d_x, d_w, d_g, d_b = (cuda.to_device(a) for a in (x, w, g, b))
     d_y, d_gz, d_dx, d_dw = (cuda.device_array((n, n), np.float32) for _ in range(4))
     d_db = cuda.device_array(n, np.float32)
-    forward, back_x, back_w = (K.gemm(False, False, bias_relu), K.gemm(False, True, K.product),
-                               K.gemm(True, False, K.product))
+    forward, back_x, back_w = (
+        K.gemm(False, False, bias_relu),
+        K.gemm(False, True, K.product),
+        K.gemm(True, False, K.product),
+    )
     fused_back = K.act_grad_bias(relu_grad)
     grid, block = K.gemm_grid(n, n), (K.THREADS_2D, K.THREADS_2D)
 
@@ -92,12 +96,14 @@ def dense_forward_backward(n=4096, repeats=10):
     def torch_events():
         return torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
-    flops = 3 * 2 * n ** 3
+    flops = 3 * 2 * n**3
     ms_k = _median_ms(kgraph_step, repeats, numba_events)
     ms_t = _median_ms(torch_step, repeats, torch_events)
-    print(f"dense fwd+bwd {n}x{n}x{n}: kgraph {ms_k:8.2f} ms ({flops / ms_k / 1e9:7.0f} GFLOP/s)   "
-          f"torch.mm (no TF32) {ms_t:8.2f} ms ({flops / ms_t / 1e9:7.0f} GFLOP/s)   kgraph/torch time "
-          f"{ms_k / ms_t:.2f}")
+    print(
+        f"dense fwd+bwd {n}x{n}x{n}: kgraph {ms_k:8.2f} ms ({flops / ms_k / 1e9:7.0f} GFLOP/s)   "
+        f"torch.mm (no TF32) {ms_t:8.2f} ms ({flops / ms_t / 1e9:7.0f} GFLOP/s)   kgraph/torch time "
+        f"{ms_k / ms_t:.2f}"
+    )
 
 
 MLP = [(2048, "relu"), (2048, "relu"), (10, "softmax")]
@@ -117,13 +123,13 @@ def kgraph_training(batch, steps):
     model = kgraph.models.model_from_config(sequential("mlp", 784, MLP), seed=0)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", device="cuda")
     data = _batches(batch, steps)
-    model.train_on_batch(*data[0])   # compiles the kernels
+    model.train_on_batch(*data[0])  # compiles the kernels
     exe = model.executable
     start = time.perf_counter()
     for x, y in data:
         model.train_on_batch(x, y)
     wall = (time.perf_counter() - start) / steps
-    begin, end = cuda.event(), cuda.event()   # GPU time of one step's stream
+    begin, end = cuda.event(), cuda.event()  # GPU time of one step's stream
     gpu = []
     for x, y in data[:20]:
         begin.record(exe.stream)
@@ -152,7 +158,7 @@ def torch_training(batch, steps):
         loss = torch.nn.functional.cross_entropy(net(x), y)
         loss.backward()
         opt.step()
-        return loss.item()   # as kgraph's step, bring the loss back to the host
+        return loss.item()  # as kgraph's step, bring the loss back to the host
 
     step(*data[0])
     start = time.perf_counter()
@@ -170,8 +176,10 @@ def main():
     for batch in (256, 1024):
         rate, launches, overhead = kgraph_training(batch, steps)
         peer = torch_training(batch, steps)
-        print(f"MLP 784-2048-2048-10 Adam b{batch}: kgraph {rate:9.0f} samples/s, torch eager {peer:9.0f} "
-              f"samples/s ({rate / peer:.2f}x); {launches} launches/step, host overhead {overhead:.3f} ms/step")
+        print(
+            f"MLP 784-2048-2048-10 Adam b{batch}: kgraph {rate:9.0f} samples/s, torch eager {peer:9.0f} "
+            f"samples/s ({rate / peer:.2f}x); {launches} launches/step, host overhead {overhead:.3f} ms/step"
+        )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ replicas) on the same global batch, the scaling efficiency, and the time of the 
 allreduce per step. Needs the `mpi` extra; writes benchmarks/DISTRIBUTED.md.
 
     python -m benchmarks.distributed [--batch 256] [--steps 60] [--repeats 3]"""
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,13 @@ if getattr(model, "is_chief", True):
 
 
 def run(mode, name, batch, steps):
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_mpi_yield_when_idle="1", PYTHONPATH=str(HERE.parent))
+    env = dict(
+        os.environ,
+        OMPI_ALLOW_RUN_AS_ROOT="1",
+        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+        OMPI_MCA_mpi_yield_when_idle="1",
+        PYTHONPATH=str(HERE.parent),
+    )
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(WORKER)
     cmd = [sys.executable, f.name, name, str(batch), str(steps)]
@@ -60,12 +66,12 @@ def run(mode, name, batch, steps):
         cmd = ["mpirun", "-n", ranks, "--oversubscribe", "--bind-to", "none"] + cmd + ["mpi"]
         env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     else:
-        cmd += [mode[len("threads"):]]
+        cmd += [mode[len("threads") :]]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE.parent)
     os.unlink(f.name)
     for line in r.stdout.splitlines():
         if line.startswith("KGRAPH-DIST "):
-            return json.loads(line[len("KGRAPH-DIST "):])
+            return json.loads(line[len("KGRAPH-DIST ") :])
     raise RuntimeError(f"{mode} failed:\n{r.stderr[-3000:]}")
 
 
@@ -78,27 +84,42 @@ def main():
     args = p.parse_args()
     modes = ["mpi1", "mpi2", "threads1", "threads2"]
     runs = {m: [] for m in modes}
-    for _ in range(args.repeats):          # alternate the configurations, then take medians
+    for _ in range(args.repeats):  # alternate the configurations, then take medians
         for m in modes:
             runs[m].append(run(m, args.model, args.batch, args.steps))
     med = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in runs.items()}
 
     from .__main__ import _machine, _versions
-    lines = ["# Data-parallel scaling", "",
-             f"Machine: {_machine()}. {time.strftime('%Y-%m-%d')}, `python -m benchmarks.distributed` "
-             f"(medians of {args.repeats} alternating runs). Model {args.model}, global batch {args.batch}, "
-             f"{args.steps} steps of Adam.", f"Versions: {', '.join(f'{k} {v}' for k, v in _versions().items())}.",
-             "", "| replicas | samples/s | speed-up | scaling efficiency | allreduce per step (ms) | gradient bucket (MB) |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for m, label, n, base in [("mpi1", "1 MPI rank", 1, "mpi1"), ("mpi2", "2 MPI ranks", 2, "mpi1"),
-                              ("threads1", "1 replica in-process", 1, "threads1"),
-                              ("threads2", "2 threads (MirroredStrategy)", 2, "threads1")]:
+
+    lines = [
+        "# Data-parallel scaling",
+        "",
+        f"Machine: {_machine()}. {time.strftime('%Y-%m-%d')}, `python -m benchmarks.distributed` "
+        f"(medians of {args.repeats} alternating runs). Model {args.model}, global batch {args.batch}, "
+        f"{args.steps} steps of Adam.",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in _versions().items())}.",
+        "",
+        "| replicas | samples/s | speed-up | scaling efficiency | allreduce per step (ms) | gradient bucket (MB) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for m, label, n, base in [
+        ("mpi1", "1 MPI rank", 1, "mpi1"),
+        ("mpi2", "2 MPI ranks", 2, "mpi1"),
+        ("threads1", "1 replica in-process", 1, "threads1"),
+        ("threads2", "2 threads (MirroredStrategy)", 2, "threads1"),
+    ]:
         r, base = med[m], med[base]["samples_per_s"]
-        lines.append(f"| {label} | {r['samples_per_s']:.0f} | {r['samples_per_s'] / base:.2f}× | "
-                     f"{100 * r['samples_per_s'] / base / n:.0f}% | {r['allreduce_ms']:.2f} | {r['grad_bucket_mb']:.2f} |")
-    lines += ["", "Each MPI rank runs one BLAS thread, the single rank too. In-process replicas run one BLAS thread",
-              "each; the single in-process replica picks its BLAS threads as usual (two for GEMMs this size).",
-              "No GPU was at hand: GPU figures are still to be measured.", ""]
+        lines.append(
+            f"| {label} | {r['samples_per_s']:.0f} | {r['samples_per_s'] / base:.2f}× | "
+            f"{100 * r['samples_per_s'] / base / n:.0f}% | {r['allreduce_ms']:.2f} | {r['grad_bucket_mb']:.2f} |"
+        )
+    lines += [
+        "",
+        "Each MPI rank runs one BLAS thread, the single rank too. In-process replicas run one BLAS thread",
+        "each; the single in-process replica picks its BLAS threads as usual (two for GEMMs this size).",
+        "No GPU was at hand: GPU figures are still to be measured.",
+        "",
+    ]
     (HERE / "DISTRIBUTED.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -1,15 +1,34 @@
 """The benchmark suite: Keras 3 configs (as model.to_json() writes them) and how each is trained."""
+
 from __future__ import annotations
 
 
 def _dense(name, units, activation, inbound=None, width=None):
-    layer = {"module": "keras.layers", "class_name": "Dense", "registered_name": None,
-             "config": {"name": name, "trainable": True, "dtype": "float32", "units": units,
-                        "activation": activation, "use_bias": True,
-                        "kernel_initializer": {"module": "keras.initializers", "class_name": "GlorotUniform",
-                                               "config": {"seed": None}, "registered_name": None},
-                        "bias_initializer": {"module": "keras.initializers", "class_name": "Zeros",
-                                             "config": {}, "registered_name": None}}}
+    layer = {
+        "module": "keras.layers",
+        "class_name": "Dense",
+        "registered_name": None,
+        "config": {
+            "name": name,
+            "trainable": True,
+            "dtype": "float32",
+            "units": units,
+            "activation": activation,
+            "use_bias": True,
+            "kernel_initializer": {
+                "module": "keras.initializers",
+                "class_name": "GlorotUniform",
+                "config": {"seed": None},
+                "registered_name": None,
+            },
+            "bias_initializer": {
+                "module": "keras.initializers",
+                "class_name": "Zeros",
+                "config": {},
+                "registered_name": None,
+            },
+        },
+    }
     if inbound is not None:
         layer["name"] = name
         layer["inbound_nodes"] = [{"args": [_tensor(inbound[0], width)], "kwargs": {}}]
@@ -17,83 +36,188 @@ def _dense(name, units, activation, inbound=None, width=None):
 
 
 def _tensor(name, width):
-    return {"class_name": "__keras_tensor__", "config": {"shape": [None, width], "dtype": "float32",
-                                                          "keras_history": [name, 0, 0]}}
+    return {
+        "class_name": "__keras_tensor__",
+        "config": {"shape": [None, width], "dtype": "float32", "keras_history": [name, 0, 0]},
+    }
 
 
 def sequential(name, n_in, layers):
     """layers: [(units, activation)]."""
-    config = [{"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
-               "config": {"batch_shape": [None, n_in], "dtype": "float32", "sparse": False, "name": "input"}}]
+    config = [
+        {
+            "module": "keras.layers",
+            "class_name": "InputLayer",
+            "registered_name": None,
+            "config": {"batch_shape": [None, n_in], "dtype": "float32", "sparse": False, "name": "input"},
+        }
+    ]
     config += [_dense(f"dense_{i}", u, a) for i, (u, a) in enumerate(layers)]
-    return {"module": "keras", "class_name": "Sequential", "registered_name": None,
-            "config": {"name": name, "trainable": True, "dtype": "float32", "layers": config}}
+    return {
+        "module": "keras",
+        "class_name": "Sequential",
+        "registered_name": None,
+        "config": {"name": name, "trainable": True, "dtype": "float32", "layers": config},
+    }
 
 
 def residual(name, n_in, width, blocks, n_out):
     """x -> Dense(width) -> [h + Dense(relu)(h)] * blocks -> Dense(n_out, softmax)."""
-    layers = [{"module": "keras.layers", "class_name": "InputLayer", "registered_name": None, "name": "input",
-               "config": {"batch_shape": [None, n_in], "dtype": "float32", "sparse": False, "name": "input"},
-               "inbound_nodes": []},
-              _dense("stem", width, "relu", ["input"], n_in)]
+    layers = [
+        {
+            "module": "keras.layers",
+            "class_name": "InputLayer",
+            "registered_name": None,
+            "name": "input",
+            "config": {"batch_shape": [None, n_in], "dtype": "float32", "sparse": False, "name": "input"},
+            "inbound_nodes": [],
+        },
+        _dense("stem", width, "relu", ["input"], n_in),
+    ]
     prev = "stem"
     for b in range(blocks):
         layers.append(_dense(f"block{b}", width, "relu", [prev], width))
-        layers.append({"module": "keras.layers", "class_name": "Add", "registered_name": None, "name": f"add{b}",
-                       "config": {"name": f"add{b}", "trainable": True, "dtype": "float32"},
-                       "inbound_nodes": [{"args": [[_tensor(prev, width), _tensor(f"block{b}", width)]],
-                                          "kwargs": {}}]})
+        layers.append(
+            {
+                "module": "keras.layers",
+                "class_name": "Add",
+                "registered_name": None,
+                "name": f"add{b}",
+                "config": {"name": f"add{b}", "trainable": True, "dtype": "float32"},
+                "inbound_nodes": [{"args": [[_tensor(prev, width), _tensor(f"block{b}", width)]], "kwargs": {}}],
+            }
+        )
         prev = f"add{b}"
     layers.append(_dense("head", n_out, "softmax", [prev], width))
-    return {"module": "keras.src.models.functional", "class_name": "Functional", "registered_name": None,
-            "config": {"name": name, "trainable": True, "layers": layers,
-                       "input_layers": [["input", 0, 0]], "output_layers": [["head", 0, 0]]}}
+    return {
+        "module": "keras.src.models.functional",
+        "class_name": "Functional",
+        "registered_name": None,
+        "config": {
+            "name": name,
+            "trainable": True,
+            "layers": layers,
+            "input_layers": [["input", 0, 0]],
+            "output_layers": [["head", 0, 0]],
+        },
+    }
 
 
 def cnn(name):
     """The tutorials' CNN on 28x28x1: Conv2D(32, 3, relu) -> MaxPooling2D(2) -> Flatten -> Dense(10, softmax)."""
+
     def obj(cls, config):
         return {"module": "keras.layers", "class_name": cls, "registered_name": None, "config": config}
-    layers = [obj("InputLayer", {"batch_shape": [None, 28, 28, 1], "dtype": "float32", "name": "image"}),
-              obj("Conv2D", {"name": "conv", "filters": 32, "kernel_size": [3, 3], "strides": [1, 1],
-                             "padding": "valid", "data_format": "channels_last", "dilation_rate": [1, 1],
-                             "groups": 1, "activation": "relu", "use_bias": True,
-                             "kernel_initializer": {"module": "keras.initializers", "class_name": "GlorotUniform",
-                                                    "config": {"seed": None}, "registered_name": None},
-                             "bias_initializer": {"module": "keras.initializers", "class_name": "Zeros",
-                                                  "config": {}, "registered_name": None}}),
-              obj("MaxPooling2D", {"name": "pool", "pool_size": [2, 2], "strides": [2, 2], "padding": "valid",
-                                   "data_format": "channels_last"}),
-              obj("Flatten", {"name": "flatten", "data_format": "channels_last"}),
-              _dense("dense", 10, "softmax")]
-    return {"module": "keras", "class_name": "Sequential", "registered_name": None,
-            "config": {"name": name, "trainable": True, "dtype": "float32", "layers": layers}}
+
+    layers = [
+        obj("InputLayer", {"batch_shape": [None, 28, 28, 1], "dtype": "float32", "name": "image"}),
+        obj(
+            "Conv2D",
+            {
+                "name": "conv",
+                "filters": 32,
+                "kernel_size": [3, 3],
+                "strides": [1, 1],
+                "padding": "valid",
+                "data_format": "channels_last",
+                "dilation_rate": [1, 1],
+                "groups": 1,
+                "activation": "relu",
+                "use_bias": True,
+                "kernel_initializer": {
+                    "module": "keras.initializers",
+                    "class_name": "GlorotUniform",
+                    "config": {"seed": None},
+                    "registered_name": None,
+                },
+                "bias_initializer": {
+                    "module": "keras.initializers",
+                    "class_name": "Zeros",
+                    "config": {},
+                    "registered_name": None,
+                },
+            },
+        ),
+        obj(
+            "MaxPooling2D",
+            {
+                "name": "pool",
+                "pool_size": [2, 2],
+                "strides": [2, 2],
+                "padding": "valid",
+                "data_format": "channels_last",
+            },
+        ),
+        obj("Flatten", {"name": "flatten", "data_format": "channels_last"}),
+        _dense("dense", 10, "softmax"),
+    ]
+    return {
+        "module": "keras",
+        "class_name": "Sequential",
+        "registered_name": None,
+        "config": {"name": name, "trainable": True, "dtype": "float32", "layers": layers},
+    }
 
 
 # name -> what to run: config, batch, optimizer (Keras name, learning rate), loss, steps per timed epoch
 SUITE = {
-    "mlp_784_128_10_b32_adam": dict(config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
-                                    batch=32, optimizer=("adam", 1e-3), loss="sparse_categorical_crossentropy",
-                                    steps=400, n_out=10),
-    "mlp_784_128_10_b256_adam": dict(config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
-                                     batch=256, optimizer=("adam", 1e-3), loss="sparse_categorical_crossentropy",
-                                     steps=100, n_out=10),
-    "mlp_784_512_512_10_b128_adam": dict(config=sequential("mlp512", 784, [(512, "relu"), (512, "relu"),
-                                                                           (10, "softmax")]),
-                                         batch=128, optimizer=("adam", 1e-3),
-                                         loss="sparse_categorical_crossentropy", steps=60, n_out=10),
-    "wide_1024_4096_4096_1024_b256_sgd": dict(config=sequential("wide", 1024, [(4096, "relu"), (4096, "relu"),
-                                                                               (1024, "linear")]),
-                                              batch=256, optimizer=("sgd", 1e-3), loss="mean_squared_error",
-                                              steps=4, n_out=1024),
-    "residual_mlp_256x4_b64_adam": dict(config=residual("resmlp", 784, 256, 4, 10), batch=64,
-                                        optimizer=("adam", 1e-3), loss="sparse_categorical_crossentropy",
-                                        steps=150, n_out=10),
-    "cnn_28x28_conv32_b64_adam": dict(config=cnn("cnn"), batch=64, optimizer=("adam", 1e-3),
-                                      loss="sparse_categorical_crossentropy", steps=40, n_out=10),
-    "predict_784_128_10_b1024": dict(config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
-                                     batch=1024, optimizer=("adam", 1e-3), loss="sparse_categorical_crossentropy",
-                                     steps=40, n_out=10, predict=True),
+    "mlp_784_128_10_b32_adam": dict(
+        config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
+        batch=32,
+        optimizer=("adam", 1e-3),
+        loss="sparse_categorical_crossentropy",
+        steps=400,
+        n_out=10,
+    ),
+    "mlp_784_128_10_b256_adam": dict(
+        config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
+        batch=256,
+        optimizer=("adam", 1e-3),
+        loss="sparse_categorical_crossentropy",
+        steps=100,
+        n_out=10,
+    ),
+    "mlp_784_512_512_10_b128_adam": dict(
+        config=sequential("mlp512", 784, [(512, "relu"), (512, "relu"), (10, "softmax")]),
+        batch=128,
+        optimizer=("adam", 1e-3),
+        loss="sparse_categorical_crossentropy",
+        steps=60,
+        n_out=10,
+    ),
+    "wide_1024_4096_4096_1024_b256_sgd": dict(
+        config=sequential("wide", 1024, [(4096, "relu"), (4096, "relu"), (1024, "linear")]),
+        batch=256,
+        optimizer=("sgd", 1e-3),
+        loss="mean_squared_error",
+        steps=4,
+        n_out=1024,
+    ),
+    "residual_mlp_256x4_b64_adam": dict(
+        config=residual("resmlp", 784, 256, 4, 10),
+        batch=64,
+        optimizer=("adam", 1e-3),
+        loss="sparse_categorical_crossentropy",
+        steps=150,
+        n_out=10,
+    ),
+    "cnn_28x28_conv32_b64_adam": dict(
+        config=cnn("cnn"),
+        batch=64,
+        optimizer=("adam", 1e-3),
+        loss="sparse_categorical_crossentropy",
+        steps=40,
+        n_out=10,
+    ),
+    "predict_784_128_10_b1024": dict(
+        config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
+        batch=1024,
+        optimizer=("adam", 1e-3),
+        loss="sparse_categorical_crossentropy",
+        steps=40,
+        n_out=10,
+        predict=True,
+    ),
 }
 
 

@@ -15,6 +15,7 @@ The model is examples/fashion_mnist.json. The data downloads once into ~/.kgraph
 
     python examples/fashion_mnist_classification.py
 """
+
 import os
 from pathlib import Path
 
@@ -24,20 +25,20 @@ import kgraph
 
 SMALL = os.environ.get("KGRAPH_EXAMPLE_SMALL") == "1"
 EPOCHS = 1 if SMALL else 10
-KERAS_TEST_ACCURACY = 0.88   # the tutorial's figure for this model after 10 epochs
+KERAS_TEST_ACCURACY = 0.88  # the tutorial's figure for this model after 10 epochs
 
 (train_images, train_labels), (test_images, test_labels) = kgraph.datasets.fashion_mnist.load_data()
 train_images, test_images = train_images / 255.0, test_images / 255.0
 class_names = kgraph.datasets.fashion_mnist.CLASS_NAMES
 
 model = kgraph.models.load_model(Path(__file__).with_name("fashion_mnist.json"), seed=0)
-model.compile(optimizer="adam", loss=kgraph.losses.SparseCategoricalCrossentropy(from_logits=True),
-              metrics=["accuracy"])
+model.compile(
+    optimizer="adam", loss=kgraph.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+)
 model.fit(train_images, train_labels, epochs=EPOCHS, verbose=2)
 
 test_loss, test_acc = model.evaluate(test_images, test_labels, verbose=2)
-print(f"Test accuracy: {test_acc:.4f} after {EPOCHS} epochs (Keras's tutorial: about {KERAS_TEST_ACCURACY} "
-      "after 10)")
+print(f"Test accuracy: {test_acc:.4f} after {EPOCHS} epochs (Keras's tutorial: about {KERAS_TEST_ACCURACY} after 10)")
 
 logits = model.predict(test_images[:5], verbose=0)
 probabilities = np.exp(logits - logits.max(-1, keepdims=True))

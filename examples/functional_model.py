@@ -14,6 +14,7 @@ named "features", so inputs can also be given by name.
 
     python examples/functional_model.py
 """
+
 import os
 from pathlib import Path
 
@@ -29,7 +30,7 @@ model.compile(optimizer=kgraph.optimizers.RMSprop(0.001), loss="categorical_cros
 model.summary()
 
 rng = np.random.default_rng(0)
-data, labels = rng.random((1000, 32)), np.eye(10)[rng.integers(0, 10, 1000)]   # random one-hot labels
+data, labels = rng.random((1000, 32)), np.eye(10)[rng.integers(0, 10, 1000)]  # random one-hot labels
 model.fit(data, labels, batch_size=32, epochs=EPOCHS, verbose=2)
 
 # the same data as a Dataset of named inputs: ({"features": x}, y)

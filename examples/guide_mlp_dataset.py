@@ -13,6 +13,7 @@ The model itself is examples/guide_mlp.json (what model.to_json() wrote for it).
 
     python examples/guide_mlp_dataset.py
 """
+
 import os
 from pathlib import Path
 
@@ -20,14 +21,14 @@ import numpy as np
 
 import kgraph
 
-SMALL = os.environ.get("KGRAPH_EXAMPLE_SMALL") == "1"   # the test suite's quick run
+SMALL = os.environ.get("KGRAPH_EXAMPLE_SMALL") == "1"  # the test suite's quick run
 EPOCHS = 2 if SMALL else 10
 
 model = kgraph.models.load_model(Path(__file__).with_name("guide_mlp.json"), seed=0)
 model.compile(optimizer=kgraph.optimizers.Adam(0.001), loss="categorical_crossentropy", metrics=["accuracy"])
 
 rng = np.random.default_rng(0)
-data, labels = rng.random((1000, 32)), np.eye(10)[rng.integers(0, 10, 1000)]   # random one-hot labels
+data, labels = rng.random((1000, 32)), np.eye(10)[rng.integers(0, 10, 1000)]  # random one-hot labels
 val_data, val_labels = rng.random((100, 32)), np.eye(10)[rng.integers(0, 10, 100)]
 
 # from arrays

@@ -12,6 +12,7 @@ The model is examples/iris.json.
 
     python examples/iris_classification.py
 """
+
 import os
 from pathlib import Path
 
@@ -27,8 +28,11 @@ train = kgraph.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(1000,
 test = kgraph.data.Dataset.from_tensor_slices((x_test, y_test)).batch(32)
 
 model = kgraph.models.load_model(Path(__file__).with_name("iris.json"), seed=0)
-model.compile(optimizer=kgraph.optimizers.SGD(learning_rate=0.01),
-              loss=kgraph.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+model.compile(
+    optimizer=kgraph.optimizers.SGD(learning_rate=0.01),
+    loss=kgraph.losses.SparseCategoricalCrossentropy(from_logits=True),
+    metrics=["accuracy"],
+)
 model.fit(train, epochs=EPOCHS, steps_per_epoch=len(x_train) // 32, verbose=2 if SMALL else 0)
 
 loss, accuracy = model.evaluate(test, verbose=0)

@@ -11,6 +11,7 @@ Replaces (TensorFlow):
 
     python examples/mirrored_strategy.py
 """
+
 import os
 from pathlib import Path
 
@@ -27,7 +28,7 @@ with strategy.scope():
     model.compile(loss="categorical_crossentropy", optimizer=kgraph.optimizers.SGD(0.2))
 
 rng = np.random.default_rng(0)
-x, y = rng.random((1024, 32)), np.eye(10)[rng.integers(0, 10, 1024)]   # random one-hot labels
-dataset = kgraph.data.Dataset.from_tensor_slices((x, y)).batch(64).repeat()   # 64: the global batch
+x, y = rng.random((1024, 32)), np.eye(10)[rng.integers(0, 10, 1024)]  # random one-hot labels
+dataset = kgraph.data.Dataset.from_tensor_slices((x, y)).batch(64).repeat()  # 64: the global batch
 model.fit(dataset, epochs=2 if SMALL else 5, steps_per_epoch=10, verbose=2)
 print("evaluate:", model.evaluate(kgraph.data.Dataset.from_tensor_slices((x, y)).batch(64), verbose=0))

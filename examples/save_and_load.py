@@ -8,6 +8,7 @@ Replaces (TensorFlow):
 
     python examples/save_and_load.py [output folder]
 """
+
 import os
 import sys
 import tempfile
@@ -24,7 +25,7 @@ out.mkdir(parents=True, exist_ok=True)
 model = kgraph.models.load_model(Path(__file__).with_name("guide_mlp.json"), seed=0)
 model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
 rng = np.random.default_rng(0)
-data, labels = rng.random((1000, 32)), np.eye(10)[rng.integers(0, 10, 1000)]   # random one-hot labels
+data, labels = rng.random((1000, 32)), np.eye(10)[rng.integers(0, 10, 1000)]  # random one-hot labels
 model.fit(data, labels, batch_size=32, epochs=1 if SMALL else 5, verbose=2)
 expected = model.predict(data[:8], verbose=0)
 
@@ -44,5 +45,5 @@ print("from JSON:", fresh_model.name, fresh_model.count_params(), "parameters (n
 model.save(out / "my_model.keras")
 restored = kgraph.models.load_model(out / "my_model.keras")
 assert np.array_equal(restored.predict(data[:8], verbose=0), expected)
-restored.fit(data, labels, batch_size=32, epochs=1, verbose=0)   # training resumes with Adam's state
+restored.fit(data, labels, batch_size=32, epochs=1, verbose=0)  # training resumes with Adam's state
 print("saved and restored:", sorted(p.name for p in out.iterdir()))

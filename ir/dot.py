@@ -1,11 +1,18 @@
 """Graphviz DOT export of an IR graph (render with `dot -Tpng`)."""
+
 from __future__ import annotations
 
 from .ops import Pattern, get_op
 
-_COLORS = {Pattern.SOURCE: "lightgrey", Pattern.ELEMWISE: "palegreen", Pattern.REDUCE: "khaki",
-           Pattern.GEMM: "lightskyblue", Pattern.VIEW: "white", Pattern.OPAQUE: "lightpink",
-           Pattern.UPDATE: "orange"}
+_COLORS = {
+    Pattern.SOURCE: "lightgrey",
+    Pattern.ELEMWISE: "palegreen",
+    Pattern.REDUCE: "khaki",
+    Pattern.GEMM: "lightskyblue",
+    Pattern.VIEW: "white",
+    Pattern.OPAQUE: "lightpink",
+    Pattern.UPDATE: "orange",
+}
 
 
 def _q(s: str) -> str:
@@ -13,7 +20,11 @@ def _q(s: str) -> str:
 
 
 def to_dot(graph) -> str:
-    lines = [f"digraph {_q(graph.name)} {{", "  rankdir=TB;", '  node [shape=box, style="rounded,filled", fontname="Helvetica"];']
+    lines = [
+        f"digraph {_q(graph.name)} {{",
+        "  rankdir=TB;",
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
+    ]
     for n in graph.nodes():
         label = f"{n.id}\\n{n.op} {n.type}"
         if n.attrs.get("fused"):

@@ -4,6 +4,7 @@ Sources (inputs, parameters, optimizer state, runtime scalars, constants) are
 nodes too; their op is one of SOURCE_OPS. Edges run from operand to user.
 Ops with several results write the extra ones into `side_output` nodes.
 """
+
 from __future__ import annotations
 
 import copy
@@ -58,9 +59,9 @@ class Graph:
         self.outputs: dict[str, str] = {}  # role name -> node id ("loss", "output:dense_2", ...)
         self._counter = itertools.count()
         self._ids: set[str] = set()
-        self._next: dict[str, int] = {}   # hint -> the suffix _fresh_id tries next (all below are taken...
+        self._next: dict[str, int] = {}  # hint -> the suffix _fresh_id tries next (all below are taken...
         self._freed: dict[str, list] = {}  # ...but these, freed by remove(): a heap per hint)
-        self._order = None                 # nodes() until the graph changes
+        self._order = None  # nodes() until the graph changes
 
     # -- construction ---------------------------------------------------------
     def _fresh_id(self, hint: str) -> str:

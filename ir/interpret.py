@@ -1,4 +1,5 @@
 """Runs a graph with the registry's NumPy references: the oracle every compiled step is tested against."""
+
 from __future__ import annotations
 
 import numpy as np

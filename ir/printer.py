@@ -1,4 +1,5 @@
 """One line per node, SSA style: `%h: f32[B,128] = matmul(%x, %w) {transpose_b=True}  # note`."""
+
 from __future__ import annotations
 
 

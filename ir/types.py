@@ -1,4 +1,5 @@
 """Tensor types: a shape whose dimensions are ints or the symbolic batch "B", and a dtype."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """The verifier: every operand defined, no cycles, every type what the op's shape rule says."""
+
 from __future__ import annotations
 
 import networkx as nx

@@ -6,6 +6,7 @@ with Keras's API and no TensorFlow at run time.
 
 The public modules load on first use (as `import keras` exposes keras.models, keras.optimizers,
 ...), so `import kgraph` stays cheap and `kgraph cache` never pays for Numba."""
+
 from __future__ import annotations
 
 import importlib
@@ -19,7 +20,7 @@ __all__ = [*_PUBLIC, "__version__"]
 def __getattr__(name: str):
     if name in _PUBLIC:
         module = importlib.import_module(f"{__name__}.{name}")
-        globals()[name] = module   # later lookups skip this function
+        globals()[name] = module  # later lookups skip this function
         return module
     raise AttributeError(f"module 'kgraph' has no attribute {name!r}; its public modules are {', '.join(_PUBLIC)}")
 

@@ -3,6 +3,7 @@ kgraph, TensorFlow (`model_from_json` + `fit`) and an equivalent PyTorch eager l
 
 Each measurement runs in its own process (so peak memory is that framework's alone), and
 `compare` alternates the frameworks (A B A B) and reports medians."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,7 @@ def _normal_float32(rs, shape, rows=4096):
     the whole float64 draw would double the data for a moment and count in the peak RSS."""
     out = np.empty(shape, np.float32)
     for r in range(0, shape[0], rows):
-        out[r:r + rows] = rs.standard_normal((min(rows, shape[0] - r), *shape[1:]))
+        out[r : r + rows] = rs.standard_normal((min(rows, shape[0] - r), *shape[1:]))
     return out
 
 
@@ -91,17 +92,26 @@ def run_kgraph(spec, xs, y, epochs):
     from . import callbacks, models, optimizers
 
     config = spec["config"]
-    if spec.get("new_model"):   # a name no earlier run used: its generated step is not in the cache
+    if spec.get("new_model"):  # a name no earlier run used: its generated step is not in the cache
         config = {**config, "config": {**config["config"], "name": f"{config['config']['name']}_{uuid.uuid4().hex}"}}
     t0 = time.perf_counter()
     model = models.model_from_config(config, seed=0)
     opt = optimizers.get(spec["optimizer"][0])
     opt.learning_rate = spec["optimizer"][1]
     try:
-        return _keras_like_run(spec, xs, y, epochs, model, lambda: model.compile(optimizer=opt, loss=spec["loss"]),
-                               callbacks.LambdaCallback, t0, settle=lambda: model.executable.compiler.wait())
+        return _keras_like_run(
+            spec,
+            xs,
+            y,
+            epochs,
+            model,
+            lambda: model.compile(optimizer=opt, loss=spec["loss"]),
+            callbacks.LambdaCallback,
+            t0,
+            settle=lambda: model.executable.compiler.wait(),
+        )
     finally:
-        if spec.get("new_model"):   # leave no file or compiling child of a one-off name behind
+        if spec.get("new_model"):  # leave no file or compiling child of a one-off name behind
             model.executable.compiler.stop()
             for m in model.executable.steps.values():
                 Path(m.module).unlink(missing_ok=True)
@@ -113,8 +123,16 @@ def run_tensorflow(spec, xs, y, epochs):
     t0 = time.perf_counter()
     model = keras.models.model_from_json(json.dumps(spec["config"]))
     opt = keras.optimizers.get({"class_name": spec["optimizer"][0], "config": {"learning_rate": spec["optimizer"][1]}})
-    return _keras_like_run(spec, xs, y, epochs, model, lambda: model.compile(optimizer=opt, loss=spec["loss"]),
-                           keras.callbacks.LambdaCallback, t0)
+    return _keras_like_run(
+        spec,
+        xs,
+        y,
+        epochs,
+        model,
+        lambda: model.compile(optimizer=opt, loss=spec["loss"]),
+        keras.callbacks.LambdaCallback,
+        t0,
+    )
 
 
 def run_torch(spec, xs, y, epochs):
@@ -128,10 +146,17 @@ def run_torch(spec, xs, y, epochs):
     fm = build_model(spec["config"], seed=0)
     graph = fm.lower(training=False)
     params = {w.node: torch.tensor(w.value, requires_grad=True) for w in fm.weights}
-    ops = {"matmul": torch.matmul, "add": torch.add, "relu": torch.relu, "tanh": torch.tanh,
-           "sigmoid": torch.sigmoid, "softmax": lambda v, axis=-1: torch.softmax(v, axis),
-           "reshape": lambda v, shape: v.reshape([-1 if d == "B" else d for d in shape]),
-           "im2col": _torch_im2col, "pool2d": _torch_pool2d}
+    ops = {
+        "matmul": torch.matmul,
+        "add": torch.add,
+        "relu": torch.relu,
+        "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid,
+        "softmax": lambda v, axis=-1: torch.softmax(v, axis),
+        "reshape": lambda v, shape: v.reshape([-1 if d == "B" else d for d in shape]),
+        "im2col": _torch_im2col,
+        "pool2d": _torch_pool2d,
+    }
     out_id = graph.outputs["output:0"]
     logits_of_softmax = graph.node(out_id).op == "softmax" and spec["loss"] == "sparse_categorical_crossentropy"
 
@@ -142,7 +167,7 @@ def run_torch(spec, xs, y, epochs):
             if node.is_source:
                 continue
             if node.id == out_id and logits_of_softmax:
-                return env[node.inputs[0]]           # cross_entropy takes the logits
+                return env[node.inputs[0]]  # cross_entropy takes the logits
             env[node.id] = ops[node.op](*[env[i] for i in node.inputs], **node.semantic_attrs())
         return env[out_id]
 
@@ -156,18 +181,21 @@ def run_torch(spec, xs, y, epochs):
             for _ in range(epochs):
                 timer.begin()
                 for s in range(0, len(tx[0]), b):
-                    forward([x[s:s + b] for x in tx])
+                    forward([x[s : s + b] for x in tx])
                 timer.end()
         return first, timer.times, float("nan")
     ty = torch.from_numpy(y).long() if logits_of_softmax else torch.from_numpy(y)
     name, lr = spec["optimizer"]
-    opt = torch.optim.Adam(params.values(), lr=lr, eps=1e-7) if name == "adam" else \
-        torch.optim.SGD(params.values(), lr=lr)
+    opt = (
+        torch.optim.Adam(params.values(), lr=lr, eps=1e-7)
+        if name == "adam"
+        else torch.optim.SGD(params.values(), lr=lr)
+    )
     loss_fn = torch.nn.functional.cross_entropy if logits_of_softmax else torch.nn.functional.mse_loss
 
     def step(s):
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(forward([x[s:s + b] for x in tx]), ty[s:s + b])
+        loss = loss_fn(forward([x[s : s + b] for x in tx]), ty[s : s + b])
         loss.backward()
         opt.step()
         return loss
@@ -190,7 +218,7 @@ def _torch_im2col(x, kernel, strides, dilation, pads):
     b, h, w, c = x.shape
     pt, pb, pl, pr = pads
     xp = F.pad(x.permute(0, 3, 1, 2), (pl, pr, pt, pb))
-    cols = F.unfold(xp, kernel, dilation=dilation, stride=strides)       # (B, C*kh*kw, L)
+    cols = F.unfold(xp, kernel, dilation=dilation, stride=strides)  # (B, C*kh*kw, L)
     oh = (h + pt + pb - dilation[0] * (kernel[0] - 1) - 1) // strides[0] + 1
     ow = (w + pl + pr - dilation[1] * (kernel[1] - 1) - 1) // strides[1] + 1
     cols = cols.reshape(b, c, kernel[0], kernel[1], oh, ow).permute(0, 4, 5, 2, 3, 1)
@@ -220,16 +248,23 @@ def measure(framework, spec, epochs):
     xs, y = make_data(spec["config"], n, spec["n_out"], spec["loss"])
     first, times, loss = RUNNERS[framework](spec, xs, y, epochs)
     rates = [n / t for t in (times[1:] if len(times) > 1 else times)] or [float("nan")]
-    return {"framework": framework, "first_step_s": first, "samples_per_s": statistics.median(rates),
-            "epoch_rates": rates, "final_loss": loss,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "framework": framework,
+        "first_step_s": first,
+        "samples_per_s": statistics.median(rates),
+        "epoch_rates": rates,
+        "final_loss": loss,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def measure_import(framework, python=sys.executable, env=None) -> float:
     """Seconds the framework's import takes in a fresh process that has imported NumPy (in a
     process of its own: a measurement that imported it first ran TensorFlow's fit slower)."""
-    code = ("import importlib, time, numpy; t = time.perf_counter(); "
-            f"importlib.import_module({IMPORTS[framework]!r}); print(time.perf_counter() - t)")
+    code = (
+        "import importlib, time, numpy; t = time.perf_counter(); "
+        f"importlib.import_module({IMPORTS[framework]!r}); print(time.perf_counter() - t)"
+    )
     r = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env)
     if r.returncode:
         raise RuntimeError(f"importing {framework} failed:\n{r.stderr[-2000:]}")
@@ -237,13 +272,15 @@ def measure_import(framework, python=sys.executable, env=None) -> float:
 
 
 def measure_in_subprocess(framework, spec, epochs, python=sys.executable, env=None):
-    code = ("import json, sys; from kgraph.bench import measure; "
-            "spec = json.loads(sys.stdin.read()); "
-            f"print('KGRAPH-BENCH ' + json.dumps(measure({framework!r}, spec, {epochs})))")
+    code = (
+        "import json, sys; from kgraph.bench import measure; "
+        "spec = json.loads(sys.stdin.read()); "
+        f"print('KGRAPH-BENCH ' + json.dumps(measure({framework!r}, spec, {epochs})))"
+    )
     r = subprocess.run([python, "-c", code], input=json.dumps(spec), capture_output=True, text=True, env=env)
     for line in r.stdout.splitlines():
         if line.startswith("KGRAPH-BENCH "):
-            return json.loads(line[len("KGRAPH-BENCH "):])
+            return json.loads(line[len("KGRAPH-BENCH ") :])
     raise RuntimeError(f"{framework} benchmark failed:\n{r.stderr[-2000:]}")
 
 
@@ -260,8 +297,10 @@ def compare(spec, frameworks=FRAMEWORKS, repeats=3, epochs=3, env=None):
                 new.append(measure_in_subprocess(f, {**spec, "new_model": True}, 0, env=env)["first_step_s"])
     summary = {}
     for f, rs in runs.items():
-        summary[f] = {k: statistics.median(r[k] for r in rs)
-                      for k in ("import_s", "first_step_s", "samples_per_s", "final_loss", "peak_rss_mb")}
+        summary[f] = {
+            k: statistics.median(r[k] for r in rs)
+            for k in ("import_s", "first_step_s", "samples_per_s", "final_loss", "peak_rss_mb")
+        }
         summary[f]["first_step_new_s"] = statistics.median(new) if f == "kgraph" else summary[f]["first_step_s"]
     return summary
 
@@ -272,7 +311,7 @@ def gemm_peak_gflops(n=1024, repeats=5) -> float:
     b = np.random.rand(n, n).astype(np.float32)
     np.dot(a, b)
     best = min(_timed(lambda: np.dot(a, b)) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def _timed(fn):

@@ -52,8 +52,7 @@ class MonitorCallback(Callback):
         super().__init__()
         if mode not in ("auto", "min", "max"):
             warnings.warn(
-                f"{type(self).__name__} mode '{mode}' is unknown, "
-                "fallback to auto mode.",
+                f"{type(self).__name__} mode '{mode}' is unknown, fallback to auto mode.",
                 stacklevel=2,
             )
             mode = "auto"
@@ -163,10 +162,7 @@ class EarlyStopping(MonitorCallback):
             print_msg(f"Epoch {self.stopped_epoch + 1}: early stopping")
         if self.restore_best_weights and self.best_weights is not None:
             if self.verbose > 0:
-                print_msg(
-                    "Restoring model weights from "
-                    f"the end of the best epoch: {self.best_epoch + 1}."
-                )
+                print_msg(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
             self.model.set_weights(self.best_weights)
 
     def get_monitor_value(self, logs):
@@ -213,10 +209,7 @@ class ModelCheckpoint(MonitorCallback):
     ):
         super().__init__(monitor, mode, initial_value_threshold)
         if save_freq != "epoch" and not isinstance(save_freq, int):
-            raise ValueError(
-                f"Unrecognized save_freq: {save_freq}. "
-                "Expected save_freq are 'epoch' or integer values"
-            )
+            raise ValueError(f"Unrecognized save_freq: {save_freq}. Expected save_freq are 'epoch' or integer values")
         self.filepath = os.fspath(filepath)
         self.verbose = verbose
         self.save_best_only = save_best_only
@@ -268,7 +261,8 @@ class ModelCheckpoint(MonitorCallback):
         if np.ndim(current) > 0:
             warnings.warn(
                 "Can save best model only when `monitor` is a scalar value. "
-                f"Received: {current}. Falling back to `save_best_only=False`.", stacklevel=2
+                f"Received: {current}. Falling back to `save_best_only=False`.",
+                stacklevel=2,
             )
             return True
         best_str = "None" if self.best is None else f"{self.best:.5f}"
@@ -281,9 +275,7 @@ class ModelCheckpoint(MonitorCallback):
             self.best = current
             return True
         if self.verbose > 0:
-            print_msg(
-                f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {best_str}"
-            )
+            print_msg(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {best_str}")
         return False
 
     def _save_model(self, epoch, batch, logs):
@@ -313,10 +305,7 @@ class ModelCheckpoint(MonitorCallback):
         try:
             return self.filepath.format(**fields, **logs)
         except KeyError as e:
-            raise KeyError(
-                f'Failed to format this callback filepath: "{self.filepath}". '
-                f"Reason: {e}"
-            ) from e
+            raise KeyError(f'Failed to format this callback filepath: "{self.filepath}". Reason: {e}') from e
 
 
 class LearningRateScheduler(Callback):
@@ -342,16 +331,10 @@ class LearningRateScheduler(Callback):
         except TypeError:  # one-argument schedule
             learning_rate = self.schedule(epoch)
         if not isinstance(learning_rate, (float, np.float32, np.float64)):
-            raise ValueError(
-                "The output of the `schedule` function should be a float. "
-                f"Got: {learning_rate}"
-            )
+            raise ValueError(f"The output of the `schedule` function should be a float. Got: {learning_rate}")
         optimizer.learning_rate = learning_rate
         if self.verbose > 0:
-            print_msg(
-                f"\nEpoch {epoch + 1}: LearningRateScheduler setting "
-                f"learning rate to {learning_rate}."
-            )
+            print_msg(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {learning_rate}.")
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -385,10 +368,7 @@ class ReduceLROnPlateau(MonitorCallback):
     ):
         super().__init__(monitor, mode, min_delta=min_delta)
         if factor >= 1.0:
-            raise ValueError(
-                "ReduceLROnPlateau does not support a factor >= 1.0. "
-                f"Received factor={factor}"
-            )
+            raise ValueError(f"ReduceLROnPlateau does not support a factor >= 1.0. Received factor={factor}")
         self.factor = factor
         self.patience = patience
         self.verbose = verbose
@@ -441,10 +421,7 @@ class ReduceLROnPlateau(MonitorCallback):
         new_lr = max(old_lr * self.factor, self.min_lr)
         optimizer.learning_rate = new_lr
         if self.verbose > 0:
-            print_msg(
-                f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing "
-                f"learning rate to {new_lr}."
-            )
+            print_msg(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new_lr}.")
         return True
 
 
@@ -545,8 +522,7 @@ class TerminateOnNaN(Callback):
             self.model.set_weights(self._before)
         if self.raise_error:
             raise RuntimeError(
-                f"NaN or Inf loss encountered at batch {batch}. "
-                f"Loss value: {loss}. Terminating training immediately."
+                f"NaN or Inf loss encountered at batch {batch}. Loss value: {loss}. Terminating training immediately."
             )
         print_msg(f"Batch {batch}: Invalid loss, terminating training")
         self.model.stop_training = True
@@ -601,8 +577,9 @@ class TensorBoard(Callback):
             from tensorboard.compat.proto import event_pb2, summary_pb2
             from tensorboard.summary.writer.event_file_writer import EventFileWriter
         except ImportError:
-            raise ImportError("the TensorBoard callback needs the tensorboard package: "
-                              "pip install 'kgraph[tensorboard]'") from None
+            raise ImportError(
+                "the TensorBoard callback needs the tensorboard package: pip install 'kgraph[tensorboard]'"
+            ) from None
         ignored = {k: v for k, v in unsupported.items() if v not in (None, 0, False)}
         if ignored:
             warnings.warn(f"TensorBoard: {sorted(ignored)} are not written by kgraph", stacklevel=2)

@@ -1,4 +1,5 @@
 """The kgraph command: inspect | compile | train | evaluate | predict | bench | cache."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,7 @@ from .runtime import cache, files
 EXIT_USAGE = 2
 
 
-MODEL_FILES = (".keras", ".h5", ".hdf5")   # files that hold weights; .json/.yaml configs do not
+MODEL_FILES = (".keras", ".h5", ".hdf5")  # files that hold weights; .json/.yaml configs do not
 WEIGHT_FILES = (".npz", ".weights.h5", ".h5", ".hdf5")
 
 
@@ -34,8 +35,10 @@ def _model(args):
 def _require_built(model, args):
     """inspect and compile have no data to build a model from: its shape comes from --input-shape."""
     if not model.built:
-        raise ValueError(f"{args.model}: the config declares no input shape; give it with --input-shape, "
-                         "e.g. --input-shape 64 or --input-shape 28,28,1 (once per input)")
+        raise ValueError(
+            f"{args.model}: the config declares no input shape; give it with --input-shape, "
+            "e.g. --input-shape 64 or --input-shape 28,28,1 (once per input)"
+        )
 
 
 def _data_shapes(args):
@@ -50,8 +53,10 @@ def _data_shapes(args):
 def _require_weights(args):
     """evaluate and predict on random initial weights say nothing useful: ask for them."""
     if not args.weights and not args.random_weights and not str(args.model).lower().endswith(MODEL_FILES):
-        raise ValueError(f"{args.command} needs trained weights: --weights FILE (from train --save-weights), "
-                         "a .keras/.h5 model file, or --random-weights to use fresh initial weights")
+        raise ValueError(
+            f"{args.command} needs trained weights: --weights FILE (from train --save-weights), "
+            "a .keras/.h5 model file, or --random-weights to use fresh initial weights"
+        )
 
 
 def _check_output(path, suffixes, what):
@@ -89,15 +94,24 @@ def _compile(model, args, device=None):
     if model.compile_args is not None and all(f is None for f in flags):
         if device != "auto":
             saved = model.compile_args
-            model.compile(optimizer=saved["optimizer"], loss=saved["loss_config"], metrics=saved["metrics"],
-                          loss_weights=saved["loss_weights"], device=device)
+            model.compile(
+                optimizer=saved["optimizer"],
+                loss=saved["loss_config"],
+                metrics=saved["metrics"],
+                loss_weights=saved["loss_weights"],
+                device=device,
+            )
         return
     opt = optimizers.get(args.optimizer or "adam")
     if args.learning_rate is not None:
         opt.learning_rate = args.learning_rate
     metrics = args.metrics if args.metrics is not None else "accuracy"
-    model.compile(optimizer=opt, loss=args.loss or "sparse_categorical_crossentropy",
-                  metrics=metrics.split(",") if metrics else None, device=device)
+    model.compile(
+        optimizer=opt,
+        loss=args.loss or "sparse_categorical_crossentropy",
+        metrics=metrics.split(",") if metrics else None,
+        device=device,
+    )
 
 
 def cmd_inspect(args):
@@ -111,7 +125,7 @@ def cmd_inspect(args):
     model.summary()
     try:
         if args.kind == "train" or args.fusion or args.plan or args.after or args.device == "cuda":
-            _compile(model, args, device="cpu")   # the CUDA launcher is only generated here, never run
+            _compile(model, args, device="cpu")  # the CUDA launcher is only generated here, never run
         compiled = model.compiled.get(args.kind) if args.kind != "predict" else None
         if compiled is None:
             model._build("predict")
@@ -172,8 +186,15 @@ def cmd_train(args):
         model = _model(args)
         _compile(model, args)
     xs, ys, val = data.load(args.data)
-    history = model.fit(xs, ys, batch_size=args.batch_size, epochs=args.epochs, verbose=args.verbose,
-                        validation_data=val, validation_split=args.validation_split if val is None else 0.0)
+    history = model.fit(
+        xs,
+        ys,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        verbose=args.verbose,
+        validation_data=val,
+        validation_split=args.validation_split if val is None else 0.0,
+    )
     if not model.is_chief:
         return
     if args.save_weights:
@@ -253,16 +274,23 @@ def cmd_bench(args):
     from .bench import compare
     from .frontend import read_config_file
 
-    spec = {"config": read_config_file(args.model), "batch": args.batch_size, "steps": args.steps,
-            "optimizer": (args.optimizer or "adam", args.learning_rate or 1e-3),
-            "loss": args.loss or "sparse_categorical_crossentropy", "n_out": args.outputs}
+    spec = {
+        "config": read_config_file(args.model),
+        "batch": args.batch_size,
+        "steps": args.steps,
+        "optimizer": (args.optimizer or "adam", args.learning_rate or 1e-3),
+        "loss": args.loss or "sparse_categorical_crossentropy",
+        "n_out": args.outputs,
+    }
     frameworks = ["kgraph"] + [f for f in args.vs.split(",") if f]
     results = compare(spec, frameworks, repeats=args.repeats, epochs=args.epochs)
     print(f"{'framework':<12}{'samples/s':>12}{'kgraph is':>12}{'first step':>12}{'peak RSS':>10}{'loss':>9}")
     for f, r in results.items():
         ratio = results["kgraph"]["samples_per_s"] / r["samples_per_s"]
-        print(f"{f:<12}{r['samples_per_s']:>12.0f}{ratio:>11.2f}x{r['first_step_s']:>11.2f}s"
-              f"{r['peak_rss_mb']:>8.0f}MB{r['final_loss']:>9.4f}")
+        print(
+            f"{f:<12}{r['samples_per_s']:>12.0f}{ratio:>11.2f}x{r['first_step_s']:>11.2f}s"
+            f"{r['peak_rss_mb']:>8.0f}MB{r['final_loss']:>9.4f}"
+        )
 
 
 class _DefaultsFormatter(argparse.HelpFormatter):
@@ -270,8 +298,13 @@ class _DefaultsFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default is None or action.default is False \
-                or action.default == argparse.SUPPRESS or not action.option_strings:
+        if (
+            "default" in text
+            or action.default is None
+            or action.default is False
+            or action.default == argparse.SUPPRESS
+            or not action.option_strings
+        ):
             return text
         return f"{text} (default: {action.default})"
 
@@ -294,27 +327,44 @@ def _input_shape(text: str) -> tuple:
 
 
 def _input_shape_option(sp):
-    sp.add_argument("--input-shape", type=_input_shape, action="append", metavar="D1,D2,...",
-                    help="the input shape without the batch axis, for a config that declares none (once per input)")
+    sp.add_argument(
+        "--input-shape",
+        type=_input_shape,
+        action="append",
+        metavar="D1,D2,...",
+        help="the input shape without the batch axis, for a config that declares none (once per input)",
+    )
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="kgraph", description="Compile and train saved Keras model configs "
-                                "(JSON or YAML from model.to_json()) with fused Numba kernels, no TensorFlow.")
+    p = argparse.ArgumentParser(
+        prog="kgraph",
+        description="Compile and train saved Keras model configs "
+        "(JSON or YAML from model.to_json()) with fused Numba kernels, no TensorFlow.",
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(sp, training=True):
         sp.add_argument("model", help="the model: a config (.json, .yaml, .yml) or a Keras file (.keras, .h5)")
-        sp.add_argument("--seed", type=int, default=None,
-                        help="seed of the initializers, dropout and shuffling (default: a fresh one each run)")
+        sp.add_argument(
+            "--seed",
+            type=int,
+            default=None,
+            help="seed of the initializers, dropout and shuffling (default: a fresh one each run)",
+        )
         sp.add_argument("--batch-size", type=int, default=32, help="samples per step")
         if training:
-            sp.add_argument("--optimizer", help="sgd, adam, adamw, rmsprop, adagrad, adadelta, adamax, nadam or lion "
-                                                "(default adam, or what a .keras/.h5 file saved)")
+            sp.add_argument(
+                "--optimizer",
+                help="sgd, adam, adamw, rmsprop, adagrad, adadelta, adamax, nadam or lion "
+                "(default adam, or what a .keras/.h5 file saved)",
+            )
             sp.add_argument("--learning-rate", type=float, default=None, help="default: the optimizer's (Keras's)")
-            sp.add_argument("--loss",
-                            help="mse, mae, binary_crossentropy, categorical_crossentropy or "
-                                 "sparse_categorical_crossentropy (default)")
+            sp.add_argument(
+                "--loss",
+                help="mse, mae, binary_crossentropy, categorical_crossentropy or "
+                "sparse_categorical_crossentropy (default)",
+            )
             sp.add_argument("--metrics", help="comma-separated: accuracy (default), mae, mse, ...")
 
     sp = sub.add_parser("inspect", help="print the summary, the IR after each pass, fusion decisions, the memory plan")
@@ -324,8 +374,12 @@ def _parser():
     sp.add_argument("--fusion", action="store_true", help="print what fused and why candidates were refused")
     sp.add_argument("--plan", action="store_true", help="print the memory plan at --batch-size")
     sp.add_argument("--dot", metavar="FILE", help="write the final graph as Graphviz DOT")
-    sp.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                    help="cuda: also print the kernel launches per step of the CUDA launcher")
+    sp.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cuda: also print the kernel launches per step of the CUDA launcher",
+    )
     _input_shape_option(sp)
     sp.set_defaults(func=cmd_inspect)
 
@@ -333,16 +387,29 @@ def _parser():
     common(sp)
     sp.add_argument("--data", default="digits", help="an .npz (x, y[, x_val, y_val]) or 'digits' (the bundled dataset)")
     sp.add_argument("--epochs", type=int, default=5, help="passes over the training rows")
-    sp.add_argument("--validation-split", type=float, default=0.0,
-                    help="fraction of the rows (the last ones, as Keras) kept for validation when --data has no x_val")
+    sp.add_argument(
+        "--validation-split",
+        type=float,
+        default=0.0,
+        help="fraction of the rows (the last ones, as Keras) kept for validation when --data has no x_val",
+    )
     sp.add_argument("--save-weights", metavar="FILE", help="write the trained weights (.npz, .weights.h5, .h5)")
-    sp.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
-                    help="0 silent, 1 progress bar, 2 one line per epoch")
-    sp.add_argument("--strategy", choices=["none", "mirrored", "mpi"], default="none",
-                    help="data parallelism: in-process replicas (--replicas) or one per MPI process (mpirun)")
+    sp.add_argument(
+        "--verbose", type=int, default=1, choices=[0, 1, 2], help="0 silent, 1 progress bar, 2 one line per epoch"
+    )
+    sp.add_argument(
+        "--strategy",
+        choices=["none", "mirrored", "mpi"],
+        default="none",
+        help="data parallelism: in-process replicas (--replicas) or one per MPI process (mpirun)",
+    )
     sp.add_argument("--replicas", type=int, default=2, help="replicas of the mirrored strategy")
-    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                    help="where the steps run (default auto: CUDA when a GPU is available)")
+    sp.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where the steps run (default auto: CUDA when a GPU is available)",
+    )
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="loss and metrics of a model (with --weights) on data")
@@ -350,8 +417,9 @@ def _parser():
     sp.add_argument("--weights", help="weights saved by train --save-weights (.npz, .weights.h5 or .h5)")
     sp.add_argument("--random-weights", action="store_true", help="run on fresh initial weights, without --weights")
     sp.add_argument("--data", default="digits", help="an .npz or 'digits'; its validation rows when it has them")
-    sp.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
-                    help="0 silent, 1 progress bar, 2 one line per epoch")
+    sp.add_argument(
+        "--verbose", type=int, default=1, choices=[0, 1, 2], help="0 silent, 1 progress bar, 2 one line per epoch"
+    )
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where the steps run")
     sp.set_defaults(func=cmd_evaluate)
 
@@ -361,8 +429,9 @@ def _parser():
     sp.add_argument("--random-weights", action="store_true", help="run on fresh initial weights, without --weights")
     sp.add_argument("--data", default="digits", help="an .npz or 'digits'; its validation rows when it has them")
     sp.add_argument("-o", "--output", help="write the predictions here (.npy) instead of printing them")
-    sp.add_argument("--verbose", type=int, default=0, choices=[0, 1, 2],
-                    help="0 silent, 1 progress bar, 2 one line per epoch")
+    sp.add_argument(
+        "--verbose", type=int, default=0, choices=[0, 1, 2], help="0 silent, 1 progress bar, 2 one line per epoch"
+    )
     sp.set_defaults(func=cmd_predict)
 
     sp = sub.add_parser("bench", help="train the same model in kgraph and its peers, side by side (medians)")
@@ -376,8 +445,12 @@ def _parser():
 
     sp = sub.add_parser("cache", help="show, prune or clear the cache of generated steps and kernels")
     what = sp.add_mutually_exclusive_group()
-    what.add_argument("--prune", type=float, metavar="DAYS",
-                      help=f"remove what no compile used for DAYS days (done at {cache.UNUSED_DAYS} on its own)")
+    what.add_argument(
+        "--prune",
+        type=float,
+        metavar="DAYS",
+        help=f"remove what no compile used for DAYS days (done at {cache.UNUSED_DAYS} on its own)",
+    )
     what.add_argument("--clear", action="store_true", help="remove every generated step and kernel")
     sp.set_defaults(func=cmd_cache)
 

@@ -16,6 +16,7 @@ draws each output at random from it, refilling the slot from the input. A buffer
 data only shuffles locally (with buffer_size=1 nothing moves); a buffer at least as large as one
 pass of finite data gives a uniform permutation of each pass (one rng.permutation).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -25,13 +26,12 @@ import threading
 
 import numpy as np
 
-INFINITE = -1    # tf.data.INFINITE_CARDINALITY
-UNKNOWN = -2     # tf.data.UNKNOWN_CARDINALITY
-AUTOTUNE = -1    # tf.data.AUTOTUNE: prefetch then keeps PREFETCH_AUTOTUNE batches ready
+INFINITE = -1  # tf.data.INFINITE_CARDINALITY
+UNKNOWN = -2  # tf.data.UNKNOWN_CARDINALITY
+AUTOTUNE = -1  # tf.data.AUTOTUNE: prefetch then keeps PREFETCH_AUTOTUNE batches ready
 PREFETCH_AUTOTUNE = 2
 
-__all__ = ["Dataset", "TensorSpec", "INFINITE", "UNKNOWN", "AUTOTUNE", "INFINITE_CARDINALITY",
-           "UNKNOWN_CARDINALITY"]
+__all__ = ["Dataset", "TensorSpec", "INFINITE", "UNKNOWN", "AUTOTUNE", "INFINITE_CARDINALITY", "UNKNOWN_CARDINALITY"]
 INFINITE_CARDINALITY, UNKNOWN_CARDINALITY = INFINITE, UNKNOWN
 
 
@@ -75,6 +75,7 @@ def _pack(template, leaves):
         if isinstance(t, dict):
             return {k: build(v) for k, v in t.items()}
         return next(it)
+
     return build(template)
 
 
@@ -123,7 +124,7 @@ class Dataset:
         self._cardinality = cardinality
         self._arrays = arrays
         self._indices = indices
-        self._ready = False   # elements that cost a slice or one gather each (batches of arrays)
+        self._ready = False  # elements that cost a slice or one gather each (batches of arrays)
 
     # ---------------------------------------------------------------- sources
     @staticmethod
@@ -133,8 +134,10 @@ class Dataset:
         template = _as_arrays(tensors)
         leaves = _flatten(template)
         if any(a.ndim == 0 for a in leaves):
-            raise ValueError("from_tensor_slices needs arrays with at least one axis (the rows to slice), "
-                             f"got a scalar of shape {[a.shape for a in leaves if a.ndim == 0][0]}")
+            raise ValueError(
+                "from_tensor_slices needs arrays with at least one axis (the rows to slice), "
+                f"got a scalar of shape {[a.shape for a in leaves if a.ndim == 0][0]}"
+            )
         rows = {len(a) for a in leaves}
         if len(rows) > 1:
             raise ValueError(f"from_tensor_slices: all arrays need the same number of rows, got {sorted(rows)}")
@@ -149,14 +152,17 @@ class Dataset:
         return Dataset.from_tensor_slices(np.arange(*args, dtype=dtype))
 
     @staticmethod
-    def from_generator(generator, output_types=None, output_shapes=None, args=None, output_signature=None,
-                       name=None) -> "Dataset":
+    def from_generator(
+        generator, output_types=None, output_shapes=None, args=None, output_signature=None, name=None
+    ) -> "Dataset":
         """Elements from generator(*args), called anew for each pass. With output_signature (a
         structure of TensorSpec) or output_types, each component is converted to its dtype and
         checked against its shape."""
         if not callable(generator):
-            raise TypeError("`generator` must be a Python callable (a function returning an iterator, e.g. "
-                            "lambda: my_generator()), as in tf.data; got a " + type(generator).__name__)
+            raise TypeError(
+                "`generator` must be a Python callable (a function returning an iterator, e.g. "
+                "lambda: my_generator()), as in tf.data; got a " + type(generator).__name__
+            )
         args = tuple(args or ())
         specs = None
         if output_signature is not None:
@@ -171,15 +177,16 @@ class Dataset:
                 return element
             leaves = _flatten(element)
             if len(leaves) != len(specs):
-                raise ValueError(f"from_generator: an element has {len(leaves)} components, the signature "
-                                 f"{len(specs)}")
+                raise ValueError(f"from_generator: an element has {len(leaves)} components, the signature {len(specs)}")
             out = []
             for a, spec in zip(leaves, specs):
                 a = a.astype(spec.dtype, copy=False)
-                if spec.shape is not None and (a.ndim != len(spec.shape) or any(
-                        d is not None and d != s for d, s in zip(spec.shape, a.shape))):
-                    raise ValueError(f"from_generator: an element of shape {a.shape} does not match the "
-                                     f"signature's {spec}")
+                if spec.shape is not None and (
+                    a.ndim != len(spec.shape) or any(d is not None and d != s for d, s in zip(spec.shape, a.shape))
+                ):
+                    raise ValueError(
+                        f"from_generator: an element of shape {a.shape} does not match the signature's {spec}"
+                    )
                 out.append(a)
             return _pack(element, out)
 
@@ -204,7 +211,7 @@ class Dataset:
             raise TypeError("The dataset length is unknown.")
         return self._cardinality
 
-    def __bool__(self):   # a Dataset is truthy even when empty, as tf's
+    def __bool__(self):  # a Dataset is truthy even when empty, as tf's
         return True
 
     def _elements_from_indices(self):
@@ -220,12 +227,13 @@ class Dataset:
             ds._elements = ds._elements_from_indices
             return ds
         ds = Dataset(elements, cardinality)
-        ds._ready = self._ready   # repeat, take, skip or shuffle of ready batches: still ready
+        ds._ready = self._ready  # repeat, take, skip or shuffle of ready batches: still ready
         return ds
 
     # ---------------------------------------------------------------- transformations
-    def batch(self, batch_size, drop_remainder=False, num_parallel_calls=None, deterministic=None,
-              name=None) -> "Dataset":
+    def batch(
+        self, batch_size, drop_remainder=False, num_parallel_calls=None, deterministic=None, name=None
+    ) -> "Dataset":
         """Consecutive elements stacked into batches of batch_size; the last one smaller unless
         drop_remainder."""
         batch_size = _count(batch_size, "batch_size", low=1)
@@ -246,6 +254,7 @@ class Dataset:
                     pending = []
             if pending and not drop_remainder:
                 yield _stack(pending)
+
         return Dataset(batches, n)
 
     def _array_batches(self, batch_size, drop_remainder):
@@ -288,7 +297,7 @@ class Dataset:
 
         def indices():
             r = rng()
-            if 0 <= n <= buffer_size:   # the buffer holds the whole pass: a permutation
+            if 0 <= n <= buffer_size:  # the buffer holds the whole pass: a permutation
                 chunks = [np.asarray(c, dtype=np.intp) for c in self._indices()]
                 order = np.concatenate(chunks) if chunks else np.empty(0, np.intp)
                 yield order[r.permutation(len(order))]
@@ -299,6 +308,7 @@ class Dataset:
                 if not len(block):
                     return
                 yield block
+
         return self._derive(elements, n, indices)
 
     def repeat(self, count=None, name=None) -> "Dataset":
@@ -313,8 +323,9 @@ class Dataset:
             card = n * count if n >= 0 else n
 
         def passes(make):
-            for _ in (itertools.count() if count < 0 else range(count)):
+            for _ in itertools.count() if count < 0 else range(count):
                 yield from make()
+
         return self._derive(lambda: passes(self.__iter__), card, lambda: passes(self._indices))
 
     def take(self, count, name=None) -> "Dataset":
@@ -332,6 +343,7 @@ class Dataset:
                     return
                 yield chunk[:left]
                 left -= len(chunk)
+
         return self._derive(lambda: itertools.islice(self, count), card, indices)
 
     def skip(self, count, name=None) -> "Dataset":
@@ -350,6 +362,7 @@ class Dataset:
                     continue
                 yield chunk[left:]
                 left = 0
+
         return self._derive(lambda: itertools.islice(self, count, None), card, indices)
 
     def map(self, map_func, num_parallel_calls=None, deterministic=None, name=None) -> "Dataset":
@@ -359,8 +372,10 @@ class Dataset:
 
     def filter(self, predicate, name=None) -> "Dataset":
         """The elements for which predicate is true."""
-        return Dataset(lambda: (e for e in self if bool(_call(predicate, e))),
-                       UNKNOWN if self._cardinality >= 0 else self._cardinality)
+        return Dataset(
+            lambda: (e for e in self if bool(_call(predicate, e))),
+            UNKNOWN if self._cardinality >= 0 else self._cardinality,
+        )
 
     def cache(self, filename="", name=None) -> "Dataset":
         """Keeps the elements of the first complete pass in memory and replays them after (an
@@ -380,6 +395,7 @@ class Dataset:
                 seen.append(e)
                 yield e
             store["done"] = seen
+
         return Dataset(elements, self._cardinality)
 
     def prefetch(self, buffer_size=AUTOTUNE, name=None) -> "Dataset":
@@ -432,7 +448,7 @@ def _prefetched(dataset, size):
                 if stop.is_set():
                     return
             item = (_DONE, None)
-        except BaseException as e:   # noqa: BLE001 - handed to the consumer
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
             item = (_DONE, e)
         while not stop.is_set():
             try:

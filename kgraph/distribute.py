@@ -10,6 +10,7 @@ The batch given to fit is the global batch; each replica trains on an equal shar
 by at most one sample) and the gradients are averaged weighted by shard size, so N replicas make
 the same update as one replica on the whole batch. Losses and metrics are global means. A final
 batch with fewer samples than replicas is skipped. Evaluation and prediction run on replica 0."""
+
 from __future__ import annotations
 
 import contextlib
@@ -56,8 +57,11 @@ class MirroredStrategy(Strategy):
     def attach(self, model) -> None:
         from .runtime.replicas import ThreadReplicas
 
-        model.replicas = ThreadReplicas(model.executable, self.num_replicas_in_sync, model.seed) \
-            if self.num_replicas_in_sync > 1 else None
+        model.replicas = (
+            ThreadReplicas(model.executable, self.num_replicas_in_sync, model.seed)
+            if self.num_replicas_in_sync > 1
+            else None
+        )
 
 
 class MPIStrategy(Strategy):
@@ -81,8 +85,7 @@ class MPIStrategy(Strategy):
         from .runtime.replicas import MPIReplicas
 
         model.replicas = MPIReplicas(model.executable, self.comm, self.timeout)
-        seed = np.array([np.random.SeedSequence().entropy % (2 ** 63) if model.seed is None else model.seed],
-                        np.int64)
-        self.comm.Bcast(seed, root=0)   # every rank shuffles the data the same way
+        seed = np.array([np.random.SeedSequence().entropy % (2**63) if model.seed is None else model.seed], np.int64)
+        self.comm.Bcast(seed, root=0)  # every rank shuffles the data the same way
         model.shuffle_random = np.random.default_rng(int(seed[0]))
         model.is_chief = self.rank == 0

@@ -5,6 +5,7 @@ hostile or broken file fails with one line naming the size instead of exhausting
 
 Each limit is an environment variable (read at every check, so a test or a user can change it)
 or an argument of the function that checks it."""
+
 from __future__ import annotations
 
 import math
@@ -17,14 +18,16 @@ from .runtime.files import FileFormatError
 def _config_error(message):
     # imported here: the runtime reads weights through this module without the frontend
     from .frontend.errors import ConfigError
+
     return ConfigError(message)
+
 
 GiB = 1 << 30
 DEFAULTS = {
-    "KGRAPH_MAX_BYTES": 8 * GiB,             # weights of a model, an HDF5 dataset, an archive member
-    "KGRAPH_MAX_CONFIG_BYTES": 256 << 20,    # the text of a config
-    "KGRAPH_MAX_CONFIG_NODES": 1 << 24,      # values in a config, every YAML alias expanded
-    "KGRAPH_MAX_CONFIG_DEPTH": 200,          # nesting of a config (a nested model adds about 4)
+    "KGRAPH_MAX_BYTES": 8 * GiB,  # weights of a model, an HDF5 dataset, an archive member
+    "KGRAPH_MAX_CONFIG_BYTES": 256 << 20,  # the text of a config
+    "KGRAPH_MAX_CONFIG_NODES": 1 << 24,  # values in a config, every YAML alias expanded
+    "KGRAPH_MAX_CONFIG_DEPTH": 200,  # nesting of a config (a nested model adds about 4)
 }
 
 
@@ -74,6 +77,7 @@ def check_weights(shapes, itemsize: int, what: str = "the model's weights", max_
 
 # ---------------------------------------------------------------------- config text and trees
 
+
 def check_config_size(n: int, source: str) -> None:
     """Refuse a config text of `n` characters (or bytes) over KGRAPH_MAX_CONFIG_BYTES."""
     cap = limit("KGRAPH_MAX_CONFIG_BYTES")
@@ -90,9 +94,9 @@ def check_config_tree(data, source: str) -> None:
     expanded. Shared values are measured once each, so a billion-node alias bomb costs a few
     thousand steps to refuse."""
     max_nodes, max_depth = limit("KGRAPH_MAX_CONFIG_NODES"), limit("KGRAPH_MAX_CONFIG_DEPTH")
-    sizes = {}      # id of a container -> its size with aliases expanded
+    sizes = {}  # id of a container -> its size with aliases expanded
     active = set()  # ids of the containers on the current path (a cycle returns to one)
-    stack = [(data, None, False)]   # (value, the key it is under, leaving)
+    stack = [(data, None, False)]  # (value, the key it is under, leaving)
     while stack:
         obj, key, leaving = stack.pop()
         where = f"the value under key {key[:40]!r}" if key is not None else "the top level"
@@ -101,34 +105,43 @@ def check_config_tree(data, source: str) -> None:
             sizes[id(obj)] = 1 + sum(sizes.get(id(k), 1) for k in kids)
             active.discard(id(obj))
             if sizes[id(obj)] > max_nodes:
-                raise _config_error(f"{source}: the config has more than {max_nodes} values with its YAML aliases "
-                                  "expanded (an alias bomb?); raise KGRAPH_MAX_CONFIG_NODES to allow it")
+                raise _config_error(
+                    f"{source}: the config has more than {max_nodes} values with its YAML aliases "
+                    "expanded (an alias bomb?); raise KGRAPH_MAX_CONFIG_NODES to allow it"
+                )
             continue
         if isinstance(obj, _SCALARS):
             continue
         if not isinstance(obj, (dict, list, tuple)):
-            raise _config_error(f"{source}: {where} is a {type(obj).__name__} ({str(obj)[:40]!r}); a model config "
-                              "holds only mappings, lists, strings, numbers, booleans and nulls")
+            raise _config_error(
+                f"{source}: {where} is a {type(obj).__name__} ({str(obj)[:40]!r}); a model config "
+                "holds only mappings, lists, strings, numbers, booleans and nulls"
+            )
         if id(obj) in sizes:
             continue
         if id(obj) in active:
             raise _config_error(f"{source}: {where} contains itself (a recursive YAML alias)")
         if len(active) >= max_depth:
-            raise _config_error(f"{source}: the config is nested more than {max_depth} levels deep "
-                              "(raise KGRAPH_MAX_CONFIG_DEPTH to allow it)")
+            raise _config_error(
+                f"{source}: the config is nested more than {max_depth} levels deep "
+                "(raise KGRAPH_MAX_CONFIG_DEPTH to allow it)"
+            )
         active.add(id(obj))
         stack.append((obj, key, True))
         if isinstance(obj, dict):
             for k, v in obj.items():
                 if not isinstance(k, str):
-                    raise _config_error(f"{source}: a mapping in {where} has a key {str(k)[:40]!r} "
-                                      f"of type {type(k).__name__}, not a string")
+                    raise _config_error(
+                        f"{source}: a mapping in {where} has a key {str(k)[:40]!r} "
+                        f"of type {type(k).__name__}, not a string"
+                    )
                 stack.append((v, k, False))
         else:
             stack.extend((v, key, False) for v in obj)
 
 
 # ---------------------------------------------------------------------- archives and HDF5
+
 
 def read_member(archive, member: str, source: str, max_bytes: int | None = None) -> bytes:
     """One member of a zip archive, refused when its declared or its actual size passes the limit
@@ -161,8 +174,10 @@ def check_h5(h5file, source: str, max_bytes: int | None = None) -> None:
             path = f"{prefix}/{name}"
             link = group.get(name, getlink=True)
             if isinstance(link, h5py.ExternalLink):
-                raise FileFormatError(f"{source}: {path} is an external link to {link.filename}:{link.path}; "
-                                      "kgraph reads nothing outside the file")
+                raise FileFormatError(
+                    f"{source}: {path} is an external link to {link.filename}:{link.path}; "
+                    "kgraph reads nothing outside the file"
+                )
             if isinstance(link, h5py.SoftLink):
                 continue  # names a path of this same file, which the walk reaches by its hard link
             obj = group[name]
@@ -178,8 +193,10 @@ def check_h5(h5file, source: str, max_bytes: int | None = None) -> None:
             if obj.is_virtual:
                 raise FileFormatError(f"{source}: dataset {path} is virtual (mapped from other files); refused")
             if obj.external:
-                raise FileFormatError(f"{source}: dataset {path} is stored in an external file "
-                                      f"({obj.external[0][0]!r}); kgraph reads nothing outside the file")
+                raise FileFormatError(
+                    f"{source}: dataset {path} is stored in an external file "
+                    f"({obj.external[0][0]!r}); kgraph reads nothing outside the file"
+                )
             if obj.dtype.kind not in "biuf" or obj.dtype.itemsize > 16:
                 raise FileFormatError(f"{source}: dataset {path} has type {obj.dtype}, not a number")
             n = math.prod(obj.shape or ()) * obj.dtype.itemsize

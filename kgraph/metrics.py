@@ -1,15 +1,29 @@
 """Keras's metrics by name, object or serialized config: `metrics=["accuracy", "mae",
 kgraph.metrics.AUC()]`. The classes (and their maths) are the runtime's; this module resolves
 what compile() is given into (log name, class name, config) for each output."""
+
 from __future__ import annotations
 
 import inspect
 import re
 
-from .runtime.metrics import (AUC, METRICS, Accuracy, BinaryAccuracy, CategoricalAccuracy,  # noqa: F401
-                              MeanAbsoluteError, MeanSquaredError, Metric, Precision, Recall,
-                              RootMeanSquaredError, SparseCategoricalAccuracy, SparseTopKCategoricalAccuracy,
-                              TopKCategoricalAccuracy)
+from .runtime.metrics import METRICS, Metric
+
+# the metric classes, re-exported so that users write kgraph.metrics.AUC() as keras.metrics.AUC()
+from .runtime.metrics import (  # noqa: F401
+    AUC,
+    Accuracy,
+    BinaryAccuracy,
+    CategoricalAccuracy,
+    MeanAbsoluteError,
+    MeanSquaredError,
+    Precision,
+    Recall,
+    RootMeanSquaredError,
+    SparseCategoricalAccuracy,
+    SparseTopKCategoricalAccuracy,
+    TopKCategoricalAccuracy,
+)
 
 
 def _snake(name: str) -> str:
@@ -17,9 +31,15 @@ def _snake(name: str) -> str:
 
 
 # Keras 3's metric strings: class names, their snake_case, and the short aliases
-NAMES = {**{c: c for c in METRICS}, **{_snake(c): c for c in METRICS},
-         "mse": "MeanSquaredError", "MSE": "MeanSquaredError", "mae": "MeanAbsoluteError",
-         "MAE": "MeanAbsoluteError", "rmse": "RootMeanSquaredError"}
+NAMES = {
+    **{c: c for c in METRICS},
+    **{_snake(c): c for c in METRICS},
+    "mse": "MeanSquaredError",
+    "MSE": "MeanSquaredError",
+    "mae": "MeanAbsoluteError",
+    "MAE": "MeanAbsoluteError",
+    "rmse": "RootMeanSquaredError",
+}
 
 
 def _known() -> str:

@@ -1,5 +1,6 @@
 """Keras's Model API over kgraph: a config goes through the frontend, the passes and codegen
 into compiled steps that the runtime runs. The only module that knows all of them."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,14 @@ from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from . import saving
 from .codegen import generate_cpu, generate_cuda, step_manifest
-from .frontend import (NotBuiltError, build_model, config_inputs, declare_input_shapes, parse_config_text,
-                       read_config_file)
+from .frontend import (
+    NotBuiltError,
+    build_model,
+    config_inputs,
+    declare_input_shapes,
+    parse_config_text,
+    read_config_file,
+)
 from .frontend.summary import cost_line, step_cost
 from .passes.loss import LOSSES
 from .passes import run_pipeline, updates_last
@@ -36,8 +43,11 @@ def _cuda_available() -> bool:
     """numba.cuda.is_available(). Importing numba.cuda to ask takes 70 ms of a first step, so a
     Linux machine with no NVIDIA driver (nor WSL's GPU device) answers no without it."""
     gpu_files = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg")
-    if sys.platform.startswith("linux") and not numba.config.ENABLE_CUDASIM \
-            and not any(os.path.exists(f) for f in gpu_files):
+    if (
+        sys.platform.startswith("linux")
+        and not numba.config.ENABLE_CUDASIM
+        and not any(os.path.exists(f) for f in gpu_files)
+    ):
         return False
     from numba import cuda
 
@@ -65,16 +75,18 @@ class Model(_WeightLists, CompiledModel):
         self.seed = seed
         self.frontend = None
         self.config = config if frontend_model is None else frontend_model.config
-        self.compiled = {}        # kind -> kgraph.passes.Compiled, for `kgraph inspect`
+        self.compiled = {}  # kind -> kgraph.passes.Compiled, for `kgraph inspect`
         self.device = "cpu"
         self.compile_args = None
-        self.pending_compile = None   # compile()'s arguments, kept until an unbuilt model builds
-        self._layer_objects = None    # model.layers, made once
+        self.pending_compile = None  # compile()'s arguments, kept until an unbuilt model builds
+        self._layer_objects = None  # model.layers, made once
         self.strategy = distribute.get_strategy()
         if frontend_model is None:
             self.name = _config_name(config)
-            super().__init__(Executable({}, [], "float32", seed), {"input_names": [], "input_shapes": [],
-                                                                   "output_names": [], "metrics": []})
+            super().__init__(
+                Executable({}, [], "float32", seed),
+                {"input_names": [], "input_shapes": [], "output_names": [], "metrics": []},
+            )
             return
         self._adopt(frontend_model, Executable({}, [], frontend_model.dtype, seed))
 
@@ -82,21 +94,25 @@ class Model(_WeightLists, CompiledModel):
         """Hold a built frontend model: its weights move into the executable."""
         self.frontend = frontend_model
         self._layer_objects = None
-        self._forward_flops = None    # a sample's forward GEMM FLOPs, once fit asks
+        self._forward_flops = None  # a sample's forward GEMM FLOPs, once fit asks
         self.name = frontend_model.name
         layout, offset = [], 0
         for w in frontend_model.weights:
             layout.append({"node": w.node, "layer": w.layer, "name": w.name, "offset": offset, "shape": list(w.shape)})
             offset += int(np.prod(w.shape))
         exe = Executable({}, layout, frontend_model.dtype)
-        exe.random = executable.random   # the random stream (initializers aside) carries on
+        exe.random = executable.random  # the random stream (initializers aside) carries on
         exe.set_weights([w.value for w in frontend_model.weights])
-        for w in frontend_model.weights:   # the executable holds them now: a second copy for the
-            w.value = None                 # model's life added a third to a large model's RSS
-        info = {"input_names": [i.name for i in frontend_model.inputs],
-                "input_shapes": [list(i.shape) for i in frontend_model.inputs],
-                "output_names": list(frontend_model.output_names), "metrics": [], "dtype": frontend_model.dtype,
-                "token_inputs": _token_inputs(frontend_model)}
+        for w in frontend_model.weights:  # the executable holds them now: a second copy for the
+            w.value = None  # model's life added a third to a large model's RSS
+        info = {
+            "input_names": [i.name for i in frontend_model.inputs],
+            "input_shapes": [list(i.shape) for i in frontend_model.inputs],
+            "output_names": list(frontend_model.output_names),
+            "metrics": [],
+            "dtype": frontend_model.dtype,
+            "token_inputs": _token_inputs(frontend_model),
+        }
         CompiledModel.__init__(self, exe, info)
 
     # ------------------------------------------------------------------ building
@@ -124,29 +140,36 @@ class Model(_WeightLists, CompiledModel):
         names = [name for name, _ in config_inputs(self.config)]
         if isinstance(x, dict):
             x = [x[n] for n in names if n in x] if all(n in x for n in names) else list(x.values())
-        one_per_input = isinstance(x, (list, tuple)) and len(x) == len(names) and \
-            all(isinstance(a, np.ndarray) for a in x)
+        one_per_input = (
+            isinstance(x, (list, tuple)) and len(x) == len(names) and all(isinstance(a, np.ndarray) for a in x)
+        )
         xs = list(x) if one_per_input or (isinstance(x, (list, tuple)) and len(names) > 1) else [x]
         try:
             shapes = [(None, *np.shape(a)[1:]) for a in xs]
         except ValueError:
-            return   # ragged data: the checks in fit/predict name the problem
+            return  # ragged data: the checks in fit/predict name the problem
         if any(len(shape) < 2 for shape in shapes):
-            raise DataError(f"data of shape {np.shape(xs[0])}: the model builds its input shape from the data's "
-                            "rows (samples, features...); for one feature per sample use x.reshape(-1, 1)")
+            raise DataError(
+                f"data of shape {np.shape(xs[0])}: the model builds its input shape from the data's "
+                "rows (samples, features...); for one feature per sample use x.reshape(-1, 1)"
+            )
         self.build(shapes if len(shapes) > 1 else shapes[0])
 
     def _require_built(self, what: str):
         if not self.built:
-            raise ValueError(f"model {self.name!r} is not built yet: its config declares no input shape. "
-                             f"It builds on its first fit/evaluate/predict or model.build(input_shape), before {what}")
+            raise ValueError(
+                f"model {self.name!r} is not built yet: its config declares no input shape. "
+                f"It builds on its first fit/evaluate/predict or model.build(input_shape), before {what}"
+            )
 
     # ------------------------------------------------------------------ description
     def summary(self, line_length=None, print_fn=None):
         print_fn = print_fn or print
         if not self.built:
-            print_fn(f'Model: "{self.name}" (not built yet: its config declares no input shape; it builds on its '
-                     f"first fit, evaluate or predict, or on model.build(input_shape))")
+            print_fn(
+                f'Model: "{self.name}" (not built yet: its config declares no input shape; it builds on its '
+                f"first fit, evaluate or predict, or on model.build(input_shape))"
+            )
             return
         self.frontend.summary(print_fn=print_fn, line_length=line_length)
         print_fn(cost_line(self.frontend))
@@ -201,8 +224,9 @@ class Model(_WeightLists, CompiledModel):
             if name is not None:
                 raise ValueError("give either name or index, not both")
             if not -len(layers) <= index < len(layers):
-                raise ValueError(f"was asked to retrieve layer at index {index} but the model only has "
-                                 f"{len(layers)} layers")
+                raise ValueError(
+                    f"was asked to retrieve layer at index {index} but the model only has {len(layers)} layers"
+                )
             return layers[index]
         for layer in layers:
             if layer.name == name:
@@ -242,8 +266,10 @@ class Model(_WeightLists, CompiledModel):
     def __call__(self, x, training=False):
         """model(x): the outputs for x as NumPy arrays (the inference step, as model(x, training=False))."""
         if training:
-            raise NotImplementedError("model(x, training=True) is not supported: kgraph runs the training "
-                                      "forward pass only inside fit/train_on_batch")
+            raise NotImplementedError(
+                "model(x, training=True) is not supported: kgraph runs the training "
+                "forward pass only inside fit/train_on_batch"
+            )
         self._build_from(x)
         n = len(self._inputs(x)[0])
         return self.predict(x, batch_size=max(1, n), verbose=0)
@@ -253,22 +279,33 @@ class Model(_WeightLists, CompiledModel):
         fm = self.frontend
         forward = fm.lower(training=kind == "train")
         if kind != "predict" and fm.masked_outputs:
-            raise NotImplementedError(f"model {self.name!r}: output {fm.output_names[fm.masked_outputs[0]]!r} "
-                                      "carries a mask (Embedding mask_zero or Masking), by which Keras weights its "
-                                      "loss; kgraph does not yet (issue 16)")
-        regs = [(w.node, w.regularizer.get("l1", 0.0), w.regularizer.get("l2", 0.0))
-                for w in fm.weights if w.regularizer]
-        compiled = run_pipeline(kind, forward, [w.node for w in fm.weights],
-                                losses=losses, regularizers=regs, optimizer=optimizer,
-                                trainable=[w.node for w in fm.weights if w.trainable],
-                                parts=1 if self.device == "cuda" else numba.config.NUMBA_NUM_THREADS,
-                                schedule=updates_last)  # CPU replicas run the updates last (train_apply)
+            raise NotImplementedError(
+                f"model {self.name!r}: output {fm.output_names[fm.masked_outputs[0]]!r} "
+                "carries a mask (Embedding mask_zero or Masking), by which Keras weights its "
+                "loss; kgraph does not yet (issue 16)"
+            )
+        regs = [
+            (w.node, w.regularizer.get("l1", 0.0), w.regularizer.get("l2", 0.0)) for w in fm.weights if w.regularizer
+        ]
+        compiled = run_pipeline(
+            kind,
+            forward,
+            [w.node for w in fm.weights],
+            losses=losses,
+            regularizers=regs,
+            optimizer=optimizer,
+            trainable=[w.node for w in fm.weights if w.trainable],
+            parts=1 if self.device == "cuda" else numba.config.NUMBA_NUM_THREADS,
+            schedule=updates_last,
+        )  # CPU replicas run the updates last (train_apply)
         waiting = sorted({NO_KERNELS_YET[n.op] for n in forward.nodes() if n.op in NO_KERNELS_YET})
         if waiting:  # a clear line now, not an error from deep inside codegen; inspect still shows the graph
             self.compiled[kind] = compiled
-            raise NotImplementedError(f"model {self.name!r}: {' and '.join(waiting)} run in the "
-                                      "IR interpreter only so far (issue 16): the CPU and CUDA kernels are not "
-                                      "written yet")
+            raise NotImplementedError(
+                f"model {self.name!r}: {' and '.join(waiting)} run in the "
+                "IR interpreter only so far (issue 16): the CPU and CUDA kernels are not "
+                "written yet"
+            )
         if self.device == "cuda":
             source, launches = generate_cuda(compiled)
             path = write_source(source, f"{_stem(self.name)}_{kind}_cuda")
@@ -300,8 +337,16 @@ class Model(_WeightLists, CompiledModel):
         self.executable.set_weights(old.get_weights())
         self.device = device
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, device="auto",
-                steps_per_execution=None, **kwargs):
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        metrics=None,
+        loss_weights=None,
+        device="auto",
+        steps_per_execution=None,
+        **kwargs,
+    ):
         """As keras.Model.compile. Compiles the training and test steps (cached on disk) for
         device "cpu" or "cuda" ("auto": CUDA when numba.cuda.is_available(), else the CPU).
         steps_per_execution: steps each call of the compiled step runs in fit, batch callbacks
@@ -312,24 +357,37 @@ class Model(_WeightLists, CompiledModel):
             raise ValueError(f"compile() arguments {sorted(unsupported)} are not supported yet")
         if loss is None:
             raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
-        if steps_per_execution not in (None, "auto") and (int(steps_per_execution) != steps_per_execution
-                                                           or steps_per_execution < 1):
+        if steps_per_execution not in (None, "auto") and (
+            int(steps_per_execution) != steps_per_execution or steps_per_execution < 1
+        ):
             raise ValueError(f"steps_per_execution must be a positive integer, got {steps_per_execution!r}")
         self.steps_per_execution = None if steps_per_execution in (None, "auto") else int(steps_per_execution)
-        if not self.built:   # checked now, compiled when the model builds from its first data
+        if not self.built:  # checked now, compiled when the model builds from its first data
             self.optimizer = optimizers_mod.get(optimizer)
-            for entry in (loss.values() if isinstance(loss, dict) and "class_name" not in loss
-                          else loss if isinstance(loss, (list, tuple)) else [loss]):
+            for entry in (
+                loss.values()
+                if isinstance(loss, dict) and "class_name" not in loss
+                else loss
+                if isinstance(loss, (list, tuple))
+                else [loss]
+            ):
                 if entry is not None:
                     losses_mod.get(entry)
-            self.pending_compile = {"optimizer": optimizer, "loss": loss, "metrics": metrics,
-                                    "loss_weights": loss_weights, "device": device,
-                                    "steps_per_execution": steps_per_execution}
+            self.pending_compile = {
+                "optimizer": optimizer,
+                "loss": loss,
+                "metrics": metrics,
+                "loss_weights": loss_weights,
+                "device": device,
+                "steps_per_execution": steps_per_execution,
+            }
             return
         outputs = self.output_names
         opt = optimizers_mod.get(optimizer)
         specs = [losses_mod.get(l) if l is not None else None for l in _per_output(loss, outputs, "loss")]
-        weights = _per_output(loss_weights, outputs, "loss_weights") if loss_weights is not None else [1.0] * len(outputs)
+        weights = (
+            _per_output(loss_weights, outputs, "loss_weights") if loss_weights is not None else [1.0] * len(outputs)
+        )
         for s, w in zip(specs, weights):
             if s is not None:
                 s["weight"] = float(w)
@@ -337,8 +395,11 @@ class Model(_WeightLists, CompiledModel):
         self.info["metrics"] = _resolve_metrics(metrics, outputs, specs, out_units)
         self.info["losses"] = specs
         # per output with a loss: what its targets are checked against (class ids below `classes`)
-        self.info["targets"] = [{"loss": spec["name"], "classes": units if LOSSES[spec["name"]][2] else None}
-                                for spec, units in zip(specs, out_units) if spec is not None]
+        self.info["targets"] = [
+            {"loss": spec["name"], "classes": units if LOSSES[spec["name"]][2] else None}
+            for spec, units in zip(specs, out_units)
+            if spec is not None
+        ]
         self.strategy = distribute.get_strategy() or self.strategy
         self._use_device("cpu" if device == "auto" and self.strategy is not None else device)
         if self.strategy is not None and self.device == "cuda":
@@ -348,9 +409,13 @@ class Model(_WeightLists, CompiledModel):
         self.optimizer = opt
         if self.strategy is not None:
             self.strategy.attach(self)
-        self.compile_args = {"optimizer": {"class_name": type(opt).__name__, "config": opt.get_config()},
-                             "loss": specs, "loss_config": _loss_config(loss), "metrics": metrics,
-                             "loss_weights": loss_weights}
+        self.compile_args = {
+            "optimizer": {"class_name": type(opt).__name__, "config": opt.get_config()},
+            "loss": specs,
+            "loss_config": _loss_config(loss),
+            "metrics": metrics,
+            "loss_weights": loss_weights,
+        }
 
     # ------------------------------------------------------------------ files
     def save(self, filepath, overwrite=True, include_optimizer=True):
@@ -410,14 +475,18 @@ class Model(_WeightLists, CompiledModel):
             src = Path(m.module)
             (directory / src.name).write_text(src.read_text())
             steps[kind] = m.with_module(src.name).to_json()
-        manifest = {"model": self.name, "steps": steps, "params": self.executable.param_layout,
-                    "info": self.info, "optimizer": self.compile_args["optimizer"]}
+        manifest = {
+            "model": self.name,
+            "steps": steps,
+            "params": self.executable.param_layout,
+            "info": self.info,
+            "optimizer": self.compile_args["optimizer"],
+        }
         (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
         (directory / "model.json").write_text(self.to_json())
         self.save_weights(directory / "weights.npz")
         (directory / "train.py").write_text(TRAINER_SCRIPT.format(name=self.name))
         return directory
-
 
     def frontend_output_units(self, k) -> int:
         graph = self.frontend.lower(training=False)
@@ -435,7 +504,7 @@ class Model(_WeightLists, CompiledModel):
         self._announce_step_cost(CompiledModel.fit, x, y, *args, **kwargs)
         return super().fit(x, y, *args, **kwargs)
 
-    LARGE_STEP_FLOP = 2e11   # about a second of float32 GEMMs on a 2-core machine
+    LARGE_STEP_FLOP = 2e11  # about a second of float32 GEMMs on a 2-core machine
 
     def _announce_step_cost(self, loop, *args, **kwargs):
         """Say what a step costs before a fit whose steps take seconds (a VGG16 on a CPU), so a user
@@ -443,16 +512,19 @@ class Model(_WeightLists, CompiledModel):
         try:
             bound = inspect.signature(loop).bind(self, *args, **kwargs).arguments
         except TypeError:
-            return   # the loop itself names the wrong arguments
+            return  # the loop itself names the wrong arguments
         batch, verbose = bound.get("batch_size") or 32, bound.get("verbose", "auto")
         if verbose == 0 or not self.is_chief:
             return
-        if self._forward_flops is None:   # once a model: it lowers the whole graph
+        if self._forward_flops is None:  # once a model: it lowers the whole graph
             self._forward_flops = step_cost(self.frontend)["forward_flops"]
         flop = 3 * self._forward_flops * (batch if isinstance(batch, int) else 32)
         if flop > self.LARGE_STEP_FLOP:
-            print(f"kgraph: one training step at batch {batch} is about {flop / 1e12:.2g} TFLOP of matrix products: "
-                  f"about {flop / 3e11:.0f} s at 300 GFLOP/s (summary() shows the cost per sample)", flush=True)
+            print(
+                f"kgraph: one training step at batch {batch} is about {flop / 1e12:.2g} TFLOP of matrix products: "
+                f"about {flop / 3e11:.0f} s at 300 GFLOP/s (summary() shows the cost per sample)",
+                flush=True,
+            )
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         x = self._build_from_source(x)
@@ -517,8 +589,11 @@ class Weight:
 
     def assign(self, value) -> None:
         weights = self._model.get_weights()
-        weights[self._index] = np.asarray(value, self.dtype).reshape(self.shape) \
-            if np.size(value) == np.prod(self.shape) else np.asarray(value)
+        weights[self._index] = (
+            np.asarray(value, self.dtype).reshape(self.shape)
+            if np.size(value) == np.prod(self.shape)
+            else np.asarray(value)
+        )
         self._model.set_weights(weights)
 
     def __array__(self, dtype=None, copy=None):
@@ -553,8 +628,11 @@ class Layer(_WeightLists):
             spec = self._model.frontend.weights[k]
             spec.trainable = bool(value) and spec.updatable
         if self._model.compile_args is not None:
-            warnings.warn(f"layer {self.name!r}: trainable changed after compile(); call compile() again for the "
-                          "training step to follow it", stacklevel=2)
+            warnings.warn(
+                f"layer {self.name!r}: trainable changed after compile(); call compile() again for the "
+                "training step to follow it",
+                stacklevel=2,
+            )
 
     @property
     def weights(self) -> list:
@@ -572,8 +650,9 @@ class Layer(_WeightLists):
         for k, w in zip(self._indices, weights):
             w = np.asarray(w)
             if w.shape != everything[k].shape:
-                raise ValueError(f"layer {self.name!r}: weight {k - self._indices[0]} has shape "
-                                 f"{everything[k].shape}, got {w.shape}")
+                raise ValueError(
+                    f"layer {self.name!r}: weight {k - self._indices[0]} has shape {everything[k].shape}, got {w.shape}"
+                )
             everything[k] = w
         self._model.set_weights(everything)
 
@@ -639,8 +718,7 @@ def _token_inputs(frontend_model) -> list:
         while graph.node(source).op in ("reshape", "transpose", "copy") and graph.node(source).inputs:
             source = graph.node(source).inputs[0]
         if source in inputs:
-            out.append({"input": inputs[source], "limit": int(graph.type(node.inputs[0]).shape[0]),
-                        "layer": node.id})
+            out.append({"input": inputs[source], "limit": int(graph.type(node.inputs[0]).shape[0]), "layer": node.id})
     return out
 
 
@@ -677,17 +755,20 @@ def _resolve_metrics(metrics, outputs, specs, out_units):
     elif isinstance(metrics, (list, tuple)) and len(metrics) == len(outputs):
         per = list(metrics)
     else:
-        raise ValueError(f"the model has {len(outputs)} outputs {outputs}: give metrics as a list with one entry "
-                         f"per output or a dict by output name")
+        raise ValueError(
+            f"the model has {len(outputs)} outputs {outputs}: give metrics as a list with one entry "
+            f"per output or a dict by output name"
+        )
     resolved, seen = [], {}
     for k, entry in enumerate(per):
         row = []
-        for m in (entry if isinstance(entry, (list, tuple)) else [entry] if entry is not None else []):
+        for m in entry if isinstance(entry, (list, tuple)) else [entry] if entry is not None else []:
             key, cls, config = metrics_mod.get(m, specs[k]["name"] if specs[k] else "", out_units[k])
             name = key if len(outputs) == 1 else f"{outputs[k]}_{key}"
             seen[name] = seen.get(name, -1) + 1
-            row.append({"name": f"{name}_{seen[name]}" if seen[name] else name, "key": key, "class": cls,
-                        "config": config})
+            row.append(
+                {"name": f"{name}_{seen[name]}" if seen[name] else name, "key": key, "class": cls, "config": config}
+            )
         resolved.append(row)
     return resolved
 
@@ -701,7 +782,7 @@ NO_KERNELS_YET = {op: "recurrent layers" for op in ("rnn_sequence", "rnn_sequenc
 def model_from_config(config: dict, seed: int | None = None) -> Model:
     try:
         return Model(build_model(config, seed=seed), seed=seed)
-    except NotBuiltError:   # no input shape: it builds from its first data, as in Keras
+    except NotBuiltError:  # no input shape: it builds from its first data, as in Keras
         return Model(seed=seed, config=config)
 
 
@@ -713,8 +794,9 @@ def model_from_yaml(yaml_string: str, custom_objects=None, seed: int | None = No
     return model_from_config(parse_config_text(yaml_string, "yaml"), seed=seed)
 
 
-def load_model(filepath, custom_objects=None, compile=True, seed: int | None = None,
-               allow_nonfinite: bool = False) -> Model:
+def load_model(
+    filepath, custom_objects=None, compile=True, seed: int | None = None, allow_nonfinite: bool = False
+) -> Model:
     """A model from a .keras archive or legacy .h5 file (weights, and with compile=True the saved
     compile arguments and optimizer state), or from a config alone: .json, .yaml or .yml.
     Weights or optimizer state that are not finite are refused unless allow_nonfinite=True."""
@@ -722,8 +804,12 @@ def load_model(filepath, custom_objects=None, compile=True, seed: int | None = N
         config, compile_config, restore = saving.read_model_file(filepath)
         model = model_from_config(config, seed=seed)
         if compile and compile_config:
-            model.compile(optimizer=compile_config["optimizer"], loss=compile_config["loss"],
-                          metrics=compile_config.get("metrics"), loss_weights=compile_config.get("loss_weights"))
+            model.compile(
+                optimizer=compile_config["optimizer"],
+                loss=compile_config["loss"],
+                metrics=compile_config.get("metrics"),
+                loss_weights=compile_config.get("loss_weights"),
+            )
         restore(model)
         _check_loaded(model, filepath, allow_nonfinite)
         return model
@@ -739,18 +825,26 @@ def _check_loaded(model, source, allow_nonfinite) -> None:
         return
     for weight, value in zip(model.weights, model.get_weights()):
         if not np.isfinite(value).all():
-            raise saving.FileFormatError(f"{source}: weight {weight.path} holds {int((~np.isfinite(value)).sum())} "
-                                         "NaN or infinite values; load with allow_nonfinite=True to take them anyway")
+            raise saving.FileFormatError(
+                f"{source}: weight {weight.path} holds {int((~np.isfinite(value)).sum())} "
+                "NaN or infinite values; load with allow_nonfinite=True to take them anyway"
+            )
     if not np.isfinite(model.executable.state).all():
-        raise saving.FileFormatError(f"{source}: the optimizer state holds NaN or infinite values; load with "
-                                     "allow_nonfinite=True to take it anyway")
+        raise saving.FileFormatError(
+            f"{source}: the optimizer state holds NaN or infinite values; load with "
+            "allow_nonfinite=True to take it anyway"
+        )
 
 
 def _loss_config(loss):
     """The loss argument as Keras serializes it in compile_config."""
     if isinstance(loss, losses_mod.Loss):
-        return {"module": "keras.losses", "class_name": type(loss).__name__, "config": loss.get_config(),
-                "registered_name": None}
+        return {
+            "module": "keras.losses",
+            "class_name": type(loss).__name__,
+            "config": loss.get_config(),
+            "registered_name": None,
+        }
     if isinstance(loss, (list, tuple)):
         return [_loss_config(l) for l in loss]
     if isinstance(loss, dict) and "class_name" not in loss:

@@ -4,6 +4,7 @@ legacy whole-model `.h5`, weight files (`.weights.h5` of Keras 3, `.h5` of Keras
 Weights are matched by layer name (and the names of the nested models around it), so a file
 written by Keras or by kgraph loads into the same model built from the same config. Every write
 goes to a temporary file first, is fsynced and renamed: a crash never leaves half a file."""
+
 from __future__ import annotations
 
 import datetime
@@ -34,6 +35,7 @@ def _h5py():
 
 
 # ---------------------------------------------------------------------- how Keras names things
+
 
 def snake_case(name: str) -> str:
     """keras.src.utils.naming.to_snake_case."""
@@ -69,6 +71,7 @@ def weights_by_layer(model) -> dict:
 
 # ---------------------------------------------------------------------- Keras 3 weights (.weights.h5)
 
+
 def _cell_groups(layer) -> list:
     """[(group path, variable count)] where Keras 3 keeps a recurrent layer's variables: its cell's
     group (a Bidirectional: the forward layer's cell, then the backward layer's; an RNN over
@@ -79,6 +82,7 @@ def _cell_groups(layer) -> list:
 
     def count(c):
         return 3 if (c or {}).get("use_bias", True) else 2
+
     if layer.class_name == "TimeDistributed":
         return [("layer", None)]
     if layer.class_name in ("SimpleRNN", "LSTM", "GRU"):
@@ -92,8 +96,10 @@ def _cell_groups(layer) -> list:
         if cell.get("class_name") != "StackedRNNCells":
             return [("cell", count(cell.get("config")))]
         used = {}
-        return [(f"cell/cells/{_unique(snake_case(c.get('class_name', '')), used)}", count(c.get("config")))
-                for c in (cell.get("config") or {}).get("cells", [])]
+        return [
+            (f"cell/cells/{_unique(snake_case(c.get('class_name', '')), used)}", count(c.get("config")))
+            for c in (cell.get("config") or {}).get("cells", [])
+        ]
     return [("", None)]
 
 
@@ -104,7 +110,7 @@ def _write_vars(sub, layer, values):
         for key in filter(None, where.split("/")):
             group = group.require_group(key)
             group.require_group("vars")  # Keras 3 gives every layer a vars group, empty or not
-        chunk = values[start:] if n is None else values[start:start + n]
+        chunk = values[start:] if n is None else values[start : start + n]
         start += len(chunk)
         for i, value in enumerate(chunk):
             group["vars"].create_dataset(str(i), data=value)
@@ -168,7 +174,7 @@ def _write_keras3_weights(h5file, model, include_optimizer):
 
 # ---------------------------------------------------------------------- the random streams
 
-RANDOM_STATE = "kgraph_random_state"   # a root attribute, beside the optimizer state; Keras ignores it
+RANDOM_STATE = "kgraph_random_state"  # a root attribute, beside the optimizer state; Keras ignores it
 
 
 def random_state(model) -> str:
@@ -189,11 +195,13 @@ def _restore_random(model, h5file, source) -> None:
         if saved.get("shuffle") is not None and model.shuffle_random is not model.executable.random:
             model.shuffle_random.bit_generator.state = saved["shuffle"]
     except (ValueError, TypeError, KeyError, AttributeError):
-        warnings.warn(f"{source}: the saved random state is unreadable; dropout and shuffling start a new stream",
-                      stacklevel=4)
+        warnings.warn(
+            f"{source}: the saved random state is unreadable; dropout and shuffling start a new stream", stacklevel=4
+        )
 
 
 # ---------------------------------------------------------------------- Keras 2 / legacy h5
+
 
 def _read_legacy_layers(group) -> dict:
     """{top-level layer name: [arrays in weight_names order]} of a legacy weights group."""
@@ -224,6 +232,7 @@ def _write_legacy_layers(group, model):
 
 # ---------------------------------------------------------------------- matching weights to a model
 
+
 def _assign_by_layer(model, found: dict, legacy: bool, source: str):
     """Set the model's weights from {layer key: arrays}, naming the first mismatch."""
     weights = []
@@ -238,15 +247,19 @@ def _assign_by_layer(model, found: dict, legacy: bool, source: str):
         arrays = found.get(key)
         where = "/".join(key)
         if arrays is None:
-            raise FileFormatError(f"{source}: no weights for layer {where!r}; the file has "
-                                  f"{sorted('/'.join(k) for k in found)}")
+            raise FileFormatError(
+                f"{source}: no weights for layer {where!r}; the file has {sorted('/'.join(k) for k in found)}"
+            )
         if len(arrays) != len(items):
-            raise FileFormatError(f"{source}: layer {where!r} has {len(arrays)} weights in the file, "
-                                  f"the model expects {len(items)}")
+            raise FileFormatError(
+                f"{source}: layer {where!r} has {len(arrays)} weights in the file, the model expects {len(items)}"
+            )
         for (spec, current), value in zip(items, arrays):
             if tuple(value.shape) != tuple(current.shape):
-                raise FileFormatError(f"{source}: weight {where}/{spec.name} has shape {tuple(value.shape)} "
-                                      f"in the file, the model expects {tuple(current.shape)}")
+                raise FileFormatError(
+                    f"{source}: weight {where}/{spec.name} has shape {tuple(value.shape)} "
+                    f"in the file, the model expects {tuple(current.shape)}"
+                )
     order = {id(spec): i for i, spec in enumerate(model.frontend.weights)}
     for key, items in by_layer.items():
         for (spec, _), value in zip(items, found[key]):
@@ -280,8 +293,10 @@ def _slot_sequence(model, order=KERAS_SLOT_ORDER):
     present = {s.slot for s in state}
     params = [w.node for w in model.frontend.weights if w.trainable]
     if model.optimizer.kind not in order:  # Nadam keeps one more variable (u_product)
-        raise FileFormatError(f"saving or loading {type(model.optimizer).__name__}'s state in Keras's layout "
-                              f"is not supported yet; save with include_optimizer=False")
+        raise FileFormatError(
+            f"saving or loading {type(model.optimizer).__name__}'s state in Keras's layout "
+            f"is not supported yet; save with include_optimizer=False"
+        )
     calls = order[model.optimizer.kind]
     return [(name, p) for call in calls if set(call) <= present for p in params for name in call]
 
@@ -328,37 +343,47 @@ def load_optimizer_state(model, values, names, source):
         sequence = _slot_sequence(model, V2_SLOT_ORDER if layout == "v2" else KERAS_SLOT_ORDER)
     except FileFormatError as e:
         return _fresh(model, source, str(e).split(";")[0])
-    extra = slots[len(sequence):]
-    if layout == "v2" and sequence and len(extra) == len({p for _, p in sequence}) and \
-            all(np.shape(v) == (1,) for v in extra):
-        slots = slots[:len(sequence)]  # Keras 2.2-2.3's Adam keeps a (1,) stand-in vhat per weight without amsgrad
+    extra = slots[len(sequence) :]
+    if (
+        layout == "v2"
+        and sequence
+        and len(extra) == len({p for _, p in sequence})
+        and all(np.shape(v) == (1,) for v in extra)
+    ):
+        slots = slots[: len(sequence)]  # Keras 2.2-2.3's Adam keeps a (1,) stand-in vhat per weight without amsgrad
     if sequence and not slots and iterations:
         return _fresh(model, source, f"the file has no slot variables after {iterations} iterations")
     if sequence and slots:
         if len(slots) != len(sequence):
-            return _fresh(model, source, f"the file has {len(slots)} slot variables, "
-                                         f"{model.optimizer.name} here has {len(sequence)}")
+            return _fresh(
+                model,
+                source,
+                f"the file has {len(slots)} slot variables, {model.optimizer.name} here has {len(sequence)}",
+            )
         m = model.executable.steps["train"]
         state = {(s.slot, s.param): s for s in m.state}
         for key, value in zip(sequence, slots):
             if tuple(np.shape(value)) != state[key].shape:
-                return _fresh(model, source, f"slot {key[0]} of {key[1]} has shape {np.shape(value)} in the "
-                                             f"file, {state[key].shape} here")
+                return _fresh(
+                    model,
+                    source,
+                    f"slot {key[0]} of {key[1]} has shape {np.shape(value)} in the file, {state[key].shape} here",
+                )
         for key, value in zip(sequence, slots):
             m.state_view(model.executable.state, state[key])[...] = np.reshape(value, state[key].shape)
     model.optimizer.iterations = iterations  # no slots here (SGD without momentum) or none saved yet
     if header == 2 and not isinstance(model.optimizer._learning_rate, LearningRateSchedule):
-        saved = np.float32(values[1])   # a schedule recomputes it; Keras keeps the rate as float32:
-        if np.float32(model.optimizer.learning_rate) != saved:   # the config's exact rate stands if it rounds to it
+        saved = np.float32(values[1])  # a schedule recomputes it; Keras keeps the rate as float32:
+        if np.float32(model.optimizer.learning_rate) != saved:  # the config's exact rate stands if it rounds to it
             model.optimizer.learning_rate = float(saved)
 
 
 def _fresh(model, source, why):
-    warnings.warn(f"{source}: the optimizer state was not loaded ({why}); the optimizer starts fresh",
-                  stacklevel=4)
+    warnings.warn(f"{source}: the optimizer state was not loaded ({why}); the optimizer starts fresh", stacklevel=4)
 
 
 # ---------------------------------------------------------------------- public entry points
+
 
 def save_weights(model, filepath):
     """By extension: .weights.h5 (Keras 3), .h5 (Keras 2 layout), else .npz; atomically."""
@@ -391,7 +416,7 @@ def load_weights(model, filepath):
         return
     try:
         model.set_weights(read_npz_weights(name))
-    except ValueError as e:   # a data file, or another model's weights
+    except ValueError as e:  # a data file, or another model's weights
         raise FileFormatError(f"{name}: {e}") from None
 
 
@@ -460,17 +485,29 @@ def _compile_config(model):
     if model.compile_args is None:
         return None
     opt = model.optimizer
-    return {"optimizer": {"module": "keras.optimizers", "class_name": type(opt).__name__,
-                          "config": opt.get_config(), "registered_name": None},
-            "loss": model.compile_args["loss_config"], "loss_weights": model.compile_args.get("loss_weights"),
-            "metrics": model.compile_args["metrics"], "weighted_metrics": None, "run_eagerly": False,
-            "steps_per_execution": 1, "jit_compile": False}
+    return {
+        "optimizer": {
+            "module": "keras.optimizers",
+            "class_name": type(opt).__name__,
+            "config": opt.get_config(),
+            "registered_name": None,
+        },
+        "loss": model.compile_args["loss_config"],
+        "loss_weights": model.compile_args.get("loss_weights"),
+        "metrics": model.compile_args["metrics"],
+        "weighted_metrics": None,
+        "run_eagerly": False,
+        "steps_per_execution": 1,
+        "jit_compile": False,
+    }
 
 
 def _legacy_training_config(compile_config):
     out = {k: v for k, v in compile_config.items() if k != "optimizer"}
-    out["optimizer_config"] = {"class_name": compile_config["optimizer"]["class_name"],
-                               "config": compile_config["optimizer"]["config"]}
+    out["optimizer_config"] = {
+        "class_name": compile_config["optimizer"]["class_name"],
+        "config": compile_config["optimizer"]["config"],
+    }
     return out
 
 
@@ -506,19 +543,28 @@ def read_model_file(filepath):
                 _assign_by_layer(model, _read_keras3_layers(f, model.frontend.desc), False, name)
                 _restore_optimizer(model, f, name)
                 _restore_random(model, f, name)
+
         return config, compile_config, restore
     with _open_h5(name) as f:
         limits.check_h5(f, name)
         if "model_config" not in f.attrs:
-            raise FileFormatError(f"{name}: has no model_config: a weights file, not a whole model "
-                                  f"(load the config and use load_weights)")
+            raise FileFormatError(
+                f"{name}: has no model_config: a weights file, not a whole model (load the config and use load_weights)"
+            )
         config = parse_config_text(_text(f.attrs["model_config"]), "json", f"{name}: model_config")
-        training = (parse_config_text(_text(f.attrs["training_config"]), "json", f"{name}: training_config")
-                    if "training_config" in f.attrs else None)
+        training = (
+            parse_config_text(_text(f.attrs["training_config"]), "json", f"{name}: training_config")
+            if "training_config" in f.attrs
+            else None
+        )
     compile_config = None
     if training:
-        compile_config = {"optimizer": training.get("optimizer_config"), "loss": training.get("loss"),
-                          "metrics": _flat_metrics(training.get("metrics")), "loss_weights": training.get("loss_weights")}
+        compile_config = {
+            "optimizer": training.get("optimizer_config"),
+            "loss": training.get("loss"),
+            "metrics": _flat_metrics(training.get("metrics")),
+            "loss_weights": training.get("loss_weights"),
+        }
         compile_config = _saved_compile_arguments(compile_config, name)
 
     def restore(model):
@@ -530,6 +576,7 @@ def read_model_file(filepath):
                 names = [_text(n) for n in g.attrs.get("weight_names", [])]
                 load_optimizer_state(model, [np.asarray(g[n]) for n in names], names, name)
             _restore_random(model, f, name)
+
     return config, compile_config, restore
 
 
@@ -541,8 +588,11 @@ def _saved_compile_arguments(section, source):
             raise TypeError(f"a {type(section).__name__}, not a mapping")
         return _compile_arguments(section, source)
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
-        warnings.warn(f"{source}: the model is loaded uncompiled: its compile_config is not understood "
-                      f"({type(e).__name__}: {str(e)[:200]})", stacklevel=3)
+        warnings.warn(
+            f"{source}: the model is loaded uncompiled: its compile_config is not understood "
+            f"({type(e).__name__}: {str(e)[:200]})",
+            stacklevel=3,
+        )
         return None
 
 
@@ -551,6 +601,7 @@ def _text(v):
 
 
 # ---------------------------------------------------------------------- the saved compile arguments
+
 
 def _class_name(entry) -> str:
     """The class of a registered name in any of Keras's spellings: "Custom>Adam" (tf-keras 2's .h5),
@@ -569,8 +620,14 @@ def _optimizer_arguments(opt):
         config.setdefault("learning_rate", lr)
     decay = config.pop("decay", 0.0) or 0.0
     if decay and not isinstance(config.get("learning_rate"), dict):
-        config["learning_rate"] = {"class_name": "InverseTimeDecay", "config": {
-            "initial_learning_rate": config.get("learning_rate", 0.001), "decay_steps": 1, "decay_rate": decay}}
+        config["learning_rate"] = {
+            "class_name": "InverseTimeDecay",
+            "config": {
+                "initial_learning_rate": config.get("learning_rate", 0.001),
+                "decay_steps": 1,
+                "decay_rate": decay,
+            },
+        }
     return {"class_name": _class_name(opt.get("class_name", "")), "config": config}
 
 
@@ -607,19 +664,31 @@ def _compile_arguments(compile_config, source):
     if not compile_config or not compile_config.get("optimizer") or compile_config.get("loss") is None:
         return None
     from . import losses, optimizers
-    out = dict(compile_config, optimizer=_optimizer_arguments(compile_config["optimizer"]),
-               loss=_loss_arguments(compile_config["loss"]),
-               metrics=_metric_arguments(_flat_metrics(compile_config.get("metrics"))))
+
+    out = dict(
+        compile_config,
+        optimizer=_optimizer_arguments(compile_config["optimizer"]),
+        loss=_loss_arguments(compile_config["loss"]),
+        metrics=_metric_arguments(_flat_metrics(compile_config.get("metrics"))),
+    )
     try:
         optimizers.get(out["optimizer"])
         loss = out["loss"]
-        for one in (loss.values() if isinstance(loss, dict) and "class_name" not in loss
-                    else loss if isinstance(loss, list) else [loss]):
+        for one in (
+            loss.values()
+            if isinstance(loss, dict) and "class_name" not in loss
+            else loss
+            if isinstance(loss, list)
+            else [loss]
+        ):
             if one is not None:
                 losses.get(one)
     except (ValueError, TypeError) as e:
-        warnings.warn(f"{source}: the model is loaded uncompiled: its saved compile arguments are not "
-                      f"supported ({e}); call compile() with ones kgraph supports", stacklevel=3)
+        warnings.warn(
+            f"{source}: the model is loaded uncompiled: its saved compile arguments are not "
+            f"supported ({e}); call compile() with ones kgraph supports",
+            stacklevel=3,
+        )
         return None
     out["metrics"] = _known_metrics(out["metrics"], source)
     return out
@@ -629,6 +698,7 @@ def _known_metrics(metrics, source):
     """The saved metrics less those kgraph cannot compute (a metric object with options it lacks),
     each dropped with a warning: a metric never stops a model from loading."""
     from . import metrics as metrics_mod
+
     if isinstance(metrics, dict):
         return {k: _known_metrics(v, source) for k, v in metrics.items()}
     if not isinstance(metrics, list):

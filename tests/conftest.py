@@ -20,7 +20,7 @@ os.environ.setdefault("KGRAPH_BACKGROUND_COMPILE", "0")
 @pytest.fixture
 def calls(monkeypatch):
     """The `steps` of every call of a train step (tests of steps per call and of the plain path)."""
-    from kgraph.runtime.executable import Executable   # here: numba loads after the settings above
+    from kgraph.runtime.executable import Executable  # here: numba loads after the settings above
 
     seen = []
     run = Executable.run

@@ -1,6 +1,7 @@
 """Checks of the CUDA backend that test_cuda.py runs in fresh processes: `kernels`, `training` and
 `training_cnn` under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1 must be set before numba is
 imported), `ptx` without it (compiles every kernel for sm_90). Each prints "ok" when all passed."""
+
 import json
 import sys
 from pathlib import Path
@@ -42,12 +43,23 @@ def kernels():
         return [d.copy_to_host() if hasattr(d, "copy_to_host") else d for d in dev]
 
     # GEMM in every transpose combination; one shape spans two blocks and two K tiles
-    for ta, tb, (m, n, k) in [(False, False, (70, 20, 21)), (False, True, (33, 45, 19)),
-                              (True, False, (33, 45, 19)), (True, True, (9, 70, 5))]:
+    for ta, tb, (m, n, k) in [
+        (False, False, (70, 20, 21)),
+        (False, True, (33, 45, 19)),
+        (True, False, (33, 45, 19)),
+        (True, True, (9, 70, 5)),
+    ]:
         a = rand(k, m) if ta else rand(m, k)
         b = rand(n, k) if tb else rand(k, n)
-        out = run(K.gemm(ta, tb, K.product), K.gemm_grid(m, n), (K.THREADS_2D, K.THREADS_2D),
-                  a, b, np.zeros((m, n), np.float32), np.zeros((m, n), np.float32))[3]
+        out = run(
+            K.gemm(ta, tb, K.product),
+            K.gemm_grid(m, n),
+            (K.THREADS_2D, K.THREADS_2D),
+            a,
+            b,
+            np.zeros((m, n), np.float32),
+            np.zeros((m, n), np.float32),
+        )[3]
         close(out, ref("matmul", a, b, transpose_a=ta, transpose_b=tb), f"gemm ta={ta} tb={tb}")
 
     @cuda.jit(device=True)
@@ -55,8 +67,15 @@ def kernels():
         return max(acc + bias[j], float32(0))
 
     x, w, bias = rand(21, 30), rand(30, 67), rand(67)
-    out = run(K.gemm(False, False, bias_relu), K.gemm_grid(21, 67), (K.THREADS_2D, K.THREADS_2D),
-              x, w, bias, np.zeros((21, 67), np.float32))[3]
+    out = run(
+        K.gemm(False, False, bias_relu),
+        K.gemm_grid(21, 67),
+        (K.THREADS_2D, K.THREADS_2D),
+        x,
+        w,
+        bias,
+        np.zeros((21, 67), np.float32),
+    )[3]
     close(out, ref("fused_dense", x, w, bias, activation="relu"), "gemm with a bias+relu epilogue")
 
     @cuda.jit(device=True)
@@ -64,8 +83,15 @@ def kernels():
         return g if y > 0 else float32(0)
 
     g, y = rand(19, 40), np.maximum(rand(19, 40), 0)
-    out, gb = run(K.act_grad_bias(relu_grad), K.bias_grad_grid(40), (K.BIAS_COLS, K.BIAS_ROWS),
-                  g, y, np.zeros_like(g), np.zeros(40, np.float32))[2:]
+    out, gb = run(
+        K.act_grad_bias(relu_grad),
+        K.bias_grad_grid(40),
+        (K.BIAS_COLS, K.BIAS_ROWS),
+        g,
+        y,
+        np.zeros_like(g),
+        np.zeros(40, np.float32),
+    )[2:]
     want = ref("act_grad", g, y, activation="relu")
     close(out, want, "act_grad")
     close(gb, ref("reduce_sum", want, axes=(0,)), "fused bias gradient")
@@ -78,12 +104,21 @@ def kernels():
     close(rows(K.softmax_rows, z, np.zeros_like(z))[1], p, "softmax")
     close(rows(K.softmax_grad_rows, t, p, np.zeros_like(z))[2], ref("softmax_grad", t, p), "softmax_grad")
     close(rows(K.softmax_ce_rows, z, t, np.zeros(5, np.float32))[2], ref("softmax_cross_entropy", z, t), "ce")
-    close(rows(K.softmax_ce_grad_rows, z, t, gr, np.zeros_like(z))[3],
-          ref("softmax_cross_entropy_grad", z, t, gr), "ce grad")
-    close(rows(K.sparse_softmax_ce_rows, z, labels, np.zeros(5, np.float32))[2],
-          ref("sparse_softmax_cross_entropy", z, labels), "sparse ce")
-    close(rows(K.sparse_softmax_ce_grad_rows, z, labels, gr, np.zeros_like(z))[3],
-          ref("sparse_softmax_cross_entropy_grad", z, labels, gr), "sparse ce grad")
+    close(
+        rows(K.softmax_ce_grad_rows, z, t, gr, np.zeros_like(z))[3],
+        ref("softmax_cross_entropy_grad", z, t, gr),
+        "ce grad",
+    )
+    close(
+        rows(K.sparse_softmax_ce_rows, z, labels, np.zeros(5, np.float32))[2],
+        ref("sparse_softmax_cross_entropy", z, labels),
+        "sparse ce",
+    )
+    close(
+        rows(K.sparse_softmax_ce_grad_rows, z, labels, gr, np.zeros_like(z))[3],
+        ref("sparse_softmax_cross_entropy_grad", z, labels, gr),
+        "sparse ce grad",
+    )
     close(rows(K.pick_rows, z, labels, np.zeros(5, np.float32))[2], ref("pick", z, labels), "pick")
     close(rows(K.unpick_rows, gr, labels, np.full_like(z, 9))[2], ref("unpick", gr, labels, z), "unpick")
 
@@ -95,11 +130,17 @@ def kernels():
     out = run(K.repeat_3d, K.blocks(180), K.THREADS_1D, x3, np.zeros((3, 15, 4), np.float32))[1]
     close(out, ref("repeat", x3, axis=1, n=3), "repeat_3d")
     flat = rand(300)
-    close(run(K.reduce_all, 1, K.THREADS_1D, flat, np.zeros(1, np.float32), 1.0)[1][0],
-          ref("reduce_sum", flat), "reduce_all")
+    close(
+        run(K.reduce_all, 1, K.THREADS_1D, flat, np.zeros(1, np.float32), 1.0)[1][0],
+        ref("reduce_sum", flat),
+        "reduce_all",
+    )
     g2 = rand(3, 4)
-    close(run(K.broadcast_3d, K.blocks(60), K.THREADS_1D, g2, np.zeros((3, 5, 4), np.float32))[1],
-          ref("broadcast_like", g2, x3, axes=(1,)), "broadcast_3d")
+    close(
+        run(K.broadcast_3d, K.blocks(60), K.THREADS_1D, g2, np.zeros((3, 5, 4), np.float32))[1],
+        ref("broadcast_like", g2, x3, axes=(1,)),
+        "broadcast_3d",
+    )
     assert run(K.fill, 1, 1, np.zeros(1, np.float32), 7.0)[0][0] == 7
     parts, dst = [rand(3, 2, 4), rand(3, 5, 4)], np.zeros((3, 7, 4), np.float32)
     for src, start in zip(parts, (0, 2)):
@@ -118,14 +159,24 @@ def kernels():
     from kgraph.kernels import updates as U
 
     n, lr, step = 300, np.float32(0.01), 3.0
-    cases = [("sgd_update", {}), ("sgd_update", {"momentum": 0.9}),
-             ("sgd_update", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.004}), ("adam_update", {}),
-             ("adam_update", {"amsgrad": True, "weight_decay": 0.004}), ("rmsprop_update", {}),
-             ("rmsprop_update", {"centered": True, "momentum": 0.5}), ("adagrad_update", {}),
-             ("adagrad_update", {"weight_decay": 0.004}), ("adadelta_update", {}), ("adamax_update", {}),
-             ("adamax_update", {"beta_1": 0.8, "weight_decay": 0.004}), ("nadam_update", {}),
-             ("nadam_update", {"beta_2": 0.99, "weight_decay": 0.004}), ("lion_update", {}),
-             ("lion_update", {"beta_1": 0.8, "weight_decay": 0.004})]
+    cases = [
+        ("sgd_update", {}),
+        ("sgd_update", {"momentum": 0.9}),
+        ("sgd_update", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.004}),
+        ("adam_update", {}),
+        ("adam_update", {"amsgrad": True, "weight_decay": 0.004}),
+        ("rmsprop_update", {}),
+        ("rmsprop_update", {"centered": True, "momentum": 0.5}),
+        ("adagrad_update", {}),
+        ("adagrad_update", {"weight_decay": 0.004}),
+        ("adadelta_update", {}),
+        ("adamax_update", {}),
+        ("adamax_update", {"beta_1": 0.8, "weight_decay": 0.004}),
+        ("nadam_update", {}),
+        ("nadam_update", {"beta_2": 0.99, "weight_decay": 0.004}),
+        ("lion_update", {}),
+        ("lion_update", {"beta_1": 0.8, "weight_decay": 0.004}),
+    ]
     for op, hyper in cases:
         h = {**REGISTRY_UPDATES[op].defaults, **hyper}
         names = list(REGISTRY_UPDATES[op].slots(h))
@@ -134,16 +185,16 @@ def kernels():
         exec("\n".join(lines), namespace)
         kernel = namespace[lines[1].split()[1].split("(")[0]]
         scalars = [float(v) for v in eval(scalars_call(op, h), {"U": U, "lr": float(lr), "step": step})]
-        for gs in (1.0, 0.75):   # the global-clipnorm scale multiplies every gradient
+        for gs in (1.0, 0.75):  # the global-clipnorm scale multiplies every gradient
             w, grad = rand(n), rand(n)
             slots = {name: np.abs(rand(n)) + np.float32(REGISTRY_UPDATES[op].slots(h)[name]) for name in names}
             if "velocity" in slots:
-                slots["velocity"] += 20   # the velocity outweighs the squared average gradient (centered)
+                slots["velocity"] += 20  # the velocity outweighs the squared average gradient (centered)
             want = [a.copy() for a in [w, *slots.values()]]
             ref(op, want[0], grad, *want[1:], lr, step, np.float32(gs), **hyper)
             args = [w, grad, *slots.values(), np.array([gs], np.float32), float(lr) * h.get("weight_decay", 0.0)]
             got = run(kernel, K.update_blocks(n), K.THREADS_1D, *(args + scalars))
-            for name, a, b in zip(["w"] + names, [got[0]] + got[2:2 + len(names)], want):
+            for name, a, b in zip(["w"] + names, [got[0]] + got[2 : 2 + len(names)], want):
                 close(a, b, f"{op} {hyper} gscale={gs}: {name}")
 
     m, batch_mean = rand(37), rand(37)
@@ -167,8 +218,14 @@ def _one_op_launcher(op, inputs, attrs):
     g = ir.Graph(f"one_{op}")
     batched = [a.shape[:1] == (3,) for a in inputs]
     fed = sorted(range(len(inputs)), key=lambda k: not batched[k])
-    ids = {k: g.source("input", f"x{k}", TensorType((BATCH, *inputs[k].shape[1:]) if batched[k] else inputs[k].shape,
-                                                    str(inputs[k].dtype))) for k in fed}
+    ids = {
+        k: g.source(
+            "input",
+            f"x{k}",
+            TensorType((BATCH, *inputs[k].shape[1:]) if batched[k] else inputs[k].shape, str(inputs[k].dtype)),
+        )
+        for k in fed
+    }
     g.outputs["output:y"] = g.add_node(op, [ids[k] for k in range(len(inputs))], attrs, name="y")
     compiled = run_pipeline("predict", g, [])
     return step_manifest(compiled, write_source(generate_cuda(compiled)[0], f"cuda_check_{op}")), fed
@@ -179,23 +236,30 @@ def _graph_cases():
     (transpose, pad, crop, reductions over any axes), and of the image and lookup ops with their
     launch arguments. Batch 3; the images are not multiples of any block."""
     x4 = rand(3, 5, 6, 4)
-    ties = RS.randint(0, 3, (3, 5, 6, 4)).astype(np.float32)   # windows with several maxima
+    ties = RS.randint(0, 3, (3, 5, 6, 4)).astype(np.float32)  # windows with several maxima
     patch = {"kernel": (3, 2), "strides": (2, 1), "dilation": (1, 2), "pads": (1, 1, 2, 0)}
-    max_pool = {"mode": "max", "pool": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1)}   # overlapping windows
+    max_pool = {"mode": "max", "pool": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1)}  # overlapping windows
     avg_pool = {"mode": "avg", "pool": (2, 3), "strides": (1, 2), "pads": (0, 1, 1, 0)}
-    return [("transpose", [x4], {"perm": (0, 2, 3, 1)}), ("transpose", [x4], {"perm": (0, 3, 1, 2)}),
-            ("pad", [x4], {"pads": ((0, 0), (1, 2), (0, 1), (0, 0))}),
-            ("crop", [x4], {"pads": ((0, 0), (1, 0), (2, 1), (0, 0))}),
-            ("repeat", [x4], {"axis": 2, "n": 2}),
-            ("reduce_sum", [x4], {"axes": (0, 2)}), ("reduce_mean", [x4], {"axes": (1, 3), "keepdims": True}),
-            ("reduce_max", [x4], {"axes": (0, 2)}), ("reduce_max", [x4], {"axes": (1, 2)}),
-            ("broadcast_like", [rand(5, 4), x4], {"axes": (0, 2)}),
-            ("im2col", [x4], patch), ("col2im", [rand(3, 3, 6, 24)], {**patch, "size": (5, 6)}),
-            ("pool2d", [ties], max_pool), ("pool2d", [x4], avg_pool),
-            ("pool2d_grad", [rand(3, 3, 3, 4), ties, ref("pool2d", ties, **max_pool)], max_pool),
-            ("pool2d_grad", [rand(3, 5, 3, 4), x4, ref("pool2d", x4, **avg_pool)], avg_pool),
-            ("gather", [rand(5, 3), np.float32([[1.7, 0], [4, 1], [4, 4]])], {}),   # float ids are truncated
-            ("scatter_add", [rand(3, 2, 4), np.int32([[1, 0], [4, 1], [4, 4]])], {"rows": 5})]
+    return [
+        ("transpose", [x4], {"perm": (0, 2, 3, 1)}),
+        ("transpose", [x4], {"perm": (0, 3, 1, 2)}),
+        ("pad", [x4], {"pads": ((0, 0), (1, 2), (0, 1), (0, 0))}),
+        ("crop", [x4], {"pads": ((0, 0), (1, 0), (2, 1), (0, 0))}),
+        ("repeat", [x4], {"axis": 2, "n": 2}),
+        ("reduce_sum", [x4], {"axes": (0, 2)}),
+        ("reduce_mean", [x4], {"axes": (1, 3), "keepdims": True}),
+        ("reduce_max", [x4], {"axes": (0, 2)}),
+        ("reduce_max", [x4], {"axes": (1, 2)}),
+        ("broadcast_like", [rand(5, 4), x4], {"axes": (0, 2)}),
+        ("im2col", [x4], patch),
+        ("col2im", [rand(3, 3, 6, 24)], {**patch, "size": (5, 6)}),
+        ("pool2d", [ties], max_pool),
+        ("pool2d", [x4], avg_pool),
+        ("pool2d_grad", [rand(3, 3, 3, 4), ties, ref("pool2d", ties, **max_pool)], max_pool),
+        ("pool2d_grad", [rand(3, 5, 3, 4), x4, ref("pool2d", x4, **avg_pool)], avg_pool),
+        ("gather", [rand(5, 3), np.float32([[1.7, 0], [4, 1], [4, 4]])], {}),  # float ids are truncated
+        ("scatter_add", [rand(3, 2, 4), np.int32([[1, 0], [4, 1], [4, 4]])], {"rows": 5}),
+    ]
 
 
 def graph_ops():
@@ -225,32 +289,42 @@ def training():
     other options are checked kernel by kernel.)"""
     from kgraph import optimizers
 
-    x = rand(7, 8)   # a batch of 7: no tile or block size divides it
+    x = rand(7, 8)  # a batch of 7: no tile or block size divides it
     y = np.array([0, 2, 1, 1, 0, 2, 2], np.int32)
     sw = np.abs(rand(7)) + 0.5
     loss = "sparse_categorical_crossentropy"
     cpu, gpu = (_model(device, optimizers.Adam(learning_rate=0.01), loss) for device in ("cpu", "cuda"))
     assert type(gpu.executable).__name__ == "CudaExecutable"
     for weights in (None, None, sw):
-        np.testing.assert_allclose(gpu.train_on_batch(x, y, sample_weight=weights),
-                                   cpu.train_on_batch(x, y, sample_weight=weights), rtol=1e-5)
+        np.testing.assert_allclose(
+            gpu.train_on_batch(x, y, sample_weight=weights), cpu.train_on_batch(x, y, sample_weight=weights), rtol=1e-5
+        )
     for u, v in zip(cpu.get_weights(), gpu.get_weights()):
         np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(gpu.evaluate(x, y, verbose=0), cpu.evaluate(x, y, verbose=0), rtol=1e-5)
-    np.testing.assert_allclose(gpu.evaluate(x, y, sample_weight=sw, verbose=0),
-                               cpu.evaluate(x, y, sample_weight=sw, verbose=0), rtol=1e-5)
+    np.testing.assert_allclose(
+        gpu.evaluate(x, y, sample_weight=sw, verbose=0), cpu.evaluate(x, y, sample_weight=sw, verbose=0), rtol=1e-5
+    )
     # weights set on the host reach the device
     gpu.set_weights([np.zeros_like(w) for w in gpu.get_weights()])
     assert np.all(gpu.predict(x[:2], verbose=0) == np.float32(1 / 3))
 
     onehot = np.eye(3, dtype=np.float32)[y]
-    for make, loss in [(lambda: optimizers.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.01,
-                                               global_clipnorm=0.5), "categorical_crossentropy"),
-                       (lambda: optimizers.RMSprop(0.01, centered=True, momentum=0.5), "mean_squared_error")]:
+    for make, loss in [
+        (
+            lambda: optimizers.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.01, global_clipnorm=0.5),
+            "categorical_crossentropy",
+        ),
+        (lambda: optimizers.RMSprop(0.01, centered=True, momentum=0.5), "mean_squared_error"),
+    ]:
         cpu, gpu = (_model(device, make(), loss) for device in ("cpu", "cuda"))
         for _ in range(2):
-            np.testing.assert_allclose(gpu.train_on_batch(x, onehot, sample_weight=sw),
-                                       cpu.train_on_batch(x, onehot, sample_weight=sw), rtol=1e-5, err_msg=loss)
+            np.testing.assert_allclose(
+                gpu.train_on_batch(x, onehot, sample_weight=sw),
+                cpu.train_on_batch(x, onehot, sample_weight=sw),
+                rtol=1e-5,
+                err_msg=loss,
+            )
         for u, v in zip(cpu.get_weights(), gpu.get_weights()):
             np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6, err_msg=loss)
 
@@ -260,15 +334,25 @@ def _cnn_config():
     images. The convolution's activation is tanh: batch norm cancels the bias gradient of a relu
     that is active across a channel's pooled positions to rounding noise, which Adam then scales
     up to a full step, different on each backend."""
+
     def layer(cls, **config):
         return {"module": "keras.layers", "class_name": cls, "config": config}
-    return {"module": "keras", "class_name": "Sequential", "config": {"name": "cnn", "layers": [
-        layer("InputLayer", batch_shape=[None, 6, 6, 2], dtype="float32", name="image"),
-        layer("Conv2D", name="conv", filters=3, kernel_size=[3, 3], activation="tanh"),
-        layer("MaxPooling2D", name="pool", pool_size=[2, 2]),
-        layer("BatchNormalization", name="bn", momentum=0.9),
-        layer("Flatten", name="flat"),
-        layer("Dense", name="out", units=3, activation="softmax")]}}
+
+    return {
+        "module": "keras",
+        "class_name": "Sequential",
+        "config": {
+            "name": "cnn",
+            "layers": [
+                layer("InputLayer", batch_shape=[None, 6, 6, 2], dtype="float32", name="image"),
+                layer("Conv2D", name="conv", filters=3, kernel_size=[3, 3], activation="tanh"),
+                layer("MaxPooling2D", name="pool", pool_size=[2, 2]),
+                layer("BatchNormalization", name="bn", momentum=0.9),
+                layer("Flatten", name="flat"),
+                layer("Dense", name="out", units=3, activation="softmax"),
+            ],
+        },
+    }
 
 
 def _same_training(cpu, gpu, x, y, steps=2):
@@ -291,8 +375,9 @@ def training_cnn():
     for optimizer in (optimizers.Adam, optimizers.Nadam):
         cpu, gpu = (kgraph.models.model_from_json(json.dumps(_cnn_config()), seed=3) for _ in range(2))
         for model, device in ((cpu, "cpu"), (gpu, "cuda")):
-            model.compile(optimizer=optimizer(learning_rate=0.01), loss="sparse_categorical_crossentropy",
-                          device=device)
+            model.compile(
+                optimizer=optimizer(learning_rate=0.01), loss="sparse_categorical_crossentropy", device=device
+            )
         _same_training(cpu, gpu, x, y)
     np.testing.assert_allclose(gpu.evaluate(x, y, verbose=0), cpu.evaluate(x, y, verbose=0), rtol=1e-5)
 
@@ -300,25 +385,39 @@ def training_cnn():
 def _extra_config():
     """The preprocessing, activation and noise layers of kgraph/frontend/extra_layers.py on 3x4x2
     images: constant nodes (per-channel values, resize matrices), normal draws, a penalty."""
+
     def layer(cls, **config):
         return {"module": "keras.layers", "class_name": cls, "config": config}
-    return {"module": "keras", "class_name": "Sequential", "config": {"name": "extra", "layers": [
-        layer("InputLayer", batch_shape=[None, 3, 4, 2], dtype="float32", name="image"),
-        layer("Rescaling", name="rescale", scale=[0.5, 2.0], offset=0.1),
-        layer("Resizing", name="resize", height=4, width=5),
-        layer("Normalization", name="norm", axis=-1, mean=[0.1, -0.2], variance=[1.5, 0.5]),
-        layer("Normalization", name="adapted", axis=-1),
-        layer("ReLU", name="relu", max_value=1.0, negative_slope=0.1, threshold=0.2),
-        layer("CenterCrop", name="crop", height=3, width=3),
-        layer("GaussianNoise", name="noise", stddev=0.3),
-        layer("PReLU", name="prelu", shared_axes=[1, 2],
-              alpha_initializer={"class_name": "Constant", "config": {"value": 0.2}}),
-        layer("ActivityRegularization", name="activity", l2=0.01),
-        layer("Reshape", name="rows", target_shape=[9, 2]),
-        layer("Softmax", name="softmax", axis=1),
-        layer("AlphaDropout", name="alpha_dropout", rate=0.2),
-        layer("Flatten", name="flat"),
-        layer("Dense", name="out", units=3, activation="softmax")]}}
+
+    return {
+        "module": "keras",
+        "class_name": "Sequential",
+        "config": {
+            "name": "extra",
+            "layers": [
+                layer("InputLayer", batch_shape=[None, 3, 4, 2], dtype="float32", name="image"),
+                layer("Rescaling", name="rescale", scale=[0.5, 2.0], offset=0.1),
+                layer("Resizing", name="resize", height=4, width=5),
+                layer("Normalization", name="norm", axis=-1, mean=[0.1, -0.2], variance=[1.5, 0.5]),
+                layer("Normalization", name="adapted", axis=-1),
+                layer("ReLU", name="relu", max_value=1.0, negative_slope=0.1, threshold=0.2),
+                layer("CenterCrop", name="crop", height=3, width=3),
+                layer("GaussianNoise", name="noise", stddev=0.3),
+                layer(
+                    "PReLU",
+                    name="prelu",
+                    shared_axes=[1, 2],
+                    alpha_initializer={"class_name": "Constant", "config": {"value": 0.2}},
+                ),
+                layer("ActivityRegularization", name="activity", l2=0.01),
+                layer("Reshape", name="rows", target_shape=[9, 2]),
+                layer("Softmax", name="softmax", axis=1),
+                layer("AlphaDropout", name="alpha_dropout", rate=0.2),
+                layer("Flatten", name="flat"),
+                layer("Dense", name="out", units=3, activation="softmax"),
+            ],
+        },
+    }
 
 
 def training_extra():
@@ -330,11 +429,12 @@ def training_extra():
     x, y = rand(3, 3, 4, 2), np.array([0, 2, 1], np.int32)
     cpu, gpu = (kgraph.models.model_from_json(json.dumps(_extra_config()), seed=3) for _ in range(2))
     weights = cpu.get_weights()
-    weights[:2] = [np.float32([0.3, -0.1]), np.float32([2.0, 0.7])]   # the adapted mean and variance
+    weights[:2] = [np.float32([0.3, -0.1]), np.float32([2.0, 0.7])]  # the adapted mean and variance
     for model, device in ((cpu, "cpu"), (gpu, "cuda")):
         model.set_weights(weights)
-        model.compile(optimizer=optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy",
-                      device=device)
+        model.compile(
+            optimizer=optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy", device=device
+        )
     _same_training(cpu, gpu, x, y)
     np.testing.assert_allclose(gpu.evaluate(x, y, verbose=0), cpu.evaluate(x, y, verbose=0), rtol=1e-5)
     np.testing.assert_allclose(gpu.predict(x, verbose=0), cpu.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
@@ -373,29 +473,37 @@ def ptx():
     # every kernel of these launchers; of the next ones, only the hand-written kernels (their
     # generated elementwise kernels are of kinds already covered, and each costs a compilation)
     for arch, opt, loss, generated in [
-            ("seq_mlp", optimizers.Adam(), "sparse_categorical_crossentropy", True),
-            ("activations", optimizers.RMSprop(centered=True, momentum=0.5), "mean_squared_error", True),
-            ("two_input_concat", optimizers.SGD(momentum=0.9), "categorical_crossentropy", True),
-            ("seq_shapes", optimizers.SGD(), "mean_squared_error", True),
-            ("seq_mlp", optimizers.Nadam(), "mean_squared_error", False),
-            ("conv2d", optimizers.Adagrad(), "mean_squared_error", False),
-            ("conv_layers", optimizers.Adadelta(), "mean_squared_error", False),
-            ("norm_embed", optimizers.Adamax(), "mean_squared_error", False),   # and moving_average
-            ("seq_mlp", optimizers.SGD(), "categorical_hinge", False)]:   # reduce_max
+        ("seq_mlp", optimizers.Adam(), "sparse_categorical_crossentropy", True),
+        ("activations", optimizers.RMSprop(centered=True, momentum=0.5), "mean_squared_error", True),
+        ("two_input_concat", optimizers.SGD(momentum=0.9), "categorical_crossentropy", True),
+        ("seq_shapes", optimizers.SGD(), "mean_squared_error", True),
+        ("seq_mlp", optimizers.Nadam(), "mean_squared_error", False),
+        ("conv2d", optimizers.Adagrad(), "mean_squared_error", False),
+        ("conv_layers", optimizers.Adadelta(), "mean_squared_error", False),
+        ("norm_embed", optimizers.Adamax(), "mean_squared_error", False),  # and moving_average
+        ("seq_mlp", optimizers.SGD(), "categorical_hinge", False),
+    ]:  # reduce_max
         config = json.loads((CONFIGS / f"k3_{arch}.json").read_text())
         fm = build_model(config, seed=0)
-        compiled = run_pipeline("train", fm.lower(training=True), [w.node for w in fm.weights],
-                                losses=[{"name": loss}] * len(fm.output_names), optimizer=opt.spec(),
-                                trainable=[w.node for w in fm.weights if w.trainable])
+        compiled = run_pipeline(
+            "train",
+            fm.lower(training=True),
+            [w.node for w in fm.weights],
+            losses=[{"name": loss}] * len(fm.output_names),
+            optimizer=opt.spec(),
+            trainable=[w.node for w in fm.weights if w.trainable],
+        )
         add(import_file(write_source(generate(compiled)[0], f"ptx_{arch}")), arch, generated)
     # the generated shuffles and reductions, and the image and lookup ops, as the simulator runs them
     for op, inputs, attrs in _graph_cases():
         add(import_file(_one_op_launcher(op, inputs, attrs)[0].module), op)
     # the hand-written kernels no launcher above used, with types of their own
-    others = {"pick_rows": "void(float32[:, ::1], int32[::1], float32[::1])",
-              "unpick_rows": "void(float32[::1], int32[::1], float32[:, ::1])",
-              "softmax_ce_rows": "void(float32[:, ::1], float32[:, ::1], float32[::1])",
-              "softmax_grad_rows": "void(float32[:, ::1], float32[:, ::1], float32[:, ::1])"}
+    others = {
+        "pick_rows": "void(float32[:, ::1], int32[::1], float32[::1])",
+        "unpick_rows": "void(float32[::1], int32[::1], float32[:, ::1])",
+        "softmax_ce_rows": "void(float32[:, ::1], float32[:, ::1], float32[::1])",
+        "softmax_grad_rows": "void(float32[:, ::1], float32[:, ::1], float32[:, ::1])",
+    }
     used = {k for k, _ in seen}
     for name in dir(K):
         kernel = getattr(K, name)
@@ -411,6 +519,11 @@ def ptx():
 
 
 if __name__ == "__main__":
-    {"kernels": kernels, "training": training, "training_cnn": training_cnn, "training_extra": training_extra,
-     "ptx": ptx}[sys.argv[1]]()
+    {
+        "kernels": kernels,
+        "training": training,
+        "training_cnn": training_cnn,
+        "training_extra": training_extra,
+        "ptx": ptx,
+    }[sys.argv[1]]()
     print("ok")

@@ -1,5 +1,6 @@
 """Small files with the layout of the real dataset downloads, served from a local HTTP server on
 127.0.0.1 (the suite never reaches the internet): tests/test_datasets.py and tests/test_examples.py."""
+
 import contextlib
 import functools
 import gzip
@@ -17,7 +18,7 @@ def _images(rs, n, classes=10):
     """Images whose mean brightness follows the label, so a model can learn something."""
     y = rs.randint(0, classes, n).astype(np.uint8)
     x = rs.randint(0, 40, (n, 28, 28)).astype(np.uint8)
-    x[:, 4 + y // 2 * 4, :] += 200   # a bright row per class pair, a bright column per parity
+    x[:, 4 + y // 2 * 4, :] += 200  # a bright row per class pair, a bright column per parity
     x[:, :, 4 + (y % 2) * 14] += 200
     return x, y
 
@@ -50,11 +51,15 @@ def make_files(n_train=600, n_test=100, seed=0) -> dict:
         reviews[k] = list(rs.randint(1, 30, 3 + k))
     return {
         "mnist.npz": _npz(x_train=xm, y_train=ym, x_test=xmt, y_test=ymt),
-        "train-labels-idx1-ubyte.gz": _idx(yf, 2049), "train-images-idx3-ubyte.gz": _idx(xf, 2051),
-        "t10k-labels-idx1-ubyte.gz": _idx(yft, 2049), "t10k-images-idx3-ubyte.gz": _idx(xft, 2051),
-        "iris_training.csv": _iris_csv(rs, 120), "iris_test.csv": _iris_csv(rs, 30),
-        "imdb.npz": _npz(x_train=reviews[:6], y_train=np.array([0, 1, 0, 1, 1, 0]), x_test=reviews[6:],
-                         y_test=np.array([1, 0])),
+        "train-labels-idx1-ubyte.gz": _idx(yf, 2049),
+        "train-images-idx3-ubyte.gz": _idx(xf, 2051),
+        "t10k-labels-idx1-ubyte.gz": _idx(yft, 2049),
+        "t10k-images-idx3-ubyte.gz": _idx(xft, 2051),
+        "iris_training.csv": _iris_csv(rs, 120),
+        "iris_test.csv": _iris_csv(rs, 30),
+        "imdb.npz": _npz(
+            x_train=reviews[:6], y_train=np.array([0, 1, 0, 1, 1, 0]), x_test=reviews[6:], y_test=np.array([1, 0])
+        ),
         "imdb_word_index.json": json.dumps({"the": 1, "movie": 2}).encode(),
     }
 
@@ -74,6 +79,7 @@ def checksums(files) -> dict:
 @contextlib.contextmanager
 def serve(directory):
     """An HTTP server for `directory` on 127.0.0.1 in a thread; yields its base URL."""
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass

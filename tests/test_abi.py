@@ -1,5 +1,6 @@
 """The compiled step's calling contract (kgraph/runtime/abi.py): the generated functions take the
 arguments it names, a manifest survives manifest.json unchanged, and its "a·B + c" layout."""
+
 import inspect
 import json
 import subprocess
@@ -46,24 +47,32 @@ def test_generated_functions_take_the_contracts_arguments(model):
     exe = model.executable
     m = exe.steps["train"]
     whole = list(inspect.signature(exe.function("train").py_func).parameters)
-    assert whole[:len(STEPS_ARGS)] == STEPS_ARGS
+    assert whole[: len(STEPS_ARGS)] == STEPS_ARGS
     assert len(whole) == len(STEPS_ARGS) + len(m.inputs) + len(m.labels) + len(m.sample_weights) + len(m.outputs)
     for half in ("grads", "apply"):
         params = list(inspect.signature(exe.function("train", half).py_func).parameters)
-        assert params[:len(STEP_ARGS)] == STEP_ARGS
+        assert params[: len(STEP_ARGS)] == STEP_ARGS
 
 
 def test_manifest_json_round_trips_unchanged(model):
     for m in model.executable.steps.values():
         d = m.to_json()
-        assert json.loads(json.dumps(d)) == d                  # plain JSON
+        assert json.loads(json.dumps(d)) == d  # plain JSON
         assert Manifest.from_json(json.loads(json.dumps(d))) == m
         assert list(d) == [f for f in Manifest.__dataclass_fields__ if f != "launches"]
     m = model.executable.steps["train"]
     assert m.arena == Size(*m.to_json()["arena"]) and isinstance(m.state[0], StateSlot)
-    assert {s.init for s in m.state} == {0.1}                  # Adagrad's initial accumulator value
-    assert m.rng_masks[0].to_json() == {"node": "dropout_mask", "offset": 0, "batch": True, "size": 64, "rate": 0.1,
-                                        "dist": "bernoulli", "shape": ["B", 64], "layer": "dropout"}
+    assert {s.init for s in m.state} == {0.1}  # Adagrad's initial accumulator value
+    assert m.rng_masks[0].to_json() == {
+        "node": "dropout_mask",
+        "offset": 0,
+        "batch": True,
+        "size": 64,
+        "rate": 0.1,
+        "dist": "bernoulli",
+        "shape": ["B", 64],
+        "layer": "dropout",
+    }
 
 
 def test_a_compiled_trainers_manifest_loads_and_is_written_back_the_same(model, tmp_path):
@@ -80,11 +89,19 @@ def test_a_compiled_trainers_manifest_loads_and_is_written_back_the_same(model, 
 
 def test_an_older_manifest_loads_with_the_defaults_of_what_it_lacks():
     """Trainers written before the thread plan, sample weights, replicas and noise layers."""
-    old = {"kind": "test", "module": "m.py", "function": "test_step", "arena": [10, 4], "rng": [3, 0],
-           "rng_masks": [{"node": "d", "offset": 0, "batch": True, "size": 3, "rate": 0.5, "shape": ["B", 3]}],
-           "inputs": ["x"], "labels": [{"id": "y0", "dtype": "int32", "shape": ["B"]}],
-           "outputs": {"loss": {"region": "arena", "offset": 2, "batch": False, "shape": [], "dtype": "float32"}},
-           "state": [{"node": "s", "slot": "m", "param": "w", "offset": 0, "shape": [2]}], "state_size": 2}
+    old = {
+        "kind": "test",
+        "module": "m.py",
+        "function": "test_step",
+        "arena": [10, 4],
+        "rng": [3, 0],
+        "rng_masks": [{"node": "d", "offset": 0, "batch": True, "size": 3, "rate": 0.5, "shape": ["B", 3]}],
+        "inputs": ["x"],
+        "labels": [{"id": "y0", "dtype": "int32", "shape": ["B"]}],
+        "outputs": {"loss": {"region": "arena", "offset": 2, "batch": False, "shape": [], "dtype": "float32"}},
+        "state": [{"node": "s", "slot": "m", "param": "w", "offset": 0, "shape": [2]}],
+        "state_size": 2,
+    }
     m = Manifest.from_json(old)
     assert (m.parts, m.gemm_flops_per_sample, m.sample_weights, m.synced) == (1, 0, (), ())
     assert m.rng_masks[0].dist == "bernoulli" and m.state[0].init == 0.0 and m.launches is None
@@ -92,11 +109,28 @@ def test_an_older_manifest_loads_with_the_defaults_of_what_it_lacks():
 
 def test_the_a_times_b_plus_c_layout():
     """Per-sample slots take B elements per unit of offset; fixed ones follow the per-sample part."""
-    m = Manifest("train", 0, 1, "m.py", "train_step", Size(10, 4), Size(6, 2),
-                 (RandomSource("p", 1, True, 5, 0.5), RandomSource("f", 1, False, 1, 0.5)), ("x",), (), (),
-                 {"per": Place("arena", 3, True, (BATCH, 2), "float32"),
-                  "fixed": Place("arena", 1, False, (), "float32"),
-                  "weight": Place("params", 7, False, (3,), "float32")}, (), 0, (), 0)
+    m = Manifest(
+        "train",
+        0,
+        1,
+        "m.py",
+        "train_step",
+        Size(10, 4),
+        Size(6, 2),
+        (RandomSource("p", 1, True, 5, 0.5), RandomSource("f", 1, False, 1, 0.5)),
+        ("x",),
+        (),
+        (),
+        {
+            "per": Place("arena", 3, True, (BATCH, 2), "float32"),
+            "fixed": Place("arena", 1, False, (), "float32"),
+            "weight": Place("params", 7, False, (3,), "float32"),
+        },
+        (),
+        0,
+        (),
+        0,
+    )
     assert m.output_slice(m.outputs["per"], 4) == (12, (4, 2))
     assert m.output_slice(m.outputs["fixed"], 4) == (41, (1,))
     assert m.output_slice(m.outputs["weight"], 4) == (7, (3,))

@@ -1,5 +1,6 @@
 """Every file kgraph writes is replaced whole: writers killed at random points (seeded) leave
 the previous file intact, and the temporary files they leave are removed by the next write."""
+
 import csv
 import hashlib
 import os
@@ -119,8 +120,13 @@ def test_a_killed_writer_leaves_the_previous_file_whole(tmp_path, kind):
     left_temps, trial = 0, 0
     while trial < 6 or (left_temps == 0 and trial < 25):  # until a kill has landed mid-write
         trial += 1
-        proc = subprocess.Popen([sys.executable, "-c", f"path = {str(path)!r}\n" + WRITERS[kind]],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", f"path = {str(path)!r}\n" + WRITERS[kind]],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout.readline() == "ready\n"
         time.sleep(rng.uniform(0.0, 0.25))
         proc.send_signal(signal.SIGKILL)
@@ -161,6 +167,7 @@ def test_cli_writes_go_through_the_atomic_writers(tmp_path, monkeypatch):
 
     def fail(a, b):
         raise OSError("no space left on device")
+
     with monkeypatch.context() as m:  # the rename fails: the old file is as it was, no temp file left
         m.setattr(files.os, "replace", fail)
         assert cli.main(args) == 2

@@ -1,5 +1,6 @@
 """A new step runs as its Python function while a child process compiles it (kgraph/runtime/background.py):
 the same numbers as the compiled step, and the calls switch over once the child is done."""
+
 import json
 from pathlib import Path
 
@@ -37,12 +38,12 @@ def test_python_step_computes_what_the_compiled_step_does(monkeypatch, tmp_path)
     x, y = _data()
     with monkeypatch.context() as patch:
         patch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
-        patch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))   # a step not compiled in this process yet
+        patch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))  # a step not compiled in this process yet
         patch.setattr(background, "_start", lambda dispatcher, sig: _NeverDone())
         python = _model(name="background_python")
         python_logs = python.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0).history
         python_predictions = python.predict(x, verbose=0)
-        assert not python.executable._compiled   # every call ran the Python function
+        assert not python.executable._compiled  # every call ran the Python function
     compiled = _model(name="background_python")
     compiled_logs = compiled.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0).history
     assert ("train", "step") in compiled.executable._compiled
@@ -54,16 +55,16 @@ def test_python_step_computes_what_the_compiled_step_does(monkeypatch, tmp_path)
 
 def test_calls_switch_to_the_compiled_step_when_the_child_is_done(monkeypatch, tmp_path):
     monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
-    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))   # a step no earlier test compiled
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))  # a step no earlier test compiled
     # the child optimises (-O0 code that calls other functions cannot be cached: "dynamic globals")
     monkeypatch.setenv("NUMBA_OPT", "3")
     x, y = _data(32)
     model = _model(name="background_switch")
     exe = model.executable
-    model.train_on_batch(x, y)                 # in Python; the kernels compile here
-    model.train_on_batch(x, y)                 # in Python; the child starts
+    model.train_on_batch(x, y)  # in Python; the kernels compile here
+    model.train_on_batch(x, y)  # in Python; the child starts
     assert ("train", "step") not in exe._compiled
-    (sig, child), = exe.compiler._jobs.values()
+    ((sig, child),) = exe.compiler._jobs.values()
     exe.compiler.wait()
     assert child.returncode == 0
     model.train_on_batch(x, y)
@@ -95,10 +96,10 @@ def test_stop_ends_the_children_still_compiling(monkeypatch, tmp_path):
     x, y = _data(32)
     model = _model(name="background_stop")
     model.train_on_batch(x, y)
-    model.train_on_batch(x, y)                 # the child starts
-    (sig, child), = model.executable.compiler._jobs.values()
+    model.train_on_batch(x, y)  # the child starts
+    ((sig, child),) = model.executable.compiler._jobs.values()
     model.executable.compiler.stop()
-    assert child.poll() is not None            # ended, not left to finish
+    assert child.poll() is not None  # ended, not left to finish
     assert not background.in_disk_cache(model.executable.function("train"), sig)
 
 
@@ -136,7 +137,7 @@ def test_a_compile_child_never_outlives_its_program(how, tmp_path):
             os.kill(child, 0)
         except ProcessLookupError:
             return
-        try:   # a zombie of ours would still answer: reap it if it is ours (it is not: init reaps)
+        try:  # a zombie of ours would still answer: reap it if it is ours (it is not: init reaps)
             os.waitpid(child, os.WNOHANG)
         except ChildProcessError:
             pass

@@ -2,6 +2,7 @@
 train_on_batch, test_on_batch, predict_on_batch, model(x), the CLI): each must end in kgraph's own
 error with one clean line, raised by kgraph's code (never a traceback from NumPy or Numba), and
 no step may run (the weights stay as they were)."""
+
 import itertools
 import traceback
 from pathlib import Path
@@ -20,28 +21,71 @@ X = RNG.random((N, 64)).astype(np.float32)
 Y = RNG.integers(0, 10, N)
 
 BAD_X = {
-    "None": None, "scalar": 3.0, "1-D": X[:, 0], "3-D": X.reshape(N, 8, 8), "63 features": X[:, :63],
-    "strings": X.astype(str), "objects": np.array([object()] * N), "ragged lists": [[1.0] * 64, [1.0] * 3],
-    "empty": X[:0], "NaN": np.where(X > 0.9, np.nan, X), "inf": np.where(X > 0.9, np.inf, X),
-    "two arrays": [X, X], "wrong dict key": {"image": X}, "complex": X.astype(np.complex64),
+    "None": None,
+    "scalar": 3.0,
+    "1-D": X[:, 0],
+    "3-D": X.reshape(N, 8, 8),
+    "63 features": X[:, :63],
+    "strings": X.astype(str),
+    "objects": np.array([object()] * N),
+    "ragged lists": [[1.0] * 64, [1.0] * 3],
+    "empty": X[:0],
+    "NaN": np.where(X > 0.9, np.nan, X),
+    "inf": np.where(X > 0.9, np.inf, X),
+    "two arrays": [X, X],
+    "wrong dict key": {"image": X},
+    "complex": X.astype(np.complex64),
     "bytes": np.array([b"abc"] * N),
 }
 BAD_Y = {
-    "None": None, "1-based": Y + 1, "negative": Y - 1, "2**30": np.where(Y == 3, 2 ** 30, Y),
-    "2**31": np.where(Y == 3, 2 ** 31, Y).astype(np.int64), "fraction": Y + 0.25,
-    "NaN": np.where(Y == 3, np.nan, Y), "one-hot": np.eye(10)[Y], "too short": Y[:-1], "too long": np.r_[Y, Y],
-    "strings": Y.astype(str), "2-D columns": np.stack([Y, Y], 1), "inf": np.where(Y == 3, np.inf, Y),
-    "-inf": np.where(Y == 3, -np.inf, Y), "empty": Y[:0], "wrong dict key": {"label": Y},
+    "None": None,
+    "1-based": Y + 1,
+    "negative": Y - 1,
+    "2**30": np.where(Y == 3, 2**30, Y),
+    "2**31": np.where(Y == 3, 2**31, Y).astype(np.int64),
+    "fraction": Y + 0.25,
+    "NaN": np.where(Y == 3, np.nan, Y),
+    "one-hot": np.eye(10)[Y],
+    "too short": Y[:-1],
+    "too long": np.r_[Y, Y],
+    "strings": Y.astype(str),
+    "2-D columns": np.stack([Y, Y], 1),
+    "inf": np.where(Y == 3, np.inf, Y),
+    "-inf": np.where(Y == 3, -np.inf, Y),
+    "empty": Y[:0],
+    "wrong dict key": {"label": Y},
 }
 BAD_ARGS = [
-    {"batch_size": 0}, {"batch_size": -1}, {"batch_size": 2.5}, {"batch_size": "32"}, {"batch_size": True},
-    {"epochs": "3"}, {"epochs": 1.5}, {"epochs": None}, {"validation_split": -0.1}, {"validation_split": 1.0},
-    {"validation_split": 2}, {"validation_split": "0.1"}, {"verbose": 3}, {"verbose": "yes"}, {"verbose": -1},
-    {"steps_per_epoch": 0}, {"steps_per_epoch": -2}, {"validation_steps": 0}, {"initial_epoch": -1},
-    {"initial_epoch": 0.5}, {"sample_weight": np.ones(N - 1)}, {"sample_weight": np.full(N, np.nan)},
-    {"sample_weight": np.ones((N, 3))}, {"sample_weight": np.array(["a"] * N)},
-    {"validation_data": (X,)}, {"validation_data": (X, Y, Y, Y)}, {"validation_data": (X[:, :5], Y)},
-    {"validation_data": (X, Y + 1)}, {"validation_data": 5}, {"validation_data": (X, Y[:-3])},
+    {"batch_size": 0},
+    {"batch_size": -1},
+    {"batch_size": 2.5},
+    {"batch_size": "32"},
+    {"batch_size": True},
+    {"epochs": "3"},
+    {"epochs": 1.5},
+    {"epochs": None},
+    {"validation_split": -0.1},
+    {"validation_split": 1.0},
+    {"validation_split": 2},
+    {"validation_split": "0.1"},
+    {"verbose": 3},
+    {"verbose": "yes"},
+    {"verbose": -1},
+    {"steps_per_epoch": 0},
+    {"steps_per_epoch": -2},
+    {"validation_steps": 0},
+    {"initial_epoch": -1},
+    {"initial_epoch": 0.5},
+    {"sample_weight": np.ones(N - 1)},
+    {"sample_weight": np.full(N, np.nan)},
+    {"sample_weight": np.ones((N, 3))},
+    {"sample_weight": np.array(["a"] * N)},
+    {"validation_data": (X,)},
+    {"validation_data": (X, Y, Y, Y)},
+    {"validation_data": (X[:, :5], Y)},
+    {"validation_data": (X, Y + 1)},
+    {"validation_data": 5},
+    {"validation_data": (X, Y[:-3])},
 ]
 
 
@@ -123,21 +167,42 @@ def npz_files(tmp_path_factory):
 
 
 CLI_CASES = [
-    ["train", EXAMPLE, "--batch-size", "0"], ["train", EXAMPLE, "--batch-size", "-5"],
-    ["train", EXAMPLE, "--epochs", "-1"], ["train", EXAMPLE, "--validation-split", "1.5"],
-    ["train", EXAMPLE, "--validation-split", "-1"], ["train", EXAMPLE, "--strategy", "mirrored", "--replicas", "0"],
-    ["train", EXAMPLE, "--data", "missing.npz"], ["train", EXAMPLE, "--optimizer", "adamm"],
-    ["train", EXAMPLE, "--loss", "nope"], ["train", EXAMPLE, "--metrics", "nope"],
-    ["train", EXAMPLE, "--save-weights", "/nonexistent/w.npz"], ["train", EXAMPLE, "--save-weights", "w.csv"],
-    ["train", EXAMPLE, "--learning-rate", "nan"], ["train", "missing.json"], ["train", "model.txt"],
-    ["evaluate", EXAMPLE], ["evaluate", EXAMPLE, "--weights", "missing.npz"], ["predict", EXAMPLE],
-    ["predict", EXAMPLE, "--random-weights", "-o", "p.csv"], ["predict", EXAMPLE, "--random-weights", "--batch-size", "0"],
-    ["inspect", EXAMPLE, "--after", "nope"], ["inspect", EXAMPLE, "--batch-size", "0", "--plan"],
+    ["train", EXAMPLE, "--batch-size", "0"],
+    ["train", EXAMPLE, "--batch-size", "-5"],
+    ["train", EXAMPLE, "--epochs", "-1"],
+    ["train", EXAMPLE, "--validation-split", "1.5"],
+    ["train", EXAMPLE, "--validation-split", "-1"],
+    ["train", EXAMPLE, "--strategy", "mirrored", "--replicas", "0"],
+    ["train", EXAMPLE, "--data", "missing.npz"],
+    ["train", EXAMPLE, "--optimizer", "adamm"],
+    ["train", EXAMPLE, "--loss", "nope"],
+    ["train", EXAMPLE, "--metrics", "nope"],
+    ["train", EXAMPLE, "--save-weights", "/nonexistent/w.npz"],
+    ["train", EXAMPLE, "--save-weights", "w.csv"],
+    ["train", EXAMPLE, "--learning-rate", "nan"],
+    ["train", "missing.json"],
+    ["train", "model.txt"],
+    ["evaluate", EXAMPLE],
+    ["evaluate", EXAMPLE, "--weights", "missing.npz"],
+    ["predict", EXAMPLE],
+    ["predict", EXAMPLE, "--random-weights", "-o", "p.csv"],
+    ["predict", EXAMPLE, "--random-weights", "--batch-size", "0"],
+    ["inspect", EXAMPLE, "--after", "nope"],
+    ["inspect", EXAMPLE, "--batch-size", "0", "--plan"],
     ["compile", EXAMPLE, "-o", "/nonexistent/deeper/dir", "--batch-size", "0"],
     ["cache", "--prune", "-1"],
 ]
-NPZ_CASES = ["labels out of range", "lengths differ", "features", "strings", "no y", "NaN", "empty", "bad val",
-             "garbage"]
+NPZ_CASES = [
+    "labels out of range",
+    "lengths differ",
+    "features",
+    "strings",
+    "no y",
+    "NaN",
+    "empty",
+    "bad val",
+    "garbage",
+]
 
 
 @pytest.mark.parametrize("argv", CLI_CASES, ids=[" ".join(a[:1] + a[2:]) for a in CLI_CASES])

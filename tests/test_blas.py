@@ -1,5 +1,6 @@
 """kgraph/kernels/blas.py: sgemm on row-major blocks of larger arrays, through NumPy's OpenBLAS
 (where NumPy bundles one) or SciPy's, against NumPy's matmul."""
+
 import numpy as np
 import pytest
 
@@ -17,17 +18,17 @@ def test_gemm_on_blocks_matches_numpy(gemm, trans_a, trans_b, beta):
     m, n, k = 5, 7, 9
     big_a = rs.standard_normal((20, 20)).astype(np.float32)
     big_b = rs.standard_normal((20, 20)).astype(np.float32)
-    a = big_a[2:2 + (k if trans_a else m), 3:3 + (m if trans_a else k)]     # strided rows, contiguous within
-    b = big_b[1:1 + (n if trans_b else k), 4:4 + (k if trans_b else n)]
+    a = big_a[2 : 2 + (k if trans_a else m), 3 : 3 + (m if trans_a else k)]  # strided rows, contiguous within
+    b = big_b[1 : 1 + (n if trans_b else k), 4 : 4 + (k if trans_b else n)]
     big_out = rs.standard_normal((12, 12)).astype(np.float32)
-    out = big_out[3:3 + m, 2:2 + n]
+    out = big_out[3 : 3 + m, 2 : 2 + n]
     expected = (a.T if trans_a else a) @ (b.T if trans_b else b) + beta * out
     untouched = big_out.copy()
     gemm(a, b, out, trans_a, trans_b, beta)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
     outside = np.ones_like(big_out, bool)
-    outside[3:3 + m, 2:2 + n] = False
-    np.testing.assert_array_equal(big_out[outside], untouched[outside])   # nothing beside the block
+    outside[3 : 3 + m, 2 : 2 + n] = False
+    np.testing.assert_array_equal(big_out[outside], untouched[outside])  # nothing beside the block
 
 
 def test_numpy_openblas_is_found_where_numpy_bundles_it():

@@ -1,5 +1,6 @@
 """The cache of generated code: a file found again is marked used without touching what Numba
 checks, entries unused for 30 days go, and `kgraph cache` shows, prunes and clears it."""
+
 import os
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ EXAMPLE = Path(__file__).parent.parent / "examples" / "digits_mlp.json"
 @pytest.fixture
 def root(tmp_path, monkeypatch):
     monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(cache, "_pruned_this_process", True)   # each test prunes when it says so
+    monkeypatch.setattr(cache, "_pruned_this_process", True)  # each test prunes when it says so
     return tmp_path
 
 
@@ -38,7 +39,7 @@ def test_finding_a_file_marks_it_used_and_keeps_its_modification_time(root):
     path = _entry("a = 1\n", age_days=40)
     mtime = path.stat().st_mtime
     assert write_source("a = 1\n", "step") == path
-    assert path.stat().st_mtime == mtime                      # Numba's index checks it
+    assert path.stat().st_mtime == mtime  # Numba's index checks it
     assert time.time() - path.stat().st_atime < 60
 
 
@@ -56,8 +57,9 @@ def test_prune_removes_what_went_unused_and_the_orphans_only(root):
     removed, size = cache.prune(30)
     assert removed == 2 and size == 2 * (len("a = 1\n") + 200) + 1
     remaining = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    assert remaining == sorted(["notes.txt", new.name, f"__pycache__/{new.stem}.f-3.py311.nbi",
-                                f"__pycache__/{new.stem}.f-3.py311.1.nbc"])
+    assert remaining == sorted(
+        ["notes.txt", new.name, f"__pycache__/{new.stem}.f-3.py311.nbi", f"__pycache__/{new.stem}.f-3.py311.1.nbc"]
+    )
     assert not old.exists() and not kernel.exists() and not orphan.exists() and not stale_tmp.exists()
 
 
@@ -94,5 +96,5 @@ def test_a_model_compiles_and_trains_again_after_a_clear(root):
         model = kgraph.models.model_from_json(EXAMPLE.read_text(), seed=0)
         model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
         assert np.isfinite(model.train_on_batch(x, y))
-        assert cache.clear()[0] >= 2          # its train and test steps, and the kernels they share
+        assert cache.clear()[0] >= 2  # its train and test steps, and the kernels they share
         assert cache.entries() == []

@@ -107,8 +107,9 @@ def test_callback_list_sorts_flattens_and_floats_logs():
 
 def test_callback_list_adds_defaults_once_and_forwards_params():
     own_history = History()
-    cbs = CallbackList([own_history], add_history=True, add_progbar=True,
-                       model=FakeModel(), verbose=1, epochs=3, steps=5)
+    cbs = CallbackList(
+        [own_history], add_history=True, add_progbar=True, model=FakeModel(), verbose=1, epochs=3, steps=5
+    )
     assert [type(cb) for cb in cbs.callbacks] == [History, ProgbarLogger]
     assert cbs.callbacks[1].target == 5 and cbs.callbacks[1].epochs == 3
     assert all(cb.params == {"verbose": 1, "epochs": 3, "steps": 5} for cb in cbs.callbacks)
@@ -193,7 +194,9 @@ def test_checkpoint_best_only_writes_improved_epochs_with_formatted_names(tmp_pa
     checkpoint = ModelCheckpoint(pattern, save_best_only=True, save_weights_only=True, verbose=1)
     fit(model, [checkpoint], losses(0.9, 0.8, 0.85, 0.5))
     assert sorted(os.listdir(tmp_path / "ckpt")) == [
-        "w-01-0.90.weights.h5", "w-02-0.80.weights.h5", "w-04-0.50.weights.h5"
+        "w-01-0.90.weights.h5",
+        "w-02-0.80.weights.h5",
+        "w-04-0.50.weights.h5",
     ]
     assert {kind for kind, _ in model.saved} == {"weights"}
     out = capsys.readouterr().out
@@ -204,14 +207,14 @@ def test_checkpoint_best_only_writes_improved_epochs_with_formatted_names(tmp_pa
 def test_checkpoint_saves_full_model_every_epoch(tmp_path):
     model = FakeModel()
     fit(model, [ModelCheckpoint(str(tmp_path / "m-{epoch}.keras"))], losses(0.5, 0.9))
-    assert model.saved == [("model", str(tmp_path / "m-1.keras")),
-                           ("model", str(tmp_path / "m-2.keras"))]
+    assert model.saved == [("model", str(tmp_path / "m-1.keras")), ("model", str(tmp_path / "m-2.keras"))]
 
 
 def test_checkpoint_initial_value_threshold_and_max_mode(tmp_path):
     model = FakeModel()
-    checkpoint = ModelCheckpoint(str(tmp_path / "{epoch}.keras"), monitor="val_acc",
-                                 mode="max", save_best_only=True, initial_value_threshold=0.6)
+    checkpoint = ModelCheckpoint(
+        str(tmp_path / "{epoch}.keras"), monitor="val_acc", mode="max", save_best_only=True, initial_value_threshold=0.6
+    )
     fit(model, [checkpoint], losses(0.5, 0.7, 0.65, 0.8, key="val_acc"))
     assert [os.path.basename(p) for _, p in model.saved] == ["2.keras", "4.keras"]
 
@@ -292,18 +295,14 @@ def read_rows(path, delimiter=","):
 def test_csv_logger_writes_header_and_rows(tmp_path):
     path = tmp_path / "log.csv"
     fit(FakeModel(), [CSVLogger(path)], [{"loss": 0.5, "val_loss": 0.25}, {"loss": 0.4, "val_loss": 0.2}])
-    assert read_rows(path) == [
-        ["epoch", "loss", "val_loss"], ["0", "0.5", "0.25"], ["1", "0.4", "0.2"]
-    ]
+    assert read_rows(path) == [["epoch", "loss", "val_loss"], ["0", "0.5", "0.25"], ["1", "0.4", "0.2"]]
 
 
 def test_csv_logger_adds_val_columns_and_appends_without_second_header(tmp_path):
     path = tmp_path / "log.tsv"
     fit(FakeModel(), [CSVLogger(path, separator="\t")], [{"loss": 0.5}])
     fit(FakeModel(), [CSVLogger(path, separator="\t", append=True)], [{"loss": 0.3}])
-    assert read_rows(path, "\t") == [
-        ["epoch", "loss", "val_loss"], ["0", "0.5", "NA"], ["0", "0.3", "NA"]
-    ]
+    assert read_rows(path, "\t") == [["epoch", "loss", "val_loss"], ["0", "0.5", "NA"], ["0", "0.3", "NA"]]
 
 
 # --- TerminateOnNaN / LambdaCallback -------------------------------------------
@@ -338,14 +337,11 @@ def test_lambda_callback_hooks_run():
 
 def test_progbar_logger_verbose_1_prints_headers_and_final_lines(capsys):
     logs = [{"accuracy": 0.5, "loss": 1.0, "val_accuracy": 0.6, "val_loss": 0.9}] * 2
-    fit(FakeModel(), [], logs, steps=3, verbose=1,
-        batch_logs={"loss": 1.0, "accuracy": 0.5})
+    fit(FakeModel(), [], logs, steps=3, verbose=1, batch_logs={"loss": 1.0, "accuracy": 0.5})
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "Epoch 1/2" and lines[2] == "Epoch 2/2"
     assert lines[1].startswith("3/3 " + "━" * 20 + " 0s ")
-    assert lines[1].endswith(
-        "/step - accuracy: 0.5000 - loss: 1.0000 - val_accuracy: 0.6000 - val_loss: 0.9000"
-    )
+    assert lines[1].endswith("/step - accuracy: 0.5000 - loss: 1.0000 - val_accuracy: 0.6000 - val_loss: 0.9000")
     assert len(lines) == 4
 
 

@@ -1,4 +1,5 @@
 """The kgraph command: the README's main job, inspect, compile to a standalone trainer, bad input."""
+
 import json
 import subprocess
 import sys
@@ -41,15 +42,17 @@ def test_compiled_trainer_runs_without_frontend_or_passes(tmp_path, capsys):
     assert main(["compile", EXAMPLE, "-o", str(out), "--seed", "0"]) == 0
     assert (out / "train.py").exists() and (out / "manifest.json").exists()
     # a fresh interpreter that refuses to import the frontend, the passes, the IR, networkx or Keras's callbacks
-    guard = ("import sys, runpy\n"
-             "class Block:\n"
-             "    def find_spec(self, name, path=None, target=None):\n"
-             "        if name.startswith(('kgraph.frontend', 'kgraph.passes', 'kgraph.models', 'kgraph.callbacks',\n"
-             "                            'ir', 'networkx')):\n"
-             "            raise ImportError('blocked: ' + name)\n"
-             "sys.meta_path.insert(0, Block())\n"
-             f"sys.argv = ['train.py', '--data', 'digits', '--epochs', '2', '--verbose', '0']\n"
-             f"runpy.run_path({str(out / 'train.py')!r}, run_name='__main__')\n")
+    guard = (
+        "import sys, runpy\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.startswith(('kgraph.frontend', 'kgraph.passes', 'kgraph.models', 'kgraph.callbacks',\n"
+        "                            'ir', 'networkx')):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"sys.argv = ['train.py', '--data', 'digits', '--epochs', '2', '--verbose', '0']\n"
+        f"runpy.run_path({str(out / 'train.py')!r}, run_name='__main__')\n"
+    )
     r = subprocess.run([sys.executable, "-c", guard], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert "val_accuracy" in r.stdout
@@ -64,24 +67,32 @@ def test_a_trainer_from_an_older_kgraph_says_to_export_it_again(tmp_path, capsys
     out = tmp_path / "trainer"
     assert main(["compile", EXAMPLE, "-o", str(out), "--seed", "0"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    for step in manifest["steps"].values():   # as an older kgraph wrote them (new names: no module imported yet has them)
+    for step in manifest[
+        "steps"
+    ].values():  # as an older kgraph wrote them (new names: no module imported yet has them)
         source = (out / step["module"]).read_text()
         step["module"] = "old_" + step["module"]
         (out / step["module"]).write_text(source.replace("from kgraph.kernels import", "from kgraph.codegen import"))
     (out / "manifest.json").write_text(json.dumps(manifest))
     from kgraph.optimizers import get
+
     assert trainer_main(str(out), ["--data", "digits", "--epochs", "1", "--verbose", "0"], get_optimizer=get) == 2
     err = capsys.readouterr().err
     assert "older kgraph" in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("text, expected", [
-    ('{"class_name": "Sequential", "config": {"name": "s", "layers": [{"class_name": "Conv3D", "config": '
-     '{"name": "c"}}, {"class_name": "Lambda", "config": {"name": "lam", "function": "4wEAAAA="}}]}}',
-     ["Conv3D", "'c'", "Lambda"]),
-    ("{not json", ["JSON"]),
-    ("!!python/object/apply:os.system ['echo pwned']", ["python/object"]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            '{"class_name": "Sequential", "config": {"name": "s", "layers": [{"class_name": "Conv3D", "config": '
+            '{"name": "c"}}, {"class_name": "Lambda", "config": {"name": "lam", "function": "4wEAAAA="}}]}}',
+            ["Conv3D", "'c'", "Lambda"],
+        ),
+        ("{not json", ["JSON"]),
+        ("!!python/object/apply:os.system ['echo pwned']", ["python/object"]),
+    ],
+)
 def test_bad_configs_exit_2_without_traceback(tmp_path, capsys, text, expected):
     path = tmp_path / ("m.yaml" if text.startswith("!!") else "m.json")
     path.write_text(text)
@@ -107,8 +118,17 @@ def test_console_script_help_is_complete():
     for cmd in ("inspect", "compile", "train", "evaluate", "predict", "bench", "cache"):
         assert cmd in r.stdout
     r = subprocess.run([sys.executable, "-m", "kgraph.cli", "train", "--help"], capture_output=True, text=True)
-    for flag in ("--data", "--optimizer", "--loss", "--metrics", "--epochs", "--batch-size",
-                 "--validation-split", "--seed", "--save-weights"):
+    for flag in (
+        "--data",
+        "--optimizer",
+        "--loss",
+        "--metrics",
+        "--epochs",
+        "--batch-size",
+        "--validation-split",
+        "--seed",
+        "--save-weights",
+    ):
         assert flag in r.stdout
 
 
@@ -117,7 +137,22 @@ def test_train_a_keras_archive_uses_its_saved_compile_arguments(tmp_path, capsys
     io = np.load(files / "tf_model_io.npz")
     data = tmp_path / "d.npz"
     np.savez(data, x=io["x"], y=io["y"])
-    assert main(["train", str(files / "tf_model.keras"), "--data", str(data), "--epochs", "2", "--batch-size", "4",
-                 "--save-weights", str(tmp_path / "w.weights.h5")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(files / "tf_model.keras"),
+                "--data",
+                str(data),
+                "--epochs",
+                "2",
+                "--batch-size",
+                "4",
+                "--save-weights",
+                str(tmp_path / "w.weights.h5"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "accuracy" in out and (tmp_path / "w.weights.h5").exists()

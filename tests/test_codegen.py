@@ -1,5 +1,6 @@
 """The generated Numba step against the NumPy interpreter on the same compiled graph: one training
 step of every zoo model (all layers and activations) must give the same loss, outputs and weights."""
+
 import json
 from pathlib import Path
 
@@ -14,8 +15,22 @@ from kgraph.runtime.executable import Executable
 from kgraph.runtime.loader import write_source
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
-ARCHS = ["seq_mlp", "seq_shapes", "two_input_concat", "residual_add", "shared_layer", "nested", "merges",
-         "multi_output", "activations", "conv2d", "conv_layers", "norm_embed", "noise_layers", "preprocess"]
+ARCHS = [
+    "seq_mlp",
+    "seq_shapes",
+    "two_input_concat",
+    "residual_add",
+    "shared_layer",
+    "nested",
+    "merges",
+    "multi_output",
+    "activations",
+    "conv2d",
+    "conv_layers",
+    "norm_embed",
+    "noise_layers",
+    "preprocess",
+]
 VOCABULARY = {"norm_embed": 11}  # models whose input is token ids
 
 
@@ -28,9 +43,17 @@ def _compile(fm, kind, optimizer, parts=1):
     regs = [(w.node, w.regularizer.get("l1", 0.0), w.regularizer.get("l2", 0.0)) for w in fm.weights if w.regularizer]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(split, "MIN_WEIGHT", 0)  # the zoo's weights are tiny: split them all the same
-        compiled = run_pipeline(kind, graph, [w.node for w in fm.weights], losses=losses, regularizers=regs,
-                                optimizer=optimizer, debug=True, trainable=[w.node for w in fm.weights if w.trainable],
-                                parts=parts)
+        compiled = run_pipeline(
+            kind,
+            graph,
+            [w.node for w in fm.weights],
+            losses=losses,
+            regularizers=regs,
+            optimizer=optimizer,
+            debug=True,
+            trainable=[w.node for w in fm.weights if w.trainable],
+            parts=parts,
+        )
     path = write_source(generate_cpu(compiled), f"test_{fm.name}_{kind}")
     return compiled, step_manifest(compiled, path)
 
@@ -52,11 +75,16 @@ def _feeds(compiled, exe, inputs, labels, manifest, lr, step):
 
 
 # every update kernel, with each clipping and the weight decay somewhere
-OPTIMIZERS = [("sgd", {"momentum": 0.9, "nesterov": True, "clipnorm": 0.05}),
-              ("adam", {"amsgrad": True, "weight_decay": 0.1, "global_clipnorm": 0.05}),
-              ("rmsprop", {"centered": True, "momentum": 0.5, "clipvalue": 0.01}),
-              ("adagrad", {}), ("adadelta", {}), ("adamax", {}), ("nadam", {"global_clipnorm": 0.05}),
-              ("lion", {"weight_decay": 0.1})]
+OPTIMIZERS = [
+    ("sgd", {"momentum": 0.9, "nesterov": True, "clipnorm": 0.05}),
+    ("adam", {"amsgrad": True, "weight_decay": 0.1, "global_clipnorm": 0.05}),
+    ("rmsprop", {"centered": True, "momentum": 0.5, "clipvalue": 0.01}),
+    ("adagrad", {}),
+    ("adadelta", {}),
+    ("adamax", {}),
+    ("nadam", {"global_clipnorm": 0.05}),
+    ("lion", {"weight_decay": 0.1}),
+]
 
 
 def _single_weight_config():
@@ -72,8 +100,9 @@ def _single_weight_config():
 @pytest.mark.parametrize("optimizer", [("adam", {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7})])
 def test_train_step_matches_interpreter(arch, optimizer):
     """With the GEMMs and the update split by weight rows in 2 parts (passes/split.py)."""
-    compiled = _check_train_step(json.loads((CONFIGS / f"k3_{arch}.json").read_text()), optimizer,
-                                 VOCABULARY.get(arch), parts=2)
+    compiled = _check_train_step(
+        json.loads((CONFIGS / f"k3_{arch}.json").read_text()), optimizer, VOCABULARY.get(arch), parts=2
+    )
     if arch == "seq_mlp":
         assert {n.attrs.get("split") for n in compiled.graph.nodes()} >= {"k", "rows", "cols"}
 
@@ -95,7 +124,7 @@ def _check_train_step(config, optimizer, vocabulary=None, parts=1, max_threads=N
     """One compiled training step against the interpreter; `vocabulary`: the input is token ids;
     parts: compile the GEMMs split in that many parts; max_threads: cores the executable may use."""
     fm = build_model(config, seed=1)
-    trains = any(w.trainable for w in fm.weights)   # merge or preprocessing layers only: nothing to train
+    trains = any(w.trainable for w in fm.weights)  # merge or preprocessing layers only: nothing to train
     kind = "train" if trains else "test"
     compiled, manifest = _compile(fm, kind, optimizer if trains else None, parts)
     layout, offset = [], 0
@@ -120,8 +149,9 @@ def _check_train_step(config, optimizer, vocabulary=None, parts=1, max_threads=N
         env = ir.interpret(compiled.graph, feeds)
         np.testing.assert_allclose(outs["loss"][0], env[compiled.graph.outputs["loss"]], rtol=1e-5)
         for k in range(len(fm.output_names)):
-            np.testing.assert_allclose(outs[f"output:{k}"], env[compiled.graph.outputs[f"output:{k}"]],
-                                       rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(
+                outs[f"output:{k}"], env[compiled.graph.outputs[f"output:{k}"]], rtol=1e-4, atol=1e-6
+            )
         for p, w in zip(layout, exe.get_weights()):
             np.testing.assert_allclose(w, feeds[p["node"]], rtol=1e-4, atol=1e-6, err_msg=p["node"])
     return compiled
@@ -147,10 +177,14 @@ def test_same_graph_same_file():
 
 
 @pytest.mark.parametrize("parts", [1, 2])
-@pytest.mark.parametrize("mode, pool, strides, pads", [
-    ("max", (3, 3), (2, 2), (1, 1, 1, 1)),    # overlapping windows
-    ("max", (2, 2), (2, 2), (0, 0, 0, 0)),    # the tutorials' CNN
-    ("avg", (2, 3), (1, 2), (0, 1, 1, 0))])
+@pytest.mark.parametrize(
+    "mode, pool, strides, pads",
+    [
+        ("max", (3, 3), (2, 2), (1, 1, 1, 1)),  # overlapping windows
+        ("max", (2, 2), (2, 2), (0, 0, 0, 0)),  # the tutorials' CNN
+        ("avg", (2, 3), (1, 2), (0, 1, 1, 0)),
+    ],
+)
 def test_pool_kernels_match_the_reference_where_windows_tie(mode, pool, strides, pads, parts):
     """Max pooling's gradient goes to each window's first maximum; the inputs are small integers,
     so most windows hold several."""

@@ -1,6 +1,7 @@
 """Configs in the styles real models are saved in (tests/fixtures/corpus: Keras 1.2 by hand, tf-keras 2
 and Keras 3 written by TensorFlow with tools/make_corpus.py): every one either trains, or is
 refused with one line that names what is unsupported."""
+
 from pathlib import Path
 
 import numpy as np

@@ -2,6 +2,7 @@
 CUDA simulator in a fresh process (the simulator must be on before numba is imported, and this
 process has imported it); every kernel is compiled to PTX for sm_90 where libNVVM and NVRTC
 are installed; the generated launcher is read as source."""
+
 import json
 import os
 import subprocess
@@ -22,8 +23,9 @@ EXAMPLE = str(HERE.parent / "examples" / "digits_mlp.json")
 
 def _check(name, simulator):
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1" if simulator else "0")
-    return subprocess.run([sys.executable, str(HERE / "cuda_checks.py"), name], env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(HERE / "cuda_checks.py"), name], env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def _passed(result):
@@ -48,8 +50,11 @@ def test_preprocessing_activation_and_noise_layers_in_simulator_match_the_cpu_ba
 
 def test_every_kernel_compiles_to_ptx_for_sm90():
     result = _check("ptx", simulator=False)
-    missing = [line for line in result.stderr.splitlines()
-               if "NvvmSupportError" in line or "libnvvm" in line.lower() or "nvrtc" in line.lower()]
+    missing = [
+        line
+        for line in result.stderr.splitlines()
+        if "NvvmSupportError" in line or "libnvvm" in line.lower() or "nvrtc" in line.lower()
+    ]
     if result.returncode != 0 and missing:
         pytest.skip(f"no CUDA compiler libraries here: {missing[-1].strip()}")
     _passed(result)
@@ -57,9 +62,13 @@ def test_every_kernel_compiles_to_ptx_for_sm90():
 
 def test_launcher_source_names_every_node_and_counts_launches(capsys):
     fm = build_model(json.loads(Path(EXAMPLE).read_text()), seed=0)
-    compiled = run_pipeline("train", fm.lower(training=True), [w.node for w in fm.weights],
-                            losses=[{"name": "sparse_categorical_crossentropy"}],
-                            optimizer=("adam", {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}))
+    compiled = run_pipeline(
+        "train",
+        fm.lower(training=True),
+        [w.node for w in fm.weights],
+        losses=[{"name": "sparse_categorical_crossentropy"}],
+        optimizer=("adam", {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}),
+    )
     source, launches = generate_cuda(compiled)
     compile(source, "launcher.py", "exec")
     for node in compiled.graph.nodes():
@@ -82,7 +91,7 @@ def test_cuda_without_a_gpu_is_a_clear_error():
     if cuda.is_available():
         pytest.skip("a GPU is present")
     model = kgraph.models.load_model(EXAMPLE, seed=0)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")   # device "auto": the CPU
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")  # device "auto": the CPU
     assert model.device == "cpu"
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", device="cuda")
@@ -90,22 +99,31 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 
 def _train_graph(config, optimizer, loss="sparse_categorical_crossentropy"):
     fm = build_model(json.loads(Path(config).read_text()), seed=0)
-    return run_pipeline("train", fm.lower(training=True), [w.node for w in fm.weights],
-                        losses=[{"name": loss}] * len(fm.output_names), optimizer=optimizer.spec(),
-                        trainable=[w.node for w in fm.weights if w.trainable])
+    return run_pipeline(
+        "train",
+        fm.lower(training=True),
+        [w.node for w in fm.weights],
+        losses=[{"name": loss}] * len(fm.output_names),
+        optimizer=optimizer.spec(),
+        trainable=[w.node for w in fm.weights if w.trainable],
+    )
 
 
 def test_every_optimizer_and_option_generates_its_update_launches():
     from kgraph import optimizers
 
     # clipnorm rewrites each gradient out of the gradient bucket: one launch per parameter (4)
-    for opt, kernel, n in [(optimizers.Adam(amsgrad=True, global_clipnorm=1.0), "adam", 1),
-                           (optimizers.AdamW(), "adam", 1),
-                           (optimizers.SGD(momentum=0.9, nesterov=True, weight_decay=0.01), "sgd", 1),
-                           (optimizers.RMSprop(centered=True, momentum=0.5, clipnorm=1.0), "rmsprop", 4),
-                           (optimizers.Adagrad(weight_decay=0.01), "adagrad", 1), (optimizers.Adadelta(), "adadelta", 1),
-                           (optimizers.Adamax(clipnorm=1.0), "adamax", 4),
-                           (optimizers.Nadam(global_clipnorm=1.0), "nadam", 1), (optimizers.Lion(), "lion", 1)]:
+    for opt, kernel, n in [
+        (optimizers.Adam(amsgrad=True, global_clipnorm=1.0), "adam", 1),
+        (optimizers.AdamW(), "adam", 1),
+        (optimizers.SGD(momentum=0.9, nesterov=True, weight_decay=0.01), "sgd", 1),
+        (optimizers.RMSprop(centered=True, momentum=0.5, clipnorm=1.0), "rmsprop", 4),
+        (optimizers.Adagrad(weight_decay=0.01), "adagrad", 1),
+        (optimizers.Adadelta(), "adadelta", 1),
+        (optimizers.Adamax(clipnorm=1.0), "adamax", 4),
+        (optimizers.Nadam(global_clipnorm=1.0), "nadam", 1),
+        (optimizers.Lion(), "lion", 1),
+    ]:
         source, _ = generate_cuda(_train_graph(EXAMPLE, opt))
         compile(source, "launcher.py", "exec")
         assert source.count(f"{kernel}_update[") == n, opt
@@ -124,14 +142,22 @@ def test_every_ir_op_has_a_cuda_kernel():
 
     from kgraph.models import NO_KERNELS_YET
 
-    lowered = {"batch_norm"}   # rewritten into other ops before codegen (kgraph/passes/fold.py)
+    lowered = {"batch_norm"}  # rewritten into other ops before codegen (kgraph/passes/fold.py)
     for name, op in REGISTRY.items():
-        if op.pattern in (Pattern.SOURCE, Pattern.VIEW) or hasattr(CudaCodegen, "_emit_" + name) or name in lowered \
-                or name in NO_KERNELS_YET:  # refused before codegen, in one line (issue 16)
+        if (
+            op.pattern in (Pattern.SOURCE, Pattern.VIEW)
+            or hasattr(CudaCodegen, "_emit_" + name)
+            or name in lowered
+            or name in NO_KERNELS_YET
+        ):  # refused before codegen, in one line (issue 16)
             continue
         if op.pattern is Pattern.ELEMWISE:
-            assert name in OPERATORS or name in PYTHON_MATH or name in ("act_grad", "fused_elementwise") or \
-                element_function(name, {}), name
+            assert (
+                name in OPERATORS
+                or name in PYTHON_MATH
+                or name in ("act_grad", "fused_elementwise")
+                or element_function(name, {})
+            ), name
         else:
             assert name in UPDATES or name == "fused_update", name
     assert set(KERNEL_UPDATES) == set(UPDATES)
@@ -140,8 +166,14 @@ def test_every_ir_op_has_a_cuda_kernel():
 def _bn_mlp(tmp_path):
     """seq_mlp with a BatchNormalization: its moving statistics are an in-place update op."""
     config = json.loads((HERE / "fixtures" / "configs" / "k3_seq_mlp.json").read_text())
-    config["config"]["layers"].insert(2, {"module": "keras.layers", "class_name": "BatchNormalization",
-                                          "config": {"name": "bn", "axis": -1, "momentum": 0.99, "epsilon": 0.001}})
+    config["config"]["layers"].insert(
+        2,
+        {
+            "module": "keras.layers",
+            "class_name": "BatchNormalization",
+            "config": {"name": "bn", "axis": -1, "momentum": 0.99, "epsilon": 0.001},
+        },
+    )
     path = tmp_path / "bn_mlp.json"
     path.write_text(json.dumps(config))
     return path

@@ -1,5 +1,6 @@
 """kgraph.data.Dataset against tf.data's documented semantics, and fit / evaluate / predict fed
 from a Dataset, a Sequence-like object and a list of batches (the same weights as arrays)."""
+
 import json
 import threading
 import time
@@ -29,7 +30,7 @@ def test_from_tensor_slices_slices_rows_of_arrays_tuples_and_dicts():
     named = list(Dataset.from_tensor_slices(({"a": x, "b": y}, y)).batch(4))
     assert named[0][0]["a"].tolist() == x[:4].tolist() and named[0][0]["b"].tolist() == y[:4].tolist()
     assert named[1][1].tolist() == y[4:].tolist()
-    assert rows(Dataset.from_tensor_slices([1, 2, 3])) == [1, 2, 3]   # a list is one tensor, as in tf
+    assert rows(Dataset.from_tensor_slices([1, 2, 3])) == [1, 2, 3]  # a list is one tensor, as in tf
     with pytest.raises(ValueError, match="same number of rows"):
         Dataset.from_tensor_slices((x, y[:5]))
 
@@ -47,7 +48,7 @@ def test_batch_keeps_order_and_the_remainder_unless_dropped():
 def test_array_batches_are_views_or_one_gather():
     x = np.arange(40.0).reshape(20, 2)
     first = next(iter(Dataset.from_tensor_slices(x).batch(8)))
-    assert np.shares_memory(first, x)     # consecutive rows: a slice of the source
+    assert np.shares_memory(first, x)  # consecutive rows: a slice of the source
     shuffled = next(iter(Dataset.from_tensor_slices(x).shuffle(20, seed=0).batch(8)))
     assert not np.shares_memory(shuffled, x) and shuffled.shape == (8, 2)
     assert set(shuffled[:, 0] // 2) <= set(range(20))
@@ -57,9 +58,9 @@ def test_shuffle_is_a_permutation_per_pass_reproducible_with_a_seed():
     ds = Dataset.range(50).shuffle(50, seed=7)
     first, second = rows(ds), rows(ds)
     assert sorted(first) == list(range(50)) and sorted(second) == list(range(50))
-    assert first != list(range(50)) and first != second    # reshuffled each iteration
+    assert first != list(range(50)) and first != second  # reshuffled each iteration
     again = Dataset.range(50).shuffle(50, seed=7)
-    assert rows(again) == first and rows(again) == second   # the same seed: the same orders
+    assert rows(again) == first and rows(again) == second  # the same seed: the same orders
     fixed = Dataset.range(50).shuffle(50, seed=7, reshuffle_each_iteration=False)
     assert rows(fixed) == rows(fixed)
     assert rows(Dataset.range(50).shuffle(50, seed=8)) != first
@@ -101,8 +102,9 @@ def test_repeat_take_skip_and_cardinality():
 def test_map_runs_on_elements_or_whole_batches():
     x, y = np.arange(6.0), np.arange(6)
     ds = Dataset.from_tensor_slices((x, y))
-    assert [(float(a), int(b)) for a, b in ds.map(lambda a, b: (a * 2, b + 1))] == \
-        [(2 * a, b + 1) for a, b in zip(x, y)]   # a tuple element's items are the arguments
+    assert [(float(a), int(b)) for a, b in ds.map(lambda a, b: (a * 2, b + 1))] == [
+        (2 * a, b + 1) for a, b in zip(x, y)
+    ]  # a tuple element's items are the arguments
     calls = []
     batched = ds.batch(4).map(lambda a, b: (calls.append(len(a)), a / 2)[1])
     assert [v.tolist() for v in batched] == [[0, 0.5, 1, 1.5], [2, 2.5]] and calls == [4, 2]
@@ -156,10 +158,10 @@ def test_prefetch_runs_ahead_in_a_thread_and_passes_errors_on():
     deadline = time.time() + 5
     while len(produced) < 4 and time.time() < deadline:
         time.sleep(0.01)
-    assert len(produced) >= 4          # the next elements were made while the consumer waited
+    assert len(produced) >= 4  # the next elements were made while the consumer waited
     assert [int(v) for v in it] == list(range(1, 10))
     assert rows(Dataset.range(7).map(lambda v: v).batch(3).prefetch(1)) == [[0, 1, 2], [3, 4, 5], [6]]
-    assert rows(Dataset.range(7).batch(3).prefetch(1)) == [[0, 1, 2], [3, 4, 5], [6]]   # no thread needed
+    assert rows(Dataset.range(7).batch(3).prefetch(1)) == [[0, 1, 2], [3, 4, 5], [6]]  # no thread needed
 
     def broken():
         yield 1
@@ -200,8 +202,9 @@ def _model(strategy=None):
     scope = strategy.scope() if strategy else kgraph.distribute.Strategy().scope()
     with scope:
         model = kgraph.models.model_from_config(CONFIG, seed=0)
-        model.compile(optimizer=optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+        model.compile(
+            optimizer=optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
     return model
 
 
@@ -217,11 +220,13 @@ def test_fit_on_a_dataset_matches_fit_on_the_arrays_bit_for_bit(data):
     hb = b.fit(Dataset.from_tensor_slices((x, y)).batch(8).prefetch(2), epochs=3, verbose=0)
     assert ha.history == hb.history
     _same_weights(a, b)
-    assert a.evaluate(x, y, batch_size=8, verbose=0) == b.evaluate(Dataset.from_tensor_slices((x, y)).batch(8),
-                                                                 verbose=0)
+    assert a.evaluate(x, y, batch_size=8, verbose=0) == b.evaluate(
+        Dataset.from_tensor_slices((x, y)).batch(8), verbose=0
+    )
     np.testing.assert_array_equal(a.predict(x, verbose=0), b.predict(Dataset.from_tensor_slices(x).batch(8), verbose=0))
-    np.testing.assert_array_equal(a.predict(x, verbose=0),
-                                  b.predict(Dataset.from_tensor_slices((x, y)).batch(8), verbose=0))
+    np.testing.assert_array_equal(
+        a.predict(x, verbose=0), b.predict(Dataset.from_tensor_slices((x, y)).batch(8), verbose=0)
+    )
 
 
 def test_a_dataset_of_known_cardinality_sets_the_epoch_length(data):
@@ -233,11 +238,16 @@ def test_a_dataset_of_known_cardinality_sets_the_epoch_length(data):
             seen.append(self.params["steps"])
 
     _model().fit(Dataset.from_tensor_slices((x, y)).batch(6), epochs=1, verbose=0, callbacks=[Steps()])
-    _model().fit(Dataset.from_tensor_slices((x, y)).batch(6).repeat(), steps_per_epoch=2, epochs=1, verbose=0,
-                 callbacks=[Steps()])
+    _model().fit(
+        Dataset.from_tensor_slices((x, y)).batch(6).repeat(),
+        steps_per_epoch=2,
+        epochs=1,
+        verbose=0,
+        callbacks=[Steps()],
+    )
     gen = Dataset.from_generator(lambda: iter([(x[:10], y[:10]), (x[10:], y[10:])]))
     hist = _model().fit(gen, epochs=2, verbose=0, callbacks=[Steps()])
-    assert seen == [4, 2, None] and len(hist.history["loss"]) == 2   # a generator dataset: each epoch a pass
+    assert seen == [4, 2, None] and len(hist.history["loss"]) == 2  # a generator dataset: each epoch a pass
 
 
 def test_an_infinite_dataset_needs_steps_as_in_keras(data):
@@ -276,7 +286,7 @@ class Batches:
         return -(-len(self.x) // self.size)
 
     def __getitem__(self, i):
-        return self.x[i * self.size:(i + 1) * self.size], self.y[i * self.size:(i + 1) * self.size]
+        return self.x[i * self.size : (i + 1) * self.size], self.y[i * self.size : (i + 1) * self.size]
 
     def on_epoch_end(self):
         self.ends += 1
@@ -290,7 +300,7 @@ def test_a_sequence_and_a_list_of_batches_train_as_the_arrays(data):
     hb = b.fit(seq, epochs=2, verbose=0)
     assert seq.ends == 2 and ha.history == hb.history
     _same_weights(a, b)
-    batches = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 20, 8)]
+    batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 20, 8)]
     hc = c.fit(batches, epochs=2, verbose=0)
     assert ha.history == hc.history
     _same_weights(a, c)
@@ -306,8 +316,11 @@ def test_mirrored_strategy_splits_batches_from_every_source(data):
     strategy = kgraph.distribute.MirroredStrategy(["cpu:0", "cpu:1"])
     ref = _model(strategy)
     ref.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
-    for source in (Dataset.from_tensor_slices((x, y)).batch(8), Batches(x, y, 8),
-                   [(x[i:i + 8], y[i:i + 8]) for i in range(0, 20, 8)]):
+    for source in (
+        Dataset.from_tensor_slices((x, y)).batch(8),
+        Batches(x, y, 8),
+        [(x[i : i + 8], y[i : i + 8]) for i in range(0, 20, 8)],
+    ):
         model = _model(strategy)
         model.fit(source, epochs=2, verbose=0)
         _same_weights(model, ref)

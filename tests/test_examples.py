@@ -1,5 +1,6 @@
 """Every program in examples/ runs on a small slice (KGRAPH_EXAMPLE_SMALL=1: fewer epochs), its
 datasets served from a local HTTP server, so that the examples never rot."""
+
 import runpy
 import sys
 from pathlib import Path

@@ -1,6 +1,7 @@
 """The activation, noise and preprocessing layers (kgraph/frontend/extra_layers.py) beyond what the
 TF fixtures check: gradients through each layer's IR against finite differences (float64), the
 noise layers' training draws and their identity at inference, and the one-line refusals."""
+
 import numpy as np
 import pytest
 
@@ -18,8 +19,14 @@ def layer(cls, **config):
 
 
 def seq(shape, *layers, name="m"):
-    return {"class_name": "Sequential", "keras_version": "3.15.1", "config": {"name": name, "layers": [
-        {"class_name": "InputLayer", "config": {"batch_shape": [None, *shape], "name": "x"}}, *layers]}}
+    return {
+        "class_name": "Sequential",
+        "keras_version": "3.15.1",
+        "config": {
+            "name": name,
+            "layers": [{"class_name": "InputLayer", "config": {"batch_shape": [None, *shape], "name": "x"}}, *layers],
+        },
+    }
 
 
 def _feeds(model, seed):
@@ -79,8 +86,9 @@ def test_layer_gradient_matches_finite_differences(name):
 
 
 def test_activity_regularization_penalty_and_its_gradient():
-    model = build_model(seq((4,), layer("Dense", units=3), layer("ActivityRegularization", l1=0.1, l2=0.2)),
-                        seed=0, dtype="float64")
+    model = build_model(
+        seq((4,), layer("Dense", units=3), layer("ActivityRegularization", l1=0.1, l2=0.2)), seed=0, dtype="float64"
+    )
     g = model.lower(training=True)
     (spec,) = model.activity_regularizers
     penalty = g.outputs[spec["output"]]
@@ -102,8 +110,9 @@ def test_interpolation_matrices_keep_constants_and_the_identity():
             assert (m >= 0).all()
     np.testing.assert_array_equal(interpolation_matrix(4, 4, "bilinear", "float64"), np.eye(4))
     # half-pixel centers: upsampling 2 -> 4 reads 0, 0.25/0.75, 0.75/0.25, 1
-    np.testing.assert_allclose(interpolation_matrix(2, 4, "bilinear", "float64"),
-                               [[1.0, 0.75, 0.25, 0.0], [0.0, 0.25, 0.75, 1.0]])
+    np.testing.assert_allclose(
+        interpolation_matrix(2, 4, "bilinear", "float64"), [[1.0, 0.75, 0.25, 0.0], [0.0, 0.25, 0.75, 1.0]]
+    )
 
 
 # ---------------------------------------------------------------- noise layers
@@ -130,7 +139,7 @@ def test_noise_layer_trains_and_is_the_identity_at_predict(cls):
     clean = plain.evaluate(x, y, verbose=0)
     losses = [noisy.train_on_batch(x, y) for _ in range(3)]
     assert np.all(np.isfinite(losses))
-    assert abs(losses[0] - clean) > 1e-3   # the first step's loss is before its update: noise made it differ
+    assert abs(losses[0] - clean) > 1e-3  # the first step's loss is before its update: noise made it differ
 
 
 def test_noise_draws_have_keras_distributions():
@@ -143,8 +152,11 @@ def test_noise_draws_have_keras_distributions():
     assert noise.attrs["dist"] == "normal" and g.type(noise.id).shape == ("B", 6, 3)
     assert not model.lower(training=False).sources("rng")
     x = np.ones((2, 6, 3), "float32")
-    feeds = {model.inputs[0].node: x, mask.id: np.array([[[0, 4 / 3, 4 / 3]], [[4 / 3, 0, 4 / 3]]], "float32"),
-             noise.id: np.full((2, 6, 3), 0.2, "float32")}
+    feeds = {
+        model.inputs[0].node: x,
+        mask.id: np.array([[[0, 4 / 3, 4 / 3]], [[4 / 3, 0, 4 / 3]]], "float32"),
+        noise.id: np.full((2, 6, 3), 0.2, "float32"),
+    }
     out = ir.interpret(g, feeds)[g.outputs["output:0"]]
     np.testing.assert_allclose(out, feeds[mask.id] * x + 0.1, rtol=1e-6)
 
@@ -152,10 +164,33 @@ def test_noise_draws_have_keras_distributions():
 def test_runtime_draws_standard_normals_for_normal_sources():
     from kgraph.runtime.abi import Manifest
     from kgraph.runtime.executable import Executable
-    m = Manifest.from_json({"kind": "train", "module": "", "function": "", "arena": [0, 0], "rng": [10, 0],
-                            "rng_masks": [{"node": "n", "offset": 0, "batch": True, "size": 10, "rate": 0.0,
-                                           "dist": "normal", "shape": ["B", 10], "layer": "noise"}],
-                            "inputs": [], "labels": [], "outputs": {}, "state": [], "state_size": 0})
+
+    m = Manifest.from_json(
+        {
+            "kind": "train",
+            "module": "",
+            "function": "",
+            "arena": [0, 0],
+            "rng": [10, 0],
+            "rng_masks": [
+                {
+                    "node": "n",
+                    "offset": 0,
+                    "batch": True,
+                    "size": 10,
+                    "rate": 0.0,
+                    "dist": "normal",
+                    "shape": ["B", 10],
+                    "layer": "noise",
+                }
+            ],
+            "inputs": [],
+            "labels": [],
+            "outputs": {},
+            "state": [],
+            "state_size": 0,
+        }
+    )
     exe = Executable.__new__(Executable)
     exe.random, exe.dtype = np.random.default_rng(0), np.dtype("float32")
     buf = np.zeros(10 * 1000, "float32")
@@ -165,32 +200,39 @@ def test_runtime_draws_standard_normals_for_normal_sources():
 
 # ---------------------------------------------------------------- refusals
 
-@pytest.mark.parametrize("config, match", [
-    (layer("LeakyReLU", negative_slope=-0.1), "negative_slope must be a number >= 0"),
-    (layer("ReLU", max_value=-1.0), "max_value must be a number >= 0"),
-    (layer("PReLU", alpha_constraint={"class_name": "NonNeg", "config": {}}), "alpha_constraint"),
-    (layer("PReLU", shared_axes=[3]), "shared_axes"),
-    (layer("Softmax", axis=0), "not a non-batch axis"),
-    (layer("GaussianDropout", rate=1.0), r"rate must be a number in \[0, 1\)"),
-    (layer("SpatialDropout2D", rate=0.1), "takes rank-4 inputs"),
-    (layer("Normalization", mean=[1.0, 2.0]), "mean and variance must be given together"),
-    (layer("Normalization", mean=[1.0, 2.0, 3.0], variance=[1.0, 2.0, 3.0]), "does not broadcast"),
-    (layer("Rescaling", scale=[1.0, 2.0, 3.0]), "does not broadcast"),
-    (layer("Rescaling", scale="big"), "scale must be a number or a list"),
-])
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        (layer("LeakyReLU", negative_slope=-0.1), "negative_slope must be a number >= 0"),
+        (layer("ReLU", max_value=-1.0), "max_value must be a number >= 0"),
+        (layer("PReLU", alpha_constraint={"class_name": "NonNeg", "config": {}}), "alpha_constraint"),
+        (layer("PReLU", shared_axes=[3]), "shared_axes"),
+        (layer("Softmax", axis=0), "not a non-batch axis"),
+        (layer("GaussianDropout", rate=1.0), r"rate must be a number in \[0, 1\)"),
+        (layer("SpatialDropout2D", rate=0.1), "takes rank-4 inputs"),
+        (layer("Normalization", mean=[1.0, 2.0]), "mean and variance must be given together"),
+        (layer("Normalization", mean=[1.0, 2.0, 3.0], variance=[1.0, 2.0, 3.0]), "does not broadcast"),
+        (layer("Rescaling", scale=[1.0, 2.0, 3.0]), "does not broadcast"),
+        (layer("Rescaling", scale="big"), "scale must be a number or a list"),
+    ],
+)
 def test_bad_options_get_one_line(config, match):
     with pytest.raises(ConfigError, match=match) as info:
         build_model(seq((3, 4), config))
     assert "\n" not in str(info.value) and config["class_name"] in str(info.value)
 
 
-@pytest.mark.parametrize("config, match", [
-    (layer("Resizing", height=4, width=4, interpolation="bicubic"), "interpolation 'bicubic' is not supported"),
-    (layer("Resizing", height=4, width=4, crop_to_aspect_ratio=True), "crop_to_aspect_ratio=True is not supported"),
-    (layer("Resizing", height=4, width=4, antialias=True), "antialias=True is not supported"),
-    (layer("Resizing", height=0, width=4), "height must be a positive integer"),
-    (layer("CenterCrop", height=9, width=2), "needs Keras's resize of smaller images"),
-])
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        (layer("Resizing", height=4, width=4, interpolation="bicubic"), "interpolation 'bicubic' is not supported"),
+        (layer("Resizing", height=4, width=4, crop_to_aspect_ratio=True), "crop_to_aspect_ratio=True is not supported"),
+        (layer("Resizing", height=4, width=4, antialias=True), "antialias=True is not supported"),
+        (layer("Resizing", height=0, width=4), "height must be a positive integer"),
+        (layer("CenterCrop", height=9, width=2), "needs Keras's resize of smaller images"),
+    ],
+)
 def test_bad_image_options_get_one_line(config, match):
     with pytest.raises(ConfigError, match=match) as info:
         build_model(seq((5, 6, 3), config))

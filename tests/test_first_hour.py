@@ -1,6 +1,7 @@
 """A Keras user's first hour: the public API from `import kgraph`, the Model API, models built
 from their first data, and every mistake in what fit/evaluate/predict are given refused before
 any step with one line that names it."""
+
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from kgraph.runtime.checks import DataError
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = str(ROOT / "examples" / "digits_mlp.json")
-GUIDE = ROOT / "tests" / "fixtures" / "unbuilt" / "keras216_guide"   # the tf.keras guide's model, saved unbuilt
+GUIDE = ROOT / "tests" / "fixtures" / "unbuilt" / "keras216_guide"  # the tf.keras guide's model, saved unbuilt
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +33,11 @@ def model():
 
 
 def test_import_kgraph_gives_the_public_modules():
-    code = ("import kgraph, sys; assert 'kgraph.models' not in sys.modules; "
-            "print([type(getattr(kgraph, n)).__name__ for n in "
-            "('models', 'optimizers', 'losses', 'metrics', 'callbacks', 'distribute', 'datasets')])")
+    code = (
+        "import kgraph, sys; assert 'kgraph.models' not in sys.modules; "
+        "print([type(getattr(kgraph, n)).__name__ for n in "
+        "('models', 'optimizers', 'losses', 'metrics', 'callbacks', 'distribute', 'datasets')])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(["module"] * 7)
     with pytest.raises(AttributeError, match="public modules are"):
@@ -43,21 +46,27 @@ def test_import_kgraph_gives_the_public_modules():
 
 # ---------------------------------------------------------------------- the issue's cases, by message
 
-@pytest.mark.parametrize("labels, message", [
-    (lambda y: y + 1, r"go up to 10 but the model has 10 classes \(0-9\): are they 1-based"),
-    (lambda y: y - 1, r"include -1 but the model has 10 classes"),
-    (lambda y: np.where(y == 3, 2 ** 30, y), r"go up to 1073741824 but the model has 10 classes"),
-    (lambda y: y + 0.5, r"not a whole number"),
-    (lambda y: np.where(y == 3, np.nan, y), r"non-finite label"),
-    (lambda y: np.eye(10)[y], r"one-hot labels with sparse_categorical_crossentropy: use categorical_crossentropy"),
-    (lambda y: y[:-1], r"x has 1437, y has 1436"),
-])
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (lambda y: y + 1, r"go up to 10 but the model has 10 classes \(0-9\): are they 1-based"),
+        (lambda y: y - 1, r"include -1 but the model has 10 classes"),
+        (lambda y: np.where(y == 3, 2**30, y), r"go up to 1073741824 but the model has 10 classes"),
+        (lambda y: y + 0.5, r"not a whole number"),
+        (lambda y: np.where(y == 3, np.nan, y), r"non-finite label"),
+        (lambda y: np.eye(10)[y], r"one-hot labels with sparse_categorical_crossentropy: use categorical_crossentropy"),
+        (lambda y: y[:-1], r"x has 1437, y has 1436"),
+    ],
+)
 def test_bad_labels_are_refused_before_any_step(model, digits, labels, message):
     (x, y), _ = digits
     before = model.get_weights()
-    for call in (lambda: model.fit(x, labels(y), epochs=1, verbose=0),
-                 lambda: model.train_on_batch(x, labels(y)),
-                 lambda: model.evaluate(x, labels(y), verbose=0)):
+    for call in (
+        lambda: model.fit(x, labels(y), epochs=1, verbose=0),
+        lambda: model.train_on_batch(x, labels(y)),
+        lambda: model.evaluate(x, labels(y), verbose=0),
+    ):
         with pytest.raises(DataError, match=message):
             call()
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
@@ -71,15 +80,18 @@ def test_categorical_loss_with_integer_labels_names_the_sparse_loss(digits):
         m.fit(x, y, verbose=0)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
-    ({"batch_size": -4}, "batch_size must be a positive integer, got -4"),
-    ({"validation_split": 1.5}, r"validation_split must be in \[0, 1\), got 1.5"),
-    ({"validation_split": -0.1}, r"validation_split must be in \[0, 1\)"),
-    ({"verbose": 5}, "verbose must be 'auto', 0, 1 or 2"),
-    ({"steps_per_epoch": 0}, "steps_per_epoch must be a positive integer"),
-    ({"epochs": "3"}, "epochs must be an integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+        ({"batch_size": -4}, "batch_size must be a positive integer, got -4"),
+        ({"validation_split": 1.5}, r"validation_split must be in \[0, 1\), got 1.5"),
+        ({"validation_split": -0.1}, r"validation_split must be in \[0, 1\)"),
+        ({"verbose": 5}, "verbose must be 'auto', 0, 1 or 2"),
+        ({"steps_per_epoch": 0}, "steps_per_epoch must be a positive integer"),
+        ({"epochs": "3"}, "epochs must be an integer"),
+    ],
+)
 def test_arguments_keras_refuses_are_refused(model, digits, kwargs, message):
     (x, y), _ = digits
     with pytest.raises(DataError, match=message):
@@ -88,20 +100,23 @@ def test_arguments_keras_refuses_are_refused(model, digits, kwargs, message):
 
 def test_what_keras_accepts_behaves_as_keras(model, digits):
     (x, y), _ = digits
-    assert model.fit(x, y, epochs=0, verbose=0).history == {}      # Keras trains nothing
-    history = model.fit(x.tolist()[:64], y.tolist()[:64], epochs=1, verbose=0)   # lists are arrays
+    assert model.fit(x, y, epochs=0, verbose=0).history == {}  # Keras trains nothing
+    history = model.fit(x.tolist()[:64], y.tolist()[:64], epochs=1, verbose=0)  # lists are arrays
     assert np.isfinite(history.history["loss"][0])
 
 
-@pytest.mark.parametrize("x, message", [
-    (None, "x is None"),
-    (np.zeros((0, 64)), r"has no samples \(shape \(0, 64\)\)"),
-    (np.zeros((10, 8, 8)), r"reshape with x.reshape\(-1, 64\)"),
-    (np.full((10, 64), np.inf), "non-finite values.*KGRAPH_ALLOW_NONFINITE=1"),
-    (np.array([["a"] * 64] * 3), "must hold numbers, got an array of dtype <U1"),
-    ([[1.0] * 64, [1.0] * 3], "not a rectangular array"),
-    ({"image": np.zeros((3, 64))}, r"inputs \['pixels'\] are missing"),
-])
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (None, "x is None"),
+        (np.zeros((0, 64)), r"has no samples \(shape \(0, 64\)\)"),
+        (np.zeros((10, 8, 8)), r"reshape with x.reshape\(-1, 64\)"),
+        (np.full((10, 64), np.inf), "non-finite values.*KGRAPH_ALLOW_NONFINITE=1"),
+        (np.array([["a"] * 64] * 3), "must hold numbers, got an array of dtype <U1"),
+        ([[1.0] * 64, [1.0] * 3], "not a rectangular array"),
+        ({"image": np.zeros((3, 64))}, r"inputs \['pixels'\] are missing"),
+    ],
+)
 def test_bad_inputs_are_refused_in_predict(model, x, message):
     with pytest.raises(DataError, match=message):
         model.predict(x, verbose=0)
@@ -112,7 +127,7 @@ def test_nonfinite_data_trains_when_asked(model, digits, monkeypatch):
     monkeypatch.setenv("KGRAPH_ALLOW_NONFINITE", "1")
     bad = x[:32].copy()
     bad[0, 0] = np.nan
-    model.predict(bad, verbose=0)   # no error: Keras's behaviour, asked for
+    model.predict(bad, verbose=0)  # no error: Keras's behaviour, asked for
 
 
 def test_token_ids_outside_the_embedding_are_refused_and_never_read():
@@ -121,7 +136,7 @@ def test_token_ids_outside_the_embedding_are_refused_and_never_read():
     ids = np.array([[1, 2, 3, 4]] * 8, np.float32)
     y = np.zeros(8, np.int32)
     m.fit(ids, y, verbose=0)
-    for bad, shown in ((20, "got 20"), (-1, "got -1"), (10 ** 9, "got 1000000000"), (np.nan, "non-finite id")):
+    for bad, shown in ((20, "got 20"), (-1, "got -1"), (10**9, "got 1000000000"), (np.nan, "non-finite id")):
         x = ids.copy()
         x[3, 2] = bad
         with pytest.raises(DataError, match=f"Embedding 'tokens_embed'.*{shown}|{shown}"):
@@ -133,7 +148,7 @@ def test_token_ids_outside_the_embedding_are_refused_and_never_read():
 
     table = np.arange(6, dtype=np.float32).reshape(3, 2)
     out = np.full((4, 2), 7, np.float32)
-    cpu_kernels.gather_rows(table, np.array([0, 3, -1, 2 ** 31], np.float64), out)
+    cpu_kernels.gather_rows(table, np.array([0, 3, -1, 2**31], np.float64), out)
     assert out.tolist() == [[0, 1], [0, 0], [0, 0], [0, 0]]
     grad = np.zeros((3, 2), np.float32)
     cpu_kernels.scatter_add_rows(np.ones((4, 2), np.float32), np.array([0, 3, -1, np.nan]), grad)
@@ -141,20 +156,28 @@ def test_token_ids_outside_the_embedding_are_refused_and_never_read():
 
 
 def _embedding_config():
-    return {"class_name": "Sequential", "config": {"name": "tokens", "layers": [
-        {"class_name": "InputLayer", "config": {"batch_shape": [None, 4], "name": "ids"}},
-        {"class_name": "Embedding", "config": {"name": "tokens_embed", "input_dim": 20, "output_dim": 3}},
-        {"class_name": "Flatten", "config": {"name": "flat"}},
-        {"class_name": "Dense", "config": {"name": "out", "units": 2, "activation": "softmax"}}]}}
+    return {
+        "class_name": "Sequential",
+        "config": {
+            "name": "tokens",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"batch_shape": [None, 4], "name": "ids"}},
+                {"class_name": "Embedding", "config": {"name": "tokens_embed", "input_dim": 20, "output_dim": 3}},
+                {"class_name": "Flatten", "config": {"name": "flat"}},
+                {"class_name": "Dense", "config": {"name": "out", "units": 2, "activation": "softmax"}},
+            ],
+        },
+    }
 
 
 # ---------------------------------------------------------------------- the Model API
+
 
 def test_model_api_as_keras(model, digits):
     _, (xv, _) = digits
     assert [l.name for l in model.layers] == ["hidden", "dropout", "digit"]
     assert [l.class_name for l in model.layers] == ["Dense", "Dropout", "Dense"]
-    assert model.get_layer("digit") .output_shape == (None, 10)
+    assert model.get_layer("digit").output_shape == (None, 10)
     assert model.get_layer(index=-1).name == "digit"
     with pytest.raises(ValueError, match="no such layer: nope"):
         model.get_layer("nope")
@@ -172,7 +195,7 @@ def test_a_layers_weights_read_and_write_through_the_model(model, digits):
     kernel, bias = layer.get_weights()
     layer.set_weights([np.zeros_like(kernel), np.arange(10, dtype=np.float32)])
     np.testing.assert_array_equal(model.get_weights()[3], np.arange(10))
-    assert np.argmax(model.predict(xv[:5], verbose=0), axis=1).tolist() == [9] * 5   # bias alone decides
+    assert np.argmax(model.predict(xv[:5], verbose=0), axis=1).tolist() == [9] * 5  # bias alone decides
     with pytest.raises(ValueError, match="expects 2 weights, got 1"):
         layer.set_weights([kernel])
     model.weights[3].assign(bias)
@@ -184,10 +207,11 @@ def test_predict_takes_generators_of_batches(model, digits):
     _, (xv, _) = digits
     xv = xv[:20]
     expected = model.predict(xv, verbose=0)
-    np.testing.assert_allclose(model.predict((xv[i:i + 8] for i in range(0, 20, 8)), verbose=0), expected, rtol=1e-6)
-    np.testing.assert_allclose(model.predict(iter([(xv[:10], None), (xv[10:20], None)]), verbose=0), expected,
-                               rtol=1e-6)
-    assert model.predict((xv[i:i + 8] for i in range(0, 20, 8)), steps=1, verbose=0).shape == (8, 10)
+    np.testing.assert_allclose(model.predict((xv[i : i + 8] for i in range(0, 20, 8)), verbose=0), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(iter([(xv[:10], None), (xv[10:20], None)]), verbose=0), expected, rtol=1e-6
+    )
+    assert model.predict((xv[i : i + 8] for i in range(0, 20, 8)), steps=1, verbose=0).shape == (8, 10)
 
 
 def test_save_weights_refuses_an_unknown_extension(model, tmp_path):
@@ -197,6 +221,7 @@ def test_save_weights_refuses_an_unknown_extension(model, tmp_path):
 
 
 # ---------------------------------------------------------------------- models built from their data
+
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
 def test_the_keras_guides_unbuilt_model_builds_from_its_data(suffix, capsys):
@@ -239,6 +264,7 @@ def test_the_cli_builds_an_unbuilt_config_from_the_data(tmp_path, capsys):
 
 # ---------------------------------------------------------------------- the command line
 
+
 def test_cli_refuses_before_any_work(tmp_path, capsys):
     from kgraph.cli import main
 
@@ -280,7 +306,7 @@ def test_help_shows_the_defaults_the_readme_quotes():
 def test_mpi_without_mpi4py_is_one_line(monkeypatch, capsys):
     from kgraph.cli import main
 
-    monkeypatch.setitem(sys.modules, "mpi4py", None)   # as if the extra were not installed
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if the extra were not installed
     assert main(["train", EXAMPLE, "--strategy", "mpi"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'kgraph[mpi]'" in err
@@ -298,12 +324,25 @@ def test_summary_and_fit_say_what_a_step_costs(capsys):
     m.summary()
     assert "Per sample: 9.47 KFLOP forward (a training step about 3x)" in capsys.readouterr().out  # 2*(64*64+64*10)
     # a VGG-like block on 224x224 images: tiny weights, hundreds of GFLOP a step
-    conv = {"class_name": "Sequential", "config": {"name": "vgg_block", "layers": [
-        {"class_name": "InputLayer", "config": {"batch_shape": [None, 224, 224, 3], "name": "image"}},
-        {"class_name": "Conv2D", "config": {"name": "c1", "filters": 64, "kernel_size": [3, 3], "padding": "same"}},
-        {"class_name": "Conv2D", "config": {"name": "c2", "filters": 64, "kernel_size": [3, 3], "padding": "same"}},
-        {"class_name": "GlobalAveragePooling2D", "config": {"name": "gap"}},
-        {"class_name": "Dense", "config": {"name": "out", "units": 10}}]}}
+    conv = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "vgg_block",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"batch_shape": [None, 224, 224, 3], "name": "image"}},
+                {
+                    "class_name": "Conv2D",
+                    "config": {"name": "c1", "filters": 64, "kernel_size": [3, 3], "padding": "same"},
+                },
+                {
+                    "class_name": "Conv2D",
+                    "config": {"name": "c2", "filters": 64, "kernel_size": [3, 3], "padding": "same"},
+                },
+                {"class_name": "GlobalAveragePooling2D", "config": {"name": "gap"}},
+                {"class_name": "Dense", "config": {"name": "out", "units": 10}},
+            ],
+        },
+    }
     big = kgraph.models.model_from_config(conv)
     big._announce_step_cost(CompiledModel.fit, None, None, batch_size=64)
     flop = 3 * 64 * 2 * 224 * 224 * 64 * (27 + 576 + 0) + 3 * 64 * 2 * 640
@@ -336,7 +375,7 @@ def test_freezing_a_layer_keeps_its_weights(digits):
     after = m.get_weights()
     assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
     assert not np.array_equal(before[2], after[2])
-    assert json.loads(m.to_json())["config"]["layers"][1]["config"]["trainable"] is False   # saved, as Keras
+    assert json.loads(m.to_json())["config"]["layers"][1]["config"]["trainable"] is False  # saved, as Keras
     with pytest.warns(UserWarning, match="call compile\\(\\) again"):
         m.trainable = True
     assert len(m.trainable_weights) == 4

@@ -1,6 +1,7 @@
 """fit's data: sample and class weights (Keras 3: weighted per-sample losses summed, then divided by
 the batch size), Python iterables and generators of batches with steps_per_epoch and
 validation_steps, initial_epoch, and the errors for unknown losses."""
+
 import json
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def test_class_weight_is_sample_weight_by_label(data):
     assert ha.history == hb.history
     for u, v in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(u, v)
-    onehot = np.eye(5)[y]   # one-hot targets: the argmax is the class
+    onehot = np.eye(5)[y]  # one-hot targets: the argmax is the class
     c = _model(loss="categorical_crossentropy")
     hc = c.fit(x, onehot, class_weight=class_weight, batch_size=8, epochs=2, shuffle=False, verbose=0)
     np.testing.assert_allclose(hc.history["loss"], ha.history["loss"], rtol=1e-5)
@@ -62,8 +63,8 @@ def test_a_generator_of_batches_trains_as_the_same_arrays(data):
     sw = np.linspace(0.5, 1.5, 20)
 
     def batches():
-        for i in range(0, 20, 8):   # 8, 8 and a final partial batch of 4
-            yield x[i:i + 8], y[i:i + 8], sw[i:i + 8]
+        for i in range(0, 20, 8):  # 8, 8 and a final partial batch of 4
+            yield x[i : i + 8], y[i : i + 8], sw[i : i + 8]
 
     a, b = _model(), _model()
     ha = a.fit(x, y, sample_weight=sw, batch_size=8, epochs=1, shuffle=False, verbose=0)
@@ -72,7 +73,7 @@ def test_a_generator_of_batches_trains_as_the_same_arrays(data):
     for u, v in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(u, v)
 
-    class Batches:   # an iterable (not an iterator) starts a new pass every epoch
+    class Batches:  # an iterable (not an iterator) starts a new pass every epoch
         def __iter__(self):
             return iter([(x[:10], y[:10]), (x[10:], y[10:])])
 
@@ -87,7 +88,7 @@ def test_steps_per_epoch_draws_from_one_generator_across_epochs(data):
         i = 0
         while True:
             drawn.append(i)
-            yield x[i % 20:i % 20 + 4], y[i % 20:i % 20 + 4]
+            yield x[i % 20 : i % 20 + 4], y[i % 20 : i % 20 + 4]
             i += 4
 
     seen = []
@@ -99,11 +100,11 @@ def test_steps_per_epoch_draws_from_one_generator_across_epochs(data):
 
 def test_a_generator_that_runs_out_stops_training_with_keras_warning(data):
     x, y = data
-    short = ((x[i:i + 5], y[i:i + 5]) for i in range(0, 15, 5))   # 3 batches for 2 x 2 wanted
+    short = ((x[i : i + 5], y[i : i + 5]) for i in range(0, 15, 5))  # 3 batches for 2 x 2 wanted
     with pytest.warns(UserWarning, match="ran out of data"):
         hist = _model().fit(short, steps_per_epoch=2, epochs=5, verbose=0)
     assert len(hist.history["loss"]) == 2
-    once = ((x[i:i + 5], y[i:i + 5]) for i in range(0, 20, 5))   # without steps_per_epoch: one pass, then out
+    once = ((x[i : i + 5], y[i : i + 5]) for i in range(0, 20, 5))  # without steps_per_epoch: one pass, then out
     with pytest.warns(UserWarning, match="ran out of data"):
         hist = _model().fit(once, epochs=3, verbose=0)
     assert len(hist.history["loss"]) == 1
@@ -120,20 +121,22 @@ def test_validation_and_evaluate_from_generators(data):
     hist = model.fit(x, y, validation_data=val(), validation_steps=2, epochs=2, verbose=0)
     assert set(hist.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     np.testing.assert_allclose(hist.history["val_loss"][-1], model.evaluate(x[:10], y[:10], verbose=0)[0], rtol=1e-5)
-    np.testing.assert_allclose(model.evaluate(val(), steps=3, verbose=0), model.evaluate(x[:10], y[:10], verbose=0),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        model.evaluate(val(), steps=3, verbose=0), model.evaluate(x[:10], y[:10], verbose=0), rtol=1e-5
+    )
     with pytest.raises(ValueError, match="validation_split"):
         model.fit(val(), steps_per_epoch=1, validation_split=0.2, verbose=0)
 
 
 def test_steps_per_epoch_over_arrays_continues_the_pass(data):
-    x, y = data   # 20 rows in batches of 8: 3 batches a pass, 2 wanted per epoch
+    x, y = data  # 20 rows in batches of 8: 3 batches a pass, 2 wanted per epoch
     steps = []
-    cb = callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: steps.append(0),
-                                  on_train_batch_end=lambda batch, logs: steps.__setitem__(-1, steps[-1] + 1))
-    with pytest.warns(UserWarning, match="ran out of data"):   # as Keras: the pass ends within epoch 2
-        hist = _model().fit(x, y, batch_size=8, steps_per_epoch=2, epochs=3, shuffle=False, verbose=0,
-                            callbacks=[cb])
+    cb = callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: steps.append(0),
+        on_train_batch_end=lambda batch, logs: steps.__setitem__(-1, steps[-1] + 1),
+    )
+    with pytest.warns(UserWarning, match="ran out of data"):  # as Keras: the pass ends within epoch 2
+        hist = _model().fit(x, y, batch_size=8, steps_per_epoch=2, epochs=3, shuffle=False, verbose=0, callbacks=[cb])
     assert steps == [2, 1, 2] and len(hist.history["loss"]) == 3
 
 
@@ -152,9 +155,14 @@ def test_loss_objects_functions_and_configs_compile_alike(data):
     x, y = data
     onehot = np.eye(5, dtype=np.float32)[y]
     values = []
-    for loss in ("huber", kgraph.losses.huber, kgraph.losses.Huber(), kgraph.losses.Huber(delta=1.0),
-                 {"class_name": "Huber", "config": {"name": "huber_loss", "reduction": "sum_over_batch_size"}},
-                 {"module": "builtins", "class_name": "function", "config": "huber", "registered_name": "function"}):
+    for loss in (
+        "huber",
+        kgraph.losses.huber,
+        kgraph.losses.Huber(),
+        kgraph.losses.Huber(delta=1.0),
+        {"class_name": "Huber", "config": {"name": "huber_loss", "reduction": "sum_over_batch_size"}},
+        {"module": "builtins", "class_name": "function", "config": "huber", "registered_name": "function"},
+    ):
         values.append(_model(loss=loss, metrics=()).test_on_batch(x, onehot))
     assert len(set(values)) == 1
     assert _model(loss=kgraph.losses.Huber(delta=0.1), metrics=()).test_on_batch(x, onehot) != values[0]

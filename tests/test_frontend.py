@@ -1,5 +1,6 @@
 """The Keras frontend: every config dialect, predictions against Keras's, weights order, summary,
 and the errors a bad config gets. Needs no TensorFlow and no Numba compilation."""
+
 import json
 from pathlib import Path
 
@@ -77,8 +78,15 @@ def test_summary_shapes_and_totals(path):
         assert f"{info.params:,}" in text
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if (FIXTURES / f"{_arch(p)}.npz").exists()
-                                  and "summary" in np.load(FIXTURES / f"{_arch(p)}.npz").files], ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path",
+    [
+        p
+        for p in CONFIGS
+        if (FIXTURES / f"{_arch(p)}.npz").exists() and "summary" in np.load(FIXTURES / f"{_arch(p)}.npz").files
+    ],
+    ids=lambda p: p.stem,
+)
 def test_summary_rows_match_keras(path):
     """Each layer's output shape, parameter count and trainable count as Keras 3 reports them."""
     model = build_model(read_config_file(path), seed=0)
@@ -138,10 +146,18 @@ def test_summary_is_keras3_text(name, expected):
 
 
 def k2_dense(name, units, activation="linear", **extra):
-    cfg = {"name": name, "units": units, "activation": activation, "use_bias": True,
-           "kernel_initializer": {"class_name": "VarianceScaling",
-                                  "config": {"scale": 1.0, "mode": "fan_avg", "distribution": "uniform", "seed": None}},
-           "bias_initializer": {"class_name": "Zeros", "config": {}}, **extra}
+    cfg = {
+        "name": name,
+        "units": units,
+        "activation": activation,
+        "use_bias": True,
+        "kernel_initializer": {
+            "class_name": "VarianceScaling",
+            "config": {"scale": 1.0, "mode": "fan_avg", "distribution": "uniform", "seed": None},
+        },
+        "bias_initializer": {"class_name": "Zeros", "config": {}},
+        **extra,
+    }
     return {"class_name": "Dense", "config": cfg}
 
 
@@ -150,32 +166,59 @@ def k2_node(layer, *refs):
 
 
 def k2_input(name, dim):
-    return {"class_name": "InputLayer", "name": name, "inbound_nodes": [],
-            "config": {"batch_input_shape": [None, dim], "dtype": "float32", "name": name}}
+    return {
+        "class_name": "InputLayer",
+        "name": name,
+        "inbound_nodes": [],
+        "config": {"batch_input_shape": [None, dim], "dtype": "float32", "name": name},
+    }
 
 
 def k3_tensor(name, index=0):
-    return {"class_name": "__keras_tensor__", "config": {"shape": [None, 1], "dtype": "float32",
-                                                         "keras_history": [name, index, 0]}}
+    return {
+        "class_name": "__keras_tensor__",
+        "config": {"shape": [None, 1], "dtype": "float32", "keras_history": [name, index, 0]},
+    }
 
 
 def k3_layer(cls, name, inbound=(), **cfg):
     """A Keras 3 layer entry; `inbound`: one args list per call."""
     dtype = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None}
-    return {"module": "keras.layers", "class_name": cls, "registered_name": None, "name": name,
-            "config": {"name": name, "trainable": True, "dtype": dtype, **cfg},
-            "inbound_nodes": [{"args": list(args), "kwargs": {}} for args in inbound]}
+    return {
+        "module": "keras.layers",
+        "class_name": cls,
+        "registered_name": None,
+        "name": name,
+        "config": {"name": name, "trainable": True, "dtype": dtype, **cfg},
+        "inbound_nodes": [{"args": list(args), "kwargs": {}} for args in inbound],
+    }
 
 
 def k3_input(name, dim):
-    return {"module": "keras.layers", "class_name": "InputLayer", "registered_name": None, "name": name,
-            "config": {"batch_shape": [None, dim], "dtype": "float32", "name": name}, "inbound_nodes": []}
+    return {
+        "module": "keras.layers",
+        "class_name": "InputLayer",
+        "registered_name": None,
+        "name": name,
+        "config": {"batch_shape": [None, dim], "dtype": "float32", "name": name},
+        "inbound_nodes": [],
+    }
 
 
 def k3_functional(model_name, layers, inputs, outputs, **entry):
-    return {"module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
-            "config": {"name": model_name, "trainable": True, "layers": layers, "input_layers": inputs,
-                       "output_layers": outputs}, **entry}
+    return {
+        "module": "keras.src.models.functional",
+        "class_name": "Functional",
+        "registered_name": "Functional",
+        "config": {
+            "name": model_name,
+            "trainable": True,
+            "layers": layers,
+            "input_layers": inputs,
+            "output_layers": outputs,
+        },
+        **entry,
+    }
 
 
 def _dense(x, w, b):
@@ -183,16 +226,27 @@ def _dense(x, w, b):
 
 
 def test_keras21_sequential_bare_list_of_layers():
-    config = {"class_name": "Sequential", "keras_version": "2.1.6", "config": [
-        {**k2_dense("dense_1", 5, "relu"), "config": {**k2_dense("dense_1", 5, "relu")["config"],
-                                                     "batch_input_shape": [None, 3]}},
-        {"class_name": "Dropout", "config": {"name": "dropout_1", "rate": 0.5}},
-        k2_dense("dense_2", 2, "softmax")]}
+    config = {
+        "class_name": "Sequential",
+        "keras_version": "2.1.6",
+        "config": [
+            {
+                **k2_dense("dense_1", 5, "relu"),
+                "config": {**k2_dense("dense_1", 5, "relu")["config"], "batch_input_shape": [None, 3]},
+            },
+            {"class_name": "Dropout", "config": {"name": "dropout_1", "rate": 0.5}},
+            k2_dense("dense_2", 2, "softmax"),
+        ],
+    }
     model = build_model(config, seed=1)
     assert model.class_name == "Sequential"
     assert [(i.name, i.shape) for i in model.inputs] == [("dense_1_input", (None, 3))]
     assert [(w.layer, w.name, w.shape) for w in model.weights] == [
-        ("dense_1", "kernel", (3, 5)), ("dense_1", "bias", (5,)), ("dense_2", "kernel", (5, 2)), ("dense_2", "bias", (2,))]
+        ("dense_1", "kernel", (3, 5)),
+        ("dense_1", "bias", (5,)),
+        ("dense_2", "kernel", (5, 2)),
+        ("dense_2", "bias", (2,)),
+    ]
     x = np.random.default_rng(0).random((4, 3)).astype("float32")
     (y,) = _predict(model, [x], [w.value for w in model.weights])
     h = np.maximum(_dense(x, *[w.value for w in model.weights[:2]]), 0)
@@ -202,17 +256,37 @@ def test_keras21_sequential_bare_list_of_layers():
 
 
 def test_keras2_nested_functional_counts_its_own_first_node():
-    inner = {"class_name": "Functional", "name": "inner", "config": {
-        "name": "inner", "layers": [k2_input("ii", 3), k2_node(k2_dense("d", 2, "tanh"), ("ii", 0))],
-        "input_layers": [["ii", 0, 0]], "output_layers": [["d", 0, 0]]},
-        "inbound_nodes": [[["a", 0, 0, {}]], [["b", 0, 0, {}]]]}
-    config = {"class_name": "Functional", "keras_version": "2.15.0", "config": {
-        "name": "outer", "layers": [k2_input("a", 3), k2_input("b", 3), inner,
-                                    k2_node({"class_name": "Subtract", "config": {"name": "sub"}}, ("inner", 1), ("inner", 2))],
-        "input_layers": [["a", 0, 0], ["b", 0, 0]], "output_layers": [["sub", 0, 0], ["inner", 2, 0]]}}
+    inner = {
+        "class_name": "Functional",
+        "name": "inner",
+        "config": {
+            "name": "inner",
+            "layers": [k2_input("ii", 3), k2_node(k2_dense("d", 2, "tanh"), ("ii", 0))],
+            "input_layers": [["ii", 0, 0]],
+            "output_layers": [["d", 0, 0]],
+        },
+        "inbound_nodes": [[["a", 0, 0, {}]], [["b", 0, 0, {}]]],
+    }
+    config = {
+        "class_name": "Functional",
+        "keras_version": "2.15.0",
+        "config": {
+            "name": "outer",
+            "layers": [
+                k2_input("a", 3),
+                k2_input("b", 3),
+                inner,
+                k2_node({"class_name": "Subtract", "config": {"name": "sub"}}, ("inner", 1), ("inner", 2)),
+            ],
+            "input_layers": [["a", 0, 0], ["b", 0, 0]],
+            "output_layers": [["sub", 0, 0], ["inner", 2, 0]],
+        },
+    }
     model = build_model(config, seed=2)
-    assert [(w.layer, w.path, w.node) for w in model.weights] == [("d", ("inner",), "inner_d_kernel"),
-                                                                   ("d", ("inner",), "inner_d_bias")]
+    assert [(w.layer, w.path, w.node) for w in model.weights] == [
+        ("d", ("inner",), "inner_d_kernel"),
+        ("d", ("inner",), "inner_d_bias"),
+    ]
     rng = np.random.default_rng(1)
     a, b = rng.random((2, 3)).astype("float32"), rng.random((2, 3)).astype("float32")
     w = [s.value for s in model.weights]
@@ -223,17 +297,27 @@ def test_keras2_nested_functional_counts_its_own_first_node():
 
 
 def test_keras3_nested_functional_shared_and_serialized_activation():
-    inner = k3_functional("inner", [k3_input("ii", 3),
-                                    k3_layer("Dense", "d", [[k3_tensor("ii")]], units=2, activation="relu")],
-                          [["ii", 0, 0]], [["d", 0, 0]], name="inner",
-                          inbound_nodes=[{"args": [k3_tensor("a")], "kwargs": {}},
-                                         {"args": [k3_tensor("b")], "kwargs": {}}])
+    inner = k3_functional(
+        "inner",
+        [k3_input("ii", 3), k3_layer("Dense", "d", [[k3_tensor("ii")]], units=2, activation="relu")],
+        [["ii", 0, 0]],
+        [["d", 0, 0]],
+        name="inner",
+        inbound_nodes=[{"args": [k3_tensor("a")], "kwargs": {}}, {"args": [k3_tensor("b")], "kwargs": {}}],
+    )
     act = {"module": "keras.activations", "class_name": "function", "config": "sigmoid", "registered_name": "function"}
-    config = k3_functional("outer", [
-        k3_input("a", 3), k3_input("b", 3), inner,
-        k3_layer("Maximum", "mx", [[[k3_tensor("inner", 0), k3_tensor("inner", 1)]]]),
-        k3_layer("Activation", "act", [[k3_tensor("mx")]], activation=act)],
-        [["a", 0, 0], ["b", 0, 0]], [["act", 0, 0], ["inner", 2, 0]])  # Keras 3 offsets output_layers only
+    config = k3_functional(
+        "outer",
+        [
+            k3_input("a", 3),
+            k3_input("b", 3),
+            inner,
+            k3_layer("Maximum", "mx", [[[k3_tensor("inner", 0), k3_tensor("inner", 1)]]]),
+            k3_layer("Activation", "act", [[k3_tensor("mx")]], activation=act),
+        ],
+        [["a", 0, 0], ["b", 0, 0]],
+        [["act", 0, 0], ["inner", 2, 0]],
+    )  # Keras 3 offsets output_layers only
     model = build_model(config, seed=3)
     assert model.output_names == ["act", "inner"]
     rng = np.random.default_rng(2)
@@ -247,12 +331,25 @@ def test_keras3_nested_functional_shared_and_serialized_activation():
 
 def _one_activation(name, keras3):
     if keras3:
-        return k3_functional("m", [k3_input("x", 4), k3_layer("Activation", "act", [[k3_tensor("x")]],
-                                                                activation=name)], [["x", 0, 0]], [["act", 0, 0]])
-    return {"class_name": "Functional", "keras_version": "2.15.0", "config": {
-        "name": "m", "layers": [k2_input("x", 4), k2_node({"class_name": "Activation",
-                                                           "config": {"name": "act", "activation": name}}, ("x", 0))],
-        "input_layers": [["x", 0, 0]], "output_layers": [["act", 0, 0]]}}
+        return k3_functional(
+            "m",
+            [k3_input("x", 4), k3_layer("Activation", "act", [[k3_tensor("x")]], activation=name)],
+            [["x", 0, 0]],
+            [["act", 0, 0]],
+        )
+    return {
+        "class_name": "Functional",
+        "keras_version": "2.15.0",
+        "config": {
+            "name": "m",
+            "layers": [
+                k2_input("x", 4),
+                k2_node({"class_name": "Activation", "config": {"name": "act", "activation": name}}, ("x", 0)),
+            ],
+            "input_layers": [["x", 0, 0]],
+            "output_layers": [["act", 0, 0]],
+        },
+    }
 
 
 def test_hard_sigmoid_follows_the_keras_that_wrote_the_config():
@@ -284,10 +381,18 @@ config:
 
 
 def _dropout_model(rate=0.5):
-    return {"class_name": "Sequential", "config": {"name": "s", "layers": [
-        {"class_name": "InputLayer", "config": {"name": "x", "batch_input_shape": [None, 3]}},
-        k2_dense("d", 4, "relu"), {"class_name": "Dropout", "config": {"name": "drop", "rate": rate}},
-        k2_dense("out", 2)]}}
+    return {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"name": "x", "batch_input_shape": [None, 3]}},
+                k2_dense("d", 4, "relu"),
+                {"class_name": "Dropout", "config": {"name": "drop", "rate": rate}},
+                k2_dense("out", 2),
+            ],
+        },
+    }
 
 
 def test_lower_ids_are_stable_and_dropout_masks_only_when_training():
@@ -324,25 +429,57 @@ def test_seed_makes_weights_reproducible_and_dtype_applies():
 
 
 def _init_model(initializer, units=64, dim=32):
-    return {"class_name": "Sequential", "config": {"name": "s", "layers": [
-        {"class_name": "Dense", "config": {"name": "d", "units": units, "batch_input_shape": [None, dim],
-                                           "kernel_initializer": initializer, "bias_initializer": "ones"}}]}}
+    return {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                {
+                    "class_name": "Dense",
+                    "config": {
+                        "name": "d",
+                        "units": units,
+                        "batch_input_shape": [None, dim],
+                        "kernel_initializer": initializer,
+                        "bias_initializer": "ones",
+                    },
+                }
+            ],
+        },
+    }
 
 
-@pytest.mark.parametrize("init, limit", [
-    ("glorot_uniform", np.sqrt(6 / 96)), ("he_uniform", np.sqrt(6 / 32)), ("lecun_uniform", np.sqrt(3 / 32)),
-    ({"class_name": "RandomUniform", "config": {"minval": -0.2, "maxval": 0.2}}, 0.2)])
+@pytest.mark.parametrize(
+    "init, limit",
+    [
+        ("glorot_uniform", np.sqrt(6 / 96)),
+        ("he_uniform", np.sqrt(6 / 32)),
+        ("lecun_uniform", np.sqrt(3 / 32)),
+        ({"class_name": "RandomUniform", "config": {"minval": -0.2, "maxval": 0.2}}, 0.2),
+    ],
+)
 def test_uniform_initializers_stay_in_their_limits(init, limit):
     w = build_model(_init_model(init), seed=0).weights[0].value
     assert np.abs(w).max() <= limit and np.abs(w).max() > 0.9 * limit
 
 
-@pytest.mark.parametrize("init, std", [
-    ("glorot_normal", np.sqrt(2 / 96)), ("he_normal", np.sqrt(2 / 32)), ("lecun_normal", np.sqrt(1 / 32)),
-    ({"class_name": "TruncatedNormal", "config": {"stddev": 0.1}}, 0.1 * 0.8796),
-    ({"class_name": "RandomNormal", "config": {"stddev": 0.1}}, 0.1),
-    ({"class_name": "VarianceScaling", "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}},
-     np.sqrt(2 / 64))])
+@pytest.mark.parametrize(
+    "init, std",
+    [
+        ("glorot_normal", np.sqrt(2 / 96)),
+        ("he_normal", np.sqrt(2 / 32)),
+        ("lecun_normal", np.sqrt(1 / 32)),
+        ({"class_name": "TruncatedNormal", "config": {"stddev": 0.1}}, 0.1 * 0.8796),
+        ({"class_name": "RandomNormal", "config": {"stddev": 0.1}}, 0.1),
+        (
+            {
+                "class_name": "VarianceScaling",
+                "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"},
+            },
+            np.sqrt(2 / 64),
+        ),
+    ],
+)
 def test_normal_initializers_have_keras_variance(init, std):
     value = build_model(_init_model(init), seed=0).weights[0].value
     assert abs(value.std() / std - 1) < 0.06
@@ -373,10 +510,17 @@ def test_initializer_seed_in_config_fixes_the_value():
 
 
 def test_unsupported_layers_are_listed_at_once():
-    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
-        {"class_name": "Conv3D", "config": {"name": "conv", "batch_input_shape": [None, 8, 8, 8, 1]}},
-        {"class_name": "Lambda", "config": {"name": "lam", "function": ["4wEAAAAAAAAA", None, None]}},
-        {"class_name": "ConvLSTM2D", "config": {"name": "rnn"}}]}}
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                {"class_name": "Conv3D", "config": {"name": "conv", "batch_input_shape": [None, 8, 8, 8, 1]}},
+                {"class_name": "Lambda", "config": {"name": "lam", "function": ["4wEAAAAAAAAA", None, None]}},
+                {"class_name": "ConvLSTM2D", "config": {"name": "rnn"}},
+            ],
+        },
+    }
     with pytest.raises(ConfigError) as e:
         build_model(config)
     msg = str(e.value)
@@ -393,11 +537,15 @@ def test_yaml_python_object_is_refused_without_running(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("text, fmt, match", [
-    ('{"class_name": "Sequential",\n "config": [}', "json", "malformed JSON at line 2"),
-    ("class_name: Sequential\nconfig: [a, b\n", "yaml", "malformed YAML at line 3"),
-    ("[1, 2]", None, "is a mapping"),
-    ("{}", "toml", "unknown config format")])
+@pytest.mark.parametrize(
+    "text, fmt, match",
+    [
+        ('{"class_name": "Sequential",\n "config": [}', "json", "malformed JSON at line 2"),
+        ("class_name: Sequential\nconfig: [a, b\n", "yaml", "malformed YAML at line 3"),
+        ("[1, 2]", None, "is a mapping"),
+        ("{}", "toml", "unknown config format"),
+    ],
+)
 def test_malformed_text(text, fmt, match):
     with pytest.raises(ConfigError, match=match):
         parse_config_text(text, fmt)
@@ -414,20 +562,33 @@ def test_missing_and_unknown_files(tmp_path):
 
 
 def test_add_shape_mismatch_names_layer_and_shapes():
-    config = {"class_name": "Functional", "config": {
-        "name": "m", "layers": [k2_input("a", 3), k2_input("b", 4),
-                                k2_node({"class_name": "Add", "config": {"name": "plus"}}, ("a", 0), ("b", 0))],
-        "input_layers": [["a", 0, 0], ["b", 0, 0]], "output_layers": [["plus", 0, 0]]}}
+    config = {
+        "class_name": "Functional",
+        "config": {
+            "name": "m",
+            "layers": [
+                k2_input("a", 3),
+                k2_input("b", 4),
+                k2_node({"class_name": "Add", "config": {"name": "plus"}}, ("a", 0), ("b", 0)),
+            ],
+            "input_layers": [["a", 0, 0], ["b", 0, 0]],
+            "output_layers": [["plus", 0, 0]],
+        },
+    }
     with pytest.raises(ConfigError, match=r"Add layer 'plus': input shapes \(None, 3\) and \(None, 4\) do not match"):
         build_model(config)
 
 
-@pytest.mark.parametrize("change, match", [
-    ({"activation": "squareplus"}, "unsupported activation 'squareplus'"),
-    ({"kernel_initializer": "lecun_magic"}, "unsupported initializer 'lecun_magic'"),
-    ({"kernel_regularizer": "l3"}, "unsupported regularizer 'l3'"),
-    ({"kernel_constraint": {"class_name": "MaxNorm", "config": {}}}, "kernel_constraint is not supported"),
-    ({"units": 0}, "units must be a positive integer")])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"activation": "squareplus"}, "unsupported activation 'squareplus'"),
+        ({"kernel_initializer": "lecun_magic"}, "unsupported initializer 'lecun_magic'"),
+        ({"kernel_regularizer": "l3"}, "unsupported regularizer 'l3'"),
+        ({"kernel_constraint": {"class_name": "MaxNorm", "config": {}}}, "kernel_constraint is not supported"),
+        ({"units": 0}, "units must be a positive integer"),
+    ],
+)
 def test_bad_dense_options(change, match):
     config = _dropout_model()
     config["config"]["layers"][1]["config"].update(change)
@@ -447,9 +608,16 @@ def test_not_a_model_and_unknown_input_shape():
 
 def _transpose_model(rank, **config):
     shape = [None, 4, 3, 2] if rank == 2 else [None, 4, 2]
-    return {"class_name": "Sequential", "config": {"name": "s", "layers": [
-        {"class_name": "InputLayer", "config": {"name": "x", "batch_shape": shape}},
-        {"class_name": f"Conv{rank}DTranspose", "config": {"name": "up", "filters": 3, **config}}]}}
+    return {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"name": "x", "batch_shape": shape}},
+                {"class_name": f"Conv{rank}DTranspose", "config": {"name": "up", "filters": 3, **config}},
+            ],
+        },
+    }
 
 
 def _keras_length(n, k, s, d, padding, extra):
@@ -477,36 +645,48 @@ def _direct_transpose(x, kernel, bias, strides, dilation, padding, size):
     return out + bias
 
 
-@pytest.mark.parametrize("rank, config", [
-    (2, {"kernel_size": 3, "strides": 2, "padding": "valid", "output_padding": 1}),
-    (2, {"kernel_size": [3, 2], "strides": [2, 3], "padding": "same", "output_padding": [1, 2]}),
-    (2, {"kernel_size": 2, "strides": 3, "padding": "valid", "output_padding": [0, 2]}),
-    (2, {"kernel_size": 3, "strides": 2, "padding": "same", "output_padding": 0}),
-    (2, {"kernel_size": 2, "strides": 1, "padding": "valid", "dilation_rate": 2, "output_padding": None}),
-    (1, {"kernel_size": 3, "strides": 2, "padding": "same", "output_padding": 1}),
-], ids=["valid", "same_asymmetric", "valid_wide_stride", "same_zero", "dilated_none", "conv1d"])
+@pytest.mark.parametrize(
+    "rank, config",
+    [
+        (2, {"kernel_size": 3, "strides": 2, "padding": "valid", "output_padding": 1}),
+        (2, {"kernel_size": [3, 2], "strides": [2, 3], "padding": "same", "output_padding": [1, 2]}),
+        (2, {"kernel_size": 2, "strides": 3, "padding": "valid", "output_padding": [0, 2]}),
+        (2, {"kernel_size": 3, "strides": 2, "padding": "same", "output_padding": 0}),
+        (2, {"kernel_size": 2, "strides": 1, "padding": "valid", "dilation_rate": 2, "output_padding": None}),
+        (1, {"kernel_size": 3, "strides": 2, "padding": "same", "output_padding": 1}),
+    ],
+    ids=["valid", "same_asymmetric", "valid_wide_stride", "same_zero", "dilated_none", "conv1d"],
+)
 def test_conv_transpose_output_padding_matches_its_definition(rank, config):
     model = build_model(_transpose_model(rank, **config), seed=0, dtype="float64")
     x = np.random.default_rng(0).normal(size=(2, *model.inputs[0].shape[1:]))
     kernel, bias = (w.value for w in model.weights)
     bias = np.random.default_rng(1).normal(size=bias.shape)
-    per_axis = [(v if isinstance(v, list) else [v] * rank) for v in
-                (config["kernel_size"], config["strides"], config.get("dilation_rate", 1), config["output_padding"])]
-    size = tuple(_keras_length(n, k, s, d, config["padding"], e)
-                 for n, k, s, d, e in zip(x.shape[1:-1], *per_axis))
+    per_axis = [
+        (v if isinstance(v, list) else [v] * rank)
+        for v in (config["kernel_size"], config["strides"], config.get("dilation_rate", 1), config["output_padding"])
+    ]
+    size = tuple(_keras_length(n, k, s, d, config["padding"], e) for n, k, s, d, e in zip(x.shape[1:-1], *per_axis))
     graph = model.lower(training=False)
     env = ir.interpret(graph, {model.inputs[0].node: x, model.weights[0].node: kernel, model.weights[1].node: bias})
     got = env[graph.outputs["output:0"]]
     assert got.shape[1:-1] == size
-    np.testing.assert_allclose(got, _direct_transpose(x, kernel, bias, *per_axis[1:3], config["padding"], size),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        got, _direct_transpose(x, kernel, bias, *per_axis[1:3], config["padding"], size), rtol=1e-12, atol=1e-12
+    )
 
 
-@pytest.mark.parametrize("config, match", [
-    ({"kernel_size": 3, "strides": 2, "output_padding": 2}, r"output_padding \(2, 2\) must be less than strides"),
-    ({"kernel_size": 2, "strides": 2, "padding": "same", "output_padding": 0},
-     "makes an output of length 6, which the matching convolution does not map back"),
-    ({"kernel_size": 3, "strides": 2, "output_padding": [1]}, "output_padding must be 2 non-negative integers")])
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"kernel_size": 3, "strides": 2, "output_padding": 2}, r"output_padding \(2, 2\) must be less than strides"),
+        (
+            {"kernel_size": 2, "strides": 2, "padding": "same", "output_padding": 0},
+            "makes an output of length 6, which the matching convolution does not map back",
+        ),
+        ({"kernel_size": 3, "strides": 2, "output_padding": [1]}, "output_padding must be 2 non-negative integers"),
+    ],
+)
 def test_bad_output_padding(config, match):
     with pytest.raises(ConfigError, match=match):
         build_model(_transpose_model(2, **config))

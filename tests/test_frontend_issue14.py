@@ -1,6 +1,7 @@
 """Valid configs the frontend refused (issue 14): Sequential layers without names, functional
 models nested in Sequential and Functional models as tf-keras 2 numbers their calls, and models
 whose every layer is frozen."""
+
 import json
 from pathlib import Path
 
@@ -13,11 +14,21 @@ NESTED = json.loads((Path(__file__).parent / "fixtures" / "files" / "tf" / "nest
 
 
 def test_sequential_layers_without_names_get_the_names_keras_gives():
-    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
-        {"class_name": "Dense", "config": {"units": 4, "activation": "relu", "batch_input_shape": [None, 3]}},
-        {"class_name": "Dense", "config": {"name": "dense", "units": 3}},   # "dense" is taken: the first is dense_1
-        {"class_name": "LayerNormalization", "config": {}},
-        {"class_name": "Dense", "config": {"units": 2}}]}}
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                {"class_name": "Dense", "config": {"units": 4, "activation": "relu", "batch_input_shape": [None, 3]}},
+                {
+                    "class_name": "Dense",
+                    "config": {"name": "dense", "units": 3},
+                },  # "dense" is taken: the first is dense_1
+                {"class_name": "LayerNormalization", "config": {}},
+                {"class_name": "Dense", "config": {"units": 2}},
+            ],
+        },
+    }
     model = models.model_from_json(json.dumps(config))
     assert [l.name for l in model.frontend.layers] == ["dense_1", "dense", "layer_normalization", "dense_2"]
     x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
@@ -40,10 +51,17 @@ def test_functional_models_nested_in_sequential_and_functional(keras, case):
 
 
 def test_a_model_with_every_layer_frozen_trains_updating_nothing():
-    config = {"class_name": "Sequential", "config": {"name": "frozen", "layers": [
-        {"class_name": "InputLayer", "config": {"batch_shape": [None, 3], "name": "x"}},
-        {"class_name": "Dense", "config": {"name": "a", "units": 4, "activation": "relu", "trainable": False}},
-        {"class_name": "Dense", "config": {"name": "b", "units": 2, "trainable": False}}]}}
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "frozen",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"batch_shape": [None, 3], "name": "x"}},
+                {"class_name": "Dense", "config": {"name": "a", "units": 4, "activation": "relu", "trainable": False}},
+                {"class_name": "Dense", "config": {"name": "b", "units": 2, "trainable": False}},
+            ],
+        },
+    }
     model = models.model_from_json(json.dumps(config))
     with pytest.warns(UserWarning, match="model 'frozen' has no trainable weights: training updates nothing"):
         model.compile(optimizer="adam", loss="mse")

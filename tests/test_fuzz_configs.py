@@ -2,6 +2,7 @@
 .keras archives. Every case either loads or fails with kgraph's own error in one clean line,
 within a time bound and, all together, a memory bound. Nothing here compiles or trains: the
 config is built and the weights are read, which is where a hostile file does its damage."""
+
 import copy
 import io
 import json
@@ -24,12 +25,66 @@ CONFIGS = sorted((FIXTURES / "configs").glob("*.json")) + sorted((FIXTURES / "co
 ARCHIVE = FIXTURES / "files" / "tf_model.keras"
 
 # values that broke something once: wrong types, zeros, huge and negative sizes, newlines
-POOL = [0, -1, 1, 2, True, False, None, 1.5, -0.5, "x", "a\nb", "", [], {}, [None], [0], [1, "a"], 10**12,
-        -10**9, float("nan"), float("inf"), [None, None], [None, 0], [None, True], [None, 1.5], [None, "3"],
-        {"class_name": "Dense"}, {"class_name": "x\ny", "config": {}}, {"class_name": ["Dense"]}, "same",
-        "channels_first", [[1, 2]], "relu", [0, 0], [2**31, 2**31], {"seed": [1]}]
-YAML_BITS = ["!!binary aGk=", "!!set {a, b}", "2001-12-14", "&x", "*x", "!!python/object/apply:os.system ['true']",
-             "!!python/tuple [1, 2]", "- ", ": ", "[", "]", "{", "}", "\n", "\t", "? ", "!!float", "'", '"', "|"]
+POOL = [
+    0,
+    -1,
+    1,
+    2,
+    True,
+    False,
+    None,
+    1.5,
+    -0.5,
+    "x",
+    "a\nb",
+    "",
+    [],
+    {},
+    [None],
+    [0],
+    [1, "a"],
+    10**12,
+    -(10**9),
+    float("nan"),
+    float("inf"),
+    [None, None],
+    [None, 0],
+    [None, True],
+    [None, 1.5],
+    [None, "3"],
+    {"class_name": "Dense"},
+    {"class_name": "x\ny", "config": {}},
+    {"class_name": ["Dense"]},
+    "same",
+    "channels_first",
+    [[1, 2]],
+    "relu",
+    [0, 0],
+    [2**31, 2**31],
+    {"seed": [1]},
+]
+YAML_BITS = [
+    "!!binary aGk=",
+    "!!set {a, b}",
+    "2001-12-14",
+    "&x",
+    "*x",
+    "!!python/object/apply:os.system ['true']",
+    "!!python/tuple [1, 2]",
+    "- ",
+    ": ",
+    "[",
+    "]",
+    "{",
+    "}",
+    "\n",
+    "\t",
+    "? ",
+    "!!float",
+    "'",
+    '"',
+    "|",
+]
 
 
 def _paths(obj, prefix=()):
@@ -103,7 +158,7 @@ def test_mutated_yaml(memory_bound):
         for _ in range(rng.randint(1, 3)):
             at = rng.randrange(len(text))
             if rng.random() < 0.3:
-                text = text[:at] + text[at + rng.randint(1, 40):]
+                text = text[:at] + text[at + rng.randint(1, 40) :]
             else:
                 text = text[:at] + rng.choice(YAML_BITS) + " " + text[at:]
         _expect_clean(lambda text=text: build_model(parse_config_text(text, "yaml")), f"yaml case {case}")
@@ -126,11 +181,11 @@ def test_mutated_archives(tmp_path, memory_bound):
     path = tmp_path / "m.keras"
     for case in range(60):
         kind = case % 4
-        if kind == 0:    # bytes of the archive changed or cut
+        if kind == 0:  # bytes of the archive changed or cut
             data = bytearray(raw)
             for _ in range(rng.randint(1, 8)):
                 data[rng.randrange(len(data))] = rng.randrange(256)
-            data = bytes(data[:rng.randrange(len(data))] if rng.random() < 0.3 else data)
+            data = bytes(data[: rng.randrange(len(data))] if rng.random() < 0.3 else data)
         elif kind == 1:  # a mutated config.json (its compile_config included)
             data = _archive({**members, "config.json": json.dumps(mutate(config, rng))})
         elif kind == 2:  # a member missing, or one that is not what its name says
@@ -141,7 +196,7 @@ def test_mutated_archives(tmp_path, memory_bound):
             else:
                 m[victim] = rng.choice([b"", b"\x00" * 100, b"[1, 2]", b"\x89HDF\r\n\x1a\n"])
             data = _archive(m)
-        else:            # bytes of model.weights.h5 changed: HDF5 must fail cleanly too
+        else:  # bytes of model.weights.h5 changed: HDF5 must fail cleanly too
             h5 = bytearray(members["model.weights.h5"])
             for _ in range(rng.randint(1, 4)):
                 h5[rng.randrange(len(h5))] = rng.randrange(256)
@@ -159,6 +214,8 @@ def test_mutated_compile_configs():
     for case in range(150):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            _expect_clean(lambda: _saved_compile_arguments(mutate({"c": section}, rng).get("c"), "m.keras"),
-                          f"compile_config case {case}")
+            _expect_clean(
+                lambda: _saved_compile_arguments(mutate({"c": section}, rng).get("c"), "m.keras"),
+                f"compile_config case {case}",
+            )
         assert all("\n" not in str(w.message) for w in caught)

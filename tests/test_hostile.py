@@ -1,5 +1,6 @@
 """Hostile files: each attack of issue 21 reproduced, and refused with one line before it costs
 time, memory or a byte read from outside the file."""
+
 import io
 import json
 import shutil
@@ -26,7 +27,7 @@ def _alias_bomb(levels=9) -> str:
     """The billion-laughs YAML: each level lists the one before nine times (9**9 strings)."""
     lines = ['  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     prev = "a"
-    for c in "bcdefghijklmnop"[:levels - 1]:
+    for c in "bcdefghijklmnop"[: levels - 1]:
         lines.append(f"  {c}: &{c} [{', '.join([f'*{prev}'] * 9)}]")
         prev = c
     mlp = json.loads((CONFIGS / "k3_seq_mlp.json").read_text())
@@ -52,6 +53,7 @@ def _bounded(fn, seconds=2.0, megabytes=64):
 
 # ---------------------------------------------------------------------- YAML and JSON (item 2)
 
+
 def test_yaml_alias_bomb_in_an_unread_key_fails_fast():
     bomb = _alias_bomb()
     assert len(bomb.split("unread:")[1]) < 800  # the issue's was 744 bytes
@@ -61,23 +63,29 @@ def test_yaml_alias_bomb_in_an_unread_key_fails_fast():
 
 def test_yaml_aliases_that_expand_little_still_load():
     # PyYAML writes an anchor for any list or dict that appears twice: such configs must load
-    text = "class_name: Sequential\nconfig:\n  name: s\n  layers:\n" \
-           "  - class_name: InputLayer\n    config: {name: x, batch_shape: &shape [null, 4]}\n" \
-           "  - class_name: Dense\n    config: {name: d, units: 3, shape_again: *shape}\n"
+    text = (
+        "class_name: Sequential\nconfig:\n  name: s\n  layers:\n"
+        "  - class_name: InputLayer\n    config: {name: x, batch_shape: &shape [null, 4]}\n"
+        "  - class_name: Dense\n    config: {name: d, units: 3, shape_again: *shape}\n"
+    )
     assert [w.shape for w in build_model(parse_config_text(text, "yaml")).weights] == [(4, 3), (3,)]
 
 
-@pytest.mark.parametrize("text, words", [
-    ("a: &a [*a]", "contains itself"),
-    ("a: !!binary aGVsbG8=", "bytes"),
-    ("a: 2001-12-14", "date"),
-    ("a: 2001-12-14t21:59:43.10-05:00", "datetime"),
-    ("a: !!set {x, y}", "set"),
-    ("1: 2", "not a string"),
-    ("a: " + "[" * 5000 + "]" * 5000, "nested more than 200"),
-    ("a:\n" + "".join(" " * i + "b:\n" for i in range(1, 400)), "nested more than 200"),
-    ("[" * 100000, "nested"),
-], ids=["recursive", "binary", "date", "timestamp", "set", "int key", "deep flow", "deep block", "deep json"])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("a: &a [*a]", "contains itself"),
+        ("a: !!binary aGVsbG8=", "bytes"),
+        ("a: 2001-12-14", "date"),
+        ("a: 2001-12-14t21:59:43.10-05:00", "datetime"),
+        ("a: !!set {x, y}", "set"),
+        ("1: 2", "not a string"),
+        ("a: " + "[" * 5000 + "]" * 5000, "nested more than 200"),
+        ("a:\n" + "".join(" " * i + "b:\n" for i in range(1, 400)), "nested more than 200"),
+        ("[" * 100000, "nested"),
+    ],
+    ids=["recursive", "binary", "date", "timestamp", "set", "int key", "deep flow", "deep block", "deep json"],
+)
 def test_yaml_and_json_that_are_not_plain_data_are_one_line_errors(text, words):
     message = _bounded(lambda: parse_config_text(text))
     assert words in message
@@ -96,8 +104,9 @@ def test_alias_bomb_on_the_command_line_is_one_line(tmp_path):
     path = tmp_path / "bomb.yaml"
     path.write_text(_alias_bomb())
     start = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "kgraph.cli", "inspect", str(path)],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "kgraph.cli", "inspect", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert time.perf_counter() - start < 30
     assert run.returncode == 2 and run.stdout == ""
     assert run.stderr.startswith("kgraph: error: ") and run.stderr.count("\n") == 1, run.stderr
@@ -105,10 +114,18 @@ def test_alias_bomb_on_the_command_line_is_one_line(tmp_path):
 
 # ---------------------------------------------------------------------- sizes of weights (item 9)
 
+
 def _dense_on(features, units):
-    return {"class_name": "Sequential", "config": {"name": "s", "layers": [
-        {"class_name": "InputLayer", "config": {"name": "x", "batch_shape": [None, features]}},
-        {"class_name": "Dense", "config": {"name": "d", "units": units}}]}}
+    return {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"name": "x", "batch_shape": [None, features]}},
+                {"class_name": "Dense", "config": {"name": "d", "units": units}},
+            ],
+        },
+    }
 
 
 @pytest.mark.parametrize("features, units, size", [(10**6, 10**6, "3725.3 GiB"), (10**9, 10, "37.3 GiB")])
@@ -124,6 +141,7 @@ def test_weight_limit_is_configurable(monkeypatch):
 
 
 # ---------------------------------------------------------------------- archives and HDF5 (items 3, 4)
+
 
 def _keras_with(tmp_path, edit, name="m.keras"):
     """tf_model.keras with its model.weights.h5 changed by edit(h5 file, tmp_path)."""
@@ -186,8 +204,12 @@ def _huge(f, tmp_path, at):
     f.create_dataset(at, shape=(10**6, 10**6), dtype="<f4", chunks=(1, 1024))  # a few KB on disk
 
 
-ATTACKS = {"external storage": (_external_storage, "external file"), "virtual": (_virtual, "virtual"),
-           "external link": (_external_link, "external link"), "huge shape": (_huge, "3725.3 GiB")}
+ATTACKS = {
+    "external storage": (_external_storage, "external file"),
+    "virtual": (_virtual, "virtual"),
+    "external link": (_external_link, "external link"),
+    "huge shape": (_huge, "3725.3 GiB"),
+}
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
@@ -269,30 +291,66 @@ def test_config_json_that_is_not_an_object(tmp_path):
 
 # ---------------------------------------------------------------------- one-line config errors (item 8)
 
+
 def _seq(*layers, shape=(None, 8, 8, 3)):
-    return {"class_name": "Sequential", "config": {"name": "s", "layers": [
-        {"class_name": "InputLayer", "config": {"name": "x", "batch_shape": list(shape)}},
-        *({"class_name": cls, "config": {"name": f"l{i}", **cfg}} for i, (cls, cfg) in enumerate(layers))]}}
+    return {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"name": "x", "batch_shape": list(shape)}},
+                *({"class_name": cls, "config": {"name": f"l{i}", **cfg}} for i, (cls, cfg) in enumerate(layers)),
+            ],
+        },
+    }
 
 
-@pytest.mark.parametrize("config, words", [
-    (_seq(("Flatten", {}), shape=(None, "8", 8, 3)), "is not made of positive integers"),
-    (_seq(("Flatten", {}), shape=(None, 8.5, 8, 3)), "is not made of positive integers"),
-    (_seq(("Flatten", {}), shape=(None, True, 8, 3)), "is not made of positive integers"),
-    (_seq(("Flatten", {}), ("Dense", {"units": True})), "units must be a positive integer, got True"),
-    (_seq(("Conv2D", {"filters": 2, "kernel_size": 3, "strides": 0})), "strides must be 2 positive integers"),
-    (_seq(("Conv2D", {"filters": 2, "kernel_size": 3, "groups": 0})), "groups must be a positive integer"),
-    (_seq(("MaxPooling2D", {"pool_size": 0})), "pool_size must be 2 positive integers"),
-    (_seq(("MaxPooling2D", {"pool_size": [2, 0]})), "pool_size must be 2 positive integers"),
-    (_seq(("DepthwiseConv2D", {"kernel_size": 3, "depth_multiplier": 0})), "depth_multiplier must be a positive"),
-    (_seq(("GroupNormalization", {"groups": 0})), "groups must be a positive integer"),
-    (_seq(("Flatten", {}), ("RepeatVector", {"n": 0})), "n must be a positive integer"),
-    (_seq(("Reshape", {"target_shape": ["a", 3]})), "target_shape must be positive integers"),
-    (_seq(("Dense\nEvil", {})), r"Dense\nEvil"),
-    (_seq(("Dense", {"units": 2, "kernel_initializer": {"class_name": "VarianceScaling",
-                                                         "config": {"mode": "sideways"}}})), "Dense layer 'l0'"),
-], ids=["str dim", "float dim", "bool dim", "units true", "stride 0", "groups 0", "pool 0", "pool [2, 0]",
-        "depth_multiplier 0", "group norm 0", "repeat 0", "reshape str", "class name newline", "initializer"])
+@pytest.mark.parametrize(
+    "config, words",
+    [
+        (_seq(("Flatten", {}), shape=(None, "8", 8, 3)), "is not made of positive integers"),
+        (_seq(("Flatten", {}), shape=(None, 8.5, 8, 3)), "is not made of positive integers"),
+        (_seq(("Flatten", {}), shape=(None, True, 8, 3)), "is not made of positive integers"),
+        (_seq(("Flatten", {}), ("Dense", {"units": True})), "units must be a positive integer, got True"),
+        (_seq(("Conv2D", {"filters": 2, "kernel_size": 3, "strides": 0})), "strides must be 2 positive integers"),
+        (_seq(("Conv2D", {"filters": 2, "kernel_size": 3, "groups": 0})), "groups must be a positive integer"),
+        (_seq(("MaxPooling2D", {"pool_size": 0})), "pool_size must be 2 positive integers"),
+        (_seq(("MaxPooling2D", {"pool_size": [2, 0]})), "pool_size must be 2 positive integers"),
+        (_seq(("DepthwiseConv2D", {"kernel_size": 3, "depth_multiplier": 0})), "depth_multiplier must be a positive"),
+        (_seq(("GroupNormalization", {"groups": 0})), "groups must be a positive integer"),
+        (_seq(("Flatten", {}), ("RepeatVector", {"n": 0})), "n must be a positive integer"),
+        (_seq(("Reshape", {"target_shape": ["a", 3]})), "target_shape must be positive integers"),
+        (_seq(("Dense\nEvil", {})), r"Dense\nEvil"),
+        (
+            _seq(
+                (
+                    "Dense",
+                    {
+                        "units": 2,
+                        "kernel_initializer": {"class_name": "VarianceScaling", "config": {"mode": "sideways"}},
+                    },
+                )
+            ),
+            "Dense layer 'l0'",
+        ),
+    ],
+    ids=[
+        "str dim",
+        "float dim",
+        "bool dim",
+        "units true",
+        "stride 0",
+        "groups 0",
+        "pool 0",
+        "pool [2, 0]",
+        "depth_multiplier 0",
+        "group norm 0",
+        "repeat 0",
+        "reshape str",
+        "class name newline",
+        "initializer",
+    ],
+)
 def test_bad_configs_are_one_line_errors(config, words):
     assert words in _bounded(lambda: build_model(config))
 
@@ -302,8 +360,12 @@ def test_malformed_compile_config_loads_uncompiled_with_one_warning(tmp_path):
         members = {n: z.read(n) for n in z.namelist()}
     config = json.loads(members["config.json"])
     saved = config["compile_config"]
-    for bad in [[1], {**saved, "optimizer": {"class_name": "Adam", "config": {"learning_rate": "x"}}},
-                {**saved, "loss": 5}, {**saved, "optimizer": {"class_name": ["Adam"]}}]:
+    for bad in [
+        [1],
+        {**saved, "optimizer": {"class_name": "Adam", "config": {"learning_rate": "x"}}},
+        {**saved, "loss": 5},
+        {**saved, "optimizer": {"class_name": ["Adam"]}},
+    ]:
         path = tmp_path / "m.keras"
         with zipfile.ZipFile(path, "w") as z:
             z.writestr("config.json", json.dumps({**config, "compile_config": bad}))
@@ -320,6 +382,7 @@ def test_npz_weights_bomb_is_refused_before_inflating(tmp_path, monkeypatch):
     assert path.stat().st_size < 100_000
     monkeypatch.setenv("KGRAPH_MAX_BYTES", str(1 << 20))
     from kgraph.runtime.files import read_npz_weights
+
     assert "the weights: 16.0 MiB" in _bounded(lambda: read_npz_weights(path), megabytes=4)
     monkeypatch.delenv("KGRAPH_MAX_BYTES")
     assert read_npz_weights(path)[0].shape == (16 << 20,)

@@ -1,4 +1,5 @@
 """The IR's data structures: graph construction, types, verifier, printer and DOT export."""
+
 from __future__ import annotations
 
 import re
@@ -27,6 +28,7 @@ def dense_relu_graph():
 
 
 # ---------------------------------------------------------------- types
+
 
 def test_tensor_type_str():
     assert str(f32("B", 128)) == "f32[B,128]"
@@ -58,12 +60,15 @@ def test_tensor_type_normalises_numpy_ints_and_is_hashable():
     assert t == f32(3, 4) and hash(t) == hash(f32(3, 4))
 
 
-@pytest.mark.parametrize("shape,dtype,match", [
-    ((2,), "float16", "unsupported dtype 'float16'"),
-    ((-1, 3), "float32", "bad dimension -1"),
-    (("C", 3), "float32", "bad dimension 'C'"),
-    ((2.5,), "float32", "bad dimension 2.5"),
-])
+@pytest.mark.parametrize(
+    "shape,dtype,match",
+    [
+        ((2,), "float16", "unsupported dtype 'float16'"),
+        ((-1, 3), "float32", "bad dimension -1"),
+        (("C", 3), "float32", "bad dimension 'C'"),
+        ((2.5,), "float32", "bad dimension 2.5"),
+    ],
+)
 def test_tensor_type_rejects(shape, dtype, match):
     with pytest.raises(ValueError, match=re.escape(match)):
         ir.TensorType(shape, dtype)
@@ -93,6 +98,7 @@ def test_broadcast_dtype_mismatch_is_a_type_error():
 
 
 # ---------------------------------------------------------------- graph construction
+
 
 def test_graph_construction_infers_types_and_orders_nodes():
     g = dense_relu_graph()
@@ -190,6 +196,7 @@ def test_rewriting_replace_uses_and_remove():
 
 # ---------------------------------------------------------------- verifier
 
+
 def test_verifier_passes_a_good_graph():
     ir.verify(dense_relu_graph())
 
@@ -250,11 +257,13 @@ def test_format_node_notes():
     g = dense_relu_graph()
     n = g.node("h")
     n.attrs.update(transpose_b=False, fused=["matmul", "add", "relu"], bias_grad="db", note="hi")
-    assert ir.format_node(n) == ("%h: f32[B,3] = matmul(%x, %kernel) {transpose_b=False}"
-                                 "  # fused: matmul+add+relu; also writes %db; hi")
+    assert ir.format_node(n) == (
+        "%h: f32[B,3] = matmul(%x, %kernel) {transpose_b=False}  # fused: matmul+add+relu; also writes %db; hi"
+    )
 
 
 # ---------------------------------------------------------------- DOT
+
 
 def test_dot_has_every_node_and_edge():
     g = dense_relu_graph()
@@ -276,6 +285,7 @@ def test_dot_quotes_names():
 
 
 # ---------------------------------------------------------------- interpreter
+
 
 def test_interpreter_runs_the_graph_and_needs_every_source():
     g = dense_relu_graph()

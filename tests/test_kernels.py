@@ -1,6 +1,7 @@
 """kgraph/kernels: the element, row and update maths written once, run three ways (plain Python,
 inside numba.njit, inside the CUDA simulator in tests/cuda_checks.py), against the IR's NumPy
 references; and the rules that keep it one source."""
+
 import inspect
 import math
 
@@ -15,7 +16,7 @@ from kgraph.codegen.lowering import element_call, scalars_call, update_statement
 from kgraph.kernels import maths as E, updates as U
 
 X = np.concatenate([np.linspace(-4.5, 4.5, 37), [-7.0, 6.5, 8.0]])
-X = X[(np.abs(np.abs(X) - 3) > 1e-3) & (np.abs(X - 6) > 1e-3) & (np.abs(X) > 1e-3)]   # off the kinks
+X = X[(np.abs(np.abs(X) - 3) > 1e-3) & (np.abs(X - 6) > 1e-3) & (np.abs(X) > 1e-3)]  # off the kinks
 
 
 def ref(op, *args, **attrs):
@@ -25,16 +26,19 @@ def ref(op, *args, **attrs):
 def _elementwise(fn, nargs):
     """fn applied elementwise by a compiled loop (as a generated kernel calls it)."""
     if nargs == 1:
+
         @njit
         def loop(x, out):
             for i in range(x.shape[0]):
                 out[i] = fn(x[i])
+
         return lambda x: (lambda out: (loop(x, out), out)[1])(np.empty_like(x))
 
     @njit
     def loop2(a, b, out):
         for i in range(a.shape[0]):
             out[i] = fn(a[i], b[i])
+
     return lambda a, b: (lambda out: (loop2(a, b, out), out)[1])(np.empty_like(a))
 
 
@@ -46,8 +50,8 @@ def test_activation_maths_matches_the_ir_reference(name, dtype):
     want = ref(name, x)
     tol = dict(rtol=2e-6, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
     forward = getattr(E, name)
-    np.testing.assert_allclose([forward(v) for v in x], want, **tol)      # plain Python
-    got = _elementwise(forward, 1)(x)                                       # compiled
+    np.testing.assert_allclose([forward(v) for v in x], want, **tol)  # plain Python
+    got = _elementwise(forward, 1)(x)  # compiled
     assert got.dtype == dtype
     np.testing.assert_allclose(got, want, **tol)
     g = np.linspace(-1, 1, x.size).astype(dtype)
@@ -58,10 +62,12 @@ def test_activation_maths_matches_the_ir_reference(name, dtype):
 
 def test_compiled_float32_maths_stays_in_float32():
     """like(x, c) keeps constants in x's type: no float64 instruction in a float32 kernel."""
+
     @njit
     def kernel(x, out):
         for i in range(x.size):
             out[i] = E.gelu(x[i], True) + E.selu(x[i]) + E.mish(x[i])
+
     x = X.astype(np.float32)
     kernel(x, np.empty_like(x))
     llvm = next(iter(kernel.inspect_llvm().values()))
@@ -74,14 +80,23 @@ def test_row_maths_matches_the_ir_reference():
     t /= t.sum(1, keepdims=True)
     labels, g = np.array([0, 6, 3, 3, 9]), rs.randn(5).astype(np.float32)
     from kgraph.kernels import cpu as K
+
     for rows, want in [
-            (lambda: K.softmax_rows(z, out := np.empty_like(z)) or out, ref("softmax", z)),
-            (lambda: K.softmax_ce_rows(z, t, out := np.empty(5, np.float32)) or out, ref("softmax_cross_entropy", z, t)),
-            (lambda: K.sparse_softmax_ce_rows(z, labels, out := np.empty(5, np.float32)) or out,   # id 9: no class
-             np.log(np.exp(z).sum(1)) - np.append(z[np.arange(4), labels[:4]], 0)),
-            (lambda: K.pick_rows(z, labels, out := np.empty(5, np.float32)) or out, [z[0, 0], z[1, 6], z[2, 3], z[3, 3], 0]),
-            (lambda: K.softmax_ce_grad_rows(z, t, g, out := np.empty_like(z)) or out,
-             ref("softmax_cross_entropy_grad", z, t, g))]:
+        (lambda: K.softmax_rows(z, out := np.empty_like(z)) or out, ref("softmax", z)),
+        (lambda: K.softmax_ce_rows(z, t, out := np.empty(5, np.float32)) or out, ref("softmax_cross_entropy", z, t)),
+        (
+            lambda: K.sparse_softmax_ce_rows(z, labels, out := np.empty(5, np.float32)) or out,  # id 9: no class
+            np.log(np.exp(z).sum(1)) - np.append(z[np.arange(4), labels[:4]], 0),
+        ),
+        (
+            lambda: K.pick_rows(z, labels, out := np.empty(5, np.float32)) or out,
+            [z[0, 0], z[1, 6], z[2, 3], z[3, 3], 0],
+        ),
+        (
+            lambda: K.softmax_ce_grad_rows(z, t, g, out := np.empty_like(z)) or out,
+            ref("softmax_cross_entropy_grad", z, t, g),
+        ),
+    ]:
         np.testing.assert_allclose(rows(), want, rtol=2e-6, atol=1e-7)
     # in plain Python too (the CUDA simulator runs them so)
     out = np.empty(7, np.float32)
@@ -97,7 +112,9 @@ def test_every_update_record_matches_the_ir_reference_in_python(op):
     flags = {"amsgrad": True, "centered": True, "momentum": 0.5, "nesterov": True}
     for extra in ({}, {k: v for k, v in flags.items() if k in IR_UPDATES[op].defaults}, {"weight_decay": 0.01}):
         h = {**IR_UPDATES[op].defaults, **extra}
-        slots = {k: np.abs(rs.randn(6)) + v + (5.0 if k == "velocity" else 0.0) for k, v in IR_UPDATES[op].slots(h).items()}
+        slots = {
+            k: np.abs(rs.randn(6)) + v + (5.0 if k == "velocity" else 0.0) for k, v in IR_UPDATES[op].slots(h).items()
+        }
         w, g, lr, step, gscale = rs.randn(6), rs.randn(6), 0.01, 3.0, 0.75
         want = [w.copy(), *[a.copy() for a in slots.values()]]
         ref(op, want[0], g, *want[1:], np.float64(lr), np.float64(step), np.float64(gscale), **extra)
@@ -111,8 +128,11 @@ def test_every_update_record_matches_the_ir_reference_in_python(op):
             arrays[param] = present[slot].copy() if slot in present else None
         statement = update_statement(op, h)
         for i in range(6):
-            exec(statement, {"U": U}, {**arrays, **values, "i": i, "zero": 0.0, "gscale": gscale,
-                                      "decay": h.get("weight_decay", 0.0) * lr})
+            exec(
+                statement,
+                {"U": U},
+                {**arrays, **values, "i": i, "zero": 0.0, "gscale": gscale, "decay": h.get("weight_decay", 0.0) * lr},
+            )
         got = [arrays["w"]] + [arrays[p] for s, p in zip(record.slots, record.slot_params) if s in present]
         for a, b in zip(got, want):
             np.testing.assert_allclose(a, b, rtol=1e-12, err_msg=f"{op} {extra}")
@@ -122,7 +142,13 @@ def test_update_records_name_the_ir_slots_in_operand_order():
     for op, record in U.UPDATES.items():
         assert op in IR_UPDATES, op
         defaults = IR_UPDATES[op].defaults
-        for flags in ({}, {"amsgrad": True}, {"centered": True}, {"momentum": 0.5}, {"centered": True, "momentum": 0.5}):
+        for flags in (
+            {},
+            {"amsgrad": True},
+            {"centered": True},
+            {"momentum": 0.5},
+            {"centered": True, "momentum": 0.5},
+        ):
             h = {**defaults, **{k: v for k, v in flags.items() if k in defaults}}
             present = list(IR_UPDATES[op].slots(h))
             assert [s for s in record.slots if s in present] == present, op

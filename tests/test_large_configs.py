@@ -1,6 +1,7 @@
 """Very large configs load in time linear in their size, in whatever order they list their layers:
 the work is counted, not timed. The faster forms of graph ids and memory planning give exactly
 what the simple ones gave."""
+
 import itertools
 import random
 import re
@@ -22,18 +23,36 @@ def sequential(n):
 
 def chain(n, order="reversed", seed=0):
     """A functional chain in -> d0 -> ... -> d{n-1}, its layers listed in `order`."""
-    layers = [{"class_name": "InputLayer", "name": "in", "config": {"name": "in", "batch_shape": [None, 4]},
-               "inbound_nodes": []}]
+    layers = [
+        {
+            "class_name": "InputLayer",
+            "name": "in",
+            "config": {"name": "in", "batch_shape": [None, 4]},
+            "inbound_nodes": [],
+        }
+    ]
     for i in range(n):
-        layers.append({"class_name": "Dense", "name": f"d{i}", "config": {"name": f"d{i}", "units": 4},
-                       "inbound_nodes": [[[f"d{i - 1}" if i else "in", 0, 0, {}]]]})
+        layers.append(
+            {
+                "class_name": "Dense",
+                "name": f"d{i}",
+                "config": {"name": f"d{i}", "units": 4},
+                "inbound_nodes": [[[f"d{i - 1}" if i else "in", 0, 0, {}]]],
+            }
+        )
     if order == "reversed":
         layers.reverse()
     elif order == "shuffled":
         random.Random(seed).shuffle(layers)
-    return {"class_name": "Functional", "config": {"name": "f", "layers": layers,
-                                                  "input_layers": [["in", 0, 0]],
-                                                  "output_layers": [[f"d{n - 1}", 0, 0]]}}
+    return {
+        "class_name": "Functional",
+        "config": {
+            "name": "f",
+            "layers": layers,
+            "input_layers": [["in", 0, 0]],
+            "output_layers": [[f"d{n - 1}", 0, 0]],
+        },
+    }
 
 
 def _checks(config):
@@ -42,8 +61,11 @@ def _checks(config):
     return walk.READY_CHECKS[0], model
 
 
-@pytest.mark.parametrize("make", [sequential, lambda n: chain(n, "in order"), chain,
-                                  lambda n: chain(n, "shuffled")], ids=["sequential", "chain", "reversed", "shuffled"])
+@pytest.mark.parametrize(
+    "make",
+    [sequential, lambda n: chain(n, "in order"), chain, lambda n: chain(n, "shuffled")],
+    ids=["sequential", "chain", "reversed", "shuffled"],
+)
 def test_walk_work_grows_linearly(make):
     small, _ = _checks(make(250))
     large, model = _checks(make(1000))
@@ -109,9 +131,9 @@ def _step_lines(n):
     """A step's prologue of 2n views (half read by the body, and a chain of 5 views that
     only read each other) and its body: what drop_unused_views sees from a large model."""
     views = [f"v_a{i} = arena[{4 * i}:{4 * i + 4}]" for i in range(n)]
-    views += [f"v_b{i} = arena[{4 * i}:{4 * i + 2}]" for i in range(n)]   # read by nothing
-    views += ["v_c0 = arena[0:8]"] + [f"v_c{i} = v_c{i - 1}[:4]" for i in range(1, 5)]   # dropped in turn
-    body = [f"kernel(v_a{i}, v_a{i + 1}, v_a_{i})" for i in range(0, n - 1, 2)]   # v_a_{i}: not a view of v_a
+    views += [f"v_b{i} = arena[{4 * i}:{4 * i + 2}]" for i in range(n)]  # read by nothing
+    views += ["v_c0 = arena[0:8]"] + [f"v_c{i} = v_c{i - 1}[:4]" for i in range(1, 5)]  # dropped in turn
+    body = [f"kernel(v_a{i}, v_a{i + 1}, v_a_{i})" for i in range(0, n - 1, 2)]  # v_a_{i}: not a view of v_a
     return views, body
 
 
@@ -119,8 +141,11 @@ def test_unused_views_are_dropped_transitively():
     views, body = _step_lines(40)
     prologue, kept = drop_unused_views(views + ["#"] + body, keep_from=len(views) + 1)
     assert prologue == [f"v_a{i} = arena[{4 * i}:{4 * i + 4}]" for i in range(40)] and kept == body
-    assert drop_unused_views(["v_x = a[0]", "v_y = v_x[1]", "f(v_y)", "v_z = v_zz"]) == \
-        ["v_x = a[0]", "v_y = v_x[1]", "f(v_y)"]
+    assert drop_unused_views(["v_x = a[0]", "v_y = v_x[1]", "f(v_y)", "v_z = v_zz"]) == [
+        "v_x = a[0]",
+        "v_y = v_x[1]",
+        "f(v_y)",
+    ]
     assert drop_unused_views(["v_x = a[0]", "v_x = a[1]"]) == ["v_x = a[0]", "v_x = a[1]"]  # read as each other's
 
 
@@ -134,6 +159,7 @@ class _CountingRe:
         def counted(pattern, string, *args, **kwargs):
             self.scanned += len(string)
             return getattr(re, name)(pattern, string, *args, **kwargs)
+
         return counted
 
 
@@ -147,4 +173,4 @@ def test_dropping_unused_views_scans_the_step_a_bounded_number_of_times(monkeypa
         text = views + ["#"] + body
         drop_unused_views(text, keep_from=len(views) + 1)
         scanned.append(counting.scanned / sum(len(line) + 1 for line in text))
-    assert scanned[1] <= 1.1 * scanned[0] and scanned[1] <= 5   # the text a few times, however long
+    assert scanned[1] <= 1.1 * scanned[0] and scanned[1] <= 5  # the text a few times, however long

@@ -1,5 +1,6 @@
-"""The linter (ruff, configured in pyproject.toml) holds for the whole repository: CI runs this with
+"""The linter and the formatter (ruff, configured in pyproject.toml) hold for the whole repository: CI runs this with
 the rest of the suite."""
+
 import shutil
 import subprocess
 import sys
@@ -18,3 +19,8 @@ def test_ruff_check_passes():
     result = _ruff("check", ".")
     assert result.returncode == 0, result.stdout + result.stderr
 
+
+def test_ruff_format_is_applied():
+    # one formatting style for the whole tree: `ruff format .` rewrites what this lists
+    result = _ruff("format", "--check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,6 +1,7 @@
 """Metrics against hand-computed values, accumulated over batches as Keras does (Keras's own values
 on real batches are checked by test_tf_fidelity through the fixtures' logs), and the resolution
 of metric names and objects."""
+
 import math
 
 import numpy as np
@@ -38,7 +39,7 @@ def test_top_k_counts_ties_as_in_top_k():
 
 
 def test_regression_metrics():
-    batch = ([[0, 1], [2, 3]], [[1, 1], [2, 5]])      # per-sample |err| means 0.5, 1; err**2 means 0.5, 2
+    batch = ([[0, 1], [2, 3]], [[1, 1], [2, 5]])  # per-sample |err| means 0.5, 1; err**2 means 0.5, 2
     assert _result(metrics.MeanAbsoluteError(), batch) == pytest.approx(0.75)
     assert _result(metrics.MeanSquaredError(), batch) == pytest.approx(1.25)
     assert _result(metrics.RootMeanSquaredError(), batch) == pytest.approx(math.sqrt(1.25))
@@ -64,7 +65,7 @@ def test_precision_and_recall_count_over_the_epoch():
     # top_k / class_id on class scores
     scores = [[0.6, 0.7, 0.1], [0.9, 0.2, 0.8]]
     labels = [[1, 0, 0], [1, 0, 1]]
-    assert _result(metrics.Precision(top_k=1), (labels, scores)) == pytest.approx(1 / 2)   # 0.7 wrong, 0.9 right
+    assert _result(metrics.Precision(top_k=1), (labels, scores)) == pytest.approx(1 / 2)  # 0.7 wrong, 0.9 right
     assert _result(metrics.Recall(class_id=2), (labels, scores)) == pytest.approx(1.0)
 
 
@@ -86,14 +87,18 @@ def test_auc_of_a_ranking():
 def test_names_and_objects_resolve_with_keras_log_names():
     assert metrics.get("mae") == ("mae", "MeanAbsoluteError", {"name": "mae"})
     assert metrics.get("mean_squared_error")[:2] == ("mean_squared_error", "MeanSquaredError")
-    assert metrics.get("accuracy", "sparse_categorical_crossentropy", 10)[:2] == ("accuracy",
-                                                                                 "SparseCategoricalAccuracy")
+    assert metrics.get("accuracy", "sparse_categorical_crossentropy", 10)[:2] == (
+        "accuracy",
+        "SparseCategoricalAccuracy",
+    )
     assert metrics.get("acc", "mse", 1)[1] == "BinaryAccuracy"
     name, cls, config = metrics.get(metrics.AUC(num_thresholds=50))
     assert (name, cls) == ("auc", "AUC") and build(cls, config).num_thresholds == 50
-    keras_config = {"module": "keras.metrics", "class_name": "Recall",
-                    "config": {"name": "recall", "dtype": "float32", "thresholds": [0.3, 0.7], "top_k": None,
-                               "class_id": None}}
+    keras_config = {
+        "module": "keras.metrics",
+        "class_name": "Recall",
+        "config": {"name": "recall", "dtype": "float32", "thresholds": [0.3, 0.7], "top_k": None, "class_id": None},
+    }
     name, cls, config = metrics.get(keras_config)
     assert name == "recall" and build(cls, config).thresholds.tolist() == pytest.approx([0.3, 0.7])
     assert metrics.get(metrics.RootMeanSquaredError())[0] == "root_mean_squared_error"

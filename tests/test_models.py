@@ -1,4 +1,5 @@
 """The Keras Model API end to end: fit on the bundled digits, evaluate, predict, weights, history."""
+
 import json
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def test_seeded_models_are_reproducible(data):
     runs = []
     for _ in range(2):
         model = kgraph.models.load_model(EXAMPLE, seed=3)
-        model.compile(optimizer=optimizers.SGD(learning_rate=0.05, momentum=0.9), loss="sparse_categorical_crossentropy")
+        model.compile(
+            optimizer=optimizers.SGD(learning_rate=0.05, momentum=0.9), loss="sparse_categorical_crossentropy"
+        )
         runs.append(model.fit(x[:256], y[:256], epochs=2, batch_size=64, verbose=0).history["loss"])
     assert runs[0] == runs[1]
 
@@ -71,7 +74,7 @@ def test_a_model_holds_one_copy_of_its_seeded_initial_weights():
     config = json.loads(EXAMPLE.read_text())
     model = kgraph.models.model_from_config(config, seed=3)
     drawn = [w.value for w in build_model(config, seed=3).weights]
-    assert all(w.value is None for w in model.frontend.weights)   # the executable's copy is the only one
+    assert all(w.value is None for w in model.frontend.weights)  # the executable's copy is the only one
     for a, b in zip(model.get_weights(), drawn):
         assert a.dtype == np.float32
         np.testing.assert_array_equal(a, b)
@@ -83,15 +86,15 @@ def test_auto_device_asks_numba_only_where_a_gpu_can_be(monkeypatch):
 
     from kgraph.models import _cuda_available
 
-    monkeypatch.setattr(cuda, "is_available", lambda: True)     # numba would say yes...
+    monkeypatch.setattr(cuda, "is_available", lambda: True)  # numba would say yes...
     monkeypatch.setattr("sys.platform", "linux")
     monkeypatch.setattr(numba.config, "ENABLE_CUDASIM", 0)
-    monkeypatch.setattr("os.path.exists", lambda path: False)   # ...but there is no NVIDIA driver
+    monkeypatch.setattr("os.path.exists", lambda path: False)  # ...but there is no NVIDIA driver
     assert _cuda_available() is False
     monkeypatch.setattr("os.path.exists", lambda path: path == "/dev/nvidiactl")
     assert _cuda_available() is True
     monkeypatch.setattr("os.path.exists", lambda path: False)
-    monkeypatch.setattr(numba.config, "ENABLE_CUDASIM", 1)      # the simulator counts, as in numba.cuda
+    monkeypatch.setattr(numba.config, "ENABLE_CUDASIM", 1)  # the simulator counts, as in numba.cuda
     assert _cuda_available() is True
 
 
@@ -113,7 +116,7 @@ def test_partial_last_batch_and_batch_size_change(data):
     (x, y), _ = data
     model = kgraph.models.load_model(EXAMPLE, seed=0)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(x[:100], y[:100], batch_size=32, epochs=1, verbose=0)   # 3 full batches and one of 4
+    model.fit(x[:100], y[:100], batch_size=32, epochs=1, verbose=0)  # 3 full batches and one of 4
     a = model.predict(x[:50], batch_size=7, verbose=0)
     b = model.predict(x[:50], batch_size=50, verbose=0)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

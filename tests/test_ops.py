@@ -6,6 +6,7 @@
 * a few NumPy references against hand-written formulas (softmax, cross-entropy, act_grad,
   the Keras 3 optimizer updates).
 """
+
 from __future__ import annotations
 
 import math
@@ -103,14 +104,18 @@ GRAD_CASES = [
     Case("div", [P(normal((3,), 7)), I(away((B, 3), 8, 0.5, 2.0))], name="div_3_B3"),
     Case("div", [I(normal((B, 3), 7)), P(np.array(1.7))], name="div_B3_scalar"),
     # maximum/minimum: operands at least 0.1 apart (no ties)
-    Case("maximum", [I(normal((B, 3), 9)), I(normal((B, 3), 9) + away((B, 3), 10, 0.1, 1.0))],
-         name="maximum_same"),
-    Case("maximum", [I(np.array([[-1.0, 0.5, 2.0], [0.3, -0.6, 1.1], [0.9, 0.05, -2.0]])),
-                     P(np.array([0.2, -0.1, 0.7]))], name="maximum_B3_3"),
-    Case("minimum", [I(normal((B, 3), 11)), I(normal((B, 3), 11) + away((B, 3), 12, 0.1, 1.0))],
-         name="minimum_same"),
-    Case("minimum", [I(np.array([[-1.0, 0.5, 2.0], [0.3, -0.6, 1.1], [0.9, 0.05, -2.0]])),
-                     P(np.array(0.4))], name="minimum_B3_scalar"),
+    Case("maximum", [I(normal((B, 3), 9)), I(normal((B, 3), 9) + away((B, 3), 10, 0.1, 1.0))], name="maximum_same"),
+    Case(
+        "maximum",
+        [I(np.array([[-1.0, 0.5, 2.0], [0.3, -0.6, 1.1], [0.9, 0.05, -2.0]])), P(np.array([0.2, -0.1, 0.7]))],
+        name="maximum_B3_3",
+    ),
+    Case("minimum", [I(normal((B, 3), 11)), I(normal((B, 3), 11) + away((B, 3), 12, 0.1, 1.0))], name="minimum_same"),
+    Case(
+        "minimum",
+        [I(np.array([[-1.0, 0.5, 2.0], [0.3, -0.6, 1.1], [0.9, 0.05, -2.0]])), P(np.array(0.4))],
+        name="minimum_B3_scalar",
+    ),
     # -- unary math
     Case("neg", [I(normal((B, 4), 13))]),
     Case("exp", [I(normal((B, 4), 14))]),
@@ -120,11 +125,16 @@ GRAD_CASES = [
     Case("square", [I(normal((B, 4), 18))]),
     Case("abs", [I(away((B, 4), 19))]),
     Case("sign", [I(away((B, 4), 20))]),  # zero gradient: autodiff finds no path
-    Case("clip", [I(np.array([[-2.0, -0.7, 0.1, 0.45], [0.8, 1.3, -0.2, 3.0], [0.0, -1.2, 0.3, 0.9]]))],
-         {"lo": -0.5, "hi": 1.0}),
+    Case(
+        "clip",
+        [I(np.array([[-2.0, -0.7, 0.1, 0.45], [0.8, 1.3, -0.2, 3.0], [0.0, -1.2, 0.3, 0.9]]))],
+        {"lo": -0.5, "hi": 1.0},
+    ),
     # -- activations (values clear of every kink: 0, 6 for relu6, +-3 for hard_sigmoid)
-    *[_kink_free_unary(op) for op in ("relu", "selu", "sigmoid", "tanh", "exponential",
-                                      "softplus", "softsign", "silu", "mish")],
+    *[
+        _kink_free_unary(op)
+        for op in ("relu", "selu", "sigmoid", "tanh", "exponential", "softplus", "softsign", "silu", "mish")
+    ],
     Case("relu6", [I(np.array([[-1.0, 0.5, 5.5, 7.0], [2.0, -0.3, 6.5, 0.2], [3.3, 4.1, -2.2, 1.0]]))]),
     Case("hard_sigmoid", [I(np.array([[-4.0, -2.5, 0.3, 2.9], [3.5, -1.0, 1.7, -0.2], [0.0, 5.0, -3.4, 2.0]]))]),
     Case("leaky_relu", [I(away((B, 4), 21))], name="leaky_relu_default"),
@@ -135,27 +145,37 @@ GRAD_CASES = [
     Case("gelu", [I(normal((B, 4), 23))], {"approximate": False}, name="gelu_exact"),
     Case("gelu", [I(normal((B, 4), 23))], {"approximate": True}, name="gelu_tanh"),
     # -- reductions over several axes, with and without keepdims
-    *[Case(op, [I(normal((B, 2, 4), 24))], {"axes": axes, "keepdims": keep},
-           name=f"{op}_axes{axes}_keep{keep}")
-      for op in ("reduce_sum", "reduce_mean", "reduce_max")
-      for axes in (None, 0, 1, -1, (1, 2), (0, 2))
-      for keep in (False, True)],
+    *[
+        Case(op, [I(normal((B, 2, 4), 24))], {"axes": axes, "keepdims": keep}, name=f"{op}_axes{axes}_keep{keep}")
+        for op in ("reduce_sum", "reduce_mean", "reduce_max")
+        for axes in (None, 0, 1, -1, (1, 2), (0, 2))
+        for keep in (False, True)
+    ],
     Case("where", [L((normal((B, 4), 64) > 0).astype(np.float64)), I(normal((B, 4), 65)), P(normal((4,), 66))]),
     # -- matrix products: every transpose combination, with fixed shapes and with a batch dim
-    *[Case("matmul", [P(normal((4, 3) if ta else (3, 4), 25)), P(normal((5, 4) if tb else (4, 5), 26))],
-           {"transpose_a": ta, "transpose_b": tb}, name=f"matmul_ta{ta}_tb{tb}")
-      for ta in (False, True) for tb in (False, True)],
+    *[
+        Case(
+            "matmul",
+            [P(normal((4, 3) if ta else (3, 4), 25)), P(normal((5, 4) if tb else (4, 5), 26))],
+            {"transpose_a": ta, "transpose_b": tb},
+            name=f"matmul_ta{ta}_tb{tb}",
+        )
+        for ta in (False, True)
+        for tb in (False, True)
+    ],
     Case("matmul", [I(normal((B, 4), 27)), P(normal((4, 5), 28))], name="matmul_dense"),
-    Case("matmul", [I(normal((B, 4), 27)), P(normal((5, 4), 28))], {"transpose_b": True},
-         name="matmul_dense_tb"),
-    Case("matmul", [I(normal((B, 4), 27)), I(normal((B, 5), 28))], {"transpose_a": True},
-         name="matmul_xT_g"),
+    Case("matmul", [I(normal((B, 4), 27)), P(normal((5, 4), 28))], {"transpose_b": True}, name="matmul_dense_tb"),
+    Case("matmul", [I(normal((B, 4), 27)), I(normal((B, 5), 28))], {"transpose_a": True}, name="matmul_xT_g"),
     # -- shapes
     Case("reshape", [I(normal((B, 2, 3), 29))], {"shape": ("B", 6)}, name="reshape_flatten"),
     Case("reshape", [I(normal((B, 6), 29))], {"shape": ("B", 3, 2)}, name="reshape_unflatten"),
     Case("reshape", [P(normal((2, 6), 29))], {"shape": (3, 4)}, name="reshape_fixed"),
-    Case("concat", [I(normal((B, 2), 30)), I(normal((B, 3), 31)), I(normal((B, 1), 32))], {"axis": 1},
-         name="concat_axis1"),
+    Case(
+        "concat",
+        [I(normal((B, 2), 30)), I(normal((B, 3), 31)), I(normal((B, 1), 32))],
+        {"axis": 1},
+        name="concat_axis1",
+    ),
     Case("concat", [I(normal((B, 2, 2), 30)), I(normal((B, 2, 3), 31))], {"axis": -1}, name="concat_axis_neg"),
     # -- softmax and the cross-entropy primitives
     Case("softmax", [I(normal((B, 5), 33))], name="softmax"),
@@ -165,25 +185,49 @@ GRAD_CASES = [
     Case("pick", [I(pos((B, 5), 38, 0.05, 1.0)), L(labels(B, 5, 39))]),
     # -- matmul over the last axis of a rank-3 operand (Dense on sequences) and its transposes
     Case("matmul", [I(normal((B, 2, 4), 27)), P(normal((4, 5), 28))], name="matmul_rank3"),
-    Case("matmul", [I(normal((B, 2, 4), 27)), I(normal((B, 2, 5), 28))], {"transpose_a": True},
-         name="matmul_rank3_xT_g"),
+    Case(
+        "matmul", [I(normal((B, 2, 4), 27)), I(normal((B, 2, 5), 28))], {"transpose_a": True}, name="matmul_rank3_xT_g"
+    ),
     # -- patches: padding, strides, dilation, non-square kernels
-    *[Case("im2col", [I(normal((B, 5, 6, 2), 90))], {"kernel": k, "strides": s, "dilation": d, "pads": p},
-           name=f"im2col_k{k}_s{s}_d{d}_p{p}")
-      for k, s, d, p in [((3, 3), (1, 1), (1, 1), (0, 0, 0, 0)), ((3, 2), (2, 2), (1, 1), (1, 1, 0, 1)),
-                         ((2, 2), (1, 2), (2, 1), (1, 0, 2, 1)), ((1, 1), (2, 1), (1, 1), (0, 0, 0, 0))]],
-    *[Case("col2im", [I(normal((B, oh, ow, 2 * k[0] * k[1]), 91))],
-           {"kernel": k, "strides": s, "dilation": (1, 1), "pads": p, "size": size},
-           name=f"col2im_s{s}_p{p}_size{size}")
-      for k, s, p, size, (oh, ow) in [((3, 3), (2, 2), (1, 1, 1, 1), (5, 5), (3, 3)),
-                                      ((2, 3), (1, 2), (0, 0, 0, 0), (4, 7), (3, 3)),
-                                      # a transposed convolution's output_padding: 'valid' (1, 2), 'same' (1, 1)
-                                      ((3, 2), (2, 3), (0, 0, 0, 0), (8, 10), (3, 3)),
-                                      ((3, 3), (2, 2), (0, 1, 0, 1), (6, 6), (3, 3))]],
-    *[Case("pool2d", [I(normal((B, 5, 6, 2), 92))], {"mode": m, "pool": k, "strides": s, "pads": p},
-           name=f"pool2d_{m}_k{k}_s{s}_p{p}")
-      for m in ("max", "avg") for k, s, p in [((2, 2), (2, 2), (0, 0, 0, 0)), ((3, 3), (2, 2), (1, 1, 1, 1)),
-                                              ((3, 2), (1, 1), (1, 1, 0, 1))]],
+    *[
+        Case(
+            "im2col",
+            [I(normal((B, 5, 6, 2), 90))],
+            {"kernel": k, "strides": s, "dilation": d, "pads": p},
+            name=f"im2col_k{k}_s{s}_d{d}_p{p}",
+        )
+        for k, s, d, p in [
+            ((3, 3), (1, 1), (1, 1), (0, 0, 0, 0)),
+            ((3, 2), (2, 2), (1, 1), (1, 1, 0, 1)),
+            ((2, 2), (1, 2), (2, 1), (1, 0, 2, 1)),
+            ((1, 1), (2, 1), (1, 1), (0, 0, 0, 0)),
+        ]
+    ],
+    *[
+        Case(
+            "col2im",
+            [I(normal((B, oh, ow, 2 * k[0] * k[1]), 91))],
+            {"kernel": k, "strides": s, "dilation": (1, 1), "pads": p, "size": size},
+            name=f"col2im_s{s}_p{p}_size{size}",
+        )
+        for k, s, p, size, (oh, ow) in [
+            ((3, 3), (2, 2), (1, 1, 1, 1), (5, 5), (3, 3)),
+            ((2, 3), (1, 2), (0, 0, 0, 0), (4, 7), (3, 3)),
+            # a transposed convolution's output_padding: 'valid' (1, 2), 'same' (1, 1)
+            ((3, 2), (2, 3), (0, 0, 0, 0), (8, 10), (3, 3)),
+            ((3, 3), (2, 2), (0, 1, 0, 1), (6, 6), (3, 3)),
+        ]
+    ],
+    *[
+        Case(
+            "pool2d",
+            [I(normal((B, 5, 6, 2), 92))],
+            {"mode": m, "pool": k, "strides": s, "pads": p},
+            name=f"pool2d_{m}_k{k}_s{s}_p{p}",
+        )
+        for m in ("max", "avg")
+        for k, s, p in [((2, 2), (2, 2), (0, 0, 0, 0)), ((3, 3), (2, 2), (1, 1, 1, 1)), ((3, 2), (1, 1), (1, 1, 0, 1))]
+    ],
     Case("transpose", [I(normal((B, 2, 3, 4), 94))], {"perm": (0, 3, 1, 2)}),
     Case("transpose", [P(normal((2, 3, 4), 94))], {"perm": (1, 2, 0)}, name="transpose_fixed"),
     Case("pad", [I(normal((B, 3, 4), 95))], {"pads": ((0, 0), (1, 2), (0, 1))}),
@@ -192,84 +236,163 @@ GRAD_CASES = [
     Case("repeat", [I(normal((B, 2, 3), 97))], {"axis": 2, "n": 2}, name="repeat_last"),
     Case("gather", [P(normal((5, 3), 98)), L(np.array([[0, 4], [2, 2], [1, 0]], dtype=np.float32))]),
     # -- batch norm from given statistics: channels last, channels first, without gamma or beta
-    Case("batch_norm", [I(normal((B, 2, 3), 100)), P(normal((3,), 101)), P(pos((3,), 102)), P(normal((3,), 103)),
-                        P(normal((3,), 104))], {"axis": 2, "epsilon": 1e-3}, name="batch_norm_last"),
-    Case("batch_norm", [I(normal((B, 3, 2), 100)), P(normal((3,), 101)), P(pos((3,), 102)), P(normal((3,), 103))],
-         {"axis": 1, "epsilon": 0.1, "center": False}, name="batch_norm_axis1_no_beta"),
-    Case("batch_norm", [I(normal((B, 3), 100)), P(normal((3,), 101)), P(pos((3,), 102)), P(normal((3,), 104))],
-         {"axis": 1, "epsilon": 1e-3, "scale": False}, name="batch_norm_no_gamma"),
+    Case(
+        "batch_norm",
+        [
+            I(normal((B, 2, 3), 100)),
+            P(normal((3,), 101)),
+            P(pos((3,), 102)),
+            P(normal((3,), 103)),
+            P(normal((3,), 104)),
+        ],
+        {"axis": 2, "epsilon": 1e-3},
+        name="batch_norm_last",
+    ),
+    Case(
+        "batch_norm",
+        [I(normal((B, 3, 2), 100)), P(normal((3,), 101)), P(pos((3,), 102)), P(normal((3,), 103))],
+        {"axis": 1, "epsilon": 0.1, "center": False},
+        name="batch_norm_axis1_no_beta",
+    ),
+    Case(
+        "batch_norm",
+        [I(normal((B, 3), 100)), P(normal((3,), 101)), P(pos((3,), 102)), P(normal((3,), 104))],
+        {"axis": 1, "epsilon": 1e-3, "scale": False},
+        name="batch_norm_no_gamma",
+    ),
     Case("slice", [I(normal((B, 2, 5), 48))], {"axis": 2, "start": 1, "stop": 4}, name="slice_grad"),
     # -- recurrent time loops (T=4, H=2): masks with leading, middle and trailing gaps, go_backwards
-    *[Case("rnn_sequence", [I(0.5 * normal((B, 4, gates * 2), 110)), P(0.5 * normal((2, gates * 2), 111)),
-                            *([P(0.5 * normal((gates * 2,), 112))] if attrs.get("recurrent_bias") else []),
-                            *([L(RNN_MASK)] if attrs.get("masked") else []),
-                            *([L(RNN_KEEP)] if attrs.get("recurrent_dropout") else []),
-                            *([I(normal((B, 2), 113))] if attrs.get("initial") else []),
-                            *([I(normal((B, 2), 114))] if attrs.get("initial") and gates == 4 else [])],
-           attrs, name=f"rnn_{k}")
-      for k, (gates, attrs) in enumerate([
-          (1, {"cell": "simple"}),
-          (1, {"cell": "simple", "masked": True, "initial": True, "go_backwards": True, "activation": "softsign"}),
-          (4, {"cell": "lstm"}),
-          (4, {"cell": "lstm", "masked": True, "initial": True, "go_backwards": True,
-               "recurrent_activation": "hard_sigmoid_k2"}),
-          (4, {"cell": "lstm", "masked": True, "recurrent_activation": "hard_sigmoid"}),
-          (3, {"cell": "gru", "recurrent_bias": True}),
-          (3, {"cell": "gru", "recurrent_bias": True, "masked": True, "initial": True, "go_backwards": True}),
-          (3, {"cell": "gru", "reset_after": False, "masked": True, "initial": True}),
-          (3, {"cell": "gru", "reset_after": False, "go_backwards": True, "recurrent_activation": "hard_sigmoid_k2"}),
-          (1, {"cell": "simple", "recurrent_dropout": True}),
-          (4, {"cell": "lstm", "masked": True, "recurrent_dropout": True, "initial": True}),
-          (3, {"cell": "gru", "recurrent_bias": True, "recurrent_dropout": True, "masked": True}),
-          (3, {"cell": "gru", "reset_after": False, "recurrent_dropout": True, "initial": True}),
-      ])],
+    *[
+        Case(
+            "rnn_sequence",
+            [
+                I(0.5 * normal((B, 4, gates * 2), 110)),
+                P(0.5 * normal((2, gates * 2), 111)),
+                *([P(0.5 * normal((gates * 2,), 112))] if attrs.get("recurrent_bias") else []),
+                *([L(RNN_MASK)] if attrs.get("masked") else []),
+                *([L(RNN_KEEP)] if attrs.get("recurrent_dropout") else []),
+                *([I(normal((B, 2), 113))] if attrs.get("initial") else []),
+                *([I(normal((B, 2), 114))] if attrs.get("initial") and gates == 4 else []),
+            ],
+            attrs,
+            name=f"rnn_{k}",
+        )
+        for k, (gates, attrs) in enumerate(
+            [
+                (1, {"cell": "simple"}),
+                (
+                    1,
+                    {"cell": "simple", "masked": True, "initial": True, "go_backwards": True, "activation": "softsign"},
+                ),
+                (4, {"cell": "lstm"}),
+                (
+                    4,
+                    {
+                        "cell": "lstm",
+                        "masked": True,
+                        "initial": True,
+                        "go_backwards": True,
+                        "recurrent_activation": "hard_sigmoid_k2",
+                    },
+                ),
+                (4, {"cell": "lstm", "masked": True, "recurrent_activation": "hard_sigmoid"}),
+                (3, {"cell": "gru", "recurrent_bias": True}),
+                (3, {"cell": "gru", "recurrent_bias": True, "masked": True, "initial": True, "go_backwards": True}),
+                (3, {"cell": "gru", "reset_after": False, "masked": True, "initial": True}),
+                (
+                    3,
+                    {
+                        "cell": "gru",
+                        "reset_after": False,
+                        "go_backwards": True,
+                        "recurrent_activation": "hard_sigmoid_k2",
+                    },
+                ),
+                (1, {"cell": "simple", "recurrent_dropout": True}),
+                (4, {"cell": "lstm", "masked": True, "recurrent_dropout": True, "initial": True}),
+                (3, {"cell": "gru", "recurrent_bias": True, "recurrent_dropout": True, "masked": True}),
+                (3, {"cell": "gru", "reset_after": False, "recurrent_dropout": True, "initial": True}),
+            ]
+        )
+    ],
     Case("reverse_time", [I(normal((B, 4, 3), 115))]),
 ]
 
 # ops without a VJP that a graph may still hold: forward-vs-shape-rule cases only
-SHARED_VALUES = [P(np.array(0.1)), P(np.array(2.0)), P(np.array(0.5))]   # lr, step, gscale
+SHARED_VALUES = [P(np.array(0.1)), P(np.array(2.0)), P(np.array(0.5))]  # lr, step, gscale
 FORWARD_CASES = [
-    *[Case(op, [I(normal((B, 3), 40)), P(normal((3,), 41))]) for op in ("greater", "greater_equal", "less",
-                                                                      "less_equal", "equal")],
+    *[
+        Case(op, [I(normal((B, 3), 40)), P(normal((3,), 41))])
+        for op in ("greater", "greater_equal", "less", "less_equal", "equal")
+    ],
     Case("in_range", [I(normal((B, 3), 42))], {"lo": -0.5, "hi": 0.5}),
-    *[Case("act_grad", [I(normal((B, 3), 43)), I(away((B, 3), 44))], {"activation": a}, name=f"act_grad_{a}")
-      for a in ACTIVATIONS],
+    *[
+        Case("act_grad", [I(normal((B, 3), 43)), I(away((B, 3), 44))], {"activation": a}, name=f"act_grad_{a}")
+        for a in ACTIVATIONS
+    ],
     Case("broadcast_like", [I(normal((B,), 45)), I(normal((B, 4), 46))], {"axes": (1,)}),
     Case("broadcast_like", [P(normal((), 45)), I(normal((B, 4), 46))], {}, name="broadcast_like_all"),
     Case("count", [I(normal((B, 4), 47))], {"axes": (0,)}),
     Case("count", [I(normal((B, 4), 47))], {}, name="count_all"),
     Case("slice", [I(normal((B, 5), 48))], {"axis": 1, "start": 1, "stop": 4}),
-    Case("rnn_sequence_grad", [I(normal((B, 4, 4), 116)), I(normal((B, 4, 4), 117)), I(normal((B, 4, 8), 118)),
-                               P(normal((2, 8), 119))], {"cell": "lstm", "wrt": 1}),
+    Case(
+        "rnn_sequence_grad",
+        [I(normal((B, 4, 4), 116)), I(normal((B, 4, 4), 117)), I(normal((B, 4, 8), 118)), P(normal((2, 8), 119))],
+        {"cell": "lstm", "wrt": 1},
+    ),
     Case("softmax_grad", [I(normal((B, 4), 49)), I(soft_targets((B, 4), 50))]),
     Case("softmax_cross_entropy_grad", [I(normal((B, 4), 49)), L(soft_targets((B, 4), 50)), I(normal((B,), 52))]),
     Case("sparse_softmax_cross_entropy_grad", [I(normal((B, 4), 49)), L(labels(B, 4, 53)), I(normal((B,), 52))]),
     Case("unpick", [I(normal((B,), 52)), L(labels(B, 4, 53)), I(normal((B, 4), 49))]),
     Case("fused_dense", [I(normal((B, 4), 54)), P(normal((4, 3), 55)), P(normal((3,), 56))], {"activation": "gelu"}),
-    Case("fused_elementwise", [I(normal((B, 3), 57)), P(normal((3,), 58))],
-         {"expr": ("op", "relu", (), ("op", "add", (), ("in", 0), ("in", 1)))}),
+    Case(
+        "fused_elementwise",
+        [I(normal((B, 3), 57)), P(normal((3,), 58))],
+        {"expr": ("op", "relu", (), ("op", "add", (), ("in", 0), ("in", 1)))},
+    ),
     Case("copy", [I(normal((B, 3), 59))]),
     Case("constant", [], {"values": (1.5, -2.0, 0.25, 3.0, 0.0, -0.5), "shape": (2, 3)}),
-    *[Case(op, [P(normal((3, 2), 60)), P(normal((3, 2), 61)),
+    *[
+        Case(
+            op,
+            [
+                P(normal((3, 2), 60)),
+                P(normal((3, 2), 61)),
                 *[P(np.full((3, 2), 0.5)) for _ in UPDATES[op].slots({**UPDATES[op].defaults, **hyper})],
-                *SHARED_VALUES], hyper, name=f"{op}_{k}")
-      for op, hypers in [("sgd_update", [{}, {"momentum": 0.9, "nesterov": True}]),
-                         ("adam_update", [{}, {"amsgrad": True, "weight_decay": 0.1}]),
-                         ("rmsprop_update", [{}, {"centered": True, "momentum": 0.5}]),
-                         ("adagrad_update", [{}]), ("adadelta_update", [{}]), ("adamax_update", [{}]),
-                         ("nadam_update", [{}]), ("lion_update", [{}])]
-      for k, hyper in enumerate(hypers)],
-    Case("pool2d_grad", [I(normal((B, 2, 2, 2), 64)), I(normal((B, 4, 4, 2), 65)), I(normal((B, 2, 2, 2), 66))],
-         {"mode": "avg", "pool": (2, 2), "strides": (2, 2), "pads": (0, 0, 0, 0)}),
-    Case("scatter_add", [I(normal((B, 2, 3), 67)), L(np.array([[0, 4], [2, 2], [1, 0]], dtype=np.int32))],
-         {"rows": 5}),
+                *SHARED_VALUES,
+            ],
+            hyper,
+            name=f"{op}_{k}",
+        )
+        for op, hypers in [
+            ("sgd_update", [{}, {"momentum": 0.9, "nesterov": True}]),
+            ("adam_update", [{}, {"amsgrad": True, "weight_decay": 0.1}]),
+            ("rmsprop_update", [{}, {"centered": True, "momentum": 0.5}]),
+            ("adagrad_update", [{}]),
+            ("adadelta_update", [{}]),
+            ("adamax_update", [{}]),
+            ("nadam_update", [{}]),
+            ("lion_update", [{}]),
+        ]
+        for k, hyper in enumerate(hypers)
+    ],
+    Case(
+        "pool2d_grad",
+        [I(normal((B, 2, 2, 2), 64)), I(normal((B, 4, 4, 2), 65)), I(normal((B, 2, 2, 2), 66))],
+        {"mode": "avg", "pool": (2, 2), "strides": (2, 2), "pads": (0, 0, 0, 0)},
+    ),
+    Case("scatter_add", [I(normal((B, 2, 3), 67)), L(np.array([[0, 4], [2, 2], [1, 0]], dtype=np.int32))], {"rows": 5}),
     Case("moving_average", [P(normal((4,), 68)), P(normal((4,), 69))], {"momentum": 0.9}),
-    Case("fused_update", [P(normal((3, 2), 60)), P(normal((3, 2), 61)), P(normal((4,), 62)), P(normal((4,), 63)),
-                          *SHARED_VALUES], {"update": "sgd_update", "per_param": 2, "shared": 3}),
+    Case(
+        "fused_update",
+        [P(normal((3, 2), 60)), P(normal((3, 2), 61)), P(normal((4,), 62)), P(normal((4,), 63)), *SHARED_VALUES],
+        {"update": "sgd_update", "per_param": 2, "shared": 3},
+    ),
 ]
 
 
 # ---------------------------------------------------------------- helpers
+
 
 def _type_of(kind, arr):
     dtype = str(arr.dtype)
@@ -313,6 +436,7 @@ def _central_diff(f, arrays, k, eps=1e-6):
 
 # ---------------------------------------------------------------- coverage
 
+
 def test_every_differentiable_op_has_a_gradient_case():
     differentiable = {n for n, op in ir.REGISTRY.items() if op.vjp is not None}
     missing = differentiable - {c.op for c in GRAD_CASES}
@@ -331,6 +455,7 @@ def test_case_ids_unique():
 
 
 # ---------------------------------------------------------------- gradients
+
 
 @pytest.mark.parametrize("case", GRAD_CASES, ids=lambda c: c.id)
 def test_vjp_matches_finite_differences(case):
@@ -388,6 +513,7 @@ def test_operand_used_twice_sums_cotangents():
 
 # ---------------------------------------------------------------- forward vs shape rule
 
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", GRAD_CASES + FORWARD_CASES, ids=lambda c: c.id)
 def test_forward_agrees_with_shape_rule(case, dtype):
@@ -401,6 +527,7 @@ def test_forward_agrees_with_shape_rule(case, dtype):
 
 
 # ---------------------------------------------------------------- references vs independent formulas
+
 
 def _fwd(op, *args, **attrs):
     return ir.get_op(op).forward(*args, **attrs)
@@ -427,12 +554,16 @@ def test_sparse_cross_entropy_is_minus_log_softmax_at_label():
 
 
 _ACT_ATTRS = [(a, {}) for a in ACTIVATIONS] + [
-    ("leaky_relu", {"alpha": 0.05}), ("elu", {"alpha": 0.5}),
-    ("gelu", {"approximate": True}), ("gelu", {"approximate": False})]
+    ("leaky_relu", {"alpha": 0.05}),
+    ("elu", {"alpha": 0.5}),
+    ("gelu", {"approximate": True}),
+    ("gelu", {"approximate": False}),
+]
 
 
-@pytest.mark.parametrize("name,attrs", _ACT_ATTRS, ids=lambda v: str(v) if isinstance(v, str) else
-                         ",".join(f"{k}={w}" for k, w in v.items()))
+@pytest.mark.parametrize(
+    "name,attrs", _ACT_ATTRS, ids=lambda v: str(v) if isinstance(v, str) else ",".join(f"{k}={w}" for k, w in v.items())
+)
 def test_act_grad_is_the_activation_derivative(name, attrs):
     fwd, _, from_output = ACTIVATIONS[name]
     x = np.concatenate([away((12,), 8, 0.05, 2.5), [-3.5, 3.5, 5.5, 6.5, -7.0, 8.0]])
@@ -461,13 +592,15 @@ def test_constant_holds_its_values_in_c_order_and_checks_their_count():
 
 def test_gelu_against_scipy_formulas():
     from scipy.special import erf
+
     x = np.linspace(-4, 4, 17)
     np.testing.assert_allclose(_fwd("gelu", x), 0.5 * x * (1 + erf(x / math.sqrt(2))), rtol=1e-12)
-    approx = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    approx = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
     np.testing.assert_allclose(_fwd("gelu", x, approximate=True), approx, rtol=1e-12)
 
 
 # Keras 3 optimizer formulas, written out independently (two steps from zero slots)
+
 
 def _run_update(op, w, g_list, slots, lr, hyper, gscale=1.0):
     w = w.copy()
@@ -509,9 +642,9 @@ def test_adam_update_matches_keras(hyper):
     for t, g in enumerate(G, start=1):
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
         # Keras folds the bias corrections into the step size, so epsilon is scaled by sqrt(1 - b2^t)
-        ew = ew - lr * m_hat / (np.sqrt(v_hat) + eps / math.sqrt(1 - b2 ** t))
+        ew = ew - lr * m_hat / (np.sqrt(v_hat) + eps / math.sqrt(1 - b2**t))
     np.testing.assert_allclose(w, ew, rtol=1e-10)
     np.testing.assert_allclose(m_got, m, rtol=1e-12)
     np.testing.assert_allclose(v_got, v, rtol=1e-12)
@@ -526,10 +659,10 @@ def test_rmsprop_update_matches_keras(centered, momentum):
     w, slots = _run_update("rmsprop_update", W0, G, [np.zeros_like(W0) for _ in range(n_slots)], lr, hyper)
     ew, v, ag, mom = W0.copy(), np.zeros_like(W0), np.zeros_like(W0), np.zeros_like(W0)
     for g in G:
-        v = rho * v + (1 - rho) * g ** 2
+        v = rho * v + (1 - rho) * g**2
         if centered:
             ag = rho * ag + (1 - rho) * g
-            denom = v - ag ** 2 + eps
+            denom = v - ag**2 + eps
         else:
             denom = v + eps
         inc = lr * g / np.sqrt(denom)
@@ -562,23 +695,33 @@ def test_fused_update_equals_separate_updates():
     w1, w2 = normal((3, 2), 80), normal((4,), 81)
     g1, g2 = normal((3, 2), 82), normal((4,), 83)
     a1, a2 = w1.copy(), w2.copy()
-    _fwd("fused_update", a1, g1, a2, g2, np.array(0.1), np.array(1.0), np.array(1.0), update="sgd_update",
-         per_param=2, shared=3)
+    _fwd(
+        "fused_update",
+        a1,
+        g1,
+        a2,
+        g2,
+        np.array(0.1),
+        np.array(1.0),
+        np.array(1.0),
+        update="sgd_update",
+        per_param=2,
+        shared=3,
+    )
     np.testing.assert_allclose(a1, w1 - 0.1 * g1)
     np.testing.assert_allclose(a2, w2 - 0.1 * g2)
 
 
 def test_adam_amsgrad_divides_by_the_running_max():
     lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-7
-    g_list = G + [np.zeros_like(W0)]   # a zero gradient: v falls, v_hat keeps the maximum
-    w, (m_got, v_got, vh_got) = _run_update("adam_update", W0, g_list, [np.zeros_like(W0)] * 3, lr,
-                                            {"amsgrad": True})
+    g_list = G + [np.zeros_like(W0)]  # a zero gradient: v falls, v_hat keeps the maximum
+    w, (m_got, v_got, vh_got) = _run_update("adam_update", W0, g_list, [np.zeros_like(W0)] * 3, lr, {"amsgrad": True})
     ew, m, v, v_hat = W0.copy(), np.zeros_like(W0), np.zeros_like(W0), np.zeros_like(W0)
     for t, g in enumerate(g_list, start=1):
         m = m + (g - m) * (1 - b1)
         v = v + (g * g - v) * (1 - b2)
         v_hat = np.maximum(v_hat, v)
-        ew = ew - m * (lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)) / (np.sqrt(v_hat) + eps)
+        ew = ew - m * (lr * math.sqrt(1 - b2**t) / (1 - b1**t)) / (np.sqrt(v_hat) + eps)
     np.testing.assert_allclose(w, ew, rtol=1e-10)
     np.testing.assert_allclose(vh_got, v_hat, rtol=1e-12)
     assert np.any(v_hat > v)
@@ -589,7 +732,7 @@ def test_adagrad_update_matches_keras():
     w, (acc_got,) = _run_update("adagrad_update", W0, G, [np.full_like(W0, 0.1)], lr, {})
     ew, acc = W0.copy(), np.full_like(W0, 0.1)
     for g in G:
-        acc = acc + g ** 2
+        acc = acc + g**2
         ew = ew - lr * g / np.sqrt(acc + eps)
     np.testing.assert_allclose(w, ew, rtol=1e-12)
     np.testing.assert_allclose(acc_got, acc, rtol=1e-12)
@@ -600,9 +743,9 @@ def test_adadelta_update_matches_keras():
     w, slots = _run_update("adadelta_update", W0, G, [np.zeros_like(W0)] * 2, lr, {"rho": rho})
     ew, acc_g, acc_dx = W0.copy(), np.zeros_like(W0), np.zeros_like(W0)
     for g in G:
-        acc_g = rho * acc_g + (1 - rho) * g ** 2
+        acc_g = rho * acc_g + (1 - rho) * g**2
         delta = -np.sqrt(acc_dx + eps) / np.sqrt(acc_g + eps) * g
-        acc_dx = rho * acc_dx + (1 - rho) * delta ** 2
+        acc_dx = rho * acc_dx + (1 - rho) * delta**2
         ew = ew + lr * delta
     np.testing.assert_allclose(w, ew, rtol=1e-12)
     np.testing.assert_allclose(slots[1], acc_dx, rtol=1e-10)
@@ -615,7 +758,7 @@ def test_adamax_update_matches_keras():
     for t, g in enumerate(G, start=1):
         m = b1 * m + (1 - b1) * g
         u = np.maximum(b2 * u, np.abs(g))
-        ew = ew - lr / (1 - b1 ** t) * m / (u + eps)
+        ew = ew - lr / (1 - b1**t) * m / (u + eps)
     np.testing.assert_allclose(w, ew, rtol=1e-12)
     np.testing.assert_allclose(u_got, u, rtol=1e-12)
 
@@ -626,18 +769,19 @@ def test_nadam_update_matches_keras():
     w, _ = _run_update("nadam_update", W0, g_list, [np.zeros_like(W0)] * 2, lr, {})
     ew, m, v, u_product = W0.copy(), np.zeros_like(W0), np.zeros_like(W0), 1.0
     for t, g in enumerate(g_list, start=1):
-        u_t, u_next = b1 * (1 - 0.5 * 0.96 ** t), b1 * (1 - 0.5 * 0.96 ** (t + 1))
-        u_product *= u_t    # Keras keeps the product in a variable, updated once per step
+        u_t, u_next = b1 * (1 - 0.5 * 0.96**t), b1 * (1 - 0.5 * 0.96 ** (t + 1))
+        u_product *= u_t  # Keras keeps the product in a variable, updated once per step
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
         m_hat = u_next * m / (1 - u_product * u_next) + (1 - u_t) * g / (1 - u_product)
-        ew = ew - lr * m_hat / (np.sqrt(v / (1 - b2 ** t)) + eps)
+        ew = ew - lr * m_hat / (np.sqrt(v / (1 - b2**t)) + eps)
     np.testing.assert_allclose(w, ew, rtol=1e-12)
 
 
 def test_nadam_momentum_product_stops_where_its_factors_reach_one():
     from ir.ops.optim import nadam_momentum_product
-    full = math.prod(0.9 * (1 - 0.5 * 0.96 ** s) for s in range(1, 1201))
+
+    full = math.prod(0.9 * (1 - 0.5 * 0.96**s) for s in range(1, 1201))
     assert nadam_momentum_product(0.9, 1200) == pytest.approx(full, rel=1e-12)
 
 

@@ -1,6 +1,7 @@
 """The Keras-facing optimizers and learning-rate schedules (no compilation): names, defaults,
 configs and errors as Keras 3's. The update formulas are tested in test_ops.py, and the whole
 training step against TensorFlow in test_tf_fidelity.py."""
+
 import json
 from pathlib import Path
 
@@ -12,18 +13,26 @@ from kgraph.optimizers import schedules
 S = schedules
 # values Keras 3.15 gives at steps 0..8 (float32, printed to 8 decimals)
 KERAS_SCHEDULE_VALUES = [
-    (S.ExponentialDecay(0.1, 3, 0.5),
-     [0.1, 0.07937005, 0.06299605, 0.05, 0.03968503, 0.03149803, 0.025, 0.01984251, 0.01574901]),
+    (
+        S.ExponentialDecay(0.1, 3, 0.5),
+        [0.1, 0.07937005, 0.06299605, 0.05, 0.03968503, 0.03149803, 0.025, 0.01984251, 0.01574901],
+    ),
     (S.ExponentialDecay(0.1, 3, 0.5, staircase=True), [0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025, 0.025, 0.025]),
-    (S.InverseTimeDecay(0.1, 2, 0.5, staircase=True),
-     [0.1, 0.1, 0.06666667, 0.06666667, 0.05, 0.05, 0.04, 0.04, 0.03333334]),
+    (
+        S.InverseTimeDecay(0.1, 2, 0.5, staircase=True),
+        [0.1, 0.1, 0.06666667, 0.06666667, 0.05, 0.05, 0.04, 0.04, 0.03333334],
+    ),
     (S.PiecewiseConstantDecay([2, 4], [0.1, 0.05, 0.01]), [0.1, 0.1, 0.1, 0.05, 0.05, 0.01, 0.01, 0.01, 0.01]),
     (S.PolynomialDecay(0.1, 4, 0.01, power=0.5), [0.1, 0.08794229, 0.07363961, 0.055, 0.01, 0.01, 0.01, 0.01, 0.01]),
-    (S.PolynomialDecay(0.1, 3, 0.01, power=2.0, cycle=True),
-     [0.1, 0.05, 0.02, 0.01, 0.02, 0.0125, 0.01, 0.01444444, 0.01111111]),
+    (
+        S.PolynomialDecay(0.1, 3, 0.01, power=2.0, cycle=True),
+        [0.1, 0.05, 0.02, 0.01, 0.02, 0.0125, 0.01, 0.01444444, 0.01111111],
+    ),
     (S.CosineDecay(0.1, 4, alpha=0.2), [0.1, 0.08828428, 0.06, 0.03171573, 0.02, 0.02, 0.02, 0.02, 0.02]),
-    (S.CosineDecay(0.0, 4, alpha=0.2, warmup_target=0.1, warmup_steps=3),
-     [0.0, 0.03333334, 0.06666667, 0.1, 0.08828428, 0.06, 0.03171573, 0.02, 0.02]),
+    (
+        S.CosineDecay(0.0, 4, alpha=0.2, warmup_target=0.1, warmup_steps=3),
+        [0.0, 0.03333334, 0.06666667, 0.1, 0.08828428, 0.06, 0.03171573, 0.02, 0.02],
+    ),
 ]
 
 
@@ -36,15 +45,23 @@ def test_schedule_round_trips_through_its_keras_config():
     s = S.PolynomialDecay(0.1, 4, 0.01, power=0.5)
     again = S.deserialize(json.loads(json.dumps(S.serialize(s))))
     assert again.get_config() == s.get_config()
-    assert S.serialize(s)["config"] == {"initial_learning_rate": 0.1, "decay_steps": 4, "end_learning_rate": 0.01,
-                                        "power": 0.5, "cycle": False, "name": "PolynomialDecay"}
+    assert S.serialize(s)["config"] == {
+        "initial_learning_rate": 0.1,
+        "decay_steps": 4,
+        "end_learning_rate": 0.01,
+        "power": 0.5,
+        "cycle": False,
+        "name": "PolynomialDecay",
+    }
 
 
 def test_unknown_schedule_names_the_known_ones():
     with pytest.raises(ValueError) as e:
         optimizers.SGD(learning_rate={"class_name": "CosineDecayRestarts", "config": {}})
-    assert str(e.value) == ("unknown learning-rate schedule 'CosineDecayRestarts'; known: ExponentialDecay, "
-                            "InverseTimeDecay, PiecewiseConstantDecay, PolynomialDecay, CosineDecay")
+    assert str(e.value) == (
+        "unknown learning-rate schedule 'CosineDecayRestarts'; known: ExponentialDecay, "
+        "InverseTimeDecay, PiecewiseConstantDecay, PolynomialDecay, CosineDecay"
+    )
 
 
 def test_unknown_optimizer_names_the_known_ones():
@@ -65,8 +82,10 @@ def test_every_optimizer_round_trips_through_its_keras_config(name):
 def test_keras_defaults():
     assert optimizers.get("adadelta").learning_rate == 0.001
     assert optimizers.get("sgd").learning_rate == 0.01
-    assert optimizers.AdamW().spec() == ("adam", {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False,
-                                                   "weight_decay": 0.004})
+    assert optimizers.AdamW().spec() == (
+        "adam",
+        {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False, "weight_decay": 0.004},
+    )
     assert optimizers.Adagrad().get_config()["initial_accumulator_value"] == 0.1
 
 
@@ -78,9 +97,18 @@ def test_every_fixture_optimizer_is_read():
 
 
 def test_a_schedule_sets_the_rate_of_each_step():
-    opt = optimizers.get({"class_name": "SGD", "config": {
-        "learning_rate": {"module": "keras.optimizers.schedules", "class_name": "ExponentialDecay",
-                          "config": {"initial_learning_rate": 0.1, "decay_steps": 1, "decay_rate": 0.5}}}})
+    opt = optimizers.get(
+        {
+            "class_name": "SGD",
+            "config": {
+                "learning_rate": {
+                    "module": "keras.optimizers.schedules",
+                    "class_name": "ExponentialDecay",
+                    "config": {"initial_learning_rate": 0.1, "decay_steps": 1, "decay_rate": 0.5},
+                }
+            },
+        }
+    )
     assert opt.current_learning_rate() == pytest.approx(0.1)
     opt.iterations = 2
     assert opt.learning_rate == pytest.approx(0.025)
@@ -91,7 +119,11 @@ def test_a_schedule_sets_the_rate_of_each_step():
 
 def test_options_and_their_errors():
     assert optimizers.SGD(clipnorm=1.0, weight_decay=0.1).spec()[1] == {
-        "momentum": 0.0, "nesterov": False, "weight_decay": 0.1, "clipnorm": 1.0}
+        "momentum": 0.0,
+        "nesterov": False,
+        "weight_decay": 0.1,
+        "clipnorm": 1.0,
+    }
     with pytest.raises(ValueError, match="Only one of `clipnorm`, `clipvalue` and `global_clipnorm`"):
         optimizers.Adam(clipnorm=1.0, global_clipnorm=1.0)
     with pytest.raises(ValueError, match="weight_decay=None"):

@@ -1,6 +1,7 @@
 """Each pass on small hand-built graphs (tinygrad's habit): the graph before, the graph or the
 property expected after, and the kernels each fusion rule leaves. Every rewrite is also run in
 the NumPy interpreter against the graph before it. No Numba here: these run in seconds."""
+
 from __future__ import annotations
 
 import ast
@@ -17,9 +18,22 @@ from ir import Role
 from ir.ops import ACTIVATIONS, REGISTRY, OpDef, Pattern
 from ir.ops.elementwise import same_type
 from kgraph.frontend import build_model
-from kgraph.passes import (add_loss, add_optimizer, autodiff, dce, fold_batch_norm, fuse_bias_grad, fuse_dense,
-                           fuse_elementwise, fuse_updates, lower_batch_norm, plan_memory, run_pipeline, split,
-                           updates_last)
+from kgraph.passes import (
+    add_loss,
+    add_optimizer,
+    autodiff,
+    dce,
+    fold_batch_norm,
+    fuse_bias_grad,
+    fuse_dense,
+    fuse_elementwise,
+    fuse_updates,
+    lower_batch_norm,
+    plan_memory,
+    run_pipeline,
+    split,
+    updates_last,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,8 +44,10 @@ def f32(*shape):
 
 def kernels(g) -> int:
     """What a step runs: every node but sources, views and results another kernel writes."""
-    return sum(not n.is_source and ir.get_op(n.op).pattern is not Pattern.VIEW and "computed_by" not in n.attrs
-               for n in g.nodes())
+    return sum(
+        not n.is_source and ir.get_op(n.op).pattern is not Pattern.VIEW and "computed_by" not in n.attrs
+        for n in g.nodes()
+    )
 
 
 def ops(g) -> list:
@@ -79,6 +95,7 @@ def dense(act="relu", batch_dims=("B",), name="dense"):
 
 # ---------------------------------------------------------------- fold
 
+
 def _dense_bn(between=None):
     g = ir.Graph("bn")
     x = g.source("input", "x", f32("B", 1, 5, 3))
@@ -88,7 +105,7 @@ def _dense_bn(between=None):
     y = g.add(g.matmul(x, w, name="mm"), b, name="z")
     if between:
         y = g.add_node(between, [y], name="between")
-    y = g.reshape(y, shape=("B", 5, 2), name="flat")   # a Conv1D's [B,1,W,C] -> [B,W,C]
+    y = g.reshape(y, shape=("B", 5, 2), name="flat")  # a Conv1D's [B,1,W,C] -> [B,W,C]
     g.outputs["output:0"] = g.batch_norm(y, *stats, axis=2, epsilon=1e-3, name="bn")
     return g
 
@@ -105,8 +122,8 @@ def test_fold_puts_the_batch_norm_into_the_kernel_and_bias_through_a_view():
     (d,) = fold_batch_norm(g)
     assert d.fused and d.node == "mm"
     assert "batch_norm" not in ops(g)
-    assert g.node("mm").inputs[1] == "bn_folded_kernel"        # x @ (w * inv)
-    assert g.node("z").inputs[0] == "mm" and g.node("z").inputs[1] != "b"   # + the folded bias
+    assert g.node("mm").inputs[1] == "bn_folded_kernel"  # x @ (w * inv)
+    assert g.node("z").inputs[0] == "mm" and g.node("z").inputs[1] != "b"  # + the folded bias
     assert_same_outputs(before, g, _bn_feeds(before))
 
 
@@ -123,6 +140,7 @@ def test_fold_refuses_an_activation_between_and_lowering_keeps_the_numbers():
 
 
 # ---------------------------------------------------------------- loss
+
 
 def _classifier(act, loss, **spec):
     g = ir.Graph("clf")
@@ -141,20 +159,26 @@ def _log_softmax(z):
     return z - z.max(-1, keepdims=True) - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True))
 
 
-@pytest.mark.parametrize("loss, fused", [("categorical_crossentropy", "softmax_cross_entropy"),
-                                         ("sparse_categorical_crossentropy", "sparse_softmax_cross_entropy")])
+@pytest.mark.parametrize(
+    "loss, fused",
+    [
+        ("categorical_crossentropy", "softmax_cross_entropy"),
+        ("sparse_categorical_crossentropy", "sparse_softmax_cross_entropy"),
+    ],
+)
 def test_softmax_and_cross_entropy_become_one_kernel_on_the_logits(loss, fused):
     g = _classifier("softmax", loss)
     (ce,) = [n for n in g.nodes() if n.op == fused]
-    assert ce.inputs[0] == "z"                   # the logits, not the softmax's output
-    assert not g.users("probs")                  # the loss reads no probability (dce drops it in training)
+    assert ce.inputs[0] == "z"  # the logits, not the softmax's output
+    assert not g.users("probs")  # the loss reads no probability (dce drops it in training)
     assert "log" not in ops(g) and "clip" not in ops(g)
-    assert kernels(g) == 4   # the softmax (the model's output), the cross-entropy, its weighted mean
+    assert kernels(g) == 4  # the softmax (the model's output), the cross-entropy, its weighted mean
     f = feeds_for(g)
     y, sw = f["y0"], f["sw0"]
     logp = _log_softmax(f["z"])
-    per_row = -np.take_along_axis(logp, y[:, None].astype(int), -1)[:, 0] if y.dtype == np.int32 \
-        else -(y * logp).sum(-1)
+    per_row = (
+        -np.take_along_axis(logp, y[:, None].astype(int), -1)[:, 0] if y.dtype == np.int32 else -(y * logp).sum(-1)
+    )
     np.testing.assert_allclose(_loss_value(g, f), np.mean(per_row * sw), rtol=1e-5)
 
 
@@ -186,18 +210,19 @@ def _without(opdef, role):
 
 # ---------------------------------------------------------------- autodiff
 
+
 def test_autodiff_matches_the_analytic_gradient_and_sums_shared_uses():
     g = ir.Graph("ad")
     x = g.source("input", "x", f32("B", 4))
     w = g.source("param", "w", f32(4, 2))
     h = g.matmul(x, w)
-    loss = g.reduce_sum(g.add(g.square(h), g.reduce_sum(g.mul(w, w))), axes=None)   # w used three times
+    loss = g.reduce_sum(g.add(g.square(h), g.reduce_sum(g.mul(w, w))), axes=None)  # w used three times
     grads = autodiff(g, loss, [w])
     assert set(grads) == {"w"}
     f = feeds_for(g, batch=5)
     env = ir.interpret(g, f)
     xv, wv = f["x"].astype(np.float64), f["w"].astype(np.float64)
-    want = 2 * xv.T @ (xv @ wv) + 5 * 2 * 2 * wv     # sum over B=5 rows and 2 columns of sum(w*w)
+    want = 2 * xv.T @ (xv @ wv) + 5 * 2 * 2 * wv  # sum over B=5 rows and 2 columns of sum(w*w)
     np.testing.assert_allclose(env[grads["w"]], want, rtol=1e-4)
 
 
@@ -219,6 +244,7 @@ def test_autodiff_gives_inputs_no_gradient_and_refuses_an_unused_parameter():
 
 
 # ---------------------------------------------------------------- optimizer
+
 
 def _two_params():
     g = ir.Graph("opt")
@@ -242,13 +268,14 @@ def test_sgd_update_and_global_clipping_in_the_interpreter():
     add_optimizer(g, grads, "sgd", {"global_clipnorm": 1.0})
     f = feeds_for(g)
     f["lr"], f["step"] = np.float32(0.5), 1.0
-    f["g0"], f["g1"] = np.full(3, 3.0, np.float32), np.full(3, 4.0, np.float32)   # norm 5*sqrt(3)
+    f["g0"], f["g1"] = np.full(3, 3.0, np.float32), np.full(3, 4.0, np.float32)  # norm 5*sqrt(3)
     w0 = f["w0"].copy()
-    ir.interpret(g, f)      # the update writes w0 in place
+    ir.interpret(g, f)  # the update writes w0 in place
     np.testing.assert_allclose(f["w0"], w0 - 0.5 * 3.0 / (5 * np.sqrt(3)), rtol=1e-5)
 
 
 # ---------------------------------------------------------------- fusion: dense
+
 
 @pytest.mark.parametrize("act", ["relu", "tanh", "gelu", None])
 def test_dense_bias_and_activation_become_one_gemm(act):
@@ -258,8 +285,9 @@ def test_dense_bias_and_activation_become_one_gemm(act):
     assert kernels(before) == (3 if act else 2) and kernels(g) == 1
     (fd,) = [n for n in g.nodes() if not n.is_source]
     assert fd.op == "fused_dense" and fd.attrs["activation"] == (act or "linear")
-    assert [str(d) for d in decisions] == [f"fused   dense+bias+activation    %{fd.id}: matmul+bias_add"
-                                           + (f"+{act}" if act else "")]
+    assert [str(d) for d in decisions] == [
+        f"fused   dense+bias+activation    %{fd.id}: matmul+bias_add" + (f"+{act}" if act else "")
+    ]
     assert_same_outputs(before, g, feeds_for(before))
 
 
@@ -285,8 +313,8 @@ def test_backward_and_input_gemms_do_not_fuse():
     c = g.source("input", "c", f32(4, 3))
     b = g.source("param", "b", f32(3))
     w = g.source("param", "w", f32(3, 4))
-    g.outputs["output:0"] = g.relu(g.add(g.matmul(a, c), b))                          # a GEMM of two inputs
-    g.outputs["output:1"] = g.add(g.matmul(a, w, transpose_b=True), b)               # g @ W^T, a backward GEMM
+    g.outputs["output:0"] = g.relu(g.add(g.matmul(a, c), b))  # a GEMM of two inputs
+    g.outputs["output:1"] = g.add(g.matmul(a, w, transpose_b=True), b)  # g @ W^T, a backward GEMM
     fuse_dense(g, training=False)
     assert "fused_dense" not in ops(g)
 
@@ -294,10 +322,11 @@ def test_backward_and_input_gemms_do_not_fuse():
 def test_an_activation_whose_gradient_reads_its_input_keeps_the_bias_add_apart():
     """gelu's derivative reads its input: in training the bias add's output is read twice."""
     g = dense("gelu")
-    g.outputs["output:1"] = g.act_grad("act", "z", activation="gelu")   # as autodiff writes it
+    g.outputs["output:1"] = g.act_grad("act", "z", activation="gelu")  # as autodiff writes it
     decisions = fuse_dense(g, training=True)
     assert [d.reason for d in decisions if not d.fused] == [
-        "gelu's gradient reads its input, so the bias add must stay apart"]
+        "gelu's gradient reads its input, so the bias add must stay apart"
+    ]
     fd = next(n for n in g.nodes() if n.op == "fused_dense")
     assert fd.attrs["activation"] == "linear" and g.node("act").inputs == (fd.id,)
 
@@ -306,8 +335,11 @@ def test_a_declared_activation_fuses_with_no_pass_edited(monkeypatch):
     """A new activation is an ACTIVATIONS entry and an op with Role.ACTIVATION: the GEMM takes it."""
     cube = (lambda x, **a: x * x * x, lambda x, **a: 3 * x * x, False)
     monkeypatch.setitem(ACTIVATIONS, "cube", cube)
-    monkeypatch.setitem(REGISTRY, "cube", OpDef("cube", Pattern.ELEMWISE, same_type, lambda x: x * x * x,
-                                                roles=frozenset({Role.CHAIN, Role.ACTIVATION})))
+    monkeypatch.setitem(
+        REGISTRY,
+        "cube",
+        OpDef("cube", Pattern.ELEMWISE, same_type, lambda x: x * x * x, roles=frozenset({Role.CHAIN, Role.ACTIVATION})),
+    )
     before = dense("cube")
     g = before.clone()
     fuse_dense(g, training=False)
@@ -321,6 +353,7 @@ def test_a_declared_activation_fuses_with_no_pass_edited(monkeypatch):
 
 
 # ---------------------------------------------------------------- fusion: the bias gradient
+
 
 def _dense_backward(act):
     """The training graph of one dense layer with a sum-of-outputs loss."""
@@ -346,7 +379,7 @@ def test_activation_grad_also_writes_the_bias_gradient():
 
 
 def test_a_column_sum_of_no_activation_gradient_is_refused():
-    before = _dense_backward(None)   # the bias gradient sums the loss's gradient directly
+    before = _dense_backward(None)  # the bias gradient sums the loss's gradient directly
     g = before.clone()
     decisions = fuse_bias_grad(g)
     assert decisions and not any(d.fused for d in decisions)
@@ -366,12 +399,20 @@ def test_the_training_step_of_a_dense_relu_layer_in_kernels():
     fuse_elementwise(g)
     fuse_updates(g)
     dce(g)
-    assert sorted(ops(g)) == ["act_grad", "broadcast_like", "fused_dense", "fused_update", "matmul",
-                              "reduce_sum", "reduce_sum"]
-    assert kernels(g) == 6   # the bias gradient's reduce_sum is written by act_grad
+    assert sorted(ops(g)) == [
+        "act_grad",
+        "broadcast_like",
+        "fused_dense",
+        "fused_update",
+        "matmul",
+        "reduce_sum",
+        "reduce_sum",
+    ]
+    assert kernels(g) == 6  # the bias gradient's reduce_sum is written by act_grad
 
 
 # ---------------------------------------------------------------- fusion: elementwise chains
+
 
 def _three(g, shape=("B", 4)):
     return [g.source("input", n, f32(*shape)) for n in "xyz"]
@@ -390,8 +431,11 @@ def test_a_consumer_and_its_producers_become_one_loop():
     assert_same_outputs(before, g, feeds_for(before))
 
 
-@pytest.mark.xfail(strict=True, reason="fuse_elementwise never grows a fused_elementwise: a chain fuses only "
-                                       "a consumer with its direct producers, so x*y+z -> exp -> log is 2 loops")
+@pytest.mark.xfail(
+    strict=True,
+    reason="fuse_elementwise never grows a fused_elementwise: a chain fuses only "
+    "a consumer with its direct producers, so x*y+z -> exp -> log is 2 loops",
+)
 def test_a_longer_chain_becomes_one_loop():
     g = ir.Graph("chain")
     x, y, z = _three(g)
@@ -407,8 +451,8 @@ def test_a_value_used_twice_is_computed_once():
     before.outputs["output:0"] = before.add(before.exp(a), before.log(before.abs(a)))
     g = before.clone()
     fuse_elementwise(g)
-    assert "shared" in g and g.node("shared").op == "mul"   # not recomputed inside each reader
-    assert kernels(g) == 3   # mul; abs+log; exp+add
+    assert "shared" in g and g.node("shared").op == "mul"  # not recomputed inside each reader
+    assert kernels(g) == 3  # mul; abs+log; exp+add
     assert_same_outputs(before, g, feeds_for(before))
 
 
@@ -440,8 +484,7 @@ def test_a_smaller_operand_does_not_join_the_loop():
     g = before.clone()
     decisions = fuse_elementwise(g)
     assert kernels(g) == 2 and g.node("scale").op == "mul"
-    assert [(d.fused, d.reason) for d in decisions] == [(False, "shape f32[4] differs from %sum's"),
-                                                        (True, "exp+add")]
+    assert [(d.fused, d.reason) for d in decisions] == [(False, "shape f32[4] differs from %sum's"), (True, "exp+add")]
     assert_same_outputs(before, g, feeds_for(before))
 
 
@@ -456,6 +499,7 @@ def test_gradient_views_and_broadcasts_are_not_chain_members():
 
 
 # ---------------------------------------------------------------- fusion: the optimizer update
+
 
 def test_the_updates_of_all_parameters_become_one_loop():
     before, grads = _two_params()
@@ -485,6 +529,7 @@ def test_updates_of_different_rules_stay_apart():
 
 # ---------------------------------------------------------------- dce
 
+
 def test_dce_keeps_outputs_updates_and_model_sources():
     g = ir.Graph("dce")
     x = g.source("input", "x", f32("B", 2))
@@ -501,6 +546,7 @@ def test_dce_keeps_outputs_updates_and_model_sources():
 
 
 # ---------------------------------------------------------------- memory plan
+
 
 def _chain_with_update():
     """a = exp(x) read by a moving average early on; b, c later: a's slot is free after its reader."""
@@ -521,8 +567,8 @@ def test_plan_reuses_a_dead_buffer_and_never_overlaps_live_ones():
     assert all(slots[n].region == "arena" and slots[n].batch for n in ("a", "b", "c"))
     assert slots["stat"].region == "arena" and not slots["stat"].batch
     assert slots["update"].region == "none" and slots["m"].region == "state"
-    assert slots["b"].offset == slots["a"].offset            # a died before b was written
-    assert slots["c"].offset != slots["b"].offset            # c is written while b is read
+    assert slots["b"].offset == slots["a"].offset  # a died before b was written
+    assert slots["c"].offset != slots["b"].offset  # c is written while b is read
     assert plan.arena_per_sample == 16 and plan.arena_per_sample == plan.bound_per_sample
 
 
@@ -561,6 +607,7 @@ def test_a_view_aliases_its_root_and_keeps_it_alive():
 
 # ---------------------------------------------------------------- split (the caller gives the cores)
 
+
 def _big_dense():
     g = ir.Graph("big")
     x = g.source("input", "x", f32("B", 256))
@@ -581,11 +628,17 @@ def test_the_passes_import_no_target():
     """No pass imports numba, the code generators or the runtime; importing them loads no numba."""
     for path in (ROOT / "kgraph" / "passes").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [("." * node.level) + (node.module or "")] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [("." * node.level) + (node.module or "")]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             for name in names:
-                assert not name.startswith(("numba", "kgraph.codegen", "kgraph.runtime", "..codegen", "..runtime")), \
+                assert not name.startswith(("numba", "kgraph.codegen", "kgraph.runtime", "..codegen", "..runtime")), (
                     f"{path.name} imports {name}"
+                )
     code = "import sys, kgraph.passes; sys.exit('numba' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
@@ -607,9 +660,14 @@ def _example_kernels(name, fuse):
     fm = build_model(config, seed=0)
     counts = []
     for kind in ("predict", "test", "train"):
-        c = run_pipeline(kind, fm.lower(training=kind == "train"), [w.node for w in fm.weights],
-                         losses=[{"name": "sparse_categorical_crossentropy"}] * len(fm.output_names),
-                         optimizer=("adam", {}), fuse=fuse)
+        c = run_pipeline(
+            kind,
+            fm.lower(training=kind == "train"),
+            [w.node for w in fm.weights],
+            losses=[{"name": "sparse_categorical_crossentropy"}] * len(fm.output_names),
+            optimizer=("adam", {}),
+            fuse=fuse,
+        )
         counts.append(kernels(c.graph))
     return counts
 

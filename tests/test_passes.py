@@ -1,5 +1,6 @@
 """Passes checked on their own: batch norm folded into the GEMM before it at inference (and the
 refusals), against the unfolded graph in the NumPy interpreter."""
+
 import numpy as np
 import pytest
 
@@ -13,28 +14,38 @@ def _layer(cls, name, **config):
 
 
 def _sequential(shape, *layers):
-    return {"class_name": "Sequential", "config": {"name": "folds", "layers": [
-        _layer("InputLayer", "x", batch_shape=[None, *shape]), *layers]}}
+    return {
+        "class_name": "Sequential",
+        "config": {"name": "folds", "layers": [_layer("InputLayer", "x", batch_shape=[None, *shape]), *layers]},
+    }
 
 
 # every fold and refusal: (layer before the batch norm, batch norm, decision)
 IMAGE_MODEL = _sequential(
     (5, 5, 2),
-    _layer("Conv2D", "conv", filters=3, kernel_size=3, padding="same"), _layer("BatchNormalization", "bn_conv"),
+    _layer("Conv2D", "conv", filters=3, kernel_size=3, padding="same"),
+    _layer("BatchNormalization", "bn_conv"),
     _layer("Activation", "relu", activation="relu"),
     _layer("Conv2D", "conv_relu", filters=3, kernel_size=2, activation="relu"),
     _layer("BatchNormalization", "bn_after_relu"),
     _layer("SeparableConv2D", "sep", filters=4, kernel_size=2, use_bias=False),
     _layer("BatchNormalization", "bn_sep", center=False),
-    _layer("DepthwiseConv2D", "depthwise", kernel_size=1), _layer("BatchNormalization", "bn_depthwise"),
+    _layer("DepthwiseConv2D", "depthwise", kernel_size=1),
+    _layer("BatchNormalization", "bn_depthwise"),
     _layer("Flatten", "flat"),
-    _layer("Dense", "dense", units=6, use_bias=False), _layer("BatchNormalization", "bn_dense", scale=False),
-    _layer("Dense", "head", units=3), _layer("BatchNormalization", "bn_out", epsilon=0.01))
+    _layer("Dense", "dense", units=6, use_bias=False),
+    _layer("BatchNormalization", "bn_dense", scale=False),
+    _layer("Dense", "head", units=3),
+    _layer("BatchNormalization", "bn_out", epsilon=0.01),
+)
 SEQUENCE_MODEL = _sequential(
     (6, 3),
-    _layer("Conv1D", "conv1d", filters=4, kernel_size=2), _layer("BatchNormalization", "bn_conv1d"),
+    _layer("Conv1D", "conv1d", filters=4, kernel_size=2),
+    _layer("BatchNormalization", "bn_conv1d"),
     _layer("BatchNormalization", "bn_axis1", axis=1),
-    _layer("Flatten", "flat"), _layer("Dense", "head", units=2))
+    _layer("Flatten", "flat"),
+    _layer("Dense", "head", units=2),
+)
 
 
 def _random_weights(model, seed):
@@ -55,16 +66,18 @@ def _unfolded(model, x, weights):
 
 
 def _decisions(model):
-    return {d.reason if d.fused else d.node: d for d in model.compiled["predict"].decisions
-            if d.kind == "batch-norm fold"}
+    return {
+        d.reason if d.fused else d.node: d for d in model.compiled["predict"].decisions if d.kind == "batch-norm fold"
+    }
 
 
-@pytest.mark.parametrize("config, shape", [(IMAGE_MODEL, (5, 5, 2)), (SEQUENCE_MODEL, (6, 3))],
-                         ids=["image", "sequence"])
+@pytest.mark.parametrize(
+    "config, shape", [(IMAGE_MODEL, (5, 5, 2)), (SEQUENCE_MODEL, (6, 3))], ids=["image", "sequence"]
+)
 def test_folded_predictions_match_the_unfolded_graph_after_set_weights(config, shape):
     model = models.model_from_config(config, seed=0)
     x = np.random.default_rng(1).normal(size=(4, *shape)).astype(np.float32)
-    for seed in (2, 3):   # the second set_weights changes every statistic the fold read
+    for seed in (2, 3):  # the second set_weights changes every statistic the fold read
         weights = _random_weights(model, seed)
         model.set_weights(weights)
         np.testing.assert_allclose(model.predict(x, verbose=0), _unfolded(model, x, weights), rtol=1e-5, atol=1e-6)
@@ -79,25 +92,31 @@ def test_folds_and_refusals_are_reported():
     assert "relu activation comes before the normalization" in decisions["bn_after_relu"].reason
     assert "not the output of a dense or convolution GEMM" in decisions["bn_depthwise"].reason
     graph = model.compiled["predict"].graph
-    assert sum(n.op == "fused_dense" for n in graph.nodes()) == 5   # conv, sep's pointwise, dense, head; conv_relu
+    assert sum(n.op == "fused_dense" for n in graph.nodes()) == 5  # conv, sep's pointwise, dense, head; conv_relu
     assert "bn_conv" not in graph and "bn_dense" not in graph
 
     sequence = models.model_from_config(SEQUENCE_MODEL, seed=0)
     sequence.predict(np.zeros((1, 6, 3), np.float32), verbose=0)
     decisions = _decisions(sequence)
-    assert decisions["%bn_conv1d folded into the kernel and bias"].fused   # through the [B,1,W,C] reshape
+    assert decisions["%bn_conv1d folded into the kernel and bias"].fused  # through the [B,1,W,C] reshape
     assert "normalizes axis 1" in decisions["bn_axis1"].reason
 
 
 def test_train_step_never_folds():
     model = models.model_from_config(IMAGE_MODEL, seed=0)
     fm = model.frontend
-    compiled = run_pipeline("test", fm.lower(training=False), [w.node for w in fm.weights],
-                            losses=[{"name": "mean_squared_error"}])
+    compiled = run_pipeline(
+        "test", fm.lower(training=False), [w.node for w in fm.weights], losses=[{"name": "mean_squared_error"}]
+    )
     assert sum(d.kind == "batch-norm fold" and d.fused for d in compiled.decisions) == 4
-    compiled = run_pipeline("train", fm.lower(training=True), [w.node for w in fm.weights],
-                            losses=[{"name": "mean_squared_error"}], optimizer=("sgd", {}),
-                            trainable=[w.node for w in fm.weights if w.trainable])
+    compiled = run_pipeline(
+        "train",
+        fm.lower(training=True),
+        [w.node for w in fm.weights],
+        losses=[{"name": "mean_squared_error"}],
+        optimizer=("sgd", {}),
+        trainable=[w.node for w in fm.weights if w.trainable],
+    )
     assert not [d for d in compiled.decisions if d.kind == "batch-norm fold"]
 
 
@@ -126,6 +145,7 @@ def test_fold_is_exact_or_refused(extra_reader):
     ir.verify(g)
     assert decision.fused is not extra_reader
     if extra_reader:
-        assert str(decision) == ("refused batch-norm fold          %bn: "
-                                 "%mm has other readers, which need it unnormalized")
+        assert str(decision) == (
+            "refused batch-norm fold          %bn: %mm has other readers, which need it unnormalized"
+        )
     np.testing.assert_allclose(ir.interpret(g, feeds)[g.outputs["output:0"]], before, rtol=1e-5, atol=1e-6)

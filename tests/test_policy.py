@@ -1,5 +1,6 @@
 """The runtime's policies around a call of the compiled step (kgraph/runtime/policy.py), each on
 its own, and KGRAPH_PLAIN=1, which turns every one off."""
+
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from kgraph.runtime import background, policy
 from kgraph.runtime.threads import LARGE_GEMM_FLOPS, ThreadPlan
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "digits_mlp.json"
-SMALL = SimpleNamespace(parts=2, gemm_flops_per_sample=1e3)       # what the thread plan reads of a manifest
+SMALL = SimpleNamespace(parts=2, gemm_flops_per_sample=1e3)  # what the thread plan reads of a manifest
 LARGE = SimpleNamespace(parts=2, gemm_flops_per_sample=LARGE_GEMM_FLOPS)
 
 
@@ -37,7 +38,7 @@ def test_background_compilation_is_off_on_the_plain_path(monkeypatch):
     assert background.enabled()
     monkeypatch.setenv("KGRAPH_PLAIN", "1")
     assert not background.enabled()
-    dispatcher = object()   # never typed: the plain path does not look at the arguments
+    dispatcher = object()  # never typed: the plain path does not look at the arguments
     assert background.StepCompiler().callable(dispatcher, [np.zeros(3)]) is dispatcher
 
 
@@ -68,35 +69,42 @@ def test_gc_freeze_once_per_new_step_and_never_on_the_plain_path(monkeypatch):
     monkeypatch.delenv("KGRAPH_PLAIN", raising=False)
     exe = SimpleNamespace(_functions={("train", "step"): None})
     assert policy.freeze_compiled_objects(exe) and frozen == [1]
-    assert not policy.freeze_compiled_objects(exe) and frozen == [1]   # nothing new since
+    assert not policy.freeze_compiled_objects(exe) and frozen == [1]  # nothing new since
     exe._functions[("test", "step")] = None
     assert policy.freeze_compiled_objects(exe) and frozen == [1, 1]
-    assert policy.freeze_compiled_objects(SimpleNamespace()) and frozen == [1, 1, 1]   # CudaExecutable: no CPU functions
+    assert policy.freeze_compiled_objects(SimpleNamespace()) and frozen == [1, 1, 1]  # CudaExecutable: no CPU functions
     monkeypatch.setenv("KGRAPH_PLAIN", "1")
     exe._functions[("predict", "step")] = None
     assert not policy.freeze_compiled_objects(exe) and frozen == [1, 1, 1]
 
 
-DENORMALS = ("import numpy as np, json\n"
-             "import kgraph.models as m\n"
-             "tiny = np.float32(1e-39)\n"
-             f"m.load_model({str(EXAMPLE)!r})\n"
-             "print(json.dumps(float(tiny * np.float32(1.0))))\n")
+DENORMALS = (
+    "import numpy as np, json\n"
+    "import kgraph.models as m\n"
+    "tiny = np.float32(1e-39)\n"
+    f"m.load_model({str(EXAMPLE)!r})\n"
+    "print(json.dumps(float(tiny * np.float32(1.0))))\n"
+)
 
 
 def test_denormals_stay_on_the_plain_path():
     """(tests/test_runtime.py checks that they are flushed otherwise.)"""
     import os
 
-    r = subprocess.run([sys.executable, "-c", DENORMALS], capture_output=True, text=True,
-                       env=dict(os.environ, KGRAPH_PLAIN="1"), check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", DENORMALS],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, KGRAPH_PLAIN="1"),
+        check=False,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1]) > 0
 
 
 def _fit(**compile_args):
     config = json.loads(EXAMPLE.read_text())
-    config["config"]["name"] = "plain_path"      # a step of its own: not compiled by another test here
+    config["config"]["name"] = "plain_path"  # a step of its own: not compiled by another test here
     model = models.model_from_json(json.dumps(config), seed=3)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"], **compile_args)
     rs = np.random.RandomState(0)
@@ -110,12 +118,12 @@ def test_the_plain_path_runs_the_compiled_step_one_step_a_call(monkeypatch, tmp_
     compiled step (no child, no Python twin), one step a call even with steps_per_execution, and
     fit learns what the default path learns."""
     monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
-    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))   # a step not in any cache yet
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))  # a step not in any cache yet
     monkeypatch.setenv("KGRAPH_PLAIN", "1")
     plain, plain_logs = _fit(steps_per_execution=4)
     exe = plain.executable
     assert ("train", "step") in exe._compiled and not exe.compiler._jobs
-    assert calls == [1] * 14   # 2 epochs of 7 batches
+    assert calls == [1] * 14  # 2 epochs of 7 batches
     assert next(iter(exe.threads._tuners.values())).options == [(1, 1)]
     monkeypatch.setenv("KGRAPH_PLAIN", "0")
     monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "0")

@@ -94,9 +94,7 @@ def test_tty_redraws_with_carriage_return_colors_and_eta(clock, monkeypatch):
     assert "\x1b[37m" + "━" * 10 + "\x1b[0m" in frames[1]  # rest, grey
     # First step is excluded from the rate: 0.002 s over 9 steps -> 222us.
     # ETA = rate * 10 remaining steps, rounded down to whole seconds.
-    assert ANSI.sub("", frames[1]) == (
-        "10/20 " + "━" * 20 + " 0s 222us/step - loss: 1.0000"
-    )
+    assert ANSI.sub("", frames[1]) == ("10/20 " + "━" * 20 + " 0s 222us/step - loss: 1.0000")
     assert not tty.getvalue().endswith("\n")
 
 

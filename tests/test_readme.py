@@ -3,6 +3,7 @@
 Each block runs in a fresh folder holding a copy of examples/, in a process of its own. `text`
 blocks are synopses and sample output, and are not run. Of the opening block, the install is
 what CI has just done and the test command is this suite: the test runs the train command."""
+
 import os
 import re
 import shutil
@@ -18,8 +19,13 @@ BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", README, flags=re.S | re.M)
 
 
 def _run(command, folder, timeout=300):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMPI_ALLOW_RUN_AS_ROOT": "1",
-           "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_mpi_yield_when_idle": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMPI_ALLOW_RUN_AS_ROOT": "1",
+        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+        "OMPI_MCA_mpi_yield_when_idle": "1",
+    }
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout

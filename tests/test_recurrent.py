@@ -2,6 +2,7 @@
 tools/make_tf_fixtures.py wrote (tests/fixtures/rnn: Keras 3 and tf-keras 2 configs, weights,
 predictions, the loss and its gradient). The CPU and CUDA kernels come later; until then a compile
 refuses these models in one line."""
+
 import json
 from pathlib import Path
 
@@ -89,8 +90,9 @@ def test_loss_and_gradients_match_tensorflow(case):
     env = ir.interpret(g, {**_feeds(fm, data), **_label_feeds(g, data, "float32")})
     np.testing.assert_allclose(env[g.outputs["loss"]], data["loss"], rtol=1e-5)
     for i, w in enumerate(fm.weights):
-        np.testing.assert_allclose(env[grads[w.node]], data[f"grad_{i}"], rtol=1e-4, atol=1e-6,
-                                   err_msg=f"gradient of {w.layer}/{w.name}")
+        np.testing.assert_allclose(
+            env[grads[w.node]], data[f"grad_{i}"], rtol=1e-4, atol=1e-6, err_msg=f"gradient of {w.layer}/{w.name}"
+        )
 
 
 @pytest.mark.parametrize("case", ["bilstm", "mask_merge", "initial_state"])
@@ -100,8 +102,13 @@ def test_the_train_pipeline_takes_tensorflows_first_sgd_step(case):
     config, data = _load(case, "k3")
     fm = build_model(config)
     lr = 0.1
-    compiled = run_pipeline("train", fm.lower(training=True), [w.node for w in fm.weights],
-                            losses=[{"name": "sparse_categorical_crossentropy"}], optimizer=("sgd", {}))
+    compiled = run_pipeline(
+        "train",
+        fm.lower(training=True),
+        [w.node for w in fm.weights],
+        losses=[{"name": "sparse_categorical_crossentropy"}],
+        optimizer=("sgd", {}),
+    )
     g = compiled.graph
     ir.verify(g)
     feeds = {**_feeds(fm, data), **_label_feeds(g, data, "float32")}
@@ -109,8 +116,9 @@ def test_the_train_pipeline_takes_tensorflows_first_sgd_step(case):
     env = ir.interpret(g, feeds)
     np.testing.assert_allclose(env[g.outputs["loss"]], data["loss"], rtol=1e-5)
     for i, w in enumerate(fm.weights):  # update ops wrote the fed arrays in place
-        np.testing.assert_allclose(feeds[w.node], data[f"w_{i}"] - lr * data[f"grad_{i}"], rtol=1e-5, atol=1e-6,
-                                   err_msg=f"{w.layer}/{w.name}")
+        np.testing.assert_allclose(
+            feeds[w.node], data[f"w_{i}"] - lr * data[f"grad_{i}"], rtol=1e-5, atol=1e-6, err_msg=f"{w.layer}/{w.name}"
+        )
 
 
 @pytest.mark.parametrize("case", ["mask_zero", "bilstm", "states", "gru_v1", "masking"])
@@ -133,12 +141,15 @@ def test_gradients_match_finite_differences(case):
                 moved[idx] += eps
                 diffs.append(ir.interpret(g, {**feeds, w.node: moved})[loss])
             expected = (diffs[0] - diffs[1]) / 2e-6
-            np.testing.assert_allclose(env[grads[w.node]][idx], expected, rtol=1e-5, atol=1e-8,
-                                       err_msg=f"{w.layer}/{w.name}{idx}")
+            np.testing.assert_allclose(
+                env[grads[w.node]][idx], expected, rtol=1e-5, atol=1e-8, err_msg=f"{w.layer}/{w.name}{idx}"
+            )
 
 
-@pytest.mark.parametrize("filename", ["bilstm.keras", "bilstm_k2.h5", "cells.keras", "cells_k2.h5",
-                                      "time_distributed.keras", "time_distributed_k2.h5"])
+@pytest.mark.parametrize(
+    "filename",
+    ["bilstm.keras", "bilstm_k2.h5", "cells.keras", "cells_k2.h5", "time_distributed.keras", "time_distributed_k2.h5"],
+)
 def test_weights_files_written_by_keras_load(filename):
     """Keras 3 keeps a recurrent layer's variables in its cell's group (a Bidirectional's in its
     forward and backward layers' cells); tf-keras's .h5 lists them by name. Both load, and kgraph
@@ -150,14 +161,17 @@ def test_weights_files_written_by_keras_load(filename):
         np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("case, group, index", [("bilstm", "bidirectional/backward_layer/cell", 4),
-                                                 ("cells", "rnn_1/cell/cells/simple_rnn_cell", 6)])
+@pytest.mark.parametrize(
+    "case, group, index",
+    [("bilstm", "bidirectional/backward_layer/cell", 4), ("cells", "rnn_1/cell/cells/simple_rnn_cell", 6)],
+)
 def test_saved_weights_keep_keras_3s_cell_groups(tmp_path, case, group, index):
     config, data = _load(case, "k3")
     model = models.model_from_config(config)
     model.set_weights([data[f"w_{i}"] for i in range(len(model.get_weights()))])
     model.save_weights(tmp_path / "w.weights.h5")
     import h5py
+
     with h5py.File(tmp_path / "w.weights.h5") as f:
         np.testing.assert_array_equal(f[f"layers/{group}/vars/0"], data[f"w_{index}"])
     again = models.model_from_config(config)
@@ -188,16 +202,19 @@ def test_lstm_bias_starts_with_ones_for_the_forget_gate():
 
 def test_gru_reset_after_defaults_to_the_writers_keras():
     """Keras 2.0-2.2 wrote no reset_after and computed h before the reset gate; Keras 3's default is True."""
+
     def bias_shape(cfg):
         config = _lstm_config(**cfg)
         config["config"]["layers"][1]["class_name"] = "GRU"
         return next(w.shape for w in build_model(config).weights if w.name == "bias")
+
     assert bias_shape({"implementation": 1}) == (9,)
     assert bias_shape({}) == (2, 9)
     assert bias_shape({"implementation": 1, "reset_after": True}) == (2, 9)
 
 
 # ---------------------------------------------------------------- masks
+
 
 def test_masked_steps_carry_the_state():
     """A row padded with zeros gives the LSTM's output of its last real step, as Keras's mask does."""
@@ -215,23 +232,32 @@ def test_masked_steps_carry_the_state():
 
 # ---------------------------------------------------------------- refusals, one line each
 
+
 def _lstm_config(**extra):
     layer = {"class_name": "LSTM", "config": {"name": "lstm", "units": 3, **extra}}
-    return {"class_name": "Sequential", "config": {"name": "s", "layers": [
-        {"class_name": "InputLayer", "config": {"batch_shape": [None, 4, 2], "name": "x"}}, layer]}}
+    return {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [{"class_name": "InputLayer", "config": {"batch_shape": [None, 4, 2], "name": "x"}}, layer],
+        },
+    }
 
 
-@pytest.mark.parametrize("extra, words", [
-    ({"stateful": True}, "stateful=True is not supported"),
-    ({"unroll": True}, "unroll=True is not supported"),
-    ({"time_major": True}, "time_major=True is not supported"),
-    ({"dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),
-    ({"recurrent_dropout": "x"}, "recurrent_dropout must be in [0, 1)"),
-    ({"recurrent_constraint": {"class_name": "NonNeg", "config": {}}}, "recurrent_constraint is not supported"),
-    ({"activation": "softmax"}, "activation 'softmax' is not supported in a recurrent layer"),
-    ({"units": 0}, "units must be a positive integer"),
-    ({"units": None, "output_dim": 3}, "Keras 1 recurrent layers are not supported"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ({"stateful": True}, "stateful=True is not supported"),
+        ({"unroll": True}, "unroll=True is not supported"),
+        ({"time_major": True}, "time_major=True is not supported"),
+        ({"dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),
+        ({"recurrent_dropout": "x"}, "recurrent_dropout must be in [0, 1)"),
+        ({"recurrent_constraint": {"class_name": "NonNeg", "config": {}}}, "recurrent_constraint is not supported"),
+        ({"activation": "softmax"}, "activation 'softmax' is not supported in a recurrent layer"),
+        ({"units": 0}, "units must be a positive integer"),
+        ({"units": None, "output_dim": 3}, "Keras 1 recurrent layers are not supported"),
+    ],
+)
 def test_unsupported_arguments_are_refused_in_one_line(extra, words):
     with pytest.raises(ConfigError) as e:
         build_model(_lstm_config(**extra))
@@ -239,18 +265,30 @@ def test_unsupported_arguments_are_refused_in_one_line(extra, words):
 
 
 def test_a_layer_that_would_read_the_mask_is_refused():
-    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
-        {"class_name": "InputLayer", "config": {"batch_shape": [None, 5], "name": "x"}},
-        {"class_name": "Embedding", "config": {"name": "e", "input_dim": 9, "output_dim": 2, "mask_zero": True}},
-        {"class_name": "GlobalAveragePooling1D", "config": {"name": "gap"}}]}}
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"batch_shape": [None, 5], "name": "x"}},
+                {
+                    "class_name": "Embedding",
+                    "config": {"name": "e", "input_dim": 9, "output_dim": 2, "mask_zero": True},
+                },
+                {"class_name": "GlobalAveragePooling1D", "config": {"name": "gap"}},
+            ],
+        },
+    }
     with pytest.raises(ConfigError, match="GlobalAveragePooling1D layer 'gap': reads the mask"):
         build_model(config)
 
 
 def test_bidirectional_of_a_dense_layer_is_refused():
     config = _lstm_config()
-    config["config"]["layers"][1] = {"class_name": "Bidirectional", "config": {
-        "name": "bi", "layer": {"class_name": "Dense", "config": {"name": "d", "units": 2}}}}
+    config["config"]["layers"][1] = {
+        "class_name": "Bidirectional",
+        "config": {"name": "bi", "layer": {"class_name": "Dense", "config": {"name": "d", "units": 2}}},
+    }
     with pytest.raises(ConfigError, match="Bidirectional layer 'bi': wraps 'Dense'"):
         build_model(config)
 
@@ -273,10 +311,20 @@ def test_inspect_shows_the_train_step_and_its_plan(capsys):
 
 def test_a_loss_on_a_masked_output_is_refused():
     """Keras weights the loss of an output that carries a mask; until kgraph does, compile says so."""
-    config = {"class_name": "Sequential", "config": {"name": "tagger", "layers": [
-        {"class_name": "InputLayer", "config": {"batch_shape": [None, 5], "name": "x"}},
-        {"class_name": "Embedding", "config": {"name": "e", "input_dim": 9, "output_dim": 2, "mask_zero": True}},
-        {"class_name": "Dense", "config": {"name": "d", "units": 3}}]}}
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "tagger",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"batch_shape": [None, 5], "name": "x"}},
+                {
+                    "class_name": "Embedding",
+                    "config": {"name": "e", "input_dim": 9, "output_dim": 2, "mask_zero": True},
+                },
+                {"class_name": "Dense", "config": {"name": "d", "units": 3}},
+            ],
+        },
+    }
     model = models.model_from_config(config)
     assert model.frontend.masked_outputs == [0]
     with pytest.raises(NotImplementedError, match="output 'd' carries a mask"):

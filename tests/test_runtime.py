@@ -1,4 +1,5 @@
 """Runtime details that keep long runs fast: denormals flushed, threads chosen per GEMM size and by timing."""
+
 import json
 import os
 import subprocess
@@ -16,13 +17,15 @@ def _manifest(**fields):
 
 
 def test_denormals_are_flushed_once_a_model_exists():
-    code = ("import numpy as np, json, sys\n"
-            "import kgraph.models as m\n"
-            "tiny = np.float32(1e-39)\n"
-            "before = float(tiny * np.float32(1.0))\n"
-            f"m.load_model({str(EXAMPLE)!r})\n"
-            "after = float(tiny * np.float32(1.0))\n"
-            "print(json.dumps([before, after]))\n")
+    code = (
+        "import numpy as np, json, sys\n"
+        "import kgraph.models as m\n"
+        "tiny = np.float32(1e-39)\n"
+        "before = float(tiny * np.float32(1.0))\n"
+        f"m.load_model({str(EXAMPLE)!r})\n"
+        "after = float(tiny * np.float32(1.0))\n"
+        "print(json.dumps([before, after]))\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     before, after = json.loads(r.stdout.strip().splitlines()[-1])
     assert before > 0 and after == 0.0
@@ -41,7 +44,10 @@ def test_thread_settings_worth_timing():
 
     cores = os.cpu_count()
     plan = ThreadPlan()
-    small, large = _manifest(gemm_flops_per_sample=1e5, parts=2), _manifest(gemm_flops_per_sample=LARGE_GEMM_FLOPS, parts=2)
+    small, large = (
+        _manifest(gemm_flops_per_sample=1e5, parts=2),
+        _manifest(gemm_flops_per_sample=LARGE_GEMM_FLOPS, parts=2),
+    )
     assert plan.options(large, 1) == [(1, cores)]
     if cores >= 2:
         assert plan.options(small, 1) == [(1, 1), (2, 1), (1, cores)]
@@ -70,15 +76,15 @@ def test_parts_tuner_keeps_the_faster_option_and_probes_again():
     tuner = PartsTuner([2, 1])
     assert tuner.probing
     picks = run(tuner, {2: 1.0, 1: 1.5}, 2 * (PartsTuner.PROBES + 1))
-    assert picks == [2] * (PartsTuner.PROBES + 1) + [1] * (PartsTuner.PROBES + 1)   # one option at a time
-    assert not tuner.probing   # fit's calls may grow long now
+    assert picks == [2] * (PartsTuner.PROBES + 1) + [1] * (PartsTuner.PROBES + 1)  # one option at a time
+    assert not tuner.probing  # fit's calls may grow long now
     assert run(tuner, {2: 1.0, 1: 1.5}, 10) == [2] * 10
     run(tuner, {2: 5.0, 1: 1.5}, tuner.next_probe + 2 * (PartsTuner.PROBES + 1))  # busy machine: parts wait
     assert tuner.pick() == 1
     # far slower: dropped once a faster call is known, and looked at again less and less often
     tuner = PartsTuner([1, 2])
     picks = run(tuner, {2: 100.0, 1: 1.0}, 14)
-    assert picks.count(2) == 2 and picks[-6:] == [1] * 6    # its warm-up and one timed call
+    assert picks.count(2) == 2 and picks[-6:] == [1] * 6  # its warm-up and one timed call
     first = tuner.next_probe
     run(tuner, {2: 100.0, 1: 1.0}, first + 12)
     assert tuner.next_probe > first
@@ -86,7 +92,7 @@ def test_parts_tuner_keeps_the_faster_option_and_probes_again():
     tuner = PartsTuner([2, 1])
     run(tuner, {2: 1.0, 1: 3.0}, 12)
     run(tuner, {2: 1.0, 1: 3.0}, tuner.next_probe)
-    assert tuner.probing   # the scheduled look is next
+    assert tuner.probing  # the scheduled look is next
     assert 1 not in run(tuner, {2: 1.0, 1: 3.0}, 20)
     # the kept option slows down for good (another process took a core): it looks again soon
     tuner = PartsTuner([2, 1])
@@ -108,13 +114,13 @@ def test_blas_threads_ended_after_their_option_start_again(monkeypatch):
     monkeypatch.setattr(threads, "stop_idle_blas_threads", lambda: (ended.append(1), stop()))
     a = np.random.default_rng(0).standard_normal((300, 400)).astype(np.float32)
     expected = a.astype(np.float64) @ a.T.astype(np.float64)
-    with threadpool_limits(2, user_api="blas"):   # the user's setting
+    with threadpool_limits(2, user_api="blas"):  # the user's setting
         plan, m = threads.ThreadPlan(), _manifest(parts=2)
         plan.use((1, 2), m)
         np.testing.assert_allclose(a @ a.T, expected, rtol=1e-4, atol=1e-3)
         plan.use((2, 1), m)
         assert ended == [1]
-        plan.use((1, 1), m)   # already one thread: nothing to end
+        plan.use((1, 1), m)  # already one thread: nothing to end
         assert ended == [1]
         plan.use((1, 2), m)
         assert {i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"} == {2}
@@ -141,7 +147,7 @@ def test_fit_evaluate_and_predict_give_blas_and_numba_their_threads_back(monkeyp
 
     if os.cpu_count() < 2:
         pytest.skip("one core: nothing to limit")
-    monkeypatch.setattr(ThreadPlan, "options", lambda self, m, batch: [(1, 1)])   # a one-thread step
+    monkeypatch.setattr(ThreadPlan, "options", lambda self, m, batch: [(1, 1)])  # a one-thread step
 
     def threads():
         return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}, numba.get_num_threads()
@@ -155,7 +161,7 @@ def test_fit_evaluate_and_predict_give_blas_and_numba_their_threads_back(monkeyp
         model.fit(x[:200], y[:200], batch_size=32, epochs=1, verbose=0)
         assert threads() == before
         model.train_on_batch(x[:32], y[:32])
-        assert threads()[0] == {1}   # a loop of single steps keeps the step's setting
+        assert threads()[0] == {1}  # a loop of single steps keeps the step's setting
         model.evaluate(x[:200], y[:200], verbose=0)
         assert threads() == before
         model.train_on_batch(x[:32], y[:32])

@@ -1,4 +1,5 @@
 """Keras's model and weight files both ways, checkpoints that resume exactly, and bad files."""
+
 import json
 import zipfile
 from pathlib import Path
@@ -58,7 +59,9 @@ def test_checkpoint_resumes_exactly(tmp_path, ext):
 @pytest.mark.parametrize("name", ["w.weights.h5", "w.h5", "w.npz"])
 def test_weight_files_round_trip(tmp_path, name):
     model = models.load_model(FILES / "tf_model.keras")
-    ws = [np.random.RandomState(i).standard_normal(w.shape).astype(np.float32) for i, w in enumerate(model.get_weights())]
+    ws = [
+        np.random.RandomState(i).standard_normal(w.shape).astype(np.float32) for i, w in enumerate(model.get_weights())
+    ]
     model.set_weights(ws)
     model.save_weights(tmp_path / name)
     other = models.load_model(FILES / "tf_model.keras")
@@ -101,7 +104,7 @@ def test_mismatched_weights_name_the_first_mismatch(tmp_path):
     with pytest.raises(FileFormatError, match="hidden2"):
         other.load_weights(tmp_path / "w.weights.h5")
     wider = json.loads(archive.read("config.json"))
-    wider["config"]["layers"][-1]["config"]["units"] = 4   # "head" now has a (5, 4) kernel
+    wider["config"]["layers"][-1]["config"]["units"] = 4  # "head" now has a (5, 4) kernel
     with pytest.raises(FileFormatError, match=r"head/kernel.*\(5, 3\).*\(5, 4\)"):
         models.model_from_json(json.dumps(wider)).load_weights(tmp_path / "w.weights.h5")
 
@@ -119,7 +122,7 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         model.save_weights(path)
     assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["w.npz"]   # no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["w.npz"]  # no temporary file left behind
 
 
 # ---------------------------------------------------------------------- files TensorFlow wrote (issue 14)
@@ -174,27 +177,38 @@ def test_tf_written_state_is_what_resumes():
 def test_tf_written_weight_files_load(name):
     model = models.load_model(TF / "k3_nest_adam_new.keras", compile=False)
     model.load_weights(TF / name)
-    np.testing.assert_allclose(model.predict(TF_IO["x"], verbose=0), TF_IO["k3_nest_adam_trained/pred"],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        model.predict(TF_IO["x"], verbose=0), TF_IO["k3_nest_adam_trained/pred"], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_saved_compile_arguments_in_every_keras_spelling():
     from kgraph.saving import _compile_arguments
+
     lr = {"learning_rate": 0.01}
-    for opt in ("Custom>Adam", "keras.optimizers.Adam",
-                {"class_name": "Custom>Adam", "config": lr},
-                {"module": "keras.optimizers", "class_name": "Adam", "config": lr, "registered_name": None},
-                {"module": "keras.optimizers.legacy", "class_name": "Adam", "config": {**lr, "decay": 0.0}},
-                {"class_name": "keras.optimizers.legacy.Adam", "config": {"lr": 0.01}}):
+    for opt in (
+        "Custom>Adam",
+        "keras.optimizers.Adam",
+        {"class_name": "Custom>Adam", "config": lr},
+        {"module": "keras.optimizers", "class_name": "Adam", "config": lr, "registered_name": None},
+        {"module": "keras.optimizers.legacy", "class_name": "Adam", "config": {**lr, "decay": 0.0}},
+        {"class_name": "keras.optimizers.legacy.Adam", "config": {"lr": 0.01}},
+    ):
         args = _compile_arguments({"optimizer": opt, "loss": "keras.losses.mse", "metrics": [["acc"]]}, "f")
         assert args["loss"] == "mse" and args["metrics"] == ["acc"]
         got = args["optimizer"] if isinstance(args["optimizer"], str) else args["optimizer"]["class_name"]
         assert got == "Adam", opt
     # a legacy optimizer's decay is lr / (1 + decay * iterations): an InverseTimeDecay schedule
-    args = _compile_arguments({"optimizer": {"class_name": "Adam", "config": {"lr": 0.1, "decay": 0.5}},
-                               "loss": {"class_name": "SparseCategoricalCrossentropy",
-                                        "config": {"reduction": "auto", "fn": "sparse_categorical_crossentropy"}}},
-                              "f")
+    args = _compile_arguments(
+        {
+            "optimizer": {"class_name": "Adam", "config": {"lr": 0.1, "decay": 0.5}},
+            "loss": {
+                "class_name": "SparseCategoricalCrossentropy",
+                "config": {"reduction": "auto", "fn": "sparse_categorical_crossentropy"},
+            },
+        },
+        "f",
+    )
     opt = optimizers.get(args["optimizer"])
     opt.iterations = 4
     assert opt.learning_rate == pytest.approx(0.1 / (1 + 0.5 * 4))
@@ -202,6 +216,7 @@ def test_saved_compile_arguments_in_every_keras_spelling():
 
 def _rewrite_keras(src, dst, config_edit=None, weights_edit=None):
     import h5py
+
     with zipfile.ZipFile(src) as z:
         files = {n: z.read(n) for n in z.namelist()}
     if config_edit:
@@ -225,10 +240,14 @@ def test_partial_optimizer_state_loads_the_weights_and_starts_fresh(tmp_path):
             del f["optimizer/vars"][str(i)]
         for i in range(6, 10):  # keep the numbering dense, as Keras writes it
             f["optimizer/vars"].move(str(i), str(i - 2))
+
     path = tmp_path / "partial.keras"
     _rewrite_keras(TF / "k3_seq_adam_trained.keras", path, weights_edit=drop_slots)
-    with pytest.warns(UserWarning, match=r"partial.keras: the optimizer state was not loaded \(the file has 6 "
-                                         r"slot variables, adam\S* here has 8\); the optimizer starts fresh"):
+    with pytest.warns(
+        UserWarning,
+        match=r"partial.keras: the optimizer state was not loaded \(the file has 6 "
+        r"slot variables, adam\S* here has 8\); the optimizer starts fresh",
+    ):
         model = models.load_model(path)
     np.testing.assert_allclose(model.predict(TF_IO["x"], verbose=0), TF_IO["k3_seq_adam_trained/pred"], atol=1e-5)
     assert model.optimizer.iterations == 0
@@ -237,8 +256,13 @@ def test_partial_optimizer_state_loads_the_weights_and_starts_fresh(tmp_path):
 
 def test_an_optimizer_kgraph_lacks_loads_the_model_uncompiled(tmp_path):
     def lamb(config):
-        config["compile_config"]["optimizer"] = {"module": None, "class_name": "Addons>LAMB", "config": {},
-                                                 "registered_name": "Addons>LAMB"}
+        config["compile_config"]["optimizer"] = {
+            "module": None,
+            "class_name": "Addons>LAMB",
+            "config": {},
+            "registered_name": "Addons>LAMB",
+        }
+
     path = tmp_path / "lamb.keras"
     _rewrite_keras(TF / "k3_seq_adam_trained.keras", path, config_edit=lamb)
     with pytest.warns(UserWarning, match="loaded uncompiled.*unknown optimizer 'LAMB'"):
@@ -250,6 +274,7 @@ def test_an_optimizer_kgraph_lacks_loads_the_model_uncompiled(tmp_path):
 def test_keras_2_2_adam_state_with_its_stand_in_vhats(tmp_path):
     """Keras 2.2-2.3 wrote `lr`, "Adam/iterations:0", all m, all v, then one (1,) vhat per weight."""
     import h5py
+
     stem = "tfk2_seq_legacy_adam_decay_trained"
     path = tmp_path / "keras22.h5"
     path.write_bytes((TF / f"{stem}.h5").read_bytes())
@@ -274,8 +299,12 @@ def test_keras_2_2_adam_state_with_its_stand_in_vhats(tmp_path):
 
 def test_a_saved_metric_kgraph_cannot_compute_is_left_out_with_a_warning():
     from kgraph.saving import _compile_arguments
-    saved = {"optimizer": "adam", "loss": "mse",
-             "metrics": ["mae", {"module": "keras.metrics", "class_name": "FancyMetric", "config": {}}]}
+
+    saved = {
+        "optimizer": "adam",
+        "loss": "mse",
+        "metrics": ["mae", {"module": "keras.metrics", "class_name": "FancyMetric", "config": {}}],
+    }
     with pytest.warns(UserWarning, match="f.keras: the saved metric 'FancyMetric' is left out"):
         assert _compile_arguments(saved, "f.keras")["metrics"] == ["mae"]
 
@@ -292,7 +321,7 @@ def test_fit_resumed_from_a_checkpoint_equals_the_straight_run(tmp_path, suffix,
     x, y = x[:256], y[:256]
 
     def make():
-        m = kgraph.models.load_model("examples/digits_mlp.json", seed=5)   # its Dropout(0.1) draws masks
+        m = kgraph.models.load_model("examples/digits_mlp.json", seed=5)  # its Dropout(0.1) draws masks
         m.compile(optimizer=kgraph.optimizers.Adam(learning_rate=0.001), loss="sparse_categorical_crossentropy")
         return m
 
@@ -331,7 +360,7 @@ def test_nonfinite_weights_or_state_are_refused_unless_asked(tmp_path, suffix):
     before = fresh.get_weights()
     with pytest.raises(FileFormatError, match="digit/kernel holds 1 NaN or infinite values.*allow_nonfinite=True"):
         fresh.load_weights(path) if suffix in (".weights.h5", ".npz") else kgraph.models.load_model(path)
-    assert all(np.array_equal(a, b) for a, b in zip(before, fresh.get_weights()))   # kept what it had
+    assert all(np.array_equal(a, b) for a, b in zip(before, fresh.get_weights()))  # kept what it had
     if suffix in (".weights.h5", ".npz"):
         fresh.load_weights(path, allow_nonfinite=True)
         assert np.isnan(fresh.get_weights()[2][0, 0])

@@ -1,6 +1,7 @@
 """What the CPU step's speed rests on, checked without timing anything: fusion changes no number,
 the planned arena stays within 5% of its lower bound on the benchmark suite's models, and the
 compiled step allocates nothing."""
+
 import json
 import os
 import subprocess
@@ -21,8 +22,15 @@ TRAINED = [name for name, spec in SUITE.items() if not spec.get("predict")]
 
 def _compiled(config, kind="train", fuse=True, parts=2, loss="sparse_categorical_crossentropy"):
     fm = build_model(config, seed=3)
-    compiled = run_pipeline(kind, fm.lower(training=kind == "train"), [w.node for w in fm.weights],
-                            losses=[{"name": loss}], optimizer=("adam", {}), fuse=fuse, parts=parts)
+    compiled = run_pipeline(
+        kind,
+        fm.lower(training=kind == "train"),
+        [w.node for w in fm.weights],
+        losses=[{"name": loss}],
+        optimizer=("adam", {}),
+        fuse=fuse,
+        parts=parts,
+    )
     return fm, compiled
 
 
@@ -31,7 +39,7 @@ def test_planned_arena_is_within_5_percent_of_its_lower_bound(name):
     spec = SUITE[name]
     _, compiled = _compiled(spec["config"], loss=spec["loss"])
     plan = compiled.plan
-    for batch in (spec["batch"], 1024):   # (at batch 1 the 64-byte alignment of fixed buffers dominates)
+    for batch in (spec["batch"], 1024):  # (at batch 1 the 64-byte alignment of fixed buffers dominates)
         bound = plan.bound_per_sample * batch + plan.bound_fixed
         assert plan.arena_size(batch) <= 1.05 * bound, (batch, plan.arena_size(batch), bound)
 
@@ -100,9 +108,8 @@ def test_the_step_allocates_nothing(name):
     learning rates, input, labels, sample weights, one stash per output) get a reference record at
     the boundary; no buffer is allocated inside."""
     env = dict(os.environ, NUMBA_NRT_STATS="1", PYTHONPATH=os.getcwd())
-    r = subprocess.run([sys.executable, "-c", ALLOCATIONS, name], capture_output=True, text=True, env=env,
-                       timeout=600)
+    r = subprocess.run([sys.executable, "-c", ALLOCATIONS, name], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     counts, arguments = json.loads(r.stdout.strip().splitlines()[-1])
-    assert arguments == 12    # 6 buffers; input, labels, sample weights; loss, output:0 and its loss
+    assert arguments == 12  # 6 buffers; input, labels, sample weights; loss, output:0 and its loss
     assert counts == {"1": arguments, "2": arguments, "1 x3": arguments, "2 x3": arguments}, counts

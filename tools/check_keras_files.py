@@ -7,6 +7,7 @@ installed (the `bench` extra):
    .keras, legacy .h5 and .weights.h5, with inputs and predictions (kgraph's tests load these).
 2. Loads each file in kgraph, saves it again from kgraph (.keras, .h5, .weights.h5), loads those in
    Keras, and records whether Keras's predictions are identical in reverse_check.json."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,9 @@ def keras_model():
     import keras
 
     keras.utils.set_random_seed(7)
-    inner = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation="tanh", name="inner_dense")],
-                             name="inner")
+    inner = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(5, activation="tanh", name="inner_dense")], name="inner"
+    )
     x = keras.Input((6,), name="x")
     h = keras.layers.Dense(6, activation="relu", name="hidden")(x)
     h = keras.layers.Add(name="residual")([x, h])
@@ -69,8 +71,9 @@ def main():
         km.save_weights(wpath)
         fresh = keras_model()
         fresh.load_weights(wpath)
-        report["checks"][f"Keras loads kgraph's .weights.h5 of {src}: identical predictions"] = \
-            bool(np.array_equal(fresh.predict(x, verbose=0), pred))
+        report["checks"][f"Keras loads kgraph's .weights.h5 of {src}: identical predictions"] = bool(
+            np.array_equal(fresh.predict(x, verbose=0), pred)
+        )
         wpath.unlink()
     (out / "reverse_check.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))

@@ -7,6 +7,7 @@ step. tests/test_corpus.py checks that every config either trains or is refused 
 
 Keras 1 configs cannot be written by today's TensorFlow; the corpus keeps hand-written ones
 (`k1_*.json`) in the layout Keras 1.2's to_json() wrote."""
+
 from __future__ import annotations
 
 import json
@@ -22,25 +23,50 @@ OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "corpus"
 
 
 def mlp(K):
-    return K.Sequential([K.Input(shape=(20,)), K.layers.Dense(32, activation="relu"), K.layers.Dropout(0.2),
-                         K.layers.Dense(32, activation="relu"), K.layers.Dense(5, activation="softmax")], name="mlp")
+    return K.Sequential(
+        [
+            K.Input(shape=(20,)),
+            K.layers.Dense(32, activation="relu"),
+            K.layers.Dropout(0.2),
+            K.layers.Dense(32, activation="relu"),
+            K.layers.Dense(5, activation="softmax"),
+        ],
+        name="mlp",
+    )
 
 
 def cnn(K):
     L = K.layers
-    return K.Sequential([K.Input(shape=(12, 12, 1)), L.Conv2D(8, 3, activation="relu"), L.MaxPooling2D(),
-                         L.Conv2D(8, 3, padding="same", activation="relu"), L.Flatten(), L.Dense(5, activation="softmax")],
-                        name="cnn")
+    return K.Sequential(
+        [
+            K.Input(shape=(12, 12, 1)),
+            L.Conv2D(8, 3, activation="relu"),
+            L.MaxPooling2D(),
+            L.Conv2D(8, 3, padding="same", activation="relu"),
+            L.Flatten(),
+            L.Dense(5, activation="softmax"),
+        ],
+        name="cnn",
+    )
 
 
 def gan_generator(K):
     """A DCGAN generator: Dense -> Reshape -> transposed convolutions with batch norm and LeakyReLU."""
     L = K.layers
-    return K.Sequential([K.Input(shape=(8,)), L.Dense(4 * 4 * 8, use_bias=False), L.BatchNormalization(),
-                         L.LeakyReLU(), L.Reshape((4, 4, 8)),
-                         L.Conv2DTranspose(8, 3, strides=2, padding="same", use_bias=False), L.BatchNormalization(),
-                         L.LeakyReLU(), L.Conv2DTranspose(1, 3, strides=2, padding="same", activation="tanh")],
-                        name="generator")
+    return K.Sequential(
+        [
+            K.Input(shape=(8,)),
+            L.Dense(4 * 4 * 8, use_bias=False),
+            L.BatchNormalization(),
+            L.LeakyReLU(),
+            L.Reshape((4, 4, 8)),
+            L.Conv2DTranspose(8, 3, strides=2, padding="same", use_bias=False),
+            L.BatchNormalization(),
+            L.LeakyReLU(),
+            L.Conv2DTranspose(1, 3, strides=2, padding="same", activation="tanh"),
+        ],
+        name="generator",
+    )
 
 
 def mobilenet_style(K):
@@ -95,13 +121,21 @@ def sequential_in_sequential(K):
 def lambda_model(K):
     """A Lambda layer: refused, its code never run."""
     L = K.layers
-    return K.Sequential([K.Input(shape=(20,)), L.Lambda(lambda t: t * 2.0), L.Dense(5, activation="softmax")],
-                        name="with_lambda")
+    return K.Sequential(
+        [K.Input(shape=(20,)), L.Lambda(lambda t: t * 2.0), L.Dense(5, activation="softmax")], name="with_lambda"
+    )
 
 
-MODELS = {"mlp": mlp, "cnn": cnn, "gan_generator": gan_generator, "mobilenet_style": mobilenet_style,
-          "unet_style": unet_style, "nested": nested, "sequential_in_sequential": sequential_in_sequential,
-          "lambda": lambda_model}
+MODELS = {
+    "mlp": mlp,
+    "cnn": cnn,
+    "gan_generator": gan_generator,
+    "mobilenet_style": mobilenet_style,
+    "unet_style": unet_style,
+    "nested": nested,
+    "sequential_in_sequential": sequential_in_sequential,
+    "lambda": lambda_model,
+}
 
 
 def main():

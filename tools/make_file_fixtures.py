@@ -15,6 +15,7 @@ io.npz holds x, y and per file stem `<stem>/pred` (predictions of the saved mode
 
 nested_configs.json (`--only nested` writes just it): to_json() configs of functional models
 nested in Sequential and Functional models, by both Kerases, with their weights and predictions."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,22 +35,26 @@ LEGACY = ["legacy_adam_decay", "legacy_sgd", "legacy_rmsprop"]  # tf-keras 2 onl
 def optimizer(k, name):
     o = k.optimizers
     if name.startswith("legacy_"):
-        o, name = k.optimizers.legacy, name[len("legacy_"):]
-    return {"sgd": lambda: o.SGD(0.05, momentum=0.9),
-            "adam": lambda: o.Adam(0.01),
-            "adam_decay": lambda: o.Adam(0.01, decay=0.01),
-            "rmsprop": lambda: o.RMSprop(0.01),
-            "adagrad": lambda: o.Adagrad(0.05),
-            "adamax": lambda: o.Adamax(0.01),
-            "nadam": lambda: o.Nadam(0.01),
-            "adadelta": lambda: o.Adadelta(1.0)}[name]()
+        o, name = k.optimizers.legacy, name[len("legacy_") :]
+    return {
+        "sgd": lambda: o.SGD(0.05, momentum=0.9),
+        "adam": lambda: o.Adam(0.01),
+        "adam_decay": lambda: o.Adam(0.01, decay=0.01),
+        "rmsprop": lambda: o.RMSprop(0.01),
+        "adagrad": lambda: o.Adagrad(0.05),
+        "adamax": lambda: o.Adamax(0.01),
+        "nadam": lambda: o.Nadam(0.01),
+        "adadelta": lambda: o.Adadelta(1.0),
+    }[name]()
 
 
 def build(k, kind):
     L = k.layers
     if kind == "seq":
-        return k.Sequential([k.Input((4,)), L.Dense(5, activation="relu", name="d1"),
-                             L.Dense(3, activation="softmax", name="out")], name="seq")
+        return k.Sequential(
+            [k.Input((4,)), L.Dense(5, activation="relu", name="d1"), L.Dense(3, activation="softmax", name="out")],
+            name="seq",
+        )
     xi = k.Input((5,), name="inner_in")
     inner = k.Model(xi, L.Dense(4, activation="tanh", name="inner_dense")(xi), name="inner")
     x = k.Input((4,), name="x")
@@ -87,8 +92,11 @@ def nested_configs(k, x):
         return k.Model(xi, L.Dense(4, activation="tanh")(xi), name=name)
 
     def record(key, model):
-        out[key] = {"config": json.loads(model.to_json()), "weights": [w.tolist() for w in model.get_weights()],
-                    "pred": model.predict(x, verbose=0).tolist()}
+        out[key] = {
+            "config": json.loads(model.to_json()),
+            "weights": [w.tolist() for w in model.get_weights()],
+            "pred": model.predict(x, verbose=0).tolist(),
+        }
 
     k.utils.set_random_seed(0)
     record("seq_middle", k.Sequential([k.Input((4,)), inner("model_93"), L.Dense(2)], name="seq_a"))
@@ -131,8 +139,7 @@ def main():
         for opt in EXTRA + (LEGACY if prefix == "tfk2" else []):
             save_all(k, prefix, "seq", opt, "trained", x, y, out, io, index)
     np.savez(out / "io.npz", **io)
-    meta = {"tensorflow": tf.__version__, "keras": keras.__version__, "tf_keras": tf_keras.__version__,
-            "files": index}
+    meta = {"tensorflow": tf.__version__, "keras": keras.__version__, "tf_keras": tf_keras.__version__, "files": index}
     (out / "index.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 

@@ -247,8 +247,7 @@ def build_norm_mlp():
             keras.layers.Activation("relu"),
             keras.layers.Dense(16, activation="relu", kernel_regularizer=l2),
             keras.layers.LayerNormalization(),
-            keras.layers.Dense(CLASSES, activation="softmax",
-                               kernel_regularizer=l2),
+            keras.layers.Dense(CLASSES, activation="softmax", kernel_regularizer=l2),
         ]
     )
 
@@ -309,8 +308,7 @@ def count_targets(rng):
 
 def away_targets(rng):
     """Regression targets with |t| in [0.5, 2]: MAPE divides by them."""
-    return [(rng.choice([-1.0, 1.0], size=(BATCH, 3))
-             * rng.uniform(0.5, 2.0, size=(BATCH, 3))).astype(np.float32)]
+    return [(rng.choice([-1.0, 1.0], size=(BATCH, 3)) * rng.uniform(0.5, 2.0, size=(BATCH, 3))).astype(np.float32)]
 
 
 def positive_targets(rng):
@@ -332,99 +330,131 @@ M = keras.metrics
 # extras: metrics, loss_weights, sample_weight (True: random weights), class_weight. New cases go
 # last: a case's seed is its position.
 FIDELITY_CASES = {
-    "mlp_sgd": (build_mlp, [IN_DIM], sparse_targets,
-                "sparse_categorical_crossentropy", sgd_momentum),
-    "mlp_adam": (build_mlp, [IN_DIM], sparse_targets,
-                 "sparse_categorical_crossentropy", adam),
-    "residual_sgd": (build_residual, [IN_DIM], onehot_targets,
-                     "categorical_crossentropy", sgd_momentum),
-    "residual_adam": (build_residual, [IN_DIM], onehot_targets,
-                      "categorical_crossentropy", adam),
-    "two_input_sgd": (build_two_input, [IN_DIM, 6], sparse_targets,
-                      "sparse_categorical_crossentropy", sgd_momentum),
-    "two_input_adam": (build_two_input, [IN_DIM, 6], sparse_targets,
-                       "sparse_categorical_crossentropy", adam),
-    "logits_sgd": (build_logits, [IN_DIM], sparse_targets,
-                   lambda: keras.losses.SparseCategoricalCrossentropy(
-                       from_logits=True), sgd_momentum),
-    "logits_adam": (build_logits, [IN_DIM], sparse_targets,
-                    lambda: keras.losses.SparseCategoricalCrossentropy(
-                        from_logits=True), adam),
-    "regression_rmsprop": (build_regression, [IN_DIM], regression_targets,
-                           "mse",
-                           lambda: keras.optimizers.RMSprop(learning_rate=0.01)),
-    "regression_mae_nesterov": (build_regression, [IN_DIM], regression_targets,
-                                "mae",
-                                lambda: keras.optimizers.SGD(
-                                    learning_rate=0.05, momentum=0.9,
-                                    nesterov=True)),
-    "binary_adam": (build_binary, [IN_DIM], binary_targets,
-                    "binary_crossentropy", adam),
-    "l2_sgd": (build_l2, [IN_DIM], sparse_targets,
-               "sparse_categorical_crossentropy", sgd_momentum),
+    "mlp_sgd": (build_mlp, [IN_DIM], sparse_targets, "sparse_categorical_crossentropy", sgd_momentum),
+    "mlp_adam": (build_mlp, [IN_DIM], sparse_targets, "sparse_categorical_crossentropy", adam),
+    "residual_sgd": (build_residual, [IN_DIM], onehot_targets, "categorical_crossentropy", sgd_momentum),
+    "residual_adam": (build_residual, [IN_DIM], onehot_targets, "categorical_crossentropy", adam),
+    "two_input_sgd": (build_two_input, [IN_DIM, 6], sparse_targets, "sparse_categorical_crossentropy", sgd_momentum),
+    "two_input_adam": (build_two_input, [IN_DIM, 6], sparse_targets, "sparse_categorical_crossentropy", adam),
+    "logits_sgd": (
+        build_logits,
+        [IN_DIM],
+        sparse_targets,
+        lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        sgd_momentum,
+    ),
+    "logits_adam": (
+        build_logits,
+        [IN_DIM],
+        sparse_targets,
+        lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        adam,
+    ),
+    "regression_rmsprop": (
+        build_regression,
+        [IN_DIM],
+        regression_targets,
+        "mse",
+        lambda: keras.optimizers.RMSprop(learning_rate=0.01),
+    ),
+    "regression_mae_nesterov": (
+        build_regression,
+        [IN_DIM],
+        regression_targets,
+        "mae",
+        lambda: keras.optimizers.SGD(learning_rate=0.05, momentum=0.9, nesterov=True),
+    ),
+    "binary_adam": (build_binary, [IN_DIM], binary_targets, "binary_crossentropy", adam),
+    "l2_sgd": (build_l2, [IN_DIM], sparse_targets, "sparse_categorical_crossentropy", sgd_momentum),
     "mape_adam": (build_regression, [IN_DIM], away_targets, "mape", adam),
-    "msle_adam": (build_positive, [IN_DIM], positive_targets,
-                  "mean_squared_logarithmic_error", adam,
-                  {"metrics": ["mae", "mse", M.RootMeanSquaredError()]}),
-    "huber_sgd": (build_regression, [IN_DIM], regression_targets,
-                  lambda: L.Huber(delta=0.5), sgd_momentum),
-    "log_cosh_adam": (build_regression, [IN_DIM], regression_targets,
-                      "log_cosh", adam),
+    "msle_adam": (
+        build_positive,
+        [IN_DIM],
+        positive_targets,
+        "mean_squared_logarithmic_error",
+        adam,
+        {"metrics": ["mae", "mse", M.RootMeanSquaredError()]},
+    ),
+    "huber_sgd": (build_regression, [IN_DIM], regression_targets, lambda: L.Huber(delta=0.5), sgd_momentum),
+    "log_cosh_adam": (build_regression, [IN_DIM], regression_targets, "log_cosh", adam),
     "kld_adam": (build_mlp, [IN_DIM], soft_targets, "kl_divergence", adam),
     "poisson_adam": (build_positive, [IN_DIM], count_targets, "poisson", adam),
     "hinge_sgd": (build_regression, [IN_DIM], binary_targets3, "hinge", sgd),
-    "squared_hinge_adam": (build_regression, [IN_DIM], sign_targets3,
-                           "squared_hinge", adam),
-    "categorical_hinge_adam": (build_logits, [IN_DIM], onehot_targets,
-                               "categorical_hinge", adam,
-                               {"metrics": ["categorical_accuracy",
-                                            M.TopKCategoricalAccuracy(k=2)]}),
-    "cosine_sgd": (build_regression, [IN_DIM], regression_targets,
-                   "cosine_similarity", sgd_momentum),
-    "cce_smoothing_adam": (build_mlp, [IN_DIM], onehot_targets,
-                           lambda: L.CategoricalCrossentropy(
-                               label_smoothing=0.1), adam),
-    "cce_logits_sgd": (build_logits, [IN_DIM], onehot_targets,
-                       lambda: L.CategoricalCrossentropy(from_logits=True),
-                       sgd_momentum),
-    "bce_smoothing_adam": (build_binary, [IN_DIM], binary_targets,
-                           lambda: L.BinaryCrossentropy(label_smoothing=0.2),
-                           adam,
-                           {"metrics": ["accuracy", M.AUC(), M.Precision(),
-                                        M.Recall(thresholds=[0.3, 0.7])]}),
-    "bce_logits_adam": (build_binary_logits, [IN_DIM], binary_targets,
-                        lambda: L.BinaryCrossentropy(from_logits=True), adam,
-                        {"metrics": [M.AUC(from_logits=True)]}),
-    "sample_weight_adam": (build_mlp, [IN_DIM], sparse_targets,
-                           "sparse_categorical_crossentropy", adam,
-                           {"sample_weight": True,
-                            "metrics": ["accuracy",
-                                        M.SparseTopKCategoricalAccuracy(k=2)]}),
-    "class_weight_sgd": (build_mlp, [IN_DIM], sparse_targets,
-                         "sparse_categorical_crossentropy", sgd_momentum,
-                         {"class_weight": {0: 0.5, 1: 2.0, 3: 1.5}}),
-    "two_heads_adam": (build_two_heads, [IN_DIM], two_head_targets,
-                       {"cls": "sparse_categorical_crossentropy",
-                        "reg": "mse"}, adam,
-                       {"loss_weights": {"cls": 1.0, "reg": 0.5},
-                        "metrics": {"cls": ["accuracy"], "reg": ["mae"]}}),
-    "cnn_sgd": (build_cnn, [(8, 8, 1)], sparse_targets,
-                "sparse_categorical_crossentropy", sgd_momentum),
-    "cnn_adam": (build_cnn, [(8, 8, 1)], sparse_targets,
-                 "sparse_categorical_crossentropy", adam),
-    "norm_mlp_sgd": (build_norm_mlp, [IN_DIM], sparse_targets,
-                     "sparse_categorical_crossentropy", sgd_momentum),
-    "norm_mlp_adam": (build_norm_mlp, [IN_DIM], sparse_targets,
-                      "sparse_categorical_crossentropy", adam),
-    "cnn_bn_adam": (build_cnn_bn, [(6, 6, 2)], sparse_targets,
-                    "sparse_categorical_crossentropy", adam),
+    "squared_hinge_adam": (build_regression, [IN_DIM], sign_targets3, "squared_hinge", adam),
+    "categorical_hinge_adam": (
+        build_logits,
+        [IN_DIM],
+        onehot_targets,
+        "categorical_hinge",
+        adam,
+        {"metrics": ["categorical_accuracy", M.TopKCategoricalAccuracy(k=2)]},
+    ),
+    "cosine_sgd": (build_regression, [IN_DIM], regression_targets, "cosine_similarity", sgd_momentum),
+    "cce_smoothing_adam": (
+        build_mlp,
+        [IN_DIM],
+        onehot_targets,
+        lambda: L.CategoricalCrossentropy(label_smoothing=0.1),
+        adam,
+    ),
+    "cce_logits_sgd": (
+        build_logits,
+        [IN_DIM],
+        onehot_targets,
+        lambda: L.CategoricalCrossentropy(from_logits=True),
+        sgd_momentum,
+    ),
+    "bce_smoothing_adam": (
+        build_binary,
+        [IN_DIM],
+        binary_targets,
+        lambda: L.BinaryCrossentropy(label_smoothing=0.2),
+        adam,
+        {"metrics": ["accuracy", M.AUC(), M.Precision(), M.Recall(thresholds=[0.3, 0.7])]},
+    ),
+    "bce_logits_adam": (
+        build_binary_logits,
+        [IN_DIM],
+        binary_targets,
+        lambda: L.BinaryCrossentropy(from_logits=True),
+        adam,
+        {"metrics": [M.AUC(from_logits=True)]},
+    ),
+    "sample_weight_adam": (
+        build_mlp,
+        [IN_DIM],
+        sparse_targets,
+        "sparse_categorical_crossentropy",
+        adam,
+        {"sample_weight": True, "metrics": ["accuracy", M.SparseTopKCategoricalAccuracy(k=2)]},
+    ),
+    "class_weight_sgd": (
+        build_mlp,
+        [IN_DIM],
+        sparse_targets,
+        "sparse_categorical_crossentropy",
+        sgd_momentum,
+        {"class_weight": {0: 0.5, 1: 2.0, 3: 1.5}},
+    ),
+    "two_heads_adam": (
+        build_two_heads,
+        [IN_DIM],
+        two_head_targets,
+        {"cls": "sparse_categorical_crossentropy", "reg": "mse"},
+        adam,
+        {"loss_weights": {"cls": 1.0, "reg": 0.5}, "metrics": {"cls": ["accuracy"], "reg": ["mae"]}},
+    ),
+    "cnn_sgd": (build_cnn, [(8, 8, 1)], sparse_targets, "sparse_categorical_crossentropy", sgd_momentum),
+    "cnn_adam": (build_cnn, [(8, 8, 1)], sparse_targets, "sparse_categorical_crossentropy", adam),
+    "norm_mlp_sgd": (build_norm_mlp, [IN_DIM], sparse_targets, "sparse_categorical_crossentropy", sgd_momentum),
+    "norm_mlp_adam": (build_norm_mlp, [IN_DIM], sparse_targets, "sparse_categorical_crossentropy", adam),
+    "cnn_bn_adam": (build_cnn_bn, [(6, 6, 2)], sparse_targets, "sparse_categorical_crossentropy", adam),
 }
 
 
 def on_mlp(make_opt):
     """A case of the MLP with sparse labels: what differs is the optimizer."""
-    return (build_mlp, [IN_DIM], sparse_targets,
-            "sparse_categorical_crossentropy", make_opt)
+    return (build_mlp, [IN_DIM], sparse_targets, "sparse_categorical_crossentropy", make_opt)
 
 
 O, S = keras.optimizers, keras.optimizers.schedules
@@ -433,36 +463,32 @@ O, S = keras.optimizers, keras.optimizers.schedules
 # (clipping is active, every schedule changes the rate, Adadelta's tiny
 # first steps are scaled up by its learning rate).  Appended after the cases
 # above so that their seeds, and files, stay the same.
-FIDELITY_CASES.update({
-    "opt_adam_amsgrad": on_mlp(lambda: O.Adam(0.01, amsgrad=True)),
-    "opt_adamw": on_mlp(lambda: O.AdamW(0.01, weight_decay=0.05)),
-    "opt_adagrad": on_mlp(lambda: O.Adagrad(0.05)),
-    "opt_adadelta": on_mlp(lambda: O.Adadelta(1.0, rho=0.9)),
-    "opt_adamax": on_mlp(lambda: O.Adamax(0.01)),
-    "opt_nadam": on_mlp(lambda: O.Nadam(0.01)),
-    "opt_rmsprop_centered": on_mlp(lambda: O.RMSprop(0.01, momentum=0.5,
-                                                     centered=True)),
-    "opt_sgd_weight_decay": on_mlp(lambda: O.SGD(0.05, momentum=0.9,
-                                                 weight_decay=0.1)),
-    "opt_sgd_clipnorm": on_mlp(lambda: O.SGD(0.05, momentum=0.9,
-                                             clipnorm=0.1)),
-    "opt_sgd_clipvalue": on_mlp(lambda: O.SGD(0.05, momentum=0.9,
-                                              clipvalue=0.02)),
-    "opt_adam_global_clipnorm": on_mlp(lambda: O.Adam(
-        0.01, epsilon=0.01, global_clipnorm=0.2)),
-    "sched_exponential": on_mlp(lambda: O.SGD(S.ExponentialDecay(
-        0.1, decay_steps=2, decay_rate=0.5, staircase=True))),
-    "sched_inverse_time": on_mlp(lambda: O.SGD(S.InverseTimeDecay(
-        0.1, decay_steps=1, decay_rate=0.5))),
-    "sched_piecewise": on_mlp(lambda: O.SGD(S.PiecewiseConstantDecay(
-        [1, 3], [0.1, 0.05, 0.01]))),
-    "sched_polynomial": on_mlp(lambda: O.SGD(S.PolynomialDecay(
-        0.1, decay_steps=2, end_learning_rate=0.01, power=2.0,
-        cycle=True))),
-    "sched_cosine": on_mlp(lambda: O.Adam(S.CosineDecay(
-        0.001, decay_steps=3, alpha=0.1, warmup_target=0.02,
-        warmup_steps=2))),
-})
+FIDELITY_CASES.update(
+    {
+        "opt_adam_amsgrad": on_mlp(lambda: O.Adam(0.01, amsgrad=True)),
+        "opt_adamw": on_mlp(lambda: O.AdamW(0.01, weight_decay=0.05)),
+        "opt_adagrad": on_mlp(lambda: O.Adagrad(0.05)),
+        "opt_adadelta": on_mlp(lambda: O.Adadelta(1.0, rho=0.9)),
+        "opt_adamax": on_mlp(lambda: O.Adamax(0.01)),
+        "opt_nadam": on_mlp(lambda: O.Nadam(0.01)),
+        "opt_rmsprop_centered": on_mlp(lambda: O.RMSprop(0.01, momentum=0.5, centered=True)),
+        "opt_sgd_weight_decay": on_mlp(lambda: O.SGD(0.05, momentum=0.9, weight_decay=0.1)),
+        "opt_sgd_clipnorm": on_mlp(lambda: O.SGD(0.05, momentum=0.9, clipnorm=0.1)),
+        "opt_sgd_clipvalue": on_mlp(lambda: O.SGD(0.05, momentum=0.9, clipvalue=0.02)),
+        "opt_adam_global_clipnorm": on_mlp(lambda: O.Adam(0.01, epsilon=0.01, global_clipnorm=0.2)),
+        "sched_exponential": on_mlp(
+            lambda: O.SGD(S.ExponentialDecay(0.1, decay_steps=2, decay_rate=0.5, staircase=True))
+        ),
+        "sched_inverse_time": on_mlp(lambda: O.SGD(S.InverseTimeDecay(0.1, decay_steps=1, decay_rate=0.5))),
+        "sched_piecewise": on_mlp(lambda: O.SGD(S.PiecewiseConstantDecay([1, 3], [0.1, 0.05, 0.01]))),
+        "sched_polynomial": on_mlp(
+            lambda: O.SGD(S.PolynomialDecay(0.1, decay_steps=2, end_learning_rate=0.01, power=2.0, cycle=True))
+        ),
+        "sched_cosine": on_mlp(
+            lambda: O.Adam(S.CosineDecay(0.001, decay_steps=3, alpha=0.1, warmup_target=0.02, warmup_steps=2))
+        ),
+    }
+)
 
 
 # Convolution, normalization and embedding layers that the cases above leave out. "ids": the
@@ -473,107 +499,131 @@ VOCAB = 11
 
 
 def build_embed_gap(vocab=VOCAB, length=6):
-    return keras.Sequential([
-        keras.Input(shape=(length,), dtype="int32"),
-        keras.layers.Embedding(vocab, 8),
-        keras.layers.GlobalAveragePooling1D(),
-        keras.layers.Dense(CLASSES, activation="softmax"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input(shape=(length,), dtype="int32"),
+            keras.layers.Embedding(vocab, 8),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(CLASSES, activation="softmax"),
+        ]
+    )
 
 
 def build_embed_flatten():
-    return keras.Sequential([
-        keras.Input(shape=(5,), dtype="int32"),
-        keras.layers.Embedding(VOCAB, 4),
-        keras.layers.Flatten(),
-        keras.layers.Dense(8, activation="relu"),
-        keras.layers.Dense(CLASSES, activation="softmax"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input(shape=(5,), dtype="int32"),
+            keras.layers.Embedding(VOCAB, 4),
+            keras.layers.Flatten(),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(CLASSES, activation="softmax"),
+        ]
+    )
 
 
 def build_group_norm():
-    return keras.Sequential([
-        keras.Input(shape=(4, 4, 3)),
-        keras.layers.Conv2D(6, 3, padding="same"),
-        keras.layers.GroupNormalization(groups=3),
-        keras.layers.Activation("relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(8),
-        keras.layers.GroupNormalization(groups=4, epsilon=0.01),
-        keras.layers.Dense(CLASSES, activation="softmax"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input(shape=(4, 4, 3)),
+            keras.layers.Conv2D(6, 3, padding="same"),
+            keras.layers.GroupNormalization(groups=3),
+            keras.layers.Activation("relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(8),
+            keras.layers.GroupNormalization(groups=4, epsilon=0.01),
+            keras.layers.Dense(CLASSES, activation="softmax"),
+        ]
+    )
 
 
 def build_deconv():
     """Conv2DTranspose without output_padding ('same'), then with it ('valid')."""
-    return keras.Sequential([
-        keras.Input(shape=(2, 2, 2)),
-        keras.layers.Conv2DTranspose(3, 3, strides=2, padding="same", activation="relu"),
-        keras.layers.Conv2DTranspose(2, 3, strides=2, output_padding=1),
-        keras.layers.Flatten(),
-        keras.layers.Dense(CLASSES, activation="softmax"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input(shape=(2, 2, 2)),
+            keras.layers.Conv2DTranspose(3, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Conv2DTranspose(2, 3, strides=2, output_padding=1),
+            keras.layers.Flatten(),
+            keras.layers.Dense(CLASSES, activation="softmax"),
+        ]
+    )
 
 
 def build_deconv_same_padded():
     """output_padding with 'same' padding, in 1-D and (per axis) in 2-D."""
-    return keras.Sequential([
-        keras.Input(shape=(4, 3)),
-        keras.layers.Conv1DTranspose(4, 3, strides=2, padding="same", output_padding=1),
-        keras.layers.Reshape((2, 4, 4)),
-        keras.layers.Conv2DTranspose(3, (3, 2), strides=(2, 3), padding="same", output_padding=(1, 2),
-                                     activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(CLASSES, activation="softmax"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input(shape=(4, 3)),
+            keras.layers.Conv1DTranspose(4, 3, strides=2, padding="same", output_padding=1),
+            keras.layers.Reshape((2, 4, 4)),
+            keras.layers.Conv2DTranspose(
+                3, (3, 2), strides=(2, 3), padding="same", output_padding=(1, 2), activation="relu"
+            ),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(CLASSES, activation="softmax"),
+        ]
+    )
 
 
 def build_separable():
-    return keras.Sequential([
-        keras.Input(shape=(6, 6, 2)),
-        keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu"),
-        keras.layers.SeparableConv2D(4, 3, strides=2, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(CLASSES, activation="softmax"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input(shape=(6, 6, 2)),
+            keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu"),
+            keras.layers.SeparableConv2D(4, 3, strides=2, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(CLASSES, activation="softmax"),
+        ]
+    )
 
 
 def build_bn_fold():
     """Batch norms that kgraph folds at inference (after a linear Conv2D with a bias, a
     SeparableConv2D, a Dense without bias) and one it cannot (after a relu)."""
-    return keras.Sequential([
-        keras.Input(shape=(5, 5, 2)),
-        keras.layers.Conv2D(4, 3, padding="same"),
-        keras.layers.BatchNormalization(momentum=0.8),
-        keras.layers.Activation("relu"),
-        keras.layers.SeparableConv2D(4, 3),
-        keras.layers.BatchNormalization(momentum=0.8),
-        keras.layers.Conv2D(3, 2, activation="relu"),
-        keras.layers.BatchNormalization(momentum=0.8, center=False),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(6, use_bias=False),
-        keras.layers.BatchNormalization(momentum=0.8, scale=False),
-        keras.layers.Activation("relu"),
-        keras.layers.Dense(CLASSES, activation="softmax"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input(shape=(5, 5, 2)),
+            keras.layers.Conv2D(4, 3, padding="same"),
+            keras.layers.BatchNormalization(momentum=0.8),
+            keras.layers.Activation("relu"),
+            keras.layers.SeparableConv2D(4, 3),
+            keras.layers.BatchNormalization(momentum=0.8),
+            keras.layers.Conv2D(3, 2, activation="relu"),
+            keras.layers.BatchNormalization(momentum=0.8, center=False),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(6, use_bias=False),
+            keras.layers.BatchNormalization(momentum=0.8, scale=False),
+            keras.layers.Activation("relu"),
+            keras.layers.Dense(CLASSES, activation="softmax"),
+        ]
+    )
 
 
 SPARSE = "sparse_categorical_crossentropy"
-FIDELITY_CASES.update({
-    # TensorFlow hands Adam an Embedding's gradient as IndexedSlices, one row per id occurrence,
-    # and Keras squares those rows before summing them into v: a repeated id's v differs from the
-    # dense gradient's. Unique ids here; embed_repeated_adam records the difference.
-    "embed_gap_adam": (lambda: build_embed_gap(vocab=40, length=2), [2], sparse_targets, SPARSE, adam,
-                       {"ids": 40, "unique_ids": True}),
-    "embed_repeated_adam": (build_embed_gap, [6], sparse_targets, SPARSE, adam, {"ids": VOCAB}),
-    "embed_flatten_sgd": (build_embed_flatten, [5], sparse_targets, SPARSE, sgd_momentum, {"ids": VOCAB}),
-    "group_norm_adam": (build_group_norm, [(4, 4, 3)], sparse_targets, SPARSE, adam),
-    "deconv_adam": (build_deconv, [(2, 2, 2)], sparse_targets, SPARSE, adam),
-    "deconv_same_padded_sgd": (build_deconv_same_padded, [(4, 3)], sparse_targets, SPARSE, sgd_momentum),
-    "separable_adam": (build_separable, [(6, 6, 2)], sparse_targets, SPARSE, adam),
-    # SGD: before a batch norm a bias gets a gradient of rounding noise, which Adam would scale up
-    "bn_fold_sgd": (build_bn_fold, [(5, 5, 2)], sparse_targets, SPARSE, sgd_momentum, {"randomize": True}),
-})
+FIDELITY_CASES.update(
+    {
+        # TensorFlow hands Adam an Embedding's gradient as IndexedSlices, one row per id occurrence,
+        # and Keras squares those rows before summing them into v: a repeated id's v differs from the
+        # dense gradient's. Unique ids here; embed_repeated_adam records the difference.
+        "embed_gap_adam": (
+            lambda: build_embed_gap(vocab=40, length=2),
+            [2],
+            sparse_targets,
+            SPARSE,
+            adam,
+            {"ids": 40, "unique_ids": True},
+        ),
+        "embed_repeated_adam": (build_embed_gap, [6], sparse_targets, SPARSE, adam, {"ids": VOCAB}),
+        "embed_flatten_sgd": (build_embed_flatten, [5], sparse_targets, SPARSE, sgd_momentum, {"ids": VOCAB}),
+        "group_norm_adam": (build_group_norm, [(4, 4, 3)], sparse_targets, SPARSE, adam),
+        "deconv_adam": (build_deconv, [(2, 2, 2)], sparse_targets, SPARSE, adam),
+        "deconv_same_padded_sgd": (build_deconv_same_padded, [(4, 3)], sparse_targets, SPARSE, sgd_momentum),
+        "separable_adam": (build_separable, [(6, 6, 2)], sparse_targets, SPARSE, adam),
+        # SGD: before a batch norm a bias gets a gradient of rounding noise, which Adam would scale up
+        "bn_fold_sgd": (build_bn_fold, [(5, 5, 2)], sparse_targets, SPARSE, sgd_momentum, {"randomize": True}),
+    }
+)
+
 
 def leaky(K, slope):
     """LeakyReLU's slope is negative_slope in Keras 3, alpha in tf-keras."""
@@ -584,27 +634,43 @@ def build_act_layers():
     """The activation layers between Dense layers, and the noise layers at rate 0 (Keras draws
     other random numbers than kgraph: only their identity can be compared in training)."""
     L = keras.layers
-    return keras.Sequential([
-        keras.Input(shape=(IN_DIM,)),
-        L.GaussianNoise(0.0), L.Dense(16), leaky(keras, 0.2),
-        L.GaussianDropout(0.0), L.Dense(16), L.PReLU(alpha_initializer=keras.initializers.Constant(0.25)),
-        L.AlphaDropout(0.0), L.Dense(16), L.ELU(alpha=0.7),
-        L.ActivityRegularization(l1=1e-3, l2=1e-2),
-        L.Dense(16), L.ReLU(max_value=1.5, negative_slope=0.1, threshold=0.05),
-        L.Dense(16), L.ReLU(max_value=6.0),
-        L.Dense(CLASSES), L.Softmax(),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input(shape=(IN_DIM,)),
+            L.GaussianNoise(0.0),
+            L.Dense(16),
+            leaky(keras, 0.2),
+            L.GaussianDropout(0.0),
+            L.Dense(16),
+            L.PReLU(alpha_initializer=keras.initializers.Constant(0.25)),
+            L.AlphaDropout(0.0),
+            L.Dense(16),
+            L.ELU(alpha=0.7),
+            L.ActivityRegularization(l1=1e-3, l2=1e-2),
+            L.Dense(16),
+            L.ReLU(max_value=1.5, negative_slope=0.1, threshold=0.05),
+            L.Dense(16),
+            L.ReLU(max_value=6.0),
+            L.Dense(CLASSES),
+            L.Softmax(),
+        ]
+    )
 
 
 def build_act_seq():
     """PReLU with shared axes, a Softmax over the time axis, SpatialDropout1D at rate 0."""
     L = keras.layers
-    return keras.Sequential([
-        keras.Input(shape=(6, 4)),
-        L.Conv1D(5, 2, padding="same"), L.PReLU(shared_axes=[1]),
-        L.SpatialDropout1D(0.0), L.Softmax(axis=1), L.Flatten(),
-        L.Dense(CLASSES, activation="softmax"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input(shape=(6, 4)),
+            L.Conv1D(5, 2, padding="same"),
+            L.PReLU(shared_axes=[1]),
+            L.SpatialDropout1D(0.0),
+            L.Softmax(axis=1),
+            L.Flatten(),
+            L.Dense(CLASSES, activation="softmax"),
+        ]
+    )
 
 
 def build_preprocess_cnn():
@@ -612,21 +678,29 @@ def build_preprocess_cnn():
     L = keras.layers
     norm = L.Normalization()
     norm.adapt(np.random.RandomState(7).normal(1.0, 2.0, size=(64, 9, 9, 3)).astype(np.float32))
-    return keras.Sequential([
-        keras.Input(shape=(7, 7, 3)),
-        L.Rescaling([0.5, 1.0, 2.0], offset=0.25),
-        L.Resizing(9, 9), norm, L.CenterCrop(6, 6),
-        L.Conv2D(4, 3, activation="relu"), L.SpatialDropout2D(0.0),
-        L.MaxPooling2D(2), L.Flatten(),
-        L.Dense(CLASSES, activation="softmax"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input(shape=(7, 7, 3)),
+            L.Rescaling([0.5, 1.0, 2.0], offset=0.25),
+            L.Resizing(9, 9),
+            norm,
+            L.CenterCrop(6, 6),
+            L.Conv2D(4, 3, activation="relu"),
+            L.SpatialDropout2D(0.0),
+            L.MaxPooling2D(2),
+            L.Flatten(),
+            L.Dense(CLASSES, activation="softmax"),
+        ]
+    )
 
 
-FIDELITY_CASES.update({
-    "act_layers_adam": (build_act_layers, [IN_DIM], sparse_targets, SPARSE, adam),
-    "act_seq_sgd": (build_act_seq, [(6, 4)], sparse_targets, SPARSE, sgd_momentum),
-    "preprocess_cnn_adam": (build_preprocess_cnn, [(7, 7, 3)], sparse_targets, SPARSE, adam),
-})
+FIDELITY_CASES.update(
+    {
+        "act_layers_adam": (build_act_layers, [IN_DIM], sparse_targets, SPARSE, adam),
+        "act_seq_sgd": (build_act_seq, [(6, 4)], sparse_targets, SPARSE, sgd_momentum),
+        "preprocess_cnn_adam": (build_preprocess_cnn, [(7, 7, 3)], sparse_targets, SPARSE, adam),
+    }
+)
 
 
 def build_dot():
@@ -666,14 +740,11 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
     reset(seed)
     rng = np.random.RandomState(seed)
     if extras.get("unique_ids"):
-        xs = [rng.permutation(extras["ids"])[:BATCH * d].reshape(BATCH, d).astype(np.int32)
-              for d in in_dims]
+        xs = [rng.permutation(extras["ids"])[: BATCH * d].reshape(BATCH, d).astype(np.int32) for d in in_dims]
     elif extras.get("ids"):
-        xs = [rng.randint(0, extras["ids"], size=(BATCH, *np.atleast_1d(d))).astype(np.int32)
-              for d in in_dims]
+        xs = [rng.randint(0, extras["ids"], size=(BATCH, *np.atleast_1d(d))).astype(np.int32) for d in in_dims]
     else:
-        xs = [rng.normal(size=(BATCH, *np.atleast_1d(d))).astype(np.float32)
-              for d in in_dims]
+        xs = [rng.normal(size=(BATCH, *np.atleast_1d(d))).astype(np.float32) for d in in_dims]
     ys = make_targets(rng)
 
     model = builder()
@@ -682,15 +753,13 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
     opt = make_opt()
     loss_obj = loss() if callable(loss) else loss
     metrics = extras.get("metrics", [])
-    model.compile(optimizer=opt, loss=loss_obj, metrics=metrics,
-                  loss_weights=extras.get("loss_weights"))
+    model.compile(optimizer=opt, loss=loss_obj, metrics=metrics, loss_weights=extras.get("loss_weights"))
     class_weight = extras.get("class_weight")
     sw = None
     if extras.get("sample_weight"):
         sw = rng.uniform(0.0, 2.0, size=BATCH).astype(np.float32)
     elif class_weight:
-        sw = np.array([class_weight.get(int(c), 1.0) for c in ys[0]],
-                      np.float32)
+        sw = np.array([class_weight.get(int(c), 1.0) for c in ys[0]], np.float32)
 
     arrays = {}
     for i, x in enumerate(xs):
@@ -701,8 +770,7 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
         arrays[f"w_init_{i}"] = w
     x_in = xs if len(xs) > 1 else xs[0]
     y_in = ys if len(ys) > 1 else ys[0]
-    for i, p in enumerate(as_list(model.predict(x_in, batch_size=BATCH,
-                                                verbose=0))):
+    for i, p in enumerate(as_list(model.predict(x_in, batch_size=BATCH, verbose=0))):
         arrays[f"pred{i}"] = p
 
     if sw is not None:
@@ -711,30 +779,26 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
     # Sanity check: the first train_on_batch value must equal the loss of the
     # untouched model on the same batch (i.e. it is reported pre-update), unless
     # a BatchNormalization makes training and inference differ.
-    loss_before = model.test_on_batch(x_in, y_in, sample_weight=sw,
-                                      return_dict=True)["loss"]
+    loss_before = model.test_on_batch(x_in, y_in, sample_weight=sw, return_dict=True)["loss"]
 
     losses, logs = [], []
     for step in range(1, STEPS + 1):
         if class_weight:
-            out = model.train_on_batch(x_in, y_in, class_weight=class_weight,
-                                       return_dict=True)
+            out = model.train_on_batch(x_in, y_in, class_weight=class_weight, return_dict=True)
         else:
-            out = model.train_on_batch(x_in, y_in, sample_weight=sw,
-                                       return_dict=True)
+            out = model.train_on_batch(x_in, y_in, sample_weight=sw, return_dict=True)
         logs.append({k: np.asarray(v).tolist() for k, v in out.items()})
         losses.append(float(out["loss"]))
         for i, w in enumerate(model.get_weights()):
             arrays[f"w_step{step}_{i}"] = w
     arrays["loss"] = np.asarray(losses, dtype=np.float64)
     # after training: the moving statistics moved, so inference differs from the start
-    for i, p in enumerate(as_list(model.predict(x_in, batch_size=BATCH,
-                                                verbose=0))):
+    for i, p in enumerate(as_list(model.predict(x_in, batch_size=BATCH, verbose=0))):
         arrays[f"pred_after{i}"] = p
-    training_mode = any(isinstance(layer, keras.layers.BatchNormalization)
-                        for layer in model.layers)  # batch statistics
-    assert training_mode or np.isclose(losses[0], loss_before, rtol=1e-5,
-                                       atol=1e-6), (name, losses[0], loss_before)
+    training_mode = any(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers
+    )  # batch statistics
+    assert training_mode or np.isclose(losses[0], loss_before, rtol=1e-5, atol=1e-6), (name, losses[0], loss_before)
     assert np.all(np.isfinite(arrays["loss"])), name
 
     np.savez_compressed(out_dir / f"{name}.npz", **arrays)
@@ -746,9 +810,10 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
             "loss_weights": extras.get("loss_weights"),
             "metrics": serialize_metrics(metrics),
         },
-        "fit": {"sample_weight": sw is not None and not class_weight,
-                "class_weight": {str(k): v for k, v in class_weight.items()}
-                if class_weight else None},
+        "fit": {
+            "sample_weight": sw is not None and not class_weight,
+            "class_weight": {str(k): v for k, v in class_weight.items()} if class_weight else None,
+        },
         "logs": logs,
         "batch_size": BATCH,
         "steps": STEPS,
@@ -766,6 +831,7 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
 # uses only API common to both, so the two configs describe the same graph.
 # Layer names are left to Keras (both sessions are cleared first) unless a
 # name makes the graph easier to read.
+
 
 def zoo_seq_mlp(K):
     if K is keras:
@@ -862,9 +928,22 @@ def zoo_multi_output(K):
 
 
 ACTIVATIONS = [
-    "linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu",
-    "softplus", "softsign", "gelu", "swish", "silu", "leaky_relu", "relu6",
-    "hard_sigmoid", "exponential",
+    "linear",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "elu",
+    "selu",
+    "softplus",
+    "softsign",
+    "gelu",
+    "swish",
+    "silu",
+    "leaky_relu",
+    "relu6",
+    "hard_sigmoid",
+    "exponential",
 ]
 
 
@@ -887,12 +966,9 @@ def set_activation_weights(model, seed):
     weights = []
     for w in model.get_weights():
         if w.ndim == 2:
-            weights.append((np.eye(w.shape[0]) * 1.5
-                            + rng.normal(scale=0.4, size=w.shape))
-                           .astype(np.float32))
+            weights.append((np.eye(w.shape[0]) * 1.5 + rng.normal(scale=0.4, size=w.shape)).astype(np.float32))
         else:
-            weights.append(rng.normal(scale=0.2, size=w.shape)
-                           .astype(np.float32))
+            weights.append(rng.normal(scale=0.2, size=w.shape).astype(np.float32))
     model.set_weights(weights)
 
 
@@ -908,8 +984,7 @@ def zoo_initializers(K):
         ("he_normal", I.HeNormal(seed=4)),
         ("lecun_uniform", I.LecunUniform(seed=5)),
         ("lecun_normal", I.LecunNormal(seed=6)),
-        ("variance_scaling", I.VarianceScaling(
-            scale=2.0, mode="fan_out", distribution="uniform", seed=7)),
+        ("variance_scaling", I.VarianceScaling(scale=2.0, mode="fan_out", distribution="uniform", seed=7)),
         ("zeros", I.Zeros()),
         ("ones", I.Ones()),
         ("constant", I.Constant(0.3)),
@@ -928,8 +1003,7 @@ def zoo_initializers(K):
     }
     regs = {
         "glorot_normal": dict(kernel_regularizer=R.l1(1e-3)),
-        "he_uniform": dict(kernel_regularizer=R.l2(1e-3),
-                           bias_regularizer=R.l2(1e-4)),
+        "he_uniform": dict(kernel_regularizer=R.l2(1e-3), bias_regularizer=R.l2(1e-4)),
         "lecun_normal": dict(kernel_regularizer=R.l1_l2(l1=1e-4, l2=1e-3)),
         "ones": dict(activity_regularizer=R.l2(1e-4)),
     }
@@ -937,8 +1011,12 @@ def zoo_initializers(K):
     branches = []
     for name, init in kernels:
         layer = K.layers.Dense(
-            6, name=f"k_{name}", kernel_initializer=init,
-            bias_initializer=biases.get(name, "zeros"), **regs.get(name, {}))
+            6,
+            name=f"k_{name}",
+            kernel_initializer=init,
+            bias_initializer=biases.get(name, "zeros"),
+            **regs.get(name, {}),
+        )
         branches.append(layer(x))
     out = K.layers.Concatenate(name="concat")(branches)
     return K.Model(x, out, name="initializers")
@@ -951,8 +1029,7 @@ def zoo_conv2d(K):
     outs = [
         C(4, 3, padding="same", strides=2, activation="relu", name="same_s2")(x),
         C(4, (3, 2), dilation_rate=2, name="valid_dilated")(x),
-        C(5, (2, 3), strides=(2, 1), padding="same", use_bias=False,
-          activation="tanh", name="same_s21")(x),
+        C(5, (2, 3), strides=(2, 1), padding="same", use_bias=False, activation="tanh", name="same_s21")(x),
         C(3, 1, name="pointwise")(x),
         C(6, 3, groups=3, padding="same", name="grouped")(x),
     ]
@@ -964,20 +1041,17 @@ def zoo_conv_layers(K):
     s = K.Input(shape=(10, 4), name="sequence")
     L = K.layers
     outs = [
-        L.DepthwiseConv2D(3, depth_multiplier=2, padding="same",
-                          name="depthwise")(x),
-        L.SeparableConv2D(5, 3, strides=2, activation="relu",
-                          name="separable")(x),
-        L.Conv2DTranspose(4, 3, strides=2, padding="same",
-                          name="transpose_same")(x),
+        L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="depthwise")(x),
+        L.SeparableConv2D(5, 3, strides=2, activation="relu", name="separable")(x),
+        L.Conv2DTranspose(4, 3, strides=2, padding="same", name="transpose_same")(x),
         L.Conv2DTranspose(2, (3, 2), strides=(2, 3), name="transpose_valid")(x),
         L.MaxPooling2D(3, strides=2, padding="same", name="max_same")(x),
         L.AveragePooling2D(3, strides=2, padding="same", name="avg_same")(x),
         L.AveragePooling2D((2, 3), name="avg_valid")(x),
         L.GlobalMaxPooling2D(name="global_max")(x),
         L.UpSampling2D((2, 3), name="upsample")(
-            L.Cropping2D(((1, 2), (0, 3)), name="crop")(
-                L.ZeroPadding2D(((1, 0), (2, 1)), name="zeropad")(x))),
+            L.Cropping2D(((1, 2), (0, 3)), name="crop")(L.ZeroPadding2D(((1, 0), (2, 1)), name="zeropad")(x))
+        ),
         L.Conv1D(3, 3, padding="causal", dilation_rate=2, name="causal")(s),
         L.Conv1D(2, 2, strides=2, activation="relu", name="conv1d")(s),
         L.GlobalAveragePooling1D(name="gap1d")(L.MaxPooling1D(2, name="max1d")(s)),
@@ -1007,15 +1081,20 @@ def zoo_act_layers(K):
     x = K.Input(shape=(5, 4), name="x")
     L = K.layers
     outs = [
-        leaky(K, 0.3)(x), leaky(K, 0.05)(x),
-        L.ReLU(name="relu")(x), L.ReLU(max_value=6.0, name="relu6")(x),
+        leaky(K, 0.3)(x),
+        leaky(K, 0.05)(x),
+        L.ReLU(name="relu")(x),
+        L.ReLU(max_value=6.0, name="relu6")(x),
         L.ReLU(max_value=1.0, negative_slope=0.1, threshold=0.5, name="relu_all")(x),
         L.ReLU(negative_slope=0.2, name="relu_leaky")(x),
         L.ReLU(threshold=0.3, name="relu_threshold")(x),
         L.ReLU(max_value=0.8, negative_slope=0.3, name="relu_capped")(x),
-        L.PReLU(name="prelu")(x), L.PReLU(shared_axes=[1], name="prelu_shared")(x),
-        L.ELU(name="elu")(x), L.ELU(alpha=0.4, name="elu_04")(x),
-        L.Softmax(name="softmax")(x), L.Softmax(axis=1, name="softmax_time")(x),
+        L.PReLU(name="prelu")(x),
+        L.PReLU(shared_axes=[1], name="prelu_shared")(x),
+        L.ELU(name="elu")(x),
+        L.ELU(alpha=0.4, name="elu_04")(x),
+        L.Softmax(name="softmax")(x),
+        L.Softmax(axis=1, name="softmax_time")(x),
     ]
     return K.Model(x, outs, name="act_layers")
 
@@ -1140,18 +1219,26 @@ def make_zoo_arch(arch, spec, out_dir: Path, seed: int) -> dict:
     arrays.update({f"pred{i}": p for i, p in enumerate(preds3)})
     arrays.update({f"k2_pred{i}": p for i, p in enumerate(preds2)})
     if arch in RANDOM_WEIGHTS + ("preprocess",):  # what summary() shows per layer: output shape, parameters
-        arrays["summary"] = np.array(json.dumps([
-            [layer.name, list(layer.output.shape), layer.count_params(),
-             sum(int(np.prod(w.shape)) for w in layer.trainable_weights)]
-            for layer in m3.layers]))
+        arrays["summary"] = np.array(
+            json.dumps(
+                [
+                    [
+                        layer.name,
+                        list(layer.output.shape),
+                        layer.count_params(),
+                        sum(int(np.prod(w.shape)) for w in layer.trainable_weights),
+                    ]
+                    for layer in m3.layers
+                ]
+            )
+        )
     np.savez_compressed(out_dir / f"{arch}.npz", **arrays)
 
     dump_json(json.loads(m3.to_json()), out_dir / f"k3_{arch}.json")
     dump_json(json.loads(m2.to_json()), out_dir / f"k2_{arch}.json")
 
     diffs = [float(np.max(np.abs(p3 - p2))) for p3, p2 in zip(preds3, preds2)]
-    print(f"  configs/{arch}: {len(weights)} weights, "
-          f"max |k3-k2| per output {['%.1e' % d for d in diffs]}")
+    print(f"  configs/{arch}: {len(weights)} weights, max |k3-k2| per output {['%.1e' % d for d in diffs]}")
     if arch != "activations":  # the only arch with a known semantic gap
         assert max(diffs) < 1e-5, (arch, diffs)
     return arrays
@@ -1181,47 +1268,65 @@ def make_k2_only_arch(arch, builder, x_in, xs, out_dir: Path) -> dict:
 # builds.  Default names were counted from 1 (``dense_1``, ``input_1``).
 # ``model.to_json()`` wrote one line with json's default separators.
 
-K21_GLOROT_UNIFORM = {"class_name": "VarianceScaling",
-                      "config": {"scale": 1.0, "mode": "fan_avg",
-                                 "distribution": "uniform", "seed": None}}
+K21_GLOROT_UNIFORM = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 1.0, "mode": "fan_avg", "distribution": "uniform", "seed": None},
+}
 K21_ZEROS = {"class_name": "Zeros", "config": {}}
 
 
 def k21_dense(name, units, activation, **extra):
     config = {"name": name, "trainable": True}
     config.update(extra)  # batch_input_shape / dtype on a first layer
-    config.update({
-        "units": units, "activation": activation, "use_bias": True,
-        "kernel_initializer": K21_GLOROT_UNIFORM,
-        "bias_initializer": K21_ZEROS,
-        "kernel_regularizer": None, "bias_regularizer": None,
-        "activity_regularizer": None, "kernel_constraint": None,
-        "bias_constraint": None,
-    })
+    config.update(
+        {
+            "units": units,
+            "activation": activation,
+            "use_bias": True,
+            "kernel_initializer": K21_GLOROT_UNIFORM,
+            "bias_initializer": K21_ZEROS,
+            "kernel_regularizer": None,
+            "bias_regularizer": None,
+            "activity_regularizer": None,
+            "kernel_constraint": None,
+            "bias_constraint": None,
+        }
+    )
     return {"class_name": "Dense", "config": config}
 
 
 def k21_input(name, dim):
-    return {"name": name, "class_name": "InputLayer",
-            "config": {"batch_input_shape": [None, dim], "dtype": "float32",
-                       "sparse": False, "name": name},
-            "inbound_nodes": []}
+    return {
+        "name": name,
+        "class_name": "InputLayer",
+        "config": {"batch_input_shape": [None, dim], "dtype": "float32", "sparse": False, "name": name},
+        "inbound_nodes": [],
+    }
 
 
 def k21_node(layer, config, *inbound):
     """A functional-model layer entry; ``inbound`` are layer names, each
     taken at node 0, tensor 0."""
-    return {"name": config["config"]["name"], "class_name": layer,
-            "config": config["config"],
-            "inbound_nodes": [[[src, 0, 0, {}] for src in inbound]]}
+    return {
+        "name": config["config"]["name"],
+        "class_name": layer,
+        "config": config["config"],
+        "inbound_nodes": [[[src, 0, 0, {}] for src in inbound]],
+    }
 
 
 def k21_model(layers, inputs, outputs, name="model_1"):
-    return {"class_name": "Model",
-            "config": {"name": name, "layers": layers,
-                       "input_layers": [[n, 0, 0] for n in inputs],
-                       "output_layers": [[n, 0, 0] for n in outputs]},
-            "keras_version": "2.1.6", "backend": "tensorflow"}
+    return {
+        "class_name": "Model",
+        "config": {
+            "name": name,
+            "layers": layers,
+            "input_layers": [[n, 0, 0] for n in inputs],
+            "output_layers": [[n, 0, 0] for n in outputs],
+        },
+        "keras_version": "2.1.6",
+        "backend": "tensorflow",
+    }
 
 
 def k21_configs() -> dict:
@@ -1229,11 +1334,11 @@ def k21_configs() -> dict:
     seq_mlp = {
         "class_name": "Sequential",
         "config": [
-            k21_dense("dense_1", 16, "relu", batch_input_shape=[None, 8],
-                      dtype="float32"),
-            {"class_name": "Dropout",
-             "config": {"name": "dropout_1", "trainable": True, "rate": 0.5,
-                        "noise_shape": None, "seed": None}},
+            k21_dense("dense_1", 16, "relu", batch_input_shape=[None, 8], dtype="float32"),
+            {
+                "class_name": "Dropout",
+                "config": {"name": "dropout_1", "trainable": True, "rate": 0.5, "noise_shape": None, "seed": None},
+            },
             k21_dense("dense_2", 3, "softmax"),
         ],
         "keras_version": "2.1.6",
@@ -1246,24 +1351,28 @@ def k21_configs() -> dict:
             k21_input("input_2", 6),
             k21_node("Dense", k21_dense("dense_1", 8, "relu"), "input_1"),
             k21_node("Dense", k21_dense("dense_2", 8, "relu"), "input_2"),
-            k21_node("Concatenate",
-                     {"config": {"name": "concatenate_1", "trainable": True,
-                                 "axis": -1}},
-                     "dense_1", "dense_2"),
-            k21_node("Dense", k21_dense("dense_3", 5, "softmax"),
-                     "concatenate_1"),
+            k21_node(
+                "Concatenate",
+                {"config": {"name": "concatenate_1", "trainable": True, "axis": -1}},
+                "dense_1",
+                "dense_2",
+            ),
+            k21_node("Dense", k21_dense("dense_3", 5, "softmax"), "concatenate_1"),
         ],
-        inputs=["input_1", "input_2"], outputs=["dense_3"])
+        inputs=["input_1", "input_2"],
+        outputs=["dense_3"],
+    )
     # Same graph and weight order as zoo arch "residual_add".
     residual = k21_model(
         [
             k21_input("input_1", 12),
             k21_node("Dense", k21_dense("dense_1", 12, "tanh"), "input_1"),
-            k21_node("Add", {"config": {"name": "add_1", "trainable": True}},
-                     "input_1", "dense_1"),
+            k21_node("Add", {"config": {"name": "add_1", "trainable": True}}, "input_1", "dense_1"),
             k21_node("Dense", k21_dense("dense_2", 5, "softmax"), "add_1"),
         ],
-        inputs=["input_1"], outputs=["dense_2"])
+        inputs=["input_1"],
+        outputs=["dense_2"],
+    )
     return {
         "k21_seq_mlp.json": ("seq_mlp", seq_mlp),
         "k21_two_input.json": ("two_input_concat", two_input),
@@ -1284,7 +1393,6 @@ def check_k21_against_npz(config, arrays) -> None:
     assert np.allclose(pred, arrays["pred0"], atol=1e-5), "k21 mismatch"
 
 
-
 # --------------------------------------------------------------------------
 # (c) Recurrent layers (issue 16): configs of both Keras, weights, predictions, gradients
 # --------------------------------------------------------------------------
@@ -1300,46 +1408,84 @@ RNN_VOCAB, RNN_STEPS, RNN_ROWS = 20, 7, 6
 
 
 def rnn_embed_lstm(K):
-    return K.Sequential([K.Input(shape=(RNN_STEPS,)), K.layers.Embedding(RNN_VOCAB, 4),
-                         K.layers.LSTM(5), K.layers.Dense(3, activation="softmax")])
+    return K.Sequential(
+        [
+            K.Input(shape=(RNN_STEPS,)),
+            K.layers.Embedding(RNN_VOCAB, 4),
+            K.layers.LSTM(5),
+            K.layers.Dense(3, activation="softmax"),
+        ]
+    )
 
 
 def rnn_stacked_gru(K):
-    return K.Sequential([K.Input(shape=(RNN_STEPS, 3)), K.layers.GRU(5, return_sequences=True),
-                         K.layers.GRU(4, return_sequences=True, go_backwards=True), K.layers.Flatten(),
-                         K.layers.Dense(3, activation="softmax")])
+    return K.Sequential(
+        [
+            K.Input(shape=(RNN_STEPS, 3)),
+            K.layers.GRU(5, return_sequences=True),
+            K.layers.GRU(4, return_sequences=True, go_backwards=True),
+            K.layers.Flatten(),
+            K.layers.Dense(3, activation="softmax"),
+        ]
+    )
 
 
 def rnn_bilstm(K):
-    return K.Sequential([K.Input(shape=(RNN_STEPS,)), K.layers.Embedding(RNN_VOCAB, 4),
-                         K.layers.Bidirectional(K.layers.LSTM(5, return_sequences=True)),
-                         K.layers.Bidirectional(K.layers.LSTM(3), merge_mode="sum"),
-                         K.layers.Dense(3, activation="softmax")])
+    return K.Sequential(
+        [
+            K.Input(shape=(RNN_STEPS,)),
+            K.layers.Embedding(RNN_VOCAB, 4),
+            K.layers.Bidirectional(K.layers.LSTM(5, return_sequences=True)),
+            K.layers.Bidirectional(K.layers.LSTM(3), merge_mode="sum"),
+            K.layers.Dense(3, activation="softmax"),
+        ]
+    )
 
 
 def rnn_simple(K):
-    return K.Sequential([K.Input(shape=(RNN_STEPS, 3)), K.layers.SimpleRNN(5, return_sequences=True),
-                         K.layers.SimpleRNN(4, go_backwards=True, activation="softsign"),
-                         K.layers.Dense(3, activation="softmax")])
+    return K.Sequential(
+        [
+            K.Input(shape=(RNN_STEPS, 3)),
+            K.layers.SimpleRNN(5, return_sequences=True),
+            K.layers.SimpleRNN(4, go_backwards=True, activation="softsign"),
+            K.layers.Dense(3, activation="softmax"),
+        ]
+    )
 
 
 def rnn_gru_v1(K):
-    return K.Sequential([K.Input(shape=(RNN_STEPS, 3)),
-                         K.layers.GRU(5, reset_after=False, recurrent_activation="hard_sigmoid"),
-                         K.layers.Dense(3, activation="softmax")])
+    return K.Sequential(
+        [
+            K.Input(shape=(RNN_STEPS, 3)),
+            K.layers.GRU(5, reset_after=False, recurrent_activation="hard_sigmoid"),
+            K.layers.Dense(3, activation="softmax"),
+        ]
+    )
 
 
 def rnn_mask_zero(K):
-    return K.Sequential([K.Input(shape=(RNN_STEPS,)), K.layers.Embedding(RNN_VOCAB, 4, mask_zero=True),
-                         K.layers.Bidirectional(K.layers.GRU(5, return_sequences=True), merge_mode="ave"),
-                         K.layers.LSTM(5, return_sequences=True), K.layers.SimpleRNN(4),
-                         K.layers.Dense(3, activation="softmax")])
+    return K.Sequential(
+        [
+            K.Input(shape=(RNN_STEPS,)),
+            K.layers.Embedding(RNN_VOCAB, 4, mask_zero=True),
+            K.layers.Bidirectional(K.layers.GRU(5, return_sequences=True), merge_mode="ave"),
+            K.layers.LSTM(5, return_sequences=True),
+            K.layers.SimpleRNN(4),
+            K.layers.Dense(3, activation="softmax"),
+        ]
+    )
 
 
 def rnn_conv_lstm(K):
-    return K.Sequential([K.Input(shape=(RNN_STEPS, 3)),
-                         K.layers.Conv1D(6, 3, padding="same", activation="relu"), K.layers.MaxPooling1D(2),
-                         K.layers.LSTM(5), K.layers.Dense(3, activation="softmax")])
+    return K.Sequential(
+        [
+            K.Input(shape=(RNN_STEPS, 3)),
+            K.layers.Conv1D(6, 3, padding="same", activation="relu"),
+            K.layers.MaxPooling1D(2),
+            K.layers.LSTM(5),
+            K.layers.Dense(3, activation="softmax"),
+        ]
+    )
 
 
 def rnn_states(K):
@@ -1352,9 +1498,15 @@ def rnn_states(K):
 
 
 def rnn_masking(K):
-    return K.Sequential([K.Input(shape=(RNN_STEPS, 3)), K.layers.Masking(mask_value=0.0),
-                         K.layers.Bidirectional(K.layers.SimpleRNN(3, return_sequences=True), merge_mode="mul"),
-                         K.layers.GRU(4, go_backwards=True, reset_after=False), K.layers.Dense(3, activation="softmax")])
+    return K.Sequential(
+        [
+            K.Input(shape=(RNN_STEPS, 3)),
+            K.layers.Masking(mask_value=0.0),
+            K.layers.Bidirectional(K.layers.SimpleRNN(3, return_sequences=True), merge_mode="mul"),
+            K.layers.GRU(4, go_backwards=True, reset_after=False),
+            K.layers.Dense(3, activation="softmax"),
+        ]
+    )
 
 
 def rnn_initial_state(K):
@@ -1387,22 +1539,40 @@ def rnn_cells(K):
 
 def rnn_time_distributed(K):
     L = K.layers
-    return K.Sequential([K.Input(shape=(RNN_STEPS, 3)), L.GRU(5, return_sequences=True),
-                         L.TimeDistributed(L.Dense(4, activation="relu")), L.TimeDistributed(L.Dropout(0.2)),
-                         L.Flatten(), L.Dense(3, activation="softmax")])
+    return K.Sequential(
+        [
+            K.Input(shape=(RNN_STEPS, 3)),
+            L.GRU(5, return_sequences=True),
+            L.TimeDistributed(L.Dense(4, activation="relu")),
+            L.TimeDistributed(L.Dropout(0.2)),
+            L.Flatten(),
+            L.Dense(3, activation="softmax"),
+        ]
+    )
 
 
-RNN_CASES = {"embed_lstm": rnn_embed_lstm, "stacked_gru": rnn_stacked_gru, "bilstm": rnn_bilstm,
-             "simple_rnn": rnn_simple, "gru_v1": rnn_gru_v1, "mask_zero": rnn_mask_zero,
-             "conv_lstm": rnn_conv_lstm, "states": rnn_states, "masking": rnn_masking,
-             "initial_state": rnn_initial_state, "mask_merge": rnn_mask_merge,
-             "cells": rnn_cells, "time_distributed": rnn_time_distributed}
+RNN_CASES = {
+    "embed_lstm": rnn_embed_lstm,
+    "stacked_gru": rnn_stacked_gru,
+    "bilstm": rnn_bilstm,
+    "simple_rnn": rnn_simple,
+    "gru_v1": rnn_gru_v1,
+    "mask_zero": rnn_mask_zero,
+    "conv_lstm": rnn_conv_lstm,
+    "states": rnn_states,
+    "masking": rnn_masking,
+    "initial_state": rnn_initial_state,
+    "mask_merge": rnn_mask_merge,
+    "cells": rnn_cells,
+    "time_distributed": rnn_time_distributed,
+}
 
 
 def rnn_inputs(model, rng):
     if len(model.inputs) > 1:  # initial states after the sequence
-        return [rnn_inputs(keras.Model(model.inputs[0], model.inputs[0]), rng)] + \
-            [rng.normal(size=(RNN_ROWS, *i.shape[1:])).astype(np.float32) for i in model.inputs[1:]]
+        return [rnn_inputs(keras.Model(model.inputs[0], model.inputs[0]), rng)] + [
+            rng.normal(size=(RNN_ROWS, *i.shape[1:])).astype(np.float32) for i in model.inputs[1:]
+        ]
     if len(model.inputs[0].shape) == 2:  # token ids; a few rows padded with 0 at either end
         ids = rng.randint(1, RNN_VOCAB, size=(RNN_ROWS, RNN_STEPS))
         ids[1, 4:] = 0
@@ -1430,17 +1600,32 @@ def make_rnn_case(name, builder, out_dir: Path, seed: int) -> None:
     grads = tape.gradient(loss, m3.trainable_weights)
     m2 = builder(tf_keras)
     m2.set_weights(weights)
-    arrays = {"y0": y, "pred0": m3.predict(x, verbose=0), "k2_pred0": m2.predict(x, verbose=0),
-              "loss": np.float64(loss.numpy())}
+    arrays = {
+        "y0": y,
+        "pred0": m3.predict(x, verbose=0),
+        "k2_pred0": m2.predict(x, verbose=0),
+        "loss": np.float64(loss.numpy()),
+    }
     arrays.update({f"x{i}": xi for i, xi in enumerate(as_list(x))})
     if name in ("bilstm", "cells", "time_distributed"):  # the weights files each Keras writes, for kgraph's loaders
         m3.save(out_dir / f"{name}.keras")
         m2.save(out_dir / f"{name}_k2.h5")
     arrays.update({f"w_{i}": w for i, w in enumerate(weights)})
     arrays.update({f"grad_{i}": tf.convert_to_tensor(g).numpy() for i, g in enumerate(grads)})  # IndexedSlices too
-    arrays["summary"] = np.array(json.dumps([
-        [layer.name, [list(o.shape) for o in layer.output] if isinstance(layer.output, (list, tuple))
-         else list(layer.output.shape), layer.count_params()] for layer in m3.layers]))
+    arrays["summary"] = np.array(
+        json.dumps(
+            [
+                [
+                    layer.name,
+                    [list(o.shape) for o in layer.output]
+                    if isinstance(layer.output, (list, tuple))
+                    else list(layer.output.shape),
+                    layer.count_params(),
+                ]
+                for layer in m3.layers
+            ]
+        )
+    )
     np.savez_compressed(out_dir / f"{name}.npz", **arrays)
     dump_json(json.loads(m3.to_json()), out_dir / f"k3_{name}.json")
     dump_json(json.loads(m2.to_json()), out_dir / f"k2_{name}.json")
@@ -1449,16 +1634,16 @@ def make_rnn_case(name, builder, out_dir: Path, seed: int) -> None:
     if name != "gru_v1":  # hard_sigmoid: clip(0.2x + 0.5) in tf-keras, relu6(x + 3) / 6 in Keras 3
         assert diff < 1e-5, (name, diff)
 
+
 # --------------------------------------------------------------------------
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="tests/fixtures", type=Path,
-                        help="fixture root (default: tests/fixtures)")
-    parser.add_argument("--only", nargs="*",
-                        help="regenerate only these fidelity cases / zoo archs")
+    parser.add_argument("--out", default="tests/fixtures", type=Path, help="fixture root (default: tests/fixtures)")
+    parser.add_argument("--only", nargs="*", help="regenerate only these fidelity cases / zoo archs")
     args = parser.parse_args(argv)
-    wanted = (lambda name: args.only is None or name in args.only)
+    wanted = lambda name: args.only is None or name in args.only
 
     tf.config.experimental.enable_op_determinism()
     tf_dir = args.out / "tf"

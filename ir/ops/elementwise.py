@@ -1,4 +1,5 @@
 """Elementwise ops (NumPy broadcasting) and activations, each with its VJP beside it."""
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,7 @@ def unbroadcast(b, g, target: str):
     if gshape == tshape:
         return g
     lead = len(gshape) - len(tshape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, d in enumerate(tshape) if d == 1 and gshape[lead + i] != 1)
+    axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(tshape) if d == 1 and gshape[lead + i] != 1)
     s = b.reduce_sum(g, axes=axes, keepdims=False)
     if b.type(s).shape != tshape:
         s = b.reshape(s, shape=tshape)
@@ -46,24 +46,57 @@ def _elem(name, forward, vjp=None, infer=same_type, doc="", roles=()):
 
 # ---------------------------------------------------------------- arithmetic
 
-_elem("add", lambda a, c: a + c, lambda b, g, out, x, y: (unbroadcast(b, g, x), unbroadcast(b, g, y)),
-      broadcast_type, roles=[Role.BIAS_ADD])
-_elem("sub", lambda a, c: a - c, lambda b, g, out, x, y: (unbroadcast(b, g, x), unbroadcast(b, b.neg(g), y)),
-      broadcast_type)
-_elem("mul", lambda a, c: a * c,
-      lambda b, g, out, x, y: (unbroadcast(b, b.mul(g, y), x), unbroadcast(b, b.mul(g, x), y)), broadcast_type)
-_elem("div", lambda a, c: a / c,
-      lambda b, g, out, x, y: (unbroadcast(b, b.div(g, y), x),
-                               unbroadcast(b, b.neg(b.div(b.mul(g, out), y)), y)), broadcast_type)
-_elem("maximum", np.maximum,
-      lambda b, g, out, x, y: (unbroadcast(b, b.mul(g, b.greater_equal(x, y)), x),
-                               unbroadcast(b, b.mul(g, b.less(x, y)), y)), broadcast_type)
-_elem("minimum", np.minimum,
-      lambda b, g, out, x, y: (unbroadcast(b, b.mul(g, b.less_equal(x, y)), x),
-                               unbroadcast(b, b.mul(g, b.greater(x, y)), y)), broadcast_type)
+_elem(
+    "add",
+    lambda a, c: a + c,
+    lambda b, g, out, x, y: (unbroadcast(b, g, x), unbroadcast(b, g, y)),
+    broadcast_type,
+    roles=[Role.BIAS_ADD],
+)
+_elem(
+    "sub",
+    lambda a, c: a - c,
+    lambda b, g, out, x, y: (unbroadcast(b, g, x), unbroadcast(b, b.neg(g), y)),
+    broadcast_type,
+)
+_elem(
+    "mul",
+    lambda a, c: a * c,
+    lambda b, g, out, x, y: (unbroadcast(b, b.mul(g, y), x), unbroadcast(b, b.mul(g, x), y)),
+    broadcast_type,
+)
+_elem(
+    "div",
+    lambda a, c: a / c,
+    lambda b, g, out, x, y: (unbroadcast(b, b.div(g, y), x), unbroadcast(b, b.neg(b.div(b.mul(g, out), y)), y)),
+    broadcast_type,
+)
+_elem(
+    "maximum",
+    np.maximum,
+    lambda b, g, out, x, y: (
+        unbroadcast(b, b.mul(g, b.greater_equal(x, y)), x),
+        unbroadcast(b, b.mul(g, b.less(x, y)), y),
+    ),
+    broadcast_type,
+)
+_elem(
+    "minimum",
+    np.minimum,
+    lambda b, g, out, x, y: (
+        unbroadcast(b, b.mul(g, b.less_equal(x, y)), x),
+        unbroadcast(b, b.mul(g, b.greater(x, y)), y),
+    ),
+    broadcast_type,
+)
 # comparisons give 0.0/1.0 in the operands' dtype; they have no gradient
-for _name, _fn in [("greater", np.greater), ("greater_equal", np.greater_equal),
-                   ("less", np.less), ("less_equal", np.less_equal), ("equal", np.equal)]:
+for _name, _fn in [
+    ("greater", np.greater),
+    ("greater_equal", np.greater_equal),
+    ("less", np.less),
+    ("less_equal", np.less_equal),
+    ("equal", np.equal),
+]:
     _elem(_name, lambda a, c, _fn=_fn: _fn(a, c).astype(np.result_type(a, c)), None, broadcast_type)
 
 
@@ -72,8 +105,13 @@ def _where_vjp(b, g, out, c, x, y):
     return None, unbroadcast(b, b.where(c, g, zero), x), unbroadcast(b, b.where(c, zero, g), y)
 
 
-_elem("where", lambda c, a, d: np.where(c != 0, a, d), _where_vjp, broadcast_type,
-      doc="a where cond != 0, else b (cond is a 0.0/1.0 mask, e.g. from a comparison)")
+_elem(
+    "where",
+    lambda c, a, d: np.where(c != 0, a, d),
+    _where_vjp,
+    broadcast_type,
+    doc="a where cond != 0, else b (cond is a 0.0/1.0 mask, e.g. from a comparison)",
+)
 
 _elem("neg", lambda a: -a, lambda b, g, out, x: (b.neg(g),))
 _elem("exp", np.exp, lambda b, g, out, x: (b.mul(g, out),))
@@ -83,10 +121,17 @@ _elem("sqrt", np.sqrt, lambda b, g, out, x: (b.div(g, b.mul(out, b.const(2.0, b.
 _elem("square", np.square, lambda b, g, out, x: (b.mul(g, b.mul(x, b.const(2.0, b.type(x).dtype))),))
 _elem("abs", np.abs, lambda b, g, out, x: (b.mul(g, b.sign(x)),))
 _elem("sign", lambda a: np.sign(a), lambda b, g, out, x: (None,))
-_elem("clip", lambda a, lo, hi: np.clip(a, a.dtype.type(lo), a.dtype.type(hi)),
-      lambda b, g, out, x, lo, hi: (b.mul(g, b.in_range(x, lo=lo, hi=hi)),))
-_elem("in_range", lambda a, lo, hi: ((a >= lo) & (a <= hi)).astype(a.dtype), None,
-      doc="1.0 where lo <= x <= hi, else 0.0 (the gradient mask of clip)")
+_elem(
+    "clip",
+    lambda a, lo, hi: np.clip(a, a.dtype.type(lo), a.dtype.type(hi)),
+    lambda b, g, out, x, lo, hi: (b.mul(g, b.in_range(x, lo=lo, hi=hi)),),
+)
+_elem(
+    "in_range",
+    lambda a, lo, hi: ((a >= lo) & (a <= hi)).astype(a.dtype),
+    None,
+    doc="1.0 where lo <= x <= hi, else 0.0 (the gradient mask of clip)",
+)
 
 # ---------------------------------------------------------------- activations
 # name -> (forward, derivative, whether the derivative reads the output y instead of the input x).
@@ -102,18 +147,19 @@ def _sigmoid(x):
 
 def _erf(x):
     from scipy.special import erf
+
     return erf(x).astype(x.dtype)
 
 
 def _gelu(x, approximate=False):
     if approximate:
-        return (0.5 * x * (1 + np.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)))).astype(x.dtype)
+        return (0.5 * x * (1 + np.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x**3)))).astype(x.dtype)
     return (0.5 * x * (1 + _erf(x / np.sqrt(x.dtype.type(2))))).astype(x.dtype)
 
 
 def _gelu_grad(x, approximate=False):
     if approximate:
-        u = SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)
+        u = SQRT_2_OVER_PI * (x + 0.044715 * x**3)
         t = np.tanh(u)
         return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
     cdf = 0.5 * (1 + _erf(x / np.sqrt(x.dtype.type(2))))
@@ -133,15 +179,27 @@ ACTIVATIONS = {
     "linear": (lambda x, **a: x, lambda y, **a: np.ones_like(y), True),
     "relu": (lambda x, **a: np.maximum(x, 0), lambda y, **a: (y > 0).astype(y.dtype), True),
     "relu6": (lambda x, **a: np.clip(x, 0, 6), lambda y, **a: ((y > 0) & (y < 6)).astype(y.dtype), True),
-    "leaky_relu": (lambda x, alpha=0.2: np.where(x > 0, x, x * x.dtype.type(alpha)),
-                   lambda y, alpha=0.2: np.where(y > 0, 1, alpha).astype(y.dtype), True),
-    "elu": (lambda x, alpha=1.0: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))).astype(x.dtype),
-            lambda y, alpha=1.0: np.where(y > 0, 1, y + alpha).astype(y.dtype), True),
-    "selu": (lambda x, **a: (SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0)))).astype(x.dtype),
-             lambda y, **a: np.where(y > 0, SELU_SCALE, y + SELU_SCALE * SELU_ALPHA).astype(y.dtype), True),
+    "leaky_relu": (
+        lambda x, alpha=0.2: np.where(x > 0, x, x * x.dtype.type(alpha)),
+        lambda y, alpha=0.2: np.where(y > 0, 1, alpha).astype(y.dtype),
+        True,
+    ),
+    "elu": (
+        lambda x, alpha=1.0: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))).astype(x.dtype),
+        lambda y, alpha=1.0: np.where(y > 0, 1, y + alpha).astype(y.dtype),
+        True,
+    ),
+    "selu": (
+        lambda x, **a: (SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0)))).astype(x.dtype),
+        lambda y, **a: np.where(y > 0, SELU_SCALE, y + SELU_SCALE * SELU_ALPHA).astype(y.dtype),
+        True,
+    ),
     "sigmoid": (lambda x, **a: _sigmoid(x), lambda y, **a: y * (1 - y), True),
-    "hard_sigmoid": (lambda x, **a: np.clip(x / 6 + 0.5, 0, 1).astype(x.dtype),
-                     lambda y, **a: (((y > 0) & (y < 1)) / 6).astype(y.dtype), True),
+    "hard_sigmoid": (
+        lambda x, **a: np.clip(x / 6 + 0.5, 0, 1).astype(x.dtype),
+        lambda y, **a: (((y > 0) & (y < 1)) / 6).astype(y.dtype),
+        True,
+    ),
     "tanh": (lambda x, **a: np.tanh(x), lambda y, **a: 1 - y * y, True),
     "exponential": (lambda x, **a: np.exp(x), lambda y, **a: y, True),
     "softplus": (lambda x, **a: _softplus(x), lambda y, **a: -np.expm1(-y), True),
@@ -165,20 +223,32 @@ def _act_vjp(name):
 
     def vjp(b, g, out, x, **attrs):
         return (b.act_grad(g, out if from_output else x, activation=name, **attrs),)
+
     return vjp
 
 
 LOGITS_ROLES = {"sigmoid": [Role.SIGMOID]}
 for _name, (_fwd, _deriv, _from_out) in ACTIVATIONS.items():
     if _name != "linear":
-        _elem(_name, lambda x, _f=_fwd, **a: _f(x, **a).astype(x.dtype), _act_vjp(_name),
-              doc=f"the {_name} activation", roles=[Role.ACTIVATION, *LOGITS_ROLES.get(_name, ())])
+        _elem(
+            _name,
+            lambda x, _f=_fwd, **a: _f(x, **a).astype(x.dtype),
+            _act_vjp(_name),
+            doc=f"the {_name} activation",
+            roles=[Role.ACTIVATION, *LOGITS_ROLES.get(_name, ())],
+        )
 
 
 def _act_grad_forward(g, v, activation, **attrs):
     return (g * ACTIVATIONS[activation][1](v, **attrs)).astype(g.dtype)
 
 
-_elem("act_grad", _act_grad_forward, None, infer=same_type, roles=[Role.ACTIVATION_GRAD],
-      doc="g * activation'(v); v is the activation's output where its derivative reads the output "
-          "(relu, sigmoid, tanh, ...), else its input (gelu, silu)")
+_elem(
+    "act_grad",
+    _act_grad_forward,
+    None,
+    infer=same_type,
+    roles=[Role.ACTIVATION_GRAD],
+    doc="g * activation'(v); v is the activation's output where its derivative reads the output "
+    "(relu, sigmoid, tanh, ...), else its input (gelu, silu)",
+)

@@ -2,6 +2,7 @@
 axis shuffles (transpose, pad/crop, repeat), the embedding lookup, batch normalization with moving
 statistics, and the in-place moving average of those statistics. Images are NHWC; a convolution
 is im2col + matmul in the IR, so the patch buffer is a node the memory planner sees."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,7 +46,10 @@ def _im2col(x, kernel, strides, dilation, pads):
     pt, pb, pl, pr = pads
     xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     b, h, w, c = x.shape
-    oh, ow = conv_out(h, kernel[0], strides[0], dilation[0], pt, pb), conv_out(w, kernel[1], strides[1], dilation[1], pl, pr)
+    oh, ow = (
+        conv_out(h, kernel[0], strides[0], dilation[0], pt, pb),
+        conv_out(w, kernel[1], strides[1], dilation[1], pl, pr),
+    )
     cols = np.empty((b, oh, ow, kernel[0], kernel[1], c), x.dtype)
     for i, j, rs, cs in _window_slices(oh, ow, kernel, strides, dilation):
         cols[:, :, :, i, j] = xp[:, rs, cs]
@@ -61,8 +65,10 @@ def _col2im_type(types, attrs):
     if t.rank != 4 or t.shape[0] != BATCH or t.shape[3] % (kh * kw):
         raise ValueError(f"col2im: {t} is not a [B,OH,OW,{kh}*{kw}*C] patch tensor")
     if (conv_out(h, kh, sh, dh, pt, pb), conv_out(w, kw, sw, dw, pl, pr)) != t.shape[1:3]:
-        raise ValueError(f"col2im: a {h}x{w} image padded by {attrs['pads']} does not have the "
-                         f"{t.shape[1]}x{t.shape[2]} windows of {t}")
+        raise ValueError(
+            f"col2im: a {h}x{w} image padded by {attrs['pads']} does not have the "
+            f"{t.shape[1]}x{t.shape[2]} windows of {t}"
+        )
     return TensorType((BATCH, h, w, t.shape[3] // (kh * kw)), t.dtype)
 
 
@@ -74,15 +80,29 @@ def _col2im(g, kernel, strides, dilation, pads, size):
     out = np.zeros((b, size[0] + pt + pb, size[1] + pl + pr, g6.shape[-1]), g.dtype)
     for i, j, rs, cs in _window_slices(oh, ow, kernel, strides, dilation):
         out[:, rs, cs] += g6[:, :, :, i, j]
-    return out[:, pt:pt + size[0], pl:pl + size[1]]
+    return out[:, pt : pt + size[0], pl : pl + size[1]]
 
 
-register(OpDef("im2col", Pattern.OPAQUE, _im2col_type, _im2col,
-               lambda b, g, out, x, **a: (b.col2im(g, **a, size=b.type(x).shape[1:3]),),
-               doc="[B,H,W,C] -> [B,OH,OW,KH*KW*C]: every output position's (zero-padded) input window"))
-register(OpDef("col2im", Pattern.OPAQUE, _col2im_type, _col2im,
-               lambda b, g, out, x, size, **a: (b.im2col(g, **a),),
-               doc="[B,OH,OW,KH*KW*C] -> [B,H,W,C]: windows summed back into the image (im2col's adjoint)"))
+register(
+    OpDef(
+        "im2col",
+        Pattern.OPAQUE,
+        _im2col_type,
+        _im2col,
+        lambda b, g, out, x, **a: (b.col2im(g, **a, size=b.type(x).shape[1:3]),),
+        doc="[B,H,W,C] -> [B,OH,OW,KH*KW*C]: every output position's (zero-padded) input window",
+    )
+)
+register(
+    OpDef(
+        "col2im",
+        Pattern.OPAQUE,
+        _col2im_type,
+        _col2im,
+        lambda b, g, out, x, size, **a: (b.im2col(g, **a),),
+        doc="[B,OH,OW,KH*KW*C] -> [B,H,W,C]: windows summed back into the image (im2col's adjoint)",
+    )
+)
 
 # ---------------------------------------------------------------- pooling
 
@@ -130,14 +150,29 @@ def _pool2d_grad(g, x, y, mode, pool, strides, pads):
         for rs, cs in wins:
             gp[:, rs, cs] += share
     pt, pl = pads[0], pads[2]
-    return gp[:, pt:pt + x.shape[1], pl:pl + x.shape[2]]
+    return gp[:, pt : pt + x.shape[1], pl : pl + x.shape[2]]
 
 
-register(OpDef("pool2d", Pattern.OPAQUE, _pool_type, _pool2d,
-               lambda b, g, out, x, **a: (b.pool2d_grad(g, x, out, **a),),
-               doc="max or average over each window; padding never counts (Keras's 'same')"))
-register(OpDef("pool2d_grad", Pattern.OPAQUE, lambda types, attrs: types[1], _pool2d_grad, None,
-               doc="the VJP of pool2d, from its input x and output y"))
+register(
+    OpDef(
+        "pool2d",
+        Pattern.OPAQUE,
+        _pool_type,
+        _pool2d,
+        lambda b, g, out, x, **a: (b.pool2d_grad(g, x, out, **a),),
+        doc="max or average over each window; padding never counts (Keras's 'same')",
+    )
+)
+register(
+    OpDef(
+        "pool2d_grad",
+        Pattern.OPAQUE,
+        lambda types, attrs: types[1],
+        _pool2d_grad,
+        None,
+        doc="the VJP of pool2d, from its input x and output y",
+    )
+)
 
 # ---------------------------------------------------------------- axis shuffles
 
@@ -149,8 +184,15 @@ def _transpose_type(types, attrs):
     return t.with_shape(t.shape[p] for p in perm)
 
 
-register(OpDef("transpose", Pattern.OPAQUE, _transpose_type, lambda x, perm: np.transpose(x, perm).copy(),
-               lambda b, g, out, x, perm: (b.transpose(g, perm=tuple(int(p) for p in np.argsort(perm))),)))
+register(
+    OpDef(
+        "transpose",
+        Pattern.OPAQUE,
+        _transpose_type,
+        lambda x, perm: np.transpose(x, perm).copy(),
+        lambda b, g, out, x, perm: (b.transpose(g, perm=tuple(int(p) for p in np.argsort(perm))),),
+    )
+)
 
 
 def _pad_type(sign):
@@ -159,14 +201,30 @@ def _pad_type(sign):
         if len(attrs["pads"]) != t.rank or any(p != (0, 0) for d, p in zip(t.shape, attrs["pads"]) if d == BATCH):
             raise ValueError(f"pads {attrs['pads']} do not fit {t}")
         return t.with_shape(d if d == BATCH else d + sign * (lo + hi) for d, (lo, hi) in zip(t.shape, attrs["pads"]))
+
     return infer
 
 
-register(OpDef("pad", Pattern.OPAQUE, _pad_type(1), lambda x, pads: np.pad(x, pads),
-               lambda b, g, out, x, pads: (b.crop(g, pads=pads),), doc="zeros around each axis: pads=((lo, hi), ...)"))
-register(OpDef("crop", Pattern.OPAQUE, _pad_type(-1),
-               lambda x, pads: x[tuple(slice(lo, d - hi) for d, (lo, hi) in zip(x.shape, pads))].copy(),
-               lambda b, g, out, x, pads: (b.pad(g, pads=pads),), doc="cuts (lo, hi) off each axis: pad's inverse"))
+register(
+    OpDef(
+        "pad",
+        Pattern.OPAQUE,
+        _pad_type(1),
+        lambda x, pads: np.pad(x, pads),
+        lambda b, g, out, x, pads: (b.crop(g, pads=pads),),
+        doc="zeros around each axis: pads=((lo, hi), ...)",
+    )
+)
+register(
+    OpDef(
+        "crop",
+        Pattern.OPAQUE,
+        _pad_type(-1),
+        lambda x, pads: x[tuple(slice(lo, d - hi) for d, (lo, hi) in zip(x.shape, pads))].copy(),
+        lambda b, g, out, x, pads: (b.pad(g, pads=pads),),
+        doc="cuts (lo, hi) off each axis: pad's inverse",
+    )
+)
 
 
 def _repeat_type(types, attrs):
@@ -178,12 +236,20 @@ def _repeat_type(types, attrs):
 
 def _repeat_vjp(b, g, out, x, axis, n):
     shape = b.type(x).shape
-    split = b.reshape(g, shape=(*shape[:axis + 1], n, *shape[axis + 1:]))
+    split = b.reshape(g, shape=(*shape[: axis + 1], n, *shape[axis + 1 :]))
     return (b.reduce_sum(split, axes=(axis + 1,)),)
 
 
-register(OpDef("repeat", Pattern.OPAQUE, _repeat_type, lambda x, axis, n: np.repeat(x, n, axis=axis), _repeat_vjp,
-               doc="each entry along `axis` n times in a row (np.repeat)"))
+register(
+    OpDef(
+        "repeat",
+        Pattern.OPAQUE,
+        _repeat_type,
+        lambda x, axis, n: np.repeat(x, n, axis=axis),
+        _repeat_vjp,
+        doc="each entry along `axis` n times in a row (np.repeat)",
+    )
+)
 
 # ---------------------------------------------------------------- embedding lookup
 
@@ -192,10 +258,16 @@ def _ids(ids):
     return ids.astype(np.int64)  # float ids are truncated, as Keras casts them
 
 
-register(OpDef("gather", Pattern.OPAQUE, lambda types, attrs: types[1].with_shape((*types[1].shape, types[0].shape[1])),
-               lambda table, ids: table[_ids(ids)],
-               lambda b, g, out, table, ids: (b.scatter_add(g, ids, rows=b.type(table).shape[0]), None),
-               doc="table[ids]: one row of the table per id"))
+register(
+    OpDef(
+        "gather",
+        Pattern.OPAQUE,
+        lambda types, attrs: types[1].with_shape((*types[1].shape, types[0].shape[1])),
+        lambda table, ids: table[_ids(ids)],
+        lambda b, g, out, table, ids: (b.scatter_add(g, ids, rows=b.type(table).shape[0]), None),
+        doc="table[ids]: one row of the table per id",
+    )
+)
 
 
 def _scatter_add(g, ids, rows):
@@ -204,9 +276,16 @@ def _scatter_add(g, ids, rows):
     return out
 
 
-register(OpDef("scatter_add", Pattern.OPAQUE,
-               lambda types, attrs: TensorType((attrs["rows"], types[0].shape[-1]), types[0].dtype), _scatter_add, None,
-               doc="rows of g summed into a zero table at their ids: the VJP of gather"))
+register(
+    OpDef(
+        "scatter_add",
+        Pattern.OPAQUE,
+        lambda types, attrs: TensorType((attrs["rows"], types[0].shape[-1]), types[0].dtype),
+        _scatter_add,
+        None,
+        doc="rows of g summed into a zero table at their ids: the VJP of gather",
+    )
+)
 
 # ---------------------------------------------------------------- moving statistics
 
@@ -217,8 +296,16 @@ def _moving_average(m, x, momentum):
     return m
 
 
-register(OpDef("moving_average", Pattern.UPDATE, lambda types, attrs: types[0], _moving_average, None,
-               doc="m = m*momentum + x*(1 - momentum), in place: batch-norm's moving statistics"))
+register(
+    OpDef(
+        "moving_average",
+        Pattern.UPDATE,
+        lambda types, attrs: types[0],
+        _moving_average,
+        None,
+        doc="m = m*momentum + x*(1 - momentum), in place: batch-norm's moving statistics",
+    )
+)
 
 # ---------------------------------------------------------------- batch normalization at inference
 
@@ -259,8 +346,9 @@ def batch_norm_operands(operands, scale=True, center=True):
 def _batch_norm_type(types, attrs):
     scale, center, axis = attrs.get("scale", True), attrs.get("center", True), attrs["axis"]
     if len(types) != 3 + scale + center:
-        raise ValueError(f"batch_norm takes x, mean, variance{', gamma' * scale}{', beta' * center}: "
-                         f"got {len(types)} operands")
+        raise ValueError(
+            f"batch_norm takes x, mean, variance{', gamma' * scale}{', beta' * center}: got {len(types)} operands"
+        )
     x = types[0]
     if not 0 < axis < x.rank:
         raise ValueError(f"batch_norm: axis {axis} is not a non-batch axis of {x}")
@@ -294,7 +382,15 @@ def _batch_norm_vjp(b, g, out, *operands, axis, epsilon, scale=True, center=True
     return tuple(grads + ([b.mul(g_centered, r)] if scale else []) + ([g_sum] if center else []))
 
 
-register(OpDef("batch_norm", Pattern.OPAQUE, _batch_norm_type, _batch_norm, _batch_norm_vjp,
-               doc="(x - mean) * gamma / sqrt(variance + epsilon) + beta along `axis`, from given (moving) "
-                   "statistics; operands x, mean, variance[, gamma if scale][, beta if center]. The "
-                   "pipelines fold it into the GEMM before it or lower it to elementwise ops"))
+register(
+    OpDef(
+        "batch_norm",
+        Pattern.OPAQUE,
+        _batch_norm_type,
+        _batch_norm,
+        _batch_norm_vjp,
+        doc="(x - mean) * gamma / sqrt(variance + epsilon) + beta along `axis`, from given (moving) "
+        "statistics; operands x, mean, variance[, gamma if scale][, beta if center]. The "
+        "pipelines fold it into the GEMM before it or lower it to elementwise ops",
+    )
+)

@@ -5,6 +5,7 @@ scalars are the same for every parameter, so one fused loop can update them all:
 step's learning rate, `step` the 1-based iteration and `gscale` a factor on every gradient
 (global-norm clipping needs one scalar over all gradients; it is 1 otherwise). Every update also
 takes Keras's generic `weight_decay`, applied first as Keras does: w -= w * weight_decay * lr."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,9 @@ SHARED = ("lr", "step", "gscale")
 @dataclass(frozen=True)
 class UpdateRule:
     """What the optimizer pass needs to know of an update op."""
-    defaults: dict                   # hyper-parameters with Keras's defaults
-    slots: Callable[[dict], dict]    # full hyper-parameters -> {slot name: initial value}, in operand order
+
+    defaults: dict  # hyper-parameters with Keras's defaults
+    slots: Callable[[dict], dict]  # full hyper-parameters -> {slot name: initial value}, in operand order
 
 
 UPDATES: dict[str, UpdateRule] = {}
@@ -38,6 +40,7 @@ def _update_type(types, attrs):
 def _update(name, defaults, slots):
     """Register `rule(w, g, *slots, lr, t, **hyper)` as update op `name`; the shared part
     (weight decay, gradient scale, defaults) is done here once for all rules."""
+
     def wrap(rule):
         def forward(w, g, *operands, weight_decay=0.0, **hyper):
             *slot_arrays, lr, step, gscale = operands
@@ -47,10 +50,20 @@ def _update(name, defaults, slots):
             rule(w, g * f(gscale), *slot_arrays, lr=float(lr), t=float(step), **{**defaults, **hyper})
             return w
 
-        register(OpDef(name, Pattern.UPDATE, _update_type, forward, None, doc=rule.__doc__,
-                       roles=frozenset({Role.OPTIMIZER_UPDATE})))
+        register(
+            OpDef(
+                name,
+                Pattern.UPDATE,
+                _update_type,
+                forward,
+                None,
+                doc=rule.__doc__,
+                roles=frozenset({Role.OPTIMIZER_UPDATE}),
+            )
+        )
         UPDATES[name] = UpdateRule(dict(defaults), slots)
         return rule
+
     return wrap
 
 
@@ -65,19 +78,22 @@ def sgd(w, g, *m, lr, t, momentum, nesterov):
     if not momentum:
         w -= f(lr) * g
         return
-    m, = m
+    (m,) = m
     m *= f(momentum)
     m -= f(lr) * g
     w += (f(momentum) * m - f(lr) * g) if nesterov else m
 
 
-@_update("adam_update", {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False},
-         lambda h: _zeros("m", "v", *(["v_hat"] if h["amsgrad"] else [])))
+@_update(
+    "adam_update",
+    {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False},
+    lambda h: _zeros("m", "v", *(["v_hat"] if h["amsgrad"] else [])),
+)
 def adam(w, g, m, v, *v_hat, lr, t, beta_1, beta_2, epsilon, amsgrad):
     """Keras Adam (and AdamW, with weight_decay): bias correction folded into the step size alpha;
     amsgrad divides by the running maximum of v."""
     f = w.dtype.type
-    alpha = f(lr * math.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t))
+    alpha = f(lr * math.sqrt(1 - beta_2**t) / (1 - beta_1**t))
     m += (g - m) * f(1 - beta_1)
     v += (g * g - v) * f(1 - beta_2)
     if amsgrad:
@@ -86,9 +102,13 @@ def adam(w, g, m, v, *v_hat, lr, t, beta_1, beta_2, epsilon, amsgrad):
     w -= alpha * m / (np.sqrt(v) + f(epsilon))
 
 
-@_update("rmsprop_update", {"rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False},
-         lambda h: _zeros("velocity", *(["average_gradient"] if h["centered"] else []),
-                          *(["momentum"] if h["momentum"] else [])))
+@_update(
+    "rmsprop_update",
+    {"rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False},
+    lambda h: _zeros(
+        "velocity", *(["average_gradient"] if h["centered"] else []), *(["momentum"] if h["momentum"] else [])
+    ),
+)
 def rmsprop(w, g, v, *slots, lr, t, rho, momentum, epsilon, centered):
     """Keras RMSprop; slots: velocity[, average gradient if centered][, momentum if momentum > 0]."""
     f = w.dtype.type
@@ -112,8 +132,11 @@ def rmsprop(w, g, v, *slots, lr, t, rho, momentum, epsilon, centered):
         w -= increment
 
 
-@_update("adagrad_update", {"initial_accumulator_value": 0.1, "epsilon": 1e-7},
-         lambda h: {"accumulator": h["initial_accumulator_value"]})
+@_update(
+    "adagrad_update",
+    {"initial_accumulator_value": 0.1, "epsilon": 1e-7},
+    lambda h: {"accumulator": h["initial_accumulator_value"]},
+)
 def adagrad(w, g, acc, *, lr, t, initial_accumulator_value, epsilon):
     """Keras Adagrad: acc += g^2; w -= lr*g / sqrt(acc + epsilon)."""
     f = w.dtype.type
@@ -121,8 +144,9 @@ def adagrad(w, g, acc, *, lr, t, initial_accumulator_value, epsilon):
     w -= f(lr) * g / np.sqrt(acc + f(epsilon))
 
 
-@_update("adadelta_update", {"rho": 0.95, "epsilon": 1e-7},
-         lambda h: _zeros("accumulated_grad", "accumulated_delta_var"))
+@_update(
+    "adadelta_update", {"rho": 0.95, "epsilon": 1e-7}, lambda h: _zeros("accumulated_grad", "accumulated_delta_var")
+)
 def adadelta(w, g, acc_g, acc_dx, *, lr, t, rho, epsilon):
     """Keras Adadelta: delta = -sqrt(acc_dx + eps) * g / sqrt(acc_g + eps), with acc_g updated first
     and acc_dx after; w += lr*delta."""
@@ -141,7 +165,7 @@ def adamax(w, g, m, u, *, lr, t, beta_1, beta_2, epsilon):
     f = w.dtype.type
     m += (g - m) * f(1 - beta_1)
     np.maximum(f(beta_2) * u, np.abs(g), out=u)
-    w -= f(lr) * m / (f(1 - beta_1 ** t) * (u + f(epsilon)))
+    w -= f(lr) * m / (f(1 - beta_1**t) * (u + f(epsilon)))
 
 
 def nadam_momentum_product(beta_1, t):
@@ -150,20 +174,20 @@ def nadam_momentum_product(beta_1, t):
     (cpu_kernels has a copy)."""
     p = 1.0
     for s in range(1, min(int(t), 1000) + 1):
-        p *= 1 - 0.5 * 0.96 ** s
-    return p * beta_1 ** t
+        p *= 1 - 0.5 * 0.96**s
+    return p * beta_1**t
 
 
 @_update("nadam_update", {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}, lambda h: _zeros("m", "v"))
 def nadam(w, g, m, v, *, lr, t, beta_1, beta_2, epsilon):
     """Keras Nadam, with its momentum schedule u_t = beta_1 * (1 - 0.5 * 0.96**t)."""
     f = w.dtype.type
-    u_t, u_next = beta_1 * (1 - 0.5 * 0.96 ** t), beta_1 * (1 - 0.5 * 0.96 ** (t + 1))
+    u_t, u_next = beta_1 * (1 - 0.5 * 0.96**t), beta_1 * (1 - 0.5 * 0.96 ** (t + 1))
     u_product = nadam_momentum_product(beta_1, t)
     m += (g - m) * f(1 - beta_1)
     v += (g * g - v) * f(1 - beta_2)
     m_hat = f(u_next / (1 - u_product * u_next)) * m + f((1 - u_t) / (1 - u_product)) * g
-    v_hat = v / f(1 - beta_2 ** t)
+    v_hat = v / f(1 - beta_2**t)
     w -= m_hat * f(lr) / (np.sqrt(v_hat) + f(epsilon))
 
 

@@ -20,6 +20,7 @@ operands), attr wrt (which forward operand's gradient it returns). Its NumPy ref
 them all; a kernel computes them in one sweep for all its siblings. The input weights' gradient
 comes from the projection's matmul VJP, one GEMM over all steps.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -83,8 +84,10 @@ def _check(types, attrs):
     xp, u, rb, mask, keep, h0, c0 = operands(types, cell, **_flags(attrs))
     h = u.shape[0] if u.rank == 2 else -1
     if xp.rank != 3 or u.rank != 2 or u.shape[1] != CELLS[cell] * h or xp.shape[2] != u.shape[1]:
-        raise ValueError(f"rnn_sequence ({cell}): projection {xp} and recurrent kernel {u} do not fit "
-                         f"(need [B,T,{CELLS[cell]}H] and [H,{CELLS[cell]}H])")
+        raise ValueError(
+            f"rnn_sequence ({cell}): projection {xp} and recurrent kernel {u} do not fit "
+            f"(need [B,T,{CELLS[cell]}H] and [H,{CELLS[cell]}H])"
+        )
     if rb is not None and rb.shape != (u.shape[1],):
         raise ValueError(f"rnn_sequence: recurrent bias {rb} is not [{u.shape[1]}]")
     if mask is not None and mask.shape != xp.shape[:2]:
@@ -105,11 +108,23 @@ def _step_inputs(xp, mask, go_backwards):
     t_len = xp.shape[1]
     for t in range(t_len):
         k = t_len - 1 - t if go_backwards else t
-        yield k, None if mask is None else mask[:, k:k + 1].astype(xp.dtype)
+        yield k, None if mask is None else mask[:, k : k + 1].astype(xp.dtype)
 
 
-def _forward_steps(xp, u, rb, mask, keep, h0, c0, cell, activation="tanh", recurrent_activation="sigmoid",
-                   go_backwards=False, reset_after=True):
+def _forward_steps(
+    xp,
+    u,
+    rb,
+    mask,
+    keep,
+    h0,
+    c0,
+    cell,
+    activation="tanh",
+    recurrent_activation="sigmoid",
+    go_backwards=False,
+    reset_after=True,
+):
     """Runs the loop; yields per step the values its backward needs."""
     b = xp.shape[0]
     hn = u.shape[0]
@@ -160,24 +175,26 @@ def _forward_steps(xp, u, rb, mask, keep, h0, c0, cell, activation="tanh", recur
         yield cache
 
 
-def _rnn(*args, cell, activation="tanh", recurrent_activation="sigmoid", go_backwards=False, reset_after=True,
-         **flags):
+def _rnn(*args, cell, activation="tanh", recurrent_activation="sigmoid", go_backwards=False, reset_after=True, **flags):
     xp, u, rb, mask, keep, h0, c0 = operands(args, cell, **flags)
-    steps = list(_forward_steps(xp, u, rb, mask, keep, h0, c0, cell, activation, recurrent_activation, go_backwards,
-                                reset_after))
+    steps = list(
+        _forward_steps(xp, u, rb, mask, keep, h0, c0, cell, activation, recurrent_activation, go_backwards, reset_after)
+    )
     hs = np.stack([s["h"] for s in steps], axis=1)
     if cell == "lstm":
         return np.concatenate([hs, np.stack([s["c"] for s in steps], axis=1)], axis=2)
     return hs
 
 
-def _bptt(gout, args, cell, activation="tanh", recurrent_activation="sigmoid", go_backwards=False,
-          reset_after=True, **flags):
+def _bptt(
+    gout, args, cell, activation="tanh", recurrent_activation="sigmoid", go_backwards=False, reset_after=True, **flags
+):
     """Every gradient: [d xp, d U, d rbias, None (mask), None (keep), d h0, d c0] for the operands present."""
     xp, u, rb, mask, keep, h0, c0 = operands(args, cell, **flags)
     kp = 1 if keep is None else keep
-    steps = list(_forward_steps(xp, u, rb, mask, keep, h0, c0, cell, activation, recurrent_activation, go_backwards,
-                                reset_after))
+    steps = list(
+        _forward_steps(xp, u, rb, mask, keep, h0, c0, cell, activation, recurrent_activation, go_backwards, reset_after)
+    )
     b, t_len, g = xp.shape
     hn = u.shape[0]
     dt = xp.dtype
@@ -205,8 +222,15 @@ def _bptt(gout, args, cell, activation="tanh", recurrent_activation="sigmoid", g
             ac = act(fa, s["c"])
             do = dh_m * ac
             dct = dc_m + dh_m * s["o"] * act_grad(fa, s["c"])
-            dz = np.concatenate([dct * s["g"] * act_grad(ra, zi), dct * s["cp"] * act_grad(ra, zf),
-                                 dct * s["i"] * act_grad(fa, zc), do * act_grad(ra, zo)], axis=1)
+            dz = np.concatenate(
+                [
+                    dct * s["g"] * act_grad(ra, zi),
+                    dct * s["cp"] * act_grad(ra, zf),
+                    dct * s["i"] * act_grad(fa, zc),
+                    do * act_grad(ra, zo),
+                ],
+                axis=1,
+            )
             dxp[:, k] = dz
             du += he.T @ dz
             dhp = (dz @ u.T) * kp
@@ -247,8 +271,9 @@ def _rnn_vjp(b, g, out, *operands_, **attrs):
     """No gradient for the step mask and the dropout keep mask (0/1 data)."""
     first = 2 + bool(attrs.get("recurrent_bias"))
     data = range(first, first + bool(attrs.get("masked")) + bool(attrs.get("recurrent_dropout")))
-    return tuple(None if k in data else b.rnn_sequence_grad(g, out, *operands_, wrt=k, **attrs)
-                 for k in range(len(operands_)))
+    return tuple(
+        None if k in data else b.rnn_sequence_grad(g, out, *operands_, wrt=k, **attrs) for k in range(len(operands_))
+    )
 
 
 def _grad_type(types, attrs):
@@ -268,11 +293,27 @@ def _rnn_grad(g, out, *args, wrt, **attrs):
     return grad.astype(args[wrt].dtype)
 
 
-register(OpDef("rnn_sequence", Pattern.OPAQUE, _rnn_type, _rnn, _rnn_vjp,
-               doc="a SimpleRNN / LSTM / GRU time loop over the precomputed input projection; "
-                   "every step's state (LSTM: h then c)"))
-register(OpDef("rnn_sequence_grad", Pattern.OPAQUE, _grad_type, _rnn_grad, None,
-               doc="the backward pass through time of rnn_sequence: the gradient of operand `wrt`"))
+register(
+    OpDef(
+        "rnn_sequence",
+        Pattern.OPAQUE,
+        _rnn_type,
+        _rnn,
+        _rnn_vjp,
+        doc="a SimpleRNN / LSTM / GRU time loop over the precomputed input projection; "
+        "every step's state (LSTM: h then c)",
+    )
+)
+register(
+    OpDef(
+        "rnn_sequence_grad",
+        Pattern.OPAQUE,
+        _grad_type,
+        _rnn_grad,
+        None,
+        doc="the backward pass through time of rnn_sequence: the gradient of operand `wrt`",
+    )
+)
 
 
 # ---------------------------------------------------------------- time reversal
@@ -285,6 +326,13 @@ def _reverse_type(types, attrs):
     return t
 
 
-register(OpDef("reverse_time", Pattern.OPAQUE, _reverse_type, lambda x: x[:, ::-1].copy(),
-               lambda b, g, out, x: (b.reverse_time(g),),
-               doc="axis 1 reversed: a backward RNN's sequence put back in input order"))
+register(
+    OpDef(
+        "reverse_time",
+        Pattern.OPAQUE,
+        _reverse_type,
+        lambda x: x[:, ::-1].copy(),
+        lambda b, g, out, x: (b.reverse_time(g),),
+        doc="axis 1 reversed: a backward RNN's sequence put back in input order",
+    )
+)

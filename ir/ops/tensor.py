@@ -1,4 +1,5 @@
 """Reductions, matrix products, shape ops, softmax and the cross-entropy primitives."""
+
 from __future__ import annotations
 
 import math
@@ -20,12 +21,16 @@ def _norm_axes(axes, rank):
 
 # ---------------------------------------------------------------- reductions
 
+
 def _reduce_type(types, attrs):
     t = types[0]
     axes = _norm_axes(attrs.get("axes"), t.rank)
     keep = attrs.get("keepdims", False)
-    shape = [1 if i in axes else d for i, d in enumerate(t.shape)] if keep else \
-        [d for i, d in enumerate(t.shape) if i not in axes]
+    shape = (
+        [1 if i in axes else d for i, d in enumerate(t.shape)]
+        if keep
+        else [d for i, d in enumerate(t.shape) if i not in axes]
+    )
     return TensorType(tuple(shape), t.dtype)
 
 
@@ -33,15 +38,31 @@ def _reduce_vjp(mean):
     def vjp(b, g, out, x, axes=None, keepdims=False):
         gx = b.broadcast_like(g, x, axes=axes, keepdims=keepdims)
         return (b.div(gx, b.count(x, axes=axes)) if mean else gx,)
+
     return vjp
 
 
-register(OpDef("reduce_sum", Pattern.REDUCE, _reduce_type,
-               lambda x, axes=None, keepdims=False: np.sum(x, axis=_norm_axes(axes, x.ndim), keepdims=keepdims),
-               _reduce_vjp(False), roles=frozenset({Role.COLUMN_SUM})))
-register(OpDef("reduce_mean", Pattern.REDUCE, _reduce_type,
-               lambda x, axes=None, keepdims=False: np.mean(x, axis=_norm_axes(axes, x.ndim), keepdims=keepdims)
-               .astype(x.dtype), _reduce_vjp(True)))
+register(
+    OpDef(
+        "reduce_sum",
+        Pattern.REDUCE,
+        _reduce_type,
+        lambda x, axes=None, keepdims=False: np.sum(x, axis=_norm_axes(axes, x.ndim), keepdims=keepdims),
+        _reduce_vjp(False),
+        roles=frozenset({Role.COLUMN_SUM}),
+    )
+)
+register(
+    OpDef(
+        "reduce_mean",
+        Pattern.REDUCE,
+        _reduce_type,
+        lambda x, axes=None, keepdims=False: np.mean(x, axis=_norm_axes(axes, x.ndim), keepdims=keepdims).astype(
+            x.dtype
+        ),
+        _reduce_vjp(True),
+    )
+)
 
 
 def _reduce_max_vjp(b, g, out, x, axes=None, keepdims=False):
@@ -51,9 +72,15 @@ def _reduce_max_vjp(b, g, out, x, axes=None, keepdims=False):
     return (b.div(b.mul(b.broadcast_like(g, x, axes=axes, keepdims=keepdims), hit), ties),)
 
 
-register(OpDef("reduce_max", Pattern.REDUCE, _reduce_type,
-               lambda x, axes=None, keepdims=False: np.max(x, axis=_norm_axes(axes, x.ndim), keepdims=keepdims),
-               _reduce_max_vjp))
+register(
+    OpDef(
+        "reduce_max",
+        Pattern.REDUCE,
+        _reduce_type,
+        lambda x, axes=None, keepdims=False: np.max(x, axis=_norm_axes(axes, x.ndim), keepdims=keepdims),
+        _reduce_max_vjp,
+    )
+)
 
 
 def _broadcast_like(g, x, axes=None, keepdims=False):
@@ -64,12 +91,26 @@ def _broadcast_like(g, x, axes=None, keepdims=False):
 
 
 # not a chain member (Role.CHAIN): its operand is reduced, not broadcastable to its output
-register(OpDef("broadcast_like", Pattern.ELEMWISE, lambda types, attrs: TensorType(types[1].shape, types[0].dtype),
-               _broadcast_like, None,
-               doc="g (reduced over `axes` of x) broadcast back to the shape of x: the VJP of a reduction"))
-register(OpDef("count", Pattern.OPAQUE, lambda types, attrs: TensorType((), types[0].dtype),
-               lambda x, axes=None: np.array(np.prod([x.shape[a] for a in _norm_axes(axes, x.ndim)]), x.dtype),
-               None, doc="the number of elements a reduction over `axes` of x sums (depends on the batch size)"))
+register(
+    OpDef(
+        "broadcast_like",
+        Pattern.ELEMWISE,
+        lambda types, attrs: TensorType(types[1].shape, types[0].dtype),
+        _broadcast_like,
+        None,
+        doc="g (reduced over `axes` of x) broadcast back to the shape of x: the VJP of a reduction",
+    )
+)
+register(
+    OpDef(
+        "count",
+        Pattern.OPAQUE,
+        lambda types, attrs: TensorType((), types[0].dtype),
+        lambda x, axes=None: np.array(np.prod([x.shape[a] for a in _norm_axes(axes, x.ndim)]), x.dtype),
+        None,
+        doc="the number of elements a reduction over `axes` of x sums (depends on the batch size)",
+    )
+)
 
 # ---------------------------------------------------------------- matrix product
 
@@ -100,10 +141,16 @@ def _matmul(a, b, transpose_a=False, transpose_b=False):
 
 def _matmul_vjp(b, g, out, x, w, transpose_a=False, transpose_b=False):
     # out = op(x) @ op(w); d op(x) = g @ op(w)^T ; d op(w) = op(x)^T @ g
-    gx = b.matmul(w, g, transpose_a=transpose_b, transpose_b=True) if transpose_a else \
-        b.matmul(g, w, transpose_b=not transpose_b)
-    gw = b.matmul(g, x, transpose_a=True, transpose_b=transpose_a) if transpose_b else \
-        b.matmul(x, g, transpose_a=not transpose_a)
+    gx = (
+        b.matmul(w, g, transpose_a=transpose_b, transpose_b=True)
+        if transpose_a
+        else b.matmul(g, w, transpose_b=not transpose_b)
+    )
+    gw = (
+        b.matmul(g, x, transpose_a=True, transpose_b=transpose_a)
+        if transpose_b
+        else b.matmul(x, g, transpose_a=not transpose_a)
+    )
     return gx, gw
 
 
@@ -126,8 +173,15 @@ def _reshape(x, shape):
     return x.reshape(tuple(-1 if d == BATCH else d for d in shape))
 
 
-register(OpDef("reshape", Pattern.VIEW, _reshape_type, _reshape,
-               lambda b, g, out, x, shape: (b.reshape(g, shape=b.type(x).shape),)))
+register(
+    OpDef(
+        "reshape",
+        Pattern.VIEW,
+        _reshape_type,
+        _reshape,
+        lambda b, g, out, x, shape: (b.reshape(g, shape=b.type(x).shape),),
+    )
+)
 
 
 def _concat_type(types, attrs):
@@ -154,8 +208,7 @@ def _concat_vjp(b, g, out, *xs, axis):
     return tuple(grads)
 
 
-register(OpDef("concat", Pattern.OPAQUE, _concat_type,
-               lambda *xs, axis: np.concatenate(xs, axis=axis), _concat_vjp))
+register(OpDef("concat", Pattern.OPAQUE, _concat_type, lambda *xs, axis: np.concatenate(xs, axis=axis), _concat_vjp))
 
 
 def _slice_type(types, attrs):
@@ -190,9 +243,16 @@ def _constant_type(types, attrs):
 
 # A fixed tensor written by the step itself (no inputs): per-channel scales and means of the
 # preprocessing layers, a resize's interpolation matrix. Scalars stay 'const' sources.
-register(OpDef("constant", Pattern.OPAQUE, _constant_type,
-               lambda values, shape, dtype="float32": np.array(values, dtype).reshape(shape), None,
-               doc="a fixed tensor of the given shape (values in C order)"))
+register(
+    OpDef(
+        "constant",
+        Pattern.OPAQUE,
+        _constant_type,
+        lambda values, shape, dtype="float32": np.array(values, dtype).reshape(shape),
+        None,
+        doc="a fixed tensor of the given shape (values in C order)",
+    )
+)
 
 # ---------------------------------------------------------------- softmax and cross-entropy
 
@@ -206,10 +266,26 @@ def _softmax_grad(g, y, axis=-1):
     return (y * (g - np.sum(g * y, axis=axis, keepdims=True))).astype(g.dtype)
 
 
-register(OpDef("softmax", Pattern.OPAQUE, same_type, _softmax,
-               lambda b, g, out, x, axis=-1: (b.softmax_grad(g, out, axis=axis),), roles=frozenset({Role.SOFTMAX})))
-register(OpDef("softmax_grad", Pattern.OPAQUE, same_type, _softmax_grad, None,
-               doc="y * (g - sum(g*y)): the VJP of softmax, from its output y"))
+register(
+    OpDef(
+        "softmax",
+        Pattern.OPAQUE,
+        same_type,
+        _softmax,
+        lambda b, g, out, x, axis=-1: (b.softmax_grad(g, out, axis=axis),),
+        roles=frozenset({Role.SOFTMAX}),
+    )
+)
+register(
+    OpDef(
+        "softmax_grad",
+        Pattern.OPAQUE,
+        same_type,
+        _softmax_grad,
+        None,
+        doc="y * (g - sum(g*y)): the VJP of softmax, from its output y",
+    )
+)
 
 
 def _rows_type(types, attrs):
@@ -228,15 +304,26 @@ def _check_labels(types, attrs):
     return _rows_type(types, attrs)
 
 
-register(OpDef(
-    "softmax_cross_entropy", Pattern.OPAQUE, _rows_type,
-    lambda z, t: (-np.sum(t * _log_softmax(z), axis=-1)).astype(z.dtype),
-    lambda b, g, out, z, t: (b.softmax_cross_entropy_grad(z, t, g), None),
-    doc="-sum(t * log_softmax(z)) per row: softmax and cross-entropy fused"))
-register(OpDef(
-    "softmax_cross_entropy_grad", Pattern.OPAQUE, same_type,
-    lambda z, t, g: ((_softmax(z) - t) * g[..., None]).astype(z.dtype), None,
-    doc="(softmax(z) - t) * g: the fused backward of softmax_cross_entropy"))
+register(
+    OpDef(
+        "softmax_cross_entropy",
+        Pattern.OPAQUE,
+        _rows_type,
+        lambda z, t: (-np.sum(t * _log_softmax(z), axis=-1)).astype(z.dtype),
+        lambda b, g, out, z, t: (b.softmax_cross_entropy_grad(z, t, g), None),
+        doc="-sum(t * log_softmax(z)) per row: softmax and cross-entropy fused",
+    )
+)
+register(
+    OpDef(
+        "softmax_cross_entropy_grad",
+        Pattern.OPAQUE,
+        same_type,
+        lambda z, t, g: ((_softmax(z) - t) * g[..., None]).astype(z.dtype),
+        None,
+        doc="(softmax(z) - t) * g: the fused backward of softmax_cross_entropy",
+    )
+)
 
 
 def _pick(p, labels):
@@ -247,18 +334,42 @@ def _onehot_like(labels, z):
     return (np.arange(z.shape[-1]) == labels.astype(np.int64)[..., None]).astype(z.dtype)
 
 
-register(OpDef(
-    "sparse_softmax_cross_entropy", Pattern.OPAQUE, _check_labels,
-    lambda z, labels: (-_pick(_log_softmax(z), labels)).astype(z.dtype),
-    lambda b, g, out, z, labels: (b.sparse_softmax_cross_entropy_grad(z, labels, g), None),
-    doc="-log_softmax(z)[label] per row: softmax and sparse cross-entropy fused"))
-register(OpDef(
-    "sparse_softmax_cross_entropy_grad", Pattern.OPAQUE, same_type,
-    lambda z, labels, g: ((_softmax(z) - _onehot_like(labels, z)) * g[..., None]).astype(z.dtype), None))
-register(OpDef(
-    "pick", Pattern.OPAQUE, _check_labels, lambda p, labels: _pick(p, labels),
-    lambda b, g, out, p, labels: (b.unpick(g, labels, p), None), doc="p[..., label] per row"))
-register(OpDef(
-    "unpick", Pattern.OPAQUE, lambda types, attrs: types[2],
-    lambda g, labels, p: (_onehot_like(labels, p) * g[..., None]).astype(p.dtype), None,
-    doc="g scattered into zeros shaped like p at each row's label: the VJP of pick"))
+register(
+    OpDef(
+        "sparse_softmax_cross_entropy",
+        Pattern.OPAQUE,
+        _check_labels,
+        lambda z, labels: (-_pick(_log_softmax(z), labels)).astype(z.dtype),
+        lambda b, g, out, z, labels: (b.sparse_softmax_cross_entropy_grad(z, labels, g), None),
+        doc="-log_softmax(z)[label] per row: softmax and sparse cross-entropy fused",
+    )
+)
+register(
+    OpDef(
+        "sparse_softmax_cross_entropy_grad",
+        Pattern.OPAQUE,
+        same_type,
+        lambda z, labels, g: ((_softmax(z) - _onehot_like(labels, z)) * g[..., None]).astype(z.dtype),
+        None,
+    )
+)
+register(
+    OpDef(
+        "pick",
+        Pattern.OPAQUE,
+        _check_labels,
+        lambda p, labels: _pick(p, labels),
+        lambda b, g, out, p, labels: (b.unpick(g, labels, p), None),
+        doc="p[..., label] per row",
+    )
+)
+register(
+    OpDef(
+        "unpick",
+        Pattern.OPAQUE,
+        lambda types, attrs: types[2],
+        lambda g, labels, p: (_onehot_like(labels, p) * g[..., None]).astype(p.dtype),
+        None,
+        doc="g scattered into zeros shaped like p at each row's label: the VJP of pick",
+    )
+)

@@ -33,10 +33,19 @@ def step_manifest(compiled, path):
         slot = home_slot(plan, nid)
         return Place(slot.region, slot.offset, slot.batch, tuple(g.type(nid).shape), g.type(nid).dtype)
 
-    rng = tuple(RandomSource(n.id, plan.slots[n.id].offset, plan.slots[n.id].batch, plan.slots[n.id].size,
-                             n.attrs["rate"], n.attrs.get("dist", "bernoulli"), tuple(n.type.shape),
-                             n.attrs.get("layer", ""))
-                for n in g.sources("rng"))
+    rng = tuple(
+        RandomSource(
+            n.id,
+            plan.slots[n.id].offset,
+            plan.slots[n.id].batch,
+            plan.slots[n.id].size,
+            n.attrs["rate"],
+            n.attrs.get("dist", "bernoulli"),
+            tuple(n.type.shape),
+            n.attrs.get("layer", ""),
+        )
+        for n in g.sources("rng")
+    )
     return Manifest(
         kind=compiled.kind,
         gemm_flops_per_sample=_largest_gemm_per_sample(g),
@@ -51,14 +60,25 @@ def step_manifest(compiled, path):
         sample_weights=tuple(BatchArray(n.id, n.type.dtype, tuple(n.type.shape)) for n in g.sources("sample_weight")),
         # the whole step also copies them, step by step, into one stash array each (codegen/cpu.py)
         outputs={k: place(v) for k, v in stash_outputs(compiled)},
-        state=tuple(StateSlot(n.id, n.attrs.get("slot"), n.attrs.get("param"), plan.slots[n.id].offset,
-                              tuple(n.type.shape), n.attrs.get("init", 0.0))
-                    for n in g.sources("state")),
+        state=tuple(
+            StateSlot(
+                n.id,
+                n.attrs.get("slot"),
+                n.attrs.get("param"),
+                plan.slots[n.id].offset,
+                tuple(n.type.shape),
+                n.attrs.get("init", 0.0),
+            )
+            for n in g.sources("state")
+        ),
         state_size=plan.buckets.get("state", 0),
         # weights the step itself updates from its batch (batch norm's moving statistics): replicas
         # average them after each step, as Keras's MirroredStrategy reads them (kgraph/runtime/replicas.py)
-        synced=tuple(Synced(plan.slots[n.inputs[0]].offset, plan.slots[n.inputs[0]].size)
-                     for n in g.nodes() if n.op == "moving_average" and plan.slots[n.inputs[0]].region == "params"),
+        synced=tuple(
+            Synced(plan.slots[n.inputs[0]].offset, plan.slots[n.inputs[0]].size)
+            for n in g.nodes()
+            if n.op == "moving_average" and plan.slots[n.inputs[0]].region == "params"
+        ),
         param_size=plan.buckets.get("params", 0),
     )
 

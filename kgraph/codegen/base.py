@@ -2,6 +2,7 @@
 plan, scalar expressions of elementwise ops (lowering.py's calls of kgraph.kernels.maths), and the
 shape arithmetic of reductions, rows and buckets. A target subclasses StepCodegen with its
 `_operand` and `_emit_*`."""
+
 from __future__ import annotations
 
 import collections
@@ -24,7 +25,7 @@ class Module:
         self.by_body: dict[str, str] = {}
         self.kernels: list[str] = []
         self.tables: dict[str, str] = {}
-        self.values: dict[str, str] = {}   # constant float arrays of the step's dtype
+        self.values: dict[str, str] = {}  # constant float arrays of the step's dtype
         self.names: set[str] = set()
 
     def _unique(self, name: str) -> str:
@@ -108,7 +109,7 @@ def drop_unused_views(lines: list, keep_from=None):
     returns the two parts. Linear in the text: the view names are counted once, and a dropped
     line's names counted down, which may leave the views it read unused in turn."""
     lines = list(lines)
-    uses = collections.Counter(re.findall(r"\bv_\w+", "\n".join(lines)))   # whole words, as \bv_x\b
+    uses = collections.Counter(re.findall(r"\bv_\w+", "\n".join(lines)))  # whole words, as \bv_x\b
     defined = {}
     for i, line in enumerate(lines):
         if m := re.match(r"(v_\w+) = ", line):
@@ -117,18 +118,17 @@ def drop_unused_views(lines: list, keep_from=None):
     todo = [name for name, at in defined.items() if uses[name] == 1]
     while todo:
         name = todo.pop()
-        (i,) = defined[name]   # read once: in its only definition
+        (i,) = defined[name]  # read once: in its only definition
         dropped.add(i)
         for used in re.findall(r"\bv_\w+", lines[i]):
             uses[used] -= 1
-            if used != name and uses[used] == 1 and used in defined and \
-                    not any(j in dropped for j in defined[used]):
+            if used != name and uses[used] == 1 and used in defined and not any(j in dropped for j in defined[used]):
                 todo.append(used)
     kept = [line for i, line in enumerate(lines) if i not in dropped]
     if keep_from is None:
         return kept
     keep_from -= len([i for i in dropped if i < keep_from])
-    return kept[:keep_from - 1], kept[keep_from:]
+    return kept[: keep_from - 1], kept[keep_from:]
 
 
 def home_slot(plan, nid):
@@ -140,8 +140,11 @@ def home_slot(plan, nid):
 def stash_outputs(compiled) -> list:
     """[(name, node id)] of the step's outputs that live in a buffer, in the order of the step's
     stash arguments and of its manifest's "outputs"."""
-    return [(k, v) for k, v in compiled.graph.outputs.items()
-            if home_slot(compiled.plan, v).region in ("arena", "params", "grads", "state")]
+    return [
+        (k, v)
+        for k, v in compiled.graph.outputs.items()
+        if home_slot(compiled.plan, v).region in ("arena", "params", "grads", "state")
+    ]
 
 
 def var(nid: str) -> str:
@@ -161,7 +164,7 @@ def prod(dims) -> str:
 class StepCodegen:
     """One compiled graph and its memory plan; subclasses emit a target's code from them."""
 
-    SHARED_KERNELS = False   # generated kernels in files of their own (Module.shared)
+    SHARED_KERNELS = False  # generated kernels in files of their own (Module.shared)
 
     def __init__(self, compiled, func_name):
         self.c = compiled
@@ -220,8 +223,12 @@ class StepCodegen:
         """The expression tree an elementwise node computes (a fused chain's, or its own op's)."""
         if node.op == "fused_elementwise":
             return node.attrs["expr"]
-        return ("op", node.op, tuple(sorted(node.semantic_attrs().items())),
-                *[("in", k) for k in range(len(node.inputs))])
+        return (
+            "op",
+            node.op,
+            tuple(sorted(node.semantic_attrs().items())),
+            *[("in", k) for k in range(len(node.inputs))],
+        )
 
     @staticmethod
     def _expr_name(expr) -> str:
@@ -235,6 +242,7 @@ class StepCodegen:
                 ops.append(attrs["activation"] + "_grad" if e[1] == "act_grad" else e[1])
                 for operand in e[3:]:
                     walk(operand)
+
         walk(expr)
         return "_".join(reversed(ops))
 
@@ -254,8 +262,10 @@ class StepCodegen:
 
     @staticmethod
     def _axes(t, axes) -> list:
-        return sorted(a % max(t.rank, 1) for a in (range(t.rank) if axes is None else
-                                                   ((axes,) if isinstance(axes, int) else axes)))
+        return sorted(
+            a % max(t.rank, 1)
+            for a in (range(t.rank) if axes is None else ((axes,) if isinstance(axes, int) else axes))
+        )
 
     def _split(self, t, axes):
         """(pre, mid, post) sizes for a reduction over a contiguous axis range, or None (the
@@ -265,7 +275,7 @@ class StepCodegen:
             return None
         if not axes:
             return prod(t.shape), "1", "1"
-        return prod(t.shape[:axes[0]]), prod(t.shape[axes[0]:axes[-1] + 1]), prod(t.shape[axes[-1] + 1:])
+        return prod(t.shape[: axes[0]]), prod(t.shape[axes[0] : axes[-1] + 1]), prod(t.shape[axes[-1] + 1 :])
 
     def _rows(self, nid) -> str:
         t = self.g.type(nid)
@@ -280,7 +290,7 @@ class StepCodegen:
 
     def _axis_split(self, t, axis):
         axis %= t.rank
-        return prod(t.shape[:axis]), prod(t.shape[axis + 1:]), axis
+        return prod(t.shape[:axis]), prod(t.shape[axis + 1 :]), axis
 
     def _bucket_range(self, nids, region):
         """The [start, stop) range of nodes laid out back to back in one bucket, or None."""

@@ -8,6 +8,7 @@ updates.py for the optimizers); this module only spells the calls, looked up by 
   name); activation gradients (`act_grad` with activation=NAME) call NAME_grad;
 - an update op calls its record in kgraph.kernels.updates: the per-step scalars once per step,
   then the element function per weight, inside a loop each target writes its own way."""
+
 from __future__ import annotations
 
 import inspect
@@ -17,8 +18,14 @@ from ir.ops.optim import UPDATES as IR_UPDATES
 from ..kernels import maths
 from ..kernels.updates import UPDATES
 
-OPERATORS = {"add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "neg": "-{0}",
-             "copy": "{0}"}
+OPERATORS = {
+    "add": "{0} + {1}",
+    "sub": "{0} - {1}",
+    "mul": "{0} * {1}",
+    "div": "{0} / {1}",
+    "neg": "-{0}",
+    "copy": "{0}",
+}
 PYTHON_MATH = {"exp": "math.exp", "log": "math.log", "log1p": "math.log1p", "sqrt": "math.sqrt", "abs": "abs"}
 
 
@@ -42,7 +49,7 @@ def element_call(op: str, args: list, attrs: dict, lit) -> str:
         return args[0]
     fn = element_function(op, attrs)
     hyper = []
-    for name, param in list(inspect.signature(fn).parameters.items())[len(args):]:
+    for name, param in list(inspect.signature(fn).parameters.items())[len(args) :]:
         value = attrs.get(name, param.default)
         if value is inspect.Parameter.empty:
             raise NotImplementedError(f"elementwise op {op!r} needs attr {name!r}")
@@ -56,6 +63,7 @@ def activation_call(activation: str, x: str, attrs: dict, lit) -> str:
 
 
 # ---------------------------------------------------------------- optimizer updates
+
 
 def update_record(op: str):
     if op not in UPDATES:

@@ -3,6 +3,7 @@ against their published checksums and cached under $KGRAPH_DATA_DIR (default ~/.
 
 $KGRAPH_DATASETS_URL replaces every origin folder (a mirror, or the test suite's local server):
 the file is then fetched from that URL followed by its name."""
+
 from __future__ import annotations
 
 import hashlib
@@ -63,8 +64,7 @@ def get_file(fname: str, origin_folder: str, subdir: str = "", cache_name: str |
     if target.exists():
         if _matches(target, expected):
             return target
-        warnings.warn(f"{target} does not have the expected checksum: downloading it again from {url}",
-                      stacklevel=3)
+        warnings.warn(f"{target} does not have the expected checksum: downloading it again from {url}", stacklevel=3)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
@@ -82,7 +82,8 @@ def get_file(fname: str, origin_folder: str, subdir: str = "", cache_name: str |
             raise DatasetDownloadError(
                 f"the file downloaded from {url} does not have the expected checksum {expected} (got "
                 f"{checksum(tmp, 'md5' if len(expected) == 32 else 'sha256')}): it is incomplete or not the "
-                "file kgraph expects, and was not kept")
+                "file kgraph expects, and was not kept"
+            )
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

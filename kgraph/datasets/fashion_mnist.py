@@ -1,16 +1,20 @@
 """Fashion-MNIST, as keras.datasets.fashion_mnist: 60,000 28x28 grayscale training images and
 10,000 test images of 10 kinds of clothing (0 T-shirt/top, 1 Trouser, 2 Pullover, 3 Dress,
 4 Coat, 5 Sandal, 6 Shirt, 7 Sneaker, 8 Bag, 9 Ankle boot). Copyright Zalando SE, MIT license."""
+
 import gzip
 
 import numpy as np
 
 from ._files import KERAS_FOLDER, get_file
 
-FILES = ["train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
-         "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz"]
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-               "Ankle boot"]
+FILES = [
+    "train-labels-idx1-ubyte.gz",
+    "train-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+]
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
 def _read(path, offset):

@@ -1,5 +1,6 @@
 """IMDB movie reviews, as keras.datasets.imdb: 25,000 training and 25,000 test reviews as lists of
 word indexes (by frequency), labelled 1 (positive) or 0 (negative)."""
+
 import json
 
 import numpy as np
@@ -7,8 +8,9 @@ import numpy as np
 from ._files import KERAS_FOLDER, get_file
 
 
-def load_data(path="imdb.npz", num_words=None, skip_top=0, maxlen=None, seed=113, start_char=1, oov_char=2,
-              index_from=3, **kwargs):
+def load_data(
+    path="imdb.npz", num_words=None, skip_top=0, maxlen=None, seed=113, start_char=1, oov_char=2, index_from=3, **kwargs
+):
     """Keras's arguments and result: `(x_train, y_train), (x_test, y_test)`, x lists of lists of
     word indexes (shuffled with `seed`, each starting with start_char, words offset by
     index_from, words outside [skip_top, num_words) replaced by oov_char or dropped when it is
@@ -36,8 +38,9 @@ def load_data(path="imdb.npz", num_words=None, skip_top=0, maxlen=None, seed=113
         keep = [k for k, x in enumerate(x_test) if len(x) < maxlen]
         x_test, labels_test = [x_test[k] for k in keep], labels_test[keep]
         if not x_train or not x_test:
-            raise ValueError(f"After filtering for sequences shorter than maxlen={maxlen}, no sequence was kept. "
-                             "Increase maxlen.")
+            raise ValueError(
+                f"After filtering for sequences shorter than maxlen={maxlen}, no sequence was kept. Increase maxlen."
+            )
     xs = x_train + x_test
     if not num_words:
         num_words = max(max(x) for x in xs)

@@ -2,6 +2,7 @@
 training and 30 test flowers, 4 features each (sepal length, sepal width, petal length, petal
 width, in cm) and the species 0 setosa, 1 versicolor, 2 virginica. R. A. Fisher (1936), from the
 UCI Machine Learning Repository."""
+
 import numpy as np
 
 from ._files import TF_DATA_FOLDER, DatasetDownloadError, get_file
@@ -20,8 +21,10 @@ def _read(path):
         except ValueError as e:
             raise DatasetDownloadError(f"{path} is not TensorFlow's Iris CSV file ({e})") from None
     if table.shape != (rows, features + 1) or header[2:] != [s.lower() for s in SPECIES]:
-        raise DatasetDownloadError(f"{path} is not TensorFlow's Iris CSV file: its header says {header}, its "
-                                   f"table is {table.shape}; delete it to download it again")
+        raise DatasetDownloadError(
+            f"{path} is not TensorFlow's Iris CSV file: its header says {header}, its "
+            f"table is {table.shape}; delete it to download it again"
+        )
     return table[:, :features].astype(np.float32), table[:, features].astype(np.int32)
 
 

@@ -1,6 +1,7 @@
 """MNIST handwritten digits, as keras.datasets.mnist: 60,000 28x28 grayscale training images and
 10,000 test images of the digits 0-9. Yann LeCun and Corinna Cortes hold its copyright; it is
 available under the Creative Commons Attribution-Share Alike 3.0 license."""
+
 import numpy as np
 
 from ._files import KERAS_FOLDER, get_file

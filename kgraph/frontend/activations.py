@@ -1,4 +1,5 @@
 """Keras activations -> IR ops. Parsed when the model is built, so an unknown name fails early."""
+
 from __future__ import annotations
 
 from ir.ops.elementwise import ACTIVATIONS
@@ -9,10 +10,17 @@ from .errors import ConfigError
 # name itself (ir/ops/elementwise.py ACTIVATIONS) needs no entry.
 _OPS = {
     "linear": (None, {}),
-    "relu": ("relu", {}), "relu6": ("relu6", {}), "selu": ("selu", {}),
-    "sigmoid": ("sigmoid", {}), "hard_sigmoid": ("hard_sigmoid", {}), "tanh": ("tanh", {}),
-    "exponential": ("exponential", {}), "softplus": ("softplus", {}), "softsign": ("softsign", {}),
-    "swish": ("silu", {}), "silu": ("silu", {}),
+    "relu": ("relu", {}),
+    "relu6": ("relu6", {}),
+    "selu": ("selu", {}),
+    "sigmoid": ("sigmoid", {}),
+    "hard_sigmoid": ("hard_sigmoid", {}),
+    "tanh": ("tanh", {}),
+    "exponential": ("exponential", {}),
+    "softplus": ("softplus", {}),
+    "softsign": ("softsign", {}),
+    "swish": ("silu", {}),
+    "silu": ("silu", {}),
     "elu": ("elu", {"alpha": 1.0}),
     "leaky_relu": ("leaky_relu", {"alpha": 0.2}),  # tf.nn.leaky_relu and Keras 3 both default to 0.2
     "gelu": ("gelu", {"approximate": False}),

@@ -4,12 +4,13 @@ Dot contracts each sample's vectors: for inputs of shape (None, n) the output is
 sum of x*y over the axis (cosine proximity with normalize=True, each vector divided by its L2 norm
 first, as keras.ops.normalize does). Dot over inputs of rank 3 or more (a batched matrix product)
 is refused: the IR has no batched GEMM yet."""
+
 from __future__ import annotations
 
 from .errors import ConfigError
 from .rule import Rule, shape_str, where_of
 
-L2_EPSILON = 1e-12   # keras.ops.normalize's floor under the squared norm
+L2_EPSILON = 1e-12  # keras.ops.normalize's floor under the squared norm
 
 
 def _axes(value, where) -> tuple:
@@ -25,8 +26,10 @@ def _dot_shape(layer, shapes, axes) -> tuple:
         raise ConfigError(f"{where}: takes 2 inputs, got {len(shapes)}")
     a, b = shapes
     if len(a) != 2 or len(b) != 2:
-        raise ConfigError(f"{where}: inputs {shape_str(a)} and {shape_str(b)}: only inputs of shape (None, n) are "
-                          "supported (a Dot over rank-3 inputs is a batched matrix product, not supported yet)")
+        raise ConfigError(
+            f"{where}: inputs {shape_str(a)} and {shape_str(b)}: only inputs of shape (None, n) are "
+            "supported (a Dot over rank-3 inputs is a batched matrix product, not supported yet)"
+        )
     if any(ax % 2 != 1 for ax in axes):
         raise ConfigError(f"{where}: axes {list(axes)} would contract the batch axis")
     if a[1] != b[1]:

@@ -3,6 +3,7 @@ noise and regularization layers (SpatialDropout1D/2D, GaussianNoise, GaussianDro
 ActivityRegularization, Masking), all built from existing IR ops. Noise layers are the identity at
 inference, as in Keras; in training they read 'rng' sources the runtime fills before each step
 (dropout keep masks, or standard normal draws)."""
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,12 @@ SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.050700987355480493
 def _number(layer, key, default, low=None, below=None):
     """A numeric config entry, checked against [low, below)."""
     value = layer.config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            (low is not None and value < low) or (below is not None and value >= below):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (low is not None and value < low)
+        or (below is not None and value >= below)
+    ):
         bounds = f" in [{low}, {below})" if below is not None else (f" >= {low}" if low is not None else "")
         raise ConfigError(f"{where_of(layer)}: {key} must be a number{bounds}, got {value!r}")
     return float(value)
@@ -96,8 +101,10 @@ class PReLU(Rule):
         out = list(shape[1:])
         for axis in shared:
             if not isinstance(axis, int) or not 1 <= axis < len(shape):
-                raise ConfigError(f"{where_of(layer)}: shared_axes {shared} must be axes 1..{len(shape) - 1} "
-                                  f"of input {shape_str(shape)}")
+                raise ConfigError(
+                    f"{where_of(layer)}: shared_axes {shared} must be axes 1..{len(shape) - 1} "
+                    f"of input {shape_str(shape)}"
+                )
             out[axis - 1] = 1
         return tuple(out)
 
@@ -108,9 +115,14 @@ class PReLU(Rule):
 
     def weights(self, layer, shapes):
         cfg, where = layer.config, where_of(layer)
-        return [WeightDecl("alpha", self._shape(layer, shapes[0]),
-                           parse_initializer(cfg.get("alpha_initializer", "zeros"), where),
-                           parse_regularizer(cfg.get("alpha_regularizer"), where))]
+        return [
+            WeightDecl(
+                "alpha",
+                self._shape(layer, shapes[0]),
+                parse_initializer(cfg.get("alpha_initializer", "zeros"), where),
+                parse_regularizer(cfg.get("alpha_regularizer"), where),
+            )
+        ]
 
     def emit(self, ctx, layer, xs, shapes):
         g, x = ctx.g, xs[0]
@@ -160,7 +172,7 @@ class Softmax(Rule):
         perm = [a for a in range(rank) if a not in axes] + axes
         moved = tuple(shape[a] for a in perm)
         t = g.transpose(x, perm=tuple(perm), name=f"{layer.name}_moved")
-        merged = ir_shape((*moved[:rank - len(axes)], math.prod(moved[rank - len(axes):])))
+        merged = ir_shape((*moved[: rank - len(axes)], math.prod(moved[rank - len(axes) :])))
         y = g.softmax(g.reshape(t, shape=merged), axis=-1, name=f"{layer.name}_softmax")
         y = g.reshape(y, shape=ir_shape(moved))
         return g.transpose(y, perm=tuple(int(i) for i in np.argsort(perm)), name=layer.name)
@@ -185,8 +197,14 @@ class SpatialDropout(Dropout):
 
 def _normal(ctx, layer, x, shape):
     """Standard normal draws of x's shape, new every training step."""
-    return ctx.g.source("rng", f"{layer.name}_noise", ctx.g.type(x).with_shape(ir_shape(shape)),
-                        rate=0.0, dist="normal", layer=layer.name)
+    return ctx.g.source(
+        "rng",
+        f"{layer.name}_noise",
+        ctx.g.type(x).with_shape(ir_shape(shape)),
+        rate=0.0,
+        dist="normal",
+        layer=layer.name,
+    )
 
 
 class GaussianNoise(Rule):
@@ -210,8 +228,11 @@ class GaussianDropout(Rule):
         g, x, rate = ctx.g, xs[0], _number(layer, "rate", None)
         if not ctx.training or rate == 0:
             return x
-        noise = g.add(g.mul(_normal(ctx, layer, x, shapes[0]), _c(g, x, math.sqrt(rate / (1.0 - rate)))),
-                      _c(g, x, 1.0), name=f"{layer.name}_factor")
+        noise = g.add(
+            g.mul(_normal(ctx, layer, x, shapes[0]), _c(g, x, math.sqrt(rate / (1.0 - rate)))),
+            _c(g, x, 1.0),
+            name=f"{layer.name}_factor",
+        )
         return g.mul(x, noise, name=layer.name)
 
 
@@ -222,11 +243,16 @@ class AlphaDropout(Dropout):
         g, x, rate = ctx.g, xs[0], float(layer.config.get("rate", 0.0))
         if not ctx.training or rate == 0:
             return x
-        mask = g.source("rng", f"{layer.name}_mask", g.type(x).with_shape(self._mask_shape(layer, shapes[0])),
-                        rate=rate, layer=layer.name)
+        mask = g.source(
+            "rng",
+            f"{layer.name}_mask",
+            g.type(x).with_shape(self._mask_shape(layer, shapes[0])),
+            rate=rate,
+            layer=layer.name,
+        )
         kept = g.greater(mask, _c(g, x, 0.0), name=f"{layer.name}_kept")  # 0 or 1
         alpha_p = -SELU_ALPHA * SELU_SCALE
-        a = ((1 - rate) * (1 + rate * alpha_p ** 2)) ** -0.5
+        a = ((1 - rate) * (1 + rate * alpha_p**2)) ** -0.5
         b = -a * alpha_p * rate
         y = g.add(g.mul(x, kept), g.mul(g.sub(_c(g, x, 1.0), kept), _c(g, x, alpha_p)))
         return g.add(g.mul(y, _c(g, x, a)), _c(g, x, b), name=layer.name)
@@ -261,9 +287,17 @@ class Masking(Rule):
 
 
 EXTRA = {
-    "LeakyReLU": LeakyReLU(), "ReLU": ReLU(), "PReLU": PReLU(), "ELU": ELU(), "Softmax": Softmax(),
+    "LeakyReLU": LeakyReLU(),
+    "ReLU": ReLU(),
+    "PReLU": PReLU(),
+    "ELU": ELU(),
+    "Softmax": Softmax(),
     "ThresholdedReLU": ThresholdedReLU(),
-    "SpatialDropout1D": SpatialDropout(1), "SpatialDropout2D": SpatialDropout(2),
-    "GaussianNoise": GaussianNoise(), "GaussianDropout": GaussianDropout(), "AlphaDropout": AlphaDropout(),
-    "ActivityRegularization": ActivityRegularization(), "Masking": Masking(),
+    "SpatialDropout1D": SpatialDropout(1),
+    "SpatialDropout2D": SpatialDropout(2),
+    "GaussianNoise": GaussianNoise(),
+    "GaussianDropout": GaussianDropout(),
+    "AlphaDropout": AlphaDropout(),
+    "ActivityRegularization": ActivityRegularization(),
+    "Masking": Masking(),
 }

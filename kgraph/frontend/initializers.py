@@ -1,4 +1,5 @@
 """Keras initializers in NumPy: Keras's formulas, seeded NumPy streams (TF's bits are not reproduced)."""
+
 from __future__ import annotations
 
 import math
@@ -11,20 +12,36 @@ from .errors import ConfigError
 TRUNCATED_STDDEV = 0.87962566103423978
 
 _ALIASES = {
-    "glorot_uniform": "GlorotUniform", "glorot_normal": "GlorotNormal",
-    "he_uniform": "HeUniform", "he_normal": "HeNormal",
-    "lecun_uniform": "LecunUniform", "lecun_normal": "LecunNormal",
-    "variance_scaling": "VarianceScaling", "zeros": "Zeros", "zero": "Zeros", "ones": "Ones", "one": "Ones",
-    "constant": "Constant", "random_normal": "RandomNormal", "normal": "RandomNormal",
-    "random_uniform": "RandomUniform", "uniform": "RandomUniform", "truncated_normal": "TruncatedNormal",
-    "orthogonal": "Orthogonal", "OrthogonalInitializer": "Orthogonal",
-    "identity": "Identity", "IdentityInitializer": "Identity",
+    "glorot_uniform": "GlorotUniform",
+    "glorot_normal": "GlorotNormal",
+    "he_uniform": "HeUniform",
+    "he_normal": "HeNormal",
+    "lecun_uniform": "LecunUniform",
+    "lecun_normal": "LecunNormal",
+    "variance_scaling": "VarianceScaling",
+    "zeros": "Zeros",
+    "zero": "Zeros",
+    "ones": "Ones",
+    "one": "Ones",
+    "constant": "Constant",
+    "random_normal": "RandomNormal",
+    "normal": "RandomNormal",
+    "random_uniform": "RandomUniform",
+    "uniform": "RandomUniform",
+    "truncated_normal": "TruncatedNormal",
+    "orthogonal": "Orthogonal",
+    "OrthogonalInitializer": "Orthogonal",
+    "identity": "Identity",
+    "IdentityInitializer": "Identity",
 }
 # the named VarianceScaling presets: (scale, mode, distribution)
 _PRESETS = {
-    "GlorotUniform": (1.0, "fan_avg", "uniform"), "GlorotNormal": (1.0, "fan_avg", "truncated_normal"),
-    "HeUniform": (2.0, "fan_in", "uniform"), "HeNormal": (2.0, "fan_in", "truncated_normal"),
-    "LecunUniform": (1.0, "fan_in", "uniform"), "LecunNormal": (1.0, "fan_in", "truncated_normal"),
+    "GlorotUniform": (1.0, "fan_avg", "uniform"),
+    "GlorotNormal": (1.0, "fan_avg", "truncated_normal"),
+    "HeUniform": (2.0, "fan_in", "uniform"),
+    "HeNormal": (2.0, "fan_in", "truncated_normal"),
+    "LecunUniform": (1.0, "fan_in", "uniform"),
+    "LecunNormal": (1.0, "fan_in", "truncated_normal"),
 }
 
 
@@ -100,8 +117,9 @@ def parse_initializer(value, where: str) -> tuple:
         raise ConfigError(f"{where}: unreadable initializer {value!r}")
     cls = _ALIASES.get(cls, cls)
     if cls not in _PRESETS and cls not in _MAKERS:
-        raise ConfigError(f"{where}: unsupported initializer {cls!r}; supported: "
-                          f"{', '.join(sorted([*_PRESETS, *_MAKERS]))}")
+        raise ConfigError(
+            f"{where}: unsupported initializer {cls!r}; supported: {', '.join(sorted([*_PRESETS, *_MAKERS]))}"
+        )
     if cfg.get("input_axes") is not None or cfg.get("output_axes") is not None:
         raise ConfigError(f"{where}: initializer {cls} with input_axes/output_axes is not supported")
     return cls, cfg
@@ -109,7 +127,8 @@ def parse_initializer(value, where: str) -> tuple:
 
 _MAKERS = {
     "VarianceScaling": lambda rng, shape, c, dt: _variance_scaling(
-        rng, shape, float(c.get("scale", 1.0)), c.get("mode", "fan_in"), c.get("distribution", "truncated_normal"), dt),
+        rng, shape, float(c.get("scale", 1.0)), c.get("mode", "fan_in"), c.get("distribution", "truncated_normal"), dt
+    ),
     "Zeros": lambda rng, shape, c, dt: np.zeros(shape, dt),
     "Ones": lambda rng, shape, c, dt: np.ones(shape, dt),
     "Constant": lambda rng, shape, c, dt: np.full(shape, float(c.get("value", 0.0)), dt),

@@ -5,6 +5,7 @@ border_mode -> padding, dim_ordering -> data_format, ...) and value changes (th 
 A Keras 1 argument with no Keras 2 meaning that kgraph can run is refused, naming the argument and
 what it became. Configs of Keras 2 and 3 pass through unchanged: every rename here keys on an
 argument name that only Keras 1 wrote."""
+
 from __future__ import annotations
 
 import copy
@@ -12,26 +13,61 @@ import copy
 from .errors import ConfigError
 
 RENAMED_CLASSES = {
-    "Convolution1D": "Conv1D", "Convolution2D": "Conv2D", "AtrousConvolution1D": "Conv1D",
-    "AtrousConvolution2D": "Conv2D", "SeparableConvolution2D": "SeparableConv2D",
+    "Convolution1D": "Conv1D",
+    "Convolution2D": "Conv2D",
+    "AtrousConvolution1D": "Conv1D",
+    "AtrousConvolution2D": "Conv2D",
+    "SeparableConvolution2D": "SeparableConv2D",
 }
 DATA_FORMATS = {"th": "channels_first", "tf": "channels_last", "default": "channels_last"}
 INITIALIZERS = {"zero": "zeros", "one": "ones", "uniform": "random_uniform", "normal": "random_normal"}
-MERGE_MODES = {"sum": "Add", "mul": "Multiply", "ave": "Average", "max": "Maximum", "concat": "Concatenate",
-               "dot": "Dot", "cos": "Dot"}   # cos: a Dot with normalize (Keras 1 floored the norms' product instead)
+MERGE_MODES = {
+    "sum": "Add",
+    "mul": "Multiply",
+    "ave": "Average",
+    "max": "Maximum",
+    "concat": "Concatenate",
+    "dot": "Dot",
+    "cos": "Dot",
+}  # cos: a Dot with normalize (Keras 1 floored the norms' product instead)
 
 # Keras 1 argument -> Keras 2 argument, per layer family (Keras 2's legacy interfaces)
-_WEIGHTED = {"init": "kernel_initializer", "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
-             "W_constraint": "kernel_constraint", "b_constraint": "bias_constraint", "bias": "use_bias"}
+_WEIGHTED = {
+    "init": "kernel_initializer",
+    "W_regularizer": "kernel_regularizer",
+    "b_regularizer": "bias_regularizer",
+    "W_constraint": "kernel_constraint",
+    "b_constraint": "bias_constraint",
+    "bias": "use_bias",
+}
 RENAMES = {
     "Dense": {"output_dim": "units", **_WEIGHTED},
-    "Conv1D": {"nb_filter": "filters", "filter_length": "kernel_size", "subsample_length": "strides",
-               "border_mode": "padding", "atrous_rate": "dilation_rate", **_WEIGHTED},
-    "Conv2D": {"nb_filter": "filters", "subsample": "strides", "border_mode": "padding",
-               "dim_ordering": "data_format", "atrous_rate": "dilation_rate", **_WEIGHTED},
-    "SeparableConv2D": {"nb_filter": "filters", "subsample": "strides", "border_mode": "padding",
-                        "dim_ordering": "data_format", "b_regularizer": "bias_regularizer",
-                        "b_constraint": "bias_constraint", "bias": "use_bias", "init": "depthwise_initializer"},
+    "Conv1D": {
+        "nb_filter": "filters",
+        "filter_length": "kernel_size",
+        "subsample_length": "strides",
+        "border_mode": "padding",
+        "atrous_rate": "dilation_rate",
+        **_WEIGHTED,
+    },
+    "Conv2D": {
+        "nb_filter": "filters",
+        "subsample": "strides",
+        "border_mode": "padding",
+        "dim_ordering": "data_format",
+        "atrous_rate": "dilation_rate",
+        **_WEIGHTED,
+    },
+    "SeparableConv2D": {
+        "nb_filter": "filters",
+        "subsample": "strides",
+        "border_mode": "padding",
+        "dim_ordering": "data_format",
+        "b_regularizer": "bias_regularizer",
+        "b_constraint": "bias_constraint",
+        "bias": "use_bias",
+        "init": "depthwise_initializer",
+    },
     "MaxPooling1D": {"pool_length": "pool_size", "stride": "strides", "border_mode": "padding"},
     "AveragePooling1D": {"pool_length": "pool_size", "stride": "strides", "border_mode": "padding"},
     "MaxPooling2D": {"border_mode": "padding", "dim_ordering": "data_format"},
@@ -43,15 +79,39 @@ RENAMES = {
     "Cropping2D": {"dim_ordering": "data_format"},
     "UpSampling1D": {"length": "size"},
     "Dropout": {"p": "rate"},
-    "Embedding": {"init": "embeddings_initializer", "W_regularizer": "embeddings_regularizer",
-                  "W_constraint": "embeddings_constraint"},
+    "Embedding": {
+        "init": "embeddings_initializer",
+        "W_regularizer": "embeddings_regularizer",
+        "W_constraint": "embeddings_constraint",
+    },
     "BatchNormalization": {"beta_init": "beta_initializer", "gamma_init": "gamma_initializer"},
 }
 # Keras 1 arguments with no Keras 2 counterpart: dropped when at their no-op value
 _DROPPED = {"weights": None, "mode": 0, "dropout": 0, "dropout_W": 0, "dropout_U": 0}
-_KERAS1_ONLY = {"output_dim", "init", "W_regularizer", "b_regularizer", "W_constraint", "b_constraint", "bias",
-                "nb_filter", "nb_row", "nb_col", "filter_length", "subsample", "subsample_length", "border_mode",
-                "dim_ordering", "pool_length", "stride", "p", "beta_init", "gamma_init", "input_dtype", "atrous_rate"}
+_KERAS1_ONLY = {
+    "output_dim",
+    "init",
+    "W_regularizer",
+    "b_regularizer",
+    "W_constraint",
+    "b_constraint",
+    "bias",
+    "nb_filter",
+    "nb_row",
+    "nb_col",
+    "filter_length",
+    "subsample",
+    "subsample_length",
+    "border_mode",
+    "dim_ordering",
+    "pool_length",
+    "stride",
+    "p",
+    "beta_init",
+    "gamma_init",
+    "input_dtype",
+    "atrous_rate",
+}
 
 
 def is_keras1(config: dict) -> bool:
@@ -128,8 +188,10 @@ def _layer(entry, first=False):
     for key, value in cfg.items():
         if key in _DROPPED and key not in renames:
             if value not in (_DROPPED[key], None):
-                raise ConfigError(f"{where}: argument {key}={value!r} has no Keras 2 equivalent; "
-                                  f"kgraph supports only {key}={_DROPPED[key]!r}")
+                raise ConfigError(
+                    f"{where}: argument {key}={value!r} has no Keras 2 equivalent; "
+                    f"kgraph supports only {key}={_DROPPED[key]!r}"
+                )
             continue
         new = "dtype" if key == "input_dtype" else renames.get(key, key)
         if key in renames and new in cfg and key != new:
@@ -142,14 +204,28 @@ def _layer(entry, first=False):
 
 def _values(cls, cfg, out, where, first):
     """The value changes and the arguments that merge into one, as Keras 2's preprocessors."""
-    for key in ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "embeddings_regularizer",
-                "gamma_regularizer", "beta_regularizer", "depthwise_regularizer", "pointwise_regularizer"):
+    for key in (
+        "kernel_regularizer",
+        "bias_regularizer",
+        "activity_regularizer",
+        "embeddings_regularizer",
+        "gamma_regularizer",
+        "beta_regularizer",
+        "depthwise_regularizer",
+        "pointwise_regularizer",
+    ):
         if key in out:
             out[key] = _regularizer(out[key])
     if cls == "SeparableConv2D" and "init" in cfg:  # Keras 2 gave Keras 1's init to both kernels
         out["pointwise_initializer"] = out["depthwise_initializer"]
-    for key in ("kernel_initializer", "bias_initializer", "embeddings_initializer", "beta_initializer",
-                "gamma_initializer", "depthwise_initializer"):
+    for key in (
+        "kernel_initializer",
+        "bias_initializer",
+        "embeddings_initializer",
+        "beta_initializer",
+        "gamma_initializer",
+        "depthwise_initializer",
+    ):
         if key in out:
             out[key] = _initializer(out[key])
     for k1, k2 in (("W_constraint", "kernel_constraint"), ("b_constraint", "bias_constraint")):
@@ -181,14 +257,20 @@ def _merge(cfg, where):
     A Merge of models inside a Sequential (its `layers`) or with a Python `mode` is refused."""
     mode = cfg.get("mode")
     if cfg.get("layers"):
-        raise ConfigError(f"{where}: a Merge of models inside a Sequential is not supported; rebuild it as a "
-                          f"functional model with Add/Concatenate/... (Keras 2 dropped Merge)")
+        raise ConfigError(
+            f"{where}: a Merge of models inside a Sequential is not supported; rebuild it as a "
+            f"functional model with Add/Concatenate/... (Keras 2 dropped Merge)"
+        )
     if cfg.get("mode_type", "raw") != "raw" or not isinstance(mode, str):
-        raise ConfigError(f"{where}: a Merge mode saved as a Python function is not supported (kgraph never runs "
-                          "a saved function's bytecode); rebuild it with Add, Concatenate, Dot, ...")
+        raise ConfigError(
+            f"{where}: a Merge mode saved as a Python function is not supported (kgraph never runs "
+            "a saved function's bytecode); rebuild it with Add, Concatenate, Dot, ..."
+        )
     if mode not in MERGE_MODES:
-        raise ConfigError(f"{where}: Merge mode {mode!r} is not supported; supported modes: "
-                          f"{', '.join(MERGE_MODES)} (they became Add, Multiply, Average, Maximum, Concatenate, Dot)")
+        raise ConfigError(
+            f"{where}: Merge mode {mode!r} is not supported; supported modes: "
+            f"{', '.join(MERGE_MODES)} (they became Add, Multiply, Average, Maximum, Concatenate, Dot)"
+        )
     out = {"name": cfg.get("name"), "trainable": cfg.get("trainable", True)}
     if mode == "concat":
         out["axis"] = cfg.get("concat_axis", -1)

@@ -1,5 +1,6 @@
 """One rule per supported Keras layer class: config checks, output shape, weights, and its IR.
 Shapes here are Keras's: tuples whose first entry (the batch) is None."""
+
 from __future__ import annotations
 
 import math
@@ -29,12 +30,23 @@ class Dense(Rule):
 
     def weights(self, layer, shapes):
         cfg, where = layer.config, where_of(layer)
-        out = [WeightDecl("kernel", (shapes[0][-1], cfg["units"]),
-                          parse_initializer(cfg.get("kernel_initializer", "glorot_uniform"), where),
-                          parse_regularizer(cfg.get("kernel_regularizer"), where))]
+        out = [
+            WeightDecl(
+                "kernel",
+                (shapes[0][-1], cfg["units"]),
+                parse_initializer(cfg.get("kernel_initializer", "glorot_uniform"), where),
+                parse_regularizer(cfg.get("kernel_regularizer"), where),
+            )
+        ]
         if cfg.get("use_bias", True):
-            out.append(WeightDecl("bias", (cfg["units"],), parse_initializer(cfg.get("bias_initializer", "zeros"), where),
-                                  parse_regularizer(cfg.get("bias_regularizer"), where)))
+            out.append(
+                WeightDecl(
+                    "bias",
+                    (cfg["units"],),
+                    parse_initializer(cfg.get("bias_initializer", "zeros"), where),
+                    parse_regularizer(cfg.get("bias_regularizer"), where),
+                )
+            )
         return out
 
     def emit(self, ctx, layer, xs, shapes):
@@ -50,7 +62,9 @@ class Activation(Rule):
         parse_activation(layer.config.get("activation"), where_of(layer))
 
     def emit(self, ctx, layer, xs, shapes):
-        return emit_activation(ctx.g, xs[0], parse_activation(layer.config.get("activation"), ""), ctx.keras, layer.name)
+        return emit_activation(
+            ctx.g, xs[0], parse_activation(layer.config.get("activation"), ""), ctx.keras, layer.name
+        )
 
 
 class Dropout(Rule):
@@ -76,8 +90,13 @@ class Dropout(Rule):
         if not ctx.training or rate == 0:
             return xs[0]
         g = ctx.g
-        mask = g.source("rng", f"{layer.name}_mask", TensorType(self._mask_shape(layer, shapes[0]), g.type(xs[0]).dtype),
-                        rate=rate, layer=layer.name)
+        mask = g.source(
+            "rng",
+            f"{layer.name}_mask",
+            TensorType(self._mask_shape(layer, shapes[0]), g.type(xs[0]).dtype),
+            rate=rate,
+            layer=layer.name,
+        )
         return g.mul(xs[0], mask, name=layer.name)
 
 
@@ -97,13 +116,17 @@ class Reshape(Rule):
         (shape,) = shapes
         target = list(layer.config.get("target_shape") or [])
         if not all(is_count(d) or (d == -1 and not isinstance(d, bool)) for d in target):
-            raise ConfigError(f"{where_of(layer)}: target_shape must be positive integers (one may be -1), got {target}")
+            raise ConfigError(
+                f"{where_of(layer)}: target_shape must be positive integers (one may be -1), got {target}"
+            )
         size, known = math.prod(shape[1:]), math.prod(d for d in target if d != -1)
         if target.count(-1) == 1 and known and size % known == 0:
             target[target.index(-1)] = size // known
         if target.count(-1) or math.prod(target) != size:
-            raise ConfigError(f"{where_of(layer)}: cannot reshape {shape_str(shape)} to target_shape "
-                              f"{tuple(layer.config.get('target_shape') or ())}")
+            raise ConfigError(
+                f"{where_of(layer)}: cannot reshape {shape_str(shape)} to target_shape "
+                f"{tuple(layer.config.get('target_shape') or ())}"
+            )
         return (shape[0], *target)
 
     def emit(self, ctx, layer, xs, shapes):
@@ -112,6 +135,7 @@ class Reshape(Rule):
 
 class Merge(Rule):
     """Add, Subtract, Multiply, Average, Maximum, Minimum: elementwise with Keras's broadcasting of 1s."""
+
     inputs = None
 
     def __init__(self, op: str, count: int | None = None):
@@ -123,13 +147,16 @@ class Merge(Rule):
         out = list(shapes[0])
         for shape in shapes[1:]:
             if len(shape) != len(out):
-                raise ConfigError(f"{where_of(layer)}: input shapes {shape_str(out)} and {shape_str(shape)} do not match")
+                raise ConfigError(
+                    f"{where_of(layer)}: input shapes {shape_str(out)} and {shape_str(shape)} do not match"
+                )
             for i, (a, b) in enumerate(zip(out, shape)):
                 if a is None or a == 1:
                     out[i] = b
                 elif not (b is None or b == 1 or a == b):
-                    raise ConfigError(f"{where_of(layer)}: input shapes {shape_str(shapes[0])} and "
-                                      f"{shape_str(shape)} do not match")
+                    raise ConfigError(
+                        f"{where_of(layer)}: input shapes {shape_str(shapes[0])} and {shape_str(shape)} do not match"
+                    )
         return tuple(out)
 
     def emit(self, ctx, layer, xs, shapes):
@@ -158,10 +185,13 @@ class Concatenate(Rule):
         axis = self._axis(layer, shapes)
         for shape in shapes[1:]:
             if len(shape) != len(shapes[0]) or any(
-                    a != b for i, (a, b) in enumerate(zip(shape, shapes[0])) if i != axis):
-                raise ConfigError(f"{where_of(layer)}: input shapes {shape_str(shapes[0])} and {shape_str(shape)} "
-                                  f"do not match outside axis {axis}")
-        return (*shapes[0][:axis], sum(s[axis] for s in shapes), *shapes[0][axis + 1:])
+                a != b for i, (a, b) in enumerate(zip(shape, shapes[0])) if i != axis
+            ):
+                raise ConfigError(
+                    f"{where_of(layer)}: input shapes {shape_str(shapes[0])} and {shape_str(shape)} "
+                    f"do not match outside axis {axis}"
+                )
+        return (*shapes[0][:axis], sum(s[axis] for s in shapes), *shapes[0][axis + 1 :])
 
     def emit(self, ctx, layer, xs, shapes):
         if len(xs) == 1:
@@ -211,17 +241,23 @@ class Embedding(Rule):
 
     def weights(self, layer, shapes):
         cfg, where = layer.config, where_of(layer)
-        return [WeightDecl("embeddings", (cfg["input_dim"], cfg["output_dim"]),
-                           parse_initializer(cfg.get("embeddings_initializer", "uniform"), where),
-                           parse_regularizer(cfg.get("embeddings_regularizer"), where))]
+        return [
+            WeightDecl(
+                "embeddings",
+                (cfg["input_dim"], cfg["output_dim"]),
+                parse_initializer(cfg.get("embeddings_initializer", "uniform"), where),
+                parse_regularizer(cfg.get("embeddings_regularizer"), where),
+            )
+        ]
 
     def emit(self, ctx, layer, xs, shapes):
         g = ctx.g
         y = g.gather(ctx.params["embeddings"], xs[0], name=layer.name)
         if layer.config.get("mask_zero") and len(shapes[0]) == 2:  # id 0 is padding: later RNNs skip it
             x = xs[0]
-            ctx.masks[y] = g.sub(g.const(1.0, g.type(x).dtype), g.equal(x, g.const(0.0, g.type(x).dtype)),
-                                 name=f"{layer.name}_mask")
+            ctx.masks[y] = g.sub(
+                g.const(1.0, g.type(x).dtype), g.equal(x, g.const(0.0, g.type(x).dtype)), name=f"{layer.name}_mask"
+            )
         return y
 
 
@@ -245,7 +281,11 @@ class Normalization(Rule):
         if not (is_count(axis, -len(shape)) or isinstance(axis, list) and all(is_count(a, -len(shape)) for a in axis)):
             raise ConfigError(f"{where_of(layer)}: axis must be an integer or a list of them, got {axis!r}")
         axes = tuple(sorted(a % len(shape) for a in ([axis] if isinstance(axis, int) else axis)))
-        if 0 in axes or (self.kind != "layer" and len(axes) != 1) or (self.kind == "group" and axes[0] != len(shape) - 1):
+        if (
+            0 in axes
+            or (self.kind != "layer" and len(axes) != 1)
+            or (self.kind == "group" and axes[0] != len(shape) - 1)
+        ):
             raise ConfigError(f"{where_of(layer)}: axis {axis} is not supported for input {shape_str(shape)}")
         return axes
 
@@ -262,10 +302,17 @@ class Normalization(Rule):
 
         def decl(name, default, trainable=True, key=None):
             key = key or name
-            return WeightDecl(name, shape, parse_initializer(cfg.get(f"{key}_initializer", default), where),
-                              parse_regularizer(cfg.get(f"{key}_regularizer"), where), trainable)
-        out = ([decl("gamma", "ones")] if cfg.get("scale", True) else []) + \
-              ([decl("beta", "zeros")] if cfg.get("center", True) else [])
+            return WeightDecl(
+                name,
+                shape,
+                parse_initializer(cfg.get(f"{key}_initializer", default), where),
+                parse_regularizer(cfg.get(f"{key}_regularizer"), where),
+                trainable,
+            )
+
+        out = ([decl("gamma", "ones")] if cfg.get("scale", True) else []) + (
+            [decl("beta", "zeros")] if cfg.get("center", True) else []
+        )
         if self.kind == "batch":
             out += [decl("moving_mean", "zeros", False), decl("moving_variance", "ones", False)]
         return out
@@ -278,18 +325,27 @@ class Normalization(Rule):
 
         def b(v):  # broadcast a per-channel tensor against x
             return v if v is None or axes == (rank - 1,) else g.reshape(v, shape=bshape)
+
         gamma, beta = p.get("gamma"), p.get("beta")
         if self.kind == "batch":
             others = tuple(i for i in range(rank) if i not in axes)
             if not (ctx.training and cfg.get("trainable", True)):  # a frozen one runs as in inference
                 stats = [p["moving_mean"], p["moving_variance"]] + [v for v in (gamma, beta) if v is not None]
-                return g.batch_norm(x, *stats, axis=axes[0], epsilon=float(eps), scale=gamma is not None,
-                                    center=beta is not None, name=layer.name)
+                return g.batch_norm(
+                    x,
+                    *stats,
+                    axis=axes[0],
+                    epsilon=float(eps),
+                    scale=gamma is not None,
+                    center=beta is not None,
+                    name=layer.name,
+                )
             mean = g.reduce_mean(x, axes=others, name=f"{layer.name}_mean")
             var = g.reduce_mean(g.square(g.sub(x, b(mean))), axes=others, name=f"{layer.name}_variance")
             for stat, batch in (("moving_mean", mean), ("moving_variance", var)):
-                g.moving_average(p[stat], batch, momentum=float(cfg.get("momentum", 0.99)),
-                                 name=f"{layer.name}_update_{stat}")
+                g.moving_average(
+                    p[stat], batch, momentum=float(cfg.get("momentum", 0.99)), name=f"{layer.name}_update_{stat}"
+                )
             return normalize(g, x, b(mean), b(var), b(gamma), b(beta), eps, layer.name)
         if self.kind == "layer":
             mean = g.reduce_mean(x, axes=axes, keepdims=True)
@@ -301,19 +357,39 @@ class Normalization(Rule):
 
         def mean_of(v):  # over the group's channels, then the positions (equal counts: the mean of all)
             return g.reduce_mean(g.reduce_mean(v, axes=(3,), keepdims=True), axes=(1,), keepdims=True)
+
         mean = mean_of(xg)
         var = mean_of(g.square(g.sub(xg, mean)))
         per_group = (1, 1, groups, channels // groups)
-        y = normalize(g, xg, mean, var, *(v if v is None else g.reshape(v, shape=per_group) for v in (gamma, beta)),
-                      eps, f"{layer.name}_grouped")
+        y = normalize(
+            g,
+            xg,
+            mean,
+            var,
+            *(v if v is None else g.reshape(v, shape=per_group) for v in (gamma, beta)),
+            eps,
+            f"{layer.name}_grouped",
+        )
         return g.reshape(y, shape=ir_shape(shapes[0]), name=layer.name)
 
 
 CORE = {  # model.py joins these with the other rule modules' into RULES
-    "Dense": Dense(), "Activation": Activation(), "Dropout": Dropout(), "Flatten": Flatten(), "Reshape": Reshape(),
-    "Add": Merge("add"), "Subtract": Merge("sub", 2), "Multiply": Merge("mul"), "Average": Merge("average"),
-    "Maximum": Merge("maximum"), "Minimum": Merge("minimum"), "Concatenate": Concatenate(),
-    "Permute": Permute(), "RepeatVector": RepeatVector(), "Embedding": Embedding(),
-    "BatchNormalization": Normalization("batch"), "LayerNormalization": Normalization("layer"),
+    "Dense": Dense(),
+    "Activation": Activation(),
+    "Dropout": Dropout(),
+    "Flatten": Flatten(),
+    "Reshape": Reshape(),
+    "Add": Merge("add"),
+    "Subtract": Merge("sub", 2),
+    "Multiply": Merge("mul"),
+    "Average": Merge("average"),
+    "Maximum": Merge("maximum"),
+    "Minimum": Merge("minimum"),
+    "Concatenate": Concatenate(),
+    "Permute": Permute(),
+    "RepeatVector": RepeatVector(),
+    "Embedding": Embedding(),
+    "BatchNormalization": Normalization("batch"),
+    "LayerNormalization": Normalization("layer"),
     "GroupNormalization": Normalization("group"),
 }

@@ -1,5 +1,6 @@
 """build_model: a Keras config -> FrontendModel (initial weights, Keras's weight order, shapes),
 which lowers to a forward ir.Graph."""
+
 from __future__ import annotations
 
 import copy
@@ -24,22 +25,22 @@ from .rule import Ctx, ir_shape, is_count, shape_str
 from .spatial import SPATIAL
 from .walk import guarded, run_graph
 
-RULES = {**CORE, **SPATIAL, **EXTRA, **PREPROCESSING, **DOT_RULES, **RECURRENT_RULES}   # Keras class name -> its Rule
+RULES = {**CORE, **SPATIAL, **EXTRA, **PREPROCESSING, **DOT_RULES, **RECURRENT_RULES}  # Keras class name -> its Rule
 SUPPORTED = sorted([*RULES, "InputLayer", *MODEL_CLASSES])
 DTYPES = ("float32", "float64")
 
 
 @dataclass
 class WeightSpec:
-    layer: str                # Keras layer name
-    name: str                 # "kernel" / "bias"
-    node: str                 # id of its 'param' source in every lowered graph
+    layer: str  # Keras layer name
+    name: str  # "kernel" / "bias"
+    node: str  # id of its 'param' source in every lowered graph
     shape: tuple
     value: np.ndarray | None  # initial value, in the model's dtype (None once a Model holds it)
     trainable: bool = True
     regularizer: dict | None = None  # {"l1": float, "l2": float}
-    path: tuple = ()          # names of the enclosing nested models, outermost first
-    updatable: bool = True    # False for state the step updates itself (batch-norm statistics): never trainable
+    path: tuple = ()  # names of the enclosing nested models, outermost first
+    updatable: bool = True  # False for state the step updates itself (batch-norm statistics): never trainable
 
 
 @dataclass
@@ -53,13 +54,14 @@ class InputSpec:
 @dataclass
 class LayerInfo:
     """One row of summary(): a layer of the top-level model."""
+
     name: str
     class_name: str
     output_shapes: list = field(default_factory=list)  # per call: a shape, or a list of shapes
     params: int = 0
     trainable_params: int = 0
-    inbound: list = field(default_factory=list)        # names of the layers it reads, in order
-    connected_to: list = field(default_factory=list)   # "layer[node][tensor]" per input, as Keras prints
+    inbound: list = field(default_factory=list)  # names of the layers it reads, in order
+    connected_to: list = field(default_factory=list)  # "layer[node][tensor]" per input, as Keras prints
 
 
 def _unsupported(desc, out: list) -> list:
@@ -78,8 +80,11 @@ def _refuse_unsupported(desc) -> None:
     if not bad:
         return
     listed = ", ".join(f"{cls} {name!r}" for cls, name in bad)
-    lam = (" (a Lambda layer holds Python bytecode; kgraph never decodes or runs it)"
-           if any(cls == "Lambda" for cls, _ in bad) else "")
+    lam = (
+        " (a Lambda layer holds Python bytecode; kgraph never decodes or runs it)"
+        if any(cls == "Lambda" for cls, _ in bad)
+        else ""
+    )
     raise ConfigError(f"unsupported layers: {listed}{lam}; supported: {', '.join(SUPPORTED)}")
 
 
@@ -94,8 +99,10 @@ def _check_layers(desc, keras: int) -> None:
 def _declared_shape(layer) -> tuple | None:
     shape = guarded(layer, (), input_batch_shape, layer.config)
     if shape is not None and any(d is None for d in shape[1:]):
-        raise ConfigError(f"InputLayer {layer.name!r}: shape {shape_str(shape)} has an unknown dimension; "
-                          "kgraph needs every dimension but the batch")
+        raise ConfigError(
+            f"InputLayer {layer.name!r}: shape {shape_str(shape)} has an unknown dimension; "
+            "kgraph needs every dimension but the batch"
+        )
     if shape is not None and not all(is_count(d) for d in shape[1:]):
         raise ConfigError(f"InputLayer {layer.name!r}: shape {shape_str(shape)} is not made of positive integers")
     return shape if shape is None else (None, *shape[1:])
@@ -108,15 +115,18 @@ def _given_shape(shape, declared, name) -> tuple:
     except (TypeError, ValueError):
         raise ConfigError(f"input {name!r}: input shape {shape!r} is not a tuple of integers") from None
     if len(shape) < 2:
-        raise ConfigError(f"input {name!r}: input shape {shape_str(shape)} has no batch axis; give it as "
-                          f"(None, {', '.join(map(str, shape)) or '...'})")
+        raise ConfigError(
+            f"input {name!r}: input shape {shape_str(shape)} has no batch axis; give it as "
+            f"(None, {', '.join(map(str, shape)) or '...'})"
+        )
     if declared is not None:
         if shape[1:] != declared[1:]:
             raise ConfigError(f"input {name!r} is declared {shape_str(declared)}, got input shape {shape_str(shape)}")
         return declared
     if any(d is None or d < 1 for d in shape[1:]):
-        raise ConfigError(f"input {name!r}: input shape {shape_str(shape)} needs positive sizes for every axis "
-                          "but the batch")
+        raise ConfigError(
+            f"input {name!r}: input shape {shape_str(shape)} needs positive sizes for every axis but the batch"
+        )
     return (None, *shape[1:])
 
 
@@ -124,15 +134,14 @@ class _ShapePass:
     """The build-time walk: output shapes, weight declarations per layer, summary rows."""
 
     def __init__(self):
-        self.decls = {}   # layer path -> [WeightDecl]
+        self.decls = {}  # layer path -> [WeightDecl]
         self.shapes = {}  # top-level layer name -> [output shapes per call]
 
     def apply(self, layer, args, path):
         if layer.class_name == "InputLayer":
             declared = _declared_shape(layer)
             if declared is not None and tuple(args[0][1:]) != declared[1:]:
-                raise ConfigError(f"InputLayer {layer.name!r} expects {shape_str(declared)}, "
-                                  f"got {shape_str(args[0])}")
+                raise ConfigError(f"InputLayer {layer.name!r} expects {shape_str(declared)}, got {shape_str(args[0])}")
             outs = [args[0]]
         elif layer.model is not None:
             outs = run_graph(layer.model, args, self.apply, path + (layer.name,))
@@ -145,8 +154,10 @@ class _ShapePass:
             key = path + (layer.name,)
             old = self.decls.setdefault(key, decls)
             if [d.shape for d in old] != [d.shape for d in decls]:
-                raise ConfigError(f"shared layer {layer.name!r} is called on inputs of different shapes "
-                                  f"({shape_str(args[0])} needs other weights than its first call)")
+                raise ConfigError(
+                    f"shared layer {layer.name!r} is called on inputs of different shapes "
+                    f"({shape_str(args[0])} needs other weights than its first call)"
+                )
         if not path:
             self.shapes.setdefault(layer.name, []).append(outs[0] if len(outs) == 1 else outs)
         return outs
@@ -176,8 +187,10 @@ class FrontendModel:
     def _add_sources(self, g: Graph) -> list:
         """Inputs, then parameters, first and always in this order: their ids are stable."""
         ids = [g.source("input", i.name, TensorType(ir_shape(i.shape), self.dtype)) for i in self.inputs]
-        ids += [g.source("param", "_".join((*w.path, w.layer, w.name)), TensorType(w.shape, self.dtype))
-                for w in self.weights]
+        ids += [
+            g.source("param", "_".join((*w.path, w.layer, w.name)), TensorType(w.shape, self.dtype))
+            for w in self.weights
+        ]
         return ids
 
     def lower(self, training: bool) -> Graph:
@@ -200,8 +213,11 @@ class FrontendModel:
             ys = ys if isinstance(ys, list) else [ys]
             carry_mask(ctx, layer, [x for x, _ in args], ys)
             y = ys[0]
-            reg = rule.activity(layer) if hasattr(rule, "activity") else \
-                parse_regularizer(layer.config.get("activity_regularizer"), f"layer {layer.name!r}")
+            reg = (
+                rule.activity(layer)
+                if hasattr(rule, "activity")
+                else parse_regularizer(layer.config.get("activity_regularizer"), f"layer {layer.name!r}")
+            )
             if reg and (reg["l1"] or reg["l2"]):
                 activity.append({"layer": layer.name, "output": f"penalty:{len(activity)}", **reg, "_node": y})
             return list(zip(ys, rule.output_shapes(layer, shapes)))
@@ -218,6 +234,7 @@ class FrontendModel:
 
     def summary(self, print_fn=print, line_length=None) -> None:
         from .summary import format_summary
+
         print_fn(format_summary(self, line_length))
 
 
@@ -243,8 +260,19 @@ def _weight_specs(desc, decls, rng, dtype, path=(), trainable=True) -> list:
             continue
         for d in decls.get(path + (layer.name,), []):
             value = guarded(layer, path, initial_value, d.initializer, d.shape, rng, dtype)
-            out.append(WeightSpec(layer.name, d.name, "", d.shape, value,
-                                  bool(layer_trainable and d.trainable), d.regularizer, path, d.trainable))
+            out.append(
+                WeightSpec(
+                    layer.name,
+                    d.name,
+                    "",
+                    d.shape,
+                    value,
+                    bool(layer_trainable and d.trainable),
+                    d.regularizer,
+                    path,
+                    d.trainable,
+                )
+            )
     return out
 
 
@@ -257,10 +285,17 @@ def _layer_infos(desc, shapes, weights) -> list:
             continue  # Keras's Sequential.layers leaves out its InputLayer
         mine = owned.get(layer.name, [])
         refs = [r for call in layer.calls for r in call]
-        infos.append(LayerInfo(
-            layer.name, layer.class_name, shapes.get(layer.name, []),
-            sum(math.prod(w.shape) for w in mine), sum(math.prod(w.shape) for w in mine if w.trainable),
-            list(dict.fromkeys(r[0] for r in refs)), [f"{r[0]}[{r[1]}][{r[2]}]" for r in refs]))
+        infos.append(
+            LayerInfo(
+                layer.name,
+                layer.class_name,
+                shapes.get(layer.name, []),
+                sum(math.prod(w.shape) for w in mine),
+                sum(math.prod(w.shape) for w in mine if w.trainable),
+                list(dict.fromkeys(r[0] for r in refs)),
+                [f"{r[0]}[{r[1]}][{r[2]}]" for r in refs],
+            )
+        )
     return infos
 
 
@@ -299,8 +334,9 @@ def config_inputs(config: dict) -> list:
     return [(ref[0], _declared_shape(by_name[ref[0]]) if ref[0] in by_name else None) for ref in desc.inputs]
 
 
-def build_model(config: dict, seed: int | None = None, dtype: str = "float32",
-                input_shapes: list | None = None) -> FrontendModel:
+def build_model(
+    config: dict, seed: int | None = None, dtype: str = "float32", input_shapes: list | None = None
+) -> FrontendModel:
     """Validate a Keras model config and build its FrontendModel with fresh initial weights.
     input_shapes: one (None, ...) shape per model input, batch axis first, for inputs the config
     leaves undeclared, as Keras's build(input_shape); a declared shape must agree."""
@@ -328,8 +364,10 @@ def _build_model(config, seed, dtype, input_shapes) -> FrontendModel:
         shape = _declared_shape(by_name[ref[0]]) if ref[0] in by_name else None
         given = None if input_shapes is None else _given_shape(input_shapes[k], shape, ref[0])
         if shape is None and given is None:
-            raise NotBuiltError(f"model {desc.name!r}: input {ref[0]!r} has no declared shape; the model builds "
-                                "from its first data (fit, evaluate, predict) or build(input_shape)")
+            raise NotBuiltError(
+                f"model {desc.name!r}: input {ref[0]!r} has no declared shape; the model builds "
+                "from its first data (fit, evaluate, predict) or build(input_shape)"
+            )
         in_shapes.append(shape or given)
     shape_pass = _ShapePass()
     run_graph(desc, in_shapes, shape_pass.apply)

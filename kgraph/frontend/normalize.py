@@ -1,6 +1,7 @@
 """The three config dialects Keras writes (2.1.x, tf.keras 2.2-2.15+, Keras 3), read into one
 shape: a ModelDesc whose layers list their calls as tensor references (layer, node, tensor).
 Sequential models become the same graph form, chained."""
+
 from __future__ import annotations
 
 import re
@@ -18,17 +19,17 @@ class LayerDesc:
     class_name: str
     config: dict
     calls: list = field(default_factory=list)  # per inbound node: the input refs, in order
-    model: "ModelDesc | None" = None           # set when the layer is itself a model
+    model: "ModelDesc | None" = None  # set when the layer is itself a model
     node_offset: int = 0  # config node index of calls[0]: 1 where tf.keras counts a nested model's own first node
 
 
 @dataclass
 class ModelDesc:
     name: str
-    class_name: str   # "Sequential" or "Functional"
-    layers: list      # LayerDesc, in config order (which is Keras's layer order)
-    inputs: list      # refs of the model inputs, Keras order
-    outputs: list     # refs of the model outputs, Keras order
+    class_name: str  # "Sequential" or "Functional"
+    layers: list  # LayerDesc, in config order (which is Keras's layer order)
+    inputs: list  # refs of the model inputs, Keras order
+    outputs: list  # refs of the model outputs, Keras order
 
 
 def keras_major(config: dict) -> int:
@@ -66,8 +67,13 @@ def input_batch_shape(config: dict):
 
 
 def _ref(item, where: str) -> tuple:
-    if (isinstance(item, (list, tuple)) and len(item) >= 3 and isinstance(item[0], str)
-            and isinstance(item[1], int) and isinstance(item[2], int)):
+    if (
+        isinstance(item, (list, tuple))
+        and len(item) >= 3
+        and isinstance(item[0], str)
+        and isinstance(item[1], int)
+        and isinstance(item[2], int)
+    ):
         return (item[0], item[1], item[2])
     raise ConfigError(f"{where}: expected a tensor reference [layer, node, tensor], got {item!r}")
 
@@ -104,8 +110,9 @@ def _call_refs(node, where: str) -> list:
         if _keras3_tensors({k: v for k, v in kwargs.items() if k not in ("initial_state", "mask")}, [], where):
             raise ConfigError(f"{where}: tensors passed as keyword arguments are not supported")
         # a recurrent layer's initial states follow its input, as Keras 2 lists them
-        return _keras3_tensors(node.get("args", []), [], where) + \
-            _keras3_tensors(kwargs.get("initial_state", []), [], where)
+        return _keras3_tensors(node.get("args", []), [], where) + _keras3_tensors(
+            kwargs.get("initial_state", []), [], where
+        )
     if isinstance(node, (list, tuple)):  # Keras 2: [[name, node, tensor, kwargs], ...]
         return [_ref(entry, where) for entry in node]
     raise ConfigError(f"{where}: unreadable inbound node {node!r}")
@@ -179,23 +186,43 @@ def _functional(cfg: dict, name: str, where: str) -> ModelDesc:
         layer = _layer(entry, entry.get("name") if isinstance(entry, dict) else None, where)
         layer.calls = [_call_refs(n, f"{where} > {layer.name}") for n in entry.get("inbound_nodes", [])]
         layers.append(layer)
-    desc = ModelDesc(name, "Functional", layers, _refs(cfg["input_layers"], f"{where} input_layers"),
-                     _refs(cfg["output_layers"], f"{where} output_layers"))
+    desc = ModelDesc(
+        name,
+        "Functional",
+        layers,
+        _refs(cfg["input_layers"], f"{where} input_layers"),
+        _refs(cfg["output_layers"], f"{where} output_layers"),
+    )
     _drop_mask_ops(desc)
     return desc
 
 
 # the ops Keras 3 writes into a functional config to compute the masks it passes as `mask`
 # keyword arguments; kgraph computes masks itself, so these go once nothing else reads them
-KERAS3_MASK_OPS = {"NotEqual", "Any", "All", "LogicalOr", "LogicalAnd", "LogicalNot", "ExpandDims", "ZerosLike",
-                   "OnesLike", "BroadcastTo", "Squeeze", "Cast"}
+KERAS3_MASK_OPS = {
+    "NotEqual",
+    "Any",
+    "All",
+    "LogicalOr",
+    "LogicalAnd",
+    "LogicalNot",
+    "ExpandDims",
+    "ZerosLike",
+    "OnesLike",
+    "BroadcastTo",
+    "Squeeze",
+    "Cast",
+}
 
 
 def _drop_mask_ops(desc: ModelDesc) -> None:
     """Drops the unread mask ops, and unread Concatenates of masks (Keras 3's Concatenate mask)."""
     ops = {layer.name for layer in desc.layers if layer.class_name in KERAS3_MASK_OPS}
-    ops |= {layer.name for layer in desc.layers if layer.class_name == "Concatenate" and layer.calls
-            and all(r[0] in ops for call in layer.calls for r in call)}
+    ops |= {
+        layer.name
+        for layer in desc.layers
+        if layer.class_name == "Concatenate" and layer.calls and all(r[0] in ops for call in layer.calls for r in call)
+    }
     while True:
         read = {r[0] for layer in desc.layers for call in layer.calls for r in call} | {r[0] for r in desc.outputs}
         unread = [layer for layer in desc.layers if layer.name in ops and layer.name not in read]
@@ -233,8 +260,12 @@ def _number_nodes(desc: ModelDesc, keras: int) -> None:
             layer.calls = [[(prev.name, prev.node_offset, 0)]]
         desc.outputs = [(desc.layers[-1].name, desc.layers[-1].node_offset, 0)]
     elif keras >= 3:
-        desc.outputs = [(n, i - 1, t) if n in by_name and by_name[n].model is not None
-                        and by_name[n].model.class_name == "Functional" else (n, i, t) for n, i, t in desc.outputs]
+        desc.outputs = [
+            (n, i - 1, t)
+            if n in by_name and by_name[n].model is not None and by_name[n].model.class_name == "Functional"
+            else (n, i, t)
+            for n, i, t in desc.outputs
+        ]
 
 
 def describe(config: dict) -> ModelDesc:

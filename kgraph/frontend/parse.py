@@ -1,5 +1,6 @@
 """Config text -> dict. JSON, or YAML through a safe loader: a YAML tag that would build a
 Python object is refused, never constructed."""
+
 from __future__ import annotations
 
 import json
@@ -24,15 +25,16 @@ class _KerasYamlLoader(yaml.SafeLoader):
         self.depth += 1
         try:
             if self.depth > self.max_depth:
-                raise ConfigError(f"the YAML is nested more than {self.max_depth} levels deep"
-                                  f"{_where(self.peek_event().start_mark)} (raise KGRAPH_MAX_CONFIG_DEPTH to allow it)")
+                raise ConfigError(
+                    f"the YAML is nested more than {self.max_depth} levels deep"
+                    f"{_where(self.peek_event().start_mark)} (raise KGRAPH_MAX_CONFIG_DEPTH to allow it)"
+                )
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
 
 
-_KerasYamlLoader.add_constructor(
-    "tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
+_KerasYamlLoader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
 
 
 def _where(mark) -> str:
@@ -51,8 +53,10 @@ def _flow_depth(text: str) -> int:
 
 def _load_yaml(text: str, source: str):
     if _flow_depth(text) > limits.limit("KGRAPH_MAX_CONFIG_DEPTH"):
-        raise ConfigError(f"{source}: the YAML is nested more than {limits.limit('KGRAPH_MAX_CONFIG_DEPTH')} "
-                          "levels deep (raise KGRAPH_MAX_CONFIG_DEPTH to allow it)")
+        raise ConfigError(
+            f"{source}: the YAML is nested more than {limits.limit('KGRAPH_MAX_CONFIG_DEPTH')} "
+            "levels deep (raise KGRAPH_MAX_CONFIG_DEPTH to allow it)"
+        )
     try:
         return yaml.load(text, Loader=_KerasYamlLoader)  # noqa: S506 (a SafeLoader subclass)
     except RecursionError:
@@ -60,8 +64,9 @@ def _load_yaml(text: str, source: str):
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     except yaml.constructor.ConstructorError as e:
-        raise ConfigError(f"{source}: refused YAML{_where(e.problem_mark)}: {e.problem} "
-                          "(only plain data is read)") from None
+        raise ConfigError(
+            f"{source}: refused YAML{_where(e.problem_mark)}: {e.problem} (only plain data is read)"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise ConfigError(f"{source}: malformed YAML{_where(mark)}: {getattr(e, 'problem', None) or e}") from None

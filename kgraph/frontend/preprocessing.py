@@ -1,6 +1,7 @@
 """Rules of the preprocessing layers saved inside models: Rescaling, Normalization (given or
 adapted statistics), Resizing (bilinear, nearest) and CenterCrop. They run in the step like any
 layer; fixed per-channel values and interpolation matrices are 'constant' nodes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,8 +46,9 @@ class Rescaling(Rule):
                 if np.broadcast_shapes(v.shape, shape[1:]) != tuple(shape[1:]) or v.ndim >= len(shape):
                     raise ValueError
             except ValueError:
-                raise ConfigError(f"{where_of(layer)}: {key} of shape {v.shape} does not broadcast against "
-                                  f"input {shape_str(shape)}") from None
+                raise ConfigError(
+                    f"{where_of(layer)}: {key} of shape {v.shape} does not broadcast against input {shape_str(shape)}"
+                ) from None
         return shape
 
     def emit(self, ctx, layer, xs, shapes):
@@ -67,8 +69,9 @@ class PreprocessingNormalization(Rule):
         axes = [] if axis is None else [axis] if isinstance(axis, int) else list(axis)
         rank = len(shape)
         if any(not isinstance(a, int) or not -rank <= a < rank or a % rank == 0 for a in axes):
-            raise ConfigError(f"{where_of(layer)}: axis {axis!r} is not a list of non-batch axes of "
-                              f"input {shape_str(shape)}")
+            raise ConfigError(
+                f"{where_of(layer)}: axis {axis!r} is not a list of non-batch axes of input {shape_str(shape)}"
+            )
         return sorted({a % rank for a in axes})
 
     def _broadcast(self, layer, shape):
@@ -98,8 +101,10 @@ class PreprocessingNormalization(Rule):
             try:
                 out.append(np.broadcast_to(v, target)[0])
             except ValueError:
-                raise ConfigError(f"{where_of(layer)}: {key} of shape {v.shape} does not broadcast against "
-                                  f"input {shape_str(shape)} over axis {cfg.get('axis', -1)!r}") from None
+                raise ConfigError(
+                    f"{where_of(layer)}: {key} of shape {v.shape} does not broadcast against "
+                    f"input {shape_str(shape)} over axis {cfg.get('axis', -1)!r}"
+                ) from None
         return out
 
     def output_shape(self, layer, shapes):
@@ -111,9 +116,11 @@ class PreprocessingNormalization(Rule):
             return []
         keep = self._keep(layer, shapes[0])
         stat = tuple(shapes[0][d] for d in keep)
-        return [WeightDecl("mean", stat, ("Zeros", {}), None, False),
-                WeightDecl("variance", stat, ("Ones", {}), None, False),
-                WeightDecl("count", (), ("Zeros", {}), None, False)]  # Keras keeps it; nothing reads it
+        return [
+            WeightDecl("mean", stat, ("Zeros", {}), None, False),
+            WeightDecl("variance", stat, ("Ones", {}), None, False),
+            WeightDecl("count", (), ("Zeros", {}), None, False),
+        ]  # Keras keeps it; nothing reads it
 
     def emit(self, ctx, layer, xs, shapes):
         g, x, shape = ctx.g, xs[0], shapes[0]
@@ -173,8 +180,9 @@ class Resizing(Rule):
         _target(layer)
         method = layer.config.get("interpolation", "bilinear")
         if method not in ("bilinear", "nearest"):
-            raise ConfigError(f"{where_of(layer)}: interpolation {method!r} is not supported; supported: "
-                              "bilinear, nearest")
+            raise ConfigError(
+                f"{where_of(layer)}: interpolation {method!r} is not supported; supported: bilinear, nearest"
+            )
         for key in ("crop_to_aspect_ratio", "pad_to_aspect_ratio", "antialias"):
             _refuse(layer, key, False, "kgraph resizes the whole image, without antialiasing")
 
@@ -198,8 +206,12 @@ class Resizing(Rule):
                 perm = [p for p in range(rank) if p != pos] + [pos]
                 x, order = g.transpose(x, perm=tuple(perm)), [order[p] for p in perm]
             m = interpolation_matrix(shape[axis], n, method, g.type(x).dtype)
-            weights = g.constant(values=tuple(m.ravel().tolist()), shape=m.shape, dtype=g.type(x).dtype,
-                                 name=f"{layer.name}_axis{axis}_weights")
+            weights = g.constant(
+                values=tuple(m.ravel().tolist()),
+                shape=m.shape,
+                dtype=g.type(x).dtype,
+                name=f"{layer.name}_axis{axis}_weights",
+            )
             x = g.matmul(x, weights, name=f"{layer.name}_axis{axis}")
         if order != list(range(rank)):
             x = g.transpose(x, perm=tuple(order.index(a) for a in range(rank)), name=layer.name)
@@ -213,9 +225,11 @@ class CenterCrop(Rule):
         pads = [(0, 0)] * len(shape)
         for axis, n in zip(_spatial_axes(layer, shape), _target(layer)):
             if n > shape[axis]:
-                raise ConfigError(f"{where_of(layer)}: a {layer.config['height']}x{layer.config['width']} crop "
-                                  f"of input {shape_str(shape)} needs Keras's resize of smaller images, "
-                                  "which is not supported")
+                raise ConfigError(
+                    f"{where_of(layer)}: a {layer.config['height']}x{layer.config['width']} crop "
+                    f"of input {shape_str(shape)} needs Keras's resize of smaller images, "
+                    "which is not supported"
+                )
             lo = (shape[axis] - n) // 2
             pads[axis] = (lo, shape[axis] - n - lo)
         return tuple(pads)
@@ -232,6 +246,8 @@ class CenterCrop(Rule):
 
 
 PREPROCESSING = {
-    "Rescaling": Rescaling(), "Normalization": PreprocessingNormalization(), "Resizing": Resizing(),
+    "Rescaling": Rescaling(),
+    "Normalization": PreprocessingNormalization(),
+    "Resizing": Resizing(),
     "CenterCrop": CenterCrop(),
 }

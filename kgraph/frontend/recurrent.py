@@ -5,6 +5,7 @@ A layer is one matmul for the input projection of every step (x·W + b over [B*T
 rnn_sequence time loop. Weights are Keras's: kernel [D, G*units], recurrent_kernel [units, G*units],
 bias [G*units] (a reset_after GRU: [2, 3*units], input bias then recurrent bias); gates in Keras's
 order (LSTM i f c o, GRU z r h). A mask is a [B,T] 0/1 node, kept per tensor in ctx.masks."""
+
 from __future__ import annotations
 
 import copy
@@ -29,7 +30,7 @@ def _unit_forget_bias(rng, shape, c, dt):
     """LSTM's bias with unit_forget_bias: the bias initializer for gates i, c, o and ones for f."""
     units = c["units"]
     value = initial_value(c["init"], shape, rng, str(dt)).copy()
-    value[units:2 * units] = 1
+    value[units : 2 * units] = 1
     return value
 
 
@@ -49,6 +50,7 @@ def _activation(layer, key, default, keras):
 class Recurrent(Rule):
     """SimpleRNN, LSTM, GRU. Extra inputs after the sequence are initial states (Keras 2 lists
     them as inputs of the call)."""
+
     inputs = None
 
     def __init__(self, cls: str):
@@ -65,12 +67,16 @@ class Recurrent(Rule):
     def check(self, layer, keras):
         cfg, where = layer.config, where_of(layer)
         if cfg.get("units") is None and "output_dim" in cfg:
-            raise ConfigError(f"{where}: Keras 1 recurrent layers are not supported (their weights are separate "
-                              "arrays per gate)")
+            raise ConfigError(
+                f"{where}: Keras 1 recurrent layers are not supported (their weights are separate arrays per gate)"
+            )
         if not is_count(cfg.get("units")):
             raise ConfigError(f"{where}: units must be a positive integer, got {cfg.get('units')!r}")
-        for key, why in (("stateful", "state kept across batches"), ("unroll", "the loop is not unrolled"),
-                         ("time_major", "inputs must be batch-major")):
+        for key, why in (
+            ("stateful", "state kept across batches"),
+            ("unroll", "the loop is not unrolled"),
+            ("time_major", "inputs must be batch-major"),
+        ):
             if cfg.get(key):
                 raise ConfigError(f"{where}: {key}=True is not supported ({why})")
         for key in ("dropout", "recurrent_dropout"):
@@ -85,8 +91,11 @@ class Recurrent(Rule):
         _activation(layer, "activation", "tanh", keras)
         if self.cls != "SimpleRNN":
             _activation(layer, "recurrent_activation", "sigmoid", keras)
-        for key, default in (("kernel_initializer", "glorot_uniform"), ("recurrent_initializer", "orthogonal"),
-                             ("bias_initializer", "zeros")):
+        for key, default in (
+            ("kernel_initializer", "glorot_uniform"),
+            ("recurrent_initializer", "orthogonal"),
+            ("bias_initializer", "zeros"),
+        ):
             parse_initializer(cfg.get(key, default), where)
         for key in ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer"):
             parse_regularizer(cfg.get(key), where)
@@ -96,8 +105,10 @@ class Recurrent(Rule):
             raise ConfigError(f"{where_of(layer)}: takes a (batch, steps, features) input, got {shape_str(shapes[0])}")
         units = layer.config["units"]
         if len(shapes) not in (1, 1 + self._states()) or any(tuple(s) != (None, units) for s in shapes[1:]):
-            raise ConfigError(f"{where_of(layer)}: takes a sequence and optionally {self._states()} initial "
-                              f"state(s) of shape (None, {units}), got {', '.join(map(shape_str, shapes))}")
+            raise ConfigError(
+                f"{where_of(layer)}: takes a sequence and optionally {self._states()} initial "
+                f"state(s) of shape (None, {units}), got {', '.join(map(shape_str, shapes))}"
+            )
         return shapes[0]
 
     def output_shapes(self, layer, shapes):
@@ -113,12 +124,20 @@ class Recurrent(Rule):
         cfg, where = layer.config, where_of(layer)
         units, g = cfg["units"], GATES[self.cls] * cfg["units"]
         d = self._input(layer, shapes)[2]
-        out = [WeightDecl(f"{prefix}kernel", (d, g),
-                          parse_initializer(cfg.get("kernel_initializer", "glorot_uniform"), where),
-                          parse_regularizer(cfg.get("kernel_regularizer"), where)),
-               WeightDecl(f"{prefix}recurrent_kernel", (units, g),
-                          parse_initializer(cfg.get("recurrent_initializer", "orthogonal"), where),
-                          parse_regularizer(cfg.get("recurrent_regularizer"), where))]
+        out = [
+            WeightDecl(
+                f"{prefix}kernel",
+                (d, g),
+                parse_initializer(cfg.get("kernel_initializer", "glorot_uniform"), where),
+                parse_regularizer(cfg.get("kernel_regularizer"), where),
+            ),
+            WeightDecl(
+                f"{prefix}recurrent_kernel",
+                (units, g),
+                parse_initializer(cfg.get("recurrent_initializer", "orthogonal"), where),
+                parse_regularizer(cfg.get("recurrent_regularizer"), where),
+            ),
+        ]
         if cfg.get("use_bias", True):
             init = parse_initializer(cfg.get("bias_initializer", "zeros"), where)
             shape = (g,)
@@ -141,8 +160,9 @@ class Recurrent(Rule):
             x = g.mul(x, g.source("rng", f"{name}_dropout", TensorType((BATCH, 1, d), dtype), rate=rate, layer=name))
         rate = float(cfg.get("recurrent_dropout") or 0)
         if ctx.training and rate:  # on the state the recurrent kernel multiplies, likewise
-            keep = g.source("rng", f"{name}_recurrent_dropout", TensorType((BATCH, units), dtype), rate=rate,
-                            layer=name)
+            keep = g.source(
+                "rng", f"{name}_recurrent_dropout", TensorType((BATCH, units), dtype), rate=rate, layer=name
+            )
         xp = g.matmul(x, p[f"{prefix}kernel"], name=f"{name}_projection")
         bias, rbias = p.get(f"{prefix}bias"), None
         if bias is not None and len(g.type(bias).shape) == 2:  # reset_after GRU: input and recurrent bias
@@ -152,22 +172,35 @@ class Recurrent(Rule):
         if bias is not None:
             xp = g.add(xp, bias, name=f"{name}_projection_bias")
         mask = ctx.masks.get(xs[0])
-        operands = [xp, p[f"{prefix}recurrent_kernel"]] + [v for v in (rbias, mask, keep) if v is not None] + \
-            list(xs[1:])
-        attrs = {"cell": CELL[self.cls], "activation": _activation(layer, "activation", "tanh", ctx.keras),
-                 "go_backwards": backwards, "recurrent_bias": rbias is not None, "masked": mask is not None,
-                 "recurrent_dropout": keep is not None, "initial": len(xs) > 1}
+        operands = (
+            [xp, p[f"{prefix}recurrent_kernel"]] + [v for v in (rbias, mask, keep) if v is not None] + list(xs[1:])
+        )
+        attrs = {
+            "cell": CELL[self.cls],
+            "activation": _activation(layer, "activation", "tanh", ctx.keras),
+            "go_backwards": backwards,
+            "recurrent_bias": rbias is not None,
+            "masked": mask is not None,
+            "recurrent_dropout": keep is not None,
+            "initial": len(xs) > 1,
+        }
         if self.cls != "SimpleRNN":
             attrs["recurrent_activation"] = _activation(layer, "recurrent_activation", "sigmoid", ctx.keras)
         if self.cls == "GRU":
             attrs["reset_after"] = self._reset_after(layer)
         states = g.rnn_sequence(*operands, **attrs, name=f"{name}_states")
         seq = states if self.cls != "LSTM" else g.slice(states, axis=2, start=0, stop=units, name=f"{name}_h")
-        last = g.reshape(g.slice(states, axis=1, start=t - 1, stop=t), shape=(BATCH, g.type(states).shape[2]),
-                         name=f"{name}_last")
-        finals = [last] if self.cls != "LSTM" else [
-            g.slice(last, axis=1, start=0, stop=units, name=f"{name}_last_h"),
-            g.slice(last, axis=1, start=units, stop=2 * units, name=f"{name}_last_c")]
+        last = g.reshape(
+            g.slice(states, axis=1, start=t - 1, stop=t), shape=(BATCH, g.type(states).shape[2]), name=f"{name}_last"
+        )
+        finals = (
+            [last]
+            if self.cls != "LSTM"
+            else [
+                g.slice(last, axis=1, start=0, stop=units, name=f"{name}_last_h"),
+                g.slice(last, axis=1, start=units, stop=2 * units, name=f"{name}_last_c"),
+            ]
+        )
         if zero_output is None:
             zero_output = bool(cfg.get("zero_output_for_mask"))
         if cfg.get("return_sequences"):
@@ -207,6 +240,7 @@ class _Inner:
 class Bidirectional(Rule):
     """The layer forward and a copy going backwards (or the saved backward_layer); the backward
     sequence is put back in input order, then merged (concat, sum, mul, ave, or None: both)."""
+
     inputs = 1
     MODES = ("concat", "sum", "mul", "ave", None)
 
@@ -229,8 +263,10 @@ class Bidirectional(Rule):
 
     def check(self, layer, keras):
         if layer.config.get("merge_mode", "concat") not in self.MODES:
-            raise ConfigError(f"{where_of(layer)}: merge_mode {layer.config.get('merge_mode')!r} is not one of "
-                              "concat, sum, mul, ave, None")
+            raise ConfigError(
+                f"{where_of(layer)}: merge_mode {layer.config.get('merge_mode')!r} is not one of "
+                "concat, sum, mul, ave, None"
+            )
         for inner in self._layers(layer):
             RECURRENT[inner.class_name].check(inner, keras)
 
@@ -247,16 +283,20 @@ class Bidirectional(Rule):
         return self.output_shapes(layer, shapes)[0]
 
     def weights(self, layer, shapes):
-        return [w for inner in self._layers(layer)
-                for w in RECURRENT[inner.class_name].weights(inner, shapes, prefix=f"{inner.name}/")]
+        return [
+            w
+            for inner in self._layers(layer)
+            for w in RECURRENT[inner.class_name].weights(inner, shapes, prefix=f"{inner.name}/")
+        ]
 
     def emit(self, ctx, layer, xs, shapes):
         g, mode = ctx.g, layer.config.get("merge_mode", "concat")
         fwd, bwd = self._layers(layer)
         outs = []
         for inner in (fwd, bwd):
-            ys = RECURRENT[inner.class_name].run(ctx, inner, xs, shapes, prefix=f"{inner.name}/",
-                                                 zero_output=bool(inner.config.get("return_sequences")))
+            ys = RECURRENT[inner.class_name].run(
+                ctx, inner, xs, shapes, prefix=f"{inner.name}/", zero_output=bool(inner.config.get("return_sequences"))
+            )
             if inner.config.get("return_sequences") and inner.config.get("go_backwards"):
                 ys[0] = g.reverse_time(ys[0], name=f"{inner.name}_in_order")
             outs.append(ys)
@@ -284,17 +324,25 @@ def rnn_cells(layer) -> list:
     cell = layer.config.get("cell")
     cls = cell.get("class_name") if isinstance(cell, dict) else None
     entries = (cell.get("config") or {}).get("cells") if cls == "StackedRNNCells" else [cell]
-    if not isinstance(entries, list) or not entries or any(
-            not isinstance(e, dict) or e.get("class_name") not in CELLS for e in entries):
-        raise ConfigError(f"{where_of(layer)}: its cell {cls or cell!r} is not supported; supported: "
-                          f"{', '.join(CELLS)} and StackedRNNCells of them")
+    if (
+        not isinstance(entries, list)
+        or not entries
+        or any(not isinstance(e, dict) or e.get("class_name") not in CELLS for e in entries)
+    ):
+        raise ConfigError(
+            f"{where_of(layer)}: its cell {cls or cell!r} is not supported; supported: "
+            f"{', '.join(CELLS)} and StackedRNNCells of them"
+        )
     out, cfg = [], layer.config
     for k, entry in enumerate(entries):
         last = k == len(entries) - 1
-        inner = {**(entry.get("config") or {}),
-                 "return_sequences": bool(cfg.get("return_sequences")) if last else True,
-                 "return_state": bool(cfg.get("return_state")), "go_backwards": bool(cfg.get("go_backwards")) and k == 0,
-                 "zero_output_for_mask": bool(cfg.get("zero_output_for_mask")) and last}
+        inner = {
+            **(entry.get("config") or {}),
+            "return_sequences": bool(cfg.get("return_sequences")) if last else True,
+            "return_state": bool(cfg.get("return_state")),
+            "go_backwards": bool(cfg.get("go_backwards")) and k == 0,
+            "zero_output_for_mask": bool(cfg.get("zero_output_for_mask")) and last,
+        }
         for key in ("stateful", "unroll", "time_major"):
             inner[key] = cfg.get(key)
         out.append(_Inner({"class_name": CELLS[entry["class_name"]], "config": inner}, layer))
@@ -304,6 +352,7 @@ def rnn_cells(layer) -> list:
 class RNN(Rule):
     """keras.layers.RNN over SimpleRNNCell, LSTMCell, GRUCell or StackedRNNCells of them: the same
     loops as the layers, one per cell; states are every cell's, in order."""
+
     inputs = None
 
     def check(self, layer, keras):
@@ -315,7 +364,7 @@ class RNN(Rule):
         cells, k, out = rnn_cells(layer), 1, []
         for inner in cells:
             n = RECURRENT[inner.class_name]._states()
-            out.append((inner, list(xs[k:k + n]) if len(xs) > 1 else []))
+            out.append((inner, list(xs[k : k + n]) if len(xs) > 1 else []))
             k += n
         if len(xs) > 1 and k != len(xs):
             raise ConfigError(f"{where_of(layer)}: takes a sequence and {k - 1} initial states, got {len(xs)} inputs")
@@ -361,15 +410,26 @@ class RNN(Rule):
 class TimeDistributed(Rule):
     """The wrapped layer on every step. Only layers that already act on the last axis alone (so on
     [B,T,...] as on [B,...]) are supported; the others would need the batch and time axes merged."""
-    PER_STEP = ("Dense", "Activation", "Dropout", "LeakyReLU", "ReLU", "ELU", "ThresholdedReLU", "GaussianNoise",
-                "GaussianDropout")
+
+    PER_STEP = (
+        "Dense",
+        "Activation",
+        "Dropout",
+        "LeakyReLU",
+        "ReLU",
+        "ELU",
+        "ThresholdedReLU",
+        "GaussianNoise",
+        "GaussianDropout",
+    )
 
     def _inner(self, layer):
         entry = layer.config.get("layer")
         cls = entry.get("class_name") if isinstance(entry, dict) else entry
         if cls not in self.PER_STEP or (cls == "Dropout" and (entry.get("config") or {}).get("noise_shape")):
-            raise ConfigError(f"{where_of(layer)}: wraps {cls!r}; supported: {', '.join(self.PER_STEP)} "
-                              "(Dropout without noise_shape)")
+            raise ConfigError(
+                f"{where_of(layer)}: wraps {cls!r}; supported: {', '.join(self.PER_STEP)} (Dropout without noise_shape)"
+            )
         inner = _Inner.__new__(_Inner)
         inner.class_name, inner.config = cls, entry.get("config") or {}
         inner.name = inner.config.get("name", cls.lower())
@@ -403,26 +463,56 @@ RECURRENT_RULES = {**RECURRENT, "Bidirectional": Bidirectional(), "RNN": RNN(), 
 # layers that pass a mask on unchanged, as Keras's supports_masking layers do; merges pass on the
 # AND of their inputs' masks; a layer that would read a mask is refused (MASK_READERS); any other
 # layer drops it
-MASK_PASSING = {"Dense", "Activation", "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
-                "AlphaDropout", "ActivityRegularization", "LeakyReLU", "ReLU", "ELU", "PReLU", "Softmax",
-                "ThresholdedReLU", "LayerNormalization", "BatchNormalization", "TimeDistributed"}
+MASK_PASSING = {
+    "Dense",
+    "Activation",
+    "Dropout",
+    "SpatialDropout1D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+    "LeakyReLU",
+    "ReLU",
+    "ELU",
+    "PReLU",
+    "Softmax",
+    "ThresholdedReLU",
+    "LayerNormalization",
+    "BatchNormalization",
+    "TimeDistributed",
+}
 MERGES = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
-MASK_READERS = {"GlobalAveragePooling1D", "GlobalMaxPooling1D", "Attention", "AdditiveAttention",
-                "MultiHeadAttention", "Dot"}
+MASK_READERS = {
+    "GlobalAveragePooling1D",
+    "GlobalMaxPooling1D",
+    "Attention",
+    "AdditiveAttention",
+    "MultiHeadAttention",
+    "Dot",
+}
 
 
 def carry_mask(ctx, layer, xs, ys) -> None:
     """After a layer's IR: pass its inputs' mask on where Keras would; refuse a layer that would read it."""
     masks = ctx.masks
     present = [masks[x] for x in xs if x in masks]
-    if not present or layer.class_name in ("Embedding", "Masking") or \
-            (layer.class_name in RECURRENT_RULES and layer.class_name != "TimeDistributed"):
+    if (
+        not present
+        or layer.class_name in ("Embedding", "Masking")
+        or (layer.class_name in RECURRENT_RULES and layer.class_name != "TimeDistributed")
+    ):
         return
     where = f"{where_of(layer)}: "
-    if layer.class_name in MASK_READERS or (layer.class_name == "Concatenate" and ctx.g.type(ys[0]).rank == 3 and
-                                            layer.config.get("axis", -1) not in (-1, 2)):
-        raise ConfigError(f"{where}reads the mask of Embedding(mask_zero=True) or Masking in Keras; kgraph "
-                          "applies masks in recurrent layers only so far (issue 16)")
+    if layer.class_name in MASK_READERS or (
+        layer.class_name == "Concatenate"
+        and ctx.g.type(ys[0]).rank == 3
+        and layer.config.get("axis", -1) not in (-1, 2)
+    ):
+        raise ConfigError(
+            f"{where}reads the mask of Embedding(mask_zero=True) or Masking in Keras; kgraph "
+            "applies masks in recurrent layers only so far (issue 16)"
+        )
     if layer.class_name in MERGES and ctx.g.type(ys[0]).rank == 3:
         # a step is kept where all the inputs' masks keep it (tf-keras), where any does (Keras 3:
         # an input without a mask keeps every step, in Keras 3's Concatenate only)

@@ -1,4 +1,5 @@
 """Keras kernel/bias regularizers -> {"l1": float, "l2": float}, coefficients kept exactly as written."""
+
 from __future__ import annotations
 
 from .errors import ConfigError

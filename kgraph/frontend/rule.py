@@ -2,6 +2,7 @@
 declarations and the small checks and names of error messages. The rule modules (layers.py,
 spatial.py, extra_layers.py, preprocessing.py, dot.py, recurrent.py) import it; it imports none of them.
 Shapes here are Keras's: tuples whose first entry (the batch) is None."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,10 +24,11 @@ def ir_shape(shape) -> tuple:
 @dataclass
 class Ctx:
     """What a layer's IR needs besides its inputs."""
+
     g: Graph
     training: bool
-    keras: int          # 2 or 3: the Keras that wrote the config
-    params: dict        # weight name -> param node id, for the layer being emitted
+    keras: int  # 2 or 3: the Keras that wrote the config
+    params: dict  # weight name -> param node id, for the layer being emitted
     masks: dict = field(default_factory=dict)  # node id -> its [B,T] 0/1 mask node (Keras's masks)
 
 
@@ -41,6 +43,7 @@ class WeightDecl:
 
 class Rule:
     """The default: one input, shape unchanged, no weights."""
+
     inputs = 1  # None: any number (merges)
 
     def check(self, layer, keras: int) -> None:
@@ -73,5 +76,6 @@ def is_count(value, low: int = 1) -> bool:
 def check_count(layer, key, default, low: int = 1) -> None:
     value = layer.config.get(key, default)
     if not is_count(value, low):
-        raise ConfigError(f"{where_of(layer)}: {key} must be a {'positive' if low == 1 else 'non-negative'} integer, "
-                          f"got {value!r}")
+        raise ConfigError(
+            f"{where_of(layer)}: {key} must be a {'positive' if low == 1 else 'non-negative'} integer, got {value!r}"
+        )

@@ -2,6 +2,7 @@
 Every one lowers to NHWC ops: a channels_first input is transposed in and out, a 1-D one is an
 image of height 1. A convolution is im2col + matmul (grouped ones: a broadcast product summed
 over the window), so its bias and activation fuse like a Dense's."""
+
 from __future__ import annotations
 
 import math
@@ -116,11 +117,15 @@ class Conv(Rule):
             pads = [_pad(o, ki, si, di, padding) for o, ki, si, di in zip(out, k, s, d)]
             for n, o, ki, si, di, (lo, hi) in zip(spatial, out, k, s, d, pads):
                 if o > 0 and conv_out(o, ki, si, di, lo, hi) != n:
-                    raise ConfigError(f"{where}: output_padding {extra} makes an output of length {o}, which the "
-                                      f"matching convolution does not map back to the input's {n}")
+                    raise ConfigError(
+                        f"{where}: output_padding {extra} makes an output of length {o}, which the "
+                        f"matching convolution does not map back to the input's {n}"
+                    )
         else:
             pads = [_pad(n, ki, si, di, padding) for n, ki, si, di in zip(spatial, k, s, d)]
-            out = [(n + lo + hi - di * (ki - 1) - 1) // si + 1 for n, ki, si, di, (lo, hi) in zip(spatial, k, s, d, pads)]
+            out = [
+                (n + lo + hi - di * (ki - 1) - 1) // si + 1 for n, ki, si, di, (lo, hi) in zip(spatial, k, s, d, pads)
+            ]
         return spatial, channels, k, s, d, pads, out
 
     def _filters(self, layer, channels):
@@ -133,7 +138,9 @@ class Conv(Rule):
         cfg, where = layer.config, where_of(layer)
         paddings = ("valid", "same", "causal") if self.rank == 1 and self.kind == "conv" else ("valid", "same")
         if str(cfg.get("padding", "valid")).lower() not in paddings:
-            raise ConfigError(f"{where}: padding {cfg.get('padding')!r} is not supported; supported: {', '.join(paddings)}")
+            raise ConfigError(
+                f"{where}: padding {cfg.get('padding')!r} is not supported; supported: {', '.join(paddings)}"
+            )
         if self.kind in ("depthwise", "separable"):
             check_count(layer, "depth_multiplier", 1)
         if cfg.get("groups") is not None:
@@ -162,8 +169,10 @@ class Conv(Rule):
         spatial, channels, *_, out = self._geometry(layer, shapes[0])
         groups = layer.config.get("groups", 1) or 1
         if channels % groups or self._filters(layer, channels) % groups:
-            raise ConfigError(f"{where_of(layer)}: groups={groups} does not divide the {channels} input channels "
-                              f"and {self._filters(layer, channels)} filters")
+            raise ConfigError(
+                f"{where_of(layer)}: groups={groups} does not divide the {channels} input channels "
+                f"and {self._filters(layer, channels)} filters"
+            )
         if min(out) <= 0:
             raise ConfigError(f"{where_of(layer)}: the kernel does not fit in input {shape_str(shapes[0])}")
         return _keras_shape(out, self._filters(layer, channels), _first(layer))
@@ -174,28 +183,48 @@ class Conv(Rule):
         filters = self._filters(layer, channels)
 
         def decl(name, shape, key):
-            return WeightDecl(name, shape, parse_initializer(cfg.get(f"{key}_initializer", "glorot_uniform"), where),
-                              parse_regularizer(cfg.get(f"{key}_regularizer"), where))
+            return WeightDecl(
+                name,
+                shape,
+                parse_initializer(cfg.get(f"{key}_initializer", "glorot_uniform"), where),
+                parse_regularizer(cfg.get(f"{key}_regularizer"), where),
+            )
+
         if self.kind in ("depthwise", "separable"):
             out = [decl("depthwise_kernel", (*k, channels, cfg.get("depth_multiplier", 1)), "depthwise")]
             if self.kind == "separable":
-                out.append(decl("pointwise_kernel", (*(1,) * self.rank, channels * cfg.get("depth_multiplier", 1),
-                                                     filters), "pointwise"))
+                out.append(
+                    decl(
+                        "pointwise_kernel",
+                        (*(1,) * self.rank, channels * cfg.get("depth_multiplier", 1), filters),
+                        "pointwise",
+                    )
+                )
         elif self.kind == "transpose":
             out = [decl("kernel", (*k, filters, channels), "kernel")]
         else:
             out = [decl("kernel", (*k, channels // (cfg.get("groups", 1) or 1), filters), "kernel")]
         if cfg.get("use_bias", True):
-            out.append(WeightDecl("bias", (filters,), parse_initializer(cfg.get("bias_initializer", "zeros"), where),
-                                  parse_regularizer(cfg.get("bias_regularizer"), where)))
+            out.append(
+                WeightDecl(
+                    "bias",
+                    (filters,),
+                    parse_initializer(cfg.get("bias_initializer", "zeros"), where),
+                    parse_regularizer(cfg.get("bias_regularizer"), where),
+                )
+            )
         return out
 
     def emit(self, ctx, layer, xs, shapes):
         g, name, p, cfg = ctx.g, layer.name, ctx.params, layer.config
         _, channels, k, s, d, pads, out = self._geometry(layer, shapes[0])
         x = _to_nhwc(g, xs[0], self.rank, _first(layer))
-        patch = {"kernel": _as_2d(k, self.rank), "strides": _as_2d(s, self.rank),
-                 "dilation": _as_2d(d, self.rank), "pads": _flat_pads(pads, self.rank)}
+        patch = {
+            "kernel": _as_2d(k, self.rank),
+            "strides": _as_2d(s, self.rank),
+            "dilation": _as_2d(d, self.rank),
+            "pads": _flat_pads(pads, self.rank),
+        }
         taps = math.prod(k)
         if self.kind == "transpose":
             filters = cfg["filters"]
@@ -214,8 +243,9 @@ class Conv(Rule):
                 groups, filters = cfg["groups"], cfg["filters"]
                 y = _grouped(g, cols, p["kernel"], taps, groups, channels // groups, filters // groups, name)
             else:
-                y = g.matmul(cols, g.reshape(p["kernel"], shape=(taps * channels, cfg["filters"])),
-                             name=f"{name}_matmul")
+                y = g.matmul(
+                    cols, g.reshape(p["kernel"], shape=(taps * channels, cfg["filters"])), name=f"{name}_matmul"
+                )
         if "bias" in p:
             y = g.add(y, p["bias"], name=f"{name}_bias")
         y = emit_activation(g, y, parse_activation(cfg.get("activation"), ""), ctx.keras, name)
@@ -263,8 +293,14 @@ class Pool(Rule):
     def emit(self, ctx, layer, xs, shapes):
         _, k, s, pads, _ = self._geometry(layer, shapes[0])
         x = _to_nhwc(ctx.g, xs[0], self.rank, _first(layer))
-        y = ctx.g.pool2d(x, mode=self.mode, pool=_as_2d(k, self.rank), strides=_as_2d(s, self.rank),
-                         pads=_flat_pads(pads, self.rank), name=layer.name)
+        y = ctx.g.pool2d(
+            x,
+            mode=self.mode,
+            pool=_as_2d(k, self.rank),
+            strides=_as_2d(s, self.rank),
+            pads=_flat_pads(pads, self.rank),
+            name=layer.name,
+        )
         return _from_nhwc(ctx.g, y, self.rank, _first(layer), layer.name)
 
 
@@ -283,8 +319,12 @@ class GlobalPool(Rule):
         return tuple(d for i, d in enumerate(shape) if i not in axes)
 
     def emit(self, ctx, layer, xs, shapes):
-        return ctx.g.add_node(self.op, (xs[0],), {"axes": self._axes(layer, shapes[0]),
-                                                  "keepdims": bool(layer.config.get("keepdims"))}, name=layer.name)
+        return ctx.g.add_node(
+            self.op,
+            (xs[0],),
+            {"axes": self._axes(layer, shapes[0]), "keepdims": bool(layer.config.get("keepdims"))},
+            name=layer.name,
+        )
 
 
 class Pad(Rule):
@@ -302,7 +342,9 @@ class Pad(Rule):
 
     def output_shape(self, layer, shapes):
         sign = 1 if self.op == "pad" else -1
-        out = tuple(d if d is None else d + sign * (lo + hi) for d, (lo, hi) in zip(shapes[0], self._pads(layer, shapes[0])))
+        out = tuple(
+            d if d is None else d + sign * (lo + hi) for d, (lo, hi) in zip(shapes[0], self._pads(layer, shapes[0]))
+        )
         if any(d is not None and d <= 0 for d in out):
             raise ConfigError(f"{where_of(layer)}: cropping leaves nothing of {shape_str(shapes[0])}")
         return out
@@ -317,8 +359,10 @@ class UpSampling(Rule):
 
     def check(self, layer, keras):
         if layer.config.get("interpolation", "nearest") != "nearest":
-            raise ConfigError(f"{where_of(layer)}: interpolation {layer.config['interpolation']!r} is not supported; "
-                              "supported: nearest")
+            raise ConfigError(
+                f"{where_of(layer)}: interpolation {layer.config['interpolation']!r} is not supported; "
+                "supported: nearest"
+            )
 
     def _repeats(self, layer, shape):
         size = _ints(layer.config.get("size", 2), self.rank, where_of(layer), "size")
@@ -339,15 +383,26 @@ class UpSampling(Rule):
 
 
 SPATIAL = {
-    "Conv1D": Conv(1), "Conv2D": Conv(2), "DepthwiseConv1D": Conv(1, "depthwise"),
-    "DepthwiseConv2D": Conv(2, "depthwise"), "SeparableConv1D": Conv(1, "separable"),
-    "SeparableConv2D": Conv(2, "separable"), "Conv1DTranspose": Conv(1, "transpose"),
+    "Conv1D": Conv(1),
+    "Conv2D": Conv(2),
+    "DepthwiseConv1D": Conv(1, "depthwise"),
+    "DepthwiseConv2D": Conv(2, "depthwise"),
+    "SeparableConv1D": Conv(1, "separable"),
+    "SeparableConv2D": Conv(2, "separable"),
+    "Conv1DTranspose": Conv(1, "transpose"),
     "Conv2DTranspose": Conv(2, "transpose"),
-    "MaxPooling1D": Pool(1, "max"), "MaxPooling2D": Pool(2, "max"),
-    "AveragePooling1D": Pool(1, "avg"), "AveragePooling2D": Pool(2, "avg"),
-    "GlobalMaxPooling1D": GlobalPool("reduce_max"), "GlobalMaxPooling2D": GlobalPool("reduce_max"),
-    "GlobalAveragePooling1D": GlobalPool("reduce_mean"), "GlobalAveragePooling2D": GlobalPool("reduce_mean"),
-    "ZeroPadding1D": Pad(1, "pad"), "ZeroPadding2D": Pad(2, "pad"),
-    "Cropping1D": Pad(1, "crop"), "Cropping2D": Pad(2, "crop"),
-    "UpSampling1D": UpSampling(1), "UpSampling2D": UpSampling(2),
+    "MaxPooling1D": Pool(1, "max"),
+    "MaxPooling2D": Pool(2, "max"),
+    "AveragePooling1D": Pool(1, "avg"),
+    "AveragePooling2D": Pool(2, "avg"),
+    "GlobalMaxPooling1D": GlobalPool("reduce_max"),
+    "GlobalMaxPooling2D": GlobalPool("reduce_max"),
+    "GlobalAveragePooling1D": GlobalPool("reduce_mean"),
+    "GlobalAveragePooling2D": GlobalPool("reduce_mean"),
+    "ZeroPadding1D": Pad(1, "pad"),
+    "ZeroPadding2D": Pad(2, "pad"),
+    "Cropping1D": Pad(1, "crop"),
+    "Cropping2D": Pad(2, "crop"),
+    "UpSampling1D": UpSampling(1),
+    "UpSampling2D": UpSampling(2),
 }

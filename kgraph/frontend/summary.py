@@ -1,4 +1,5 @@
 """model.summary() as Keras 3 prints it (rich's box table, captured as plain text)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,8 +58,11 @@ def _sequential_like(desc) -> bool:
     if desc.class_name == "Sequential":
         return True
     refs = [r for layer in desc.layers for call in layer.calls for r in call]
-    return (len(desc.inputs) == 1 and len(refs) == len(set(refs))
-            and all(len(layer.calls) <= 1 and all(len(c) <= 1 for c in layer.calls) for layer in desc.layers))
+    return (
+        len(desc.inputs) == 1
+        and len(refs) == len(set(refs))
+        and all(len(layer.calls) <= 1 and all(len(c) <= 1 for c in layer.calls) for layer in desc.layers)
+    )
 
 
 def _ratio_reduce(total: int, widths: list) -> list:
@@ -89,7 +93,7 @@ def _wrap(text: str, width: int) -> list:
     lines = []
     for word in text.split(" "):
         if len(word) > width:
-            word = word[:width - 1] + "…"
+            word = word[: width - 1] + "…"
         if lines and len(lines[-1]) + 1 + len(word) <= width:
             lines[-1] += " " + word
         else:
@@ -124,8 +128,9 @@ def format_summary(model, line_length=None) -> str:
     widths = _column_widths(line_length or length, positions)
     right = [h == "Param #" for h in header]
     lines = [f'Model: "{model.name}"', _rule(widths, "┏", "┳", "┓", "━")]
-    lines.append("┃" + "┃".join(" " + (h.rjust(w) if r else h.ljust(w)) + " "
-                                 for h, w, r in zip(header, widths, right)) + "┃")
+    lines.append(
+        "┃" + "┃".join(" " + (h.rjust(w) if r else h.ljust(w)) + " " for h, w, r in zip(header, widths, right)) + "┃"
+    )
     lines.append(_rule(widths, "┡", "╇", "┩", "━"))
     for i, info in enumerate(model.layers):
         if i:
@@ -148,5 +153,7 @@ def cost_line(model) -> str:
     """The line kgraph adds under Keras's table: what a sample costs, so a large model's step time
     is no surprise."""
     cost = step_cost(model)
-    return (f" Per sample: {_flops(cost['forward_flops'])} forward (a training step about 3x), "
-            f"{_memory(cost['value_bytes'])} of activations")
+    return (
+        f" Per sample: {_flops(cost['forward_flops'])} forward (a training step about 3x), "
+        f"{_memory(cost['value_bytes'])} of activations"
+    )

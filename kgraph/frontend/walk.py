@@ -1,5 +1,6 @@
 """Evaluates a ModelDesc's call graph in dependency order with any value type: shapes when the
 model is built, IR node ids when it is lowered."""
+
 from __future__ import annotations
 
 import heapq
@@ -22,8 +23,9 @@ def guarded(layer, path, fn, *args):
         raise
     except _RULE_ERRORS as e:
         detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        raise ConfigError(f"{layer.class_name} layer {'/'.join((*path, layer.name))!r}: its config is not "
-                          f"understood ({detail[:200]})") from e
+        raise ConfigError(
+            f"{layer.class_name} layer {'/'.join((*path, layer.name))!r}: its config is not understood ({detail[:200]})"
+        ) from e
 
 
 def run_graph(desc, inputs: list, apply, path: tuple = ()) -> list:
@@ -43,9 +45,9 @@ def run_graph(desc, inputs: list, apply, path: tuple = ()) -> list:
             raise ConfigError(f"model {desc.name!r}: input {ref[0]!r} is not an InputLayer of the model")
         env[ref] = guarded(layer, path, apply, layer, [value], path)[0]
     pending = [(layer, k, refs) for layer in desc.layers for k, refs in enumerate(layer.calls)]
-    missing = []    # per pending call: how many of its inputs are not produced yet
-    waiting = {}    # ref -> indices of the pending calls that read it
-    ready = []      # heap of the indices of calls whose inputs are all produced
+    missing = []  # per pending call: how many of its inputs are not produced yet
+    waiting = {}  # ref -> indices of the pending calls that read it
+    ready = []  # heap of the indices of calls whose inputs are all produced
     for i, (_, _, refs) in enumerate(pending):
         absent = {r for r in refs if r not in env}
         READY_CHECKS[0] += len(refs)
@@ -71,8 +73,9 @@ def run_graph(desc, inputs: list, apply, path: tuple = ()) -> list:
         first = next(i for i, m in enumerate(missing) if m)
         layer, _, refs = pending[first]
         absent = next(r for r in refs if r not in env)
-        raise ConfigError(f"model {desc.name!r}: layer {layer.name!r} reads {list(absent)}, "
-                          "which no layer of the model produces")
+        raise ConfigError(
+            f"model {desc.name!r}: layer {layer.name!r} reads {list(absent)}, which no layer of the model produces"
+        )
     for ref in desc.outputs:
         if ref not in env:
             raise ConfigError(f"model {desc.name!r}: output {list(ref)} is not produced by any layer")

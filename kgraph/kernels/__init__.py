@@ -8,6 +8,7 @@
   and the thin loops that apply the row maths; blas.py: sgemm for the CPU.
 
 The code generators (kgraph/codegen) spell calls of these; nothing here imports them."""
+
 from __future__ import annotations
 
 import functools

@@ -8,6 +8,7 @@ It calls NumPy's own OpenBLAS where NumPy's wheels bundle one (scipy-openblas64)
 than SciPy's, whose sgemm runs the 32-row GEMMs of a small batch 1.5x faster here (784-128-10 at
 batch 32: 87 us against 135 for the forward GEMM). Elsewhere it calls the sgemm Numba's np.dot
 calls (SciPy's cython_blas)."""
+
 from __future__ import annotations
 
 import ctypes
@@ -25,17 +26,32 @@ ensure_blas()  # SciPy's BLAS, and an integer width this Numba was built for
 
 # numba_xxgemm is Numba's own C shim over that sgemm (what np.dot calls): an external symbol,
 # so functions calling it can be cached, unlike a ctypes pointer.
-_xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
-    types.char, types.char, types.char, types.intp, types.intp, types.intp,     # kind, transa, transb, m, n, k
-    types.CPointer(types.float32), types.CPointer(types.float32), types.intp,   # alpha, a, lda
-    types.CPointer(types.float32), types.intp, types.CPointer(types.float32),   # b, ldb, beta
-    types.CPointer(types.float32), types.intp))                                 # c, ldc
+_xxgemm = types.ExternalFunction(
+    "numba_xxgemm",
+    types.intc(
+        types.char,
+        types.char,
+        types.char,
+        types.intp,
+        types.intp,
+        types.intp,  # kind, transa, transb, m, n, k
+        types.CPointer(types.float32),
+        types.CPointer(types.float32),
+        types.intp,  # alpha, a, lda
+        types.CPointer(types.float32),
+        types.intp,
+        types.CPointer(types.float32),  # b, ldb, beta
+        types.CPointer(types.float32),
+        types.intp,
+    ),
+)  # c, ldc
 
 
 @intrinsic
 def _by_ref(typingctx, value):
     """A pointer to a stack copy of a scalar (BLAS takes alpha and beta by reference); valid
     until the calling function returns, and no heap allocation."""
+
     def codegen(context, builder, signature, args):
         return cgutils.alloca_once_value(builder, args[0])
 
@@ -66,12 +82,27 @@ def _numpy_cblas_sgemm() -> str | None:
 
 
 _CBLAS_NAME = _numpy_cblas_sgemm()
-_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112   # CBLAS's enums
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112  # CBLAS's enums
 # void cblas_sgemm(order, transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), 64-bit sizes
-_cblas_sgemm = types.ExternalFunction(_CBLAS_NAME or "scipy_cblas_sgemm64_", types.void(
-    types.intc, types.intc, types.intc, types.int64, types.int64, types.int64,
-    types.float32, types.CPointer(types.float32), types.int64, types.CPointer(types.float32), types.int64,
-    types.float32, types.CPointer(types.float32), types.int64))
+_cblas_sgemm = types.ExternalFunction(
+    _CBLAS_NAME or "scipy_cblas_sgemm64_",
+    types.void(
+        types.intc,
+        types.intc,
+        types.intc,
+        types.int64,
+        types.int64,
+        types.int64,
+        types.float32,
+        types.CPointer(types.float32),
+        types.int64,
+        types.CPointer(types.float32),
+        types.int64,
+        types.float32,
+        types.CPointer(types.float32),
+        types.int64,
+    ),
+)
 
 
 @njit(cache=True, nogil=True)
@@ -93,9 +124,22 @@ def _gemm_cblas(a, b, out, trans_a, trans_b, beta):
     m, n, k = _product_shape(a, out, trans_a, beta)
     if k == 0:
         return
-    _cblas_sgemm(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, m, n, k,
-                 np.float32(1.0), a.ctypes, _row_stride(a), b.ctypes, _row_stride(b), np.float32(beta),
-                 out.ctypes, _row_stride(out))
+    _cblas_sgemm(
+        _ROW_MAJOR,
+        _TRANS if trans_a else _NO_TRANS,
+        _TRANS if trans_b else _NO_TRANS,
+        m,
+        n,
+        k,
+        np.float32(1.0),
+        a.ctypes,
+        _row_stride(a),
+        b.ctypes,
+        _row_stride(b),
+        np.float32(beta),
+        out.ctypes,
+        _row_stride(out),
+    )
 
 
 @njit(cache=True, nogil=True)
@@ -106,9 +150,22 @@ def _gemm_scipy(a, b, out, trans_a, trans_b, beta):
     m, n, k = _product_shape(a, out, trans_a, beta)
     if k == 0:
         return
-    _xxgemm(ord("s"), _T if trans_b else _N, _T if trans_a else _N, n, m, k, _by_ref(np.float32(1.0)),
-            b.ctypes, _row_stride(b), a.ctypes, _row_stride(a), _by_ref(np.float32(beta)),
-            out.ctypes, _row_stride(out))
+    _xxgemm(
+        ord("s"),
+        _T if trans_b else _N,
+        _T if trans_a else _N,
+        n,
+        m,
+        k,
+        _by_ref(np.float32(1.0)),
+        b.ctypes,
+        _row_stride(b),
+        a.ctypes,
+        _row_stride(a),
+        _by_ref(np.float32(beta)),
+        out.ctypes,
+        _row_stride(out),
+    )
 
 
 gemm = _gemm_cblas if _CBLAS_NAME else _gemm_scipy

@@ -4,6 +4,7 @@ and thin loops over rows of the row maths in maths.py. The element maths, the ro
 optimizers' updates are maths.py's and updates.py's, shared with CUDA.
 Rows are the leading dimensions flattened; the last axis is the class/feature axis.
 All are error_model="numpy" (no zero-division checks, so loops vectorise) and cached."""
+
 from __future__ import annotations
 
 
@@ -32,6 +33,7 @@ def matmul(a, b, out, trans_a, trans_b):
 
 # ---------------------------------------------------------------- rows: softmax and losses
 # The row maths is maths.py's, shared with CUDA; these loops only walk the rows.
+
 
 @jit
 def softmax_rows(x, out):
@@ -109,6 +111,7 @@ def broadcast_3d(g, out):
 
 # The image kernels below run their samples in `parts` (passes/split.py); each part its own batch rows.
 
+
 @pjit
 def im2col(x, cols, kh, kw, sh, sw, dh, dw, pt, pl, parts):
     for t in prange(parts):
@@ -124,16 +127,16 @@ def _im2col(x, cols, b0, b1, kh, kw, sh, sw, dh, dw, pt, pl):
     n_c = x.shape[3]
     for b in range(b0, b1):
         for oh in range(cols.shape[1]):
-            dst = cols[b, oh]                       # OW x (kh*kw*C)
+            dst = cols[b, oh]  # OW x (kh*kw*C)
             for i in range(kh):
                 r = oh * sh - pt + i * dh
                 for j in range(kw):
                     k = (i * kw + j) * n_c
                     if r < 0 or r >= x.shape[1]:
-                        dst[:, k:k + n_c] = 0
+                        dst[:, k : k + n_c] = 0
                         continue
-                    src = x[b, r]                   # W x C
-                    if n_c == 1:                    # one channel (a grayscale input): no channel loop
+                    src = x[b, r]  # W x C
+                    if n_c == 1:  # one channel (a grayscale input): no channel loop
                         for ow in range(dst.shape[0]):
                             s = ow * sw - pl + j * dw
                             dst[ow, k] = src[s, 0] if 0 <= s < src.shape[0] else 0
@@ -285,7 +288,7 @@ def gather_rows(table, ids, out):
 def scatter_add_rows(g, ids, out):
     out[:] = 0
     for n in range(ids.shape[0]):
-        if 0 <= ids[n] < out.shape[0]:   # as gather_rows: an id outside the table adds nowhere
+        if 0 <= ids[n] < out.shape[0]:  # as gather_rows: an id outside the table adds nowhere
             out[int(ids[n]), :] += g[n, :]
 
 
@@ -300,6 +303,7 @@ def moving_average(m, x, momentum):
 # ---------------------------------------------------------------- GEMMs split by a weight's rows
 # See kgraph/passes/split.py. Each core runs one-thread BLAS on its rows of the weight W (K x N);
 # `parts` comes from the runtime: 1 runs the GEMM whole (a step large enough for BLAS's own threads).
+
 
 @pjit
 def gemm_split_k(x, w, out, partials, parts):

@@ -8,6 +8,7 @@ float32 only. A kernel that calls a generated device function (the GEMM's epilog
 backward's activation gradient) comes from a cached factory, one specialisation per function.
 Rows are the leading dimensions flattened; the last axis is the class/feature axis. Kernels
 with a barrier never return before it: threads outside the data only skip the work."""
+
 from __future__ import annotations
 
 import functools
@@ -17,10 +18,10 @@ from numba import cuda, float32
 from . import maths as M
 from .maths import maximum, minimum
 
-THREADS_1D = 256   # threads per block of the one-dimensional kernels
+THREADS_1D = 256  # threads per block of the one-dimensional kernels
 
 
-UPDATE_BLOCKS = 1024   # an optimizer update's blocks at most; each thread strides over the rest
+UPDATE_BLOCKS = 1024  # an optimizer update's blocks at most; each thread strides over the rest
 
 
 def blocks(n: int, threads: int = THREADS_1D) -> int:
@@ -39,8 +40,8 @@ def update_blocks(n: int) -> int:
 THREADS_2D = 16
 TM = TN = 4
 BM, BN, BK = THREADS_2D * TM, THREADS_2D * TN, 16
-LOADS = BM * BK // THREADS_2D ** 2   # elements of each staged tile one thread loads
-PAD_M, PAD_N = BM + 1, BN + 1        # shared tiles' row lengths: the +1 spreads stores over the banks
+LOADS = BM * BK // THREADS_2D**2  # elements of each staged tile one thread loads
+PAD_M, PAD_N = BM + 1, BN + 1  # shared tiles' row lengths: the +1 spreads stores over the banks
 
 
 def gemm_grid(m: int, n: int) -> tuple:
@@ -57,12 +58,13 @@ def product(acc, bias, j):
 def gemm(transpose_a: bool, transpose_b: bool, epilogue):
     """out[i, j] = epilogue(sum_k op(a)[i, k] * op(b)[k, j], bias, j), accumulated in float32;
     op transposes when its flag is set. Launch on gemm_grid(M, N) blocks of (16, 16) threads."""
+
     @cuda.jit
     def kernel(a, b, bias, out):
         m_size, n_size = out.shape
         k_size = a.shape[0] if transpose_a else a.shape[1]
-        sa = cuda.shared.array((BK, PAD_M), float32)   # sa[k, m]
-        sb = cuda.shared.array((BK, PAD_N), float32)   # sb[k, n]
+        sa = cuda.shared.array((BK, PAD_M), float32)  # sa[k, m]
+        sb = cuda.shared.array((BK, PAD_N), float32)  # sb[k, n]
         acc = cuda.local.array((TM, TN), float32)
         ra = cuda.local.array(TM, float32)
         rb = cuda.local.array(TN, float32)
@@ -77,17 +79,17 @@ def gemm(transpose_a: bool, transpose_b: bool, epilogue):
             # addresses of each operand as it is stored (along k, or along m / n if transposed)
             for step in range(LOADS):
                 e = tid + step * THREADS_2D * THREADS_2D
-                if transpose_a:                 # a is (K, M)
+                if transpose_a:  # a is (K, M)
                     kk, mm = e // BM, e % BM
-                else:                           # a is (M, K)
+                else:  # a is (M, K)
                     mm, kk = e // BK, e % BK
                 v = float32(0)
                 if row0 + mm < m_size and k0 + kk < k_size:
                     v = a[k0 + kk, row0 + mm] if transpose_a else a[row0 + mm, k0 + kk]
                 sa[kk, mm] = v
-                if transpose_b:                 # b is (N, K)
+                if transpose_b:  # b is (N, K)
                     nn, kk = e // BK, e % BK
-                else:                           # b is (K, N)
+                else:  # b is (K, N)
                     kk, nn = e // BN, e % BN
                 v = float32(0)
                 if col0 + nn < n_size and k0 + kk < k_size:
@@ -109,6 +111,7 @@ def gemm(transpose_a: bool, transpose_b: bool, epilogue):
                 c = col0 + tx + j * THREADS_2D
                 if r < m_size and c < n_size:
                     out[r, c] = epilogue(acc[i, j], bias, c)
+
     return kernel
 
 
@@ -126,6 +129,7 @@ def act_grad_bias(grad):
     pass. A block of (32, 8) threads owns 32 columns (coalesced rows); its 8 rows of threads
     stride down the rows and add their partial sums in shared memory: no atomics, so the sum
     is the same from run to run. Launch on bias_grad_grid(cols) blocks."""
+
     @cuda.jit
     def kernel(g, v, out, gb):
         partial = cuda.shared.array((BIAS_ROWS, BIAS_COLS), float32)
@@ -143,12 +147,14 @@ def act_grad_bias(grad):
             for k in range(1, BIAS_ROWS):
                 s += partial[k, tx]
             gb[j] = s
+
     return kernel
 
 
 # ---------------------------------------------------------------- rows: softmax and losses
 # one thread per row (the class axis is short in the models this serves), each running the row
 # maths of maths.py, the same as the CPU's
+
 
 @cuda.jit
 def softmax_rows(x, out):
@@ -207,6 +213,7 @@ def unpick_rows(g, labels, out):
 
 
 # ---------------------------------------------------------------- reductions, broadcasts, copies
+
 
 @cuda.jit
 def reduce_3d(x, out, scale):
@@ -299,6 +306,7 @@ def repeat_3d(x, out):
 # A thread per output element, channels innermost: adjacent threads touch adjacent addresses.
 # Gradients gather what reaches each input element instead of scattering into it, so they need
 # no atomics and sum in the same order on every run (the embedding's gradient is the exception).
+
 
 @cuda.jit(device=True)
 def _index_nhwc(t, shape):
@@ -424,7 +432,7 @@ def gather_rows(table, ids, out):
     if t < out.size:
         n, j = t // out.shape[1], t % out.shape[1]
         out[n, j] = 0
-        if 0 <= ids[n] < table.shape[0]:   # as the CPU's: an id outside the table reads zeros
+        if 0 <= ids[n] < table.shape[0]:  # as the CPU's: an id outside the table reads zeros
             out[n, j] = table[int(ids[n]), j]
 
 

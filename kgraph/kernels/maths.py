@@ -15,6 +15,7 @@ the activation's output or input, as ir/ops/elementwise.py's ACTIVATIONS says), 
 (shape rule, NumPy reference, VJP) in ir/ops/elementwise.py; hyper-parameters are keyword
 arguments named as the op's attrs. Adding an optimizer: its element function and its per-step
 scalars in updates.py."""
+
 from __future__ import annotations
 
 import math
@@ -36,16 +37,18 @@ def like(x, value):
 
 @overload(like)
 def _like(x, value):
-    kind = x   # the Numba type of x: compiled code casts to it
+    kind = x  # the Numba type of x: compiled code casts to it
 
     def cast(x, value):
         return kind(value)
+
     return cast
 
 
 # ---------------------------------------------------------------- helpers
 # Numba >= 0.66 cannot compile the builtins max and min for CUDA (numba#10753); these have
 # Python's semantics (the first argument wins ties and NaN comparisons).
+
 
 @jitable
 def maximum(a, b):
@@ -64,6 +67,7 @@ def flag(condition, x):
 
 
 # ---------------------------------------------------------------- elementwise ops of the IR
+
 
 @jitable
 def greater(a, b):
@@ -117,6 +121,7 @@ def square(x):
 
 # ---------------------------------------------------------------- activations and their gradients
 # name(x, ...) and name_grad(g, v, ...) = g * name'(.), v being the output or the input.
+
 
 @jitable
 def linear_grad(g, v):
@@ -258,10 +263,13 @@ def gelu_grad(g, x, approximate=False):
     half, one = like(x, 0.5), like(x, 1)
     if approximate:
         t = math.tanh(like(x, SQRT_2_OVER_PI) * (x + like(x, 0.044715) * x * x * x))
-        d = half * (one + t) + half * x * (one - t * t) * like(x, SQRT_2_OVER_PI) * \
-            (one + like(x, 3 * 0.044715) * x * x)
+        d = half * (one + t) + half * x * (one - t * t) * like(x, SQRT_2_OVER_PI) * (
+            one + like(x, 3 * 0.044715) * x * x
+        )
     else:
-        d = half * (one + math.erf(x * like(x, SQRT_HALF))) + x * math.exp(like(x, -0.5) * x * x) * like(x, INV_SQRT_2PI)
+        d = half * (one + math.erf(x * like(x, SQRT_HALF))) + x * math.exp(like(x, -0.5) * x * x) * like(
+            x, INV_SQRT_2PI
+        )
     return g * d
 
 
@@ -278,6 +286,7 @@ def mish_grad(g, x):
 
 # ---------------------------------------------------------------- rows: softmax and the losses
 # x, out: 1-D rows (the class axis); sums in float64.
+
 
 @jitable
 def row_max(x):

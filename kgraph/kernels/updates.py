@@ -13,6 +13,7 @@ A record, looked up by the update op's name (`UPDATES["adam_update"]`), has
 The driver (a generated loop per target) applies Keras's generic parts around the element: the
 weight decay first (w -= w * weight_decay * lr) and the gradient scale (global-norm clipping)
 as each gradient is read, and casts the scalars to the weights' dtype."""
+
 from __future__ import annotations
 
 import inspect
@@ -36,12 +37,12 @@ class Update:
     @property
     def slot_params(self) -> list:
         """The element's names for its slots (the generated kernels' argument names)."""
-        return list(inspect.signature(self.element).parameters)[2:2 + len(self.slots)]
+        return list(inspect.signature(self.element).parameters)[2 : 2 + len(self.slots)]
 
     @property
     def scalar_params(self) -> list:
         """The element's names for the values `scalars` returns, in that order."""
-        return list(inspect.signature(self.element).parameters)[2 + len(self.slots):]
+        return list(inspect.signature(self.element).parameters)[2 + len(self.slots) :]
 
 
 UPDATES: dict[str, Update] = {}
@@ -49,15 +50,19 @@ UPDATES: dict[str, Update] = {}
 
 def update(name, slots):
     """Register `element` with its per-step `scalars` as the kernel of IR update op `name`."""
+
     def wrap(scalars):
         def with_element(element):
             UPDATES[name] = Update(tuple(slots), scalars, element)
             return element
+
         return with_element
+
     return wrap
 
 
 # ---------------------------------------------------------------- SGD
+
 
 @jitable
 def sgd_scalars(lr, step, momentum, nesterov):
@@ -76,10 +81,11 @@ def sgd(w, g, m, lr, mu, nesterov):
 
 # ---------------------------------------------------------------- Adam (and AdamW)
 
+
 @jitable
 def adam_scalars(lr, step, beta_1, beta_2, epsilon, amsgrad):
     """The bias corrections folded into the step size alpha."""
-    return lr * math.sqrt(1 - beta_2 ** step) / (1 - beta_1 ** step), 1 - beta_1, 1 - beta_2, epsilon, amsgrad
+    return lr * math.sqrt(1 - beta_2**step) / (1 - beta_1**step), 1 - beta_1, 1 - beta_2, epsilon, amsgrad
 
 
 @update("adam_update", ["m", "v", "v_hat"])(adam_scalars)
@@ -95,6 +101,7 @@ def adam(w, g, m, v, v_hat, alpha, one_minus_beta_1, one_minus_beta_2, epsilon, 
 
 
 # ---------------------------------------------------------------- RMSprop
+
 
 @jitable
 def rmsprop_scalars(lr, step, rho, momentum, epsilon, centered):
@@ -118,6 +125,7 @@ def rmsprop(w, g, v, average, mom, lr, rho, one_minus_rho, momentum, epsilon, ce
 
 
 # ---------------------------------------------------------------- Adagrad, Adadelta
+
 
 @jitable
 def adagrad_scalars(lr, step, initial_accumulator_value, epsilon):
@@ -148,9 +156,10 @@ def adadelta(w, g, acc_g, acc_dx, lr, rho, one_minus_rho, epsilon):
 
 # ---------------------------------------------------------------- Adamax, Nadam
 
+
 @jitable
 def adamax_scalars(lr, step, beta_1, beta_2, epsilon):
-    return lr, 1 - beta_1, beta_2, 1 - beta_1 ** step, epsilon
+    return lr, 1 - beta_1, beta_2, 1 - beta_1**step, epsilon
 
 
 @update("adamax_update", ["m", "u"])(adamax_scalars)
@@ -168,18 +177,25 @@ def nadam_momentum_product(beta_1, step):
     beta_1 * (1 - 0.5 * 0.96**s). Past s = 1000 the bracket is 1 in float64: the loop stops there."""
     p = 1.0
     for s in range(1, min(int(step), 1000) + 1):
-        p *= 1 - 0.5 * 0.96 ** s
-    return p * beta_1 ** step
+        p *= 1 - 0.5 * 0.96**s
+    return p * beta_1**step
 
 
 @jitable
 def nadam_scalars(lr, step, beta_1, beta_2, epsilon):
     """Nadam's momentum schedule u_t = beta_1 * (1 - 0.5 * 0.96**t): the factors on m and g, and v's
     bias correction."""
-    u_t, u_next = beta_1 * (1 - 0.5 * 0.96 ** step), beta_1 * (1 - 0.5 * 0.96 ** (step + 1))
+    u_t, u_next = beta_1 * (1 - 0.5 * 0.96**step), beta_1 * (1 - 0.5 * 0.96 ** (step + 1))
     u_product = nadam_momentum_product(beta_1, step)
-    return (lr, u_next / (1 - u_product * u_next), (1 - u_t) / (1 - u_product), 1 - beta_1, 1 - beta_2,
-            1 - beta_2 ** step, epsilon)
+    return (
+        lr,
+        u_next / (1 - u_product * u_next),
+        (1 - u_t) / (1 - u_product),
+        1 - beta_1,
+        1 - beta_2,
+        1 - beta_2**step,
+        epsilon,
+    )
 
 
 @update("nadam_update", ["m", "v"])(nadam_scalars)
@@ -191,6 +207,7 @@ def nadam(w, g, m, v, lr, c_m, c_g, one_minus_beta_1, one_minus_beta_2, v_correc
 
 
 # ---------------------------------------------------------------- Lion
+
 
 @jitable
 def lion_scalars(lr, step, beta_1, beta_2):

@@ -1,6 +1,7 @@
 """Keras's optimizers, as the compiled step runs them: names, arguments and defaults of Keras 3.
 The update formulas themselves are IR ops (ir/ops/optim.py) compiled into the step, with the
 gradient clipping before them; a learning-rate schedule is evaluated here, once per step."""
+
 from __future__ import annotations
 
 from . import schedules
@@ -8,18 +9,24 @@ from .schedules import LearningRateSchedule
 
 
 class Optimizer:
-    kind = ""   # the optimizer pass's name for the update rule
+    kind = ""  # the optimizer pass's name for the update rule
 
-    def __init__(self, learning_rate, name=None, weight_decay=None, clipnorm=None, clipvalue=None,
-                 global_clipnorm=None, **hyper):
+    def __init__(
+        self, learning_rate, name=None, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, **hyper
+    ):
         clipping = {"clipnorm": clipnorm, "clipvalue": clipvalue, "global_clipnorm": global_clipnorm}
         if sum(v is not None for v in clipping.values()) > 1:
-            raise ValueError("Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
-                             + ", ".join(f"{k}={v}" for k, v in clipping.items()))
+            raise ValueError(
+                "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
+                + ", ".join(f"{k}={v}" for k, v in clipping.items())
+            )
         if isinstance(learning_rate, dict):
             learning_rate = schedules.deserialize(learning_rate)
-        self._learning_rate = learning_rate if isinstance(learning_rate, LearningRateSchedule) \
+        self._learning_rate = (
+            learning_rate
+            if isinstance(learning_rate, LearningRateSchedule)
             else _finite(learning_rate, "learning_rate")
+        )
         self.options = {"weight_decay": weight_decay, **clipping}
         self.hyper = hyper
         self.name = name or type(self).__name__.lower()
@@ -34,8 +41,10 @@ class Optimizer:
     @learning_rate.setter
     def learning_rate(self, value):
         if isinstance(self._learning_rate, LearningRateSchedule):
-            raise TypeError("This optimizer was created with a `LearningRateSchedule` object as its "
-                            "`learning_rate` constructor argument, hence its learning rate is not settable.")
+            raise TypeError(
+                "This optimizer was created with a `LearningRateSchedule` object as its "
+                "`learning_rate` constructor argument, hence its learning rate is not settable."
+            )
         self._learning_rate = _finite(value, "learning_rate")
 
     def current_learning_rate(self) -> float:
@@ -55,9 +64,12 @@ class Optimizer:
 
     def get_config(self) -> dict:
         lr = self._learning_rate
-        return {"name": self.name,
-                "learning_rate": schedules.serialize(lr) if isinstance(lr, LearningRateSchedule) else lr,
-                **self.options, **self.hyper}
+        return {
+            "name": self.name,
+            "learning_rate": schedules.serialize(lr) if isinstance(lr, LearningRateSchedule) else lr,
+            **self.options,
+            **self.hyper,
+        }
 
     def __repr__(self):
         config = {**self.get_config(), "learning_rate": self._learning_rate}
@@ -78,15 +90,22 @@ class Adam(Optimizer):
     kind = "adam"
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **options):
-        super().__init__(learning_rate, beta_1=float(beta_1), beta_2=float(beta_2), epsilon=float(epsilon),
-                         amsgrad=bool(amsgrad), **options)
+        super().__init__(
+            learning_rate,
+            beta_1=float(beta_1),
+            beta_2=float(beta_2),
+            epsilon=float(epsilon),
+            amsgrad=bool(amsgrad),
+            **options,
+        )
 
 
 class AdamW(Adam):
     """Keras's AdamW is Adam with a weight decay (0.004 unless given), which it requires."""
 
-    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 amsgrad=False, **options):
+    def __init__(
+        self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **options
+    ):
         if weight_decay is None:
             raise ValueError("Argument `weight_decay` must be a float. Received: weight_decay=None")
         super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay=weight_decay, **options)
@@ -96,16 +115,23 @@ class RMSprop(Optimizer):
     kind = "rmsprop"
 
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, **options):
-        super().__init__(learning_rate, rho=float(rho), momentum=float(momentum), epsilon=float(epsilon),
-                         centered=bool(centered), **options)
+        super().__init__(
+            learning_rate,
+            rho=float(rho),
+            momentum=float(momentum),
+            epsilon=float(epsilon),
+            centered=bool(centered),
+            **options,
+        )
 
 
 class Adagrad(Optimizer):
     kind = "adagrad"
 
     def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, **options):
-        super().__init__(learning_rate, initial_accumulator_value=float(initial_accumulator_value),
-                         epsilon=float(epsilon), **options)
+        super().__init__(
+            learning_rate, initial_accumulator_value=float(initial_accumulator_value), epsilon=float(epsilon), **options
+        )
 
 
 class Adadelta(Optimizer):
@@ -131,12 +157,15 @@ class Nadam(Optimizer):
 
 class Lion(Optimizer):
     """Keras 3's Lion: the sign of an interpolated momentum, one slot."""
+
     kind = "lion"
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.99, **options):
         if not 0 < beta_1 <= 1:
-            raise ValueError(f"Argument `beta_1` must be in the [0, 1] range. Otherwise, the optimizer degenerates "
-                             f"to SignSGD. Received: beta_1={beta_1}.")
+            raise ValueError(
+                f"Argument `beta_1` must be in the [0, 1] range. Otherwise, the optimizer degenerates "
+                f"to SignSGD. Received: beta_1={beta_1}."
+            )
         super().__init__(learning_rate, beta_1=float(beta_1), beta_2=float(beta_2), **options)
 
 
@@ -167,8 +196,9 @@ def get(identifier) -> Optimizer:
         for key, default in _DEFAULT_ONLY.items():
             if config.get(key, default) not in (default, None):
                 raise ValueError(f"optimizer option {key}={config[key]!r} is not supported yet")
-        kwargs = {k: v for k, v in config.items() if k not in _IGNORED_KEYS and k not in _DEFAULT_ONLY
-                  and k != "class_name"}
+        kwargs = {
+            k: v for k, v in config.items() if k not in _IGNORED_KEYS and k not in _DEFAULT_ONLY and k != "class_name"
+        }
         return cls(**kwargs)
     raise ValueError(f"cannot interpret {identifier!r} as an optimizer")
 

@@ -1,6 +1,7 @@
 """Keras 3's learning-rate schedules: arguments, config names and formulas as Keras's. The runtime
 evaluates one in Python at the optimizer's iteration count (0 for the first step) and passes the
 rate to the compiled step, so no schedule is compiled."""
+
 from __future__ import annotations
 
 import math
@@ -52,9 +53,11 @@ class PiecewiseConstantDecay(LearningRateSchedule):
 
     def __init__(self, boundaries, values, name="PiecewiseConstant"):
         if len(boundaries) != len(values) - 1:
-            raise ValueError(f"The length of boundaries should be 1 less than the length of values. Received: "
-                             f"boundaries={boundaries} of length {len(boundaries)}, and values={values} of length "
-                             f"{len(values)}.")
+            raise ValueError(
+                f"The length of boundaries should be 1 less than the length of values. Received: "
+                f"boundaries={boundaries} of length {len(boundaries)}, and values={values} of length "
+                f"{len(values)}."
+            )
         self._keep(locals())
 
     def __call__(self, step):
@@ -65,8 +68,15 @@ class PolynomialDecay(LearningRateSchedule):
     """(initial - end) * (1 - step / decay_steps) ** power + end, the step held at decay_steps;
     with cycle, decay_steps grows to the first multiple of itself not below the step instead."""
 
-    def __init__(self, initial_learning_rate, decay_steps, end_learning_rate=0.0001, power=1.0, cycle=False,
-                 name="PolynomialDecay"):
+    def __init__(
+        self,
+        initial_learning_rate,
+        decay_steps,
+        end_learning_rate=0.0001,
+        power=1.0,
+        cycle=False,
+        name="PolynomialDecay",
+    ):
         self._keep(locals())
 
     def __call__(self, step):
@@ -84,8 +94,9 @@ class CosineDecay(LearningRateSchedule):
     cosine from there to warmup_target * alpha over decay_steps; without it, the cosine alone starts at
     initial_learning_rate."""
 
-    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay", warmup_target=None,
-                 warmup_steps=0):
+    def __init__(
+        self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay", warmup_target=None, warmup_steps=0
+    ):
         self._keep(locals())
 
     def __call__(self, step):
@@ -99,14 +110,19 @@ class CosineDecay(LearningRateSchedule):
         return start * ((1 - self.alpha) * cosine + self.alpha)
 
 
-ALL = {c.__name__: c for c in (ExponentialDecay, InverseTimeDecay, PiecewiseConstantDecay, PolynomialDecay,
-                               CosineDecay)}
+ALL = {
+    c.__name__: c for c in (ExponentialDecay, InverseTimeDecay, PiecewiseConstantDecay, PolynomialDecay, CosineDecay)
+}
 
 
 def serialize(schedule: LearningRateSchedule) -> dict:
     """The dict Keras 3 writes for a schedule (keras.optimizers.schedules.serialize)."""
-    return {"module": "keras.optimizers.schedules", "class_name": type(schedule).__name__,
-            "config": schedule.get_config(), "registered_name": None}
+    return {
+        "module": "keras.optimizers.schedules",
+        "class_name": type(schedule).__name__,
+        "config": schedule.get_config(),
+        "registered_name": None,
+    }
 
 
 def deserialize(config: dict) -> LearningRateSchedule:

@@ -1,5 +1,6 @@
 """Passes over the IR, run in one listed pipeline. Each is a plain function over a graph;
 `run_pipeline` keeps a printable snapshot after each (`kgraph inspect --after NAME`)."""
+
 from __future__ import annotations
 
 import warnings
@@ -23,16 +24,28 @@ PASS_NAMES = ["frontend", "fold", "loss", "autodiff", "optimizer", "fuse", "dce"
 @dataclass
 class Compiled:
     """A graph ready for codegen, with what the passes decided along the way."""
-    kind: str                           # "train" | "test" | "predict"
+
+    kind: str  # "train" | "test" | "predict"
     graph: ir.Graph
     plan: MemoryPlan
     param_order: list
     decisions: list = field(default_factory=list)
-    snapshots: dict = field(default_factory=dict)   # pass name -> printed graph
+    snapshots: dict = field(default_factory=dict)  # pass name -> printed graph
 
 
-def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, regularizers=(),
-                 optimizer=None, debug=False, trainable=None, parts=1, fuse=True, schedule=None) -> Compiled:
+def run_pipeline(
+    kind: str,
+    forward: ir.Graph,
+    param_order: list,
+    losses=None,
+    regularizers=(),
+    optimizer=None,
+    debug=False,
+    trainable=None,
+    parts=1,
+    fuse=True,
+    schedule=None,
+) -> Compiled:
     """kind "predict": forward only; "test": forward + loss; "train": + backward and updates.
     losses: one {"name", "from_logits", "weight"} per output; optimizer: (kind, hyper-parameters);
     trainable: the parameters the optimizer updates (default all; the others are state such as
@@ -61,8 +74,7 @@ def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, r
     if kind == "train":
         wrt = list(param_order if trainable is None else trainable)
         if not wrt:  # every layer frozen: Keras trains such a model, updating nothing, with a warning
-            warnings.warn(f"model {forward.name!r} has no trainable weights: training updates nothing",
-                          stacklevel=2)
+            warnings.warn(f"model {forward.name!r} has no trainable weights: training updates nothing", stacklevel=2)
         grads = autodiff(g, g.outputs["loss"], wrt) if wrt else {}
         done("autodiff")
         add_optimizer(g, grads, optimizer[0], optimizer[1])
@@ -80,14 +92,34 @@ def run_pipeline(kind: str, forward: ir.Graph, param_order: list, losses=None, r
     out.decisions += split_gemms(g, parts)
     out.decisions += split_samples(g, parts)
     if schedule is None and kind == "train":
-        schedule = updates_last   # every target runs a training step as gradients, then updates
+        schedule = updates_last  # every target runs a training step as gradients, then updates
     out.plan = plan_memory(g, param_order, schedule(g) if schedule else None)
     done("plan")
     ir.verify(g)
     return out
 
 
-__all__ = ["run_pipeline", "Compiled", "PASS_NAMES", "autodiff", "dce", "add_loss", "add_optimizer", "LOSSES",
-           "OPTIMIZERS", "fold_batch_norm", "lower_batch_norm", "fuse_dense", "fuse_bias_grad", "fuse_elementwise",
-           "fuse_updates", "plan_memory", "materialize_gradients", "MemoryPlan", "Decision", "split_gemms",
-           "split_samples", "updates_last"]
+__all__ = [
+    "run_pipeline",
+    "Compiled",
+    "PASS_NAMES",
+    "autodiff",
+    "dce",
+    "add_loss",
+    "add_optimizer",
+    "LOSSES",
+    "OPTIMIZERS",
+    "fold_batch_norm",
+    "lower_batch_norm",
+    "fuse_dense",
+    "fuse_bias_grad",
+    "fuse_elementwise",
+    "fuse_updates",
+    "plan_memory",
+    "materialize_gradients",
+    "MemoryPlan",
+    "Decision",
+    "split_gemms",
+    "split_samples",
+    "updates_last",
+]

@@ -1,5 +1,6 @@
 """Reverse-mode autodiff over the registry's VJP rules: the backward graph is built in IR,
 so fusion and memory planning see it like the forward one."""
+
 from __future__ import annotations
 
 from ir import get_op

@@ -1,4 +1,5 @@
 """Dead-code elimination: keep what the graph's outputs and the in-place updates need."""
+
 from __future__ import annotations
 
 from ir import Pattern, get_op

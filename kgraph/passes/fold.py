@@ -6,6 +6,7 @@ Folding rewrites y = BN(x @ W + b) as x @ (W * inv) + ((b - mean) * inv + beta),
 inv = gamma / sqrt(variance + epsilon). The folded kernel and bias are IR ops over the parameters,
 computed inside every step, so the fold stays right whenever the weights change (training,
 set_weights); they cost a pass over the kernel, not over the batch."""
+
 from __future__ import annotations
 
 from ir import Pattern, Role, get_op, has_role
@@ -40,8 +41,12 @@ def _fold_target(graph, bn):
     if has_role(node.op, Role.ACTIVATION):
         return f"the layer's {node.op} activation comes before the normalization"
     add = None
-    if has_role(node.op, Role.BIAS_ADD) and has_role(graph.node(node.inputs[0]).op, Role.GEMM) \
-            and is_weight(graph, node.inputs[1]) and graph.type(node.inputs[1]).shape == (channels,):
+    if (
+        has_role(node.op, Role.BIAS_ADD)
+        and has_role(graph.node(node.inputs[0]).op, Role.GEMM)
+        and is_weight(graph, node.inputs[1])
+        and graph.type(node.inputs[1]).shape == (channels,)
+    ):
         add, node = node, graph.node(node.inputs[0])
     if not has_role(node.op, Role.GEMM):
         source = add or node

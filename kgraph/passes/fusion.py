@@ -1,6 +1,7 @@
 """Fusion passes. Each rewrites the graph and returns a list of Decisions: what fused, and
 for every candidate it refused, why (printed by `kgraph inspect --fusion`). Which op may play
 which part in a rule is the op's declared Role (ir/ops/registry.py), never its name."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,15 +14,16 @@ from ir.ops.optim import SHARED
 
 @dataclass
 class Decision:
-    kind: str        # "dense+bias+activation", "elementwise", ...
-    node: str        # the node the decision is about
+    kind: str  # "dense+bias+activation", "elementwise", ...
+    node: str  # the node the decision is about
     fused: bool
     reason: str = ""
-    verbs: tuple = ("fused", "refused")   # how `inspect --fusion` says yes and no
+    verbs: tuple = ("fused", "refused")  # how `inspect --fusion` says yes and no
 
     def __str__(self):
-        return f"{self.verbs[0] if self.fused else self.verbs[1]:<7} {self.kind:<24} %{self.node}" + \
-            (f": {self.reason}" if self.reason else "")
+        return f"{self.verbs[0] if self.fused else self.verbs[1]:<7} {self.kind:<24} %{self.node}" + (
+            f": {self.reason}" if self.reason else ""
+        )
 
 
 def _single_user(graph, nid):
@@ -42,14 +44,22 @@ def fuse_dense(graph, training: bool) -> list[Decision]:
     """matmul(x, w) + b [-> activation]  =>  fused_dense(x, w, b) {activation}."""
     out = []
     for mm in graph.nodes():
-        if mm.id not in graph or not has_role(mm.op, Role.GEMM) or mm.attrs.get("transpose_a") \
-                or mm.attrs.get("transpose_b"):
+        if (
+            mm.id not in graph
+            or not has_role(mm.op, Role.GEMM)
+            or mm.attrs.get("transpose_a")
+            or mm.attrs.get("transpose_b")
+        ):
             continue
         if not is_weight(graph, mm.inputs[1]):
             continue  # a backward GEMM, not a layer
         add = _single_user(graph, mm.id)
-        if add is None or not has_role(add.op, Role.BIAS_ADD) or add.inputs[0] != mm.id or \
-                graph.type(add.inputs[1]).shape != (mm.type.shape[-1],):
+        if (
+            add is None
+            or not has_role(add.op, Role.BIAS_ADD)
+            or add.inputs[0] != mm.id
+            or graph.type(add.inputs[1]).shape != (mm.type.shape[-1],)
+        ):
             out.append(Decision("dense+bias+activation", mm.id, False, "the GEMM's output is not only a bias add"))
             continue
         act = _single_user(graph, add.id)
@@ -58,13 +68,23 @@ def fuse_dense(graph, training: bool) -> list[Decision]:
         if act is None:
             reader = next((u for u in graph.users(add.id) if has_role(u.op, Role.ACTIVATION)), None)
             if reader is not None:
-                out.append(Decision("dense+bias+activation", reader.id, False,
-                                    f"{reader.op}'s gradient reads its input, so the bias add must stay apart"))
+                out.append(
+                    Decision(
+                        "dense+bias+activation",
+                        reader.id,
+                        False,
+                        f"{reader.op}'s gradient reads its input, so the bias add must stay apart",
+                    )
+                )
         act_name, act_attrs = (act.op, dict(act.attrs)) if act else ("linear", {})
         last = act or add
         fused_ops = [mm.op, "bias_add"] + ([act_name] if act else [])
-        fd = graph.add_node("fused_dense", [mm.inputs[0], mm.inputs[1], add.inputs[1]],
-                            {"activation": act_name, **act_attrs, "fused": fused_ops}, name=last.id + "_fused")
+        fd = graph.add_node(
+            "fused_dense",
+            [mm.inputs[0], mm.inputs[1], add.inputs[1]],
+            {"activation": act_name, **act_attrs, "fused": fused_ops},
+            name=last.id + "_fused",
+        )
         graph.replace_uses(last.id, fd)
         for n in ([act] if act else []) + [add, mm]:
             if not graph.users(n.id):
@@ -84,8 +104,14 @@ def fuse_bias_grad(graph) -> list[Decision]:
         if tuple(node.attrs.get("axes") or ()) != tuple(range(src.type.rank - 1)):
             continue
         if not has_role(src.op, Role.ACTIVATION_GRAD):
-            out.append(Decision("activation-grad+bias-grad", node.id, False,
-                                f"the column sum reads a {src.op}, not an activation gradient"))
+            out.append(
+                Decision(
+                    "activation-grad+bias-grad",
+                    node.id,
+                    False,
+                    f"the column sum reads a {src.op}, not an activation gradient",
+                )
+            )
             continue
         if src.attrs.get("bias_grad"):
             continue
@@ -112,8 +138,14 @@ def fuse_elementwise(graph) -> list[Decision]:
             if node.id not in graph or not _fusable_elementwise(node):
                 continue
             producers = [graph.node(i) for i in node.inputs]
-            mergeable = [p for p in producers if _fusable_elementwise(p) and p.type.shape == node.type.shape
-                         and _single_user(graph, p.id) is node and len(set(node.inputs)) == len(node.inputs)]
+            mergeable = [
+                p
+                for p in producers
+                if _fusable_elementwise(p)
+                and p.type.shape == node.type.shape
+                and _single_user(graph, p.id) is node
+                and len(set(node.inputs)) == len(node.inputs)
+            ]
             if not mergeable:
                 continue
             for p in producers:
@@ -162,8 +194,9 @@ def _merge(graph, consumer, producers):
         return e[:3] + tuple(substitute(x) for x in e[3:])
 
     new_expr = substitute(expr)
-    fe = graph.add_node("fused_elementwise", new_inputs, {"expr": new_expr, "fused": fused},
-                        type=consumer.type, name=consumer.id)
+    fe = graph.add_node(
+        "fused_elementwise", new_inputs, {"expr": new_expr, "fused": fused}, type=consumer.type, name=consumer.id
+    )
     graph.replace_uses(consumer.id, fe)
     graph.remove(consumer.id)
     for p in producers:
@@ -182,9 +215,19 @@ def fuse_updates(graph) -> list[Decision]:
         return [Decision("multi-tensor update", updates[0].id, False, "parameters use different update rules")]
     per_param = len(updates[0].inputs) - n_shared
     operands = [i for u in updates for i in u.inputs[:per_param]] + list(updates[0].inputs[-n_shared:])
-    fu = graph.add_node("fused_update", operands,
-                        {"update": op, "per_param": per_param, "shared": n_shared, "hyper": tuple(sorted(hyper.items())),
-                         "fused": [op] * len(updates)}, type=updates[0].type, name="update_all")
+    fu = graph.add_node(
+        "fused_update",
+        operands,
+        {
+            "update": op,
+            "per_param": per_param,
+            "shared": n_shared,
+            "hyper": tuple(sorted(hyper.items())),
+            "fused": [op] * len(updates),
+        },
+        type=updates[0].type,
+        name="update_all",
+    )
     for u in updates:
         graph.remove(u.id)
     return [Decision("multi-tensor update", fu, True, f"{len(updates)} parameters in one loop")]

@@ -6,6 +6,7 @@ Every output with a loss gets two sources: its targets (a 'label' node "y<k>") a
 weights (a 'sample_weight' node "sw<k>"), which the runtime fills with ones when fit is given
 none. One compiled step thus serves weighted and unweighted batches; with ones the product is
 exact, so unweighted losses are bit for bit those of an unweighted graph."""
+
 from __future__ import annotations
 
 import math
@@ -23,6 +24,7 @@ def _loss(name, label_dtype=None, sparse=False):
     def wrap(fn):
         LOSSES[name] = (fn, label_dtype, sparse)
         return fn
+
     return wrap
 
 
@@ -52,6 +54,7 @@ def _clip(g, p, lo=EPSILON, hi=1.0 - EPSILON):
 
 
 # ---------------------------------------------------------------- cross-entropies
+
 
 @_loss("sparse_categorical_crossentropy", label_dtype="int32", sparse=True)
 def sparse_categorical_crossentropy(g, pred, labels, spec):
@@ -106,6 +109,7 @@ def poisson(g, pred, target, spec):
 
 # ---------------------------------------------------------------- regression
 
+
 @_loss("mean_squared_error")
 def mean_squared_error(g, pred, target, spec):
     return _last_mean(g, g.square(g.sub(target, pred)), "mse")
@@ -158,11 +162,13 @@ def _l2_normalize(g, x):
 
 @_loss("cosine_similarity")
 def cosine_similarity(g, pred, target, spec):
-    return g.neg(g.reduce_sum(g.mul(_l2_normalize(g, target), _l2_normalize(g, pred)), axes=(-1,)),
-                 name="cosine_similarity")
+    return g.neg(
+        g.reduce_sum(g.mul(_l2_normalize(g, target), _l2_normalize(g, pred)), axes=(-1,)), name="cosine_similarity"
+    )
 
 
 # ---------------------------------------------------------------- hinges
+
 
 def _hinge_labels(g, t):
     """Keras turns labels into -1/1 (2t - 1) when every label of the batch is 0 or 1."""
@@ -196,6 +202,7 @@ def categorical_hinge(g, pred, target, spec):
 
 
 # ---------------------------------------------------------------- the pass
+
 
 def label_type(loss_name: str, pred_type: TensorType) -> TensorType:
     _, dtype, sparse = LOSSES[loss_name]

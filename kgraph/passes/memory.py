@@ -7,6 +7,7 @@ order, or `updates_last` for a step run in two halves.
 Sizes are linear in the batch size B, so the arena has two parts: buffers with a batch
 dimension are planned in elements per sample (offset a means a*B), the others after them
 (offset c means A*B + c). One plan then serves every batch size."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,10 +26,10 @@ def _align(n: int, align: int = ALIGN) -> int:
 
 @dataclass
 class Slot:
-    region: str              # arena | params | grads | state | rng | input | label | scalar | const | view | none
-    offset: int = 0          # per sample (batch buffers) or absolute (others), in elements
-    batch: bool = False      # whether offset and size scale with B
-    size: int = 0            # elements per sample (batch) or in all
+    region: str  # arena | params | grads | state | rng | input | label | scalar | const | view | none
+    offset: int = 0  # per sample (batch buffers) or absolute (others), in elements
+    batch: bool = False  # whether offset and size scale with B
+    size: int = 0  # elements per sample (batch) or in all
     view_of: str | None = None
 
 
@@ -36,11 +37,11 @@ class Slot:
 class MemoryPlan:
     schedule: list[str]
     slots: dict[str, Slot]
-    arena_per_sample: int = 0   # A: arena elements per sample
-    arena_fixed: int = 0        # C: arena elements independent of B
-    bound_per_sample: int = 0   # the no-fragmentation lower bound (max live), batch part
+    arena_per_sample: int = 0  # A: arena elements per sample
+    arena_fixed: int = 0  # C: arena elements independent of B
+    bound_per_sample: int = 0  # the no-fragmentation lower bound (max live), batch part
     bound_fixed: int = 0
-    buckets: dict[str, int] = field(default_factory=dict)   # params/grads/state: total elements
+    buckets: dict[str, int] = field(default_factory=dict)  # params/grads/state: total elements
     rng_per_sample: int = 0
     rng_fixed: int = 0
     intervals: dict[str, tuple] = field(default_factory=dict)
@@ -51,13 +52,17 @@ class MemoryPlan:
     def report(self, batch: int, itemsize: int = 4) -> str:
         peak = self.arena_size(batch) * itemsize
         bound = (self.bound_per_sample * batch + self.bound_fixed) * itemsize
-        lines = [f"memory plan at batch {batch}:",
-                 f"  arena        {peak / 1024:10.1f} KiB  ({self.arena_per_sample}*B + {self.arena_fixed} elements)",
-                 f"  lower bound  {bound / 1024:10.1f} KiB  (max live bytes at any step; arena/bound = "
-                 f"{peak / bound if bound else 1:.3f})"]
+        lines = [
+            f"memory plan at batch {batch}:",
+            f"  arena        {peak / 1024:10.1f} KiB  ({self.arena_per_sample}*B + {self.arena_fixed} elements)",
+            f"  lower bound  {bound / 1024:10.1f} KiB  (max live bytes at any step; arena/bound = "
+            f"{peak / bound if bound else 1:.3f})",
+        ]
         for name, n in self.buckets.items():
             lines.append(f"  {name:<12} {n * itemsize / 1024:10.1f} KiB")
-        lines.append(f"  {'rng masks':<12} {(self.rng_per_sample * batch + self.rng_fixed) * itemsize / 1024:10.1f} KiB")
+        lines.append(
+            f"  {'rng masks':<12} {(self.rng_per_sample * batch + self.rng_fixed) * itemsize / 1024:10.1f} KiB"
+        )
         lines.append("  buffers (offset in elements, [first, last] use in the schedule):")
         for key in [k for nid in self.schedule for k in (nid, workspace_id(nid)) if k in self.slots]:
             s = self.slots[key]
@@ -75,8 +80,12 @@ def workspace_id(nid: str) -> str:
 
 def gradient_nodes(graph) -> dict[str, str]:
     """{gradient node: parameter} read by the update ops."""
-    return {group[1]: group[0] for node in graph.nodes() if get_op(node.op).pattern is Pattern.UPDATE
-            for group in update_groups(node)}
+    return {
+        group[1]: group[0]
+        for node in graph.nodes()
+        if get_op(node.op).pattern is Pattern.UPDATE
+        for group in update_groups(node)
+    }
 
 
 def materialize_gradients(graph):
@@ -188,9 +197,18 @@ def plan_memory(graph, param_order: list[str], schedule: list[str] | None = None
         slots[nid] = Slot("arena", off, True, per_sample[nid])
     for nid, off in off_c.items():
         slots[nid] = Slot("arena", off, False, fixed[nid])
-    return MemoryPlan(schedule, slots, top_a, top_c, _max_live(per_sample, intervals, end),
-                      _max_live(fixed, intervals, end), buckets, rng[0], rng[1],
-                      {k: tuple(v) for k, v in intervals.items()})
+    return MemoryPlan(
+        schedule,
+        slots,
+        top_a,
+        top_c,
+        _max_live(per_sample, intervals, end),
+        _max_live(fixed, intervals, end),
+        buckets,
+        rng[0],
+        rng[1],
+        {k: tuple(v) for k, v in intervals.items()},
+    )
 
 
 def _overlap(u, v):
@@ -210,13 +228,13 @@ def _best_fit(sizes: dict, intervals: dict, align: int):
     for k, nid in enumerate(order):
         need = _align(sizes[nid], align)
         lo, hi = intervals[nid]
-        live = (start[:k] <= hi) & (lo <= end[:k])           # the placed buffers it overlaps
+        live = (start[:k] <= hi) & (lo <= end[:k])  # the placed buffers it overlaps
         o, s = off[:k][live], size[:k][live]
         best = 0
         if len(o):
-            rank = np.lexsort((s, o))                          # by offset, then size
+            rank = np.lexsort((s, o))  # by offset, then size
             o, s = o[rank], s[rank]
-            covered = np.maximum.accumulate(o + s)             # top of the buffers so far
+            covered = np.maximum.accumulate(o + s)  # top of the buffers so far
             cursor = np.concatenate(([0], np.maximum(covered[:-1], 0)))
             gap = o - cursor
             fits = np.flatnonzero(gap >= need)

@@ -1,15 +1,23 @@
 """Append the optimizer: Keras's gradient clipping as IR ops, then one in-place update node per
 parameter, with its slots as 'state' sources. The slots of one kind are created for all parameters
 in order, so each kind is contiguous."""
+
 from __future__ import annotations
 
 from ir import scalar
 from ir.ops.optim import UPDATES
 
 # optimizer kind -> the update op that runs it (Keras's AdamW is "adam" with a weight_decay)
-OPTIMIZERS = {"sgd": "sgd_update", "adam": "adam_update", "rmsprop": "rmsprop_update", "adagrad": "adagrad_update",
-              "adadelta": "adadelta_update", "adamax": "adamax_update", "nadam": "nadam_update",
-              "lion": "lion_update"}
+OPTIMIZERS = {
+    "sgd": "sgd_update",
+    "adam": "adam_update",
+    "rmsprop": "rmsprop_update",
+    "adagrad": "adagrad_update",
+    "adadelta": "adadelta_update",
+    "adamax": "adamax_update",
+    "nadam": "nadam_update",
+    "lion": "lion_update",
+}
 CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
 
 

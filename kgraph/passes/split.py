@@ -19,6 +19,7 @@ The generated code calls one-thread BLAS on each part; at run time a step whose 
 enough for BLAS's threads runs the parts on one thread, whole (kgraph.runtime.executable).
 
 The pass knows no target: the caller says how many cores there are (`parts`, kgraph/models.py)."""
+
 from __future__ import annotations
 
 from ir import BATCH, Pattern, get_op
@@ -29,7 +30,7 @@ from .memory import gradient_nodes
 # bookkeeping attributes: "split" (k | rows | cols), "parts", "workspace" (elements per sample),
 # "workspace_fixed" (elements)
 SPLIT_VERBS = ("split", "whole")
-MAX_PARTS = 8   # more parts make each GEMM too thin; large steps use BLAS's own threads anyway
+MAX_PARTS = 8  # more parts make each GEMM too thin; large steps use BLAS's own threads anyway
 # a smaller weight's GEMMs cost less than waking the other cores (784x128 is 100k elements)
 MIN_WEIGHT = 32768
 
@@ -65,8 +66,9 @@ def split_gemms(graph, parts: int) -> list[Decision]:
         if kind == "k":
             per_sample, fixed = node.type.per_batch_size()
             node.attrs["workspace"] = (parts - 1) * per_sample
-        decisions.append(Decision("split gemm", node.id, True, f"by the weight's rows ({kind}), {parts} parts",
-                                  SPLIT_VERBS))
+        decisions.append(
+            Decision("split gemm", node.id, True, f"by the weight's rows ({kind}), {parts} parts", SPLIT_VERBS)
+        )
     return decisions
 
 

@@ -8,13 +8,14 @@ slot with batch=True at offset o taking B·size elements from o·B, then the fix
 
 Imports nothing but the standard library: code generation and a trainer read it without loading
 Numba."""
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
 from typing import NamedTuple
 
-BATCH = "B"   # the batch axis in a manifest's shapes (ir.BATCH)
+BATCH = "B"  # the batch axis in a manifest's shapes (ir.BATCH)
 
 
 def at_batch(shape, batch: int) -> tuple:
@@ -24,6 +25,7 @@ def at_batch(shape, batch: int) -> tuple:
 
 class Size(NamedTuple):
     """A buffer's size in elements at batch B: per_sample·B + fixed."""
+
     per_sample: int
     fixed: int
 
@@ -42,9 +44,9 @@ class StepsArgs(NamedTuple):
     params: object
     grads: object
     state: object
-    rngs: object      # n steps' random sources, one after the other
-    lrs: object       # n learning rates
-    step0: float      # the first step's number
+    rngs: object  # n steps' random sources, one after the other
+    lrs: object  # n learning rates
+    step0: float  # the first step's number
     parts: int
 
 
@@ -89,6 +91,7 @@ def _plain(v):
 class Place(_Record):
     """Where a step's output lives: in `region` ("arena", "params", "grads", "state") at offset,
     per sample (batch=True, "a·B + c") or fixed."""
+
     region: str
     offset: int
     batch: bool
@@ -100,6 +103,7 @@ class Place(_Record):
 class RandomSource(_Record):
     """A random source the runtime draws into the rng buffer before each step: dropout's keep
     mask (dist "bernoulli", keep probability 1 - rate) or a noise layer's normal draws."""
+
     node: str | None
     offset: int
     batch: bool
@@ -113,6 +117,7 @@ class RandomSource(_Record):
 @dataclass(frozen=True)
 class BatchArray(_Record):
     """A label or sample-weight argument of the step."""
+
     id: str
     dtype: str
     shape: tuple
@@ -121,6 +126,7 @@ class BatchArray(_Record):
 @dataclass(frozen=True)
 class StateSlot(_Record):
     """An optimizer slot of parameter `param` in the state bucket; Keras starts it at `init`."""
+
     node: str
     slot: str | None
     param: str | None
@@ -133,33 +139,40 @@ class StateSlot(_Record):
 class Synced(_Record):
     """A range of the parameter bucket the step updates from its batch (batch norm's moving
     statistics): replicas average it after each step."""
+
     offset: int
     size: int
 
 
-_LISTS = {"rng_masks": RandomSource, "labels": BatchArray, "sample_weights": BatchArray, "state": StateSlot,
-          "synced": Synced}
+_LISTS = {
+    "rng_masks": RandomSource,
+    "labels": BatchArray,
+    "sample_weights": BatchArray,
+    "state": StateSlot,
+    "synced": Synced,
+}
 
 
 @dataclass(frozen=True)
 class Manifest(_Record):
     """How to call one generated step: the function, its buffers' sizes, its batch arguments and
     where its outputs are. Field order is manifest.json's key order."""
+
     kind: str
-    gemm_flops_per_sample: int   # of its largest GEMM: the runtime picks BLAS's threads from it
-    parts: int                   # the GEMMs split in this many parts at most (kgraph/passes/split.py)
-    module: str                  # the generated source's path
+    gemm_flops_per_sample: int  # of its largest GEMM: the runtime picks BLAS's threads from it
+    parts: int  # the GEMMs split in this many parts at most (kgraph/passes/split.py)
+    module: str  # the generated source's path
     function: str
     arena: Size
     rng: Size
-    rng_masks: tuple             # RandomSource
-    inputs: tuple                # node ids, in the step's argument order
-    labels: tuple                # BatchArray
-    sample_weights: tuple        # BatchArray
-    outputs: dict                # name -> Place; the whole step copies them into one stash each
-    state: tuple                 # StateSlot
+    rng_masks: tuple  # RandomSource
+    inputs: tuple  # node ids, in the step's argument order
+    labels: tuple  # BatchArray
+    sample_weights: tuple  # BatchArray
+    outputs: dict  # name -> Place; the whole step copies them into one stash each
+    state: tuple  # StateSlot
     state_size: int
-    synced: tuple                # Synced
+    synced: tuple  # Synced
     param_size: int
     launches: int | None = None  # kernel launches a step (CUDA steps only)
 
@@ -173,9 +186,13 @@ class Manifest(_Record):
     @classmethod
     def from_json(cls, d: dict) -> Manifest:
         d = {"gemm_flops_per_sample": 0, "parts": 1, "sample_weights": (), "synced": (), "param_size": 0, **d}
-        d.update({k: tuple(_LISTS[k].from_json(x) for x in d[k]) for k in _LISTS},
-                 arena=Size(*d["arena"]), rng=Size(*d["rng"]), inputs=tuple(d["inputs"]),
-                 outputs={k: Place.from_json(p) for k, p in d["outputs"].items()})
+        d.update(
+            {k: tuple(_LISTS[k].from_json(x) for x in d[k]) for k in _LISTS},
+            arena=Size(*d["arena"]),
+            rng=Size(*d["rng"]),
+            inputs=tuple(d["inputs"]),
+            outputs={k: Place.from_json(p) for k, p in d["outputs"].items()},
+        )
         return super().from_json(d)
 
     def with_module(self, module) -> Manifest:
@@ -195,4 +212,4 @@ class Manifest(_Record):
 
     def state_view(self, state, slot: StateSlot):
         """Slot `slot` of the state bucket `state`, shaped."""
-        return state[slot.offset:slot.offset + math.prod(slot.shape)].reshape(slot.shape)
+        return state[slot.offset : slot.offset + math.prod(slot.shape)].reshape(slot.shape)

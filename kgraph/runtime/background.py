@@ -17,6 +17,7 @@ them ends the child, and the step compiles in the program on its next call inste
 
 KGRAPH_BACKGROUND_COMPILE=0 (or KGRAPH_PLAIN=1, kgraph/runtime/policy.py) compiles every step
 before its first call, as Numba alone would."""
+
 from __future__ import annotations
 
 import inspect
@@ -41,7 +42,7 @@ class StepCompiler:
     dispatcher compiles in a child process."""
 
     def __init__(self):
-        self._jobs: dict = {}   # dispatcher -> [signature, None (first call) or the child]
+        self._jobs: dict = {}  # dispatcher -> [signature, None (first call) or the child]
 
     def callable(self, dispatcher, args):
         """`dispatcher` if it runs `args` compiled now (or loads them from the cache at once),
@@ -64,7 +65,7 @@ class StepCompiler:
         if child.poll() is None:
             return python_twin(dispatcher)
         _close(child)
-        return dispatcher   # in the cache now; or the child failed, and this call compiles and raises here
+        return dispatcher  # in the cache now; or the child failed, and this call compiles and raises here
 
     def _running(self) -> list:
         """The children compiling now."""
@@ -122,8 +123,13 @@ def spawn(code: str, payload: bytes) -> subprocess.Popen:
     Silent: a failure shows when the caller compiles the step itself."""
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     child.stdin.write(len(payload).to_bytes(8, "little") + payload)
     child.stdin.flush()
     return child
@@ -156,7 +162,7 @@ def watch_parent() -> None:
     threading.Thread(target=wait_for_eof, daemon=True).start()
     try:
         import resource
-    except ImportError:   # not POSIX: no limits, the pipe still ends the child
+    except ImportError:  # not POSIX: no limits, the pipe still ends the child
         return
     seconds = int(os.environ.get("KGRAPH_COMPILE_SECONDS", "900"))
     memory = int(os.environ.get("KGRAPH_COMPILE_MEMORY_MB", "8192")) << 20
@@ -180,5 +186,5 @@ def in_disk_cache(dispatcher, sig) -> bool:
     try:
         index = dispatcher._cache._cache_file._load_index()
         return any(key[0] == sig for key in index)
-    except Exception:   # noqa: BLE001
+    except Exception:  # noqa: BLE001
         return False

@@ -1,6 +1,7 @@
 """The batches of each epoch, walked as Keras 3's EpochIterator walks them: from arrays (sliced
 in order or shuffled each pass, the last batch partial) or from any Python iterable or generator
 of (x, y) or (x, y, sample_weight) batches."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,10 @@ import numpy as np
 
 from .sources import known_batches
 
-OUT_OF_DATA = ("Your input ran out of data; interrupting training. Make sure that your dataset or generator can "
-               "generate at least `steps_per_epoch * epochs` batches.")
+OUT_OF_DATA = (
+    "Your input ran out of data; interrupting training. Make sure that your dataset or generator can "
+    "generate at least `steps_per_epoch * epochs` batches."
+)
 
 
 class ArrayBatches:
@@ -22,6 +25,7 @@ class ArrayBatches:
     a step split over the cores (kgraph/passes/split.py) then waits for the other cores to fetch it
     (784-128-10 at batch 32: 210 us a step instead of 138). Arrays larger than SHUFFLE_COPY_BYTES
     in all are gathered batch by batch instead, so that no second copy of them is kept."""
+
     SHUFFLE_COPY_BYTES = 1 << 30
 
     def __init__(self, xs, ys, sws, batch_size, shuffle=False, rng=None):
@@ -81,7 +85,7 @@ class IterableBatches:
     def __init__(self, data, convert):
         self.data, self.convert = data, convert
         self.num_batches = known_batches(data)
-        self.batch_size = None   # the rows of the last batch (the thread tuner's key)
+        self.batch_size = None  # the rows of the last batch (the thread tuner's key)
 
     def __iter__(self):
         for item in self.data:
@@ -121,12 +125,12 @@ class EpochIterator:
         steps = self.steps_per_epoch or known
         step = 0
         while steps is None or step < steps:
-            if known is not None and self._seen >= known:   # a pass of arrays ended before steps_per_epoch
+            if known is not None and self._seen >= known:  # a pass of arrays ended before steps_per_epoch
                 warnings.warn(OUT_OF_DATA, stacklevel=3)
                 break
             try:
                 batch = next(self._iterator)
-            except StopIteration:   # a generator without steps_per_epoch ends its only pass here
+            except StopIteration:  # a generator without steps_per_epoch ends its only pass here
                 if self.steps_per_epoch is not None or step == 0:
                     warnings.warn(OUT_OF_DATA, stacklevel=3)
                     self.exhausted = True

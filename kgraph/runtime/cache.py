@@ -5,6 +5,7 @@ has used for UNUSED_DAYS go when a new one is written, and `kgraph cache` prunes
 
 A file's last use is its access time: write_source sets it each time a compile finds the file.
 Its modification time must stay as it is, since Numba's cache index checks it."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,8 @@ def cache_dir() -> Path:
 
 @dataclass
 class Entry:
-    source: Path     # the generated .py
-    compiled: list   # Numba's index and code files for its functions
+    source: Path  # the generated .py
+    compiled: list  # Numba's index and code files for its functions
 
     @property
     def files(self) -> list:
@@ -50,7 +51,7 @@ class Entry:
 def _stat(path: Path):
     try:
         return path.stat()
-    except FileNotFoundError:   # another process pruned it meanwhile
+    except FileNotFoundError:  # another process pruned it meanwhile
         return None
 
 
@@ -63,7 +64,7 @@ def _scan(root) -> tuple:
     files for it, and Numba's files whose source is gone (e.g. a one-off model's step deleted)."""
     found, orphaned = [], []
     for directory in (root, root / "kernels"):
-        compiled = {}   # Numba names its files <module>.<function>-<line>.<python>.nbi/.nbc
+        compiled = {}  # Numba names its files <module>.<function>-<line>.<python>.nbi/.nbc
         if (directory / "__pycache__").is_dir():
             for f in sorted((directory / "__pycache__").glob("*")):
                 compiled.setdefault(f.name.split(".")[0], []).append(f)

@@ -114,12 +114,8 @@ class CallbackList(Callback):
     ):
         super().__init__()
         self.callbacks = list(callbacks) if callbacks else []
-        self._history = next(
-            (cb for cb in self.callbacks if isinstance(cb, History)), None
-        )
-        self._progbar = next(
-            (cb for cb in self.callbacks if isinstance(cb, ProgbarLogger)), None
-        )
+        self._history = next((cb for cb in self.callbacks if isinstance(cb, History)), None)
+        self._progbar = next((cb for cb in self.callbacks if isinstance(cb, ProgbarLogger)), None)
         if self._history is None and add_history:
             self._history = History()
             self.callbacks.append(self._history)
@@ -286,9 +282,7 @@ class ProgbarLogger(Callback):
     def _reset_progbar(self):
         self.seen = 0
         # Logs are already running means, so the bar shows them as given.
-        self.progbar = Progbar(
-            target=self.target, verbose=self.verbose, stateless_metrics=()
-        )
+        self.progbar = Progbar(target=self.target, verbose=self.verbose, stateless_metrics=())
 
     def _update_progbar(self, batch, logs):
         if self.progbar is None:

@@ -4,6 +4,7 @@ Every refusal is one DataError (a ValueError) that says what was given, what was
 likely fix. The compiled kernels index arrays by class ids and token ids; these checks are what
 keeps a bad id from ever reaching them (the kernels also guard their indices, see
 kgraph/codegen/cpu_kernels.py gather_rows)."""
+
 from __future__ import annotations
 
 import numbers
@@ -23,6 +24,7 @@ def allow_nonfinite() -> bool:
 
 
 # ---------------------------------------------------------------------- arguments
+
 
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -53,18 +55,28 @@ def check_fit_args(epochs, initial_epoch, validation_split, validation_data) -> 
     if not _is_int(initial_epoch) or initial_epoch < 0:
         raise DataError(f"initial_epoch must be a non-negative integer, got {initial_epoch!r}")
     if not isinstance(validation_split, numbers.Real) or not 0 <= validation_split < 1:
-        raise DataError(f"validation_split must be in [0, 1), got {validation_split!r} "
-                        "(the fraction of the samples kept for validation, e.g. 0.1)")
-    if validation_data is not None and not isinstance(validation_data, (tuple, list)) \
-            and not hasattr(validation_data, "__iter__"):
-        raise DataError(f"validation_data must be (x_val, y_val), (x_val, y_val, sample_weight) or an iterable "
-                        f"of batches, got {type(validation_data).__name__}")
+        raise DataError(
+            f"validation_split must be in [0, 1), got {validation_split!r} "
+            "(the fraction of the samples kept for validation, e.g. 0.1)"
+        )
+    if (
+        validation_data is not None
+        and not isinstance(validation_data, (tuple, list))
+        and not hasattr(validation_data, "__iter__")
+    ):
+        raise DataError(
+            f"validation_data must be (x_val, y_val), (x_val, y_val, sample_weight) or an iterable "
+            f"of batches, got {type(validation_data).__name__}"
+        )
     if isinstance(validation_data, (tuple, list)) and len(validation_data) not in (2, 3):
-        raise DataError(f"validation_data must be (x_val, y_val) or (x_val, y_val, sample_weight), "
-                        f"got a {type(validation_data).__name__} of {len(validation_data)} items")
+        raise DataError(
+            f"validation_data must be (x_val, y_val) or (x_val, y_val, sample_weight), "
+            f"got a {type(validation_data).__name__} of {len(validation_data)} items"
+        )
 
 
 # ---------------------------------------------------------------------- arrays
+
 
 def _where_first(mask) -> str:
     index = [int(i) for i in np.argwhere(mask)[0]]
@@ -83,11 +95,14 @@ def as_array(value, what: str) -> np.ndarray:
         raise DataError(f"{what} is None")
     try:
         a = np.asarray(value)
-    except ValueError as e:   # ragged nested lists
+    except ValueError as e:  # ragged nested lists
         raise DataError(f"{what} is not a rectangular array of numbers ({e})") from None
     if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-        raise DataError(f"{what} must hold numbers, got an array of dtype {a.dtype} "
-                        f"(first item {str(a.flat[0])!r})" if a.size else f"{what} must hold numbers, got dtype {a.dtype}")
+        raise DataError(
+            f"{what} must hold numbers, got an array of dtype {a.dtype} (first item {str(a.flat[0])!r})"
+            if a.size
+            else f"{what} must hold numbers, got dtype {a.dtype}"
+        )
     if a.ndim == 0:
         raise DataError(f"{what} is a single number; give an array with one row per sample")
     if np.issubdtype(a.dtype, np.complexfloating):
@@ -100,8 +115,10 @@ def check_finite(a: np.ndarray, what: str) -> None:
         bad = ~np.isfinite(a)
         if bad.any():
             value = a[tuple(np.argwhere(bad)[0])].item()
-            raise DataError(f"{what} has {int(bad.sum())} non-finite values ({value} at {_where_first(bad)}); "
-                            "clean the data, or set KGRAPH_ALLOW_NONFINITE=1 to train on it as Keras does")
+            raise DataError(
+                f"{what} has {int(bad.sum())} non-finite values ({value} at {_where_first(bad)}); "
+                "clean the data, or set KGRAPH_ALLOW_NONFINITE=1 to train on it as Keras does"
+            )
 
 
 def check_same_length(named: list) -> int:
@@ -109,8 +126,10 @@ def check_same_length(named: list) -> int:
     lengths = {what: len(a) for what, a in named}
     if len(set(lengths.values())) > 1:
         shown = ", ".join(f"{what} has {n}" for what, n in lengths.items())
-        raise DataError(f"the arrays have different numbers of samples: {shown}; every input, target and "
-                        "sample weight needs one row per sample")
+        raise DataError(
+            f"the arrays have different numbers of samples: {shown}; every input, target and "
+            "sample weight needs one row per sample"
+        )
     n = next(iter(lengths.values()))
     if n == 0:
         raise DataError(f"{named[0][0]} has no samples (shape {named[0][1].shape})")
@@ -124,14 +143,20 @@ def check_class_ids(y: np.ndarray, classes: int, what: str) -> None:
             raise DataError(f"{what} has a non-finite label at {_where_first(~np.isfinite(y))}")
         fractional = y != np.floor(y)
         if fractional.any():
-            raise DataError(f"{what} are class ids, but {y[fractional][0].item()} at {_where_first(fractional)} is not a "
-                            f"whole number (for one-hot or probability targets use categorical_crossentropy)")
+            raise DataError(
+                f"{what} are class ids, but {y[fractional][0].item()} at {_where_first(fractional)} is not a "
+                f"whole number (for one-hot or probability targets use categorical_crossentropy)"
+            )
     if y.size == 0:
         return
     low, high = y.min(), y.max()
     top = f"{classes} classes (0-{classes - 1})"
     if high >= classes:
-        hint = ": are they 1-based? (use y - 1)" if high == classes and low >= 1 else f": every label must be below {classes}"
+        hint = (
+            ": are they 1-based? (use y - 1)"
+            if high == classes and low >= 1
+            else f": every label must be below {classes}"
+        )
         raise DataError(f"{what} go up to {_number(high)} but the model has {top}{hint}")
     if low < 0:
         raise DataError(f"{what} include {_number(low)} but the model has {top}: class ids start at 0")
@@ -148,5 +173,7 @@ def check_token_ids(x: np.ndarray, limit: int, what: str, layer: str) -> None:
     low, high = ids.min(), ids.max()
     if low < 0 or high >= limit:
         bad = (ids < 0) | (ids >= limit)
-        raise DataError(f"{what} feeds Embedding {layer!r} (input_dim {limit}): ids must be in 0-{limit - 1}, "
-                        f"got {_number(ids[bad][0])} at {_where_first(bad)}")
+        raise DataError(
+            f"{what} feeds Embedding {layer!r} (input_dim {limit}): ids must be in 0-{limit - 1}, "
+            f"got {_number(ids[bad][0])} at {_where_first(bad)}"
+        )

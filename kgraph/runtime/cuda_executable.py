@@ -2,6 +2,7 @@
 the arenas stay on the device between steps; a step copies its batch (and dropout masks) over
 from pinned host buffers on one stream, launches the generated kernels, and brings back only
 its outputs (losses, predictions)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,15 +21,17 @@ BUCKETS = ("params", "grads", "state")
 class _Binding:
     """One step kind at one batch size: the step bound to its device views, and the device and
     pinned host buffers of its batch, dropout masks and outputs."""
+
     step: object
-    batch: list        # (device, pinned host) per input, label and sample weight
-    rng: tuple         # (device, pinned host)
-    outputs: dict      # name -> (device view, pinned host)
+    batch: list  # (device, pinned host) per input, label and sample weight
+    rng: tuple  # (device, pinned host)
+    outputs: dict  # name -> (device view, pinned host)
 
 
 class CudaExecutable:
     """Executable's interface (run, get_weights/set_weights, params, grads, state) on a GPU."""
-    multi_step = False   # run() takes one step a call
+
+    multi_step = False  # run() takes one step a call
 
     get_weights = Executable.get_weights
     set_weights = Executable.set_weights
@@ -51,7 +54,7 @@ class CudaExecutable:
             self._allocate(name, n)
         self._allocate("state", self._initial_state(steps.get("train")))
         self._ones_cache = {}
-        self._dirty = set()         # host copies handed out: uploaded before the next step
+        self._dirty = set()  # host copies handed out: uploaded before the next step
         self._arenas = {}
         self._bindings = {}
 
@@ -60,7 +63,7 @@ class CudaExecutable:
         values = n if isinstance(n, np.ndarray) else np.zeros(n, self.dtype)
         self._host[bucket] = cuda.pinned_array(max(values.size, 1), self.dtype)
         self._host[bucket][:] = 0
-        self._host[bucket][:values.size] = values
+        self._host[bucket][: values.size] = values
         self._device[bucket] = cuda.to_device(self._host[bucket], stream=self.stream)
 
     def add_step(self, kind: str, manifest: Manifest) -> None:
@@ -70,7 +73,7 @@ class CudaExecutable:
         if kind == "train":
             self._allocate("state", self._initial_state(manifest))
             self._dirty.discard("state")
-            self._bindings.clear()   # they hold views of the old state
+            self._bindings.clear()  # they hold views of the old state
         self._bindings = {k: b for k, b in self._bindings.items() if k[0] != kind}
 
     # ------------------------------------------------------------------ host copies of the buckets
@@ -97,29 +100,45 @@ class CudaExecutable:
             self._arenas[kind] = cuda.to_device(np.zeros(max(need, 1), self.dtype), stream=self.stream)
             self._bindings = {k: b for k, b in self._bindings.items() if k[0] != kind}
         arena = self._arenas[kind]
-        io = [(cuda.device_array(x.shape, x.dtype, stream=self.stream), cuda.pinned_array(x.shape, x.dtype))
-              for x in inputs]
+        io = [
+            (cuda.device_array(x.shape, x.dtype, stream=self.stream), cuda.pinned_array(x.shape, x.dtype))
+            for x in inputs
+        ]
         n_rng = max(m.rng.at(batch), 1)
         rng = (cuda.device_array(n_rng, self.dtype, stream=self.stream), cuda.pinned_array(n_rng, self.dtype))
         module = import_file(m.module)
         consts = cuda.to_device(module.CONSTS, stream=self.stream)
-        step = module.bind(batch, arena, *(self._device[b] for b in BUCKETS), rng[0], consts,
-                           *(d for d, _ in io), self.stream)
+        step = module.bind(
+            batch, arena, *(self._device[b] for b in BUCKETS), rng[0], consts, *(d for d, _ in io), self.stream
+        )
         outputs = {}
         for name, place in m.outputs.items():
             start, shape = m.output_slice(place, batch)
             buf = arena if place.region == "arena" else self._device[place.region]
-            outputs[name] = (buf[start:start + int(np.prod(shape))].reshape(shape), cuda.pinned_array(shape, self.dtype))
+            outputs[name] = (
+                buf[start : start + int(np.prod(shape))].reshape(shape),
+                cuda.pinned_array(shape, self.dtype),
+            )
         self._bindings[(kind, batch)] = _Binding(step, io, rng, outputs)
         return self._bindings[(kind, batch)]
 
-    def run(self, kind: str, inputs: list, labels: list = (), sample_weights: list = (), lr: float = 0.0,
-            step: float = 1.0, part: str = "step", steps: int = 1, lrs=None) -> dict:
+    def run(
+        self,
+        kind: str,
+        inputs: list,
+        labels: list = (),
+        sample_weights: list = (),
+        lr: float = 0.0,
+        step: float = 1.0,
+        part: str = "step",
+        steps: int = 1,
+        lrs=None,
+    ) -> dict:
         """One step on a batch (as Executable.run: no sample weights weigh every sample 1; lrs, if
         given, holds this step's rate). Returns its outputs as host arrays, valid until the next call."""
         if part != "step":
             raise NotImplementedError("data-parallel replicas run on the CPU backend only")
-        if steps != 1:   # multi_step is False: fit runs one step a call here
+        if steps != 1:  # multi_step is False: fit runs one step a call here
             raise NotImplementedError("the CUDA backend runs one step a call")
         lr = lr if lrs is None else lrs[0]
         m = self.steps[kind]
@@ -133,7 +152,7 @@ class CudaExecutable:
         for (device, host), x in zip(b.batch, arrays):
             np.copyto(host, x)
             device.copy_to_device(host, stream=self.stream)
-        if m.rng_masks:   # drawn on the host as the CPU backend does, so both give the same masks
+        if m.rng_masks:  # drawn on the host as the CPU backend does, so both give the same masks
             self.draw_masks(b.rng[1], m, len(arrays[0]))
             b.rng[0].copy_to_device(b.rng[1], stream=self.stream)
         b.step(float(lr), float(step))

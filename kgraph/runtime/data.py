@@ -1,4 +1,5 @@
 """Training data from a file or a bundled dataset, for the CLI and compiled trainers."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,7 +33,7 @@ def load(spec: str):
     def arrays(prefix):
         if prefix in data:
             return [data[prefix]]
-        return [data[k] for k in sorted(k for k in data if k[len(prefix):].isdigit() and k.startswith(prefix))]
+        return [data[k] for k in sorted(k for k in data if k[len(prefix) :].isdigit() and k.startswith(prefix))]
 
     xs, ys = arrays("x"), arrays("y")
     if not xs:

@@ -3,6 +3,7 @@
 Adam's moments of weights whose gradient is zero (dead ReLUs) decay into denormals; arithmetic on
 denormals is ~100x slower, and after ~750 steps a training step was measured 8x slower without
 this. Numba's worker threads inherit the setting of the thread that starts them."""
+
 from __future__ import annotations
 
 import platform

@@ -1,5 +1,6 @@
 """The compiled steps of one model and the buffers they share: the parameter bucket, the
 gradient bucket, the optimizer state and one arena per step kind."""
+
 from __future__ import annotations
 
 import time
@@ -27,7 +28,7 @@ _prepare_numba()
 
 
 class Executable:
-    multi_step = True   # run() takes steps > 1 (fit then runs several steps a call)
+    multi_step = True  # run() takes steps > 1 (fit then runs several steps a call)
 
     def __init__(self, steps: dict, params: list, dtype: str = "float32", seed: int | None = None):
         """steps: kind -> Manifest (kgraph/runtime/abi.py); params: [{"node", "offset", "shape"}]."""
@@ -48,9 +49,9 @@ class Executable:
         self._lr_buffer = np.zeros(1)
         self._ones_cache = {}
         self.random = np.random.default_rng(seed)
-        self.threads = ThreadPlan()   # replicas sharing the cores set threads.max_threads = 1
+        self.threads = ThreadPlan()  # replicas sharing the cores set threads.max_threads = 1
         self.compiler = StepCompiler()
-        self._compiled = set()        # (kind, part) whose compiled function runs the calls
+        self._compiled = set()  # (kind, part) whose compiled function runs the calls
 
     def add_step(self, kind: str, manifest: Manifest) -> None:
         """Install (or replace) a compiled step; a new training step starts with fresh optimizer state."""
@@ -74,7 +75,7 @@ class Executable:
     # ------------------------------------------------------------------ weights
     def param_view(self, p) -> np.ndarray:
         n = int(np.prod(p["shape"]))
-        return self.params[p["offset"]:p["offset"] + n].reshape(p["shape"])
+        return self.params[p["offset"] : p["offset"] + n].reshape(p["shape"])
 
     def get_weights(self) -> list:
         return [self.param_view(p).copy() for p in self.param_layout]
@@ -85,13 +86,25 @@ class Executable:
         for p, w in zip(self.param_layout, weights):
             w = np.asarray(w)
             if tuple(w.shape) != tuple(p["shape"]):
-                raise ValueError(f"weight {p.get('name', p['node'])}: shape {tuple(w.shape)} does not match "
-                                 f"the model's {tuple(p['shape'])}")
+                raise ValueError(
+                    f"weight {p.get('name', p['node'])}: shape {tuple(w.shape)} does not match "
+                    f"the model's {tuple(p['shape'])}"
+                )
             self.param_view(p)[...] = w
 
     # ------------------------------------------------------------------ running
-    def run(self, kind: str, inputs: list, labels: list = (), sample_weights: list = (), lr: float = 0.0,
-            step: float = 1.0, part: str = "step", steps: int = 1, lrs=None) -> dict:
+    def run(
+        self,
+        kind: str,
+        inputs: list,
+        labels: list = (),
+        sample_weights: list = (),
+        lr: float = 0.0,
+        step: float = 1.0,
+        part: str = "step",
+        steps: int = 1,
+        lrs=None,
+    ) -> dict:
         """One call of the compiled step (or of the "grads" half of "train"); no sample weights
         weigh every sample 1. The whole step runs `steps` consecutive steps in the call: the batch
         arguments hold steps x B rows, step s learns at lrs[s] (default: lr for all) and is step
@@ -107,9 +120,11 @@ class Executable:
         stash = self._stash(kind, m, batch, steps) if part == "step" else ()
         rates = self._rates(lr, lrs, steps) if part == "step" else None
 
-        def step_args(parts):   # the contract's leading arguments (kgraph/runtime/abi.py)
+        def step_args(parts):  # the contract's leading arguments (kgraph/runtime/abi.py)
             if part == "step":
-                return StepsArgs(steps, batch, arena, self.params, self.grads, self.state, rng, rates, float(step), parts)
+                return StepsArgs(
+                    steps, batch, arena, self.params, self.grads, self.state, rng, rates, float(step), parts
+                )
             return StepArgs(batch, arena, self.params, self.grads, self.state, rng, float(lr), float(step), parts)
 
         fn = self._callable(kind, part, lambda: (*step_args(1), *batch_args, *stash))
@@ -156,7 +171,7 @@ class Executable:
         rng = self._buffer(self._rng_buffers, kind, size * steps)
         if m.rng_masks:
             for s in range(steps):
-                self.draw_masks(rng[s * size:(s + 1) * size], m, batch)
+                self.draw_masks(rng[s * size : (s + 1) * size], m, batch)
         return rng
 
     def _outputs(self, kind, part, m, batch, steps, home) -> dict:
@@ -165,8 +180,10 @@ class Executable:
         cached = self._output_views.get(key)
         if cached is None or cached[0] is not home:  # views stay valid until their buffers are reallocated
             if part == "step":
-                views = {name: a[:steps * size].reshape(shape if steps == 1 else (steps, *shape))
-                         for (name, (size, shape)), a in zip(self._output_sizes(kind, batch), home)}
+                views = {
+                    name: a[: steps * size].reshape(shape if steps == 1 else (steps, *shape))
+                    for (name, (size, shape)), a in zip(self._output_sizes(kind, batch), home)
+                }
             else:
                 views = {name: self._output(home, m, place, batch) for name, place in m.outputs.items()}
             cached = self._output_views[key] = (home, views)
@@ -186,8 +203,10 @@ class Executable:
         stash = self._stashes.get(kind)
         sizes = self._output_sizes(kind, batch)
         if stash is None or any(a.size < steps * size for a, (_, (size, _)) in zip(stash, sizes)):
-            stash = self._stashes[kind] = [np.zeros(max(steps * size, 1), np.dtype(p.dtype))
-                                           for (_, (size, _)), p in zip(sizes, m.outputs.values())]
+            stash = self._stashes[kind] = [
+                np.zeros(max(steps * size, 1), np.dtype(p.dtype))
+                for (_, (size, _)), p in zip(sizes, m.outputs.values())
+            ]
         return stash
 
     def _rates(self, lr, lrs, steps) -> np.ndarray:
@@ -206,14 +225,23 @@ class Executable:
                 self.random.standard_normal(out=view, dtype=self.dtype)
                 continue
             self.random.random(out=view, dtype=self.dtype)
-            np.greater_equal(view, mask.rate, out=view)   # keep with probability 1 - rate
+            np.greater_equal(view, mask.rate, out=view)  # keep with probability 1 - rate
             view *= self.dtype.type(1.0 / (1.0 - mask.rate))
 
     def apply(self, lr: float, step: float) -> None:
         """The optimizer update from the gradient bucket (after replicas averaged it)."""
         batch = self._last_batch  # the update half never reads the batch arguments
-        args = StepArgs(len(batch[0]), self._arenas["train"], self.params, self.grads, self.state,
-                        self._rng_buffers["train"], float(lr), float(step), self._last_parts)
+        args = StepArgs(
+            len(batch[0]),
+            self._arenas["train"],
+            self.params,
+            self.grads,
+            self.state,
+            self._rng_buffers["train"],
+            float(lr),
+            float(step),
+            self._last_parts,
+        )
         self.function("train", "apply")(*args, *batch)
 
     def _ones(self, m, batch) -> list:
@@ -232,4 +260,4 @@ class Executable:
     def _output(self, arena, m, place, batch):
         start, shape = m.output_slice(place, batch)
         buf = arena if place.region == "arena" else getattr(self, place.region)
-        return buf[start:start + int(np.prod(shape))].reshape(shape)
+        return buf[start : start + int(np.prod(shape))].reshape(shape)

@@ -1,6 +1,7 @@
 """Weight files of the runtime: `.npz` in Keras's get_weights() order, always written atomically
 (a temporary file next to the target, fsynced, then renamed), so a crash never leaves half a file.
 kgraph.saving builds Keras's HDF5 formats on the same pieces."""
+
 from __future__ import annotations
 
 import os
@@ -83,7 +84,7 @@ def atomic_write(path):
     and the folder is fsynced. The old file stays whole until the rename; a kill before it
     leaves a temporary file that the next write to the folder removes."""
     path = Path(path)
-    if not path.parent.is_dir():   # else the error would name the temporary file
+    if not path.parent.is_dir():  # else the error would name the temporary file
         raise FileNotFoundError(f"{path}: the folder {path.parent} does not exist")
     remove_stale_temps(path.parent)
     tmp = _temp_path(path)

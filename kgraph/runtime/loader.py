@@ -1,4 +1,5 @@
 """Imports generated step modules from files, so Numba's on-disk cache and tracebacks work."""
+
 from __future__ import annotations
 
 import hashlib

@@ -2,6 +2,7 @@
 does: mean metrics average per-sample values over the samples seen since the last reset;
 Precision, Recall and AUC accumulate confusion counts. Each class takes Keras's arguments; a
 metric travels to a compiled trainer as (class name, config) and is rebuilt with `build`."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,6 +22,7 @@ def _same_rank(y_true, y_pred):
 
 class Metric:
     """update(y_true, y_pred) per batch, result() so far, reset() at each epoch."""
+
     default_name = ""
 
     def __init__(self, name=None):
@@ -33,6 +35,7 @@ class Metric:
 
 class Mean(Metric):
     """A running mean of values weighted by a count, like keras.metrics.Mean (the loss trackers)."""
+
     default_name = "mean"
 
     def reset(self):
@@ -147,6 +150,7 @@ class RootMeanSquaredError(MeanSquaredError):
 
 # ---------------------------------------------------------------- confusion counts
 
+
 def _thresholds(thresholds, default=0.5) -> np.ndarray:
     return np.atleast_1d(np.asarray(default if thresholds is None else thresholds, np.float32))
 
@@ -163,8 +167,10 @@ def _binary_inputs(y_true, y_pred, top_k=None, class_id=None):
     if class_id is not None:
         y_true, y_pred = y_true[..., class_id], y_pred[..., class_id]
     if np.shape(y_true) != y_pred.shape:
-        raise ValueError(f"confusion metrics need targets shaped as the predictions: got {np.shape(y_true)} "
-                         f"for {y_pred.shape} (one-hot targets, or class_id)")
+        raise ValueError(
+            f"confusion metrics need targets shaped as the predictions: got {np.shape(y_true)} "
+            f"for {y_pred.shape} (one-hot targets, or class_id)"
+        )
     return np.asarray(y_true).reshape(-1) != 0, y_pred.reshape(-1)
 
 
@@ -177,8 +183,12 @@ class _Confusion(Metric):
         super().__init__(name)
 
     def get_config(self):
-        return {**super().get_config(), "thresholds": self.init_thresholds, "top_k": self.top_k,
-                "class_id": self.class_id}
+        return {
+            **super().get_config(),
+            "thresholds": self.init_thresholds,
+            "top_k": self.top_k,
+            "class_id": self.class_id,
+        }
 
     def reset(self):
         self.tp, self.fp, self.fn = (np.zeros(len(self.thresholds)) for _ in range(3))
@@ -216,23 +226,30 @@ def _no_nan_div(a, b):
 class AUC(Metric):
     """Keras's AUC over num_thresholds evenly spaced thresholds (ROC or PR curve; the PR curve's
     'interpolation' is Davis & Goadrich's, as Keras's)."""
+
     default_name = "auc"
 
-    def __init__(self, num_thresholds=200, curve="ROC", summation_method="interpolation", name=None,
-                 from_logits=False):
+    def __init__(self, num_thresholds=200, curve="ROC", summation_method="interpolation", name=None, from_logits=False):
         if num_thresholds <= 1:
             raise ValueError(f"AUC: num_thresholds must be > 1, got {num_thresholds}")
         curve, summation_method = curve.upper(), summation_method.lower()
         if curve not in ("ROC", "PR") or summation_method not in ("interpolation", "minoring", "majoring"):
-            raise ValueError(f"AUC: curve {curve!r} / summation_method {summation_method!r} not supported "
-                             f"(curve ROC or PR; interpolation, minoring or majoring)")
+            raise ValueError(
+                f"AUC: curve {curve!r} / summation_method {summation_method!r} not supported "
+                f"(curve ROC or PR; interpolation, minoring or majoring)"
+            )
         self.num_thresholds, self.curve, self.summation_method = int(num_thresholds), curve, summation_method
         self.from_logits = bool(from_logits)
         super().__init__(name)
 
     def get_config(self):
-        return {**super().get_config(), "num_thresholds": self.num_thresholds, "curve": self.curve,
-                "summation_method": self.summation_method, "from_logits": self.from_logits}
+        return {
+            **super().get_config(),
+            "num_thresholds": self.num_thresholds,
+            "curve": self.curve,
+            "summation_method": self.summation_method,
+            "from_logits": self.from_logits,
+        }
 
     def reset(self):
         self.tp, self.fp, self.tn, self.fn = (np.zeros(self.num_thresholds) for _ in range(4))
@@ -264,14 +281,31 @@ class AUC(Metric):
             return float(np.sum(_no_nan_div(slope * (dtp + intercept * np.log(ratio)), np.maximum(tp[1:] + fn[1:], 0))))
         recall = _no_nan_div(tp, tp + fn)
         x, y = (_no_nan_div(fp, fp + tn), recall) if self.curve == "ROC" else (recall, _no_nan_div(tp, tp + fp))
-        heights = {"interpolation": (y[:-1] + y[1:]) / 2, "minoring": np.minimum(y[:-1], y[1:]),
-                   "majoring": np.maximum(y[:-1], y[1:])}[self.summation_method]
+        heights = {
+            "interpolation": (y[:-1] + y[1:]) / 2,
+            "minoring": np.minimum(y[:-1], y[1:]),
+            "majoring": np.maximum(y[:-1], y[1:]),
+        }[self.summation_method]
         return float(np.sum((x[:-1] - x[1:]) * heights))
 
 
-METRICS = {cls.__name__: cls for cls in (
-    Accuracy, BinaryAccuracy, CategoricalAccuracy, SparseCategoricalAccuracy, TopKCategoricalAccuracy,
-    SparseTopKCategoricalAccuracy, MeanAbsoluteError, MeanSquaredError, RootMeanSquaredError, Precision, Recall, AUC)}
+METRICS = {
+    cls.__name__: cls
+    for cls in (
+        Accuracy,
+        BinaryAccuracy,
+        CategoricalAccuracy,
+        SparseCategoricalAccuracy,
+        TopKCategoricalAccuracy,
+        SparseTopKCategoricalAccuracy,
+        MeanAbsoluteError,
+        MeanSquaredError,
+        RootMeanSquaredError,
+        Precision,
+        Recall,
+        AUC,
+    )
+}
 
 
 def build(class_name: str, config: dict) -> Metric:

@@ -1,5 +1,6 @@
 """A compiled model: Keras's training API (fit, evaluate, predict, train_on_batch, weights)
 over an Executable. It knows the compiled steps' inputs and outputs, never an op's maths."""
+
 from __future__ import annotations
 
 import functools
@@ -27,6 +28,7 @@ from .policy import freeze_compiled_objects, plain
 def _gives_threads_back(loop):
     """fit, evaluate and predict: BLAS and Numba get their threads back when the loop ends, however
     it ends (the step's thread setting limits BLAS for the whole process while it runs)."""
+
     @functools.wraps(loop)
     def wrapper(self, *args, **kwargs):
         try:
@@ -35,6 +37,7 @@ def _gives_threads_back(loop):
             threads = getattr(self.executable, "threads", None)
             if threads is not None:
                 threads.release()
+
     return wrapper
 
 
@@ -55,11 +58,12 @@ def _reshape_hint(got, want) -> str:
 def _loss_hint(loss, got, want) -> str:
     """The likely mix-up of one-hot and integer labels, named."""
     if loss == "categorical_crossentropy" and len(got) <= 2 and (len(got) == 1 or got[1] == 1) and want[-1:] != (1,):
-        return (": integer labels with categorical_crossentropy: use sparse_categorical_crossentropy, "
-                "or one-hot labels")
+        return ": integer labels with categorical_crossentropy: use sparse_categorical_crossentropy, or one-hot labels"
     if loss == "sparse_categorical_crossentropy" and len(got) == len(want) + 2:
-        return (": one-hot labels with sparse_categorical_crossentropy: use categorical_crossentropy, "
-                "or integer labels (y.argmax(-1))")
+        return (
+            ": one-hot labels with sparse_categorical_crossentropy: use categorical_crossentropy, "
+            "or integer labels (y.argmax(-1))"
+        )
     return ""
 
 
@@ -72,11 +76,11 @@ class CompiledModel:
         self.optimizer = optimizer
         self.stop_training = False
         self.history = None
-        self.replicas = None          # set by a kgraph.distribute strategy
-        self.steps_per_execution = None   # compile()'s: steps a call of the compiled step runs in fit
-        self.is_chief = True          # only the chief replica prints and writes files
+        self.replicas = None  # set by a kgraph.distribute strategy
+        self.steps_per_execution = None  # compile()'s: steps a call of the compiled step runs in fit
+        self.is_chief = True  # only the chief replica prints and writes files
         self.shuffle_random = executable.random
-        self._nonfinite_told = False   # a non-finite loss was reported
+        self._nonfinite_told = False  # a non-finite loss was reported
 
     @property
     def metrics_names(self) -> list:
@@ -116,20 +120,23 @@ class CompiledModel:
         if isinstance(x, (list, tuple)) and len(names) == 1 and len(x) != 1:
             if all(isinstance(a, np.ndarray) and a.ndim >= 2 for a in x):
                 raise DataError(f"the model has 1 input ({names[0]}), got a {type(x).__name__} of {len(x)} arrays")
-            x = [x]   # one input given as nested lists of numbers (as np.asarray reads them)
+            x = [x]  # one input given as nested lists of numbers (as np.asarray reads them)
         xs = list(x) if isinstance(x, (list, tuple)) else [x]
         if len(xs) != len(names):
-            raise DataError(f"the model has {len(names)} inputs ({', '.join(names)}), got a "
-                            f"{type(x).__name__} of {len(xs)} items")
+            raise DataError(
+                f"the model has {len(names)} inputs ({', '.join(names)}), got a {type(x).__name__} of {len(xs)} items"
+            )
         tokens = {check["input"]: check for check in self.info.get("token_inputs", [])}
         out = []
         for k, (a, name, shape) in enumerate(zip(xs, names, shapes)):
             what = f"input {name!r}"
             a = checks.as_array(a, what)
             if tuple(a.shape[1:]) != tuple(shape[1:]):
-                raise DataError(f"{what}: data of shape {a.shape} does not match the model's input shape "
-                                f"{_shape_str(shape)}" + _reshape_hint(a.shape, shape))
-            if k in tokens:   # ids an Embedding reads: in its table, whatever KGRAPH_ALLOW_NONFINITE says
+                raise DataError(
+                    f"{what}: data of shape {a.shape} does not match the model's input shape "
+                    f"{_shape_str(shape)}" + _reshape_hint(a.shape, shape)
+                )
+            if k in tokens:  # ids an Embedding reads: in its table, whatever KGRAPH_ALLOW_NONFINITE says
                 checks.check_token_ids(a, tokens[k]["limit"], what, tokens[k]["layer"])
             else:
                 checks.check_finite(a, what)
@@ -143,8 +150,10 @@ class CompiledModel:
         labels = self.executable.steps["test"].labels
         outputs = self._loss_outputs()
         if y is None:
-            raise DataError("y is None: the model was compiled with a loss and needs targets (fit(x, y), or a "
-                            "generator of (x, y) batches)")
+            raise DataError(
+                "y is None: the model was compiled with a loss and needs targets (fit(x, y), or a "
+                "generator of (x, y) batches)"
+            )
         if isinstance(y, dict):
             missing = [n for n in outputs if n not in y]
             if missing:
@@ -154,8 +163,9 @@ class CompiledModel:
             y = [y]
         ys = list(y) if isinstance(y, (list, tuple)) else [y]
         if len(ys) != len(labels):
-            raise DataError(f"the model has {len(labels)} outputs with a loss ({', '.join(outputs)}), got "
-                            f"{len(ys)} target arrays")
+            raise DataError(
+                f"the model has {len(labels)} outputs with a loss ({', '.join(outputs)}), got {len(ys)} target arrays"
+            )
         targets = self.info.get("targets") or [{}] * len(labels)
         out = []
         for a, spec, target, name in zip(ys, labels, targets, outputs):
@@ -163,12 +173,14 @@ class CompiledModel:
             a = checks.as_array(a, what)
             want = tuple(spec.shape[1:])
             if a.shape[1:] != want and a.shape[1:] == want + (1,):
-                a = a.reshape(a.shape[:-1])          # sparse labels given as (N, 1)
+                a = a.reshape(a.shape[:-1])  # sparse labels given as (N, 1)
             elif a.shape[1:] != want and want == (1,) and a.ndim == 1:
-                a = a.reshape(-1, 1)                 # binary targets given as (N,)
+                a = a.reshape(-1, 1)  # binary targets given as (N,)
             if a.shape[1:] != want:
-                raise DataError(f"{what} have shape {a.shape}, the model's output needs "
-                                f"{_shape_str((None, *want))}" + _loss_hint(target.get("loss"), a.shape, want))
+                raise DataError(
+                    f"{what} have shape {a.shape}, the model's output needs "
+                    f"{_shape_str((None, *want))}" + _loss_hint(target.get("loss"), a.shape, want)
+                )
             if target.get("classes"):
                 checks.check_class_ids(a, target["classes"], "class labels" if len(outputs) == 1 else what)
             else:
@@ -207,7 +219,7 @@ class CompiledModel:
             checks.check_finite(a, "sample_weight")
             want = (len(y),) + tuple(spec.shape[1:])
             if a.shape != want and a.size == int(np.prod(want)):
-                a = a.reshape(want)                  # (N, 1) weights for per-sample losses of shape (N,)
+                a = a.reshape(want)  # (N, 1) weights for per-sample losses of shape (N,)
             if a.shape != want:
                 raise DataError(f"sample_weight of shape {a.shape} does not match the targets (expected {want})")
             out.append(np.ascontiguousarray(a))
@@ -216,17 +228,22 @@ class CompiledModel:
     def _data(self, x, y, sample_weight=None, class_weight=None) -> tuple:
         xs, ys = self._inputs(x), self._targets(y)
         sws = self._sample_weights(sample_weight, class_weight, ys)
-        checks.check_same_length([("x", xs[0])] + [(f"y[{i}]" if len(ys) > 1 else "y", a) for i, a in enumerate(ys)]
-                                 + [("sample_weight", a) for a in sws[:1]])
+        checks.check_same_length(
+            [("x", xs[0])]
+            + [(f"y[{i}]" if len(ys) > 1 else "y", a) for i, a in enumerate(ys)]
+            + [("sample_weight", a) for a in sws[:1]]
+        )
         return xs, ys, sws
 
     def _batch_source(self, data, batch_size, shuffle=False, class_weight=None):
         """Batches from arrays (x, y[, sample_weight]) or from an iterable of such batches."""
         if is_batch_source(data):
+
             def convert(item):
                 if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
                     raise DataError(f"a batch must be (x, y) or (x, y, sample_weight), got {type(item).__name__}")
                 return self._data(item[0], item[1], item[2] if len(item) == 3 else None, class_weight)
+
             return IterableBatches(data, convert)
         return ArrayBatches(*data, batch_size, shuffle, self.shuffle_random)
 
@@ -249,16 +266,20 @@ class CompiledModel:
         if self.replicas is not None:
             outs = self.replicas.train_step(xs, ys, sws, lr, step)
         else:
-            outs = self.executable.run("train", xs, ys, sws, lr=lr, step=step, steps=steps,
-                                       lrs=opt.learning_rates(steps))
+            outs = self.executable.run(
+                "train", xs, ys, sws, lr=lr, step=step, steps=steps, lrs=opt.learning_rates(steps)
+            )
         opt.iterations += steps
         logs.update(outs, ys, len(xs[0]), steps)
         if not self._nonfinite_told and not np.isfinite(outs["loss"]).all():
-            self._nonfinite_told = True   # once a model: every later step would say it again
-            warnings.warn(f"the loss is {np.ravel(outs['loss'])[~np.isfinite(np.ravel(outs['loss']))][0]} at training "
-                          f"step {opt.iterations - steps + 1}: the weights are no longer finite; lower the learning "
-                          "rate, check the data, or stop such runs with kgraph.callbacks.TerminateOnNaN()",
-                          RuntimeWarning, stacklevel=3)
+            self._nonfinite_told = True  # once a model: every later step would say it again
+            warnings.warn(
+                f"the loss is {np.ravel(outs['loss'])[~np.isfinite(np.ravel(outs['loss']))][0]} at training "
+                f"step {opt.iterations - steps + 1}: the weights are no longer finite; lower the learning "
+                "rate, check the data, or stop such runs with kgraph.callbacks.TerminateOnNaN()",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _test_step(self, batch, logs, steps=1):
         xs, ys, sws = batch
@@ -275,9 +296,23 @@ class CompiledModel:
 
     # ------------------------------------------------------------------ loops
     @_gives_threads_back
-    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
-            initial_epoch=0, steps_per_epoch=None, validation_steps=None):
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        shuffle=True,
+        class_weight=None,
+        sample_weight=None,
+        initial_epoch=0,
+        steps_per_epoch=None,
+        validation_steps=None,
+    ):
         """As keras.Model.fit. x may also be an iterable or generator of (x, y) or (x, y, sample_weight)
         batches; with steps_per_epoch, epochs draw that many batches from it in turn."""
         self._require_compiled()
@@ -293,18 +328,21 @@ class CompiledModel:
         if validation_data is not None:
             try:
                 val = validation_data if is_batch_source(validation_data) else self._data(*validation_data)
-            except DataError as e:   # say which data is wrong: the training data is checked the same way
+            except DataError as e:  # say which data is wrong: the training data is checked the same way
                 raise DataError(f"validation_data: {e}") from None
         if is_batch_source(x):
             if validation_split:
                 raise ValueError("validation_split needs arrays; give validation_data with a generator")
             if y is not None:
-                raise DataError("x is a generator or iterable of batches, so y must not be given: "
-                                "the batches carry their targets")
-            if sample_weight is not None:   # Keras's words for a Dataset
-                raise ValueError("When providing `x` as a dataset or generator, `sample_weight` should not be "
-                                 "passed. Instead, the sample weights should be included as part of the batches: "
-                                 "(x, y, sample_weight)")
+                raise DataError(
+                    "x is a generator or iterable of batches, so y must not be given: the batches carry their targets"
+                )
+            if sample_weight is not None:  # Keras's words for a Dataset
+                raise ValueError(
+                    "When providing `x` as a dataset or generator, `sample_weight` should not be "
+                    "passed. Instead, the sample weights should be included as part of the batches: "
+                    "(x, y, sample_weight)"
+                )
             train = x
         else:
             train = self._data(x, y, sample_weight, class_weight)
@@ -312,8 +350,10 @@ class CompiledModel:
                 n = len(train[0][0])
                 split = int(math.floor(n * (1.0 - validation_split)))  # Keras keeps the last ones
                 if split == 0 or split == n:
-                    raise DataError(f"validation_split={validation_split} of {n} samples leaves {split} to train on "
-                                    f"and {n - split} to validate: both need at least one")
+                    raise DataError(
+                        f"validation_split={validation_split} of {n} samples leaves {split} to train on "
+                        f"and {n - split} to validate: both need at least one"
+                    )
                 val = tuple([a[split:] for a in group] for group in train)
                 train = tuple([a[:split] for a in group] for group in train)
         batches = EpochIterator(self._batch_source(train, batch_size, shuffle, class_weight), steps_per_epoch)
@@ -322,8 +362,15 @@ class CompiledModel:
         if not self.is_chief:  # other replicas train silently and write nothing
             verbose = 0
             callbacks = [c for c in (callbacks or []) if not getattr(c, "writes_files", False)]
-        cbs = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=self,
-                           verbose=verbose, epochs=epochs, steps=batches.num_batches)
+        cbs = CallbackList(
+            callbacks,
+            add_history=True,
+            add_progbar=verbose != 0,
+            model=self,
+            verbose=verbose,
+            epochs=epochs,
+            steps=batches.num_batches,
+        )
         self.stop_training = False
         cbs.on_train_begin()
         logs = {}
@@ -331,7 +378,7 @@ class CompiledModel:
         for epoch in range(initial_epoch, epochs):
             calls = _calls(batches, per_call)
             first = next(calls, None)
-            if first is None:     # the source ran out (EpochIterator warned)
+            if first is None:  # the source ran out (EpochIterator warned)
                 break
             cbs.on_epoch_begin(epoch)
             epoch_logs = EpochLogs(self.info)
@@ -365,7 +412,12 @@ class CompiledModel:
         steps_per_execution asked for several, as in Keras (batch hooks then run once a call).
         One step a call on the plain path (KGRAPH_PLAIN=1, kgraph/runtime/policy.py)."""
         fixed = self.steps_per_execution
-        if plain() or self.replicas is not None or batches.steps_per_epoch is not None or not self.executable.multi_step:
+        if (
+            plain()
+            or self.replicas is not None
+            or batches.steps_per_epoch is not None
+            or not self.executable.multi_step
+        ):
             return None
         if fixed is None and cbs and any(wants_every_batch(cb, BATCH_HOOKS[kind]) for cb in cbs.callbacks):
             return None
@@ -386,8 +438,17 @@ class CompiledModel:
         return logs
 
     @_gives_threads_back
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
-                 callbacks=None, return_dict=False):
+    def evaluate(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        verbose="auto",
+        sample_weight=None,
+        steps=None,
+        callbacks=None,
+        return_dict=False,
+    ):
         self._require_compiled()
         batch_size = checks.positive_int(batch_size, "batch_size", allow_none=True) or 32
         verbose = checks.check_verbose(verbose)
@@ -396,8 +457,9 @@ class CompiledModel:
         sources.check_steps(x, steps, "steps")
         data = x if is_batch_source(x) else self._data(x, y, sample_weight)
         batches = EpochIterator(self._batch_source(data, batch_size), steps)
-        cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1,
-                           steps=batches.num_batches)
+        cbs = CallbackList(
+            callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1, steps=batches.num_batches
+        )
         cbs.on_test_begin()
         logs = self._evaluate(batches, cbs)
         cbs.on_test_end(logs.result())
@@ -439,18 +501,24 @@ class CompiledModel:
         return [outs[f"output:{k}"] for k in range(len(self.info["output_names"]))]
 
     def _predict_batches(self, source, steps, verbose, callbacks):
-        cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1,
-                           steps=steps or sources.known_batches(source))
+        cbs = CallbackList(
+            callbacks,
+            add_progbar=verbose != 0,
+            model=self,
+            verbose=verbose,
+            epochs=1,
+            steps=steps or sources.known_batches(source),
+        )
         cbs.on_predict_begin()
         parts = []
         for step, item in enumerate(source):
             if steps is not None and step >= steps:
                 break
-            if isinstance(item, tuple) and len(item) in (1, 2, 3):   # (x,), (x, y), (x, y, sample_weight)
+            if isinstance(item, tuple) and len(item) in (1, 2, 3):  # (x,), (x, y), (x, y, sample_weight)
                 item = item[0]
             cbs.on_predict_batch_begin(step)
             preds = self._predict_step(self._inputs(item))
-            parts.append([p.copy() for p in preds])   # the step's outputs are views the next call reuses
+            parts.append([p.copy() for p in preds])  # the step's outputs are views the next call reuses
             cbs.on_predict_batch_end(step, {"outputs": preds})
         cbs.on_predict_end()
         if not parts:
@@ -466,16 +534,19 @@ class CompiledModel:
         trainer script passes in: the runtime imports nothing above it)."""
         directory = Path(directory)
         manifest = json.loads((directory / "manifest.json").read_text())
-        steps = {kind: Manifest.from_json(m).with_module(directory / m["module"])
-                 for kind, m in manifest["steps"].items()}
+        steps = {
+            kind: Manifest.from_json(m).with_module(directory / m["module"]) for kind, m in manifest["steps"].items()
+        }
         exe = Executable(steps, manifest["params"], manifest["info"]["dtype"])
         model = cls(exe, manifest["info"], get_optimizer(manifest["optimizer"]))
         model.load_weights(directory / "weights.npz")
         return model
 
 
-BATCH_HOOKS = {"train": ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end"),
-               "test": ("on_test_batch_begin", "on_test_batch_end")}
+BATCH_HOOKS = {
+    "train": ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end"),
+    "test": ("on_test_batch_begin", "on_test_batch_end"),
+}
 
 
 def wants_every_batch(callback, hooks) -> bool:
@@ -483,8 +554,7 @@ def wants_every_batch(callback, hooks) -> bool:
     one call a run of steps: the bar moves between calls)."""
     if isinstance(callback, (History, ProgbarLogger)):
         return False
-    return any(getattr(getattr(callback, hook), "__func__", None) is not getattr(Callback, hook)
-               for hook in hooks)
+    return any(getattr(getattr(callback, hook), "__func__", None) is not getattr(Callback, hook) for hook in hooks)
 
 
 def _calls(batches, per_call):
@@ -501,6 +571,7 @@ def _runs(epoch, per_call):
     """An iterable's batches as ArrayBatches.calls gives arrays' ones: runs of consecutive batches
     of one shape, as many as per_call() says, joined into one (xs, ys, sws) (a copy of each batch,
     small against its step); a batch of another shape (a last partial one) starts the next run."""
+
     def shapes(batch):
         return tuple(tuple(None if a is None else np.shape(a) for a in group) for group in batch)
 
@@ -518,8 +589,14 @@ def _runs(epoch, per_call):
         if len(run) == 1:
             yield step, 1, first
         else:
-            yield step, len(run), tuple([None if first[g][i] is None else _join([b[g][i] for b in run])
-                                         for i in range(len(first[g]))] for g in range(len(first)))
+            yield (
+                step,
+                len(run),
+                tuple(
+                    [None if first[g][i] is None else _join([b[g][i] for b in run]) for i in range(len(first[g]))]
+                    for g in range(len(first))
+                ),
+            )
         if pending is None:
             pending = next(epoch, None)
 
@@ -530,8 +607,13 @@ def _join(parts):
     first = parts[0]
     end = first.ctypes.data + first.nbytes
     for part in parts[1:]:
-        if not (part.flags.c_contiguous and first.flags.c_contiguous and part.dtype == first.dtype
-                and part.shape[1:] == first.shape[1:] and part.ctypes.data == end):
+        if not (
+            part.flags.c_contiguous
+            and first.flags.c_contiguous
+            and part.dtype == first.dtype
+            and part.shape[1:] == first.shape[1:]
+            and part.ctypes.data == end
+        ):
             return np.concatenate(parts)
         end += part.nbytes
     return np.lib.stride_tricks.as_strided(first, (sum(len(p) for p in parts), *first.shape[1:]))
@@ -543,13 +625,14 @@ class StepsPerCall:
     (Python, the call, the metrics' update) is then paid once for them all, and the progress bar
     still moves several times a second. While the executable times its thread settings
     (`probing`), calls take about PROBE_TARGET seconds: a slow setting is then left soon."""
+
     TARGET = 0.01
     PROBE_TARGET = 0.002
     MOST = 64
 
     def __init__(self, fixed=None, probing=lambda: False):
         self.fixed, self.probing = fixed, probing
-        self.step_seconds = None   # of the last call
+        self.step_seconds = None  # of the last call
 
     def __call__(self) -> int:
         if self.fixed:
@@ -572,11 +655,15 @@ class EpochLogs:
     def __init__(self, info):
         self.loss = Mean()
         with_loss = [k for k, spec in enumerate(info["losses"]) if spec is not None]
-        target = {k: i for i, k in enumerate(with_loss)}   # output -> its position among the targets
-        self.metrics = [(m["name"], target[k], k, build(m["class"], m["config"]))
-                        for k, row in enumerate(info["metrics"]) for m in row]
-        self.output_losses = [(f"{info['output_names'][k]}_loss", k, Mean()) for k in with_loss] \
-            if len(with_loss) > 1 else []
+        target = {k: i for i, k in enumerate(with_loss)}  # output -> its position among the targets
+        self.metrics = [
+            (m["name"], target[k], k, build(m["class"], m["config"]))
+            for k, row in enumerate(info["metrics"])
+            for m in row
+        ]
+        self.output_losses = (
+            [(f"{info['output_names'][k]}_loss", k, Mean()) for k in with_loss] if len(with_loss) > 1 else []
+        )
 
     def update(self, outs, ys, n, steps=1):
         """One call's outputs: of one step on n samples, or of `steps` steps on n // steps samples
@@ -589,23 +676,31 @@ class EpochLogs:
             out = out if steps == 1 else out.reshape((n, *out.shape[2:]))
             try:
                 metric.update(ys[i], out)
-            except ValueError:   # NumPy's broadcasting error, said in the user's terms
-                raise DataError(f"metric {name!r} cannot compare targets of shape {np.shape(ys[i])} with outputs "
-                                f"of shape {out.shape}: it needs targets shaped like the outputs (sparse labels "
-                                "go with sparse_categorical_accuracy, 'accuracy' or the sparse top-k)") from None
+            except ValueError:  # NumPy's broadcasting error, said in the user's terms
+                raise DataError(
+                    f"metric {name!r} cannot compare targets of shape {np.shape(ys[i])} with outputs "
+                    f"of shape {out.shape}: it needs targets shaped like the outputs (sparse labels "
+                    "go with sparse_categorical_accuracy, 'accuracy' or the sparse top-k)"
+                ) from None
         for _, k, mean in self.output_losses:
             for value in outs[f"loss:{k}"].reshape(steps):
                 mean.update_value(value, batch)
 
     def result(self) -> dict:
-        return {"loss": self.loss.result(), **{name: m.result() for name, _, _, m in self.metrics},
-                **{name: m.result() for name, _, m in self.output_losses}}
+        return {
+            "loss": self.loss.result(),
+            **{name: m.result() for name, _, _, m in self.metrics},
+            **{name: m.result() for name, _, m in self.output_losses},
+        }
 
     def names(self) -> list:
         """Keras's order for evaluate's list: the loss, the metrics whose log name is their own name
         (one output), each output's loss, then the other logs sorted by name."""
-        first = ["loss"] + [name for name, _, _, m in self.metrics if name == m.name] + \
-            [name for name, _, _ in self.output_losses]
+        first = (
+            ["loss"]
+            + [name for name, _, _, m in self.metrics if name == m.name]
+            + [name for name, _, _ in self.output_losses]
+        )
         everything = ["loss"] + [name for name, *_ in self.metrics] + [name for name, *_ in self.output_losses]
         return first + sorted(n for n in everything if n not in first)
 

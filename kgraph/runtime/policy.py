@@ -10,6 +10,7 @@ off in long runs and lives in one named place; KGRAPH_PLAIN=1 turns every one of
   step a call, even with compile(steps_per_execution=...).
 - gc.freeze after a new step's first call (freeze_compiled_objects, here).
 - denormals flushed to zero, as TensorFlow does (flush_denormals, here). Plain: IEEE arithmetic."""
+
 from __future__ import annotations
 
 import gc

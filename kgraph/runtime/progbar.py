@@ -83,10 +83,7 @@ class Progbar:
         unit_name="step",
     ):
         if stateful_metrics is not None and stateless_metrics is not None:
-            raise ValueError(
-                "Only one of `stateful_metrics` or `stateless_metrics` "
-                "can be provided."
-            )
+            raise ValueError("Only one of `stateful_metrics` or `stateless_metrics` can be provided.")
         self.target = target
         self.width = width
         self.verbose = verbose

@@ -4,6 +4,7 @@ shard size, so N replicas make the update one replica makes on the whole batch; 
 replica applies it to its own copy of the weights, which stay bit-identical. Weights the step
 updates from its own shard (batch norm's moving statistics) are averaged after each step, the
 value Keras's MirroredStrategy reads for them."""
+
 from __future__ import annotations
 
 import os
@@ -58,8 +59,9 @@ class ThreadReplicas:
     def __init__(self, executable: Executable, replicas: int, seed: int | None = None):
         self.replicas = [executable]
         for r in range(1, replicas):
-            twin = Executable(executable.steps, executable.param_layout, executable.dtype.name,
-                              None if seed is None else seed + r)
+            twin = Executable(
+                executable.steps, executable.param_layout, executable.dtype.name, None if seed is None else seed + r
+            )
             self.replicas.append(twin)
         for e in self.replicas:
             e.threads.max_threads = 1  # one core per replica: more threads would oversubscribe
@@ -85,8 +87,9 @@ class ThreadReplicas:
 
         def grads(r):
             a, b = bounds[r]
-            outs = self.replicas[r].run("train", [x[a:b] for x in xs], [y[a:b] for y in ys], [w[a:b] for w in sws],
-                                        lr, step, part="grads")
+            outs = self.replicas[r].run(
+                "train", [x[a:b] for x in xs], [y[a:b] for y in ys], [w[a:b] for w in sws], lr, step, part="grads"
+            )
             return {k: v.copy() for k, v in outs.items()}
 
         outs = list(self.pool.map(grads, range(self.num_replicas)))
@@ -107,7 +110,9 @@ class ThreadReplicas:
 
     def check_identical(self):
         for r, e in enumerate(self.replicas[1:], 1):
-            if not (np.array_equal(e.params, self.replicas[0].params) and np.array_equal(e.state, self.replicas[0].state)):
+            if not (
+                np.array_equal(e.params, self.replicas[0].params) and np.array_equal(e.state, self.replicas[0].state)
+            ):
                 raise ReplicaError(f"replica {r} drifted from replica 0")
 
 
@@ -130,8 +135,10 @@ class MPIReplicas:
         deadline = time.monotonic() + self.timeout
         while not request.Test():
             if time.monotonic() > deadline:
-                msg = (f"rank {self.rank}: no answer from the other replicas within {self.timeout:.0f} s "
-                       f"while {what}; a replica has probably died. Stopping.")
+                msg = (
+                    f"rank {self.rank}: no answer from the other replicas within {self.timeout:.0f} s "
+                    f"while {what}; a replica has probably died. Stopping."
+                )
                 raise ReplicaError(msg)
             time.sleep(0.0002)
 
@@ -155,19 +162,23 @@ class MPIReplicas:
         n = len(xs[0])
         a, b = shard_bounds(n, self.size)[self.rank]
         e = self.executable
-        outs = {k: v.copy() for k, v in e.run("train", [x[a:b] for x in xs], [y[a:b] for y in ys],
-                                             [w[a:b] for w in sws], lr, step, part="grads").items()}
+        outs = {
+            k: v.copy()
+            for k, v in e.run(
+                "train", [x[a:b] for x in xs], [y[a:b] for y in ys], [w[a:b] for w in sws], lr, step, part="grads"
+            ).items()
+        }
         e.grads *= e.dtype.type((b - a) / n)
         self._allreduce(e.grads, "averaging gradients")
         e.apply(lr, step)
         ranges = _synced(e)
-        if ranges:   # one small collective for all the moving statistics
+        if ranges:  # one small collective for all the moving statistics
             packed = np.concatenate([e.params[lo:hi] for lo, hi in ranges])
             self._allreduce(packed, "averaging the moving statistics")
             packed /= self.size
             at = 0
             for lo, hi in ranges:
-                e.params[lo:hi] = packed[at:at + hi - lo]
+                e.params[lo:hi] = packed[at : at + hi - lo]
                 at += hi - lo
         return self._gather(outs, b - a, n)
 

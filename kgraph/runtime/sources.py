@@ -9,6 +9,7 @@ iterables of batches (kgraph/runtime/batches.py walks them):
   Any other list is arrays (a model's several inputs, or nested lists of numbers);
 - any other iterable or generator, as before (one pass per iter(); a generator has one).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,12 @@ from ..data import INFINITE, Dataset
 
 
 def _is_batch_tuple(item) -> bool:
-    return isinstance(item, tuple) and len(item) in (2, 3) and \
-        isinstance(item[0], (np.ndarray, list, tuple, dict)) and np.ndim(_first_array(item[0])) >= 1
+    return (
+        isinstance(item, tuple)
+        and len(item) in (2, 3)
+        and isinstance(item[0], (np.ndarray, list, tuple, dict))
+        and np.ndim(_first_array(item[0])) >= 1
+    )
 
 
 def _first_array(x):
@@ -36,8 +41,12 @@ def is_batch_list(x) -> bool:
 
 def is_sequence(x) -> bool:
     """Sequence-like: indexable batches with a length, and not arrays."""
-    return not isinstance(x, (np.ndarray, list, tuple, dict, str, bytes, Dataset)) and \
-        hasattr(x, "__len__") and hasattr(x, "__getitem__") and not hasattr(x, "__array__")
+    return (
+        not isinstance(x, (np.ndarray, list, tuple, dict, str, bytes, Dataset))
+        and hasattr(x, "__len__")
+        and hasattr(x, "__getitem__")
+        and not hasattr(x, "__array__")
+    )
 
 
 class BatchList:
@@ -66,7 +75,7 @@ class SequenceBatches:
                 batch = self.sequence[i]
                 done = i + 1
                 yield batch
-        finally:   # also when the epoch loop drops the pass after its last batch
+        finally:  # also when the epoch loop drops the pass after its last batch
             if done == n and hasattr(self.sequence, "on_epoch_end"):
                 self.sequence.on_epoch_end()
 
@@ -103,7 +112,9 @@ def reiterable(source) -> bool:
 def check_steps(source, steps, argument) -> None:
     """Keras's error for an infinitely repeating dataset without a number of steps."""
     if steps is None and isinstance(source, Dataset) and int(source.cardinality()) == INFINITE:
-        raise ValueError(f"When passing an infinitely repeating dataset, please specify a `{argument}` value so "
-                         "that epoch level callbacks continue to work. The value can be arbitrary, or a number "
-                         "that you think correctly defines the size of an epoch. Epoch-level callbacks will then "
-                         "be called at this interval.")
+        raise ValueError(
+            f"When passing an infinitely repeating dataset, please specify a `{argument}` value so "
+            "that epoch level callbacks continue to work. The value can be arbitrary, or a number "
+            "that you think correctly defines the size of an epoch. Epoch-level callbacks will then "
+            "be called at this interval."
+        )

@@ -1,4 +1,5 @@
 """The entry point of a trainer written by `kgraph compile`: runs with the runtime and the optimizers alone."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,18 +9,23 @@ from . import data
 from .model import CompiledModel
 
 
-REEXPORT = ("this trainer was written by an older kgraph, whose generated steps call kernels that have "
-            "moved: write it again with `kgraph compile CONFIG -o DIR`")
+REEXPORT = (
+    "this trainer was written by an older kgraph, whose generated steps call kernels that have "
+    "moved: write it again with `kgraph compile CONFIG -o DIR`"
+)
 
 
 def main(directory, argv=None, *, get_optimizer=None) -> int:
     """get_optimizer: kgraph.optimizers.get, passed in by train.py (the runtime imports nothing above it)."""
-    if get_optimizer is None:   # a train.py from before the runtime took it
+    if get_optimizer is None:  # a train.py from before the runtime took it
         print(f"error: {REEXPORT}", file=sys.stderr)
         return 2
-    p = argparse.ArgumentParser(description=f"Train the model compiled in {directory} "
-                                            "(needs only kgraph's runtime and optimizers).")
-    p.add_argument("--data", required=True, help=f"an .npz file (x, y[, x_val, y_val]) or one of: {', '.join(data.BUILTIN)}")
+    p = argparse.ArgumentParser(
+        description=f"Train the model compiled in {directory} (needs only kgraph's runtime and optimizers)."
+    )
+    p.add_argument(
+        "--data", required=True, help=f"an .npz file (x, y[, x_val, y_val]) or one of: {', '.join(data.BUILTIN)}"
+    )
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--validation-split", type=float, default=0.0)
@@ -29,12 +35,19 @@ def main(directory, argv=None, *, get_optimizer=None) -> int:
     try:
         model = CompiledModel.from_directory(directory, get_optimizer)
         xs, ys, val = data.load(args.data)
-        hist = model.fit(xs, ys, batch_size=args.batch_size, epochs=args.epochs, verbose=args.verbose,
-                         validation_data=val, validation_split=args.validation_split if val is None else 0.0)
+        hist = model.fit(
+            xs,
+            ys,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            verbose=args.verbose,
+            validation_data=val,
+            validation_split=args.validation_split if val is None else 0.0,
+        )
         if args.save_weights:
             model.save_weights(args.save_weights)
         print({k: round(v[-1], 4) for k, v in hist.history.items()})
-    except ImportError as e:   # ModuleNotFoundError too: a step importing a kgraph module that moved
+    except ImportError as e:  # ModuleNotFoundError too: a step importing a kgraph module that moved
         if not (e.name or "").startswith("kgraph"):
             raise
         print(f"error: {REEXPORT} ({e})", file=sys.stderr)

@@ -6,6 +6,7 @@ Which is fastest depends on the model, the batch and how busy the machine is (th
 each other: on a loaded machine one that lost its core stalls the step; OpenBLAS's threads cut a
 GEMM with 9 rows badly), so each step kind and batch size times the candidates for a few calls,
 keeps the fastest, and looks again now and then."""
+
 from __future__ import annotations
 
 import os
@@ -33,11 +34,12 @@ class PartsTuner:
     OpenBLAS's), so the drift check waits GRACE seconds of calls after each look. While it looks, fit
     and evaluate make their calls short (`probing`), so that a look costs a few milliseconds of
     steps and ends within the first epoch."""
+
     PROBES = 5
     REPROBE = 2000
     MAX_REPROBE = 64000
-    DRIFT = 1.5   # the kept option's recent mean over the others' probed medians that triggers a look
-    CLOSE = 1.3   # a scheduled look times again the options whose median was within this of the kept one's
+    DRIFT = 1.5  # the kept option's recent mean over the others' probed medians that triggers a look
+    CLOSE = 1.3  # a scheduled look times again the options whose median was within this of the kept one's
     GRACE = 0.3
 
     def __init__(self, options):
@@ -46,17 +48,22 @@ class PartsTuner:
         self.best = self.options[0]
         self.reprobe = self.REPROBE
         self.next_probe = 0
-        self.recent = None   # moving mean of the kept option's calls
-        self.settled = 0.0   # seconds of calls since the last look
+        self.recent = None  # moving mean of the kept option's calls
+        self.settled = 0.0  # seconds of calls since the last look
 
     def pick(self) -> int:
         if len(self.options) == 1:
             return self.best
-        if self.next_probe == 0:   # a scheduled look
-            self._look([o for o in self.options if not self.samples[o]
-                        or self._median(o) <= self.CLOSE * self._median(self.best)])
+        if self.next_probe == 0:  # a scheduled look
+            self._look(
+                [
+                    o
+                    for o in self.options
+                    if not self.samples[o] or self._median(o) <= self.CLOSE * self._median(self.best)
+                ]
+            )
         probing = [o for o in self.options if len(self.samples[o]) <= self.PROBES]  # the first is a warm-up
-        if probing:   # one option at a time: switching thread pools costs while the other one spins
+        if probing:  # one option at a time: switching thread pools costs while the other one spins
             return probing[0]
         self.next_probe -= 1
         return self.best
@@ -81,7 +88,7 @@ class PartsTuner:
         if len(self.options) == 1:
             return
         samples = self.samples[option]
-        if len(samples) > self.PROBES:   # a call of the kept option
+        if len(samples) > self.PROBES:  # a call of the kept option
             self.settled += seconds
             if self.settled < self.GRACE:
                 return
@@ -126,7 +133,7 @@ class ThreadPlan:
         first call of one step), and a split step timed then looked slower than it is (784-128-10
         at batch 32: 300 to 500 us a step in the first calls, 210 later), so it lost in half the
         runs. BLAS's threads last: they spin for a while after their last call."""
-        if plain():   # one setting, untimed (kgraph/runtime/policy.py)
+        if plain():  # one setting, untimed (kgraph/runtime/policy.py)
             return [(1, 1)]
         cores, parts = self.cores(), m.parts
         if m.gemm_flops_per_sample * batch >= LARGE_GEMM_FLOPS:
@@ -166,7 +173,7 @@ class ThreadPlan:
         """Set Numba's and BLAS's threads for a call; returns the parts the step runs in."""
         parts, blas = option
         numba_threads = numba.get_num_threads()
-        if m.parts > 1 and numba_threads != parts:   # per calling thread
+        if m.parts > 1 and numba_threads != parts:  # per calling thread
             numba.set_num_threads(parts)
         if blas != self._blas_threads:  # a limit costs a library call: set it only when it changes
             if self._restore is None:
