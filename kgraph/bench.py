@@ -63,10 +63,12 @@ class _EpochTimer:
         self.cpu.append((user, system))
 
 
-def _keras_like_run(spec, xs, y, epochs, model, compile_model, lambda_callback, t0, settle=lambda: None):
+def _keras_like_run(spec, xs, y, epochs, model, compile_model, lambda_callback, t0, settle=lambda: None, dataset=None):
     """The same measurement for kgraph and TensorFlow, which share Keras's API: the first step
     (compilation included), then timed epochs of predict or fit. settle: what to wait for between
-    the two (kgraph's background compilation of a new step: the epochs time the compiled step)."""
+    the two (kgraph's background compilation of a new step: the epochs time the compiled step).
+    With spec["feed"] == "dataset", fit reads dataset(x, y, batch) (kgraph.data's or tf.data's
+    from_tensor_slices(...).batch(batch)) instead of the arrays."""
     b, timer = spec["batch"], _EpochTimer()
     if spec.get("predict"):
         model.predict([x[:b] for x in xs], batch_size=b, verbose=0)
@@ -84,12 +86,16 @@ def _keras_like_run(spec, xs, y, epochs, model, compile_model, lambda_callback, 
         return first, [], float("nan")
     settle()
     cb = lambda_callback(on_epoch_begin=timer.begin, on_epoch_end=timer.end)
-    hist = model.fit(xs, y, batch_size=b, epochs=epochs, verbose=0, callbacks=[cb], shuffle=False)
+    if spec.get("feed") == "dataset":
+        data = dataset(tuple(xs) if len(xs) > 1 else xs[0], y, b)
+        hist = model.fit(data, epochs=epochs, verbose=0, callbacks=[cb])
+    else:
+        hist = model.fit(xs, y, batch_size=b, epochs=epochs, verbose=0, callbacks=[cb], shuffle=False)
     return first, timer.times, hist.history["loss"][-1]
 
 
 def run_kgraph(spec, xs, y, epochs):
-    from . import callbacks, models, optimizers
+    from . import callbacks, data, models, optimizers
 
     config = spec["config"]
     if spec.get("new_model"):  # a name no earlier run used: its generated step is not in the cache
@@ -109,6 +115,7 @@ def run_kgraph(spec, xs, y, epochs):
             callbacks.LambdaCallback,
             t0,
             settle=lambda: model.executable.compiler.wait(),
+            dataset=lambda x, y, b: data.Dataset.from_tensor_slices((x, y)).batch(b).prefetch(data.AUTOTUNE),
         )
     finally:
         if spec.get("new_model"):  # leave no file or compiling child of a one-off name behind
@@ -132,7 +139,14 @@ def run_tensorflow(spec, xs, y, epochs):
         lambda: model.compile(optimizer=opt, loss=spec["loss"]),
         keras.callbacks.LambdaCallback,
         t0,
+        dataset=_tf_dataset,
     )
+
+
+def _tf_dataset(x, y, batch):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
 def run_torch(spec, xs, y, epochs):

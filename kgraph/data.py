@@ -124,7 +124,9 @@ class Dataset:
         self._cardinality = cardinality
         self._arrays = arrays
         self._indices = indices
-        self._ready = False  # elements that cost a slice or one gather each (batches of arrays)
+        # For batches of arrays (a slice or one gather each): (template, leaves) of the arrays
+        # every element is rows of. fit checks those arrays once instead of every batch.
+        self._rows_of = None
 
     # ---------------------------------------------------------------- sources
     @staticmethod
@@ -214,6 +216,15 @@ class Dataset:
     def __bool__(self):  # a Dataset is truthy even when empty, as tf's
         return True
 
+    def source_arrays(self):
+        """When every element is a batch of rows of the same arrays (from_tensor_slices, then batch,
+        and any of shuffle, repeat, take, skip, cache, prefetch; no map or filter): those arrays
+        whole, in the elements' structure, so a consumer can check them once. Else None."""
+        if self._rows_of is None:
+            return None
+        template, leaves = self._rows_of
+        return _pack(template, leaves)
+
     def _elements_from_indices(self):
         template, leaves = self._arrays
         for chunk in self._indices():
@@ -227,7 +238,7 @@ class Dataset:
             ds._elements = ds._elements_from_indices
             return ds
         ds = Dataset(elements, cardinality)
-        ds._ready = self._ready  # repeat, take, skip or shuffle of ready batches: still ready
+        ds._rows_of = self._rows_of  # repeat, take, skip or shuffle of batches of arrays: still rows of them
         return ds
 
     # ---------------------------------------------------------------- transformations
@@ -242,7 +253,7 @@ class Dataset:
             n = n // batch_size if drop_remainder else math.ceil(n / batch_size)
         if self._arrays is not None:
             ds = Dataset(lambda: self._array_batches(batch_size, drop_remainder), n)
-            ds._ready = True
+            ds._rows_of = self._arrays
             return ds
 
         def batches():
@@ -396,7 +407,9 @@ class Dataset:
                 yield e
             store["done"] = seen
 
-        return Dataset(elements, self._cardinality)
+        ds = Dataset(elements, self._cardinality)
+        ds._rows_of = self._rows_of
+        return ds
 
     def prefetch(self, buffer_size=AUTOTUNE, name=None) -> "Dataset":
         """A background thread keeps the next buffer_size elements (batches, after batch()) ready,
@@ -404,7 +417,7 @@ class Dataset:
         arrays, a slice or one gather each, are handed over directly: a thread would not make them
         sooner, and would compete with the training step for the cores."""
         size = PREFETCH_AUTOTUNE if buffer_size in (None, AUTOTUNE) else _count(buffer_size, "buffer_size", low=1)
-        if self._ready:
+        if self._rows_of is not None:
             return self
         return Dataset(lambda: _prefetched(self, size), self._cardinality)
 

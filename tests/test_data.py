@@ -229,6 +229,44 @@ def test_fit_on_a_dataset_matches_fit_on_the_arrays_bit_for_bit(data):
     )
 
 
+def test_a_dataset_of_arrays_is_checked_once_before_the_first_step(data):
+    """Batches of rows of arrays are checked once, whole, when fit starts (not batch by batch):
+    a bad value anywhere stops fit before any step, naming its row in the arrays."""
+    x, y = data
+    bad = x.copy()
+    bad[17, 3] = np.nan
+    model = _model()
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(kgraph.runtime.model.DataError, match=r"1 non-finite values \(nan at sample 17, position \(3,\)"):
+        model.fit(Dataset.from_tensor_slices((bad, y)).shuffle(20, seed=0).batch(8).repeat(2), epochs=1, verbose=0)
+    for u, v in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(u, v)  # no step ran
+    labels = y.copy()
+    labels[19] = 5  # of 5 classes
+    with pytest.raises(kgraph.runtime.model.DataError, match="5"):
+        model.fit(Dataset.from_tensor_slices((x, labels)).batch(8), epochs=1, verbose=0)
+
+
+def test_named_inputs_from_a_dataset_are_read_in_the_models_order():
+    """A dict of inputs in another order than the model's, and int64 labels: the batches laid out
+    without a per-batch check train exactly as the arrays do."""
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "tf" / "two_input_adam.json").read_text())
+    rs = np.random.RandomState(1)
+    a_in, b_in, y = rs.normal(size=(24, 12)), rs.normal(size=(24, 6)), rs.randint(0, 5, size=24).astype(np.int64)
+
+    def model():
+        m = kgraph.models.model_from_config(fixture["model_config"], seed=0)
+        m.compile(optimizer=optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy")
+        return m
+
+    first, second = model(), model()
+    names = first.info["input_names"]
+    first.fit([a_in, b_in], y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    named = {names[1]: b_in, names[0]: a_in}  # not the model's order
+    second.fit(Dataset.from_tensor_slices((named, y)).batch(8), epochs=2, verbose=0)
+    _same_weights(first, second)
+
+
 def test_a_dataset_of_known_cardinality_sets_the_epoch_length(data):
     x, y = data
     seen = []

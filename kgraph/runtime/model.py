@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import Dataset
 from . import checks, sources
 from .abi import Manifest
 from .batches import ArrayBatches, EpochIterator, IterableBatches, is_batch_source
@@ -105,10 +106,10 @@ class CompiledModel:
         self.set_weights(read_npz_weights(filepath))
 
     # ------------------------------------------------------------------ data
-    def _inputs(self, x) -> list:
+    def _inputs(self, x, checked=False) -> list:
         """The model's inputs from one array, a list or tuple of them (Keras input order) or a dict
-        by input name: checked (numbers, shapes, finite, token ids in range) and as contiguous
-        arrays of the model's dtype."""
+        by input name: checked (numbers, shapes, finite, token ids in range; the values not again
+        when `checked`) and as contiguous arrays of the model's dtype."""
         names, shapes = self.info["input_names"], self.info["input_shapes"]
         if x is None:
             raise DataError("x is None: give the model's inputs (an array, or a list or dict of arrays)")
@@ -130,13 +131,15 @@ class CompiledModel:
         out = []
         for k, (a, name, shape) in enumerate(zip(xs, names, shapes)):
             what = f"input {name!r}"
-            a = checks.as_array(a, what)
+            a = np.asarray(a) if checked else checks.as_array(a, what)
             if tuple(a.shape[1:]) != tuple(shape[1:]):
                 raise DataError(
                     f"{what}: data of shape {a.shape} does not match the model's input shape "
                     f"{_shape_str(shape)}" + _reshape_hint(a.shape, shape)
                 )
-            if k in tokens:  # ids an Embedding reads: in its table, whatever KGRAPH_ALLOW_NONFINITE says
+            if checked:
+                pass
+            elif k in tokens:  # ids an Embedding reads: in its table, whatever KGRAPH_ALLOW_NONFINITE says
                 checks.check_token_ids(a, tokens[k]["limit"], what, tokens[k]["layer"])
             else:
                 checks.check_finite(a, what)
@@ -144,7 +147,7 @@ class CompiledModel:
         checks.check_same_length([(f"input {n!r}", a) for n, a in zip(names, out)])
         return [np.ascontiguousarray(a, dtype=self.info["dtype"]) for a in out]
 
-    def _targets(self, y) -> list:
+    def _targets(self, y, checked=False) -> list:
         """The targets of the outputs with a loss, checked against each loss (class ids in range for
         the sparse ones; a hint when one-hot and sparse labels are swapped)."""
         labels = self.executable.steps["test"].labels
@@ -170,7 +173,7 @@ class CompiledModel:
         out = []
         for a, spec, target, name in zip(ys, labels, targets, outputs):
             what = f"targets of output {name!r}" if len(outputs) > 1 else "the targets (y)"
-            a = checks.as_array(a, what)
+            a = np.asarray(a) if checked else checks.as_array(a, what)
             want = tuple(spec.shape[1:])
             if a.shape[1:] != want and a.shape[1:] == want + (1,):
                 a = a.reshape(a.shape[:-1])  # sparse labels given as (N, 1)
@@ -181,7 +184,9 @@ class CompiledModel:
                     f"{what} have shape {a.shape}, the model's output needs "
                     f"{_shape_str((None, *want))}" + _loss_hint(target.get("loss"), a.shape, want)
                 )
-            if target.get("classes"):
+            if checked:
+                pass
+            elif target.get("classes"):
                 checks.check_class_ids(a, target["classes"], "class labels" if len(outputs) == 1 else what)
             else:
                 checks.check_finite(a, what)
@@ -191,7 +196,7 @@ class CompiledModel:
     def _loss_outputs(self) -> list:
         return [name for name, spec in zip(self.info["output_names"], self.info["losses"]) if spec is not None]
 
-    def _sample_weights(self, sample_weight, class_weight, ys) -> list:
+    def _sample_weights(self, sample_weight, class_weight, ys, checked=False) -> list:
         """Per-sample loss weights for each output with a loss, or [] (the step then weighs every
         sample 1). One array serves every output, as in Keras; a list or dict gives one per output.
         class_weight {class: weight} turns targets into weights as Keras does (argmax of one-hot
@@ -215,8 +220,9 @@ class CompiledModel:
             raise DataError(f"the model has {len(specs)} outputs with a loss, got {len(sws)} sample weight arrays")
         out = []
         for a, spec, y in zip(sws, specs, ys):
-            a = checks.as_array(a, "sample_weight").astype(spec.dtype)
-            checks.check_finite(a, "sample_weight")
+            a = (np.asarray(a) if checked else checks.as_array(a, "sample_weight")).astype(spec.dtype)
+            if not checked:
+                checks.check_finite(a, "sample_weight")
             want = (len(y),) + tuple(spec.shape[1:])
             if a.shape != want and a.size == int(np.prod(want)):
                 a = a.reshape(want)  # (N, 1) weights for per-sample losses of shape (N,)
@@ -225,9 +231,10 @@ class CompiledModel:
             out.append(np.ascontiguousarray(a))
         return out
 
-    def _data(self, x, y, sample_weight=None, class_weight=None) -> tuple:
-        xs, ys = self._inputs(x), self._targets(y)
-        sws = self._sample_weights(sample_weight, class_weight, ys)
+    def _data(self, x, y, sample_weight=None, class_weight=None, checked=False) -> tuple:
+        """(xs, ys, sws) of one batch or of whole arrays, checked (the values not again when `checked`)."""
+        xs, ys = self._inputs(x, checked), self._targets(y, checked)
+        sws = self._sample_weights(sample_weight, class_weight, ys, checked)
         checks.check_same_length(
             [("x", xs[0])]
             + [(f"y[{i}]" if len(ys) > 1 else "y", a) for i, a in enumerate(ys)]
@@ -239,13 +246,49 @@ class CompiledModel:
         """Batches from arrays (x, y[, sample_weight]) or from an iterable of such batches."""
         if is_batch_source(data):
 
-            def convert(item):
+            def convert(item, checked=False):
                 if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
                     raise DataError(f"a batch must be (x, y) or (x, y, sample_weight), got {type(item).__name__}")
-                return self._data(item[0], item[1], item[2] if len(item) == 3 else None, class_weight)
+                return self._data(item[0], item[1], item[2] if len(item) == 3 else None, class_weight, checked)
 
+            whole = data.source_arrays() if isinstance(data, Dataset) else None
+            if whole is not None:
+                # Every batch is rows of these arrays: check them once, here, and then give each
+                # batch only the layout the check found (checking each batch again cost a small
+                # model a quarter of its step).
+                fast = self._layout_only(whole, convert(whole)) if class_weight is None else None
+                return IterableBatches(data, fast or (lambda item: convert(item, checked=True)))
             return IterableBatches(data, convert)
         return ArrayBatches(*data, batch_size, shuffle, self.shuffle_random)
+
+    def _layout_only(self, whole, converted):
+        """For batches of rows of `whole` (x, y), which _data() turned into `converted`: a
+        function giving a batch the same dtypes, shapes and input order, with no checks. None
+        where the batches carry sample weights (their general path serves)."""
+        if len(whole) != 2:
+            return None
+        plans = []
+        for part, names, arrays in zip(whole, (self.info["input_names"], self._loss_outputs()), converted[:2]):
+            if isinstance(part, dict):
+                keys = list(names)
+            elif isinstance(part, (list, tuple)):
+                keys = list(range(len(part)))
+            else:
+                keys = [None]
+            if len(keys) != len(arrays):
+                return None
+            plans.append([(key, a.dtype, a.shape[1:]) for key, a in zip(keys, arrays)])
+
+        def layout(item):
+            return tuple(
+                [
+                    np.ascontiguousarray(part if key is None else part[key], dtype).reshape(-1, *shape)
+                    for key, dtype, shape in plan
+                ]
+                for part, plan in zip(item, plans)
+            ) + ([],)
+
+        return layout
 
     # ------------------------------------------------------------------ steps
     def _require_compiled(self):
@@ -573,7 +616,7 @@ def _runs(epoch, per_call):
     small against its step); a batch of another shape (a last partial one) starts the next run."""
 
     def shapes(batch):
-        return tuple(tuple(None if a is None else np.shape(a) for a in group) for group in batch)
+        return tuple(tuple(None if a is None else a.shape for a in group) for group in batch)
 
     pending = next(epoch, None)
     while pending is not None:

@@ -1,0 +1,62 @@
+"""fit fed from a Dataset against fit fed from the same arrays (issue #19: a Dataset of arrays
+should cost the step nothing). Each framework's two feeds alternate, each run in its own
+process; medians of the samples/s of the timed epochs. Writes DATASET_FEED.md.
+
+    python -m benchmarks.dataset_feed [--repeats 5] [--epochs 3] [--vs tensorflow]
+
+kgraph reads `kgraph.data.Dataset.from_tensor_slices((x, y)).batch(b).prefetch(AUTOTUNE)`,
+TensorFlow the same pipeline in tf.data."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import statistics
+from pathlib import Path
+
+from kgraph.bench import measure_in_subprocess
+
+from .__main__ import _machine, _versions
+from .models import SUITE
+
+HERE = Path(__file__).parent
+CASES = ["mlp_784_128_10_b32_adam", "mlp_784_128_10_b256_adam"]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--vs", default="tensorflow")
+    p.add_argument("--out", default=str(HERE / "DATASET_FEED.md"))
+    args = p.parse_args()
+    frameworks = ["kgraph"] + [f for f in args.vs.split(",") if f and importlib.util.find_spec(f)]
+    lines = [
+        "# fit from a Dataset against fit from arrays",
+        "",
+        f"Machine: {_machine()}. Measured {datetime.date.today().isoformat()} by "
+        f"`python -m benchmarks.dataset_feed --repeats {args.repeats}` (medians; the two feeds alternate, "
+        "each run in its own process).",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in _versions().items())}.",
+        "",
+        "| benchmark | framework | arrays (samples/s) | Dataset (samples/s) | Dataset / arrays |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name in CASES:
+        spec = SUITE[name]
+        for f in frameworks:
+            rates = {"arrays": [], "dataset": []}
+            for _ in range(args.repeats):
+                for feed in rates:
+                    run = measure_in_subprocess(f, {**spec, "feed": feed}, args.epochs)
+                    rates[feed].append(run["samples_per_s"])
+            a, d = statistics.median(rates["arrays"]), statistics.median(rates["dataset"])
+            print(f"{name} {f}: arrays {a:.0f}, Dataset {d:.0f} samples/s ({d / a:.3f})", flush=True)
+            lines.append(f"| {name} | {f} | {a:.0f} | {d:.0f} | {d / a:.3f} |")
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
