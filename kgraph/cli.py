@@ -255,10 +255,35 @@ def cmd_compile(args):
     model = _model(args)
     _require_built(model, args)
     _compile(model, args)
+    if args.output is None:
+        _compile_ahead(model)
+        return
     with files.atomic_folder(args.output) as tmp:  # each file replaced whole, never truncated
         model.export(tmp)
     out = args.output
     print(f"wrote a trainer to {out}: python {out}/train.py --data DATA")
+
+
+def _compile_ahead(model):
+    """Compile the model's train, test and predict steps into kgraph's cache now, so that later
+    runs of the same config with the same compile settings start with them compiled (a large
+    model's steps take Numba minutes). Each step runs once on a batch of zeros, which starts its
+    compile; this model's weights are thrown away."""
+    from .runtime import background
+
+    xs = [np.zeros((2, *shape[1:]), model.info["dtype"]) for shape in model.info["input_shapes"]]
+    labels = model.executable.steps["test"].labels
+    ys = [np.zeros((2, *label.shape[1:]), label.dtype) for label in labels]
+    print(f"compiling the steps of {model.name!r} into {cache.cache_dir()} ...", flush=True)
+    model.predict(xs, batch_size=2, verbose=0)
+    if labels:
+        model.test_on_batch(xs, ys)
+        model.train_on_batch(xs, ys)
+    for kind in model.executable.steps:
+        lines, seconds = background.compile_estimate(model.executable.function(kind))
+        print(f"  {kind} step: {lines:,} lines of generated code, about {seconds:.0f} s of one core", flush=True)
+    model.executable.compiler.wait()
+    print("done: `kgraph train` and fit() with this config and these settings now start compiled")
 
 
 def cmd_cache(args):
@@ -454,9 +479,13 @@ def _parser():
     what.add_argument("--clear", action="store_true", help="remove every generated step and kernel")
     sp.set_defaults(func=cmd_cache)
 
-    sp = sub.add_parser("compile", help="write a runnable trainer (generated kernels + train.py) to a folder")
+    sp = sub.add_parser(
+        "compile",
+        help="write a runnable trainer (generated kernels + train.py) to a folder with -o; without -o, "
+        "compile the model's steps into kgraph's cache ahead of time",
+    )
     common(sp)
-    sp.add_argument("-o", "--output", required=True, metavar="DIR")
+    sp.add_argument("-o", "--output", metavar="DIR", help="the folder to write the trainer to")
     _input_shape_option(sp)
     sp.set_defaults(func=cmd_compile)
     return p

@@ -144,3 +144,55 @@ def test_a_compile_child_never_outlives_its_program(how, tmp_path):
         time.sleep(0.1)
     os.kill(child, 9)
     pytest.fail(f"the child {child} outlived its parent ({how}) by 10 s")
+
+
+def test_a_step_whose_compile_takes_minutes_says_so_when_it_starts(monkeypatch, tmp_path, capsys):
+    """The notice names the step's size, an estimate, and how to compile it ahead of time."""
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
+    monkeypatch.setattr(background, "LONG_COMPILE_SECONDS", 0.0)
+    x, y = _data(32)
+    model = _model(name="background_notice")
+    model.train_on_batch(x, y)
+    assert "lines of generated code" not in capsys.readouterr().err  # the first call starts no child
+    model.train_on_batch(x, y)
+    model.executable.compiler.stop()
+    err = capsys.readouterr().err
+    lines, seconds = background.compile_estimate(model.executable.function("train"))
+    assert f"train_step is {lines:,} lines of generated code" in err
+    assert "kgraph compile CONFIG" in err
+    monkeypatch.setattr(background, "LONG_COMPILE_SECONDS", seconds + 1)  # a small step says nothing
+    small = _model(name="background_quiet")
+    small.train_on_batch(x, y)
+    small.train_on_batch(x, y)
+    small.executable.compiler.stop()
+    assert "generated code" not in capsys.readouterr().err
+
+
+def test_kgraph_compile_without_output_compiles_the_steps_ahead_of_time(monkeypatch, tmp_path):
+    """`kgraph compile CONFIG` leaves the compiled steps in the cache: a later model of the same
+    config and settings calls them compiled from its first step, with nothing left to compile.
+    (In a process of its own at Numba's default optimisation: at the suite's NUMBA_OPT=0, Numba
+    cannot cache a step that calls BLAS.)"""
+    import os
+    import subprocess
+    import sys
+
+    from kgraph import cli
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_OPT"}
+    env.update(KGRAPH_CACHE_DIR=str(tmp_path), KGRAPH_BACKGROUND_COMPILE="1")
+    config = "examples/iris.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "kgraph.cli", "compile", config], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    assert "train step:" in done.stdout and "now start compiled" in done.stdout
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
+    model = models.model_from_json(Path(config).read_text())
+    cli._compile(model, cli._parser().parse_args(["compile", config]))
+    x, y = np.zeros((8, 4), np.float32), np.zeros(8, np.int64)
+    model.train_on_batch(x, y)
+    model.predict(x, verbose=0)
+    assert model.executable.compiler.compiling() == []  # every step came from the cache
