@@ -20,12 +20,18 @@ import numpy as np
 FRAMEWORKS = ("kgraph", "tensorflow", "torch")
 
 
-def make_data(config, n, n_out, loss, seed=0):
+def make_data(config, n, n_out, loss, seed=0, vocab=None):
+    """Normal inputs, or word ids below `vocab` for integer inputs (an Embedding's)."""
     from .frontend import build_model
 
     fm = build_model(config, seed=seed)
     rs = np.random.RandomState(seed)
-    xs = [_normal_float32(rs, (n, *i.shape[1:])) for i in fm.inputs]
+    xs = [
+        rs.randint(0, vocab, (n, *i.shape[1:])).astype(np.int32)
+        if vocab and "int" in str(i.dtype)
+        else _normal_float32(rs, (n, *i.shape[1:]))
+        for i in fm.inputs
+    ]
     if loss == "sparse_categorical_crossentropy":
         y = rs.randint(0, n_out, n).astype(np.int32)
     else:
@@ -245,7 +251,7 @@ def measure(framework, spec, epochs):
     """One run in this process: first-step time, samples/s per epoch (the first excluded when
     there are several), the final loss and the peak RSS."""
     n = spec["batch"] * spec["steps"]
-    xs, y = make_data(spec["config"], n, spec["n_out"], spec["loss"])
+    xs, y = make_data(spec["config"], n, spec["n_out"], spec["loss"], vocab=spec.get("vocab"))
     first, times, loss = RUNNERS[framework](spec, xs, y, epochs)
     rates = [n / t for t in (times[1:] if len(times) > 1 else times)] or [float("nan")]
     return {
