@@ -476,8 +476,9 @@ class CpuCodegen(StepCodegen):
         )
 
     def _empty(self, rank) -> str:
-        """An absent optional operand of the recurrent kernels (its flag says so)."""
-        return f"np.empty({shape_expr((0,) * rank)}, np.{self.dtype})"
+        """An absent optional operand of the recurrent kernels (its flag says so): an empty view
+        of the arena, not an allocation."""
+        return "arena[:0]" if rank == 1 else f"arena[:0].reshape({shape_expr((0,) * rank)})"
 
     def _rnn_operands(self, node, fwd_attrs, inputs):
         """The recurrent kernels' (rb, mask, keep, h0, c0) arguments, and their flags."""
