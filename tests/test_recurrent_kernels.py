@@ -216,6 +216,21 @@ def test_the_lstm_text_classifier_example_trains(capsys):
     assert accuracy > 0.8, out
 
 
+def test_every_rnn_activation_code_is_the_ir_activation():
+    """maths.rnn_act / rnn_act_grad by code (in Python) against ir/ops/recurrent.py's act and
+    act_grad of the same name: the code table and the IR's activations agree."""
+    from ir.ops.recurrent import ACTIVATION_NAMES, act, act_grad
+    from kgraph.kernels import maths as E
+
+    assert sorted(E.RNN_ACTIVATIONS) == sorted(ACTIVATION_NAMES)  # every activation a layer may have
+    x = np.linspace(-3.1, 3.3, 41)
+    for code, name in enumerate(E.RNN_ACTIVATIONS):
+        got = np.array([E.rnn_act(code, v) for v in x])
+        np.testing.assert_allclose(got, act(name, x), rtol=1e-12, atol=1e-12, err_msg=name)
+        got = np.array([E.rnn_act_grad(code, v) for v in x])
+        np.testing.assert_allclose(got, act_grad(name, x), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
 CELL_CASES = [
     ("simple", {}),
     ("lstm", {}),
