@@ -83,8 +83,9 @@ def test_a_compiled_sgd_step_is_tensorflows(case):
         np.testing.assert_allclose(w, data[f"w_{i}"] - lr * data[f"grad_{i}"], rtol=1e-5, atol=1e-6, err_msg=f"w_{i}")
 
 
-def _interpreted_loss_and_grads(config, weights, data, dtype="float32"):
-    """The IR interpreter's loss and gradients of every weight (float64 when asked)."""
+def _interpreted_loss_and_grads(config, weights, data, dtype="float32", masks=None):
+    """The IR interpreter's loss and gradients of every weight (float64 when asked); masks: the
+    dropout keep masks by rng node (default: keep everything)."""
     fm = build_model(config, dtype=dtype)
     g = fm.lower(training=True)
     add_loss(g, [{"name": "sparse_categorical_crossentropy"}])
@@ -95,6 +96,8 @@ def _interpreted_loss_and_grads(config, weights, data, dtype="float32"):
     feeds.update({w.node: v.astype(dtype) for w, v in zip(fm.weights, weights)})
     (y,), (sw,) = g.sources("label"), g.sources("sample_weight")
     feeds.update({y.id: data["y0"], sw.id: np.ones(len(data["y0"]), dtype)})
+    for n in g.sources("rng"):
+        feeds[n.id] = np.ones(n.type.concrete(len(data["y0"])), dtype) if masks is None else masks[n.id].astype(dtype)
     env = ir.interpret(g, feeds)
     return env[g.outputs["loss"]], [env[grads[w.node]] for w in fm.weights]
 
@@ -124,8 +127,6 @@ def test_compiled_adam_steps_follow_the_interpreter(case):
 def _tiny(cell, **layer):
     """Embedding(mask_zero) -> cell(go_backwards) -> Dense(3): the mask and go_backwards in one model."""
     rnn = {"units": 4, "go_backwards": True, **layer}
-    if cell == "LSTM":
-        rnn["recurrent_dropout"] = 0.0
     return {
         "class_name": "Sequential",
         "config": {
@@ -179,6 +180,28 @@ def test_compiled_gradient_matches_finite_differences(cell, layer):
     for (i, idx), expected in diffs.items():
         np.testing.assert_allclose(compiled[i][idx], expected, rtol=2e-2, atol=2e-4, err_msg=f"w_{i}{idx}")
     _, exact = _interpreted_loss_and_grads(config, before, data, "float64")
+    for i, (got, want) in enumerate(zip(compiled, exact)):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6, err_msg=f"w_{i}")
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_a_compiled_step_with_dropout_and_recurrent_dropout_is_the_interpreters(cell):
+    """dropout and recurrent_dropout in training: the compiled gradient (an SGD step of rate 1)
+    against the float64 interpreter's, fed the keep masks the compiled step drew."""
+    config = _tiny(cell, dropout=0.3, recurrent_dropout=0.4)
+    rng = np.random.default_rng(2)
+    x = rng.integers(1, 9, size=(5, 6))
+    x[1, :2] = 0
+    data = {"x0": x, "y0": rng.integers(0, 3, size=5)}
+    model = models.model_from_config(config, seed=4)
+    model.compile(optimizer=SGD(learning_rate=1.0), loss="sparse_categorical_crossentropy")
+    before = [w.copy() for w in model.get_weights()]
+    model.train_on_batch(x, data["y0"])
+    compiled = [b - a for b, a in zip(before, model.get_weights())]
+    sources = model.compiled["train"].graph.sources("rng")
+    masks = {n.id: model.executable.rng_mask("train", n.id, 5) for n in sources}
+    assert len(masks) == 2 and all(0 < (m == 0).mean() < 1 for m in masks.values())  # some dropped, some kept
+    _, exact = _interpreted_loss_and_grads(config, before, data, "float64", masks)
     for i, (got, want) in enumerate(zip(compiled, exact)):
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6, err_msg=f"w_{i}")
 
