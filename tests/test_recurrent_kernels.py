@@ -316,7 +316,7 @@ def test_the_kernels_match_the_numpy_reference(cell, extra, everything):
     ws = np.zeros(b * backward_workspace(attrs, h, t, with_dxp=True), np.float32)
     K.rnn_backward(
         g32, out, xp32, u32, mask32, keep32, h032, c032, gates, dz, du, drb, dh0, dc0, ws, *codes, *switches,
-        *(flags[k] for k in ("masked", "recurrent_dropout", "initial")), True, flags["recurrent_bias"], flags["initial"],
+        *(flags[k] for k in ("masked", "recurrent_dropout", "initial")), True, flags["recurrent_bias"], flags["initial"], flags["initial"] and cell == "lstm",
     )  # fmt: skip
     got = [dz, du] + ([drb] if flags["recurrent_bias"] else []) + [None] * (2 * everything)
     got += ([dh0] + ([dc0] if cell == "lstm" else [])) if flags["initial"] else []

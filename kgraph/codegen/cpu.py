@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ir import BATCH, Pattern, format_node, get_op
 from ir.ops.fused import update_groups
+from ir.ops.recurrent import operands as rnn_operands
 
 from ..kernels import fingerprint
 from ..passes.memory import saved_id, workspace_id
@@ -482,10 +483,8 @@ class CpuCodegen(StepCodegen):
 
     def _rnn_operands(self, node, fwd_attrs, inputs):
         """The recurrent kernels' (rb, mask, keep, h0, c0) arguments, and their flags."""
-        from ir.ops.recurrent import operands
-
         flags = {k: bool(fwd_attrs.get(k)) for k in ("recurrent_bias", "masked", "recurrent_dropout", "initial")}
-        xp, u, rb, mask, keep, h0, c0 = operands(inputs, fwd_attrs["cell"], **flags)
+        xp, u, rb, mask, keep, h0, c0 = rnn_operands(inputs, fwd_attrs["cell"], **flags)
         args = [
             self._operand(rb) if rb else self._empty(1),
             self._operand(mask) if mask else self._empty(2),
@@ -539,19 +538,22 @@ class CpuCodegen(StepCodegen):
             dz = f"arena[{start}:{start} + {t * gw} * B].reshape((B, {t}, {gw}))"
             ws = f"arena[{slot.offset} * B:{slot.offset + slot.size - t * gw} * B]"
         first = 2 + flags["recurrent_bias"] + flags["masked"] + flags["recurrent_dropout"]
-        want = {"du": 1 in siblings, "drb": flags["recurrent_bias"] and 2 in siblings, "dh0": first in siblings}
+        want = {
+            "du": 1 in siblings,
+            "drb": flags["recurrent_bias"] and 2 in siblings,
+            "dh0": flags["initial"] and first in siblings,
+            "dc0": flags["initial"] and a["cell"] == "lstm" and first + 1 in siblings,
+        }
         du = _var(siblings[1]) if want["du"] else self._empty(2)
         drb = _var(siblings[2]) if want["drb"] else self._empty(1)
         dh0 = _var(siblings[first]) if want["dh0"] else self._empty(2)
-        dc0 = _var(siblings[first + 1]) if want["dh0"] and a["cell"] == "lstm" else self._empty(2)
-        if (first + 1 in siblings) != (a["cell"] == "lstm" and want["dh0"]):
-            raise NotImplementedError(f"rnn_sequence_grad %{node.id}: d h0 and d c0 come together")
+        dc0 = _var(siblings[first + 1]) if want["dc0"] else self._empty(2)
         cell, act, ract = rnn_codes(a)
         args = [self._operand(g), self._operand(out), self._operand(xp), self._operand(u), mask, keep, h0, c0, gates]
         args += [dz, du, drb, dh0, dc0, ws, str(cell), str(act), str(ract)]
         args += [str(bool(a.get("go_backwards"))), str(bool(a.get("reset_after", True)))]
         args += [str(flags[k]) for k in ("masked", "recurrent_dropout", "initial")]
-        args += [str(want[k]) for k in ("du", "drb", "dh0")]
+        args += [str(want[k]) for k in ("du", "drb", "dh0", "dc0")]
         return lines + [f"K.rnn_backward({', '.join(args)})"]
 
     def _emit_reverse_time(self, node):

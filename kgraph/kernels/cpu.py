@@ -498,10 +498,11 @@ def rnn_backward(
     want_du,
     want_drb,
     want_dh0,
+    want_dc0,
 ):
     """The backward pass through time of rnn_forward, which wrote out and gates. g: the
     cotangent of out. Writes dz (d xp, [B, T, G]), and where wanted du (d U), drb (d recurrent
-    bias), dh0 (and dc0: d initial state). ws: he per step (input order, for du's GEMM), r * he
+    bias), dh0 and dc0 (d initial state). ws: he per step (input order, for du's GEMM), r * he
     per step (GRU reset_after=False), the recurrent gradient per step (GRU reset_after=True:
     its candidate part is d ah * r, not d ah), then per step: the gradient the recurrent kernel
     multiplies [B, G], acc (its product), direct (d h_prev not through U), dh, dc."""
@@ -627,12 +628,12 @@ def rnn_backward(
         for i in range(nb * nt):
             for q in range(ng):
                 drb[q] += d2[i, q]
-    if want_dh0:
-        for b in range(nb):
-            for j in range(nh):
+    for b in range(nb):
+        for j in range(nh):
+            if want_dh0:
                 dh0[b, j] = dh[b, j]
-                if cell == LSTM:
-                    dc0[b, j] = dc[b, j]
+            if want_dc0:
+                dc0[b, j] = dc[b, j]
 
 
 @jit
