@@ -159,6 +159,26 @@ def cnn(name):
     }
 
 
+def lstm_text(name, vocab, dim, steps, units, n_out=2):
+    """A text classifier: word ids [steps] -> Embedding(vocab, dim) -> LSTM(units) -> Dense(n_out, softmax)."""
+
+    def obj(cls, config):
+        return {"module": "keras.layers", "class_name": cls, "registered_name": None, "config": config}
+
+    layers = [
+        obj("InputLayer", {"batch_shape": [None, steps], "dtype": "int32", "name": "words"}),
+        obj("Embedding", {"name": "embedding", "input_dim": vocab, "output_dim": dim}),
+        obj("LSTM", {"name": "lstm", "units": units, "activation": "tanh", "recurrent_activation": "sigmoid"}),
+        _dense("dense", n_out, "softmax"),
+    ]
+    return {
+        "module": "keras",
+        "class_name": "Sequential",
+        "registered_name": None,
+        "config": {"name": name, "trainable": True, "dtype": "float32", "layers": layers},
+    }
+
+
 # name -> what to run: config, batch, optimizer (Keras name, learning rate), loss, steps per timed epoch
 SUITE = {
     "mlp_784_128_10_b32_adam": dict(
@@ -209,6 +229,24 @@ SUITE = {
         steps=40,
         n_out=10,
     ),
+    "lstm_text_20k_e128_t80_u128_b32_adam": dict(
+        config=lstm_text("lstm_text", 20000, 128, 80, 128),
+        batch=32,
+        optimizer=("adam", 1e-3),
+        loss="sparse_categorical_crossentropy",
+        steps=40,
+        n_out=2,
+        vocab=20000,
+    ),
+    "lstm_text_20k_e128_t80_u128_b128_adam": dict(
+        config=lstm_text("lstm_text", 20000, 128, 80, 128),
+        batch=128,
+        optimizer=("adam", 1e-3),
+        loss="sparse_categorical_crossentropy",
+        steps=10,
+        n_out=2,
+        vocab=20000,
+    ),
     "predict_784_128_10_b1024": dict(
         config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
         batch=1024,
@@ -227,6 +265,10 @@ def gemm_flops_per_step(config, batch) -> float:
     layers = config["config"]["layers"]
     if any(l["class_name"] == "Conv2D" for l in layers):  # the one CNN of the suite
         return 6.0 * batch * (26 * 26 * 9 * 32 + 13 * 13 * 32 * 10)
+    if any(l["class_name"] == "LSTM" for l in layers):  # per step: the input and recurrent GEMMs of 4 gates
+        steps = layers[0]["config"]["batch_shape"][1]
+        dim, units = layers[1]["config"]["output_dim"], layers[2]["config"]["units"]
+        return 6.0 * batch * (steps * 4 * units * (dim + units) + units * layers[3]["config"]["units"])
     widths = {}
     total = 0
     n_in = layers[0]["config"]["batch_shape"][-1]

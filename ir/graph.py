@@ -31,7 +31,19 @@ SOURCE_OPS = {
 
 
 # attrs that record what passes decided, not what the op computes
-BOOKKEEPING_ATTRS = ("fused", "note", "bias_grad", "computed_by", "split", "parts", "workspace", "workspace_fixed")
+BOOKKEEPING_ATTRS = (
+    "fused",
+    "note",
+    "bias_grad",
+    "computed_by",
+    "split",
+    "parts",
+    "workspace",
+    "workspace_fixed",
+    "siblings",  # a recurrent backward node: the sibling gradients it writes too
+    "saved",  # a recurrent forward node: what it keeps for the backward node "saved_for"
+    "saved_for",
+)
 
 
 @dataclass

@@ -20,12 +20,16 @@ import numpy as np
 FRAMEWORKS = ("kgraph", "tensorflow", "torch")
 
 
-def make_data(config, n, n_out, loss, seed=0):
+def make_data(config, n, n_out, loss, seed=0, vocab=None):
+    """Normal inputs, or word ids below `vocab` (a text model's)."""
     from .frontend import build_model
 
     fm = build_model(config, seed=seed)
     rs = np.random.RandomState(seed)
-    xs = [_normal_float32(rs, (n, *i.shape[1:])) for i in fm.inputs]
+    xs = [
+        rs.randint(0, vocab, (n, *i.shape[1:])).astype(np.int32) if vocab else _normal_float32(rs, (n, *i.shape[1:]))
+        for i in fm.inputs
+    ]
     if loss == "sparse_categorical_crossentropy":
         y = rs.randint(0, n_out, n).astype(np.int32)
     else:
@@ -170,6 +174,9 @@ def run_torch(spec, xs, y, epochs):
         "reshape": lambda v, shape: v.reshape([-1 if d == "B" else d for d in shape]),
         "im2col": _torch_im2col,
         "pool2d": _torch_pool2d,
+        "gather": lambda table, ids: table[ids.long()],
+        "slice": lambda v, axis, start, stop: v.narrow(axis, start, stop - start),
+        "rnn_sequence": _torch_lstm,
     }
     out_id = graph.outputs["output:0"]
     logits_of_softmax = graph.node(out_id).op == "softmax" and spec["loss"] == "sparse_categorical_crossentropy"
@@ -225,6 +232,29 @@ def run_torch(spec, xs, y, epochs):
     return first, timer.times, total / (len(tx[0]) // b)
 
 
+def _torch_lstm(xp, u, cell, activation, recurrent_activation, go_backwards, **flags):
+    """kgraph's rnn_sequence of a plain LSTM (tanh, sigmoid; no mask, dropout or initial state),
+    step by step as PyTorch eager runs a custom cell: every step's h, then every step's c."""
+    import torch
+
+    if (
+        cell != "lstm"
+        or (activation, recurrent_activation) != ("tanh", "sigmoid")
+        or go_backwards
+        or any(flags.values())
+    ):
+        raise NotImplementedError("the PyTorch runner has the plain LSTM only")
+    h = xp.new_zeros(xp.shape[0], u.shape[0])
+    c, hs, cs = h, [], []
+    for t in range(xp.shape[1]):
+        i, f, g, o = (xp[:, t] + h @ u).chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        hs.append(h)
+        cs.append(c)
+    return torch.cat([torch.stack(hs, 1), torch.stack(cs, 1)], 2)
+
+
 def _torch_im2col(x, kernel, strides, dilation, pads):
     """kgraph's NHWC im2col (patch features ordered (i, j, c)) with torch's unfold."""
     import torch.nn.functional as F
@@ -259,7 +289,7 @@ def measure(framework, spec, epochs):
     """One run in this process: first-step time, samples/s per epoch (the first excluded when
     there are several), the final loss and the peak RSS."""
     n = spec["batch"] * spec["steps"]
-    xs, y = make_data(spec["config"], n, spec["n_out"], spec["loss"])
+    xs, y = make_data(spec["config"], n, spec["n_out"], spec["loss"], vocab=spec.get("vocab"))
     first, times, loss = RUNNERS[framework](spec, xs, y, epochs)
     rates = [n / t for t in (times[1:] if len(times) > 1 else times)] or [float("nan")]
     return {

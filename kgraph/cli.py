@@ -410,7 +410,11 @@ def _parser():
 
     sp = sub.add_parser("train", help="train a model on an .npz file or the bundled dataset")
     common(sp)
-    sp.add_argument("--data", default="digits", help="an .npz (x, y[, x_val, y_val]) or 'digits' (the bundled dataset)")
+    sp.add_argument(
+        "--data",
+        default="digits",
+        help="an .npz (x, y[, x_val, y_val]), 'digits' (bundled) or 'reviews' (generated word ids)",
+    )
     sp.add_argument("--epochs", type=int, default=5, help="passes over the training rows")
     sp.add_argument(
         "--validation-split",
@@ -441,7 +445,9 @@ def _parser():
     common(sp)
     sp.add_argument("--weights", help="weights saved by train --save-weights (.npz, .weights.h5 or .h5)")
     sp.add_argument("--random-weights", action="store_true", help="run on fresh initial weights, without --weights")
-    sp.add_argument("--data", default="digits", help="an .npz or 'digits'; its validation rows when it has them")
+    sp.add_argument(
+        "--data", default="digits", help="an .npz, 'digits' or 'reviews'; its validation rows when it has them"
+    )
     sp.add_argument(
         "--verbose", type=int, default=1, choices=[0, 1, 2], help="0 silent, 1 progress bar, 2 one line per epoch"
     )
@@ -452,7 +458,9 @@ def _parser():
     common(sp, training=False)
     sp.add_argument("--weights", help="weights saved by train --save-weights (.npz, .weights.h5 or .h5)")
     sp.add_argument("--random-weights", action="store_true", help="run on fresh initial weights, without --weights")
-    sp.add_argument("--data", default="digits", help="an .npz or 'digits'; its validation rows when it has them")
+    sp.add_argument(
+        "--data", default="digits", help="an .npz, 'digits' or 'reviews'; its validation rows when it has them"
+    )
     sp.add_argument("-o", "--output", help="write the predictions here (.npy) instead of printing them")
     sp.add_argument(
         "--verbose", type=int, default=0, choices=[0, 1, 2], help="0 silent, 1 progress bar, 2 one line per epoch"

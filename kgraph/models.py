@@ -299,12 +299,11 @@ class Model(_WeightLists, CompiledModel):
             schedule=updates_last,
         )  # CPU replicas run the updates last (train_apply)
         waiting = sorted({NO_KERNELS_YET[n.op] for n in forward.nodes() if n.op in NO_KERNELS_YET})
-        if waiting:  # a clear line now, not an error from deep inside codegen; inspect still shows the graph
+        if waiting and self.device == "cuda":  # one clear line, not an error from deep inside codegen
             self.compiled[kind] = compiled
             raise NotImplementedError(
-                f"model {self.name!r}: {' and '.join(waiting)} run in the "
-                "IR interpreter only so far (issue 16): the CPU and CUDA kernels are not "
-                "written yet"
+                f"model {self.name!r}: {' and '.join(waiting)} have CPU kernels only so far (issue 16): "
+                "use device='cpu'"
             )
         if self.device == "cuda":
             source, launches = generate_cuda(compiled)
@@ -775,7 +774,7 @@ def _resolve_metrics(metrics, outputs, specs, out_units):
 
 # ---------------------------------------------------------------------- constructors
 
-# IR ops the code generators have no kernels for yet (issue 16)
+# IR ops the CUDA code generator has no kernels for yet (issue 16); the CPU's has
 NO_KERNELS_YET = {op: "recurrent layers" for op in ("rnn_sequence", "rnn_sequence_grad", "reverse_time")}
 
 

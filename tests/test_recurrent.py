@@ -1,7 +1,6 @@
 """Recurrent layers (issue 16) against TensorFlow, through the IR's NumPy interpreter: fixtures that
 tools/make_tf_fixtures.py wrote (tests/fixtures/rnn: Keras 3 and tf-keras 2 configs, weights,
-predictions, the loss and its gradient). The CPU and CUDA kernels come later; until then a compile
-refuses these models in one line."""
+predictions, the loss and its gradient). The compiled CPU kernels: tests/test_recurrent_kernels.py."""
 
 import json
 from pathlib import Path
@@ -293,19 +292,11 @@ def test_bidirectional_of_a_dense_layer_is_refused():
         build_model(config)
 
 
-def test_compile_says_the_kernels_are_not_written_yet():
-    config, data = _load("embed_lstm", "k3")
-    model = models.model_from_config(config)
-    with pytest.raises(NotImplementedError, match="recurrent layers run in the IR interpreter only so far"):
-        model.predict(data["x0"], verbose=0)
-
-
 def test_inspect_shows_the_train_step_and_its_plan(capsys):
     from kgraph.cli import main
 
     assert main(["inspect", str(FIXTURES / "k3_bilstm.json"), "--plan"]) == 0
     out = capsys.readouterr().out
-    assert "run in the IR interpreter only so far" in out
     assert "%rnn_sequence_grad" in out and "memory plan at batch" in out
 
 

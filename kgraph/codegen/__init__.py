@@ -97,6 +97,9 @@ def _largest_gemm_per_sample(graph) -> int:
             else:
                 flops = 2 * out_per_sample * a.shape[-1]
             largest = max(largest, flops)
+    recurrent = [graph.type(n.inputs[1]).numel(1) for n in graph.nodes() if n.op == "rnn_sequence"]
+    if recurrent:  # a time loop's many small GEMMs, one step's each, set the pace: the runtime times
+        return 2 * max(recurrent)  # the thread settings rather than put them all on BLAS's threads
     return largest
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from ir import BATCH, Pattern, format_node, get_op
 from ir.ops.fused import update_groups
+from ir.ops.recurrent import operands as rnn_operands
 
 from ..kernels import fingerprint
-from ..passes.memory import workspace_id
+from ..passes.memory import saved_id, workspace_id
+from ..passes.recurrent import gate_width
 from ..passes.split import step_parts
 from ..runtime.abi import STEP_ARGS, STEPS_ARGS
 from .base import StepCodegen, drop_unused_views, prod as _prod, stash_outputs, var as _var, shape_expr
@@ -20,6 +22,7 @@ from .lowering import (
     activation_call,
     decay_expression,
     hyper_parameters,
+    rnn_codes,
     scalars_call,
     update_casts,
     update_parameters,
@@ -464,6 +467,99 @@ class CpuCodegen(StepCodegen):
             f"{_var(node.id)}.reshape(({pre}, {e - s}, {post}))[:, :, :] = "
             f"{self._operand(x)}.reshape(({pre}, {n_in}, {post}))[:, {s}:{e}, :]"
         ]
+
+    # ------------------------------------------------------------------ recurrent layers
+    def _arena(self, key, shape) -> str:
+        """A planned per-sample slot (a workspace, saved gates) as an array of `shape` (B-scaled)."""
+        slot = self.plan.slots[key]
+        return f"arena[{slot.offset} * B:{slot.offset + slot.size} * B]" + (
+            f"[:{_prod(shape)}].reshape({shape_expr(shape)})" if shape else ""
+        )
+
+    def _empty(self, rank) -> str:
+        """An absent optional operand of the recurrent kernels (its flag says so): an empty view
+        of the arena, not an allocation."""
+        return "arena[:0]" if rank == 1 else f"arena[:0].reshape({shape_expr((0,) * rank)})"
+
+    def _rnn_operands(self, node, fwd_attrs, inputs):
+        """The recurrent kernels' (rb, mask, keep, h0, c0) arguments, and their flags."""
+        flags = {k: bool(fwd_attrs.get(k)) for k in ("recurrent_bias", "masked", "recurrent_dropout", "initial")}
+        xp, u, rb, mask, keep, h0, c0 = rnn_operands(inputs, fwd_attrs["cell"], **flags)
+        args = [
+            self._operand(rb) if rb else self._empty(1),
+            self._operand(mask) if mask else self._empty(2),
+            self._operand(keep) if keep else self._empty(2),
+            self._operand(h0) if h0 else self._empty(2),
+            self._operand(c0) if c0 else self._empty(2),
+        ]
+        return xp, u, args, flags
+
+    def _emit_rnn_sequence(self, node):
+        a = node.attrs
+        xp, u, (rb, mask, keep, h0, c0), flags = self._rnn_operands(node, a, node.inputs)
+        (b, t, _), units = self.g.type(xp).shape, self.g.type(u).shape[0]
+        width = gate_width(a, units)
+        if a.get("saved"):
+            gates = self._arena(saved_id(node.id), (b, t, width))
+            ws = self._arena(workspace_id(node.id), None)
+        else:  # one step's gates, at the workspace's end
+            slot = self.plan.slots[workspace_id(node.id)]
+            start = f"{slot.offset + slot.size - width} * B"
+            gates = f"arena[{start}:{start} + {width} * B].reshape((B, 1, {width}))"
+            ws = f"arena[{slot.offset} * B:{slot.offset + slot.size - width} * B]"
+        cell, act, ract = rnn_codes(a)
+        args = [self._operand(xp), self._operand(u), rb, mask, keep, h0, c0, _var(node.id), gates, ws]
+        args += [
+            str(cell),
+            str(act),
+            str(ract),
+            str(bool(a.get("go_backwards"))),
+            str(bool(a.get("reset_after", True))),
+        ]
+        args += [str(flags[k]) for k in ("recurrent_bias", "masked", "recurrent_dropout", "initial")]
+        return [f"K.rnn_forward({', '.join(args)})"]
+
+    def _emit_rnn_sequence_grad(self, node):
+        g, out, *inputs = node.inputs
+        fwd = self.g.node(out)
+        if fwd.op != "rnn_sequence" or not fwd.attrs.get("saved"):
+            raise NotImplementedError(f"rnn_sequence_grad %{node.id} does not read the gates of its forward node")
+        a = node.semantic_attrs()
+        xp, u, (_, mask, keep, h0, c0), flags = self._rnn_operands(node, a, inputs)
+        (b, t, gw), units = self.g.type(xp).shape, self.g.type(u).shape[0]
+        gates = self._arena(saved_id(out), (b, t, gate_width(a, units)))
+        siblings = node.attrs["siblings"]
+        lines = [f"{_var(n)} = {self._view(n)}" for n in siblings.values() if n != node.id]
+        slot = self.plan.slots[workspace_id(node.id)]
+        if 0 in siblings:
+            dz, ws = _var(siblings[0]), self._arena(workspace_id(node.id), None)
+        else:  # d xp at the workspace's end
+            start = f"{slot.offset + slot.size - t * gw} * B"
+            dz = f"arena[{start}:{start} + {t * gw} * B].reshape((B, {t}, {gw}))"
+            ws = f"arena[{slot.offset} * B:{slot.offset + slot.size - t * gw} * B]"
+        first = 2 + flags["recurrent_bias"] + flags["masked"] + flags["recurrent_dropout"]
+        want = {
+            "du": 1 in siblings,
+            "drb": flags["recurrent_bias"] and 2 in siblings,
+            "dh0": flags["initial"] and first in siblings,
+            "dc0": flags["initial"] and a["cell"] == "lstm" and first + 1 in siblings,
+        }
+        du = _var(siblings[1]) if want["du"] else self._empty(2)
+        drb = _var(siblings[2]) if want["drb"] else self._empty(1)
+        dh0 = _var(siblings[first]) if want["dh0"] else self._empty(2)
+        dc0 = _var(siblings[first + 1]) if want["dc0"] else self._empty(2)
+        cell, act, ract = rnn_codes(a)
+        args = [self._operand(g), self._operand(out), self._operand(xp), self._operand(u), mask, keep, h0, c0, gates]
+        args += [dz, du, drb, dh0, dc0, ws, str(cell), str(act), str(ract)]
+        args += [str(bool(a.get("go_backwards"))), str(bool(a.get("reset_after", True)))]
+        args += [str(flags[k]) for k in ("masked", "recurrent_dropout", "initial")]
+        args += [str(want[k]) for k in ("du", "drb", "dh0", "dc0")]
+        return lines + [f"K.rnn_backward({', '.join(args)})"]
+
+    def _emit_reverse_time(self, node):
+        t = node.type
+        shape = shape_expr((t.shape[0], t.shape[1], _prod(t.shape[2:])))
+        return [f"K.reverse_time({self._operand(node.inputs[0])}.reshape({shape}), {_var(node.id)}.reshape({shape}))"]
 
     # ------------------------------------------------------------------ optimizer updates
     def _update_kernel(self, op, hyper, split) -> str:

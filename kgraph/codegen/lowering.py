@@ -118,3 +118,18 @@ def decay_expression(hyper: dict) -> str:
     """Keras's weight decay of this step: weight_decay * lr (w -= w * decay before the update)."""
     wd = float(hyper.get("weight_decay", 0.0) or 0.0)
     return f"{wd!r} * lr" if wd else "0.0"
+
+
+# ---------------------------------------------------------------- recurrent layers
+
+
+def rnn_codes(attrs: dict) -> tuple:
+    """(cell, activation, recurrent activation) of an rnn_sequence node as the codes the kernels'
+    cell maths takes (kgraph.kernels.maths.RNN_CELLS and RNN_ACTIVATIONS)."""
+    codes = []
+    for key in ("activation", "recurrent_activation"):
+        name = attrs.get(key, "tanh" if key == "activation" else "sigmoid")
+        if name not in maths.RNN_ACTIVATIONS:
+            raise NotImplementedError(f"no recurrent cell kernel for {key} {name!r}")
+        codes.append(maths.RNN_ACTIVATIONS.index(name))
+    return (maths.RNN_CELLS.index(attrs["cell"]), *codes)

@@ -4,8 +4,9 @@
 - maths.py: the element and row maths, written once as plain Python functions that Numba
   compiles for the CPU (`njit`) and for CUDA (`cuda.jit`) alike;
 - updates.py: one record per optimizer (its element update and its per-step scalars);
-- cpu.py, cuda.py: what truly differs per target (GEMMs, images, pooling, reductions, lookups)
-  and the thin loops that apply the row maths; blas.py: sgemm for the CPU.
+- cpu.py, cuda.py: what truly differs per target (GEMMs, images, pooling, reductions, lookups;
+  on the CPU also the recurrent layers' time loops over maths.py's cell maths) and the thin loops
+  that apply the row maths; blas.py: sgemm for the CPU.
 
 The code generators (kgraph/codegen) spell calls of these; nothing here imports them."""
 

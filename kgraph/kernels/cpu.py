@@ -347,3 +347,300 @@ def gemm_split_cols(g, w, out, parts):
     for t in prange(parts):
         k0, k1 = part(w.shape[0], t, parts)
         gemm(g, w[k0:k1], out[:, k0:k1], False, True, 0.0)
+
+
+# ---------------------------------------------------------------- recurrent layers
+# The time loop of a SimpleRNN, LSTM or GRU (ir/ops/recurrent.py says what the operands are): the
+# input projection of every step was one GEMM before the loop; here each step runs one GEMM of
+# the state by the recurrent kernel, then one fused loop over the units computing every gate (the
+# cell maths of maths.py). The backward pass walks the steps in reverse the same way, and the
+# recurrent kernel's gradient is one GEMM over all steps at the end. Absent optional operands
+# come as empty arrays, their flags False. Scratch arrays are slices of the planned workspace
+# `ws`, in the order passes/recurrent.py sizes them.
+
+SIMPLE, LSTM, GRU = 0, 1, 2  # maths.RNN_CELLS's order
+
+
+@jit
+def _take(ws, start, shape):
+    """ws[start:start + prod(shape)] shaped as `shape` (2-D or 3-D), and the next start."""
+    n = 1
+    for d in shape:
+        n *= d
+    return ws[start : start + n], start + n
+
+
+@jit
+def rnn_forward(
+    xp,
+    u,
+    rb,
+    mask,
+    keep,
+    h0,
+    c0,
+    out,
+    gates,
+    ws,
+    cell,
+    act,
+    ract,
+    backwards,
+    reset_after,
+    has_rb,
+    masked,
+    dropped,
+    initial,
+):
+    """out[:, t] = the state after step t (LSTM: h then c); gates[:, t] the step's
+    pre-activations, kept for the backward pass (gates has one step when nothing is kept).
+    ws: h, c, he (the state the recurrent kernel multiplies), rhe (GRU reset_after=False:
+    r * he), rec (the recurrent product, [B, G])."""
+    nb, nt, ng = xp.shape
+    nh = u.shape[0]
+    f = xp.dtype.type
+    zero = f(0)
+    h, s = _take(ws, 0, (nb, nh))
+    h = h.reshape((nb, nh))
+    c, s = _take(ws, s, (nb, nh))
+    c = c.reshape((nb, nh))
+    he, s = _take(ws, s, (nb, nh))
+    he = he.reshape((nb, nh))
+    rhe, s = _take(ws, s, (nb, nh))
+    rhe = rhe.reshape((nb, nh))
+    rec, s = _take(ws, s, (nb, ng))
+    rec = rec.reshape((nb, ng))
+    for b in range(nb):
+        for j in range(nh):
+            h[b, j] = h0[b, j] if initial else zero
+            c[b, j] = c0[b, j] if initial and cell == LSTM else zero
+    v1 = cell == GRU and not reset_after
+    for t in range(nt):
+        k = nt - 1 - t if backwards else t
+        st = t if gates.shape[1] == nt else 0
+        for b in range(nb):
+            for j in range(nh):
+                he[b, j] = h[b, j] * keep[b, j] if dropped else h[b, j]
+        if v1:  # z and r first: the candidate's recurrent product reads r * he
+            gemm(he, u[:, : 2 * nh], rec[:, : 2 * nh], False, False, 0.0)
+            for b in range(nb):
+                for j in range(nh):
+                    zp = xp[b, k, j] + rec[b, j]
+                    rp = xp[b, k, nh + j] + rec[b, nh + j]
+                    gates[b, st, j] = zp
+                    gates[b, st, nh + j] = rp
+                    rhe[b, j] = M.rnn_act(ract, rp) * he[b, j]
+            gemm(rhe, u[:, 2 * nh :], rec[:, 2 * nh :], False, False, 0.0)
+        else:
+            gemm(he, u, rec, False, False, 0.0)
+        for b in range(nb):
+            live = not masked or mask[b, k] != zero  # a masked step carries the state
+            for j in range(nh):
+                hp = h[b, j]
+                if cell == SIMPLE:
+                    a = xp[b, k, j] + rec[b, j]
+                    gates[b, st, j] = a
+                    hn = M.rnn_act(act, a)
+                elif cell == LSTM:
+                    zi = xp[b, k, j] + rec[b, j]
+                    zf = xp[b, k, nh + j] + rec[b, nh + j]
+                    zc = xp[b, k, 2 * nh + j] + rec[b, 2 * nh + j]
+                    zo = xp[b, k, 3 * nh + j] + rec[b, 3 * nh + j]
+                    gates[b, st, j], gates[b, st, nh + j] = zi, zf
+                    gates[b, st, 2 * nh + j], gates[b, st, 3 * nh + j] = zc, zo
+                    cn, hn = M.lstm_cell(zi, zf, zc, zo, c[b, j], act, ract)
+                    if live:
+                        c[b, j] = cn
+                    out[b, t, nh + j] = c[b, j]
+                elif v1:
+                    zp = gates[b, st, j]
+                    ah = xp[b, k, 2 * nh + j] + rec[b, 2 * nh + j]
+                    gates[b, st, 2 * nh + j] = ah
+                    hn = M.gru_update(zp, ah, hp, act, ract)
+                else:
+                    zp = xp[b, k, j] + rec[b, j] + (rb[j] if has_rb else zero)
+                    rp = xp[b, k, nh + j] + rec[b, nh + j] + (rb[nh + j] if has_rb else zero)
+                    rh = rec[b, 2 * nh + j] + (rb[2 * nh + j] if has_rb else zero)
+                    ah = xp[b, k, 2 * nh + j] + M.rnn_act(ract, rp) * rh
+                    gates[b, st, j], gates[b, st, nh + j] = zp, rp
+                    gates[b, st, 2 * nh + j], gates[b, st, 3 * nh + j] = ah, rh
+                    hn = M.gru_update(zp, ah, hp, act, ract)
+                if live:
+                    h[b, j] = hn
+                out[b, t, j] = h[b, j]
+
+
+@jit
+def rnn_backward(
+    g,
+    out,
+    xp,
+    u,
+    mask,
+    keep,
+    h0,
+    c0,
+    gates,
+    dz,
+    du,
+    drb,
+    dh0,
+    dc0,
+    ws,
+    cell,
+    act,
+    ract,
+    backwards,
+    reset_after,
+    masked,
+    dropped,
+    initial,
+    want_du,
+    want_drb,
+    want_dh0,
+    want_dc0,
+):
+    """The backward pass through time of rnn_forward, which wrote out and gates. g: the
+    cotangent of out. Writes dz (d xp, [B, T, G]), and where wanted du (d U), drb (d recurrent
+    bias), dh0 and dc0 (d initial state). ws: he per step (input order, for du's GEMM), r * he
+    per step (GRU reset_after=False), the recurrent gradient per step (GRU reset_after=True:
+    its candidate part is d ah * r, not d ah), then per step: the gradient the recurrent kernel
+    multiplies [B, G], acc (its product), direct (d h_prev not through U), dh, dc."""
+    nb, nt, ng = xp.shape
+    nh = u.shape[0]
+    f = xp.dtype.type
+    zero = f(0)
+    v1, ra = cell == GRU and not reset_after, cell == GRU and reset_after
+    hes, s = _take(ws, 0, (nb, nt, nh))
+    hes = hes.reshape((nb, nt, nh))
+    rhes, s = _take(ws, s, (nb, nt, nh) if v1 else (0, 0, 0))
+    rhes = rhes.reshape((nb if v1 else 0, nt, nh))
+    drec, s = _take(ws, s, (nb, nt, ng) if ra else (0, 0, 0))
+    drec = drec.reshape((nb if ra else 0, nt, ng))
+    dzs, s = _take(ws, s, (nb, ng))
+    dzs = dzs.reshape((nb, ng))
+    acc, s = _take(ws, s, (nb, nh))
+    acc = acc.reshape((nb, nh))
+    direct, s = _take(ws, s, (nb, nh))
+    direct = direct.reshape((nb, nh))
+    dh, s = _take(ws, s, (nb, nh))
+    dh = dh.reshape((nb, nh))
+    dc, s = _take(ws, s, (nb, nh))
+    dc = dc.reshape((nb, nh))
+    dh[:] = zero
+    dc[:] = zero
+    for t in range(nt - 1, -1, -1):
+        k = nt - 1 - t if backwards else t
+        for b in range(nb):
+            live = not masked or mask[b, k] != zero
+            for j in range(nh):
+                dhv = dh[b, j] + g[b, t, j]
+                if t > 0:
+                    hp = out[b, t - 1, j]
+                else:
+                    hp = h0[b, j] if initial else zero
+                he = hp * keep[b, j] if dropped else hp
+                hes[b, k, j] = he
+                acc[b, j] = zero
+                if not live:  # the step carried the state: its gradient passes on untouched
+                    for q in range(ng // nh):
+                        dz[b, k, q * nh + j] = zero
+                        dzs[b, q * nh + j] = zero
+                        if ra:
+                            drec[b, k, q * nh + j] = zero
+                    if v1:
+                        rhes[b, k, j] = zero
+                    direct[b, j] = dhv
+                    if cell == LSTM:
+                        dc[b, j] = dc[b, j] + g[b, t, nh + j]
+                    continue
+                if cell == SIMPLE:
+                    da = dhv * M.rnn_act_grad(act, gates[b, t, j])
+                    dz[b, k, j] = da
+                    dzs[b, j] = da
+                    direct[b, j] = zero
+                elif cell == LSTM:
+                    if t > 0:
+                        cp = out[b, t - 1, nh + j]
+                    else:
+                        cp = c0[b, j] if initial else zero
+                    dzi, dzf, dzc, dzo, dcp = M.lstm_cell_grad(
+                        gates[b, t, j],
+                        gates[b, t, nh + j],
+                        gates[b, t, 2 * nh + j],
+                        gates[b, t, 3 * nh + j],
+                        cp,
+                        out[b, t, nh + j],
+                        dhv,
+                        dc[b, j] + g[b, t, nh + j],
+                        act,
+                        ract,
+                    )
+                    dz[b, k, j], dz[b, k, nh + j], dz[b, k, 2 * nh + j], dz[b, k, 3 * nh + j] = dzi, dzf, dzc, dzo
+                    dzs[b, j], dzs[b, nh + j], dzs[b, 2 * nh + j], dzs[b, 3 * nh + j] = dzi, dzf, dzc, dzo
+                    dc[b, j] = dcp
+                    direct[b, j] = zero
+                else:
+                    zp, rp, ah = gates[b, t, j], gates[b, t, nh + j], gates[b, t, 2 * nh + j]
+                    dzp, dah, dd = M.gru_update_grad(zp, ah, hp, dhv, act, ract)
+                    dz[b, k, j], dz[b, k, 2 * nh + j] = dzp, dah
+                    dzs[b, j] = dzp
+                    direct[b, j] = dd
+                    if ra:
+                        r = M.rnn_act(ract, rp)
+                        drp = dah * gates[b, t, 3 * nh + j] * M.rnn_act_grad(ract, rp)
+                        dz[b, k, nh + j] = drp
+                        dzs[b, nh + j], dzs[b, 2 * nh + j] = drp, dah * r
+                        drec[b, k, j], drec[b, k, nh + j], drec[b, k, 2 * nh + j] = dzp, drp, dah * r
+                    else:
+                        dzs[b, 2 * nh + j] = dah
+                        rhes[b, k, j] = M.rnn_act(ract, rp) * he
+        if v1:  # d r needs d (r * he) = d ah @ Uh^T first
+            gemm(dzs[:, 2 * nh :], u[:, 2 * nh :], acc, False, True, 0.0)
+            for b in range(nb):
+                if masked and mask[b, k] == zero:
+                    acc[b, :] = zero
+                    continue
+                for j in range(nh):
+                    rp = gates[b, t, nh + j]
+                    drp = acc[b, j] * hes[b, k, j] * M.rnn_act_grad(ract, rp)
+                    dz[b, k, nh + j] = drp
+                    dzs[b, nh + j] = drp
+                    acc[b, j] = acc[b, j] * M.rnn_act(ract, rp)
+            gemm(dzs[:, : 2 * nh], u[:, : 2 * nh], acc, False, True, 1.0)
+        else:
+            gemm(dzs, u, acc, False, True, 0.0)
+        for b in range(nb):
+            for j in range(nh):
+                dh[b, j] = (acc[b, j] * keep[b, j] if dropped else acc[b, j]) + direct[b, j]
+    if want_du:  # one GEMM over every step of the batch
+        he2 = hes.reshape((nb * nt, nh))
+        if v1:
+            dz2 = dz.reshape((nb * nt, ng))
+            gemm(he2, dz2[:, : 2 * nh], du[:, : 2 * nh], True, False, 0.0)
+            gemm(rhes.reshape((nb * nt, nh)), dz2[:, 2 * nh :], du[:, 2 * nh :], True, False, 0.0)
+        else:
+            gemm(he2, (drec if ra else dz).reshape((nb * nt, ng)), du, True, False, 0.0)
+    if want_drb:
+        d2 = drec.reshape((nb * nt, ng))
+        for q in range(ng):
+            drb[q] = zero
+        for i in range(nb * nt):
+            for q in range(ng):
+                drb[q] += d2[i, q]
+    for b in range(nb):
+        for j in range(nh):
+            if want_dh0:
+                dh0[b, j] = dh[b, j]
+            if want_dc0:
+                dc0[b, j] = dc[b, j]
+
+
+@jit
+def reverse_time(x, out):
+    """out[:, t] = x[:, T-1-t] over [B, T, rest]."""
+    nt = x.shape[1]
+    for b in range(x.shape[0]):
+        for t in range(nt):
+            for i in range(x.shape[2]):
+                out[b, t, i] = x[b, nt - 1 - t, i]

@@ -284,6 +284,143 @@ def mish_grad(g, x):
     return g * (t + x * sigmoid(x) * (like(x, 1) - t * t))
 
 
+# ---------------------------------------------------------------- recurrent cells
+# The gate maths of SimpleRNN, LSTM and GRU for one unit of one step, on pre-activations (the
+# input projection plus the recurrent product, which the drivers compute as GEMMs). An RNN's
+# activations are chosen per layer, so a driver passes their codes: RNN_ACTIVATIONS's index.
+# hard_sigmoid_k2 is Keras 2's clip(0.2x + 0.5, 0, 1).
+
+RNN_CELLS = ("simple", "lstm", "gru")
+RNN_ACTIVATIONS = (
+    "linear",
+    "tanh",
+    "sigmoid",
+    "hard_sigmoid",
+    "hard_sigmoid_k2",
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "exponential",
+    "softplus",
+    "softsign",
+    "silu",
+    "gelu",
+    "mish",
+)
+
+
+@jitable
+def rnn_act(code, x):
+    """Activation RNN_ACTIVATIONS[code] of x (tanh and sigmoid first: nearly every layer's)."""
+    if code == 1:
+        return tanh(x)
+    if code == 2:
+        return sigmoid(x)
+    if code == 0:
+        return x
+    if code == 3:
+        return hard_sigmoid(x)
+    if code == 4:
+        return clip(like(x, 0.2) * x + like(x, 0.5), 0.0, 1.0)
+    if code == 5:
+        return relu(x)
+    if code == 6:
+        return relu6(x)
+    if code == 7:
+        return leaky_relu(x)
+    if code == 8:
+        return elu(x)
+    if code == 9:
+        return selu(x)
+    if code == 10:
+        return exponential(x)
+    if code == 11:
+        return softplus(x)
+    if code == 12:
+        return softsign(x)
+    if code == 13:
+        return silu(x)
+    if code == 14:
+        return gelu(x)
+    return mish(x)
+
+
+@jitable
+def rnn_act_grad(code, x):
+    """d rnn_act(code, x) / dx, from the pre-activation x."""
+    one = like(x, 1)
+    if code == 1:
+        return tanh_grad(one, tanh(x))
+    if code == 2:
+        return sigmoid_grad(one, sigmoid(x))
+    if code == 0:
+        return one
+    if code == 3:
+        return hard_sigmoid_grad(one, hard_sigmoid(x))
+    if code == 4:
+        return like(x, 0.2) if (x > like(x, -2.5) and x < like(x, 2.5)) else like(x, 0)
+    if code == 5:
+        return relu_grad(one, relu(x))
+    if code == 6:
+        return relu6_grad(one, relu6(x))
+    if code == 7:
+        return leaky_relu_grad(one, leaky_relu(x))
+    if code == 8:
+        return elu_grad(one, elu(x))
+    if code == 9:
+        return selu_grad(one, selu(x))
+    if code == 10:
+        return exponential_grad(one, exponential(x))
+    if code == 11:
+        return softplus_grad(one, softplus(x))
+    if code == 12:
+        return softsign_grad(one, softsign(x))
+    if code == 13:
+        return silu_grad(one, x)
+    if code == 14:
+        return gelu_grad(one, x)
+    return mish_grad(one, x)
+
+
+@jitable
+def lstm_cell(zi, zf, zc, zo, c_prev, act, ract):
+    """(c, h) of an LSTM unit from its gates' pre-activations (Keras's order i, f, c, o)."""
+    i, f = rnn_act(ract, zi), rnn_act(ract, zf)
+    c = f * c_prev + i * rnn_act(act, zc)
+    return c, rnn_act(ract, zo) * rnn_act(act, c)
+
+
+@jitable
+def lstm_cell_grad(zi, zf, zc, zo, c_prev, c, dh, dc, act, ract):
+    """(d zi, d zf, d zc, d zo, d c_prev) of lstm_cell, given d h and d c of its outputs."""
+    i, f, g, o = rnn_act(ract, zi), rnn_act(ract, zf), rnn_act(act, zc), rnn_act(ract, zo)
+    dct = dc + dh * o * rnn_act_grad(act, c)
+    return (
+        dct * g * rnn_act_grad(ract, zi),
+        dct * c_prev * rnn_act_grad(ract, zf),
+        dct * i * rnn_act_grad(act, zc),
+        dh * rnn_act(act, c) * rnn_act_grad(ract, zo),
+        dct * f,
+    )
+
+
+@jitable
+def gru_update(zp, ah, h_prev, act, ract):
+    """A GRU unit's new state z h_prev + (1 - z) act(ah), z = ract(zp)."""
+    z = rnn_act(ract, zp)
+    return z * h_prev + (like(z, 1) - z) * rnn_act(act, ah)
+
+
+@jitable
+def gru_update_grad(zp, ah, h_prev, dh, act, ract):
+    """(d zp, d ah, d h_prev through z h_prev) of gru_update."""
+    z = rnn_act(ract, zp)
+    hh = rnn_act(act, ah)
+    return dh * (h_prev - hh) * rnn_act_grad(ract, zp), dh * (like(z, 1) - z) * rnn_act_grad(act, ah), dh * z
+
+
 # ---------------------------------------------------------------- rows: softmax and the losses
 # x, out: 1-D rows (the class axis); sums in float64.
 

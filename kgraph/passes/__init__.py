@@ -17,6 +17,7 @@ from .loss import LOSSES, add_loss
 from .memory import MemoryPlan, materialize_gradients, plan_memory, updates_last
 from .split import split_gemms, split_samples
 from .optimizer import OPTIMIZERS, add_optimizer
+from .recurrent import plan_recurrent
 
 PASS_NAMES = ["frontend", "fold", "loss", "autodiff", "optimizer", "fuse", "dce", "plan"]
 
@@ -91,6 +92,7 @@ def run_pipeline(
     done("dce")
     out.decisions += split_gemms(g, parts)
     out.decisions += split_samples(g, parts)
+    out.decisions += plan_recurrent(g)
     if schedule is None and kind == "train":
         schedule = updates_last  # every target runs a training step as gradients, then updates
     out.plan = plan_memory(g, param_order, schedule(g) if schedule else None)

@@ -64,7 +64,8 @@ class MemoryPlan:
             f"  {'rng masks':<12} {(self.rng_per_sample * batch + self.rng_fixed) * itemsize / 1024:10.1f} KiB"
         )
         lines.append("  buffers (offset in elements, [first, last] use in the schedule):")
-        for key in [k for nid in self.schedule for k in (nid, workspace_id(nid)) if k in self.slots]:
+        keys = [k for nid in self.schedule for k in (nid, workspace_id(nid), saved_id(nid)) if k in self.slots]
+        for key in keys:
             s = self.slots[key]
             if s.region == "arena":
                 off = f"{s.offset}*B" if s.batch else f"A*B+{s.offset}"
@@ -76,6 +77,11 @@ class MemoryPlan:
 def workspace_id(nid: str) -> str:
     """The plan's slot name of node nid's workspace."""
     return nid + ":workspace"
+
+
+def saved_id(nid: str) -> str:
+    """The plan's slot name of what node nid keeps for a later node (a recurrent layer's gates)."""
+    return nid + ":saved"
 
 
 def gradient_nodes(graph) -> dict[str, str]:
@@ -190,6 +196,12 @@ def plan_memory(graph, param_order: list[str], schedule: list[str] | None = None
                 per_sample[ws] = attrs["workspace"]
             else:
                 fixed[ws] = attrs["workspace_fixed"]
+    # a recurrent layer's gates, kept from its forward node until its backward node reads them
+    for nid in schedule:
+        attrs = graph.node(nid).attrs
+        if attrs.get("saved") and nid in intervals:
+            intervals[saved_id(nid)] = [index[nid], index[attrs["saved_for"]]]
+            per_sample[saved_id(nid)] = attrs["saved"]
     # per-sample offsets need no padding: they are multiplied by B
     off_a, top_a = _best_fit(per_sample, intervals, align=1)
     off_c, top_c = _best_fit(fixed, intervals, align=ALIGN)

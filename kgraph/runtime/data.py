@@ -6,7 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-BUILTIN = {"digits": "the UCI 8x8 handwritten digits (1,797 samples, bundled)"}
+BUILTIN = {
+    "digits": "the UCI 8x8 handwritten digits (1,797 samples, bundled)",
+    "reviews": "generated toy reviews: 40 word ids (1,000 words, 0 pads), 1 when good words outnumber bad",
+}
 
 
 class DataFileError(ValueError):
@@ -14,12 +17,12 @@ class DataFileError(ValueError):
 
 
 def load(spec: str):
-    """(x, y, validation) from "digits" or an .npz holding x (or x0, x1, ...), y (or y0, ...) and
+    """(x, y, validation) from "digits", "reviews" or an .npz holding x (or x0, x1, ...), y (or y0, ...) and
     optionally x_val/y_val. x and y are lists of arrays; validation is None or (xs, ys)."""
     if spec in BUILTIN:
-        from ..datasets import digits
+        from ..datasets import digits, reviews
 
-        (x, y), (xv, yv) = digits.load_data()
+        (x, y), (xv, yv) = (digits if spec == "digits" else reviews).load_data()
         return [x], [y], ([xv], [yv])
     path = Path(spec)
     if not path.exists():
