@@ -501,14 +501,14 @@ class Model(_WeightLists, CompiledModel):
         ]
         self.strategy = distribute.get_strategy() or self.strategy
         unknown = self.frontend.unknown_dims
-        self._use_device("cpu" if device == "auto" and (self.strategy is not None or unknown) else device)
-        if self.strategy is not None and self.device == "cuda":
-            raise NotImplementedError("data-parallel strategies run on the CPU backend; compile with device='cpu'")
-        if unknown and (self.device == "cuda" or self.strategy is not None):
+        if unknown and (device == "cuda" or self.strategy is not None):  # refused before the weights move
             raise NotImplementedError(
                 f"model {self.name!r} has inputs of unknown dimensions ({self._declared_shapes()}): they run on "
                 "one CPU process so far; compile with device='cpu', or fix the dimensions in the InputLayer"
             )
+        self._use_device("cpu" if device == "auto" and (self.strategy is not None or unknown) else device)
+        if self.strategy is not None and self.device == "cuda":
+            raise NotImplementedError("data-parallel strategies run on the CPU backend; compile with device='cpu'")
         self._step_args = {"train": (specs, opt.spec()), "test": (specs, None), "predict": (None, None)}
         self._forget_shapes()
         if unknown:  # steps compile per input shape as data arrives (_step); the optimizer's slots now

@@ -205,3 +205,25 @@ def test_inspect_and_compile_take_input_shape_for_unknown_dimensions(tmp_path, c
     assert [8, 8, 3] == next(l for l in saved["config"]["layers"] if l["class_name"] == "InputLayer")["config"][
         "batch_shape"
     ][1:]
+
+
+def test_fixing_the_dimensions_keeps_the_weights_and_the_optimizer_state():
+    """fix_input_shapes (the CLI's --input-shape) turns the model into one of that shape: the next
+    step is the one the unfixed twin takes, and other shapes are refused."""
+    (model, data), (twin, _) = _fixture("tokens"), _fixture("tokens")
+    for m in (model, twin):
+        m.compile(optimizer=optimizers.SGD(0.1, momentum=0.9), loss="sparse_categorical_crossentropy")
+        m.train_on_batch(data["xa"], data["ya"])
+    model.fix_input_shapes((None, data["xb"].shape[1]))
+    assert model.input_shape == (None, data["xb"].shape[1]) and not model.frontend.unknown_dims
+    assert model.train_on_batch(data["xb"], data["yb"]) == pytest.approx(twin.train_on_batch(data["xb"], data["yb"]))
+    assert model.train_on_batch(data["xb"], data["yb"]) == pytest.approx(twin.train_on_batch(data["xb"], data["yb"]))
+    with pytest.raises(DataError, match="does not match the model's input shape"):
+        model.predict(data["xa"], verbose=0)
+
+
+def test_unknown_dimensions_run_on_one_cpu_process_so_far():
+    model, _ = _fixture("fcn")
+    with pytest.raises(NotImplementedError, match=r"unknown dimensions \(\(None, None, None, 3\)\).*device='cpu'"):
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", device="cuda")
+    assert model.device == "cpu"
