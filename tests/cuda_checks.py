@@ -62,6 +62,14 @@ def kernels():
         )[3]
         close(out, ref("matmul", a, b, transpose_a=ta, transpose_b=tb), f"gemm ta={ta} tb={tb}")
 
+    # a matrix product per leading index (attention), every transpose combination
+    for ta in (False, True):
+        for tb in (False, True):
+            a = rand(3, 4, 5) if ta else rand(3, 5, 4)
+            b = rand(3, 6, 4) if tb else rand(3, 4, 6)
+            out = run(K.batch_matmul(ta, tb), K.blocks(90), K.THREADS_1D, a, b, np.zeros((3, 5, 6), np.float32))[2]
+            close(out, ref("batch_matmul", a, b, transpose_a=ta, transpose_b=tb), f"batch_matmul ta={ta} tb={tb}")
+
     @cuda.jit(device=True)
     def bias_relu(acc, bias, j):
         return max(acc + bias[j], float32(0))

@@ -717,6 +717,99 @@ def build_dot():
 FIDELITY_CASES["dot_adam"] = (build_dot, [IN_DIM, 6], sparse_targets, SPARSE, adam)
 
 
+# ---- attention layers (issue 22): a transformer encoder block, Luong and Bahdanau attention
+
+
+def build_mha_encoder(use_bias=True):
+    """Self-attention + residual + LayerNormalization, a Dense feed-forward + residual +
+    LayerNormalization, pooled and classified: a transformer encoder block. Adam runs it without
+    biases: the key's bias has a zero gradient (softmax ignores a score added to every step), and
+    Adam would scale its rounding noise up to the learning rate."""
+
+    def build():
+        L = keras.layers
+        x = keras.Input(shape=(5, 6))
+        a = L.MultiHeadAttention(num_heads=2, key_dim=4, value_dim=3, use_bias=use_bias)(x, x)
+        h = L.LayerNormalization()(L.Add()([x, a]))
+        f = L.Dense(6)(L.Dense(8, activation="relu")(h))
+        h = L.LayerNormalization()(L.Add()([h, f]))
+        return keras.Model(x, L.Dense(CLASSES, activation="softmax")(L.GlobalAveragePooling1D()(h)))
+
+    return build
+
+
+def build_mha_causal():
+    """Causal cross-attention with a key of its own (value=, key= keywords), no biases, its own
+    output width: more query steps than key steps, so the causal mask is not square."""
+    L = keras.layers
+    q, v, k = keras.Input(shape=(5, 6)), keras.Input(shape=(4, 3)), keras.Input(shape=(4, 2))
+    a = L.MultiHeadAttention(num_heads=3, key_dim=2, use_bias=False, output_shape=7)(
+        q, value=v, key=k, use_causal_mask=True
+    )
+    return keras.Model([q, v, k], L.Dense(CLASSES, activation="softmax")(L.GlobalAveragePooling1D()(a)))
+
+
+def build_attention():
+    """Luong attention of projected queries over values: scaled dot scores."""
+    L = keras.layers
+    q, v = keras.Input(shape=(5, 6)), keras.Input(shape=(4, 6))
+    a = L.Attention(use_scale=True)([L.Dense(4)(q), L.Dense(4)(v)])
+    return keras.Model([q, v], L.Dense(CLASSES, activation="softmax")(L.GlobalAveragePooling1D()(a)))
+
+
+def build_attention_concat():
+    """Attention's concat scores, with a key and a causal mask."""
+    L = keras.layers
+    q, v, k = keras.Input(shape=(5, 6)), keras.Input(shape=(4, 3)), keras.Input(shape=(4, 6))
+    a = L.Attention(use_scale=True, score_mode="concat")([q, v, k], use_causal_mask=True)
+    return keras.Model([q, v, k], L.Dense(CLASSES, activation="softmax")(L.Flatten()(a)))
+
+
+def build_additive(use_scale):
+    def build():
+        L = keras.layers
+        q, v, k = keras.Input(shape=(5, 6)), keras.Input(shape=(4, 3)), keras.Input(shape=(4, 6))
+        a = L.AdditiveAttention(use_scale=use_scale)([L.Dense(6, activation="tanh")(q), v, k])
+        return keras.Model([q, v, k], L.Dense(CLASSES, activation="softmax")(L.Flatten()(a)))
+
+    return build
+
+
+RANDOM = {"randomize": True}  # biases and scales away from their zeros and ones
+FIDELITY_CASES.update(
+    {
+        "mha_encoder_adam": (build_mha_encoder(use_bias=False), [(5, 6)], sparse_targets, SPARSE, adam, RANDOM),
+        "mha_encoder_sgd": (build_mha_encoder(), [(5, 6)], sparse_targets, SPARSE, sgd_momentum, RANDOM),
+        "mha_causal_adam": (build_mha_causal, [(5, 6), (4, 3), (4, 2)], sparse_targets, SPARSE, adam, RANDOM),
+        "attention_sgd": (build_attention, [(5, 6), (4, 6)], sparse_targets, SPARSE, sgd_momentum, RANDOM),
+        "attention_concat_adam": (
+            build_attention_concat,
+            [(5, 6), (4, 3), (4, 6)],
+            sparse_targets,
+            SPARSE,
+            adam,
+            RANDOM,
+        ),
+        "additive_attention_adam": (
+            build_additive(True),
+            [(5, 6), (4, 3), (4, 6)],
+            sparse_targets,
+            SPARSE,
+            adam,
+            RANDOM,
+        ),
+        "additive_attention_sgd": (
+            build_additive(False),
+            [(5, 6), (4, 3), (4, 6)],
+            sparse_targets,
+            SPARSE,
+            sgd_momentum,
+            RANDOM,
+        ),
+    }
+)
+
+
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):
         return loss
