@@ -1678,12 +1678,12 @@ def rnn_inputs(model, rng):
     return x
 
 
-def make_rnn_case(name, builder, out_dir: Path, seed: int) -> None:
+def make_rnn_case(name, builder, out_dir: Path, seed: int, make_inputs=None, save_files=False) -> None:
     reset(seed)
     rng = np.random.RandomState(seed)
     m3 = builder(keras)
     randomize_weights(m3, seed)
-    x = rnn_inputs(m3, rng)
+    x = (make_inputs or rnn_inputs)(m3, rng)
     y = rng.randint(0, 3, size=RNN_ROWS).astype(np.int32)
     weights = m3.get_weights()
     assert [id(v) for v in m3.trainable_weights] == [id(v) for v in m3.weights], name
@@ -1700,7 +1700,11 @@ def make_rnn_case(name, builder, out_dir: Path, seed: int) -> None:
         "loss": np.float64(loss.numpy()),
     }
     arrays.update({f"x{i}": xi for i, xi in enumerate(as_list(x))})
-    if name in ("bilstm", "cells", "time_distributed"):  # the weights files each Keras writes, for kgraph's loaders
+    if save_files or name in (
+        "bilstm",
+        "cells",
+        "time_distributed",
+    ):  # each Keras's weights files, for kgraph's loaders
         m3.save(out_dir / f"{name}.keras")
         m2.save(out_dir / f"{name}_k2.h5")
     arrays.update({f"w_{i}": w for i, w in enumerate(weights)})
@@ -1723,9 +1727,50 @@ def make_rnn_case(name, builder, out_dir: Path, seed: int) -> None:
     dump_json(json.loads(m3.to_json()), out_dir / f"k3_{name}.json")
     dump_json(json.loads(m2.to_json()), out_dir / f"k2_{name}.json")
     diff = float(np.max(np.abs(arrays["pred0"] - arrays["k2_pred0"])))
-    print(f"  rnn/{name}: loss {float(loss):.5f}, max |k3-k2| {diff:.1e}")
+    print(f"  {out_dir.name}/{name}: loss {float(loss):.5f}, max |k3-k2| {diff:.1e}")
     if name != "gru_v1":  # hard_sigmoid: clip(0.2x + 0.5) in tf-keras, relu6(x + 3) / 6 in Keras 3
         assert diff < 1e-5, (name, diff)
+
+
+# --------------------------------------------------------------------------
+# (d) Attention layers (issue 22) as each Keras saves them: tests/test_attention.py
+# --------------------------------------------------------------------------
+#
+# The same files as (c), in attention/: both configs (Keras 3 passes value= and key= as keyword
+# tensors in its inbound nodes, tf-keras as a kwargs dict beside the query's reference), the
+# Keras 3 weights loaded into both, both predictions, a loss and its gradient, and each Keras's
+# weights files (.keras, .h5).
+
+
+def attn_mha(K):
+    q, v, k = K.Input(shape=(5, 6)), K.Input(shape=(4, 3)), K.Input(shape=(4, 2))
+    a = K.layers.MultiHeadAttention(num_heads=2, key_dim=3, value_dim=2, output_shape=4)(q, v, key=k)
+    b = K.layers.MultiHeadAttention(num_heads=2, key_dim=2)(q, q, use_causal_mask=True)
+    h = K.layers.Concatenate()([a, b])
+    return K.Model([q, v, k], K.layers.Dense(3, activation="softmax")(K.layers.GlobalAveragePooling1D()(h)))
+
+
+def attn_luong(K):
+    q, v, k = K.Input(shape=(5, 6)), K.Input(shape=(4, 3)), K.Input(shape=(4, 6))
+    a = K.layers.Attention(use_scale=True)([q, v, k], use_causal_mask=True)
+    b = K.layers.Attention(score_mode="concat")([q, K.layers.Dense(6)(v)])
+    h = K.layers.Concatenate()([a, b])
+    return K.Model([q, v, k], K.layers.Dense(3, activation="softmax")(K.layers.Flatten()(h)))
+
+
+def attn_additive(K):
+    q, v = K.Input(shape=(5, 6)), K.Input(shape=(4, 6))
+    a = K.layers.AdditiveAttention()([q, v])
+    b = K.layers.AdditiveAttention(use_scale=False)([q, v, v], use_causal_mask=True)
+    h = K.layers.Add()([a, b])
+    return K.Model([q, v], K.layers.Dense(3, activation="softmax")(K.layers.Flatten()(h)))
+
+
+ATTENTION_CASES = {"mha": attn_mha, "luong": attn_luong, "additive": attn_additive}
+
+
+def attention_inputs(model, rng):
+    return [rng.normal(size=(RNN_ROWS, *i.shape[1:])).astype(np.float32) for i in model.inputs]
 
 
 # --------------------------------------------------------------------------
@@ -1761,6 +1806,12 @@ def main(argv=None) -> int:
     for i, (name, builder) in enumerate(RNN_CASES.items()):
         if wanted(name):
             make_rnn_case(name, builder, rnn_dir, SEED + 200 + i)
+    print("attention layers:")
+    attn_dir = args.out / "attention"
+    attn_dir.mkdir(parents=True, exist_ok=True)
+    for i, (name, builder) in enumerate(ATTENTION_CASES.items()):
+        if wanted(name):
+            make_rnn_case(name, builder, attn_dir, SEED + 300 + i, make_inputs=attention_inputs, save_files=True)
     if args.only is not None:
         return 0
 
