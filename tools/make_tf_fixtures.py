@@ -775,6 +775,19 @@ def build_additive(use_scale):
     return build
 
 
+def build_dot_attention():
+    """Attention as Keras 2 models wrote it by hand: Dot scores over sequences, a softmax, and a
+    Dot of the weights with the values (batched matrix products), plus a cosine Dot over steps."""
+    L = keras.layers
+    q, v = keras.Input(shape=(5, 6)), keras.Input(shape=(4, 6))
+    scores = L.Dot(axes=[2, 2])([L.Dense(6)(q), v])  # (None, 5, 4)
+    weights = L.Activation("softmax")(scores)
+    attended = L.Dot(axes=[2, 1])([weights, v])  # (None, 5, 6)
+    cos = L.Dot(axes=1, normalize=True)([q, attended])  # (None, 6, 6)
+    h = L.Concatenate()([L.Flatten()(attended), L.Flatten()(cos)])
+    return keras.Model([q, v], L.Dense(CLASSES, activation="softmax")(h))
+
+
 RANDOM = {"randomize": True}  # biases and scales away from their zeros and ones
 FIDELITY_CASES.update(
     {
@@ -806,6 +819,7 @@ FIDELITY_CASES.update(
             sgd_momentum,
             RANDOM,
         ),
+        "dot_attention_sgd": (build_dot_attention, [(5, 6), (4, 6)], sparse_targets, SPARSE, sgd_momentum, RANDOM),
     }
 )
 
