@@ -267,6 +267,7 @@ def _graph_cases():
         ("pool2d_grad", [rand(3, 5, 3, 4), x4, ref("pool2d", x4, **avg_pool)], avg_pool),
         ("gather", [rand(5, 3), np.float32([[1.7, 0], [4, 1], [4, 4]])], {}),  # float ids are truncated
         ("scatter_add", [rand(3, 2, 4), np.int32([[1, 0], [4, 1], [4, 4]])], {"rows": 5}),
+        ("batch_matmul", [rand(3, 2, 5, 4), rand(3, 2, 6, 4)], {"transpose_b": True}),  # attention's scores
     ]
 
 

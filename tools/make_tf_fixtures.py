@@ -1780,11 +1780,27 @@ def attn_additive(K):
     return K.Model([q, v], K.layers.Dense(3, activation="softmax")(K.layers.Flatten()(h)))
 
 
-ATTENTION_CASES = {"mha": attn_mha, "luong": attn_luong, "additive": attn_additive}
+def attn_mha_mask(K):
+    """An attention_mask input (0/1, float) by keyword, with a causal mask on top."""
+    q, v, mask = K.Input(shape=(5, 6)), K.Input(shape=(4, 3)), K.Input(shape=(5, 4), name="mask")
+    a = K.layers.MultiHeadAttention(num_heads=2, key_dim=3)(q, v, attention_mask=mask, use_causal_mask=True)
+    return K.Model([q, v, mask], K.layers.Dense(3, activation="softmax")(K.layers.Flatten()(a)))
+
+
+ATTENTION_CASES = {"mha": attn_mha, "luong": attn_luong, "additive": attn_additive, "mha_mask": attn_mha_mask}
 
 
 def attention_inputs(model, rng):
-    return [rng.normal(size=(RNN_ROWS, *i.shape[1:])).astype(np.float32) for i in model.inputs]
+    """Normal draws; a mask input 0/1 with the first key step always seen (a row that hides every
+    step is where Keras's backends differ)."""
+    out = []
+    for i in model.inputs:
+        x = rng.normal(size=(RNN_ROWS, *i.shape[1:])).astype(np.float32)
+        if "mask" in i.name:
+            x = (x > 0).astype(np.float32)
+            x[:, :, 0] = 1
+        out.append(x)
+    return out
 
 
 # --------------------------------------------------------------------------

@@ -7,7 +7,8 @@ the weighted sums per sample and head, softmax over the last axis, and a constan
 scores where a causal mask hides a step (Keras adds -1e9 there: the same softmax to the last bit).
 Calls name their tensors as Keras saves them: MultiHeadAttention(query, value, key=...) with
 value and key positional or by keyword (normalize.py keeps which); Attention([query, value, key]).
-A keyword use_causal_mask is read; return_attention_scores, attention_mask tensors and the masks
+A keyword use_causal_mask is read, and MultiHeadAttention's attention_mask tensor (1 where a query
+step may see a key step, added to the scores as Keras does); return_attention_scores and the masks
 of Embedding(mask_zero)/Masking are refused in one line (recurrent.py's MASK_READERS)."""
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def _check_options(layer, allowed=("use_causal_mask", "training")) -> bool:
     """The call's use_causal_mask; other options refused (return_attention_scores, ...)."""
     where = where_of(layer)
     names, options = call_options(layer)
-    if "attention_mask" in names:
-        raise ConfigError(f"{where}: an attention_mask tensor is not supported yet (use_causal_mask is)")
+    if "attention_mask" in names and layer.class_name != "MultiHeadAttention":
+        raise ConfigError(f"{where}: an attention_mask tensor is not supported")
     for key, value in options.items():
         if key == "return_attention_scores" and not value:
             continue
@@ -75,10 +76,18 @@ def _causal_mask(g, tq, tk, dtype) -> str:
     return g.constant(values=values, shape=(tq, tk), dtype=dtype)
 
 
-def _attend(ctx, layer, scores, value, causal, rate, tail):
-    """softmax(scores [+ causal mask]) [dropout] @ value: the weighted sum of the value steps."""
+def _attend(ctx, layer, scores, value, causal, rate, tail, mask=None):
+    """softmax(scores [+ causal mask] [+ attention mask]) [dropout] @ value: the weighted sum of
+    the value steps. mask: a [B, Tq, Tk] tensor, 1 where a query step may see a key step; Keras
+    adds (1 - mask) * -1e9 to the scores (of every head)."""
     g = ctx.g
     t = g.type(scores)
+    if mask is not None:
+        dtype = g.type(mask).dtype
+        adder = g.mul(g.sub(mask, g.const(1.0, dtype)), g.const(-NEG, dtype), name=f"{layer.name}_mask_adder{tail}")
+        if t.rank == 4:  # one mask for every head
+            adder = g.reshape(adder, shape=(BATCH, 1, *t.shape[2:]))
+        scores = g.add(scores, adder, name=f"{layer.name}_masked{tail}")
     if causal:
         scores = g.add(scores, _causal_mask(g, t.shape[-2], t.shape[-1], t.dtype), name=f"{layer.name}_causal{tail}")
     weights = g.softmax(scores, axis=-1, name=f"{layer.name}_weights{tail}")
@@ -123,15 +132,39 @@ class MultiHeadAttention(Rule):
             raise ConfigError(f"{where}: output_shape {out!r} is not supported; give the number of output features")
         _check_options(layer)
 
+    @staticmethod
+    def _named(layer, xs) -> dict:
+        """{query, value, key, attention_mask: input} of a call: its positional inputs in the order
+        of call(query, value, key), then those given by keyword."""
+        names, _ = call_options(layer)
+        names = list(names) + [None] * (len(xs) - len(names))
+        positional = iter(("query", "value", "key"))
+        named = {}
+        for name, x in zip(names, xs):
+            name = name or next(positional, "extra")
+            if name in named or name == "extra":
+                raise ConfigError(
+                    f"{where_of(layer)}: takes query, value, key and attention_mask, got {len(xs)} inputs"
+                )
+            named[name] = x
+        if "value" not in named:
+            raise ConfigError(f"{where_of(layer)}: called without a value")
+        return named
+
     def _dims(self, layer, shapes):
         cfg, where = layer.config, where_of(layer)
-        if len(shapes) not in (2, 3):
-            raise ConfigError(f"{where}: takes query, value and an optional key, got {len(shapes)} inputs")
-        _sequences(layer, shapes, ("query", "value", "key"))
-        query, value = shapes[0], shapes[1]
-        key = shapes[2] if len(shapes) == 3 else value
+        named = self._named(layer, shapes)
+        _sequences(layer, [named[k] for k in ("query", "value", "key") if k in named], ("query", "value", "key"))
+        query, value = named["query"], named["value"]
+        key = named.get("key", value)
         if key[1] != value[1]:
             raise ConfigError(f"{where}: key {shape_str(key)} and value {shape_str(value)} differ in steps")
+        mask = named.get("attention_mask")
+        if mask is not None and tuple(mask[1:]) != (query[1], value[1]):
+            raise ConfigError(
+                f"{where}: attention_mask {shape_str(mask)} is not (None, query steps, value steps) = "
+                f"(None, {query[1]}, {value[1]})"
+            )
         heads, key_dim = cfg["num_heads"], cfg["key_dim"]
         value_dim = cfg.get("value_dim") or key_dim
         out = cfg.get("output_shape")
@@ -167,8 +200,9 @@ class MultiHeadAttention(Rule):
         g, name, p = ctx.g, layer.name, ctx.params
         query, key, value, heads, key_dim, value_dim, out = self._dims(layer, shapes)
         causal = _check_options(layer)
-        xq, xv = xs[0], xs[1]
-        xk = xs[2] if len(xs) == 3 else xv
+        named = self._named(layer, xs)
+        xq, xv = named["query"], named["value"]
+        xk = named.get("key", xv)
 
         def project(x, steps, features, what, dim):
             """x [B, T, D] @ kernel (D, heads, dim) [+ bias] -> [B, heads, T, dim]."""
@@ -185,7 +219,8 @@ class MultiHeadAttention(Rule):
         dtype = g.type(q).dtype
         q = g.mul(q, g.const(1.0 / math.sqrt(float(key_dim)), dtype), name=f"{name}_query_scaled")
         scores = g.batch_matmul(q, k, transpose_b=True, name=f"{name}_scores")  # [B, heads, Tq, Tk]
-        o = _attend(ctx, layer, scores, v, causal, _check_dropout(layer), "")  # [B, heads, Tq, value_dim]
+        rate = _check_dropout(layer)
+        o = _attend(ctx, layer, scores, v, causal, rate, "", named.get("attention_mask"))  # [B, heads, Tq, value_dim]
         o = g.reshape(g.transpose(o, perm=(0, 2, 1, 3)), shape=(BATCH, query[1], heads * value_dim))
         kernel = g.reshape(p["attention_output/kernel"], shape=(heads * value_dim, out))
         y = g.matmul(o, kernel, name=f"{name}_output_matmul")
