@@ -214,3 +214,29 @@ def test_causal_mask_hides_later_steps():
     a, b = ir.interpret(g, feeds)[node], ir.interpret(g, changed)[node]
     assert np.all(a[:, 0, 1:] == 0) and np.all(a[:, 1, 2:] == 0)
     np.testing.assert_array_equal(a[:, :2], b[:, :2])
+
+
+def test_keras_2s_causal_argument_is_use_causal_mask():
+    """tf-keras before 2.10 saved Attention(causal=True) in the layer's config, not in its call."""
+    config, data = _load("additive", "k2")
+    entry = next(e for e in config["config"]["layers"] if e["name"] == "additive_attention_1")
+    assert entry["inbound_nodes"][0][0][3].pop("use_causal_mask") is True
+    entry["config"]["causal"] = True
+    fm = build_model(config)
+    g = fm.lower(training=False)
+    out = ir.interpret(g, _feeds(fm, data))[g.outputs["output:0"]]
+    np.testing.assert_allclose(out, data["k2_pred0"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", ["MultiHeadAttention", "Attention"])
+def test_dropout_masks_the_attention_weights_in_training_only(cls):
+    """Keras drops attention weights (per sample, head, query and key step), in training only."""
+    config, _ = _load("mha" if cls == "MultiHeadAttention" else "luong", "k3")
+    for entry in config["config"]["layers"]:
+        if entry["class_name"] == cls:
+            entry["config"]["dropout"] = 0.25
+    fm = build_model(config)
+    assert not fm.lower(training=False).sources("rng")
+    shapes = [n.type.shape for n in fm.lower(training=True).sources("rng")]
+    want = [(ir.BATCH, 2, 5, 4), (ir.BATCH, 2, 5, 5)] if cls == "MultiHeadAttention" else [(ir.BATCH, 5, 4)] * 2
+    assert sorted(shapes) == sorted(want)
