@@ -76,7 +76,7 @@ def _causal_mask(g, tq, tk, dtype) -> str:
     return g.constant(values=values, shape=(tq, tk), dtype=dtype)
 
 
-def _attend(ctx, layer, scores, value, causal, rate, tail, mask=None):
+def _attend(ctx, layer, scores, value, causal, rate, mask=None):
     """softmax(scores [+ causal mask] [+ attention mask]) [dropout] @ value: the weighted sum of
     the value steps. mask: a [B, Tq, Tk] tensor, 1 where a query step may see a key step; Keras
     adds (1 - mask) * -1e9 to the scores (of every head)."""
@@ -84,17 +84,17 @@ def _attend(ctx, layer, scores, value, causal, rate, tail, mask=None):
     t = g.type(scores)
     if mask is not None:
         dtype = g.type(mask).dtype
-        adder = g.mul(g.sub(mask, g.const(1.0, dtype)), g.const(-NEG, dtype), name=f"{layer.name}_mask_adder{tail}")
+        adder = g.mul(g.sub(mask, g.const(1.0, dtype)), g.const(-NEG, dtype), name=f"{layer.name}_mask_adder")
         if t.rank == 4:  # one mask for every head
             adder = g.reshape(adder, shape=(BATCH, 1, *t.shape[2:]))
-        scores = g.add(scores, adder, name=f"{layer.name}_masked{tail}")
+        scores = g.add(scores, adder, name=f"{layer.name}_masked")
     if causal:
-        scores = g.add(scores, _causal_mask(g, t.shape[-2], t.shape[-1], t.dtype), name=f"{layer.name}_causal{tail}")
-    weights = g.softmax(scores, axis=-1, name=f"{layer.name}_weights{tail}")
+        scores = g.add(scores, _causal_mask(g, t.shape[-2], t.shape[-1], t.dtype), name=f"{layer.name}_causal")
+    weights = g.softmax(scores, axis=-1, name=f"{layer.name}_weights")
     if ctx.training and rate > 0:
         mask = g.source("rng", f"{layer.name}_dropout_mask", t, rate=rate, layer=layer.name)
-        weights = g.mul(weights, mask, name=f"{layer.name}_dropped{tail}")
-    return g.batch_matmul(weights, value, name=f"{layer.name}_attended{tail}")
+        weights = g.mul(weights, mask, name=f"{layer.name}_dropped")
+    return g.batch_matmul(weights, value, name=f"{layer.name}_attended")
 
 
 # ---------------------------------------------------------------- MultiHeadAttention
@@ -220,7 +220,7 @@ class MultiHeadAttention(Rule):
         q = g.mul(q, g.const(1.0 / math.sqrt(float(key_dim)), dtype), name=f"{name}_query_scaled")
         scores = g.batch_matmul(q, k, transpose_b=True, name=f"{name}_scores")  # [B, heads, Tq, Tk]
         rate = _check_dropout(layer)
-        o = _attend(ctx, layer, scores, v, causal, rate, "", named.get("attention_mask"))  # [B, heads, Tq, value_dim]
+        o = _attend(ctx, layer, scores, v, causal, rate, named.get("attention_mask"))  # [B, heads, Tq, value_dim]
         o = g.reshape(g.transpose(o, perm=(0, 2, 1, 3)), shape=(BATCH, query[1], heads * value_dim))
         kernel = g.reshape(p["attention_output/kernel"], shape=(heads * value_dim, out))
         y = g.matmul(o, kernel, name=f"{name}_output_matmul")
@@ -268,7 +268,7 @@ class _ScoredAttention(Rule):
         q, v = xs[0], xs[1]
         k = xs[2] if len(xs) == 3 else v
         scores = self.scores(ctx, layer, q, k)  # [B, Tq, Tk]
-        return _attend(ctx, layer, scores, v, _check_options(layer), _check_dropout(layer), "")
+        return _attend(ctx, layer, scores, v, _check_options(layer), _check_dropout(layer))
 
 
 def _pairs(g, q, k, name):
