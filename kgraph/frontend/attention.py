@@ -70,10 +70,10 @@ def _sequences(layer, shapes, names) -> None:
             )
 
 
-def _causal_mask(g, tq, tk, dtype) -> str:
+def _causal_mask(g, tq, tk, dtype, name) -> str:
     """A [tq, tk] constant: 0 where query step i may see key step j (j <= i), -1e9 elsewhere."""
     values = [0.0 if j <= i else NEG for i in range(tq) for j in range(tk)]
-    return g.constant(values=values, shape=(tq, tk), dtype=dtype)
+    return g.constant(values=values, shape=(tq, tk), dtype=dtype, name=name)
 
 
 def _attend(ctx, layer, scores, value, causal, rate, mask=None):
@@ -89,7 +89,11 @@ def _attend(ctx, layer, scores, value, causal, rate, mask=None):
             adder = g.reshape(adder, shape=(BATCH, 1, *t.shape[2:]))
         scores = g.add(scores, adder, name=f"{layer.name}_masked")
     if causal:
-        scores = g.add(scores, _causal_mask(g, t.shape[-2], t.shape[-1], t.dtype), name=f"{layer.name}_causal")
+        scores = g.add(
+            scores,
+            _causal_mask(g, t.shape[-2], t.shape[-1], t.dtype, f"{layer.name}_causal_mask"),
+            name=f"{layer.name}_causal",
+        )
     weights = g.softmax(scores, axis=-1, name=f"{layer.name}_weights")
     if ctx.training and rate > 0:
         mask = g.source("rng", f"{layer.name}_dropout_mask", t, rate=rate, layer=layer.name)
