@@ -76,7 +76,8 @@ def _cell_groups(layer) -> list:
     """[(group path, variable count)] where Keras 3 keeps a recurrent layer's variables: its cell's
     group (a Bidirectional: the forward layer's cell, then the backward layer's; an RNN over
     StackedRNNCells: cell/cells/<each cell's snake_case class name, made unique>; a
-    TimeDistributed: its layer's group); [("", None)]
+    TimeDistributed: its layer's group; a MultiHeadAttention: its query, key, value and output
+    EinsumDense groups); [("", None)]
     (the layer's own vars, all of them) for any other layer."""
     cfg = layer.config if isinstance(layer.config, dict) else {}
 
@@ -85,6 +86,9 @@ def _cell_groups(layer) -> list:
 
     if layer.class_name == "TimeDistributed":
         return [("layer", None)]
+    if layer.class_name == "MultiHeadAttention":  # its EinsumDense sublayers, kernel then bias
+        n = 2 if cfg.get("use_bias", True) else 1
+        return [(f"{part}_dense", n) for part in ("query", "key", "value", "output")]
     if layer.class_name in ("SimpleRNN", "LSTM", "GRU"):
         return [("cell", count(cfg))]
     if layer.class_name == "Bidirectional":

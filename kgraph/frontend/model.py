@@ -13,6 +13,7 @@ import numpy as np
 from ir import Graph, TensorType
 
 from .. import limits
+from .attention import ATTENTION_RULES
 from .dot import DOT_RULES
 from .errors import ConfigError
 from .extra_layers import EXTRA
@@ -26,7 +27,8 @@ from .rule import Ctx, ir_shape, is_count, shape_str
 from .spatial import SPATIAL
 from .walk import guarded, run_graph
 
-RULES = {**CORE, **SPATIAL, **EXTRA, **PREPROCESSING, **DOT_RULES, **RECURRENT_RULES}  # Keras class name -> its Rule
+# Keras class name -> its Rule
+RULES = {**CORE, **SPATIAL, **EXTRA, **PREPROCESSING, **DOT_RULES, **RECURRENT_RULES, **ATTENTION_RULES}
 SUPPORTED = sorted([*RULES, "InputLayer", *MODEL_CLASSES])
 DTYPES = ("float32", "float64")
 
@@ -99,7 +101,14 @@ def _check_layers(desc, keras: int) -> None:
         if layer.model is not None:
             _check_layers(layer.model, keras)
         elif layer.class_name != "InputLayer":
-            guarded(layer, (), RULES[layer.class_name].check, layer, keras)
+            rule = RULES[layer.class_name]
+            named = sorted({n for names in layer.call_names for n in names if n})
+            if named and not getattr(rule, "keywords", False):
+                raise ConfigError(
+                    f"{layer.class_name} layer {layer.name!r}: tensors passed as keyword arguments ({', '.join(named)}) "
+                    "are not supported"
+                )
+            guarded(layer, (), rule.check, layer, keras)
 
 
 def _declared_shape(layer) -> tuple | None:
