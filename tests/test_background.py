@@ -196,3 +196,81 @@ def test_kgraph_compile_without_output_compiles_the_steps_ahead_of_time(monkeypa
     model.train_on_batch(x, y)
     model.predict(x, verbose=0)
     assert model.executable.compiler.compiling() == []  # every step came from the cache
+
+
+class _DoneAfter:
+    """A child that is done after `polls` polls (then the step compiles at its next call)."""
+
+    def __init__(self, polls):
+        self.polls = polls
+
+    def poll(self):
+        self.polls -= 1
+        return None if self.polls >= 0 else 0
+
+
+def test_a_switch_to_the_compiled_step_mid_epoch_changes_no_number(monkeypatch, tmp_path):
+    """Seeded runs give the same floats whenever the compiled step becomes ready: here it takes
+    over in the middle of the first epoch, and the run matches one compiled from the start."""
+    from kgraph.runtime.callbacks import Callback
+
+    class Forms(Callback):  # which form ran each batch
+        def __init__(self, exe):
+            super().__init__()
+            self.exe, self.seen = exe, []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen.append(("train", "step") in self.exe._compiled)
+
+    x, y = _data()
+    with monkeypatch.context() as patch:
+        patch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
+        patch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
+        patch.setattr(background, "_start", lambda dispatcher, sig: _DoneAfter(3))
+        switched = _model(name="background_midway")
+        forms = Forms(switched.executable)  # a batch hook: one step a call
+        switched_logs = switched.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[forms]).history
+    first_epoch = forms.seen[:12]
+    assert not first_epoch[0] and first_epoch[-1] and all(forms.seen[12:])  # switched within epoch 1
+    compiled = _model(name="background_midway")
+    compiled_logs = compiled.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
+    assert switched_logs == compiled_logs
+    for a, b in zip(switched.get_weights(), compiled.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_long_compile_before_the_first_step_says_so_once(monkeypatch, capsys):
+    """compile_notice prints one line when Numba is still compiling as its timer fires (a fake
+    timer here, fired by hand: no timing), naming the step or the kernels; nothing when only
+    cached code loads."""
+    import threading
+
+    import numba
+
+    timers = []
+
+    class Timer:
+        def __init__(self, seconds, fire):
+            self.daemon = False
+            timers.append(fire)
+
+        def start(self):
+            pass
+
+        def cancel(self):
+            pass
+
+    monkeypatch.setattr(threading, "Timer", Timer)
+    with background.compile_notice("train", __name__):
+        numba.njit(lambda a: a + 1)(1)  # a function of the step's module compiles
+        timers[-1]()
+    line = capsys.readouterr().err
+    assert line.startswith("kgraph: compiling the training step with Numba; this happens once")
+    assert line.count("\n") == 1
+    with background.compile_notice("train", "kgraph_generated.step_0"):
+        numba.njit(lambda a: a + 2)(1)  # a kernel it calls
+        timers[-1]()
+    assert capsys.readouterr().err.startswith("kgraph: compiling kgraph's kernels with Numba")
+    with background.compile_notice("train", __name__):
+        timers[-1]()  # compiled nothing
+    assert capsys.readouterr().err == ""

@@ -148,3 +148,71 @@ def test_rate_units(clock, capsys):
 def test_stateful_and_stateless_are_exclusive():
     with pytest.raises(ValueError):
         Progbar(3, stateful_metrics=["a"], stateless_metrics=["b"])
+
+
+def test_excluded_seconds_stay_out_of_the_eta_total_and_rate(clock, monkeypatch):
+    """A first step that compiled for 30 s: the first frame shows no ETA or rate (nothing measured
+    yet), the next ones the steps' own pace, and the final line's total and rate leave the 30 s out."""
+    tty = fake_tty(monkeypatch)
+    bar = Progbar(45, interval=0.0)
+    clock.now += 30.01
+    bar.excluded = 30.0
+    bar.update(1, [("loss", 1.0)])
+    clock.now += 0.44
+    bar.update(45, [("loss", 1.0)], finalize=False)
+    bar.update(45, [("loss", 1.0)])
+    first, second, last = [ANSI.sub("", f) for f in tty.getvalue().split("\r")[1:]]
+    assert first == " 1/45 " + "━" * 20 + " 0s - loss: 1.0000"  # not "1:49 2s/step"
+    assert second.startswith("45/45 " + "━" * 20 + " 0s 10ms/step")  # 0.44 s over 44 steps
+    assert last.startswith("45/45 " + "━" * 20 + " 0s 10ms/step") and last.endswith("\n")
+
+
+def test_verbose_2_epoch_line_total_and_rate_leave_compilation_out(clock, capsys):
+    bar = Progbar(10, verbose=2)
+    clock.now += 12.0 + 10 * 0.2  # 12 s compiling, then 10 steps of 200 ms
+    bar.excluded = 12.0
+    bar.update(10, [("loss", 0.5)])
+    assert capsys.readouterr().out == "10/10 - 2s - 200ms/step - loss: 0.5000\n"
+
+
+def test_fit_leaves_the_first_calls_compile_out_of_its_progress(monkeypatch, capsys):
+    """fit with a fake clock whose step's first call takes 40 s (as compiling on an empty cache
+    does) and every other call 10 ms: the epoch lines show the steps' time, not the compile's."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from kgraph import models
+    from kgraph.runtime import executable
+
+    monkeypatch.setenv("KGRAPH_PLAIN", "1")  # one step a call: each call is one step of the fake clock
+    fake = FakeClock()
+    monkeypatch.setattr(progbar_module, "time", fake)
+    monkeypatch.setattr(executable, "time", SimpleNamespace(perf_counter=fake.time))
+    real = executable.Executable.function
+
+    def timed(self, kind, part="step"):
+        if (kind, part) not in self._functions:
+            fn, calls = real(self, kind, part), []
+
+            def call(*args):
+                fake.now += 0.01 if calls else 40.0
+                calls.append(1)
+                return fn(*args)
+
+            self._functions[(kind, part)] = call
+        return self._functions[(kind, part)]
+
+    monkeypatch.setattr(executable.Executable, "function", timed)
+    config = json.loads((Path(__file__).parent.parent / "examples" / "digits_mlp.json").read_text())
+    model = models.model_from_json(json.dumps(config), seed=0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x, y = np.zeros((64, 64), np.float32), np.zeros(64, np.int64)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=2)
+    lines = capsys.readouterr().out.splitlines()
+    assert model.executable.setup_seconds >= 40.0
+    # 70 ms over 8 steps (the first step's own time goes out with its compile), not 40 s
+    assert lines[0] == "Epoch 1/2" and lines[1].startswith("8/8 - 0s - 9ms/step - loss: ")
+    assert lines[2] == "Epoch 2/2" and lines[3].startswith("8/8 - 0s - 10ms/step - loss: ")

@@ -25,7 +25,9 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 import types
+from contextlib import contextmanager
 from pathlib import Path
 
 import numba
@@ -124,6 +126,53 @@ def announce_long_compile(dispatcher) -> None:
         "the compiled step is cached for later runs; `kgraph compile CONFIG` compiles it ahead of time.",
         file=sys.stderr,
         flush=True,
+    )
+
+
+NOTICE_SECONDS = 1.0
+
+
+@contextmanager
+def compile_notice(step: str, module: str):
+    """Around a step's first call: when Numba is still compiling NOTICE_SECONDS into it (the kernel
+    library on an empty cache, or the step itself when it compiles in this process), one line on
+    stderr says what compiles and that it happens once. A call that only loads cached code, or
+    ends sooner, says nothing."""
+    from numba.core import event
+
+    compiling = []
+
+    class Listener(event.Listener):
+        def on_start(self, ev):
+            compiling.append(ev.data["dispatcher"].py_func)
+
+        def on_end(self, ev):
+            pass
+
+    def say():
+        if compiling:
+            print(compile_message(step, module, compiling), file=sys.stderr, flush=True)
+
+    timer = threading.Timer(NOTICE_SECONDS, say)
+    timer.daemon = True
+    with event.install_listener("numba:compile", Listener()):
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+
+def compile_message(step: str, module: str, functions) -> str:
+    """The line compile_notice prints: the step (the functions of its generated `module`) or the
+    kernels it calls (kgraph's library, loop kernels shared between steps), or both."""
+    step = {"train": "training", "test": "evaluation", "predict": "prediction"}.get(step.split("@")[0], step)
+    own = any(f.__module__ == module for f in functions)
+    kernels = any(f.__module__ != module for f in functions)
+    what = " and ".join(w for w, on in ((f"the {step} step", own), ("kgraph's kernels", kernels)) if on)
+    return (
+        f"kgraph: compiling {what} with Numba; this happens once on this machine "
+        "(once per model for a step): the compiled code is cached and later runs load it."
     )
 
 

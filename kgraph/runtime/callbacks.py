@@ -283,12 +283,22 @@ class ProgbarLogger(Callback):
         self.seen = 0
         # Logs are already running means, so the bar shows them as given.
         self.progbar = Progbar(target=self.target, verbose=self.verbose, stateless_metrics=())
+        self._setup_before = self._setup_seconds()
+
+    def _setup_seconds(self):
+        """The seconds the model's steps spent compiling or loading so far (Executable.setup_seconds),
+        which the bar leaves out of its times."""
+        return getattr(getattr(self.model, "executable", None), "setup_seconds", 0.0)
+
+    def _exclude_setup(self):
+        self.progbar.excluded = self._setup_seconds() - self._setup_before
 
     def _update_progbar(self, batch, logs):
         if self.progbar is None:
             self._reset_progbar()
         self.seen = batch + 1
         if self.verbose == 1:
+            self._exclude_setup()
             self.progbar.update(self.seen, list((logs or {}).items()), finalize=False)
 
     def _finalize_progbar(self, logs):
@@ -298,4 +308,5 @@ class ProgbarLogger(Callback):
             # Unknown step count (a generator): learnt from the first pass.
             self.target = self.seen
             self.progbar.target = self.target
+        self._exclude_setup()
         self.progbar.update(self.target, list((logs or {}).items()), finalize=True)

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from .abi import STEP_ARGS, STEPS_ARGS, Manifest, StepArgs, StepsArgs, at_batch  # noqa: F401 (STEP*_ARGS: as before)
-from .background import StepCompiler
+from .background import StepCompiler, compile_notice
 from .loader import import_file
 from .policy import flush_denormals
 from .threads import ThreadPlan
@@ -53,6 +53,10 @@ class Executable:
         self.threads = ThreadPlan()  # replicas sharing the cores set threads.max_threads = 1
         self.compiler = StepCompiler()
         self._compiled = set()  # (kind, part) whose compiled function runs the calls
+        self._called = set()  # (kind, part, compiled): the forms of each step called so far
+        # Seconds of each form's first call (its Python function while it compiles, the compiled
+        # one): what compiling or loading code took. Progress bars leave them out (progbar.py).
+        self.setup_seconds = 0.0
 
     def add_step(self, kind: str, manifest: Manifest) -> None:
         """Install (or replace) a compiled step; a new training step starts with fresh optimizer state.
@@ -67,6 +71,7 @@ class Executable:
         self.steps.pop(kind, None)
         self._functions = {k: f for k, f in self._functions.items() if k[0] != kind}
         self._compiled = {k for k in self._compiled if k[0] != kind}
+        self._called = {k for k in self._called if k[0] != kind}
         for store in (self._stashes, self._arenas, self._rng_buffers):
             store.pop(kind, None)
         self._sizes = {k: v for k, v in self._sizes.items() if k[0] != kind}
@@ -146,8 +151,15 @@ class Executable:
         args = step_args(self.threads.use(option, m))
         if kind == "train":
             self._last_batch, self._last_parts = batch_args, args.parts
+        first = (kind, part, compiled) not in self._called
         start = time.perf_counter()
-        fn(*args, *batch_args, *stash)
+        if first:
+            with compile_notice(kind, getattr(fn, "__module__", None)):
+                fn(*args, *batch_args, *stash)
+            self._called.add((kind, part, compiled))
+            self.setup_seconds += time.perf_counter() - start
+        else:
+            fn(*args, *batch_args, *stash)
         if compiled:
             self.threads.record(kind, m, batch, option, (time.perf_counter() - start) / steps, steps)
         return self._outputs(kind, part, m, batch, steps, stash if part == "step" else arena)

@@ -2,9 +2,13 @@
 
 The layout, number formats, ETA and per-step timing follow
 `keras/src/utils/progbar.py`, so logs from a kgraph trainer read like logs
-from `model.fit`. One deliberate difference: when stdout is not a terminal
+from `model.fit`. Two deliberate differences: when stdout is not a terminal
 (a pipe, a log file, pytest's capture) verbose=1 prints only the final line
-of each bar, in plain text, instead of a stream of `\\r` redraws.
+of each bar, in plain text, instead of a stream of `\\r` redraws; and the
+seconds in `excluded` (what compiling or loading the steps took, which
+ProgbarLogger reads from the executable) are left out of the elapsed time,
+the ETA and the time per step, so that a first run's compile does not show
+as minutes to go or a total out of line with its per-step time.
 """
 
 import math
@@ -102,6 +106,8 @@ class Progbar:
         self._start = time.time()
         self._last_update = 0
         self._time_after_first_step = None
+        self._excluded_at_first_step = 0.0
+        self.excluded = 0.0  # seconds since the start to leave out (compiling); set by the caller
         self._prev_total_width = 0
 
     def update(self, current, values=None, finalize=None):
@@ -124,8 +130,9 @@ class Progbar:
                 return
             self._print_live(current, now, time_per_unit, finalize)
         elif self.verbose == 2 and finalize and self._has_target():
-            line = f"{self._count(current)} - {now - self._start:.0f}s -"
-            line += _format_time(time_per_unit, self.unit_name)
+            line = f"{self._count(current)} - {self._elapsed(now):.0f}s"
+            if time_per_unit is not None:
+                line += " -" + _format_time(time_per_unit, self.unit_name)
             print_msg(line + self._metrics_text())
         self._last_update = now
 
@@ -184,11 +191,12 @@ class Progbar:
             bar = "%7d/Unknown" % current
             plain_width = len(bar)
 
-        if self._has_target() and not finalize:
+        if self._has_target() and not finalize and time_per_unit is not None:
             clock = _format_eta(time_per_unit * (self.target - current))
         else:
-            clock = f"{now - self._start:.0f}s"
-        info = _format_time(time_per_unit, self.unit_name) + self._metrics_text()
+            clock = f"{self._elapsed(now):.0f}s"
+        rate = "" if time_per_unit is None else _format_time(time_per_unit, self.unit_name)
+        info = rate + self._metrics_text()
         total_width = plain_width + 1 + len(clock) + len(info)
 
         message = bar + " " + self._style(clock, _BOLD) + info
@@ -199,14 +207,21 @@ class Progbar:
         self._prev_total_width = total_width
         print_msg(message, line_break=finalize)
 
+    def _elapsed(self, now):
+        return max(now - self._start - self.excluded, 0.0)
+
     def _estimate_step_duration(self, current, now):
-        """Seconds per step, ignoring the (usually slow) first step."""
+        """Seconds per step, ignoring the (usually slow) first step and the excluded seconds;
+        None when the first step was all excluded (its time says nothing of the next ones)."""
         if not current:
             return 0
         if self._time_after_first_step is not None and current > 1:
-            time_per_unit = (now - self._time_after_first_step) / (current - 1)
+            excluded = self.excluded - self._excluded_at_first_step
+            time_per_unit = max(now - self._time_after_first_step - excluded, 0.0) / (current - 1)
+        elif self.excluded and current == 1:
+            time_per_unit = None
         else:
-            time_per_unit = (now - self._start) / current
+            time_per_unit = self._elapsed(now) / current
         if current == 1:
-            self._time_after_first_step = now
+            self._time_after_first_step, self._excluded_at_first_step = now, self.excluded
         return time_per_unit
