@@ -5,7 +5,10 @@ never both thread pools at once.
 Which is fastest depends on the model, the batch and how busy the machine is (threads wait for
 each other: on a loaded machine one that lost its core stalls the step; OpenBLAS's threads cut a
 GEMM with 9 rows badly), so each step kind and batch size times the candidates for a few calls,
-keeps the fastest, and looks again now and then."""
+keeps the fastest, and looks again now and then. Where the GEMM shapes make the choice clear
+(very small or very large GEMMs) nothing is timed; timing other settings takes at most BUDGET of
+the step time (a short run never looks); and a finished look's choice is remembered in the cache
+(MEMORY), so that later runs of the same step start with it instead of looking again."""
 
 from __future__ import annotations
 
