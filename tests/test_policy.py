@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kgraph import models
-from kgraph.runtime import background, policy
+from kgraph.runtime import background, cache, policy
 from kgraph.runtime.threads import LARGE_GEMM_FLOPS, SMALL_GEMM_FLOPS, PartsTuner, ThreadPlan
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "digits_mlp.json"
@@ -178,6 +178,8 @@ def test_the_tuners_looks_take_at_most_five_percent_of_the_steps(monkeypatch, tm
     assert _run(again, m, 8, 8, cost) == [(2, 1)] * 8
     assert again.tuner("train", m, 8).probe_calls == 0
     assert _run(ThreadPlan(), m, 16, 8, cost) == [(1, 1)] * 8  # another batch size is a choice of its own
+    cache.clear(tmp_path)  # `kgraph cache --clear` forgets the choices too
+    assert _run(ThreadPlan(), m, 8, 8, cost) == [(1, 1)] * 8
 
 
 def test_a_remembered_choice_is_looked_at_again_on_schedule():

@@ -21,7 +21,7 @@ import numba
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: load it so its threads can be limited)
 from threadpoolctl import ThreadpoolController
 
-from .cache import cache_dir
+from .cache import THREAD_CHOICES, cache_dir
 from .files import write_text
 from .policy import plain
 
@@ -270,7 +270,7 @@ class ThreadPlan:
         self._restore, self._blas_threads = None, before
 
 
-MEMORY = "threads.json"  # in the cache folder (cache.py): step:function:batch:cores -> [parts, BLAS threads]
+MEMORY = THREAD_CHOICES  # in the cache folder: step file:function:batch:cores -> [parts, BLAS threads]
 
 
 def remembered(key):
