@@ -84,7 +84,7 @@ def test_parts_tuner_keeps_the_faster_option_and_probes_again():
     # far slower: dropped once a faster call is known, and looked at again less and less often
     tuner = PartsTuner([1, 2], budget=1)
     picks = run(tuner, {2: 100.0, 1: 1.0}, 14)
-    assert picks.count(2) == 2 and picks[-6:] == [1] * 6  # its warm-up and one timed call
+    assert picks.count(2) == 1 and picks[-6:] == [1] * 6  # its warm-up call only: 100x slower
     first = tuner.next_probe
     run(tuner, {2: 100.0, 1: 1.0}, first + 12)
     assert tuner.next_probe > first

@@ -24,6 +24,7 @@ from .executable import Executable
 from .files import atomic_write, read_npz_weights, write_npz_weights
 from .metrics import Mean, build
 from .policy import freeze_compiled_objects, plain
+from .threads import PROBE_CALL_SECONDS
 
 
 def _gives_threads_back(loop):
@@ -677,7 +678,7 @@ class StepsPerCall:
     (`probing`), calls take about PROBE_TARGET seconds: a slow setting is then left soon."""
 
     TARGET = 0.01
-    PROBE_TARGET = 0.002
+    PROBE_TARGET = PROBE_CALL_SECONDS
     MOST = 64
 
     def __init__(self, fixed=None, probing=lambda: False):

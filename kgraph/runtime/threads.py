@@ -31,6 +31,9 @@ from .policy import plain
 # benchmarks may raise). Between the two the tuner times the settings, within its budget.
 LARGE_GEMM_FLOPS = 2e8
 SMALL_GEMM_FLOPS = 1e6
+# Seconds of steps in a call while a setting is timed (fit and evaluate shorten their calls to it,
+# model.StepsPerCall); a timed call costs at least this, or one step when that takes longer.
+PROBE_CALL_SECONDS = 0.002
 _blas = ThreadpoolController()
 
 
@@ -44,8 +47,8 @@ class PartsTuner:
     (another process took a core: split parts stall), or after `reprobe` calls (twice as long after
     each look that did not change its mind), it looks again: at every option after a drift, at the
     close contenders (within CLOSE of the kept one) on schedule. An option more than twice as slow as
-    another's best call stops being probed at once (a split step on a busy machine can take 100x
-    longer). Idle threads of the pool used last may keep spinning for a while (ThreadPlan.use ends
+    another's best call (ten times, for its cold first call) stops being probed at once (a split
+    step on a busy machine can take 100x longer). Idle threads of the pool used last may keep spinning for a while (ThreadPlan.use ends
     OpenBLAS's), so the drift check waits GRACE seconds of calls after each look. While it times,
     fit and evaluate make their calls short (`probing`), so that a block costs a few milliseconds.
     `kept`: an option remembered from an earlier run (ThreadPlan), kept without a first look."""
@@ -67,7 +70,6 @@ class PartsTuner:
         self.settled = 0.0  # seconds of calls since the last look
         self.seconds = 0.0  # of every call
         self.probe_seconds = 0.0  # of the calls of options other than the kept one
-        self.call_steps = 1  # steps in the last call
         self.probe_calls = 0  # calls of options other than the kept one (tests count them)
         self.decided = 0  # looks finished
         if kept in self.options:
@@ -105,7 +107,7 @@ class PartsTuner:
         option = pending[0]  # one option at a time: switching thread pools costs while the other one spins
         if self.samples[option]:
             return option
-        block = (self.PROBES + 1) * self._median(self.best) * self.call_steps
+        block = (self.PROBES + 1) * max(self._median(self.best), PROBE_CALL_SECONDS)
         return option if self.probe_seconds + block <= self.budget * (self.seconds + block) else None
 
     @property
@@ -130,7 +132,6 @@ class PartsTuner:
         if len(self.options) == 1:
             return
         self.seconds += seconds * steps
-        self.call_steps = steps
         if option != self.best:
             self.probe_seconds += seconds * steps
             self.probe_calls += 1
@@ -147,7 +148,8 @@ class PartsTuner:
             return
         samples.append(seconds)
         fastest = min((min(s[1:]) for s in self.samples.values() if len(s) > 1), default=seconds)
-        if len(samples) > 1 and seconds > 2 * fastest:
+        # far slower: dropped at once (its warm-up call, cold, only when ten times slower)
+        if seconds > (2 if len(samples) > 1 else 10) * fastest:
             samples.extend([seconds] * (self.PROBES + 1 - len(samples)))
         self._decide()
 
