@@ -42,15 +42,17 @@ class PartsTuner:
     the lowest median. The kept option (at first the first) runs the calls; a look times each other
     option in a block of PROBES + 1 calls, and a block starts only when the seconds spent on other
     options' calls, the block's included, stay within BUDGET of all calls' seconds so far: a short
-    run (an 8-step epoch) never looks, a long one finishes its first look within its first few
-    hundred steps. It keeps timing the kept one: when its recent mean grows past the others'
-    (another process took a core: split parts stall), or after `reprobe` calls (twice as long after
-    each look that did not change its mind), it looks again: at every option after a drift, at the
-    close contenders (within CLOSE of the kept one) on schedule. An option more than twice as slow as
-    another's best call (ten times, for its cold first call) stops being probed at once (a split
-    step on a busy machine can take 100x longer). Idle threads of the pool used last may keep spinning for a while (ThreadPlan.use ends
-    OpenBLAS's), so the drift check waits GRACE seconds of calls after each look. While it times,
-    fit and evaluate make their calls short (`probing`), so that a block costs a few milliseconds.
+    run (an 8-step epoch) never looks; a long one ends its first look once its steps have taken
+    about 1 / BUDGET times the look (some 0.5 s for two other options timed in calls of 2 ms). It
+    keeps timing the kept one: when its recent mean grows past the others' (another process took
+    a core: split parts stall), or after `reprobe` calls (twice as long after each look that did
+    not change its mind), it looks again: at every option after a drift, at the close contenders
+    (within CLOSE of the kept one) on schedule. An option more than twice as slow as another's
+    best call (ten times, for its cold first call) stops being probed at once (a split step on a
+    busy machine can take 100x longer). Idle threads of the pool used last may keep spinning for a
+    while (ThreadPlan.use ends OpenBLAS's), so the drift check waits GRACE seconds of calls after
+    each look. While it times, fit and evaluate make their calls short (`probing`), so that a block
+    costs a few milliseconds.
     `kept`: an option remembered from an earlier run (ThreadPlan), kept without a first look."""
 
     PROBES = 5
