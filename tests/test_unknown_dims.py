@@ -18,7 +18,7 @@ from kgraph.models import load_model, model_from_config
 from kgraph.runtime.checks import DataError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "shapes"
-CASES = ("tokens", "fcn")
+CASES = ("tokens", "fcn", "lstm")
 
 
 def _fixture(case):
