@@ -340,7 +340,7 @@ class Model(_WeightLists, CompiledModel):
         weights and the optimizer's state."""
         if not self.built or not self.frontend.unknown_dims:
             return kind
-        dims = tuple(tuple(int(d) for d in np.shape(a)[1:]) for a in xs)
+        dims = _dims(xs)
         steps = self._shapes.get(dims)
         if steps is not None and kind in steps:
             self._shapes.move_to_end(dims)
@@ -353,7 +353,7 @@ class Model(_WeightLists, CompiledModel):
         except ConfigError as e:  # the data's shape is what is wrong (an image too small for a layer)
             del self._shapes[dims]
             raise DataError(f"inputs of shape {', '.join(str((None, *d)) for d in dims)}: {e}") from None
-        name = f"{kind}@{';'.join('x'.join(map(str, d)) for d in dims)}"
+        name = self._step_name(kind, xs)
         losses, optimizer = self._step_args.get(kind, (None, None))
         manifest = self._build(kind, losses, optimizer, frontend, name)
         self._shape_compiles += 1
@@ -361,6 +361,11 @@ class Model(_WeightLists, CompiledModel):
             raise RuntimeError(f"model {self.name!r}: the optimizer's state is laid out differently at {name}")
         steps[kind] = name
         return name
+
+    def _step_name(self, kind, xs):
+        if not self.built or not self.frontend.unknown_dims:
+            return kind
+        return f"{kind}@{';'.join('x'.join(map(str, d)) for d in _dims(xs))}"
 
     def _make_room(self) -> None:
         """Drop the steps of the least recently used input shape when MAX_SHAPES shapes have steps."""
@@ -831,6 +836,11 @@ def _token_inputs(frontend_model) -> list:
         if source in inputs:
             out.append({"input": inputs[source], "limit": int(graph.type(node.inputs[0]).shape[0]), "layer": node.id})
     return out
+
+
+def _dims(xs) -> tuple:
+    """The inputs' shapes past the batch axis: what a model with unknown dimensions compiles a step for."""
+    return tuple(tuple(int(d) for d in np.shape(a)[1:]) for a in xs)
 
 
 def _state_key(manifest) -> tuple:
