@@ -248,3 +248,25 @@ def test_fit_groups_the_steps_of_each_shape_as_it_groups_a_plain_train_step(monk
     model.evaluate(x, y, batch_size=4, verbose=0)
     assert {kind for kind, _ in calls} == {"test@5"} and sum(s for _, s in calls) == batches
     assert max(steps for _, steps in calls) == StepsPerCall.MOST
+
+
+def test_the_cost_of_a_step_is_told_at_the_data_shape_or_the_probe_shape(capsys):
+    """fit's notice of a large step (_announce_step_cost) for a model of unknown length: counted at
+    the arrays' length, or at the probe length (64) for batches it has not seen yet."""
+    from kgraph.frontend.model import PROBE_SIZES
+    from kgraph.runtime.model import CompiledModel
+
+    lstm = {"class_name": "LSTM", "config": {"name": "lstm", "units": 16}}
+    model = model_from_config(_token_config(lstm, DENSE), seed=0)
+    model.LARGE_STEP_FLOP = 0  # every step is large here
+
+    def flop(steps):  # a training step: 3x the forward GEMMs (input projection, recurrence, Dense) at batch 8
+        return 3 * 8 * (2 * steps * 4 * 64 + 2 * steps * 16 * 64 + 2 * 16 * 3)
+
+    for x, steps, where in [
+        (np.zeros((8, 30), np.int32), 30, "of input shape (None, 30)"),
+        (iter([]), PROBE_SIZES[0], "with the unknown dimensions at 64"),
+    ]:
+        model._announce_step_cost(CompiledModel.fit, x, None, batch_size=8)
+        out = capsys.readouterr().out
+        assert f"at batch 8 {where}" in out and f"about {flop(steps) / 1e12:.2g} TFLOP" in out
