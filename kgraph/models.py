@@ -30,6 +30,7 @@ from .frontend import (
     parse_config_text,
     read_config_file,
 )
+from .frontend.model import PROBE_SIZES
 from .frontend.summary import cost_line, step_cost
 from .passes.loss import LOSSES
 from .passes import run_pipeline, updates_last
@@ -99,7 +100,7 @@ class Model(_WeightLists, CompiledModel):
         """Hold a built frontend model: its weights move into the executable."""
         self.frontend = frontend_model
         self._layer_objects = None
-        self._forward_flops = None  # a sample's forward GEMM FLOPs, once fit asks
+        self._forward_flops = None  # a sample's forward GEMM FLOPs, once fit asks (by input shape: unknown dims)
         self.name = frontend_model.name
         layout, offset = [], 0
         for w in frontend_model.weights:
@@ -340,7 +341,7 @@ class Model(_WeightLists, CompiledModel):
         weights and the optimizer's state."""
         if not self.built or not self.frontend.unknown_dims:
             return kind
-        dims = tuple(tuple(int(d) for d in np.shape(a)[1:]) for a in xs)
+        dims = _dims(xs)
         steps = self._shapes.get(dims)
         if steps is not None and kind in steps:
             self._shapes.move_to_end(dims)
@@ -353,7 +354,7 @@ class Model(_WeightLists, CompiledModel):
         except ConfigError as e:  # the data's shape is what is wrong (an image too small for a layer)
             del self._shapes[dims]
             raise DataError(f"inputs of shape {', '.join(str((None, *d)) for d in dims)}: {e}") from None
-        name = f"{kind}@{';'.join('x'.join(map(str, d)) for d in dims)}"
+        name = self._step_name(kind, xs)
         losses, optimizer = self._step_args.get(kind, (None, None))
         manifest = self._build(kind, losses, optimizer, frontend, name)
         self._shape_compiles += 1
@@ -361,6 +362,11 @@ class Model(_WeightLists, CompiledModel):
             raise RuntimeError(f"model {self.name!r}: the optimizer's state is laid out differently at {name}")
         steps[kind] = name
         return name
+
+    def _step_name(self, kind, xs):
+        if not self.built or not self.frontend.unknown_dims:
+            return kind
+        return f"{kind}@{';'.join('x'.join(map(str, d)) for d in _dims(xs))}"
 
     def _make_room(self) -> None:
         """Drop the steps of the least recently used input shape when MAX_SHAPES shapes have steps."""
@@ -623,15 +629,30 @@ class Model(_WeightLists, CompiledModel):
         except TypeError:
             return  # the loop itself names the wrong arguments
         batch, verbose = bound.get("batch_size") or 32, bound.get("verbose", "auto")
-        if verbose == 0 or not self.is_chief or self.frontend.unknown_dims:
-            return  # unknown dimensions: the cost depends on the data's
-        if self._forward_flops is None:  # once a model: it lowers the whole graph
-            self._forward_flops = step_cost(self.frontend)["forward_flops"]
-        flop = 3 * self._forward_flops * (batch if isinstance(batch, int) else 32)
+        if verbose == 0 or not self.is_chief:
+            return
+        dims, where = None, ""
+        if self.frontend.unknown_dims:  # the cost depends on the data's shape: the arrays', else a probe's
+            x = bound.get("x")
+            arrays = [x] if isinstance(x, np.ndarray) else x if isinstance(x, (list, tuple)) else None
+            if arrays and len(arrays) == len(self.frontend.inputs) and all(isinstance(a, np.ndarray) for a in arrays):
+                dims = _dims(arrays)
+                where = f" of input shape {', '.join(str((None, *d)) for d in dims)}"
+            else:
+                where = f" with the unknown dimensions at {PROBE_SIZES[0]} (the batches' shapes decide)"
+        if self._forward_flops is None:
+            self._forward_flops = {}
+        if dims not in self._forward_flops:  # once a shape: it lowers the whole graph
+            try:
+                frontend = self.frontend if dims is None else self.frontend.specialize([(None, *d) for d in dims])
+            except ConfigError:
+                return  # the data does not fit the model: the step says so
+            self._forward_flops[dims] = step_cost(frontend)["forward_flops"]
+        flop = 3 * self._forward_flops[dims] * (batch if isinstance(batch, int) else 32)
         if flop > self.LARGE_STEP_FLOP:
             print(
-                f"kgraph: one training step at batch {batch} is about {flop / 1e12:.2g} TFLOP of matrix products: "
-                f"about {flop / 3e11:.0f} s at 300 GFLOP/s (summary() shows the cost per sample)",
+                f"kgraph: one training step at batch {batch}{where} is about {flop / 1e12:.2g} TFLOP of matrix "
+                f"products: about {flop / 3e11:.0f} s at 300 GFLOP/s (summary() shows the cost per sample)",
                 flush=True,
             )
 
@@ -831,6 +852,11 @@ def _token_inputs(frontend_model) -> list:
         if source in inputs:
             out.append({"input": inputs[source], "limit": int(graph.type(node.inputs[0]).shape[0]), "layer": node.id})
     return out
+
+
+def _dims(xs) -> tuple:
+    """The inputs' shapes past the batch axis: what a model with unknown dimensions compiles a step for."""
+    return tuple(tuple(int(d) for d in np.shape(a)[1:]) for a in xs)
 
 
 def _state_key(manifest) -> tuple:
