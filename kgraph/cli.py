@@ -122,6 +122,8 @@ def cmd_inspect(args):
         raise ValueError(f"no pass {args.after!r}; passes: {', '.join(PASS_NAMES)}")
     model = _model(args)
     _require_built(model, args)
+    if args.after or not (args.fusion or args.plan or args.dot):  # it prints the graph after each pass
+        model.snapshot_kinds = (args.kind,)
     model.summary()
     try:
         if args.kind == "train" or args.fusion or args.plan or args.after or args.device == "cuda":
