@@ -257,3 +257,27 @@ def test_compile_prints_no_graph_unless_asked(monkeypatch):
         "plan",
     ]
     assert len(printed) == 8 and not model.compiled["test"].snapshots
+
+
+def test_nodes_are_networkx_lexicographic_topological_order():
+    """Graph.nodes sorts by itself; it must give networkx's order (insertion order first among the
+    ready nodes), in graphs inserted in order and in graphs rewired to read later nodes."""
+    import networkx as nx
+
+    rng = random.Random(0)
+    rewired = 0
+    for _ in range(200):
+        g = Graph()
+        ids = [g.source("input", "x", TensorType((2,), "float32"))]
+        for _ in range(rng.randint(1, 30)):
+            ins = rng.sample(ids, min(len(ids), rng.randint(1, 2)))
+            ids.append(g.add(*ins) if len(ins) == 2 else g.relu(ins[0]))
+        for _ in range(rng.randint(0, 6)):
+            early, late = sorted(rng.sample(range(1, len(ids)), 2)) if len(ids) > 2 else (1, 1)
+            node = g.node(ids[early])
+            if node.op == "relu" and early != late and not nx.has_path(g.nx, ids[early], ids[late]):
+                g.set_inputs(node.id, [ids[late]])  # an earlier node now reads a later one
+                rewired += 1
+        want = list(nx.lexicographical_topological_sort(g.nx, key=lambda n: g.node(n).order))
+        assert [n.id for n in g.nodes()] == want
+    assert rewired > 50
