@@ -219,14 +219,19 @@ class MPIReplicas:
 
         deadline = time.monotonic() + self.timeout
         next_probe = 0.0
-        while not request.Test():
+        while True:
             now = time.monotonic()
-            if now > next_probe:  # a probe costs a little: a hundred a second at most
-                if self.comm.Iprobe(MPI.ANY_SOURCE, FAULT):
-                    self._fail(what, waited=False)
-                next_probe = now + 0.01
+            try:  # mpi4py raises MPI.Exception where MPI reports an error (a peer's connection lost)
+                if request.Test():
+                    return
+                if now > next_probe:  # a probe costs a little: a hundred a second at most
+                    if self.comm.Iprobe(MPI.ANY_SOURCE, FAULT):
+                        self._fail(what, "(another rank timed out)")
+                    next_probe = now + 0.01
+            except MPI.Exception as e:
+                self._fail(what, f"(MPI: {str(e).splitlines()[0] if str(e) else type(e).__name__})")
             if now > deadline:
-                self._fail(what, waited=True)
+                self._fail(what, f"within {self.timeout:g} s (KGRAPH_REPLICA_TIMEOUT)")
             time.sleep(0.0002)
 
     def _exchange(self, tag, peers) -> set:
@@ -235,18 +240,24 @@ class MPIReplicas:
         from mpi4py import MPI
 
         token = np.array([self.rank], np.int64)
-        sends = [self.comm.Isend(token, dest=r, tag=tag) for r in peers]  # noqa: F841  (never waited on)
+        sends = []  # never waited on: a stopped peer never takes its message
+        for r in peers:
+            with contextlib.suppress(MPI.Exception):  # a dead peer's connection may be gone
+                sends.append(self.comm.Isend(token, dest=r, tag=tag))
         heard, status, got = set(), MPI.Status(), np.zeros(1, np.int64)
         deadline = time.monotonic() + self.grace
         while heard < set(peers) and time.monotonic() < deadline:
-            if self.comm.Iprobe(MPI.ANY_SOURCE, tag, status):
-                self.comm.Recv(got, status.Get_source(), tag)
-                heard.add(status.Get_source())
-            else:
-                time.sleep(0.001)
+            try:
+                if self.comm.Iprobe(MPI.ANY_SOURCE, tag, status):
+                    self.comm.Recv(got, status.Get_source(), tag)
+                    heard.add(status.Get_source())
+                    continue
+            except MPI.Exception:
+                pass
+            time.sleep(0.001)
         return heard & set(peers)
 
-    def _fail(self, what, waited):
+    def _fail(self, what, how):
         """The fault protocol: every rank that still runs sends FAULT to all (a rank waiting in
         a collective joins in when it sees one), so those that send none within the grace
         period are the stopped or dead; each prints its line, and ranks exit only after every
@@ -254,7 +265,6 @@ class MPIReplicas:
         others = [r for r in range(self.size) if r != self.rank]
         alive = self._exchange(FAULT, others)
         silent = [r for r in others if r not in alive]
-        how = f"within {self.timeout:g} s (KGRAPH_REPLICA_TIMEOUT)" if waited else "(another rank timed out)"
         if silent:
             who = f"rank {silent[0]}" if len(silent) == 1 else "ranks " + ", ".join(map(str, silent))
             msg = f"{who} did not answer {how} while {what}: stopped or dead. Stopping."
