@@ -74,6 +74,8 @@ class Model(_WeightLists, CompiledModel):
     load_model; then compile, fit, evaluate and predict as in Keras. A config that declares no
     input shape makes a model that builds, as Keras's, on its first data or on build(input_shape)."""
 
+    snapshot_kinds = ()  # the steps whose passes print the graph into compiled[kind].snapshots (inspect's)
+
     def __init__(self, frontend_model=None, seed: int | None = None, config: dict | None = None):
         self.seed = seed
         self.frontend = None
@@ -326,6 +328,7 @@ class Model(_WeightLists, CompiledModel):
             trainable=[w.node for w in fm.weights if w.trainable],
             parts=1 if self.device == "cuda" else numba.config.NUMBA_NUM_THREADS,
             schedule=updates_last,
+            snapshots=kind in self.snapshot_kinds,
         )  # CPU replicas run the updates last (train_apply)
 
     # ------------------------------------------------------------------ unknown dimensions
