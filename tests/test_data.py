@@ -237,7 +237,9 @@ def test_a_dataset_of_arrays_is_checked_once_before_the_first_step(data):
     bad[17, 3] = np.nan
     model = _model()
     before = [w.copy() for w in model.get_weights()]
-    with pytest.raises(kgraph.runtime.model.DataError, match=r"1 non-finite values \(nan at sample 17, position \(3,\)"):
+    with pytest.raises(
+        kgraph.runtime.model.DataError, match=r"1 non-finite values \(nan at sample 17, position \(3,\)"
+    ):
         model.fit(Dataset.from_tensor_slices((bad, y)).shuffle(20, seed=0).batch(8).repeat(2), epochs=1, verbose=0)
     for u, v in zip(before, model.get_weights()):
         np.testing.assert_array_equal(u, v)  # no step ran
