@@ -10,6 +10,7 @@ import pytest
 
 import ir
 import kgraph.models as models
+from kgraph import optimizers
 from kgraph.frontend.errors import ConfigError
 from kgraph.frontend.model import build_model
 from kgraph.passes import run_pipeline
@@ -372,6 +373,29 @@ def test_a_masked_outputs_loss_has_finite_difference_gradients_when_the_mask_dep
             moved[idx] += eps
             diffs.append(ir.interpret(g, {**feeds, w.node: moved})[loss])
         np.testing.assert_allclose(env[grads[w.node]][idx], (diffs[0] - diffs[1]) / 2e-6, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 2])
+def test_fit_logs_a_masked_outputs_loss_and_metric_over_the_kept_steps(steps_per_execution):
+    """Several batches (in one call each, or two per call): the epoch's loss is the mean of the
+    batches' masked losses, its mae the mean over every kept step of the epoch (learning rate 0)."""
+    model = models.model_from_config(TAGGER, seed=0)
+    model.compile(
+        optimizer=optimizers.SGD(learning_rate=0.0),
+        loss="mse",
+        metrics=["mae"],
+        steps_per_execution=steps_per_execution,
+    )
+    rng = np.random.default_rng(3)
+    ids = rng.integers(1, 9, size=(8, 5)).astype(np.float32)
+    ids[0, 1:], ids[3, 3:], ids[6, :] = 0, 0, 0
+    y = rng.normal(size=(8, 5, 3)).astype(np.float32)
+    logs = model.fit(ids, y, batch_size=2, epochs=1, shuffle=False, verbose=0).history
+    error, kept = model.predict(ids, verbose=0) - y, ids != 0
+    mse, mae = (error**2).mean(-1), np.abs(error).mean(-1)
+    batches = [(mse[i : i + 2] * kept[i : i + 2]).sum() / max(kept[i : i + 2].sum(), 1) for i in range(0, 8, 2)]
+    np.testing.assert_allclose(logs["loss"][0], np.mean(batches), rtol=1e-5)
+    np.testing.assert_allclose(logs["mae"][0], (mae * kept).sum() / kept.sum(), rtol=1e-5)
 
 
 def test_a_masked_outputs_metrics_are_means_over_the_kept_steps():
