@@ -28,7 +28,11 @@ def _model(args):
         model.load_weights(args.weights)
     shapes = getattr(args, "input_shape", None)
     if shapes:
-        model.build(shapes if len(shapes) > 1 else shapes[0])
+        shape = shapes if len(shapes) > 1 else shapes[0]
+        if model.built and model.frontend.unknown_dims:
+            model.fix_input_shapes(shape)  # the config's unknown dimensions, fixed ahead of time
+        else:
+            model.build(shape)
     return model
 
 
@@ -38,6 +42,12 @@ def _require_built(model, args):
         raise ValueError(
             f"{args.model}: the config declares no input shape; give it with --input-shape, "
             "e.g. --input-shape 64 or --input-shape 28,28,1 (once per input)"
+        )
+    if model.frontend.unknown_dims:
+        declared = ", ".join(str(tuple(i.shape)) for i in model.frontend.inputs)
+        raise ValueError(
+            f"{args.model}: the inputs {declared} leave dimensions to the data; fix them with --input-shape, "
+            "e.g. --input-shape 80 or --input-shape 64,64,3 (once per input, in input order)"
         )
 
 
@@ -357,7 +367,8 @@ def _input_shape_option(sp):
         type=_input_shape,
         action="append",
         metavar="D1,D2,...",
-        help="the input shape without the batch axis, for a config that declares none (once per input)",
+        help="the input shape without the batch axis, for a config that declares none or leaves dimensions "
+        "unknown (None): once per input, in the model's input order",
     )
 
 

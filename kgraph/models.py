@@ -3,6 +3,7 @@ into compiled steps that the runtime runs. The only module that knows all of the
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import inspect
 import json
@@ -21,6 +22,7 @@ from . import optimizers as optimizers_mod
 from . import saving
 from .codegen import generate_cpu, generate_cuda, step_manifest
 from .frontend import (
+    ConfigError,
     NotBuiltError,
     build_model,
     config_inputs,
@@ -81,6 +83,9 @@ class Model(_WeightLists, CompiledModel):
         self.pending_compile = None  # compile()'s arguments, kept until an unbuilt model builds
         self._layer_objects = None  # model.layers, made once
         self.strategy = distribute.get_strategy()
+        self._step_args = {}  # kind -> (losses, optimizer spec) its steps compile with (compile()'s)
+        self._shapes = collections.OrderedDict()  # input dims -> {kind: step name}, least recently used first
+        self._shape_compiles = 0  # steps compiled for input shapes, for the eviction warning
         if frontend_model is None:
             self.name = _config_name(config)
             super().__init__(
@@ -248,8 +253,7 @@ class Model(_WeightLists, CompiledModel):
     @property
     def outputs(self) -> list:
         self._require_built("it has outputs")
-        graph = self.frontend.lower(training=False)
-        shapes = [(None, *graph.type(graph.outputs[f"output:{k}"]).shape[1:]) for k in range(len(self.output_names))]
+        shapes = self.frontend.output_shapes()
         return [TensorSpec(n, s, self.frontend.dtype) for n, s in zip(self.output_names, shapes)]
 
     @property
@@ -275,14 +279,38 @@ class Model(_WeightLists, CompiledModel):
         return self.predict(x, batch_size=max(1, n), verbose=0)
 
     # ------------------------------------------------------------------ compilation
-    def _build(self, kind, losses=None, optimizer=None):
-        fm = self.frontend
+    def _build(self, kind, losses=None, optimizer=None, frontend=None, name=None):
+        """Compile the step of `kind` ("train", "test", "predict") and install it as `name` (default:
+        kind); `frontend`: the model at the input shape it runs on (default: the model's own)."""
+        fm, name = frontend or self.frontend, name or kind
         forward = fm.lower(training=kind == "train")
+        compiled = self._passes(kind, fm, forward, losses, optimizer)
+        waiting = sorted({NO_KERNELS_YET[n.op] for n in forward.nodes() if n.op in NO_KERNELS_YET})
+        if waiting and self.device == "cuda":  # one clear line, not an error from deep inside codegen
+            self.compiled[kind] = compiled
+            raise NotImplementedError(
+                f"model {self.name!r}: {' and '.join(waiting)} have CPU kernels only so far (issue 16): "
+                "use device='cpu'"
+            )
+        if self.device == "cuda":
+            source, launches = generate_cuda(compiled)
+            path = write_source(source, f"{_stem(self.name)}_{_stem(name)}_cuda")
+            manifest = dataclasses.replace(step_manifest(compiled, path), launches=launches)
+        else:
+            manifest = step_manifest(
+                compiled, write_source(generate_cpu(compiled), f"{_stem(self.name)}_{_stem(name)}")
+            )
+        self.compiled[kind] = compiled
+        self.executable.add_step(name, manifest)
+        return manifest
+
+    def _passes(self, kind, fm, forward, losses, optimizer):
+        """run_pipeline over the forward graph of frontend model `fm`, with the model's weights."""
         masks = {} if kind == "predict" else _loss_masks(self.name, fm, forward, losses)
         regs = [
             (w.node, w.regularizer.get("l1", 0.0), w.regularizer.get("l2", 0.0)) for w in fm.weights if w.regularizer
         ]
-        compiled = run_pipeline(
+        return run_pipeline(
             kind,
             forward,
             [w.node for w in fm.weights],
@@ -294,21 +322,92 @@ class Model(_WeightLists, CompiledModel):
             parts=1 if self.device == "cuda" else numba.config.NUMBA_NUM_THREADS,
             schedule=updates_last,
         )  # CPU replicas run the updates last (train_apply)
-        waiting = sorted({NO_KERNELS_YET[n.op] for n in forward.nodes() if n.op in NO_KERNELS_YET})
-        if waiting and self.device == "cuda":  # one clear line, not an error from deep inside codegen
-            self.compiled[kind] = compiled
-            raise NotImplementedError(
-                f"model {self.name!r}: {' and '.join(waiting)} have CPU kernels only so far (issue 16): "
-                "use device='cpu'"
+
+    # ------------------------------------------------------------------ unknown dimensions
+    MAX_SHAPES = int(os.environ.get("KGRAPH_MAX_SHAPES", "16"))  # input shapes whose steps are kept
+
+    def _declared_shapes(self) -> str:
+        return ", ".join(str(tuple(i.shape)) for i in self.frontend.inputs)
+
+    def _step(self, kind, xs):
+        """The step of `kind` for inputs xs. A model whose inputs leave dimensions unknown compiles a
+        step per input shape the first time the shape comes, as TensorFlow traces a function per
+        input signature, and keeps those of the MAX_SHAPES shapes used last: all of them share the
+        weights and the optimizer's state."""
+        if not self.built or not self.frontend.unknown_dims:
+            return kind
+        dims = tuple(tuple(int(d) for d in np.shape(a)[1:]) for a in xs)
+        steps = self._shapes.get(dims)
+        if steps is not None and kind in steps:
+            self._shapes.move_to_end(dims)
+            return steps[kind]
+        if steps is None:
+            self._make_room()
+            steps = self._shapes[dims] = {}
+        try:
+            frontend = self.frontend.specialize([(None, *d) for d in dims])
+        except ConfigError as e:  # the data's shape is what is wrong (an image too small for a layer)
+            del self._shapes[dims]
+            raise DataError(f"inputs of shape {', '.join(str((None, *d)) for d in dims)}: {e}") from None
+        name = f"{kind}@{';'.join('x'.join(map(str, d)) for d in dims)}"
+        losses, optimizer = self._step_args.get(kind, (None, None))
+        manifest = self._build(kind, losses, optimizer, frontend, name)
+        self._shape_compiles += 1
+        if kind == "train" and _state_key(manifest) != _state_key(self.executable.state_manifest):
+            raise RuntimeError(f"model {self.name!r}: the optimizer's state is laid out differently at {name}")
+        steps[kind] = name
+        return name
+
+    def _make_room(self) -> None:
+        """Drop the steps of the least recently used input shape when MAX_SHAPES shapes have steps."""
+        if len(self._shapes) < max(1, self.MAX_SHAPES):
+            return
+        _, steps = self._shapes.popitem(last=False)
+        for name in steps.values():
+            self.executable.drop_step(name)
+        if not getattr(self, "_evictions_told", False):
+            self._evictions_told = True
+            warnings.warn(
+                f"model {self.name!r} has compiled steps for {self._shape_compiles} input shapes; it keeps "
+                f"those of the {self.MAX_SHAPES} shapes used last (KGRAPH_MAX_SHAPES) and compiles the "
+                "others again when they come back: pad batches to a few lengths to compile less",
+                stacklevel=4,
             )
-        if self.device == "cuda":
-            source, launches = generate_cuda(compiled)
-            path = write_source(source, f"{_stem(self.name)}_{kind}_cuda")
-            manifest = dataclasses.replace(step_manifest(compiled, path), launches=launches)
-        else:
-            manifest = step_manifest(compiled, write_source(generate_cpu(compiled), f"{_stem(self.name)}_{kind}"))
-        self.compiled[kind] = compiled
-        self.executable.add_step(kind, manifest)
+
+    def fix_input_shapes(self, input_shape) -> None:
+        """Fix the inputs' unknown dimensions ahead of time (what `kgraph inspect` and `kgraph compile
+        --input-shape` do): input_shape is (None, ...) for one input, a list of them for several.
+        The model then runs at that shape only, as if its config declared it (which it now does);
+        its weights and the optimizer's state stay."""
+        self._require_built("fix_input_shapes()")
+        shapes = [input_shape] if _is_shape(input_shape) else list(input_shape)
+        if len(shapes) != len(self.frontend.inputs):
+            raise ValueError(f"model {self.name!r} has {len(self.frontend.inputs)} inputs, got {len(shapes)} shapes")
+        frontend = self.frontend.specialize([(None, *s[1:]) for s in shapes])
+        self.config = frontend.config = declare_input_shapes(self.config, [i.shape for i in frontend.inputs])
+        self.frontend, self._layer_objects, self._forward_flops = frontend, None, None
+        self.info["input_shapes"] = [list(i.shape) for i in frontend.inputs]
+        self._forget_shapes()
+        if self.compile_args is not None:
+            state = self.executable.state.copy()
+            losses, optimizer = self._step_args["train"]
+            self._build("train", losses, optimizer)
+            self._build("test", losses)
+            self.executable.state[...] = state  # the same layout (checked at each shape's step)
+
+    def _forget_shapes(self) -> None:
+        for steps in self._shapes.values():
+            for name in steps.values():
+                self.executable.drop_step(name)
+        self._shapes.clear()
+
+    def _state_layout(self):
+        """The training step's manifest at the first probe shape, passes only (no code): how the
+        optimizer's slots lie in the state, the same at every input shape."""
+        losses, optimizer = self._step_args["train"]
+        return step_manifest(
+            self._passes("train", self.frontend, self.frontend.lower(training=True), losses, optimizer), ""
+        )
 
     def _use_device(self, device):
         """Run the steps on "cpu" or "cuda"; "auto" is CUDA where numba.cuda.is_available().
@@ -386,7 +485,7 @@ class Model(_WeightLists, CompiledModel):
         for s, w in zip(specs, weights):
             if s is not None:
                 s["weight"] = float(w)
-        out_units = [self.frontend_output_units(k) for k in range(len(outputs))]
+        out_units = [shape[-1] if len(shape) > 1 else 1 for shape in self.frontend.output_shapes()]
         self.info["metrics"] = _resolve_metrics(metrics, outputs, specs, out_units)
         self.info["losses"] = specs
         # per output with a loss: what its targets are checked against (class ids below `classes`)
@@ -396,11 +495,22 @@ class Model(_WeightLists, CompiledModel):
             if spec is not None
         ]
         self.strategy = distribute.get_strategy() or self.strategy
-        self._use_device("cpu" if device == "auto" and self.strategy is not None else device)
+        unknown = self.frontend.unknown_dims
+        if unknown and (device == "cuda" or self.strategy is not None):  # refused before the weights move
+            raise NotImplementedError(
+                f"model {self.name!r} has inputs of unknown dimensions ({self._declared_shapes()}): they run on "
+                "one CPU process so far; compile with device='cpu', or fix the dimensions in the InputLayer"
+            )
+        self._use_device("cpu" if device == "auto" and (self.strategy is not None or unknown) else device)
         if self.strategy is not None and self.device == "cuda":
             raise NotImplementedError("data-parallel strategies run on the CPU backend; compile with device='cpu'")
-        self._build("train", specs, opt.spec())
-        self._build("test", specs)
+        self._step_args = {"train": (specs, opt.spec()), "test": (specs, None), "predict": (None, None)}
+        self._forget_shapes()
+        if unknown:  # steps compile per input shape as data arrives (_step); the optimizer's slots now
+            self.executable.set_state_layout(self._state_layout())
+        else:
+            self._build("train", specs, opt.spec())
+            self._build("test", specs)
         self.optimizer = opt
         if self.strategy is not None:
             self.strategy.attach(self)
@@ -461,6 +571,11 @@ class Model(_WeightLists, CompiledModel):
             raise RuntimeError("compile the model before exporting a trainer")
         if self.device != "cpu":
             raise NotImplementedError("an exported trainer runs on the CPU: compile with device='cpu' to export")
+        if self.frontend.unknown_dims:
+            raise NotImplementedError(
+                f"model {self.name!r} has inputs of unknown dimensions ({self._declared_shapes()}): an exported "
+                "trainer runs at one shape; fix them first (kgraph compile --input-shape, model.fix_input_shapes)"
+            )
         if "predict" not in self.executable.steps:
             self._build("predict")
         directory = Path(directory)
@@ -483,14 +598,9 @@ class Model(_WeightLists, CompiledModel):
         (directory / "train.py").write_text(TRAINER_SCRIPT.format(name=self.name))
         return directory
 
-    def frontend_output_units(self, k) -> int:
-        graph = self.frontend.lower(training=False)
-        shape = graph.type(graph.outputs[f"output:{k}"]).shape
-        return shape[-1] if shape else 1
-
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         x = self._build_from_source(x)
-        if "predict" not in self.executable.steps:
+        if "predict" not in self.executable.steps and not self.frontend.unknown_dims:
             self._build("predict")
         return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
 
@@ -509,8 +619,8 @@ class Model(_WeightLists, CompiledModel):
         except TypeError:
             return  # the loop itself names the wrong arguments
         batch, verbose = bound.get("batch_size") or 32, bound.get("verbose", "auto")
-        if verbose == 0 or not self.is_chief:
-            return
+        if verbose == 0 or not self.is_chief or self.frontend.unknown_dims:
+            return  # unknown dimensions: the cost depends on the data's
         if self._forward_flops is None:  # once a model: it lowers the whole graph
             self._forward_flops = step_cost(self.frontend)["forward_flops"]
         flop = 3 * self._forward_flops * (batch if isinstance(batch, int) else 32)
@@ -554,6 +664,8 @@ class Model(_WeightLists, CompiledModel):
     def _require_compiled(self):
         if not self.built and self.pending_compile is not None:
             raise RuntimeError(f"model {self.name!r} is not built yet: give it data or call model.build(input_shape)")
+        if self.built and self.frontend.unknown_dims and self.compile_args is not None:
+            return  # its steps compile per input shape
         super()._require_compiled()
 
 
@@ -733,6 +845,11 @@ def _token_inputs(frontend_model) -> list:
         if source in inputs:
             out.append({"input": inputs[source], "limit": int(graph.type(node.inputs[0]).shape[0]), "layer": node.id})
     return out
+
+
+def _state_key(manifest) -> tuple:
+    """What of a training step's manifest says where the optimizer's slots lie."""
+    return manifest.state_size, tuple((s.slot, s.param, s.offset, tuple(s.shape)) for s in manifest.state)
 
 
 def _stem(name: str) -> str:

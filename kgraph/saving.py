@@ -76,7 +76,8 @@ def _cell_groups(layer) -> list:
     """[(group path, variable count)] where Keras 3 keeps a recurrent layer's variables: its cell's
     group (a Bidirectional: the forward layer's cell, then the backward layer's; an RNN over
     StackedRNNCells: cell/cells/<each cell's snake_case class name, made unique>; a
-    TimeDistributed: its layer's group); [("", None)]
+    TimeDistributed: its layer's group; a MultiHeadAttention: its query, key, value and output
+    EinsumDense groups); [("", None)]
     (the layer's own vars, all of them) for any other layer."""
     cfg = layer.config if isinstance(layer.config, dict) else {}
 
@@ -85,6 +86,9 @@ def _cell_groups(layer) -> list:
 
     if layer.class_name == "TimeDistributed":
         return [("layer", None)]
+    if layer.class_name == "MultiHeadAttention":  # its EinsumDense sublayers, kernel then bias
+        n = 2 if cfg.get("use_bias", True) else 1
+        return [(f"{part}_dense", n) for part in ("query", "key", "value", "output")]
     if layer.class_name in ("SimpleRNN", "LSTM", "GRU"):
         return [("cell", count(cfg))]
     if layer.class_name == "Bidirectional":
@@ -289,7 +293,7 @@ V2_SLOT_ORDER = {kind: [[name] for call in calls for name in call] for kind, cal
 
 def _slot_sequence(model, order=KERAS_SLOT_ORDER):
     """[(slot name, param node)] in Keras's optimizer.variables order (after iteration, lr)."""
-    state = model.executable.steps["train"].state
+    state = model.executable.state_manifest.state
     present = {s.slot for s in state}
     params = [w.node for w in model.frontend.weights if w.trainable]
     if model.optimizer.kind not in order:  # Nadam keeps one more variable (u_product)
@@ -303,7 +307,7 @@ def _slot_sequence(model, order=KERAS_SLOT_ORDER):
 
 def optimizer_variables(model) -> list:
     """Keras's optimizer.variables: iteration, learning_rate, then the slots."""
-    m = model.executable.steps["train"]
+    m = model.executable.state_manifest
     state = {(s.slot, s.param): s for s in m.state}
     out = [np.array(model.optimizer.iterations, np.int64), np.array(model.optimizer.learning_rate, np.float32)]
     for key in _slot_sequence(model):
@@ -360,7 +364,7 @@ def load_optimizer_state(model, values, names, source):
                 source,
                 f"the file has {len(slots)} slot variables, {model.optimizer.name} here has {len(sequence)}",
             )
-        m = model.executable.steps["train"]
+        m = model.executable.state_manifest
         state = {(s.slot, s.param): s for s in m.state}
         for key, value in zip(sequence, slots):
             if tuple(np.shape(value)) != state[key].shape:

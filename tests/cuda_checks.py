@@ -62,6 +62,14 @@ def kernels():
         )[3]
         close(out, ref("matmul", a, b, transpose_a=ta, transpose_b=tb), f"gemm ta={ta} tb={tb}")
 
+    # a matrix product per leading index (attention), every transpose combination
+    for ta in (False, True):
+        for tb in (False, True):
+            a = rand(3, 4, 5) if ta else rand(3, 5, 4)
+            b = rand(3, 6, 4) if tb else rand(3, 4, 6)
+            out = run(K.batch_matmul(ta, tb), K.blocks(90), K.THREADS_1D, a, b, np.zeros((3, 5, 6), np.float32))[2]
+            close(out, ref("batch_matmul", a, b, transpose_a=ta, transpose_b=tb), f"batch_matmul ta={ta} tb={tb}")
+
     @cuda.jit(device=True)
     def bias_relu(acc, bias, j):
         return max(acc + bias[j], float32(0))
@@ -259,6 +267,7 @@ def _graph_cases():
         ("pool2d_grad", [rand(3, 5, 3, 4), x4, ref("pool2d", x4, **avg_pool)], avg_pool),
         ("gather", [rand(5, 3), np.float32([[1.7, 0], [4, 1], [4, 4]])], {}),  # float ids are truncated
         ("scatter_add", [rand(3, 2, 4), np.int32([[1, 0], [4, 1], [4, 4]])], {"rows": 5}),
+        ("batch_matmul", [rand(3, 2, 5, 4), rand(3, 2, 6, 4)], {"transpose_b": True}),  # attention's scores
     ]
 
 

@@ -201,3 +201,16 @@ def test_convolution_normalization_and_embedding_models_generate_launchers(confi
     source, launches = generate_cuda(_train_graph(path, optimizers.Adam(), loss="mean_squared_error"))
     compile(source, "launcher.py", "exec")
     assert f"LAUNCHES = {launches}" in source
+
+
+@pytest.mark.parametrize("case", ["mha_mask", "luong", "additive"])
+def test_attention_models_generate_launchers(case):
+    """The attention layers' scores and weighted sums launch batch_matmul kernels, forward and
+    backward (the kernel itself is checked against its reference in the simulator: `kernels`)."""
+    from kgraph import optimizers
+
+    path = HERE / "fixtures" / "attention" / f"k3_{case}.json"
+    source, launches = generate_cuda(_train_graph(path, optimizers.Adam(), loss="sparse_categorical_crossentropy"))
+    compile(source, "launcher.py", "exec")
+    assert f"LAUNCHES = {launches}" in source
+    assert "K.batch_matmul(False, False)" in source  # the weighted sum of the values

@@ -188,6 +188,20 @@ GRAD_CASES = [
     Case(
         "matmul", [I(normal((B, 2, 4), 27)), I(normal((B, 2, 5), 28))], {"transpose_a": True}, name="matmul_rank3_xT_g"
     ),
+    # -- a matrix product per leading index (attention): every transpose combination
+    *[
+        Case(
+            "batch_matmul",
+            [
+                I(normal((B, 2, 4, 3) if ta else (B, 2, 3, 4), 120)),
+                I(normal((B, 2, 5, 4) if tb else (B, 2, 4, 5), 121)),
+            ],
+            {"transpose_a": ta, "transpose_b": tb},
+            name=f"batch_matmul_ta{ta}_tb{tb}",
+        )
+        for ta in (False, True)
+        for tb in (False, True)
+    ],
     # -- patches: padding, strides, dilation, non-square kernels
     *[
         Case(

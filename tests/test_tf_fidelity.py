@@ -31,7 +31,7 @@ def _arrays(data, prefix):
 
 
 def test_every_fixture_is_tested():
-    assert len(CASES) >= 58  # models and losses, every optimizer, clipping and schedule (opt_*, sched_*), layers
+    assert len(CASES) >= 70  # models and losses, every optimizer, clipping and schedule (opt_*, sched_*), layers
 
 
 def _compile(model, meta):

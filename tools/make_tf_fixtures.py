@@ -717,6 +717,113 @@ def build_dot():
 FIDELITY_CASES["dot_adam"] = (build_dot, [IN_DIM, 6], sparse_targets, SPARSE, adam)
 
 
+# ---- attention layers (issue 22): a transformer encoder block, Luong and Bahdanau attention
+
+
+def build_mha_encoder(use_bias=True):
+    """Self-attention + residual + LayerNormalization, a Dense feed-forward + residual +
+    LayerNormalization, pooled and classified: a transformer encoder block. Adam runs it without
+    biases: the key's bias has a zero gradient (softmax ignores a score added to every step), and
+    Adam would scale its rounding noise up to the learning rate."""
+
+    def build():
+        L = keras.layers
+        x = keras.Input(shape=(5, 6))
+        a = L.MultiHeadAttention(num_heads=2, key_dim=4, value_dim=3, use_bias=use_bias)(x, x)
+        h = L.LayerNormalization()(L.Add()([x, a]))
+        f = L.Dense(6)(L.Dense(8, activation="relu")(h))
+        h = L.LayerNormalization()(L.Add()([h, f]))
+        return keras.Model(x, L.Dense(CLASSES, activation="softmax")(L.GlobalAveragePooling1D()(h)))
+
+    return build
+
+
+def build_mha_causal():
+    """Causal cross-attention with a key of its own (value=, key= keywords), no biases, its own
+    output width: more query steps than key steps, so the causal mask is not square."""
+    L = keras.layers
+    q, v, k = keras.Input(shape=(5, 6)), keras.Input(shape=(4, 3)), keras.Input(shape=(4, 2))
+    a = L.MultiHeadAttention(num_heads=3, key_dim=2, use_bias=False, output_shape=7)(
+        q, value=v, key=k, use_causal_mask=True
+    )
+    return keras.Model([q, v, k], L.Dense(CLASSES, activation="softmax")(L.GlobalAveragePooling1D()(a)))
+
+
+def build_attention():
+    """Luong attention of projected queries over values: scaled dot scores."""
+    L = keras.layers
+    q, v = keras.Input(shape=(5, 6)), keras.Input(shape=(4, 6))
+    a = L.Attention(use_scale=True)([L.Dense(4)(q), L.Dense(4)(v)])
+    return keras.Model([q, v], L.Dense(CLASSES, activation="softmax")(L.GlobalAveragePooling1D()(a)))
+
+
+def build_attention_concat():
+    """Attention's concat scores, with a key and a causal mask."""
+    L = keras.layers
+    q, v, k = keras.Input(shape=(5, 6)), keras.Input(shape=(4, 3)), keras.Input(shape=(4, 6))
+    a = L.Attention(use_scale=True, score_mode="concat")([q, v, k], use_causal_mask=True)
+    return keras.Model([q, v, k], L.Dense(CLASSES, activation="softmax")(L.Flatten()(a)))
+
+
+def build_additive(use_scale):
+    def build():
+        L = keras.layers
+        q, v, k = keras.Input(shape=(5, 6)), keras.Input(shape=(4, 3)), keras.Input(shape=(4, 6))
+        a = L.AdditiveAttention(use_scale=use_scale)([L.Dense(6, activation="tanh")(q), v, k])
+        return keras.Model([q, v, k], L.Dense(CLASSES, activation="softmax")(L.Flatten()(a)))
+
+    return build
+
+
+def build_dot_attention():
+    """Attention as Keras 2 models wrote it by hand: Dot scores over sequences, a softmax, and a
+    Dot of the weights with the values (batched matrix products), plus a cosine Dot over steps."""
+    L = keras.layers
+    q, v = keras.Input(shape=(5, 6)), keras.Input(shape=(4, 6))
+    scores = L.Dot(axes=[2, 2])([L.Dense(6)(q), v])  # (None, 5, 4)
+    weights = L.Activation("softmax")(scores)
+    attended = L.Dot(axes=[2, 1])([weights, v])  # (None, 5, 6)
+    cos = L.Dot(axes=1, normalize=True)([q, attended])  # (None, 6, 6)
+    h = L.Concatenate()([L.Flatten()(attended), L.Flatten()(cos)])
+    return keras.Model([q, v], L.Dense(CLASSES, activation="softmax")(h))
+
+
+RANDOM = {"randomize": True}  # biases and scales away from their zeros and ones
+FIDELITY_CASES.update(
+    {
+        "mha_encoder_adam": (build_mha_encoder(use_bias=False), [(5, 6)], sparse_targets, SPARSE, adam, RANDOM),
+        "mha_encoder_sgd": (build_mha_encoder(), [(5, 6)], sparse_targets, SPARSE, sgd_momentum, RANDOM),
+        "mha_causal_adam": (build_mha_causal, [(5, 6), (4, 3), (4, 2)], sparse_targets, SPARSE, adam, RANDOM),
+        "attention_sgd": (build_attention, [(5, 6), (4, 6)], sparse_targets, SPARSE, sgd_momentum, RANDOM),
+        "attention_concat_adam": (
+            build_attention_concat,
+            [(5, 6), (4, 3), (4, 6)],
+            sparse_targets,
+            SPARSE,
+            adam,
+            RANDOM,
+        ),
+        "additive_attention_adam": (
+            build_additive(True),
+            [(5, 6), (4, 3), (4, 6)],
+            sparse_targets,
+            SPARSE,
+            adam,
+            RANDOM,
+        ),
+        "additive_attention_sgd": (
+            build_additive(False),
+            [(5, 6), (4, 3), (4, 6)],
+            sparse_targets,
+            SPARSE,
+            sgd_momentum,
+            RANDOM,
+        ),
+        "dot_attention_sgd": (build_dot_attention, [(5, 6), (4, 6)], sparse_targets, SPARSE, sgd_momentum, RANDOM),
+    }
+)
+
+
 # Sequence labelling with Embedding(mask_zero=True) on padded rows (issue 16): Keras weights each
 # step's loss (and the metrics) by the output's mask. "padded": unique nonzero ids (TensorFlow's
 # IndexedSlices make Adam differ on repeated ids, see embed_repeated_adam), then rows cut to
@@ -1680,12 +1787,12 @@ def rnn_inputs(model, rng):
     return x
 
 
-def make_rnn_case(name, builder, out_dir: Path, seed: int) -> None:
+def make_rnn_case(name, builder, out_dir: Path, seed: int, make_inputs=None, save_files=False) -> None:
     reset(seed)
     rng = np.random.RandomState(seed)
     m3 = builder(keras)
     randomize_weights(m3, seed)
-    x = rnn_inputs(m3, rng)
+    x = (make_inputs or rnn_inputs)(m3, rng)
     y = rng.randint(0, 3, size=RNN_ROWS).astype(np.int32)
     weights = m3.get_weights()
     assert [id(v) for v in m3.trainable_weights] == [id(v) for v in m3.weights], name
@@ -1702,7 +1809,11 @@ def make_rnn_case(name, builder, out_dir: Path, seed: int) -> None:
         "loss": np.float64(loss.numpy()),
     }
     arrays.update({f"x{i}": xi for i, xi in enumerate(as_list(x))})
-    if name in ("bilstm", "cells", "time_distributed"):  # the weights files each Keras writes, for kgraph's loaders
+    if save_files or name in (
+        "bilstm",
+        "cells",
+        "time_distributed",
+    ):  # each Keras's weights files, for kgraph's loaders
         m3.save(out_dir / f"{name}.keras")
         m2.save(out_dir / f"{name}_k2.h5")
     arrays.update({f"w_{i}": w for i, w in enumerate(weights)})
@@ -1725,9 +1836,66 @@ def make_rnn_case(name, builder, out_dir: Path, seed: int) -> None:
     dump_json(json.loads(m3.to_json()), out_dir / f"k3_{name}.json")
     dump_json(json.loads(m2.to_json()), out_dir / f"k2_{name}.json")
     diff = float(np.max(np.abs(arrays["pred0"] - arrays["k2_pred0"])))
-    print(f"  rnn/{name}: loss {float(loss):.5f}, max |k3-k2| {diff:.1e}")
+    print(f"  {out_dir.name}/{name}: loss {float(loss):.5f}, max |k3-k2| {diff:.1e}")
     if name != "gru_v1":  # hard_sigmoid: clip(0.2x + 0.5) in tf-keras, relu6(x + 3) / 6 in Keras 3
         assert diff < 1e-5, (name, diff)
+
+
+# --------------------------------------------------------------------------
+# (d) Attention layers (issue 22) as each Keras saves them: tests/test_attention.py
+# --------------------------------------------------------------------------
+#
+# The same files as (c), in attention/: both configs (Keras 3 passes value= and key= as keyword
+# tensors in its inbound nodes, tf-keras as a kwargs dict beside the query's reference), the
+# Keras 3 weights loaded into both, both predictions, a loss and its gradient, and each Keras's
+# weights files (.keras, .h5).
+
+
+def attn_mha(K):
+    q, v, k = K.Input(shape=(5, 6)), K.Input(shape=(4, 3)), K.Input(shape=(4, 2))
+    a = K.layers.MultiHeadAttention(num_heads=2, key_dim=3, value_dim=2, output_shape=4)(q, v, key=k)
+    b = K.layers.MultiHeadAttention(num_heads=2, key_dim=2)(q, q, use_causal_mask=True)
+    h = K.layers.Concatenate()([a, b])
+    return K.Model([q, v, k], K.layers.Dense(3, activation="softmax")(K.layers.GlobalAveragePooling1D()(h)))
+
+
+def attn_luong(K):
+    q, v, k = K.Input(shape=(5, 6)), K.Input(shape=(4, 3)), K.Input(shape=(4, 6))
+    a = K.layers.Attention(use_scale=True)([q, v, k], use_causal_mask=True)
+    b = K.layers.Attention(score_mode="concat")([q, K.layers.Dense(6)(v)])
+    h = K.layers.Concatenate()([a, b])
+    return K.Model([q, v, k], K.layers.Dense(3, activation="softmax")(K.layers.Flatten()(h)))
+
+
+def attn_additive(K):
+    q, v = K.Input(shape=(5, 6)), K.Input(shape=(4, 6))
+    a = K.layers.AdditiveAttention()([q, v])
+    b = K.layers.AdditiveAttention(use_scale=False)([q, v, v], use_causal_mask=True)
+    h = K.layers.Add()([a, b])
+    return K.Model([q, v], K.layers.Dense(3, activation="softmax")(K.layers.Flatten()(h)))
+
+
+def attn_mha_mask(K):
+    """An attention_mask input (0/1, float) by keyword, with a causal mask on top."""
+    q, v, mask = K.Input(shape=(5, 6)), K.Input(shape=(4, 3)), K.Input(shape=(5, 4), name="mask")
+    a = K.layers.MultiHeadAttention(num_heads=2, key_dim=3)(q, v, attention_mask=mask, use_causal_mask=True)
+    return K.Model([q, v, mask], K.layers.Dense(3, activation="softmax")(K.layers.Flatten()(a)))
+
+
+ATTENTION_CASES = {"mha": attn_mha, "luong": attn_luong, "additive": attn_additive, "mha_mask": attn_mha_mask}
+
+
+def attention_inputs(model, rng):
+    """Normal draws; a mask input 0/1 with the first key step always seen (a row that hides every
+    step is where Keras's backends differ)."""
+    out = []
+    for i in model.inputs:
+        x = rng.normal(size=(RNN_ROWS, *i.shape[1:])).astype(np.float32)
+        if "mask" in i.name:
+            x = (x > 0).astype(np.float32)
+            x[:, :, 0] = 1
+        out.append(x)
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -1763,6 +1931,12 @@ def main(argv=None) -> int:
     for i, (name, builder) in enumerate(RNN_CASES.items()):
         if wanted(name):
             make_rnn_case(name, builder, rnn_dir, SEED + 200 + i)
+    print("attention layers:")
+    attn_dir = args.out / "attention"
+    attn_dir.mkdir(parents=True, exist_ok=True)
+    for i, (name, builder) in enumerate(ATTENTION_CASES.items()):
+        if wanted(name):
+            make_rnn_case(name, builder, attn_dir, SEED + 300 + i, make_inputs=attention_inputs, save_files=True)
     if args.only is not None:
         return 0
 

@@ -156,6 +156,44 @@ def _matmul_vjp(b, g, out, x, w, transpose_a=False, transpose_b=False):
 
 register(OpDef("matmul", Pattern.GEMM, _matmul_type, _matmul, _matmul_vjp, roles=frozenset({Role.GEMM})))
 
+
+def _batch_matmul_type(types, attrs):
+    """A matrix product per leading index: [..., M, K] @ [..., K, N] -> [..., M, N] (attention's
+    scores and weighted sums, a Dot over sequences). The leading axes (batch, heads) must agree."""
+    a, b = types
+    ta, tb = attrs.get("transpose_a"), attrs.get("transpose_b")
+    if a.rank < 3 or b.rank != a.rank or a.shape[:-2] != b.shape[:-2]:
+        raise ValueError(f"batch_matmul: cannot multiply {a} and {b}: leading axes differ")
+    m, ka = (a.shape[-1], a.shape[-2]) if ta else (a.shape[-2], a.shape[-1])
+    kb, n = (b.shape[-1], b.shape[-2]) if tb else (b.shape[-2], b.shape[-1])
+    if ka != kb:
+        raise ValueError(f"batch_matmul: inner dimensions differ: {a} and {b}")
+    if a.dtype != b.dtype:
+        raise TypeError(f"batch_matmul: dtypes differ: {a} and {b}")
+    return TensorType((*a.shape[:-2], m, n), a.dtype)
+
+
+def _batch_matmul(a, b, transpose_a=False, transpose_b=False):
+    return np.matmul(np.swapaxes(a, -1, -2) if transpose_a else a, np.swapaxes(b, -1, -2) if transpose_b else b)
+
+
+def _batch_matmul_vjp(b, g, out, x, y, transpose_a=False, transpose_b=False):
+    # out = op(x) @ op(y), per leading index: matmul's rule
+    gx = (
+        b.batch_matmul(y, g, transpose_a=transpose_b, transpose_b=True)
+        if transpose_a
+        else b.batch_matmul(g, y, transpose_b=not transpose_b)
+    )
+    gy = (
+        b.batch_matmul(g, x, transpose_a=True, transpose_b=transpose_a)
+        if transpose_b
+        else b.batch_matmul(x, g, transpose_a=not transpose_a)
+    )
+    return gx, gy
+
+
+register(OpDef("batch_matmul", Pattern.OPAQUE, _batch_matmul_type, _batch_matmul, _batch_matmul_vjp))
+
 # ---------------------------------------------------------------- shapes
 
 

@@ -281,6 +281,11 @@ class StepCodegen:
         t = self.g.type(nid)
         return f"{self._operand(nid)}.reshape(({prod(t.shape[:-1])}, {t.shape[-1]}))"
 
+    def _stack(self, nid) -> str:
+        """A node as a stack of matrices: its leading axes flattened, its last two kept."""
+        t = self.g.type(nid)
+        return f"{self._operand(nid)}.reshape(({prod(t.shape[:-2])}, {t.shape[-2]}, {t.shape[-1]}))"
+
     def _flat(self, nid) -> str:
         return f"{self._operand(nid)}.reshape(({prod(self.g.type(nid).shape)},))"
 

@@ -226,6 +226,11 @@ class CpuCodegen(StepCodegen):
         flags = f"{bool(node.attrs.get('transpose_a'))}, {bool(node.attrs.get('transpose_b'))}"
         return [f"K.matmul({a}, {b}, {out}, {flags})"]
 
+    def _emit_batch_matmul(self, node) -> list[str]:
+        a, b = node.inputs
+        flags = f"{bool(node.attrs.get('transpose_a'))}, {bool(node.attrs.get('transpose_b'))}"
+        return [f"K.batch_matmul({self._stack(a)}, {self._stack(b)}, {self._stack(node.id)}, {flags})"]
+
     def _split_k(self, node, x, w) -> str:
         """out = x @ w split by w's rows, the partial sums in the node's planned workspace."""
         slot, t = self.plan.slots[workspace_id(node.id)], node.type

@@ -293,6 +293,15 @@ class CudaCodegen(StepCodegen):
         # a plain product reads no bias: its output stands in for it
         return self._gemm(node, kernel, *node.inputs, self._matrix(node.id))
 
+    def _emit_batch_matmul(self, node) -> list[str]:
+        ta, tb = bool(node.attrs.get("transpose_a")), bool(node.attrs.get("transpose_b"))
+        kernel = f"batch_matmul_{'tn'[not ta]}{'tn'[not tb]}"
+        if kernel not in self.gemms:
+            self.gemms.add(kernel)
+            self.mod.kernels.append(f"{kernel} = K.batch_matmul({ta}, {tb})")
+        args = [self._arr(self._stack(i), i, 3) for i in (*node.inputs, node.id)]
+        return [self._launch(kernel, f"K.blocks({prod(node.type.shape)})", T1, args)]
+
     def _emit_fused_dense(self, node) -> list[str]:
         x, w, b = node.inputs
         attrs = {k: v for k, v in node.semantic_attrs().items() if k != "activation"}

@@ -1,9 +1,10 @@
 """Keras 2/3's Dot layer (Keras 1's Merge modes dot and cos become one: kgraph/frontend/keras1.py).
 
-Dot contracts each sample's vectors: for inputs of shape (None, n) the output is (None, 1), the
-sum of x*y over the axis (cosine proximity with normalize=True, each vector divided by its L2 norm
-first, as keras.ops.normalize does). Dot over inputs of rank 3 or more (a batched matrix product)
-is refused: the IR has no batched GEMM yet."""
+Dot contracts each sample's tensors over one axis each: for inputs of shape (None, n) the output
+is (None, 1), the sum of x*y over the axis; for inputs of shape (None, m, k) it is a matrix product
+per sample (batch_matmul), the output holding x's other axis then y's, as Keras's batch_dot. With
+normalize=True each input is first divided by its L2 norm along its contracted axis (cosine
+proximity), as keras.ops.normalize does. Other ranks, and inputs of different ranks, are refused."""
 
 from __future__ import annotations
 
@@ -20,30 +21,39 @@ def _axes(value, where) -> tuple:
     return axes
 
 
-def _dot_shape(layer, shapes, axes) -> tuple:
+def _contracted(layer, shapes, axes) -> tuple:
+    """The axis of each input that the product contracts, counted from 0 (the batch)."""
     where = where_of(layer)
     if len(shapes) != 2:
         raise ConfigError(f"{where}: takes 2 inputs, got {len(shapes)}")
     a, b = shapes
-    if len(a) != 2 or len(b) != 2:
+    if len(a) != len(b) or len(a) not in (2, 3):
         raise ConfigError(
-            f"{where}: inputs {shape_str(a)} and {shape_str(b)}: only inputs of shape (None, n) are "
-            "supported (a Dot over rank-3 inputs is a batched matrix product, not supported yet)"
+            f"{where}: inputs {shape_str(a)} and {shape_str(b)}: kgraph supports two inputs of shape "
+            "(None, n) or two of shape (None, m, n)"
         )
-    if any(ax % 2 != 1 for ax in axes):
-        raise ConfigError(f"{where}: axes {list(axes)} would contract the batch axis")
-    if a[1] != b[1]:
-        raise ConfigError(f"{where}: cannot take the dot product of {shape_str(a)} and {shape_str(b)}")
-    return (None, 1)
+    axes = tuple(ax % len(a) if -len(a) <= ax < len(a) else None for ax in axes)
+    if None in axes or 0 in axes:
+        raise ConfigError(f"{where}: axes {list(axes)} would contract the batch axis or are out of range")
+    if a[axes[0]] != b[axes[1]]:
+        raise ConfigError(
+            f"{where}: cannot take the dot product of {shape_str(a)} and {shape_str(b)} over axes {list(axes)}"
+        )
+    return axes
 
 
-def _sum_last(g, x, name=None):
-    return g.reduce_sum(x, axes=(1,), keepdims=True, name=name)
+def _dot_shape(layer, shapes, axes) -> tuple:
+    ax, bx = _contracted(layer, shapes, axes)
+    a, b = shapes
+    if len(a) == 2:
+        return (None, 1)
+    return (None, a[3 - ax], b[3 - bx])  # the other axis of each
 
 
-def _l2_normalize(g, x, name):
+def _l2_normalize(g, x, axis, name):
     dtype = g.type(x).dtype
-    norm = g.sqrt(g.maximum(_sum_last(g, g.square(x)), g.const(L2_EPSILON, dtype)))
+    squares = g.reduce_sum(g.square(x), axes=(axis,), keepdims=True)
+    norm = g.sqrt(g.maximum(squares, g.const(L2_EPSILON, dtype)))
     return g.div(x, norm, name=name)
 
 
@@ -60,9 +70,14 @@ class Dot(Rule):
 
     def emit(self, ctx, layer, xs, shapes):
         g, (x, y) = ctx.g, xs
+        ax, bx = _contracted(layer, shapes, _axes(layer.config.get("axes", -1), where_of(layer)))
         if layer.config.get("normalize"):
-            x, y = _l2_normalize(g, x, f"{layer.name}_x_normalized"), _l2_normalize(g, y, f"{layer.name}_y_normalized")
-        return _sum_last(g, g.mul(x, y), name=layer.name)
+            x = _l2_normalize(g, x, ax, f"{layer.name}_x_normalized")
+            y = _l2_normalize(g, y, bx, f"{layer.name}_y_normalized")
+        if len(shapes[0]) == 2:
+            return g.reduce_sum(g.mul(x, y), axes=(1,), keepdims=True, name=layer.name)
+        # (None, m, k) x (None, k, n): x's rows are its other axis, y's columns its other axis
+        return g.batch_matmul(x, y, transpose_a=ax == 1, transpose_b=bx == 2, name=layer.name)
 
 
 DOT_RULES = {"Dot": Dot()}

@@ -4,6 +4,7 @@ which lowers to a forward ir.Graph."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -12,6 +13,7 @@ import numpy as np
 from ir import Graph, TensorType
 
 from .. import limits
+from .attention import ATTENTION_RULES
 from .dot import DOT_RULES
 from .errors import ConfigError
 from .extra_layers import EXTRA
@@ -25,9 +27,15 @@ from .rule import Ctx, ir_shape, is_count, shape_str
 from .spatial import SPATIAL
 from .walk import guarded, run_graph
 
-RULES = {**CORE, **SPATIAL, **EXTRA, **PREPROCESSING, **DOT_RULES, **RECURRENT_RULES}  # Keras class name -> its Rule
+# Keras class name -> its Rule
+RULES = {**CORE, **SPATIAL, **EXTRA, **PREPROCESSING, **DOT_RULES, **RECURRENT_RULES, **ATTENTION_RULES}
 SUPPORTED = sorted([*RULES, "InputLayer", *MODEL_CLASSES])
 DTYPES = ("float32", "float64")
+
+# The sizes a model's unknown input dimensions are taken as to find its weights and the shapes
+# summary() shows: two of them, so that a shape or weight that follows an unknown dimension differs
+# between them; multiples of 32, so that an image net's strided layers and a U-Net's skips fit.
+PROBE_SIZES = (64, 96)
 
 
 @dataclass
@@ -93,19 +101,34 @@ def _check_layers(desc, keras: int) -> None:
         if layer.model is not None:
             _check_layers(layer.model, keras)
         elif layer.class_name != "InputLayer":
-            guarded(layer, (), RULES[layer.class_name].check, layer, keras)
+            rule = RULES[layer.class_name]
+            named = sorted({n for names in layer.call_names for n in names if n})
+            if named and not getattr(rule, "keywords", False):
+                raise ConfigError(
+                    f"{layer.class_name} layer {layer.name!r}: tensors passed as keyword arguments ({', '.join(named)}) "
+                    "are not supported"
+                )
+            guarded(layer, (), rule.check, layer, keras)
 
 
 def _declared_shape(layer) -> tuple | None:
+    """The InputLayer's (None, ...) shape; a None past the batch axis is a dimension the data gives."""
     shape = guarded(layer, (), input_batch_shape, layer.config)
-    if shape is not None and any(d is None for d in shape[1:]):
+    if shape is not None and not all(d is None or is_count(d) for d in shape[1:]):
         raise ConfigError(
-            f"InputLayer {layer.name!r}: shape {shape_str(shape)} has an unknown dimension; "
-            "kgraph needs every dimension but the batch"
+            f"InputLayer {layer.name!r}: shape {shape_str(shape)} is not made of positive integers (or None)"
         )
-    if shape is not None and not all(is_count(d) for d in shape[1:]):
-        raise ConfigError(f"InputLayer {layer.name!r}: shape {shape_str(shape)} is not made of positive integers")
     return shape if shape is None else (None, *shape[1:])
+
+
+def has_unknown_dims(shapes) -> bool:
+    """Whether any of these (None, ...) shapes leaves a dimension past the batch axis unknown."""
+    return any(d is None for shape in shapes for d in shape[1:])
+
+
+def fits(shape, declared) -> bool:
+    """Whether a concrete (None, ...) shape is one that `declared` (maybe with unknown dims) allows."""
+    return len(shape) == len(declared) and all(d is None or d == g for g, d in zip(shape[1:], declared[1:]))
 
 
 def _given_shape(shape, declared, name) -> tuple:
@@ -120,12 +143,13 @@ def _given_shape(shape, declared, name) -> tuple:
             f"(None, {', '.join(map(str, shape)) or '...'})"
         )
     if declared is not None:
-        if shape[1:] != declared[1:]:
+        if not fits(shape, declared) and shape[1:] != declared[1:]:
             raise ConfigError(f"input {name!r} is declared {shape_str(declared)}, got input shape {shape_str(shape)}")
         return declared
-    if any(d is None or d < 1 for d in shape[1:]):
+    if any(d is not None and d < 1 for d in shape[1:]):  # None: a dimension the data gives, as in Keras
         raise ConfigError(
-            f"input {name!r}: input shape {shape_str(shape)} needs positive sizes for every axis but the batch"
+            f"input {name!r}: input shape {shape_str(shape)} needs positive sizes (or None) for every axis "
+            "but the batch"
         )
     return (None, *shape[1:])
 
@@ -135,12 +159,13 @@ class _ShapePass:
 
     def __init__(self):
         self.decls = {}  # layer path -> [WeightDecl]
+        self.classes = {}  # layer path -> its Keras class name, for messages
         self.shapes = {}  # top-level layer name -> [output shapes per call]
 
     def apply(self, layer, args, path):
         if layer.class_name == "InputLayer":
             declared = _declared_shape(layer)
-            if declared is not None and tuple(args[0][1:]) != declared[1:]:
+            if declared is not None and not fits(tuple(args[0]), declared):
                 raise ConfigError(f"InputLayer {layer.name!r} expects {shape_str(declared)}, got {shape_str(args[0])}")
             outs = [args[0]]
         elif layer.model is not None:
@@ -152,6 +177,7 @@ class _ShapePass:
             outs = rule.output_shapes(layer, args)
             decls = rule.weights(layer, args)
             key = path + (layer.name,)
+            self.classes[key] = layer.class_name
             old = self.decls.setdefault(key, decls)
             if [d.shape for d in old] != [d.shape for d in decls]:
                 raise ConfigError(
@@ -185,20 +211,68 @@ class FrontendModel:
     def count_params(self) -> int:
         return sum(int(np.prod(w.shape)) for w in self.weights)
 
-    def _add_sources(self, g: Graph) -> list:
+    @property
+    def unknown_dims(self) -> bool:
+        """Whether an input leaves a dimension past the batch axis to the data ([None, None] tokens)."""
+        return has_unknown_dims([i.shape for i in self.inputs])
+
+    def _lowered_inputs(self, size=PROBE_SIZES[0]) -> list:
+        """The inputs lower() builds on: where dimensions are unknown, they are taken as a probe size
+        (the graph then shows the model's ops, weights and token inputs; what runs is a
+        specialize()d model's graph)."""
+        if not self.unknown_dims:
+            return self.inputs
+        shapes = _with_size([i.shape for i in self.inputs], size)
+        return [dataclasses.replace(i, shape=shape) for i, shape in zip(self.inputs, shapes)]
+
+    def specialize(self, shapes: list) -> FrontendModel:
+        """This model at concrete input shapes ((None, ...) per input) for its unknown dimensions, as
+        TensorFlow traces a function per input signature: the same weights (the same WeightSpecs),
+        the given shapes for lower() and summary()."""
+        shapes = [tuple(shape) for shape in shapes]
+        for i, shape in zip(self.inputs, shapes):
+            if has_unknown_dims([shape]) or not fits(shape, i.shape):
+                raise ConfigError(
+                    f"input {i.name!r} is declared {shape_str(i.shape)}, got input shape {shape_str(shape)}"
+                )
+        shape_pass = _shape_pass(self.desc, shapes)
+        have = {(*w.path, w.layer, w.name): tuple(w.shape) for w in self.weights}
+        for key, decls in shape_pass.decls.items():
+            for d in decls:
+                if have.get((*key, d.name)) != tuple(d.shape):
+                    raise ConfigError(
+                        f"{shape_pass.classes[key]} layer {key[-1]!r}: at input shape "
+                        f"{', '.join(map(shape_str, shapes))} its weight {d.name!r} would have shape "
+                        f"{shape_str(d.shape)}, not the model's {shape_str(have.get((*key, d.name), ()))}"
+                    )
+        model = copy.copy(self)
+        model.inputs = [dataclasses.replace(i, shape=shape) for i, shape in zip(self.inputs, shapes)]
+        model.layers = _layer_infos(self.desc, shape_pass.shapes, self.weights)
+        return model
+
+    def _add_sources(self, g: Graph, size: int = PROBE_SIZES[0]) -> list:
         """Inputs, then parameters, first and always in this order: their ids are stable."""
-        ids = [g.source("input", i.name, TensorType(ir_shape(i.shape), self.dtype)) for i in self.inputs]
+        ids = [g.source("input", i.name, TensorType(ir_shape(i.shape), self.dtype)) for i in self._lowered_inputs(size)]
         ids += [
             g.source("param", "_".join((*w.path, w.layer, w.name)), TensorType(w.shape, self.dtype))
             for w in self.weights
         ]
         return ids
 
-    def lower(self, training: bool) -> Graph:
-        """The forward graph; when training, Dropout multiplies by an 'rng' mask source."""
+    def output_shapes(self) -> list:
+        """(None, ...) per model output, None where a dimension follows the inputs' unknown ones."""
+        shapes = []
+        for size in PROBE_SIZES if self.unknown_dims else PROBE_SIZES[:1]:
+            g = self.lower(training=False, size=size)
+            shapes.append([(None, *g.type(g.outputs[f"output:{k}"]).shape[1:]) for k in range(len(self.output_names))])
+        return [_unknown_where_differ(a, b) for a, b in zip(shapes[0], shapes[-1])]
+
+    def lower(self, training: bool, size: int = PROBE_SIZES[0]) -> Graph:
+        """The forward graph; when training, Dropout multiplies by an 'rng' mask source. `size`:
+        what the inputs' unknown dimensions, if any, are taken as."""
         g = Graph(self.name)
         activity = []
-        self._add_sources(g)
+        self._add_sources(g, size)
         params, masks = {}, {}
         for w in self.weights:
             params.setdefault((*w.path, w.layer), {})[w.name] = w.node
@@ -223,7 +297,7 @@ class FrontendModel:
                 activity.append({"layer": layer.name, "output": f"penalty:{len(activity)}", **reg, "_node": y})
             return list(zip(ys, rule.output_shapes(layer, shapes)))
 
-        outs = run_graph(self.desc, [(i.node, i.shape) for i in self.inputs], apply)
+        outs = run_graph(self.desc, [(i.node, i.shape) for i in self._lowered_inputs(size)], apply)
         g.outputs = {f"output:{k}": node for k, (node, _) in enumerate(outs)}
         for a in activity:
             g.outputs[a["output"]] = _activity_penalty(g, a.pop("_node"), a["l1"], a["l2"], a["layer"])
@@ -301,12 +375,56 @@ def _layer_infos(desc, shapes, weights) -> list:
     return infos
 
 
+def _shape_pass(desc, in_shapes) -> _ShapePass:
+    shape_pass = _ShapePass()
+    run_graph(desc, in_shapes, shape_pass.apply)
+    return shape_pass
+
+
+def _with_size(shapes, size) -> list:
+    return [(None, *(size if d is None else d for d in shape[1:])) for shape in shapes]
+
+
+def _probe_shapes(desc, in_shapes) -> _ShapePass:
+    """The shape pass of a model whose inputs leave dimensions unknown, as Keras builds it: weights
+    must not depend on those dimensions (a layer's that do is refused), and output dimensions that
+    follow them are None."""
+    passes = []
+    for size in PROBE_SIZES:
+        try:
+            passes.append(_shape_pass(desc, _with_size(in_shapes, size)))
+        except ConfigError as e:
+            raise ConfigError(
+                f"{e} (with the inputs' unknown dimensions {', '.join(map(shape_str, in_shapes))} taken as {size}, "
+                "to check the model; declare them in the InputLayer if it needs other sizes)"
+            ) from None
+    first, second = passes
+    for key, decls in first.decls.items():
+        if [d.shape for d in decls] != [d.shape for d in second.decls[key]]:
+            raise ConfigError(
+                f"{first.classes[key]} layer {key[-1]!r}: its weights' shape depends on the inputs' unknown "
+                f"dimensions ({', '.join(map(shape_str, in_shapes))}), as a Dense after a Flatten of an unknown "
+                "length does; declare those dimensions in the InputLayer, or pool them away first "
+                "(GlobalAveragePooling, GlobalMaxPooling)"
+            )
+    first.shapes = {name: _unknown_where_differ(first.shapes[name], second.shapes[name]) for name in first.shapes}
+    return first
+
+
+def _unknown_where_differ(a, b):
+    """Output shapes (per call: a shape or a list of them) with None where the two probes differ."""
+    if isinstance(a, list) and (not a or isinstance(a[0], (list, tuple))):
+        return [_unknown_where_differ(x, y) for x, y in zip(a, b)]
+    return tuple(x if x == y else None for x, y in zip(a, b))
+
+
 class NotBuiltError(ConfigError):
     """A model whose config declares no input shape: Keras builds it from its first data."""
 
 
 def declare_input_shapes(config: dict, shapes: list) -> dict:
-    """A copy of `config` whose undeclared inputs declare `shapes` ((None, ...) per model input),
+    """A copy of `config` whose undeclared inputs (or inputs with unknown dimensions) declare
+    `shapes` ((None, ...) per model input),
     where each Keras version writes one, so a model built from its data saves a config that loads
     built: an InputLayer's batch_shape (Keras 3) or batch_input_shape (Keras 1-2), a Keras 3
     Sequential's build_input_shape, or a Keras 1-2 Sequential's first layer's batch_input_shape."""
@@ -316,7 +434,8 @@ def declare_input_shapes(config: dict, shapes: list) -> dict:
     entries = cfg if isinstance(cfg, list) else cfg.get("layers", [])
     if config.get("class_name") == "Sequential":
         first = entries[0].get("config", {}) if entries else {}
-        if input_batch_shape(first) is None:
+        declared = input_batch_shape(first)
+        if declared is None or has_unknown_dims([declared]):
             if isinstance(cfg, dict) and keras >= 3 and entries[0].get("class_name") != "InputLayer":
                 cfg["build_input_shape"] = list(shapes[0])
             else:
@@ -324,7 +443,7 @@ def declare_input_shapes(config: dict, shapes: list) -> dict:
         return config
     by_name = {(e.get("config") or {}).get("name", e.get("name")): e for e in entries if isinstance(e, dict)}
     for (name, declared), shape in zip(config_inputs(config), shapes):
-        if declared is None and name in by_name:
+        if (declared is None or has_unknown_dims([declared])) and name in by_name:
             by_name[name]["config"][key] = list(shape)
     return config
 
@@ -371,8 +490,7 @@ def _build_model(config, seed, dtype, input_shapes) -> FrontendModel:
                 "from its first data (fit, evaluate, predict) or build(input_shape)"
             )
         in_shapes.append(shape or given)
-    shape_pass = _ShapePass()
-    run_graph(desc, in_shapes, shape_pass.apply)
+    shape_pass = _probe_shapes(desc, in_shapes) if has_unknown_dims(in_shapes) else _shape_pass(desc, in_shapes)
     limits.check_weights([d.shape for decls in shape_pass.decls.values() for d in decls], np.dtype(dtype).itemsize)
     weights = _weight_specs(desc, shape_pass.decls, np.random.default_rng(seed), dtype)
     inputs = [InputSpec(ref[0], "", shape, dtype) for ref, shape in zip(desc.inputs, in_shapes)]

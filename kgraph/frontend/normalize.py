@@ -21,6 +21,10 @@ class LayerDesc:
     calls: list = field(default_factory=list)  # per inbound node: the input refs, in order
     model: "ModelDesc | None" = None  # set when the layer is itself a model
     node_offset: int = 0  # config node index of calls[0]: 1 where tf.keras counts a nested model's own first node
+    # per inbound node: each ref's keyword (None: positional; "value", "key", "attention_mask":
+    # tensors an attention layer takes by keyword) and the call's other keyword arguments
+    call_names: list = field(default_factory=list)
+    call_options: list = field(default_factory=list)
 
 
 @dataclass
@@ -103,18 +107,50 @@ def _keras3_tensors(obj, out: list, where: str) -> list:
     return out
 
 
-def _call_refs(node, where: str) -> list:
+# the tensors a layer may take by keyword, after its positional ones, in this order
+# (MultiHeadAttention's call(query, value, key=None, attention_mask=None))
+TENSOR_KEYWORDS = ("value", "key", "attention_mask")
+
+
+def _is_keras2_ref(value) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 3 and isinstance(value[0], str)
+
+
+def _keyword_tensors(kwargs: dict, where: str, keras3: bool) -> tuple:
+    """(refs, names, options) of a call's keyword arguments: tensors by TENSOR_KEYWORDS (others
+    refused), everything else an option (use_causal_mask, training, ...)."""
+    refs, options = [], {}
+    for key, value in kwargs.items():
+        found = _keras3_tensors(value, [], where) if keras3 else ([_ref(value, where)] if _is_keras2_ref(value) else [])
+        if not found:
+            options[key] = value
+        elif key in TENSOR_KEYWORDS and len(found) == 1:
+            refs.append((TENSOR_KEYWORDS.index(key), key, found[0]))
+        else:
+            raise ConfigError(f"{where}: tensors passed as the keyword argument {key!r} are not supported")
+    refs.sort()
+    return [r for _, _, r in refs], [n for _, n, _ in refs], options
+
+
+def _call_refs(node, where: str) -> tuple:
+    """(refs, names, options) of one inbound node: its input tensors in order (positional first,
+    then TENSOR_KEYWORDS ones), each one's keyword or None, and its other keyword arguments."""
     if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
         kwargs = node.get("kwargs") if isinstance(node.get("kwargs"), dict) else {}
         # a mask kwarg is dropped: kgraph derives masks from the layers that make them (recurrent.py)
-        if _keras3_tensors({k: v for k, v in kwargs.items() if k not in ("initial_state", "mask")}, [], where):
-            raise ConfigError(f"{where}: tensors passed as keyword arguments are not supported")
+        refs, names, options = _keyword_tensors(
+            {k: v for k, v in kwargs.items() if k not in ("initial_state", "mask")}, where, True
+        )
         # a recurrent layer's initial states follow its input, as Keras 2 lists them
-        return _keras3_tensors(node.get("args", []), [], where) + _keras3_tensors(
+        positional = _keras3_tensors(node.get("args", []), [], where) + _keras3_tensors(
             kwargs.get("initial_state", []), [], where
         )
+        return positional + refs, [None] * len(positional) + names, options
     if isinstance(node, (list, tuple)):  # Keras 2: [[name, node, tensor, kwargs], ...]
-        return [_ref(entry, where) for entry in node]
+        positional = [_ref(entry, where) for entry in node]
+        kwargs = node[0][3] if node and len(node[0]) > 3 and isinstance(node[0][3], dict) else {}
+        refs, names, options = _keyword_tensors({k: v for k, v in kwargs.items() if k != "mask"}, where, False)
+        return positional + refs, [None] * len(positional) + names, options
     raise ConfigError(f"{where}: unreadable inbound node {node!r}")
 
 
@@ -184,7 +220,10 @@ def _functional(cfg: dict, name: str, where: str) -> ModelDesc:
     layers = []
     for entry in cfg["layers"]:
         layer = _layer(entry, entry.get("name") if isinstance(entry, dict) else None, where)
-        layer.calls = [_call_refs(n, f"{where} > {layer.name}") for n in entry.get("inbound_nodes", [])]
+        calls = [_call_refs(n, f"{where} > {layer.name}") for n in entry.get("inbound_nodes", [])]
+        layer.calls = [refs for refs, _, _ in calls]
+        layer.call_names = [names for _, names, _ in calls]
+        layer.call_options = [options for _, _, options in calls]
         layers.append(layer)
     desc = ModelDesc(
         name,

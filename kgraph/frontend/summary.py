@@ -153,7 +153,11 @@ def cost_line(model) -> str:
     """The line kgraph adds under Keras's table: what a sample costs, so a large model's step time
     is no surprise."""
     cost = step_cost(model)
+    where = ""
+    if model.unknown_dims:  # the cost grows with the unknown dimensions: say at what size it was taken
+        inputs = model._lowered_inputs()
+        where = f" at input shape {', '.join(_shape_text(i.shape) for i in inputs)}"
     return (
-        f" Per sample: {_flops(cost['forward_flops'])} forward (a training step about 3x), "
+        f" Per sample{where}: {_flops(cost['forward_flops'])} forward (a training step about 3x), "
         f"{_memory(cost['value_bytes'])} of activations"
     )

@@ -31,6 +31,14 @@ def matmul(a, b, out, trans_a, trans_b):
     gemm(a, b, out, trans_a, trans_b, 0.0)
 
 
+@jit
+def batch_matmul(a, b, out, trans_a, trans_b):
+    """out[i] = op(a[i]) @ op(b[i]) for each leading index i of the 3-D views (attention's heads
+    times batch): one sgemm per matrix, on the blocks in place."""
+    for i in range(out.shape[0]):
+        gemm(a[i], b[i], out[i], trans_a, trans_b, 0.0)
+
+
 # ---------------------------------------------------------------- rows: softmax and losses
 # The row maths is maths.py's, shared with CUDA; these loops only walk the rows.
 

@@ -453,3 +453,23 @@ def moving_average(m, x, momentum):
     mu, rest = float32(momentum), float32(1 - momentum)
     for i in range(cuda.grid(1), m.size, cuda.gridsize(1)):
         m[i] = m[i] * mu + x[i] * rest
+
+
+def batch_matmul(trans_a: bool, trans_b: bool):
+    """A kernel computing out[i] = op(a[i]) @ op(b[i]) over 3-D views (attention's matrices per
+    batch and head), a thread per output element: the matrices are small (sequence by sequence)."""
+
+    @cuda.jit
+    def kernel(a, b, out):
+        t = cuda.grid(1)
+        if t < out.size:
+            m, n = out.shape[1], out.shape[2]
+            i, r, c = t // (m * n), (t // n) % m, t % n
+            acc = float32(0)
+            for k in range(a.shape[1] if trans_a else a.shape[2]):
+                x = a[i, k, r] if trans_a else a[i, r, k]
+                y = b[i, c, k] if trans_b else b[i, k, c]
+                acc += x * y
+            out[i, r, c] = acc
+
+    return kernel

@@ -52,7 +52,8 @@ class CudaExecutable:
         self._device, self._host = {}, {}
         for name, n in (("params", size), ("grads", size)):
             self._allocate(name, n)
-        self._allocate("state", self._initial_state(steps.get("train")))
+        self.state_manifest = steps.get("train")  # as Executable's
+        self._allocate("state", self._initial_state(self.state_manifest))
         self._ones_cache = {}
         self._dirty = set()  # host copies handed out: uploaded before the next step
         self._arenas = {}
@@ -71,6 +72,7 @@ class CudaExecutable:
         state (as Executable.add_step)."""
         self.steps[kind] = manifest
         if kind == "train":
+            self.state_manifest = manifest
             self._allocate("state", self._initial_state(manifest))
             self._dirty.discard("state")
             self._bindings.clear()  # they hold views of the old state

@@ -39,7 +39,8 @@ class Executable:
         size = sum(int(np.prod(p["shape"])) for p in params)
         self.params = np.zeros(size, self.dtype)
         self.grads = np.zeros(size, self.dtype)
-        self.state = self._initial_state(steps.get("train"))
+        self.state_manifest = steps.get("train")  # the step whose layout `state` follows (saving reads it)
+        self.state = self._initial_state(self.state_manifest)
         self._functions = {}
         self._arenas = {}
         self._rng_buffers = {}
@@ -54,16 +55,28 @@ class Executable:
         self._compiled = set()  # (kind, part) whose compiled function runs the calls
 
     def add_step(self, kind: str, manifest: Manifest) -> None:
-        """Install (or replace) a compiled step; a new training step starts with fresh optimizer state."""
+        """Install (or replace) a compiled step; a new training step starts with fresh optimizer state.
+        Other kinds of names (a model's steps per input shape, "train@80") leave the state alone."""
+        self.drop_step(kind)
         self.steps[kind] = manifest
+        if kind == "train":
+            self.set_state_layout(manifest)
+
+    def drop_step(self, kind: str) -> None:
+        """Forget a step and what was kept for it (its function, arena, output views, timings)."""
+        self.steps.pop(kind, None)
         self._functions = {k: f for k, f in self._functions.items() if k[0] != kind}
         self._compiled = {k for k in self._compiled if k[0] != kind}
-        self._stashes.pop(kind, None)
+        for store in (self._stashes, self._arenas, self._rng_buffers):
+            store.pop(kind, None)
         self._sizes = {k: v for k, v in self._sizes.items() if k[0] != kind}
         self._output_views = {k: v for k, v in self._output_views.items() if k[0] != kind}
         self.threads.forget(kind)
-        if kind == "train":
-            self.state = self._initial_state(manifest)
+
+    def set_state_layout(self, manifest) -> None:
+        """Fresh optimizer state laid out as `manifest`'s (a training step's) slots."""
+        self.state_manifest = manifest
+        self.state = self._initial_state(manifest)
 
     def _initial_state(self, manifest) -> np.ndarray:
         """The optimizer's slots as Keras starts them: zeros, or e.g. Adagrad's initial_accumulator_value."""

@@ -49,7 +49,7 @@ def _shape_str(shape) -> str:
 
 def _reshape_hint(got, want) -> str:
     """A likely fix for an input of the wrong shape."""
-    if len(got) > 1 and np.prod(got[1:]) == np.prod([d for d in want[1:]]):
+    if len(got) > 1 and None not in want[1:] and np.prod(got[1:]) == np.prod([d for d in want[1:]]):
         return f": the same number of values per sample; reshape with x.reshape(-1, {', '.join(map(str, want[1:]))})"
     if len(got) == 1:
         return ": one value per sample; if each row is a sample, x.reshape(-1, 1) or check the model's input"
@@ -132,7 +132,7 @@ class CompiledModel:
         for k, (a, name, shape) in enumerate(zip(xs, names, shapes)):
             what = f"input {name!r}"
             a = np.asarray(a) if checked else checks.as_array(a, what)
-            if tuple(a.shape[1:]) != tuple(shape[1:]):
+            if a.ndim != len(shape) or any(d is not None and g != d for g, d in zip(a.shape[1:], shape[1:])):
                 raise DataError(
                     f"{what}: data of shape {a.shape} does not match the model's input shape "
                     f"{_shape_str(shape)}" + _reshape_hint(a.shape, shape)
@@ -147,10 +147,15 @@ class CompiledModel:
         checks.check_same_length([(f"input {n!r}", a) for n, a in zip(names, out)])
         return [np.ascontiguousarray(a, dtype=self.info["dtype"]) for a in out]
 
-    def _targets(self, y, checked=False) -> list:
-        """The targets of the outputs with a loss, checked against each loss (class ids in range for
-        the sparse ones; a hint when one-hot and sparse labels are swapped)."""
-        labels = self.executable.steps["test"].labels
+    def _step(self, kind: str, xs: list) -> str:
+        """The name of the compiled step of `kind` that runs on inputs `xs` (kgraph.models.Model
+        compiles one per input shape for a model with unknown dimensions)."""
+        return kind
+
+    def _targets(self, y, labels, checked=False) -> list:
+        """The targets of the outputs with a loss (`labels`: the step's BatchArrays for them),
+        checked against each loss (class ids in range for the sparse ones; a hint when one-hot and
+        sparse labels are swapped; the values not again when `checked`)."""
         outputs = self._loss_outputs()
         if y is None:
             raise DataError(
@@ -196,7 +201,7 @@ class CompiledModel:
     def _loss_outputs(self) -> list:
         return [name for name, spec in zip(self.info["output_names"], self.info["losses"]) if spec is not None]
 
-    def _sample_weights(self, sample_weight, class_weight, ys, checked=False) -> list:
+    def _sample_weights(self, sample_weight, class_weight, ys, specs, checked=False) -> list:
         """Per-sample loss weights for each output with a loss, or [] (the step then weighs every
         sample 1). One array serves every output, as in Keras; a list or dict gives one per output.
         class_weight {class: weight} turns targets into weights as Keras does (argmax of one-hot
@@ -212,7 +217,6 @@ class CompiledModel:
             sample_weight = np.array([class_weight.get(int(c), 1.0) for c in classes])
         if sample_weight is None:
             return []
-        specs = self.executable.steps["test"].sample_weights
         if isinstance(sample_weight, dict):
             sample_weight = [sample_weight[n] for n in self._loss_outputs()]
         sws = list(sample_weight) if isinstance(sample_weight, (list, tuple)) else [sample_weight] * len(specs)
@@ -231,10 +235,13 @@ class CompiledModel:
             out.append(np.ascontiguousarray(a))
         return out
 
-    def _data(self, x, y, sample_weight=None, class_weight=None, checked=False) -> tuple:
-        """(xs, ys, sws) of one batch or of whole arrays, checked (the values not again when `checked`)."""
-        xs, ys = self._inputs(x, checked), self._targets(y, checked)
-        sws = self._sample_weights(sample_weight, class_weight, ys, checked)
+    def _data(self, x, y, sample_weight=None, class_weight=None, kind="test", checked=False) -> tuple:
+        """(xs, ys, sample weights) of one batch or of whole arrays for the step `kind` that will run
+        on them, checked (the values not again when `checked`)."""
+        xs = self._inputs(x, checked)
+        step = self.executable.steps[self._step(kind, xs)]
+        ys = self._targets(y, step.labels, checked)
+        sws = self._sample_weights(sample_weight, class_weight, ys, step.sample_weights, checked)
         checks.check_same_length(
             [("x", xs[0])]
             + [(f"y[{i}]" if len(ys) > 1 else "y", a) for i, a in enumerate(ys)]
@@ -242,14 +249,14 @@ class CompiledModel:
         )
         return xs, ys, sws
 
-    def _batch_source(self, data, batch_size, shuffle=False, class_weight=None):
+    def _batch_source(self, data, batch_size, shuffle=False, class_weight=None, kind="test"):
         """Batches from arrays (x, y[, sample_weight]) or from an iterable of such batches."""
         if is_batch_source(data):
 
             def convert(item, checked=False):
                 if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
                     raise DataError(f"a batch must be (x, y) or (x, y, sample_weight), got {type(item).__name__}")
-                return self._data(item[0], item[1], item[2] if len(item) == 3 else None, class_weight, checked)
+                return self._data(item[0], item[1], item[2] if len(item) == 3 else None, class_weight, kind, checked)
 
             whole = data.source_arrays() if isinstance(data, Dataset) else None
             if whole is not None:
@@ -298,7 +305,7 @@ class CompiledModel:
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None, return_dict=False):
         self._require_compiled()
         logs = EpochLogs(self.info)
-        self._train_step(self._data(x, y, sample_weight, class_weight), logs)
+        self._train_step(self._data(x, y, sample_weight, class_weight, "train"), logs)
         return logs.result() if return_dict else logs.as_list()
 
     def _train_step(self, batch, logs, steps=1):
@@ -310,7 +317,7 @@ class CompiledModel:
             outs = self.replicas.train_step(xs, ys, sws, lr, step)
         else:
             outs = self.executable.run(
-                "train", xs, ys, sws, lr=lr, step=step, steps=steps, lrs=opt.learning_rates(steps)
+                self._step("train", xs), xs, ys, sws, lr=lr, step=step, steps=steps, lrs=opt.learning_rates(steps)
             )
         opt.iterations += steps
         logs.update(outs, ys, len(xs[0]), steps)
@@ -326,7 +333,7 @@ class CompiledModel:
 
     def _test_step(self, batch, logs, steps=1):
         xs, ys, sws = batch
-        logs.update(self.executable.run("test", xs, ys, sws, steps=steps), ys, len(xs[0]), steps)
+        logs.update(self.executable.run(self._step("test", xs), xs, ys, sws, steps=steps), ys, len(xs[0]), steps)
 
     def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
         self._require_compiled()
@@ -388,7 +395,7 @@ class CompiledModel:
                 )
             train = x
         else:
-            train = self._data(x, y, sample_weight, class_weight)
+            train = self._data(x, y, sample_weight, class_weight, "train")
             if validation_split and val is None:
                 n = len(train[0][0])
                 split = int(math.floor(n * (1.0 - validation_split)))  # Keras keeps the last ones
@@ -399,7 +406,7 @@ class CompiledModel:
                     )
                 val = tuple([a[split:] for a in group] for group in train)
                 train = tuple([a[:split] for a in group] for group in train)
-        batches = EpochIterator(self._batch_source(train, batch_size, shuffle, class_weight), steps_per_epoch)
+        batches = EpochIterator(self._batch_source(train, batch_size, shuffle, class_weight, "train"), steps_per_epoch)
         if val is not None:
             val = EpochIterator(self._batch_source(val, batch_size), validation_steps)
         if not self.is_chief:  # other replicas train silently and write nothing
@@ -540,7 +547,7 @@ class CompiledModel:
         return outputs[0] if len(outputs) == 1 else outputs
 
     def _predict_step(self, xs) -> list:
-        outs = self.executable.run("predict", xs)
+        outs = self.executable.run(self._step("predict", xs), xs)
         return [outs[f"output:{k}"] for k in range(len(self.info["output_names"]))]
 
     def _predict_batches(self, source, steps, verbose, callbacks):
