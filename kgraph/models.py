@@ -287,12 +287,6 @@ class Model(_WeightLists, CompiledModel):
         kind); `frontend`: the model at the input shape it runs on (default: the model's own)."""
         fm, name = frontend or self.frontend, name or kind
         forward = fm.lower(training=kind == "train")
-        if kind != "predict" and fm.masked_outputs:
-            raise NotImplementedError(
-                f"model {self.name!r}: output {fm.output_names[fm.masked_outputs[0]]!r} "
-                "carries a mask (Embedding mask_zero or Masking), by which Keras weights its "
-                "loss; kgraph does not yet (issue 16)"
-            )
         compiled = self._passes(kind, fm, forward, losses, optimizer)
         waiting = sorted({NO_KERNELS_YET[n.op] for n in forward.nodes() if n.op in NO_KERNELS_YET})
         if waiting and self.device == "cuda":  # one clear line, not an error from deep inside codegen
@@ -315,6 +309,7 @@ class Model(_WeightLists, CompiledModel):
 
     def _passes(self, kind, fm, forward, losses, optimizer):
         """run_pipeline over the forward graph of frontend model `fm`, with the model's weights."""
+        masks = {} if kind == "predict" else _loss_masks(self.name, fm, forward, losses)
         regs = [
             (w.node, w.regularizer.get("l1", 0.0), w.regularizer.get("l2", 0.0)) for w in fm.weights if w.regularizer
         ]
@@ -323,6 +318,7 @@ class Model(_WeightLists, CompiledModel):
             forward,
             [w.node for w in fm.weights],
             losses=losses,
+            masks=masks,
             regularizers=regs,
             optimizer=optimizer,
             trainable=[w.node for w in fm.weights if w.trainable],
@@ -838,6 +834,24 @@ def _config_name(config) -> str:
     """The name the frontend gives the model (Keras 2.1's Sequential config is a bare layer list)."""
     cfg = config.get("config")
     return (cfg.get("name") if isinstance(cfg, dict) else None) or str(config.get("class_name", "model")).lower()
+
+
+def _loss_masks(name, fm, forward, losses) -> dict:
+    """{output index: mask node} for the outputs with a loss whose Keras mask weights it. Keras
+    multiplies the per-step losses by the mask, so the mask must have their shape (an output
+    [B,T,C] with a mask [B,T]); otherwise Keras fails or broadcasts by accident: refused."""
+    out = {}
+    for k, mask in fm.output_masks.items():
+        if losses is None or k >= len(losses) or losses[k] is None:
+            continue
+        steps, pred = forward.type(mask).shape, forward.type(forward.outputs[f"output:{k}"]).shape
+        if pred[:-1] != steps:
+            raise NotImplementedError(
+                f"model {name!r}: output {fm.output_names[k]!r} of shape {pred} carries a mask of shape "
+                f"{steps}, which cannot weight its per-sample losses (shape {pred[:-1]}) as Keras's masks do"
+            )
+        out[k] = mask
+    return out
 
 
 def _token_inputs(frontend_model) -> list:

@@ -47,6 +47,7 @@ def run_pipeline(
     fuse=True,
     schedule=None,
     snapshots=False,
+    masks=None,
 ) -> Compiled:
     """kind "predict": forward only; "test": forward + loss; "train": + backward and updates.
     losses: one {"name", "from_logits", "weight"} per output; optimizer: (kind, hyper-parameters);
@@ -57,7 +58,8 @@ def run_pipeline(
     target's step runs (memory planning's liveness; default the graph's order, and for a training
     step `updates_last`: the generated steps run it in two halves, gradients then updates);
     snapshots: keep the graph printed after each pass (printing a large graph eight times costs
-    more than most passes, so only when asked)."""
+    more than most passes, so only when asked); masks: {output index: its [B,T] 0/1 mask node}, by
+    which the loss weights that output's steps."""
     g = forward.clone()
     g.name = f"{forward.name}_{kind}"
     out = Compiled(kind, g, None, list(param_order))
@@ -74,7 +76,7 @@ def run_pipeline(
     lower_batch_norm(g)
     done("fold")
     if kind != "predict":
-        add_loss(g, losses, regularizers)
+        add_loss(g, losses, regularizers, masks)
         done("loss")
     if kind == "train":
         wrt = list(param_order if trainable is None else trainable)

@@ -739,8 +739,12 @@ class EpochLogs:
         for name, i, k, metric in self.metrics:
             out = outs[f"output:{k}"]
             out = out if steps == 1 else out.reshape((n, *out.shape[2:]))
+            mask = outs.get(f"mask:{k}") if getattr(metric, "reads_mask", False) else None
             try:
-                metric.update(ys[i], out)
+                if mask is None:
+                    metric.update(ys[i], out)
+                else:  # the steps Keras's mask keeps (passes/loss.py outputs it)
+                    metric.update(ys[i], out, mask if steps == 1 else mask.reshape((n, *mask.shape[2:])))
             except ValueError:  # NumPy's broadcasting error, said in the user's terms
                 raise DataError(
                     f"metric {name!r} cannot compare targets of shape {np.shape(ys[i])} with outputs "
