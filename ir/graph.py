@@ -8,6 +8,7 @@ Ops with several results write the extra ones into `side_output` nodes.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import heapq
 import itertools
 import re
@@ -44,6 +45,11 @@ BOOKKEEPING_ATTRS = (
     "saved",  # a recurrent forward node: what it keeps for the backward node "saved_for"
     "saved_for",
 )
+
+
+def _copy_attrs(attrs: dict) -> dict:
+    """A node's attrs for a clone: plain numbers and strings shared, anything else copied."""
+    return {k: v if isinstance(v, (int, float, str, type(None))) else copy.deepcopy(v) for k, v in attrs.items()}
 
 
 @dataclass
@@ -134,7 +140,7 @@ class Graph:
     # -- queries ----------------------------------------------------------------
     def node(self, nid: str) -> Node:
         try:
-            return self.nx.nodes[nid]["node"]
+            return self.nx._node[nid]["node"]  # networkx's node dict: its NodeView cost as much as the lookup
         except KeyError:
             raise KeyError(f"no node %{nid} in graph {self.name!r}") from None
 
@@ -147,9 +153,31 @@ class Graph:
     def nodes(self) -> list[Node]:
         """All nodes in a deterministic topological order."""
         if self._order is None:  # passes ask often between changes: sort once per change
-            key = lambda n: self.nx.nodes[n]["node"].order  # noqa: E731
-            self._order = [self.node(n) for n in nx.lexicographical_topological_sort(self.nx, key=key)]
+            self._order = self._sorted()
         return list(self._order)
+
+    def _sorted(self) -> list[Node]:
+        """networkx's lexicographical_topological_sort keyed by insertion order (Kahn's algorithm,
+        the ready node inserted first goes first), on the adjacency dicts directly: the same
+        order, ten times faster (its per-node views made a 5,000-layer model's sorts minutes)."""
+        succ = self.nx._succ  # networkx's own adjacency: node -> {successor: edge data}
+        nodes = dict(self.nx.nodes(data="node"))
+        if all(nodes[u].order > node.order for nid, node in nodes.items() for u in succ[nid]):
+            return sorted(nodes.values(), key=lambda n: n.order)  # no edge runs back: the order itself
+        waiting = {nid: len(preds) for nid, preds in self.nx._pred.items() if preds}
+        ready = [(node.order, nid) for nid, node in nodes.items() if nid not in waiting]
+        heapq.heapify(ready)
+        out = []
+        while ready:
+            nid = heapq.heappop(ready)[1]
+            out.append(nodes[nid])
+            for user in succ[nid]:
+                waiting[user] -= 1
+                if not waiting[user]:
+                    heapq.heappush(ready, (nodes[user].order, user))
+        if len(out) != len(nodes):
+            raise nx.NetworkXUnfeasible("graph contains a cycle")
+        return out
 
     def sources(self, op: str | None = None) -> list[Node]:
         return [n for n in self.nodes() if n.is_source and (op is None or n.op == op)]
@@ -190,7 +218,20 @@ class Graph:
             heapq.heappush(self._freed.setdefault(m.group(1), []), int(m.group(2)))
 
     def clone(self) -> "Graph":
-        return copy.deepcopy(self)
+        """A copy whose nodes (and their attrs) can change without touching this graph. Node by
+        node: a deepcopy of the networkx graph cost seconds for a 5,000-layer model."""
+        g = copy.copy(self)
+        g.nx = nx.DiGraph()
+        g.nx.add_nodes_from(
+            (nid, {"node": dataclasses.replace(n, attrs=_copy_attrs(n.attrs))}) for nid, n in self.nx.nodes(data="node")
+        )
+        g.nx.add_edges_from(self.nx.edges)
+        g.outputs = dict(self.outputs)
+        g._counter = copy.deepcopy(self._counter)
+        g._ids, g._next = set(self._ids), dict(self._next)
+        g._freed = {hint: list(heap) for hint, heap in self._freed.items()}
+        g._order = None
+        return g
 
     def __str__(self) -> str:
         from .printer import format_graph

@@ -132,9 +132,12 @@ def cmd_inspect(args):
         raise ValueError(f"no pass {args.after!r}; passes: {', '.join(PASS_NAMES)}")
     model = _model(args)
     _require_built(model, args)
+    if args.after or not (args.fusion or args.plan or args.dot):  # it prints the graph after each pass
+        model.snapshot_kinds = (args.kind,)
     model.summary()
     try:
-        if args.kind == "train" or args.fusion or args.plan or args.after or args.device == "cuda":
+        compiled_on_load = args.kind in model.compiled  # a file's compile arguments, before snapshot_kinds
+        if args.kind == "train" or args.fusion or args.plan or args.after or args.device == "cuda" or compiled_on_load:
             _compile(model, args, device="cpu")  # the CUDA launcher is only generated here, never run
         compiled = model.compiled.get(args.kind) if args.kind != "predict" else None
         if compiled is None:

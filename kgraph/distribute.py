@@ -73,11 +73,14 @@ class MPIStrategy(Strategy):
 
     def __init__(self, comm=None, timeout: float | None = None):
         try:
-            from mpi4py import MPI
+            import mpi4py  # noqa: F401
         except ImportError:
             raise ImportError("MPIStrategy needs mpi4py and an MPI: pip install 'kgraph[mpi]'") from None
+        from .runtime.replicas import replica_timeout, start_mpi
+
+        self.timeout = replica_timeout(timeout)
+        MPI = start_mpi(self.timeout)  # within the timeout, or this process ends with one line
         self.comm = comm or MPI.COMM_WORLD
-        self.timeout = timeout
         self.rank = self.comm.Get_rank()
         self.num_replicas_in_sync = self.comm.Get_size()
 
@@ -86,6 +89,6 @@ class MPIStrategy(Strategy):
 
         model.replicas = MPIReplicas(model.executable, self.comm, self.timeout)
         seed = np.array([np.random.SeedSequence().entropy % (2**63) if model.seed is None else model.seed], np.int64)
-        self.comm.Bcast(seed, root=0)  # every rank shuffles the data the same way
+        model.replicas.bcast(seed, "sharing the shuffling seed")  # every rank shuffles the data the same way
         model.shuffle_random = np.random.default_rng(int(seed[0]))
         model.is_chief = self.rank == 0

@@ -30,6 +30,7 @@ from .frontend import (
     parse_config_text,
     read_config_file,
 )
+from .frontend.model import PROBE_SIZES
 from .frontend.summary import cost_line, step_cost
 from .passes.loss import LOSSES
 from .passes import run_pipeline, updates_last
@@ -73,6 +74,8 @@ class Model(_WeightLists, CompiledModel):
     load_model; then compile, fit, evaluate and predict as in Keras. A config that declares no
     input shape makes a model that builds, as Keras's, on its first data or on build(input_shape)."""
 
+    snapshot_kinds = ()  # the steps whose passes print the graph into compiled[kind].snapshots (inspect's)
+
     def __init__(self, frontend_model=None, seed: int | None = None, config: dict | None = None):
         self.seed = seed
         self.frontend = None
@@ -99,7 +102,7 @@ class Model(_WeightLists, CompiledModel):
         """Hold a built frontend model: its weights move into the executable."""
         self.frontend = frontend_model
         self._layer_objects = None
-        self._forward_flops = None  # a sample's forward GEMM FLOPs, once fit asks
+        self._forward_flops = None  # a sample's forward GEMM FLOPs, once fit asks (by input shape: unknown dims)
         self.name = frontend_model.name
         layout, offset = [], 0
         for w in frontend_model.weights:
@@ -284,12 +287,6 @@ class Model(_WeightLists, CompiledModel):
         kind); `frontend`: the model at the input shape it runs on (default: the model's own)."""
         fm, name = frontend or self.frontend, name or kind
         forward = fm.lower(training=kind == "train")
-        if kind != "predict" and fm.masked_outputs:
-            raise NotImplementedError(
-                f"model {self.name!r}: output {fm.output_names[fm.masked_outputs[0]]!r} "
-                "carries a mask (Embedding mask_zero or Masking), by which Keras weights its "
-                "loss; kgraph does not yet (issue 16)"
-            )
         compiled = self._passes(kind, fm, forward, losses, optimizer)
         waiting = sorted({NO_KERNELS_YET[n.op] for n in forward.nodes() if n.op in NO_KERNELS_YET})
         if waiting and self.device == "cuda":  # one clear line, not an error from deep inside codegen
@@ -312,6 +309,7 @@ class Model(_WeightLists, CompiledModel):
 
     def _passes(self, kind, fm, forward, losses, optimizer):
         """run_pipeline over the forward graph of frontend model `fm`, with the model's weights."""
+        masks = {} if kind == "predict" else _loss_masks(self.name, fm, forward, losses)
         regs = [
             (w.node, w.regularizer.get("l1", 0.0), w.regularizer.get("l2", 0.0)) for w in fm.weights if w.regularizer
         ]
@@ -320,11 +318,13 @@ class Model(_WeightLists, CompiledModel):
             forward,
             [w.node for w in fm.weights],
             losses=losses,
+            masks=masks,
             regularizers=regs,
             optimizer=optimizer,
             trainable=[w.node for w in fm.weights if w.trainable],
             parts=1 if self.device == "cuda" else numba.config.NUMBA_NUM_THREADS,
             schedule=updates_last,
+            snapshots=kind in self.snapshot_kinds,
         )  # CPU replicas run the updates last (train_apply)
 
     # ------------------------------------------------------------------ unknown dimensions
@@ -340,7 +340,7 @@ class Model(_WeightLists, CompiledModel):
         weights and the optimizer's state."""
         if not self.built or not self.frontend.unknown_dims:
             return kind
-        dims = tuple(tuple(int(d) for d in np.shape(a)[1:]) for a in xs)
+        dims = _dims(xs)
         steps = self._shapes.get(dims)
         if steps is not None and kind in steps:
             self._shapes.move_to_end(dims)
@@ -353,7 +353,7 @@ class Model(_WeightLists, CompiledModel):
         except ConfigError as e:  # the data's shape is what is wrong (an image too small for a layer)
             del self._shapes[dims]
             raise DataError(f"inputs of shape {', '.join(str((None, *d)) for d in dims)}: {e}") from None
-        name = f"{kind}@{';'.join('x'.join(map(str, d)) for d in dims)}"
+        name = self._step_name(kind, xs)
         losses, optimizer = self._step_args.get(kind, (None, None))
         manifest = self._build(kind, losses, optimizer, frontend, name)
         self._shape_compiles += 1
@@ -361,6 +361,11 @@ class Model(_WeightLists, CompiledModel):
             raise RuntimeError(f"model {self.name!r}: the optimizer's state is laid out differently at {name}")
         steps[kind] = name
         return name
+
+    def _step_name(self, kind, xs):
+        if not self.built or not self.frontend.unknown_dims:
+            return kind
+        return f"{kind}@{';'.join('x'.join(map(str, d)) for d in _dims(xs))}"
 
     def _make_room(self) -> None:
         """Drop the steps of the least recently used input shape when MAX_SHAPES shapes have steps."""
@@ -623,15 +628,30 @@ class Model(_WeightLists, CompiledModel):
         except TypeError:
             return  # the loop itself names the wrong arguments
         batch, verbose = bound.get("batch_size") or 32, bound.get("verbose", "auto")
-        if verbose == 0 or not self.is_chief or self.frontend.unknown_dims:
-            return  # unknown dimensions: the cost depends on the data's
-        if self._forward_flops is None:  # once a model: it lowers the whole graph
-            self._forward_flops = step_cost(self.frontend)["forward_flops"]
-        flop = 3 * self._forward_flops * (batch if isinstance(batch, int) else 32)
+        if verbose == 0 or not self.is_chief:
+            return
+        dims, where = None, ""
+        if self.frontend.unknown_dims:  # the cost depends on the data's shape: the arrays', else a probe's
+            x = bound.get("x")
+            arrays = [x] if isinstance(x, np.ndarray) else x if isinstance(x, (list, tuple)) else None
+            if arrays and len(arrays) == len(self.frontend.inputs) and all(isinstance(a, np.ndarray) for a in arrays):
+                dims = _dims(arrays)
+                where = f" of input shape {', '.join(str((None, *d)) for d in dims)}"
+            else:
+                where = f" with the unknown dimensions at {PROBE_SIZES[0]} (the batches' shapes decide)"
+        if self._forward_flops is None:
+            self._forward_flops = {}
+        if dims not in self._forward_flops:  # once a shape: it lowers the whole graph
+            try:
+                frontend = self.frontend if dims is None else self.frontend.specialize([(None, *d) for d in dims])
+            except ConfigError:
+                return  # the data does not fit the model: the step says so
+            self._forward_flops[dims] = step_cost(frontend)["forward_flops"]
+        flop = 3 * self._forward_flops[dims] * (batch if isinstance(batch, int) else 32)
         if flop > self.LARGE_STEP_FLOP:
             print(
-                f"kgraph: one training step at batch {batch} is about {flop / 1e12:.2g} TFLOP of matrix products: "
-                f"about {flop / 3e11:.0f} s at 300 GFLOP/s (summary() shows the cost per sample)",
+                f"kgraph: one training step at batch {batch}{where} is about {flop / 1e12:.2g} TFLOP of matrix "
+                f"products: about {flop / 3e11:.0f} s at 300 GFLOP/s (summary() shows the cost per sample)",
                 flush=True,
             )
 
@@ -816,6 +836,24 @@ def _config_name(config) -> str:
     return (cfg.get("name") if isinstance(cfg, dict) else None) or str(config.get("class_name", "model")).lower()
 
 
+def _loss_masks(name, fm, forward, losses) -> dict:
+    """{output index: mask node} for the outputs with a loss whose Keras mask weights it. Keras
+    multiplies the per-step losses by the mask, so the mask must have their shape (an output
+    [B,T,C] with a mask [B,T]); otherwise Keras fails or broadcasts by accident: refused."""
+    out = {}
+    for k, mask in fm.output_masks.items():
+        if losses is None or k >= len(losses) or losses[k] is None:
+            continue
+        steps, pred = forward.type(mask).shape, forward.type(forward.outputs[f"output:{k}"]).shape
+        if pred[:-1] != steps:
+            raise NotImplementedError(
+                f"model {name!r}: output {fm.output_names[k]!r} of shape {pred} carries a mask of shape "
+                f"{steps}, which cannot weight its per-sample losses (shape {pred[:-1]}) as Keras's masks do"
+            )
+        out[k] = mask
+    return out
+
+
 def _token_inputs(frontend_model) -> list:
     """[{"input": index, "limit": input_dim, "layer"}] for each Embedding that reads a model input
     (through reshapes and the like): the ids checked before each step."""
@@ -831,6 +869,11 @@ def _token_inputs(frontend_model) -> list:
         if source in inputs:
             out.append({"input": inputs[source], "limit": int(graph.type(node.inputs[0]).shape[0]), "layer": node.id})
     return out
+
+
+def _dims(xs) -> tuple:
+    """The inputs' shapes past the batch axis: what a model with unknown dimensions compiles a step for."""
+    return tuple(tuple(int(d) for d in np.shape(a)[1:]) for a in xs)
 
 
 def _state_key(manifest) -> tuple:

@@ -449,6 +449,33 @@ def training_extra():
     np.testing.assert_allclose(gpu.predict(x, verbose=0), cpu.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
 
 
+def training_masked():
+    """Embedding(mask_zero=True) -> Dense per step: the loss and the mae metric weighted by the
+    output's mask (one row all padding), two Adam steps in the simulator and on the CPU backend."""
+    import kgraph.models
+    from kgraph import optimizers
+
+    layers = [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 5], "name": "x"}},
+        {"class_name": "Embedding", "config": {"name": "e", "input_dim": 9, "output_dim": 2, "mask_zero": True}},
+        {"class_name": "Dense", "config": {"name": "d", "units": 3}},
+    ]
+    config = {"class_name": "Sequential", "config": {"name": "tagger", "layers": layers}}
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 9, size=(3, 5)).astype(np.float32)
+    x[0, 2:], x[1, :] = 0, 0
+    y = rng.normal(size=(3, 5, 3)).astype(np.float32)
+    cpu, gpu = (kgraph.models.model_from_json(json.dumps(config), seed=3) for _ in range(2))
+    for model, device in ((cpu, "cpu"), (gpu, "cuda")):
+        model.compile(optimizer=optimizers.Adam(learning_rate=0.01), loss="mse", metrics=["mae"], device=device)
+    for _ in range(2):
+        got, want = gpu.train_on_batch(x, y, return_dict=True), cpu.train_on_batch(x, y, return_dict=True)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, err_msg=name)
+    for u, v in zip(cpu.get_weights(), gpu.get_weights()):
+        np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6)
+
+
 def ptx():
     """Every kernel of the launchers of a few models, and every hand-written kernel, compiled to
     PTX for sm_90 with their argument types."""
@@ -533,6 +560,7 @@ if __name__ == "__main__":
         "training": training,
         "training_cnn": training_cnn,
         "training_extra": training_extra,
+        "training_masked": training_masked,
         "ptx": ptx,
     }[sys.argv[1]]()
     print("ok")

@@ -48,6 +48,10 @@ def test_preprocessing_activation_and_noise_layers_in_simulator_match_the_cpu_ba
     _passed(_check("training_extra", simulator=True))
 
 
+def test_a_masked_outputs_loss_and_metric_in_simulator_match_the_cpu_backend():
+    _passed(_check("training_masked", simulator=True))
+
+
 def test_every_kernel_compiles_to_ptx_for_sm90():
     result = _check("ptx", simulator=False)
     missing = [

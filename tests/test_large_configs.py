@@ -174,3 +174,110 @@ def test_dropping_unused_views_scans_the_step_a_bounded_number_of_times(monkeypa
         drop_unused_views(text, keep_from=len(views) + 1)
         scanned.append(counting.scanned / sum(len(line) + 1 for line in text))
     assert scanned[1] <= 1.1 * scanned[0] and scanned[1] <= 5  # the text a few times, however long
+
+
+def _blocks(n):
+    """A Sequential of n blocks Dense, BatchNormalization, sigmoid, Dropout, tanh: its training
+    step fuses elementwise chains in every block (the pass rescanned the step after each merge)."""
+    kinds = [
+        ("Dense", {"units": 4}),
+        ("BatchNormalization", {}),
+        ("Activation", {"activation": "sigmoid"}),
+        ("Dropout", {"rate": 0.2}),
+        ("Activation", {"activation": "tanh"}),
+    ]
+    layers = [{"class_name": "InputLayer", "config": {"name": "in", "batch_shape": [None, 4]}}]
+    for i in range(n):
+        layers += [{"class_name": c, "config": {**cfg, "name": f"b{i}_{j}"}} for j, (c, cfg) in enumerate(kinds)]
+    return {"class_name": "Sequential", "config": {"name": "blocks", "layers": layers}}
+
+
+def _inspect_calls(tmp_path, config, capsys):
+    """Python calls per (file, function) while `kgraph inspect` loads, compiles and prints the config."""
+    import cProfile
+    import json
+    import pstats
+
+    from kgraph.cli import main
+
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(config))
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        assert main(["inspect", str(path), "--loss", "mse"]) == 0
+    finally:
+        profile.disable()
+    capsys.readouterr()
+    calls = {}
+    for (file, _, name), stats in pstats.Stats(profile).stats.items():
+        key = (file.replace("\\", "/").rsplit("/", 2)[-1], name)
+        calls[key] = calls.get(key, 0) + stats[1]
+    return calls
+
+
+@pytest.mark.parametrize(
+    "make,n",
+    [(sequential, 60), (chain, 60), (lambda n: chain(n, "shuffled"), 60), (_blocks, 12)],
+    ids=["sequential", "reversed", "shuffled", "fused-blocks"],
+)
+def test_inspect_work_grows_linearly(tmp_path, capsys, make, n):
+    """Counted, not timed: twice the layers, at most about twice the calls of every function, and
+    the same number of topological sorts, graph clones and printed graphs (inspect prints the
+    train step after each pass) whatever the size."""
+    _inspect_calls(tmp_path, make(3), capsys)  # imports and first-time caches out of the count
+    small, large = _inspect_calls(tmp_path, make(n), capsys), _inspect_calls(tmp_path, make(2 * n), capsys)
+    grew = {f: (small.get(f, 0), c) for f, c in large.items() if c > 2.2 * small.get(f, 0) + 30}
+    assert not grew, grew  # a function called per node per node (quadratic) shows up here
+    assert sum(large.values()) <= 2.1 * sum(small.values())
+    for fixed in [("graph.py", "_sorted"), ("graph.py", "clone"), ("printer.py", "format_graph")]:
+        assert 0 < small[fixed] == large[fixed], fixed
+
+
+def test_compile_prints_no_graph_unless_asked(monkeypatch):
+    """The passes' snapshots (the graph printed after each) are for `kgraph inspect` only."""
+    import kgraph.models as models
+    from ir import printer
+
+    printed, format_graph = [], printer.format_graph
+    monkeypatch.setattr(printer, "format_graph", lambda g: printed.append(g.name) or format_graph(g))
+    model = models.model_from_config(sequential(3), seed=0)
+    model.compile(optimizer="adam", loss="mse")
+    assert not printed and not model.compiled["train"].snapshots
+    model.snapshot_kinds = ("train",)
+    model.compile(optimizer="adam", loss="mse")
+    assert list(model.compiled["train"].snapshots) == [
+        "frontend",
+        "fold",
+        "loss",
+        "autodiff",
+        "optimizer",
+        "fuse",
+        "dce",
+        "plan",
+    ]
+    assert len(printed) == 8 and not model.compiled["test"].snapshots
+
+
+def test_nodes_are_networkx_lexicographic_topological_order():
+    """Graph.nodes sorts by itself; it must give networkx's order (insertion order first among the
+    ready nodes), in graphs inserted in order and in graphs rewired to read later nodes."""
+    import networkx as nx
+
+    rng = random.Random(0)
+    rewired = 0
+    for _ in range(200):
+        g = Graph()
+        ids = [g.source("input", "x", TensorType((2,), "float32"))]
+        for _ in range(rng.randint(1, 30)):
+            ins = rng.sample(ids, min(len(ids), rng.randint(1, 2)))
+            ids.append(g.add(*ins) if len(ins) == 2 else g.relu(ins[0]))
+        for _ in range(rng.randint(0, 6)):
+            early, late = sorted(rng.sample(range(1, len(ids)), 2)) if len(ids) > 2 else (1, 1)
+            node = g.node(ids[early])
+            if node.op == "relu" and early != late and not nx.has_path(g.nx, ids[early], ids[late]):
+                g.set_inputs(node.id, [ids[late]])  # an earlier node now reads a later one
+                rewired += 1
+        want = list(nx.lexicographical_topological_sort(g.nx, key=lambda n: g.node(n).order))
+        assert [n.id for n in g.nodes()] == want
+    assert rewired > 50

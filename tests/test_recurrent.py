@@ -10,6 +10,7 @@ import pytest
 
 import ir
 import kgraph.models as models
+from kgraph import optimizers
 from kgraph.frontend.errors import ConfigError
 from kgraph.frontend.model import build_model
 from kgraph.passes import run_pipeline
@@ -300,25 +301,114 @@ def test_inspect_shows_the_train_step_and_its_plan(capsys):
     assert "%rnn_sequence_grad" in out and "memory plan at batch" in out
 
 
-def test_a_loss_on_a_masked_output_is_refused():
-    """Keras weights the loss of an output that carries a mask; until kgraph does, compile says so."""
-    config = {
-        "class_name": "Sequential",
-        "config": {
-            "name": "tagger",
-            "layers": [
-                {"class_name": "InputLayer", "config": {"batch_shape": [None, 5], "name": "x"}},
-                {
-                    "class_name": "Embedding",
-                    "config": {"name": "e", "input_dim": 9, "output_dim": 2, "mask_zero": True},
-                },
-                {"class_name": "Dense", "config": {"name": "d", "units": 3}},
-            ],
-        },
-    }
-    model = models.model_from_config(config)
-    assert model.frontend.masked_outputs == [0]
-    with pytest.raises(NotImplementedError, match="output 'd' carries a mask"):
-        model.compile(optimizer="sgd", loss="mse")
-    config["config"]["layers"][1]["config"]["mask_zero"] = False
+TAGGER = {
+    "class_name": "Sequential",
+    "config": {
+        "name": "tagger",
+        "layers": [
+            {"class_name": "InputLayer", "config": {"batch_shape": [None, 5], "name": "x"}},
+            {"class_name": "Embedding", "config": {"name": "e", "input_dim": 9, "output_dim": 2, "mask_zero": True}},
+            {"class_name": "Dense", "config": {"name": "d", "units": 3}},
+        ],
+    },
+}
+
+
+def test_a_masked_outputs_loss_is_its_mean_over_the_kept_steps():
+    """Keras's apply_mask: the steps' losses weighted by the output's mask and sample weights, summed,
+    divided by the number of kept steps; 0 (not NaN) for a batch with none kept. The fixtures
+    tests/fixtures/tf/seq_label_* check it (and the metrics) against TensorFlow's training."""
+    model = models.model_from_config(TAGGER, seed=0)
+    fm = model.frontend
+    g = fm.lower(training=True)
+    assert fm.masked_outputs == [0]
+    add_loss(g, [{"name": "mean_squared_error"}], masks=fm.output_masks)
+    (y,), (sw,) = g.sources("label"), g.sources("sample_weight")
+    rng = np.random.default_rng(0)
+    ids = np.array([[3, 1, 0, 0, 0], [0, 0, 0, 0, 0], [2, 8, 4, 6, 5]], np.float32)
+    target, weights = rng.normal(size=(3, 5, 3)).astype(np.float32), rng.uniform(size=(3, 5)).astype(np.float32)
+    feeds = {**_feeds(fm, {"x0": ids, **{f"w_{i}": w for i, w in enumerate(model.get_weights())}}), y.id: target}
+    for x, sws in ((ids, weights), (np.zeros_like(ids), weights)):
+        feeds[fm.inputs[0].node] = x
+        env = ir.interpret(g, {**feeds, sw.id: sws})
+        per_step = np.mean((env[g.outputs["output:0"]] - target) ** 2, axis=-1)
+        kept = x != 0
+        expected = (per_step * sws * kept).sum() / max(kept.sum(), 1)
+        np.testing.assert_allclose(env[g.outputs["loss"]], expected, rtol=1e-6)
+        np.testing.assert_array_equal(env[g.outputs["mask:0"]], kept)
+    assert env[g.outputs["loss"]] == 0.0
+    config = json.loads(json.dumps(TAGGER).replace('"mask_zero": true', '"mask_zero": false'))
     assert models.model_from_config(config).frontend.masked_outputs == []
+
+
+def test_a_masked_outputs_loss_has_finite_difference_gradients_when_the_mask_depends_on_weights():
+    """Dense (no bias: zero steps stay zero) -> Masking -> LSTM -> Dense per step: the mask is a
+    function of the first kernel, yet takes no gradient (Keras's has none either)."""
+    dense = lambda name, **kw: {"class_name": "Dense", "config": {"name": name, "units": 3, **kw}}
+    layers = [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 4, 3], "name": "x"}},
+        dense("d0", use_bias=False),
+        {"class_name": "Masking", "config": {"name": "mk", "mask_value": 0.0}},
+        {"class_name": "LSTM", "config": {"name": "l", "units": 2, "return_sequences": True}},
+        dense("d"),
+    ]
+    fm = build_model({"class_name": "Sequential", "config": {"name": "m", "layers": layers}}, dtype="float64")
+    g = fm.lower(training=True)
+    add_loss(g, [{"name": "mean_squared_error"}], masks=fm.output_masks)
+    grads = autodiff(g, g.outputs["loss"], [w.node for w in fm.weights])
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 4, 3))
+    x[0, 2:], x[2, 0] = 0, 0
+    (y,), (sw,) = g.sources("label"), g.sources("sample_weight")
+    feeds = {fm.inputs[0].node: x, y.id: rng.normal(size=(3, 4, 3)), sw.id: np.ones((3, 4))}
+    feeds.update({w.node: rng.normal(size=w.shape) for w in fm.weights})
+    env, loss = ir.interpret(g, feeds), g.outputs["loss"]
+    np.testing.assert_array_equal(env[g.outputs["mask:0"]], np.abs(x).sum(-1) != 0)
+    for w in fm.weights:
+        value = feeds[w.node]
+        idx = np.unravel_index(rng.integers(value.size), value.shape)
+        diffs = []
+        for eps in (1e-6, -1e-6):
+            moved = value.copy()
+            moved[idx] += eps
+            diffs.append(ir.interpret(g, {**feeds, w.node: moved})[loss])
+        np.testing.assert_allclose(env[grads[w.node]][idx], (diffs[0] - diffs[1]) / 2e-6, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 2])
+def test_fit_logs_a_masked_outputs_loss_and_metric_over_the_kept_steps(steps_per_execution):
+    """Several batches (in one call each, or two per call): the epoch's loss is the mean of the
+    batches' masked losses, its mae the mean over every kept step of the epoch (learning rate 0)."""
+    model = models.model_from_config(TAGGER, seed=0)
+    model.compile(
+        optimizer=optimizers.SGD(learning_rate=0.0),
+        loss="mse",
+        metrics=["mae"],
+        steps_per_execution=steps_per_execution,
+    )
+    rng = np.random.default_rng(3)
+    ids = rng.integers(1, 9, size=(8, 5)).astype(np.float32)
+    ids[0, 1:], ids[3, 3:], ids[6, :] = 0, 0, 0
+    y = rng.normal(size=(8, 5, 3)).astype(np.float32)
+    logs = model.fit(ids, y, batch_size=2, epochs=1, shuffle=False, verbose=0).history
+    error, kept = model.predict(ids, verbose=0) - y, ids != 0
+    mse, mae = (error**2).mean(-1), np.abs(error).mean(-1)
+    batches = [(mse[i : i + 2] * kept[i : i + 2]).sum() / max(kept[i : i + 2].sum(), 1) for i in range(0, 8, 2)]
+    np.testing.assert_allclose(logs["loss"][0], np.mean(batches), rtol=1e-5)
+    np.testing.assert_allclose(logs["mae"][0], (mae * kept).sum() / kept.sum(), rtol=1e-5)
+
+
+def test_a_masked_outputs_metrics_are_means_over_the_kept_steps():
+    """Keras's MeanMetricWrapper weights the values by the output's mask over all batches; the
+    root mean squared error (a Mean of a new tensor) sees no mask."""
+    from kgraph.runtime.metrics import RootMeanSquaredError, SparseCategoricalAccuracy
+
+    rng = np.random.default_rng(1)
+    acc, hits, kept = SparseCategoricalAccuracy(), 0, 0
+    for _ in range(2):
+        pred, labels = rng.uniform(size=(4, 5, 3)), rng.integers(0, 3, size=(4, 5))
+        mask = rng.integers(0, 2, size=(4, 5)).astype(np.float32)
+        acc.update(labels, pred, mask)
+        hits, kept = hits + ((pred.argmax(-1) == labels) * mask).sum(), kept + mask.sum()
+    np.testing.assert_allclose(acc.result(), hits / kept)
+    assert not RootMeanSquaredError.reads_mask

@@ -49,8 +49,9 @@ def _model(config, data, optimizer=None):
 
 
 def _trains(case):
-    """Cases whose training step is TensorFlow's fixture: no mask on the output (Keras would
-    weight its loss by it: refused so far) and no dropout (the fixtures' gradients have none)."""
+    """Cases whose training step is TensorFlow's fixture: no mask on the output (the fixtures'
+    losses are unmasked; tests/fixtures/tf/seq_label_* train masked ones) and no dropout (the
+    fixtures' gradients have none)."""
     fm = build_model(_load(case)[0])
     return not fm.masked_outputs and not fm.lower(training=True).sources("rng")
 

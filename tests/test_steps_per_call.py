@@ -127,7 +127,7 @@ def test_calls_are_short_while_the_thread_settings_are_timed():
     from kgraph.runtime.model import StepsPerCall
 
     probing = [True]
-    per_call = StepsPerCall(probing=lambda: probing[0])
+    per_call = StepsPerCall(probing=lambda step: probing[0])
     assert per_call() == 1  # nothing timed yet
     per_call.record(0.001, 4)  # 250 us a step
     assert per_call() == round(StepsPerCall.PROBE_TARGET / 250e-6)
@@ -135,7 +135,7 @@ def test_calls_are_short_while_the_thread_settings_are_timed():
     assert per_call() == round(StepsPerCall.TARGET / 250e-6)
     per_call.record(1e-6, 1)
     assert per_call() == StepsPerCall.MOST
-    assert StepsPerCall(fixed=5, probing=lambda: True)() == 5  # compile(steps_per_execution=5) is kept
+    assert StepsPerCall(fixed=5, probing=lambda step: True)() == 5  # compile(steps_per_execution=5) is kept
 
 
 def test_the_first_call_of_a_step_starts_a_look():

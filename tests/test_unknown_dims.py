@@ -18,7 +18,7 @@ from kgraph.models import load_model, model_from_config
 from kgraph.runtime.checks import DataError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "shapes"
-CASES = ("tokens", "fcn")
+CASES = ("tokens", "fcn", "lstm")
 
 
 def _fixture(case):
@@ -218,3 +218,55 @@ def test_unknown_dimensions_run_on_one_cpu_process_so_far():
     with pytest.raises(NotImplementedError, match=r"unknown dimensions \(\(None, None, None, 3\)\).*device='cpu'"):
         model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", device="cuda")
     assert model.device == "cpu"
+
+
+def test_fit_groups_the_steps_of_each_shape_as_it_groups_a_plain_train_step(monkeypatch):
+    """fit runs several steps a call once a step's thread settings are timed (StepsPerCall): the
+    steps per input shape ("train@5") are timed and grouped as a plain "train" step is. Counted,
+    not timed: calls while a setting is timed run 1 step, the others MOST."""
+    from kgraph.runtime.executable import Executable
+    from kgraph.runtime.model import StepsPerCall
+
+    monkeypatch.setattr(StepsPerCall, "PROBE_TARGET", 0.0)
+    monkeypatch.setattr(StepsPerCall, "TARGET", 1e9)
+    calls, run = [], Executable.run
+
+    def counting(self, kind, *args, **kwargs):
+        calls.append((kind, kwargs.get("steps", 1)))
+        return run(self, kind, *args, **kwargs)
+
+    monkeypatch.setattr(Executable, "run", counting)
+    model = model_from_config(_token_config(POOL, DENSE), seed=0)
+    model.compile(optimizer=optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    batches = 3 * StepsPerCall.MOST
+    x, y = _batches([5], np.random.default_rng(2), rows=4 * batches)[0]
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert {kind for kind, _ in calls} == {"train@5"}
+    assert sum(steps for _, steps in calls) == batches
+    assert max(steps for _, steps in calls) == StepsPerCall.MOST  # not one step a call, timing forever
+    calls.clear()
+    model.evaluate(x, y, batch_size=4, verbose=0)
+    assert {kind for kind, _ in calls} == {"test@5"} and sum(s for _, s in calls) == batches
+    assert max(steps for _, steps in calls) == StepsPerCall.MOST
+
+
+def test_the_cost_of_a_step_is_told_at_the_data_shape_or_the_probe_shape(capsys):
+    """fit's notice of a large step (_announce_step_cost) for a model of unknown length: counted at
+    the arrays' length, or at the probe length (64) for batches it has not seen yet."""
+    from kgraph.frontend.model import PROBE_SIZES
+    from kgraph.runtime.model import CompiledModel
+
+    lstm = {"class_name": "LSTM", "config": {"name": "lstm", "units": 16}}
+    model = model_from_config(_token_config(lstm, DENSE), seed=0)
+    model.LARGE_STEP_FLOP = 0  # every step is large here
+
+    def flop(steps):  # a training step: 3x the forward GEMMs (input projection, recurrence, Dense) at batch 8
+        return 3 * 8 * (2 * steps * 4 * 64 + 2 * steps * 16 * 64 + 2 * 16 * 3)
+
+    for x, steps, where in [
+        (np.zeros((8, 30), np.int32), 30, "of input shape (None, 30)"),
+        (iter([]), PROBE_SIZES[0], "with the unknown dimensions at 64"),
+    ]:
+        model._announce_step_cost(CompiledModel.fit, x, None, batch_size=8)
+        out = capsys.readouterr().out
+        assert f"at batch 8 {where}" in out and f"about {flop(steps) / 1e12:.2g} TFLOP" in out

@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """TensorFlow fixtures for models whose inputs leave dimensions unknown (issue 22): a token
 sequence of any length ([None, None]: Embedding, GlobalAveragePooling1D, Dense) and a fully
-convolutional net on images of any size ([None, None, None, 3]: Conv2D, GlobalAveragePooling2D).
+convolutional net on images of any size ([None, None, None, 3]: Conv2D, GlobalAveragePooling2D),
+and a sequence model of any length ([None, None]: Embedding(mask_zero=True), LSTM, Dense) whose
+batches end in padding (zeros) of different lengths.
 
-    /tmp/tfenv/bin/python tools/make_shape_fixtures.py [--out tests/fixtures/shapes]
+    /tmp/tfenv/bin/python tools/make_shape_fixtures.py [--out tests/fixtures/shapes] [case ...]
 
 Per case it writes <case>.json (Keras 3's model.to_json()) and <case>.npz:
   w_<i>                get_weights() of the fresh model
@@ -12,8 +14,8 @@ Per case it writes <case>.json (Keras 3's model.to_json()) and <case>.npz:
   ya, yb               sparse targets for them
   loss                 float64[3]: train_on_batch losses (before each step's update) of three steps
                        on (xa, ya), (xb, yb), (xa, ya): the weights and the optimizer's slots carry
-                       across shapes (tokens: SGD with momentum, as TensorFlow's Adam updates an
-                       Embedding's repeated ids apart, see embed_repeated_adam; fcn: Adam)
+                       across shapes (tokens, lstm: SGD with momentum, as TensorFlow's Adam updates
+                       an Embedding's repeated ids apart, see embed_repeated_adam; fcn: Adam)
   w_after_<i>          get_weights() after the three steps
   optimizer            json {"class_name", "config"} of the optimizer of those steps
   summary              json [[layer name, output shape as Keras reports it]] (None for unknown dims)
@@ -61,7 +63,21 @@ def fcn():
     return model, rng.normal(size=(ROWS, 9, 9, 3)), rng.normal(size=(ROWS, 12, 10, 3)), 2, OPTIMIZERS["adam"]
 
 
-CASES = {"tokens": tokens, "fcn": fcn}
+def lstm():
+    inp = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    h = keras.layers.Embedding(20, 6, mask_zero=True, name="embedding")(inp)
+    h = keras.layers.LSTM(5, name="lstm")(h)
+    out = keras.layers.Dense(3, activation="softmax", name="dense")(h)
+    model = keras.Model(inp, out, name="lstm")
+    rng = np.random.default_rng(SEED)
+    xa, xb = rng.integers(1, 20, (ROWS, 6)), rng.integers(1, 20, (ROWS, 11))
+    for x in (xa, xb):  # each row padded (id 0, masked) after a length of its own, as a padded batch is
+        for row, n in zip(x, rng.integers(2, x.shape[1] + 1, ROWS)):
+            row[n:] = 0
+    return model, xa, xb, 3, OPTIMIZERS["sgd"]
+
+
+CASES = {"tokens": tokens, "fcn": fcn, "lstm": lstm}
 
 
 def write(name, out: Path) -> None:
@@ -87,9 +103,13 @@ def write(name, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "shapes"))
-    out = Path(parser.parse_args().out)
+    parser.add_argument("cases", nargs="*", help=f"the cases to write, of {', '.join(CASES)} (default: all)")
+    args = parser.parse_args()
+    if set(args.cases) - set(CASES):
+        parser.error(f"unknown cases {sorted(set(args.cases) - set(CASES))}")
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in CASES:
+    for name in args.cases or CASES:
         write(name, out)
 
 

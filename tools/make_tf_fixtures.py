@@ -824,6 +824,93 @@ FIDELITY_CASES.update(
 )
 
 
+# Sequence labelling with Embedding(mask_zero=True) on padded rows (issue 16): Keras weights each
+# step's loss (and the metrics) by the output's mask. "padded": unique nonzero ids (TensorFlow's
+# IndexedSlices make Adam differ on repeated ids, see embed_repeated_adam), then rows cut to
+# random lengths by padding with 0 (one row all padding, one row whole).
+SEQ_STEPS, SEQ_VOCAB = 6, 120
+
+
+def step_targets(rng):
+    return [rng.randint(0, CLASSES, size=(BATCH, SEQ_STEPS)).astype(np.int32)]
+
+
+def padded_ids(rng):
+    ids = rng.permutation(np.arange(1, SEQ_VOCAB))[: BATCH * SEQ_STEPS].reshape(BATCH, SEQ_STEPS)
+    lengths = rng.randint(1, SEQ_STEPS, size=BATCH)
+    lengths[0], lengths[1] = 0, SEQ_STEPS
+    ids[np.arange(SEQ_STEPS)[None, :] >= lengths[:, None]] = 0
+    return ids.astype(np.int32)
+
+
+def build_seq_label_lstm():
+    L = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input(shape=(SEQ_STEPS,)),
+            L.Embedding(SEQ_VOCAB, 4, mask_zero=True),
+            L.LSTM(5, return_sequences=True),
+            L.TimeDistributed(L.Dense(CLASSES, activation="softmax")),
+        ]
+    )
+
+
+def build_seq_label_gru():
+    L = keras.layers
+    ids = keras.Input(shape=(SEQ_STEPS,))
+    h = L.GRU(5, return_sequences=True)(L.Embedding(SEQ_VOCAB, 4, mask_zero=True)(ids))
+    return keras.Model(ids, L.Dense(CLASSES, activation="softmax")(h))  # Dense passes the mask on
+
+
+def build_masked_classifier():
+    """The last step's output of an LSTM carries no mask: a plain loss."""
+    L = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input(shape=(SEQ_STEPS,)),
+            L.Embedding(SEQ_VOCAB, 4, mask_zero=True),
+            L.LSTM(5),
+            L.Dense(CLASSES, activation="softmax"),
+        ]
+    )
+
+
+def build_masking_regressor():
+    """Masking (steps whose features are all 0) and per-step sample weights ([B, T]), which Keras
+    multiplies by the mask before the mean over the kept steps."""
+    L = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input(shape=(SEQ_STEPS, 3)),
+            L.Masking(mask_value=0.0),
+            L.SimpleRNN(4, return_sequences=True),
+            L.TimeDistributed(L.Dense(2)),
+        ]
+    )
+
+
+def step_regression_targets(rng):
+    return [rng.normal(size=(BATCH, SEQ_STEPS, 2)).astype(np.float32)]
+
+
+SEQ = {"padded": True, "metrics": ["accuracy"], "randomize": True}
+FIDELITY_CASES.update(
+    {
+        "seq_label_adam": (build_seq_label_lstm, [SEQ_STEPS], step_targets, SPARSE, adam, SEQ),
+        "seq_label_gru_sgd": (build_seq_label_gru, [SEQ_STEPS], step_targets, SPARSE, sgd_momentum, SEQ),
+        "masked_classifier_adam": (build_masked_classifier, [SEQ_STEPS], sparse_targets, SPARSE, adam, SEQ),
+        "seq_masking_sgd": (
+            build_masking_regressor,
+            [(SEQ_STEPS, 3)],
+            step_regression_targets,
+            "mse",
+            sgd_momentum,
+            {"padded_steps": True, "step_weights": True, "metrics": ["mae"], "randomize": True},
+        ),
+    }
+)
+
+
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):
         return loss
@@ -846,7 +933,13 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
     extras = extras[0] if extras else {}
     reset(seed)
     rng = np.random.RandomState(seed)
-    if extras.get("unique_ids"):
+    if extras.get("padded"):
+        xs = [padded_ids(rng) for _ in in_dims]
+    elif extras.get("padded_steps"):  # features 0 from a random step on: Masking skips them
+        xs = [rng.normal(size=(BATCH, *d)).astype(np.float32) for d in in_dims]
+        for x in xs:
+            x[np.arange(SEQ_STEPS)[None, :] >= rng.randint(1, SEQ_STEPS + 1, size=BATCH)[:, None]] = 0
+    elif extras.get("unique_ids"):
         xs = [rng.permutation(extras["ids"])[: BATCH * d].reshape(BATCH, d).astype(np.int32) for d in in_dims]
     elif extras.get("ids"):
         xs = [rng.randint(0, extras["ids"], size=(BATCH, *np.atleast_1d(d))).astype(np.int32) for d in in_dims]
@@ -865,6 +958,8 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
     sw = None
     if extras.get("sample_weight"):
         sw = rng.uniform(0.0, 2.0, size=BATCH).astype(np.float32)
+    elif extras.get("step_weights"):  # Keras's temporal sample weights, one per step
+        sw = rng.uniform(0.0, 2.0, size=(BATCH, SEQ_STEPS)).astype(np.float32)
     elif class_weight:
         sw = np.array([class_weight.get(int(c), 1.0) for c in ys[0]], np.float32)
 

@@ -205,7 +205,8 @@ class FrontendModel:
         # size for the layer's output y, as Keras computes a layer's activity_regularizer (or an
         # ActivityRegularization layer's); the loss pass adds every "penalty:k" output to the loss
         self.activity_regularizers = []
-        self.masked_outputs = []  # set by lower()
+        self.masked_outputs = []  # set by lower(): the outputs that carry a Keras mask
+        self.output_masks = {}  # set by lower(): output index -> its [B,T] 0/1 mask node
 
     def count_params(self) -> int:
         return sum(int(np.prod(w.shape)) for w in self.weights)
@@ -302,8 +303,9 @@ class FrontendModel:
             g.outputs[a["output"]] = _activity_penalty(g, a.pop("_node"), a["l1"], a["l2"], a["layer"])
         self.activity_regularizers = activity
         # outputs that carry a Keras mask (Embedding(mask_zero) or Masking, through recurrent layers
-        # returning sequences): Keras weights their losses by it; kgraph's loss does not yet
-        self.masked_outputs = [k for k, (node, _) in enumerate(outs) if node in masks]
+        # returning sequences): Keras weights their losses and metrics by it (passes/loss.py)
+        self.output_masks = {k: masks[node] for k, (node, _) in enumerate(outs) if node in masks}
+        self.masked_outputs = list(self.output_masks)
         return g
 
     def summary(self, print_fn=print, line_length=None) -> None:

@@ -375,7 +375,7 @@ def _take(ws, start, shape):
     n = 1
     for d in shape:
         n *= d
-    return ws[start : start + n], start + n
+    return ws[start : start + n].reshape(shape), start + n
 
 
 @jit
@@ -409,15 +409,10 @@ def rnn_forward(
     f = xp.dtype.type
     zero = f(0)
     h, s = _take(ws, 0, (nb, nh))
-    h = h.reshape((nb, nh))
     c, s = _take(ws, s, (nb, nh))
-    c = c.reshape((nb, nh))
     he, s = _take(ws, s, (nb, nh))
-    he = he.reshape((nb, nh))
     rhe, s = _take(ws, s, (nb, nh))
-    rhe = rhe.reshape((nb, nh))
     rec, s = _take(ws, s, (nb, ng))
-    rec = rec.reshape((nb, ng))
     for b in range(nb):
         for j in range(nh):
             h[b, j] = h0[b, j] if initial else zero
@@ -520,21 +515,13 @@ def rnn_backward(
     zero = f(0)
     v1, ra = cell == GRU and not reset_after, cell == GRU and reset_after
     hes, s = _take(ws, 0, (nb, nt, nh))
-    hes = hes.reshape((nb, nt, nh))
-    rhes, s = _take(ws, s, (nb, nt, nh) if v1 else (0, 0, 0))
-    rhes = rhes.reshape((nb if v1 else 0, nt, nh))
-    drec, s = _take(ws, s, (nb, nt, ng) if ra else (0, 0, 0))
-    drec = drec.reshape((nb if ra else 0, nt, ng))
+    rhes, s = _take(ws, s, (nb if v1 else 0, nt, nh))
+    drec, s = _take(ws, s, (nb if ra else 0, nt, ng))
     dzs, s = _take(ws, s, (nb, ng))
-    dzs = dzs.reshape((nb, ng))
     acc, s = _take(ws, s, (nb, nh))
-    acc = acc.reshape((nb, nh))
     direct, s = _take(ws, s, (nb, nh))
-    direct = direct.reshape((nb, nh))
     dh, s = _take(ws, s, (nb, nh))
-    dh = dh.reshape((nb, nh))
     dc, s = _take(ws, s, (nb, nh))
-    dc = dc.reshape((nb, nh))
     dh[:] = zero
     dc[:] = zero
     for t in range(nt - 1, -1, -1):

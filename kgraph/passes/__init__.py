@@ -1,5 +1,5 @@
 """Passes over the IR, run in one listed pipeline. Each is a plain function over a graph;
-`run_pipeline` keeps a printable snapshot after each (`kgraph inspect --after NAME`)."""
+`run_pipeline(snapshots=True)` keeps a printable snapshot after each (`kgraph inspect --after NAME`)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ def run_pipeline(
     parts=1,
     fuse=True,
     schedule=None,
+    snapshots=False,
+    masks=None,
 ) -> Compiled:
     """kind "predict": forward only; "test": forward + loss; "train": + backward and updates.
     losses: one {"name", "from_logits", "weight"} per output; optimizer: (kind, hyper-parameters);
@@ -54,7 +56,10 @@ def run_pipeline(
     GEMMs that touch a weight over (passes/split.py; 1 for CUDA); fuse=False skips the fusion
     passes (the tests check that fusion changes no number); schedule: graph -> the node order the
     target's step runs (memory planning's liveness; default the graph's order, and for a training
-    step `updates_last`: the generated steps run it in two halves, gradients then updates)."""
+    step `updates_last`: the generated steps run it in two halves, gradients then updates);
+    snapshots: keep the graph printed after each pass (printing a large graph eight times costs
+    more than most passes, so only when asked); masks: {output index: its [B,T] 0/1 mask node}, by
+    which the loss weights that output's steps."""
     g = forward.clone()
     g.name = f"{forward.name}_{kind}"
     out = Compiled(kind, g, None, list(param_order))
@@ -62,7 +67,8 @@ def run_pipeline(
     def done(name):
         if debug:
             ir.verify(g)
-        out.snapshots[name] = str(g)
+        if snapshots:
+            out.snapshots[name] = str(g)
 
     done("frontend")
     if kind != "train":  # inference: batch norms use their moving statistics
@@ -70,7 +76,7 @@ def run_pipeline(
     lower_batch_norm(g)
     done("fold")
     if kind != "predict":
-        add_loss(g, losses, regularizers)
+        add_loss(g, losses, regularizers, masks)
         done("loss")
     if kind == "train":
         wrt = list(param_order if trainable is None else trainable)

@@ -131,12 +131,13 @@ def fuse_elementwise(graph) -> list[Decision]:
     """Merge a chain of elementwise ops into one fused_elementwise loop. A producer joins its
     consumer when the consumer is its only user and both have the same shape."""
     out = []
-    changed = True
-    while changed:
-        changed = False
-        for node in reversed(graph.nodes()):
-            if node.id not in graph or not _fusable_elementwise(node):
-                continue
+    # One walk from the last node up. A merge creates the fused node with the newest insertion
+    # index, so in the new topological order it comes after every node that does not read it:
+    # a rescan from the end (as this pass first did after each merge, quadratic in a deep model)
+    # would find nothing before it, then try it, then go on where this walk is. No merge changes
+    # whether another node may merge, so the walk makes the same merges in the same order.
+    for node in reversed(graph.nodes()):
+        while node.id in graph and graph.node(node.id) is node and _fusable_elementwise(node):  # not merged yet
             producers = [graph.node(i) for i in node.inputs]
             mergeable = [
                 p
@@ -147,13 +148,11 @@ def fuse_elementwise(graph) -> list[Decision]:
                 and len(set(node.inputs)) == len(node.inputs)
             ]
             if not mergeable:
-                continue
+                break
             for p in producers:
                 if _fusable_elementwise(p) and p not in mergeable and p.type.shape != node.type.shape:
                     out.append(Decision("elementwise", p.id, False, f"shape {p.type} differs from %{node.id}'s"))
-            _merge(graph, node, mergeable)
-            changed = True
-            break
+            node = graph.node(_merge(graph, node, mergeable))
     for node in graph.nodes():
         if node.op == "fused_elementwise":
             out.append(Decision("elementwise", node.id, True, "+".join(node.attrs["fused"])))
@@ -201,6 +200,7 @@ def _merge(graph, consumer, producers):
     graph.remove(consumer.id)
     for p in producers:
         graph.remove(p.id)
+    return fe
 
 
 def fuse_updates(graph) -> list[Decision]:

@@ -5,7 +5,12 @@ losses, weighted by per-sample weights and summed over the batch then divided by
 Every output with a loss gets two sources: its targets (a 'label' node "y<k>") and its per-sample
 weights (a 'sample_weight' node "sw<k>"), which the runtime fills with ones when fit is given
 none. One compiled step thus serves weighted and unweighted batches; with ones the product is
-exact, so unweighted losses are bit for bit those of an unweighted graph."""
+exact, so unweighted losses are bit for bit those of an unweighted graph.
+
+An output that carries a mask (a [B,T] 0/1 node: the time steps Embedding(mask_zero) or Masking
+keep) has its steps' losses weighted as Keras's `apply_mask` does: a kept step by count/valid, a
+masked one by 0, so the mean over all B*T steps is sum(loss * sample_weight) / valid over the kept
+steps (0 when none is kept). The mask is also the step's output "mask:k", for the metrics."""
 
 from __future__ import annotations
 
@@ -209,12 +214,23 @@ def label_type(loss_name: str, pred_type: TensorType) -> TensorType:
     return TensorType(pred_type.shape[:-1] if sparse else pred_type.shape, dtype or pred_type.dtype)
 
 
-def add_loss(graph, losses: list[dict], regularizers: list[tuple] = ()):
+def _mask_weights(g, mask, like):
+    """mask * count / valid, 0 where valid is 0 (Keras's divide_no_nan): a mask holds 0s and 1s, so
+    valid is 0 or at least 1, and max(valid, 1) only guards the empty mask. The mask may depend on
+    the weights (a Masking after a Dense) but has no gradient: `where`'s condition passes none, and
+    count reads `like` (the sample weights, of the mask's shape), not the mask."""
+    c = _Consts(g, mask)
+    kept = g.where(mask, c(1.0), c(0.0))
+    valid = g.maximum(g.reduce_sum(kept, axes=None), c(1.0))
+    return g.mul(kept, g.div(g.count(like, axes=None), valid), name="mask_weights")
+
+
+def add_loss(graph, losses: list[dict], regularizers: list[tuple] = (), masks=None):
     """losses: one spec per model output (graph.outputs "output:k"), or None for an output without a
     loss: {"name", "weight", and the loss's options: "from_logits", "label_smoothing", "delta"}.
     regularizers: (param id, l1, l2). Adds the sources "y<k>" (label) and "sw<k>" (sample_weight);
     graph.outputs["loss"] is the total, and "loss:k" each output's weighted mean loss before its
-    loss weight."""
+    loss weight. masks: {k: mask node shaped like output k's per-sample loss}; "mask:k" outputs it."""
     total = []
     for k, spec in enumerate(losses):
         if spec is None:
@@ -224,6 +240,10 @@ def add_loss(graph, losses: list[dict], regularizers: list[tuple] = ()):
         label = graph.source("label", f"y{k}", label_type(spec["name"], graph.type(pred)))
         per_sample = fn(graph, pred, label, spec)
         weights = graph.source("sample_weight", f"sw{k}", graph.type(per_sample))
+        mask = (masks or {}).get(k)
+        if mask is not None:
+            weights = graph.mul(weights, _mask_weights(graph, mask, weights))
+            graph.outputs[f"mask:{k}"] = mask
         mean = graph.reduce_mean(graph.mul(per_sample, weights), axes=None, name=f"loss{k}")
         graph.outputs[f"loss:{k}"] = mean
         w = spec.get("weight", 1.0)

@@ -149,7 +149,7 @@ class Executable:
         compiled = fn is self._functions[(kind, part)]
         option = self.threads.pick(kind, m, batch, compiled, not compiled and self.compiler.busy())
         args = step_args(self.threads.use(option, m))
-        if kind == "train":
+        if kind.partition("@")[0] == "train":  # "train", or a step per input shape ("train@80")
             self._last_batch, self._last_parts = batch_args, args.parts
         first = (kind, part, compiled) not in self._called
         start = time.perf_counter()

@@ -51,14 +51,25 @@ class Mean(Metric):
 
 
 class MeanMetricWrapper(Mean):
-    """The mean over samples of a per-sample function (Keras's MeanMetricWrapper)."""
+    """The mean over samples of a per-sample function (Keras's MeanMetricWrapper). With the mask of
+    an output (its [B,T] kept steps), each sample's value is the mean over its steps of value * mask
+    and it counts as the mean of its mask, as Keras's apply_mask and Mean do: an epoch's result is
+    the mean over the kept steps."""
+
+    reads_mask = True  # EpochLogs gives update() the output's mask, if it has one
 
     def values(self, y_true, y_pred) -> np.ndarray:
         raise NotImplementedError
 
-    def update(self, y_true, y_pred):
+    def update(self, y_true, y_pred, mask=None):
         y_pred = np.asarray(y_pred)
         v = np.asarray(self.values(_same_rank(y_true, y_pred), y_pred), np.float64)
+        if mask is not None:
+            mask = np.asarray(mask, np.float64).reshape(len(v), -1)
+            v = v.reshape(*mask.shape, -1).mean(axis=2) * mask  # values of more axes than the mask's: their mean
+            self.total += float(v.mean(axis=1).sum())
+            self.count += float(mask.mean(axis=1).sum())
+            return
         v = v.reshape(len(v), -1).mean(axis=1) if v.ndim > 1 else v
         self.total += float(v.sum())
         self.count += len(v)
@@ -143,6 +154,7 @@ class MeanSquaredError(MeanMetricWrapper):
 
 class RootMeanSquaredError(MeanSquaredError):
     default_name = "root_mean_squared_error"
+    reads_mask = False  # Keras's is a Mean of the squared errors, a new tensor without the mask
 
     def result(self):
         return float(np.sqrt(super().result()))

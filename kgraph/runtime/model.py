@@ -153,6 +153,10 @@ class CompiledModel:
         compiles one per input shape for a model with unknown dimensions)."""
         return kind
 
+    def _step_name(self, kind: str, xs: list) -> str:
+        """The name _step gives, without compiling anything (what fit's StepsPerCall keys on)."""
+        return kind
+
     def _targets(self, y, labels, checked=False) -> list:
         """The targets of the outputs with a loss (`labels`: the step's BatchArrays for them),
         checked against each loss (class ids in range for the sparse ones; a hint when one-hot and
@@ -440,7 +444,7 @@ class CompiledModel:
                 start = time.perf_counter()
                 self._train_step(batch, epoch_logs, count)
                 if per_call is not None:
-                    per_call.record(time.perf_counter() - start, count)
+                    per_call.record(time.perf_counter() - start, count, batch)
                 if step == 0:
                     freeze_compiled_objects(self.executable)
                 cbs.on_train_batch_end(step + count - 1, epoch_logs.result())
@@ -472,7 +476,11 @@ class CompiledModel:
             return None
         if fixed is None and cbs and any(wants_every_batch(cb, BATCH_HOOKS[kind]) for cb in cbs.callbacks):
             return None
-        return StepsPerCall(fixed, lambda: self.executable.threads.probing(kind, batches.batches.batch_size))
+        return StepsPerCall(
+            fixed,
+            lambda step: self.executable.threads.probing(step, batches.batches.batch_size),
+            lambda batch: self._step_name(kind, batch[0]),
+        )
 
     def _evaluate(self, batches, cbs):
         logs = EpochLogs(self.info)
@@ -483,7 +491,7 @@ class CompiledModel:
             start = time.perf_counter()
             self._test_step(batch, logs, count)
             if per_call is not None:
-                per_call.record(time.perf_counter() - start, count)
+                per_call.record(time.perf_counter() - start, count, batch)
             if cbs:
                 cbs.on_test_batch_end(step + count - 1, logs.result())
         return logs
@@ -630,7 +638,7 @@ def _runs(epoch, per_call):
     while pending is not None:
         step, first = pending
         run, pending = [first], None
-        want = per_call()
+        want = per_call(first)
         while len(run) < want:
             pending = next(epoch, None)
             if pending is None or shapes(pending[1]) != shapes(first):
@@ -675,27 +683,34 @@ class StepsPerCall:
     many as take about TARGET seconds (at most MOST), from the last call's time; one call's cost
     (Python, the call, the metrics' update) is then paid once for them all, and the progress bar
     still moves several times a second. While the executable times its thread settings
-    (`probing`), calls take about PROBE_TARGET seconds: a slow setting is then left soon."""
+    (`probing(step)`), calls take about PROBE_TARGET seconds: a slow setting is then left soon.
+    A model with unknown dimensions runs a step per input shape ("train@80"): `step_of(batch)`
+    names the step of a batch, and each step's time and thread timings are its own."""
 
     TARGET = 0.01
     PROBE_TARGET = PROBE_CALL_SECONDS
     MOST = 64
 
-    def __init__(self, fixed=None, probing=lambda: False):
-        self.fixed, self.probing = fixed, probing
-        self.step_seconds = None  # of the last call
+    def __init__(self, fixed=None, probing=lambda step: False, step_of=lambda batch: None):
+        self.fixed, self.probing, self.step_of = fixed, probing, step_of
+        self.step = None  # the step of the coming call: that of the batch it starts with, else the last's
+        self.step_seconds = {}  # by step: of its last call
 
-    def __call__(self) -> int:
+    def __call__(self, batch=None) -> int:
         if self.fixed:
             return self.fixed
-        if self.step_seconds is None:
+        if batch is not None:
+            self.step = self.step_of(batch)
+        if self.step not in self.step_seconds:
             return 1
-        target = self.PROBE_TARGET if self.probing() else self.TARGET
-        return max(1, min(self.MOST, int(target / self.step_seconds)))
+        target = self.PROBE_TARGET if self.probing(self.step) else self.TARGET
+        return max(1, min(self.MOST, int(target / self.step_seconds[self.step])))
 
-    def record(self, seconds, steps) -> None:
+    def record(self, seconds, steps, batch=None) -> None:
+        if batch is not None:
+            self.step = self.step_of(batch)
         if seconds > 0:
-            self.step_seconds = seconds / steps
+            self.step_seconds[self.step] = seconds / steps
 
 
 class EpochLogs:
@@ -725,8 +740,12 @@ class EpochLogs:
         for name, i, k, metric in self.metrics:
             out = outs[f"output:{k}"]
             out = out if steps == 1 else out.reshape((n, *out.shape[2:]))
+            mask = outs.get(f"mask:{k}") if getattr(metric, "reads_mask", False) else None
             try:
-                metric.update(ys[i], out)
+                if mask is None:
+                    metric.update(ys[i], out)
+                else:  # the steps Keras's mask keeps (passes/loss.py outputs it)
+                    metric.update(ys[i], out, mask if steps == 1 else mask.reshape((n, *mask.shape[2:])))
             except ValueError:  # NumPy's broadcasting error, said in the user's terms
                 raise DataError(
                     f"metric {name!r} cannot compare targets of shape {np.shape(ys[i])} with outputs "

@@ -7,7 +7,10 @@ value Keras's MirroredStrategy reads for them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -116,15 +119,93 @@ class ThreadReplicas:
                 raise ReplicaError(f"replica {r} drifted from replica 0")
 
 
+# Tags of the fault protocol's point-to-point messages (on kgraph's own duplicate of the
+# communicator, so they never meet the user's messages).
+FAULT, FAREWELL = 0x6B67, 0x6B68
+
+
+def replica_timeout(timeout: float | None = None) -> float:
+    """Seconds a replica waits for the others in any collective: `timeout`, else
+    KGRAPH_REPLICA_TIMEOUT, else 60."""
+    value = timeout if timeout is not None else os.environ.get("KGRAPH_REPLICA_TIMEOUT", 60)
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"KGRAPH_REPLICA_TIMEOUT={value!r} is not a number of seconds") from None
+    if not seconds > 0:
+        raise ValueError(f"the replicas' timeout must be positive seconds, not {value!r}")
+    return seconds
+
+
+def _launcher_rank() -> str:
+    """This process's rank as the MPI launcher tells it, before MPI starts ("?" if none does)."""
+    for name in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK"):
+        if name in os.environ:
+            return os.environ[name]
+    return "?"
+
+
+# The watchdog of MPI_Init: a child process, because MPI_Init blocks in C holding the GIL, so no
+# thread of this process could keep the time. Any byte or EOF on its stdin (this process done or
+# dead) ends it quietly; otherwise at the deadline it prints the line and kills this process.
+_WATCHDOG = """
+import os, select, signal, sys
+pid, seconds, line = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+if not select.select([sys.stdin], [], [], seconds)[0]:
+    sys.stderr.write(line + "\\n")
+    sys.stderr.flush()
+    os.kill(pid, signal.SIGKILL)
+"""
+
+
+def start_mpi(timeout: float | None = None):
+    """mpi4py's MPI module, MPI initialized. MPI_Init waits for every rank of the job; if one
+    never arrives, this process ends (killed, after a one-line error) after the timeout."""
+    import mpi4py
+
+    if "mpi4py.MPI" in sys.modules and sys.modules["mpi4py.MPI"].Is_initialized():
+        return sys.modules["mpi4py.MPI"]
+    seconds = replica_timeout(timeout)
+    line = (
+        f"kgraph: error: rank {_launcher_rank()}: MPI did not start within {seconds:g} s "
+        "(KGRAPH_REPLICA_TIMEOUT): MPI_Init waits for every rank and one never arrived. Stopping."
+    )
+    watchdog = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(os.getpid()), str(seconds), line], stdin=subprocess.PIPE
+    )
+    try:
+        rc = dict(initialize=mpi4py.rc.initialize, finalize=mpi4py.rc.finalize)
+        mpi4py.rc.initialize = False  # initialized below, where the watchdog sees it...
+        mpi4py.rc.finalize = True if rc["finalize"] is None else rc["finalize"]  # ...and finalized at exit
+        try:
+            from mpi4py import MPI
+        finally:
+            mpi4py.rc(**rc)
+        if not MPI.Is_initialized():
+            MPI.Init_thread()
+    finally:
+        watchdog.stdin.close()
+        watchdog.wait()
+    return MPI
+
+
 class MPIReplicas:
-    """One replica per MPI process (mpi4py). Collectives time out instead of hanging when a
-    rank dies: the survivors raise ReplicaError and abort the job."""
+    """One replica per MPI process (mpi4py). Every collective is nonblocking and polled against
+    a deadline (the timeout): MPI has no timeouts of its own, so a stopped or dead rank would hang
+    the others for ever. When a deadline passes, the rank tells the others (they stop waiting at
+    once), learns which ranks still answer, prints one line naming those that do not, and ends
+    the process with exit status 1: MPI cannot go on after a collective failed, and
+    MPI_Finalize would wait for the missing rank for ever too."""
 
     def __init__(self, executable: Executable, comm, timeout: float | None = None):
-        self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.executable = executable
-        self.timeout = float(timeout or os.environ.get("KGRAPH_REPLICA_TIMEOUT", 60))
+        self.timeout = replica_timeout(timeout)
+        self.grace = min(2.0, self.timeout)  # for the answers of the ranks that still run
+        self.comm = comm  # until the duplicate is made: _wait needs it for the fault messages
+        dup, request = comm.Idup()  # kgraph's messages apart from the user's
+        self._wait(request, "starting the replicas")
+        self.comm = dup
         self.broadcast()
 
     @property
@@ -132,35 +213,94 @@ class MPIReplicas:
         return self.size
 
     def _wait(self, request, what):
-        deadline = time.monotonic() + self.timeout
-        while not request.Test():
-            if time.monotonic() > deadline:
-                msg = (
-                    f"rank {self.rank}: no answer from the other replicas within {self.timeout:.0f} s "
-                    f"while {what}; a replica has probably died. Stopping."
-                )
-                raise ReplicaError(msg)
-            time.sleep(0.0002)
-
-    def _allreduce(self, array, what):
+        """Wait for a nonblocking collective, at most the timeout, and stop at once when
+        another rank reports a fault."""
         from mpi4py import MPI
 
-        self._wait(self.comm.Iallreduce(MPI.IN_PLACE, array, op=MPI.SUM), what)
+        deadline = time.monotonic() + self.timeout
+        next_probe = 0.0
+        while True:
+            now = time.monotonic()
+            try:  # mpi4py raises MPI.Exception where MPI reports an error (a peer's connection lost)
+                if request.Test():
+                    return
+                if now > next_probe:  # a probe costs a little: a hundred a second at most
+                    if self.comm.Iprobe(MPI.ANY_SOURCE, FAULT):
+                        self._fail(what, "(another rank timed out)")
+                    next_probe = now + 0.01
+            except MPI.Exception as e:
+                self._fail(what, f"(MPI: {str(e).splitlines()[0] if str(e) else type(e).__name__})")
+            if now > deadline:
+                self._fail(what, f"within {self.timeout:g} s (KGRAPH_REPLICA_TIMEOUT)")
+            time.sleep(0.0002)
+
+    def _exchange(self, tag, peers) -> set:
+        """Send `tag` to `peers` and collect theirs, for at most the grace period: the set of
+        peers heard from."""
+        from mpi4py import MPI
+
+        token = np.array([self.rank], np.int64)
+        sends = []  # never waited on: a stopped peer never takes its message
+        for r in peers:
+            with contextlib.suppress(MPI.Exception):  # a dead peer's connection may be gone
+                sends.append(self.comm.Isend(token, dest=r, tag=tag))
+        heard, status, got = set(), MPI.Status(), np.zeros(1, np.int64)
+        deadline = time.monotonic() + self.grace
+        while heard < set(peers) and time.monotonic() < deadline:
+            try:
+                if self.comm.Iprobe(MPI.ANY_SOURCE, tag, status):
+                    self.comm.Recv(got, status.Get_source(), tag)
+                    heard.add(status.Get_source())
+                    continue
+            except MPI.Exception:
+                pass
+            time.sleep(0.001)
+        return heard & set(peers)
+
+    def _fail(self, what, how):
+        """The fault protocol: every rank that still runs sends FAULT to all (a rank waiting in
+        a collective joins in when it sees one), so those that send none within the grace
+        period are the stopped or dead; each prints its line, and ranks exit only after every
+        live one has printed (FAREWELL), or the launcher would kill them first."""
+        others = [r for r in range(self.size) if r != self.rank]
+        alive = self._exchange(FAULT, others)
+        silent = [r for r in others if r not in alive]
+        if silent:
+            who = f"rank {silent[0]}" if len(silent) == 1 else "ranks " + ", ".join(map(str, silent))
+            msg = f"{who} did not answer {how} while {what}: stopped or dead. Stopping."
+        else:
+            msg = f"a collective did not complete {how} while {what}, yet every rank answers. Stopping."
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os.write(2, f"kgraph: error: rank {self.rank}: {msg}\n".encode())
+        self._exchange(FAREWELL, sorted(alive))
+        os._exit(1)
+
+    def _allreduce(self, array, what, op=None):
+        from mpi4py import MPI
+
+        self._wait(self.comm.Iallreduce(MPI.IN_PLACE, array, op=op or MPI.SUM), what)
+
+    def bcast(self, array, what):
+        """Rank 0's `array` into every rank's, in place."""
+        self._wait(self.comm.Ibcast(array, root=0), what)
 
     def broadcast(self):
         e = self.executable
         sizes = np.array([e.state.size], np.int64)
-        self._wait(self.comm.Ibcast(sizes, root=0), "broadcasting the weights")
+        self.bcast(sizes, "broadcasting the weights")
         if e.state.size != sizes[0]:
             e.state = np.zeros(int(sizes[0]), e.dtype)
-        self._wait(self.comm.Ibcast(e.params, root=0), "broadcasting the weights")
+        self.bcast(e.params, "broadcasting the weights")
         if e.state.size:
-            self._wait(self.comm.Ibcast(e.state, root=0), "broadcasting the optimizer state")
+            self.bcast(e.state, "broadcasting the optimizer state")
 
     def train_step(self, xs, ys, sws, lr, step) -> dict:
         """xs, ys, sws: the global batch (every rank reads the same data); each takes its shard."""
         n = len(xs[0])
-        a, b = shard_bounds(n, self.size)[self.rank]
+        bounds = shard_bounds(n, self.size)
+        a, b = bounds[self.rank]
         e = self.executable
         outs = {
             k: v.copy()
@@ -180,10 +320,12 @@ class MPIReplicas:
             for lo, hi in ranges:
                 e.params[lo:hi] = packed[at : at + hi - lo]
                 at += hi - lo
-        return self._gather(outs, b - a, n)
+        return self._gather(outs, bounds)
 
-    def _gather(self, outs, count, n):
+    def _gather(self, outs, bounds):
         """Every rank gets the whole batch's outputs, so metrics and logs agree everywhere."""
+        sizes = [b - a for a, b in bounds]
+        n, count = sum(sizes), sizes[self.rank]
         merged = {}
         for name in sorted(outs):
             if name == "loss" or name.startswith("loss:"):
@@ -191,15 +333,21 @@ class MPIReplicas:
                 self._allreduce(v, "averaging the loss")
                 merged[name] = v / n
             else:
-                merged[name] = np.concatenate(self.comm.allgather(outs[name]))
+                mine = np.ascontiguousarray(outs[name])
+                row = int(np.prod(mine.shape[1:], dtype=np.int64))
+                whole = np.empty((n, *mine.shape[1:]), mine.dtype)
+                counts = [s * row for s in sizes]
+                displs = [a * row for a, _ in bounds]
+                self._wait(self.comm.Iallgatherv(mine, [whole, (counts, displs)]), f"gathering the outputs ({name})")
+                merged[name] = whole
         return merged
 
     def check_identical(self):
-        digest = np.array([float(np.sum(self.executable.params, dtype=np.float64))])
-        low, high = digest.copy(), digest.copy()
         from mpi4py import MPI
 
-        self.comm.Allreduce(MPI.IN_PLACE, low, op=MPI.MIN)
-        self.comm.Allreduce(MPI.IN_PLACE, high, op=MPI.MAX)
+        digest = np.array([float(np.sum(self.executable.params, dtype=np.float64))])
+        low, high = digest.copy(), digest.copy()
+        self._allreduce(low, "comparing the replicas' weights", MPI.MIN)
+        self._allreduce(high, "comparing the replicas' weights", MPI.MAX)
         if low[0] != high[0]:
             raise ReplicaError(f"rank {self.rank}: the replicas' weights differ")
