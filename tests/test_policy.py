@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from kgraph import models
-from kgraph.runtime import background, cache, policy
-from kgraph.runtime.threads import LARGE_GEMM_FLOPS, SMALL_GEMM_FLOPS, PartsTuner, ThreadPlan
+from kgraph.runtime import background, policy
+from kgraph.runtime.threads import LARGE_GEMM_FLOPS, ThreadPlan
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "digits_mlp.json"
-SMALL = SimpleNamespace(parts=2, gemm_flops_per_sample=SMALL_GEMM_FLOPS)  # what the thread plan reads of a manifest
+SMALL = SimpleNamespace(parts=2, gemm_flops_per_sample=1e3)  # what the thread plan reads of a manifest
 LARGE = SimpleNamespace(parts=2, gemm_flops_per_sample=LARGE_GEMM_FLOPS)
 
 
@@ -134,62 +134,3 @@ def test_the_plain_path_runs_the_compiled_step_one_step_a_call(monkeypatch, tmp_
         np.testing.assert_allclose(plain_logs[k], default_logs[k], rtol=1e-5)
     for a, b in zip(plain.get_weights(), default.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-
-
-def test_gemm_shapes_decide_untimed_when_the_choice_is_clear(monkeypatch):
-    monkeypatch.delenv("KGRAPH_PLAIN", raising=False)
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
-    plan = ThreadPlan()
-    tiny = SimpleNamespace(parts=2, gemm_flops_per_sample=SMALL_GEMM_FLOPS / 64)
-    assert plan.options(tiny, 32) == [(1, 1)]  # GEMMs too small to split: one thread
-    assert plan.options(LARGE, 1) == [(1, 4)]  # large enough for BLAS's threads
-    assert plan.options(SMALL, 8) == [(1, 1), (2, 1), (1, 4)]  # between: timed
-    assert not plan.tuner("train", tiny, 32).probing and not plan.tuner("train", LARGE, 1).probing
-
-
-def _run(plan, m, batch, calls, cost):
-    """`calls` calls of one step each, with fake seconds per option; the options the calls took."""
-    picks = []
-    for _ in range(calls):
-        picks.append(plan.pick("train", m, batch))
-        plan.record("train", m, batch, picks[-1], cost[picks[-1]])
-    return picks
-
-
-def test_the_tuners_looks_take_at_most_five_percent_of_the_steps(monkeypatch, tmp_path):
-    """An 8-step epoch never times another setting; a long run finishes its look within its
-    budget and keeps the fastest setting; the choice is remembered, and the next run (a fresh
-    plan, as in a new process) keeps it without timing anything."""
-    monkeypatch.delenv("KGRAPH_PLAIN", raising=False)
-    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
-    m = SimpleNamespace(parts=2, gemm_flops_per_sample=SMALL_GEMM_FLOPS, module="/c/step_ab12.py", function="train")
-    cost = {(1, 1): 1e-3, (2, 1): 0.6e-3, (1, 4): 0.8e-3}
-    plan = ThreadPlan()
-    assert _run(plan, m, 8, 8, cost) == [(1, 1)] * 8  # a short epoch: no look at the others
-    picks = _run(plan, m, 8, 992, cost)
-    tuner = plan.tuner("train", m, 8)
-    assert tuner.decided == 1 and picks[-10:] == [(2, 1)] * 10  # the look ended; the split step won
-    assert 0 < tuner.probe_calls <= 0.05 * 1000  # calls of a setting other than the kept one
-    assert tuner.probe_seconds <= PartsTuner.BUDGET * tuner.seconds
-    assert json.loads((tmp_path / "threads.json").read_text()) == {"step_ab12.py:train:8:4": [2, 1]}
-
-    again = ThreadPlan()
-    assert _run(again, m, 8, 8, cost) == [(2, 1)] * 8
-    assert again.tuner("train", m, 8).probe_calls == 0
-    assert _run(ThreadPlan(), m, 16, 8, cost) == [(1, 1)] * 8  # another batch size is a choice of its own
-    cache.clear(tmp_path)  # `kgraph cache --clear` forgets the choices too
-    assert _run(ThreadPlan(), m, 8, 8, cost) == [(1, 1)] * 8
-
-
-def test_a_remembered_choice_is_looked_at_again_on_schedule():
-    tuner = PartsTuner([(1, 1), (2, 1)], kept=(2, 1), budget=1)
-    assert not tuner.probing and tuner.next_probe == PartsTuner.REPROBE
-    for _ in range(PartsTuner.REPROBE):
-        assert tuner.pick() == (2, 1)
-        tuner.record((2, 1), 1.0)
-    picks = []
-    for _ in range(2 * (PartsTuner.PROBES + 1)):
-        picks.append(tuner.pick())
-        tuner.record(picks[-1], {(1, 1): 0.5, (2, 1): 1.0}[picks[-1]])
-    assert picks == [(2, 1)] * 6 + [(1, 1)] * 6 and tuner.best == (1, 1)

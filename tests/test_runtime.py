@@ -32,7 +32,7 @@ def test_denormals_are_flushed_once_a_model_exists():
 
 
 def test_thread_settings_worth_timing():
-    """Large GEMMs always run on BLAS's threads; middling steps time split parts (when compiled in
+    """Large GEMMs always run on BLAS's threads; smaller steps time split parts (when compiled in
     parts), BLAS's threads and one thread; replicas sharing the cores get one thread each."""
     import numba
     from threadpoolctl import threadpool_info
@@ -45,7 +45,7 @@ def test_thread_settings_worth_timing():
     cores = os.cpu_count()
     plan = ThreadPlan()
     small, large = (
-        _manifest(gemm_flops_per_sample=1e6, parts=2),
+        _manifest(gemm_flops_per_sample=1e5, parts=2),
         _manifest(gemm_flops_per_sample=LARGE_GEMM_FLOPS, parts=2),
     )
     assert plan.options(large, 1) == [(1, cores)]
@@ -73,7 +73,7 @@ def test_parts_tuner_keeps_the_faster_option_and_probes_again():
             tuner.record(picks[-1], cost[picks[-1]])
         return picks
 
-    tuner = PartsTuner([2, 1], budget=1)
+    tuner = PartsTuner([2, 1])
     assert tuner.probing
     picks = run(tuner, {2: 1.0, 1: 1.5}, 2 * (PartsTuner.PROBES + 1))
     assert picks == [2] * (PartsTuner.PROBES + 1) + [1] * (PartsTuner.PROBES + 1)  # one option at a time
@@ -82,20 +82,20 @@ def test_parts_tuner_keeps_the_faster_option_and_probes_again():
     run(tuner, {2: 5.0, 1: 1.5}, tuner.next_probe + 2 * (PartsTuner.PROBES + 1))  # busy machine: parts wait
     assert tuner.pick() == 1
     # far slower: dropped once a faster call is known, and looked at again less and less often
-    tuner = PartsTuner([1, 2], budget=1)
+    tuner = PartsTuner([1, 2])
     picks = run(tuner, {2: 100.0, 1: 1.0}, 14)
-    assert picks.count(2) == 1 and picks[-6:] == [1] * 6  # its warm-up call only: 100x slower
+    assert picks.count(2) == 2 and picks[-6:] == [1] * 6  # its warm-up and one timed call
     first = tuner.next_probe
     run(tuner, {2: 100.0, 1: 1.0}, first + 12)
     assert tuner.next_probe > first
     # a scheduled look times only the close contenders again: a far slower one keeps its old samples
-    tuner = PartsTuner([2, 1], budget=1)
+    tuner = PartsTuner([2, 1])
     run(tuner, {2: 1.0, 1: 3.0}, 12)
     run(tuner, {2: 1.0, 1: 3.0}, tuner.next_probe)
     assert tuner.probing  # the scheduled look is next
     assert 1 not in run(tuner, {2: 1.0, 1: 3.0}, 20)
     # the kept option slows down for good (another process took a core): it looks again soon
-    tuner = PartsTuner([2, 1], budget=1)
+    tuner = PartsTuner([2, 1])
     run(tuner, {2: 1.0, 1: 1.5}, 12)
     assert run(tuner, {2: 3.0, 1: 1.5}, 40)[-5:] == [1] * 5
     assert PartsTuner([1]).pick() == 1 and not PartsTuner([1]).probing

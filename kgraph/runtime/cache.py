@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 UNUSED_DAYS = 30
-THREAD_CHOICES = "threads.json"  # the thread settings the tuner chose per step (threads.py)
 _pruned_this_process = False
 
 
@@ -104,10 +103,8 @@ def prune(days: float = UNUSED_DAYS, root: Path | None = None) -> tuple:
 
 def clear(root: Path | None = None) -> tuple:
     """Remove every entry and orphan (the next compile of each model writes and compiles its step
-    again) and the remembered thread settings; files of other names in the directory stay."""
-    root = Path(root or cache_dir())
-    (root / THREAD_CHOICES).unlink(missing_ok=True)
-    return _remove(*_scan(root))
+    again); files of other names in the directory stay."""
+    return _remove(*_scan(Path(root or cache_dir())))
 
 
 def prune_once_per_process() -> None:

@@ -161,7 +161,7 @@ class Executable:
         else:
             fn(*args, *batch_args, *stash)
         if compiled:
-            self.threads.record(kind, m, batch, option, (time.perf_counter() - start) / steps, steps)
+            self.threads.record(kind, m, batch, option, (time.perf_counter() - start) / steps)
         return self._outputs(kind, part, m, batch, steps, stash if part == "step" else arena)
 
     def function(self, kind, part="step"):

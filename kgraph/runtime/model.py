@@ -24,7 +24,6 @@ from .executable import Executable
 from .files import atomic_write, read_npz_weights, write_npz_weights
 from .metrics import Mean, build
 from .policy import freeze_compiled_objects, plain
-from .threads import PROBE_CALL_SECONDS
 
 
 def _gives_threads_back(loop):
@@ -688,7 +687,7 @@ class StepsPerCall:
     names the step of a batch, and each step's time and thread timings are its own."""
 
     TARGET = 0.01
-    PROBE_TARGET = PROBE_CALL_SECONDS
+    PROBE_TARGET = 0.002
     MOST = 64
 
     def __init__(self, fixed=None, probing=lambda step: False, step_of=lambda batch: None):

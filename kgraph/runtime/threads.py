@@ -5,55 +5,35 @@ never both thread pools at once.
 Which is fastest depends on the model, the batch and how busy the machine is (threads wait for
 each other: on a loaded machine one that lost its core stalls the step; OpenBLAS's threads cut a
 GEMM with 9 rows badly), so each step kind and batch size times the candidates for a few calls,
-keeps the fastest, and looks again now and then. Where the GEMM shapes make the choice clear
-(very small or very large GEMMs) nothing is timed; timing other settings takes at most BUDGET of
-the step time (a short run never looks); and a finished look's choice is remembered in the cache
-(MEMORY), so that later runs of the same step start with it instead of looking again."""
+keeps the fastest, and looks again now and then."""
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-from pathlib import Path
 
 import numba
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: load it so its threads can be limited)
 from threadpoolctl import ThreadpoolController
 
-from .cache import THREAD_CHOICES, cache_dir
-from .files import write_text
 from .policy import plain
 
-# From this many FLOPs in its largest GEMM a step runs its GEMMs whole on BLAS's threads, untimed;
-# below SMALL_GEMM_FLOPS whole on one thread, untimed (a GEMM of a megaflop takes tens of microseconds
-# on one core, about what waking and joining the other threads costs: a conservative bound, which the
-# benchmarks may raise). Between the two the tuner times the settings, within its budget.
+# From this many FLOPs in its largest GEMM a step runs its GEMMs whole on BLAS's threads, untimed.
 LARGE_GEMM_FLOPS = 2e8
-SMALL_GEMM_FLOPS = 1e6
-# Seconds of steps in a call while a setting is timed (fit and evaluate shorten their calls to it,
-# model.StepsPerCall); a timed call costs at least this, or one step when that takes longer.
-PROBE_CALL_SECONDS = 0.002
 _blas = ThreadpoolController()
 
 
 class PartsTuner:
     """Times the candidate thread settings of one step, a few calls each, then keeps the one with
-    the lowest median. The kept option (at first the first) runs the calls; a look times each other
-    option in a block of PROBES + 1 calls, and a block starts only when the seconds spent on other
-    options' calls, the block's included, stay within BUDGET of all calls' seconds so far: a short
-    run (an 8-step epoch) never looks; a long one ends its first look once its steps have taken
-    about 1 / BUDGET times the look (some 0.5 s for two other options timed in calls of 2 ms). It
-    keeps timing the kept one: when its recent mean grows past the others' (another process took
-    a core: split parts stall), or after `reprobe` calls (twice as long after each look that did
-    not change its mind), it looks again: at every option after a drift, at the close contenders
-    (within CLOSE of the kept one) on schedule. An option more than twice as slow as another's
-    best call (ten times, for its cold first call) stops being probed at once (a split step on a
-    busy machine can take 100x longer). Idle threads of the pool used last may keep spinning for a
-    while (ThreadPlan.use ends OpenBLAS's), so the drift check waits GRACE seconds of calls after
-    each look. While it times, fit and evaluate make their calls short (`probing`), so that a block
-    costs a few milliseconds.
-    `kept`: an option remembered from an earlier run (ThreadPlan), kept without a first look."""
+    the lowest median. It keeps timing the kept one: when its recent mean grows past the others'
+    (another process took a core: split parts stall), or after `reprobe` calls (twice as long after
+    each look that did not change its mind), it looks again: at every option after a drift, at the
+    close contenders (within CLOSE of the kept one) on schedule. An option more than twice as slow as
+    another's best call stops being probed at once (a split step on a busy machine can take 100x
+    longer). Idle threads of the pool used last may keep spinning for a while (ThreadPlan.use ends
+    OpenBLAS's), so the drift check waits GRACE seconds of calls after each look. While it looks, fit
+    and evaluate make their calls short (`probing`), so that a look costs a few milliseconds of
+    steps and ends within the first epoch."""
 
     PROBES = 5
     REPROBE = 2000
@@ -61,63 +41,39 @@ class PartsTuner:
     DRIFT = 1.5  # the kept option's recent mean over the others' probed medians that triggers a look
     CLOSE = 1.3  # a scheduled look times again the options whose median was within this of the kept one's
     GRACE = 0.3
-    BUDGET = 0.05  # the largest share of the calls' seconds that timing other options may take
 
-    def __init__(self, options, kept=None, budget=None):
+    def __init__(self, options):
         self.options = list(options)
         self.samples = {o: [] for o in self.options}
-        self.budget = self.BUDGET if budget is None else budget
+        self.best = self.options[0]
         self.reprobe = self.REPROBE
+        self.next_probe = 0
         self.recent = None  # moving mean of the kept option's calls
         self.settled = 0.0  # seconds of calls since the last look
-        self.seconds = 0.0  # of every call
-        self.probe_seconds = 0.0  # of the calls of options other than the kept one
-        self.probe_calls = 0  # calls of options other than the kept one (tests count them)
-        self.decided = 0  # looks finished
-        if kept in self.options:
-            self.best, self.looking, self.next_probe = kept, [], self.REPROBE
-        else:
-            self.best, self.looking, self.next_probe = self.options[0], list(self.options), -1
 
-    def pick(self):
+    def pick(self) -> int:
         if len(self.options) == 1:
             return self.best
         if self.next_probe == 0:  # a scheduled look
-            best = self.samples[self.best]
             self._look(
                 [
                     o
                     for o in self.options
-                    if not best or not self.samples[o] or self._median(o) <= self.CLOSE * self._median(self.best)
+                    if not self.samples[o] or self._median(o) <= self.CLOSE * self._median(self.best)
                 ]
             )
-        option = self._next_timed()
-        if option is not None:
-            return option
-        if self.next_probe > 0:
-            self.next_probe -= 1
+        probing = [o for o in self.options if len(self.samples[o]) <= self.PROBES]  # the first is a warm-up
+        if probing:  # one option at a time: switching thread pools costs while the other one spins
+            return probing[0]
+        self.next_probe -= 1
         return self.best
-
-    def _next_timed(self):
-        """The option the next call times, or None: the kept one first, then each other one in a
-        block, once the budget affords the block (and to its end once started)."""
-        pending = [o for o in self.looking if len(self.samples[o]) <= self.PROBES]  # the first is a warm-up
-        if not pending:
-            return None
-        if self.best in pending:
-            return self.best
-        option = pending[0]  # one option at a time: switching thread pools costs while the other one spins
-        if self.samples[option]:
-            return option
-        block = (self.PROBES + 1) * max(self._median(self.best), PROBE_CALL_SECONDS)
-        return option if self.probe_seconds + block <= self.budget * (self.seconds + block) else None
 
     @property
     def probing(self) -> bool:
         """Whether the next call times an option rather than runs the kept one."""
         if len(self.options) == 1:
             return False
-        return self.next_probe == 0 or self._next_timed() is not None
+        return self.next_probe == 0 or any(len(s) <= self.PROBES for s in self.samples.values())
 
     def _median(self, option) -> float:
         return statistics.median(self.samples[option][1:])
@@ -126,42 +82,32 @@ class PartsTuner:
         """Time `options` again (the others keep their samples)."""
         for o in options:
             self.samples[o] = []
-        self.looking = [o for o in self.options if o in options]
         self.next_probe, self.recent, self.settled = -1, None, 0.0
 
-    def record(self, option, seconds, steps=1) -> None:
-        """A call of `option` ran `steps` steps at `seconds` a step."""
+    def record(self, option, seconds) -> None:
         if len(self.options) == 1:
             return
-        self.seconds += seconds * steps
-        if option != self.best:
-            self.probe_seconds += seconds * steps
-            self.probe_calls += 1
         samples = self.samples[option]
-        if option not in self.looking or len(samples) > self.PROBES:  # a call of the kept option
+        if len(samples) > self.PROBES:  # a call of the kept option
             self.settled += seconds
-            others = [self._median(o) for o in self.options if o != option and len(self.samples[o]) > self.PROBES]
-            if self.settled < self.GRACE or not others:
+            if self.settled < self.GRACE:
                 return
             self.recent = seconds if self.recent is None else 0.9 * self.recent + 0.1 * seconds
-            if self.recent > self.DRIFT * min(others):
+            if self.recent > self.DRIFT * min(self._median(o) for o in self.options if o != option):
                 self.reprobe = self.REPROBE
                 self._look(self.options)
             return
         samples.append(seconds)
         fastest = min((min(s[1:]) for s in self.samples.values() if len(s) > 1), default=seconds)
-        # far slower: dropped at once (its warm-up call, cold, only when ten times slower)
-        if seconds > (2 if len(samples) > 1 else 10) * fastest:
+        if len(samples) > 1 and seconds > 2 * fastest:
             samples.extend([seconds] * (self.PROBES + 1 - len(samples)))
         self._decide()
 
     def _decide(self) -> None:
-        if all(len(self.samples[o]) > self.PROBES for o in self.looking):
-            timed = [o for o in self.options if len(self.samples[o]) > self.PROBES]
-            best = min(timed, key=self._median)
+        if all(len(s) > self.PROBES for s in self.samples.values()):
+            best = min(self.options, key=self._median)
             self.reprobe = min(2 * self.reprobe, self.MAX_REPROBE) if best == self.best else self.REPROBE
-            self.best, self.next_probe, self.looking = best, self.reprobe, []
-            self.decided += 1
+            self.best, self.next_probe = best, self.reprobe
 
 
 class ThreadPlan:
@@ -171,7 +117,6 @@ class ThreadPlan:
     def __init__(self):
         self.max_threads = None
         self._tuners = {}
-        self._decided = {}  # tuner key -> looks finished when last remembered
         self._blas_threads = None
         # before the first call that set them: (a threadpoolctl limiter that can restore BLAS's limits,
         # Numba's threads, BLAS's largest thread count)
@@ -193,27 +138,14 @@ class ThreadPlan:
         cores, parts = self.cores(), m.parts
         if m.gemm_flops_per_sample * batch >= LARGE_GEMM_FLOPS:
             return [(1, cores)]
-        if m.gemm_flops_per_sample * batch < SMALL_GEMM_FLOPS:
-            return [(1, 1)]
         split = [(parts, 1)] if 1 < parts <= cores else []
         return [(1, 1)] + split + ([(1, cores)] if cores > 1 else [])
 
     def tuner(self, kind, m, batch) -> PartsTuner:
         key = (kind, batch, self.max_threads)
         if key not in self._tuners:
-            options = self.options(m, batch)
-            kept = remembered(self._memory_key(m, batch)) if len(options) > 1 else None
-            self._tuners[key] = PartsTuner(options, kept=kept)
-            self._decided[key] = 0
+            self._tuners[key] = PartsTuner(self.options(m, batch))
         return self._tuners[key]
-
-    def _memory_key(self, m, batch):
-        """What a remembered choice is filed under: the step's generated file (named by the hash
-        of what it computes), its function, the batch size and the cores it may use."""
-        module = getattr(m, "module", None)
-        if not module:
-            return None
-        return f"{Path(module).name}:{getattr(m, 'function', '')}:{batch}:{self.cores()}"
 
     def pick(self, kind, m, batch, compiled=True, compiling=False) -> tuple:
         """The setting of the next call: the tuner's for a compiled step. Its Python function
@@ -223,15 +155,9 @@ class ThreadPlan:
             return self.tuner(kind, m, batch).pick()
         return (1, 1) if compiling else self.options(m, batch)[0]
 
-    def record(self, kind, m, batch, option, seconds, steps=1) -> None:
-        """A compiled call's seconds a step with `option` (over `steps` steps), for the tuner; a
-        finished look's choice is remembered for the next run of this step."""
-        tuner = self.tuner(kind, m, batch)
-        tuner.record(option, seconds, steps)
-        key = (kind, batch, self.max_threads)
-        if tuner.decided != self._decided[key]:
-            self._decided[key] = tuner.decided
-            remember(self._memory_key(m, batch), tuner.best)
+    def record(self, kind, m, batch, option, seconds) -> None:
+        """A compiled call's seconds a step with `option`, for the tuner."""
+        self.tuner(kind, m, batch).record(option, seconds)
 
     def probing(self, kind, batch) -> bool:
         """Whether the next call of this step kind at this batch size times a thread setting
@@ -242,7 +168,6 @@ class ThreadPlan:
     def forget(self, kind) -> None:
         """Drop the timings of a step kind that was compiled again (its options may differ)."""
         self._tuners = {k: t for k, t in self._tuners.items() if k[0] != kind}
-        self._decided = {k: n for k, n in self._decided.items() if k[0] != kind}
 
     def use(self, option, m) -> int:
         """Set Numba's and BLAS's threads for a call; returns the parts the step runs in."""
@@ -272,38 +197,6 @@ class ThreadPlan:
         numba.set_num_threads(numba_threads)
         # Setting BLAS's threads may start its pool, spinning: the next call that limits them ends it
         self._restore, self._blas_threads = None, before
-
-
-MEMORY = THREAD_CHOICES  # in the cache folder: step file:function:batch:cores -> [parts, BLAS threads]
-
-
-def remembered(key):
-    """The setting a finished look chose for `key` in an earlier run, or None."""
-    if key is None:
-        return None
-    try:
-        choice = json.loads((cache_dir() / MEMORY).read_text()).get(key)
-    except (OSError, ValueError, AttributeError):  # none yet, or unreadable: look again
-        return None
-    return tuple(choice) if isinstance(choice, list) and len(choice) == 2 else None
-
-
-def remember(key, option) -> None:
-    """File a look's choice for later runs (best effort: a cache that cannot be written is looked
-    at again next run). Concurrent writers may drop each other's entries, which only costs a look."""
-    if key is None:
-        return
-    path = cache_dir() / MEMORY
-    try:
-        memory = json.loads(path.read_text())
-        memory = memory if isinstance(memory, dict) else {}
-    except (OSError, ValueError):
-        memory = {}
-    memory[key] = list(option)
-    try:
-        write_text(path, json.dumps(memory, sort_keys=True))
-    except OSError:
-        pass
 
 
 def stop_idle_blas_threads() -> None:
