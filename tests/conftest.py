@@ -15,6 +15,21 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 # Each test model's step compiles before its first call, as Numba alone would: a child compiler per
 # model would run beside the tests. tests/test_background.py checks the background compilation.
 os.environ.setdefault("KGRAPH_BACKGROUND_COMPILE", "0")
+# Nor does it compile at all (kgraph/runtime/policy.py, KGRAPH_COMPILE_STEPS): each call runs the
+# step's Python function, which calls the same kernels, compiled and cached apart (shared between
+# models), in the same order: the same numbers, without Numba compiling each test model's step,
+# which was most of the suite's time. Tests of the compiled step itself are marked compiled_steps.
+os.environ.setdefault("KGRAPH_COMPILE_STEPS", "0")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "compiled_steps: the test's steps compile, as outside the suite")
+
+
+@pytest.fixture(autouse=True)
+def _compiled_steps(request, monkeypatch):
+    if request.node.get_closest_marker("compiled_steps"):
+        monkeypatch.setenv("KGRAPH_COMPILE_STEPS", "1")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from kgraph import models
 from kgraph.runtime import background
 
 EXAMPLE = "examples/digits_mlp.json"
+pytestmark = pytest.mark.compiled_steps  # the suite's steps run uncompiled otherwise (tests/conftest.py)
 
 
 def _model(optimizer="adam", name=None):

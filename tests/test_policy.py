@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numba
 import numpy as np
 import pytest
 
@@ -134,3 +135,36 @@ def test_the_plain_path_runs_the_compiled_step_one_step_a_call(monkeypatch, tmp_
         np.testing.assert_allclose(plain_logs[k], default_logs[k], rtol=1e-5)
     for a, b in zip(plain.get_weights(), default.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@numba.njit
+def _typable(x):
+    return x * 2
+
+
+def _plain_python(x):
+    return x
+
+
+@numba.njit
+def _python_only(x):
+    return _plain_python(x)  # Python runs it; Numba cannot type a call of a function it does not compile
+
+
+def test_uncompiled_steps_run_in_python_and_raise_what_numbas_typing_would(monkeypatch):
+    """KGRAPH_COMPILE_STEPS=0 (off on the plain path): a step runs as its Python function, which
+    Numba types on its first call (kgraph/runtime/typecheck.py), compiling nothing."""
+    from numba.core.errors import TypingError
+
+    from kgraph.runtime.typecheck import checked_twin
+
+    monkeypatch.delenv("KGRAPH_PLAIN", raising=False)
+    monkeypatch.setenv("KGRAPH_COMPILE_STEPS", "0")
+    assert not policy.compile_steps()
+    monkeypatch.setenv("KGRAPH_PLAIN", "1")
+    assert policy.compile_steps()
+    x = np.arange(3.0)
+    np.testing.assert_array_equal(checked_twin(_typable)(x), 2 * x)
+    assert not _typable.overloads  # typed, never compiled
+    with pytest.raises(TypingError):
+        checked_twin(_python_only)(x)

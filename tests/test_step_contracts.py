@@ -101,6 +101,7 @@ print(json.dumps([counts, arguments]))
 """
 
 
+@pytest.mark.compiled_steps  # the compiled step's allocations, in a child that inherits the setting
 @pytest.mark.parametrize("name", ["mlp_784_128_10_b32_adam", "cnn_28x28_conv32_b64_adam"])
 def test_the_step_allocates_nothing(name):
     """Numba's allocation counter over a call of the step, whole and split, of one step and of

@@ -10,8 +10,9 @@ import numpy as np
 from .abi import STEP_ARGS, STEPS_ARGS, Manifest, StepArgs, StepsArgs, at_batch  # noqa: F401 (STEP*_ARGS: as before)
 from .background import StepCompiler, compile_notice
 from .loader import import_file
-from .policy import flush_denormals
+from .policy import compile_steps, flush_denormals
 from .threads import ThreadPlan
+from .typecheck import checked_twin
 
 
 def _prepare_numba() -> None:
@@ -147,7 +148,10 @@ class Executable:
 
         fn = self._callable(kind, part, lambda: (*step_args(1), *batch_args, *stash))
         compiled = fn is self._functions[(kind, part)]
-        option = self.threads.pick(kind, m, batch, compiled, not compiled and self.compiler.busy())
+        # A step never compiled (KGRAPH_COMPILE_STEPS=0) takes the settings a compiled one would,
+        # its GEMMs split in parts too: the same calls, only each kernel call is Python's.
+        tuned = compiled or not compile_steps()
+        option = self.threads.pick(kind, m, batch, tuned, not compiled and self.compiler.busy())
         args = step_args(self.threads.use(option, m))
         if kind.partition("@")[0] == "train":  # "train", or a step per input shape ("train@80")
             self._last_batch, self._last_parts = batch_args, args.parts
@@ -160,7 +164,7 @@ class Executable:
             self.setup_seconds += time.perf_counter() - start
         else:
             fn(*args, *batch_args, *stash)
-        if compiled:
+        if tuned:
             self.threads.record(kind, m, batch, option, (time.perf_counter() - start) / steps)
         return self._outputs(kind, part, m, batch, steps, stash if part == "step" else arena)
 
@@ -175,8 +179,10 @@ class Executable:
     def _callable(self, kind, part, arguments):
         """The compiled step, or while a new one compiles in the background its Python function
         (kgraph/runtime/background.py), which reads the types of arguments(). Replicas' halves
-        ("grads", "apply") always run compiled."""
+        ("grads", "apply") always run compiled, unless no step compiles (KGRAPH_COMPILE_STEPS=0)."""
         dispatcher = self.function(kind, part)
+        if not compile_steps():
+            return checked_twin(dispatcher)  # Numba types it, and Python runs it
         if part != "step" or (kind, part) in self._compiled:
             return dispatcher
         fn = self.compiler.callable(dispatcher, arguments())

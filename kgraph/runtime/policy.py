@@ -9,7 +9,14 @@ off in long runs and lives in one named place; KGRAPH_PLAIN=1 turns every one of
 - several steps a call (model.StepsPerCall): fit runs a run of batches in one call. Plain: one
   step a call, even with compile(steps_per_execution=...).
 - gc.freeze after a new step's first call (freeze_compiled_objects, here).
-- denormals flushed to zero, as TensorFlow does (flush_denormals, here). Plain: IEEE arithmetic."""
+- denormals flushed to zero, as TensorFlow does (flush_denormals, here). Plain: IEEE arithmetic.
+
+One switch is off by default, and the plain path ignores it: KGRAPH_COMPILE_STEPS=0 never compiles
+a step; every call runs the step's Python function (background.python_twin), which calls the same
+kernels, compiled and cached apart, in the same order: the same numbers without the whole-step
+compile, which takes Numba seconds a model. Numba still types each step on its first call, which
+raises what its compile would (typecheck.py). The test suite runs so (tests/conftest.py): its many
+small models ran a few calls each after compiling. `kgraph compile` then compiles no step."""
 
 from __future__ import annotations
 
@@ -20,6 +27,12 @@ import os
 def plain() -> bool:
     """KGRAPH_PLAIN=1 (any value but empty or 0): the plain path, every policy off."""
     return os.environ.get("KGRAPH_PLAIN", "") not in ("", "0")
+
+
+def compile_steps() -> bool:
+    """False where KGRAPH_COMPILE_STEPS=0 (and not on the plain path): steps run as their Python
+    functions, never compiled."""
+    return plain() or os.environ.get("KGRAPH_COMPILE_STEPS", "1") != "0"
 
 
 def flush_denormals() -> bool:

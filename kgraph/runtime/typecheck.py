@@ -1,0 +1,94 @@
+"""KGRAPH_COMPILE_STEPS=0 (policy.py) runs each step as its Python function, never compiled: the
+same kernels, compiled and cached apart, called in the same order. What only the compile of the
+step would have checked, that Numba can type every line of the generated code in nopython mode,
+is still checked: each function of the step's module runs the compile's first stage, Numba's
+type inference, on the types of its first call's arguments (a tenth of the compile's time: no
+code is generated), and a typing error raises as the compile would have.
+
+A training step's loop over its steps calls its halves, train_grads and train_apply: typing the
+loop would compile them, so only the halves are typed (the loop is the same few lines for every
+model, and compiles in the tests of the compiled step)."""
+
+from __future__ import annotations
+
+import types
+
+import numba
+from numba.core import compiler, typed_passes
+from numba.core.compiler_machinery import FunctionPass, register_pass
+from numba.core.registry import CPUDispatcher
+
+
+@register_pass(mutates_CFG=False, analysis_only=True)
+class _StopAfterTyping(FunctionPass):
+    _name = "kgraph_stop_after_typing"
+
+    def __init__(self):
+        FunctionPass.__init__(self)
+
+    def run_pass(self, state):
+        raise compiler._EarlyPipelineCompletion(state.return_type)
+
+
+class _TypeOnly(compiler.CompilerBase):
+    """Numba's nopython pipeline up to and including type inference."""
+
+    def define_pipelines(self):
+        pm = compiler.DefaultPassBuilder.define_untyped_pipeline(self.state)
+        pm.add_pass(typed_passes.NopythonTypeInference, "nopython frontend")
+        pm.add_pass(_StopAfterTyping, "stop after typing")
+        pm.finalize()
+        return [pm]
+
+
+def type_check(dispatcher, args):
+    """Type `dispatcher`'s function for the types of `args` as its compile would (its options,
+    nopython mode), generating no code; returns the return type, or raises Numba's TypingError."""
+    flags = compiler.Flags()
+    dispatcher.targetdescr.options.parse_as_flags(flags, dispatcher.targetoptions)
+    signature = tuple(numba.typeof(a) for a in args)
+    return compiler.compile_extra(
+        dispatcher.targetdescr.typing_context,
+        dispatcher.targetdescr.target_context,
+        dispatcher.py_func,
+        signature,
+        None,
+        flags,
+        dispatcher.locals,
+        pipeline_class=_TypeOnly,
+    )
+
+
+_TWINS: dict = {}
+
+
+def checked_twin(dispatcher):
+    """The step's Python function (as background.python_twin), its own module's functions typed
+    by Numba on their first call."""
+    twin = _TWINS.get(dispatcher)
+    if twin is None:
+        func = dispatcher.py_func
+        own = {
+            name: value
+            for name, value in func.__globals__.items()
+            if isinstance(value, CPUDispatcher) and value.py_func.__module__ == func.__module__
+        }
+        namespace = dict(func.__globals__)
+        for name, value in own.items():
+            namespace[name] = _typed_on_first_call(value, value.py_func)
+        body = types.FunctionType(func.__code__, namespace, func.__name__, func.__defaults__)
+        calls_own = (set(func.__code__.co_names) & set(own)) - {func.__name__}
+        twin = _TWINS[dispatcher] = body if calls_own else _typed_on_first_call(dispatcher, body)
+    return twin
+
+
+def _typed_on_first_call(dispatcher, body):
+    typed = []
+
+    def call(*args):
+        if not typed:
+            type_check(dispatcher, args)
+            typed.append(True)
+        return body(*args)
+
+    return call
