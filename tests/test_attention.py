@@ -33,7 +33,7 @@ def _feeds(fm, data):
 
 
 def test_every_layer_has_a_case():
-    assert CASES == ["additive", "luong", "mha", "mha_mask"]
+    assert CASES == ["additive", "luong", "mha", "mha_keras_masks", "mha_mask", "scored_keras_masks"]
 
 
 @pytest.mark.parametrize("version", ["k3", "k2"])
@@ -54,7 +54,12 @@ def test_summary_shapes_and_parameter_counts_match_keras(case, version):
     ours = [info for info in fm.layers if info.class_name != "InputLayer"]
     inputs = {ref[0] for ref in describe(config).inputs} | {"input_layer", "input_layer_1", "input_layer_2"}
     keras = [row for row in json.loads(str(data["summary"])) if row[0] not in inputs]  # tf-keras names them otherwise
-    assert [(i.params, list(i.output_shapes[0])) for i in ours] == [(p, s) for _, s, p in keras]
+    assert [(i.params, _lists(i.output_shapes[0])) for i in ours] == [(p, s) for _, s, p in keras]
+
+
+def _lists(shape):
+    """A shape, or a layer's list of shapes (return_attention_scores), as json gives them: lists."""
+    return [_lists(d) for d in shape] if isinstance(shape, (list, tuple)) else shape
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -122,7 +127,7 @@ def _mha_config(version="k3", **changes):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"return_attention_scores": True}, "return_attention_scores=True is not supported"),
+        ({"return_attention_scores": 1}, "return_attention_scores must be true or false, got 1"),
         ({"config": {"attention_axes": [1, 2]}}, "attention_axes=[1, 2] is not supported"),
         ({"config": {"use_gate": True}}, "use_gate=True is not supported"),
         ({"config": {"kernel_constraint": {"class_name": "NonNeg", "config": {}}}}, "kernel_constraint"),
@@ -168,36 +173,63 @@ def test_a_keyword_tensor_of_another_layer_is_refused():
         build_model(config)
 
 
-def _masked_attention_config():
+def _masked_attention_config(cls="Attention"):
+    """ids -> Embedding(mask_zero) -> self-attention of class cls -> GlobalAveragePooling1D (masked);
+    outputs the attention's and the average."""
+    config = {"name": "att", "num_heads": 2, "key_dim": 3} if cls == "MultiHeadAttention" else {"name": "att"}
     return {
         "class_name": "Functional",
         "config": {
             "name": "m",
             "layers": [
-                {"class_name": "InputLayer", "name": "ids", "config": {"batch_input_shape": [None, 4], "name": "ids"}},
+                {"class_name": "InputLayer", "name": "ids", "config": {"batch_input_shape": [None, 5], "name": "ids"}},
                 {
                     "class_name": "Embedding",
                     "name": "emb",
-                    "config": {"name": "emb", "input_dim": 9, "output_dim": 4, "mask_zero": True},
+                    "config": {"name": "emb", "input_dim": 10, "output_dim": 4, "mask_zero": True},
                     "inbound_nodes": [[["ids", 0, 0, {}]]],
                 },
                 {
-                    "class_name": "Attention",
+                    "class_name": cls,
                     "name": "att",
-                    "config": {"name": "att"},
+                    "config": config,
                     "inbound_nodes": [[["emb", 0, 0, {}], ["emb", 0, 0, {}]]],
+                },
+                {
+                    "class_name": "GlobalAveragePooling1D",
+                    "name": "pool",
+                    "config": {"name": "pool"},
+                    "inbound_nodes": [[["att", 0, 0, {}]]],
                 },
             ],
             "input_layers": [["ids", 0, 0]],
-            "output_layers": [["att", 0, 0]],
+            "output_layers": [["att", 0, 0], ["pool", 0, 0]],
         },
         "keras_version": "2.15.0",
     }
 
 
-def test_masked_inputs_are_refused():
-    with pytest.raises(ConfigError, match="reads the mask of Embedding"):
-        build_model(_masked_attention_config())
+@pytest.mark.parametrize("cls", ["MultiHeadAttention", "Attention", "AdditiveAttention"])
+def test_padding_changes_nothing_the_mask_keeps(cls):
+    """With Embedding(mask_zero) masks, padding a batch with more 0 ids changes no output at the
+    kept query steps (each sees the same key steps: hidden scores weigh exactly 0), and Attention's
+    output at the padded steps is 0; the masked average over the steps is unchanged too."""
+    config = _masked_attention_config(cls)
+    ids = np.array([[3, 1, 4, 0, 0], [5, 9, 2, 6, 5], [7, 0, 0, 0, 0]], np.float32)
+    outs, weights = [], None
+    for steps in (5, 8):
+        config["config"]["layers"][0]["config"]["batch_input_shape"] = [None, steps]
+        fm = build_model(config)
+        weights = weights or {w.node: w.value for w in fm.weights}
+        g = fm.lower(training=False)
+        env = ir.interpret(g, {fm.inputs[0].node: np.pad(ids, ((0, 0), (0, steps - 5))), **weights})
+        outs.append((env[g.outputs["output:0"]], env[g.outputs["output:1"]]))
+    (a, pooled_a), (b, pooled_b) = outs
+    kept = ids > 0
+    np.testing.assert_allclose(a[kept], b[:, :5][kept], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pooled_a, pooled_b, rtol=1e-5, atol=1e-6)
+    if cls != "MultiHeadAttention":
+        assert np.all(b[:, :5][~kept] == 0) and np.all(b[:, 5:] == 0)
 
 
 def test_causal_mask_hides_later_steps():

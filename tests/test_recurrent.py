@@ -275,11 +275,11 @@ def test_a_layer_that_would_read_the_mask_is_refused():
                     "class_name": "Embedding",
                     "config": {"name": "e", "input_dim": 9, "output_dim": 2, "mask_zero": True},
                 },
-                {"class_name": "GlobalAveragePooling1D", "config": {"name": "gap"}},
+                {"class_name": "GlobalMaxPooling1D", "config": {"name": "gmp"}},
             ],
         },
     }
-    with pytest.raises(ConfigError, match="GlobalAveragePooling1D layer 'gap': reads the mask"):
+    with pytest.raises(ConfigError, match="GlobalMaxPooling1D layer 'gmp': reads the mask"):
         build_model(config)
 
 

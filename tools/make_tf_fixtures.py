@@ -835,10 +835,11 @@ def step_targets(rng):
     return [rng.randint(0, CLASSES, size=(BATCH, SEQ_STEPS)).astype(np.int32)]
 
 
-def padded_ids(rng):
+def padded_ids(rng, empty=True):
+    """empty=False: row 0 keeps one step (a masked average of no step is 0/0)."""
     ids = rng.permutation(np.arange(1, SEQ_VOCAB))[: BATCH * SEQ_STEPS].reshape(BATCH, SEQ_STEPS)
     lengths = rng.randint(1, SEQ_STEPS, size=BATCH)
-    lengths[0], lengths[1] = 0, SEQ_STEPS
+    lengths[0], lengths[1] = 0 if empty else 1, SEQ_STEPS
     ids[np.arange(SEQ_STEPS)[None, :] >= lengths[:, None]] = 0
     return ids.astype(np.int32)
 
@@ -911,6 +912,52 @@ FIDELITY_CASES.update(
 )
 
 
+# Masks into attention (issue 22). Keras 3's MultiHeadAttention deletes the masks of the tensors
+# it reads as it runs (so a later reader of them would read none): each masked tensor here feeds
+# one MultiHeadAttention and nothing after it.
+
+
+def build_mha_keras_masks():
+    """Self-attention of Embedding(mask_zero): Keras 3's dot_product_attention, then (scores
+    returned) its Softmax layer, which zeroes the weights of a padded query step; the per-step
+    loss is weighted by the query's mask, carried through both."""
+    L = keras.layers
+    ids = keras.Input(shape=(SEQ_STEPS,))
+    e = L.Embedding(SEQ_VOCAB, 4, mask_zero=True)(ids)
+    a = L.MultiHeadAttention(num_heads=2, key_dim=3)(e, e)
+    b, _ = L.MultiHeadAttention(num_heads=2, key_dim=2, value_dim=3)(a, a, return_attention_scores=True)
+    return keras.Model(ids, L.Dense(CLASSES, activation="softmax")(b))
+
+
+def build_attention_keras_masks():
+    """Attention (its weights returned: those of padded query steps too, so the padding id's
+    embedding gets a gradient) and causal AdditiveAttention over masked ids, averaged over the
+    kept steps."""
+    L = keras.layers
+    ids = keras.Input(shape=(SEQ_STEPS,))
+    e = L.Embedding(SEQ_VOCAB, 4, mask_zero=True)(ids)
+    d = L.Dense(4)(e)
+    a, w = L.Attention(use_scale=True)([e, d], return_attention_scores=True)
+    b = L.AdditiveAttention()([e, d], use_causal_mask=True)
+    h = L.Concatenate()([L.GlobalAveragePooling1D()(a), L.GlobalAveragePooling1D()(b), L.Flatten()(w)])
+    return keras.Model(ids, L.Dense(CLASSES, activation="softmax")(h))
+
+
+FIDELITY_CASES.update(
+    {
+        "mha_keras_masks_sgd": (build_mha_keras_masks, [SEQ_STEPS], step_targets, SPARSE, sgd_momentum, SEQ),
+        "attention_keras_masks_sgd": (  # Adam: TensorFlow's sparse update of the repeated padding id differs
+            build_attention_keras_masks,
+            [SEQ_STEPS],
+            sparse_targets,
+            SPARSE,
+            sgd_momentum,
+            {**SEQ, "nonempty": True},
+        ),
+    }
+)
+
+
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):
         return loss
@@ -934,7 +981,7 @@ def make_fidelity_case(name, spec, out_dir: Path, seed: int) -> None:
     reset(seed)
     rng = np.random.RandomState(seed)
     if extras.get("padded"):
-        xs = [padded_ids(rng) for _ in in_dims]
+        xs = [padded_ids(rng, not extras.get("nonempty")) for _ in in_dims]
     elif extras.get("padded_steps"):  # features 0 from a random step on: Masking skips them
         xs = [rng.normal(size=(BATCH, *d)).astype(np.float32) for d in in_dims]
         for x in xs:
@@ -1837,7 +1884,10 @@ def make_rnn_case(name, builder, out_dir: Path, seed: int, make_inputs=None, sav
     dump_json(json.loads(m2.to_json()), out_dir / f"k2_{name}.json")
     diff = float(np.max(np.abs(arrays["pred0"] - arrays["k2_pred0"])))
     print(f"  {out_dir.name}/{name}: loss {float(loss):.5f}, max |k3-k2| {diff:.1e}")
-    if name != "gru_v1":  # hard_sigmoid: clip(0.2x + 0.5) in tf-keras, relu6(x + 3) / 6 in Keras 3
+    # gru_v1: hard_sigmoid is clip(0.2x + 0.5) in tf-keras, relu6(x + 3) / 6 in Keras 3;
+    # mha_keras_masks: Keras 3's MultiHeadAttention returning its scores zeroes the weights of a
+    # query step that sees no key step, tf-keras's attends to every step alike
+    if name not in ("gru_v1", "mha_keras_masks"):
         assert diff < 1e-5, (name, diff)
 
 
@@ -1882,15 +1932,68 @@ def attn_mha_mask(K):
     return K.Model([q, v, mask], K.layers.Dense(3, activation="softmax")(K.layers.Flatten()(a)))
 
 
-ATTENTION_CASES = {"mha": attn_mha, "luong": attn_luong, "additive": attn_additive, "mha_mask": attn_mha_mask}
+def attn_mha_keras_masks(K):
+    """Embedding(mask_zero) masks into MultiHeadAttention: self-attention (the query's and the
+    value's masks ANDed), cross-attention with a query of another mask and a key of its own, the
+    attention scores returned, and the query's mask carried on to a masked average. Keras 3's
+    MultiHeadAttention deletes the masks of the tensors it reads as it runs, so a masked tensor
+    read again later reads unmasked there: each one here feeds one attention layer (kgraph keeps
+    the masks, as tf-keras does)."""
+    L = K.layers
+    ids, other = K.Input(shape=(RNN_STEPS,), name="ids"), K.Input(shape=(5,), name="other_ids")
+    e = L.Embedding(RNN_VOCAB, 6, mask_zero=True)(ids)
+    e2 = L.Embedding(RNN_VOCAB, 3, mask_zero=True)(ids)
+    o = L.Embedding(RNN_VOCAB, 4, mask_zero=True)(other)
+    a, scores = L.MultiHeadAttention(num_heads=2, key_dim=3)(e, e, return_attention_scores=True)
+    b = L.MultiHeadAttention(num_heads=2, key_dim=2, value_dim=3)(o, e2, key=L.Dense(5)(e2), use_causal_mask=True)
+    h = L.LayerNormalization()(L.Add()([e, a]))
+    pooled = L.Concatenate()([L.GlobalAveragePooling1D()(h), L.GlobalAveragePooling1D()(b), L.Flatten()(scores)])
+    return K.Model([ids, other], L.Dense(3, activation="softmax")(pooled))
+
+
+def attn_scored_keras_masks(K):
+    """Attention and AdditiveAttention read the query's and the value's masks (Masking's here),
+    zero the masked query steps and return their weights."""
+    L = K.layers
+    x, v = K.Input(shape=(RNN_STEPS, 3), name="x"), K.Input(shape=(5, 3), name="v")
+    q, mv = L.Masking()(x), L.Masking()(v)
+    a, weights = L.Attention(use_scale=True)([q, mv], return_attention_scores=True)
+    b = L.AdditiveAttention()([q, mv, L.Dense(3)(mv)], use_causal_mask=True)
+    c = L.Attention(score_mode="concat")([L.Dense(3)(v), mv])  # an unmasked query, masked values
+    h = L.Concatenate()([L.GlobalAveragePooling1D()(L.Add()([a, b])), L.Flatten()(weights), L.Flatten()(c)])
+    return K.Model([x, v], L.Dense(3, activation="softmax")(h))
+
+
+ATTENTION_CASES = {
+    "mha": attn_mha,
+    "luong": attn_luong,
+    "additive": attn_additive,
+    "mha_mask": attn_mha_mask,
+    "mha_keras_masks": attn_mha_keras_masks,
+    "scored_keras_masks": attn_scored_keras_masks,
+}
 
 
 def attention_inputs(model, rng):
     """Normal draws; a mask input 0/1 with the first key step always seen (a row that hides every
-    step is where Keras's backends differ)."""
+    step is where Keras's backends differ). A model with Keras masks gets padded rows: ids of
+    lengths 1 to all (row 0 one step, row 1 whole), features all 0 from a random step on."""
     out = []
+    padded = any(type(layer).__name__ == "Masking" or getattr(layer, "mask_zero", False) for layer in model.layers)
     for i in model.inputs:
         x = rng.normal(size=(RNN_ROWS, *i.shape[1:])).astype(np.float32)
+        if not padded:
+            pass
+        elif len(i.shape) == 2:  # token ids, rows padded with 0 to lengths 1 to all (a masked average needs one)
+            steps = i.shape[1]
+            x = rng.randint(1, RNN_VOCAB, size=(RNN_ROWS, steps))
+            x[np.arange(steps)[None, :] >= rng.randint(1, steps + 1, size=RNN_ROWS)[:, None]] = 0
+            x[0, 1:], x[1, :] = 0, np.maximum(x[1], 1)
+            x = x.astype(np.float32)
+        elif "mask" not in i.name and len(i.shape) == 3:  # steps of all-zero features from a random step on
+            steps = i.shape[1]
+            x[np.arange(steps)[None, :] >= rng.randint(1, steps + 1, size=RNN_ROWS)[:, None]] = 0
+            x[0, 1:] = 0
         if "mask" in i.name:
             x = (x > 0).astype(np.float32)
             x[:, :, 0] = 1

@@ -8,8 +8,17 @@ scores where a causal mask hides a step (Keras adds -1e9 there: the same softmax
 Calls name their tensors as Keras saves them: MultiHeadAttention(query, value, key=...) with
 value and key positional or by keyword (normalize.py keeps which); Attention([query, value, key]).
 A keyword use_causal_mask is read, and MultiHeadAttention's attention_mask tensor (1 where a query
-step may see a key step, added to the scores as Keras does); return_attention_scores and the masks
-of Embedding(mask_zero)/Masking are refused in one line (recurrent.py's MASK_READERS)."""
+step may see a key step). return_attention_scores=True gives the layer a second output: the
+attention weights (MultiHeadAttention's before dropout, [B, heads, Tq, Tk]; Attention's after it,
+[B, Tq, Tk]), as each Keras returns them.
+
+The masks of Embedding(mask_zero)/Masking (ctx.masks) are read as Keras reads them:
+MultiHeadAttention ANDs the query's mask ([B, Tq, 1]), the value's and the key's ([B, 1, Tk]),
+the attention_mask tensor and the causal mask into one mask; Keras 3 puts -1e9 in the hidden
+scores (a where: a hidden score has no gradient, a query step that sees nothing attends to every
+step alike), tf-keras adds -1e9 to them. Attention and AdditiveAttention read the query's and the
+value's masks only (the key's is ignored), subtract 1e9 from the hidden scores and zero the
+output's masked query steps. Every one passes the query's mask on to its output."""
 
 from __future__ import annotations
 
@@ -36,23 +45,23 @@ def call_options(layer) -> tuple:
     return names[0], options[0]
 
 
-def _check_options(layer, allowed=("use_causal_mask", "training")) -> bool:
-    """The call's use_causal_mask; other options refused (return_attention_scores, ...)."""
+def _check_options(layer, allowed=("use_causal_mask", "training", "return_attention_scores")) -> tuple:
+    """(use_causal_mask, return_attention_scores) of the call; other options refused."""
     where = where_of(layer)
     names, options = call_options(layer)
     if "attention_mask" in names and layer.class_name != "MultiHeadAttention":
         raise ConfigError(f"{where}: an attention_mask tensor is not supported")
     for key, value in options.items():
-        if key == "return_attention_scores" and not value:
-            continue
         if key in ("query_mask", "value_mask", "key_mask", "attention_mask", "mask") and value is None:
             continue
         if key not in allowed:
             raise ConfigError(f"{where}: the call argument {key}={value!r} is not supported")
     causal = options.get("use_causal_mask", False) or layer.config.get("causal", False)
-    if not isinstance(causal, bool):
-        raise ConfigError(f"{where}: use_causal_mask must be true or false, got {causal!r}")
-    return causal
+    scores = options.get("return_attention_scores", False)
+    for key, value in (("use_causal_mask", causal), ("return_attention_scores", scores)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
+    return causal, scores
 
 
 def _check_dropout(layer) -> float:
@@ -76,29 +85,52 @@ def _causal_mask(g, tq, tk, dtype, name) -> str:
     return g.constant(values=values, shape=(tq, tk), dtype=dtype, name=name)
 
 
-def _attend(ctx, layer, scores, value, causal, rate, mask=None):
-    """softmax(scores [+ causal mask] [+ attention mask]) [dropout] @ value: the weighted sum of
-    the value steps. mask: a [B, Tq, Tk] tensor, 1 where a query step may see a key step; Keras
-    adds (1 - mask) * -1e9 to the scores (of every head)."""
+def _step_mask(g, mask, axis, name):
+    """A [B, T] 0/1 Keras mask as [B, T, 1] (axis 2: query steps) or [B, 1, T] (axis 1: key steps)."""
+    t = g.type(mask).shape[1]
+    return g.reshape(mask, shape=(BATCH, t, 1) if axis == 2 else (BATCH, 1, t), name=name)
+
+
+def _and(g, a, b):
+    """The AND of two 0/1 masks (either may be None), broadcast."""
+    return b if a is None else a if b is None else g.mul(a, b)
+
+
+def _attend(ctx, layer, scores, value, causal, rate, mask=None, where=False, zero_hidden=False):
+    """softmax(scores, hidden where mask is 0 or causal hides) [dropout] @ value: the weighted sum
+    of the value steps, and the weights before and after dropout. mask: 0/1, broadcast to
+    [B, Tq, Tk] (the same for every head). Keras hides a score by adding -1e9 (where=False) or by
+    putting -1e9 in its place (where=True: Keras 3's MultiHeadAttention; the hidden score then has
+    no gradient, which differs from adding only in a row that hides every key step). zero_hidden:
+    the weights of hidden scores set to 0 after the softmax (Keras 3's Softmax layer, so a row
+    that hides every key step attends to none rather than to all alike)."""
     g = ctx.g
     t = g.type(scores)
-    if mask is not None:
-        dtype = g.type(mask).dtype
-        adder = g.mul(g.sub(mask, g.const(1.0, dtype)), g.const(-NEG, dtype), name=f"{layer.name}_mask_adder")
-        if t.rank == 4:  # one mask for every head
-            adder = g.reshape(adder, shape=(BATCH, 1, *t.shape[2:]))
-        scores = g.add(scores, adder, name=f"{layer.name}_masked")
-    if causal:
+    dtype = t.dtype
+    if causal and mask is None:  # a constant added: no mask to combine with
         scores = g.add(
             scores,
-            _causal_mask(g, t.shape[-2], t.shape[-1], t.dtype, f"{layer.name}_causal_mask"),
+            _causal_mask(g, t.shape[-2], t.shape[-1], dtype, f"{layer.name}_causal_mask"),
             name=f"{layer.name}_causal",
         )
+    elif causal:
+        keep = [1.0 if j <= i else 0.0 for i in range(t.shape[-2]) for j in range(t.shape[-1])]
+        mask = g.mul(mask, g.constant(values=keep, shape=t.shape[-2:], dtype=dtype, name=f"{layer.name}_causal_keep"))
+    if mask is not None:
+        if t.rank == 4:  # one mask for every head
+            mask = g.reshape(mask, shape=(BATCH, 1, *g.type(mask).shape[1:]))
+        adder = g.mul(g.sub(mask, g.const(1.0, dtype)), g.const(-NEG, dtype), name=f"{layer.name}_mask_adder")
+        if where:
+            scores = g.mul(scores, mask, name=f"{layer.name}_kept")
+        scores = g.add(scores, adder, name=f"{layer.name}_masked")
     weights = g.softmax(scores, axis=-1, name=f"{layer.name}_weights")
+    if mask is not None and zero_hidden:
+        weights = g.mul(weights, mask, name=f"{layer.name}_weights_kept")
+    dropped = weights
     if ctx.training and rate > 0:
-        mask = g.source("rng", f"{layer.name}_dropout_mask", t, rate=rate, layer=layer.name)
-        weights = g.mul(weights, mask, name=f"{layer.name}_dropped")
-    return g.batch_matmul(weights, value, name=f"{layer.name}_attended")
+        keep = g.source("rng", f"{layer.name}_dropout_mask", t, rate=rate, layer=layer.name)
+        dropped = g.mul(weights, keep, name=f"{layer.name}_dropped")
+    return g.batch_matmul(dropped, value, name=f"{layer.name}_attended"), weights, dropped
 
 
 # ---------------------------------------------------------------- MultiHeadAttention
@@ -175,9 +207,14 @@ class MultiHeadAttention(Rule):
         out = query[-1] if out is None else out if isinstance(out, int) else out[0]
         return query, key, value, heads, key_dim, value_dim, out
 
+    def output_shapes(self, layer, shapes):
+        query, key, _, heads, _, _, out = self._dims(layer, shapes)
+        if _check_options(layer)[1]:  # and the attention weights
+            return [(None, query[1], out), (None, heads, query[1], key[1])]
+        return [(None, query[1], out)]
+
     def output_shape(self, layer, shapes):
-        query, _, _, _, _, _, out = self._dims(layer, shapes)
-        return (None, query[1], out)
+        return self.output_shapes(layer, shapes)[0]
 
     def weights(self, layer, shapes):
         cfg, where = layer.config, where_of(layer)
@@ -203,10 +240,15 @@ class MultiHeadAttention(Rule):
     def emit(self, ctx, layer, xs, shapes):
         g, name, p = ctx.g, layer.name, ctx.params
         query, key, value, heads, key_dim, value_dim, out = self._dims(layer, shapes)
-        causal = _check_options(layer)
+        causal, return_scores = _check_options(layer)
         named = self._named(layer, xs)
         xq, xv = named["query"], named["value"]
         xk = named.get("key", xv)
+        # the inputs' Keras masks and the attention_mask tensor, ANDed ([B, Tq|1, Tk|1])
+        mask, q_mask = named.get("attention_mask"), ctx.masks.get(xq)
+        for what, x, axis in (("query", xq, 2), ("value", xv, 1), ("key", xk, 1)):
+            if ctx.masks.get(x) is not None and not (what == "key" and xk == xv):
+                mask = _and(g, mask, _step_mask(g, ctx.masks[x], axis, f"{name}_{what}_mask"))
 
         def project(x, steps, features, what, dim):
             """x [B, T, D] @ kernel (D, heads, dim) [+ bias] -> [B, heads, T, dim]."""
@@ -224,13 +266,18 @@ class MultiHeadAttention(Rule):
         q = g.mul(q, g.const(1.0 / math.sqrt(float(key_dim)), dtype), name=f"{name}_query_scaled")
         scores = g.batch_matmul(q, k, transpose_b=True, name=f"{name}_scores")  # [B, heads, Tq, Tk]
         rate = _check_dropout(layer)
-        o = _attend(ctx, layer, scores, v, causal, rate, named.get("attention_mask"))  # [B, heads, Tq, value_dim]
+        # Keras 3 runs its Softmax layer (zero_hidden) with dropout or the scores returned, else its
+        # dot_product_attention; tf-keras adds -1e9 to hidden scores
+        keras3, softmax_layer = ctx.keras >= 3, rate > 0 or return_scores
+        o, weights, _ = _attend(ctx, layer, scores, v, causal, rate, mask, keras3, keras3 and softmax_layer)
         o = g.reshape(g.transpose(o, perm=(0, 2, 1, 3)), shape=(BATCH, query[1], heads * value_dim))
         kernel = g.reshape(p["attention_output/kernel"], shape=(heads * value_dim, out))
         y = g.matmul(o, kernel, name=f"{name}_output_matmul")
         if "attention_output/bias" in p:
             y = g.add(y, p["attention_output/bias"], name=f"{name}_output_bias")
-        return y
+        if q_mask is not None:
+            ctx.masks[y] = q_mask
+        return [y, weights] if return_scores else y
 
 
 # ---------------------------------------------------------------- Attention and AdditiveAttention
@@ -263,16 +310,30 @@ class _ScoredAttention(Rule):
             raise ConfigError(f"{where}: query {shape_str(query)} and key {shape_str(key)} differ in features")
         return query, key, value
 
+    def output_shapes(self, layer, shapes):
+        query, key, value = self._shapes(layer, shapes)
+        if _check_options(layer)[1]:  # and the attention weights
+            return [(None, query[1], value[-1]), (None, query[1], key[1])]
+        return [(None, query[1], value[-1])]
+
     def output_shape(self, layer, shapes):
-        query, _, value = self._shapes(layer, shapes)
-        return (None, query[1], value[-1])
+        return self.output_shapes(layer, shapes)[0]
 
     def emit(self, ctx, layer, xs, shapes):
         self._shapes(layer, shapes)
+        g, name = ctx.g, layer.name
         q, v = xs[0], xs[1]
         k = xs[2] if len(xs) == 3 else v
+        causal, return_scores = _check_options(layer)
         scores = self.scores(ctx, layer, q, k)  # [B, Tq, Tk]
-        return _attend(ctx, layer, scores, v, _check_options(layer), _check_dropout(layer))
+        # Keras reads [query mask, value mask]: the value's hides key steps (the key's is ignored)
+        q_mask, v_mask = ctx.masks.get(q), ctx.masks.get(v)
+        mask = None if v_mask is None else _step_mask(g, v_mask, 1, f"{name}_value_mask")
+        y, _, dropped = _attend(ctx, layer, scores, v, causal, _check_dropout(layer), mask)
+        if q_mask is not None:  # masked query steps output 0, and pass the mask on
+            y = g.mul(y, _step_mask(g, q_mask, 2, f"{name}_query_mask"), name=f"{name}_query_masked")
+            ctx.masks[y] = q_mask
+        return [y, dropped] if return_scores else y
 
 
 def _pairs(g, q, k, name):

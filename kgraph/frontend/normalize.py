@@ -251,6 +251,7 @@ KERAS3_MASK_OPS = {
     "BroadcastTo",
     "Squeeze",
     "Cast",
+    "ConvertToTensor",  # Attention's compute_mask
 }
 
 

@@ -483,14 +483,10 @@ MASK_PASSING = {
     "TimeDistributed",
 }
 MERGES = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
-MASK_READERS = {
-    "GlobalAveragePooling1D",
-    "GlobalMaxPooling1D",
-    "Attention",
-    "AdditiveAttention",
-    "MultiHeadAttention",
-    "Dot",
-}
+MASK_READERS = {"GlobalMaxPooling1D", "Dot"}
+# layers whose rule reads its inputs' masks and sets its outputs' (attention.py; spatial.py's
+# GlobalAveragePooling1D averages over the kept steps and drops the mask)
+MASK_OWNERS = {"Embedding", "Masking", "Attention", "AdditiveAttention", "MultiHeadAttention", "GlobalAveragePooling1D"}
 
 
 def carry_mask(ctx, layer, xs, ys) -> None:
@@ -499,7 +495,7 @@ def carry_mask(ctx, layer, xs, ys) -> None:
     present = [masks[x] for x in xs if x in masks]
     if (
         not present
-        or layer.class_name in ("Embedding", "Masking")
+        or layer.class_name in MASK_OWNERS
         or (layer.class_name in RECURRENT_RULES and layer.class_name != "TimeDistributed")
     ):
         return
@@ -511,7 +507,7 @@ def carry_mask(ctx, layer, xs, ys) -> None:
     ):
         raise ConfigError(
             f"{where}reads the mask of Embedding(mask_zero=True) or Masking in Keras; kgraph "
-            "applies masks in recurrent layers only so far (issue 16)"
+            "applies masks in recurrent, attention and average-pooling layers only so far (issue 16)"
         )
     if layer.class_name in MERGES and ctx.g.type(ys[0]).rank == 3:
         # a step is kept where all the inputs' masks keep it (tf-keras), where any does (Keras 3:

@@ -319,6 +319,16 @@ class GlobalPool(Rule):
         return tuple(d for i, d in enumerate(shape) if i not in axes)
 
     def emit(self, ctx, layer, xs, shapes):
+        mask = ctx.masks.get(xs[0])
+        if mask is not None and self.op == "reduce_mean":  # GlobalAveragePooling1D: the mean of the kept steps
+            if _first(layer):
+                raise ConfigError(
+                    f"{where_of(layer)}: a masked sequence is supported with data_format channels_last only"
+                )
+            g, keep = ctx.g, bool(layer.config.get("keepdims"))
+            m = g.reshape(mask, shape=(BATCH, g.type(mask).shape[1], 1), name=f"{layer.name}_mask")
+            total = g.reduce_sum(g.mul(xs[0], m), axes=(1,), keepdims=keep)
+            return g.div(total, g.reduce_sum(m, axes=(1,), keepdims=keep), name=layer.name)
         return ctx.g.add_node(
             self.op,
             (xs[0],),
