@@ -89,6 +89,7 @@ class Model(_WeightLists, CompiledModel):
         self._step_args = {}  # kind -> (losses, optimizer spec) its steps compile with (compile()'s)
         self._shapes = collections.OrderedDict()  # input dims -> {kind: step name}, least recently used first
         self._shape_compiles = 0  # steps compiled for input shapes, for the eviction warning
+        self._pad_neutral = None  # whether padding the unknown lengths with 0 changes no output (None: not known yet)
         if frontend_model is None:
             self.name = _config_name(config)
             super().__init__(
@@ -362,6 +363,36 @@ class Model(_WeightLists, CompiledModel):
         steps[kind] = name
         return name
 
+    # Variable-length batches: a masked model pads them to a few lengths (BUCKETS) once it has
+    # compiled steps for EXACT_LENGTHS input shapes, so a fit over batches of many lengths compiles
+    # a handful of steps; the padding is 0 ids (or 0 features), which the model's mask skips.
+    EXACT_LENGTHS = int(os.environ.get("KGRAPH_EXACT_LENGTHS", "4"))
+
+    def _pad_lengths(self, xs):
+        """xs padded at the end of each unknown axis to its bucket (the next power of two, at least 8)
+        when the model pads neutrally and already holds steps for EXACT_LENGTHS shapes, none for
+        these; else xs. Steps already compiled for a shape are used as they are."""
+        if not self.built or not self.frontend.unknown_dims or self.EXACT_LENGTHS < 0:
+            return xs
+        dims = _dims(xs)
+        if dims in self._shapes or len(self._shapes) < self.EXACT_LENGTHS or not self.pads_neutrally():
+            return xs
+        out = []
+        for a, spec in zip(xs, self.frontend.inputs):
+            pads = [(0, 0)] + [(0, _bucket(n) - n if d is None else 0) for n, d in zip(a.shape[1:], spec.shape[1:])]
+            out.append(np.pad(a, pads) if any(p for _, p in pads) else a)
+        return out
+
+    def pads_neutrally(self) -> bool:
+        """Whether padding the inputs' unknown dimensions with 0 at their ends changes no output, so
+        kgraph may pad batches to bucket lengths: the outputs have no unknown dimension, and two
+        random rows through the forward graph (NumPy's interpreter, the current weights) give the
+        same outputs at two lengths, the longer padded (what a mask_zero Embedding or a Masking
+        layer feeding mask-aware layers does; a Conv1D after it would not). Found once a model."""
+        if self._pad_neutral is None:
+            self._pad_neutral = _pads_neutrally(self.frontend, self.get_weights(), self.info.get("token_inputs", []))
+        return self._pad_neutral
+
     def _step_name(self, kind, xs):
         if not self.built or not self.frontend.unknown_dims:
             return kind
@@ -379,7 +410,8 @@ class Model(_WeightLists, CompiledModel):
             warnings.warn(
                 f"model {self.name!r} has compiled steps for {self._shape_compiles} input shapes; it keeps "
                 f"those of the {self.MAX_SHAPES} shapes used last (KGRAPH_MAX_SHAPES) and compiles the "
-                "others again when they come back: pad batches to a few lengths to compile less",
+                "others again when they come back: pad batches to a few lengths to compile less (kgraph "
+                "pads them itself when a mask makes the padding change nothing)",
                 stacklevel=4,
             )
 
@@ -874,6 +906,39 @@ def _token_inputs(frontend_model) -> list:
 def _dims(xs) -> tuple:
     """The inputs' shapes past the batch axis: what a model with unknown dimensions compiles a step for."""
     return tuple(tuple(int(d) for d in np.shape(a)[1:]) for a in xs)
+
+
+def _bucket(n: int) -> int:
+    """The length a batch of length n is padded to: the next power of two, at least 8."""
+    return max(8, 1 << max(0, int(n) - 1).bit_length())
+
+
+def _pads_neutrally(fm, weights, token_inputs) -> bool:
+    """Model.pads_neutrally's check, at lengths 5 and 8 (3 steps of padding) on two rows."""
+    import ir
+
+    if any(None in shape[1:] for shape in fm.output_shapes()):
+        return False
+    rng = np.random.default_rng(0)
+    limits = {t["input"]: t["limit"] for t in token_inputs}
+    rows, outs = [], []
+    for k, spec in enumerate(fm.inputs):
+        shape = [2] + [5 if d is None else d for d in spec.shape[1:]]
+        if k in limits:
+            rows.append(rng.integers(1, max(2, limits[k]), size=shape).astype(np.float32))
+        else:
+            rows.append(rng.normal(size=shape).astype(np.float32))
+    for extra in (0, 3):
+        xs = [
+            np.pad(a, [(0, 0)] + [(0, extra if d is None else 0) for d in s.shape[1:]]) for a, s in zip(rows, fm.inputs)
+        ]
+        shaped = fm.specialize([(None, *a.shape[1:]) for a in xs])
+        g = shaped.lower(training=False)
+        feeds = {i.node: a.astype(g.type(i.node).dtype) for i, a in zip(shaped.inputs, xs)}
+        feeds.update({w.node: np.asarray(v) for w, v in zip(shaped.weights, weights)})
+        env = ir.interpret(g, feeds)
+        outs.append([env[g.outputs[f"output:{k}"]] for k in range(len(fm.output_names))])
+    return all(np.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(*outs))
 
 
 def _state_key(manifest) -> tuple:

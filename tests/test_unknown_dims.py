@@ -270,3 +270,37 @@ def test_the_cost_of_a_step_is_told_at_the_data_shape_or_the_probe_shape(capsys)
         model._announce_step_cost(CompiledModel.fit, x, None, batch_size=8)
         out = capsys.readouterr().out
         assert f"at batch 8 {where}" in out and f"about {flop(steps) / 1e12:.2g} TFLOP" in out
+
+
+def _masked_token_config():
+    config = _token_config(POOL, DENSE)
+    config["config"]["layers"][1]["config"]["mask_zero"] = True  # GlobalAveragePooling1D then skips the padding
+    return config
+
+
+def test_a_masked_model_pads_batches_of_new_lengths_to_buckets(compiles):
+    """Past EXACT_LENGTHS shapes, a batch of a new length is padded with 0 ids to the next power of two
+    (at least 8): lengths 7, 9, 11 and 13 compile two steps, not four, and train exactly as a twin
+    that compiles every length (the mask makes the padding change nothing)."""
+    rng = np.random.default_rng(2)
+    batches = [(x + (x == 0), y) for x, y in _batches([3, 4, 5, 6, 7, 9, 11, 13, 3, 9], rng)]  # ids from 1
+    models = [model_from_config(_masked_token_config(), seed=4) for _ in range(2)]
+    models[1].EXACT_LENGTHS = 100
+    for m in models:
+        m.compile(optimizer=optimizers.SGD(0.5, momentum=0.9), loss="sparse_categorical_crossentropy")
+    losses = [[m.train_on_batch(x, y) for x, y in batches] for m in models]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    for a, b in zip(models[0].get_weights(), models[1].get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert models[0].pads_neutrally()
+    assert compiles == [f"train@{n}" for n in (3, 4, 5, 6, 8, 16, 3, 4, 5, 6, 7, 9, 11, 13)]
+    assert np.allclose(models[0].predict(batches[7][0], verbose=0), models[1].predict(batches[7][0], verbose=0))
+
+
+def test_a_model_that_the_padding_would_change_compiles_each_length(compiles):
+    """Without a mask the average over the steps reads the padding: no bucket, a step per length."""
+    model = model_from_config(_token_config(POOL, DENSE), seed=0)
+    x = np.random.default_rng(1).integers(1, 12, (2, 9)).astype(np.int32)
+    for n in (3, 4, 5, 6, 7, 9):
+        model.predict(x[:, :n], verbose=0)
+    assert compiles == [f"predict@{n}" for n in (3, 4, 5, 6, 7, 9)] and not model.pads_neutrally()

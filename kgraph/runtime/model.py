@@ -145,7 +145,12 @@ class CompiledModel:
                 checks.check_finite(a, what)
             out.append(a)
         checks.check_same_length([(f"input {n!r}", a) for n, a in zip(names, out)])
-        return [np.ascontiguousarray(a, dtype=self.info["dtype"]) for a in out]
+        return self._pad_lengths([np.ascontiguousarray(a, dtype=self.info["dtype"]) for a in out])
+
+    def _pad_lengths(self, xs: list) -> list:
+        """The inputs padded to the step's lengths (kgraph.models.Model pads variable-length
+        sequences of a masked model to a few bucket lengths); here as given."""
+        return xs
 
     def _step(self, kind: str, xs: list) -> str:
         """The name of the compiled step of `kind` that runs on inputs `xs` (kgraph.models.Model
