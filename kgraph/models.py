@@ -404,7 +404,7 @@ class Model(_WeightLists, CompiledModel):
             return
         _, steps = self._shapes.popitem(last=False)
         for name in steps.values():
-            self.executable.drop_step(name)
+            self._drop_step(name)
         if not getattr(self, "_evictions_told", False):
             self._evictions_told = True
             warnings.warn(
@@ -439,8 +439,12 @@ class Model(_WeightLists, CompiledModel):
     def _forget_shapes(self) -> None:
         for steps in self._shapes.values():
             for name in steps.values():
-                self.executable.drop_step(name)
+                self._drop_step(name)
         self._shapes.clear()
+
+    def _drop_step(self, name) -> None:
+        """Forget an input shape's step, in every replica of a strategy's (they share the steps)."""
+        (getattr(self, "replicas", None) or self.executable).drop_step(name)
 
     def _state_layout(self):
         """The training step's manifest at the first probe shape, passes only (no code): how the
@@ -537,10 +541,10 @@ class Model(_WeightLists, CompiledModel):
         ]
         self.strategy = distribute.get_strategy() or self.strategy
         unknown = self.frontend.unknown_dims
-        if unknown and (device == "cuda" or self.strategy is not None):  # refused before the weights move
+        if unknown and device == "cuda":  # refused before the weights move
             raise NotImplementedError(
                 f"model {self.name!r} has inputs of unknown dimensions ({self._declared_shapes()}): they run on "
-                "one CPU process so far; compile with device='cpu', or fix the dimensions in the InputLayer"
+                "the CPU so far; compile with device='cpu', or fix the dimensions in the InputLayer"
             )
         self._use_device("cpu" if device == "auto" and (self.strategy is not None or unknown) else device)
         if self.strategy is not None and self.device == "cuda":

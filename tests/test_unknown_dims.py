@@ -304,3 +304,27 @@ def test_a_model_that_the_padding_would_change_compiles_each_length(compiles):
     for n in (3, 4, 5, 6, 7, 9):
         model.predict(x[:, :n], verbose=0)
     assert compiles == [f"predict@{n}" for n in (3, 4, 5, 6, 7, 9)] and not model.pads_neutrally()
+
+
+@pytest.mark.filterwarnings("ignore:model 'seq' has compiled steps for 2 input shapes")
+def test_two_replicas_train_unknown_dimensions_as_one_does(compiles):
+    """Under MirroredStrategy each input shape's step serves both replicas (they share the steps):
+    batches of two lengths, and one evicted and compiled again, give one replica's losses and
+    weights, and the replicas stay identical."""
+    import kgraph.distribute
+
+    rng = np.random.default_rng(5)
+    batches = [(x + (x == 0), y) for x, y in _batches([4, 6, 4, 7, 6], rng)]
+    results = []
+    for strategy in (kgraph.distribute.Strategy(), kgraph.distribute.MirroredStrategy(["cpu:0", "cpu:1"])):
+        with strategy.scope():
+            model = model_from_config(_masked_token_config(), seed=6)
+            model.compile(optimizer=optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+        model.MAX_SHAPES = 2  # 6 goes when 7 comes, and compiles again when it comes back
+        results.append(([model.train_on_batch(x, y) for x, y in batches], model.get_weights()))
+    assert model.replicas is not None and model.replicas.num_replicas == 2
+    model.replicas.check_identical()
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5)
+    for a, b in zip(results[1][1], results[0][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert compiles == [f"train@{n}" for n in (4, 6, 7, 6)] * 2

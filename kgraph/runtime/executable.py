@@ -172,7 +172,7 @@ class Executable:
         """The compiled function: the whole step, or for "train" its "grads" or "apply" half."""
         if (kind, part) not in self._functions:
             m = self.steps[kind]
-            name = m.function if part == "step" else f"{kind}_{part}"
+            name = m.function if part == "step" else f"{kind.split('@')[0]}_{part}"  # train@80: train_grads
             self._functions[(kind, part)] = getattr(import_file(m.module), name)
         return self._functions[(kind, part)]
 
@@ -259,21 +259,22 @@ class Executable:
             np.greater_equal(view, mask.rate, out=view)  # keep with probability 1 - rate
             view *= self.dtype.type(1.0 / (1.0 - mask.rate))
 
-    def apply(self, lr: float, step: float) -> None:
-        """The optimizer update from the gradient bucket (after replicas averaged it)."""
+    def apply(self, lr: float, step: float, kind: str = "train") -> None:
+        """The optimizer update of training step `kind` from the gradient bucket (after replicas
+        averaged it)."""
         batch = self._last_batch  # the update half never reads the batch arguments
         args = StepArgs(
             len(batch[0]),
-            self._arenas["train"],
+            self._arenas[kind],
             self.params,
             self.grads,
             self.state,
-            self._rng_buffers["train"],
+            self._rng_buffers[kind],
             float(lr),
             float(step),
             self._last_parts,
         )
-        self.function("train", "apply")(*args, *batch)
+        self.function(kind, "apply")(*args, *batch)
 
     def _ones(self, m, batch) -> list:
         shapes = [at_batch(s.shape, batch) for s in m.sample_weights]

@@ -323,7 +323,7 @@ class CompiledModel:
         opt = self.optimizer
         lr, step = opt.current_learning_rate(), opt.iterations + 1
         if self.replicas is not None:
-            outs = self.replicas.train_step(xs, ys, sws, lr, step)
+            outs = self.replicas.train_step(xs, ys, sws, lr, step, self._step("train", xs))
         else:
             outs = self.executable.run(
                 self._step("train", xs), xs, ys, sws, lr=lr, step=step, steps=steps, lrs=opt.learning_rates(steps)

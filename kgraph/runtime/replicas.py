@@ -51,9 +51,9 @@ def _merge(outs: list, sizes: list) -> dict:
     return merged
 
 
-def _synced(executable) -> list:
-    """[start, stop) ranges of the parameter bucket that the train step updates in place."""
-    return [(s.offset, s.offset + s.size) for s in executable.steps["train"].synced]
+def _synced(executable, kind="train") -> list:
+    """[start, stop) ranges of the parameter bucket that the training step `kind` updates in place."""
+    return [(s.offset, s.offset + s.size) for s in executable.steps[kind].synced]
 
 
 class ThreadReplicas:
@@ -84,14 +84,20 @@ class ThreadReplicas:
             e.params[...] = first.params
             e.state[...] = first.state
 
-    def train_step(self, xs, ys, sws, lr, step) -> dict:
+    def drop_step(self, kind: str) -> None:
+        """Forget a step in every replica (they share the steps; each keeps its buffers and code)."""
+        for e in self.replicas:
+            e.drop_step(kind)
+
+    def train_step(self, xs, ys, sws, lr, step, kind="train") -> dict:
+        """kind: the training step to run (a model with unknown dimensions has one per input shape)."""
         bounds = shard_bounds(len(xs[0]), self.num_replicas)
         sizes = [b - a for a, b in bounds]
 
         def grads(r):
             a, b = bounds[r]
             outs = self.replicas[r].run(
-                "train", [x[a:b] for x in xs], [y[a:b] for y in ys], [w[a:b] for w in sws], lr, step, part="grads"
+                kind, [x[a:b] for x in xs], [y[a:b] for y in ys], [w[a:b] for w in sws], lr, step, part="grads"
             )
             return {k: v.copy() for k, v in outs.items()}
 
@@ -104,8 +110,8 @@ class ThreadReplicas:
         for e in self.replicas[1:]:
             e.grads[...] = total
         for e in self.replicas:
-            e.apply(lr, step)
-        for start, stop in _synced(self.replicas[0]):
+            e.apply(lr, step, kind)
+        for start, stop in _synced(self.replicas[0], kind):
             mean = sum(e.params[start:stop] for e in self.replicas) / self.num_replicas
             for e in self.replicas:
                 e.params[start:stop] = mean
@@ -296,8 +302,12 @@ class MPIReplicas:
         if e.state.size:
             self.bcast(e.state, "broadcasting the optimizer state")
 
-    def train_step(self, xs, ys, sws, lr, step) -> dict:
-        """xs, ys, sws: the global batch (every rank reads the same data); each takes its shard."""
+    def drop_step(self, kind: str) -> None:
+        self.executable.drop_step(kind)
+
+    def train_step(self, xs, ys, sws, lr, step, kind="train") -> dict:
+        """xs, ys, sws: the global batch (every rank reads the same data); each takes its shard.
+        kind: the training step to run (one per input shape for unknown dimensions)."""
         n = len(xs[0])
         bounds = shard_bounds(n, self.size)
         a, b = bounds[self.rank]
@@ -305,13 +315,13 @@ class MPIReplicas:
         outs = {
             k: v.copy()
             for k, v in e.run(
-                "train", [x[a:b] for x in xs], [y[a:b] for y in ys], [w[a:b] for w in sws], lr, step, part="grads"
+                kind, [x[a:b] for x in xs], [y[a:b] for y in ys], [w[a:b] for w in sws], lr, step, part="grads"
             ).items()
         }
         e.grads *= e.dtype.type((b - a) / n)
         self._allreduce(e.grads, "averaging gradients")
-        e.apply(lr, step)
-        ranges = _synced(e)
+        e.apply(lr, step, kind)
+        ranges = _synced(e, kind)
         if ranges:  # one small collective for all the moving statistics
             packed = np.concatenate([e.params[lo:hi] for lo, hi in ranges])
             self._allreduce(packed, "averaging the moving statistics")
