@@ -272,3 +272,39 @@ def test_dropout_masks_the_attention_weights_in_training_only(cls):
     shapes = [n.type.shape for n in fm.lower(training=True).sources("rng")]
     want = [(ir.BATCH, 2, 5, 4), (ir.BATCH, 2, 5, 5)] if cls == "MultiHeadAttention" else [(ir.BATCH, 5, 4)] * 2
     assert sorted(shapes) == sorted(want)
+
+
+@pytest.mark.parametrize(
+    "case, version", [("mha_keras_masks", "k3"), ("scored_keras_masks", "k3"), ("scored_keras_masks", "k2")]
+)
+def test_masked_gradients_match_finite_differences(case, version):
+    """float64, central differences of the interpreted loss at a few entries of every weight, with
+    the Keras masks hiding scores (a padded query step of Keras 3's MultiHeadAttention hides every
+    key step: its scores get no gradient). tf-keras's MultiHeadAttention adds -1e9 to such a row,
+    where a difference of 1e-6 drowns in the rounding of 1e9: not checked so."""
+    config, data = _load(case, version)
+    fm = build_model(config, dtype="float64")
+    g = fm.lower(training=True)
+    add_loss(g, [{"name": "sparse_categorical_crossentropy"}])
+    grads = autodiff(g, g.outputs["loss"], [w.node for w in fm.weights])
+    (y,), (sw,) = g.sources("label"), g.sources("sample_weight")
+    feeds = {k: np.asarray(v, np.float64) for k, v in _feeds(fm, data).items()}
+    feeds.update({y.id: data["y0"], sw.id: np.ones(len(data["y0"]))})
+    loss, env = g.outputs["loss"], ir.interpret(g, feeds)
+    rng = np.random.default_rng(0)
+    for w in fm.weights:
+        value = feeds[w.node]
+        for flat in rng.choice(value.size, size=min(2, value.size), replace=False):
+            idx = np.unravel_index(flat, value.shape)
+            diffs = []
+            for eps in (1e-6, -1e-6):
+                moved = value.copy()
+                moved[idx] += eps
+                diffs.append(ir.interpret(g, {**feeds, w.node: moved})[loss])
+            np.testing.assert_allclose(
+                env[grads[w.node]][idx],
+                (diffs[0] - diffs[1]) / 2e-6,
+                rtol=1e-5,
+                atol=1e-8,
+                err_msg=f"{w.layer}/{w.name}{idx}",
+            )
