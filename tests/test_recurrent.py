@@ -412,3 +412,44 @@ def test_a_masked_outputs_metrics_are_means_over_the_kept_steps():
         hits, kept = hits + ((pred.argmax(-1) == labels) * mask).sum(), kept + mask.sum()
     np.testing.assert_allclose(acc.result(), hits / kept)
     assert not RootMeanSquaredError.reads_mask
+
+
+@pytest.mark.parametrize("keras_version, masked", [("3.15.1", False), ("2.15.0", True)])
+def test_a_merge_with_an_unmasked_input_drops_the_mask_in_keras_3_only(keras_version, masked):
+    """Keras 3's merges pass on no mask when an input has none (checked against TensorFlow: the
+    LSTM after Add([Embedding(mask_zero), features]) reads the padded steps); tf-keras's pass on
+    the masks the inputs have."""
+    layers = [
+        {"class_name": "InputLayer", "name": "ids", "config": {"batch_input_shape": [None, 5], "name": "ids"}},
+        {"class_name": "InputLayer", "name": "f", "config": {"batch_input_shape": [None, 5, 4], "name": "f"}},
+        {
+            "class_name": "Embedding",
+            "name": "e",
+            "config": {"name": "e", "input_dim": 9, "output_dim": 4, "mask_zero": True},
+            "inbound_nodes": [[["ids", 0, 0, {}]]],
+        },
+        {
+            "class_name": "Add",
+            "name": "add",
+            "config": {"name": "add"},
+            "inbound_nodes": [[["e", 0, 0, {}], ["f", 0, 0, {}]]],
+        },
+        {
+            "class_name": "LSTM",
+            "name": "lstm",
+            "config": {"name": "lstm", "units": 2},
+            "inbound_nodes": [[["add", 0, 0, {}]]],
+        },
+    ]
+    config = {
+        "class_name": "Functional",
+        "config": {
+            "name": "m",
+            "layers": layers,
+            "input_layers": [["ids", 0, 0], ["f", 0, 0]],
+            "output_layers": [["lstm", 0, 0]],
+        },
+        "keras_version": keras_version,
+    }
+    g = build_model(config).lower(training=False)
+    assert [n.attrs["masked"] for n in g.nodes() if n.op == "rnn_sequence"] == [masked]

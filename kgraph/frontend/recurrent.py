@@ -510,10 +510,10 @@ def carry_mask(ctx, layer, xs, ys) -> None:
             "applies masks in recurrent, attention and average-pooling layers only so far (issue 16)"
         )
     if layer.class_name in MERGES and ctx.g.type(ys[0]).rank == 3:
-        # a step is kept where all the inputs' masks keep it (tf-keras), where any does (Keras 3:
-        # an input without a mask keeps every step, in Keras 3's Concatenate only)
+        # a step is kept where all the inputs' masks keep it (tf-keras, which ignores an input
+        # without one), where any does (Keras 3, where an input without a mask keeps every step)
         g, mask = ctx.g, present[0]
-        if ctx.keras >= 3 and layer.class_name == "Concatenate" and len(present) < len(xs):
+        if ctx.keras >= 3 and len(present) < len(xs):
             return  # every step kept: no mask
         for m in present[1:]:
             mask = g.maximum(mask, m) if ctx.keras >= 3 else g.mul(mask, m)
