@@ -15,8 +15,10 @@ attention weights (MultiHeadAttention's before dropout, [B, heads, Tq, Tk]; Atte
 The masks of Embedding(mask_zero)/Masking (ctx.masks) are read as Keras reads them:
 MultiHeadAttention ANDs the query's mask ([B, Tq, 1]), the value's and the key's ([B, 1, Tk]),
 the attention_mask tensor and the causal mask into one mask; Keras 3 puts -1e9 in the hidden
-scores (a where: a hidden score has no gradient, a query step that sees nothing attends to every
-step alike), tf-keras adds -1e9 to them. Attention and AdditiveAttention read the query's and the
+scores (a where: a hidden score has no gradient; a query step that sees nothing attends to every
+step alike, or with dropout or the scores returned, when Keras 3 runs its Softmax layer, to
+none), tf-keras adds -1e9 to them. Keras 3 also deletes the masks of the tensors it reads as it
+runs, so that a later reader of the same tensor sees none; kgraph keeps them, as tf-keras does. Attention and AdditiveAttention read the query's and the
 value's masks only (the key's is ignored), subtract 1e9 from the hidden scores and zero the
 output's masked query steps. Every one passes the query's mask on to its output."""
 
