@@ -1,5 +1,6 @@
 """Data parallelism: N replicas on a batch make the same updates as one replica on it."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -245,3 +246,60 @@ def test_two_mpi_ranks_average_batch_norm_moving_statistics(tmp_path):
     names = [w.node for w in model.frontend.weights]
     expected = model.get_weights()[next(i for i, n in enumerate(names) if "moving_mean" in n)]
     np.testing.assert_allclose(np.load(tmp_path / "mean.npy"), expected, rtol=1e-5, atol=1e-7)
+
+
+MPI_LENGTHS_SCRIPT = """
+import json, sys, numpy as np
+sys.path.insert(0, {root!r})
+import kgraph.distribute, kgraph.models as models
+strategy = kgraph.distribute.MPIStrategy(timeout=60)
+with strategy.scope():
+    model = models.model_from_config(json.loads(open({config!r}).read()), seed=strategy.rank)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+rs = np.random.RandomState(0)
+losses = []
+for n in (4, 6, 4):
+    x = rs.randint(1, 9, (8, n)).astype(np.int32)
+    losses.append(model.train_on_batch(x, x[:, 0] % 3))
+model.replicas.check_identical()
+if strategy.rank == 0:
+    np.savez({out!r}, losses=np.array(losses), *model.get_weights())
+"""
+
+
+def test_two_mpi_ranks_train_unknown_dimensions_as_one_replica(tmp_path):
+    """[None, None] token ids under MPIStrategy: each rank compiles a step per length and runs it."""
+    cmd, env = _mpirun()
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "tokens",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"name": "ids", "batch_shape": [None, None]}},
+                {
+                    "class_name": "Embedding",
+                    "config": {"name": "e", "input_dim": 9, "output_dim": 3, "mask_zero": True},
+                },
+                {"class_name": "GlobalAveragePooling1D", "config": {"name": "pool"}},
+                {"class_name": "Dense", "config": {"name": "d", "units": 3, "activation": "softmax"}},
+            ],
+        },
+        "keras_version": "3.15.1",
+    }
+    (tmp_path / "m.json").write_text(json.dumps(config))
+    out = tmp_path / "out.npz"
+    script = tmp_path / "run.py"
+    script.write_text(MPI_LENGTHS_SCRIPT.format(root=str(ROOT), config=str(tmp_path / "m.json"), out=str(out)))
+    r = subprocess.run(cmd + [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = np.load(out)
+    model = models.model_from_config(config, seed=0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    rs = np.random.RandomState(0)
+    losses = []
+    for n in (4, 6, 4):
+        x = rs.randint(1, 9, (8, n)).astype(np.int32)
+        losses.append(model.train_on_batch(x, x[:, 0] % 3))
+    np.testing.assert_allclose(got["losses"], losses, rtol=1e-6)
+    for i, w in enumerate(model.get_weights()):
+        np.testing.assert_allclose(got[f"arr_{i}"], w, rtol=1e-6, atol=1e-7)
