@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 
+from ..data import join_rows
 from .sources import known_batches
 
 OUT_OF_DATA = (
@@ -92,6 +93,49 @@ class IterableBatches:
             batch = self.convert(item)
             self.batch_size = len(batch[0][0]) if batch[0] else None
             yield batch
+
+
+class RowBatches:
+    """A Dataset's batches where each is rows of the arrays it was made from (Dataset.batch_rows):
+    `arrays`, those arrays checked and laid out for the step once, as (xs, ys, sws). Iterating
+    gives each batch's rows (a range or an int array), which EpochIterator walks as batches;
+    `take(rows)` reads a batch, `runs` joins consecutive batches into one read (one slice, a
+    view, or one gather) per call of the step, not one per batch."""
+
+    def __init__(self, dataset, arrays):
+        self.dataset, self.arrays = dataset, arrays
+        self.num_batches = known_batches(dataset)
+        self.batch_size = None  # the rows of the last batch (the thread tuner's key)
+
+    def __iter__(self):
+        for rows in self.dataset.batch_rows():
+            self.batch_size = len(rows)
+            yield rows
+
+    def take(self, rows):
+        """The (xs, ys, sws) of one batch's rows."""
+        index = slice(rows.start, rows.stop) if isinstance(rows, range) else rows
+        return tuple([a[index] for a in group] for group in self.arrays)
+
+    def runs(self, epoch, per_call):
+        """An EpochIterator's epoch over these batches as (first step, steps, batches): runs of
+        consecutive batches of one size, as many as per_call() says (every batch has the same
+        shape past its rows, so the same step), read at once; a batch of another size (a last
+        partial one) starts the next run."""
+        pending = next(epoch, None)
+        while pending is not None:
+            step, first = pending
+            run, pending, size = [first], None, len(first)
+            want = per_call()
+            while len(run) < want:
+                pending = next(epoch, None)
+                if pending is None or len(pending[1]) != size:
+                    break
+                run.append(pending[1])
+                pending = None
+            yield step, len(run), self.take(join_rows(run))
+            if pending is None:
+                pending = next(epoch, None)
 
 
 def is_batch_source(x) -> bool:

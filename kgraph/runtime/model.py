@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import Dataset
+from ..data import Dataset, _flatten
 from . import checks, sources
 from .abi import Manifest
-from .batches import ArrayBatches, EpochIterator, IterableBatches, is_batch_source
+from .batches import ArrayBatches, EpochIterator, IterableBatches, RowBatches, is_batch_source
 from .callbacks import Callback, CallbackList, History, ProgbarLogger
 from .checks import DataError  # noqa: F401  (kgraph.runtime.model.DataError, as before)
 from .executable import Executable
@@ -264,42 +264,20 @@ class CompiledModel:
 
             whole = data.source_arrays() if isinstance(data, Dataset) else None
             if whole is not None:
-                # Every batch is rows of these arrays: check them once, here, and then give each
-                # batch only the layout the check found (checking each batch again cost a small
-                # model a quarter of its step).
-                fast = self._layout_only(whole, convert(whole)) if class_weight is None else None
-                return IterableBatches(data, fast or (lambda item: convert(item, checked=True)))
+                # Every batch is rows of these arrays: check and lay them out once, here (checking
+                # each batch again cost a small model a quarter of its step), and read the batches
+                # from them. Where laying out copied more than ArrayBatches would keep, each batch
+                # is laid out alone instead.
+                arrays = convert(whole)
+                sources = _flatten(whole)
+                copied = sum(
+                    a.nbytes for group in arrays for a in group if not any(np.may_share_memory(a, s) for s in sources)
+                )
+                if copied <= ArrayBatches.SHUFFLE_COPY_BYTES:
+                    return RowBatches(data, arrays)
+                return IterableBatches(data, lambda item: convert(item, checked=True))
             return IterableBatches(data, convert)
         return ArrayBatches(*data, batch_size, shuffle, self.shuffle_random)
-
-    def _layout_only(self, whole, converted):
-        """For batches of rows of `whole` (x, y), which _data() turned into `converted`: a
-        function giving a batch the same dtypes, shapes and input order, with no checks. None
-        where the batches carry sample weights (their general path serves)."""
-        if len(whole) != 2:
-            return None
-        plans = []
-        for part, names, arrays in zip(whole, (self.info["input_names"], self._loss_outputs()), converted[:2]):
-            if isinstance(part, dict):
-                keys = list(names)
-            elif isinstance(part, (list, tuple)):
-                keys = list(range(len(part)))
-            else:
-                keys = [None]
-            if len(keys) != len(arrays):
-                return None
-            plans.append([(key, a.dtype, a.shape[1:]) for key, a in zip(keys, arrays)])
-
-        def layout(item):
-            return tuple(
-                [
-                    np.ascontiguousarray(part if key is None else part[key], dtype).reshape(-1, *shape)
-                    for key, dtype, shape in plan
-                ]
-                for part, plan in zip(item, plans)
-            ) + ([],)
-
-        return layout
 
     # ------------------------------------------------------------------ steps
     def _require_compiled(self):
@@ -618,10 +596,15 @@ def wants_every_batch(callback, hooks) -> bool:
 def _calls(batches, per_call):
     """One epoch of an EpochIterator as (first step, steps, batches) a call: runs of batches as
     per_call says, or one batch a call when it is None."""
+    source = batches.batches
     if per_call is None:
+        if isinstance(source, RowBatches):
+            return ((step, 1, source.take(rows)) for step, rows in batches.epoch())
         return ((step, 1, batch) for step, batch in batches.epoch())
-    if isinstance(batches.batches, ArrayBatches):
-        return batches.batches.calls(per_call)
+    if isinstance(source, ArrayBatches):
+        return source.calls(per_call)
+    if isinstance(source, RowBatches):
+        return source.runs(batches.epoch(), per_call)
     return _runs(batches.epoch(), per_call)
 
 
