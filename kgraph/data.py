@@ -368,8 +368,10 @@ class Dataset:
         """All but the first count elements (-1: skip all)."""
         count = int(count)
         n = self._cardinality
-        if count < 0:
-            return self.take(0)
+        if count < 0:  # tf.data's cardinality stays infinite (its iteration never ends: here it yields nothing)
+            ds = self.take(0)
+            ds._cardinality = INFINITE if n == INFINITE else 0
+            return ds
         card = n if n < 0 else max(0, n - count)
 
         def indices():
@@ -395,10 +397,7 @@ class Dataset:
 
     def filter(self, predicate, name=None) -> "Dataset":
         """The elements for which predicate is true."""
-        return Dataset(
-            lambda: (e for e in self if bool(_call(predicate, e))),
-            UNKNOWN if self._cardinality >= 0 else self._cardinality,
-        )
+        return Dataset(lambda: (e for e in self if bool(_call(predicate, e))), UNKNOWN)  # tf's, even of an infinite one
 
     def cache(self, filename="", name=None) -> "Dataset":
         """Keeps the elements of the first complete pass in memory and replays them after: a

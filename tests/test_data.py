@@ -11,6 +11,7 @@ import pytest
 
 import kgraph.distribute
 import kgraph.models
+import kgraph.runtime.batches
 from kgraph import callbacks, optimizers
 from kgraph.data import INFINITE, UNKNOWN, Dataset, TensorSpec
 
@@ -145,6 +146,88 @@ def test_cache_replays_the_first_pass():
     assert rows(ds) == rows(ds) == [[0, 1], [2, 3]] and len(calls) == 1
 
 
+def test_cache_after_a_shuffle_keeps_the_first_passs_order_as_tf_data():
+    """tf.data's cache() replays the first complete pass: a shuffle before it is one order for
+    every pass (tf.data 2.21 gives the same), one after it reshuffles; a pass left unfinished is
+    not kept."""
+    for ds in (
+        Dataset.range(20).shuffle(20, seed=1).cache(),
+        Dataset.range(20).shuffle(20, seed=1).batch(6).cache(),
+        Dataset.from_generator(lambda: iter(range(20))).shuffle(20, seed=1).cache(),
+    ):
+        first = rows(ds)
+        assert rows(ds) == first and sorted(np.ravel(np.concatenate([np.ravel(b) for b in first])).tolist()) == list(
+            range(20)
+        )
+        assert first != rows(Dataset.range(20).batch(6) if len(first) == 4 else Dataset.range(20))
+    after = Dataset.range(20).cache().shuffle(20, seed=1)
+    assert rows(after) != rows(after)
+    calls = []
+
+    def gen():
+        calls.append(1)
+        yield from range(4)
+
+    ds = Dataset.from_generator(gen).cache()
+    assert rows(ds.take(2)) == [0, 1] and rows(ds) == rows(ds) == [0, 1, 2, 3] and len(calls) == 2
+
+
+def test_batches_of_array_rows_stay_rows_through_later_transformations():
+    """After batch(), shuffle / repeat / take / skip / cache / prefetch keep a Dataset of arrays a
+    stream of each batch's rows (what fit reads a run of batches from at once): its batches are
+    those rows of the arrays, and the same as a generator's under the same transformations."""
+    x = np.arange(40).reshape(20, 2)
+    base = Dataset.from_tensor_slices((x, x[:, 0]))
+    gen = Dataset.from_generator(lambda: zip(x, x[:, 0]))
+    plain = [
+        lambda d: d.batch(6),
+        lambda d: d.batch(6).skip(1).take(2),
+        lambda d: d.batch(6).repeat(2).skip(3),
+        lambda d: d.take(13).batch(6, drop_remainder=True).repeat().take(5),
+        lambda d: d.batch(6).cache().prefetch(2),
+    ]
+    shuffled = [
+        lambda d: d.shuffle(20, seed=0).batch(6).repeat(2),
+        lambda d: d.batch(6).shuffle(3, seed=1),
+        lambda d: d.shuffle(7, seed=2).batch(6).cache().take(3),
+    ]
+    for make in plain + shuffled:
+        ds = make(base)
+        assert ds.source_arrays() is not None
+        got = [(a.tolist(), b.tolist()) for a, b in ds]
+        read = [(x[list(r)].tolist(), x[list(r), 0].tolist()) for r in make(base).batch_rows()]  # the same seed
+        assert got == read and got
+        if make in plain:
+            assert got == [(a.tolist(), b.tolist()) for a, b in make(gen)]
+    for other in (
+        base.batch(6).map(lambda a, b: (a, b)),
+        base.batch(6).filter(lambda a, b: True),
+        base.batch(2).batch(3),
+    ):
+        assert other.source_arrays() is None and other.batch_rows() is None
+
+
+def test_a_run_of_batches_is_read_at_once():
+    """fit's runs of batches of a Dataset of arrays: one slice (a view) of consecutive rows, one
+    gather of shuffled ones; a batch of another size (the last) runs alone."""
+    from kgraph.runtime.batches import EpochIterator, RowBatches
+
+    x, y = np.arange(44.0).reshape(22, 2), np.arange(22)
+    ds = Dataset.from_tensor_slices((x, y)).batch(4)  # 5 batches of 4 and one of 2
+    source = RowBatches(ds, ([x], [y], []))
+    runs = list(source.runs(EpochIterator(source).epoch(), lambda: 3))
+    assert [(step, count, len(b[0][0])) for step, count, b in runs] == [(0, 3, 12), (3, 2, 8), (5, 1, 2)]
+    assert all(np.shares_memory(b[0][0], x) for _, _, b in runs)
+    assert np.array_equal(np.concatenate([b[1][0] for _, _, b in runs]), y)
+    shuffled = Dataset.from_tensor_slices((x, y)).shuffle(22, seed=4, reshuffle_each_iteration=False).batch(4)
+    source = RowBatches(shuffled, ([x], [y], []))
+    order = np.concatenate([b for _, b in shuffled])
+    runs = list(source.runs(EpochIterator(source).epoch(), lambda: 4))
+    assert [count for _, count, _ in runs] == [4, 1, 1]
+    assert np.array_equal(np.concatenate([b[1][0] for _, _, b in runs]), order)
+    assert np.array_equal(np.concatenate([b[0][0] for _, _, b in runs]), x[order])
+
+
 def test_prefetch_runs_ahead_in_a_thread_and_passes_errors_on():
     produced = []
 
@@ -227,6 +310,31 @@ def test_fit_on_a_dataset_matches_fit_on_the_arrays_bit_for_bit(data):
     np.testing.assert_array_equal(
         a.predict(x, verbose=0), b.predict(Dataset.from_tensor_slices((x, y)).batch(8), verbose=0)
     )
+
+
+def test_fit_on_shuffled_weighted_datasets_matches_the_arrays_in_that_order(data, monkeypatch):
+    """A Dataset shuffled once (its order read from the same pipeline), with sample weights in its
+    batches or class_weight: the same weights as the arrays in that order; also where laying the
+    arrays out whole would copy too much and each batch is laid out alone."""
+    x, y = data
+    sw = np.linspace(0.5, 1.5, 20)
+    cw = {0: 2.0, 3: 0.5}
+
+    def shuffled(*arrays):
+        return Dataset.from_tensor_slices(arrays).shuffle(20, seed=3, reshuffle_each_iteration=False).batch(8)
+
+    order = np.concatenate([i for _, i in shuffled(x, np.arange(20))])
+    for copy_limit in (None, 0):
+        if copy_limit is not None:  # float64 x must be copied to float32: over the limit
+            monkeypatch.setattr(kgraph.runtime.batches.ArrayBatches, "SHUFFLE_COPY_BYTES", copy_limit)
+        a, b = _model(), _model()
+        a.fit(x[order], y[order], sample_weight=sw[order], batch_size=8, epochs=2, shuffle=False, verbose=0)
+        b.fit(shuffled(x.astype(np.float64), y, sw), epochs=2, verbose=0)
+        _same_weights(a, b)
+        a, b = _model(), _model()
+        a.fit(x[order], y[order], class_weight=cw, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        b.fit(shuffled(x, y), class_weight=cw, epochs=2, verbose=0)
+        _same_weights(a, b)
 
 
 def test_a_dataset_of_arrays_is_checked_once_before_the_first_step(data):
