@@ -4,6 +4,7 @@ from a Dataset, a Sequence-like object and a list of batches (the same weights a
 import json
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -422,6 +423,54 @@ def test_a_dataset_shorter_than_steps_per_epoch_warns_and_starts_again(data):
         hist = model.fit(Dataset.from_tensor_slices((x, y)).batch(5), steps_per_epoch=3, epochs=2, verbose=0)
     # Keras: 3 of 4 batches in epoch one, the last batch in epoch two (the pass ends), then a new pass
     assert len(hist.history["loss"]) == 2 and model.optimizer.iterations == 4
+
+
+def test_validation_steps_read_the_same_batches_every_epoch_as_keras_3(data):
+    """Keras 3: with validation_steps, each epoch's evaluation starts from the beginning of the
+    validation data (training data with steps_per_epoch carries on instead)."""
+    x, y = data
+    read = []
+
+    class Val:
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            read.append(i)
+            return x[i * 5 : (i + 1) * 5], y[i * 5 : (i + 1) * 5]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 3 of 4 batches: no "ran out of data"
+        hist = _model().fit(x, y, epochs=3, validation_data=Val(), validation_steps=3, verbose=0)
+    assert read == [0, 1, 2] * 3 and len(hist.history["val_loss"]) == 3
+    val = Dataset.from_tensor_slices((x, y)).batch(5)
+    a, b = _model(), _model()
+    ha = a.fit(x, y, epochs=2, validation_data=val, validation_steps=2, verbose=0)
+    hb = b.fit(x, y, epochs=2, validation_data=val.take(2), verbose=0)
+    assert ha.history["val_loss"] == hb.history["val_loss"]
+
+
+def test_running_out_of_data_warns_as_keras(data):
+    """An empty Dataset trains nothing and says so; predict with more steps than batches says so."""
+    x, y = data
+    model = _model()
+    with pytest.warns(UserWarning, match="ran out of data"):
+        hist = model.fit(Dataset.from_tensor_slices((x, y)).batch(5).take(0), epochs=2, verbose=0)
+    assert hist.history == {} and model.optimizer.iterations == 0
+    with pytest.warns(UserWarning, match="ran out of data"):
+        assert model.predict(Dataset.from_tensor_slices(x).batch(5), steps=9, verbose=0).shape == (20, 5)
+
+
+def test_a_dataset_of_single_samples_is_told_to_batch(data):
+    x, y = data
+    model = _model()
+    for call in (
+        lambda: model.fit(Dataset.from_tensor_slices((x, y)), verbose=0),
+        lambda: model.evaluate(Dataset.from_tensor_slices((x, y)), verbose=0),
+        lambda: model.predict(Dataset.from_tensor_slices(x), verbose=0),
+    ):
+        with pytest.raises(kgraph.runtime.model.DataError, match=r"without its batch axis.*\.batch\(batch_size\)"):
+            call()
 
 
 class Batches:

@@ -147,13 +147,15 @@ def is_batch_source(x) -> bool:
 class EpochIterator:
     """With steps_per_epoch, epochs draw that many batches from one iterator that carries on
     across epochs (a new pass starts when a pass of known length ends, and an epoch stops short,
-    with Keras's warning, at the end of a pass); without it, every epoch is one pass. A source
-    that runs out (before steps_per_epoch, or a generator on its second pass) warns as Keras does
-    and sets `exhausted`, which ends training."""
+    with Keras's warning, at the end of a pass); without it, every epoch is one pass. With
+    `restart` (validation_steps: Keras 3 evaluates the same batches every epoch) each epoch starts
+    a new pass. A source that runs out (before steps_per_epoch, an empty one, or a generator on its
+    second pass) warns as Keras does and sets `exhausted`, which ends training."""
 
-    def __init__(self, batches, steps_per_epoch=None):
+    def __init__(self, batches, steps_per_epoch=None, restart=False):
         self.batches = batches
         self.steps_per_epoch = steps_per_epoch
+        self.restart = restart
         self.exhausted = False
         self._iterator, self._seen = None, 0
 
@@ -164,9 +166,13 @@ class EpochIterator:
     def epoch(self):
         """Yields (step, (xs, ys, sws)) for one epoch."""
         known = self.batches.num_batches
-        if self._iterator is None or self.steps_per_epoch is None:
+        if self._iterator is None or self.steps_per_epoch is None or self.restart:
             self._iterator, self._seen = iter(self.batches), 0
         steps = self.steps_per_epoch or known
+        if steps == 0:  # a source of no batches (an empty Dataset, Sequence or list)
+            warnings.warn(OUT_OF_DATA, stacklevel=3)
+            self.exhausted = True
+            return
         step = 0
         while steps is None or step < steps:
             if known is not None and self._seen >= known:  # a pass of arrays ended before steps_per_epoch

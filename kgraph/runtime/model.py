@@ -17,7 +17,7 @@ import numpy as np
 from ..data import Dataset, _flatten
 from . import checks, sources
 from .abi import Manifest
-from .batches import ArrayBatches, EpochIterator, IterableBatches, RowBatches, is_batch_source
+from .batches import OUT_OF_DATA, ArrayBatches, EpochIterator, IterableBatches, RowBatches, is_batch_source
 from .callbacks import Callback, CallbackList, History, ProgbarLogger
 from .checks import DataError  # noqa: F401  (kgraph.runtime.model.DataError, as before)
 from .executable import Executable
@@ -49,6 +49,11 @@ def _shape_str(shape) -> str:
 
 def _reshape_hint(got, want) -> str:
     """A likely fix for an input of the wrong shape."""
+    if len(want) > 1 and tuple(got) == tuple(want[1:]):
+        return (
+            ": one sample without its batch axis; give batches (x[None] for a single sample; a Dataset of "
+            "samples needs .batch(batch_size) before fit, evaluate or predict, as in Keras)"
+        )
     if len(got) > 1 and None not in want[1:] and np.prod(got[1:]) == np.prod([d for d in want[1:]]):
         return f": the same number of values per sample; reshape with x.reshape(-1, {', '.join(map(str, want[1:]))})"
     if len(got) == 1:
@@ -390,7 +395,7 @@ class CompiledModel:
                 train = tuple([a[:split] for a in group] for group in train)
         batches = EpochIterator(self._batch_source(train, batch_size, shuffle, class_weight, "train"), steps_per_epoch)
         if val is not None:
-            val = EpochIterator(self._batch_source(val, batch_size), validation_steps)
+            val = EpochIterator(self._batch_source(val, batch_size), validation_steps, restart=True)
         if not self.is_chief:  # other replicas train silently and write nothing
             verbose = 0
             callbacks = [c for c in (callbacks or []) if not getattr(c, "writes_files", False)]
@@ -557,6 +562,8 @@ class CompiledModel:
             parts.append([p.copy() for p in preds])  # the step's outputs are views the next call reuses
             cbs.on_predict_batch_end(step, {"outputs": preds})
         cbs.on_predict_end()
+        if steps is not None and len(parts) < steps:
+            warnings.warn(OUT_OF_DATA, stacklevel=3)
         if not parts:
             raise DataError("predict() got a generator or iterable that yielded no batches")
         outputs = [np.concatenate(column) for column in zip(*parts)]
