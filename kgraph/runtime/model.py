@@ -443,8 +443,9 @@ class CompiledModel:
 
     def _steps_per_call(self, batches, cbs, kind="train"):
         """How many steps each call of the compiled step runs in this fit (a StepsPerCall), or None
-        for one step a call: several need whole passes (arrays, or an iterable such as a Dataset:
-        its batches of one shape are joined, _runs), one process without replicas, a CPU step, and
+        for one step a call: several need whole passes of arrays, or an iterable such as a Dataset
+        (its batches of one shape are joined, _runs and RowBatches.runs, also with steps_per_epoch:
+        the guide's `.batch(32).repeat()`), one process without replicas, a CPU step, and
         callbacks that need no batch-by-batch hooks, unless compile()'s
         steps_per_execution asked for several, as in Keras (batch hooks then run once a call).
         One step a call on the plain path (KGRAPH_PLAIN=1, kgraph/runtime/policy.py)."""
@@ -452,7 +453,7 @@ class CompiledModel:
         if (
             plain()
             or self.replicas is not None
-            or batches.steps_per_epoch is not None
+            or (batches.steps_per_epoch is not None and isinstance(batches.batches, ArrayBatches))
             or not self.executable.multi_step
         ):
             return None
