@@ -513,13 +513,16 @@ def test_mirrored_strategy_splits_batches_from_every_source(data):
     strategy = kgraph.distribute.MirroredStrategy(["cpu:0", "cpu:1"])
     ref = _model(strategy)
     ref.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 20, 8)]
     for source in (
         Dataset.from_tensor_slices((x, y)).batch(8),
         Batches(x, y, 8),
-        [(x[i : i + 8], y[i : i + 8]) for i in range(0, 20, 8)],
+        batches,
+        (batch for _ in range(2) for batch in batches),  # a generator: both epochs, steps_per_epoch=3
+        Dataset.from_tensor_slices((x, y)).batch(8).repeat(),
     ):
         model = _model(strategy)
-        model.fit(source, epochs=2, verbose=0)
+        model.fit(source, epochs=2, verbose=0, steps_per_epoch=None if isinstance(source, (list, Batches)) else 3)
         _same_weights(model, ref)
         model.replicas.check_identical()
 
