@@ -114,6 +114,31 @@ def _buffered_shuffle(items, buffer_size, rng):
         yield buffer[j]
 
 
+def _buffered_shuffle_indices(chunks, buffer_size, rng):
+    """_buffered_shuffle of an index stream, a chunk at a time with no per-index Python: step t of
+    a chunk takes its item t in and gives out what slot draw[t] held, which is the item taken in
+    at the slot's previous draw, or what the slot held when the chunk began."""
+    buffer = np.empty(0, np.intp)
+    for chunk in chunks:
+        chunk = np.asarray(chunk, dtype=np.intp)
+        if len(buffer) < buffer_size:  # filling
+            fill = buffer_size - len(buffer)
+            buffer, chunk = np.concatenate([buffer, chunk[:fill]]), chunk[fill:]
+            if not len(chunk):
+                continue
+        draws = rng.integers(0, buffer_size, len(chunk))
+        order = np.argsort(draws, kind="stable")  # each slot's draws, in time order
+        slots = draws[order]
+        again = slots[1:] == slots[:-1]  # order[k + 1] draws the slot order[k] drew
+        previous = np.full(len(chunk), -1, np.intp)
+        previous[order[1:][again]] = order[:-1][again]
+        yield np.where(previous >= 0, chunk[previous], buffer[draws])
+        last = np.append(~again, True)  # each slot's last draw in the chunk leaves its item there
+        buffer = buffer.copy()
+        buffer[slots[last]] = chunk[order[last]]
+    yield buffer[rng.permutation(len(buffer))]
+
+
 class Dataset:
     """A pipeline of elements. Build one with from_tensor_slices, from_generator or range, then
     chain batch, shuffle, repeat, map, take, skip, cache and prefetch."""
@@ -277,11 +302,11 @@ class Dataset:
         an int array."""
         pieces, count = [], 0
         for chunk in self._indices():
-            if not count and isinstance(chunk, range):  # consecutive rows: a range per whole batch
-                whole = chunk.start + len(chunk) - len(chunk) % batch_size
-                for start in range(chunk.start, whole, batch_size):
-                    yield range(start, start + batch_size)
-                chunk = range(whole, chunk.stop)
+            if not count:  # whole batches of the chunk: slices of it (ranges of a range)
+                whole = len(chunk) - len(chunk) % batch_size
+                for start in range(0, whole, batch_size):
+                    yield chunk[start : start + batch_size]
+                chunk = chunk[whole:]
             while len(chunk):
                 take = min(len(chunk), batch_size - count)
                 pieces.append(chunk[:take])
@@ -316,12 +341,7 @@ class Dataset:
                 order = np.concatenate(chunks) if chunks else np.empty(0, np.intp)
                 yield order[r.permutation(len(order))]
                 return
-            out = _buffered_shuffle((i for c in self._indices() for i in c), buffer_size, r)
-            while True:
-                block = np.fromiter(itertools.islice(out, 4096), dtype=np.intp)
-                if not len(block):
-                    return
-                yield block
+            yield from _buffered_shuffle_indices(self._indices(), buffer_size, r)
 
         return self._derive(elements, n, indices, batch_indices)
 

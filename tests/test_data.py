@@ -223,10 +223,14 @@ def test_a_run_of_batches_is_read_at_once():
     shuffled = Dataset.from_tensor_slices((x, y)).shuffle(22, seed=4, reshuffle_each_iteration=False).batch(4)
     source = RowBatches(shuffled, ([x], [y], []))
     order = np.concatenate([b for _, b in shuffled])
-    runs = list(source.runs(EpochIterator(source).epoch(), lambda: 4))
-    assert [count for _, count, _ in runs] == [4, 1, 1]
-    assert np.array_equal(np.concatenate([b[1][0] for _, _, b in runs]), order)
-    assert np.array_equal(np.concatenate([b[0][0] for _, _, b in runs]), x[order])
+    runs, buffers = [], []
+    for _, count, b in source.runs(EpochIterator(source).epoch(), lambda: 4):
+        runs.append((count, b[0][0].copy(), b[1][0].copy()))
+        buffers.append(b[0][0])
+    assert [count for count, _, _ in runs] == [4, 1, 1]
+    assert np.array_equal(np.concatenate([y for _, _, y in runs]), order)
+    assert np.array_equal(np.concatenate([x for _, x, _ in runs]), x[order])
+    assert all(np.shares_memory(b, buffers[0]) for b in buffers)  # one buffer, gathered into again
 
 
 def test_prefetch_runs_ahead_in_a_thread_and_passes_errors_on():
