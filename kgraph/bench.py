@@ -71,8 +71,9 @@ def _keras_like_run(spec, xs, y, epochs, model, compile_model, lambda_callback, 
     """The same measurement for kgraph and TensorFlow, which share Keras's API: the first step
     (compilation included), then timed epochs of predict or fit. settle: what to wait for between
     the two (kgraph's background compilation of a new step: the epochs time the compiled step).
-    With spec["feed"] == "dataset", fit reads dataset(x, y, batch) (kgraph.data's or tf.data's
-    from_tensor_slices(...).batch(batch)) instead of the arrays."""
+    With spec["feed"] == "dataset", fit reads dataset(x, y, batch, shuffle) (kgraph.data's or
+    tf.data's from_tensor_slices(...)[.shuffle(1000, seed=0)].batch(batch)) instead of the arrays;
+    spec["shuffle"] shuffles either feed (the arrays with fit's shuffle=True)."""
     b, timer = spec["batch"], _EpochTimer()
     if spec.get("predict"):
         model.predict([x[:b] for x in xs], batch_size=b, verbose=0)
@@ -91,10 +92,11 @@ def _keras_like_run(spec, xs, y, epochs, model, compile_model, lambda_callback, 
     settle()
     cb = lambda_callback(on_epoch_begin=timer.begin, on_epoch_end=timer.end)
     if spec.get("feed") == "dataset":
-        data = dataset(tuple(xs) if len(xs) > 1 else xs[0], y, b)
+        data = dataset(tuple(xs) if len(xs) > 1 else xs[0], y, b, bool(spec.get("shuffle")))
         hist = model.fit(data, epochs=epochs, verbose=0, callbacks=[cb])
     else:
-        hist = model.fit(xs, y, batch_size=b, epochs=epochs, verbose=0, callbacks=[cb], shuffle=False)
+        shuffle = bool(spec.get("shuffle"))
+        hist = model.fit(xs, y, batch_size=b, epochs=epochs, verbose=0, callbacks=[cb], shuffle=shuffle)
     return first, timer.times, hist.history["loss"][-1]
 
 
@@ -119,7 +121,9 @@ def run_kgraph(spec, xs, y, epochs):
             callbacks.LambdaCallback,
             t0,
             settle=lambda: model.executable.compiler.wait(),
-            dataset=lambda x, y, b: data.Dataset.from_tensor_slices((x, y)).batch(b).prefetch(data.AUTOTUNE),
+            dataset=lambda x, y, b, shuffle: (
+                _shuffled(data.Dataset.from_tensor_slices((x, y)), shuffle).batch(b).prefetch(data.AUTOTUNE)
+            ),
         )
     finally:
         if spec.get("new_model"):  # leave no file or compiling child of a one-off name behind
@@ -147,10 +151,15 @@ def run_tensorflow(spec, xs, y, epochs):
     )
 
 
-def _tf_dataset(x, y, batch):
+def _tf_dataset(x, y, batch, shuffle):
     import tensorflow as tf
 
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).prefetch(tf.data.AUTOTUNE)
+    return _shuffled(tf.data.Dataset.from_tensor_slices((x, y)), shuffle).batch(batch).prefetch(tf.data.AUTOTUNE)
+
+
+def _shuffled(dataset, shuffle):
+    """The Keras guide's shuffle before batch (a buffer of 1000), where the feed is shuffled."""
+    return dataset.shuffle(1000, seed=0) if shuffle else dataset
 
 
 def run_torch(spec, xs, y, epochs):

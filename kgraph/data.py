@@ -7,9 +7,11 @@ A Dataset is re-iterable: every `iter(ds)` is a new pass (a new shuffle order un
 reshuffle_each_iteration=False). Elements are NumPy arrays, or tuples and dicts of them.
 
 Array sources are fast: from_tensor_slices followed by shuffle / repeat / take / skip carries only
-an index stream, and batch() then reads each batch as one slice (a view, when the indices are
-consecutive) or one np.take per array; no per-sample Python. Generators, map() before batch() and
-iterating unbatched elements are per element, as they are in tf.data.
+an index stream, and batch() turns it into a stream of each batch's rows (a range, or an int array
+when shuffled), which shuffle / repeat / take / skip / cache after batch() keep: a batch is read as
+one slice (a view) or one np.take per array, and fit reads a run of batches at once (batch_rows);
+no per-sample Python. Generators, map() and filter() are per element (or per batch after batch()),
+as they are in tf.data.
 
 shuffle(buffer_size) is tf.data's buffered shuffle: it fills a buffer of buffer_size elements and
 draws each output at random from it, refilling the slot from the input. A buffer smaller than the
@@ -112,21 +114,45 @@ def _buffered_shuffle(items, buffer_size, rng):
         yield buffer[j]
 
 
+def _buffered_shuffle_indices(chunks, buffer_size, rng):
+    """_buffered_shuffle of an index stream, a chunk at a time with no per-index Python: step t of
+    a chunk takes its item t in and gives out what slot draw[t] held, which is the item taken in
+    at the slot's previous draw, or what the slot held when the chunk began."""
+    buffer = np.empty(0, np.intp)
+    for chunk in chunks:
+        chunk = np.asarray(chunk, dtype=np.intp)
+        if len(buffer) < buffer_size:  # filling
+            fill = buffer_size - len(buffer)
+            buffer, chunk = np.concatenate([buffer, chunk[:fill]]), chunk[fill:]
+            if not len(chunk):
+                continue
+        draws = rng.integers(0, buffer_size, len(chunk))
+        order = np.argsort(draws, kind="stable")  # each slot's draws, in time order
+        slots = draws[order]
+        again = slots[1:] == slots[:-1]  # order[k + 1] draws the slot order[k] drew
+        previous = np.full(len(chunk), -1, np.intp)
+        previous[order[1:][again]] = order[:-1][again]
+        yield np.where(previous >= 0, chunk[previous], buffer[draws])
+        last = np.append(~again, True)  # each slot's last draw in the chunk leaves its item there
+        buffer = buffer.copy()
+        buffer[slots[last]] = chunk[order[last]]
+    yield buffer[rng.permutation(len(buffer))]
+
+
 class Dataset:
     """A pipeline of elements. Build one with from_tensor_slices, from_generator or range, then
     chain batch, shuffle, repeat, map, take, skip, cache and prefetch."""
 
-    def __init__(self, elements, cardinality, arrays=None, indices=None):
+    def __init__(self, elements, cardinality, arrays=None, indices=None, batched=False):
         """elements: () -> iterator of elements (one pass). For an index stream over arrays,
         arrays is (template, flat arrays) and indices: () -> iterator of index chunks (ranges
-        or int arrays) of one pass."""
-        self._elements = elements
+        of step 1 or int arrays) of one pass: runs of rows, each row an element, or with
+        `batched` each chunk one batch's rows."""
+        self._elements = elements if arrays is None else self._elements_from_indices
         self._cardinality = cardinality
         self._arrays = arrays
         self._indices = indices
-        # For batches of arrays (a slice or one gather each): (template, leaves) of the arrays
-        # every element is rows of. fit checks those arrays once instead of every batch.
-        self._rows_of = None
+        self._batched = batched
 
     # ---------------------------------------------------------------- sources
     @staticmethod
@@ -144,9 +170,7 @@ class Dataset:
         if len(rows) > 1:
             raise ValueError(f"from_tensor_slices: all arrays need the same number of rows, got {sorted(rows)}")
         n = rows.pop()
-        ds = Dataset(None, n, (template, leaves), lambda: iter([range(n)]))
-        ds._elements = ds._elements_from_indices
-        return ds
+        return Dataset(None, n, (template, leaves), lambda: iter([range(n)]))
 
     @staticmethod
     def range(*args, dtype="int64") -> "Dataset":
@@ -220,26 +244,33 @@ class Dataset:
         """When every element is a batch of rows of the same arrays (from_tensor_slices, then batch,
         and any of shuffle, repeat, take, skip, cache, prefetch; no map or filter): those arrays
         whole, in the elements' structure, so a consumer can check them once. Else None."""
-        if self._rows_of is None:
+        if not self._batched:
             return None
-        template, leaves = self._rows_of
+        template, leaves = self._arrays
         return _pack(template, leaves)
+
+    def batch_rows(self):
+        """Where source_arrays() is not None: an iterator over one pass's batches, each as the rows
+        of those arrays it holds (a range of step 1, or an int array). Else None."""
+        return self._indices() if self._batched else None
 
     def _elements_from_indices(self):
         template, leaves = self._arrays
+        if self._batched:
+            for rows in self._indices():
+                yield _pack(template, [a[_rows_index(rows)] for a in leaves])
+            return
         for chunk in self._indices():
             for i in chunk:
                 yield _pack(template, [a[i] for a in leaves])
 
-    def _derive(self, elements, cardinality, indices=None):
-        """A dataset after self: an index stream when self is one and `indices` is given."""
-        if indices is not None and self._arrays is not None:
-            ds = Dataset(None, cardinality, self._arrays, indices)
-            ds._elements = ds._elements_from_indices
-            return ds
-        ds = Dataset(elements, cardinality)
-        ds._rows_of = self._rows_of  # repeat, take, skip or shuffle of batches of arrays: still rows of them
-        return ds
+    def _derive(self, elements, cardinality, indices=None, batch_indices=None):
+        """A dataset after self: an index stream when self is one (`indices` over elements, or
+        `batch_indices` over a stream of batches' rows; None where the transformation has none)."""
+        index = batch_indices if self._batched else indices
+        if self._arrays is not None and index is not None:
+            return Dataset(None, cardinality, self._arrays, index, self._batched)
+        return Dataset(elements, cardinality)
 
     # ---------------------------------------------------------------- transformations
     def batch(
@@ -251,10 +282,8 @@ class Dataset:
         n = self._cardinality
         if n >= 0:
             n = n // batch_size if drop_remainder else math.ceil(n / batch_size)
-        if self._arrays is not None:
-            ds = Dataset(lambda: self._array_batches(batch_size, drop_remainder), n)
-            ds._rows_of = self._arrays
-            return ds
+        if self._arrays is not None and not self._batched:
+            return Dataset(None, n, self._arrays, lambda: self._batch_indices(batch_size, drop_remainder), True)
 
         def batches():
             pending = []
@@ -268,29 +297,25 @@ class Dataset:
 
         return Dataset(batches, n)
 
-    def _array_batches(self, batch_size, drop_remainder):
-        """Batches of an index stream: one slice (a view) for consecutive rows, else one np.take
-        per array."""
-        template, leaves = self._arrays
-
-        def emit(pieces):
-            if len(pieces) == 1 and isinstance(pieces[0], range) and pieces[0].step == 1:
-                rows = slice(pieces[0].start, pieces[0].stop)
-                return _pack(template, [a[rows] for a in leaves])
-            index = np.concatenate([np.asarray(p, dtype=np.intp) for p in pieces])
-            return _pack(template, [np.take(a, index, axis=0) for a in leaves])
-
+    def _batch_indices(self, batch_size, drop_remainder):
+        """The rows of each batch of an index stream: a range where they are consecutive, else
+        an int array."""
         pieces, count = [], 0
         for chunk in self._indices():
+            if not count:  # whole batches of the chunk: slices of it (ranges of a range)
+                whole = len(chunk) - len(chunk) % batch_size
+                for start in range(0, whole, batch_size):
+                    yield chunk[start : start + batch_size]
+                chunk = chunk[whole:]
             while len(chunk):
                 take = min(len(chunk), batch_size - count)
                 pieces.append(chunk[:take])
                 chunk, count = chunk[take:], count + take
                 if count == batch_size:
-                    yield emit(pieces)
+                    yield join_rows(pieces)
                     pieces, count = [], 0
         if count and not drop_remainder:
-            yield emit(pieces)
+            yield join_rows(pieces)
 
     def shuffle(self, buffer_size, seed=None, reshuffle_each_iteration=True, name=None) -> "Dataset":
         """tf.data's buffered shuffle (see the module's note). With a seed the orders are the same
@@ -306,6 +331,9 @@ class Dataset:
         def elements():
             return _buffered_shuffle(iter(self), buffer_size, rng())
 
+        def batch_indices():  # batches shuffled whole, as elements
+            return _buffered_shuffle(self._indices(), buffer_size, rng())
+
         def indices():
             r = rng()
             if 0 <= n <= buffer_size:  # the buffer holds the whole pass: a permutation
@@ -313,14 +341,9 @@ class Dataset:
                 order = np.concatenate(chunks) if chunks else np.empty(0, np.intp)
                 yield order[r.permutation(len(order))]
                 return
-            out = _buffered_shuffle((i for c in self._indices() for i in c), buffer_size, r)
-            while True:
-                block = np.fromiter(itertools.islice(out, 4096), dtype=np.intp)
-                if not len(block):
-                    return
-                yield block
+            yield from _buffered_shuffle_indices(self._indices(), buffer_size, r)
 
-        return self._derive(elements, n, indices)
+        return self._derive(elements, n, indices, batch_indices)
 
     def repeat(self, count=None, name=None) -> "Dataset":
         """The dataset count times (None or -1: forever); each repetition is a new pass."""
@@ -337,7 +360,9 @@ class Dataset:
             for _ in itertools.count() if count < 0 else range(count):
                 yield from make()
 
-        return self._derive(lambda: passes(self.__iter__), card, lambda: passes(self._indices))
+        return self._derive(
+            lambda: passes(self.__iter__), card, lambda: passes(self._indices), lambda: passes(self._indices)
+        )
 
     def take(self, count, name=None) -> "Dataset":
         """The first count elements (-1: all)."""
@@ -355,14 +380,18 @@ class Dataset:
                 yield chunk[:left]
                 left -= len(chunk)
 
-        return self._derive(lambda: itertools.islice(self, count), card, indices)
+        return self._derive(
+            lambda: itertools.islice(self, count), card, indices, lambda: itertools.islice(self._indices(), count)
+        )
 
     def skip(self, count, name=None) -> "Dataset":
         """All but the first count elements (-1: skip all)."""
         count = int(count)
         n = self._cardinality
-        if count < 0:
-            return self.take(0)
+        if count < 0:  # tf.data's cardinality stays infinite (its iteration never ends: here it yields nothing)
+            ds = self.take(0)
+            ds._cardinality = INFINITE if n == INFINITE else 0
+            return ds
         card = n if n < 0 else max(0, n - count)
 
         def indices():
@@ -374,7 +403,12 @@ class Dataset:
                 yield chunk[left:]
                 left = 0
 
-        return self._derive(lambda: itertools.islice(self, count, None), card, indices)
+        return self._derive(
+            lambda: itertools.islice(self, count, None),
+            card,
+            indices,
+            lambda: itertools.islice(self._indices(), count, None),
+        )
 
     def map(self, map_func, num_parallel_calls=None, deterministic=None, name=None) -> "Dataset":
         """map_func on each element (a tuple element's items are its arguments). After batch()
@@ -383,33 +417,32 @@ class Dataset:
 
     def filter(self, predicate, name=None) -> "Dataset":
         """The elements for which predicate is true."""
-        return Dataset(
-            lambda: (e for e in self if bool(_call(predicate, e))),
-            UNKNOWN if self._cardinality >= 0 else self._cardinality,
-        )
+        return Dataset(lambda: (e for e in self if bool(_call(predicate, e))), UNKNOWN)  # tf's, even of an infinite one
 
     def cache(self, filename="", name=None) -> "Dataset":
-        """Keeps the elements of the first complete pass in memory and replays them after (an
-        array source is already in memory: it is returned as it is)."""
+        """Keeps the elements of the first complete pass in memory and replays them after: a
+        shuffle before cache() is then the same order every pass, as in tf.data. Over arrays
+        only the order of the rows is kept."""
         if filename:
             raise ValueError("cache(filename) is not supported: kgraph caches in memory (call cache())")
-        if self._arrays is not None:
-            return self
+        if self._cardinality == INFINITE:
+            return self  # tf.data never completes a pass to replay: it reads on as it is
         store = {}
 
-        def elements():
-            if "done" in store:
-                yield from store["done"]
-                return
-            seen = []
-            for e in self:
-                seen.append(e)
-                yield e
-            store["done"] = seen
+        def replay(make):
+            def items():
+                if "done" in store:
+                    yield from store["done"]
+                    return
+                seen = []
+                for item in make():
+                    seen.append(item)
+                    yield item
+                store["done"] = seen
 
-        ds = Dataset(elements, self._cardinality)
-        ds._rows_of = self._rows_of
-        return ds
+            return items
+
+        return self._derive(replay(self.__iter__), self._cardinality, replay(self._indices), replay(self._indices))
 
     def prefetch(self, buffer_size=AUTOTUNE, name=None) -> "Dataset":
         """A background thread keeps the next buffer_size elements (batches, after batch()) ready,
@@ -417,7 +450,7 @@ class Dataset:
         arrays, a slice or one gather each, are handed over directly: a thread would not make them
         sooner, and would compete with the training step for the cores."""
         size = PREFETCH_AUTOTUNE if buffer_size in (None, AUTOTUNE) else _count(buffer_size, "buffer_size", low=1)
-        if self._rows_of is not None:
+        if self._batched:
             return self
         return Dataset(lambda: _prefetched(self, size), self._cardinality)
 
@@ -429,6 +462,22 @@ def _count(value, what, low):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{what} must be an integer >= {low}, got {value!r}")
     return int(value)
+
+
+def join_rows(pieces):
+    """Pieces of an index stream (ranges of step 1 and int arrays) as one: a range where they are
+    consecutive, else an int array."""
+    first = pieces[0]
+    if len(pieces) == 1:
+        return first
+    if isinstance(first, range) and all(isinstance(b, range) and a.stop == b.start for a, b in zip(pieces, pieces[1:])):
+        return range(first.start, pieces[-1].stop)
+    return np.concatenate([np.asarray(p, dtype=np.intp) for p in pieces])
+
+
+def _rows_index(rows):
+    """A batch's rows as an index: a slice (a view) for a range, else the int array."""
+    return slice(rows.start, rows.stop) if isinstance(rows, range) else rows
 
 
 def _stack(elements):

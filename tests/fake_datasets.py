@@ -98,7 +98,7 @@ def serve(directory):
 @contextlib.contextmanager
 def fake_downloads(tmp_path, monkeypatch, **sizes):
     """Fake files served locally, KGRAPH_DATASETS_URL pointing at them, an empty KGRAPH_DATA_DIR
-    and the checksum table patched; yields (files, base URL, cache folder)."""
+    and KERAS_HOME, and the checksum table patched; yields (files, base URL, cache folder)."""
     files = make_files(**sizes)
     served = tmp_path / "served"
     served.mkdir()
@@ -107,6 +107,7 @@ def fake_downloads(tmp_path, monkeypatch, **sizes):
     cache = tmp_path / "cache"
     monkeypatch.setattr(_files, "CHECKSUMS", checksums(files))
     monkeypatch.setenv("KGRAPH_DATA_DIR", str(cache))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # none of the user's Keras downloads
     with serve(served) as url:
         monkeypatch.setenv("KGRAPH_DATASETS_URL", url)
         yield files, url, cache

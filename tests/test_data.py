@@ -4,6 +4,7 @@ from a Dataset, a Sequence-like object and a list of batches (the same weights a
 import json
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 import kgraph.distribute
 import kgraph.models
+import kgraph.runtime.batches
 from kgraph import callbacks, optimizers
 from kgraph.data import INFINITE, UNKNOWN, Dataset, TensorSpec
 
@@ -145,6 +147,92 @@ def test_cache_replays_the_first_pass():
     assert rows(ds) == rows(ds) == [[0, 1], [2, 3]] and len(calls) == 1
 
 
+def test_cache_after_a_shuffle_keeps_the_first_passs_order_as_tf_data():
+    """tf.data's cache() replays the first complete pass: a shuffle before it is one order for
+    every pass (tf.data 2.21 gives the same), one after it reshuffles; a pass left unfinished is
+    not kept."""
+    for ds in (
+        Dataset.range(20).shuffle(20, seed=1).cache(),
+        Dataset.range(20).shuffle(20, seed=1).batch(6).cache(),
+        Dataset.from_generator(lambda: iter(range(20))).shuffle(20, seed=1).cache(),
+    ):
+        first = rows(ds)
+        assert rows(ds) == first and sorted(np.ravel(np.concatenate([np.ravel(b) for b in first])).tolist()) == list(
+            range(20)
+        )
+        assert first != rows(Dataset.range(20).batch(6) if len(first) == 4 else Dataset.range(20))
+    after = Dataset.range(20).cache().shuffle(20, seed=1)
+    assert rows(after) != rows(after)
+    calls = []
+
+    def gen():
+        calls.append(1)
+        yield from range(4)
+
+    ds = Dataset.from_generator(gen).cache()
+    assert rows(ds.take(2)) == [0, 1] and rows(ds) == rows(ds) == [0, 1, 2, 3] and len(calls) == 2
+
+
+def test_batches_of_array_rows_stay_rows_through_later_transformations():
+    """After batch(), shuffle / repeat / take / skip / cache / prefetch keep a Dataset of arrays a
+    stream of each batch's rows (what fit reads a run of batches from at once): its batches are
+    those rows of the arrays, and the same as a generator's under the same transformations."""
+    x = np.arange(40).reshape(20, 2)
+    base = Dataset.from_tensor_slices((x, x[:, 0]))
+    gen = Dataset.from_generator(lambda: zip(x, x[:, 0]))
+    plain = [
+        lambda d: d.batch(6),
+        lambda d: d.batch(6).skip(1).take(2),
+        lambda d: d.batch(6).repeat(2).skip(3),
+        lambda d: d.take(13).batch(6, drop_remainder=True).repeat().take(5),
+        lambda d: d.batch(6).cache().prefetch(2),
+    ]
+    shuffled = [
+        lambda d: d.shuffle(20, seed=0).batch(6).repeat(2),
+        lambda d: d.batch(6).shuffle(3, seed=1),
+        lambda d: d.shuffle(7, seed=2).batch(6).cache().take(3),
+    ]
+    for make in plain + shuffled:
+        ds = make(base)
+        assert ds.source_arrays() is not None
+        got = [(a.tolist(), b.tolist()) for a, b in ds]
+        read = [(x[list(r)].tolist(), x[list(r), 0].tolist()) for r in make(base).batch_rows()]  # the same seed
+        assert got == read and got
+        if make in plain:
+            assert got == [(a.tolist(), b.tolist()) for a, b in make(gen)]
+    for other in (
+        base.batch(6).map(lambda a, b: (a, b)),
+        base.batch(6).filter(lambda a, b: True),
+        base.batch(2).batch(3),
+    ):
+        assert other.source_arrays() is None and other.batch_rows() is None
+
+
+def test_a_run_of_batches_is_read_at_once():
+    """fit's runs of batches of a Dataset of arrays: one slice (a view) of consecutive rows, one
+    gather of shuffled ones; a batch of another size (the last) runs alone."""
+    from kgraph.runtime.batches import EpochIterator, RowBatches
+
+    x, y = np.arange(44.0).reshape(22, 2), np.arange(22)
+    ds = Dataset.from_tensor_slices((x, y)).batch(4)  # 5 batches of 4 and one of 2
+    source = RowBatches(ds, ([x], [y], []))
+    runs = list(source.runs(EpochIterator(source).epoch(), lambda: 3))
+    assert [(step, count, len(b[0][0])) for step, count, b in runs] == [(0, 3, 12), (3, 2, 8), (5, 1, 2)]
+    assert all(np.shares_memory(b[0][0], x) for _, _, b in runs)
+    assert np.array_equal(np.concatenate([b[1][0] for _, _, b in runs]), y)
+    shuffled = Dataset.from_tensor_slices((x, y)).shuffle(22, seed=4, reshuffle_each_iteration=False).batch(4)
+    source = RowBatches(shuffled, ([x], [y], []))
+    order = np.concatenate([b for _, b in shuffled])
+    runs, buffers = [], []
+    for _, count, b in source.runs(EpochIterator(source).epoch(), lambda: 4):
+        runs.append((count, b[0][0].copy(), b[1][0].copy()))
+        buffers.append(b[0][0])
+    assert [count for count, _, _ in runs] == [4, 1, 1]
+    assert np.array_equal(np.concatenate([y for _, _, y in runs]), order)
+    assert np.array_equal(np.concatenate([x for _, x, _ in runs]), x[order])
+    assert all(np.shares_memory(b, buffers[0]) for b in buffers)  # one buffer, gathered into again
+
+
 def test_prefetch_runs_ahead_in_a_thread_and_passes_errors_on():
     produced = []
 
@@ -227,6 +315,31 @@ def test_fit_on_a_dataset_matches_fit_on_the_arrays_bit_for_bit(data):
     np.testing.assert_array_equal(
         a.predict(x, verbose=0), b.predict(Dataset.from_tensor_slices((x, y)).batch(8), verbose=0)
     )
+
+
+def test_fit_on_shuffled_weighted_datasets_matches_the_arrays_in_that_order(data, monkeypatch):
+    """A Dataset shuffled once (its order read from the same pipeline), with sample weights in its
+    batches or class_weight: the same weights as the arrays in that order; also where laying the
+    arrays out whole would copy too much and each batch is laid out alone."""
+    x, y = data
+    sw = np.linspace(0.5, 1.5, 20)
+    cw = {0: 2.0, 3: 0.5}
+
+    def shuffled(*arrays):
+        return Dataset.from_tensor_slices(arrays).shuffle(20, seed=3, reshuffle_each_iteration=False).batch(8)
+
+    order = np.concatenate([i for _, i in shuffled(x, np.arange(20))])
+    for copy_limit in (None, 0):
+        if copy_limit is not None:  # float64 x must be copied to float32: over the limit
+            monkeypatch.setattr(kgraph.runtime.batches.ArrayBatches, "SHUFFLE_COPY_BYTES", copy_limit)
+        a, b = _model(), _model()
+        a.fit(x[order], y[order], sample_weight=sw[order], batch_size=8, epochs=2, shuffle=False, verbose=0)
+        b.fit(shuffled(x.astype(np.float64), y, sw), epochs=2, verbose=0)
+        _same_weights(a, b)
+        a, b = _model(), _model()
+        a.fit(x[order], y[order], class_weight=cw, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        b.fit(shuffled(x, y), class_weight=cw, epochs=2, verbose=0)
+        _same_weights(a, b)
 
 
 def test_a_dataset_of_arrays_is_checked_once_before_the_first_step(data):
@@ -316,6 +429,54 @@ def test_a_dataset_shorter_than_steps_per_epoch_warns_and_starts_again(data):
     assert len(hist.history["loss"]) == 2 and model.optimizer.iterations == 4
 
 
+def test_validation_steps_read_the_same_batches_every_epoch_as_keras_3(data):
+    """Keras 3: with validation_steps, each epoch's evaluation starts from the beginning of the
+    validation data (training data with steps_per_epoch carries on instead)."""
+    x, y = data
+    read = []
+
+    class Val:
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            read.append(i)
+            return x[i * 5 : (i + 1) * 5], y[i * 5 : (i + 1) * 5]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 3 of 4 batches: no "ran out of data"
+        hist = _model().fit(x, y, epochs=3, validation_data=Val(), validation_steps=3, verbose=0)
+    assert read == [0, 1, 2] * 3 and len(hist.history["val_loss"]) == 3
+    val = Dataset.from_tensor_slices((x, y)).batch(5)
+    a, b = _model(), _model()
+    ha = a.fit(x, y, epochs=2, validation_data=val, validation_steps=2, verbose=0)
+    hb = b.fit(x, y, epochs=2, validation_data=val.take(2), verbose=0)
+    assert ha.history["val_loss"] == hb.history["val_loss"]
+
+
+def test_running_out_of_data_warns_as_keras(data):
+    """An empty Dataset trains nothing and says so; predict with more steps than batches says so."""
+    x, y = data
+    model = _model()
+    with pytest.warns(UserWarning, match="ran out of data"):
+        hist = model.fit(Dataset.from_tensor_slices((x, y)).batch(5).take(0), epochs=2, verbose=0)
+    assert hist.history == {} and model.optimizer.iterations == 0
+    with pytest.warns(UserWarning, match="ran out of data"):
+        assert model.predict(Dataset.from_tensor_slices(x).batch(5), steps=9, verbose=0).shape == (20, 5)
+
+
+def test_a_dataset_of_single_samples_is_told_to_batch(data):
+    x, y = data
+    model = _model()
+    for call in (
+        lambda: model.fit(Dataset.from_tensor_slices((x, y)), verbose=0),
+        lambda: model.evaluate(Dataset.from_tensor_slices((x, y)), verbose=0),
+        lambda: model.predict(Dataset.from_tensor_slices(x), verbose=0),
+    ):
+        with pytest.raises(kgraph.runtime.model.DataError, match=r"without its batch axis.*\.batch\(batch_size\)"):
+            call()
+
+
 class Batches:
     """A keras.utils.Sequence-like object: __len__, __getitem__ and on_epoch_end."""
 
@@ -356,13 +517,16 @@ def test_mirrored_strategy_splits_batches_from_every_source(data):
     strategy = kgraph.distribute.MirroredStrategy(["cpu:0", "cpu:1"])
     ref = _model(strategy)
     ref.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 20, 8)]
     for source in (
         Dataset.from_tensor_slices((x, y)).batch(8),
         Batches(x, y, 8),
-        [(x[i : i + 8], y[i : i + 8]) for i in range(0, 20, 8)],
+        batches,
+        (batch for _ in range(2) for batch in batches),  # a generator: both epochs, steps_per_epoch=3
+        Dataset.from_tensor_slices((x, y)).batch(8).repeat(),
     ):
         model = _model(strategy)
-        model.fit(source, epochs=2, verbose=0)
+        model.fit(source, epochs=2, verbose=0, steps_per_epoch=None if isinstance(source, (list, Batches)) else 3)
         _same_weights(model, ref)
         model.replicas.check_identical()
 

@@ -55,6 +55,7 @@ import os  # noqa: E402
 
 import pytest  # noqa: E402
 
+from fake_datasets import checksums as fake_checksums  # noqa: E402
 from fake_datasets import fake_downloads, make_files  # noqa: E402
 from kgraph.datasets import _files, fashion_mnist, imdb, iris, mnist  # noqa: E402
 
@@ -119,6 +120,7 @@ def test_downloads_are_cached_and_a_wrong_checksum_is_refused(served, monkeypatc
 
 def test_offline_the_error_names_the_url_and_the_place(tmp_path, monkeypatch):
     monkeypatch.setenv("KGRAPH_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # not the user's Keras downloads
     monkeypatch.setenv("KGRAPH_DATASETS_URL", "http://127.0.0.1:9/mirror/")
     with pytest.raises(_files.DatasetDownloadError) as info:
         mnist.load_data()
@@ -131,3 +133,35 @@ def test_the_default_origins_are_keras_and_tensorflows():
     assert _files.KERAS_FOLDER == "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
     assert _files.TF_DATA_FOLDER == "https://storage.googleapis.com/download.tensorflow.org/data/"
     assert set(make_files(n_train=2, n_test=2)) == set(_files.CHECKSUMS)
+
+
+def test_offline_one_error_names_every_missing_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("KGRAPH_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("KGRAPH_DATASETS_URL", "http://127.0.0.1:9/mirror/")
+    with pytest.raises(_files.DatasetDownloadError) as info:
+        fashion_mnist.load_data()
+    message = str(info.value)
+    assert all(f"http://127.0.0.1:9/mirror/{name}" in message for name in fashion_mnist.FILES)
+    assert str(tmp_path / "fashion-mnist") in message
+
+
+def test_a_file_keras_downloaded_is_taken_from_its_cache(tmp_path, monkeypatch):
+    """A user of Keras has ~/.keras/datasets: its files are copied when their checksums are right."""
+    files = make_files(n_train=5, n_test=3)
+    monkeypatch.setattr(_files, "CHECKSUMS", fake_checksums(files))
+    monkeypatch.setenv("KGRAPH_DATA_DIR", str(tmp_path / "kgraph"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("KGRAPH_DATASETS_URL", "http://127.0.0.1:9/")  # nothing listens there
+    keras = tmp_path / "keras" / "datasets"
+    (keras / "fashion-mnist").mkdir(parents=True)
+    (keras / "mnist.npz").write_bytes(files["mnist.npz"])
+    for name in fashion_mnist.FILES:
+        (keras / "fashion-mnist" / name).write_bytes(files[name])
+    assert mnist.load_data()[0][0].shape == (5, 28, 28)
+    assert fashion_mnist.load_data()[1][0].shape == (3, 28, 28)
+    assert (tmp_path / "kgraph" / "mnist.npz").read_bytes() == files["mnist.npz"]
+    (keras / "mnist.npz").write_bytes(b"not it")  # a wrong copy is not taken
+    (tmp_path / "kgraph" / "mnist.npz").unlink()
+    with pytest.raises(_files.DatasetDownloadError, match="could not download"):
+        mnist.load_data()

@@ -79,6 +79,41 @@ def test_an_iterable_runs_several_steps_a_call_with_the_numbers_of_one(calls, so
     assert calls[:7] == [5, 5, 5, 5, 5, 5, 1] and sum(calls) == 2 * 32
 
 
+@pytest.mark.parametrize("source", ["dataset", "generator"])
+def test_steps_per_epoch_over_an_iterable_runs_several_steps_a_call(calls, source):
+    """The Keras guide's `.batch(32).repeat()` with steps_per_epoch (and validation_steps): runs of
+    batches within each epoch, the same history and weights as one step a call."""
+    from kgraph.data import Dataset
+
+    (x, y), (xv, yv) = digits.load_data()
+    x, y = x[:640], y[:640]
+
+    def fit(steps_per_execution):
+        model = models.load_model(EXAMPLE, seed=1)
+        model.compile(
+            optimizer="adam",
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            steps_per_execution=steps_per_execution,
+        )
+        if source == "dataset":
+            data = Dataset.from_tensor_slices((x, y)).shuffle(640, seed=0).batch(32).repeat()
+        else:
+            data = ((x[i : i + 32], y[i : i + 32]) for _ in range(3) for i in range(0, 640, 32))
+        val = Dataset.from_tensor_slices((xv, yv)).batch(32).repeat()
+        history = model.fit(data, steps_per_epoch=25, epochs=2, validation_data=val, validation_steps=3, verbose=0)
+        return history.history, model.get_weights()
+
+    one = fit(1)
+    assert len(calls) == 2 * 25
+    calls.clear()
+    _same(fit(None), one)
+    assert max(calls) > 1 and sum(calls) == 2 * 25
+    calls.clear()
+    _same(fit(10), one)
+    assert calls == [10, 10, 5] * 2
+
+
 def test_a_run_of_adjacent_batches_is_a_view_and_others_a_copy():
     from kgraph.runtime.model import _join
 

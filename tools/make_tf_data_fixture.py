@@ -27,6 +27,13 @@ PIPELINES = [
     "D.range(6).batch(4).map(lambda v: v + 1)",
     "D.range(10).take(3).repeat(2)",
     "D.from_tensor_slices(([[1, 2], [3, 4], [5, 6]], [7, 8, 9])).batch(2).map(lambda x, y: x * y[:, None])",
+    "D.range(7).batch(2).skip(1)",
+    "D.range(7).batch(2).take(2).repeat(2)",
+    "D.range(5).batch(2).repeat(2).take(4)",
+    "D.range(10).take(7).batch(3, drop_remainder=True)",
+    "D.range(6).batch(2).batch(2)",
+    "D.range(5).batch(2).cache().skip(1)",
+    "D.range(10).shuffle(1, seed=3).batch(4)",
 ]
 CARDINALITIES = [
     "D.range(10).repeat()",
@@ -44,6 +51,13 @@ CARDINALITIES = [
     "D.range(10).map(lambda v: v).cache()",
     "D.range(10).repeat(0)",
     "D.range(10).batch(3).repeat(2).prefetch(1)",
+    "D.range(10).repeat().filter(lambda v: v > 2)",
+    "D.range(10).filter(lambda v: v > 2).repeat()",
+    "D.range(10).repeat().skip(-1)",
+    "D.range(7).batch(2).skip(1)",
+    "D.range(7).batch(2).take(2).repeat(3)",
+    "D.range(10).shuffle(4).cache()",
+    "D.range(10).batch(3).repeat().cache()",
 ]
 
 out = {

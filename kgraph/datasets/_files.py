@@ -1,7 +1,8 @@
 """Downloads of the standard datasets, from the URLs Keras and TensorFlow's guides use, checked
 against their published checksums and cached under $KGRAPH_DATA_DIR (default ~/.kgraph/datasets).
 
-$KGRAPH_DATASETS_URL replaces every origin folder (a mirror, or the test suite's local server):
+A file Keras already downloaded (~/.keras/datasets, or $KERAS_HOME/datasets) is copied from there
+when its checksum is right. $KGRAPH_DATASETS_URL replaces every origin folder (a mirror, or the test suite's local server):
 the file is then fetched from that URL followed by its name."""
 
 from __future__ import annotations
@@ -53,10 +54,42 @@ def _matches(path, expected) -> bool:
     return expected is None or checksum(path, "md5" if len(expected) == 32 else "sha256") == expected
 
 
+def _keras_copy(fname, subdir, expected):
+    """Keras's own downloaded copy of fname, where it has one with the right checksum (a file of
+    no published checksum is not taken: nothing says it is the right one)."""
+    if expected is None:
+        return None
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets"
+    for path in (home / subdir / fname, home / fname):
+        if path.is_file() and _matches(path, expected):
+            return path
+    return None
+
+
+def get_files(names, origin_folder: str, subdir: str = "") -> list:
+    """get_file of each name; offline, one error naming every file that is missing."""
+    paths, missing = [], []
+    for name in names:
+        try:
+            paths.append(get_file(name, origin_folder, subdir))
+        except DatasetDownloadError as e:
+            if "could not download" not in str(e):
+                raise
+            missing.append(e.url)
+    if missing:
+        where = data_dir() / subdir
+        raise DatasetDownloadError(
+            f"could not download {', '.join(missing)}. Offline, fetch {'those files' if len(missing) > 1 else 'it'} "
+            f"another way and save {'them' if len(missing) > 1 else 'it'} in {where} (or set KGRAPH_DATA_DIR to a "
+            f"folder holding {Path(subdir) / '...' if subdir else 'them'})"
+        )
+    return paths
+
+
 def get_file(fname: str, origin_folder: str, subdir: str = "", cache_name: str | None = None) -> Path:
-    """The path of dataset file `fname`: the cached copy when its checksum is right, else
-    downloaded from origin_folder (or $KGRAPH_DATASETS_URL) + fname, checked, and moved into the
-    cache in one step (a killed download leaves no partial file behind)."""
+    """The path of dataset file `fname`: the cached copy when its checksum is right, else Keras's
+    copy or downloaded from origin_folder (or $KGRAPH_DATASETS_URL) + fname, checked, and moved
+    into the cache in one step (a killed download leaves no partial file behind)."""
     expected = CHECKSUMS[fname]
     folder = os.environ.get("KGRAPH_DATASETS_URL") or origin_folder
     url = folder.rstrip("/") + "/" + fname
@@ -66,6 +99,10 @@ def get_file(fname: str, origin_folder: str, subdir: str = "", cache_name: str |
             return target
         warnings.warn(f"{target} does not have the expected checksum: downloading it again from {url}", stacklevel=3)
     target.parent.mkdir(parents=True, exist_ok=True)
+    keras_copy = _keras_copy(fname, subdir, expected)
+    if keras_copy is not None:
+        shutil.copyfile(keras_copy, target)
+        return target
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -74,10 +111,12 @@ def get_file(fname: str, origin_folder: str, subdir: str = "", cache_name: str |
                     shutil.copyfileobj(response, out)
             except (urllib.error.URLError, OSError, ValueError) as e:
                 reason = getattr(e, "reason", None) or e
-                raise DatasetDownloadError(
+                error = DatasetDownloadError(
                     f"could not download {url} ({reason}). Offline, fetch that file another way and save it "
                     f"as {target} (or set KGRAPH_DATA_DIR to a folder holding {Path(subdir) / (cache_name or fname)})"
-                ) from None
+                )
+                error.url = url
+                raise error from None
         if not _matches(tmp, expected):
             raise DatasetDownloadError(
                 f"the file downloaded from {url} does not have the expected checksum {expected} (got "

@@ -6,7 +6,7 @@ import gzip
 
 import numpy as np
 
-from ._files import KERAS_FOLDER, get_file
+from ._files import KERAS_FOLDER, get_files
 
 FILES = [
     "train-labels-idx1-ubyte.gz",
@@ -25,7 +25,7 @@ def _read(path, offset):
 def load_data():
     """`(x_train, y_train), (x_test, y_test)`: uint8 arrays of shapes (60000, 28, 28), (60000,),
     (10000, 28, 28), (10000,), read from the four IDX files Keras downloads."""
-    paths = [get_file(name, KERAS_FOLDER, subdir="fashion-mnist") for name in FILES]
+    paths = get_files(FILES, KERAS_FOLDER, subdir="fashion-mnist")
     y_train, y_test = _read(paths[0], 8), _read(paths[2], 8)
     x_train = _read(paths[1], 16).reshape(len(y_train), 28, 28)
     x_test = _read(paths[3], 16).reshape(len(y_test), 28, 28)

@@ -5,7 +5,7 @@ UCI Machine Learning Repository."""
 
 import numpy as np
 
-from ._files import TF_DATA_FOLDER, DatasetDownloadError, get_file
+from ._files import TF_DATA_FOLDER, DatasetDownloadError, get_files
 
 COLUMN_NAMES = ["SepalLength", "SepalWidth", "PetalLength", "PetalWidth", "Species"]
 SPECIES = ["Setosa", "Versicolor", "Virginica"]
@@ -31,6 +31,6 @@ def _read(path):
 def load_data():
     """`(x_train, y_train), (x_test, y_test)`: float32 features of shapes (120, 4) and (30, 4),
     int32 species ids of shapes (120,) and (30,), from iris_training.csv and iris_test.csv."""
-    train = _read(get_file("iris_training.csv", TF_DATA_FOLDER, subdir="iris"))
-    test = _read(get_file("iris_test.csv", TF_DATA_FOLDER, subdir="iris"))
+    train_file, test_file = get_files(["iris_training.csv", "iris_test.csv"], TF_DATA_FOLDER, subdir="iris")
+    train, test = _read(train_file), _read(test_file)
     return train, test

@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 
+from ..data import join_rows
 from .sources import known_batches
 
 OUT_OF_DATA = (
@@ -94,6 +95,61 @@ class IterableBatches:
             yield batch
 
 
+class RowBatches:
+    """A Dataset's batches where each is rows of the arrays it was made from (Dataset.batch_rows):
+    `arrays`, those arrays checked and laid out for the step once, as (xs, ys, sws). Iterating
+    gives each batch's rows (a range or an int array), which EpochIterator walks as batches;
+    `take(rows)` reads a batch, `runs` joins consecutive batches into one read (one slice, a
+    view, or one gather) per call of the step, not one per batch."""
+
+    def __init__(self, dataset, arrays):
+        self.dataset, self.arrays = dataset, arrays
+        self.num_batches = known_batches(dataset)
+        self.batch_size = None  # the rows of the last batch (the thread tuner's key)
+        self._gathered = None  # buffers the gathers write into, kept from call to call
+
+    def take(self, rows):
+        """The (xs, ys, sws) of these rows (one batch's or a run's): views of the arrays for a
+        range, else gathered into buffers that the next take overwrites (a new array each time
+        cost 784-128-10 at batch 32 a tenth of its step in page faults); the step, its metrics
+        and callbacks are done with a batch before the next is taken."""
+        if isinstance(rows, range):
+            index = slice(rows.start, rows.stop)
+            return tuple([a[index] for a in group] for group in self.arrays)
+        n = len(rows)
+        if self._gathered is None or len(self._gathered[0][0]) < n:
+            self._gathered = tuple([np.empty((n, *a.shape[1:]), a.dtype) for a in group] for group in self.arrays)
+        return tuple(
+            [np.take(a, rows, axis=0, out=out[:n], mode="clip") for a, out in zip(group, outs)]  # rows are in range
+            for group, outs in zip(self.arrays, self._gathered)
+        )
+
+    def __iter__(self):
+        for rows in self.dataset.batch_rows():
+            self.batch_size = len(rows)
+            yield rows
+
+    def runs(self, epoch, per_call):
+        """An EpochIterator's epoch over these batches as (first step, steps, batches): runs of
+        consecutive batches of one size, as many as per_call() says (every batch has the same
+        shape past its rows, so the same step), read at once; a batch of another size (a last
+        partial one) starts the next run."""
+        pending = next(epoch, None)
+        while pending is not None:
+            step, first = pending
+            run, pending, size = [first], None, len(first)
+            want = per_call()
+            while len(run) < want:
+                pending = next(epoch, None)
+                if pending is None or len(pending[1]) != size:
+                    break
+                run.append(pending[1])
+                pending = None
+            yield step, len(run), self.take(join_rows(run))
+            if pending is None:
+                pending = next(epoch, None)
+
+
 def is_batch_source(x) -> bool:
     """Whether fit's x is an iterable of batches rather than arrays (a list, tuple or dict of
     arrays, or one array)."""
@@ -103,13 +159,15 @@ def is_batch_source(x) -> bool:
 class EpochIterator:
     """With steps_per_epoch, epochs draw that many batches from one iterator that carries on
     across epochs (a new pass starts when a pass of known length ends, and an epoch stops short,
-    with Keras's warning, at the end of a pass); without it, every epoch is one pass. A source
-    that runs out (before steps_per_epoch, or a generator on its second pass) warns as Keras does
-    and sets `exhausted`, which ends training."""
+    with Keras's warning, at the end of a pass); without it, every epoch is one pass. With
+    `restart` (validation_steps: Keras 3 evaluates the same batches every epoch) each epoch starts
+    a new pass. A source that runs out (before steps_per_epoch, an empty one, or a generator on its
+    second pass) warns as Keras does and sets `exhausted`, which ends training."""
 
-    def __init__(self, batches, steps_per_epoch=None):
+    def __init__(self, batches, steps_per_epoch=None, restart=False):
         self.batches = batches
         self.steps_per_epoch = steps_per_epoch
+        self.restart = restart
         self.exhausted = False
         self._iterator, self._seen = None, 0
 
@@ -120,9 +178,13 @@ class EpochIterator:
     def epoch(self):
         """Yields (step, (xs, ys, sws)) for one epoch."""
         known = self.batches.num_batches
-        if self._iterator is None or self.steps_per_epoch is None:
+        if self._iterator is None or self.steps_per_epoch is None or self.restart:
             self._iterator, self._seen = iter(self.batches), 0
         steps = self.steps_per_epoch or known
+        if steps == 0:  # a source of no batches (an empty Dataset, Sequence or list)
+            warnings.warn(OUT_OF_DATA, stacklevel=3)
+            self.exhausted = True
+            return
         step = 0
         while steps is None or step < steps:
             if known is not None and self._seen >= known:  # a pass of arrays ended before steps_per_epoch

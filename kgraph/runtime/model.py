@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import Dataset
+from ..data import Dataset, _flatten
 from . import checks, sources
 from .abi import Manifest
-from .batches import ArrayBatches, EpochIterator, IterableBatches, is_batch_source
+from .batches import OUT_OF_DATA, ArrayBatches, EpochIterator, IterableBatches, RowBatches, is_batch_source
 from .callbacks import Callback, CallbackList, History, ProgbarLogger
 from .checks import DataError  # noqa: F401  (kgraph.runtime.model.DataError, as before)
 from .executable import Executable
@@ -49,6 +49,11 @@ def _shape_str(shape) -> str:
 
 def _reshape_hint(got, want) -> str:
     """A likely fix for an input of the wrong shape."""
+    if len(want) > 1 and tuple(got) == tuple(want[1:]):
+        return (
+            ": one sample without its batch axis; give batches (x[None] for a single sample; a Dataset of "
+            "samples needs .batch(batch_size) before fit, evaluate or predict, as in Keras)"
+        )
     if len(got) > 1 and None not in want[1:] and np.prod(got[1:]) == np.prod([d for d in want[1:]]):
         return f": the same number of values per sample; reshape with x.reshape(-1, {', '.join(map(str, want[1:]))})"
     if len(got) == 1:
@@ -269,42 +274,20 @@ class CompiledModel:
 
             whole = data.source_arrays() if isinstance(data, Dataset) else None
             if whole is not None:
-                # Every batch is rows of these arrays: check them once, here, and then give each
-                # batch only the layout the check found (checking each batch again cost a small
-                # model a quarter of its step).
-                fast = self._layout_only(whole, convert(whole)) if class_weight is None else None
-                return IterableBatches(data, fast or (lambda item: convert(item, checked=True)))
+                # Every batch is rows of these arrays: check and lay them out once, here (checking
+                # each batch again cost a small model a quarter of its step), and read the batches
+                # from them. Where laying out copied more than ArrayBatches would keep, each batch
+                # is laid out alone instead.
+                arrays = convert(whole)
+                sources = _flatten(whole)
+                copied = sum(
+                    a.nbytes for group in arrays for a in group if not any(np.may_share_memory(a, s) for s in sources)
+                )
+                if copied <= ArrayBatches.SHUFFLE_COPY_BYTES:
+                    return RowBatches(data, arrays)
+                return IterableBatches(data, lambda item: convert(item, checked=True))
             return IterableBatches(data, convert)
         return ArrayBatches(*data, batch_size, shuffle, self.shuffle_random)
-
-    def _layout_only(self, whole, converted):
-        """For batches of rows of `whole` (x, y), which _data() turned into `converted`: a
-        function giving a batch the same dtypes, shapes and input order, with no checks. None
-        where the batches carry sample weights (their general path serves)."""
-        if len(whole) != 2:
-            return None
-        plans = []
-        for part, names, arrays in zip(whole, (self.info["input_names"], self._loss_outputs()), converted[:2]):
-            if isinstance(part, dict):
-                keys = list(names)
-            elif isinstance(part, (list, tuple)):
-                keys = list(range(len(part)))
-            else:
-                keys = [None]
-            if len(keys) != len(arrays):
-                return None
-            plans.append([(key, a.dtype, a.shape[1:]) for key, a in zip(keys, arrays)])
-
-        def layout(item):
-            return tuple(
-                [
-                    np.ascontiguousarray(part if key is None else part[key], dtype).reshape(-1, *shape)
-                    for key, dtype, shape in plan
-                ]
-                for part, plan in zip(item, plans)
-            ) + ([],)
-
-        return layout
 
     # ------------------------------------------------------------------ steps
     def _require_compiled(self):
@@ -417,7 +400,7 @@ class CompiledModel:
                 train = tuple([a[:split] for a in group] for group in train)
         batches = EpochIterator(self._batch_source(train, batch_size, shuffle, class_weight, "train"), steps_per_epoch)
         if val is not None:
-            val = EpochIterator(self._batch_source(val, batch_size), validation_steps)
+            val = EpochIterator(self._batch_source(val, batch_size), validation_steps, restart=True)
         if not self.is_chief:  # other replicas train silently and write nothing
             verbose = 0
             callbacks = [c for c in (callbacks or []) if not getattr(c, "writes_files", False)]
@@ -465,8 +448,9 @@ class CompiledModel:
 
     def _steps_per_call(self, batches, cbs, kind="train"):
         """How many steps each call of the compiled step runs in this fit (a StepsPerCall), or None
-        for one step a call: several need whole passes (arrays, or an iterable such as a Dataset:
-        its batches of one shape are joined, _runs), one process without replicas, a CPU step, and
+        for one step a call: several need whole passes of arrays, or an iterable such as a Dataset
+        (its batches of one shape are joined, _runs and RowBatches.runs, also with steps_per_epoch:
+        the guide's `.batch(32).repeat()`), one process without replicas, a CPU step, and
         callbacks that need no batch-by-batch hooks, unless compile()'s
         steps_per_execution asked for several, as in Keras (batch hooks then run once a call).
         One step a call on the plain path (KGRAPH_PLAIN=1, kgraph/runtime/policy.py)."""
@@ -474,7 +458,7 @@ class CompiledModel:
         if (
             plain()
             or self.replicas is not None
-            or batches.steps_per_epoch is not None
+            or (batches.steps_per_epoch is not None and isinstance(batches.batches, ArrayBatches))
             or not self.executable.multi_step
         ):
             return None
@@ -584,6 +568,8 @@ class CompiledModel:
             parts.append([p.copy() for p in preds])  # the step's outputs are views the next call reuses
             cbs.on_predict_batch_end(step, {"outputs": preds})
         cbs.on_predict_end()
+        if steps is not None and len(parts) < steps:
+            warnings.warn(OUT_OF_DATA, stacklevel=3)
         if not parts:
             raise DataError("predict() got a generator or iterable that yielded no batches")
         outputs = [np.concatenate(column) for column in zip(*parts)]
@@ -623,10 +609,15 @@ def wants_every_batch(callback, hooks) -> bool:
 def _calls(batches, per_call):
     """One epoch of an EpochIterator as (first step, steps, batches) a call: runs of batches as
     per_call says, or one batch a call when it is None."""
+    source = batches.batches
     if per_call is None:
+        if isinstance(source, RowBatches):
+            return ((step, 1, source.take(rows)) for step, rows in batches.epoch())
         return ((step, 1, batch) for step, batch in batches.epoch())
-    if isinstance(batches.batches, ArrayBatches):
-        return batches.batches.calls(per_call)
+    if isinstance(source, ArrayBatches):
+        return source.calls(per_call)
+    if isinstance(source, RowBatches):
+        return source.runs(batches.epoch(), per_call)
     return _runs(batches.epoch(), per_call)
 
 
