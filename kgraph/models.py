@@ -927,6 +927,7 @@ def _resolve_metrics(metrics, outputs, specs, out_units):
 
 # ---------------------------------------------------------------------- constructors
 
+
 def model_from_config(config: dict, seed: int | None = None) -> Model:
     try:
         return Model(build_model(config, seed=seed), seed=seed)

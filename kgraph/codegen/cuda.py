@@ -587,6 +587,11 @@ class CudaCodegen(StepCodegen):
             "float32", rank
         )
 
+    def _units(self, nh) -> tuple:
+        """(grid, block) of a kernel with a thread per (sample, unit)."""
+        threads = self._bound(f"K.unit_threads(B * {nh})", "threads", str(nh))
+        return f"K.blocks(B * {nh}, {threads})", threads
+
     def _rnn_inputs(self, attrs, inputs) -> tuple:
         """(xp, u, [rb, mask, keep, h0, c0] as views or stand-ins, flags) of a recurrent node."""
         flags = {k: bool(attrs.get(k)) for k in ("recurrent_bias", "masked", "recurrent_dropout", "initial")}
@@ -617,19 +622,19 @@ class CudaCodegen(StepCodegen):
             self._arr(self._operand(u), u),
             self._arr(var(node.id), node.id),
         )
-        units = f"K.blocks(B * {nh})"
+        units, threads = self._units(nh)
         lines = [
             self._launch(
                 "K.rnn_start",
                 units,
-                T1,
+                threads,
                 [h0, c0, keep, h, c, he] + _flags(flags["initial"], a["cell"] == "lstm", flags["recurrent_dropout"]),
             )
         ]
         if v1:  # z and r first: the candidate's recurrent product reads r * he
             step = [
                 self._gemm_views(he, self._columns(u_, 0, 2 * nh), self._columns(rec, 0, 2 * nh), "B", 2 * nh),
-                self._launch("K.gru_v1_gates", units, T1, [xp_, rec, gates, he, rhe, ("t", "int64")] + _flags(
+                self._launch("K.gru_v1_gates", units, threads, [xp_, rec, gates, he, rhe, ("t", "int64")] + _flags(
                     a.get("go_backwards")) + [(str(ract), "int64")]),
                 self._gemm_views(rhe, self._columns(u_, 2 * nh, g), self._columns(rec, 2 * nh, g), "B", nh),
             ]  # fmt: skip
@@ -638,7 +643,7 @@ class CudaCodegen(StepCodegen):
         args = [xp_, rec, rb, mask, keep, gates, out, h, c, he, ("t", "int64")]
         args += [(str(v), "int64") for v in (cell, act, ract)]
         args += _flags(a.get("go_backwards"), v1, flags["recurrent_bias"], flags["masked"], flags["recurrent_dropout"])
-        step.append(self._launch("K.rnn_step", units, T1, args))
+        step.append(self._launch("K.rnn_step", units, threads, args))
         self.launches += (t - 1) * len(step)  # LAUNCHES counts the loop's launches per step
         return lines + [f"for t in range({t}):"] + ["    " + line for line in step]
 
@@ -673,7 +678,7 @@ class CudaCodegen(StepCodegen):
         )
         cell, act, ract = rnn_codes(a)
         backwards = _flags(a.get("go_backwards"))
-        units = f"K.blocks(B * {nh})"
+        units, threads = self._units(nh)
         g_, out_ = self._arr(self._operand(g), g), self._arr(self._operand(out), out)
         u_ = self._arr(self._operand(u), u)
         zero = [(self._bound(f"arena[{o + gw + 2 * nh} * B:{o + gw + 4 * nh} * B]"), array_type("float32", 1))]
@@ -681,11 +686,11 @@ class CudaCodegen(StepCodegen):
         args = [g_, out_, mask, keep, h0, c0, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, ("t", "int64")]
         args += [(str(v), "int64") for v in (cell, act, ract)]
         args += backwards + _flags(v1, ra, flags["masked"], flags["recurrent_dropout"], flags["initial"])
-        step = [self._launch("K.rnn_step_grad", units, T1, args)]
+        step = [self._launch("K.rnn_step_grad", units, threads, args)]
         if v1:  # d r needs d (r * he) = d ah @ Uh^T first
             step += [
                 self._gemm_views(self._columns(dzs, 2 * nh, gw), self._columns(u_, 2 * nh, gw), acc, "B", nh, tb=True),
-                self._launch("K.gru_v1_reset_grad", units, T1, [acc, gates, hes, mask, dz, dzs, ("t", "int64")]
+                self._launch("K.gru_v1_reset_grad", units, threads, [acc, gates, hes, mask, dz, dzs, ("t", "int64")]
                              + backwards + [(str(ract), "int64")] + _flags(flags["masked"])),
                 self._gemm_views(
                     self._columns(dzs, 0, 2 * nh), self._columns(u_, 0, 2 * nh), acc, "B", nh, tb=True, accumulate=True
@@ -694,7 +699,9 @@ class CudaCodegen(StepCodegen):
         else:
             step.append(self._gemm_views(dzs, u_, acc, "B", nh, tb=True))
         step.append(
-            self._launch("K.rnn_carry_grad", units, T1, [acc, keep, direct, dh] + _flags(flags["recurrent_dropout"]))
+            self._launch(
+                "K.rnn_carry_grad", units, threads, [acc, keep, direct, dh] + _flags(flags["recurrent_dropout"])
+            )
         )
         self.launches += (t - 1) * len(step)
         lines += [f"for t in range({t - 1}, -1, -1):"] + ["    " + line for line in step]

@@ -29,6 +29,12 @@ def blocks(n: int, threads: int = THREADS_1D) -> int:
     return max(1, -(-n // threads))
 
 
+def unit_threads(n: int) -> int:
+    """Threads per block of a kernel over n (sample, unit) pairs: whole warps, THREADS_1D at most
+    (a small layer's step launches no idle threads: the simulator runs every one)."""
+    return min(THREADS_1D, 32 * blocks(n, 32))
+
+
 def update_blocks(n: int) -> int:
     return min(blocks(n), UPDATE_BLOCKS)
 
