@@ -607,9 +607,10 @@ def ptx():
         ("norm_embed", optimizers.Adamax(), "mean_squared_error", False),  # and moving_average
         ("seq_mlp", optimizers.SGD(), "categorical_hinge", False),  # reduce_max
         # recurrent layers: GRU reset_after=False (its GEMMs on column views, one accumulating);
-        # LSTM, GRU with a recurrent bias, Bidirectional SimpleRNN (reverse_time); initial states
+        # LSTMs, GRU with a recurrent bias, Bidirectional LSTMs (reverse_time), initial states
         ("rnn/gru_v1", optimizers.SGD(), "sparse_categorical_crossentropy", True),
         ("rnn/states", optimizers.SGD(), "sparse_categorical_crossentropy", False),
+        ("rnn/bilstm", optimizers.SGD(), "sparse_categorical_crossentropy", False),
         ("rnn/initial_state", optimizers.SGD(), "sparse_categorical_crossentropy", False),
     ]:
         folder, _, name = arch.rpartition("/")

@@ -313,7 +313,8 @@ RNN_ACTIVATIONS = (
 
 @jitable
 def rnn_act(code, x):
-    """Activation RNN_ACTIVATIONS[code] of x (tanh and sigmoid first: nearly every layer's)."""
+    """Activation RNN_ACTIVATIONS[code] of x (tanh and sigmoid first: nearly every layer's). Every
+    argument is given: CUDA compiles a call by its arguments, and refuses one leaving a default."""
     if code == 1:
         return tanh(x)
     if code == 2:
@@ -329,9 +330,9 @@ def rnn_act(code, x):
     if code == 6:
         return relu6(x)
     if code == 7:
-        return leaky_relu(x)
+        return leaky_relu(x, 0.2)
     if code == 8:
-        return elu(x)
+        return elu(x, 1.0)
     if code == 9:
         return selu(x)
     if code == 10:
@@ -343,7 +344,7 @@ def rnn_act(code, x):
     if code == 13:
         return silu(x)
     if code == 14:
-        return gelu(x)
+        return gelu(x, False)
     return mish(x)
 
 
@@ -366,9 +367,9 @@ def rnn_act_grad(code, x):
     if code == 6:
         return relu6_grad(one, relu6(x))
     if code == 7:
-        return leaky_relu_grad(one, leaky_relu(x))
+        return leaky_relu_grad(one, leaky_relu(x, 0.2), 0.2)
     if code == 8:
-        return elu_grad(one, elu(x))
+        return elu_grad(one, elu(x, 1.0), 1.0)
     if code == 9:
         return selu_grad(one, selu(x))
     if code == 10:
@@ -380,7 +381,7 @@ def rnn_act_grad(code, x):
     if code == 13:
         return silu_grad(one, x)
     if code == 14:
-        return gelu_grad(one, x)
+        return gelu_grad(one, x, False)
     return mish_grad(one, x)
 
 
