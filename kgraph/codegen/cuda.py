@@ -11,7 +11,8 @@ fused backward, softmax and losses and reductions are the CUDA kernels of kgraph
 
 Layout shuffles whose index arithmetic depends on the node (transpose, pad, crop, reductions and
 broadcasts over non-contiguous axes) are generated here too, a thread per output element; the
-image ops (im2col, col2im, pooling), lookups, repeats and moving statistics are hand-written.
+image ops (im2col, col2im, pooling), lookups, repeats and moving statistics are hand-written. A
+recurrent layer's time loop runs on the host: per step, launches of a GEMM and a unit kernel.
 Every op of ir/ops has a kernel; what is still refused (softmax over an axis other than the last,
 as on the CPU) raises NotImplementedError naming the node."""
 
