@@ -288,7 +288,23 @@ def _graph_cases():
         ("gather", [rand(5, 3), np.float32([[1.7, 0], [4, 1], [4, 4]])], {}),  # float ids are truncated
         ("scatter_add", [rand(3, 2, 4), np.int32([[1, 0], [4, 1], [4, 4]])], {"rows": 5}),
         ("batch_matmul", [rand(3, 2, 5, 4), rand(3, 2, 6, 4)], {"transpose_b": True}),  # attention's scores
+        ("reverse_time", [x4], {}),
+        # recurrent layers' forward loops over every optional operand: 2 units, 4 steps
+        ("rnn_sequence", [rand(3, 4, 8), rand(2, 8), *_state_operands(), rand(3, 2), rand(3, 2)], _rnn_attrs("lstm")),
+        ("rnn_sequence", [rand(3, 4, 6), rand(2, 6), rand(6), *_state_operands(), rand(3, 2)], _rnn_attrs("gru")),
     ]
+
+
+def _state_operands():
+    """A step mask (a masked step inside a sequence, a row all padding) and a keep mask."""
+    mask = np.float32([[1, 0, 1, 1], [0, 0, 0, 0], [1, 1, 1, 0]])
+    return mask, np.float32([[2, 0], [2, 2], [0, 2]])
+
+
+def _rnn_attrs(cell):
+    flags = {"masked": True, "recurrent_dropout": True, "initial": True, "recurrent_bias": cell == "gru"}
+    acts = {"activation": "relu", "recurrent_activation": "hard_sigmoid_k2"} if cell == "lstm" else {}
+    return {"cell": cell, "go_backwards": True, **acts, **flags}
 
 
 def graph_ops():
@@ -540,28 +556,48 @@ def _tiny_rnn(cell, **layer):
     }
 
 
-def training_recurrent_masked():
-    """Padded sequences (a masked step inside one, a row all padding) through an LSTM with dropout
-    and recurrent_dropout and GRUs of both reset_after modes, all going backwards: a predict
-    step and two Adam steps in the simulator and on the CPU backend (the same keep masks: both
-    draw them on the host), the same outputs, losses and weights."""
+def _learned_initial_states():
+    """tests/fixtures/rnn's initial_state model with its initial states made by Dense layers from
+    the inputs: the backward pass needs the recurrent layers' gradients of their initial states."""
+    config = json.loads((RNN_FIXTURES / "k3_initial_state.json").read_text())
+    layers = config["config"]["layers"]
+    for name, source in (("h_in", "input_layer_1"), ("c_in", "input_layer_2")):
+        inbound = {"class_name": "__keras_tensor__", "config": {"shape": [None, 5], "keras_history": [source, 0, 0]}}
+        dense = {"class_name": "Dense", "config": {"name": name, "units": 5, "activation": "tanh"}, "name": name}
+        layers.insert(3, {**dense, "inbound_nodes": [{"args": [inbound], "kwargs": {}}]})
+    for layer in layers:
+        for node in layer["inbound_nodes"]:
+            for state in node["kwargs"].get("initial_state", []):
+                history = state["config"]["keras_history"]
+                history[0] = {"input_layer_1": "h_in", "input_layer_2": "c_in"}[history[0]]
+    return config
+
+
+def training_recurrent_cpu():
+    """A predict step and two Adam steps in the simulator and on the CPU backend (the same keep
+    masks: both draw them on the host), the same outputs, losses and weights: padded sequences (a
+    masked step inside one, a row all padding) through an LSTM with dropout and recurrent_dropout
+    and GRUs of both reset_after modes, all going backwards; and an LSTM and a GRU whose initial
+    states are learned (their gradients)."""
     import kgraph.models
     from kgraph import optimizers
 
     x = np.array([[3, 1, 0, 0], [2, 0, 5, 8], [0, 0, 0, 0]], np.float32)
     y = np.array([0, 2, 1], np.int32)
-    for cell, layer in [
-        ("LSTM", {"dropout": 0.2, "recurrent_dropout": 0.3}),
-        ("GRU", {"reset_after": False, "recurrent_activation": "hard_sigmoid"}),
-        ("GRU", {"recurrent_dropout": 0.3}),
-    ]:
-        cpu, gpu = (kgraph.models.model_from_config(_tiny_rnn(cell, **layer), seed=5) for _ in range(2))
+    cases = [
+        (_tiny_rnn("LSTM", dropout=0.2, recurrent_dropout=0.3), x),
+        (_tiny_rnn("GRU", reset_after=False, recurrent_activation="hard_sigmoid"), x),
+        (_tiny_rnn("GRU", recurrent_dropout=0.3), x),
+        (_learned_initial_states(), [rand(3, 7, 3), rand(3, 5), rand(3, 5)]),
+    ]
+    for config, xs in cases:
+        cpu, gpu = (kgraph.models.model_from_config(config, seed=5) for _ in range(2))
         for model, device in ((cpu, "cpu"), (gpu, "cuda")):
             model.compile(
                 optimizer=optimizers.Adam(learning_rate=0.05), loss="sparse_categorical_crossentropy", device=device
             )
-        np.testing.assert_allclose(gpu.predict(x, verbose=0), cpu.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
-        _same_training(cpu, gpu, x, y)
+        np.testing.assert_allclose(gpu.predict(xs, verbose=0), cpu.predict(xs, verbose=0), rtol=1e-5, atol=1e-6)
+        _same_training(cpu, gpu, xs, y)
 
 
 def ptx():
@@ -657,7 +693,7 @@ if __name__ == "__main__":
         "training_extra": training_extra,
         "training_masked": training_masked,
         "training_recurrent_tf": training_recurrent_tf,
-        "training_recurrent_masked": training_recurrent_masked,
+        "training_recurrent_cpu": training_recurrent_cpu,
         "ptx": ptx,
     }[sys.argv[1]]()
     print("ok")

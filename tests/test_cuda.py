@@ -56,8 +56,8 @@ def test_recurrent_layers_in_simulator_match_tensorflow():
     _passed(_check("training_recurrent_tf", simulator=True))
 
 
-def test_masked_recurrent_layers_with_dropout_in_simulator_match_the_cpu_backend():
-    _passed(_check("training_recurrent_masked", simulator=True))
+def test_masked_recurrent_layers_dropout_and_learned_initial_states_in_simulator_match_the_cpu_backend():
+    _passed(_check("training_recurrent_cpu", simulator=True))
 
 
 def test_every_kernel_compiles_to_ptx_for_sm90():
