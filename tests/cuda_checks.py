@@ -670,6 +670,7 @@ def ptx():
         "unpick_rows": "void(float32[::1], int32[::1], float32[:, ::1])",
         "softmax_ce_rows": "void(float32[:, ::1], float32[:, ::1], float32[::1])",
         "softmax_grad_rows": "void(float32[:, ::1], float32[:, ::1], float32[:, ::1])",
+        "rnn_carry_grad": "void(float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[:, ::1], boolean)",  # d h0
     }
     used = {k for k, _ in seen}
     for name in dir(K):

@@ -684,10 +684,11 @@ class CudaCodegen(StepCodegen):
         u_ = self._arr(self._operand(u), u)
         zero = [(self._bound(f"arena[{o + gw + 2 * nh} * B:{o + gw + 4 * nh} * B]"), array_type("float32", 1))]
         lines = [self._launch("K.fill", f"K.blocks(B * {2 * nh})", T1, zero + [("0.0", "float64")])]  # dh, dc
-        args = [g_, out_, mask, keep, h0, c0, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, ("t", "int64")]
+        args = [g_, out_, mask, keep, h0, c0, gates, dz, dzs, drec, rhes, hes, acc, direct, dh, dc, ("t", "int64")]
         args += [(str(v), "int64") for v in (cell, act, ract)]
         args += backwards + _flags(v1, ra, flags["masked"], flags["recurrent_dropout"], flags["initial"])
-        step = [self._launch("K.rnn_step_grad", units, threads, args)]
+        # each step but the last (the first walked) begins with d h carried from the step after it
+        step = [self._launch("K.rnn_step_grad", units, threads, args + [(f"t < {t - 1}", "boolean")])]
         if v1:  # d r needs d (r * he) = d ah @ Uh^T first
             step += [
                 self._gemm_views(self._columns(dzs, 2 * nh, gw), self._columns(u_, 2 * nh, gw), acc, "B", nh, tb=True),
@@ -699,13 +700,12 @@ class CudaCodegen(StepCodegen):
             ]  # fmt: skip
         else:
             step.append(self._gemm_views(dzs, u_, acc, "B", nh, tb=True))
-        step.append(
-            self._launch(
-                "K.rnn_carry_grad", units, threads, [acc, keep, direct, dh] + _flags(flags["recurrent_dropout"])
-            )
-        )
         self.launches += (t - 1) * len(step)
         lines += [f"for t in range({t - 1}, -1, -1):"] + ["    " + line for line in step]
+        first = 2 + flags["recurrent_bias"] + flags["masked"] + flags["recurrent_dropout"]
+        if flags["initial"] and first in node.attrs["siblings"]:  # d h0: d h before the first step
+            carry = [acc, keep, direct, dh] + _flags(flags["recurrent_dropout"])
+            lines.append(self._launch("K.rnn_carry_grad", units, threads, carry))
         lines += self._rnn_weight_grads(node, a, flags, t, nh, gw, hes, rhes, drec, dz, dh, dc, v1, ra)
         return lines
 

@@ -518,12 +518,16 @@ def rnn_step(xp, rec, rb, mask, keep, gates, out, h, c, he, t, cell, act, ract, 
 
 @cuda.jit
 def rnn_step_grad(
-    g, out, mask, keep, h0, c0, gates, dz, dzs, drec, rhes, hes, direct, dh, dc,
-    t, cell, act, ract, backwards, v1, ra, masked, dropped, initial,
+    g, out, mask, keep, h0, c0, gates, dz, dzs, drec, rhes, hes, acc, direct, dh, dc,
+    t, cell, act, ract, backwards, v1, ra, masked, dropped, initial, carry,
 ):  # fmt: skip
-    """Step t back through time, before the recurrent GEMM of its gradient (dzs)."""
+    """Step t back through time, before the recurrent GEMM of its gradient (dzs); with carry, d h
+    from the step after it first (its GEMM's acc and its direct part: rnn_carry_grad's work, one
+    launch a step fewer)."""
     b, j = _unit(dh)
     if b >= 0:
+        if carry:
+            M.rnn_carry_grad(acc, keep, direct, dh, b, j, dropped)
         k = out.shape[1] - 1 - t if backwards else t
         M.rnn_unit_grad(
             g, out, mask, keep, h0, c0, gates, dz, dzs, drec, rhes, hes, direct, dh, dc,
@@ -542,7 +546,7 @@ def gru_v1_reset_grad(acc, gates, hes, mask, dz, dzs, t, backwards, ract, masked
 
 @cuda.jit
 def rnn_carry_grad(acc, keep, direct, dh, dropped):
-    """d h before the step, from the step's gradient GEMM (acc) and the direct part."""
+    """d h before the first step (d h0), from its gradient GEMM (acc) and the direct part."""
     b, j = _unit(dh)
     if b >= 0:
         M.rnn_carry_grad(acc, keep, direct, dh, b, j, dropped)
