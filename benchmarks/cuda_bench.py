@@ -13,7 +13,9 @@ It measures, with medians of repeated CUDA-event timings after warm-up:
 2. MLP training (784-2048-2048-10, Adam, sparse cross-entropy) in samples/s at batch 256 and
    1024: kgraph's CUDA step against PyTorch eager float32;
 3. kernel launches per training step, and the host overhead per step: wall time of a step
-   minus the GPU time its stream took (CUDA events), i.e. what Python and Numba's launches cost.
+   minus the GPU time its stream took (CUDA events), i.e. what Python and Numba's launches cost;
+4. the same for the suite's recurrent text classifiers (LSTM and GRU, 80 steps, 128 units): the
+   host walks the time steps, a few launches each, so the overhead is what to watch there.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 
 import numpy as np
 
-from benchmarks.models import sequential
+from benchmarks.models import SUITE, sequential
 
 
 def _median_ms(fn, repeats, events):
@@ -114,15 +116,26 @@ def _batches(batch, steps, seed=0):
     return [(rs.rand(batch, 784).astype(np.float32), rs.randint(0, 10, batch).astype(np.int32)) for _ in range(steps)]
 
 
-def kgraph_training(batch, steps):
-    """(samples/s, launches per step, host overhead per step in ms) of kgraph's CUDA step."""
+def _text_batches(spec, batch, steps, seed=0):
+    """Word ids and labels for a recurrent suite model (benchmarks/models.py)."""
+    rs = np.random.RandomState(seed)
+    steps_in = spec["config"]["config"]["layers"][0]["config"]["batch_shape"][1]
+    return [
+        (rs.randint(0, spec["vocab"], (batch, steps_in)).astype(np.int32), rs.randint(0, 2, batch).astype(np.int32))
+        for _ in range(steps)
+    ]
+
+
+def kgraph_training(batch, steps, config=None, data=None):
+    """(samples/s, launches per step, host overhead per step in ms) of kgraph's CUDA step: the MLP,
+    or `config` on `data` (a list of (x, y) batches)."""
     from numba import cuda
 
     import kgraph.models
 
-    model = kgraph.models.model_from_config(sequential("mlp", 784, MLP), seed=0)
+    model = kgraph.models.model_from_config(config or sequential("mlp", 784, MLP), seed=0)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", device="cuda")
-    data = _batches(batch, steps)
+    data = data or _batches(batch, steps)
     model.train_on_batch(*data[0])  # compiles the kernels
     exe = model.executable
     start = time.perf_counter()
@@ -180,6 +193,11 @@ def main():
             f"MLP 784-2048-2048-10 Adam b{batch}: kgraph {rate:9.0f} samples/s, torch eager {peer:9.0f} "
             f"samples/s ({rate / peer:.2f}x); {launches} launches/step, host overhead {overhead:.3f} ms/step"
         )
+    for name in ("lstm_text_20k_e128_t80_u128_b32_adam", "gru_text_20k_e128_t80_u128_b32_adam"):
+        spec = SUITE[name]
+        data = _text_batches(spec, spec["batch"], steps // 4)
+        rate, launches, overhead = kgraph_training(spec["batch"], len(data), spec["config"], data)
+        print(f"{name}: kgraph {rate:9.0f} samples/s; {launches} launches/step, host overhead {overhead:.3f} ms/step")
 
 
 if __name__ == "__main__":

@@ -159,8 +159,9 @@ def cnn(name):
     }
 
 
-def lstm_text(name, vocab, dim, steps, units, n_out=2):
-    """A text classifier: word ids [steps] -> Embedding(vocab, dim) -> LSTM(units) -> Dense(n_out, softmax)."""
+def lstm_text(name, vocab, dim, steps, units, n_out=2, cell="LSTM"):
+    """A text classifier: word ids [steps] -> Embedding(vocab, dim) -> LSTM(units) (or `cell`: GRU,
+    Keras 3's reset_after=True) -> Dense(n_out, softmax)."""
 
     def obj(cls, config):
         return {"module": "keras.layers", "class_name": cls, "registered_name": None, "config": config}
@@ -168,7 +169,7 @@ def lstm_text(name, vocab, dim, steps, units, n_out=2):
     layers = [
         obj("InputLayer", {"batch_shape": [None, steps], "dtype": "int32", "name": "words"}),
         obj("Embedding", {"name": "embedding", "input_dim": vocab, "output_dim": dim}),
-        obj("LSTM", {"name": "lstm", "units": units, "activation": "tanh", "recurrent_activation": "sigmoid"}),
+        obj(cell, {"name": cell.lower(), "units": units, "activation": "tanh", "recurrent_activation": "sigmoid"}),
         _dense("dense", n_out, "softmax"),
     ]
     return {
@@ -244,6 +245,15 @@ SUITE = {
         optimizer=("adam", 1e-3),
         loss="sparse_categorical_crossentropy",
         steps=10,
+        n_out=2,
+        vocab=20000,
+    ),
+    "gru_text_20k_e128_t80_u128_b32_adam": dict(
+        config=lstm_text("gru_text", 20000, 128, 80, 128, cell="GRU"),
+        batch=32,
+        optimizer=("adam", 1e-3),
+        loss="sparse_categorical_crossentropy",
+        steps=40,
         n_out=2,
         vocab=20000,
     ),

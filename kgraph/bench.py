@@ -185,7 +185,7 @@ def run_torch(spec, xs, y, epochs):
         "pool2d": _torch_pool2d,
         "gather": lambda table, ids: table[ids.long()],
         "slice": lambda v, axis, start, stop: v.narrow(axis, start, stop - start),
-        "rnn_sequence": _torch_lstm,
+        "rnn_sequence": _torch_rnn,
     }
     out_id = graph.outputs["output:0"]
     logits_of_softmax = graph.node(out_id).op == "softmax" and spec["loss"] == "sparse_categorical_crossentropy"
@@ -241,27 +241,36 @@ def run_torch(spec, xs, y, epochs):
     return first, timer.times, total / (len(tx[0]) // b)
 
 
-def _torch_lstm(xp, u, cell, activation, recurrent_activation, go_backwards, **flags):
-    """kgraph's rnn_sequence of a plain LSTM (tanh, sigmoid; no mask, dropout or initial state),
-    step by step as PyTorch eager runs a custom cell: every step's h, then every step's c."""
+def _torch_rnn(xp, u, *rb, cell, activation, recurrent_activation, go_backwards, reset_after=True, **flags):
+    """kgraph's rnn_sequence of a plain LSTM, or GRU with reset_after (Keras 3's; rb its recurrent
+    bias), with tanh and sigmoid and no mask, dropout or initial state, step by step as PyTorch
+    eager runs a custom cell: every step's h (an LSTM's, then every step's c)."""
     import torch
 
+    flags.pop("recurrent_bias", None)
     if (
-        cell != "lstm"
+        cell not in ("lstm", "gru")
         or (activation, recurrent_activation) != ("tanh", "sigmoid")
         or go_backwards
+        or not reset_after
         or any(flags.values())
     ):
-        raise NotImplementedError("the PyTorch runner has the plain LSTM only")
+        raise NotImplementedError("the PyTorch runner has the plain LSTM and GRU (reset_after) only")
     h = xp.new_zeros(xp.shape[0], u.shape[0])
     c, hs, cs = h, [], []
     for t in range(xp.shape[1]):
-        i, f, g, o = (xp[:, t] + h @ u).chunk(4, 1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        if cell == "lstm":
+            i, f, g, o = (xp[:, t] + h @ u).chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            cs.append(c)
+        else:
+            xz, xr, xh = xp[:, t].chunk(3, 1)
+            rz, rr, rh = (h @ u + rb[0] if rb else h @ u).chunk(3, 1)
+            z = torch.sigmoid(xz + rz)
+            h = z * h + (1 - z) * torch.tanh(xh + torch.sigmoid(xr + rr) * rh)
         hs.append(h)
-        cs.append(c)
-    return torch.cat([torch.stack(hs, 1), torch.stack(cs, 1)], 2)
+    return torch.cat([torch.stack(hs, 1), torch.stack(cs, 1)], 2) if cell == "lstm" else torch.stack(hs, 1)
 
 
 def _torch_im2col(x, kernel, strides, dilation, pads):

@@ -289,13 +289,6 @@ class Model(_WeightLists, CompiledModel):
         fm, name = frontend or self.frontend, name or kind
         forward = fm.lower(training=kind == "train")
         compiled = self._passes(kind, fm, forward, losses, optimizer)
-        waiting = sorted({NO_KERNELS_YET[n.op] for n in forward.nodes() if n.op in NO_KERNELS_YET})
-        if waiting and self.device == "cuda":  # one clear line, not an error from deep inside codegen
-            self.compiled[kind] = compiled
-            raise NotImplementedError(
-                f"model {self.name!r}: {' and '.join(waiting)} have CPU kernels only so far (issue 16): "
-                "use device='cpu'"
-            )
         if self.device == "cuda":
             source, launches = generate_cuda(compiled)
             path = write_source(source, f"{_stem(self.name)}_{_stem(name)}_cuda")
@@ -1004,9 +997,6 @@ def _resolve_metrics(metrics, outputs, specs, out_units):
 
 
 # ---------------------------------------------------------------------- constructors
-
-# IR ops the CUDA code generator has no kernels for yet (issue 16); the CPU's has
-NO_KERNELS_YET = {op: "recurrent layers" for op in ("rnn_sequence", "rnn_sequence_grad", "reverse_time")}
 
 
 def model_from_config(config: dict, seed: int | None = None) -> Model:

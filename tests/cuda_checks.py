@@ -15,6 +15,7 @@ from ir import REGISTRY  # noqa: E402
 from ir.ops.optim import UPDATES as REGISTRY_UPDATES  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
+RNN_FIXTURES = Path(__file__).parent / "fixtures" / "rnn"
 RS = np.random.RandomState(0)
 
 
@@ -61,6 +62,25 @@ def kernels():
             np.zeros((m, n), np.float32),
         )[3]
         close(out, ref("matmul", a, b, transpose_a=ta, transpose_b=tb), f"gemm ta={ta} tb={tb}")
+
+    # accumulating (C += A·B) into a column range of a matrix, the operands column ranges too:
+    # strided views, as a recurrent layer's gate blocks are (K = 19: two K tiles)
+    for ta, tb in [(False, False), (False, True), (True, False)]:
+        big_a = rand(19, 40) if ta else rand(33, 40)
+        big_b = rand(50, 30) if tb else rand(19, 70)
+        take_a = (slice(None), slice(3, 36)) if ta else (slice(None), slice(5, 24))  # (19, 33) or (33, 19)
+        take_b = (slice(2, 47), slice(4, 23)) if tb else (slice(None), slice(20, 65))  # (45, 19) or (19, 45)
+        for accumulate in (False, True):
+            c = rand(33, 50)
+            dev_a, dev_b, dev_c = (cuda.to_device(x) for x in (big_a, big_b, c))
+            out = dev_c[:, 4:49]
+            K.gemm(ta, tb, K.product, accumulate)[K.gemm_grid(33, 45), (K.THREADS_2D, K.THREADS_2D)](
+                dev_a[take_a], dev_b[take_b], out, out
+            )
+            want = c.copy()
+            product = ref("matmul", big_a[take_a], big_b[take_b], transpose_a=ta, transpose_b=tb)
+            want[:, 4:49] = want[:, 4:49] + product if accumulate else product
+            close(dev_c.copy_to_host(), want, f"gemm on views ta={ta} tb={tb} accumulate={accumulate}")
 
     # a matrix product per leading index (attention), every transpose combination
     for ta in (False, True):
@@ -268,7 +288,23 @@ def _graph_cases():
         ("gather", [rand(5, 3), np.float32([[1.7, 0], [4, 1], [4, 4]])], {}),  # float ids are truncated
         ("scatter_add", [rand(3, 2, 4), np.int32([[1, 0], [4, 1], [4, 4]])], {"rows": 5}),
         ("batch_matmul", [rand(3, 2, 5, 4), rand(3, 2, 6, 4)], {"transpose_b": True}),  # attention's scores
+        ("reverse_time", [x4], {}),
+        # recurrent layers' forward loops over every optional operand: 2 units, 4 steps
+        ("rnn_sequence", [rand(3, 4, 8), rand(2, 8), *_state_operands(), rand(3, 2), rand(3, 2)], _rnn_attrs("lstm")),
+        ("rnn_sequence", [rand(3, 4, 6), rand(2, 6), rand(6), *_state_operands(), rand(3, 2)], _rnn_attrs("gru")),
     ]
+
+
+def _state_operands():
+    """A step mask (a masked step inside a sequence, a row all padding) and a keep mask."""
+    mask = np.float32([[1, 0, 1, 1], [0, 0, 0, 0], [1, 1, 1, 0]])
+    return mask, np.float32([[2, 0], [2, 2], [0, 2]])
+
+
+def _rnn_attrs(cell):
+    flags = {"masked": True, "recurrent_dropout": True, "initial": True, "recurrent_bias": cell == "gru"}
+    acts = {"activation": "relu", "recurrent_activation": "hard_sigmoid_k2"} if cell == "lstm" else {}
+    return {"cell": cell, "go_backwards": True, **acts, **flags}
 
 
 def graph_ops():
@@ -476,6 +512,93 @@ def training_masked():
         np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-6)
 
 
+def training_recurrent_tf():
+    """TensorFlow's fixtures (tests/fixtures/rnn, batch 6, 7 steps) on CUDA in the simulator: the
+    predictions, and one SGD step's loss and weights (w - lr * TensorFlow's gradient). `states`:
+    an LSTM returning sequences and states, a GRU (reset_after, its recurrent bias's gradient a
+    column sum) and a Bidirectional SimpleRNN (go_backwards); `gru_v1`: reset_after=False (two
+    recurrent GEMMs a step, one accumulating). (Initial states: training_recurrent_cpu.)"""
+    import kgraph.models
+    from kgraph.optimizers import SGD
+
+    for case in ("states", "gru_v1"):
+        config = json.loads((RNN_FIXTURES / f"k3_{case}.json").read_text())
+        data = np.load(RNN_FIXTURES / f"{case}.npz")
+        xs = [data[k] for k in sorted(data) if k.startswith("x")]
+        model = kgraph.models.model_from_config(config, seed=0)
+        model.set_weights([data[f"w_{i}"] for i in range(len(model.get_weights()))])
+        model.compile(optimizer=SGD(learning_rate=0.1), loss="sparse_categorical_crossentropy", device="cuda")
+        assert type(model.executable).__name__ == "CudaExecutable"
+        np.testing.assert_allclose(model.predict(xs, verbose=0), data["pred0"], rtol=1e-5, atol=1e-6, err_msg=case)
+        np.testing.assert_allclose(model.train_on_batch(xs, data["y0"]), data["loss"], rtol=1e-5, err_msg=case)
+        for i, w in enumerate(model.get_weights()):
+            want = data[f"w_{i}"] - 0.1 * data[f"grad_{i}"]
+            np.testing.assert_allclose(w, want, rtol=1e-5, atol=1e-6, err_msg=f"{case} w_{i}")
+
+
+def _tiny_rnn(cell, **layer):
+    """Embedding(mask_zero) -> cell(go_backwards) -> Dense(softmax): 3 units over 4 steps."""
+    return {
+        "class_name": "Sequential",
+        "config": {
+            "name": f"tiny_{cell.lower()}",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"batch_shape": [None, 4], "name": "x"}},
+                {
+                    "class_name": "Embedding",
+                    "config": {"name": "e", "input_dim": 9, "output_dim": 2, "mask_zero": True},
+                },
+                {"class_name": cell, "config": {"name": "r", "units": 3, "go_backwards": True, **layer}},
+                {"class_name": "Dense", "config": {"name": "d", "units": 3, "activation": "softmax"}},
+            ],
+        },
+    }
+
+
+def _learned_initial_states():
+    """tests/fixtures/rnn's initial_state model (an LSTM, then a GRU, each from initial states) with
+    its initial states made by Dense layers from the inputs, so that the backward pass wants their
+    gradients; 4 steps."""
+    config = json.loads((RNN_FIXTURES / "k3_initial_state.json").read_text())
+    layers = config["config"]["layers"]
+    layers[0]["config"]["batch_shape"] = [None, 4, 3]
+    for name, source in (("h_in", "input_layer_1"), ("c_in", "input_layer_2")):
+        inbound = {"class_name": "__keras_tensor__", "config": {"shape": [None, 5], "keras_history": [source, 0, 0]}}
+        dense = {"class_name": "Dense", "config": {"name": name, "units": 5, "activation": "tanh"}, "name": name}
+        layers.insert(3, {**dense, "inbound_nodes": [{"args": [inbound], "kwargs": {}}]})
+    for layer in layers:
+        for node in layer["inbound_nodes"]:
+            for state in node["kwargs"].get("initial_state", []):
+                history = state["config"]["keras_history"]
+                history[0] = {"input_layer_1": "h_in", "input_layer_2": "c_in"}[history[0]]
+    return config
+
+
+def training_recurrent_cpu():
+    """A predict step and an SGD step in the simulator and on the CPU backend (the same keep masks:
+    both draw them on the host), the same outputs, loss and weights: padded sequences (a
+    masked step inside one, a row all padding) through an LSTM with dropout and recurrent_dropout
+    and GRUs of both reset_after modes, all going backwards; and an LSTM and a GRU whose initial
+    states are learned (their gradients)."""
+    import kgraph.models
+    from kgraph import optimizers
+
+    x = np.array([[3, 1, 0, 0], [2, 0, 5, 8], [0, 0, 0, 0]], np.float32)
+    y = np.array([0, 2, 1], np.int32)
+    cases = [
+        (_tiny_rnn("LSTM", dropout=0.2, recurrent_dropout=0.3), x),
+        (_tiny_rnn("GRU", reset_after=False, recurrent_activation="hard_sigmoid"), x),
+        (_tiny_rnn("GRU", recurrent_dropout=0.3), x),
+        (_learned_initial_states(), [rand(3, 4, 3), rand(3, 5), rand(3, 5)]),
+    ]
+    for config, xs in cases:
+        cpu, gpu = (kgraph.models.model_from_config(config, seed=5) for _ in range(2))
+        for model, device in ((cpu, "cpu"), (gpu, "cuda")):  # SGD: the step is the gradient (Adam's first its sign)
+            model.compile(optimizer=optimizers.SGD(0.5), loss="sparse_categorical_crossentropy", device=device)
+        np.testing.assert_allclose(gpu.predict(xs, verbose=0), cpu.predict(xs, verbose=0), rtol=1e-5, atol=1e-6)
+        _same_training(cpu, gpu, xs, y, steps=1)
+
+
 def ptx():
     """Every kernel of the launchers of a few models, and every hand-written kernel, compiled to
     PTX for sm_90 with their argument types."""
@@ -517,9 +640,16 @@ def ptx():
         ("conv2d", optimizers.Adagrad(), "mean_squared_error", False),
         ("conv_layers", optimizers.Adadelta(), "mean_squared_error", False),
         ("norm_embed", optimizers.Adamax(), "mean_squared_error", False),  # and moving_average
-        ("seq_mlp", optimizers.SGD(), "categorical_hinge", False),
-    ]:  # reduce_max
-        config = json.loads((CONFIGS / f"k3_{arch}.json").read_text())
+        ("seq_mlp", optimizers.SGD(), "categorical_hinge", False),  # reduce_max
+        # recurrent layers: GRU reset_after=False (its GEMMs on column views, one accumulating);
+        # LSTMs, GRU with a recurrent bias, Bidirectional LSTMs (reverse_time), initial states
+        ("rnn/gru_v1", optimizers.SGD(), "sparse_categorical_crossentropy", True),
+        ("rnn/states", optimizers.SGD(), "sparse_categorical_crossentropy", False),
+        ("rnn/bilstm", optimizers.SGD(), "sparse_categorical_crossentropy", False),
+        ("rnn/initial_state", optimizers.SGD(), "sparse_categorical_crossentropy", False),
+    ]:
+        folder, _, name = arch.rpartition("/")
+        config = json.loads(((RNN_FIXTURES if folder else CONFIGS) / f"k3_{name}.json").read_text())
         fm = build_model(config, seed=0)
         compiled = run_pipeline(
             "train",
@@ -529,7 +659,7 @@ def ptx():
             optimizer=opt.spec(),
             trainable=[w.node for w in fm.weights if w.trainable],
         )
-        add(import_file(write_source(generate(compiled)[0], f"ptx_{arch}")), arch, generated)
+        add(import_file(write_source(generate(compiled)[0], f"ptx_{name}")), arch, generated)
     # the generated shuffles and reductions, and the image and lookup ops, as the simulator runs them
     for op, inputs, attrs in _graph_cases():
         add(import_file(_one_op_launcher(op, inputs, attrs)[0].module), op)
@@ -539,6 +669,7 @@ def ptx():
         "unpick_rows": "void(float32[::1], int32[::1], float32[:, ::1])",
         "softmax_ce_rows": "void(float32[:, ::1], float32[:, ::1], float32[::1])",
         "softmax_grad_rows": "void(float32[:, ::1], float32[:, ::1], float32[:, ::1])",
+        "rnn_carry_grad": "void(float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[:, ::1], boolean)",  # d h0
     }
     used = {k for k, _ in seen}
     for name in dir(K):
@@ -561,6 +692,8 @@ if __name__ == "__main__":
         "training_cnn": training_cnn,
         "training_extra": training_extra,
         "training_masked": training_masked,
+        "training_recurrent_tf": training_recurrent_tf,
+        "training_recurrent_cpu": training_recurrent_cpu,
         "ptx": ptx,
     }[sys.argv[1]]()
     print("ok")

@@ -52,6 +52,14 @@ def test_a_masked_outputs_loss_and_metric_in_simulator_match_the_cpu_backend():
     _passed(_check("training_masked", simulator=True))
 
 
+def test_recurrent_layers_in_simulator_match_tensorflow():
+    _passed(_check("training_recurrent_tf", simulator=True))
+
+
+def test_masked_recurrent_layers_dropout_and_learned_initial_states_in_simulator_match_the_cpu_backend():
+    _passed(_check("training_recurrent_cpu", simulator=True))
+
+
 def test_every_kernel_compiles_to_ptx_for_sm90():
     result = _check("ptx", simulator=False)
     missing = [
@@ -144,16 +152,9 @@ def test_every_ir_op_has_a_cuda_kernel():
     from kgraph.codegen.lowering import OPERATORS, PYTHON_MATH, element_function
     from kgraph.kernels.updates import UPDATES as KERNEL_UPDATES
 
-    from kgraph.models import NO_KERNELS_YET
-
     lowered = {"batch_norm"}  # rewritten into other ops before codegen (kgraph/passes/fold.py)
     for name, op in REGISTRY.items():
-        if (
-            op.pattern in (Pattern.SOURCE, Pattern.VIEW)
-            or hasattr(CudaCodegen, "_emit_" + name)
-            or name in lowered
-            or name in NO_KERNELS_YET
-        ):  # refused before codegen, in one line (issue 16)
+        if op.pattern in (Pattern.SOURCE, Pattern.VIEW) or hasattr(CudaCodegen, "_emit_" + name) or name in lowered:
             continue
         if op.pattern is Pattern.ELEMWISE:
             assert (
@@ -214,3 +215,29 @@ def test_attention_models_generate_launchers(case):
     compile(source, "launcher.py", "exec")
     assert f"LAUNCHES = {launches}" in source
     assert "K.batch_matmul(False, False)" in source  # the weighted sum of the values
+
+
+RNN = HERE / "fixtures" / "rnn"
+
+
+@pytest.mark.parametrize("case", sorted(p.stem.removeprefix("k3_") for p in RNN.glob("k3_*.json")))
+def test_recurrent_models_generate_launchers(case):
+    """Every recurrent fixture's training step: the host walks each layer's steps forward and back,
+    a recurrent GEMM and a unit kernel per step, and LAUNCHES counts every step's launches."""
+    from kgraph import optimizers
+
+    compiled = _train_graph(RNN / f"k3_{case}.json", optimizers.SGD())
+    source, launches = generate_cuda(compiled)
+    compile(source, "launcher.py", "exec")
+    layers = [n for n in compiled.graph.nodes() if n.op == "rnn_sequence"]
+    assert source.count("K.rnn_step[") == source.count("K.rnn_start[") == len(layers) >= 1
+    assert source.count("K.rnn_step_grad[") == len({n.attrs.get("saved_for") for n in layers} - {None})
+    per_step = 0
+    for n in layers:
+        v1 = n.attrs["cell"] == "gru" and not n.attrs.get("reset_after", True)
+        per_step += (4 if v1 else 2) + (4 if v1 else 2)  # forward and backward launches a step
+        assert f"for t in range({n.type.shape[1]}):" in source
+    assert f"LAUNCHES = {launches}" in source and launches > per_step * 7 - 1
+    if case == "gru_v1":  # the candidate's GEMMs read column ranges; d he accumulates
+        assert "gemm_nt_acc = K.gemm(False, True, K.product, True)" in source
+        assert "cols_v_gru_recurrent_kernel_10_15 = v_gru_recurrent_kernel[:, 10:15]" in source

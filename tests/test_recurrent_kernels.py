@@ -220,14 +220,6 @@ def test_the_plan_keeps_the_gates_for_the_backward_pass(capsys):
     assert "%rnn_sequence_grad:workspace" in out
 
 
-def test_cuda_refuses_recurrent_layers_in_one_line():
-    config, data = _load("embed_lstm")
-    model = _model(config, data)
-    model.device = "cuda"  # what _use_device("cuda") sets where a GPU is
-    with pytest.raises(NotImplementedError, match="recurrent layers have CPU kernels only so far"):
-        model._build("predict")
-
-
 def test_the_lstm_text_classifier_example_trains(capsys):
     """examples/lstm_text_classifier.json (Embedding(mask_zero) + LSTM) learns the generated
     reviews with `kgraph train`: good words outnumbering bad ones, wherever they are."""

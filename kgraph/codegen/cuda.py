@@ -11,7 +11,8 @@ fused backward, softmax and losses and reductions are the CUDA kernels of kgraph
 
 Layout shuffles whose index arithmetic depends on the node (transpose, pad, crop, reductions and
 broadcasts over non-contiguous axes) are generated here too, a thread per output element; the
-image ops (im2col, col2im, pooling), lookups, repeats and moving statistics are hand-written.
+image ops (im2col, col2im, pooling), lookups, repeats and moving statistics are hand-written. A
+recurrent layer's time loop runs on the host: per step, launches of a GEMM and a unit kernel.
 Every op of ir/ops has a kernel; what is still refused (softmax over an axis other than the last,
 as on the CPU) raises NotImplementedError naming the node."""
 
@@ -19,14 +20,18 @@ from __future__ import annotations
 
 import re
 
-from ir import Pattern, format_node, get_op
+from ir import BATCH, Pattern, format_node, get_op
 from ir.ops.fused import update_groups
+from ir.ops.recurrent import operands as rnn_operands
 
+from ..passes.memory import saved_id, workspace_id
+from ..passes.recurrent import gate_width
 from .base import StepCodegen, drop_unused_views, prod, shape_expr, var
 from .lowering import (
     activation_call,
     decay_expression,
     hyper_parameters,
+    rnn_codes,
     scalars_call,
     update_parameters,
     update_casts,
@@ -100,14 +105,15 @@ class CudaCodegen(StepCodegen):
         self.launches = 0
 
     # ------------------------------------------------------------------ bind-time values
-    def _bound(self, expr: str, prefix: str = "b") -> str:
+    def _bound(self, expr: str, prefix: str = "b", words: str | None = None) -> str:
         """A name for expr, computed once in bind() (a view, a grid size): a prefix, which no node's
-        variable (v_...) has, and the expression's words: `v_dense_kernel.reshape((8, 16))` is
-        bound as b_dense_kernel_8_16."""
+        variable (v_...) has, and the expression's words (or `words`): `v_dense_kernel.reshape((8,
+        16))` is bound as b_dense_kernel_8_16."""
         if expr.isidentifier():
             return expr
         if expr not in self.bound:
-            words = re.sub(r"\W+", "_", re.sub(r"\bv_|\.reshape|K\.blocks|K\.", "", expr)).strip("_")
+            if words is None:
+                words = re.sub(r"\W+", "_", re.sub(r"\bv_|\.reshape|K\.blocks|K\.", "", expr)).strip("_")
             name = f"{prefix}_{words[:40].rstrip('_')}"
             taken = set(self.bound.values())
             unique, k = name, 1
@@ -292,6 +298,14 @@ class CudaCodegen(StepCodegen):
             self.mod.kernels.append(f"{kernel} = K.gemm({ta}, {tb}, K.product)")
         # a plain product reads no bias: its output stands in for it
         return self._gemm(node, kernel, *node.inputs, self._matrix(node.id))
+
+    def _gemm_views(self, a, b, out, m, n, ta=False, tb=False, accumulate=False) -> str:
+        """A plain product out (+)= op(a) @ op(b) over (expression, type) views, M x N = m x n."""
+        kernel = f"gemm_{'tn'[not ta]}{'tn'[not tb]}{'_acc' if accumulate else ''}"
+        if kernel not in self.gemms:
+            self.gemms.add(kernel)
+            self.mod.kernels.append(f"{kernel} = K.gemm({ta}, {tb}, K.product{', True' if accumulate else ''})")
+        return self._launch(kernel, f"K.gemm_grid({m}, {n})", "(K.THREADS_2D, K.THREADS_2D)", [a, b, out, out])
 
     def _emit_batch_matmul(self, node) -> list[str]:
         ta, tb = bool(node.attrs.get("transpose_a")), bool(node.attrs.get("transpose_b"))
@@ -554,6 +568,200 @@ class CudaCodegen(StepCodegen):
         s, e = node.attrs["start"], node.attrs["stop"]
         return [self._copy(node.inputs[0], s, node.id, 0, e - s, axis)]
 
+    # ------------------------------------------------------------------ recurrent layers
+    # The host walks the time steps; per step a recurrent GEMM on views of the node's workspace and
+    # a kernel of kgraph/kernels/cuda.py a thread per (sample, unit): the CPU's rnn_forward and
+    # rnn_backward, launch by launch, with the same workspace layout (passes/recurrent.py).
+    def _slice(self, nid, what, offset, shape) -> tuple:
+        """Node nid's `what` (its workspace's h, its gates, ...): the arena at per-sample offset
+        `offset` of a batch-scaled slot, shaped `shape` (B first)."""
+        expr = f"arena[{offset} * B:{offset} * B + {prod(shape)}].reshape({shape_expr(shape)})"
+        return self._bound(expr, "ws", f"{nid}_{what}"), array_type("float32", len(shape))
+
+    def _columns(self, view, start, stop) -> tuple:
+        """Columns [start, stop) of a matrix view: a strided view (a GEMM operand of its own type)."""
+        return self._bound(f"{view[0]}[:, {start}:{stop}]", "cols", f"{view[0]}_{start}_{stop}"), "float32[:, :]"
+
+    def _standin(self, rank) -> tuple:
+        """What an absent optional operand passes (its flag is False): one element of the arena."""
+        return self._bound(f"arena[:1].reshape({shape_expr((1,) * rank)})", "absent", f"{rank}d"), array_type(
+            "float32", rank
+        )
+
+    def _units(self, nh) -> tuple:
+        """(grid, block) of a kernel with a thread per (sample, unit)."""
+        threads = self._bound(f"K.unit_threads(B * {nh})", "threads", str(nh))
+        return f"K.blocks(B * {nh}, {threads})", threads
+
+    def _rnn_inputs(self, attrs, inputs) -> tuple:
+        """(xp, u, [rb, mask, keep, h0, c0] as views or stand-ins, flags) of a recurrent node."""
+        flags = {k: bool(attrs.get(k)) for k in ("recurrent_bias", "masked", "recurrent_dropout", "initial")}
+        xp, u, *optional = rnn_operands(inputs, attrs["cell"], **flags)
+        views = [
+            self._arr(self._operand(i), i) if i else self._standin(rank) for i, rank in zip(optional, (1, 2, 2, 2, 2))
+        ]
+        return xp, u, views, flags
+
+    def _emit_rnn_sequence(self, node):
+        a = node.attrs
+        xp, u, (rb, mask, keep, h0, c0), flags = self._rnn_inputs(a, node.inputs)
+        (_, t, g), nh = self.g.type(xp).shape, self.g.type(u).shape[0]
+        width = gate_width(a, nh)
+        slot = self.plan.slots[workspace_id(node.id)]
+        o = slot.offset
+        state = (BATCH, nh)
+        h, c, he, rhe = (self._slice(node.id, w, o + q * nh, state) for q, w in enumerate(("h", "c", "he", "rhe")))
+        rec = self._slice(node.id, "rec", o + 4 * nh, (BATCH, g))
+        if a.get("saved"):
+            gates = self._slice(node.id, "gates", self.plan.slots[saved_id(node.id)].offset, (BATCH, t, width))
+        else:  # one step's gates, at the workspace's end
+            gates = self._slice(node.id, "gates", o + slot.size - width, (BATCH, 1, width))
+        cell, act, ract = rnn_codes(a)
+        v1 = a["cell"] == "gru" and not a.get("reset_after", True)
+        xp_, u_, out = (
+            self._arr(self._operand(xp), xp),
+            self._arr(self._operand(u), u),
+            self._arr(var(node.id), node.id),
+        )
+        units, threads = self._units(nh)
+        lines = [
+            self._launch(
+                "K.rnn_start",
+                units,
+                threads,
+                [h0, c0, keep, h, c, he] + _flags(flags["initial"], a["cell"] == "lstm", flags["recurrent_dropout"]),
+            )
+        ]
+        if v1:  # z and r first: the candidate's recurrent product reads r * he
+            step = [
+                self._gemm_views(he, self._columns(u_, 0, 2 * nh), self._columns(rec, 0, 2 * nh), "B", 2 * nh),
+                self._launch("K.gru_v1_gates", units, threads, [xp_, rec, gates, he, rhe, ("t", "int64")] + _flags(
+                    a.get("go_backwards")) + [(str(ract), "int64")]),
+                self._gemm_views(rhe, self._columns(u_, 2 * nh, g), self._columns(rec, 2 * nh, g), "B", nh),
+            ]  # fmt: skip
+        else:
+            step = [self._gemm_views(he, u_, rec, "B", g)]
+        args = [xp_, rec, rb, mask, keep, gates, out, h, c, he, ("t", "int64")]
+        args += [(str(v), "int64") for v in (cell, act, ract)]
+        args += _flags(a.get("go_backwards"), v1, flags["recurrent_bias"], flags["masked"], flags["recurrent_dropout"])
+        step.append(self._launch("K.rnn_step", units, threads, args))
+        self.launches += (t - 1) * len(step)  # LAUNCHES counts the loop's launches per step
+        return lines + [f"for t in range({t}):"] + ["    " + line for line in step]
+
+    def _emit_rnn_sequence_grad(self, node):
+        g, out, *inputs = node.inputs
+        fwd = self.g.node(out)
+        if fwd.op != "rnn_sequence" or not fwd.attrs.get("saved"):
+            raise NotImplementedError(f"rnn_sequence_grad %{node.id} does not read the gates of its forward node")
+        a = node.semantic_attrs()
+        xp, u, (rb, mask, keep, h0, c0), flags = self._rnn_inputs(a, inputs)
+        (_, t, gw), nh = self.g.type(xp).shape, self.g.type(u).shape[0]
+        gates = self._slice(out, "gates", self.plan.slots[saved_id(out)].offset, (BATCH, t, gate_width(a, nh)))
+        siblings = node.attrs["siblings"]
+        self.setup += [f"{var(n)} = {self._view(n)}" for n in siblings.values() if n != node.id]
+        slot = self.plan.slots[workspace_id(node.id)]
+        if 0 in siblings:
+            dz = self._arr(var(siblings[0]), siblings[0])
+        else:  # d xp at the workspace's end
+            dz = self._slice(node.id, "dz", slot.offset + slot.size - t * gw, (BATCH, t, gw))
+        v1 = a["cell"] == "gru" and not a.get("reset_after", True)
+        ra = a["cell"] == "gru" and a.get("reset_after", True)
+        o = slot.offset  # the CPU's layout: hes, rhes (v1), drec (ra), dzs, acc, direct, dh, dc
+        hes = self._slice(node.id, "hes", o, (BATCH, t, nh))
+        o += t * nh
+        rhes = self._slice(node.id, "rhes", o, (BATCH, t, nh)) if v1 else self._standin(3)
+        o += t * nh if v1 else 0
+        drec = self._slice(node.id, "drec", o, (BATCH, t, gw)) if ra else self._standin(3)
+        o += t * gw if ra else 0
+        dzs = self._slice(node.id, "dzs", o, (BATCH, gw))
+        acc, direct, dh, dc = (
+            self._slice(node.id, w, o + gw + q * nh, (BATCH, nh)) for q, w in enumerate(("acc", "direct", "dh", "dc"))
+        )
+        cell, act, ract = rnn_codes(a)
+        backwards = _flags(a.get("go_backwards"))
+        units, threads = self._units(nh)
+        g_, out_ = self._arr(self._operand(g), g), self._arr(self._operand(out), out)
+        u_ = self._arr(self._operand(u), u)
+        zero = [(self._bound(f"arena[{o + gw + 2 * nh} * B:{o + gw + 4 * nh} * B]"), array_type("float32", 1))]
+        lines = [self._launch("K.fill", f"K.blocks(B * {2 * nh})", T1, zero + [("0.0", "float64")])]  # dh, dc
+        args = [g_, out_, mask, keep, h0, c0, gates, dz, dzs, drec, rhes, hes, acc, direct, dh, dc, ("t", "int64")]
+        args += [(str(v), "int64") for v in (cell, act, ract)]
+        args += backwards + _flags(v1, ra, flags["masked"], flags["recurrent_dropout"], flags["initial"])
+        # each step but the last (the first walked) begins with d h carried from the step after it
+        step = [self._launch("K.rnn_step_grad", units, threads, args + [(f"t < {t - 1}", "boolean")])]
+        if v1:  # d r needs d (r * he) = d ah @ Uh^T first
+            step += [
+                self._gemm_views(self._columns(dzs, 2 * nh, gw), self._columns(u_, 2 * nh, gw), acc, "B", nh, tb=True),
+                self._launch("K.gru_v1_reset_grad", units, threads, [acc, gates, hes, mask, dz, dzs, ("t", "int64")]
+                             + backwards + [(str(ract), "int64")] + _flags(flags["masked"])),
+                self._gemm_views(
+                    self._columns(dzs, 0, 2 * nh), self._columns(u_, 0, 2 * nh), acc, "B", nh, tb=True, accumulate=True
+                ),
+            ]  # fmt: skip
+        else:
+            step.append(self._gemm_views(dzs, u_, acc, "B", nh, tb=True))
+        self.launches += (t - 1) * len(step)
+        lines += [f"for t in range({t - 1}, -1, -1):"] + ["    " + line for line in step]
+        first = 2 + flags["recurrent_bias"] + flags["masked"] + flags["recurrent_dropout"]
+        if flags["initial"] and first in node.attrs["siblings"]:  # d h0: d h before the first step
+            carry = [acc, keep, direct, dh] + _flags(flags["recurrent_dropout"])
+            lines.append(self._launch("K.rnn_carry_grad", units, threads, carry))
+        lines += self._rnn_weight_grads(node, a, flags, t, nh, gw, hes, rhes, drec, dz, dh, dc, v1, ra)
+        return lines
+
+    def _rnn_weight_grads(self, node, a, flags, t, nh, gw, hes, rhes, drec, dz, dh, dc, v1, ra) -> list[str]:
+        """After the loop: d U as one GEMM over every step, d recurrent bias a column sum, d h0 / d c0."""
+        siblings, lines = node.attrs["siblings"], []
+        rows = f"B * {t}"
+
+        def matrix(view, cols):
+            return self._bound(f"{view[0]}.reshape(({rows}, {cols}))"), array_type("float32", 2)
+
+        if 1 in siblings:
+            du = self._arr(var(siblings[1]), siblings[1])
+            if v1:
+                lines.append(self._gemm_views(
+                    matrix(hes, nh), self._columns(matrix(dz, gw), 0, 2 * nh), self._columns(du, 0, 2 * nh),
+                    nh, 2 * nh, ta=True,
+                ))  # fmt: skip
+                lines.append(self._gemm_views(
+                    matrix(rhes, nh), self._columns(matrix(dz, gw), 2 * nh, gw), self._columns(du, 2 * nh, gw),
+                    nh, nh, ta=True,
+                ))  # fmt: skip
+            else:
+                lines.append(self._gemm_views(matrix(hes, nh), matrix(drec if ra else dz, gw), du, nh, gw, ta=True))
+        if flags["recurrent_bias"] and 2 in siblings:
+            rb = siblings[2]
+            args = [
+                self._bound(f"{drec[0]}.reshape((1, {rows}, {gw}))"),
+                self._arr(f"{var(rb)}.reshape((1, {gw}))", rb, 2),
+                ("1.0", "float64"),
+            ]
+            args[0] = (args[0], array_type("float32", 3))
+            lines.append(self._launch("K.reduce_3d", f"K.blocks({gw})", T1, args))
+        first = 2 + flags["recurrent_bias"] + flags["masked"] + flags["recurrent_dropout"]
+        for state, k in ((dh, first), (dc, first + 1)):
+            if flags["initial"] and k in siblings and (state is dh or a["cell"] == "lstm"):
+                args = [
+                    (self._bound(f"{state[0]}.reshape((B, 1, {nh}))"), array_type("float32", 3)),
+                    ("0", "int64"),
+                    self._arr(f"{var(siblings[k])}.reshape((B, 1, {nh}))", siblings[k], 3),
+                    ("0", "int64"),
+                    ("1", "int64"),
+                ]
+                lines.append(self._launch("K.copy_3d", f"K.blocks(B * {nh})", T1, args))
+        return lines
+
+    def _emit_reverse_time(self, node):
+        t = node.type
+        shape = shape_expr((t.shape[0], t.shape[1], prod(t.shape[2:])))
+        x = node.inputs[0]
+        args = [
+            self._arr(f"{self._operand(x)}.reshape({shape})", x, 3),
+            self._arr(f"{var(node.id)}.reshape({shape})", node.id, 3),
+        ]
+        return [self._launch("K.reverse_time", f"K.blocks({prod(t.shape)})", T1, args)]
+
     # ------------------------------------------------------------------ in-place updates
     def _update_kernel(self, op, hyper) -> str:
         return self.mod.kernel(f"{op.removesuffix('_update')}_update", update_kernel_lines(op, hyper))
@@ -588,6 +796,11 @@ class CudaCodegen(StepCodegen):
             (repr(float(node.attrs["momentum"])), "float64"),
         ]
         return [self._launch("K.moving_average", f"K.update_blocks({prod(self.g.type(m).shape)})", T1, args)]
+
+
+def _flags(*values) -> list:
+    """Boolean kernel arguments as (expression, type) pairs."""
+    return [(str(bool(v)), "boolean") for v in values]
 
 
 def generate(compiled) -> tuple[str, int]:

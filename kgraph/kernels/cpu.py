@@ -366,7 +366,7 @@ def gemm_split_cols(g, w, out, parts):
 # come as empty arrays, their flags False. Scratch arrays are slices of the planned workspace
 # `ws`, in the order passes/recurrent.py sizes them.
 
-SIMPLE, LSTM, GRU = 0, 1, 2  # maths.RNN_CELLS's order
+GRU = M.GRU
 
 
 @jit
@@ -416,61 +416,25 @@ def rnn_forward(
     for b in range(nb):
         for j in range(nh):
             h[b, j] = h0[b, j] if initial else zero
-            c[b, j] = c0[b, j] if initial and cell == LSTM else zero
+            c[b, j] = c0[b, j] if initial and cell == M.LSTM else zero
     v1 = cell == GRU and not reset_after
     for t in range(nt):
         k = nt - 1 - t if backwards else t
         st = t if gates.shape[1] == nt else 0
         for b in range(nb):
             for j in range(nh):
-                he[b, j] = h[b, j] * keep[b, j] if dropped else h[b, j]
+                M.rnn_recurrent_input(h, keep, he, b, j, dropped)
         if v1:  # z and r first: the candidate's recurrent product reads r * he
             gemm(he, u[:, : 2 * nh], rec[:, : 2 * nh], False, False, 0.0)
             for b in range(nb):
                 for j in range(nh):
-                    zp = xp[b, k, j] + rec[b, j]
-                    rp = xp[b, k, nh + j] + rec[b, nh + j]
-                    gates[b, st, j] = zp
-                    gates[b, st, nh + j] = rp
-                    rhe[b, j] = M.rnn_act(ract, rp) * he[b, j]
+                    M.gru_v1_gates(xp, rec, gates, he, rhe, b, j, k, st, ract)
             gemm(rhe, u[:, 2 * nh :], rec[:, 2 * nh :], False, False, 0.0)
         else:
             gemm(he, u, rec, False, False, 0.0)
         for b in range(nb):
-            live = not masked or mask[b, k] != zero  # a masked step carries the state
             for j in range(nh):
-                hp = h[b, j]
-                if cell == SIMPLE:
-                    a = xp[b, k, j] + rec[b, j]
-                    gates[b, st, j] = a
-                    hn = M.rnn_act(act, a)
-                elif cell == LSTM:
-                    zi = xp[b, k, j] + rec[b, j]
-                    zf = xp[b, k, nh + j] + rec[b, nh + j]
-                    zc = xp[b, k, 2 * nh + j] + rec[b, 2 * nh + j]
-                    zo = xp[b, k, 3 * nh + j] + rec[b, 3 * nh + j]
-                    gates[b, st, j], gates[b, st, nh + j] = zi, zf
-                    gates[b, st, 2 * nh + j], gates[b, st, 3 * nh + j] = zc, zo
-                    cn, hn = M.lstm_cell(zi, zf, zc, zo, c[b, j], act, ract)
-                    if live:
-                        c[b, j] = cn
-                    out[b, t, nh + j] = c[b, j]
-                elif v1:
-                    zp = gates[b, st, j]
-                    ah = xp[b, k, 2 * nh + j] + rec[b, 2 * nh + j]
-                    gates[b, st, 2 * nh + j] = ah
-                    hn = M.gru_update(zp, ah, hp, act, ract)
-                else:
-                    zp = xp[b, k, j] + rec[b, j] + (rb[j] if has_rb else zero)
-                    rp = xp[b, k, nh + j] + rec[b, nh + j] + (rb[nh + j] if has_rb else zero)
-                    rh = rec[b, 2 * nh + j] + (rb[2 * nh + j] if has_rb else zero)
-                    ah = xp[b, k, 2 * nh + j] + M.rnn_act(ract, rp) * rh
-                    gates[b, st, j], gates[b, st, nh + j] = zp, rp
-                    gates[b, st, 2 * nh + j], gates[b, st, 3 * nh + j] = ah, rh
-                    hn = M.gru_update(zp, ah, hp, act, ract)
-                if live:
-                    h[b, j] = hn
-                out[b, t, j] = h[b, j]
+                M.rnn_unit(xp, rec, rb, mask, gates, out, h, c, b, j, t, k, st, cell, act, ract, v1, has_rb, masked)
 
 
 @jit
@@ -527,87 +491,22 @@ def rnn_backward(
     for t in range(nt - 1, -1, -1):
         k = nt - 1 - t if backwards else t
         for b in range(nb):
-            live = not masked or mask[b, k] != zero
             for j in range(nh):
-                dhv = dh[b, j] + g[b, t, j]
-                if t > 0:
-                    hp = out[b, t - 1, j]
-                else:
-                    hp = h0[b, j] if initial else zero
-                he = hp * keep[b, j] if dropped else hp
-                hes[b, k, j] = he
-                acc[b, j] = zero
-                if not live:  # the step carried the state: its gradient passes on untouched
-                    for q in range(ng // nh):
-                        dz[b, k, q * nh + j] = zero
-                        dzs[b, q * nh + j] = zero
-                        if ra:
-                            drec[b, k, q * nh + j] = zero
-                    if v1:
-                        rhes[b, k, j] = zero
-                    direct[b, j] = dhv
-                    if cell == LSTM:
-                        dc[b, j] = dc[b, j] + g[b, t, nh + j]
-                    continue
-                if cell == SIMPLE:
-                    da = dhv * M.rnn_act_grad(act, gates[b, t, j])
-                    dz[b, k, j] = da
-                    dzs[b, j] = da
-                    direct[b, j] = zero
-                elif cell == LSTM:
-                    if t > 0:
-                        cp = out[b, t - 1, nh + j]
-                    else:
-                        cp = c0[b, j] if initial else zero
-                    dzi, dzf, dzc, dzo, dcp = M.lstm_cell_grad(
-                        gates[b, t, j],
-                        gates[b, t, nh + j],
-                        gates[b, t, 2 * nh + j],
-                        gates[b, t, 3 * nh + j],
-                        cp,
-                        out[b, t, nh + j],
-                        dhv,
-                        dc[b, j] + g[b, t, nh + j],
-                        act,
-                        ract,
-                    )
-                    dz[b, k, j], dz[b, k, nh + j], dz[b, k, 2 * nh + j], dz[b, k, 3 * nh + j] = dzi, dzf, dzc, dzo
-                    dzs[b, j], dzs[b, nh + j], dzs[b, 2 * nh + j], dzs[b, 3 * nh + j] = dzi, dzf, dzc, dzo
-                    dc[b, j] = dcp
-                    direct[b, j] = zero
-                else:
-                    zp, rp, ah = gates[b, t, j], gates[b, t, nh + j], gates[b, t, 2 * nh + j]
-                    dzp, dah, dd = M.gru_update_grad(zp, ah, hp, dhv, act, ract)
-                    dz[b, k, j], dz[b, k, 2 * nh + j] = dzp, dah
-                    dzs[b, j] = dzp
-                    direct[b, j] = dd
-                    if ra:
-                        r = M.rnn_act(ract, rp)
-                        drp = dah * gates[b, t, 3 * nh + j] * M.rnn_act_grad(ract, rp)
-                        dz[b, k, nh + j] = drp
-                        dzs[b, nh + j], dzs[b, 2 * nh + j] = drp, dah * r
-                        drec[b, k, j], drec[b, k, nh + j], drec[b, k, 2 * nh + j] = dzp, drp, dah * r
-                    else:
-                        dzs[b, 2 * nh + j] = dah
-                        rhes[b, k, j] = M.rnn_act(ract, rp) * he
+                M.rnn_unit_grad(
+                    g, out, mask, keep, h0, c0, gates, dz, dzs, drec, rhes, hes, direct, dh, dc,
+                    b, j, t, k, cell, act, ract, v1, ra, masked, dropped, initial,
+                )  # fmt: skip
         if v1:  # d r needs d (r * he) = d ah @ Uh^T first
             gemm(dzs[:, 2 * nh :], u[:, 2 * nh :], acc, False, True, 0.0)
             for b in range(nb):
-                if masked and mask[b, k] == zero:
-                    acc[b, :] = zero
-                    continue
                 for j in range(nh):
-                    rp = gates[b, t, nh + j]
-                    drp = acc[b, j] * hes[b, k, j] * M.rnn_act_grad(ract, rp)
-                    dz[b, k, nh + j] = drp
-                    dzs[b, nh + j] = drp
-                    acc[b, j] = acc[b, j] * M.rnn_act(ract, rp)
+                    M.gru_v1_reset_grad(acc, gates, hes, mask, dz, dzs, b, j, t, k, ract, masked)
             gemm(dzs[:, : 2 * nh], u[:, : 2 * nh], acc, False, True, 1.0)
         else:
             gemm(dzs, u, acc, False, True, 0.0)
         for b in range(nb):
             for j in range(nh):
-                dh[b, j] = (acc[b, j] * keep[b, j] if dropped else acc[b, j]) + direct[b, j]
+                M.rnn_carry_grad(acc, keep, direct, dh, b, j, dropped)
     if want_du:  # one GEMM over every step of the batch
         he2 = hes.reshape((nb * nt, nh))
         if v1:

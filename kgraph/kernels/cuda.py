@@ -29,6 +29,12 @@ def blocks(n: int, threads: int = THREADS_1D) -> int:
     return max(1, -(-n // threads))
 
 
+def unit_threads(n: int) -> int:
+    """Threads per block of a kernel over n (sample, unit) pairs: whole warps, THREADS_1D at most
+    (a small layer's step launches no idle threads: the simulator runs every one)."""
+    return min(THREADS_1D, 32 * blocks(n, 32))
+
+
 def update_blocks(n: int) -> int:
     return min(blocks(n), UPDATE_BLOCKS)
 
@@ -55,9 +61,11 @@ def product(acc, bias, j):
 
 
 @functools.lru_cache(maxsize=None)
-def gemm(transpose_a: bool, transpose_b: bool, epilogue):
+def gemm(transpose_a: bool, transpose_b: bool, epilogue, accumulate: bool = False):
     """out[i, j] = epilogue(sum_k op(a)[i, k] * op(b)[k, j], bias, j), accumulated in float32;
-    op transposes when its flag is set. Launch on gemm_grid(M, N) blocks of (16, 16) threads."""
+    op transposes when its flag is set; with accumulate, out[i, j] += that instead (C += A·B).
+    The operands may be strided views (a column range of a matrix: the recurrent layers' gate
+    blocks), a specialisation of their own. Launch on gemm_grid(M, N) blocks of (16, 16) threads."""
 
     @cuda.jit
     def kernel(a, b, bias, out):
@@ -110,7 +118,10 @@ def gemm(transpose_a: bool, transpose_b: bool, epilogue):
             for j in range(TN):
                 c = col0 + tx + j * THREADS_2D
                 if r < m_size and c < n_size:
-                    out[r, c] = epilogue(acc[i, j], bias, c)
+                    if accumulate:
+                        out[r, c] += epilogue(acc[i, j], bias, c)
+                    else:
+                        out[r, c] = epilogue(acc[i, j], bias, c)
 
     return kernel
 
@@ -453,6 +464,101 @@ def moving_average(m, x, momentum):
     mu, rest = float32(momentum), float32(1 - momentum)
     for i in range(cuda.grid(1), m.size, cuda.gridsize(1)):
         m[i] = m[i] * mu + x[i] * rest
+
+
+# ---------------------------------------------------------------- recurrent layers
+# The time loop of a SimpleRNN, LSTM or GRU, as the CPU's rnn_forward / rnn_backward runs it
+# (kgraph/kernels/cpu.py): the launcher walks the steps on the host, and per step launches the
+# recurrent GEMM (gemm above, on the workspace's views) and one of these kernels, a thread per
+# (sample, unit), each calling the unit maths of maths.py that the CPU's loops call. Arrays are
+# the CPU kernels' (absent optional operands: a 1-element stand-in, their flags False); t is the
+# step in processing order, k = T-1-t the input step read when going backwards.
+
+
+@cuda.jit(device=True)
+def _unit(h):
+    """(b, j) of this thread over state-shaped h, or (-1, -1) past its end."""
+    i = cuda.grid(1)
+    if i >= h.size:
+        return -1, -1
+    return i // h.shape[1], i % h.shape[1]
+
+
+@cuda.jit
+def rnn_start(h0, c0, keep, h, c, he, initial, lstm, dropped):
+    """The state before the first step: h0 and c0 (or zeros), and the first he."""
+    b, j = _unit(h)
+    if b >= 0:
+        h[b, j] = h0[b, j] if initial else float32(0)
+        c[b, j] = c0[b, j] if initial and lstm else float32(0)
+        M.rnn_recurrent_input(h, keep, he, b, j, dropped)
+
+
+@cuda.jit
+def gru_v1_gates(xp, rec, gates, he, rhe, t, backwards, ract):
+    """A GRU with reset_after=False, between its two GEMMs of step t."""
+    b, j = _unit(he)
+    if b >= 0:
+        nt = xp.shape[1]
+        k = nt - 1 - t if backwards else t
+        M.gru_v1_gates(xp, rec, gates, he, rhe, b, j, k, t if gates.shape[1] == nt else 0, ract)
+
+
+@cuda.jit
+def rnn_step(xp, rec, rb, mask, keep, gates, out, h, c, he, t, cell, act, ract, backwards, v1, has_rb, masked, dropped):
+    """Step t after its recurrent GEMM (rec): the new state, and the next step's he."""
+    b, j = _unit(h)
+    if b >= 0:
+        nt = xp.shape[1]
+        k = nt - 1 - t if backwards else t
+        st = t if gates.shape[1] == nt else 0
+        M.rnn_unit(xp, rec, rb, mask, gates, out, h, c, b, j, t, k, st, cell, act, ract, v1, has_rb, masked)
+        M.rnn_recurrent_input(h, keep, he, b, j, dropped)
+
+
+@cuda.jit
+def rnn_step_grad(
+    g, out, mask, keep, h0, c0, gates, dz, dzs, drec, rhes, hes, acc, direct, dh, dc,
+    t, cell, act, ract, backwards, v1, ra, masked, dropped, initial, carry,
+):  # fmt: skip
+    """Step t back through time, before the recurrent GEMM of its gradient (dzs); with carry, d h
+    from the step after it first (its GEMM's acc and its direct part: rnn_carry_grad's work, one
+    launch a step fewer)."""
+    b, j = _unit(dh)
+    if b >= 0:
+        if carry:
+            M.rnn_carry_grad(acc, keep, direct, dh, b, j, dropped)
+        k = out.shape[1] - 1 - t if backwards else t
+        M.rnn_unit_grad(
+            g, out, mask, keep, h0, c0, gates, dz, dzs, drec, rhes, hes, direct, dh, dc,
+            b, j, t, k, cell, act, ract, v1, ra, masked, dropped, initial,
+        )  # fmt: skip
+
+
+@cuda.jit
+def gru_v1_reset_grad(acc, gates, hes, mask, dz, dzs, t, backwards, ract, masked):
+    """A GRU with reset_after=False, between the candidate's gradient GEMM and z and r's."""
+    b, j = _unit(acc)
+    if b >= 0:
+        k = gates.shape[1] - 1 - t if backwards else t
+        M.gru_v1_reset_grad(acc, gates, hes, mask, dz, dzs, b, j, t, k, ract, masked)
+
+
+@cuda.jit
+def rnn_carry_grad(acc, keep, direct, dh, dropped):
+    """d h before the first step (d h0), from its gradient GEMM (acc) and the direct part."""
+    b, j = _unit(dh)
+    if b >= 0:
+        M.rnn_carry_grad(acc, keep, direct, dh, b, j, dropped)
+
+
+@cuda.jit
+def reverse_time(x, out):
+    """out[:, t] = x[:, T-1-t] over [B, T, rest]."""
+    i = cuda.grid(1)
+    if i < out.size:
+        b, t, c = _index_3d(i, out.shape)
+        out[b, t, c] = x[b, out.shape[1] - 1 - t, c]
 
 
 def batch_matmul(trans_a: bool, trans_b: bool):

@@ -313,7 +313,8 @@ RNN_ACTIVATIONS = (
 
 @jitable
 def rnn_act(code, x):
-    """Activation RNN_ACTIVATIONS[code] of x (tanh and sigmoid first: nearly every layer's)."""
+    """Activation RNN_ACTIVATIONS[code] of x (tanh and sigmoid first: nearly every layer's). Every
+    argument is given: CUDA compiles a call by its arguments, and refuses one leaving a default."""
     if code == 1:
         return tanh(x)
     if code == 2:
@@ -329,9 +330,9 @@ def rnn_act(code, x):
     if code == 6:
         return relu6(x)
     if code == 7:
-        return leaky_relu(x)
+        return leaky_relu(x, 0.2)
     if code == 8:
-        return elu(x)
+        return elu(x, 1.0)
     if code == 9:
         return selu(x)
     if code == 10:
@@ -343,7 +344,7 @@ def rnn_act(code, x):
     if code == 13:
         return silu(x)
     if code == 14:
-        return gelu(x)
+        return gelu(x, False)
     return mish(x)
 
 
@@ -366,9 +367,9 @@ def rnn_act_grad(code, x):
     if code == 6:
         return relu6_grad(one, relu6(x))
     if code == 7:
-        return leaky_relu_grad(one, leaky_relu(x))
+        return leaky_relu_grad(one, leaky_relu(x, 0.2), 0.2)
     if code == 8:
-        return elu_grad(one, elu(x))
+        return elu_grad(one, elu(x, 1.0), 1.0)
     if code == 9:
         return selu_grad(one, selu(x))
     if code == 10:
@@ -380,7 +381,7 @@ def rnn_act_grad(code, x):
     if code == 13:
         return silu_grad(one, x)
     if code == 14:
-        return gelu_grad(one, x)
+        return gelu_grad(one, x, False)
     return mish_grad(one, x)
 
 
@@ -419,6 +420,174 @@ def gru_update_grad(zp, ah, h_prev, dh, act, ract):
     z = rnn_act(ract, zp)
     hh = rnn_act(act, ah)
     return dh * (h_prev - hh) * rnn_act_grad(ract, zp), dh * (like(z, 1) - z) * rnn_act_grad(act, ah), dh * z
+
+
+# ---------------------------------------------------------------- recurrent units
+# One unit (sample b, unit j) of one time step, as both targets' drivers run it: the CPU's
+# rnn_forward / rnn_backward in loops over b and j, CUDA's kernels a thread per (b, j). The arrays
+# are those drivers' (ir/ops/recurrent.py says what the operands are); t is the step in
+# processing order, k the input step it reads (T-1-t when go_backwards), st the gate slot (t, or
+# 0 when one step's gates are kept). Nothing here reads another unit's values: each step's GEMMs,
+# which do, come between these calls.
+
+SIMPLE, LSTM, GRU = 0, 1, 2  # RNN_CELLS's order
+
+
+@jitable
+def rnn_recurrent_input(h, keep, he, b, j, dropped):
+    """he = the state the recurrent kernel multiplies: h, times the recurrent dropout keep mask."""
+    he[b, j] = h[b, j] * keep[b, j] if dropped else h[b, j]
+
+
+@jitable
+def gru_v1_gates(xp, rec, gates, he, rhe, b, j, k, st, ract):
+    """A GRU with reset_after=False, before its candidate's GEMM: the z and r pre-activations
+    (rec holds he·U for z and r) and r * he, which the candidate's recurrent kernel multiplies."""
+    nh = he.shape[1]
+    zp = xp[b, k, j] + rec[b, j]
+    rp = xp[b, k, nh + j] + rec[b, nh + j]
+    gates[b, st, j] = zp
+    gates[b, st, nh + j] = rp
+    rhe[b, j] = rnn_act(ract, rp) * he[b, j]
+
+
+@jitable
+def rnn_unit(xp, rec, rb, mask, gates, out, h, c, b, j, t, k, st, cell, act, ract, v1, has_rb, masked):
+    """One unit's step: its gates' pre-activations (xp plus the recurrent product rec, kept in
+    gates), the new state in h (and c), and out[b, t] = the state after the step. A masked step
+    carries the state of the step before."""
+    nh = h.shape[1]
+    zero = like(xp[b, k, j], 0)
+    live = not masked or mask[b, k] != zero
+    hp = h[b, j]
+    if cell == SIMPLE:
+        a = xp[b, k, j] + rec[b, j]
+        gates[b, st, j] = a
+        hn = rnn_act(act, a)
+    elif cell == LSTM:
+        zi = xp[b, k, j] + rec[b, j]
+        zf = xp[b, k, nh + j] + rec[b, nh + j]
+        zc = xp[b, k, 2 * nh + j] + rec[b, 2 * nh + j]
+        zo = xp[b, k, 3 * nh + j] + rec[b, 3 * nh + j]
+        gates[b, st, j], gates[b, st, nh + j] = zi, zf
+        gates[b, st, 2 * nh + j], gates[b, st, 3 * nh + j] = zc, zo
+        cn, hn = lstm_cell(zi, zf, zc, zo, c[b, j], act, ract)
+        if live:
+            c[b, j] = cn
+        out[b, t, nh + j] = c[b, j]
+    elif v1:  # z and r came from gru_v1_gates
+        zp = gates[b, st, j]
+        ah = xp[b, k, 2 * nh + j] + rec[b, 2 * nh + j]
+        gates[b, st, 2 * nh + j] = ah
+        hn = gru_update(zp, ah, hp, act, ract)
+    else:  # reset_after: r multiplies the candidate's recurrent product (and its bias)
+        zp = xp[b, k, j] + rec[b, j] + (rb[j] if has_rb else zero)
+        rp = xp[b, k, nh + j] + rec[b, nh + j] + (rb[nh + j] if has_rb else zero)
+        rh = rec[b, 2 * nh + j] + (rb[2 * nh + j] if has_rb else zero)
+        ah = xp[b, k, 2 * nh + j] + rnn_act(ract, rp) * rh
+        gates[b, st, j], gates[b, st, nh + j] = zp, rp
+        gates[b, st, 2 * nh + j], gates[b, st, 3 * nh + j] = ah, rh
+        hn = gru_update(zp, ah, hp, act, ract)
+    if live:
+        h[b, j] = hn
+    out[b, t, j] = h[b, j]
+
+
+@jitable
+def rnn_unit_grad(
+    g, out, mask, keep, h0, c0, gates, dz, dzs, drec, rhes, hes, direct, dh, dc,
+    b, j, t, k, cell, act, ract, v1, ra, masked, dropped, initial,
+):  # fmt: skip
+    """One unit's step back through time, before the recurrent GEMM of the step's gradient:
+    given dh (d h after the step, from the step after it) and dc, writes the gates' gradient in
+    dz[b, k] (d xp) and dzs[b] (what the recurrent kernel's transpose multiplies; a GRU with
+    reset_after its candidate part times r, also kept per step in drec; without, its reset part
+    comes after the candidate's GEMM, gru_v1_reset_grad), direct (d h_prev not through U), dc
+    (d c_prev), and the step's he (and r * he) for the recurrent kernel's gradient."""
+    nh = dh.shape[1]
+    zero = like(out[b, t, j], 0)
+    live = not masked or mask[b, k] != zero
+    dhv = dh[b, j] + g[b, t, j]
+    if t > 0:
+        hp = out[b, t - 1, j]
+    else:
+        hp = h0[b, j] if initial else zero
+    he = hp * keep[b, j] if dropped else hp
+    hes[b, k, j] = he
+    if not live:  # the step carried the state: its gradient passes on untouched
+        for q in range(dzs.shape[1] // nh):
+            dz[b, k, q * nh + j] = zero
+            dzs[b, q * nh + j] = zero
+            if ra:
+                drec[b, k, q * nh + j] = zero
+        if v1:
+            rhes[b, k, j] = zero
+        direct[b, j] = dhv
+        if cell == LSTM:
+            dc[b, j] = dc[b, j] + g[b, t, nh + j]
+        return
+    if cell == SIMPLE:
+        da = dhv * rnn_act_grad(act, gates[b, t, j])
+        dz[b, k, j] = da
+        dzs[b, j] = da
+        direct[b, j] = zero
+    elif cell == LSTM:
+        if t > 0:
+            cp = out[b, t - 1, nh + j]
+        else:
+            cp = c0[b, j] if initial else zero
+        dzi, dzf, dzc, dzo, dcp = lstm_cell_grad(
+            gates[b, t, j],
+            gates[b, t, nh + j],
+            gates[b, t, 2 * nh + j],
+            gates[b, t, 3 * nh + j],
+            cp,
+            out[b, t, nh + j],
+            dhv,
+            dc[b, j] + g[b, t, nh + j],
+            act,
+            ract,
+        )
+        dz[b, k, j], dz[b, k, nh + j], dz[b, k, 2 * nh + j], dz[b, k, 3 * nh + j] = dzi, dzf, dzc, dzo
+        dzs[b, j], dzs[b, nh + j], dzs[b, 2 * nh + j], dzs[b, 3 * nh + j] = dzi, dzf, dzc, dzo
+        dc[b, j] = dcp
+        direct[b, j] = zero
+    else:
+        zp, rp, ah = gates[b, t, j], gates[b, t, nh + j], gates[b, t, 2 * nh + j]
+        dzp, dah, dd = gru_update_grad(zp, ah, hp, dhv, act, ract)
+        dz[b, k, j], dz[b, k, 2 * nh + j] = dzp, dah
+        dzs[b, j] = dzp
+        direct[b, j] = dd
+        if ra:
+            r = rnn_act(ract, rp)
+            drp = dah * gates[b, t, 3 * nh + j] * rnn_act_grad(ract, rp)
+            dz[b, k, nh + j] = drp
+            dzs[b, nh + j], dzs[b, 2 * nh + j] = drp, dah * r
+            drec[b, k, j], drec[b, k, nh + j], drec[b, k, 2 * nh + j] = dzp, drp, dah * r
+        else:
+            dzs[b, 2 * nh + j] = dah
+            rhes[b, k, j] = rnn_act(ract, rp) * he
+
+
+@jitable
+def gru_v1_reset_grad(acc, gates, hes, mask, dz, dzs, b, j, t, k, ract, masked):
+    """A GRU with reset_after=False, after its candidate's gradient GEMM (acc = d(r * he)): the
+    reset gate's gradient, and acc = d he through the candidate (before z and r's GEMM adds to it)."""
+    nh = acc.shape[1]
+    if masked and mask[b, k] == like(acc[b, j], 0):
+        acc[b, j] = like(acc[b, j], 0)
+        return
+    rp = gates[b, t, nh + j]
+    drp = acc[b, j] * hes[b, k, j] * rnn_act_grad(ract, rp)
+    dz[b, k, nh + j] = drp
+    dzs[b, nh + j] = drp
+    acc[b, j] = acc[b, j] * rnn_act(ract, rp)
+
+
+@jitable
+def rnn_carry_grad(acc, keep, direct, dh, b, j, dropped):
+    """d h before the step: through the recurrent kernel (acc, times the keep mask) and direct."""
+    dh[b, j] = (acc[b, j] * keep[b, j] if dropped else acc[b, j]) + direct[b, j]
 
 
 # ---------------------------------------------------------------- rows: softmax and the losses
