@@ -138,6 +138,7 @@ def cmd_inspect(args):
     try:
         compiled_on_load = args.kind in model.compiled  # a file's compile arguments, before snapshot_kinds
         if args.kind == "train" or args.fusion or args.plan or args.after or args.device == "cuda" or compiled_on_load:
+            model.step_kinds = (args.kind,)  # the step it prints: a 5,000-layer model's other step costs seconds
             _compile(model, args, device="cpu")  # the CUDA launcher is only generated here, never run
         compiled = model.compiled.get(args.kind) if args.kind != "predict" else None
         if compiled is None:

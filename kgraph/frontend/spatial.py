@@ -279,7 +279,7 @@ class Pool(Rule):
             raise ConfigError(f"{where}: takes rank-{self.rank + 2} inputs, got {shape_str(shape)}")
         spatial, channels = _spatial(shape, self.rank, _first(layer))
         k = _ints(cfg.get("pool_size", 2), self.rank, where, "pool_size")
-        s = _ints(cfg.get("strides") or k, self.rank, where, "strides")
+        s = _ints(k if cfg.get("strides") is None else cfg["strides"], self.rank, where, "strides")  # 0 is refused
         pads = [_pad(n, ki, si, 1, cfg.get("padding", "valid").lower()) for n, ki, si in zip(spatial, k, s)]
         out = [(n + lo + hi - ki) // si + 1 for n, ki, si, (lo, hi) in zip(spatial, k, s, pads)]
         if min(out) <= 0:
