@@ -378,6 +378,22 @@ def _seq(*layers, shape=(None, 8, 8, 3)):
         (_seq(("MaxPooling2D", {"pool_size": 0})), "pool_size must be 2 positive integers"),
         (_seq(("MaxPooling2D", {"pool_size": [2, 0]})), "pool_size must be 2 positive integers"),
         (_seq(("MaxPooling2D", {"pool_size": 2, "strides": 0})), "strides must be 2 positive integers"),
+        (
+            _seq(("Conv2D", {"filters": 2, "kernel_size": 3, "padding": "same", "dilation_rate": [2**63, 1]})),
+            "dilation_rate (9223372036854775808, 1) is too large",
+        ),
+        (
+            {
+                "class_name": "Functional",
+                "config": {
+                    "name": "f",
+                    "layers": [{"class_name": "InputLayer", "name": "x", "config": {"batch_shape": [None, 4]}}],
+                    "input_layers": [["x", 0, 0]],
+                    "output_layers": [],
+                },
+            },
+            "model 'f' has no outputs",
+        ),
         (_seq(("DepthwiseConv2D", {"kernel_size": 3, "depth_multiplier": 0})), "depth_multiplier must be a positive"),
         (_seq(("GroupNormalization", {"groups": 0})), "groups must be a positive integer"),
         (_seq(("Flatten", {}), ("RepeatVector", {"n": 0})), "n must be a positive integer"),
@@ -406,6 +422,8 @@ def _seq(*layers, shape=(None, 8, 8, 3)):
         "pool 0",
         "pool [2, 0]",
         "pool stride 0",
+        "dilation 2**63",
+        "no outputs",
         "depth_multiplier 0",
         "group norm 0",
         "repeat 0",

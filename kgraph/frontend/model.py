@@ -334,6 +334,15 @@ class FrontendModel:
         print_fn(format_summary(self, line_length))
 
 
+def _refuse_no_outputs(desc) -> None:
+    """A model (or nested model) without outputs: nothing to predict, and its loss was an IndexError."""
+    if not desc.outputs:
+        raise ConfigError(f"model {desc.name!r} has no outputs (its output_layers are empty)")
+    for layer in desc.layers:
+        if layer.model is not None:
+            _refuse_no_outputs(layer.model)
+
+
 def _check_values(desc, in_shapes, shapes, itemsize) -> None:
     """Refuse an input or a layer's output of one sample over KGRAPH_MAX_BYTES, before a step is
     compiled or a buffer allocated: a config of few weights can declare huge values (an input of
@@ -522,6 +531,7 @@ def _build_model(config, seed, dtype, input_shapes) -> FrontendModel:
         raise ConfigError(f"unsupported dtype {dtype!r}; supported: {', '.join(DTYPES)}")
     desc = describe(config)
     keras = keras_major(config)
+    _refuse_no_outputs(desc)
     _refuse_unsupported(desc)
     _check_layers(desc, keras)
     by_name = {layer.name: layer for layer in desc.layers}

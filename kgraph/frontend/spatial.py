@@ -23,6 +23,8 @@ def _ints(value, n, where, what, low=1) -> tuple:
     if len(value) != n or not all(is_count(v, low) for v in value):
         kind = "non-negative" if low == 0 else "positive"
         raise ConfigError(f"{where}: {what} must be {n} {kind} integers, got {value!r}")
+    if max(value, default=0) >= 2**31:  # a window, stride or dilation past any tensor: overflowed int64 later
+        raise ConfigError(f"{where}: {what} {value!r} is too large (at most {2**31 - 1})")
     return value
 
 
