@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -514,8 +515,14 @@ def _parser():
     return p
 
 
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as the command line shows it: one line, no source path or code line."""
+    return "kgraph: warning: " + " ".join(str(message).split()) + "\n"
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    format_warning, warnings.formatwarning = warnings.formatwarning, _one_line  # e.g. a NaN loss's, with its step
     try:
         args.func(args)
     except (ValueError, OSError, KeyError, RuntimeError, NotImplementedError, ImportError) as e:
@@ -525,6 +532,8 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    finally:
+        warnings.formatwarning = format_warning
     return 0
 
 
