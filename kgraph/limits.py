@@ -53,7 +53,8 @@ def size_str(n: int) -> str:
 
 
 def _too_big(what: str, n: int, name: str, cap: int) -> str:
-    return f"{what}: {size_str(n)} ({n} bytes) is over the limit of {size_str(cap)} (raise {name} to allow it)"
+    size = size_str(n) if n < 1024 else f"{size_str(n)} ({n} bytes)"
+    return f"{what}: {size} is over the limit of {size_str(cap)} (raise {name} to allow it)"
 
 
 def too_big(what: str, n: int, name: str) -> str:
