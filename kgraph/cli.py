@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,7 @@ def cmd_inspect(args):
     try:
         compiled_on_load = args.kind in model.compiled  # a file's compile arguments, before snapshot_kinds
         if args.kind == "train" or args.fusion or args.plan or args.after or args.device == "cuda" or compiled_on_load:
+            model.step_kinds = (args.kind,)  # the step it prints: a 5,000-layer model's other step costs seconds
             _compile(model, args, device="cpu")  # the CUDA launcher is only generated here, never run
         compiled = model.compiled.get(args.kind) if args.kind != "predict" else None
         if compiled is None:
@@ -513,8 +515,14 @@ def _parser():
     return p
 
 
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as the command line shows it: one line, no source path or code line."""
+    return "kgraph: warning: " + " ".join(str(message).split()) + "\n"
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    format_warning, warnings.formatwarning = warnings.formatwarning, _one_line  # e.g. a NaN loss's, with its step
     try:
         args.func(args)
     except (ValueError, OSError, KeyError, RuntimeError, NotImplementedError, ImportError) as e:
@@ -524,6 +532,8 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    finally:
+        warnings.formatwarning = format_warning
     return 0
 
 

@@ -53,7 +53,13 @@ def size_str(n: int) -> str:
 
 
 def _too_big(what: str, n: int, name: str, cap: int) -> str:
-    return f"{what}: {size_str(n)} ({n} bytes) is over the limit of {size_str(cap)} (raise {name} to allow it)"
+    size = size_str(n) if n < 1024 else f"{size_str(n)} ({n} bytes)"
+    return f"{what}: {size} is over the limit of {size_str(cap)} (raise {name} to allow it)"
+
+
+def too_big(what: str, n: int, name: str) -> str:
+    """The message of `n` bytes of `what` over the limit `name`."""
+    return _too_big(what, n, name, limit(name))
 
 
 def check_bytes(what: str, n: int, error=FileFormatError, max_bytes: int | None = None) -> None:
@@ -143,20 +149,38 @@ def check_config_tree(data, source: str) -> None:
 # ---------------------------------------------------------------------- archives and HDF5
 
 
-def read_member(archive, member: str, source: str, max_bytes: int | None = None) -> bytes:
+def read_member(archive, member: str, source: str, limit_name="KGRAPH_MAX_BYTES", cap=None, bound=None) -> bytes:
     """One member of a zip archive, refused when its declared or its actual size passes the limit
-    (read in bounded chunks: a member's header may understate what it inflates to)."""
-    cap = max_bytes or limit("KGRAPH_MAX_BYTES")
+    `limit_name` (read in bounded chunks: a member's header may understate what it inflates to).
+    `cap`, `bound`: a lower limit in bytes, and what it stands for in the message."""
+    cap = min(cap or limit(limit_name), limit(limit_name))
     what = f"{source}: member {member}"
+
+    def check(what, n):
+        if n > cap:
+            raise FileFormatError(
+                f"{what}: {size_str(n)} ({n} bytes) is more than {bound} ({size_str(cap)})"
+                if bound and cap < limit(limit_name)
+                else _too_big(what, n, limit_name, cap)
+            )
+
     info = archive.getinfo(member)
-    check_bytes(what, info.file_size, max_bytes=cap)
+    check(what, info.file_size)
     chunks, total = [], 0
     with archive.open(info) as f:
         while chunk := f.read(1 << 20):
             total += len(chunk)
-            check_bytes(f"{what} (inflated so far)", total, max_bytes=cap)
+            check(f"{what} (inflated so far)", total)
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+def weights_file_bytes(weight_bytes: int, variables: int) -> int:
+    """The most an HDF5 file of a model's weights can hold: the weights and five times them again
+    (an optimizer's slots, moving averages), 64 KiB of HDF5 headers per variable and 1 MiB more,
+    never over KGRAPH_MAX_BYTES. A weights member over it is no file of this model: refused before
+    it is inflated (a 6 GiB zip bomb for a small model stayed under the 8 GiB limit of a model)."""
+    return min(limit("KGRAPH_MAX_BYTES"), 6 * weight_bytes + (64 << 10) * 6 * variables + (1 << 20))
 
 
 def check_h5(h5file, source: str, max_bytes: int | None = None) -> None:

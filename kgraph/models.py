@@ -37,7 +37,7 @@ from .passes import run_pipeline, updates_last
 from .runtime.executable import Executable
 from .runtime.loader import write_source
 from .runtime.batches import is_batch_source
-from .runtime import sources
+from .runtime import files, sources
 from .runtime.checks import DataError
 from .runtime.model import CompiledModel
 
@@ -75,6 +75,7 @@ class Model(_WeightLists, CompiledModel):
     input shape makes a model that builds, as Keras's, on its first data or on build(input_shape)."""
 
     snapshot_kinds = ()  # the steps whose passes print the graph into compiled[kind].snapshots (inspect's)
+    step_kinds = ("train", "test")  # the steps compile() builds (kgraph inspect: only the one it prints)
 
     def __init__(self, frontend_model=None, seed: int | None = None, config: dict | None = None):
         self.seed = seed
@@ -287,8 +288,8 @@ class Model(_WeightLists, CompiledModel):
         """Compile the step of `kind` ("train", "test", "predict") and install it as `name` (default:
         kind); `frontend`: the model at the input shape it runs on (default: the model's own)."""
         fm, name = frontend or self.frontend, name or kind
-        forward = fm.lower(training=kind == "train")
-        compiled = self._passes(kind, fm, forward, losses, optimizer)
+        forward, masks = fm.lowered(training=kind == "train")
+        compiled = self._passes(kind, fm, forward, losses, optimizer, masks)
         if self.device == "cuda":
             source, launches = generate_cuda(compiled)
             path = write_source(source, f"{_stem(self.name)}_{_stem(name)}_cuda")
@@ -301,9 +302,10 @@ class Model(_WeightLists, CompiledModel):
         self.executable.add_step(name, manifest)
         return manifest
 
-    def _passes(self, kind, fm, forward, losses, optimizer):
-        """run_pipeline over the forward graph of frontend model `fm`, with the model's weights."""
-        masks = {} if kind == "predict" else _loss_masks(self.name, fm, forward, losses)
+    def _passes(self, kind, fm, forward, losses, optimizer, masks):
+        """run_pipeline over the forward graph of frontend model `fm` (and its output masks), with
+        the model's weights."""
+        masks = {} if kind == "predict" else _loss_masks(self.name, fm, forward, masks, losses)
         regs = [
             (w.node, w.regularizer.get("l1", 0.0), w.regularizer.get("l2", 0.0)) for w in fm.weights if w.regularizer
         ]
@@ -443,9 +445,8 @@ class Model(_WeightLists, CompiledModel):
         """The training step's manifest at the first probe shape, passes only (no code): how the
         optimizer's slots lie in the state, the same at every input shape."""
         losses, optimizer = self._step_args["train"]
-        return step_manifest(
-            self._passes("train", self.frontend, self.frontend.lower(training=True), losses, optimizer), ""
-        )
+        forward, masks = self.frontend.lowered(training=True)
+        return step_manifest(self._passes("train", self.frontend, forward, losses, optimizer, masks), "")
 
     def _use_device(self, device):
         """Run the steps on "cpu" or "cuda"; "auto" is CUDA where numba.cuda.is_available().
@@ -547,8 +548,10 @@ class Model(_WeightLists, CompiledModel):
         if unknown:  # steps compile per input shape as data arrives (_step); the optimizer's slots now
             self.executable.set_state_layout(self._state_layout())
         else:
-            self._build("train", specs, opt.spec())
-            self._build("test", specs)
+            if "train" in self.step_kinds:
+                self._build("train", specs, opt.spec())
+            if "test" in self.step_kinds:
+                self._build("test", specs)
         self.optimizer = opt
         if self.strategy is not None:
             self.strategy.attach(self)
@@ -621,7 +624,7 @@ class Model(_WeightLists, CompiledModel):
         steps = {}
         for kind, m in self.executable.steps.items():
             src = Path(m.module)
-            (directory / src.name).write_text(src.read_text())
+            files.write_text(directory / src.name, src.read_text())
             steps[kind] = m.with_module(src.name).to_json()
         manifest = {
             "model": self.name,
@@ -630,10 +633,10 @@ class Model(_WeightLists, CompiledModel):
             "info": self.info,
             "optimizer": self.compile_args["optimizer"],
         }
-        (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        (directory / "model.json").write_text(self.to_json())
+        files.write_text(directory / "manifest.json", json.dumps(manifest, indent=1))
+        files.write_text(directory / "model.json", self.to_json())
         self.save_weights(directory / "weights.npz")
-        (directory / "train.py").write_text(TRAINER_SCRIPT.format(name=self.name))
+        files.write_text(directory / "train.py", TRAINER_SCRIPT.format(name=self.name))  # each atomically
         return directory
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
@@ -865,12 +868,12 @@ def _config_name(config) -> str:
     return (cfg.get("name") if isinstance(cfg, dict) else None) or str(config.get("class_name", "model")).lower()
 
 
-def _loss_masks(name, fm, forward, losses) -> dict:
+def _loss_masks(name, fm, forward, output_masks, losses) -> dict:
     """{output index: mask node} for the outputs with a loss whose Keras mask weights it. Keras
     multiplies the per-step losses by the mask, so the mask must have their shape (an output
     [B,T,C] with a mask [B,T]); otherwise Keras fails or broadcasts by accident: refused."""
     out = {}
-    for k, mask in fm.output_masks.items():
+    for k, mask in output_masks.items():
         if losses is None or k >= len(losses) or losses[k] is None:
             continue
         steps, pred = forward.type(mask).shape, forward.type(forward.outputs[f"output:{k}"]).shape
@@ -886,7 +889,7 @@ def _loss_masks(name, fm, forward, losses) -> dict:
 def _token_inputs(frontend_model) -> list:
     """[{"input": index, "limit": input_dim, "layer"}] for each Embedding that reads a model input
     (through reshapes and the like): the ids checked before each step."""
-    graph = frontend_model.lower(training=False)
+    graph, _ = frontend_model.lowered(training=False)
     inputs = {i.node: k for k, i in enumerate(frontend_model.inputs)}
     out = []
     for node in graph.nodes():

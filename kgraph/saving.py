@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import math
 import re
 import warnings
 import zipfile
@@ -532,8 +533,8 @@ def read_model_file(filepath):
     if name.endswith(".keras"):
         try:
             with zipfile.ZipFile(name) as z:  # each member's size is checked before it is inflated
-                text = limits.read_member(z, "config.json", name, limits.limit("KGRAPH_MAX_CONFIG_BYTES"))
-                weights_bytes = limits.read_member(z, "model.weights.h5", name)
+                text = limits.read_member(z, "config.json", name, "KGRAPH_MAX_CONFIG_BYTES")
+                z.getinfo("model.weights.h5")  # read once the model is built: its size bounds the member's
         except FileFormatError:
             raise
         except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError, NotImplementedError) as e:
@@ -542,6 +543,23 @@ def read_model_file(filepath):
         compile_config = _saved_compile_arguments(config.pop("compile_config", None), name)
 
         def restore(model):
+            fm = model.frontend  # built from the config: what its weights take bounds the member
+            cap = fm and limits.weights_file_bytes(
+                sum(math.prod(w.shape) for w in fm.weights) * np.dtype(fm.dtype).itemsize, len(fm.weights)
+            )
+            try:
+                with zipfile.ZipFile(name) as z:
+                    weights_bytes = limits.read_member(
+                        z,
+                        "model.weights.h5",
+                        name,
+                        cap=cap,
+                        bound="this model's weights and optimizer state could take",
+                    )
+            except FileFormatError:
+                raise
+            except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError, NotImplementedError) as e:
+                raise FileFormatError(f"{name}: not a readable .keras archive ({e})") from None
             with _open_h5(io.BytesIO(weights_bytes), f"{name}: model.weights.h5") as f:
                 limits.check_h5(f, name)
                 _assign_by_layer(model, _read_keras3_layers(f, model.frontend.desc), False, name)

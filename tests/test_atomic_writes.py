@@ -174,3 +174,20 @@ def test_cli_writes_go_through_the_atomic_writers(tmp_path, monkeypatch):
     assert dot.read_text() == "old" and not list(tmp_path.glob(".*"))
     assert cli.main(args) == 0
     assert dot.read_text().startswith("digraph") and not list(tmp_path.glob(".*"))
+
+
+def test_an_exported_trainer_s_files_are_replaced_whole(tmp_path, monkeypatch):
+    """Model.export wrote its files with Path.write_text, truncating the previous trainer's first."""
+    from kgraph import models
+
+    model = models.model_from_json((ROOT / "examples" / "digits_mlp.json").read_text(), seed=0)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model.export(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert {"manifest.json", "model.json", "train.py", "weights.npz"} <= set(before)
+    written = []
+    real_replace = os.replace
+    monkeypatch.setattr(files.os, "replace", lambda a, b: (written.append(Path(b).name), real_replace(a, b)))
+    model.export(tmp_path)
+    assert sorted(written) == sorted(before)  # every file, each through a rename
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

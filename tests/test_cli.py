@@ -1,6 +1,8 @@
 """The kgraph command: the README's main job, inspect, compile to a standalone trainer, bad input."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +158,44 @@ def test_train_a_keras_archive_uses_its_saved_compile_arguments(tmp_path, capsys
     )
     out = capsys.readouterr().out
     assert "accuracy" in out and (tmp_path / "w.weights.h5").exists()
+
+
+def test_a_nan_loss_is_one_warning_line_with_its_step(tmp_path):
+    """Issue 21: the warning printed as Python's two lines (a source path, then the code line)."""
+    model = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"name": "x", "batch_shape": [None, 4]}},
+                {"class_name": "Dense", "config": {"name": "d", "units": 1}},
+            ],
+        },
+    }
+    (tmp_path / "m.json").write_text(json.dumps(model))
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32) * 1e3
+    np.savez(tmp_path / "d.npz", x=x, y=np.ones((32, 1), np.float32))
+    argv = ["train", "m.json", "--data", "d.npz", "--loss", "mse", "--optimizer", "sgd", "--learning-rate", "1e6"]
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kgraph.cli",
+            *argv,
+            "--epochs",
+            "3",
+            "--batch-size",
+            "4",
+            "--seed",
+            "0",
+            "--verbose",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    lines = [line for line in r.stderr.splitlines() if "loss" in line]  # not Numba's notes at NUMBA_OPT=0
+    assert r.returncode == 0 and len(lines) == 1, r.stderr
+    assert re.fullmatch(r"kgraph: warning: the loss is (nan|inf) at training step \d+: .*TerminateOnNaN\(\)", lines[0])

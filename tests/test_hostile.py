@@ -134,6 +134,49 @@ def test_huge_weights_are_refused_before_allocation(features, units, size):
     assert size in message and "KGRAPH_MAX_BYTES" in message
 
 
+def _values(shape, cls, cfg):
+    """An input of `shape` and one layer: no weights at all."""
+    layers = [{"class_name": "InputLayer", "config": {"name": "x", "batch_shape": shape}}]
+    return {
+        "class_name": "Sequential",
+        "config": {"name": "s", "layers": layers + [{"class_name": cls, "config": cfg}]},
+    }
+
+
+@pytest.mark.parametrize(
+    "config, words",
+    [
+        (
+            _values([None, 10**30, 3], "Flatten", {"name": "f"}),
+            "input 'x': one sample of shape (None, 1000000000000000000000000000000, 3)",
+        ),
+        (
+            _values([None, 4], "RepeatVector", {"name": "r", "n": 10**9}),
+            "layer 'r': one sample of shape (None, 1000000000, 4): 14.9 GiB",
+        ),
+    ],
+    ids=["input 10**30 features", "RepeatVector 10**9"],
+)
+def test_huge_values_without_weights_are_refused_before_compiling(config, words):
+    """Few weights, huge values: an OverflowError traceback, or a predict that filled a 16 GB
+    arena for minutes."""
+    message = _bounded(lambda: build_model(config), seconds=1, megabytes=8)
+    assert words in message and "KGRAPH_MAX_BYTES" in message
+
+
+def test_a_step_s_buffers_are_bounded_at_the_batch_size(monkeypatch):
+    """What a batch of samples takes is checked when a step first runs at that batch size."""
+    from kgraph.runtime.checks import DataError
+
+    model = models.model_from_config(_dense_on(100, 100), seed=0)
+    model.compile(optimizer="sgd", loss="mse")
+    monkeypatch.setenv("KGRAPH_MAX_BYTES", str(200_000))  # the weights take 40400 bytes
+    x = np.ones((1000, 100), np.float32)
+    with pytest.raises(DataError, match=r"the predict step's values at batch size 1000: .* lower the batch size"):
+        model.predict(x, batch_size=1000, verbose=0)
+    assert model.predict(x[:10], batch_size=10, verbose=0).shape == (10, 100)
+
+
 def test_weight_limit_is_configurable(monkeypatch):
     assert build_model(_dense_on(100, 100)).count_params() == 10100
     monkeypatch.setenv("KGRAPH_MAX_BYTES", "10000")
@@ -270,6 +313,24 @@ def test_zip_bomb_member_is_refused_by_its_declared_size(tmp_path, monkeypatch):
     assert "model.weights.h5: 64.0 MiB" in message
 
 
+def test_zip_bomb_member_under_the_limit_is_refused_by_what_the_model_could_fill(tmp_path):
+    """At the default limit (8 GiB, a model's) a 6 GiB member was inflated whole into memory: the
+    weights member is bounded by the model it belongs to, built from config.json first."""
+    path = _zip_bomb(tmp_path, 64 << 20)
+    message = _bounded(lambda: models.load_model(path, compile=False), megabytes=8)
+    assert "model.weights.h5: 64.0 MiB" in message and "this model's weights and optimizer state" in message
+    assert models.load_model(FILES / "tf_model.keras").count_params() == 95  # its own file still loads
+
+
+def test_config_member_names_its_own_limit(tmp_path, monkeypatch):
+    path = tmp_path / "m.keras"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("config.json", "{}" + " " * 5000)
+        z.writestr("model.weights.h5", b"")
+    monkeypatch.setenv("KGRAPH_MAX_CONFIG_BYTES", "1000")
+    assert "raise KGRAPH_MAX_CONFIG_BYTES" in _bounded(lambda: models.load_model(path))
+
+
 def test_zip_bomb_member_that_understates_its_size_is_refused(tmp_path, monkeypatch):
     path = _zip_bomb(tmp_path, 64 << 20)
     data = bytearray(path.read_bytes())
@@ -316,6 +377,23 @@ def _seq(*layers, shape=(None, 8, 8, 3)):
         (_seq(("Conv2D", {"filters": 2, "kernel_size": 3, "groups": 0})), "groups must be a positive integer"),
         (_seq(("MaxPooling2D", {"pool_size": 0})), "pool_size must be 2 positive integers"),
         (_seq(("MaxPooling2D", {"pool_size": [2, 0]})), "pool_size must be 2 positive integers"),
+        (_seq(("MaxPooling2D", {"pool_size": 2, "strides": 0})), "strides must be 2 positive integers"),
+        (
+            _seq(("Conv2D", {"filters": 2, "kernel_size": 3, "padding": "same", "dilation_rate": [2**63, 1]})),
+            "dilation_rate (9223372036854775808, 1) is too large",
+        ),
+        (
+            {
+                "class_name": "Functional",
+                "config": {
+                    "name": "f",
+                    "layers": [{"class_name": "InputLayer", "name": "x", "config": {"batch_shape": [None, 4]}}],
+                    "input_layers": [["x", 0, 0]],
+                    "output_layers": [],
+                },
+            },
+            "model 'f' has no outputs",
+        ),
         (_seq(("DepthwiseConv2D", {"kernel_size": 3, "depth_multiplier": 0})), "depth_multiplier must be a positive"),
         (_seq(("GroupNormalization", {"groups": 0})), "groups must be a positive integer"),
         (_seq(("Flatten", {}), ("RepeatVector", {"n": 0})), "n must be a positive integer"),
@@ -343,6 +421,9 @@ def _seq(*layers, shape=(None, 8, 8, 3)):
         "groups 0",
         "pool 0",
         "pool [2, 0]",
+        "pool stride 0",
+        "dilation 2**63",
+        "no outputs",
         "depth_multiplier 0",
         "group norm 0",
         "repeat 0",

@@ -281,3 +281,28 @@ def test_nodes_are_networkx_lexicographic_topological_order():
         want = list(nx.lexicographical_topological_sort(g.nx, key=lambda n: g.node(n).order))
         assert [n.id for n in g.nodes()] == want
     assert rewired > 50
+
+
+def test_inspect_lowers_each_graph_once_and_compiles_only_the_step_it_prints(tmp_path, capsys):
+    """Loading, summary(), compile()'s output shapes, token inputs and steps each lowered the model
+    again (six lowerings), and inspect compiled the test step it never prints: seconds each at
+    5,000 layers. Counted: one lowering per graph (training and inference), one pipeline."""
+    calls = _inspect_calls(tmp_path, _blocks(4), capsys)
+    assert calls[("model.py", "lower_with_masks")] == 2
+    assert calls[("__init__.py", "run_pipeline")] == 1
+    assert calls[("cpu.py", "generate")] == 2  # the train step's one module: kgraph/codegen/cpu.py's two
+
+
+def test_a_lowered_graph_follows_frozen_layers():
+    """The shared forward graph is lowered again when a layer is frozen (a frozen batch norm runs
+    as in inference), and a specialized model has graphs of its own."""
+    fm = build_model(_blocks(1))
+    train, masks = fm.lowered(training=True)
+    assert fm.lowered(training=True)[0] is train and masks == {}
+    bn = next(layer for layer in fm.desc.layers if layer.class_name == "BatchNormalization")
+    bn.config["trainable"] = False
+    frozen = fm.lowered(training=True)[0]
+    assert frozen is not train and len(frozen) < len(train)  # no batch statistics computed
+    bn.config["trainable"] = True
+    assert len(fm.lowered(training=True)[0]) == len(train)
+    assert fm.lower(training=True) is not fm.lower(training=True)  # lower(): a new graph each call

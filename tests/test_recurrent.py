@@ -320,9 +320,9 @@ def test_a_masked_outputs_loss_is_its_mean_over_the_kept_steps():
     tests/fixtures/tf/seq_label_* check it (and the metrics) against TensorFlow's training."""
     model = models.model_from_config(TAGGER, seed=0)
     fm = model.frontend
-    g = fm.lower(training=True)
-    assert fm.masked_outputs == [0]
-    add_loss(g, [{"name": "mean_squared_error"}], masks=fm.output_masks)
+    g, masks = fm.lower_with_masks(training=True)
+    assert fm.masked_outputs == [0] and list(masks) == [0]
+    add_loss(g, [{"name": "mean_squared_error"}], masks=masks)
     (y,), (sw,) = g.sources("label"), g.sources("sample_weight")
     rng = np.random.default_rng(0)
     ids = np.array([[3, 1, 0, 0, 0], [0, 0, 0, 0, 0], [2, 8, 4, 6, 5]], np.float32)
@@ -353,8 +353,8 @@ def test_a_masked_outputs_loss_has_finite_difference_gradients_when_the_mask_dep
         dense("d"),
     ]
     fm = build_model({"class_name": "Sequential", "config": {"name": "m", "layers": layers}}, dtype="float64")
-    g = fm.lower(training=True)
-    add_loss(g, [{"name": "mean_squared_error"}], masks=fm.output_masks)
+    g, masks = fm.lower_with_masks(training=True)
+    add_loss(g, [{"name": "mean_squared_error"}], masks=masks)
     grads = autodiff(g, g.outputs["loss"], [w.node for w in fm.weights])
     rng = np.random.default_rng(2)
     x = rng.normal(size=(3, 4, 3))

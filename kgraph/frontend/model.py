@@ -205,8 +205,7 @@ class FrontendModel:
         # size for the layer's output y, as Keras computes a layer's activity_regularizer (or an
         # ActivityRegularization layer's); the loss pass adds every "penalty:k" output to the loss
         self.activity_regularizers = []
-        self.masked_outputs = []  # set by lower(): the outputs that carry a Keras mask
-        self.output_masks = {}  # set by lower(): output index -> its [B,T] 0/1 mask node
+        self._lowered = {}  # (training, size, frozen layers) -> lowered()'s (graph, masks)
 
     def count_params(self) -> int:
         return sum(int(np.prod(w.shape)) for w in self.weights)
@@ -246,6 +245,7 @@ class FrontendModel:
                         f"{shape_str(d.shape)}, not the model's {shape_str(have.get((*key, d.name), ()))}"
                     )
         model = copy.copy(self)
+        model._lowered = {}  # its graphs are at its own shapes
         model.inputs = [dataclasses.replace(i, shape=shape) for i, shape in zip(self.inputs, shapes)]
         model.layers = _layer_infos(self.desc, shape_pass.shapes, self.weights)
         return model
@@ -263,13 +263,34 @@ class FrontendModel:
         """(None, ...) per model output, None where a dimension follows the inputs' unknown ones."""
         shapes = []
         for size in PROBE_SIZES if self.unknown_dims else PROBE_SIZES[:1]:
-            g = self.lower(training=False, size=size)
+            g, _ = self.lowered(training=False, size=size)
             shapes.append([(None, *g.type(g.outputs[f"output:{k}"]).shape[1:]) for k in range(len(self.output_names))])
         return [_unknown_where_differ(a, b) for a, b in zip(shapes[0], shapes[-1])]
 
     def lower(self, training: bool, size: int = PROBE_SIZES[0]) -> Graph:
-        """The forward graph; when training, Dropout multiplies by an 'rng' mask source. `size`:
-        what the inputs' unknown dimensions, if any, are taken as."""
+        """A new forward graph, the caller's to change; when training, Dropout multiplies by an
+        'rng' mask source. `size`: what the inputs' unknown dimensions, if any, are taken as."""
+        return self.lower_with_masks(training, size)[0]
+
+    @property
+    def masked_outputs(self) -> list:
+        """The outputs that carry a Keras mask (their losses and metrics are weighted by it)."""
+        return list(self.lowered(training=False)[1])
+
+    def lowered(self, training: bool, size: int = PROBE_SIZES[0]) -> tuple:
+        """(the forward graph, {output index: its [B,T] 0/1 Keras mask node}) as lower() builds them,
+        built once while no layer is frozen or thawed and shared by every reader: loading, summary(),
+        compile()'s output shapes, token inputs and steps each read it (lowering a 5,000-layer model
+        six times cost seconds). Never change the graph: run_pipeline works on a clone."""
+        frozen = _frozen(self.desc)
+        key = (training, size, frozen)
+        if key not in self._lowered:
+            self._lowered = {k: v for k, v in self._lowered.items() if k[2] == frozen}
+            self._lowered[key] = self.lower_with_masks(training, size)
+        return self._lowered[key]
+
+    def lower_with_masks(self, training: bool, size: int = PROBE_SIZES[0]) -> tuple:
+        """(a new forward graph, {output index: its [B,T] 0/1 Keras mask node in that graph})."""
         g = Graph(self.name)
         activity = []
         self._add_sources(g, size)
@@ -301,17 +322,52 @@ class FrontendModel:
         g.outputs = {f"output:{k}": node for k, (node, _) in enumerate(outs)}
         for a in activity:
             g.outputs[a["output"]] = _activity_penalty(g, a.pop("_node"), a["l1"], a["l2"], a["layer"])
-        self.activity_regularizers = activity
+        self.activity_regularizers = activity  # the same at every lowering: the layers' settings
         # outputs that carry a Keras mask (Embedding(mask_zero) or Masking, through recurrent layers
-        # returning sequences): Keras weights their losses and metrics by it (passes/loss.py)
-        self.output_masks = {k: masks[node] for k, (node, _) in enumerate(outs) if node in masks}
-        self.masked_outputs = list(self.output_masks)
-        return g
+        # returning sequences): Keras weights their losses and metrics by it (passes/loss.py). Node
+        # ids of this graph, so returned with it rather than kept on the model.
+        return g, {k: masks[node] for k, (node, _) in enumerate(outs) if node in masks}
 
     def summary(self, print_fn=print, line_length=None) -> None:
         from .summary import format_summary
 
         print_fn(format_summary(self, line_length))
+
+
+def _refuse_no_outputs(desc) -> None:
+    """A model (or nested model) without outputs: nothing to predict, and its loss was an IndexError."""
+    if not desc.outputs:
+        raise ConfigError(f"model {desc.name!r} has no outputs (its output_layers are empty)")
+    for layer in desc.layers:
+        if layer.model is not None:
+            _refuse_no_outputs(layer.model)
+
+
+def _check_values(desc, in_shapes, shapes, itemsize) -> None:
+    """Refuse an input or a layer's output of one sample over KGRAPH_MAX_BYTES, before a step is
+    compiled or a buffer allocated: a config of few weights can declare huge values (an input of
+    10**30 features, RepeatVector(n=10**9))."""
+    cap = limits.limit("KGRAPH_MAX_BYTES")
+    named = [(f"input {ref[0]!r}", shape) for ref, shape in zip(desc.inputs, in_shapes)]
+    for name, outs in shapes.items():
+        for out in outs:
+            named += [(f"layer {name!r}", o) for o in (out if out and isinstance(out[0], (tuple, list)) else [out])]
+    for what, shape in named:
+        n = math.prod(d for d in shape[1:] if isinstance(d, int)) * itemsize
+        if n > cap:
+            raise ConfigError(limits.too_big(f"{what}: one sample of shape {shape_str(shape)}", n, "KGRAPH_MAX_BYTES"))
+
+
+def _frozen(desc, path=()) -> tuple:
+    """The layers set trainable=False (nested models' too): a frozen BatchNormalization lowers as
+    in inference, and Model.layers[i].trainable changes the config after loading."""
+    out = []
+    for layer in desc.layers:
+        if not layer.config.get("trainable", True):
+            out.append((*path, layer.name))
+        if layer.model is not None:
+            out += _frozen(layer.model, (*path, layer.name))
+    return tuple(out)
 
 
 def _activity_penalty(g, y, l1, l2, layer):
@@ -475,6 +531,7 @@ def _build_model(config, seed, dtype, input_shapes) -> FrontendModel:
         raise ConfigError(f"unsupported dtype {dtype!r}; supported: {', '.join(DTYPES)}")
     desc = describe(config)
     keras = keras_major(config)
+    _refuse_no_outputs(desc)
     _refuse_unsupported(desc)
     _check_layers(desc, keras)
     by_name = {layer.name: layer for layer in desc.layers}
@@ -492,11 +549,12 @@ def _build_model(config, seed, dtype, input_shapes) -> FrontendModel:
         in_shapes.append(shape or given)
     shape_pass = _probe_shapes(desc, in_shapes) if has_unknown_dims(in_shapes) else _shape_pass(desc, in_shapes)
     limits.check_weights([d.shape for decls in shape_pass.decls.values() for d in decls], np.dtype(dtype).itemsize)
+    _check_values(desc, in_shapes, shape_pass.shapes, np.dtype(dtype).itemsize)
     weights = _weight_specs(desc, shape_pass.decls, np.random.default_rng(seed), dtype)
     inputs = [InputSpec(ref[0], "", shape, dtype) for ref, shape in zip(desc.inputs, in_shapes)]
     model = FrontendModel(config, desc, keras, dtype, inputs, weights, _layer_infos(desc, shape_pass.shapes, weights))
     ids = model._add_sources(Graph(desc.name))
     for spec, node in zip(inputs + weights, ids):
         spec.node = node
-    model.lower(training=True)  # builds every IR node once, so IR-level problems surface here
+    model.lowered(training=True)  # builds every IR node once, so IR-level problems surface here
     return model

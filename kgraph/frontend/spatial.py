@@ -23,6 +23,8 @@ def _ints(value, n, where, what, low=1) -> tuple:
     if len(value) != n or not all(is_count(v, low) for v in value):
         kind = "non-negative" if low == 0 else "positive"
         raise ConfigError(f"{where}: {what} must be {n} {kind} integers, got {value!r}")
+    if max(value, default=0) >= 2**31:  # a window, stride or dilation past any tensor: overflowed int64 later
+        raise ConfigError(f"{where}: {what} {value!r} is too large (at most {2**31 - 1})")
     return value
 
 
@@ -279,7 +281,7 @@ class Pool(Rule):
             raise ConfigError(f"{where}: takes rank-{self.rank + 2} inputs, got {shape_str(shape)}")
         spatial, channels = _spatial(shape, self.rank, _first(layer))
         k = _ints(cfg.get("pool_size", 2), self.rank, where, "pool_size")
-        s = _ints(cfg.get("strides") or k, self.rank, where, "strides")
+        s = _ints(k if cfg.get("strides") is None else cfg["strides"], self.rank, where, "strides")  # 0 is refused
         pads = [_pad(n, ki, si, 1, cfg.get("padding", "valid").lower()) for n, ki, si in zip(spatial, k, s)]
         out = [(n + lo + hi - ki) // si + 1 for n, ki, si, (lo, hi) in zip(spatial, k, s, pads)]
         if min(out) <= 0:

@@ -29,7 +29,7 @@ def step_cost(model) -> dict:
     """What one sample costs in the forward pass: GEMM FLOPs (Dense, convolutions as im2col + GEMM)
     and the bytes of every value it computes (what training may keep for the backward pass). A
     training step does about 3x the forward FLOPs (the input and weight gradients are GEMMs too)."""
-    graph = model.lower(training=False)
+    graph, _ = model.lowered(training=False)
     flops, values = 0, 0
     for node in graph.nodes():
         if node.is_source:

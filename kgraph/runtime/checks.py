@@ -140,7 +140,7 @@ def check_class_ids(y: np.ndarray, classes: int, what: str) -> None:
     """Sparse class labels: whole numbers in 0 .. classes-1."""
     if np.issubdtype(y.dtype, np.floating):
         if not np.isfinite(y).all():
-            raise DataError(f"{what} has a non-finite label at {_where_first(~np.isfinite(y))}")
+            raise DataError(f"{what}: a non-finite label (NaN or inf) at {_where_first(~np.isfinite(y))}")
         fractional = y != np.floor(y)
         if fractional.any():
             raise DataError(

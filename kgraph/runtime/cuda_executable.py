@@ -11,7 +11,7 @@ import numpy as np
 from numba import cuda
 
 from .abi import Manifest
-from .executable import Executable
+from .executable import Executable, _check_buffers
 from .loader import import_file
 
 BUCKETS = ("params", "grads", "state")
@@ -97,6 +97,7 @@ class CudaExecutable:
         if (kind, batch) in self._bindings:
             return self._bindings[(kind, batch)]
         m = self.steps[kind]
+        _check_buffers(kind, m, batch, 1, self.dtype)  # before the device and pinned buffers of a new batch size
         need = m.arena.at(batch)
         if kind not in self._arenas or self._arenas[kind].size < need:
             self._arenas[kind] = cuda.to_device(np.zeros(max(need, 1), self.dtype), stream=self.stream)

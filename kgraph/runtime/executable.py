@@ -3,6 +3,7 @@ gradient bucket, the optimizer state and one arena per step kind."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -55,6 +56,7 @@ class Executable:
         self.compiler = StepCompiler()
         self._compiled = set()  # (kind, part) whose compiled function runs the calls
         self._called = set()  # (kind, part, compiled): the forms of each step called so far
+        self._bounded = set()  # (kind, batch, steps) whose buffers were checked against KGRAPH_MAX_BYTES
         # Seconds of each form's first call (its Python function while it compiles, the compiled
         # one): what compiling or loading code took. Progress bars leave them out (progbar.py).
         self.setup_seconds = 0.0
@@ -76,6 +78,7 @@ class Executable:
         for store in (self._stashes, self._arenas, self._rng_buffers):
             store.pop(kind, None)
         self._sizes = {k: v for k, v in self._sizes.items() if k[0] != kind}
+        self._bounded = {k for k in self._bounded if k[0] != kind}
         self._output_views = {k: v for k, v in self._output_views.items() if k[0] != kind}
         self.threads.forget(kind)
 
@@ -134,6 +137,9 @@ class Executable:
         if labels and not sample_weights:
             sample_weights = self._ones(m, len(inputs[0]))
         batch_args = (*inputs, *labels, *sample_weights)
+        if (kind, batch, steps) not in self._bounded:  # once per size: a step may take 0.1 ms
+            _check_buffers(kind, m, batch, steps, self.dtype)
+            self._bounded.add((kind, batch, steps))
         arena = self._buffer(self._arenas, kind, m.arena.at(batch))
         rng = self._random_sources(kind, m, batch, steps)
         stash = self._stash(kind, m, batch, steps) if part == "step" else ()
@@ -293,3 +299,20 @@ class Executable:
         start, shape = m.output_slice(place, batch)
         buf = arena if place.region == "arena" else getattr(self, place.region)
         return buf[start : start + int(np.prod(shape))].reshape(shape)
+
+
+def _check_buffers(kind, m, batch, steps, dtype) -> None:
+    """Refuse a step whose buffers at this batch size would pass KGRAPH_MAX_BYTES, before they are
+    allocated: a config of few weights can declare huge values (RepeatVector(n=10**9) made a
+    16 GB arena per sample, filled for minutes)."""
+    from .. import limits  # here: kgraph.limits imports kgraph.runtime.files
+    from .checks import DataError
+
+    elements = m.arena.at(batch) + m.rng.at(batch) * steps
+    elements += sum(steps * math.prod(at_batch(p.shape, batch) or (1,)) for p in m.outputs.values())
+    n = elements * np.dtype(dtype).itemsize
+    if n > limits.limit("KGRAPH_MAX_BYTES"):
+        raise DataError(
+            limits.too_big(f"the {kind} step's values at batch size {batch}", n, "KGRAPH_MAX_BYTES")
+            + " or lower the batch size"
+        )
