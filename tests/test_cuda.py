@@ -22,7 +22,10 @@ EXAMPLE = str(HERE.parent / "examples" / "digits_mlp.json")
 
 
 def _check(name, simulator):
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1" if simulator else "0")
+    """Run check `name` of cuda_checks.py in a fresh process, in the simulator; on a real GPU
+    where KGRAPH_TEST_REAL_GPU=1 (benchmarks/gpu_check.sh sets it)."""
+    real = os.environ.get("KGRAPH_TEST_REAL_GPU") == "1"
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1" if simulator and not real else "0")
     return subprocess.run(
         [sys.executable, str(HERE / "cuda_checks.py"), name], env=env, capture_output=True, text=True, timeout=600
     )
