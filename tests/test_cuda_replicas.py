@@ -228,3 +228,98 @@ def test_cli_strategies_pick_gpus_with_device_cuda():
     pytest.importorskip("mpi4py")
     with pytest.raises(ValueError, match="--strategy mpi: device='cuda': no CUDA GPU"):
         _strategy(Namespace(strategy="mpi", replicas=None, device="cuda"))
+
+
+class _FakeNccl:
+    """What NcclAllReduce calls of nccl4py, recorded: a summing all-reduce over the fake
+    replicas' buckets when the group ends."""
+
+    SUM = "sum"
+
+    def __init__(self):
+        self.calls, self.pending = [], []
+        self.Communicator = self
+
+    def init_all(self, devices):
+        self.calls.append(("init_all", list(devices)))
+        return [_FakeComm(self, d) for d in devices]
+
+    def group_start(self):
+        self.calls.append(("group_start",))
+
+    def group_end(self):
+        self.calls.append(("group_end",))
+        total = sum(buf.copy() for buf in self.pending)
+        for buf in self.pending:
+            buf[...] = total
+        self.pending = []
+
+
+class _FakeComm:
+    def __init__(self, nccl, device):
+        self.nccl, self.device = nccl, device
+
+    def allreduce(self, send, recv, op, stream):
+        assert send is recv and op == "sum"  # in place
+        self.nccl.calls.append(("allreduce", self.device, stream))
+        self.nccl.pending.append(recv)
+
+    def destroy(self):
+        self.nccl.calls.append(("destroy", self.device))
+
+
+class _FakeReplica:
+    """What the averagers read of a CudaExecutable, on the host."""
+
+    def __init__(self, grads, handle):
+        import contextlib
+        from types import SimpleNamespace
+
+        self.device_grads, self.stream = grads, SimpleNamespace(handle=handle)
+        self.on_device = contextlib.nullcontext
+
+    def scale_grads(self, factor):
+        self.device_grads *= np.float32(factor)
+
+
+def test_nccl_averager_scales_each_bucket_then_sums_in_one_group(monkeypatch):
+    """The NCCL path's logic without a GPU: each bucket scaled by its shard's share, every
+    replica's in-place all-reduce on its own stream inside one group; the result is the weighted
+    average (what the host-staged path gives, to rounding)."""
+    import types
+
+    fake = _FakeNccl()
+    monkeypatch.setitem(sys.modules, "nccl", types.ModuleType("nccl"))
+    monkeypatch.setitem(sys.modules, "nccl.core", fake)
+    rs = np.random.RandomState(1)
+    buckets = [rs.standard_normal(50).astype(np.float32) for _ in range(3)]
+    replicas = [_FakeReplica(b.copy(), 100 + r) for r, b in enumerate(buckets)]
+    averager = cuda_replicas.NcclAllReduce([0, 1, 2])
+    averager.average(replicas, [3, 2, 2])
+    want = average_buckets([b.copy() for b in buckets], [3, 2, 2])
+    for e in replicas:
+        np.testing.assert_allclose(e.device_grads, want, rtol=1e-6, atol=1e-7)
+    assert fake.calls == [
+        ("init_all", [0, 1, 2]),
+        ("group_start",),
+        ("allreduce", 0, 100),
+        ("allreduce", 1, 101),
+        ("allreduce", 2, 102),
+        ("group_end",),
+    ]
+    averager.close()
+    assert fake.calls[-3:] == [("destroy", 0), ("destroy", 1), ("destroy", 2)]
+
+
+def test_nccl_that_fails_to_load_counts_as_absent(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def failing(name, *args, **kwargs):
+        if name.startswith("nccl"):
+            raise OSError("libnccl.so.2: cannot open shared object file")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", failing)
+    assert cuda_replicas.nccl_available() is False
