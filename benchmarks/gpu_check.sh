@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Every check of kgraph's CUDA backend that needs a real GPU, in one run of under 10 minutes on a
-# one-GPU machine (an H100 or H200 with numba, numba-cuda and torch installed). Written on a
-# machine without a GPU: NOTHING HERE HAS RUN ON HARDWARE YET. From the repository's root:
+# Every check of kgraph's CUDA backend that needs a real GPU, in one run of under 10 minutes (the
+# steps' limits add up to 585 s) on a one-GPU machine (an H100 or H200 with numba, numba-cuda and
+# torch installed). Written on a machine without a GPU: NOTHING HERE HAS RUN ON HARDWARE YET. From the repository's root:
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]     # figures and logs into OUT_DIR (default: $OUT, else gpu_check_out)
 #
-# Optional wheels (the GPU machines have no network): put nccl4py and its dependencies
-# (nvidia-nccl-cu13, cuda-core, cuda-bindings, cuda-pathfinder; `pip download "nccl4py[cu13]"`) in
-# wheels/ and they are installed first; without them the NCCL step says so and the rest runs.
+# Then commit OUT_DIR/summary.txt's figures, with the device's name it records, in benchmarks/RESULTS.md.
+#
+# Needs pytest there. The GPU machines have no network: wheels in wheels/ are installed first, e.g.
+# `pip download -d wheels pytest pytest-xdist nccl4py nvidia-nccl-cu13` (nccl4py brings cuda-core,
+# cuda-pathfinder); without nccl4py the NCCL step says so and the rest runs.
 #
 # Steps (each under its own time limit, each one line in summary.txt, with the device's name):
 #  1. tests/test_cuda.py and tests/test_cuda_replicas.py for real (KGRAPH_TEST_REAL_GPU=1: the
@@ -31,10 +33,12 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_WAIT_POLICY=passive
   python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" 2>/dev/null || echo "torch: not installed"
 } >"$summary"
 
-if ls wheels/*.whl >/dev/null 2>&1; then
-  pip install --no-index --find-links wheels nccl4py >"$out/pip_nccl.log" 2>&1 \
-    && echo "nccl4py: installed from wheels/" >>"$summary" || echo "nccl4py: install from wheels/ FAILED (pip_nccl.log)" >>"$summary"
+if ls wheels/*.whl >/dev/null 2>&1; then  # every wheel there (nccl4py's, pytest's where missing)
+  pip install --no-index --find-links wheels wheels/*.whl >"$out/pip_wheels.log" 2>&1 \
+    && echo "wheels/: installed" >>"$summary" || echo "wheels/: install FAILED (pip_wheels.log)" >>"$summary"
 fi
+workers=()
+python -c "import xdist" 2>/dev/null && workers=(-n 4)  # 4 test processes share the GPU: compiling is the bound
 
 step() {  # step NAME SECONDS COMMAND...: its output in OUT/NAME.log, its last line and status in the summary
   local name=$1 limit=$2
@@ -47,12 +51,13 @@ step() {  # step NAME SECONDS COMMAND...: its output in OUT/NAME.log, its last l
   echo "$name: rc=$rc $((SECONDS - start))s | $last" >>"$summary"
 }
 
-KGRAPH_TEST_REAL_GPU=1 step tests 240 python -m pytest -q -p no:cacheprovider -n 0 tests/test_cuda.py tests/test_cuda_replicas.py
-step example 90 python -m benchmarks.gpu_check example
-step cuda_bench 150 python -m benchmarks.cuda_bench
+step tests 300 env KGRAPH_TEST_REAL_GPU=1 python -m pytest -q -p no:cacheprovider -o addopts= "${workers[@]}" \
+  tests/test_cuda.py tests/test_cuda_replicas.py
+step example 60 python -m benchmarks.gpu_check example
+step cuda_bench 120 python -m benchmarks.cuda_bench
 grep -E "GFLOP|samples/s" "$out/cuda_bench.log" >>"$summary"
 if python -c "import nccl.core" 2>/dev/null; then
-  step nccl 60 python -m benchmarks.gpu_check nccl
+  step nccl 45 python -m benchmarks.gpu_check nccl
 else
   echo "nccl: SKIPPED, nccl4py is not installed (put its wheels in wheels/)" >>"$summary"
 fi
