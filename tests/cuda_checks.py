@@ -525,6 +525,12 @@ def replicas_mlp():
             assert all(type(e).__name__ == "CudaExecutable" for e in many[0].replicas.replicas)
             _same(many, one, f"{optimizer} {devices}")
             many[0].replicas.check_identical()
+    # fit: batches of 5 and 2 rows; the last, fewer rows than replicas, is skipped (as on the CPU)
+    model = many[0]
+    before = model.optimizer.iterations
+    history = model.fit(x, y, batch_size=5, epochs=1, shuffle=False, verbose=0)
+    assert model.optimizer.iterations == before + 1 and np.isfinite(history.history["loss"][0])
+    model.replicas.check_identical()
     # a replica that drifts is caught
     e = many[0].replicas.replicas[2]
     e.params[0] += 1.0
