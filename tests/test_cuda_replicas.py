@@ -164,6 +164,13 @@ assert type(model.executable).__name__ == "CudaExecutable" and model.replicas.co
 data = np.load({data!r})
 losses = [model.train_on_batch(data["x"], data["y"]) for _ in range(2)]
 model.replicas.check_identical()
+from kgraph.runtime.replicas import MPIReplicas
+try:  # NCCL asked for where it cannot serve: every rank refuses, saying why
+    MPIReplicas(model.executable, strategy.comm, 120, collective="nccl")
+except ValueError as e:
+    assert "the CUDA simulator has no NCCL" in str(e), e
+else:
+    raise AssertionError("collective='nccl' was accepted in the simulator")
 if strategy.rank == 0:
     np.savez({out!r}, losses=np.array(losses), *model.get_weights())
 """
