@@ -570,6 +570,23 @@ def replicas_cnn():
     assert np.abs(mean).max() > 0
 
 
+def cli_mirrored():
+    """`kgraph train MODEL --data tiny.npz --strategy mirrored --replicas 2 --device cuda` on the
+    simulated GPU: two GPU replicas train the example one epoch (two batches of 8) and save weights."""
+    import tempfile
+
+    from kgraph.cli import main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rs = np.random.RandomState(0)
+        np.savez(f"{tmp}/tiny.npz", x=rs.rand(16, 64).astype(np.float32), y=rs.randint(0, 10, 16).astype(np.int32))
+        example = str(ROOT / "examples" / "digits_mlp.json")
+        args = ["train", example, "--data", f"{tmp}/tiny.npz", "--epochs", "1", "--batch-size", "8"]
+        args += ["--strategy", "mirrored", "--replicas", "2", "--device", "cuda", "--verbose", "0"]
+        assert main(args + ["--save-weights", f"{tmp}/w.npz"]) == 0
+        assert np.load(f"{tmp}/w.npz") is not None
+
+
 def host_staged():
     """The host-staged average of three replicas' gradient buckets on the simulated GPU, weighted
     by shard sizes 3, 2, 2, against NumPy; every replica's device bucket holds it afterwards."""
@@ -684,5 +701,6 @@ if __name__ == "__main__":
         "replicas_mlp": replicas_mlp,
         "replicas_cnn": replicas_cnn,
         "host_staged": host_staged,
+        "cli_mirrored": cli_mirrored,
     }[sys.argv[1]]()
     print("ok")

@@ -40,6 +40,10 @@ def test_host_staged_average_on_the_simulated_gpu_matches_numpy():
     _simulated("host_staged")
 
 
+def test_cli_trains_with_two_replicas_on_simulated_gpus():
+    _simulated("cli_mirrored")
+
+
 @pytest.mark.parametrize(
     "spec, parsed",
     [
