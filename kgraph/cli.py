@@ -181,13 +181,18 @@ def cmd_inspect(args):
 def _strategy(args):
     from . import distribute
 
+    device = getattr(args, "device", "auto")
     if args.strategy == "mpi":
-        try:
-            return distribute.MPIStrategy()
+        try:  # --device auto stays on the CPU here, as before GPUs trained replicas
+            return distribute.MPIStrategy(device="cuda" if device == "cuda" else "cpu")
         except (ImportError, RuntimeError) as e:
             raise ValueError(f"--strategy mpi: {e}") from None
+    if args.strategy == "mirrored" and device == "cuda":  # every local GPU, or --replicas of them
+        if args.replicas is None:
+            return distribute.MirroredStrategy()
+        return distribute.MirroredStrategy([f"gpu:{i}" for i in range(args.replicas)])
     if args.strategy == "mirrored":
-        return distribute.MirroredStrategy([f"cpu:{i}" for i in range(args.replicas)])
+        return distribute.MirroredStrategy([f"cpu:{i}" for i in range(args.replicas or 2)])
     return distribute.Strategy()
 
 
@@ -446,9 +451,14 @@ def _parser():
         "--strategy",
         choices=["none", "mirrored", "mpi"],
         default="none",
-        help="data parallelism: in-process replicas (--replicas) or one per MPI process (mpirun)",
+        help="data parallelism: in-process replicas (--replicas) or one per MPI process (mpirun); "
+        "with --device cuda, on GPUs (one per MPI rank, by its local rank)",
     )
-    sp.add_argument("--replicas", type=int, default=2, help="replicas of the mirrored strategy")
+    sp.add_argument(
+        "--replicas",
+        type=int,
+        help="replicas of the mirrored strategy (default: 2 on the CPU; with --device cuda, every local GPU)",
+    )
     sp.add_argument(
         "--device",
         choices=["auto", "cpu", "cuda"],

@@ -448,9 +448,26 @@ class Model(_WeightLists, CompiledModel):
         forward, masks = self.frontend.lowered(training=True)
         return step_manifest(self._passes("train", self.frontend, forward, losses, optimizer, masks), "")
 
-    def _use_device(self, device):
-        """Run the steps on "cpu" or "cuda"; "auto" is CUDA where numba.cuda.is_available().
-        The weights move over; the random stream (dropout, shuffling) carries on."""
+    def _strategy_device(self, device, unknown) -> tuple:
+        """(device, GPU) the model's own executable runs on: compile()'s device, or where the
+        strategy's replicas run (a strategy's GPUs, its replica 0's)."""
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'")
+        wants = getattr(self.strategy, "device", None)  # the default Strategy has no device of its own
+        if wants is None:
+            return ("cpu" if device == "auto" and unknown else device), 0
+        if device not in ("auto", wants):
+            where = "GPUs" if wants == "cuda" else "CPUs"
+            raise ValueError(
+                f"compile(device={device!r}) under a strategy whose replicas run on {where} "
+                f"({getattr(self.strategy, 'devices', '')}): compile with device={wants!r} or 'auto'"
+            )
+        return wants, getattr(self.strategy, "gpu", 0) if wants == "cuda" else 0
+
+    def _use_device(self, device, gpu: int = 0):
+        """Run the steps on "cpu" or "cuda" (on GPU `gpu`); "auto" is CUDA where
+        numba.cuda.is_available(). The weights move over; the random stream (dropout, shuffling)
+        carries on."""
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'")
         if device != "cpu":
@@ -458,14 +475,15 @@ class Model(_WeightLists, CompiledModel):
             if device == "cuda" and not available:
                 raise RuntimeError("device='cuda': no CUDA GPU is available (numba.cuda.is_available() is False)")
             device = "cuda" if available else "cpu"
-        if device == self.device:
+        if device == self.device and getattr(self.executable, "device_id", 0) == gpu:
             return
-        if device == "cuda":
-            from .runtime.cuda_executable import CudaExecutable as make
-        else:
-            make = Executable
         old = self.executable
-        self.executable = make({}, old.param_layout, old.dtype.name)
+        if device == "cuda":
+            from .runtime.cuda_executable import CudaExecutable
+
+            self.executable = CudaExecutable({}, old.param_layout, old.dtype.name, device=gpu)
+        else:
+            self.executable = Executable({}, old.param_layout, old.dtype.name)
         self.executable.random = old.random
         self.executable.set_weights(old.get_weights())
         self.device = device
@@ -540,9 +558,7 @@ class Model(_WeightLists, CompiledModel):
                 f"model {self.name!r} has inputs of unknown dimensions ({self._declared_shapes()}): they run on "
                 "the CPU so far; compile with device='cpu', or fix the dimensions in the InputLayer"
             )
-        self._use_device("cpu" if device == "auto" and (self.strategy is not None or unknown) else device)
-        if self.strategy is not None and self.device == "cuda":
-            raise NotImplementedError("data-parallel strategies run on the CPU backend; compile with device='cpu'")
+        self._use_device(*self._strategy_device(device, unknown))
         self._step_args = {"train": (specs, opt.spec()), "test": (specs, None), "predict": (None, None)}
         self._forget_shapes()
         if unknown:  # steps compile per input shape as data arrives (_step); the optimizer's slots now

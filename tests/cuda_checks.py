@@ -599,6 +599,141 @@ def training_recurrent_cpu():
         _same_training(cpu, gpu, xs, y, steps=1)
 
 
+def _trained(config, strategy, optimizer, x, y, steps=2):
+    """A model of `config` (seed 4) compiled under `strategy` (None: one replica) on `device`,
+    and its losses over `steps` steps on the whole batch x, y."""
+    import kgraph.distribute
+    import kgraph.models
+    from kgraph import optimizers
+
+    device = "cuda" if strategy is None or strategy.device == "cuda" else "cpu"
+    with (strategy or kgraph.distribute.Strategy()).scope():
+        model = kgraph.models.model_from_json(config, seed=4)
+        model.compile(optimizer=optimizers.get(optimizer), loss="mse", device=device)
+    return model, [model.train_on_batch(x, y) for _ in range(steps)]
+
+
+def _same(a, b, what):
+    (model_a, losses_a), (model_b, losses_b) = a, b
+    np.testing.assert_allclose(losses_a, losses_b, rtol=1e-5, err_msg=what)
+    for u, v in zip(model_a.get_weights(), model_b.get_weights()):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6, err_msg=what)
+
+
+def _gpus():
+    """(GPUs to name, simulator?): in the simulator any number name its one device; on a real
+    machine its GPUs, so one GPU runs the replicas side by side on it (host-staged)."""
+    from numba import config, cuda
+
+    return (3 if config.ENABLE_CUDASIM else len(cuda.gpus)), bool(config.ENABLE_CUDASIM)
+
+
+def replicas_mlp():
+    """2 and 3 replicas on the simulated GPU (several "GPUs" that are the one simulated device:
+    the host-staged average) give the losses and weights of one replica on the whole batch of 7
+    (shards 4+3 and 3+2+2), for SGD (momentum) and Adam; the replicas stay bit-identical."""
+    import kgraph.distribute
+
+    config = (CONFIGS / "k3_residual_add.json").read_text()
+    x, y = rand(7, 12), rand(7, 5)
+    gpus, simulator = _gpus()
+    for optimizer in ("sgd", "adam"):
+        one = _trained(config, None, optimizer, x, y)
+        assert type(one[0].executable).__name__ == "CudaExecutable" and one[0].replicas is None
+        for devices in (["gpu:0", f"gpu:{1 % gpus}"], ["/gpu:0", f"cuda:{1 % gpus}", f"gpu:{2 % gpus}"]):
+            strategy = kgraph.distribute.MirroredStrategy(devices)
+            many = _trained(config, strategy, optimizer, x, y)
+            assert many[0].replicas.num_replicas == len(devices)
+            assert many[0].replicas.collective == "host" or not simulator, many[0].replicas.collective
+            assert all(type(e).__name__ == "CudaExecutable" for e in many[0].replicas.replicas)
+            _same(many, one, f"{optimizer} {devices}")
+            many[0].replicas.check_identical()
+    # fit: batches of 5 and 2 rows; the last, fewer rows than replicas, is skipped (as on the CPU)
+    model = many[0]
+    before = model.optimizer.iterations
+    history = model.fit(x, y, batch_size=5, epochs=1, shuffle=False, verbose=0)
+    assert model.optimizer.iterations == before + 1 and np.isfinite(history.history["loss"][0])
+    model.replicas.check_identical()
+    # a replica that drifts is caught
+    e = many[0].replicas.replicas[2]
+    e.params[0] += 1.0
+    try:
+        many[0].replicas.check_identical()
+    except RuntimeError as err:
+        assert "replica 2" in str(err), err
+    else:
+        raise AssertionError("check_identical missed a drifted replica")
+
+
+def replicas_cnn():
+    """The batch-norm CNN on 2 and 3 simulated GPUs gives what the CPU's replicas give on the same
+    shards (batch norm normalizes each shard by its own statistics, as Keras's MirroredStrategy
+    does, so here the reference is the CPU's replicas, not one replica), Adam and SGD, a batch of
+    5 (uneven shards); its moving statistics are averaged, so the replicas stay identical."""
+    import kgraph.distribute
+
+    config = json.dumps(_cnn_config())
+    x, y = rand(5, 6, 6, 2), rand(5, 3)
+    for optimizer, replicas in (("adam", 2), ("sgd", 3)):
+        gpu = _trained(
+            config,
+            kgraph.distribute.MirroredStrategy([f"gpu:{i % _gpus()[0]}" for i in range(replicas)]),
+            optimizer,
+            x,
+            y,
+        )
+        cpu = _trained(
+            config, kgraph.distribute.MirroredStrategy([f"cpu:{i}" for i in range(replicas)]), optimizer, x, y
+        )
+        assert type(cpu[0].executable).__name__ == "Executable"
+        _same(gpu, cpu, f"{optimizer} {replicas}")
+        gpu[0].replicas.check_identical()
+    names = [w.node for w in gpu[0].frontend.weights]
+    mean = gpu[0].get_weights()[next(i for i, n in enumerate(names) if "moving_mean" in n)]
+    assert np.abs(mean).max() > 0
+
+
+def cli_mirrored():
+    """`kgraph train MODEL --data tiny.npz --strategy mirrored --replicas 2 --device cuda` on the
+    simulated GPU: two GPU replicas train the example one epoch (two batches of 8) and save weights."""
+    import tempfile
+
+    from kgraph.cli import main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rs = np.random.RandomState(0)
+        np.savez(f"{tmp}/tiny.npz", x=rs.rand(16, 64).astype(np.float32), y=rs.randint(0, 10, 16).astype(np.int32))
+        example = str(ROOT / "examples" / "digits_mlp.json")
+        args = ["train", example, "--data", f"{tmp}/tiny.npz", "--epochs", "1", "--batch-size", "8"]
+        args += ["--strategy", "mirrored", "--replicas", "2", "--device", "cuda", "--verbose", "0"]
+        assert main(args + ["--save-weights", f"{tmp}/w.npz"]) == 0
+        assert np.load(f"{tmp}/w.npz") is not None
+
+
+def host_staged():
+    """The host-staged average of three replicas' gradient buckets on the simulated GPU, weighted
+    by shard sizes 3, 2, 2, against NumPy; every replica's device bucket holds it afterwards."""
+    from kgraph.runtime.cuda_executable import CudaExecutable
+    from kgraph.runtime.cuda_replicas import HostStaged
+
+    layout = [{"node": "w", "offset": 0, "shape": [5, 3]}, {"node": "b", "offset": 15, "shape": [4]}]
+    replicas = [CudaExecutable({}, layout, seed=r) for r in range(3)]
+    buckets = [rand(19) for _ in replicas]
+    for e, g in zip(replicas, buckets):
+        e.load_grads(g)
+    sizes = [3, 2, 2]
+    HostStaged().average(replicas, sizes)
+    want = sum(g.astype(np.float64) * s for g, s in zip(buckets, sizes)) / sum(sizes)
+    for e in replicas:
+        e.sync()
+        np.testing.assert_allclose(e.copy_of("grads"), want, rtol=1e-6, atol=1e-7)
+    assert all(np.array_equal(e.copy_of("grads"), replicas[0].copy_of("grads")) for e in replicas)
+    # the device scaling the NCCL path applies before its summing all-reduce
+    replicas[0].load_grads(buckets[0])
+    replicas[0].scale_grads(3 / 7)
+    np.testing.assert_allclose(replicas[0].copy_of("grads"), buckets[0] * np.float32(3 / 7), rtol=1e-7)
+
+
 def ptx():
     """Every kernel of the launchers of a few models, and every hand-written kernel, compiled to
     PTX for sm_90 with their argument types."""
@@ -670,6 +805,7 @@ def ptx():
         "softmax_ce_rows": "void(float32[:, ::1], float32[:, ::1], float32[::1])",
         "softmax_grad_rows": "void(float32[:, ::1], float32[:, ::1], float32[:, ::1])",
         "rnn_carry_grad": "void(float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[:, ::1], boolean)",  # d h0
+        "scale": "void(float32[::1], float64)",
     }
     used = {k for k, _ in seen}
     for name in dir(K):
@@ -695,5 +831,9 @@ if __name__ == "__main__":
         "training_recurrent_tf": training_recurrent_tf,
         "training_recurrent_cpu": training_recurrent_cpu,
         "ptx": ptx,
+        "replicas_mlp": replicas_mlp,
+        "replicas_cnn": replicas_cnn,
+        "host_staged": host_staged,
+        "cli_mirrored": cli_mirrored,
     }[sys.argv[1]]()
     print("ok")

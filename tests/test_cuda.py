@@ -22,7 +22,10 @@ EXAMPLE = str(HERE.parent / "examples" / "digits_mlp.json")
 
 
 def _check(name, simulator):
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1" if simulator else "0")
+    """Run check `name` of cuda_checks.py in a fresh process, in the simulator; on a real GPU
+    where KGRAPH_TEST_REAL_GPU=1 (benchmarks/gpu_check.sh sets it)."""
+    real = os.environ.get("KGRAPH_TEST_REAL_GPU") == "1"
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1" if simulator and not real else "0")
     return subprocess.run(
         [sys.executable, str(HERE / "cuda_checks.py"), name], env=env, capture_output=True, text=True, timeout=600
     )
@@ -90,6 +93,9 @@ def test_launcher_source_names_every_node_and_counts_launches(capsys):
     # its backward, bias gradient, 3 backward GEMMs, 2 dropout multiplies, the fused backward, one
     # optimizer update
     assert launches == 18 and f"LAUNCHES = {launches}" in source
+    # the step is its two halves, which data-parallel replicas launch apart
+    assert "train_grads(lr, step)\n        train_apply(lr, step)" in source
+    assert "train_step.grads = train_grads" in source and "train_step.apply = train_apply" in source
     assert source.count("adam_update[") == 1 and "K.gemm(False, False, epilogue_hidden_relu_fused)" in source
     assert main(["inspect", EXAMPLE, "--device", "cuda", "--after", "plan"]) == 0
     assert "# CUDA: 18 kernel launches per train step" in capsys.readouterr().out

@@ -5,7 +5,9 @@ for its elementwise chains.
 makes a device
 view per buffer from the memory plan at batch size B (and every derived view and grid size),
 once; it returns `<kind>_step(lr, step)`, which only launches kernels on `stream` in schedule
-order. Elementwise kernels and optimizer updates are generated here, calling the same element
+order. A training step also carries its two halves, `.grads` (forward and backward into the
+gradient bucket) and `.apply` (the optimizer's updates), which data-parallel replicas launch
+apart, averaging the gradient bucket in between (kgraph/runtime/cuda_replicas.py). Elementwise kernels and optimizer updates are generated here, calling the same element
 maths as the CPU's (kgraph/kernels/maths.py and updates.py, through lowering.py); GEMMs, the
 fused backward, softmax and losses and reductions are the CUDA kernels of kgraph/kernels/cuda.py.
 
@@ -152,10 +154,12 @@ class CudaCodegen(StepCodegen):
         for n in self.g.sources():
             if n.op in ("param", "state", "rng") and self.g.users(n.id):
                 self.setup.append(f"{var(n.id)} = {self._view(n.id)}")
-        body = []
+        body, grads, updates = [], [], []
         for n in self.g.nodes():
             if not n.is_source:
-                body += ["# " + format_node(n)] + self._emit(n) + [""]
+                lines = ["# " + format_node(n)] + self._emit(n) + [""]
+                body += lines
+                (updates if get_op(n.op).pattern is Pattern.UPDATE else grads).extend(lines)
         signatures = "".join(f"    ({k!r}, \"void({', '.join(types)})\"),\n" for k, types in self.signatures)
         args = (
             ["B", "arena", "params", "grads", "state", "rng", "consts"]
@@ -168,8 +172,13 @@ class CudaCodegen(StepCodegen):
         ]
         setup, body = drop_unused_views(self.setup + ["#"] + body, keep_from=len(self.setup) + 1)
         lines += ["    " + s for s in setup]
-        lines += ["", f"    def {self.func_name}(lr, step):"]
-        lines += ["        " + s if s else "" for s in body[:-1]]
+        if updates:  # written once, in the halves data-parallel replicas run apart (averaging between)
+            halves = [f"{self.c.kind}_grads", f"{self.c.kind}_apply"]
+            lines += self._inner(halves[0], grads) + self._inner(halves[1], updates)
+            lines += self._inner(self.func_name, [f"{h}(lr, step)" for h in halves] + [""])
+            lines += [f"    {self.func_name}.grads = {halves[0]}", f"    {self.func_name}.apply = {halves[1]}"]
+        else:
+            lines += self._inner(self.func_name, body)
         lines += [f"    return {self.func_name}"]
         header = HEADER.format(kind=self.c.kind, name=self.g.name, launches=self.launches)
         return (
@@ -183,6 +192,11 @@ class CudaCodegen(StepCodegen):
             + "\n".join(lines)
             + "\n"
         )
+
+    @staticmethod
+    def _inner(name, body) -> list[str]:
+        """A function of bind() launching the lines of `body` (views and grids are bind()'s)."""
+        return ["", f"    def {name}(lr, step):"] + ["        " + s if s else "" for s in body[:-1]]
 
     def _emit(self, node) -> list[str]:
         """The launch lines of a node; its views go to bind()."""

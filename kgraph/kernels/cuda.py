@@ -295,6 +295,14 @@ def fill(out, value):
 
 
 @cuda.jit
+def scale(x, factor):
+    """x *= factor, a grid-stride loop (a replica's gradients by its shard's share of the batch)."""
+    f = float32(factor)
+    for t in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        x[t] *= f
+
+
+@cuda.jit
 def copy_3d(src, src_start, dst, dst_start, n):
     """dst[a, dst_start + b, c] = src[a, src_start + b, c] for b < n (concat and slice)."""
     t = cuda.grid(1)

@@ -125,6 +125,21 @@ class ThreadReplicas:
                 raise ReplicaError(f"replica {r} drifted from replica 0")
 
 
+NCCL_UNIQUE_ID_BYTES = 128  # sizeof(ncclUniqueId)
+
+
+def _mpi_op(name):
+    from mpi4py import MPI
+
+    return getattr(MPI, name)
+
+
+def _nccl_sum():
+    import nccl.core as nccl
+
+    return nccl.SUM
+
+
 # Tags of the fault protocol's point-to-point messages (on kgraph's own duplicate of the
 # communicator, so they never meet the user's messages).
 FAULT, FAREWELL = 0x6B67, 0x6B68
@@ -203,7 +218,7 @@ class MPIReplicas:
     the process with exit status 1: MPI cannot go on after a collective failed, and
     MPI_Finalize would wait for the missing rank for ever too."""
 
-    def __init__(self, executable: Executable, comm, timeout: float | None = None):
+    def __init__(self, executable: Executable, comm, timeout: float | None = None, collective: str | None = None):
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.executable = executable
         self.timeout = replica_timeout(timeout)
@@ -213,6 +228,70 @@ class MPIReplicas:
         self._wait(request, "starting the replicas")
         self.comm = dup
         self.broadcast()
+        self.collective = "mpi"  # the CPU's, and a GPU's staged through host memory
+        self.nccl = None
+        if hasattr(executable, "device_grads"):  # a CUDA executable
+            self.collective = "nccl" if self._agree_on_nccl(collective) else "host"
+            if self.collective == "nccl":
+                self._start_nccl()
+
+    def _agree_on_nccl(self, requested) -> bool:
+        """Whether every rank can all-reduce with NCCL: not the simulator, nccl4py everywhere, no
+        two ranks on one GPU of one machine (the ranks' (host, GPU) pairs are gathered)."""
+        import socket
+        import zlib
+
+        from numba import config
+
+        from .cuda_replicas import COLLECTIVES, choose_collective, nccl_available
+
+        requested = requested or os.environ.get("KGRAPH_COLLECTIVE", "auto")
+        if requested not in COLLECTIVES:
+            raise ValueError(
+                f"unknown collective {requested!r}: use one of {', '.join(COLLECTIVES)} (KGRAPH_COLLECTIVE)"
+            )
+        simulator = bool(config.ENABLE_CUDASIM)
+        mine = np.array([zlib.crc32(socket.gethostname().encode()), self.executable.device_id], np.int64)
+        pairs = np.zeros((self.size, 2), np.int64)
+        self._wait(self.comm.Iallgather(mine, pairs), "comparing the ranks' GPUs")
+        devices = [tuple(p) for p in pairs.tolist()]
+        local = choose_collective(devices, simulator, nccl_available, "host" if requested == "host" else "auto")
+        everyone = np.array([int(local == "nccl")], np.int64)
+        self._allreduce(everyone, "comparing the ranks' GPUs", _mpi_op("MIN"))
+        if requested == "nccl" and not everyone[0]:
+            choose_collective(devices, simulator, nccl_available, "nccl")  # raises this rank's reason
+            raise ValueError("the NCCL all-reduce cannot serve here: another rank cannot use it")
+        return bool(everyone[0])
+
+    def _start_nccl(self):
+        """NCCL's communicator over the ranks: rank 0 makes the unique id, MPI broadcasts it.
+        (ncclCommInitRank blocks until every rank joins, without kgraph's deadline.)"""
+        import nccl.core as nccl
+
+        uid = np.zeros(NCCL_UNIQUE_ID_BYTES, np.uint8)
+        if self.rank == 0:
+            uid[:] = np.frombuffer(nccl.get_unique_id().as_bytes, np.uint8)
+        self.bcast(uid, "sharing NCCL's unique id")
+        with self.executable.on_device():
+            self.nccl = nccl.Communicator.init(self.size, self.rank, nccl.UniqueId.from_bytes(uid.tobytes()))
+
+    def _wait_device(self, what):
+        """Wait for the executable's stream (an NCCL all-reduce on it), at most the timeout, and
+        stop at once when another rank reports a fault, as _wait does for MPI's requests."""
+        from mpi4py import MPI
+        from numba import cuda
+
+        e = self.executable
+        with e.on_device():
+            done = cuda.event(timing=False)
+            done.record(e.stream)
+        deadline = time.monotonic() + self.timeout
+        while not done.query():
+            if self.comm.Iprobe(MPI.ANY_SOURCE, FAULT):
+                self._fail(what, "(another rank timed out)")
+            if time.monotonic() > deadline:
+                self._fail(what, f"within {self.timeout:g} s (KGRAPH_REPLICA_TIMEOUT)")
+            time.sleep(0.0002)
 
     @property
     def num_replicas(self) -> int:
@@ -318,8 +397,17 @@ class MPIReplicas:
                 kind, [x[a:b] for x in xs], [y[a:b] for y in ys], [w[a:b] for w in sws], lr, step, part="grads"
             ).items()
         }
-        e.grads *= e.dtype.type((b - a) / n)
-        self._allreduce(e.grads, "averaging gradients")
+        if self.nccl is not None:  # in place on the device
+            from .cuda_replicas import stream_handle
+
+            e.scale_grads((b - a) / n)
+            with e.on_device():
+                self.nccl.allreduce(e.device_grads, e.device_grads, _nccl_sum(), stream=stream_handle(e.stream))
+            self._wait_device("averaging gradients")
+        else:  # a GPU's bucket through host memory (e.grads is its host copy)
+            grads = e.grads
+            grads *= e.dtype.type((b - a) / n)
+            self._allreduce(grads, "averaging gradients")
         e.apply(lr, step, kind)
         ranges = _synced(e, kind)
         if ranges:  # one small collective for all the moving statistics
@@ -355,7 +443,9 @@ class MPIReplicas:
     def check_identical(self):
         from mpi4py import MPI
 
-        digest = np.array([float(np.sum(self.executable.params, dtype=np.float64))])
+        e = self.executable
+        params = e.copy_of("params") if hasattr(e, "copy_of") else e.params
+        digest = np.array([float(np.sum(params, dtype=np.float64))])
         low, high = digest.copy(), digest.copy()
         self._allreduce(low, "comparing the replicas' weights", MPI.MIN)
         self._allreduce(high, "comparing the replicas' weights", MPI.MAX)
