@@ -165,15 +165,16 @@ class CudaReplicas:
             e.params[...] = params  # host copies: uploaded before its next step
             e.state[...] = state
 
-    def train_step(self, xs, ys, sws, lr, step) -> dict:
+    def train_step(self, xs, ys, sws, lr, step, kind="train") -> dict:
+        """kind: the training step to run (the CPU replicas' signature; CUDA models have one)."""
         bounds = shard_bounds(len(xs[0]), self.num_replicas)
         sizes = [b - a for a, b in bounds]
         for e, (a, b) in zip(self.replicas, bounds):  # every GPU starts before the first is waited for
-            e.launch("train", [x[a:b] for x in xs], [y[a:b] for y in ys], [w[a:b] for w in sws], lr, step, part="grads")
+            e.launch(kind, [x[a:b] for x in xs], [y[a:b] for y in ys], [w[a:b] for w in sws], lr, step, part="grads")
         self.averager.average(self.replicas, sizes)
         for e in self.replicas:
-            e.apply(lr, step)
-        ranges = _synced(self.replicas[0])
+            e.apply(lr, step, kind)
+        ranges = _synced(self.replicas[0], kind)
         if ranges:  # batch norm's moving statistics, from each replica's shard: their mean
             packed = [e.read_ranges("params", ranges) for e in self.replicas]
             mean = sum(packed) / self.num_replicas
