@@ -83,12 +83,12 @@ def _keras_like_run(spec, xs, y, epochs, model, compile_model, lambda_callback, 
             timer.begin()
             model.predict(xs, batch_size=b, verbose=0)
             timer.end()
-        return first, timer.times, float("nan")
+        return first, timer, float("nan")
     compile_model()
     model.train_on_batch([x[:b] for x in xs], y[:b])
     first = time.perf_counter() - t0
     if not epochs:
-        return first, [], float("nan")
+        return first, timer, float("nan")
     settle()
     cb = lambda_callback(on_epoch_begin=timer.begin, on_epoch_end=timer.end)
     if spec.get("feed") == "dataset":
@@ -97,7 +97,7 @@ def _keras_like_run(spec, xs, y, epochs, model, compile_model, lambda_callback, 
     else:
         shuffle = bool(spec.get("shuffle"))
         hist = model.fit(xs, y, batch_size=b, epochs=epochs, verbose=0, callbacks=[cb], shuffle=shuffle)
-    return first, timer.times, hist.history["loss"][-1]
+    return first, timer, hist.history["loss"][-1]
 
 
 def run_kgraph(spec, xs, y, epochs):
@@ -213,7 +213,7 @@ def run_torch(spec, xs, y, epochs):
                 for s in range(0, len(tx[0]), b):
                     forward([x[s : s + b] for x in tx])
                 timer.end()
-        return first, timer.times, float("nan")
+        return first, timer, float("nan")
     ty = torch.from_numpy(y).long() if logits_of_softmax else torch.from_numpy(y)
     name, lr = spec["optimizer"]
     opt = (
@@ -238,7 +238,7 @@ def run_torch(spec, xs, y, epochs):
         for s in range(0, len(tx[0]), b):
             total += float(step(s).detach())
         timer.end()
-    return first, timer.times, total / (len(tx[0]) // b)
+    return first, timer, total / (len(tx[0]) // b)
 
 
 def _torch_rnn(xp, u, *rb, cell, activation, recurrent_activation, go_backwards, reset_after=True, **flags):
@@ -308,13 +308,17 @@ def measure(framework, spec, epochs):
     there are several), the final loss and the peak RSS."""
     n = spec["batch"] * spec["steps"]
     xs, y = make_data(spec["config"], n, spec["n_out"], spec["loss"], vocab=spec.get("vocab"))
-    first, times, loss = RUNNERS[framework](spec, xs, y, epochs)
-    rates = [n / t for t in (times[1:] if len(times) > 1 else times)] or [float("nan")]
+    first, timer, loss = RUNNERS[framework](spec, xs, y, epochs)
+    skip = 1 if len(timer.times) > 1 else 0
+    rates = [n / t for t in timer.times[skip:]] or [float("nan")]
+    # per CPU second (user + system, every thread): what a shared machine's load cannot inflate
+    cpu_rates = [n / (u + s) for u, s in timer.cpu[skip:] if u + s > 0] or [float("nan")]
     return {
         "framework": framework,
         "first_step_s": first,
         "samples_per_s": statistics.median(rates),
         "epoch_rates": rates,
+        "samples_per_cpu_s": statistics.median(cpu_rates),
         "final_loss": loss,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
