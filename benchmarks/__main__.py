@@ -2,6 +2,9 @@
 
     python -m benchmarks [--only NAME] [--repeats 3] [--epochs 3] [--vs tensorflow,torch]
 
+With --only, the entries not run keep their figures from results.json (RESULTS.md says which day
+measured which); the notes after RESULTS.md's HAND_NOTES line are kept.
+
 Needs the `bench` extra (tensorflow-cpu, torch, matplotlib); a missing peer is skipped."""
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kgraph.bench import compare, gemm_peak_gflops
+from kgraph.runtime.files import write_text as write_atomic
 
 from .models import SUITE, gemm_flops_per_step
 
@@ -56,17 +60,18 @@ def main():
     args = p.parse_args()
     if args.rewrite:
         saved = json.loads((Path(args.out) / "results.json").read_text())
-        write_results(Path(args.out), saved["rows"], saved["frameworks"], saved["peak"])
+        write_results(Path(args.out), saved["rows"], saved["frameworks"], saved["peak"], saved.get("measured"))
         return
     peers = [f for f in args.vs.split(",") if f and importlib.util.find_spec(f)]
     frameworks = ["kgraph"] + peers
     peak = gemm_peak_gflops()
-    rows = {}
+    rows, measured = {}, {}
     for name, spec in SUITE.items():
         if args.only and name not in args.only:
             continue
         print(f"{name}: {', '.join(frameworks)} x {args.repeats}", flush=True)
         rows[name] = compare(spec, frameworks, repeats=args.repeats, epochs=args.epochs)
+        measured[name] = {"date": datetime.date.today().isoformat(), "peak": peak}
         for f, r in rows[name].items():
             print(
                 f"  {f:<11} {r['samples_per_s']:>10.0f} samples/s  import {r['import_s']:.2f} s  "
@@ -75,18 +80,53 @@ def main():
                 f"loss {r['final_loss']:.4f}  rss {r['peak_rss_mb']:.0f} MB",
                 flush=True,
             )
-    write_results(Path(args.out), rows, frameworks, peak)
+    if args.only:  # the entries not run keep their earlier figures, and say when they were taken
+        rows, measured = _merged(Path(args.out), rows, measured)
+    write_results(Path(args.out), rows, frameworks, peak, measured)
+
+
+def _merged(out: Path, rows, measured):
+    """The saved results.json's rows with this run's in their place (in the suite's order)."""
+    path = out / "results.json"
+    if not path.exists():
+        return rows, measured
+    saved = json.loads(path.read_text())
+    old_dates = saved.get("measured", {})
+    for name in saved["rows"]:
+        if name not in rows:
+            measured[name] = old_dates.get(name, {"date": "an earlier run", "peak": saved["peak"]})
+    both = {**saved["rows"], **rows}
+    order = [n for n in SUITE if n in both]
+    return {n: both[n] for n in order}, {n: measured[n] for n in order}
 
 
 def _seconds(value) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
-def write_results(out: Path, rows, frameworks, peak):
+# RESULTS.md's text after this line is written by hand and kept when the tables are rewritten
+HAND_NOTES = "<!-- notes written by hand below: python -m benchmarks keeps them -->"
+
+
+def _when(measured) -> str:
+    """'Measured D' or, when rows were measured on several days (--only), each day's rows."""
+    today = datetime.date.today().isoformat()
+    days = {}
+    for name, m in (measured or {}).items():
+        days.setdefault(m["date"], []).append(name)
+    if len(days) <= 1:
+        return f"Measured {next(iter(days), today)}"
+    return "Measured " + "; ".join(f"{d}: {', '.join(names)}" for d, names in sorted(days.items()))
+
+
+def write_results(out: Path, rows, frameworks, peak, measured=None):
+    """RESULTS.md, results.json and results.png from the rows. The % of the GEMM-bound limit uses
+    each row's own run's sgemm peak where measured says it."""
+    row_peak = lambda name: (measured or {}).get(name, {}).get("peak", peak)
     lines = [
         "# Benchmark results",
         "",
-        f"Machine: {_machine()}. Measured {datetime.date.today().isoformat()} by `python -m benchmarks` "
+        f"Machine: {_machine()}. {_when(measured)} by `python -m benchmarks` "
         f"(medians of alternating runs, each in its own process).",
         f"Versions: {', '.join(f'{k} {v}' for k, v in _versions().items())}.",
         f"float32 GEMM peak (NumPy sgemm 1024³): {peak:.0f} GFLOP/s.",
@@ -101,7 +141,7 @@ def write_results(out: Path, rows, frameworks, peak):
     ]
     for name, res in rows.items():
         spec = SUITE[name]
-        limit = peak * 1e9 / gemm_flops_per_step(spec["config"], spec["batch"]) * spec["batch"]
+        limit = row_peak(name) * 1e9 / gemm_flops_per_step(spec["config"], spec["batch"]) * spec["batch"]
         if spec.get("predict"):
             limit *= 3  # inference does a third of the GEMM work
         for f in frameworks:
@@ -114,7 +154,7 @@ def write_results(out: Path, rows, frameworks, peak):
                 f"{r.get('first_step_new_s', r['first_step_s']):.2f} | "
                 f"{r['peak_rss_mb']:.0f} | {r['final_loss']:.4f} |"
             )
-    lines += targets(rows, peak)
+    lines += targets(rows, row_peak)
     lines += [
         "",
         "\"vs kgraph\" is kgraph's samples/s divided by that framework's (above 1: kgraph is faster).",
@@ -133,8 +173,14 @@ def write_results(out: Path, rows, frameworks, peak):
         "",
     ]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "RESULTS.md").write_text("\n".join(lines))
-    (out / "results.json").write_text(json.dumps({"frameworks": frameworks, "peak": peak, "rows": rows}, indent=1))
+    results = out / "RESULTS.md"
+    if results.exists() and HAND_NOTES in results.read_text():
+        lines += [HAND_NOTES + results.read_text().split(HAND_NOTES, 1)[1]]
+    else:
+        lines += [HAND_NOTES, ""]
+    saved = {"frameworks": frameworks, "peak": peak, "rows": rows, "measured": measured or {}}
+    write_atomic(results, "\n".join(lines))
+    write_atomic(out / "results.json", json.dumps(saved, indent=1))
     _chart(out / "results.png", rows, frameworks)
     print(f"wrote {out / 'RESULTS.md'} and {out / 'results.png'}")
 
@@ -146,12 +192,15 @@ TARGETS = [
     ("784-128-10 b256: 2.2x PyTorch eager", "mlp_784_128_10_b256_adam", "torch", 2.2),
     ("784-512-512-10 b128: 62k samples/s (1.5x torch.compile)", "mlp_784_512_512_10_b128_adam", None, 62000),
     ("wide MLP b256: 1.1x TensorFlow", "wide_1024_4096_4096_1024_b256_sgd", "tensorflow", 1.1),
+    # issue #16's
+    ("LSTM text b32: 3x TensorFlow's fit", "lstm_text_20k_e128_t80_u128_b32_adam", "tensorflow", 3.0),
+    ("LSTM text b32: ahead of PyTorch eager", "lstm_text_20k_e128_t80_u128_b32_adam", "torch", 1.0),
 ]
 
 
-def targets(rows, peak) -> list:
+def targets(rows, peak_of) -> list:
     """The targets table: each measured, met or not, the samples/s it needs and the GEMM-bound
-    limit that caps it on this machine."""
+    limit that caps it on this machine (peak_of(name): the sgemm GFLOP/s of the run that measured name)."""
     lines = [
         "",
         "## Targets",
@@ -165,7 +214,7 @@ def targets(rows, peak) -> list:
         spec, ours = SUITE[name], rows[name]["kgraph"]["samples_per_s"]
         value = ours / rows[name][peer]["samples_per_s"] if peer else ours
         needs = goal * rows[name][peer]["samples_per_s"] if peer else goal
-        limit = peak * 1e9 / gemm_flops_per_step(spec["config"], spec["batch"]) * spec["batch"]
+        limit = peak_of(name) * 1e9 / gemm_flops_per_step(spec["config"], spec["batch"]) * spec["batch"]
         shown = f"{value:.2f}x" if peer else f"{value:.0f}"
         lines.append(
             f"| {what} | {shown} | {'yes' if value >= goal else 'no'} | {needs:.0f} | {limit:.0f} | "
@@ -179,13 +228,13 @@ def targets(rows, peak) -> list:
         "splits its GEMMs and update over both cores (kgraph/passes/split.py), which pays only when",
         "the second core is free (see the note on this machine below).",
     ]
-    return lines + first_step_and_memory_targets(rows, peak)
+    return lines + first_step_and_memory_targets(rows, peak_of)
 
 
 WARM_FIRST_STEP_S = 0.5
 
 
-def first_step_and_memory_targets(rows, peak) -> list:
+def first_step_and_memory_targets(rows, peak_of) -> list:
     """Issue #4's per-model targets: a first step no slower than TensorFlow's, under 0.5 s with
     the cache warm, and a peak RSS below TensorFlow's. The GEMM-bound time of one step is what
     bounds a first step from below (a first prediction for predict)."""
@@ -206,7 +255,7 @@ def first_step_and_memory_targets(rows, peak) -> list:
         lines.append(
             f"| {name} | {warm:.2f} / {new:.2f} / {tf['first_step_s']:.2f} | "
             f"{yes(max(warm, new) <= tf['first_step_s'])} | {yes(warm < WARM_FIRST_STEP_S)} | "
-            f"{flops / (peak * 1e9):.3f} | {ours['peak_rss_mb']:.0f} / {tf['peak_rss_mb']:.0f} | "
+            f"{flops / (peak_of(name) * 1e9):.3f} | {ours['peak_rss_mb']:.0f} / {tf['peak_rss_mb']:.0f} | "
             f"{yes(ours['peak_rss_mb'] < tf['peak_rss_mb'])} |"
         )
     return lines

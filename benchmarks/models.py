@@ -275,10 +275,11 @@ def gemm_flops_per_step(config, batch) -> float:
     layers = config["config"]["layers"]
     if any(l["class_name"] == "Conv2D" for l in layers):  # the one CNN of the suite
         return 6.0 * batch * (26 * 26 * 9 * 32 + 13 * 13 * 32 * 10)
-    if any(l["class_name"] == "LSTM" for l in layers):  # per step: the input and recurrent GEMMs of 4 gates
+    gates = {"LSTM": 4, "GRU": 3}.get(layers[2]["class_name"]) if len(layers) > 2 else None
+    if gates:  # per time step: the input and recurrent GEMMs of every gate
         steps = layers[0]["config"]["batch_shape"][1]
         dim, units = layers[1]["config"]["output_dim"], layers[2]["config"]["units"]
-        return 6.0 * batch * (steps * 4 * units * (dim + units) + units * layers[3]["config"]["units"])
+        return 6.0 * batch * (steps * gates * units * (dim + units) + units * layers[3]["config"]["units"])
     widths = {}
     total = 0
     n_in = layers[0]["config"]["batch_shape"][-1]
