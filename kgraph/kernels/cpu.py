@@ -366,7 +366,8 @@ def gemm_split_cols(g, w, out, parts):
 # the state by the recurrent kernel, then one fused loop over the samples' rows computing every
 # gate (rnn_rows.py, through the cell maths of maths.py). The backward pass walks the steps in
 # reverse the same way, and the recurrent kernel's gradient is one GEMM over all steps at the end.
-# Absent optional operands come as empty arrays, their flags False. Scratch arrays are slices of
+# A step where every sample is masked (bucket padding beyond a batch's longest row) skips its
+# GEMMs: its results do not depend on them. Absent optional operands come as empty arrays, their flags False. Scratch arrays are slices of
 # the planned workspace `ws`, in the order passes/recurrent.py sizes them.
 
 SIMPLE, LSTM, GRU = M.SIMPLE, M.LSTM, M.GRU
@@ -379,6 +380,17 @@ def _take(ws, start, shape):
     for d in shape:
         n *= d
     return ws[start : start + n].reshape(shape), start + n
+
+
+@jit
+def _any_live(mask, k, masked):
+    """Whether some sample's step k is unmasked."""
+    if not masked:
+        return True
+    for b in range(mask.shape[0]):
+        if mask[b, k] != 0:
+            return True
+    return False
 
 
 @jit
@@ -432,6 +444,11 @@ def rnn_forward(
     for t in range(nt):
         k = nt - 1 - t if backwards else t
         st = t if gates.shape[1] == nt else 0
+        if not _any_live(mask, k, masked):  # every sample carries its state
+            out[:, t, :nh] = h
+            if cell == LSTM:
+                out[:, t, nh:] = c
+            continue
         if dropped:
             for b in range(nb):
                 he[b] = h[b] * keep[b]
@@ -573,6 +590,9 @@ def rnn_backward(
     for t in range(nt - 1, -1, -1):
         k = nt - 1 - t if backwards else t
         _step_grad(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, cell, act, ract, ra, v1, ts, masked, dropped)  # fmt: skip
+        if not _any_live(mask, k, masked):  # every gradient went to direct: the GEMMs would add zeros
+            dh[:] = direct
+            continue
         if v1:  # d r needs d (r * he) = d ah @ Uh^T first
             gemm(dzs[:, 2 * nh :], u[:, 2 * nh :], acc, False, True, 0.0)
             for b in range(nb):
