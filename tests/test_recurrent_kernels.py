@@ -316,3 +316,82 @@ def test_the_kernels_match_the_numpy_reference(cell, extra, everything):
     for k, (mine, ref) in enumerate(zip(got, grads)):
         if ref is not None:
             np.testing.assert_allclose(mine, ref, rtol=1e-4, atol=1e-4, err_msg=f"gradient {k}")
+
+
+def test_the_fast_tanh_is_eigens_on_float32_and_exact_on_float64():
+    """maths.fast_tanh / fast_sigmoid (the recurrent cells' activations) compiled: float32 takes
+    Eigen's rational tanh, within 4e-7 of tanh over a dense grid (and odd, and saturating);
+    float64 is math.tanh and the exact sigmoid, bit for bit, as the gradient checks need."""
+    import math
+
+    from numba import njit
+
+    from kgraph.kernels import maths as E
+
+    @njit
+    def both(x, t, s):
+        for i in range(x.shape[0]):
+            t[i], s[i] = E.fast_tanh(x[i]), E.fast_sigmoid(x[i])
+
+    x = np.concatenate([np.linspace(-20, 20, 2_000_001), np.geomspace(1e-30, 1, 20_001)]).astype(np.float32)
+    x = np.concatenate([x, -x])
+    t, s = np.empty_like(x), np.empty_like(x)
+    both(x, t, s)
+    x64 = x.astype(np.float64)
+    assert np.abs(t - np.tanh(x64)).max() < 4e-7
+    assert np.abs(s - 1 / (1 + np.exp(-x64))).max() < 3e-7
+    assert np.array_equal(t[: len(x) // 2], -t[len(x) // 2 :]) and np.abs(t).max() <= 1
+    small = np.abs(x) < 4e-4
+    assert np.array_equal(t[small], x[small])
+
+    x64 = np.linspace(-30, 30, 10_001)
+    t64, s64 = np.empty_like(x64), np.empty_like(x64)
+    both(x64, t64, s64)
+    assert np.array_equal(t64, [math.tanh(v) for v in x64])
+    assert np.array_equal(s64, [E.sigmoid(v) for v in x64])
+    assert E.fast_tanh(np.float32(0.5)) == t[np.searchsorted(x[: len(x) // 2], np.float32(0.5))]  # Python too
+
+
+@pytest.mark.parametrize("cell, extra", CELL_CASES[:4])
+def test_steps_where_every_sample_is_masked_skip_their_gemms_bit_for_bit(cell, extra, monkeypatch):
+    """A batch padded beyond its longest row (the last steps masked for every sample): the kernels
+    skip those steps' recurrent GEMMs, and every output and gradient is what the loop gives
+    without skipping (rnn_forward / rnn_backward run as Python with _any_live always True)."""
+    from ir.ops.recurrent import CELLS
+    from kgraph.codegen.lowering import rnn_codes
+    from kgraph.kernels import cpu as K
+    from kgraph.passes.recurrent import backward_workspace, forward_workspace, gate_width
+
+    rng = np.random.default_rng(3)
+    b, t, h = 3, 7, 5
+    f = np.float32
+    attrs = {"cell": cell, **extra, "go_backwards": False}
+    g = CELLS[cell] * h
+    xp, u = rng.normal(size=(b, t, g)).astype(f), (rng.normal(size=(h, g)) * 0.5).astype(f)
+    mask = np.ones((b, t), f)
+    mask[:, 4:], mask[1, 2:] = 0, 0  # steps 4-6 are padding for every row
+    h0, c0 = rng.normal(size=(b, h)).astype(f), rng.normal(size=(b, h)).astype(f)
+    rb, keep = np.zeros(g, f), np.zeros((b, h), f)
+    codes = rnn_codes({"activation": "tanh", "recurrent_activation": "sigmoid", **attrs})
+    switches = (False, bool(attrs.get("reset_after", True)))
+    width = 2 * h if cell == "lstm" else h
+
+    def run(forward, backward):
+        out, gates = np.zeros((b, t, width), f), np.zeros((b, t, gate_width(attrs, h)), f)
+        ws = np.zeros(b * forward_workspace(attrs, h, saved=True), f)
+        forward(xp, u, rb, mask, keep, h0, c0, out, gates, ws, *codes, *switches, False, True, False, True)
+        gout = np.random.default_rng(4).normal(size=out.shape).astype(f)
+        dz, du, dh0, dc0 = np.zeros_like(xp), np.zeros_like(u), np.zeros_like(h0), np.zeros_like(c0)
+        ws = np.zeros(b * backward_workspace(attrs, h, t, with_dxp=True), f)
+        backward(
+            gout, out, xp, u, mask, keep, h0, c0, gates, dz, du, rb, dh0, dc0, ws, *codes, *switches,
+            True, False, True, True, False, True, cell == "lstm",
+        )  # fmt: skip
+        return out, dz, du, dh0, dc0
+
+    skipped = run(K.rnn_forward, K.rnn_backward)
+    monkeypatch.setattr(K, "_any_live", lambda mask, k, masked: True)
+    computed = run(K.rnn_forward.py_func, K.rnn_backward.py_func)
+    for name, a, c in zip(("out", "dz", "du", "dh0", "dc0"), skipped, computed):
+        np.testing.assert_array_equal(a, c, err_msg=name)
+    assert np.array_equal(skipped[0][:, 4:], np.repeat(skipped[0][:, 3:4], 3, axis=1))

@@ -6,7 +6,8 @@
 - updates.py: one record per optimizer (its element update and its per-step scalars);
 - cpu.py, cuda.py: what truly differs per target (GEMMs, images, pooling, reductions, lookups;
   on the CPU also the recurrent layers' time loops over maths.py's cell maths) and the thin loops
-  that apply the row maths; blas.py: sgemm for the CPU.
+  that apply the row maths; rnn_rows.py: the CPU's recurrent loops over a step's units, as rows;
+  blas.py: sgemm for the CPU.
 
 The code generators (kgraph/codegen) spell calls of these; nothing here imports them."""
 

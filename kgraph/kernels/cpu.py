@@ -8,9 +8,11 @@ All are error_model="numpy" (no zero-division checks, so loops vectorise) and ca
 from __future__ import annotations
 
 
+import numpy as np
 from numba import njit, prange
 
 from . import maths as M
+from . import rnn_rows as R
 from .blas import gemm
 
 jit = njit(cache=True, error_model="numpy", nogil=True)
@@ -96,9 +98,11 @@ def reduce_3d(x, out, mean):
     """out[a, c] = sum (or mean) over b of x[a, b, c]."""
     out[:] = 0
     for a in range(x.shape[0]):
+        oa = out[a]  # rows: the inner loop is contiguous and vectorises
         for b in range(x.shape[1]):
-            for c in range(x.shape[2]):
-                out[a, c] += x[a, b, c]
+            xb = x[a, b]
+            for c in range(xb.shape[0]):
+                oa[c] += xb[c]
     if mean and x.shape[1] > 0:
         scale = 1 / x.shape[1]
         for a in range(out.shape[0]):
@@ -111,8 +115,7 @@ def broadcast_3d(g, out):
     """out[a, b, c] = g[a, c]."""
     for a in range(out.shape[0]):
         for b in range(out.shape[1]):
-            for c in range(out.shape[2]):
-                out[a, b, c] = g[a, c]
+            out[a, b] = g[a]
 
 
 # ---------------------------------------------------------------- images (NHWC) and lookups
@@ -360,13 +363,14 @@ def gemm_split_cols(g, w, out, parts):
 # ---------------------------------------------------------------- recurrent layers
 # The time loop of a SimpleRNN, LSTM or GRU (ir/ops/recurrent.py says what the operands are): the
 # input projection of every step was one GEMM before the loop; here each step runs one GEMM of
-# the state by the recurrent kernel, then one fused loop over the units computing every gate (the
-# cell maths of maths.py). The backward pass walks the steps in reverse the same way, and the
-# recurrent kernel's gradient is one GEMM over all steps at the end. Absent optional operands
-# come as empty arrays, their flags False. Scratch arrays are slices of the planned workspace
-# `ws`, in the order passes/recurrent.py sizes them.
+# the state by the recurrent kernel, then one fused loop over the samples' rows computing every
+# gate (rnn_rows.py, through the cell maths of maths.py). The backward pass walks the steps in
+# reverse the same way, and the recurrent kernel's gradient is one GEMM over all steps at the end.
+# A step where every sample is masked (bucket padding beyond a batch's longest row) skips its
+# GEMMs: its results do not depend on them. Absent optional operands come as empty arrays, their flags False. Scratch arrays are slices of
+# the planned workspace `ws`, in the order passes/recurrent.py sizes them.
 
-GRU = M.GRU
+SIMPLE, LSTM, GRU = M.SIMPLE, M.LSTM, M.GRU
 
 
 @jit
@@ -376,6 +380,23 @@ def _take(ws, start, shape):
     for d in shape:
         n *= d
     return ws[start : start + n].reshape(shape), start + n
+
+
+@jit
+def _any_live(mask, k, masked):
+    """Whether some sample's step k is unmasked."""
+    if not masked:
+        return True
+    for b in range(mask.shape[0]):
+        if mask[b, k] != 0:
+            return True
+    return False
+
+
+@jit
+def _defaults(cell, act, ract):
+    """Whether the layer has Keras's default activations, which rnn_rows' `_ts` loops fix."""
+    return act == R.TANH and (cell == SIMPLE or ract == R.SIGMOID)
 
 
 @jit
@@ -406,35 +427,109 @@ def rnn_forward(
     r * he), rec (the recurrent product, [B, G])."""
     nb, nt, ng = xp.shape
     nh = u.shape[0]
-    f = xp.dtype.type
-    zero = f(0)
     h, s = _take(ws, 0, (nb, nh))
     c, s = _take(ws, s, (nb, nh))
     he, s = _take(ws, s, (nb, nh))
     rhe, s = _take(ws, s, (nb, nh))
     rec, s = _take(ws, s, (nb, ng))
-    for b in range(nb):
-        for j in range(nh):
-            h[b, j] = h0[b, j] if initial else zero
-            c[b, j] = c0[b, j] if initial and cell == M.LSTM else zero
+    h[:] = 0
+    c[:] = 0
+    if initial:
+        h[:] = h0
+        if cell == LSTM:
+            c[:] = c0
     v1 = cell == GRU and not reset_after
+    ts = _defaults(cell, act, ract)
+    hin = he if dropped else h  # what the recurrent kernel multiplies
     for t in range(nt):
         k = nt - 1 - t if backwards else t
         st = t if gates.shape[1] == nt else 0
-        for b in range(nb):
-            for j in range(nh):
-                M.rnn_recurrent_input(h, keep, he, b, j, dropped)
-        if v1:  # z and r first: the candidate's recurrent product reads r * he
-            gemm(he, u[:, : 2 * nh], rec[:, : 2 * nh], False, False, 0.0)
+        if not _any_live(mask, k, masked):  # every sample carries its state
+            out[:, t, :nh] = h
+            if cell == LSTM:
+                out[:, t, nh:] = c
+            continue
+        if dropped:
             for b in range(nb):
-                for j in range(nh):
-                    M.gru_v1_gates(xp, rec, gates, he, rhe, b, j, k, st, ract)
+                he[b] = h[b] * keep[b]
+        if v1:  # z and r first: the candidate's recurrent product reads r * he
+            gemm(hin, u[:, : 2 * nh], rec[:, : 2 * nh], False, False, 0.0)
+            for b in range(nb):
+                if ts:
+                    R.gru_v1_gates_row_ts(xp[b, k], rec[b], gates[b, st], hin[b], rhe[b], ract)
+                else:
+                    R.gru_v1_gates_row_any(xp[b, k], rec[b], gates[b, st], hin[b], rhe[b], ract)
             gemm(rhe, u[:, 2 * nh :], rec[:, 2 * nh :], False, False, 0.0)
         else:
-            gemm(he, u, rec, False, False, 0.0)
+            gemm(hin, u, rec, False, False, 0.0)
         for b in range(nb):
-            for j in range(nh):
-                M.rnn_unit(xp, rec, rb, mask, gates, out, h, c, b, j, t, k, st, cell, act, ract, v1, has_rb, masked)
+            _step_row(xp[b, k], rec[b], rb, gates[b, st], h[b], c[b], out[b, t], cell, act, ract, v1, ts, has_rb, masked and mask[b, k] == 0)  # fmt: skip
+
+
+@jit
+def _step_row(xb, rr, rb, gb, hb, cb, ob, cell, act, ract, v1, ts, has_rb, dead):
+    """Sample b's step t: rnn_rows' loop for its cell, or (dead: masked) a copy of its state."""
+    nh = hb.shape[0]
+    if dead:
+        ob[:nh] = hb
+        if cell == LSTM:
+            ob[nh:] = cb
+    elif cell == SIMPLE:
+        if ts:
+            R.simple_row_ts(xb, rr, gb, hb, ob, act)
+        else:
+            R.simple_row_any(xb, rr, gb, hb, ob, act)
+    elif cell == LSTM:
+        if ts:
+            R.lstm_row_ts(xb, rr, gb, hb, cb, ob, act, ract)
+        else:
+            R.lstm_row_any(xb, rr, gb, hb, cb, ob, act, ract)
+    elif v1:
+        if ts:
+            R.gru_v1_row_ts(xb, rr, gb, hb, ob, act, ract)
+        else:
+            R.gru_v1_row_any(xb, rr, gb, hb, ob, act, ract)
+    elif ts:
+        R.gru_row_ts(xb, rr, rb, gb, hb, ob, act, ract, has_rb)
+    else:
+        R.gru_row_any(xb, rr, rb, gb, hb, ob, act, ract, has_rb)
+
+
+@jit
+def _step_grad(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, cell, act, ract, ra, v1, ts, masked, dropped):  # fmt: skip
+    """Step t's gradient for every sample (rnn_rows' rows), before the step's recurrent GEMM."""
+    for b in range(dh.shape[0]):
+        pb = out[b, t - 1] if t > 0 else prev[b]  # the state before the step (LSTM: h then c)
+        keepb = keep[b] if dropped else dh[b]  # (not read unless dropped)
+        gtb, gb, dzb, dzsb, hesb, dirb, dhb = g[b, t], gates[b, t], dz[b, k], dzs[b], hes[b, k], direct[b], dh[b]
+        if masked and mask[b, k] == 0:
+            dzb[:] = 0
+            dzsb[:] = 0
+            if ra:
+                drec[b, k] = 0
+            if v1:
+                rhes[b, k] = 0
+            R.dead_grad_row(gtb, pb, keepb, hesb, dirb, dhb, dc[b], cell == LSTM, dropped)
+        elif cell == SIMPLE:
+            if ts:
+                R.simple_grad_row_ts(gtb, pb, keepb, gb, dzb, dzsb, hesb, dirb, dhb, act, dropped)
+            else:
+                R.simple_grad_row_any(gtb, pb, keepb, gb, dzb, dzsb, hesb, dirb, dhb, act, dropped)
+        elif cell == LSTM:
+            ob, dcb = out[b, t], dc[b]
+            if ts:
+                R.lstm_grad_row_ts(gtb, pb, keepb, gb, ob, dzb, dzsb, hesb, dirb, dhb, dcb, act, ract, dropped)
+            else:
+                R.lstm_grad_row_any(gtb, pb, keepb, gb, ob, dzb, dzsb, hesb, dirb, dhb, dcb, act, ract, dropped)
+        elif ra:
+            if ts:
+                R.gru_grad_row_ts(gtb, pb, keepb, gb, dzb, dzsb, drec[b, k], hesb, dirb, dhb, act, ract, dropped)
+            else:
+                R.gru_grad_row_any(gtb, pb, keepb, gb, dzb, dzsb, drec[b, k], hesb, dirb, dhb, act, ract, dropped)
+        elif ts:
+            R.gru_v1_grad_row_ts(gtb, pb, keepb, gb, dzb, dzsb, rhes[b, k], hesb, dirb, dhb, act, ract, dropped)
+        else:
+            R.gru_v1_grad_row_any(gtb, pb, keepb, gb, dzb, dzsb, rhes[b, k], hesb, dirb, dhb, act, ract, dropped)
 
 
 @jit
@@ -475,9 +570,8 @@ def rnn_backward(
     multiplies [B, G], acc (its product), direct (d h_prev not through U), dh, dc."""
     nb, nt, ng = xp.shape
     nh = u.shape[0]
-    f = xp.dtype.type
-    zero = f(0)
     v1, ra = cell == GRU and not reset_after, cell == GRU and reset_after
+    ts = _defaults(cell, act, ract)
     hes, s = _take(ws, 0, (nb, nt, nh))
     rhes, s = _take(ws, s, (nb if v1 else 0, nt, nh))
     drec, s = _take(ws, s, (nb if ra else 0, nt, ng))
@@ -486,27 +580,33 @@ def rnn_backward(
     direct, s = _take(ws, s, (nb, nh))
     dh, s = _take(ws, s, (nb, nh))
     dc, s = _take(ws, s, (nb, nh))
-    dh[:] = zero
-    dc[:] = zero
+    dh[:] = 0
+    dc[:] = 0
+    prev = np.zeros((nb, out.shape[2]), out.dtype)  # the state before step 0, as out's rows
+    if initial:
+        prev[:, :nh] = h0
+        if cell == LSTM:
+            prev[:, nh:] = c0
     for t in range(nt - 1, -1, -1):
         k = nt - 1 - t if backwards else t
-        for b in range(nb):
-            for j in range(nh):
-                M.rnn_unit_grad(
-                    g, out, mask, keep, h0, c0, gates, dz, dzs, drec, rhes, hes, direct, dh, dc,
-                    b, j, t, k, cell, act, ract, v1, ra, masked, dropped, initial,
-                )  # fmt: skip
+        _step_grad(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, cell, act, ract, ra, v1, ts, masked, dropped)  # fmt: skip
+        if not _any_live(mask, k, masked):  # every gradient went to direct: the GEMMs would add zeros
+            dh[:] = direct
+            continue
         if v1:  # d r needs d (r * he) = d ah @ Uh^T first
             gemm(dzs[:, 2 * nh :], u[:, 2 * nh :], acc, False, True, 0.0)
             for b in range(nb):
-                for j in range(nh):
-                    M.gru_v1_reset_grad(acc, gates, hes, mask, dz, dzs, b, j, t, k, ract, masked)
+                if masked and mask[b, k] == 0:
+                    acc[b] = 0
+                elif ts:
+                    R.gru_v1_reset_grad_row_ts(acc[b], gates[b, t], hes[b, k], dz[b, k], dzs[b], ract)
+                else:
+                    R.gru_v1_reset_grad_row_any(acc[b], gates[b, t], hes[b, k], dz[b, k], dzs[b], ract)
             gemm(dzs[:, : 2 * nh], u[:, : 2 * nh], acc, False, True, 1.0)
         else:
             gemm(dzs, u, acc, False, True, 0.0)
         for b in range(nb):
-            for j in range(nh):
-                M.rnn_carry_grad(acc, keep, direct, dh, b, j, dropped)
+            R.carry_grad_row(acc[b], keep[b] if dropped else dh[b], direct[b], dh[b], dropped)
     if want_du:  # one GEMM over every step of the batch
         he2 = hes.reshape((nb * nt, nh))
         if v1:
@@ -517,17 +617,14 @@ def rnn_backward(
             gemm(he2, (drec if ra else dz).reshape((nb * nt, ng)), du, True, False, 0.0)
     if want_drb:
         d2 = drec.reshape((nb * nt, ng))
-        for q in range(ng):
-            drb[q] = zero
+        drb[:] = 0
         for i in range(nb * nt):
             for q in range(ng):
                 drb[q] += d2[i, q]
-    for b in range(nb):
-        for j in range(nh):
-            if want_dh0:
-                dh0[b, j] = dh[b, j]
-            if want_dc0:
-                dc0[b, j] = dc[b, j]
+    if want_dh0:
+        dh0[:] = dh
+    if want_dc0:
+        dc0[:] = dc
 
 
 @jit

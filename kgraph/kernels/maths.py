@@ -20,9 +20,21 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+from numba import types
 from numba.extending import overload, register_jitable
 
 jitable = register_jitable(inline="never")
+# The recurrent cells (called per unit of every step) are inlined into the CPU's row loops, so the
+# loops vectorise once their activation codes are constants (kernels/rnn_rows.py). Only they are:
+# inlining the activations too made the kernels' compile take minutes.
+# (A new decorator per function: register_jitable pops `inline` from the options it was made with,
+# so one decorator object reused inlines only the first function it decorates.)
+
+
+def cell_jitable(fn):
+    return register_jitable(inline="always")(fn)
+
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 SQRT_HALF = 1 / math.sqrt(2.0)
@@ -204,6 +216,64 @@ def tanh(x):
     return math.tanh(x)
 
 
+# Eigen's float32 tanh (ptanh_float, Eigen/src/Core/MathFunctionsImpl.h; also XLA's and ONNX
+# Runtime's MLAS): an odd rational p(x)/q(x), degrees 13/6, exact to 4e-7 absolutely over float32,
+# where tanh rounds to +-1 beyond the clamp. It is a few multiplies and one divide with no call,
+# so a loop over it vectorises (math.tanh is a libm call per element), and it is what TensorFlow's
+# CPU kernels compute. Only float32 takes it: float64 is the gradient checks' precision.
+TANH_CLAMP = 7.90531110763549805
+A1, A3, A5, A7 = 4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08
+A9, A11, A13 = -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16
+B0, B2, B4, B6 = 4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06
+
+
+@jitable
+def rational_tanh(x):
+    """Eigen's tanh approximation; below 0.0004 tanh(x) is x to float32's precision."""
+    c = like(x, TANH_CLAMP)
+    y = minimum(maximum(x, -c), c)
+    y2 = y * y
+    p = like(x, A13) * y2 + like(x, A11)
+    p = (((p * y2 + like(x, A9)) * y2 + like(x, A7)) * y2 + like(x, A5)) * y2 + like(x, A3)
+    p = (p * y2 + like(x, A1)) * y
+    q = ((like(x, B6) * y2 + like(x, B4)) * y2 + like(x, B2)) * y2 + like(x, B0)
+    return x if abs(x) < like(x, 0.0004) else p / q
+
+
+def fast_tanh(x):
+    """tanh for the recurrent cells: rational_tanh on float32, math.tanh on float64 (exact)."""
+    return rational_tanh(x) if isinstance(x, np.float32) else math.tanh(x)
+
+
+def fast_sigmoid(x):
+    """sigmoid(x) = (1 + tanh(x / 2)) / 2 through rational_tanh on float32; sigmoid on float64."""
+    if isinstance(x, np.float32):
+        half = like(x, 0.5)
+        return half * rational_tanh(half * x) + half
+    return sigmoid(x)
+
+
+# Compiled code picks by the argument's Numba type (njit and cuda.jit alike); Python (the step's
+# twin, the CUDA simulator) by the value's type, above.
+@overload(fast_tanh)
+def _fast_tanh(x):
+    if x == types.float32:
+        return lambda x: rational_tanh(x)
+    return lambda x: math.tanh(x)
+
+
+@overload(fast_sigmoid)
+def _fast_sigmoid(x):
+    if x == types.float32:
+
+        def rational(x):
+            half = like(x, 0.5)
+            return half * rational_tanh(half * x) + half
+
+        return rational
+    return lambda x: sigmoid(x)
+
+
 @jitable
 def tanh_grad(g, y):
     return g * (like(y, 1) - y * y)
@@ -314,11 +384,13 @@ RNN_ACTIVATIONS = (
 @jitable
 def rnn_act(code, x):
     """Activation RNN_ACTIVATIONS[code] of x (tanh and sigmoid first: nearly every layer's). Every
-    argument is given: CUDA compiles a call by its arguments, and refuses one leaving a default."""
+    argument is given: CUDA compiles a call by its arguments, and refuses one leaving a default.
+    Where the code is a constant (rnn_rows.py's `_ts` loops) LLVM inlines this and the dispatch
+    folds away."""
     if code == 1:
-        return tanh(x)
+        return fast_tanh(x)
     if code == 2:
-        return sigmoid(x)
+        return fast_sigmoid(x)
     if code == 0:
         return x
     if code == 3:
@@ -353,9 +425,9 @@ def rnn_act_grad(code, x):
     """d rnn_act(code, x) / dx, from the pre-activation x."""
     one = like(x, 1)
     if code == 1:
-        return tanh_grad(one, tanh(x))
+        return tanh_grad(one, fast_tanh(x))
     if code == 2:
-        return sigmoid_grad(one, sigmoid(x))
+        return sigmoid_grad(one, fast_sigmoid(x))
     if code == 0:
         return one
     if code == 3:
@@ -385,7 +457,7 @@ def rnn_act_grad(code, x):
     return mish_grad(one, x)
 
 
-@jitable
+@cell_jitable
 def lstm_cell(zi, zf, zc, zo, c_prev, act, ract):
     """(c, h) of an LSTM unit from its gates' pre-activations (Keras's order i, f, c, o)."""
     i, f = rnn_act(ract, zi), rnn_act(ract, zf)
@@ -393,7 +465,7 @@ def lstm_cell(zi, zf, zc, zo, c_prev, act, ract):
     return c, rnn_act(ract, zo) * rnn_act(act, c)
 
 
-@jitable
+@cell_jitable
 def lstm_cell_grad(zi, zf, zc, zo, c_prev, c, dh, dc, act, ract):
     """(d zi, d zf, d zc, d zo, d c_prev) of lstm_cell, given d h and d c of its outputs."""
     i, f, g, o = rnn_act(ract, zi), rnn_act(ract, zf), rnn_act(act, zc), rnn_act(ract, zo)
@@ -407,14 +479,14 @@ def lstm_cell_grad(zi, zf, zc, zo, c_prev, c, dh, dc, act, ract):
     )
 
 
-@jitable
+@cell_jitable
 def gru_update(zp, ah, h_prev, act, ract):
     """A GRU unit's new state z h_prev + (1 - z) act(ah), z = ract(zp)."""
     z = rnn_act(ract, zp)
     return z * h_prev + (like(z, 1) - z) * rnn_act(act, ah)
 
 
-@jitable
+@cell_jitable
 def gru_update_grad(zp, ah, h_prev, dh, act, ract):
     """(d zp, d ah, d h_prev through z h_prev) of gru_update."""
     z = rnn_act(ract, zp)
