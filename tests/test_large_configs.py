@@ -371,3 +371,18 @@ def test_graph_falls_back_to_the_public_api(monkeypatch):
         c = g.clone()
         built[direct] = [(n.id, n.op, n.inputs, n.order) for n in c.nodes()], dict(c.nx._pred), dict(c.nx._succ)
     assert built[True] == built[False]
+
+
+def test_a_model_whose_layers_never_read_training_lowers_once(tmp_path, capsys):
+    """Training and inference graphs are one graph when no layer reads Ctx.training (Dense,
+    activations): inspect lowered a 5,000-layer model twice for the same graph. A layer that reads
+    it (Dropout) keeps two lowerings, and the graphs differ."""
+    calls = _inspect_calls(tmp_path, sequential(6), capsys)
+    assert calls[("model.py", "lower_with_masks")] == 1
+    fm = build_model(sequential(3))
+    assert fm.lowered(training=False) is fm.lowered(training=True)
+    dropout = sequential(3)
+    dropout["config"]["layers"].append({"class_name": "Dropout", "config": {"name": "drop", "rate": 0.5}})
+    fm = build_model(dropout)
+    train, infer = fm.lowered(training=True)[0], fm.lowered(training=False)[0]
+    assert train is not infer and len(train) > len(infer)  # the keep mask and its multiply
