@@ -211,17 +211,26 @@ class Graph:
             self._back_edge_count = sum(node.order > nodes[u].order for nid, node in nodes.items() for u in succ[nid])
         if not self._back_edge_count:
             return list(nodes.values())  # ascending order: add_node inserts in counter order, nothing reorders
+        # Kahn's algorithm, the ready node of least order first, as a scan of the nodes in order:
+        # the first ready node at or after the scan is the least ready one ahead of it, and a heap
+        # holds only the nodes that became ready after the scan passed them (few: the back edges').
+        ordered = list(nodes.values())
         waiting = {nid: len(preds) for nid, preds in self.nx._pred.items() if preds}
-        ready = [(node.order, nid) for nid, node in nodes.items() if nid not in waiting]
-        heapq.heapify(ready)
-        out = []
-        while ready:
-            nid = heapq.heappop(ready)[1]
-            out.append(nodes[nid])
-            for user in succ[nid]:
+        late, out, at, n = [], [], 0, len(ordered)
+        while True:
+            while at < n and waiting.get(ordered[at].id):
+                at += 1  # not ready: passed, it goes on the heap once ready
+            if late and (at == n or late[0][0] < ordered[at].order):
+                node = nodes[heapq.heappop(late)[1]]
+            elif at < n:
+                node, at = ordered[at], at + 1
+            else:
+                break
+            out.append(node)
+            for user in succ[node.id]:
                 waiting[user] -= 1
-                if not waiting[user]:
-                    heapq.heappush(ready, (nodes[user].order, user))
+                if not waiting[user] and (at == n or nodes[user].order < ordered[at].order):
+                    heapq.heappush(late, (nodes[user].order, user))
         if len(out) != len(nodes):
             raise nx.NetworkXUnfeasible("graph contains a cycle")
         return out

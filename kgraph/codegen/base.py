@@ -120,6 +120,9 @@ def drop_unused_views(lines: list, keep_from=None):
         name = todo.pop()
         (i,) = defined[name]  # read once: in its only definition
         dropped.add(i)
+        if lines[i].count("v_") == 1:  # it reads no view (most do not): its own name is all findall would find
+            uses[name] -= 1
+            continue
         for used in re.findall(r"\bv_\w+", lines[i]):
             uses[used] -= 1
             if used != name and uses[used] == 1 and used in defined and not any(j in dropped for j in defined[used]):
