@@ -28,6 +28,12 @@ import gc
 import os
 
 
+# runtime/executable.py loads Numba's typing and lowering registries when it is imported (0.4 s
+# that the first step's call would otherwise pay). A command that runs no step (kgraph inspect)
+# sets this False before the import: Numba loads them itself if a step is ever compiled.
+prepare_numba_on_import = True
+
+
 def plain() -> bool:
     """KGRAPH_PLAIN=1 (any value but empty or 0): the plain path, every policy off."""
     return os.environ.get("KGRAPH_PLAIN", "") not in ("", "0")
