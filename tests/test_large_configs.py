@@ -2,6 +2,7 @@
 the work is counted, not timed. The faster forms of graph ids and memory planning give exactly
 what the simple ones gave."""
 
+import collections
 import itertools
 import random
 import re
@@ -386,3 +387,58 @@ def test_a_model_whose_layers_never_read_training_lowers_once(tmp_path, capsys):
     fm = build_model(dropout)
     train, infer = fm.lowered(training=True)[0], fm.lowered(training=False)[0]
     assert train is not infer and len(train) > len(infer)  # the keep mask and its multiply
+
+
+def _counted_inspect(tmp_path, config, capsys, monkeypatch):
+    """`kgraph inspect` of the config, counting the graph work that a quadratic pass would multiply:
+    node lookups, nodes added, sorts and the heap pushes inside them, clones, printed nodes, lowerings."""
+    import heapq
+    import json
+
+    import ir.graph as graph_mod
+    import ir.printer as printer_mod
+    from kgraph.cli import main
+    from kgraph.frontend.model import FrontendModel
+
+    counts = collections.Counter()
+
+    def counting(name, fn):
+        def counted(*args, **kwargs):
+            counts[name] += 1
+            return fn(*args, **kwargs)
+
+        return counted
+
+    for name in ("node", "add_node", "_sorted", "clone"):
+        monkeypatch.setattr(Graph, name, counting(name, getattr(Graph, name)))
+    monkeypatch.setattr(printer_mod, "format_node", counting("format_node", printer_mod.format_node))
+    monkeypatch.setattr(FrontendModel, "lower_with_masks", counting("lower", FrontendModel.lower_with_masks))
+
+    class _Heap:
+        heapify, heappop = staticmethod(heapq.heapify), staticmethod(heapq.heappop)
+        heappush = staticmethod(counting("heappush", heapq.heappush))
+
+    monkeypatch.setattr(graph_mod, "heapq", _Heap)
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(config))
+    try:
+        assert main(["inspect", str(path), "--loss", "mse"]) == 0
+    finally:
+        monkeypatch.undo()  # the next call counts from the originals again
+    capsys.readouterr()
+    return counts
+
+
+def test_a_5000_layer_inspect_does_4x_the_work_of_1250_layers(tmp_path, capsys, monkeypatch):
+    """Counted, not timed, at the size issue 21 names: a 5,000-layer Sequential's inspect (loading,
+    the training pipeline with its eight printed graphs, codegen) does four times the graph work
+    of 1,250 layers, and the same number of sorts, clones and lowerings (one: no layer reads
+    `training`). The memory planner's best fit, quadratic in NumPy, is not counted here."""
+    small = _counted_inspect(tmp_path, sequential(1250), capsys, monkeypatch)
+    large = _counted_inspect(tmp_path, sequential(5000), capsys, monkeypatch)
+    for name in ("node", "add_node", "format_node"):
+        assert 3.8 * small[name] <= large[name] <= 4.2 * small[name], (name, small[name], large[name])
+    assert large["heappush"] <= 4.2 * small["heappush"] + 100  # the sorts' and freed ids' heaps
+    for name in ("_sorted", "clone"):
+        assert small[name] == large[name], name
+    assert small["lower"] == large["lower"] == 1
