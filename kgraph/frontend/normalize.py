@@ -4,7 +4,6 @@ Sequential models become the same graph form, chained."""
 
 from __future__ import annotations
 
-import collections
 import re
 from dataclasses import dataclass, field
 
@@ -42,12 +41,10 @@ def keras_major(config: dict) -> int:
     version = str(config.get("keras_version", ""))
     if version[:1].isdigit():
         return 3 if int(version.split(".")[0]) >= 3 else 2
-    # a walk over each distinct value once, not json.dumps: a YAML alias bomb shares its values.
-    # Breadth first: a marker anywhere gives 3, and the InputLayer's batch_shape sits a few levels
-    # down, where depth first went through every other layer's settings before reaching it
-    seen, stack, markers = set(), collections.deque([config]), ("__keras_tensor__", "batch_shape", "DTypePolicy")
+    # a walk over each distinct value once, not json.dumps: a YAML alias bomb shares its values
+    seen, stack, markers = set(), [config], ("__keras_tensor__", "batch_shape", "DTypePolicy")
     while stack:
-        obj = stack.popleft()
+        obj = stack.pop()
         if id(obj) in seen:
             continue
         seen.add(id(obj))
