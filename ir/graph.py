@@ -71,8 +71,37 @@ class Node:
         return self.op in SOURCE_OPS
 
 
+def _direct_layout_works() -> bool:
+    """Whether networkx's DiGraph keeps the layout Graph writes into directly (networkx 3.x, tested
+    against 3.6.1): dicts `_node` (id -> attr dict), `_succ` (id -> {successor: edge data}, also
+    `_adj`) and `_pred` (id -> {predecessor: the same edge data}), with plain-dict factories. Else
+    Graph goes through the public API, the same graph only slower."""
+    g = nx.DiGraph()
+    g.add_edge("a", "b")
+    return (
+        type(g._node) is dict
+        and g._adj is g._succ
+        and g._succ == {"a": {"b": {}}, "b": {}}
+        and g._pred == {"a": {}, "b": {"a": {}}}
+        and g._succ["a"]["b"] is g._pred["b"]["a"]
+        and g._node == {"a": {}, "b": {}}
+        and (g.node_dict_factory, g.node_attr_dict_factory, g.adjlist_inner_dict_factory) == (dict, dict, dict)
+        and g.edge_attr_dict_factory is dict
+    )
+
+
+_DIRECT = _direct_layout_works()
+
+
+def _clear_nx_cache(g) -> None:
+    """What networkx's own add_node/add_edge do after a change: drop converted graphs it cached."""
+    cache = g.__dict__.get("__networkx_cache__")
+    if cache:
+        cache.clear()
+
+
 class Graph:
-    _back_edges = True  # a graph made before the flag: every sort checks
+    _back_edge_count = None  # a graph made before the count: every sort checks
 
     def __init__(self, name: str = "graph"):
         self.name = name
@@ -83,7 +112,7 @@ class Graph:
         self._next: dict[str, int] = {}  # hint -> the suffix _fresh_id tries next (all below are taken...
         self._freed: dict[str, list] = {}  # ...but these, freed by remove(): a heap per hint)
         self._order = None  # nodes() until the graph changes
-        self._back_edges = False  # whether an edge may run from a later node to an earlier (set_inputs)
+        self._back_edge_count = 0  # edges from a later node to an earlier one (set_inputs makes them)
 
     # -- construction ---------------------------------------------------------
     def _fresh_id(self, hint: str) -> str:
@@ -118,9 +147,19 @@ class Graph:
         self._ids.add(nid)
         self._order = None
         node = Node(nid, op, inputs, type, attrs, next(self._counter))
-        self.nx.add_node(nid, node=node)
-        for i in inputs:
-            self.nx.add_edge(i, nid)
+        if _DIRECT:  # networkx's add_node/add_edge, less their checks and per-call cache clearing
+            g = self.nx
+            g._node[nid] = {"node": node}
+            succ, pred = g._succ, {}
+            succ[nid], g._pred[nid] = {}, pred
+            for i in inputs:
+                if i not in pred:
+                    pred[i] = succ[i][nid] = {}
+            _clear_nx_cache(g)
+        else:
+            self.nx.add_node(nid, node=node)
+            for i in inputs:
+                self.nx.add_edge(i, nid)
         return nid
 
     def source(self, op: str, name: str, type: TensorType, **attrs) -> str:
@@ -163,23 +202,35 @@ class Graph:
     def _sorted(self) -> list[Node]:
         """networkx's lexicographical_topological_sort keyed by insertion order (Kahn's algorithm,
         the ready node inserted first goes first), on the adjacency dicts directly: the same
-        order, ten times faster (its per-node views made a 5,000-layer model's sorts minutes)."""
+        order, ten times faster (its per-node views made a 5,000-layer model's sorts minutes).
+        Where no edge runs back (the count set_inputs and remove keep), that order is the nodes'
+        insertion order, which is networkx's node dict's: no sort at all."""
         succ = self.nx._succ  # networkx's own adjacency: node -> {successor: edge data}
-        nodes = dict(self.nx.nodes(data="node"))
-        if not self._back_edges or all(nodes[u].order > node.order for nid, node in nodes.items() for u in succ[nid]):
-            self._back_edges = False  # (checked: none left)
-            return sorted(nodes.values(), key=lambda n: n.order)  # no edge runs back: the order itself
+        nodes = {nid: data["node"] for nid, data in self.nx._node.items()}
+        if self._back_edge_count is None:  # an unpickled old graph: count once
+            self._back_edge_count = sum(node.order > nodes[u].order for nid, node in nodes.items() for u in succ[nid])
+        if not self._back_edge_count:
+            return list(nodes.values())  # ascending order: add_node inserts in counter order, nothing reorders
+        # Kahn's algorithm, the ready node of least order first, as a scan of the nodes in order:
+        # the first ready node at or after the scan is the least ready one ahead of it, and a heap
+        # holds only the nodes that became ready after the scan passed them (few: the back edges').
+        ordered = list(nodes.values())
         waiting = {nid: len(preds) for nid, preds in self.nx._pred.items() if preds}
-        ready = [(node.order, nid) for nid, node in nodes.items() if nid not in waiting]
-        heapq.heapify(ready)
-        out = []
-        while ready:
-            nid = heapq.heappop(ready)[1]
-            out.append(nodes[nid])
-            for user in succ[nid]:
+        late, out, at, n = [], [], 0, len(ordered)
+        while True:
+            while at < n and waiting.get(ordered[at].id):
+                at += 1  # not ready: passed, it goes on the heap once ready
+            if late and (at == n or late[0][0] < ordered[at].order):
+                node = nodes[heapq.heappop(late)[1]]
+            elif at < n:
+                node, at = ordered[at], at + 1
+            else:
+                break
+            out.append(node)
+            for user in succ[node.id]:
                 waiting[user] -= 1
-                if not waiting[user]:
-                    heapq.heappush(ready, (nodes[user].order, user))
+                if not waiting[user] and (at == n or nodes[user].order < ordered[at].order):
+                    heapq.heappush(late, (nodes[user].order, user))
         if len(out) != len(nodes):
             raise nx.NetworkXUnfeasible("graph contains a cycle")
         return out
@@ -194,15 +245,24 @@ class Graph:
         return self.node(nid).type
 
     # -- rewriting --------------------------------------------------------------
+    def _count_back_edges(self, operands, nid: str) -> int:
+        """How many of the distinct edges operand -> nid run from a later node to an earlier."""
+        order = self.node(nid).order
+        return sum(self.node(i).order > order for i in set(operands))
+
     def set_inputs(self, nid: str, inputs) -> None:
         node = self.node(nid)
         self._order = None
+        count = self._back_edge_count
+        if count is not None:
+            count -= self._count_back_edges(node.inputs, nid)
         for i in set(node.inputs):
             self.nx.remove_edge(i, nid)
         node.inputs = tuple(inputs)
         for i in node.inputs:
             self.nx.add_edge(i, nid)
-            self._back_edges = self._back_edges or self.node(i).order > node.order
+        if count is not None:
+            self._back_edge_count = count + self._count_back_edges(node.inputs, nid)
 
     def replace_uses(self, old: str, new: str) -> None:
         """Make every user of `old` (and every graph output) read `new` instead."""
@@ -216,6 +276,8 @@ class Graph:
     def remove(self, nid: str) -> None:
         if list(self.nx.successors(nid)):
             raise ValueError(f"cannot remove %{nid}: it still has users")
+        if self._back_edge_count is not None:
+            self._back_edge_count -= self._count_back_edges(self.nx._pred[nid], nid)
         self.nx.remove_node(nid)
         self._ids.discard(nid)
         self._order = None
@@ -228,10 +290,23 @@ class Graph:
         node: a deepcopy of the networkx graph cost seconds for a 5,000-layer model."""
         g = copy.copy(self)
         g.nx = nx.DiGraph()
-        g.nx.add_nodes_from(
-            (nid, {"node": dataclasses.replace(n, attrs=_copy_attrs(n.attrs))}) for nid, n in self.nx.nodes(data="node")
+        nodes = (
+            (nid, dataclasses.replace(d["node"], attrs=_copy_attrs(d["node"].attrs)))
+            for nid, d in self.nx._node.items()
         )
-        g.nx.add_edges_from(self.nx.edges)
+        if _DIRECT:  # the same dicts add_nodes_from and add_edges_from make, in the same order
+            new_node, new_succ, new_pred = g.nx._node, g.nx._succ, g.nx._pred
+            for nid, node in nodes:
+                new_node[nid] = {"node": node}
+                new_succ[nid], new_pred[nid] = {}, {}
+            for u, users in self.nx._succ.items():
+                out = new_succ[u]
+                for v in users:
+                    out[v] = new_pred[v][u] = {}
+            _clear_nx_cache(g.nx)
+        else:
+            g.nx.add_nodes_from((nid, {"node": node}) for nid, node in nodes)
+            g.nx.add_edges_from(self.nx.edges)
         g.outputs = dict(self.outputs)
         g._counter = copy.deepcopy(self._counter)
         g._ids, g._next = set(self._ids), dict(self._next)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .graph import BOOKKEEPING_ATTRS
+
 
 def _fmt_attr(v):
     if isinstance(v, float):
@@ -13,18 +15,28 @@ def _fmt_attr(v):
     return str(v)
 
 
+_HIDDEN = frozenset(BOOKKEEPING_ATTRS) | {"expr"}
+
+
 def format_node(node) -> str:
-    attrs = {k: v for k, v in node.semantic_attrs().items() if k != "expr"}
-    text = f"%{node.id}: {node.type} = {node.op}({', '.join('%' + i for i in node.inputs)})"
+    text = (
+        f"%{node.id}: {node.type} = {node.op}(%{', %'.join(node.inputs)})"
+        if node.inputs
+        else (f"%{node.id}: {node.type} = {node.op}()")
+    )
+    all_attrs = node.attrs
+    if not all_attrs:
+        return text
+    attrs = sorted((k, v) for k, v in all_attrs.items() if k not in _HIDDEN)
     if attrs:
-        text += " {" + ", ".join(f"{k}={_fmt_attr(v)}" for k, v in sorted(attrs.items())) + "}"
+        text += " {" + ", ".join(f"{k}={_fmt_attr(v)}" for k, v in attrs) + "}"
     notes = []
-    if node.attrs.get("fused"):
-        notes.append("fused: " + "+".join(node.attrs["fused"]))
-    if node.attrs.get("bias_grad"):
-        notes.append(f"also writes %{node.attrs['bias_grad']}")
-    if node.attrs.get("note"):
-        notes.append(node.attrs["note"])
+    if all_attrs.get("fused"):
+        notes.append("fused: " + "+".join(all_attrs["fused"]))
+    if all_attrs.get("bias_grad"):
+        notes.append(f"also writes %{all_attrs['bias_grad']}")
+    if all_attrs.get("note"):
+        notes.append(all_attrs["note"])
     if notes:
         text += "  # " + "; ".join(notes)
     return text

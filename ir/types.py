@@ -51,7 +51,11 @@ class TensorType:
         return TensorType(tuple(shape), self.dtype)
 
     def __str__(self) -> str:
-        return f"{_SHORT[self.dtype]}[{','.join(str(d) for d in self.shape)}]"
+        text = self.__dict__.get("_str")  # printed once: a large graph prints each type many times
+        if text is None:
+            text = f"{_SHORT[self.dtype]}[{','.join(str(d) for d in self.shape)}]"
+            object.__setattr__(self, "_str", text)  # not a field: equality and hashing ignore it
+        return text
 
 
 def scalar(dtype: str = "float32") -> TensorType:

@@ -127,7 +127,9 @@ def _compile(model, args, device=None):
 
 def cmd_inspect(args):
     from .passes import PASS_NAMES
+    from .runtime import policy
 
+    policy.prepare_numba_on_import = False  # inspect runs no step (read once, on runtime.executable's import)
     _check_counts(args)
     if args.after and args.after not in PASS_NAMES:
         raise ValueError(f"no pass {args.after!r}; passes: {', '.join(PASS_NAMES)}")

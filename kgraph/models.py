@@ -38,6 +38,7 @@ from .runtime.executable import Executable
 from .runtime.loader import write_source
 from .runtime.batches import is_batch_source
 from .runtime import files, sources
+from .runtime.policy import gc_paused
 from .runtime.checks import DataError
 from .runtime.model import CompiledModel
 
@@ -284,6 +285,7 @@ class Model(_WeightLists, CompiledModel):
         return self.predict(x, batch_size=max(1, n), verbose=0)
 
     # ------------------------------------------------------------------ compilation
+    @gc_paused()
     def _build(self, kind, losses=None, optimizer=None, frontend=None, name=None):
         """Compile the step of `kind` ("train", "test", "predict") and install it as `name` (default:
         kind); `frontend`: the model at the input shape it runs on (default: the model's own)."""
@@ -488,6 +490,7 @@ class Model(_WeightLists, CompiledModel):
         self.executable.set_weights(old.get_weights())
         self.device = device
 
+    @gc_paused()
     def compile(
         self,
         optimizer="rmsprop",
@@ -1018,6 +1021,7 @@ def _resolve_metrics(metrics, outputs, specs, out_units):
 # ---------------------------------------------------------------------- constructors
 
 
+@gc_paused()
 def model_from_config(config: dict, seed: int | None = None) -> Model:
     try:
         return Model(build_model(config, seed=seed), seed=seed)
@@ -1033,6 +1037,7 @@ def model_from_yaml(yaml_string: str, custom_objects=None, seed: int | None = No
     return model_from_config(parse_config_text(yaml_string, "yaml"), seed=seed)
 
 
+@gc_paused()
 def load_model(
     filepath, custom_objects=None, compile=True, seed: int | None = None, allow_nonfinite: bool = False
 ) -> Model:

@@ -2,9 +2,12 @@
 the work is counted, not timed. The faster forms of graph ids and memory planning give exactly
 what the simple ones gave."""
 
+import collections
 import itertools
 import random
 import re
+
+import networkx
 
 import pytest
 
@@ -306,3 +309,136 @@ def test_a_lowered_graph_follows_frozen_layers():
     bn.config["trainable"] = True
     assert len(fm.lowered(training=True)[0]) == len(train)
     assert fm.lower(training=True) is not fm.lower(training=True)  # lower(): a new graph each call
+
+
+def _random_graph(rng, n):
+    """A graph of n ops over two inputs, then rewired (some earlier nodes read later ones) and pruned."""
+    g = Graph()
+    ids = [g.source("input", "x", TensorType((2,), "float32")), g.source("input", "x", TensorType((2,), "float32"))]
+    for _ in range(n):
+        a, b = rng.choice(ids), rng.choice(ids)
+        ids.append(g.add(a, b) if rng.random() < 0.6 else g.relu(a))
+    for _ in range(n // 4):
+        early, late = sorted(rng.sample(range(2, len(ids)), 2))
+        node = g.node(ids[early])
+        if node.op == "relu" and not networkx.has_path(g.nx, ids[early], ids[late]):
+            g.set_inputs(node.id, [ids[late]])
+    for nid in reversed(ids[2:]):
+        if not g.users(nid) and rng.random() < 0.2:
+            g.remove(nid)
+    return g
+
+
+def test_graph_writes_networkx_internals_as_its_public_api_would():
+    """Graph.add_node and clone write DiGraph's _node/_succ/_pred dicts directly (networkx's own
+    add_node/add_edge cost a third of loading a 5,000-layer model). Tested against networkx 3.6.1:
+    if a networkx changes the layout, _direct_layout_works() turns the direct path off, and this
+    test says whether the graphs still equal what the public API builds."""
+    import networkx as nx
+
+    import ir.graph as graph_mod
+
+    assert graph_mod._DIRECT, f"networkx {nx.__version__}: DiGraph's layout changed, Graph uses its public API"
+    rng = random.Random(3)
+    for _ in range(30):
+        g = _random_graph(rng, rng.randint(1, 40))
+        public = nx.DiGraph()
+        for node in sorted((d["node"] for d in g.nx._node.values()), key=lambda n: n.order):
+            public.add_node(node.id, node=node)
+        for node in g.nodes():
+            for i in node.inputs:
+                public.add_edge(i, node.id)
+        for h in (g, g.clone()):
+            assert list(h.nx.nodes) == list(public.nodes)
+            assert {n: d["node"].id for n, d in h.nx.nodes(data=True)} == {n: n for n in public.nodes}
+            assert set(h.nx.edges) == set(public.edges) and h.nx._succ == public._succ and h.nx._pred == public._pred
+            assert all(h.nx._succ[u][v] is h.nx._pred[v][u] for u, v in h.nx.edges)  # one edge-data dict
+            assert h.nx._adj is h.nx._succ
+            want = list(nx.lexicographical_topological_sort(h.nx, key=lambda n: h.node(n).order))
+            assert [n.id for n in h.nodes()] == want
+            count = sum(h.node(u).order > h.node(v).order for u, v in h.nx.edges)
+            assert h._back_edge_count == count  # the count that lets nodes() skip the sort
+        assert nx.is_isomorphic(g.nx, g.clone().nx)
+
+
+def test_graph_falls_back_to_the_public_api(monkeypatch):
+    """With the direct path off (a networkx of another layout), graphs come out the same."""
+    import ir.graph as graph_mod
+
+    built = {}
+    for direct in (True, False):
+        monkeypatch.setattr(graph_mod, "_DIRECT", direct)
+        g = _random_graph(random.Random(5), 30)
+        c = g.clone()
+        built[direct] = [(n.id, n.op, n.inputs, n.order) for n in c.nodes()], dict(c.nx._pred), dict(c.nx._succ)
+    assert built[True] == built[False]
+
+
+def test_a_model_whose_layers_never_read_training_lowers_once(tmp_path, capsys):
+    """Training and inference graphs are one graph when no layer reads Ctx.training (Dense,
+    activations): inspect lowered a 5,000-layer model twice for the same graph. A layer that reads
+    it (Dropout) keeps two lowerings, and the graphs differ."""
+    calls = _inspect_calls(tmp_path, sequential(6), capsys)
+    assert calls[("model.py", "lower_with_masks")] == 1
+    fm = build_model(sequential(3))
+    assert fm.lowered(training=False) is fm.lowered(training=True)
+    dropout = sequential(3)
+    dropout["config"]["layers"].append({"class_name": "Dropout", "config": {"name": "drop", "rate": 0.5}})
+    fm = build_model(dropout)
+    train, infer = fm.lowered(training=True)[0], fm.lowered(training=False)[0]
+    assert train is not infer and len(train) > len(infer)  # the keep mask and its multiply
+
+
+def _counted_inspect(tmp_path, config, capsys, monkeypatch):
+    """`kgraph inspect` of the config, counting the graph work that a quadratic pass would multiply:
+    node lookups, nodes added, sorts and the heap pushes inside them, clones, printed nodes, lowerings."""
+    import heapq
+    import json
+
+    import ir.graph as graph_mod
+    import ir.printer as printer_mod
+    from kgraph.cli import main
+    from kgraph.frontend.model import FrontendModel
+
+    counts = collections.Counter()
+
+    def counting(name, fn):
+        def counted(*args, **kwargs):
+            counts[name] += 1
+            return fn(*args, **kwargs)
+
+        return counted
+
+    for name in ("node", "add_node", "_sorted", "clone"):
+        monkeypatch.setattr(Graph, name, counting(name, getattr(Graph, name)))
+    monkeypatch.setattr(printer_mod, "format_node", counting("format_node", printer_mod.format_node))
+    monkeypatch.setattr(FrontendModel, "lower_with_masks", counting("lower", FrontendModel.lower_with_masks))
+
+    class _Heap:
+        heapify, heappop = staticmethod(heapq.heapify), staticmethod(heapq.heappop)
+        heappush = staticmethod(counting("heappush", heapq.heappush))
+
+    monkeypatch.setattr(graph_mod, "heapq", _Heap)
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(config))
+    try:
+        assert main(["inspect", str(path), "--loss", "mse"]) == 0
+    finally:
+        monkeypatch.undo()  # the next call counts from the originals again
+    capsys.readouterr()
+    return counts
+
+
+def test_a_5000_layer_inspect_does_4x_the_work_of_1250_layers(tmp_path, capsys, monkeypatch):
+    """Counted, not timed, at the size issue 21 names: a 5,000-layer Sequential's inspect (loading,
+    the training pipeline with its eight printed graphs, codegen) does four times the graph work
+    of 1,250 layers, and the same number of sorts, clones and lowerings (one: no layer reads
+    `training`). The memory planner's best fit, quadratic in NumPy, is not counted here."""
+    small = _counted_inspect(tmp_path, sequential(1250), capsys, monkeypatch)
+    large = _counted_inspect(tmp_path, sequential(5000), capsys, monkeypatch)
+    for name in ("node", "add_node", "format_node"):
+        assert 3.8 * small[name] <= large[name] <= 4.2 * small[name], (name, small[name], large[name])
+    assert large["heappush"] <= 4.2 * small["heappush"] + 100  # the sorts' and freed ids' heaps
+    for name in ("_sorted", "clone"):
+        assert small[name] == large[name], name
+    assert small["lower"] == large["lower"] == 1

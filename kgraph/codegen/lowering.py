@@ -11,6 +11,7 @@ updates.py for the optimizers); this module only spells the calls, looked up by 
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 from ir.ops.optim import UPDATES as IR_UPDATES
@@ -38,6 +39,12 @@ def element_function(op: str, attrs: dict):
     return fn
 
 
+@functools.cache
+def _parameters(fn) -> list:
+    """fn's (name, Parameter)s, read once per function (inspect.signature is slow)."""
+    return list(inspect.signature(fn).parameters.items())
+
+
 def element_call(op: str, args: list, attrs: dict, lit) -> str:
     """The scalar expression of elementwise op `op` on operand expressions `args`; `lit(value)`
     names a constant of the step's dtype."""
@@ -49,7 +56,7 @@ def element_call(op: str, args: list, attrs: dict, lit) -> str:
         return args[0]
     fn = element_function(op, attrs)
     hyper = []
-    for name, param in list(inspect.signature(fn).parameters.items())[len(args) :]:
+    for name, param in _parameters(fn)[len(args) :]:
         value = attrs.get(name, param.default)
         if value is inspect.Parameter.empty:
             raise NotImplementedError(f"elementwise op {op!r} needs attr {name!r}")

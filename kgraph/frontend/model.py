@@ -206,6 +206,7 @@ class FrontendModel:
         # ActivityRegularization layer's); the loss pass adds every "penalty:k" output to the loss
         self.activity_regularizers = []
         self._lowered = {}  # (training, size, frozen layers) -> lowered()'s (graph, masks)
+        self._training_free = set()  # the keys of _lowered whose lowering no layer read `training` in
 
     def count_params(self) -> int:
         return sum(int(np.prod(w.shape)) for w in self.weights)
@@ -245,7 +246,7 @@ class FrontendModel:
                         f"{shape_str(d.shape)}, not the model's {shape_str(have.get((*key, d.name), ()))}"
                     )
         model = copy.copy(self)
-        model._lowered = {}  # its graphs are at its own shapes
+        model._lowered, model._training_free = {}, set()  # its graphs are at its own shapes
         model.inputs = [dataclasses.replace(i, shape=shape) for i, shape in zip(self.inputs, shapes)]
         model.layers = _layer_infos(self.desc, shape_pass.shapes, self.weights)
         return model
@@ -286,11 +287,20 @@ class FrontendModel:
         key = (training, size, frozen)
         if key not in self._lowered:
             self._lowered = {k: v for k, v in self._lowered.items() if k[2] == frozen}
-            self._lowered[key] = self.lower_with_masks(training, size)
+            other = (not training, size, frozen)
+            if other in self._lowered and other in self._training_free:
+                self._lowered[key] = self._lowered[other]  # no layer read `training`: the same graph
+            else:
+                reads = []
+                self._lowered[key] = self.lower_with_masks(training, size, training_reads=reads)
+                self._training_free = {k for k in self._training_free if k in self._lowered}
+                if not reads:
+                    self._training_free.add(key)
         return self._lowered[key]
 
-    def lower_with_masks(self, training: bool, size: int = PROBE_SIZES[0]) -> tuple:
-        """(a new forward graph, {output index: its [B,T] 0/1 Keras mask node in that graph})."""
+    def lower_with_masks(self, training: bool, size: int = PROBE_SIZES[0], training_reads=None) -> tuple:
+        """(a new forward graph, {output index: its [B,T] 0/1 Keras mask node in that graph});
+        training_reads: a list each layer's read of Ctx.training appends to."""
         g = Graph(self.name)
         activity = []
         self._add_sources(g, size)
@@ -304,7 +314,7 @@ class FrontendModel:
             if layer.model is not None:
                 return run_graph(layer.model, args, apply, path + (layer.name,))
             rule, shapes = RULES[layer.class_name], [s for _, s in args]
-            ctx = Ctx(g, training, self.keras, params.get((*path, layer.name), {}), masks)
+            ctx = Ctx(g, training, self.keras, params.get((*path, layer.name), {}), masks, training_reads)
             ys = rule.emit(ctx, layer, [x for x, _ in args], shapes)
             ys = ys if isinstance(ys, list) else [ys]
             carry_mask(ctx, layer, [x for x, _ in args], ys)

@@ -26,10 +26,19 @@ class Ctx:
     """What a layer's IR needs besides its inputs."""
 
     g: Graph
-    training: bool
+    _training: bool  # read as `training`
     keras: int  # 2 or 3: the Keras that wrote the config
     params: dict  # weight name -> param node id, for the layer being emitted
     masks: dict = field(default_factory=dict)  # node id -> its [B,T] 0/1 mask node (Keras's masks)
+    training_reads: list | None = None  # where a read of `training` is recorded (FrontendModel.lowered)
+
+    @property
+    def training(self) -> bool:
+        """Whether the graph is for a training step. Reading it is recorded: a model none of whose
+        layers read it lowers to the same graph for training and inference, lowered once."""
+        if self.training_reads is not None:
+            self.training_reads.append(True)
+        return self._training
 
 
 @dataclass

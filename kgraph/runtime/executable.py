@@ -11,6 +11,7 @@ import numpy as np
 from .abi import STEP_ARGS, STEPS_ARGS, Manifest, StepArgs, StepsArgs, at_batch  # noqa: F401 (STEP*_ARGS: as before)
 from .background import StepCompiler, compile_notice
 from .loader import import_file
+from . import policy
 from .policy import compile_steps, flush_denormals
 from .threads import ThreadPlan
 from .typecheck import checked_twin
@@ -26,7 +27,8 @@ def _prepare_numba() -> None:
     cpu_target.target_context.refresh()
 
 
-_prepare_numba()
+if policy.prepare_numba_on_import:
+    _prepare_numba()
 
 
 class Executable:
