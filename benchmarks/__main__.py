@@ -119,6 +119,14 @@ def _when(measured) -> str:
     return "Measured " + "; ".join(f"{d}: {', '.join(names)}" for d, names in sorted(days.items()))
 
 
+def _peaks(measured, peak) -> str:
+    """The sgemm peak, or each day's when rows were measured on several days."""
+    days = {m["date"]: m["peak"] for m in (measured or {}).values()}
+    if len(days) <= 1:
+        return f"{peak:.0f} GFLOP/s"
+    return "; ".join(f"{p:.0f} GFLOP/s in the {d} run" for d, p in sorted(days.items()))
+
+
 def write_results(out: Path, rows, frameworks, peak, measured=None):
     """RESULTS.md, results.json and results.png from the rows. The % of the GEMM-bound limit uses
     each row's own run's sgemm peak where measured says it."""
@@ -129,7 +137,7 @@ def write_results(out: Path, rows, frameworks, peak, measured=None):
         f"Machine: {_machine()}. {_when(measured)} by `python -m benchmarks` "
         f"(medians of alternating runs, each in its own process).",
         f"Versions: {', '.join(f'{k} {v}' for k, v in _versions().items())}.",
-        f"float32 GEMM peak (NumPy sgemm 1024³): {peak:.0f} GFLOP/s.",
+        f"float32 GEMM peak (NumPy sgemm 1024³): {_peaks(measured, peak)}.",
     ]
     if os.environ.get("OPENBLAS_CORETYPE"):
         lines.append(f"OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} was set (slows NumPy/Numba GEMMs).")
