@@ -15,7 +15,8 @@ The model declares [None, None] word ids with Embedding(mask_zero=True). Modes:
               count it would compile.
 Each mode runs one warm-up epoch, waits for its background compiles, runs two more, then times
 --epochs epochs. samples/s counts rows; "tokens kept" is the share of the fed positions that are
-real words (the rest is padding, which the mask skips but the step still computes)."""
+real words (the rest is padding: the recurrent loop skips a step that no row of the batch reaches,
+but the input projection, and a step where some rows still have words, compute it)."""
 
 from __future__ import annotations
 
