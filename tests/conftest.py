@@ -4,13 +4,24 @@ import tempfile
 import pytest
 
 _tmp = tempfile.gettempdir()
-# generated steps go to a per-suite cache, so tests never read a stale one from elsewhere
-os.environ.setdefault("KGRAPH_CACHE_DIR", os.path.join(_tmp, "kgraph-test-cache"))
 # The suite checks what kernels compute, not how fast: LLVM's -O0 halves Numba's compile time,
-# which is most of the suite's. Its compiled code goes to a cache of its own so that a user's
-# optimised caches (kgraph/kernels/__pycache__) never receive -O0 code.
+# which is most of the suite's.
 os.environ.setdefault("NUMBA_OPT", "0")
-os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(_tmp, "kgraph-test-numba-cache"))
+
+
+def _suite_cache(variable, default):
+    """The suite's own cache folder, per optimisation level, inside the user's when they set one.
+    Numba's cache does not record the level it compiled at, so a user's cache (their
+    NUMBA_CACHE_DIR, KGRAPH_CACHE_DIR or kgraph/kernels/__pycache__) that received the suite's -O0
+    code would hand it to their later runs, several times slower; and generated steps go to a cache
+    of the suite's, so tests never read a stale one from elsewhere."""
+    base = os.environ.get(variable) or os.path.join(_tmp, default)
+    name = f"kgraph-suite-opt{os.environ['NUMBA_OPT']}"
+    return base if os.path.basename(base) == name else os.path.join(base, name)  # xdist workers: set
+
+
+os.environ["KGRAPH_CACHE_DIR"] = _suite_cache("KGRAPH_CACHE_DIR", "kgraph-test-cache")
+os.environ["NUMBA_CACHE_DIR"] = _suite_cache("NUMBA_CACHE_DIR", "kgraph-test-numba-cache")
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 # Each test model's step compiles before its first call, as Numba alone would: a child compiler per
 # model would run beside the tests. tests/test_background.py checks the background compilation.
