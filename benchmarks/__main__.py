@@ -139,6 +139,8 @@ def write_results(out: Path, rows, frameworks, peak, measured=None):
         f"Versions: {', '.join(f'{k} {v}' for k, v in _versions().items())}.",
         f"float32 GEMM peak (NumPy sgemm 1024³): {_peaks(measured, peak)}.",
     ]
+    if os.environ.get("NUMBA_OPT", "3") != "3":  # kgraph's kernels compiled (or cached) below -O3
+        lines.append(f"NUMBA_OPT={os.environ['NUMBA_OPT']} was set (kgraph's kernels not fully optimised).")
     if os.environ.get("OPENBLAS_CORETYPE"):
         lines.append(f"OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} was set (slows NumPy/Numba GEMMs).")
     lines += [
