@@ -208,6 +208,7 @@ def cmd_train(args):
         model = _model(args)
         _compile(model, args)
     xs, ys, val = data.load(args.data)
+    _bundled_data_fits(model, args.data, xs)
     history = model.fit(
         xs,
         ys,
@@ -230,6 +231,25 @@ def cmd_train(args):
     print(f"final: {shown}")
     if "val_accuracy" in final:
         print(f"validation accuracy: {final['val_accuracy']:.4f}")
+
+
+def _bundled_data_fits(model, name, xs):
+    """A bundled dataset (the default, digits) that the model's inputs cannot take: say which
+    --data to give, not only that shapes differ (an example model such as
+    examples/lstm_text_classifier.json trained without --data meets this first)."""
+    from .runtime import data
+    from .runtime.checks import DataError
+
+    if name not in data.BUILTIN or not model.built:
+        return
+    try:
+        model._inputs(xs, checked=True)
+    except DataError as e:
+        others = " or ".join(f"--data {n}" for n in data.BUILTIN if n != name)
+        raise DataError(
+            f"--data {name} ({data.BUILTIN[name]}) does not fit this model: {e}; "
+            f"give {others}, or an .npz of your own (x, y, optionally x_val, y_val)"
+        ) from None
 
 
 def _rows(args):

@@ -199,3 +199,16 @@ def test_a_nan_loss_is_one_warning_line_with_its_step(tmp_path):
     lines = [line for line in r.stderr.splitlines() if "loss" in line]  # not Numba's notes at NUMBA_OPT=0
     assert r.returncode == 0 and len(lines) == 1, r.stderr
     assert re.fullmatch(r"kgraph: warning: the loss is (nan|inf) at training step \d+: .*TerminateOnNaN\(\)", lines[0])
+
+
+@pytest.mark.parametrize(
+    "example,default,other",
+    [("lstm_text_classifier.json", "digits", "reviews"), ("digits_mlp.json", "reviews", "digits")],
+)
+def test_a_bundled_dataset_the_model_cannot_take_names_the_one_to_give(capsys, example, default, other):
+    # the README's LSTM example trained without --data meets the default digits first
+    args = ["train", str(ROOT / "examples" / example), "--epochs", "1"]
+    assert main(args + (["--data", default] if default != "digits" else [])) == 2
+    err = capsys.readouterr().err
+    assert f"--data {default}" in err and f"give --data {other}" in err and "does not match" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
