@@ -108,36 +108,40 @@ def _seconds(value) -> str:
 HAND_NOTES = "<!-- notes written by hand below: python -m benchmarks keeps them -->"
 
 
-def _when(measured) -> str:
-    """'Measured D' or, when rows were measured on several days (--only), each day's rows."""
-    today = datetime.date.today().isoformat()
+def _days(measured) -> dict:
+    """{date: (the rows measured that day, that run's sgemm peak)}, in date order."""
     days = {}
     for name, m in (measured or {}).items():
-        days.setdefault(m["date"], []).append(name)
+        days.setdefault(m["date"], ([], m["peak"]))[0].append(name)
+    return dict(sorted(days.items()))
+
+
+def _when(days) -> str:
+    """'Measured D' or, when rows were measured on several days (--only), each day's rows."""
     if len(days) <= 1:
-        return f"Measured {next(iter(days), today)}"
-    return "Measured " + "; ".join(f"{d}: {', '.join(names)}" for d, names in sorted(days.items()))
+        return f"Measured {next(iter(days), datetime.date.today().isoformat())}"
+    return "Measured " + "; ".join(f"{d}: {', '.join(names)}" for d, (names, _) in days.items())
 
 
-def _peaks(measured, peak) -> str:
+def _peaks(days, peak) -> str:
     """The sgemm peak, or each day's when rows were measured on several days."""
-    days = {m["date"]: m["peak"] for m in (measured or {}).values()}
     if len(days) <= 1:
         return f"{peak:.0f} GFLOP/s"
-    return "; ".join(f"{p:.0f} GFLOP/s in the {d} run" for d, p in sorted(days.items()))
+    return "; ".join(f"{p:.0f} GFLOP/s in the {d} run" for d, (_, p) in days.items())
 
 
 def write_results(out: Path, rows, frameworks, peak, measured=None):
     """RESULTS.md, results.json and results.png from the rows. The % of the GEMM-bound limit uses
     each row's own run's sgemm peak where measured says it."""
     row_peak = lambda name: (measured or {}).get(name, {}).get("peak", peak)
+    days = _days(measured)
     lines = [
         "# Benchmark results",
         "",
-        f"Machine: {_machine()}. {_when(measured)} by `python -m benchmarks` "
+        f"Machine: {_machine()}. {_when(days)} by `python -m benchmarks` "
         f"(medians of alternating runs, each in its own process).",
         f"Versions: {', '.join(f'{k} {v}' for k, v in _versions().items())}.",
-        f"float32 GEMM peak (NumPy sgemm 1024³): {_peaks(measured, peak)}.",
+        f"float32 GEMM peak (NumPy sgemm 1024³): {_peaks(days, peak)}.",
     ]
     if os.environ.get("NUMBA_OPT", "3") != "3":  # kgraph's kernels compiled (or cached) below -O3
         lines.append(f"NUMBA_OPT={os.environ['NUMBA_OPT']} was set (kgraph's kernels not fully optimised).")
@@ -184,10 +188,8 @@ def write_results(out: Path, rows, frameworks, peak, measured=None):
     ]
     out.mkdir(parents=True, exist_ok=True)
     results = out / "RESULTS.md"
-    if results.exists() and HAND_NOTES in results.read_text():
-        lines += [HAND_NOTES + results.read_text().split(HAND_NOTES, 1)[1]]
-    else:
-        lines += [HAND_NOTES, ""]
+    _, marker, notes = (results.read_text() if results.exists() else "").partition(HAND_NOTES)
+    lines += [HAND_NOTES + notes] if marker else [HAND_NOTES, ""]
     saved = {"frameworks": frameworks, "peak": peak, "rows": rows, "measured": measured or {}}
     write_atomic(results, "\n".join(lines))
     write_atomic(out / "results.json", json.dumps(saved, indent=1))

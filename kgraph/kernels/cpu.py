@@ -367,8 +367,9 @@ def gemm_split_cols(g, w, out, parts):
 # gate (rnn_rows.py, through the cell maths of maths.py). The backward pass walks the steps in
 # reverse the same way, and the recurrent kernel's gradient is one GEMM over all steps at the end.
 # A step where every sample is masked (bucket padding beyond a batch's longest row) skips its
-# GEMMs: its results do not depend on them. Absent optional operands come as empty arrays, their flags False. Scratch arrays are slices of
-# the planned workspace `ws`, in the order passes/recurrent.py sizes them.
+# GEMMs: its results do not depend on them. Absent optional operands come as empty arrays, their
+# flags False. Scratch arrays are slices of the planned workspace `ws`, in the order
+# passes/recurrent.py sizes them.
 
 SIMPLE, LSTM, GRU = M.SIMPLE, M.LSTM, M.GRU
 
