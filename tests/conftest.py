@@ -33,6 +33,15 @@ os.environ.setdefault("KGRAPH_BACKGROUND_COMPILE", "0")
 os.environ.setdefault("KGRAPH_COMPILE_STEPS", "0")
 
 
+# The slowest tests (each a fresh process: the CUDA simulator's checks, background compiles) go to
+# the workers first, so that no worker is left with one of them after the others have finished.
+_SLOW_FIRST = ("test_cuda.py", "test_cuda_replicas.py", "test_background.py", "test_recurrent_kernels.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name not in _SLOW_FIRST)  # stable: keeps the order within each
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "compiled_steps: the test's steps compile, as outside the suite")
 

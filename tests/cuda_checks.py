@@ -822,6 +822,10 @@ def ptx():
 
 
 if __name__ == "__main__":
+    # The simulator runs a block's threads as Python threads and polls them from this one; at
+    # Python's default 5 ms switch interval the poll held the GIL while they waited (a third of the
+    # recurrent checks' time went so)
+    sys.setswitchinterval(1e-3)
     {
         "kernels": kernels,
         "training": training,

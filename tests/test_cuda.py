@@ -247,3 +247,15 @@ def test_recurrent_models_generate_launchers(case):
     if case == "gru_v1":  # the candidate's GEMMs read column ranges; d he accumulates
         assert "gemm_nt_acc = K.gemm(False, True, K.product, True)" in source
         assert "cols_v_gru_recurrent_kernel_10_15 = v_gru_recurrent_kernel[:, 10:15]" in source
+
+
+def test_a_one_dimensional_launch_has_whole_warps_and_the_same_grid():
+    from kgraph.kernels import cuda as K
+
+    assert [K.threads(n) for n in (1, 32, 33, 255, 256, 10_000)] == [32, 32, 64, 256, 256, 256]
+    for n in (1, 33, 256, 257, 10_000):  # blocks of K.threads(n) cover n as blocks of THREADS_1D do
+        assert K.blocks(n, K.threads(n)) == K.blocks(n) and K.blocks(n) * K.threads(n) >= n
+    fm = build_model(json.loads(Path(EXAMPLE).read_text()), seed=0)
+    compiled = run_pipeline("predict", fm.lower(training=False), [w.node for w in fm.weights])
+    source, _ = generate_cuda(compiled)
+    assert "K.THREADS_1D, stream]" not in source and "threads_B = K.threads(B)" in source

@@ -56,7 +56,6 @@ from numba import cuda, float32
 from kgraph.kernels import cuda as K, maths as E, updates as U
 
 '''
-T1 = "K.THREADS_1D"
 
 
 def update_kernel_lines(op: str, hyper: dict) -> list:
@@ -261,7 +260,7 @@ class CudaCodegen(StepCodegen):
             args += [self._arr(self._broadcast_arg(i, rank), i, rank) for i in node.inputs]
         lines.append(f"        out[{idx}] = {fn}({', '.join(reads)})")
         self.mod.kernels.append("\n".join(lines))
-        return [self._launch(f"ew_{node.id}", f"K.blocks({n})", T1, args)]
+        return [self._launch(f"ew_{node.id}", *self._over(n), args)]
 
     def _emit_bias_grad(self, node, fn) -> list[str]:
         """act_grad that also writes its column sum (the bias gradient): the fused backward."""
@@ -290,7 +289,7 @@ class CudaCodegen(StepCodegen):
         viewed with `rank` dims."""
         kernel = self._per_element(name, rank, body)
         args = [self._arr(expr, nid, rank) for expr, nid in operands]
-        return [self._launch(kernel, f"K.blocks({prod(self.g.type(operands[-1][1]).shape)})", T1, args)]
+        return [self._launch(kernel, *self._over(prod(self.g.type(operands[-1][1]).shape)), args)]
 
     # ------------------------------------------------------------------ GEMMs
     def _matrix(self, nid) -> tuple:
@@ -328,7 +327,7 @@ class CudaCodegen(StepCodegen):
             self.gemms.add(kernel)
             self.mod.kernels.append(f"{kernel} = K.batch_matmul({ta}, {tb})")
         args = [self._arr(self._stack(i), i, 3) for i in (*node.inputs, node.id)]
-        return [self._launch(kernel, f"K.blocks({prod(node.type.shape)})", T1, args)]
+        return [self._launch(kernel, *self._over(prod(node.type.shape)), args)]
 
     def _emit_fused_dense(self, node) -> list[str]:
         x, w, b = node.inputs
@@ -365,7 +364,7 @@ class CudaCodegen(StepCodegen):
         ]
         if kind == "mean":
             args.append((self._bound(f"1.0 / ({prod([t.shape[a] for a in axes])})", "scale"), "float64"))
-        return [self._launch(kernel, f"K.blocks({prod(node.type.shape)})", T1, args)]
+        return [self._launch(kernel, *self._over(prod(node.type.shape)), args)]
 
     def _reduce(self, node, kind) -> list[str]:
         x = node.inputs[0]
@@ -376,12 +375,12 @@ class CudaCodegen(StepCodegen):
         out3 = self._arr(f"{var(node.id)}.reshape(({pre}, {post}))", node.id, 2)
         x3 = self._arr(f"{self._operand(x)}.reshape(({pre}, {mid}, {post}))", x, 3)
         if kind == "max":
-            return [self._launch("K.reduce_max_3d", f"K.blocks({pre} * {post})", T1, [x3, out3])]
+            return [self._launch("K.reduce_max_3d", *self._over(f"{pre} * {post}"), [x3, out3])]
         scale = (self._bound(f"1.0 / ({mid})", "scale"), "float64") if kind == "mean" else ("1.0", "float64")
         if pre == "1" and post == "1":
             args = [self._arr(self._flat(x), x, 1), self._arr(f"{var(node.id)}.reshape((1,))", node.id, 1), scale]
-            return [self._launch("K.reduce_all", "1", T1, args)]
-        return [self._launch("K.reduce_3d", f"K.blocks({pre} * {post})", T1, [x3, out3, scale])]
+            return [self._launch("K.reduce_all", "1", "K.THREADS_1D", args)]
+        return [self._launch("K.reduce_3d", *self._over(f"{pre} * {post}"), [x3, out3, scale])]
 
     def _emit_reduce_sum(self, node):
         return self._reduce(node, "sum")
@@ -411,7 +410,7 @@ class CudaCodegen(StepCodegen):
             self._arr(f"{self._operand(g)}.reshape(({pre}, {post}))", g, 2),
             self._arr(f"{var(node.id)}.reshape(({pre}, {mid}, {post}))", node.id, 3),
         ]
-        return [self._launch("K.broadcast_3d", f"K.blocks({pre} * {mid} * {post})", T1, args)]
+        return [self._launch("K.broadcast_3d", *self._over(f"{pre} * {mid} * {post}"), args)]
 
     def _emit_count(self, node):
         t = self.g.type(node.inputs[0])
@@ -425,7 +424,7 @@ class CudaCodegen(StepCodegen):
         args = [
             self._arr(self._rows(i), i, 2) if how == "rows" else self._arr(self._flat(i), i, 1) for i, how in operands
         ]
-        return [self._launch(kernel, f"K.blocks({prod(self.g.type(rows_of).shape[:-1])})", T1, args)]
+        return [self._launch(kernel, *self._over(prod(self.g.type(rows_of).shape[:-1])), args)]
 
     def _emit_softmax(self, node):
         self._check_last_axis(node)
@@ -472,12 +471,12 @@ class CudaCodegen(StepCodegen):
     def _emit_im2col(self, node):
         x = node.inputs[0]
         args = [self._arr(self._operand(x), x), self._arr(var(node.id), node.id)] + self._patch_args(node)
-        return [self._launch("K.im2col", f"K.blocks({prod(node.type.shape)})", T1, args)]
+        return [self._launch("K.im2col", *self._over(prod(node.type.shape)), args)]
 
     def _emit_col2im(self, node):
         cols = node.inputs[0]
         args = [self._arr(self._operand(cols), cols), self._arr(var(node.id), node.id)] + self._patch_args(node)
-        return [self._launch("K.col2im", f"K.blocks({prod(node.type.shape)})", T1, args)]
+        return [self._launch("K.col2im", *self._over(prod(node.type.shape)), args)]
 
     def _pool_args(self, node) -> list:
         a = node.attrs
@@ -488,16 +487,16 @@ class CudaCodegen(StepCodegen):
     def _emit_pool2d(self, node):
         x = node.inputs[0]
         args = [self._arr(self._operand(x), x), self._arr(var(node.id), node.id)] + self._pool_args(node)
-        return [self._launch("K.pool2d", f"K.blocks({prod(node.type.shape)})", T1, args)]
+        return [self._launch("K.pool2d", *self._over(prod(node.type.shape)), args)]
 
     def _emit_pool2d_grad(self, node):
         args = [self._arr(self._operand(i), i) for i in node.inputs] + [self._arr(var(node.id), node.id)]
-        return [self._launch("K.pool2d_grad", f"K.blocks({prod(node.type.shape)})", T1, args + self._pool_args(node))]
+        return [self._launch("K.pool2d_grad", *self._over(prod(node.type.shape)), args + self._pool_args(node))]
 
     def _emit_gather(self, node):
         table, ids = node.inputs
         args = [self._arr(self._operand(table), table), self._arr(self._flat(ids), ids, 1), self._matrix(node.id)]
-        return [self._launch("K.gather_rows", f"K.blocks({prod(node.type.shape)})", T1, args)]
+        return [self._launch("K.gather_rows", *self._over(prod(node.type.shape)), args)]
 
     def _emit_scatter_add(self, node):
         g, ids = node.inputs
@@ -505,8 +504,8 @@ class CudaCodegen(StepCodegen):
         zero = [self._arr(f"{var(node.id)}.reshape(({n},))", node.id, 1), ("0.0", "float64")]
         args = [self._matrix(g), self._arr(self._flat(ids), ids, 1), self._arr(var(node.id), node.id)]
         return [
-            self._launch("K.fill", f"K.blocks({n})", T1, zero),
-            self._launch("K.scatter_add_rows", f"K.blocks({prod(self.g.type(g).shape)})", T1, args),
+            self._launch("K.fill", *self._over(n), zero),
+            self._launch("K.scatter_add_rows", *self._over(prod(self.g.type(g).shape)), args),
         ]
 
     def _emit_repeat(self, node):
@@ -517,7 +516,7 @@ class CudaCodegen(StepCodegen):
             self._arr(f"{self._operand(x)}.reshape(({pre}, {d}, {post}))", x, 3),
             self._arr(f"{var(node.id)}.reshape(({pre}, {d * n}, {post}))", node.id, 3),
         ]
-        return [self._launch("K.repeat_3d", f"K.blocks({prod(node.type.shape)})", T1, args)]
+        return [self._launch("K.repeat_3d", *self._over(prod(node.type.shape)), args)]
 
     def _emit_transpose(self, node):
         perm, rank = node.attrs["perm"], node.type.rank
@@ -557,7 +556,7 @@ class CudaCodegen(StepCodegen):
             (str(dst_start), "int64"),
             (str(n), "int64"),
         ]
-        return self._launch("K.copy_3d", f"K.blocks({pre} * {n} * {post})", T1, args)
+        return self._launch("K.copy_3d", *self._over(f"{pre} * {n} * {post}"), args)
 
     def _emit_concat(self, node):
         axis = node.attrs["axis"] % node.type.rank
@@ -602,10 +601,17 @@ class CudaCodegen(StepCodegen):
             "float32", rank
         )
 
+    def _over(self, n, grid: str = "K.blocks") -> tuple:
+        """(grid, block) of a one-dimensional kernel over n elements (an expression): blocks of
+        K.THREADS_1D threads, or for a smaller n one block of its whole warps only (the simulator
+        runs every thread of a block, idle or not). The grid is the same either way."""
+        n = str(n)
+        threads = self._bound(f"K.threads({n})", "threads", re.sub(r"\W+", "_", n).strip("_"))
+        return f"{grid}({n})", threads
+
     def _units(self, nh) -> tuple:
         """(grid, block) of a kernel with a thread per (sample, unit)."""
-        threads = self._bound(f"K.unit_threads(B * {nh})", "threads", str(nh))
-        return f"K.blocks(B * {nh}, {threads})", threads
+        return self._over(f"B * {nh}")
 
     def _rnn_inputs(self, attrs, inputs) -> tuple:
         """(xp, u, [rb, mask, keep, h0, c0] as views or stand-ins, flags) of a recurrent node."""
@@ -697,7 +703,7 @@ class CudaCodegen(StepCodegen):
         g_, out_ = self._arr(self._operand(g), g), self._arr(self._operand(out), out)
         u_ = self._arr(self._operand(u), u)
         zero = [(self._bound(f"arena[{o + gw + 2 * nh} * B:{o + gw + 4 * nh} * B]"), array_type("float32", 1))]
-        lines = [self._launch("K.fill", f"K.blocks(B * {2 * nh})", T1, zero + [("0.0", "float64")])]  # dh, dc
+        lines = [self._launch("K.fill", *self._over(f"B * {2 * nh}"), zero + [("0.0", "float64")])]  # dh, dc
         args = [g_, out_, mask, keep, h0, c0, gates, dz, dzs, drec, rhes, hes, acc, direct, dh, dc, ("t", "int64")]
         args += [(str(v), "int64") for v in (cell, act, ract)]
         args += backwards + _flags(v1, ra, flags["masked"], flags["recurrent_dropout"], flags["initial"])
@@ -752,7 +758,7 @@ class CudaCodegen(StepCodegen):
                 ("1.0", "float64"),
             ]
             args[0] = (args[0], array_type("float32", 3))
-            lines.append(self._launch("K.reduce_3d", f"K.blocks({gw})", T1, args))
+            lines.append(self._launch("K.reduce_3d", *self._over(gw), args))
         first = 2 + flags["recurrent_bias"] + flags["masked"] + flags["recurrent_dropout"]
         for state, k in ((dh, first), (dc, first + 1)):
             if flags["initial"] and k in siblings and (state is dh or a["cell"] == "lstm"):
@@ -763,7 +769,7 @@ class CudaCodegen(StepCodegen):
                     ("0", "int64"),
                     ("1", "int64"),
                 ]
-                lines.append(self._launch("K.copy_3d", f"K.blocks(B * {nh})", T1, args))
+                lines.append(self._launch("K.copy_3d", *self._over(f"B * {nh}"), args))
         return lines
 
     def _emit_reverse_time(self, node):
@@ -774,7 +780,7 @@ class CudaCodegen(StepCodegen):
             self._arr(f"{self._operand(x)}.reshape({shape})", x, 3),
             self._arr(f"{var(node.id)}.reshape({shape})", node.id, 3),
         ]
-        return [self._launch("K.reverse_time", f"K.blocks({prod(t.shape)})", T1, args)]
+        return [self._launch("K.reverse_time", *self._over(prod(t.shape)), args)]
 
     # ------------------------------------------------------------------ in-place updates
     def _update_kernel(self, op, hyper) -> str:
@@ -799,7 +805,7 @@ class CudaCodegen(StepCodegen):
             buckets = [[f"{var(n)}.reshape(({prod(self.g.type(n).shape)},))" for n in group] for group in groups]
         for arrays in buckets:
             args = [(self._bound(a), array_type("float32", 1)) for a in arrays]
-            lines.append(self._launch(kernel, f"K.update_blocks({args[0][0]}.size)", T1, args + tail))
+            lines.append(self._launch(kernel, *self._over(f"{args[0][0]}.size", "K.update_blocks"), args + tail))
         return lines
 
     def _emit_moving_average(self, node):
@@ -809,7 +815,7 @@ class CudaCodegen(StepCodegen):
             self._arr(self._flat(x), x, 1),
             (repr(float(node.attrs["momentum"])), "float64"),
         ]
-        return [self._launch("K.moving_average", f"K.update_blocks({prod(self.g.type(m).shape)})", T1, args)]
+        return [self._launch("K.moving_average", *self._over(prod(self.g.type(m).shape), "K.update_blocks"), args)]
 
 
 def _flags(*values) -> list:

@@ -7,7 +7,7 @@
 - cpu.py, cuda.py: what truly differs per target (GEMMs, images, pooling, reductions, lookups;
   on the CPU also the recurrent layers' time loops over maths.py's cell maths) and the thin loops
   that apply the row maths; rnn_rows.py: the CPU's recurrent loops over a step's units, as rows;
-  blas.py: sgemm for the CPU.
+  blas.py: sgemm for the CPU; cache_at_o0.py: lets Numba cache those at NUMBA_OPT=0 too.
 
 The code generators (kgraph/codegen) spell calls of these; nothing here imports them."""
 
@@ -16,6 +16,10 @@ from __future__ import annotations
 import functools
 import hashlib
 from pathlib import Path
+
+from . import cache_at_o0
+
+cache_at_o0.install()  # before any kernel compiles: at NUMBA_OPT=0 kernels calling kernels cache too
 
 
 @functools.cache

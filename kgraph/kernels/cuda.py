@@ -29,9 +29,10 @@ def blocks(n: int, threads: int = THREADS_1D) -> int:
     return max(1, -(-n // threads))
 
 
-def unit_threads(n: int) -> int:
-    """Threads per block of a kernel over n (sample, unit) pairs: whole warps, THREADS_1D at most
-    (a small layer's step launches no idle threads: the simulator runs every one)."""
+def threads(n: int) -> int:
+    """Threads per block of a one-dimensional kernel over n elements: whole warps, THREADS_1D at
+    most (a small layer's step launches no idle threads: the simulator runs every one). Only
+    reduce_all needs THREADS_1D exactly; the others index by cuda.grid and cuda.gridsize."""
     return min(THREADS_1D, 32 * blocks(n, 32))
 
 
