@@ -3,7 +3,9 @@ schedule (GEMMs through BLAS, images, pooling, reductions, lookups, the GEMMs sp
 and thin loops over rows of the row maths in maths.py. The element maths, the row maths and the
 optimizers' updates are maths.py's and updates.py's, shared with CUDA.
 Rows are the leading dimensions flattened; the last axis is the class/feature axis.
-All are error_model="numpy" (no zero-division checks, so loops vectorise) and cached."""
+All are error_model="numpy" (no zero-division checks, so loops vectorise) and cached. Rows are
+copied by loops, not `out[i] = x[j]`: Numba's array assignment brings in its shape-mismatch
+message's string formatting, a second of compiling on a fresh install's first step."""
 
 from __future__ import annotations
 
@@ -115,7 +117,8 @@ def broadcast_3d(g, out):
     """out[a, b, c] = g[a, c]."""
     for a in range(out.shape[0]):
         for b in range(out.shape[1]):
-            out[a, b] = g[a]
+            for c in range(out.shape[2]):
+                out[a, b, c] = g[a, c]
 
 
 # ---------------------------------------------------------------- images (NHWC) and lookups
@@ -217,11 +220,9 @@ def _pool2d(x, y, b0, b1, is_max, ph, pw, sh, sw, pt, pl):
             r0, r1 = _window(oh, sh, pt, ph, x.shape[1])
             for ow in range(y.shape[2]):
                 s0, s1 = _window(ow, sw, pl, pw, x.shape[2])
-                out = y[b, oh, ow]
-                if is_max:
-                    out[:] = x[b, r0, s0]
-                else:
-                    out[:] = 0
+                out, first = y[b, oh, ow], x[b, r0, s0]
+                for c in range(n_c):
+                    out[c] = first[c] if is_max else 0
                 for r in range(r0, r1):
                     for s in range(s0, s1):
                         row = x[b, r, s]
@@ -290,9 +291,12 @@ def gather_rows(table, ids, out):
     GPU gather does: the data checks refuse such ids first, and no id can read out of bounds."""
     for n in range(ids.shape[0]):
         if 0 <= ids[n] < table.shape[0]:
-            out[n, :] = table[int(ids[n]), :]
+            row = table[int(ids[n])]
+            for c in range(out.shape[1]):
+                out[n, c] = row[c]
         else:
-            out[n, :] = 0
+            for c in range(out.shape[1]):
+                out[n, c] = 0
 
 
 @jit
