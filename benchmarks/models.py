@@ -159,6 +159,47 @@ def cnn(name):
     }
 
 
+def cnn_bn(name, filters=(32, 64, 128)):
+    """A Fashion-MNIST-sized CNN on 28x28x1: three blocks of Conv2D(f, 3, same, no bias) ->
+    BatchNormalization -> ReLU -> MaxPooling2D(2) (28 -> 14 -> 7 -> 3), then Flatten ->
+    Dense(128, relu) -> Dense(10, softmax)."""
+
+    def obj(cls, config):
+        return {"module": "keras.layers", "class_name": cls, "registered_name": None, "config": config}
+
+    layers = [obj("InputLayer", {"batch_shape": [None, 28, 28, 1], "dtype": "float32", "name": "image"})]
+    for k, f in enumerate(filters, 1):
+        layers += [
+            obj(
+                "Conv2D",
+                {
+                    "name": f"conv{k}",
+                    "filters": f,
+                    "kernel_size": [3, 3],
+                    "strides": [1, 1],
+                    "padding": "same",
+                    "data_format": "channels_last",
+                    "activation": "linear",
+                    "use_bias": False,
+                },
+            ),
+            obj("BatchNormalization", {"name": f"bn{k}", "axis": -1, "momentum": 0.99, "epsilon": 0.001}),
+            obj("Activation", {"name": f"relu{k}", "activation": "relu"}),
+            obj("MaxPooling2D", {"name": f"pool{k}", "pool_size": [2, 2], "strides": [2, 2], "padding": "valid"}),
+        ]
+    layers += [
+        obj("Flatten", {"name": "flatten", "data_format": "channels_last"}),
+        _dense("hidden", 128, "relu"),
+        _dense("dense", 10, "softmax"),
+    ]
+    return {
+        "module": "keras",
+        "class_name": "Sequential",
+        "registered_name": None,
+        "config": {"name": name, "trainable": True, "dtype": "float32", "layers": layers},
+    }
+
+
 def lstm_text(name, vocab, dim, steps, units, n_out=2, cell="LSTM"):
     """A text classifier: word ids [steps] -> Embedding(vocab, dim) -> LSTM(units) (or `cell`: GRU,
     Keras 3's reset_after=True) -> Dense(n_out, softmax)."""
@@ -214,6 +255,17 @@ SUITE = {
         steps=4,
         n_out=1024,
     ),
+    # a short run (issue #18): 8 steps an epoch, every epoch timed, the first included, so that
+    # whatever the runtime spends deciding (the thread tuner's looks) counts in samples/s
+    "wide_1024_4096_4096_1024_b256_sgd_8_steps": dict(
+        config=sequential("wide", 1024, [(4096, "relu"), (4096, "relu"), (1024, "linear")]),
+        batch=256,
+        optimizer=("sgd", 1e-3),
+        loss="mean_squared_error",
+        steps=8,
+        n_out=1024,
+        short=True,
+    ),
     "residual_mlp_256x4_b64_adam": dict(
         config=residual("resmlp", 784, 256, 4, 10),
         batch=64,
@@ -228,6 +280,22 @@ SUITE = {
         optimizer=("adam", 1e-3),
         loss="sparse_categorical_crossentropy",
         steps=40,
+        n_out=10,
+    ),
+    "cnn_bn_28x28_3blocks_b64_adam": dict(
+        config=cnn_bn("cnn_bn"),
+        batch=64,
+        optimizer=("adam", 1e-3),
+        loss="sparse_categorical_crossentropy",
+        steps=20,
+        n_out=10,
+    ),
+    "cnn_bn_28x28_3blocks_b128_adam": dict(
+        config=cnn_bn("cnn_bn"),
+        batch=128,
+        optimizer=("adam", 1e-3),
+        loss="sparse_categorical_crossentropy",
+        steps=10,
         n_out=10,
     ),
     "lstm_text_20k_e128_t80_u128_b32_adam": dict(
@@ -269,12 +337,36 @@ SUITE = {
 }
 
 
+def _cnn_macs(layers) -> int:
+    """Multiply-adds per sample of a Sequential CNN's GEMMs: each Conv2D as its im2col GEMM
+    (output pixels x kh*kw*in x filters), each Dense as in x out."""
+    h, w, c = layers[0]["config"]["batch_shape"][1:]
+    macs = 0
+    for layer in layers[1:]:
+        cls, cfg = layer["class_name"], layer["config"]
+        if cls == "Conv2D":
+            (kh, kw), (sh, sw) = cfg["kernel_size"], cfg["strides"]
+            if cfg.get("padding") != "same":
+                h, w = h - kh + 1, w - kw + 1
+            h, w = -(-h // sh), -(-w // sw)
+            macs += h * w * kh * kw * c * cfg["filters"]
+            c = cfg["filters"]
+        elif cls == "MaxPooling2D":
+            h, w = h // cfg["pool_size"][0], w // cfg["pool_size"][1]
+        elif cls == "Flatten":
+            h, w, c = 1, 1, h * w * c
+        elif cls == "Dense":
+            macs += c * cfg["units"]
+            c = cfg["units"]
+    return macs
+
+
 def gemm_flops_per_step(config, batch) -> float:
     """6 x batch x sum(in*out): forward, and the two backward GEMMs of every Dense layer
     (a Conv2D counts as its im2col GEMM)."""
     layers = config["config"]["layers"]
-    if any(l["class_name"] == "Conv2D" for l in layers):  # the one CNN of the suite
-        return 6.0 * batch * (26 * 26 * 9 * 32 + 13 * 13 * 32 * 10)
+    if any(l["class_name"] == "Conv2D" for l in layers):
+        return 6.0 * batch * _cnn_macs(layers)
     gates = {"LSTM": 4, "GRU": 3}.get(layers[2]["class_name"]) if len(layers) > 2 else None
     if gates:  # per time step: the input and recurrent GEMMs of every gate
         steps = layers[0]["config"]["batch_shape"][1]

@@ -7,10 +7,12 @@ Each measurement runs in its own process (so peak memory is that framework's alo
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -201,6 +203,8 @@ def run_torch(spec, xs, y, epochs):
             env[node.id] = ops[node.op](*[env[i] for i in node.inputs], **node.semantic_attrs())
         return env[out_id]
 
+    if any(layer["class_name"] == "Conv2D" for layer in spec["config"]["config"]["layers"]):
+        params, forward = _torch_cnn(spec["config"], fm)  # torch's own conv2d and batch_norm
     tx = [torch.from_numpy(x) for x in xs]
     timer = _EpochTimer()
     b = spec["batch"]
@@ -239,6 +243,75 @@ def run_torch(spec, xs, y, epochs):
             total += float(step(s).detach())
         timer.end()
     return first, timer, total / (len(tx[0]) // b)
+
+
+def _torch_cnn(config, fm):
+    """(params, forward) of a Sequential CNN as a PyTorch user writes it: F.conv2d (oneDNN's
+    convolutions) on channels-last images, F.batch_norm in training mode, F.max_pool2d, Linear
+    maths; the weights are kgraph's initial ones. forward takes [NHWC images] and returns the
+    logits of a softmax output."""
+    import torch
+    import torch.nn.functional as F
+
+    values = {w.node: w.value for w in fm.weights}
+    params = {}
+
+    def param(name, value, grad=True):
+        params[name] = torch.tensor(np.ascontiguousarray(value), requires_grad=grad)
+        return params[name]
+
+    layers = []
+    for layer in config["config"]["layers"][1:]:
+        cls, c = layer["class_name"], layer["config"]
+        name = c["name"]
+        if cls == "Conv2D":
+            kernel = param(f"{name}_kernel", values[f"{name}_kernel"].transpose(3, 2, 0, 1))
+            bias = param(f"{name}_bias", values[f"{name}_bias"]) if c.get("use_bias", True) else None
+            padding = "same" if c.get("padding") == "same" else 0
+            layers.append((cls, kernel, bias, tuple(c.get("strides", (1, 1))), padding, c.get("activation")))
+        elif cls == "BatchNormalization":
+            stats = [param(f"{name}_{k}", values[f"{name}_{k}"], False) for k in ("moving_mean", "moving_variance")]
+            affine = [param(f"{name}_{k}", values[f"{name}_{k}"]) for k in ("gamma", "beta")]
+            layers.append((cls, *stats, *affine, 1 - c.get("momentum", 0.99), c.get("epsilon", 1e-3)))
+        elif cls == "Dense":
+            kernel, bias = (
+                param(f"{name}_kernel", values[f"{name}_kernel"]),
+                param(f"{name}_bias", values[f"{name}_bias"]),
+            )
+            layers.append((cls, kernel, bias, c.get("activation")))
+        elif cls == "MaxPooling2D":
+            layers.append((cls, tuple(c["pool_size"]), tuple(c.get("strides") or c["pool_size"])))
+        elif cls in ("Activation", "Flatten"):
+            layers.append((cls, c.get("activation")))
+        else:
+            raise NotImplementedError(f"the PyTorch CNN runner has no {cls}")
+
+    def act(x, name, last):
+        if name == "relu":
+            return torch.relu(x)
+        if name == "softmax" and not last:
+            return torch.softmax(x, -1)
+        return x  # linear, or the output's softmax, which cross_entropy takes as logits
+
+    def forward(inputs):
+        x = inputs[0].permute(0, 3, 1, 2)  # NCHW view of the NHWC images (channels-last memory)
+        for k, (cls, *a) in enumerate(layers):
+            last = k == len(layers) - 1
+            if cls == "Conv2D":
+                x = act(F.conv2d(x, a[0], a[1], stride=a[2], padding=a[3]), a[4], last)
+            elif cls == "BatchNormalization":
+                x = F.batch_norm(x, a[0], a[1], a[2], a[3], training=True, momentum=a[4], eps=a[5])
+            elif cls == "MaxPooling2D":
+                x = F.max_pool2d(x, a[0], a[1])
+            elif cls == "Activation":
+                x = act(x, a[0], last)
+            elif cls == "Flatten":
+                x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)  # Keras flattens NHWC
+            else:
+                x = act(x @ a[0] + a[1], a[2], last)
+        return x
+
+    return {k: p for k, p in params.items() if p.requires_grad}, forward
 
 
 def _torch_rnn(xp, u, *rb, cell, activation, recurrent_activation, go_backwards, reset_after=True, **flags):
@@ -309,10 +382,15 @@ def measure(framework, spec, epochs):
     n = spec["batch"] * spec["steps"]
     xs, y = make_data(spec["config"], n, spec["n_out"], spec["loss"], vocab=spec.get("vocab"))
     first, timer, loss = RUNNERS[framework](spec, xs, y, epochs)
-    skip = 1 if len(timer.times) > 1 else 0
-    rates = [n / t for t in timer.times[skip:]] or [float("nan")]
-    # per CPU second (user + system, every thread): what a shared machine's load cannot inflate
-    cpu_rates = [n / (u + s) for u, s in timer.cpu[skip:] if u + s > 0] or [float("nan")]
+    if spec.get("short"):  # a short run: samples/s over every epoch, the first (its decisions) included
+        wall, cpu = sum(timer.times), sum(u + s for u, s in timer.cpu)
+        rates = [n * len(timer.times) / wall] if wall else [float("nan")]
+        cpu_rates = [n * len(timer.cpu) / cpu] if cpu else [float("nan")]
+    else:
+        skip = 1 if len(timer.times) > 1 else 0
+        rates = [n / t for t in timer.times[skip:]] or [float("nan")]
+        # per CPU second (user + system, every thread): what a shared machine's load cannot inflate
+        cpu_rates = [n / (u + s) for u, s in timer.cpu[skip:] if u + s > 0] or [float("nan")]
     return {
         "framework": framework,
         "first_step_s": first,
@@ -353,14 +431,16 @@ def measure_in_subprocess(framework, spec, epochs, python=sys.executable, env=No
 def compare(spec, frameworks=FRAMEWORKS, repeats=3, epochs=3, env=None):
     """Alternate the frameworks `repeats` times; medians of each metric per framework. kgraph's
     first step is also measured for a model whose step was never compiled ("first_step_new_s":
-    its kernels come from the cache, as after any earlier model); the peers compile every run."""
+    its kernels come from the cache, as after any earlier model) and once on an empty cache
+    ("first_step_cold_s", a fresh install's); the peers compile every run."""
     runs = {f: [] for f in frameworks}
-    new = []
+    new, cold = [], None
     for _ in range(repeats):
         for f in frameworks:
             runs[f].append({**measure_in_subprocess(f, spec, epochs, env=env), "import_s": measure_import(f, env=env)})
             if f == "kgraph":
                 new.append(measure_in_subprocess(f, {**spec, "new_model": True}, 0, env=env)["first_step_s"])
+                cold = cold if cold is not None else cold_first_step(spec, env)
     summary = {}
     for f, rs in runs.items():
         summary[f] = {
@@ -368,7 +448,17 @@ def compare(spec, frameworks=FRAMEWORKS, repeats=3, epochs=3, env=None):
             for k in ("import_s", "first_step_s", "samples_per_s", "final_loss", "peak_rss_mb")
         }
         summary[f]["first_step_new_s"] = statistics.median(new) if f == "kgraph" else summary[f]["first_step_s"]
+        summary[f]["first_step_cold_s"] = cold if f == "kgraph" else summary[f]["first_step_s"]
     return summary
+
+
+def cold_first_step(spec, env=None) -> float:
+    """kgraph's first step on an empty cache, in a fresh process (a fresh install's first run: its
+    kernels and the step compile, and the thread tuner remembers nothing). Once a suite entry: it
+    takes Numba's whole compile of the kernels."""
+    with tempfile.TemporaryDirectory(prefix="kgraph-cold-") as tmp:
+        fresh = dict(env or os.environ, NUMBA_CACHE_DIR=f"{tmp}/numba", KGRAPH_CACHE_DIR=f"{tmp}/kgraph")
+        return measure_in_subprocess("kgraph", {**spec, "new_model": True}, 0, env=fresh)["first_step_s"]
 
 
 def gemm_peak_gflops(n=1024, repeats=5) -> float:

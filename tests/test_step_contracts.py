@@ -30,6 +30,7 @@ def _compiled(config, kind="train", fuse=True, parts=2, loss="sparse_categorical
         optimizer=("adam", {}),
         fuse=fuse,
         parts=parts,
+        trainable=[w.node for w in fm.weights if w.trainable],  # batch norm's moving statistics are state
     )
     return fm, compiled
 
