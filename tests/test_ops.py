@@ -513,6 +513,56 @@ def test_vjp_matches_finite_differences(case):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7, err_msg=f"gradient of operand {k}")
 
 
+@pytest.mark.parametrize(
+    "shape, axis, scale, center",
+    [
+        ((B, 2, 3), 2, True, True),
+        ((B, 3, 2), 1, True, False),
+        ((B, 4), 1, False, True),
+        ((B, 2, 2, 3), 3, False, False),
+    ],
+)
+def test_batch_norm_on_its_batchs_statistics_has_the_total_gradient(shape, axis, scale, center):
+    """Training's batch norm: mean and variance are x's own, and x's gradient runs through them
+    (the op's batch_statistics rule), against finite differences of Keras's formula."""
+    g = ir.Graph()
+    t = ir.TensorType(shape, "float64")
+    x = g.source("param", "x", ir.TensorType(tuple(B if d == B else d for d in shape), "float64"))
+    others = tuple(i for i in range(len(shape)) if i != axis)
+    c = shape[axis]
+    gamma = g.source("param", "gamma", ir.TensorType((c,), "float64")) if scale else None
+    beta = g.source("param", "beta", ir.TensorType((c,), "float64")) if center else None
+    bshape = tuple(d if i == axis else 1 for i, d in enumerate(shape))
+    mean = g.reduce_mean(x, axes=others)
+    centered = g.sub(x, mean if axis == len(shape) - 1 else g.reshape(mean, shape=bshape))
+    var = g.reduce_mean(g.square(centered), axes=others)
+    stats = [v for v in (gamma, beta) if v is not None]
+    y = g.batch_norm(x, mean, var, *stats, axis=axis, epsilon=1e-3, scale=scale, center=center, batch_statistics=True)
+    r = g.source("input", "r", t)
+    loss = g.reduce_sum(g.mul(y, r))
+    wrt = [x] + [v for v in (gamma, beta) if v is not None]
+    grads = autodiff(g, loss, wrt)
+    ir.verify(g)
+    arrays = [normal(shape, 120) * 2 + 1] + [normal((c,), 121 + k) for k in range(len(stats))]
+    rv = normal(shape, 125)
+
+    def numpy_loss(arrs):
+        xv, rest = arrs[0], list(arrs[1:])
+        m = xv.mean(axis=others, keepdims=True)
+        v = ((xv - m) ** 2).mean(axis=others, keepdims=True)
+        out = (xv - m) / np.sqrt(v + 1e-3)
+        if scale:
+            out = out * rest.pop(0).reshape(bshape)
+        if center:
+            out = out + rest.pop(0).reshape(bshape)
+        return float(np.sum(out * rv))
+
+    env = ir.interpret(g, {**dict(zip(wrt, arrays)), r: rv})
+    np.testing.assert_allclose(env[loss], numpy_loss(arrays), rtol=1e-12)
+    for k, w in enumerate(wrt):
+        np.testing.assert_allclose(env[grads[w]], _central_diff(numpy_loss, arrays, k), rtol=1e-5, atol=1e-7)
+
+
 def test_operand_used_twice_sums_cotangents():
     g = ir.Graph()
     x = g.source("input", "x", ir.TensorType(("B", 3), "float64"))

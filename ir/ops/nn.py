@@ -358,7 +358,7 @@ def _batch_norm_type(types, attrs):
     return x
 
 
-def _batch_norm(*operands, axis, epsilon, scale=True, center=True):
+def _batch_norm(*operands, axis, epsilon, scale=True, center=True, batch_statistics=False):
     x, mean, var, gamma, beta = batch_norm_operands(operands, scale, center)
     inv = x.dtype.type(1) / np.sqrt(var + x.dtype.type(epsilon))
     if gamma is not None:
@@ -368,18 +368,35 @@ def _batch_norm(*operands, axis, epsilon, scale=True, center=True):
     return (x * inv.reshape(shape) + shift.reshape(shape)).astype(x.dtype)
 
 
-def _batch_norm_vjp(b, g, out, *operands, axis, epsilon, scale=True, center=True):
-    """y = (x - mean) * inv + beta, inv = gamma * r, r = (var + eps)^-1/2; dr/dvar = -r^3 / 2."""
+def _batch_norm_vjp(b, g, out, *operands, axis, epsilon, scale=True, center=True, batch_statistics=False):
+    """y = (x - mean) * inv + beta, inv = gamma * r, r = (var + eps)^-1/2; dr/dvar = -r^3 / 2.
+    With batch_statistics, mean and var are x's own (the mean and biased variance over every axis
+    but `axis`), and the gradient of x is the total one, through them too."""
     x, mean, var, gamma, beta = batch_norm_operands(operands, scale, center)
     dtype = b.type(x).dtype
     others = tuple(i for i in range(b.type(x).rank) if i != axis)
     r = b.div(b.const(1.0, dtype), b.sqrt(b.add(var, b.const(epsilon, dtype))))
     inv = r if gamma is None else b.mul(r, gamma)
     g_sum = b.reduce_sum(g, axes=others)
+    if batch_statistics:
+        return _batch_statistics_vjp(b, g, x, mean, r, inv, g_sum, others, axis, scale, center)
     g_centered = b.reduce_sum(b.mul(g, b.sub(x, per_channel(b, mean, x, axis))), axes=others)
     g_var = b.mul(b.mul(g_centered, inv), b.mul(b.square(r), b.const(-0.5, dtype)))
     grads = [b.mul(g, per_channel(b, inv, x, axis)), b.neg(b.mul(g_sum, inv)), g_var]
     return tuple(grads + ([b.mul(g_centered, r)] if scale else []) + ([g_sum] if center else []))
+
+
+def _batch_statistics_vjp(b, g, x, mean, r, inv, g_sum, others, axis, scale, center):
+    """Training's batch norm: with xhat = (x - mean) * r and N the values a channel averages,
+    dx = inv * (g - sum(g) / N - xhat * sum(g * xhat) / N), dgamma = sum(g * xhat),
+    dbeta = sum(g); mean and var get none (their share is in dx). Three passes over the batch
+    where differentiating the statistics' ops one by one took a dozen."""
+    xhat = b.mul(b.sub(x, per_channel(b, mean, x, axis)), per_channel(b, r, x, axis))
+    g_xhat = b.reduce_sum(b.mul(g, xhat), axes=others)
+    n = b.count(x, axes=others)
+    centered = b.sub(g, per_channel(b, b.div(g_sum, n), x, axis))
+    dx = b.mul(b.sub(centered, b.mul(xhat, per_channel(b, b.div(g_xhat, n), x, axis))), per_channel(b, inv, x, axis))
+    return (dx, None, None) + ((g_xhat,) if scale else ()) + ((g_sum,) if center else ())
 
 
 register(
@@ -391,6 +408,8 @@ register(
         _batch_norm_vjp,
         doc="(x - mean) * gamma / sqrt(variance + epsilon) + beta along `axis`, from given (moving) "
         "statistics; operands x, mean, variance[, gamma if scale][, beta if center]. The "
-        "pipelines fold it into the GEMM before it or lower it to elementwise ops",
+        "pipelines fold it into the GEMM before it or lower it to elementwise ops. "
+        "batch_statistics: mean and variance are x's own over the other axes (training), and the "
+        "gradient flows through them (the pipeline lowers such a node after autodiff)",
     )
 )

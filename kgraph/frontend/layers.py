@@ -346,6 +346,19 @@ class Normalization(Rule):
                 g.moving_average(
                     p[stat], batch, momentum=float(cfg.get("momentum", 0.99)), name=f"{layer.name}_update_{stat}"
                 )
+            if len(axes) == 1:  # one op, whose gradient goes through the batch's statistics in three passes
+                return g.batch_norm(
+                    x,
+                    mean,
+                    var,
+                    *[v for v in (gamma, beta) if v is not None],
+                    axis=axes[0],
+                    epsilon=float(eps),
+                    scale=gamma is not None,
+                    center=beta is not None,
+                    batch_statistics=True,
+                    name=layer.name,
+                )
             return normalize(g, x, b(mean), b(var), b(gamma), b(beta), eps, layer.name)
         if self.kind == "layer":
             mean = g.reduce_mean(x, axes=axes, keepdims=True)

@@ -73,7 +73,7 @@ def run_pipeline(
     done("frontend")
     if kind != "train":  # inference: batch norms use their moving statistics
         out.decisions += fold_batch_norm(g)
-    lower_batch_norm(g)
+    lower_batch_norm(g, keep_batch_statistics=kind == "train")
     done("fold")
     if kind != "predict":
         add_loss(g, losses, regularizers, masks)
@@ -84,6 +84,7 @@ def run_pipeline(
             warnings.warn(f"model {forward.name!r} has no trainable weights: training updates nothing", stacklevel=2)
         grads = autodiff(g, g.outputs["loss"], wrt) if wrt else {}
         done("autodiff")
+        lower_batch_norm(g)  # training's, kept for autodiff
         add_optimizer(g, grads, optimizer[0], optimizer[1])
         done("optimizer")
     if fuse:

@@ -82,6 +82,9 @@ def fold_batch_norm(graph) -> list[Decision]:
     for bn in graph.nodes():
         if bn.op != "batch_norm":
             continue
+        if bn.attrs.get("batch_statistics"):
+            out.append(Decision(KIND, bn.id, False, "it normalizes by its batch's own statistics (training)"))
+            continue
         target = _fold_target(graph, bn)
         if isinstance(target, str):
             out.append(Decision(KIND, bn.id, False, target))
@@ -92,10 +95,12 @@ def fold_batch_norm(graph) -> list[Decision]:
     return out
 
 
-def lower_batch_norm(graph):
-    """Every remaining batch_norm as elementwise ops: x * inv + (beta - mean * inv)."""
+def lower_batch_norm(graph, keep_batch_statistics=False):
+    """Every remaining batch_norm as elementwise ops: x * inv + (beta - mean * inv).
+    keep_batch_statistics: leave training's (batch_statistics) for after autodiff, whose rule for
+    the whole op makes a shorter backward than the rules of its elementwise ops."""
     for bn in graph.nodes():
-        if bn.op != "batch_norm":
+        if bn.op != "batch_norm" or (keep_batch_statistics and bn.attrs.get("batch_statistics")):
             continue
         x, *stats = _operands(bn)
         stats = [per_channel(graph, v, x, bn.attrs["axis"]) for v in stats]
