@@ -103,11 +103,13 @@ def residual(name, n_in, width, blocks, n_out):
     }
 
 
+def obj(cls, config):
+    """A Keras 3 layer entry of a saved config."""
+    return {"module": "keras.layers", "class_name": cls, "registered_name": None, "config": config}
+
+
 def cnn(name):
     """The tutorials' CNN on 28x28x1: Conv2D(32, 3, relu) -> MaxPooling2D(2) -> Flatten -> Dense(10, softmax)."""
-
-    def obj(cls, config):
-        return {"module": "keras.layers", "class_name": cls, "registered_name": None, "config": config}
 
     layers = [
         obj("InputLayer", {"batch_shape": [None, 28, 28, 1], "dtype": "float32", "name": "image"}),
@@ -164,9 +166,6 @@ def cnn_bn(name, filters=(32, 64, 128)):
     BatchNormalization -> ReLU -> MaxPooling2D(2) (28 -> 14 -> 7 -> 3), then Flatten ->
     Dense(128, relu) -> Dense(10, softmax)."""
 
-    def obj(cls, config):
-        return {"module": "keras.layers", "class_name": cls, "registered_name": None, "config": config}
-
     layers = [obj("InputLayer", {"batch_shape": [None, 28, 28, 1], "dtype": "float32", "name": "image"})]
     for k, f in enumerate(filters, 1):
         layers += [
@@ -203,9 +202,6 @@ def cnn_bn(name, filters=(32, 64, 128)):
 def lstm_text(name, vocab, dim, steps, units, n_out=2, cell="LSTM"):
     """A text classifier: word ids [steps] -> Embedding(vocab, dim) -> LSTM(units) (or `cell`: GRU,
     Keras 3's reset_after=True) -> Dense(n_out, softmax)."""
-
-    def obj(cls, config):
-        return {"module": "keras.layers", "class_name": cls, "registered_name": None, "config": config}
 
     layers = [
         obj("InputLayer", {"batch_shape": [None, steps], "dtype": "int32", "name": "words"}),
