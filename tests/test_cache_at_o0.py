@@ -48,7 +48,8 @@ def test_a_used_process_address_still_refuses_the_cache():
 def test_a_kernel_calling_kernels_loads_from_the_cache_in_the_next_process(tmp_path):
     code = textwrap.dedent(
         """
-                from kgraph.kernels import cpu
+        import numpy as np
+        from kgraph.kernels import cpu
         a, b = np.ones((4, 3), np.float32), np.ones((3, 5), np.float32)
         out = np.zeros((4, 5), np.float32)
         cpu.matmul(a, b, out, False, False)
