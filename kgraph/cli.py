@@ -117,10 +117,13 @@ def _compile(model, args, device=None):
     if args.learning_rate is not None:
         opt.learning_rate = args.learning_rate
     metrics = args.metrics if args.metrics is not None else "accuracy"
+    metrics = metrics.split(",") if metrics else None
+    if metrics and len(model.output_names) > 1:  # every output gets them (compile wants them by output)
+        metrics = {name: metrics for name in model.output_names}
     model.compile(
         optimizer=opt,
         loss=args.loss or "sparse_categorical_crossentropy",
-        metrics=metrics.split(",") if metrics else None,
+        metrics=metrics,
         device=device,
     )
 

@@ -39,6 +39,14 @@ def test_inspect_shows_passes_fusion_and_plan(capsys, tmp_path):
     assert "act_grad" in capsys.readouterr().out
 
 
+def test_inspect_a_model_with_several_outputs(capsys):
+    """The default metric (accuracy) goes to every output, as Keras 2 applied a list of metrics:
+    a multi-output config inspects without --metrics."""
+    config = str(ROOT / "tests" / "fixtures" / "configs" / "k3_multi_output.json")
+    assert main(["inspect", config, "--fusion"]) == 0
+    assert "fused   dense+bias+activation" in capsys.readouterr().out
+
+
 def test_compiled_trainer_runs_without_frontend_or_passes(tmp_path, capsys):
     out = tmp_path / "trainer"
     assert main(["compile", EXAMPLE, "-o", str(out), "--seed", "0"]) == 0
