@@ -112,6 +112,33 @@ def test_split_step_runs_whole_on_one_thread():
     _check_train_step(json.loads((CONFIGS / "k3_seq_mlp.json").read_text()), OPTIMIZERS[1], parts=2, max_threads=1)
 
 
+def _conv_bn_config():
+    """Conv2D (no bias) -> BatchNormalization -> ReLU -> MaxPooling2D -> Dense: samples large
+    enough (28x28x8) for every loop and column sum of the step to run in parts."""
+    from benchmarks.models import cnn_bn
+
+    return cnn_bn("conv_bn_parts", filters=(8,))
+
+
+@pytest.mark.parametrize("max_threads", [None, 1], ids=["parts", "whole"])
+def test_conv_step_split_by_samples_matches_interpreter(max_threads):
+    """The convolution's GEMMs split by samples, its loops and batch-norm column sums in parts
+    (passes/split.py), run on both cores or on one: the interpreter's numbers."""
+    compiled = _check_train_step(_conv_bn_config(), OPTIMIZERS[1], parts=2, max_threads=max_threads)
+    nodes = compiled.graph.nodes()
+    assert {n.attrs.get("split") for n in nodes if n.op == "matmul" and n.type.rank == 4} == {"m"}
+    parted = {n.op for n in nodes if n.attrs.get("parts") == 2}
+    assert {"fused_elementwise", "act_grad", "reduce_mean"} <= parted, parted  # the mean: K.column_sum
+    # loops in parts that also write a column sum: the bias-less conv's act_grad + sum, the
+    # variance's mean of (x - mean)^2, the gradient's sum(g * x_hat)
+    sums = {
+        compiled.graph.node(n.attrs["bias_grad"]).op
+        for n in nodes
+        if n.attrs.get("bias_grad") and n.attrs.get("parts") == 2
+    }
+    assert sums == {"reduce_sum", "reduce_mean"}
+
+
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=lambda o: o[0])
 def test_every_update_kernel_matches_its_reference(optimizer, fused):

@@ -13,7 +13,7 @@ def _manifest(**fields):
     """What the thread plan reads of a step's manifest (kgraph.runtime.abi.Manifest)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(**{"parts": 1, "gemm_flops_per_sample": 0, **fields})
+    return SimpleNamespace(**{"parts": 1, "gemm_flops_per_sample": 0, "split_by_samples": False, **fields})
 
 
 def test_denormals_are_flushed_once_a_model_exists():
@@ -32,8 +32,9 @@ def test_denormals_are_flushed_once_a_model_exists():
 
 
 def test_thread_settings_worth_timing():
-    """Large GEMMs always run on BLAS's threads; smaller steps time split parts (when compiled in
-    parts), BLAS's threads and one thread; replicas sharing the cores get one thread each."""
+    """Large GEMMs run on BLAS's threads, or split by samples (a CNN's) are timed against them in
+    parts; smaller steps time split parts (when compiled in parts), BLAS's threads and one thread;
+    replicas sharing the cores get one thread each."""
     import numba
     from threadpoolctl import threadpool_info
 
@@ -49,6 +50,8 @@ def test_thread_settings_worth_timing():
         _manifest(gemm_flops_per_sample=LARGE_GEMM_FLOPS, parts=2),
     )
     assert plan.options(large, 1) == [(1, cores)]
+    conv = _manifest(gemm_flops_per_sample=LARGE_GEMM_FLOPS, parts=2, split_by_samples=True)
+    assert plan.options(conv, 1) == ([(2, 1)] if cores >= 2 else []) + [(1, cores)]
     if cores >= 2:
         assert plan.options(small, 1) == [(1, 1), (2, 1), (1, cores)]
         assert plan.use((2, 1), small) == 2
@@ -56,7 +59,7 @@ def test_thread_settings_worth_timing():
     assert plan.use((1, cores), small) == 1
     assert blas_threads() == {cores} and numba.get_num_threads() == 1
     plan.max_threads = 1
-    assert plan.options(small, 1) == [(1, 1)] and plan.options(large, 1) == [(1, 1)]
+    assert plan.options(small, 1) == [(1, 1)] and plan.options(large, 1) == [(1, 1)] == plan.options(conv, 1)
     plan.use((1, 1), small)
     assert blas_threads() == {1}
     plan.release()

@@ -49,6 +49,7 @@ register(
         lambda *args, expr, out_dtype=None: np.asarray(eval_expr(expr, args)),
         None,
         doc="a chain of elementwise ops computed in one loop; attr expr is the tree",
+        roles=frozenset({Role.CHAIN}),  # a longer chain grows from it
     )
 )
 

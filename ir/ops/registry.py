@@ -27,6 +27,7 @@ class Role(Enum):
     ACTIVATION = "activation"  # f(x) a GEMM epilogue computes: its name is a key of ACTIVATIONS
     ACTIVATION_GRAD = "activation_grad"  # g * f'(v): may also write the bias gradient (its column sum)
     COLUMN_SUM = "column_sum"  # a sum over the leading axes: may be a bias gradient
+    COLUMN_MEAN = "column_mean"  # a mean over the leading axes: the loop it reads may write it
     CHAIN = "chain"  # elementwise: may join a chain computed in one loop
     SOFTMAX = "softmax"  # a cross-entropy of its output reads its input as logits
     SIGMOID = "sigmoid"  # a binary cross-entropy of its output reads its input as logits

@@ -61,6 +61,7 @@ register(
             x.dtype
         ),
         _reduce_vjp(True),
+        roles=frozenset({Role.COLUMN_MEAN}),
     )
 )
 

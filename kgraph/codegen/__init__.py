@@ -80,6 +80,7 @@ def step_manifest(compiled, path):
             if n.op == "moving_average" and plan.slots[n.inputs[0]].region == "params"
         ),
         param_size=plan.buckets.get("params", 0),
+        split_by_samples=any(n.attrs.get("split") == "m" for n in g.nodes()),
     )
 
 

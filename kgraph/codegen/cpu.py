@@ -167,20 +167,36 @@ class CpuCodegen(StepCodegen):
         raise NotImplementedError(f"the CPU backend has no kernel for op {node.op!r} (%{node.id})")
 
     # ------------------------------------------------------------------ elementwise loops
-    def _loop_kernel(self, name, out_type, operands, statements, result, extra_out=False, read_out=False):
+    def _loop_kernel(self, name, out_type, operands, statements, result, extra_out=False, read_out=False, parted=False):
         """A kernel looping over out's dims. operands: (arg name, TensorType) broadcast against out.
         statements: lines computing scalar temporaries from the operand values `a{k}` (and `o`, out's
-        old value, when read_out); result: the expression stored into out. extra_out: also sum the
-        result over the leading axis into `gb` (the bias gradient)."""
+        old value, when read_out); result: the expression stored into out. extra_out: "sum" (or
+        "mean") also sums (or averages) the result over the leading axes into `gb` (a bias
+        gradient, batch norm's statistics). parted: the samples (out's
+        leading axis) run in `parts` over Numba's threads (passes/split.py); extra_out's sum then
+        goes through a row of `partial` per compiled part, added in order (kernels/cpu.py
+        column_sum's way: the same numbers whatever threads run the parts)."""
         rank = max(out_type.rank, 1)
         idx = [f"i{d}" for d in range(rank)]
         out_dims = (1,) * (rank - out_type.rank) + tuple(out_type.shape)
         params = ["out"] + [a for a, _ in operands] + (["gb"] if extra_out else [])
-        lines = [JIT, f"def {name}({', '.join(params)}):"]
-        if extra_out:
+        if parted:
+            params += ["partial"] if extra_out else ["parts"]
+            name += "_parts"
+        lines = [PJIT if parted else JIT, f"def {name}({', '.join(params)}):"]
+        if extra_out and not parted:
             lines.append("    gb[:] = 0")
         ind = "    "
-        for d in range(rank):
+        if parted:
+            n = "partial.shape[0]" if extra_out else "parts"
+            lines += [
+                f"    for t in prange({n}):",
+                f"        p0, p1 = out.shape[0] * t // {n}, out.shape[0] * (t + 1) // {n}",
+            ]
+            lines += ["        gb_t = partial[t]", "        gb_t[:] = 0"] if extra_out else []
+            lines.append("        for i0 in range(p0, p1):")
+            ind = "            "
+        for d in range(1 if parted else 0, rank):
             lines.append(f"{ind}for i{d} in range(out.shape[{d}]):")
             ind += "    "
         for k, (a, t) in enumerate(operands):
@@ -193,7 +209,17 @@ class CpuCodegen(StepCodegen):
         lines.append(f"{ind}r = {result}")
         lines.append(f"{ind}out[{', '.join(idx)}] = r")
         if extra_out:
-            lines.append(f"{ind}gb[{idx[-1]}] += r")
+            lines.append(f"{ind}{'gb_t' if parted else 'gb'}[{idx[-1]}] += r")
+        if extra_out and parted:  # the parts' sums, in order
+            lines += [
+                "    for c in range(gb.shape[0]):",
+                "        s = partial[0, c]",
+                "        for t in range(1, partial.shape[0]):",
+                "            s += partial[t, c]",
+                "        gb[c] = s" + (" / (out.size // gb.shape[0])" if extra_out == "mean" else ""),
+            ]
+        elif extra_out == "mean":
+            lines += ["    for c in range(gb.shape[0]):", "        gb[c] /= out.size // gb.shape[0]"]
         return self.mod.kernel(name, lines)
 
     def _emit_elementwise(self, node) -> list[str]:
@@ -202,11 +228,22 @@ class CpuCodegen(StepCodegen):
         result = self._expr(expr, [f"a{k}" for k in range(len(node.inputs))], temps)
         operands = [(f"x{k}", self.g.type(i)) for k, i in enumerate(node.inputs)]
         bias_grad = node.attrs.get("bias_grad")
+        parted = node.attrs.get("parts", 1) > 1
+        extra = bias_grad and ("mean" if self.g.node(bias_grad).op == "reduce_mean" else "sum")
         name = self._loop_kernel(
-            f"ew_{self._expr_name(expr)}", node.type, operands, temps, result, extra_out=bool(bias_grad)
+            f"ew_{self._expr_name(expr)}", node.type, operands, temps, result, extra, parted=parted
         )
         args = [_var(node.id)] + [self._broadcast_arg(i, node.type.rank) for i in node.inputs]
-        return [f"{name}({', '.join(args + ([_var(bias_grad)] if bias_grad else []))})"]
+        args += [_var(bias_grad)] if bias_grad else []
+        if parted:
+            args.append(self._partial(node) if bias_grad else "parts")
+        return [f"{name}({', '.join(args)})"]
+
+    def _partial(self, node) -> str:
+        """A column sum's row per compiled part: the node's planned scratch (passes/split.py)."""
+        slot, width = self.plan.slots[workspace_id(node.id)], node.type.shape[-1]
+        start = f"{self.plan.arena_per_sample} * B + {slot.offset}"
+        return f"arena[{start}:{start} + {slot.size}].reshape(({slot.size // width}, {width}))"
 
     # ------------------------------------------------------------------ GEMMs
     def _matrix(self, nid) -> str:
@@ -223,6 +260,8 @@ class CpuCodegen(StepCodegen):
             return [f"K.gemm_split_rows({a}, {b}, {out}, parts)"]
         if split == "cols":
             return [f"K.gemm_split_cols({a}, {b}, {out}, parts)"]
+        if split == "m":
+            return [self._split_m(node, a, b, bool(node.attrs.get("transpose_b")))]
         flags = f"{bool(node.attrs.get('transpose_a'))}, {bool(node.attrs.get('transpose_b'))}"
         return [f"K.matmul({a}, {b}, {out}, {flags})"]
 
@@ -240,6 +279,11 @@ class CpuCodegen(StepCodegen):
         )
         return f"K.gemm_split_k({x}, {w}, {self._matrix(node.id)}, {partials}, parts)"
 
+    def _split_m(self, node, a, b, trans_b) -> str:
+        """out = a @ op(b) split by samples: each part the rows of its samples."""
+        per = _prod(node.type.shape[1:-1])
+        return f"K.gemm_split_m({a}, {b}, {self._matrix(node.id)}, {trans_b}, {per}, parts)"
+
     def _emit_fused_dense(self, node) -> list[str]:
         x, w, b = node.inputs
         attrs = {k: v for k, v in node.semantic_attrs().items() if k != "activation"}
@@ -253,11 +297,12 @@ class CpuCodegen(StepCodegen):
             result,
             read_out=True,
         )
-        gemm = (
-            self._split_k(node, self._matrix(x), self._matrix(w))
-            if node.attrs.get("split") == "k"
-            else f"K.matmul({self._matrix(x)}, {self._operand(w)}, {self._matrix(node.id)}, False, False)"
-        )
+        if node.attrs.get("split") == "k":
+            gemm = self._split_k(node, self._matrix(x), self._matrix(w))
+        elif node.attrs.get("split") == "m":
+            gemm = self._split_m(node, self._matrix(x), self._operand(w), False)
+        else:
+            gemm = f"K.matmul({self._matrix(x)}, {self._operand(w)}, {self._matrix(node.id)}, False, False)"
         return [gemm, f"{name}({_var(node.id)}, {self._broadcast_arg(b, node.type.rank)})"]
 
     # ------------------------------------------------------------------ images, lookups, axis shuffles
@@ -291,9 +336,7 @@ class CpuCodegen(StepCodegen):
 
     def _emit_pool2d_grad(self, node):
         g, x, y = (self._operand(i) for i in node.inputs)
-        slot, channels = self.plan.slots[workspace_id(node.id)], node.type.shape[-1]
-        start = f"{self.plan.arena_per_sample} * B + {slot.offset}"
-        left = f"arena[{start}:{start} + {slot.size}].reshape(({slot.size // channels}, {channels}))"
+        left = self._partial(node)
         return [f"K.pool2d_grad({g}, {x}, {y}, {_var(node.id)}, {left}, {self._pool_args(node)}, {self._parts(node)})"]
 
     def _emit_gather(self, node):
@@ -372,6 +415,11 @@ class CpuCodegen(StepCodegen):
             fn = self._scattered(node, t, axes, "mean" if mean else "sum")
             return [f"{fn}({self._operand(x)}, {_var(node.id)}.reshape({keep}))"]
         pre, mid, post = split
+        if node.attrs.get("parts", 1) > 1:  # a column sum over large samples (passes/split.py)
+            return [
+                f"K.column_sum({self._operand(x)}.reshape(({mid}, {post})), {_var(node.id)}, "
+                f"{self._partial(node)}, {mean}, parts)"
+            ]
         return [
             f"K.reduce_3d({self._operand(x)}.reshape(({pre}, {mid}, {post})), "
             f"{_var(node.id)}.reshape(({pre}, {post})), {mean})"

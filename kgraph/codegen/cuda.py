@@ -208,8 +208,9 @@ class CudaCodegen(StepCodegen):
         if op.pattern is Pattern.UPDATE:  # optimizer updates, and moving statistics
             return getattr(self, "_emit_" + node.op, self._emit_update)(node)
         self.setup += self._define(node)
-        if node.attrs.get("computed_by"):
-            return [f"# (computed by %{node.attrs['computed_by']})"]
+        writer = node.attrs.get("computed_by")
+        if writer and not self._sums_apart(node):
+            return [f"# (computed by %{writer})"]
         emit = getattr(self, "_emit_" + node.op, None)
         if emit is not None:
             return emit(node)
@@ -229,7 +230,7 @@ class CudaCodegen(StepCodegen):
         result = self._expr(self._node_expr(node), [f"a{k}" for k in range(n_in)], temps)
         fn = f"f_{node.id}"
         self._device_function(fn, [f"a{k}" for k in range(n_in)], temps, result)
-        if node.attrs.get("bias_grad"):
+        if self._writes_column_sum(node):
             return self._emit_bias_grad(node, fn)
         out_t = node.type
         rank = max(out_t.rank, 1)
@@ -262,10 +263,26 @@ class CudaCodegen(StepCodegen):
         self.mod.kernels.append("\n".join(lines))
         return [self._launch(f"ew_{node.id}", *self._over(n), args)]
 
+    def _writes_column_sum(self, node) -> bool:
+        """Whether elementwise node's kernel also writes the column sum the passes gave it: an
+        activation gradient's sum (the bias gradient; K.act_grad_bias), not the other loops' sums
+        and means (passes/fusion.py fuse_column_sums), which their reductions compute apart."""
+        sums = node.attrs.get("bias_grad")
+        return bool(
+            sums
+            and len(node.inputs) == 2
+            and self.g.node(sums).op == "reduce_sum"
+            and all(self.g.type(i).shape == node.type.shape for i in node.inputs)
+        )
+
+    def _sums_apart(self, node) -> bool:
+        """Whether node is a column sum the passes gave an elementwise loop that does not write it
+        here: it runs its own reduction."""
+        writer = self.g.node(node.attrs["computed_by"])
+        return writer.attrs.get("bias_grad") == node.id and not self._writes_column_sum(writer)
+
     def _emit_bias_grad(self, node, fn) -> list[str]:
         """act_grad that also writes its column sum (the bias gradient): the fused backward."""
-        if any(self.g.type(i).shape != node.type.shape for i in node.inputs):
-            raise NotImplementedError(f"fused bias gradient of operands not shaped as %{node.id}")
         kernel = f"k_{node.id}"
         self.mod.kernels.append(f"{kernel} = K.act_grad_bias({fn})")
         g, v = node.inputs  # as rows: the bias gradient sums every axis but the last (a convolution's too)

@@ -112,6 +112,37 @@ def reduce_3d(x, out, mean):
                 out[a, c] *= scale
 
 
+@pjit
+def column_sum(x, out, partial, mean, parts):
+    """out[c] = the sum (or mean) over the rows of x[r, c]. Each of partial's rows sums its part of
+    x's rows (the parts the step was compiled for, whatever threads run them: the same numbers
+    whole or split), then the parts are added in order."""
+    chunks = partial.shape[0]
+    for t in prange(chunks):
+        r0, r1 = part(x.shape[0], t, chunks)
+        _rows_sum(x, partial[t], r0, r1)
+    _sum_parts(partial, out, x.shape[0] if mean else 1)
+
+
+@jit
+def _rows_sum(x, p, r0, r1):
+    p[:] = 0
+    for r in range(r0, r1):
+        xr = x[r]
+        for c in range(xr.shape[0]):
+            p[c] += xr[c]
+
+
+@jit
+def _sum_parts(partial, out, count):
+    """out[c] = sum over t of partial[t, c], divided by count (column_sum's parts, in order)."""
+    for c in range(out.shape[0]):
+        s = partial[0, c]
+        for t in range(1, partial.shape[0]):
+            s += partial[t, c]
+        out[c] = s / count if count > 1 else s
+
+
 @jit
 def broadcast_3d(g, out):
     """out[a, b, c] = g[a, c]."""
@@ -340,6 +371,18 @@ def gemm_split_k(x, w, out, partials, parts):
             for i in range(r0, r1):
                 for j in range(out.shape[1]):
                     out[i, j] += partials[p, i, j]
+
+
+@pjit
+def gemm_split_m(a, b, out, trans_b, per, parts):
+    """out = a @ op(b) (op: transposed when trans_b) over rows of `per` rows a sample (a
+    convolution's pixels, a sequence's steps); part t computes the rows of its samples."""
+    if parts == 1:
+        gemm(a, b, out, False, trans_b, 0.0)
+        return
+    for t in prange(parts):
+        s0, s1 = part(out.shape[0] // per, t, parts)
+        gemm(a[s0 * per : s1 * per], b, out[s0 * per : s1 * per], False, trans_b, 0.0)
 
 
 @pjit

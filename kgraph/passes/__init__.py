@@ -12,7 +12,7 @@ import ir
 from .autodiff import autodiff
 from .dce import dce
 from .fold import fold_batch_norm, lower_batch_norm
-from .fusion import Decision, fuse_bias_grad, fuse_dense, fuse_elementwise, fuse_updates
+from .fusion import Decision, fuse_bias_grad, fuse_column_sums, fuse_dense, fuse_elementwise, fuse_updates
 from .loss import LOSSES, add_loss
 from .memory import MemoryPlan, materialize_gradients, plan_memory, updates_last
 from .split import split_gemms, split_samples
@@ -92,6 +92,7 @@ def run_pipeline(
         dce(g)
         out.decisions += fuse_bias_grad(g)
         out.decisions += fuse_elementwise(g)
+        out.decisions += fuse_column_sums(g)
         out.decisions += fuse_updates(g)
     done("fuse")
     dce(g)
@@ -123,6 +124,7 @@ __all__ = [
     "fuse_dense",
     "fuse_bias_grad",
     "fuse_elementwise",
+    "fuse_column_sums",
     "fuse_updates",
     "plan_memory",
     "materialize_gradients",

@@ -104,6 +104,8 @@ def fuse_bias_grad(graph) -> list[Decision]:
         if tuple(node.attrs.get("axes") or ()) != tuple(range(src.type.rank - 1)):
             continue
         if not has_role(src.op, Role.ACTIVATION_GRAD):
+            if has_role(src.op, Role.CHAIN):  # fuse_column_sums' case, once the chain is fused
+                continue
             out.append(
                 Decision(
                     "activation-grad+bias-grad",
@@ -123,13 +125,59 @@ def fuse_bias_grad(graph) -> list[Decision]:
     return out
 
 
+def fuse_column_sums(graph) -> list[Decision]:
+    """A fused elementwise loop whose result is summed or averaged over its leading axes, by its
+    only reader or not: the loop also writes the sum, one pass instead of two (batch norm's
+    variance, sum((x - mean)^2); its gradient's sum(g * x_hat)). Like the bias gradient, the
+    reduction stays in the graph, written by the loop (a target that cannot write it there
+    computes it apart: CUDA, where it is not an activation gradient's sum)."""
+    out = []
+    for node in graph.nodes():
+        sums = has_role(node.op, Role.COLUMN_SUM) or has_role(node.op, Role.COLUMN_MEAN)
+        if not sums or node.type.rank != 1 or node.attrs.get("computed_by"):
+            continue
+        src = graph.node(node.inputs[0])
+        if src.op != "fused_elementwise" or src.attrs.get("bias_grad"):
+            continue
+        if tuple(node.attrs.get("axes") or ()) != tuple(range(src.type.rank - 1)) or src.type.rank < 2:
+            continue
+        src.attrs["bias_grad"] = node.id
+        node.attrs["computed_by"] = src.id
+        node.attrs["note"] = f"written by %{src.id}"
+        out.append(Decision("elementwise+column-sum", src.id, True, f"also writes %{node.id}"))
+    return out
+
+
 def _fusable_elementwise(node):
     return has_role(node.op, Role.CHAIN) and not node.attrs.get("bias_grad")
 
 
+MAX_CHAIN = 24  # ops in one fused loop: longer ones compile slowly and read badly
+
+
+def _size(node) -> int:
+    """The ops a chain member computes."""
+    return len(node.attrs["fused"]) if node.op == "fused_elementwise" else 1
+
+
+def _recomputed(graph, p) -> bool:
+    """Whether elementwise p, read by several users, is better recomputed inside each: every
+    user is an elementwise loop of p's shape, and p reads at most one operand as large as itself.
+    Stored, p costs a write and a read per user; recomputed, each user reads that one operand
+    instead (batch norm's normalised input x_hat = (x - mean) * inv_std, read by two gradient
+    terms)."""
+    if p.id in graph.outputs.values():
+        return False
+    users = graph.users(p.id)
+    if len(users) < 2 or any(not _fusable_elementwise(u) or u.type.shape != p.type.shape for u in users):
+        return False
+    return sum(graph.type(i).shape == p.type.shape for i in set(p.inputs)) <= 1
+
+
 def fuse_elementwise(graph) -> list[Decision]:
     """Merge a chain of elementwise ops into one fused_elementwise loop. A producer joins its
-    consumer when the consumer is its only user and both have the same shape."""
+    consumer when both have the same shape and the consumer is its only user, or when it is
+    cheaper to recompute in each of its users (`_recomputed`)."""
     out = []
     # One walk from the last node up. A merge creates the fused node with the newest insertion
     # index, so in the new topological order it comes after every node that does not read it:
@@ -144,8 +192,9 @@ def fuse_elementwise(graph) -> list[Decision]:
                 for p in producers
                 if _fusable_elementwise(p)
                 and p.type.shape == node.type.shape
-                and _single_user(graph, p.id) is node
+                and (_single_user(graph, p.id) is node or _recomputed(graph, p))
                 and len(set(node.inputs)) == len(node.inputs)
+                and _size(node) + _size(p) <= MAX_CHAIN
             ]
             if not mergeable:
                 break
@@ -199,7 +248,8 @@ def _merge(graph, consumer, producers):
     graph.replace_uses(consumer.id, fe)
     graph.remove(consumer.id)
     for p in producers:
-        graph.remove(p.id)
+        if not graph.users(p.id):  # a recomputed producer stays until its last user took it in
+            graph.remove(p.id)
     return fe
 
 

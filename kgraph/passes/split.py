@@ -10,10 +10,14 @@ core t owns rows part(K, t) of W, of its gradient and of its optimizer slots.
                                            (the partial sums need a workspace: parts-1 outputs);
 - backward  dW = x^T @ g     split "rows": core t computes dW[part] = x[:, part]^T @ g;
 - backward  dx = g @ W^T     split "cols": core t computes dx[:, part] = g @ W[part]^T;
+- per-sample rows: out = x @ W and dx = g @ W^T split "m": core t computes the rows of its samples;
 - the fused optimizer update runs each weight's row parts on their cores.
 
-The image kernels (im2col, col2im, pooling and its gradient) run their samples in parts instead:
-each part its own batch rows (`split_samples`).
+A GEMM with several rows per sample (a convolution's pixels, a sequence's steps) has rows to
+spare and a small weight: it is cut by samples instead, each part the rows of its samples ("m"),
+and its weight's gradient by the weight's rows ("rows"). The image kernels (im2col, col2im,
+pooling and its gradient) and the large elementwise loops and column sums run their samples in
+parts too (`split_samples`): a convolution's step then runs on Numba's threads from end to end.
 
 The generated code calls one-thread BLAS on each part; at run time a step whose GEMMs are large
 enough for BLAS's threads runs the parts on one thread, whole (kgraph.runtime.executable).
@@ -22,7 +26,7 @@ The pass knows no target: the caller says how many cores there are (`parts`, kgr
 
 from __future__ import annotations
 
-from ir import BATCH, Pattern, get_op
+from ir import BATCH, Pattern, Role, get_op, has_role
 
 from .fusion import Decision
 from .memory import gradient_nodes
@@ -63,6 +67,9 @@ def split_gemms(graph, parts: int) -> list[Decision]:
                 decisions.append(Decision("split gemm", node.id, False, reason, SPLIT_VERBS))
             continue
         node.attrs["split"], node.attrs["parts"] = kind, parts
+        if kind == "m":
+            decisions.append(Decision("split gemm", node.id, True, f"by samples (m), {parts} parts", SPLIT_VERBS))
+            continue
         if kind == "k":
             per_sample, fixed = node.type.per_batch_size()
             node.attrs["workspace"] = (parts - 1) * per_sample
@@ -79,6 +86,10 @@ def _split_kind(graph, node, params, grads):
     weight = node.type if ta else graph.type(b)
     if node.type.dtype != "float32":
         return None, "float32 only"
+    if not ta and node.type.rank >= 3 and node.type.shape[0] == BATCH:
+        return "m", None
+    if ta and not tb and not node.type.has_batch and graph.type(node.inputs[0]).rank >= 3:
+        return "rows", None  # the weight gradient of a GEMM split "m"
     if (b in params or node.id in grads) and weight.numel(1) < MIN_WEIGHT:
         return None, f"weight of {weight.numel(1)} elements: too small to share (< {MIN_WEIGHT})"
     if not ta and not tb and b in params:
@@ -93,20 +104,47 @@ def _split_kind(graph, node, params, grads):
 
 
 SAMPLE_SPLIT_OPS = ("im2col", "col2im", "pool2d", "pool2d_grad")
+# an elementwise loop or a column sum with fewer elements a sample costs less than waking the cores
+MIN_SAMPLE_ELEMENTS = 4096
 
 
 def split_samples(graph, parts: int) -> list[Decision]:
-    """Mark the image kernels to run their samples in `parts` (at most MAX_PARTS). Max pooling's
-    gradient needs a scratch value per channel and part in any case: planned in the arena, so the
-    step allocates nothing."""
+    """Mark the image kernels, and the elementwise loops and column sums over large samples, to
+    run their samples in `parts` (at most MAX_PARTS). A column sum (alone, or written by the loop
+    whose result it sums) adds each part's rows apart, then the parts in order: a scratch row per
+    part, planned in the arena, so the step allocates nothing and the sums are the same whatever
+    threads run the parts. Max pooling's gradient needs a scratch value per channel and part in
+    any case."""
     parts = usable_parts(parts)
     decisions = []
     for node in graph.nodes():
-        if node.op not in SAMPLE_SPLIT_OPS:
-            continue
         if node.op == "pool2d_grad":
             node.attrs["workspace_fixed"] = parts * node.type.shape[-1]
-        if parts > 1:
-            node.attrs["parts"] = parts
-            decisions.append(Decision("split samples", node.id, True, f"{parts} parts of the batch", SPLIT_VERBS))
+        if parts < 2 or not (node.op in SAMPLE_SPLIT_OPS or _large_loop(graph, node) or _column_sum(graph, node)):
+            continue
+        node.attrs["parts"] = parts
+        if node.attrs.get("bias_grad") or _column_sum(graph, node):
+            node.attrs["workspace_fixed"] = parts * node.type.shape[-1]
+        decisions.append(Decision("split samples", node.id, True, f"{parts} parts of the batch", SPLIT_VERBS))
     return decisions
+
+
+def _per_sample(t) -> int:
+    """Elements a sample of t, or 0 when t's leading axis is not the batch."""
+    return t.per_batch_size()[0] if t.rank >= 2 and t.shape[0] == BATCH else 0
+
+
+def _large_loop(graph, node) -> bool:
+    """An elementwise loop (codegen's generated loop: a chain member or an activation gradient)
+    over large samples."""
+    loop = has_role(node.op, Role.CHAIN) or has_role(node.op, Role.ACTIVATION_GRAD)
+    return loop and _per_sample(node.type) >= MIN_SAMPLE_ELEMENTS
+
+
+def _column_sum(graph, node) -> bool:
+    """A sum or mean over every axis but the last of large samples, computed by itself."""
+    if node.op not in ("reduce_sum", "reduce_mean") or node.attrs.get("computed_by") or node.type.rank != 1:
+        return False
+    t = graph.type(node.inputs[0])
+    axes = node.attrs.get("axes")
+    return axes is not None and sorted(axes) == list(range(t.rank - 1)) and _per_sample(t) >= MIN_SAMPLE_ELEMENTS

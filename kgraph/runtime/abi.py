@@ -175,6 +175,9 @@ class Manifest(_Record):
     synced: tuple  # Synced
     param_size: int
     launches: int | None = None  # kernel launches a step (CUDA steps only)
+    # its GEMMs with several rows a sample (convolutions) split by samples: with its images and
+    # large loops, the whole step can run in parts, however large its GEMMs (runtime/threads.py)
+    split_by_samples: bool = False
 
     def to_json(self) -> dict:
         d = super().to_json()

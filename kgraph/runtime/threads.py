@@ -132,13 +132,15 @@ class ThreadPlan:
         threads. One thread first: a program's first calls run cold (caches, threads asleep, fit's
         first call of one step), and a split step timed then looked slower than it is (784-128-10
         at batch 32: 300 to 500 us a step in the first calls, 210 later), so it lost in half the
-        runs. BLAS's threads last: they spin for a while after their last call."""
+        runs. BLAS's threads last: they spin for a while after their last call. A step with large
+        GEMMs runs them on BLAS's threads untimed, unless they are split by samples (a CNN's): its
+        memory-bound kernels then run in parts too, which whole on BLAS's threads run on one."""
         if plain():  # one setting, untimed (kgraph/runtime/policy.py)
             return [(1, 1)]
         cores, parts = self.cores(), m.parts
-        if m.gemm_flops_per_sample * batch >= LARGE_GEMM_FLOPS:
-            return [(1, cores)]
         split = [(parts, 1)] if 1 < parts <= cores else []
+        if m.gemm_flops_per_sample * batch >= LARGE_GEMM_FLOPS:
+            return (split if m.split_by_samples else []) + [(1, cores)]
         return [(1, 1)] + split + ([(1, cores)] if cores > 1 else [])
 
     def tuner(self, kind, m, batch) -> PartsTuner:
