@@ -442,6 +442,20 @@ def _any_live(mask, k, masked):
 
 
 @jit
+def _copy(x, out):
+    """out[i, j] = x[i, j] (rows by loops: see the module's docstring)."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = x[i, j]
+
+
+@jit
+def _copy_row(x, out):
+    for j in range(out.shape[0]):
+        out[j] = x[j]
+
+
+@jit
 def _defaults(cell, act, ract):
     """Whether the layer has Keras's default activations, which rnn_rows' `_ts` loops fix."""
     return act == R.TANH and (cell == SIMPLE or ract == R.SIGMOID)
@@ -483,9 +497,9 @@ def rnn_forward(
     h[:] = 0
     c[:] = 0
     if initial:
-        h[:] = h0
+        _copy(h0, h)
         if cell == LSTM:
-            c[:] = c0
+            _copy(c0, c)
     v1 = cell == GRU and not reset_after
     ts = _defaults(cell, act, ract)
     hin = he if dropped else h  # what the recurrent kernel multiplies
@@ -493,13 +507,14 @@ def rnn_forward(
         k = nt - 1 - t if backwards else t
         st = t if gates.shape[1] == nt else 0
         if not _any_live(mask, k, masked):  # every sample carries its state
-            out[:, t, :nh] = h
+            _copy(h, out[:, t, :nh])
             if cell == LSTM:
-                out[:, t, nh:] = c
+                _copy(c, out[:, t, nh:])
             continue
         if dropped:
             for b in range(nb):
-                he[b] = h[b] * keep[b]
+                for j in range(nh):
+                    he[b, j] = h[b, j] * keep[b, j]
         if v1:  # z and r first: the candidate's recurrent product reads r * he
             gemm(hin, u[:, : 2 * nh], rec[:, : 2 * nh], False, False, 0.0)
             for b in range(nb):
@@ -519,9 +534,9 @@ def _step_row(xb, rr, rb, gb, hb, cb, ob, cell, act, ract, v1, ts, has_rb, dead)
     """Sample b's step t: rnn_rows' loop for its cell, or (dead: masked) a copy of its state."""
     nh = hb.shape[0]
     if dead:
-        ob[:nh] = hb
+        _copy_row(hb, ob[:nh])
         if cell == LSTM:
-            ob[nh:] = cb
+            _copy_row(cb, ob[nh:])
     elif cell == SIMPLE:
         if ts:
             R.simple_row_ts(xb, rr, gb, hb, ob, act)
@@ -632,14 +647,14 @@ def rnn_backward(
     dc[:] = 0
     prev = np.zeros((nb, out.shape[2]), out.dtype)  # the state before step 0, as out's rows
     if initial:
-        prev[:, :nh] = h0
+        _copy(h0, prev[:, :nh])
         if cell == LSTM:
-            prev[:, nh:] = c0
+            _copy(c0, prev[:, nh:])
     for t in range(nt - 1, -1, -1):
         k = nt - 1 - t if backwards else t
         _step_grad(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, cell, act, ract, ra, v1, ts, masked, dropped)  # fmt: skip
         if not _any_live(mask, k, masked):  # every gradient went to direct: the GEMMs would add zeros
-            dh[:] = direct
+            _copy(direct, dh)
             continue
         if v1:  # d r needs d (r * he) = d ah @ Uh^T first
             gemm(dzs[:, 2 * nh :], u[:, 2 * nh :], acc, False, True, 0.0)
@@ -670,9 +685,9 @@ def rnn_backward(
             for q in range(ng):
                 drb[q] += d2[i, q]
     if want_dh0:
-        dh0[:] = dh
+        _copy(dh, dh0)
     if want_dc0:
-        dc0[:] = dc
+        _copy(dc, dc0)
 
 
 @jit
