@@ -275,3 +275,20 @@ def test_a_long_compile_before_the_first_step_says_so_once(monkeypatch, capsys):
     with background.compile_notice("train", __name__):
         timers[-1]()  # compiled nothing
     assert capsys.readouterr().err == ""
+
+
+def test_a_child_refuses_a_step_when_the_kernels_changed_since_the_parent_started(monkeypatch, tmp_path):
+    """An upgrade mid-run: the child would link other kernel files than the step's parent and
+    cache them under the step's name (later loads then fail to import them). It compiles nothing
+    and exits, so the parent compiles the step itself."""
+    import pickle
+
+    from kgraph.kernels import fingerprint
+
+    step = tmp_path / "step.py"
+    step.write_text("def train_step():\n    raise AssertionError('compiled')\n")
+    payload = pickle.dumps((str(step), "train_step", (), "0" * 12))
+    monkeypatch.setattr(background, "read_payload", lambda: payload)
+    monkeypatch.setattr(background, "watch_parent", lambda: None)
+    with pytest.raises(SystemExit, match=f"changed since this program started \\(000000000000 -> {fingerprint()}\\)"):
+        background.main()

@@ -24,9 +24,10 @@ cache_at_o0.install()  # before any kernel compiles: at NUMBA_OPT=0 kernels call
 
 @functools.cache
 def fingerprint() -> str:
-    """A hash of this package's sources. Generated files carry it, so a change of the kernels
-    gives new file names and Numba's on-disk cache (which tracks a file, not what it calls)
-    never serves code compiled against the old ones."""
+    """A hash of this package's sources as this process first read them (the code it runs, even
+    if the files change later). Generated files carry it, so a change of the kernels gives new
+    file names and Numba's on-disk cache (which tracks a file, not what it calls) never serves
+    code compiled against the old ones."""
     digest = hashlib.sha256()
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.read_bytes())

@@ -195,7 +195,9 @@ def python_twin(dispatcher):
 
 
 def _start(dispatcher, sig) -> subprocess.Popen:
-    payload = pickle.dumps((inspect.getfile(dispatcher.py_func), dispatcher.py_func.__name__, sig))
+    from ..kernels import fingerprint
+
+    payload = pickle.dumps((inspect.getfile(dispatcher.py_func), dispatcher.py_func.__name__, sig, fingerprint()))
     return spawn("from kgraph.runtime.background import main; main()", payload)
 
 
@@ -254,10 +256,16 @@ def watch_parent() -> None:
 
 def main() -> None:
     """The child: compile one signature of one generated function into Numba's cache."""
+    from ..kernels import fingerprint
     from .loader import import_file
 
-    path, name, sig = pickle.loads(read_payload())
+    path, name, sig, kernels = pickle.loads(read_payload())
     watch_parent()
+    if fingerprint() != kernels:
+        # kgraph's kernels changed on disk since the parent loaded them (an upgrade mid-run): the
+        # step would link other kernel files than the parent's and cache them under the step's
+        # name, which every later load would then fail to import. The parent compiles it instead.
+        sys.exit(f"kgraph's kernels changed since this program started ({kernels} -> {fingerprint()})")
     getattr(import_file(path), name).compile(sig)
 
 
