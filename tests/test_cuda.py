@@ -21,11 +21,13 @@ HERE = Path(__file__).parent
 EXAMPLE = str(HERE.parent / "examples" / "digits_mlp.json")
 
 
-def _check(name, simulator):
+def _check(name, simulator, gemm_threads=8):
     """Run check `name` of cuda_checks.py in a fresh process, in the simulator; on a real GPU
-    where KGRAPH_TEST_REAL_GPU=1 (benchmarks/gpu_check.sh sets it)."""
+    where KGRAPH_TEST_REAL_GPU=1 (benchmarks/gpu_check.sh sets it). gemm_threads: the GEMM's
+    blocks in the simulator, 8x8 threads or the GPU's 16x16 (kgraph/kernels/cuda.py)."""
     real = os.environ.get("KGRAPH_TEST_REAL_GPU") == "1"
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1" if simulator and not real else "0")
+    env["KGRAPH_CUDASIM_GEMM_THREADS"] = str(gemm_threads)
     return subprocess.run(
         [sys.executable, str(HERE / "cuda_checks.py"), name], env=env, capture_output=True, text=True, timeout=600
     )
@@ -36,7 +38,8 @@ def _passed(result):
 
 
 def test_kernels_in_simulator_match_the_ir_references():
-    _passed(_check("kernels", simulator=True))
+    """The GEMM on the GPU's 16x16-thread blocks; the training checks run it on 8x8."""
+    _passed(_check("kernels", simulator=True, gemm_threads=16))
 
 
 def test_three_training_steps_in_simulator_match_the_cpu_backend():

@@ -12,8 +12,9 @@ with a barrier never return before it: threads outside the data only skip the wo
 from __future__ import annotations
 
 import functools
+import os
 
-from numba import cuda, float32
+from numba import config, cuda, float32
 
 from . import maths as M
 from .maths import maximum, minimum
@@ -43,8 +44,11 @@ def update_blocks(n: int) -> int:
 # ---------------------------------------------------------------- GEMM
 # A block of 16x16 threads computes a 64x64 tile of the output; each thread a 4x4 register tile
 # at rows ty + 16*i and columns tx + 16*j (so a warp's stores are coalesced), walking K in steps
-# of 16 through shared memory.
-THREADS_2D = 16
+# of 16 through shared memory. Numba's simulator runs every thread of a block as a Python thread
+# that waits at each barrier: there the same kernel runs on blocks of 8x8 threads (a 32x32 tile),
+# a quarter of the threads, unless KGRAPH_CUDASIM_GEMM_THREADS=16 asks for the GPU's blocks (the
+# tests' kernel checks do).
+THREADS_2D = int(os.environ.get("KGRAPH_CUDASIM_GEMM_THREADS", "8")) if config.ENABLE_CUDASIM else 16
 TM = TN = 4
 BM, BN, BK = THREADS_2D * TM, THREADS_2D * TN, 16
 LOADS = BM * BK // THREADS_2D**2  # elements of each staged tile one thread loads
