@@ -77,7 +77,7 @@ def main():
             continue
         print(f"{name}: {', '.join(frameworks)} x {args.repeats}", flush=True)
         rows[name] = compare(spec, frameworks, repeats=args.repeats, epochs=args.epochs)
-        measured[name] = {"date": datetime.date.today().isoformat(), "peak": peak}
+        measured[name] = {"date": datetime.date.today().isoformat(), "peak": peak, "machine": _machine()}
         for f, r in rows[name].items():
             print(
                 f"  {f:<11} {r['samples_per_s']:>10.0f} samples/s  import {r['import_s']:.2f} s  "
@@ -114,26 +114,34 @@ def _seconds(value) -> str:
 HAND_NOTES = "<!-- notes written by hand below: python -m benchmarks keeps them -->"
 
 
+# rows measured before results.json recorded each row's machine: the machine RESULTS.md named then
+EARLIER_MACHINE = "Intel(R) Xeon(R) Processor, 2 cores, Linux x86_64"
+
+
 def _days(measured) -> dict:
-    """{date: (the rows measured that day, that run's sgemm peak)}, in date order."""
+    """{(date, machine): (the rows measured in that run, its sgemm peak)}, in date order."""
     days = {}
     for name, m in (measured or {}).items():
-        days.setdefault(m["date"], ([], m["peak"]))[0].append(name)
+        days.setdefault((m["date"], m.get("machine", EARLIER_MACHINE)), ([], m["peak"]))[0].append(name)
     return dict(sorted(days.items()))
 
 
 def _when(days) -> str:
-    """'Measured D' or, when rows were measured on several days (--only), each day's rows."""
+    """'Machine: M. Measured D' or, when rows were measured in several runs (--only), each run's
+    machine and rows: a ratio compares frameworks within a row; rows of different runs differ."""
     if len(days) <= 1:
-        return f"Measured {next(iter(days), datetime.date.today().isoformat())}"
-    return "Measured " + "; ".join(f"{d}: {', '.join(names)}" for d, (names, _) in days.items())
+        date, machine = next(iter(days), (datetime.date.today().isoformat(), _machine()))
+        return f"Machine: {machine}. Measured {date}"
+    return "Measured on several machines or days, each row in one run: " + "; ".join(
+        f"{d} on {m}: {', '.join(names)}" for (d, m), (names, _) in days.items()
+    )
 
 
 def _peaks(days, peak) -> str:
-    """The sgemm peak, or each day's when rows were measured on several days."""
+    """The sgemm peak, or each run's when rows were measured in several runs."""
     if len(days) <= 1:
         return f"{peak:.0f} GFLOP/s"
-    return "; ".join(f"{p:.0f} GFLOP/s in the {d} run" for d, (_, p) in days.items())
+    return "; ".join(f"{p:.0f} GFLOP/s in the {d} run on {m.split(',')[0]}" for (d, m), (_, p) in days.items())
 
 
 def write_results(out: Path, rows, frameworks, peak, measured=None):
@@ -144,8 +152,7 @@ def write_results(out: Path, rows, frameworks, peak, measured=None):
     lines = [
         "# Benchmark results",
         "",
-        f"Machine: {_machine()}. {_when(days)} by `python -m benchmarks` "
-        f"(medians of alternating runs, each in its own process).",
+        f"{_when(days)} by `python -m benchmarks` (medians of alternating runs, each in its own process).",
         f"Versions: {', '.join(f'{k} {v}' for k, v in _versions().items())}.",
         f"float32 GEMM peak (NumPy sgemm 1024³): {_peaks(days, peak)}.",
     ]
