@@ -465,6 +465,26 @@ def test_a_longer_chain_becomes_one_loop():
     assert_same_outputs(before, g, feeds_for(before))
 
 
+def test_no_fused_loop_passes_the_chain_limit():
+    """Two chains of 12 ops meeting in an add: merging both would make 25 ops (the limit counts
+    every producer a merge takes in, not each alone)."""
+    from kgraph.passes.fusion import MAX_CHAIN
+
+    before = ir.Graph("long")
+    x, y, _ = _three(before)
+    chains = []
+    for v in (x, y):
+        for k in range(12):
+            v = before.neg(v) if k % 2 else before.abs(v)
+        chains.append(v)
+    before.outputs["output:0"] = before.add(*chains)
+    g = before.clone()
+    fuse_elementwise(g)
+    sizes = [len(n.attrs["fused"]) for n in g.nodes() if n.op == "fused_elementwise"]
+    assert max(sizes) == MAX_CHAIN and kernels(g) == 2  # 24 ops in one loop, the 25th alone
+    assert_same_outputs(before, g, feeds_for(before))
+
+
 def _normalised(g, x):
     """Batch norm's x_hat = (x - mean) * inv: one full-size operand, two small ones."""
     mean = g.reduce_mean(x, axes=(0,), name="mean")

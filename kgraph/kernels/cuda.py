@@ -52,6 +52,8 @@ THREADS_2D = int(os.environ.get("KGRAPH_CUDASIM_GEMM_THREADS", "8")) if config.E
 TM = TN = 4
 BM, BN, BK = THREADS_2D * TM, THREADS_2D * TN, 16
 LOADS = BM * BK // THREADS_2D**2  # elements of each staged tile one thread loads
+if LOADS * THREADS_2D**2 != BM * BK:  # a tile the threads cannot stage evenly would be read half-loaded
+    raise ValueError(f"KGRAPH_CUDASIM_GEMM_THREADS={THREADS_2D}: the GEMM's blocks need 8, 16 or 32 threads a side")
 PAD_M, PAD_N = BM + 1, BN + 1  # shared tiles' row lengths: the +1 spreads stores over the banks
 
 

@@ -126,8 +126,8 @@ def fuse_bias_grad(graph) -> list[Decision]:
 
 
 def fuse_column_sums(graph) -> list[Decision]:
-    """A fused elementwise loop whose result is summed or averaged over its leading axes, by its
-    only reader or not: the loop also writes the sum, one pass instead of two (batch norm's
+    """An elementwise loop (a fused chain, or one op) whose result is summed or averaged over its
+    leading axes, by its only reader or not: the loop also writes the sum, one pass instead of two (batch norm's
     variance, sum((x - mean)^2); its gradient's sum(g * x_hat)). Like the bias gradient, the
     reduction stays in the graph, written by the loop (a target that cannot write it there
     computes it apart: CUDA, where it is not an activation gradient's sum)."""
@@ -137,7 +137,7 @@ def fuse_column_sums(graph) -> list[Decision]:
         if not sums or node.type.rank != 1 or node.attrs.get("computed_by"):
             continue
         src = graph.node(node.inputs[0])
-        if src.op != "fused_elementwise" or src.attrs.get("bias_grad"):
+        if not _fusable_elementwise(src):  # a chain member (fused or alone) not writing a sum yet
             continue
         if tuple(node.attrs.get("axes") or ()) != tuple(range(src.type.rank - 1)) or src.type.rank < 2:
             continue
@@ -183,19 +183,23 @@ def fuse_elementwise(graph) -> list[Decision]:
     # index, so in the new topological order it comes after every node that does not read it:
     # a rescan from the end (as this pass first did after each merge, quadratic in a deep model)
     # would find nothing before it, then try it, then go on where this walk is. No merge changes
-    # whether another node may merge, so the walk makes the same merges in the same order.
+    # whether another node may merge, so the walk makes the same merges in the same order. (A
+    # recomputed producer that one of its readers cannot take in, past MAX_CHAIN, stays stored
+    # for that reader: more work, the same numbers.)
     for node in reversed(graph.nodes()):
         while node.id in graph and graph.node(node.id) is node and _fusable_elementwise(node):  # not merged yet
             producers = [graph.node(i) for i in node.inputs]
-            mergeable = [
-                p
-                for p in producers
-                if _fusable_elementwise(p)
-                and p.type.shape == node.type.shape
-                and (_single_user(graph, p.id) is node or _recomputed(graph, p))
-                and len(set(node.inputs)) == len(node.inputs)
-                and _size(node) + _size(p) <= MAX_CHAIN
-            ]
+            mergeable, size = [], _size(node)
+            for p in producers:
+                if (
+                    _fusable_elementwise(p)
+                    and p.type.shape == node.type.shape
+                    and (_single_user(graph, p.id) is node or _recomputed(graph, p))
+                    and len(set(node.inputs)) == len(node.inputs)
+                    and size + _size(p) <= MAX_CHAIN  # the merged loop's ops, all producers counted
+                ):
+                    mergeable.append(p)
+                    size += _size(p)
             if not mergeable:
                 break
             for p in producers:
