@@ -265,6 +265,7 @@ def _graph_cases():
     launch arguments. Batch 3; the images are not multiples of any block."""
     x4 = rand(3, 5, 6, 4)
     ties = RS.randint(0, 3, (3, 5, 6, 4)).astype(np.float32)  # windows with several maxima
+    relu4 = np.maximum(x4, 0)
     patch = {"kernel": (3, 2), "strides": (2, 1), "dilation": (1, 2), "pads": (1, 1, 2, 0)}
     max_pool = {"mode": "max", "pool": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1)}  # overlapping windows
     avg_pool = {"mode": "avg", "pool": (2, 3), "strides": (1, 2), "pads": (0, 1, 1, 0)}
@@ -285,6 +286,9 @@ def _graph_cases():
         ("pool2d", [x4], avg_pool),
         ("pool2d_grad", [rand(3, 3, 3, 4), ties, ref("pool2d", ties, **max_pool)], max_pool),
         ("pool2d_grad", [rand(3, 5, 3, 4), x4, ref("pool2d", x4, **avg_pool)], avg_pool),
+        # with the ReLU's gradient after it (x a ReLU's output: zeros where it was negative)
+        ("pool2d_grad", [rand(3, 3, 3, 4), ties, ref("pool2d", ties, **max_pool)], {**max_pool, "relu": True}),
+        ("pool2d_grad", [rand(3, 5, 3, 4), relu4, ref("pool2d", relu4, **avg_pool)], {**avg_pool, "relu": True}),
         ("gather", [rand(5, 3), np.float32([[1.7, 0], [4, 1], [4, 4]])], {}),  # float ids are truncated
         ("scatter_add", [rand(3, 2, 4), np.int32([[1, 0], [4, 1], [4, 4]])], {"rows": 5}),
         ("batch_matmul", [rand(3, 2, 5, 4), rand(3, 2, 6, 4)], {"transpose_b": True}),  # attention's scores

@@ -128,9 +128,13 @@ def test_conv_step_split_by_samples_matches_interpreter(max_threads):
     nodes = compiled.graph.nodes()
     assert {n.attrs.get("split") for n in nodes if n.op == "matmul" and n.type.rank == 4} == {"m"}
     parted = {n.op for n in nodes if n.attrs.get("parts") == 2}
-    assert {"fused_elementwise", "act_grad", "reduce_mean"} <= parted, parted  # the mean: K.column_sum
-    # loops in parts that also write a column sum: the bias-less conv's act_grad + sum, the
-    # variance's mean of (x - mean)^2, the gradient's sum(g * x_hat)
+    # K.column_sum: the batch's mean, and the sum of pooling's gradient (which applied the ReLU's)
+    assert {"fused_elementwise", "pool2d_grad", "reduce_mean", "reduce_sum"} <= parted, parted
+    pools = [n for n in nodes if n.op == "pool2d_grad"]
+    assert pools and all(n.attrs.get("relu") for n in pools)  # the ReLU's gradient applied there
+    assert not any(n.op == "act_grad" and n.inputs[0] == p.id for n in nodes for p in pools)
+    # loops in parts that also write a column sum: the variance's mean of (x - mean)^2, the
+    # gradient's sum(g * x_hat)
     sums = {
         compiled.graph.node(n.attrs["bias_grad"]).op
         for n in nodes
@@ -203,6 +207,7 @@ def test_same_graph_same_file():
     assert m1.module == m2.module
 
 
+@pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
 @pytest.mark.parametrize("parts", [1, 2])
 @pytest.mark.parametrize(
     "mode, pool, strides, pads",
@@ -212,9 +217,9 @@ def test_same_graph_same_file():
         ("avg", (2, 3), (1, 2), (0, 1, 1, 0)),
     ],
 )
-def test_pool_kernels_match_the_reference_where_windows_tie(mode, pool, strides, pads, parts):
+def test_pool_kernels_match_the_reference_where_windows_tie(mode, pool, strides, pads, parts, relu):
     """Max pooling's gradient goes to each window's first maximum; the inputs are small integers,
-    so most windows hold several."""
+    so most windows hold several (and zeros: relu, the ReLU's gradient applied too)."""
     from ir.ops import REGISTRY
     from kgraph.kernels import cpu as K
 
@@ -223,9 +228,13 @@ def test_pool_kernels_match_the_reference_where_windows_tie(mode, pool, strides,
     attrs = {"mode": mode, "pool": pool, "strides": strides, "pads": pads}
     want_y = REGISTRY["pool2d"].forward(x, **attrs)
     g = rs.randn(*want_y.shape).astype(np.float32)
-    args = (mode == "max", *pool, *strides, pads[0], pads[2], parts)
+    args = (mode == "max", *pool, *strides, pads[0], pads[2])
     y, gx = np.full_like(want_y, np.nan), np.full_like(x, np.nan)
-    K.pool2d(x, y, *args)
-    K.pool2d_grad(g, x, y, gx, np.zeros((parts, x.shape[-1]), np.float32), *args)
+    K.pool2d(x, y, *args, parts)
+    K.pool2d_grad(g, x, y, gx, np.zeros((parts, x.shape[-1]), np.float32), *args, relu, parts)
     np.testing.assert_allclose(y, want_y, rtol=1e-6)
-    np.testing.assert_allclose(gx, REGISTRY["pool2d_grad"].forward(g, x, want_y, **attrs), rtol=1e-6, atol=1e-7)
+    want = REGISTRY["pool2d_grad"].forward(g, x, want_y, **attrs, relu=relu)
+    np.testing.assert_allclose(gx, want, rtol=1e-6, atol=1e-7)
+    if relu:  # the reference: pooling's gradient, then the ReLU's
+        unfused = REGISTRY["pool2d_grad"].forward(g, x, want_y, **attrs) * (x > 0)
+        np.testing.assert_allclose(want, unfused, rtol=1e-6, atol=1e-7)

@@ -26,6 +26,7 @@ from kgraph.passes import (
     fold_batch_norm,
     fuse_bias_grad,
     fuse_column_sums,
+    fuse_pool_relu_grad,
     fuse_dense,
     fuse_elementwise,
     fuse_updates,
@@ -407,6 +408,39 @@ def test_a_fused_loop_also_writes_its_column_sum_or_mean(reduce):
     assert stat.attrs["computed_by"] == loop.id and "computed_by" not in g.node(g.outputs["output:1"]).attrs
     assert kernels(g) == kernels(before) - 2  # sub+square: one loop, which writes the statistic
     assert_same_outputs(before, g, feeds_for(before))
+
+
+def _relu_pool_backward(mode, also_read=False):
+    """relu -> pool2d -> sum, differentiated: act_grad(pool2d_grad(g, r, y), r). also_read: the
+    pooling gradient is an output too."""
+    g = ir.Graph("relu_pool")
+    x = g.source("input", "x", f32("B", 6, 6, 3))
+    r = g.relu(x, name="r")
+    y = g.pool2d(r, mode=mode, pool=(2, 2), strides=(2, 2), pads=(0, 0, 0, 0))
+    g.outputs["loss"] = g.reduce_sum(g.mul(y, y), axes=None)
+    grads = autodiff(g, g.outputs["loss"], ["x"])
+    g.outputs["grad:x"] = grads["x"]
+    if also_read:
+        (pool_grad,) = [n.id for n in g.nodes() if n.op == "pool2d_grad"]
+        g.outputs["pool_grad"] = pool_grad
+    return g
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_pooling_gradient_applies_the_relu_gradient_after_it(mode):
+    before = _relu_pool_backward(mode)
+    g = before.clone()
+    (d,) = fuse_pool_relu_grad(g)
+    assert d.fused and g.node(d.node).op == "pool2d_grad" and g.node(d.node).attrs["relu"]
+    assert "act_grad" not in {n.op for n in g.nodes()} and kernels(g) == kernels(before) - 1
+    assert_same_outputs(before, g, feeds_for(before))
+
+
+def test_a_pooling_gradient_read_elsewhere_keeps_the_relu_gradient_apart():
+    before = _relu_pool_backward("max", also_read=True)
+    g = before.clone()
+    (d,) = fuse_pool_relu_grad(g)
+    assert not d.fused and "other readers" in d.reason and kernels(g) == kernels(before)
 
 
 def test_the_training_step_of_a_dense_relu_layer_in_kernels():

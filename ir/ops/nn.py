@@ -135,8 +135,10 @@ def _pool2d(x, mode, pool, strides, pads):
     return (sum(xp[:, rs, cs] for rs, cs in wins) / _pool_count(x, pool, strides, pads)).astype(x.dtype)
 
 
-def _pool2d_grad(g, x, y, mode, pool, strides, pads):
-    """Max: g goes to the first maximum of each window (as TensorFlow routes it). Avg: spread evenly."""
+def _pool2d_grad(g, x, y, mode, pool, strides, pads, relu=False):
+    """Max: g goes to the first maximum of each window (as TensorFlow routes it). Avg: spread evenly.
+    relu: x is a ReLU's output and the result goes on through its gradient, (x > 0) times it
+    (passes/fusion.py fuse_pool_relu_grad: one pass instead of two)."""
     xp, wins = _pool_windows(x, pool, strides, pads, -np.inf)
     gp = np.zeros(xp.shape, g.dtype)
     if mode == "max":
@@ -150,7 +152,8 @@ def _pool2d_grad(g, x, y, mode, pool, strides, pads):
         for rs, cs in wins:
             gp[:, rs, cs] += share
     pt, pl = pads[0], pads[2]
-    return gp[:, pt : pt + x.shape[1], pl : pl + x.shape[2]]
+    gx = gp[:, pt : pt + x.shape[1], pl : pl + x.shape[2]]
+    return (gx * (x > 0)).astype(g.dtype) if relu else gx
 
 
 register(

@@ -336,8 +336,10 @@ class CpuCodegen(StepCodegen):
 
     def _emit_pool2d_grad(self, node):
         g, x, y = (self._operand(i) for i in node.inputs)
-        left = self._partial(node)
-        return [f"K.pool2d_grad({g}, {x}, {y}, {_var(node.id)}, {left}, {self._pool_args(node)}, {self._parts(node)})"]
+        left, relu = self._partial(node), bool(node.attrs.get("relu"))
+        return [
+            f"K.pool2d_grad({g}, {x}, {y}, {_var(node.id)}, {left}, {self._pool_args(node)}, {relu}, {self._parts(node)})"
+        ]
 
     def _emit_gather(self, node):
         table, ids = node.inputs

@@ -508,7 +508,8 @@ class CudaCodegen(StepCodegen):
 
     def _emit_pool2d_grad(self, node):
         args = [self._arr(self._operand(i), i) for i in node.inputs] + [self._arr(var(node.id), node.id)]
-        return [self._launch("K.pool2d_grad", *self._over(prod(node.type.shape)), args + self._pool_args(node))]
+        args += self._pool_args(node) + [(str(bool(node.attrs.get("relu"))), "boolean")]
+        return [self._launch("K.pool2d_grad", *self._over(prod(node.type.shape)), args)]
 
     def _emit_gather(self, node):
         table, ids = node.inputs

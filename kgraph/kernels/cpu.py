@@ -266,18 +266,20 @@ def _pool2d(x, y, b0, b1, is_max, ph, pw, sh, sw, pt, pl):
 
 
 @pjit
-def pool2d_grad(g, x, y, gx, left, is_max, ph, pw, sh, sw, pt, pl, parts):
+def pool2d_grad(g, x, y, gx, left, is_max, ph, pw, sh, sw, pt, pl, relu, parts):
     """left: (parts, C) scratch, planned in the arena (no allocation in the step)."""
     for t in prange(parts):
         b0, b1 = part(y.shape[0], t, parts)
-        _pool2d_grad(g, x, y, gx, left[t], b0, b1, is_max, ph, pw, sh, sw, pt, pl)
+        _pool2d_grad(g, x, y, gx, left[t], b0, b1, is_max, ph, pw, sh, sw, pt, pl, relu)
 
 
 @jit
-def _pool2d_grad(g, x, y, gx, left, b0, b1, is_max, ph, pw, sh, sw, pt, pl):
+def _pool2d_grad(g, x, y, gx, left, b0, b1, is_max, ph, pw, sh, sw, pt, pl, relu):
     """Max: each window's g to its first maximum (as TensorFlow). Avg: spread over the window.
     Channels innermost. `left` holds the g each channel's window has not yet given to a maximum:
-    a select instead of a branch per element, so the channel loop vectorises (4x faster)."""
+    a select instead of a branch per element, so the channel loop vectorises (4x faster).
+    relu: x is a ReLU's output, and the ReLU's gradient applies too: nothing where x is 0 (at a
+    window's maximum, where its top is 0)."""
     gx[b0:b1] = 0
     n_c = y.shape[3]
     zero = gx.dtype.type(0)
@@ -290,7 +292,7 @@ def _pool2d_grad(g, x, y, gx, left, b0, b1, is_max, ph, pw, sh, sw, pt, pl):
                 share = gx.dtype.type(1 / ((r1 - r0) * (s1 - s0)))
                 if is_max:
                     for c in range(n_c):
-                        left[c] = gy[c]
+                        left[c] = gy[c] if not relu or top[c] > zero else zero
                 for r in range(r0, r1):
                     for s in range(s0, s1):
                         row, grow = x[b, r, s], gx[b, r, s]
@@ -302,7 +304,7 @@ def _pool2d_grad(g, x, y, gx, left, b0, b1, is_max, ph, pw, sh, sw, pt, pl):
                                 left[c] = zero if hit else rest
                         else:
                             for c in range(n_c):
-                                grow[c] += gy[c] * share
+                                grow[c] += gy[c] * share if not relu or row[c] > zero else zero
 
 
 @jit

@@ -430,9 +430,10 @@ def _first_maximum(x, b, c, r0, s0, s1, top, r, s):
 
 
 @cuda.jit
-def pool2d_grad(g, x, y, gx, is_max, ph, pw, sh, sw, pt, pl):
+def pool2d_grad(g, x, y, gx, is_max, ph, pw, sh, sw, pt, pl, relu):
     """The VJP of pool2d, a thread per input element summing over the windows that cover it. Max:
-    each window's g goes to its first maximum. Avg: g spread evenly over the window."""
+    each window's g goes to its first maximum. Avg: g spread evenly over the window. relu: x is a
+    ReLU's output, whose gradient applies too (nothing where x is 0)."""
     t = cuda.grid(1)
     if t < gx.size:
         b, r, s, c = _index_nhwc(t, gx.shape)
@@ -448,7 +449,7 @@ def pool2d_grad(g, x, y, gx, is_max, ph, pw, sh, sw, pt, pl):
                     acc += g[b, oh, ow, c] / float32((r1 - r0) * (s1 - s0))
                 elif v == y[b, oh, ow, c] and _first_maximum(x, b, c, r0, s0, s1, v, r, s):
                     acc += g[b, oh, ow, c]
-        gx[b, r, s, c] = acc
+        gx[b, r, s, c] = acc if not relu or v > 0 else float32(0)
 
 
 @cuda.jit

@@ -12,7 +12,15 @@ import ir
 from .autodiff import autodiff
 from .dce import dce
 from .fold import fold_batch_norm, lower_batch_norm
-from .fusion import Decision, fuse_bias_grad, fuse_column_sums, fuse_dense, fuse_elementwise, fuse_updates
+from .fusion import (
+    Decision,
+    fuse_bias_grad,
+    fuse_column_sums,
+    fuse_dense,
+    fuse_elementwise,
+    fuse_pool_relu_grad,
+    fuse_updates,
+)
 from .loss import LOSSES, add_loss
 from .memory import MemoryPlan, materialize_gradients, plan_memory, updates_last
 from .split import split_gemms, split_samples
@@ -90,6 +98,7 @@ def run_pipeline(
     if fuse:
         out.decisions += fuse_dense(g, training=kind == "train")
         dce(g)
+        out.decisions += fuse_pool_relu_grad(g)
         out.decisions += fuse_bias_grad(g)
         out.decisions += fuse_elementwise(g)
         out.decisions += fuse_column_sums(g)
@@ -122,6 +131,7 @@ __all__ = [
     "fold_batch_norm",
     "lower_batch_norm",
     "fuse_dense",
+    "fuse_pool_relu_grad",
     "fuse_bias_grad",
     "fuse_elementwise",
     "fuse_column_sums",

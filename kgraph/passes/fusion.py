@@ -93,6 +93,29 @@ def fuse_dense(graph, training: bool) -> list[Decision]:
     return out
 
 
+def fuse_pool_relu_grad(graph) -> list[Decision]:
+    """A ReLU's gradient taken right after max or average pooling's (a CNN's relu -> pool, in
+    reverse): pooling's gradient kernel applies it as it writes (`relu`), one pass over the
+    activations instead of two. A column sum of the ReLU's gradient (a bias's or batch norm's)
+    then reads pooling's gradient, as its own reduction."""
+    out = []
+    for node in graph.nodes():
+        if node.op != "act_grad" or node.semantic_attrs() != {"activation": "relu"}:
+            continue
+        g, v = node.inputs
+        pool = graph.node(g)
+        if pool.op != "pool2d_grad" or pool.attrs.get("relu") or pool.inputs[1] != v:
+            continue
+        if _single_user(graph, pool.id) is not node:
+            out.append(Decision("pool-grad+relu-grad", node.id, False, f"%{pool.id} has other readers"))
+            continue
+        pool.attrs["relu"] = True
+        graph.replace_uses(node.id, pool.id)
+        graph.remove(node.id)
+        out.append(Decision("pool-grad+relu-grad", pool.id, True, f"applies the ReLU's gradient (%{node.id})"))
+    return out
+
+
 def fuse_bias_grad(graph) -> list[Decision]:
     """act_grad(g, y) whose result is column-summed for the bias gradient: one pass computes both.
     The reduce_sum stays in the graph (the interpreter needs it) marked as written by act_grad."""
