@@ -211,13 +211,7 @@ class CpuCodegen(StepCodegen):
         if extra_out:
             lines.append(f"{ind}{'gb_t' if parted else 'gb'}[{idx[-1]}] += r")
         if extra_out and parted:  # the parts' sums, in order
-            lines += [
-                "    for c in range(gb.shape[0]):",
-                "        s = partial[0, c]",
-                "        for t in range(1, partial.shape[0]):",
-                "            s += partial[t, c]",
-                "        gb[c] = s" + (" / (out.size // gb.shape[0])" if extra_out == "mean" else ""),
-            ]
+            lines.append(f"    K.sum_parts(partial, gb, {'out.size // gb.shape[0]' if extra_out == 'mean' else 1})")
         elif extra_out == "mean":
             lines += ["    for c in range(gb.shape[0]):", "        gb[c] /= out.size // gb.shape[0]"]
         return self.mod.kernel(name, lines)

@@ -121,7 +121,7 @@ def column_sum(x, out, partial, mean, parts):
     for t in prange(chunks):
         r0, r1 = part(x.shape[0], t, chunks)
         _rows_sum(x, partial[t], r0, r1)
-    _sum_parts(partial, out, x.shape[0] if mean else 1)
+    sum_parts(partial, out, x.shape[0] if mean else 1)
 
 
 @jit
@@ -134,8 +134,9 @@ def _rows_sum(x, p, r0, r1):
 
 
 @jit
-def _sum_parts(partial, out, count):
-    """out[c] = sum over t of partial[t, c], divided by count (column_sum's parts, in order)."""
+def sum_parts(partial, out, count):
+    """out[c] = sum over t of partial[t, c], divided by count: a column sum's parts, in order
+    (column_sum's, and the generated loops' that also write one)."""
     for c in range(out.shape[0]):
         s = partial[0, c]
         for t in range(1, partial.shape[0]):

@@ -120,10 +120,11 @@ def split_samples(graph, parts: int) -> list[Decision]:
     for node in graph.nodes():
         if node.op == "pool2d_grad":
             node.attrs["workspace_fixed"] = parts * node.type.shape[-1]
-        if parts < 2 or not (node.op in SAMPLE_SPLIT_OPS or _large_loop(graph, node) or _column_sum(graph, node)):
+        column_sum = _column_sum(graph, node)
+        if parts < 2 or not (node.op in SAMPLE_SPLIT_OPS or _large_loop(graph, node) or column_sum):
             continue
         node.attrs["parts"] = parts
-        if node.attrs.get("bias_grad") or _column_sum(graph, node):
+        if node.attrs.get("bias_grad") or column_sum:
             node.attrs["workspace_fixed"] = parts * node.type.shape[-1]
         decisions.append(Decision("split samples", node.id, True, f"{parts} parts of the batch", SPLIT_VERBS))
     return decisions

@@ -44,7 +44,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from kgraph.kernels import maths as E, updates as U
+from kgraph.kernels import cpu as K, maths as E, updates as U
 
 """
 
