@@ -143,6 +143,46 @@ def test_conv_step_split_by_samples_matches_interpreter(max_threads):
     assert sums == {"reduce_sum", "reduce_mean"}
 
 
+def test_python_step_serial_kernels_compute_the_parallel_ones_floats(monkeypatch):
+    """A step's Python function calls the serial forms of the parallel kernels (runtime/serial.py):
+    the convolution step in parts, run with each, gives the same floats bit for bit."""
+    from kgraph.kernels import cpu as K
+    from kgraph.runtime import serial, typecheck
+    from kgraph.runtime.loader import import_file
+
+    fm = build_model(_conv_bn_config(), seed=1)
+    _, manifest = _compile(fm, "train", OPTIMIZERS[1], parts=2)
+    rs = np.random.RandomState(0)
+    x = rs.randn(6, *fm.inputs[0].shape[1:]).astype(np.float32)
+    y = rs.randn(6, *manifest.labels[0].shape[1:]).astype(np.float32)
+
+    layout, offset = [], 0
+    for w in fm.weights:
+        layout.append({"node": w.node, "offset": offset, "shape": list(w.shape)})
+        offset += int(np.prod(w.shape))
+
+    def run(parallel):
+        with monkeypatch.context() as patch:
+            patch.setattr(typecheck, "_TWINS", {})
+            if parallel:  # the module's globals as they are: the parallel kernels
+                patch.setattr(typecheck, "serial_namespace", dict)
+            exe = Executable({"train": manifest}, layout)
+            exe.threads.max_threads = 2
+            exe.set_weights([w.value for w in fm.weights])
+            outs = [exe.run("train", [x], [y], lr=0.01, step=s) for s in (1, 2)]
+            return outs, exe.get_weights()
+
+    (serial_outs, serial_weights), (parallel_outs, parallel_weights) = run(False), run(True)
+    parted = [v for v in vars(import_file(manifest.module)).values() if serial.is_parallel(v)]
+    assert parted and serial.is_parallel(K.pool2d) and not serial.is_parallel(serial.serial_cpu_kernels().pool2d)
+    for a, b in zip(serial_outs, parallel_outs):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    for a, b in zip(serial_weights, parallel_weights):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=lambda o: o[0])
 def test_every_update_kernel_matches_its_reference(optimizer, fused):

@@ -61,7 +61,14 @@ def _by_ref(typingctx, value):
 _N, _T = ord("N"), ord("T")
 
 
-@njit(cache=True, nogil=True)
+# One compiled form each, for any layout of the views and any flags: called with a literal flag or
+# a C-contiguous array, Numba would otherwise compile a form per combination (twelve of these
+# three in a small CNN's step: two seconds of a fresh install's first step).
+_MATRIX = types.Array(types.float32, 2, "A")
+_GEMM_SIGNATURE = types.void(_MATRIX, _MATRIX, _MATRIX, types.boolean, types.boolean, types.float64)
+
+
+@njit(types.intp(_MATRIX), cache=True, nogil=True)
 def _row_stride(a) -> int:
     """Elements between rows of a 2-D view whose rows are contiguous (its leading dimension)."""
     return max(a.strides[0] // a.itemsize, a.shape[1], 1)
@@ -105,7 +112,7 @@ _cblas_sgemm = types.ExternalFunction(
 )
 
 
-@njit(cache=True, nogil=True)
+@njit(types.UniTuple(types.intp, 3)(_MATRIX, _MATRIX, types.boolean, types.float64), cache=True, nogil=True)
 def _product_shape(a, out, trans_a, beta):
     """(m, n, k) of out = op(a) @ op(b) + beta * out; k is 0 when BLAS has nothing to do: out is
     empty, or the product is (out is then beta * out, which BLAS would not write)."""
@@ -118,7 +125,6 @@ def _product_shape(a, out, trans_a, beta):
     return m, n, (k if m and n else 0)
 
 
-@njit(cache=True, nogil=True)
 def _gemm_cblas(a, b, out, trans_a, trans_b, beta):
     """out = op(a) @ op(b) + beta * out, row-major float32, op = transpose when trans_*."""
     m, n, k = _product_shape(a, out, trans_a, beta)
@@ -142,7 +148,6 @@ def _gemm_cblas(a, b, out, trans_a, trans_b, beta):
     )
 
 
-@njit(cache=True, nogil=True)
 def _gemm_scipy(a, b, out, trans_a, trans_b, beta):
     """out = op(a) @ op(b) + beta * out, row-major float32, op = transpose when trans_*.
     Column-major BLAS sees each row-major matrix transposed, so it computes
@@ -168,4 +173,9 @@ def _gemm_scipy(a, b, out, trans_a, trans_b, beta):
     )
 
 
-gemm = _gemm_cblas if _CBLAS_NAME else _gemm_scipy
+def compiled(implementation):
+    """`_gemm_cblas` or `_gemm_scipy` compiled for _GEMM_SIGNATURE (at once, or from the cache)."""
+    return njit(_GEMM_SIGNATURE, cache=True, nogil=True)(implementation)
+
+
+gemm = compiled(_gemm_cblas if _CBLAS_NAME else _gemm_scipy)  # only the one this machine uses compiles

@@ -26,13 +26,13 @@ import pickle
 import subprocess
 import sys
 import threading
-import types
 from contextlib import contextmanager
 from pathlib import Path
 
 import numba
 
 from .policy import plain
+from .serial import serial_namespace, with_globals
 
 
 def enabled() -> bool:
@@ -182,15 +182,16 @@ _TWINS: dict = {}
 def python_twin(dispatcher):
     """The step's Python function, calling the Python functions of its own module's compiled
     functions too (a training step calls its halves, train_grads and train_apply): only the
-    kernels it calls from elsewhere, compiled or cached apart, run compiled meanwhile."""
+    kernels it calls from elsewhere, compiled or cached apart, run compiled meanwhile, the
+    parallel ones in their serial forms (serial.py: the same numbers, a tenth of the compile)."""
     twin = _TWINS.get(dispatcher)
     if twin is None:
         func = dispatcher.py_func
-        namespace = dict(func.__globals__)
+        namespace = serial_namespace(func.__globals__)
         for name, value in func.__globals__.items():
             if isinstance(value, numba.core.registry.CPUDispatcher) and value.py_func.__module__ == func.__module__:
-                namespace[name] = value.py_func
-        twin = _TWINS[dispatcher] = types.FunctionType(func.__code__, namespace, func.__name__, func.__defaults__)
+                namespace[name] = with_globals(value.py_func, namespace)
+        twin = _TWINS[dispatcher] = with_globals(func, namespace)
     return twin
 
 

@@ -11,12 +11,13 @@ model, and compiles in the tests of the compiled step)."""
 
 from __future__ import annotations
 
-import types
 
 import numba
 from numba.core import compiler, typed_passes
 from numba.core.compiler_machinery import FunctionPass, register_pass
 from numba.core.registry import CPUDispatcher
+
+from .serial import serial_namespace, with_globals
 
 
 @register_pass(mutates_CFG=False, analysis_only=True)
@@ -63,8 +64,8 @@ _TWINS: dict = {}
 
 
 def checked_twin(dispatcher):
-    """The step's Python function (as background.python_twin), its own module's functions typed
-    by Numba on their first call."""
+    """The step's Python function (as background.python_twin: the parallel kernels in their
+    serial forms), its own module's functions typed by Numba on their first call."""
     twin = _TWINS.get(dispatcher)
     if twin is None:
         func = dispatcher.py_func
@@ -73,10 +74,10 @@ def checked_twin(dispatcher):
             for name, value in func.__globals__.items()
             if isinstance(value, CPUDispatcher) and value.py_func.__module__ == func.__module__
         }
-        namespace = dict(func.__globals__)
+        namespace = serial_namespace(func.__globals__)
         for name, value in own.items():
-            namespace[name] = _typed_on_first_call(value, value.py_func)
-        body = types.FunctionType(func.__code__, namespace, func.__name__, func.__defaults__)
+            namespace[name] = _typed_on_first_call(value, with_globals(value.py_func, namespace))
+        body = with_globals(func, namespace)
         calls_own = (set(func.__code__.co_names) & set(own)) - {func.__name__}
         twin = _TWINS[dispatcher] = body if calls_own else _typed_on_first_call(dispatcher, body)
     return twin
