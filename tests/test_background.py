@@ -40,7 +40,7 @@ def test_python_step_computes_what_the_compiled_step_does(monkeypatch, tmp_path)
     with monkeypatch.context() as patch:
         patch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
         patch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))  # a step not compiled in this process yet
-        patch.setattr(background, "_start", lambda dispatcher, sig: _NeverDone())
+        patch.setattr(background, "_start", lambda dispatcher, sig, ahead=(): _NeverDone())
         python = _model(name="background_python")
         python_logs = python.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0).history
         python_predictions = python.predict(x, verbose=0)
@@ -152,6 +152,7 @@ def test_a_step_whose_compile_takes_minutes_says_so_when_it_starts(monkeypatch, 
     monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
     monkeypatch.setattr(background, "LONG_COMPILE_SECONDS", 0.0)
+    monkeypatch.setattr(background, "kernel_calls", lambda dispatcher, args: [])  # its kernels cached
     x, y = _data(32)
     model = _model(name="background_notice")
     model.train_on_batch(x, y)
@@ -227,7 +228,7 @@ def test_a_switch_to_the_compiled_step_mid_epoch_changes_no_number(monkeypatch, 
     with monkeypatch.context() as patch:
         patch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
         patch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
-        patch.setattr(background, "_start", lambda dispatcher, sig: _DoneAfter(3))
+        patch.setattr(background, "_start", lambda dispatcher, sig, ahead=(): _DoneAfter(3))
         switched = _model(name="background_midway")
         forms = Forms(switched.executable)  # a batch hook: one step a call
         switched_logs = switched.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[forms]).history
@@ -287,8 +288,87 @@ def test_a_child_refuses_a_step_when_the_kernels_changed_since_the_parent_starte
 
     step = tmp_path / "step.py"
     step.write_text("def train_step():\n    raise AssertionError('compiled')\n")
-    payload = pickle.dumps((str(step), "train_step", (), "0" * 12))
+    payload = pickle.dumps((str(step), "train_step", (), "0" * 12, []))
     monkeypatch.setattr(background, "read_payload", lambda: payload)
     monkeypatch.setattr(background, "watch_parent", lambda: None)
     with pytest.raises(SystemExit, match=f"changed since this program started \\(000000000000 -> {fingerprint()}\\)"):
         background.main()
+
+
+def test_the_first_call_traces_the_kernels_it_compiles_without_running_them(monkeypatch, tmp_path):
+    """kernel_trace: the kernels of a training step (its halves and update included) and the very
+    signatures its Python function then compiles, first call first; the trace writes nothing."""
+    from kgraph.runtime import kernel_trace, serial
+
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
+    x, y = _data(32)
+    model = _model(name="background_trace")
+    exe = model.executable
+    seen = {}
+
+    def first_call(dispatcher, args):
+        before = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        seen["calls"] = kernel_trace.kernel_calls(dispatcher, args)
+        for a, b in zip(args, before):
+            np.testing.assert_array_equal(a, b)
+        return background.python_twin(dispatcher)
+
+    monkeypatch.setattr(exe.compiler, "callable", first_call)
+    model.train_on_batch(x, y)
+    calls = seen["calls"]
+    names = [k.py_func.__name__ for k, _ in calls]
+    assert names[0] == "matmul" and "sparse_softmax_ce_grad_rows" in names
+    assert any(k.py_func.__module__.startswith("kgraph_generated.kernel_") for k, _ in calls)  # fused loops, update
+    assert len(set(calls)) == len(calls)
+    for kernel, sig in calls:  # what the Python step compiled, no other signature
+        assert sig in kernel.overloads, (kernel, sig)
+    described = kernel_trace.describe(calls)
+    assert [kernel_trace.resolve(*d[:4]) for d in described] == [k for k, _ in calls]
+    # a parallel kernel's serial form is named as such, and cached in a file of its own
+    from kgraph.kernels import cpu as K
+
+    form = serial.serial_form(K.column_sum)
+    ((*where, _),) = kernel_trace.describe([(form, ())])
+    assert where[2:] == ["column_sum", True] and kernel_trace.resolve(*where) is form
+    assert form._cache._cache_file._index_name != K.column_sum._cache._cache_file._index_name
+
+
+def test_kernels_missing_from_the_cache_go_to_the_child_from_the_last(monkeypatch, tmp_path):
+    """An empty cache: the child starts with the first call, given the kernels to compile from
+    the other end (here none counts as cached); the first call itself still runs in Python."""
+    monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
+    started = []
+    monkeypatch.setattr(background, "_start", lambda d, sig, ahead=(): started.append(list(ahead)) or _NeverDone())
+    monkeypatch.setattr(background, "in_disk_cache", lambda kernel, sig: False)
+    x, y = _data(32)
+    model = _model(name="background_ahead")
+    model.train_on_batch(x, y)
+    assert ("train", "step") not in model.executable._compiled
+    (ahead,) = started
+    assert ahead[-1][2] == "matmul" and ahead[0][2] == "kernel"  # the update, traced last, comes first
+    model.train_on_batch(x, y)
+    assert len(started) == 1  # the same child
+
+
+def test_a_fresh_install_starts_its_first_child_while_the_model_loads(monkeypatch):
+    """No kgraph kernel in Numba's cache: a child starts when the model compiles and waits; the
+    first step that needs a child hands it its job."""
+    monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
+    monkeypatch.setattr(background, "_spare", None)
+    monkeypatch.setattr(background, "_library_cached", lambda: False)
+    spawned, sent = [], []
+
+    class Waiting:
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(background, "spawn", lambda code, payload=None: spawned.append(payload) or Waiting())
+    monkeypatch.setattr(background, "send", lambda child, payload: sent.append((child, payload)))
+    background.prestart()
+    background.prestart()
+    assert spawned == [None]  # one, given nothing yet
+    child = background._start(_model(name="background_spare").executable.function("train"), ())
+    assert sent and sent[0][0] is child and background._spare is None
+    background._start(_model(name="background_spare").executable.function("train"), ())
+    assert len(spawned) == 2  # the spare is used once

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numba
 
-from .policy import plain
+from .policy import compile_steps, plain
+from .kernel_trace import compile_all, describe, kernel_calls
 from .serial import serial_namespace, with_globals
 
 
@@ -45,6 +46,7 @@ class StepCompiler:
 
     def __init__(self):
         self._jobs: dict = {}  # dispatcher -> [signature, None (first call) or the child]
+        prestart()
 
     def callable(self, dispatcher, args):
         """`dispatcher` if it runs `args` compiled now (or loads them from the cache at once),
@@ -57,9 +59,14 @@ class StepCompiler:
             sig = tuple(numba.typeof(a) for a in args)
             if sig in dispatcher.overloads or in_disk_cache(dispatcher, sig):
                 return dispatcher
-            # The first call runs in Python alone: the kernels it needs compile (or load) now, so
-            # the child finds them in the cache rather than compiling them a second time.
-            self._jobs[dispatcher] = [sig, None]
+            # The first call runs in Python: the kernels it needs compile (or load) now, so the
+            # child finds them in the cache rather than compiling them a second time. Those not in
+            # the cache yet, the child starts compiling at once from the last (kernel_trace.py).
+            job = self._jobs[dispatcher] = [sig, None]
+            missing = [(k, s) for k, s in kernel_calls(dispatcher, args) if not in_disk_cache(k, s)]
+            if missing:
+                job[1] = _start(dispatcher, sig, ahead=describe(missing[::-1]))
+                announce_long_compile(dispatcher)
             return python_twin(dispatcher)
         sig, child = job
         if child is None:
@@ -195,17 +202,51 @@ def python_twin(dispatcher):
     return twin
 
 
-def _start(dispatcher, sig) -> subprocess.Popen:
+_CHILD = "from kgraph.runtime.background import main; main()"
+_spare = None  # a child started ahead, waiting for its step
+
+
+def prestart() -> None:
+    """On a fresh install's first run (no kgraph kernel in Numba's cache yet), start the first
+    compile child now, while the model loads: Python, Numba and its compiler take it about a
+    second to start, and its first job (kernel_trace.py) is to help the first step's kernels
+    compile, which that second would otherwise delay."""
+    global _spare
+    if _spare is None and enabled() and compile_steps() and not _library_cached():
+        _spare = spawn(_CHILD)
+
+
+def _library_cached() -> bool:
+    """Whether Numba's cache holds any form of the kernel every step calls first (a GEMM)."""
+    from ..kernels import cpu
+
+    try:
+        return bool(cpu.matmul._cache._cache_file._load_index())
+    except Exception:  # noqa: BLE001 - Numba's internals changed: start no child ahead
+        return True
+
+
+def _start(dispatcher, sig, ahead=()) -> subprocess.Popen:
+    """The child compiling `sig` of `dispatcher`, after the kernels `ahead` (kernel_trace.describe):
+    the one started ahead if it waits still, else a new one."""
+    global _spare
     from ..kernels import fingerprint
 
-    payload = pickle.dumps((inspect.getfile(dispatcher.py_func), dispatcher.py_func.__name__, sig, fingerprint()))
-    return spawn("from kgraph.runtime.background import main; main()", payload)
+    payload = pickle.dumps(
+        (inspect.getfile(dispatcher.py_func), dispatcher.py_func.__name__, sig, fingerprint(), list(ahead))
+    )
+    child, _spare = _spare, None
+    if child is None or child.poll() is not None:
+        return spawn(_CHILD, payload)
+    send(child, payload)
+    return child
 
 
-def spawn(code: str, payload: bytes) -> subprocess.Popen:
-    """A child Python running `code`, given `payload` (read by read_payload()), whose stdin stays
-    open for as long as this process lives: the child's watch_parent() ends it when it closes.
-    Silent: a failure shows when the caller compiles the step itself."""
+def spawn(code: str, payload: bytes | None = None) -> subprocess.Popen:
+    """A child Python running `code`, given `payload` now or later (send(); read by
+    read_payload()), whose stdin stays open for as long as this process lives: the child's
+    watch_parent() ends it when it closes. Silent: a failure shows when the caller compiles the
+    step itself."""
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
     child = subprocess.Popen(
@@ -215,9 +256,14 @@ def spawn(code: str, payload: bytes) -> subprocess.Popen:
         stderr=subprocess.DEVNULL,
         env=env,
     )
+    if payload is not None:
+        send(child, payload)
+    return child
+
+
+def send(child, payload: bytes) -> None:
     child.stdin.write(len(payload).to_bytes(8, "little") + payload)
     child.stdin.flush()
-    return child
 
 
 def _close(child) -> None:
@@ -256,17 +302,22 @@ def watch_parent() -> None:
 
 
 def main() -> None:
-    """The child: compile one signature of one generated function into Numba's cache."""
+    """The child: compile one signature of one generated function into Numba's cache (and
+    before it, the kernels the parent's first call is compiling, from the other end)."""
     from ..kernels import fingerprint
     from .loader import import_file
 
-    path, name, sig, kernels = pickle.loads(read_payload())
+    from ..kernels import cpu  # noqa: F401 - imported, and Numba's compiler set up (a second
+
+    numba.njit(lambda: 0)()  # in all on a fresh install), before the job comes
+    path, name, sig, kernels, ahead = pickle.loads(read_payload())
     watch_parent()
     if fingerprint() != kernels:
         # kgraph's kernels changed on disk since the parent loaded them (an upgrade mid-run): the
         # step would link other kernel files than the parent's and cache them under the step's
         # name, which every later load would then fail to import. The parent compiles it instead.
         sys.exit(f"kgraph's kernels changed since this program started ({kernels} -> {fingerprint()})")
+    compile_all(ahead)  # the kernels the parent's first call is waiting for, from its last one
     getattr(import_file(path), name).compile(sig)
 
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 import types
 
 from numba import njit
+from numba.core.caching import NullCache
 from numba.core.registry import CPUDispatcher
 
 from ..kernels import cpu
 
 _SERIAL: dict = {}
+_ORIGINAL: dict = {}  # serial form -> its parallel kernel
 
 
 def is_parallel(value) -> bool:
@@ -37,8 +39,15 @@ def serial_form(dispatcher):
         copy.__module__ = func.__module__
         copy.__doc__ = func.__doc__
         options = {k: v for k, v in dispatcher.targetoptions.items() if k not in ("parallel", "nopython")}
-        twin = _SERIAL[dispatcher] = njit(**options)(copy)
+        cached = not isinstance(dispatcher._cache, NullCache)  # `cache` is not among the target options
+        twin = _SERIAL[dispatcher] = njit(cache=cached, **options)(copy)
+        _ORIGINAL[twin] = dispatcher
     return twin
+
+
+def original_of(kernel):
+    """The parallel kernel of a serial form; any other kernel itself."""
+    return _ORIGINAL.get(kernel, kernel)
 
 
 _SERIAL_CPU = None

@@ -1,0 +1,137 @@
+"""The kernels a new step's first call will compile, in the order it calls them, found without
+running any: the step's Python function runs once over zero-filled stand-ins of its arguments,
+every kernel replaced by a recorder of its argument types.
+
+On an empty cache the first call waits for Numba to compile each kernel in turn (a tenth of a
+second or more each, dozens of them). The background child (background.py) takes the list and
+compiles it from the last kernel back while this process compiles from the first, each loading
+from Numba's cache what the other finished: two cores, about half the wait. Then the child goes
+on to compile the step itself.
+
+A trace is a hint, never a result: any surprise (a kernel's value used, an argument it cannot
+stand in for) ends it with what it has so far."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import numpy as np
+import numba
+from numba.core import types
+from numba.core.registry import CPUDispatcher
+
+from ..kernels import cpu
+from .abi import StepsArgs
+from .serial import original_of, serial_namespace, with_globals
+
+MAX_CALLS = 20_000  # kernel calls, repeats included: a bound on the trace's own time (about 0.1 s)
+
+
+class _Done(Exception):
+    """The trace has run long enough."""
+
+
+def kernel_calls(dispatcher, args) -> list:
+    """[(kernel, signature)] of the kernels `dispatcher`'s Python function (as the step's first
+    call runs it: serial forms, background.python_twin) calls with `args`, each once, first
+    call first."""
+    calls: dict = {}  # (kernel, signature) -> None: an ordered set
+    count = [0]  # calls recorded, repeats included
+    func = dispatcher.py_func
+    namespace = serial_namespace(func.__globals__)
+    for name, value in list(namespace.items()):
+        if isinstance(value, CPUDispatcher):
+            own = value.py_func.__module__ == func.__module__
+            namespace[name] = with_globals(value.py_func, namespace) if own else _Recorder(value, calls, count)
+        elif isinstance(value, type(cpu)) and value.__name__ == cpu.__name__:
+            namespace[name] = _RecordingModule(value, calls, count)
+    stand_ins = [_stand_in(a) for a in args]
+    if func.__code__.co_varnames[:1] == StepsArgs._fields[:1]:  # n, the steps of a call (abi.py)
+        stand_ins[0] = min(args[0], 1)  # one: the others call the same kernels
+    try:
+        with_globals(func, namespace)(*stand_ins)
+    except Exception:  # noqa: BLE001 - _Done, or a surprise: keep what was seen so far
+        pass
+    return list(calls)
+
+
+def describe(calls) -> list:
+    """The calls as a child process can find them again: (module, file, name, serial, signature)."""
+    out = []
+    for kernel, sig in calls:
+        original = original_of(kernel)
+        func = original.py_func
+        out.append((func.__module__, inspect.getfile(func), func.__name__, original is not kernel, sig))
+    return out
+
+
+def resolve(module, path, name, serial):
+    """The kernel a description names, in this process (a generated one imported from its file)."""
+    from .loader import import_file
+    from .serial import serial_form
+
+    source = import_file(path) if module.startswith("kgraph_generated.") else importlib.import_module(module)
+    kernel = getattr(source, name)
+    return serial_form(kernel) if serial else kernel
+
+
+def compile_all(described) -> None:
+    """In the child: compile (or load from the cache) each kernel of `described`, in that order;
+    one that fails is left to the step's own call."""
+    for *where, sig in described:
+        try:
+            resolve(*where).compile(sig)
+        except Exception:  # noqa: BLE001
+            continue
+
+
+class _Recorder:
+    def __init__(self, kernel, calls: dict, count: list):
+        self.kernel, self.calls, self.count = kernel, calls, count
+        self.parameters = inspect.signature(kernel.py_func).parameters
+
+    def __call__(self, *args, **kwargs):
+        if kwargs:  # Numba folds keywords into place, omitted defaults as Omitted
+            bound = inspect.Signature(list(self.parameters.values())).bind(*args, **kwargs)
+            values = [bound.arguments.get(p, _OMITTED) for p in self.parameters]
+            sig = tuple(
+                types.Omitted(p.default) if v is _OMITTED else numba.typeof(v)
+                for p, v in zip(self.parameters.values(), values)
+            )
+        else:
+            sig = tuple(numba.typeof(a) for a in args)
+        self.calls[(self.kernel, sig)] = None
+        self.count[0] += 1
+        if self.count[0] > MAX_CALLS:
+            raise _Done
+        return None
+
+
+_OMITTED = object()
+
+
+class _RecordingModule:
+    """A kernel module (`K.`) whose compiled kernels record instead of running."""
+
+    def __init__(self, module, calls: dict, count: list):
+        self._module, self._calls, self._count = module, calls, count
+
+    def __getattr__(self, name):
+        value = getattr(self._module, name)
+        return _Recorder(value, self._calls, self._count) if isinstance(value, CPUDispatcher) else value
+
+
+def _stand_in(value):
+    """A zero-filled array of `value`'s shape, dtype, strides and writeability (so of its Numba
+    type), sharing none of its memory; other values as they are."""
+    if not isinstance(value, np.ndarray):
+        return value
+    writeable = value.flags.writeable
+    if value.size == 0 or min(value.strides, default=0) < 0:
+        out = np.zeros_like(value)
+        out.flags.writeable = writeable
+        return out
+    span = 1 + sum((n - 1) * s for n, s in zip(value.shape, value.strides)) // value.itemsize
+    base = np.zeros(span, value.dtype)  # calloc: pages the trace never touches cost nothing
+    return np.lib.stride_tricks.as_strided(base, value.shape, value.strides, writeable=writeable)
