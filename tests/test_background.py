@@ -349,26 +349,3 @@ def test_kernels_missing_from_the_cache_go_to_the_child_from_the_last(monkeypatc
     assert ahead[-1][2] == "matmul" and ahead[0][2] == "kernel"  # the update, traced last, comes first
     model.train_on_batch(x, y)
     assert len(started) == 1  # the same child
-
-
-def test_a_fresh_install_starts_its_first_child_while_the_model_loads(monkeypatch):
-    """No kgraph kernel in Numba's cache: a child starts when the model compiles and waits; the
-    first step that needs a child hands it its job."""
-    monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
-    monkeypatch.setattr(background, "_spare", None)
-    monkeypatch.setattr(background, "_library_cached", lambda: False)
-    spawned, sent = [], []
-
-    class Waiting:
-        def poll(self):
-            return None
-
-    monkeypatch.setattr(background, "spawn", lambda code, payload=None: spawned.append(payload) or Waiting())
-    monkeypatch.setattr(background, "send", lambda child, payload: sent.append((child, payload)))
-    background.prestart()
-    background.prestart()
-    assert spawned == [None]  # one, given nothing yet
-    child = background._start(_model(name="background_spare").executable.function("train"), ())
-    assert sent and sent[0][0] is child and background._spare is None
-    background._start(_model(name="background_spare").executable.function("train"), ())
-    assert len(spawned) == 2  # the spare is used once

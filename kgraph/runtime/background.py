@@ -9,11 +9,10 @@ the GIL, and every kernel call of the Python step would then wait for it), and t
 over to the compiled step, loaded from that cache, once the child is done. A step already in the
 cache loads at once.
 
-A child never outlives its program: it holds the read end of a pipe whose write end only the
-parent has, and exits when that pipe closes, which the operating system does however the parent
-ends (a return, an exception, SIGKILL). Its CPU time and address space are bounded
-(KGRAPH_COMPILE_SECONDS, default 900; KGRAPH_COMPILE_MEMORY_MB, default 8192): a compile past
-them ends the child, and the step compiles in the program on its next call instead.
+On an empty cache the child starts with the step's first call and first compiles, from the last,
+the kernels that call is compiling from the first (kernel_trace.py). A child never outlives its
+program, and its CPU time and memory are bounded (child.py): a compile past them ends the child,
+and the step compiles in the program on its next call instead.
 
 KGRAPH_BACKGROUND_COMPILE=0 (or KGRAPH_PLAIN=1, kgraph/runtime/policy.py) compiles every step
 before its first call, as Numba alone would."""
@@ -21,7 +20,6 @@ before its first call, as Numba alone would."""
 from __future__ import annotations
 
 import inspect
-import os
 import pickle
 import subprocess
 import sys
@@ -31,13 +29,9 @@ from pathlib import Path
 
 import numba
 
-from .policy import compile_steps, plain
+from .child import COMPILER, close, enabled, read_payload, spawn, watch_parent
 from .kernel_trace import compile_all, describe, kernel_calls
 from .serial import serial_namespace, with_globals
-
-
-def enabled() -> bool:
-    return os.environ.get("KGRAPH_BACKGROUND_COMPILE", "1") != "0" and not plain()
 
 
 class StepCompiler:
@@ -46,7 +40,6 @@ class StepCompiler:
 
     def __init__(self):
         self._jobs: dict = {}  # dispatcher -> [signature, None (first call) or the child]
-        prestart()
 
     def callable(self, dispatcher, args):
         """`dispatcher` if it runs `args` compiled now (or loads them from the cache at once),
@@ -74,7 +67,7 @@ class StepCompiler:
             announce_long_compile(dispatcher)
         if child.poll() is None:
             return python_twin(dispatcher)
-        _close(child)
+        close(child)
         return dispatcher  # in the cache now; or the child failed, and this call compiles and raises here
 
     def compiling(self) -> list:
@@ -96,7 +89,7 @@ class StepCompiler:
             if job[1] is None:
                 job[1] = _start(dispatcher, job[0])
             job[1].wait()
-            _close(job[1])
+            close(job[1])
 
     def stop(self) -> None:
         """End the children still compiling (their steps stay uncompiled): for a program that
@@ -105,7 +98,7 @@ class StepCompiler:
         for child in self._running():
             child.kill()
             child.wait()
-            _close(child)
+            close(child)
 
 
 # Numba's compile time of a generated step grows faster than its length: CPU seconds measured
@@ -202,103 +195,14 @@ def python_twin(dispatcher):
     return twin
 
 
-_CHILD = "from kgraph.runtime.background import main; main()"
-_spare = None  # a child started ahead, waiting for its step
-
-
-def prestart() -> None:
-    """On a fresh install's first run (no kgraph kernel in Numba's cache yet), start the first
-    compile child now, while the model loads: Python, Numba and its compiler take it about a
-    second to start, and its first job (kernel_trace.py) is to help the first step's kernels
-    compile, which that second would otherwise delay."""
-    global _spare
-    if _spare is None and enabled() and compile_steps() and not _library_cached():
-        _spare = spawn(_CHILD)
-
-
-def _library_cached() -> bool:
-    """Whether Numba's cache holds any form of the kernel every step calls first (a GEMM)."""
-    from ..kernels import cpu
-
-    try:
-        return bool(cpu.matmul._cache._cache_file._load_index())
-    except Exception:  # noqa: BLE001 - Numba's internals changed: start no child ahead
-        return True
-
-
 def _start(dispatcher, sig, ahead=()) -> subprocess.Popen:
-    """The child compiling `sig` of `dispatcher`, after the kernels `ahead` (kernel_trace.describe):
-    the one started ahead if it waits still, else a new one."""
-    global _spare
+    """The child compiling `sig` of `dispatcher`, after the kernels `ahead` (kernel_trace.describe)."""
     from ..kernels import fingerprint
 
     payload = pickle.dumps(
         (inspect.getfile(dispatcher.py_func), dispatcher.py_func.__name__, sig, fingerprint(), list(ahead))
     )
-    child, _spare = _spare, None
-    if child is None or child.poll() is not None:
-        return spawn(_CHILD, payload)
-    send(child, payload)
-    return child
-
-
-def spawn(code: str, payload: bytes | None = None) -> subprocess.Popen:
-    """A child Python running `code`, given `payload` now or later (send(); read by
-    read_payload()), whose stdin stays open for as long as this process lives: the child's
-    watch_parent() ends it when it closes. Silent: a failure shows when the caller compiles the
-    step itself."""
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-    child = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    if payload is not None:
-        send(child, payload)
-    return child
-
-
-def send(child, payload: bytes) -> None:
-    child.stdin.write(len(payload).to_bytes(8, "little") + payload)
-    child.stdin.flush()
-
-
-def _close(child) -> None:
-    stdin = getattr(child, "stdin", None)
-    if stdin is not None and not stdin.closed:
-        stdin.close()
-
-
-def read_payload() -> bytes:
-    """In the child: the bytes spawn() sent."""
-    size = int.from_bytes(sys.stdin.buffer.read(8), "little")
-    return sys.stdin.buffer.read(size)
-
-
-def watch_parent() -> None:
-    """In the child: exit at once when the parent's end of stdin closes (the parent ended, however
-    it ended), and bound this process's CPU time and memory."""
-    import threading
-
-    def wait_for_eof():
-        # the raw descriptor, not sys.stdin's buffer: a daemon thread holding the buffer's lock
-        # aborts the interpreter's shutdown when the compile is done
-        while os.read(sys.stdin.fileno(), 4096):
-            pass
-        os._exit(3)
-
-    threading.Thread(target=wait_for_eof, daemon=True).start()
-    try:
-        import resource
-    except ImportError:  # not POSIX: no limits, the pipe still ends the child
-        return
-    seconds = int(os.environ.get("KGRAPH_COMPILE_SECONDS", "900"))
-    memory = int(os.environ.get("KGRAPH_COMPILE_MEMORY_MB", "8192")) << 20
-    resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds))
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    return spawn(COMPILER, payload)
 
 
 def main() -> None:
@@ -307,9 +211,6 @@ def main() -> None:
     from ..kernels import fingerprint
     from .loader import import_file
 
-    from ..kernels import cpu  # noqa: F401 - imported, and Numba's compiler set up (a second
-
-    numba.njit(lambda: 0)()  # in all on a fresh install), before the job comes
     path, name, sig, kernels, ahead = pickle.loads(read_payload())
     watch_parent()
     if fingerprint() != kernels:
