@@ -227,6 +227,17 @@ SUITE = {
         steps=400,
         n_out=10,
     ),
+    # a short run of a small step, whose thread setting the tuner times (a large GEMM's is not):
+    # a later program starts from the choice the first one remembered
+    "mlp_784_128_10_b32_adam_8_steps": dict(
+        config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
+        batch=32,
+        optimizer=("adam", 1e-3),
+        loss="sparse_categorical_crossentropy",
+        steps=8,
+        n_out=10,
+        short=True,
+    ),
     "mlp_784_128_10_b256_adam": dict(
         config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
         batch=256,

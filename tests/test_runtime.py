@@ -170,3 +170,47 @@ def test_fit_evaluate_and_predict_give_blas_and_numba_their_threads_back(monkeyp
         model.train_on_batch(x[:32], y[:32])
         model.predict(x[:64], verbose=0)
         assert threads() == before
+
+
+def test_a_thread_choice_is_remembered_for_the_next_program(monkeypatch, tmp_path):
+    """A look's outcome goes to the cache (per generated step, kind, batch and cores): a new plan
+    for the same step starts from it without looking, and still looks on drift. Steps that never
+    compile remember nothing; a damaged file is ignored."""
+    from kgraph.runtime import threads
+
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("KGRAPH_COMPILE_STEPS", "1")
+    monkeypatch.setattr(threads.ThreadPlan, "cores", lambda self: 2)
+    m = _manifest(parts=2, module=str(tmp_path / "model_train_0123.py"))
+    cost = {(1, 1): 3.0, (2, 1): 1.0, (1, 2): 2.0}
+
+    def run(plan, calls, batch=32):
+        picks = []
+        for _ in range(calls):
+            picks.append(plan.pick("train", m, batch))
+            plan.record("train", m, batch, picks[-1], cost[picks[-1]])
+        return picks
+
+    first = threads.ThreadPlan()
+    assert first.probing("train", 32)
+    run(first, 3 * (threads.PartsTuner.PROBES + 1))
+    assert first.tuner("train", m, 32).best == (2, 1)
+    (key,) = threads.load_choices()
+    assert key.startswith("model_train_0123.py|train|32|2 of")
+    later = threads.ThreadPlan()
+    later.tuner("train", m, 32)
+    assert not later.probing("train", 32)
+    assert run(later, 5) == [(2, 1)] * 5  # no call of its first epoch spent looking
+    assert threads.ThreadPlan().probing("train", 64)  # another batch size: its own look
+    cost[(2, 1)] = 10.0  # the kept setting slows down for good: it looks again
+    assert (1, 2) in run(later, 40)
+    # damaged, or for other options: ignored
+    (tmp_path / threads.CHOICES_FILE).write_text('{"%s": {"best": "9,9", "medians": 3}}' % key)
+    assert threads.ThreadPlan().tuner("train", m, 32).probing
+    (tmp_path / threads.CHOICES_FILE).write_text("not json")
+    assert threads.ThreadPlan().tuner("train", m, 32).probing
+    # never compiled (the suite's Python steps): nothing read or written
+    (tmp_path / threads.CHOICES_FILE).unlink()
+    monkeypatch.setenv("KGRAPH_COMPILE_STEPS", "0")
+    run(threads.ThreadPlan(), 3 * (threads.PartsTuner.PROBES + 1))
+    assert not (tmp_path / threads.CHOICES_FILE).exists()

@@ -5,18 +5,26 @@ never both thread pools at once.
 Which is fastest depends on the model, the batch and how busy the machine is (threads wait for
 each other: on a loaded machine one that lost its core stalls the step; OpenBLAS's threads cut a
 GEMM with 9 rows badly), so each step kind and batch size times the candidates for a few calls,
-keeps the fastest, and looks again now and then."""
+keeps the fastest, and looks again now and then. The choice is remembered in kgraph's cache
+(thread_choices.json, per generated step, step kind, batch size and core count), so that a later
+program running the same compiled step starts from it and spends no call of its first epoch
+looking; it still looks again on the usual schedule, and at once should the kept setting slow
+down."""
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+from pathlib import Path
 
 import numba
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: load it so its threads can be limited)
 from threadpoolctl import ThreadpoolController
 
-from .policy import plain
+from .cache import cache_dir
+from .files import atomic_write
+from .policy import compile_steps, plain
 
 # From this many FLOPs in its largest GEMM a step runs its GEMMs whole on BLAS's threads, untimed.
 LARGE_GEMM_FLOPS = 2e8
@@ -42,7 +50,7 @@ class PartsTuner:
     CLOSE = 1.3  # a scheduled look times again the options whose median was within this of the kept one's
     GRACE = 0.3
 
-    def __init__(self, options):
+    def __init__(self, options, on_decide=None):
         self.options = list(options)
         self.samples = {o: [] for o in self.options}
         self.best = self.options[0]
@@ -50,6 +58,17 @@ class PartsTuner:
         self.next_probe = 0
         self.recent = None  # moving mean of the kept option's calls
         self.settled = 0.0  # seconds of calls since the last look
+        self.on_decide = on_decide  # called with the tuner after each look
+
+    def resume(self, best, medians) -> None:
+        """Start from a choice an earlier program made (its median seconds a call per option): no
+        look now; the next on the usual schedule, or at once should the kept option drift."""
+        for o in self.options:
+            self.samples[o] = [medians[o]] * (self.PROBES + 1)  # the first stands for the warm-up
+        self.best, self.next_probe = best, self.reprobe
+
+    def medians(self) -> dict:
+        return {o: self._median(o) for o in self.options}
 
     def pick(self) -> int:
         if len(self.options) == 1:
@@ -108,6 +127,8 @@ class PartsTuner:
             best = min(self.options, key=self._median)
             self.reprobe = min(2 * self.reprobe, self.MAX_REPROBE) if best == self.best else self.REPROBE
             self.best, self.next_probe = best, self.reprobe
+            if self.on_decide is not None:
+                self.on_decide(self)
 
 
 class ThreadPlan:
@@ -146,8 +167,22 @@ class ThreadPlan:
     def tuner(self, kind, m, batch) -> PartsTuner:
         key = (kind, batch, self.max_threads)
         if key not in self._tuners:
-            self._tuners[key] = PartsTuner(self.options(m, batch))
+            options = self.options(m, batch)
+            remembered = self._remembered_key(kind, m, batch) if len(options) > 1 else None
+            tuner = self._tuners[key] = PartsTuner(options)
+            if remembered is not None:
+                _resume(tuner, load_choices().get(remembered))
+                tuner.on_decide = lambda t: remember_choice(remembered, t)
         return self._tuners[key]
+
+    def _remembered_key(self, kind, m, batch) -> str | None:
+        """The key of this step's choice in thread_choices.json: its generated file (named by the
+        graph's hash), kind, batch size and cores. None for steps that never compile (their
+        Python functions' timings say nothing of the compiled step's)."""
+        module = getattr(m, "module", None)
+        if module is None or plain() or not compile_steps():
+            return None
+        return f"{Path(module).name}|{kind}|{batch}|{self.cores()} of {os.cpu_count()}"
 
     def pick(self, kind, m, batch, compiled=True, compiling=False) -> tuple:
         """The setting of the next call: the tuner's for a compiled step. Its Python function
@@ -199,6 +234,53 @@ class ThreadPlan:
         numba.set_num_threads(numba_threads)
         # Setting BLAS's threads may start its pool, spinning: the next call that limits them ends it
         self._restore, self._blas_threads = None, before
+
+
+CHOICES_FILE = "thread_choices.json"
+MAX_CHOICES = 1000  # the most recent are kept
+
+
+def load_choices() -> dict:
+    """The thread settings earlier programs chose: {key: {"best": "parts,blas", "medians": {...}}}."""
+    try:
+        choices = json.loads((cache_dir() / CHOICES_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return choices if isinstance(choices, dict) else {}
+
+
+def remember_choice(key: str, tuner: PartsTuner) -> None:
+    """Write a look's outcome (atomically: programs running at once each leave a whole file)."""
+    choices = load_choices()
+    choices.pop(key, None)
+    choices[key] = {"best": _name(tuner.best), "medians": {_name(o): t for o, t in tuner.medians().items()}}
+    for old in list(choices)[: max(len(choices) - MAX_CHOICES, 0)]:
+        del choices[old]
+    try:
+        with atomic_write(cache_dir() / CHOICES_FILE) as tmp:
+            Path(tmp).write_text(json.dumps(choices, indent=1))
+    except OSError:  # a read-only cache: the next program looks again
+        pass
+
+
+def _resume(tuner: PartsTuner, choice) -> None:
+    """Start `tuner` from a remembered choice, if it is one for its options (a file edited by
+    hand, or written for other options, is ignored: the tuner looks as it would have)."""
+    try:
+        medians = {_option(o): float(t) for o, t in choice["medians"].items()}
+        best = _option(choice["best"])
+    except (TypeError, KeyError, AttributeError, ValueError):
+        return
+    if set(medians) == set(tuner.options) and best in medians and all(t > 0 for t in medians.values()):
+        tuner.resume(best, medians)
+
+
+def _name(option) -> str:
+    return ",".join(map(str, option))
+
+
+def _option(name: str) -> tuple:
+    return tuple(int(v) for v in name.split(","))
 
 
 def stop_idle_blas_threads() -> None:
