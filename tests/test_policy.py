@@ -79,6 +79,24 @@ def test_gc_freeze_once_per_new_step_and_never_on_the_plain_path(monkeypatch):
     assert not policy.freeze_compiled_objects(exe) and frozen == [1, 1, 1]
 
 
+def test_fit_freezes_only_once_its_steps_have_run_a_while(monkeypatch):
+    """The collection before the freeze costs tens of milliseconds: a short fit does not pay it;
+    one whose steps have run FREEZE_AFTER_SECONDS freezes once."""
+    from kgraph.runtime import model as runtime_model
+
+    frozen = []
+    monkeypatch.setattr(runtime_model, "freeze_compiled_objects", lambda exe: frozen.append(exe) or True)
+    model = models.model_from_json(EXAMPLE.read_text(), seed=0)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    rs = np.random.RandomState(0)
+    x, y = rs.rand(64, 64).astype(np.float32), rs.randint(0, 10, 64)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert frozen == []
+    monkeypatch.setattr(runtime_model, "FREEZE_AFTER_SECONDS", 0.0)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert frozen == [model.executable]
+
+
 DENORMALS = (
     "import numpy as np, json\n"
     "import kgraph.models as m\n"

@@ -23,7 +23,7 @@ from .checks import DataError  # noqa: F401  (kgraph.runtime.model.DataError, as
 from .executable import Executable
 from .files import atomic_write, read_npz_weights, write_npz_weights
 from .metrics import Mean, build
-from .policy import freeze_compiled_objects, plain
+from .policy import FREEZE_AFTER_SECONDS, freeze_compiled_objects, plain
 
 
 def _gives_threads_back(loop):
@@ -417,6 +417,7 @@ class CompiledModel:
         cbs.on_train_begin()
         logs = {}
         per_call = self._steps_per_call(batches, cbs)
+        trained, frozen = 0.0, False  # seconds in steps so far; gc.freeze done (policy.py)
         for epoch in range(initial_epoch, epochs):
             calls = _calls(batches, per_call)
             first = next(calls, None)
@@ -430,10 +431,12 @@ class CompiledModel:
                 cbs.on_train_batch_begin(step)
                 start = time.perf_counter()
                 self._train_step(batch, epoch_logs, count)
+                seconds = time.perf_counter() - start
                 if per_call is not None:
-                    per_call.record(time.perf_counter() - start, count, batch)
-                if step == 0:
-                    freeze_compiled_objects(self.executable)
+                    per_call.record(seconds, count, batch)
+                trained += seconds
+                if not frozen and trained >= FREEZE_AFTER_SECONDS:
+                    frozen = freeze_compiled_objects(self.executable) or True
                 cbs.on_train_batch_end(step + count - 1, epoch_logs.result())
                 if self.stop_training:
                     break

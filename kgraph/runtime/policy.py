@@ -8,7 +8,7 @@ off in long runs and lives in one named place; KGRAPH_PLAIN=1 turns every one of
   fastest. Plain: one setting, the step whole on one thread (BLAS too).
 - several steps a call (model.StepsPerCall): fit runs a run of batches in one call. Plain: one
   step a call, even with compile(steps_per_execution=...).
-- gc.freeze after a new step's first call (freeze_compiled_objects, here).
+- gc.freeze once a fit's steps have run FREEZE_AFTER_SECONDS (freeze_compiled_objects, here).
 - denormals flushed to zero, as TensorFlow does (flush_denormals, here). Plain: IEEE arithmetic.
 
 Loading and compiling a model run with the cyclic garbage collector paused (gc_paused, here; not a
@@ -56,6 +56,11 @@ def flush_denormals() -> bool:
 
 
 _frozen_for = None
+# fit freezes once its steps have run this long: the collection before the freeze takes tens of
+# milliseconds (66 ms after compiling 784-128-10), which a run of a few steps would pay many
+# times over (a short run's 24 steps: 5 ms), and which a long run gets back (every few thousand
+# steps a full collection cost 30 ms)
+FREEZE_AFTER_SECONDS = 2.0
 
 
 def freeze_compiled_objects(executable) -> bool:
