@@ -77,6 +77,7 @@ def test_cli_shows_prunes_and_clears(root, capsys):
     _entry("a = 1\n", age_days=10)
     _entry("k = 3\n", "kernel", root / "kernels", age_days=2)
     (root / "notes.txt").write_text("mine")
+    (root / "thread_choices.json").write_text("{}")  # the thread tuner's (runtime/threads.py): cleared too
     assert main(["cache"]) == 0
     out = capsys.readouterr().out
     assert f"{root}: 1 steps and 1 shared kernels" in out and "10.0 days ago" in out

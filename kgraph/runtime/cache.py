@@ -101,10 +101,16 @@ def prune(days: float = UNUSED_DAYS, root: Path | None = None) -> tuple:
     return _remove([e for e in found if e.last_used < before], orphaned)
 
 
+# the thread settings programs chose for their steps (runtime/threads.py); cleared with the steps
+THREAD_CHOICES = "thread_choices.json"
+
+
 def clear(root: Path | None = None) -> tuple:
     """Remove every entry and orphan (the next compile of each model writes and compiles its step
-    again); files of other names in the directory stay."""
-    return _remove(*_scan(Path(root or cache_dir())))
+    again) and the thread choices made for them; files of other names in the directory stay."""
+    root = Path(root or cache_dir())
+    (root / THREAD_CHOICES).unlink(missing_ok=True)
+    return _remove(*_scan(root))
 
 
 def prune_once_per_process() -> None:

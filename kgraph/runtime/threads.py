@@ -22,7 +22,7 @@ import numba
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: load it so its threads can be limited)
 from threadpoolctl import ThreadpoolController
 
-from .cache import cache_dir
+from .cache import THREAD_CHOICES, cache_dir
 from .files import atomic_write
 from .policy import compile_steps, plain
 
@@ -236,7 +236,7 @@ class ThreadPlan:
         self._restore, self._blas_threads = None, before
 
 
-CHOICES_FILE = "thread_choices.json"
+CHOICES_FILE = THREAD_CHOICES
 MAX_CHOICES = 1000  # the most recent are kept
 
 
