@@ -55,5 +55,8 @@ def test_gemm_compiles_once_for_every_layout_and_flag():
     out = np.zeros((3, 3), np.float32)
     blas.gemm(a, a, out, False, False, 0.0)
     callers(a, a.copy(), out)
+    frozen = a.copy()
+    frozen.flags.writeable = False  # np.load(mmap_mode="r"), np.frombuffer: the user's inputs may be
+    callers(frozen, frozen, out)
     assert len(blas.gemm.overloads) == 1
     np.testing.assert_array_equal(out[:2, :2], np.full((2, 2), 3, np.float32))

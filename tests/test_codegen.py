@@ -167,9 +167,10 @@ def test_python_step_serial_kernels_compute_the_parallel_ones_floats(monkeypatch
             if parallel:  # the module's globals as they are: the parallel kernels
                 patch.setattr(typecheck, "serial_namespace", dict)
             exe = Executable({"train": manifest}, layout)
-            exe.threads.max_threads = 2
+            exe.threads.options = lambda m, batch: [(2, 1)]  # every kernel in its two parts
             exe.set_weights([w.value for w in fm.weights])
             outs = [exe.run("train", [x], [y], lr=0.01, step=s) for s in (1, 2)]
+            assert exe._last_parts == 2
             return outs, exe.get_weights()
 
     (serial_outs, serial_weights), (parallel_outs, parallel_weights) = run(False), run(True)

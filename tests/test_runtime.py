@@ -195,6 +195,8 @@ def test_a_thread_choice_is_remembered_for_the_next_program(monkeypatch, tmp_pat
     assert first.probing("train", 32)
     run(first, 3 * (threads.PartsTuner.PROBES + 1))
     assert first.tuner("train", m, 32).best == (2, 1)
+    assert threads.load_choices() == {}  # written when the loop ends, not in it
+    first.release()
     (key,) = threads.load_choices()
     assert key.startswith("model_train_0123.py|train|32|2 of")
     later = threads.ThreadPlan()
@@ -202,8 +204,10 @@ def test_a_thread_choice_is_remembered_for_the_next_program(monkeypatch, tmp_pat
     assert not later.probing("train", 32)
     assert run(later, 5) == [(2, 1)] * 5  # no call of its first epoch spent looking
     assert threads.ThreadPlan().probing("train", 64)  # another batch size: its own look
-    cost[(2, 1)] = 10.0  # the kept setting slows down for good: it looks again
+    cost[(2, 1)] = 10.0  # the kept setting slows down for good: it looks again, and remembers
     assert (1, 2) in run(later, 40)
+    later.release()
+    assert threads.load_choices()[key]["best"] == "1,2"
     # damaged, or for other options: ignored
     (tmp_path / threads.CHOICES_FILE).write_text('{"%s": {"best": "9,9", "medians": 3}}' % key)
     assert threads.ThreadPlan().tuner("train", m, 32).probing
@@ -212,5 +216,7 @@ def test_a_thread_choice_is_remembered_for_the_next_program(monkeypatch, tmp_pat
     # never compiled (the suite's Python steps): nothing read or written
     (tmp_path / threads.CHOICES_FILE).unlink()
     monkeypatch.setenv("KGRAPH_COMPILE_STEPS", "0")
-    run(threads.ThreadPlan(), 3 * (threads.PartsTuner.PROBES + 1))
+    plan = threads.ThreadPlan()
+    run(plan, 3 * (threads.PartsTuner.PROBES + 1))
+    plan.release()
     assert not (tmp_path / threads.CHOICES_FILE).exists()

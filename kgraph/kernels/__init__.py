@@ -7,7 +7,8 @@
 - cpu.py, cuda.py: what truly differs per target (GEMMs, images, pooling, reductions, lookups;
   on the CPU also the recurrent layers' time loops over maths.py's cell maths) and the thin loops
   that apply the row maths; rnn_rows.py: the CPU's recurrent loops over a step's units, as rows;
-  blas.py: sgemm for the CPU; cache_at_o0.py: lets Numba cache those at NUMBA_OPT=0 too.
+  blas.py: sgemm for the CPU; cache_at_o0.py: lets Numba cache those at NUMBA_OPT=0 too;
+  cache_lock.py: lets two processes save to Numba's cache at once.
 
 The code generators (kgraph/codegen) spell calls of these; nothing here imports them."""
 
@@ -17,9 +18,10 @@ import functools
 import hashlib
 from pathlib import Path
 
-from . import cache_at_o0
+from . import cache_at_o0, cache_lock
 
 cache_at_o0.install()  # before any kernel compiles: at NUMBA_OPT=0 kernels calling kernels cache too
+cache_lock.install()  # the compile child and its program save to the same cache at once
 
 
 @functools.cache

@@ -64,11 +64,14 @@ _N, _T = ord("N"), ord("T")
 # One compiled form each, for any layout of the views and any flags: called with a literal flag or
 # a C-contiguous array, Numba would otherwise compile a form per combination (twelve of these
 # three in a small CNN's step: two seconds of a fresh install's first step).
+# The operands are read-only to gemm (a writable array converts to read-only, not the reverse:
+# the user's read-only inputs reach the first GEMM as they are).
 _MATRIX = types.Array(types.float32, 2, "A")
-_GEMM_SIGNATURE = types.void(_MATRIX, _MATRIX, _MATRIX, types.boolean, types.boolean, types.float64)
+_OPERAND = types.Array(types.float32, 2, "A", readonly=True)
+_GEMM_SIGNATURE = types.void(_OPERAND, _OPERAND, _MATRIX, types.boolean, types.boolean, types.float64)
 
 
-@njit(types.intp(_MATRIX), cache=True, nogil=True)
+@njit(types.intp(_OPERAND), cache=True, nogil=True)
 def _row_stride(a) -> int:
     """Elements between rows of a 2-D view whose rows are contiguous (its leading dimension)."""
     return max(a.strides[0] // a.itemsize, a.shape[1], 1)
@@ -112,7 +115,7 @@ _cblas_sgemm = types.ExternalFunction(
 )
 
 
-@njit(types.UniTuple(types.intp, 3)(_MATRIX, _MATRIX, types.boolean, types.float64), cache=True, nogil=True)
+@njit(types.UniTuple(types.intp, 3)(_OPERAND, _MATRIX, types.boolean, types.float64), cache=True, nogil=True)
 def _product_shape(a, out, trans_a, beta):
     """(m, n, k) of out = op(a) @ op(b) + beta * out; k is 0 when BLAS has nothing to do: out is
     empty, or the product is (out is then beta * out, which BLAS would not write)."""

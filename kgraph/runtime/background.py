@@ -52,13 +52,14 @@ class StepCompiler:
             sig = tuple(numba.typeof(a) for a in args)
             if sig in dispatcher.overloads or in_disk_cache(dispatcher, sig):
                 return dispatcher
-            # The first call runs in Python: the kernels it needs compile (or load) now, so the
-            # child finds them in the cache rather than compiling them a second time. Those not in
-            # the cache yet, the child starts compiling at once from the last (kernel_trace.py).
+            # The first call runs in Python: the kernels it needs compile (or load) now. Those not
+            # in the cache yet, the child starts compiling at once from the last (kernel_trace.py),
+            # so the two meet in the middle, then the child compiles the step (finding most of its
+            # kernels in the cache). With every kernel cached, the child starts at the next call.
             job = self._jobs[dispatcher] = [sig, None]
-            missing = [(k, s) for k, s in kernel_calls(dispatcher, args) if not in_disk_cache(k, s)]
-            if missing:
-                job[1] = _start(dispatcher, sig, ahead=describe(missing[::-1]))
+            ahead = _missing_kernels(dispatcher, args)
+            if ahead:
+                job[1] = _start(dispatcher, sig, ahead=ahead)
                 announce_long_compile(dispatcher)
             return python_twin(dispatcher)
         sig, child = job
@@ -193,6 +194,16 @@ def python_twin(dispatcher):
                 namespace[name] = with_globals(value.py_func, namespace)
         twin = _TWINS[dispatcher] = with_globals(func, namespace)
     return twin
+
+
+def _missing_kernels(dispatcher, args) -> list:
+    """The kernels the step's first call will compile, last first, as the child finds them
+    (kernel_trace.py); none if the trace fails: it is only a hint."""
+    try:
+        missing = [(k, s) for k, s in kernel_calls(dispatcher, args) if not in_disk_cache(k, s)]
+        return describe(missing[::-1])
+    except Exception:  # noqa: BLE001 - e.g. a MemoryError for a huge arena's stand-in
+        return []
 
 
 def _start(dispatcher, sig, ahead=()) -> subprocess.Popen:

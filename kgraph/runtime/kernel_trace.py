@@ -1,6 +1,6 @@
 """The kernels a new step's first call will compile, in the order it calls them, found without
-running any: the step's Python function runs once over zero-filled stand-ins of its arguments,
-every kernel replaced by a recorder of its argument types.
+running any of them: the step's Python function (its own code only) runs once over zero-filled
+stand-ins of its arguments, every kernel replaced by a recorder of its argument types.
 
 On an empty cache the first call waits for Numba to compile each kernel in turn (a tenth of a
 second or more each, dozens of them). The background child (background.py) takes the list and
@@ -46,10 +46,10 @@ def kernel_calls(dispatcher, args) -> list:
             namespace[name] = with_globals(value.py_func, namespace) if own else _Recorder(value, calls, count)
         elif isinstance(value, type(cpu)) and value.__name__ == cpu.__name__:
             namespace[name] = _RecordingModule(value, calls, count)
-    stand_ins = [_stand_in(a) for a in args]
-    if func.__code__.co_varnames[:1] == StepsArgs._fields[:1]:  # n, the steps of a call (abi.py)
-        stand_ins[0] = min(args[0], 1)  # one: the others call the same kernels
     try:
+        stand_ins = [_stand_in(a) for a in args]
+        if func.__code__.co_varnames[:1] == StepsArgs._fields[:1]:  # n, the steps of a call (abi.py)
+            stand_ins[0] = min(args[0], 1)  # one: the others call the same kernels
         with_globals(func, namespace)(*stand_ins)
     except Exception:  # noqa: BLE001 - _Done, or a surprise: keep what was seen so far
         pass

@@ -435,8 +435,9 @@ class CompiledModel:
                 if per_call is not None:
                     per_call.record(seconds, count, batch)
                 trained += seconds
-                if not frozen and trained >= FREEZE_AFTER_SECONDS:
-                    frozen = freeze_compiled_objects(self.executable) or True
+                if trained >= FREEZE_AFTER_SECONDS and (not frozen or step == 0):  # steps loaded since too
+                    freeze_compiled_objects(self.executable)
+                    frozen = True
                 cbs.on_train_batch_end(step + count - 1, epoch_logs.result())
                 if self.stop_training:
                     break

@@ -65,8 +65,9 @@ FREEZE_AFTER_SECONDS = 2.0
 
 def freeze_compiled_objects(executable) -> bool:
     """Move what exists now (Numba's compiled steps, the IR) out of the garbage collector's reach,
-    once after each new step is loaded: its full collections scanned them every few thousand
-    steps, 30 ms each (7% of a run of 784-128-10 at batch 32). True when it froze."""
+    once for each set of loaded steps (fit calls it once its steps have run FREEZE_AFTER_SECONDS,
+    then at each epoch's start, for a step loaded since): its full collections scanned them every
+    few thousand steps, 30 ms each (7% of a run of 784-128-10 at batch 32). True when it froze."""
     global _frozen_for
     key = (id(executable), tuple(getattr(executable, "_functions", ())))
     if plain() or key == _frozen_for:

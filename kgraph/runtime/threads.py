@@ -6,7 +6,8 @@ Which is fastest depends on the model, the batch and how busy the machine is (th
 each other: on a loaded machine one that lost its core stalls the step; OpenBLAS's threads cut a
 GEMM with 9 rows badly), so each step kind and batch size times the candidates for a few calls,
 keeps the fastest, and looks again now and then. The choice is remembered in kgraph's cache
-(thread_choices.json, per generated step, step kind, batch size and core count), so that a later
+(thread_choices.json, per generated step, step kind, batch size and core count; written when a
+fit, evaluate or predict ends, ThreadPlan.release), so that a later
 program running the same compiled step starts from it and spends no call of its first epoch
 looking; it still looks again on the usual schedule, and at once should the kept setting slow
 down."""
@@ -139,6 +140,7 @@ class ThreadPlan:
         self.max_threads = None
         self._tuners = {}
         self._blas_threads = None
+        self._decided = {}  # the choices made since the last release, written to the cache there
         # before the first call that set them: (a threadpoolctl limiter that can restore BLAS's limits,
         # Numba's threads, BLAS's largest thread count)
         self._restore = None
@@ -172,7 +174,7 @@ class ThreadPlan:
             tuner = self._tuners[key] = PartsTuner(options)
             if remembered is not None:
                 _resume(tuner, load_choices().get(remembered))
-                tuner.on_decide = lambda t: remember_choice(remembered, t)
+                tuner.on_decide = lambda t: self._decided.__setitem__(remembered, t)
         return self._tuners[key]
 
     def _remembered_key(self, kind, m, batch) -> str | None:
@@ -226,7 +228,11 @@ class ThreadPlan:
     def release(self) -> None:
         """Give BLAS and Numba back the threads they had before the first call: fit, evaluate and
         predict end with it, so that the user's own NumPy has all its threads again. (A loop of
-        train_on_batch keeps the step's setting: setting it costs tens of microseconds a call.)"""
+        train_on_batch keeps the step's setting: setting it costs tens of microseconds a call.)
+        The choices made since are written to the cache here, not in the loop (a write syncs)."""
+        decided, self._decided = self._decided, {}
+        if decided:
+            remember_choices(decided)
         if self._restore is None:
             return
         limiter, numba_threads, before = self._restore
@@ -249,11 +255,13 @@ def load_choices() -> dict:
     return choices if isinstance(choices, dict) else {}
 
 
-def remember_choice(key: str, tuner: PartsTuner) -> None:
-    """Write a look's outcome (atomically: programs running at once each leave a whole file)."""
+def remember_choices(decided: dict) -> None:
+    """Write looks' outcomes, {key: tuner} (atomically: programs running at once each leave a
+    whole file)."""
     choices = load_choices()
-    choices.pop(key, None)
-    choices[key] = {"best": _name(tuner.best), "medians": {_name(o): t for o, t in tuner.medians().items()}}
+    for key, tuner in decided.items():
+        choices.pop(key, None)
+        choices[key] = {"best": _name(tuner.best), "medians": {_name(o): t for o, t in tuner.medians().items()}}
     for old in list(choices)[: max(len(choices) - MAX_CHOICES, 0)]:
         del choices[old]
     try:
