@@ -127,6 +127,11 @@ def test_conv_step_split_by_samples_matches_interpreter(max_threads):
     compiled = _check_train_step(_conv_bn_config(), OPTIMIZERS[1], parts=2, max_threads=max_threads)
     nodes = compiled.graph.nodes()
     assert {n.attrs.get("split") for n in nodes if n.op == "matmul" and n.type.rank == 4} == {"m"}
+    # the convolution's kernel gradient by samples too: a partial gradient a part, added in order
+    kernel_grads = [n for n in nodes if n.op == "matmul" and n.attrs.get("transpose_a") and n.type.rank == 2]
+    conv_grads = [n for n in kernel_grads if compiled.graph.type(n.inputs[0]).rank == 4]
+    assert conv_grads and {n.attrs["split"] for n in conv_grads} == {"batch"}
+    assert all(n.attrs["workspace_fixed"] == 2 * n.type.numel(1) for n in conv_grads)
     parted = {n.op for n in nodes if n.attrs.get("parts") == 2}
     # K.column_sum: the batch's mean, and the sum of pooling's gradient (which applied the ReLU's)
     assert {"fused_elementwise", "pool2d_grad", "reduce_mean", "reduce_sum"} <= parted, parted

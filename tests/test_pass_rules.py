@@ -796,3 +796,17 @@ def _example_kernels(name, fuse):
 @pytest.mark.parametrize("name", sorted(EXAMPLE_KERNELS))
 def test_example_models_kernel_counts(name):
     assert (_example_kernels(name, True), _example_kernels(name, False)) == EXAMPLE_KERNELS[name]
+
+
+@pytest.mark.parametrize("channels, expected", [(1, "batch"), (32, "rows")])
+def test_a_convolutions_kernel_gradient_splits_by_samples_when_its_rows_are_few(channels, expected):
+    """dW = cols^T @ g of a GEMM split "m": by the weight's rows, unless a part would get fewer than
+    MIN_PART_ROWS of them (3x3 over 1 channel: 9); then by samples, a partial dW a part."""
+    g = ir.Graph("conv_grad")
+    cols = g.source("input", "cols", f32("B", 10, 10, 9 * channels))
+    dy = g.source("input", "dy", f32("B", 10, 10, 16))
+    g.outputs["output:0"] = g.matmul(cols, dy, transpose_a=True, name="dw")
+    split.split_gemms(g, 2)
+    node = g.node("dw")
+    assert node.attrs["split"] == expected
+    assert node.attrs.get("workspace_fixed") == (2 * 9 * channels * 16 if expected == "batch" else None)

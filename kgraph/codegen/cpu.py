@@ -256,6 +256,12 @@ class CpuCodegen(StepCodegen):
             return [f"K.gemm_split_cols({a}, {b}, {out}, parts)"]
         if split == "m":
             return [self._split_m(node, a, b, bool(node.attrs.get("transpose_b")))]
+        if split == "batch":
+            slot, t = self.plan.slots[workspace_id(node.id)], node.type
+            start = f"{self.plan.arena_per_sample} * B + {slot.offset}"
+            shape = f"{node.attrs['parts']}, {_prod(t.shape[:-1])}, {t.shape[-1]}"
+            partials = f"arena[{start}:{start} + {slot.size}].reshape(({shape}))"
+            return [f"K.gemm_split_batch({a}, {b}, {out}, {partials})"]
         flags = f"{bool(node.attrs.get('transpose_a'))}, {bool(node.attrs.get('transpose_b'))}"
         return [f"K.matmul({a}, {b}, {out}, {flags})"]
 

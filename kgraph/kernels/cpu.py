@@ -400,6 +400,23 @@ def gemm_split_rows(x, g, out, parts):
 
 
 @pjit
+def gemm_split_batch(x, g, out, partials):
+    """out = x^T @ g (a weight's gradient over many rows a sample: a convolution's pixels); part t
+    multiplies its rows into partials[t], then the parts are added in order: the parts the step
+    was compiled for, whatever threads run them, so the same numbers whole or split."""
+    chunks = partials.shape[0]
+    for t in prange(chunks):
+        r0, r1 = part(x.shape[0], t, chunks)
+        gemm(x[r0:r1], g[r0:r1], partials[t], True, False, 0.0)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            s = partials[0, i, j]
+            for t in range(1, chunks):
+                s += partials[t, i, j]
+            out[i, j] = s
+
+
+@pjit
 def gemm_split_cols(g, w, out, parts):
     """out = g @ w^T (an input's gradient); part t computes its columns out[:, rows t of w]."""
     if parts == 1:

@@ -185,7 +185,8 @@ def plan_memory(graph, param_order: list[str], schedule: list[str] | None = None
     for nid in intervals:
         a, c = graph.type(nid).per_batch_size()
         (per_sample if a else fixed)[nid] = a or max(c, 1)
-    # a GEMM split by rows (passes/split.py) sums partial products in a workspace live only at that node,
+    # a GEMM split by rows or by samples' rows (passes/split.py: k, batch) sums partial products in a
+    # workspace live only at that node,
     # and max pooling's gradient and a column sum in parts keep a row per part in a fixed-size one (a
     # column sum may be a gradient, in the gradient bucket: its scratch is the arena's all the same)
     for nid in schedule:

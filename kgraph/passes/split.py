@@ -11,11 +11,14 @@ core t owns rows part(K, t) of W, of its gradient and of its optimizer slots.
 - backward  dW = x^T @ g     split "rows": core t computes dW[part] = x[:, part]^T @ g;
 - backward  dx = g @ W^T     split "cols": core t computes dx[:, part] = g @ W[part]^T;
 - per-sample rows: out = x @ W and dx = g @ W^T split "m": core t computes the rows of its samples;
+  their weight's gradient dW = x^T @ g split "batch": core t sums its samples' rows into a partial
+  dW, and the partials are added in order;
 - the fused optimizer update runs each weight's row parts on their cores.
 
 A GEMM with several rows per sample (a convolution's pixels, a sequence's steps) has rows to
 spare and a small weight: it is cut by samples instead, each part the rows of its samples ("m"),
-and its weight's gradient by the weight's rows ("rows"). The image kernels (im2col, col2im,
+and its weight's gradient by the weight's rows ("rows"), or when that leaves a part fewer than
+MIN_PART_ROWS rows, by samples too ("batch"). The image kernels (im2col, col2im,
 pooling and its gradient) and the large elementwise loops and column sums run their samples in
 parts too (`split_samples`): a convolution's step then runs on Numba's threads from end to end.
 
@@ -31,12 +34,16 @@ from ir import BATCH, Pattern, Role, get_op, has_role
 from .fusion import Decision
 from .memory import gradient_nodes
 
-# bookkeeping attributes: "split" (k | rows | cols), "parts", "workspace" (elements per sample),
+# bookkeeping attributes: "split" (k | rows | cols | m | batch), "parts", "workspace" (elements per sample),
 # "workspace_fixed" (elements)
 SPLIT_VERBS = ("split", "whole")
 MAX_PARTS = 8  # more parts make each GEMM too thin; large steps use BLAS's own threads anyway
 # a smaller weight's GEMMs cost less than waking the other cores (784x128 is 100k elements)
 MIN_WEIGHT = 32768
+# a convolution's kernel gradient with fewer weight rows a part splits by samples: BLAS multiplies
+# thin row blocks slowly (9 x 32 from 50,176 rows: 0.58 ms by rows, 0.40 by samples on 2 cores;
+# 288 x 64 and 576 x 128: the same or 10% slower by samples, which adds the parts' partials)
+MIN_PART_ROWS = 32
 
 
 def usable_parts(cores: int) -> int:
@@ -61,7 +68,7 @@ def split_gemms(graph, parts: int) -> list[Decision]:
     for node in graph.nodes():
         if get_op(node.op).pattern is not Pattern.GEMM:
             continue
-        kind, reason = _split_kind(graph, node, params, grads)
+        kind, reason = _split_kind(graph, node, params, grads, parts)
         if kind is None:
             if reason:
                 decisions.append(Decision("split gemm", node.id, False, reason, SPLIT_VERBS))
@@ -69,6 +76,10 @@ def split_gemms(graph, parts: int) -> list[Decision]:
         node.attrs["split"], node.attrs["parts"] = kind, parts
         if kind == "m":
             decisions.append(Decision("split gemm", node.id, True, f"by samples (m), {parts} parts", SPLIT_VERBS))
+            continue
+        if kind == "batch":  # a partial gradient per compiled part
+            node.attrs["workspace_fixed"] = parts * node.type.numel(1)
+            decisions.append(Decision("split gemm", node.id, True, f"by samples (batch), {parts} parts", SPLIT_VERBS))
             continue
         if kind == "k":
             per_sample, fixed = node.type.per_batch_size()
@@ -79,7 +90,7 @@ def split_gemms(graph, parts: int) -> list[Decision]:
     return decisions
 
 
-def _split_kind(graph, node, params, grads):
+def _split_kind(graph, node, params, grads, parts):
     """(kind, None) or (None, why not); (None, "") for a GEMM that touches no weight."""
     b = node.inputs[1]
     ta, tb = node.attrs.get("transpose_a", False), node.attrs.get("transpose_b", False)
@@ -89,7 +100,9 @@ def _split_kind(graph, node, params, grads):
     if not ta and node.type.rank >= 3 and node.type.shape[0] == BATCH:
         return "m", None
     if ta and not tb and not node.type.has_batch and graph.type(node.inputs[0]).rank >= 3:
-        return "rows", None  # the weight gradient of a GEMM split "m"
+        # the weight gradient of a GEMM split "m": by the weight's rows where each part gets
+        # enough of them, else by samples (a 3x3 convolution of one channel: 9 rows)
+        return ("batch" if node.type.shape[0] < MIN_PART_ROWS * parts else "rows"), None
     if (b in params or node.id in grads) and weight.numel(1) < MIN_WEIGHT:
         return None, f"weight of {weight.numel(1)} elements: too small to share (< {MIN_WEIGHT})"
     if not ta and not tb and b in params:
