@@ -217,27 +217,35 @@ def lstm_text(name, vocab, dim, steps, units, n_out=2, cell="LSTM"):
     }
 
 
+def short_run(spec, steps=8) -> dict:
+    """`spec` as a short run (issue #18): `steps` an epoch, every epoch timed, the first included,
+    so that whatever the runtime spends deciding (the thread tuner's looks) counts in samples/s."""
+    return {**spec, "steps": steps, "short": True}
+
+
+MLP_B32 = dict(
+    config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
+    batch=32,
+    optimizer=("adam", 1e-3),
+    loss="sparse_categorical_crossentropy",
+    steps=400,
+    n_out=10,
+)
+WIDE = dict(
+    config=sequential("wide", 1024, [(4096, "relu"), (4096, "relu"), (1024, "linear")]),
+    batch=256,
+    optimizer=("sgd", 1e-3),
+    loss="mean_squared_error",
+    steps=4,
+    n_out=1024,
+)
+
 # name -> what to run: config, batch, optimizer (Keras name, learning rate), loss, steps per timed epoch
 SUITE = {
-    "mlp_784_128_10_b32_adam": dict(
-        config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
-        batch=32,
-        optimizer=("adam", 1e-3),
-        loss="sparse_categorical_crossentropy",
-        steps=400,
-        n_out=10,
-    ),
-    # a short run of a small step, whose thread setting the tuner times (a large GEMM's is not):
-    # a later program starts from the choice the first one remembered
-    "mlp_784_128_10_b32_adam_8_steps": dict(
-        config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
-        batch=32,
-        optimizer=("adam", 1e-3),
-        loss="sparse_categorical_crossentropy",
-        steps=8,
-        n_out=10,
-        short=True,
-    ),
+    "mlp_784_128_10_b32_adam": MLP_B32,
+    # a small step, whose thread setting the tuner times (a large GEMM's is not): a later program
+    # starts from the choice the first one remembered
+    "mlp_784_128_10_b32_adam_8_steps": short_run(MLP_B32),
     "mlp_784_128_10_b256_adam": dict(
         config=sequential("mlp", 784, [(128, "relu"), (10, "softmax")]),
         batch=256,
@@ -254,25 +262,8 @@ SUITE = {
         steps=60,
         n_out=10,
     ),
-    "wide_1024_4096_4096_1024_b256_sgd": dict(
-        config=sequential("wide", 1024, [(4096, "relu"), (4096, "relu"), (1024, "linear")]),
-        batch=256,
-        optimizer=("sgd", 1e-3),
-        loss="mean_squared_error",
-        steps=4,
-        n_out=1024,
-    ),
-    # a short run (issue #18): 8 steps an epoch, every epoch timed, the first included, so that
-    # whatever the runtime spends deciding (the thread tuner's looks) counts in samples/s
-    "wide_1024_4096_4096_1024_b256_sgd_8_steps": dict(
-        config=sequential("wide", 1024, [(4096, "relu"), (4096, "relu"), (1024, "linear")]),
-        batch=256,
-        optimizer=("sgd", 1e-3),
-        loss="mean_squared_error",
-        steps=8,
-        n_out=1024,
-        short=True,
-    ),
+    "wide_1024_4096_4096_1024_b256_sgd": WIDE,
+    "wide_1024_4096_4096_1024_b256_sgd_8_steps": short_run(WIDE),
     "residual_mlp_256x4_b64_adam": dict(
         config=residual("resmlp", 784, 256, 4, 10),
         batch=64,

@@ -233,11 +233,13 @@ class CpuCodegen(StepCodegen):
             args.append(self._partial(node) if bias_grad else "parts")
         return [f"{name}({', '.join(args)})"]
 
-    def _partial(self, node) -> str:
-        """A column sum's row per compiled part: the node's planned scratch (passes/split.py)."""
+    def _partial(self, node, shape=None) -> str:
+        """A node's fixed-size scratch planned in the arena (passes/split.py), as `shape`: by
+        default a row per compiled part (a column sum's, max pooling's gradient's)."""
         slot, width = self.plan.slots[workspace_id(node.id)], node.type.shape[-1]
         start = f"{self.plan.arena_per_sample} * B + {slot.offset}"
-        return f"arena[{start}:{start} + {slot.size}].reshape(({slot.size // width}, {width}))"
+        shape = shape or (slot.size // width, width)
+        return f"arena[{start}:{start} + {slot.size}].reshape(({', '.join(map(str, shape))}))"
 
     # ------------------------------------------------------------------ GEMMs
     def _matrix(self, nid) -> str:
@@ -256,11 +258,9 @@ class CpuCodegen(StepCodegen):
             return [f"K.gemm_split_cols({a}, {b}, {out}, parts)"]
         if split == "m":
             return [self._split_m(node, a, b, bool(node.attrs.get("transpose_b")))]
-        if split == "batch":
-            slot, t = self.plan.slots[workspace_id(node.id)], node.type
-            start = f"{self.plan.arena_per_sample} * B + {slot.offset}"
-            shape = f"{node.attrs['parts']}, {_prod(t.shape[:-1])}, {t.shape[-1]}"
-            partials = f"arena[{start}:{start} + {slot.size}].reshape(({shape}))"
+        if split == "batch":  # a partial gradient per compiled part
+            t = node.type
+            partials = self._partial(node, (node.attrs["parts"], _prod(t.shape[:-1]), t.shape[-1]))
             return [f"K.gemm_split_batch({a}, {b}, {out}, {partials})"]
         flags = f"{bool(node.attrs.get('transpose_a'))}, {bool(node.attrs.get('transpose_b'))}"
         return [f"K.matmul({a}, {b}, {out}, {flags})"]

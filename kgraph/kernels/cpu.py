@@ -408,12 +408,7 @@ def gemm_split_batch(x, g, out, partials):
     for t in prange(chunks):
         r0, r1 = part(x.shape[0], t, chunks)
         gemm(x[r0:r1], g[r0:r1], partials[t], True, False, 0.0)
-    for i in range(out.shape[0]):
-        for j in range(out.shape[1]):
-            s = partials[0, i, j]
-            for t in range(1, chunks):
-                s += partials[t, i, j]
-            out[i, j] = s
+    sum_parts(partials.reshape((chunks, out.size)), out.reshape(out.size), 1)
 
 
 @pjit

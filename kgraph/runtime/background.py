@@ -31,7 +31,7 @@ import numba
 
 from .child import COMPILER, close, enabled, read_payload, spawn, watch_parent
 from .kernel_trace import compile_all, describe, kernel_calls
-from .serial import serial_namespace, with_globals
+from .serial import own_functions, serial_namespace, with_globals
 
 
 class StepCompiler:
@@ -189,9 +189,8 @@ def python_twin(dispatcher):
     if twin is None:
         func = dispatcher.py_func
         namespace = serial_namespace(func.__globals__)
-        for name, value in func.__globals__.items():
-            if isinstance(value, numba.core.registry.CPUDispatcher) and value.py_func.__module__ == func.__module__:
-                namespace[name] = with_globals(value.py_func, namespace)
+        for name, value in own_functions(func).items():
+            namespace[name] = with_globals(value.py_func, namespace)
         twin = _TWINS[dispatcher] = with_globals(func, namespace)
     return twin
 

@@ -21,9 +21,8 @@ import numba
 from numba.core import types
 from numba.core.registry import CPUDispatcher
 
-from ..kernels import cpu
 from .abi import StepsArgs
-from .serial import original_of, serial_namespace, with_globals
+from .serial import original_of, own_functions, serial_cpu_kernels, serial_namespace, with_globals
 
 MAX_CALLS = 20_000  # kernel calls, repeats included: a bound on the trace's own time (about 0.1 s)
 
@@ -40,11 +39,13 @@ def kernel_calls(dispatcher, args) -> list:
     count = [0]  # calls recorded, repeats included
     func = dispatcher.py_func
     namespace = serial_namespace(func.__globals__)
+    own, library = own_functions(func), serial_cpu_kernels()  # `K.`, as serial_namespace gives it
     for name, value in list(namespace.items()):
-        if isinstance(value, CPUDispatcher):
-            own = value.py_func.__module__ == func.__module__
-            namespace[name] = with_globals(value.py_func, namespace) if own else _Recorder(value, calls, count)
-        elif isinstance(value, type(cpu)) and value.__name__ == cpu.__name__:
+        if name in own:
+            namespace[name] = with_globals(value.py_func, namespace)
+        elif isinstance(value, CPUDispatcher):
+            namespace[name] = _Recorder(value, calls, count)
+        elif value is library:
             namespace[name] = _RecordingModule(value, calls, count)
     try:
         stand_ins = [_stand_in(a) for a in args]

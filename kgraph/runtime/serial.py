@@ -34,7 +34,7 @@ def serial_form(dispatcher):
     twin = _SERIAL.get(dispatcher)
     if twin is None:
         func = dispatcher.py_func
-        copy = types.FunctionType(func.__code__, func.__globals__, func.__name__, func.__defaults__, func.__closure__)
+        copy = with_globals(func, func.__globals__)
         copy.__qualname__ = f"{func.__qualname__}__serial"
         copy.__module__ = func.__module__
         copy.__doc__ = func.__doc__
@@ -74,6 +74,16 @@ def serial_namespace(namespace: dict) -> dict:
         elif is_parallel(value):
             out[name] = serial_form(value)
     return out
+
+
+def own_functions(func) -> dict:
+    """The compiled functions of `func`'s own generated module (a training step's halves,
+    train_grads and train_apply), by name: a Python step runs them as Python too."""
+    return {
+        name: value
+        for name, value in func.__globals__.items()
+        if isinstance(value, CPUDispatcher) and value.py_func.__module__ == func.__module__
+    }
 
 
 def with_globals(func, namespace: dict):

@@ -51,7 +51,7 @@ class PartsTuner:
     CLOSE = 1.3  # a scheduled look times again the options whose median was within this of the kept one's
     GRACE = 0.3
 
-    def __init__(self, options, on_decide=None):
+    def __init__(self, options):
         self.options = list(options)
         self.samples = {o: [] for o in self.options}
         self.best = self.options[0]
@@ -59,7 +59,7 @@ class PartsTuner:
         self.next_probe = 0
         self.recent = None  # moving mean of the kept option's calls
         self.settled = 0.0  # seconds of calls since the last look
-        self.on_decide = on_decide  # called with the tuner after each look
+        self.on_decide = None  # called with the tuner after each look (ThreadPlan remembers it)
 
     def resume(self, best, medians) -> None:
         """Start from a choice an earlier program made (its median seconds a call per option): no

@@ -15,9 +15,8 @@ from __future__ import annotations
 import numba
 from numba.core import compiler, typed_passes
 from numba.core.compiler_machinery import FunctionPass, register_pass
-from numba.core.registry import CPUDispatcher
 
-from .serial import serial_namespace, with_globals
+from .serial import own_functions, serial_namespace, with_globals
 
 
 @register_pass(mutates_CFG=False, analysis_only=True)
@@ -69,11 +68,7 @@ def checked_twin(dispatcher):
     twin = _TWINS.get(dispatcher)
     if twin is None:
         func = dispatcher.py_func
-        own = {
-            name: value
-            for name, value in func.__globals__.items()
-            if isinstance(value, CPUDispatcher) and value.py_func.__module__ == func.__module__
-        }
+        own = own_functions(func)
         namespace = serial_namespace(func.__globals__)
         for name, value in own.items():
             namespace[name] = _typed_on_first_call(value, with_globals(value.py_func, namespace))
