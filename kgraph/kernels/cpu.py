@@ -11,15 +11,16 @@ from __future__ import annotations
 
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from . import maths as M
 from . import rnn_rows as R
 from .blas import gemm
+from .by_type import kernel_jit
 
-jit = njit(cache=True, error_model="numpy", nogil=True)
+jit = kernel_jit(cache=True, error_model="numpy", nogil=True)
 # kernels that run in `parts` (from the runtime; 1: on the calling thread) over Numba's threads
-pjit = njit(cache=True, error_model="numpy", nogil=True, parallel=True)
+pjit = kernel_jit(cache=True, error_model="numpy", nogil=True, parallel=True)
 
 
 @jit
@@ -567,10 +568,16 @@ def _step_row(xb, rr, rb, gb, hb, cb, ob, cell, act, ract, v1, ts, has_rb, dead)
             R.gru_v1_row_ts(xb, rr, gb, hb, ob, act, ract)
         else:
             R.gru_v1_row_any(xb, rr, gb, hb, ob, act, ract)
+    # has_rb as a constant (rnn_rows' functions compile per constant): a bias read under a
+    # per-unit `if` kept the unit loop from vectorising (the GRU's step 5-10% slower)
+    elif ts and has_rb:
+        R.gru_row_ts(xb, rr, rb, gb, hb, ob, act, ract, True)
     elif ts:
-        R.gru_row_ts(xb, rr, rb, gb, hb, ob, act, ract, has_rb)
+        R.gru_row_ts(xb, rr, rb, gb, hb, ob, act, ract, False)
+    elif has_rb:
+        R.gru_row_any(xb, rr, rb, gb, hb, ob, act, ract, True)
     else:
-        R.gru_row_any(xb, rr, rb, gb, hb, ob, act, ract, has_rb)
+        R.gru_row_any(xb, rr, rb, gb, hb, ob, act, ract, False)
 
 
 @jit

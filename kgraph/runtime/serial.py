@@ -19,6 +19,7 @@ from numba.core.caching import NullCache
 from numba.core.registry import CPUDispatcher
 
 from ..kernels import cpu
+from ..kernels.by_type import by_type
 
 _SERIAL: dict = {}
 _ORIGINAL: dict = {}  # serial form -> its parallel kernel
@@ -40,7 +41,7 @@ def serial_form(dispatcher):
         copy.__doc__ = func.__doc__
         options = {k: v for k, v in dispatcher.targetoptions.items() if k not in ("parallel", "nopython")}
         cached = not isinstance(dispatcher._cache, NullCache)  # `cache` is not among the target options
-        twin = _SERIAL[dispatcher] = njit(cache=cached, **options)(copy)
+        twin = _SERIAL[dispatcher] = by_type(njit(cache=cached, **options)(copy))
         _ORIGINAL[twin] = dispatcher
     return twin
 

@@ -1,0 +1,56 @@
+"""The kernels compile once per argument types, not once per constant a step passes them
+(kgraph/kernels/by_type.py)."""
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numba import njit
+from numba.core.registry import CPUDispatcher
+
+from kgraph.kernels.by_type import kernel_jit
+
+
+def _scale(x, k):
+    return x * k
+
+
+def test_a_kernel_compiles_once_for_every_value_of_its_constants():
+    by_type, plain = kernel_jit()(_scale), njit(_scale)
+
+    @njit
+    def calls(x):
+        return by_type(x, 2) + by_type(x, 3) + plain(x, 2) + plain(x, 3)
+
+    assert calls(1.0) == 10.0
+    assert [str(s) for s in by_type.signatures] == ["(float64, int64)"]
+    # what Numba does without it: a form per value
+    assert [str(s) for s in plain.signatures] == ["(float64, Literal[int](2))", "(float64, Literal[int](3))"]
+
+
+@pytest.mark.compiled_steps
+def test_a_compiled_step_calls_the_kernels_forms_for_types():
+    """A compiled convolution step (im2col, the split GEMMs, pooling, with their sizes
+    as constants) and the step's Python twin (plain ints) use one form of each kernel."""
+    from benchmarks.models import cnn_bn
+    from kgraph import models
+    from kgraph.kernels import cpu
+    from kgraph.runtime import serial
+
+    # a name of its own: a step found in the cache would load whole, its kernels inside it
+    model = models.model_from_config(cnn_bn(f"by_type_{uuid.uuid4().hex}", filters=(4,)), seed=0)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    rs = np.random.RandomState(0)
+    x, y = rs.rand(4, 28, 28, 1).astype(np.float32), np.eye(10, dtype=np.float32)[rs.randint(0, 10, 4)]
+    try:
+        assert np.isfinite(model.train_on_batch(x, y))
+    finally:  # leave no one-off step in the suite's cache
+        for step in model.executable.steps.values():
+            Path(step.module).unlink(missing_ok=True)
+    kernels = [v for v in vars(cpu).values() if isinstance(v, CPUDispatcher)]
+    kernels += [serial.serial_form(k) for k in kernels if serial.is_parallel(k)]
+    called = [k for k in kernels if k.signatures]
+    assert {"im2col", "gemm_split_m", "pool2d", "pool2d_grad"} <= {k.py_func.__name__ for k in called}
+    for kernel in called:
+        assert not any("Literal" in str(s) for s in kernel.signatures), (kernel, kernel.signatures)
