@@ -133,10 +133,15 @@ def test_conv_step_split_by_samples_matches_interpreter(max_threads):
     assert conv_grads and {n.attrs["split"] for n in conv_grads} == {"batch"}
     assert all(n.attrs["workspace_fixed"] == 2 * n.type.numel(1) for n in conv_grads)
     parted = {n.op for n in nodes if n.attrs.get("parts") == 2}
-    # K.column_sum: the batch's mean, and the sum of pooling's gradient (which applied the ReLU's)
-    assert {"fused_elementwise", "pool2d_grad", "reduce_mean", "reduce_sum"} <= parted, parted
+    # K.column_sum: the batch's mean; the sum of pooling's gradient (which applied the ReLU's) is
+    # written by pooling's gradient itself
+    assert {"fused_elementwise", "pool2d_grad", "reduce_mean"} <= parted, parted
     pools = [n for n in nodes if n.op == "pool2d_grad"]
     assert pools and all(n.attrs.get("relu") for n in pools)  # the ReLU's gradient applied there
+    sums = [compiled.graph.node(n.attrs["bias_grad"]) for n in pools]
+    assert [(s.op, s.attrs["computed_by"]) for s in sums] == [("reduce_sum", n.id) for n in pools]
+    # each part's scratch (pooling's: what its window has left, and its sums) a cache line apart
+    assert all(n.attrs["workspace_fixed"] == 2 * (2 * n.type.shape[-1] + split.ROW_PAD) for n in pools)
     assert not any(n.op == "act_grad" and n.inputs[0] == p.id for n in nodes for p in pools)
     # loops in parts that also write a column sum: the variance's mean of (x - mean)^2, the
     # gradient's sum(g * x_hat)
@@ -277,10 +282,18 @@ def test_pool_kernels_match_the_reference_where_windows_tie(mode, pool, strides,
     args = (mode == "max", *pool, *strides, pads[0], pads[2])
     y, gx = np.full_like(want_y, np.nan), np.full_like(x, np.nan)
     K.pool2d(x, y, *args, parts)
-    K.pool2d_grad(g, x, y, gx, np.zeros((parts, x.shape[-1]), np.float32), *args, relu, parts)
+    c = x.shape[-1]
+    scratch, bias = np.full((parts, 2 * c + split.ROW_PAD), np.nan, np.float32), np.full(c, np.nan, np.float32)
+    K.pool2d_grad(g, x, y, gx, scratch, bias, *args, relu, True)
     np.testing.assert_allclose(y, want_y, rtol=1e-6)
     want = REGISTRY["pool2d_grad"].forward(g, x, want_y, **attrs, relu=relu)
     np.testing.assert_allclose(gx, want, rtol=1e-6, atol=1e-7)
+    # the bias gradient it also writes: gx's sums over all but the channels, the parts added in order
+    np.testing.assert_allclose(bias, want.sum(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(bias, scratch[:, c : 2 * c].sum(axis=0) if parts == 2 else scratch[0, c : 2 * c])
+    alone = np.full_like(x, np.nan)  # without the sums: C columns a part, the same gradient
+    K.pool2d_grad(g, x, y, alone, np.zeros((parts, c + split.ROW_PAD), np.float32), bias[:0], *args, relu, False)
+    np.testing.assert_array_equal(alone, gx)
     if relu:  # the reference: pooling's gradient, then the ReLU's
         unfused = REGISTRY["pool2d_grad"].forward(g, x, want_y, **attrs) * (x > 0)
         np.testing.assert_allclose(want, unfused, rtol=1e-6, atol=1e-7)

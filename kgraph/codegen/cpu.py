@@ -235,10 +235,13 @@ class CpuCodegen(StepCodegen):
 
     def _partial(self, node, shape=None) -> str:
         """A node's fixed-size scratch planned in the arena (passes/split.py), as `shape`: by
-        default a row per compiled part (a column sum's, max pooling's gradient's)."""
-        slot, width = self.plan.slots[workspace_id(node.id)], node.type.shape[-1]
+        default a row per compiled part (a column sum's, max pooling's gradient's), each padded
+        by a cache line (split.ROW_PAD: its kernel reads its first columns)."""
+        slot = self.plan.slots[workspace_id(node.id)]
         start = f"{self.plan.arena_per_sample} * B + {slot.offset}"
-        shape = shape or (slot.size // width, width)
+        if shape is None:
+            parts = node.attrs.get("parts", 1)
+            shape = (parts, slot.size // parts)
         return f"arena[{start}:{start} + {slot.size}].reshape(({', '.join(map(str, shape))}))"
 
     # ------------------------------------------------------------------ GEMMs
@@ -335,10 +338,14 @@ class CpuCodegen(StepCodegen):
         ]
 
     def _emit_pool2d_grad(self, node):
+        """Its scratch: a row per part of what each window has left to give, and where it also
+        writes the bias gradient (passes/fusion.py) a row per part of its sums."""
         g, x, y = (self._operand(i) for i in node.inputs)
-        left, relu = self._partial(node), bool(node.attrs.get("relu"))
+        bias_grad, scratch = node.attrs.get("bias_grad"), self._partial(node)
+        bias = _var(bias_grad) if bias_grad else f"{scratch}[0]"  # (not written without sums)
+        relu = bool(node.attrs.get("relu"))
         return [
-            f"K.pool2d_grad({g}, {x}, {y}, {_var(node.id)}, {left}, {self._pool_args(node)}, {relu}, {self._parts(node)})"
+            f"K.pool2d_grad({g}, {x}, {y}, {_var(node.id)}, {scratch}, {bias}, {self._pool_args(node)}, {relu}, {bool(bias_grad)})"
         ]
 
     def _emit_gather(self, node):

@@ -268,21 +268,30 @@ def _pool2d(x, y, b0, b1, is_max, ph, pw, sh, sw, pt, pl):
 
 
 @pjit
-def pool2d_grad(g, x, y, gx, left, is_max, ph, pw, sh, sw, pt, pl, relu, parts):
-    """left: (parts, C) scratch, planned in the arena (no allocation in the step)."""
-    for t in prange(parts):
-        b0, b1 = part(y.shape[0], t, parts)
-        _pool2d_grad(g, x, y, gx, left[t], b0, b1, is_max, ph, pw, sh, sw, pt, pl, relu)
+def pool2d_grad(g, x, y, gx, scratch, bias, is_max, ph, pw, sh, sw, pt, pl, relu, sums):
+    """scratch: a row per part, planned in the arena (no allocation in the step): its first C
+    columns hold the g each channel of the part's current window has not yet given to a maximum;
+    when `sums`, the next C the part's column sums of what it wrote, added in order into `bias`
+    (the bias gradient, gx summed over all but the channels): one pass over gx instead of two.
+    The parts the step was compiled for, whatever threads run them: the same sums whole or split."""
+    chunks, n_c = scratch.shape[0], y.shape[3]
+    for t in prange(chunks):
+        b0, b1 = part(y.shape[0], t, chunks)
+        left, acc = scratch[t, :n_c], scratch[t, n_c : 2 * n_c] if sums else scratch[t, :n_c]
+        _pool2d_grad(g, x, y, gx, left, acc, b0, b1, is_max, ph, pw, sh, sw, pt, pl, relu, sums)
+    if sums:
+        sum_parts(scratch[:, n_c : 2 * n_c], bias, 1)
 
 
 @jit
-def _pool2d_grad(g, x, y, gx, left, b0, b1, is_max, ph, pw, sh, sw, pt, pl, relu):
+def _pool2d_grad(g, x, y, gx, left, acc, b0, b1, is_max, ph, pw, sh, sw, pt, pl, relu, sums):
     """Max: each window's g to its first maximum (as TensorFlow). Avg: spread over the window.
     Channels innermost. `left` holds the g each channel's window has not yet given to a maximum:
     a select instead of a branch per element, so the channel loop vectorises (4x faster).
     relu: x is a ReLU's output, and the ReLU's gradient applies too: nothing where x is 0 (at a
-    window's maximum, where its top is 0)."""
+    window's maximum, where its top is 0). sums: acc[c] adds what each window wrote to channel c."""
     gx[b0:b1] = 0
+    acc[:] = 0
     n_c = y.shape[3]
     zero = gx.dtype.type(0)
     for b in range(b0, b1):
@@ -306,7 +315,13 @@ def _pool2d_grad(g, x, y, gx, left, b0, b1, is_max, ph, pw, sh, sw, pt, pl, relu
                                 left[c] = zero if hit else rest
                         else:
                             for c in range(n_c):
-                                grow[c] += gy[c] * share if not relu or row[c] > zero else zero
+                                v = gy[c] * share if not relu or row[c] > zero else zero
+                                grow[c] += v
+                                if sums:
+                                    acc[c] += v
+                if is_max and sums:  # what the window gave: all it had (0 left), or nothing (a NaN)
+                    for c in range(n_c):
+                        acc[c] += (gy[c] if not relu or top[c] > zero else zero) - left[c]
 
 
 @jit

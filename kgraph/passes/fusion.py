@@ -118,13 +118,21 @@ def fuse_pool_relu_grad(graph) -> list[Decision]:
 
 def fuse_bias_grad(graph) -> list[Decision]:
     """act_grad(g, y) whose result is column-summed for the bias gradient: one pass computes both.
-    The reduce_sum stays in the graph (the interpreter needs it) marked as written by act_grad."""
+    The reduce_sum stays in the graph (the interpreter needs it) marked as written by act_grad.
+    So too pooling's gradient (a convolution's bias gradient, where the pooling after it took
+    the ReLU's gradient): the CPU's kernel sums what it writes; CUDA sums apart."""
     out = []
     for node in graph.nodes():
         if not has_role(node.op, Role.COLUMN_SUM) or node.type.rank != 1:
             continue
         src = graph.node(node.inputs[0])
         if tuple(node.attrs.get("axes") or ()) != tuple(range(src.type.rank - 1)):
+            continue
+        if src.op == "pool2d_grad" and not src.attrs.get("bias_grad"):
+            src.attrs["bias_grad"] = node.id
+            node.attrs["computed_by"] = src.id
+            node.attrs["note"] = f"written by %{src.id}"
+            out.append(Decision("pool-grad+bias-grad", src.id, True, f"also writes %{node.id}"))
             continue
         if not has_role(src.op, Role.ACTIVATION_GRAD):
             if has_role(src.op, Role.CHAIN):  # fuse_column_sums' case, once the chain is fused

@@ -117,6 +117,17 @@ def _split_kind(graph, node, params, grads, parts):
 
 
 SAMPLE_SPLIT_OPS = ("im2col", "col2im", "pool2d", "pool2d_grad")
+# A part's scratch row (a column sum's, pooling's gradient's) is followed by a cache line it
+# leaves unused, so that no two threads write one line: written per element, a shared line made
+# pooling's gradient 4x slower on two threads than on one.
+ROW_PAD = 16  # float32s: 64 bytes
+
+
+def part_rows(parts: int, width: int) -> int:
+    """Elements of `parts` scratch rows of `width`, each followed by ROW_PAD."""
+    return parts * (width + ROW_PAD)
+
+
 # an elementwise loop or a column sum with fewer elements a sample costs less than waking the cores
 MIN_SAMPLE_ELEMENTS = 4096
 
@@ -127,18 +138,20 @@ def split_samples(graph, parts: int) -> list[Decision]:
     whose result it sums) adds each part's rows apart, then the parts in order: a scratch row per
     part, planned in the arena, so the step allocates nothing and the sums are the same whatever
     threads run the parts. Max pooling's gradient needs a scratch value per channel and part in
-    any case."""
+    any case, and a second row per part where it also writes a column sum."""
     parts = usable_parts(parts)
     decisions = []
     for node in graph.nodes():
-        if node.op == "pool2d_grad":
-            node.attrs["workspace_fixed"] = parts * node.type.shape[-1]
+        if node.op == "pool2d_grad":  # what each window has left to give; its sums if it writes them
+            node.attrs["workspace_fixed"] = part_rows(
+                parts, (2 if node.attrs.get("bias_grad") else 1) * node.type.shape[-1]
+            )
         column_sum = _column_sum(graph, node)
         if parts < 2 or not (node.op in SAMPLE_SPLIT_OPS or _large_loop(graph, node) or column_sum):
             continue
         node.attrs["parts"] = parts
-        if node.attrs.get("bias_grad") or column_sum:
-            node.attrs["workspace_fixed"] = parts * node.type.shape[-1]
+        if (node.attrs.get("bias_grad") or column_sum) and node.op != "pool2d_grad":
+            node.attrs["workspace_fixed"] = part_rows(parts, node.type.shape[-1])
         decisions.append(Decision("split samples", node.id, True, f"{parts} parts of the batch", SPLIT_VERBS))
     return decisions
 
