@@ -230,6 +230,13 @@ TARGETS = [
     # issue #16's
     ("LSTM text b32: 3x TensorFlow's fit", "lstm_text_20k_e128_t80_u128_b32_adam", "tensorflow", 3.0),
     ("LSTM text b32: ahead of PyTorch eager", "lstm_text_20k_e128_t80_u128_b32_adam", "torch", 1.0),
+    # issue #18's: the suite's CNNs at 2x PyTorch eager and 3x TensorFlow
+    ("simple CNN b64: 2x PyTorch eager", "cnn_28x28_conv32_b64_adam", "torch", 2.0),
+    ("simple CNN b64: 3x TensorFlow's fit", "cnn_28x28_conv32_b64_adam", "tensorflow", 3.0),
+    ("BN CNN b64: 2x PyTorch eager", "cnn_bn_28x28_3blocks_b64_adam", "torch", 2.0),
+    ("BN CNN b64: 3x TensorFlow's fit", "cnn_bn_28x28_3blocks_b64_adam", "tensorflow", 3.0),
+    ("BN CNN b128: 2x PyTorch eager", "cnn_bn_28x28_3blocks_b128_adam", "torch", 2.0),
+    ("BN CNN b128: 3x TensorFlow's fit", "cnn_bn_28x28_3blocks_b128_adam", "tensorflow", 3.0),
 ]
 
 
