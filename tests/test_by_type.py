@@ -1,6 +1,7 @@
 """The kernels compile once per argument types, not once per constant a step passes them
 (kgraph/kernels/by_type.py)."""
 
+import inspect
 import uuid
 from pathlib import Path
 
@@ -52,5 +53,39 @@ def test_a_compiled_step_calls_the_kernels_forms_for_types():
     kernels += [serial.serial_form(k) for k in kernels if serial.is_parallel(k)]
     called = [k for k in kernels if k.signatures]
     assert {"im2col", "gemm_split_m", "pool2d", "pool2d_grad"} <= {k.py_func.__name__ for k in called}
-    for kernel in called:
-        assert not any("Literal" in str(s) for s in kernel.signatures), (kernel, kernel.signatures)
+    for kernel in called:  # (a recurrent loop keeps its cell's codes: the test below)
+        names = list(inspect.signature(kernel.py_func).parameters)
+        for sig in kernel.signatures:
+            literal = {names[i] for i, t in enumerate(sig) if "Literal" in str(t)}
+            assert literal <= set(getattr(kernel, "kept_constants", ())), (kernel, sig)
+
+
+@pytest.mark.compiled_steps
+def test_a_compiled_recurrent_step_folds_its_activations():
+    """The recurrent loops keep the cell and activation codes as constants: a relu SimpleRNN's
+    step calls the time loop's form for relu's code, which passes it on to the unit loop
+    (rnn_rows' `_any` form, for other than Keras's default activations), where it folds the
+    activation's switch so that the loop vectorises (passed as a value, it ran 2x slower)."""
+    from kgraph import models
+    from kgraph.kernels import cpu
+    from kgraph.kernels import rnn_rows as R
+
+    layers = [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 4, 3], "name": "x"}},
+        {"class_name": "SimpleRNN", "config": {"name": "r", "units": 3, "activation": "relu"}},
+        {"class_name": "Dense", "config": {"name": "d", "units": 2}},
+    ]
+    name = f"by_type_rnn_{uuid.uuid4().hex}"
+    model = models.model_from_config({"class_name": "Sequential", "config": {"name": name, "layers": layers}}, seed=0)
+    model.compile(optimizer="sgd", loss="mse")
+    rs = np.random.RandomState(0)
+    try:
+        assert np.isfinite(model.train_on_batch(rs.rand(5, 4, 3).astype(np.float32), rs.rand(5, 2).astype(np.float32)))
+    finally:
+        for step in model.executable.steps.values():
+            Path(step.module).unlink(missing_ok=True)
+    names = list(inspect.signature(cpu.rnn_forward.py_func).parameters)
+    literal = {names[i] for sig in cpu.rnn_forward.signatures for i, t in enumerate(sig) if "Literal" in str(t)}
+    assert literal == {"cell", "act", "ract"}  # only the kept constants
+    relu = R.M.RNN_ACTIVATIONS.index("relu")  # the compiled step's form, with relu's code
+    assert f"Literal[int]({relu})" in {str(sig[names.index("act")]) for sig in cpu.rnn_forward.signatures}

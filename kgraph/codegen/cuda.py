@@ -276,8 +276,9 @@ class CudaCodegen(StepCodegen):
         )
 
     def _sums_apart(self, node) -> bool:
-        """Whether node is a column sum the passes gave an elementwise loop that does not write it
-        here: it runs its own reduction."""
+        """Whether node is a column sum the passes gave a kernel that does not write it here (an
+        elementwise loop's other than an activation gradient's, pooling's gradient's): it runs
+        its own reduction."""
         writer = self.g.node(node.attrs["computed_by"])
         return writer.attrs.get("bias_grad") == node.id and not self._writes_column_sum(writer)
 

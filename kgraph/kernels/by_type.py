@@ -6,27 +6,36 @@ from compiled code as its value (`Literal[int](25)`) and compiles the callee aga
 value: 42 forms of gemm_split_m in the test suite, a new im2col, pooling and recurrent loop for
 every model's shapes, each compiled anew, and none of them the form that the step's Python twin
 (which passes plain ints) had already compiled and cached. A kernel made by `kernel_jit` sees
-only the constants' types (int64, bool), so every step and the twin share one compiled form."""
+only the constants' types (int64, bool), so every step and the twin share one compiled form.
+The recurrent loops keep their cell and activation codes as constants (`keep`): a compiled step
+gets their form for its cell and activations, folded; the twin one form for any."""
 
 from __future__ import annotations
+
+import inspect
 
 from numba import njit
 from numba.core import types
 
 
-def by_type(dispatcher):
+def by_type(dispatcher, keep=()):
     """`dispatcher`, compiling (and typing its calls from compiled code) for the arguments' types
-    without their literal values."""
+    without their literal values, but for the parameters named in `keep`: a constant there is
+    compiled in, for code that must fold it (a recurrent cell's activation codes decide its unit
+    loop's maths: passed as values, the loop did not vectorise)."""
     template_for = dispatcher.get_call_template
+    kept = {i for i, name in enumerate(inspect.signature(dispatcher.py_func).parameters) if name in keep}
 
     def get_call_template(args, kws):
-        return template_for(tuple(types.unliteral(a) for a in args), {k: types.unliteral(v) for k, v in kws.items()})
+        args = tuple(a if i in kept else types.unliteral(a) for i, a in enumerate(args))
+        return template_for(args, {k: v if k in keep else types.unliteral(v) for k, v in kws.items()})
 
     dispatcher.get_call_template = get_call_template
+    dispatcher.kept_constants = tuple(keep)  # for a copy of it (runtime/serial.py)
     return dispatcher
 
 
-def kernel_jit(**options):
+def kernel_jit(keep=(), **options):
     """numba.njit(**options) for a kernel compiled by argument types (`by_type`)."""
     compile_ = njit(**options)
-    return lambda func: by_type(compile_(func))
+    return lambda func: by_type(compile_(func), keep)

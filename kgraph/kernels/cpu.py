@@ -19,6 +19,8 @@ from .blas import gemm
 from .by_type import kernel_jit
 
 jit = kernel_jit(cache=True, error_model="numpy", nogil=True)
+# the recurrent loops, whose cell and activation codes stay constants (by_type.py)
+rnn_jit = kernel_jit(keep=("cell", "act", "ract"), cache=True, error_model="numpy", nogil=True)
 # kernels that run in `parts` (from the runtime; 1: on the calling thread) over Numba's threads
 pjit = kernel_jit(cache=True, error_model="numpy", nogil=True, parallel=True)
 
@@ -319,7 +321,7 @@ def _pool2d_grad(g, x, y, gx, left, acc, b0, b1, is_max, ph, pw, sh, sw, pt, pl,
                                 grow[c] += v
                                 if sums:
                                     acc[c] += v
-                if is_max and sums:  # what the window gave: all it had (0 left), or nothing (a NaN)
+                if is_max and sums:  # what the window gave: all it had (0 left), or none (its top NaN)
                     for c in range(n_c):
                         acc[c] += (gy[c] if not relu or top[c] > zero else zero) - left[c]
 
@@ -492,7 +494,7 @@ def _defaults(cell, act, ract):
     return act == R.TANH and (cell == SIMPLE or ract == R.SIGMOID)
 
 
-@jit
+@rnn_jit
 def rnn_forward(
     xp,
     u,
@@ -560,7 +562,7 @@ def rnn_forward(
             _step_row(xp[b, k], rec[b], rb, gates[b, st], h[b], c[b], out[b, t], cell, act, ract, v1, ts, has_rb, masked and mask[b, k] == 0)  # fmt: skip
 
 
-@jit
+@rnn_jit
 def _step_row(xb, rr, rb, gb, hb, cb, ob, cell, act, ract, v1, ts, has_rb, dead):
     """Sample b's step t: rnn_rows' loop for its cell, or (dead: masked) a copy of its state."""
     nh = hb.shape[0]
@@ -595,7 +597,7 @@ def _step_row(xb, rr, rb, gb, hb, cb, ob, cell, act, ract, v1, ts, has_rb, dead)
         R.gru_row_any(xb, rr, rb, gb, hb, ob, act, ract, False)
 
 
-@jit
+@rnn_jit
 def _step_grad(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, cell, act, ract, ra, v1, ts, masked, dropped):  # fmt: skip
     """Step t's gradient for every sample (rnn_rows' rows), before the step's recurrent GEMM."""
     for b in range(dh.shape[0]):
@@ -632,7 +634,7 @@ def _step_grad(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct
             R.gru_v1_grad_row_any(gtb, pb, keepb, gb, dzb, dzsb, rhes[b, k], hesb, dirb, dhb, act, ract, dropped)
 
 
-@jit
+@rnn_jit
 def rnn_backward(
     g,
     out,

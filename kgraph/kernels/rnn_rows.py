@@ -22,9 +22,9 @@ from numba import njit
 
 from . import maths as M
 
-# Plain njit, not by_type's kernel_jit: cpu.py's loops (compiled by argument types) call these
-# with their flags as values, but where a flag decides a unit loop's body they pass it as a
-# constant, and these compile once per constant (gru_row's has_rb).
+# Plain njit, not by_type's kernel_jit: these compile once per constant they are given, and
+# cpu.py's recurrent loops give them the activation codes (a compiled step's constants) and, where
+# a flag decides a unit loop's body, the flag as a constant (gru_row's has_rb).
 jit = njit(cache=True, error_model="numpy", nogil=True)
 
 TANH, SIGMOID = M.RNN_ACTIVATIONS.index("tanh"), M.RNN_ACTIVATIONS.index("sigmoid")

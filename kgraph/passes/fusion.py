@@ -97,7 +97,7 @@ def fuse_pool_relu_grad(graph) -> list[Decision]:
     """A ReLU's gradient taken right after max or average pooling's (a CNN's relu -> pool, in
     reverse): pooling's gradient kernel applies it as it writes (`relu`), one pass over the
     activations instead of two. A column sum of the ReLU's gradient (a bias's or batch norm's)
-    then reads pooling's gradient, as its own reduction."""
+    then reads pooling's gradient, which also writes it (fuse_bias_grad; CUDA sums apart)."""
     out = []
     for node in graph.nodes():
         if node.op != "act_grad" or node.semantic_attrs() != {"activation": "relu"}:

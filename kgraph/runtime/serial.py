@@ -41,7 +41,9 @@ def serial_form(dispatcher):
         copy.__doc__ = func.__doc__
         options = {k: v for k, v in dispatcher.targetoptions.items() if k not in ("parallel", "nopython")}
         cached = not isinstance(dispatcher._cache, NullCache)  # `cache` is not among the target options
-        twin = _SERIAL[dispatcher] = by_type(njit(cache=cached, **options)(copy))
+        twin = _SERIAL[dispatcher] = by_type(
+            njit(cache=cached, **options)(copy), getattr(dispatcher, "kept_constants", ())
+        )
         _ORIGINAL[twin] = dispatcher
     return twin
 
