@@ -30,34 +30,44 @@ def test_a_kernel_compiles_once_for_every_value_of_its_constants():
     assert [str(s) for s in plain.signatures] == ["(float64, Literal[int](2))", "(float64, Literal[int](3))"]
 
 
+def _one_compiled_step(config, optimizer, loss, x, y):
+    """One training step of `config`, compiled, under a name of its own (a step found in the
+    cache would load whole, its kernels inside it), which leaves no file in the suite's cache."""
+    from kgraph import models
+
+    config = {**config, "config": {**config["config"], "name": f"{config['config']['name']}_{uuid.uuid4().hex}"}}
+    model = models.model_from_config(config, seed=0)
+    model.compile(optimizer=optimizer, loss=loss)
+    try:
+        assert np.isfinite(model.train_on_batch(x, y))
+    finally:
+        for step in model.executable.steps.values():
+            Path(step.module).unlink(missing_ok=True)
+
+
+def _literal_parameters(kernel) -> set:
+    """The parameters that some compiled form of `kernel` has as a constant (Numba's Literal)."""
+    names = list(inspect.signature(kernel.py_func).parameters)
+    return {names[i] for sig in kernel.signatures for i, t in enumerate(sig) if "Literal" in str(t)}
+
+
 @pytest.mark.compiled_steps
 def test_a_compiled_step_calls_the_kernels_forms_for_types():
     """A compiled convolution step (im2col, the split GEMMs, pooling, with their sizes
     as constants) and the step's Python twin (plain ints) use one form of each kernel."""
     from benchmarks.models import cnn_bn
-    from kgraph import models
     from kgraph.kernels import cpu
     from kgraph.runtime import serial
 
-    # a name of its own: a step found in the cache would load whole, its kernels inside it
-    model = models.model_from_config(cnn_bn(f"by_type_{uuid.uuid4().hex}", filters=(4,)), seed=0)
-    model.compile(optimizer="adam", loss="categorical_crossentropy")
     rs = np.random.RandomState(0)
     x, y = rs.rand(4, 28, 28, 1).astype(np.float32), np.eye(10, dtype=np.float32)[rs.randint(0, 10, 4)]
-    try:
-        assert np.isfinite(model.train_on_batch(x, y))
-    finally:  # leave no one-off step in the suite's cache
-        for step in model.executable.steps.values():
-            Path(step.module).unlink(missing_ok=True)
+    _one_compiled_step(cnn_bn("by_type", filters=(4,)), "adam", "categorical_crossentropy", x, y)
     kernels = [v for v in vars(cpu).values() if isinstance(v, CPUDispatcher)]
     kernels += [serial.serial_form(k) for k in kernels if serial.is_parallel(k)]
     called = [k for k in kernels if k.signatures]
     assert {"im2col", "gemm_split_m", "pool2d", "pool2d_grad"} <= {k.py_func.__name__ for k in called}
     for kernel in called:  # (a recurrent loop keeps its cell's codes: the test below)
-        names = list(inspect.signature(kernel.py_func).parameters)
-        for sig in kernel.signatures:
-            literal = {names[i] for i, t in enumerate(sig) if "Literal" in str(t)}
-            assert literal <= set(getattr(kernel, "kept_constants", ())), (kernel, sig)
+        assert _literal_parameters(kernel) <= set(getattr(kernel, "kept_constants", ())), kernel
 
 
 @pytest.mark.compiled_steps
@@ -66,7 +76,6 @@ def test_a_compiled_recurrent_step_folds_its_activations():
     step calls the time loop's form for relu's code, which passes it on to the unit loop
     (rnn_rows' `_any` form, for other than Keras's default activations), where it folds the
     activation's switch so that the loop vectorises (passed as a value, it ran 2x slower)."""
-    from kgraph import models
     from kgraph.kernels import cpu
     from kgraph.kernels import rnn_rows as R
 
@@ -75,17 +84,10 @@ def test_a_compiled_recurrent_step_folds_its_activations():
         {"class_name": "SimpleRNN", "config": {"name": "r", "units": 3, "activation": "relu"}},
         {"class_name": "Dense", "config": {"name": "d", "units": 2}},
     ]
-    name = f"by_type_rnn_{uuid.uuid4().hex}"
-    model = models.model_from_config({"class_name": "Sequential", "config": {"name": name, "layers": layers}}, seed=0)
-    model.compile(optimizer="sgd", loss="mse")
+    config = {"class_name": "Sequential", "config": {"name": "by_type_rnn", "layers": layers}}
     rs = np.random.RandomState(0)
-    try:
-        assert np.isfinite(model.train_on_batch(rs.rand(5, 4, 3).astype(np.float32), rs.rand(5, 2).astype(np.float32)))
-    finally:
-        for step in model.executable.steps.values():
-            Path(step.module).unlink(missing_ok=True)
+    _one_compiled_step(config, "sgd", "mse", rs.rand(5, 4, 3).astype(np.float32), rs.rand(5, 2).astype(np.float32))
+    assert _literal_parameters(cpu.rnn_forward) == {"cell", "act", "ract"}  # only the kept constants
     names = list(inspect.signature(cpu.rnn_forward.py_func).parameters)
-    literal = {names[i] for sig in cpu.rnn_forward.signatures for i, t in enumerate(sig) if "Literal" in str(t)}
-    assert literal == {"cell", "act", "ract"}  # only the kept constants
     relu = R.M.RNN_ACTIVATIONS.index("relu")  # the compiled step's form, with relu's code
     assert f"Literal[int]({relu})" in {str(sig[names.index("act")]) for sig in cpu.rnn_forward.signatures}

@@ -129,10 +129,7 @@ def fuse_bias_grad(graph) -> list[Decision]:
         if tuple(node.attrs.get("axes") or ()) != tuple(range(src.type.rank - 1)):
             continue
         if src.op == "pool2d_grad" and not src.attrs.get("bias_grad"):
-            src.attrs["bias_grad"] = node.id
-            node.attrs["computed_by"] = src.id
-            node.attrs["note"] = f"written by %{src.id}"
-            out.append(Decision("pool-grad+bias-grad", src.id, True, f"also writes %{node.id}"))
+            out.append(_writes_sum(src, node, "pool-grad+bias-grad"))
             continue
         if not has_role(src.op, Role.ACTIVATION_GRAD):
             if has_role(src.op, Role.CHAIN):  # fuse_column_sums' case, once the chain is fused
@@ -148,11 +145,8 @@ def fuse_bias_grad(graph) -> list[Decision]:
             continue
         if src.attrs.get("bias_grad"):
             continue
-        src.attrs["bias_grad"] = node.id
+        out.append(_writes_sum(src, node, "activation-grad+bias-grad"))
         src.attrs["fused"] = ["act_grad", "bias_grad"]
-        node.attrs["computed_by"] = src.id
-        node.attrs["note"] = f"written by %{src.id}"
-        out.append(Decision("activation-grad+bias-grad", src.id, True, f"also writes %{node.id}"))
     return out
 
 
@@ -172,11 +166,17 @@ def fuse_column_sums(graph) -> list[Decision]:
             continue
         if tuple(node.attrs.get("axes") or ()) != tuple(range(src.type.rank - 1)) or src.type.rank < 2:
             continue
-        src.attrs["bias_grad"] = node.id
-        node.attrs["computed_by"] = src.id
-        node.attrs["note"] = f"written by %{src.id}"
-        out.append(Decision("elementwise+column-sum", src.id, True, f"also writes %{node.id}"))
+        out.append(_writes_sum(src, node, "elementwise+column-sum"))
     return out
+
+
+def _writes_sum(src, node, rule) -> Decision:
+    """Mark column sum `node` as written by `src`, the kernel that computes what it sums (the
+    reduction stays in the graph for the interpreter, and for a target that sums apart)."""
+    src.attrs["bias_grad"] = node.id
+    node.attrs["computed_by"] = src.id
+    node.attrs["note"] = f"written by %{src.id}"
+    return Decision(rule, src.id, True, f"also writes %{node.id}")
 
 
 def _fusable_elementwise(node):
