@@ -45,6 +45,8 @@ BOOKKEEPING_ATTRS = (
     "siblings",  # a recurrent backward node: the sibling gradients it writes too
     "saved",  # a recurrent forward node: what it keeps for the backward node "saved_for"
     "saved_for",
+    "runs_at",  # a node of a convolution block: the block's kernel runs at that node's place
+    "conv_block",  # the last node of a convolution block: its members and samples a block
 )
 
 

@@ -153,14 +153,80 @@ def test_conv_step_split_by_samples_matches_interpreter(max_threads):
     assert sums == {"reduce_sum", "reduce_mean"}
 
 
-def test_python_step_serial_kernels_compute_the_parallel_ones_floats(monkeypatch):
+def _conv_blocks_config():
+    """Two convolutions of few channels (passes/split.py block_convolutions): a 3x3 ELU one,
+    'same' padding, stride 2, then average pooling; a 2x2 ReLU one of its 3 channels, then max
+    pooling; and a 3x3 linear one with no pooling after it. Each runs as one blocked kernel, and
+    the ReLU one's pooling gradient (which applies the ReLU's) feeds its kernel gradient in blocks
+    too (the ELU's gradient comes between the first one's)."""
+    from benchmarks.models import obj
+
+    def conv(name, filters, kernel, activation, strides=1, padding="valid"):
+        return obj(
+            "Conv2D",
+            {
+                "name": name,
+                "filters": filters,
+                "kernel_size": [kernel, kernel],
+                "strides": [strides, strides],
+                "padding": padding,
+                "activation": activation,
+            },
+        )
+
+    def pool(name, cls, size):
+        return obj(cls, {"name": name, "pool_size": [size, size], "strides": [size, size], "padding": "valid"})
+
+    layers = [
+        obj("InputLayer", {"batch_shape": [None, 17, 15, 2], "dtype": "float32", "name": "image"}),
+        conv("c1", 3, 3, "elu", strides=2, padding="same"),
+        pool("p1", "AveragePooling2D", 2),
+        conv("c2", 4, 2, "relu"),
+        pool("p2", "MaxPooling2D", 2),
+        obj("UpSampling2D", {"name": "up", "size": [3, 3]}),
+        conv("c3", 5, 3, "linear"),
+        obj("Flatten", {"name": "flatten"}),
+        obj("Dense", {"name": "dense", "units": 3, "activation": "tanh"}),
+    ]
+    return {"class_name": "Sequential", "config": {"name": "conv_blocks", "layers": layers}}
+
+
+@pytest.mark.parametrize("max_threads", [None, 1], ids=["parts", "whole"])
+@pytest.mark.parametrize("block_bytes", [1, split.BLOCK_BYTES], ids=["sample_blocks", "planned_blocks"])
+def test_convolution_blocks_match_interpreter(monkeypatch, max_threads, block_bytes):
+    """Each convolution's im2col, GEMM, bias + activation and pooling run as one kernel a block of
+    samples at a time (and pooling's gradient with the kernel gradient): the interpreter's numbers,
+    whether a part holds one block or several, on both cores or on one."""
+    monkeypatch.setattr(split, "BLOCK_BYTES", block_bytes)
+    compiled = _check_train_step(_conv_blocks_config(), OPTIMIZERS[1], parts=2, max_threads=max_threads)
+    blocks = {n.id: n.attrs["conv_block"] for n in compiled.graph.nodes() if n.attrs.get("conv_block")}
+    forward = [b for b in blocks.values() if "conv" in b]
+    assert len(forward) == 3 and [b["pool"] is not None for b in forward] == [True, True, False]
+    backward = [b for b in blocks.values() if "kernel_grad" in b]
+    assert len(backward) == 1 and compiled.graph.node(backward[0]["kernel_grad"]).type.shape == (2 * 2 * 3, 4)
+    if block_bytes == 1:
+        assert {b["block"] for b in blocks.values()} == {1}
+    plan = compiled.plan
+    index = {nid: k for k, nid in enumerate(plan.schedule)}
+    for node in compiled.graph.nodes():  # what a block's members read and write is live where it runs
+        if node.attrs.get("runs_at"):
+            at = index[node.attrs["runs_at"]]
+            for nid in (node.id, *node.inputs):
+                root = plan.slots[nid].view_of if nid in plan.slots and plan.slots[nid].view_of else nid
+                if root in plan.intervals:
+                    lo, hi = plan.intervals[root]
+                    assert (lo <= at <= hi) if nid == node.id else hi >= at, (node.id, nid)
+
+
+@pytest.mark.parametrize("config", [_conv_bn_config, _conv_blocks_config], ids=["batch_norm", "blocks"])
+def test_python_step_serial_kernels_compute_the_parallel_ones_floats(monkeypatch, config):
     """A step's Python function calls the serial forms of the parallel kernels (runtime/serial.py):
     the convolution step in parts, run with each, gives the same floats bit for bit."""
     from kgraph.kernels import cpu as K
     from kgraph.runtime import serial, typecheck
     from kgraph.runtime.loader import import_file
 
-    fm = build_model(_conv_bn_config(), seed=1)
+    fm = build_model(config(), seed=1)
     _, manifest = _compile(fm, "train", OPTIMIZERS[1], parts=2)
     rs = np.random.RandomState(0)
     x = rs.randn(6, *fm.inputs[0].shape[1:]).astype(np.float32)

@@ -810,3 +810,48 @@ def test_a_convolutions_kernel_gradient_splits_by_samples_when_its_rows_are_few(
     node = g.node("dw")
     assert node.attrs["split"] == expected
     assert node.attrs.get("workspace_fixed") == (2 * 9 * channels * 16 if expected == "batch" else None)
+
+
+def _cnn_train(activation):
+    """The tutorials' CNN (Conv2D(32, 3) -> MaxPooling2D -> Dense) with the convolution's
+    activation, its training step compiled for 2 parts."""
+    from benchmarks.models import cnn
+
+    config = cnn("cnn")
+    config["config"]["layers"][1]["config"]["activation"] = activation
+    fm = build_model(config, seed=0)
+    return run_pipeline(
+        "train",
+        fm.lower(training=True),
+        [w.node for w in fm.weights],
+        losses=[{"name": "sparse_categorical_crossentropy"}],
+        optimizer=("adam", {}),
+        parts=2,
+    )
+
+
+def test_a_convolution_of_few_channels_runs_in_sample_blocks():
+    """im2col -> GEMM + bias + ReLU -> max pooling as one blocked kernel, run at the pooling's place;
+    pooling's gradient (with the ReLU's and the bias's) with the kernel gradient, at its own."""
+    c = _cnn_train("relu")
+    g = c.graph
+    (forward,) = [n for n in g.nodes() if n.attrs.get("conv_block") and "conv" in n.attrs["conv_block"]]
+    (backward,) = [n for n in g.nodes() if n.attrs.get("conv_block") and "kernel_grad" in n.attrs["conv_block"]]
+    block = forward.attrs["conv_block"]
+    assert forward.op == "pool2d" and block["pool"] == forward.id
+    assert [g.node(block[k]).attrs["runs_at"] for k in ("im2col", "conv")] == [forward.id, forward.id]
+    # 26x26 pixels of 9 patch values, 32 outputs; 13x13x32 pooled: 132 KB a sample
+    assert block["block"] == split.BLOCK_BYTES // (4 * 26 * 26 * (9 + 32) + 4 * 13 * 13 * 32)
+    assert backward.op == "pool2d_grad" and backward.attrs["relu"] and backward.attrs["bias_grad"]
+    assert g.node(backward.attrs["conv_block"]["kernel_grad"]).attrs["runs_at"] == backward.id
+    blocked = [str(d) for d in c.decisions if d.kind == "convolution block"]
+    assert len(blocked) == 2 and all(d.startswith("blocked") for d in blocked)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "leaky_relu"])
+def test_a_convolution_whose_activation_the_blocked_kernel_lacks_runs_apart(activation):
+    """tanh (the kernel's is the recurrent cells' faster one), the leaky ReLU: apart, said why."""
+    c = _cnn_train(activation)
+    assert not any(n.attrs.get("conv_block") and "conv" in n.attrs["conv_block"] for n in c.graph.nodes())
+    (refused,) = [d for d in c.decisions if d.kind == "convolution block" and not d.fused]
+    assert "not one of the blocked kernel's" in str(refused) and str(refused).startswith("apart")

@@ -13,6 +13,7 @@ from ir.ops.fused import update_groups
 from ir.ops.recurrent import operands as rnn_operands
 
 from ..kernels import fingerprint
+from ..kernels.maths import RNN_ACTIVATIONS
 from ..passes.memory import saved_id, workspace_id
 from ..passes.recurrent import gate_width
 from ..passes.split import step_parts
@@ -156,9 +157,13 @@ class CpuCodegen(StepCodegen):
             return [f"{_var(node.id)} = {self._operand(node.inputs[0])}.reshape({shape_expr(node.type.shape)})"]
         if op.pattern is Pattern.UPDATE:  # optimizer updates, and moving statistics
             return getattr(self, "_emit_" + node.op, self._emit_update)(node)
+        if node.attrs.get("runs_at"):  # its view is defined, and it is computed, where its block runs
+            return [f"# (computed in the convolution block of %{node.attrs['runs_at']})"]
         lines = self._define(node)
         if node.attrs.get("computed_by"):
             return lines + [f"# (computed by %{node.attrs['computed_by']})"]
+        if node.attrs.get("conv_block"):
+            return lines + self._emit_conv_block(node)
         emit = getattr(self, "_emit_" + node.op, None)
         if emit is not None:
             return lines + emit(node)
@@ -346,6 +351,34 @@ class CpuCodegen(StepCodegen):
         relu = bool(node.attrs.get("relu"))
         return [
             f"K.pool2d_grad({g}, {x}, {y}, {_var(node.id)}, {scratch}, {bias}, {self._pool_args(node)}, {relu}, {bool(bias_grad)})"
+        ]
+
+    def _emit_conv_block(self, node):
+        """A convolution's nodes run in one kernel a block of samples at a time (passes/split.py
+        block_convolutions): forward, im2col -> GEMM + bias + activation [-> pooling]; backward,
+        pooling's gradient -> the kernel's gradient."""
+        block = node.attrs["conv_block"]
+        if "kernel_grad" in block:  # node: pooling's gradient
+            kg = self.g.node(block["kernel_grad"])
+            g, x, y = (self._operand(i) for i in node.inputs)
+            bias_grad, scratch = node.attrs.get("bias_grad"), self._partial(node)
+            bias = _var(bias_grad) if bias_grad else f"{scratch}[0]"  # (not written without sums)
+            partials = self._partial(kg, (kg.attrs["parts"], _prod(kg.type.shape[:-1]), kg.type.shape[-1]))
+            return self._define(kg) + [
+                f"K.pool2d_grad_kernel_grad({g}, {x}, {y}, {_var(node.id)}, {scratch}, {bias}, "
+                f"{self._operand(kg.inputs[0])}, {_var(kg.id)}, {partials}, {self._pool_args(node)}, "
+                f"{bool(node.attrs.get('relu'))}, {bool(bias_grad)}, {block['block']})"
+            ]
+        cols, conv = self.g.node(block["im2col"]), self.g.node(block["conv"])
+        pool = node if block["pool"] else None
+        _, w, b = conv.inputs
+        act = RNN_ACTIVATIONS.index(conv.attrs["activation"])
+        pooling = f"True, {self._pool_args(pool)}" if pool else "False, False, 1, 1, 1, 1, 0, 0"
+        defines = self._define(cols) + (self._define(conv) if pool else [])
+        return defines + [
+            f"K.conv_block({self._operand(cols.inputs[0])}, {_var(cols.id)}, {self._operand(w)}, "
+            f"{self._operand(b)}, {_var(conv.id)}, {_var(node.id)}, "
+            f"{self._patch_args(cols)}, {act}, {pooling}, {block['block']}, parts)"
         ]
 
     def _emit_gather(self, node):

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 
 import numpy as np
-from numba import prange
+from numba import literally, prange
+from numba.core import types
+from numba.core.errors import TypingError
+from numba.extending import overload, register_jitable
 
 from . import maths as M
 from . import rnn_rows as R
@@ -23,6 +26,7 @@ jit = kernel_jit(cache=True, error_model="numpy", nogil=True)
 rnn_jit = kernel_jit(keep=("cell", "act", "ract"), cache=True, error_model="numpy", nogil=True)
 # kernels that run in `parts` (from the runtime; 1: on the calling thread) over Numba's threads
 pjit = kernel_jit(cache=True, error_model="numpy", nogil=True, parallel=True)
+jitable = register_jitable(inline="never")
 
 
 @jit
@@ -280,6 +284,7 @@ def pool2d_grad(g, x, y, gx, scratch, bias, is_max, ph, pw, sh, sw, pt, pl, relu
     for t in prange(chunks):
         b0, b1 = part(y.shape[0], t, chunks)
         left, acc = scratch[t, :n_c], scratch[t, n_c : 2 * n_c] if sums else scratch[t, :n_c]
+        acc[:] = 0
         _pool2d_grad(g, x, y, gx, left, acc, b0, b1, is_max, ph, pw, sh, sw, pt, pl, relu, sums)
     if sums:
         sum_parts(scratch[:, n_c : 2 * n_c], bias, 1)
@@ -291,9 +296,9 @@ def _pool2d_grad(g, x, y, gx, left, acc, b0, b1, is_max, ph, pw, sh, sw, pt, pl,
     Channels innermost. `left` holds the g each channel's window has not yet given to a maximum:
     a select instead of a branch per element, so the channel loop vectorises (4x faster).
     relu: x is a ReLU's output, and the ReLU's gradient applies too: nothing where x is 0 (at a
-    window's maximum, where its top is 0). sums: acc[c] adds what each window wrote to channel c."""
+    window's maximum, where its top is 0). sums: acc[c] adds what each window wrote to channel c
+    (the caller zeroes it: a part may come in several blocks)."""
     gx[b0:b1] = 0
-    acc[:] = 0
     n_c = y.shape[3]
     zero = gx.dtype.type(0)
     for b in range(b0, b1):
@@ -324,6 +329,90 @@ def _pool2d_grad(g, x, y, gx, left, acc, b0, b1, is_max, ph, pw, sh, sw, pt, pl,
                 if is_max and sums:  # what the window gave: all it had (0 left), or none (its top NaN)
                     for c in range(n_c):
                         acc[c] += (gy[c] if not relu or top[c] > zero else zero) - left[c]
+
+
+# ---------------------------------------------------------------- a convolution a block of samples at a time
+# A convolution of few input channels (passes/split.py block_convolutions) is memory-bound: its
+# im2col patches, GEMM output, bias + activation and pooling each pass over arrays of several MB.
+# Run in turn on a few samples at a time, each kernel reads what the one before wrote while it is
+# still in the core's cache. The same kernels on the same rows: the same floats as one at a time.
+
+
+def _bias_activation(row, bias, act):
+    """row[c] = activation(row[c] + bias[c]); act: a constant code (RNN_ACTIVATIONS's index) of
+    one of passes/split.py's BLOCK_ACTIVATIONS."""
+
+
+@jitable
+def _identity(x):
+    return x
+
+
+# the activations by code, each the maths the generated GEMM epilogue calls (elu: alpha 1)
+_BLOCK_MATHS = {0: _identity, 5: M.relu, 6: M.relu6, 8: M.elu, 9: M.selu, 11: M.softplus, 12: M.softsign, 13: M.silu}
+
+
+@overload(_bias_activation, prefer_literal=True)
+def _bias_activation_for(row, bias, act):
+    """The loop of the one activation the constant `act` names: it vectorises, and compiling it
+    compiles only that activation's maths (a branch per code compiled all eight, even constant)."""
+    if not isinstance(act, types.IntegerLiteral):
+        raise TypingError("_bias_activation: the activation code must be a constant")
+    activation = _BLOCK_MATHS[act.literal_value]
+
+    def loop(row, bias, act):
+        for c in range(row.shape[0]):
+            row[c] = activation(row[c] + bias[c])
+
+    return loop
+
+
+conv_jit = kernel_jit(keep=("act",), cache=True, error_model="numpy", nogil=True, parallel=True)
+
+
+@conv_jit
+def conv_block(x, cols, w, bias, out, y, kh, kw, sh, sw, dh, dw, pt, pl, act, pooled, is_max, ph, pw, psh, psw, ppt, ppl, block, parts):  # fmt: skip
+    """im2col(x) -> cols, cols @ w -> out, out = act(out + bias), then (when `pooled`) pooling of
+    out -> y, `block` samples at a time in each of `parts` (y is unused without pooling). The
+    activation's code is a constant even called from Python (`literally`: _bias_activation)."""
+    literally(act)
+    per = out.shape[1] * out.shape[2]
+    patches = cols.reshape((cols.shape[0] * per, cols.shape[3]))
+    rows = out.reshape((out.shape[0] * per, out.shape[3]))
+    for t in prange(parts):
+        b0, b1 = part(out.shape[0], t, parts)
+        for s0 in range(b0, b1, block):
+            s1 = min(s0 + block, b1)
+            _im2col(x, cols, s0, s1, kh, kw, sh, sw, dh, dw, pt, pl)
+            gemm(patches[s0 * per : s1 * per], w, rows[s0 * per : s1 * per], False, False, 0.0)
+            for r in range(s0 * per, s1 * per):
+                _bias_activation(rows[r], bias, act)
+            if pooled:
+                _pool2d(out, y, s0, s1, is_max, ph, pw, psh, psw, ppt, ppl)
+
+
+@pjit
+def pool2d_grad_kernel_grad(g, x, y, gx, scratch, bias, cols, dw, partials, is_max, ph, pw, sh, sw, pt, pl, relu, sums, block):  # fmt: skip
+    """pool2d_grad (and the bias gradient it sums, when `sums`), then the convolution's kernel
+    gradient dw = cols^T @ gx, `block` samples at a time: each part adds its blocks' products into
+    partials[t] in order, then the parts are added in order (gemm_split_batch's way: the parts
+    the step was compiled for, whatever threads run them)."""
+    chunks, n_c = scratch.shape[0], y.shape[3]
+    per = gx.shape[1] * gx.shape[2]
+    patches = cols.reshape((cols.shape[0] * per, cols.shape[3]))
+    rows = gx.reshape((gx.shape[0] * per, gx.shape[3]))
+    for t in prange(chunks):
+        b0, b1 = part(y.shape[0], t, chunks)
+        left, acc = scratch[t, :n_c], scratch[t, n_c : 2 * n_c] if sums else scratch[t, :n_c]
+        acc[:] = 0
+        partials[t] = 0  # a part with no samples adds nothing
+        for s0 in range(b0, b1, block):
+            s1 = min(s0 + block, b1)
+            _pool2d_grad(g, x, y, gx, left, acc, s0, s1, is_max, ph, pw, sh, sw, pt, pl, relu, sums)
+            gemm(patches[s0 * per : s1 * per], rows[s0 * per : s1 * per], partials[t], True, False, 1.0)
+    if sums:
+        sum_parts(scratch[:, n_c : 2 * n_c], bias, 1)
+    sum_parts(partials.reshape((chunks, dw.size)), dw.reshape(dw.size), 1)
 
 
 @jit

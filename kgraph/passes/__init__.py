@@ -23,7 +23,7 @@ from .fusion import (
 )
 from .loss import LOSSES, add_loss
 from .memory import MemoryPlan, materialize_gradients, plan_memory, updates_last
-from .split import split_gemms, split_samples
+from .split import block_convolutions, split_gemms, split_samples
 from .optimizer import OPTIMIZERS, add_optimizer
 from .recurrent import plan_recurrent
 
@@ -109,6 +109,7 @@ def run_pipeline(
     done("dce")
     out.decisions += split_gemms(g, parts)
     out.decisions += split_samples(g, parts)
+    out.decisions += block_convolutions(g)
     out.decisions += plan_recurrent(g)
     if schedule is None and kind == "train":
         schedule = updates_last  # every target runs a training step as gradients, then updates
@@ -142,5 +143,6 @@ __all__ = [
     "Decision",
     "split_gemms",
     "split_samples",
+    "block_convolutions",
     "updates_last",
 ]

@@ -160,14 +160,21 @@ def plan_memory(graph, param_order: list[str], schedule: list[str] | None = None
             slots[node.id] = Slot("grads", offsets[grads[node.id]], False, c)
     buckets["state"] = state_total
 
-    # liveness of arena buffers; a view keeps its root alive
+    # liveness of arena buffers; a view keeps its root alive. A node computed by another's kernel
+    # (computed_by), or run by the kernel of a later node (runs_at: passes/split.py's convolution
+    # blocks), writes and reads where that kernel runs.
     end = len(schedule)
+
+    def runs(nid):
+        attrs = graph.node(nid).attrs
+        return index[attrs.get("runs_at") or nid]
+
     intervals = {}
     for nid in schedule:
         if nid in slots:
             continue
         node = graph.node(nid)
-        start = index[node.attrs["computed_by"]] if "computed_by" in node.attrs else index[nid]
+        start = runs(node.attrs["computed_by"]) if "computed_by" in node.attrs else runs(nid)
         intervals[nid] = [start, start]
 
     def keep(nid, until):
@@ -177,7 +184,7 @@ def plan_memory(graph, param_order: list[str], schedule: list[str] | None = None
 
     for nid in schedule:
         for i in graph.node(nid).inputs:
-            keep(i, index[nid])
+            keep(i, runs(nid))
     for out in graph.outputs.values():
         keep(out, end)
 
@@ -193,7 +200,7 @@ def plan_memory(graph, param_order: list[str], schedule: list[str] | None = None
         attrs = graph.node(nid).attrs
         if attrs.get("workspace") or attrs.get("workspace_fixed"):
             ws = workspace_id(nid)
-            intervals[ws] = [index[nid], index[nid]]
+            intervals[ws] = [runs(nid), runs(nid)]
             if attrs.get("workspace"):
                 per_sample[ws] = attrs["workspace"]
             else:

@@ -175,3 +175,98 @@ def _column_sum(graph, node) -> bool:
     t = graph.type(node.inputs[0])
     axes = node.attrs.get("axes")
     return axes is not None and sorted(axes) == list(range(t.rank - 1)) and _per_sample(t) >= MIN_SAMPLE_ELEMENTS
+
+
+# ---------------------------------------------------------------- convolutions in sample blocks
+# A convolution of few input channels computes little per byte it moves: its im2col patches, GEMM
+# output, bias + activation and pooling each pass over arrays of MBs (a 28x28 image, 32 filters:
+# 86 KB a sample). On the CPU one kernel runs them in turn on a few samples at a time
+# (kernels/cpu.py conv_block), each reading what the one before wrote while the core's cache holds
+# it; in the backward pass, pooling's gradient and the kernel gradient that reads it
+# (pool2d_grad_kernel_grad). The nodes stay in the graph: the one whose place in the step runs
+# the kernel holds `conv_block` (the members, samples a block), the others `runs_at` it; the
+# memory plan keeps what they read and write live there.
+BLOCK_BYTES = 512 * 1024  # a block's arrays: they stay in a core's L2 and L3 while the block runs
+BLOCK_VERBS = ("blocked", "apart")
+# the activations (with their attrs) the blocked kernel computes as the generated GEMM epilogue
+# does (kgraph.kernels.maths.rnn_act: its tanh and sigmoid are the recurrent cells' faster forms)
+BLOCK_ACTIVATIONS = {
+    "linear": {},
+    "relu": {},
+    "relu6": {},
+    "elu": {"alpha": 1.0},
+    "selu": {},
+    "softplus": {},
+    "softsign": {},
+    "silu": {},
+}
+
+
+def block_samples(graph, node_ids) -> int:
+    """Samples a block: its arrays' elements a sample fill about BLOCK_BYTES."""
+    per_sample = sum(_per_sample(graph.type(n)) for n in node_ids)
+    return max(1, BLOCK_BYTES // (4 * max(per_sample, 1)))
+
+
+def block_convolutions(graph) -> list[Decision]:
+    """Mark each convolution split by samples, im2col -> fused_dense [-> pool2d], and each pooling
+    gradient read by a kernel gradient split by samples ("batch"), to run as one blocked kernel.
+    Returns the decisions."""
+    decisions = []
+    for node in graph.nodes():
+        if node.op == "fused_dense" and node.attrs.get("split") == "m":
+            decisions += _block_forward(graph, node)
+        elif node.op == "pool2d_grad" and node.attrs.get("parts", 1) > 1:
+            decisions += _block_backward(graph, node)
+    return decisions
+
+
+def _block_forward(graph, conv):
+    """Run at the block's last node: everything it reads is computed before it; nothing outside
+    the block may read a member before then."""
+    cols = graph.node(conv.inputs[0])
+    if cols.op != "im2col" or cols.attrs.get("parts", 1) < 2:
+        return []
+    activation = conv.attrs["activation"]
+    act_attrs = {k: v for k, v in conv.semantic_attrs().items() if k != "activation"}
+    computed = BLOCK_ACTIVATIONS.get(activation)
+    if computed is None or any(k not in computed or computed[k] != v for k, v in act_attrs.items()):
+        why = f"activation {activation} {act_attrs or ''}: not one of the blocked kernel's"
+        return [Decision("convolution block", conv.id, False, why, BLOCK_VERBS)]
+    pool = next((u for u in graph.users(conv.id) if u.op == "pool2d" and u.attrs.get("parts", 1) > 1), None)
+    members = [cols.id, conv.id] + ([pool.id] if pool else [])
+    lead = graph.node(members[-1])
+    order = {n.id: k for k, n in enumerate(graph.nodes())}
+    early = [u.id for m in members[:-1] for u in graph.users(m) if u.id not in members and order[u.id] < order[lead.id]]
+    if early:
+        return [Decision("convolution block", conv.id, False, f"%{early[0]} reads it before %{lead.id}", BLOCK_VERBS)]
+    for m in members[:-1]:
+        graph.node(m).attrs["runs_at"] = lead.id
+    n = block_samples(graph, members)
+    lead.attrs["conv_block"] = {"im2col": cols.id, "conv": conv.id, "pool": pool.id if pool else None, "block": n}
+    what = f"im2col+GEMM+bias+{activation}" + ("+pool" if pool else "")
+    return [Decision("convolution block", lead.id, True, f"{what}, {n} samples a block", BLOCK_VERBS)]
+
+
+def _block_backward(graph, pool_grad):
+    """Run at pooling's gradient: the kernel gradient reads only it and the patches, computed
+    before (the input's gradient, which reads it too, comes after)."""
+    kernel_grad = next(
+        (
+            u
+            for u in graph.users(pool_grad.id)
+            if u.op == "matmul"
+            and u.attrs.get("split") == "batch"
+            and u.inputs[1] == pool_grad.id
+            and graph.node(u.inputs[0]).op == "im2col"
+        ),
+        None,
+    )
+    if kernel_grad is None:
+        return []
+    kernel_grad.attrs["runs_at"] = pool_grad.id
+    n = block_samples(graph, [pool_grad.id, kernel_grad.inputs[0], *pool_grad.inputs[:2]])
+    pool_grad.attrs["conv_block"] = {"kernel_grad": kernel_grad.id, "block": n}
+    return [
+        Decision("convolution block", pool_grad.id, True, f"pool-grad+kernel-grad, {n} samples a block", BLOCK_VERBS)
+    ]
