@@ -154,11 +154,11 @@ def test_conv_step_split_by_samples_matches_interpreter(max_threads):
 
 
 def _conv_blocks_config():
-    """Two convolutions of few channels (passes/split.py block_convolutions): a 3x3 ELU one,
-    'same' padding, stride 2, then average pooling; a 2x2 ReLU one of its 3 channels, then max
-    pooling; and a 3x3 linear one with no pooling after it. Each runs as one blocked kernel, and
-    the ReLU one's pooling gradient (which applies the ReLU's) feeds its kernel gradient in blocks
-    too (the ELU's gradient comes between the first one's)."""
+    """Convolutions of few channels (passes/split.py block_convolutions): a 3x3 linear one, 'same'
+    padding, stride 2, then average pooling; a 2x2 ReLU one of its 3 channels, then max pooling;
+    a 3x3 linear one with no pooling after it; and a 2x2 tanh one (apart). The first three run as
+    one blocked kernel each, and the first two's pooling gradients (the second's applies the
+    ReLU's) feed their kernel gradients in blocks too."""
     from benchmarks.models import obj
 
     def conv(name, filters, kernel, activation, strides=1, padding="valid"):
@@ -179,20 +179,22 @@ def _conv_blocks_config():
 
     layers = [
         obj("InputLayer", {"batch_shape": [None, 17, 15, 2], "dtype": "float32", "name": "image"}),
-        conv("c1", 3, 3, "elu", strides=2, padding="same"),
+        conv("c1", 3, 3, "linear", strides=2, padding="same"),
         pool("p1", "AveragePooling2D", 2),
         conv("c2", 4, 2, "relu"),
         pool("p2", "MaxPooling2D", 2),
-        obj("UpSampling2D", {"name": "up", "size": [3, 3]}),
+        obj("UpSampling2D", {"name": "up", "size": [4, 4]}),
         conv("c3", 5, 3, "linear"),
+        conv("c4", 2, 2, "tanh"),
         obj("Flatten", {"name": "flatten"}),
         obj("Dense", {"name": "dense", "units": 3, "activation": "tanh"}),
     ]
     return {"class_name": "Sequential", "config": {"name": "conv_blocks", "layers": layers}}
 
 
-@pytest.mark.parametrize("max_threads", [None, 1], ids=["parts", "whole"])
-@pytest.mark.parametrize("block_bytes", [1, split.BLOCK_BYTES], ids=["sample_blocks", "planned_blocks"])
+@pytest.mark.parametrize(
+    "block_bytes, max_threads", [(1, None), (split.BLOCK_BYTES, 1)], ids=["sample_blocks-parts", "planned_blocks-whole"]
+)
 def test_convolution_blocks_match_interpreter(monkeypatch, max_threads, block_bytes):
     """Each convolution's im2col, GEMM, bias + activation and pooling run as one kernel a block of
     samples at a time (and pooling's gradient with the kernel gradient): the interpreter's numbers,
@@ -202,8 +204,8 @@ def test_convolution_blocks_match_interpreter(monkeypatch, max_threads, block_by
     blocks = {n.id: n.attrs["conv_block"] for n in compiled.graph.nodes() if n.attrs.get("conv_block")}
     forward = [b for b in blocks.values() if "conv" in b]
     assert len(forward) == 3 and [b["pool"] is not None for b in forward] == [True, True, False]
-    backward = [b for b in blocks.values() if "kernel_grad" in b]
-    assert len(backward) == 1 and compiled.graph.node(backward[0]["kernel_grad"]).type.shape == (2 * 2 * 3, 4)
+    backward = [compiled.graph.node(b["kernel_grad"]).type.shape for b in blocks.values() if "kernel_grad" in b]
+    assert backward == [(2 * 2 * 3, 4), (3 * 3 * 2, 3)]  # c2's, then c1's
     if block_bytes == 1:
         assert {b["block"] for b in blocks.values()} == {1}
     plan = compiled.plan

@@ -13,7 +13,6 @@ from ir.ops.fused import update_groups
 from ir.ops.recurrent import operands as rnn_operands
 
 from ..kernels import fingerprint
-from ..kernels.maths import RNN_ACTIVATIONS
 from ..passes.memory import saved_id, workspace_id
 from ..passes.recurrent import gate_width
 from ..passes.split import step_parts
@@ -372,13 +371,13 @@ class CpuCodegen(StepCodegen):
         cols, conv = self.g.node(block["im2col"]), self.g.node(block["conv"])
         pool = node if block["pool"] else None
         _, w, b = conv.inputs
-        act = RNN_ACTIVATIONS.index(conv.attrs["activation"])
+        relu = conv.attrs["activation"] == "relu"
         pooling = f"True, {self._pool_args(pool)}" if pool else "False, False, 1, 1, 1, 1, 0, 0"
         defines = self._define(cols) + (self._define(conv) if pool else [])
         return defines + [
             f"K.conv_block({self._operand(cols.inputs[0])}, {_var(cols.id)}, {self._operand(w)}, "
             f"{self._operand(b)}, {_var(conv.id)}, {_var(node.id)}, "
-            f"{self._patch_args(cols)}, {act}, {pooling}, {block['block']}, parts)"
+            f"{self._patch_args(cols)}, {relu}, {pooling}, {block['block']}, parts)"
         ]
 
     def _emit_gather(self, node):

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 
 import numpy as np
-from numba import literally, prange
-from numba.core import types
-from numba.core.errors import TypingError
-from numba.extending import overload, register_jitable
+from numba import prange
 
 from . import maths as M
 from . import rnn_rows as R
@@ -26,7 +23,6 @@ jit = kernel_jit(cache=True, error_model="numpy", nogil=True)
 rnn_jit = kernel_jit(keep=("cell", "act", "ract"), cache=True, error_model="numpy", nogil=True)
 # kernels that run in `parts` (from the runtime; 1: on the calling thread) over Numba's threads
 pjit = kernel_jit(cache=True, error_model="numpy", nogil=True, parallel=True)
-jitable = register_jitable(inline="never")
 
 
 @jit
@@ -338,44 +334,26 @@ def _pool2d_grad(g, x, y, gx, left, acc, b0, b1, is_max, ph, pw, sh, sw, pt, pl,
 # still in the core's cache. The same kernels on the same rows: the same floats as one at a time.
 
 
-def _bias_activation(row, bias, act):
-    """row[c] = activation(row[c] + bias[c]); act: a constant code (RNN_ACTIVATIONS's index) of
-    one of passes/split.py's BLOCK_ACTIVATIONS."""
+@jit
+def _bias_relu(rows, bias, r0, r1, relu):
+    """rows[r] = rows[r] + bias, then ReLU'd when `relu`, for r in r0..r1: the maths of the
+    generated GEMM epilogue (E.relu). A loop each, so each vectorises."""
+    n = rows.shape[1]
+    for r in range(r0, r1):
+        row = rows[r]
+        if relu:
+            for c in range(n):
+                row[c] = M.relu(row[c] + bias[c])
+        else:
+            for c in range(n):
+                row[c] = row[c] + bias[c]
 
 
-@jitable
-def _identity(x):
-    return x
-
-
-# the activations by code, each the maths the generated GEMM epilogue calls (elu: alpha 1)
-_BLOCK_MATHS = {0: _identity, 5: M.relu, 6: M.relu6, 8: M.elu, 9: M.selu, 11: M.softplus, 12: M.softsign, 13: M.silu}
-
-
-@overload(_bias_activation, prefer_literal=True)
-def _bias_activation_for(row, bias, act):
-    """The loop of the one activation the constant `act` names: it vectorises, and compiling it
-    compiles only that activation's maths (a branch per code compiled all eight, even constant)."""
-    if not isinstance(act, types.IntegerLiteral):
-        raise TypingError("_bias_activation: the activation code must be a constant")
-    activation = _BLOCK_MATHS[act.literal_value]
-
-    def loop(row, bias, act):
-        for c in range(row.shape[0]):
-            row[c] = activation(row[c] + bias[c])
-
-    return loop
-
-
-conv_jit = kernel_jit(keep=("act",), cache=True, error_model="numpy", nogil=True, parallel=True)
-
-
-@conv_jit
-def conv_block(x, cols, w, bias, out, y, kh, kw, sh, sw, dh, dw, pt, pl, act, pooled, is_max, ph, pw, psh, psw, ppt, ppl, block, parts):  # fmt: skip
-    """im2col(x) -> cols, cols @ w -> out, out = act(out + bias), then (when `pooled`) pooling of
-    out -> y, `block` samples at a time in each of `parts` (y is unused without pooling). The
-    activation's code is a constant even called from Python (`literally`: _bias_activation)."""
-    literally(act)
+@pjit
+def conv_block(x, cols, w, bias, out, y, kh, kw, sh, sw, dh, dw, pt, pl, relu, pooled, is_max, ph, pw, psh, psw, ppt, ppl, block, parts):  # fmt: skip
+    """im2col(x) -> cols, cols @ w + bias -> out (ReLU'd when `relu`), then (when `pooled`)
+    pooling of out -> y, `block` samples at a time in each of `parts` (y is unused without
+    pooling)."""
     per = out.shape[1] * out.shape[2]
     patches = cols.reshape((cols.shape[0] * per, cols.shape[3]))
     rows = out.reshape((out.shape[0] * per, out.shape[3]))
@@ -385,8 +363,7 @@ def conv_block(x, cols, w, bias, out, y, kh, kw, sh, sw, dh, dw, pt, pl, act, po
             s1 = min(s0 + block, b1)
             _im2col(x, cols, s0, s1, kh, kw, sh, sw, dh, dw, pt, pl)
             gemm(patches[s0 * per : s1 * per], w, rows[s0 * per : s1 * per], False, False, 0.0)
-            for r in range(s0 * per, s1 * per):
-                _bias_activation(rows[r], bias, act)
+            _bias_relu(rows, bias, s0 * per, s1 * per, relu)
             if pooled:
                 _pool2d(out, y, s0, s1, is_max, ph, pw, psh, psw, ppt, ppl)
 
