@@ -46,7 +46,7 @@ BOOKKEEPING_ATTRS = (
     "saved",  # a recurrent forward node: what it keeps for the backward node "saved_for"
     "saved_for",
     "runs_at",  # a node of a convolution block: the block's kernel runs at that node's place
-    "conv_block",  # the last node of a convolution block: its members and samples a block
+    "conv_block",  # the node of a convolution block whose place runs its kernel: the members, samples a block
 )
 
 

@@ -169,27 +169,28 @@ def test_an_elementwise_op_without_maths_is_named():
 
 
 @pytest.mark.parametrize("block", [1, 2, 5])
-@pytest.mark.parametrize("parts", [1, 2, 3])
+@pytest.mark.parametrize("samples, parts", [(5, 1), (5, 2), (5, 3), (2, 3)])
 @pytest.mark.parametrize("is_max, relu", [(True, True), (False, True), (True, False)])
-def test_a_convolution_block_computes_its_kernels_floats(block, parts, is_max, relu):
+def test_a_convolution_block_computes_its_kernels_floats(block, samples, parts, is_max, relu):
     """conv_block: im2col, GEMM, bias + activation and pooling a block of samples at a time, the
     same floats as each kernel over the whole batch; pool2d_grad_kernel_grad: pooling's gradient
     and its bias sum bit for bit, the kernel gradient (added a block at a time) to rounding.
-    5 samples: parts of 1 or 2, blocks that split a part or hold it whole."""
+    5 samples: parts of 1 or 2, blocks that split a part or hold it whole; 2 in 3 parts: one part
+    has none, and adds nothing."""
     from kgraph.kernels import cpu as K
 
     rs = np.random.RandomState(block * 10 + parts)
-    x = rs.randn(5, 9, 8, 2).astype(np.float32)
+    x = rs.randn(samples, 9, 8, 2).astype(np.float32)
     patch = (3, 3, 2, 1, 1, 1, 1, 1)  # kernel, strides, dilation, pads top and left ('same')
-    cols = np.zeros((5, 5, 8, 18), np.float32)
+    cols = np.zeros((samples, 5, 8, 18), np.float32)
     w, bias = rs.randn(18, 4).astype(np.float32), rs.randn(4).astype(np.float32)
     pool = (is_max, 2, 2, 2, 2, 0, 0)
     # the kernels one at a time
     K.im2col(x, cols, *patch, parts)
-    out = np.zeros((5, 5, 8, 4), np.float32)
+    out = np.zeros((samples, 5, 8, 4), np.float32)
     K.gemm_split_m(cols.reshape(-1, 18), w, out.reshape(-1, 4), False, 40, parts)
     out = np.maximum(out + bias, 0) if relu else out + bias  # E.relu: maximum
-    y = np.zeros((5, 2, 4, 4), np.float32)
+    y = np.zeros((samples, 2, 4, 4), np.float32)
     K.pool2d(out, y, *pool, parts)
     # in blocks
     cols_b, out_b, y_b = np.zeros_like(cols), np.zeros_like(out), np.zeros_like(y)
@@ -205,7 +206,7 @@ def test_a_convolution_block_computes_its_kernels_floats(block, parts, is_max, r
     dw = np.zeros((18, 4), np.float32)
     K.gemm_split_batch(cols.reshape(-1, 18), gx.reshape(-1, 4), dw, np.zeros((chunks, 18, 4), np.float32))
     gx_b, sums_b, dw_b = np.full_like(gx, np.nan), np.zeros(4, np.float32), np.zeros((18, 4), np.float32)
-    partials = np.full((chunks, 18, 4), np.nan, np.float32)  # what a part with no samples must not add
+    partials = np.full((chunks, 18, 4), np.nan, np.float32)  # garbage no part may add
     K.pool2d_grad_kernel_grad(g, out, y, gx_b, scratch, sums_b, cols, dw_b, partials, *pool, relu, True, block)
     np.testing.assert_array_equal(gx, gx_b)
     np.testing.assert_array_equal(sums, sums_b)

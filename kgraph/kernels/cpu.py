@@ -369,11 +369,12 @@ def conv_block(x, cols, w, bias, out, y, kh, kw, sh, sw, dh, dw, pt, pl, relu, p
 
 
 @pjit
-def pool2d_grad_kernel_grad(g, x, y, gx, scratch, bias, cols, dw, partials, is_max, ph, pw, sh, sw, pt, pl, relu, sums, block):  # fmt: skip
+def pool2d_grad_kernel_grad(g, x, y, gx, scratch, bias, cols, dkernel, partials, is_max, ph, pw, sh, sw, pt, pl, relu, sums, block):  # fmt: skip
     """pool2d_grad (and the bias gradient it sums, when `sums`), then the convolution's kernel
-    gradient dw = cols^T @ gx, `block` samples at a time: each part adds its blocks' products into
-    partials[t] in order, then the parts are added in order (gemm_split_batch's way: the parts
-    the step was compiled for, whatever threads run them)."""
+    gradient dkernel = cols^T @ gx, `block` samples at a time: each part adds its blocks' products
+    into partials[t] in order, then the parts are added in order. The floats depend on the parts
+    the step was compiled for and on `block`, never on the threads that run them (they differ
+    from gemm_split_batch's, which multiplies a part's rows at once, by rounding)."""
     chunks, n_c = scratch.shape[0], y.shape[3]
     per = gx.shape[1] * gx.shape[2]
     patches = cols.reshape((cols.shape[0] * per, cols.shape[3]))
@@ -389,7 +390,7 @@ def pool2d_grad_kernel_grad(g, x, y, gx, scratch, bias, cols, dw, partials, is_m
             gemm(patches[s0 * per : s1 * per], rows[s0 * per : s1 * per], partials[t], True, False, 1.0)
     if sums:
         sum_parts(scratch[:, n_c : 2 * n_c], bias, 1)
-    sum_parts(partials.reshape((chunks, dw.size)), dw.reshape(dw.size), 1)
+    sum_parts(partials.reshape((chunks, dkernel.size)), dkernel.reshape(dkernel.size), 1)
 
 
 @jit

@@ -161,7 +161,7 @@ def plan_memory(graph, param_order: list[str], schedule: list[str] | None = None
     buckets["state"] = state_total
 
     # liveness of arena buffers; a view keeps its root alive. A node computed by another's kernel
-    # (computed_by), or run by the kernel of a later node (runs_at: passes/split.py's convolution
+    # (computed_by), or run by another node's kernel (runs_at: passes/split.py's convolution
     # blocks), writes and reads where that kernel runs.
     end = len(schedule)
 

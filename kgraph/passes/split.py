@@ -253,6 +253,9 @@ def _block_backward(graph, pool_grad):
     )
     if kernel_grad is None:
         return []
+    if kernel_grad.attrs["parts"] != pool_grad.attrs["parts"]:  # the kernel writes a partial per part of pool_grad's
+        why = f"%{kernel_grad.id} is split in {kernel_grad.attrs['parts']} parts, %{pool_grad.id} in {pool_grad.attrs['parts']}"
+        return [Decision("convolution block", pool_grad.id, False, why, BLOCK_VERBS)]
     kernel_grad.attrs["runs_at"] = pool_grad.id
     n = block_samples(graph, [pool_grad.id, kernel_grad.inputs[0], *pool_grad.inputs[:2]])
     pool_grad.attrs["conv_block"] = {"kernel_grad": kernel_grad.id, "block": n}
