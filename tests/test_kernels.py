@@ -194,7 +194,22 @@ def test_a_convolution_block_computes_its_kernels_floats(block, samples, parts, 
     K.pool2d(out, y, *pool, parts)
     # in blocks
     cols_b, out_b, y_b = np.zeros_like(cols), np.zeros_like(out), np.zeros_like(y)
-    K.conv_block(x, cols_b, w, bias, out_b, y_b, *patch, relu, True, *pool, block, parts)
+    K.conv_block(
+        x,
+        cols_b,
+        cols_b.reshape(-1, 18),
+        w,
+        bias,
+        out_b,
+        out_b.reshape(-1, 4),
+        y_b,
+        *patch,
+        relu,
+        True,
+        *pool,
+        block,
+        parts,
+    )
     for a, b in ((cols, cols_b), (out, out_b), (y, y_b)):
         np.testing.assert_array_equal(a, b)
     # backward: pooling's gradient (with the ReLU's, and the bias sum), then cols^T @ gx
@@ -207,7 +222,22 @@ def test_a_convolution_block_computes_its_kernels_floats(block, samples, parts, 
     K.gemm_split_batch(cols.reshape(-1, 18), gx.reshape(-1, 4), dw, np.zeros((chunks, 18, 4), np.float32))
     gx_b, sums_b, dw_b = np.full_like(gx, np.nan), np.zeros(4, np.float32), np.zeros((18, 4), np.float32)
     partials = np.full((chunks, 18, 4), np.nan, np.float32)  # garbage no part may add
-    K.pool2d_grad_kernel_grad(g, out, y, gx_b, scratch, sums_b, cols, dw_b, partials, *pool, relu, True, block)
+    K.pool2d_grad_kernel_grad(
+        g,
+        out,
+        y,
+        gx_b,
+        gx_b.reshape(-1, 4),
+        scratch,
+        sums_b,
+        cols.reshape(-1, 18),
+        dw_b,
+        partials,
+        *pool,
+        relu,
+        True,
+        block,
+    )
     np.testing.assert_array_equal(gx, gx_b)
     np.testing.assert_array_equal(sums, sums_b)
     np.testing.assert_allclose(

@@ -364,8 +364,8 @@ class CpuCodegen(StepCodegen):
             bias = _var(bias_grad) if bias_grad else f"{scratch}[0]"  # (not written without sums)
             partials = self._partial(kg, (kg.attrs["parts"], _prod(kg.type.shape[:-1]), kg.type.shape[-1]))
             return self._define(kg) + [
-                f"K.pool2d_grad_kernel_grad({g}, {x}, {y}, {_var(node.id)}, {scratch}, {bias}, "
-                f"{self._operand(kg.inputs[0])}, {_var(kg.id)}, {partials}, {self._pool_args(node)}, "
+                f"K.pool2d_grad_kernel_grad({g}, {x}, {y}, {_var(node.id)}, {self._matrix(node.id)}, {scratch}, {bias}, "
+                f"{self._matrix(kg.inputs[0])}, {_var(kg.id)}, {partials}, {self._pool_args(node)}, "
                 f"{bool(node.attrs.get('relu'))}, {bool(bias_grad)}, {block['block']})"
             ]
         cols, conv = self.g.node(block["im2col"]), self.g.node(block["conv"])
@@ -375,8 +375,8 @@ class CpuCodegen(StepCodegen):
         pooling = f"True, {self._pool_args(pool)}" if pool else "False, False, 1, 1, 1, 1, 0, 0"
         defines = self._define(cols) + (self._define(conv) if pool else [])
         return defines + [
-            f"K.conv_block({self._operand(cols.inputs[0])}, {_var(cols.id)}, {self._operand(w)}, "
-            f"{self._operand(b)}, {_var(conv.id)}, {_var(node.id)}, "
+            f"K.conv_block({self._operand(cols.inputs[0])}, {_var(cols.id)}, {self._matrix(cols.id)}, {self._operand(w)}, "
+            f"{self._operand(b)}, {_var(conv.id)}, {self._matrix(conv.id)}, {_var(node.id)}, "
             f"{self._patch_args(cols)}, {relu}, {pooling}, {block['block']}, parts)"
         ]
 
