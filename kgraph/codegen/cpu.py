@@ -345,12 +345,16 @@ class CpuCodegen(StepCodegen):
         """Its scratch: a row per part of what each window has left to give, and where it also
         writes the bias gradient (passes/fusion.py) a row per part of its sums."""
         g, x, y = (self._operand(i) for i in node.inputs)
-        bias_grad, scratch = node.attrs.get("bias_grad"), self._partial(node)
-        bias = _var(bias_grad) if bias_grad else f"{scratch}[0]"  # (not written without sums)
-        relu = bool(node.attrs.get("relu"))
         return [
-            f"K.pool2d_grad({g}, {x}, {y}, {_var(node.id)}, {scratch}, {bias}, {self._pool_args(node)}, {relu}, {bool(bias_grad)})"
+            f"K.pool2d_grad({g}, {x}, {y}, {_var(node.id)}, {self._pool_grad_scratch(node)}, {self._pool_args(node)}, "
+            f"{bool(node.attrs.get('relu'))}, {bool(node.attrs.get('bias_grad'))})"
         ]
+
+    def _pool_grad_scratch(self, node) -> str:
+        """Pooling gradient's scratch rows and the bias gradient it writes (its first scratch row
+        when it writes none: the kernel does not touch it then)."""
+        bias_grad, scratch = node.attrs.get("bias_grad"), self._partial(node)
+        return f"{scratch}, {_var(bias_grad) if bias_grad else f'{scratch}[0]'}"
 
     def _emit_conv_block(self, node):
         """A convolution's nodes run in one kernel a block of samples at a time (passes/split.py
@@ -360,13 +364,12 @@ class CpuCodegen(StepCodegen):
         if "kernel_grad" in block:  # node: pooling's gradient
             kg = self.g.node(block["kernel_grad"])
             g, x, y = (self._operand(i) for i in node.inputs)
-            bias_grad, scratch = node.attrs.get("bias_grad"), self._partial(node)
-            bias = _var(bias_grad) if bias_grad else f"{scratch}[0]"  # (not written without sums)
             partials = self._partial(kg, (kg.attrs["parts"], _prod(kg.type.shape[:-1]), kg.type.shape[-1]))
             return self._define(kg) + [
-                f"K.pool2d_grad_kernel_grad({g}, {x}, {y}, {_var(node.id)}, {self._matrix(node.id)}, {scratch}, {bias}, "
-                f"{self._matrix(kg.inputs[0])}, {_var(kg.id)}, {partials}, {self._pool_args(node)}, "
-                f"{bool(node.attrs.get('relu'))}, {bool(bias_grad)}, {block['block']})"
+                f"K.pool2d_grad_kernel_grad({g}, {x}, {y}, {_var(node.id)}, {self._matrix(node.id)}, "
+                f"{self._pool_grad_scratch(node)}, {self._matrix(kg.inputs[0])}, {_var(kg.id)}, {partials}, "
+                f"{self._pool_args(node)}, {bool(node.attrs.get('relu'))}, {bool(node.attrs.get('bias_grad'))}, "
+                f"{block['block']})"
             ]
         cols, conv = self.g.node(block["im2col"]), self.g.node(block["conv"])
         pool = node if block["pool"] else None

@@ -388,7 +388,7 @@ def pool2d_grad_kernel_grad(g, x, y, gx, rows, scratch, bias, patches, dkernel, 
             gemm(patches[s0 * per : s1 * per], rows[s0 * per : s1 * per], partials[t], True, False, 1.0)
     if sums:
         sum_parts(scratch[:, n_c : 2 * n_c], bias, 1)
-    for i in range(dkernel.shape[0]):  # the parts' partial gradients, added in order
+    for i in range(dkernel.shape[0]):  # the parts added in order, as sum_parts (whose reshapes cost compile)
         for j in range(dkernel.shape[1]):
             s = partials[0, i, j]
             for t in range(1, chunks):

@@ -204,15 +204,16 @@ def block_convolutions(graph) -> list[Decision]:
     gradient read by a kernel gradient split by samples ("batch"), to run as one blocked kernel.
     Returns the decisions."""
     decisions = []
+    order = {n.id: k for k, n in enumerate(graph.nodes())}  # marking nodes changes no order
     for node in graph.nodes():
         if node.op == "fused_dense" and node.attrs.get("split") == "m":
-            decisions += _block_forward(graph, node)
+            decisions += _block_forward(graph, node, order)
         elif node.op == "pool2d_grad" and node.attrs.get("parts", 1) > 1:
             decisions += _block_backward(graph, node)
     return decisions
 
 
-def _block_forward(graph, conv):
+def _block_forward(graph, conv, order):
     """Run at the block's last node: everything it reads is computed before it; nothing outside
     the block may read a member before then."""
     cols = graph.node(conv.inputs[0])
@@ -225,7 +226,6 @@ def _block_forward(graph, conv):
     pool = next((u for u in graph.users(conv.id) if u.op == "pool2d" and u.attrs.get("parts", 1) > 1), None)
     members = [cols.id, conv.id] + ([pool.id] if pool else [])
     lead = graph.node(members[-1])
-    order = {n.id: k for k, n in enumerate(graph.nodes())}
     early = [u.id for m in members[:-1] for u in graph.users(m) if u.id not in members and order[u.id] < order[lead.id]]
     if early:
         return [Decision("convolution block", conv.id, False, f"%{early[0]} reads it before %{lead.id}", BLOCK_VERBS)]
