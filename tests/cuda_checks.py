@@ -159,7 +159,7 @@ def kernels():
     close(out, ref("repeat", x3, axis=1, n=3), "repeat_3d")
     flat = rand(300)
     close(
-        run(K.reduce_all, 1, K.THREADS_1D, flat, np.zeros(1, np.float32), 1.0)[1][0],
+        run(K.reduce_all, 1, K.REDUCE_THREADS, flat, np.zeros(1, np.float32), 1.0)[1][0],
         ref("reduce_sum", flat),
         "reduce_all",
     )

@@ -21,10 +21,10 @@ HERE = Path(__file__).parent
 EXAMPLE = str(HERE.parent / "examples" / "digits_mlp.json")
 
 
-def _check(name, simulator, gemm_threads=8):
+def _check(name, simulator, gemm_threads=4):
     """Run check `name` of cuda_checks.py in a fresh process, in the simulator; on a real GPU
     where KGRAPH_TEST_REAL_GPU=1 (benchmarks/gpu_check.sh sets it). gemm_threads: the GEMM's
-    blocks in the simulator, 8x8 threads or the GPU's 16x16 (kgraph/kernels/cuda.py)."""
+    blocks in the simulator, 4x4 threads or the GPU's 16x16 (kgraph/kernels/cuda.py)."""
     real = os.environ.get("KGRAPH_TEST_REAL_GPU") == "1"
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1" if simulator and not real else "0")
     env["KGRAPH_CUDASIM_GEMM_THREADS"] = str(gemm_threads)
@@ -38,7 +38,7 @@ def _passed(result):
 
 
 def test_kernels_in_simulator_match_the_ir_references():
-    """The GEMM on the GPU's 16x16-thread blocks; the training checks run it on 8x8."""
+    """The GEMM on the GPU's 16x16-thread blocks; the training checks run it on 4x4."""
     _passed(_check("kernels", simulator=True, gemm_threads=16))
 
 

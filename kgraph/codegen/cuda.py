@@ -238,7 +238,11 @@ class CudaCodegen(StepCodegen):
         one = {i for i in node.inputs if not self.g.type(i).has_batch and self.g.type(i).numel(1) == 1}
         flat = all(self.g.type(i).shape == out_t.shape or i in one for i in node.inputs)
         params = ["out"] + [f"x{k}" for k in range(n_in)]
-        lines = ["@cuda.jit", f"def ew_{node.id}({', '.join(params)}):", "    i = cuda.grid(1)", "    if i < out.size:"]
+        lines = [
+            "@cuda.jit",
+            f"def ew_{node.id}({', '.join(params)}):",
+            "    for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):",
+        ]
         if flat:  # every operand has out's shape or is one number: index them flat
             idx = "i"
             reads = [f"x{k}[{'0' if self.g.type(i).shape != out_t.shape else 'i'}]" for k, i in enumerate(node.inputs)]
@@ -296,9 +300,13 @@ class CudaCodegen(StepCodegen):
         return [self._launch(kernel, f"K.bias_grad_grid({node.type.shape[-1]})", "(K.BIAS_COLS, K.BIAS_ROWS)", args)]
 
     def _per_element(self, name, rank, body, params=("x", "out")) -> str:
-        """A generated kernel with a thread per element of `out` (rank dims), whose index is
+        """A generated kernel striding over the elements of `out` (rank dims), whose index is
         i0, ..., i{rank-1} in `body`; identical kernels are shared. Returns its name."""
-        lines = ["@cuda.jit", f"def {name}({', '.join(params)}):", "    t = cuda.grid(1)", "    if t < out.size:"]
+        lines = [
+            "@cuda.jit",
+            f"def {name}({', '.join(params)}):",
+            "    for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):",
+        ]
         lines += ["        " + line for line in unravel("t", rank) + body]
         return self.mod.kernel(name, lines)
 
@@ -397,7 +405,7 @@ class CudaCodegen(StepCodegen):
         scale = (self._bound(f"1.0 / ({mid})", "scale"), "float64") if kind == "mean" else ("1.0", "float64")
         if pre == "1" and post == "1":
             args = [self._arr(self._flat(x), x, 1), self._arr(f"{var(node.id)}.reshape((1,))", node.id, 1), scale]
-            return [self._launch("K.reduce_all", "1", "K.THREADS_1D", args)]
+            return [self._launch("K.reduce_all", "1", "K.REDUCE_THREADS", args)]
         return [self._launch("K.reduce_3d", *self._over(f"{pre} * {post}"), [x3, out3, scale])]
 
     def _emit_reduce_sum(self, node):
@@ -622,8 +630,9 @@ class CudaCodegen(StepCodegen):
 
     def _over(self, n, grid: str = "K.blocks") -> tuple:
         """(grid, block) of a one-dimensional kernel over n elements (an expression): blocks of
-        K.THREADS_1D threads, or for a smaller n one block of its whole warps only (the simulator
-        runs every thread of a block, idle or not). The grid is the same either way."""
+        K.THREADS_1D threads, or for a smaller n one block of its whole warps only (no idle
+        threads). The grid is the same either way; the simulator's is smaller (the kernels stride:
+        kgraph/kernels/cuda.py)."""
         n = str(n)
         threads = self._bound(f"K.threads({n})", "threads", re.sub(r"\W+", "_", n).strip("_"))
         return f"{grid}({n})", threads

@@ -7,7 +7,13 @@ embedding lookup and its gradient, batch-norm's moving statistics. The element a
 float32 only. A kernel that calls a generated device function (the GEMM's epilogue, the
 backward's activation gradient) comes from a cached factory, one specialisation per function.
 Rows are the leading dimensions flattened; the last axis is the class/feature axis. Kernels
-with a barrier never return before it: threads outside the data only skip the work."""
+with a barrier never return before it: threads outside the data only skip the work.
+
+Every kernel strides over its work (a grid-stride loop; the tiled kernels over their tiles), so
+any grid computes all of it. On a GPU the grid covers the work, a thread an element. Numba's
+simulator starts a Python thread for every thread of a launch (about 0.2 ms each, far more than
+the element's work), so there grids are capped at SIM_BLOCKS blocks of 32 threads (the tiled
+kernels keep their block shapes): the same floats, a fraction of the threads."""
 
 from __future__ import annotations
 
@@ -20,21 +26,26 @@ from . import maths as M
 from .maths import maximum, minimum
 
 THREADS_1D = 256  # threads per block of the one-dimensional kernels
+REDUCE_THREADS = 32 if config.ENABLE_CUDASIM else THREADS_1D  # reduce_all's one block (a barrier a level)
+# Blocks a launch has at most in the simulator (0: as many as on a GPU); two, so that striding
+# across blocks is checked there too
+SIM_BLOCKS = int(os.environ.get("KGRAPH_CUDASIM_BLOCKS", "2")) if config.ENABLE_CUDASIM else 0
 
 
 UPDATE_BLOCKS = 1024  # an optimizer update's blocks at most; each thread strides over the rest
 
 
 def blocks(n: int, threads: int = THREADS_1D) -> int:
-    """Blocks of `threads` covering n elements (at least one)."""
-    return max(1, -(-n // threads))
+    """Blocks of `threads` covering n elements (at least one); SIM_BLOCKS at most in the simulator."""
+    covering = max(1, -(-n // threads))
+    return min(covering, SIM_BLOCKS) if SIM_BLOCKS else covering
 
 
 def threads(n: int) -> int:
     """Threads per block of a one-dimensional kernel over n elements: whole warps, THREADS_1D at
-    most (a small layer's step launches no idle threads: the simulator runs every one). Only
-    reduce_all needs THREADS_1D exactly; the others index by cuda.grid and cuda.gridsize."""
-    return min(THREADS_1D, 32 * blocks(n, 32))
+    most (a small layer's step launches no idle threads), one warp in the simulator. Only
+    reduce_all needs REDUCE_THREADS exactly; the others stride by cuda.grid and cuda.gridsize."""
+    return 32 if SIM_BLOCKS else min(THREADS_1D, 32 * max(1, -(-n // 32)))
 
 
 def update_blocks(n: int) -> int:
@@ -45,15 +56,15 @@ def update_blocks(n: int) -> int:
 # A block of 16x16 threads computes a 64x64 tile of the output; each thread a 4x4 register tile
 # at rows ty + 16*i and columns tx + 16*j (so a warp's stores are coalesced), walking K in steps
 # of 16 through shared memory. Numba's simulator runs every thread of a block as a Python thread
-# that waits at each barrier: there the same kernel runs on blocks of 8x8 threads (a 32x32 tile),
-# a quarter of the threads, unless KGRAPH_CUDASIM_GEMM_THREADS=16 asks for the GPU's blocks (the
+# that waits at each barrier: there the same kernel runs on blocks of 4x4 threads (a 16x16 tile),
+# a sixteenth of the threads, unless KGRAPH_CUDASIM_GEMM_THREADS=16 asks for the GPU's blocks (the
 # tests' kernel checks do).
-THREADS_2D = int(os.environ.get("KGRAPH_CUDASIM_GEMM_THREADS", "8")) if config.ENABLE_CUDASIM else 16
+THREADS_2D = int(os.environ.get("KGRAPH_CUDASIM_GEMM_THREADS", "4")) if config.ENABLE_CUDASIM else 16
 TM = TN = 4
 BM, BN, BK = THREADS_2D * TM, THREADS_2D * TN, 16
 LOADS = BM * BK // THREADS_2D**2  # elements of each staged tile one thread loads
 if LOADS * THREADS_2D**2 != BM * BK:  # a tile the threads cannot stage evenly would be read half-loaded
-    raise ValueError(f"KGRAPH_CUDASIM_GEMM_THREADS={THREADS_2D}: the GEMM's blocks need 8, 16 or 32 threads a side")
+    raise ValueError(f"KGRAPH_CUDASIM_GEMM_THREADS={THREADS_2D}: the GEMM's blocks need 4, 8, 16 or 32 threads a side")
 PAD_M, PAD_N = BM + 1, BN + 1  # shared tiles' row lengths: the +1 spreads stores over the banks
 
 
@@ -85,50 +96,53 @@ def gemm(transpose_a: bool, transpose_b: bool, epilogue, accumulate: bool = Fals
         rb = cuda.local.array(TN, float32)
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
         tid = ty * THREADS_2D + tx
-        row0, col0 = cuda.blockIdx.y * BM, cuda.blockIdx.x * BN
-        for i in range(TM):
-            for j in range(TN):
-                acc[i, j] = 0
-        for k0 in range(0, k_size, BK):
-            # stage both tiles, zero outside the operands; adjacent threads read adjacent
-            # addresses of each operand as it is stored (along k, or along m / n if transposed)
-            for step in range(LOADS):
-                e = tid + step * THREADS_2D * THREADS_2D
-                if transpose_a:  # a is (K, M)
-                    kk, mm = e // BM, e % BM
-                else:  # a is (M, K)
-                    mm, kk = e // BK, e % BK
-                v = float32(0)
-                if row0 + mm < m_size and k0 + kk < k_size:
-                    v = a[k0 + kk, row0 + mm] if transpose_a else a[row0 + mm, k0 + kk]
-                sa[kk, mm] = v
-                if transpose_b:  # b is (N, K)
-                    nn, kk = e // BK, e % BK
-                else:  # b is (K, N)
-                    kk, nn = e // BN, e % BN
-                v = float32(0)
-                if col0 + nn < n_size and k0 + kk < k_size:
-                    v = b[col0 + nn, k0 + kk] if transpose_b else b[k0 + kk, col0 + nn]
-                sb[kk, nn] = v
-            cuda.syncthreads()
-            for kk in range(BK):
-                for i in range(TM):
-                    ra[i] = sa[kk, ty + i * THREADS_2D]
-                for j in range(TN):
-                    rb[j] = sb[kk, tx + j * THREADS_2D]
+        # the block's tiles, striding over the grid (a block's threads take the same tiles, so
+        # all of them reach each barrier)
+        for row0 in range(cuda.blockIdx.y * BM, m_size, cuda.gridDim.y * BM):
+            for col0 in range(cuda.blockIdx.x * BN, n_size, cuda.gridDim.x * BN):
                 for i in range(TM):
                     for j in range(TN):
-                        acc[i, j] += ra[i] * rb[j]
-            cuda.syncthreads()
-        for i in range(TM):
-            r = row0 + ty + i * THREADS_2D
-            for j in range(TN):
-                c = col0 + tx + j * THREADS_2D
-                if r < m_size and c < n_size:
-                    if accumulate:
-                        out[r, c] += epilogue(acc[i, j], bias, c)
-                    else:
-                        out[r, c] = epilogue(acc[i, j], bias, c)
+                        acc[i, j] = 0
+                for k0 in range(0, k_size, BK):
+                    # stage both tiles, zero outside the operands; adjacent threads read adjacent
+                    # addresses of each operand as it is stored (along k, or along m / n if transposed)
+                    for step in range(LOADS):
+                        e = tid + step * THREADS_2D * THREADS_2D
+                        if transpose_a:  # a is (K, M)
+                            kk, mm = e // BM, e % BM
+                        else:  # a is (M, K)
+                            mm, kk = e // BK, e % BK
+                        v = float32(0)
+                        if row0 + mm < m_size and k0 + kk < k_size:
+                            v = a[k0 + kk, row0 + mm] if transpose_a else a[row0 + mm, k0 + kk]
+                        sa[kk, mm] = v
+                        if transpose_b:  # b is (N, K)
+                            nn, kk = e // BK, e % BK
+                        else:  # b is (K, N)
+                            kk, nn = e // BN, e % BN
+                        v = float32(0)
+                        if col0 + nn < n_size and k0 + kk < k_size:
+                            v = b[col0 + nn, k0 + kk] if transpose_b else b[k0 + kk, col0 + nn]
+                        sb[kk, nn] = v
+                    cuda.syncthreads()
+                    for kk in range(BK):
+                        for i in range(TM):
+                            ra[i] = sa[kk, ty + i * THREADS_2D]
+                        for j in range(TN):
+                            rb[j] = sb[kk, tx + j * THREADS_2D]
+                        for i in range(TM):
+                            for j in range(TN):
+                                acc[i, j] += ra[i] * rb[j]
+                    cuda.syncthreads()
+                for i in range(TM):
+                    r = row0 + ty + i * THREADS_2D
+                    for j in range(TN):
+                        c = col0 + tx + j * THREADS_2D
+                        if r < m_size and c < n_size:
+                            if accumulate:
+                                out[r, c] += epilogue(acc[i, j], bias, c)
+                            else:
+                                out[r, c] = epilogue(acc[i, j], bias, c)
 
     return kernel
 
@@ -144,27 +158,29 @@ def bias_grad_grid(cols: int) -> int:
 @functools.lru_cache(maxsize=None)
 def act_grad_bias(grad):
     """out = grad(g, v) elementwise over (rows, cols) and gb = out summed over the rows, in one
-    pass. A block of (32, 8) threads owns 32 columns (coalesced rows); its 8 rows of threads
-    stride down the rows and add their partial sums in shared memory: no atomics, so the sum
+    pass. A block of (32, 8) threads owns 32 columns at a time (coalesced rows); its 8 rows of
+    threads stride down the rows and add their partial sums in shared memory: no atomics, so the sum
     is the same from run to run. Launch on bias_grad_grid(cols) blocks."""
 
     @cuda.jit
     def kernel(g, v, out, gb):
         partial = cuda.shared.array((BIAS_ROWS, BIAS_COLS), float32)
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-        j = cuda.blockIdx.x * BIAS_COLS + tx
-        s = float32(0)
-        if j < out.shape[1]:
-            for i in range(ty, out.shape[0], BIAS_ROWS):
-                r = grad(g[i, j], v[i, j])
-                out[i, j] = r
-                s += r
-        partial[ty, tx] = s
-        cuda.syncthreads()
-        if ty == 0 and j < out.shape[1]:
-            for k in range(1, BIAS_ROWS):
-                s += partial[k, tx]
-            gb[j] = s
+        for j0 in range(cuda.blockIdx.x * BIAS_COLS, out.shape[1], cuda.gridDim.x * BIAS_COLS):
+            j = j0 + tx
+            s = float32(0)
+            if j < out.shape[1]:
+                for i in range(ty, out.shape[0], BIAS_ROWS):
+                    r = grad(g[i, j], v[i, j])
+                    out[i, j] = r
+                    s += r
+            partial[ty, tx] = s
+            cuda.syncthreads()
+            if ty == 0 and j < out.shape[1]:
+                for k in range(1, BIAS_ROWS):
+                    s += partial[k, tx]
+                gb[j] = s
+            cuda.syncthreads()  # read before the block's next columns overwrite it
 
     return kernel
 
@@ -176,57 +192,49 @@ def act_grad_bias(grad):
 
 @cuda.jit
 def softmax_rows(x, out):
-    i = cuda.grid(1)
-    if i < x.shape[0]:
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
         M.softmax_row(x[i], out[i])
 
 
 @cuda.jit
 def softmax_grad_rows(g, y, out):
-    i = cuda.grid(1)
-    if i < g.shape[0]:
+    for i in range(cuda.grid(1), g.shape[0], cuda.gridsize(1)):
         M.softmax_grad_row(g[i], y[i], out[i])
 
 
 @cuda.jit
 def softmax_ce_rows(z, t, out):
-    i = cuda.grid(1)
-    if i < z.shape[0]:
+    for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
         out[i] = M.softmax_ce_row(z[i], t[i])
 
 
 @cuda.jit
 def softmax_ce_grad_rows(z, t, g, out):
-    i = cuda.grid(1)
-    if i < z.shape[0]:
+    for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
         M.softmax_ce_grad_row(z[i], t[i], g[i], out[i])
 
 
 @cuda.jit
 def sparse_softmax_ce_rows(z, labels, out):
-    i = cuda.grid(1)
-    if i < z.shape[0]:
+    for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
         out[i] = M.sparse_softmax_ce_row(z[i], labels[i])
 
 
 @cuda.jit
 def sparse_softmax_ce_grad_rows(z, labels, g, out):
-    i = cuda.grid(1)
-    if i < z.shape[0]:
+    for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
         M.sparse_softmax_ce_grad_row(z[i], labels[i], g[i], out[i])
 
 
 @cuda.jit
 def pick_rows(p, labels, out):
-    i = cuda.grid(1)
-    if i < p.shape[0]:
+    for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
         out[i] = M.pick(p[i], labels[i])
 
 
 @cuda.jit
 def unpick_rows(g, labels, out):
-    i = cuda.grid(1)
-    if i < out.shape[0]:
+    for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
         M.unpick_row(g[i], labels[i], out[i])
 
 
@@ -237,8 +245,7 @@ def unpick_rows(g, labels, out):
 def reduce_3d(x, out, scale):
     """out[a, c] = scale * sum over b of x[a, b, c]: a thread per output, adjacent threads at
     adjacent c (coalesced reads of each x[a, b, :])."""
-    t = cuda.grid(1)
-    if t < out.size:
+    for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         a, c = t // out.shape[1], t % out.shape[1]
         s = float32(0)
         for b in range(x.shape[1]):
@@ -248,16 +255,16 @@ def reduce_3d(x, out, scale):
 
 @cuda.jit
 def reduce_all(x, out, scale):
-    """out[0] = scale * sum(x), one block of THREADS_1D: each thread sums a strided share, then a
+    """out[0] = scale * sum(x), one block of REDUCE_THREADS: each thread sums a strided share, then a
     tree in shared memory."""
-    partial = cuda.shared.array(THREADS_1D, float32)
+    partial = cuda.shared.array(REDUCE_THREADS, float32)
     t = cuda.threadIdx.x
     s = float32(0)
-    for i in range(t, x.size, THREADS_1D):
+    for i in range(t, x.size, REDUCE_THREADS):
         s += x[i]
     partial[t] = s
     cuda.syncthreads()
-    width = THREADS_1D // 2
+    width = REDUCE_THREADS // 2
     while width > 0:
         if t < width:
             partial[t] += partial[t + width]
@@ -276,8 +283,7 @@ def _index_3d(t, shape):
 @cuda.jit
 def reduce_max_3d(x, out):
     """out[a, c] = max over b of x[a, b, c]: a thread per output, as reduce_3d."""
-    t = cuda.grid(1)
-    if t < out.size:
+    for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         a, c = t // out.shape[1], t % out.shape[1]
         m = x[a, 0, c]
         for b in range(1, x.shape[1]):
@@ -288,16 +294,14 @@ def reduce_max_3d(x, out):
 @cuda.jit
 def broadcast_3d(g, out):
     """out[a, b, c] = g[a, c]."""
-    t = cuda.grid(1)
-    if t < out.size:
+    for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         a, b, c = _index_3d(t, out.shape)
         out[a, b, c] = g[a, c]
 
 
 @cuda.jit
 def fill(out, value):
-    t = cuda.grid(1)
-    if t < out.size:
+    for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         out[t] = value
 
 
@@ -312,8 +316,7 @@ def scale(x, factor):
 @cuda.jit
 def copy_3d(src, src_start, dst, dst_start, n):
     """dst[a, dst_start + b, c] = src[a, src_start + b, c] for b < n (concat and slice)."""
-    t = cuda.grid(1)
-    if t < src.shape[0] * n * src.shape[2]:
+    for t in range(cuda.grid(1), src.shape[0] * n * src.shape[2], cuda.gridsize(1)):
         a, b, c = _index_3d(t, (src.shape[0], n, src.shape[2]))
         dst[a, dst_start + b, c] = src[a, src_start + b, c]
 
@@ -322,8 +325,7 @@ def copy_3d(src, src_start, dst, dst_start, n):
 def repeat_3d(x, out):
     """out[a, j, c] = x[a, j // n, c] with n = out.shape[1] // x.shape[1]: each entry of the middle
     axis n times in a row (np.repeat)."""
-    t = cuda.grid(1)
-    if t < out.size:
+    for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         a, j, c = _index_3d(t, out.shape)
         out[a, j, c] = x[a, j // (out.shape[1] // x.shape[1]), c]
 
@@ -348,8 +350,7 @@ def _index_nhwc(t, shape):
 def im2col(x, cols, kh, kw, sh, sw, dh, dw, pt, pl):
     """cols[b, oh, ow, (i*kw + j)*C + c] = x[b, oh*sh - pt + i*dh, ow*sw - pl + j*dw, c], 0 outside.
     (kh is unused: it keeps the arguments those of col2im and the CPU kernels.)"""
-    t = cuda.grid(1)
-    if t < cols.size:
+    for t in range(cuda.grid(1), cols.size, cuda.gridsize(1)):
         b, oh, ow, k = _index_nhwc(t, cols.shape)
         tap, c = k // x.shape[3], k % x.shape[3]
         r = oh * sh - pt + (tap // kw) * dh
@@ -372,8 +373,7 @@ def _window_at(p, stride, n):
 def col2im(cols, x, kh, kw, sh, sw, dh, dw, pt, pl):
     """The adjoint of im2col: x[b, r, s, c] = sum of the patch entries that read it, gathered over
     the kernel taps (i, j) whose window position lands on (r, s)."""
-    t = cuda.grid(1)
-    if t < x.size:
+    for t in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         b, r, s, c = _index_nhwc(t, x.shape)
         acc = float32(0)
         for i in range(kh):
@@ -404,8 +404,7 @@ def _windows_over(p, stride, size, n):
 @cuda.jit
 def pool2d(x, y, is_max, ph, pw, sh, sw, pt, pl):
     """Max or average over each window; padding never counts."""
-    t = cuda.grid(1)
-    if t < y.size:
+    for t in range(cuda.grid(1), y.size, cuda.gridsize(1)):
         b, oh, ow, c = _index_nhwc(t, y.shape)
         r0, r1 = _window(oh, sh, pt, ph, x.shape[1])
         s0, s1 = _window(ow, sw, pl, pw, x.shape[2])
@@ -434,8 +433,7 @@ def pool2d_grad(g, x, y, gx, is_max, ph, pw, sh, sw, pt, pl, relu):
     """The VJP of pool2d, a thread per input element summing over the windows that cover it. Max:
     each window's g goes to its first maximum. Avg: g spread evenly over the window. relu: x is a
     ReLU's output, whose gradient applies too (nothing where x is 0)."""
-    t = cuda.grid(1)
-    if t < gx.size:
+    for t in range(cuda.grid(1), gx.size, cuda.gridsize(1)):
         b, r, s, c = _index_nhwc(t, gx.shape)
         v = x[b, r, s, c]
         acc = float32(0)
@@ -455,8 +453,7 @@ def pool2d_grad(g, x, y, gx, is_max, ph, pw, sh, sw, pt, pl, relu):
 @cuda.jit
 def gather_rows(table, ids, out):
     """out[n, :] = table[int(ids[n]), :] (float ids are truncated, as Keras casts them)."""
-    t = cuda.grid(1)
-    if t < out.size:
+    for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         n, j = t // out.shape[1], t % out.shape[1]
         out[n, j] = 0
         if 0 <= ids[n] < table.shape[0]:  # as the CPU's: an id outside the table reads zeros
@@ -467,8 +464,7 @@ def gather_rows(table, ids, out):
 def scatter_add_rows(g, ids, out):
     """out[int(ids[n]), :] += g[n, :], atomically (ids repeat): the VJP of gather_rows. Zero out
     first. The atomics make the order of each sum, and so its last bits, vary from run to run."""
-    t = cuda.grid(1)
-    if t < g.size:
+    for t in range(cuda.grid(1), g.size, cuda.gridsize(1)):
         n, j = t // g.shape[1], t % g.shape[1]
         if 0 <= ids[n] < out.shape[0]:
             cuda.atomic.add(out, (int(ids[n]), j), g[n, j])
@@ -491,20 +487,11 @@ def moving_average(m, x, momentum):
 # step in processing order, k = T-1-t the input step read when going backwards.
 
 
-@cuda.jit(device=True)
-def _unit(h):
-    """(b, j) of this thread over state-shaped h, or (-1, -1) past its end."""
-    i = cuda.grid(1)
-    if i >= h.size:
-        return -1, -1
-    return i // h.shape[1], i % h.shape[1]
-
-
 @cuda.jit
 def rnn_start(h0, c0, keep, h, c, he, initial, lstm, dropped):
     """The state before the first step: h0 and c0 (or zeros), and the first he."""
-    b, j = _unit(h)
-    if b >= 0:
+    for i in range(cuda.grid(1), h.size, cuda.gridsize(1)):
+        b, j = i // h.shape[1], i % h.shape[1]  # a (sample, unit)
         h[b, j] = h0[b, j] if initial else float32(0)
         c[b, j] = c0[b, j] if initial and lstm else float32(0)
         M.rnn_recurrent_input(h, keep, he, b, j, dropped)
@@ -513,8 +500,8 @@ def rnn_start(h0, c0, keep, h, c, he, initial, lstm, dropped):
 @cuda.jit
 def gru_v1_gates(xp, rec, gates, he, rhe, t, backwards, ract):
     """A GRU with reset_after=False, between its two GEMMs of step t."""
-    b, j = _unit(he)
-    if b >= 0:
+    for i in range(cuda.grid(1), he.size, cuda.gridsize(1)):
+        b, j = i // he.shape[1], i % he.shape[1]  # a (sample, unit)
         nt = xp.shape[1]
         k = nt - 1 - t if backwards else t
         M.gru_v1_gates(xp, rec, gates, he, rhe, b, j, k, t if gates.shape[1] == nt else 0, ract)
@@ -523,8 +510,8 @@ def gru_v1_gates(xp, rec, gates, he, rhe, t, backwards, ract):
 @cuda.jit
 def rnn_step(xp, rec, rb, mask, keep, gates, out, h, c, he, t, cell, act, ract, backwards, v1, has_rb, masked, dropped):
     """Step t after its recurrent GEMM (rec): the new state, and the next step's he."""
-    b, j = _unit(h)
-    if b >= 0:
+    for i in range(cuda.grid(1), h.size, cuda.gridsize(1)):
+        b, j = i // h.shape[1], i % h.shape[1]  # a (sample, unit)
         nt = xp.shape[1]
         k = nt - 1 - t if backwards else t
         st = t if gates.shape[1] == nt else 0
@@ -540,8 +527,8 @@ def rnn_step_grad(
     """Step t back through time, before the recurrent GEMM of its gradient (dzs); with carry, d h
     from the step after it first (its GEMM's acc and its direct part: rnn_carry_grad's work, one
     launch a step fewer)."""
-    b, j = _unit(dh)
-    if b >= 0:
+    for i in range(cuda.grid(1), dh.size, cuda.gridsize(1)):
+        b, j = i // dh.shape[1], i % dh.shape[1]  # a (sample, unit)
         if carry:
             M.rnn_carry_grad(acc, keep, direct, dh, b, j, dropped)
         k = out.shape[1] - 1 - t if backwards else t
@@ -554,8 +541,8 @@ def rnn_step_grad(
 @cuda.jit
 def gru_v1_reset_grad(acc, gates, hes, mask, dz, dzs, t, backwards, ract, masked):
     """A GRU with reset_after=False, between the candidate's gradient GEMM and z and r's."""
-    b, j = _unit(acc)
-    if b >= 0:
+    for i in range(cuda.grid(1), acc.size, cuda.gridsize(1)):
+        b, j = i // acc.shape[1], i % acc.shape[1]  # a (sample, unit)
         k = gates.shape[1] - 1 - t if backwards else t
         M.gru_v1_reset_grad(acc, gates, hes, mask, dz, dzs, b, j, t, k, ract, masked)
 
@@ -563,16 +550,15 @@ def gru_v1_reset_grad(acc, gates, hes, mask, dz, dzs, t, backwards, ract, masked
 @cuda.jit
 def rnn_carry_grad(acc, keep, direct, dh, dropped):
     """d h before the first step (d h0), from its gradient GEMM (acc) and the direct part."""
-    b, j = _unit(dh)
-    if b >= 0:
+    for i in range(cuda.grid(1), dh.size, cuda.gridsize(1)):
+        b, j = i // dh.shape[1], i % dh.shape[1]  # a (sample, unit)
         M.rnn_carry_grad(acc, keep, direct, dh, b, j, dropped)
 
 
 @cuda.jit
 def reverse_time(x, out):
     """out[:, t] = x[:, T-1-t] over [B, T, rest]."""
-    i = cuda.grid(1)
-    if i < out.size:
+    for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         b, t, c = _index_3d(i, out.shape)
         out[b, t, c] = x[b, out.shape[1] - 1 - t, c]
 
@@ -583,8 +569,7 @@ def batch_matmul(trans_a: bool, trans_b: bool):
 
     @cuda.jit
     def kernel(a, b, out):
-        t = cuda.grid(1)
-        if t < out.size:
+        for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):
             m, n = out.shape[1], out.shape[2]
             i, r, c = t // (m * n), (t // n) % m, t % n
             acc = float32(0)

@@ -171,7 +171,7 @@ class CudaExecutable:
         from ..kernels import cuda as K
 
         g = self._device["grads"]
-        K.scale[K.update_blocks(g.size), K.THREADS_1D, self.stream](g, float(factor))
+        K.scale[K.update_blocks(g.size), K.threads(g.size), self.stream](g, float(factor))
 
     @property
     def device_grads(self):
