@@ -12,8 +12,9 @@ with a barrier never return before it: threads outside the data only skip the wo
 Every kernel strides over its work (a grid-stride loop; the tiled kernels over their tiles), so
 any grid computes all of it. On a GPU the grid covers the work, a thread an element. Numba's
 simulator starts a Python thread for every thread of a launch (about 0.2 ms each, far more than
-the element's work), so there grids are capped at SIM_BLOCKS blocks of 32 threads (the tiled
-kernels keep their block shapes): the same floats, a fraction of the threads."""
+an element's work), so there the blocks are a few threads (SIM_THREADS, REDUCE_THREADS, the GEMM's
+and the bias gradient's tiles) and a one-dimensional launch has SIM_BLOCKS blocks at most: the
+same kernels and the same element maths on a fraction of the threads."""
 
 from __future__ import annotations
 
@@ -25,11 +26,13 @@ from numba import config, cuda, float32
 from . import maths as M
 from .maths import maximum, minimum
 
+SIMULATED = config.ENABLE_CUDASIM
 THREADS_1D = 256  # threads per block of the one-dimensional kernels
-REDUCE_THREADS = 32 if config.ENABLE_CUDASIM else THREADS_1D  # reduce_all's one block (a barrier a level)
-# Blocks a launch has at most in the simulator (0: as many as on a GPU); two, so that striding
-# across blocks is checked there too
-SIM_BLOCKS = int(os.environ.get("KGRAPH_CUDASIM_BLOCKS", "2")) if config.ENABLE_CUDASIM else 0
+# In the simulator: a one-dimensional launch's blocks at most (0: as many as on a GPU; two, so
+# that striding across blocks is checked there too) and their threads
+SIM_BLOCKS = int(os.environ.get("KGRAPH_CUDASIM_BLOCKS", "2")) if SIMULATED else 0
+SIM_THREADS = 4
+REDUCE_THREADS = 4 if SIMULATED else THREADS_1D  # reduce_all's one block (a barrier a level)
 
 
 UPDATE_BLOCKS = 1024  # an optimizer update's blocks at most; each thread strides over the rest
@@ -43,9 +46,9 @@ def blocks(n: int, threads: int = THREADS_1D) -> int:
 
 def threads(n: int) -> int:
     """Threads per block of a one-dimensional kernel over n elements: whole warps, THREADS_1D at
-    most (a small layer's step launches no idle threads), one warp in the simulator. Only
+    most (a small layer's step launches no idle threads); SIM_THREADS in the simulator. Only
     reduce_all needs REDUCE_THREADS exactly; the others stride by cuda.grid and cuda.gridsize."""
-    return 32 if SIM_BLOCKS else min(THREADS_1D, 32 * max(1, -(-n // 32)))
+    return SIM_THREADS if SIM_BLOCKS else min(THREADS_1D, 32 * max(1, -(-n // 32)))
 
 
 def update_blocks(n: int) -> int:
@@ -59,7 +62,7 @@ def update_blocks(n: int) -> int:
 # that waits at each barrier: there the same kernel runs on blocks of 4x4 threads (a 16x16 tile),
 # a sixteenth of the threads, unless KGRAPH_CUDASIM_GEMM_THREADS=16 asks for the GPU's blocks (the
 # tests' kernel checks do).
-THREADS_2D = int(os.environ.get("KGRAPH_CUDASIM_GEMM_THREADS", "4")) if config.ENABLE_CUDASIM else 16
+THREADS_2D = int(os.environ.get("KGRAPH_CUDASIM_GEMM_THREADS", "4")) if SIMULATED else 16
 TM = TN = 4
 BM, BN, BK = THREADS_2D * TM, THREADS_2D * TN, 16
 LOADS = BM * BK // THREADS_2D**2  # elements of each staged tile one thread loads
@@ -148,7 +151,7 @@ def gemm(transpose_a: bool, transpose_b: bool, epilogue, accumulate: bool = Fals
 
 
 # ---------------------------------------------------------------- fused backward
-BIAS_COLS, BIAS_ROWS = 32, 8
+BIAS_COLS, BIAS_ROWS = (4, 2) if SIMULATED else (32, 8)  # a block's columns and rows of threads
 
 
 def bias_grad_grid(cols: int) -> int:
