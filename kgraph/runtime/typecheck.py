@@ -3,7 +3,10 @@ same kernels, compiled and cached apart, called in the same order. What only the
 step would have checked, that Numba can type every line of the generated code in nopython mode,
 is still checked: each function of the step's module runs the compile's first stage, Numba's
 type inference, on the types of its first call's arguments (a tenth of the compile's time: no
-code is generated), and a typing error raises as the compile would have.
+code is generated), and a typing error raises as the compile would have. It types the function
+the Python step runs, whose calls go to the parallel kernels' serial forms (serial.py): the same
+signatures, and the forms the step compiles anyway. Typed against the parallel kernels, each call
+compiled its kernel's parallel form, a second or more apiece, most of the test suite's time.
 
 A training step's loop over its steps calls its halves, train_grads and train_apply: typing the
 loop would compile them, so only the halves are typed (the loop is the same few lines for every
@@ -41,16 +44,17 @@ class _TypeOnly(compiler.CompilerBase):
         return [pm]
 
 
-def type_check(dispatcher, args):
-    """Type `dispatcher`'s function for the types of `args` as its compile would (its options,
-    nopython mode), generating no code; returns the return type, or raises Numba's TypingError."""
+def type_check(dispatcher, args, func=None):
+    """Type `func` (by default `dispatcher`'s function) for the types of `args` as the
+    dispatcher's compile would (its options, nopython mode), generating no code; returns the
+    return type, or raises Numba's TypingError."""
     flags = compiler.Flags()
     dispatcher.targetdescr.options.parse_as_flags(flags, dispatcher.targetoptions)
     signature = tuple(numba.typeof(a) for a in args)
     return compiler.compile_extra(
         dispatcher.targetdescr.typing_context,
         dispatcher.targetdescr.target_context,
-        dispatcher.py_func,
+        func or dispatcher.py_func,
         signature,
         None,
         flags,
@@ -83,7 +87,7 @@ def _typed_on_first_call(dispatcher, body):
 
     def call(*args):
         if not typed:
-            type_check(dispatcher, args)
+            type_check(dispatcher, args, body)
             typed.append(True)
         return body(*args)
 
