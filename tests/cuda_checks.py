@@ -124,6 +124,27 @@ def kernels():
     close(out, want, "act_grad")
     close(gb, ref("reduce_sum", want, axes=(0,)), "fused bias gradient")
 
+    # every kernel strides over its work: one block, far fewer threads than elements or tiles,
+    # still computes all of it (the simulator's capped grids rely on it; a GPU's grid covers it)
+    assert not K.SIMULATED or (K.blocks(10_000) == K.SIM_BLOCKS == 2 and K.threads(10_000) == K.SIM_THREADS)
+    close(run(K.fill, 1, 3, np.zeros(1000, np.float32), 2.0)[0], np.full(1000, 2, np.float32), "fill, 1x3")
+    a, b = rand(70, 21), rand(21, 45)  # 5x3 tiles of 16, 2x1 of the GPU's 64 on one block
+    out = run(
+        K.gemm(False, False, K.product),
+        (1, 1),
+        (K.THREADS_2D, K.THREADS_2D),
+        a,
+        b,
+        np.zeros((70, 45), np.float32),
+        np.zeros((70, 45), np.float32),
+    )[3]
+    close(out, ref("matmul", a, b), "gemm on one block")
+    g, y = rand(19, 40), np.maximum(rand(19, 40), 0)  # 40 columns: several column groups
+    out, gb = run(
+        K.act_grad_bias(relu_grad), 1, (K.BIAS_COLS, K.BIAS_ROWS), g, y, np.zeros_like(g), np.zeros(40, np.float32)
+    )[2:]
+    close(gb, ref("act_grad", g, y, activation="relu").sum(0), "fused bias gradient on one block")
+
     rows = lambda kernel, *args: run(kernel, K.blocks(5), K.THREADS_1D, *args)  # noqa: E731
     z, t = rand(5, 7), np.abs(rand(5, 7))
     t /= t.sum(1, keepdims=True)
