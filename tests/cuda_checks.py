@@ -38,6 +38,8 @@ def kernels():
 
     from kgraph.kernels import cuda as K
 
+    STRIDING = (2, 2)  # a one-dimensional launch of 2 blocks of 2 threads: every kernel below strides
+
     def run(kernel, grid, block, *args):
         dev = [cuda.to_device(a) if isinstance(a, np.ndarray) else a for a in args]
         kernel[grid, block](*dev)
@@ -87,7 +89,7 @@ def kernels():
         for tb in (False, True):
             a = rand(3, 4, 5) if ta else rand(3, 5, 4)
             b = rand(3, 6, 4) if tb else rand(3, 4, 6)
-            out = run(K.batch_matmul(ta, tb), K.blocks(90), K.THREADS_1D, a, b, np.zeros((3, 5, 6), np.float32))[2]
+            out = run(K.batch_matmul(ta, tb), *STRIDING, a, b, np.zeros((3, 5, 6), np.float32))[2]
             close(out, ref("batch_matmul", a, b, transpose_a=ta, transpose_b=tb), f"batch_matmul ta={ta} tb={tb}")
 
     @cuda.jit(device=True)
@@ -126,26 +128,28 @@ def kernels():
 
     # every kernel strides over its work: one block, far fewer threads than elements or tiles,
     # still computes all of it (the simulator's capped grids rely on it; a GPU's grid covers it)
-    assert not K.SIMULATED or (K.blocks(10_000) == K.SIM_BLOCKS == 2 and K.threads(10_000) == K.SIM_THREADS)
+    assert not K.SIM_BLOCKS or (K.blocks(10_000) == K.SIM_BLOCKS and K.threads(10_000) == K.SIM_THREADS)
     close(run(K.fill, 1, 3, np.zeros(1000, np.float32), 2.0)[0], np.full(1000, 2, np.float32), "fill, 1x3")
-    a, b = rand(70, 21), rand(21, 45)  # 5x3 tiles of 16, 2x1 of the GPU's 64 on one block
+    a, b = rand(70, 21), rand(21, 130)  # 2x3 tiles of the GPU's 64 (5x9 of 16) on one block
     out = run(
         K.gemm(False, False, K.product),
         (1, 1),
         (K.THREADS_2D, K.THREADS_2D),
         a,
         b,
-        np.zeros((70, 45), np.float32),
-        np.zeros((70, 45), np.float32),
+        np.zeros((70, 130), np.float32),
+        np.zeros((70, 130), np.float32),
     )[3]
     close(out, ref("matmul", a, b), "gemm on one block")
     g, y = rand(19, 40), np.maximum(rand(19, 40), 0)  # 40 columns: several column groups
     out, gb = run(
         K.act_grad_bias(relu_grad), 1, (K.BIAS_COLS, K.BIAS_ROWS), g, y, np.zeros_like(g), np.zeros(40, np.float32)
     )[2:]
-    close(gb, ref("act_grad", g, y, activation="relu").sum(0), "fused bias gradient on one block")
+    want = ref("act_grad", g, y, activation="relu")
+    close(out, want, "act_grad on one block")
+    close(gb, want.sum(0), "fused bias gradient on one block")
 
-    rows = lambda kernel, *args: run(kernel, K.blocks(5), K.THREADS_1D, *args)  # noqa: E731
+    rows = lambda kernel, *args: run(kernel, *STRIDING, *args)  # noqa: E731
     z, t = rand(5, 7), np.abs(rand(5, 7))
     t /= t.sum(1, keepdims=True)
     labels, gr = np.array([0, 6, 3, 3, 1], np.int32), rand(5)
@@ -172,11 +176,11 @@ def kernels():
     close(rows(K.unpick_rows, gr, labels, np.full_like(z, 9))[2], ref("unpick", gr, labels, z), "unpick")
 
     x3 = rand(3, 5, 4)
-    out = run(K.reduce_3d, K.blocks(12), K.THREADS_1D, x3, np.zeros((3, 4), np.float32), 1 / 5)[1]
+    out = run(K.reduce_3d, *STRIDING, x3, np.zeros((3, 4), np.float32), 1 / 5)[1]
     close(out, ref("reduce_mean", x3, axes=(1,)), "reduce_3d")
-    out = run(K.reduce_max_3d, K.blocks(12), K.THREADS_1D, x3, np.zeros((3, 4), np.float32))[1]
+    out = run(K.reduce_max_3d, *STRIDING, x3, np.zeros((3, 4), np.float32))[1]
     close(out, ref("reduce_max", x3, axes=(1,)), "reduce_max_3d")
-    out = run(K.repeat_3d, K.blocks(180), K.THREADS_1D, x3, np.zeros((3, 15, 4), np.float32))[1]
+    out = run(K.repeat_3d, *STRIDING, x3, np.zeros((3, 15, 4), np.float32))[1]
     close(out, ref("repeat", x3, axis=1, n=3), "repeat_3d")
     flat = rand(300)
     close(
@@ -186,16 +190,16 @@ def kernels():
     )
     g2 = rand(3, 4)
     close(
-        run(K.broadcast_3d, K.blocks(60), K.THREADS_1D, g2, np.zeros((3, 5, 4), np.float32))[1],
+        run(K.broadcast_3d, *STRIDING, g2, np.zeros((3, 5, 4), np.float32))[1],
         ref("broadcast_like", g2, x3, axes=(1,)),
         "broadcast_3d",
     )
     assert run(K.fill, 1, 1, np.zeros(1, np.float32), 7.0)[0][0] == 7
     parts, dst = [rand(3, 2, 4), rand(3, 5, 4)], np.zeros((3, 7, 4), np.float32)
     for src, start in zip(parts, (0, 2)):
-        dst = run(K.copy_3d, K.blocks(60), K.THREADS_1D, src, 0, dst, start, src.shape[1])[2]
+        dst = run(K.copy_3d, *STRIDING, src, 0, dst, start, src.shape[1])[2]
     close(dst, ref("concat", *parts, axis=1), "copy_3d as concat")
-    out = run(K.copy_3d, K.blocks(36), K.THREADS_1D, dst, 2, np.zeros((3, 3, 4), np.float32), 0, 3)[2]
+    out = run(K.copy_3d, *STRIDING, dst, 2, np.zeros((3, 3, 4), np.float32), 0, 3)[2]
     close(out, ref("slice", dst, axis=1, start=2, stop=5), "copy_3d as slice")
 
     # the generated optimizer updates over a 300-element bucket (two blocks), against the IR's
@@ -242,13 +246,13 @@ def kernels():
             want = [a.copy() for a in [w, *slots.values()]]
             ref(op, want[0], grad, *want[1:], lr, step, np.float32(gs), **hyper)
             args = [w, grad, *slots.values(), np.array([gs], np.float32), float(lr) * h.get("weight_decay", 0.0)]
-            got = run(kernel, K.update_blocks(n), K.THREADS_1D, *(args + scalars))
+            got = run(kernel, *STRIDING, *(args + scalars))
             for name, a, b in zip(["w"] + names, [got[0]] + got[2 : 2 + len(names)], want):
                 close(a, b, f"{op} {hyper} gscale={gs}: {name}")
 
     m, batch_mean = rand(37), rand(37)
     want = ref("moving_average", m.copy(), batch_mean, momentum=0.99)
-    close(run(K.moving_average, K.update_blocks(37), K.THREADS_1D, m, batch_mean, 0.99)[0], want, "moving_average")
+    close(run(K.moving_average, *STRIDING, m, batch_mean, 0.99)[0], want, "moving_average")
 
     graph_ops()
 

@@ -72,7 +72,8 @@ PAD_M, PAD_N = BM + 1, BN + 1  # shared tiles' row lengths: the +1 spreads store
 
 
 def gemm_grid(m: int, n: int) -> tuple:
-    return blocks(n, BN), blocks(m, BM)
+    """(columns, rows) of tile blocks; a grid's y is 65535 at most (the kernel strides past it)."""
+    return blocks(n, BN), min(blocks(m, BM), 65535)
 
 
 @cuda.jit(device=True)
