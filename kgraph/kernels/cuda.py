@@ -38,17 +38,21 @@ REDUCE_THREADS = 4 if SIMULATED else THREADS_1D  # reduce_all's one block (a bar
 UPDATE_BLOCKS = 1024  # an optimizer update's blocks at most; each thread strides over the rest
 
 
+def _covering(n: int, threads: int) -> int:
+    """Blocks of `threads` that cover n elements (at least one)."""
+    return max(1, -(-n // threads))
+
+
 def blocks(n: int, threads: int = THREADS_1D) -> int:
-    """Blocks of `threads` covering n elements (at least one); SIM_BLOCKS at most in the simulator."""
-    covering = max(1, -(-n // threads))
-    return min(covering, SIM_BLOCKS) if SIM_BLOCKS else covering
+    """Blocks of `threads` covering n elements; SIM_BLOCKS at most in the simulator."""
+    return min(_covering(n, threads), SIM_BLOCKS) if SIM_BLOCKS else _covering(n, threads)
 
 
 def threads(n: int) -> int:
     """Threads per block of a one-dimensional kernel over n elements: whole warps, THREADS_1D at
     most (a small layer's step launches no idle threads); SIM_THREADS in the simulator. Only
     reduce_all needs REDUCE_THREADS exactly; the others stride by cuda.grid and cuda.gridsize."""
-    return SIM_THREADS if SIM_BLOCKS else min(THREADS_1D, 32 * max(1, -(-n // 32)))
+    return SIM_THREADS if SIM_BLOCKS else min(THREADS_1D, 32 * _covering(n, 32))
 
 
 def update_blocks(n: int) -> int:
@@ -491,11 +495,17 @@ def moving_average(m, x, momentum):
 # step in processing order, k = T-1-t the input step read when going backwards.
 
 
+@cuda.jit(device=True)
+def _unit(i, h):
+    """(b, j): the (sample, unit) of flat index i over state-shaped h."""
+    return i // h.shape[1], i % h.shape[1]
+
+
 @cuda.jit
 def rnn_start(h0, c0, keep, h, c, he, initial, lstm, dropped):
     """The state before the first step: h0 and c0 (or zeros), and the first he."""
     for i in range(cuda.grid(1), h.size, cuda.gridsize(1)):
-        b, j = i // h.shape[1], i % h.shape[1]  # a (sample, unit)
+        b, j = _unit(i, h)
         h[b, j] = h0[b, j] if initial else float32(0)
         c[b, j] = c0[b, j] if initial and lstm else float32(0)
         M.rnn_recurrent_input(h, keep, he, b, j, dropped)
@@ -505,7 +515,7 @@ def rnn_start(h0, c0, keep, h, c, he, initial, lstm, dropped):
 def gru_v1_gates(xp, rec, gates, he, rhe, t, backwards, ract):
     """A GRU with reset_after=False, between its two GEMMs of step t."""
     for i in range(cuda.grid(1), he.size, cuda.gridsize(1)):
-        b, j = i // he.shape[1], i % he.shape[1]  # a (sample, unit)
+        b, j = _unit(i, he)
         nt = xp.shape[1]
         k = nt - 1 - t if backwards else t
         M.gru_v1_gates(xp, rec, gates, he, rhe, b, j, k, t if gates.shape[1] == nt else 0, ract)
@@ -515,7 +525,7 @@ def gru_v1_gates(xp, rec, gates, he, rhe, t, backwards, ract):
 def rnn_step(xp, rec, rb, mask, keep, gates, out, h, c, he, t, cell, act, ract, backwards, v1, has_rb, masked, dropped):
     """Step t after its recurrent GEMM (rec): the new state, and the next step's he."""
     for i in range(cuda.grid(1), h.size, cuda.gridsize(1)):
-        b, j = i // h.shape[1], i % h.shape[1]  # a (sample, unit)
+        b, j = _unit(i, h)
         nt = xp.shape[1]
         k = nt - 1 - t if backwards else t
         st = t if gates.shape[1] == nt else 0
@@ -532,7 +542,7 @@ def rnn_step_grad(
     from the step after it first (its GEMM's acc and its direct part: rnn_carry_grad's work, one
     launch a step fewer)."""
     for i in range(cuda.grid(1), dh.size, cuda.gridsize(1)):
-        b, j = i // dh.shape[1], i % dh.shape[1]  # a (sample, unit)
+        b, j = _unit(i, dh)
         if carry:
             M.rnn_carry_grad(acc, keep, direct, dh, b, j, dropped)
         k = out.shape[1] - 1 - t if backwards else t
@@ -546,7 +556,7 @@ def rnn_step_grad(
 def gru_v1_reset_grad(acc, gates, hes, mask, dz, dzs, t, backwards, ract, masked):
     """A GRU with reset_after=False, between the candidate's gradient GEMM and z and r's."""
     for i in range(cuda.grid(1), acc.size, cuda.gridsize(1)):
-        b, j = i // acc.shape[1], i % acc.shape[1]  # a (sample, unit)
+        b, j = _unit(i, acc)
         k = gates.shape[1] - 1 - t if backwards else t
         M.gru_v1_reset_grad(acc, gates, hes, mask, dz, dzs, b, j, t, k, ract, masked)
 
@@ -555,7 +565,7 @@ def gru_v1_reset_grad(acc, gates, hes, mask, dz, dzs, t, backwards, ract, masked
 def rnn_carry_grad(acc, keep, direct, dh, dropped):
     """d h before the first step (d h0), from its gradient GEMM (acc) and the direct part."""
     for i in range(cuda.grid(1), dh.size, cuda.gridsize(1)):
-        b, j = i // dh.shape[1], i % dh.shape[1]  # a (sample, unit)
+        b, j = _unit(i, dh)
         M.rnn_carry_grad(acc, keep, direct, dh, b, j, dropped)
 
 
