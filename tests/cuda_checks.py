@@ -126,10 +126,10 @@ def kernels():
     close(out, want, "act_grad")
     close(gb, ref("reduce_sum", want, axes=(0,)), "fused bias gradient")
 
-    # every kernel strides over its work: one block, far fewer threads than elements or tiles,
+    # every kernel strides over its work: a grid of far fewer threads than elements or tiles
     # still computes all of it (the simulator's capped grids rely on it; a GPU's grid covers it)
     assert not K.SIM_BLOCKS or (K.blocks(10_000) == K.SIM_BLOCKS and K.threads(10_000) == K.SIM_THREADS)
-    close(run(K.fill, 1, 3, np.zeros(1000, np.float32), 2.0)[0], np.full(1000, 2, np.float32), "fill, 1x3")
+    close(run(K.fill, *STRIDING, np.zeros(1000, np.float32), 2.0)[0], np.full(1000, 2, np.float32), "fill")
     a, b = rand(70, 21), rand(21, 130)  # 2x3 tiles of the GPU's 64 (5x9 of 16) on one block
     out = run(
         K.gemm(False, False, K.product),
