@@ -29,6 +29,7 @@ class Role(Enum):
     COLUMN_SUM = "column_sum"  # a sum over the leading axes: may be a bias gradient
     COLUMN_MEAN = "column_mean"  # a mean over the leading axes: the loop it reads may write it
     CHAIN = "chain"  # elementwise: may join a chain computed in one loop
+    BROADCAST = "broadcast"  # its first operand repeated to another's shape: a loop may read it as is
     SOFTMAX = "softmax"  # a cross-entropy of its output reads its input as logits
     SIGMOID = "sigmoid"  # a binary cross-entropy of its output reads its input as logits
     OPTIMIZER_UPDATE = "optimizer_update"  # one parameter's update: all of them run in one loop

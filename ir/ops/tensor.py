@@ -91,7 +91,8 @@ def _broadcast_like(g, x, axes=None, keepdims=False):
     return np.broadcast_to(g, x.shape).copy()
 
 
-# not a chain member (Role.CHAIN): its operand is reduced, not broadcastable to its output
+# not a chain member (Role.CHAIN): its operand is reduced, not broadcastable to its output; but a
+# one-element operand (a full reduction's: a loss's gradient) is, and a loop may read it as it is
 register(
     OpDef(
         "broadcast_like",
@@ -100,6 +101,7 @@ register(
         _broadcast_like,
         None,
         doc="g (reduced over `axes` of x) broadcast back to the shape of x: the VJP of a reduction",
+        roles=frozenset({Role.BROADCAST}),
     )
 )
 register(

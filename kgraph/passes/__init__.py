@@ -20,6 +20,7 @@ from .fusion import (
     fuse_elementwise,
     fuse_pool_relu_grad,
     fuse_updates,
+    read_scalar_broadcasts,
 )
 from .loss import LOSSES, add_loss
 from .memory import MemoryPlan, materialize_gradients, plan_memory, updates_last
@@ -101,6 +102,7 @@ def run_pipeline(
         out.decisions += fuse_pool_relu_grad(g)
         out.decisions += fuse_bias_grad(g)
         out.decisions += fuse_elementwise(g)
+        out.decisions += read_scalar_broadcasts(g)
         out.decisions += fuse_column_sums(g)
         out.decisions += fuse_updates(g)
     done("fuse")
@@ -137,6 +139,7 @@ __all__ = [
     "fuse_elementwise",
     "fuse_column_sums",
     "fuse_updates",
+    "read_scalar_broadcasts",
     "plan_memory",
     "materialize_gradients",
     "MemoryPlan",

@@ -243,6 +243,34 @@ def fuse_elementwise(graph) -> list[Decision]:
     return out
 
 
+def read_scalar_broadcasts(graph) -> list[Decision]:
+    """A loop that broadcasts its operands reads a one-element operand as it is, not its copy
+    repeated to the loop's shape: a loss's gradient starts as its seed (a scalar) broadcast to the
+    batch, then divided and weighted in one loop, which now reads the seed itself. The broadcast
+    left with no reader goes (dce), and with it a kernel of the step (and its compile on an
+    empty cache)."""
+    from ir.ops.registry import get_op
+
+    out = []
+    for node in graph.nodes():
+        if not has_role(node.op, Role.BROADCAST) or node.id in graph.outputs.values():
+            continue
+        value = node.inputs[0]
+        if any(d != 1 for d in graph.type(value).shape):  # one element, at any rank
+            continue
+        for user in graph.users(node.id):
+            inputs = [value if i == node.id else i for i in user.inputs]
+            op = get_op(user.op)
+            if (
+                _fusable_elementwise(user)
+                and value not in user.inputs
+                and op.infer([graph.type(i) for i in inputs], user.semantic_attrs()) == user.type
+            ):
+                graph.set_inputs(user.id, inputs)
+                out.append(Decision("scalar broadcast", node.id, True, f"%{user.id} reads %{value}", ("read", "kept")))
+    return out
+
+
 def _as_expr(node):
     if node.op == "fused_elementwise":
         return node.attrs["expr"], list(node.inputs), list(node.attrs["fused"])
