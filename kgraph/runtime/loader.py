@@ -64,8 +64,9 @@ def import_file(path) -> object:
 
 def _import(path: Path) -> object:
     name = f"kgraph_generated.{path.stem}"
-    if name in sys.modules:
-        return sys.modules[name]
+    loaded = sys.modules.get(name)
+    if loaded is not None and loaded.__file__ == str(path):
+        return loaded  # the same file in another cache (KGRAPH_CACHE_DIR changed) is imported anew
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # before exec: Numba's cache locator looks the module up
