@@ -202,7 +202,10 @@ def _strategy(args):
 
 
 def cmd_train(args):
-    from .runtime import data
+    from .runtime import child, data
+
+    if getattr(args, "device", "auto") != "cuda":
+        child.start_spare_for_new_kernels()  # importing while the model loads (runtime/child.py)
 
     _check_counts(args)
     if args.save_weights:

@@ -37,7 +37,7 @@ from .passes import run_pipeline, updates_last
 from .runtime.executable import Executable
 from .runtime.loader import write_source
 from .runtime.batches import is_batch_source
-from .runtime import files, sources
+from .runtime import child, files, sources
 from .runtime.policy import gc_paused
 from .runtime.checks import DataError
 from .runtime.model import CompiledModel
@@ -562,6 +562,8 @@ class Model(_WeightLists, CompiledModel):
                 "the CPU so far; compile with device='cpu', or fix the dimensions in the InputLayer"
             )
         self._use_device(*self._strategy_device(device, unknown))
+        # importing while the steps are built, the child that will compile them (runtime/child.py)
+        child.start_spare_for_new_kernels() if self.device == "cpu" else child.stop_spare()
         self._step_args = {"train": (specs, opt.spec()), "test": (specs, None), "predict": (None, None)}
         self._forget_shapes()
         if unknown:  # steps compile per input shape as data arrives (_step); the optimizer's slots now

@@ -349,3 +349,79 @@ def test_kernels_missing_from_the_cache_go_to_the_child_from_the_last(monkeypatc
     assert ahead[-1][2] == "matmul" and ahead[0][2] == "kernel"  # the update, traced last, comes first
     model.train_on_batch(x, y)
     assert len(started) == 1  # the same child
+
+
+def test_the_compile_child_starts_when_an_uncached_step_is_added_and_takes_its_job(monkeypatch, tmp_path):
+    """A new Python needs about a second to import Numba and the kernels: the child that compiles
+    a new step starts when the step is added (Model.compile), not at its first call, and that
+    child is the one compiling it; the compiled step then computes what the Python one did."""
+    from kgraph.runtime import child
+
+    monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("NUMBA_OPT", "3")  # as test_calls_switch_...: the child's -O0 code would not cache
+    x, y = _data(32)
+    model = _model(name="background_ahead")
+    spare = child._spare[0]
+    assert spare.poll() is None  # importing while the model gets ready
+    model.train_on_batch(x, y)  # in Python; kernels not in the cache yet go to the child at once
+    model.train_on_batch(x, y)  # in Python; with every kernel cached, the child starts now
+    ((sig, job),) = model.executable.compiler._jobs.values()
+    assert job is spare and child._spare is None
+    model.executable.compiler.wait()
+    assert job.returncode == 0
+    assert background.in_disk_cache(model.executable.function("train"), sig)
+
+
+def test_a_child_started_ahead_ends_when_the_step_is_in_the_cache(monkeypatch, tmp_path):
+    from kgraph.runtime import child
+
+    monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
+    x, y = _data(32)
+    model = _model(name="background_cached")
+    model.train_on_batch(x, y)
+    model.executable.compiler.wait()  # the step is in the cache now
+    child.start_spare()  # as `kgraph train` starts one before it has read the model
+    spare = child._spare[0]
+    again = _model(name="background_cached")
+    again.train_on_batch(x, y)  # loads the compiled step: nothing to compile
+    assert ("train", "step") in again.executable._compiled and not again.executable.compiler._jobs
+    assert child._spare is None and spare.poll() is not None
+
+
+def test_a_child_started_ahead_with_other_settings_does_not_take_the_job(monkeypatch, tmp_path):
+    """A spare started for another cache (or optimisation level) would compile the step into it."""
+    from kgraph.runtime import child
+
+    monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path / "before"))
+    child.start_spare()
+    spare = child._spare[0]
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path / "after"))
+    job = child.spawn(child.COMPILER, b"")  # an empty job: the child exits at once
+    assert job is not spare and spare.poll() is not None
+    assert job.wait(timeout=60) == 0
+
+
+def test_the_compile_child_starts_first_on_a_cache_without_the_kernels(monkeypatch, tmp_path):
+    """The kernels' stamp (kgraph/runtime/cache.py) says whether a step found them compiled in
+    the cache Numba uses now; where it does not, `kgraph train` starts the compile child before it
+    reads the model, and compile() before it builds the steps."""
+    from kgraph import cli
+    from kgraph.runtime import cache, child
+
+    monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
+    started = []
+    monkeypatch.setattr(child, "start_spare", lambda: started.append(cache.kernels_compiled()))
+    monkeypatch.setattr("kgraph.runtime.executable.start_spare", lambda: None)  # a new step's
+    monkeypatch.setattr(background, "_start", lambda dispatcher, sig, ahead=(): _NeverDone())
+    assert not cache.kernels_compiled()
+    assert cli.main(["train", EXAMPLE, "--epochs", "1", "--verbose", "0"]) == 0
+    # started by the CLI, then asked for by compile(); the first step compiled the kernels
+    assert started == [False, False] and cache.kernels_compiled()
+    assert cli.main(["train", EXAMPLE, "--epochs", "1", "--verbose", "0"]) == 0
+    assert started == [False, False]  # compiled: the child starts when a new step needs it
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "elsewhere"))
+    assert not cache.kernels_compiled()

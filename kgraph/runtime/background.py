@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numba
 
-from .child import COMPILER, close, enabled, read_payload, spawn, watch_parent
+from .cache import mark_kernels_compiled
+from .child import COMPILER, close, enabled, read_payload, spawn, stop_spare, watch_parent
 from .kernel_trace import compile_all, describe, kernel_calls
 from .serial import own_functions, serial_namespace, with_globals
 
@@ -51,6 +52,8 @@ class StepCompiler:
         if job is None:
             sig = tuple(numba.typeof(a) for a in args)
             if sig in dispatcher.overloads or in_disk_cache(dispatcher, sig):
+                stop_spare()  # the model's steps are cached: its other steps most likely too
+                mark_kernels_compiled()
                 return dispatcher
             # The first call runs in Python: the kernels it needs compile (or load) now. Those not
             # in the cache yet, the child starts compiling at once from the last (kernel_trace.py),
@@ -96,6 +99,7 @@ class StepCompiler:
         """End the children still compiling (their steps stay uncompiled): for a program that
         will not call those steps again, such as the benchmarks' one-off models, whose child would
         otherwise take a core from whatever runs next."""
+        stop_spare()
         for child in self._running():
             child.kill()
             child.wait()
@@ -221,7 +225,16 @@ def main() -> None:
     from ..kernels import fingerprint
     from .loader import import_file
 
-    path, name, sig, kernels, ahead = pickle.loads(read_payload())
+    # started ahead of its job (child.start_spare): load Numba's typing and lowering registries
+    # (0.4 s, the first compile's) while the program has not yet asked for anything
+    from numba.core.registry import cpu_target
+
+    cpu_target.typing_context.refresh()
+    cpu_target.target_context.refresh()
+    payload = read_payload()
+    if not payload:  # the program ended, or needed no compile
+        return
+    path, name, sig, kernels, ahead = pickle.loads(payload)
     watch_parent()
     if fingerprint() != kernels:
         # kgraph's kernels changed on disk since the parent loaded them (an upgrade mid-run): the
@@ -230,6 +243,14 @@ def main() -> None:
         sys.exit(f"kgraph's kernels changed since this program started ({kernels} -> {fingerprint()})")
     compile_all(ahead)  # the kernels the parent's first call is waiting for, from its last one
     getattr(import_file(path), name).compile(sig)
+
+
+def has_cached_code(dispatcher) -> bool:
+    """Whether Numba's on-disk cache holds any signature of `dispatcher` (see in_disk_cache)."""
+    try:
+        return bool(dispatcher._cache._cache_file._load_index())
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def in_disk_cache(dispatcher, sig) -> bool:

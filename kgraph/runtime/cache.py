@@ -9,6 +9,7 @@ Its modification time must stay as it is, since Numba's cache index checks it.""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,35 @@ def clear(root: Path | None = None) -> tuple:
     root = Path(root or cache_dir())
     (root / THREAD_CHOICES).unlink(missing_ok=True)
     return _remove(*_scan(root))
+
+
+# Whether kgraph's kernel library (kgraph/kernels) is compiled in Numba's cache here: the stamp of
+# its sources (sizes and times, as Numba's cache checks them), Numba's cache folder and Python, as
+# written when a step last found its kernels compiled. Read before Numba is imported (child.py).
+KERNELS_STAMP = "kernels_compiled"
+
+
+def _kernels_stamp() -> str:
+    sources = Path(__file__).resolve().parents[1] / "kernels"
+    files = [f"{p.name} {st.st_size} {st.st_mtime_ns}" for p in sorted(sources.glob("*.py")) if (st := _stat(p))]
+    return "\n".join([os.environ.get("NUMBA_CACHE_DIR", ""), sys.version, *files])
+
+
+def kernels_compiled() -> bool:
+    """Whether a step found this kgraph's kernels compiled in the cache that Numba uses now."""
+    try:
+        return (cache_dir() / KERNELS_STAMP).read_text() == _kernels_stamp()
+    except OSError:
+        return False
+
+
+def mark_kernels_compiled() -> None:
+    """A step's kernels are compiled (it is, or its Python function ran once)."""
+    if not kernels_compiled():
+        path = cache_dir() / KERNELS_STAMP
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(_kernels_stamp())
+        os.replace(tmp, path)
 
 
 def prune_once_per_process() -> None:

@@ -1,5 +1,5 @@
-"""The compile child's process, apart from what it compiles (background.py): starting one, handing
-it its job, and ending it with its program.
+"""The compile child's process, apart from what it compiles (background.py): starting one (ahead of
+its job where a step will compile: start_spare), handing it its job, and ending it with its program.
 
 A child never outlives its program: it holds the read end of a pipe whose write end only the
 parent has, and exits when that pipe closes, which the operating system does however the parent
@@ -8,6 +8,7 @@ ends (a return, an exception, SIGKILL). Its CPU time and address space are bound
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
@@ -26,19 +27,87 @@ def enabled() -> bool:
 def spawn(code: str, payload: bytes) -> subprocess.Popen:
     """A child Python running `code`, given `payload` (read by read_payload()), whose stdin stays
     open for as long as this process lives: the child's watch_parent() ends it when it closes.
-    Silent: a failure shows when the caller compiles the step itself."""
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-    child = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+    Silent: a failure shows when the caller compiles the step itself. The compile child started
+    ahead (start_spare) takes the job if it still waits for one."""
+    child = _take_spare() if code == COMPILER else None
+    if child is None:
+        child = subprocess.Popen([sys.executable, "-c", code], env=_child_env(), **_QUIET)
     child.stdin.write(len(payload).to_bytes(8, "little") + payload)
     child.stdin.flush()
     return child
+
+
+_QUIET = {"stdin": subprocess.PIPE, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+
+
+def _child_env() -> dict:
+    package_root = str(Path(__file__).resolve().parents[2])
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+
+
+# The compile child started before its job is known (start_spare), with the settings it has (those
+# of its environment that decide what it compiles and where): a new Python needs about a second to
+# import Numba and kgraph's kernels, which an empty cache's first step would otherwise spend
+# compiling kernels alone. It waits for its job on stdin, and ends with this process.
+_spare = None
+
+
+def start_spare() -> None:
+    """Start the compile child ahead of a step that will compile (kgraph train on a cache without
+    the kernels, a step added that is not in the cache), unless one waits already, or steps do
+    not compile in children."""
+    global _spare
+    from .policy import compile_steps
+
+    if not (enabled() and compile_steps()):
+        return
+    env = _child_env()
+    if _spare is not None and (_spare[1] != _settings(env) or _spare[0].poll() is not None):
+        stop_spare()  # started for other settings (a cache elsewhere), or gone
+    if _spare is None:
+        _spare = (subprocess.Popen([sys.executable, "-c", COMPILER], env=env, **_QUIET), _settings(env))
+
+
+def start_spare_for_new_kernels() -> None:
+    """start_spare, where no step has yet found this kgraph's kernels compiled in the cache Numba
+    uses now (cache.kernels_compiled): a model's first step will compile them."""
+    from .cache import kernels_compiled
+
+    if not kernels_compiled():
+        start_spare()
+
+
+def stop_spare() -> None:
+    """End the child started ahead, if it still has no job (the steps were in the cache)."""
+    global _spare
+    spare, _spare = _spare, None
+    if spare is not None:
+        _end(spare[0])
+
+
+atexit.register(stop_spare)  # one left without a job ends with this program, and is waited for
+
+
+def _take_spare():
+    """The child started ahead, if it is alive and has this process's settings (it is then no
+    longer the spare)."""
+    global _spare
+    spare, _spare = _spare, None
+    if spare is not None and spare[1] == _settings(_child_env()) and spare[0].poll() is None:
+        return spare[0]
+    if spare is not None:
+        _end(spare[0])
+    return None
+
+
+def _settings(env: dict) -> dict:
+    return {k: v for k, v in env.items() if k.startswith(("NUMBA_", "KGRAPH_", "PYTHON"))}
+
+
+def _end(child) -> None:
+    child.kill()
+    child.wait()
+    close(child)
 
 
 def close(child) -> None:

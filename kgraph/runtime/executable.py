@@ -9,7 +9,9 @@ import time
 import numpy as np
 
 from .abi import STEP_ARGS, STEPS_ARGS, Manifest, StepArgs, StepsArgs, at_batch  # noqa: F401 (STEP*_ARGS: as before)
-from .background import StepCompiler, compile_notice
+from .background import StepCompiler, compile_notice, has_cached_code
+from .cache import mark_kernels_compiled
+from .child import start_spare
 from .loader import import_file
 from . import policy
 from .policy import compile_steps, flush_denormals
@@ -70,6 +72,8 @@ class Executable:
         self.steps[kind] = manifest
         if kind == "train":
             self.set_state_layout(manifest)
+        if not has_cached_code(self.function(kind)):
+            start_spare()  # it will compile in a child: start that now, while the model gets ready
 
     def drop_step(self, kind: str) -> None:
         """Forget a step and what was kept for it (its function, arena, output views, timings)."""
@@ -168,6 +172,8 @@ class Executable:
         if first:
             with compile_notice(kind, getattr(fn, "__module__", None)):
                 fn(*args, *batch_args, *stash)
+            if not compiled and compile_steps():
+                mark_kernels_compiled()  # its Python function's first call compiled them
             self._called.add((kind, part, compiled))
             self.setup_seconds += time.perf_counter() - start
         else:
