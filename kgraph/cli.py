@@ -132,7 +132,7 @@ def cmd_inspect(args):
     from .passes import PASS_NAMES
     from .runtime import policy
 
-    policy.prepare_numba_on_import = False  # inspect runs no step (read once, on runtime.executable's import)
+    policy.runs_steps = False  # inspect runs no step
     _check_counts(args)
     if args.after and args.after not in PASS_NAMES:
         raise ValueError(f"no pass {args.after!r}; passes: {', '.join(PASS_NAMES)}")

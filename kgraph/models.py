@@ -562,8 +562,11 @@ class Model(_WeightLists, CompiledModel):
                 "the CPU so far; compile with device='cpu', or fix the dimensions in the InputLayer"
             )
         self._use_device(*self._strategy_device(device, unknown))
-        # importing while the steps are built, the child that will compile them (runtime/child.py)
-        child.start_spare_for_new_kernels() if self.device == "cpu" else child.stop_spare()
+        # CUDA steps compile in this process, and so do replicas' halves; others in a child, which
+        # imports while the steps are built (runtime/child.py)
+        in_child = self.device == "cpu" and type(self.strategy or distribute.Strategy()) is distribute.Strategy
+        if in_child:
+            child.start_spare_for_new_kernels()
         self._step_args = {"train": (specs, opt.spec()), "test": (specs, None), "predict": (None, None)}
         self._forget_shapes()
         if unknown:  # steps compile per input shape as data arrives (_step); the optimizer's slots now
@@ -576,6 +579,8 @@ class Model(_WeightLists, CompiledModel):
         self.optimizer = opt
         if self.strategy is not None:
             self.strategy.attach(self)
+        if not in_child:
+            child.stop_spare()  # one that a step added started (Executable.add_step)
         self.compile_args = {
             "optimizer": {"class_name": type(opt).__name__, "config": opt.get_config()},
             "loss": specs,

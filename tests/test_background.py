@@ -289,7 +289,7 @@ def test_a_child_refuses_a_step_when_the_kernels_changed_since_the_parent_starte
     step = tmp_path / "step.py"
     step.write_text("def train_step():\n    raise AssertionError('compiled')\n")
     payload = pickle.dumps((str(step), "train_step", (), "0" * 12, []))
-    monkeypatch.setattr(background, "read_payload", lambda: payload)
+    monkeypatch.setattr(background, "wait_for_job", lambda: payload)
     monkeypatch.setattr(background, "watch_parent", lambda: None)
     with pytest.raises(SystemExit, match=f"changed since this program started \\(000000000000 -> {fingerprint()}\\)"):
         background.main()
@@ -353,19 +353,21 @@ def test_kernels_missing_from_the_cache_go_to_the_child_from_the_last(monkeypatc
 
 def test_the_compile_child_starts_when_an_uncached_step_is_added_and_takes_its_job(monkeypatch, tmp_path):
     """A new Python needs about a second to import Numba and the kernels: the child that compiles
-    a new step starts when the step is added (Model.compile), not at its first call, and that
-    child is the one compiling it; the compiled step then computes what the Python one did."""
-    from kgraph.runtime import child
+    a new step starts when the step is added (compile()), not at its first call, and that child
+    is the one compiling it."""
+    from kgraph.runtime import cache, child
 
     monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
     monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("NUMBA_OPT", "3")  # as test_calls_switch_...: the child's -O0 code would not cache
+    cache.mark_kernels_compiled()  # so that compile() starts none for the kernels: the new step does
+    child.stop_spare()
     x, y = _data(32)
     model = _model(name="background_ahead")
     spare = child._spare[0]
     assert spare.poll() is None  # importing while the model gets ready
-    model.train_on_batch(x, y)  # in Python; kernels not in the cache yet go to the child at once
-    model.train_on_batch(x, y)  # in Python; with every kernel cached, the child starts now
+    model.train_on_batch(x, y)  # in Python (the kernels are cached: the child waits for the next call)
+    model.train_on_batch(x, y)  # in Python; the child compiles the step now
     ((sig, job),) = model.executable.compiler._jobs.values()
     assert job is spare and child._spare is None
     model.executable.compiler.wait()
@@ -373,21 +375,53 @@ def test_the_compile_child_starts_when_an_uncached_step_is_added_and_takes_its_j
     assert background.in_disk_cache(model.executable.function("train"), sig)
 
 
-def test_a_child_started_ahead_ends_when_the_step_is_in_the_cache(monkeypatch, tmp_path):
+def test_a_child_started_ahead_exits_when_no_job_comes(monkeypatch, tmp_path):
+    """A step that runs compiled at once (replicas' halves) or never runs leaves it no job."""
+    import time
+
     from kgraph.runtime import child
 
     monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
-    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
-    x, y = _data(32)
-    model = _model(name="background_cached")
-    model.train_on_batch(x, y)
-    model.executable.compiler.wait()  # the step is in the cache now
-    child.start_spare()  # as `kgraph train` starts one before it has read the model
+    monkeypatch.setenv("KGRAPH_SPARE_WAIT_SECONDS", "1")
+    child.stop_spare()
+    child.start_spare()
     spare = child._spare[0]
-    again = _model(name="background_cached")
-    again.train_on_batch(x, y)  # loads the compiled step: nothing to compile
-    assert ("train", "step") in again.executable._compiled and not again.executable.compiler._jobs
-    assert child._spare is None and spare.poll() is not None
+    deadline = time.monotonic() + 30
+    while spare.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert spare.returncode == 0
+    child.start_spare()  # gone: the next is a new one
+    assert child._spare[0] is not spare
+    child.stop_spare()
+
+
+@pytest.mark.parametrize(
+    "setting", ["KGRAPH_BACKGROUND_COMPILE=0", "KGRAPH_COMPILE_STEPS=0", "KGRAPH_PLAIN=1", "inspect"]
+)
+def test_no_child_starts_ahead_where_steps_do_not_compile_in_children(monkeypatch, setting):
+    from kgraph.runtime import child, policy
+
+    monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
+    if setting == "inspect":
+        monkeypatch.setattr(policy, "runs_steps", False)
+    else:
+        monkeypatch.setenv(*setting.split("="))
+    child.stop_spare()
+    child.start_spare()
+    assert child._spare is None
+
+
+def test_replicas_and_cuda_models_start_no_child_ahead(monkeypatch, tmp_path):
+    """Their steps compile in the program: replicas' halves run compiled from their first call."""
+    from kgraph import distribute
+    from kgraph.runtime import child
+
+    monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))  # no kernels stamp: compile() would start one
+    child.stop_spare()
+    with distribute.MirroredStrategy(["cpu:0", "cpu:1"]).scope():
+        _model(name="background_replicas")
+    assert child._spare is None
 
 
 def test_a_child_started_ahead_with_other_settings_does_not_take_the_job(monkeypatch, tmp_path):
@@ -414,14 +448,17 @@ def test_the_compile_child_starts_first_on_a_cache_without_the_kernels(monkeypat
     monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
     monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
     started = []
-    monkeypatch.setattr(child, "start_spare", lambda: started.append(cache.kernels_compiled()))
+    monkeypatch.setattr(child, "start_spare", lambda: started.append("ahead"))
     monkeypatch.setattr("kgraph.runtime.executable.start_spare", lambda: None)  # a new step's
     monkeypatch.setattr(background, "_start", lambda dispatcher, sig, ahead=(): _NeverDone())
     assert not cache.kernels_compiled()
     assert cli.main(["train", EXAMPLE, "--epochs", "1", "--verbose", "0"]) == 0
-    # started by the CLI, then asked for by compile(); the first step compiled the kernels
-    assert started == [False, False] and cache.kernels_compiled()
+    assert len(started) == 2  # the CLI's, before it read the model, and compile()'s
+    assert cache.kernels_compiled()  # the first step compiled them
     assert cli.main(["train", EXAMPLE, "--epochs", "1", "--verbose", "0"]) == 0
-    assert started == [False, False]  # compiled: the child starts when a new step needs it
+    assert len(started) == 2  # compiled: a child starts when a new step needs one
+    (tmp_path / cache.KERNELS_STAMP).write_bytes(b"\xff\xfe")  # garbled: as none
+    assert not cache.kernels_compiled()
+    cache.mark_kernels_compiled()
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "elsewhere"))
     assert not cache.kernels_compiled()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from ir import Role, has_role
+from ir import Role, get_op, has_role
 from ir.ops.optim import SHARED
 
 
@@ -248,9 +248,8 @@ def read_scalar_broadcasts(graph) -> list[Decision]:
     repeated to the loop's shape: a loss's gradient starts as its seed (a scalar) broadcast to the
     batch, then divided and weighted in one loop, which now reads the seed itself. The broadcast
     left with no reader goes (dce), and with it a kernel of the step (and its compile on an
-    empty cache)."""
-    from ir.ops.registry import get_op
-
+    empty cache). A reader whose shape would change with it (its other operands one element too)
+    keeps the broadcast."""
     out = []
     for node in graph.nodes():
         if not has_role(node.op, Role.BROADCAST) or node.id in graph.outputs.values():
@@ -259,15 +258,15 @@ def read_scalar_broadcasts(graph) -> list[Decision]:
         if any(d != 1 for d in graph.type(value).shape):  # one element, at any rank
             continue
         for user in graph.users(node.id):
+            if not _fusable_elementwise(user) or value in user.inputs:  # a loop's operands stay distinct
+                continue
             inputs = [value if i == node.id else i for i in user.inputs]
-            op = get_op(user.op)
-            if (
-                _fusable_elementwise(user)
-                and value not in user.inputs
-                and op.infer([graph.type(i) for i in inputs], user.semantic_attrs()) == user.type
-            ):
+            if get_op(user.op).infer([graph.type(i) for i in inputs], user.semantic_attrs()) == user.type:
                 graph.set_inputs(user.id, inputs)
                 out.append(Decision("scalar broadcast", node.id, True, f"%{user.id} reads %{value}", ("read", "kept")))
+            else:
+                reason = f"%{user.id} would be {graph.type(value)}-shaped"
+                out.append(Decision("scalar broadcast", node.id, False, reason, ("read", "kept")))
     return out
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numba
 
 from .cache import mark_kernels_compiled
-from .child import COMPILER, close, enabled, read_payload, spawn, stop_spare, watch_parent
+from .child import COMPILER, close, enabled, spawn, wait_for_job, watch_parent
 from .kernel_trace import compile_all, describe, kernel_calls
 from .serial import own_functions, serial_namespace, with_globals
 
@@ -52,7 +52,6 @@ class StepCompiler:
         if job is None:
             sig = tuple(numba.typeof(a) for a in args)
             if sig in dispatcher.overloads or in_disk_cache(dispatcher, sig):
-                stop_spare()  # the model's steps are cached: its other steps most likely too
                 mark_kernels_compiled()
                 return dispatcher
             # The first call runs in Python: the kernels it needs compile (or load) now. Those not
@@ -99,7 +98,6 @@ class StepCompiler:
         """End the children still compiling (their steps stay uncompiled): for a program that
         will not call those steps again, such as the benchmarks' one-off models, whose child would
         otherwise take a core from whatever runs next."""
-        stop_spare()
         for child in self._running():
             child.kill()
             child.wait()
@@ -225,14 +223,15 @@ def main() -> None:
     from ..kernels import fingerprint
     from .loader import import_file
 
-    # started ahead of its job (child.start_spare): load Numba's typing and lowering registries
-    # (0.4 s, the first compile's) while the program has not yet asked for anything
+    # maybe started ahead of its job (child.start_spare): the kernels' fingerprint as this process
+    # read them, and Numba's typing and lowering registries (0.4 s, the first compile's), first
     from numba.core.registry import cpu_target
 
+    fingerprint()
     cpu_target.typing_context.refresh()
     cpu_target.target_context.refresh()
-    payload = read_payload()
-    if not payload:  # the program ended, or needed no compile
+    payload = wait_for_job()
+    if not payload:  # no job came: the program ended, or needed none
         return
     path, name, sig, kernels, ahead = pickle.loads(payload)
     watch_parent()
@@ -246,19 +245,20 @@ def main() -> None:
 
 
 def has_cached_code(dispatcher) -> bool:
-    """Whether Numba's on-disk cache holds any signature of `dispatcher` (see in_disk_cache)."""
-    try:
-        return bool(dispatcher._cache._cache_file._load_index())
-    except Exception:  # noqa: BLE001
-        return False
+    """Whether Numba's on-disk cache holds any signature of `dispatcher`."""
+    return bool(_cached_signatures(dispatcher))
 
 
 def in_disk_cache(dispatcher, sig) -> bool:
-    """Whether Numba's on-disk cache holds `sig` of `dispatcher` (its index, read without loading
-    the code). Reads Numba's cache internals; should they change, a step compiles in the child
-    and loads from the cache as soon as the child is done."""
+    """Whether Numba's on-disk cache holds `sig` of `dispatcher`."""
+    return sig in _cached_signatures(dispatcher)
+
+
+def _cached_signatures(dispatcher) -> list:
+    """The signatures in `dispatcher`'s index in Numba's on-disk cache, read without loading the
+    code. Reads Numba's cache internals; should they change, a step compiles in the child and
+    loads from the cache as soon as the child is done."""
     try:
-        index = dispatcher._cache._cache_file._load_index()
-        return any(key[0] == sig for key in index)
+        return [key[0] for key in dispatcher._cache._cache_file._load_index()]
     except Exception:  # noqa: BLE001
-        return False
+        return []

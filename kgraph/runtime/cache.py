@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .files import atomic_write
 
 UNUSED_DAYS = 30
 _pruned_this_process = False
@@ -130,17 +133,23 @@ def kernels_compiled() -> bool:
     """Whether a step found this kgraph's kernels compiled in the cache that Numba uses now."""
     try:
         return (cache_dir() / KERNELS_STAMP).read_text() == _kernels_stamp()
-    except OSError:
+    except (OSError, ValueError):  # none, unreadable, or not text
         return False
 
 
+_stamp_lock = threading.Lock()
+
+
 def mark_kernels_compiled() -> None:
-    """A step's kernels are compiled (it is, or its Python function ran once)."""
-    if not kernels_compiled():
-        path = cache_dir() / KERNELS_STAMP
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(_kernels_stamp())
-        os.replace(tmp, path)
+    """A step's kernels are compiled (it is, or its Python function ran once). Only a hint: a
+    cache that cannot be written is left as it is."""
+    with _stamp_lock:  # threads share the temporary file's name
+        if not kernels_compiled():
+            try:
+                with atomic_write(cache_dir() / KERNELS_STAMP) as tmp:
+                    Path(tmp).write_text(_kernels_stamp())
+            except OSError:
+                pass
 
 
 def prune_once_per_process() -> None:

@@ -12,6 +12,7 @@ import atexit
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from .policy import plain
@@ -45,27 +46,33 @@ def _child_env() -> dict:
     return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
 
 
-# The compile child started before its job is known (start_spare), with the settings it has (those
-# of its environment that decide what it compiles and where): a new Python needs about a second to
-# import Numba and kgraph's kernels, which an empty cache's first step would otherwise spend
-# compiling kernels alone. It waits for its job on stdin, and ends with this process.
+# The compile child started before its job is known (start_spare), with the settings it has (what
+# decides what it compiles and where: its NUMBA_, KGRAPH_ and PYTHON variables, HOME, the working
+# folder). A new Python needs about a second to import Numba and kgraph's kernels, which an empty
+# cache's first step would otherwise spend compiling kernels alone. It waits for its job on stdin
+# for SPARE_WAIT_SECONDS (KGRAPH_SPARE_WAIT_SECONDS), then exits: a step that runs compiled at
+# once (replicas' halves), or never runs (save, inspect), leaves it no job.
+SPARE_WAIT_SECONDS = 60
 _spare = None
+_spare_lock = threading.Lock()
 
 
 def start_spare() -> None:
-    """Start the compile child ahead of a step that will compile (kgraph train on a cache without
-    the kernels, a step added that is not in the cache), unless one waits already, or steps do
-    not compile in children."""
+    """Start the compile child ahead of a step that will compile (kgraph train or compile() on a
+    cache without the kernels; a step added that is not in the cache), unless one waits already,
+    steps do not compile in children, or the program runs no step (policy.runs_steps)."""
     global _spare
-    from .policy import compile_steps
+    from . import policy
 
-    if not (enabled() and compile_steps()):
+    if not (enabled() and policy.compile_steps() and policy.runs_steps):
         return
     env = _child_env()
-    if _spare is not None and (_spare[1] != _settings(env) or _spare[0].poll() is not None):
-        stop_spare()  # started for other settings (a cache elsewhere), or gone
-    if _spare is None:
-        _spare = (subprocess.Popen([sys.executable, "-c", COMPILER], env=env, **_QUIET), _settings(env))
+    with _spare_lock:
+        if _spare is not None and (_spare[1] != _settings(env) or _spare[0].poll() is not None):
+            _end(_spare[0])  # started for other settings (a cache elsewhere), or gone
+            _spare = None
+        if _spare is None:
+            _spare = (subprocess.Popen([sys.executable, "-c", COMPILER], env=env, **_QUIET), _settings(env))
 
 
 def start_spare_for_new_kernels() -> None:
@@ -73,26 +80,28 @@ def start_spare_for_new_kernels() -> None:
     uses now (cache.kernels_compiled): a model's first step will compile them."""
     from .cache import kernels_compiled
 
-    if not kernels_compiled():
+    if enabled() and not kernels_compiled():
         start_spare()
 
 
 def stop_spare() -> None:
-    """End the child started ahead, if it still has no job (the steps were in the cache)."""
+    """End the child started ahead, if it still has no job."""
     global _spare
-    spare, _spare = _spare, None
+    with _spare_lock:
+        spare, _spare = _spare, None
     if spare is not None:
         _end(spare[0])
 
 
-atexit.register(stop_spare)  # one left without a job ends with this program, and is waited for
+atexit.register(stop_spare)  # one still waiting ends with this program, and is waited for
 
 
 def _take_spare():
     """The child started ahead, if it is alive and has this process's settings (it is then no
     longer the spare)."""
     global _spare
-    spare, _spare = _spare, None
+    with _spare_lock:
+        spare, _spare = _spare, None
     if spare is not None and spare[1] == _settings(_child_env()) and spare[0].poll() is None:
         return spare[0]
     if spare is not None:
@@ -101,13 +110,26 @@ def _take_spare():
 
 
 def _settings(env: dict) -> dict:
-    return {k: v for k, v in env.items() if k.startswith(("NUMBA_", "KGRAPH_", "PYTHON"))}
+    chosen = {k: v for k, v in env.items() if k.startswith(("NUMBA_", "KGRAPH_", "PYTHON")) or k == "HOME"}
+    return {**chosen, "": os.getcwd()}  # relative cache folders are the working folder's
 
 
 def _end(child) -> None:
     child.kill()
     child.wait()
     close(child)
+
+
+def wait_for_job() -> bytes:
+    """In a child started ahead: its job, or b"" once SPARE_WAIT_SECONDS pass without one (or its
+    program ends)."""
+    seconds = float(os.environ.get("KGRAPH_SPARE_WAIT_SECONDS", SPARE_WAIT_SECONDS))
+    timer = threading.Timer(seconds, os._exit, (0,))
+    timer.daemon = True
+    timer.start()
+    payload = read_payload()
+    timer.cancel()
+    return payload
 
 
 def close(child) -> None:

@@ -29,7 +29,7 @@ def _prepare_numba() -> None:
     cpu_target.target_context.refresh()
 
 
-if policy.prepare_numba_on_import:
+if policy.runs_steps:
     _prepare_numba()
 
 

@@ -28,10 +28,11 @@ import gc
 import os
 
 
-# runtime/executable.py loads Numba's typing and lowering registries when it is imported (0.4 s
-# that the first step's call would otherwise pay). A command that runs no step (kgraph inspect)
-# sets this False before the import: Numba loads them itself if a step is ever compiled.
-prepare_numba_on_import = True
+# False in a command that runs no step (kgraph inspect sets it first): runtime/executable.py then
+# does not load Numba's typing and lowering registries on import (0.4 s that a first step's call
+# would otherwise pay; Numba loads them itself if a step is ever compiled), and no compile child
+# starts ahead of a step (child.start_spare).
+runs_steps = True
 
 
 def plain() -> bool:
