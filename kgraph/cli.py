@@ -129,10 +129,18 @@ def _compile(model, args, device=None):
 
 
 def cmd_inspect(args):
-    from .passes import PASS_NAMES
     from .runtime import policy
 
     policy.runs_steps = False  # inspect runs no step
+    try:
+        _inspect(args)
+    finally:  # main() called in a program that goes on to train
+        policy.runs_steps = True
+
+
+def _inspect(args):
+    from .passes import PASS_NAMES
+
     _check_counts(args)
     if args.after and args.after not in PASS_NAMES:
         raise ValueError(f"no pass {args.after!r}; passes: {', '.join(PASS_NAMES)}")

@@ -564,7 +564,8 @@ class Model(_WeightLists, CompiledModel):
         self._use_device(*self._strategy_device(device, unknown))
         # CUDA steps compile in this process, and so do replicas' halves; others in a child, which
         # imports while the steps are built (runtime/child.py)
-        in_child = self.device == "cpu" and type(self.strategy or distribute.Strategy()) is distribute.Strategy
+        replicated = self.strategy is not None and type(self.strategy) is not distribute.Strategy
+        in_child = self.device == "cpu" and not replicated
         if in_child:
             child.start_spare_for_new_kernels()
         self._step_args = {"train": (specs, opt.spec()), "test": (specs, None), "predict": (None, None)}

@@ -62,9 +62,7 @@ def start_spare() -> None:
     cache without the kernels; a step added that is not in the cache), unless one waits already,
     steps do not compile in children, or the program runs no step (policy.runs_steps)."""
     global _spare
-    from . import policy
-
-    if not (enabled() and policy.compile_steps() and policy.runs_steps):
+    if not spares_start():
         return
     env = _child_env()
     with _spare_lock:
@@ -75,12 +73,19 @@ def start_spare() -> None:
             _spare = (subprocess.Popen([sys.executable, "-c", COMPILER], env=env, **_QUIET), _settings(env))
 
 
+def spares_start() -> bool:
+    """Whether start_spare starts one: new steps compile in children, and this program runs steps."""
+    from . import policy
+
+    return enabled() and policy.compile_steps() and policy.runs_steps
+
+
 def start_spare_for_new_kernels() -> None:
     """start_spare, where no step has yet found this kgraph's kernels compiled in the cache Numba
     uses now (cache.kernels_compiled): a model's first step will compile them."""
     from .cache import kernels_compiled
 
-    if enabled() and not kernels_compiled():
+    if spares_start() and not kernels_compiled():
         start_spare()
 
 

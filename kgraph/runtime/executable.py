@@ -11,7 +11,7 @@ import numpy as np
 from .abi import STEP_ARGS, STEPS_ARGS, Manifest, StepArgs, StepsArgs, at_batch  # noqa: F401 (STEP*_ARGS: as before)
 from .background import StepCompiler, compile_notice, has_cached_code
 from .cache import mark_kernels_compiled
-from .child import start_spare
+from .child import spares_start, start_spare
 from .loader import import_file
 from . import policy
 from .policy import compile_steps, flush_denormals
@@ -72,7 +72,7 @@ class Executable:
         self.steps[kind] = manifest
         if kind == "train":
             self.set_state_layout(manifest)
-        if not has_cached_code(self.function(kind)):
+        if spares_start() and not has_cached_code(self.function(kind)):
             start_spare()  # it will compile in a child: start that now, while the model gets ready
 
     def drop_step(self, kind: str) -> None:

@@ -28,7 +28,7 @@ import gc
 import os
 
 
-# False in a command that runs no step (kgraph inspect sets it first): runtime/executable.py then
+# False while a command that runs no step runs (kgraph inspect): runtime/executable.py then
 # does not load Numba's typing and lowering registries on import (0.4 s that a first step's call
 # would otherwise pay; Numba loads them itself if a step is ever compiled), and no compile child
 # starts ahead of a step (child.start_spare).
