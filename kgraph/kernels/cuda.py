@@ -81,6 +81,21 @@ def gemm_grid(m: int, n: int) -> tuple:
 
 
 @cuda.jit(device=True)
+def _tile_element(x, k_first, e, rows, r0, r_size, k0, k_size):
+    """(kk, r, x's value there) of a thread's e-th element of a staged GEMM tile: `rows` rows
+    from r0 by BK from k0, 0 outside x. x holds k along its first axis where k_first, else along
+    its second; consecutive e follow x's stored order, so adjacent threads read adjacent addresses."""
+    if k_first:
+        kk, r = e // rows, e % rows
+    else:
+        r, kk = e // BK, e % BK
+    v = float32(0)
+    if r0 + r < r_size and k0 + kk < k_size:
+        v = x[k0 + kk, r0 + r] if k_first else x[r0 + r, k0 + kk]
+    return kk, r, v
+
+
+@cuda.jit(device=True)
 def product(acc, bias, j):
     """The epilogue of a plain matrix product: none."""
     return acc
@@ -116,21 +131,10 @@ def gemm(transpose_a: bool, transpose_b: bool, epilogue, accumulate: bool = Fals
                     # addresses of each operand as it is stored (along k, or along m / n if transposed)
                     for step in range(LOADS):
                         e = tid + step * THREADS_2D * THREADS_2D
-                        if transpose_a:  # a is (K, M)
-                            kk, mm = e // BM, e % BM
-                        else:  # a is (M, K)
-                            mm, kk = e // BK, e % BK
-                        v = float32(0)
-                        if row0 + mm < m_size and k0 + kk < k_size:
-                            v = a[k0 + kk, row0 + mm] if transpose_a else a[row0 + mm, k0 + kk]
+                        # a is (K, M) if transposed, else (M, K); b is (N, K) if transposed, else (K, N)
+                        kk, mm, v = _tile_element(a, transpose_a, e, BM, row0, m_size, k0, k_size)
                         sa[kk, mm] = v
-                        if transpose_b:  # b is (N, K)
-                            nn, kk = e // BK, e % BK
-                        else:  # b is (K, N)
-                            kk, nn = e // BN, e % BN
-                        v = float32(0)
-                        if col0 + nn < n_size and k0 + kk < k_size:
-                            v = b[col0 + nn, k0 + kk] if transpose_b else b[k0 + kk, col0 + nn]
+                        kk, nn, v = _tile_element(b, not transpose_b, e, BN, col0, n_size, k0, k_size)
                         sb[kk, nn] = v
                     cuda.syncthreads()
                     for kk in range(BK):
