@@ -261,12 +261,11 @@ def read_scalar_broadcasts(graph) -> list[Decision]:
             if not _fusable_elementwise(user) or value in user.inputs:  # a loop's operands stay distinct
                 continue
             inputs = [value if i == node.id else i for i in user.inputs]
-            if get_op(user.op).infer([graph.type(i) for i in inputs], user.semantic_attrs()) == user.type:
+            same = get_op(user.op).infer([graph.type(i) for i in inputs], user.semantic_attrs()) == user.type
+            if same:
                 graph.set_inputs(user.id, inputs)
-                out.append(Decision("scalar broadcast", node.id, True, f"%{user.id} reads %{value}", ("read", "kept")))
-            else:
-                reason = f"%{user.id} would be {graph.type(value)}-shaped"
-                out.append(Decision("scalar broadcast", node.id, False, reason, ("read", "kept")))
+            reason = f"%{user.id} reads %{value}" if same else f"%{user.id} would be {graph.type(value)}-shaped"
+            out.append(Decision("scalar broadcast", node.id, same, reason, ("read", "kept")))
     return out
 
 

@@ -129,12 +129,16 @@ def _kernels_stamp() -> str:
     return "\n".join([os.environ.get("NUMBA_CACHE_DIR", ""), sys.version, *files])
 
 
+def _written_stamp() -> str | None:
+    try:
+        return (cache_dir() / KERNELS_STAMP).read_text()
+    except (OSError, ValueError):  # none, unreadable, or not text
+        return None
+
+
 def kernels_compiled() -> bool:
     """Whether a step found this kgraph's kernels compiled in the cache that Numba uses now."""
-    try:
-        return (cache_dir() / KERNELS_STAMP).read_text() == _kernels_stamp()
-    except (OSError, ValueError):  # none, unreadable, or not text
-        return False
+    return _written_stamp() == _kernels_stamp()
 
 
 _stamp_lock = threading.Lock()
@@ -143,11 +147,12 @@ _stamp_lock = threading.Lock()
 def mark_kernels_compiled() -> None:
     """A step's kernels are compiled (it is, or its Python function ran once). Only a hint: a
     cache that cannot be written is left as it is."""
+    stamp = _kernels_stamp()
     with _stamp_lock:  # threads share the temporary file's name
-        if not kernels_compiled():
+        if _written_stamp() != stamp:
             try:
                 with atomic_write(cache_dir() / KERNELS_STAMP) as tmp:
-                    Path(tmp).write_text(_kernels_stamp())
+                    Path(tmp).write_text(stamp)
             except OSError:
                 pass
 
