@@ -333,6 +333,34 @@ def test_the_first_call_traces_the_kernels_it_compiles_without_running_them(monk
     assert form._cache._cache_file._index_name != K.column_sum._cache._cache_file._index_name
 
 
+def test_the_trace_runs_a_convolutions_drivers_as_python_and_records_what_they_call(monkeypatch, tmp_path):
+    """A convolution step's drivers (the convolution block and its gradient) run as Python in the
+    step's Python function (serial.python_form), calling compiled kernels: the trace records
+    those (im2col, pooling, ...), with the signatures the Python step then compiles, and no
+    driver; the Python step computes the compiled step's floats (tests/test_kernels.py)."""
+    from benchmarks.models import cnn
+    from kgraph.runtime import kernel_trace
+
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
+    model = models.model_from_json(json.dumps(cnn("background_trace_cnn")), seed=3)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    rs = np.random.RandomState(0)
+    x, y = rs.rand(8, 28, 28, 1).astype(np.float32), rs.randint(0, 10, 8)
+    seen = {}
+
+    def first_call(dispatcher, args):
+        seen["calls"] = kernel_trace.kernel_calls(dispatcher, args)
+        return background.python_twin(dispatcher)
+
+    monkeypatch.setattr(model.executable.compiler, "callable", first_call)
+    model.train_on_batch(x, y)
+    names = [k.py_func.__name__ for k, _ in seen["calls"]]
+    assert names[:3] == ["_im2col", "_bias_relu", "_pool2d"] and "_pool2d_grad" in names, names
+    assert not {"conv_block", "pool2d_grad_kernel_grad", "part"} & set(names)
+    for kernel, sig in seen["calls"]:
+        assert sig in kernel.overloads, (kernel, sig)
+
+
 def test_kernels_missing_from_the_cache_go_to_the_child_from_the_last(monkeypatch, tmp_path):
     """An empty cache: the child starts with the first call, given the kernels to compile from
     the other end (here none counts as cached); the first call itself still runs in Python."""

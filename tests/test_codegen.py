@@ -243,7 +243,7 @@ def test_python_step_serial_kernels_compute_the_parallel_ones_floats(monkeypatch
         with monkeypatch.context() as patch:
             patch.setattr(typecheck, "_TWINS", {})
             if parallel:  # the module's globals as they are: the parallel kernels
-                patch.setattr(typecheck, "serial_namespace", dict)
+                patch.setattr(typecheck, "serial_namespace", lambda namespace, form=None: dict(namespace))
             exe = Executable({"train": manifest}, layout)
             exe.threads.options = lambda m, batch: [(2, 1)]  # every kernel in its two parts
             exe.set_weights([w.value for w in fm.weights])

@@ -165,6 +165,74 @@ def test_an_elementwise_op_without_maths_is_named():
     assert math.isclose(E.like(np.float32(1.5), 2), 2.0) and type(E.like(np.float32(1.5), 2)) is np.float32
 
 
+# ---------------------------------------------------------------- drivers, compiled and as Python
+
+
+class _BothForms:
+    """kgraph.kernels.cpu, whose drivers (cpu.driver) run twice on copies of their arguments: the
+    compiled parallel kernel, and its Python function (what a step's Python twin runs: serial.py),
+    which must write the same floats, bit for bit, to every array."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __getattr__(self, name):
+        from kgraph.runtime import serial
+
+        kernel = getattr(self.module, name)
+        if not serial.is_driver(kernel):
+            return kernel
+
+        def both(*args):
+            copies = _copies_keeping_views(args)
+            kernel(*args)
+            serial.python_form(kernel)(*copies)
+            for i, (a, b) in enumerate(zip(args, copies)):
+                if isinstance(a, np.ndarray):
+                    np.testing.assert_array_equal(a, b, err_msg=f"{name} argument {i}")
+
+        return both
+
+
+def _copies_keeping_views(args):
+    """Copies of the arrays among `args`, where two views of one array (a kernel's operand as an
+    image and as a matrix) stay views of one copy."""
+    bases: dict = {}
+
+    def copy(a):
+        base = a if a.base is None else a.base
+        if id(base) not in bases:
+            bases[id(base)] = (base, base.copy())
+        original, new = bases[id(base)]
+        offset = a.__array_interface__["data"][0] - original.__array_interface__["data"][0]
+        return np.ndarray(a.shape, a.dtype, buffer=new, offset=offset, strides=a.strides)
+
+    return [copy(a) if isinstance(a, np.ndarray) else a for a in args]
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_the_split_gemms_and_sums_compute_the_same_floats_as_python(parts):
+    """The drivers not in a convolution block (those are in the test below), as a step's Python
+    twin runs them: the split GEMMs (the split over K adds its parts in order), the column sum
+    and the im2col's adjoint; the drivers are the CPU's parallel kernels but none."""
+    from kgraph.kernels import cpu as K
+    from kgraph.runtime import serial
+
+    assert {k for k, v in vars(K).items() if serial.is_parallel(v) and not serial.is_driver(v)} == set()
+    B = _BothForms(K)
+    rs = np.random.RandomState(parts)
+    x, w, g = rs.randn(7, 12).astype(np.float32), rs.randn(12, 5).astype(np.float32), rs.randn(7, 5).astype(np.float32)
+    B.gemm_split_k(x, w, np.zeros((7, 5), np.float32), np.full((max(parts - 1, 1), 7, 5), np.nan, np.float32), parts)
+    B.gemm_split_m(g, w, np.zeros((7, 12), np.float32), True, 1, parts)
+    B.gemm_split_m(x, w, np.zeros((7, 5), np.float32), False, 1, parts)
+    B.gemm_split_rows(x, g, np.zeros((12, 5), np.float32), parts)
+    B.gemm_split_cols(g, w, np.zeros((7, 12), np.float32), parts)
+    B.gemm_split_batch(x, g, np.zeros((12, 5), np.float32), np.zeros((parts, 12, 5), np.float32))
+    B.column_sum(x, np.zeros(12, np.float32), np.zeros((parts, 12), np.float32), parts == 2, parts)
+    cols = rs.randn(3, 4, 5, 18).astype(np.float32)
+    B.col2im(cols, np.zeros((3, 4, 5, 2), np.float32), 3, 3, 1, 1, 1, 1, 1, 1, parts)
+
+
 # ---------------------------------------------------------------- convolutions in sample blocks
 
 
@@ -179,6 +247,7 @@ def test_a_convolution_block_computes_its_kernels_floats(block, samples, parts, 
     has none, and adds nothing."""
     from kgraph.kernels import cpu as K
 
+    K = _BothForms(K)  # each driver compiled and as Python (runtime/serial.py), compared bit for bit
     rs = np.random.RandomState(block * 10 + parts)
     x = rs.randn(samples, 9, 8, 2).astype(np.float32)
     patch = (3, 3, 2, 1, 1, 1, 1, 1)  # kernel, strides, dilation, pads top and left ('same')

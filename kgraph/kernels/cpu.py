@@ -25,6 +25,20 @@ rnn_jit = kernel_jit(keep=("cell", "act", "ract"), cache=True, error_model="nump
 pjit = kernel_jit(cache=True, error_model="numpy", nogil=True, parallel=True)
 
 
+def driver(func):
+    """A parallel kernel that only splits its work into parts: every loop over elements is in a
+    kernel it calls. A step's Python function (runtime/serial.py) runs it as Python, calling those
+    compiled kernels, instead of compiling a serial copy of it: a copy recompiles everything it
+    calls into one module, most of a CNN's first step on an empty cache. Its integer helpers
+    (INDEX_HELPERS) then run as Python too."""
+    kernel = pjit(func)
+    kernel.is_driver = True
+    return kernel
+
+
+INDEX_HELPERS = ("part",)  # kernels of integers only, which a driver run as Python calls as Python
+
+
 @jit
 def part(n, t, parts):
     """Rows [start, stop) of n that part t of `parts` owns (the same cut everywhere)."""
@@ -115,7 +129,7 @@ def reduce_3d(x, out, mean):
                 out[a, c] *= scale
 
 
-@pjit
+@driver
 def column_sum(x, out, partial, mean, parts):
     """out[c] = the sum (or mean) over the rows of x[r, c]. Each of partial's rows sums its part of
     x's rows (the parts the step was compiled for, whatever threads run them: the same numbers
@@ -161,7 +175,7 @@ def broadcast_3d(g, out):
 # The image kernels below run their samples in `parts` (passes/split.py); each part its own batch rows.
 
 
-@pjit
+@driver
 def im2col(x, cols, kh, kw, sh, sw, dh, dw, pt, pl, parts):
     for t in prange(parts):
         b0, b1 = part(cols.shape[0], t, parts)
@@ -200,7 +214,7 @@ def _im2col(x, cols, b0, b1, kh, kw, sh, sw, dh, dw, pt, pl):
                                 dst[ow, k + c] = 0
 
 
-@pjit
+@driver
 def col2im(cols, x, kh, kw, sh, sw, dh, dw, pt, pl, parts):
     for t in prange(parts):
         b0, b1 = part(cols.shape[0], t, parts)
@@ -239,7 +253,7 @@ def _window(o, stride, pad, size, length):
     return max(lo, 0), min(lo + size, length)
 
 
-@pjit
+@driver
 def pool2d(x, y, is_max, ph, pw, sh, sw, pt, pl, parts):
     for t in prange(parts):
         b0, b1 = part(y.shape[0], t, parts)
@@ -269,7 +283,7 @@ def _pool2d(x, y, b0, b1, is_max, ph, pw, sh, sw, pt, pl):
                         out[c] *= inv
 
 
-@pjit
+@driver
 def pool2d_grad(g, x, y, gx, scratch, bias, is_max, ph, pw, sh, sw, pt, pl, relu, sums):
     """scratch: a row per part, planned in the arena (no allocation in the step): its first C
     columns hold the g each channel of the part's current window has not yet given to a maximum;
@@ -349,7 +363,7 @@ def _bias_relu(rows, bias, r0, r1, relu):
                 row[c] = row[c] + bias[c]
 
 
-@pjit
+@driver
 def conv_block(x, cols, patches, w, bias, out, rows, y, kh, kw, sh, sw, dh, dw, pt, pl, relu, pooled, is_max, ph, pw, psh, psw, ppt, ppl, block, parts):  # fmt: skip
     """im2col(x) -> cols, cols @ w + bias -> out (ReLU'd when `relu`), then (when `pooled`)
     pooling of out -> y, `block` samples at a time in each of `parts` (y is unused without
@@ -367,7 +381,7 @@ def conv_block(x, cols, patches, w, bias, out, rows, y, kh, kw, sh, sw, dh, dw, 
                 _pool2d(out, y, s0, s1, is_max, ph, pw, psh, psw, ppt, ppl)
 
 
-@pjit
+@driver
 def pool2d_grad_kernel_grad(g, x, y, gx, rows, scratch, bias, patches, dkernel, partials, is_max, ph, pw, sh, sw, pt, pl, relu, sums, block):  # fmt: skip
     """pool2d_grad (and the bias gradient it sums, when `sums`), then the convolution's kernel
     gradient dkernel = cols^T @ gx, `block` samples at a time: each part adds its blocks' products
@@ -388,12 +402,7 @@ def pool2d_grad_kernel_grad(g, x, y, gx, rows, scratch, bias, patches, dkernel, 
             gemm(patches[s0 * per : s1 * per], rows[s0 * per : s1 * per], partials[t], True, False, 1.0)
     if sums:
         sum_parts(scratch[:, n_c : 2 * n_c], bias, 1)
-    for i in range(dkernel.shape[0]):  # the parts added in order, as sum_parts (whose reshapes cost compile)
-        for j in range(dkernel.shape[1]):
-            s = partials[0, i, j]
-            for t in range(1, chunks):
-                s += partials[t, i, j]
-            dkernel[i, j] = s
+    sum_parts(partials.reshape((chunks, dkernel.size)), dkernel.reshape(dkernel.size), 1)
 
 
 @jit
@@ -442,7 +451,7 @@ def moving_average(m, x, momentum):
 # `parts` comes from the runtime: 1 runs the GEMM whole (a step large enough for BLAS's own threads).
 
 
-@pjit
+@driver
 def gemm_split_k(x, w, out, partials, parts):
     """out = x @ w; part t multiplies x[:, rows t] by w[rows t] into out (t = 0) or partials[t-1],
     then each part sums its rows of the partial products."""
@@ -458,13 +467,19 @@ def gemm_split_k(x, w, out, partials, parts):
             gemm(x[:, k0:k1], w[k0:k1], partials[t - 1], False, False, 0.0)
     for t in prange(parts):
         r0, r1 = part(out.shape[0], t, parts)
-        for p in range(parts - 1):
-            for i in range(r0, r1):
-                for j in range(out.shape[1]):
-                    out[i, j] += partials[p, i, j]
+        _add_parts(partials, out, r0, r1)
 
 
-@pjit
+@jit
+def _add_parts(partials, out, r0, r1):
+    """out[i] += partials[p, i] for each p in order, for rows i in r0..r1."""
+    for p in range(partials.shape[0]):
+        for i in range(r0, r1):
+            for j in range(out.shape[1]):
+                out[i, j] += partials[p, i, j]
+
+
+@driver
 def gemm_split_m(a, b, out, trans_b, per, parts):
     """out = a @ op(b) (op: transposed when trans_b) over rows of `per` rows a sample (a
     convolution's pixels, a sequence's steps); part t computes the rows of its samples."""
@@ -476,7 +491,7 @@ def gemm_split_m(a, b, out, trans_b, per, parts):
         gemm(a[s0 * per : s1 * per], b, out[s0 * per : s1 * per], False, trans_b, 0.0)
 
 
-@pjit
+@driver
 def gemm_split_rows(x, g, out, parts):
     """out = x^T @ g (a weight's gradient); part t computes its rows out[rows t]."""
     if parts == 1:
@@ -487,7 +502,7 @@ def gemm_split_rows(x, g, out, parts):
         gemm(x[:, k0:k1], g, out[k0:k1], True, False, 0.0)
 
 
-@pjit
+@driver
 def gemm_split_batch(x, g, out, partials):
     """out = x^T @ g (a weight's gradient over many rows a sample: a convolution's pixels); part t
     multiplies its rows into partials[t], then the parts are added in order: the parts the step
@@ -499,7 +514,7 @@ def gemm_split_batch(x, g, out, partials):
     sum_parts(partials.reshape((chunks, out.size)), out.reshape(out.size), 1)
 
 
-@pjit
+@driver
 def gemm_split_cols(g, w, out, parts):
     """out = g @ w^T (an input's gradient); part t computes its columns out[:, rows t of w]."""
     if parts == 1:

@@ -22,7 +22,7 @@ from numba.core import types
 from numba.core.registry import CPUDispatcher
 
 from .abi import StepsArgs
-from .serial import original_of, own_functions, serial_cpu_kernels, serial_namespace, with_globals
+from .serial import is_driver, original_of, own_functions, serial_cpu_kernels, serial_namespace, with_globals
 
 MAX_CALLS = 20_000  # kernel calls, repeats included: a bound on the trace's own time (about 0.1 s)
 
@@ -46,7 +46,7 @@ def kernel_calls(dispatcher, args) -> list:
         elif isinstance(value, CPUDispatcher):
             namespace[name] = _Recorder(value, calls, count)
         elif value is library:
-            namespace[name] = _RecordingModule(value, calls, count)
+            namespace[name] = _RecordingModule(calls, count)
     try:
         stand_ins = [_stand_in(a) for a in args]
         if func.__code__.co_varnames[:1] == StepsArgs._fields[:1]:  # n, the steps of a call (abi.py)
@@ -102,7 +102,8 @@ class _Recorder:
             )
         else:
             sig = tuple(numba.typeof(a) for a in args)
-        self.calls[(self.kernel, sig)] = None
+        if self.kernel._can_compile:  # not gemm: compiled for its one signature on import
+            self.calls[(self.kernel, sig)] = None
         self.count[0] += 1
         if self.count[0] > MAX_CALLS:
             raise _Done
@@ -113,13 +114,27 @@ _OMITTED = object()
 
 
 class _RecordingModule:
-    """A kernel module (`K.`) whose compiled kernels record instead of running."""
+    """The CPU kernels (`K.`) as a step's Python function calls them (serial.twin_form), whose
+    compiled kernels record instead of running, and whose drivers run as Python over kernels that
+    record (but their integer helpers, which compute their parts' bounds)."""
 
-    def __init__(self, module, calls: dict, count: list):
-        self._module, self._calls, self._count = module, calls, count
+    def __init__(self, calls: dict, count: list):
+        from ..kernels import cpu
+
+        self._calls, self._count = calls, count
+        self._driver_globals = {
+            name: _Recorder(value, calls, count) if isinstance(value, CPUDispatcher) else value
+            for name, value in vars(cpu).items()
+        }
+        self._driver_globals.update({name: getattr(cpu, name).py_func for name in cpu.INDEX_HELPERS})
 
     def __getattr__(self, name):
-        value = getattr(self._module, name)
+        from ..kernels import cpu
+
+        kernel = getattr(cpu, name)
+        if is_driver(kernel):
+            return with_globals(kernel.py_func, self._driver_globals)
+        value = getattr(serial_cpu_kernels(), name)
         return _Recorder(value, self._calls, self._count) if isinstance(value, CPUDispatcher) else value
 
 

@@ -1,14 +1,22 @@
-"""The serial forms of the parallel kernels, for a step's Python function (background.python_twin,
-typecheck.checked_twin).
+"""What a step's Python function calls for the parallel kernels (background.python_twin,
+kernel_trace.py, typecheck.checked_twin).
 
 A parallel kernel (`parallel=True`: im2col, pooling, the split GEMMs, column sums, the generated
 loops in parts) runs its `parts` in a `prange` whose parts are independent: each writes its own
 rows, or its own row of a scratch array that the kernel then adds in order. Run one after the
 other, the parts compute the same floats. Numba's parallel compile costs a second or more a
 kernel (the parfor passes, the gufunc), which an empty cache's first step would wait for: 10 of
-a small CNN's 14 seconds. So the Python function calls each kernel's serial form (the same
-function compiled without parallel=True, where `prange` is `range`): it compiles in a tenth of
-the time. The compiled step, which the background child compiles, links the parallel ones."""
+a small CNN's 14 seconds. So the Python function calls instead:
+
+- a driver's (kernels/cpu.py `driver`: a kernel that only splits its work, every element loop in
+  a kernel it calls) own Python function, which calls those compiled kernels: nothing of its own
+  to compile. A compiled copy would link and optimise everything it calls again, into one
+  module: two seconds each for a convolution block and its gradient;
+- any other parallel kernel's serial form: the same function compiled without parallel=True,
+  where `prange` is `range`, in a tenth of the time.
+
+The compiled step, which the background child compiles, links the parallel ones. Numba's type
+inference (typecheck.py) needs compiled callees: it types against the serial forms of drivers too."""
 
 from __future__ import annotations
 
@@ -53,29 +61,60 @@ def original_of(kernel):
     return _ORIGINAL.get(kernel, kernel)
 
 
-_SERIAL_CPU = None
+def is_driver(value) -> bool:
+    return is_parallel(value) and getattr(value, "is_driver", False)
 
 
-def serial_cpu_kernels():
-    """kgraph.kernels.cpu with its parallel kernels swapped for their serial forms (`K.` in a
-    Python step)."""
-    global _SERIAL_CPU
-    if _SERIAL_CPU is None:
-        module = types.ModuleType(cpu.__name__, cpu.__doc__)
-        module.__dict__.update({k: serial_form(v) if is_parallel(v) else v for k, v in vars(cpu).items()})
-        _SERIAL_CPU = module
-    return _SERIAL_CPU
+_PYTHON: dict = {}
 
 
-def serial_namespace(namespace: dict) -> dict:
-    """A copy of a generated module's globals where the parallel kernels it calls (the CPU
-    library as `K`, its loop kernels in parts) are their serial forms."""
+def python_form(driver):
+    """A driver's Python function (`prange` is `range` in Python), calling the compiled kernels
+    of its module but its integer helpers (cpu.INDEX_HELPERS), which it calls as Python."""
+    form = _PYTHON.get(driver)
+    if form is None:
+        func = driver.py_func
+        namespace = dict(func.__globals__)
+        namespace.update({name: namespace[name].py_func for name in cpu.INDEX_HELPERS})
+        form = _PYTHON[driver] = with_globals(func, namespace)
+    return form
+
+
+def twin_form(kernel):
+    """What a step's Python function calls for `kernel`: a driver's Python function, another
+    parallel kernel's serial form, any other kernel itself."""
+    if is_driver(kernel):
+        return python_form(kernel)
+    return serial_form(kernel) if is_parallel(kernel) else kernel
+
+
+def typed_form(kernel):
+    """What a step's Python function calls for `kernel` where Numba types it (typecheck.py):
+    every parallel kernel's serial form."""
+    return serial_form(kernel) if is_parallel(kernel) else kernel
+
+
+_CPU_MODULES: dict = {}
+
+
+def serial_cpu_kernels(form=twin_form):
+    """kgraph.kernels.cpu with each kernel as `form` gives it (`K.` in a Python step)."""
+    module = _CPU_MODULES.get(form)
+    if module is None:
+        module = _CPU_MODULES[form] = types.ModuleType(cpu.__name__, cpu.__doc__)
+        module.__dict__.update({k: form(v) if isinstance(v, CPUDispatcher) else v for k, v in vars(cpu).items()})
+    return module
+
+
+def serial_namespace(namespace: dict, form=twin_form) -> dict:
+    """A copy of a generated module's globals where the kernels it calls (the CPU library as
+    `K`, its loop kernels in parts) are as `form` gives them."""
     out = dict(namespace)
     for name, value in namespace.items():
         if value is cpu:
-            out[name] = serial_cpu_kernels()
+            out[name] = serial_cpu_kernels(form)
         elif is_parallel(value):
-            out[name] = serial_form(value)
+            out[name] = form(value)
     return out
 
 

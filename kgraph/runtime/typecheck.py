@@ -4,8 +4,8 @@ step would have checked, that Numba can type every line of the generated code in
 is still checked: each function of the step's module runs the compile's first stage, Numba's
 type inference, on the types of its first call's arguments (a tenth of the compile's time: no
 code is generated), and a typing error raises as the compile would have. It types the function
-the Python step runs, whose calls go to the parallel kernels' serial forms (serial.py): the same
-signatures, and the forms the step compiles anyway. Typed against the parallel kernels, each call
+the Python step runs, whose calls go to the parallel kernels' serial forms (serial.py, drivers'
+too: Numba types a call by compiling its callee): the same signatures. Typed against the parallel kernels, each call
 compiled its kernel's parallel form, a second or more apiece, most of the test suite's time.
 
 A training step's loop over its steps calls its halves, train_grads and train_apply: typing the
@@ -19,7 +19,7 @@ import numba
 from numba.core import compiler, typed_passes
 from numba.core.compiler_machinery import FunctionPass, register_pass
 
-from .serial import own_functions, serial_namespace, with_globals
+from .serial import own_functions, serial_namespace, typed_form, with_globals
 
 
 @register_pass(mutates_CFG=False, analysis_only=True)
@@ -67,27 +67,31 @@ _TWINS: dict = {}
 
 
 def checked_twin(dispatcher):
-    """The step's Python function (as background.python_twin: the parallel kernels in their
-    serial forms), its own module's functions typed by Numba on their first call."""
+    """The step's Python function as background.python_twin runs it (drivers as Python, the
+    other parallel kernels in their serial forms), its own module's functions typed by Numba on
+    their first call against the serial forms of every parallel kernel."""
     twin = _TWINS.get(dispatcher)
     if twin is None:
         func = dispatcher.py_func
         own = own_functions(func)
         namespace = serial_namespace(func.__globals__)
+        typed_namespace = serial_namespace(func.__globals__, typed_form)
         for name, value in own.items():
-            namespace[name] = _typed_on_first_call(value, with_globals(value.py_func, namespace))
+            body, typed = with_globals(value.py_func, namespace), with_globals(value.py_func, typed_namespace)
+            namespace[name] = _typed_on_first_call(value, body, typed)
         body = with_globals(func, namespace)
         calls_own = (set(func.__code__.co_names) & set(own)) - {func.__name__}
-        twin = _TWINS[dispatcher] = body if calls_own else _typed_on_first_call(dispatcher, body)
+        typed = with_globals(func, typed_namespace)
+        twin = _TWINS[dispatcher] = body if calls_own else _typed_on_first_call(dispatcher, body, typed)
     return twin
 
 
-def _typed_on_first_call(dispatcher, body):
+def _typed_on_first_call(dispatcher, body, typed_body):
     typed = []
 
     def call(*args):
         if not typed:
-            type_check(dispatcher, args, body)
+            type_check(dispatcher, args, typed_body)
             typed.append(True)
         return body(*args)
 
