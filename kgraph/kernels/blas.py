@@ -21,6 +21,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.linalg import ensure_blas
 
+from .by_type import NO_C_WRAPPER
+
 
 ensure_blas()  # SciPy's BLAS, and an integer width this Numba was built for
 
@@ -71,7 +73,7 @@ _OPERAND = types.Array(types.float32, 2, "A", readonly=True)
 _GEMM_SIGNATURE = types.void(_OPERAND, _OPERAND, _MATRIX, types.boolean, types.boolean, types.float64)
 
 
-@njit(types.intp(_OPERAND), cache=True, nogil=True)
+@njit(types.intp(_OPERAND), cache=True, nogil=True, **NO_C_WRAPPER)
 def _row_stride(a) -> int:
     """Elements between rows of a 2-D view whose rows are contiguous (its leading dimension)."""
     return max(a.strides[0] // a.itemsize, a.shape[1], 1)
@@ -115,7 +117,12 @@ _cblas_sgemm = types.ExternalFunction(
 )
 
 
-@njit(types.UniTuple(types.intp, 3)(_OPERAND, _MATRIX, types.boolean, types.float64), cache=True, nogil=True)
+@njit(
+    types.UniTuple(types.intp, 3)(_OPERAND, _MATRIX, types.boolean, types.float64),
+    cache=True,
+    nogil=True,
+    **NO_C_WRAPPER,
+)
 def _product_shape(a, out, trans_a, beta):
     """(m, n, k) of out = op(a) @ op(b) + beta * out; k is 0 when BLAS has nothing to do: out is
     empty, or the product is (out is then beta * out, which BLAS would not write)."""
@@ -178,7 +185,7 @@ def _gemm_scipy(a, b, out, trans_a, trans_b, beta):
 
 def compiled(implementation):
     """`_gemm_cblas` or `_gemm_scipy` compiled for _GEMM_SIGNATURE (at once, or from the cache)."""
-    return njit(_GEMM_SIGNATURE, cache=True, nogil=True)(implementation)
+    return njit(_GEMM_SIGNATURE, cache=True, nogil=True, **NO_C_WRAPPER)(implementation)
 
 
 gemm = compiled(_gemm_cblas if _CBLAS_NAME else _gemm_scipy)  # only the one this machine uses compiles

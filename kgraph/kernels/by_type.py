@@ -18,6 +18,11 @@ from numba import njit
 from numba.core import types
 
 
+# Numba compiles a C-callable wrapper of every function besides the Python one (for cfunc and
+# first-class function values), which nothing of kgraph's calls: about 5% of a kernel's compile.
+NO_C_WRAPPER = {"no_cfunc_wrapper": True}
+
+
 def by_type(dispatcher, keep=()):
     """`dispatcher`, compiling (and typing its calls from compiled code) for the arguments' types
     without their literal values, but for the parameters named in `keep`: a constant there is
@@ -36,6 +41,7 @@ def by_type(dispatcher, keep=()):
 
 
 def kernel_jit(keep=(), **options):
-    """numba.njit(**options) for a kernel compiled by argument types (`by_type`)."""
-    compile_ = njit(**options)
+    """numba.njit(**options) for a kernel compiled by argument types (`by_type`), without the C
+    ABI wrapper Numba otherwise compiles for every function (NO_C_WRAPPER)."""
+    compile_ = njit(**NO_C_WRAPPER, **options)
     return lambda func: by_type(compile_(func), keep)

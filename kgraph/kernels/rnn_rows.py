@@ -21,11 +21,12 @@ from __future__ import annotations
 from numba import njit
 
 from . import maths as M
+from .by_type import NO_C_WRAPPER
 
 # Plain njit, not by_type's kernel_jit: these compile once per constant they are given, and
 # cpu.py's recurrent loops give them the activation codes (a compiled step's constants) and, where
 # a flag decides a unit loop's body, the flag as a constant (gru_row's has_rb).
-jit = njit(cache=True, error_model="numpy", nogil=True)
+jit = njit(cache=True, error_model="numpy", nogil=True, **NO_C_WRAPPER)
 
 TANH, SIGMOID = M.RNN_ACTIVATIONS.index("tanh"), M.RNN_ACTIVATIONS.index("sigmoid")
 
