@@ -435,7 +435,9 @@ def scatter_add_rows(g, ids, out):
     out[:] = 0
     for n in range(ids.shape[0]):
         if 0 <= ids[n] < out.shape[0]:  # as gather_rows: an id outside the table adds nowhere
-            out[int(ids[n]), :] += g[n, :]
+            row = out[int(ids[n])]
+            for c in range(row.shape[0]):  # a loop: see the module's docstring
+                row[c] += g[n, c]
 
 
 @jit

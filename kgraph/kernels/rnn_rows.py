@@ -137,7 +137,8 @@ def _cell_loops_for(fixed_act, fixed_ract):
             )  # fmt: skip
             dzb[j], dzb[nh + j], dzb[2 * nh + j], dzb[3 * nh + j] = dzi, dzf, dzc, dzo
             dcb[j] = dcp
-        dzsb[:] = dzb
+        for j in range(dzb.shape[0]):  # not dzsb[:] = dzb: its shape-mismatch message took 2.4 s to compile
+            dzsb[j] = dzb[j]
         dirb[:] = 0
 
     @jit
