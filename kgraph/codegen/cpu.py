@@ -136,7 +136,11 @@ class CpuCodegen(StepCodegen):
             body = per_step + [line for nid in code for line in code[nid]] + [""]
         for k, (output, nid) in enumerate(stash_outputs(self.c)):
             size = _prod(self.g.type(nid).shape)
-            body.append(f"stash_{k}[s * {size}:(s + 1) * {size}] = {self._operand(nid)}.reshape(({size},))  # {output}")
+            # a kernel, not `stash[...] = out`: Numba compiles an array assignment's shape-mismatch
+            # message into the step (2 s of its compile)
+            body.append(
+                f"K.copy_flat({self._operand(nid)}.reshape(({size},)), stash_{k}[s * {size}:(s + 1) * {size}])  # {output}"
+            )
         prologue, body = drop_unused_views(prologue + ["#"] + body, keep_from=len(prologue) + 1)
         lines = [JIT, f"def {name}({', '.join(args)}):"] + ["    " + line for line in prologue]
         lines.append("    for s in range(n):")

@@ -162,6 +162,13 @@ def sum_parts(partial, out, count):
 
 
 @jit
+def copy_flat(x, out):
+    """out[i] = x[i] over 1-D arrays (a step's outputs into their rows of the stash)."""
+    for i in range(out.shape[0]):
+        out[i] = x[i]
+
+
+@jit
 def broadcast_3d(g, out):
     """out[a, b, c] = g[a, c]."""
     for a in range(out.shape[0]):
