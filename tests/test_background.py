@@ -361,6 +361,35 @@ def test_the_trace_runs_a_convolutions_drivers_as_python_and_records_what_they_c
         assert sig in kernel.overloads, (kernel, sig)
 
 
+def test_the_trace_of_a_recurrent_step_names_its_cells_kernels_only(monkeypatch, tmp_path):
+    """The recurrent time loops are drivers too: an LSTM step's Python function calls the loops
+    over samples of the LSTM's default activations only (not every cell's), which the trace
+    records under the names the child finds them by (kernels made by a factory)."""
+    from benchmarks.models import lstm_text
+    from kgraph.runtime import kernel_trace
+
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
+    model = models.model_from_json(json.dumps(lstm_text("background_trace_lstm", 50, 8, 6, 4)), seed=3)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    rs = np.random.RandomState(0)
+    x, y = rs.randint(1, 50, (4, 6)).astype(np.int32), rs.randint(0, 2, 4)
+    seen = {}
+
+    def first_call(dispatcher, args):
+        seen["calls"] = kernel_trace.kernel_calls(dispatcher, args)
+        return background.python_twin(dispatcher)
+
+    monkeypatch.setattr(model.executable.compiler, "callable", first_call)
+    model.train_on_batch(x, y)
+    described = kernel_trace.describe(seen["calls"])
+    names = [d[2] for d in described]
+    assert {"_lstm_step_rows_ts", "_lstm_grad_rows_ts", "_carry_rows"} <= set(names), names
+    assert not {n for n in names if n.startswith(("rnn_", "_gru", "_simple", "_step_rows", "_grad_rows"))}
+    assert [kernel_trace.resolve(*d[:4]) for d in described] == [k for k, _ in seen["calls"]]
+    for kernel, sig in seen["calls"]:
+        assert sig in kernel.overloads, (kernel, sig)
+
+
 def test_kernels_missing_from_the_cache_go_to_the_child_from_the_last(monkeypatch, tmp_path):
     """An empty cache: the child starts with the first call, given the kernels to compile from
     the other end (here none counts as cached); the first call itself still runs in Python."""
@@ -374,7 +403,8 @@ def test_kernels_missing_from_the_cache_go_to_the_child_from_the_last(monkeypatc
     model.train_on_batch(x, y)
     assert ("train", "step") not in model.executable._compiled
     (ahead,) = started
-    assert ahead[-1][2] == "matmul" and ahead[0][2] == "kernel"  # the update, traced last, comes first
+    # the outputs' copy into the stash and the update, traced last, come first
+    assert ahead[-1][2] == "matmul" and [a[2] for a in ahead[:2]] == ["copy_flat", "kernel"]
     model.train_on_batch(x, y)
     assert len(started) == 1  # the same child
 

@@ -390,6 +390,12 @@ def test_steps_where_every_sample_is_masked_skip_their_gemms_bit_for_bit(cell, e
         return out, dz, du, dh0, dc0
 
     skipped = run(K.rnn_forward, K.rnn_backward)
+    # as a step's Python function runs them (drivers: runtime/serial.py), the same floats
+    from kgraph.runtime import serial
+
+    twin = run(serial.python_form(K.rnn_forward), serial.python_form(K.rnn_backward))
+    for name, a, c in zip(("out", "dz", "du", "dh0", "dc0"), skipped, twin):
+        np.testing.assert_array_equal(a, c, err_msg=f"{name} as Python")
     monkeypatch.setattr(K, "_any_live", lambda mask, k, masked: True)
     computed = run(K.rnn_forward.py_func, K.rnn_backward.py_func)
     for name, a, c in zip(("out", "dz", "du", "dh0", "dc0"), skipped, computed):

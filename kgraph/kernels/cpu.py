@@ -29,14 +29,25 @@ def driver(func):
     """A parallel kernel that only splits its work into parts: every loop over elements is in a
     kernel it calls. A step's Python function (runtime/serial.py) runs it as Python, calling those
     compiled kernels, instead of compiling a serial copy of it: a copy recompiles everything it
-    calls into one module, most of a CNN's first step on an empty cache. Its integer helpers
-    (INDEX_HELPERS) then run as Python too."""
+    calls into one module, most of a CNN's first step on an empty cache. Its helpers of scalars
+    and views (PYTHON_HELPERS) then run as Python too."""
     kernel = pjit(func)
     kernel.is_driver = True
     return kernel
 
 
-INDEX_HELPERS = ("part",)  # kernels of integers only, which a driver run as Python calls as Python
+def rnn_driver(func):
+    """A recurrent time loop (rnn_jit) that is a driver: every loop over samples or units is in a
+    kernel it calls, so that a step's Python function runs it as Python and compiles only the
+    kernels of its cell (a few seconds instead of fifteen for an LSTM)."""
+    kernel = rnn_jit(func)
+    kernel.is_driver = True
+    return kernel
+
+
+# kernels of scalars and views whose results decide a driver's control flow, and kernels that
+# only pick the kernel to call by its constants: a driver run as Python calls them as Python
+PYTHON_HELPERS = ("part", "_take", "_any_live", "_defaults", "_step_rows", "_grad_rows")
 
 
 @jit
@@ -588,7 +599,7 @@ def _defaults(cell, act, ract):
     return act == R.TANH and (cell == SIMPLE or ract == R.SIGMOID)
 
 
-@rnn_jit
+@rnn_driver
 def rnn_forward(
     xp,
     u,
@@ -639,96 +650,160 @@ def rnn_forward(
                 _copy(c, out[:, t, nh:])
             continue
         if dropped:
-            for b in range(nb):
-                for j in range(nh):
-                    he[b, j] = h[b, j] * keep[b, j]
+            _keep_rows(h, keep, he)
         if v1:  # z and r first: the candidate's recurrent product reads r * he
             gemm(hin, u[:, : 2 * nh], rec[:, : 2 * nh], False, False, 0.0)
-            for b in range(nb):
-                if ts:
-                    R.gru_v1_gates_row_ts(xp[b, k], rec[b], gates[b, st], hin[b], rhe[b], ract)
-                else:
-                    R.gru_v1_gates_row_any(xp[b, k], rec[b], gates[b, st], hin[b], rhe[b], ract)
+            _gru_v1_gates_rows(xp, rec, gates, hin, rhe, k, st, ract, ts)
             gemm(rhe, u[:, 2 * nh :], rec[:, 2 * nh :], False, False, 0.0)
         else:
             gemm(hin, u, rec, False, False, 0.0)
-        for b in range(nb):
-            _step_row(xp[b, k], rec[b], rb, gates[b, st], h[b], c[b], out[b, t], cell, act, ract, v1, ts, has_rb, masked and mask[b, k] == 0)  # fmt: skip
+        _step_rows(xp, rec, rb, gates, h, c, out, mask, k, t, st, cell, act, ract, v1, ts, has_rb, masked)
+
+
+@jit
+def _keep_rows(h, keep, he):
+    """he = h * keep (the recurrent dropout's kept state)."""
+    for b in range(h.shape[0]):
+        for j in range(h.shape[1]):
+            he[b, j] = h[b, j] * keep[b, j]
 
 
 @rnn_jit
-def _step_row(xb, rr, rb, gb, hb, cb, ob, cell, act, ract, v1, ts, has_rb, dead):
-    """Sample b's step t: rnn_rows' loop for its cell, or (dead: masked) a copy of its state."""
-    nh = hb.shape[0]
-    if dead:
-        _copy_row(hb, ob[:nh])
-        if cell == LSTM:
-            _copy_row(cb, ob[nh:])
+def _gru_v1_gates_rows(xp, rec, gates, hin, rhe, k, st, ract, ts):
+    for b in range(xp.shape[0]):
+        if ts:
+            R.gru_v1_gates_row_ts(xp[b, k], rec[b], gates[b, st], hin[b], rhe[b], ract)
+        else:
+            R.gru_v1_gates_row_any(xp[b, k], rec[b], gates[b, st], hin[b], rhe[b], ract)
+
+
+def _cell_rows_for(cell, ts):
+    """The loops over the samples of one time step of `cell`, forward (step_rows) and backward
+    (grad_rows), each sample's row through rnn_rows' `_ts` (Keras's default activations) or
+    `_any` loops. `cell` and `ts` are a closure's constants, whose branches Numba drops before
+    typing: a kernel for one cell's one form, not every cell's rows in each (the step's Python
+    function, which runs rnn_forward and rnn_backward as Python, compiles only its layer's)."""
+
+    @rnn_jit
+    def step_rows(xp, rec, rb, gates, h, c, out, mask, k, t, st, act, ract, v1, has_rb, masked):
+        nh = h.shape[1]
+        for b in range(h.shape[0]):
+            xb, rr, gb, hb, cb, ob = xp[b, k], rec[b], gates[b, st], h[b], c[b], out[b, t]
+            if masked and mask[b, k] == 0:  # the sample carries its state
+                _copy_row(hb, ob[:nh])
+                if cell == LSTM:
+                    _copy_row(cb, ob[nh:])
+            elif cell == SIMPLE:
+                if ts:
+                    R.simple_row_ts(xb, rr, gb, hb, ob, act)
+                else:
+                    R.simple_row_any(xb, rr, gb, hb, ob, act)
+            elif cell == LSTM:
+                if ts:
+                    R.lstm_row_ts(xb, rr, gb, hb, cb, ob, act, ract)
+                else:
+                    R.lstm_row_any(xb, rr, gb, hb, cb, ob, act, ract)
+            elif v1:
+                if ts:
+                    R.gru_v1_row_ts(xb, rr, gb, hb, ob, act, ract)
+                else:
+                    R.gru_v1_row_any(xb, rr, gb, hb, ob, act, ract)
+            # has_rb as a constant (rnn_rows' functions compile per constant): a bias read under a
+            # per-unit `if` kept the unit loop from vectorising (the GRU's step 5-10% slower)
+            elif ts and has_rb:
+                R.gru_row_ts(xb, rr, rb, gb, hb, ob, act, ract, True)
+            elif ts:
+                R.gru_row_ts(xb, rr, rb, gb, hb, ob, act, ract, False)
+            elif has_rb:
+                R.gru_row_any(xb, rr, rb, gb, hb, ob, act, ract, True)
+            else:
+                R.gru_row_any(xb, rr, rb, gb, hb, ob, act, ract, False)
+
+    @rnn_jit
+    def grad_rows(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, act, ract, ra, v1, masked, dropped):  # fmt: skip
+        """Step t's gradient for every sample, before the step's recurrent GEMM."""
+        for b in range(dh.shape[0]):
+            pb = out[b, t - 1] if t > 0 else prev[b]  # the state before the step (LSTM: h then c)
+            keepb = keep[b] if dropped else dh[b]  # (not read unless dropped)
+            gtb, gb, dzb, dzsb, hesb, dirb, dhb = g[b, t], gates[b, t], dz[b, k], dzs[b], hes[b, k], direct[b], dh[b]
+            if masked and mask[b, k] == 0:
+                dzb[:] = 0
+                dzsb[:] = 0
+                if ra:
+                    drec[b, k] = 0
+                if v1:
+                    rhes[b, k] = 0
+                R.dead_grad_row(gtb, pb, keepb, hesb, dirb, dhb, dc[b], cell == LSTM, dropped)
+            elif cell == SIMPLE:
+                if ts:
+                    R.simple_grad_row_ts(gtb, pb, keepb, gb, dzb, dzsb, hesb, dirb, dhb, act, dropped)
+                else:
+                    R.simple_grad_row_any(gtb, pb, keepb, gb, dzb, dzsb, hesb, dirb, dhb, act, dropped)
+            elif cell == LSTM:
+                ob, dcb = out[b, t], dc[b]
+                if ts:
+                    R.lstm_grad_row_ts(gtb, pb, keepb, gb, ob, dzb, dzsb, hesb, dirb, dhb, dcb, act, ract, dropped)
+                else:
+                    R.lstm_grad_row_any(gtb, pb, keepb, gb, ob, dzb, dzsb, hesb, dirb, dhb, dcb, act, ract, dropped)
+            elif ra:
+                if ts:
+                    R.gru_grad_row_ts(gtb, pb, keepb, gb, dzb, dzsb, drec[b, k], hesb, dirb, dhb, act, ract, dropped)
+                else:
+                    R.gru_grad_row_any(gtb, pb, keepb, gb, dzb, dzsb, drec[b, k], hesb, dirb, dhb, act, ract, dropped)
+            elif ts:
+                R.gru_v1_grad_row_ts(gtb, pb, keepb, gb, dzb, dzsb, rhes[b, k], hesb, dirb, dhb, act, ract, dropped)
+            else:
+                R.gru_v1_grad_row_any(gtb, pb, keepb, gb, dzb, dzsb, rhes[b, k], hesb, dirb, dhb, act, ract, dropped)
+
+    return step_rows, grad_rows
+
+
+_simple_step_rows_ts, _simple_grad_rows_ts = _cell_rows_for(SIMPLE, True)
+_simple_step_rows_any, _simple_grad_rows_any = _cell_rows_for(SIMPLE, False)
+_lstm_step_rows_ts, _lstm_grad_rows_ts = _cell_rows_for(LSTM, True)
+_lstm_step_rows_any, _lstm_grad_rows_any = _cell_rows_for(LSTM, False)
+_gru_step_rows_ts, _gru_grad_rows_ts = _cell_rows_for(GRU, True)
+_gru_step_rows_any, _gru_grad_rows_any = _cell_rows_for(GRU, False)
+
+
+@rnn_jit
+def _step_rows(xp, rec, rb, gates, h, c, out, mask, k, t, st, cell, act, ract, v1, ts, has_rb, masked):
+    """The forward loop over the samples for `cell` and `ts` (a driver run as Python calls this
+    as Python: PYTHON_HELPERS)."""
+    args = (xp, rec, rb, gates, h, c, out, mask, k, t, st, act, ract, v1, has_rb, masked)
+    if cell == SIMPLE and ts:
+        _simple_step_rows_ts(*args)
     elif cell == SIMPLE:
-        if ts:
-            R.simple_row_ts(xb, rr, gb, hb, ob, act)
-        else:
-            R.simple_row_any(xb, rr, gb, hb, ob, act)
+        _simple_step_rows_any(*args)
+    elif cell == LSTM and ts:
+        _lstm_step_rows_ts(*args)
     elif cell == LSTM:
-        if ts:
-            R.lstm_row_ts(xb, rr, gb, hb, cb, ob, act, ract)
-        else:
-            R.lstm_row_any(xb, rr, gb, hb, cb, ob, act, ract)
-    elif v1:
-        if ts:
-            R.gru_v1_row_ts(xb, rr, gb, hb, ob, act, ract)
-        else:
-            R.gru_v1_row_any(xb, rr, gb, hb, ob, act, ract)
-    # has_rb as a constant (rnn_rows' functions compile per constant): a bias read under a
-    # per-unit `if` kept the unit loop from vectorising (the GRU's step 5-10% slower)
-    elif ts and has_rb:
-        R.gru_row_ts(xb, rr, rb, gb, hb, ob, act, ract, True)
+        _lstm_step_rows_any(*args)
     elif ts:
-        R.gru_row_ts(xb, rr, rb, gb, hb, ob, act, ract, False)
-    elif has_rb:
-        R.gru_row_any(xb, rr, rb, gb, hb, ob, act, ract, True)
+        _gru_step_rows_ts(*args)
     else:
-        R.gru_row_any(xb, rr, rb, gb, hb, ob, act, ract, False)
+        _gru_step_rows_any(*args)
 
 
 @rnn_jit
-def _step_grad(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, cell, act, ract, ra, v1, ts, masked, dropped):  # fmt: skip
-    """Step t's gradient for every sample (rnn_rows' rows), before the step's recurrent GEMM."""
-    for b in range(dh.shape[0]):
-        pb = out[b, t - 1] if t > 0 else prev[b]  # the state before the step (LSTM: h then c)
-        keepb = keep[b] if dropped else dh[b]  # (not read unless dropped)
-        gtb, gb, dzb, dzsb, hesb, dirb, dhb = g[b, t], gates[b, t], dz[b, k], dzs[b], hes[b, k], direct[b], dh[b]
-        if masked and mask[b, k] == 0:
-            dzb[:] = 0
-            dzsb[:] = 0
-            if ra:
-                drec[b, k] = 0
-            if v1:
-                rhes[b, k] = 0
-            R.dead_grad_row(gtb, pb, keepb, hesb, dirb, dhb, dc[b], cell == LSTM, dropped)
-        elif cell == SIMPLE:
-            if ts:
-                R.simple_grad_row_ts(gtb, pb, keepb, gb, dzb, dzsb, hesb, dirb, dhb, act, dropped)
-            else:
-                R.simple_grad_row_any(gtb, pb, keepb, gb, dzb, dzsb, hesb, dirb, dhb, act, dropped)
-        elif cell == LSTM:
-            ob, dcb = out[b, t], dc[b]
-            if ts:
-                R.lstm_grad_row_ts(gtb, pb, keepb, gb, ob, dzb, dzsb, hesb, dirb, dhb, dcb, act, ract, dropped)
-            else:
-                R.lstm_grad_row_any(gtb, pb, keepb, gb, ob, dzb, dzsb, hesb, dirb, dhb, dcb, act, ract, dropped)
-        elif ra:
-            if ts:
-                R.gru_grad_row_ts(gtb, pb, keepb, gb, dzb, dzsb, drec[b, k], hesb, dirb, dhb, act, ract, dropped)
-            else:
-                R.gru_grad_row_any(gtb, pb, keepb, gb, dzb, dzsb, drec[b, k], hesb, dirb, dhb, act, ract, dropped)
-        elif ts:
-            R.gru_v1_grad_row_ts(gtb, pb, keepb, gb, dzb, dzsb, rhes[b, k], hesb, dirb, dhb, act, ract, dropped)
-        else:
-            R.gru_v1_grad_row_any(gtb, pb, keepb, gb, dzb, dzsb, rhes[b, k], hesb, dirb, dhb, act, ract, dropped)
+def _grad_rows(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, cell, act, ract, ra, v1, ts, masked, dropped):  # fmt: skip
+    """The backward loop over the samples for `cell` and `ts` (as _step_rows)."""
+    args = (g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, act, ract, ra, v1, masked, dropped)  # fmt: skip
+    if cell == SIMPLE and ts:
+        _simple_grad_rows_ts(*args)
+    elif cell == SIMPLE:
+        _simple_grad_rows_any(*args)
+    elif cell == LSTM and ts:
+        _lstm_grad_rows_ts(*args)
+    elif cell == LSTM:
+        _lstm_grad_rows_any(*args)
+    elif ts:
+        _gru_grad_rows_ts(*args)
+    else:
+        _gru_grad_rows_any(*args)
 
 
-@rnn_jit
+@rnn_driver
 def rnn_backward(
     g,
     out,
@@ -785,24 +860,17 @@ def rnn_backward(
             _copy(c0, prev[:, nh:])
     for t in range(nt - 1, -1, -1):
         k = nt - 1 - t if backwards else t
-        _step_grad(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, cell, act, ract, ra, v1, ts, masked, dropped)  # fmt: skip
+        _grad_rows(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, cell, act, ract, ra, v1, ts, masked, dropped)  # fmt: skip
         if not _any_live(mask, k, masked):  # every gradient went to direct: the GEMMs would add zeros
             _copy(direct, dh)
             continue
         if v1:  # d r needs d (r * he) = d ah @ Uh^T first
             gemm(dzs[:, 2 * nh :], u[:, 2 * nh :], acc, False, True, 0.0)
-            for b in range(nb):
-                if masked and mask[b, k] == 0:
-                    acc[b] = 0
-                elif ts:
-                    R.gru_v1_reset_grad_row_ts(acc[b], gates[b, t], hes[b, k], dz[b, k], dzs[b], ract)
-                else:
-                    R.gru_v1_reset_grad_row_any(acc[b], gates[b, t], hes[b, k], dz[b, k], dzs[b], ract)
+            _gru_v1_reset_rows(acc, gates, hes, dz, dzs, mask, t, k, ract, ts, masked)
             gemm(dzs[:, : 2 * nh], u[:, : 2 * nh], acc, False, True, 1.0)
         else:
             gemm(dzs, u, acc, False, True, 0.0)
-        for b in range(nb):
-            R.carry_grad_row(acc[b], keep[b] if dropped else dh[b], direct[b], dh[b], dropped)
+        _carry_rows(acc, keep, direct, dh, dropped)
     if want_du:  # one GEMM over every step of the batch
         he2 = hes.reshape((nb * nt, nh))
         if v1:
@@ -812,15 +880,30 @@ def rnn_backward(
         else:
             gemm(he2, (drec if ra else dz).reshape((nb * nt, ng)), du, True, False, 0.0)
     if want_drb:
-        d2 = drec.reshape((nb * nt, ng))
-        drb[:] = 0
-        for i in range(nb * nt):
-            for q in range(ng):
-                drb[q] += d2[i, q]
+        _rows_sum(drec.reshape((nb * nt, ng)), drb, 0, nb * nt)
     if want_dh0:
         _copy(dh, dh0)
     if want_dc0:
         _copy(dc, dc0)
+
+
+@rnn_jit
+def _gru_v1_reset_rows(acc, gates, hes, dz, dzs, mask, t, k, ract, ts, masked):
+    """d r (GRU reset_after=False) for every sample, from acc = d (r * he) (a masked sample's: 0)."""
+    for b in range(acc.shape[0]):
+        if masked and mask[b, k] == 0:
+            acc[b] = 0
+        elif ts:
+            R.gru_v1_reset_grad_row_ts(acc[b], gates[b, t], hes[b, k], dz[b, k], dzs[b], ract)
+        else:
+            R.gru_v1_reset_grad_row_any(acc[b], gates[b, t], hes[b, k], dz[b, k], dzs[b], ract)
+
+
+@jit
+def _carry_rows(acc, keep, direct, dh, dropped):
+    """d h before the step for every sample: through the recurrent kernel and direct."""
+    for b in range(dh.shape[0]):
+        R.carry_grad_row(acc[b], keep[b] if dropped else dh[b], direct[b], dh[b], dropped)
 
 
 @jit

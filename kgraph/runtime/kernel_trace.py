@@ -63,8 +63,18 @@ def describe(calls) -> list:
     for kernel, sig in calls:
         original = original_of(kernel)
         func = original.py_func
-        out.append((func.__module__, inspect.getfile(func), func.__name__, original is not kernel, sig))
+        out.append((func.__module__, inspect.getfile(func), _name_in_module(original), original is not kernel, sig))
     return out
+
+
+def _name_in_module(kernel) -> str:
+    """The name `kernel` has in its module: its function's, or for a kernel made by a factory
+    (cpu.py's one per recurrent cell) the module's name for it."""
+    func = kernel.py_func
+    module = inspect.getmodule(func)
+    if module is None or getattr(module, func.__name__, None) is kernel:
+        return func.__name__
+    return next((name for name, value in vars(module).items() if value is kernel), func.__name__)
 
 
 def resolve(module, path, name, serial):
@@ -116,7 +126,7 @@ _OMITTED = object()
 class _RecordingModule:
     """The CPU kernels (`K.`) as a step's Python function calls them (serial.twin_form), whose
     compiled kernels record instead of running, and whose drivers run as Python over kernels that
-    record (but their integer helpers, which compute their parts' bounds)."""
+    record (but their helpers of scalars and views, whose results decide what they do next)."""
 
     def __init__(self, calls: dict, count: list):
         from ..kernels import cpu
@@ -126,7 +136,9 @@ class _RecordingModule:
             name: _Recorder(value, calls, count) if isinstance(value, CPUDispatcher) else value
             for name, value in vars(cpu).items()
         }
-        self._driver_globals.update({name: getattr(cpu, name).py_func for name in cpu.INDEX_HELPERS})
+        self._driver_globals.update(
+            {name: with_globals(getattr(cpu, name).py_func, self._driver_globals) for name in cpu.PYTHON_HELPERS}
+        )
 
     def __getattr__(self, name):
         from ..kernels import cpu

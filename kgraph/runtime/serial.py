@@ -11,7 +11,8 @@ a small CNN's 14 seconds. So the Python function calls instead:
 - a driver's (kernels/cpu.py `driver`: a kernel that only splits its work, every element loop in
   a kernel it calls) own Python function, which calls those compiled kernels: nothing of its own
   to compile. A compiled copy would link and optimise everything it calls again, into one
-  module: two seconds each for a convolution block and its gradient;
+  module: two seconds each for a convolution block and its gradient. The recurrent time loops
+  are drivers too (`rnn_driver`, not parallel): as Python they call only their cell's kernels;
 - any other parallel kernel's serial form: the same function compiled without parallel=True,
   where `prange` is `range`, in a tenth of the time.
 
@@ -62,7 +63,7 @@ def original_of(kernel):
 
 
 def is_driver(value) -> bool:
-    return is_parallel(value) and getattr(value, "is_driver", False)
+    return isinstance(value, CPUDispatcher) and getattr(value, "is_driver", False)
 
 
 _PYTHON: dict = {}
@@ -70,19 +71,20 @@ _PYTHON: dict = {}
 
 def python_form(driver):
     """A driver's Python function (`prange` is `range` in Python), calling the compiled kernels
-    of its module but its integer helpers (cpu.INDEX_HELPERS), which it calls as Python."""
+    of its module but its helpers of scalars and views (cpu.PYTHON_HELPERS), which it calls as
+    Python."""
     form = _PYTHON.get(driver)
     if form is None:
         func = driver.py_func
         namespace = dict(func.__globals__)
-        namespace.update({name: namespace[name].py_func for name in cpu.INDEX_HELPERS})
+        namespace.update({name: namespace[name].py_func for name in cpu.PYTHON_HELPERS})
         form = _PYTHON[driver] = with_globals(func, namespace)
     return form
 
 
 def twin_form(kernel):
-    """What a step's Python function calls for `kernel`: a driver's Python function, another
-    parallel kernel's serial form, any other kernel itself."""
+    """What a step's Python function calls for `kernel`: a driver's Python function, a parallel
+    kernel's serial form, any other kernel itself."""
     if is_driver(kernel):
         return python_form(kernel)
     return serial_form(kernel) if is_parallel(kernel) else kernel
