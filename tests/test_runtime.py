@@ -220,3 +220,24 @@ def test_a_thread_choice_is_remembered_for_the_next_program(monkeypatch, tmp_pat
     run(plan, 3 * (threads.PartsTuner.PROBES + 1))
     plan.release()
     assert not (tmp_path / threads.CHOICES_FILE).exists()
+
+
+def test_no_call_is_timed_for_the_thread_choice_while_a_step_compiles_in_a_child(monkeypatch):
+    """A compile child takes a core (another step compiling meanwhile): a call timed then says
+    little of its setting, and the choice is remembered for later programs, so none is recorded."""
+    import numpy as np
+
+    from kgraph import models
+    from kgraph.runtime.threads import ThreadPlan
+
+    recorded = []
+    monkeypatch.setattr(ThreadPlan, "record", lambda self, kind, m, batch, option, s: recorded.append(option))
+    model = models.load_model(EXAMPLE, seed=1)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x, y = np.zeros((32, 64), np.float32), np.zeros(32, np.int32)
+    monkeypatch.setattr(model.executable.compiler, "busy", lambda: True)
+    model.train_on_batch(x, y)
+    assert recorded == []
+    monkeypatch.setattr(model.executable.compiler, "busy", lambda: False)
+    model.train_on_batch(x, y)
+    assert len(recorded) == 1

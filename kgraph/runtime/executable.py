@@ -178,7 +178,9 @@ class Executable:
             self.setup_seconds += time.perf_counter() - start
         else:
             fn(*args, *batch_args, *stash)
-        if tuned:
+        # a call timed while a compile child takes a core (another step compiling) says little of
+        # its option, and a look's choice is remembered for later programs (threads.py)
+        if tuned and not self.compiler.busy():
             self.threads.record(kind, m, batch, option, (time.perf_counter() - start) / steps)
         return self._outputs(kind, part, m, batch, steps, stash if part == "step" else arena)
 
