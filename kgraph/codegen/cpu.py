@@ -430,8 +430,8 @@ class CpuCodegen(StepCodegen):
         pre, d, post = _prod(t.shape[:axis]), t.shape[axis], _prod(t.shape[axis + 1 :])
         return [
             f"for r in range({n}):",
-            f"    {_var(node.id)}.reshape(({pre}, {d}, {n}, {post}))[:, :, r, :] = "
-            f"{self._operand(x)}.reshape(({pre}, {d}, {post}))",
+            f"    K.copy_3d({self._operand(x)}.reshape(({pre}, {d}, {post})), "
+            f"{_var(node.id)}.reshape(({pre}, {d}, {n}, {post}))[:, :, r, :])",
         ]
 
     # ------------------------------------------------------------------ reductions
@@ -546,13 +546,17 @@ class CpuCodegen(StepCodegen):
         return [f"K.unpick_rows({self._flat(g)}, {self._flat(labels)}, {self._rows(node.id)})"]
 
     # ------------------------------------------------------------------ concat and slice
+    # (copies through K.copy_3d, as a repeat's: an array assignment in the step would compile
+    # Numba's shape-mismatch message into it, about 2 s)
     def _emit_concat(self, node):
         pre, post, axis = self._axis_split(node.type, node.attrs["axis"])
         out = f"{_var(node.id)}.reshape(({pre}, {node.type.shape[axis]}, {post}))"
         lines, start = [], 0
         for i in node.inputs:
             n = self.g.type(i).shape[axis]
-            lines.append(f"{out}[:, {start}:{start + n}, :] = {self._operand(i)}.reshape(({pre}, {n}, {post}))")
+            lines.append(
+                f"K.copy_3d({self._operand(i)}.reshape(({pre}, {n}, {post})), {out}[:, {start}:{start + n}, :])"
+            )
             start += n
         return lines
 
@@ -565,8 +569,8 @@ class CpuCodegen(StepCodegen):
         n_in = self.g.type(x).shape[axis]
         s, e = node.attrs["start"], node.attrs["stop"]
         return [
-            f"{_var(node.id)}.reshape(({pre}, {e - s}, {post}))[:, :, :] = "
-            f"{self._operand(x)}.reshape(({pre}, {n_in}, {post}))[:, {s}:{e}, :]"
+            f"K.copy_3d({self._operand(x)}.reshape(({pre}, {n_in}, {post}))[:, {s}:{e}, :], "
+            f"{_var(node.id)}.reshape(({pre}, {e - s}, {post})))"
         ]
 
     # ------------------------------------------------------------------ recurrent layers

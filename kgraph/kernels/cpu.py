@@ -180,6 +180,15 @@ def copy_flat(x, out):
 
 
 @jit
+def copy_3d(x, out):
+    """out[a, b, c] = x[a, b, c] (a concatenation's part, a slice, a repeat: 3-D views)."""
+    for a in range(out.shape[0]):
+        for b in range(out.shape[1]):
+            for c in range(out.shape[2]):
+                out[a, b, c] = x[a, b, c]
+
+
+@jit
 def broadcast_3d(g, out):
     """out[a, b, c] = g[a, c]."""
     for a in range(out.shape[0]):
