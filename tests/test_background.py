@@ -361,15 +361,19 @@ def test_the_trace_runs_a_convolutions_drivers_as_python_and_records_what_they_c
         assert sig in kernel.overloads, (kernel, sig)
 
 
-def test_the_trace_of_a_recurrent_step_names_its_cells_kernels_only(monkeypatch, tmp_path):
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "mask_zero"])
+def test_the_trace_of_a_recurrent_step_names_its_cells_kernels_only(monkeypatch, tmp_path, masked):
     """The recurrent time loops are drivers too: an LSTM step's Python function calls the loops
     over samples of the LSTM's default activations only (not every cell's), which the trace
-    records under the names the child finds them by (kernels made by a factory)."""
+    records under the names the child finds them by (kernels made by a factory), a masked
+    layer's too (over a zero stand-in mask every step would look masked)."""
     from benchmarks.models import lstm_text
     from kgraph.runtime import kernel_trace
 
     monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
-    model = models.model_from_json(json.dumps(lstm_text("background_trace_lstm", 50, 8, 6, 4)), seed=3)
+    config = lstm_text(f"background_trace_lstm_{masked}", 50, 8, 6, 4)
+    config["config"]["layers"][1]["config"]["mask_zero"] = masked
+    model = models.model_from_json(json.dumps(config), seed=3)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     rs = np.random.RandomState(0)
     x, y = rs.randint(1, 50, (4, 6)).astype(np.int32), rs.randint(0, 2, 4)

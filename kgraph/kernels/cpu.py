@@ -691,9 +691,11 @@ def _cell_rows_for(cell, ts):
     (grad_rows), each sample's row through rnn_rows' `_ts` (Keras's default activations) or
     `_any` loops. `cell` and `ts` are a closure's constants, whose branches Numba drops before
     typing: a kernel for one cell's one form, not every cell's rows in each (the step's Python
-    function, which runs rnn_forward and rnn_backward as Python, compiles only its layer's)."""
+    function, which runs rnn_forward and rnn_backward as Python, compiles only its layer's).
+    Each gets its own name (`_lstm_step_rows_ts`, ...) before it is compiled: Numba names a
+    kernel's cache index after it, and one index shared by the six would tell them apart by a
+    hash kgraph's cache check (runtime/background.py) does not read."""
 
-    @rnn_jit
     def step_rows(xp, rec, rb, gates, h, c, out, mask, k, t, st, act, ract, v1, has_rb, masked):
         nh = h.shape[1]
         for b in range(h.shape[0]):
@@ -728,7 +730,6 @@ def _cell_rows_for(cell, ts):
             else:
                 R.gru_row_any(xb, rr, rb, gb, hb, ob, act, ract, False)
 
-    @rnn_jit
     def grad_rows(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, act, ract, ra, v1, masked, dropped):  # fmt: skip
         """Step t's gradient for every sample, before the step's recurrent GEMM."""
         for b in range(dh.shape[0]):
@@ -764,9 +765,14 @@ def _cell_rows_for(cell, ts):
             else:
                 R.gru_v1_grad_row_any(gtb, pb, keepb, gb, dzb, dzsb, rhes[b, k], hesb, dirb, dhb, act, ract, dropped)
 
-    return step_rows, grad_rows
+    kernels = []
+    for func, part in ((step_rows, "step"), (grad_rows, "grad")):
+        func.__name__ = func.__qualname__ = f"_{CELL_NAMES[cell]}_{part}_rows_{'ts' if ts else 'any'}"
+        kernels.append(rnn_jit(func))
+    return kernels
 
 
+CELL_NAMES = {SIMPLE: "simple", LSTM: "lstm", GRU: "gru"}
 _simple_step_rows_ts, _simple_grad_rows_ts = _cell_rows_for(SIMPLE, True)
 _simple_step_rows_any, _simple_grad_rows_any = _cell_rows_for(SIMPLE, False)
 _lstm_step_rows_ts, _lstm_grad_rows_ts = _cell_rows_for(LSTM, True)

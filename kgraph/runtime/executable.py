@@ -163,7 +163,8 @@ class Executable:
         # A step never compiled (KGRAPH_COMPILE_STEPS=0) takes the settings a compiled one would,
         # its GEMMs split in parts too: the same calls, only each kernel call is Python's.
         tuned = compiled or not compile_steps()
-        option = self.threads.pick(kind, m, batch, tuned, not compiled and self.compiler.busy())
+        busy = self.compiler.busy()  # a compile child takes a core
+        option = self.threads.pick(kind, m, batch, tuned, busy)
         args = step_args(self.threads.use(option, m))
         if kind.partition("@")[0] == "train":  # "train", or a step per input shape ("train@80")
             self._last_batch, self._last_parts = batch_args, args.parts
@@ -180,7 +181,7 @@ class Executable:
             fn(*args, *batch_args, *stash)
         # a call timed while a compile child takes a core (another step compiling) says little of
         # its option, and a look's choice is remembered for later programs (threads.py)
-        if tuned and not self.compiler.busy():
+        if tuned and not busy and not self.compiler.busy():
             self.threads.record(kind, m, batch, option, (time.perf_counter() - start) / steps)
         return self._outputs(kind, part, m, batch, steps, stash if part == "step" else arena)
 

@@ -24,7 +24,7 @@ from numba.core.registry import CPUDispatcher
 from .abi import StepsArgs
 from .serial import is_driver, original_of, own_functions, serial_cpu_kernels, serial_namespace, with_globals
 
-MAX_CALLS = 20_000  # kernel calls, repeats included: a bound on the trace's own time (about 0.1 s)
+MAX_CALLS = 20_000  # kernel calls, repeats included: a bound on the trace's own time (under 0.2 s)
 
 
 class _Done(Exception):
@@ -33,8 +33,8 @@ class _Done(Exception):
 
 def kernel_calls(dispatcher, args) -> list:
     """[(kernel, signature)] of the kernels `dispatcher`'s Python function (as the step's first
-    call runs it: serial forms, background.python_twin) calls with `args`, each once, first
-    call first."""
+    call runs it, background.python_twin: drivers as Python, other parallel kernels in their
+    serial forms) calls with `args`, each once, first call first."""
     calls: dict = {}  # (kernel, signature) -> None: an ordered set
     count = [0]  # calls recorded, repeats included
     func = dispatcher.py_func
@@ -63,18 +63,8 @@ def describe(calls) -> list:
     for kernel, sig in calls:
         original = original_of(kernel)
         func = original.py_func
-        out.append((func.__module__, inspect.getfile(func), _name_in_module(original), original is not kernel, sig))
+        out.append((func.__module__, inspect.getfile(func), func.__name__, original is not kernel, sig))
     return out
-
-
-def _name_in_module(kernel) -> str:
-    """The name `kernel` has in its module: its function's, or for a kernel made by a factory
-    (cpu.py's one per recurrent cell) the module's name for it."""
-    func = kernel.py_func
-    module = inspect.getmodule(func)
-    if module is None or getattr(module, func.__name__, None) is kernel:
-        return func.__name__
-    return next((name for name, value in vars(module).items() if value is kernel), func.__name__)
 
 
 def resolve(module, path, name, serial):
@@ -111,7 +101,7 @@ class _Recorder:
                 for p, v in zip(self.parameters.values(), values)
             )
         else:
-            sig = tuple(numba.typeof(a) for a in args)
+            sig = tuple(_type_of(a) for a in args)
         if self.kernel._can_compile:  # not gemm: compiled for its one signature on import
             self.calls[(self.kernel, sig)] = None
         self.count[0] += 1
@@ -121,6 +111,19 @@ class _Recorder:
 
 
 _OMITTED = object()
+_ARRAY_TYPES: dict = {}
+
+
+def _type_of(value):
+    """numba.typeof, from what an array's type depends on (a driver's time loop calls its kernels
+    thousands of times with views of the same kinds: typeof itself was most of the trace)."""
+    if not isinstance(value, np.ndarray):
+        return numba.typeof(value)
+    flags = value.flags
+    key = (value.dtype, value.ndim, flags.c_contiguous, flags.f_contiguous, flags.writeable, flags.aligned)
+    if key not in _ARRAY_TYPES:
+        _ARRAY_TYPES[key] = numba.typeof(value)
+    return _ARRAY_TYPES[key]
 
 
 class _RecordingModule:
@@ -139,6 +142,9 @@ class _RecordingModule:
         self._driver_globals.update(
             {name: with_globals(getattr(cpu, name).py_func, self._driver_globals) for name in cpu.PYTHON_HELPERS}
         )
+        # every time step live: over a zero stand-in mask each would look masked, and the trace
+        # would miss the kernels of live steps (most of a masked recurrent layer's)
+        self._driver_globals["_any_live"] = lambda mask, k, masked: True
 
     def __getattr__(self, name):
         from ..kernels import cpu

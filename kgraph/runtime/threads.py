@@ -187,11 +187,13 @@ class ThreadPlan:
         return f"{Path(module).name}|{kind}|{batch}|{self.cores()} of {os.cpu_count()}"
 
     def pick(self, kind, m, batch, compiled=True, compiling=False) -> tuple:
-        """The setting of the next call: the tuner's for a compiled step. Its Python function
-        (while the step compiles, background.py) runs on one thread while a child compiles on
-        another core, and its first call takes the first option."""
+        """The setting of the next call: the tuner's for a compiled step, its kept one while a
+        compile child takes a core (`compiling`: no call is timed then, Executable.run). A step's
+        Python function (while the step compiles, background.py) runs on one thread while a child
+        compiles on another core, and its first call takes the first option."""
         if compiled:
-            return self.tuner(kind, m, batch).pick()
+            tuner = self.tuner(kind, m, batch)
+            return tuner.best if compiling else tuner.pick()
         return (1, 1) if compiling else self.options(m, batch)[0]
 
     def record(self, kind, m, batch, option, seconds) -> None:

@@ -4,8 +4,9 @@ step would have checked, that Numba can type every line of the generated code in
 is still checked: each function of the step's module runs the compile's first stage, Numba's
 type inference, on the types of its first call's arguments (a tenth of the compile's time: no
 code is generated), and a typing error raises as the compile would have. It types the function
-the Python step runs, whose calls go to the parallel kernels' serial forms (serial.py, drivers'
-too: Numba types a call by compiling its callee): the same signatures. Typed against the parallel kernels, each call
+the Python step runs, with its calls typed against the parallel kernels' serial forms (serial.py,
+drivers' too: Numba types a call by compiling its callee, and Python functions it cannot type),
+while the Python step itself runs the drivers as Python. Typed against the parallel kernels, each call
 compiled its kernel's parallel form, a second or more apiece, most of the test suite's time.
 
 A training step's loop over its steps calls its halves, train_grads and train_apply: typing the
