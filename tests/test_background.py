@@ -407,8 +407,8 @@ def test_kernels_missing_from_the_cache_go_to_the_child_from_the_last(monkeypatc
     model.train_on_batch(x, y)
     assert ("train", "step") not in model.executable._compiled
     (ahead,) = started
-    # the outputs' copy into the stash and the update, traced last, come first
-    assert ahead[-1][2] == "matmul" and [a[2] for a in ahead[:2]] == ["copy_flat", "kernel"]
+    # the update, traced last, comes first (the outputs' copy into the stash runs NumPy's copy)
+    assert ahead[-1][2] == "matmul" and ahead[0][2] == "kernel" and "copy_flat" not in {a[2] for a in ahead}
     model.train_on_batch(x, y)
     assert len(started) == 1  # the same child
 

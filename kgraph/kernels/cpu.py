@@ -188,6 +188,15 @@ def copy_3d(x, out):
                 out[a, b, c] = x[a, b, c]
 
 
+def _assign(x, out):
+    """out[...] = x: copy_flat's and copy_3d's work as NumPy does it, which a step's Python
+    function calls instead (runtime/serial.py): nothing to compile on a first step."""
+    out[...] = x
+
+
+copy_flat.python_form = copy_3d.python_form = _assign
+
+
 @jit
 def broadcast_3d(g, out):
     """out[a, b, c] = g[a, c]."""

@@ -84,7 +84,9 @@ def python_form(driver):
 
 def twin_form(kernel):
     """What a step's Python function calls for `kernel`: a driver's Python function, a parallel
-    kernel's serial form, any other kernel itself."""
+    kernel's serial form, the NumPy form of a copy (cpu.copy_flat), any other kernel itself."""
+    if getattr(kernel, "python_form", None) is not None:
+        return kernel.python_form
     if is_driver(kernel):
         return python_form(kernel)
     return serial_form(kernel) if is_parallel(kernel) else kernel
