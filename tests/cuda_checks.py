@@ -850,6 +850,38 @@ def ptx():
     print(f"compiled {len(kernels)} kernels", file=sys.stderr)
 
 
+def shared_arrays_race():
+    """kgraph's lock on the simulator's shared arrays (kernels/cuda.py): a thread switched out
+    between its block's look-up of a shared array that missed and the store would get an array
+    of its own; with the switch forced there every time, the GEMM (two shared tiles, 16 threads
+    a block) still computes a @ b (without the lock it reads tiles nothing wrote)."""
+    import time
+
+    from numba import cuda
+    from numba.cuda.simulator import kernelapi
+
+    from kgraph.kernels import cuda as K
+
+    class Switching(dict):
+        def __setitem__(self, key, value):
+            time.sleep(0.001)  # the other threads run between the missed look-up and this store
+            dict.__setitem__(self, key, value)
+
+    start = kernelapi.FakeCUDAShared.__init__
+
+    def switching(self, *args, **kwargs):
+        start(self, *args, **kwargs)
+        self._allocations = Switching()
+
+    kernelapi.FakeCUDAShared.__init__ = switching
+    a, b = rand(20, 24), rand(24, 18)
+    dev_out = cuda.to_device(np.zeros((20, 18), np.float32))
+    K.gemm(False, False, K.product)[K.gemm_grid(20, 18), (K.THREADS_2D, K.THREADS_2D)](
+        cuda.to_device(a), cuda.to_device(b), cuda.to_device(np.zeros(18, np.float32)), dev_out
+    )
+    np.testing.assert_allclose(dev_out.copy_to_host(), a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
+
+
 if __name__ == "__main__":
     # The simulator runs a block's threads as Python threads and polls them from this one; at
     # Python's default 5 ms switch interval the poll held the GIL while they waited (a third of the
@@ -868,5 +900,6 @@ if __name__ == "__main__":
         "replicas_cnn": replicas_cnn,
         "host_staged": host_staged,
         "cli_mirrored": cli_mirrored,
+        "shared_arrays_race": shared_arrays_race,
     }[sys.argv[1]]()
     print("ok")

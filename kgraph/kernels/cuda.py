@@ -27,6 +27,45 @@ from . import maths as M
 from .maths import maximum, minimum
 
 SIMULATED = config.ENABLE_CUDASIM
+
+
+def _lock_simulated_shared_arrays() -> None:
+    """Numba's simulator gives a block's threads one shared array per call site (file and line)
+    by looking it up, and on a miss making and storing one, with no lock: two threads that both
+    miss (one switched out between the look-up and the store) each get their own, and read what
+    the others never wrote (a GRU's weights after one step were about 1e20 in one test run in
+    twenty; a forced switch there fails every time). This does the same under a lock; nothing
+    where the simulator's internals differ from those it was written against (numba 0.61-0.68)."""
+    import sys
+    import threading
+
+    import numpy as np
+    from numba.core import types
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+
+    shared = getattr(kernelapi, "FakeCUDAShared", None)
+    if shared is None or getattr(shared, "_kgraph_locked", False) or not hasattr(shared, "array"):
+        return
+    dynamic, lock = shared.array, threading.Lock()
+
+    def array(self, shape, dtype):
+        if shape == 0 or not isinstance(getattr(self, "_allocations", None), dict):
+            return dynamic(self, shape, dtype)  # dynamic shared memory: one buffer, no look-up
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        caller = sys._getframe(1)
+        site = (caller.f_code.co_filename, caller.f_lineno)
+        with lock:
+            if site not in self._allocations:
+                self._allocations[site] = np.empty(shape, dtype)
+            return self._allocations[site]
+
+    shared.array, shared._kgraph_locked = array, True
+
+
+if SIMULATED:
+    _lock_simulated_shared_arrays()
 THREADS_1D = 256  # threads per block of the one-dimensional kernels
 # In the simulator: a one-dimensional launch's blocks at most (0: as many as on a GPU; two, so
 # that striding across blocks is checked there too) and their threads
