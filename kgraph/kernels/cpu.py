@@ -174,7 +174,8 @@ def sum_parts(partial, out, count):
 
 @jit
 def copy_flat(x, out):
-    """out[i] = x[i] over 1-D arrays (a step's outputs into their rows of the stash)."""
+    """out[i] = x[i] over 1-D arrays (a step's outputs into their rows of the stash, a masked
+    sample's state carried)."""
     for i in range(out.shape[0]):
         out[i] = x[i]
 
@@ -606,12 +607,6 @@ def _copy(x, out):
 
 
 @jit
-def _copy_row(x, out):
-    for j in range(out.shape[0]):
-        out[j] = x[j]
-
-
-@jit
 def _defaults(cell, act, ract):
     """Whether the layer has Keras's default activations, which rnn_rows' `_ts` loops fix."""
     return act == R.TANH and (cell == SIMPLE or ract == R.SIGMOID)
@@ -710,9 +705,9 @@ def _cell_rows_for(cell, ts):
         for b in range(h.shape[0]):
             xb, rr, gb, hb, cb, ob = xp[b, k], rec[b], gates[b, st], h[b], c[b], out[b, t]
             if masked and mask[b, k] == 0:  # the sample carries its state
-                _copy_row(hb, ob[:nh])
+                copy_flat(hb, ob[:nh])
                 if cell == LSTM:
-                    _copy_row(cb, ob[nh:])
+                    copy_flat(cb, ob[nh:])
             elif cell == SIMPLE:
                 if ts:
                     R.simple_row_ts(xb, rr, gb, hb, ob, act)
