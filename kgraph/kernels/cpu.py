@@ -25,24 +25,22 @@ rnn_jit = kernel_jit(keep=("cell", "act", "ract"), cache=True, error_model="nump
 pjit = kernel_jit(cache=True, error_model="numpy", nogil=True, parallel=True)
 
 
-def driver(func):
-    """A parallel kernel that only splits its work into parts: every loop over elements is in a
+def driver(func, compile_=pjit):
+    """A kernel (parallel: pjit) that only splits its work: every loop over elements is in a
     kernel it calls. A step's Python function (runtime/serial.py) runs it as Python, calling those
     compiled kernels, instead of compiling a serial copy of it: a copy recompiles everything it
     calls into one module, most of a CNN's first step on an empty cache. Its helpers of scalars
     and views (PYTHON_HELPERS) then run as Python too."""
-    kernel = pjit(func)
+    kernel = compile_(func)
     kernel.is_driver = True
     return kernel
 
 
 def rnn_driver(func):
     """A recurrent time loop (rnn_jit) that is a driver: every loop over samples or units is in a
-    kernel it calls, so that a step's Python function runs it as Python and compiles only the
-    kernels of its cell (a few seconds instead of fifteen for an LSTM)."""
-    kernel = rnn_jit(func)
-    kernel.is_driver = True
-    return kernel
+    kernel it calls, so that as Python it compiles only the kernels of its cell (a few seconds
+    instead of fifteen for an LSTM)."""
+    return driver(func, rnn_jit)
 
 
 # kernels of scalars and views whose results decide a driver's control flow, and kernels that

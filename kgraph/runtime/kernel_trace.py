@@ -22,7 +22,15 @@ from numba.core import types
 from numba.core.registry import CPUDispatcher
 
 from .abi import StepsArgs
-from .serial import is_driver, original_of, own_functions, serial_cpu_kernels, serial_namespace, with_globals
+from .serial import (
+    drivers_namespace,
+    is_driver,
+    original_of,
+    own_functions,
+    serial_cpu_kernels,
+    serial_namespace,
+    with_globals,
+)
 
 MAX_CALLS = 20_000  # kernel calls, repeats included: a bound on the trace's own time (under 0.2 s)
 
@@ -135,12 +143,11 @@ class _RecordingModule:
         from ..kernels import cpu
 
         self._calls, self._count = calls, count
-        self._driver_globals = {
-            name: _Recorder(value, calls, count) if isinstance(value, CPUDispatcher) else value
-            for name, value in vars(cpu).items()
-        }
-        self._driver_globals.update(
-            {name: with_globals(getattr(cpu, name).py_func, self._driver_globals) for name in cpu.PYTHON_HELPERS}
+        self._driver_globals = drivers_namespace(
+            {
+                name: _Recorder(value, calls, count) if isinstance(value, CPUDispatcher) else value
+                for name, value in vars(cpu).items()
+            }
         )
         # every time step live: over a zero stand-in mask each would look masked, and the trace
         # would miss the kernels of live steps (most of a masked recurrent layer's)

@@ -66,19 +66,24 @@ def is_driver(value) -> bool:
     return isinstance(value, CPUDispatcher) and getattr(value, "is_driver", False)
 
 
+def drivers_namespace(kernels: dict) -> dict:
+    """The globals a driver runs with as Python: `kernels` (kgraph.kernels.cpu's, or stand-ins for
+    them: kernel_trace.py), but the helpers of scalars and views (cpu.PYTHON_HELPERS) as Python
+    functions reading these same globals."""
+    namespace = dict(kernels)
+    namespace.update({name: with_globals(getattr(cpu, name).py_func, namespace) for name in cpu.PYTHON_HELPERS})
+    return namespace
+
+
 _PYTHON: dict = {}
 
 
 def python_form(driver):
     """A driver's Python function (`prange` is `range` in Python), calling the compiled kernels
-    of its module but its helpers of scalars and views (cpu.PYTHON_HELPERS), which it calls as
-    Python."""
+    of its module but its helpers of scalars and views, which it calls as Python."""
     form = _PYTHON.get(driver)
     if form is None:
-        func = driver.py_func
-        namespace = dict(func.__globals__)
-        namespace.update({name: namespace[name].py_func for name in cpu.PYTHON_HELPERS})
-        form = _PYTHON[driver] = with_globals(func, namespace)
+        form = _PYTHON[driver] = with_globals(driver.py_func, drivers_namespace(vars(cpu)))
     return form
 
 
