@@ -333,19 +333,14 @@ def test_the_first_call_traces_the_kernels_it_compiles_without_running_them(monk
     assert form._cache._cache_file._index_name != K.column_sum._cache._cache_file._index_name
 
 
-def test_the_trace_runs_a_convolutions_drivers_as_python_and_records_what_they_call(monkeypatch, tmp_path):
-    """A convolution step's drivers (the convolution block and its gradient) run as Python in the
-    step's Python function (serial.python_form), calling compiled kernels: the trace records
-    those (im2col, pooling, ...), with the signatures the Python step then compiles, and no
-    driver; the Python step computes the compiled step's floats (tests/test_kernels.py)."""
-    from benchmarks.models import cnn
+def _first_call_traced(monkeypatch, tmp_path, config, x, y) -> list:
+    """The kernel trace of a new model's first training call (which then runs as Python), and a
+    check that the Python step compiled each traced kernel for the very signature traced."""
     from kgraph.runtime import kernel_trace
 
     monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
-    model = models.model_from_json(json.dumps(cnn("background_trace_cnn")), seed=3)
+    model = models.model_from_json(json.dumps(config), seed=3)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    rs = np.random.RandomState(0)
-    x, y = rs.rand(8, 28, 28, 1).astype(np.float32), rs.randint(0, 10, 8)
     seen = {}
 
     def first_call(dispatcher, args):
@@ -354,11 +349,24 @@ def test_the_trace_runs_a_convolutions_drivers_as_python_and_records_what_they_c
 
     monkeypatch.setattr(model.executable.compiler, "callable", first_call)
     model.train_on_batch(x, y)
-    names = [k.py_func.__name__ for k, _ in seen["calls"]]
-    assert names[:3] == ["_im2col", "_bias_relu", "_pool2d"] and "_pool2d_grad" in names, names
-    assert not {"conv_block", "pool2d_grad_kernel_grad", "part"} & set(names)
     for kernel, sig in seen["calls"]:
         assert sig in kernel.overloads, (kernel, sig)
+    return seen["calls"]
+
+
+def test_the_trace_runs_a_convolutions_drivers_as_python_and_records_what_they_call(monkeypatch, tmp_path):
+    """A convolution step's drivers (the convolution block and its gradient) run as Python in the
+    step's Python function (serial.python_form), calling compiled kernels: the trace records
+    those (im2col, pooling, ...), with the signatures the Python step then compiles, and no
+    driver; the Python step computes the compiled step's floats (tests/test_kernels.py)."""
+    from benchmarks.models import cnn
+
+    rs = np.random.RandomState(0)
+    x, y = rs.rand(8, 28, 28, 1).astype(np.float32), rs.randint(0, 10, 8)
+    calls = _first_call_traced(monkeypatch, tmp_path, cnn("background_trace_cnn"), x, y)
+    names = [k.py_func.__name__ for k, _ in calls]
+    assert names[:3] == ["_im2col", "_bias_relu", "_pool2d"] and "_pool2d_grad" in names, names
+    assert not {"conv_block", "pool2d_grad_kernel_grad", "part"} & set(names)
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["plain", "mask_zero"])
@@ -370,28 +378,16 @@ def test_the_trace_of_a_recurrent_step_names_its_cells_kernels_only(monkeypatch,
     from benchmarks.models import lstm_text
     from kgraph.runtime import kernel_trace
 
-    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
     config = lstm_text(f"background_trace_lstm_{masked}", 50, 8, 6, 4)
     config["config"]["layers"][1]["config"]["mask_zero"] = masked
-    model = models.model_from_json(json.dumps(config), seed=3)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     rs = np.random.RandomState(0)
     x, y = rs.randint(1, 50, (4, 6)).astype(np.int32), rs.randint(0, 2, 4)
-    seen = {}
-
-    def first_call(dispatcher, args):
-        seen["calls"] = kernel_trace.kernel_calls(dispatcher, args)
-        return background.python_twin(dispatcher)
-
-    monkeypatch.setattr(model.executable.compiler, "callable", first_call)
-    model.train_on_batch(x, y)
-    described = kernel_trace.describe(seen["calls"])
+    calls = _first_call_traced(monkeypatch, tmp_path, config, x, y)
+    described = kernel_trace.describe(calls)
     names = [d[2] for d in described]
     assert {"_lstm_step_rows_ts", "_lstm_grad_rows_ts", "_carry_rows"} <= set(names), names
     assert not {n for n in names if n.startswith(("rnn_", "_gru", "_simple", "_step_rows", "_grad_rows"))}
-    assert [kernel_trace.resolve(*d[:4]) for d in described] == [k for k, _ in seen["calls"]]
-    for kernel, sig in seen["calls"]:
-        assert sig in kernel.overloads, (kernel, sig)
+    assert [kernel_trace.resolve(*d[:4]) for d in described] == [k for k, _ in calls]
 
 
 def test_kernels_missing_from_the_cache_go_to_the_child_from_the_last(monkeypatch, tmp_path):
