@@ -35,6 +35,17 @@ from .kernel_trace import compile_all, describe, kernel_calls
 from .serial import own_functions, serial_namespace, with_globals
 
 
+def prepare_numba() -> None:
+    """Numba loads its typing and lowering registries (about 0.4 s of imports) on the first call of
+    any compiled function, or its first compile, from its cache or not: what a program loads on
+    import (runtime/executable.py), as TensorFlow and PyTorch set themselves up on import, so that
+    a model's first step is only that model's work, and the compile child before its job comes."""
+    from numba.core.registry import cpu_target
+
+    cpu_target.typing_context.refresh()
+    cpu_target.target_context.refresh()
+
+
 class StepCompiler:
     """Which callable runs a step now: the compiled dispatcher, or its Python function while the
     dispatcher compiles in a child process."""
@@ -226,11 +237,8 @@ def main() -> None:
 
     # maybe started ahead of its job (child.start_spare): the kernels' fingerprint as this process
     # read them, and Numba's typing and lowering registries (0.4 s, the first compile's), first
-    from numba.core.registry import cpu_target
-
     fingerprint()
-    cpu_target.typing_context.refresh()
-    cpu_target.target_context.refresh()
+    prepare_numba()
     payload = wait_for_job()
     if not payload:  # no job came: the program ended, or needed none
         return

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from .abi import STEP_ARGS, STEPS_ARGS, Manifest, StepArgs, StepsArgs, at_batch  # noqa: F401 (STEP*_ARGS: as before)
-from .background import StepCompiler, compile_notice, has_cached_code
+from .background import StepCompiler, compile_notice, has_cached_code, prepare_numba
 from .cache import mark_kernels_compiled
 from .child import spares_start, start_spare
 from .loader import import_file
@@ -19,18 +19,8 @@ from .threads import ThreadPlan
 from .typecheck import checked_twin
 
 
-def _prepare_numba() -> None:
-    """Numba loads its typing and lowering registries (about 0.4 s of imports) on the first call of
-    any compiled function, from its cache or not. Loading them here, on import, as TensorFlow and
-    PyTorch set themselves up on import, leaves the first step of a model only that model's work."""
-    from numba.core.registry import cpu_target
-
-    cpu_target.typing_context.refresh()
-    cpu_target.target_context.refresh()
-
-
 if policy.runs_steps:
-    _prepare_numba()
+    prepare_numba()  # on import: a model's first step is only its own work
 
 
 class Executable:
