@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from kgraph import models
+from kgraph.kernels import cpu as K
 from kgraph.runtime import background, policy
 from kgraph.runtime.threads import LARGE_GEMM_FLOPS, ThreadPlan
 
@@ -187,3 +188,32 @@ def test_uncompiled_steps_run_in_python_and_raise_what_numbas_typing_would(monke
     assert not _typable.overloads  # typed, never compiled
     with pytest.raises(TypingError):
         checked_twin(_python_only)(x)
+
+
+@numba.njit
+def _sums_columns(x, partial, out):
+    K.column_sum(x, partial, out, False)  # one argument short: column_sum(x, out, partial, mean, parts)
+
+
+@numba.njit
+def _sums_columns_in_two_parts(x, partial, out):
+    K.column_sum(x, out, partial, False, 2)
+
+
+def test_a_driver_is_typed_by_its_signature_and_run_as_python():
+    """The type check types a call of a driver (kernels/cpu.py `driver`) against its count of
+    arguments, compiling neither it nor its serial form (a recurrent driver's every cell took
+    half a minute of the suite), and the Python step runs its body, whose calls of compiled
+    kernels Numba types as they run."""
+    from numba.core.errors import TypingError
+
+    from kgraph.runtime import serial
+    from kgraph.runtime.typecheck import checked_twin
+
+    x, partial, out = np.arange(12.0, dtype=np.float32).reshape(4, 3), np.zeros((2, 3), np.float32), np.zeros(3, np.float32)
+    compiled = dict(K.column_sum.overloads), serial._SERIAL.get(K.column_sum)
+    checked_twin(_sums_columns_in_two_parts)(x, partial, out)
+    np.testing.assert_array_equal(out, x.sum(axis=0))
+    assert (dict(K.column_sum.overloads), serial._SERIAL.get(K.column_sum)) == compiled
+    with pytest.raises(TypingError, match=r"column_sum\(\) takes 5 arguments, 4 given"):
+        checked_twin(_sums_columns)(x, partial, out)

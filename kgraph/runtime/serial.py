@@ -17,7 +17,9 @@ a small CNN's 14 seconds. So the Python function calls instead:
   where `prange` is `range`, in a tenth of the time.
 
 The compiled step, which the background child compiles, links the parallel ones. Numba's type
-inference (typecheck.py) needs compiled callees: it types against the serial forms of drivers too."""
+inference (typecheck.py) types a call by compiling its callee: it types against the serial
+forms, and against a driver's signature only (typecheck.driver_signature), since the Python step
+runs the driver's body as Python, each call of a compiled kernel typed as it runs."""
 
 from __future__ import annotations
 
@@ -71,7 +73,9 @@ def drivers_namespace(kernels: dict) -> dict:
     them: kernel_trace.py), but the helpers of scalars and views (cpu.PYTHON_HELPERS) as Python
     functions reading these same globals."""
     namespace = dict(kernels)
-    namespace.update({name: with_globals(getattr(cpu, name).py_func, namespace) for name in cpu.PYTHON_HELPERS})
+    for name in cpu.PYTHON_HELPERS:
+        helper = getattr(cpu, name)
+        namespace[name] = with_globals(getattr(helper, "py_func", helper), namespace)  # (some are Python already)
     return namespace
 
 
@@ -94,12 +98,6 @@ def twin_form(kernel):
         return kernel.python_form
     if is_driver(kernel):
         return python_form(kernel)
-    return serial_form(kernel) if is_parallel(kernel) else kernel
-
-
-def typed_form(kernel):
-    """What a step's Python function calls for `kernel` where Numba types it (typecheck.py):
-    every parallel kernel's serial form."""
     return serial_form(kernel) if is_parallel(kernel) else kernel
 
 

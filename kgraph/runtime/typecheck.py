@@ -4,10 +4,13 @@ step would have checked, that Numba can type every line of the generated code in
 is still checked: each function of the step's module runs the compile's first stage, Numba's
 type inference, on the types of its first call's arguments (a tenth of the compile's time: no
 code is generated), and a typing error raises as the compile would have. It types the function
-the Python step runs, with its calls typed against the parallel kernels' serial forms (serial.py,
-drivers' too: Numba types a call by compiling its callee, and Python functions it cannot type),
-while the Python step itself runs the drivers as Python. Typed against the parallel kernels, each call
-compiled its kernel's parallel form, a second or more apiece, most of the test suite's time.
+the Python step runs, with its calls typed against the parallel kernels' serial forms (serial.py:
+Numba types a call by compiling its callee, and Python functions it cannot type), and a driver's
+against its signature only (driver_signature): the Python step runs the driver's body as Python,
+and its every call of a compiled kernel is typed as it runs. Typed against the parallel kernels,
+each call compiled its kernel's parallel form, a second or more apiece, most of the test suite's
+time; against drivers' serial forms, every kernel a driver calls again (a recurrent driver's every
+cell, half a minute of the suite's recurrent checks).
 
 A training step's loop over its steps calls its halves, train_grads and train_apply: typing the
 loop would compile them, so only the halves are typed (the loop is the same few lines for every
@@ -15,12 +18,15 @@ model, and compiles in the tests of the compiled step)."""
 
 from __future__ import annotations
 
+import inspect
 
 import numba
-from numba.core import compiler, typed_passes
+from numba.core import compiler, typed_passes, types
 from numba.core.compiler_machinery import FunctionPass, register_pass
+from numba.core.errors import TypingError
+from numba.extending import type_callable
 
-from .serial import own_functions, serial_namespace, typed_form, with_globals
+from .serial import is_driver, is_parallel, own_functions, serial_form, serial_namespace, with_globals
 
 
 @register_pass(mutates_CFG=False, analysis_only=True)
@@ -62,6 +68,41 @@ def type_check(dispatcher, args, func=None):
         dispatcher.locals,
         pipeline_class=_TypeOnly,
     )
+
+
+def typed_form(kernel):
+    """What Numba types a step's call of `kernel` against: a driver's signature, a parallel
+    kernel's serial form, any other kernel itself."""
+    if is_driver(kernel):
+        return driver_signature(kernel)
+    return serial_form(kernel) if is_parallel(kernel) else kernel
+
+
+_SIGNATURES: dict = {}
+
+
+def driver_signature(driver):
+    """A stand-in for `driver` that Numba types a call of (its count of arguments checked, None
+    returned: a driver returns nothing, tests/test_kernels.py) and that nothing runs."""
+    stand_in = _SIGNATURES.get(driver)
+    if stand_in is None:
+        name = driver.py_func.__name__
+        count = len(inspect.signature(driver.py_func).parameters)
+
+        def stand_in(*args):
+            raise TypeError(f"{name}: a stand-in for typing only")
+
+        @type_callable(stand_in)
+        def _typer(context):
+            def typer(*args):
+                if len(args) != count:
+                    raise TypingError(f"{name}() takes {count} arguments, {len(args)} given")
+                return types.none
+
+            return typer
+
+        _SIGNATURES[driver] = stand_in
+    return stand_in
 
 
 _TWINS: dict = {}
