@@ -91,3 +91,25 @@ def test_a_compiled_recurrent_step_folds_its_activations():
     names = list(inspect.signature(cpu.rnn_forward.py_func).parameters)
     relu = R.M.RNN_ACTIVATIONS.index("relu")  # the compiled step's form, with relu's code
     assert f"Literal[int]({relu})" in {str(sig[names.index("act")]) for sig in cpu.rnn_forward.signatures}
+
+
+def test_a_constant_cell_picks_only_its_cells_kernels():
+    """The time loops call their samples' loops through _step_rows/_grad_rows: compiled for a
+    constant cell (the cell a compiled step passes, kept), only that cell's two kernels (Numba
+    drops no branch on a constant argument: all six compiled, half an LSTM step's compile); for
+    any cell, all six."""
+    from numba.core import types
+
+    from kgraph.kernels import cpu
+
+    for part, overload in (("step", cpu._step_rows_for_cell), ("grad", cpu._grad_rows_for_cell)):
+        count = len(inspect.signature(overload).parameters)
+        cell = list(inspect.signature(overload).parameters).index("cell")
+        for code, name in cpu.CELL_NAMES.items():
+            args = [types.int64] * count
+            args[cell] = types.literal(code)
+            impl = overload(*args)
+            called = {c.cell_contents.py_func.__name__ for c in impl.__closure__}
+            assert called == {f"_{name}_{part}_rows_ts", f"_{name}_{part}_rows_any"}, (part, name)
+        args = [types.int64] * count
+        assert overload(*args) is getattr(cpu, f"_{part}_rows")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import prange
+from numba.core import types
+from numba.extending import overload
 
 from . import maths as M
 from . import rnn_rows as R
@@ -43,8 +45,8 @@ def rnn_driver(func):
     return driver(func, rnn_jit)
 
 
-# kernels of scalars and views whose results decide a driver's control flow, and kernels that
-# only pick the kernel to call by its constants: a driver run as Python calls them as Python
+# kernels of scalars and views whose results decide a driver's control flow, and the functions
+# that only pick the kernel to call by its constants: a driver run as Python calls them as Python
 PYTHON_HELPERS = ("part", "_take", "_any_live", "_defaults", "_step_rows", "_grad_rows")
 
 
@@ -783,10 +785,9 @@ _gru_step_rows_ts, _gru_grad_rows_ts = _cell_rows_for(GRU, True)
 _gru_step_rows_any, _gru_grad_rows_any = _cell_rows_for(GRU, False)
 
 
-@rnn_jit
 def _step_rows(xp, rec, rb, gates, h, c, out, mask, k, t, st, cell, act, ract, v1, ts, has_rb, masked):
-    """The forward loop over the samples for `cell` and `ts` (a driver run as Python calls this
-    as Python: PYTHON_HELPERS)."""
+    """The forward loop over the samples for `cell` and `ts`. A driver run as Python calls this as
+    Python (PYTHON_HELPERS); compiled code calls _step_rows_for_cell's form of it."""
     args = (xp, rec, rb, gates, h, c, out, mask, k, t, st, act, ract, v1, has_rb, masked)
     if cell == SIMPLE and ts:
         _simple_step_rows_ts(*args)
@@ -802,7 +803,25 @@ def _step_rows(xp, rec, rb, gates, h, c, out, mask, k, t, st, cell, act, ract, v
         _gru_step_rows_any(*args)
 
 
-@rnn_jit
+@overload(_step_rows, prefer_literal=True)
+def _step_rows_for_cell(xp, rec, rb, gates, h, c, out, mask, k, t, st, cell, act, ract, v1, ts, has_rb, masked):
+    """In compiled code: for a constant cell (rnn_jit keeps the time loops' cell constant, as a
+    compiled step passes it) a form that calls only that cell's two kernels; Numba does not drop
+    a branch on a constant argument, so _step_rows compiled all six (half of an LSTM step's
+    compile). For any cell, _step_rows itself."""
+    if not isinstance(cell, types.IntegerLiteral):
+        return _step_rows
+    on_ts, on_any = _cell_kernels(cell.literal_value, "step")
+
+    def step_rows(xp, rec, rb, gates, h, c, out, mask, k, t, st, cell, act, ract, v1, ts, has_rb, masked):
+        if ts:
+            on_ts(xp, rec, rb, gates, h, c, out, mask, k, t, st, act, ract, v1, has_rb, masked)
+        else:
+            on_any(xp, rec, rb, gates, h, c, out, mask, k, t, st, act, ract, v1, has_rb, masked)
+
+    return step_rows
+
+
 def _grad_rows(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, cell, act, ract, ra, v1, ts, masked, dropped):  # fmt: skip
     """The backward loop over the samples for `cell` and `ts` (as _step_rows)."""
     args = (g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, act, ract, ra, v1, masked, dropped)  # fmt: skip
@@ -818,6 +837,27 @@ def _grad_rows(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct
         _gru_grad_rows_ts(*args)
     else:
         _gru_grad_rows_any(*args)
+
+
+@overload(_grad_rows, prefer_literal=True)
+def _grad_rows_for_cell(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, cell, act, ract, ra, v1, ts, masked, dropped):  # fmt: skip
+    """_grad_rows in compiled code (as _step_rows_for_cell)."""
+    if not isinstance(cell, types.IntegerLiteral):
+        return _grad_rows
+    on_ts, on_any = _cell_kernels(cell.literal_value, "grad")
+
+    def grad_rows(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, cell, act, ract, ra, v1, ts, masked, dropped):  # fmt: skip
+        if ts:
+            on_ts(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, act, ract, ra, v1, masked, dropped)  # fmt: skip
+        else:
+            on_any(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, act, ract, ra, v1, masked, dropped)  # fmt: skip
+
+    return grad_rows
+
+
+def _cell_kernels(cell, part):
+    """`cell`'s `part` ("step" or "grad") rows kernels: its `_ts` form, its `_any` form."""
+    return tuple(globals()[f"_{CELL_NAMES[cell]}_{part}_rows_{form}"] for form in ("ts", "any"))
 
 
 @rnn_driver
