@@ -13,6 +13,7 @@ from kgraph.frontend import build_model
 from kgraph.passes import run_pipeline, split
 from kgraph.runtime.executable import Executable
 from kgraph.runtime.loader import write_source
+from source_checks import array_slice_assignments
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 ARCHS = [
@@ -280,6 +281,8 @@ def _check_train_step(config, optimizer, vocabulary=None, parts=1, max_threads=N
     trains = any(w.trainable for w in fm.weights)  # merge or preprocessing layers only: nothing to train
     kind = "train" if trains else "test"
     compiled, manifest = _compile(fm, kind, optimizer if trains else None, parts)
+    # copies (a pad, a concatenation, ...) through kernels, not array assignments (source_checks.py)
+    assert array_slice_assignments(Path(manifest.module).read_text()) == [], manifest.module
     layout, offset = [], 0
     for w in fm.weights:
         layout.append({"node": w.node, "offset": offset, "shape": list(w.shape)})
@@ -368,3 +371,33 @@ def test_pool_kernels_match_the_reference_where_windows_tie(mode, pool, strides,
     if relu:  # the reference: pooling's gradient, then the ReLU's
         unfused = REGISTRY["pool2d_grad"].forward(g, x, want_y, **attrs) * (x > 0)
         np.testing.assert_allclose(want, unfused, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3, 4, 5])
+def test_pad_and_crop_copy_their_windows_through_copy_3d(rank):
+    """A pad's (a slice's gradient, ZeroPadding) and a crop's copies (codegen/cpu.py window_copy)
+    are K.copy_3d calls over views, whatever the rank and margins (loops past three merged axes),
+    with no array assignment but the pad's zero fill: they give np.pad's and the crop's floats."""
+    from ir import BATCH
+    from kgraph.codegen.cpu import window_copy
+    from kgraph.kernels import cpu as K
+
+    rs = np.random.RandomState(rank)
+    for case in range(12):
+        big = [3] + list(rs.randint(1, 5, rank - 1))
+        pads = [(0, 0)] + [tuple(rs.randint(0, 3, 2)) if rs.rand() < 0.6 else (0, 0) for _ in range(rank - 1)]
+        if case == 0:  # the batch axis cut too (not from a layer, but the IR allows it)
+            pads[0] = (1, 0)
+        big = [d + lo + hi for d, (lo, hi) in zip(big, pads)]
+        small = [d - lo - hi for d, (lo, hi) in zip(big, pads)]
+        shape = [d if pads[0] != (0, 0) or a else BATCH for a, d in enumerate(big)]
+        x = rs.rand(*small).astype(np.float32)
+        padded = np.zeros(big, np.float32)
+        lines = window_copy("x", "out", shape, pads, True)
+        assert not any("] =" in line for line in lines), lines
+        exec("\n".join(lines), {"K": K, "B": big[0], "x": x, "out": padded})
+        np.testing.assert_array_equal(padded, np.pad(x, pads), err_msg="\n".join(lines))
+        cropped = np.zeros(small, np.float32)
+        lines = window_copy("x", "out", shape, pads, False)
+        exec("\n".join(lines), {"K": K, "B": big[0], "x": padded, "out": cropped})
+        np.testing.assert_array_equal(cropped, x, err_msg="\n".join(lines))

@@ -322,33 +322,15 @@ def test_a_convolution_block_computes_its_kernels_floats(block, samples, parts, 
 def test_no_cpu_kernel_assigns_an_array_into_a_slice():
     """`a[i:j] = b` or `a[i, :] += b[k]` (an array, not a number) makes Numba compile the message
     of its shape-mismatch error, string formatting that cost 2.4 s of a first step on an empty
-    cache, into whichever kernel first has one: the CPU kernels copy rows by loops."""
-    import ast
+    cache, into whichever kernel first has one: the CPU kernels copy rows by loops (and so do
+    generated steps: tests/test_codegen.py)."""
     from pathlib import Path
 
     import kgraph.kernels
-
-    def is_slice_target(node):
-        return isinstance(node, ast.Subscript) and any(
-            isinstance(part, ast.Slice)
-            for part in (node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice])
-        )
+    from source_checks import array_slice_assignments
 
     found = []
     for name in ("cpu.py", "rnn_rows.py", "blas.py", "updates.py", "maths.py"):
         path = Path(kgraph.kernels.__file__).parent / name
-        for node in ast.walk(ast.parse(path.read_text())):
-            targets = (
-                node.targets
-                if isinstance(node, ast.Assign)
-                else [node.target]
-                if isinstance(node, ast.AugAssign)
-                else []
-            )
-            value = getattr(node, "value", None)
-            number = isinstance(value, ast.Constant) or (
-                isinstance(value, ast.UnaryOp) and isinstance(value.operand, ast.Constant)
-            )
-            if any(is_slice_target(t) for t in targets) and not number:
-                found.append(f"{name}:{node.lineno}")
+        found += [f"{name}:{line}" for line in array_slice_assignments(path.read_text())]
     assert found == []

@@ -210,7 +210,11 @@ def test_a_driver_is_typed_by_its_signature_and_run_as_python():
     from kgraph.runtime import serial
     from kgraph.runtime.typecheck import checked_twin
 
-    x, partial, out = np.arange(12.0, dtype=np.float32).reshape(4, 3), np.zeros((2, 3), np.float32), np.zeros(3, np.float32)
+    x, partial, out = (
+        np.arange(12.0, dtype=np.float32).reshape(4, 3),
+        np.zeros((2, 3), np.float32),
+        np.zeros(3, np.float32),
+    )
     compiled = dict(K.column_sum.overloads), serial._SERIAL.get(K.column_sum)
     checked_twin(_sums_columns_in_two_parts)(x, partial, out)
     np.testing.assert_array_equal(out, x.sum(axis=0))

@@ -8,6 +8,8 @@ through lowering.py; everything else calls the CPU kernels of kgraph/kernels/cpu
 
 from __future__ import annotations
 
+import math
+
 from ir import BATCH, Pattern, format_node, get_op
 from ir.ops.fused import update_groups
 from ir.ops.recurrent import operands as rnn_operands
@@ -411,18 +413,14 @@ class CpuCodegen(StepCodegen):
         name = self.mod.kernel("transpose_" + "".join(map(str, perm)), lines)
         return [f"{name}({self._operand(node.inputs[0])}, {_var(node.id)})"]
 
-    def _window(self, pads, shape) -> str:
-        return ", ".join(":" if d == BATCH else f"{lo}:{d - hi}" for d, (lo, hi) in zip(shape, pads))
-
     def _emit_pad(self, node):
-        return [
-            f"{_var(node.id)}[:] = 0",
-            f"{_var(node.id)}[{self._window(node.attrs['pads'], node.type.shape)}] = {self._operand(node.inputs[0])}",
-        ]
+        x = node.inputs[0]
+        pads = node.attrs["pads"]
+        return [f"{_var(node.id)}[:] = 0"] + window_copy(self._operand(x), _var(node.id), node.type.shape, pads, True)
 
     def _emit_crop(self, node):
         x = node.inputs[0]
-        return [f"{_var(node.id)}[:] = {self._operand(x)}[{self._window(node.attrs['pads'], self.g.type(x).shape)}]"]
+        return window_copy(self._operand(x), _var(node.id), self.g.type(x).shape, node.attrs["pads"], False)
 
     def _emit_repeat(self, node):
         x, (axis, n) = node.inputs[0], (node.attrs["axis"], node.attrs["n"])
@@ -561,7 +559,9 @@ class CpuCodegen(StepCodegen):
         return lines
 
     def _emit_constant(self, node):
-        return [f"{_var(node.id)}.reshape(({_prod(node.type.shape)},))[:] = {self.mod.floats(node.attrs['values'])}"]
+        return [
+            f"K.copy_flat({self.mod.floats(node.attrs['values'])}, {_var(node.id)}.reshape(({_prod(node.type.shape)},)))"
+        ]
 
     def _emit_slice(self, node):
         x = node.inputs[0]
@@ -737,3 +737,50 @@ class CpuCodegen(StepCodegen):
 def generate(compiled) -> str:
     """The Python source of the compiled graph's step function, named `<kind>_step`."""
     return CpuCodegen(compiled, f"{compiled.kind}_step").generate()
+
+
+def window_copy(x, out, shape, pads, into_window) -> list:
+    """Lines that copy x into a window of out (a pad: into_window) or a window of x into out (a
+    crop), `shape` the larger's and `pads` the window's margins, through K.copy_3d (an array
+    assignment would compile Numba's shape-mismatch message into the step, about 2 s). Each
+    axis whole in the window merges into the axis before it (its rows are contiguous), which
+    leaves three axes or fewer for the pads and crops of the layers; loops walk any more."""
+    groups = []  # [(first axis, the axes after it, all whole)]
+    for axis, (lo, hi) in enumerate(pads):
+        if groups and lo == hi == 0:
+            groups[-1][1].append(axis)
+        else:
+            groups.append((axis, []))
+    whole, part, windows = [], [], []
+    for first, rest in groups:
+        d, (lo, hi), inner = shape[first], pads[first], [shape[a] for a in rest]
+        whole.append(_prod([d, *inner]))
+        if d == BATCH or lo == hi == 0:
+            part.append(whole[-1])
+            windows.append(":")
+        else:
+            n = _prod([d - lo - hi, *inner])
+            part.append(n)
+            start = lo * math.prod(inner)
+            windows.append(f"{start}:{start} + {n}" if start else f":{n}")
+    while len(whole) < 3:  # leading axes of one
+        whole.insert(0, "1")
+        part.insert(0, "1")
+        windows.insert(0, ":")
+    big, small = (out, x) if into_window else (x, out)
+    big = f"{big}.reshape(({', '.join(whole)}))"
+    small = f"{small}.reshape(({', '.join(part)}))"
+    lines, ind, index = [], "", []
+    for k in range(1, len(whole) - 2):
+        lines.append(f"{ind}for i{k} in range({part[k]}):")
+        ind += "    "
+        start = windows[k].split(":")[0] or "0"
+        index.append((f"i{k}", f"{start} + i{k}"))
+    if index:
+        small_at = ", ".join([":"] + [i for i, _ in index])
+        big_at = ", ".join(windows[:1] + [j for _, j in index] + windows[len(index) + 1 :])
+        small, big = f"{small}[{small_at}]", f"{big}[{big_at}]"
+    else:
+        big = f"{big}[{', '.join(windows)}]"
+    src, dst = (small, big) if into_window else (big, small)
+    return lines + [f"{ind}K.copy_3d({src}, {dst})"]
