@@ -30,16 +30,17 @@ def test_a_kernel_compiles_once_for_every_value_of_its_constants():
     assert [str(s) for s in plain.signatures] == ["(float64, Literal[int](2))", "(float64, Literal[int](3))"]
 
 
-def _one_compiled_step(config, optimizer, loss, x, y):
-    """One training step of `config`, compiled, under a name of its own (a step found in the
-    cache would load whole, its kernels inside it), which leaves no file in the suite's cache."""
+def _one_compiled_step(config, optimizer, loss, x, y=None):
+    """One training step of `config` (without y: one predict step), compiled, under a name of its
+    own (a step found in the cache would load whole, its kernels inside it), which leaves no file
+    in the suite's cache."""
     from kgraph import models
 
     config = {**config, "config": {**config["config"], "name": f"{config['config']['name']}_{uuid.uuid4().hex}"}}
     model = models.model_from_config(config, seed=0)
     model.compile(optimizer=optimizer, loss=loss)
     try:
-        assert np.isfinite(model.train_on_batch(x, y))
+        assert np.isfinite(model.train_on_batch(x, y) if y is not None else model.predict(x, verbose=0)).all()
     finally:
         for step in model.executable.steps.values():
             Path(step.module).unlink(missing_ok=True)
@@ -86,7 +87,7 @@ def test_a_compiled_recurrent_step_folds_its_activations():
     ]
     config = {"class_name": "Sequential", "config": {"name": "by_type_rnn", "layers": layers}}
     rs = np.random.RandomState(0)
-    _one_compiled_step(config, "sgd", "mse", rs.rand(5, 4, 3).astype(np.float32), rs.rand(5, 2).astype(np.float32))
+    _one_compiled_step(config, "sgd", "mse", rs.rand(5, 4, 3).astype(np.float32))  # a predict step: rnn_forward
     assert _literal_parameters(cpu.rnn_forward) == {"cell", "act", "ract"}  # only the kept constants
     names = list(inspect.signature(cpu.rnn_forward.py_func).parameters)
     relu = R.M.RNN_ACTIVATIONS.index("relu")  # the compiled step's form, with relu's code
