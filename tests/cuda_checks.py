@@ -841,13 +841,44 @@ def ptx():
         kernel = getattr(K, name)
         if isinstance(kernel, type(K.fill)) and not kernel.targetoptions["device"] and kernel not in used:
             kernels.append((name, kernel, others[name]))
+    # a kernel of a factory over a device function (the GEMM's epilogue, an activation's
+    # gradient: kernels/cuda.py) compiles whole once per form of its other constants and types;
+    # for another device function, only that function, with the types the whole one called its
+    # own with (a third of the check's time went to GEMMs that differed by their epilogue only)
+    whole, devices, done = {}, set(), 0
     for name, kernel, sig in kernels:
+        functions, constants = _closure(kernel.py_func)
+        form = (kernel.py_func.__code__, tuple(constants.items()), str(sig))
         try:
+            if form in whole:
+                for at, function in functions.items():
+                    if function not in devices:
+                        devices.add(function)
+                        argtypes = list(whole[form][at].overloads)[0]
+                        ptx_text, _ = cuda.compile_ptx(function.py_func, argtypes, device=True, cc=(9, 0))
+                        assert ".target sm_90" in ptx_text and ".func" in ptx_text, (name, at)
+                        done += 1
+                continue
+            whole[form] = functions
+            devices.update(functions.values())
             ptx_text, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
         except Exception as e:
             raise AssertionError(f"{name} {sig}: {e}") from e
         assert ".target sm_90" in ptx_text and ".entry" in ptx_text, name
-    print(f"compiled {len(kernels)} kernels", file=sys.stderr)
+        done += 1
+    print(f"compiled {len(whole)} kernels and {done - len(whole)} device functions of others", file=sys.stderr)
+
+
+def _closure(func):
+    """({name: CUDA device function}, {name: any other value}) of `func`'s closure."""
+    from numba.cuda.dispatcher import CUDADispatcher
+
+    functions, constants = {}, {}
+    for name, cell in zip(func.__code__.co_freevars, func.__closure__ or ()):
+        value = cell.cell_contents
+        is_device = isinstance(value, CUDADispatcher) and value.targetoptions.get("device")
+        (functions if is_device else constants)[name] = value
+    return functions, constants
 
 
 def shared_arrays_race():
