@@ -47,7 +47,7 @@ def rnn_driver(func):
 
 # kernels of scalars and views whose results decide a driver's control flow, and the functions
 # that only pick the kernel to call by its constants: a driver run as Python calls them as Python
-PYTHON_HELPERS = ("part", "_take", "_any_live", "_defaults", "_step_rows", "_grad_rows")
+PYTHON_HELPERS = ("part", "_take", "_any_live", "_defaults", "_step_rows", "_grad_rows", "_pool2d", "_pool2d_grad")
 
 
 @jit
@@ -290,34 +290,107 @@ def _window(o, stride, pad, size, length):
     return max(lo, 0), min(lo + size, length)
 
 
+def _pool_loops_for(is_max):
+    """The pooling loops over samples [b0, b1), forward (pool_rows) and backward (pool_grad_rows),
+    for max (is_max) or average pooling: `is_max` is a closure's constant, whose branches Numba
+    drops before typing, so that a step's Python function, which runs the drivers as Python,
+    compiles only its layer's form (as the recurrent cells': _cell_rows_for)."""
+
+    def pool_rows(x, y, b0, b1, ph, pw, sh, sw, pt, pl):
+        """Channels innermost (NHWC), so each window's inner loop runs over contiguous memory."""
+        n_c = y.shape[3]
+        for b in range(b0, b1):
+            for oh in range(y.shape[1]):
+                r0, r1 = _window(oh, sh, pt, ph, x.shape[1])
+                for ow in range(y.shape[2]):
+                    s0, s1 = _window(ow, sw, pl, pw, x.shape[2])
+                    out, first = y[b, oh, ow], x[b, r0, s0]
+                    for c in range(n_c):
+                        out[c] = first[c] if is_max else 0
+                    for r in range(r0, r1):
+                        for s in range(s0, s1):
+                            row = x[b, r, s]
+                            for c in range(n_c):
+                                out[c] = max(out[c], row[c]) if is_max else out[c] + row[c]
+                    if not is_max:
+                        inv = 1 / ((r1 - r0) * (s1 - s0))
+                        for c in range(n_c):
+                            out[c] *= inv
+
+    def pool_grad_rows(g, x, y, gx, left, acc, b0, b1, ph, pw, sh, sw, pt, pl, relu, sums):
+        """Max: each window's g to its first maximum (as TensorFlow). Avg: spread over the window.
+        Channels innermost. `left` holds the g each channel's window has not yet given to a maximum:
+        a select instead of a branch per element, so the channel loop vectorises (4x faster).
+        relu: x is a ReLU's output, and the ReLU's gradient applies too: nothing where x is 0 (at a
+        window's maximum, where its top is 0). sums: acc[c] adds what each window wrote to channel c
+        (the caller zeroes it: a part may come in several blocks)."""
+        gx[b0:b1] = 0
+        n_c = y.shape[3]
+        zero = gx.dtype.type(0)
+        for b in range(b0, b1):
+            for oh in range(y.shape[1]):
+                r0, r1 = _window(oh, sh, pt, ph, x.shape[1])
+                for ow in range(y.shape[2]):
+                    s0, s1 = _window(ow, sw, pl, pw, x.shape[2])
+                    gy, top = g[b, oh, ow], y[b, oh, ow]
+                    share = gx.dtype.type(1 / ((r1 - r0) * (s1 - s0)))
+                    if is_max:
+                        for c in range(n_c):
+                            left[c] = gy[c] if not relu or top[c] > zero else zero
+                    for r in range(r0, r1):
+                        for s in range(s0, s1):
+                            row, grow = x[b, r, s], gx[b, r, s]
+                            if is_max:
+                                for c in range(n_c):
+                                    hit = row[c] == top[c]
+                                    rest = left[c]
+                                    grow[c] += rest if hit else zero
+                                    left[c] = zero if hit else rest
+                            else:
+                                for c in range(n_c):
+                                    v = gy[c] * share if not relu or row[c] > zero else zero
+                                    grow[c] += v
+                                    if sums:
+                                        acc[c] += v
+                    if is_max and sums:  # what the window gave: all it had (0 left), or none (its top NaN)
+                        for c in range(n_c):
+                            acc[c] += (gy[c] if not relu or top[c] > zero else zero) - left[c]
+
+    kernels = []
+    for func, name in ((pool_rows, "_pool2d"), (pool_grad_rows, "_pool2d_grad")):
+        func.__name__ = func.__qualname__ = f"{name}_{'max' if is_max else 'avg'}"
+        kernels.append(jit(func))
+    return kernels
+
+
+_pool2d_max, _pool2d_grad_max = _pool_loops_for(True)
+_pool2d_avg, _pool2d_grad_avg = _pool_loops_for(False)
+
+
+@jit
+def _pool2d(x, y, b0, b1, is_max, ph, pw, sh, sw, pt, pl):
+    """Pooling over samples [b0, b1): max or average (a driver run as Python calls this as Python:
+    PYTHON_HELPERS, and compiles only the form it calls)."""
+    if is_max:
+        _pool2d_max(x, y, b0, b1, ph, pw, sh, sw, pt, pl)
+    else:
+        _pool2d_avg(x, y, b0, b1, ph, pw, sh, sw, pt, pl)
+
+
+@jit
+def _pool2d_grad(g, x, y, gx, left, acc, b0, b1, is_max, ph, pw, sh, sw, pt, pl, relu, sums):
+    """Pooling's gradient over samples [b0, b1) (as _pool2d)."""
+    if is_max:
+        _pool2d_grad_max(g, x, y, gx, left, acc, b0, b1, ph, pw, sh, sw, pt, pl, relu, sums)
+    else:
+        _pool2d_grad_avg(g, x, y, gx, left, acc, b0, b1, ph, pw, sh, sw, pt, pl, relu, sums)
+
+
 @driver
 def pool2d(x, y, is_max, ph, pw, sh, sw, pt, pl, parts):
     for t in prange(parts):
         b0, b1 = part(y.shape[0], t, parts)
         _pool2d(x, y, b0, b1, is_max, ph, pw, sh, sw, pt, pl)
-
-
-@jit
-def _pool2d(x, y, b0, b1, is_max, ph, pw, sh, sw, pt, pl):
-    """Channels innermost (NHWC), so each window's inner loop runs over contiguous memory."""
-    n_c = y.shape[3]
-    for b in range(b0, b1):
-        for oh in range(y.shape[1]):
-            r0, r1 = _window(oh, sh, pt, ph, x.shape[1])
-            for ow in range(y.shape[2]):
-                s0, s1 = _window(ow, sw, pl, pw, x.shape[2])
-                out, first = y[b, oh, ow], x[b, r0, s0]
-                for c in range(n_c):
-                    out[c] = first[c] if is_max else 0
-                for r in range(r0, r1):
-                    for s in range(s0, s1):
-                        row = x[b, r, s]
-                        for c in range(n_c):
-                            out[c] = max(out[c], row[c]) if is_max else out[c] + row[c]
-                if not is_max:
-                    inv = 1 / ((r1 - r0) * (s1 - s0))
-                    for c in range(n_c):
-                        out[c] *= inv
 
 
 @driver
@@ -335,47 +408,6 @@ def pool2d_grad(g, x, y, gx, scratch, bias, is_max, ph, pw, sh, sw, pt, pl, relu
         _pool2d_grad(g, x, y, gx, left, acc, b0, b1, is_max, ph, pw, sh, sw, pt, pl, relu, sums)
     if sums:
         sum_parts(scratch[:, n_c : 2 * n_c], bias, 1)
-
-
-@jit
-def _pool2d_grad(g, x, y, gx, left, acc, b0, b1, is_max, ph, pw, sh, sw, pt, pl, relu, sums):
-    """Max: each window's g to its first maximum (as TensorFlow). Avg: spread over the window.
-    Channels innermost. `left` holds the g each channel's window has not yet given to a maximum:
-    a select instead of a branch per element, so the channel loop vectorises (4x faster).
-    relu: x is a ReLU's output, and the ReLU's gradient applies too: nothing where x is 0 (at a
-    window's maximum, where its top is 0). sums: acc[c] adds what each window wrote to channel c
-    (the caller zeroes it: a part may come in several blocks)."""
-    gx[b0:b1] = 0
-    n_c = y.shape[3]
-    zero = gx.dtype.type(0)
-    for b in range(b0, b1):
-        for oh in range(y.shape[1]):
-            r0, r1 = _window(oh, sh, pt, ph, x.shape[1])
-            for ow in range(y.shape[2]):
-                s0, s1 = _window(ow, sw, pl, pw, x.shape[2])
-                gy, top = g[b, oh, ow], y[b, oh, ow]
-                share = gx.dtype.type(1 / ((r1 - r0) * (s1 - s0)))
-                if is_max:
-                    for c in range(n_c):
-                        left[c] = gy[c] if not relu or top[c] > zero else zero
-                for r in range(r0, r1):
-                    for s in range(s0, s1):
-                        row, grow = x[b, r, s], gx[b, r, s]
-                        if is_max:
-                            for c in range(n_c):
-                                hit = row[c] == top[c]
-                                rest = left[c]
-                                grow[c] += rest if hit else zero
-                                left[c] = zero if hit else rest
-                        else:
-                            for c in range(n_c):
-                                v = gy[c] * share if not relu or row[c] > zero else zero
-                                grow[c] += v
-                                if sums:
-                                    acc[c] += v
-                if is_max and sums:  # what the window gave: all it had (0 left), or none (its top NaN)
-                    for c in range(n_c):
-                        acc[c] += (gy[c] if not relu or top[c] > zero else zero) - left[c]
 
 
 # ---------------------------------------------------------------- a convolution a block of samples at a time
