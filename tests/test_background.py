@@ -520,3 +520,8 @@ def test_the_compile_child_starts_first_on_a_cache_without_the_kernels(monkeypat
     cache.mark_kernels_compiled()
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "elsewhere"))
     assert not cache.kernels_compiled()
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    cache.mark_kernels_compiled()
+    assert cache.kernels_compiled()
+    monkeypatch.setattr(cache, "_numba_version", lambda: "99.0")  # another Numba: its cache is empty
+    assert not cache.kernels_compiled()

@@ -8,6 +8,7 @@ Its modification time must stay as it is, since Numba's cache index checks it.""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
 import threading
@@ -118,15 +119,23 @@ def clear(root: Path | None = None) -> tuple:
 
 
 # Whether kgraph's kernel library (kgraph/kernels) is compiled in Numba's cache here: the stamp of
-# its sources (sizes and times, as Numba's cache checks them), Numba's cache folder and Python, as
-# written when a step last found its kernels compiled. Read before Numba is imported (child.py).
+# its sources (sizes and times, as Numba's cache checks them), Numba's cache folder, Python and
+# Numba's version (a new Numba recompiles everything), as written when a step last found its kernels
+# compiled. Read before Numba is imported (child.py): the version from its installed metadata.
 KERNELS_STAMP = "kernels_compiled"
 
 
 def _kernels_stamp() -> str:
     sources = Path(__file__).resolve().parents[1] / "kernels"
     files = [f"{p.name} {st.st_size} {st.st_mtime_ns}" for p in sorted(sources.glob("*.py")) if (st := _stat(p))]
-    return "\n".join([os.environ.get("NUMBA_CACHE_DIR", ""), sys.version, *files])
+    return "\n".join([os.environ.get("NUMBA_CACHE_DIR", ""), sys.version, f"numba {_numba_version()}", *files])
+
+
+def _numba_version() -> str:
+    try:
+        return importlib.metadata.version("numba")
+    except importlib.metadata.PackageNotFoundError:  # (run from a source tree)
+        return "?"
 
 
 def _written_stamp() -> str | None:
