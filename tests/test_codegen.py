@@ -108,6 +108,13 @@ def test_train_step_matches_interpreter(arch, optimizer):
         assert {n.attrs.get("split") for n in compiled.graph.nodes()} >= {"k", "rows", "cols"}
 
 
+def test_a_recurrent_train_step_matches_interpreter():
+    """A SimpleRNN returning its last state (its slice's gradient a pad) then Dense: the step, and
+    the shared loop kernels it imports, copy through kernels (source_checks.py)."""
+    config = json.loads((Path(__file__).parent / "fixtures" / "rnn" / "k3_simple_rnn.json").read_text())
+    _check_train_step(config, OPTIMIZERS[0])
+
+
 def test_split_step_runs_whole_on_one_thread():
     """The split step with parts=1 at run time (BLAS's own threads do the GEMMs) is the same step."""
     _check_train_step(json.loads((CONFIGS / "k3_seq_mlp.json").read_text()), OPTIMIZERS[1], parts=2, max_threads=1)
@@ -282,7 +289,7 @@ def _check_train_step(config, optimizer, vocabulary=None, parts=1, max_threads=N
     kind = "train" if trains else "test"
     compiled, manifest = _compile(fm, kind, optimizer if trains else None, parts)
     # copies (a pad, a concatenation, ...) through kernels, not array assignments (source_checks.py)
-    assert array_slice_assignments(Path(manifest.module).read_text()) == [], manifest.module
+    assert array_slice_assignments(Path(manifest.module).read_text(), shared=True) == [], manifest.module
     layout, offset = [], 0
     for w in fm.weights:
         layout.append({"node": w.node, "offset": offset, "shape": list(w.shape)})
@@ -388,6 +395,8 @@ def test_pad_and_crop_copy_their_windows_through_copy_3d(rank):
         pads = [(0, 0)] + [tuple(rs.randint(0, 3, 2)) if rs.rand() < 0.6 else (0, 0) for _ in range(rank - 1)]
         if case == 0:  # the batch axis cut too (not from a layer, but the IR allows it)
             pads[0] = (1, 0)
+        if case == 1:  # every other axis cut: rank 5 nests two loops
+            pads[1:] = [(1, 2)] * (rank - 1)
         big = [d + lo + hi for d, (lo, hi) in zip(big, pads)]
         small = [d - lo - hi for d, (lo, hi) in zip(big, pads)]
         shape = [d if pads[0] != (0, 0) or a else BATCH for a, d in enumerate(big)]

@@ -70,8 +70,8 @@ def is_driver(value) -> bool:
 
 def drivers_namespace(kernels: dict) -> dict:
     """The globals a driver runs with as Python: `kernels` (kgraph.kernels.cpu's, or stand-ins for
-    them: kernel_trace.py), but the helpers of scalars and views (cpu.PYTHON_HELPERS) as Python
-    functions reading these same globals."""
+    them: kernel_trace.py), but cpu.PYTHON_HELPERS (the helpers of scalars and views, and the
+    functions that pick a kernel by its constants) as Python functions reading these same globals."""
     namespace = dict(kernels)
     for name in cpu.PYTHON_HELPERS:
         helper = getattr(cpu, name)

@@ -111,7 +111,8 @@ _TWINS: dict = {}
 def checked_twin(dispatcher):
     """The step's Python function as background.python_twin runs it (drivers as Python, the
     other parallel kernels in their serial forms), its own module's functions typed by Numba on
-    their first call against the serial forms of every parallel kernel."""
+    their first call (typed_form: a driver's call against its signature, another parallel
+    kernel's against its serial form)."""
     twin = _TWINS.get(dispatcher)
     if twin is None:
         func = dispatcher.py_func
