@@ -844,29 +844,43 @@ def ptx():
     # a kernel of a factory over a device function (the GEMM's epilogue, an activation's
     # gradient: kernels/cuda.py) compiles whole once per form of its other constants and types;
     # for another device function, only that function, with the types the whole one called its
-    # own with (a third of the check's time went to GEMMs that differed by their epilogue only)
-    whole, devices, done = {}, set(), 0
+    # own with, and it must return what that one returned (else the kernel compiles whole): a
+    # third of the check's time went to GEMMs that differed by their epilogue only
+    whole, devices, counts = {}, set(), {"kernels": 0, "device functions of others": 0}
     for name, kernel, sig in kernels:
         functions, constants = _closure(kernel.py_func)
         form = (kernel.py_func.__code__, tuple(constants.items()), str(sig))
         try:
-            if form in whole:
-                for at, function in functions.items():
-                    if function not in devices:
-                        devices.add(function)
-                        argtypes = list(whole[form][at].overloads)[0]
-                        ptx_text, _ = cuda.compile_ptx(function.py_func, argtypes, device=True, cc=(9, 0))
-                        assert ".target sm_90" in ptx_text and ".func" in ptx_text, (name, at)
-                        done += 1
+            if form in whole and all(_compiled_alone(f, whole[form][at], devices) for at, f in functions.items()):
+                counts["device functions of others"] += len(functions)
                 continue
-            whole[form] = functions
+            whole.setdefault(form, functions)
             devices.update(functions.values())
             ptx_text, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
         except Exception as e:
             raise AssertionError(f"{name} {sig}: {e}") from e
         assert ".target sm_90" in ptx_text and ".entry" in ptx_text, name
-        done += 1
-    print(f"compiled {len(whole)} kernels and {done - len(whole)} device functions of others", file=sys.stderr)
+        counts["kernels"] += 1
+    print(f"compiled {counts}", file=sys.stderr)
+
+
+def _compiled_alone(function, compiled, devices) -> bool:
+    """Compiles device function `function` to PTX with the one set of argument types that
+    `compiled` (the same factory's device function, compiled in a whole kernel) has; whether it
+    returns the same type. False (the kernel is to compile whole) where that is not one set."""
+    from numba import cuda
+
+    if function in devices:
+        return True
+    if len(compiled.overloads) != 1:
+        return False
+    ((argtypes, result),) = compiled.overloads.items()
+    ptx_text, return_type = cuda.compile_ptx(function.py_func, argtypes, device=True, cc=(9, 0))
+    assert ".target sm_90" in ptx_text and ".func" in ptx_text, function
+    if return_type != result.signature.return_type:
+        return False
+    devices.add(function)
+    return True
 
 
 def _closure(func):
