@@ -114,3 +114,52 @@ def test_a_constant_cell_picks_only_its_cells_kernels():
             assert called == {f"_{name}_{part}_rows_ts", f"_{name}_{part}_rows_any"}, (part, name)
         args = [types.int64] * count
         assert overload(*args) is getattr(cpu, f"_{part}_rows")
+
+
+def test_a_constant_cells_compiled_rows_compute_the_python_dispatchs_floats():
+    """_step_rows and _grad_rows compiled for a constant cell (a SimpleRNN's: its kernels are the
+    cheapest to compile) pass their arguments on as the Python dispatch does: the same floats, bit
+    for bit, in the `_ts` and the `_any` forms, with a masked sample."""
+    from numba import njit
+
+    from kgraph.kernels import cpu
+    from kgraph.kernels import rnn_rows as R
+
+    @njit
+    def step_rows(xp, rec, rb, gates, h, c, out, mask, k, t, st, act, ract, v1, ts, has_rb, masked):
+        cpu._step_rows(xp, rec, rb, gates, h, c, out, mask, k, t, st, 0, act, ract, v1, ts, has_rb, masked)
+
+    @njit
+    def grad_rows(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, act, ract, ra, v1, ts, masked, dropped):  # fmt: skip
+        cpu._grad_rows(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, hes, direct, dh, dc, t, k, 0, act, ract, ra, v1, ts, masked, dropped)  # fmt: skip
+
+    assert cpu.SIMPLE == 0
+    rs = np.random.RandomState(2)
+    b, t, h = 3, 4, 5
+    seq, row, none = (b, t, h), (b, h), (0, t, h)
+    forward = {"xp": seq, "rec": row, "rb": (h,), "gates": seq, "h": row, "c": row, "out": seq}
+    backward = {"g": seq, "out": seq, "prev": row, "keep": row, "gates": seq, "dz": seq, "dzs": row}
+    backward |= {"drec": none, "rhes": none, "hes": seq, "direct": row, "dh": row, "dc": row}
+    mask = np.ones((b, t), np.float32)
+    mask[1, 1] = 0  # a masked sample at step 1 (k)
+    for ts in (True, False):
+        codes = (R.TANH if ts else R.M.RNN_ACTIVATIONS.index("relu"), R.SIGMOID)
+        start = {
+            k: rs.randn(*shape).astype(np.float32)
+            for k, shape in (forward | {"g_" + k: v for k, v in backward.items()}).items()
+        }
+        runs = []
+        for compiled in (True, False):
+            a = {k: v.copy() for k, v in start.items()}
+            f = [a[k] for k in forward]
+            g = [a["g_" + k] for k in backward]
+            if compiled:
+                step_rows(*f, mask, 1, 2, 3, *codes, False, ts, False, True)
+                grad_rows(*g[:3], mask, *g[3:], 2, 1, *codes, False, False, ts, True, True)
+            else:  # the Python dispatch, as a driver run as Python calls it
+                cpu._step_rows(*f, mask, 1, 2, 3, 0, *codes, False, ts, False, True)
+                cpu._grad_rows(*g[:3], mask, *g[3:], 2, 1, 0, *codes, False, False, ts, True, True)
+            runs.append(a)
+        for k in start:
+            np.testing.assert_array_equal(runs[0][k], runs[1][k], err_msg=f"{k}, ts={ts}")
+        assert not np.array_equal(runs[0]["out"], start["out"]) and not np.array_equal(runs[0]["g_dz"], start["g_dz"])
