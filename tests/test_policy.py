@@ -221,3 +221,23 @@ def test_a_driver_is_typed_by_its_signature_and_run_as_python():
     assert (dict(K.column_sum.overloads), serial._SERIAL.get(K.column_sum)) == compiled
     with pytest.raises(TypingError, match=r"column_sum\(\) takes 5 arguments, 4 given"):
         checked_twin(_sums_columns)(x, partial, out)
+    # the driver's own lines are typed: it reshapes its kernel gradient, which Numba refuses for a
+    # strided view (NumPy would copy), as the compiled step would have
+    image, pooled = np.zeros((2, 4, 4, 3), np.float32), np.zeros((2, 2, 2, 3), np.float32)
+    args = [pooled, image, pooled, image.copy(), np.zeros((32, 3), np.float32), np.zeros((1, 6), np.float32)]
+    args += [np.zeros(3, np.float32), np.zeros((32, 6), np.float32), np.zeros((6, 3), np.float32)]
+    args += [np.zeros((1, 6, 3), np.float32)]
+    checked_twin(_pools_and_sums_kernel_gradient)(*args)  # typed (and run) as the step would
+    args[8] = np.zeros((6, 6), np.float32)[:, ::2]
+    with pytest.raises(TypingError, match="reshape"):
+        checked_twin(_pools_and_sums_a_strided_kernel_gradient)(*args)  # (a twin types its first call)
+
+
+@numba.njit
+def _pools_and_sums_kernel_gradient(g, x, y, gx, rows, scratch, bias, patches, dkernel, partials):
+    K.pool2d_grad_kernel_grad(g, x, y, gx, rows, scratch, bias, patches, dkernel, partials, True, 2, 2, 2, 2, 0, 0, False, False, 2)  # fmt: skip
+
+
+@numba.njit
+def _pools_and_sums_a_strided_kernel_gradient(g, x, y, gx, rows, scratch, bias, patches, dkernel, partials):
+    K.pool2d_grad_kernel_grad(g, x, y, gx, rows, scratch, bias, patches, dkernel, partials, True, 2, 2, 2, 2, 0, 0, False, False, 2)  # fmt: skip

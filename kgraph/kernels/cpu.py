@@ -47,7 +47,9 @@ def rnn_driver(func):
 
 # kernels of scalars and views whose results decide a driver's control flow, and the functions
 # that only pick the kernel to call by its constants: a driver run as Python calls them as Python
-PYTHON_HELPERS = ("part", "_take", "_any_live", "_defaults", "_step_rows", "_grad_rows", "_pool2d", "_pool2d_grad")
+SCALAR_HELPERS = ("part", "_take", "_any_live", "_defaults")
+PICKERS = ("_step_rows", "_grad_rows", "_pool2d", "_pool2d_grad")
+PYTHON_HELPERS = SCALAR_HELPERS + PICKERS
 
 
 @jit

@@ -6,8 +6,9 @@ type inference, on the types of its first call's arguments (a tenth of the compi
 code is generated), and a typing error raises as the compile would have. It types the function
 the Python step runs, with its calls typed against the parallel kernels' serial forms (serial.py:
 Numba types a call by compiling its callee, and Python functions it cannot type), and a driver's
-against its signature only (driver_signature): the Python step runs the driver's body as Python,
-and its every call of a compiled kernel is typed as it runs. Typed against the parallel kernels,
+against a stand-in (driver_signature) that types the driver's own lines with the kernels it calls
+as stand-ins too: the Python step runs the driver's body as Python, and its every call of a
+compiled kernel is typed as it runs. Typed against the parallel kernels,
 each call compiled its kernel's parallel form, a second or more apiece, most of the test suite's
 time; against drivers' serial forms, every kernel a driver calls again (a recurrent driver's every
 cell, half a minute of the suite's recurrent checks).
@@ -24,6 +25,7 @@ import numba
 from numba.core import compiler, typed_passes, types
 from numba.core.compiler_machinery import FunctionPass, register_pass
 from numba.core.errors import TypingError
+from numba.core.registry import CPUDispatcher
 from numba.extending import type_callable
 
 from .serial import is_driver, is_parallel, own_functions, serial_form, serial_namespace, with_globals
@@ -82,12 +84,20 @@ _SIGNATURES: dict = {}
 
 
 def driver_signature(driver):
-    """A stand-in for `driver` that Numba types a call of (its count of arguments checked, None
-    returned: a driver returns nothing, tests/test_kernels.py) and that nothing runs."""
-    stand_in = _SIGNATURES.get(driver)
+    """A stand-in for `driver` that Numba types a call of and that nothing runs: the call's count
+    of arguments is checked, and the driver's body is typed for the call's types (_type_body),
+    without compiling the driver or any kernel it calls; None is returned (a driver returns
+    nothing: tests/test_kernels.py)."""
+    return _stand_in(driver, _type_body)
+
+
+def _stand_in(kernel, type_body=None):
+    """A function Numba types a call of as `kernel`'s (its count of arguments checked, None
+    returned) and that nothing runs; type_body(kernel, argument types) runs once per types."""
+    stand_in = _SIGNATURES.get(kernel)
     if stand_in is None:
-        name = driver.py_func.__name__
-        count = len(inspect.signature(driver.py_func).parameters)
+        func = getattr(kernel, "py_func", kernel)
+        name, count, typed = func.__name__, len(inspect.signature(func).parameters), set()
 
         def stand_in(*args):
             raise TypeError(f"{name}: a stand-in for typing only")
@@ -97,12 +107,43 @@ def driver_signature(driver):
             def typer(*args):
                 if len(args) != count:
                     raise TypingError(f"{name}() takes {count} arguments, {len(args)} given")
+                if type_body is not None and args not in typed:
+                    type_body(kernel, args)
+                    typed.add(args)
                 return types.none
 
             return typer
 
-        _SIGNATURES[driver] = stand_in
+        _SIGNATURES[kernel] = stand_in
     return stand_in
+
+
+def _type_body(driver, argtypes):
+    """Numba's type inference of `driver`'s own lines for `argtypes`, as its compile would run it
+    (without `parallel`: a prange types as a range), with the kernels it calls as stand-ins but
+    its helpers of scalars and views (cpu.SCALAR_HELPERS), whose results it reads: what Numba
+    rejects in the driver's lines (a reshape of a view that is not contiguous, say) raises."""
+    from ..kernels import cpu
+
+    namespace = dict(driver.py_func.__globals__)
+    for name, value in driver.py_func.__globals__.items():
+        if name in cpu.PICKERS or (isinstance(value, CPUDispatcher) and name not in cpu.SCALAR_HELPERS):
+            namespace[name] = _stand_in(value)
+    flags = compiler.Flags()
+    options = {k: v for k, v in driver.targetoptions.items() if k != "parallel"}
+    driver.targetdescr.options.parse_as_flags(flags, options)
+    result = compiler.compile_extra(
+        driver.targetdescr.typing_context,
+        driver.targetdescr.target_context,
+        with_globals(driver.py_func, namespace),
+        tuple(argtypes),
+        None,
+        flags,
+        driver.locals,
+        pipeline_class=_TypeOnly,
+    )
+    if result != types.none:
+        raise TypingError(f"{driver.py_func.__name__} returns {result}: a driver returns nothing")
 
 
 _TWINS: dict = {}
