@@ -265,6 +265,8 @@ def test_python_step_serial_kernels_compute_the_parallel_ones_floats(monkeypatch
     assert (
         parted and serial.is_parallel(K.pool2d) and serial.serial_cpu_kernels().pool2d is serial.python_form(K.pool2d)
     )
+    # the generated loops and updates in parts are drivers too, over their `_rows` kernels
+    assert all(serial.is_driver(v) and v.py_func.__name__ == "kernel" for v in parted), parted
     for a, b in zip(serial_outs, parallel_outs):
         assert a.keys() == b.keys()
         for k in a:

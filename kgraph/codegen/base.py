@@ -68,7 +68,7 @@ class Module:
     def _shared_kernel(self, name: str, lines: list) -> str:
         """The kernel as text with its own constants (numbered in order of use, so the same loop
         in another model is the same text) and the function named `kernel`."""
-        text = "\n".join(lines).replace(f"def {name}(", "def kernel(", 1)
+        text = "\n".join(lines).replace(f"def {name}(", "def kernel(", 1)  # (a driver's `{name}_rows` stays)
         values = {v: k for k, v in self.consts.items()}
         used = list(dict.fromkeys(re.findall(r"\bC\d+\b", text)))
         local = {c: f"C{i}" for i, c in enumerate(used)}

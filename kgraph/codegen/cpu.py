@@ -49,7 +49,6 @@ from kgraph.runtime.loader import shared_kernel
 
 '''
 JIT = '@njit(cache=True, error_model="numpy", nogil=True)'
-PJIT = '@njit(cache=True, error_model="numpy", nogil=True, parallel=True)'
 
 
 class CpuCodegen(StepCodegen):
@@ -182,32 +181,26 @@ class CpuCodegen(StepCodegen):
         statements: lines computing scalar temporaries from the operand values `a{k}` (and `o`, out's
         old value, when read_out); result: the expression stored into out. extra_out: "sum" (or
         "mean") also sums (or averages) the result over the leading axes into `gb` (a bias
-        gradient, batch norm's statistics). parted: the samples (out's
-        leading axis) run in `parts` over Numba's threads (passes/split.py); extra_out's sum then
-        goes through a row of `partial` per compiled part, added in order (kernels/cpu.py
-        column_sum's way: the same numbers whatever threads run the parts)."""
+        gradient, batch norm's statistics). parted: the samples (out's leading axis) run in
+        `parts` over Numba's threads (passes/split.py), through a driver (kernels/cpu.py
+        `driver`) calling `<name>_rows` for each part's rows, which a step's Python function runs
+        as Python; extra_out's sum then goes through a row of `partial` per compiled part, added
+        in order (kernels/cpu.py column_sum's way: the same numbers whatever threads run them)."""
         rank = max(out_type.rank, 1)
         idx = [f"i{d}" for d in range(rank)]
         out_dims = (1,) * (rank - out_type.rank) + tuple(out_type.shape)
-        params = ["out"] + [a for a, _ in operands] + (["gb"] if extra_out else [])
+        arrays = ["out"] + [a for a, _ in operands]
+        params = arrays + (["gb"] if extra_out else [])
         if parted:
-            params += ["partial"] if extra_out else ["parts"]
+            assert self.mod.shared, "a driver's rows kernel is named after it: one driver a file"
             name += "_parts"
-        lines = [PJIT if parted else JIT, f"def {name}({', '.join(params)}):"]
-        if extra_out and not parted:
-            lines.append("    gb[:] = 0")
+            params = arrays + (["gb_t"] if extra_out else []) + ["p0", "p1"]
+        lines = [JIT, f"def {name}_rows({', '.join(params)}):" if parted else f"def {name}({', '.join(params)}):"]
+        if extra_out:
+            lines.append(f"    {'gb_t' if parted else 'gb'}[:] = 0")
         ind = "    "
-        if parted:
-            n = "partial.shape[0]" if extra_out else "parts"
-            lines += [
-                f"    for t in prange({n}):",
-                f"        p0, p1 = out.shape[0] * t // {n}, out.shape[0] * (t + 1) // {n}",
-            ]
-            lines += ["        gb_t = partial[t]", "        gb_t[:] = 0"] if extra_out else []
-            lines.append("        for i0 in range(p0, p1):")
-            ind = "            "
-        for d in range(1 if parted else 0, rank):
-            lines.append(f"{ind}for i{d} in range(out.shape[{d}]):")
+        for d in range(rank):
+            lines.append(f"{ind}for i{d} in range({'p0, p1' if parted and d == 0 else f'out.shape[{d}]'}):")
             ind += "    "
         for k, (a, t) in enumerate(operands):
             dims = (1,) * (rank - max(t.rank, 0)) + tuple(t.shape) if t.rank else (1,) * rank
@@ -220,10 +213,23 @@ class CpuCodegen(StepCodegen):
         lines.append(f"{ind}out[{', '.join(idx)}] = r")
         if extra_out:
             lines.append(f"{ind}{'gb_t' if parted else 'gb'}[{idx[-1]}] += r")
-        if extra_out and parted:  # the parts' sums, in order
-            lines.append(f"    K.sum_parts(partial, gb, {'out.size // gb.shape[0]' if extra_out == 'mean' else 1})")
-        elif extra_out == "mean":
+        if extra_out == "mean" and not parted:
             lines += ["    for c in range(gb.shape[0]):", "        gb[c] /= out.size // gb.shape[0]"]
+        if parted:
+            n = "partial.shape[0]" if extra_out else "parts"
+            rows = arrays + (["partial[t]"] if extra_out else [])
+            lines += [
+                "",
+                "",
+                "@K.driver",
+                f"def {name}({', '.join(arrays + (['gb', 'partial'] if extra_out else ['parts']))}):",
+                f"    for t in prange({n}):",
+                f"        p0, p1 = out.shape[0] * t // {n}, out.shape[0] * (t + 1) // {n}",
+                f"        {name}_rows({', '.join(rows + ['p0', 'p1'])})",
+            ]
+            if extra_out:  # the parts' sums, in order
+                scale = "out.size // gb.shape[0]" if extra_out == "mean" else 1
+                lines.append(f"    K.sum_parts(partial, gb, {scale})")
         return self.mod.kernel(name, lines)
 
     def _emit_elementwise(self, node) -> list[str]:
@@ -676,22 +682,27 @@ class CpuCodegen(StepCodegen):
         scalars = update_record(op).scalar_params + ["gscale", "decay"]
         statement = update_statement(op, hyper)
         name = f"{op.removesuffix('_update')}_{'parts' if split else 'update'}"
-        params = (["chunks", "parts"] if split else []) + arrays + scalars
-        lines = [PJIT if split else JIT, f"def {name}({', '.join(params)}):", "    f = w.dtype.type"]
+        params = (["i0", "i1"] if split else []) + arrays + scalars
+        lines = [JIT, f"def {name + '_rows' if split else name}({', '.join(params)}):", "    f = w.dtype.type"]
         lines += update_casts(scalars, statement, "f")
-        if split:  # part t updates rows chunks[t] of every weight: the rows its split GEMMs wrote
+        lines += [f"    for i in range({'i0, i1' if split else 'w.shape[0]'}):", f"        {statement}"]
+        if (
+            split
+        ):  # a driver (kernels/cpu.py): part t updates rows chunks[t] of every weight, the rows its split GEMMs wrote
+            assert self.mod.shared, "a driver's rows kernel is named after it: one driver a file"
+            rest = ", ".join(arrays + scalars)
             lines += [
+                "",
+                "",
+                "@K.driver",
+                f"def {name}({', '.join(['chunks', 'parts'] + arrays + scalars)}):",
                 "    if parts == 1:",
-                "        for i in range(w.shape[0]):",
-                f"            {statement}",
+                f"        {name}_rows(0, w.shape[0], {rest})",
                 "        return",
                 "    for t in prange(chunks.shape[0]):",
                 "        for c in range(chunks.shape[1]):",
-                "            for i in range(chunks[t, c, 0], chunks[t, c, 1]):",
-                f"                {statement}",
+                f"            {name}_rows(chunks[t, c, 0], chunks[t, c, 1], {rest})",
             ]
-        else:
-            lines += ["    for i in range(w.shape[0]):", f"        {statement}"]
         return self.mod.kernel(name, lines)
 
     def _emit_update(self, node):

@@ -51,6 +51,9 @@ def kernel_calls(dispatcher, args) -> list:
     for name, value in list(namespace.items()):
         if name in own:
             namespace[name] = with_globals(value.py_func, namespace)
+        elif is_driver(func.__globals__.get(name)):  # a generated loop in parts: as Python, recording
+            driver = func.__globals__[name].py_func
+            namespace[name] = with_globals(driver, _recording_globals(driver.__globals__, calls, count))
         elif isinstance(value, CPUDispatcher):
             namespace[name] = _Recorder(value, calls, count)
         elif value is library:
@@ -143,15 +146,7 @@ class _RecordingModule:
         from ..kernels import cpu
 
         self._calls, self._count = calls, count
-        self._driver_globals = drivers_namespace(
-            {
-                name: _Recorder(value, calls, count) if isinstance(value, CPUDispatcher) else value
-                for name, value in vars(cpu).items()
-            }
-        )
-        # every time step live: over a zero stand-in mask each would look masked, and the trace
-        # would miss the kernels of live steps (most of a masked recurrent layer's)
-        self._driver_globals["_any_live"] = lambda mask, k, masked: True
+        self._driver_globals = _recording_globals(vars(cpu), calls, count)
 
     def __getattr__(self, name):
         from ..kernels import cpu
@@ -161,6 +156,25 @@ class _RecordingModule:
             return with_globals(kernel.py_func, self._driver_globals)
         value = getattr(serial_cpu_kernels(), name)
         return _Recorder(value, self._calls, self._count) if isinstance(value, CPUDispatcher) else value
+
+
+def _recording_globals(namespace: dict, calls: dict, count: list) -> dict:
+    """The globals a driver (kgraph.kernels.cpu's, or a generated loop's) runs with in the trace:
+    its kernels recording, `K.` a recording module, its helpers as Python (drivers_namespace)."""
+    from ..kernels import cpu
+
+    recording = {}
+    for name, value in namespace.items():
+        if isinstance(value, CPUDispatcher):
+            value = _Recorder(value, calls, count)
+        elif value is cpu:
+            value = _RecordingModule(calls, count)
+        recording[name] = value
+    recording = drivers_namespace(recording)
+    # every time step live: over a zero stand-in mask each would look masked, and the trace would
+    # miss the kernels of live steps (most of a masked recurrent layer's)
+    recording["_any_live"] = lambda mask, k, masked: True
+    return recording
 
 
 def _stand_in(value):

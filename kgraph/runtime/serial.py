@@ -11,15 +11,18 @@ a small CNN's 14 seconds. So the Python function calls instead:
 - a driver's (kernels/cpu.py `driver`: a kernel that only splits its work, every element loop in
   a kernel it calls) own Python function, which calls those compiled kernels: nothing of its own
   to compile. A compiled copy would link and optimise everything it calls again, into one
-  module: two seconds each for a convolution block and its gradient. The recurrent time loops
-  are drivers too (`rnn_driver`, not parallel): as Python they call only their cell's kernels;
-- any other parallel kernel's serial form: the same function compiled without parallel=True,
-  where `prange` is `range`, in a tenth of the time.
+  module: two seconds each for a convolution block and its gradient. Every parallel kernel of
+  the CPU library is a driver, and so are the generated loops and updates in parts (a driver
+  over its `<name>_rows` kernel: codegen/cpu.py); the recurrent time loops too (`rnn_driver`,
+  not parallel): as Python they call only their cell's kernels;
+- any other parallel kernel's serial form (none that kgraph generates now): the same function
+  compiled without parallel=True, where `prange` is `range`, in a tenth of the time.
 
 The compiled step, which the background child compiles, links the parallel ones. Numba's type
 inference (typecheck.py) types a call by compiling its callee: it types against the serial
-forms, and against a driver's signature only (typecheck.driver_signature), since the Python step
-runs the driver's body as Python, each call of a compiled kernel typed as it runs."""
+forms, and against a stand-in for a driver (typecheck.driver_signature) that types the driver's
+own lines, since the Python step runs the driver's body as Python, each call of a compiled
+kernel typed as it runs."""
 
 from __future__ import annotations
 
@@ -84,10 +87,11 @@ _PYTHON: dict = {}
 
 def python_form(driver):
     """A driver's Python function (`prange` is `range` in Python), calling the compiled kernels
-    of its module but its helpers of scalars and views, which it calls as Python."""
+    of its module (kgraph.kernels.cpu, or a generated loop's file) but the helpers of
+    cpu.PYTHON_HELPERS, which it calls as Python."""
     form = _PYTHON.get(driver)
     if form is None:
-        form = _PYTHON[driver] = with_globals(driver.py_func, drivers_namespace(vars(cpu)))
+        form = _PYTHON[driver] = with_globals(driver.py_func, drivers_namespace(driver.py_func.__globals__))
     return form
 
 

@@ -84,34 +84,38 @@ _SIGNATURES: dict = {}
 
 
 def driver_signature(driver):
-    """A stand-in for `driver` that Numba types a call of and that nothing runs: the call's count
-    of arguments is checked, and the driver's body is typed for the call's types (_type_body),
+    """A stand-in for `driver` that Numba types a call of and that nothing runs: the call's
+    arguments are bound to its parameters, and the driver's body is typed for their types (_type_body),
     without compiling the driver or any kernel it calls; None is returned (a driver returns
     nothing: tests/test_kernels.py)."""
     return _stand_in(driver, _type_body)
 
 
 def _stand_in(kernel, type_body=None):
-    """A function Numba types a call of as `kernel`'s (its count of arguments checked, None
-    returned) and that nothing runs; type_body(kernel, argument types) runs once per types."""
+    """A function Numba types a call of as `kernel`'s (its arguments bound to its parameters, as
+    Python would, None returned) and that nothing runs; type_body(kernel, argument types) runs once
+    per types."""
     stand_in = _SIGNATURES.get(kernel)
     if stand_in is None:
         func = getattr(kernel, "py_func", kernel)
-        name, count, typed = func.__name__, len(inspect.signature(func).parameters), set()
+        name, signature, typed = func.__name__, inspect.signature(func), set()
 
         def stand_in(*args):
             raise TypeError(f"{name}: a stand-in for typing only")
 
         @type_callable(stand_in)
         def _typer(context):
-            def typer(*args):
-                if len(args) != count:
-                    raise TypingError(f"{name}() takes {count} arguments, {len(args)} given")
+            def typer(*args, **kws):
+                try:
+                    args = signature.bind(*args, **kws).args
+                except TypeError as e:
+                    raise TypingError(f"{name}(): {e}") from None
                 if type_body is not None and args not in typed:
                     type_body(kernel, args)
                     typed.add(args)
                 return types.none
 
+            typer.pysig = signature  # Numba folds keywords into place by it
             return typer
 
         _SIGNATURES[kernel] = stand_in
