@@ -114,6 +114,17 @@ def test_a_constant_cell_picks_only_its_cells_kernels():
             assert called == {f"_{name}_{part}_rows_ts", f"_{name}_{part}_rows_any"}, (part, name)
         args = [types.int64] * count
         assert overload(*args) is getattr(cpu, f"_{part}_rows")
+    # GRU reset_after=False's loops, under a test of the cell Numba keeps: empty for another cell
+    for overload, picker in ((cpu._v1_gates_for_cell, cpu._v1_gates), (cpu._v1_reset_for_cell, cpu._v1_reset)):
+        count = len(inspect.signature(overload).parameters)
+        cell = list(inspect.signature(overload).parameters).index("cell")
+        for code in cpu.CELL_NAMES:
+            args = [types.int64] * count
+            args[cell] = types.literal(code)
+            impl = overload(*args)
+            assert (impl is picker) == (code == cpu.GRU), code
+            assert impl is picker or (impl.__code__.co_names == () and impl(*args) is None), code
+        assert overload(*[types.int64] * count) is picker
 
 
 def test_a_constant_cells_compiled_rows_compute_the_python_dispatchs_floats():

@@ -48,7 +48,7 @@ def rnn_driver(func):
 # kernels of scalars and views whose results decide a driver's control flow, and the functions
 # that only pick the kernel to call by its constants: a driver run as Python calls them as Python
 SCALAR_HELPERS = ("part", "_take", "_any_live", "_defaults")
-PICKERS = ("_step_rows", "_grad_rows", "_pool2d", "_pool2d_grad")
+PICKERS = ("_step_rows", "_grad_rows", "_v1_gates", "_v1_reset", "_pool2d", "_pool2d_grad")
 PYTHON_HELPERS = SCALAR_HELPERS + PICKERS
 
 
@@ -700,7 +700,7 @@ def rnn_forward(
             _keep_rows(h, keep, he)
         if v1:  # z and r first: the candidate's recurrent product reads r * he
             gemm(hin, u[:, : 2 * nh], rec[:, : 2 * nh], False, False, 0.0)
-            _gru_v1_gates_rows(xp, rec, gates, hin, rhe, k, st, ract, ts)
+            _v1_gates(xp, rec, gates, hin, rhe, k, st, cell, ract, ts)
             gemm(rhe, u[:, 2 * nh :], rec[:, 2 * nh :], False, False, 0.0)
         else:
             gemm(hin, u, rec, False, False, 0.0)
@@ -889,6 +889,32 @@ def _grad_rows_for_cell(g, out, prev, mask, keep, gates, dz, dzs, drec, rhes, he
     return grad_rows
 
 
+def _v1_gates(xp, rec, gates, hin, rhe, k, st, cell, ract, ts):
+    """GRU reset_after=False's gates for every sample (_gru_v1_gates_rows), which rnn_forward
+    calls under a test of `cell` that Numba keeps: compiled for another constant cell (an LSTM's),
+    _v1_gates_for_cell's empty form, so that its compile leaves the GRU's loop out."""
+    _gru_v1_gates_rows(xp, rec, gates, hin, rhe, k, st, ract, ts)
+
+
+@overload(_v1_gates, prefer_literal=True)
+def _v1_gates_for_cell(xp, rec, gates, hin, rhe, k, st, cell, ract, ts):
+    if isinstance(cell, types.IntegerLiteral) and cell.literal_value != GRU:
+        return lambda xp, rec, gates, hin, rhe, k, st, cell, ract, ts: None
+    return _v1_gates
+
+
+def _v1_reset(acc, gates, hes, dz, dzs, mask, t, k, cell, ract, ts, masked):
+    """GRU reset_after=False's d r for every sample (_gru_v1_reset_rows), as _v1_gates."""
+    _gru_v1_reset_rows(acc, gates, hes, dz, dzs, mask, t, k, ract, ts, masked)
+
+
+@overload(_v1_reset, prefer_literal=True)
+def _v1_reset_for_cell(acc, gates, hes, dz, dzs, mask, t, k, cell, ract, ts, masked):
+    if isinstance(cell, types.IntegerLiteral) and cell.literal_value != GRU:
+        return lambda acc, gates, hes, dz, dzs, mask, t, k, cell, ract, ts, masked: None
+    return _v1_reset
+
+
 def _cell_kernels(cell, part):
     """`cell`'s `part` ("step" or "grad") rows kernels: its `_ts` form, its `_any` form."""
     return tuple(globals()[f"_{CELL_NAMES[cell]}_{part}_rows_{form}"] for form in ("ts", "any"))
@@ -957,7 +983,7 @@ def rnn_backward(
             continue
         if v1:  # d r needs d (r * he) = d ah @ Uh^T first
             gemm(dzs[:, 2 * nh :], u[:, 2 * nh :], acc, False, True, 0.0)
-            _gru_v1_reset_rows(acc, gates, hes, dz, dzs, mask, t, k, ract, ts, masked)
+            _v1_reset(acc, gates, hes, dz, dzs, mask, t, k, cell, ract, ts, masked)
             gemm(dzs[:, : 2 * nh], u[:, : 2 * nh], acc, False, True, 1.0)
         else:
             gemm(dzs, u, acc, False, True, 0.0)
