@@ -298,7 +298,7 @@ def test_a_child_refuses_a_step_when_the_kernels_changed_since_the_parent_starte
 def test_the_first_call_traces_the_kernels_it_compiles_without_running_them(monkeypatch, tmp_path):
     """kernel_trace: the kernels of a training step (its halves and update included) and the very
     signatures its Python function then compiles, first call first; the trace writes nothing."""
-    from kgraph.runtime import kernel_trace, serial
+    from kgraph.runtime import kernel_trace
 
     monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
     x, y = _data(32)
@@ -323,14 +323,7 @@ def test_the_first_call_traces_the_kernels_it_compiles_without_running_them(monk
     for kernel, sig in calls:  # what the Python step compiled, no other signature
         assert sig in kernel.overloads, (kernel, sig)
     described = kernel_trace.describe(calls)
-    assert [kernel_trace.resolve(*d[:4]) for d in described] == [k for k, _ in calls]
-    # a parallel kernel's serial form is named as such, and cached in a file of its own
-    from kgraph.kernels import cpu as K
-
-    form = serial.serial_form(K.column_sum)
-    ((*where, _),) = kernel_trace.describe([(form, ())])
-    assert where[2:] == ["column_sum", True] and kernel_trace.resolve(*where) is form
-    assert form._cache._cache_file._index_name != K.column_sum._cache._cache_file._index_name
+    assert [kernel_trace.resolve(*d[:3]) for d in described] == [k for k, _ in calls]
 
 
 def _first_call_traced(monkeypatch, tmp_path, config, x, y) -> list:
@@ -387,7 +380,7 @@ def test_the_trace_of_a_recurrent_step_names_its_cells_kernels_only(monkeypatch,
     names = [d[2] for d in described]
     assert {"_lstm_step_rows_ts", "_lstm_grad_rows_ts", "_carry_rows"} <= set(names), names
     assert not {n for n in names if n.startswith(("rnn_", "_gru", "_simple", "_step_rows", "_grad_rows"))}
-    assert [kernel_trace.resolve(*d[:4]) for d in described] == [k for k, _ in calls]
+    assert [kernel_trace.resolve(*d[:3]) for d in described] == [k for k, _ in calls]
 
 
 def test_kernels_missing_from_the_cache_go_to_the_child_from_the_last(monkeypatch, tmp_path):

@@ -58,13 +58,11 @@ def test_a_compiled_step_calls_the_kernels_forms_for_types():
     as constants) and the step's Python twin (plain ints) use one form of each kernel."""
     from benchmarks.models import cnn_bn
     from kgraph.kernels import cpu
-    from kgraph.runtime import serial
 
     rs = np.random.RandomState(0)
     x, y = rs.rand(4, 28, 28, 1).astype(np.float32), np.eye(10, dtype=np.float32)[rs.randint(0, 10, 4)]
     _one_compiled_step(cnn_bn("by_type", filters=(4,)), "adam", "categorical_crossentropy", x, y)
     kernels = [v for v in vars(cpu).values() if isinstance(v, CPUDispatcher)]
-    kernels += [serial.serial_form(k) for k in kernels if serial.is_parallel(k)]
     called = [k for k in kernels if k.signatures]
     assert {"im2col", "gemm_split_m", "pool2d", "pool2d_grad"} <= {k.py_func.__name__ for k in called}
     for kernel in called:  # (a recurrent loop keeps its cell's codes: the test below)

@@ -197,8 +197,7 @@ def python_twin(dispatcher):
     """The step's Python function, calling the Python functions of its own module's compiled
     functions too (a training step calls its halves, train_grads and train_apply): only the
     kernels it calls from elsewhere, compiled or cached apart, run compiled meanwhile, the
-    drivers as Python and the other parallel ones in their serial forms (serial.py: the same
-    numbers, a fraction of the compile)."""
+    parallel ones (drivers) as Python (serial.py: the same numbers, a fraction of the compile)."""
     twin = _TWINS.get(dispatcher)
     if twin is None:
         func = dispatcher.py_func

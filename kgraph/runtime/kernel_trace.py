@@ -25,7 +25,6 @@ from .abi import StepsArgs
 from .serial import (
     drivers_namespace,
     is_driver,
-    original_of,
     own_functions,
     serial_cpu_kernels,
     serial_namespace,
@@ -41,8 +40,8 @@ class _Done(Exception):
 
 def kernel_calls(dispatcher, args) -> list:
     """[(kernel, signature)] of the kernels `dispatcher`'s Python function (as the step's first
-    call runs it, background.python_twin: drivers as Python, other parallel kernels in their
-    serial forms) calls with `args`, each once, first call first."""
+    call runs it, background.python_twin: drivers as Python) calls with `args`, each once,
+    first call first."""
     calls: dict = {}  # (kernel, signature) -> None: an ordered set
     count = [0]  # calls recorded, repeats included
     func = dispatcher.py_func
@@ -69,23 +68,16 @@ def kernel_calls(dispatcher, args) -> list:
 
 
 def describe(calls) -> list:
-    """The calls as a child process can find them again: (module, file, name, serial, signature)."""
-    out = []
-    for kernel, sig in calls:
-        original = original_of(kernel)
-        func = original.py_func
-        out.append((func.__module__, inspect.getfile(func), func.__name__, original is not kernel, sig))
-    return out
+    """The calls as a child process can find them again: (module, file, name, signature)."""
+    return [(k.py_func.__module__, inspect.getfile(k.py_func), k.py_func.__name__, sig) for k, sig in calls]
 
 
-def resolve(module, path, name, serial):
+def resolve(module, path, name):
     """The kernel a description names, in this process (a generated one imported from its file)."""
     from .loader import import_file
-    from .serial import serial_form
 
     source = import_file(path) if module.startswith("kgraph_generated.") else importlib.import_module(module)
-    kernel = getattr(source, name)
-    return serial_form(kernel) if serial else kernel
+    return getattr(source, name)
 
 
 def compile_all(described) -> None:

@@ -14,57 +14,26 @@ a small CNN's 14 seconds. So the Python function calls instead:
   module: two seconds each for a convolution block and its gradient. Every parallel kernel of
   the CPU library is a driver, and so are the generated loops and updates in parts (a driver
   over its `<name>_rows` kernel: codegen/cpu.py); the recurrent time loops too (`rnn_driver`,
-  not parallel): as Python they call only their cell's kernels;
-- any other parallel kernel's serial form (none that kgraph generates now): the same function
-  compiled without parallel=True, where `prange` is `range`, in a tenth of the time.
+  not parallel): as Python they call only their cell's kernels. (Tests check that every
+  parallel kernel of the library and of generated steps is a driver: another would compile
+  its parallel form in the step's Python function.)
 
 The compiled step, which the background child compiles, links the parallel ones. Numba's type
-inference (typecheck.py) types a call by compiling its callee: it types against the serial
-forms, and against a stand-in for a driver (typecheck.driver_signature) that types the driver's
-own lines, since the Python step runs the driver's body as Python, each call of a compiled
-kernel typed as it runs."""
+inference (typecheck.py) types a call by compiling its callee: it types a driver's call against
+a stand-in (typecheck.driver_signature) that types the driver's own lines, since the Python step
+runs the driver's body as Python, each call of a compiled kernel typed as it runs."""
 
 from __future__ import annotations
 
 import types
 
-from numba import njit
-from numba.core.caching import NullCache
 from numba.core.registry import CPUDispatcher
 
 from ..kernels import cpu
-from ..kernels.by_type import by_type
-
-_SERIAL: dict = {}
-_ORIGINAL: dict = {}  # serial form -> its parallel kernel
 
 
 def is_parallel(value) -> bool:
     return isinstance(value, CPUDispatcher) and bool(value.targetoptions.get("parallel"))
-
-
-def serial_form(dispatcher):
-    """`dispatcher`'s function compiled without parallel=True. The copy has its own qualified
-    name, so Numba caches it in its own file (its cache index does not tell the two apart)."""
-    twin = _SERIAL.get(dispatcher)
-    if twin is None:
-        func = dispatcher.py_func
-        copy = with_globals(func, func.__globals__)
-        copy.__qualname__ = f"{func.__qualname__}__serial"
-        copy.__module__ = func.__module__
-        copy.__doc__ = func.__doc__
-        options = {k: v for k, v in dispatcher.targetoptions.items() if k not in ("parallel", "nopython")}
-        cached = not isinstance(dispatcher._cache, NullCache)  # `cache` is not among the target options
-        twin = _SERIAL[dispatcher] = by_type(
-            njit(cache=cached, **options)(copy), getattr(dispatcher, "kept_constants", ())
-        )
-        _ORIGINAL[twin] = dispatcher
-    return twin
-
-
-def original_of(kernel):
-    """The parallel kernel of a serial form; any other kernel itself."""
-    return _ORIGINAL.get(kernel, kernel)
 
 
 def is_driver(value) -> bool:
@@ -96,13 +65,11 @@ def python_form(driver):
 
 
 def twin_form(kernel):
-    """What a step's Python function calls for `kernel`: a driver's Python function, a parallel
-    kernel's serial form, the NumPy form of a copy (cpu.copy_flat), any other kernel itself."""
+    """What a step's Python function calls for `kernel`: a driver's Python function, the NumPy
+    form of a copy (cpu.copy_flat), any other kernel itself."""
     if getattr(kernel, "python_form", None) is not None:
         return kernel.python_form
-    if is_driver(kernel):
-        return python_form(kernel)
-    return serial_form(kernel) if is_parallel(kernel) else kernel
+    return python_form(kernel) if is_driver(kernel) else kernel
 
 
 _CPU_MODULES: dict = {}

@@ -4,11 +4,10 @@ step would have checked, that Numba can type every line of the generated code in
 is still checked: each function of the step's module runs the compile's first stage, Numba's
 type inference, on the types of its first call's arguments (a tenth of the compile's time: no
 code is generated), and a typing error raises as the compile would have. It types the function
-the Python step runs, with its calls typed against the parallel kernels' serial forms (serial.py:
-Numba types a call by compiling its callee, and Python functions it cannot type), and a driver's
-against a stand-in (driver_signature) that types the driver's own lines with the kernels it calls
-as stand-ins too: the Python step runs the driver's body as Python, and its every call of a
-compiled kernel is typed as it runs. Typed against the parallel kernels,
+the Python step runs (Numba types a call by compiling its callee, and Python functions it cannot
+type), a driver's call against a stand-in (driver_signature) that types the driver's own lines
+with the kernels it calls as stand-ins too: the Python step runs the driver's body as Python,
+and its every call of a compiled kernel is typed as it runs. Typed against the parallel kernels,
 each call compiled its kernel's parallel form, a second or more apiece, most of the test suite's
 time; against drivers' serial forms, every kernel a driver calls again (a recurrent driver's every
 cell, half a minute of the suite's recurrent checks).
@@ -28,7 +27,7 @@ from numba.core.errors import TypingError
 from numba.core.registry import CPUDispatcher
 from numba.extending import type_callable
 
-from .serial import is_driver, is_parallel, own_functions, serial_form, serial_namespace, with_globals
+from .serial import is_driver, own_functions, serial_namespace, with_globals
 
 
 @register_pass(mutates_CFG=False, analysis_only=True)
@@ -73,11 +72,9 @@ def type_check(dispatcher, args, func=None):
 
 
 def typed_form(kernel):
-    """What Numba types a step's call of `kernel` against: a driver's signature, a parallel
-    kernel's serial form, any other kernel itself."""
-    if is_driver(kernel):
-        return driver_signature(kernel)
-    return serial_form(kernel) if is_parallel(kernel) else kernel
+    """What Numba types a step's call of `kernel` against: a driver's stand-in, any other kernel
+    itself."""
+    return driver_signature(kernel) if is_driver(kernel) else kernel
 
 
 _SIGNATURES: dict = {}
@@ -154,10 +151,9 @@ _TWINS: dict = {}
 
 
 def checked_twin(dispatcher):
-    """The step's Python function as background.python_twin runs it (drivers as Python, the
-    other parallel kernels in their serial forms), its own module's functions typed by Numba on
-    their first call (typed_form: a driver's call against its signature, another parallel
-    kernel's against its serial form)."""
+    """The step's Python function as background.python_twin runs it (drivers as Python), its own
+    module's functions typed by Numba on their first call (typed_form: a driver's call against
+    its stand-in)."""
     twin = _TWINS.get(dispatcher)
     if twin is None:
         func = dispatcher.py_func
