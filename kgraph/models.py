@@ -323,6 +323,8 @@ class Model(_WeightLists, CompiledModel):
             parts=1 if self.device == "cuda" else numba.config.NUMBA_NUM_THREADS,
             schedule=updates_last,
             snapshots=kind in self.snapshot_kinds,
+            # what train_on_batch, fit and evaluate read of the outputs: their metrics' only
+            outputs=None if kind == "predict" else {k for k, row in enumerate(self.info["metrics"]) if row},
         )  # CPU replicas run the updates last (train_apply)
 
     # ------------------------------------------------------------------ unknown dimensions

@@ -149,3 +149,35 @@ def test_fold_is_exact_or_refused(extra_reader):
             "refused batch-norm fold          %bn: %mm has other readers, which need it unnormalized"
         )
     np.testing.assert_allclose(ir.interpret(g, feeds)[g.outputs["output:0"]], before, rtol=1e-5, atol=1e-6)
+
+
+def test_train_and_test_steps_compute_only_the_outputs_their_metrics_read():
+    """Keras's fit and evaluate return the loss and metrics, never the predictions: a training or
+    test step returns the outputs its metrics read, and an output without a metric is computed only
+    as far as its loss needs it (a softmax classifier's loss reads the logits: no softmax). The
+    losses and weights are the same floats either way."""
+    from pathlib import Path
+
+    config = (Path(__file__).parent / "fixtures" / "configs" / "k3_multi_output.json").read_text()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 7)).astype(np.float32)
+    ys = [np.arange(32, dtype=np.int32) % 4, rng.standard_normal((32, 2)).astype(np.float32)]
+    runs = {}
+    for read in ("reg", "both"):
+        model = models.model_from_json(config, seed=0)
+        metrics = {"reg": ["mae"]} if read == "reg" else {"cls": ["accuracy"], "reg": ["mae"]}
+        model.compile(optimizer="adam", loss=["sparse_categorical_crossentropy", "mse"], metrics=metrics)
+        for kind in ("train", "test"):
+            returned = {k for k in model.executable.steps[kind].outputs if k.startswith("output:")}
+            assert returned == ({"output:1"} if read == "reg" else {"output:0", "output:1"}), (read, kind)
+            ops = {n.op for n in model.compiled[kind].graph.nodes()}
+            assert ("softmax" in ops) == (read == "both"), (read, kind, sorted(ops))
+        history = model.fit(x, ys, batch_size=8, epochs=2, shuffle=False, verbose=0).history
+        runs[read] = (history, model.evaluate(x, ys, verbose=0, return_dict=True), model.get_weights())
+    (h_reg, e_reg, w_reg), (h_both, e_both, w_both) = runs["reg"], runs["both"]
+    assert "cls_accuracy" not in h_reg and "cls_accuracy" in h_both and "cls_accuracy" in e_both
+    for key in ("loss", "reg_mae", "cls_loss", "reg_loss"):
+        assert h_reg[key] == h_both[key], key
+        assert e_reg[key] == e_both[key], key
+    for a, b in zip(w_reg, w_both):
+        np.testing.assert_array_equal(a, b)

@@ -22,7 +22,7 @@ from .fusion import (
     fuse_updates,
     read_scalar_broadcasts,
 )
-from .loss import LOSSES, add_loss
+from .loss import LOSSES, add_loss, drop_outputs
 from .memory import MemoryPlan, materialize_gradients, plan_memory, updates_last
 from .split import block_convolutions, split_gemms, split_samples
 from .optimizer import OPTIMIZERS, add_optimizer
@@ -57,6 +57,7 @@ def run_pipeline(
     schedule=None,
     snapshots=False,
     masks=None,
+    outputs=None,
 ) -> Compiled:
     """kind "predict": forward only; "test": forward + loss; "train": + backward and updates.
     losses: one {"name", "from_logits", "weight"} per output; optimizer: (kind, hyper-parameters);
@@ -68,7 +69,10 @@ def run_pipeline(
     step `updates_last`: the generated steps run it in two halves, gradients then updates);
     snapshots: keep the graph printed after each pass (printing a large graph eight times costs
     more than most passes, so only when asked); masks: {output index: its [B,T] 0/1 mask node}, by
-    which the loss weights that output's steps."""
+    which the loss weights that output's steps; outputs: the indices of the model outputs a "train"
+    or "test" step returns (those its metrics read; default all): the others' values are computed
+    only as far as the loss needs them (a classifier's softmax, whose loss reads the logits, not at
+    all)."""
     g = forward.clone()
     g.name = f"{forward.name}_{kind}"
     out = Compiled(kind, g, None, list(param_order))
@@ -86,6 +90,8 @@ def run_pipeline(
     done("fold")
     if kind != "predict":
         add_loss(g, losses, regularizers, masks)
+        if outputs is not None:
+            drop_outputs(g, outputs)
         done("loss")
     if kind == "train":
         wrt = list(param_order if trainable is None else trainable)

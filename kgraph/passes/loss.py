@@ -261,3 +261,14 @@ def add_loss(graph, losses: list[dict], regularizers: list[tuple] = (), masks=No
         loss = graph.add(loss, t)
     graph.outputs["loss"] = loss
     return graph
+
+
+def drop_outputs(graph, read):
+    """Keep only the model outputs "output:k" whose index k is in `read` (a training or test step's:
+    those its metrics read). Keras's train_on_batch, fit and evaluate return the loss and metrics,
+    never the predictions, so what no metric reads is left to dead-code elimination as far as the
+    loss does not need it: a softmax classifier's probabilities, whose loss reads the logits."""
+    for key in [k for k in graph.outputs if k.startswith("output:")]:
+        if int(key.split(":")[1]) not in read:
+            del graph.outputs[key]
+    return graph
