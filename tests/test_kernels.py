@@ -169,9 +169,11 @@ def test_an_elementwise_op_without_maths_is_named():
 
 
 class _BothForms:
-    """kgraph.kernels.cpu, whose drivers (cpu.driver) run twice on copies of their arguments: the
-    compiled parallel kernel, and its Python function (what a step's Python twin runs: serial.py),
-    which must write the same floats, bit for bit, to every array."""
+    """kgraph.kernels.cpu, whose drivers (cpu.driver) run three times on copies of their arguments:
+    the compiled parallel kernel, and its Python function (what a step's Python twin runs:
+    serial.py) calling the compiled kernels, then the NumPy forms of those that have one (as it
+    does until they are compiled: serial.NumPyUntilCompiled). All three must write the same
+    floats, bit for bit, to every array."""
 
     def __init__(self, module):
         self.module = module
@@ -184,14 +186,25 @@ class _BothForms:
             return kernel
 
         def both(*args):
-            copies = _copies_keeping_views(args)
+            copies, numpy_copies = _copies_keeping_views(args), _copies_keeping_views(args)
             kernel(*args)
             serial.python_form(kernel)(*copies)
-            for i, (a, b) in enumerate(zip(args, copies)):
+            _with_numpy_forms(kernel)(*numpy_copies)
+            for i, (a, b, c) in enumerate(zip(args, copies, numpy_copies)):
                 if isinstance(a, np.ndarray):
                     np.testing.assert_array_equal(a, b, err_msg=f"{name} argument {i}")
+                    np.testing.assert_array_equal(a, c, err_msg=f"{name} argument {i}, NumPy forms")
 
         return both
+
+
+def _with_numpy_forms(driver):
+    """`driver` as Python, calling the NumPy forms of the kernels that have one."""
+    from kgraph.runtime import serial
+
+    namespace = serial.drivers_namespace(driver.py_func.__globals__)
+    namespace.update({k: v.numpy_form for k, v in namespace.items() if isinstance(v, serial.NumPyUntilCompiled)})
+    return serial.with_globals(driver.py_func, namespace)
 
 
 def _copies_keeping_views(args):
@@ -334,3 +347,108 @@ def test_no_cpu_kernel_assigns_an_array_into_a_slice():
         path = Path(kgraph.kernels.__file__).parent / name
         found += [f"{name}:{line}" for line in array_slice_assignments(path.read_text())]
     assert found == []
+
+
+# ---------------------------------------------------------------- NumPy forms (kernels/numpy_forms.py)
+
+# height, width, channels, kernel (or window) rows and columns, strides, dilations, pads top and left
+_PATCHES = [
+    (5, 6, 1, 3, 3, 1, 1, 1, 1, 1, 1),  # 'same', one channel
+    (7, 5, 3, 3, 2, 2, 1, 1, 2, 1, 0),  # strided rows, dilated columns
+    (8, 8, 4, 2, 2, 2, 2, 1, 1, 0, 0),  # windows that do not overlap
+    (7, 7, 2, 3, 3, 1, 2, 1, 1, 1, 0),  # windows that overlap
+    (9, 9, 2, 3, 3, 3, 3, 2, 2, 2, 2),  # a window with a single row and column inside
+    (4, 4, 3, 1, 1, 1, 1, 1, 1, 0, 0),  # 1x1
+]
+
+
+def _bits(a):
+    return np.ascontiguousarray(a).view(np.int32)
+
+
+@pytest.mark.parametrize("h, w, c, kh, kw, sh, sw, dh, dw, pt, pl", _PATCHES)
+def test_the_numpy_forms_write_their_kernels_floats_bit_for_bit(h, w, c, kh, kw, sh, sw, dh, dw, pt, pl):
+    """What a step's Python function runs until these kernels are compiled: the same bits in every
+    array they write (NaN and signed zeros included), for samples [1, 4) of 5, the others left
+    as they were. Max pooling: ties, NaN, a ReLU's zeros; its gradient with and without the ReLU's
+    and the bias sums (scratch included)."""
+    from kgraph.kernels import cpu as K, numpy_forms as F
+
+    rs = np.random.RandomState(h * 10 + c)
+    patch = (kh, kw, sh, sw, dh, dw, pt, pl)
+    oh, ow = (h + 2 * pt - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pl - dw * (kw - 1) - 1) // sw + 1
+    x = rs.randn(5, h, w, c).astype(np.float32)
+    cols = [np.full((5, oh, ow, kh * kw * c), 7, np.float32) for _ in range(2)]
+    K._im2col(x, cols[0], 1, 4, *patch)
+    F.im2col_rows(x, cols[1], 1, 4, *patch)
+    assert np.array_equal(_bits(cols[0]), _bits(cols[1]))
+    patches = rs.randn(5, oh, ow, kh * kw * c).astype(np.float32)
+    images = [np.full((5, h, w, c), 7, np.float32) for _ in range(2)]
+    K._col2im(patches, images[0], 1, 4, *patch)
+    F.col2im_rows(patches, images[1], 1, 4, *patch)
+    assert np.array_equal(_bits(images[0]), _bits(images[1]))
+
+    window = (kh, kw, sh, sw, pt, pl)  # pooling: no dilation
+    oh, ow = (h + 2 * pt - kh) // sh + 1, (w + 2 * pl - kw) // sw + 1
+    image = np.round(rs.randn(5, h, w, c), 1).astype(np.float32)  # rounded: ties
+    image.ravel()[rs.randint(0, image.size, 4)] = np.nan
+    image.ravel()[rs.randint(0, image.size, 4)] = -0.0
+    for x in (image, np.maximum(image, 0)):  # a ReLU's output too
+        pooled = [np.full((5, oh, ow, c), 7, np.float32) for _ in range(2)]
+        K._pool2d_max(x, pooled[0], 1, 4, *window)
+        F.pool2d_max_rows(x, pooled[1], 1, 4, *window)
+        assert np.array_equal(_bits(pooled[0]), _bits(pooled[1]))
+        y, g = pooled[0], rs.randn(5, oh, ow, c).astype(np.float32)
+        for relu in (False, True):
+            for sums in (False, True):
+                written = []
+                for kernel in (K._pool2d_grad_max, F.pool2d_grad_max_rows):
+                    gx, left, acc = (
+                        np.full(x.shape, 3, np.float32),
+                        np.ones(c, np.float32),
+                        np.full(c, 0.25, np.float32),
+                    )
+                    kernel(g, x, y, gx, left, acc, 1, 4, *window, relu, sums)
+                    written.append((gx, left, acc))
+                for what, a, b in zip(("gx", "left", "acc"), *written):
+                    assert np.array_equal(_bits(a), _bits(b)), (what, relu, sums)
+
+
+def test_a_kernel_with_a_numpy_form_runs_it_until_the_kernel_is_compiled(monkeypatch):
+    """serial.NumPyUntilCompiled: while steps compile in a child, the NumPy form runs until the
+    kernel is compiled in this process or in Numba's cache (where the child puts it), then the
+    compiled kernel; where steps never compile (the suite's default), the kernel from the first
+    call. float64 images: a signature no other test compiles."""
+    import numba
+
+    from kgraph.kernels import cpu as K
+    from kgraph.runtime import background, serial
+
+    ran, cached = [], [False]
+    monkeypatch.setattr(background, "in_disk_cache", lambda kernel, sig: cached[0])
+    monkeypatch.setattr(serial.NumPyUntilCompiled, "LOOK_EVERY", 0.0)
+    x, cols = np.ones((2, 4, 4, 1)), np.zeros((2, 4, 4, 9))
+    args = (x, cols, 0, 2, 3, 3, 1, 1, 1, 1, 1, 1)
+
+    def wrapper():
+        form = serial.NumPyUntilCompiled(K._im2col)
+        monkeypatch.setattr(form, "numpy_form", lambda *a: ran.append(True) or K._im2col.python_form(*a))
+        return form
+
+    monkeypatch.setenv("KGRAPH_COMPILE_STEPS", "1")
+    form = wrapper()
+    if numba.typeof(x) not in {sig[0] for sig in K._im2col.overloads}:  # the first time in this process
+        form(*args)
+        assert ran and not form.compiled
+        cached[0] = True  # the child has compiled it: loaded from the cache on the next look
+    form(*args)
+    assert form.compiled and numba.typeof(x) in {sig[0] for sig in K._im2col.overloads}
+    ran.clear()
+    form(*args)
+    assert not ran  # compiled from then on
+    cached[0] = False
+    wrapper()(*args)
+    assert not ran  # compiled in this process
+    monkeypatch.setenv("KGRAPH_COMPILE_STEPS", "0")
+    monkeypatch.setattr(K._im2col, "overloads", {})  # as if never compiled: it compiles, as any kernel
+    assert serial.NumPyUntilCompiled(K._im2col)._available(args)

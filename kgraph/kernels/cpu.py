@@ -16,6 +16,7 @@ from numba.core import types
 from numba.extending import overload
 
 from . import maths as M
+from . import numpy_forms as F
 from . import rnn_rows as R
 from .blas import gemm
 from .by_type import kernel_jit
@@ -71,6 +72,11 @@ def batch_matmul(a, b, out, trans_a, trans_b):
     times batch): one sgemm per matrix, on the blocks in place."""
     for i in range(out.shape[0]):
         gemm(a[i], b[i], out[i], trans_a, trans_b, 0.0)
+
+
+# What a step's Python function calls instead, the same floats with nothing to compile
+# (numpy_forms.py): here the same gemm, called from Python.
+matmul.python_form, batch_matmul.python_form = F.matmul, F.batch_matmul
 
 
 # ---------------------------------------------------------------- rows: softmax and losses
@@ -253,6 +259,9 @@ def _im2col(x, cols, b0, b1, kh, kw, sh, sw, dh, dw, pt, pl):
                                 dst[ow, k + c] = 0
 
 
+_im2col.python_form = F.im2col_rows  # copies: NumPy's strided copies, the same floats
+
+
 @driver
 def col2im(cols, x, kh, kw, sh, sw, dh, dw, pt, pl, parts):
     for t in prange(parts):
@@ -283,6 +292,9 @@ def _col2im(cols, x, b0, b1, kh, kw, sh, sw, dh, dw, pt, pl):
                                 continue
                             for c in range(n_c):
                                 dst[s, c] += src[ow, k + c]
+
+
+_col2im.python_form = F.col2im_rows  # its sums in the kernel's order, the same floats
 
 
 def _pool_loops_for(is_max):
@@ -364,6 +376,8 @@ def _pool_loops_for(is_max):
 
 
 _pool2d_max, _pool2d_grad_max = _pool_loops_for(True)
+# maxima and the sums of the windows' gradients in the kernels' orders: the same floats
+_pool2d_max.python_form, _pool2d_grad_max.python_form = F.pool2d_max_rows, F.pool2d_grad_max_rows
 _pool2d_avg, _pool2d_grad_avg = _pool_loops_for(False)
 
 

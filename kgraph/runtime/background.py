@@ -209,11 +209,13 @@ def python_twin(dispatcher):
 
 
 def _missing_kernels(dispatcher, args) -> list:
-    """The kernels the step's first call will compile, last first, as the child finds them
-    (kernel_trace.py); none if the trace fails: it is only a hint."""
+    """The kernels the step's first call will compile, last first, then those it runs in their
+    NumPy forms until they are compiled (serial.NumPyUntilCompiled), first first, as the child
+    finds them (kernel_trace.py); none if the trace fails: it is only a hint."""
     try:
         missing = [(k, s) for k, s in kernel_calls(dispatcher, args) if not in_disk_cache(k, s)]
-        return describe(missing[::-1])
+        numpy_formed = [(k, s) for k, s in missing if getattr(k, "python_form", None) is not None]
+        return describe([m for m in missing[::-1] if m not in numpy_formed] + numpy_formed)
     except Exception:  # noqa: BLE001 - e.g. a MemoryError for a huge arena's stand-in
         return []
 

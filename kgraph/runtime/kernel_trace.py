@@ -144,6 +144,8 @@ class _RecordingModule:
         from ..kernels import cpu
 
         kernel = getattr(cpu, name)
+        if getattr(kernel, "python_form", None) is not None:  # called in its NumPy form until compiled
+            return _Recorder(kernel, self._calls, self._count)
         if is_driver(kernel):
             return with_globals(kernel.py_func, self._driver_globals)
         value = getattr(serial_cpu_kernels(), name)

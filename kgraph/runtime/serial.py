@@ -25,11 +25,14 @@ runs the driver's body as Python, each call of a compiled kernel typed as it run
 
 from __future__ import annotations
 
+import time
 import types
 
+import numba
 from numba.core.registry import CPUDispatcher
 
 from ..kernels import cpu
+from . import policy
 
 
 def is_parallel(value) -> bool:
@@ -43,8 +46,9 @@ def is_driver(value) -> bool:
 def drivers_namespace(kernels: dict) -> dict:
     """The globals a driver runs with as Python: `kernels` (kgraph.kernels.cpu's, or stand-ins for
     them: kernel_trace.py), but cpu.PYTHON_HELPERS (the helpers of scalars and views, and the
-    functions that pick a kernel by its constants) as Python functions reading these same globals."""
-    namespace = dict(kernels)
+    functions that pick a kernel by its constants) as Python functions reading these same
+    globals, and the kernels that have a NumPy form (kernels/numpy_forms.py) as that form."""
+    namespace = {name: until_compiled(value) for name, value in kernels.items()}
     for name in cpu.PYTHON_HELPERS:
         helper = getattr(cpu, name)
         namespace[name] = with_globals(getattr(helper, "py_func", helper), namespace)  # (some are Python already)
@@ -65,11 +69,63 @@ def python_form(driver):
 
 
 def twin_form(kernel):
-    """What a step's Python function calls for `kernel`: a driver's Python function, the NumPy
-    form of a copy (cpu.copy_flat), any other kernel itself."""
+    """What a step's Python function calls for `kernel`: its NumPy form where it has one (a copy,
+    im2col, max pooling, a GEMM: kernels/numpy_forms.py), a driver's Python function, any other
+    kernel itself."""
     if getattr(kernel, "python_form", None) is not None:
-        return kernel.python_form
+        return until_compiled(kernel)
     return python_form(kernel) if is_driver(kernel) else kernel
+
+
+def until_compiled(kernel):
+    """`kernel` as a step's Python function calls it: a NumPyUntilCompiled where it has a NumPy
+    form, itself otherwise (other values as they are)."""
+    if getattr(kernel, "python_form", None) is None:
+        return kernel
+    form = _UNTIL_COMPILED.get(kernel)
+    if form is None:
+        form = _UNTIL_COMPILED[kernel] = NumPyUntilCompiled(kernel)
+    return form
+
+
+class NumPyUntilCompiled:
+    """A kernel with a NumPy form (kernels/numpy_forms.py: im2col, col2im, max pooling and its
+    gradient, the GEMMs, the copies) as a step's Python function calls it: its NumPy form until
+    this process has the compiled kernel, the compiled kernel from then on; the same floats either
+    way. On an empty cache the first step then waits for none of these kernels to compile (1.7 s
+    of a CNN's), and the compile child compiles them with the step; their NumPy forms run a CNN's
+    step 3-7x slower, so the compiled ones take over as soon as they are in Numba's cache (looked
+    for every LOOK_EVERY seconds). Where no child compiles (KGRAPH_COMPILE_STEPS=0), the kernel
+    compiles on its first call, as every other kernel does."""
+
+    LOOK_EVERY = 0.5
+
+    def __init__(self, kernel):
+        self.kernel, self.numpy_form = kernel, kernel.python_form
+        self.compiled, self._next_look = False, 0.0
+        self.__name__ = self.__qualname__ = kernel.py_func.__name__
+
+    def __call__(self, *args):
+        if self.compiled:
+            return self.kernel(*args)
+        now = time.monotonic()
+        if now >= self._next_look:
+            self._next_look = now + self.LOOK_EVERY
+            if self._available(args):
+                self.compiled = True
+                return self.kernel(*args)
+        return self.numpy_form(*args)
+
+    def _available(self, args) -> bool:
+        from . import background
+
+        if not policy.compile_steps() or not self.kernel._can_compile:  # gemm: compiled on import
+            return True
+        sig = tuple(numba.typeof(a) for a in args)
+        return sig in self.kernel.overloads or background.in_disk_cache(self.kernel, sig)
+
+
+_UNTIL_COMPILED: dict = {}
 
 
 _CPU_MODULES: dict = {}
