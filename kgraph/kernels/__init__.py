@@ -7,9 +7,9 @@
 - cpu.py, cuda.py: what truly differs per target (GEMMs, images, pooling, reductions, lookups;
   on the CPU also the recurrent layers' time loops over maths.py's cell maths) and the thin loops
   that apply the row maths; rnn_rows.py: the CPU's recurrent loops over a step's units, as rows;
-  blas.py: sgemm for the CPU; numpy_forms.py: NumPy code computing the same bits as cpu.py's
-  kernels that only move data or call BLAS, which a step's Python function runs until they are
-  compiled (runtime/serial.py); by_type.py: cpu.py's kernels compile per argument types, not per
+  blas.py: sgemm for the CPU; numpy_forms.py: NumPy code computing the same bits as some of
+  cpu.py's kernels (copies, GEMMs, im2col, pooling), which a step's Python function runs instead
+  (the last until they are compiled: runtime/serial.py); by_type.py: cpu.py's kernels compile per argument types, not per
   constant; cache_at_o0.py: lets Numba cache those at NUMBA_OPT=0 too;
   cache_lock.py: lets two processes save to Numba's cache at once.
 

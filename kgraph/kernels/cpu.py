@@ -74,8 +74,7 @@ def batch_matmul(a, b, out, trans_a, trans_b):
         gemm(a[i], b[i], out[i], trans_a, trans_b, 0.0)
 
 
-# What a step's Python function calls instead, the same floats with nothing to compile
-# (numpy_forms.py): here the same gemm, called from Python.
+# What a step's Python function calls instead (numpy_forms.py): the same gemm, called from Python
 matmul.python_form, batch_matmul.python_form = F.matmul, F.batch_matmul
 
 
@@ -259,7 +258,7 @@ def _im2col(x, cols, b0, b1, kh, kw, sh, sw, dh, dw, pt, pl):
                                 dst[ow, k + c] = 0
 
 
-_im2col.python_form = F.im2col_rows  # copies: NumPy's strided copies, the same floats
+_im2col.numpy_form = F.im2col_rows  # until compiled: NumPy's strided copies, the same floats
 
 
 @driver
@@ -294,7 +293,7 @@ def _col2im(cols, x, b0, b1, kh, kw, sh, sw, dh, dw, pt, pl):
                                 dst[s, c] += src[ow, k + c]
 
 
-_col2im.python_form = F.col2im_rows  # its sums in the kernel's order, the same floats
+_col2im.numpy_form = F.col2im_rows  # until compiled: its sums in the kernel's order, the same floats
 
 
 def _pool_loops_for(is_max):
@@ -376,8 +375,8 @@ def _pool_loops_for(is_max):
 
 
 _pool2d_max, _pool2d_grad_max = _pool_loops_for(True)
-# maxima and the sums of the windows' gradients in the kernels' orders: the same floats
-_pool2d_max.python_form, _pool2d_grad_max.python_form = F.pool2d_max_rows, F.pool2d_grad_max_rows
+# until compiled: maxima and the sums of the windows' gradients in the kernels' orders, the same floats
+_pool2d_max.numpy_form, _pool2d_grad_max.numpy_form = F.pool2d_max_rows, F.pool2d_grad_max_rows
 _pool2d_avg, _pool2d_grad_avg = _pool_loops_for(False)
 
 

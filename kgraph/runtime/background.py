@@ -214,7 +214,7 @@ def _missing_kernels(dispatcher, args) -> list:
     finds them (kernel_trace.py); none if the trace fails: it is only a hint."""
     try:
         missing = [(k, s) for k, s in kernel_calls(dispatcher, args) if not in_disk_cache(k, s)]
-        numpy_formed = [(k, s) for k, s in missing if getattr(k, "python_form", None) is not None]
+        numpy_formed = [(k, s) for k, s in missing if getattr(k, "numpy_form", None) is not None]
         return describe([m for m in missing[::-1] if m not in numpy_formed] + numpy_formed)
     except Exception:  # noqa: BLE001 - e.g. a MemoryError for a huge arena's stand-in
         return []

@@ -113,6 +113,10 @@ class _Recorder:
         return None
 
 
+def _nothing(*args, **kwargs):
+    return None
+
+
 _OMITTED = object()
 _ARRAY_TYPES: dict = {}
 
@@ -144,7 +148,9 @@ class _RecordingModule:
         from ..kernels import cpu
 
         kernel = getattr(cpu, name)
-        if getattr(kernel, "python_form", None) is not None:  # called in its NumPy form until compiled
+        if getattr(kernel, "python_form", None) is not None:  # a copy or a GEMM: NumPy, nothing to compile
+            return _nothing
+        if getattr(kernel, "numpy_form", None) is not None:  # NumPy until the child has compiled it
             return _Recorder(kernel, self._calls, self._count)
         if is_driver(kernel):
             return with_globals(kernel.py_func, self._driver_globals)

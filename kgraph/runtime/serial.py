@@ -29,6 +29,7 @@ import time
 import types
 
 import numba
+import numpy as np
 from numba.core.registry import CPUDispatcher
 
 from ..kernels import cpu
@@ -47,7 +48,8 @@ def drivers_namespace(kernels: dict) -> dict:
     """The globals a driver runs with as Python: `kernels` (kgraph.kernels.cpu's, or stand-ins for
     them: kernel_trace.py), but cpu.PYTHON_HELPERS (the helpers of scalars and views, and the
     functions that pick a kernel by its constants) as Python functions reading these same
-    globals, and the kernels that have a NumPy form (kernels/numpy_forms.py) as that form."""
+    globals, and the kernels that have a `numpy_form` (kernels/numpy_forms.py) as that form until
+    they are compiled (NumPyUntilCompiled)."""
     namespace = {name: until_compiled(value) for name, value in kernels.items()}
     for name in cpu.PYTHON_HELPERS:
         helper = getattr(cpu, name)
@@ -69,18 +71,20 @@ def python_form(driver):
 
 
 def twin_form(kernel):
-    """What a step's Python function calls for `kernel`: its NumPy form where it has one (a copy,
-    im2col, max pooling, a GEMM: kernels/numpy_forms.py), a driver's Python function, any other
-    kernel itself."""
+    """What a step's Python function calls for `kernel`: its NumPy form (kernels/numpy_forms.py:
+    always a copy's or a GEMM's `python_form`, the others' `numpy_form` until compiled), a
+    driver's Python function, any other kernel itself."""
     if getattr(kernel, "python_form", None) is not None:
+        return kernel.python_form
+    if getattr(kernel, "numpy_form", None) is not None:
         return until_compiled(kernel)
     return python_form(kernel) if is_driver(kernel) else kernel
 
 
 def until_compiled(kernel):
-    """`kernel` as a step's Python function calls it: a NumPyUntilCompiled where it has a NumPy
-    form, itself otherwise (other values as they are)."""
-    if getattr(kernel, "python_form", None) is None:
+    """`kernel` as a step's Python function calls it where it has a `numpy_form`: a
+    NumPyUntilCompiled (one a kernel); other values as they are."""
+    if getattr(kernel, "numpy_form", None) is None:
         return kernel
     form = _UNTIL_COMPILED.get(kernel)
     if form is None:
@@ -89,40 +93,53 @@ def until_compiled(kernel):
 
 
 class NumPyUntilCompiled:
-    """A kernel with a NumPy form (kernels/numpy_forms.py: im2col, col2im, max pooling and its
-    gradient, the GEMMs, the copies) as a step's Python function calls it: its NumPy form until
-    this process has the compiled kernel, the compiled kernel from then on; the same floats either
-    way. On an empty cache the first step then waits for none of these kernels to compile (1.7 s
-    of a CNN's), and the compile child compiles them with the step; their NumPy forms run a CNN's
-    step 3-7x slower, so the compiled ones take over as soon as they are in Numba's cache (looked
-    for every LOOK_EVERY seconds). Where no child compiles (KGRAPH_COMPILE_STEPS=0), the kernel
-    compiles on its first call, as every other kernel does."""
+    """A kernel with a `numpy_form` (kernels/numpy_forms.py: im2col, col2im, max pooling and its
+    gradient) as a step's Python function calls it: for each kind of its arguments (their types),
+    its NumPy form until this process has the compiled kernel for them, the compiled kernel from
+    then on; the same floats either way. On an empty cache the first step then waits for none of
+    these kernels to compile (1.7 s of a CNN's), and the compile child compiles them right after
+    the kernels that step waits for; their NumPy forms are 2-80x slower, so the compiled ones take
+    over as soon as they are in Numba's cache (looked for every LOOK_EVERY seconds). Where no
+    child compiles (KGRAPH_COMPILE_STEPS=0), the kernel compiles on its first call, as every other
+    kernel does."""
 
     LOOK_EVERY = 0.5
 
     def __init__(self, kernel):
-        self.kernel, self.numpy_form = kernel, kernel.python_form
-        self.compiled, self._next_look = False, 0.0
+        self.kernel, self.numpy_form = kernel, kernel.numpy_form
+        self.ready, self._next_look = set(), {}  # kinds of arguments: compiled / when to look again
         self.__name__ = self.__qualname__ = kernel.py_func.__name__
 
     def __call__(self, *args):
-        if self.compiled:
+        kinds = _kinds(args)
+        if kinds in self.ready:
             return self.kernel(*args)
         now = time.monotonic()
-        if now >= self._next_look:
-            self._next_look = now + self.LOOK_EVERY
+        if now >= self._next_look.get(kinds, 0.0):
+            self._next_look[kinds] = now + self.LOOK_EVERY
             if self._available(args):
-                self.compiled = True
+                self.ready.add(kinds)
                 return self.kernel(*args)
         return self.numpy_form(*args)
 
     def _available(self, args) -> bool:
         from . import background
 
-        if not policy.compile_steps() or not self.kernel._can_compile:  # gemm: compiled on import
+        if not policy.compile_steps():
             return True
         sig = tuple(numba.typeof(a) for a in args)
         return sig in self.kernel.overloads or background.in_disk_cache(self.kernel, sig)
+
+
+def _kinds(args) -> tuple:
+    """What the Numba types of `args` depend on, cheaper than numba.typeof: an array's dtype,
+    rank, layout and writeability, another value's Python type."""
+    return tuple(
+        (a.dtype, a.ndim, a.flags.c_contiguous, a.flags.f_contiguous, a.flags.writeable)
+        if isinstance(a, np.ndarray)
+        else type(a)
+        for a in args
+    )
 
 
 _UNTIL_COMPILED: dict = {}
