@@ -40,7 +40,7 @@ def test_python_step_computes_what_the_compiled_step_does(monkeypatch, tmp_path)
     with monkeypatch.context() as patch:
         patch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
         patch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))  # a step not compiled in this process yet
-        patch.setattr(background, "_start", lambda dispatcher, sig, ahead=(): _NeverDone())
+        patch.setattr(background, "_start", lambda dispatcher, sig, ahead=(), claims=None: _NeverDone())
         python = _model(name="background_python")
         python_logs = python.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0).history
         python_predictions = python.predict(x, verbose=0)
@@ -77,7 +77,7 @@ def test_a_cnns_python_step_on_numpy_forms_computes_what_it_does_on_compiled_ker
     with monkeypatch.context() as patch:
         patch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
         patch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
-        patch.setattr(background, "_start", lambda dispatcher, sig, ahead=(): _NeverDone())
+        patch.setattr(background, "_start", lambda dispatcher, sig, ahead=(), claims=None: _NeverDone())
         patch.setattr(
             serial.NumPyUntilCompiled,
             "__call__",
@@ -268,7 +268,7 @@ def test_a_switch_to_the_compiled_step_mid_epoch_changes_no_number(monkeypatch, 
     with monkeypatch.context() as patch:
         patch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
         patch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
-        patch.setattr(background, "_start", lambda dispatcher, sig, ahead=(): _DoneAfter(3))
+        patch.setattr(background, "_start", lambda dispatcher, sig, ahead=(), claims=None: _DoneAfter(3))
         switched = _model(name="background_midway")
         forms = Forms(switched.executable)  # a batch hook: one step a call
         switched_logs = switched.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[forms]).history
@@ -328,7 +328,7 @@ def test_a_child_refuses_a_step_when_the_kernels_changed_since_the_parent_starte
 
     step = tmp_path / "step.py"
     step.write_text("def train_step():\n    raise AssertionError('compiled')\n")
-    payload = pickle.dumps((str(step), "train_step", (), "0" * 12, []))
+    payload = pickle.dumps((str(step), "train_step", (), "0" * 12, [], None))
     monkeypatch.setattr(background, "wait_for_job", lambda: payload)
     monkeypatch.setattr(background, "watch_parent", lambda: None)
     with pytest.raises(SystemExit, match=f"changed since this program started \\(000000000000 -> {fingerprint()}\\)"):
@@ -430,7 +430,9 @@ def test_kernels_missing_from_the_cache_go_to_the_child_from_the_last(monkeypatc
     monkeypatch.setenv("KGRAPH_BACKGROUND_COMPILE", "1")
     monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
     started = []
-    monkeypatch.setattr(background, "_start", lambda d, sig, ahead=(): started.append(list(ahead)) or _NeverDone())
+    monkeypatch.setattr(
+        background, "_start", lambda d, sig, ahead=(), claims=None: started.append(list(ahead)) or _NeverDone()
+    )
     monkeypatch.setattr(background, "in_disk_cache", lambda kernel, sig: False)
     x, y = _data(32)
     model = _model(name="background_ahead")
@@ -544,7 +546,7 @@ def test_the_compile_child_starts_first_on_a_cache_without_the_kernels(monkeypat
     started = []
     monkeypatch.setattr(child, "start_spare", lambda: started.append("ahead"))
     monkeypatch.setattr("kgraph.runtime.executable.start_spare", lambda: None)  # a new step's
-    monkeypatch.setattr(background, "_start", lambda dispatcher, sig, ahead=(): _NeverDone())
+    monkeypatch.setattr(background, "_start", lambda dispatcher, sig, ahead=(), claims=None: _NeverDone())
     assert not cache.kernels_compiled()
     assert cli.main(["train", EXAMPLE, "--epochs", "1", "--verbose", "0"]) == 0
     assert len(started) == 2  # the CLI's, before it read the model, and compile()'s
@@ -561,3 +563,68 @@ def test_the_compile_child_starts_first_on_a_cache_without_the_kernels(monkeypat
     assert cache.kernels_compiled()
     monkeypatch.setattr(cache, "_numba_version", lambda: "99.0")  # another Numba: its cache is empty
     assert not cache.kernels_compiled()
+
+
+def _float64_sum_parts():
+    """kernels/cpu.py sum_parts and a signature no other test compiles (float64), as the trace
+    records it."""
+    import numba
+
+    from kgraph.kernels import cpu as K
+
+    args = (np.ones((3, 4)), np.zeros(4), 1)
+    return K.sum_parts, tuple(numba.typeof(a) for a in args), args
+
+
+def test_a_kernel_the_program_claimed_first_is_not_compiled_by_the_child(tmp_path):
+    """claims.py: one of the two creates a kernel's claim; the child skips a kernel the program
+    claimed, compiles the others and marks each done."""
+    from kgraph.runtime import claims, kernel_trace
+
+    kernel_claims = claims.Claims(str(tmp_path))
+    assert kernel_claims.take(0) and not kernel_claims.take(0)  # the program's, then the child's try
+    kernel, sig, _ = _float64_sum_parts()
+    described = kernel_trace.describe([(kernel, sig), (kernel, sig)])
+    compiled = []
+    original = kernel_trace.resolve
+    try:
+        kernel_trace.resolve = lambda *where: compiled.append(where) or original(*where)
+        kernel_trace.compile_all(described, kernel_claims)
+    finally:
+        kernel_trace.resolve = original
+    assert len(compiled) == 1 and kernel_claims.is_done(1) and not kernel_claims.is_done(0)
+    assert not kernel_claims.take(1)
+
+
+@pytest.mark.parametrize("child_state", ["compiling", "ended"])
+def test_the_program_waits_for_a_kernel_the_child_claimed_first(tmp_path, child_state):
+    """The program's compile of a kernel the child claimed waits until the child marks it done,
+    then loads it; if the child has ended, it compiles at once. Either way the hook goes once the
+    kernel's listed signature has compiled."""
+    import threading
+    import time
+
+    from kgraph.runtime import claims
+
+    import numba
+
+    kernel = numba.njit(lambda a: a.sum())  # compiled by no one yet
+    args = (np.ones(3),)
+    sig = (numba.typeof(args[0]),)
+    kernel_claims = claims.Claims(str(tmp_path))
+    assert kernel_claims.take(0)  # the child's
+
+    class Child:
+        def poll(self):
+            return None if child_state == "compiling" else 1
+
+    claims.in_program(kernel_claims, [(kernel, sig)], Child())
+    assert "compile" in vars(kernel)
+    done = threading.Timer(0.3, kernel_claims.done, (0,))
+    done.start()
+    start = time.perf_counter()
+    kernel(*args)  # the program's first call of it
+    waited = time.perf_counter() - start
+    done.join()
+    assert (waited >= 0.3) == (child_state == "compiling"), waited
+    assert "compile" not in vars(kernel) and sig in kernel.overloads

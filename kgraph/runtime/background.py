@@ -10,7 +10,8 @@ over to the compiled step, loaded from that cache, once the child is done. A ste
 cache loads at once.
 
 On an empty cache the child starts with the step's first call and first compiles, from the last,
-the kernels that call is compiling from the first (kernel_trace.py). A child never outlives its
+the kernels that call is compiling from the first (kernel_trace.py), each kernel by whichever of
+the two claims it first (claims.py). A child never outlives its
 program, and its CPU time and memory are bounded (child.py): a compile past them ends the child,
 and the step compiles in the program on its next call instead.
 
@@ -31,6 +32,8 @@ import numba
 
 from .cache import mark_kernels_compiled
 from .child import COMPILER, close, enabled, spawn, wait_for_job, watch_parent
+from . import claims
+from .claims import Claims
 from .kernel_trace import compile_all, describe, kernel_calls
 from .serial import own_functions, serial_namespace, with_globals
 
@@ -69,10 +72,14 @@ class StepCompiler:
             # in the cache yet, the child starts compiling at once from the last (kernel_trace.py),
             # so the two meet in the middle, then the child compiles the step (finding most of its
             # kernels in the cache). With every kernel cached, the child starts at the next call.
+            # Each kernel of the list is claimed by whichever of the two comes to it first
+            # (claims.py): the other skips it, or waits for it, rather than compiling it too.
             job = self._jobs[dispatcher] = [sig, None]
             ahead = _missing_kernels(dispatcher, args)
             if ahead:
-                job[1] = _start(dispatcher, sig, ahead=ahead)
+                kernel_claims = Claims.new()
+                job[1] = _start(dispatcher, sig, ahead=describe(ahead), claims=kernel_claims.directory)
+                claims.in_program(kernel_claims, ahead, job[1])
                 announce_long_compile(dispatcher)
             return python_twin(dispatcher)
         sig, child = job
@@ -209,23 +216,24 @@ def python_twin(dispatcher):
 
 
 def _missing_kernels(dispatcher, args) -> list:
-    """The kernels the step's first call will compile, last first, then those it runs in their
-    NumPy forms until they are compiled (serial.NumPyUntilCompiled), first first, as the child
-    finds them (kernel_trace.py); none if the trace fails: it is only a hint."""
+    """[(kernel, signature)] the step's first call will compile, last first, then those it runs
+    in their NumPy forms until they are compiled (serial.NumPyUntilCompiled), first first: the
+    child's list (kernel_trace.py); none if the trace fails: it is only a hint."""
     try:
         missing = [(k, s) for k, s in kernel_calls(dispatcher, args) if not in_disk_cache(k, s)]
         numpy_formed = [(k, s) for k, s in missing if getattr(k, "numpy_form", None) is not None]
-        return describe([m for m in missing[::-1] if m not in numpy_formed] + numpy_formed)
+        return [m for m in missing[::-1] if m not in numpy_formed] + numpy_formed
     except Exception:  # noqa: BLE001 - e.g. a MemoryError for a huge arena's stand-in
         return []
 
 
-def _start(dispatcher, sig, ahead=()) -> subprocess.Popen:
-    """The child compiling `sig` of `dispatcher`, after the kernels `ahead` (kernel_trace.describe)."""
+def _start(dispatcher, sig, ahead=(), claims=None) -> subprocess.Popen:
+    """The child compiling `sig` of `dispatcher`, after the kernels `ahead` (kernel_trace.describe)
+    not claimed in the directory `claims` by this program first (claims.py)."""
     from ..kernels import fingerprint
 
     payload = pickle.dumps(
-        (inspect.getfile(dispatcher.py_func), dispatcher.py_func.__name__, sig, fingerprint(), list(ahead))
+        (inspect.getfile(dispatcher.py_func), dispatcher.py_func.__name__, sig, fingerprint(), list(ahead), claims)
     )
     return spawn(COMPILER, payload)
 
@@ -243,14 +251,15 @@ def main() -> None:
     payload = wait_for_job()
     if not payload:  # no job came: the program ended, or needed none
         return
-    path, name, sig, kernels, ahead = pickle.loads(payload)
+    path, name, sig, kernels, ahead, claims_directory = pickle.loads(payload)
     watch_parent()
     if fingerprint() != kernels:
         # kgraph's kernels changed on disk since the parent loaded them (an upgrade mid-run): the
         # step would link other kernel files than the parent's and cache them under the step's
         # name, which every later load would then fail to import. The parent compiles it instead.
         sys.exit(f"kgraph's kernels changed since this program started ({kernels} -> {fingerprint()})")
-    compile_all(ahead)  # the kernels the parent's first call is waiting for, from its last one
+    # the kernels the parent's first call is waiting for, from its last one, but those it claimed
+    compile_all(ahead, Claims(claims_directory) if claims_directory else None)
     getattr(import_file(path), name).compile(sig)
 
 

@@ -80,14 +80,20 @@ def resolve(module, path, name):
     return getattr(source, name)
 
 
-def compile_all(described) -> None:
-    """In the child: compile (or load from the cache) each kernel of `described`, in that order;
-    one that fails is left to the step's own call."""
-    for *where, sig in described:
+def compile_all(described, kernel_claims=None) -> None:
+    """In the child: compile (or load from the cache) each kernel of `described`, in that order,
+    but those the program claimed first (`kernel_claims`: claims.py); one that fails is left to
+    the step's own call."""
+    for i, (*where, sig) in enumerate(described):
+        if kernel_claims is not None and not kernel_claims.take(i):
+            continue  # the program is compiling it
         try:
             resolve(*where).compile(sig)
         except Exception:  # noqa: BLE001
-            continue
+            pass
+        finally:
+            if kernel_claims is not None:
+                kernel_claims.done(i)
 
 
 class _Recorder:

@@ -1,0 +1,86 @@
+"""Which of a program and its compile child compiles each kernel of a new step's first call:
+one of them, never both.
+
+On an empty cache the first call compiles its kernels from the first while the child compiles
+them from the last (background.py, kernel_trace.py). Where the two met, each compiled the kernel
+the other had started: an LSTM's gradient loop, 3 s of compiling, twice. Now each kernel of the
+child's list has a claim, a file that whichever comes first creates (O_EXCL: one of two creators
+wins), and a second file once its compile is over. The child skips a kernel the program claimed;
+the program waits for one the child claimed (until its compile is over, or the child has ended)
+and then loads it from Numba's cache, compiling it only if it is not there. The child's side is
+kernel_trace.compile_all."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import weakref
+
+POLL_SECONDS = 0.01
+
+
+class Claims:
+    """The claims of one compile job's kernels, in a directory of their own."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    @classmethod
+    def new(cls) -> Claims:
+        """Claims in a new directory, removed when the object goes (or the program ends)."""
+        claims = cls(tempfile.mkdtemp(prefix="kgraph-claims-"))
+        weakref.finalize(claims, shutil.rmtree, claims.directory, True)
+        return claims
+
+    def take(self, i: int) -> bool:
+        """Claim kernel i: True for the first to ask, False for anyone after."""
+        try:
+            os.close(os.open(self._path(i), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # the directory is gone: the job is over, nobody needs a claim any more
+            return True
+
+    def done(self, i: int) -> None:
+        """Kernel i's compile is over (compiled, or failed: the program then compiles it itself)."""
+        try:
+            os.close(os.open(self._path(i) + ".done", os.O_CREAT | os.O_WRONLY))
+        except OSError:
+            pass
+
+    def is_done(self, i: int) -> bool:
+        return os.path.exists(self._path(i) + ".done") or not os.path.isdir(self.directory)
+
+    def _path(self, i: int) -> str:
+        return os.path.join(self.directory, str(i))
+
+
+def in_program(claims: Claims, kernels: list, child) -> None:
+    """While `child` (a Popen) compiles `kernels` ([(dispatcher, signature)], in the child's
+    order) from the first: each kernel's compile in this program first takes its claim, or, if
+    the child has it, waits for the child to finish it (or end), then compiles (Numba loads it
+    from its cache, where the child put it). Each hook goes after its kernel's first compile."""
+    for i, (kernel, sig) in enumerate(kernels):
+        hook = vars(kernel).get("compile")
+        if hook is None:
+            kernel.compile = _hook(claims, kernel, {tuple(sig): i}, child)
+        elif getattr(hook, "claims", None) is claims:  # the kernel again, for other argument types
+            hook.claimed[tuple(sig)] = i
+        # else another job's kernel still: this one's child may compile it too, as before claims
+
+
+def _hook(claims: Claims, kernel, claimed: dict, child):
+    def compile(sig):
+        i = claimed.pop(tuple(sig), None)
+        if i is not None and not claims.take(i):  # the child has it: wait for it instead
+            while not claims.is_done(i) and child.poll() is None:
+                time.sleep(POLL_SECONDS)
+        if not claimed:
+            del kernel.compile  # Numba's own compile again
+        return type(kernel).compile(kernel, sig)
+
+    compile.claims, compile.claimed = claims, claimed
+    return compile
