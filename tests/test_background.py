@@ -628,3 +628,26 @@ def test_the_program_waits_for_a_kernel_the_child_claimed_first(tmp_path, child_
     done.join()
     assert (waited >= 0.3) == (child_state == "compiling"), waited
     assert "compile" not in vars(kernel) and sig in kernel.overloads
+
+
+def test_claims_live_in_the_cache_and_a_killed_programs_go_an_hour_later(monkeypatch, tmp_path):
+    """A job's claims directory is under the kgraph cache's claims/ and goes with its Claims; one a
+    killed program left goes when a later job finds it STALE_SECONDS old, a recent one stays."""
+    import os
+    import time
+
+    from kgraph.runtime import claims
+
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
+    old, recent = tmp_path / "claims" / "job-old", tmp_path / "claims" / "job-recent"
+    for left in (old, recent):
+        left.mkdir(parents=True)
+        (left / "3").touch()
+    an_hour_ago = time.time() - claims.STALE_SECONDS - 60
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    job = claims.Claims.new()
+    directory = Path(job.directory)
+    assert directory.parent == tmp_path / "claims" and directory.is_dir()
+    assert not old.exists() and recent.exists()
+    del job
+    assert not directory.exists()

@@ -8,7 +8,11 @@ child's list has a claim, a file that whichever comes first creates (O_EXCL: one
 wins), and a second file once its compile is over. The child skips a kernel the program claimed;
 the program waits for one the child claimed (until its compile is over, or the child has ended)
 and then loads it from Numba's cache, compiling it only if it is not there. The child's side is
-kernel_trace.compile_all."""
+kernel_trace.compile_all.
+
+A job's claims live in a directory of their own under the kgraph cache's `claims/`, removed when
+the program is done with them or ends; one that a killed program left (SIGKILL, or SIGTERM, which
+runs no Python exit handler) goes when a later job finds it an hour old."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import time
 import weakref
 
 POLL_SECONDS = 0.01
+STALE_SECONDS = 3600  # longer than any child's compile (child.py bounds its CPU time: 900 s by default)
 
 
 class Claims:
@@ -29,8 +34,14 @@ class Claims:
 
     @classmethod
     def new(cls) -> Claims:
-        """Claims in a new directory, removed when the object goes (or the program ends)."""
-        claims = cls(tempfile.mkdtemp(prefix="kgraph-claims-"))
+        """Claims in a new directory, removed when the object goes (or the program ends), after
+        removing those that killed programs left."""
+        from .cache import cache_dir
+
+        root = cache_dir() / "claims"
+        root.mkdir(exist_ok=True)
+        _remove_stale(root)
+        claims = cls(tempfile.mkdtemp(prefix="job-", dir=root))
         weakref.finalize(claims, shutil.rmtree, claims.directory, True)
         return claims
 
@@ -56,6 +67,16 @@ class Claims:
 
     def _path(self, i: int) -> str:
         return os.path.join(self.directory, str(i))
+
+
+def _remove_stale(root) -> None:
+    before = time.time() - STALE_SECONDS
+    for directory in root.glob("job-*"):
+        try:
+            if directory.stat().st_mtime < before:
+                shutil.rmtree(directory, ignore_errors=True)
+        except OSError:  # gone meanwhile
+            pass
 
 
 def in_program(claims: Claims, kernels: list, child) -> None:
