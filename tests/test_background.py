@@ -651,3 +651,50 @@ def test_claims_live_in_the_cache_and_a_killed_programs_go_an_hour_later(monkeyp
     assert not old.exists() and recent.exists()
     del job
     assert not directory.exists()
+
+
+def test_two_threads_calling_a_kernel_the_child_claimed_both_wait_for_it(tmp_path):
+    """The program's threads: the second caller of a kernel whose claim the child holds waits
+    behind the first, rather than compiling it too or finding the hook gone."""
+    import threading
+
+    import numba
+
+    from kgraph.runtime import claims
+
+    kernel = numba.njit(lambda a: a.sum() + 1)  # compiled by no one yet
+    args = (np.ones(3),)
+    kernel_claims = claims.Claims(str(tmp_path))
+    assert kernel_claims.take(0)  # the child's
+
+    class Child:
+        def poll(self):
+            return None
+
+    claims.in_program(kernel_claims, [(kernel, (numba.typeof(args[0]),))], Child())
+    results, errors = [], []
+
+    def call():
+        try:
+            results.append(kernel(*args))
+        except Exception as e:  # noqa: BLE001 - what the test looks for
+            errors.append(e)
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    done = threading.Timer(0.3, kernel_claims.done, (0,))
+    done.start()
+    for thread in threads + [done]:
+        thread.join()
+    assert not errors and results == [4.0, 4.0] and len(kernel.overloads) == 1
+    assert "compile" not in vars(kernel)
+
+
+def test_a_cache_without_room_for_claims_compiles_as_before(monkeypatch, tmp_path):
+    """Claims only save work: where the cache's claims/ cannot be made, a job has none."""
+    from kgraph.runtime import claims
+
+    monkeypatch.setenv("KGRAPH_CACHE_DIR", str(tmp_path))
+    (tmp_path / "claims").write_text("a file where the directory would be")
+    assert claims.Claims.new() is None

@@ -78,8 +78,10 @@ class StepCompiler:
             ahead = _missing_kernels(dispatcher, args)
             if ahead:
                 kernel_claims = Claims.new()
-                job[1] = _start(dispatcher, sig, ahead=describe(ahead), claims=kernel_claims.directory)
-                claims.in_program(kernel_claims, ahead, job[1])
+                directory = kernel_claims.directory if kernel_claims else None
+                job[1] = _start(dispatcher, sig, ahead=describe(ahead), claims=directory)
+                if kernel_claims:
+                    claims.in_program(kernel_claims, ahead, job[1])
                 announce_long_compile(dispatcher)
             return python_twin(dispatcher)
         sig, child = job

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .claims import remove_stale
 from .files import atomic_write
 
 UNUSED_DAYS = 30
@@ -97,6 +98,7 @@ def prune(days: float = UNUSED_DAYS, root: Path | None = None) -> tuple:
     and leftovers of interrupted writes as old as the entries; (entries, bytes) removed."""
     root = Path(root or cache_dir())
     before = time.time() - days * 86400
+    remove_stale(root / "claims")  # those killed programs left
     for directory in (root, root / "kernels"):
         for tmp in directory.glob("*.tmp*"):
             st = _stat(tmp)
@@ -115,6 +117,7 @@ def clear(root: Path | None = None) -> tuple:
     again) and the thread choices made for them; files of other names in the directory stay."""
     root = Path(root or cache_dir())
     (root / THREAD_CHOICES).unlink(missing_ok=True)
+    remove_stale(root / "claims")  # those killed programs left (a running program's stay)
     return _remove(*_scan(root))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 import weakref
 
@@ -30,18 +31,23 @@ class Claims:
     """The claims of one compile job's kernels, in a directory of their own."""
 
     def __init__(self, directory: str):
-        self.directory = directory
+        self.directory = os.path.abspath(directory)  # the same place after a chdir
+        self.lock = threading.Lock()  # the program's threads: one takes a claim, or waits, at a time
 
     @classmethod
-    def new(cls) -> Claims:
+    def new(cls) -> Claims | None:
         """Claims in a new directory, removed when the object goes (or the program ends), after
-        removing those that killed programs left."""
+        removing those that killed programs left; None where the cache has no room for one (claims
+        only save work: both then compile where they meet, as before)."""
         from .cache import cache_dir
 
-        root = cache_dir() / "claims"
-        root.mkdir(exist_ok=True)
-        _remove_stale(root)
-        claims = cls(tempfile.mkdtemp(prefix="job-", dir=root))
+        try:
+            root = cache_dir() / "claims"
+            root.mkdir(exist_ok=True)
+            remove_stale(root)
+            claims = cls(tempfile.mkdtemp(prefix="job-", dir=root))
+        except OSError:
+            return None
         weakref.finalize(claims, shutil.rmtree, claims.directory, True)
         return claims
 
@@ -52,8 +58,8 @@ class Claims:
             return True
         except FileExistsError:
             return False
-        except OSError:  # the directory is gone: the job is over, nobody needs a claim any more
-            return True
+        except OSError:  # the directory is gone: the program needs no claim any more (the child
+            return True  # then compiles the rest of its list, loading what is in the cache)
 
     def done(self, i: int) -> None:
         """Kernel i's compile is over (compiled, or failed: the program then compiles it itself)."""
@@ -69,7 +75,8 @@ class Claims:
         return os.path.join(self.directory, str(i))
 
 
-def _remove_stale(root) -> None:
+def remove_stale(root) -> None:
+    """Remove the claims directories under `root` that killed programs left (an hour old)."""
     before = time.time() - STALE_SECONDS
     for directory in root.glob("job-*"):
         try:
@@ -83,25 +90,35 @@ def in_program(claims: Claims, kernels: list, child) -> None:
     """While `child` (a Popen) compiles `kernels` ([(dispatcher, signature)], in the child's
     order) from the first: each kernel's compile in this program first takes its claim, or, if
     the child has it, waits for the child to finish it (or end), then compiles (Numba loads it
-    from its cache, where the child put it). Each hook goes after its kernel's first compile."""
+    from its cache, where the child put it). A kernel's hook goes once all its listed signatures
+    have compiled."""
     for i, (kernel, sig) in enumerate(kernels):
         hook = vars(kernel).get("compile")
         if hook is None:
-            kernel.compile = _hook(claims, kernel, {tuple(sig): i}, child)
+            kernel.compile = _hook(claims, kernel, {_arguments(sig): i}, child)
         elif getattr(hook, "claims", None) is claims:  # the kernel again, for other argument types
-            hook.claimed[tuple(sig)] = i
+            hook.claimed[_arguments(sig)] = i
         # else another job's kernel still: this one's child may compile it too, as before claims
 
 
 def _hook(claims: Claims, kernel, claimed: dict, child):
     def compile(sig):
-        i = claimed.pop(tuple(sig), None)
-        if i is not None and not claims.take(i):  # the child has it: wait for it instead
-            while not claims.is_done(i) and child.poll() is None:
-                time.sleep(POLL_SECONDS)
-        if not claimed:
-            del kernel.compile  # Numba's own compile again
+        with claims.lock:  # a second thread calling the kernel waits here, rather than compiling it too
+            i = claimed.pop(_arguments(sig), None)
+            if i is not None and not claims.take(i):  # the child has it: wait for it instead
+                while not claims.is_done(i) and child.poll() is None:
+                    time.sleep(POLL_SECONDS)
+            if not claimed:
+                vars(kernel).pop("compile", None)  # Numba's own compile again
         return type(kernel).compile(kernel, sig)
 
     compile.claims, compile.claimed = claims, claimed
     return compile
+
+
+def _arguments(sig) -> tuple:
+    """The argument types of `sig`: a tuple of types, or a Signature (first-class function types
+    compile with one)."""
+    from numba.core.sigutils import normalize_signature  # (cache.py imports this module before Numba)
+
+    return tuple(normalize_signature(sig)[0])
