@@ -32,8 +32,7 @@ import numba
 
 from .cache import mark_kernels_compiled
 from .child import COMPILER, close, enabled, spawn, wait_for_job, watch_parent
-from . import claims
-from .claims import Claims
+from .claims import Claims, in_program
 from .kernel_trace import compile_all, describe, kernel_calls
 from .serial import own_functions, serial_namespace, with_globals
 
@@ -81,7 +80,7 @@ class StepCompiler:
                 directory = kernel_claims.directory if kernel_claims else None
                 job[1] = _start(dispatcher, sig, ahead=describe(ahead), claims=directory)
                 if kernel_claims:
-                    claims.in_program(kernel_claims, ahead, job[1])
+                    in_program(kernel_claims, ahead, job[1])
                 announce_long_compile(dispatcher)
             return python_twin(dispatcher)
         sig, child = job

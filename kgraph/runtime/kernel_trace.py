@@ -23,6 +23,7 @@ from numba.core.registry import CPUDispatcher
 
 from .abi import StepsArgs
 from .serial import (
+    array_kind,
     drivers_namespace,
     is_driver,
     own_functions,
@@ -132,8 +133,7 @@ def _type_of(value):
     thousands of times with views of the same kinds: typeof itself was most of the trace)."""
     if not isinstance(value, np.ndarray):
         return numba.typeof(value)
-    flags = value.flags
-    key = (value.dtype, value.ndim, flags.c_contiguous, flags.f_contiguous, flags.writeable, flags.aligned)
+    key = array_kind(value)
     if key not in _ARRAY_TYPES:
         _ARRAY_TYPES[key] = numba.typeof(value)
     return _ARRAY_TYPES[key]

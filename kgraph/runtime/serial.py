@@ -132,14 +132,15 @@ class NumPyUntilCompiled:
 
 
 def _kinds(args) -> tuple:
-    """What the Numba types of `args` depend on, cheaper than numba.typeof: an array's dtype,
-    rank, layout and writeability, another value's Python type."""
-    return tuple(
-        (a.dtype, a.ndim, a.flags.c_contiguous, a.flags.f_contiguous, a.flags.writeable)
-        if isinstance(a, np.ndarray)
-        else type(a)
-        for a in args
-    )
+    """What the Numba types of `args` depend on, cheaper than numba.typeof: an array's
+    array_kind, another value's Python type."""
+    return tuple(array_kind(a) if isinstance(a, np.ndarray) else type(a) for a in args)
+
+
+def array_kind(a) -> tuple:
+    """What an array's Numba type depends on: dtype, rank, layout, writeability, alignment."""
+    flags = a.flags
+    return (a.dtype, a.ndim, flags.c_contiguous, flags.f_contiguous, flags.writeable, flags.aligned)
 
 
 _UNTIL_COMPILED: dict = {}
