@@ -120,6 +120,41 @@ def test_split_step_runs_whole_on_one_thread():
     _check_train_step(json.loads((CONFIGS / "k3_seq_mlp.json").read_text()), OPTIMIZERS[1], parts=2, max_threads=1)
 
 
+@pytest.mark.parametrize("arch", ["seq_mlp", "conv2d"])
+def test_every_thread_setting_computes_the_same_floats(arch):
+    """The thread tuner picks a setting by timing: split over the cores, whole on one thread, or
+    whole on BLAS's threads (runtime/threads.py). A seeded run must not depend on which won: the
+    forward GEMM split over K adds its parts in order whatever threads run them (it once ran one
+    whole GEMM on one thread: the seeded BN CNN's weights differed between runs)."""
+    fm = build_model(json.loads((CONFIGS / f"k3_{arch}.json").read_text()), seed=1)
+    compiled, manifest = _compile(fm, "train", OPTIMIZERS[1], parts=2)
+    layout, offset = [], 0
+    for w in fm.weights:
+        layout.append({"node": w.node, "offset": offset, "shape": list(w.shape)})
+        offset += int(np.prod(w.shape))
+    rs = np.random.RandomState(0)
+    xs = [rs.randn(6, *i.shape[1:]).astype(np.float32) for i in fm.inputs]
+    ys = [rs.randn(6, *s.shape[1:]).astype(np.float32) for s in manifest.labels]
+
+    def run(option):
+        exe = Executable({"train": manifest}, layout, seed=0)  # the same dropout masks
+        exe.threads.options = lambda m, batch: [option]
+        exe.set_weights([w.value for w in fm.weights])
+        outs = [{k: v.copy() for k, v in exe.run("train", xs, ys, lr=0.01, step=s).items()} for s in (1, 2)]
+        assert exe._last_parts == option[0]
+        return outs, exe.get_weights()
+
+    splits = {n.attrs.get("split") for n in compiled.graph.nodes()}
+    assert "k" in splits if arch == "seq_mlp" else "m" in splits
+    (split_outs, split_weights), *others = [run(option) for option in [(2, 1), (1, 1), (1, 2)]]
+    for outs, weights in others:
+        for a, b in zip(split_outs, outs):
+            for k in a:
+                np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        for a, b in zip(split_weights, weights):
+            np.testing.assert_array_equal(a, b)
+
+
 def _conv_bn_config():
     """Conv2D (no bias) -> BatchNormalization -> ReLU -> MaxPooling2D -> Dense: samples large
     enough (28x28x8) for every loop and column sum of the step to run in parts."""

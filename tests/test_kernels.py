@@ -236,7 +236,7 @@ def test_the_split_gemms_and_sums_compute_the_same_floats_as_python(parts):
     rs = np.random.RandomState(parts)
     x, w, g = rs.randn(7, 12).astype(np.float32), rs.randn(12, 5).astype(np.float32), rs.randn(7, 5).astype(np.float32)
     out = np.zeros((7, 5), np.float32)
-    B.gemm_split_k(x, w, out, np.full((max(parts - 1, 1), 7, 5), np.nan, np.float32), parts)
+    B.gemm_split_k(x, w, out, np.full((max(parts - 1, 1), 7, 5), np.nan, np.float32))
     np.testing.assert_allclose(out, x.astype(np.float64) @ w, rtol=1e-5, atol=1e-5)
     B.gemm_split_m(g, w, np.zeros((7, 12), np.float32), True, 1, parts)
     B.gemm_split_m(x, w, np.zeros((7, 5), np.float32), False, 1, parts)

@@ -296,7 +296,7 @@ class CpuCodegen(StepCodegen):
             f"arena[{slot.offset} * B:{slot.offset + slot.size} * B]"
             f".reshape(({node.attrs['parts'] - 1}, {_prod(t.shape[:-1])}, {t.shape[-1]}))"
         )
-        return f"K.gemm_split_k({x}, {w}, {self._matrix(node.id)}, {partials}, parts)"
+        return f"K.gemm_split_k({x}, {w}, {self._matrix(node.id)}, {partials})"
 
     def _split_m(self, node, a, b, trans_b) -> str:
         """out = a @ op(b) split by samples: each part the rows of its samples."""

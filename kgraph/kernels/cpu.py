@@ -536,12 +536,11 @@ def moving_average(m, x, momentum):
 
 
 @driver
-def gemm_split_k(x, w, out, partials, parts):
+def gemm_split_k(x, w, out, partials):
     """out = x @ w; part t multiplies x[:, rows t] by w[rows t] into out (t = 0) or partials[t-1],
-    then each part sums its rows of the partial products."""
-    if parts == 1:
-        gemm(x, w, out, False, False, 0.0)
-        return
+    then each part sums its rows of the partial products. Always the parts the step was compiled
+    for, whatever threads run them (one thread: in turn): a whole GEMM adds its products in another
+    order, and a seeded run's floats would depend on the thread setting the tuner timed fastest."""
     parts = partials.shape[0] + 1
     for t in prange(parts):
         k0, k1 = part(w.shape[0], t, parts)

@@ -23,7 +23,10 @@ pooling and its gradient) and the large elementwise loops and column sums run th
 parts too (`split_samples`): a convolution's step then runs on Numba's threads from end to end.
 
 The generated code calls one-thread BLAS on each part; at run time a step whose GEMMs are large
-enough for BLAS's threads runs the parts on one thread, whole (kgraph.runtime.executable).
+enough for BLAS's threads runs the parts on one thread, in turn (kgraph.runtime.executable). Every
+thread setting computes the same floats: the parts are the compiled ones whatever runs them (a
+GEMM split over K adds its parts in order), so a seeded run does not depend on which setting the
+thread tuner timed fastest.
 
 The pass knows no target: the caller says how many cores there are (`parts`, kgraph/models.py)."""
 
