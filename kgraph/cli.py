@@ -56,7 +56,7 @@ def _data_shapes(args):
     """The input shapes of --data, to build a model whose config declares none before its weights load."""
     from .runtime import data
 
-    xs, _, _ = data.load(args.data)
+    xs, _, _ = data.load(args.data, labels=False)
     shapes = [(None, *x.shape[1:]) for x in xs]
     return shapes if len(shapes) > 1 else shapes[0]
 
@@ -266,12 +266,13 @@ def _bundled_data_fits(model, name, xs):
         ) from None
 
 
-def _rows(args):
+def _rows(args, labels=True):
     """(x, y, which) of --data: its validation rows when it has them (the bundled digits' held-out
-    part, an .npz's x_val/y_val), else all its rows; evaluate and predict read the same ones."""
+    part, an .npz's x_val/y_val), else all its rows; evaluate and predict read the same ones
+    (predict needs no y: labels False)."""
     from .runtime import data
 
-    xs, ys, val = data.load(args.data)
+    xs, ys, val = data.load(args.data, labels)
     if val is not None:
         return val[0], val[1], f"the {len(val[0][0])} validation rows of {args.data}"
     return xs, ys, f"the {len(xs[0])} rows of {args.data}"
@@ -294,7 +295,7 @@ def cmd_predict(args):
     if args.output:
         _check_output(args.output, (".npy",), "-o")
     model = _model(args)
-    xs, _, which = _rows(args)
+    xs, _, which = _rows(args, labels=False)
     preds = model.predict(xs, batch_size=args.batch_size, verbose=args.verbose)
     if args.output:
         with files.atomic_write(args.output) as tmp, open(tmp, "wb") as f:

@@ -123,6 +123,24 @@ def test_missing_file_and_mismatched_data(tmp_path, capsys):
     assert "(8, 63)" in err and "(None, 64)" in err
 
 
+
+def test_numbered_arrays_of_a_data_file_are_read_in_their_numbers_order(tmp_path, capsys):
+    """x10 after x9, not after x1 (a string sort fed an 11-input model's inputs shifted); a gap in
+    the numbers, and a file with no targets, are refused in one line, and predict needs no y."""
+    from kgraph.runtime import data
+
+    path = tmp_path / "d.npz"
+    np.savez(path, y=np.zeros(2), **{f"x{i}": np.full((2, i + 1), i) for i in range(11)})
+    xs, ys, _ = data.load(str(path))
+    assert [x.shape[1] for x in xs] == list(range(1, 12)) and len(ys) == 1
+    np.savez(path, x0=np.zeros((2, 1)), x2=np.zeros((2, 1)), y=np.zeros(2))
+    with pytest.raises(data.DataFileError, match="arrays x0, x2: numbered arrays run from x0 without a gap"):
+        data.load(str(path))
+    np.savez(path, x=np.zeros((8, 64), np.float32))
+    assert main(["train", EXAMPLE, "--data", str(path), "--epochs", "1"]) == 2
+    assert "has no array named y (or y0, y1, ...), the targets; it holds ['x']" in capsys.readouterr().err
+    assert main(["predict", EXAMPLE, "--data", str(path), "--random-weights", "--verbose", "0"]) == 0
+
 def test_console_script_help_is_complete():
     r = subprocess.run([sys.executable, "-m", "kgraph.cli", "--help"], capture_output=True, text=True)
     for cmd in ("inspect", "compile", "train", "evaluate", "predict", "bench", "cache"):

@@ -407,3 +407,18 @@ def test_more_mistakes_named(model, digits):
     with pytest.raises(DataError, match=r"x.reshape\(-1, 1\)"):
         guide.predict(x[:, 0], verbose=0)
     assert model.metrics_names == ["loss", "accuracy"]
+
+
+def test_channels_first_images_get_a_transpose_not_a_reshape():
+    """Images with their channels first have the values a reshape would accept, scrambled: the
+    error suggests the transpose that puts the axes in the model's order."""
+    from kgraph.runtime.model import _reshape_hint
+
+    config = (Path(__file__).parent / "fixtures" / "configs" / "k3_conv2d.json").read_text()
+    m = kgraph.models.model_from_json(config, seed=0)  # input (None, 9, 9, 3)
+    with pytest.raises(DataError, match=r"x\.transpose\(0, 2, 3, 1\).*a reshape would scramble"):
+        m.predict(np.zeros((4, 3, 9, 9), np.float32), verbose=0)
+    assert "transpose(0, 3, 1, 2)" in _reshape_hint((4, 9, 9, 3), (None, 3, 9, 9))  # and back
+    assert "transpose(0, 2, 1)" in _reshape_hint((4, 5, 3), (None, 3, 5))
+    assert "x.reshape(-1, 64)" in _reshape_hint((4, 8, 8), (None, 64))  # not a permutation: reshape
+    assert "transpose" not in _reshape_hint((4, 5, 3), (None, None, 5))  # a free dimension

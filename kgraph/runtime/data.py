@@ -16,9 +16,10 @@ class DataFileError(ValueError):
     pass
 
 
-def load(spec: str):
+def load(spec: str, labels: bool = True):
     """(x, y, validation) from "digits", "reviews" or an .npz holding x (or x0, x1, ...), y (or y0, ...) and
-    optionally x_val/y_val. x and y are lists of arrays; validation is None or (xs, ys)."""
+    optionally x_val/y_val. x and y are lists of arrays; validation is None or (xs, ys). labels:
+    whether y is needed (not to predict)."""
     if spec in BUILTIN:
         from ..datasets import digits, reviews
 
@@ -34,12 +35,20 @@ def load(spec: str):
         raise DataFileError(f"{spec}: not a readable .npz file ({e})") from None
 
     def arrays(prefix):
+        """data[prefix], or data[prefix + "0"], data[prefix + "1"], ... in the numbers' order (x10
+        after x9: the inputs' order), which must run from 0 without a gap."""
         if prefix in data:
             return [data[prefix]]
-        return [data[k] for k in sorted(k for k in data if k[len(prefix) :].isdigit() and k.startswith(prefix))]
+        numbers = sorted(int(k[len(prefix) :]) for k in data if k.startswith(prefix) and k[len(prefix) :].isdigit())
+        if numbers != list(range(len(numbers))):
+            names = ", ".join(f"{prefix}{n}" for n in numbers)
+            raise DataFileError(f"{spec}: arrays {names}: numbered arrays run from {prefix}0 without a gap")
+        return [data[f"{prefix}{n}"] for n in numbers]
 
     xs, ys = arrays("x"), arrays("y")
     if not xs:
         raise DataFileError(f"{spec}: has no array named x (or x0, x1, ...); it holds {sorted(data)}")
+    if labels and not ys:
+        raise DataFileError(f"{spec}: has no array named y (or y0, y1, ...), the targets; it holds {sorted(data)}")
     xv, yv = arrays("x_val"), arrays("y_val")
     return xs, ys, ((xv, yv) if xv and yv else None)

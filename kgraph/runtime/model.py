@@ -54,11 +54,32 @@ def _reshape_hint(got, want) -> str:
             ": one sample without its batch axis; give batches (x[None] for a single sample; a Dataset of "
             "samples needs .batch(batch_size) before fit, evaluate or predict, as in Keras)"
         )
+    order = _axes_order(got, want)
+    if order is not None:
+        return (
+            f": the same dimensions in another order (channels first?); x.transpose({', '.join(map(str, order))}) "
+            "puts them in the model's order (a reshape would scramble the values)"
+        )
     if len(got) > 1 and None not in want[1:] and np.prod(got[1:]) == np.prod([d for d in want[1:]]):
         return f": the same number of values per sample; reshape with x.reshape(-1, {', '.join(map(str, want[1:]))})"
     if len(got) == 1:
         return ": one value per sample; if each row is a sample, x.reshape(-1, 1) or check the model's input"
     return ""
+
+
+def _axes_order(got, want):
+    """The axes of `got` in `want`'s order, for x.transpose, when its sample dimensions are
+    `want`'s in another order (equal sizes taken in turn: (3, 16, 16) -> (16, 16, 3) is
+    (0, 2, 3, 1)); else None."""
+    sample, target = list(got[1:]), list(want[1:])
+    if len(sample) < 2 or None in target or sample == target or sorted(sample) != sorted(target):
+        return None
+    order, free = [0], list(range(1, len(got)))
+    for size in target:
+        axis = next(a for a in free if got[a] == size)
+        order.append(axis)
+        free.remove(axis)
+    return tuple(order)
 
 
 def _loss_hint(loss, got, want) -> str:
