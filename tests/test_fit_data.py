@@ -58,6 +58,19 @@ def test_class_weight_is_sample_weight_by_label(data):
         a.fit(x, y, class_weight=class_weight, sample_weight=sw, verbose=0)
 
 
+def test_validation_split_rows_are_weighted_by_sample_weight_never_by_class_weight(data):
+    """Keras splits (x, y, sample_weight) and weighs only the training rows by class: val_loss is
+    what evaluate gives on the last rows (with their sample weights, when given)."""
+    x, y = data
+    model = _model()
+    h = model.fit(x, y, class_weight={0: 0.5, 2: 3.0}, validation_split=0.25, epochs=1, shuffle=False, verbose=0)
+    assert h.history["val_loss"][0] == pytest.approx(model.evaluate(x[15:], y[15:], verbose=0)[0], rel=1e-6)
+    sw = np.linspace(0.5, 1.5, 20)
+    h = model.fit(x, y, sample_weight=sw, validation_split=0.25, epochs=1, shuffle=False, verbose=0)
+    weighted = model.evaluate(x[15:], y[15:], sample_weight=sw[15:], verbose=0)[0]
+    assert h.history["val_loss"][0] == pytest.approx(weighted, rel=1e-6)
+
+
 def test_a_generator_of_batches_trains_as_the_same_arrays(data):
     x, y = data
     sw = np.linspace(0.5, 1.5, 20)

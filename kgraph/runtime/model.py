@@ -417,7 +417,9 @@ class CompiledModel:
                         f"validation_split={validation_split} of {n} samples leaves {split} to train on "
                         f"and {n - split} to validate: both need at least one"
                     )
-                val = tuple([a[split:] for a in group] for group in train)
+                # Keras validates on the last rows with the sample weights given, never the class weights
+                given = train if class_weight is None else self._data(x, y, sample_weight, None, "train")
+                val = tuple([a[split:] for a in group] for group in given)
                 train = tuple([a[:split] for a in group] for group in train)
         batches = EpochIterator(self._batch_source(train, batch_size, shuffle, class_weight, "train"), steps_per_epoch)
         if val is not None:
