@@ -143,11 +143,13 @@ def _write_keras3_layers(group, desc, path, weights):
             _write_vars(sub, layer, [value for _, value in weights.get((*path, layer.name), [])])
 
 
-def _read_keras3_layers(group, desc, path=()) -> dict:
+def _read_keras3_layers(group, desc, path=(), unmatched=None) -> dict:
     """{layer path: arrays} of a Keras 3 weights tree. Its groups are named as Keras names the
-    model's layers (snake_case class name, made unique): Keras 3 and kgraph also record each
-    layer's name, tf-keras 2 does not: a group is matched by the name where one is recorded, and
-    by its place in the model otherwise, as Keras itself reads it."""
+    model's layers: snake_case class name, made unique in the model's order (dense, dense_1, ...).
+    A group is matched by that name, its place among the layers of its class, as Keras itself
+    reads it: whatever the layers are called (Keras 3 and kgraph also record each layer's name,
+    which a group is matched by only where its place names no layer of the model). `unmatched`
+    (a list) receives the paths of the groups no layer matched, for the error that follows."""
     out, used, by_key = {}, {}, {}
     for layer in _keras_layers(desc):
         by_key[_unique(snake_case(_class_of(layer)), used)] = layer
@@ -155,14 +157,23 @@ def _read_keras3_layers(group, desc, path=()) -> dict:
     for key in group.get("layers", {}):
         sub = group["layers"][key]
         name = sub["vars"].attrs.get("name") if "vars" in sub else None
-        layer = by_name.get(_text(name)) if name is not None else by_key.get(key)
+        layer = by_key.get(key) or (by_name.get(_text(name)) if name is not None else None)
         if layer is None:
+            if unmatched is not None:
+                unmatched.append("/".join((*path, "layers", key)))
             continue  # a layer the model lacks: _assign_by_layer names what is missing
         if layer.model is not None and "layers" in sub:
-            out.update(_read_keras3_layers(sub, layer.model, path + (layer.name,)))
+            out.update(_read_keras3_layers(sub, layer.model, path + (layer.name,), unmatched))
         elif _read_vars(sub, layer):
             out[(*path, layer.name)] = _read_vars(sub, layer)
     return out
+
+
+def _assign_keras3(model, h5file, source):
+    """Set the model's weights from a Keras 3 weights tree (a .weights.h5, a .keras archive's)."""
+    unmatched = []
+    found = _read_keras3_layers(h5file, model.frontend.desc, unmatched=unmatched)
+    _assign_by_layer(model, found, False, source, unmatched)
 
 
 def _write_keras3_weights(h5file, model, include_optimizer):
@@ -238,8 +249,9 @@ def _write_legacy_layers(group, model):
 # ---------------------------------------------------------------------- matching weights to a model
 
 
-def _assign_by_layer(model, found: dict, legacy: bool, source: str):
-    """Set the model's weights from {layer key: arrays}, naming the first mismatch."""
+def _assign_by_layer(model, found: dict, legacy: bool, source: str, unmatched=()):
+    """Set the model's weights from {layer key: arrays}, naming the first mismatch (and the file's
+    groups that matched no layer: `unmatched`)."""
     weights = []
     by_layer = weights_by_layer(model)
     if legacy:  # keyed by the top-level layer only: the nested model's weights in its own order
@@ -254,6 +266,7 @@ def _assign_by_layer(model, found: dict, legacy: bool, source: str):
         if arrays is None:
             raise FileFormatError(
                 f"{source}: no weights for layer {where!r}; the file has {sorted('/'.join(k) for k in found)}"
+                + (f" for this model's layers, and {sorted(unmatched)} for none of them" if unmatched else "")
             )
         if len(arrays) != len(items):
             raise FileFormatError(
@@ -412,7 +425,7 @@ def load_weights(model, filepath):
         with _open_h5(name) as f:
             limits.check_h5(f, name)
             if "layers" in f:
-                _assign_by_layer(model, _read_keras3_layers(f, model.frontend.desc), False, name)
+                _assign_keras3(model, f, name)
                 _restore_optimizer(model, f, name)
                 _restore_random(model, f, name)
             else:
@@ -562,7 +575,7 @@ def read_model_file(filepath):
                 raise FileFormatError(f"{name}: not a readable .keras archive ({e})") from None
             with _open_h5(io.BytesIO(weights_bytes), f"{name}: model.weights.h5") as f:
                 limits.check_h5(f, name)
-                _assign_by_layer(model, _read_keras3_layers(f, model.frontend.desc), False, name)
+                _assign_keras3(model, f, name)
                 _restore_optimizer(model, f, name)
                 _restore_random(model, f, name)
 

@@ -123,7 +123,6 @@ def test_missing_file_and_mismatched_data(tmp_path, capsys):
     assert "(8, 63)" in err and "(None, 64)" in err
 
 
-
 def test_numbered_arrays_of_a_data_file_are_read_in_their_numbers_order(tmp_path, capsys):
     """x10 after x9, not after x1 (a string sort fed an 11-input model's inputs shifted); a gap in
     the numbers, and a file with no targets, are refused in one line, and predict needs no y."""
@@ -140,6 +139,7 @@ def test_numbered_arrays_of_a_data_file_are_read_in_their_numbers_order(tmp_path
     assert main(["train", EXAMPLE, "--data", str(path), "--epochs", "1"]) == 2
     assert "has no array named y (or y0, y1, ...), the targets; it holds ['x']" in capsys.readouterr().err
     assert main(["predict", EXAMPLE, "--data", str(path), "--random-weights", "--verbose", "0"]) == 0
+
 
 def test_console_script_help_is_complete():
     r = subprocess.run([sys.executable, "-m", "kgraph.cli", "--help"], capture_output=True, text=True)
