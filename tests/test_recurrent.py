@@ -264,8 +264,8 @@ def test_unsupported_arguments_are_refused_in_one_line(extra, words):
     assert words in str(e.value) and "LSTM layer 'lstm'" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_a_layer_that_would_read_the_mask_is_refused():
-    config = {
+def _masked_embedding_then(*layers):
+    return {
         "class_name": "Sequential",
         "config": {
             "name": "s",
@@ -275,11 +275,41 @@ def test_a_layer_that_would_read_the_mask_is_refused():
                     "class_name": "Embedding",
                     "config": {"name": "e", "input_dim": 9, "output_dim": 2, "mask_zero": True},
                 },
-                {"class_name": "GlobalMaxPooling1D", "config": {"name": "gmp"}},
+                *layers,
             ],
         },
     }
-    with pytest.raises(ConfigError, match="GlobalMaxPooling1D layer 'gmp': reads the mask"):
+
+
+def test_global_max_pooling_drops_the_mask_as_keras_3_does():
+    """Keras 3's GlobalMaxPooling1D does not support masking: it warns that it destroys the mask
+    and takes the max over every step, the padded ones too (checked against Keras 3.15: a padding
+    row of 10s gives 10s); Dot likewise multiplies every step."""
+    m = models.model_from_config(
+        _masked_embedding_then({"class_name": "GlobalMaxPooling1D", "config": {"name": "gmp"}})
+    )
+    table = np.arange(18, dtype=np.float32).reshape(9, 2) / 100
+    table[0] = 10.0  # the padding id's row
+    m.set_weights([table])
+    np.testing.assert_array_equal(m.predict(np.array([[1, 2, 0, 0, 0]]), verbose=0), [[10.0, 10.0]])
+    np.testing.assert_array_equal(m.predict(np.array([[1, 2, 3, 4, 5]]), verbose=0), [table[1:6].max(0)])
+
+
+def test_a_concatenation_of_masked_sequences_along_the_steps_is_refused():
+    config = _masked_embedding_then()
+    config["class_name"] = "Functional"
+    layers = config["config"]["layers"]
+    layers[0]["inbound_nodes"] = []
+    layers[1]["inbound_nodes"] = [[["x", 0, 0, {}]]]
+    layers.append(
+        {
+            "class_name": "Concatenate",
+            "config": {"name": "cat", "axis": 1},
+            "inbound_nodes": [[["e", 0, 0, {}], ["e", 0, 0, {}]]],
+        }
+    )
+    config["config"].update(input_layers=[["x", 0, 0]], output_layers=[["cat", 0, 0]])
+    with pytest.raises(ConfigError, match="Concatenate layer 'cat': concatenates masked sequences .* along axis 1"):
         build_model(config)
 
 

@@ -461,8 +461,9 @@ class TimeDistributed(Rule):
 RECURRENT_RULES = {**RECURRENT, "Bidirectional": Bidirectional(), "RNN": RNN(), "TimeDistributed": TimeDistributed()}
 
 # layers that pass a mask on unchanged, as Keras's supports_masking layers do; merges pass on the
-# AND of their inputs' masks; a layer that would read a mask is refused (MASK_READERS); any other
-# layer drops it
+# AND of their inputs' masks; any other layer drops it, as Keras 3's do (GlobalMaxPooling1D takes
+# the max over every step, the padded ones too; Dot multiplies them all; tf-keras refused to build
+# GlobalMaxPooling1D or Conv1D after a mask), but for a concatenation along the steps, refused
 MASK_PASSING = {
     "Dense",
     "Activation",
@@ -483,14 +484,14 @@ MASK_PASSING = {
     "TimeDistributed",
 }
 MERGES = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
-MASK_READERS = {"GlobalMaxPooling1D", "Dot"}
 # layers whose rule reads its inputs' masks and sets its outputs' (attention.py; spatial.py's
 # GlobalAveragePooling1D averages over the kept steps and drops the mask)
 MASK_OWNERS = {"Embedding", "Masking", "Attention", "AdditiveAttention", "MultiHeadAttention", "GlobalAveragePooling1D"}
 
 
 def carry_mask(ctx, layer, xs, ys) -> None:
-    """After a layer's IR: pass its inputs' mask on where Keras would; refuse a layer that would read it."""
+    """After a layer's IR: pass its inputs' mask on where Keras would; refuse a concatenation of
+    masked sequences along another axis than the features (Keras concatenates their masks)."""
     masks = ctx.masks
     present = [masks[x] for x in xs if x in masks]
     if (
@@ -500,14 +501,15 @@ def carry_mask(ctx, layer, xs, ys) -> None:
     ):
         return
     where = f"{where_of(layer)}: "
-    if layer.class_name in MASK_READERS or (
+    if (
         layer.class_name == "Concatenate"
         and ctx.g.type(ys[0]).rank == 3
         and layer.config.get("axis", -1) not in (-1, 2)
     ):
         raise ConfigError(
-            f"{where}reads the mask of Embedding(mask_zero=True) or Masking in Keras; kgraph "
-            "applies masks in recurrent, attention and average-pooling layers only so far (issue 16)"
+            f"{where}concatenates masked sequences (Embedding(mask_zero=True) or Masking) along axis "
+            f"{layer.config.get('axis')}, which concatenates their masks in Keras; kgraph passes masks on "
+            "through concatenations of features (the last axis) only"
         )
     if layer.class_name in MERGES and ctx.g.type(ys[0]).rank == 3:
         # a step is kept where all the inputs' masks keep it (tf-keras, which ignores an input
