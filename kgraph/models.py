@@ -120,6 +120,7 @@ class Model(_WeightLists, CompiledModel):
             "input_names": [i.name for i in frontend_model.inputs],
             "input_shapes": [list(i.shape) for i in frontend_model.inputs],
             "output_names": list(frontend_model.output_names),
+            "output_keys": frontend_model.output_keys,
             "metrics": [],
             "dtype": frontend_model.dtype,
             "token_inputs": _token_inputs(frontend_model),
@@ -538,7 +539,13 @@ class Model(_WeightLists, CompiledModel):
                 "steps_per_execution": steps_per_execution,
             }
             return
-        outputs = self.output_names
+        # the outputs as compile's dicts name them and the logs show them: a dict of outputs' keys
+        # (Keras 3 logs "alpha_loss" for outputs {"alpha": ...}), else the output layers' names
+        outputs = self.info.get("output_keys") or self.output_names
+        loss, loss_weights, metrics = (
+            self._by_output_key(v) if isinstance(v, dict) and "class_name" not in v else v
+            for v in (loss, loss_weights, metrics)
+        )
         opt = optimizers_mod.get(optimizer)
         specs = [losses_mod.get(l) if l is not None else None for l in _per_output(loss, outputs, "loss")]
         weights = (

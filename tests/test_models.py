@@ -144,3 +144,49 @@ def test_bad_calls_get_clear_errors(data):
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     with pytest.raises(ValueError, match=r"\(10, 63\).*\(None, 64\)"):
         model.fit(x[:10, :63], y[:10], verbose=0)
+
+
+def _dict_outputs_config():
+    """keras.Model(x, {"zeta": Dense(3, name="dense_a")(x), "alpha": Dense(1, name="dense_b")(x)})
+    as Keras 3 saves it: the outputs' keys are not their layers' names."""
+    return {
+        "class_name": "Functional",
+        "config": {
+            "name": "m",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"name": "x", "batch_shape": [None, 4]}, "inbound_nodes": []},
+                {
+                    "class_name": "Dense",
+                    "config": {"name": "dense_a", "units": 3},
+                    "inbound_nodes": [[["x", 0, 0, {}]]],
+                },
+                {
+                    "class_name": "Dense",
+                    "config": {"name": "dense_b", "units": 1},
+                    "inbound_nodes": [[["x", 0, 0, {}]]],
+                },
+            ],
+            "input_layers": [["x", 0, 0]],
+            "output_layers": {"zeta": ["dense_a", 0, 0], "alpha": ["dense_b", 0, 0]},
+        },
+    }
+
+
+def test_a_model_with_a_dict_of_outputs_predicts_and_logs_by_its_keys():
+    """As Keras 3 (checked against 3.15): predict and model(x) return a dict by the outputs' keys;
+    compile's loss and loss_weights, and the targets, may be keyed by them; the logs name them
+    ("alpha_loss"). Keys given by the output layers' names work as before."""
+    m = kgraph.models.model_from_config(_dict_outputs_config(), seed=0)
+    x = np.random.RandomState(0).rand(8, 4).astype(np.float32)
+    preds = m.predict(x, verbose=0)
+    assert isinstance(preds, dict) and {k: v.shape for k, v in preds.items()} == {"zeta": (8, 3), "alpha": (8, 1)}
+    np.testing.assert_array_equal(m(x)["zeta"], preds["zeta"])
+    np.testing.assert_array_equal(m.predict_on_batch(x)["alpha"], preds["alpha"])
+    ys = {"zeta": np.zeros((8, 3), np.float32), "alpha": np.ones((8, 1), np.float32)}
+    m.compile(optimizer="sgd", loss={"zeta": "mse", "alpha": "mae"}, loss_weights={"zeta": 1.0, "alpha": 2.0})
+    logs = m.evaluate(x, ys, verbose=0, return_dict=True)
+    mse, mae = ((preds["zeta"] - 0) ** 2).mean(), np.abs(preds["alpha"] - 1).mean()
+    assert logs == pytest.approx({"loss": mse + 2 * mae, "zeta_loss": mse, "alpha_loss": mae}, rel=1e-5)
+    by_name = {"dense_a": ys["zeta"], "dense_b": ys["alpha"]}
+    assert m.evaluate(x, by_name, verbose=0, return_dict=True) == pytest.approx(logs, rel=1e-6)
+    assert set(m.fit(x, ys, epochs=1, verbose=0).history) == {"loss", "zeta_loss", "alpha_loss"}

@@ -34,6 +34,9 @@ class ModelDesc:
     layers: list  # LayerDesc, in config order (which is Keras's layer order)
     inputs: list  # refs of the model inputs, Keras order
     outputs: list  # refs of the model outputs, Keras order
+    # a Keras 3 model built with a dict of outputs ({"cls": ..., "reg": ...}): its keys, in the
+    # outputs' order (sorted, as Keras flattens a dict); predict returns a dict by them
+    output_keys: list | None = None
 
 
 def keras_major(config: dict) -> int:
@@ -231,6 +234,7 @@ def _functional(cfg: dict, name: str, where: str) -> ModelDesc:
         layers,
         _refs(cfg["input_layers"], f"{where} input_layers"),
         _refs(cfg["output_layers"], f"{where} output_layers"),
+        sorted(cfg["output_layers"]) if isinstance(cfg["output_layers"], dict) else None,
     )
     _drop_mask_ops(desc)
     return desc

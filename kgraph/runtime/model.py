@@ -198,6 +198,7 @@ class CompiledModel:
                 "generator of (x, y) batches)"
             )
         if isinstance(y, dict):
+            y = self._by_output_name(y)
             missing = [n for n in outputs if n not in y]
             if missing:
                 raise DataError(f"targets for outputs {missing} are missing; the outputs with a loss are {outputs}")
@@ -233,6 +234,22 @@ class CompiledModel:
             out.append(np.ascontiguousarray(a, dtype=spec.dtype))
         return out
 
+    def _by_output_name(self, values: dict) -> dict:
+        """A dict of targets or sample weights keyed by the model's output keys (a model built with
+        a dict of outputs) keyed by the output layers' names instead; any other dict as it is."""
+        keys = self.info.get("output_keys") or []
+        if not keys or not set(values) <= set(keys) or set(values) <= set(self.info["output_names"]):
+            return values
+        return {self.info["output_names"][keys.index(k)]: v for k, v in values.items()}
+
+    def _by_output_key(self, values: dict) -> dict:
+        """_by_output_name's inverse: a dict keyed by the output layers' names keyed by the
+        outputs' keys, for a model built with a dict of outputs; any other dict as it is."""
+        keys, names = self.info.get("output_keys") or [], self.info["output_names"]
+        if not keys or not set(values) <= set(names) or set(values) <= set(keys):
+            return values
+        return {keys[names.index(n)]: v for n, v in values.items()}
+
     def _loss_outputs(self) -> list:
         return [name for name, spec in zip(self.info["output_names"], self.info["losses"]) if spec is not None]
 
@@ -253,6 +270,7 @@ class CompiledModel:
         if sample_weight is None:
             return []
         if isinstance(sample_weight, dict):
+            sample_weight = self._by_output_name(sample_weight)
             sample_weight = [sample_weight[n] for n in self._loss_outputs()]
         sws = list(sample_weight) if isinstance(sample_weight, (list, tuple)) else [sample_weight] * len(specs)
         if len(sws) != len(specs):
@@ -568,6 +586,14 @@ class CompiledModel:
                 o[s] = p
             cbs.on_predict_batch_end(step, {"outputs": preds})
         cbs.on_predict_end()
+        return self._structured(outputs)
+
+    def _structured(self, outputs: list):
+        """predict's result as Keras gives it: one array, a list in the outputs' order, or a dict
+        by the keys of a model built with a dict of outputs."""
+        keys = self.info.get("output_keys")
+        if keys:
+            return dict(zip(keys, outputs))
         return outputs[0] if len(outputs) == 1 else outputs
 
     def _predict_step(self, xs) -> list:
@@ -599,8 +625,7 @@ class CompiledModel:
             warnings.warn(OUT_OF_DATA, stacklevel=3)
         if not parts:
             raise DataError("predict() got a generator or iterable that yielded no batches")
-        outputs = [np.concatenate(column) for column in zip(*parts)]
-        return outputs[0] if len(outputs) == 1 else outputs
+        return self._structured([np.concatenate(column) for column in zip(*parts)])
 
     # ------------------------------------------------------------------ a compiled trainer on disk
     @classmethod
@@ -750,7 +775,9 @@ class EpochLogs:
             for m in row
         ]
         self.output_losses = (
-            [(f"{info['output_names'][k]}_loss", k, Mean()) for k in with_loss] if len(with_loss) > 1 else []
+            [(f"{(info.get('output_keys') or info['output_names'])[k]}_loss", k, Mean()) for k in with_loss]
+            if len(with_loss) > 1
+            else []
         )
 
     def update(self, outs, ys, n, steps=1):
