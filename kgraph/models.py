@@ -85,6 +85,7 @@ class Model(_WeightLists, CompiledModel):
         self.compiled = {}  # kind -> kgraph.passes.Compiled, for `kgraph inspect`
         self.device = "cpu"
         self.compile_args = None
+        self.loss = None  # compile()'s loss, as given (Keras's model.loss)
         self.pending_compile = None  # compile()'s arguments, kept until an unbuilt model builds
         self._layer_objects = None  # model.layers, made once
         self.strategy = distribute.get_strategy()
@@ -511,13 +512,17 @@ class Model(_WeightLists, CompiledModel):
         of them) when no callback needs every batch, one a call otherwise."""
         unsupported = {k: v for k, v in kwargs.items() if v not in (None, False, "auto")}
         if unsupported:
-            raise ValueError(f"compile() arguments {sorted(unsupported)} are not supported yet")
+            raise ValueError(
+                f"compile() arguments {sorted(unsupported)} are not supported yet (metrics are computed "
+                "unweighted, as compile's `metrics` are; sample weights weigh the loss)"
+            )
         if loss is None:
             raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
         if steps_per_execution not in (None, "auto") and (
             int(steps_per_execution) != steps_per_execution or steps_per_execution < 1
         ):
             raise ValueError(f"steps_per_execution must be a positive integer, got {steps_per_execution!r}")
+        self.loss = loss
         self.steps_per_execution = None if steps_per_execution in (None, "auto") else int(steps_per_execution)
         if not self.built:  # checked now, compiled when the model builds from its first data
             self.optimizer = optimizers_mod.get(optimizer)

@@ -183,7 +183,9 @@ def test_a_model_with_a_dict_of_outputs_predicts_and_logs_by_its_keys():
     np.testing.assert_array_equal(m(x)["zeta"], preds["zeta"])
     np.testing.assert_array_equal(m.predict_on_batch(x)["alpha"], preds["alpha"])
     ys = {"zeta": np.zeros((8, 3), np.float32), "alpha": np.ones((8, 1), np.float32)}
+    assert m.loss is None
     m.compile(optimizer="sgd", loss={"zeta": "mse", "alpha": "mae"}, loss_weights={"zeta": 1.0, "alpha": 2.0})
+    assert m.loss == {"zeta": "mse", "alpha": "mae"}  # as given (Keras's model.loss)
     logs = m.evaluate(x, ys, verbose=0, return_dict=True)
     mse, mae = ((preds["zeta"] - 0) ** 2).mean(), np.abs(preds["alpha"] - 1).mean()
     assert logs == pytest.approx({"loss": mse + 2 * mae, "zeta_loss": mse, "alpha_loss": mae}, rel=1e-5)
