@@ -293,18 +293,32 @@ def cmd_predict(args):
     _check_counts(args)
     _require_weights(args)
     if args.output:
-        _check_output(args.output, (".npy",), "-o")
+        _check_output(args.output, (".npy", ".npz"), "-o")
     model = _model(args)
     xs, _, which = _rows(args, labels=False)
     preds = model.predict(xs, batch_size=args.batch_size, verbose=args.verbose)
     if args.output:
-        with files.atomic_write(args.output) as tmp, open(tmp, "wb") as f:
-            np.save(f, preds if not isinstance(preds, list) else np.stack(preds))
-        print(f"wrote predictions of {which}, shape {np.shape(preds)}, to {args.output}")
+        _write_predictions(args.output, preds, model.output_names)
+        print(f"wrote predictions of {which} to {args.output}")
     else:
         np.set_printoptions(precision=4, suppress=True)
         print(f"predictions of {which}:")
         print(preds)
+
+
+def _write_predictions(path, preds, output_names):
+    """An .npz of one array per output (named by its key in a dict of outputs, else its layer),
+    or an .npy: one output's array, or several outputs of one shape stacked."""
+    named = preds if isinstance(preds, dict) else dict(zip(output_names, preds if isinstance(preds, list) else [preds]))
+    arrays = list(named.values())
+    if path.endswith(".npy") and len({a.shape for a in arrays}) > 1:
+        shapes = ", ".join(f"{k} {a.shape}" for k, a in named.items())
+        raise ValueError(f"-o {path}: the outputs have different shapes ({shapes}): give an .npz, one array per output")
+    with files.atomic_write(path) as tmp, open(tmp, "wb") as f:
+        if path.endswith(".npz"):
+            np.savez(f, **named)
+        else:
+            np.save(f, arrays[0] if len(arrays) == 1 else np.stack(arrays))
 
 
 def cmd_compile(args):
@@ -524,7 +538,12 @@ def _parser():
     sp.add_argument(
         "--data", default="digits", help="an .npz, 'digits' or 'reviews'; its validation rows when it has them"
     )
-    sp.add_argument("-o", "--output", help="write the predictions here (.npy) instead of printing them")
+    sp.add_argument(
+        "-o",
+        "--output",
+        help="write the predictions here instead of printing them: .npy (one output, or several of one shape "
+        "stacked) or .npz (one array per output, by name)",
+    )
     sp.add_argument(
         "--verbose", type=int, default=0, choices=[0, 1, 2], help="0 silent, 1 progress bar, 2 one line per epoch"
     )

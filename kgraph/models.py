@@ -512,10 +512,12 @@ class Model(_WeightLists, CompiledModel):
         of them) when no callback needs every batch, one a call otherwise."""
         unsupported = {k: v for k, v in kwargs.items() if v not in (None, False, "auto")}
         if unsupported:
-            raise ValueError(
-                f"compile() arguments {sorted(unsupported)} are not supported yet (metrics are computed "
-                "unweighted, as compile's `metrics` are; sample weights weigh the loss)"
+            why = (
+                " (metrics are computed unweighted, as compile's `metrics` are; sample weights weigh the loss)"
+                if "weighted_metrics" in unsupported
+                else ""
             )
+            raise ValueError(f"compile() arguments {sorted(unsupported)} are not supported yet{why}")
         if loss is None:
             raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
         if steps_per_execution not in (None, "auto") and (

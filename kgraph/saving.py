@@ -148,12 +148,14 @@ def _read_keras3_layers(group, desc, path=(), unmatched=None) -> dict:
     model's layers: snake_case class name, made unique in the model's order (dense, dense_1, ...).
     A group is matched by that name, its place among the layers of its class, as Keras itself
     reads it: whatever the layers are called (Keras 3 and kgraph also record each layer's name,
-    which a group is matched by only where its place names no layer of the model). `unmatched`
+    which a group is matched by only where its place names no layer of the model, and only to a
+    layer that no group's place names). `unmatched`
     (a list) receives the paths of the groups no layer matched, for the error that follows."""
     out, used, by_key = {}, {}, {}
     for layer in _keras_layers(desc):
         by_key[_unique(snake_case(_class_of(layer)), used)] = layer
-    by_name = {layer.name: layer for layer in desc.layers}
+    placed = {id(by_key[key]) for key in group.get("layers", {}) if key in by_key}
+    by_name = {layer.name: layer for layer in desc.layers if id(layer) not in placed}
     for key in group.get("layers", {}):
         sub = group["layers"][key]
         name = sub["vars"].attrs.get("name") if "vars" in sub else None

@@ -135,6 +135,11 @@ def test_numbered_arrays_of_a_data_file_are_read_in_their_numbers_order(tmp_path
     np.savez(path, x0=np.zeros((2, 1)), x2=np.zeros((2, 1)), y=np.zeros(2))
     with pytest.raises(data.DataFileError, match="arrays x0, x2: numbered arrays run from x0 without a gap"):
         data.load(str(path))
+    np.savez(path, x00=np.zeros((2, 1)), x01=np.zeros((2, 2)), y=np.zeros(2))  # zero-padded numbers
+    assert [x.shape[1] for x in data.load(str(path))[0]] == [1, 2]
+    np.savez(path, x0=np.zeros((2, 1)), x00=np.zeros((2, 1)), y=np.zeros(2))
+    with pytest.raises(data.DataFileError, match="x0, x00: .* or a number twice"):
+        data.load(str(path))
     np.savez(path, x=np.zeros((8, 64), np.float32))
     assert main(["train", EXAMPLE, "--data", str(path), "--epochs", "1"]) == 2
     assert "has no array named y (or y0, y1, ...), the targets; it holds ['x']" in capsys.readouterr().err
@@ -238,3 +243,20 @@ def test_a_bundled_dataset_the_model_cannot_take_names_the_one_to_give(capsys, e
     err = capsys.readouterr().err
     assert f"--data {default}" in err and f"give --data {other}" in err and "does not match" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_writes_one_array_per_output_to_an_npz(tmp_path, capsys):
+    """-o .npz: one array per output, by its key in a dict of outputs; an .npy of outputs of
+    different shapes is refused in one line (np.stack would fail, a pickled dict is unreadable)."""
+    from test_models import _dict_outputs_config
+
+    model = tmp_path / "m.json"
+    model.write_text(json.dumps(_dict_outputs_config()))
+    np.savez(tmp_path / "d.npz", x=np.random.RandomState(0).rand(5, 4).astype(np.float32))
+    argv = ["predict", str(model), "--data", str(tmp_path / "d.npz"), "--random-weights", "--verbose", "0"]
+    assert main([*argv, "-o", str(tmp_path / "p.npz")]) == 0
+    with np.load(tmp_path / "p.npz") as p:
+        assert {k: p[k].shape for k in p.files} == {"zeta": (5, 3), "alpha": (5, 1)}
+    capsys.readouterr()
+    assert main([*argv, "-o", str(tmp_path / "p.npy")]) == 2
+    assert "different shapes (alpha (5, 1), zeta (5, 3)): give an .npz" in capsys.readouterr().err

@@ -192,3 +192,19 @@ def test_a_model_with_a_dict_of_outputs_predicts_and_logs_by_its_keys():
     by_name = {"dense_a": ys["zeta"], "dense_b": ys["alpha"]}
     assert m.evaluate(x, by_name, verbose=0, return_dict=True) == pytest.approx(logs, rel=1e-6)
     assert set(m.fit(x, ys, epochs=1, verbose=0).history) == {"loss", "zeta_loss", "alpha_loss"}
+
+
+def test_the_keys_of_a_dict_of_outputs_win_over_layer_names():
+    """{"a": Dense(name="b"), "b": Dense(name="a")}: Keras 3 takes targets and losses by key."""
+    config = _dict_outputs_config()
+    config["config"]["layers"][1]["config"]["name"] = "alpha"  # the "zeta" output's layer
+    config["config"]["layers"][2]["config"]["name"] = "zeta"
+    config["config"]["output_layers"] = {"zeta": ["alpha", 0, 0], "alpha": ["zeta", 0, 0]}
+    m = kgraph.models.model_from_config(config, seed=0)
+    x = np.random.RandomState(0).rand(8, 4).astype(np.float32)
+    preds = m.predict(x, verbose=0)
+    assert preds["zeta"].shape == (8, 3) and preds["alpha"].shape == (8, 1)
+    m.compile(optimizer="sgd", loss={"zeta": "mse", "alpha": "mae"})
+    logs = m.evaluate(x, {"zeta": np.zeros((8, 3)), "alpha": np.ones((8, 1))}, verbose=0, return_dict=True)
+    assert logs["zeta_loss"] == pytest.approx((preds["zeta"] ** 2).mean(), rel=1e-5)
+    assert logs["alpha_loss"] == pytest.approx(np.abs(preds["alpha"] - 1).mean(), rel=1e-5)

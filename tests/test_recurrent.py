@@ -295,6 +295,32 @@ def test_global_max_pooling_drops_the_mask_as_keras_3_does():
     np.testing.assert_array_equal(m.predict(np.array([[1, 2, 3, 4, 5]]), verbose=0), [table[1:6].max(0)])
 
 
+@pytest.mark.parametrize(
+    "layer",
+    [
+        {"class_name": "Rescaling", "config": {"name": "r", "scale": 2.0, "offset": 0.0}},
+        {
+            "class_name": "Normalization",
+            "config": {"name": "r", "axis": -1, "mean": [0.5, 0.5], "variance": [4.0, 4.0]},
+        },
+    ],
+    ids=lambda layer: layer["class_name"],
+)
+def test_rescaling_and_normalization_pass_the_mask_on_as_keras_3s_do(layer):
+    """Keras 3's Rescaling and Normalization (and GroupNormalization, whose statistics take every
+    step) support masking: the LSTM after them skips the padded steps, whatever the padding id's
+    embedding row holds."""
+    lstm = {"class_name": "LSTM", "config": {"name": "lstm", "units": 3}}
+    m = models.model_from_config(_masked_embedding_then(layer, lstm), seed=0)
+    x = np.array([[1, 2, 0, 0, 0]])
+    before = m.predict(x, verbose=0)
+    weights = m.get_weights()
+    weights[0] = weights[0].copy()
+    weights[0][0] = 5.0  # the padding id's row
+    m.set_weights(weights)
+    np.testing.assert_array_equal(m.predict(x, verbose=0), before)
+
+
 def test_a_concatenation_of_masked_sequences_along_the_steps_is_refused():
     config = _masked_embedding_then()
     config["class_name"] = "Functional"

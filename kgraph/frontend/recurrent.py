@@ -460,10 +460,10 @@ class TimeDistributed(Rule):
 
 RECURRENT_RULES = {**RECURRENT, "Bidirectional": Bidirectional(), "RNN": RNN(), "TimeDistributed": TimeDistributed()}
 
-# layers that pass a mask on unchanged, as Keras's supports_masking layers do; merges pass on the
+# layers that pass a mask on unchanged, as Keras 3's supports_masking layers do; merges pass on the
 # AND of their inputs' masks; any other layer drops it, as Keras 3's do (GlobalMaxPooling1D takes
-# the max over every step, the padded ones too; Dot multiplies them all; tf-keras refused to build
-# GlobalMaxPooling1D or Conv1D after a mask), but for a concatenation along the steps, refused
+# the max over every step, the padded ones too; Dot multiplies them all; tf-keras 2.4 and later
+# drop it likewise), but for a concatenation along the steps, refused
 MASK_PASSING = {
     "Dense",
     "Activation",
@@ -481,6 +481,9 @@ MASK_PASSING = {
     "ThresholdedReLU",
     "LayerNormalization",
     "BatchNormalization",
+    "GroupNormalization",
+    "Normalization",
+    "Rescaling",
     "TimeDistributed",
 }
 MERGES = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}

@@ -532,15 +532,18 @@ def moving_average(m, x, momentum):
 
 # ---------------------------------------------------------------- GEMMs split by a weight's rows
 # See kgraph/passes/split.py. Each core runs one-thread BLAS on its rows of the weight W (K x N);
-# `parts` comes from the runtime: 1 runs the GEMM whole (a step large enough for BLAS's own threads).
+# `parts` comes from the runtime: 1 runs the GEMM whole (a step large enough for BLAS's own
+# threads), where that computes the same floats (each element's whole sum in one GEMM).
 
 
 @driver
-def gemm_split_k(x, w, out, partials):
+def gemm_split_k(x, w, out, partials, unused_parts=1):
     """out = x @ w; part t multiplies x[:, rows t] by w[rows t] into out (t = 0) or partials[t-1],
     then each part sums its rows of the partial products. Always the parts the step was compiled
     for, whatever threads run them (one thread: in turn): a whole GEMM adds its products in another
-    order, and a seeded run's floats would depend on the thread setting the tuner timed fastest."""
+    order, and a seeded run's floats would depend on the thread setting the tuner timed fastest.
+    unused_parts: the runtime's parts, which steps generated before 2026-12-07 still pass (a
+    trainer written by `kgraph compile -o` then runs on)."""
     parts = partials.shape[0] + 1
     for t in prange(parts):
         k0, k1 = part(w.shape[0], t, parts)

@@ -24,9 +24,11 @@ parts too (`split_samples`): a convolution's step then runs on Numba's threads f
 
 The generated code calls one-thread BLAS on each part; at run time a step whose GEMMs are large
 enough for BLAS's threads runs the parts on one thread, in turn (kgraph.runtime.executable). Every
-thread setting computes the same floats: the parts are the compiled ones whatever runs them (a
-GEMM split over K adds its parts in order), so a seeded run does not depend on which setting the
-thread tuner timed fastest.
+thread setting computes the same floats, so a seeded run does not depend on which one the thread
+tuner timed fastest: a GEMM split over K runs its compiled parts whatever runs them and adds them
+in order; one split by rows or samples computes each element's whole sum in one BLAS call either
+way (the same floats where BLAS sums an element alike whatever the matrix's size, as OpenBLAS
+does here: tests/test_codegen.py).
 
 The pass knows no target: the caller says how many cores there are (`parts`, kgraph/models.py)."""
 

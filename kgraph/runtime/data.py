@@ -36,14 +36,18 @@ def load(spec: str, labels: bool = True):
 
     def arrays(prefix):
         """data[prefix], or data[prefix + "0"], data[prefix + "1"], ... in the numbers' order (x10
-        after x9: the inputs' order), which must run from 0 without a gap."""
+        after x9: the inputs' order; x01 is 1), which must run from 0 without a gap."""
         if prefix in data:
             return [data[prefix]]
-        numbers = sorted(int(k[len(prefix) :]) for k in data if k.startswith(prefix) and k[len(prefix) :].isdigit())
-        if numbers != list(range(len(numbers))):
-            names = ", ".join(f"{prefix}{n}" for n in numbers)
-            raise DataFileError(f"{spec}: arrays {names}: numbered arrays run from {prefix}0 without a gap")
-        return [data[f"{prefix}{n}"] for n in numbers]
+        numbered = sorted(
+            (int(k[len(prefix) :]), k) for k in data if k.startswith(prefix) and k[len(prefix) :].isdigit()
+        )
+        if [n for n, _ in numbered] != list(range(len(numbered))):
+            names = ", ".join(k for _, k in numbered)
+            raise DataFileError(
+                f"{spec}: arrays {names}: numbered arrays run from {prefix}0 without a gap or a number twice"
+            )
+        return [data[k] for _, k in numbered]
 
     xs, ys = arrays("x"), arrays("y")
     if not xs:

@@ -201,7 +201,10 @@ class CompiledModel:
             y = self._by_output_name(y)
             missing = [n for n in outputs if n not in y]
             if missing:
-                raise DataError(f"targets for outputs {missing} are missing; the outputs with a loss are {outputs}")
+                raise DataError(
+                    f"targets for outputs {self._shown(missing)} are missing; the outputs with a loss are "
+                    f"{self._shown(outputs)}"
+                )
             y = [y[n] for n in outputs]
         if isinstance(y, (list, tuple)) and len(labels) == 1 and len(y) != 1:
             y = [y]
@@ -213,7 +216,7 @@ class CompiledModel:
         targets = self.info.get("targets") or [{}] * len(labels)
         out = []
         for a, spec, target, name in zip(ys, labels, targets, outputs):
-            what = f"targets of output {name!r}" if len(outputs) > 1 else "the targets (y)"
+            what = f"targets of output {self._shown([name])[0]!r}" if len(outputs) > 1 else "the targets (y)"
             a = np.asarray(a) if checked else checks.as_array(a, what)
             want = tuple(spec.shape[1:])
             if a.shape[1:] != want and a.shape[1:] == want + (1,):
@@ -236,11 +239,18 @@ class CompiledModel:
 
     def _by_output_name(self, values: dict) -> dict:
         """A dict of targets or sample weights keyed by the model's output keys (a model built with
-        a dict of outputs) keyed by the output layers' names instead; any other dict as it is."""
+        a dict of outputs) keyed by the output layers' names instead; any other dict as it is. Keys
+        that are output keys are taken as keys, as Keras 3 takes them, even where they are also
+        layer names ({"a": Dense(name="b"), "b": Dense(name="a")})."""
         keys = self.info.get("output_keys") or []
-        if not keys or not set(values) <= set(keys) or set(values) <= set(self.info["output_names"]):
+        if not keys or not set(values) <= set(keys):
             return values
         return {self.info["output_names"][keys.index(k)]: v for k, v in values.items()}
+
+    def _shown(self, names: list) -> list:
+        """Output layers' names as the user knows the outputs: by their keys in a dict of outputs."""
+        keys = self.info.get("output_keys")
+        return [keys[self.info["output_names"].index(n)] for n in names] if keys else list(names)
 
     def _by_output_key(self, values: dict) -> dict:
         """_by_output_name's inverse: a dict keyed by the output layers' names keyed by the
@@ -271,6 +281,12 @@ class CompiledModel:
             return []
         if isinstance(sample_weight, dict):
             sample_weight = self._by_output_name(sample_weight)
+            missing = [n for n in self._loss_outputs() if n not in sample_weight]
+            if missing:
+                raise DataError(
+                    f"sample_weight has no weights for outputs {self._shown(missing)}; give one array per output "
+                    f"with a loss: {self._shown(self._loss_outputs())}"
+                )
             sample_weight = [sample_weight[n] for n in self._loss_outputs()]
         sws = list(sample_weight) if isinstance(sample_weight, (list, tuple)) else [sample_weight] * len(specs)
         if len(sws) != len(specs):
@@ -436,8 +452,10 @@ class CompiledModel:
                         f"and {n - split} to validate: both need at least one"
                     )
                 # Keras validates on the last rows with the sample weights given, never the class weights
-                given = train if class_weight is None else self._data(x, y, sample_weight, None, "train")
-                val = tuple([a[split:] for a in group] for group in given)
+                xs, ys, sws = train
+                if class_weight is not None:  # (class_weight refuses sample_weight: none given)
+                    sws = []
+                val = tuple([a[split:] for a in group] for group in (xs, ys, sws))
                 train = tuple([a[:split] for a in group] for group in train)
         batches = EpochIterator(self._batch_source(train, batch_size, shuffle, class_weight, "train"), steps_per_epoch)
         if val is not None:

@@ -104,9 +104,13 @@ def _stand_in(kernel, type_body=None):
         def _typer(context):
             def typer(*args, **kws):
                 try:
-                    args = signature.bind(*args, **kws).args
+                    bound = signature.bind(*args, **kws)
                 except TypeError as e:
                     raise TypingError(f"{name}(): {e}") from None
+                # a parameter left to its default is typed as Numba compiles it: Omitted(default)
+                given = len(bound.args)
+                bound.apply_defaults()
+                args = bound.args[:given] + tuple(types.Omitted(v) for v in bound.args[given:])
                 if type_body is not None and args not in typed:
                     type_body(kernel, args)
                     typed.add(args)
