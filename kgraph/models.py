@@ -122,6 +122,7 @@ class Model(_WeightLists, CompiledModel):
             "input_shapes": [list(i.shape) for i in frontend_model.inputs],
             "output_names": list(frontend_model.output_names),
             "output_keys": frontend_model.output_keys,
+            "output_key_order": frontend_model.output_key_order,
             "metrics": [],
             "dtype": frontend_model.dtype,
             "token_inputs": _token_inputs(frontend_model),

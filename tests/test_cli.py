@@ -259,4 +259,4 @@ def test_predict_writes_one_array_per_output_to_an_npz(tmp_path, capsys):
         assert {k: p[k].shape for k in p.files} == {"zeta": (5, 3), "alpha": (5, 1)}
     capsys.readouterr()
     assert main([*argv, "-o", str(tmp_path / "p.npy")]) == 2
-    assert "different shapes (alpha (5, 1), zeta (5, 3)): give an .npz" in capsys.readouterr().err
+    assert "different shapes (zeta (5, 3), alpha (5, 1)): give an .npz" in capsys.readouterr().err

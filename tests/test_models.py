@@ -180,6 +180,7 @@ def test_a_model_with_a_dict_of_outputs_predicts_and_logs_by_its_keys():
     x = np.random.RandomState(0).rand(8, 4).astype(np.float32)
     preds = m.predict(x, verbose=0)
     assert isinstance(preds, dict) and {k: v.shape for k, v in preds.items()} == {"zeta": (8, 3), "alpha": (8, 1)}
+    assert list(preds) == ["zeta", "alpha"]  # the config's order, as Keras returns them
     np.testing.assert_array_equal(m(x)["zeta"], preds["zeta"])
     np.testing.assert_array_equal(m.predict_on_batch(x)["alpha"], preds["alpha"])
     ys = {"zeta": np.zeros((8, 3), np.float32), "alpha": np.ones((8, 1), np.float32)}

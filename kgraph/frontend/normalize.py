@@ -35,8 +35,10 @@ class ModelDesc:
     inputs: list  # refs of the model inputs, Keras order
     outputs: list  # refs of the model outputs, Keras order
     # a Keras 3 model built with a dict of outputs ({"cls": ..., "reg": ...}): its keys, in the
-    # outputs' order (sorted, as Keras flattens a dict); predict returns a dict by them
+    # outputs' order (sorted, as Keras flattens a dict); predict returns a dict by them, in the
+    # config's order of the keys (output_key_order)
     output_keys: list | None = None
+    output_key_order: list | None = None
 
 
 def keras_major(config: dict) -> int:
@@ -235,6 +237,7 @@ def _functional(cfg: dict, name: str, where: str) -> ModelDesc:
         _refs(cfg["input_layers"], f"{where} input_layers"),
         _refs(cfg["output_layers"], f"{where} output_layers"),
         sorted(cfg["output_layers"]) if isinstance(cfg["output_layers"], dict) else None,
+        list(cfg["output_layers"]) if isinstance(cfg["output_layers"], dict) else None,
     )
     _drop_mask_ops(desc)
     return desc

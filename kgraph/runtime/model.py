@@ -611,7 +611,8 @@ class CompiledModel:
         by the keys of a model built with a dict of outputs."""
         keys = self.info.get("output_keys")
         if keys:
-            return dict(zip(keys, outputs))
+            by_key = dict(zip(keys, outputs))
+            return {k: by_key[k] for k in self.info.get("output_key_order") or keys}
         return outputs[0] if len(outputs) == 1 else outputs
 
     def _predict_step(self, xs) -> list:
