@@ -559,6 +559,9 @@ class Model(_WeightLists, CompiledModel):
         weights = (
             _per_output(loss_weights, outputs, "loss_weights") if loss_weights is not None else [1.0] * len(outputs)
         )
+        missing = [o for o, s, w in zip(outputs, specs, weights) if s is not None and w is None]
+        if missing:  # Keras refuses loss_weights that do not match the losses too
+            raise ValueError(f"loss_weights has no weight for outputs {missing}, which have a loss")
         for s, w in zip(specs, weights):
             if s is not None:
                 s["weight"] = float(w)

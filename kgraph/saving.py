@@ -266,9 +266,12 @@ def _assign_by_layer(model, found: dict, legacy: bool, source: str, unmatched=()
         arrays = found.get(key)
         where = "/".join(key)
         if arrays is None:
+            filled = sorted("/".join(k) for k in found)
+            if legacy:  # a Keras 2 file: its groups are named by the layers
+                raise FileFormatError(f"{source}: no weights for layer {where!r}; the file has {filled}")
             raise FileFormatError(
-                f"{source}: no weights for layer {where!r}; the file has {sorted('/'.join(k) for k in found)}"
-                + (f" for this model's layers, and {sorted(unmatched)} for none of them" if unmatched else "")
+                f"{source}: no weights for layer {where!r}; the file's groups fill this model's layers {filled}"
+                + (f", and its groups {sorted(unmatched)} fill none of them" if unmatched else "")
             )
         if len(arrays) != len(items):
             raise FileFormatError(

@@ -209,3 +209,21 @@ def test_the_keys_of_a_dict_of_outputs_win_over_layer_names():
     logs = m.evaluate(x, {"zeta": np.zeros((8, 3)), "alpha": np.ones((8, 1))}, verbose=0, return_dict=True)
     assert logs["zeta_loss"] == pytest.approx((preds["zeta"] ** 2).mean(), rel=1e-5)
     assert logs["alpha_loss"] == pytest.approx(np.abs(preds["alpha"] - 1).mean(), rel=1e-5)
+
+
+def test_an_output_without_a_loss_leaves_its_weights_as_they_are():
+    """compile(loss={"zeta": ...}) on two outputs: Keras trains the rest and warns that the other
+    output's weights have no gradient (checked against 3.15); partial loss_weights are refused."""
+    m = kgraph.models.model_from_config(_dict_outputs_config(), seed=0)
+    x = np.random.RandomState(0).rand(8, 4).astype(np.float32)
+    before = m.get_weights()
+    with pytest.warns(UserWarning, match=r"Gradients do not exist for weights \['dense_b_kernel', 'dense_b_bias'\]"):
+        m.compile(optimizer="adam", loss={"zeta": "mse"})
+    history = m.fit(x, {"zeta": np.ones((8, 3))}, epochs=2, verbose=0).history
+    assert set(history) == {"loss"}
+    after = m.get_weights()
+    assert not np.array_equal(after[0], before[0])  # dense_a trained
+    np.testing.assert_array_equal(after[2], before[2])  # dense_b untouched
+    np.testing.assert_array_equal(after[3], before[3])
+    with pytest.raises(ValueError, match=r"loss_weights has no weight for outputs \['alpha'\]"):
+        m.compile(optimizer="sgd", loss={"zeta": "mse", "alpha": "mae"}, loss_weights={"zeta": 2.0})

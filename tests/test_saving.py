@@ -111,7 +111,8 @@ def test_mismatched_weights_name_the_first_mismatch(tmp_path):
     conv.save_weights(tmp_path / "conv.weights.h5")
     with pytest.raises(
         FileFormatError,
-        match=r"no weights for layer 'hidden2'; the file has \[\] for this model's layers, and \['layers/conv2d'.* for none of them",
+        match=r"no weights for layer 'hidden2'; the file's groups fill this model's layers \[\], and its groups "
+        r"\['layers/conv2d'.* fill none of them",
     ):
         other.load_weights(tmp_path / "conv.weights.h5")
     wider = json.loads(archive.read("config.json"))
