@@ -21,6 +21,7 @@ from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from . import saving
 from .codegen import generate_cpu, generate_cuda, step_manifest
+from .kernels import fingerprint
 from .frontend import (
     ConfigError,
     NotBuiltError,
@@ -679,6 +680,7 @@ class Model(_WeightLists, CompiledModel):
             "params": self.executable.param_layout,
             "info": self.info,
             "optimizer": self.compile_args["optimizer"],
+            "kernels": fingerprint(),  # of the kernels the steps call (runtime/standalone.py)
         }
         files.write_text(directory / "manifest.json", json.dumps(manifest, indent=1))
         files.write_text(directory / "model.json", self.to_json())

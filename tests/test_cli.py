@@ -91,6 +91,31 @@ def test_a_trainer_from_an_older_kgraph_says_to_export_it_again(tmp_path, capsys
     assert "older kgraph" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_trainer_whose_kernels_changed_since_says_to_export_it_again(tmp_path, capsys):
+    """manifest.json records the kernels' fingerprint: a step's call of a kernel whose parameters
+    changed since (an upgrade) fails with one line saying to export again, not a traceback; with
+    the same kernels the error is a bug of its own and raises."""
+    from kgraph.optimizers import get
+    from kgraph.runtime.standalone import main as trainer_main
+
+    out = tmp_path / "trainer"
+    assert main(["compile", EXAMPLE, "-o", str(out), "--seed", "0"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    for step in manifest["steps"].values():  # every kernel call of the steps now has one argument too many
+        source = (out / step["module"]).read_text().replace("K.matmul(", "K.matmul(0, ")
+        step["module"] = "changed_" + step["module"]
+        (out / step["module"]).write_text(source)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    argv = ["--data", "digits", "--epochs", "1", "--verbose", "0"]
+    with pytest.raises(Exception):  # the same kernels: raised as it is
+        trainer_main(str(out), argv, get_optimizer=get)
+    manifest["kernels"] = "0123456789ab"  # an upgrade since
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert trainer_main(str(out), argv, get_optimizer=get) == 2
+    err = capsys.readouterr().err
+    assert "other kgraph kernels than the installed ones" in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     "text, expected",
     [

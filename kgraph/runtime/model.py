@@ -660,6 +660,7 @@ class CompiledModel:
         exe = Executable(steps, manifest["params"], manifest["info"]["dtype"])
         model = cls(exe, manifest["info"], get_optimizer(manifest["optimizer"]))
         model.load_weights(directory / "weights.npz")
+        model.exported_kernels = manifest.get("kernels")  # None: written before kgraph recorded them
         return model
 
 

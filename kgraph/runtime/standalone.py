@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from numba.core.errors import NumbaError
+
+from ..kernels import fingerprint
 from . import data
 from .model import CompiledModel
 
@@ -12,6 +15,11 @@ from .model import CompiledModel
 REEXPORT = (
     "this trainer was written by an older kgraph, whose generated steps call kernels that have "
     "moved: write it again with `kgraph compile CONFIG -o DIR`"
+)
+CHANGED = (
+    "this trainer's steps were written for other kgraph kernels than the installed ones (kgraph "
+    "was upgraded since `kgraph compile -o`), and a step's call of one failed: write it again with "
+    "`kgraph compile CONFIG -o DIR`"
 )
 
 
@@ -32,6 +40,7 @@ def main(directory, argv=None, *, get_optimizer=None) -> int:
     p.add_argument("--save-weights", help="write the trained weights here (.npz)")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
     args = p.parse_args(argv)
+    model = None
     try:
         model = CompiledModel.from_directory(directory, get_optimizer)
         xs, ys, val = data.load(args.data)
@@ -54,5 +63,10 @@ def main(directory, argv=None, *, get_optimizer=None) -> int:
         return 2
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (TypeError, NumbaError) as e:  # a step calling a kernel whose parameters changed since
+        if model is None or model.exported_kernels == fingerprint():
+            raise
+        print(f"error: {CHANGED} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
         return 2
     return 0
