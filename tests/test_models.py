@@ -182,6 +182,12 @@ def test_a_model_with_a_dict_of_outputs_predicts_and_logs_by_its_keys():
     assert isinstance(preds, dict) and {k: v.shape for k, v in preds.items()} == {"zeta": (8, 3), "alpha": (8, 1)}
     assert list(preds) == ["zeta", "alpha"]  # the config's order, as Keras returns them
     np.testing.assert_array_equal(m(x)["zeta"], preds["zeta"])
+    seen = []
+    hook = kgraph.callbacks.LambdaCallback(on_predict_batch_end=lambda batch, logs: seen.append(dict(logs)))
+    m.predict(x, batch_size=4, verbose=0, callbacks=[hook])
+    # each batch's outputs by key: Keras 3.15 flattens {"outputs": {...}} into the logs
+    assert [sorted(o) for o in seen] == [["alpha", "zeta"]] * 2
+    np.testing.assert_array_equal(seen[1]["alpha"], preds["alpha"][4:])
     np.testing.assert_array_equal(m.predict_on_batch(x)["alpha"], preds["alpha"])
     ys = {"zeta": np.zeros((8, 3), np.float32), "alpha": np.ones((8, 1), np.float32)}
     assert m.loss is None

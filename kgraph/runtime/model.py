@@ -602,7 +602,7 @@ class CompiledModel:
                 outputs = [np.empty((min(n, count * batch_size),) + p.shape[1:], p.dtype) for p in preds]
             for o, p in zip(outputs, preds):
                 o[s] = p
-            cbs.on_predict_batch_end(step, {"outputs": preds})
+            cbs.on_predict_batch_end(step, {"outputs": self._structured(preds)})
         cbs.on_predict_end()
         return self._structured(outputs)
 
@@ -638,7 +638,7 @@ class CompiledModel:
             cbs.on_predict_batch_begin(step)
             preds = self._predict_step(self._inputs(item))
             parts.append([p.copy() for p in preds])  # the step's outputs are views the next call reuses
-            cbs.on_predict_batch_end(step, {"outputs": preds})
+            cbs.on_predict_batch_end(step, {"outputs": self._structured(preds)})
         cbs.on_predict_end()
         if steps is not None and len(parts) < steps:
             warnings.warn(OUT_OF_DATA, stacklevel=3)
