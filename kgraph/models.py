@@ -41,7 +41,7 @@ from .runtime.batches import is_batch_source
 from .runtime import child, files, sources
 from .runtime.policy import gc_paused
 from .runtime.checks import DataError
-from .runtime.model import CompiledModel
+from .runtime.model import CompiledModel, log_names
 
 
 def _cuda_available() -> bool:
@@ -124,6 +124,8 @@ class Model(_WeightLists, CompiledModel):
             "output_names": list(frontend_model.output_names),
             "output_keys": frontend_model.output_keys,
             "output_key_order": frontend_model.output_key_order,
+            # Keras 3 names a dict of outputs' logs by key (alpha_loss), tf-keras 2 by layer (dense_b_loss)
+            "logs_by_key": frontend_model.keras >= 3,
             "metrics": [],
             "dtype": frontend_model.dtype,
             "token_inputs": _token_inputs(frontend_model),
@@ -548,12 +550,12 @@ class Model(_WeightLists, CompiledModel):
                 "steps_per_execution": steps_per_execution,
             }
             return
-        # the outputs as compile's dicts name them and the logs show them: a dict of outputs' keys
-        # (Keras 3 logs "alpha_loss" for outputs {"alpha": ...}), else the output layers' names
-        outputs = self.info.get("output_keys") or self.output_names
+        # the outputs as the logs name them: a dict of outputs' keys in a Keras 3 config ("alpha_loss"
+        # for outputs {"alpha": ...}), else the output layers' names; compile's dicts may use either
+        outputs = log_names(self.info)
+        to_logged = self._by_output_key if outputs != self.output_names else self._by_output_name
         loss, loss_weights, metrics = (
-            self._by_output_key(v) if isinstance(v, dict) and "class_name" not in v else v
-            for v in (loss, loss_weights, metrics)
+            to_logged(v) if isinstance(v, dict) and "class_name" not in v else v for v in (loss, loss_weights, metrics)
         )
         opt = optimizers_mod.get(optimizer)
         specs = [losses_mod.get(l) if l is not None else None for l in _per_output(loss, outputs, "loss")]

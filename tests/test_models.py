@@ -233,3 +233,18 @@ def test_an_output_without_a_loss_leaves_its_weights_as_they_are():
     np.testing.assert_array_equal(after[3], before[3])
     with pytest.raises(ValueError, match=r"loss_weights has no weight for outputs \['alpha'\]"):
         m.compile(optimizer="sgd", loss={"zeta": "mse", "alpha": "mae"}, loss_weights={"zeta": 2.0})
+
+
+def test_a_tf_keras_2_dict_of_outputs_logs_by_layer_name():
+    """tf-keras 2.21 predicts a dict by key too, but names the per-output losses by the output
+    layers ("dense_b_loss"), as every Keras 2 log; compile's dicts may use keys or names."""
+    config = dict(_dict_outputs_config(), keras_version="2.15.0", backend="tensorflow")
+    m = kgraph.models.model_from_config(config, seed=0)
+    x = np.random.RandomState(0).rand(8, 4).astype(np.float32)
+    assert list(m.predict(x, verbose=0)) == ["zeta", "alpha"]
+    m.compile(optimizer="sgd", loss={"zeta": "mse", "alpha": "mae"})
+    by_key = m.evaluate(x, {"zeta": np.zeros((8, 3)), "alpha": np.ones((8, 1))}, verbose=0, return_dict=True)
+    assert set(by_key) == {"loss", "dense_a_loss", "dense_b_loss"}
+    m.compile(optimizer="sgd", loss={"dense_a": "mse", "dense_b": "mae"})
+    by_name = m.evaluate(x, {"dense_a": np.zeros((8, 3)), "dense_b": np.ones((8, 1))}, verbose=0, return_dict=True)
+    assert by_name == pytest.approx(by_key, rel=1e-6)

@@ -67,6 +67,13 @@ def _reshape_hint(got, want) -> str:
     return ""
 
 
+def log_names(info: dict) -> list:
+    """The outputs as the logs name them (val_<name>_loss, <name>_accuracy): a Keras 3 dict of
+    outputs' keys, else the output layers' names (tf-keras 2's logs too)."""
+    keys = info.get("output_keys")
+    return list(keys) if keys and info.get("logs_by_key", True) else list(info["output_names"])
+
+
 def _axes_order(got, want):
     """The axes of `got` in `want`'s order, for x.transpose, when its sample dimensions are
     `want`'s in another order (equal sizes taken in turn: (3, 16, 16) -> (16, 16, 3) is
@@ -795,9 +802,7 @@ class EpochLogs:
             for m in row
         ]
         self.output_losses = (
-            [(f"{(info.get('output_keys') or info['output_names'])[k]}_loss", k, Mean()) for k in with_loss]
-            if len(with_loss) > 1
-            else []
+            [(f"{log_names(info)[k]}_loss", k, Mean()) for k in with_loss] if len(with_loss) > 1 else []
         )
 
     def update(self, outs, ys, n, steps=1):
