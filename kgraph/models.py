@@ -123,7 +123,6 @@ class Model(_WeightLists, CompiledModel):
             "input_shapes": [list(i.shape) for i in frontend_model.inputs],
             "output_names": list(frontend_model.output_names),
             "output_keys": frontend_model.output_keys,
-            "output_key_order": frontend_model.output_key_order,
             # Keras 3 names a dict of outputs' logs by key (alpha_loss), tf-keras 2 by layer (dense_b_loss)
             "logs_by_key": frontend_model.keras >= 3,
             "metrics": [],
@@ -553,9 +552,10 @@ class Model(_WeightLists, CompiledModel):
         # the outputs as the logs name them: a dict of outputs' keys in a Keras 3 config ("alpha_loss"
         # for outputs {"alpha": ...}), else the output layers' names; compile's dicts may use either
         outputs = log_names(self.info)
-        to_logged = self._by_output_key if outputs != self.output_names else self._by_output_name
+        by_key = outputs != self.output_names
         loss, loss_weights, metrics = (
-            to_logged(v) if isinstance(v, dict) and "class_name" not in v else v for v in (loss, loss_weights, metrics)
+            self._keyed(v, by_key) if isinstance(v, dict) and "class_name" not in v else v
+            for v in (loss, loss_weights, metrics)
         )
         opt = optimizers_mod.get(optimizer)
         specs = [losses_mod.get(l) if l is not None else None for l in _per_output(loss, outputs, "loss")]

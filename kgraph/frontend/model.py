@@ -200,7 +200,6 @@ class FrontendModel:
         self.inputs = inputs
         self.output_names = [ref[0] for ref in desc.outputs]
         self.output_keys = desc.output_keys
-        self.output_key_order = desc.output_key_order
         self.weights = weights
         self.layers = layers
         # {"layer", "output", "l1", "l2"}: graph.outputs[output] is (l1*sum|y| + l2*sum y^2) / batch

@@ -34,11 +34,9 @@ class ModelDesc:
     layers: list  # LayerDesc, in config order (which is Keras's layer order)
     inputs: list  # refs of the model inputs, Keras order
     outputs: list  # refs of the model outputs, Keras order
-    # a Keras 3 model built with a dict of outputs ({"cls": ..., "reg": ...}): its keys, in the
-    # outputs' order (sorted, as Keras flattens a dict); predict returns a dict by them, in the
-    # config's order of the keys (output_key_order)
+    # a model built with a dict of outputs ({"cls": ..., "reg": ...}): its keys, in the config's
+    # order (predict's dict's); sorted, they are the outputs' order (Keras flattens a dict so)
     output_keys: list | None = None
-    output_key_order: list | None = None
 
 
 def keras_major(config: dict) -> int:
@@ -236,7 +234,6 @@ def _functional(cfg: dict, name: str, where: str) -> ModelDesc:
         layers,
         _refs(cfg["input_layers"], f"{where} input_layers"),
         _refs(cfg["output_layers"], f"{where} output_layers"),
-        sorted(cfg["output_layers"]) if isinstance(cfg["output_layers"], dict) else None,
         list(cfg["output_layers"]) if isinstance(cfg["output_layers"], dict) else None,
     )
     _drop_mask_ops(desc)

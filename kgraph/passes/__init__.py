@@ -97,18 +97,20 @@ def run_pipeline(
         wrt = list(param_order if trainable is None else trainable)
         if not wrt:  # every layer frozen: Keras trains such a model, updating nothing, with a warning
             warnings.warn(f"model {forward.name!r} has no trainable weights: training updates nothing", stacklevel=2)
-        unread = unread_by(g, g.outputs["loss"], wrt) if wrt else []
-        if unread and len(unread) < len(wrt):
-            # an output compiled without a loss: Keras trains the rest and leaves these as they are,
-            # with this warning; here their gradient is 0, so the optimizer keeps its slots for them
+        # an output compiled without a loss: Keras trains the rest and leaves the weights only it
+        # reads as they are, with this warning; here their gradient is 0, so the optimizer keeps
+        # its slots for them (none read at all: autodiff says the loss reads no trainable weight)
+        unread = unread_by(g, g.outputs["loss"], wrt)
+        if len(unread) == len(wrt):
+            unread = []
+        elif unread:
             warnings.warn(
                 f"Gradients do not exist for weights {unread} when minimizing the loss: no loss reads "
                 "the outputs they lead to, so training leaves them as they are (as in Keras)",
                 stacklevel=2,
             )
         grads = autodiff(g, g.outputs["loss"], [w for w in wrt if w not in unread]) if wrt else {}
-        for w in unread if len(unread) < len(wrt) else ():
-            grads[w] = g.mul(w, g.const(0.0, g.type(w).dtype))
+        grads.update({w: g.mul(w, g.const(0.0, g.type(w).dtype)) for w in unread})
         done("autodiff")
         lower_batch_norm(g)  # training's, kept for autodiff
         add_optimizer(g, grads, optimizer[0], optimizer[1])

@@ -67,11 +67,16 @@ def _reshape_hint(got, want) -> str:
     return ""
 
 
+def output_keys(info: dict) -> list:
+    """A dict of outputs' keys in the outputs' order (sorted, as Keras flattens a dict), or []."""
+    return sorted(info.get("output_keys") or [])
+
+
 def log_names(info: dict) -> list:
     """The outputs as the logs name them (val_<name>_loss, <name>_accuracy): a Keras 3 dict of
     outputs' keys, else the output layers' names (tf-keras 2's logs too)."""
-    keys = info.get("output_keys")
-    return list(keys) if keys and info.get("logs_by_key", True) else list(info["output_names"])
+    keys = output_keys(info)
+    return keys if keys and info.get("logs_by_key", True) else list(info["output_names"])
 
 
 def _axes_order(got, want):
@@ -205,7 +210,7 @@ class CompiledModel:
                 "generator of (x, y) batches)"
             )
         if isinstance(y, dict):
-            y = self._by_output_name(y)
+            y = self._keyed(y, by_key=False)
             missing = [n for n in outputs if n not in y]
             if missing:
                 raise DataError(
@@ -244,28 +249,28 @@ class CompiledModel:
             out.append(np.ascontiguousarray(a, dtype=spec.dtype))
         return out
 
-    def _by_output_name(self, values: dict) -> dict:
-        """A dict of targets or sample weights keyed by the model's output keys (a model built with
-        a dict of outputs) keyed by the output layers' names instead; any other dict as it is. Keys
-        that are output keys are taken as keys, as Keras 3 takes them, even where they are also
-        layer names ({"a": Dense(name="b"), "b": Dense(name="a")})."""
-        keys = self.info.get("output_keys") or []
-        if not keys or not set(values) <= set(keys):
+    def _keyed(self, values: dict, by_key: bool) -> dict:
+        """A per-output dict (targets, sample weights, compile's losses) of a model built with a
+        dict of outputs, given by its keys or by the output layers' names, keyed by the keys
+        (by_key) or by the names. Keys win where they are also layer names ({"a": Dense(name="b"),
+        "b": Dense(name="a")}), as Keras 3 takes them; any other dict as it is (its unknown names
+        are the caller's to name)."""
+        keys, names = output_keys(self.info), self.info["output_names"]
+        if keys and set(values) <= set(keys):
+            given, given_keys = keys, True
+        elif keys and set(values) <= set(names):
+            given, given_keys = names, False
+        else:
             return values
-        return {self.info["output_names"][keys.index(k)]: v for k, v in values.items()}
+        if given_keys == by_key:
+            return values
+        wanted = names if given_keys else keys
+        return {wanted[given.index(k)]: v for k, v in values.items()}
 
     def _shown(self, names: list) -> list:
         """Output layers' names as the user knows the outputs: by their keys in a dict of outputs."""
-        keys = self.info.get("output_keys")
+        keys = output_keys(self.info)
         return [keys[self.info["output_names"].index(n)] for n in names] if keys else list(names)
-
-    def _by_output_key(self, values: dict) -> dict:
-        """_by_output_name's inverse: a dict keyed by the output layers' names keyed by the
-        outputs' keys, for a model built with a dict of outputs; any other dict as it is."""
-        keys, names = self.info.get("output_keys") or [], self.info["output_names"]
-        if not keys or not set(values) <= set(names) or set(values) <= set(keys):
-            return values
-        return {keys[names.index(n)]: v for n, v in values.items()}
 
     def _loss_outputs(self) -> list:
         return [name for name, spec in zip(self.info["output_names"], self.info["losses"]) if spec is not None]
@@ -287,7 +292,7 @@ class CompiledModel:
         if sample_weight is None:
             return []
         if isinstance(sample_weight, dict):
-            sample_weight = self._by_output_name(sample_weight)
+            sample_weight = self._keyed(sample_weight, by_key=False)
             missing = [n for n in self._loss_outputs() if n not in sample_weight]
             if missing:
                 raise DataError(
@@ -616,10 +621,9 @@ class CompiledModel:
     def _structured(self, outputs: list):
         """predict's result as Keras gives it: one array, a list in the outputs' order, or a dict
         by the keys of a model built with a dict of outputs."""
-        keys = self.info.get("output_keys")
-        if keys:
-            by_key = dict(zip(keys, outputs))
-            return {k: by_key[k] for k in self.info.get("output_key_order") or keys}
+        if self.info.get("output_keys"):  # in the config's order, as Keras returns them
+            by_key = dict(zip(output_keys(self.info), outputs))
+            return {k: by_key[k] for k in self.info["output_keys"]}
         return outputs[0] if len(outputs) == 1 else outputs
 
     def _predict_step(self, xs) -> list:
