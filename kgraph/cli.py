@@ -57,7 +57,7 @@ def _data_shapes(args):
     from .runtime import data
 
     xs, _, _ = data.load(args.data, labels=False)
-    shapes = [(None, *x.shape[1:]) for x in xs]
+    shapes = [(None, *x.shape[1:]) for x in (xs.values() if isinstance(xs, dict) else xs)]  # a Sequential: one
     return shapes if len(shapes) > 1 else shapes[0]
 
 
@@ -116,16 +116,33 @@ def _compile(model, args, device=None):
     opt = optimizers.get(args.optimizer or "adam")
     if args.learning_rate is not None:
         opt.learning_rate = args.learning_rate
-    metrics = args.metrics if args.metrics is not None else "accuracy"
-    metrics = metrics.split(",") if metrics else None
-    if metrics and len(model.output_names) > 1:  # every output gets them (compile wants them by output)
+    metrics = _per_output(args.metrics if args.metrics is not None else "accuracy", "--metrics")
+    if isinstance(metrics, list) and len(model.output_names) > 1:  # every output gets them (by output)
         metrics = {name: metrics for name in model.output_names}
-    model.compile(
-        optimizer=opt,
-        loss=args.loss or "sparse_categorical_crossentropy",
-        metrics=metrics,
-        device=device,
-    )
+    loss = _per_output(args.loss or "sparse_categorical_crossentropy", "--loss")
+    if isinstance(loss, list):
+        if len(loss) > 1:
+            raise ValueError(f"--loss {args.loss}: give one loss, or one per output as name=loss,name=loss")
+        loss = loss[0]
+    else:
+        loss = {name: names[0] for name, names in loss.items()}
+    model.compile(optimizer=opt, loss=loss, metrics=metrics or None, device=device)
+
+
+def _per_output(text: str, flag: str):
+    """A flag's comma-separated names, for every output (a list), or per output as
+    output=name,output=name (a dict of lists; an output named twice gets both, as for metrics)."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    named = [item for item in items if "=" in item]
+    if not named:
+        return items
+    if len(named) != len(items):
+        raise ValueError(f"{flag} {text}: name every entry's output (output=name), or none")
+    by_output = {}
+    for item in items:
+        output, name = (part.strip() for part in item.split("=", 1))
+        by_output.setdefault(output, []).append(name)
+    return by_output
 
 
 def cmd_inspect(args):
@@ -222,6 +239,7 @@ def cmd_train(args):
         model = _model(args)
         _compile(model, args)
     xs, ys, val = data.load(args.data)
+    data.check_input_names(args.data, xs, val, model.input_names)
     _bundled_data_fits(model, args.data, xs)
     history = model.fit(
         xs,
@@ -266,16 +284,17 @@ def _bundled_data_fits(model, name, xs):
         ) from None
 
 
-def _rows(args, labels=True):
+def _rows(args, model, labels=True):
     """(x, y, which) of --data: its validation rows when it has them (the bundled digits' held-out
     part, an .npz's x_val/y_val), else all its rows; evaluate and predict read the same ones
     (predict needs no y: labels False)."""
     from .runtime import data
 
     xs, ys, val = data.load(args.data, labels)
+    data.check_input_names(args.data, xs, val, model.input_names)
     if val is not None:
-        return val[0], val[1], f"the {len(val[0][0])} validation rows of {args.data}"
-    return xs, ys, f"the {len(xs[0])} rows of {args.data}"
+        return val[0], val[1], f"the {data.rows(val[0])} validation rows of {args.data}"
+    return xs, ys, f"the {data.rows(xs)} rows of {args.data}"
 
 
 def cmd_evaluate(args):
@@ -283,7 +302,7 @@ def cmd_evaluate(args):
     _require_weights(args)
     model = _model(args)
     _compile(model, args)
-    x, y, which = _rows(args)
+    x, y, which = _rows(args, model)
     print(f"evaluating on {which}")
     logs = model.evaluate(x, y, batch_size=args.batch_size, verbose=args.verbose, return_dict=True)
     print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
@@ -295,7 +314,7 @@ def cmd_predict(args):
     if args.output:
         _check_output(args.output, (".npy", ".npz"), "-o")
     model = _model(args)
-    xs, _, which = _rows(args, labels=False)
+    xs, _, which = _rows(args, model, labels=False)
     preds = model.predict(xs, batch_size=args.batch_size, verbose=args.verbose)
     if args.output:
         _write_predictions(args.output, preds, model.output_names)
@@ -460,9 +479,11 @@ def _parser():
             sp.add_argument(
                 "--loss",
                 help="mse, mae, binary_crossentropy, categorical_crossentropy or "
-                "sparse_categorical_crossentropy (default)",
+                "sparse_categorical_crossentropy (default); per output: cls=sparse_categorical_crossentropy,reg=mse",
             )
-            sp.add_argument("--metrics", help="comma-separated: accuracy (default), mae, mse, ...")
+            sp.add_argument(
+                "--metrics", help="comma-separated: accuracy (default), mae, mse, ...; per output: cls=accuracy,reg=mae"
+            )
 
     sp = sub.add_parser("inspect", help="print the summary, the IR after each pass, fusion decisions, the memory plan")
     common(sp)

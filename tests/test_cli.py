@@ -169,7 +169,10 @@ def test_numbered_arrays_of_a_data_file_are_read_in_their_numbers_order(tmp_path
         data.load(str(path))
     np.savez(path, x=np.zeros((8, 64), np.float32))
     assert main(["train", EXAMPLE, "--data", str(path), "--epochs", "1"]) == 2
-    assert "has no array named y (or y0, y1, ...), the targets; it holds ['x']" in capsys.readouterr().err
+    assert (
+        "has no array named y (or y0, y1, ..., or y_<output name>), the targets; it holds ['x']"
+        in capsys.readouterr().err
+    )
     assert main(["predict", EXAMPLE, "--data", str(path), "--random-weights", "--verbose", "0"]) == 0
 
 
@@ -287,3 +290,39 @@ def test_predict_writes_one_array_per_output_to_an_npz(tmp_path, capsys):
     capsys.readouterr()
     assert main([*argv, "-o", str(tmp_path / "p.npy")]) == 2
     assert "different shapes (zeta (5, 3), alpha (5, 1)): give an .npz" in capsys.readouterr().err
+
+
+def test_a_data_file_may_name_its_arrays_by_input_and_output(tmp_path, capsys):
+    """x_<input name> and y_<output key or name> (x_val_..., y_val_...) train as the numbered
+    arrays do, with a loss per output (--loss key=loss,...); an array naming no input, both forms
+    at once, and a --loss list that names no outputs are refused in one line."""
+    from test_models import _dict_outputs_config
+
+    model = tmp_path / "m.json"
+    model.write_text(json.dumps(_dict_outputs_config()))
+    rng = np.random.RandomState(0)
+    x, zeta, alpha = rng.rand(40, 4).astype(np.float32), rng.randint(0, 3, 40), rng.rand(40, 1).astype(np.float32)
+    val = {"x_val_x": x[:8], "y_val_zeta": zeta[:8], "y_val_alpha": alpha[:8]}
+    np.savez(tmp_path / "named.npz", x_x=x, y_zeta=zeta, y_alpha=alpha, **val)
+    # numbered targets run in the outputs' order: the sorted keys (alpha, zeta)
+    np.savez(tmp_path / "numbered.npz", x=x, y0=alpha, y1=zeta, x_val=x[:8], y_val0=alpha[:8], y_val1=zeta[:8])
+    flags = ["--loss", "zeta=sparse_categorical_crossentropy,alpha=mse", "--metrics", "zeta=accuracy"]
+    finals = []
+    for name in ("named", "numbered"):
+        argv = ["train", str(model), "--data", str(tmp_path / f"{name}.npz"), "--epochs", "2", "--seed", "0"]
+        assert main([*argv, "--verbose", "0", *flags]) == 0
+        finals.append([line for line in capsys.readouterr().out.splitlines() if line.startswith("final:")])
+    assert finals[0] == finals[1] and "val_zeta_accuracy" in finals[0][0] and "alpha_loss" in finals[0][0]
+
+    np.savez(tmp_path / "typo.npz", x_x=x, x_y=x, y_zeta=zeta, y_alpha=alpha)
+    np.savez(tmp_path / "mixed.npz", x=x, y0=alpha, y_zeta=zeta)
+    for data, loss, expected in (
+        ("typo", flags[1], "has arrays for inputs ['y'], which the model does not have; its inputs are ['x']"),
+        ("mixed", flags[1], "has both y (or y0, ...) and named arrays y_zeta: give the targets one way"),
+        ("named", "zeta=mse,mae", "name every entry's output (output=name), or none"),
+        ("named", "mse,mae", "give one loss, or one per output as name=loss,name=loss"),
+    ):
+        argv = ["train", str(model), "--data", str(tmp_path / f"{data}.npz"), "--epochs", "1", "--loss", loss]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1, err

@@ -17,9 +17,11 @@ class DataFileError(ValueError):
 
 
 def load(spec: str, labels: bool = True):
-    """(x, y, validation) from "digits", "reviews" or an .npz holding x (or x0, x1, ...), y (or y0, ...) and
-    optionally x_val/y_val. x and y are lists of arrays; validation is None or (xs, ys). labels:
-    whether y is needed (not to predict)."""
+    """(x, y, validation) from "digits", "reviews" or an .npz holding x (or x0, x1, ... in the
+    model's order, or x_<input name>, ...), y (or y0, ..., or y_<output name>, ...) and optionally
+    x_val/y_val in the same forms (x_val_<input name>). x and y are lists of arrays, or dicts by
+    name (what fit takes); validation is None or (x, y). labels: whether y is needed (not to
+    predict)."""
     if spec in BUILTIN:
         from ..datasets import digits, reviews
 
@@ -49,10 +51,53 @@ def load(spec: str, labels: bool = True):
             )
         return [data[k] for _, k in numbered]
 
-    xs, ys = arrays("x"), arrays("y")
+    def given(prefix):
+        """prefix's arrays numbered (a list) or named (a dict: x_image -> {"image": ...}); not both."""
+        named = {
+            k[len(prefix) + 1 :]: data[k]
+            for k in data
+            if k.startswith(prefix + "_") and (prefix.endswith("_val") or not _validation(k))
+        }
+        numbered = arrays(prefix)
+        if named and numbered:
+            raise DataFileError(
+                f"{spec}: has both {prefix} (or {prefix}0, ...) and named arrays "
+                f"{', '.join(prefix + '_' + n for n in named)}: give the {'inputs' if prefix[0] == 'x' else 'targets'} "
+                "one way"
+            )
+        return named or numbered
+
+    xs, ys = given("x"), given("y")
     if not xs:
-        raise DataFileError(f"{spec}: has no array named x (or x0, x1, ...); it holds {sorted(data)}")
+        raise DataFileError(
+            f"{spec}: has no array named x (or x0, x1, ..., or x_<input name>); it holds {sorted(data)}"
+        )
     if labels and not ys:
-        raise DataFileError(f"{spec}: has no array named y (or y0, y1, ...), the targets; it holds {sorted(data)}")
-    xv, yv = arrays("x_val"), arrays("y_val")
-    return xs, ys, ((xv, yv) if xv and yv else None)
+        raise DataFileError(
+            f"{spec}: has no array named y (or y0, y1, ..., or y_<output name>), the targets; it holds {sorted(data)}"
+        )
+    xv, yv = given("x_val"), given("y_val")
+    return xs, ys, ((xv, yv) if len(xv) and len(yv) else None)
+
+
+def check_input_names(spec: str, xs, validation, input_names) -> None:
+    """An .npz's x_<name> arrays name the model's inputs: one that names none is a mistake (a typo,
+    or the file of another model), not an array to skip as fit skips a dict's extra keys."""
+    for x in (xs, validation[0] if validation else None):
+        unknown = sorted(set(x) - set(input_names)) if isinstance(x, dict) else []
+        if unknown:
+            raise DataFileError(
+                f"{spec}: has arrays for inputs {unknown}, which the model does not have; its inputs are {input_names}"
+            )
+
+
+def _validation(key: str) -> bool:
+    """Whether an array's name is a validation one (x_val, x_val0, x_val_<name>), not x_<name>."""
+    rest = key[2:]
+    return rest == "val" or rest.startswith("val_") or (rest.startswith("val") and rest[3:].isdigit())
+
+
+def rows(arrays) -> int:
+    """The number of rows of load's x or y (a list or a dict of arrays)."""
+    first = next(iter(arrays.values())) if isinstance(arrays, dict) else arrays[0]
+    return len(first)

@@ -44,6 +44,7 @@ def main(directory, argv=None, *, get_optimizer=None) -> int:
     try:
         model = CompiledModel.from_directory(directory, get_optimizer)
         xs, ys, val = data.load(args.data)
+        data.check_input_names(args.data, xs, val, model.info["input_names"])
         hist = model.fit(
             xs,
             ys,
