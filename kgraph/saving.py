@@ -143,14 +143,15 @@ def _write_keras3_layers(group, desc, path, weights):
             _write_vars(sub, layer, [value for _, value in weights.get((*path, layer.name), [])])
 
 
-def _read_keras3_layers(group, desc, path=(), unmatched=None) -> dict:
+def _read_keras3_layers(group, desc, path=(), unmatched=None, groups=None, at=()) -> dict:
     """{layer path: arrays} of a Keras 3 weights tree. Its groups are named as Keras names the
     model's layers: snake_case class name, made unique in the model's order (dense, dense_1, ...).
     A group is matched by that name, its place among the layers of its class, as Keras itself
     reads it: whatever the layers are called (Keras 3 and kgraph also record each layer's name,
     which a group is matched by only where its place names no layer of the model, and only to a
     layer that no group's place names). `unmatched`
-    (a list) receives the paths of the groups no layer matched, for the error that follows."""
+    (a list) receives the paths of the groups no layer matched, and `groups` (a dict) the group
+    each layer path was read from (`at`: this group's path in the file), for the errors that follow."""
     out, used, by_key = {}, {}, {}
     for layer in _keras_layers(desc):
         by_key[_unique(snake_case(_class_of(layer)), used)] = layer
@@ -162,20 +163,24 @@ def _read_keras3_layers(group, desc, path=(), unmatched=None) -> dict:
         layer = by_key.get(key) or (by_name.get(_text(name)) if name is not None else None)
         if layer is None:
             if unmatched is not None:
-                unmatched.append("/".join((*path, "layers", key)))
+                unmatched.append("/".join((*at, "layers", key)))
             continue  # a layer the model lacks: _assign_by_layer names what is missing
         if layer.model is not None and "layers" in sub:
-            out.update(_read_keras3_layers(sub, layer.model, path + (layer.name,), unmatched))
+            out.update(
+                _read_keras3_layers(sub, layer.model, path + (layer.name,), unmatched, groups, (*at, "layers", key))
+            )
         elif _read_vars(sub, layer):
             out[(*path, layer.name)] = _read_vars(sub, layer)
+            if groups is not None:
+                groups[(*path, layer.name)] = "/".join((*at, "layers", key))
     return out
 
 
 def _assign_keras3(model, h5file, source):
     """Set the model's weights from a Keras 3 weights tree (a .weights.h5, a .keras archive's)."""
-    unmatched = []
-    found = _read_keras3_layers(h5file, model.frontend.desc, unmatched=unmatched)
-    _assign_by_layer(model, found, False, source, unmatched)
+    unmatched, groups = [], {}
+    found = _read_keras3_layers(h5file, model.frontend.desc, unmatched=unmatched, groups=groups)
+    _assign_by_layer(model, found, False, source, unmatched, groups)
 
 
 def _write_keras3_weights(h5file, model, include_optimizer):
@@ -251,9 +256,10 @@ def _write_legacy_layers(group, model):
 # ---------------------------------------------------------------------- matching weights to a model
 
 
-def _assign_by_layer(model, found: dict, legacy: bool, source: str, unmatched=()):
+def _assign_by_layer(model, found: dict, legacy: bool, source: str, unmatched=(), groups=None):
     """Set the model's weights from {layer key: arrays}, naming the first mismatch (and the file's
-    groups that matched no layer: `unmatched`)."""
+    groups that matched no layer: `unmatched`; the group a layer's weights came from, where its name
+    differs: `groups`)."""
     weights = []
     by_layer = weights_by_layer(model)
     if legacy:  # keyed by the top-level layer only: the nested model's weights in its own order
@@ -273,15 +279,17 @@ def _assign_by_layer(model, found: dict, legacy: bool, source: str, unmatched=()
                 f"{source}: no weights for layer {where!r}; the file's groups fill this model's layers {filled}"
                 + (f", and its groups {sorted(unmatched)} fill none of them" if unmatched else "")
             )
+        read_from = (groups or {}).get(key)
+        in_file = f"the file's group {read_from}" if read_from and read_from.split("/")[-1] != key[-1] else "the file"
         if len(arrays) != len(items):
             raise FileFormatError(
-                f"{source}: layer {where!r} has {len(arrays)} weights in the file, the model expects {len(items)}"
+                f"{source}: layer {where!r} has {len(arrays)} weights in {in_file}, the model expects {len(items)}"
             )
         for (spec, current), value in zip(items, arrays):
             if tuple(value.shape) != tuple(current.shape):
                 raise FileFormatError(
                     f"{source}: weight {where}/{spec.name} has shape {tuple(value.shape)} "
-                    f"in the file, the model expects {tuple(current.shape)}"
+                    f"in {in_file}, the model expects {tuple(current.shape)}"
                 )
     order = {id(spec): i for i, spec in enumerate(model.frontend.weights)}
     for key, items in by_layer.items():

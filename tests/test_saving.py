@@ -119,6 +119,11 @@ def test_mismatched_weights_name_the_first_mismatch(tmp_path):
     wider["config"]["layers"][-1]["config"]["units"] = 4  # "head" now has a (5, 4) kernel
     with pytest.raises(FileFormatError, match=r"head/kernel.*\(5, 3\).*\(5, 4\)"):
         models.model_from_json(json.dumps(wider)).load_weights(tmp_path / "w.weights.h5")
+    # a group read by its place is named where the layer's name is not the group's
+    wider = json.loads(json.dumps(renamed))
+    wider["config"]["layers"][-1]["config"]["units"] = 4
+    with pytest.raises(FileFormatError, match=r"head/kernel has shape \(5, 3\) in the file's group layers/dense_1, "):
+        models.model_from_json(json.dumps(wider)).load_weights(tmp_path / "w.weights.h5")
 
 
 def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
