@@ -219,18 +219,20 @@ def test_the_keys_of_a_dict_of_outputs_win_over_layer_names():
 
 def test_an_output_without_a_loss_leaves_its_weights_as_they_are():
     """compile(loss={"zeta": ...}) on two outputs: Keras trains the rest and warns that the other
-    output's weights have no gradient (checked against 3.15); partial loss_weights are refused."""
+    output's weights have no gradient (checked against 3.15), and skips them in the update, weight
+    decay included (their slots are built all the same); partial loss_weights are refused."""
     m = kgraph.models.model_from_config(_dict_outputs_config(), seed=0)
     x = np.random.RandomState(0).rand(8, 4).astype(np.float32)
     before = m.get_weights()
     with pytest.warns(UserWarning, match=r"Gradients do not exist for weights \['dense_b_kernel', 'dense_b_bias'\]"):
-        m.compile(optimizer="adam", loss={"zeta": "mse"})
+        m.compile(optimizer=kgraph.optimizers.AdamW(weight_decay=0.1), loss={"zeta": "mse"})
     history = m.fit(x, {"zeta": np.ones((8, 3))}, epochs=2, verbose=0).history
     assert set(history) == {"loss"}
     after = m.get_weights()
     assert not np.array_equal(after[0], before[0])  # dense_a trained
     np.testing.assert_array_equal(after[2], before[2])  # dense_b untouched
     np.testing.assert_array_equal(after[3], before[3])
+    assert len(kgraph.saving.optimizer_variables(m)) == 2 + 2 * len(before)  # iteration, lr, m and v of all
     with pytest.raises(ValueError, match=r"loss_weights has no weight for outputs \['alpha'\]"):
         m.compile(optimizer="sgd", loss={"zeta": "mse", "alpha": "mae"}, loss_weights={"zeta": 2.0})
 

@@ -98,8 +98,8 @@ def run_pipeline(
         if not wrt:  # every layer frozen: Keras trains such a model, updating nothing, with a warning
             warnings.warn(f"model {forward.name!r} has no trainable weights: training updates nothing", stacklevel=2)
         # an output compiled without a loss: Keras trains the rest and leaves the weights only it
-        # reads as they are, with this warning; here their gradient is 0, so the optimizer keeps
-        # its slots for them (none read at all: autodiff says the loss reads no trainable weight)
+        # reads as they are, with this warning: they keep their optimizer slots but get no update,
+        # weight decay included (none read at all: autodiff says the loss reads no trainable weight)
         unread = unread_by(g, g.outputs["loss"], wrt)
         if len(unread) == len(wrt):
             unread = []
@@ -110,10 +110,9 @@ def run_pipeline(
                 stacklevel=2,
             )
         grads = autodiff(g, g.outputs["loss"], [w for w in wrt if w not in unread]) if wrt else {}
-        grads.update({w: g.mul(w, g.const(0.0, g.type(w).dtype)) for w in unread})
         done("autodiff")
         lower_batch_norm(g)  # training's, kept for autodiff
-        add_optimizer(g, grads, optimizer[0], optimizer[1])
+        add_optimizer(g, grads, optimizer[0], optimizer[1], params=wrt)
         done("optimizer")
     if fuse:
         out.decisions += fuse_dense(g, training=kind == "train")

@@ -21,10 +21,13 @@ OPTIMIZERS = {
 CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
 
 
-def add_optimizer(graph, grads: dict[str, str], kind: str, hyper: dict):
+def add_optimizer(graph, grads: dict[str, str], kind: str, hyper: dict, params=None):
     """grads: {param id: gradient id} in parameter order. hyper: the optimizer's hyper-parameters,
-    with weight_decay and the clipping options when set. Adds the scalar sources 'lr' and 'step'
-    (the 1-based iteration) and one update node per parameter."""
+    with weight_decay and the clipping options when set. params: every trainable parameter, in
+    order (by default grads' keys); one without a gradient gets its slots, as Keras builds them
+    for every trainable variable, and no update, as Keras's apply skips a variable whose gradient
+    is None. Adds the scalar sources 'lr' and 'step' (the 1-based iteration) and one update node
+    per parameter with a gradient."""
     op = OPTIMIZERS[kind]
     attrs = dict(hyper)
     clipping = {k: attrs.pop(k) for k in CLIPPING if attrs.get(k)}
@@ -35,9 +38,9 @@ def add_optimizer(graph, grads: dict[str, str], kind: str, hyper: dict):
         return graph
     grads, gscale = _clip(graph, grads, **clipping)
     slot_init = UPDATES[op].slots(attrs)
-    slots = {p: [] for p in grads}
+    slots = {p: [] for p in (params or grads)}
     for name, init in slot_init.items():
-        for p in grads:
+        for p in slots:
             slots[p].append(graph.source("state", f"{p}_{name}", graph.type(p), slot=name, param=p, init=init))
     for p, gr in grads.items():
         graph.add_node(op, [p, gr, *slots[p], lr, step, gscale], dict(attrs), name=f"update_{p}")
