@@ -912,6 +912,27 @@ FIDELITY_CASES.update(
 )
 
 
+def build_masked_batchnorm():
+    """BatchNormalization of masked sequences: in training Keras computes the batch's moments over
+    the kept steps only (the moving statistics too), on the features (axis -1) and on the steps
+    (axis 1) alike, and passes the mask on."""
+    L = keras.layers
+    ids = keras.Input(shape=(SEQ_STEPS,))
+    h = L.BatchNormalization()(L.Embedding(SEQ_VOCAB, 4, mask_zero=True)(ids))
+    h = L.BatchNormalization(axis=1)(L.LSTM(5, return_sequences=True)(h))
+    return keras.Model(ids, L.Dense(CLASSES, activation="softmax")(L.GlobalAveragePooling1D()(h)))
+
+
+FIDELITY_CASES["masked_batchnorm_sgd"] = (
+    build_masked_batchnorm,
+    [SEQ_STEPS],
+    sparse_targets,
+    SPARSE,
+    sgd_momentum,
+    {**SEQ, "nonempty": True},
+)
+
+
 # Masks into attention (issue 22). Keras 3's MultiHeadAttention deletes the masks of the tensors
 # it reads as it runs (so a later reader of them would read none): each masked tensor here feeds
 # one MultiHeadAttention and nothing after it.

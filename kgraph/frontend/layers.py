@@ -340,13 +340,17 @@ class Normalization(Rule):
                     center=beta is not None,
                     name=layer.name,
                 )
-            mean = g.reduce_mean(x, axes=others, name=f"{layer.name}_mean")
-            var = g.reduce_mean(g.square(g.sub(x, b(mean))), axes=others, name=f"{layer.name}_variance")
+            mask = ctx.masks.get(x) if rank == 3 else None
+            if mask is not None:
+                mean, var = _masked_moments(g, x, mask, shapes[0], others, b, layer.name)
+            else:
+                mean = g.reduce_mean(x, axes=others, name=f"{layer.name}_mean")
+                var = g.reduce_mean(g.square(g.sub(x, b(mean))), axes=others, name=f"{layer.name}_variance")
             for stat, batch in (("moving_mean", mean), ("moving_variance", var)):
                 g.moving_average(
                     p[stat], batch, momentum=float(cfg.get("momentum", 0.99)), name=f"{layer.name}_update_{stat}"
                 )
-            if len(axes) == 1:  # one op, whose gradient goes through the batch's statistics in three passes
+            if len(axes) == 1 and mask is None:  # one op, its gradient through the batch's statistics in three passes
                 return g.batch_norm(
                     x,
                     mean,
@@ -384,6 +388,20 @@ class Normalization(Rule):
             f"{layer.name}_grouped",
         )
         return g.reshape(y, shape=ir_shape(shapes[0]), name=layer.name)
+
+
+def _masked_moments(g, x, mask, shape, others, b, name):
+    """The mean and variance over the kept steps only, as Keras 3's and tf-keras's
+    BatchNormalization compute them in training when a mask reaches it: a padded step weighs
+    nothing, and the count is the kept elements' (Keras adds its epsilon(), 1e-7). The mask is
+    [B,T]; x is [B,T,C], reduced over `others`."""
+    dtype = g.type(x).dtype
+    m = g.reshape(mask, shape=(BATCH, shape[1], 1), name=f"{name}_mask")
+    per_step = math.prod(shape[i] for i in others if i == 2)  # the mask counts a step once, x has C values
+    count = g.add(g.mul(g.reduce_sum(m, axes=others), g.const(float(per_step), dtype)), g.const(1e-7, dtype))
+    mean = g.div(g.reduce_sum(g.mul(x, m), axes=others), count, name=f"{name}_mean")
+    spread = g.square(g.mul(g.sub(x, b(mean)), m))
+    return mean, g.div(g.reduce_sum(spread, axes=others), count, name=f"{name}_variance")
 
 
 CORE = {  # model.py joins these with the other rule modules' into RULES
