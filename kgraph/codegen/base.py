@@ -202,19 +202,30 @@ class StepCodegen:
         """The expression of node nid's buffer, shaped as its type."""
         slot = self.plan.slots[nid]
         t = self.g.type(nid)
-        shape = shape_expr(t.shape)
         a, c = t.per_batch_size()
         if slot.region == "arena":
-            start = f"{slot.offset} * B" if slot.batch else f"{self.plan.arena_per_sample} * B + {slot.offset}"
+            start = (
+                (f"{slot.offset} * B" if slot.offset else "0")
+                if slot.batch
+                else f"{self.plan.arena_per_sample} * B + {slot.offset}"
+            )
             n = f"{a} * B" if slot.batch else str(max(c, 1))
-            return f"arena[{start}:{start} + {n}].reshape({shape})"
+            return self._region_view("arena", start, n, t.shape)
         if slot.region in ("params", "grads", "state"):
-            return f"{slot.region}[{slot.offset}:{slot.offset + max(c, 1)}].reshape({shape})"
+            return self._region_view(slot.region, str(slot.offset), str(max(c, 1)), t.shape)
         if slot.region == "rng":
-            start = f"{slot.offset} * B" if slot.batch else f"{self.plan.rng_per_sample} * B + {slot.offset}"
+            start = (
+                (f"{slot.offset} * B" if slot.offset else "0")
+                if slot.batch
+                else f"{self.plan.rng_per_sample} * B + {slot.offset}"
+            )
             n = f"{a} * B" if slot.batch else str(max(c, 1))
-            return f"rng[{start}:{start} + {n}].reshape({shape})"
+            return self._region_view("rng", start, n, t.shape)
         raise AssertionError(f"no buffer for %{nid} in region {slot.region}")
+
+    def _region_view(self, region: str, start: str, size: str, shape) -> str:
+        """`size` elements of a flat array from `start`, shaped."""
+        return f"{region}[{start}:{start} + {size}].reshape({shape_expr(shape)})"
 
     def _define(self, node) -> list[str]:
         """The view of the node's buffer (and of the bias gradient it also writes)."""

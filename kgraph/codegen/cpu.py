@@ -155,6 +155,38 @@ class CpuCodegen(StepCodegen):
             return self.mod.array(n.attrs["value"])
         return _var(nid)
 
+    def _reshaped(self, nid: str, dims) -> str:
+        """Node nid as an array of `dims`: as it is where its view already has that shape (a
+        buffer's view or a VIEW op's reshape; not a step's input, sliced from its argument), so
+        that Numba has no reshape to type, and a reader no reshape to read past."""
+        dims = [str(d) for d in dims]
+        own = [("B" if d == BATCH else str(d)) for d in self.g.type(nid).shape] or ["1"]
+        if dims == own and self.g.node(nid).op not in ("input", "label", "sample_weight", "const", "scalar"):
+            return self._operand(nid)
+        return f"{self._operand(nid)}.reshape(({', '.join(dims)}{',' if len(dims) == 1 else ''}))"
+
+    def _rows(self, nid) -> str:
+        t = self.g.type(nid)
+        return self._reshaped(nid, (_prod(t.shape[:-1]), t.shape[-1]))
+
+    def _stack(self, nid) -> str:
+        t = self.g.type(nid)
+        return self._reshaped(nid, (_prod(t.shape[:-2]), t.shape[-2], t.shape[-1]))
+
+    def _flat(self, nid) -> str:
+        return self._reshaped(nid, (_prod(self.g.type(nid).shape),))
+
+    def _region_view(self, region: str, start: str, size: str, shape) -> str:
+        """A buffer as a call of K.view1..view4 (kernels/cpu.py: one call for Numba to type, where
+        the slice, its arithmetic and the reshape were nine operations); a higher rank sliced."""
+        dims = shape_expr(shape)[1:-1].rstrip(",")  # "B, 10"; a scalar's "1"
+        rank = len(shape) or 1
+        return (
+            f"K.view{rank}({region}, {start}, {dims})"
+            if rank <= 4
+            else super()._region_view(region, start, size, shape)
+        )
+
     def _emit(self, node) -> list[str]:
         op = get_op(node.op)
         if op.pattern is Pattern.VIEW:
@@ -264,7 +296,7 @@ class CpuCodegen(StepCodegen):
     def _matrix(self, nid) -> str:
         """A node as a matrix: its rows are all axes but the last."""
         t = self.g.type(nid)
-        return f"{self._operand(nid)}.reshape(({_prod(t.shape[:-1])}, {t.shape[-1]}))"
+        return self._reshaped(nid, (_prod(t.shape[:-1]), t.shape[-1]))
 
     def _emit_matmul(self, node) -> list[str]:
         a, b, out = self._matrix(node.inputs[0]), self._matrix(node.inputs[1]), self._matrix(node.id)
@@ -469,13 +501,9 @@ class CpuCodegen(StepCodegen):
         pre, mid, post = split
         if node.attrs.get("parts", 1) > 1:  # a column sum over large samples (passes/split.py)
             return [
-                f"K.column_sum({self._operand(x)}.reshape(({mid}, {post})), {_var(node.id)}, "
-                f"{self._partial(node)}, {mean}, parts)"
+                f"K.column_sum({self._reshaped(x, (mid, post))}, {_var(node.id)}, {self._partial(node)}, {mean}, parts)"
             ]
-        return [
-            f"K.reduce_3d({self._operand(x)}.reshape(({pre}, {mid}, {post})), "
-            f"{_var(node.id)}.reshape(({pre}, {post})), {mean})"
-        ]
+        return [f"K.reduce_3d({self._reshaped(x, (pre, mid, post))}, {self._reshaped(node.id, (pre, post))}, {mean})"]
 
     def _emit_reduce_sum(self, node):
         return self._reduce(node, False)
@@ -489,10 +517,7 @@ class CpuCodegen(StepCodegen):
         if split is None:
             raise NotImplementedError(f"reduce_max over non-contiguous axes (%{node.id})")
         pre, mid, post = split
-        return [
-            f"K.reduce_max_3d({self._operand(x)}.reshape(({pre}, {mid}, {post})), "
-            f"{_var(node.id)}.reshape(({pre}, {post})))"
-        ]
+        return [f"K.reduce_max_3d({self._reshaped(x, (pre, mid, post))}, {self._reshaped(node.id, (pre, post))})"]
 
     def _emit_broadcast_like(self, node):
         g, x = node.inputs
@@ -503,10 +528,7 @@ class CpuCodegen(StepCodegen):
             fn = self._scattered(node, t, axes, "broadcast")
             return [f"{fn}({self._operand(g)}.reshape({keep}), {_var(node.id)})"]
         pre, mid, post = split
-        return [
-            f"K.broadcast_3d({self._operand(g)}.reshape(({pre}, {post})), "
-            f"{_var(node.id)}.reshape(({pre}, {mid}, {post})))"
-        ]
+        return [f"K.broadcast_3d({self._reshaped(g, (pre, post))}, {self._reshaped(node.id, (pre, mid, post))})"]
 
     def _emit_count(self, node):
         t = self.g.type(node.inputs[0])

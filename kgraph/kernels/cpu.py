@@ -179,6 +179,33 @@ def sum_parts(partial, out, count):
         out[c] = s / count if count > 1 else s
 
 
+# A step's buffers: views of its flat arrays (arena, params, grads, state, rng), one call each.
+# Numba types a call of one of these once per step function, where the slice it replaces, its
+# offset arithmetic and the reshape were nine operations to type apiece: half of the type check
+# of a step's Python function (runtime/typecheck.py), and of the typing of its compile.
+
+
+def _view1(a, start, d0):
+    return a[start : start + d0].reshape((d0,))
+
+
+def _view2(a, start, d0, d1):
+    return a[start : start + d0 * d1].reshape((d0, d1))
+
+
+def _view3(a, start, d0, d1, d2):
+    return a[start : start + d0 * d1 * d2].reshape((d0, d1, d2))
+
+
+def _view4(a, start, d0, d1, d2, d3):
+    return a[start : start + d0 * d1 * d2 * d3].reshape((d0, d1, d2, d3))
+
+
+view1, view2, view3, view4 = (jit(f) for f in (_view1, _view2, _view3, _view4))
+for _kernel, _form in ((view1, _view1), (view2, _view2), (view3, _view3), (view4, _view4)):
+    _kernel.python_form = _form  # a Python step slices as NumPy: nothing to call, nothing to compile
+
+
 @jit
 def copy_flat(x, out):
     """out[i] = x[i] over 1-D arrays (a step's outputs into their rows of the stash, a masked
