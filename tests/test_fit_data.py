@@ -117,10 +117,28 @@ def test_a_generator_that_runs_out_stops_training_with_keras_warning(data):
     with pytest.warns(UserWarning, match="ran out of data"):
         hist = _model().fit(short, steps_per_epoch=2, epochs=5, verbose=0)
     assert len(hist.history["loss"]) == 2
-    once = ((x[i : i + 5], y[i : i + 5]) for i in range(0, 20, 5))  # without steps_per_epoch: one pass, then out
-    with pytest.warns(UserWarning, match="ran out of data"):
-        hist = _model().fit(once, epochs=3, verbose=0)
-    assert len(hist.history["loss"]) == 1
+
+
+def test_a_generator_read_again_gives_its_first_two_batches_as_keras_3_does(data):
+    """Keras 3 keeps a generator's first two batches (it looks at them for the data's structure)
+    and starts every pass with them: a finite generator's later epochs, and the validation passes
+    after the first, read those two batches only (checked against 3.15, which logged a real
+    val_loss where kgraph logged 0); kgraph says so once."""
+    x, y = data
+
+    def batches():
+        for i in range(0, 15, 5):
+            yield x[i : i + 5], y[i : i + 5]
+
+    model = _model()
+    model.optimizer.learning_rate = 0.0  # the same weights every epoch: each val_loss is an evaluate
+    with pytest.warns(UserWarning, match="read once: each pass over it after the first starts again from its first 2"):
+        hist = model.fit(x, y, validation_data=batches(), epochs=3, verbose=0)
+    every, first_two = (model.evaluate(x[:n], y[:n], verbose=0)[0] for n in (15, 10))
+    assert hist.history["val_loss"] == pytest.approx([every, first_two, first_two], rel=1e-6)
+    with pytest.warns(UserWarning, match="read once"):
+        hist = model.fit(batches(), epochs=3, verbose=0)
+    assert hist.history["loss"] == pytest.approx([every, first_two, first_two], rel=1e-6)
 
 
 def test_validation_and_evaluate_from_generators(data):
@@ -131,7 +149,8 @@ def test_validation_and_evaluate_from_generators(data):
         while True:
             yield x[:10], y[:10]
 
-    hist = model.fit(x, y, validation_data=val(), validation_steps=2, epochs=2, verbose=0)
+    with pytest.warns(UserWarning, match="read once"):  # each validation pass starts again, as in Keras 3
+        hist = model.fit(x, y, validation_data=val(), validation_steps=2, epochs=2, verbose=0)
     assert set(hist.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     np.testing.assert_allclose(hist.history["val_loss"][-1], model.evaluate(x[:10], y[:10], verbose=0)[0], rtol=1e-5)
     np.testing.assert_allclose(

@@ -4,7 +4,9 @@ of (x, y) or (x, y, sample_weight) batches."""
 
 from __future__ import annotations
 
+import itertools
 import math
+import types
 import warnings
 
 import numpy as np
@@ -15,6 +17,13 @@ from .sources import known_batches
 OUT_OF_DATA = (
     "Your input ran out of data; interrupting training. Make sure that your dataset or generator can "
     "generate at least `steps_per_epoch * epochs` batches."
+)
+
+
+REPLAYED = (
+    "A generator is read once: each pass over it after the first starts again from its first {} batches "
+    "(Keras 3 keeps them and reads them again too), then goes on with what the generator has left. Give a "
+    "Dataset, a keras-style Sequence or a list of batches to read every batch each epoch."
 )
 
 
@@ -81,15 +90,31 @@ class ArrayBatches:
 class IterableBatches:
     """Batches from a user's iterable; `convert` turns each item into (xs, ys, sws) lists. A
     source that knows its length (a Dataset of known cardinality, a Sequence, a list of batches)
-    gives the epoch its number of batches."""
+    gives the epoch its number of batches.
+
+    A generator is read once, so each pass starts with its first PEEKED batches again, then goes on
+    with what it has left, as Keras 3 reads one (it keeps those batches from when it looked at the
+    data's structure): a finite generator's later passes are those batches, where a pass over
+    nothing had logged a validation loss of 0. (Training with steps_per_epoch draws every epoch
+    from one pass: EpochIterator.)"""
+
+    PEEKED = 2  # Keras 3's NUM_BATCHES_FOR_TENSOR_SPEC
 
     def __init__(self, data, convert):
         self.data, self.convert = data, convert
         self.num_batches = known_batches(data)
         self.batch_size = None  # the rows of the last batch (the thread tuner's key)
+        self.peeked = list(itertools.islice(data, self.PEEKED)) if isinstance(data, types.GeneratorType) else None
+        self.passes = 0
 
     def __iter__(self):
-        for item in self.data:
+        items = self.data
+        if self.peeked is not None:  # a generator: each pass starts with the batches Keras keeps
+            if self.passes == 1:
+                warnings.warn(REPLAYED.format(len(self.peeked)), stacklevel=2)
+            self.passes += 1
+            items = itertools.chain(self.peeked, self.data)
+        for item in items:
             batch = self.convert(item)
             self.batch_size = len(batch[0][0]) if batch[0] else None
             yield batch
