@@ -130,3 +130,11 @@ def test_options_and_their_errors():
         optimizers.AdamW(weight_decay=None)
     with pytest.raises(ValueError, match="use_ema=True is not supported"):
         optimizers.get({"class_name": "Adam", "config": {"use_ema": True}})
+    # the constructors as the configs: an option that would change training is refused, not dropped,
+    # and a misspelt argument raises as in Keras 3 (it trained as the default rate)
+    for options in ({"use_ema": True}, {"gradient_accumulation_steps": 4}):
+        with pytest.raises(ValueError, match=f"{next(iter(options))}=.* is not supported"):
+            optimizers.Adam(0.01, **options)
+    with pytest.raises(ValueError, match=r"Argument\(s\) not recognized: \{'lerning_rate': 5.0\}"):
+        optimizers.RMSprop(lerning_rate=5.0)
+    assert optimizers.SGD(0.1, use_ema=False, ema_momentum=0.99, jit_compile=True).spec() == optimizers.SGD(0.1).spec()

@@ -12,8 +12,25 @@ class Optimizer:
     kind = ""  # the optimizer pass's name for the update rule
 
     def __init__(
-        self, learning_rate, name=None, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, **hyper
+        self,
+        learning_rate,
+        hyper: dict,
+        name=None,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        **options,
     ):
+        """hyper: the subclass's own hyper-parameters; options: the other arguments every Keras 3
+        optimizer takes, refused where set to what this runtime does not run (an argument Keras
+        does not know raises, as in Keras: a misspelt one would otherwise train as the default)."""
+        unknown = {k: v for k, v in options.items() if k not in _IGNORED_KEYS and k not in _DEFAULT_ONLY}
+        if unknown:
+            raise ValueError(f"Argument(s) not recognized: {unknown}")
+        for key, default in _DEFAULT_ONLY.items():
+            if options.get(key, default) not in (default, None):
+                raise ValueError(f"optimizer option {key}={options[key]!r} is not supported yet")
         clipping = {"clipnorm": clipnorm, "clipvalue": clipvalue, "global_clipnorm": global_clipnorm}
         if sum(v is not None for v in clipping.values()) > 1:
             raise ValueError(
@@ -83,21 +100,15 @@ class SGD(Optimizer):
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **options):
         if not 0 <= momentum <= 1:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-        super().__init__(learning_rate, momentum=float(momentum), nesterov=bool(nesterov), **options)
+        super().__init__(learning_rate, {"momentum": float(momentum), "nesterov": bool(nesterov)}, **options)
 
 
 class Adam(Optimizer):
     kind = "adam"
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **options):
-        super().__init__(
-            learning_rate,
-            beta_1=float(beta_1),
-            beta_2=float(beta_2),
-            epsilon=float(epsilon),
-            amsgrad=bool(amsgrad),
-            **options,
-        )
+        hyper = {"beta_1": float(beta_1), "beta_2": float(beta_2), "epsilon": float(epsilon), "amsgrad": bool(amsgrad)}
+        super().__init__(learning_rate, hyper, **options)
 
 
 class AdamW(Adam):
@@ -115,44 +126,39 @@ class RMSprop(Optimizer):
     kind = "rmsprop"
 
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, **options):
-        super().__init__(
-            learning_rate,
-            rho=float(rho),
-            momentum=float(momentum),
-            epsilon=float(epsilon),
-            centered=bool(centered),
-            **options,
-        )
+        hyper = {"rho": float(rho), "momentum": float(momentum), "epsilon": float(epsilon), "centered": bool(centered)}
+        super().__init__(learning_rate, hyper, **options)
 
 
 class Adagrad(Optimizer):
     kind = "adagrad"
 
     def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, **options):
-        super().__init__(
-            learning_rate, initial_accumulator_value=float(initial_accumulator_value), epsilon=float(epsilon), **options
-        )
+        hyper = {"initial_accumulator_value": float(initial_accumulator_value), "epsilon": float(epsilon)}
+        super().__init__(learning_rate, hyper, **options)
 
 
 class Adadelta(Optimizer):
     kind = "adadelta"
 
     def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-7, **options):
-        super().__init__(learning_rate, rho=float(rho), epsilon=float(epsilon), **options)
+        super().__init__(learning_rate, {"rho": float(rho), "epsilon": float(epsilon)}, **options)
 
 
 class Adamax(Optimizer):
     kind = "adamax"
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **options):
-        super().__init__(learning_rate, beta_1=float(beta_1), beta_2=float(beta_2), epsilon=float(epsilon), **options)
+        hyper = {"beta_1": float(beta_1), "beta_2": float(beta_2), "epsilon": float(epsilon)}
+        super().__init__(learning_rate, hyper, **options)
 
 
 class Nadam(Optimizer):
     kind = "nadam"
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **options):
-        super().__init__(learning_rate, beta_1=float(beta_1), beta_2=float(beta_2), epsilon=float(epsilon), **options)
+        hyper = {"beta_1": float(beta_1), "beta_2": float(beta_2), "epsilon": float(epsilon)}
+        super().__init__(learning_rate, hyper, **options)
 
 
 class Lion(Optimizer):
@@ -166,11 +172,11 @@ class Lion(Optimizer):
                 f"Argument `beta_1` must be in the [0, 1] range. Otherwise, the optimizer degenerates "
                 f"to SignSGD. Received: beta_1={beta_1}."
             )
-        super().__init__(learning_rate, beta_1=float(beta_1), beta_2=float(beta_2), **options)
+        super().__init__(learning_rate, {"beta_1": float(beta_1), "beta_2": float(beta_2)}, **options)
 
 
 ALL = {c.__name__.lower(): c for c in (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, Nadam, Lion)}
-# Keras config keys with no effect on the update here
+# Keras arguments with no effect on the update here (the EMA's only while use_ema is off)
 _IGNORED_KEYS = {"ema_momentum", "ema_overwrite_frequency", "is_legacy_optimizer", "jit_compile"}
 # Keras config keys this runtime runs only at their default value
 _DEFAULT_ONLY = {"use_ema": False, "loss_scale_factor": None, "gradient_accumulation_steps": None, "decay": 0.0}
@@ -193,13 +199,7 @@ def get(identifier) -> Optimizer:
     if isinstance(identifier, dict):
         cls = _class(identifier.get("class_name", identifier.get("name", "")))
         config = dict(identifier.get("config", identifier))
-        for key, default in _DEFAULT_ONLY.items():
-            if config.get(key, default) not in (default, None):
-                raise ValueError(f"optimizer option {key}={config[key]!r} is not supported yet")
-        kwargs = {
-            k: v for k, v in config.items() if k not in _IGNORED_KEYS and k not in _DEFAULT_ONLY and k != "class_name"
-        }
-        return cls(**kwargs)
+        return cls(**{k: v for k, v in config.items() if k != "class_name"})
     raise ValueError(f"cannot interpret {identifier!r} as an optimizer")
 
 
