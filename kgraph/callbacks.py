@@ -22,6 +22,7 @@ import numpy as np
 
 from kgraph.runtime.callbacks import Callback, CallbackList, History, ProgbarLogger  # noqa: F401  (re-exported)
 from kgraph.runtime.files import write_text
+from kgraph.metrics import _snake
 from kgraph.runtime.progbar import print_msg
 
 # Which way Keras's built-in metrics improve, standing in for the
@@ -45,6 +46,16 @@ _MINIMIZED = frozenset(
 )
 
 
+def _compiled_direction(model, metric: str):
+    """The direction, "up" or "down", of the model's compiled metric whose own name is `metric` (an accuracy, AUC,
+    precision or recall rises; an error falls), else None."""
+    rows = (getattr(model, "info", None) or {}).get("metrics") or []
+    for entry in (entry for row in rows for entry in row if entry["key"] == metric):
+        kind = _snake(entry["class"])
+        return "up" if kind in _MAXIMIZED else "down" if kind in _MINIMIZED else None
+    return None
+
+
 class MonitorCallback(Callback):
     """Shared logic of callbacks that track the best value of one log key."""
 
@@ -64,11 +75,14 @@ class MonitorCallback(Callback):
 
     def _set_monitor_op(self):
         metric = self.monitor.removeprefix("val_")
-        if self.mode == "min" or (self.mode == "auto" and metric in _MINIMIZED):
+        # mode "auto": by the name, else as Keras 3 by the compiled metric of that name (its own,
+        # as given to a metric object: SparseTopKCategoricalAccuracy(name="top2") rises)
+        direction = _compiled_direction(self.model, metric) if metric not in _MINIMIZED | _MAXIMIZED else None
+        if self.mode == "min" or (self.mode == "auto" and (metric in _MINIMIZED or direction == "down")):
             self.monitor_op = operator.lt
             # Improving means dropping by more than min_delta.
             self.min_delta *= -1
-        elif self.mode == "max" or metric in _MAXIMIZED:
+        elif self.mode == "max" or metric in _MAXIMIZED or direction == "up":
             self.monitor_op = operator.gt
         else:
             raise ValueError(

@@ -403,3 +403,25 @@ def test_tensorboard_writes_event_files_tensorboard_reads(tmp_path):
     val = EventAccumulator(str(tmp_path / "validation"))
     val.Reload()
     assert [e.value for e in val.Scalars("epoch_loss")] == [2.0, 1.0, pytest.approx(2 / 3)]
+
+
+def test_mode_auto_reads_the_direction_of_a_metric_object_named_by_the_user():
+    """Keras 3 looks up a monitor it cannot tell by name among the compiled metrics:
+    SparseTopKCategoricalAccuracy(name="top2") rises, MeanSquaredError(name="err") falls; a
+    name that is neither is refused."""
+
+    def model():
+        m = FakeModel()
+        rows = [{"key": "top2", "class": "SparseTopKCategoricalAccuracy"}, {"key": "err", "class": "MeanSquaredError"}]
+        m.info = {"metrics": [rows]}
+        return m
+
+    logs = [{"val_top2": v, "val_err": v} for v in (0.5, 0.4, 0.3, 0.2)]
+    rising = EarlyStopping(monitor="val_top2", patience=1)
+    fit(model(), [rising], logs)
+    assert rising.stopped_epoch == 1 and rising.best == 0.5  # it fell: no improvement after epoch 0
+    falling = EarlyStopping(monitor="val_err", patience=1)
+    fit(model(), [falling], logs)
+    assert falling.stopped_epoch == 0 and falling.best == 0.2
+    with pytest.raises(ValueError, match="automatically determine"):
+        fit(model(), [EarlyStopping(monitor="val_other")], [{"val_other": 1.0}])
