@@ -200,3 +200,26 @@ def test_loss_objects_functions_and_configs_compile_alike(data):
     assert _model(loss=kgraph.losses.Huber(delta=0.1), metrics=()).test_on_batch(x, onehot) != values[0]
     with pytest.raises(TypeError, match="unexpected arguments"):
         kgraph.losses.Huber(delt=2.0)
+
+
+def test_validation_freq_batch_size_and_test_hooks_in_fit(data):
+    """As Keras 3's fit: validation after every validation_freq-th epoch (or the 1-based epochs a
+    list names), in batches of validation_batch_size, as an evaluate whose test hooks fit's
+    callbacks receive."""
+    x, y = data
+    events = []
+    hooks = callbacks.LambdaCallback(
+        on_test_begin=lambda logs: events.append("begin"),
+        on_test_batch_end=lambda batch, logs: events.append(batch),
+        on_test_end=lambda logs: events.append(("end", sorted(logs))),
+        on_epoch_end=lambda epoch, logs: events.append(f"epoch {epoch}"),
+    )
+    model = _model()
+    hist = model.fit(x, y, epochs=4, verbose=0, validation_data=(x[:15], y[:15]), validation_freq=2)
+    assert len(hist.history["loss"]) == 4 and len(hist.history["val_loss"]) == 2
+    hist = model.fit(x, y, epochs=3, verbose=0, validation_data=(x[:15], y[:15]), validation_freq=[1, 3])
+    assert len(hist.history["val_loss"]) == 2
+    model.fit(x, y, epochs=1, verbose=0, validation_data=(x[:15], y[:15]), validation_batch_size=7, callbacks=[hooks])
+    assert events == ["begin", 0, 1, 2, ("end", ["accuracy", "loss"]), "epoch 0"]
+    with pytest.raises(ValueError, match="Expected `validation_freq` to be a list or int"):
+        model.fit(x, y, validation_data=(x, y), validation_freq="2", verbose=0)

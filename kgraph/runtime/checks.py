@@ -177,3 +177,17 @@ def check_token_ids(x: np.ndarray, limit: int, what: str, layer: str) -> None:
             f"{what} feeds Embedding {layer!r} (input_dim {limit}): ids must be in 0-{limit - 1}, "
             f"got {_number(ids[bad][0])} at {_where_first(bad)}"
         )
+
+
+def validation_epochs(validation_freq):
+    """fit's validation_freq as Keras 3 reads it: an int n validates after every n-th epoch, a list
+    after the (1-based) epochs it holds. Returns a test of a 1-based epoch."""
+    if isinstance(validation_freq, bool) or not isinstance(validation_freq, (int, list)):
+        raise ValueError(
+            "Expected `validation_freq` to be a list or int. "
+            f"Received: validation_freq={validation_freq} of the type {type(validation_freq)}."
+        )
+    if isinstance(validation_freq, int):
+        n = positive_int(validation_freq, "validation_freq")
+        return lambda epoch: epoch % n == 0
+    return lambda epoch: epoch in validation_freq

@@ -421,10 +421,16 @@ class CompiledModel:
         initial_epoch=0,
         steps_per_epoch=None,
         validation_steps=None,
+        validation_batch_size=None,
+        validation_freq=1,
     ):
         """As keras.Model.fit. x may also be an iterable or generator of (x, y) or (x, y, sample_weight)
-        batches; with steps_per_epoch, epochs draw that many batches from it in turn."""
+        batches; with steps_per_epoch, epochs draw that many batches from it in turn. Validation
+        runs after the epochs validation_freq names (every n-th, or a list of 1-based epochs) as
+        Keras 3's evaluate, its test hooks called on fit's callbacks."""
         self._require_compiled()
+        validation_batch_size = checks.positive_int(validation_batch_size, "validation_batch_size", allow_none=True)
+        validates = checks.validation_epochs(validation_freq)
         x, validation_data = sources.adapt(x), sources.adapt(validation_data)
         batch_size = checks.positive_int(batch_size, "batch_size", allow_none=True) or 32
         verbose = checks.check_verbose(verbose)
@@ -471,7 +477,9 @@ class CompiledModel:
                 train = tuple([a[:split] for a in group] for group in train)
         batches = EpochIterator(self._batch_source(train, batch_size, shuffle, class_weight, "train"), steps_per_epoch)
         if val is not None:
-            val = EpochIterator(self._batch_source(val, batch_size), validation_steps, restart=True)
+            val = EpochIterator(
+                self._batch_source(val, validation_batch_size or batch_size), validation_steps, restart=True
+            )
         if not self.is_chief:  # other replicas train silently and write nothing
             verbose = 0
             callbacks = [c for c in (callbacks or []) if not getattr(c, "writes_files", False)]
@@ -513,8 +521,11 @@ class CompiledModel:
                 if self.stop_training:
                     break
             logs = epoch_logs.result()
-            if val is not None:
-                logs.update({"val_" + k: v for k, v in self._evaluate(val, None).result().items()})
+            if val is not None and validates(epoch + 1):
+                cbs.on_test_begin()
+                val_logs = self._evaluate(val, cbs).result()
+                cbs.on_test_end(val_logs)
+                logs.update({"val_" + k: v for k, v in val_logs.items()})
             cbs.on_epoch_end(epoch, logs)
             if self.stop_training or batches.exhausted:
                 break
