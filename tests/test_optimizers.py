@@ -5,6 +5,7 @@ training step against TensorFlow in test_tf_fidelity.py."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kgraph import optimizers
@@ -138,3 +139,15 @@ def test_options_and_their_errors():
     with pytest.raises(ValueError, match=r"Argument\(s\) not recognized: \{'lerning_rate': 5.0\}"):
         optimizers.RMSprop(lerning_rate=5.0)
     assert optimizers.SGD(0.1, use_ema=False, ema_momentum=0.99, jit_compile=True).spec() == optimizers.SGD(0.1).spec()
+
+
+def test_learning_rate_answers_keras_3_variable_idioms():
+    """optimizer.learning_rate.assign(x) and .numpy(), as on Keras 3's variable; a schedule's
+    rate refuses assign as its setter does."""
+    opt = optimizers.SGD(0.1)
+    assert opt.learning_rate == pytest.approx(0.1) and opt.learning_rate.numpy().dtype == np.float32
+    opt.learning_rate.assign(0.5)
+    assert opt.learning_rate == 0.5 and opt.get_config()["learning_rate"] == 0.5
+    scheduled = optimizers.SGD(optimizers.schedules.ExponentialDecay(0.1, 10, 0.5))
+    with pytest.raises(TypeError, match="not settable"):
+        scheduled.learning_rate.assign(0.5)

@@ -4,8 +4,27 @@ gradient clipping before them; a learning-rate schedule is evaluated here, once 
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import schedules
 from .schedules import LearningRateSchedule
+
+
+class LearningRate(float):
+    """An optimizer's rate as its `learning_rate` reads it: a float, with the methods of the
+    variable Keras 3 gives there (`optimizer.learning_rate.assign(0.5)` sets the rate)."""
+
+    def __new__(cls, value, optimizer):
+        rate = super().__new__(cls, value)
+        rate.optimizer = optimizer
+        return rate
+
+    def assign(self, value):
+        self.optimizer.learning_rate = value  # a schedule's rate refuses, as the setter does
+        return self.optimizer.learning_rate
+
+    def numpy(self):
+        return np.float32(self)
 
 
 class Optimizer:
@@ -51,9 +70,10 @@ class Optimizer:
 
     @property
     def learning_rate(self) -> float:
-        """This step's rate, as Keras's property: a schedule's value at `iterations`."""
+        """This step's rate, as Keras's property: a schedule's value at `iterations`. A float that
+        also answers Keras 3's variable idioms, `.assign(value)` and `.numpy()`."""
         lr = self._learning_rate
-        return float(lr(self.iterations)) if isinstance(lr, LearningRateSchedule) else lr
+        return LearningRate(float(lr(self.iterations)) if isinstance(lr, LearningRateSchedule) else lr, self)
 
     @learning_rate.setter
     def learning_rate(self, value):
