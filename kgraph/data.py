@@ -82,12 +82,26 @@ def _pack(template, leaves):
 
 
 def _as_arrays(structure):
-    """Lists and scalars become arrays (tf.data reads a list as one tensor, not as a structure)."""
+    """Lists and scalars become arrays (tf.data reads a list as one tensor, not as a structure), of
+    the dtypes TensorFlow gives Python numbers: float32 and int32 (NumPy's float64 and int64 are
+    kept, as tf.data keeps them)."""
     if isinstance(structure, tuple):
         return tuple(_as_arrays(item) for item in structure)
     if isinstance(structure, dict):
         return {k: _as_arrays(v) for k, v in structure.items()}
-    return np.asarray(structure)
+    if isinstance(structure, np.ndarray):
+        return structure
+    array = np.asarray(structure)
+    if (
+        isinstance(structure, (list, float, int))
+        and not isinstance(structure, np.generic)
+        and array.dtype in (np.float64, np.int64)
+    ):
+        with np.errstate(over="ignore"):
+            narrow = array.astype(np.float32 if array.dtype == np.float64 else np.int32)
+        # tf.constant refuses Python ints beyond int32; kgraph keeps them 64-bit rather than wrap
+        return narrow if array.dtype == np.float64 or np.array_equal(narrow, array) else array
+    return array
 
 
 def _call(fn, element):

@@ -545,3 +545,18 @@ def test_an_unbuilt_model_builds_from_a_dataset_and_trains_every_epoch():
     hist = model.fit(Dataset.from_tensor_slices((x, y)).batch(16), epochs=3, verbose=0)
     # the batch read to build the model is read again: 3 batches in each of the 3 epochs
     assert model.built and len(hist.history["loss"]) == 3 and model.optimizer.iterations == 9
+
+
+def test_python_numbers_slice_as_tensorflow_types_them():
+    """tf.data gives Python floats float32 and Python ints int32 (checked against TF 2.21); NumPy
+    arrays and scalars keep their dtypes."""
+    from kgraph.data import Dataset
+
+    def first(ds):
+        return next(iter(ds.as_numpy_iterator()))
+
+    assert first(Dataset.from_tensor_slices([1.5, 2.5])).dtype == np.float32
+    assert first(Dataset.from_tensor_slices([[1, 2]])).dtype == np.int32
+    assert first(Dataset.from_tensor_slices([2**40])).dtype == np.int64  # beyond int32: kept, not wrapped
+    assert first(Dataset.from_tensor_slices(np.array([1.5]))).dtype == np.float64
+    assert first(Dataset.from_tensor_slices([1.5]).map(lambda v: np.float64(2.0))).dtype == np.float64
