@@ -39,7 +39,7 @@ _MAXIMIZED = frozenset(
 _MINIMIZED = frozenset(
     """loss mean_squared_error mse mean_absolute_error mae
     mean_absolute_percentage_error mape mean_squared_logarithmic_error msle
-    root_mean_squared_error logcosh hinge squared_hinge categorical_hinge
+    root_mean_squared_error logcosh log_cosh_error hinge squared_hinge categorical_hinge
     binary_crossentropy categorical_crossentropy
     sparse_categorical_crossentropy binary_focal_crossentropy
     categorical_focal_crossentropy kl_divergence poisson""".split()

@@ -27,7 +27,8 @@ from .runtime.metrics import (  # noqa: F401
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower().replace("a_u_c", "auc")
+    """Keras's to_snake_case: AUC -> auc, KLDivergence -> kl_divergence."""
+    return re.sub("([a-z])([A-Z])", r"\1_\2", re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)).lower()
 
 
 # Keras 3's metric strings: class names, their snake_case, and the short aliases
@@ -39,6 +40,12 @@ NAMES = {
     "mae": "MeanAbsoluteError",
     "MAE": "MeanAbsoluteError",
     "rmse": "RootMeanSquaredError",
+    "mape": "MeanAbsolutePercentageError",
+    "MAPE": "MeanAbsolutePercentageError",
+    "msle": "MeanSquaredLogarithmicError",
+    "MSLE": "MeanSquaredLogarithmicError",
+    "bce": "BinaryCrossentropy",
+    "BCE": "BinaryCrossentropy",
 }
 
 

@@ -111,3 +111,53 @@ def test_unknown_metric_is_one_line_listing_the_known_ones():
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("unknown metric 'accuracyy'; known:")
     assert "AUC" in msg and "mae" in msg and "sparse_top_k_categorical_accuracy" in msg
+
+
+# what tools/make_tf_fixtures.py gave Keras 3.15 for the fixture's cases that are not a string
+_CLASS_CASES = {
+    "LogCoshError": ("LogCoshError", {}),
+    "CosineSimilarity": ("CosineSimilarity", {}),
+    "BinaryCrossentropy_logits_smoothing": ("BinaryCrossentropy", {"from_logits": True, "label_smoothing": 0.1}),
+    "CategoricalCrossentropy_logits_smoothing": (
+        "CategoricalCrossentropy",
+        {"from_logits": True, "label_smoothing": 0.2},
+    ),
+    "SparseCategoricalCrossentropy_logits": ("SparseCategoricalCrossentropy", {"from_logits": True}),
+}
+
+
+@pytest.fixture(scope="module")
+def tf_metrics():
+    from pathlib import Path
+
+    with np.load(Path(__file__).parent / "fixtures" / "tf" / "metrics.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "mape",
+        "msle",
+        "binary_crossentropy",
+        "categorical_crossentropy",
+        "sparse_categorical_crossentropy",
+        "kl_divergence",
+        "poisson",
+        "hinge",
+        "squared_hinge",
+        "categorical_hinge",
+        *_CLASS_CASES,
+    ],
+)
+def test_loss_like_metrics_match_keras_over_two_batches(tf_metrics, case):
+    """The metrics Keras 3 accepts by these names and classes (a loss's mean over the samples seen)
+    against the values Keras 3.15 gave on the same two batches."""
+    if case in _CLASS_CASES:
+        metric = build(*_CLASS_CASES[case])
+    else:
+        name, class_name, config = metrics.get(case)
+        assert name == case  # logged under the string given, as Keras does
+        metric = build(class_name, config)
+    batches = [(tf_metrics[f"{case}/y_true{k}"], tf_metrics[f"{case}/y_pred{k}"]) for k in (0, 1)]
+    assert _result(metric, *batches) == pytest.approx(float(tf_metrics[f"{case}/result"]), rel=2e-6, abs=1e-7)

@@ -2022,6 +2022,61 @@ def attention_inputs(model, rng):
     return out
 
 
+# Metric values alone (tf/metrics.npz): each metric Keras 3 accepts as compile's metric over two
+# batches of fixed targets and predictions, read by tests/test_metrics.py. Keyed by what compile
+# was given: a string (its log name) or a class with its config.
+def metric_cases():
+    return {
+        "mape": lambda: keras.metrics.get("mape"),
+        "msle": lambda: keras.metrics.get("msle"),
+        "binary_crossentropy": lambda: keras.metrics.get("binary_crossentropy"),
+        "categorical_crossentropy": lambda: keras.metrics.get("categorical_crossentropy"),
+        "sparse_categorical_crossentropy": lambda: keras.metrics.get("sparse_categorical_crossentropy"),
+        "kl_divergence": lambda: keras.metrics.get("kl_divergence"),
+        "poisson": lambda: keras.metrics.get("poisson"),
+        "hinge": lambda: keras.metrics.get("hinge"),
+        "squared_hinge": lambda: keras.metrics.get("squared_hinge"),
+        "categorical_hinge": lambda: keras.metrics.get("categorical_hinge"),
+        "LogCoshError": lambda: keras.metrics.LogCoshError(),
+        "CosineSimilarity": lambda: keras.metrics.CosineSimilarity(),
+        "BinaryCrossentropy_logits_smoothing": lambda: keras.metrics.BinaryCrossentropy(
+            from_logits=True, label_smoothing=0.1
+        ),
+        "CategoricalCrossentropy_logits_smoothing": lambda: keras.metrics.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=0.2
+        ),
+        "SparseCategoricalCrossentropy_logits": lambda: keras.metrics.SparseCategoricalCrossentropy(from_logits=True),
+    }
+
+
+def make_metric_fixtures(tf_dir, seed):
+    rng = np.random.RandomState(seed)
+    classes, rows = 4, (6, 5)
+    probs = [rng.dirichlet(np.ones(classes), size=n).astype(np.float32) for n in rows]
+    logits = [rng.normal(size=(n, classes)).astype(np.float32) for n in rows]
+    labels = [rng.randint(0, classes, size=n).astype(np.int32) for n in rows]
+    positive = [rng.uniform(0.1, 3, size=(n, 3)).astype(np.float32) for n in rows]
+    targets = [rng.uniform(0, 3, size=(n, 3)).astype(np.float32) for n in rows]
+    arrays = {}
+    for name, make in metric_cases().items():
+        logit = "logits" in name
+        if "sparse" in name.lower():
+            batches = list(zip(labels, logits if logit else probs))
+        elif "categorical" in name.lower() or name in ("kl_divergence", "CosineSimilarity"):
+            batches = [(np.eye(classes, dtype=np.float32)[y], p) for y, p in zip(labels, logits if logit else probs)]
+        elif "binary" in name.lower() or "hinge" in name:
+            batches = [((p > 0.3).astype(np.float32), (l if logit or "hinge" in name else p)) for p, l in zip(probs, logits)]
+        else:
+            batches = list(zip(targets, positive))
+        metric = make()
+        for k, (y_true, y_pred) in enumerate(batches):
+            metric.update_state(y_true, y_pred)
+            arrays[f"{name}/y_true{k}"], arrays[f"{name}/y_pred{k}"] = y_true, y_pred
+        arrays[f"{name}/result"] = np.float64(metric.result())
+    np.savez(tf_dir / "metrics.npz", **arrays)
+    print(f"  tf/metrics.npz: {len(metric_cases())} metrics")
+
+
 # --------------------------------------------------------------------------
 
 
@@ -2043,6 +2098,9 @@ def main(argv=None) -> int:
     for i, (name, spec) in enumerate(FIDELITY_CASES.items()):
         if wanted(name):
             make_fidelity_case(name, spec, tf_dir, SEED + i)
+
+    if wanted("metrics"):
+        make_metric_fixtures(tf_dir, SEED + 400)
 
     print("config zoo:")
     zoo_arrays = {}

@@ -152,6 +152,143 @@ class MeanSquaredError(MeanMetricWrapper):
         return np.mean(np.square(y_true - y_pred), axis=-1, dtype=np.float64)
 
 
+class MeanAbsolutePercentageError(MeanMetricWrapper):
+    default_name = "mean_absolute_percentage_error"
+
+    def values(self, y_true, y_pred):
+        return 100.0 * np.mean(np.abs((y_true - y_pred) / np.maximum(np.abs(y_true), EPSILON)), axis=-1)
+
+
+class MeanSquaredLogarithmicError(MeanMetricWrapper):
+    default_name = "mean_squared_logarithmic_error"
+
+    def values(self, y_true, y_pred):
+        logs = np.log(np.maximum(y_pred, EPSILON) + 1.0) - np.log(np.maximum(y_true, EPSILON) + 1.0)
+        return np.mean(np.square(logs), axis=-1)
+
+
+class _Probabilistic(MeanMetricWrapper):
+    """A crossentropy metric: Keras's arguments from_logits (and label_smoothing)."""
+
+    def __init__(self, name=None, from_logits=False, label_smoothing=0.0):
+        self.from_logits, self.label_smoothing = bool(from_logits), float(label_smoothing)
+        super().__init__(name)
+
+    def get_config(self):
+        return {**super().get_config(), "from_logits": self.from_logits, "label_smoothing": self.label_smoothing}
+
+
+def _log_probabilities(y_pred, from_logits):
+    """log p over the last axis as Keras's backend takes it: log_softmax of logits, else the
+    probabilities normalized to sum 1 and clipped to [eps, 1 - eps]."""
+    y_pred = np.asarray(y_pred, np.float64)
+    if from_logits:
+        z = y_pred - y_pred.max(axis=-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return np.log(np.clip(y_pred / y_pred.sum(axis=-1, keepdims=True), EPSILON, 1 - EPSILON))
+
+
+class BinaryCrossentropy(_Probabilistic):
+    default_name = "binary_crossentropy"
+
+    def values(self, y_true, y_pred):
+        y_true = y_true * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
+        if self.from_logits:  # the stable form of sigmoid crossentropy
+            z = np.asarray(y_pred, np.float64)
+            return np.mean(np.maximum(z, 0) - z * y_true + np.log1p(np.exp(-np.abs(z))), axis=-1)
+        p = np.clip(y_pred, EPSILON, 1 - EPSILON)
+        return np.mean(-(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)), axis=-1)
+
+
+class CategoricalCrossentropy(_Probabilistic):
+    default_name = "categorical_crossentropy"
+
+    def values(self, y_true, y_pred):
+        classes = y_pred.shape[-1]
+        y_true = y_true * (1 - self.label_smoothing) + self.label_smoothing / classes
+        return -np.sum(y_true * _log_probabilities(y_pred, self.from_logits), axis=-1)
+
+
+class SparseCategoricalCrossentropy(_Probabilistic):
+    default_name = "sparse_categorical_crossentropy"
+
+    def __init__(self, name=None, from_logits=False):
+        super().__init__(name, from_logits)
+
+    def get_config(self):
+        return {"name": self.name, "from_logits": self.from_logits}
+
+    def values(self, y_true, y_pred):
+        logp = _log_probabilities(y_pred, self.from_logits)
+        if not self.from_logits:  # TensorFlow takes the clipped log p for logits: softmax normalizes it again
+            top = logp.max(axis=-1, keepdims=True)
+            logp = logp - top - np.log(np.exp(logp - top).sum(axis=-1, keepdims=True))
+        labels = y_true.reshape(y_pred.shape[:-1]).astype(np.int64)
+        return -np.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+
+
+class KLDivergence(MeanMetricWrapper):
+    default_name = "kl_divergence"
+
+    def values(self, y_true, y_pred):
+        t, p = np.clip(y_true, EPSILON, 1), np.clip(y_pred, EPSILON, 1)
+        return np.sum(t * np.log(t / p), axis=-1)
+
+
+class Poisson(MeanMetricWrapper):
+    default_name = "poisson"
+
+    def values(self, y_true, y_pred):
+        return np.mean(y_pred - y_true * np.log(y_pred + EPSILON), axis=-1)
+
+
+def _hinge_labels(y_true):
+    """Keras's hinge losses read 0/1 labels as -1/1."""
+    return 2.0 * y_true - 1.0 if np.all((y_true == 0) | (y_true == 1)) else y_true
+
+
+class Hinge(MeanMetricWrapper):
+    default_name = "hinge"
+
+    def values(self, y_true, y_pred):
+        return np.mean(np.maximum(1.0 - _hinge_labels(y_true) * y_pred, 0.0), axis=-1)
+
+
+class SquaredHinge(MeanMetricWrapper):
+    default_name = "squared_hinge"
+
+    def values(self, y_true, y_pred):
+        return np.mean(np.square(np.maximum(1.0 - _hinge_labels(y_true) * y_pred, 0.0)), axis=-1)
+
+
+class CategoricalHinge(MeanMetricWrapper):
+    default_name = "categorical_hinge"
+
+    def values(self, y_true, y_pred):
+        positive = np.sum(y_true * y_pred, axis=-1)
+        negative = np.max((1.0 - y_true) * y_pred, axis=-1)
+        return np.maximum(negative - positive + 1.0, 0.0)
+
+
+class LogCoshError(MeanMetricWrapper):
+    default_name = "logcosh"
+
+    def values(self, y_true, y_pred):
+        x = np.asarray(y_pred, np.float64) - y_true
+        return np.mean(x + np.logaddexp(0.0, -2.0 * x) - np.log(2.0), axis=-1)
+
+
+class CosineSimilarity(MeanMetricWrapper):
+    default_name = "cosine_similarity"
+
+    def values(self, y_true, y_pred):
+        def unit(v):
+            v = np.asarray(v, np.float64)
+            return v / np.sqrt(np.maximum(np.sum(v * v, axis=-1, keepdims=True), 1e-12))
+
+        return np.sum(unit(y_true) * unit(y_pred), axis=-1)
+
+
 class RootMeanSquaredError(MeanSquaredError):
     default_name = "root_mean_squared_error"
     reads_mask = False  # Keras's is a Mean of the squared errors, a new tensor without the mask
@@ -313,6 +450,18 @@ METRICS = {
         MeanAbsoluteError,
         MeanSquaredError,
         RootMeanSquaredError,
+        MeanAbsolutePercentageError,
+        MeanSquaredLogarithmicError,
+        BinaryCrossentropy,
+        CategoricalCrossentropy,
+        SparseCategoricalCrossentropy,
+        KLDivergence,
+        Poisson,
+        Hinge,
+        SquaredHinge,
+        CategoricalHinge,
+        LogCoshError,
+        CosineSimilarity,
         Precision,
         Recall,
         AUC,
