@@ -429,6 +429,39 @@ class Dataset:
         it runs once a batch, on whole arrays: the fast place for NumPy preprocessing."""
         return Dataset(lambda: (_as_arrays(_call(map_func, e)) for e in self), self._cardinality)
 
+    @staticmethod
+    def zip(*datasets, name=None) -> "Dataset":
+        """Elements (a, b, ...) of the datasets side by side (one tuple of them, or several
+        arguments), until the shortest ends."""
+        if len(datasets) == 1 and isinstance(datasets[0], (tuple, list)):
+            datasets = tuple(datasets[0])
+        cards = [d._cardinality for d in datasets]
+        finite = [c for c in cards if c >= 0]
+        card = min(finite) if finite and (min(finite) == 0 or UNKNOWN not in cards) else UNKNOWN
+        card = INFINITE if all(c == INFINITE for c in cards) else card
+        return Dataset(lambda: zip(*datasets), card)
+
+    def concatenate(self, dataset, name=None) -> "Dataset":
+        """This dataset's elements, then `dataset`'s."""
+        a, b = self._cardinality, dataset._cardinality
+        card = INFINITE if INFINITE in (a, b) else UNKNOWN if UNKNOWN in (a, b) else a + b
+        return Dataset(lambda: itertools.chain(self, dataset), card)
+
+    def enumerate(self, start=0, name=None) -> "Dataset":
+        """Elements (i, element), i counting from start (int64, as tf.data's)."""
+        return Dataset(lambda: ((np.int64(i), e) for i, e in enumerate(self, int(start))), self._cardinality)
+
+    def unbatch(self, name=None) -> "Dataset":
+        """Each element's rows as elements (batch()'s inverse)."""
+
+        def rows():
+            for element in self:
+                leaves = _flatten(element)
+                for i in range(len(leaves[0]) if leaves else 0):
+                    yield _pack(element, [leaf[i] for leaf in leaves])
+
+        return Dataset(rows, UNKNOWN)
+
     def filter(self, predicate, name=None) -> "Dataset":
         """The elements for which predicate is true."""
         return Dataset(lambda: (e for e in self if bool(_call(predicate, e))), UNKNOWN)  # tf's, even of an infinite one

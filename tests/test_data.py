@@ -560,3 +560,23 @@ def test_python_numbers_slice_as_tensorflow_types_them():
     assert first(Dataset.from_tensor_slices([2**40])).dtype == np.int64  # beyond int32: kept, not wrapped
     assert first(Dataset.from_tensor_slices(np.array([1.5]))).dtype == np.float64
     assert first(Dataset.from_tensor_slices([1.5]).map(lambda v: np.float64(2.0))).dtype == np.float64
+
+
+def test_zip_concatenate_enumerate_unbatch_as_tf_data():
+    """Elements, dtypes and cardinalities as tf.data 2.21 gives them (checked on these pipelines),
+    and a zipped (x, y) dataset trains as the arrays do."""
+    a = Dataset.from_tensor_slices(np.arange(5, dtype="float32"))
+    b = Dataset.from_tensor_slices((np.arange(3) * 10, np.ones((3, 2), "float32")))
+    zipped = Dataset.zip(a, b)
+    assert zipped.cardinality() == 3 and Dataset.zip(a.repeat(), b).cardinality() == 3
+    first = next(iter(zipped))
+    assert first[0] == 0.0 and first[1][0] == 0 and first[1][1].tolist() == [1.0, 1.0]
+    assert [float(v) for v in a.concatenate(a.take(2))] == [0, 1, 2, 3, 4, 0, 1]
+    assert a.take(1).concatenate(a.repeat()).cardinality() == -1
+    assert [(int(i), float(v)) for i, v in a.enumerate(start=3)][:2] == [(3, 0.0), (4, 1.0)]
+    unbatched = b.batch(2).unbatch()
+    assert unbatched.cardinality() == UNKNOWN and [int(i) for i, _ in unbatched] == [0, 10, 20]
+    x, y = np.random.RandomState(0).rand(16, 12).astype("float32"), (np.arange(16) % 5).astype("int32")
+    ds = Dataset.zip(Dataset.from_tensor_slices(x), Dataset.from_tensor_slices(y)).batch(8)
+    model = _model()
+    assert model.evaluate(ds, verbose=0) == pytest.approx(model.evaluate(x, y, batch_size=8, verbose=0), rel=1e-6)
