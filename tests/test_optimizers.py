@@ -34,12 +34,17 @@ KERAS_SCHEDULE_VALUES = [
         S.CosineDecay(0.0, 4, alpha=0.2, warmup_target=0.1, warmup_steps=3),
         [0.0, 0.03333334, 0.06666667, 0.1, 0.08828428, 0.06, 0.03171573, 0.02, 0.02],
     ),
+    (  # every 3rd step of Keras's, periods 7, 10.5, ...: restarts at 7 and 17.5
+        S.CosineDecayRestarts(0.1, 7, t_mul=1.5, m_mul=0.9),
+        [0.1, 0.061126, 0.0049516, 0.0821807, 0.0483629, 0.0120127, 0.0807987, 0.0715248, 0.051469],
+    ),
 ]
 
 
 @pytest.mark.parametrize("schedule,values", KERAS_SCHEDULE_VALUES, ids=lambda v: repr(v)[:40])
 def test_schedules_give_keras_values(schedule, values):
-    assert [schedule(step) for step in range(9)] == pytest.approx(values, rel=1e-6)
+    every = 3 if isinstance(schedule, S.CosineDecayRestarts) else 1
+    assert [schedule(step * every) for step in range(9)] == pytest.approx(values, rel=1e-5)
 
 
 def test_schedule_round_trips_through_its_keras_config():

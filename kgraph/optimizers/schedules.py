@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 
 class LearningRateSchedule:
     def __call__(self, step) -> float:
@@ -110,8 +112,43 @@ class CosineDecay(LearningRateSchedule):
         return start * ((1 - self.alpha) * cosine + self.alpha)
 
 
+class CosineDecayRestarts(LearningRateSchedule):
+    """SGDR: a cosine from initial_learning_rate down to alpha times it over first_decay_steps, then
+    again over periods t_mul times longer each, from a rate m_mul times lower each; in float32, as
+    Keras computes it (the restart's index is a floor of a logarithm)."""
+
+    def __init__(self, initial_learning_rate, first_decay_steps, t_mul=2.0, m_mul=1.0, alpha=0.0, name="SGDRDecay"):
+        if first_decay_steps <= 0:
+            raise ValueError(
+                f"Argument `first_decay_steps` must be > 0. Received: first_decay_steps={first_decay_steps}"
+            )
+        self._keep(locals())
+
+    def __call__(self, step):
+        f32 = np.float32
+        fraction = f32(step) / f32(self.first_decay_steps)
+        t_mul, m_mul, alpha = f32(self.t_mul), f32(self.m_mul), f32(self.alpha)
+        if t_mul == 1:
+            restart = np.floor(fraction)
+            fraction = fraction - restart
+        else:
+            restart = np.floor(np.log(f32(1) - fraction * (f32(1) - t_mul)) / np.log(t_mul))
+            done = (f32(1) - t_mul**restart) / (f32(1) - t_mul)
+            fraction = (fraction - done) / t_mul**restart
+        cosine = f32(0.5) * m_mul**restart * (f32(1) + np.cos(f32(math.pi) * fraction))
+        return float(f32(self.initial_learning_rate) * ((f32(1) - alpha) * cosine + alpha))
+
+
 ALL = {
-    c.__name__: c for c in (ExponentialDecay, InverseTimeDecay, PiecewiseConstantDecay, PolynomialDecay, CosineDecay)
+    c.__name__: c
+    for c in (
+        ExponentialDecay,
+        InverseTimeDecay,
+        PiecewiseConstantDecay,
+        PolynomialDecay,
+        CosineDecay,
+        CosineDecayRestarts,
+    )
 }
 
 
