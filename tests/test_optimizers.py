@@ -63,10 +63,10 @@ def test_schedule_round_trips_through_its_keras_config():
 
 def test_unknown_schedule_names_the_known_ones():
     with pytest.raises(ValueError) as e:
-        optimizers.SGD(learning_rate={"class_name": "CosineDecayRestarts", "config": {}})
+        optimizers.SGD(learning_rate={"class_name": "WarmupCosine", "config": {}})
     assert str(e.value) == (
-        "unknown learning-rate schedule 'CosineDecayRestarts'; known: ExponentialDecay, "
-        "InverseTimeDecay, PiecewiseConstantDecay, PolynomialDecay, CosineDecay"
+        "unknown learning-rate schedule 'WarmupCosine'; known: ExponentialDecay, "
+        "InverseTimeDecay, PiecewiseConstantDecay, PolynomialDecay, CosineDecay, CosineDecayRestarts"
     )
 
 
