@@ -154,6 +154,8 @@ class _RecordingModule:
         from ..kernels import cpu
 
         kernel = getattr(cpu, name)
+        if name in cpu.VIEWS:  # a buffer's view, which the step reads next: sliced, as the Python step does
+            return kernel.python_form
         if getattr(kernel, "python_form", None) is not None:  # a copy or a GEMM: NumPy, nothing to compile
             return _nothing
         if getattr(kernel, "numpy_form", None) is not None:  # NumPy until the child has compiled it
