@@ -484,3 +484,25 @@ def test_a_kernel_with_a_numpy_form_runs_it_until_the_kernel_is_compiled(monkeyp
     monkeypatch.setenv("KGRAPH_COMPILE_STEPS", "0")
     monkeypatch.setattr(K._im2col, "overloads", {})  # as if never compiled: it compiles, as any kernel
     assert serial.NumPyUntilCompiled(K._im2col)._available(strided)
+
+
+def test_no_two_cpu_kernels_share_a_qualified_name():
+    """Numba names a compiled function by its module, qualified name and a counter of the process
+    that compiled it, and links same-named functions as one. Two kernels of one name with
+    different bodies (a factory's closures: rnn_rows' `_ts` and `_any` rows) could so get the same
+    symbol when compiled by two processes (the compile child, Numba's cache), and a process
+    loading both ran one body for both: an LSTM with hard_sigmoid trained with the default
+    LSTM's gradient (numba/numba#10486). Every kernel must have a name of its own."""
+    from numba.core.registry import CPUDispatcher
+
+    from kgraph.kernels import cpu, rnn_rows
+
+    owners = {}
+    for module in (cpu, rnn_rows):
+        for value in vars(module).values():
+            if isinstance(value, CPUDispatcher):
+                func = value.py_func
+                owners.setdefault((func.__module__, func.__qualname__), set()).add(func)
+    shared = {name: len(funcs) for name, funcs in owners.items() if len(funcs) > 1}
+    assert not shared, f"kernels sharing a qualified name: {shared}"
+    assert ("kgraph.kernels.rnn_rows", "lstm_grad_row_any") in owners

@@ -11,7 +11,8 @@
   cpu.py's kernels (copies, GEMMs, im2col, pooling), which a step's Python function runs instead
   (the last until they are compiled: runtime/serial.py); by_type.py: cpu.py's kernels compile per argument types, not per
   constant; cache_at_o0.py: lets Numba cache those at NUMBA_OPT=0 too;
-  cache_lock.py: lets two processes save to Numba's cache at once.
+  cache_lock.py: lets two processes save to Numba's cache at once; cache_stamp.py: makes a
+  kernel's cached code stale when any kernel file changes, not only its own.
 
 The code generators (kgraph/codegen) spell calls of these; nothing here imports them."""
 
@@ -21,10 +22,11 @@ import functools
 import hashlib
 from pathlib import Path
 
-from . import cache_at_o0, cache_lock
+from . import cache_at_o0, cache_lock, cache_stamp
 
 cache_at_o0.install()  # before any kernel compiles: at NUMBA_OPT=0 kernels calling kernels cache too
 cache_lock.install()  # the compile child and its program save to the same cache at once
+cache_stamp.install()  # a kernel's cached code goes stale when any kernel file changes
 
 
 @functools.cache

@@ -44,14 +44,14 @@ def kept(prev, keepb, hesb, dropped):
 
 
 def _cell_loops_for(fixed_act, fixed_ract):
-    """The loops with act and ract fixed to these codes, or (None) taken from the arguments.
+    """The loops with act and ract fixed to these codes, or (None) taken from the arguments, each
+    named for its form (`lstm_grad_row_any`).
     Numba freezes a closure's variables as constants (and keys its cache on them). A `_row`
     function takes a sample's 1-D rows as its arguments: its unit loop vectorised so, and ran 7x
     slower when the same loop indexed views it had taken itself from the 3-D arrays."""
     fixed = fixed_act is not None
     fa, fr = (fixed_act, fixed_ract) if fixed else (0, 0)
 
-    @jit
     def simple_row(xb, rb, gb, hb, ob, act):
         a = fa if fixed else act
         for j in range(hb.shape[0]):
@@ -61,7 +61,6 @@ def _cell_loops_for(fixed_act, fixed_ract):
             hb[j] = hn
             ob[j] = hn
 
-    @jit
     def lstm_row(xb, rb, gb, hb, cb, ob, act, ract):
         a, r = (fa, fr) if fixed else (act, ract)
         nh = hb.shape[0]
@@ -73,7 +72,6 @@ def _cell_loops_for(fixed_act, fixed_ract):
             cb[j], hb[j] = cn, hn
             ob[j], ob[nh + j] = hn, cn
 
-    @jit
     def gru_row(xb, rr, rbias, gb, hb, ob, act, ract, has_rb):
         """reset_after=True: r multiplies the candidate's recurrent product (and its bias)."""
         a, r = (fa, fr) if fixed else (act, ract)
@@ -89,7 +87,6 @@ def _cell_loops_for(fixed_act, fixed_ract):
             hb[j] = hn
             ob[j] = hn
 
-    @jit
     def gru_v1_gates_row(xb, rr, gb, heb, rheb, ract):
         """reset_after=False, before the candidate's GEMM: z's and r's pre-activations and r * he."""
         r = fr if fixed else ract
@@ -99,7 +96,6 @@ def _cell_loops_for(fixed_act, fixed_ract):
             gb[j], gb[nh + j] = zp, rp
             rheb[j] = M.rnn_act(r, rp) * heb[j]
 
-    @jit
     def gru_v1_row(xb, rr, gb, hb, ob, act, ract):
         a, r = (fa, fr) if fixed else (act, ract)
         nh = hb.shape[0]
@@ -113,7 +109,6 @@ def _cell_loops_for(fixed_act, fixed_ract):
     # The backward rows of a live sample (a masked one: dead_grad_row). prev: its state before
     # the step (LSTM: h then c), keepb its recurrent dropout keep mask (read when dropped).
 
-    @jit
     def simple_grad_row(gtb, prev, keepb, gb, dzb, dzsb, hesb, dirb, dhb, act, dropped):
         a = fa if fixed else act
         kept(prev, keepb, hesb, dropped)
@@ -123,7 +118,6 @@ def _cell_loops_for(fixed_act, fixed_ract):
             dzsb[j] = da
         dirb[:] = 0
 
-    @jit
     def lstm_grad_row(gtb, prev, keepb, gb, ob, dzb, dzsb, hesb, dirb, dhb, dcb, act, ract, dropped):
         """dzsb (a copy of dzb) and dirb (zeros) are written outside the unit loop: with them in
         it, it had too many arrays for LLVM's overlap checks and did not vectorise."""
@@ -141,7 +135,6 @@ def _cell_loops_for(fixed_act, fixed_ract):
             dzsb[j] = dzb[j]
         dirb[:] = 0
 
-    @jit
     def gru_grad_row(gtb, prev, keepb, gb, dzb, dzsb, drecb, hesb, dirb, dhb, act, ract, dropped):
         """reset_after=True; drecb: the step's gradient of the recurrent product (d ah times r)."""
         a, r = (fa, fr) if fixed else (act, ract)
@@ -158,7 +151,6 @@ def _cell_loops_for(fixed_act, fixed_ract):
             drecb[j], drecb[nh + j], drecb[2 * nh + j] = dzp, drp, dah * rv
             dirb[j] = dd
 
-    @jit
     def gru_v1_grad_row(gtb, prev, keepb, gb, dzb, dzsb, rhesb, hesb, dirb, dhb, act, ract, dropped):
         """reset_after=False: r's gradient comes after the candidate's GEMM (gru_v1_reset_grad_row)."""
         a, r = (fa, fr) if fixed else (act, ract)
@@ -173,7 +165,6 @@ def _cell_loops_for(fixed_act, fixed_ract):
             rhesb[j] = M.rnn_act(r, rp) * hesb[j]
             dirb[j] = dd
 
-    @jit
     def gru_v1_reset_grad_row(accb, gb, hesb, dzb, dzsb, ract):
         """After the candidate's gradient GEMM (accb = d(r * he)): r's gradient, and accb = d he
         through the candidate."""
@@ -186,10 +177,18 @@ def _cell_loops_for(fixed_act, fixed_ract):
             dzsb[nh + j] = drp
             accb[j] = accb[j] * M.rnn_act(r, rp)
 
-    return (
+    loops = (
         simple_row, lstm_row, gru_row, gru_v1_gates_row, gru_v1_row,
         simple_grad_row, lstm_grad_row, gru_grad_row, gru_v1_grad_row, gru_v1_reset_grad_row,
     )  # fmt: skip
+    # Each form its own name before it compiles. Numba's symbol for a function is its qualified
+    # name and a counter of the process that compiled it; the `_ts` and `_any` forms shared a name,
+    # so two cached kernels compiled by different processes could define the same symbol, and
+    # the process loading both ran the first one loaded for both (an LSTM with hard_sigmoid,
+    # trained after a default LSTM, took the default loop's gradient).
+    for loop in loops:
+        loop.__name__ = loop.__qualname__ = f"{loop.__name__}_{'ts' if fixed else 'any'}"
+    return tuple(jit(loop) for loop in loops)
 
 
 (
