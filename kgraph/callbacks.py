@@ -13,8 +13,10 @@ The base class, `CallbackList`, `History` and `ProgbarLogger` live in the runtim
 import collections
 import csv
 import io
+import json
 import operator
 import os
+import shutil
 import time
 import warnings
 
@@ -573,6 +575,90 @@ class LambdaCallback(Callback):
         for name, fn in hooks.items():
             if fn is not None:
                 setattr(self, name, fn)
+
+
+class BackupAndRestore(Callback):
+    """Backs up the training state in `backup_dir` at the end of each epoch (or every `save_freq`
+    batches) and, when a fit starts where a backup is, restores it and goes on from the epoch after
+    it, as Keras 3's: the weights with the optimizer's state and the random streams
+    (`latest.weights.h5`, so the resumed run computes what the straight run would have), and the
+    epoch (`training_metadata.json`). The backup is deleted when the fit ends, unless
+    delete_checkpoint=False; double_checkpoint keeps the one before too (`.bkp`), which a backup
+    that cannot be read falls back to. Every replica restores; the chief alone writes.
+
+    Args:
+        backup_dir: a directory for this callback alone.
+        save_freq: "epoch", or a number of batches.
+        double_checkpoint: keep the previous backup too.
+        delete_checkpoint: delete the backup when training ends.
+    """
+
+    def __init__(self, backup_dir, save_freq="epoch", double_checkpoint=False, delete_checkpoint=True):
+        super().__init__()
+        if not backup_dir:
+            raise ValueError("Empty `backup_dir` argument passed")
+        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int)):
+            raise ValueError(
+                f"Invalid value for argument `save_freq`. Received: save_freq={save_freq}. "
+                "Expected either 'epoch' or an integer value."
+            )
+        self.backup_dir, self.save_freq = str(backup_dir), save_freq
+        self.double_checkpoint, self.delete_checkpoint = double_checkpoint, delete_checkpoint
+        self._weights_path = os.path.join(self.backup_dir, "latest.weights.h5")
+        self._metadata_path = os.path.join(self.backup_dir, "training_metadata.json")
+        self._current_epoch, self._last_batch_seen, self._batches_since_save = 0, 0, 0
+
+    def on_train_begin(self, logs=None):
+        self._batches_since_save, self._last_batch_seen = 0, 0
+        try:
+            self._restore()
+        except (OSError, ValueError):  # kgraph's file errors are ValueErrors: fall back to the one before
+            previous = self._weights_path + ".bkp"
+            if not os.path.exists(previous):
+                raise
+            shutil.copyfile(previous, self._weights_path)
+            if os.path.exists(self._metadata_path + ".bkp"):
+                shutil.copyfile(self._metadata_path + ".bkp", self._metadata_path)
+            elif os.path.exists(self._metadata_path):
+                os.remove(self._metadata_path)
+            self._restore()
+
+    def _restore(self):
+        if os.path.exists(self._weights_path):
+            self.model.load_weights(self._weights_path)
+        if os.path.exists(self._metadata_path):
+            with open(self._metadata_path) as f:
+                self.model._initial_epoch = int(json.load(f)["epoch"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._current_epoch, self._last_batch_seen = epoch + 1, 0
+        if self.save_freq == "epoch":
+            self._save()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.save_freq == "epoch":
+            return
+        # Keras's count: a batch number not above the last one seen starts a new epoch
+        self._batches_since_save += batch + 1 if batch <= self._last_batch_seen else batch - self._last_batch_seen
+        self._last_batch_seen = batch
+        if self._batches_since_save >= self.save_freq:
+            self._batches_since_save = 0
+            self._save()
+
+    def _save(self):
+        if not getattr(self.model, "is_chief", True):
+            return
+        os.makedirs(self.backup_dir, exist_ok=True)
+        if self.double_checkpoint:
+            for path in (self._weights_path, self._metadata_path):
+                if os.path.exists(path):
+                    shutil.copyfile(path, path + ".bkp")
+        self.model.save_weights(self._weights_path)
+        write_text(self._metadata_path, json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+    def on_train_end(self, logs=None):
+        if self.delete_checkpoint and getattr(self.model, "is_chief", True) and os.path.exists(self.backup_dir):
+            shutil.rmtree(self.backup_dir)
 
 
 class TensorBoard(Callback):

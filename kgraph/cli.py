@@ -125,6 +125,9 @@ def _compile(model, args, device=None):
             raise ValueError(f"--loss {args.loss}: give one loss, or one per output as name=loss,name=loss")
         loss = loss[0]
     else:
+        twice = [name for name, names in loss.items() if len(names) > 1]
+        if twice:
+            raise ValueError(f"--loss {args.loss}: outputs {twice} are given more than one loss")
         loss = {name: names[0] for name, names in loss.items()}
     model.compile(optimizer=opt, loss=loss, metrics=metrics or None, device=device)
 
@@ -239,7 +242,7 @@ def cmd_train(args):
         model = _model(args)
         _compile(model, args)
     xs, ys, val = data.load(args.data)
-    data.check_input_names(args.data, xs, val, model.input_names)
+    data.check_names(args.data, xs, ys, val, model.input_names, _output_names(model))
     _bundled_data_fits(model, args.data, xs)
     history = model.fit(
         xs,
@@ -284,6 +287,13 @@ def _bundled_data_fits(model, name, xs):
         ) from None
 
 
+def _output_names(model) -> list:
+    """What a data file's y_<name> may name: the outputs' keys (a dict of outputs) and layer names."""
+    from .runtime.model import output_keys
+
+    return sorted(set(output_keys(model.info)) | set(model.output_names))
+
+
 def _rows(args, model, labels=True):
     """(x, y, which) of --data: its validation rows when it has them (the bundled digits' held-out
     part, an .npz's x_val/y_val), else all its rows; evaluate and predict read the same ones
@@ -291,7 +301,7 @@ def _rows(args, model, labels=True):
     from .runtime import data
 
     xs, ys, val = data.load(args.data, labels)
-    data.check_input_names(args.data, xs, val, model.input_names)
+    data.check_names(args.data, xs, ys, val, model.input_names, _output_names(model))
     if val is not None:
         return val[0], val[1], f"the {data.rows(val[0])} validation rows of {args.data}"
     return xs, ys, f"the {data.rows(xs)} rows of {args.data}"

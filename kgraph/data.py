@@ -92,16 +92,19 @@ def _as_arrays(structure):
     if isinstance(structure, np.ndarray):
         return structure
     array = np.asarray(structure)
-    if (
-        isinstance(structure, (list, float, int))
-        and not isinstance(structure, np.generic)
-        and array.dtype in (np.float64, np.int64)
-    ):
+    if array.dtype in (np.float64, np.int64) and _python_numbers(structure):
         with np.errstate(over="ignore"):
             narrow = array.astype(np.float32 if array.dtype == np.float64 else np.int32)
         # tf.constant refuses Python ints beyond int32; kgraph keeps them 64-bit rather than wrap
         return narrow if array.dtype == np.float64 or np.array_equal(narrow, array) else array
     return array
+
+
+def _python_numbers(value) -> bool:
+    """Whether value is a Python int or float, or lists of them (what tf.constant types as 32-bit)."""
+    if isinstance(value, list):
+        return all(_python_numbers(v) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, (bool, np.generic))
 
 
 def _call(fn, element):
@@ -433,12 +436,13 @@ class Dataset:
     def zip(*datasets, name=None) -> "Dataset":
         """Elements (a, b, ...) of the datasets side by side (one tuple of them, or several
         arguments), until the shortest ends."""
+        if len(datasets) == 1 and isinstance(datasets[0], Dataset):  # tf.data: the dataset's own elements
+            return datasets[0]
         if len(datasets) == 1 and isinstance(datasets[0], (tuple, list)):
             datasets = tuple(datasets[0])
         cards = [d._cardinality for d in datasets]
         finite = [c for c in cards if c >= 0]
-        card = min(finite) if finite and (min(finite) == 0 or UNKNOWN not in cards) else UNKNOWN
-        card = INFINITE if all(c == INFINITE for c in cards) else card
+        card = UNKNOWN if UNKNOWN in cards else min(finite) if finite else INFINITE
         return Dataset(lambda: zip(*datasets), card)
 
     def concatenate(self, dataset, name=None) -> "Dataset":
@@ -457,6 +461,8 @@ class Dataset:
         def rows():
             for element in self:
                 leaves = _flatten(element)
+                if any(np.ndim(leaf) == 0 for leaf in leaves):
+                    raise ValueError("unbatch: every component of an element needs a first axis to split; got a scalar")
                 for i in range(len(leaves[0]) if leaves else 0):
                     yield _pack(element, [leaf[i] for leaf in leaves])
 

@@ -9,6 +9,7 @@ import inspect
 import json
 import os
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -766,7 +767,10 @@ class Model(_WeightLists, CompiledModel):
             return x
         peeked = _PeekedBatches(x)
         self._build_from(peeked.first_x())
-        return x if sources.reiterable(x) else peeked
+        if sources.reiterable(x):
+            return x
+        # a generator stays one (its batches then read as Keras 3 reads a generator's: batches.py)
+        return iter(peeked) if isinstance(x, types.GeneratorType) else peeked
 
     def _require_compiled(self):
         if not self.built and self.pending_compile is not None:

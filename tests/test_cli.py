@@ -294,8 +294,9 @@ def test_predict_writes_one_array_per_output_to_an_npz(tmp_path, capsys):
 
 def test_a_data_file_may_name_its_arrays_by_input_and_output(tmp_path, capsys):
     """x_<input name> and y_<output key or name> (x_val_..., y_val_...) train as the numbered
-    arrays do, with a loss per output (--loss key=loss,...); an array naming no input, both forms
-    at once, and a --loss list that names no outputs are refused in one line."""
+    arrays do, with a loss per output (--loss key=loss,...); an array naming no input or output,
+    a --loss list that names no outputs or one output twice are refused in one line. A file with
+    x and y may hold other x_ and y_ arrays (x_test), as it always could."""
     from test_models import _dict_outputs_config
 
     model = tmp_path / "m.json"
@@ -314,13 +315,16 @@ def test_a_data_file_may_name_its_arrays_by_input_and_output(tmp_path, capsys):
         finals.append([line for line in capsys.readouterr().out.splitlines() if line.startswith("final:")])
     assert finals[0] == finals[1] and "val_zeta_accuracy" in finals[0][0] and "alpha_loss" in finals[0][0]
 
+    np.savez(tmp_path / "extra.npz", x=x, y0=alpha, y1=zeta, x_test=x[:4], y_test=zeta[:4])
+    assert main(["train", str(model), "--data", str(tmp_path / "extra.npz"), "--epochs", "1", *flags[:2]]) == 0
     np.savez(tmp_path / "typo.npz", x_x=x, x_y=x, y_zeta=zeta, y_alpha=alpha)
-    np.savez(tmp_path / "mixed.npz", x=x, y0=alpha, y_zeta=zeta)
+    np.savez(tmp_path / "typo_y.npz", x_x=x, y_zeta=zeta, y_alpah=alpha)
     for data, loss, expected in (
-        ("typo", flags[1], "has arrays for inputs ['y'], which the model does not have; its inputs are ['x']"),
-        ("mixed", flags[1], "has both y (or y0, ...) and named arrays y_zeta: give the targets one way"),
+        ("typo", flags[1], "has arrays x_y for inputs the model does not have; its inputs are ['x']"),
+        ("typo_y", flags[1], "has arrays y_alpah for outputs the model does not have; its outputs are ['alpha', "),
         ("named", "zeta=mse,mae", "name every entry's output (output=name), or none"),
         ("named", "mse,mae", "give one loss, or one per output as name=loss,name=loss"),
+        ("named", "zeta=mse,zeta=mae,alpha=mse", "outputs ['zeta'] are given more than one loss"),
     ):
         argv = ["train", str(model), "--data", str(tmp_path / f"{data}.npz"), "--epochs", "1", "--loss", loss]
         assert main(argv) == 2

@@ -560,6 +560,7 @@ def test_python_numbers_slice_as_tensorflow_types_them():
     assert first(Dataset.from_tensor_slices([2**40])).dtype == np.int64  # beyond int32: kept, not wrapped
     assert first(Dataset.from_tensor_slices(np.array([1.5]))).dtype == np.float64
     assert first(Dataset.from_tensor_slices([1.5]).map(lambda v: np.float64(2.0))).dtype == np.float64
+    assert first(Dataset.from_tensor_slices([np.float64(1.5), np.float64(2.5)])).dtype == np.float64
 
 
 def test_zip_concatenate_enumerate_unbatch_as_tf_data():
@@ -576,6 +577,10 @@ def test_zip_concatenate_enumerate_unbatch_as_tf_data():
     assert [(int(i), float(v)) for i, v in a.enumerate(start=3)][:2] == [(3, 0.0), (4, 1.0)]
     unbatched = b.batch(2).unbatch()
     assert unbatched.cardinality() == UNKNOWN and [int(i) for i, _ in unbatched] == [0, 10, 20]
+    assert [float(v) for v in Dataset.zip(a)] == [0, 1, 2, 3, 4]  # one dataset: its own elements
+    assert Dataset.zip(a.filter(lambda v: v > 1), a.take(0)).cardinality() == UNKNOWN
+    with pytest.raises(ValueError, match="unbatch: every component .* got a scalar"):
+        list(a.unbatch())
     x, y = np.random.RandomState(0).rand(16, 12).astype("float32"), (np.arange(16) % 5).astype("int32")
     ds = Dataset.zip(Dataset.from_tensor_slices(x), Dataset.from_tensor_slices(y)).batch(8)
     model = _model()

@@ -139,6 +139,16 @@ def test_a_generator_read_again_gives_its_first_two_batches_as_keras_3_does(data
     with pytest.warns(UserWarning, match="read once"):
         hist = model.fit(batches(), epochs=3, verbose=0)
     assert hist.history["loss"] == pytest.approx([every, first_two, first_two], rel=1e-6)
+    # a model built from the generator's first batch (a Sequential without an input shape) alike
+    unbuilt = kgraph.models.model_from_config(
+        {
+            "class_name": "Sequential",
+            "config": {"name": "s", "layers": [{"class_name": "Dense", "config": {"units": 5}}]},
+        }
+    )
+    unbuilt.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    with pytest.warns(UserWarning, match="read once"):
+        assert len(unbuilt.fit(batches(), epochs=3, verbose=0).history["loss"]) == 3  # it stopped after one
 
 
 def test_validation_and_evaluate_from_generators(data):
@@ -223,3 +233,33 @@ def test_validation_freq_batch_size_and_test_hooks_in_fit(data):
     assert events == ["begin", 0, 1, 2, ("end", ["accuracy", "loss"]), "epoch 0"]
     with pytest.raises(ValueError, match="Expected `validation_freq` to be a list or int"):
         model.fit(x, y, validation_data=(x, y), validation_freq="2", verbose=0)
+
+
+def test_backup_and_restore_resumes_an_interrupted_fit_as_the_straight_run(data, tmp_path):
+    """Keras 3's BackupAndRestore: a fit interrupted in epoch 4 resumes at epoch 4 in the next fit
+    (6 of 10 epochs run) and, with the optimizer's state and the shuffling stream restored, ends
+    with the straight run's weights; the backup is gone once training ends (checked against
+    Keras 3.15, which logs the same epochs)."""
+    x, y = data
+    backup = tmp_path / "backup"
+
+    class Interrupt(callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 4:
+                raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _model().fit(
+            x, y, epochs=10, batch_size=8, callbacks=[callbacks.BackupAndRestore(backup), Interrupt()], verbose=0
+        )
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 4
+    resumed = _model()
+    hist = resumed.fit(x, y, epochs=10, batch_size=8, callbacks=[callbacks.BackupAndRestore(backup)], verbose=0)
+    straight = _model()
+    whole = straight.fit(x, y, epochs=10, batch_size=8, verbose=0)
+    assert hist.epoch == [4, 5, 6, 7, 8, 9] and hist.history["loss"] == whole.history["loss"][4:]
+    for a, b in zip(resumed.get_weights(), straight.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not backup.exists()
+    with pytest.raises(ValueError, match="save_freq"):
+        callbacks.BackupAndRestore(backup, save_freq="batch")

@@ -2065,7 +2065,9 @@ def make_metric_fixtures(tf_dir, seed):
         elif "categorical" in name.lower() or name in ("kl_divergence", "CosineSimilarity"):
             batches = [(np.eye(classes, dtype=np.float32)[y], p) for y, p in zip(labels, logits if logit else probs)]
         elif "binary" in name.lower() or "hinge" in name:
-            batches = [((p > 0.3).astype(np.float32), (l if logit or "hinge" in name else p)) for p, l in zip(probs, logits)]
+            batches = [
+                ((p > 0.3).astype(np.float32), (l if logit or "hinge" in name else p)) for p, l in zip(probs, logits)
+            ]
         else:
             batches = list(zip(targets, positive))
         metric = make()

@@ -26,6 +26,9 @@ class LearningRate(float):
     def numpy(self):
         return np.float32(self)
 
+    def __reduce__(self):  # copied or pickled (a logs dict holding it), a plain float
+        return (float, (float(self),))
+
 
 class Optimizer:
     kind = ""  # the optimizer pass's name for the update rule

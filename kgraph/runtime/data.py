@@ -52,20 +52,17 @@ def load(spec: str, labels: bool = True):
         return [data[k] for _, k in numbered]
 
     def given(prefix):
-        """prefix's arrays numbered (a list) or named (a dict: x_image -> {"image": ...}); not both."""
-        named = {
+        """prefix's arrays numbered (a list), else named (a dict: x_image -> {"image": ...}). A file
+        with x (or x0) may hold other x_ arrays (x_test, x_mean) as it always could: they are not
+        inputs then."""
+        numbered = arrays(prefix)
+        if numbered:
+            return numbered
+        return {
             k[len(prefix) + 1 :]: data[k]
             for k in data
             if k.startswith(prefix + "_") and (prefix.endswith("_val") or not _validation(k))
         }
-        numbered = arrays(prefix)
-        if named and numbered:
-            raise DataFileError(
-                f"{spec}: has both {prefix} (or {prefix}0, ...) and named arrays "
-                f"{', '.join(prefix + '_' + n for n in named)}: give the {'inputs' if prefix[0] == 'x' else 'targets'} "
-                "one way"
-            )
-        return named or numbered
 
     xs, ys = given("x"), given("y")
     if not xs:
@@ -80,14 +77,19 @@ def load(spec: str, labels: bool = True):
     return xs, ys, ((xv, yv) if len(xv) and len(yv) else None)
 
 
-def check_input_names(spec: str, xs, validation, input_names) -> None:
-    """An .npz's x_<name> arrays name the model's inputs: one that names none is a mistake (a typo,
-    or the file of another model), not an array to skip as fit skips a dict's extra keys."""
-    for x in (xs, validation[0] if validation else None):
-        unknown = sorted(set(x) - set(input_names)) if isinstance(x, dict) else []
+def check_names(spec: str, xs, ys, validation, input_names, output_names) -> None:
+    """An .npz's x_<name> and y_<name> arrays name the model's inputs and outputs (an output by its
+    key or its layer's name): one that names none is a mistake (a typo, or the file of another
+    model), not an array to skip as fit skips a dict's extra keys."""
+    pairs = [(xs, "x", "inputs", input_names), (ys, "y", "outputs", output_names)]
+    if validation:
+        pairs += [(validation[0], "x_val", "inputs", input_names), (validation[1], "y_val", "outputs", output_names)]
+    for arrays, prefix, what, names in pairs:
+        unknown = sorted(set(arrays) - set(names)) if isinstance(arrays, dict) else []
         if unknown:
             raise DataFileError(
-                f"{spec}: has arrays for inputs {unknown}, which the model does not have; its inputs are {input_names}"
+                f"{spec}: has arrays {', '.join(f'{prefix}_{n}' for n in unknown)} for {what} the model does not "
+                f"have; its {what} are {list(names)}"
             )
 
 

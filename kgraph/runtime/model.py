@@ -493,7 +493,9 @@ class CompiledModel:
             steps=batches.num_batches,
         )
         self.stop_training = False
+        self._initial_epoch = None
         cbs.on_train_begin()
+        initial_epoch = self._initial_epoch or initial_epoch  # BackupAndRestore's restored epoch, as Keras 3
         logs = {}
         per_call = self._steps_per_call(batches, cbs)
         trained, frozen = 0.0, False  # seconds in steps so far; gc.freeze done (policy.py)

@@ -9,7 +9,7 @@ from numba.core.errors import NumbaError
 
 from ..kernels import fingerprint
 from . import data
-from .model import CompiledModel
+from .model import CompiledModel, output_keys
 
 
 REEXPORT = (
@@ -44,7 +44,8 @@ def main(directory, argv=None, *, get_optimizer=None) -> int:
     try:
         model = CompiledModel.from_directory(directory, get_optimizer)
         xs, ys, val = data.load(args.data)
-        data.check_input_names(args.data, xs, val, model.info["input_names"])
+        outputs = sorted(set(output_keys(model.info)) | set(model.info["output_names"]))
+        data.check_names(args.data, xs, ys, val, model.info["input_names"], outputs)
         hist = model.fit(
             xs,
             ys,
