@@ -24,7 +24,7 @@ import numpy as np
 
 from kgraph.runtime.callbacks import Callback, CallbackList, History, ProgbarLogger  # noqa: F401  (re-exported)
 from kgraph.runtime.files import write_text
-from kgraph.metrics import _snake
+from kgraph.frontend.normalize import snake_case
 from kgraph.runtime.progbar import print_msg
 
 # Which way Keras's built-in metrics improve, standing in for the
@@ -53,7 +53,7 @@ def _compiled_direction(model, metric: str):
     precision or recall rises; an error falls), else None."""
     rows = (getattr(model, "info", None) or {}).get("metrics") or []
     for entry in (entry for row in rows for entry in row if entry["key"] == metric):
-        kind = _snake(entry["class"])
+        kind = snake_case(entry["class"])
         return "up" if kind in _MAXIMIZED else "down" if kind in _MINIMIZED else None
     return None
 

@@ -242,7 +242,7 @@ def cmd_train(args):
         model = _model(args)
         _compile(model, args)
     xs, ys, val = data.load(args.data)
-    data.check_names(args.data, xs, ys, val, model.input_names, _output_names(model))
+    data.check_names(args.data, xs, ys, val, model.info)
     _bundled_data_fits(model, args.data, xs)
     history = model.fit(
         xs,
@@ -287,13 +287,6 @@ def _bundled_data_fits(model, name, xs):
         ) from None
 
 
-def _output_names(model) -> list:
-    """What a data file's y_<name> may name: the outputs' keys (a dict of outputs) and layer names."""
-    from .runtime.model import output_keys
-
-    return sorted(set(output_keys(model.info)) | set(model.output_names))
-
-
 def _rows(args, model, labels=True):
     """(x, y, which) of --data: its validation rows when it has them (the bundled digits' held-out
     part, an .npz's x_val/y_val), else all its rows; evaluate and predict read the same ones
@@ -301,7 +294,7 @@ def _rows(args, model, labels=True):
     from .runtime import data
 
     xs, ys, val = data.load(args.data, labels)
-    data.check_names(args.data, xs, ys, val, model.input_names, _output_names(model))
+    data.check_names(args.data, xs, ys, val, model.info)
     if val is not None:
         return val[0], val[1], f"the {data.rows(val[0])} validation rows of {args.data}"
     return xs, ys, f"the {data.rows(xs)} rows of {args.data}"

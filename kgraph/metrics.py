@@ -5,8 +5,8 @@ what compile() is given into (log name, class name, config) for each output."""
 from __future__ import annotations
 
 import inspect
-import re
 
+from .frontend.normalize import snake_case
 from .runtime.metrics import METRICS, Metric
 
 # the metric classes, re-exported so that users write kgraph.metrics.AUC() as keras.metrics.AUC()
@@ -38,15 +38,10 @@ from .runtime.metrics import (  # noqa: F401
 )
 
 
-def _snake(name: str) -> str:
-    """Keras's to_snake_case: AUC -> auc, KLDivergence -> kl_divergence."""
-    return re.sub("([a-z])([A-Z])", r"\1_\2", re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)).lower()
-
-
 # Keras 3's metric strings: class names, their snake_case, and the short aliases
 NAMES = {
     **{c: c for c in METRICS},
-    **{_snake(c): c for c in METRICS},
+    **{snake_case(c): c for c in METRICS},
     "mse": "MeanSquaredError",
     "MSE": "MeanSquaredError",
     "mae": "MeanAbsoluteError",

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import limits
+from .frontend.normalize import snake_case
 from .frontend.parse import parse_config_text
 from .optimizers.schedules import LearningRateSchedule
 from .runtime.files import FileFormatError, atomic_write, read_npz_weights, write_npz_weights
@@ -36,13 +37,6 @@ def _h5py():
 
 
 # ---------------------------------------------------------------------- how Keras names things
-
-
-def snake_case(name: str) -> str:
-    """keras.src.utils.naming.to_snake_case."""
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def _unique(name, used):

@@ -203,24 +203,15 @@ class StepCodegen:
         slot = self.plan.slots[nid]
         t = self.g.type(nid)
         a, c = t.per_batch_size()
-        if slot.region == "arena":
-            start = (
-                (f"{slot.offset} * B" if slot.offset else "0")
-                if slot.batch
-                else f"{self.plan.arena_per_sample} * B + {slot.offset}"
-            )
-            n = f"{a} * B" if slot.batch else str(max(c, 1))
-            return self._region_view("arena", start, n, t.shape)
+        if slot.region in ("arena", "rng"):  # sized per sample: a batch's slots first, then the fixed ones
+            per_sample = self.plan.arena_per_sample if slot.region == "arena" else self.plan.rng_per_sample
+            if slot.batch:
+                start, n = (f"{slot.offset} * B" if slot.offset else "0"), f"{a} * B"
+            else:
+                start, n = f"{per_sample} * B + {slot.offset}", str(max(c, 1))
+            return self._region_view(slot.region, start, n, t.shape)
         if slot.region in ("params", "grads", "state"):
             return self._region_view(slot.region, str(slot.offset), str(max(c, 1)), t.shape)
-        if slot.region == "rng":
-            start = (
-                (f"{slot.offset} * B" if slot.offset else "0")
-                if slot.batch
-                else f"{self.plan.rng_per_sample} * B + {slot.offset}"
-            )
-            n = f"{a} * B" if slot.batch else str(max(c, 1))
-            return self._region_view("rng", start, n, t.shape)
         raise AssertionError(f"no buffer for %{nid} in region {slot.region}")
 
     def _region_view(self, region: str, start: str, size: str, shape) -> str:

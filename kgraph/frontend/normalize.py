@@ -168,8 +168,9 @@ def _layer(entry, name: str | None, where: str) -> LayerDesc:
     return LayerDesc(name, cls, cfg if isinstance(cfg, dict) else {}, [], model)
 
 
-def _snake_case(name: str) -> str:
-    """keras.src.utils.naming.to_snake_case."""
+def snake_case(name: str) -> str:
+    """keras.src.utils.naming.to_snake_case (AUC -> auc, KLDivergence -> kl_divergence): how Keras
+    names layers, weight-file groups and metrics after their classes."""
     name = re.sub(r"\W+", "", name)
     name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
@@ -190,7 +191,7 @@ def _auto_names(entries) -> list:
     for entry in entries:
         given = _entry_name(entry)
         if not given and isinstance(entry, dict) and isinstance(entry.get("class_name"), str):
-            base, i = _snake_case(entry["class_name"]), 0
+            base, i = snake_case(entry["class_name"]), 0
             given = base
             while given in taken:
                 i += 1

@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import os
 
-_installed = False
-
 
 def install() -> None:
     """Put, before each of Numba's cache locators, one that takes only this package's functions
-    and stamps them with the fingerprint too; does nothing where this Numba's internals differ
-    from those this was written against (0.61 to 0.68)."""
-    global _installed
-    if _installed:
-        return
-    _installed = True
+    and stamps them with the fingerprint too (once: a second call finds them there); does nothing
+    where this Numba's internals differ from those this was written against (0.61 to 0.68)."""
     try:
         from numba.core.caching import CacheImpl
     except ImportError:

@@ -77,10 +77,14 @@ def load(spec: str, labels: bool = True):
     return xs, ys, ((xv, yv) if len(xv) and len(yv) else None)
 
 
-def check_names(spec: str, xs, ys, validation, input_names, output_names) -> None:
+def check_names(spec: str, xs, ys, validation, info: dict) -> None:
     """An .npz's x_<name> and y_<name> arrays name the model's inputs and outputs (an output by its
-    key or its layer's name): one that names none is a mistake (a typo, or the file of another
-    model), not an array to skip as fit skips a dict's extra keys."""
+    key or its layer's name; `info`: the model's): one that names none is a mistake (a typo, or the
+    file of another model), not an array to skip as fit skips a dict's extra keys."""
+    from .model import output_keys
+
+    input_names = info["input_names"]
+    output_names = sorted(set(output_keys(info)) | set(info["output_names"]))
     pairs = [(xs, "x", "inputs", input_names), (ys, "y", "outputs", output_names)]
     if validation:
         pairs += [(validation[0], "x_val", "inputs", input_names), (validation[1], "y_val", "outputs", output_names)]

@@ -9,7 +9,7 @@ from numba.core.errors import NumbaError
 
 from ..kernels import fingerprint
 from . import data
-from .model import CompiledModel, output_keys
+from .model import CompiledModel
 
 
 REEXPORT = (
@@ -44,8 +44,7 @@ def main(directory, argv=None, *, get_optimizer=None) -> int:
     try:
         model = CompiledModel.from_directory(directory, get_optimizer)
         xs, ys, val = data.load(args.data)
-        outputs = sorted(set(output_keys(model.info)) | set(model.info["output_names"]))
-        data.check_names(args.data, xs, ys, val, model.info["input_names"], outputs)
+        data.check_names(args.data, xs, ys, val, model.info)
         hist = model.fit(
             xs,
             ys,
