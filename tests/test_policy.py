@@ -190,6 +190,26 @@ def test_uncompiled_steps_run_in_python_and_raise_what_numbas_typing_would(monke
         checked_twin(_python_only)(x)
 
 
+def test_type_checks_hold_numbas_compiler_lock(monkeypatch):
+    """Replicas' threads type their steps at once (runtime/replicas.py); Numba's typing context is
+    not thread-safe (CI: "generator already executing" in its registries' refresh), and its own
+    compiles take its global compiler lock, so the type check takes it too."""
+    from numba.core import compiler
+    from numba.core.compiler_lock import global_compiler_lock
+
+    from kgraph.runtime import typecheck
+
+    held, compile_extra = [], compiler.compile_extra
+
+    def checking(*args, **kwargs):
+        held.append(global_compiler_lock.is_locked())
+        return compile_extra(*args, **kwargs)
+
+    monkeypatch.setattr(compiler, "compile_extra", checking)
+    typecheck.type_check(_typable, (np.arange(3.0),))
+    assert held == [True]
+
+
 @numba.njit
 def _sums_columns(x, partial, out):
     K.column_sum(x, partial, out, False)  # one argument short: column_sum(x, out, partial, mean, parts)

@@ -22,6 +22,7 @@ import inspect
 
 import numba
 from numba.core import compiler, typed_passes, types
+from numba.core.compiler_lock import global_compiler_lock
 from numba.core.compiler_machinery import FunctionPass, register_pass
 from numba.core.errors import TypingError
 from numba.core.registry import CPUDispatcher
@@ -52,6 +53,7 @@ class _TypeOnly(compiler.CompilerBase):
         return [pm]
 
 
+@global_compiler_lock  # as Numba's own compiles: its typing context is not thread-safe (replicas' threads)
 def type_check(dispatcher, args, func=None):
     """Type `func` (by default `dispatcher`'s function) for the types of `args` as the
     dispatcher's compile would (its options, nopython mode), generating no code; returns the
@@ -137,6 +139,7 @@ def _type_body(driver, argtypes):
     flags = compiler.Flags()
     options = {k: v for k, v in driver.targetoptions.items() if k != "parallel"}
     driver.targetdescr.options.parse_as_flags(flags, options)
+    # called only while typing a call, so under the compiler lock (type_check's, or a compile's)
     result = compiler.compile_extra(
         driver.targetdescr.typing_context,
         driver.targetdescr.target_context,
