@@ -475,7 +475,7 @@ def _parser():
         if training:
             sp.add_argument(
                 "--optimizer",
-                help="sgd, adam, adamw, rmsprop, adagrad, adadelta, adamax, nadam or lion "
+                help="sgd, adam, adamw, rmsprop, adagrad, adadelta, adamax, nadam, lion or ftrl "
                 "(default adam, or what a .keras/.h5 file saved)",
             )
             sp.add_argument("--learning-rate", type=float, default=None, help="default: the optimizer's (Keras's)")

@@ -303,6 +303,7 @@ KERAS_SLOT_ORDER = {
     "adadelta": [["accumulated_grad", "accumulated_delta_var"]],
     "adamax": [["m", "u"]],
     "lion": [["momentum"]],
+    "ftrl": [["accumulator", "linear"]],
 }
 KERAS_SLOT_NAMES = {"m": "momentum", "v": "velocity", "u": "norm", "v_hat": "velocity_hat"}
 

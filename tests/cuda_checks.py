@@ -229,6 +229,8 @@ def kernels():
         ("nadam_update", {"beta_2": 0.99, "weight_decay": 0.004}),
         ("lion_update", {}),
         ("lion_update", {"beta_1": 0.8, "weight_decay": 0.004}),
+        ("ftrl_update", {}),
+        ("ftrl_update", {"learning_rate_power": -0.7, "l1_regularization_strength": 0.01, "beta": 0.5}),
     ]
     for op, hyper in cases:
         h = {**REGISTRY_UPDATES[op].defaults, **hyper}
@@ -248,7 +250,12 @@ def kernels():
             args = [w, grad, *slots.values(), np.array([gs], np.float32), float(lr) * h.get("weight_decay", 0.0)]
             got = run(kernel, *STRIDING, *(args + scalars))
             for name, a, b in zip(["w"] + names, [got[0]] + got[2 : 2 + len(names)], want):
-                close(a, b, f"{op} {hyper} gscale={gs}: {name}")
+                if (op, name) == ("ftrl_update", "linear"):
+                    # Ftrl's linear term adds (new_acc^p - acc^p) / lr * w: a float32 ulp of the powers
+                    # (the simulator's pow is not NumPy's) grows by |w| / lr, 100 times here
+                    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6 / lr, err_msg=f"{op} {hyper}: {name}")
+                else:
+                    close(a, b, f"{op} {hyper} gscale={gs}: {name}")
 
     m, batch_mean = rand(37), rand(37)
     want = ref("moving_average", m.copy(), batch_mean, momentum=0.99)

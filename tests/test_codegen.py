@@ -85,6 +85,7 @@ OPTIMIZERS = [
     ("adamax", {}),
     ("nadam", {"global_clipnorm": 0.05}),
     ("lion", {"weight_decay": 0.1}),
+    ("ftrl", {"l1_regularization_strength": 0.01, "l2_shrinkage_regularization_strength": 0.1, "beta": 0.5}),
 ]
 
 

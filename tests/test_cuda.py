@@ -153,6 +153,7 @@ def test_every_optimizer_and_option_generates_its_update_launches():
         (optimizers.Adamax(clipnorm=1.0), "adamax", 4),
         (optimizers.Nadam(global_clipnorm=1.0), "nadam", 1),
         (optimizers.Lion(), "lion", 1),
+        (optimizers.Ftrl(l1_regularization_strength=0.01), "ftrl", 1),
     ]:
         source, _ = generate_cuda(_train_graph(EXAMPLE, opt))
         compile(source, "launcher.py", "exec")

@@ -387,6 +387,7 @@ FORWARD_CASES = [
             ("adamax_update", [{}]),
             ("nadam_update", [{}]),
             ("lion_update", [{}]),
+            ("ftrl_update", [{}, {"l1_regularization_strength": 0.01, "l2_shrinkage_regularization_strength": 0.1}]),
         ]
         for k, hyper in enumerate(hypers)
     ],
@@ -753,6 +754,39 @@ def test_lion_update_matches_keras(hyper):
         m = b2 * m + (1 - b2) * g
     np.testing.assert_allclose(w, ew, rtol=1e-12)
     np.testing.assert_allclose(m_got, m, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "hyper",
+    [
+        {},
+        {
+            "learning_rate_power": -0.7,
+            "l1_regularization_strength": 0.3,
+            "l2_regularization_strength": 0.02,
+            "l2_shrinkage_regularization_strength": 0.03,
+            "beta": 0.5,
+        },
+    ],
+)
+def test_ftrl_update_matches_keras(hyper):
+    """Keras 3's Ftrl, its update_step written out (keras/src/optimizers/ftrl.py); l1 = 0.3 holds
+    some weights at exactly 0."""
+    lr, p = 0.1, -hyper.get("learning_rate_power", -0.5)
+    l1, l2 = hyper.get("l1_regularization_strength", 0.0), hyper.get("l2_regularization_strength", 0.0)
+    shrink, beta = hyper.get("l2_shrinkage_regularization_strength", 0.0), hyper.get("beta", 0.0)
+    w, (acc_got, lin_got) = _run_update("ftrl_update", W0, G, [np.full_like(W0, 0.1), np.zeros_like(W0)], lr, hyper)
+    ew, acc, lin = W0.copy(), np.full_like(W0, 0.1), np.zeros_like(W0)
+    for g in G:
+        l2_reg = l2 + beta / (2.0 * lr)
+        new_acc = acc + g**2
+        lin = lin + (g + 2 * shrink * ew) - (new_acc**p - acc**p) / lr * ew
+        quadratic = new_acc**p / lr + 2 * l2_reg
+        ew, acc = (np.clip(lin, -l1, l1) - lin) / quadratic, new_acc
+    np.testing.assert_allclose(w, ew, rtol=1e-12)
+    np.testing.assert_allclose(acc_got, acc, rtol=1e-12)
+    np.testing.assert_allclose(lin_got, lin, rtol=1e-12)
+    assert (w == 0).any() == (l1 > 0)
 
 
 def test_fused_update_equals_separate_updates():

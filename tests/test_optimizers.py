@@ -76,7 +76,7 @@ def test_unknown_optimizer_names_the_known_ones():
         with pytest.raises(ValueError) as e:
             optimizers.get(identifier)
         assert "\n" not in str(e.value)
-        assert str(e.value).endswith("known: sgd, adam, adamw, rmsprop, adagrad, adadelta, adamax, nadam, lion")
+        assert str(e.value).endswith("known: sgd, adam, adamw, rmsprop, adagrad, adadelta, adamax, nadam, lion, ftrl")
 
 
 @pytest.mark.parametrize("name", list(optimizers.ALL))

@@ -28,7 +28,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 CORE = ["sgd", "adam", "rmsprop", "adagrad"]
-EXTRA = ["adamax", "nadam", "adadelta"]
+EXTRA = ["adamax", "nadam", "adadelta", "ftrl"]
 LEGACY = ["legacy_adam_decay", "legacy_sgd", "legacy_rmsprop"]  # tf-keras 2 only
 
 
@@ -45,6 +45,7 @@ def optimizer(k, name):
         "adamax": lambda: o.Adamax(0.01),
         "nadam": lambda: o.Nadam(0.01),
         "adadelta": lambda: o.Adadelta(1.0),
+        "ftrl": lambda: o.Ftrl(0.1, l1_regularization_strength=0.01),
     }[name]()
 
 

@@ -978,6 +978,24 @@ FIDELITY_CASES.update(
     }
 )
 
+# Ftrl: its defaults, and every regularization term acting (the clip keeps some weights at 0)
+FIDELITY_CASES.update(
+    {
+        "opt_ftrl": on_mlp(lambda: O.Ftrl(0.1)),
+        "opt_ftrl_regularized": on_mlp(
+            lambda: O.Ftrl(
+                0.1,
+                learning_rate_power=-0.7,
+                initial_accumulator_value=0.05,
+                l1_regularization_strength=0.01,
+                l2_regularization_strength=0.02,
+                l2_shrinkage_regularization_strength=0.03,
+                beta=0.5,
+            )
+        ),
+    }
+)
+
 
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):

@@ -198,3 +198,42 @@ def lion(w, g, m, *, lr, t, beta_1, beta_2):
     w -= f(lr) * np.sign(m * f(beta_1) + g * f(1 - beta_1))
     m *= f(beta_2)
     m += g * f(1 - beta_2)
+
+
+@_update(
+    "ftrl_update",
+    {
+        "learning_rate_power": -0.5,
+        "initial_accumulator_value": 0.1,
+        "l1_regularization_strength": 0.0,
+        "l2_regularization_strength": 0.0,
+        "l2_shrinkage_regularization_strength": 0.0,
+        "beta": 0.0,
+    },
+    lambda h: {"accumulator": h["initial_accumulator_value"], "linear": 0.0},
+)
+def ftrl(
+    w,
+    g,
+    accum,
+    linear,
+    *,
+    lr,
+    t,
+    learning_rate_power,
+    initial_accumulator_value,
+    l1_regularization_strength,
+    l2_regularization_strength,
+    l2_shrinkage_regularization_strength,
+    beta,
+):
+    """Keras Ftrl: the weight is solved from the accumulated linear term each step,
+    w = (clip(linear, -l1, l1) - linear) / (new_accum^-p / lr + 2*l2 + beta/lr)."""
+    f = w.dtype.type
+    power = f(-learning_rate_power)
+    new_accum = accum + g * g
+    linear += g + f(2 * l2_shrinkage_regularization_strength) * w - (new_accum**power - accum**power) / f(lr) * w
+    quadratic = new_accum**power / f(lr) + f(2 * l2_regularization_strength + beta / lr)
+    l1 = f(l1_regularization_strength)
+    w[...] = (np.clip(linear, -l1, l1) - linear) / quadratic
+    accum[...] = new_accum

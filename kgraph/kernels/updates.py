@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from .maths import jitable, maximum, sign
+from .maths import clip, jitable, maximum, sign
 
 
 @dataclass(frozen=True)
@@ -220,3 +220,37 @@ def lion(w, g, m, lr, beta_1, one_minus_beta_1, beta_2, one_minus_beta_2):
     """w -= lr * sign(beta_1*m + (1 - beta_1)*g); then m = beta_2*m + (1 - beta_2)*g."""
     w = w - lr * sign(m * beta_1 + g * one_minus_beta_1)
     return w, m * beta_2 + g * one_minus_beta_2
+
+
+# ---------------------------------------------------------------- Ftrl
+
+
+@jitable
+def ftrl_scalars(
+    lr,
+    step,
+    learning_rate_power,
+    initial_accumulator_value,
+    l1_regularization_strength,
+    l2_regularization_strength,
+    l2_shrinkage_regularization_strength,
+    beta,
+):
+    return (
+        lr,
+        -learning_rate_power,
+        l1_regularization_strength,
+        2 * l2_regularization_strength + beta / lr,
+        2 * l2_shrinkage_regularization_strength,
+    )
+
+
+@update("ftrl_update", ["accumulator", "linear"])(ftrl_scalars)
+@jitable
+def ftrl(w, g, accumulator, linear, lr, power, l1, two_l2, two_l2_shrinkage):
+    """The weight is solved from the accumulated linear term: (clip(linear, -l1, l1) - linear) /
+    (accumulator^power / lr + 2*l2 + beta/lr), power = -learning_rate_power."""
+    new_accumulator = accumulator + g * g
+    linear = linear + (g + two_l2_shrinkage * w - (new_accumulator**power - accumulator**power) / lr * w)
+    quadratic = new_accumulator**power / lr + two_l2
+    return (clip(linear, -l1, l1) - linear) / quadratic, new_accumulator, linear

@@ -198,7 +198,42 @@ class Lion(Optimizer):
         super().__init__(learning_rate, {"beta_1": float(beta_1), "beta_2": float(beta_2)}, **options)
 
 
-ALL = {c.__name__.lower(): c for c in (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, Nadam, Lion)}
+class Ftrl(Optimizer):
+    """Keras 3's Ftrl (Follow The Regularized Leader): two slots, accumulator and linear."""
+
+    kind = "ftrl"
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        learning_rate_power=-0.5,
+        initial_accumulator_value=0.1,
+        l1_regularization_strength=0.0,
+        l2_regularization_strength=0.0,
+        l2_shrinkage_regularization_strength=0.0,
+        beta=0.0,
+        **options,
+    ):
+        hyper = {
+            "learning_rate_power": float(learning_rate_power),
+            "initial_accumulator_value": float(initial_accumulator_value),
+            "l1_regularization_strength": float(l1_regularization_strength),
+            "l2_regularization_strength": float(l2_regularization_strength),
+            "l2_shrinkage_regularization_strength": float(l2_shrinkage_regularization_strength),
+            "beta": float(beta),
+        }
+        if hyper["learning_rate_power"] > 0:
+            raise ValueError(
+                "`learning_rate_power` needs to be negative or zero. Received: "
+                f"learning_rate_power={learning_rate_power}."
+            )
+        for key in ("initial_accumulator_value", *(k for k in hyper if k.endswith("_strength"))):
+            if hyper[key] < 0:
+                raise ValueError(f"`{key}` needs to be positive or zero. Received: {key}={hyper[key]}.")
+        super().__init__(learning_rate, hyper, **options)
+
+
+ALL = {c.__name__.lower(): c for c in (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, Nadam, Lion, Ftrl)}
 # Keras arguments with no effect on the update here (the EMA's only while use_ema is off)
 _IGNORED_KEYS = {"ema_momentum", "ema_overwrite_frequency", "is_legacy_optimizer", "jit_compile"}
 # Keras config keys this runtime runs only at their default value

@@ -17,6 +17,7 @@ OPTIMIZERS = {
     "adamax": "adamax_update",
     "nadam": "nadam_update",
     "lion": "lion_update",
+    "ftrl": "ftrl_update",
 }
 CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
 
