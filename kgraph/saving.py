@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from . import limits
-from .frontend.normalize import snake_case
+from .frontend.normalize import keras_major, snake_case
 from .frontend.parse import parse_config_text
 from .optimizers.schedules import LearningRateSchedule
 from .runtime.files import FileFormatError, atomic_write, read_npz_weights, write_npz_weights
 
 KERAS_VERSION = "3.15.1"  # the format version written; Keras 3 reads archives of any 3.x
+TF_KERAS_VERSION = "2.21.0"  # written in the .h5 of a Keras 2 config, which tf-keras 2 loads
 
 
 def _h5py():
@@ -471,18 +472,21 @@ def save_model(model, filepath, include_optimizer=True):
     compile_config = _compile_config(model)
     with atomic_write(filepath) as tmp:
         if name.endswith((".h5", ".hdf5")):
+            # a Keras 2 config (tf-keras 2 wrote it, or it was read from such a file) is saved as
+            # tf-keras 2 saves it, so that tf-keras loads it compiled and resumes its optimizer
+            tf_keras = keras_major(config) == 2
             with _h5py().File(tmp, "w") as f:
                 f.attrs["model_config"] = json.dumps(config)
-                f.attrs["keras_version"] = KERAS_VERSION
+                f.attrs["keras_version"] = TF_KERAS_VERSION if tf_keras else KERAS_VERSION
                 f.attrs["backend"] = "tensorflow"
                 if compile_config:
-                    f.attrs["training_config"] = json.dumps(_legacy_training_config(compile_config))
+                    f.attrs["training_config"] = json.dumps(_legacy_training_config(compile_config, tf_keras))
                 _write_legacy_layers(f.create_group("model_weights"), model)
                 if include_optimizer and compile_config:
                     g = f.create_group("optimizer_weights")
-                    names = _legacy_optimizer_names(model)
+                    names, values = _legacy_optimizer_weights(model, tf_keras)
                     g.attrs["weight_names"] = np.array([n.encode() for n in names])
-                    for n, v in zip(names, optimizer_variables(model)):
+                    for n, v in zip(names, values):
                         g.create_dataset(n, data=v)
                     f.attrs[RANDOM_STATE] = random_state(model)
             return
@@ -528,21 +532,29 @@ def _compile_config(model):
     }
 
 
-def _legacy_training_config(compile_config):
+def _legacy_training_config(compile_config, tf_keras=False):
+    """tf_keras: as tf-keras 2 writes it, whose loader builds its legacy optimizers (which refuse
+    weight_decay) from a config without `is_legacy_optimizer: False`."""
     out = {k: v for k, v in compile_config.items() if k != "optimizer"}
-    out["optimizer_config"] = {
-        "class_name": compile_config["optimizer"]["class_name"],
-        "config": compile_config["optimizer"]["config"],
-    }
+    config = dict(compile_config["optimizer"]["config"])
+    if tf_keras:
+        config["is_legacy_optimizer"] = False
+    out["optimizer_config"] = {"class_name": compile_config["optimizer"]["class_name"], "config": config}
     return out
 
 
-def _legacy_optimizer_names(model):
-    prefix = model.optimizer.name
+def _legacy_optimizer_weights(model, tf_keras=False):
+    """(names, values) of the optimizer's variables in a .h5: Keras 3's (iteration, learning_rate,
+    slots), or tf-keras 2's, which keeps no learning-rate variable (iteration, slots), by its
+    names (tf-keras reads them in order)."""
+    prefix, sequence = model.optimizer.name, _slot_sequence(model)
+    values = optimizer_variables(model)
+    if tf_keras:
+        names = ["iteration:0"] + [f"{prefix}/{slot}/{param}:0" for slot, param in sequence]
+        return names, values[:1] + values[2:]
     names = [f"{prefix}/iteration", f"{prefix}/learning_rate"]
-    for slot, param in _slot_sequence(model):
-        names.append(f"{prefix}/{param}_{KERAS_SLOT_NAMES.get(slot, slot)}")
-    return names
+    names += [f"{prefix}/{param}_{KERAS_SLOT_NAMES.get(slot, slot)}" for slot, param in sequence]
+    return names, values
 
 
 def read_model_file(filepath):

@@ -35,7 +35,7 @@ def test_loads_tensorflow_weights_file():
 
 def test_reverse_direction_was_checked_with_tensorflow():
     report = json.loads((FILES / "reverse_check.json").read_text())
-    assert len(report["checks"]) == 8 and all(report["checks"].values()), report
+    assert len(report["checks"]) == 10 and all(report["checks"].values()), report
 
 
 @pytest.mark.parametrize("ext", [".keras", ".h5"])
@@ -188,6 +188,35 @@ def test_tf_written_state_is_what_resumes():
     fresh.train_on_batch(x, y)
     assert np.abs(fresh.predict(x, verbose=0) - TF_IO[f"{stem}/next"]).max() > 1e-3
     np.testing.assert_allclose(model.predict(x, verbose=0), TF_IO[f"{stem}/next"], atol=1e-5)
+
+
+def test_a_tf_keras_models_h5_is_saved_as_tf_keras_saves_it(tmp_path):
+    """tf-keras 2 builds its legacy optimizers (which refuse weight_decay) from a training config
+    without is_legacy_optimizer=False, and keeps no learning-rate variable: kgraph's .h5 of a
+    Keras 2 config is written its way (tools/check_keras_files.py resumes it in tf-keras), and
+    kgraph resumes it too."""
+    import h5py
+
+    x, y = TF_IO["x"], TF_IO["y"]
+    model = models.load_model(TF / "tfk2_nest_adam_trained.h5")
+    model.train_on_batch(x, y)
+    model.save(tmp_path / "m.h5")
+    with h5py.File(tmp_path / "m.h5") as f:
+        assert f.attrs["keras_version"].startswith("2.")
+        assert json.loads(f.attrs["training_config"])["optimizer_config"]["config"]["is_legacy_optimizer"] is False
+        names = [n.decode() for n in f["optimizer_weights"].attrs["weight_names"]]
+    trainable = len(model.trainable_weights)
+    assert names[0] == "iteration:0" and len(names) == 1 + 2 * trainable and names[1].startswith("Adam/m/")
+    again = models.load_model(tmp_path / "m.h5")
+    assert again.optimizer.iterations == 4
+    again.train_on_batch(x, y)
+    model.train_on_batch(x, y)
+    for a, b in zip(again.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    models.load_model(TF / "k3_nest_adam_trained.h5").save(tmp_path / "k3.h5")
+    with h5py.File(tmp_path / "k3.h5") as f:  # a Keras 3 config's .h5 stays Keras 3's
+        assert f.attrs["keras_version"].startswith("3.")
+        assert [n.decode() for n in f["optimizer_weights"].attrs["weight_names"]][1].endswith("/learning_rate")
 
 
 @pytest.mark.parametrize("name", ["k3_nest_adam_trained.weights.h5", "tfk2_nest_adam_trained_weights.h5"])
