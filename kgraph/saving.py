@@ -221,24 +221,29 @@ def _restore_random(model, h5file, source) -> None:
 # ---------------------------------------------------------------------- Keras 2 / legacy h5
 
 
-def _read_legacy_layers(group) -> dict:
+def _read_legacy_layers(group, source) -> dict:
     """{top-level layer name: [arrays in weight_names order]} of a legacy weights group."""
     out = {}
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs.get("layer_names", [])]
     for name in names:
+        if not isinstance(group.get(name), _h5py().Group):
+            raise FileFormatError(f"{source}: layer {name!r} is listed in the file but its weights group is missing")
         g = group[name]
         wnames = [w.decode() if isinstance(w, bytes) else str(w) for w in g.attrs.get("weight_names", [])]
+        for w in wnames:  # a weight name is its dataset's path in g
+            if not isinstance(g.get(w), _h5py().Dataset):
+                raise FileFormatError(f"{source}: weight {w!r} of layer {name!r} is listed in the file but missing")
         if wnames:
-            out[name] = [np.asarray(g[w]) for w in wnames]  # a weight name is its dataset's path in g
+            out[name] = [np.asarray(g[w]) for w in wnames]
     return out
 
 
-def _write_legacy_layers(group, model):
+def _write_legacy_layers(group, model, version=KERAS_VERSION):
     weights = weights_by_layer(model)
     names = [l.name for l in model.frontend.desc.layers]
     group.attrs["layer_names"] = np.array([n.encode() for n in names])
     group.attrs["backend"] = "tensorflow"
-    group.attrs["keras_version"] = KERAS_VERSION
+    group.attrs["keras_version"] = version
     for name in names:
         g = group.create_group(name)
         owned = [(spec, v) for key, items in weights.items() if key[0] == name for spec, v in items]
@@ -439,10 +444,14 @@ def load_weights(model, filepath):
                 _restore_random(model, f, name)
             else:
                 group = f["model_weights"] if "model_weights" in f else f
-                _assign_by_layer(model, _read_legacy_layers(group), True, name)
+                _assign_by_layer(model, _read_legacy_layers(group, name), True, name)
         return
+    if name.endswith(".keras"):  # a whole model's archive: its weights, as Keras 3 loads them
+        return _load_archive_weights(model, name)
     try:
         model.set_weights(read_npz_weights(name))
+    except FileFormatError:
+        raise
     except ValueError as e:  # a data file, or another model's weights
         raise FileFormatError(f"{name}: {e}") from None
 
@@ -481,7 +490,7 @@ def save_model(model, filepath, include_optimizer=True):
                 f.attrs["backend"] = "tensorflow"
                 if compile_config:
                     f.attrs["training_config"] = json.dumps(_legacy_training_config(compile_config, tf_keras))
-                _write_legacy_layers(f.create_group("model_weights"), model)
+                _write_legacy_layers(f.create_group("model_weights"), model, f.attrs["keras_version"])
                 if include_optimizer and compile_config:
                     g = f.create_group("optimizer_weights")
                     names, values = _legacy_optimizer_weights(model, tf_keras)
@@ -557,6 +566,28 @@ def _legacy_optimizer_weights(model, tf_keras=False):
     return names, values
 
 
+def _load_archive_weights(model, name):
+    """Set a built model's weights, and its optimizer state if compiled, from .keras archive `name`."""
+    fm = model.frontend  # built from the config: what its weights take bounds the member
+    cap = fm and limits.weights_file_bytes(
+        sum(math.prod(w.shape) for w in fm.weights) * np.dtype(fm.dtype).itemsize, len(fm.weights)
+    )
+    try:
+        with zipfile.ZipFile(name) as z:
+            weights_bytes = limits.read_member(
+                z, "model.weights.h5", name, cap=cap, bound="this model's weights and optimizer state could take"
+            )
+    except FileFormatError:
+        raise
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError, NotImplementedError) as e:
+        raise FileFormatError(f"{name}: not a readable .keras archive ({e})") from None
+    with _open_h5(io.BytesIO(weights_bytes), f"{name}: model.weights.h5") as f:
+        limits.check_h5(f, name)
+        _assign_keras3(model, f, name)
+        _restore_optimizer(model, f, name)
+        _restore_random(model, f, name)
+
+
 def read_model_file(filepath):
     """(config, compile config or None, weights reader) of a .keras archive or a legacy .h5.
     The reader sets a built model's weights and, if compiled, its optimizer state."""
@@ -576,28 +607,7 @@ def read_model_file(filepath):
         compile_config = _saved_compile_arguments(config.pop("compile_config", None), name)
 
         def restore(model):
-            fm = model.frontend  # built from the config: what its weights take bounds the member
-            cap = fm and limits.weights_file_bytes(
-                sum(math.prod(w.shape) for w in fm.weights) * np.dtype(fm.dtype).itemsize, len(fm.weights)
-            )
-            try:
-                with zipfile.ZipFile(name) as z:
-                    weights_bytes = limits.read_member(
-                        z,
-                        "model.weights.h5",
-                        name,
-                        cap=cap,
-                        bound="this model's weights and optimizer state could take",
-                    )
-            except FileFormatError:
-                raise
-            except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError, NotImplementedError) as e:
-                raise FileFormatError(f"{name}: not a readable .keras archive ({e})") from None
-            with _open_h5(io.BytesIO(weights_bytes), f"{name}: model.weights.h5") as f:
-                limits.check_h5(f, name)
-                _assign_keras3(model, f, name)
-                _restore_optimizer(model, f, name)
-                _restore_random(model, f, name)
+            _load_archive_weights(model, name)
 
         return config, compile_config, restore
     with _open_h5(name) as f:
@@ -625,7 +635,9 @@ def read_model_file(filepath):
     def restore(model):
         with _open_h5(name) as f:
             limits.check_h5(f, name)
-            _assign_by_layer(model, _read_legacy_layers(f["model_weights"]), True, name)
+            if not isinstance(f.get("model_weights"), _h5py().Group):
+                raise FileFormatError(f"{name}: has a model_config but no model_weights group")
+            _assign_by_layer(model, _read_legacy_layers(f["model_weights"], name), True, name)
             if model.compile_args is not None and "optimizer_weights" in f:
                 g = f["optimizer_weights"]
                 names = [_text(n) for n in g.attrs.get("weight_names", [])]

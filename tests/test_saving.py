@@ -1,6 +1,7 @@
 """Keras's model and weight files both ways, checkpoints that resume exactly, and bad files."""
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -93,6 +94,45 @@ def test_corrupt_and_truncated_files_are_clear_errors_and_load_nothing(tmp_path)
         model.load_weights(tmp_path / "junk.h5")
     for a, b in zip(model.get_weights(), before):
         np.testing.assert_array_equal(a, b)
+    with pytest.raises(FileFormatError, match=r"trunc.keras: not a readable .keras archive") as e:
+        model.load_weights(tmp_path / "trunc.keras")
+    assert str(e.value).count("trunc.keras") == 1
+
+
+@pytest.mark.parametrize("where", ["group", "dataset", "model_weights"])
+def test_an_h5_missing_what_it_lists_names_it(tmp_path, where):
+    """A whole-model .h5 whose layer_names or weight_names list what is not there: one line that
+    names the layer (or weight), not h5py's KeyError."""
+    import h5py
+
+    path = tmp_path / "m.h5"
+    shutil.copy(TF / "tfk2_nest_adam_trained.h5", path)
+    with h5py.File(path, "a") as f:
+        if where == "group":
+            del f["model_weights/out"]
+        elif where == "dataset":
+            g = f["model_weights/out"]
+            del g[str(g.attrs["weight_names"][0])]
+        else:
+            del f["model_weights"]
+    expected = {
+        "group": r"m.h5: layer 'out' is listed in the file but its weights group is missing",
+        "dataset": r"m.h5: weight 'out/kernel:0' of layer 'out' is listed in the file but missing",
+        "model_weights": r"m.h5: has a model_config but no model_weights group",
+    }[where]
+    with pytest.raises(FileFormatError, match=expected):
+        models.load_model(path)
+
+
+def test_load_weights_reads_a_whole_models_keras_archive():
+    """As Keras 3's: the archive's weights, and the optimizer state when compiled."""
+    x, y = TF_IO["x"], TF_IO["y"]
+    model = models.load_model(TF / "k3_nest_adam_new.keras")
+    model.load_weights(TF / "k3_nest_adam_trained.keras")
+    np.testing.assert_allclose(model.predict(x, verbose=0), TF_IO["k3_nest_adam_trained/pred"], rtol=1e-5, atol=1e-5)
+    assert model.optimizer.iterations == 3
+    model.train_on_batch(x, y)
+    np.testing.assert_allclose(model.predict(x, verbose=0), TF_IO["k3_nest_adam_trained/next"], atol=1e-5)
 
 
 def test_mismatched_weights_name_the_first_mismatch(tmp_path):
