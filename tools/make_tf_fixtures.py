@@ -997,6 +997,36 @@ FIDELITY_CASES.update(
 )
 
 
+
+def build_masked_merges():
+    """Keras 3's Multiply, Maximum and Minimum of masked sequences: a masked step counts as 1 in a
+    product (zeroed where no input keeps it) and takes the other operand's value in a maximum or
+    minimum; with every input masked, and with an unmasked one among them (no output mask)."""
+    L = keras.layers
+    a, b = keras.Input(shape=(SEQ_STEPS,)), keras.Input(shape=(SEQ_STEPS,))
+    ea = L.Embedding(SEQ_VOCAB, 4, mask_zero=True)(a)
+    eb = L.Embedding(SEQ_VOCAB, 4, mask_zero=True)(b)
+    plain = L.Embedding(SEQ_VOCAB, 4)(b)
+    merged = [
+        L.Multiply()([ea, eb]),
+        L.Maximum()([ea, eb]),
+        L.Minimum()([ea, eb, plain]),
+        L.Multiply()([plain, ea]),
+        L.Maximum()([plain, eb]),
+    ]
+    h = L.Concatenate()([L.GlobalAveragePooling1D()(m) for m in merged])
+    return keras.Model([a, b], L.Dense(CLASSES, activation="softmax")(h))
+
+
+FIDELITY_CASES["masked_merges_sgd"] = (
+    build_masked_merges,
+    [SEQ_STEPS, SEQ_STEPS],
+    sparse_targets,
+    SPARSE,
+    sgd_momentum,
+    {**SEQ, "nonempty": True},
+)
+
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):
         return loss

@@ -161,11 +161,45 @@ class Merge(Rule):
 
     def emit(self, ctx, layer, xs, shapes):
         g, op = ctx.g, "add" if self.op == "average" else self.op
+        masks = [ctx.masks.get(x) for x in xs]
+        if (
+            ctx.keras >= 3
+            and op in ("mul", "maximum", "minimum")
+            and any(m is not None for m in masks)
+            and g.type(xs[0]).rank == 3
+        ):
+            return self._masked_keras3(g, layer, xs, masks)
         y = xs[0]
         for x in xs[1:]:
             y = g.add_node(op, (y, x), name=layer.name)
         if self.op == "average":
             y = g.mul(y, g.const(1.0 / len(xs), g.type(y).dtype), name=layer.name)
+        return y
+
+    def _masked_keras3(self, g, layer, xs, masks):
+        """Keras 3's Multiply, Maximum and Minimum of masked sequences: a masked step of an input
+        counts as 1 in a product (zeroed where no input keeps it, when all are masked); in a
+        maximum or minimum it takes the other operand's value, so that it never wins. Keras 2
+        merges the values as they are (and Add, Subtract, Average in both)."""
+        dtype = g.type(xs[0]).dtype
+        steps = [None if m is None else g.reshape(m, shape=(BATCH, g.type(m).shape[1], 1)) for m in masks]
+        if self.op == "mul":
+            everywhere = all(m is not None for m in steps)
+            y = kept = None
+            for x, m in zip(xs, steps):
+                if m is not None:
+                    x = g.where(m, x, g.const(1.0, dtype))
+                    kept = m if kept is None else g.maximum(kept, m)
+                y = x if y is None else g.mul(y, x)
+            return g.where(kept, y, g.const(0.0, dtype), name=layer.name) if everywhere else y
+        y, kept = xs[0], steps[0]
+        for x, m in zip(xs[1:], steps[1:]):
+            if m is not None:
+                x = g.where(m, x, y)
+            if kept is not None:
+                y = g.where(kept, y, x)
+            kept = g.maximum(kept, m) if kept is not None and m is not None else None
+            y = g.add_node(self.op, (y, x), name=layer.name)
         return y
 
 
