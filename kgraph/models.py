@@ -324,6 +324,7 @@ class Model(_WeightLists, CompiledModel):
             losses=losses,
             masks=masks,
             regularizers=regs,
+            constraints={w.node: w.constraint for w in fm.weights if w.constraint and w.trainable},
             optimizer=optimizer,
             trainable=[w.node for w in fm.weights if w.trainable],
             parts=1 if self.device == "cuda" else numba.config.NUMBA_NUM_THREADS,

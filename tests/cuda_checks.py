@@ -37,6 +37,7 @@ def kernels():
     from numba import cuda, float32
 
     from kgraph.kernels import cuda as K
+    from kgraph.kernels.maths import CONSTRAINTS
 
     STRIDING = (2, 2)  # a one-dimensional launch of 2 blocks of 2 threads: every kernel below strides
 
@@ -257,6 +258,17 @@ def kernels():
                 else:
                     close(a, b, f"{op} {hyper} gscale={gs}: {name}")
 
+    # the weight constraints, on a (before, over, after) view: the norms of (2, 3) columns over 5
+    for kind, limits in [("non_neg", {}), ("max_norm", {"max_value": 1.0}), ("unit_norm", {})] + [
+        ("min_max_norm", {"min_value": 0.5, "max_value": 1.0, "rate": 0.5})
+    ]:
+        w = rand(2, 5, 3)
+        attrs = {"kind": kind, "axes": () if kind == "non_neg" else (1,), **limits}
+        want = ref("constrain", w.copy(), None, **attrs)
+        code = CONSTRAINTS.index(kind)
+        limits = [float(attrs.get("min_value", 0.0)), float(attrs.get("max_value", 0.0)), float(attrs.get("rate", 1.0))]
+        close(run(K.constrain, *STRIDING, w, code, *limits)[0], want, f"constrain {kind}")
+
     m, batch_mean = rand(37), rand(37)
     want = ref("moving_average", m.copy(), batch_mean, momentum=0.99)
     close(run(K.moving_average, *STRIDING, m, batch_mean, 0.99)[0], want, "moving_average")
@@ -412,9 +424,13 @@ def training():
 
 def _cnn_config():
     """A small CNN: Conv2D + MaxPooling2D + BatchNormalization + Flatten + Dense (softmax) on 6x6x2
-    images. The convolution's activation is tanh: batch norm cancels the bias gradient of a relu
-    that is active across a channel's pooled positions to rounding noise, which Adam then scales
-    up to a full step, different on each backend."""
+    images, with weight constraints that act (the kernels' norms start above their limits). The
+    convolution's activation is tanh: batch norm cancels the bias gradient of a relu that is
+    active across a channel's pooled positions to rounding noise, which Adam then scales up to a
+    full step, different on each backend."""
+
+    def limit(cls, **config):
+        return {"module": "keras.constraints", "class_name": cls, "config": config}
 
     def layer(cls, **config):
         return {"module": "keras.layers", "class_name": cls, "config": config}
@@ -426,11 +442,24 @@ def _cnn_config():
             "name": "cnn",
             "layers": [
                 layer("InputLayer", batch_shape=[None, 6, 6, 2], dtype="float32", name="image"),
-                layer("Conv2D", name="conv", filters=3, kernel_size=[3, 3], activation="tanh"),
+                layer(
+                    "Conv2D",
+                    name="conv",
+                    filters=3,
+                    kernel_size=[3, 3],
+                    activation="tanh",
+                    kernel_constraint=limit("MaxNorm", max_value=0.5, axis=[0, 1, 2]),
+                ),
                 layer("MaxPooling2D", name="pool", pool_size=[2, 2]),
-                layer("BatchNormalization", name="bn", momentum=0.9),
+                layer("BatchNormalization", name="bn", momentum=0.9, gamma_constraint=limit("NonNeg")),
                 layer("Flatten", name="flat"),
-                layer("Dense", name="out", units=3, activation="softmax"),
+                layer(
+                    "Dense",
+                    name="out",
+                    units=3,
+                    activation="softmax",
+                    kernel_constraint=limit("MinMaxNorm", min_value=0.2, max_value=1.0, rate=0.5),
+                ),
             ],
         },
     }
@@ -842,6 +871,7 @@ def ptx():
         "softmax_grad_rows": "void(float32[:, ::1], float32[:, ::1], float32[:, ::1])",
         "rnn_carry_grad": "void(float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[:, ::1], boolean)",  # d h0
         "scale": "void(float32[::1], float64)",
+        "constrain": "void(float32[:, :, ::1], int64, float64, float64, float64)",
     }
     used = {k for k, _ in seen}
     for name in dir(K):

@@ -130,7 +130,10 @@ def _mha_config(version="k3", **changes):
         ({"return_attention_scores": 1}, "return_attention_scores must be true or false, got 1"),
         ({"config": {"attention_axes": [1, 2]}}, "attention_axes=[1, 2] is not supported"),
         ({"config": {"use_gate": True}}, "use_gate=True is not supported"),
-        ({"config": {"kernel_constraint": {"class_name": "NonNeg", "config": {}}}}, "kernel_constraint"),
+        (
+            {"config": {"kernel_constraint": {"class_name": "UnitNorm", "config": {"axis": [0, 2]}}}},
+            "constraint axis [0, 2] is not supported: kgraph takes norms over adjacent axes",
+        ),
         ({"config": {"num_heads": 0}}, "num_heads must be a positive integer"),
     ],
 )

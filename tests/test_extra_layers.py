@@ -206,7 +206,10 @@ def test_runtime_draws_standard_normals_for_normal_sources():
     [
         (layer("LeakyReLU", negative_slope=-0.1), "negative_slope must be a number >= 0"),
         (layer("ReLU", max_value=-1.0), "max_value must be a number >= 0"),
-        (layer("PReLU", alpha_constraint={"class_name": "NonNeg", "config": {}}), "alpha_constraint"),
+        (
+            layer("PReLU", alpha_constraint={"class_name": "RadialConstraint", "config": {}}),
+            "unsupported constraint 'RadialConstraint'; supported: MaxNorm, NonNeg, UnitNorm, MinMaxNorm",
+        ),
         (layer("PReLU", shared_axes=[3]), "shared_axes"),
         (layer("Softmax", axis=0), "not a non-batch axis"),
         (layer("GaussianDropout", rate=1.0), r"rate must be a number in \[0, 1\)"),

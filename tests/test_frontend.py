@@ -585,7 +585,8 @@ def test_add_shape_mismatch_names_layer_and_shapes():
         ({"activation": "squareplus"}, "unsupported activation 'squareplus'"),
         ({"kernel_initializer": "lecun_magic"}, "unsupported initializer 'lecun_magic'"),
         ({"kernel_regularizer": "l3"}, "unsupported regularizer 'l3'"),
-        ({"kernel_constraint": {"class_name": "MaxNorm", "config": {}}}, "kernel_constraint is not supported"),
+        ({"kernel_constraint": {"class_name": "Clip", "config": {}}}, "unsupported constraint 'Clip'"),
+        ({"kernel_constraint": {"class_name": "MaxNorm", "config": {"max_value": "2"}}}, "max_value must be a number"),
         ({"units": 0}, "units must be a positive integer"),
     ],
 )
@@ -690,3 +691,23 @@ def test_conv_transpose_output_padding_matches_its_definition(rank, config):
 def test_bad_output_padding(config, match):
     with pytest.raises(ConfigError, match=match):
         build_model(_transpose_model(2, **config))
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("max_norm", {"kind": "max_norm", "axes": (0,), "max_value": 2.0}),
+        ("nonneg", {"kind": "non_neg", "axes": ()}),  # Keras 2's alias
+        ({"class_name": "UnitNorm", "config": {"axis": -1}}, {"kind": "unit_norm", "axes": (1,)}),
+        (
+            {"module": "keras.constraints", "class_name": "MinMaxNorm", "config": {"rate": 0.5, "axis": [0]}},
+            {"kind": "min_max_norm", "axes": (0,), "min_value": 0.0, "max_value": 1.0, "rate": 0.5},
+        ),
+        ({"name": "MaxNorm", "m": 3, "axis": 0}, {"kind": "max_norm", "axes": (0,), "max_value": 3.0}),  # Keras 1
+    ],
+)
+def test_constraints_in_every_keras_spelling(value, expected):
+    """Keras 1's {"name", "m"}, Keras 2's and 3's class configs and strings: the constrain op's attrs."""
+    from kgraph.frontend.constraints import parse_constraint
+
+    assert parse_constraint(value, "layer 'd'", (4, 3)) == expected

@@ -398,6 +398,17 @@ FORWARD_CASES = [
     ),
     Case("scatter_add", [I(normal((B, 2, 3), 67)), L(np.array([[0, 4], [2, 2], [1, 0]], dtype=np.int32))], {"rows": 5}),
     Case("moving_average", [P(normal((4,), 68)), P(normal((4,), 69))], {"momentum": 0.9}),
+    *[
+        Case("constrain", [P(normal((3, 4, 2), 90 + k)), P(normal((3, 4, 2), 94))], attrs, name=f"constrain_{k}")
+        for k, attrs in enumerate(
+            [
+                {"kind": "non_neg"},
+                {"kind": "max_norm", "axes": (0, 1), "max_value": 1.0},
+                {"kind": "unit_norm", "axes": (1,)},
+                {"kind": "min_max_norm", "axes": (2,), "min_value": 0.5, "max_value": 1.0, "rate": 0.7},
+            ]
+        )
+    ],
     Case(
         "fused_update",
         [P(normal((3, 2), 60)), P(normal((3, 2), 61)), P(normal((4,), 62)), P(normal((4,), 63)), *SHARED_VALUES],
@@ -787,6 +798,26 @@ def test_ftrl_update_matches_keras(hyper):
     np.testing.assert_allclose(acc_got, acc, rtol=1e-12)
     np.testing.assert_allclose(lin_got, lin, rtol=1e-12)
     assert (w == 0).any() == (l1 > 0)
+
+
+@pytest.mark.parametrize("kind", ["non_neg", "max_norm", "unit_norm", "min_max_norm"])
+def test_constrain_matches_keras(kind):
+    """Keras 3's constraints (keras/src/constraints/constraints.py) written out: norms over axis 0
+    of a kernel, epsilon 1e-7; MaxNorm and MinMaxNorm leave columns within their limits as they are."""
+    w = normal((5, 4), 95) * np.array([0.1, 0.5, 1.0, 3.0])  # columns of norm below, within and above
+    norms = np.sqrt((w**2).sum(axis=0, keepdims=True))
+    expected = {
+        "non_neg": np.maximum(w, 0),
+        "max_norm": w * (np.clip(norms, 0, 2.0) / (1e-7 + norms)),
+        "unit_norm": w / (1e-7 + norms),
+        "min_max_norm": w * ((0.5 * np.clip(norms, 0.5, 2.0) + 0.5 * norms) / (1e-7 + norms)),
+    }[kind]
+    limits = {"max_norm": {"max_value": 2.0}, "min_max_norm": {"min_value": 0.5, "max_value": 2.0, "rate": 0.5}}
+    got = _fwd("constrain", w.copy(), None, kind=kind, axes=() if kind == "non_neg" else (0,), **limits.get(kind, {}))
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    if kind == "max_norm":
+        np.testing.assert_allclose(got[:, :2], w[:, :2], rtol=1e-6)  # within the limit: unchanged but for epsilon
+        assert np.sqrt((got**2).sum(axis=0)).max() <= 2.0 + 1e-9
 
 
 def test_fused_update_equals_separate_updates():

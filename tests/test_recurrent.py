@@ -252,7 +252,10 @@ def _lstm_config(**extra):
         ({"time_major": True}, "time_major=True is not supported"),
         ({"dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),
         ({"recurrent_dropout": "x"}, "recurrent_dropout must be in [0, 1)"),
-        ({"recurrent_constraint": {"class_name": "NonNeg", "config": {}}}, "recurrent_constraint is not supported"),
+        (
+            {"recurrent_constraint": {"class_name": "MaxNorm", "config": {"axis": 2}}},
+            "constraint axis 2 is not an axis",
+        ),
         ({"activation": "softmax"}, "activation 'softmax' is not supported in a recurrent layer"),
         ({"units": 0}, "units must be a positive integer"),
         ({"units": None, "output_dim": 3}, "Keras 1 recurrent layers are not supported"),

@@ -997,7 +997,6 @@ FIDELITY_CASES.update(
 )
 
 
-
 def build_masked_merges():
     """Keras 3's Multiply, Maximum and Minimum of masked sequences: a masked step counts as 1 in a
     product (zeroed where no input keeps it) and takes the other operand's value in a maximum or
@@ -1026,6 +1025,67 @@ FIDELITY_CASES["masked_merges_sgd"] = (
     sgd_momentum,
     {**SEQ, "nonempty": True},
 )
+
+
+def build_constrained_sequence():
+    """Weight constraints, which Keras's optimizer applies after each update: UnitNorm on the
+    embeddings' rows, MaxNorm, UnitNorm and NonNeg on an LSTM's kernels and bias, MinMaxNorm (rate
+    0.5) and NonNeg on a Dense's; each acts (the norms start outside the limits)."""
+    L, C = keras.layers, keras.constraints
+    ids = keras.Input(shape=(SEQ_STEPS,))
+    # rows of norm about 1 (the default's 0.05 would scale Adam's rounding by 20)
+    init = keras.initializers.RandomUniform(-1.0, 1.0)
+    h = L.Embedding(SEQ_VOCAB, 4, embeddings_initializer=init, embeddings_constraint=C.UnitNorm(axis=1))(ids)
+    h = L.LSTM(
+        5,
+        kernel_constraint=C.MaxNorm(0.5),
+        recurrent_constraint=C.UnitNorm(),
+        bias_constraint=C.NonNeg(),
+    )(h)
+    h = L.Dense(6, activation="tanh", kernel_constraint=C.MinMaxNorm(0.2, 0.6, rate=0.5), bias_constraint="non_neg")(h)
+    return keras.Model(ids, L.Dense(CLASSES, activation="softmax")(h))
+
+
+def build_constrained_cnn():
+    """MaxNorm over a Conv2D kernel's three input axes (Keras's advice for convolutions), NonNeg on
+    a BatchNormalization's gamma and a PReLU's alpha, MaxNorm on the head's kernel columns."""
+    L, C = keras.layers, keras.constraints
+    return keras.Sequential(
+        [
+            keras.Input(shape=(6, 6, 2)),
+            # no bias: before a batch norm its gradient is rounding, which Adam scales up
+            L.Conv2D(4, 3, padding="same", use_bias=False, kernel_constraint=C.MaxNorm(0.8, axis=[0, 1, 2])),
+            L.BatchNormalization(gamma_constraint=C.NonNeg(), beta_constraint=C.MaxNorm(0.05)),
+            L.PReLU(alpha_initializer="ones", alpha_constraint=C.NonNeg()),
+            L.GlobalAveragePooling2D(),
+            L.Dense(CLASSES, activation="softmax", kernel_constraint=C.MaxNorm(0.4)),
+        ]
+    )
+
+
+FIDELITY_CASES.update(
+    {
+        "constraints_seq_adam": (
+            build_constrained_sequence,
+            [SEQ_STEPS],
+            sparse_targets,
+            SPARSE,
+            adam,
+            {"ids": SEQ_VOCAB, "unique_ids": True},
+        ),
+        "constraints_seq_sgd": (
+            build_constrained_sequence,
+            [SEQ_STEPS],
+            sparse_targets,
+            SPARSE,
+            sgd_momentum,
+            {"ids": SEQ_VOCAB, "unique_ids": True},
+        ),
+        "constraints_cnn_sgd": (build_constrained_cnn, [(6, 6, 2)], sparse_targets, SPARSE, sgd_momentum),
+        "constraints_cnn_adam": (build_constrained_cnn, [(6, 6, 2)], sparse_targets, SPARSE, adam),
+    }
+)
+
 
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):

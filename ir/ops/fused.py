@@ -76,8 +76,8 @@ def _fused_update(*args, update, per_param, shared, hyper=()):
 
 def update_groups(node) -> list[tuple]:
     """The (w, g, *slots) operand groups of an optimizer update node, one per parameter
-    (none for other in-place updates, such as moving statistics)."""
-    if node.op == "moving_average":
+    (none for other in-place updates: moving statistics, weight constraints)."""
+    if node.op in ("moving_average", "constrain"):
         return []
     if node.op != "fused_update":
         return [tuple(node.inputs[: len(node.inputs) - len(SHARED)])]

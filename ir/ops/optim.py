@@ -237,3 +237,41 @@ def ftrl(
     l1 = f(l1_regularization_strength)
     w[...] = (np.clip(linear, -l1, l1) - linear) / quadratic
     accum[...] = new_accum
+
+
+# ---------------------------------------------------------------- weight constraints
+
+CONSTRAINT_EPSILON = 1e-7  # Keras's backend.epsilon()
+
+
+def _constrain(w, updated, kind, axes=(), min_value=0.0, max_value=2.0, rate=1.0):
+    """Keras's constraints, in place (keras/src/constraints): NonNeg clamps at 0; MaxNorm, UnitNorm
+    and MinMaxNorm rescale w by its L2 norms over `axes` (kept as size-1 dims). `updated`: the
+    update node that wrote w, an operand for the order only."""
+    f = w.dtype.type
+    if kind == "non_neg":
+        np.maximum(w, f(0), out=w)
+        return w
+    norms = np.sqrt(np.sum(np.square(w), axis=tuple(axes), keepdims=True))
+    eps = f(CONSTRAINT_EPSILON)
+    if kind == "unit_norm":
+        w[...] = w / (eps + norms)
+        return w
+    if kind == "max_norm":
+        desired = np.clip(norms, f(0), f(max_value))
+    else:  # min_max_norm
+        desired = f(rate) * np.clip(norms, f(min_value), f(max_value)) + f(1 - rate) * norms
+    w[...] = w * (desired / (eps + norms))
+    return w
+
+
+register(
+    OpDef(
+        "constrain",
+        Pattern.UPDATE,
+        lambda types, attrs: types[0],
+        _constrain,
+        None,
+        doc="a weight constraint in place, after its update (operand 2): Keras's MaxNorm, NonNeg, ...",
+    )
+)

@@ -6,6 +6,7 @@ shape arithmetic of reductions, rows and buckets. A target subclasses StepCodege
 from __future__ import annotations
 
 import collections
+import math
 import re
 
 from ir import BATCH
@@ -175,6 +176,18 @@ def shape_expr(shape) -> str:
 def prod(dims) -> str:
     parts = [("B" if d == BATCH else str(d)) for d in dims]
     return " * ".join(parts) if parts else "1"
+
+
+def constraint_args(node, shape) -> tuple:
+    """(the weight's dims as (before, over, after) around the constraint's norm axes, its kind's
+    code in the kernels, min_value, max_value, rate) of a `constrain` node on a weight of `shape`."""
+    from ..kernels.maths import CONSTRAINTS
+
+    a = node.attrs
+    axes = a.get("axes") or (0,)
+    dims = (math.prod(shape[: axes[0]]), math.prod(shape[axes[0] : axes[-1] + 1]), math.prod(shape[axes[-1] + 1 :]))
+    kind = CONSTRAINTS.index(a["kind"])
+    return dims, kind, float(a.get("min_value", 0.0)), float(a.get("max_value", 0.0)), float(a.get("rate", 1.0))
 
 
 class StepCodegen:

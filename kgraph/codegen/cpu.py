@@ -19,7 +19,7 @@ from ..passes.memory import saved_id, workspace_id
 from ..passes.recurrent import gate_width
 from ..passes.split import step_parts
 from ..runtime.abi import STEP_ARGS, STEPS_ARGS
-from .base import StepCodegen, drop_unused_views, prod as _prod, stash_outputs, var as _var, shape_expr
+from .base import StepCodegen, constraint_args, drop_unused_views, prod as _prod, stash_outputs, var as _var, shape_expr
 from .lowering import (
     activation_call,
     decay_expression,
@@ -438,6 +438,11 @@ class CpuCodegen(StepCodegen):
     def _emit_moving_average(self, node):
         m, x = node.inputs
         return [f"K.moving_average({self._flat(m)}, {self._flat(x)}, {float(node.attrs['momentum'])!r})"]
+
+    def _emit_constrain(self, node):
+        w = node.inputs[0]
+        dims, *args = constraint_args(node, self.g.type(w).shape)
+        return [f"K.constrain({self._reshaped(w, dims)}, {', '.join(map(repr, args))})  # {node.attrs['kind']}"]
 
     def _emit_transpose(self, node):
         perm = node.attrs["perm"]

@@ -28,7 +28,7 @@ from ir.ops.recurrent import operands as rnn_operands
 
 from ..passes.memory import saved_id, workspace_id
 from ..passes.recurrent import gate_width
-from .base import StepCodegen, drop_unused_views, prod, shape_expr, var
+from .base import StepCodegen, constraint_args, drop_unused_views, prod, shape_expr, var
 from .lowering import (
     activation_call,
     decay_expression,
@@ -844,6 +844,13 @@ class CudaCodegen(StepCodegen):
             (repr(float(node.attrs["momentum"])), "float64"),
         ]
         return [self._launch("K.moving_average", *self._over(prod(self.g.type(m).shape), "K.update_blocks"), args)]
+
+    def _emit_constrain(self, node):
+        w = node.inputs[0]
+        (before, over, after), kind, *limits = constraint_args(node, self.g.type(w).shape)
+        view = f"{self._operand(w)}.reshape(({before}, {over}, {after}))"
+        args = [self._arr(view, w, 3), (str(kind), "int64"), *((repr(v), "float64") for v in limits)]
+        return [self._launch("K.constrain", *self._over(before * after, "K.update_blocks"), args)]
 
 
 def _flags(*values) -> list:

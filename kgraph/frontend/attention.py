@@ -30,6 +30,7 @@ from ir import BATCH
 
 from .errors import ConfigError
 from .initializers import parse_initializer
+from .constraints import parse_constraint
 from .regularizers import parse_regularizer
 from .rule import Rule, WeightDecl, check_count, is_count, shape_str, where_of
 
@@ -149,9 +150,6 @@ class MultiHeadAttention(Rule):
         if cfg.get("value_dim") is not None:
             check_count(layer, "value_dim", None)
         _check_dropout(layer)
-        for key in ("kernel_constraint", "bias_constraint"):
-            if cfg.get(key) is not None:
-                raise ConfigError(f"{where}: {key} is not supported (kgraph has no weight constraints)")
         if cfg.get("use_gate"):
             raise ConfigError(f"{where}: use_gate=True is not supported")
         if cfg.get("sliding_window") is not None:
@@ -234,9 +232,11 @@ class MultiHeadAttention(Rule):
             ("value", (value[-1], heads, value_dim), (heads, value_dim)),
             ("attention_output", (heads, value_dim, out), (out,)),
         ):
-            decls.append(WeightDecl(f"{name}/kernel", kernel, kernel_init, kernel_reg))
+            kernel_limit = parse_constraint(cfg.get("kernel_constraint"), where, kernel)
+            decls.append(WeightDecl(f"{name}/kernel", kernel, kernel_init, kernel_reg, constraint=kernel_limit))
             if bias:
-                decls.append(WeightDecl(f"{name}/bias", bias_shape, bias_init, bias_reg))
+                bias_limit = parse_constraint(cfg.get("bias_constraint"), where, bias_shape)
+                decls.append(WeightDecl(f"{name}/bias", bias_shape, bias_init, bias_reg, constraint=bias_limit))
         return decls
 
     def emit(self, ctx, layer, xs, shapes):

@@ -15,6 +15,7 @@ from ir import BATCH
 from .errors import ConfigError
 from .initializers import parse_initializer
 from .layers import Dropout
+from .constraints import parse_constraint
 from .regularizers import parse_regularizer
 from .rule import Rule, WeightDecl, ir_shape, shape_str, where_of
 
@@ -109,18 +110,19 @@ class PReLU(Rule):
         return tuple(out)
 
     def check(self, layer, keras):
-        _refuse(layer, "alpha_constraint", None, "kgraph has no weight constraints")
         parse_initializer(layer.config.get("alpha_initializer", "zeros"), where_of(layer))
         parse_regularizer(layer.config.get("alpha_regularizer"), where_of(layer))
 
     def weights(self, layer, shapes):
         cfg, where = layer.config, where_of(layer)
+        shape = self._shape(layer, shapes[0])
         return [
             WeightDecl(
                 "alpha",
-                self._shape(layer, shapes[0]),
+                shape,
                 parse_initializer(cfg.get("alpha_initializer", "zeros"), where),
                 parse_regularizer(cfg.get("alpha_regularizer"), where),
+                constraint=parse_constraint(cfg.get("alpha_constraint"), where, shape),
             )
         ]
 

@@ -9,6 +9,7 @@ from ir import BATCH, TensorType
 from ir.ops.nn import normalize
 
 from .activations import emit_activation, parse_activation
+from .constraints import parse_constraint
 from .errors import ConfigError
 from .initializers import parse_initializer
 from .regularizers import parse_regularizer
@@ -21,21 +22,22 @@ class Dense(Rule):
         if not is_count(cfg.get("units")):
             raise ConfigError(f"{where}: units must be a positive integer, got {cfg.get('units')!r}")
         parse_activation(cfg.get("activation"), where)
-        for key in ("kernel_constraint", "bias_constraint", "quantization_config"):
-            if cfg.get(key) is not None:
-                raise ConfigError(f"{where}: {key} is not supported")
+        if cfg.get("quantization_config") is not None:
+            raise ConfigError(f"{where}: quantization_config is not supported")
 
     def output_shape(self, layer, shapes):
         return (*shapes[0][:-1], layer.config["units"])  # over the last axis, as Keras
 
     def weights(self, layer, shapes):
         cfg, where = layer.config, where_of(layer)
+        kernel = (shapes[0][-1], cfg["units"])
         out = [
             WeightDecl(
                 "kernel",
-                (shapes[0][-1], cfg["units"]),
+                kernel,
                 parse_initializer(cfg.get("kernel_initializer", "glorot_uniform"), where),
                 parse_regularizer(cfg.get("kernel_regularizer"), where),
+                constraint=parse_constraint(cfg.get("kernel_constraint"), where, kernel),
             )
         ]
         if cfg.get("use_bias", True):
@@ -45,6 +47,7 @@ class Dense(Rule):
                     (cfg["units"],),
                     parse_initializer(cfg.get("bias_initializer", "zeros"), where),
                     parse_regularizer(cfg.get("bias_regularizer"), where),
+                    constraint=parse_constraint(cfg.get("bias_constraint"), where, (cfg["units"],)),
                 )
             )
         return out
@@ -267,20 +270,22 @@ class Embedding(Rule):
         for key in ("input_dim", "output_dim"):
             if not is_count(cfg.get(key)):
                 raise ConfigError(f"{where_of(layer)}: {key} must be a positive integer, got {cfg.get(key)!r}")
-        if cfg.get("embeddings_constraint") is not None or cfg.get("lora_rank"):
-            raise ConfigError(f"{where_of(layer)}: embeddings_constraint and lora_rank are not supported")
+        if cfg.get("lora_rank"):
+            raise ConfigError(f"{where_of(layer)}: lora_rank is not supported")
 
     def output_shape(self, layer, shapes):
         return (*shapes[0], layer.config["output_dim"])
 
     def weights(self, layer, shapes):
         cfg, where = layer.config, where_of(layer)
+        shape = (cfg["input_dim"], cfg["output_dim"])
         return [
             WeightDecl(
                 "embeddings",
-                (cfg["input_dim"], cfg["output_dim"]),
+                shape,
                 parse_initializer(cfg.get("embeddings_initializer", "uniform"), where),
                 parse_regularizer(cfg.get("embeddings_regularizer"), where),
+                constraint=parse_constraint(cfg.get("embeddings_constraint"), where, shape),
             )
         ]
 
@@ -304,7 +309,7 @@ class Normalization(Rule):
 
     def check(self, layer, keras):
         cfg, where = layer.config, where_of(layer)
-        for key in ("renorm", "rms_scaling", "gamma_constraint", "beta_constraint"):
+        for key in ("renorm", "rms_scaling"):
             if cfg.get(key):
                 raise ConfigError(f"{where}: {key} is not supported")
         if self.kind == "group":
@@ -342,6 +347,7 @@ class Normalization(Rule):
                 parse_initializer(cfg.get(f"{key}_initializer", default), where),
                 parse_regularizer(cfg.get(f"{key}_regularizer"), where),
                 trainable,
+                parse_constraint(cfg.get(f"{key}_constraint"), where, shape),
             )
 
         out = ([decl("gamma", "ones")] if cfg.get("scale", True) else []) + (

@@ -49,6 +49,7 @@ class WeightSpec:
     regularizer: dict | None = None  # {"l1": float, "l2": float}
     path: tuple = ()  # names of the enclosing nested models, outermost first
     updatable: bool = True  # False for state the step updates itself (batch-norm statistics): never trainable
+    constraint: dict | None = None  # applied after each optimizer update (frontend/constraints.py)
 
 
 @dataclass
@@ -414,6 +415,7 @@ def _weight_specs(desc, decls, rng, dtype, path=(), trainable=True) -> list:
                     d.regularizer,
                     path,
                     d.trainable,
+                    d.constraint,
                 )
             )
     return out

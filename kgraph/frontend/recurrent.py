@@ -19,6 +19,7 @@ from .initializers import _MAKERS, initial_value, parse_initializer
 from .extra_layers import EXTRA
 from .layers import CORE
 from .rule import Rule, WeightDecl, is_count, shape_str, where_of
+from .constraints import parse_constraint
 from .regularizers import parse_regularizer
 
 GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
@@ -83,9 +84,6 @@ class Recurrent(Rule):
             rate = cfg.get(key, 0.0)
             if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
                 raise ConfigError(f"{where}: {key} must be in [0, 1), got {rate!r}")
-        for key in ("kernel_constraint", "recurrent_constraint", "bias_constraint"):
-            if cfg.get(key) is not None:
-                raise ConfigError(f"{where}: {key} is not supported (kgraph has no weight constraints)")
         if isinstance(cfg.get("cell"), dict):
             raise ConfigError(f"{where}: a custom cell is not supported")
         _activation(layer, "activation", "tanh", keras)
@@ -130,12 +128,14 @@ class Recurrent(Rule):
                 (d, g),
                 parse_initializer(cfg.get("kernel_initializer", "glorot_uniform"), where),
                 parse_regularizer(cfg.get("kernel_regularizer"), where),
+                constraint=parse_constraint(cfg.get("kernel_constraint"), where, (d, g)),
             ),
             WeightDecl(
                 f"{prefix}recurrent_kernel",
                 (units, g),
                 parse_initializer(cfg.get("recurrent_initializer", "orthogonal"), where),
                 parse_regularizer(cfg.get("recurrent_regularizer"), where),
+                constraint=parse_constraint(cfg.get("recurrent_constraint"), where, (units, g)),
             ),
         ]
         if cfg.get("use_bias", True):
@@ -145,7 +145,15 @@ class Recurrent(Rule):
                 init = ("_UnitForgetBias", {"init": init, "units": units})
             if self.cls == "GRU" and self._reset_after(layer):
                 shape = (2, g)
-            out.append(WeightDecl(f"{prefix}bias", shape, init, parse_regularizer(cfg.get("bias_regularizer"), where)))
+            out.append(
+                WeightDecl(
+                    f"{prefix}bias",
+                    shape,
+                    init,
+                    parse_regularizer(cfg.get("bias_regularizer"), where),
+                    constraint=parse_constraint(cfg.get("bias_constraint"), where, shape),
+                )
+            )
         return out
 
     def run(self, ctx, layer, xs, shapes, prefix="", zero_output=None):

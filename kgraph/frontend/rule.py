@@ -48,6 +48,7 @@ class WeightDecl:
     initializer: tuple  # (class name, config) from parse_initializer
     regularizer: dict | None
     trainable: bool = True  # False: state the train step updates in place (batch-norm statistics)
+    constraint: dict | None = None  # constraints.parse_constraint's: applied after each update
 
 
 class Rule:

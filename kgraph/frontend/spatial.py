@@ -13,6 +13,7 @@ from ir.ops.nn import conv_out
 from .activations import emit_activation, parse_activation
 from .errors import ConfigError
 from .initializers import parse_initializer
+from .constraints import parse_constraint
 from .regularizers import parse_regularizer
 from .rule import Rule, WeightDecl, check_count, is_count, shape_str, where_of
 
@@ -150,9 +151,6 @@ class Conv(Rule):
         if self.kind != "depthwise" and not is_count(cfg.get("filters")):
             raise ConfigError(f"{where}: filters must be a positive integer, got {cfg.get('filters')!r}")
         parse_activation(cfg.get("activation"), where)
-        for key in ("kernel_constraint", "bias_constraint", "depthwise_constraint", "pointwise_constraint"):
-            if cfg.get(key) is not None:
-                raise ConfigError(f"{where}: {key} is not supported")
         extra = self._output_padding(layer)
         strides = _ints(cfg.get("strides", 1), self.rank, where, "strides")
         if extra is not None and any(e >= si for e, si in zip(extra, strides)):
@@ -190,6 +188,7 @@ class Conv(Rule):
                 shape,
                 parse_initializer(cfg.get(f"{key}_initializer", "glorot_uniform"), where),
                 parse_regularizer(cfg.get(f"{key}_regularizer"), where),
+                constraint=parse_constraint(cfg.get(f"{key}_constraint"), where, shape),
             )
 
         if self.kind in ("depthwise", "separable"):
@@ -213,6 +212,7 @@ class Conv(Rule):
                     (filters,),
                     parse_initializer(cfg.get("bias_initializer", "zeros"), where),
                     parse_regularizer(cfg.get("bias_regularizer"), where),
+                    constraint=parse_constraint(cfg.get("bias_constraint"), where, (filters,)),
                 )
             )
         return out

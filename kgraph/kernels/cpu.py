@@ -551,6 +551,21 @@ def scatter_add_rows(g, ids, out):
 
 
 @jit
+def constrain(w, kind, min_value, max_value, rate):
+    """Keras's weight constraint in place (maths.constrained), on the weight viewed as (before,
+    over, after): each (before, after) column by its L2 norm over `over` (NonNeg: each weight)."""
+    for a in range(w.shape[0]):
+        for c in range(w.shape[2]):
+            total = 0.0
+            if kind != 0:
+                for r in range(w.shape[1]):
+                    total += float(w[a, r, c]) ** 2
+            norm = M.like(w[a, 0, c], np.sqrt(total))
+            for r in range(w.shape[1]):
+                w[a, r, c] = M.constrained(w[a, r, c], norm, kind, min_value, max_value, rate)
+
+
+@jit
 def moving_average(m, x, momentum):
     mu = m.dtype.type(momentum)
     rest = m.dtype.type(1.0 - momentum)

@@ -19,6 +19,7 @@ same kernels and the same element maths on a fraction of the threads."""
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 from numba import config, cuda, float32
@@ -527,6 +528,22 @@ def moving_average(m, x, momentum):
     mu, rest = float32(momentum), float32(1 - momentum)
     for i in range(cuda.grid(1), m.size, cuda.gridsize(1)):
         m[i] = m[i] * mu + x[i] * rest
+
+
+@cuda.jit
+def constrain(w, kind, min_value, max_value, rate):
+    """Keras's weight constraint in place, as the CPU's constrain: a thread per (before, after)
+    column of the weight viewed as (before, over, after) (grid-stride)."""
+    after = w.shape[2]
+    for k in range(cuda.grid(1), w.shape[0] * after, cuda.gridsize(1)):
+        a, c = k // after, k % after
+        total = 0.0
+        if kind != 0:
+            for r in range(w.shape[1]):
+                total += float(w[a, r, c]) ** 2
+        norm = float32(math.sqrt(total))
+        for r in range(w.shape[1]):
+            w[a, r, c] = M.constrained(w[a, r, c], norm, kind, min_value, max_value, rate)
 
 
 # ---------------------------------------------------------------- recurrent layers

@@ -753,3 +753,22 @@ def unpick_row(g, label, out):
         out[j] = 0
     if 0 <= label < out.shape[0]:
         out[int(label)] = g
+
+
+# ---------------------------------------------------------------- weight constraints
+# Keras's constraints by their code in the kernels: the kind's index here
+CONSTRAINTS = ("non_neg", "max_norm", "unit_norm", "min_max_norm")
+
+
+@jitable
+def constrained(w, norm, kind, min_value, max_value, rate):
+    """One weight under Keras's constraint `kind` (CONSTRAINTS), its column's L2 norm given:
+    NonNeg max(w, 0); UnitNorm w / (eps + norm); MaxNorm and MinMaxNorm w * desired / (eps + norm)."""
+    if kind == 0:
+        return maximum(w, like(w, 0.0))
+    eps = like(norm, 1e-7)  # Keras's backend.epsilon()
+    if kind == 2:
+        return w / (eps + norm)
+    clipped = minimum(maximum(norm, like(norm, min_value)), like(norm, max_value))
+    desired = clipped if kind == 1 else like(norm, rate) * clipped + like(norm, 1.0 - rate) * norm
+    return w * (desired / (eps + norm))

@@ -25,7 +25,7 @@ from .fusion import (
 from .loss import LOSSES, add_loss, drop_outputs
 from .memory import MemoryPlan, materialize_gradients, plan_memory, updates_last
 from .split import block_convolutions, split_gemms, split_samples
-from .optimizer import OPTIMIZERS, add_optimizer
+from .optimizer import OPTIMIZERS, add_constraints, add_optimizer
 from .recurrent import plan_recurrent
 
 PASS_NAMES = ["frontend", "fold", "loss", "autodiff", "optimizer", "fuse", "dce", "plan"]
@@ -49,6 +49,7 @@ def run_pipeline(
     param_order: list,
     losses=None,
     regularizers=(),
+    constraints=None,
     optimizer=None,
     debug=False,
     trainable=None,
@@ -61,6 +62,7 @@ def run_pipeline(
 ) -> Compiled:
     """kind "predict": forward only; "test": forward + loss; "train": + backward and updates.
     losses: one {"name", "from_logits", "weight"} per output; optimizer: (kind, hyper-parameters);
+    constraints: {param id: constraint attrs} (frontend/constraints.py), applied after the updates;
     trainable: the parameters the optimizer updates (default all; the others are state such as
     batch-norm statistics, which the forward graph updates itself); parts: CPU cores to split the
     GEMMs that touch a weight over (passes/split.py; 1 for CUDA); fuse=False skips the fusion
@@ -113,6 +115,8 @@ def run_pipeline(
         done("autodiff")
         lower_batch_norm(g)  # training's, kept for autodiff
         add_optimizer(g, grads, optimizer[0], optimizer[1], params=wrt)
+        # only the weights the step updates: Keras constrains the variables it applies gradients to
+        constrained = {p: c for p, c in (constraints or {}).items() if p in grads}
         done("optimizer")
     if fuse:
         out.decisions += fuse_dense(g, training=kind == "train")
@@ -123,6 +127,8 @@ def run_pipeline(
         out.decisions += read_scalar_broadcasts(g)
         out.decisions += fuse_column_sums(g)
         out.decisions += fuse_updates(g)
+    if kind == "train":
+        add_constraints(g, constrained)  # after the (fused) updates, which are the graph's last nodes
     done("fuse")
     dce(g)
     materialize_gradients(g)

@@ -1,10 +1,11 @@
 """Append the optimizer: Keras's gradient clipping as IR ops, then one in-place update node per
-parameter, with its slots as 'state' sources. The slots of one kind are created for all parameters
-in order, so each kind is contiguous."""
+parameter, with its slots as 'state' sources (the slots of one kind are created for all
+parameters in order, so each kind is contiguous), and the weights' constraints after them."""
 
 from __future__ import annotations
 
-from ir import scalar
+from ir import Pattern, get_op, scalar
+from ir.ops.fused import update_groups
 from ir.ops.optim import UPDATES
 
 # optimizer kind -> the update op that runs it (Keras's AdamW is "adam" with a weight_decay)
@@ -46,6 +47,20 @@ def add_optimizer(graph, grads: dict[str, str], kind: str, hyper: dict, params=N
     for p, gr in grads.items():
         graph.add_node(op, [p, gr, *slots[p], lr, step, gscale], dict(attrs), name=f"update_{p}")
     return graph
+
+
+def add_constraints(graph, constraints: dict) -> None:
+    """One in-place `constrain` node per constrained parameter ({param id: constraint attrs}),
+    after the update that writes it (Keras's optimizer constrains a variable once it is updated):
+    its second operand is that update node, read for the order only. Called after the updates
+    are fused, so that it names the fused node."""
+    if not constraints:
+        return
+    writer = {
+        group[0]: n.id for n in graph.nodes() if get_op(n.op).pattern is Pattern.UPDATE for group in update_groups(n)
+    }
+    for p, attrs in constraints.items():
+        graph.add_node("constrain", [p, writer[p]], dict(attrs), name=f"constrain_{p}")
 
 
 def _clip(graph, grads, clipnorm=None, clipvalue=None, global_clipnorm=None):
