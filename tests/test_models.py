@@ -250,3 +250,24 @@ def test_a_tf_keras_2_dict_of_outputs_logs_by_layer_name():
     m.compile(optimizer="sgd", loss={"dense_a": "mse", "dense_b": "mae"})
     by_name = m.evaluate(x, {"dense_a": np.zeros((8, 3)), "dense_b": np.ones((8, 1))}, verbose=0, return_dict=True)
     assert by_name == pytest.approx(by_key, rel=1e-6)
+
+
+def test_a_model_whose_output_is_its_input_reshaped_predicts_and_evaluates():
+    """The output is a view of the step's input, in no buffer of the step: it gets a copy of its
+    own (passes/memory.py materialize_outputs), where predict raised KeyError 'output:0'."""
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"batch_shape": [None, 3, 4], "name": "in"}},
+                {"class_name": "Reshape", "config": {"name": "r", "target_shape": [12]}},
+            ],
+        },
+    }
+    model = kgraph.models.model_from_json(json.dumps(config))
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), x.reshape(2, 12))
+    with pytest.warns(UserWarning, match="no trainable weights"):
+        model.compile(loss="mse")
+    assert model.evaluate(x, x.reshape(2, 12), verbose=0) == 0.0

@@ -23,7 +23,7 @@ from .fusion import (
     read_scalar_broadcasts,
 )
 from .loss import LOSSES, add_loss, drop_outputs
-from .memory import MemoryPlan, materialize_gradients, plan_memory, updates_last
+from .memory import MemoryPlan, materialize_gradients, materialize_outputs, plan_memory, updates_last
 from .split import block_convolutions, split_gemms, split_samples
 from .optimizer import OPTIMIZERS, add_constraints, add_optimizer
 from .recurrent import plan_recurrent
@@ -132,6 +132,7 @@ def run_pipeline(
     done("fuse")
     dce(g)
     materialize_gradients(g)
+    materialize_outputs(g)
     done("dce")
     out.decisions += split_gemms(g, parts)
     out.decisions += split_samples(g, parts)

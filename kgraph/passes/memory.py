@@ -112,6 +112,18 @@ def materialize_gradients(graph):
     return graph
 
 
+def materialize_outputs(graph):
+    """An output that is a step's input, or a view of one (a model that returns its input
+    reshaped), gets a copy of its own: the step hands back the outputs that live in its buffers."""
+    for key, nid in list(graph.outputs.items()):
+        root = graph.node(nid)
+        while not root.is_source and get_op(root.op).pattern is Pattern.VIEW:
+            root = graph.node(root.inputs[0])
+        if root.is_source and root.op not in ("param", "state"):
+            graph.outputs[key] = graph.copy(nid, name=nid + "_out")
+    return graph
+
+
 def updates_last(graph) -> list[str]:
     """The graph's order with the in-place updates moved after every other node: the schedule of a
     training step run in two halves, gradients then updates (so data-parallel replicas can
