@@ -711,3 +711,53 @@ def test_constraints_in_every_keras_spelling(value, expected):
     from kgraph.frontend.constraints import parse_constraint
 
     assert parse_constraint(value, "layer 'd'", (4, 3)) == expected
+
+
+def _with_op(op_entry):
+    """A Keras 3 functional config: Input (4,) -> the op -> Dense(2)."""
+    tensor = {"class_name": "__keras_tensor__", "config": {"shape": [None, 4], "keras_history": ["x", 0, 0]}}
+    op_entry = json.loads(json.dumps(op_entry).replace('"TENSOR"', json.dumps(tensor)))
+    dense_in = {"class_name": "__keras_tensor__", "config": {"keras_history": [op_entry["name"], 0, 0]}}
+    return {
+        "module": "keras.src.models.functional",
+        "class_name": "Functional",
+        "config": {
+            "name": "m",
+            "layers": [
+                {
+                    "module": "keras.layers",
+                    "class_name": "InputLayer",
+                    "name": "x",
+                    "config": {"batch_shape": [None, 4], "name": "x"},
+                    "inbound_nodes": [],
+                },
+                op_entry,
+                {
+                    "module": "keras.layers",
+                    "class_name": "Dense",
+                    "name": "d",
+                    "config": {"name": "d", "units": 2},
+                    "inbound_nodes": [{"args": [dense_in], "kwargs": {}}],
+                },
+            ],
+            "input_layers": [["x", 0, 0]],
+            "output_layers": [["d", 0, 0]],
+        },
+    }
+
+
+def test_a_keras_op_is_never_read_as_the_layer_of_its_name():
+    """x * 2.0 is written as class Multiply of module keras.src.ops.numpy with args [x, 2.0]: it
+    was read as the Multiply layer of one input, which dropped the 2.0 (predictions silently off)."""
+    op = {"module": "keras.src.ops.numpy", "class_name": "Multiply", "name": "multiply", "config": {"name": "multiply"}}
+    op["inbound_nodes"] = [{"args": ["TENSOR", 2.0], "kwargs": {}}]
+    from kgraph.models import Model
+
+    twice = Model(build_model(_with_op(op), seed=0), seed=0)
+    op["class_name"], op["inbound_nodes"] = "Absolute", [{"args": ["TENSOR"], "kwargs": {}}]
+    plain = Model(build_model(_with_op(op), seed=0), seed=0)  # the same Dense weights (seed 0)
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_allclose(twice.predict(x, verbose=0), plain.predict(2 * x, verbose=0), rtol=1e-6)
+    op["class_name"] = "Cumsum"
+    with pytest.raises(ConfigError, match=r"unsupported keras\.ops operations: Cumsum 'multiply'; supported: Abs, "):
+        build_model(_with_op(op))

@@ -1087,6 +1087,29 @@ FIDELITY_CASES.update(
 )
 
 
+def build_keras_ops():
+    """Keras 3 operations between layers (x * 2.0 - 0.5, keras.ops.mean, x[:, -1], ...), which the
+    config holds as entries of module keras.src.ops.*: gradients flow through each."""
+    K, L = keras.ops, keras.layers
+    x = keras.Input(shape=(IN_DIM,))
+    h = L.Dense(12)(x)
+    h = K.relu(h * 2.0 - 0.5) + K.sigmoid(h) / 3.0
+    seq = K.transpose(K.reshape(h, (-1, 3, 4)), (0, 2, 1))  # (B, 4, 3)
+    parts = [
+        K.mean(seq, axis=1),
+        K.max(seq, axis=-1),
+        seq[:, -1],
+        K.sum(K.square(seq[:, 1:3]), axis=1),
+        K.squeeze(K.expand_dims(K.tanh(x), 1), 1),
+        K.clip(K.matmul(seq, K.transpose(seq, (0, 2, 1)))[:, 0], -1.0, 1.0),
+        K.maximum(1.0 - K.exp(-K.abs(x)), 0.2),
+    ]
+    return keras.Model(x, L.Dense(CLASSES, activation="softmax")(K.concatenate(parts, axis=-1)))
+
+
+FIDELITY_CASES["keras_ops_sgd"] = (build_keras_ops, [IN_DIM], sparse_targets, SPARSE, sgd_momentum)
+
+
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):
         return loss

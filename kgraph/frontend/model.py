@@ -21,6 +21,7 @@ from .initializers import initial_value
 from .layers import CORE
 from .normalize import MODEL_CLASSES, describe, input_batch_shape, keras_major
 from .preprocessing import PREPROCESSING
+from .ops import OP_RULES
 from .recurrent import RECURRENT_RULES, carry_mask
 from .regularizers import parse_regularizer
 from .rule import Ctx, ir_shape, is_count, shape_str
@@ -28,8 +29,9 @@ from .spatial import SPATIAL
 from .walk import guarded, run_graph
 
 # Keras class name -> its Rule
-RULES = {**CORE, **SPATIAL, **EXTRA, **PREPROCESSING, **DOT_RULES, **RECURRENT_RULES, **ATTENTION_RULES}
-SUPPORTED = sorted([*RULES, "InputLayer", *MODEL_CLASSES])
+RULES = {**CORE, **SPATIAL, **EXTRA, **PREPROCESSING, **DOT_RULES, **RECURRENT_RULES, **ATTENTION_RULES, **OP_RULES}
+SUPPORTED = sorted([k for k in RULES if not k.startswith("op:")] + ["InputLayer", *MODEL_CLASSES])
+SUPPORTED_OPS = sorted(k[3:] for k in OP_RULES)
 DTYPES = ("float32", "float64")
 
 # The sizes a model's unknown input dimensions are taken as to find its weights and the shapes
@@ -88,13 +90,21 @@ def _refuse_unsupported(desc) -> None:
     bad = _unsupported(desc, [])
     if not bad:
         return
-    listed = ", ".join(f"{cls} {name!r}" for cls, name in bad)
+    ops = [(cls[3:], name) for cls, name in bad if cls.startswith("op:")]
+    bad = [(cls, name) for cls, name in bad if not cls.startswith("op:")]
     lam = (
         " (a Lambda layer holds Python bytecode; kgraph never decodes or runs it)"
         if any(cls == "Lambda" for cls, _ in bad)
         else ""
     )
-    raise ConfigError(f"unsupported layers: {listed}{lam}; supported: {', '.join(SUPPORTED)}")
+    parts = []
+    if bad:
+        listed = ", ".join(f"{cls} {name!r}" for cls, name in bad)
+        parts.append(f"unsupported layers: {listed}{lam}; supported: {', '.join(SUPPORTED)}")
+    if ops:
+        listed = ", ".join(f"{cls} {name!r}" for cls, name in ops)
+        parts.append(f"unsupported keras.ops operations: {listed}; supported: {', '.join(SUPPORTED_OPS)}")
+    raise ConfigError(". ".join(parts))
 
 
 def _check_layers(desc, keras: int) -> None:

@@ -25,6 +25,7 @@ class LayerDesc:
     # tensors an attention layer takes by keyword) and the call's other keyword arguments
     call_names: list = field(default_factory=list)
     call_options: list = field(default_factory=list)
+    call_args: list = field(default_factory=list)  # per Keras 3 inbound node: its raw `args` (ops.py reads them)
 
 
 @dataclass
@@ -161,6 +162,8 @@ def _layer(entry, name: str | None, where: str) -> LayerDesc:
     if not isinstance(entry, dict) or "class_name" not in entry or not isinstance(entry.get("config"), (dict, list)):
         raise ConfigError(f"{where}: a layer entry needs 'class_name' and 'config', got {str(entry)[:80]}")
     cls, cfg = entry["class_name"], entry["config"]
+    if isinstance(cls, str) and str(entry.get("module") or "").startswith(("keras.src.ops", "keras.ops")):
+        cls = f"op:{cls}"  # an operation (x * 2.0, keras.ops.mean), never the layer of the same name (ops.py)
     name = name or entry.get("name") or (cfg.get("name") if isinstance(cfg, dict) else None)
     if not name:
         raise ConfigError(f"{where}: {cls} layer has no name")
@@ -228,6 +231,7 @@ def _functional(cfg: dict, name: str, where: str) -> ModelDesc:
         layer.calls = [refs for refs, _, _ in calls]
         layer.call_names = [names for _, names, _ in calls]
         layer.call_options = [options for _, _, options in calls]
+        layer.call_args = [n.get("args") if isinstance(n, dict) else None for n in entry.get("inbound_nodes", [])]
         layers.append(layer)
     desc = ModelDesc(
         name,
@@ -260,13 +264,19 @@ KERAS3_MASK_OPS = {
 }
 
 
+def _op_class(layer) -> str:
+    """An op's Keras class ("op:NotEqual" -> "NotEqual"; a config without modules names it bare)."""
+    cls = layer.class_name
+    return cls[3:] if isinstance(cls, str) and cls.startswith("op:") else cls
+
+
 def _drop_mask_ops(desc: ModelDesc) -> None:
     """Drops the unread mask ops, and unread Concatenates of masks (Keras 3's Concatenate mask)."""
-    ops = {layer.name for layer in desc.layers if layer.class_name in KERAS3_MASK_OPS}
+    ops = {layer.name for layer in desc.layers if _op_class(layer) in KERAS3_MASK_OPS}
     ops |= {
         layer.name
         for layer in desc.layers
-        if layer.class_name == "Concatenate" and layer.calls and all(r[0] in ops for call in layer.calls for r in call)
+        if _op_class(layer) == "Concatenate" and layer.calls and all(r[0] in ops for call in layer.calls for r in call)
     }
     while True:
         read = {r[0] for layer in desc.layers for call in layer.calls for r in call} | {r[0] for r in desc.outputs}

@@ -1,0 +1,364 @@
+"""Keras 3's operations in a functional config: `x * 2.0 + 1.0`, `keras.ops.mean(x, axis=1)`,
+`x[:, -1]`. Keras writes each as an entry of module keras.src.ops.* whose inbound node's `args`
+mix tensors and constants; normalize.py names their classes "op:<Class>" (so that `Multiply`
+the op is never read as the Multiply layer) and keeps the args (LayerDesc.call_args). Each rule
+here emits the op as IR ops with their VJPs; an op not listed is refused with the supported ones."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .activations import emit_activation
+from .errors import ConfigError
+from .extra_layers import Softmax
+from .layers import Concatenate, Permute, Reshape
+from .rule import Rule, ir_shape, shape_str, where_of
+
+
+def _is_tensor(arg) -> bool:
+    return isinstance(arg, dict) and arg.get("class_name") == "__keras_tensor__"
+
+
+def _number(arg) -> bool:
+    return isinstance(arg, (int, float)) and not isinstance(arg, bool)
+
+
+def _args(layer) -> list:
+    """The op's positional args as Keras wrote them (tensors as their __keras_tensor__ entries)."""
+    args = layer.call_args[0] if getattr(layer, "call_args", None) else []
+    return args if isinstance(args, list) else []
+
+
+def _axis(layer, axis, rank) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, int) or not -rank <= axis < rank or axis % rank == 0:
+        raise ConfigError(f"{where_of(layer)}: axis {axis!r} is not a non-batch axis of a rank-{rank} tensor")
+    return axis % rank
+
+
+def _as(rule, layer, **config):
+    """`layer` as the layer rule `rule` reads it: the op's config in the layer's terms."""
+    return rule, dataclasses.replace(layer, config={**layer.config, **config})
+
+
+class Binary(Rule):
+    """add, subtract, multiply, divide, maximum, minimum: two operands, each a tensor or a number,
+    with NumPy's broadcasting."""
+
+    inputs = None
+
+    def __init__(self, op: str):
+        self.op = op
+
+    def _operands(self, layer, count):
+        args = _args(layer)
+        if len(args) != 2 or not all(_is_tensor(a) or _number(a) for a in args) or not any(map(_is_tensor, args)):
+            raise ConfigError(f"{where_of(layer)}: takes two operands, tensors or numbers, got {str(args)[:120]}")
+        return args
+
+    def output_shape(self, layer, shapes):
+        self._operands(layer, len(shapes))
+        if len(shapes) == 2:
+            a, b = shapes
+            if len(a) != len(b) or any(x != y and 1 not in (x, y) for x, y in zip(a[1:], b[1:])):
+                raise ConfigError(f"{where_of(layer)}: shapes {shape_str(a)} and {shape_str(b)} do not broadcast")
+            return (None, *(y if x == 1 else x for x, y in zip(a[1:], b[1:])))
+        return shapes[0]
+
+    def emit(self, ctx, layer, xs, shapes):
+        g, tensors = ctx.g, iter(xs)
+        dtype = g.type(xs[0]).dtype
+        a, b = (next(tensors) if _is_tensor(v) else g.const(float(v), dtype) for v in self._operands(layer, len(xs)))
+        return g.add_node(self.op, (a, b), name=layer.name)
+
+
+class Unary(Rule):
+    """abs, square, sqrt, exp, log, negative: one IR op."""
+
+    def __init__(self, op: str):
+        self.op = op
+
+    def emit(self, ctx, layer, xs, shapes):
+        return ctx.g.add_node(self.op, (xs[0],), name=layer.name)
+
+
+class Activation(Rule):
+    """relu, sigmoid, tanh, silu, softplus, gelu (its `approximate`, True by default in keras.ops)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def emit(self, ctx, layer, xs, shapes):
+        if self.name == "gelu":
+            approximate = bool(layer.config.get("approximate", True))
+            return ctx.g.add_node("gelu", (xs[0],), {"approximate": approximate}, name=layer.name)
+        return emit_activation(ctx.g, xs[0], self.name, 3, layer.name)
+
+
+class Power(Rule):
+    """power(x, 2) and power(x, 0.5), the square and square root; other exponents are refused."""
+
+    OPS = {2: "square", 0.5: "sqrt", 1: None}
+
+    def _op(self, layer):
+        args = _args(layer)
+        if len(args) != 2 or not _is_tensor(args[0]) or not _number(args[1]) or args[1] not in self.OPS:
+            raise ConfigError(f"{where_of(layer)}: only a tensor to the power 2, 0.5 or 1 is supported")
+        return self.OPS[args[1]]
+
+    def output_shape(self, layer, shapes):
+        self._op(layer)
+        return shapes[0]
+
+    def emit(self, ctx, layer, xs, shapes):
+        op = self._op(layer)
+        return xs[0] if op is None else ctx.g.add_node(op, (xs[0],), name=layer.name)
+
+
+class Clip(Rule):
+    def _limits(self, layer):
+        lo, hi = layer.config.get("x_min"), layer.config.get("x_max")
+        if not (_number(lo) and _number(hi)) or lo > hi:
+            raise ConfigError(f"{where_of(layer)}: x_min and x_max must be numbers, x_min <= x_max")
+        return float(lo), float(hi)
+
+    def output_shape(self, layer, shapes):
+        self._limits(layer)
+        return shapes[0]
+
+    def emit(self, ctx, layer, xs, shapes):
+        lo, hi = self._limits(layer)
+        return ctx.g.clip(xs[0], lo=lo, hi=hi, name=layer.name)
+
+
+class Reduce(Rule):
+    """mean, sum, max over non-batch axes (`axis` an int or a list), keepdims or not."""
+
+    def __init__(self, op: str):
+        self.op = op
+
+    def _axes(self, layer, shape) -> tuple:
+        axis = layer.config.get("axis")
+        if axis is None:
+            raise ConfigError(f"{where_of(layer)}: a reduction over every axis, the batch's too, is not supported")
+        axes = [axis] if isinstance(axis, int) else list(axis) if isinstance(axis, (list, tuple)) else [axis]
+        return tuple(sorted({_axis(layer, a, len(shape)) for a in axes}))
+
+    def output_shape(self, layer, shapes):
+        axes, keep = self._axes(layer, shapes[0]), bool(layer.config.get("keepdims"))
+        return tuple(1 if i in axes else d for i, d in enumerate(shapes[0]) if keep or i not in axes)
+
+    def emit(self, ctx, layer, xs, shapes):
+        axes, keep = self._axes(layer, shapes[0]), bool(layer.config.get("keepdims"))
+        return ctx.g.add_node(self.op, (xs[0],), {"axes": axes, "keepdims": keep}, name=layer.name)
+
+
+class Delegate(Rule):
+    """An op that is a layer with its config renamed: concatenate, reshape, transpose, softmax."""
+
+    inputs = None
+
+    def __init__(self, adapt):
+        self.adapt = adapt  # layer -> (layer rule, layer as that rule reads it)
+
+    def check(self, layer, keras):
+        rule, shim = self.adapt(layer)
+        rule.check(shim, keras)
+
+    def output_shape(self, layer, shapes):
+        rule, shim = self.adapt(layer)
+        return rule.output_shape(shim, shapes)
+
+    def emit(self, ctx, layer, xs, shapes):
+        rule, shim = self.adapt(layer)
+        return rule.emit(ctx, shim, xs, shapes)
+
+
+def _reshape(layer):
+    shape = layer.config.get("newshape", layer.config.get("new_shape"))
+    if not isinstance(shape, (list, tuple)) or not shape or shape[0] not in (-1, None):
+        raise ConfigError(f"{where_of(layer)}: newshape {shape!r} must keep the batch axis first (as -1 or None)")
+    return _as(Reshape(), layer, target_shape=list(shape[1:]))
+
+
+def _transpose(layer):
+    axes = layer.config.get("axes")
+    if not isinstance(axes, (list, tuple)) or not axes or axes[0] != 0:
+        raise ConfigError(f"{where_of(layer)}: axes {axes!r} must keep the batch axis first")
+    return _as(Permute(), layer, dims=list(axes[1:]))
+
+
+class Reshaped(Rule):
+    """expand_dims and squeeze: a reshape by an axis."""
+
+    def __init__(self, expand: bool):
+        self.expand = expand
+
+    def output_shape(self, layer, shapes):
+        shape, axis = list(shapes[0]), layer.config.get("axis")
+        if self.expand:
+            rank = len(shape) + 1
+            if isinstance(axis, bool) or not isinstance(axis, int) or not -rank <= axis < rank or axis % rank == 0:
+                raise ConfigError(f"{where_of(layer)}: axis {axis!r} is not a non-batch axis")
+            shape.insert(axis % rank, 1)
+            return tuple(shape)
+        axes = [i for i, d in enumerate(shape) if d == 1] if axis is None else [_axis(layer, axis, len(shape))]
+        if any(shape[a] != 1 for a in axes):
+            raise ConfigError(f"{where_of(layer)}: cannot squeeze axis {axis} of {shape_str(shapes[0])}")
+        return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+    def emit(self, ctx, layer, xs, shapes):
+        return ctx.g.reshape(xs[0], shape=ir_shape(self.output_shape(layer, shapes)), name=layer.name)
+
+
+class Stack(Rule):
+    """stack(tensors, axis): each tensor gains the axis, then they are concatenated along it."""
+
+    inputs = None
+
+    def output_shape(self, layer, shapes):
+        if any(s != shapes[0] for s in shapes):
+            raise ConfigError(
+                f"{where_of(layer)}: stacks tensors of different shapes {', '.join(map(shape_str, shapes))}"
+            )
+        rank = len(shapes[0]) + 1
+        axis = layer.config.get("axis", 0)
+        if isinstance(axis, bool) or not isinstance(axis, int) or not -rank <= axis < rank or axis % rank == 0:
+            raise ConfigError(f"{where_of(layer)}: axis {axis!r} is not a non-batch axis")
+        out = list(shapes[0])
+        out.insert(axis % rank, len(shapes))
+        return tuple(out)
+
+    def emit(self, ctx, layer, xs, shapes):
+        g, out = ctx.g, self.output_shape(layer, shapes)
+        axis = (layer.config.get("axis", 0)) % len(out)
+        one = ir_shape(tuple(1 if i == axis else d for i, d in enumerate(out)))
+        parts = [g.reshape(x, shape=one, name=f"{layer.name}_{k}") for k, x in enumerate(xs)]
+        return parts[0] if len(parts) == 1 else g.concat(*parts, axis=axis, name=layer.name)
+
+
+class GetItem(Rule):
+    """x[...] with, per axis, an integer (the axis goes) or a slice of step 1; the batch axis whole."""
+
+    def _index(self, layer, shape):
+        args = _args(layer)
+        index = args[1] if len(args) == 2 else None
+        index = index if isinstance(index, list) else [index]
+        if len(index) > len(shape):
+            raise ConfigError(f"{where_of(layer)}: {len(index)} indices into {shape_str(shape)}")
+        out = []
+        for axis, item in enumerate(index):
+            if _number(item) and isinstance(item, int) and axis > 0:
+                size = shape[axis]
+                if size is None or not -size <= item < size:
+                    raise ConfigError(f"{where_of(layer)}: index {item} is out of axis {axis} of {shape_str(shape)}")
+                out.append((axis, item % size, item % size + 1, True))
+                continue
+            cfg = item.get("config", {}) if isinstance(item, dict) and item.get("class_name") == "__slice__" else None
+            if cfg is None or cfg.get("step") not in (None, 1):
+                raise ConfigError(
+                    f"{where_of(layer)}: only integers and slices of step 1 are supported, got {str(item)[:80]}"
+                )
+            if axis == 0:
+                if (cfg.get("start"), cfg.get("stop")) != (None, None):
+                    raise ConfigError(f"{where_of(layer)}: slicing the batch axis is not supported")
+                continue
+            size = shape[axis]
+            if size is None:
+                raise ConfigError(f"{where_of(layer)}: slicing axis {axis} of unknown size is not supported")
+            start, stop, _ = slice(cfg.get("start"), cfg.get("stop")).indices(size)
+            if stop <= start:
+                raise ConfigError(f"{where_of(layer)}: an empty slice of axis {axis}")
+            out.append((axis, start, stop, False))
+        return out
+
+    def output_shape(self, layer, shapes):
+        shape = list(shapes[0])
+        cuts = self._index(layer, shapes[0])
+        for axis, start, stop, _ in cuts:
+            shape[axis] = stop - start
+        dropped = {axis for axis, *_, drop in cuts if drop}
+        return tuple(d for i, d in enumerate(shape) if i not in dropped)
+
+    def emit(self, ctx, layer, xs, shapes):
+        g, y = ctx.g, xs[0]
+        for axis, start, stop, _ in self._index(layer, shapes[0]):
+            if (start, stop) != (0, shapes[0][axis]):
+                y = g.slice(y, axis=axis, start=start, stop=stop, name=f"{layer.name}_axis{axis}")
+        out = self.output_shape(layer, shapes)
+        return g.reshape(y, shape=ir_shape(out), name=layer.name) if len(out) != len(shapes[0]) else y
+
+
+class Matmul(Rule):
+    """matmul of two tensors of the same rank, at least 3: a product per leading index."""
+
+    inputs = 2
+
+    def output_shape(self, layer, shapes):
+        a, b = shapes
+        if len(a) < 3 or len(b) != len(a) or a[1:-2] != b[1:-2] or a[-1] != b[-2]:
+            raise ConfigError(
+                f"{where_of(layer)}: multiplies tensors of the same rank (3 or more) with matching leading "
+                f"and inner axes, got {shape_str(a)} and {shape_str(b)}"
+            )
+        return (*a[:-1], b[-1])
+
+    def emit(self, ctx, layer, xs, shapes):
+        return ctx.g.batch_matmul(xs[0], xs[1], name=layer.name)
+
+
+OP_RULES = {
+    **{
+        f"op:{k}": Binary(op)
+        for k, op in [
+            ("Add", "add"),
+            ("Subtract", "sub"),
+            ("Multiply", "mul"),
+            ("Divide", "div"),
+            ("TrueDivide", "div"),
+            ("Maximum", "maximum"),
+            ("Minimum", "minimum"),
+        ]
+    },
+    **{
+        f"op:{k}": Unary(op)
+        for k, op in [
+            ("Absolute", "abs"),
+            ("Abs", "abs"),
+            ("Square", "square"),
+            ("Sqrt", "sqrt"),
+            ("Exp", "exp"),
+            ("Log", "log"),
+            ("Negative", "neg"),
+        ]
+    },
+    **{
+        f"op:{k}": Activation(name)
+        for k, name in [
+            ("Relu", "relu"),
+            ("Relu6", "relu6"),
+            ("Sigmoid", "sigmoid"),
+            ("Tanh", "tanh"),
+            ("Silu", "silu"),
+            ("Swish", "silu"),
+            ("Softplus", "softplus"),
+            ("Softsign", "softsign"),
+            ("Elu", "elu"),
+            ("Selu", "selu"),
+            ("Gelu", "gelu"),
+        ]
+    },
+    "op:Power": Power(),
+    "op:Clip": Clip(),
+    "op:Mean": Reduce("reduce_mean"),
+    "op:Sum": Reduce("reduce_sum"),
+    "op:Max": Reduce("reduce_max"),
+    "op:Concatenate": Delegate(lambda layer: (Concatenate(), layer)),
+    "op:Reshape": Delegate(_reshape),
+    "op:Transpose": Delegate(_transpose),
+    "op:Softmax": Delegate(lambda layer: (Softmax(), layer)),
+    "op:ExpandDims": Reshaped(expand=True),
+    "op:Squeeze": Reshaped(expand=False),
+    "op:Stack": Stack(),
+    "op:GetItem": GetItem(),
+    "op:Matmul": Matmul(),
+}
