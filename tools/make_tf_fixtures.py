@@ -1110,6 +1110,33 @@ def build_keras_ops():
 FIDELITY_CASES["keras_ops_sgd"] = (build_keras_ops, [IN_DIM], sparse_targets, SPARSE, sgd_momentum)
 
 
+
+KERAS3_ACTIVATIONS = [
+    "hard_silu",
+    "hard_swish",
+    "celu",
+    "hard_tanh",
+    "log_sigmoid",
+    "squareplus",
+    "sparse_plus",
+    "sparse_sigmoid",
+    "hard_shrink",
+    "soft_shrink",
+    "tanh_shrink",
+]
+
+
+def build_keras3_activations():
+    """Keras 3's newer activations by name, each on a Dense branch of its own (a chain of the
+    shrinks would zero most gradients)."""
+    L = keras.layers
+    x = keras.Input(shape=(IN_DIM,))
+    branches = [L.Dense(4, activation=name)(L.Dense(6)(x)) for name in KERAS3_ACTIVATIONS]
+    return keras.Model(x, L.Dense(CLASSES, activation="softmax")(L.Concatenate()(branches)))
+
+
+FIDELITY_CASES["act_keras3_sgd"] = (build_keras3_activations, [IN_DIM], sparse_targets, SPARSE, sgd_momentum)
+
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):
         return loss

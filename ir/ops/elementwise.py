@@ -207,8 +207,47 @@ ACTIVATIONS = {
     "silu": (lambda x, **a: x * _sigmoid(x), lambda x, **a: _sigmoid(x) * (1 + x * (1 - _sigmoid(x))), False),
     "gelu": (_gelu, _gelu_grad, False),
     "mish": (lambda x, **a: x * np.tanh(_softplus(x)), _mish_grad, False),
+    # Keras 3's newer activations, at their default parameters (a string names them so)
+    "hard_silu": (
+        lambda x, **a: x * np.clip(x / 6 + 0.5, 0, 1).astype(x.dtype),
+        lambda x, **a: (np.clip(x / 6 + 0.5, 0, 1) + x * ((x > -3) & (x < 3)) / 6).astype(x.dtype),
+        False,
+    ),
+    "celu": (
+        lambda x, **a: (np.maximum(x, 0) + np.expm1(np.minimum(x, 0))).astype(x.dtype),
+        lambda x, **a: np.where(x > 0, 1, np.exp(np.minimum(x, 0))).astype(x.dtype),
+        False,
+    ),
+    "hard_tanh": (lambda x, **a: np.clip(x, -1, 1), lambda x, **a: ((x > -1) & (x < 1)).astype(x.dtype), False),
+    "log_sigmoid": (lambda x, **a: -_softplus(-x), lambda x, **a: _sigmoid(-x), False),
+    "squareplus": (
+        lambda x, **a: ((x + np.sqrt(x * x + 4)) / 2).astype(x.dtype),
+        lambda x, **a: ((1 + x / np.sqrt(x * x + 4)) / 2).astype(x.dtype),
+        False,
+    ),
+    "sparse_plus": (
+        lambda x, **a: np.where(x <= -1, 0, np.where(x < 1, (x + 1) ** 2 / 4, x)).astype(x.dtype),
+        lambda x, **a: np.where(x <= -1, 0, np.where(x < 1, (x + 1) / 2, 1)).astype(x.dtype),
+        False,
+    ),
+    "sparse_sigmoid": (
+        lambda x, **a: np.clip((x + 1) / 2, 0, 1).astype(x.dtype),
+        lambda x, **a: (((x > -1) & (x < 1)) / 2).astype(x.dtype),
+        False,
+    ),
+    "hard_shrink": (
+        lambda x, **a: np.where(np.abs(x) > 0.5, x, 0).astype(x.dtype),
+        lambda x, **a: (np.abs(x) > 0.5).astype(x.dtype),
+        False,
+    ),
+    "soft_shrink": (
+        lambda x, **a: np.where(x > 0.5, x - 0.5, np.where(x < -0.5, x + 0.5, 0)).astype(x.dtype),
+        lambda x, **a: (np.abs(x) > 0.5).astype(x.dtype),
+        False,
+    ),
+    "tanh_shrink": (lambda x, **a: x - np.tanh(x), lambda x, **a: np.tanh(x) ** 2, False),
 }
-ACTIVATION_ALIASES = {"swish": "silu", "None": "linear", None: "linear"}
+ACTIVATION_ALIASES = {"swish": "silu", "hard_swish": "hard_silu", "None": "linear", None: "linear"}
 
 
 def activation_name(name) -> str:

@@ -21,6 +21,7 @@ _OPS = {
     "softsign": ("softsign", {}),
     "swish": ("silu", {}),
     "silu": ("silu", {}),
+    "hard_swish": ("hard_silu", {}),
     "elu": ("elu", {"alpha": 1.0}),
     "leaky_relu": ("leaky_relu", {"alpha": 0.2}),  # tf.nn.leaky_relu and Keras 3 both default to 0.2
     "gelu": ("gelu", {"approximate": False}),

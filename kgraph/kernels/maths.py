@@ -354,6 +354,125 @@ def mish_grad(g, x):
     return g * (t + x * sigmoid(x) * (like(x, 1) - t * t))
 
 
+# Keras 3's newer activations, at their default parameters: each with its gradient from the input
+
+
+@jitable
+def hard_silu(x):
+    return x * hard_sigmoid(x)
+
+
+@jitable
+def hard_silu_grad(g, x):
+    inner = like(x, 1 / 6) if (x > like(x, -3) and x < like(x, 3)) else like(x, 0)
+    return g * (hard_sigmoid(x) + x * inner)
+
+
+@jitable
+def celu(x):
+    zero = like(x, 0)
+    return maximum(x, zero) + math.expm1(minimum(x, zero))
+
+
+@jitable
+def celu_grad(g, x):
+    return g if x > like(x, 0) else g * math.exp(x)
+
+
+@jitable
+def hard_tanh(x):
+    return minimum(maximum(x, like(x, -1)), like(x, 1))
+
+
+@jitable
+def hard_tanh_grad(g, x):
+    return g if (x > like(x, -1) and x < like(x, 1)) else like(g, 0)
+
+
+@jitable
+def log_sigmoid(x):
+    return -softplus(-x)
+
+
+@jitable
+def log_sigmoid_grad(g, x):
+    return g * sigmoid(-x)
+
+
+@jitable
+def squareplus(x):
+    return (x + math.sqrt(x * x + like(x, 4))) / like(x, 2)
+
+
+@jitable
+def squareplus_grad(g, x):
+    return g * (like(x, 1) + x / math.sqrt(x * x + like(x, 4))) / like(x, 2)
+
+
+@jitable
+def sparse_plus(x):
+    if x <= like(x, -1):
+        return like(x, 0)
+    if x < like(x, 1):
+        return (x + like(x, 1)) * (x + like(x, 1)) / like(x, 4)
+    return x
+
+
+@jitable
+def sparse_plus_grad(g, x):
+    if x <= like(x, -1):
+        return like(g, 0)
+    if x < like(x, 1):
+        return g * (x + like(x, 1)) / like(x, 2)
+    return g
+
+
+@jitable
+def sparse_sigmoid(x):
+    return minimum(maximum((x + like(x, 1)) / like(x, 2), like(x, 0)), like(x, 1))
+
+
+@jitable
+def sparse_sigmoid_grad(g, x):
+    return g / like(g, 2) if (x > like(x, -1) and x < like(x, 1)) else like(g, 0)
+
+
+@jitable
+def hard_shrink(x):
+    return x if abs(x) > like(x, 0.5) else like(x, 0)
+
+
+@jitable
+def hard_shrink_grad(g, x):
+    return g if abs(x) > like(x, 0.5) else like(g, 0)
+
+
+@jitable
+def soft_shrink(x):
+    half = like(x, 0.5)
+    if x > half:
+        return x - half
+    if x < -half:
+        return x + half
+    return like(x, 0)
+
+
+@jitable
+def soft_shrink_grad(g, x):
+    return g if abs(x) > like(x, 0.5) else like(g, 0)
+
+
+@jitable
+def tanh_shrink(x):
+    return x - math.tanh(x)
+
+
+@jitable
+def tanh_shrink_grad(g, x):
+    t = math.tanh(x)
+    return g * t * t
+
+
 # ---------------------------------------------------------------- recurrent cells
 # The gate maths of SimpleRNN, LSTM and GRU for one unit of one step, on pre-activations (the
 # input projection plus the recurrent product, which the drivers compute as GEMMs). An RNN's
