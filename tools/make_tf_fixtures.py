@@ -1110,7 +1110,6 @@ def build_keras_ops():
 FIDELITY_CASES["keras_ops_sgd"] = (build_keras_ops, [IN_DIM], sparse_targets, SPARSE, sgd_momentum)
 
 
-
 KERAS3_ACTIVATIONS = [
     "hard_silu",
     "hard_swish",
@@ -1136,6 +1135,28 @@ def build_keras3_activations():
 
 
 FIDELITY_CASES["act_keras3_sgd"] = (build_keras3_activations, [IN_DIM], sparse_targets, SPARSE, sgd_momentum)
+
+
+def build_unit_norm_identity():
+    """UnitNormalization over the features and over (steps, features), and Identity, which pass
+    an Embedding's mask on to the pooling."""
+    L = keras.layers
+    ids = keras.Input(shape=(SEQ_STEPS,))
+    h = L.Identity()(L.Embedding(SEQ_VOCAB, 4, mask_zero=True)(ids))
+    a = L.GlobalAveragePooling1D()(L.UnitNormalization()(L.Dense(5)(h)))
+    b = L.Flatten()(L.UnitNormalization(axis=[1, 2])(L.Dense(3)(h)))
+    return keras.Model(ids, L.Dense(CLASSES, activation="softmax")(L.Concatenate()([a, b])))
+
+
+FIDELITY_CASES["unit_norm_identity_sgd"] = (
+    build_unit_norm_identity,
+    [SEQ_STEPS],
+    sparse_targets,
+    SPARSE,
+    sgd_momentum,
+    {**SEQ, "nonempty": True},
+)
+
 
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):

@@ -206,6 +206,36 @@ class Merge(Rule):
         return y
 
 
+class UnitNormalization(Rule):
+    """x divided by its L2 norm over `axis` (an int or a list), floored at Keras's 1e-12
+    (keras.ops.normalize: x * min(rsqrt(sum of squares), 1e12))."""
+
+    def _axes(self, layer, shape) -> tuple:
+        axis = layer.config.get("axis", -1)
+        axes = [axis] if isinstance(axis, int) and not isinstance(axis, bool) else axis
+        rank = len(shape)
+        if (
+            not isinstance(axes, (list, tuple))
+            or not axes
+            or any(
+                isinstance(a, bool) or not isinstance(a, int) or not -rank <= a < rank or a % rank == 0 for a in axes
+            )
+        ):
+            raise ConfigError(f"{where_of(layer)}: axis {axis!r} is not made of non-batch axes of {shape_str(shape)}")
+        return tuple(sorted({a % rank for a in axes}))
+
+    def output_shape(self, layer, shapes):
+        self._axes(layer, shapes[0])
+        return shapes[0]
+
+    def emit(self, ctx, layer, xs, shapes):
+        g, x = ctx.g, xs[0]
+        squares = g.reduce_sum(g.square(x), axes=self._axes(layer, shapes[0]), keepdims=True)
+        # the floor under the squares (1e-12 squared): a zero vector's gradient stays finite
+        norm = g.sqrt(g.maximum(squares, g.const(1e-24, g.type(x).dtype)))
+        return g.div(x, norm, name=layer.name)
+
+
 class Concatenate(Rule):
     inputs = None
 
@@ -457,6 +487,8 @@ CORE = {  # model.py joins these with the other rule modules' into RULES
     "Maximum": Merge("maximum"),
     "Minimum": Merge("minimum"),
     "Concatenate": Concatenate(),
+    "UnitNormalization": UnitNormalization(),
+    "Identity": Rule(),  # the identity, masks passed on
     "Permute": Permute(),
     "RepeatVector": RepeatVector(),
     "Embedding": Embedding(),

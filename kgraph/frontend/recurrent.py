@@ -493,6 +493,8 @@ MASK_PASSING = {
     "Normalization",
     "Rescaling",
     "TimeDistributed",
+    "UnitNormalization",
+    "Identity",
 }
 MERGES = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
 # layers whose rule reads its inputs' masks and sets its outputs' (attention.py; spatial.py's
