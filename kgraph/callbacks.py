@@ -544,6 +544,61 @@ class TerminateOnNaN(Callback):
         self.model.stop_training = True
 
 
+class RemoteMonitor(Callback):
+    """Posts each epoch's logs to a server, as Keras's: an HTTP POST to `root + path` of the JSON
+    {"epoch": epoch, **logs}, in the form field `field` or (send_as_json) as the body. A server
+    that cannot be reached gives a warning, and training goes on. Keras posts through `requests`;
+    this posts through the standard library's urllib, with a timeout (Keras waits without one).
+
+    Args:
+        root: the server's root URL.
+        path: the path under root the events go to.
+        field: the form field holding the JSON (when not send_as_json).
+        headers: extra HTTP headers.
+        send_as_json: post the JSON itself, as application/json.
+        timeout: seconds to wait for the server (kgraph's; not a Keras argument).
+    """
+
+    def __init__(
+        self,
+        root="http://localhost:9000",
+        path="/publish/epoch/end/",
+        field="data",
+        headers=None,
+        send_as_json=False,
+        timeout=10.0,
+    ):
+        super().__init__()
+        self.root, self.path, self.field = root, path, field
+        self.headers, self.send_as_json, self.timeout = headers, send_as_json, timeout
+
+    def on_epoch_end(self, epoch, logs=None):
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        send = {"epoch": epoch}
+        for k, v in (logs or {}).items():
+            send[k] = v.item() if isinstance(v, (np.ndarray, np.generic)) else v
+        if self.send_as_json:
+            body, kind = json.dumps(send).encode(), "application/json"
+        else:
+            body, kind = (
+                urllib.parse.urlencode({self.field: json.dumps(send)}).encode(),
+                "application/x-www-form-urlencoded",
+            )
+        request = urllib.request.Request(
+            self.root + self.path, data=body, headers={"Content-Type": kind, **(self.headers or {})}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout):
+                pass
+        except urllib.error.HTTPError:
+            pass  # the server answered (an error status): Keras's requests.post does not raise either
+        except (urllib.error.URLError, OSError, ValueError):
+            warnings.warn(f"Could not reach RemoteMonitor root server at {self.root}", stacklevel=2)
+
+
 class LambdaCallback(Callback):
     """Builds a callback from plain functions.
 

@@ -16,6 +16,7 @@ from kgraph.callbacks import (
     ModelCheckpoint,
     ProgbarLogger,
     ReduceLROnPlateau,
+    RemoteMonitor,
     TerminateOnNaN,
 )
 
@@ -330,6 +331,44 @@ def test_lambda_callback_hooks_run():
     )
     fit(FakeModel(), [cb], [{"loss": 0.5}], steps=2)
     assert events == ["begin", ("batch", 0), ("batch", 1), ("epoch", 0, 0.5), "end"]
+
+
+def test_remote_monitor_posts_each_epochs_logs_and_warns_when_the_server_is_away():
+    """Keras's payload: the form field `data` holding {"epoch", **logs} as JSON, or that JSON as
+    the body (send_as_json); a server that cannot be reached is a warning, not an error."""
+    import http.server
+    import json
+    import threading
+    import urllib.parse
+
+    posts = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            posts.append((self.path, self.headers["Content-Type"], self.headers.get("X-Run"), body))
+            self.send_response(404 if len(posts) == 3 else 200)  # an error status is the server's answer
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    root = f"http://127.0.0.1:{server.server_port}"
+    try:
+        logs = [{"loss": np.float32(0.5), "accuracy": 0.25}, {"loss": np.float32(0.25), "accuracy": 0.5}]
+        fit(FakeModel(), [RemoteMonitor(root=root, headers={"X-Run": "7"})], logs)
+        fit(FakeModel(), [RemoteMonitor(root=root, path="/json", send_as_json=True)], logs[:1])
+    finally:
+        server.shutdown()
+    assert [p[:3] for p in posts] == [("/publish/epoch/end/", "application/x-www-form-urlencoded", "7")] * 2 + [
+        ("/json", "application/json", None)
+    ]
+    assert json.loads(urllib.parse.parse_qs(posts[1][3])["data"][0]) == {"epoch": 1, "loss": 0.25, "accuracy": 0.5}
+    assert json.loads(posts[2][3]) == {"epoch": 0, "loss": 0.5, "accuracy": 0.25}
+    with pytest.warns(UserWarning, match=f"Could not reach RemoteMonitor root server at {root}"):
+        fit(FakeModel(), [RemoteMonitor(root=root, timeout=2)], logs[:1])
 
 
 # --- ProgbarLogger ---------------------------------------------------------------

@@ -761,3 +761,20 @@ def test_a_keras_op_is_never_read_as_the_layer_of_its_name():
     op["class_name"] = "Cumsum"
     with pytest.raises(ConfigError, match=r"unsupported keras\.ops operations: Cumsum 'multiply'; supported: Abs, "):
         build_model(_with_op(op))
+
+
+def test_a_tf_keras_tensorflow_call_is_read_as_its_keras_op_or_refused_by_name():
+    """tf-keras writes `x * 2.0` as a TFOpLambda layer calling tf.math.multiply, its one tensor's
+    entry alone as the node and the constant as keyword y (frontend/tf_ops.py)."""
+    from kgraph.frontend.normalize import describe
+
+    config = json.loads((FIXTURES / "k2_tensor_ops.json").read_text())
+    ops = {layer.name: layer.class_name for layer in describe(config).layers if layer.class_name.startswith("op:")}
+    assert {"op:Multiply", "op:Subtract", "op:TrueDivide", "op:GetItem", "op:Matmul", "op:Clip"} <= set(ops.values())
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] == "TFOpLambda" and layer["config"]["function"] == "math.multiply":
+            layer["config"]["function"] = "math.cumsum"
+    with pytest.raises(
+        ConfigError, match=r"TFOpLambda layer 'tf\.math\.multiply' calls tf\.math\.cumsum, which is not"
+    ):
+        build_model(config)

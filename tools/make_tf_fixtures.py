@@ -68,6 +68,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # bitwise-stable CPU math
@@ -1617,6 +1618,36 @@ def zoo_inputs(arch, shapes, rng):
 
 
 # arch name -> (builder, input shapes without batch dim)
+def zoo_tensor_ops(K):
+    """TensorFlow / Keras 3 operations between layers: tf-keras writes them as TFOpLambda and
+    SlicingOpLambda layers, Keras 3 as op entries (module keras.src.ops.*)."""
+    if K is keras:
+        ops = SimpleNamespace(
+            relu=keras.ops.relu,
+            mean=lambda x, axis: keras.ops.mean(x, axis=axis),
+            concat=lambda xs, axis: keras.ops.concatenate(xs, axis=axis),
+            reshape=keras.ops.reshape,
+            transpose=keras.ops.transpose,
+            matmul_t=lambda a, b: keras.ops.matmul(a, keras.ops.transpose(b, (0, 2, 1))),
+            clip=keras.ops.clip,
+        )
+    else:
+        ops = SimpleNamespace(
+            relu=tf.nn.relu,
+            mean=lambda x, axis: tf.reduce_mean(x, axis=axis),
+            concat=lambda xs, axis: tf.concat(xs, axis=axis),
+            reshape=tf.reshape,
+            transpose=tf.transpose,
+            matmul_t=lambda a, b: tf.matmul(a, b, transpose_b=True),
+            clip=tf.clip_by_value,
+        )
+    x, y = K.Input(shape=(4, 3)), K.Input(shape=(4, 3))
+    h = ops.relu(K.layers.Dense(3)(x) * 2.0 - 0.5) + y / 4.0
+    seq = ops.transpose(ops.reshape(h, (-1, 3, 4)), (0, 2, 1))  # (B, 4, 3)
+    parts = [ops.mean(seq, 1), seq[:, -1], seq[:, 1:3, 0], ops.clip(ops.matmul_t(seq, x)[:, 0], -1.0, 1.0)]
+    return K.Model([x, y], K.layers.Dense(2)(ops.concat(parts, -1)))
+
+
 ZOO = {
     "seq_mlp": (zoo_seq_mlp, [(8,)]),
     "seq_shapes": (zoo_seq_shapes, [(4, 3)]),
@@ -1635,6 +1666,7 @@ ZOO = {
     "noise_layers": (zoo_noise_layers, [(5, 4), (4, 4, 3)]),
     "preprocess": (zoo_preprocess, [(6, 8, 3)]),
     "thresholded": (zoo_thresholded, [(6,)]),
+    "tensor_ops": (zoo_tensor_ops, [(4, 3), (4, 3)]),
 }
 RANDOM_WEIGHTS = ("conv2d", "conv_layers", "norm_embed", "act_layers", "noise_layers")
 K2_ONLY = ("thresholded",)  # layers Keras 3 no longer has

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 from .keras1 import upgrade as upgrade_keras1
+from .tf_ops import keras3_op_entry
 
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
@@ -226,6 +227,8 @@ def _functional(cfg: dict, name: str, where: str) -> ModelDesc:
             raise ConfigError(f"{where}: functional model {name!r} has no {key!r}")
     layers = []
     for entry in cfg["layers"]:
+        if isinstance(entry, dict) and entry.get("class_name") in ("TFOpLambda", "SlicingOpLambda"):
+            entry = keras3_op_entry(entry, where)  # tf-keras's TensorFlow call, as the Keras 3 op it is
         layer = _layer(entry, entry.get("name") if isinstance(entry, dict) else None, where)
         calls = [_call_refs(n, f"{where} > {layer.name}") for n in entry.get("inbound_nodes", [])]
         layer.calls = [refs for refs, _, _ in calls]

@@ -289,21 +289,28 @@ class GetItem(Rule):
 
 
 class Matmul(Rule):
-    """matmul of two tensors of the same rank, at least 3: a product per leading index."""
+    """matmul of two tensors of the same rank, at least 3: a product per leading index (tf.matmul's
+    transpose_a and transpose_b too)."""
 
     inputs = 2
 
+    def _flags(self, layer):
+        return bool(layer.config.get("transpose_a")), bool(layer.config.get("transpose_b"))
+
     def output_shape(self, layer, shapes):
-        a, b = shapes
-        if len(a) < 3 or len(b) != len(a) or a[1:-2] != b[1:-2] or a[-1] != b[-2]:
+        (a, b), (ta, tb) = shapes, self._flags(layer)
+        m, ka = (a[-1], a[-2]) if ta else (a[-2], a[-1])
+        kb, n = (b[-1], b[-2]) if tb else (b[-2], b[-1])
+        if len(a) < 3 or len(b) != len(a) or a[1:-2] != b[1:-2] or ka != kb:
             raise ConfigError(
                 f"{where_of(layer)}: multiplies tensors of the same rank (3 or more) with matching leading "
                 f"and inner axes, got {shape_str(a)} and {shape_str(b)}"
             )
-        return (*a[:-1], b[-1])
+        return (*a[:-2], m, n)
 
     def emit(self, ctx, layer, xs, shapes):
-        return ctx.g.batch_matmul(xs[0], xs[1], name=layer.name)
+        ta, tb = self._flags(layer)
+        return ctx.g.batch_matmul(xs[0], xs[1], transpose_a=ta, transpose_b=tb, name=layer.name)
 
 
 OP_RULES = {

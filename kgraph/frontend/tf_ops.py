@@ -1,0 +1,138 @@
+"""tf-keras 2's TFOpLambda and SlicingOpLambda layers (a TensorFlow function called on Keras
+tensors: `x * 2.0`, `tf.reduce_mean(x, axis=1)`, `x[:, -1]`) rewritten as the Keras 3 op entries
+they mean, which frontend/ops.py runs. A Keras 2 node lists the first tensor (or a constant,
+"_CONSTANT_VALUE") positionally and the rest of the call as keyword arguments, tensors among them
+as [layer, node, tensor]."""
+
+from __future__ import annotations
+
+from .errors import ConfigError
+
+BINARY = {
+    "math.multiply": "Multiply",
+    "__operators__.mul": "Multiply",
+    "math.add": "Add",
+    "__operators__.add": "Add",
+    "math.subtract": "Subtract",
+    "__operators__.sub": "Subtract",
+    "math.truediv": "TrueDivide",
+    "math.divide": "TrueDivide",
+    "__operators__.truediv": "TrueDivide",
+    "math.maximum": "Maximum",
+    "math.minimum": "Minimum",
+}
+UNARY = {
+    "math.abs": "Absolute",
+    "math.square": "Square",
+    "math.sqrt": "Sqrt",
+    "math.exp": "Exp",
+    "math.log": "Log",
+    "math.negative": "Negative",
+    "__operators__.neg": "Negative",
+    "nn.relu": "Relu",
+    "nn.relu6": "Relu6",
+    "math.sigmoid": "Sigmoid",
+    "nn.sigmoid": "Sigmoid",
+    "math.tanh": "Tanh",
+    "nn.tanh": "Tanh",
+    "nn.silu": "Silu",
+    "nn.swish": "Silu",
+    "math.softplus": "Softplus",
+    "nn.softplus": "Softplus",
+    "nn.elu": "Elu",
+    "nn.selu": "Selu",
+}
+# function -> (op class, {op config key: (keyword, default)})
+WITH_OPTIONS = {
+    "nn.gelu": ("Gelu", {"approximate": ("approximate", False)}),  # tf.nn.gelu's default
+    "nn.softmax": ("Softmax", {"axis": ("axis", -1)}),
+    "math.softmax": ("Softmax", {"axis": ("axis", -1)}),
+    "math.reduce_mean": ("Mean", {"axis": ("axis", None), "keepdims": ("keepdims", False)}),
+    "math.reduce_sum": ("Sum", {"axis": ("axis", None), "keepdims": ("keepdims", False)}),
+    "math.reduce_max": ("Max", {"axis": ("axis", None), "keepdims": ("keepdims", False)}),
+    "concat": ("Concatenate", {"axis": ("axis", None)}),
+    "stack": ("Stack", {"axis": ("axis", 0)}),
+    "reshape": ("Reshape", {"newshape": ("shape", None)}),
+    "transpose": ("Transpose", {"axes": ("perm", None)}),
+    "compat.v1.transpose": ("Transpose", {"axes": ("perm", None)}),
+    "expand_dims": ("ExpandDims", {"axis": ("axis", None)}),
+    "squeeze": ("Squeeze", {"axis": ("axis", None)}),
+    "compat.v1.squeeze": ("Squeeze", {"axis": ("axis", None)}),
+    "clip_by_value": ("Clip", {"x_min": ("clip_value_min", None), "x_max": ("clip_value_max", None)}),
+    "linalg.matmul": ("Matmul", {"transpose_a": ("transpose_a", False), "transpose_b": ("transpose_b", False)}),
+}
+SUPPORTED = sorted({*BINARY, *UNARY, *WITH_OPTIONS, "__operators__.getitem"})
+
+
+def _tensor(ref) -> dict:
+    return {"class_name": "__keras_tensor__", "config": {"keras_history": list(ref[:3])}}
+
+
+def _is_ref(value) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) >= 3 and isinstance(value[0], str)
+
+
+def _operand(value):
+    """A keyword argument's value as a Keras 3 arg: a tensor reference, or the number as it is."""
+    return _tensor(value) if _is_ref(value) else value
+
+
+def keras3_op_entry(entry: dict, where: str) -> dict:
+    """The Keras 3 op entry (module keras.src.ops.tf) equivalent to a TFOpLambda/SlicingOpLambda
+    entry; an unsupported TensorFlow function is refused by name."""
+    cfg = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+    function = cfg.get("function")
+    name = entry.get("name") or cfg.get("name")
+    nodes = entry.get("inbound_nodes") or []
+    if not isinstance(function, str) or function not in SUPPORTED:
+        raise ConfigError(
+            f"{where}: {entry.get('class_name')} layer {name!r} calls tf.{function}, which is not supported; "
+            f"supported: {', '.join('tf.' + f for f in SUPPORTED)}"
+        )
+    calls = []
+    for node in nodes:
+        if isinstance(node, list) and node and isinstance(node[0], str):
+            node = [node]  # tf-keras writes a call on one tensor as that tensor's entry alone
+        if (
+            not isinstance(node, list)
+            or not node
+            or not all(isinstance(e, (list, tuple)) and len(e) >= 3 for e in node)
+        ):
+            raise ConfigError(f"{where}: {name!r}: unreadable inbound node {str(node)[:80]}")
+        first = node[0]
+        kwargs = dict(first[3]) if len(first) > 3 and isinstance(first[3], dict) else {}
+        head = first[2] if first[0] == "_CONSTANT_VALUE" else _tensor(first)
+        calls.append((node, head, kwargs))
+    config, args_of = {"name": name}, None
+    if function in BINARY:
+        cls = BINARY[function]
+
+        def args_of(node, head, kwargs):
+            return [head, _operand(kwargs.get("y"))]
+    elif function in UNARY:
+        cls = UNARY[function]
+
+        def args_of(node, head, kwargs):
+            return [head]
+    elif function == "__operators__.getitem":
+        cls = "GetItem"
+
+        def args_of(node, head, kwargs):
+            spec = kwargs.get("slice_spec")
+            spec = spec if isinstance(spec, list) else [spec]
+            index = [{"class_name": "__slice__", "config": s} if isinstance(s, dict) else s for s in spec]
+            return [head, index]
+    else:
+        cls, options = WITH_OPTIONS[function]
+        kwargs = calls[0][2] if calls else {}
+        config.update({key: kwargs.get(keyword, default) for key, (keyword, default) in options.items()})
+
+        def args_of(node, head, kwargs):
+            if function in ("concat", "stack"):  # each listed tensor is an entry of the node
+                return [[_tensor(e) for e in node]]
+            if function == "linalg.matmul":
+                return [head, _operand(kwargs.get("b"))]
+            return [head]
+
+    inbound = [{"args": args_of(node, head, kwargs), "kwargs": {}} for node, head, kwargs in calls]
+    return {"module": "keras.src.ops.tf", "class_name": cls, "name": name, "config": config, "inbound_nodes": inbound}
