@@ -582,7 +582,7 @@ def test_add_shape_mismatch_names_layer_and_shapes():
 @pytest.mark.parametrize(
     "change, match",
     [
-        ({"activation": "squareplus"}, "unsupported activation 'squareplus'"),
+        ({"activation": "sparsemax"}, "unsupported activation 'sparsemax'"),
         ({"kernel_initializer": "lecun_magic"}, "unsupported initializer 'lecun_magic'"),
         ({"kernel_regularizer": "l3"}, "unsupported regularizer 'l3'"),
         ({"kernel_constraint": {"class_name": "Clip", "config": {}}}, "unsupported constraint 'Clip'"),
