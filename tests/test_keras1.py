@@ -175,8 +175,8 @@ def test_keras1_functional_with_merge_layers():
     "edit, message",
     [
         (
-            lambda c: c[0]["config"].update(W_constraint={"name": "MaxNorm", "m": 2}),
-            "Keras 1 Dense layer 'dense_1': the Keras 1 argument W_constraint (Keras 2: kernel_constraint) is not supported",
+            lambda c: c[0]["config"].update(W_constraint={"name": "MaxOut"}),
+            "Dense layer 'dense_1': unsupported constraint 'MaxOut'; supported: MaxNorm, NonNeg, UnitNorm, MinMaxNorm",
         ),
         (
             lambda c: c.insert(
@@ -204,6 +204,21 @@ def test_keras1_arguments_kgraph_cannot_run_are_named(edit, message):
     with pytest.raises(ConfigError) as e:
         models.model_from_json(json.dumps(config))
     assert message in str(e.value)
+
+
+def test_keras1_weight_constraints_hold_after_each_update():
+    """Keras 1's W_constraint {"name": "MaxNorm", "m": ...} is Keras 2's kernel_constraint: after
+    each step every column of the kernel has a norm of at most m."""
+    config = _load("mlp.json")
+    config["config"][0]["config"].update(W_constraint={"name": "MaxNorm", "m": 0.5, "axis": 0})
+    model = models.model_from_json(json.dumps(config))
+    model.compile(optimizer="sgd", loss="mse")
+    kernel = model.get_weights()[0]
+    x = np.random.default_rng(0).standard_normal((8, kernel.shape[0])).astype(np.float32)
+    y = np.ones((8, model.output_shape[-1]), np.float32)
+    assert np.linalg.norm(kernel, axis=0).max() > 0.5  # the constraint has something to do
+    model.train_on_batch(x, y)
+    assert np.linalg.norm(model.get_weights()[0], axis=0).max() <= 0.5 + 1e-6
 
 
 def test_configs_of_later_kerases_are_left_alone():

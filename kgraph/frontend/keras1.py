@@ -228,9 +228,6 @@ def _values(cls, cfg, out, where, first):
     ):
         if key in out:
             out[key] = _initializer(out[key])
-    for k1, k2 in (("W_constraint", "kernel_constraint"), ("b_constraint", "bias_constraint")):
-        if cfg.get(k1) is not None:
-            raise ConfigError(f"{where}: the Keras 1 argument {k1} (Keras 2: {k2}) is not supported")
     if "data_format" in out:
         fmt = out["data_format"]
         if fmt not in DATA_FORMATS and fmt not in ("channels_first", "channels_last", None):
