@@ -88,8 +88,12 @@ def _check_counts(args):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if getattr(args, "epochs", 0) < 0:
-        raise ValueError(f"--epochs must be 0 or more, got {args.epochs}")
+    for name in ("epochs", "initial_epoch"):
+        if getattr(args, name, 0) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}")
+    rate = getattr(args, "learning_rate", None)
+    if rate is not None and not rate > 0:
+        raise ValueError(f"--learning-rate must be a positive number, got {rate}")
     split = getattr(args, "validation_split", 0.0)
     if not 0 <= split < 1:
         raise ValueError(f"--validation-split must be in [0, 1), got {split}")
@@ -116,7 +120,7 @@ def _compile(model, args, device=None):
     opt = optimizers.get(args.optimizer or "adam")
     if args.learning_rate is not None:
         opt.learning_rate = args.learning_rate
-    metrics = _per_output(args.metrics if args.metrics is not None else "accuracy", "--metrics")
+    metrics = _per_output(args.metrics, "--metrics") if args.metrics is not None else None
     if isinstance(metrics, list) and len(model.output_names) > 1:  # every output gets them (by output)
         metrics = {name: metrics for name in model.output_names}
     loss = _per_output(args.loss or "sparse_categorical_crossentropy", "--loss")
@@ -129,6 +133,14 @@ def _compile(model, args, device=None):
         if twice:
             raise ValueError(f"--loss {args.loss}: outputs {twice} are given more than one loss")
         loss = {name: names[0] for name, names in loss.items()}
+    if metrics is None:  # by default, accuracy where the loss is a classifier's
+        classifier = lambda name: "crossentropy" in str(name)  # noqa: E731
+        if isinstance(loss, dict):
+            metrics = {name: ["accuracy"] for name, one in loss.items() if classifier(one)}
+        else:
+            metrics = ["accuracy"] if classifier(loss) else None
+            if metrics and len(model.output_names) > 1:
+                metrics = {name: metrics for name in model.output_names}
     model.compile(optimizer=opt, loss=loss, metrics=metrics or None, device=device)
 
 
@@ -238,6 +250,8 @@ def cmd_train(args):
     _check_counts(args)
     if args.save_weights:
         _check_output(args.save_weights, WEIGHT_FILES, "--save-weights")
+    if args.save_model:
+        _check_output(args.save_model, MODEL_FILES, "--save-model")
     with _strategy(args).scope():
         model = _model(args)
         _compile(model, args)
@@ -248,7 +262,8 @@ def cmd_train(args):
         xs,
         ys,
         batch_size=args.batch_size,
-        epochs=args.epochs,
+        epochs=args.initial_epoch + args.epochs,  # as Keras's fit counts them, from initial_epoch
+        initial_epoch=args.initial_epoch,
         verbose=args.verbose,
         validation_data=val,
         validation_split=args.validation_split if val is None else 0.0,
@@ -258,6 +273,9 @@ def cmd_train(args):
     if args.save_weights:
         model.save_weights(args.save_weights)
         print(f"saved weights to {args.save_weights}")
+    if args.save_model:
+        model.save(args.save_model)
+        print(f"saved the model, its weights and optimizer state to {args.save_model} (kgraph train it to resume)")
     final = {k: v[-1] for k, v in history.history.items()}
     if not final:
         print("final: no epochs ran (--epochs 0)")
@@ -485,7 +503,9 @@ def _parser():
                 "sparse_categorical_crossentropy (default); per output: cls=sparse_categorical_crossentropy,reg=mse",
             )
             sp.add_argument(
-                "--metrics", help="comma-separated: accuracy (default), mae, mse, ...; per output: cls=accuracy,reg=mae"
+                "--metrics",
+                help="comma-separated: accuracy, mae, mse, ...; per output: cls=accuracy,reg=mae "
+                "(default: accuracy on the outputs whose loss is a crossentropy)",
             )
 
     sp = sub.add_parser("inspect", help="print the summary, the IR after each pass, fusion decisions, the memory plan")
@@ -513,12 +533,24 @@ def _parser():
     )
     sp.add_argument("--epochs", type=int, default=5, help="passes over the training rows")
     sp.add_argument(
+        "--initial-epoch",
+        type=int,
+        default=0,
+        help="the epoch to number the first one from, resuming a run (Keras's initial_epoch; --epochs more run)",
+    )
+    sp.add_argument("--weights", help="start from these weights (.npz, .weights.h5 or .h5, as --save-weights writes)")
+    sp.add_argument(
         "--validation-split",
         type=float,
         default=0.0,
         help="fraction of the rows (the last ones, as Keras) kept for validation when --data has no x_val",
     )
     sp.add_argument("--save-weights", metavar="FILE", help="write the trained weights (.npz, .weights.h5, .h5)")
+    sp.add_argument(
+        "--save-model",
+        metavar="FILE",
+        help="write the trained model with its optimizer state (.keras, .h5): `kgraph train FILE` resumes it",
+    )
     sp.add_argument(
         "--verbose", type=int, default=1, choices=[0, 1, 2], help="0 silent, 1 progress bar, 2 one line per epoch"
     )
@@ -550,7 +582,7 @@ def _parser():
         "--data", default="digits", help="an .npz, 'digits' or 'reviews'; its validation rows when it has them"
     )
     sp.add_argument(
-        "--verbose", type=int, default=1, choices=[0, 1, 2], help="0 silent, 1 progress bar, 2 one line per epoch"
+        "--verbose", type=int, default=1, choices=[0, 1, 2], help="0 silent, 1 progress bar, 2 one line at the end"
     )
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where the steps run")
     sp.set_defaults(func=cmd_evaluate)
@@ -569,7 +601,7 @@ def _parser():
         "stacked) or .npz (one array per output, by name)",
     )
     sp.add_argument(
-        "--verbose", type=int, default=0, choices=[0, 1, 2], help="0 silent, 1 progress bar, 2 one line per epoch"
+        "--verbose", type=int, default=0, choices=[0, 1, 2], help="0 silent, 1 progress bar, 2 one line at the end"
     )
     sp.set_defaults(func=cmd_predict)
 
@@ -577,8 +609,10 @@ def _parser():
     common(sp)
     sp.add_argument("--vs", default="tensorflow,torch", help="peers to compare with (comma-separated)")
     sp.add_argument("--steps", type=int, default=200, help="batches per timed epoch (random data)")
-    sp.add_argument("--epochs", type=int, default=3)
-    sp.add_argument("--repeats", type=int, default=3)
+    sp.add_argument("--epochs", type=int, default=3, help="timed epochs per run, after a first step that compiles")
+    sp.add_argument(
+        "--repeats", type=int, default=3, help="runs of each framework, alternating; the median is reported"
+    )
     sp.add_argument("--outputs", type=int, default=10, help="classes (or regression targets) of the output")
     sp.set_defaults(func=cmd_bench)
 

@@ -740,6 +740,10 @@ def _compile_arguments(compile_config, source):
     )
     try:
         optimizers.get(out["optimizer"])
+        weights = out.get("loss_weights")
+        values = weights.values() if isinstance(weights, dict) else weights if isinstance(weights, list) else [weights]
+        if weights is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ValueError(f"loss_weights {weights!r} are not numbers")
         loss = out["loss"]
         for one in (
             loss.values()

@@ -116,7 +116,10 @@ def read_config_file(path) -> dict:
     path = Path(path)
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise ConfigError(f"{path}: unknown config file type {path.suffix!r}; expected .json, .yaml or .yml")
+        raise ConfigError(
+            f"{path}: unknown config file type {path.suffix!r}; expected a config (.json, .yaml, .yml) "
+            "or a Keras model file (.keras, .h5)"
+        )
     try:
         limits.check_config_size(path.stat().st_size, str(path))  # before reading it
         text = path.read_text(encoding="utf-8")
