@@ -778,3 +778,21 @@ def test_a_tf_keras_tensorflow_call_is_read_as_its_keras_op_or_refused_by_name()
         ConfigError, match=r"TFOpLambda layer 'tf\.math\.multiply' calls tf\.math\.cumsum, which is not"
     ):
         build_model(config)
+
+
+@pytest.mark.parametrize(
+    "index, message",
+    [
+        ([0], r"indexing the batch axis \(0\) is not supported"),
+        ([{"class_name": "__slice__", "config": {"start": None, "stop": None, "step": None}}, None], "a new axis"),
+        (
+            [{"class_name": "__ellipsis__", "config": {}}, {"class_name": "__ellipsis__", "config": {}}],
+            "an index with more than one",
+        ),
+    ],
+)
+def test_an_index_kgraph_cannot_take_says_why(index, message):
+    op = {"module": "keras.src.ops.numpy", "class_name": "GetItem", "name": "get_item", "config": {"name": "get_item"}}
+    op["inbound_nodes"] = [{"args": ["TENSOR", index], "kwargs": {}}]
+    with pytest.raises(ConfigError, match=r"keras\.ops\.GetItem 'get_item': " + message):
+        build_model(_with_op(op))

@@ -1630,6 +1630,7 @@ def zoo_tensor_ops(K):
             transpose=keras.ops.transpose,
             matmul_t=lambda a, b: keras.ops.matmul(a, keras.ops.transpose(b, (0, 2, 1))),
             clip=keras.ops.clip,
+            min=lambda x, axis: keras.ops.min(x, axis=axis),
         )
     else:
         ops = SimpleNamespace(
@@ -1640,11 +1641,13 @@ def zoo_tensor_ops(K):
             transpose=tf.transpose,
             matmul_t=lambda a, b: tf.matmul(a, b, transpose_b=True),
             clip=tf.clip_by_value,
+            min=lambda x, axis: tf.reduce_min(x, axis=axis),
         )
     x, y = K.Input(shape=(4, 3)), K.Input(shape=(4, 3))
     h = ops.relu(K.layers.Dense(3)(x) * 2.0 - 0.5) + y / 4.0
     seq = ops.transpose(ops.reshape(h, (-1, 3, 4)), (0, 2, 1))  # (B, 4, 3)
     parts = [ops.mean(seq, 1), seq[:, -1], seq[:, 1:3, 0], ops.clip(ops.matmul_t(seq, x)[:, 0], -1.0, 1.0)]
+    parts += [ops.min(seq, 2), seq[..., 0] ** 2]  # an Ellipsis; x ** 2 (tf.math.pow in tf-keras)
     return K.Model([x, y], K.layers.Dense(2)(ops.concat(parts, -1)))
 
 

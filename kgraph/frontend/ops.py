@@ -242,11 +242,23 @@ class GetItem(Rule):
     def _index(self, layer, shape):
         args = _args(layer)
         index = args[1] if len(args) == 2 else None
-        index = index if isinstance(index, list) else [index]
+        index = list(index) if isinstance(index, list) else [index]
+        if any(item is None for item in index):
+            raise ConfigError(f"{where_of(layer)}: a new axis (None in an index) is not supported; use expand_dims")
+        dots = [
+            k for k, item in enumerate(index) if isinstance(item, dict) and item.get("class_name") == "__ellipsis__"
+        ]
+        if len(dots) > 1:
+            raise ConfigError(f"{where_of(layer)}: an index with more than one Ellipsis")
+        if dots:  # ... stands for as many whole slices as the other entries leave
+            whole = {"class_name": "__slice__", "config": {"start": None, "stop": None, "step": None}}
+            index[dots[0] : dots[0] + 1] = [whole] * (len(shape) - len(index) + 1)
         if len(index) > len(shape):
             raise ConfigError(f"{where_of(layer)}: {len(index)} indices into {shape_str(shape)}")
         out = []
         for axis, item in enumerate(index):
+            if axis == 0 and not isinstance(item, dict):
+                raise ConfigError(f"{where_of(layer)}: indexing the batch axis ({item!r}) is not supported")
             if _number(item) and isinstance(item, int) and axis > 0:
                 size = shape[axis]
                 if size is None or not -size <= item < size:
@@ -286,6 +298,20 @@ class GetItem(Rule):
                 y = g.slice(y, axis=axis, start=start, stop=stop, name=f"{layer.name}_axis{axis}")
         out = self.output_shape(layer, shapes)
         return g.reshape(y, shape=ir_shape(out), name=layer.name) if len(out) != len(shapes[0]) else y
+
+
+class Min(Reduce):
+    """min over non-batch axes: -max(-x) (the IR's reductions have a max)."""
+
+    def __init__(self):
+        super().__init__("reduce_max")
+
+    def emit(self, ctx, layer, xs, shapes):
+        g = ctx.g
+        largest = super().emit(
+            ctx, dataclasses.replace(layer, name=f"{layer.name}_of_negative"), [g.neg(xs[0])], shapes
+        )
+        return g.neg(largest, name=layer.name)
 
 
 class Matmul(Rule):
@@ -359,6 +385,7 @@ OP_RULES = {
     "op:Mean": Reduce("reduce_mean"),
     "op:Sum": Reduce("reduce_sum"),
     "op:Max": Reduce("reduce_max"),
+    "op:Min": Min(),
     "op:Concatenate": Delegate(lambda layer: (Concatenate(), layer)),
     "op:Reshape": Delegate(_reshape),
     "op:Transpose": Delegate(_transpose),

@@ -20,6 +20,8 @@ BINARY = {
     "__operators__.truediv": "TrueDivide",
     "math.maximum": "Maximum",
     "math.minimum": "Minimum",
+    "math.pow": "Power",
+    "__operators__.pow": "Power",
 }
 UNARY = {
     "math.abs": "Absolute",
@@ -50,6 +52,7 @@ WITH_OPTIONS = {
     "math.reduce_mean": ("Mean", {"axis": ("axis", None), "keepdims": ("keepdims", False)}),
     "math.reduce_sum": ("Sum", {"axis": ("axis", None), "keepdims": ("keepdims", False)}),
     "math.reduce_max": ("Max", {"axis": ("axis", None), "keepdims": ("keepdims", False)}),
+    "math.reduce_min": ("Min", {"axis": ("axis", None), "keepdims": ("keepdims", False)}),
     "concat": ("Concatenate", {"axis": ("axis", None)}),
     "stack": ("Stack", {"axis": ("axis", 0)}),
     "reshape": ("Reshape", {"newshape": ("shape", None)}),
@@ -86,8 +89,9 @@ def keras3_op_entry(entry: dict, where: str) -> dict:
     nodes = entry.get("inbound_nodes") or []
     if not isinstance(function, str) or function not in SUPPORTED:
         raise ConfigError(
-            f"{where}: {entry.get('class_name')} layer {name!r} calls tf.{function}, which is not supported; "
-            f"supported: {', '.join('tf.' + f for f in SUPPORTED)}"
+            f"{where}: {entry.get('class_name')} layer {name!r} calls tf.{function}, which is not supported "
+            f"(kgraph/frontend/tf_ops.py lists the {len(SUPPORTED)} TensorFlow functions it reads: arithmetic, "
+            "reductions, concat, reshape, transpose, slicing, matmul, activations)"
         )
     calls = []
     for node in nodes:
@@ -120,7 +124,14 @@ def keras3_op_entry(entry: dict, where: str) -> dict:
         def args_of(node, head, kwargs):
             spec = kwargs.get("slice_spec")
             spec = spec if isinstance(spec, list) else [spec]
-            index = [{"class_name": "__slice__", "config": s} if isinstance(s, dict) else s for s in spec]
+            index = [
+                s
+                if isinstance(s, dict) and "class_name" in s
+                else {"class_name": "__slice__", "config": s}
+                if isinstance(s, dict)
+                else s
+                for s in spec
+            ]  # slices as Keras 3 writes them; an Ellipsis ({"class_name": "__ellipsis__"}) as it is
             return [head, index]
     else:
         cls, options = WITH_OPTIONS[function]
