@@ -330,3 +330,38 @@ def test_a_data_file_may_name_its_arrays_by_input_and_output(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert expected in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_run_saved_with_save_model_resumes_as_the_straight_run(tmp_path, capsys):
+    """--save-model keeps the weights, the optimizer's state and the random streams: `kgraph train
+    FILE --initial-epoch 2 --epochs 1` ends where a seeded 3-epoch run ends, numbering its epoch 3."""
+    run = str(tmp_path / "run.keras")
+    assert main(["train", EXAMPLE, "--epochs", "3", "--seed", "1", "--verbose", "0"]) == 0
+    straight = capsys.readouterr().out.splitlines()[-2]
+    assert main(["train", EXAMPLE, "--epochs", "2", "--seed", "1", "--verbose", "0", "--save-model", run]) == 0
+    assert f"to {run}" in capsys.readouterr().out
+    assert main(["train", run, "--initial-epoch", "2", "--epochs", "1", "--verbose", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Epoch 3/3" in out and straight.startswith("final:") and out.splitlines()[-2] == straight
+    assert main(["train", EXAMPLE, "--learning-rate", "-1"]) == 2
+    assert "--learning-rate must be a positive number, got -1.0" in capsys.readouterr().err
+
+
+def test_a_loss_for_some_outputs_reads_numbered_targets_one_per_output(tmp_path, capsys):
+    """y0, y1 are the targets of outputs 0 and 1 (the sorted keys alpha, zeta); with a loss for
+    zeta alone, y0 is unread, as Keras reads a list of targets, where they were stacked into one
+    array. Without --metrics, accuracy goes to the crossentropy's output only."""
+    from test_models import _dict_outputs_config
+
+    model = tmp_path / "m.json"
+    model.write_text(json.dumps(_dict_outputs_config()))
+    rng = np.random.RandomState(0)
+    x, zeta, alpha = rng.rand(40, 4).astype(np.float32), rng.randint(0, 3, 40), rng.rand(40, 1).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y0=alpha, y1=zeta)
+    argv = ["train", str(model), "--data", str(tmp_path / "d.npz"), "--epochs", "1", "--verbose", "0"]
+    with pytest.warns(UserWarning, match="Gradients do not exist for weights"):  # alpha's own weights
+        assert main([*argv, "--loss", "zeta=sparse_categorical_crossentropy"]) == 0
+    assert "final: loss: " in capsys.readouterr().out
+    assert main([*argv, "--loss", "zeta=sparse_categorical_crossentropy,alpha=mse"]) == 0
+    final = capsys.readouterr().out.splitlines()[-1]
+    assert "zeta_accuracy" in final and "alpha_accuracy" not in final

@@ -357,6 +357,20 @@ def test_an_optimizer_kgraph_lacks_loads_the_model_uncompiled(tmp_path):
     np.testing.assert_allclose(model.predict(TF_IO["x"], verbose=0), TF_IO["k3_seq_adam_trained/pred"], atol=1e-5)
 
 
+def test_saved_loss_weights_that_are_not_numbers_load_the_model_uncompiled(tmp_path):
+    """compile("adam", "sparse_categorical_crossentropy", ["accuracy"]) passes the metrics as
+    Keras's third argument, loss_weights, and Keras saves them so."""
+
+    def misplaced(config):
+        config["compile_config"]["loss_weights"] = ["accuracy"]
+
+    path = tmp_path / "misplaced.keras"
+    _rewrite_keras(TF / "k3_seq_adam_trained.keras", path, config_edit=misplaced)
+    with pytest.warns(UserWarning, match=r"loaded uncompiled.*loss_weights \['accuracy'\] are not numbers"):
+        model = models.load_model(path)
+    assert model.optimizer is None
+
+
 def test_keras_2_2_adam_state_with_its_stand_in_vhats(tmp_path):
     """Keras 2.2-2.3 wrote `lr`, "Adam/iterations:0", all m, all v, then one (1,) vhat per weight."""
     import h5py
