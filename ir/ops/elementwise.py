@@ -248,6 +248,20 @@ ACTIVATIONS = {
     "tanh_shrink": (lambda x, **a: x - np.tanh(x), lambda x, **a: np.tanh(x) ** 2, False),
 }
 ACTIVATION_ALIASES = {"swish": "silu", "hard_swish": "hard_silu", "None": "linear", None: "linear"}
+# Keras 3's newer activations: layers take them, recurrent cells do not (a cell's activations are
+# codes of kernels/maths.py RNN_ACTIVATIONS, each a branch compiled into every recurrent kernel)
+NOT_IN_CELLS = (
+    "hard_silu",
+    "celu",
+    "hard_tanh",
+    "log_sigmoid",
+    "squareplus",
+    "sparse_plus",
+    "sparse_sigmoid",
+    "hard_shrink",
+    "soft_shrink",
+    "tanh_shrink",
+)
 
 
 def activation_name(name) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..types import TensorType
-from .elementwise import ACTIVATIONS
+from .elementwise import ACTIVATIONS, NOT_IN_CELLS
 from .registry import OpDef, Pattern, register
 
 CELLS = {"simple": 1, "lstm": 4, "gru": 3}  # gates per unit
@@ -51,7 +51,7 @@ def act_grad(name, x):
     return grad(fwd(x)).astype(x.dtype) if from_output else grad(x).astype(x.dtype)
 
 
-ACTIVATION_NAMES = (*ACTIVATIONS, "hard_sigmoid_k2")
+ACTIVATION_NAMES = (*(a for a in ACTIVATIONS if a not in NOT_IN_CELLS), "hard_sigmoid_k2")
 
 
 FLAGS = ("recurrent_bias", "masked", "recurrent_dropout", "initial")

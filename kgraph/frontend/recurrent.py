@@ -44,7 +44,10 @@ def _activation(layer, key, default, keras):
     if name == "hard_sigmoid" and keras < 3:
         return "hard_sigmoid_k2"
     if name not in ACTIVATION_NAMES:
-        raise ConfigError(f"{where_of(layer)}: {key} {name!r} is not supported in a recurrent layer")
+        supported = ", ".join(n for n in ACTIVATION_NAMES if n != "hard_sigmoid_k2")
+        raise ConfigError(
+            f"{where_of(layer)}: {key} {name!r} is not supported in a recurrent layer; supported: {supported}"
+        )
     return name
 
 
