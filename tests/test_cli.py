@@ -60,12 +60,25 @@ def test_compiled_trainer_runs_without_frontend_or_passes(tmp_path, capsys):
         "                            'ir', 'networkx')):\n"
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        f"sys.argv = ['train.py', '--data', 'digits', '--epochs', '2', '--verbose', '0']\n"
+        "sys.argv = ['train.py', '--data', 'digits', '--epochs', '2', '--verbose', '0'] + sys.argv[1:]\n"
         f"runpy.run_path({str(out / 'train.py')!r}, run_name='__main__')\n"
     )
-    r = subprocess.run([sys.executable, "-c", guard], capture_output=True, text=True, cwd=ROOT)
+    weights = str(tmp_path / "w.npz")
+    r = subprocess.run(
+        [sys.executable, "-c", guard, "--save-weights", weights], capture_output=True, text=True, cwd=ROOT
+    )
     assert r.returncode == 0, r.stderr
-    assert "val_accuracy" in r.stdout
+    assert r.stdout.startswith("final: ") and "val_accuracy: " in r.stdout
+    # --weights starts from the saved ones: 0 epochs leave them as they are
+    r = subprocess.run(
+        [sys.executable, "-c", guard, "--weights", weights, "--epochs", "0", "--save-weights", weights + ".again.npz"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0 and r.stdout == "final: no epochs ran (--epochs 0)\n", r.stderr
+    saved, again = np.load(weights), np.load(weights + ".again.npz")
+    assert all(np.array_equal(saved[k], again[k]) for k in saved.files)
 
 
 def test_a_trainer_from_an_older_kgraph_says_to_export_it_again(tmp_path, capsys):

@@ -796,3 +796,27 @@ def test_an_index_kgraph_cannot_take_says_why(index, message):
     op["inbound_nodes"] = [{"args": ["TENSOR", index], "kwargs": {}}]
     with pytest.raises(ConfigError, match=r"keras\.ops\.GetItem 'get_item': " + message):
         build_model(_with_op(op))
+
+
+def test_an_op_option_is_used_or_refused_never_dropped():
+    """keras.ops.elu(x, alpha=0.5) runs with its alpha; keras.ops.max(x, axis, initial=...) is
+    refused (kgraph dropped both before)."""
+    from kgraph.models import Model
+
+    op = {"module": "keras.src.ops.nn", "class_name": "Elu", "name": "elu", "config": {"name": "elu", "alpha": 0.5}}
+    op["inbound_nodes"] = [{"args": ["TENSOR"], "kwargs": {}}]
+    model = Model(build_model(_with_op(op), seed=0), seed=0)
+    negate = dict(op, class_name="Negative", config={"name": "elu"})
+    x = -np.arange(1, 9, dtype=np.float32).reshape(2, 4) / 4
+    reference = Model(build_model(_with_op(negate), seed=0), seed=0)  # the same Dense weights, on elu(x) computed here
+    np.testing.assert_allclose(model.predict(x, verbose=0), reference.predict(-0.5 * np.expm1(x), verbose=0), rtol=1e-5)
+    op["class_name"], op["config"] = "Max", {"name": "elu", "axis": 1, "keepdims": True, "initial": 0.5}
+    with pytest.raises(ConfigError, match=r"keras\.ops\.Max 'elu': initial=0\.5 is not supported"):
+        build_model(_with_op(op))
+
+
+def test_a_max_norm_over_no_axis_is_over_the_whole_weight():
+    from kgraph.frontend.constraints import parse_constraint
+
+    spec = parse_constraint({"class_name": "MaxNorm", "config": {"max_value": 1, "axis": None}}, "here", (3, 4, 2))
+    assert spec["axes"] == (0, 1, 2)

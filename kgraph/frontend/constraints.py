@@ -52,8 +52,10 @@ def _axes(axis, shape, where, kind) -> tuple:
     weight as (before, over, after)); () for NonNeg."""
     if kind == "non_neg":
         return ()
-    axes = [axis] if isinstance(axis, int) and not isinstance(axis, bool) else axis
     rank = len(shape)
+    if axis is None:  # Keras takes the norm over the whole weight
+        return tuple(range(rank))
+    axes = [axis] if isinstance(axis, int) and not isinstance(axis, bool) else axis
     if (
         not isinstance(axes, (list, tuple))
         or not axes

@@ -231,8 +231,10 @@ class UnitNormalization(Rule):
     def emit(self, ctx, layer, xs, shapes):
         g, x = ctx.g, xs[0]
         squares = g.reduce_sum(g.square(x), axes=self._axes(layer, shapes[0]), keepdims=True)
-        # the floor under the squares (1e-12 squared): a zero vector's gradient stays finite
-        norm = g.sqrt(g.maximum(squares, g.const(1e-24, g.type(x).dtype)))
+        # Keras 3 floors the norm at 1e-12 (here its square: a zero vector's gradient stays finite);
+        # tf-keras's tf.linalg.l2_normalize floors the squares themselves at 1e-12
+        floor = 1e-24 if ctx.keras >= 3 else 1e-12
+        norm = g.sqrt(g.maximum(squares, g.const(floor, g.type(x).dtype)))
         return g.div(x, norm, name=layer.name)
 
 

@@ -41,22 +41,22 @@ def _as(rule, layer, **config):
 
 
 class Binary(Rule):
-    """add, subtract, multiply, divide, maximum, minimum: two operands, each a tensor or a number,
-    with NumPy's broadcasting."""
+    """add, subtract, multiply, divide, maximum, minimum: two operands, each a tensor or a number;
+    two tensors of the same rank broadcast along their axes of size 1."""
 
     inputs = None
 
     def __init__(self, op: str):
         self.op = op
 
-    def _operands(self, layer, count):
+    def _operands(self, layer):
         args = _args(layer)
         if len(args) != 2 or not all(_is_tensor(a) or _number(a) for a in args) or not any(map(_is_tensor, args)):
             raise ConfigError(f"{where_of(layer)}: takes two operands, tensors or numbers, got {str(args)[:120]}")
         return args
 
     def output_shape(self, layer, shapes):
-        self._operands(layer, len(shapes))
+        self._operands(layer)
         if len(shapes) == 2:
             a, b = shapes
             if len(a) != len(b) or any(x != y and 1 not in (x, y) for x, y in zip(a[1:], b[1:])):
@@ -67,7 +67,7 @@ class Binary(Rule):
     def emit(self, ctx, layer, xs, shapes):
         g, tensors = ctx.g, iter(xs)
         dtype = g.type(xs[0]).dtype
-        a, b = (next(tensors) if _is_tensor(v) else g.const(float(v), dtype) for v in self._operands(layer, len(xs)))
+        a, b = (next(tensors) if _is_tensor(v) else g.const(float(v), dtype) for v in self._operands(layer))
         return g.add_node(self.op, (a, b), name=layer.name)
 
 
@@ -82,15 +82,25 @@ class Unary(Rule):
 
 
 class Activation(Rule):
-    """relu, sigmoid, tanh, silu, softplus, gelu (its `approximate`, True by default in keras.ops)."""
+    """relu, sigmoid, tanh, silu, softplus, elu (its `alpha`), gelu (its `approximate`, True by
+    default in keras.ops); another option is refused, never dropped."""
+
+    OPTIONS = {"gelu": {"approximate": True}, "elu": {"alpha": 1.0}}
 
     def __init__(self, name: str):
         self.name = name
 
+    def check(self, layer, keras):
+        known = self.OPTIONS.get(self.name, {})
+        extra = sorted(k for k, v in layer.config.items() if k not in ("name", "tf_function", *known) and v is not None)
+        if extra:
+            raise ConfigError(f"{where_of(layer)}: options {extra} are not supported")
+
     def emit(self, ctx, layer, xs, shapes):
-        if self.name == "gelu":
-            approximate = bool(layer.config.get("approximate", True))
-            return ctx.g.add_node("gelu", (xs[0],), {"approximate": approximate}, name=layer.name)
+        known = self.OPTIONS.get(self.name)
+        if known:
+            attrs = {k: type(v)(layer.config.get(k, v)) for k, v in known.items()}
+            return ctx.g.add_node(self.name, (xs[0],), attrs, name=layer.name)
         return emit_activation(ctx.g, xs[0], self.name, 3, layer.name)
 
 
@@ -138,6 +148,8 @@ class Reduce(Rule):
 
     def _axes(self, layer, shape) -> tuple:
         axis = layer.config.get("axis")
+        if layer.config.get("initial") is not None:
+            raise ConfigError(f"{where_of(layer)}: initial={layer.config['initial']!r} is not supported")
         if axis is None:
             raise ConfigError(f"{where_of(layer)}: a reduction over every axis, the batch's too, is not supported")
         axes = [axis] if isinstance(axis, int) else list(axis) if isinstance(axis, (list, tuple)) else [axis]
@@ -277,6 +289,11 @@ class GetItem(Rule):
             size = shape[axis]
             if size is None:
                 raise ConfigError(f"{where_of(layer)}: slicing axis {axis} of unknown size is not supported")
+            if any(
+                cfg.get(k) is not None and (isinstance(cfg.get(k), bool) or not isinstance(cfg.get(k), int))
+                for k in ("start", "stop")
+            ):
+                raise ConfigError(f"{where_of(layer)}: slice bounds must be integers, got {str(cfg)[:80]}")
             start, stop, _ = slice(cfg.get("start"), cfg.get("stop")).indices(size)
             if stop <= start:
                 raise ConfigError(f"{where_of(layer)}: an empty slice of axis {axis}")

@@ -76,7 +76,8 @@ class Rule:
 def where_of(layer) -> str:
     """How an error message names a layer: Dense layer 'dense_1' (an op: keras.ops.Multiply 'multiply')."""
     if isinstance(layer.class_name, str) and layer.class_name.startswith("op:"):
-        return f"keras.ops.{layer.class_name[3:]} {layer.name!r}"
+        function = layer.config.get("tf_function")  # a tf-keras TFOpLambda (frontend/tf_ops.py)
+        return f"tf.{function} {layer.name!r}" if function else f"keras.ops.{layer.class_name[3:]} {layer.name!r}"
     return f"{layer.class_name} layer {layer.name!r}"
 
 

@@ -107,7 +107,7 @@ def keras3_op_entry(entry: dict, where: str) -> dict:
         kwargs = dict(first[3]) if len(first) > 3 and isinstance(first[3], dict) else {}
         head = first[2] if first[0] == "_CONSTANT_VALUE" else _tensor(first)
         calls.append((node, head, kwargs))
-    config, args_of = {"name": name}, None
+    config, args_of = {"name": name, "tf_function": function}, None  # tf_function: how errors name it
     if function in BINARY:
         cls = BINARY[function]
 

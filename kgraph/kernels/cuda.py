@@ -541,7 +541,7 @@ def constrain(w, kind, min_value, max_value, rate):
         if kind != 0:
             for r in range(w.shape[1]):
                 total += float(w[a, r, c]) ** 2
-        norm = float32(math.sqrt(total))
+        norm = M.like(w[a, 0, c], math.sqrt(total))
         for r in range(w.shape[1]):
             w[a, r, c] = M.constrained(w[a, r, c], norm, kind, min_value, max_value, rate)
 

@@ -219,7 +219,11 @@ class CompiledModel:
                 )
             y = [y[n] for n in outputs]
         names = self.info["output_names"]
-        if isinstance(y, (list, tuple)) and len(labels) < len(names) == len(y) and all(np.ndim(a) for a in y):
+        if (
+            isinstance(y, (list, tuple))
+            and len(labels) < len(names) == len(y)
+            and all(hasattr(a, "shape") and np.ndim(a) and len(a) == len(y[0]) for a in y)
+        ):
             # one target per output, as Keras takes them, those of outputs without a loss unread
             y = [y[names.index(n)] for n in outputs]
         if isinstance(y, (list, tuple)) and len(labels) == 1 and len(y) != 1:

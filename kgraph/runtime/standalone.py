@@ -34,15 +34,25 @@ def main(directory, argv=None, *, get_optimizer=None) -> int:
     p.add_argument(
         "--data", required=True, help=f"an .npz file (x, y[, x_val, y_val]) or one of: {', '.join(data.BUILTIN)}"
     )
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--validation-split", type=float, default=0.0)
+    p.add_argument("--epochs", type=int, default=5, help="passes over the training rows (default: 5)")
+    p.add_argument("--batch-size", type=int, default=32, help="samples per step (default: 32)")
+    p.add_argument(
+        "--validation-split",
+        type=float,
+        default=0.0,
+        help="fraction of the rows (the last ones, as Keras) kept for validation when --data has no x_val",
+    )
+    p.add_argument("--weights", help="start from these weights (.npz, as --save-weights writes them)")
     p.add_argument("--save-weights", help="write the trained weights here (.npz)")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    p.add_argument(
+        "--verbose", type=int, default=1, choices=[0, 1, 2], help="0 silent, 1 progress bar, 2 one line per epoch"
+    )
     args = p.parse_args(argv)
     model = None
     try:
         model = CompiledModel.from_directory(directory, get_optimizer)
+        if args.weights:
+            model.load_weights(args.weights)
         xs, ys, val = data.load(args.data)
         data.check_names(args.data, xs, ys, val, model.info)
         hist = model.fit(
@@ -56,7 +66,8 @@ def main(directory, argv=None, *, get_optimizer=None) -> int:
         )
         if args.save_weights:
             model.save_weights(args.save_weights)
-        print({k: round(v[-1], 4) for k, v in hist.history.items()})
+        final = " - ".join(f"{k}: {v[-1]:.4f}" for k, v in hist.history.items())
+        print(f"final: {final}" if final else "final: no epochs ran (--epochs 0)")
     except ImportError as e:  # ModuleNotFoundError too: a step importing a kgraph module that moved
         if not (e.name or "").startswith("kgraph"):
             raise
