@@ -271,3 +271,28 @@ def test_a_model_whose_output_is_its_input_reshaped_predicts_and_evaluates():
     with pytest.warns(UserWarning, match="no trainable weights"):
         model.compile(loss="mse")
     assert model.evaluate(x, x.reshape(2, 12), verbose=0) == 0.0
+
+
+def test_binary_crossentropy_of_a_zero_logit_has_the_sigmoids_gradient():
+    """A sigmoid output whose logit is exactly 0 (zero weights here; a dead ReLU layer before a
+    zero bias in a U-Net's head): the gradient is sigmoid(0) - y = 0.5 - y, as TensorFlow's
+    sigmoid_cross_entropy_with_logits gives. Autodiff through relu and abs gave -y there."""
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"batch_shape": [None, 3], "name": "in"}},
+                {
+                    "class_name": "Dense",
+                    "config": {"name": "d", "units": 1, "activation": "sigmoid", "kernel_initializer": "zeros"},
+                },
+            ],
+        },
+    }
+    model = kgraph.models.model_from_json(json.dumps(config))
+    model.compile(optimizer=optimizers.SGD(learning_rate=1.0), loss="binary_crossentropy")
+    x = np.ones((4, 3), np.float32)
+    y = np.array([[1.0], [0.0], [1.0], [1.0]], np.float32)
+    model.train_on_batch(x, y)
+    np.testing.assert_allclose(model.get_weights()[1], [-(0.5 - y).mean()], rtol=1e-6)

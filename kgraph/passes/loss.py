@@ -92,8 +92,10 @@ def binary_crossentropy(g, pred, target, spec):
     c = _Consts(g, pred)
     target = _smooth(g, target, spec.get("label_smoothing", 0.0), 0.5)
     z = pred if spec.get("from_logits") else _logits_of(g, pred, Role.SIGMOID)
-    if z is not None:  # max(z, 0) - z*t + log1p(exp(-|z|))
-        per_elem = g.add(g.sub(g.relu(z), g.mul(z, target)), g.log1p(g.exp(g.neg(g.abs(z)))))
+    if z is not None:  # softplus(z) - z*t: TensorFlow's max(z, 0) - z*t + log1p(exp(-|z|)), whose
+        # gradient sigmoid(z) - t autodiff gets from softplus's VJP; through relu and abs it came
+        # out -t at z = 0 exactly (a dead ReLU layer before a zero bias), their subgradients 0 there
+        per_elem = g.sub(g.softplus(z), g.mul(z, target))
     else:
         p = _clip(g, pred)
         per_elem = g.neg(g.add(g.mul(target, g.log(p)), g.mul(g.sub(c(1.0), target), g.log(g.sub(c(1.0), p)))))
