@@ -296,3 +296,26 @@ def test_binary_crossentropy_of_a_zero_logit_has_the_sigmoids_gradient():
     y = np.array([[1.0], [0.0], [1.0], [1.0]], np.float32)
     model.train_on_batch(x, y)
     np.testing.assert_allclose(model.get_weights()[1], [-(0.5 - y).mean()], rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 3, 2), (8, 2)])
+def test_tf_keras_fused_batch_norm_moves_toward_the_unbiased_variance(shape):
+    """tf-keras runs a BatchNormalization of a 4-D input fused, and its moving variance moves
+    toward the batch's variance times n / (n - 1) (checked against tf-keras 2.21: 1.4031016 and
+    1.2699523 for this 4-D batch); a 2-D one, and Keras 3's, toward the biased variance."""
+    batch_input_shape = [None, *shape[1:]]
+    layers = [
+        {"class_name": "InputLayer", "config": {"batch_input_shape": batch_input_shape, "name": "in"}},
+        {"class_name": "BatchNormalization", "config": {"name": "bn", "momentum": 0.9, "axis": -1}},
+    ]
+    model = kgraph.models.model_from_json(
+        json.dumps({"class_name": "Sequential", "config": {"name": "s", "layers": layers}})
+    )
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.0), loss="mse")
+    x = np.random.RandomState(0).randn(*shape).astype(np.float32) * 2
+    model.train_on_batch(x, np.zeros_like(x))
+    var, n = x.reshape(-1, shape[-1]).var(axis=0), x.size // shape[-1]
+    expected = 0.9 + 0.1 * var * (n / (n - 1) if len(shape) == 4 else 1.0)
+    np.testing.assert_allclose(model.get_weights()[3], expected, rtol=1e-6)
+    if len(shape) == 4:  # tf-keras's own numbers for this batch
+        np.testing.assert_allclose(model.get_weights()[3], [1.4031016, 1.2699523], rtol=1e-6)

@@ -206,6 +206,18 @@ class Merge(Rule):
         return y
 
 
+def _tf_keras_fused(cfg, rank, axes) -> bool:
+    """Whether tf-keras runs this BatchNormalization fused (its _fused_can_be_used, with fused
+    left to it or True): a 4-D or 5-D input normalized over its channels, first or last."""
+    return (
+        cfg.get("fused") is not False
+        and rank in (4, 5)
+        and axes in ((1,), (rank - 1,))
+        and cfg.get("virtual_batch_size") is None
+        and cfg.get("adjustment") is None
+    )
+
+
 class UnitNormalization(Rule):
     """x divided by its L2 norm over `axis` (an int or a list), floored at Keras's 1e-12
     (keras.ops.normalize: x * min(rsqrt(sum of squares), 1e12))."""
@@ -418,7 +430,14 @@ class Normalization(Rule):
             else:
                 mean = g.reduce_mean(x, axes=others, name=f"{layer.name}_mean")
                 var = g.reduce_mean(g.square(g.sub(x, b(mean))), axes=others, name=f"{layer.name}_variance")
-            for stat, batch in (("moving_mean", mean), ("moving_variance", var)):
+            tracked = var
+            if ctx.keras < 3 and _tf_keras_fused(cfg, rank, axes):
+                # tf-keras's fused batch norm (4-D and 5-D inputs, channels first or last) moves
+                # its moving variance toward the batch's unbiased variance: n / (n - 1) times
+                n = g.count(x, axes=others, name=f"{layer.name}_count")
+                bessel = g.div(n, g.sub(n, g.const(1.0, g.type(var).dtype)), name=f"{layer.name}_bessel")
+                tracked = g.mul(var, bessel, name=f"{layer.name}_unbiased_variance")
+            for stat, batch in (("moving_mean", mean), ("moving_variance", tracked)):
                 g.moving_average(
                     p[stat], batch, momentum=float(cfg.get("momentum", 0.99)), name=f"{layer.name}_update_{stat}"
                 )
