@@ -784,7 +784,7 @@ def test_a_tf_keras_tensorflow_call_is_read_as_its_keras_op_or_refused_by_name()
     "index, message",
     [
         ([0], r"indexing the batch axis \(0\) is not supported"),
-        ([{"class_name": "__slice__", "config": {"start": None, "stop": None, "step": None}}, None], "a new axis"),
+        ([None], "a new axis before the batch axis is not supported"),
         (
             [{"class_name": "__ellipsis__", "config": {}}, {"class_name": "__ellipsis__", "config": {}}],
             "an index with more than one",
@@ -820,3 +820,19 @@ def test_a_max_norm_over_no_axis_is_over_the_whole_weight():
 
     spec = parse_constraint({"class_name": "MaxNorm", "config": {"max_value": 1, "axis": None}}, "here", (3, 4, 2))
     assert spec["axes"] == (0, 1, 2)
+
+
+def test_a_new_axis_in_an_index_is_a_reshape():
+    """x[:, None] (Keras 3) and x[..., tf.newaxis] (tf-keras) insert an axis of size 1."""
+    from kgraph.models import Model
+
+    whole = {"class_name": "__slice__", "config": {"start": None, "stop": None, "step": None}}
+    op = {"module": "keras.src.ops.numpy", "class_name": "GetItem", "name": "get_item", "config": {"name": "get_item"}}
+    op["inbound_nodes"] = [{"args": ["TENSOR", [whole, None]], "kwargs": {}}]
+    model = Model(build_model(_with_op(op), seed=0), seed=0)
+    op["class_name"], op["inbound_nodes"] = "Absolute", [{"args": ["TENSOR"], "kwargs": {}}]
+    plain = Model(build_model(_with_op(op), seed=0), seed=0)
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    got = model.predict(x, verbose=0)
+    assert got.shape == (2, 1, 2)
+    np.testing.assert_allclose(got[:, 0], plain.predict(x, verbose=0), rtol=1e-6)

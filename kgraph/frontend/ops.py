@@ -249,72 +249,86 @@ class Stack(Rule):
 
 
 class GetItem(Rule):
-    """x[...] with, per axis, an integer (the axis goes) or a slice of step 1; the batch axis whole."""
+    """x[...] with, per axis, an integer (the axis goes) or a slice of step 1, an Ellipsis, and
+    None (a new axis of size 1) after the batch axis; the batch axis whole."""
 
     def _index(self, layer, shape):
+        """(cuts: (axis, start, stop, dropped) per indexed input axis, layout: the output's axes in
+        order, each an input axis or None for a new one)."""
         args = _args(layer)
         index = args[1] if len(args) == 2 else None
         index = list(index) if isinstance(index, list) else [index]
-        if any(item is None for item in index):
-            raise ConfigError(f"{where_of(layer)}: a new axis (None in an index) is not supported; use expand_dims")
         dots = [
             k for k, item in enumerate(index) if isinstance(item, dict) and item.get("class_name") == "__ellipsis__"
         ]
         if len(dots) > 1:
             raise ConfigError(f"{where_of(layer)}: an index with more than one Ellipsis")
+        consumed = sum(item is not None for item in index) - len(dots)
         if dots:  # ... stands for as many whole slices as the other entries leave
             whole = {"class_name": "__slice__", "config": {"start": None, "stop": None, "step": None}}
-            index[dots[0] : dots[0] + 1] = [whole] * (len(shape) - len(index) + 1)
-        if len(index) > len(shape):
-            raise ConfigError(f"{where_of(layer)}: {len(index)} indices into {shape_str(shape)}")
-        out = []
-        for axis, item in enumerate(index):
-            if axis == 0 and not isinstance(item, dict):
-                raise ConfigError(f"{where_of(layer)}: indexing the batch axis ({item!r}) is not supported")
-            if _number(item) and isinstance(item, int) and axis > 0:
-                size = shape[axis]
-                if size is None or not -size <= item < size:
-                    raise ConfigError(f"{where_of(layer)}: index {item} is out of axis {axis} of {shape_str(shape)}")
-                out.append((axis, item % size, item % size + 1, True))
+            index[dots[0] : dots[0] + 1] = [whole] * (len(shape) - consumed)
+        if consumed > len(shape):
+            raise ConfigError(f"{where_of(layer)}: {consumed} indices into {shape_str(shape)}")
+        cuts, layout, axis = [], [], 0
+        for item in index:
+            if item is None:
+                if axis == 0:
+                    raise ConfigError(f"{where_of(layer)}: a new axis before the batch axis is not supported")
+                layout.append(None)
                 continue
-            cfg = item.get("config", {}) if isinstance(item, dict) and item.get("class_name") == "__slice__" else None
-            if cfg is None or cfg.get("step") not in (None, 1):
-                raise ConfigError(
-                    f"{where_of(layer)}: only integers and slices of step 1 are supported, got {str(item)[:80]}"
-                )
-            if axis == 0:
-                if (cfg.get("start"), cfg.get("stop")) != (None, None):
-                    raise ConfigError(f"{where_of(layer)}: slicing the batch axis is not supported")
-                continue
+            cuts.append(self._cut(layer, shape, axis, item))
+            layout.append(axis)
+            axis += 1
+        layout += range(axis, len(shape))
+        return [c for c in cuts if c is not None], layout
+
+    def _cut(self, layer, shape, axis, item):
+        """(axis, start, stop, dropped) of one index entry; None for the batch axis's whole slice."""
+        if axis == 0 and not isinstance(item, dict):
+            raise ConfigError(f"{where_of(layer)}: indexing the batch axis ({item!r}) is not supported")
+        if _number(item) and isinstance(item, int):
             size = shape[axis]
-            if size is None:
-                raise ConfigError(f"{where_of(layer)}: slicing axis {axis} of unknown size is not supported")
-            if any(
-                cfg.get(k) is not None and (isinstance(cfg.get(k), bool) or not isinstance(cfg.get(k), int))
-                for k in ("start", "stop")
-            ):
-                raise ConfigError(f"{where_of(layer)}: slice bounds must be integers, got {str(cfg)[:80]}")
-            start, stop, _ = slice(cfg.get("start"), cfg.get("stop")).indices(size)
-            if stop <= start:
-                raise ConfigError(f"{where_of(layer)}: an empty slice of axis {axis}")
-            out.append((axis, start, stop, False))
-        return out
+            if size is None or not -size <= item < size:
+                raise ConfigError(f"{where_of(layer)}: index {item} is out of axis {axis} of {shape_str(shape)}")
+            return (axis, item % size, item % size + 1, True)
+        cfg = item.get("config", {}) if isinstance(item, dict) and item.get("class_name") == "__slice__" else None
+        if cfg is None or cfg.get("step") not in (None, 1):
+            raise ConfigError(
+                f"{where_of(layer)}: only integers, slices of step 1, ... and None are supported, got {str(item)[:80]}"
+            )
+        if axis == 0:
+            if (cfg.get("start"), cfg.get("stop")) != (None, None):
+                raise ConfigError(f"{where_of(layer)}: slicing the batch axis is not supported")
+            return None
+        size = shape[axis]
+        if size is None:
+            raise ConfigError(f"{where_of(layer)}: slicing axis {axis} of unknown size is not supported")
+        if any(
+            cfg.get(k) is not None and (isinstance(cfg.get(k), bool) or not isinstance(cfg.get(k), int))
+            for k in ("start", "stop")
+        ):
+            raise ConfigError(f"{where_of(layer)}: slice bounds must be integers, got {str(cfg)[:80]}")
+        start, stop, _ = slice(cfg.get("start"), cfg.get("stop")).indices(size)
+        if stop <= start:
+            raise ConfigError(f"{where_of(layer)}: an empty slice of axis {axis}")
+        return (axis, start, stop, False)
 
     def output_shape(self, layer, shapes):
-        shape = list(shapes[0])
-        cuts = self._index(layer, shapes[0])
+        cuts, layout = self._index(layer, shapes[0])
+        sizes = list(shapes[0])
         for axis, start, stop, _ in cuts:
-            shape[axis] = stop - start
+            sizes[axis] = stop - start
         dropped = {axis for axis, *_, drop in cuts if drop}
-        return tuple(d for i, d in enumerate(shape) if i not in dropped)
+        return tuple(1 if a is None else sizes[a] for a in layout if a not in dropped)
 
     def emit(self, ctx, layer, xs, shapes):
         g, y = ctx.g, xs[0]
-        for axis, start, stop, _ in self._index(layer, shapes[0]):
+        for axis, start, stop, _ in self._index(layer, shapes[0])[0]:
             if (start, stop) != (0, shapes[0][axis]):
                 y = g.slice(y, axis=axis, start=start, stop=stop, name=f"{layer.name}_axis{axis}")
         out = self.output_shape(layer, shapes)
-        return g.reshape(y, shape=ir_shape(out), name=layer.name) if len(out) != len(shapes[0]) else y
+        same = tuple(out[1:]) == tuple(g.type(y).shape[1:])
+        return y if same else g.reshape(y, shape=ir_shape(out), name=layer.name)
 
 
 class Min(Reduce):
