@@ -63,14 +63,18 @@ class MemoryPlan:
         lines.append(
             f"  {'rng masks':<12} {(self.rng_per_sample * batch + self.rng_fixed) * itemsize / 1024:10.1f} KiB"
         )
-        lines.append("  buffers (offset in elements, [first, last] use in the schedule):")
+        lines.append(
+            f"  buffers (offset in elements, A = {self.arena_per_sample}: the per-sample part's size; "
+            "[first, last] use in the schedule):"
+        )
         keys = [k for nid in self.schedule for k in (nid, workspace_id(nid), saved_id(nid)) if k in self.slots]
+        width = max([28] + [len(k) for k in keys if self.slots[k].region == "arena"])
         for key in keys:
             s = self.slots[key]
             if s.region == "arena":
                 off = f"{s.offset}*B" if s.batch else f"A*B+{s.offset}"
                 size = f"{s.size}*B" if s.batch else str(s.size)
-                lines.append(f"    %{key:<28} {off:>12}  size {size:>10}  live {list(self.intervals[key])}")
+                lines.append(f"    %{key:<{width}} {off:>12}  size {size:>10}  live {list(self.intervals[key])}")
         return "\n".join(lines)
 
 
