@@ -79,6 +79,14 @@ def test_compiled_trainer_runs_without_frontend_or_passes(tmp_path, capsys):
     assert r.returncode == 0 and r.stdout == "final: no epochs ran (--epochs 0)\n", r.stderr
     saved, again = np.load(weights), np.load(weights + ".again.npz")
     assert all(np.array_equal(saved[k], again[k]) for k in saved.files)
+    # --seed: the same shuffling and dropout draws, so the same numbers
+    seeded = [
+        subprocess.run(
+            [sys.executable, "-c", guard, "--seed", "3", "--epochs", "1"], capture_output=True, text=True, cwd=ROOT
+        )
+        for _ in range(2)
+    ]
+    assert seeded[0].returncode == 0 and seeded[0].stdout == seeded[1].stdout, seeded[0].stderr
 
 
 def test_a_trainer_from_an_older_kgraph_says_to_export_it_again(tmp_path, capsys):

@@ -680,16 +680,17 @@ class CompiledModel:
 
     # ------------------------------------------------------------------ a compiled trainer on disk
     @classmethod
-    def from_directory(cls, directory, get_optimizer):
+    def from_directory(cls, directory, get_optimizer, seed=None):
         """Load what `kgraph compile` wrote: manifest.json, the generated steps and weights.npz.
         get_optimizer makes the optimizer from its saved config (kgraph.optimizers.get, which the
-        trainer script passes in: the runtime imports nothing above it)."""
+        trainer script passes in: the runtime imports nothing above it); seed: of the shuffling
+        and the random layers' draws (dropout, noise)."""
         directory = Path(directory)
         manifest = json.loads((directory / "manifest.json").read_text())
         steps = {
             kind: Manifest.from_json(m).with_module(directory / m["module"]) for kind, m in manifest["steps"].items()
         }
-        exe = Executable(steps, manifest["params"], manifest["info"]["dtype"])
+        exe = Executable(steps, manifest["params"], manifest["info"]["dtype"], seed=seed)
         model = cls(exe, manifest["info"], get_optimizer(manifest["optimizer"]))
         model.load_weights(directory / "weights.npz")
         model.exported_kernels = manifest.get("kernels")  # None: written before kgraph recorded them

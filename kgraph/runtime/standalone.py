@@ -43,6 +43,9 @@ def main(directory, argv=None, *, get_optimizer=None) -> int:
         help="fraction of the rows (the last ones, as Keras) kept for validation when --data has no x_val",
     )
     p.add_argument("--weights", help="start from these weights (.npz, as --save-weights writes them)")
+    p.add_argument(
+        "--seed", type=int, help="seed of the shuffling and of dropout's and noise's draws (default: a fresh one)"
+    )
     p.add_argument("--save-weights", help="write the trained weights here (.npz)")
     p.add_argument(
         "--verbose", type=int, default=1, choices=[0, 1, 2], help="0 silent, 1 progress bar, 2 one line per epoch"
@@ -50,7 +53,7 @@ def main(directory, argv=None, *, get_optimizer=None) -> int:
     args = p.parse_args(argv)
     model = None
     try:
-        model = CompiledModel.from_directory(directory, get_optimizer)
+        model = CompiledModel.from_directory(directory, get_optimizer, seed=args.seed)
         if args.weights:
             model.load_weights(args.weights)
         xs, ys, val = data.load(args.data)
