@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import warnings
@@ -369,10 +370,22 @@ def cmd_compile(args):
     if args.output is None:
         _compile_ahead(model)
         return
+    before = _exported_steps(args.output)
     with files.atomic_folder(args.output) as tmp:  # each file replaced whole, never truncated
         model.export(tmp)
     out = args.output
+    for name in sorted(before - _exported_steps(out)):  # an earlier export's steps, now no trainer's
+        (Path(out) / name).unlink(missing_ok=True)
     print(f"wrote a trainer to {out}: python {out}/train.py --data DATA")
+
+
+def _exported_steps(folder) -> set:
+    """The step files a trainer exported to `folder` lists in its manifest.json (none if none)."""
+    try:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+        return {Path(m["module"]).name for m in manifest["steps"].values()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
 
 
 def _compile_ahead(model):

@@ -386,3 +386,17 @@ def test_a_loss_for_some_outputs_reads_numbered_targets_one_per_output(tmp_path,
     assert main([*argv, "--loss", "zeta=sparse_categorical_crossentropy,alpha=mse"]) == 0
     final = capsys.readouterr().out.splitlines()[-1]
     assert "zeta_accuracy" in final and "alpha_accuracy" not in final
+
+
+def test_a_trainer_exported_over_another_leaves_none_of_its_steps(tmp_path, capsys):
+    """kgraph compile -o DIR over an earlier export of another model: the earlier model's step
+    files (those its manifest listed) go, a file of the user's stays."""
+    out = tmp_path / "trainer"
+    assert main(["compile", EXAMPLE, "-o", str(out)]) == 0
+    first = {p.name for p in out.glob("*.py")} - {"train.py"}
+    (out / "notes.txt").write_text("mine")
+    lstm = str(Path(EXAMPLE).parent / "lstm_text_classifier.json")
+    assert main(["compile", lstm, "-o", str(out), "--input-shape", "80"]) == 0
+    steps = {p.name for p in out.glob("*.py")} - {"train.py"}
+    assert first and steps and not first & steps, (first, steps)
+    assert (out / "notes.txt").read_text() == "mine"
