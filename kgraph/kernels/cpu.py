@@ -556,13 +556,7 @@ def constrain(w, kind, min_value, max_value, rate):
     over, after): each (before, after) column by its L2 norm over `over` (NonNeg: each weight)."""
     for a in range(w.shape[0]):
         for c in range(w.shape[2]):
-            total = 0.0
-            if kind != 0:
-                for r in range(w.shape[1]):
-                    total += float(w[a, r, c]) ** 2
-            norm = M.like(w[a, 0, c], np.sqrt(total))
-            for r in range(w.shape[1]):
-                w[a, r, c] = M.constrained(w[a, r, c], norm, kind, min_value, max_value, rate)
+            M.constrain_column(w, a, c, kind, min_value, max_value, rate)
 
 
 @jit

@@ -19,7 +19,6 @@ same kernels and the same element maths on a fraction of the threads."""
 from __future__ import annotations
 
 import functools
-import math
 import os
 
 from numba import config, cuda, float32
@@ -536,14 +535,7 @@ def constrain(w, kind, min_value, max_value, rate):
     column of the weight viewed as (before, over, after) (grid-stride)."""
     after = w.shape[2]
     for k in range(cuda.grid(1), w.shape[0] * after, cuda.gridsize(1)):
-        a, c = k // after, k % after
-        total = 0.0
-        if kind != 0:
-            for r in range(w.shape[1]):
-                total += float(w[a, r, c]) ** 2
-        norm = M.like(w[a, 0, c], math.sqrt(total))
-        for r in range(w.shape[1]):
-            w[a, r, c] = M.constrained(w[a, r, c], norm, kind, min_value, max_value, rate)
+        M.constrain_column(w, k // after, k % after, kind, min_value, max_value, rate)
 
 
 # ---------------------------------------------------------------- recurrent layers

@@ -891,3 +891,17 @@ def constrained(w, norm, kind, min_value, max_value, rate):
     clipped = minimum(maximum(norm, like(norm, min_value)), like(norm, max_value))
     desired = clipped if kind == 1 else like(norm, rate) * clipped + like(norm, 1.0 - rate) * norm
     return w * (desired / (eps + norm))
+
+
+@jitable
+def constrain_column(w, a, c, kind, min_value, max_value, rate):
+    """Constraint `kind` in place on column (a, :, c) of a weight viewed as (before, over, after):
+    its L2 norm over `over` (float64 sums; none for NonNeg), then each weight by `constrained`.
+    The CPU kernel loops over the columns, the CUDA kernel gives each a thread."""
+    total = 0.0
+    if kind != 0:
+        for r in range(w.shape[1]):
+            total += float(w[a, r, c]) ** 2
+    norm = like(w[a, 0, c], math.sqrt(total))
+    for r in range(w.shape[1]):
+        w[a, r, c] = constrained(w[a, r, c], norm, kind, min_value, max_value, rate)
