@@ -207,11 +207,8 @@ class Reshaped(Rule):
 
     def output_shape(self, layer, shapes):
         shape, axis = list(shapes[0]), layer.config.get("axis")
-        if self.expand:
-            rank = len(shape) + 1
-            if isinstance(axis, bool) or not isinstance(axis, int) or not -rank <= axis < rank or axis % rank == 0:
-                raise ConfigError(f"{where_of(layer)}: axis {axis!r} is not a non-batch axis")
-            shape.insert(axis % rank, 1)
+        if self.expand:  # an axis of the output, a rank more than the input
+            shape.insert(_axis(layer, axis, len(shape) + 1), 1)
             return tuple(shape)
         axes = [i for i, d in enumerate(shape) if d == 1] if axis is None else [_axis(layer, axis, len(shape))]
         if any(shape[a] != 1 for a in axes):
@@ -232,12 +229,8 @@ class Stack(Rule):
             raise ConfigError(
                 f"{where_of(layer)}: stacks tensors of different shapes {', '.join(map(shape_str, shapes))}"
             )
-        rank = len(shapes[0]) + 1
-        axis = layer.config.get("axis", 0)
-        if isinstance(axis, bool) or not isinstance(axis, int) or not -rank <= axis < rank or axis % rank == 0:
-            raise ConfigError(f"{where_of(layer)}: axis {axis!r} is not a non-batch axis")
-        out = list(shapes[0])
-        out.insert(axis % rank, len(shapes))
+        out = list(shapes[0])  # the new axis is one of the output's, a rank more than the inputs
+        out.insert(_axis(layer, layer.config.get("axis", 0), len(out) + 1), len(shapes))
         return tuple(out)
 
     def emit(self, ctx, layer, xs, shapes):

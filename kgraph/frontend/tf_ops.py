@@ -80,6 +80,29 @@ def _operand(value):
     return _tensor(value) if _is_ref(value) else value
 
 
+def _op_args(function, node, head, kwargs) -> list:
+    """The Keras 3 op's args of one call: `head` the node's first tensor (or constant), the rest
+    from the call's keyword arguments (or, for concat and stack, the node's other entries)."""
+    if function in BINARY:
+        return [head, _operand(kwargs.get("y"))]
+    if function == "linalg.matmul":
+        return [head, _operand(kwargs.get("b"))]
+    if function in ("concat", "stack"):  # each listed tensor is an entry of the node
+        return [[_tensor(e) for e in node]]
+    if function == "__operators__.getitem":
+        spec = kwargs.get("slice_spec")
+        spec = spec if isinstance(spec, list) else [spec]
+        # slices as Keras 3 writes them; an Ellipsis ({"class_name": "__ellipsis__"}) as it is
+        return [head, [_slice_entry(s) for s in spec]]
+    return [head]
+
+
+def _slice_entry(item):
+    if isinstance(item, dict) and "class_name" not in item:
+        return {"class_name": "__slice__", "config": item}
+    return item
+
+
 def keras3_op_entry(entry: dict, where: str) -> dict:
     """The Keras 3 op entry (module keras.src.ops.tf) equivalent to a TFOpLambda/SlicingOpLambda
     entry; an unsupported TensorFlow function is refused by name."""
@@ -107,43 +130,12 @@ def keras3_op_entry(entry: dict, where: str) -> dict:
         kwargs = dict(first[3]) if len(first) > 3 and isinstance(first[3], dict) else {}
         head = first[2] if first[0] == "_CONSTANT_VALUE" else _tensor(first)
         calls.append((node, head, kwargs))
-    config, args_of = {"name": name, "tf_function": function}, None  # tf_function: how errors name it
-    if function in BINARY:
-        cls = BINARY[function]
-
-        def args_of(node, head, kwargs):
-            return [head, _operand(kwargs.get("y"))]
-    elif function in UNARY:
-        cls = UNARY[function]
-
-        def args_of(node, head, kwargs):
-            return [head]
-    elif function == "__operators__.getitem":
-        cls = "GetItem"
-
-        def args_of(node, head, kwargs):
-            spec = kwargs.get("slice_spec")
-            spec = spec if isinstance(spec, list) else [spec]
-            index = [
-                s
-                if isinstance(s, dict) and "class_name" in s
-                else {"class_name": "__slice__", "config": s}
-                if isinstance(s, dict)
-                else s
-                for s in spec
-            ]  # slices as Keras 3 writes them; an Ellipsis ({"class_name": "__ellipsis__"}) as it is
-            return [head, index]
-    else:
+    config = {"name": name, "tf_function": function}  # tf_function: how errors name it
+    if function in WITH_OPTIONS:
         cls, options = WITH_OPTIONS[function]
         kwargs = calls[0][2] if calls else {}
         config.update({key: kwargs.get(keyword, default) for key, (keyword, default) in options.items()})
-
-        def args_of(node, head, kwargs):
-            if function in ("concat", "stack"):  # each listed tensor is an entry of the node
-                return [[_tensor(e) for e in node]]
-            if function == "linalg.matmul":
-                return [head, _operand(kwargs.get("b"))]
-            return [head]
-
-    inbound = [{"args": args_of(node, head, kwargs), "kwargs": {}} for node, head, kwargs in calls]
+    else:
+        cls = BINARY.get(function) or UNARY.get(function) or "GetItem"
+    inbound = [{"args": _op_args(function, node, head, kwargs), "kwargs": {}} for node, head, kwargs in calls]
     return {"module": "keras.src.ops.tf", "class_name": cls, "name": name, "config": config, "inbound_nodes": inbound}
