@@ -439,9 +439,7 @@ def load_weights(model, filepath):
         with _open_h5(name) as f:
             limits.check_h5(f, name)
             if "layers" in f:
-                _assign_keras3(model, f, name)
-                _restore_optimizer(model, f, name)
-                _restore_random(model, f, name)
+                _restore_keras3(model, f, name)
             else:
                 group = f["model_weights"] if "model_weights" in f else f
                 _assign_by_layer(model, _read_legacy_layers(group, name), True, name)
@@ -583,9 +581,14 @@ def _load_archive_weights(model, name):
         raise FileFormatError(f"{name}: not a readable .keras archive ({e})") from None
     with _open_h5(io.BytesIO(weights_bytes), f"{name}: model.weights.h5") as f:
         limits.check_h5(f, name)
-        _assign_keras3(model, f, name)
-        _restore_optimizer(model, f, name)
-        _restore_random(model, f, name)
+        _restore_keras3(model, f, name)
+
+
+def _restore_keras3(model, f, name):
+    """Weights, optimizer state (when compiled) and random streams from a Keras 3 weights file."""
+    _assign_keras3(model, f, name)
+    _restore_optimizer(model, f, name)
+    _restore_random(model, f, name)
 
 
 def read_model_file(filepath):
