@@ -448,3 +448,29 @@ def test_pad_and_crop_copy_their_windows_through_copy_3d(rank):
         lines = window_copy("x", "out", shape, pads, False)
         exec("\n".join(lines), {"K": K, "B": big[0], "x": padded, "out": cropped})
         np.testing.assert_array_equal(cropped, x, err_msg="\n".join(lines))
+
+
+def test_a_steps_constant_arrays_are_read_only_so_its_kernels_compile_once():
+    """Numba types a compiled step's global arrays read-only; the step's Python function (the
+    suite's steps, background compiles) calls the same kernels, and with writable arrays each
+    kernel given one would compile a second, writable form."""
+    from numba.core import types
+
+    from kgraph import models
+    from kgraph.runtime.loader import import_file
+
+    model = models.model_from_json((CONFIGS / "k3_seq_mlp.json").read_text())
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(4,) + tuple(model.input_shape[1:])).astype(np.float32)
+    y = np.eye(model.output_shape[-1], dtype=np.float32)[[0, 1, 0, 1]]
+    model.train_on_batch(x, y)
+    module = import_file(model.executable.steps["train"].module)
+    arrays = {k: v for k, v in vars(module).items() if isinstance(v, np.ndarray)}
+    assert arrays and not [k for k, v in arrays.items() if v.flags.writeable]
+    kernels = [v for v in vars(module).values() if hasattr(v, "signatures") and v.signatures]
+    assert kernels
+    for kernel in kernels:
+        forms = [
+            tuple(t.copy(readonly=False) if isinstance(t, types.Array) else t for t in s) for s in kernel.signatures
+        ]
+        assert len(forms) == len(set(forms)), (kernel, kernel.signatures)

@@ -109,6 +109,12 @@ class Module:
         consts += "".join(f"{name} = np.full(1, {c})\n" for name, c in self.arrays.items())
         consts += "".join(f"{name} = np.array({value}, np.int64)\n" for value, name in self.tables.items())
         consts += "".join(f"{name} = np.array({value}, {t})\n" for value, name in self.values.items())
+        arrays = [*self.arrays, *self.tables.values(), *self.values.values()]
+        if arrays:
+            # read-only, as Numba types a compiled step's global arrays: the step's Python function
+            # (typecheck.py, background.py) then calls each kernel with the compiled step's types,
+            # and Numba compiles one form of the kernel, not a read-only and a writable one
+            consts += f"for _array in ({', '.join(arrays)},):\n    _array.flags.writeable = False\n"
         return consts + "\n\n" + "\n\n".join(self.kernels)
 
 
