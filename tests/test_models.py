@@ -319,3 +319,31 @@ def test_tf_keras_fused_batch_norm_moves_toward_the_unbiased_variance(shape):
     np.testing.assert_allclose(model.get_weights()[3], expected, rtol=1e-6)
     if len(shape) == 4:  # tf-keras's own numbers for this batch
         np.testing.assert_allclose(model.get_weights()[3], [1.4031016, 1.2699523], rtol=1e-6)
+
+
+CALL_TRAINING = json.loads((Path(__file__).parent / "fixtures" / "files" / "tf" / "call_training.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "keras, case",
+    # Keras 3 overrides a saved training flag with fit's and predict's (its nested_false and
+    # direct_false then drop at random in training: not comparable)
+    [("tfk2", "nested_false"), ("tfk2", "direct_false"), ("tfk2", "bn_true"), ("k3", "bn_true")],
+)
+def test_a_calls_saved_training_flag_acts_as_in_the_keras_that_saved_it(keras, case):
+    """tf-keras honours `base(x, training=False)` (no dropout, batch norm on its moving statistics,
+    which stay) and `BatchNormalization()(h, training=True)` (batch statistics, moved in predict
+    too) over fit's and predict's mode; Keras 3 does not. TensorFlow's loss and weights after a
+    train step, then after two predicts."""
+    entry = CALL_TRAINING[keras][case]
+    x, y = np.asarray(CALL_TRAINING["x"], np.float32), np.asarray(CALL_TRAINING["y"])
+    model = kgraph.models.model_from_json(json.dumps(entry["config"]))
+    model.set_weights([np.asarray(w, np.float32) for w in entry["weights"]])
+    model.compile(optimizer=optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    np.testing.assert_allclose(model.train_on_batch(x, y), entry["loss"], rtol=1e-5)
+    for got, want in zip(model.get_weights(), entry["trained"]):
+        np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.predict(x, verbose=0), np.asarray(entry["pred"]), rtol=1e-5, atol=1e-6)
+    model.predict(x, verbose=0)
+    for got, want in zip(model.get_weights(), entry["predicted"]):
+        np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-6)

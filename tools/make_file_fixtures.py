@@ -14,7 +14,9 @@ io.npz holds x, y and per file stem `<stem>/pred` (predictions of the saved mode
 `<stem>/next` (predictions after one more step); index.json lists the stems with what they are.
 
 nested_configs.json (`--only nested` writes just it): to_json() configs of functional models
-nested in Sequential and Functional models, by both Kerases, with their weights and predictions."""
+nested in Sequential and Functional models, by both Kerases, with their weights and predictions.
+call_training.json (`--only calls`): layers and nested models called with training=False or True,
+with one train step's loss and weights and the weights after predicting."""
 
 from __future__ import annotations
 
@@ -112,10 +114,50 @@ def nested_configs(k, x):
     return out
 
 
+def call_training_configs(k, x, y):
+    """Layers and nested models called with training=False (the transfer-learning idiom
+    `base(x, training=False)`) or training=True, which tf-keras 2 honours over fit's and predict's
+    mode and Keras 3 overrides: the config, its initial weights, one SGD train_on_batch's loss and
+    weights after it, then two predicts (a batch norm called with training=True moves its
+    statistics in predict too) and the weights after them."""
+    L, out = k.layers, {}
+
+    def record(key, model):
+        weights = [w.tolist() for w in model.get_weights()]
+        model.compile(optimizer=k.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+        loss = float(np.asarray(model.train_on_batch(x, y)).ravel()[0])
+        trained = [w.tolist() for w in model.get_weights()]
+        pred = model.predict(x, verbose=0)
+        model.predict(x, verbose=0)
+        out[key] = {
+            "config": json.loads(model.to_json()),
+            "weights": weights,
+            "loss": loss,
+            "trained": trained,
+            "pred": pred.tolist(),
+            "predicted": [w.tolist() for w in model.get_weights()],
+        }
+
+    k.utils.set_random_seed(0)
+    xi = k.Input((4,))
+    base = k.Model(xi, L.Dropout(0.5)(L.BatchNormalization()(L.Dense(6, activation="relu")(xi))), name="base")
+    xin = k.Input((4,))
+    record("nested_false", k.Model(xin, L.Dense(3, activation="softmax")(base(xin, training=False))))
+    xin = k.Input((4,))
+    h = L.BatchNormalization()(L.Dense(6, activation="relu")(xin), training=False)
+    record("direct_false", k.Model(xin, L.Dense(3, activation="softmax")(L.Dropout(0.5)(h, training=False))))
+    xin = k.Input((4,))
+    h = L.BatchNormalization()(L.Dense(6, activation="relu")(xin), training=True)
+    record("bn_true", k.Model(xin, L.Dense(3, activation="softmax")(h)))
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="tests/fixtures/files/tf")
-    p.add_argument("--only", choices=["files", "nested"], help="write only the model files or the nested configs")
+    p.add_argument(
+        "--only", choices=["files", "nested", "calls"], help="write only the model files, nested or call configs"
+    )
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,10 +168,14 @@ def main():
     rs = np.random.RandomState(0)
     x = rs.standard_normal((6, 4)).astype(np.float32)
     y = rs.randint(0, 3, 6).astype(np.int32)
-    if args.only != "files":
+    if args.only in (None, "nested"):
         nested = {"x": x.tolist(), "k3": nested_configs(keras, x), "tfk2": nested_configs(tf_keras, x)}
         (out / "nested_configs.json").write_text(json.dumps(nested) + "\n")
-    if args.only == "nested":
+    if args.only in (None, "calls"):
+        calls = {"x": x.tolist(), "y": y.tolist()}
+        calls.update(k3=call_training_configs(keras, x, y), tfk2=call_training_configs(tf_keras, x, y))
+        (out / "call_training.json").write_text(json.dumps(calls) + "\n")
+    if args.only in ("nested", "calls"):
         return
     io, index = {"x": x, "y": y}, {}
     for prefix, k in (("k3", keras), ("tfk2", tf_keras)):

@@ -24,7 +24,7 @@ from .preprocessing import PREPROCESSING
 from .ops import OP_RULES
 from .recurrent import RECURRENT_RULES, carry_mask
 from .regularizers import parse_regularizer
-from .rule import Ctx, ir_shape, is_count, shape_str
+from .rule import Ctx, call_training, ir_shape, is_count, shape_str, where_of
 from .spatial import SPATIAL
 from .walk import guarded, run_graph
 
@@ -173,7 +173,7 @@ class _ShapePass:
         self.classes = {}  # layer path -> its Keras class name, for messages
         self.shapes = {}  # top-level layer name -> [output shapes per call]
 
-    def apply(self, layer, args, path):
+    def apply(self, layer, args, path, options):
         if layer.class_name == "InputLayer":
             declared = _declared_shape(layer)
             if declared is not None and not fits(tuple(args[0]), declared):
@@ -320,13 +320,23 @@ class FrontendModel:
         for w in self.weights:
             params.setdefault((*w.path, w.layer), {})[w.name] = w.node
 
-        def apply(layer, args, path):
-            if layer.class_name == "InputLayer":
-                return args
-            if layer.model is not None:
-                return run_graph(layer.model, args, apply, path + (layer.name,))
+        def applying(mode):
+            """apply() for the calls made in `mode` (training or not): a nested model's calls
+            inherit its call's."""
+
+            def apply(layer, args, path, options):
+                here = call_training(mode, options, self.keras, where_of(layer))
+                if layer.class_name == "InputLayer":
+                    return args
+                if layer.model is not None:
+                    return run_graph(layer.model, args, applying(here), path + (layer.name,))
+                return emit(layer, args, path, here)
+
+            return apply
+
+        def emit(layer, args, path, mode):
             rule, shapes = RULES[layer.class_name], [s for _, s in args]
-            ctx = Ctx(g, training, self.keras, params.get((*path, layer.name), {}), masks, training_reads)
+            ctx = Ctx(g, mode, self.keras, params.get((*path, layer.name), {}), masks, training_reads)
             ys = rule.emit(ctx, layer, [x for x, _ in args], shapes)
             ys = ys if isinstance(ys, list) else [ys]
             carry_mask(ctx, layer, [x for x, _ in args], ys)
@@ -340,7 +350,7 @@ class FrontendModel:
                 activity.append({"layer": layer.name, "output": f"penalty:{len(activity)}", **reg, "_node": y})
             return list(zip(ys, rule.output_shapes(layer, shapes)))
 
-        outs = run_graph(self.desc, [(i.node, i.shape) for i in self._lowered_inputs(size)], apply)
+        outs = run_graph(self.desc, [(i.node, i.shape) for i in self._lowered_inputs(size)], applying(training))
         g.outputs = {f"output:{k}": node for k, (node, _) in enumerate(outs)}
         for a in activity:
             g.outputs[a["output"]] = _activity_penalty(g, a.pop("_node"), a["l1"], a["l2"], a["layer"])

@@ -41,6 +41,19 @@ class Ctx:
         return self._training
 
 
+def call_training(mode: bool, options: dict, keras: int, where: str) -> bool:
+    """Whether a call runs as in training, in a graph lowered for `mode`. tf-keras saves a call's
+    `training=False` (`base(x, training=False)`, the transfer-learning idiom) or `training=True`
+    (Monte Carlo dropout) and honours it over the outer call's; Keras 3 saves it too but its
+    functional models pass their own `training` to every layer, which overrides it."""
+    value = options.get("training")
+    if keras >= 3 or value is None:
+        return mode
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: training must be true, false or null, got {value!r}")
+    return value
+
+
 @dataclass
 class WeightDecl:
     name: str

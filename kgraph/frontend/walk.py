@@ -29,8 +29,9 @@ def guarded(layer, path, fn, *args):
 
 
 def run_graph(desc, inputs: list, apply, path: tuple = ()) -> list:
-    """`inputs`: one value per model input. `apply(layer, args, path)` returns the list of a call's
-    output values (InputLayers are applied to their fed value). Returns the model's output values.
+    """`inputs`: one value per model input. `apply(layer, args, path, options)` returns the list of a
+    call's output values (InputLayers are applied to their fed value); options: the call's keyword
+    arguments that are not tensors (training=False, ...). Returns the model's output values.
 
     Calls run in config order among those whose inputs are ready (the order the IR's node ids
     follow); a heap of ready calls and a count of missing inputs per call keep this linear
@@ -43,7 +44,7 @@ def run_graph(desc, inputs: list, apply, path: tuple = ()) -> list:
         layer = by_name.get(ref[0])
         if layer is None or layer.class_name != "InputLayer":
             raise ConfigError(f"model {desc.name!r}: input {ref[0]!r} is not an InputLayer of the model")
-        env[ref] = guarded(layer, path, apply, layer, [value], path)[0]
+        env[ref] = guarded(layer, path, apply, layer, [value], path, {})[0]
     pending = [(layer, k, refs) for layer in desc.layers for k, refs in enumerate(layer.calls)]
     missing = []  # per pending call: how many of its inputs are not produced yet
     waiting = {}  # ref -> indices of the pending calls that read it
@@ -61,7 +62,8 @@ def run_graph(desc, inputs: list, apply, path: tuple = ()) -> list:
     while ready:
         layer, k, refs = pending[heapq.heappop(ready)]
         done += 1
-        for t, value in enumerate(guarded(layer, path, apply, layer, [env[r] for r in refs], path)):
+        options = layer.call_options[k] if k < len(layer.call_options) else {}
+        for t, value in enumerate(guarded(layer, path, apply, layer, [env[r] for r in refs], path, options)):
             ref = (layer.name, k + layer.node_offset, t)
             env[ref] = value
             for i in waiting.pop(ref, ()):
