@@ -123,6 +123,8 @@ _CLASS_CASES = {
         {"from_logits": True, "label_smoothing": 0.2},
     ),
     "SparseCategoricalCrossentropy_logits": ("SparseCategoricalCrossentropy", {"from_logits": True}),
+    "Precision_categorical_top_k": ("Precision", {"top_k": 2}),
+    "Recall_categorical_top_k": ("Recall", {"top_k": 2}),
 }
 
 

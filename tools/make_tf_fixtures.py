@@ -2260,6 +2260,9 @@ def metric_cases():
             from_logits=True, label_smoothing=0.2
         ),
         "SparseCategoricalCrossentropy_logits": lambda: keras.metrics.SparseCategoricalCrossentropy(from_logits=True),
+        # top_k without thresholds: each row's top k count as positive, whatever their scores
+        "Precision_categorical_top_k": lambda: keras.metrics.Precision(top_k=2),
+        "Recall_categorical_top_k": lambda: keras.metrics.Recall(top_k=2),
     }
 
 

@@ -328,7 +328,8 @@ class _Confusion(Metric):
 
     def __init__(self, thresholds=None, top_k=None, class_id=None, name=None):
         self.init_thresholds, self.top_k, self.class_id = thresholds, top_k, class_id
-        self.thresholds = _thresholds(thresholds)
+        # with top_k, Keras's default threshold is -1e10: a row's top k are positive whatever their scores
+        self.thresholds = _thresholds(thresholds, 0.5 if top_k is None else -1e10)
         super().__init__(name)
 
     def get_config(self):
