@@ -603,7 +603,7 @@ class LambdaCallback(Callback):
     """Builds a callback from plain functions.
 
     Epoch hooks get `(epoch, logs)`, batch hooks `(batch, logs)`, begin/end
-    hooks `(logs)`; `logs` is passed by keyword from CallbackList. Any other
+    hooks `(logs)`, by position as Keras passes them. Any other
     hook (e.g. `on_test_end=...`) can be given as a keyword argument.
     """
 

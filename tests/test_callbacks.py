@@ -333,6 +333,24 @@ def test_lambda_callback_hooks_run():
     assert events == ["begin", ("batch", 0), ("batch", 1), ("epoch", 0, 0.5), "end"]
 
 
+def test_hooks_get_their_logs_by_position_as_keras_passes_them():
+    """A hook's second parameter need not be named `logs` (`lambda e, l: ...`, `def on_epoch_end(self, epoch, l)`)."""
+    events = []
+
+    class Named(Callback):
+        def on_train_begin(self, l=None):
+            events.append("begin")
+
+        def on_epoch_end(self, epoch, l=None):
+            events.append(("epoch", epoch, l["loss"]))
+
+    cb = LambdaCallback(
+        on_train_batch_end=lambda b, l: events.append(("batch", b)), on_train_end=lambda l: events.append("end")
+    )
+    fit(FakeModel(), [Named(), cb], [{"loss": 0.5}], steps=1)
+    assert events == ["begin", ("batch", 0), ("epoch", 0, 0.5), "end"]
+
+
 def test_remote_monitor_posts_each_epochs_logs_and_warns_when_the_server_is_away():
     """Keras's payload: the form field `data` holding {"epoch", **logs} as JSON, or that JSON as
     the body (send_as_json); a server that cannot be reached is a warning, not an error."""

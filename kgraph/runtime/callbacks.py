@@ -146,7 +146,7 @@ class CallbackList(Callback):
     def _dispatch(self, hook, *args, logs=None):
         logs = _pythonify_logs(logs)
         for callback in self.callbacks:
-            getattr(callback, hook)(*args, logs=logs)
+            getattr(callback, hook)(*args, logs)  # positional, as Keras calls them: `def on_epoch_end(self, epoch, l)`
 
     def on_batch_begin(self, batch, logs=None):
         self._dispatch("on_batch_begin", batch, logs=logs)
