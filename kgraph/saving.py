@@ -120,6 +120,8 @@ def _read_vars(sub, layer) -> list:
     out = []
     for where in dict.fromkeys(["", *(w for w, _ in _cell_groups(layer))]):
         group = sub.get(where) if where else sub
+        if group is None and where:
+            group = sub.get("_" + where)  # tf-keras's .keras archive: _query_dense, ...
         if group is not None and "vars" in group:
             out += [np.asarray(group["vars"][str(i)]) for i in range(len(group["vars"]))]
     return out

@@ -78,10 +78,11 @@ def test_loss_and_gradients_match_tensorflow(case):
         )
 
 
-@pytest.mark.parametrize("filename", [f"{c}{suffix}" for c in CASES for suffix in (".keras", "_k2.h5")])
+@pytest.mark.parametrize("filename", [f"{c}{suffix}" for c in CASES for suffix in (".keras", "_k2.h5", "_k2.keras")])
 def test_each_keras_weights_file_loads(filename):
     """Keras 3 keeps MultiHeadAttention's kernels in its query_dense, key_dense, value_dense and
-    output_dense groups; tf-keras's .h5 lists them by name (query/kernel:0, ...)."""
+    output_dense groups, tf-keras's .keras archive in _query_dense, ...; tf-keras's .h5 lists them by
+    name (query/kernel:0, ...)."""
     data = np.load(FIXTURES / f"{filename.split('.')[0].removesuffix('_k2')}.npz")
     model = models.load_model(FIXTURES / filename, compile=False)
     weights = model.get_weights()

@@ -2098,6 +2098,8 @@ def make_rnn_case(name, builder, out_dir: Path, seed: int, make_inputs=None, sav
     ):  # each Keras's weights files, for kgraph's loaders
         m3.save(out_dir / f"{name}.keras")
         m2.save(out_dir / f"{name}_k2.h5")
+        if save_files:  # tf-keras's .keras archive too (its MultiHeadAttention groups: _query_dense, ...)
+            m2.save(out_dir / f"{name}_k2.keras")
     arrays.update({f"w_{i}": w for i, w in enumerate(weights)})
     arrays.update({f"grad_{i}": tf.convert_to_tensor(g).numpy() for i, g in enumerate(grads)})  # IndexedSlices too
     arrays["summary"] = np.array(
