@@ -56,6 +56,10 @@ NAMES = {
 }
 
 
+# where a tf-keras metric class's own name is not Keras 3's
+TF_KERAS_NAMES = {"KLDivergence": "kullback_leibler_divergence"}
+
+
 def _known() -> str:
     return ", ".join(["accuracy", "acc"] + sorted(set(NAMES) - {"accuracy"}))
 
@@ -80,10 +84,11 @@ def _from_config(class_name: str, config: dict) -> Metric:
     return cls(**{k: v for k, v in config.items() if k in accepted})
 
 
-def get(identifier, loss_name: str = "", output_units: int = 0) -> tuple[str, str, dict]:
+def get(identifier, loss_name: str = "", output_units: int = 0, keras: int = 3) -> tuple[str, str, dict]:
     """(log name, class name, config) of a metric given as a Keras name, a kgraph.metrics object
     or a Keras config {"class_name", "config"}. A string keeps its spelling as the log name, as
-    in Keras ("mae" logs as "mae"); an object logs under its name."""
+    in Keras ("mae" logs as "mae"), but for a tf-keras model (keras=2) a class's name logs as
+    tf-keras logs it, under the class's own name ("AUC" as "auc"); an object logs under its name."""
     if isinstance(identifier, Metric):
         return identifier.name, type(identifier).__name__, identifier.get_config()
     if isinstance(identifier, dict) and identifier.get("class_name") in METRICS:
@@ -95,4 +100,6 @@ def get(identifier, loss_name: str = "", output_units: int = 0) -> tuple[str, st
         class_name = NAMES[identifier]
     else:
         raise ValueError(f"unknown metric {identifier!r}; known: {_known()}")
+    if keras < 3 and identifier in METRICS:
+        identifier = TF_KERAS_NAMES.get(class_name) or METRICS[class_name]().name
     return identifier, class_name, {**METRICS[class_name]().get_config(), "name": identifier}

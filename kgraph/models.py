@@ -571,7 +571,7 @@ class Model(_WeightLists, CompiledModel):
             if s is not None:
                 s["weight"] = float(w)
         out_units = [shape[-1] if len(shape) > 1 else 1 for shape in self.frontend.output_shapes()]
-        self.info["metrics"] = _resolve_metrics(metrics, outputs, specs, out_units)
+        self.info["metrics"] = _resolve_metrics(metrics, outputs, specs, out_units, self.frontend.keras)
         self.info["losses"] = specs
         # per output with a loss: what its targets are checked against (class ids below `classes`)
         self.info["targets"] = [
@@ -1021,7 +1021,7 @@ def _per_output(value, outputs, what):
     return [value] * len(outputs)
 
 
-def _resolve_metrics(metrics, outputs, specs, out_units):
+def _resolve_metrics(metrics, outputs, specs, out_units, keras):
     """Per output, [{"name": log name, "key": the metric's own name, "class", "config"}], as Keras 3:
     one output takes a list of metrics; several take a list with one entry per output, or a dict
     by output name, and log each metric as "<output>_<name>" (a repeated name gets "_1", "_2")."""
@@ -1045,7 +1045,7 @@ def _resolve_metrics(metrics, outputs, specs, out_units):
     for k, entry in enumerate(per):
         row = []
         for m in entry if isinstance(entry, (list, tuple)) else [entry] if entry is not None else []:
-            key, cls, config = metrics_mod.get(m, specs[k]["name"] if specs[k] else "", out_units[k])
+            key, cls, config = metrics_mod.get(m, specs[k]["name"] if specs[k] else "", out_units[k], keras)
             name = key if len(outputs) == 1 else f"{outputs[k]}_{key}"
             seen[name] = seen.get(name, -1) + 1
             row.append(

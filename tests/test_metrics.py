@@ -163,3 +163,23 @@ def test_loss_like_metrics_match_keras_over_two_batches(tf_metrics, case):
         metric = build(class_name, config)
     batches = [(tf_metrics[f"{case}/y_true{k}"], tf_metrics[f"{case}/y_pred{k}"]) for k in (0, 1)]
     assert _result(metric, *batches) == pytest.approx(float(tf_metrics[f"{case}/result"]), rel=2e-6, abs=1e-7)
+
+
+@pytest.mark.parametrize("keras", ["k2", "k3"])
+def test_metric_class_names_log_as_the_keras_that_saved_the_model_logs_them(keras):
+    """tf-keras logs metrics=["AUC"] as "auc" (the object's name; KLDivergence as
+    "kullback_leibler_divergence"), Keras 3 as "AUC"; both keep an alias as given ("mae")."""
+    from pathlib import Path
+
+    import kgraph
+
+    config = (Path(__file__).parent / "fixtures" / "configs" / f"{keras}_seq_mlp.json").read_text()
+    model = kgraph.models.model_from_json(config)
+    model.compile("sgd", "categorical_crossentropy", metrics=["AUC", "KLDivergence", "mae", "RootMeanSquaredError"])
+    x = np.random.default_rng(0).random((6, 8), np.float32)
+    logs = model.evaluate(x, np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]], verbose=0, return_dict=True)
+    expected = {
+        "k2": ["auc", "kullback_leibler_divergence", "mae", "root_mean_squared_error"],
+        "k3": ["AUC", "KLDivergence", "mae", "RootMeanSquaredError"],
+    }[keras]
+    assert sorted(logs) == sorted(["loss", *expected])
