@@ -815,6 +815,34 @@ def test_an_op_option_is_used_or_refused_never_dropped():
         build_model(_with_op(op))
 
 
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]], r"shapes \(None, 4\) and \(2, 4\) do not broadcast"),
+        ([1.0, 2.0, 3.0], r"shapes \(None, 4\) and \(3,\) do not broadcast"),
+        ([[1.0, 2.0], [3.0]], "its constant tensor operand is not a non-empty array of finite numbers"),
+        ("abc", "its constant tensor operand is not a non-empty array of finite numbers"),
+    ],
+)
+def test_a_constant_tensor_operand_broadcasts_over_the_batch_or_is_refused(value, message):
+    """Keras 3 saves a tensor no input depends on as its value (`__tensor__`); one that would reach
+    the batch axis, does not broadcast or is not an array of numbers is refused naming the op."""
+    from kgraph.models import Model
+
+    op = {"module": "keras.src.ops.numpy", "class_name": "Subtract", "name": "sub", "config": {"name": "sub"}}
+    constant = {"class_name": "__tensor__", "config": {"value": [[0.5, 1.0, 1.5, 2.0]], "dtype": "float32"}}
+    op["inbound_nodes"] = [{"args": [constant, "TENSOR"], "kwargs": {}}]
+    model = Model(build_model(_with_op(op), seed=0), seed=0)
+    op["class_name"], op["inbound_nodes"] = "Negative", [{"args": ["TENSOR"], "kwargs": {}}]
+    negated = Model(build_model(_with_op(op), seed=0), seed=0)  # the same Dense weights (seed 0)
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_allclose(model.predict(x, verbose=0), negated.predict(x - [0.5, 1, 1.5, 2], verbose=0), rtol=1e-6)
+    op["class_name"] = "Subtract"
+    op["inbound_nodes"] = [{"args": ["TENSOR", dict(constant, config={"value": value})], "kwargs": {}}]
+    with pytest.raises(ConfigError, match=r"keras\.ops\.Subtract 'sub': " + message):
+        build_model(_with_op(op))
+
+
 def test_a_max_norm_over_no_axis_is_over_the_whole_weight():
     from kgraph.frontend.constraints import parse_constraint
 

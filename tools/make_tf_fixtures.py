@@ -1159,6 +1159,27 @@ FIDELITY_CASES["unit_norm_identity_sgd"] = (
 )
 
 
+def build_constant_operands():
+    """Tensors no input depends on, which Keras 3 computes when the model is built and saves as
+    their values (`__tensor__` operands): a positional embedding's table added to the token
+    embeddings, a fixed per-feature scale, and a (1, 6) constant as the first operand."""
+    K, L = keras.ops, keras.layers
+    ids = keras.Input(shape=(SEQ_STEPS,))
+    h = L.Embedding(SEQ_VOCAB, 6)(ids) + L.Embedding(SEQ_STEPS, 6)(K.arange(SEQ_STEPS))
+    h = K.mean(h * K.linspace(0.5, 1.5, 6), axis=1)
+    return keras.Model(ids, L.Dense(CLASSES, activation="softmax")(K.ones((1, 6)) * 0.1 - h))
+
+
+FIDELITY_CASES["constant_operands_sgd"] = (
+    build_constant_operands,
+    [SEQ_STEPS],
+    sparse_targets,
+    SPARSE,
+    sgd_momentum,
+    {**SEQ, "nonempty": True},
+)
+
+
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):
         return loss

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from .activations import emit_activation
 from .errors import ConfigError
 from .extra_layers import Softmax
@@ -21,6 +23,23 @@ def _is_tensor(arg) -> bool:
 
 def _number(arg) -> bool:
     return isinstance(arg, (int, float)) and not isinstance(arg, bool)
+
+
+def _is_constant(arg) -> bool:
+    """A fixed tensor Keras 3 wrote into the config (`x + Embedding(12, 16)(ops.arange(12))`: what
+    no input depends on is computed when the model is built and saved as its value)."""
+    return isinstance(arg, dict) and arg.get("class_name") == "__tensor__"
+
+
+def _constant_value(layer, arg) -> np.ndarray:
+    config = arg.get("config") if isinstance(arg.get("config"), dict) else {}
+    try:
+        value = np.asarray(config.get("value"), np.float64)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or value.dtype != np.float64 or value.size == 0 or not np.isfinite(value).all():
+        raise ConfigError(f"{where_of(layer)}: its constant tensor operand is not a non-empty array of finite numbers")
+    return value
 
 
 def _args(layer) -> list:
@@ -41,8 +60,9 @@ def _as(rule, layer, **config):
 
 
 class Binary(Rule):
-    """add, subtract, multiply, divide, maximum, minimum: two operands, each a tensor or a number;
-    two tensors of the same rank broadcast along their axes of size 1."""
+    """add, subtract, multiply, divide, maximum, minimum: two operands, each a tensor, a number or
+    a constant tensor (broadcast over the batch, NumPy's way); two tensors of the same rank
+    broadcast along their axes of size 1."""
 
     inputs = None
 
@@ -51,23 +71,51 @@ class Binary(Rule):
 
     def _operands(self, layer):
         args = _args(layer)
-        if len(args) != 2 or not all(_is_tensor(a) or _number(a) for a in args) or not any(map(_is_tensor, args)):
-            raise ConfigError(f"{where_of(layer)}: takes two operands, tensors or numbers, got {str(args)[:120]}")
+        kinds = [_is_tensor(a) or _number(a) or _is_constant(a) for a in args]
+        if len(args) != 2 or not all(kinds) or not any(map(_is_tensor, args)):
+            described = ["tensor" if _is_tensor(a) else "number" if _number(a) else type(a).__name__ for a in args]
+            if len(args) == 2:
+                described = [d if ok else f"{d} {str(a)[:40]}" for d, a, ok in zip(described, args, kinds)]
+            raise ConfigError(
+                f"{where_of(layer)}: takes two operands, each a tensor, a number or a constant tensor, with at "
+                f"least one tensor; got {len(args)}: {', '.join(described)}"
+            )
         return args
 
     def output_shape(self, layer, shapes):
-        self._operands(layer)
+        args = self._operands(layer)
         if len(shapes) == 2:
             a, b = shapes
             if len(a) != len(b) or any(x != y and 1 not in (x, y) for x, y in zip(a[1:], b[1:])):
                 raise ConfigError(f"{where_of(layer)}: shapes {shape_str(a)} and {shape_str(b)} do not broadcast")
             return (None, *(y if x == 1 else x for x, y in zip(a[1:], b[1:])))
-        return shapes[0]
+        constant = next((a for a in args if _is_constant(a)), None)
+        if constant is None:
+            return shapes[0]
+        fixed, x = _constant_value(layer, constant).shape, shapes[0]
+        # the constant's axes align with the tensor's last ones; it may not reach the batch axis
+        reach = len(fixed) == len(x) and fixed[0] != 1 or len(fixed) > len(x)
+        if reach or any(c != d and 1 not in (c, d) for c, d in zip(reversed(fixed), reversed(x[1:]))):
+            raise ConfigError(f"{where_of(layer)}: shapes {shape_str(x)} and {tuple(fixed)} do not broadcast")
+        tail = [c if d == 1 else d for c, d in zip(reversed(fixed), reversed(x[1:]))]
+        return (None, *x[1 : len(x) - len(tail)], *reversed(tail))
 
     def emit(self, ctx, layer, xs, shapes):
         g, tensors = ctx.g, iter(xs)
         dtype = g.type(xs[0]).dtype
-        a, b = (next(tensors) if _is_tensor(v) else g.const(float(v), dtype) for v in self._operands(layer))
+
+        def operand(v):
+            if _is_tensor(v):
+                return next(tensors)
+            if _number(v):
+                return g.const(float(v), dtype)
+            value = _constant_value(layer, v)
+            value = value.reshape(value.shape[1:]) if value.ndim == len(shapes[0]) else value  # (1, ...): the batch's
+            return g.constant(
+                values=tuple(value.ravel().tolist()), shape=value.shape, dtype=dtype, name=f"{layer.name}_constant"
+            )
+
+        a, b = (operand(v) for v in self._operands(layer))
         return g.add_node(self.op, (a, b), name=layer.name)
 
 
