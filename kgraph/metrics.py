@@ -15,17 +15,22 @@ from .runtime.metrics import (  # noqa: F401
     Accuracy,
     BinaryAccuracy,
     BinaryCrossentropy,
+    BinaryIoU,
     CategoricalAccuracy,
     CategoricalCrossentropy,
     CategoricalHinge,
     CosineSimilarity,
     Hinge,
+    IoU,
     KLDivergence,
     LogCoshError,
     MeanAbsoluteError,
     MeanAbsolutePercentageError,
+    MeanIoU,
     MeanSquaredError,
     MeanSquaredLogarithmicError,
+    OneHotIoU,
+    OneHotMeanIoU,
     Poisson,
     Precision,
     Recall,
@@ -100,6 +105,16 @@ def get(identifier, loss_name: str = "", output_units: int = 0, keras: int = 3) 
         class_name = NAMES[identifier]
     else:
         raise ValueError(f"unknown metric {identifier!r}; known: {_known()}")
+    name = identifier
     if keras < 3 and identifier in METRICS:
-        identifier = TF_KERAS_NAMES.get(class_name) or METRICS[class_name]().name
-    return identifier, class_name, {**METRICS[class_name]().get_config(), "name": identifier}
+        name = TF_KERAS_NAMES.get(class_name) or METRICS[class_name].default_name
+    try:
+        metric = METRICS[class_name]()
+    except TypeError:
+        needed = [
+            n for n, p in inspect.signature(METRICS[class_name].__init__).parameters.items() if p.default is p.empty
+        ][1:]
+        raise ValueError(
+            f"metric {identifier!r} needs {', '.join(needed)}: give kgraph.metrics.{class_name}({needed[0]}=...)"
+        ) from None
+    return name, class_name, {**metric.get_config(), "name": name}

@@ -520,6 +520,25 @@ def _archive_config(config):
     return {"module": module, **config, "registered_name": None}
 
 
+def _metrics_config(metrics):
+    """compile()'s metrics as Keras serializes them: a metric object as its class and config."""
+    from .runtime.metrics import Metric
+
+    if isinstance(metrics, Metric):
+        config = metrics.get_config()
+        return {
+            "module": "keras.metrics",
+            "class_name": type(metrics).__name__,
+            "config": config,
+            "registered_name": None,
+        }
+    if isinstance(metrics, (list, tuple)):
+        return [_metrics_config(m) for m in metrics]
+    if isinstance(metrics, dict):
+        return {k: _metrics_config(v) for k, v in metrics.items()}
+    return metrics
+
+
 def _compile_config(model):
     if model.compile_args is None:
         return None
@@ -533,7 +552,7 @@ def _compile_config(model):
         },
         "loss": model.compile_args["loss_config"],
         "loss_weights": model.compile_args.get("loss_weights"),
-        "metrics": model.compile_args["metrics"],
+        "metrics": _metrics_config(model.compile_args["metrics"]),
         "weighted_metrics": None,
         "run_eagerly": False,
         "steps_per_execution": 1,

@@ -125,6 +125,18 @@ _CLASS_CASES = {
     "SparseCategoricalCrossentropy_logits": ("SparseCategoricalCrossentropy", {"from_logits": True}),
     "Precision_categorical_top_k": ("Precision", {"top_k": 2}),
     "Recall_categorical_top_k": ("Recall", {"top_k": 2}),
+    "AUC_multi_label_binary": ("AUC", {"multi_label": True}),
+    "AUC_PR_multi_label_weights_binary": (
+        "AUC",
+        {"curve": "PR", "multi_label": True, "label_weights": [1.0, 2.0, 0.5, 1.0]},
+    ),
+    "AUC_label_weights_binary": ("AUC", {"label_weights": [1.0, 2.0, 0.5, 1.0]}),
+    "MeanIoU_sparse_argmax": ("MeanIoU", {"num_classes": 4, "sparse_y_pred": False}),
+    "IoU_sparse_targets": ("IoU", {"num_classes": 4, "target_class_ids": [0, 2], "sparse_y_pred": False}),
+    "OneHotMeanIoU_categorical": ("OneHotMeanIoU", {"num_classes": 4}),
+    "OneHotIoU_categorical": ("OneHotIoU", {"num_classes": 4, "target_class_ids": [1, 3]}),
+    "BinaryIoU_binary": ("BinaryIoU", {}),
+    "BinaryIoU_threshold_binary": ("BinaryIoU", {"target_class_ids": [1], "threshold": 0.3}),
 }
 
 
@@ -183,3 +195,44 @@ def test_metric_class_names_log_as_the_keras_that_saved_the_model_logs_them(kera
         "k3": ["AUC", "KLDivergence", "mae", "RootMeanSquaredError"],
     }[keras]
     assert sorted(logs) == sorted(["loss", *expected])
+
+
+def test_mean_iou_truncates_predictions_and_leaves_out_ids_outside_its_classes():
+    """As Keras 3: a float prediction is cast to its class id (0.9 -> 0), ids outside
+    [0, num_classes) and the ignored class are left out, and classes never seen do not count."""
+    y_true = [0, 1, 1, 2, 5, 1, 0]
+    y_pred = [0.9, 1.2, 2.0, 2.7, 1.0, -0.5, 0.0]
+    # kept: (0,0) (1,1) (1,2) (2,2) and (0,0); (5,1) and (1,-0.5) are out of range
+    # class 0: tp 2, den 2 -> 1; class 1: tp 1, den 2 -> 1/2; class 2: tp 1, den 2 -> 1/2
+    assert _result(metrics.MeanIoU(num_classes=3), (y_true, y_pred)) == pytest.approx(2 / 3, rel=1e-6)
+    assert _result(metrics.MeanIoU(num_classes=4), (y_true, y_pred)) == pytest.approx(2 / 3, rel=1e-6)  # 3: unseen
+    assert _result(metrics.MeanIoU(num_classes=3, ignore_class=0), (y_true, y_pred)) == pytest.approx(1 / 2, rel=1e-6)
+    assert _result(metrics.IoU(3, target_class_ids=[1]), (y_true, y_pred)) == pytest.approx(1 / 2, rel=1e-6)
+    with pytest.raises(ValueError, match=r"metric 'MeanIoU' needs num_classes: give kgraph\.metrics\.MeanIoU\("):
+        metrics.get("MeanIoU")
+
+
+def test_metric_objects_are_saved_as_keras_serializes_them(tmp_path):
+    """compile(metrics=[AUC(multi_label=True), MeanIoU(3, ...)]) saves each as its class and
+    config (it was written as the Python object: a TypeError from json), and loads back."""
+    from pathlib import Path
+
+    import kgraph
+
+    config = (Path(__file__).parent / "fixtures" / "configs" / "k3_seq_mlp.json").read_text()
+    model = kgraph.models.model_from_json(config)
+    chosen = [
+        metrics.AUC(multi_label=True, label_weights=[1, 2, 3]),
+        metrics.MeanIoU(3, sparse_y_true=False, sparse_y_pred=False),
+    ]
+    model.compile("sgd", "categorical_crossentropy", metrics=chosen)
+    x = np.random.default_rng(0).random((6, 8), np.float32)
+    y = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]
+    expected = model.evaluate(x, y, verbose=0, return_dict=True)
+    for name in ("m.keras", "m.h5"):
+        model.save(tmp_path / name)
+        loaded = kgraph.models.load_model(tmp_path / name)
+        assert loaded.evaluate(x, y, verbose=0, return_dict=True) == pytest.approx(expected)
+    model.compile("sgd", "categorical_crossentropy", metrics=[metrics.MeanIoU(3, sparse_y_pred=False)])
+    with pytest.raises(ValueError, match=r"metric 'mean_io_u': 18 target class ids for 6 predicted ones \(one-hot"):
+        model.evaluate(x, y, verbose=0)

@@ -2286,6 +2286,19 @@ def metric_cases():
         # top_k without thresholds: each row's top k count as positive, whatever their scores
         "Precision_categorical_top_k": lambda: keras.metrics.Precision(top_k=2),
         "Recall_categorical_top_k": lambda: keras.metrics.Recall(top_k=2),
+        # one curve per label (the binary cases' 4 columns), averaged or weighted; weighted counts
+        "AUC_multi_label_binary": lambda: keras.metrics.AUC(multi_label=True),
+        "AUC_PR_multi_label_weights_binary": lambda: keras.metrics.AUC(
+            curve="PR", multi_label=True, label_weights=[1.0, 2.0, 0.5, 1.0]
+        ),
+        "AUC_label_weights_binary": lambda: keras.metrics.AUC(label_weights=[1.0, 2.0, 0.5, 1.0]),
+        # the IoU family: class ids (a probability truncated to 0, as Keras casts it) or argmax
+        "MeanIoU_sparse_argmax": lambda: keras.metrics.MeanIoU(num_classes=4, sparse_y_pred=False),
+        "IoU_sparse_targets": lambda: keras.metrics.IoU(num_classes=4, target_class_ids=[0, 2], sparse_y_pred=False),
+        "OneHotMeanIoU_categorical": lambda: keras.metrics.OneHotMeanIoU(num_classes=4),
+        "OneHotIoU_categorical": lambda: keras.metrics.OneHotIoU(num_classes=4, target_class_ids=[1, 3]),
+        "BinaryIoU_binary": lambda: keras.metrics.BinaryIoU(),
+        "BinaryIoU_threshold_binary": lambda: keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.3),
     }
 
 

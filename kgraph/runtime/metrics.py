@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .checks import DataError
+
 EPSILON = 1e-7  # keras.config.epsilon()
 
 
@@ -304,8 +306,9 @@ def _thresholds(thresholds, default=0.5) -> np.ndarray:
     return np.atleast_1d(np.asarray(default if thresholds is None else thresholds, np.float32))
 
 
-def _binary_inputs(y_true, y_pred, top_k=None, class_id=None):
-    """Flattened (positive labels, predictions) as Keras's update_confusion_matrix_variables sees them."""
+def _binary_inputs(y_true, y_pred, top_k=None, class_id=None, by_label=False):
+    """Flattened (positive labels, predictions) as Keras's update_confusion_matrix_variables sees them;
+    by_label: (rows, labels), the last axis kept (a 1-D prediction as one label)."""
     y_pred = np.asarray(y_pred, np.float32)
     y_true = _same_rank(y_true, y_pred)
     if top_k is not None:  # each row's top k predictions (ties: the first), the others never positive
@@ -320,7 +323,8 @@ def _binary_inputs(y_true, y_pred, top_k=None, class_id=None):
             f"confusion metrics need targets shaped as the predictions: got {np.shape(y_true)} "
             f"for {y_pred.shape} (one-hot targets, or class_id)"
         )
-    return np.asarray(y_true).reshape(-1) != 0, y_pred.reshape(-1)
+    shape = (-1, y_pred.shape[-1] if y_pred.ndim > 1 else 1) if by_label else (-1,)
+    return np.asarray(y_true).reshape(shape) != 0, y_pred.reshape(shape)
 
 
 class _Confusion(Metric):
@@ -375,11 +379,23 @@ def _no_nan_div(a, b):
 
 class AUC(Metric):
     """Keras's AUC over num_thresholds evenly spaced thresholds (ROC or PR curve; the PR curve's
-    'interpolation' is Davis & Goadrich's, as Keras's)."""
+    'interpolation' is Davis & Goadrich's, as Keras's). multi_label: one curve per label (the last
+    axis), their AUCs averaged (weighted by label_weights); otherwise one curve over every entry,
+    each label's counts weighted by label_weights."""
 
     default_name = "auc"
 
-    def __init__(self, num_thresholds=200, curve="ROC", summation_method="interpolation", name=None, from_logits=False):
+    def __init__(
+        self,
+        num_thresholds=200,
+        curve="ROC",
+        summation_method="interpolation",
+        name=None,
+        multi_label=False,
+        num_labels=None,
+        label_weights=None,
+        from_logits=False,
+    ):
         if num_thresholds <= 1:
             raise ValueError(f"AUC: num_thresholds must be > 1, got {num_thresholds}")
         curve, summation_method = curve.upper(), summation_method.lower()
@@ -389,6 +405,10 @@ class AUC(Metric):
                 f"(curve ROC or PR; interpolation, minoring or majoring)"
             )
         self.num_thresholds, self.curve, self.summation_method = int(num_thresholds), curve, summation_method
+        self.multi_label, self.num_labels = bool(multi_label), num_labels
+        self.label_weights = None if label_weights is None else [float(w) for w in np.ravel(label_weights)]
+        if self.label_weights is not None and min(self.label_weights) < 0:
+            raise ValueError(f"AUC: label_weights must be non-negative, got {self.label_weights}")
         self.from_logits = bool(from_logits)
         super().__init__(name)
 
@@ -398,28 +418,56 @@ class AUC(Metric):
             "num_thresholds": self.num_thresholds,
             "curve": self.curve,
             "summation_method": self.summation_method,
+            "multi_label": self.multi_label,
+            "num_labels": self.num_labels,
+            "label_weights": self.label_weights,
             "from_logits": self.from_logits,
         }
 
     def reset(self):
-        self.tp, self.fp, self.tn, self.fn = (np.zeros(self.num_thresholds) for _ in range(4))
+        self.tp = self.fp = self.tn = self.fn = None  # (thresholds, labels or 1), from the first batch
 
     def update(self, y_true, y_pred):
-        positive, pred = _binary_inputs(y_true, y_pred)
+        positive, pred = _binary_inputs(y_true, y_pred, by_label=True)
         if self.from_logits:
             pred = (1 / (1 + np.exp(-pred))).astype(np.float32)
+        labels = pred.shape[1]
+        weights = np.ones(labels) if self.label_weights is None else np.asarray(self.label_weights)
+        if len(weights) != labels:
+            raise DataError(f"metric {self.name!r}: {len(weights)} label_weights for predictions of {labels} labels")
         # Keras's bucketing: a prediction is above threshold i (i/(n-1)) iff ceil(p*(n-1)) - 1 >= i
         pred = np.clip(pred, 0, 1)
         bucket = np.maximum(np.ceil(pred * np.float32(self.num_thresholds - 1)) - 1, 0).astype(np.int64)
-        tp = np.bincount(bucket[positive], minlength=self.num_thresholds)[::-1].cumsum()[::-1]
-        fp = np.bincount(bucket[~positive], minlength=self.num_thresholds)[::-1].cumsum()[::-1]
-        self.tp += tp
-        self.fp += fp
-        self.fn += positive.sum() - tp
-        self.tn += (~positive).sum() - fp
+        n = self.num_thresholds
+
+        def above(rows):  # per label: how many of `rows` are above each threshold, weighted
+            counts = [np.bincount(bucket[rows[:, k], k], minlength=n) * weights[k] for k in range(labels)]
+            return np.stack(counts, axis=1)[::-1].cumsum(axis=0)[::-1]
+
+        tp, fp = above(positive), above(~positive)
+        fn = (positive * weights).sum(axis=0) - tp
+        tn = (~positive * weights).sum(axis=0) - fp
+        counts = [tp, fp, tn, fn] if self.multi_label else [c.sum(axis=1, keepdims=True) for c in (tp, fp, tn, fn)]
+        if self.tp is None:
+            self.tp, self.fp, self.tn, self.fn = counts
+        elif self.tp.shape != counts[0].shape:
+            raise DataError(f"metric {self.name!r} (multi_label): {labels} labels after {self.tp.shape[1]}")
+        else:
+            for name, c in zip(("tp", "fp", "tn", "fn"), counts):
+                setattr(self, name, getattr(self, name) + c)
 
     def result(self) -> float:
-        tp, fp, tn, fn = self.tp, self.fp, self.tn, self.fn
+        if self.tp is None:
+            return 0.0
+        by_label = self._auc(self.tp, self.fp, self.tn, self.fn)  # one per column
+        if not self.multi_label:
+            return float(by_label[0])
+        if self.label_weights is None:
+            return float(np.mean(by_label))
+        weights = np.asarray(self.label_weights)
+        return float(_no_nan_div(np.sum(by_label * weights), np.sum(weights)))
+
+    def _auc(self, tp, fp, tn, fn) -> np.ndarray:
         if self.curve == "PR" and self.summation_method == "interpolation":
             dtp = tp[:-1] - tp[1:]
             p = tp + fp
@@ -428,7 +476,8 @@ class AUC(Metric):
             intercept = tp[1:] - slope * p[1:]
             both = (p[:-1] > 0) & (p[1:] > 0)
             ratio = np.where(both, _no_nan_div(p[:-1], np.maximum(p[1:], 0)), 1.0)
-            return float(np.sum(_no_nan_div(slope * (dtp + intercept * np.log(ratio)), np.maximum(tp[1:] + fn[1:], 0))))
+            area = _no_nan_div(slope * (dtp + intercept * np.log(ratio)), np.maximum(tp[1:] + fn[1:], 0))
+            return np.sum(area, axis=0)
         recall = _no_nan_div(tp, tp + fn)
         x, y = (_no_nan_div(fp, fp + tn), recall) if self.curve == "ROC" else (recall, _no_nan_div(tp, tp + fp))
         heights = {
@@ -436,7 +485,142 @@ class AUC(Metric):
             "minoring": np.minimum(y[:-1], y[1:]),
             "majoring": np.maximum(y[:-1], y[1:]),
         }[self.summation_method]
-        return float(np.sum((x[:-1] - x[1:]) * heights))
+        return np.sum((x[:-1] - x[1:]) * heights, axis=0)
+
+
+class _IoU(Metric):
+    """Keras's IoU family: a confusion matrix over num_classes of class ids (a float prediction is
+    truncated to its class id, as Keras casts it; argmax along `axis` where not sparse), entries
+    whose target is ignore_class or whose ids are outside [0, num_classes) left out; IoU per class tp / (tp + fp + fn), averaged over the
+    target classes whose denominator is not 0."""
+
+    def __init__(
+        self,
+        num_classes,
+        target_class_ids=None,
+        name=None,
+        ignore_class=None,
+        sparse_y_true=True,
+        sparse_y_pred=True,
+        axis=-1,
+    ):
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(f"{type(self).__name__}: num_classes must be a positive integer, got {num_classes!r}")
+        self.num_classes = num_classes
+        ids = range(num_classes) if target_class_ids is None else list(target_class_ids)
+        if not ids or any(not isinstance(c, int) or not 0 <= c < num_classes for c in ids):
+            raise ValueError(f"{type(self).__name__}: target_class_ids must be class ids below {num_classes}")
+        self.target_class_ids = list(ids)
+        self.ignore_class, self.sparse_y_true, self.sparse_y_pred, self.axis = (
+            ignore_class,
+            bool(sparse_y_true),
+            bool(sparse_y_pred),
+            axis,
+        )
+        super().__init__(name)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "target_class_ids": self.target_class_ids,
+            "ignore_class": self.ignore_class,
+            "sparse_y_true": self.sparse_y_true,
+            "sparse_y_pred": self.sparse_y_pred,
+            "axis": self.axis,
+        }
+
+    def reset(self):
+        self.matrix = np.zeros((self.num_classes, self.num_classes))
+
+    def _ids(self, y_true, y_pred):
+        y_true = np.asarray(y_true) if self.sparse_y_true else np.argmax(y_true, axis=self.axis)
+        y_pred = np.asarray(y_pred, np.float32) if self.sparse_y_pred else np.argmax(y_pred, axis=self.axis)
+        return np.asarray(y_true, np.float32).ravel(), np.asarray(y_pred, np.float32).ravel()
+
+    def update(self, y_true, y_pred):
+        y_true, y_pred = self._ids(y_true, y_pred)
+        if y_true.shape != y_pred.shape:
+            raise DataError(
+                f"metric {self.name!r}: {y_true.size} target class ids for {y_pred.size} predicted ones "
+                f"(one-hot targets need sparse_y_true=False, probabilities sparse_y_pred=False)"
+            )
+        # Keras 3 leaves out ids outside [0, num_classes) and the ignored class
+        kept = (y_true >= 0) & (y_true < self.num_classes) & (y_pred >= 0) & (y_pred < self.num_classes)
+        if self.ignore_class is not None:
+            kept &= y_true != self.ignore_class
+        true, pred = y_true[kept].astype(np.int64), y_pred[kept].astype(np.int64)  # truncated, as Keras casts
+        np.add.at(self.matrix, (true, pred), 1.0)
+
+    def result(self) -> float:
+        ids = self.target_class_ids
+        tp = np.diagonal(self.matrix)[ids]
+        denominator = (self.matrix.sum(axis=0)[ids] + self.matrix.sum(axis=1)[ids]) - tp
+        valid = np.sum(denominator > 1e-9)
+        return float(np.sum(tp / (denominator + 1e-7)) / (valid + 1e-7))  # Keras 3's epsilons
+
+
+class IoU(_IoU):
+    default_name = "io_u"
+
+    def __init__(
+        self,
+        num_classes,
+        target_class_ids,
+        name=None,
+        ignore_class=None,
+        sparse_y_true=True,
+        sparse_y_pred=True,
+        axis=-1,
+    ):
+        super().__init__(num_classes, target_class_ids, name, ignore_class, sparse_y_true, sparse_y_pred, axis)
+
+
+class MeanIoU(_IoU):
+    default_name = "mean_io_u"
+
+    def __init__(self, num_classes, name=None, ignore_class=None, sparse_y_true=True, sparse_y_pred=True, axis=-1):
+        super().__init__(num_classes, None, name, ignore_class, sparse_y_true, sparse_y_pred, axis)
+
+    def get_config(self):
+        return {k: v for k, v in super().get_config().items() if k != "target_class_ids"}
+
+
+class OneHotIoU(_IoU):
+    default_name = "one_hot_io_u"
+
+    def __init__(self, num_classes, target_class_ids, name=None, ignore_class=None, sparse_y_pred=False, axis=-1):
+        super().__init__(num_classes, target_class_ids, name, ignore_class, False, sparse_y_pred, axis)
+
+    def get_config(self):
+        return {k: v for k, v in super().get_config().items() if k != "sparse_y_true"}
+
+
+class OneHotMeanIoU(_IoU):
+    default_name = "one_hot_mean_io_u"
+
+    def __init__(self, num_classes, name=None, ignore_class=None, sparse_y_pred=False, axis=-1):
+        super().__init__(num_classes, None, name, ignore_class, False, sparse_y_pred, axis)
+
+    def get_config(self):
+        return {k: v for k, v in super().get_config().items() if k not in ("target_class_ids", "sparse_y_true")}
+
+
+class BinaryIoU(_IoU):
+    """Two classes, a prediction at or above `threshold` being class 1."""
+
+    default_name = "binary_io_u"
+
+    def __init__(self, target_class_ids=(0, 1), threshold=0.5, name=None):
+        self.threshold = float(threshold)
+        super().__init__(2, list(target_class_ids), name)
+
+    def get_config(self):
+        return {"name": self.name, "target_class_ids": self.target_class_ids, "threshold": self.threshold}
+
+    def _ids(self, y_true, y_pred):
+        y_pred = (np.asarray(y_pred, np.float32) >= self.threshold).astype(np.float32)
+        return np.asarray(y_true, np.float32).ravel(), y_pred.ravel()
 
 
 METRICS = {
@@ -466,6 +650,11 @@ METRICS = {
         Precision,
         Recall,
         AUC,
+        IoU,
+        MeanIoU,
+        OneHotIoU,
+        OneHotMeanIoU,
+        BinaryIoU,
     )
 }
 

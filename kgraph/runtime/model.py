@@ -846,6 +846,8 @@ class EpochLogs:
                     metric.update(ys[i], out)
                 else:  # the steps Keras's mask keeps (passes/loss.py outputs it)
                     metric.update(ys[i], out, mask if steps == 1 else mask.reshape((n, *mask.shape[2:])))
+            except DataError:  # the metric's own words
+                raise
             except ValueError:  # NumPy's broadcasting error, said in the user's terms
                 raise DataError(
                     f"metric {name!r} cannot compare targets of shape {np.shape(ys[i])} with outputs "
