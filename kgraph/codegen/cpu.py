@@ -278,19 +278,21 @@ class CpuCodegen(StepCodegen):
         args = [_var(node.id)] + [self._broadcast_arg(i, node.type.rank) for i in node.inputs]
         args += [_var(bias_grad)] if bias_grad else []
         if parted:
-            args.append(self._partial(node) if bias_grad else "parts")
+            args.append(self._partial(node, wide=True) if bias_grad else "parts")
         return [f"{name}({', '.join(args)})"]
 
-    def _partial(self, node, shape=None) -> str:
+    def _partial(self, node, shape=None, wide=False) -> str:
         """A node's fixed-size scratch planned in the arena (passes/split.py), as `shape`: by
         default a row per compiled part (a column sum's, max pooling's gradient's), each padded
-        by a cache line (split.ROW_PAD: its kernel reads its first columns)."""
+        by a cache line (split.ROW_PAD: its kernel reads its first columns). wide: as float64
+        rows (a column sum's: its parts add in float64; the plan aligns the scratch for it)."""
         slot = self.plan.slots[workspace_id(node.id)]
         start = f"{self.plan.arena_per_sample} * B + {slot.offset}"
+        scratch = f"arena[{start}:{start} + {slot.size}]" + (".view(np.float64)" if wide else "")
         if shape is None:
             parts = node.attrs.get("parts", 1)
-            shape = (parts, slot.size // parts)
-        return f"arena[{start}:{start} + {slot.size}].reshape(({', '.join(map(str, shape))}))"
+            shape = (parts, slot.size // parts // (2 if wide else 1))
+        return f"{scratch}.reshape(({', '.join(map(str, shape))}))"
 
     # ------------------------------------------------------------------ GEMMs
     def _matrix(self, nid) -> str:
@@ -506,7 +508,7 @@ class CpuCodegen(StepCodegen):
         pre, mid, post = split
         if node.attrs.get("parts", 1) > 1:  # a column sum over large samples (passes/split.py)
             return [
-                f"K.column_sum({self._reshaped(x, (mid, post))}, {_var(node.id)}, {self._partial(node)}, {mean}, parts)"
+                f"K.column_sum({self._reshaped(x, (mid, post))}, {_var(node.id)}, {self._partial(node, wide=True)}, {mean}, parts)"
             ]
         return [f"K.reduce_3d({self._reshaped(x, (pre, mid, post))}, {self._reshaped(node.id, (pre, post))}, {mean})"]
 

@@ -149,9 +149,10 @@ def reduce_3d(x, out, mean):
 
 @driver
 def column_sum(x, out, partial, mean, parts):
-    """out[c] = the sum (or mean) over the rows of x[r, c]. Each of partial's rows sums its part of
-    x's rows (the parts the step was compiled for, whatever threads run them: the same numbers
-    whole or split), then the parts are added in order."""
+    """out[c] = the sum (or mean) over the rows of x[r, c]. Each of partial's rows (float64, where
+    a part's thousands of rows would lose float32 digits) sums its part of x's rows (the parts
+    the step was compiled for, whatever threads run them: the same numbers whole or split), then
+    the parts are added in order."""
     chunks = partial.shape[0]
     for t in prange(chunks):
         r0, r1 = part(x.shape[0], t, chunks)

@@ -227,8 +227,10 @@ def plan_memory(graph, param_order: list[str], schedule: list[str] | None = None
         if attrs.get("saved") and nid in intervals:
             intervals[saved_id(nid)] = [index[nid], index[attrs["saved_for"]]]
             per_sample[saved_id(nid)] = attrs["saved"]
-    # per-sample offsets need no padding: they are multiplied by B
+    # per-sample offsets need no padding: they are multiplied by B; their total is, so that the
+    # fixed part starts 64-byte aligned whatever B (a column sum's float64 scratch needs 8 bytes)
     off_a, top_a = _best_fit(per_sample, intervals, align=1)
+    top_a = _align(top_a)
     off_c, top_c = _best_fit(fixed, intervals, align=ALIGN)
     for nid, off in off_a.items():
         slots[nid] = Slot("arena", off, True, per_sample[nid])

@@ -156,7 +156,10 @@ def split_samples(graph, parts: int) -> list[Decision]:
             continue
         node.attrs["parts"] = parts
         if (node.attrs.get("bias_grad") or column_sum) and node.op != "pool2d_grad":
-            node.attrs["workspace_fixed"] = part_rows(parts, node.type.shape[-1])
+            # each part's sums in float64 (two float32s a column): a part adds thousands of rows
+            # (a batch norm's statistics over B x H x W pixels), and float32 totals lost enough
+            # there for a deep network's ReLU6 to switch pixels TensorFlow's sums do not
+            node.attrs["workspace_fixed"] = part_rows(parts, 2 * node.type.shape[-1])
         decisions.append(Decision("split samples", node.id, True, f"{parts} parts of the batch", SPLIT_VERBS))
     return decisions
 
