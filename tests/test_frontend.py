@@ -843,6 +843,24 @@ def test_a_constant_tensor_operand_broadcasts_over_the_batch_or_is_refused(value
         build_model(_with_op(op))
 
 
+@pytest.mark.parametrize(
+    "class_name, args, config, message",
+    [
+        ("Power", ["TENSOR", 1.5], {}, r"power 1\.5 is not supported \(0\.5, or an integer from -8 to 8\)"),
+        ("Power", ["TENSOR", 9], {}, r"power 9 is not supported"),
+        ("Cast", ["TENSOR"], {"dtype": "int32"}, r"a cast to 'int32' is not supported \(to a float dtype or bool\)"),
+        ("Where", ["TENSOR", 1.0], {}, r"takes a condition and two values, each a tensor or a number"),
+    ],
+)
+def test_an_op_kgraph_cannot_compute_as_keras_is_refused_naming_it(class_name, args, config, message):
+    """pow(x, 1.5) as exp(1.5 log x) would give a NaN gradient at x = 0 where pow's is 0;
+    kgraph's tensors are floats, so a cast to an integer would not round as Keras's."""
+    op = {"module": "keras.src.ops.numpy", "class_name": class_name, "name": "op", "config": {"name": "op", **config}}
+    op["inbound_nodes"] = [{"args": args, "kwargs": {}}]
+    with pytest.raises(ConfigError, match=rf"keras\.ops\.{class_name} 'op': " + message):
+        build_model(_with_op(op))
+
+
 def test_a_max_norm_over_no_axis_is_over_the_whole_weight():
     from kgraph.frontend.constraints import parse_constraint
 

@@ -1180,6 +1180,20 @@ FIDELITY_CASES["constant_operands_sgd"] = (
 )
 
 
+def build_compare_ops():
+    """Comparisons, where, cast, log_softmax and integer powers between layers, trained: no
+    gradient through a comparison, where's through the branch it takes."""
+    K, L = keras.ops, keras.layers
+    x = keras.Input(shape=(IN_DIM,))
+    h = L.Dense(8)(x)
+    gated = K.where(K.greater_equal(h, 0.0), h, 0.1 * h) + K.cast(K.less(x[:, :8], 0.2), "float32") * h
+    powers = K.power(h, 2) * 0.1 - K.power(h * h + 1.0, -1) + K.power(h, 3) * 0.01
+    return keras.Model(x, L.Dense(CLASSES, activation="softmax")(K.concatenate([gated, powers, K.log_softmax(h)], axis=-1)))
+
+
+FIDELITY_CASES["compare_ops_sgd"] = (build_compare_ops, [IN_DIM], sparse_targets, SPARSE, sgd_momentum)
+
+
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):
         return loss
@@ -1672,6 +1686,39 @@ def zoo_tensor_ops(K):
     return K.Model([x, y], K.layers.Dense(2)(ops.concat(parts, -1)))
 
 
+def zoo_tensor_compare(K):
+    """Comparisons, where, cast, log_softmax and integer powers between layers (tf-keras:
+    TFOpLambda layers of tf.math.greater, tf.where, tf.cast, tf.nn.log_softmax, tf.math.pow)."""
+    if K is keras:
+        o = keras.ops
+        ops = SimpleNamespace(
+            greater=o.greater,
+            not_equal=o.not_equal,
+            where=o.where,
+            cast=o.cast,
+            log_softmax=lambda x: o.log_softmax(x, axis=-1),
+            power=o.power,
+            concat=lambda xs: o.concatenate(xs, axis=-1),
+        )
+    else:
+        ops = SimpleNamespace(
+            greater=tf.math.greater,
+            not_equal=tf.math.not_equal,
+            where=tf.where,
+            cast=tf.cast,
+            log_softmax=lambda x: tf.nn.log_softmax(x, axis=-1),
+            power=tf.math.pow,
+            concat=lambda xs: tf.concat(xs, axis=-1),
+        )
+    x = K.Input(shape=(6,))
+    h = K.layers.Dense(6)(x)
+    a = ops.where(ops.greater(h, 0.1), h, h * 0.5)
+    b = ops.cast(ops.not_equal(x, 0.0), "float32") * h
+    c = ops.log_softmax(h)
+    d = ops.power(h, 3) + ops.power(h * h + 1.0, -2)
+    return K.Model(x, K.layers.Dense(3)(ops.concat([a, b, c, d])))
+
+
 ZOO = {
     "seq_mlp": (zoo_seq_mlp, [(8,)]),
     "seq_shapes": (zoo_seq_shapes, [(4, 3)]),
@@ -1691,6 +1738,7 @@ ZOO = {
     "preprocess": (zoo_preprocess, [(6, 8, 3)]),
     "thresholded": (zoo_thresholded, [(6,)]),
     "tensor_ops": (zoo_tensor_ops, [(4, 3), (4, 3)]),
+    "tensor_compare": (zoo_tensor_compare, [(6,)]),
 }
 RANDOM_WEIGHTS = ("conv2d", "conv_layers", "norm_embed", "act_layers", "noise_layers")
 K2_ONLY = ("thresholded",)  # layers Keras 3 no longer has

@@ -153,23 +153,127 @@ class Activation(Rule):
 
 
 class Power(Rule):
-    """power(x, 2) and power(x, 0.5), the square and square root; other exponents are refused."""
+    """power(x, p): p = 0.5 the square root; an integer p of at most MULTIPLIES in size products
+    of x (1 / them for a negative p), as pow gives them for any sign of x. Another p is refused:
+    as exp(p * log(x)) its gradient at x = 0 (a ReLU's zeros) would be NaN where pow's is 0."""
 
-    OPS = {2: "square", 0.5: "sqrt", 1: None}
+    MULTIPLIES = 8
 
-    def _op(self, layer):
+    def _exponent(self, layer):
         args = _args(layer)
-        if len(args) != 2 or not _is_tensor(args[0]) or not _number(args[1]) or args[1] not in self.OPS:
-            raise ConfigError(f"{where_of(layer)}: only a tensor to the power 2, 0.5 or 1 is supported")
-        return self.OPS[args[1]]
+        p = args[1] if len(args) == 2 else None
+        if not _is_tensor(args[0] if args else None) or not _number(p):
+            raise ConfigError(f"{where_of(layer)}: only a tensor to the power of a number is supported")
+        if p != 0.5 and not (float(p).is_integer() and abs(p) <= self.MULTIPLIES):
+            raise ConfigError(
+                f"{where_of(layer)}: power {p!r} is not supported (0.5, or an integer from "
+                f"-{self.MULTIPLIES} to {self.MULTIPLIES})"
+            )
+        return float(p)
 
     def output_shape(self, layer, shapes):
-        self._op(layer)
+        self._exponent(layer)
         return shapes[0]
 
     def emit(self, ctx, layer, xs, shapes):
-        op = self._op(layer)
-        return xs[0] if op is None else ctx.g.add_node(op, (xs[0],), name=layer.name)
+        g, x, p = ctx.g, xs[0], self._exponent(layer)
+        dtype = g.type(x).dtype
+        if p == 0.5:
+            return g.sqrt(x, name=layer.name)
+        n, name = int(abs(p)), None if p < 0 else layer.name
+        if n == 0:
+            return g.add(g.mul(x, g.const(0.0, dtype)), g.const(1.0, dtype), name=layer.name)
+        y = x
+        for k in range(2, n + 1):
+            last = k == n
+            y = g.square(x, name=name if last else None) if k == 2 else g.mul(y, x, name=name if last else None)
+        return g.div(g.const(1.0, dtype), y, name=layer.name) if p < 0 else y
+
+
+class Compare(Binary):
+    """greater, greater_equal, less, less_equal, equal, not_equal: 1.0 where true, else 0.0 (Keras
+    gives booleans, which arithmetic, where and cast read as 1 and 0); no gradient."""
+
+    def emit(self, ctx, layer, xs, shapes):
+        if self.op != "not_equal":
+            return super().emit(ctx, layer, xs, shapes)
+        equal = dataclasses.replace(layer, name=f"{layer.name}_equal")
+        same = Binary("equal").emit(ctx, equal, xs, shapes)
+        return ctx.g.sub(ctx.g.const(1.0, ctx.g.type(same).dtype), same, name=layer.name)
+
+
+class Where(Rule):
+    """where(condition, x1, x2): x1 where the condition is not 0, else x2; each a tensor or a
+    number, the tensors of one rank broadcasting along their axes of size 1."""
+
+    inputs = None
+
+    def _operands(self, layer):
+        args = _args(layer)
+        if len(args) != 3 or not all(_is_tensor(a) or _number(a) for a in args) or not any(map(_is_tensor, args)):
+            raise ConfigError(f"{where_of(layer)}: takes a condition and two values, each a tensor or a number")
+        return args
+
+    def output_shape(self, layer, shapes):
+        self._operands(layer)
+        ranks = {len(s) for s in shapes}
+        if len(ranks) > 1:
+            raise ConfigError(f"{where_of(layer)}: tensors of different ranks {[shape_str(s) for s in shapes]}")
+        out = []
+        for dims in zip(*(s[1:] for s in shapes)):
+            sizes = {d for d in dims if d != 1}
+            if len(sizes) > 1:
+                raise ConfigError(f"{where_of(layer)}: shapes {[shape_str(s) for s in shapes]} do not broadcast")
+            out.append(sizes.pop() if sizes else 1)
+        return (None, *out)
+
+    def emit(self, ctx, layer, xs, shapes):
+        g, tensors = ctx.g, iter(xs)
+        dtype = g.type(xs[0]).dtype
+        operands = [next(tensors) if _is_tensor(v) else g.const(float(v), dtype) for v in self._operands(layer)]
+        return g.where(*operands, name=layer.name)
+
+
+class Cast(Rule):
+    """cast to a float dtype (the model computes in its own float dtype) or to bool (not 0);
+    to an integer dtype is refused (kgraph's tensors are floats)."""
+
+    def _dtype(self, layer):
+        dtype = layer.config.get("dtype")
+        if isinstance(dtype, dict):  # a DTypePolicy
+            dtype = (dtype.get("config") or {}).get("name")
+        if dtype not in ("float16", "bfloat16", "float32", "float64", "bool"):
+            raise ConfigError(f"{where_of(layer)}: a cast to {dtype!r} is not supported (to a float dtype or bool)")
+        return dtype
+
+    def output_shape(self, layer, shapes):
+        self._dtype(layer)
+        return shapes[0]
+
+    def emit(self, ctx, layer, xs, shapes):
+        g, x = ctx.g, xs[0]
+        if self._dtype(layer) != "bool":
+            return x
+        dtype = g.type(x).dtype
+        return g.sub(g.const(1.0, dtype), g.equal(x, g.const(0.0, dtype)), name=layer.name)
+
+
+class LogSoftmax(Rule):
+    """log_softmax(x, axis): x - max - log(sum(exp(x - max))) along a non-batch axis."""
+
+    def _axis(self, layer, shape) -> int:
+        return _axis(layer, layer.config.get("axis", -1), len(shape))
+
+    def output_shape(self, layer, shapes):
+        self._axis(layer, shapes[0])
+        return shapes[0]
+
+    def emit(self, ctx, layer, xs, shapes):
+        g, x = ctx.g, xs[0]
+        axes = (self._axis(layer, shapes[0]),)
+        shifted = g.sub(x, g.reduce_max(x, axes=axes, keepdims=True))
+        total = g.reduce_sum(g.exp(shifted), axes=axes, keepdims=True)
+        return g.sub(shifted, g.log(total), name=layer.name)
 
 
 class Clip(Rule):
@@ -452,6 +556,20 @@ OP_RULES = {
             ("Gelu", "gelu"),
         ]
     },
+    **{
+        f"op:{k}": Compare(op)
+        for k, op in [
+            ("Greater", "greater"),
+            ("GreaterEqual", "greater_equal"),
+            ("Less", "less"),
+            ("LessEqual", "less_equal"),
+            ("Equal", "equal"),
+            ("NotEqual", "not_equal"),
+        ]
+    },
+    "op:Where": Where(),
+    "op:Cast": Cast(),
+    "op:LogSoftmax": LogSoftmax(),
     "op:Power": Power(),
     "op:Clip": Clip(),
     "op:Mean": Reduce("reduce_mean"),

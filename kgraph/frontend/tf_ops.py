@@ -22,6 +22,12 @@ BINARY = {
     "math.minimum": "Minimum",
     "math.pow": "Power",
     "__operators__.pow": "Power",
+    "math.greater": "Greater",
+    "math.greater_equal": "GreaterEqual",
+    "math.less": "Less",
+    "math.less_equal": "LessEqual",
+    "math.equal": "Equal",
+    "math.not_equal": "NotEqual",
 }
 UNARY = {
     "math.abs": "Absolute",
@@ -63,8 +69,11 @@ WITH_OPTIONS = {
     "compat.v1.squeeze": ("Squeeze", {"axis": ("axis", None)}),
     "clip_by_value": ("Clip", {"x_min": ("clip_value_min", None), "x_max": ("clip_value_max", None)}),
     "linalg.matmul": ("Matmul", {"transpose_a": ("transpose_a", False), "transpose_b": ("transpose_b", False)}),
+    "nn.log_softmax": ("LogSoftmax", {"axis": ("axis", -1)}),
+    "math.log_softmax": ("LogSoftmax", {"axis": ("axis", -1)}),
+    "cast": ("Cast", {"dtype": ("dtype", None)}),
 }
-SUPPORTED = sorted({*BINARY, *UNARY, *WITH_OPTIONS, "__operators__.getitem"})
+SUPPORTED = sorted({*BINARY, *UNARY, *WITH_OPTIONS, "__operators__.getitem", "where"})
 
 
 def _tensor(ref) -> dict:
@@ -87,6 +96,8 @@ def _op_args(function, node, head, kwargs) -> list:
         return [head, _operand(kwargs.get("y"))]
     if function == "linalg.matmul":
         return [head, _operand(kwargs.get("b"))]
+    if function == "where":  # tf.where(condition, x, y)
+        return [head, _operand(kwargs.get("x")), _operand(kwargs.get("y"))]
     if function in ("concat", "stack"):  # each listed tensor is an entry of the node
         return [[_tensor(e) for e in node]]
     if function == "__operators__.getitem":
@@ -114,7 +125,7 @@ def keras3_op_entry(entry: dict, where: str) -> dict:
         raise ConfigError(
             f"{where}: {entry.get('class_name')} layer {name!r} calls tf.{function}, which is not supported "
             f"(kgraph/frontend/tf_ops.py lists the {len(SUPPORTED)} TensorFlow functions it reads: arithmetic, "
-            "reductions, concat, reshape, transpose, slicing, matmul, activations)"
+            "reductions, comparisons, where, cast, concat, reshape, transpose, slicing, matmul, activations)"
         )
     calls = []
     for node in nodes:
@@ -136,6 +147,6 @@ def keras3_op_entry(entry: dict, where: str) -> dict:
         kwargs = calls[0][2] if calls else {}
         config.update({key: kwargs.get(keyword, default) for key, (keyword, default) in options.items()})
     else:
-        cls = BINARY.get(function) or UNARY.get(function) or "GetItem"
+        cls = BINARY.get(function) or UNARY.get(function) or ("Where" if function == "where" else "GetItem")
     inbound = [{"args": _op_args(function, node, head, kwargs), "kwargs": {}} for node, head, kwargs in calls]
     return {"module": "keras.src.ops.tf", "class_name": cls, "name": name, "config": config, "inbound_nodes": inbound}
