@@ -1188,7 +1188,9 @@ def build_compare_ops():
     h = L.Dense(8)(x)
     gated = K.where(K.greater_equal(h, 0.0), h, 0.1 * h) + K.cast(K.less(x[:, :8], 0.2), "float32") * h
     powers = K.power(h, 2) * 0.1 - K.power(h * h + 1.0, -1) + K.power(h, 3) * 0.01
-    return keras.Model(x, L.Dense(CLASSES, activation="softmax")(K.concatenate([gated, powers, K.log_softmax(h)], axis=-1)))
+    return keras.Model(
+        x, L.Dense(CLASSES, activation="softmax")(K.concatenate([gated, powers, K.log_softmax(h)], axis=-1))
+    )
 
 
 FIDELITY_CASES["compare_ops_sgd"] = (build_compare_ops, [IN_DIM], sparse_targets, SPARSE, sgd_momentum)
