@@ -2,6 +2,7 @@
 and the errors a bad config gets. Needs no TensorFlow and no Numba compilation."""
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -882,3 +883,28 @@ def test_a_new_axis_in_an_index_is_a_reshape():
     got = model.predict(x, verbose=0)
     assert got.shape == (2, 1, 2)
     np.testing.assert_allclose(got[:, 0], plain.predict(x, verbose=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "mixed_float16"}, "registered_name": None},
+        {"class_name": "Policy", "config": {"name": "mixed_bfloat16"}},  # tf-keras 2
+        "float64",
+    ],
+)
+def test_a_dtype_policy_kgraph_does_not_follow_is_said_once_at_loading(policy):
+    """A model trained with mixed precision (or in float64) computes in float32 here: a warning
+    names the policy, where the difference from Keras's numbers was silent."""
+    config = json.loads((FIXTURES / "k3_seq_mlp.json").read_text())
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] != "InputLayer":
+            layer["config"]["dtype"] = policy
+    name = policy if isinstance(policy, str) else policy["config"]["name"]
+    with pytest.warns(
+        UserWarning, match=rf"layers use the dtype policies '{name}' \(3 layers, e\.g\. 'dense'\); kgraph"
+    ):
+        build_model(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_model(json.loads((FIXTURES / "k3_seq_mlp.json").read_text()))  # float32: nothing to say

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -590,4 +591,38 @@ def _build_model(config, seed, dtype, input_shapes) -> FrontendModel:
     for spec, node in zip(inputs + weights, ids):
         spec.node = node
     model.lowered(training=True)  # builds every IR node once, so IR-level problems surface here
+    _warn_dtype_policies(desc, dtype)
     return model
+
+
+def _policy_names(desc) -> dict:
+    """{dtype policy name: layers using it} of the layers (nested models' too) whose policy is not
+    float32 (an InputLayer's dtype is its input's, an op's `dtype` a cast's: neither a policy)."""
+    out = {}
+    for layer in desc.layers:
+        if layer.model is not None:
+            for name, layers in _policy_names(layer.model).items():
+                out.setdefault(name, []).extend(layers)
+            continue
+        if layer.class_name == "InputLayer" or str(layer.class_name).startswith("op:"):
+            continue
+        policy = layer.config.get("dtype")
+        if isinstance(policy, dict):
+            policy = (policy.get("config") or {}).get("name")
+        if policy in ("float16", "bfloat16", "float64") or (isinstance(policy, str) and policy.startswith("mixed_")):
+            out.setdefault(policy, []).append(layer.name)
+    return out
+
+
+def _warn_dtype_policies(desc, dtype) -> None:
+    """A Keras dtype policy other than float32 (mixed_float16 from GPU training, float64) is not
+    followed: the model computes in `dtype`. Said once, at loading, so that results differing
+    from Keras's by that rounding are expected."""
+    policies = _policy_names(desc)
+    if policies:
+        named = ", ".join(f"{name!r} ({len(layers)} layers, e.g. {layers[0]!r})" for name, layers in policies.items())
+        warnings.warn(
+            f"model {desc.name!r}: layers use the dtype policies {named}; kgraph computes every layer in "
+            f"{dtype} with {dtype} weights, so results differ from Keras's by that rounding",
+            stacklevel=3,
+        )
