@@ -222,14 +222,14 @@ class CpuCodegen(StepCodegen):
         idx = [f"i{d}" for d in range(rank)]
         out_dims = (1,) * (rank - out_type.rank) + tuple(out_type.shape)
         arrays = ["out"] + [a for a, _ in operands]
-        params = arrays + (["gb"] if extra_out else [])
+        params = arrays + (["gb", "gw"] if extra_out else [])  # gw: the sums in float64 (passes/split.py)
         if parted:
             assert self.mod.shared, "a driver's rows kernel is named after it: one driver a file"
             name += "_parts"
             params = arrays + (["gb_t"] if extra_out else []) + ["p0", "p1"]
         lines = [JIT, f"def {name}_rows({', '.join(params)}):" if parted else f"def {name}({', '.join(params)}):"]
         if extra_out:
-            lines.append(f"    {'gb_t' if parted else 'gb'}[:] = 0")
+            lines.append(f"    {'gb_t' if parted else 'gw'}[:] = 0")
         ind = "    "
         for d in range(rank):
             lines.append(f"{ind}for i{d} in range({'p0, p1' if parted and d == 0 else f'out.shape[{d}]'}):")
@@ -244,9 +244,10 @@ class CpuCodegen(StepCodegen):
         lines.append(f"{ind}r = {result}")
         lines.append(f"{ind}out[{', '.join(idx)}] = r")
         if extra_out:
-            lines.append(f"{ind}{'gb_t' if parted else 'gb'}[{idx[-1]}] += r")
-        if extra_out == "mean" and not parted:
-            lines += ["    for c in range(gb.shape[0]):", "        gb[c] /= out.size // gb.shape[0]"]
+            lines.append(f"{ind}{'gb_t' if parted else 'gw'}[{idx[-1]}] += r")
+        if extra_out and not parted:
+            count = " / (out.size // gb.shape[0])" if extra_out == "mean" else ""
+            lines += ["    for c in range(gb.shape[0]):", f"        gb[c] = gw[c]{count}"]
         if parted:
             n = "partial.shape[0]" if extra_out else "parts"
             rows = arrays + (["partial[t]"] if extra_out else [])
@@ -279,6 +280,8 @@ class CpuCodegen(StepCodegen):
         args += [_var(bias_grad)] if bias_grad else []
         if parted:
             args.append(self._partial(node, wide=True) if bias_grad else "parts")
+        elif bias_grad:  # one float64 row of sums
+            args.append(f"{self._partial(node, wide=True)}[0]")
         return [f"{name}({', '.join(args)})"]
 
     def _partial(self, node, shape=None, wide=False) -> str:
@@ -510,6 +513,9 @@ class CpuCodegen(StepCodegen):
             return [
                 f"K.column_sum({self._reshaped(x, (mid, post))}, {_var(node.id)}, {self._partial(node, wide=True)}, {mean}, parts)"
             ]
+        if node.attrs.get("workspace_fixed"):  # a column sum (passes/split.py: pre is 1), in a float64 row
+            row = f"{self._partial(node, wide=True)}[0]"
+            return [f"K.column_total({self._reshaped(x, (mid, post))}, {_var(node.id)}, {row}, {mean})"]
         return [f"K.reduce_3d({self._reshaped(x, (pre, mid, post))}, {self._reshaped(node.id, (pre, post))}, {mean})"]
 
     def _emit_reduce_sum(self, node):

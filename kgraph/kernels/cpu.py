@@ -161,6 +161,16 @@ def column_sum(x, out, partial, mean, parts):
 
 
 @jit
+def column_total(x, out, p, mean):
+    """out[c] = the sum (or mean) over the rows of x[r, c], added in p (a float64 row, as each of
+    column_sum's parts): column_sum in one part, on this thread."""
+    _rows_sum(x, p, 0, x.shape[0])
+    count = x.shape[0] if mean else 1
+    for c in range(out.shape[0]):
+        out[c] = p[c] / count if count > 1 else p[c]
+
+
+@jit
 def _rows_sum(x, p, r0, r1):
     p[:] = 0
     for r in range(r0, r1):

@@ -152,6 +152,9 @@ def split_samples(graph, parts: int) -> list[Decision]:
                 parts, (2 if node.attrs.get("bias_grad") else 1) * node.type.shape[-1]
             )
         column_sum = _column_sum(graph, node)
+        # a column sum, or a loop that also sums its columns: the sums in float64, split or not
+        if (node.attrs.get("bias_grad") and node.op != "pool2d_grad") or _column_sum(graph, node, 0):
+            node.attrs["workspace_fixed"] = part_rows(1, 2 * node.type.shape[-1])
         if parts < 2 or not (node.op in SAMPLE_SPLIT_OPS or _large_loop(graph, node) or column_sum):
             continue
         node.attrs["parts"] = parts
@@ -176,13 +179,14 @@ def _large_loop(graph, node) -> bool:
     return loop and _per_sample(node.type) >= MIN_SAMPLE_ELEMENTS
 
 
-def _column_sum(graph, node) -> bool:
-    """A sum or mean over every axis but the last of large samples, computed by itself."""
+def _column_sum(graph, node, smallest=MIN_SAMPLE_ELEMENTS) -> bool:
+    """A sum or mean over every axis but the last of samples of at least `smallest` elements,
+    computed by itself."""
     if node.op not in ("reduce_sum", "reduce_mean") or node.attrs.get("computed_by") or node.type.rank != 1:
         return False
     t = graph.type(node.inputs[0])
     axes = node.attrs.get("axes")
-    return axes is not None and sorted(axes) == list(range(t.rank - 1)) and _per_sample(t) >= MIN_SAMPLE_ELEMENTS
+    return axes is not None and sorted(axes) == list(range(t.rank - 1)) and _per_sample(t) >= max(smallest, 1)
 
 
 # ---------------------------------------------------------------- convolutions in sample blocks
