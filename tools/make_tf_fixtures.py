@@ -2071,6 +2071,16 @@ def rnn_initial_state(K):
     return K.Model([x, h, c], K.layers.Dense(3, activation="softmax")(out))
 
 
+def rnn_masked_initial_state(K):
+    """Recurrent layers given initial states on a masked sequence: Keras 3 runs them through the
+    padded steps too (and passes the mask on), tf-keras carries the state over them."""
+    ids, h, c = K.Input(shape=(RNN_STEPS,)), K.Input(shape=(5,)), K.Input(shape=(5,))
+    e = K.layers.Embedding(RNN_VOCAB, 3, mask_zero=True)(ids)
+    seq = K.layers.LSTM(5, return_sequences=True)(e, initial_state=[h, c])
+    out = K.layers.GRU(5)(seq, initial_state=[h])
+    return K.Model([ids, h, c], K.layers.Dense(3, activation="softmax")(out))
+
+
 def rnn_mask_merge(K):
     """Merges pass on the AND of their inputs' masks; Dense passes its input's on."""
     ids = K.Input(shape=(RNN_STEPS,))
@@ -2120,6 +2130,7 @@ RNN_CASES = {
     "mask_merge": rnn_mask_merge,
     "cells": rnn_cells,
     "time_distributed": rnn_time_distributed,
+    "masked_initial_state": rnn_masked_initial_state,
 }
 
 
@@ -2195,7 +2206,8 @@ def make_rnn_case(name, builder, out_dir: Path, seed: int, make_inputs=None, sav
     # gru_v1: hard_sigmoid is clip(0.2x + 0.5) in tf-keras, relu6(x + 3) / 6 in Keras 3;
     # mha_keras_masks: Keras 3's MultiHeadAttention returning its scores zeroes the weights of a
     # query step that sees no key step, tf-keras's attends to every step alike
-    if name not in ("gru_v1", "mha_keras_masks"):
+    # masked_initial_state: Keras 3 runs a layer given initial states through the masked steps
+    if name not in ("gru_v1", "mha_keras_masks", "masked_initial_state"):
         assert diff < 1e-5, (name, diff)
 
 

@@ -182,7 +182,9 @@ class Recurrent(Rule):
             bias = g.reshape(g.slice(bias, axis=0, start=0, stop=1), shape=(gates,), name=f"{name}_input_bias")
         if bias is not None:
             xp = g.add(xp, bias, name=f"{name}_projection_bias")
-        mask = ctx.masks.get(xs[0])
+        # Keras 3 runs a layer given its initial states through every step, masked or not (its
+        # functional call passes it no mask then), though it passes the mask on; tf-keras masks
+        mask = ctx.masks.get(xs[0]) if ctx.keras < 3 or len(xs) == 1 else None
         operands = (
             [xp, p[f"{prefix}recurrent_kernel"]] + [v for v in (rbias, mask, keep) if v is not None] + list(xs[1:])
         )
