@@ -153,6 +153,13 @@ def test_token_ids_outside_the_embedding_are_refused_and_never_read():
     grad = np.zeros((3, 2), np.float32)
     cpu_kernels.scatter_add_rows(np.ones((4, 2), np.float32), np.array([0, 3, -1, np.nan]), grad)
     assert grad.tolist() == [[1, 1], [0, 0], [0, 0]]
+    # a float id is truncated toward 0, as Keras casts it: -0.3 reads (and adds to) row 0
+    out = np.full((4, 2), 7, np.float32)
+    cpu_kernels.gather_rows(table, np.array([-0.3, 2.9, -1.0, 3.0], np.float32), out)
+    assert out.tolist() == [[0, 1], [4, 5], [0, 0], [0, 0]]
+    grad = np.zeros((3, 2), np.float32)
+    cpu_kernels.scatter_add_rows(np.ones((4, 2), np.float32), np.array([-0.3, 2.9, -1.0, 3.0], np.float32), grad)
+    assert grad.tolist() == [[1, 1], [0, 0], [1, 1]]
 
 
 def _embedding_config():

@@ -539,10 +539,11 @@ def reduce_max_3d(x, out):
 
 @jit
 def gather_rows(table, ids, out):
-    """out[n] = table[int(ids[n])]. An id outside the table (or NaN) reads zeros, as TensorFlow's
-    GPU gather does: the data checks refuse such ids first, and no id can read out of bounds."""
+    """out[n] = table[int(ids[n])], a float id truncated toward 0 as Keras casts it (-0.5 reads
+    row 0). An id outside the table (or NaN) reads zeros, as TensorFlow's GPU gather does: the
+    data checks refuse such ids first, and no id can read out of bounds."""
     for n in range(ids.shape[0]):
-        if 0 <= ids[n] < table.shape[0]:
+        if -1 < ids[n] < table.shape[0]:
             row = table[int(ids[n])]
             for c in range(out.shape[1]):
                 out[n, c] = row[c]
@@ -555,7 +556,7 @@ def gather_rows(table, ids, out):
 def scatter_add_rows(g, ids, out):
     out[:] = 0
     for n in range(ids.shape[0]):
-        if 0 <= ids[n] < out.shape[0]:  # as gather_rows: an id outside the table adds nowhere
+        if -1 < ids[n] < out.shape[0]:  # as gather_rows: an id outside the table adds nowhere
             row = out[int(ids[n])]
             for c in range(row.shape[0]):  # a loop: see the module's docstring
                 row[c] += g[n, c]

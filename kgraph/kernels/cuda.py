@@ -507,7 +507,7 @@ def gather_rows(table, ids, out):
     for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         n, j = t // out.shape[1], t % out.shape[1]
         out[n, j] = 0
-        if 0 <= ids[n] < table.shape[0]:  # as the CPU's: an id outside the table reads zeros
+        if -1 < ids[n] < table.shape[0]:  # as the CPU's: an id outside the table reads zeros
             out[n, j] = table[int(ids[n]), j]
 
 
@@ -517,7 +517,7 @@ def scatter_add_rows(g, ids, out):
     first. The atomics make the order of each sum, and so its last bits, vary from run to run."""
     for t in range(cuda.grid(1), g.size, cuda.gridsize(1)):
         n, j = t // g.shape[1], t % g.shape[1]
-        if 0 <= ids[n] < out.shape[0]:
+        if -1 < ids[n] < out.shape[0]:
             cuda.atomic.add(out, (int(ids[n]), j), g[n, j])
 
 
