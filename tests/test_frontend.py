@@ -908,3 +908,10 @@ def test_a_dtype_policy_kgraph_does_not_follow_is_said_once_at_loading(policy):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build_model(json.loads((FIXTURES / "k3_seq_mlp.json").read_text()))  # float32: nothing to say
+
+
+def test_summary_names_an_op_by_its_class_as_keras_does():
+    config = json.loads((FIXTURES / "k3_tensor_compare.json").read_text())
+    lines = []
+    build_model(config).summary(print_fn=lines.append)
+    assert any("greater (Greater)" in line for line in lines) and not any("op:" in line for line in lines)

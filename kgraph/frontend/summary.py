@@ -136,7 +136,11 @@ def format_summary(model, line_length=None) -> str:
         if i:
             lines.append(_rule(widths, "├", "┼", "┤", "─"))
         shape = _shape_text(info.output_shapes[-1]) if info.output_shapes else "?"
-        cells = [f"{info.name} ({info.class_name})", shape, f"{info.params:,}"]
+        cells = [
+            f"{info.name} ({info.class_name.removeprefix('op:')})",
+            shape,
+            f"{info.params:,}",
+        ]  # an op as Keras shows it
         if not seq:
             cells.append(", ".join(info.connected_to) or "-")
         lines += _row(cells, widths, right)
