@@ -75,7 +75,7 @@ def test_summary_shapes_and_totals(path):
     assert text.startswith(f'Model: "{model.name}"')
     assert f" Total params: {model.count_params():,} (" in text
     for info in model.layers:  # a long "name (Class)" wraps at the space, as rich does
-        assert info.name[:20] in text and f"({info.class_name})"[:20] in text
+        assert info.name[:20] in text and f"({info.class_name.removeprefix('op:')})"[:20] in text
         assert f"{info.params:,}" in text
 
 
