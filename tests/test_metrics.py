@@ -200,13 +200,15 @@ def test_metric_class_names_log_as_the_keras_that_saved_the_model_logs_them(kera
 def test_mean_iou_truncates_predictions_and_leaves_out_ids_outside_its_classes():
     """As Keras 3: a float prediction is cast to its class id (0.9 -> 0), ids outside
     [0, num_classes) and the ignored class are left out, and classes never seen do not count."""
-    y_true = [0, 1, 1, 2, 5, 1, 0]
-    y_pred = [0.9, 1.2, 2.0, 2.7, 1.0, -0.5, 0.0]
-    # kept: (0,0) (1,1) (1,2) (2,2) and (0,0); (5,1) and (1,-0.5) are out of range
-    # class 0: tp 2, den 2 -> 1; class 1: tp 1, den 2 -> 1/2; class 2: tp 1, den 2 -> 1/2
-    assert _result(metrics.MeanIoU(num_classes=3), (y_true, y_pred)) == pytest.approx(2 / 3, rel=1e-6)
-    assert _result(metrics.MeanIoU(num_classes=4), (y_true, y_pred)) == pytest.approx(2 / 3, rel=1e-6)  # 3: unseen
-    assert _result(metrics.MeanIoU(num_classes=3, ignore_class=0), (y_true, y_pred)) == pytest.approx(1 / 2, rel=1e-6)
+    y_true = [0, 1, 1, 2, 5, 1, 0, 2]
+    y_pred = [0.9, 1.2, 2.0, 2.7, 1.0, -1.5, 0.0, -0.5]
+    # kept: (0,0) (1,1) (1,2) (2,2) (0,0) and (2,0) (-0.5 is class 0); (5,1) and (1,-1.5) are out
+    # class 0: tp 2, den 3 -> 2/3; class 1: tp 1, den 2 -> 1/2; class 2: tp 1, den 3 -> 1/3
+    assert _result(metrics.MeanIoU(num_classes=3), (y_true, y_pred)) == pytest.approx(1 / 2, rel=1e-6)
+    assert _result(metrics.MeanIoU(num_classes=4), (y_true, y_pred)) == pytest.approx(1 / 2, rel=1e-6)  # 3: unseen
+    # ignoring class 0: (1,1) (1,2) (2,2) (2,0): class 0 0/1, class 1 1/2, class 2 1/3
+    ignoring = _result(metrics.MeanIoU(num_classes=3, ignore_class=0), (y_true, y_pred))
+    assert ignoring == pytest.approx((0 + 1 / 2 + 1 / 3) / 3, rel=1e-6)
     assert _result(metrics.IoU(3, target_class_ids=[1]), (y_true, y_pred)) == pytest.approx(1 / 2, rel=1e-6)
     with pytest.raises(ValueError, match=r"metric 'MeanIoU' needs num_classes: give kgraph\.metrics\.MeanIoU\("):
         metrics.get("MeanIoU")

@@ -545,12 +545,13 @@ class _IoU(Metric):
                 f"metric {self.name!r}: {y_true.size} target class ids for {y_pred.size} predicted ones "
                 f"(one-hot targets need sparse_y_true=False, probabilities sparse_y_pred=False)"
             )
-        # Keras 3 leaves out ids outside [0, num_classes) and the ignored class
+        # ids truncated toward 0, as Keras 3 casts them to int64 (-0.5 is class 0), then those
+        # outside [0, num_classes) and the ignored class left out, as Keras 3 leaves them
+        y_true, y_pred = np.trunc(y_true), np.trunc(y_pred)
         kept = (y_true >= 0) & (y_true < self.num_classes) & (y_pred >= 0) & (y_pred < self.num_classes)
         if self.ignore_class is not None:
             kept &= y_true != self.ignore_class
-        true, pred = y_true[kept].astype(np.int64), y_pred[kept].astype(np.int64)  # truncated, as Keras casts
-        np.add.at(self.matrix, (true, pred), 1.0)
+        np.add.at(self.matrix, (y_true[kept].astype(np.int64), y_pred[kept].astype(np.int64)), 1.0)
 
     def result(self) -> float:
         ids = self.target_class_ids
