@@ -33,12 +33,13 @@ def _is_constant(arg) -> bool:
 
 def _constant_value(layer, arg) -> np.ndarray:
     config = arg.get("config") if isinstance(arg.get("config"), dict) else {}
+    refused = f"{where_of(layer)}: its constant tensor operand is not a non-empty array of finite numbers"
     try:
         value = np.asarray(config.get("value"), np.float64)
     except (TypeError, ValueError):
-        value = None
-    if value is None or value.dtype != np.float64 or value.size == 0 or not np.isfinite(value).all():
-        raise ConfigError(f"{where_of(layer)}: its constant tensor operand is not a non-empty array of finite numbers")
+        raise ConfigError(refused) from None
+    if value.size == 0 or not np.isfinite(value).all():
+        raise ConfigError(refused)
     return value
 
 

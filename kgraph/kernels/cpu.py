@@ -165,9 +165,7 @@ def column_total(x, out, p, mean):
     """out[c] = the sum (or mean) over the rows of x[r, c], added in p (a float64 row, as each of
     column_sum's parts): column_sum in one part, on this thread."""
     _rows_sum(x, p, 0, x.shape[0])
-    count = x.shape[0] if mean else 1
-    for c in range(out.shape[0]):
-        out[c] = p[c] / count if count > 1 else p[c]
+    sum_parts(p.reshape((1, p.shape[0])), out, x.shape[0] if mean else 1)
 
 
 @jit

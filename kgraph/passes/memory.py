@@ -210,8 +210,8 @@ def plan_memory(graph, param_order: list[str], schedule: list[str] | None = None
         (per_sample if a else fixed)[nid] = a or max(c, 1)
     # a GEMM split by rows or by samples' rows (passes/split.py: k, batch) sums partial products in a
     # workspace live only at that node,
-    # and max pooling's gradient and a column sum in parts keep a row per part in a fixed-size one (a
-    # column sum may be a gradient, in the gradient bucket: its scratch is the arena's all the same)
+    # and max pooling's gradient and a column sum (split or not) keep a row per part in a fixed-size
+    # one (a column sum may be a gradient, in the gradient bucket: its scratch is the arena's all the same)
     for nid in schedule:
         attrs = graph.node(nid).attrs
         if attrs.get("workspace") or attrs.get("workspace_fixed"):

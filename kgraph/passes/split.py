@@ -151,19 +151,16 @@ def split_samples(graph, parts: int) -> list[Decision]:
             node.attrs["workspace_fixed"] = part_rows(
                 parts, (2 if node.attrs.get("bias_grad") else 1) * node.type.shape[-1]
             )
-        column_sum = _column_sum(graph, node)
-        # a column sum, or a loop that also sums its columns: the sums in float64, split or not
-        if (node.attrs.get("bias_grad") and node.op != "pool2d_grad") or _column_sum(graph, node, 0):
-            node.attrs["workspace_fixed"] = part_rows(1, 2 * node.type.shape[-1])
-        if parts < 2 or not (node.op in SAMPLE_SPLIT_OPS or _large_loop(graph, node) or column_sum):
-            continue
-        node.attrs["parts"] = parts
-        if (node.attrs.get("bias_grad") or column_sum) and node.op != "pool2d_grad":
-            # each part's sums in float64 (two float32s a column): a part adds thousands of rows
-            # (a batch norm's statistics over B x H x W pixels), and float32 totals lost enough
-            # there for a deep network's ReLU6 to switch pixels TensorFlow's sums do not
-            node.attrs["workspace_fixed"] = part_rows(parts, 2 * node.type.shape[-1])
-        decisions.append(Decision("split samples", node.id, True, f"{parts} parts of the batch", SPLIT_VERBS))
+        split = parts >= 2 and (node.op in SAMPLE_SPLIT_OPS or _large_loop(graph, node) or _column_sum(graph, node))
+        if split:
+            node.attrs["parts"] = parts
+            decisions.append(Decision("split samples", node.id, True, f"{parts} parts of the batch", SPLIT_VERBS))
+        if (node.attrs.get("bias_grad") and node.op != "pool2d_grad") or _column_sum(graph, node, smallest=1):
+            # a column sum, or a loop that also sums its columns: each part's sums (one part when
+            # not split) in a float64 row, two float32s a column. A part adds thousands of rows (a
+            # batch norm's statistics over B x H x W pixels), and float32 totals lost enough there
+            # for a deep network's ReLU6 to switch pixels TensorFlow's sums do not
+            node.attrs["workspace_fixed"] = part_rows(parts if split else 1, 2 * node.type.shape[-1])
     return decisions
 
 
@@ -186,7 +183,7 @@ def _column_sum(graph, node, smallest=MIN_SAMPLE_ELEMENTS) -> bool:
         return False
     t = graph.type(node.inputs[0])
     axes = node.attrs.get("axes")
-    return axes is not None and sorted(axes) == list(range(t.rank - 1)) and _per_sample(t) >= max(smallest, 1)
+    return axes is not None and sorted(axes) == list(range(t.rank - 1)) and _per_sample(t) >= smallest
 
 
 # ---------------------------------------------------------------- convolutions in sample blocks
