@@ -915,3 +915,38 @@ def test_summary_names_an_op_by_its_class_as_keras_does():
     lines = []
     build_model(config).summary(print_fn=lines.append)
     assert any("greater (Greater)" in line for line in lines) and not any("op:" in line for line in lines)
+
+
+def test_a_comparison_passes_no_gradient_so_a_mask_made_from_it_trains():
+    """h * cast(h > 0) is relu(h): the comparison gives no gradient (compile() raised "op greater
+    has no gradient rule"), h's flows through the product, and training matches relu's."""
+    from kgraph.models import Model
+
+    def tensor(name):
+        return {"class_name": "__keras_tensor__", "config": {"keras_history": [name, 0, 0]}}
+
+    greater = {"module": "keras.src.ops.numpy", "class_name": "Greater", "name": "gt", "config": {"name": "gt"}}
+    greater["inbound_nodes"] = [{"args": ["TENSOR", 0.0], "kwargs": {}}]
+    cast = {"module": "keras.src.ops.core", "class_name": "Cast", "name": "cast", "config": {"dtype": "float32"}}
+    cast["inbound_nodes"] = [{"args": [tensor("gt")], "kwargs": {}}]
+    mul = {"module": "keras.src.ops.numpy", "class_name": "Multiply", "name": "mask", "config": {"name": "mask"}}
+    mul["inbound_nodes"] = [{"args": ["TENSOR", tensor("cast")], "kwargs": {}}]
+    masked = _with_op(greater)
+    layers = masked["config"]["layers"]
+    layers[2:2] = [
+        json.loads(json.dumps(cast)),
+        json.loads(json.dumps(mul).replace('"TENSOR"', json.dumps(tensor("x")))),
+    ]
+    layers[-1]["inbound_nodes"] = [{"args": [tensor("mask")], "kwargs": {}}]
+    relu = {"module": "keras.src.ops.nn", "class_name": "Relu", "name": "relu", "config": {"name": "relu"}}
+    relu["inbound_nodes"] = [{"args": ["TENSOR"], "kwargs": {}}]
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    y = np.random.default_rng(1).normal(size=(8, 2)).astype(np.float32)
+    trained = []
+    for config in (masked, _with_op(relu)):
+        model = Model(build_model(config, seed=0), seed=0)
+        model.compile(optimizer="sgd", loss="mse")
+        trained.append((model.train_on_batch(x, y), model.get_weights()))
+    np.testing.assert_allclose(trained[0][0], trained[1][0], rtol=1e-6)
+    for a, b in zip(trained[0][1], trained[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -125,6 +125,11 @@ GRAD_CASES = [
     Case("square", [I(normal((B, 4), 18))]),
     Case("abs", [I(away((B, 4), 19))]),
     Case("sign", [I(away((B, 4), 20))]),  # zero gradient: autodiff finds no path
+    # comparisons: no gradient either (their operands do not tie, so none is there to lose)
+    *[
+        Case(op, [I(normal((B, 3), 40)), P(normal((3,), 41))])
+        for op in ("greater", "greater_equal", "less", "less_equal", "equal")
+    ],
     Case(
         "clip",
         [I(np.array([[-2.0, -0.7, 0.1, 0.45], [0.8, 1.3, -0.2, 3.0], [0.0, -1.2, 0.3, 0.9]]))],
@@ -341,10 +346,6 @@ GRAD_CASES = [
 # ops without a VJP that a graph may still hold: forward-vs-shape-rule cases only
 SHARED_VALUES = [P(np.array(0.1)), P(np.array(2.0)), P(np.array(0.5))]  # lr, step, gscale
 FORWARD_CASES = [
-    *[
-        Case(op, [I(normal((B, 3), 40)), P(normal((3,), 41))])
-        for op in ("greater", "greater_equal", "less", "less_equal", "equal")
-    ],
     Case("in_range", [I(normal((B, 3), 42))], {"lo": -0.5, "hi": 0.5}),
     *[
         Case("act_grad", [I(normal((B, 3), 43)), I(away((B, 3), 44))], {"activation": a}, name=f"act_grad_{a}")

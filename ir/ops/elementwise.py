@@ -89,7 +89,8 @@ _elem(
     ),
     broadcast_type,
 )
-# comparisons give 0.0/1.0 in the operands' dtype; they have no gradient
+# comparisons give 0.0/1.0 in the operands' dtype; no gradient flows through them (as through
+# TensorFlow's boolean result), so `x * cast(x > 0)` trains through its x alone
 for _name, _fn in [
     ("greater", np.greater),
     ("greater_equal", np.greater_equal),
@@ -97,7 +98,12 @@ for _name, _fn in [
     ("less_equal", np.less_equal),
     ("equal", np.equal),
 ]:
-    _elem(_name, lambda a, c, _fn=_fn: _fn(a, c).astype(np.result_type(a, c)), None, broadcast_type)
+    _elem(
+        _name,
+        lambda a, c, _fn=_fn: _fn(a, c).astype(np.result_type(a, c)),
+        lambda b, g, out, x, y: (None, None),
+        broadcast_type,
+    )
 
 
 def _where_vjp(b, g, out, c, x, y):
