@@ -71,8 +71,9 @@ def _known() -> str:
 
 def accuracy_class(loss_name: str, output_units: int) -> str:
     """The metric Keras means by "accuracy" for this output: binary for one unit, sparse for
-    integer labels, else categorical."""
-    if loss_name == "binary_crossentropy" or output_units == 1:
+    integer labels, else categorical: both Kerases decide by the shapes, so several sigmoid units
+    under binary_crossentropy (multi-label) get categorical accuracy, as in Keras."""
+    if output_units == 1:
         return "BinaryAccuracy"
     if loss_name == "sparse_categorical_crossentropy":
         return "SparseCategoricalAccuracy"

@@ -238,3 +238,19 @@ def test_metric_objects_are_saved_as_keras_serializes_them(tmp_path):
     model.compile("sgd", "categorical_crossentropy", metrics=[metrics.MeanIoU(3, sparse_y_pred=False)])
     with pytest.raises(ValueError, match=r"metric 'mean_io_u': 18 target class ids for 6 predicted ones \(one-hot"):
         model.evaluate(x, y, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "loss, units, expected",
+    [
+        ("binary_crossentropy", 1, "BinaryAccuracy"),
+        ("binary_crossentropy", 3, "CategoricalAccuracy"),  # multi-label sigmoids: Keras decides by shape
+        ("mean_squared_error", 1, "BinaryAccuracy"),
+        ("sparse_categorical_crossentropy", 10, "SparseCategoricalAccuracy"),
+        ("categorical_crossentropy", 10, "CategoricalAccuracy"),
+    ],
+)
+def test_accuracy_resolves_as_keras_resolves_it(loss, units, expected):
+    """Keras (3 and tf-keras) picks "accuracy"'s metric by the output's shape: binary for one unit;
+    three sigmoid units under binary_crossentropy got binary accuracy here, 0.51 where Keras says 0.28."""
+    assert metrics.get("accuracy", loss, units)[1] == expected
