@@ -850,7 +850,7 @@ def test_a_constant_tensor_operand_broadcasts_over_the_batch_or_is_refused(value
         ("Power", ["TENSOR", 1.5], {}, r"power 1\.5 is not supported \(0\.5, or an integer from -8 to 8\)"),
         ("Power", ["TENSOR", 9], {}, r"power 9 is not supported"),
         ("Cast", ["TENSOR"], {"dtype": "int32"}, r"a cast to 'int32' is not supported \(to a float dtype or bool\)"),
-        ("Where", ["TENSOR", 1.0], {}, r"takes a condition and two values, each a tensor or a number"),
+        ("Where", ["TENSOR", 1.0], {}, r"takes 3 operands, each a tensor, a number or a constant tensor"),
     ],
 )
 def test_an_op_kgraph_cannot_compute_as_keras_is_refused_naming_it(class_name, args, config, message):
@@ -950,3 +950,29 @@ def test_a_comparison_passes_no_gradient_so_a_mask_made_from_it_trains():
     np.testing.assert_allclose(trained[0][0], trained[1][0], rtol=1e-6)
     for a, b in zip(trained[0][1], trained[1][1]):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_constant_tensors_in_where_and_as_tf_keras_writes_a_tf_constant():
+    """where(x > c, x - c, c) with c a (1, 4) constant (refused before: Where took tensors and
+    numbers only), and tf-keras's tf.constant operand, which it writes as the values' nested list."""
+    from kgraph.frontend.tf_ops import keras3_op_entry
+    from kgraph.models import Model
+
+    constant = {"class_name": "__tensor__", "config": {"value": [[0.5, 1.0, 1.5, 2.0]]}}
+    op = {"module": "keras.src.ops.numpy", "class_name": "Where", "name": "w", "config": {"name": "w"}}
+    op["inbound_nodes"] = [{"args": ["TENSOR", constant, 0.0], "kwargs": {}}]
+    model = Model(build_model(_with_op(op), seed=0), seed=0)
+    op["class_name"], op["inbound_nodes"] = "Negative", [{"args": ["TENSOR"], "kwargs": {}}]
+    negated = Model(build_model(_with_op(op), seed=0), seed=0)  # the same Dense weights (seed 0)
+    x = np.array([[1.0, 0.0, -2.0, 3.0], [0.0, 2.0, 0.0, -1.0]], np.float32)
+    picked = np.where(x != 0, [0.5, 1.0, 1.5, 2.0], 0.0).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x, verbose=0), negated.predict(-picked, verbose=0), rtol=1e-6)
+
+    entry = {
+        "class_name": "TFOpLambda",
+        "name": "tf.math.multiply",
+        "config": {"name": "tf.math.multiply", "function": "math.multiply"},
+        "inbound_nodes": [["dense", 0, 0, {"y": [[0.5, 1.0]], "name": None}]],
+    }
+    args = keras3_op_entry(entry, "here")["inbound_nodes"][0]["args"]
+    assert args[1] == {"class_name": "__tensor__", "config": {"value": [[0.5, 1.0]]}}

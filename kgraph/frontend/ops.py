@@ -60,48 +60,50 @@ def _as(rule, layer, **config):
     return rule, dataclasses.replace(layer, config={**layer.config, **config})
 
 
-class Binary(Rule):
-    """add, subtract, multiply, divide, maximum, minimum: two operands, each a tensor, a number or
-    a constant tensor (broadcast over the batch, NumPy's way); two tensors of the same rank
-    broadcast along their axes of size 1."""
+class _Elementwise(Rule):
+    """An elementwise op of `arity` operands, each a tensor, a number or a constant tensor (at
+    least one a tensor): tensors of one rank broadcast along their axes of size 1, a constant
+    along the tensors' last axes (NumPy's way; it may not reach the batch axis)."""
 
     inputs = None
-
-    def __init__(self, op: str):
-        self.op = op
+    arity = 2
 
     def _operands(self, layer):
         args = _args(layer)
         kinds = [_is_tensor(a) or _number(a) or _is_constant(a) for a in args]
-        if len(args) != 2 or not all(kinds) or not any(map(_is_tensor, args)):
+        if len(args) != self.arity or not all(kinds) or not any(map(_is_tensor, args)):
             described = ["tensor" if _is_tensor(a) else "number" if _number(a) else type(a).__name__ for a in args]
-            if len(args) == 2:
+            if len(args) == self.arity:
                 described = [d if ok else f"{d} {str(a)[:40]}" for d, a, ok in zip(described, args, kinds)]
             raise ConfigError(
-                f"{where_of(layer)}: takes two operands, each a tensor, a number or a constant tensor, with at "
-                f"least one tensor; got {len(args)}: {', '.join(described)}"
+                f"{where_of(layer)}: takes {self.arity} operands, each a tensor, a number or a constant tensor, "
+                f"with at least one tensor; got {len(args)}: {', '.join(described)}"
             )
         return args
 
     def output_shape(self, layer, shapes):
         args = self._operands(layer)
-        if len(shapes) == 2:
-            a, b = shapes
-            if len(a) != len(b) or any(x != y and 1 not in (x, y) for x, y in zip(a[1:], b[1:])):
-                raise ConfigError(f"{where_of(layer)}: shapes {shape_str(a)} and {shape_str(b)} do not broadcast")
-            return (None, *(y if x == 1 else x for x, y in zip(a[1:], b[1:])))
-        constant = next((a for a in args if _is_constant(a)), None)
-        if constant is None:
-            return shapes[0]
-        fixed, x = _constant_value(layer, constant).shape, shapes[0]
-        # the constant's axes align with the tensor's last ones; it may not reach the batch axis
-        reach = len(fixed) == len(x) and fixed[0] != 1 or len(fixed) > len(x)
-        if reach or any(c != d and 1 not in (c, d) for c, d in zip(reversed(fixed), reversed(x[1:]))):
-            raise ConfigError(f"{where_of(layer)}: shapes {shape_str(x)} and {tuple(fixed)} do not broadcast")
-        tail = [c if d == 1 else d for c, d in zip(reversed(fixed), reversed(x[1:]))]
-        return (None, *x[1 : len(x) - len(tail)], *reversed(tail))
+        if len({len(s) for s in shapes}) > 1:
+            raise ConfigError(f"{where_of(layer)}: tensors of different ranks {', '.join(map(shape_str, shapes))}")
+        out = []
+        for dims in zip(*(s[1:] for s in shapes)):
+            sizes = {d for d in dims if d != 1}
+            if len(sizes) > 1:
+                raise ConfigError(f"{where_of(layer)}: shapes {', '.join(map(shape_str, shapes))} do not broadcast")
+            out.append(sizes.pop() if sizes else 1)
+        x = (None, *out)
+        for constant in (a for a in args if _is_constant(a)):
+            fixed = _constant_value(layer, constant).shape
+            reach = len(fixed) == len(x) and fixed[0] != 1 or len(fixed) > len(x)
+            if reach or any(c != d and 1 not in (c, d) for c, d in zip(reversed(fixed), reversed(x[1:]))):
+                raise ConfigError(f"{where_of(layer)}: shapes {shape_str(x)} and {tuple(fixed)} do not broadcast")
+            tail = [c if d == 1 else d for c, d in zip(reversed(fixed), reversed(x[1:]))]
+            x = (None, *x[1 : len(x) - len(tail)], *reversed(tail))
+        return x
 
-    def emit(self, ctx, layer, xs, shapes):
+    def _emit_operands(self, ctx, layer, xs, shapes) -> list:
+        """The operands' IR nodes: the tensors, a number as a scalar, a constant tensor as a
+        'constant' (without a leading 1, which is the batch's)."""
         g, tensors = ctx.g, iter(xs)
         dtype = g.type(xs[0]).dtype
 
@@ -111,13 +113,22 @@ class Binary(Rule):
             if _number(v):
                 return g.const(float(v), dtype)
             value = _constant_value(layer, v)
-            value = value.reshape(value.shape[1:]) if value.ndim == len(shapes[0]) else value  # (1, ...): the batch's
+            value = value.reshape(value.shape[1:]) if value.ndim == len(shapes[0]) else value
             return g.constant(
                 values=tuple(value.ravel().tolist()), shape=value.shape, dtype=dtype, name=f"{layer.name}_constant"
             )
 
-        a, b = (operand(v) for v in self._operands(layer))
-        return g.add_node(self.op, (a, b), name=layer.name)
+        return [operand(v) for v in self._operands(layer)]
+
+
+class Binary(_Elementwise):
+    """add, subtract, multiply, divide, maximum, minimum."""
+
+    def __init__(self, op: str):
+        self.op = op
+
+    def emit(self, ctx, layer, xs, shapes):
+        return ctx.g.add_node(self.op, tuple(self._emit_operands(ctx, layer, xs, shapes)), name=layer.name)
 
 
 class Unary(Rule):
@@ -203,36 +214,13 @@ class Compare(Binary):
         return ctx.g.sub(ctx.g.const(1.0, ctx.g.type(same).dtype), same, name=layer.name)
 
 
-class Where(Rule):
-    """where(condition, x1, x2): x1 where the condition is not 0, else x2; each a tensor or a
-    number, the tensors of one rank broadcasting along their axes of size 1."""
+class Where(_Elementwise):
+    """where(condition, x1, x2): x1 where the condition is not 0, else x2."""
 
-    inputs = None
-
-    def _operands(self, layer):
-        args = _args(layer)
-        if len(args) != 3 or not all(_is_tensor(a) or _number(a) for a in args) or not any(map(_is_tensor, args)):
-            raise ConfigError(f"{where_of(layer)}: takes a condition and two values, each a tensor or a number")
-        return args
-
-    def output_shape(self, layer, shapes):
-        self._operands(layer)
-        ranks = {len(s) for s in shapes}
-        if len(ranks) > 1:
-            raise ConfigError(f"{where_of(layer)}: tensors of different ranks {[shape_str(s) for s in shapes]}")
-        out = []
-        for dims in zip(*(s[1:] for s in shapes)):
-            sizes = {d for d in dims if d != 1}
-            if len(sizes) > 1:
-                raise ConfigError(f"{where_of(layer)}: shapes {[shape_str(s) for s in shapes]} do not broadcast")
-            out.append(sizes.pop() if sizes else 1)
-        return (None, *out)
+    arity = 3
 
     def emit(self, ctx, layer, xs, shapes):
-        g, tensors = ctx.g, iter(xs)
-        dtype = g.type(xs[0]).dtype
-        operands = [next(tensors) if _is_tensor(v) else g.const(float(v), dtype) for v in self._operands(layer)]
-        return g.where(*operands, name=layer.name)
+        return ctx.g.where(*self._emit_operands(ctx, layer, xs, shapes), name=layer.name)
 
 
 class Cast(Rule):

@@ -85,8 +85,11 @@ def _is_ref(value) -> bool:
 
 
 def _operand(value):
-    """A keyword argument's value as a Keras 3 arg: a tensor reference, or the number as it is."""
-    return _tensor(value) if _is_ref(value) else value
+    """A keyword argument's value as a Keras 3 arg: a tensor reference, a constant tensor (a
+    tf.constant's values, which tf-keras writes as nested lists) or the number as it is."""
+    if _is_ref(value):
+        return _tensor(value)
+    return {"class_name": "__tensor__", "config": {"value": value}} if isinstance(value, list) else value
 
 
 def _op_args(function, node, head, kwargs) -> list:
@@ -139,7 +142,7 @@ def keras3_op_entry(entry: dict, where: str) -> dict:
             raise ConfigError(f"{where}: {name!r}: unreadable inbound node {str(node)[:80]}")
         first = node[0]
         kwargs = dict(first[3]) if len(first) > 3 and isinstance(first[3], dict) else {}
-        head = first[2] if first[0] == "_CONSTANT_VALUE" else _tensor(first)
+        head = _operand(first[2]) if first[0] == "_CONSTANT_VALUE" else _tensor(first)
         calls.append((node, head, kwargs))
     config = {"name": name, "tf_function": function}  # tf_function: how errors name it
     if function in WITH_OPTIONS:
