@@ -489,7 +489,8 @@ def save_model(model, filepath, include_optimizer=True):
                 f.attrs["keras_version"] = TF_KERAS_VERSION if tf_keras else KERAS_VERSION
                 f.attrs["backend"] = "tensorflow"
                 if compile_config:
-                    f.attrs["training_config"] = json.dumps(_legacy_training_config(compile_config, tf_keras))
+                    training = _legacy_training_config(compile_config, tf_keras, model.info.get("metrics"))
+                    f.attrs["training_config"] = json.dumps(training)
                 _write_legacy_layers(f.create_group("model_weights"), model, f.attrs["keras_version"])
                 if include_optimizer and compile_config:
                     g = f.create_group("optimizer_weights")
@@ -560,15 +561,31 @@ def _compile_config(model):
     }
 
 
-def _legacy_training_config(compile_config, tf_keras=False):
+ACCURACIES = ("BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy")
+
+
+def _legacy_training_config(compile_config, tf_keras=False, resolved=None):
     """tf_keras: as tf-keras 2 writes it, whose loader builds its legacy optimizers (which refuse
-    weight_decay) from a config without `is_legacy_optimizer: False`."""
+    weight_decay) from a config without `is_legacy_optimizer: False`, and reads a bare "accuracy"
+    of a saved model otherwise than compile() does: a one-output model's metrics are written as
+    tf-keras writes them, a list for the output, "accuracy" as the accuracy it resolved to
+    (`resolved`: the model's metrics per output, models.py _resolve_metrics)."""
     out = {k: v for k, v in compile_config.items() if k != "optimizer"}
     config = dict(compile_config["optimizer"]["config"])
     if tf_keras:
         config["is_legacy_optimizer"] = False
+        metrics = out.get("metrics")
+        if isinstance(metrics, list) and resolved and len(resolved) == 1 and len(resolved[0]) == len(metrics):
+            out["metrics"] = [[_tf_keras_metric(m, r) for m, r in zip(metrics, resolved[0])]]
     out["optimizer_config"] = {"class_name": compile_config["optimizer"]["class_name"], "config": config}
     return out
+
+
+def _tf_keras_metric(given, resolved):
+    if isinstance(given, str) and resolved["class"] in ACCURACIES:
+        fn = snake_case(resolved["class"])
+        return {"class_name": "MeanMetricWrapper", "config": {"name": given, "dtype": "float32", "fn": fn}}
+    return given
 
 
 def _legacy_optimizer_weights(model, tf_keras=False):

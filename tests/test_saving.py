@@ -253,6 +253,20 @@ def test_a_tf_keras_models_h5_is_saved_as_tf_keras_saves_it(tmp_path):
     model.train_on_batch(x, y)
     for a, b in zip(again.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
+    # "accuracy" as the accuracy it resolved to: tf-keras reads a saved bare "accuracy" otherwise
+    # (a tester's 0.65 in tf-keras for kgraph's 0.30)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.save(tmp_path / "acc.h5")
+    with h5py.File(tmp_path / "acc.h5") as f:
+        assert json.loads(f.attrs["training_config"])["metrics"] == [
+            [
+                {
+                    "class_name": "MeanMetricWrapper",
+                    "config": {"name": "accuracy", "dtype": "float32", "fn": "sparse_categorical_accuracy"},
+                }
+            ]
+        ]
+    assert models.load_model(tmp_path / "acc.h5").metrics_names == ["loss", "accuracy"]
     models.load_model(TF / "k3_nest_adam_trained.h5").save(tmp_path / "k3.h5")
     with h5py.File(tmp_path / "k3.h5") as f:  # a Keras 3 config's .h5 stays Keras 3's
         assert f.attrs["keras_version"].startswith("3.")
