@@ -976,3 +976,25 @@ def test_constant_tensors_in_where_and_as_tf_keras_writes_a_tf_constant():
     }
     args = keras3_op_entry(entry, "here")["inbound_nodes"][0]["args"]
     assert args[1] == {"class_name": "__tensor__", "config": {"value": [[0.5, 1.0]]}}
+
+
+@pytest.mark.parametrize(
+    "class_name, args, reference",
+    [
+        ("LogicalAnd", ["TENSOR", 1.0], lambda x: (x != 0) & True),
+        ("LogicalOr", ["TENSOR", 0.0], lambda x: x != 0),
+        ("LogicalXor", ["TENSOR", 1.0], lambda x: (x != 0) ^ True),
+        ("LogicalNot", ["TENSOR"], lambda x: x == 0),
+    ],
+)
+def test_logical_ops_read_nonzero_as_true(class_name, args, reference):
+    from kgraph.models import Model
+
+    op = {"module": "keras.src.ops.numpy", "class_name": class_name, "name": "op", "config": {"name": "op"}}
+    op["inbound_nodes"] = [{"args": args, "kwargs": {}}]
+    model = Model(build_model(_with_op(op), seed=0), seed=0)
+    op["class_name"], op["inbound_nodes"] = "Negative", [{"args": ["TENSOR"], "kwargs": {}}]
+    negated = Model(build_model(_with_op(op), seed=0), seed=0)  # the same Dense weights (seed 0)
+    x = np.array([[1.0, 0.0, -2.0, 0.0], [0.0, 2.0, 0.5, -1.0]], np.float32)
+    expected = -reference(x).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x, verbose=0), negated.predict(expected, verbose=0), rtol=1e-6)

@@ -214,6 +214,28 @@ class Compare(Binary):
         return ctx.g.sub(ctx.g.const(1.0, ctx.g.type(same).dtype), same, name=layer.name)
 
 
+class Logical(_Elementwise):
+    """logical_and, logical_or, logical_xor of two operands, logical_not of one: 1.0 where true,
+    else 0.0, an operand true where it is not 0 (a comparison's 1.0, a cast's bool); no gradient."""
+
+    def __init__(self, op: str):
+        self.op, self.arity = op, 1 if op == "not" else 2
+
+    def emit(self, ctx, layer, xs, shapes):
+        g = ctx.g
+        operands = self._emit_operands(ctx, layer, xs, shapes)
+        dtype = g.type(operands[0]).dtype
+        zero, one = g.const(0.0, dtype), g.const(1.0, dtype)
+        if self.op == "not":
+            return g.equal(operands[0], zero, name=layer.name)
+        a, b = (g.sub(one, g.equal(v, zero)) for v in operands)
+        if self.op == "and":
+            return g.mul(a, b, name=layer.name)
+        if self.op == "or":
+            return g.maximum(a, b, name=layer.name)
+        return g.abs(g.sub(a, b), name=layer.name)
+
+
 class Where(_Elementwise):
     """where(condition, x1, x2): x1 where the condition is not 0, else x2."""
 
@@ -557,6 +579,7 @@ OP_RULES = {
         ]
     },
     "op:Where": Where(),
+    **{f"op:Logical{k.capitalize()}": Logical(k) for k in ("and", "or", "xor", "not")},
     "op:Cast": Cast(),
     "op:LogSoftmax": LogSoftmax(),
     "op:Power": Power(),

@@ -28,6 +28,9 @@ BINARY = {
     "math.less_equal": "LessEqual",
     "math.equal": "Equal",
     "math.not_equal": "NotEqual",
+    "math.logical_and": "LogicalAnd",
+    "math.logical_or": "LogicalOr",
+    "math.logical_xor": "LogicalXor",
 }
 UNARY = {
     "math.abs": "Absolute",
@@ -49,6 +52,7 @@ UNARY = {
     "nn.softplus": "Softplus",
     "nn.elu": "Elu",
     "nn.selu": "Selu",
+    "math.logical_not": "LogicalNot",
 }
 # function -> (op class, {op config key: (keyword, default)})
 WITH_OPTIONS = {
