@@ -202,6 +202,11 @@ class Power(Rule):
         return g.div(g.const(1.0, dtype), y, name=layer.name) if p < 0 else y
 
 
+def _not_equal(g, a, b, name=None):
+    """1.0 where a != b, else 0.0: the IR's comparisons have equal, not its negation."""
+    return g.sub(g.const(1.0, g.type(a).dtype), g.equal(a, b), name=name)
+
+
 class Compare(Binary):
     """greater, greater_equal, less, less_equal, equal, not_equal: 1.0 where true, else 0.0 (Keras
     gives booleans, which arithmetic, where and cast read as 1 and 0); no gradient."""
@@ -209,9 +214,7 @@ class Compare(Binary):
     def emit(self, ctx, layer, xs, shapes):
         if self.op != "not_equal":
             return super().emit(ctx, layer, xs, shapes)
-        equal = dataclasses.replace(layer, name=f"{layer.name}_equal")
-        same = Binary("equal").emit(ctx, equal, xs, shapes)
-        return ctx.g.sub(ctx.g.const(1.0, ctx.g.type(same).dtype), same, name=layer.name)
+        return _not_equal(ctx.g, *self._emit_operands(ctx, layer, xs, shapes), name=layer.name)
 
 
 class Logical(_Elementwise):
@@ -224,11 +227,10 @@ class Logical(_Elementwise):
     def emit(self, ctx, layer, xs, shapes):
         g = ctx.g
         operands = self._emit_operands(ctx, layer, xs, shapes)
-        dtype = g.type(operands[0]).dtype
-        zero, one = g.const(0.0, dtype), g.const(1.0, dtype)
+        zero = g.const(0.0, g.type(operands[0]).dtype)
         if self.op == "not":
             return g.equal(operands[0], zero, name=layer.name)
-        a, b = (g.sub(one, g.equal(v, zero)) for v in operands)
+        a, b = (_not_equal(g, v, zero) for v in operands)
         if self.op == "and":
             return g.mul(a, b, name=layer.name)
         if self.op == "or":
@@ -265,8 +267,7 @@ class Cast(Rule):
         g, x = ctx.g, xs[0]
         if self._dtype(layer) != "bool":
             return x
-        dtype = g.type(x).dtype
-        return g.sub(g.const(1.0, dtype), g.equal(x, g.const(0.0, dtype)), name=layer.name)
+        return _not_equal(g, x, g.const(0.0, g.type(x).dtype), name=layer.name)
 
 
 class LogSoftmax(Rule):
