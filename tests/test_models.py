@@ -349,10 +349,10 @@ def test_a_calls_saved_training_flag_acts_as_in_the_keras_that_saved_it(keras, c
         np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-6)
 
 
-def test_batch_norm_statistics_over_many_pixels_keep_float32s_digits(monkeypatch):
-    """A column sum over 32,768 rows (a batch norm's mean and variance) adds each part's rows in
-    float64: in float32 the variance of values near 1000 lost 5 digits of 7 (3e-5 relative),
-    enough for a deep network's ReLU6 to switch pixels that TensorFlow's sums do not."""
+def _batch_norm_statistics(monkeypatch, steps, head, seed):
+    """A batch norm (momentum 0: its moving statistics are the batch's) on 16 sequences of
+    `steps` x 8 values near 1000, compiled as for a 2-core machine, after one train step:
+    (its moving mean and variance, those of the values in float64)."""
     import numba
 
     monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)  # the parts a 2-core machine compiles
@@ -361,21 +361,31 @@ def test_batch_norm_statistics_over_many_pixels_keep_float32s_digits(monkeypatch
         "config": {
             "name": "bn_sums",
             "layers": [
-                {"class_name": "InputLayer", "config": {"batch_shape": [None, 2048, 8], "name": "x"}},
+                {"class_name": "InputLayer", "config": {"batch_shape": [None, steps, 8], "name": "x"}},
                 {"class_name": "BatchNormalization", "config": {"name": "bn", "momentum": 0.0}},
-                {"class_name": "GlobalAveragePooling1D", "config": {"name": "gap"}},
+                {"class_name": head, "config": {"name": "head"}},
                 {"class_name": "Dense", "config": {"name": "d", "units": 1}},
             ],
         },
     }
     model = kgraph.models.model_from_json(json.dumps(config))
     model.compile("sgd", "mse")
-    x = (1000 + np.random.default_rng(0).random((16, 2048, 8))).astype(np.float32)
+    x = (1000 + np.random.default_rng(seed).random((16, steps, 8))).astype(np.float32)
     model.train_on_batch(x, np.zeros((16, 1), np.float32))
-    _, _, mean, variance = model.get_layer("bn").get_weights()  # momentum 0: the batch's
+    _, _, mean, variance = model.get_layer("bn").get_weights()
     exact = x.astype(np.float64).reshape(-1, 8)
-    np.testing.assert_allclose(mean, exact.mean(0), rtol=2e-7)
-    np.testing.assert_allclose(variance, exact.var(0), rtol=2e-7)
+    return (mean, variance), (exact.mean(0), exact.var(0))
+
+
+def test_batch_norm_statistics_over_many_pixels_keep_float32s_digits(monkeypatch):
+    """A column sum over 32,768 rows (a batch norm's mean and variance) adds each part's rows in
+    float64: in float32 the variance of values near 1000 lost 5 digits of 7 (3e-5 relative),
+    enough for a deep network's ReLU6 to switch pixels that TensorFlow's sums do not."""
+    (mean, variance), (exact_mean, exact_variance) = _batch_norm_statistics(
+        monkeypatch, 2048, "GlobalAveragePooling1D", 0
+    )
+    np.testing.assert_allclose(mean, exact_mean, rtol=2e-7)
+    np.testing.assert_allclose(variance, exact_variance, rtol=2e-7)
 
 
 def test_column_sums_not_split_keep_float32s_digits(monkeypatch):
@@ -383,25 +393,5 @@ def test_column_sums_not_split_keep_float32s_digits(monkeypatch):
     add their 4,096 rows in a float64 row (the variance in the loop that squares the deviations):
     in float32 the mean of values near 1000 lost enough for the variance to be 3e-5 off, and
     such sums switched a MobileNetV2's ReLU6 pixels after 52 batch norms."""
-    import numba
-
-    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
-    config = {
-        "class_name": "Sequential",
-        "config": {
-            "name": "bn_loop_sums",
-            "layers": [
-                {"class_name": "InputLayer", "config": {"batch_shape": [None, 256, 8], "name": "x"}},
-                {"class_name": "BatchNormalization", "config": {"name": "bn", "momentum": 0.0}},
-                {"class_name": "Flatten", "config": {"name": "f"}},
-                {"class_name": "Dense", "config": {"name": "d", "units": 1}},
-            ],
-        },
-    }
-    model = kgraph.models.model_from_json(json.dumps(config))
-    model.compile("sgd", "mse")
-    x = (1000 + np.random.default_rng(1).random((16, 256, 8))).astype(np.float32)
-    model.train_on_batch(x, np.zeros((16, 1), np.float32))
-    variance = model.get_layer("bn").get_weights()[3]
-    exact = x.astype(np.float64).reshape(-1, 8)
-    np.testing.assert_allclose(variance, exact.var(0), rtol=2e-7)
+    (_, variance), (_, exact_variance) = _batch_norm_statistics(monkeypatch, 256, "Flatten", 1)
+    np.testing.assert_allclose(variance, exact_variance, rtol=2e-7)
