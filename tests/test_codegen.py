@@ -450,27 +450,42 @@ def test_pad_and_crop_copy_their_windows_through_copy_3d(rank):
         np.testing.assert_array_equal(cropped, x, err_msg="\n".join(lines))
 
 
+_ONE_FORM_PER_KERNEL = """
+import sys
+import numpy as np
+from numba.core import types
+from kgraph import models
+from kgraph.runtime.loader import import_file
+
+model = models.model_from_json(open(sys.argv[1]).read())
+model.compile(optimizer="adam", loss="categorical_crossentropy")
+x = np.random.default_rng(0).normal(size=(4,) + tuple(model.input_shape[1:])).astype(np.float32)
+y = np.eye(model.output_shape[-1], dtype=np.float32)[[0, 1, 0, 1]]
+model.train_on_batch(x, y)
+module = import_file(model.executable.steps["train"].module)
+arrays = {k: v for k, v in vars(module).items() if isinstance(v, np.ndarray)}
+assert arrays and not [k for k, v in arrays.items() if v.flags.writeable], arrays
+kernels = [v for v in vars(module).values() if hasattr(v, "signatures") and v.signatures]
+assert kernels
+for kernel in kernels:
+    forms = [tuple(t.copy(readonly=False) if isinstance(t, types.Array) else t for t in s) for s in kernel.signatures]
+    assert len(forms) == len(set(forms)), (kernel, kernel.signatures)
+print("one form each:", len(kernels))
+"""
+
+
 def test_a_steps_constant_arrays_are_read_only_so_its_kernels_compile_once():
     """Numba types a compiled step's global arrays read-only; the step's Python function (the
     suite's steps, background compiles) calls the same kernels, and with writable arrays each
-    kernel given one would compile a second, writable form."""
-    from numba.core import types
+    kernel given one would compile a second, writable form. A fresh process, because the kernel
+    library is shared: another model in this worker may pass a constant in another argument."""
+    import subprocess
+    import sys
 
-    from kgraph import models
-    from kgraph.runtime.loader import import_file
-
-    model = models.model_from_json((CONFIGS / "k3_seq_mlp.json").read_text())
-    model.compile(optimizer="adam", loss="categorical_crossentropy")
-    x = np.random.default_rng(0).normal(size=(4,) + tuple(model.input_shape[1:])).astype(np.float32)
-    y = np.eye(model.output_shape[-1], dtype=np.float32)[[0, 1, 0, 1]]
-    model.train_on_batch(x, y)
-    module = import_file(model.executable.steps["train"].module)
-    arrays = {k: v for k, v in vars(module).items() if isinstance(v, np.ndarray)}
-    assert arrays and not [k for k, v in arrays.items() if v.flags.writeable]
-    kernels = [v for v in vars(module).values() if hasattr(v, "signatures") and v.signatures]
-    assert kernels
-    for kernel in kernels:
-        forms = [
-            tuple(t.copy(readonly=False) if isinstance(t, types.Array) else t for t in s) for s in kernel.signatures
-        ]
-        assert len(forms) == len(set(forms)), (kernel, kernel.signatures)
+    done = subprocess.run(
+        [sys.executable, "-c", _ONE_FORM_PER_KERNEL, str(CONFIGS / "k3_seq_mlp.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "one form each" in done.stdout, done.stdout + done.stderr
