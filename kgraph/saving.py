@@ -332,6 +332,8 @@ def _slot_sequence(model, order=KERAS_SLOT_ORDER):
             f"is not supported yet; save with include_optimizer=False"
         )
     calls = order[model.optimizer.kind]
+    if order is KERAS_SLOT_ORDER:  # use_ema's averages: created first, by the base class's build
+        calls = [["average"], *calls]
     return [(name, p) for call in calls if set(call) <= present for p in params for name in call]
 
 

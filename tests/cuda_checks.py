@@ -209,7 +209,7 @@ def kernels():
     import math
 
     from kgraph.codegen.cuda import update_kernel_lines
-    from kgraph.codegen.lowering import scalars_call
+    from kgraph.codegen.lowering import scalars_calls
     from kgraph.kernels import updates as U
 
     n, lr, step = 300, np.float32(0.01), 3.0
@@ -232,18 +232,24 @@ def kernels():
         ("lion_update", {"beta_1": 0.8, "weight_decay": 0.004}),
         ("ftrl_update", {}),
         ("ftrl_update", {"learning_rate_power": -0.7, "l1_regularization_strength": 0.01, "beta": 0.5}),
+        # Keras's use_ema after the update: step 3 overwrites the weights with a period of 3, not of 2
+        ("adam_update", {"ema_momentum": 0.9, "ema_overwrite_frequency": 3}),
+        ("rmsprop_update", {"centered": True, "momentum": 0.5, "ema_momentum": 0.9, "ema_overwrite_frequency": 3}),
+        ("sgd_update", {"momentum": 0.9, "ema_momentum": 0.5, "ema_overwrite_frequency": 2}),
     ]
     for op, hyper in cases:
         h = {**REGISTRY_UPDATES[op].defaults, **hyper}
-        names = list(REGISTRY_UPDATES[op].slots(h))
+        names = list(REGISTRY_UPDATES[op].slots(h)) + (["average"] if "ema_momentum" in h else [])
         lines = update_kernel_lines(op, h)
         namespace = {"cuda": cuda, "float32": float32, "U": U, "math": math}
         exec("\n".join(lines), namespace)
         kernel = namespace[lines[1].split()[1].split("(")[0]]
-        scalars = [float(v) for v in eval(scalars_call(op, h), {"U": U, "lr": float(lr), "step": step})]
+        scalars = [
+            float(v) for _, call in scalars_calls(op, h) for v in eval(call, {"U": U, "lr": float(lr), "step": step})
+        ]
         for gs in (1.0, 0.75):  # the global-clipnorm scale multiplies every gradient
             w, grad = rand(n), rand(n)
-            slots = {name: np.abs(rand(n)) + np.float32(REGISTRY_UPDATES[op].slots(h)[name]) for name in names}
+            slots = {name: np.abs(rand(n)) + np.float32(REGISTRY_UPDATES[op].slots(h).get(name, 0)) for name in names}
             if "velocity" in slots:
                 slots["velocity"] += 20  # the velocity outweighs the squared average gradient (centered)
             want = [a.copy() for a in [w, *slots.values()]]
@@ -405,7 +411,15 @@ def training():
     onehot = np.eye(3, dtype=np.float32)[y]
     for make, loss in [
         (
-            lambda: optimizers.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.01, global_clipnorm=0.5),
+            lambda: optimizers.SGD(
+                0.1,
+                momentum=0.9,
+                nesterov=True,
+                weight_decay=0.01,
+                global_clipnorm=0.5,
+                use_ema=True,
+                ema_overwrite_frequency=2,
+            ),
             "categorical_crossentropy",
         ),
         (lambda: optimizers.RMSprop(0.01, centered=True, momentum=0.5), "mean_squared_error"),

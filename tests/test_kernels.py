@@ -12,7 +12,7 @@ from numba import njit
 import ir
 from ir.ops.elementwise import ACTIVATIONS
 from ir.ops.optim import UPDATES as IR_UPDATES
-from kgraph.codegen.lowering import element_call, scalars_call, update_statement
+from kgraph.codegen.lowering import element_call, scalars_calls, update_statements
 from kgraph.kernels import maths as E, updates as U
 
 X = np.concatenate([np.linspace(-4.5, 4.5, 37), [-7.0, 6.5, 8.0]])
@@ -107,33 +107,41 @@ def test_row_maths_matches_the_ir_reference():
 @pytest.mark.parametrize("op", sorted(IR_UPDATES))
 def test_every_update_record_matches_the_ir_reference_in_python(op):
     """The element function and its per-step scalars, as the generated loops call them but in
-    plain Python, against the IR op (its own formula) for the configurations each slot appears in."""
+    plain Python, against the IR op (its own formula) for the configurations each slot appears in,
+    and with Keras's use_ema after it (step 3: overwriting every 3 steps, not every 2)."""
     rs = np.random.RandomState(1)
     flags = {"amsgrad": True, "centered": True, "momentum": 0.5, "nesterov": True}
-    for extra in ({}, {k: v for k, v in flags.items() if k in IR_UPDATES[op].defaults}, {"weight_decay": 0.01}):
+    flags = {k: v for k, v in flags.items() if k in IR_UPDATES[op].defaults}
+    ema = [
+        {**flags, "ema_momentum": 0.7, "ema_overwrite_frequency": 3},
+        {"ema_momentum": 0.7, "ema_overwrite_frequency": 2},
+    ]
+    for extra in ({}, flags, {"weight_decay": 0.01}, *ema):
         h = {**IR_UPDATES[op].defaults, **extra}
         slots = {
             k: np.abs(rs.randn(6)) + v + (5.0 if k == "velocity" else 0.0) for k, v in IR_UPDATES[op].slots(h).items()
         }
+        if "ema_momentum" in h:
+            slots["average"] = rs.randn(6)
         w, g, lr, step, gscale = rs.randn(6), rs.randn(6), 0.01, 3.0, 0.75
         want = [w.copy(), *[a.copy() for a in slots.values()]]
         ref(op, want[0], g, *want[1:], np.float64(lr), np.float64(step), np.float64(gscale), **extra)
         record = U.UPDATES[op]
         env = {"U": U, "lr": lr, "step": step}
-        names = record.scalar_params
-        values = dict(zip(names, eval(scalars_call(op, h), env)))
-        arrays = {"w": w.copy(), "g": g, **dict(zip(record.slot_params, [None] * len(record.slots)))}
+        values = {k: v for names, call in scalars_calls(op, h) for k, v in zip(names, eval(call, env))}
+        arrays = {"w": w.copy(), "g": g, "ema_average": slots.get("average", np.zeros(6)).copy()}
         present = dict(zip(IR_UPDATES[op].slots(h), slots.values()))
         for slot, param in zip(record.slots, record.slot_params):
             arrays[param] = present[slot].copy() if slot in present else None
-        statement = update_statement(op, h)
+        statements = "\n".join(update_statements(op, h))
         for i in range(6):
             exec(
-                statement,
+                statements,
                 {"U": U},
                 {**arrays, **values, "i": i, "zero": 0.0, "gscale": gscale, "decay": h.get("weight_decay", 0.0) * lr},
             )
         got = [arrays["w"]] + [arrays[p] for s, p in zip(record.slots, record.slot_params) if s in present]
+        got += [arrays["ema_average"]] if "average" in slots else []
         for a, b in zip(got, want):
             np.testing.assert_allclose(a, b, rtol=1e-12, err_msg=f"{op} {extra}")
 

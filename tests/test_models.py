@@ -237,6 +237,39 @@ def test_an_output_without_a_loss_leaves_its_weights_as_they_are():
         m.compile(optimizer="sgd", loss={"zeta": "mse", "alpha": "mae"}, loss_weights={"zeta": 2.0})
 
 
+def test_use_ema_fit_ends_on_the_moving_averages_and_an_unread_output_keeps_its_weights():
+    """Keras's use_ema without an overwrite frequency: the weights train as without it, the
+    averages follow them (the first step's is the weights), and fit ends by giving the weights
+    their averages; a weight no loss reads stays as it is, its average too."""
+    x = np.random.RandomState(0).rand(8, 4).astype(np.float32)
+    y = {"zeta": np.ones((8, 3))}
+    models = []
+    for use_ema in (False, True):
+        m = kgraph.models.model_from_config(_dict_outputs_config(), seed=0)
+        with pytest.warns(UserWarning, match="Gradients do not exist"):
+            m.compile(optimizer=kgraph.optimizers.AdamW(0.05, use_ema=use_ema, ema_momentum=0.5), loss={"zeta": "mse"})
+        models.append(m)
+    plain, averaged = models
+    before = plain.get_weights()
+    n = len(before)
+    trajectory = []
+    for _ in range(3):
+        plain.train_on_batch(x, y)
+        trajectory.append(plain.get_weights())
+    averaged.train_on_batch(x, y)
+    variables = kgraph.saving.optimizer_variables(averaged)
+    assert len(variables) == 2 + 3 * n  # iteration, lr, then Keras's order: the averages first, m, v
+    for got, want in zip(variables[2 : 2 + n], trajectory[0]):
+        np.testing.assert_array_equal(got, want)  # the first step's average is the weights
+    averaged.fit(x, y, epochs=2, verbose=0)  # one step an epoch
+    want = [0.25 * a + 0.25 * b + 0.5 * c for a, b, c in zip(*trajectory)]
+    for got, w in zip(averaged.get_weights(), want):
+        np.testing.assert_allclose(got, w, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(averaged.get_weights()[0], trajectory[-1][0], rtol=1e-4)  # not the last weights
+    for k in (2, 3):  # dense_b: no gradient, no change
+        np.testing.assert_array_equal(averaged.get_weights()[k], before[k])
+
+
 def test_a_tf_keras_2_dict_of_outputs_logs_by_layer_name():
     """tf-keras 2.21 predicts a dict by key too, but names the per-output losses by the output
     layers ("dense_b_loss"), as every Keras 2 log; compile's dicts may use keys or names."""

@@ -135,16 +135,32 @@ def test_options_and_their_errors():
         optimizers.Adam(clipnorm=1.0, global_clipnorm=1.0)
     with pytest.raises(ValueError, match="weight_decay=None"):
         optimizers.AdamW(weight_decay=None)
-    with pytest.raises(ValueError, match="use_ema=True is not supported"):
-        optimizers.get({"class_name": "Adam", "config": {"use_ema": True}})
+    with pytest.raises(ValueError, match="gradient_accumulation_steps=4 is not supported"):
+        optimizers.get({"class_name": "Adam", "config": {"gradient_accumulation_steps": 4}})
     # the constructors as the configs: an option that would change training is refused, not dropped,
     # and a misspelt argument raises as in Keras 3 (it trained as the default rate)
-    for options in ({"use_ema": True}, {"gradient_accumulation_steps": 4}):
+    for options in ({"loss_scale_factor": 128.0}, {"gradient_accumulation_steps": 4}):
         with pytest.raises(ValueError, match=f"{next(iter(options))}=.* is not supported"):
             optimizers.Adam(0.01, **options)
     with pytest.raises(ValueError, match=r"Argument\(s\) not recognized: \{'lerning_rate': 5.0\}"):
         optimizers.RMSprop(lerning_rate=5.0)
     assert optimizers.SGD(0.1, use_ema=False, ema_momentum=0.99, jit_compile=True).spec() == optimizers.SGD(0.1).spec()
+
+
+def test_use_ema_options_reach_the_update_and_the_config_as_in_keras():
+    opt = optimizers.get({"class_name": "Adam", "config": {"use_ema": True, "ema_overwrite_frequency": 5}})
+    assert opt.use_ema and opt.spec()[1]["ema_momentum"] == 0.99 and opt.spec()[1]["ema_overwrite_frequency"] == 5
+    assert optimizers.SGD(use_ema=True, ema_momentum=0.5).spec()[1]["ema_overwrite_frequency"] == 0
+    config = optimizers.Lion(use_ema=True, ema_momentum=0.9).get_config()
+    assert (config["use_ema"], config["ema_momentum"], config["ema_overwrite_frequency"]) == (True, 0.9, None)
+    assert optimizers.get({"class_name": "Lion", "config": config}).spec() == optimizers.Lion(**config).spec()
+    assert optimizers.SGD().get_config()["use_ema"] is False
+    # Keras's checks and words
+    with pytest.raises(ValueError, match=r"`ema_momentum` must be in the range \[0, 1\]. Received: ema_momentum=1.5"):
+        optimizers.Adam(use_ema=True, ema_momentum=1.5)
+    with pytest.raises(ValueError, match="`ema_overwrite_frequency` must be an integer >= 1 or None"):
+        optimizers.Adam(use_ema=True, ema_overwrite_frequency=2.5)
+    optimizers.Adam(use_ema=False, ema_momentum=1.5)  # unchecked while off, as in Keras
 
 
 def test_learning_rate_answers_keras_3_variable_idioms():

@@ -1195,6 +1195,13 @@ def build_compare_ops():
 
 FIDELITY_CASES["compare_ops_sgd"] = (build_compare_ops, [IN_DIM], sparse_targets, SPARSE, sgd_momentum)
 
+# Keras's use_ema: the weights take their moving average every 3rd step (every step for SGD);
+# between, they train as without it
+FIDELITY_CASES["opt_adam_ema"] = on_mlp(lambda: O.Adam(0.01, use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=3))
+FIDELITY_CASES["opt_sgd_ema"] = on_mlp(
+    lambda: O.SGD(0.1, momentum=0.5, use_ema=True, ema_momentum=0.6, ema_overwrite_frequency=1)
+)
+
 
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):

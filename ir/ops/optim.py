@@ -4,7 +4,9 @@ Operands: (w, g, *slots, lr, step, gscale); hyper-parameters are attrs. The thre
 scalars are the same for every parameter, so one fused loop can update them all: `lr` is this
 step's learning rate, `step` the 1-based iteration and `gscale` a factor on every gradient
 (global-norm clipping needs one scalar over all gradients; it is 1 otherwise). Every update also
-takes Keras's generic `weight_decay`, applied first as Keras does: w -= w * weight_decay * lr."""
+takes Keras's generic `weight_decay`, applied first as Keras does: w -= w * weight_decay * lr,
+and its `use_ema` after the update (attrs ema_momentum, ema_overwrite_frequency; the average is
+the last slot)."""
 
 from __future__ import annotations
 
@@ -42,12 +44,16 @@ def _update(name, defaults, slots):
     (weight decay, gradient scale, defaults) is done here once for all rules."""
 
     def wrap(rule):
-        def forward(w, g, *operands, weight_decay=0.0, **hyper):
+        def forward(w, g, *operands, weight_decay=0.0, ema_momentum=None, ema_overwrite_frequency=0, **hyper):
             *slot_arrays, lr, step, gscale = operands
             f = w.dtype.type
             if weight_decay:
                 w -= w * f(weight_decay) * f(lr)
+            if ema_momentum is not None:  # use_ema: the average is the last slot
+                *slot_arrays, average = slot_arrays
             rule(w, g * f(gscale), *slot_arrays, lr=float(lr), t=float(step), **{**defaults, **hyper})
+            if ema_momentum is not None:
+                moving_average(w, average, float(step), ema_momentum, ema_overwrite_frequency)
             return w
 
         register(
@@ -65,6 +71,17 @@ def _update(name, defaults, slots):
         return rule
 
     return wrap
+
+
+def moving_average(w, average, step, momentum, overwrite_frequency):
+    """Keras's use_ema, after the update: average = momentum*average + (1-momentum)*w, with
+    momentum 0 on the first step (the average starts as the updated weights); every
+    `overwrite_frequency` steps the weights take the average."""
+    f = w.dtype.type
+    momentum = momentum if step != 1 else 0.0
+    average[...] = f(momentum) * average + (f(1) - f(momentum)) * w  # 1 - momentum in float32, as Keras
+    if overwrite_frequency and step % overwrite_frequency == 0:
+        w[...] = average
 
 
 def _zeros(*names):

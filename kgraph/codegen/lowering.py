@@ -83,42 +83,65 @@ def hyper_parameters(op: str, hyper) -> dict:
     return {**IR_UPDATES[op].defaults, **dict(hyper)}
 
 
+# the per-step scalars of Keras's use_ema, after an update (kgraph.kernels.updates.moving_average)
+EMA_SCALARS = ["ema_momentum", "ema_complement", "ema_overwrite"]
+
+
+def uses_ema(hyper: dict) -> bool:
+    """Whether the update keeps Keras's moving average of the weights (its last slot)."""
+    return hyper.get("ema_momentum") is not None
+
+
 def update_parameters(op: str, hyper: dict) -> list:
     """The generated kernel's array parameters: w, g and the slots this configuration has, named as
     the element function names them, in the update node's operand order."""
     record = update_record(op)
     present = set(IR_UPDATES[op].slots(hyper))
-    return ["w", "g"] + [p for slot, p in zip(record.slots, record.slot_params) if slot in present]
+    slots = [p for slot, p in zip(record.slots, record.slot_params) if slot in present]
+    return ["w", "g"] + slots + (["ema_average"] if uses_ema(hyper) else [])
 
 
-def update_statement(op: str, hyper: dict) -> str:
-    """The line updating element i: Keras's weight decay and the gradient scale around the
-    element function; a slot this configuration lacks is passed as 0 and its result dropped."""
+def update_scalars(op: str, hyper: dict) -> list:
+    """The generated kernel's per-step scalar parameters other than Keras's generic ones."""
+    return update_record(op).scalar_params + (EMA_SCALARS if uses_ema(hyper) else [])
+
+
+def update_statements(op: str, hyper: dict) -> list:
+    """The lines updating element i: Keras's weight decay and the gradient scale around the
+    element function (a slot this configuration lacks is passed as 0 and its result dropped),
+    then the moving average when the optimizer keeps one."""
     record = update_record(op)
     present = set(IR_UPDATES[op].slots(hyper))
     results, args = ["w[i]"], ["w[i] - w[i] * decay", "g[i] * gscale"]
     for slot, param in zip(record.slots, record.slot_params):
         results.append(f"{param}[i]" if slot in present else "_")
         args.append(f"{param}[i]" if slot in present else "zero")
-    return f"{', '.join(results)} = U.{record.name}({', '.join(args + record.scalar_params)})"
+    lines = [f"{', '.join(results)} = U.{record.name}({', '.join(args + record.scalar_params)})"]
+    if uses_ema(hyper):
+        lines.append(f"w[i], ema_average[i] = U.moving_average(w[i], ema_average[i], {', '.join(EMA_SCALARS)})")
+    return lines
 
 
-def update_casts(scalars: list, statement: str, cast: str) -> list:
+def update_casts(scalars: list, statements: list, cast: str) -> list:
     """A generated update kernel's first lines: its scalars cast to the weights' type by `cast`
     (`f`, `float32`), and the 0 a slot this configuration lacks reads."""
     lines = [f"    {', '.join(scalars)} = {', '.join(f'{cast}({s})' for s in scalars)}"]
-    if "zero" in statement:
+    if any("zero" in line for line in statements):
         lines.append(f"    zero = {cast}(0)   # a slot this configuration has not")
     return lines
 
 
-def scalars_call(op: str, hyper: dict) -> str:
-    """The call computing the element function's per-step scalars from lr, step and the
-    hyper-parameters (keyword arguments)."""
+def scalars_calls(op: str, hyper: dict) -> list:
+    """[(names, call)]: the calls computing the kernel's per-step scalars (update_scalars) from lr,
+    step and the hyper-parameters (keyword arguments)."""
     record = update_record(op)
     names = list(inspect.signature(record.scalars).parameters)[2:]
     keywords = ", ".join(f"{k}={hyper[k]!r}" for k in names)
-    return f"U.{record.scalars.__name__}(lr, step, {keywords})"
+    calls = [(record.scalar_params, f"U.{record.scalars.__name__}(lr, step, {keywords})")]
+    if uses_ema(hyper):
+        ema = f"{hyper['ema_momentum']!r}, {int(hyper.get('ema_overwrite_frequency') or 0)}"
+        calls.append((EMA_SCALARS, f"U.moving_average_scalars(step, {ema})"))
+    return calls
 
 
 def decay_expression(hyper: dict) -> str:

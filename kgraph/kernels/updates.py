@@ -254,3 +254,23 @@ def ftrl(w, g, accumulator, linear, lr, power, l1, two_l2, two_l2_shrinkage):
     linear = linear + (g + two_l2_shrinkage * w - (new_accumulator**power - accumulator**power) / lr * w)
     quadratic = new_accumulator**power / lr + two_l2
     return (clip(linear, -l1, l1) - linear) / quadratic, new_accumulator, linear
+
+
+# ---------------------------------------------------------------- Keras's use_ema, after any update
+
+
+@jitable
+def moving_average_scalars(step, momentum, overwrite_frequency):
+    """This step's momentum of the weights' moving average and 1 - momentum (momentum is 0 on the
+    first step, so the average starts as the updated weights), and whether the weights then take
+    the average (1.0 every `overwrite_frequency` steps; 0 never)."""
+    momentum = momentum if step != 1 else 0.0
+    overwrite = overwrite_frequency > 0 and step % overwrite_frequency == 0
+    return momentum, 1.0 - momentum, (1.0 if overwrite else 0.0)
+
+
+@jitable
+def moving_average(w, average, momentum, one_minus_momentum, overwrite):
+    """average = momentum*average + (1-momentum)*w of the updated weight; returns (w, average)."""
+    average = momentum * average + one_minus_momentum * w
+    return (average if overwrite else w), average

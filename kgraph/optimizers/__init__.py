@@ -47,12 +47,13 @@ class Optimizer:
         """hyper: the subclass's own hyper-parameters; options: the other arguments every Keras 3
         optimizer takes, refused where set to what this runtime does not run (an argument Keras
         does not know raises, as in Keras: a misspelt one would otherwise train as the default)."""
-        unknown = {k: v for k, v in options.items() if k not in _IGNORED_KEYS and k not in _DEFAULT_ONLY}
+        unknown = {k: v for k, v in options.items() if k not in _IGNORED_KEYS | _EMA_KEYS | _DEFAULT_ONLY.keys()}
         if unknown:
             raise ValueError(f"Argument(s) not recognized: {unknown}")
         for key, default in _DEFAULT_ONLY.items():
             if options.get(key, default) not in (default, None):
                 raise ValueError(f"optimizer option {key}={options[key]!r} is not supported yet")
+        self.ema = _ema_options(options)
         clipping = {"clipnorm": clipnorm, "clipvalue": clipvalue, "global_clipnorm": global_clipnorm}
         if sum(v is not None for v in clipping.values()) > 1:
             raise ValueError(
@@ -100,7 +101,19 @@ class Optimizer:
 
     def spec(self) -> tuple:
         """(kind, hyper-parameters with the options that are set) for the optimizer pass."""
-        return self.kind, {**self.hyper, **{k: float(v) for k, v in self.options.items() if v}}
+        ema = {}
+        if self.ema["use_ema"]:
+            ema = {"ema_momentum": self.ema["ema_momentum"], "ema_overwrite_frequency": self.ema_overwrite_frequency}
+        return self.kind, {**self.hyper, **{k: float(v) for k, v in self.options.items() if v}, **ema}
+
+    @property
+    def use_ema(self) -> bool:
+        return self.ema["use_ema"]
+
+    @property
+    def ema_overwrite_frequency(self) -> int:
+        """Steps between the weights taking their moving average (0: only at the end of fit)."""
+        return int(self.ema["ema_overwrite_frequency"] or 0)
 
     def get_config(self) -> dict:
         lr = self._learning_rate
@@ -108,6 +121,7 @@ class Optimizer:
             "name": self.name,
             "learning_rate": schedules.serialize(lr) if isinstance(lr, LearningRateSchedule) else lr,
             **self.options,
+            **self.ema,
             **self.hyper,
         }
 
@@ -234,10 +248,27 @@ class Ftrl(Optimizer):
 
 
 ALL = {c.__name__.lower(): c for c in (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, Nadam, Lion, Ftrl)}
-# Keras arguments with no effect on the update here (the EMA's only while use_ema is off)
-_IGNORED_KEYS = {"ema_momentum", "ema_overwrite_frequency", "is_legacy_optimizer", "jit_compile"}
+# Keras arguments with no effect on the update here
+_IGNORED_KEYS = {"is_legacy_optimizer", "jit_compile"}
+_EMA_KEYS = {"use_ema", "ema_momentum", "ema_overwrite_frequency"}
 # Keras config keys this runtime runs only at their default value
-_DEFAULT_ONLY = {"use_ema": False, "loss_scale_factor": None, "gradient_accumulation_steps": None, "decay": 0.0}
+_DEFAULT_ONLY = {"loss_scale_factor": None, "gradient_accumulation_steps": None, "decay": 0.0}
+
+
+def _ema_options(options) -> dict:
+    """Keras's use_ema, ema_momentum and ema_overwrite_frequency, checked as Keras checks them."""
+    use_ema = bool(options.get("use_ema", False))
+    momentum = options.get("ema_momentum", 0.99)
+    frequency = options.get("ema_overwrite_frequency")
+    if use_ema:
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
+            raise ValueError(f"`ema_momentum` must be in the range [0, 1]. Received: ema_momentum={momentum}")
+        if frequency and (isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1):
+            raise ValueError(
+                "`ema_overwrite_frequency` must be an integer >= 1 or None. "
+                f"Received: ema_overwrite_frequency={frequency}"
+            )
+    return {"use_ema": use_ema, "ema_momentum": momentum, "ema_overwrite_frequency": frequency}
 
 
 def _class(name) -> type:

@@ -29,7 +29,8 @@ def add_optimizer(graph, grads: dict[str, str], kind: str, hyper: dict, params=N
     order (by default grads' keys); one without a gradient gets its slots, as Keras builds them
     for every trainable variable, and no update, as Keras's apply skips a variable whose gradient
     is None. Adds the scalar sources 'lr' and 'step' (the 1-based iteration) and one update node
-    per parameter with a gradient."""
+    per parameter with a gradient. With Keras's use_ema (attrs ema_momentum and
+    ema_overwrite_frequency) every parameter also gets an "average" slot, its last."""
     op = OPTIMIZERS[kind]
     attrs = dict(hyper)
     clipping = {k: attrs.pop(k) for k in CLIPPING if attrs.get(k)}
@@ -40,12 +41,17 @@ def add_optimizer(graph, grads: dict[str, str], kind: str, hyper: dict, params=N
         return graph
     grads, gscale = _clip(graph, grads, **clipping)
     slot_init = UPDATES[op].slots(attrs)
+    if "ema_momentum" in attrs:  # Keras's use_ema: each weight's moving average, the update's last slot
+        slot_init["average"] = 0.0
     slots = {p: [] for p in (params or grads)}
     for name, init in slot_init.items():
         for p in slots:
             slots[p].append(graph.source("state", f"{p}_{name}", graph.type(p), slot=name, param=p, init=init))
     for p, gr in grads.items():
         graph.add_node(op, [p, gr, *slots[p], lr, step, gscale], dict(attrs), name=f"update_{p}")
+    if "ema_momentum" in attrs:  # Keras averages every trainable weight: one not updated is its own average
+        for p in slots.keys() - grads.keys():
+            graph.add_node("moving_average", [slots[p][-1], p], {"momentum": 0.0}, name=f"average_{p}")
     return graph
 
 

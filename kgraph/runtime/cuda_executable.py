@@ -53,6 +53,7 @@ class CudaExecutable:
     get_weights = Executable.get_weights
     set_weights = Executable.set_weights
     param_view = Executable.param_view
+    take_slot = Executable.take_slot
     draw_masks = Executable.draw_masks
     _ones = Executable._ones
     _initial_state = Executable._initial_state

@@ -98,6 +98,15 @@ class Executable:
     def get_weights(self) -> list:
         return [self.param_view(p).copy() for p in self.param_layout]
 
+    def take_slot(self, name: str) -> None:
+        """Every parameter takes the value of its optimizer slot `name`: Keras's use_ema replaces
+        the weights by their moving averages ("average") at the end of fit."""
+        m = self.state_manifest
+        layout = {p["node"]: p for p in self.param_layout}
+        for slot in m.state if m else ():
+            if slot.slot == name:
+                self.param_view(layout[slot.param])[...] = m.state_view(self.state, slot)
+
     def set_weights(self, weights) -> None:
         if len(weights) != len(self.param_layout):
             raise ValueError(f"expected {len(self.param_layout)} weight arrays, got {len(weights)}")
