@@ -998,3 +998,97 @@ def test_logical_ops_read_nonzero_as_true(class_name, args, reference):
     x = np.array([[1.0, 0.0, -2.0, 0.0], [0.0, 2.0, 0.5, -1.0]], np.float32)
     expected = -reference(x).astype(np.float32)
     np.testing.assert_allclose(model.predict(x, verbose=0), negated.predict(expected, verbose=0), rtol=1e-6)
+
+
+def _more_ops_with(name, config=None, slice_=None, kwargs=None):
+    """k3_more_ops.json with layer `name`'s config updated, its second slice entry replaced or
+    keyword arguments added to its call."""
+    model = json.loads((FIXTURES / "k3_more_ops.json").read_text())
+    (layer,) = [entry for entry in model["config"]["layers"] if entry["name"] == name]
+    layer["config"].update(config or {})
+    if slice_ is not None:
+        layer["inbound_nodes"][0]["args"][1][1] = {"class_name": "__slice__", "config": slice_}
+    layer["inbound_nodes"][0]["kwargs"].update(kwargs or {})
+    return model
+
+
+@pytest.mark.parametrize(
+    "name, change, message",
+    [
+        ("pad", {"config": {"mode": "reflect"}}, r"keras.ops.Pad 'pad': mode 'reflect' is not supported \(constant\)"),
+        ("pad", {"kwargs": {"constant_values": 1.0}}, r"'pad': keyword arguments \['constant_values'\] are not"),
+        ("pad", {"config": {"pad_width": [[1, 0], [0, 0], [0, 0]]}}, "'pad': padding the batch axis is not supported"),
+        (
+            "tile",
+            {"config": {"repeats": [2, 1, 1]}},
+            r"repeats \[2, 1, 1\] would tile the batch axis of \(None, 6, 4\)",
+        ),
+        ("norm", {"config": {"ord": 3}}, "ord=3 over 1 axes is not supported"),
+        ("leaky_relu", {"config": {"alpha": 0.3}}, r"options \['alpha'\] are not supported"),
+        ("flip", {"config": {"axis": None}}, "flipping every axis, the batch's too, is not supported"),
+        ("get_item_8", {"slice_": {"start": None, "stop": None, "step": -1}}, "slice ::-1 of axis 1: only a positive"),
+        ("get_item_8", {"slice_": {"start": 1, "stop": 1, "step": 2}}, "an empty slice 1:1:2 of axis 1"),
+    ],
+)
+def test_more_ops_refuse_what_they_do_not_compute_by_name(name, change, message):
+    with pytest.raises(ConfigError, match=message):
+        build_model(_more_ops_with(name, **change))
+
+
+def _op_alone(class_name, config, args=()):
+    """A Keras 3 functional config: Input (6, 4) -> the op (its further positional args) -> output."""
+    tensor = {"class_name": "__keras_tensor__", "config": {"shape": [None, 6, 4], "keras_history": ["x", 0, 0]}}
+    op = {"module": "keras.src.ops.numpy", "class_name": class_name, "name": "op", "config": {"name": "op", **config}}
+    op["inbound_nodes"] = [{"args": [tensor, *args], "kwargs": {}}]
+    source = {"class_name": "InputLayer", "name": "x", "config": {"batch_shape": [None, 6, 4], "name": "x"}}
+    layers = [{"module": "keras.layers", **source, "inbound_nodes": []}, op]
+    return {
+        "module": "keras.src.models.functional",
+        "class_name": "Functional",
+        "config": {"name": "m", "layers": layers, "input_layers": [["x", 0, 0]], "output_layers": [["op", 0, 0]]},
+    }
+
+
+def _every(start, stop, step):
+    return {"class_name": "__slice__", "config": {"start": start, "stop": stop, "step": step}}
+
+
+@pytest.mark.parametrize(
+    "class_name, config, args, numpy",
+    [
+        ("GetItem", {}, [[_every(None, None, None), _every(2, None, 3)]], lambda x: x[:, 2::3]),
+        ("GetItem", {}, [[_every(None, None, None), _every(-5, 5, 2), 3]], lambda x: x[:, -5:5:2, 3]),
+        ("GetItem", {}, [[{"class_name": "__ellipsis__"}, _every(1, None, 2)]], lambda x: x[..., 1::2]),
+        (
+            "Pad",
+            {"pad_width": [[0, 0], [2, 1], [0, 3]], "mode": "constant"},
+            [],
+            lambda x: np.pad(x, ((0, 0), (2, 1), (0, 3))),
+        ),
+        ("Tile", {"repeats": [3]}, [], lambda x: np.tile(x, 3)),
+        ("Flip", {"axis": [-1, 1]}, [], lambda x: x[:, ::-1, ::-1]),
+        ("Repeat", {"repeats": 2, "axis": 2}, [], lambda x: np.repeat(x, 2, axis=2)),
+        ("Take", {"axis": 2}, [[3, -4, 3]], lambda x: x[:, :, [3, 0, 3]]),
+        ("Moveaxis", {"source": [1, 2], "destination": [2, 1]}, [], lambda x: np.moveaxis(x, [1, 2], [2, 1])),
+        ("Var", {"axis": [1, 2], "keepdims": True}, [], lambda x: x.var(axis=(1, 2), keepdims=True)),
+        ("Logsumexp", {"axis": 2}, [], lambda x: np.log(np.exp(x).sum(axis=2))),
+        ("Norm", {"ord": 1, "axis": 1}, [], lambda x: np.abs(x).sum(axis=1)),
+        ("Normalize", {"axis": 2, "order": 2}, [], lambda x: x / np.sqrt((x * x).sum(axis=2, keepdims=True))),
+    ],
+)
+def test_more_ops_compute_what_numpy_does(class_name, config, args, numpy):
+    from kgraph.models import model_from_json
+
+    model = model_from_json(json.dumps(_op_alone(class_name, config, args)))
+    x = np.random.RandomState(0).normal(size=(3, 6, 4)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x, verbose=0), numpy(x), rtol=1e-5, atol=1e-6)
+
+
+def test_an_op_activation_accepts_its_fixed_option_at_that_value_only():
+    for alpha, ok in ((1.0, True), (2.0, False)):
+        config = _op_alone("Celu", {"alpha": alpha})
+        if ok:
+            build_model(config)
+            continue
+        with pytest.raises(ConfigError, match=r"keras.ops.Celu 'op': alpha=2.0 is not supported \(only alpha=1.0\)"):
+            build_model(config)

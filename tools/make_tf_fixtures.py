@@ -1203,6 +1203,39 @@ FIDELITY_CASES["opt_sgd_ema"] = on_mlp(
 )
 
 
+def build_more_ops():
+    """keras.ops reductions and moves between layers, trained: var, std, logsumexp, norm,
+    normalize, rsqrt, glu, split, take, swapaxes, moveaxis, repeat, tile, flip, pad, a strided
+    slice and the activation ops."""
+    K, L = keras.ops, keras.layers
+    x = keras.Input(shape=(IN_DIM,))
+    h = K.reshape(L.Dense(12)(x), (-1, 3, 4))
+    flat = lambda t: K.reshape(t, (-1, int(np.prod(t.shape[1:]))))  # noqa: E731
+    parts = [
+        K.var(h, axis=1),
+        K.std(h, axis=-1, keepdims=True),
+        K.logsumexp(h, axis=(1, 2)),
+        K.norm(h, axis=-1),
+        K.normalize(h, axis=1),
+        K.rsqrt(K.abs(h) + 1.0),
+        K.glu(h, axis=-1),
+        K.split(h, [1, 3], axis=-1)[1],
+        K.take(h, [2, 0], axis=1),
+        K.swapaxes(h, 1, 2)[:, 0],
+        K.moveaxis(h, 1, 2)[:, 1],
+        K.repeat(h, 2, axis=1)[:, 1:3],
+        K.tile(h, (1, 1, 2))[:, 0],
+        K.flip(h, axis=1),
+        K.pad(h, ((0, 0), (1, 0), (0, 1))),
+        h[:, ::2, 1::2],
+        K.leaky_relu(h, negative_slope=0.1) + K.hard_sigmoid(h) + K.log_sigmoid(h),
+    ]
+    return keras.Model(x, L.Dense(CLASSES, activation="softmax")(K.concatenate([flat(t) for t in parts], axis=-1)))
+
+
+FIDELITY_CASES["more_ops_sgd"] = (build_more_ops, [IN_DIM], sparse_targets, SPARSE, sgd_momentum)
+
+
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):
         return loss
@@ -1728,6 +1761,51 @@ def zoo_tensor_compare(K):
     return K.Model(x, K.layers.Dense(3)(ops.concat([a, b, c, d])))
 
 
+def zoo_more_ops(K):
+    """Reductions, moves and elementwise ops (tf-keras: tf.math.rsqrt, reduce_variance,
+    reduce_logsumexp, tf.norm, tf.tile, tf.reverse, tf.pad, a strided slice; Keras 3 the ops)."""
+    if K is keras:
+        o = keras.ops
+        ops = SimpleNamespace(
+            rsqrt=o.rsqrt,
+            reciprocal=o.reciprocal,
+            sign=o.sign,
+            log1p=o.log1p,
+            leaky=lambda t: o.leaky_relu(t, negative_slope=0.1),
+            var=lambda t: o.var(t, axis=1),
+            std=lambda t: o.std(t, axis=2),
+            logsumexp=lambda t: o.logsumexp(t, axis=1),
+            norm=lambda t: o.norm(t, axis=-1),
+            tile=lambda t: o.tile(t, (1, 1, 2)),
+            flip=lambda t: o.flip(t, axis=1),
+            pad=lambda t: o.pad(t, ((0, 0), (1, 0), (0, 2))),
+            concat=lambda xs: o.concatenate(xs, axis=-1),
+        )
+    else:
+        ops = SimpleNamespace(
+            rsqrt=tf.math.rsqrt,
+            reciprocal=tf.math.reciprocal,
+            sign=tf.math.sign,
+            log1p=tf.math.log1p,
+            leaky=lambda t: tf.nn.leaky_relu(t, alpha=0.1),
+            var=lambda t: tf.math.reduce_variance(t, axis=1),
+            std=lambda t: tf.math.reduce_std(t, axis=2),
+            logsumexp=lambda t: tf.math.reduce_logsumexp(t, axis=1),
+            norm=lambda t: tf.norm(t, axis=-1),
+            tile=lambda t: tf.tile(t, [1, 1, 2]),
+            flip=lambda t: tf.reverse(t, axis=[1]),
+            pad=lambda t: tf.pad(t, [[0, 0], [1, 0], [0, 2]]),
+            concat=lambda xs: tf.concat(xs, axis=-1),
+        )
+    x = K.Input(shape=(6, 4))
+    h = K.layers.Dense(4)(x)
+    positive = K.layers.Dense(4, activation="softplus")(x) + 0.5
+    parts = [ops.rsqrt(positive)[:, 0], ops.reciprocal(positive)[:, 1], ops.sign(h)[:, 2], ops.log1p(positive)[:, 3]]
+    parts += [ops.leaky(h)[:, 4], ops.var(h), ops.std(h), ops.logsumexp(h), ops.norm(h)]
+    parts += [ops.tile(h)[:, 0], ops.flip(h)[:, 0], ops.pad(h)[:, 0], h[:, ::2, 1], h[:, 1::3, 2]]
+    return K.Model(x, K.layers.Dense(3)(ops.concat(parts)))
+
+
 ZOO = {
     "seq_mlp": (zoo_seq_mlp, [(8,)]),
     "seq_shapes": (zoo_seq_shapes, [(4, 3)]),
@@ -1748,6 +1826,7 @@ ZOO = {
     "thresholded": (zoo_thresholded, [(6,)]),
     "tensor_ops": (zoo_tensor_ops, [(4, 3), (4, 3)]),
     "tensor_compare": (zoo_tensor_compare, [(6,)]),
+    "more_ops": (zoo_more_ops, [(6, 4)]),
 }
 RANDOM_WEIGHTS = ("conv2d", "conv_layers", "norm_embed", "act_layers", "noise_layers")
 K2_ONLY = ("thresholded",)  # layers Keras 3 no longer has

@@ -23,6 +23,8 @@ from .layers import CORE
 from .normalize import MODEL_CLASSES, describe, input_batch_shape, keras_major
 from .preprocessing import PREPROCESSING
 from .ops import OP_RULES
+from .ops_reduce import REDUCE_OPS
+from .ops_shape import SHAPE_OPS
 from .recurrent import RECURRENT_RULES, carry_mask
 from .regularizers import parse_regularizer
 from .rule import Ctx, call_training, ir_shape, is_count, shape_str, where_of
@@ -30,9 +32,10 @@ from .spatial import SPATIAL
 from .walk import guarded, run_graph
 
 # Keras class name -> its Rule
-RULES = {**CORE, **SPATIAL, **EXTRA, **PREPROCESSING, **DOT_RULES, **RECURRENT_RULES, **ATTENTION_RULES, **OP_RULES}
+OPS = {**OP_RULES, **REDUCE_OPS, **SHAPE_OPS}
+RULES = {**CORE, **SPATIAL, **EXTRA, **PREPROCESSING, **DOT_RULES, **RECURRENT_RULES, **ATTENTION_RULES, **OPS}
 SUPPORTED = sorted([k for k in RULES if not k.startswith("op:")] + ["InputLayer", *MODEL_CLASSES])
-SUPPORTED_OPS = sorted(k[3:] for k in OP_RULES)
+SUPPORTED_OPS = sorted(k[3:] for k in OPS)
 DTYPES = ("float32", "float64")
 
 # The sizes a model's unknown input dimensions are taken as to find its weights and the shapes
@@ -120,6 +123,10 @@ def _check_layers(desc, keras: int) -> None:
                     f"{layer.class_name} layer {layer.name!r}: tensors passed as keyword arguments ({', '.join(named)}) "
                     "are not supported"
                 )
+            if layer.class_name.startswith("op:"):  # an op's keyword arguments change what it computes
+                given = sorted({k for options in layer.call_options for k, v in options.items() if v is not None})
+                if given:
+                    raise ConfigError(f"{where_of(layer)}: keyword arguments {given} are not supported")
             guarded(layer, (), rule.check, layer, keras)
 
 

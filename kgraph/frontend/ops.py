@@ -14,7 +14,7 @@ from .activations import emit_activation
 from .errors import ConfigError
 from .extra_layers import Softmax
 from .layers import Concatenate, Permute, Reshape
-from .rule import Rule, ir_shape, shape_str, where_of
+from .rule import Rule, ir_shape, is_count, shape_str, where_of
 
 
 def _is_tensor(arg) -> bool:
@@ -142,26 +142,73 @@ class Unary(Rule):
 
 
 class Activation(Rule):
-    """relu, sigmoid, tanh, silu, softplus, elu (its `alpha`), gelu (its `approximate`, True by
-    default in keras.ops); another option is refused, never dropped."""
+    """An activation of ir/ops/elementwise.py: relu, sigmoid, hard_sigmoid (Keras 3's), ..., with
+    the options its IR op takes (elu's `alpha`, leaky_relu's `negative_slope`, gelu's
+    `approximate`, True by default in keras.ops). Options the IR op fixes are accepted at that
+    value only; another option is refused, never dropped."""
 
-    OPTIONS = {"gelu": {"approximate": True}, "elu": {"alpha": 1.0}}
+    OPTIONS = {"gelu": {"approximate": True}, "elu": {"alpha": 1.0}, "leaky_relu": {"negative_slope": 0.2}}
+    RENAMED = {"negative_slope": "alpha"}  # keras.ops's name -> the IR op's attr
+    FIXED = {"celu": {"alpha": 1.0}, "squareplus": {"b": 4}, "hard_shrink": {"threshold": 0.5}}
+    FIXED["soft_shrink"] = FIXED["hard_shrink"]
 
     def __init__(self, name: str):
         self.name = name
 
     def check(self, layer, keras):
-        known = self.OPTIONS.get(self.name, {})
-        extra = sorted(k for k, v in layer.config.items() if k not in ("name", "tf_function", *known) and v is not None)
+        known, fixed = self.OPTIONS.get(self.name, {}), self.FIXED.get(self.name, {})
+        extra = sorted(
+            k for k, v in layer.config.items() if k not in ("name", "tf_function", *known, *fixed) and v is not None
+        )
         if extra:
             raise ConfigError(f"{where_of(layer)}: options {extra} are not supported")
+        for key, value in fixed.items():
+            if layer.config.get(key, value) != value:
+                raise ConfigError(
+                    f"{where_of(layer)}: {key}={layer.config[key]!r} is not supported (only {key}={value!r})"
+                )
 
     def emit(self, ctx, layer, xs, shapes):
         known = self.OPTIONS.get(self.name)
         if known:
-            attrs = {k: type(v)(layer.config.get(k, v)) for k, v in known.items()}
+            attrs = {self.RENAMED.get(k, k): type(v)(layer.config.get(k, v)) for k, v in known.items()}
             return ctx.g.add_node(self.name, (xs[0],), attrs, name=layer.name)
         return emit_activation(ctx.g, xs[0], self.name, 3, layer.name)
+
+
+class Formula(Rule):
+    """An op of one tensor written in IR ops by `build(g, x, name)`: rsqrt, reciprocal."""
+
+    def __init__(self, build):
+        self.build = build
+
+    def emit(self, ctx, layer, xs, shapes):
+        return self.build(ctx.g, xs[0], layer.name)
+
+
+def _reciprocal(g, x, name):
+    return g.div(g.const(1.0, g.type(x).dtype), x, name=name)
+
+
+class Glu(Rule):
+    """glu(x, axis): the first half of the axis times the sigmoid of the second, as Keras splits it."""
+
+    def _axis(self, layer, shape) -> int:
+        axis = _axis(layer, layer.config.get("axis", -1), len(shape))
+        if shape[axis] is None or shape[axis] % 2:
+            raise ConfigError(f"{where_of(layer)}: axis {axis} of {shape_str(shape)} must have an even size")
+        return axis
+
+    def output_shape(self, layer, shapes):
+        axis = self._axis(layer, shapes[0])
+        return tuple(d // 2 if i == axis else d for i, d in enumerate(shapes[0]))
+
+    def emit(self, ctx, layer, xs, shapes):
+        g, axis = ctx.g, self._axis(layer, shapes[0])
+        half = shapes[0][axis] // 2
+        first = g.slice(xs[0], axis=axis, start=0, stop=half, name=f"{layer.name}_first")
+        gate = g.sigmoid(g.slice(xs[0], axis=axis, start=half, stop=2 * half, name=f"{layer.name}_second"))
+        return g.mul(first, gate, name=layer.name)
 
 
 class Power(Rule):
@@ -405,13 +452,19 @@ class Stack(Rule):
         return parts[0] if len(parts) == 1 else g.concat(*parts, axis=axis, name=layer.name)
 
 
+def _slice_text(cfg: dict) -> str:
+    """A serialized slice as Python writes it: 1:5:2."""
+    text = ":".join("" if cfg.get(k) is None else str(cfg.get(k)) for k in ("start", "stop", "step"))
+    return text.removesuffix(":")
+
+
 class GetItem(Rule):
-    """x[...] with, per axis, an integer (the axis goes) or a slice of step 1, an Ellipsis, and
-    None (a new axis of size 1) after the batch axis; the batch axis whole."""
+    """x[...] with, per axis, an integer (the axis goes) or a slice of positive step, an Ellipsis,
+    and None (a new axis of size 1) after the batch axis; the batch axis whole."""
 
     def _index(self, layer, shape):
-        """(cuts: (axis, start, stop, dropped) per indexed input axis, layout: the output's axes in
-        order, each an input axis or None for a new one)."""
+        """(cuts: (axis, start, stop, step, dropped) per indexed input axis, layout: the output's
+        axes in order, each an input axis or None for a new one)."""
         args = _args(layer)
         index = args[1] if len(args) == 2 else None
         index = list(index) if isinstance(index, list) else [index]
@@ -440,22 +493,27 @@ class GetItem(Rule):
         return [c for c in cuts if c is not None], layout
 
     def _cut(self, layer, shape, axis, item):
-        """(axis, start, stop, dropped) of one index entry; None for the batch axis's whole slice."""
+        """(axis, start, stop, step, dropped) of one index entry; None for the batch axis's whole slice."""
         if axis == 0 and not isinstance(item, dict):
             raise ConfigError(f"{where_of(layer)}: indexing the batch axis ({item!r}) is not supported")
         if _number(item) and isinstance(item, int):
             size = shape[axis]
             if size is None or not -size <= item < size:
                 raise ConfigError(f"{where_of(layer)}: index {item} is out of axis {axis} of {shape_str(shape)}")
-            return (axis, item % size, item % size + 1, True)
+            return (axis, item % size, item % size + 1, 1, True)
         cfg = item.get("config", {}) if isinstance(item, dict) and item.get("class_name") == "__slice__" else None
-        if cfg is None or cfg.get("step") not in (None, 1):
+        if cfg is None:
             raise ConfigError(
-                f"{where_of(layer)}: only integers, slices of step 1, ... and None are supported, got {str(item)[:80]}"
+                f"{where_of(layer)}: only integers, slices, ... and None are supported, got {str(item)[:80]}"
+            )
+        step = cfg.get("step")
+        if step is not None and not is_count(step):
+            raise ConfigError(
+                f"{where_of(layer)}: slice {_slice_text(cfg)} of axis {axis}: only a positive integer step is supported"
             )
         if axis == 0:
-            if (cfg.get("start"), cfg.get("stop")) != (None, None):
-                raise ConfigError(f"{where_of(layer)}: slicing the batch axis is not supported")
+            if (cfg.get("start"), cfg.get("stop"), step or 1) != (None, None, 1):
+                raise ConfigError(f"{where_of(layer)}: slicing the batch axis ({_slice_text(cfg)}) is not supported")
             return None
         size = shape[axis]
         if size is None:
@@ -467,25 +525,39 @@ class GetItem(Rule):
             raise ConfigError(f"{where_of(layer)}: slice bounds must be integers, got {str(cfg)[:80]}")
         start, stop, _ = slice(cfg.get("start"), cfg.get("stop")).indices(size)
         if stop <= start:
-            raise ConfigError(f"{where_of(layer)}: an empty slice of axis {axis}")
-        return (axis, start, stop, False)
+            raise ConfigError(f"{where_of(layer)}: an empty slice {_slice_text(cfg)} of axis {axis}")
+        return (axis, start, stop, step or 1, False)
 
     def output_shape(self, layer, shapes):
         cuts, layout = self._index(layer, shapes[0])
         sizes = list(shapes[0])
-        for axis, start, stop, _ in cuts:
-            sizes[axis] = stop - start
+        for axis, start, stop, step, _ in cuts:
+            sizes[axis] = len(range(start, stop, step))
         dropped = {axis for axis, *_, drop in cuts if drop}
         return tuple(1 if a is None else sizes[a] for a in layout if a not in dropped)
 
     def emit(self, ctx, layer, xs, shapes):
         g, y = ctx.g, xs[0]
-        for axis, start, stop, _ in self._index(layer, shapes[0])[0]:
+        for axis, start, stop, step, _ in self._index(layer, shapes[0])[0]:
             if (start, stop) != (0, shapes[0][axis]):
                 y = g.slice(y, axis=axis, start=start, stop=stop, name=f"{layer.name}_axis{axis}")
+            if step > 1:
+                y = _every(g, y, axis, step)
         out = self.output_shape(layer, shapes)
         same = tuple(out[1:]) == tuple(g.type(y).shape[1:])
         return y if same else g.reshape(y, shape=ir_shape(out), name=layer.name)
+
+
+def _every(g, y, axis, step):
+    """Every step-th entry of `axis` from its first: the axis padded with zeros to a multiple of
+    step, split into (count, step), and the first of each step kept."""
+    shape = g.type(y).shape
+    count = -(-shape[axis] // step)
+    if count * step > shape[axis]:
+        y = g.pad(y, pads=tuple((0, count * step - d if a == axis else 0) for a, d in enumerate(shape)))
+    y = g.reshape(y, shape=(*shape[:axis], count, step, *shape[axis + 1 :]))
+    y = g.slice(y, axis=axis + 1, start=0, stop=1)
+    return g.reshape(y, shape=(*shape[:axis], count, *shape[axis + 1 :]))
 
 
 class Min(Reduce):
@@ -550,8 +622,13 @@ OP_RULES = {
             ("Exp", "exp"),
             ("Log", "log"),
             ("Negative", "neg"),
+            ("Sign", "sign"),
+            ("Log1p", "log1p"),
         ]
     },
+    "op:Rsqrt": Formula(lambda g, x, name: _reciprocal(g, g.sqrt(x), name)),
+    "op:Reciprocal": Formula(_reciprocal),
+    "op:Glu": Glu(),
     **{
         f"op:{k}": Activation(name)
         for k, name in [
@@ -566,6 +643,19 @@ OP_RULES = {
             ("Elu", "elu"),
             ("Selu", "selu"),
             ("Gelu", "gelu"),
+            ("HardSigmoid", "hard_sigmoid"),
+            ("HardSilu", "hard_silu"),
+            ("HardSwish", "hard_silu"),
+            ("LeakyRelu", "leaky_relu"),
+            ("LogSigmoid", "log_sigmoid"),
+            ("Celu", "celu"),
+            ("HardTanh", "hard_tanh"),
+            ("Squareplus", "squareplus"),
+            ("SparsePlus", "sparse_plus"),
+            ("SparseSigmoid", "sparse_sigmoid"),
+            ("HardShrink", "hard_shrink"),
+            ("SoftShrink", "soft_shrink"),
+            ("TanhShrink", "tanh_shrink"),
         ]
     },
     **{

@@ -53,6 +53,13 @@ UNARY = {
     "nn.elu": "Elu",
     "nn.selu": "Selu",
     "math.logical_not": "LogicalNot",
+    "math.rsqrt": "Rsqrt",
+    "math.reciprocal": "Reciprocal",
+    "math.sign": "Sign",
+    "math.log1p": "Log1p",
+    "math.log_sigmoid": "LogSigmoid",
+    "nn.softsign": "Softsign",
+    "math.softsign": "Softsign",
 }
 # function -> (op class, {op config key: (keyword, default)})
 WITH_OPTIONS = {
@@ -76,7 +83,21 @@ WITH_OPTIONS = {
     "nn.log_softmax": ("LogSoftmax", {"axis": ("axis", -1)}),
     "math.log_softmax": ("LogSoftmax", {"axis": ("axis", -1)}),
     "cast": ("Cast", {"dtype": ("dtype", None)}),
+    "nn.leaky_relu": ("LeakyRelu", {"negative_slope": ("alpha", 0.2)}),
+    "math.reduce_variance": ("Var", {"axis": ("axis", None), "keepdims": ("keepdims", False)}),
+    "math.reduce_std": ("Std", {"axis": ("axis", None), "keepdims": ("keepdims", False)}),
+    "math.reduce_logsumexp": ("Logsumexp", {"axis": ("axis", None), "keepdims": ("keepdims", False)}),
+    "tile": ("Tile", {"repeats": ("multiples", None)}),
+    "reverse": ("Flip", {"axis": ("axis", None)}),
 }
+# tf.norm and tf.pad, as tf-keras records them (compat.v1's) or by their v2 names
+NORM = ("Norm", {"ord": ("ord", "euclidean"), "axis": ("axis", None), "keepdims": ("keepdims", False)})
+PAD = (
+    "Pad",
+    {"pad_width": ("paddings", None), "mode": ("mode", "CONSTANT"), "constant_values": ("constant_values", 0)},
+)
+WITH_OPTIONS.update({name: NORM for name in ("norm", "compat.v1.norm", "linalg.norm")})
+WITH_OPTIONS.update({name: PAD for name in ("pad", "compat.v1.pad")})
 SUPPORTED = sorted({*BINARY, *UNARY, *WITH_OPTIONS, "__operators__.getitem", "where"})
 
 
