@@ -1236,6 +1236,23 @@ def build_more_ops():
 FIDELITY_CASES["more_ops_sgd"] = (build_more_ops, [IN_DIM], sparse_targets, SPARSE, sgd_momentum)
 
 
+def build_scaled_norms():
+    """RMSNormalization over one axis and two, ConvNeXt's LayerScale, and LayerNormalization's
+    (deprecated) rms_scaling, between Dense layers."""
+    from keras.src.applications.convnext import LayerScale
+
+    L = keras.layers
+    x = keras.Input(shape=(IN_DIM,))
+    h = L.Reshape((3, 4))(L.Dense(12)(x))
+    h = L.RMSNormalization()(h) + L.RMSNormalization(axis=[1, 2], epsilon=1e-3)(h)
+    h = LayerScale(0.5, 4)(h)
+    h = L.LayerNormalization(axis=[1, 2], rms_scaling=True, epsilon=1e-2)(L.Dense(4)(h))
+    return keras.Model(x, L.Dense(CLASSES, activation="softmax")(L.Flatten()(h)))
+
+
+FIDELITY_CASES["scaled_norms_sgd"] = (build_scaled_norms, [IN_DIM], sparse_targets, SPARSE, sgd_momentum, RANDOM)
+
+
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):
         return loss

@@ -288,6 +288,65 @@ class Masking(Rule):
         return y
 
 
+class LayerScale(Rule):
+    """keras.applications ConvNeXt's LayerScale: x times a weight over the last axis (projection_dim
+    entries), which starts at init_values."""
+
+    def output_shape(self, layer, shapes):
+        dim = layer.config.get("projection_dim")
+        if shapes[0][-1] != dim:
+            raise ConfigError(
+                f"{where_of(layer)}: projection_dim {dim!r} is not the last axis of {shape_str(shapes[0])}"
+            )
+        return shapes[0]
+
+    def weights(self, layer, shapes):
+        value = layer.config.get("init_values")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where_of(layer)}: init_values must be a number, got {value!r}")
+        # Keras adds the weight unnamed: "variable"
+        return [WeightDecl("variable", (shapes[0][-1],), ("Constant", {"value": float(value)}), None)]
+
+    def emit(self, ctx, layer, xs, shapes):
+        return ctx.g.mul(xs[0], ctx.params["variable"], name=layer.name)
+
+
+class RMSNormalization(Rule):
+    """Keras 3's RMSNormalization: x * rsqrt(mean(x^2) + epsilon) over `axis`, times a scale weight
+    (ones at first) over those axes."""
+
+    def _axes(self, layer, shape) -> tuple:
+        axis = layer.config.get("axis", -1)
+        axes = [axis] if isinstance(axis, int) and not isinstance(axis, bool) else axis
+        if not isinstance(axes, list) or not all(isinstance(a, int) and -len(shape) <= a < len(shape) for a in axes):
+            raise ConfigError(f"{where_of(layer)}: axis must be an axis or a list of them, got {axis!r}")
+        axes = tuple(sorted({a % len(shape) for a in axes}))
+        if 0 in axes:
+            raise ConfigError(f"{where_of(layer)}: normalizing over the batch axis is not supported")
+        return axes
+
+    def output_shape(self, layer, shapes):
+        self._axes(layer, shapes[0])
+        return shapes[0]
+
+    def weights(self, layer, shapes):
+        shape = tuple(shapes[0][a] for a in self._axes(layer, shapes[0]))
+        return [WeightDecl("scale", shape, ("Ones", {}), None)]
+
+    def emit(self, ctx, layer, xs, shapes):
+        g, x, axes = ctx.g, xs[0], self._axes(layer, shapes[0])
+        rank, dtype = len(shapes[0]), g.type(x).dtype
+        epsilon = layer.config.get("epsilon")
+        mean_square = g.reduce_mean(g.square(x), axes=axes, keepdims=True)
+        inverse = g.div(
+            _c(g, x, 1.0), g.sqrt(g.add(mean_square, g.const(1e-7 if epsilon is None else float(epsilon), dtype)))
+        )
+        scale = ctx.params["scale"]
+        if axes != (rank - 1,):
+            scale = g.reshape(scale, shape=tuple(shapes[0][i] if i in axes else 1 for i in range(rank)))
+        return g.mul(g.mul(x, inverse), scale, name=layer.name)
+
+
 EXTRA = {
     "LeakyReLU": LeakyReLU(),
     "ReLU": ReLU(),
@@ -302,4 +361,6 @@ EXTRA = {
     "AlphaDropout": AlphaDropout(),
     "ActivityRegularization": ActivityRegularization(),
     "Masking": Masking(),
+    "LayerScale": LayerScale(),
+    "RMSNormalization": RMSNormalization(),
 }

@@ -354,7 +354,7 @@ class Normalization(Rule):
     def check(self, layer, keras):
         cfg, where = layer.config, where_of(layer)
         for key in ("renorm", "rms_scaling"):
-            if cfg.get(key):
+            if cfg.get(key) and not (key == "rms_scaling" and self.kind == "layer"):
                 raise ConfigError(f"{where}: {key} is not supported")
         if self.kind == "group":
             check_count(layer, "groups", 32)
@@ -394,8 +394,9 @@ class Normalization(Rule):
                 parse_constraint(cfg.get(f"{key}_constraint"), where, shape),
             )
 
-        out = ([decl("gamma", "ones")] if cfg.get("scale", True) else []) + (
-            [decl("beta", "zeros")] if cfg.get("center", True) else []
+        rms = self.kind == "layer" and cfg.get("rms_scaling")  # Keras 3's deprecated option: gamma, no beta
+        out = ([decl("gamma", "ones")] if cfg.get("scale", True) or rms else []) + (
+            [decl("beta", "zeros")] if cfg.get("center", True) and not rms else []
         )
         if self.kind == "batch":
             out += [decl("moving_mean", "zeros", False), decl("moving_variance", "ones", False)]
@@ -458,6 +459,10 @@ class Normalization(Rule):
         if self.kind == "layer":
             mean = g.reduce_mean(x, axes=axes, keepdims=True)
             var = g.reduce_mean(g.square(g.sub(x, mean)), axes=axes, keepdims=True)
+            if cfg.get("rms_scaling"):  # Keras 3's: x (not centred) * rsqrt(variance + epsilon) * gamma
+                dtype = g.type(x).dtype
+                inverse = g.div(g.const(1.0, dtype), g.sqrt(g.add(var, g.const(float(eps), dtype))))
+                return g.mul(g.mul(x, inverse), b(gamma), name=layer.name)
             return normalize(g, x, mean, var, b(gamma), b(beta), eps, layer.name)
         groups, channels = cfg.get("groups", 32), shapes[0][-1]
         grouped = (BATCH, math.prod(shapes[0][1:-1]), groups, channels // groups)
