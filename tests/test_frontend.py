@@ -1092,3 +1092,36 @@ def test_an_op_activation_accepts_its_fixed_option_at_that_value_only():
             continue
         with pytest.raises(ConfigError, match=r"keras.ops.Celu 'op': alpha=2.0 is not supported \(only alpha=1.0\)"):
             build_model(config)
+
+
+def _encoding_model(layer_class, config, batch_shape):
+    layers = [
+        {"class_name": "InputLayer", "config": {"batch_shape": batch_shape, "name": "ids"}},
+        {"class_name": layer_class, "config": {"name": "encode", **config}},
+    ]
+    return {"class_name": "Sequential", "config": {"name": "s", "layers": layers}, "keras_version": "3.15.1"}
+
+
+def test_categorical_encodings_refuse_what_keras_would_compute_otherwise():
+    with pytest.raises(ConfigError, match=r"multi_hot of one id a sample .* encodes the whole batch as one sample"):
+        build_model(_encoding_model("CategoryEncoding", {"num_tokens": 4, "output_mode": "multi_hot"}, [None]))
+    with pytest.raises(ConfigError, match="no bin_boundaries in the config \\(the layer was never adapted\\)"):
+        build_model(_encoding_model("Discretization", {"num_bins": 4, "bin_boundaries": None}, [None, 3]))
+    with pytest.raises(ConfigError, match="output_mode 'tf_idf' is not one of one_hot, multi_hot, count"):
+        build_model(_encoding_model("CategoryEncoding", {"num_tokens": 4, "output_mode": "tf_idf"}, [None, 2]))
+
+
+def test_category_encoding_counts_ids_in_range_only():
+    """Ids at or past num_tokens (and negative ones) count nowhere, as TensorFlow's one_hot drops
+    them; a repeated id counts twice in count mode, once in multi_hot."""
+    from kgraph.models import model_from_json
+
+    ids = np.array([[0, 3, 3], [5, -1, 2]], np.float32)
+    for mode, want in [
+        ("count", [[1, 0, 0, 2], [0, 0, 1, 0]]),
+        ("multi_hot", [[1, 0, 0, 1], [0, 0, 1, 0]]),
+    ]:
+        model = model_from_json(
+            json.dumps(_encoding_model("CategoryEncoding", {"num_tokens": 4, "output_mode": mode}, [None, 3]))
+        )
+        np.testing.assert_array_equal(model.predict(ids, verbose=0), want)

@@ -1823,6 +1823,25 @@ def zoo_more_ops(K):
     return K.Model(x, K.layers.Dense(3)(ops.concat(parts)))
 
 
+def zoo_categorical(K):
+    """Discretization of real inputs into bucket ids, as ids, one_hot, multi_hot and count
+    vectors, and CategoryEncoding of those ids, before a Dense layer (tf-keras encodes to rank 2
+    at most: one_hot of one value a sample)."""
+    L = K.layers
+    x = K.Input(shape=(4,))
+    ids = L.Discretization(bin_boundaries=[-0.5, 0.0, 0.5])(x)
+    one = L.Dense(1)(x)
+    parts = [
+        x,
+        L.Discretization(bin_boundaries=[-1.0, 0.3], output_mode="one_hot")(one),
+        L.Discretization(bin_boundaries=[0.0, 0.1, 1.0], output_mode="count")(x),
+        L.CategoryEncoding(num_tokens=4, output_mode="multi_hot")(ids),
+        L.CategoryEncoding(num_tokens=5, output_mode="count")(ids),
+        L.CategoryEncoding(num_tokens=3, output_mode="one_hot")(L.Discretization(bin_boundaries=[0.0])(one)),
+    ]
+    return K.Model(x, L.Dense(3)(L.Concatenate()(parts)))
+
+
 ZOO = {
     "seq_mlp": (zoo_seq_mlp, [(8,)]),
     "seq_shapes": (zoo_seq_shapes, [(4, 3)]),
@@ -1844,6 +1863,7 @@ ZOO = {
     "tensor_ops": (zoo_tensor_ops, [(4, 3), (4, 3)]),
     "tensor_compare": (zoo_tensor_compare, [(6,)]),
     "more_ops": (zoo_more_ops, [(6, 4)]),
+    "categorical": (zoo_categorical, [(4,)]),
 }
 RANDOM_WEIGHTS = ("conv2d", "conv_layers", "norm_embed", "act_layers", "noise_layers")
 K2_ONLY = ("thresholded",)  # layers Keras 3 no longer has

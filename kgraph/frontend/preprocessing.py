@@ -1,6 +1,7 @@
 """Rules of the preprocessing layers saved inside models: Rescaling, Normalization (given or
-adapted statistics), Resizing (bilinear, nearest) and CenterCrop. They run in the step like any
-layer; fixed per-channel values and interpolation matrices are 'constant' nodes."""
+adapted statistics), Resizing (bilinear, nearest), CenterCrop, Discretization and
+CategoryEncoding. They run in the step like any layer; fixed per-channel values, interpolation
+matrices, bin boundaries and token numbers are 'constant' nodes."""
 
 from __future__ import annotations
 
@@ -245,7 +246,94 @@ class CenterCrop(Rule):
         return ctx.g.crop(xs[0], pads=pads, name=layer.name)
 
 
+def _encode(g, ids, shape, mode, depth, name):
+    """Keras's encode_categorical_inputs of integer ids (floats here) of Keras shape `shape`:
+    one_hot (a last axis of 1 replaced by the depth, another kept), multi_hot (1 where an id
+    occurs along the last axis) or count (how often); an id outside [0, depth) counts nowhere, as
+    TensorFlow's one_hot drops it."""
+    if mode == "int":
+        return ids
+    if len(shape) == 1:  # one id a sample (one_hot): a last axis of 1
+        ids, shape = g.reshape(ids, shape=(*g.type(ids).shape, 1)), (*shape, 1)
+    column = g.reshape(ids, shape=(*g.type(ids).shape, 1))
+    hits = g.equal(column, _array(g, ids, np.arange(depth), f"{name}_tokens"))  # (..., k, depth)
+    if mode == "one_hot" and shape[-1] != 1:
+        return hits
+    if mode == "one_hot":
+        return g.reshape(hits, shape=(*g.type(ids).shape[:-1], depth), name=name)
+    reduce = g.reduce_max if mode == "multi_hot" else g.reduce_sum
+    return reduce(hits, axes=(len(shape) - 1,), name=name)
+
+
+def _encoded_shape(layer, shape, mode, depth) -> tuple:
+    """CategoryEncoding's compute_output_shape."""
+    if mode == "int":
+        return shape
+    if len(shape) == 1 and mode != "one_hot":  # Keras counts the whole batch as one sample
+        raise ConfigError(
+            f"{where_of(layer)}: {mode} of one id a sample (input {shape_str(shape)}) encodes the whole batch "
+            "as one sample in Keras; give the input a last axis of 1"
+        )
+    if mode == "one_hot" and (shape[-1] != 1 or len(shape) == 1):
+        return (*shape, depth)
+    return (*shape[:-1], depth)
+
+
+class CategoryEncoding(Rule):
+    """Integer ids as one_hot, multi_hot or count vectors of num_tokens entries (count_weights are
+    refused; a sparse output is the same numbers, dense)."""
+
+    MODES = ("one_hot", "multi_hot", "count")
+
+    def _spec(self, layer) -> tuple:
+        mode, depth = layer.config.get("output_mode", "multi_hot"), layer.config.get("num_tokens")
+        if mode not in self.MODES:
+            raise ConfigError(f"{where_of(layer)}: output_mode {mode!r} is not one of {', '.join(self.MODES)}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ConfigError(f"{where_of(layer)}: num_tokens must be a positive integer, got {depth!r}")
+        return mode, depth
+
+    def output_shape(self, layer, shapes):
+        return _encoded_shape(layer, shapes[0], *self._spec(layer))
+
+    def emit(self, ctx, layer, xs, shapes):
+        return _encode(ctx.g, xs[0], shapes[0], *self._spec(layer), layer.name)
+
+
+class Discretization(Rule):
+    """The bucket of each value among bin_boundaries (the count of boundaries at or below it), as
+    an id (output_mode "int") or encoded as CategoryEncoding encodes ids, over len(boundaries) + 1
+    buckets. Boundaries must be in the config: given, or saved by adapt()."""
+
+    MODES = ("int", "one_hot", "multi_hot", "count")
+
+    def _spec(self, layer) -> tuple:
+        mode = layer.config.get("output_mode", "int")
+        if mode not in self.MODES:
+            raise ConfigError(f"{where_of(layer)}: output_mode {mode!r} is not one of {', '.join(self.MODES)}")
+        if layer.config.get("bin_boundaries") is None:
+            raise ConfigError(f"{where_of(layer)}: no bin_boundaries in the config (the layer was never adapted)")
+        boundaries = _values(layer, "bin_boundaries", None).ravel()
+        if np.any(np.diff(boundaries) < 0):
+            raise ConfigError(f"{where_of(layer)}: bin_boundaries must not decrease")
+        return mode, boundaries
+
+    def output_shape(self, layer, shapes):
+        mode, boundaries = self._spec(layer)
+        return _encoded_shape(layer, shapes[0], mode, len(boundaries) + 1)
+
+    def emit(self, ctx, layer, xs, shapes):
+        g, x = ctx.g, xs[0]
+        mode, boundaries = self._spec(layer)
+        column = g.reshape(x, shape=(*g.type(x).shape, 1))
+        at_or_below = g.greater_equal(column, _array(g, x, boundaries, f"{layer.name}_boundaries"))
+        ids = g.reduce_sum(at_or_below, axes=(len(shapes[0]),), name=None if mode != "int" else layer.name)
+        return _encode(g, ids, shapes[0], mode, len(boundaries) + 1, layer.name)
+
+
 PREPROCESSING = {
+    "CategoryEncoding": CategoryEncoding(),
+    "Discretization": Discretization(),
     "Rescaling": Rescaling(),
     "Normalization": PreprocessingNormalization(),
     "Resizing": Resizing(),
