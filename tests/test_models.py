@@ -237,6 +237,33 @@ def test_an_output_without_a_loss_leaves_its_weights_as_they_are():
         m.compile(optimizer="sgd", loss={"zeta": "mse", "alpha": "mae"}, loss_weights={"zeta": 2.0})
 
 
+def test_a_weight_read_only_through_a_discretization_keeps_its_value_with_keras_warning():
+    """Dense -> Discretization -> CategoryEncoding -> Dense: the loss reads the first Dense only
+    through bucket comparisons, which have no gradient. Keras warns and trains the rest; compile()
+    raised "parameter %dense_kernel does not affect the loss"."""
+    layers = [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 3], "name": "x"}},
+        {"class_name": "Dense", "config": {"name": "project", "units": 1}},
+        {"class_name": "Discretization", "config": {"name": "bucket", "bin_boundaries": [-0.5, 0.0, 0.5]}},
+        {"class_name": "CategoryEncoding", "config": {"name": "encode", "num_tokens": 4, "output_mode": "one_hot"}},
+        {"class_name": "Dense", "config": {"name": "head", "units": 2}},
+    ]
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": layers}, "keras_version": "3.15.1"}
+    m = kgraph.models.model_from_config(config, seed=0)
+    before = m.get_weights()
+    with pytest.warns(UserWarning, match=r"Gradients do not exist for weights \['project_kernel', 'project_bias'\]"):
+        m.compile(optimizer="sgd", loss="mse")
+    x = np.random.RandomState(0).normal(size=(8, 3)).astype(np.float32)
+    m.fit(x, np.ones((8, 2), np.float32), epochs=2, verbose=0)
+    after = m.get_weights()
+    np.testing.assert_array_equal(after[0], before[0])
+    assert not np.array_equal(after[2], before[2])  # the head trained
+    frozen_input = [{"class_name": "InputLayer", "config": {"batch_shape": [None, 3], "name": "x"}}, *layers[1:4]]
+    only = {"class_name": "Sequential", "config": {"name": "s", "layers": frozen_input}, "keras_version": "3.15.1"}
+    with pytest.raises(ValueError, match="No gradients provided for any weight: the loss reads"):
+        kgraph.models.model_from_config(only, seed=0).compile(optimizer="sgd", loss="mse")
+
+
 def test_use_ema_fit_ends_on_the_moving_averages_and_an_unread_output_keeps_its_weights():
     """Keras's use_ema without an overwrite frequency: the weights train as without it, the
     averages follow them (the first step's is the weights), and fit ends by giving the weights

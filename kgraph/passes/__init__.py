@@ -99,19 +99,28 @@ def run_pipeline(
         wrt = list(param_order if trainable is None else trainable)
         if not wrt:  # every layer frozen: Keras trains such a model, updating nothing, with a warning
             warnings.warn(f"model {forward.name!r} has no trainable weights: training updates nothing", stacklevel=2)
-        # an output compiled without a loss: Keras trains the rest and leaves the weights only it
-        # reads as they are, with this warning: they keep their optimizer slots but get no update,
-        # weight decay included (none read at all: autodiff says the loss reads no trainable weight)
+        # an output compiled without a loss, or a weight read only through comparisons (a Dense
+        # before a Discretization): Keras trains the rest and leaves the weights no gradient reaches
+        # as they are, with this warning: they keep their optimizer slots but get no update, weight
+        # decay included (none read at all: autodiff says the loss reads no trainable weight)
         unread = unread_by(g, g.outputs["loss"], wrt)
         if len(unread) == len(wrt):
             unread = []
-        elif unread:
+        read = [w for w in wrt if w not in unread]
+        grads = autodiff(g, g.outputs["loss"], read, skip_unreached=True) if wrt else {}
+        if read and not grads:
+            raise ValueError(
+                f"No gradients provided for any weight: the loss reads {read} only through operations "
+                "without a gradient (comparisons, Discretization, CategoryEncoding)"
+            )
+        unread = [w for w in wrt if w in unread or w not in grads]  # in the weights' order
+        if unread:
             warnings.warn(
                 f"Gradients do not exist for weights {unread} when minimizing the loss: no loss reads "
-                "the outputs they lead to, so training leaves them as they are (as in Keras)",
+                "the outputs they lead to, or reads them only through operations without a gradient, "
+                "so training leaves them as they are (as in Keras)",
                 stacklevel=2,
             )
-        grads = autodiff(g, g.outputs["loss"], [w for w in wrt if w not in unread]) if wrt else {}
         done("autodiff")
         lower_batch_norm(g)  # training's, kept for autodiff
         add_optimizer(g, grads, optimizer[0], optimizer[1], params=wrt)

@@ -6,9 +6,11 @@ from __future__ import annotations
 from ir import get_op
 
 
-def autodiff(graph, loss: str, wrt: list[str]) -> dict[str, str]:
+def autodiff(graph, loss: str, wrt: list[str], skip_unreached: bool = False) -> dict[str, str]:
     """Append the gradient of scalar node `loss` with respect to each node in `wrt`.
-    Returns {node id: gradient node id}. Operands that no parameter depends on get no gradient."""
+    Returns {node id: gradient node id}. Operands that no parameter depends on get no gradient. A
+    wrt node no gradient reaches (the loss does not read it, or reads it only through ops with no
+    gradient, such as comparisons) is an error, or with skip_unreached left out of the result."""
     needs = set(wrt)
     for node in graph.nodes():  # forward sweep: which nodes depend on a wrt node
         if any(i in needs for i in node.inputs):
@@ -32,6 +34,8 @@ def autodiff(graph, loss: str, wrt: list[str]) -> dict[str, str]:
         for operand, grad in zip(node.inputs, grads):
             if grad is not None and operand in needs:
                 cotangents.setdefault(operand, []).append(grad)
+    if skip_unreached:
+        return {w: _sum(graph, cotangents[w]) for w in wrt if w in cotangents}
     return {w: _sum(graph, cotangents[w]) if w in cotangents else _zeros_error(w) for w in wrt}
 
 
