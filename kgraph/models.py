@@ -640,7 +640,7 @@ class Model(_WeightLists, CompiledModel):
         the model keeps what it had, unless allow_nonfinite=True."""
         self._require_built("load_weights()")
         weights, state = self.get_weights(), self.executable.state.copy()
-        iterations = getattr(self.optimizer, "iterations", None)
+        iterations = getattr(self.optimizer, "step_count", None)
         saving.load_weights(self, filepath)
         try:
             _check_loaded(self, filepath, allow_nonfinite)
@@ -648,7 +648,7 @@ class Model(_WeightLists, CompiledModel):
             self.set_weights(weights)
             self.executable.state[...] = state
             if iterations is not None:
-                self.optimizer.iterations = iterations
+                self.optimizer.step_count = iterations
             raise
 
     def set_weights(self, weights) -> None:
@@ -1100,8 +1100,8 @@ def load_model(
 def _check_loaded(model, source, allow_nonfinite) -> None:
     """A file's weights and optimizer state must be finite, its iteration count not negative: a
     NaN read from a file would train to NaN silently."""
-    if model.optimizer is not None and model.optimizer.iterations < 0:
-        raise saving.FileFormatError(f"{source}: the optimizer's iteration count is {model.optimizer.iterations}")
+    if model.optimizer is not None and model.optimizer.step_count < 0:
+        raise saving.FileFormatError(f"{source}: the optimizer's iteration count is {model.optimizer.step_count}")
     if allow_nonfinite:
         return
     for weight, value in zip(model.weights, model.get_weights()):

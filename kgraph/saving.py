@@ -332,8 +332,8 @@ def _slot_sequence(model, order=KERAS_SLOT_ORDER):
             f"is not supported yet; save with include_optimizer=False"
         )
     calls = order[model.optimizer.kind]
-    if order is KERAS_SLOT_ORDER:  # use_ema's averages: created first, by the base class's build
-        calls = [["average"], *calls]
+    if order is KERAS_SLOT_ORDER:  # use_ema's averages, then the gradient sums: the base class's build's
+        calls = [["average"], ["gradient_accumulator"], *calls]
     return [(name, p) for call in calls if set(call) <= present for p in params for name in call]
 
 
@@ -341,7 +341,7 @@ def optimizer_variables(model) -> list:
     """Keras's optimizer.variables: iteration, learning_rate, then the slots."""
     m = model.executable.state_manifest
     state = {(s.slot, s.param): s for s in m.state}
-    out = [np.array(model.optimizer.iterations, np.int64), np.array(model.optimizer.learning_rate, np.float32)]
+    out = [np.array(model.optimizer.step_count, np.int64), np.array(model.optimizer.learning_rate, np.float32)]
     for key in _slot_sequence(model):
         out.append(m.state_view(model.executable.state, state[key]).copy())
     return out
@@ -407,7 +407,7 @@ def load_optimizer_state(model, values, names, source):
                 )
         for key, value in zip(sequence, slots):
             m.state_view(model.executable.state, state[key])[...] = np.reshape(value, state[key].shape)
-    model.optimizer.iterations = iterations  # no slots here (SGD without momentum) or none saved yet
+    model.optimizer.step_count = iterations  # no slots here (SGD without momentum) or none saved yet
     if header == 2 and not isinstance(model.optimizer._learning_rate, LearningRateSchedule):
         saved = np.float32(values[1])  # a schedule recomputes it; Keras keeps the rate as float32:
         if np.float32(model.optimizer.learning_rate) != saved:  # the config's exact rate stands if it rounds to it

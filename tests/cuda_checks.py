@@ -235,11 +235,15 @@ def kernels():
         # Keras's use_ema after the update: step 3 overwrites the weights with a period of 3, not of 2
         ("adam_update", {"ema_momentum": 0.9, "ema_overwrite_frequency": 3}),
         ("rmsprop_update", {"centered": True, "momentum": 0.5, "ema_momentum": 0.9, "ema_overwrite_frequency": 3}),
+        # gradient_accumulation_steps: step 3 applies the mean of 3 steps' gradients; with 2 it only adds
+        ("adagrad_update", {"gradient_accumulation_steps": 3, "weight_decay": 0.004, "ema_momentum": 0.9}),
+        ("ftrl_update", {"gradient_accumulation_steps": 2}),
         ("sgd_update", {"momentum": 0.9, "ema_momentum": 0.5, "ema_overwrite_frequency": 2}),
     ]
     for op, hyper in cases:
         h = {**REGISTRY_UPDATES[op].defaults, **hyper}
-        names = list(REGISTRY_UPDATES[op].slots(h)) + (["average"] if "ema_momentum" in h else [])
+        names = list(REGISTRY_UPDATES[op].slots(h)) + ["average"] * ("ema_momentum" in h)
+        names += ["gradient_accumulator"] * ("gradient_accumulation_steps" in h)
         lines = update_kernel_lines(op, h)
         namespace = {"cuda": cuda, "float32": float32, "U": U, "math": math}
         exec("\n".join(lines), namespace)

@@ -116,13 +116,20 @@ def test_every_update_record_matches_the_ir_reference_in_python(op):
         {**flags, "ema_momentum": 0.7, "ema_overwrite_frequency": 3},
         {"ema_momentum": 0.7, "ema_overwrite_frequency": 2},
     ]
-    for extra in ({}, flags, {"weight_decay": 0.01}, *ema):
+    # gradient_accumulation_steps: step 3 applies the mean of 3 steps' gradients; with 2 it only adds
+    accumulate = [
+        {"weight_decay": 0.01, "gradient_accumulation_steps": 3, **ema[0]},
+        {"gradient_accumulation_steps": 2},
+    ]
+    for extra in ({}, flags, {"weight_decay": 0.01}, *ema, *accumulate):
         h = {**IR_UPDATES[op].defaults, **extra}
         slots = {
             k: np.abs(rs.randn(6)) + v + (5.0 if k == "velocity" else 0.0) for k, v in IR_UPDATES[op].slots(h).items()
         }
         if "ema_momentum" in h:
             slots["average"] = rs.randn(6)
+        if "gradient_accumulation_steps" in h:
+            slots["gradient_accumulator"] = rs.randn(6)
         w, g, lr, step, gscale = rs.randn(6), rs.randn(6), 0.01, 3.0, 0.75
         want = [w.copy(), *[a.copy() for a in slots.values()]]
         ref(op, want[0], g, *want[1:], np.float64(lr), np.float64(step), np.float64(gscale), **extra)
@@ -130,6 +137,7 @@ def test_every_update_record_matches_the_ir_reference_in_python(op):
         env = {"U": U, "lr": lr, "step": step}
         values = {k: v for names, call in scalars_calls(op, h) for k, v in zip(names, eval(call, env))}
         arrays = {"w": w.copy(), "g": g, "ema_average": slots.get("average", np.zeros(6)).copy()}
+        arrays["gradient_sum"] = slots.get("gradient_accumulator", np.zeros(6)).copy()
         present = dict(zip(IR_UPDATES[op].slots(h), slots.values()))
         for slot, param in zip(record.slots, record.slot_params):
             arrays[param] = present[slot].copy() if slot in present else None
@@ -142,6 +150,7 @@ def test_every_update_record_matches_the_ir_reference_in_python(op):
             )
         got = [arrays["w"]] + [arrays[p] for s, p in zip(record.slots, record.slot_params) if s in present]
         got += [arrays["ema_average"]] if "average" in slots else []
+        got += [arrays["gradient_sum"]] if "gradient_accumulator" in slots else []
         for a, b in zip(got, want):
             np.testing.assert_allclose(a, b, rtol=1e-12, err_msg=f"{op} {extra}")
 

@@ -1252,6 +1252,17 @@ def build_scaled_norms():
 
 FIDELITY_CASES["scaled_norms_sgd"] = (build_scaled_norms, [IN_DIM], sparse_targets, SPARSE, sgd_momentum, RANDOM)
 
+# Keras's gradient_accumulation_steps: every 2nd (3rd) step applies the mean gradient, with
+# AdamW's decay and a schedule read at the steps taken, or an EMA over the updates
+FIDELITY_CASES["opt_adamw_accumulate"] = on_mlp(
+    lambda: O.AdamW(S.ExponentialDecay(0.02, 1, 0.8), weight_decay=0.05, gradient_accumulation_steps=2)
+)
+FIDELITY_CASES["opt_sgd_accumulate_ema"] = on_mlp(
+    lambda: O.SGD(
+        0.1, momentum=0.5, gradient_accumulation_steps=3, use_ema=True, ema_momentum=0.6, ema_overwrite_frequency=1
+    )
+)
+
 
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):

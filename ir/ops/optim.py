@@ -5,8 +5,10 @@ scalars are the same for every parameter, so one fused loop can update them all:
 step's learning rate, `step` the 1-based iteration and `gscale` a factor on every gradient
 (global-norm clipping needs one scalar over all gradients; it is 1 otherwise). Every update also
 takes Keras's generic `weight_decay`, applied first as Keras does: w -= w * weight_decay * lr,
-and its `use_ema` after the update (attrs ema_momentum, ema_overwrite_frequency; the average is
-the last slot)."""
+its `use_ema` after the update (attrs ema_momentum, ema_overwrite_frequency; the average is a
+slot after the optimizer's own) and its gradient_accumulation_steps (the accumulator the last
+slot: `step` counts micro-steps, the update runs on every n-th with the mean gradient, and the
+optimizer's own step count, the average's too, counts updates, as Keras's `iterations`)."""
 
 from __future__ import annotations
 
@@ -44,16 +46,27 @@ def _update(name, defaults, slots):
     (weight decay, gradient scale, defaults) is done here once for all rules."""
 
     def wrap(rule):
-        def forward(w, g, *operands, weight_decay=0.0, ema_momentum=None, ema_overwrite_frequency=0, **hyper):
+        def forward(w, g, *operands, weight_decay=0.0, **hyper):
             *slot_arrays, lr, step, gscale = operands
             f = w.dtype.type
-            if weight_decay:
-                w -= w * f(weight_decay) * f(lr)
-            if ema_momentum is not None:  # use_ema: the average is the last slot
+            ema_momentum, ema_frequency = hyper.pop("ema_momentum", None), hyper.pop("ema_overwrite_frequency", 0)
+            steps = hyper.pop("gradient_accumulation_steps", None)
+            if steps:  # the accumulator is the last slot; the update and the average count whole updates
+                *slot_arrays, accumulator = slot_arrays
+                update, step = step % steps == 0, (step - 1) // steps + 1
+                if not update:
+                    accumulator += g
+                else:
+                    g = (g + accumulator) / f(steps)
+                    accumulator[...] = 0
+            if ema_momentum is not None:  # the average is the last slot left
                 *slot_arrays, average = slot_arrays
-            rule(w, g * f(gscale), *slot_arrays, lr=float(lr), t=float(step), **{**defaults, **hyper})
+            if not steps or update:
+                if weight_decay:
+                    w -= w * f(weight_decay) * f(lr)
+                rule(w, g * f(gscale), *slot_arrays, lr=float(lr), t=float(step), **{**defaults, **hyper})
             if ema_momentum is not None:
-                moving_average(w, average, float(step), ema_momentum, ema_overwrite_frequency)
+                moving_average(w, average, float(step), ema_momentum, ema_frequency)
             return w
 
         register(

@@ -83,13 +83,20 @@ def hyper_parameters(op: str, hyper) -> dict:
     return {**IR_UPDATES[op].defaults, **dict(hyper)}
 
 
-# the per-step scalars of Keras's use_ema, after an update (kgraph.kernels.updates.moving_average)
+# the per-step scalars of Keras's use_ema, after an update (kgraph.kernels.updates.moving_average),
+# and of its gradient_accumulation_steps (kgraph.kernels.updates.accumulation_scalars)
 EMA_SCALARS = ["ema_momentum", "ema_complement", "ema_overwrite"]
+ACCUMULATION_SCALARS = ["apply_update", "accumulated_steps"]
 
 
 def uses_ema(hyper: dict) -> bool:
-    """Whether the update keeps Keras's moving average of the weights (its last slot)."""
+    """Whether the update keeps Keras's moving average of the weights (a slot after its own)."""
     return hyper.get("ema_momentum") is not None
+
+
+def accumulates(hyper: dict) -> bool:
+    """Whether the update sums the gradients of several steps and applies their mean (its last slot)."""
+    return bool(hyper.get("gradient_accumulation_steps"))
 
 
 def update_parameters(op: str, hyper: dict) -> list:
@@ -98,25 +105,36 @@ def update_parameters(op: str, hyper: dict) -> list:
     record = update_record(op)
     present = set(IR_UPDATES[op].slots(hyper))
     slots = [p for slot, p in zip(record.slots, record.slot_params) if slot in present]
-    return ["w", "g"] + slots + (["ema_average"] if uses_ema(hyper) else [])
+    return ["w", "g"] + slots + ["ema_average"] * uses_ema(hyper) + ["gradient_sum"] * accumulates(hyper)
 
 
 def update_scalars(op: str, hyper: dict) -> list:
     """The generated kernel's per-step scalar parameters other than Keras's generic ones."""
-    return update_record(op).scalar_params + (EMA_SCALARS if uses_ema(hyper) else [])
+    ema, accumulation = EMA_SCALARS * uses_ema(hyper), ACCUMULATION_SCALARS * accumulates(hyper)
+    return update_record(op).scalar_params + ema + accumulation
 
 
 def update_statements(op: str, hyper: dict) -> list:
     """The lines updating element i: Keras's weight decay and the gradient scale around the
     element function (a slot this configuration lacks is passed as 0 and its result dropped),
-    then the moving average when the optimizer keeps one."""
+    only on the steps that apply the summed gradients when they accumulate, then the moving
+    average when the optimizer keeps one."""
     record = update_record(op)
     present = set(IR_UPDATES[op].slots(hyper))
-    results, args = ["w[i]"], ["w[i] - w[i] * decay", "g[i] * gscale"]
+    gradient = "(g[i] + gradient_sum[i]) / accumulated_steps" if accumulates(hyper) else "g[i]"
+    results, args = ["w[i]"], ["w[i] - w[i] * decay", f"{gradient} * gscale"]
     for slot, param in zip(record.slots, record.slot_params):
         results.append(f"{param}[i]" if slot in present else "_")
         args.append(f"{param}[i]" if slot in present else "zero")
     lines = [f"{', '.join(results)} = U.{record.name}({', '.join(args + record.scalar_params)})"]
+    if accumulates(hyper):
+        lines = [
+            "if apply_update:",
+            f"    {lines[0]}",
+            "    gradient_sum[i] = 0",
+            "else:",
+            "    gradient_sum[i] += g[i]",
+        ]
     if uses_ema(hyper):
         lines.append(f"w[i], ema_average[i] = U.moving_average(w[i], ema_average[i], {', '.join(EMA_SCALARS)})")
     return lines
@@ -137,10 +155,15 @@ def scalars_calls(op: str, hyper: dict) -> list:
     record = update_record(op)
     names = list(inspect.signature(record.scalars).parameters)[2:]
     keywords = ", ".join(f"{k}={hyper[k]!r}" for k in names)
-    calls = [(record.scalar_params, f"U.{record.scalars.__name__}(lr, step, {keywords})")]
+    # the optimizer's own step count: updates, which are every n-th step when gradients accumulate
+    steps = int(hyper.get("gradient_accumulation_steps") or 0)
+    update = f"(step - 1) // {steps} + 1" if steps else "step"
+    calls = [(record.scalar_params, f"U.{record.scalars.__name__}(lr, {update}, {keywords})")]
     if uses_ema(hyper):
         ema = f"{hyper['ema_momentum']!r}, {int(hyper.get('ema_overwrite_frequency') or 0)}"
-        calls.append((EMA_SCALARS, f"U.moving_average_scalars(step, {ema})"))
+        calls.append((EMA_SCALARS, f"U.moving_average_scalars({update}, {ema})"))
+    if steps:
+        calls.append((ACCUMULATION_SCALARS, f"U.accumulation_scalars(step, {steps})"))
     return calls
 
 

@@ -274,3 +274,13 @@ def moving_average(w, average, momentum, one_minus_momentum, overwrite):
     """average = momentum*average + (1-momentum)*w of the updated weight; returns (w, average)."""
     average = momentum * average + one_minus_momentum * w
     return (average if overwrite else w), average
+
+
+# ---------------------------------------------------------------- Keras's gradient_accumulation_steps
+
+
+@jitable
+def accumulation_scalars(step, steps):
+    """Whether micro-step `step` (1-based) applies the update (1.0 every `steps` steps, else 0.0,
+    when the gradient is only added to its sum), and the count the sum is divided by."""
+    return (1.0 if step % steps == 0 else 0.0), float(steps)

@@ -47,7 +47,8 @@ class Optimizer:
         """hyper: the subclass's own hyper-parameters; options: the other arguments every Keras 3
         optimizer takes, refused where set to what this runtime does not run (an argument Keras
         does not know raises, as in Keras: a misspelt one would otherwise train as the default)."""
-        unknown = {k: v for k, v in options.items() if k not in _IGNORED_KEYS | _EMA_KEYS | _DEFAULT_ONLY.keys()}
+        known = _IGNORED_KEYS | _EMA_KEYS | _DEFAULT_ONLY.keys() | {"gradient_accumulation_steps"}
+        unknown = {k: v for k, v in options.items() if k not in known}
         if unknown:
             raise ValueError(f"Argument(s) not recognized: {unknown}")
         for key, default in _DEFAULT_ONLY.items():
@@ -60,6 +61,7 @@ class Optimizer:
                 "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
                 + ", ".join(f"{k}={v}" for k, v in clipping.items())
             )
+        self.gradient_accumulation_steps = _accumulation(options.get("gradient_accumulation_steps"), clipping)
         if isinstance(learning_rate, dict):
             learning_rate = schedules.deserialize(learning_rate)
         self._learning_rate = (
@@ -70,14 +72,23 @@ class Optimizer:
         self.options = {"weight_decay": weight_decay, **clipping}
         self.hyper = hyper
         self.name = name or type(self).__name__.lower()
-        self.iterations = 0
+        self.step_count = 0  # training steps taken: Keras's `_iterations`, the "iteration" its files save
+
+    @property
+    def iterations(self) -> int:
+        """Keras's: the updates applied so far (the steps taken, over gradient_accumulation_steps)."""
+        return self.step_count // (self.gradient_accumulation_steps or 1)
+
+    @iterations.setter
+    def iterations(self, value: int):
+        self.step_count = int(value) * (self.gradient_accumulation_steps or 1)
 
     @property
     def learning_rate(self) -> float:
-        """This step's rate, as Keras's property: a schedule's value at `iterations`. A float that
+        """This step's rate, as Keras's property: a schedule's value at the steps taken. A float that
         also answers Keras 3's variable idioms, `.assign(value)` and `.numpy()`."""
         lr = self._learning_rate
-        return LearningRate(float(lr(self.iterations)) if isinstance(lr, LearningRateSchedule) else lr, self)
+        return LearningRate(float(lr(self.step_count)) if isinstance(lr, LearningRateSchedule) else lr, self)
 
     @learning_rate.setter
     def learning_rate(self, value):
@@ -96,15 +107,17 @@ class Optimizer:
         current_learning_rate()."""
         lr = self._learning_rate
         if isinstance(lr, LearningRateSchedule):
-            return [float(lr(self.iterations + i)) for i in range(steps)]
+            return [float(lr(self.step_count + i)) for i in range(steps)]
         return None
 
     def spec(self) -> tuple:
         """(kind, hyper-parameters with the options that are set) for the optimizer pass."""
-        ema = {}
+        extra = {}
         if self.ema["use_ema"]:
-            ema = {"ema_momentum": self.ema["ema_momentum"], "ema_overwrite_frequency": self.ema_overwrite_frequency}
-        return self.kind, {**self.hyper, **{k: float(v) for k, v in self.options.items() if v}, **ema}
+            extra = {"ema_momentum": self.ema["ema_momentum"], "ema_overwrite_frequency": self.ema_overwrite_frequency}
+        if self.gradient_accumulation_steps:
+            extra["gradient_accumulation_steps"] = self.gradient_accumulation_steps
+        return self.kind, {**self.hyper, **{k: float(v) for k, v in self.options.items() if v}, **extra}
 
     @property
     def use_ema(self) -> bool:
@@ -122,6 +135,7 @@ class Optimizer:
             "learning_rate": schedules.serialize(lr) if isinstance(lr, LearningRateSchedule) else lr,
             **self.options,
             **self.ema,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
             **self.hyper,
         }
 
@@ -252,7 +266,22 @@ ALL = {c.__name__.lower(): c for c in (SGD, Adam, AdamW, RMSprop, Adagrad, Adade
 _IGNORED_KEYS = {"is_legacy_optimizer", "jit_compile"}
 _EMA_KEYS = {"use_ema", "ema_momentum", "ema_overwrite_frequency"}
 # Keras config keys this runtime runs only at their default value
-_DEFAULT_ONLY = {"loss_scale_factor": None, "gradient_accumulation_steps": None, "decay": 0.0}
+_DEFAULT_ONLY = {"loss_scale_factor": None, "decay": 0.0}
+
+
+def _accumulation(steps, clipping) -> int | None:
+    """Keras's gradient_accumulation_steps, checked as Keras checks it: the weights update every
+    `steps` steps, with the mean of their gradients."""
+    if not steps:
+        return None
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(
+            f"`gradient_accumulation_steps` must be an integer >= 2. Received: gradient_accumulation_steps={steps}"
+        )
+    clipped = [k for k, v in clipping.items() if v is not None]
+    if clipped:  # Keras clips the accumulated mean, which the clipping nodes before the update do not see
+        raise ValueError(f"gradient_accumulation_steps with {clipped[0]} is not supported yet")
+    return steps
 
 
 def _ema_options(options) -> dict:

@@ -30,7 +30,8 @@ def add_optimizer(graph, grads: dict[str, str], kind: str, hyper: dict, params=N
     for every trainable variable, and no update, as Keras's apply skips a variable whose gradient
     is None. Adds the scalar sources 'lr' and 'step' (the 1-based iteration) and one update node
     per parameter with a gradient. With Keras's use_ema (attrs ema_momentum and
-    ema_overwrite_frequency) every parameter also gets an "average" slot, its last."""
+    ema_overwrite_frequency) every parameter also gets an "average" slot, and with its
+    gradient_accumulation_steps a "gradient_accumulator" slot, after the optimizer's own."""
     op = OPTIMIZERS[kind]
     attrs = dict(hyper)
     clipping = {k: attrs.pop(k) for k in CLIPPING if attrs.get(k)}
@@ -41,8 +42,10 @@ def add_optimizer(graph, grads: dict[str, str], kind: str, hyper: dict, params=N
         return graph
     grads, gscale = _clip(graph, grads, **clipping)
     slot_init = UPDATES[op].slots(attrs)
-    if "ema_momentum" in attrs:  # Keras's use_ema: each weight's moving average, the update's last slot
+    if "ema_momentum" in attrs:  # Keras's use_ema: each weight's moving average
         slot_init["average"] = 0.0
+    if attrs.get("gradient_accumulation_steps"):  # the sum of the gradients since the last update
+        slot_init["gradient_accumulator"] = 0.0
     slots = {p: [] for p in (params or grads)}
     for name, init in slot_init.items():
         for p in slots:

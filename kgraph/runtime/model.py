@@ -379,20 +379,20 @@ class CompiledModel:
         """`steps` training steps on batches laid back to back in `batch`, in one call."""
         xs, ys, sws = batch
         opt = self.optimizer
-        lr, step = opt.current_learning_rate(), opt.iterations + 1
+        lr, step = opt.current_learning_rate(), opt.step_count + 1
         if self.replicas is not None:
             outs = self.replicas.train_step(xs, ys, sws, lr, step, self._step("train", xs))
         else:
             outs = self.executable.run(
                 self._step("train", xs), xs, ys, sws, lr=lr, step=step, steps=steps, lrs=opt.learning_rates(steps)
             )
-        opt.iterations += steps
+        opt.step_count += steps
         logs.update(outs, ys, len(xs[0]), steps)
         if not self._nonfinite_told and not np.isfinite(outs["loss"]).all():
             self._nonfinite_told = True  # once a model: every later step would say it again
             warnings.warn(
                 f"the loss is {np.ravel(outs['loss'])[~np.isfinite(np.ravel(outs['loss']))][0]} at training "
-                f"step {opt.iterations - steps + 1}: the weights are no longer finite; lower the learning "
+                f"step {opt.step_count - steps + 1}: the weights are no longer finite; lower the learning "
                 "rate, check the data, or stop such runs with kgraph.callbacks.TerminateOnNaN()",
                 RuntimeWarning,
                 stacklevel=3,
