@@ -593,13 +593,14 @@ class Model(_WeightLists, CompiledModel):
         in_child = self.device == "cpu" and not replicated
         if in_child:
             child.start_spare_for_new_kernels()
-        self._step_args = {"train": (specs, opt.spec()), "test": (specs, None), "predict": (None, None)}
+        spec = _optimizer_spec(opt, self.frontend.keras)
+        self._step_args = {"train": (specs, spec), "test": (specs, None), "predict": (None, None)}
         self._forget_shapes()
         if unknown:  # steps compile per input shape as data arrives (_step); the optimizer's slots now
             self.executable.set_state_layout(self._state_layout())
         else:
             if "train" in self.step_kinds:
-                self._build("train", specs, opt.spec())
+                self._build("train", specs, spec)
             if "test" in self.step_kinds:
                 self._build("test", specs)
         self.optimizer = opt
@@ -1095,6 +1096,16 @@ def load_model(
         _check_loaded(model, filepath, allow_nonfinite)
         return model
     return model_from_config(read_config_file(filepath), seed=seed)
+
+
+def _optimizer_spec(opt, keras: int) -> tuple:
+    """The optimizer pass's (kind, hyper-parameters): Keras 3's formulas, but a tf-keras model's
+    use_ema as tf-keras computes it (the average starts from the weights, and decays from the
+    first step)."""
+    kind, hyper = opt.spec()
+    if keras < 3 and "ema_momentum" in hyper:
+        hyper["ema_from_weights"] = True
+    return kind, hyper
 
 
 def _check_loaded(model, source, allow_nonfinite) -> None:

@@ -217,7 +217,7 @@ def test_batch_norm_moving_statistics_and_reduce_max_generate_their_launches(tmp
     assert source.count("K.reduce_max_3d[") == 1
 
 
-@pytest.mark.parametrize("config", ["k3_conv2d", "k3_conv_layers", "k3_norm_embed", "k3_more_ops"])
+@pytest.mark.parametrize("config", ["k3_conv2d", "k3_conv_layers", "k3_norm_embed", "k3_more_ops", "k3_einsum_dense"])
 def test_convolution_normalization_and_embedding_models_generate_launchers(config):
     from kgraph import optimizers
 

@@ -1113,15 +1113,39 @@ def test_categorical_encodings_refuse_what_keras_would_compute_otherwise():
 
 def test_category_encoding_counts_ids_in_range_only():
     """Ids at or past num_tokens (and negative ones) count nowhere, as TensorFlow's one_hot drops
-    them; a repeated id counts twice in count mode, once in multi_hot."""
+    them; a repeated id counts twice in count mode, once in multi_hot; a float id counts as Keras's
+    cast to int truncates it (3.7 as 3, -0.5 as 0)."""
     from kgraph.models import model_from_json
 
-    ids = np.array([[0, 3, 3], [5, -1, 2]], np.float32)
+    ids = np.array([[0, 3, 3.7], [5, -1, 2], [-0.5, 1.999, 4]], np.float32)
     for mode, want in [
-        ("count", [[1, 0, 0, 2], [0, 0, 1, 0]]),
-        ("multi_hot", [[1, 0, 0, 1], [0, 0, 1, 0]]),
+        ("count", [[1, 0, 0, 2], [0, 0, 1, 0], [1, 1, 0, 0]]),
+        ("multi_hot", [[1, 0, 0, 1], [0, 0, 1, 0], [1, 1, 0, 0]]),
     ]:
         model = model_from_json(
             json.dumps(_encoding_model("CategoryEncoding", {"num_tokens": 4, "output_mode": mode}, [None, 3]))
         )
         np.testing.assert_array_equal(model.predict(ids, verbose=0), want)
+
+
+@pytest.mark.parametrize(
+    "equation, message",
+    [
+        ("bij->ij", "the output must start with the batch axis 'b'"),
+        ("bii->bi", "names 3 axes of a rank-3 operand once each"),
+        ("bij", "the equation must be explicit"),
+        ("bij->bik", "is not made of input letters"),
+    ],
+)
+def test_einsum_refuses_what_it_cannot_compute_by_name(equation, message):
+    with pytest.raises(ConfigError, match=message):
+        build_model(_op_alone("Einsum", {"subscripts": equation}))
+
+
+def test_einsum_of_one_operand_sums_and_transposes_as_numpy():
+    from kgraph.models import model_from_json
+
+    x = np.random.RandomState(0).normal(size=(3, 6, 4)).astype(np.float32)
+    for equation in ("bij->bji", "bij->bj", "bij->b", "b...->b..."):
+        model = model_from_json(json.dumps(_op_alone("Einsum", {"subscripts": equation})))
+        np.testing.assert_allclose(model.predict(x, verbose=0), np.einsum(equation, x), rtol=1e-5, atol=1e-6)

@@ -264,6 +264,27 @@ def test_a_weight_read_only_through_a_discretization_keeps_its_value_with_keras_
         kgraph.models.model_from_config(only, seed=0).compile(optimizer="sgd", loss="mse")
 
 
+def test_a_tf_keras_models_use_ema_starts_from_the_weights_as_tf_keras_does():
+    """tf-keras's average starts as the weights when training starts and decays from the first
+    step (Keras 3 skips the decay on the first step): two steps of SGD, then fit ends on it."""
+    config = json.loads((Path(__file__).parent / "fixtures" / "configs" / "k2_seq_mlp.json").read_text())
+    config["config"]["layers"] = [layer for layer in config["config"]["layers"] if layer["class_name"] != "Dropout"]
+    models = [kgraph.models.model_from_config(config, seed=0) for _ in range(2)]
+    for model, use_ema in zip(models, (False, True)):
+        model.compile(optimizer=kgraph.optimizers.SGD(0.1, use_ema=use_ema, ema_momentum=0.5), loss="mse")
+    plain, averaged = models
+    x = np.random.RandomState(0).rand(4, *plain.input_shape[1:]).astype(np.float32)
+    y = np.zeros((4, *plain.output_shape[1:]), np.float32)
+    trajectory = [plain.get_weights()]
+    for _ in range(2):
+        plain.train_on_batch(x, y)
+        trajectory.append(plain.get_weights())
+    averaged.train_on_batch(x, y)
+    averaged.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    for got, w0, w1, w2 in zip(averaged.get_weights(), *trajectory):
+        np.testing.assert_allclose(got, 0.25 * w0 + 0.25 * w1 + 0.5 * w2, rtol=1e-6, atol=1e-7)
+
+
 def test_use_ema_fit_ends_on_the_moving_averages_and_an_unread_output_keeps_its_weights():
     """Keras's use_ema without an overwrite frequency: the weights train as without it, the
     averages follow them (the first step's is the weights), and fit ends by giving the weights

@@ -1264,6 +1264,24 @@ FIDELITY_CASES["opt_sgd_accumulate_ema"] = on_mlp(
 )
 
 
+def build_einsum():
+    """keras.ops.einsum between tensors (attention's scores and weighted sum), with a constant
+    and of one operand, and EinsumDense layers with an ellipsis and a bias over part of the output."""
+    K, L = keras.ops, keras.layers
+    x = keras.Input(shape=(IN_DIM,))
+    h = K.reshape(L.Dense(12)(x), (-1, 3, 2, 2))  # (batch, steps, heads, width)
+    q, k = L.EinsumDense("abcd,de->abce", output_shape=(3, 2, 2), bias_axes="e")(h), h * 0.5
+    scores = K.softmax(K.einsum("bqhd,bkhd->bhqk", q, k), axis=-1)
+    mixed = K.einsum("bhqk,bkhd->bqhd", scores, h)
+    summed = K.einsum("bqhd->bhd", mixed) + K.einsum("bqhd,de->bhe", mixed, K.ones((2, 2)) * 0.3)
+    dense = L.EinsumDense("...d,de->...e", output_shape=4, bias_axes="e", activation="tanh")(L.Flatten()(mixed))
+    out = L.EinsumDense("abc,cd->abd", output_shape=(2, 3), bias_axes="b")(summed)
+    return keras.Model(x, L.Dense(CLASSES, activation="softmax")(K.concatenate([L.Flatten()(out), dense], axis=-1)))
+
+
+FIDELITY_CASES["einsum_sgd"] = (build_einsum, [IN_DIM], sparse_targets, SPARSE, sgd_momentum, RANDOM)
+
+
 def serialize_loss(loss):
     if isinstance(loss, (str, dict)):
         return loss
@@ -1853,6 +1871,17 @@ def zoo_categorical(K):
     return K.Model(x, L.Dense(3)(L.Concatenate()(parts)))
 
 
+def zoo_einsum_dense(K):
+    """EinsumDense layers (tf-keras's too): over the last axis, with an ellipsis, and splitting it
+    into two with a bias over one of them."""
+    L = K.layers
+    x = K.Input(shape=(4, 3))
+    a = L.EinsumDense("abc,cd->abd", output_shape=(4, 5), bias_axes="d", activation="relu")(x)
+    b = L.EinsumDense("...c,cd->...d", output_shape=2)(x)
+    c = L.EinsumDense("abc,cde->abde", output_shape=(4, 2, 3), bias_axes="d")(x)
+    return K.Model(x, L.Dense(3)(L.Concatenate()([L.Flatten()(a), L.Flatten()(b), L.Flatten()(c)])))
+
+
 ZOO = {
     "seq_mlp": (zoo_seq_mlp, [(8,)]),
     "seq_shapes": (zoo_seq_shapes, [(4, 3)]),
@@ -1875,6 +1904,7 @@ ZOO = {
     "tensor_compare": (zoo_tensor_compare, [(6,)]),
     "more_ops": (zoo_more_ops, [(6, 4)]),
     "categorical": (zoo_categorical, [(4,)]),
+    "einsum_dense": (zoo_einsum_dense, [(4, 3)]),
 }
 RANDOM_WEIGHTS = ("conv2d", "conv_layers", "norm_embed", "act_layers", "noise_layers")
 K2_ONLY = ("thresholded",)  # layers Keras 3 no longer has

@@ -50,6 +50,7 @@ def _update(name, defaults, slots):
             *slot_arrays, lr, step, gscale = operands
             f = w.dtype.type
             ema_momentum, ema_frequency = hyper.pop("ema_momentum", None), hyper.pop("ema_overwrite_frequency", 0)
+            from_weights, before = hyper.pop("ema_from_weights", False), w.copy()
             steps = hyper.pop("gradient_accumulation_steps", None)
             if steps:  # the accumulator is the last slot; the update and the average count whole updates
                 *slot_arrays, accumulator = slot_arrays
@@ -66,7 +67,9 @@ def _update(name, defaults, slots):
                     w -= w * f(weight_decay) * f(lr)
                 rule(w, g * f(gscale), *slot_arrays, lr=float(lr), t=float(step), **{**defaults, **hyper})
             if ema_momentum is not None:
-                moving_average(w, average, float(step), ema_momentum, ema_frequency)
+                if from_weights and step == 1:  # tf-keras's average starts from the weights
+                    average[...] = before
+                moving_average(w, average, float(step), ema_momentum, ema_frequency, from_weights)
             return w
 
         register(
@@ -86,12 +89,13 @@ def _update(name, defaults, slots):
     return wrap
 
 
-def moving_average(w, average, step, momentum, overwrite_frequency):
+def moving_average(w, average, step, momentum, overwrite_frequency, from_weights=False):
     """Keras's use_ema, after the update: average = momentum*average + (1-momentum)*w, with
-    momentum 0 on the first step (the average starts as the updated weights); every
+    momentum 0 on the first step in Keras 3 (the average starts as the updated weights; tf-keras's,
+    from_weights, starts from the weights before it and decays from the first step); every
     `overwrite_frequency` steps the weights take the average."""
     f = w.dtype.type
-    momentum = momentum if step != 1 else 0.0
+    momentum = momentum if step != 1 or from_weights else 0.0
     average[...] = f(momentum) * average + (f(1) - f(momentum)) * w  # 1 - momentum in float32, as Keras
     if overwrite_frequency and step % overwrite_frequency == 0:
         w[...] = average

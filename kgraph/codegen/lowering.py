@@ -85,7 +85,7 @@ def hyper_parameters(op: str, hyper) -> dict:
 
 # the per-step scalars of Keras's use_ema, after an update (kgraph.kernels.updates.moving_average),
 # and of its gradient_accumulation_steps (kgraph.kernels.updates.accumulation_scalars)
-EMA_SCALARS = ["ema_momentum", "ema_complement", "ema_overwrite"]
+EMA_SCALARS = ["ema_momentum", "ema_complement", "ema_overwrite", "ema_start"]
 ACCUMULATION_SCALARS = ["apply_update", "accumulated_steps"]
 
 
@@ -135,8 +135,10 @@ def update_statements(op: str, hyper: dict) -> list:
             "else:",
             "    gradient_sum[i] += g[i]",
         ]
-    if uses_ema(hyper):
-        lines.append(f"w[i], ema_average[i] = U.moving_average(w[i], ema_average[i], {', '.join(EMA_SCALARS)})")
+    if uses_ema(hyper):  # from the weights before the step where tf-keras's average starts (ema_start)
+        average = "w_before if ema_start else ema_average[i]"
+        lines = ["w_before = w[i]", *lines]
+        lines.append(f"w[i], ema_average[i] = U.moving_average(w[i], {average}, {', '.join(EMA_SCALARS[:3])})")
     return lines
 
 
@@ -161,7 +163,7 @@ def scalars_calls(op: str, hyper: dict) -> list:
     calls = [(record.scalar_params, f"U.{record.scalars.__name__}(lr, {update}, {keywords})")]
     if uses_ema(hyper):
         ema = f"{hyper['ema_momentum']!r}, {int(hyper.get('ema_overwrite_frequency') or 0)}"
-        calls.append((EMA_SCALARS, f"U.moving_average_scalars({update}, {ema})"))
+        calls.append((EMA_SCALARS, f"U.moving_average_scalars({update}, {ema}, {bool(hyper.get('ema_from_weights'))})"))
     if steps:
         calls.append((ACCUMULATION_SCALARS, f"U.accumulation_scalars(step, {steps})"))
     return calls

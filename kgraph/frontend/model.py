@@ -16,6 +16,7 @@ from ir import Graph, TensorType
 from .. import limits
 from .attention import ATTENTION_RULES
 from .dot import DOT_RULES
+from .einsum import EINSUM_RULES
 from .errors import ConfigError
 from .extra_layers import EXTRA
 from .initializers import initial_value
@@ -32,8 +33,18 @@ from .spatial import SPATIAL
 from .walk import guarded, run_graph
 
 # Keras class name -> its Rule
-OPS = {**OP_RULES, **REDUCE_OPS, **SHAPE_OPS}
-RULES = {**CORE, **SPATIAL, **EXTRA, **PREPROCESSING, **DOT_RULES, **RECURRENT_RULES, **ATTENTION_RULES, **OPS}
+OPS = {**OP_RULES, **REDUCE_OPS, **SHAPE_OPS, **{k: v for k, v in EINSUM_RULES.items() if k.startswith("op:")}}
+RULES = {
+    **CORE,
+    **SPATIAL,
+    **EXTRA,
+    **PREPROCESSING,
+    **DOT_RULES,
+    **RECURRENT_RULES,
+    **ATTENTION_RULES,
+    **EINSUM_RULES,
+    **OPS,
+}
 SUPPORTED = sorted([k for k in RULES if not k.startswith("op:")] + ["InputLayer", *MODEL_CLASSES])
 SUPPORTED_OPS = sorted(k[3:] for k in OPS)
 DTYPES = ("float32", "float64")

@@ -249,14 +249,18 @@ class CenterCrop(Rule):
 def _encode(g, ids, shape, mode, depth, name):
     """Keras's encode_categorical_inputs of integer ids (floats here) of Keras shape `shape`:
     one_hot (a last axis of 1 replaced by the depth, another kept), multi_hot (1 where an id
-    occurs along the last axis) or count (how often); an id outside [0, depth) counts nowhere, as
-    TensorFlow's one_hot drops it."""
+    occurs along the last axis) or count (how often). A float id counts as Keras's cast to int
+    truncates it; one outside [0, depth) counts nowhere, as TensorFlow's one_hot drops it."""
     if mode == "int":
         return ids
     if len(shape) == 1:  # one id a sample (one_hot): a last axis of 1
         ids, shape = g.reshape(ids, shape=(*g.type(ids).shape, 1)), (*shape, 1)
+    # id k where Keras's cast to int (truncation) gives k: k <= id < k + 1, and -1 < id < 1 for 0
     column = g.reshape(ids, shape=(*g.type(ids).shape, 1))
-    hits = g.equal(column, _array(g, ids, np.arange(depth), f"{name}_tokens"))  # (..., k, depth)
+    below = np.nextafter(np.arange(depth, dtype=np.float32), np.float32(-np.inf))
+    below[0] = -1.0
+    above = g.greater(column, _array(g, ids, below, f"{name}_from"))
+    hits = g.mul(above, g.less(column, _array(g, ids, np.arange(1, depth + 1), f"{name}_to")))  # (..., k, depth)
     if mode == "one_hot" and shape[-1] != 1:
         return hits
     if mode == "one_hot":

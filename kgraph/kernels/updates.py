@@ -260,13 +260,17 @@ def ftrl(w, g, accumulator, linear, lr, power, l1, two_l2, two_l2_shrinkage):
 
 
 @jitable
-def moving_average_scalars(step, momentum, overwrite_frequency):
-    """This step's momentum of the weights' moving average and 1 - momentum (momentum is 0 on the
-    first step, so the average starts as the updated weights), and whether the weights then take
-    the average (1.0 every `overwrite_frequency` steps; 0 never)."""
-    momentum = momentum if step != 1 else 0.0
+def moving_average_scalars(step, momentum, overwrite_frequency, from_weights):
+    """This step's momentum of the weights' moving average and 1 - momentum, whether the weights
+    then take the average (1.0 every `overwrite_frequency` steps; 0 never), and whether the average
+    starts from the weights before the step (1.0 on the first step of tf-keras's, which decays
+    from them; Keras 3's momentum is 0 on the first step instead, so it starts as the updated
+    weights)."""
+    first = step == 1
+    if not from_weights and first:
+        momentum = 0.0
     overwrite = overwrite_frequency > 0 and step % overwrite_frequency == 0
-    return momentum, 1.0 - momentum, (1.0 if overwrite else 0.0)
+    return momentum, 1.0 - momentum, (1.0 if overwrite else 0.0), (1.0 if from_weights and first else 0.0)
 
 
 @jitable

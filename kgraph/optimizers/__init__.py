@@ -135,7 +135,8 @@ class Optimizer:
             "learning_rate": schedules.serialize(lr) if isinstance(lr, LearningRateSchedule) else lr,
             **self.options,
             **self.ema,
-            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            # only when set: tf-keras's optimizers, which read these configs from .h5 files, refuse the key
+            **({"gradient_accumulation_steps": n} if (n := self.gradient_accumulation_steps) else {}),
             **self.hyper,
         }
 
