@@ -1026,7 +1026,11 @@ def _more_ops_with(name, config=None, slice_=None, kwargs=None):
         ("norm", {"config": {"ord": 3}}, "ord=3 over 1 axes is not supported"),
         ("leaky_relu", {"config": {"alpha": 0.3}}, r"options \['alpha'\] are not supported"),
         ("flip", {"config": {"axis": None}}, "flipping every axis, the batch's too, is not supported"),
-        ("get_item_8", {"slice_": {"start": None, "stop": None, "step": -1}}, "slice ::-1 of axis 1: only a positive"),
+        (
+            "get_item_8",
+            {"slice_": {"start": None, "stop": None, "step": 0}},
+            "slice ::0 of axis 1: a step is a non-zero",
+        ),
         ("get_item_8", {"slice_": {"start": 1, "stop": 1, "step": 2}}, "an empty slice 1:1:2 of axis 1"),
     ],
 )
@@ -1058,6 +1062,13 @@ def _every(start, stop, step):
     [
         ("GetItem", {}, [[_every(None, None, None), _every(2, None, 3)]], lambda x: x[:, 2::3]),
         ("GetItem", {}, [[_every(None, None, None), _every(-5, 5, 2), 3]], lambda x: x[:, -5:5:2, 3]),
+        ("GetItem", {}, [[_every(None, None, None), _every(None, None, -1)]], lambda x: x[:, ::-1]),
+        (
+            "GetItem",
+            {},
+            [[_every(None, None, None), _every(5, 0, -2), _every(None, None, -3)]],
+            lambda x: x[:, 5:0:-2, ::-3],
+        ),
         ("GetItem", {}, [[{"class_name": "__ellipsis__"}, _every(1, None, 2)]], lambda x: x[..., 1::2]),
         (
             "Pad",

@@ -14,7 +14,7 @@ from .activations import emit_activation
 from .errors import ConfigError
 from .extra_layers import Softmax
 from .layers import Concatenate, Permute, Reshape
-from .rule import Rule, ir_shape, is_count, shape_str, where_of
+from .rule import Rule, ir_shape, shape_str, where_of
 
 
 def _is_tensor(arg) -> bool:
@@ -459,8 +459,8 @@ def _slice_text(cfg: dict) -> str:
 
 
 class GetItem(Rule):
-    """x[...] with, per axis, an integer (the axis goes) or a slice of positive step, an Ellipsis,
-    and None (a new axis of size 1) after the batch axis; the batch axis whole."""
+    """x[...] with, per axis, an integer (the axis goes) or a slice of any step, an Ellipsis, and
+    None (a new axis of size 1) after the batch axis; the batch axis whole."""
 
     def _index(self, layer, shape):
         """(cuts: (axis, start, stop, step, dropped) per indexed input axis, layout: the output's
@@ -507,9 +507,9 @@ class GetItem(Rule):
                 f"{where_of(layer)}: only integers, slices, ... and None are supported, got {str(item)[:80]}"
             )
         step = cfg.get("step")
-        if step is not None and not is_count(step):
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step == 0):
             raise ConfigError(
-                f"{where_of(layer)}: slice {_slice_text(cfg)} of axis {axis}: only a positive integer step is supported"
+                f"{where_of(layer)}: slice {_slice_text(cfg)} of axis {axis}: a step is a non-zero integer"
             )
         if axis == 0:
             if (cfg.get("start"), cfg.get("stop"), step or 1) != (None, None, 1):
@@ -523,10 +523,10 @@ class GetItem(Rule):
             for k in ("start", "stop")
         ):
             raise ConfigError(f"{where_of(layer)}: slice bounds must be integers, got {str(cfg)[:80]}")
-        start, stop, _ = slice(cfg.get("start"), cfg.get("stop")).indices(size)
-        if stop <= start:
+        start, stop, step = slice(cfg.get("start"), cfg.get("stop"), step).indices(size)
+        if not range(start, stop, step):
             raise ConfigError(f"{where_of(layer)}: an empty slice {_slice_text(cfg)} of axis {axis}")
-        return (axis, start, stop, step or 1, False)
+        return (axis, start, stop, step, False)
 
     def output_shape(self, layer, shapes):
         cuts, layout = self._index(layer, shapes[0])
@@ -539,13 +539,27 @@ class GetItem(Rule):
     def emit(self, ctx, layer, xs, shapes):
         g, y = ctx.g, xs[0]
         for axis, start, stop, step, _ in self._index(layer, shapes[0])[0]:
-            if (start, stop) != (0, shapes[0][axis]):
+            size = shapes[0][axis]
+            if step < 0:  # the axis reversed, then a forward slice of it
+                y = flip_axis(g, y, axis)
+                start, stop, step = size - 1 - start, size - 1 - stop, -step
+            if (start, stop) != (0, size):
                 y = g.slice(y, axis=axis, start=start, stop=stop, name=f"{layer.name}_axis{axis}")
             if step > 1:
                 y = _every(g, y, axis, step)
         out = self.output_shape(layer, shapes)
         same = tuple(out[1:]) == tuple(g.type(y).shape[1:])
         return y if same else g.reshape(y, shape=ir_shape(out), name=layer.name)
+
+
+def flip_axis(g, y, axis):
+    """y with a non-batch axis reversed: the IR reverses axis 1, so the axis is swapped there and
+    back (a swap is its own inverse)."""
+    if axis == 1:
+        return g.reverse_time(y)
+    perm = list(range(len(g.type(y).shape)))
+    perm[1], perm[axis] = axis, 1
+    return g.transpose(g.reverse_time(g.transpose(y, perm=tuple(perm))), perm=tuple(perm))
 
 
 def _every(g, y, axis, step):

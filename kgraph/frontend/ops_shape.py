@@ -8,12 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ConfigError
-from .ops import _args, _axis, _is_tensor
+from .ops import _args, _axis, _is_tensor, flip_axis
 from .rule import Rule, ir_shape, is_count, shape_str, where_of
-
-
-def _transposed(g, x, perm, name=None):
-    return x if list(perm) == sorted(perm) else g.transpose(x, perm=tuple(perm), name=name)
 
 
 def _axes(layer, value, rank) -> list:
@@ -68,9 +64,7 @@ class Flip(Rule):
     def emit(self, ctx, layer, xs, shapes):
         g, y = ctx.g, xs[0]
         for a in self._flipped(layer, shapes[0]):
-            perm = list(range(len(shapes[0])))
-            perm[1], perm[a] = a, 1  # axis a to 1 and back: a swap is its own inverse
-            y = _transposed(g, g.reverse_time(_transposed(g, y, perm)), perm)
+            y = flip_axis(g, y, a)
         return g.reshape(y, shape=ir_shape(shapes[0]), name=layer.name)
 
 
