@@ -1095,14 +1095,21 @@ def test_more_ops_compute_what_numpy_does(class_name, config, args, numpy):
     np.testing.assert_allclose(model.predict(x, verbose=0), numpy(x), rtol=1e-5, atol=1e-6)
 
 
-def test_an_op_activation_accepts_its_fixed_option_at_that_value_only():
-    for alpha, ok in ((1.0, True), (2.0, False)):
-        config = _op_alone("Celu", {"alpha": alpha})
-        if ok:
-            build_model(config)
-            continue
-        with pytest.raises(ConfigError, match=r"keras.ops.Celu 'op': alpha=2.0 is not supported \(only alpha=1.0\)"):
-            build_model(config)
+@pytest.mark.parametrize(
+    "class_name, config, numpy",
+    [
+        ("Celu", {"alpha": 2.0}, lambda x: np.maximum(x, 0) + 2.0 * np.expm1(np.minimum(x, 0) / 2.0)),
+        ("Squareplus", {"b": 1.5}, lambda x: (x + np.sqrt(x * x + 1.5)) / 2),
+        ("HardShrink", {"threshold": 0.3}, lambda x: np.where(np.abs(x) > 0.3, x, 0)),
+        ("SoftShrink", {"threshold": 0.8}, lambda x: np.where(x > 0.8, x - 0.8, np.where(x < -0.8, x + 0.8, 0))),
+    ],
+)
+def test_an_op_activations_options_reach_its_kernel(class_name, config, numpy):
+    from kgraph.models import model_from_json
+
+    model = model_from_json(json.dumps(_op_alone(class_name, config)))
+    x = np.random.RandomState(0).normal(size=(3, 6, 4)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x, verbose=0), numpy(x), rtol=1e-5, atol=1e-6)
 
 
 def _encoding_model(layer_class, config, batch_shape):

@@ -141,10 +141,20 @@ GRAD_CASES = [
         for op in ("relu", "selu", "sigmoid", "tanh", "exponential", "softplus", "softsign", "silu", "mish")
     ],
     *[_kink_free_unary(op) for op in ("celu", "log_sigmoid", "squareplus", "tanh_shrink")],
+    Case("celu", [I(away((B, 4), 21))], {"alpha": 2.5}),  # keras.ops's options
+    Case("squareplus", [I(normal((B, 4), 22))], {"smoothing": 0.7}),
     # Keras 3's piecewise ones, on values clear of their kinks (+-0.5, +-1, +-3)
     *[
         Case(op, [I(np.array([[-3.4, -1.7, -0.8, -0.3], [0.2, 0.7, 1.3, 2.6], [3.5, -0.1, 0.45, -1.2]]))])
         for op in ("hard_silu", "hard_tanh", "sparse_plus", "sparse_sigmoid", "hard_shrink", "soft_shrink")
+    ],
+    *[
+        Case(
+            op,
+            [I(np.array([[-3.4, -1.7, -0.8, -0.3], [0.2, 0.7, 1.3, 2.6], [3.5, -0.1, 0.45, -1.2]]))],
+            {"threshold": 1.0},
+        )
+        for op in ("hard_shrink", "soft_shrink")
     ],
     Case("relu6", [I(np.array([[-1.0, 0.5, 5.5, 7.0], [2.0, -0.3, 6.5, 0.2], [3.3, 4.1, -2.2, 1.0]]))]),
     Case("hard_sigmoid", [I(np.array([[-4.0, -2.5, 0.3, 2.9], [3.5, -1.0, 1.7, -0.2], [0.0, 5.0, -3.4, 2.0]]))]),

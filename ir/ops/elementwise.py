@@ -213,22 +213,23 @@ ACTIVATIONS = {
     "silu": (lambda x, **a: x * _sigmoid(x), lambda x, **a: _sigmoid(x) * (1 + x * (1 - _sigmoid(x))), False),
     "gelu": (_gelu, _gelu_grad, False),
     "mish": (lambda x, **a: x * np.tanh(_softplus(x)), _mish_grad, False),
-    # Keras 3's newer activations, at their default parameters (a string names them so)
+    # Keras 3's newer activations (a string names them at their default parameters; keras.ops
+    # gives celu's alpha, squareplus's b and the shrinks' threshold)
     "hard_silu": (
         lambda x, **a: x * np.clip(x / 6 + 0.5, 0, 1).astype(x.dtype),
         lambda x, **a: (np.clip(x / 6 + 0.5, 0, 1) + x * ((x > -3) & (x < 3)) / 6).astype(x.dtype),
         False,
     ),
     "celu": (
-        lambda x, **a: (np.maximum(x, 0) + np.expm1(np.minimum(x, 0))).astype(x.dtype),
-        lambda x, **a: np.where(x > 0, 1, np.exp(np.minimum(x, 0))).astype(x.dtype),
+        lambda x, alpha=1.0: (np.maximum(x, 0) + alpha * np.expm1(np.minimum(x, 0) / alpha)).astype(x.dtype),
+        lambda x, alpha=1.0: np.where(x > 0, 1, np.exp(np.minimum(x, 0) / alpha)).astype(x.dtype),
         False,
     ),
     "hard_tanh": (lambda x, **a: np.clip(x, -1, 1), lambda x, **a: ((x > -1) & (x < 1)).astype(x.dtype), False),
     "log_sigmoid": (lambda x, **a: -_softplus(-x), lambda x, **a: _sigmoid(-x), False),
     "squareplus": (
-        lambda x, **a: ((x + np.sqrt(x * x + 4)) / 2).astype(x.dtype),
-        lambda x, **a: ((1 + x / np.sqrt(x * x + 4)) / 2).astype(x.dtype),
+        lambda x, smoothing=4.0: ((x + np.sqrt(x * x + smoothing)) / 2).astype(x.dtype),  # Keras's `b`
+        lambda x, smoothing=4.0: ((1 + x / np.sqrt(x * x + smoothing)) / 2).astype(x.dtype),
         False,
     ),
     "sparse_plus": (
@@ -242,13 +243,15 @@ ACTIVATIONS = {
         False,
     ),
     "hard_shrink": (
-        lambda x, **a: np.where(np.abs(x) > 0.5, x, 0).astype(x.dtype),
-        lambda x, **a: (np.abs(x) > 0.5).astype(x.dtype),
+        lambda x, threshold=0.5: np.where(np.abs(x) > threshold, x, 0).astype(x.dtype),
+        lambda x, threshold=0.5: (np.abs(x) > threshold).astype(x.dtype),
         False,
     ),
     "soft_shrink": (
-        lambda x, **a: np.where(x > 0.5, x - 0.5, np.where(x < -0.5, x + 0.5, 0)).astype(x.dtype),
-        lambda x, **a: (np.abs(x) > 0.5).astype(x.dtype),
+        lambda x, threshold=0.5: np.where(
+            x > threshold, x - threshold, np.where(x < -threshold, x + threshold, 0)
+        ).astype(x.dtype),
+        lambda x, threshold=0.5: (np.abs(x) > threshold).astype(x.dtype),
         False,
     ),
     "tanh_shrink": (lambda x, **a: x - np.tanh(x), lambda x, **a: np.tanh(x) ** 2, False),

@@ -143,30 +143,29 @@ class Unary(Rule):
 
 class Activation(Rule):
     """An activation of ir/ops/elementwise.py: relu, sigmoid, hard_sigmoid (Keras 3's), ..., with
-    the options its IR op takes (elu's `alpha`, leaky_relu's `negative_slope`, gelu's
-    `approximate`, True by default in keras.ops). Options the IR op fixes are accepted at that
-    value only; another option is refused, never dropped."""
+    the options its IR op takes (elu's and celu's `alpha`, leaky_relu's `negative_slope`, gelu's
+    `approximate`, True by default in keras.ops, squareplus's `b`, the shrinks' `threshold`);
+    another option is refused, never dropped."""
 
-    OPTIONS = {"gelu": {"approximate": True}, "elu": {"alpha": 1.0}, "leaky_relu": {"negative_slope": 0.2}}
-    RENAMED = {"negative_slope": "alpha"}  # keras.ops's name -> the IR op's attr
-    FIXED = {"celu": {"alpha": 1.0}, "squareplus": {"b": 4}, "hard_shrink": {"threshold": 0.5}}
-    FIXED["soft_shrink"] = FIXED["hard_shrink"]
+    OPTIONS = {
+        "gelu": {"approximate": True},
+        "elu": {"alpha": 1.0},
+        "leaky_relu": {"negative_slope": 0.2},
+        "celu": {"alpha": 1.0},
+        "squareplus": {"b": 4.0},
+        "hard_shrink": {"threshold": 0.5},
+        "soft_shrink": {"threshold": 0.5},
+    }
+    RENAMED = {"negative_slope": "alpha", "b": "smoothing"}  # keras.ops's name -> the IR op's attr
 
     def __init__(self, name: str):
         self.name = name
 
     def check(self, layer, keras):
-        known, fixed = self.OPTIONS.get(self.name, {}), self.FIXED.get(self.name, {})
-        extra = sorted(
-            k for k, v in layer.config.items() if k not in ("name", "tf_function", *known, *fixed) and v is not None
-        )
+        known = self.OPTIONS.get(self.name, {})
+        extra = sorted(k for k, v in layer.config.items() if k not in ("name", "tf_function", *known) and v is not None)
         if extra:
             raise ConfigError(f"{where_of(layer)}: options {extra} are not supported")
-        for key, value in fixed.items():
-            if layer.config.get(key, value) != value:
-                raise ConfigError(
-                    f"{where_of(layer)}: {key}={layer.config[key]!r} is not supported (only {key}={value!r})"
-                )
 
     def emit(self, ctx, layer, xs, shapes):
         known = self.OPTIONS.get(self.name)

@@ -369,14 +369,14 @@ def hard_silu_grad(g, x):
 
 
 @jitable
-def celu(x):
+def celu(x, alpha=1.0):
     zero = like(x, 0)
-    return maximum(x, zero) + math.expm1(minimum(x, zero))
+    return maximum(x, zero) + like(x, alpha) * math.expm1(minimum(x, zero) / like(x, alpha))
 
 
 @jitable
-def celu_grad(g, x):
-    return g if x > like(x, 0) else g * math.exp(x)
+def celu_grad(g, x, alpha=1.0):
+    return g if x > like(x, 0) else g * math.exp(x / like(x, alpha))
 
 
 @jitable
@@ -400,13 +400,13 @@ def log_sigmoid_grad(g, x):
 
 
 @jitable
-def squareplus(x):
-    return (x + math.sqrt(x * x + like(x, 4))) / like(x, 2)
+def squareplus(x, smoothing=4.0):  # Keras's `b`
+    return (x + math.sqrt(x * x + like(x, smoothing))) / like(x, 2)
 
 
 @jitable
-def squareplus_grad(g, x):
-    return g * (like(x, 1) + x / math.sqrt(x * x + like(x, 4))) / like(x, 2)
+def squareplus_grad(g, x, smoothing=4.0):
+    return g * (like(x, 1) + x / math.sqrt(x * x + like(x, smoothing))) / like(x, 2)
 
 
 @jitable
@@ -438,28 +438,28 @@ def sparse_sigmoid_grad(g, x):
 
 
 @jitable
-def hard_shrink(x):
-    return x if abs(x) > like(x, 0.5) else like(x, 0)
+def hard_shrink(x, threshold=0.5):
+    return x if abs(x) > like(x, threshold) else like(x, 0)
 
 
 @jitable
-def hard_shrink_grad(g, x):
-    return g if abs(x) > like(x, 0.5) else like(g, 0)
+def hard_shrink_grad(g, x, threshold=0.5):
+    return g if abs(x) > like(x, threshold) else like(g, 0)
 
 
 @jitable
-def soft_shrink(x):
-    half = like(x, 0.5)
-    if x > half:
-        return x - half
-    if x < -half:
-        return x + half
+def soft_shrink(x, threshold=0.5):
+    t = like(x, threshold)
+    if x > t:
+        return x - t
+    if x < -t:
+        return x + t
     return like(x, 0)
 
 
 @jitable
-def soft_shrink_grad(g, x):
-    return g if abs(x) > like(x, 0.5) else like(g, 0)
+def soft_shrink_grad(g, x, threshold=0.5):
+    return g if abs(x) > like(x, threshold) else like(g, 0)
 
 
 @jitable
