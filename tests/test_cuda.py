@@ -162,7 +162,7 @@ def test_every_optimizer_and_option_generates_its_update_launches():
     # Keras's use_ema: the moving average in the same launch, its scalars on the host
     source, _ = generate_cuda(_train_graph(EXAMPLE, optimizers.Adam(use_ema=True, ema_overwrite_frequency=2)))
     assert source.count("adam_update[") == 1
-    assert "U.moving_average(" in source and "U.moving_average_scalars(step, 0.99, 2)" in source
+    assert "U.moving_average(" in source and "U.moving_average_scalars(step, 0.99, 2, False)" in source
 
 
 def test_every_ir_op_has_a_cuda_kernel():

@@ -141,8 +141,8 @@ GRAD_CASES = [
         for op in ("relu", "selu", "sigmoid", "tanh", "exponential", "softplus", "softsign", "silu", "mish")
     ],
     *[_kink_free_unary(op) for op in ("celu", "log_sigmoid", "squareplus", "tanh_shrink")],
-    Case("celu", [I(away((B, 4), 21))], {"alpha": 2.5}),  # keras.ops's options
-    Case("squareplus", [I(normal((B, 4), 22))], {"smoothing": 0.7}),
+    Case("celu", [I(away((B, 4), 21))], {"alpha": 2.5}, "celu_alpha"),  # keras.ops's options
+    Case("squareplus", [I(normal((B, 4), 22))], {"smoothing": 0.7}, "squareplus_b"),
     # Keras 3's piecewise ones, on values clear of their kinks (+-0.5, +-1, +-3)
     *[
         Case(op, [I(np.array([[-3.4, -1.7, -0.8, -0.3], [0.2, 0.7, 1.3, 2.6], [3.5, -0.1, 0.45, -1.2]]))])
@@ -153,6 +153,7 @@ GRAD_CASES = [
             op,
             [I(np.array([[-3.4, -1.7, -0.8, -0.3], [0.2, 0.7, 1.3, 2.6], [3.5, -0.1, 0.45, -1.2]]))],
             {"threshold": 1.0},
+            f"{op}_threshold",
         )
         for op in ("hard_shrink", "soft_shrink")
     ],
