@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ir.ops.optim import nadam_momentum_product
+
 from . import limits
 from .frontend.normalize import keras_major, snake_case
 from .frontend.parse import parse_config_text
@@ -312,6 +314,7 @@ KERAS_SLOT_ORDER = {
     "adamax": [["m", "u"]],
     "lion": [["momentum"]],
     "ftrl": [["accumulator", "linear"]],
+    "nadam": [["m", "v"]],  # then Keras 3's u_product, a scalar (optimizer_variables)
 }
 KERAS_SLOT_NAMES = {"m": "momentum", "v": "velocity", "u": "norm", "v_hat": "velocity_hat"}
 
@@ -326,8 +329,8 @@ def _slot_sequence(model, order=KERAS_SLOT_ORDER):
     state = model.executable.state_manifest.state
     present = {s.slot for s in state}
     params = [w.node for w in model.frontend.weights if w.trainable]
-    if model.optimizer.kind not in order:  # Nadam keeps one more variable (u_product)
-        raise FileFormatError(
+    if model.optimizer.kind not in order or (order is V2_SLOT_ORDER and model.optimizer.kind == "nadam"):
+        raise FileFormatError(  # OptimizerV2's Nadam keeps a momentum cache among its weights
             f"saving or loading {type(model.optimizer).__name__}'s state in Keras's layout "
             f"is not supported yet; save with include_optimizer=False"
         )
@@ -344,6 +347,9 @@ def optimizer_variables(model) -> list:
     out = [np.array(model.optimizer.step_count, np.int64), np.array(model.optimizer.learning_rate, np.float32)]
     for key in _slot_sequence(model):
         out.append(m.state_view(model.executable.state, state[key]).copy())
+    if model.optimizer.kind == "nadam":  # Keras 3's u_product, which kgraph computes from the updates
+        beta_1 = model.optimizer.hyper["beta_1"]
+        out.append(np.array(nadam_momentum_product(beta_1, model.optimizer.iterations), np.float32))
     return out
 
 
@@ -379,6 +385,8 @@ def load_optimizer_state(model, values, names, source):
         sequence = _slot_sequence(model, V2_SLOT_ORDER if layout == "v2" else KERAS_SLOT_ORDER)
     except FileFormatError as e:
         return _fresh(model, source, str(e).split(";")[0])
+    if layout == "keras3" and model.optimizer.kind == "nadam" and slots and np.ndim(slots[-1]) == 0:
+        slots = slots[:-1]  # Keras 3's u_product: computed from the iteration count here
     extra = slots[len(sequence) :]
     if (
         layout == "v2"
@@ -596,12 +604,12 @@ def _legacy_optimizer_weights(model, tf_keras=False):
     names (tf-keras reads them in order)."""
     prefix, sequence = model.optimizer.name, _slot_sequence(model)
     values = optimizer_variables(model)
-    if tf_keras:
+    if tf_keras:  # (tf-keras's Nadam keeps no u_product variable)
         names = ["iteration:0"] + [f"{prefix}/{slot}/{param}:0" for slot, param in sequence]
-        return names, values[:1] + values[2:]
+        return names, values[:1] + values[2 : 2 + len(sequence)]
     names = [f"{prefix}/iteration", f"{prefix}/learning_rate"]
     names += [f"{prefix}/{param}_{KERAS_SLOT_NAMES.get(slot, slot)}" for slot, param in sequence]
-    return names, values
+    return names + [f"{prefix}/variable"] * (len(values) - len(names)), values
 
 
 def _load_archive_weights(model, name):
