@@ -12,6 +12,7 @@ import pytest
 
 import kgraph
 from kgraph.cli import main
+from kgraph.runtime.checks import DataError
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = str(ROOT / "examples" / "digits_mlp.json")
@@ -220,3 +221,14 @@ def test_cli_bad_data_files(name, command, npz_files, capsys):
     assert main([command, EXAMPLE, "--data", str(npz_files[name]), "--verbose", "0", *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("kgraph: error: ") and err.count("\n") == 1, err
+
+
+def test_one_array_for_a_two_input_model_says_how_to_give_both():
+    """A tester read "got a ndarray of 1 items" for the 8 samples of one array."""
+    text = (Path(__file__).parent / "fixtures" / "configs" / "k3_two_input_concat.json").read_text()
+    model = kgraph.models.model_from_json(text)
+    x = np.zeros((8, 12), np.float32)
+    with pytest.raises(DataError, match=r"2 inputs \(input_a, input_b\), got one array: give a list of 2"):
+        model.predict(x, verbose=0)
+    with pytest.raises(DataError, match=r"got a list of 1 array: give a list of 2 arrays in that order"):
+        model.predict([x], verbose=0)

@@ -162,8 +162,11 @@ class CompiledModel:
             x = [x]  # one input given as nested lists of numbers (as np.asarray reads them)
         xs = list(x) if isinstance(x, (list, tuple)) else [x]
         if len(xs) != len(names):
+            count = f"{len(xs)} array{'' if len(xs) == 1 else 's'}"
+            given = f"a {type(x).__name__} of {count}" if isinstance(x, (list, tuple)) else "one array"
             raise DataError(
-                f"the model has {len(names)} inputs ({', '.join(names)}), got a {type(x).__name__} of {len(xs)} items"
+                f"the model has {len(names)} inputs ({', '.join(names)}), got {given}: give a list of "
+                f"{len(names)} arrays in that order, or a dict by input name"
             )
         tokens = {check["input"]: check for check in self.info.get("token_inputs", [])}
         out = []
