@@ -415,6 +415,8 @@ def load_optimizer_state(model, values, names, source):
                 )
         for key, value in zip(sequence, slots):
             m.state_view(model.executable.state, state[key])[...] = np.reshape(value, state[key].shape)
+    if model.optimizer.use_ema and iterations and not any(slot == "average" for slot, _ in sequence):
+        model.executable.fill_slot("average")  # a file without averages (OptimizerV2's): from the weights
     model.optimizer.step_count = iterations  # no slots here (SGD without momentum) or none saved yet
     if header == 2 and not isinstance(model.optimizer._learning_rate, LearningRateSchedule):
         saved = np.float32(values[1])  # a schedule recomputes it; Keras keeps the rate as float32:

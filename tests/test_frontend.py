@@ -1016,7 +1016,8 @@ def _more_ops_with(name, config=None, slice_=None, kwargs=None):
     "name, change, message",
     [
         ("pad", {"config": {"mode": "reflect"}}, r"keras.ops.Pad 'pad': mode 'reflect' is not supported \(constant\)"),
-        ("pad", {"kwargs": {"constant_values": 1.0}}, r"'pad': keyword arguments \['constant_values'\] are not"),
+        ("pad", {"kwargs": {"constant_values": 1.0}}, r"'pad': constant_values=1.0 is not supported \(0\)"),
+        ("flip", {"kwargs": {"unknown": 1.0}}, r"'flip': keyword arguments \['unknown'\] are not supported"),
         ("pad", {"config": {"pad_width": [[1, 0], [0, 0], [0, 0]]}}, "'pad': padding the batch axis is not supported"),
         (
             "tile",
@@ -1085,6 +1086,13 @@ def _every(start, stop, step):
         ("Logsumexp", {"axis": 2}, [], lambda x: np.log(np.exp(x).sum(axis=2))),
         ("Norm", {"ord": 1, "axis": 1}, [], lambda x: np.abs(x).sum(axis=1)),
         ("Normalize", {"axis": 2, "order": 2}, [], lambda x: x / np.sqrt((x * x).sum(axis=2, keepdims=True))),
+        # a NumPy array passed to an op is saved as "__numpy__"
+        (
+            "Einsum",
+            {"subscripts": "bij,jk->bik"},
+            [{"class_name": "__numpy__", "config": {"value": [[1, 2]] * 4}}],
+            lambda x: x @ np.array([[1, 2]] * 4),
+        ),
     ],
 )
 def test_more_ops_compute_what_numpy_does(class_name, config, args, numpy):

@@ -525,3 +525,27 @@ def test_nan_optimizer_state_is_refused(tmp_path):
     model.save(tmp_path / "m.keras")
     with pytest.raises(FileFormatError, match="optimizer state holds NaN"):
         kgraph.models.load_model(tmp_path / "m.keras")
+
+
+def test_use_ema_averages_start_from_the_weights_when_nothing_made_them():
+    """fit() that runs no step keeps the weights (the averages, zeros until a step, are not taken:
+    a reviewer saw them zero the weights), and state from a file without averages (OptimizerV2's
+    layout) starts them from the weights, not from zero."""
+    x, y = IO["x"], IO["y"]
+    model = models.load_model(FILES / "tf_model.keras", compile=False)
+    model.compile(optimizer=optimizers.Adam(0.01, use_ema=True), loss="sparse_categorical_crossentropy")
+    before = model.get_weights()
+    model.fit(x, y, epochs=1, initial_epoch=1, verbose=0)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    trainable = [w for w, t in zip(model.get_weights(), model.frontend.weights) if t.trainable]
+    moments = [np.full_like(w, 0.01) for w in trainable] + [np.full_like(w, 0.02) for w in trainable]
+    names = ["iter:0"] + [f"Adam/{k}/{i}:0" for k in ("m", "v") for i in range(len(trainable))]
+    from kgraph import saving
+
+    saving.load_optimizer_state(model, [np.array(3)] + moments, names, "legacy.h5")
+    named = zip(*saving._legacy_optimizer_weights(model))
+    averages = [value for name, value in named if name.endswith("_average")]
+    assert model.optimizer.step_count == 3 and len(averages) == len(trainable)
+    for a, w in zip(averages, trainable):
+        np.testing.assert_array_equal(a, w)

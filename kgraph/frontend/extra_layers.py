@@ -312,8 +312,8 @@ class LayerScale(Rule):
 
 
 class RMSNormalization(Rule):
-    """Keras 3's RMSNormalization: x * rsqrt(mean(x^2) + epsilon) over `axis`, times a scale weight
-    (ones at first) over those axes."""
+    """Keras 3's RMSNormalization: x * rsqrt(mean(x^2) + epsilon) over `axis` (epsilon 1e-6 unless
+    given, the layer's default), times a scale weight (ones at first) over those axes."""
 
     def _axes(self, layer, shape) -> tuple:
         axis = layer.config.get("axis", -1)
@@ -339,7 +339,7 @@ class RMSNormalization(Rule):
         epsilon = layer.config.get("epsilon")
         mean_square = g.reduce_mean(g.square(x), axes=axes, keepdims=True)
         inverse = g.div(
-            _c(g, x, 1.0), g.sqrt(g.add(mean_square, g.const(1e-7 if epsilon is None else float(epsilon), dtype)))
+            _c(g, x, 1.0), g.sqrt(g.add(mean_square, g.const(1e-6 if epsilon is None else float(epsilon), dtype)))
         )
         scale = ctx.params["scale"]
         if axes != (rank - 1,):

@@ -135,7 +135,10 @@ def _check_layers(desc, keras: int) -> None:
                     "are not supported"
                 )
             if layer.class_name.startswith("op:"):  # an op's keyword arguments change what it computes
-                given = sorted({k for options in layer.call_options for k, v in options.items() if v is not None})
+                read = getattr(rule, "keyword_options", ())  # the ones its rule reads
+                given = sorted(
+                    {k for options in layer.call_options for k, v in options.items() if v is not None and k not in read}
+                )
                 if given:
                     raise ConfigError(f"{where_of(layer)}: keyword arguments {given} are not supported")
             guarded(layer, (), rule.check, layer, keras)

@@ -27,8 +27,9 @@ def _number(arg) -> bool:
 
 def _is_constant(arg) -> bool:
     """A fixed tensor Keras 3 wrote into the config (`x + Embedding(12, 16)(ops.arange(12))`: what
-    no input depends on is computed when the model is built and saved as its value)."""
-    return isinstance(arg, dict) and arg.get("class_name") == "__tensor__"
+    no input depends on is computed when the model is built and saved as its value), or a NumPy
+    array passed to an op (saved as "__numpy__")."""
+    return isinstance(arg, dict) and arg.get("class_name") in ("__tensor__", "__numpy__")
 
 
 def _constant_value(layer, arg) -> np.ndarray:

@@ -122,13 +122,15 @@ class Pad(Rule):
     """pad(x, pad_width) with zeros (mode "constant"); the batch axis unpadded. A pad_width of
     fewer pairs broadcasts as NumPy's does."""
 
+    keyword_options = ("constant_values",)  # Keras 3 passes it to the call; tf.pad's is in the config
+
     def _pads(self, layer, shape) -> tuple:
         if str(layer.config.get("mode", "constant")).lower() != "constant":  # tf.pad's is "CONSTANT"
             raise ConfigError(f"{where_of(layer)}: mode {layer.config.get('mode')!r} is not supported (constant)")
-        if layer.config.get("constant_values", 0) not in (0, None):  # tf.pad's; Keras 3 passes it by keyword
-            raise ConfigError(
-                f"{where_of(layer)}: constant_values={layer.config['constant_values']!r} is not supported (0)"
-            )
+        given = [layer.config.get("constant_values"), *(o.get("constant_values") for o in layer.call_options)]
+        other = [v for v in given if v not in (0, None)]
+        if other:
+            raise ConfigError(f"{where_of(layer)}: constant_values={other[0]!r} is not supported (0)")
         width = layer.config.get("pad_width")
         try:
             pads = np.broadcast_to(np.asarray(width), (len(shape), 2))

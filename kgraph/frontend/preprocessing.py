@@ -250,7 +250,8 @@ def _encode(g, ids, shape, mode, depth, name):
     """Keras's encode_categorical_inputs of integer ids (floats here) of Keras shape `shape`:
     one_hot (a last axis of 1 replaced by the depth, another kept), multi_hot (1 where an id
     occurs along the last axis) or count (how often). A float id counts as Keras's cast to int
-    truncates it; one outside [0, depth) counts nowhere, as TensorFlow's one_hot drops it."""
+    truncates it; one outside [0, depth) counts nowhere, as TensorFlow's one_hot drops it (Keras's
+    multi_hot and count raise for a negative id, in TensorFlow's bincount; kgraph drops it too)."""
     if mode == "int":
         return ids
     if len(shape) == 1:  # one id a sample (one_hot): a last axis of 1

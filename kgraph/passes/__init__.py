@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import ir
 
-from .autodiff import autodiff, unread_by
+from .autodiff import autodiff
 from .dce import dce
 from .fold import fold_batch_norm, lower_batch_norm
 from .fusion import (
@@ -103,17 +103,13 @@ def run_pipeline(
         # before a Discretization): Keras trains the rest and leaves the weights no gradient reaches
         # as they are, with this warning: they keep their optimizer slots but get no update, weight
         # decay included (none read at all: autodiff says the loss reads no trainable weight)
-        unread = unread_by(g, g.outputs["loss"], wrt)
-        if len(unread) == len(wrt):
-            unread = []
-        read = [w for w in wrt if w not in unread]
-        grads = autodiff(g, g.outputs["loss"], read, skip_unreached=True) if wrt else {}
-        if read and not grads:
+        grads = autodiff(g, g.outputs["loss"], wrt, skip_unreached=True) if wrt else {}
+        if wrt and not grads:
             raise ValueError(
-                f"No gradients provided for any weight: the loss reads {read} only through operations "
+                f"No gradients provided for any weight: the loss reads {wrt} only through operations "
                 "without a gradient (comparisons, Discretization, CategoryEncoding)"
             )
-        unread = [w for w in wrt if w in unread or w not in grads]  # in the weights' order
+        unread = [w for w in wrt if w not in grads]
         if unread:
             warnings.warn(
                 f"Gradients do not exist for weights {unread} when minimizing the loss: no loss reads "

@@ -39,17 +39,6 @@ def autodiff(graph, loss: str, wrt: list[str], skip_unreached: bool = False) -> 
     return {w: _sum(graph, cotangents[w]) if w in cotangents else _zeros_error(w) for w in wrt}
 
 
-def unread_by(graph, loss: str, wrt: list[str]) -> list[str]:
-    """The nodes of `wrt` that `loss` does not depend on, in wrt's order."""
-    seen, stack = set(), [loss]
-    while stack:
-        node = stack.pop()
-        if node not in seen:
-            seen.add(node)
-            stack.extend(graph.node(node).inputs)
-    return [w for w in wrt if w not in seen]
-
-
 def _sum(graph, parts):
     total = parts[0]
     for p in parts[1:]:  # a node used several times (shared layers, residuals) sums its cotangents

@@ -53,7 +53,7 @@ def add_optimizer(graph, grads: dict[str, str], kind: str, hyper: dict, params=N
     for p, gr in grads.items():
         graph.add_node(op, [p, gr, *slots[p], lr, step, gscale], dict(attrs), name=f"update_{p}")
     if "ema_momentum" in attrs:  # Keras averages every trainable weight: one not updated is its own average
-        for p in slots.keys() - grads.keys():
+        for p in [p for p in slots if p not in grads]:  # in the parameters' order: the step's source is stable
             graph.add_node("moving_average", [slots[p][-1], p], {"momentum": 0.0}, name=f"average_{p}")
     return graph
 

@@ -54,6 +54,8 @@ class CudaExecutable:
     set_weights = Executable.set_weights
     param_view = Executable.param_view
     take_slot = Executable.take_slot
+    fill_slot = Executable.fill_slot
+    _slot_pairs = Executable._slot_pairs
     draw_masks = Executable.draw_masks
     _ones = Executable._ones
     _initial_state = Executable._initial_state

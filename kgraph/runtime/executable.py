@@ -98,14 +98,27 @@ class Executable:
     def get_weights(self) -> list:
         return [self.param_view(p).copy() for p in self.param_layout]
 
+    def _slot_pairs(self, name: str):
+        """(parameter view, its optimizer slot `name`'s view) of every parameter with that slot."""
+        m = self.state_manifest
+        layout = {p["node"]: p for p in self.param_layout}
+        return [
+            (self.param_view(layout[s.param]), m.state_view(self.state, s))
+            for s in (m.state if m else ())
+            if s.slot == name
+        ]
+
     def take_slot(self, name: str) -> None:
         """Every parameter takes the value of its optimizer slot `name`: Keras's use_ema replaces
         the weights by their moving averages ("average") at the end of fit."""
-        m = self.state_manifest
-        layout = {p["node"]: p for p in self.param_layout}
-        for slot in m.state if m else ():
-            if slot.slot == name:
-                self.param_view(layout[slot.param])[...] = m.state_view(self.state, slot)
+        for param, slot in self._slot_pairs(name):
+            param[...] = slot
+
+    def fill_slot(self, name: str) -> None:
+        """Every optimizer slot `name` takes its parameter's value: the moving averages of a run
+        resumed from a file that kept none start from the weights, not from zero."""
+        for param, slot in self._slot_pairs(name):
+            slot[...] = param
 
     def set_weights(self, weights) -> None:
         if len(weights) != len(self.param_layout):

@@ -542,7 +542,8 @@ class CompiledModel:
             cbs.on_epoch_end(epoch, logs)
             if self.stop_training or batches.exhausted:
                 break
-        if self.optimizer.use_ema and epochs > 0:  # Keras's finalize_variable_values, before on_train_end
+        # Keras's finalize_variable_values, before on_train_end (once a step has made averages)
+        if self.optimizer.use_ema and epochs > 0 and self.optimizer.step_count > 0:
             for executable in getattr(self.replicas, "replicas", [self.executable]):
                 executable.take_slot("average")
         cbs.on_train_end(logs)
