@@ -1084,6 +1084,7 @@ def _every(start, stop, step):
         ("Moveaxis", {"source": [1, 2], "destination": [2, 1]}, [], lambda x: np.moveaxis(x, [1, 2], [2, 1])),
         ("Var", {"axis": [1, 2], "keepdims": True}, [], lambda x: x.var(axis=(1, 2), keepdims=True)),
         ("Logsumexp", {"axis": 2}, [], lambda x: np.log(np.exp(x).sum(axis=2))),
+        ("Expm1", {}, [], np.expm1),
         ("Norm", {"ord": 1, "axis": 1}, [], lambda x: np.abs(x).sum(axis=1)),
         ("Normalize", {"axis": 2, "order": 2}, [], lambda x: x / np.sqrt((x * x).sum(axis=2, keepdims=True))),
         # a NumPy array passed to an op is saved as "__numpy__"

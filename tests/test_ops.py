@@ -121,6 +121,7 @@ GRAD_CASES = [
     Case("exp", [I(normal((B, 4), 14))]),
     Case("log", [I(pos((B, 4), 15))]),
     Case("log1p", [I(pos((B, 4), 16, -0.5, 2.0))]),
+    Case("expm1", [I(normal((B, 4), 23))]),
     Case("sqrt", [I(pos((B, 4), 17))]),
     Case("square", [I(normal((B, 4), 18))]),
     Case("abs", [I(away((B, 4), 19))]),

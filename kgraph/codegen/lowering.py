@@ -27,7 +27,14 @@ OPERATORS = {
     "neg": "-{0}",
     "copy": "{0}",
 }
-PYTHON_MATH = {"exp": "math.exp", "log": "math.log", "log1p": "math.log1p", "sqrt": "math.sqrt", "abs": "abs"}
+PYTHON_MATH = {
+    "exp": "math.exp",
+    "expm1": "math.expm1",
+    "log": "math.log",
+    "log1p": "math.log1p",
+    "sqrt": "math.sqrt",
+    "abs": "abs",
+}
 
 
 def element_function(op: str, attrs: dict):

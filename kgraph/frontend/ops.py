@@ -133,7 +133,7 @@ class Binary(_Elementwise):
 
 
 class Unary(Rule):
-    """abs, square, sqrt, exp, log, negative: one IR op."""
+    """abs, square, sqrt, exp, expm1, log, log1p, negative, sign: one IR op."""
 
     def __init__(self, op: str):
         self.op = op
@@ -638,6 +638,7 @@ OP_RULES = {
             ("Negative", "neg"),
             ("Sign", "sign"),
             ("Log1p", "log1p"),
+            ("Expm1", "expm1"),
         ]
     },
     "op:Rsqrt": Formula(lambda g, x, name: _reciprocal(g, g.sqrt(x), name)),

@@ -57,6 +57,7 @@ UNARY = {
     "math.reciprocal": "Reciprocal",
     "math.sign": "Sign",
     "math.log1p": "Log1p",
+    "math.expm1": "Expm1",
     "math.log_sigmoid": "LogSigmoid",
     "nn.softsign": "Softsign",
     "math.softsign": "Softsign",
