@@ -318,6 +318,21 @@ def test_use_ema_fit_ends_on_the_moving_averages_and_an_unread_output_keeps_its_
         np.testing.assert_array_equal(averaged.get_weights()[k], before[k])
 
 
+def test_use_ema_with_accumulation_keeps_an_unread_outputs_weights():
+    """The average of a weight no loss reads is its own slot, not the gradient sums after it: fit
+    ended by giving such a weight its never-written average, zero."""
+    m = kgraph.models.model_from_config(_dict_outputs_config(), seed=0)
+    with pytest.warns(UserWarning, match="Gradients do not exist"):
+        m.compile(
+            optimizer=kgraph.optimizers.SGD(0.1, use_ema=True, gradient_accumulation_steps=2), loss={"zeta": "mse"}
+        )
+    before = m.get_weights()
+    x = np.random.RandomState(0).rand(8, 4).astype(np.float32)
+    m.fit(x, {"zeta": np.ones((8, 3))}, batch_size=4, epochs=1, verbose=0)
+    for k in (2, 3):  # dense_b
+        np.testing.assert_array_equal(m.get_weights()[k], before[k])
+
+
 def test_a_tf_keras_2_dict_of_outputs_logs_by_layer_name():
     """tf-keras 2.21 predicts a dict by key too, but names the per-output losses by the output
     layers ("dense_b_loss"), as every Keras 2 log; compile's dicts may use keys or names."""

@@ -53,8 +53,9 @@ def add_optimizer(graph, grads: dict[str, str], kind: str, hyper: dict, params=N
     for p, gr in grads.items():
         graph.add_node(op, [p, gr, *slots[p], lr, step, gscale], dict(attrs), name=f"update_{p}")
     if "ema_momentum" in attrs:  # Keras averages every trainable weight: one not updated is its own average
+        average = list(slot_init).index("average")  # (the gradient sums may follow it)
         for p in [p for p in slots if p not in grads]:  # in the parameters' order: the step's source is stable
-            graph.add_node("moving_average", [slots[p][-1], p], {"momentum": 0.0}, name=f"average_{p}")
+            graph.add_node("moving_average", [slots[p][average], p], {"momentum": 0.0}, name=f"average_{p}")
     return graph
 
 
