@@ -17,7 +17,7 @@ from .initializers import parse_initializer
 from .layers import Dropout
 from .constraints import parse_constraint
 from .regularizers import parse_regularizer
-from .rule import Rule, WeightDecl, ir_shape, shape_str, where_of
+from .rule import Rule, WeightDecl, ir_shape, rsqrt, shape_str, where_of
 
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
 
@@ -335,12 +335,9 @@ class RMSNormalization(Rule):
 
     def emit(self, ctx, layer, xs, shapes):
         g, x, axes = ctx.g, xs[0], self._axes(layer, shapes[0])
-        rank, dtype = len(shapes[0]), g.type(x).dtype
-        epsilon = layer.config.get("epsilon")
+        rank, epsilon = len(shapes[0]), layer.config.get("epsilon")
         mean_square = g.reduce_mean(g.square(x), axes=axes, keepdims=True)
-        inverse = g.div(
-            _c(g, x, 1.0), g.sqrt(g.add(mean_square, g.const(1e-6 if epsilon is None else float(epsilon), dtype)))
-        )
+        inverse = rsqrt(g, mean_square, 1e-6 if epsilon is None else epsilon)
         scale = ctx.params["scale"]
         if axes != (rank - 1,):
             scale = g.reshape(scale, shape=tuple(shapes[0][i] if i in axes else 1 for i in range(rank)))

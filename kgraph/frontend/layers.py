@@ -13,7 +13,7 @@ from .constraints import parse_constraint
 from .errors import ConfigError
 from .initializers import parse_initializer
 from .regularizers import parse_regularizer
-from .rule import Rule, WeightDecl, check_count, ir_shape, is_count, shape_str, where_of
+from .rule import Rule, WeightDecl, check_count, ir_shape, is_count, rsqrt, shape_str, where_of
 
 
 class Dense(Rule):
@@ -460,9 +460,7 @@ class Normalization(Rule):
             mean = g.reduce_mean(x, axes=axes, keepdims=True)
             var = g.reduce_mean(g.square(g.sub(x, mean)), axes=axes, keepdims=True)
             if cfg.get("rms_scaling"):  # Keras 3's: x (not centred) * rsqrt(variance + epsilon) * gamma
-                dtype = g.type(x).dtype
-                inverse = g.div(g.const(1.0, dtype), g.sqrt(g.add(var, g.const(float(eps), dtype))))
-                return g.mul(g.mul(x, inverse), b(gamma), name=layer.name)
+                return g.mul(g.mul(x, rsqrt(g, var, eps)), b(gamma), name=layer.name)
             return normalize(g, x, mean, var, b(gamma), b(beta), eps, layer.name)
         groups, channels = cfg.get("groups", 32), shapes[0][-1]
         grouped = (BATCH, math.prod(shapes[0][1:-1]), groups, channels // groups)

@@ -14,7 +14,7 @@ from .activations import emit_activation
 from .errors import ConfigError
 from .extra_layers import Softmax
 from .layers import Concatenate, Permute, Reshape
-from .rule import Rule, ir_shape, shape_str, where_of
+from .rule import Rule, ir_shape, rsqrt, shape_str, where_of
 
 
 def _is_tensor(arg) -> bool:
@@ -641,7 +641,7 @@ OP_RULES = {
             ("Expm1", "expm1"),
         ]
     },
-    "op:Rsqrt": Formula(lambda g, x, name: _reciprocal(g, g.sqrt(x), name)),
+    "op:Rsqrt": Formula(lambda g, x, name: rsqrt(g, x, name=name)),
     "op:Reciprocal": Formula(_reciprocal),
     "op:Glu": Glu(),
     **{

@@ -9,7 +9,7 @@ import math
 
 from .errors import ConfigError
 from .ops import Reduce, _args, _axis, _is_tensor, _not_equal
-from .rule import where_of
+from .rule import rsqrt, where_of
 
 
 class _Reduction(Reduce):
@@ -104,7 +104,7 @@ class Normalize(_Reduction):
         epsilon = layer.config.get("epsilon")
         epsilon = 1e-7 if epsilon is None else float(epsilon)
         if layer.config.get("order", 2) == 2:
-            inverse = g.div(g.const(1.0, dtype), g.sqrt(g.reduce_sum(g.square(x), axes=axes, keepdims=True)))
+            inverse = rsqrt(g, g.reduce_sum(g.square(x), axes=axes, keepdims=True))
             return g.mul(x, g.minimum(inverse, g.const(1.0 / epsilon, dtype)), name=layer.name)
         norm = g.reduce_sum(g.abs(x), axes=axes, keepdims=True)
         return g.div(x, g.maximum(norm, g.const(epsilon, dtype)), name=layer.name)

@@ -21,6 +21,14 @@ def ir_shape(shape) -> tuple:
     return (BATCH, *shape[1:])
 
 
+def rsqrt(g, x, epsilon=None, name=None) -> str:
+    """1 / sqrt(x + epsilon) in IR ops (the normalizations' inverse scale)."""
+    dtype = g.type(x).dtype
+    if epsilon is not None:
+        x = g.add(x, g.const(float(epsilon), dtype))
+    return g.div(g.const(1.0, dtype), g.sqrt(x), name=name)
+
+
 @dataclass
 class Ctx:
     """What a layer's IR needs besides its inputs."""
