@@ -32,8 +32,8 @@ from .frontend import (
     parse_config_text,
     read_config_file,
 )
-from .frontend.model import PROBE_SIZES
-from .frontend.summary import cost_line, step_cost
+from .frontend.model import PROBE_SIZES, set_trainable
+from .frontend.summary import cost_line, format_summary, step_cost
 from .passes.loss import LOSSES
 from .passes import run_pipeline, updates_last
 from .runtime.executable import Executable
@@ -236,19 +236,7 @@ class Model(_WeightLists, CompiledModel):
 
     def get_layer(self, name=None, index=None):
         """As keras.Model.get_layer: by name or by index in model.layers."""
-        layers = self.layers
-        if index is not None:
-            if name is not None:
-                raise ValueError("give either name or index, not both")
-            if not -len(layers) <= index < len(layers):
-                raise ValueError(
-                    f"was asked to retrieve layer at index {index} but the model only has {len(layers)} layers"
-                )
-            return layers[index]
-        for layer in layers:
-            if layer.name == name:
-                return layer
-        raise ValueError(f"no such layer: {name}. Existing layers are: {[l.name for l in layers]}")
+        return _get_layer(self.layers, name, index)
 
     @property
     def weights(self) -> list:
@@ -823,17 +811,74 @@ class Weight:
         return f"<Weight path={self.path}, shape={self.shape}, dtype={self.dtype}>"
 
 
+def _get_layer(layers, name, index):
+    """keras.Model.get_layer's lookup in `layers`: by name or by index."""
+    if index is not None:
+        if name is not None:
+            raise ValueError("give either name or index, not both")
+        if not -len(layers) <= index < len(layers):
+            raise ValueError(
+                f"was asked to retrieve layer at index {index} but the model only has {len(layers)} layers"
+            )
+        return layers[index]
+    for layer in layers:
+        if layer.name == name:
+            return layer
+    raise ValueError(f"no such layer: {name}. Existing layers are: {[l.name for l in layers]}")
+
+
+def _set_trainable(desc, value: bool) -> None:
+    """A nested model's trainable setter in Keras sets every layer inside it, nested ones too."""
+    for layer in desc.layers:
+        layer.config["trainable"] = value
+        if layer.model is not None:
+            _set_trainable(layer.model, value)
+
+
 class Layer(_WeightLists):
     """A layer as keras.Model.layers shows it: name, class_name, trainable, its weights (read and
-    written through the model: get_weights, set_weights, weights), output_shape, get_config."""
+    written through the model: get_weights, set_weights, weights), output_shape, get_config; a
+    nested model's also its own layers and get_layer."""
 
     def __init__(self, model, info):
         self._model, self._info = model, info
         self.name = info.name
         self.class_name = info.class_name
-        desc = next(l for l in model.frontend.desc.layers if l.name == info.name)
-        self._config = desc.config
-        self._indices = [k for k, w in enumerate(model.frontend.weights) if (w.path[:1] or (w.layer,)) == (info.name,)]
+        desc = model.frontend.desc
+        for name in info.path:  # the enclosing nested models, outermost first
+            desc = next(l for l in desc.layers if l.name == name).model
+        self._desc = next(l for l in desc.layers if l.name == info.name)
+        self._config = self._desc.config
+        full = (*info.path, info.name)
+        self._indices = [k for k, w in enumerate(model.frontend.weights) if (*w.path, w.layer)[: len(full)] == full]
+        self._layer_objects = None
+
+    @property
+    def layers(self) -> list:
+        """A nested model's layers, as its keras.Model.layers lists them."""
+        if self._info.layers is None:
+            raise AttributeError(f"{self.class_name} layer {self.name!r} is not a model: it has no layers")
+        if self._layer_objects is None:
+            self._layer_objects = [Layer(self._model, info) for info in self._info.layers]
+        return self._layer_objects
+
+    def get_layer(self, name=None, index=None):
+        """A nested model's keras.Model.get_layer."""
+        return _get_layer(self.layers, name, index)
+
+    def summary(self, line_length=None, print_fn=None):
+        """A nested model's keras.Model.summary: its own layers' table."""
+        self.layers  # noqa: B018 (raises for a layer that is not a model)
+        weights = [self._model.frontend.weights[k] for k in self._indices]
+        nested = types.SimpleNamespace(
+            desc=self._desc.model,
+            name=self.name,
+            layers=self._info.layers,
+            dtype=self._model.frontend.dtype,
+            weights=weights,
+            count_params=lambda: sum(int(np.prod(w.shape)) for w in weights),
+        )
+        (print_fn or print)(format_summary(nested, line_length))
 
     @property
     def trainable(self) -> bool:
@@ -842,11 +887,13 @@ class Layer(_WeightLists):
     @trainable.setter
     def trainable(self, value) -> None:
         """As Keras's layer.trainable = False: its weights leave trainable_weights, and from the next
-        compile() the optimizer no longer updates them (the config saves the flag, as Keras's)."""
+        compile() the optimizer no longer updates them (the config saves the flag, as Keras's). On a
+        nested model it sets every layer inside, as Keras does: unfreezing a base model that was
+        saved frozen trains its BatchNormalization layers in training mode again."""
         self._config["trainable"] = bool(value)
-        for k in self._indices:
-            spec = self._model.frontend.weights[k]
-            spec.trainable = bool(value) and spec.updatable
+        if self._desc.model is not None:
+            _set_trainable(self._desc.model, bool(value))
+        set_trainable(self._model.frontend.desc, self._model.frontend.weights)
         if self._model.compile_args is not None:
             warnings.warn(
                 f"layer {self.name!r}: trainable changed after compile(); call compile() again for the "

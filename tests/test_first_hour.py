@@ -388,6 +388,68 @@ def test_freezing_a_layer_keeps_its_weights(digits):
     assert len(m.trainable_weights) == 4
 
 
+def _frozen_base_with_batch_norm(frozen: bool) -> dict:
+    """tests/fixtures/configs/k3_nested.json (Keras 3: a Dense, a nested Sequential "sub" of two
+    Dense, a Dense) with a BatchNormalization between sub's Dense layers, saved as Keras 3 saves a
+    base model set trainable=False (its own flag and every layer's inside it) when `frozen`."""
+    config = json.loads((ROOT / "tests" / "fixtures" / "configs" / "k3_nested.json").read_text())
+    sub = config["config"]["layers"][2]
+    assert sub["config"]["name"] == "sub"
+    bn = {"module": "keras.layers", "class_name": "BatchNormalization", "config": {"name": "bn", "momentum": 0.9}}
+    sub["config"]["layers"].insert(2, bn)
+    for layer in [sub, *sub["config"]["layers"]]:
+        layer["config"]["trainable"] = not frozen
+    return config
+
+
+def test_unfreezing_a_nested_model_trains_it_as_if_never_frozen():
+    """The fine-tuning recipe: a base model saved frozen, then base.trainable = True and compile()
+    again. Keras sets every layer inside (its BatchNormalization trains on the batch's statistics
+    again and moves its moving ones): the steps are those of the model never frozen."""
+    x = np.random.default_rng(0).normal(size=(32, 10)).astype(np.float32) * 3 + 1
+    y = np.random.default_rng(1).normal(size=(32, 3)).astype(np.float32)
+    fresh = kgraph.models.model_from_config(_frozen_base_with_batch_norm(False), seed=0)
+    thawed = kgraph.models.model_from_config(_frozen_base_with_batch_norm(True), seed=0)
+    thawed.set_weights(fresh.get_weights())
+    base = thawed.get_layer("sub")
+    assert [l.name for l in base.layers] == ["sub_dense_1", "bn", "sub_dense_2"]  # (a Sequential's: no InputLayer)
+    assert base.get_layer("bn").trainable is False and base.get_layer(index=-1).name == "sub_dense_2"
+    assert len(thawed.trainable_weights) == 4  # pre and post: the frozen base's weights train not
+    base.trainable = True
+    assert all(l.trainable for l in base.layers) and len(thawed.trainable_weights) == len(fresh.trainable_weights)
+    for m in (fresh, thawed):
+        m.compile(optimizer="sgd", loss="mse")
+    moving_mean = fresh.get_layer("sub").get_layer("bn").get_weights()[2]
+    losses = [m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history["loss"] for m in (fresh, thawed)]
+    assert losses[0] == losses[1]
+    for a, b in zip(fresh.get_weights(), thawed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(thawed.get_layer("sub").get_layer("bn").get_weights()[2], moving_mean)
+    saved = json.loads(thawed.to_json())["config"]["layers"][2]["config"]["layers"]
+    assert all(layer["config"].get("trainable", True) for layer in saved)  # saved thawed, as Keras
+
+
+def test_a_nested_models_layers_freeze_one_by_one_and_summarize(capsys):
+    """model.get_layer("sub").layers / get_layer / summary(), as Keras users reach into a base
+    model; a layer inside a frozen base may be set trainable, and its weights train only when the
+    base is trainable too (Keras's trainable_weights)."""
+    m = kgraph.models.model_from_config(_frozen_base_with_batch_norm(False), seed=0)
+    base = m.get_layer("sub")
+    bn = base.get_layer("bn")
+    assert bn.count_params() == 32 and bn.output_shape == (None, 8) and len(bn.get_weights()) == 4
+    with pytest.raises(AttributeError, match="Dense layer 'pre' is not a model"):
+        m.get_layer("pre").layers  # noqa: B018
+    base.get_layer("sub_dense_1").trainable = False
+    assert len(m.trainable_weights) == 8 and base.trainable is True
+    base.trainable = False
+    bn.trainable = True
+    assert len(m.trainable_weights) == 4  # the base is frozen: nothing inside it trains
+    base.summary()
+    out = capsys.readouterr().out
+    assert 'Model: "sub"' in out and "bn (BatchNormalization)" in out and " Total params: 160" in out
+    assert "sub_dense_2 (Dense)" in out and " Trainable params: 0" in out
+
+
 def test_a_model_built_from_its_data_saves_and_loads_built(tmp_path):
     m = kgraph.models.load_model(GUIDE.with_suffix(".yaml"), seed=0)
     m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")

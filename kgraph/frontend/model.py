@@ -88,6 +88,8 @@ class LayerInfo:
     trainable_params: int = 0
     inbound: list = field(default_factory=list)  # names of the layers it reads, in order
     connected_to: list = field(default_factory=list)  # "layer[node][tensor]" per input, as Keras prints
+    path: tuple = ()  # names of the enclosing nested models, outermost first
+    layers: list | None = None  # a nested model's own layers (LayerInfo), None for other layers
 
 
 def _unsupported(desc, out: list) -> list:
@@ -194,6 +196,7 @@ class _ShapePass:
         self.decls = {}  # layer path -> [WeightDecl]
         self.classes = {}  # layer path -> its Keras class name, for messages
         self.shapes = {}  # top-level layer name -> [output shapes per call]
+        self.inner_shapes = {}  # the same for the layers of nested models, by path + (name,)
 
     def apply(self, layer, args, path, options):
         if layer.class_name == "InputLayer":
@@ -217,8 +220,10 @@ class _ShapePass:
                     f"shared layer {layer.name!r} is called on inputs of different shapes "
                     f"({shape_str(args[0])} needs other weights than its first call)"
                 )
-        if not path:
-            self.shapes.setdefault(layer.name, []).append(outs[0] if len(outs) == 1 else outs)
+        shapes = (
+            self.inner_shapes.setdefault(path + (layer.name,), []) if path else self.shapes.setdefault(layer.name, [])
+        )
+        shapes.append(outs[0] if len(outs) == 1 else outs)
         return outs
 
 
@@ -282,7 +287,7 @@ class FrontendModel:
         model = copy.copy(self)
         model._lowered, model._training_free = {}, set()  # its graphs are at its own shapes
         model.inputs = [dataclasses.replace(i, shape=shape) for i, shape in zip(self.inputs, shapes)]
-        model.layers = _layer_infos(self.desc, shape_pass.shapes, self.weights)
+        model.layers = _layer_infos(self.desc, shape_pass, self.weights)
         return model
 
     def _add_sources(self, g: Graph, size: int = PROBE_SIZES[0]) -> list:
@@ -463,27 +468,52 @@ def _weight_specs(desc, decls, rng, dtype, path=(), trainable=True) -> list:
     return out
 
 
-def _layer_infos(desc, shapes, weights) -> list:
+def _layer_infos(desc, shape_pass, weights, path=()) -> list:
+    """summary()'s rows of `desc`'s layers, and in a nested model's row its own layers' rows."""
     infos, owned = [], {}
     for w in weights:  # grouped once: a scan of every weight per layer was quadratic
-        owned.setdefault((w.path[:1] or (w.layer,))[0], []).append(w)
+        full = (*w.path, w.layer)
+        if full[: len(path)] == path and len(full) > len(path):
+            owned.setdefault(full[len(path)], []).append(w)
     for layer in desc.layers:
         if desc.class_name == "Sequential" and layer.class_name == "InputLayer":
             continue  # Keras's Sequential.layers leaves out its InputLayer
         mine = owned.get(layer.name, [])
         refs = [r for call in layer.calls for r in call]
+        shapes = shape_pass.inner_shapes.get(path + (layer.name,)) if path else shape_pass.shapes.get(layer.name)
+        inner = None if layer.model is None else _layer_infos(layer.model, shape_pass, mine, path + (layer.name,))
         infos.append(
             LayerInfo(
                 layer.name,
                 layer.class_name,
-                shapes.get(layer.name, []),
+                shapes or [],
                 sum(math.prod(w.shape) for w in mine),
                 sum(math.prod(w.shape) for w in mine if w.trainable),
                 list(dict.fromkeys(r[0] for r in refs)),
                 [f"{r[0]}[{r[1]}][{r[2]}]" for r in refs],
+                path,
+                inner,
             )
         )
     return infos
+
+
+def set_trainable(desc, weights) -> None:
+    """Each weight's trainable flag from the layers' configs, as _weight_specs sets it: a layer's
+    weights train while it and every model enclosing it are trainable (Keras's trainable_weights)."""
+    flags = {}
+
+    def walk(desc, path, trainable):
+        for layer in desc.layers:
+            layer_trainable = trainable and layer.config.get("trainable", True)
+            if layer.model is not None:
+                walk(layer.model, path + (layer.name,), layer_trainable)
+            else:
+                flags[path + (layer.name,)] = layer_trainable
+
+    walk(desc, (), True)
+    for w in weights:
+        w.trainable = bool(flags.get((*w.path, w.layer), True) and w.updatable)
 
 
 def _shape_pass(desc, in_shapes) -> _ShapePass:
@@ -519,6 +549,9 @@ def _probe_shapes(desc, in_shapes) -> _ShapePass:
                 "(GlobalAveragePooling, GlobalMaxPooling)"
             )
     first.shapes = {name: _unknown_where_differ(first.shapes[name], second.shapes[name]) for name in first.shapes}
+    first.inner_shapes = {
+        key: _unknown_where_differ(first.inner_shapes[key], second.inner_shapes[key]) for key in first.inner_shapes
+    }
     return first
 
 
@@ -607,7 +640,7 @@ def _build_model(config, seed, dtype, input_shapes) -> FrontendModel:
     _check_values(desc, in_shapes, shape_pass.shapes, np.dtype(dtype).itemsize)
     weights = _weight_specs(desc, shape_pass.decls, np.random.default_rng(seed), dtype)
     inputs = [InputSpec(ref[0], "", shape, dtype) for ref, shape in zip(desc.inputs, in_shapes)]
-    model = FrontendModel(config, desc, keras, dtype, inputs, weights, _layer_infos(desc, shape_pass.shapes, weights))
+    model = FrontendModel(config, desc, keras, dtype, inputs, weights, _layer_infos(desc, shape_pass, weights))
     ids = model._add_sources(Graph(desc.name))
     for spec, node in zip(inputs + weights, ids):
         spec.node = node
