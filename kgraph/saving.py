@@ -328,7 +328,10 @@ def _slot_sequence(model, order=KERAS_SLOT_ORDER):
     """[(slot name, param node)] in Keras's optimizer.variables order (after iteration, lr)."""
     state = model.executable.state_manifest.state
     present = {s.slot for s in state}
-    params = [w.node for w in model.frontend.weights if w.trainable]
+    # the weights the optimizer has state for: those trainable at compile() (Keras's optimizer
+    # keeps its variables when layer.trainable changes, until the next compile())
+    with_state = {s.param for s in state}
+    params = [w.node for w in model.frontend.weights if w.node in with_state]
     if model.optimizer.kind not in order or (order is V2_SLOT_ORDER and model.optimizer.kind == "nadam"):
         raise FileFormatError(  # OptimizerV2's Nadam keeps a momentum cache among its weights
             f"saving or loading {type(model.optimizer).__name__}'s state in Keras's layout "
@@ -341,10 +344,13 @@ def _slot_sequence(model, order=KERAS_SLOT_ORDER):
 
 
 def optimizer_variables(model) -> list:
-    """Keras's optimizer.variables: iteration, learning_rate, then the slots."""
+    """Keras's optimizer.variables: iteration, learning_rate (a variable unless the rate is a
+    schedule), then the slots."""
     m = model.executable.state_manifest
     state = {(s.slot, s.param): s for s in m.state}
-    out = [np.array(model.optimizer.step_count, np.int64), np.array(model.optimizer.learning_rate, np.float32)]
+    out = [np.array(model.optimizer.step_count, np.int64)]
+    if not isinstance(model.optimizer._learning_rate, LearningRateSchedule):
+        out.append(np.array(model.optimizer.learning_rate, np.float32))
     for key in _slot_sequence(model):
         out.append(m.state_view(model.executable.state, state[key]).copy())
     if model.optimizer.kind == "nadam":  # Keras 3's u_product, which kgraph computes from the updates
@@ -385,8 +391,8 @@ def load_optimizer_state(model, values, names, source):
         sequence = _slot_sequence(model, V2_SLOT_ORDER if layout == "v2" else KERAS_SLOT_ORDER)
     except FileFormatError as e:
         return _fresh(model, source, str(e).split(";")[0])
-    if layout == "keras3" and model.optimizer.kind == "nadam" and slots and np.ndim(slots[-1]) == 0:
-        slots = slots[:-1]  # Keras 3's u_product: computed from the iteration count here
+    if layout != "v2" and model.optimizer.kind == "nadam" and slots and np.ndim(slots[-1]) == 0:
+        slots = slots[:-1]  # Keras 3's u_product (its only layout with one): computed from the iteration count here
     extra = slots[len(sequence) :]
     if (
         layout == "v2"
@@ -606,10 +612,11 @@ def _legacy_optimizer_weights(model, tf_keras=False):
     names (tf-keras reads them in order)."""
     prefix, sequence = model.optimizer.name, _slot_sequence(model)
     values = optimizer_variables(model)
+    header = len(values) - len(sequence) - (model.optimizer.kind == "nadam")  # 1 where the rate is a schedule
     if tf_keras:  # (tf-keras's Nadam keeps no u_product variable)
         names = ["iteration:0"] + [f"{prefix}/{slot}/{param}:0" for slot, param in sequence]
-        return names, values[:1] + values[2 : 2 + len(sequence)]
-    names = [f"{prefix}/iteration", f"{prefix}/learning_rate"]
+        return names, values[:1] + values[header : header + len(sequence)]
+    names = [f"{prefix}/iteration", f"{prefix}/learning_rate"][:header]
     names += [f"{prefix}/{param}_{KERAS_SLOT_NAMES.get(slot, slot)}" for slot, param in sequence]
     return names + [f"{prefix}/variable"] * (len(values) - len(names)), values
 

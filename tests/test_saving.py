@@ -62,12 +62,15 @@ def test_checkpoint_resumes_exactly(tmp_path, ext):
     [
         lambda: optimizers.Nadam(0.01),  # Keras 3 saves its momentum product as one more variable
         lambda: optimizers.Adam(0.01, use_ema=True, ema_overwrite_frequency=3, gradient_accumulation_steps=2),
+        lambda: optimizers.Adam(optimizers.schedules.ExponentialDecay(0.01, 2, 0.5)),
+        lambda: optimizers.Nadam(optimizers.schedules.CosineDecay(0.01, 10)),
     ],
-    ids=["nadam", "adam_ema_accumulation"],
+    ids=["nadam", "adam_ema_accumulation", "adam_schedule", "nadam_schedule"],
 )
 def test_a_checkpoint_of_these_optimizers_resumes_exactly(tmp_path, make):
-    """Their state in Keras 3's layout (the averages and the gradient sums first) round-trips, in
-    the middle of an accumulation: the run resumed from a .keras file equals the straight one."""
+    """Their state in Keras 3's layout (the averages and the gradient sums first; no learning-rate
+    variable where the rate is a schedule) round-trips, in the middle of an accumulation: the run
+    resumed from a .keras file equals the straight one."""
     x, y = IO["x"], IO["y"]
     runs = []
     for _ in range(2):
@@ -80,6 +83,16 @@ def test_a_checkpoint_of_these_optimizers_resumes_exactly(tmp_path, make):
     for _ in range(3):
         resumed.train_on_batch(x, y)
     resumed.save(tmp_path / "ckpt.keras")
+    h5py = pytest.importorskip("h5py")
+    with zipfile.ZipFile(tmp_path / "ckpt.keras") as archive, archive.open("model.weights.h5") as member:
+        with h5py.File(member, "r") as f:
+            saved = len(f["optimizer"]["vars"])
+    # as Keras 3 counts them (it loads none where the count differs): iterations, the rate unless
+    # a schedule computes it, each slot of each trainable weight, Nadam's momentum product
+    opt, trainable = resumed.optimizer, len(resumed.trainable_weights)
+    slots = len({s.slot for s in resumed.executable.state_manifest.state})
+    schedule = isinstance(opt._learning_rate, optimizers.schedules.LearningRateSchedule)
+    assert saved == 1 + (not schedule) + slots * trainable + (opt.kind == "nadam")
     again = models.load_model(tmp_path / "ckpt.keras")
     assert again.optimizer.step_count == 3
     for _ in range(2):
