@@ -501,7 +501,7 @@ def test_a_sequence_and_a_list_of_batches_train_as_the_arrays(data):
     a, b, c = _model(), _model(), _model()
     ha = a.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     seq = Batches(x, y, 8)
-    hb = b.fit(seq, epochs=2, verbose=0)
+    hb = b.fit(seq, epochs=2, shuffle=False, verbose=0)  # (fit's default shuffles a Sequence's batches)
     assert seq.ends == 2 and ha.history == hb.history
     _same_weights(a, b)
     batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 20, 8)]
@@ -514,6 +514,39 @@ def test_a_sequence_and_a_list_of_batches_train_as_the_arrays(data):
     assert c.evaluate(Batches(x, y, 8), verbose=0) == c.evaluate(x, y, batch_size=8, verbose=0)
     # a list of arrays is still a model's inputs (one input here: nested lists of numbers)
     np.testing.assert_allclose(c.predict([list(r) for r in x], verbose=0), a.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_fit_shuffles_a_sequences_batches_each_epoch_as_keras_does(data):
+    """Keras 3 (and tf-keras's Sequence adapter) reads a PyDataset's batches in a new random order
+    each epoch under fit's default shuffle=True; evaluate, predict and shuffle=False read them in
+    order."""
+    x, y = data
+
+    class Logged(Batches):
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.order = []
+
+        def __getitem__(self, i):
+            self.order.append(i)
+            return super().__getitem__(i)
+
+    def read(model, call, **kwargs):
+        seq = Logged(np.repeat(x, 4, axis=0), np.repeat(y, 4, axis=0), 4)  # 20 batches
+        call(model, seq, **kwargs)
+        return seq.order
+
+    model = _model()
+    fit = read(model, lambda m, s, **k: m.fit(s, epochs=3, verbose=0, **k))
+    epochs = [fit[k * 20 : (k + 1) * 20] for k in range(3)]
+    assert len(fit) == 60 and all(sorted(e) == list(range(20)) for e in epochs)
+    assert len({tuple(e) for e in epochs}) == 3 and list(range(20)) not in epochs
+    in_order = list(range(20))
+    assert read(model, lambda m, s: m.fit(s, epochs=2, shuffle=False, verbose=0)) == in_order * 2
+    assert read(model, lambda m, s: m.evaluate(s, verbose=0)) == in_order
+    assert read(model, lambda m, s: m.predict(s, verbose=0)) == in_order
+    # seeded: the same orders for a model of the same seed
+    assert read(_model(), lambda m, s, **k: m.fit(s, epochs=3, verbose=0)) == fit
 
 
 def test_mirrored_strategy_splits_batches_from_every_source(data):
@@ -530,7 +563,8 @@ def test_mirrored_strategy_splits_batches_from_every_source(data):
         Dataset.from_tensor_slices((x, y)).batch(8).repeat(),
     ):
         model = _model(strategy)
-        model.fit(source, epochs=2, verbose=0, steps_per_epoch=None if isinstance(source, (list, Batches)) else 3)
+        steps = None if isinstance(source, (list, Batches)) else 3
+        model.fit(source, epochs=2, shuffle=False, verbose=0, steps_per_epoch=steps)
         _same_weights(model, ref)
         model.replicas.check_identical()
 

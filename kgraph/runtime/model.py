@@ -442,7 +442,8 @@ class CompiledModel:
         self._require_compiled()
         validation_batch_size = checks.positive_int(validation_batch_size, "validation_batch_size", allow_none=True)
         validates = checks.validation_epochs(validation_freq)
-        x, validation_data = sources.adapt(x), sources.adapt(validation_data)
+        x = sources.adapt(x, self.shuffle_random if shuffle else None)
+        validation_data = sources.adapt(validation_data)
         batch_size = checks.positive_int(batch_size, "batch_size", allow_none=True) or 32
         verbose = checks.check_verbose(verbose)
         checks.check_fit_args(epochs, initial_epoch, validation_split, validation_data)

@@ -4,7 +4,8 @@ iterables of batches (kgraph/runtime/batches.py walks them):
 - a kgraph.data.Dataset: each epoch is a new pass; its cardinality, when known, is the epoch's
   number of batches (the progress bar's length); an infinite one needs steps_per_epoch;
 - a Sequence-like object (`__len__` and `__getitem__`, as keras.utils.Sequence / PyDataset): its
-  batches read by index 0 .. len - 1, then its on_epoch_end() if it has one;
+  batches read by index 0 .. len - 1 (fit's shuffle: in a new random order each epoch, as Keras
+  reads them), then its on_epoch_end() if it has one;
 - a list of batches: a list whose items are all tuples (x, y) or (x, y, sample_weight) of arrays.
   Any other list is arrays (a model's several inputs, or nested lists of numbers);
 - any other iterable or generator, as before (one pass per iter(); a generator has one).
@@ -63,17 +64,19 @@ class BatchList:
 
 
 class SequenceBatches:
-    """A Sequence's batches by index, one pass per iter(), then its on_epoch_end()."""
+    """A Sequence's batches by index, one pass per iter() (with `rng`, in a new order each pass),
+    then its on_epoch_end()."""
 
-    def __init__(self, sequence):
-        self.sequence = sequence
+    def __init__(self, sequence, rng=None):
+        self.sequence, self.rng = sequence, rng
 
     def __iter__(self):
         n, done = len(self.sequence), 0
+        order = range(n) if self.rng is None else self.rng.permutation(n).tolist()
         try:
-            for i in range(n):
+            for k, i in enumerate(order):
                 batch = self.sequence[i]
-                done = i + 1
+                done = k + 1
                 yield batch
         finally:  # also when the epoch loop drops the pass after its last batch
             if done == n and hasattr(self.sequence, "on_epoch_end"):
@@ -83,13 +86,16 @@ class SequenceBatches:
         return len(self.sequence)
 
 
-def adapt(x):
-    """x as fit reads it: a list of batches or a Sequence becomes a re-iterable of batches;
-    anything else is returned as it is."""
+def adapt(x, shuffle_rng=None):
+    """x as fit reads it: a list of batches or a Sequence becomes a re-iterable of batches (a
+    Sequence's shuffled by `shuffle_rng` when given: fit's shuffle, which Keras applies to a
+    PyDataset's batch order, and not to a list's or a dataset's); anything else is returned as it is."""
+    if isinstance(x, SequenceBatches):  # adapted before (to build the model from): in this call's order
+        x = x.sequence
     if is_batch_list(x):
         return BatchList(x)
     if is_sequence(x):
-        return SequenceBatches(x)
+        return SequenceBatches(x, shuffle_rng)
     return x
 
 
