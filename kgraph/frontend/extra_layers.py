@@ -17,7 +17,7 @@ from .initializers import parse_initializer
 from .layers import Dropout
 from .constraints import parse_constraint
 from .regularizers import parse_regularizer
-from .rule import Rule, WeightDecl, ir_shape, rsqrt, shape_str, where_of
+from .rule import Rule, WeightDecl, ir_shape, non_batch_axes, rsqrt, shape_str, where_of
 
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
 
@@ -155,12 +155,7 @@ class Softmax(Rule):
     """Over one axis or several (Keras 3's tuple axis): those axes move last and merge into one."""
 
     def _axes(self, layer, shape):
-        axis = layer.config.get("axis", -1)
-        axes = [axis] if isinstance(axis, int) else list(axis) if isinstance(axis, (list, tuple)) else None
-        rank = len(shape)
-        if not axes or any(not isinstance(a, int) or not -rank <= a < rank or a % rank == 0 for a in axes):
-            raise ConfigError(f"{where_of(layer)}: axis {axis!r} is not a non-batch axis of input {shape_str(shape)}")
-        return sorted({a % rank for a in axes})
+        return list(non_batch_axes(layer, shape))
 
     def output_shape(self, layer, shapes):
         self._axes(layer, shapes[0])
@@ -315,26 +310,16 @@ class RMSNormalization(Rule):
     """Keras 3's RMSNormalization: x * rsqrt(mean(x^2) + epsilon) over `axis` (epsilon 1e-6 unless
     given, the layer's default), times a scale weight (ones at first) over those axes."""
 
-    def _axes(self, layer, shape) -> tuple:
-        axis = layer.config.get("axis", -1)
-        axes = [axis] if isinstance(axis, int) and not isinstance(axis, bool) else axis
-        if not isinstance(axes, list) or not all(isinstance(a, int) and -len(shape) <= a < len(shape) for a in axes):
-            raise ConfigError(f"{where_of(layer)}: axis must be an axis or a list of them, got {axis!r}")
-        axes = tuple(sorted({a % len(shape) for a in axes}))
-        if 0 in axes:
-            raise ConfigError(f"{where_of(layer)}: normalizing over the batch axis is not supported")
-        return axes
-
     def output_shape(self, layer, shapes):
-        self._axes(layer, shapes[0])
+        non_batch_axes(layer, shapes[0])
         return shapes[0]
 
     def weights(self, layer, shapes):
-        shape = tuple(shapes[0][a] for a in self._axes(layer, shapes[0]))
+        shape = tuple(shapes[0][a] for a in non_batch_axes(layer, shapes[0]))
         return [WeightDecl("scale", shape, ("Ones", {}), None)]
 
     def emit(self, ctx, layer, xs, shapes):
-        g, x, axes = ctx.g, xs[0], self._axes(layer, shapes[0])
+        g, x, axes = ctx.g, xs[0], non_batch_axes(layer, shapes[0])
         rank, epsilon = len(shapes[0]), layer.config.get("epsilon")
         mean_square = g.reduce_mean(g.square(x), axes=axes, keepdims=True)
         inverse = rsqrt(g, mean_square, 1e-6 if epsilon is None else epsilon)

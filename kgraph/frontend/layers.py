@@ -13,7 +13,7 @@ from .constraints import parse_constraint
 from .errors import ConfigError
 from .initializers import parse_initializer
 from .regularizers import parse_regularizer
-from .rule import Rule, WeightDecl, check_count, ir_shape, is_count, rsqrt, shape_str, where_of
+from .rule import Rule, WeightDecl, check_count, ir_shape, is_count, non_batch_axes, rsqrt, shape_str, where_of
 
 
 class Dense(Rule):
@@ -223,18 +223,7 @@ class UnitNormalization(Rule):
     (keras.ops.normalize: x * min(rsqrt(sum of squares), 1e12))."""
 
     def _axes(self, layer, shape) -> tuple:
-        axis = layer.config.get("axis", -1)
-        axes = [axis] if isinstance(axis, int) and not isinstance(axis, bool) else axis
-        rank = len(shape)
-        if (
-            not isinstance(axes, (list, tuple))
-            or not axes
-            or any(
-                isinstance(a, bool) or not isinstance(a, int) or not -rank <= a < rank or a % rank == 0 for a in axes
-            )
-        ):
-            raise ConfigError(f"{where_of(layer)}: axis {axis!r} is not made of non-batch axes of {shape_str(shape)}")
-        return tuple(sorted({a % rank for a in axes}))
+        return non_batch_axes(layer, shape)
 
     def output_shape(self, layer, shapes):
         self._axes(layer, shapes[0])
@@ -360,15 +349,8 @@ class Normalization(Rule):
             check_count(layer, "groups", 32)
 
     def _axes(self, layer, shape) -> tuple:
-        axis = layer.config.get("axis", -1)
-        if not (is_count(axis, -len(shape)) or isinstance(axis, list) and all(is_count(a, -len(shape)) for a in axis)):
-            raise ConfigError(f"{where_of(layer)}: axis must be an integer or a list of them, got {axis!r}")
-        axes = tuple(sorted(a % len(shape) for a in ([axis] if isinstance(axis, int) else axis)))
-        if (
-            0 in axes
-            or (self.kind != "layer" and len(axes) != 1)
-            or (self.kind == "group" and axes[0] != len(shape) - 1)
-        ):
+        axis, axes = layer.config.get("axis", -1), non_batch_axes(layer, shape)
+        if (self.kind != "layer" and len(axes) != 1) or (self.kind == "group" and axes[0] != len(shape) - 1):
             raise ConfigError(f"{where_of(layer)}: axis {axis} is not supported for input {shape_str(shape)}")
         return axes
 

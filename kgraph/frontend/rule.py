@@ -94,6 +94,20 @@ class Rule:
         return xs[0]
 
 
+def non_batch_axes(layer, shape) -> tuple:
+    """A layer's `axis` (an int, or a list or tuple of them, Keras's default -1) as the sorted
+    axes of input `shape` it names; an axis out of range, the batch axis, or anything else is
+    refused, as Keras refuses it (an out-of-range axis must not wrap around to another)."""
+    axis = layer.config.get("axis", -1)
+    axes = [axis] if not isinstance(axis, (list, tuple)) else list(axis)
+    rank = len(shape)
+    if not axes or any(
+        isinstance(a, bool) or not isinstance(a, int) or not -rank <= a < rank or a % rank == 0 for a in axes
+    ):
+        raise ConfigError(f"{where_of(layer)}: axis {axis!r} is not made of non-batch axes of input {shape_str(shape)}")
+    return tuple(sorted({a % rank for a in axes}))
+
+
 def where_of(layer) -> str:
     """How an error message names a layer: Dense layer 'dense_1' (an op: keras.ops.Multiply 'multiply')."""
     if isinstance(layer.class_name, str) and layer.class_name.startswith("op:"):
