@@ -232,7 +232,18 @@ class Model(_WeightLists, CompiledModel):
         """model.trainable = False freezes every layer (nested models' too), as in Keras."""
         self._require_built("trainable can be set")
         for layer in self.layers:
-            layer.trainable = value
+            layer._set_flag(bool(value))
+        self._trainable_changed("the model")
+
+    def _trainable_changed(self, what: str) -> None:
+        """Each weight's trainable flag from the layers' flags; from the next compile() the optimizer
+        updates the trainable ones."""
+        set_trainable(self.frontend.desc, self.frontend.weights)
+        if self.compile_args is not None:
+            warnings.warn(
+                f"{what}: trainable changed after compile(); call compile() again for the training step to follow it",
+                stacklevel=3,
+            )
 
     def get_layer(self, name=None, index=None):
         """As keras.Model.get_layer: by name or by index in model.layers."""
@@ -828,9 +839,11 @@ def _get_layer(layers, name, index):
 
 
 def _set_trainable(desc, value: bool) -> None:
-    """A nested model's trainable setter in Keras sets every layer inside it, nested ones too."""
+    """A nested model's trainable setter in Keras sets every layer inside it, nested ones too (an
+    InputLayer's config keeps no flag, as Keras writes it: tf-keras refuses one)."""
     for layer in desc.layers:
-        layer.config["trainable"] = value
+        if layer.class_name != "InputLayer":
+            layer.config["trainable"] = value
         if layer.model is not None:
             _set_trainable(layer.model, value)
 
@@ -851,7 +864,7 @@ class Layer(_WeightLists):
         self._config = self._desc.config
         full = (*info.path, info.name)
         self._indices = [k for k, w in enumerate(model.frontend.weights) if (*w.path, w.layer)[: len(full)] == full]
-        self._layer_objects = None
+        self._layer_objects, self._input_flag = None, True
 
     @property
     def layers(self) -> list:
@@ -882,6 +895,8 @@ class Layer(_WeightLists):
 
     @property
     def trainable(self) -> bool:
+        if self.class_name == "InputLayer":
+            return self._input_flag
         return bool(self._config.get("trainable", True))
 
     @trainable.setter
@@ -890,16 +905,16 @@ class Layer(_WeightLists):
         compile() the optimizer no longer updates them (the config saves the flag, as Keras's). On a
         nested model it sets every layer inside, as Keras does: unfreezing a base model that was
         saved frozen trains its BatchNormalization layers in training mode again."""
-        self._config["trainable"] = bool(value)
+        self._set_flag(bool(value))
+        self._model._trainable_changed(f"layer {self.name!r}")
+
+    def _set_flag(self, value: bool) -> None:
+        if self.class_name == "InputLayer":
+            self._input_flag = value  # its config keeps none, as Keras writes it (tf-keras refuses one)
+        else:
+            self._config["trainable"] = value
         if self._desc.model is not None:
-            _set_trainable(self._desc.model, bool(value))
-        set_trainable(self._model.frontend.desc, self._model.frontend.weights)
-        if self._model.compile_args is not None:
-            warnings.warn(
-                f"layer {self.name!r}: trainable changed after compile(); call compile() again for the "
-                "training step to follow it",
-                stacklevel=2,
-            )
+            _set_trainable(self._desc.model, value)
 
     @property
     def weights(self) -> list:

@@ -369,12 +369,26 @@ def _restore_optimizer(model, h5file, source):
 
 def _layout(values, names):
     """How the file lists the optimizer's variables: "keras3" (iteration, learning_rate, slots),
-    "tf2" (tf-keras 2's optimizers: iteration, slots) or "v2" (OptimizerV2: iter, slots by name)."""
+    "tf2" (iteration, slots: tf-keras 2's optimizers, and Keras 3's where the rate is a schedule)
+    or "v2" (OptimizerV2: iter, slots by name)."""
     if names and re.search(r"(^|/)iter(ations)?(:0)?$", names[0]):
         return "v2"
     if len(values) > 1 and np.ndim(values[1]) == 0:
         return "keras3"
     return "tf2"
+
+
+def _without_u_product(model, slots, sequence):
+    """Keras 3's Nadam saves its momentum product, a scalar, after the slots (tf-keras's does not):
+    kgraph computes it from the iteration count."""
+    if model.optimizer.kind == "nadam" and len(slots) == len(sequence) + 1 and np.ndim(slots[-1]) == 0:
+        return slots[:-1]
+    return slots
+
+
+def _fits(model, slots, sequence) -> bool:
+    state = {(s.slot, s.param): s for s in model.executable.state_manifest.state}
+    return len(slots) == len(sequence) and all(tuple(np.shape(v)) == state[k].shape for k, v in zip(sequence, slots))
 
 
 def load_optimizer_state(model, values, names, source):
@@ -384,15 +398,20 @@ def load_optimizer_state(model, values, names, source):
     if model.compile_args is None or not values:
         return
     layout = _layout(values, names)
-    header = 2 if layout == "keras3" else 1
-    slots = values[header:]
     iterations = int(np.asarray(values[0]))
     try:
         sequence = _slot_sequence(model, V2_SLOT_ORDER if layout == "v2" else KERAS_SLOT_ORDER)
     except FileFormatError as e:
         return _fresh(model, source, str(e).split(";")[0])
-    if layout != "v2" and model.optimizer.kind == "nadam" and slots and np.ndim(slots[-1]) == 0:
-        slots = slots[:-1]  # Keras 3's u_product (its only layout with one): computed from the iteration count here
+    if layout == "keras3" and not _fits(model, _without_u_product(model, values[2:], sequence), sequence):
+        # a scalar second value is a learning-rate variable, or (where the rate is a schedule) the
+        # slot of a scalar weight (Attention's scale): the layout is the one the slots fit
+        if _fits(model, _without_u_product(model, values[1:], sequence), sequence):
+            layout = "tf2"
+    header = 2 if layout == "keras3" else 1
+    slots = values[header:]
+    if layout != "v2":
+        slots = _without_u_product(model, slots, sequence)
     extra = slots[len(sequence) :]
     if (
         layout == "v2"
@@ -612,7 +631,7 @@ def _legacy_optimizer_weights(model, tf_keras=False):
     names (tf-keras reads them in order)."""
     prefix, sequence = model.optimizer.name, _slot_sequence(model)
     values = optimizer_variables(model)
-    header = len(values) - len(sequence) - (model.optimizer.kind == "nadam")  # 1 where the rate is a schedule
+    header = 1 if isinstance(model.optimizer._learning_rate, LearningRateSchedule) else 2  # (iteration, rate)
     if tf_keras:  # (tf-keras's Nadam keeps no u_product variable)
         names = ["iteration:0"] + [f"{prefix}/{slot}/{param}:0" for slot, param in sequence]
         return names, values[:1] + values[header : header + len(sequence)]

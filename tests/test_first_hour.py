@@ -397,7 +397,7 @@ def _frozen_base_with_batch_norm(frozen: bool) -> dict:
     assert sub["config"]["name"] == "sub"
     bn = {"module": "keras.layers", "class_name": "BatchNormalization", "config": {"name": "bn", "momentum": 0.9}}
     sub["config"]["layers"].insert(2, bn)
-    for layer in [sub, *sub["config"]["layers"]]:
+    for layer in [sub, *sub["config"]["layers"][1:]]:  # (an InputLayer's config has no flag)
         layer["config"]["trainable"] = not frozen
     return config
 
@@ -427,6 +427,13 @@ def test_unfreezing_a_nested_model_trains_it_as_if_never_frozen():
     assert not np.array_equal(thawed.get_layer("sub").get_layer("bn").get_weights()[2], moving_mean)
     saved = json.loads(thawed.to_json())["config"]["layers"][2]["config"]["layers"]
     assert all(layer["config"].get("trainable", True) for layer in saved)  # saved thawed, as Keras
+    with pytest.warns(UserWarning, match=r"^the model: trainable changed after compile\(\)") as warned:
+        thawed.trainable = False  # an InputLayer's config gets no flag either way (tf-keras refuses one)
+    assert len(warned) == 1  # one for the model, not one per layer
+    saved = json.loads(thawed.to_json())["config"]["layers"]
+    assert [l["class_name"] for l in saved if "trainable" not in l["config"]] == ["InputLayer"]
+    assert ["trainable" in l["config"] for l in saved[2]["config"]["layers"]] == [False, True, True, True]
+    assert thawed.layers[0].trainable is False and thawed.trainable is False
 
 
 def test_a_nested_models_layers_freeze_one_by_one_and_summarize(capsys):
