@@ -164,6 +164,12 @@ def npz_files(tmp_path_factory):
         np.savez(paths[name], **arrays)
     (folder / "garbage.npz").write_bytes(b"not a zip at all")
     paths["garbage"] = folder / "garbage.npz"
+    np.save(folder / "x.npy", X)
+    paths["npy"] = folder / "x.npy"
+    np.savetxt(folder / "data.csv", np.column_stack([X, Y]), delimiter=",")
+    paths["csv"] = folder / "data.csv"
+    (folder / "cut.npz").write_bytes(paths["features"].read_bytes()[:200])
+    paths["truncated"] = folder / "cut.npz"
     return paths
 
 
@@ -203,6 +209,9 @@ NPZ_CASES = [
     "empty",
     "bad val",
     "garbage",
+    "npy",
+    "csv",
+    "truncated",
 ]
 
 
@@ -221,6 +230,16 @@ def test_cli_bad_data_files(name, command, npz_files, capsys):
     assert main([command, EXAMPLE, "--data", str(npz_files[name]), "--verbose", "0", *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("kgraph: error: ") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("name", ["npy", "csv", "garbage"])
+def test_cli_data_that_is_not_an_npz_says_what_to_give(name, npz_files, capsys):
+    """A tester's .npy read "'numpy.ndarray' object does not support the context manager
+    protocol", and a CSV NumPy's hint to allow pickles."""
+    assert main(["train", EXAMPLE, "--data", str(npz_files[name]), "--verbose", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "give an .npz file holding x and y (numpy.savez(path, x=..., y=...))" in err
+    assert "pickle" not in err and "context manager" not in err
 
 
 def test_one_array_for_a_two_input_model_says_how_to_give_both():

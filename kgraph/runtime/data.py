@@ -30,6 +30,13 @@ def load(spec: str, labels: bool = True):
     path = Path(spec)
     if not path.exists():
         raise DataFileError(f"{spec}: no such data file (give an .npz file or one of: {', '.join(BUILTIN)})")
+    how = "give an .npz file holding x and y (numpy.savez(path, x=..., y=...))"
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise DataFileError(f"{spec}: an .npy file holds one array; {how}")
+    if not magic.startswith(b"PK"):  # an .npz is a zip archive
+        raise DataFileError(f"{spec}: not an .npz file (a CSV or other text is not read); {how}")
     try:
         with np.load(path, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}
