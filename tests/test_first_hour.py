@@ -457,6 +457,22 @@ def test_a_nested_models_layers_freeze_one_by_one_and_summarize(capsys):
     assert "sub_dense_2 (Dense)" in out and " Trainable params: 0" in out
 
 
+def test_a_layer_frozen_after_the_model_built_from_its_data_saves_frozen():
+    """build() (and fix_input_shapes()) declare the input shapes in a copy of the config, the
+    caller's left as it was: the layers' flags set afterwards are saved too (a reviewer found them
+    lost). The tf.keras guide's unbuilt Sequential, as Keras 2.1.6 saved it (a list of layers)."""
+    config = json.loads(GUIDE.with_suffix(".json").read_text())
+    original = json.dumps(config)
+    m = kgraph.models.model_from_config(config, seed=0)
+    m.build((None, 32))
+    assert json.dumps(config) == original
+    saved = json.loads(m.to_json())["config"]
+    assert saved[0]["config"]["batch_input_shape"] == [None, 32]
+    m.layers[1].trainable = False
+    saved = json.loads(m.to_json())["config"]
+    assert [layer["config"]["trainable"] for layer in saved] == [True, False, True]
+
+
 def test_a_model_built_from_its_data_saves_and_loads_built(tmp_path):
     m = kgraph.models.load_model(GUIDE.with_suffix(".yaml"), seed=0)
     m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")

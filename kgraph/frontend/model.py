@@ -571,24 +571,38 @@ def declare_input_shapes(config: dict, shapes: list) -> dict:
     `shapes` ((None, ...) per model input),
     where each Keras version writes one, so a model built from its data saves a config that loads
     built: an InputLayer's batch_shape (Keras 3) or batch_input_shape (Keras 1-2), a Keras 3
-    Sequential's build_input_shape, or a Keras 1-2 Sequential's first layer's batch_input_shape."""
-    config = copy.deepcopy(config)
+    Sequential's build_input_shape, or a Keras 1-2 Sequential's first layer's batch_input_shape.
+    Copied only along the paths it changes: the other layers' config dicts stay the ones the
+    model's layers read and write (layer.trainable), so the copy saves what they set."""
+    config = dict(config)
     keras, cfg = keras_major(config), config.get("config")
     key = "batch_shape" if keras >= 3 else "batch_input_shape"
-    entries = cfg if isinstance(cfg, list) else cfg.get("layers", [])
+    if isinstance(cfg, list):
+        cfg = entries = config["config"] = list(cfg)
+    else:
+        cfg = config["config"] = dict(cfg)
+        entries = cfg["layers"] = list(cfg.get("layers", []))
+
+    def own(i) -> dict:
+        """entries[i]'s config, copied."""
+        entries[i] = dict(entries[i])
+        entries[i]["config"] = dict(entries[i].get("config") or {})
+        return entries[i]["config"]
+
     if config.get("class_name") == "Sequential":
-        first = entries[0].get("config", {}) if entries else {}
-        declared = input_batch_shape(first)
+        declared = input_batch_shape(entries[0].get("config", {})) if entries else None
         if declared is None or has_unknown_dims([declared]):
             if isinstance(cfg, dict) and keras >= 3 and entries[0].get("class_name") != "InputLayer":
                 cfg["build_input_shape"] = list(shapes[0])
             else:
-                first[key if entries[0].get("class_name") == "InputLayer" else "batch_input_shape"] = list(shapes[0])
+                own(0)[key if entries[0].get("class_name") == "InputLayer" else "batch_input_shape"] = list(shapes[0])
         return config
-    by_name = {(e.get("config") or {}).get("name", e.get("name")): e for e in entries if isinstance(e, dict)}
+    index = {
+        (e.get("config") or {}).get("name", e.get("name")): i for i, e in enumerate(entries) if isinstance(e, dict)
+    }
     for (name, declared), shape in zip(config_inputs(config), shapes):
-        if (declared is None or has_unknown_dims([declared])) and name in by_name:
-            by_name[name]["config"][key] = list(shape)
+        if (declared is None or has_unknown_dims([declared])) and name in index:
+            own(index[name])[key] = list(shape)
     return config
 
 
