@@ -225,6 +225,12 @@ def _restore_random(model, h5file, source) -> None:
 # ---------------------------------------------------------------------- Keras 2 / legacy h5
 
 
+class _NamedArrays(list):
+    """A layer group's arrays in its weight_names order, with those names (`names`)."""
+
+    names: list = []
+
+
 def _read_legacy_layers(group, source) -> dict:
     """{top-level layer name: [arrays in weight_names order]} of a legacy weights group."""
     out = {}
@@ -238,8 +244,27 @@ def _read_legacy_layers(group, source) -> dict:
             if not isinstance(g.get(w), _h5py().Dataset):
                 raise FileFormatError(f"{source}: weight {w!r} of layer {name!r} is listed in the file but missing")
         if wnames:
-            out[name] = [np.asarray(g[w]) for w in wnames]
+            out[name] = _NamedArrays(np.asarray(g[w]) for w in wnames)
+            out[name].names = wnames
     return out
+
+
+def _by_name(arrays, items):
+    """A nested model's arrays in the model's order of its weights (`items`), matched by the
+    names the file gives them (<layer>/<weight>:0): tf-keras lists a trainable nested model's
+    trainable weights first, then its batch norms' moving statistics, where a frozen one lists
+    them by layer. As the file has them where the names do not match one for one."""
+    names = getattr(arrays, "names", None)
+    if not names or len(names) != len(items):
+        return arrays
+    keyed = {}
+    for n, a in zip(names, arrays):
+        parts = n.split(":")[0].split("/")
+        keyed[tuple(parts[-2:])] = a
+    wanted = [(spec.layer, spec.name) for spec, _ in items]
+    if len(keyed) != len(items) or any(k not in keyed for k in wanted):
+        return arrays
+    return [keyed[k] for k in wanted]
 
 
 def _write_legacy_layers(group, model, version=KERAS_VERSION):
@@ -251,6 +276,9 @@ def _write_legacy_layers(group, model, version=KERAS_VERSION):
     for name in names:
         g = group.create_group(name)
         owned = [(spec, v) for key, items in weights.items() if key[0] == name for spec, v in items]
+        # Keras reads a group in its layer's trainable_weights + non_trainable_weights order: a
+        # trainable nested model's batch-norm statistics after all its trainable weights
+        owned.sort(key=lambda item: not item[0].trainable)
         wnames = ["/".join((*spec.path, spec.layer, spec.name)) for spec, _ in owned]
         g.attrs["weight_names"] = np.array([w.encode() for w in wnames])
         for w, (_, value) in zip(wnames, owned):
@@ -271,7 +299,7 @@ def _assign_by_layer(model, found: dict, legacy: bool, source: str, unmatched=()
         for key, items in by_layer.items():
             grouped.setdefault(key[0], []).extend(items)
         by_layer = {(k,): v for k, v in grouped.items()}
-        found = {(k,): v for k, v in found.items()}
+        found = {(k,): _by_name(v, grouped.get(k, ())) for k, v in found.items()}
     for key, items in by_layer.items():
         arrays = found.get(key)
         where = "/".join(key)

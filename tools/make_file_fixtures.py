@@ -16,7 +16,11 @@ io.npz holds x, y and per file stem `<stem>/pred` (predictions of the saved mode
 nested_configs.json (`--only nested` writes just it): to_json() configs of functional models
 nested in Sequential and Functional models, by both Kerases, with their weights and predictions.
 call_training.json (`--only calls`): layers and nested models called with training=False or True,
-with one train step's loss and weights and the weights after predicting."""
+with one train step's loss and weights and the weights after predicting.
+tfk2_bn_base_{frozen,thawed}.h5 (`--only bn_base`): tf-keras 2's .h5 of a fine-tuning model (a
+nested base of Conv2D and BatchNormalization layers), saved with its base frozen and thawed: a
+trainable nested model lists its trainable weights first, then the moving statistics;
+bn_base_io.npz holds x and each file's predictions."""
 
 from __future__ import annotations
 
@@ -152,11 +156,38 @@ def call_training_configs(k, x, y):
     return out
 
 
+def bn_base_files(k, out):
+    """tf-keras 2's .h5 of a model with a nested base of Conv2D + BatchNormalization, the base
+    frozen and thawed (the weight order of a trainable nested model differs), and predictions."""
+    L = k.layers
+    k.utils.set_random_seed(0)
+    bi = k.Input((6, 6, 3))
+    h = L.BatchNormalization(name="bn1")(L.Conv2D(4, 3, use_bias=False, name="c1")(bi))
+    h = L.BatchNormalization(name="bn2")(L.Conv2D(4, 1, name="c2")(L.ReLU(6.0, name="r1")(h)))
+    base = k.Model(bi, h, name="base")
+    rng = np.random.default_rng(1)
+    for bn in (base.get_layer("bn1"), base.get_layer("bn2")):  # statistics that are not 0 and 1
+        bn.set_weights(
+            [rng.uniform(0.5, 1.5, 4), rng.uniform(-0.5, 0.5, 4), rng.uniform(-0.5, 0.5, 4), rng.uniform(0.1, 0.5, 4)]
+        )
+    x = k.Input((6, 6, 3))
+    model = k.Model(x, L.Dense(2, name="head")(L.GlobalAveragePooling2D()(base(x, training=False))))
+    xs = rng.uniform(-1, 1, (4, 6, 6, 3)).astype(np.float32)
+    io = {"x": xs}
+    for state in ("frozen", "thawed"):
+        base.trainable = state == "thawed"
+        model.save(out / f"tfk2_bn_base_{state}.h5")
+        io[state] = model.predict(xs, verbose=0)
+    np.savez(out / "bn_base_io.npz", **io)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="tests/fixtures/files/tf")
     p.add_argument(
-        "--only", choices=["files", "nested", "calls"], help="write only the model files, nested or call configs"
+        "--only",
+        choices=["files", "nested", "calls", "bn_base"],
+        help="write only the model files, nested or call configs, or the batch-norm base files",
     )
     args = p.parse_args()
     out = Path(args.out)
@@ -175,7 +206,9 @@ def main():
         calls = {"x": x.tolist(), "y": y.tolist()}
         calls.update(k3=call_training_configs(keras, x, y), tfk2=call_training_configs(tf_keras, x, y))
         (out / "call_training.json").write_text(json.dumps(calls) + "\n")
-    if args.only in ("nested", "calls"):
+    if args.only in (None, "bn_base"):
+        bn_base_files(tf_keras, out)
+    if args.only in ("nested", "calls", "bn_base"):
         return
     io, index = {"x": x, "y": y}, {}
     for prefix, k in (("k3", keras), ("tfk2", tf_keras)):
