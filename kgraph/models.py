@@ -87,6 +87,7 @@ class Model(_WeightLists, CompiledModel):
         self.compiled = {}  # kind -> kgraph.passes.Compiled, for `kgraph inspect`
         self.device = "cpu"
         self.compile_args = None
+        self._trainable_warned = None  # the compile_args a trainable change has warned about
         self.loss = None  # compile()'s loss, as given (Keras's model.loss)
         self.pending_compile = None  # compile()'s arguments, kept until an unbuilt model builds
         self._layer_objects = None  # model.layers, made once
@@ -238,8 +239,9 @@ class Model(_WeightLists, CompiledModel):
     def _trainable_changed(self, what: str) -> None:
         """Each weight's trainable flag from the layers' flags; from the next compile() the optimizer
         updates the trainable ones."""
-        set_trainable(self.frontend.desc, self.frontend.weights)
-        if self.compile_args is not None:
+        set_trainable(self.frontend.desc, self.frontend.weights, self.frontend.keras)
+        if self.compile_args is not None and self._trainable_warned is not self.compile_args:
+            self._trainable_warned = self.compile_args  # once until the next compile(): the guide's loops set many
             warnings.warn(
                 f"{what}: trainable changed after compile(); call compile() again for the training step to follow it",
                 stacklevel=3,

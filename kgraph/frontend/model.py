@@ -441,13 +441,13 @@ def _activity_penalty(g, y, l1, l2, layer):
     return g.div(total, batch, name=f"{layer}_activity_penalty")
 
 
-def _weight_specs(desc, decls, rng, dtype, path=(), trainable=True) -> list:
-    """Keras's get_weights() order: layers in config order, nested models in place, shared layers once."""
+def _weight_specs(desc, decls, rng, dtype, path=()) -> list:
+    """Keras's get_weights() order: layers in config order, nested models in place, shared layers
+    once; each trainable as its layer allows (set_trainable sets the flags from the configs)."""
     out = []
     for layer in desc.layers:
-        layer_trainable = trainable and layer.config.get("trainable", True)
         if layer.model is not None:
-            out += _weight_specs(layer.model, decls, rng, dtype, path + (layer.name,), layer_trainable)
+            out += _weight_specs(layer.model, decls, rng, dtype, path + (layer.name,))
             continue
         for d in decls.get(path + (layer.name,), []):
             value = guarded(layer, path, initial_value, d.initializer, d.shape, rng, dtype)
@@ -458,7 +458,7 @@ def _weight_specs(desc, decls, rng, dtype, path=(), trainable=True) -> list:
                     "",
                     d.shape,
                     value,
-                    bool(layer_trainable and d.trainable),
+                    d.trainable,
                     d.regularizer,
                     path,
                     d.trainable,
@@ -498,14 +498,16 @@ def _layer_infos(desc, shape_pass, weights, path=()) -> list:
     return infos
 
 
-def set_trainable(desc, weights) -> None:
-    """Each weight's trainable flag from the layers' configs, as _weight_specs sets it: a layer's
-    weights train while it and every model enclosing it are trainable (Keras's trainable_weights)."""
+def set_trainable(desc, weights, keras: int) -> None:
+    """Each weight's trainable flag from the layers' configs, as Keras's trainable_weights lists
+    them: Keras 3's, the weights whose own layer is trainable (its setters set every layer inside a
+    model, so a layer thawed inside a frozen base trains); Keras 1-2's, those whose layer and every
+    model enclosing it are trainable (tf-keras gathers a model's weights only while it is)."""
     flags = {}
 
     def walk(desc, path, trainable):
         for layer in desc.layers:
-            layer_trainable = trainable and layer.config.get("trainable", True)
+            layer_trainable = (trainable or keras >= 3) and layer.config.get("trainable", True)
             if layer.model is not None:
                 walk(layer.model, path + (layer.name,), layer_trainable)
             else:
@@ -653,6 +655,7 @@ def _build_model(config, seed, dtype, input_shapes) -> FrontendModel:
     limits.check_weights([d.shape for decls in shape_pass.decls.values() for d in decls], np.dtype(dtype).itemsize)
     _check_values(desc, in_shapes, shape_pass.shapes, np.dtype(dtype).itemsize)
     weights = _weight_specs(desc, shape_pass.decls, np.random.default_rng(seed), dtype)
+    set_trainable(desc, weights, keras)
     inputs = [InputSpec(ref[0], "", shape, dtype) for ref, shape in zip(desc.inputs, in_shapes)]
     model = FrontendModel(config, desc, keras, dtype, inputs, weights, _layer_infos(desc, shape_pass, weights))
     ids = model._add_sources(Graph(desc.name))
