@@ -32,7 +32,7 @@ from .frontend import (
     parse_config_text,
     read_config_file,
 )
-from .frontend.model import PROBE_SIZES, set_trainable
+from .frontend.model import PROBE_SIZES, trainable_from_configs
 from .frontend.summary import cost_line, format_summary, step_cost
 from .passes.loss import LOSSES
 from .passes import run_pipeline, updates_last
@@ -239,7 +239,7 @@ class Model(_WeightLists, CompiledModel):
     def _trainable_changed(self, what: str) -> None:
         """Each weight's trainable flag from the layers' flags; from the next compile() the optimizer
         updates the trainable ones."""
-        set_trainable(self.frontend.desc, self.frontend.weights, self.frontend.keras)
+        trainable_from_configs(self.frontend.desc, self.frontend.weights, self.frontend.keras)
         if self.compile_args is not None and self._trainable_warned is not self.compile_args:
             self._trainable_warned = self.compile_args  # once until the next compile(): the guide's loops set many
             warnings.warn(
@@ -840,14 +840,13 @@ def _get_layer(layers, name, index):
     raise ValueError(f"no such layer: {name}. Existing layers are: {[l.name for l in layers]}")
 
 
-def _set_trainable(desc, value: bool) -> None:
-    """A nested model's trainable setter in Keras sets every layer inside it, nested ones too (an
-    InputLayer's config keeps no flag, as Keras writes it: tf-keras refuses one)."""
-    for layer in desc.layers:
-        if layer.class_name != "InputLayer":
-            layer.config["trainable"] = value
-        if layer.model is not None:
-            _set_trainable(layer.model, value)
+def _set_config_flags(layer, value: bool) -> None:
+    """Keras's trainable setter on a layer's config: a nested model's sets every layer inside it,
+    nested ones too; an InputLayer's config keeps no flag, as Keras writes it (tf-keras refuses one)."""
+    if layer.class_name != "InputLayer":
+        layer.config["trainable"] = value
+    for inner in layer.model.layers if layer.model is not None else ():
+        _set_config_flags(inner, value)
 
 
 class Layer(_WeightLists):
@@ -912,11 +911,8 @@ class Layer(_WeightLists):
 
     def _set_flag(self, value: bool) -> None:
         if self.class_name == "InputLayer":
-            self._input_flag = value  # its config keeps none, as Keras writes it (tf-keras refuses one)
-        else:
-            self._config["trainable"] = value
-        if self._desc.model is not None:
-            _set_trainable(self._desc.model, value)
+            self._input_flag = value  # (its config keeps none)
+        _set_config_flags(self._desc, value)
 
     @property
     def weights(self) -> list:

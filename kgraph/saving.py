@@ -24,7 +24,6 @@ from ir.ops.optim import nadam_momentum_product
 from . import limits
 from .frontend.normalize import keras_major, snake_case
 from .frontend.parse import parse_config_text
-from .optimizers.schedules import LearningRateSchedule
 from .runtime.files import FileFormatError, atomic_write, read_npz_weights, write_npz_weights
 
 KERAS_VERSION = "3.15.1"  # the format version written; Keras 3 reads archives of any 3.x
@@ -228,7 +227,9 @@ def _restore_random(model, h5file, source) -> None:
 class _NamedArrays(list):
     """A layer group's arrays in its weight_names order, with those names (`names`)."""
 
-    names: list = []
+    def __init__(self, arrays, names):
+        super().__init__(arrays)
+        self.names = names
 
 
 def _read_legacy_layers(group, source) -> dict:
@@ -244,8 +245,7 @@ def _read_legacy_layers(group, source) -> dict:
             if not isinstance(g.get(w), _h5py().Dataset):
                 raise FileFormatError(f"{source}: weight {w!r} of layer {name!r} is listed in the file but missing")
         if wnames:
-            out[name] = _NamedArrays(np.asarray(g[w]) for w in wnames)
-            out[name].names = wnames
+            out[name] = _NamedArrays((np.asarray(g[w]) for w in wnames), wnames)
     return out
 
 
@@ -377,7 +377,7 @@ def optimizer_variables(model) -> list:
     m = model.executable.state_manifest
     state = {(s.slot, s.param): s for s in m.state}
     out = [np.array(model.optimizer.step_count, np.int64)]
-    if not isinstance(model.optimizer._learning_rate, LearningRateSchedule):
+    if not model.optimizer.scheduled:
         out.append(np.array(model.optimizer.learning_rate, np.float32))
     for key in _slot_sequence(model):
         out.append(m.state_view(model.executable.state, state[key]).copy())
@@ -471,7 +471,7 @@ def load_optimizer_state(model, values, names, source):
     if model.optimizer.use_ema and iterations and not any(slot == "average" for slot, _ in sequence):
         model.executable.fill_slot("average")  # a file without averages (OptimizerV2's): from the weights
     model.optimizer.step_count = iterations  # no slots here (SGD without momentum) or none saved yet
-    if header == 2 and not isinstance(model.optimizer._learning_rate, LearningRateSchedule):
+    if header == 2 and not model.optimizer.scheduled:
         saved = np.float32(values[1])  # a schedule recomputes it; Keras keeps the rate as float32:
         if np.float32(model.optimizer.learning_rate) != saved:  # the config's exact rate stands if it rounds to it
             model.optimizer.learning_rate = float(saved)
@@ -659,7 +659,7 @@ def _legacy_optimizer_weights(model, tf_keras=False):
     names (tf-keras reads them in order)."""
     prefix, sequence = model.optimizer.name, _slot_sequence(model)
     values = optimizer_variables(model)
-    header = 1 if isinstance(model.optimizer._learning_rate, LearningRateSchedule) else 2  # (iteration, rate)
+    header = 1 if model.optimizer.scheduled else 2  # (iteration, rate)
     if tf_keras:  # (tf-keras's Nadam keeps no u_product variable)
         names = ["iteration:0"] + [f"{prefix}/{slot}/{param}:0" for slot, param in sequence]
         return names, values[:1] + values[header : header + len(sequence)]

@@ -443,7 +443,7 @@ def _activity_penalty(g, y, l1, l2, layer):
 
 def _weight_specs(desc, decls, rng, dtype, path=()) -> list:
     """Keras's get_weights() order: layers in config order, nested models in place, shared layers
-    once; each trainable as its layer allows (set_trainable sets the flags from the configs)."""
+    once; each trainable as its layer allows (trainable_from_configs sets the flags from the configs)."""
     out = []
     for layer in desc.layers:
         if layer.model is not None:
@@ -498,7 +498,7 @@ def _layer_infos(desc, shape_pass, weights, path=()) -> list:
     return infos
 
 
-def set_trainable(desc, weights, keras: int) -> None:
+def trainable_from_configs(desc, weights, keras: int) -> None:
     """Each weight's trainable flag from the layers' configs, as Keras's trainable_weights lists
     them: Keras 3's, the weights whose own layer is trainable (its setters set every layer inside a
     model, so a layer thawed inside a frozen base trains); Keras 1-2's, those whose layer and every
@@ -655,7 +655,7 @@ def _build_model(config, seed, dtype, input_shapes) -> FrontendModel:
     limits.check_weights([d.shape for decls in shape_pass.decls.values() for d in decls], np.dtype(dtype).itemsize)
     _check_values(desc, in_shapes, shape_pass.shapes, np.dtype(dtype).itemsize)
     weights = _weight_specs(desc, shape_pass.decls, np.random.default_rng(seed), dtype)
-    set_trainable(desc, weights, keras)
+    trainable_from_configs(desc, weights, keras)
     inputs = [InputSpec(ref[0], "", shape, dtype) for ref, shape in zip(desc.inputs, in_shapes)]
     model = FrontendModel(config, desc, keras, dtype, inputs, weights, _layer_infos(desc, shape_pass, weights))
     ids = model._add_sources(Graph(desc.name))

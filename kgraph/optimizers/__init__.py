@@ -84,15 +84,20 @@ class Optimizer:
         self.step_count = int(value) * (self.gradient_accumulation_steps or 1)
 
     @property
+    def scheduled(self) -> bool:
+        """Whether a LearningRateSchedule gives the rate (Keras keeps no learning-rate variable then)."""
+        return isinstance(self._learning_rate, LearningRateSchedule)
+
+    @property
     def learning_rate(self) -> float:
         """This step's rate, as Keras's property: a schedule's value at the steps taken. A float that
         also answers Keras 3's variable idioms, `.assign(value)` and `.numpy()`."""
         lr = self._learning_rate
-        return LearningRate(float(lr(self.step_count)) if isinstance(lr, LearningRateSchedule) else lr, self)
+        return LearningRate(float(lr(self.step_count)) if self.scheduled else lr, self)
 
     @learning_rate.setter
     def learning_rate(self, value):
-        if isinstance(self._learning_rate, LearningRateSchedule):
+        if self.scheduled:
             raise TypeError(
                 "This optimizer was created with a `LearningRateSchedule` object as its "
                 "`learning_rate` constructor argument, hence its learning rate is not settable."
@@ -105,9 +110,8 @@ class Optimizer:
     def learning_rates(self, steps: int):
         """The rates of the next `steps` steps (a schedule's values), or None when they are all
         current_learning_rate()."""
-        lr = self._learning_rate
-        if isinstance(lr, LearningRateSchedule):
-            return [float(lr(self.step_count + i)) for i in range(steps)]
+        if self.scheduled:
+            return [float(self._learning_rate(self.step_count + i)) for i in range(steps)]
         return None
 
     def spec(self) -> tuple:
@@ -132,7 +136,7 @@ class Optimizer:
         lr = self._learning_rate
         return {
             "name": self.name,
-            "learning_rate": schedules.serialize(lr) if isinstance(lr, LearningRateSchedule) else lr,
+            "learning_rate": schedules.serialize(lr) if self.scheduled else lr,
             **self.options,
             **self.ema,
             # only when set: tf-keras's optimizers, which read these configs from .h5 files, refuse the key
